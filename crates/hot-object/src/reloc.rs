@@ -1,0 +1,114 @@
+//! Decoded relocation kinds. The raw `r_type` always travels next to the decoded kind
+//! (see [`crate::Reloc`]), so a diagnostic can name the exact ELF relocation.
+
+/// What a relocation asks for, independent of the numbering of one ELF machine. Names follow
+/// the x86-64 psABI; aarch64 kinds are added beside them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum RelocKind {
+    /// `R_X86_64_NONE`.
+    None,
+    /// `R_X86_64_64`: S + A, 64-bit absolute.
+    Abs64,
+    /// `R_X86_64_32`: S + A, zero-extended 32-bit.
+    Abs32,
+    /// `R_X86_64_32S`: S + A, sign-extended 32-bit.
+    Abs32S,
+    /// `R_X86_64_16` / `R_X86_64_8`.
+    Abs16,
+    Abs8,
+    /// `R_X86_64_PC32`: S + A - P.
+    Pc32,
+    /// `R_X86_64_PC64`.
+    Pc64,
+    /// `R_X86_64_PC16` / `R_X86_64_PC8`.
+    Pc16,
+    Pc8,
+    /// `R_X86_64_PLT32`: L + A - P (a call or jump to a function).
+    Plt32,
+    /// `R_X86_64_GOTPCREL`: G + GOT + A - P.
+    GotPcRel,
+    /// `R_X86_64_GOTPCRELX`: like GOTPCREL, relaxable (`call *`/`jmp *`/`mov`).
+    GotPcRelX,
+    /// `R_X86_64_REX_GOTPCRELX`: like GOTPCREL with a REX prefix, relaxable (`mov` -> `lea`).
+    RexGotPcRelX,
+    /// `R_X86_64_GOTPCREL64`.
+    GotPcRel64,
+    /// `R_X86_64_GOTPC32` / `R_X86_64_GOTPC64`: GOT + A - P.
+    GotPc32,
+    GotPc64,
+    /// `R_X86_64_GOTOFF64`: S + A - GOT.
+    GotOff64,
+    /// `R_X86_64_GOT32` / `R_X86_64_GOT64`: G + A.
+    Got32,
+    Got64,
+    /// `R_X86_64_TPOFF32` / `R_X86_64_TPOFF64`: local-exec TLS offset.
+    TpOff32,
+    TpOff64,
+    /// `R_X86_64_GOTTPOFF`: initial-exec TLS (GOT slot holding the TP offset).
+    GotTpOff,
+    /// `R_X86_64_TLSGD`: general-dynamic TLS.
+    TlsGd,
+    /// `R_X86_64_TLSLD`: local-dynamic TLS.
+    TlsLd,
+    /// `R_X86_64_DTPOFF32` / `R_X86_64_DTPOFF64`: offset in the module's TLS block.
+    DtpOff32,
+    DtpOff64,
+    /// `R_X86_64_GOTPC32_TLSDESC`: TLS descriptor address.
+    GotPc32TlsDesc,
+    /// `R_X86_64_TLSDESC_CALL`: marks the descriptor call.
+    TlsDescCall,
+    /// `R_X86_64_SIZE32` / `R_X86_64_SIZE64`: Z + A.
+    Size32,
+    Size64,
+    /// A type hot-link does not handle; the raw type is in [`crate::Reloc::raw_type`].
+    Unknown,
+}
+
+impl RelocKind {
+    /// Decode an x86-64 `r_type`.
+    pub fn from_x86_64(r_type: u32) -> RelocKind {
+        use object::elf::*;
+        match RelocationType(r_type) {
+            R_X86_64_NONE => RelocKind::None,
+            R_X86_64_64 => RelocKind::Abs64,
+            R_X86_64_32 => RelocKind::Abs32,
+            R_X86_64_32S => RelocKind::Abs32S,
+            R_X86_64_16 => RelocKind::Abs16,
+            R_X86_64_8 => RelocKind::Abs8,
+            R_X86_64_PC32 => RelocKind::Pc32,
+            R_X86_64_PC64 => RelocKind::Pc64,
+            R_X86_64_PC16 => RelocKind::Pc16,
+            R_X86_64_PC8 => RelocKind::Pc8,
+            R_X86_64_PLT32 => RelocKind::Plt32,
+            R_X86_64_GOTPCREL => RelocKind::GotPcRel,
+            R_X86_64_GOTPCRELX => RelocKind::GotPcRelX,
+            R_X86_64_REX_GOTPCRELX => RelocKind::RexGotPcRelX,
+            R_X86_64_GOTPCREL64 => RelocKind::GotPcRel64,
+            R_X86_64_GOTPC32 => RelocKind::GotPc32,
+            R_X86_64_GOTPC64 => RelocKind::GotPc64,
+            R_X86_64_GOTOFF64 => RelocKind::GotOff64,
+            R_X86_64_GOT32 => RelocKind::Got32,
+            R_X86_64_GOT64 => RelocKind::Got64,
+            R_X86_64_TPOFF32 => RelocKind::TpOff32,
+            R_X86_64_TPOFF64 => RelocKind::TpOff64,
+            R_X86_64_GOTTPOFF => RelocKind::GotTpOff,
+            R_X86_64_TLSGD => RelocKind::TlsGd,
+            R_X86_64_TLSLD => RelocKind::TlsLd,
+            R_X86_64_DTPOFF32 => RelocKind::DtpOff32,
+            R_X86_64_DTPOFF64 => RelocKind::DtpOff64,
+            R_X86_64_GOTPC32_TLSDESC => RelocKind::GotPc32TlsDesc,
+            R_X86_64_TLSDESC_CALL => RelocKind::TlsDescCall,
+            R_X86_64_SIZE32 => RelocKind::Size32,
+            R_X86_64_SIZE64 => RelocKind::Size64,
+            _ => RelocKind::Unknown,
+        }
+    }
+
+    /// The ELF name of an x86-64 `r_type`, for diagnostics.
+    pub fn x86_64_name(r_type: u32) -> String {
+        match object::elf::NAMES_R_X86_64.name(object::elf::RelocationType(r_type)) {
+            Some(name) => name.to_string(),
+            None => format!("R_X86_64 type {r_type}"),
+        }
+    }
+}
