@@ -1,1 +1,243 @@
-//! placeholder
+//! One workspace: its configuration, compile database, compile-on-save, the swap pipeline,
+//! the patch journal and diagnostics in editor-neutral form.
+//!
+//! A [`Session`] owns one sequential worker thread. Front ends (the LSP server, `hot-lsp
+//! watch`) only enqueue [`Command`]s and receive [`SessionEvent`]s; they never block on the
+//! worker. This crate knows nothing about LSP: positions are 1-based lines and 1-based byte
+//! columns, files are paths.
+
+pub mod compile;
+pub mod compile_db;
+pub mod config;
+mod worker;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+pub use config::Config;
+
+/// How serious a diagnostic is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Error,
+    Warning,
+    Information,
+}
+
+/// A problem at a source position. Lines are 1-based, columns 1-based in bytes (0 = unknown).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Diagnostic {
+    pub file: PathBuf,
+    pub line: u32,
+    pub column: u32,
+    /// End of the range, if the compiler gave one (same conventions).
+    pub end_line: Option<u32>,
+    pub end_column: Option<u32>,
+    pub severity: Severity,
+    /// A stable code of DESIGN.md 3.3: `compile-error`, `undefined-symbol`, ...
+    pub code: String,
+    pub message: String,
+}
+
+/// The state of the session's program.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum State {
+    Idle,
+    Building,
+    Running,
+    Swapping,
+    Exited,
+    Failed,
+}
+
+/// Microseconds spent in each phase of a swap.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Micros {
+    pub compile: u64,
+    pub link: u64,
+    pub swap: u64,
+}
+
+/// What one swap did.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct SwapSummary {
+    pub seq: u64,
+    pub file: PathBuf,
+    pub swapped: Vec<String>,
+    pub added: Vec<String>,
+    pub skipped: usize,
+    pub micros: Micros,
+}
+
+/// A snapshot of the session, readable at any time without waiting for the worker.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Status {
+    pub state: State,
+    pub pid: Option<i32>,
+    pub exit_code: Option<i32>,
+    pub signal: Option<i32>,
+    pub last_swap: Option<SwapSummary>,
+    pub message: Option<String>,
+}
+
+impl Default for Status {
+    fn default() -> Self {
+        Status {
+            state: State::Idle,
+            pid: None,
+            exit_code: None,
+            signal: None,
+            last_swap: None,
+            message: None,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OutputStream {
+    Stdout,
+    Stderr,
+}
+
+/// Phases reported as progress (LSP `$/progress`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Phase {
+    Compile,
+    Link,
+    Swap,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Progress {
+    Begin { title: String },
+    Report { phase: Phase, message: String },
+    End { message: String },
+}
+
+/// What the session tells its front end.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SessionEvent {
+    /// The status changed (state, pid, last swap...). Always the full snapshot.
+    Status(Status),
+    /// The program was started.
+    Launched { pid: i32 },
+    /// The program's output.
+    Output { stream: OutputStream, text: String },
+    /// The complete current diagnostics of one file (an empty list clears them).
+    Diagnostics {
+        file: PathBuf,
+        diagnostics: Vec<Diagnostic>,
+    },
+    /// A failure or notice without a source line (process exited, permission denied).
+    Message { severity: Severity, text: String },
+    /// A swap was applied.
+    Swap(SwapSummary),
+    /// The program is gone.
+    Exited {
+        code: Option<i32>,
+        signal: Option<i32>,
+    },
+    Progress(Progress),
+}
+
+/// What a front end asks of the session.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Command {
+    /// A file was saved (a translation unit or a header).
+    Saved(PathBuf),
+    /// A file was opened in an editor: compile its baseline in the background if needed.
+    Opened(PathBuf),
+    Launch,
+    Attach { pid: i32 },
+    Detach,
+    Stop,
+    Restart,
+    Undo,
+    /// New client configuration (same shape as `hot-lsp.toml`, as JSON).
+    Configure(serde_json::Value),
+    /// Stop the worker: kill a launched program, detach from an attached one.
+    Shutdown,
+}
+
+/// Where and how a session starts.
+#[derive(Clone, Debug)]
+pub struct SessionOptions {
+    pub root: PathBuf,
+    /// Configuration the client set explicitly (JSON shaped like `hot-lsp.toml`); its keys
+    /// win over the file's.
+    pub client_config: Option<serde_json::Value>,
+    /// Launch the program when the session starts if the configuration says `launch =
+    /// "auto"`. Front ends that want to drive launching themselves turn this off.
+    pub auto_launch: bool,
+}
+
+/// One workspace's session: a handle to its worker.
+pub struct Session {
+    root: PathBuf,
+    commands: crossbeam_channel::Sender<Command>,
+    status: Arc<Mutex<Status>>,
+    worker: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Session {
+    /// Start the worker. It reads the configuration; a workspace that did not opt in (no
+    /// `hot-lsp.toml`, no client configuration) stays idle and runs nothing.
+    pub fn start(
+        options: SessionOptions,
+        events: crossbeam_channel::Sender<SessionEvent>,
+    ) -> Session {
+        let (commands, receiver) = crossbeam_channel::unbounded();
+        let status = Arc::new(Mutex::new(Status::default()));
+        let root = options.root.clone();
+        let worker_status = Arc::clone(&status);
+        let worker = std::thread::Builder::new()
+            .name(format!("hot-session {}", root.display()))
+            .spawn(move || worker::run(options, receiver, events, worker_status))
+            .ok();
+        Session {
+            root,
+            commands,
+            status,
+            worker,
+        }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Enqueue a command; never blocks.
+    pub fn send(&self, command: Command) {
+        // The worker only goes away after Shutdown; a send after that has nobody to act on it.
+        let _ = self.commands.send(command);
+    }
+
+    /// The latest status snapshot; never waits for the worker.
+    pub fn status(&self) -> Status {
+        match self.status.lock() {
+            Ok(status) => status.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Shut the worker down and wait for it (kills a launched program).
+    pub fn shutdown(mut self) {
+        self.send(Command::Shutdown);
+        if let Some(worker) = self.worker.take() {
+            let _ = worker.join();
+        }
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        if let Some(worker) = self.worker.take() {
+            let _ = self.commands.send(Command::Shutdown);
+            let _ = worker.join();
+        }
+    }
+}

@@ -1,0 +1,1 @@
+//! Compiling one translation unit into a patch object, and compiler output into diagnostics.
