@@ -1,5 +1,226 @@
 //! `hot-lsp.toml` and the client's configuration, merged key by key.
+//!
+//! The file is validated on its own first, so that a bad key is reported at its line in
+//! `hot-lsp.toml`; then the client's explicit keys (JSON of the same shape) are laid over it.
+//! A key the client leaves out keeps the file's value.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+pub const CONFIG_FILE: &str = "hot-lsp.toml";
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LaunchMode {
+    #[default]
+    Auto,
+    Manual,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProgramConfig {
+    /// The executable, relative to the workspace root.
+    pub path: Option<PathBuf>,
+    pub args: Vec<String>,
+    pub cwd: PathBuf,
+    pub env: BTreeMap<String, String>,
+    /// A shell command run in the root before launching.
+    pub build: Option<String>,
+    pub launch: LaunchMode,
+    pub disable_aslr: bool,
+}
+
+impl Default for ProgramConfig {
+    fn default() -> Self {
+        ProgramConfig {
+            path: None,
+            args: Vec::new(),
+            cwd: PathBuf::from("."),
+            env: BTreeMap::new(),
+            build: None,
+            launch: LaunchMode::Auto,
+            disable_aslr: false,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CompileConfig {
+    /// `compile_commands.json`, relative to the root; default: the root, then `build/`.
+    pub database: Option<PathBuf>,
+    /// Fallback command with `{file}` and `{output}` placeholders.
+    pub command: Option<String>,
+}
 
 /// The effective configuration of a workspace.
-#[derive(Clone, Debug, Default)]
-pub struct Config {}
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub program: ProgramConfig,
+    pub compile: CompileConfig,
+}
+
+/// A configuration problem, located in `hot-lsp.toml` where possible.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigError {
+    /// `hot-lsp.toml`, or `None` when the client's configuration is at fault.
+    pub file: Option<PathBuf>,
+    /// 1-based line and byte column in the file.
+    pub line: u32,
+    pub column: u32,
+    pub message: String,
+}
+
+/// What loading found.
+#[derive(Clone, Debug)]
+pub struct Loaded {
+    pub config: Config,
+    /// The workspace opted in: it has a `hot-lsp.toml` or the client configured it.
+    pub opted_in: bool,
+    /// The file exists (even if invalid).
+    pub has_file: bool,
+}
+
+/// Read `root/hot-lsp.toml` and lay `client` over it.
+pub fn load(root: &Path, client: Option<&serde_json::Value>) -> Result<Loaded, ConfigError> {
+    let path = root.join(CONFIG_FILE);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => Some(text),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => {
+            return Err(ConfigError {
+                file: Some(path),
+                line: 1,
+                column: 1,
+                message: format!("cannot read {CONFIG_FILE}: {e}"),
+            })
+        }
+    };
+    let client = client.filter(|c| c.as_object().is_some_and(|o| !o.is_empty()));
+    let has_file = text.is_some();
+    let mut merged = serde_json::Value::Object(Default::default());
+    if let Some(text) = &text {
+        merged = parse_file(&path, text)?;
+    }
+    if let Some(client) = client {
+        merge(&mut merged, client);
+    }
+    let config: Config = serde_json::from_value(merged).map_err(|e| ConfigError {
+        file: None,
+        line: 1,
+        column: 1,
+        message: format!("invalid hot-lsp configuration from the client: {e}"),
+    })?;
+    Ok(Loaded {
+        config,
+        opted_in: has_file || client.is_some(),
+        has_file,
+    })
+}
+
+/// Validate the file against the typed schema (so errors carry the key's span) and return
+/// it as JSON for merging.
+fn parse_file(path: &Path, text: &str) -> Result<serde_json::Value, ConfigError> {
+    let located = |span: Option<std::ops::Range<usize>>, message: String| {
+        let (line, column) = span.map_or((1, 1), |s| line_column(text, s.start));
+        ConfigError {
+            file: Some(path.to_owned()),
+            line,
+            column,
+            message,
+        }
+    };
+    if let Err(e) = toml::from_str::<Config>(text) {
+        return Err(located(
+            e.span(),
+            format!("{CONFIG_FILE}: {}", e.message()),
+        ));
+    }
+    let table: toml::Table =
+        toml::from_str(text).map_err(|e| located(e.span(), e.message().to_string()))?;
+    serde_json::to_value(table).map_err(|e| located(None, e.to_string()))
+}
+
+/// 1-based line and byte column of a byte offset.
+fn line_column(text: &str, offset: usize) -> (u32, u32) {
+    let before = &text.as_bytes()[..offset.min(text.len())];
+    let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
+    let line_start = before.iter().rposition(|&b| b == b'\n').map_or(0, |p| p + 1);
+    (line as u32, (offset - line_start) as u32 + 1)
+}
+
+/// Lay `over` onto `base`, object key by object key; other values replace.
+fn merge(base: &mut serde_json::Value, over: &serde_json::Value) {
+    match (base, over) {
+        (serde_json::Value::Object(base), serde_json::Value::Object(over)) => {
+            for (key, value) in over {
+                if value.is_null() {
+                    continue;
+                }
+                match base.get_mut(key) {
+                    Some(existing) if existing.is_object() && value.is_object() => {
+                        merge(existing, value)
+                    }
+                    _ => {
+                        base.insert(key.clone(), value.clone());
+                    }
+                }
+            }
+        }
+        (base, over) => *base = over.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check_error(toml_text: &str, line: u32, needle: &str) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join(CONFIG_FILE), toml_text).expect("write");
+        let err = load(dir.path(), None).expect_err("config must be rejected");
+        assert_eq!(err.line, line, "{err:?}");
+        assert!(err.message.contains(needle), "{err:?}");
+    }
+
+    #[test]
+    fn bad_keys_are_reported_at_their_line() {
+        check_error("[program]\npath = \"a\"\nargs = 5\n", 3, "invalid type");
+        check_error("[program]\npath = \"a\"\n\nlanch = \"auto\"\n", 4, "lanch");
+        check_error("[program]\nlaunch = \"sometimes\"\n", 2, "sometimes");
+        check_error("[program\n", 1, "");
+    }
+
+    #[test]
+    fn client_keys_win_key_by_key() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(
+            dir.path().join(CONFIG_FILE),
+            "[program]\npath = \"build/app\"\nargs = [\"-v\"]\n[compile]\ncommand = \"cc -c {file} -o {output}\"\n",
+        )
+        .expect("write");
+        let client = serde_json::json!({"program": {"args": ["--fast"], "disable_aslr": true}});
+        let loaded = load(dir.path(), Some(&client)).expect("valid");
+        assert!(loaded.opted_in);
+        assert_eq!(loaded.config.program.path, Some(PathBuf::from("build/app")));
+        assert_eq!(loaded.config.program.args, vec!["--fast".to_string()]);
+        assert!(loaded.config.program.disable_aslr);
+        assert_eq!(
+            loaded.config.compile.command.as_deref(),
+            Some("cc -c {file} -o {output}")
+        );
+    }
+
+    #[test]
+    fn no_file_and_no_client_is_not_opted_in() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let loaded = load(dir.path(), None).expect("valid");
+        assert!(!loaded.opted_in);
+        let loaded = load(dir.path(), Some(&serde_json::json!({}))).expect("valid");
+        assert!(!loaded.opted_in);
+    }
+}
