@@ -9,6 +9,7 @@
 pub mod compile;
 pub mod compile_db;
 pub mod config;
+mod program;
 mod worker;
 
 use std::path::{Path, PathBuf};

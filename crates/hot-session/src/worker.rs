@@ -1,18 +1,936 @@
-//! The session worker: one thread, a loop over a closed set of events.
+//! The session worker: one thread, a loop over a closed set of events (front-end commands and
+//! the program's own events), running compile -> link -> swap strictly in order.
 
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
-use crate::{Command, SessionEvent, SessionOptions, Status};
+use crossbeam_channel::{Receiver, Sender};
+use hot_link::{LinkError, LinkRequest, UnitRef};
+use hot_object::Object;
+use hot_process::{Debuggee, LaunchSpec, ProcessError, ProcessEvent, WritePlan};
+
+use crate::compile::{self, CompileJob};
+use crate::compile_db::{normalize, CompileDatabase, CompileEntry};
+use crate::config::{self, Config, LaunchMode};
+use crate::program::{unit_of, AppliedPatch, Program, UnitMatch};
+use crate::{
+    Command, Diagnostic, Micros, OutputStream, Phase, Progress, SessionEvent, SessionOptions,
+    Severity, State, Status, SwapSummary,
+};
+
+/// Everything the worker reacts to.
+enum Event {
+    Command(Command),
+    Process(ProcessEvent),
+}
+
+/// The last object of a file that matches what runs, compiled with the same flags.
+#[derive(Clone)]
+pub(crate) struct Baseline {
+    pub argv: Vec<String>,
+    pub object: Arc<Object>,
+}
+
+const SOURCE_EXTENSIONS: &[&str] = &["c", "cc", "cpp", "cxx", "c++", "m", "mm"];
+const HEADER_EXTENSIONS: &[&str] = &["h", "hh", "hpp", "hxx", "h++", "inl"];
+
+fn has_extension(path: &Path, list: &[&str]) -> bool {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| list.contains(&e))
+}
+
+/// gcc's `-fipa-ra` lets a caller assume which registers its callee clobbers; a new body
+/// may clobber others. The flags that make swapping safe are named in the warning.
+const HOT_RELOAD_FLAGS: &str =
+    "-O0, -O1 or -Og, or -O2 -fno-ipa-ra -fno-ipa-icf -fno-ipa-sra";
+
+fn risky_optimisation(producer: &str) -> bool {
+    let optimises = producer
+        .split_whitespace()
+        .any(|f| matches!(f, "-O2" | "-O3" | "-Os" | "-Ofast" | "-Oz"));
+    optimises && !producer.contains("-fno-ipa-ra")
+}
+
+struct Worker {
+    options: SessionOptions,
+    events: Sender<SessionEvent>,
+    status: Arc<Mutex<Status>>,
+    config: Config,
+    opted_in: bool,
+    client_config: Option<serde_json::Value>,
+    database: Option<CompileDatabase>,
+    scratch: Option<tempfile::TempDir>,
+    program: Option<Program>,
+    process_events: Receiver<ProcessEvent>,
+    baselines: HashMap<PathBuf, Baseline>,
+    /// Files with diagnostics currently published, per translation unit that produced them.
+    published: HashMap<PathBuf, HashSet<PathBuf>>,
+    seq: u64,
+    warned_optimisation: bool,
+    scratch_counter: u64,
+}
 
 pub(crate) fn run(
-    _options: SessionOptions,
-    commands: crossbeam_channel::Receiver<Command>,
-    _events: crossbeam_channel::Sender<SessionEvent>,
-    _status: Arc<Mutex<Status>>,
+    options: SessionOptions,
+    commands: Receiver<Command>,
+    events: Sender<SessionEvent>,
+    status: Arc<Mutex<Status>>,
 ) {
-    for command in commands {
-        if command == Command::Shutdown {
-            break;
+    let mut worker = Worker {
+        client_config: options.client_config.clone(),
+        options,
+        events,
+        status,
+        config: Config::default(),
+        opted_in: false,
+        database: None,
+        scratch: tempfile::Builder::new().prefix("hot-lsp-").tempdir().ok(),
+        program: None,
+        process_events: crossbeam_channel::never(),
+        baselines: HashMap::new(),
+        published: HashMap::new(),
+        seq: 0,
+        warned_optimisation: false,
+        scratch_counter: 0,
+    };
+    worker.reload_config();
+    if worker.opted_in && worker.options.auto_launch && worker.config.program.launch == LaunchMode::Auto {
+        worker.launch();
+    }
+    loop {
+        let event = crossbeam_channel::select! {
+            recv(commands) -> c => match c {
+                Ok(c) => Event::Command(c),
+                Err(_) => Event::Command(Command::Shutdown),
+            },
+            recv(worker.process_events) -> e => match e {
+                Ok(e) => Event::Process(e),
+                // The owner thread is gone without an exit notice; treat it as an exit.
+                Err(_) => Event::Process(ProcessEvent::Exited { code: None, signal: None }),
+            },
+        };
+        match event {
+            Event::Command(Command::Shutdown) => {
+                worker.stop_program(false);
+                break;
+            }
+            Event::Command(Command::Saved(file)) => {
+                // Several quick saves coalesce: take every save already queued, once each.
+                let mut saved = vec![file];
+                let mut rest = Vec::new();
+                while let Ok(next) = commands.try_recv() {
+                    match next {
+                        Command::Saved(f) => {
+                            if !saved.contains(&f) {
+                                saved.push(f)
+                            }
+                        }
+                        other => rest.push(other),
+                    }
+                }
+                for file in saved {
+                    worker.on_saved(&file);
+                }
+                let mut stop = false;
+                for command in rest {
+                    if command == Command::Shutdown {
+                        stop = true;
+                        break;
+                    }
+                    worker.on_command(command);
+                }
+                if stop {
+                    worker.stop_program(false);
+                    break;
+                }
+            }
+            Event::Command(command) => worker.on_command(command),
+            Event::Process(event) => worker.on_process_event(event),
         }
+    }
+}
+
+impl Worker {
+    fn emit(&self, event: SessionEvent) {
+        // A front end that went away stops listening; the worker finishes its job regardless.
+        let _ = self.events.send(event);
+    }
+
+    fn update_status(&self, change: impl FnOnce(&mut Status)) {
+        let snapshot = {
+            let mut status = self.status.lock().unwrap_or_else(|p| p.into_inner());
+            change(&mut status);
+            status.clone()
+        };
+        self.emit(SessionEvent::Status(snapshot));
+    }
+
+    fn set_state(&self, state: State, message: Option<String>) {
+        self.update_status(|s| {
+            s.state = state;
+            s.message = message;
+        });
+    }
+
+    fn message(&self, severity: Severity, text: impl Into<String>) {
+        let text = text.into();
+        match severity {
+            Severity::Error => tracing::error!("{text}"),
+            Severity::Warning => tracing::warn!("{text}"),
+            Severity::Information => tracing::info!("{text}"),
+        }
+        self.emit(SessionEvent::Message { severity, text });
+    }
+
+    /// A failure without a source line: a message, and the status says it too.
+    fn fail(&self, text: String) {
+        self.message(Severity::Error, text.clone());
+        let state = if self.program.is_some() {
+            State::Running
+        } else {
+            State::Failed
+        };
+        self.set_state(state, Some(text));
+    }
+
+    fn reload_config(&mut self) {
+        let config_file = self.options.root.join(config::CONFIG_FILE);
+        match config::load(&self.options.root, self.client_config.as_ref()) {
+            Ok(loaded) => {
+                self.config = loaded.config;
+                self.opted_in = loaded.opted_in;
+                if loaded.has_file {
+                    self.publish(&config_file, &config_file, Vec::new());
+                }
+                self.database = None;
+            }
+            Err(e) => {
+                // An invalid file still opts the workspace in: the user meant to use hot-lsp.
+                self.opted_in = true;
+                match e.file {
+                    Some(file) => {
+                        let diagnostic = Diagnostic {
+                            file: file.clone(),
+                            line: e.line,
+                            column: e.column,
+                            end_line: None,
+                            end_column: None,
+                            severity: Severity::Error,
+                            code: "config-error".into(),
+                            message: e.message.clone(),
+                        };
+                        self.publish(&file, &file, vec![diagnostic]);
+                    }
+                    None => self.message(Severity::Error, e.message.clone()),
+                }
+                self.set_state(State::Failed, Some(e.message));
+            }
+        }
+    }
+
+    /// Publish the complete diagnostics that compiling `unit` produced, grouped per file;
+    /// files this unit reported on before and not now are cleared.
+    fn publish(&mut self, unit: &Path, primary: &Path, diagnostics: Vec<Diagnostic>) {
+        let mut by_file: BTreeMap<PathBuf, Vec<Diagnostic>> = BTreeMap::new();
+        by_file.insert(primary.to_owned(), Vec::new());
+        for d in diagnostics {
+            by_file.entry(d.file.clone()).or_default().push(d);
+        }
+        let previous = self.published.remove(unit).unwrap_or_default();
+        for file in previous {
+            by_file.entry(file).or_default();
+        }
+        let mut now = HashSet::new();
+        for (file, diagnostics) in by_file {
+            if !diagnostics.is_empty() {
+                now.insert(file.clone());
+            }
+            self.emit(SessionEvent::Diagnostics { file, diagnostics });
+        }
+        self.published.insert(unit.to_owned(), now);
+    }
+
+    fn on_command(&mut self, command: Command) {
+        if !self.opted_in && !matches!(command, Command::Configure(_)) {
+            self.message(
+                Severity::Information,
+                format!(
+                    "{}: hot-lsp is not enabled here (no {} and no client configuration)",
+                    self.options.root.display(),
+                    config::CONFIG_FILE
+                ),
+            );
+            return;
+        }
+        match command {
+            Command::Saved(file) => self.on_saved(&file),
+            Command::Opened(file) => self.on_opened(&file),
+            Command::Launch => {
+                if self.program.is_some() {
+                    self.message(Severity::Information, "the program is already running");
+                } else {
+                    self.launch();
+                }
+            }
+            Command::Attach { pid } => self.attach(pid),
+            Command::Detach => self.stop_program(true),
+            Command::Stop => {
+                self.stop_program(false);
+                self.set_state(State::Exited, Some("stopped".into()));
+            }
+            Command::Restart => {
+                self.stop_program(false);
+                self.launch();
+            }
+            Command::Undo => self.undo(),
+            Command::Configure(value) => {
+                let was_opted_in = self.opted_in;
+                self.client_config = Some(value);
+                self.reload_config();
+                if !was_opted_in
+                    && self.opted_in
+                    && self.program.is_none()
+                    && self.options.auto_launch
+                    && self.config.program.launch == LaunchMode::Auto
+                {
+                    self.launch();
+                }
+            }
+            Command::Shutdown => self.stop_program(false),
+        }
+    }
+
+    fn on_process_event(&mut self, event: ProcessEvent) {
+        match event {
+            ProcessEvent::Output { stream, text } => {
+                let stream = match stream {
+                    hot_process::Stream::Stdout => OutputStream::Stdout,
+                    hot_process::Stream::Stderr => OutputStream::Stderr,
+                };
+                self.emit(SessionEvent::Output { stream, text });
+            }
+            ProcessEvent::Exited { code, signal } => {
+                self.program = None;
+                self.process_events = crossbeam_channel::never();
+                let how = match (code, signal) {
+                    (Some(c), _) => format!("the program exited with code {c}"),
+                    (None, Some(s)) => format!("the program was killed by signal {s}"),
+                    (None, None) => "the program has exited".to_string(),
+                };
+                self.emit(SessionEvent::Exited { code, signal });
+                self.message(Severity::Warning, how.clone());
+                self.update_status(|s| {
+                    s.state = State::Exited;
+                    s.pid = None;
+                    s.exit_code = code;
+                    s.signal = signal;
+                    s.message = Some(how);
+                });
+            }
+        }
+    }
+
+    // ---- the program ------------------------------------------------------------------
+
+    fn launch(&mut self) {
+        let Some(path) = self.config.program.path.clone() else {
+            self.fail(format!(
+                "{}: [program] path is not set, so there is nothing to launch",
+                self.options.root.join(config::CONFIG_FILE).display()
+            ));
+            return;
+        };
+        if let Some(build) = self.config.program.build.clone() {
+            self.set_state(State::Building, Some(format!("running `{build}`")));
+            let output = std::process::Command::new("sh")
+                .arg("-c")
+                .arg(&build)
+                .current_dir(&self.options.root)
+                .stdin(std::process::Stdio::null())
+                .output();
+            match output {
+                Ok(out) if out.status.success() => {}
+                Ok(out) => {
+                    let tail = String::from_utf8_lossy(&out.stderr);
+                    let tail: Vec<&str> = tail.lines().rev().take(10).collect();
+                    let tail: Vec<&str> = tail.into_iter().rev().collect();
+                    self.fail(format!(
+                        "the build command `{build}` failed ({}):\n{}",
+                        out.status,
+                        tail.join("\n")
+                    ));
+                    return;
+                }
+                Err(e) => {
+                    self.fail(format!("cannot run the build command `{build}`: {e}"));
+                    return;
+                }
+            }
+        }
+        let root = &self.options.root;
+        let spec = LaunchSpec {
+            path: root.join(&path),
+            args: self.config.program.args.iter().map(Into::into).collect(),
+            cwd: root.join(&self.config.program.cwd),
+            env: self
+                .config
+                .program
+                .env
+                .iter()
+                .map(|(k, v)| (k.into(), v.into()))
+                .collect(),
+            disable_aslr: self.config.program.disable_aslr,
+        };
+        let (tx, rx) = crossbeam_channel::unbounded();
+        match Debuggee::launch(&spec, tx) {
+            Ok(debuggee) => self.adopt(debuggee, rx),
+            Err(e) => self.fail(e.to_string()),
+        }
+    }
+
+    fn attach(&mut self, pid: i32) {
+        if self.program.is_some() {
+            self.stop_program(true);
+        }
+        let (tx, rx) = crossbeam_channel::unbounded();
+        match Debuggee::attach(pid, tx) {
+            Ok(debuggee) => self.adopt(debuggee, rx),
+            Err(e) => self.fail(e.to_string()),
+        }
+    }
+
+    /// Take a started or attached program under management: read its image, compile the
+    /// baselines of its translation units, report it running.
+    fn adopt(&mut self, debuggee: Debuggee, events: Receiver<ProcessEvent>) {
+        let pid = debuggee.pid();
+        self.process_events = events;
+        self.program = Some(Program::new(debuggee));
+        self.baselines.clear();
+        self.emit(SessionEvent::Launched { pid });
+        self.update_status(|s| {
+            s.state = State::Running;
+            s.pid = Some(pid);
+            s.exit_code = None;
+            s.signal = None;
+            s.message = None;
+        });
+        let image_error = self
+            .program
+            .as_mut()
+            .and_then(|p| p.image().err());
+        if let Some(e) = image_error {
+            self.fail(e);
+            return;
+        }
+        self.warn_about_optimisation();
+        self.compile_baselines();
+    }
+
+    fn stop_program(&mut self, detach: bool) {
+        let Some(program) = self.program.take() else {
+            return;
+        };
+        self.process_events = crossbeam_channel::never();
+        if detach || !program.debuggee.launched() {
+            program.debuggee.detach();
+            self.update_status(|s| {
+                s.state = State::Idle;
+                s.pid = None;
+                s.message = Some("detached".into());
+            });
+        } else {
+            program.debuggee.stop();
+            self.update_status(|s| {
+                s.state = State::Exited;
+                s.pid = None;
+            });
+        }
+    }
+
+    fn warn_about_optimisation(&mut self) {
+        if self.warned_optimisation {
+            return;
+        }
+        let Some(image) = self.program.as_ref().and_then(|p| p.image.as_ref()) else {
+            return;
+        };
+        let risky = image
+            .model
+            .exe
+            .image
+            .compile_units
+            .iter()
+            .find(|cu| cu.producer.as_deref().is_some_and(risky_optimisation));
+        if let Some(cu) = risky {
+            let text = format!(
+                "{} was built with {} and without -fno-ipa-ra: callers may rely on which registers \
+                 the old callee clobbered, so a swapped function can corrupt them. Build with the \
+                 hot-reload flags ({HOT_RELOAD_FLAGS}).",
+                cu.name,
+                cu.producer.as_deref().unwrap_or("optimisation"),
+            );
+            self.warned_optimisation = true;
+            self.message(Severity::Warning, text);
+        }
+    }
+
+    // ---- compiling ----------------------------------------------------------------------
+
+    fn database(&mut self) -> Option<&CompileDatabase> {
+        if self.database.is_none() {
+            let root = &self.options.root;
+            let candidates: Vec<PathBuf> = match &self.config.compile.database {
+                Some(p) => vec![root.join(p)],
+                None => vec![
+                    root.join("compile_commands.json"),
+                    root.join("build/compile_commands.json"),
+                ],
+            };
+            for candidate in candidates {
+                if !candidate.exists() {
+                    continue;
+                }
+                match CompileDatabase::load(&candidate) {
+                    Ok(db) => {
+                        self.database = Some(db);
+                        break;
+                    }
+                    Err(e) => {
+                        self.message(Severity::Error, e);
+                        return None;
+                    }
+                }
+            }
+        }
+        self.database.as_ref()
+    }
+
+    /// The compile command of `file`: among several database entries the one whose flags
+    /// best match the producer string of the file's compile unit in the image; the
+    /// `[compile] command` template otherwise.
+    fn entry_for(&mut self, file: &Path) -> Result<CompileEntry, String> {
+        let root = self.options.root.clone();
+        let template = self.config.compile.command.clone().filter(|t| !t.trim().is_empty());
+        let producer: Option<String> = self
+            .program
+            .as_ref()
+            .and_then(|p| p.image.as_ref())
+            .and_then(|i| crate::program::producer_of(&i.model.exe.image, file))
+            .map(str::to_owned);
+        let entries: Vec<CompileEntry> = self
+            .database()
+            .map(|db| db.entries_for(file).to_vec())
+            .unwrap_or_default();
+        if let Some(best) = entries.iter().max_by_key(|e| {
+            producer.as_deref().map_or(0, |p| {
+                e.arguments
+                    .iter()
+                    .filter(|a| a.starts_with('-') && p.split_whitespace().any(|f| f == *a))
+                    .count()
+            })
+        }) {
+            return Ok(best.clone());
+        }
+        match template {
+            Some(t) => compile::entry_from_template(&t, &root, file)
+                .ok_or_else(|| format!("cannot split the [compile] command `{t}`")),
+            None => Err(format!(
+                "{} is not in the compile database and hot-lsp.toml has no [compile] command",
+                file.display()
+            )),
+        }
+    }
+
+    fn scratch_object(&mut self, file: &Path) -> PathBuf {
+        self.scratch_counter += 1;
+        let stem = file
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "unit".into());
+        let dir = match &self.scratch {
+            Some(d) => d.path().to_owned(),
+            None => std::env::temp_dir(),
+        };
+        dir.join(format!("{stem}-{}.o", self.scratch_counter))
+    }
+
+    /// Compile and parse one file; `None` on failure after reporting it.
+    fn compile_object(&mut self, job: &CompileJob) -> Result<Object, String> {
+        let bytes = std::fs::read(&job.output)
+            .map_err(|e| format!("cannot read {}: {e}", job.output.display()))?;
+        let _ = std::fs::remove_file(&job.output);
+        Object::parse(&job.output, &bytes).map_err(|e| e.to_string())
+    }
+
+    fn compile_baselines(&mut self) {
+        let files: Vec<PathBuf> = match self.database() {
+            Some(db) => db.files().map(Path::to_owned).collect(),
+            None => Vec::new(),
+        };
+        for file in files {
+            self.compile_baseline(&file);
+        }
+    }
+
+    /// Compile the on-disk text of `file` as the baseline, if it is linked into the program.
+    fn compile_baseline(&mut self, file: &Path) {
+        if self.baselines.contains_key(file) {
+            return;
+        }
+        let linked = self
+            .program
+            .as_mut()
+            .and_then(|p| p.image().ok())
+            .map(|i| !matches!(unit_of(&i.model.exe.image, file), UnitMatch::NotLinked))
+            .unwrap_or(false);
+        if !linked {
+            return;
+        }
+        let Ok(entry) = self.entry_for(file) else {
+            return;
+        };
+        let output = self.scratch_object(file);
+        let job = compile::job_for(&entry, &output);
+        match compile::run(&job) {
+            Ok(outcome) if outcome.success => match self.compile_object(&job) {
+                Ok(object) => {
+                    self.baselines.insert(
+                        file.to_owned(),
+                        Baseline {
+                            argv: job.argv.clone(),
+                            object: Arc::new(object),
+                        },
+                    );
+                }
+                Err(e) => tracing::debug!("baseline of {}: {e}", file.display()),
+            },
+            _ => tracing::debug!("no baseline for {}", file.display()),
+        }
+    }
+
+    fn on_opened(&mut self, file: &Path) {
+        if self.program.is_some() && has_extension(file, SOURCE_EXTENSIONS) {
+            self.compile_baseline(&normalize(file));
+        }
+    }
+
+    // ---- the swap pipeline ---------------------------------------------------------------
+
+    fn on_saved(&mut self, file: &Path) {
+        if !self.opted_in {
+            return;
+        }
+        let file = normalize(file);
+        if file == self.options.root.join(config::CONFIG_FILE) {
+            self.reload_config();
+            return;
+        }
+        if has_extension(&file, HEADER_EXTENSIONS) {
+            self.message(
+                Severity::Information,
+                format!(
+                    "{} is a header: recompiling the files that include it is not supported yet; \
+                     save a source file that includes it to swap its changes",
+                    file.display()
+                ),
+            );
+            return;
+        }
+        if !has_extension(&file, SOURCE_EXTENSIONS) {
+            return;
+        }
+        let title = format!(
+            "hot-lsp: {}",
+            file.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default()
+        );
+        self.emit(SessionEvent::Progress(Progress::Begin { title }));
+        let result = self.compile_link_swap(&file);
+        let end = match &result {
+            Ok(Some(summary)) => format!(
+                "swapped {} function(s) in {} µs",
+                summary.swapped.len() + summary.added.len(),
+                summary.micros.swap
+            ),
+            Ok(None) => "compiled".to_string(),
+            Err(()) => "failed".to_string(),
+        };
+        self.emit(SessionEvent::Progress(Progress::End { message: end }));
+    }
+
+    fn progress(&self, phase: Phase, message: &str) {
+        self.emit(SessionEvent::Progress(Progress::Report {
+            phase,
+            message: message.into(),
+        }));
+    }
+
+    /// Compile, link and swap one saved file. `Ok(None)`: compiled, nothing was swapped.
+    fn compile_link_swap(&mut self, file: &Path) -> Result<Option<SwapSummary>, ()> {
+        let entry = match self.entry_for(file) {
+            Ok(e) => e,
+            Err(e) => {
+                self.fail(e);
+                return Err(());
+            }
+        };
+        // A source of the database that the running program does not contain (a test or a
+        // tool built from the same tree) is refused before compiling anything.
+        if let Some(program) = self.program.as_mut() {
+            if let Ok(image) = program.image() {
+                if matches!(unit_of(&image.model.exe.image, file), UnitMatch::NotLinked) {
+                    let text = format!(
+                        "{} is not linked into the running program ({}); nothing was swapped",
+                        file.display(),
+                        image.model.exe.path
+                    );
+                    self.fail(text);
+                    return Err(());
+                }
+            }
+        }
+        let running_state = if self.program.is_some() {
+            State::Running
+        } else {
+            State::Idle
+        };
+        self.progress(Phase::Compile, "compiling");
+        let output = self.scratch_object(file);
+        let job = compile::job_for(&entry, &output);
+        let outcome = match compile::run(&job) {
+            Ok(o) => o,
+            Err(e) => {
+                self.fail(e.to_string());
+                return Err(());
+            }
+        };
+        let mut diagnostics = outcome.diagnostics.clone();
+        if !outcome.success {
+            self.publish(file, file, diagnostics);
+            return Err(());
+        }
+        let object = match self.compile_object(&job) {
+            Ok(o) => o,
+            Err(e) => {
+                self.fail(e);
+                return Err(());
+            }
+        };
+        if self.program.is_none() {
+            // No program: compiling is all there is to do; the file's diagnostics are fresh.
+            self.publish(file, file, diagnostics);
+            self.set_state(running_state, None);
+            return Ok(None);
+        }
+        self.progress(Phase::Link, "linking");
+        let Some(program) = self.program.as_mut() else {
+            return Err(());
+        };
+        let link_start = Instant::now();
+        let unit = match program.image() {
+            Ok(image) => match unit_of(&image.model.exe.image, file) {
+                UnitMatch::Found(tu) => UnitRef {
+                    tu,
+                    source: file.display().to_string(),
+                },
+                UnitMatch::NotLinked => UnitRef {
+                    tu: None,
+                    source: file.display().to_string(),
+                },
+            },
+            Err(e) => {
+                self.publish(file, file, diagnostics);
+                self.fail(e);
+                return Err(());
+            }
+        };
+        let baseline = self
+            .baselines
+            .get(file)
+            .filter(|b| b.argv == job.argv)
+            .cloned();
+        let linker = match program.linker() {
+            Ok(l) => l,
+            Err(e) => {
+                self.publish(file, file, diagnostics);
+                self.fail(e);
+                return Err(());
+            }
+        };
+        let request = LinkRequest {
+            object: &object,
+            baseline: baseline.as_ref().map(|b| b.object.as_ref()),
+            unit,
+        };
+        let patch = match linker.link(&request) {
+            Ok(p) => p,
+            Err(errors) => {
+                diagnostics.extend(errors.iter().map(|e| link_diagnostic(e, file)));
+                self.publish(file, file, diagnostics);
+                self.set_state(State::Running, Some("the patch was refused; nothing was written".into()));
+                return Err(());
+            }
+        };
+        let link_micros = link_start.elapsed().as_micros() as u64;
+        for note in &patch.notes {
+            diagnostics.push(Diagnostic {
+                file: note.line.as_ref().map_or_else(|| file.to_owned(), |l| l.file.clone()),
+                line: note.line.as_ref().map_or(1, |l| l.line),
+                column: note.line.as_ref().map_or(1, |l| l.column.max(1)),
+                end_line: None,
+                end_column: None,
+                severity: Severity::Warning,
+                code: note.code.to_string(),
+                message: note.message.clone(),
+            });
+        }
+        self.publish(file, file, diagnostics);
+
+        let new_baseline = Baseline {
+            argv: job.argv.clone(),
+            object: Arc::new(object),
+        };
+        if patch.is_empty() {
+            self.baselines.insert(file.to_owned(), new_baseline);
+            self.set_state(State::Running, Some("no function changed".into()));
+            return Ok(None);
+        }
+
+        self.set_state(State::Swapping, None);
+        self.progress(Phase::Swap, "swapping");
+        let plan = WritePlan {
+            prepare: patch
+                .writes
+                .iter()
+                .map(|w| hot_process::Write {
+                    addr: w.addr.0,
+                    bytes: w.bytes.clone(),
+                    expected: None,
+                    what: w.what.clone(),
+                })
+                .collect(),
+            copies: patch.slot_copies.iter().map(|c| (c.dst.0, c.src.0)).collect(),
+            commit: patch
+                .entries
+                .iter()
+                .map(|e| hot_process::Write {
+                    addr: e.addr.0,
+                    bytes: e.bytes.clone(),
+                    expected: Some(e.expected.clone()),
+                    what: format!("entry of {}", e.function),
+                })
+                .collect(),
+            protected: patch.protected.iter().map(|r| r.start.0..r.end.0).collect(),
+        };
+        let Some(program) = self.program.as_mut() else {
+            return Err(());
+        };
+        let swap_start = Instant::now();
+        if let Err(e) = program.debuggee.apply(&plan) {
+            let text = process_error_text(&e);
+            self.fail(text);
+            return Err(());
+        }
+        let swap_micros = swap_start.elapsed().as_micros() as u64;
+        if let Some(linker) = program.linker.as_mut() {
+            linker.commit(&patch);
+        }
+        let previous = self.baselines.insert(file.to_owned(), new_baseline);
+        program.journal.push(AppliedPatch {
+            file: file.to_owned(),
+            previous_baseline: previous,
+        });
+        self.seq += 1;
+        let summary = SwapSummary {
+            seq: self.seq,
+            file: file.to_owned(),
+            swapped: patch.swapped.clone(),
+            added: patch.added.clone(),
+            skipped: patch.skipped,
+            micros: Micros {
+                compile: outcome.micros,
+                link: link_micros,
+                swap: swap_micros,
+            },
+        };
+        self.emit(SessionEvent::Swap(summary.clone()));
+        self.update_status(|s| {
+            s.state = State::Running;
+            s.last_swap = Some(summary.clone());
+            s.message = None;
+        });
+        Ok(Some(summary))
+    }
+
+    fn undo(&mut self) {
+        let Some(program) = self.program.as_mut() else {
+            self.fail("no program is running: there is no swap to undo".into());
+            return;
+        };
+        let Some(applied) = program.journal.pop() else {
+            self.message(Severity::Information, "there is no swap to undo");
+            return;
+        };
+        let reverts = program.linker.as_mut().and_then(|l| l.revert_last());
+        let Some(reverts) = reverts else {
+            program.journal.push(applied);
+            self.fail("the last swap cannot be reverted".into());
+            return;
+        };
+        let plan = WritePlan {
+            commit: reverts
+                .iter()
+                .map(|e| hot_process::Write {
+                    addr: e.addr.0,
+                    bytes: e.bytes.clone(),
+                    expected: Some(e.expected.clone()),
+                    what: format!("entry of {}", e.function),
+                })
+                .collect(),
+            protected: reverts
+                .iter()
+                .map(|e| e.addr.0..e.addr.0 + e.bytes.len() as u64)
+                .collect(),
+            ..WritePlan::default()
+        };
+        if let Err(e) = program.debuggee.apply(&plan) {
+            let text = process_error_text(&e);
+            self.fail(format!("undo failed: {text}"));
+            return;
+        }
+        match applied.previous_baseline {
+            Some(b) => {
+                self.baselines.insert(applied.file.clone(), b);
+            }
+            None => {
+                self.baselines.remove(&applied.file);
+            }
+        }
+        let names: Vec<String> = reverts.iter().map(|e| e.function.clone()).collect();
+        self.message(
+            Severity::Information,
+            format!("reverted the last swap of {} ({})", applied.file.display(), names.join(", ")),
+        );
+        self.set_state(State::Running, Some("undone".into()));
+    }
+}
+
+fn process_error_text(e: &ProcessError) -> String {
+    e.to_string()
+}
+
+/// A link error as a diagnostic on the line of the reference it is about.
+fn link_diagnostic(e: &LinkError, file: &Path) -> Diagnostic {
+    Diagnostic {
+        file: e.line.as_ref().map_or_else(|| file.to_owned(), |l| l.file.clone()),
+        line: e.line.as_ref().map_or(1, |l| l.line),
+        column: e.line.as_ref().map_or(1, |l| l.column.max(1)),
+        end_line: None,
+        end_column: None,
+        severity: Severity::Error,
+        code: e.code.diagnostic_code().to_string(),
+        message: e.message.clone(),
     }
 }

@@ -1,0 +1,211 @@
+//! The session's running program: the debuggee handle, the model of its image (executable,
+//! libraries, biases) and the linker that patches it.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use hot_link::{Arenas, ImageModel, Linker, Module, RuntimeAddr};
+use hot_object::{LinkedImage, TranslationUnitId};
+use hot_process::{Debuggee, Mapping, Protection};
+
+use crate::compile_db::normalize;
+
+/// Size of the code arena (bodies, read-only data, stubs) and of the data arena (new
+/// variables, GOT slots). Address space only: pages are committed when written.
+const CODE_ARENA_SIZE: u64 = 64 << 20;
+const DATA_ARENA_SIZE: u64 = 16 << 20;
+
+/// A patch that was applied, kept so `undo` can revert it.
+pub(crate) struct AppliedPatch {
+    pub file: PathBuf,
+    /// The file's baseline before this patch (restored by undo).
+    pub previous_baseline: Option<crate::worker::Baseline>,
+}
+
+/// What the session knows about the running image, read once per launch or attach.
+pub(crate) struct ImageInfo {
+    pub model: ImageModel,
+    /// Runtime range of the executable's mappings: arenas must be within rel32 reach of it.
+    pub exe_range: std::ops::Range<u64>,
+}
+
+pub(crate) struct Program {
+    pub debuggee: Debuggee,
+    pub image: Option<ImageInfo>,
+    pub linker: Option<Linker>,
+    pub journal: Vec<AppliedPatch>,
+}
+
+impl Program {
+    pub fn new(debuggee: Debuggee) -> Program {
+        Program {
+            debuggee,
+            image: None,
+            linker: None,
+            journal: Vec::new(),
+        }
+    }
+
+    /// Read the executable and libraries of the running process (once).
+    pub fn image(&mut self) -> Result<&ImageInfo, String> {
+        if self.image.is_none() {
+            self.image = Some(read_image(&self.debuggee)?);
+        }
+        self.image
+            .as_ref()
+            .ok_or_else(|| "the program's image could not be read".to_string())
+    }
+
+    /// The linker, created with fresh arenas the first time a patch needs it.
+    pub fn linker(&mut self) -> Result<&mut Linker, String> {
+        if self.linker.is_none() {
+            let (model, exe_range) = {
+                let image = self.image()?;
+                (image.model.clone(), image.exe_range.clone())
+            };
+            let code = self
+                .debuggee
+                .map_arena(exe_range.clone(), CODE_ARENA_SIZE, Protection::ReadExecute)
+                .map_err(|e| format!("cannot map the code arena: {e}"))?;
+            let data = self
+                .debuggee
+                .map_arena(exe_range, DATA_ARENA_SIZE, Protection::ReadWrite)
+                .map_err(|e| format!("cannot map the data arena: {e}"))?;
+            let arenas = Arenas {
+                code: RuntimeAddr(code)..RuntimeAddr(code + CODE_ARENA_SIZE),
+                data: RuntimeAddr(data)..RuntimeAddr(data + DATA_ARENA_SIZE),
+            };
+            self.linker = Some(Linker::new(model, arenas));
+        }
+        self.linker
+            .as_mut()
+            .ok_or_else(|| "the linker could not be created".to_string())
+    }
+}
+
+/// The load bias of a file mapped in the process: the start of its mapping at file offset 0
+/// minus the page-aligned lowest `PT_LOAD` address.
+fn bias_of(maps: &[Mapping], path: &str, image: &LinkedImage) -> Option<u64> {
+    let first = maps.iter().find(|m| m.path == path && m.offset == 0)?;
+    Some(first.range.start.wrapping_sub(image.vaddr_range.0 & !0xfff))
+}
+
+fn read_image(debuggee: &Debuggee) -> Result<ImageInfo, String> {
+    let exe_link = debuggee.exe_path();
+    let exe_bytes = std::fs::read(&exe_link)
+        .map_err(|e| format!("cannot read {}: {e}", exe_link.display()))?;
+    let exe_path = std::fs::read_link(&exe_link)
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|_| exe_link.display().to_string());
+    let exe = LinkedImage::parse(Path::new(&exe_path), &exe_bytes).map_err(|e| e.to_string())?;
+    if !exe.has_symtab {
+        return Err(format!(
+            "{exe_path} is stripped (it has no .symtab): hot-lsp needs the executable's symbol \
+             table — build it without `-s` and do not strip it"
+        ));
+    }
+    let maps = debuggee
+        .mappings()
+        .map_err(|e| format!("cannot read the memory map: {e}"))?;
+    let exe_bias = if exe.position_independent {
+        bias_of(&maps, &exe_path, &exe)
+            .ok_or_else(|| format!("{exe_path} is not mapped in process {}", debuggee.pid()))?
+    } else {
+        0
+    };
+    let exe_range = (exe.vaddr_range.0.wrapping_add(exe_bias))..(exe.vaddr_range.1.wrapping_add(exe_bias));
+
+    // Shared libraries: every file mapped at offset 0 that is not the executable. The
+    // dynamic linker maps libraries top-down, so descending address approximates load order
+    // (the interposition order) closely enough for the libraries a C program links.
+    let mut libs = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    let mut lib_maps: Vec<&Mapping> = maps
+        .iter()
+        .filter(|m| m.offset == 0 && m.path.starts_with('/') && m.path != exe_path)
+        .filter(|m| m.path.contains(".so"))
+        .collect();
+    lib_maps.sort_by(|a, b| b.range.start.cmp(&a.range.start));
+    for mapping in lib_maps {
+        if !seen.insert(mapping.path.clone()) {
+            continue;
+        }
+        // A library upgraded on disk shows as "(deleted)": its file is not what runs.
+        if mapping.path.ends_with(" (deleted)") {
+            tracing::warn!("{} was replaced on disk; its symbols are not used", mapping.path);
+            continue;
+        }
+        let path = mapping.path.as_str();
+        let Ok(bytes) = std::fs::read(path) else {
+            continue;
+        };
+        let Ok(image) = LinkedImage::parse(Path::new(path), &bytes) else {
+            continue;
+        };
+        let Some(bias) = bias_of(&maps, path, &image) else {
+            continue;
+        };
+        libs.push(Module {
+            path: path.to_owned(),
+            bias,
+            image: Arc::new(image),
+        });
+    }
+    Ok(ImageInfo {
+        model: ImageModel {
+            exe: Module {
+                path: exe_path,
+                bias: exe_bias,
+                image: Arc::new(exe),
+            },
+            libs,
+        },
+        exe_range,
+    })
+}
+
+/// Which `STT_FILE` group and compile unit of the image hold `source`.
+pub(crate) enum UnitMatch {
+    Found(Option<TranslationUnitId>),
+    /// The image has DWARF and no compile unit for this file.
+    NotLinked,
+}
+
+pub(crate) fn unit_of(image: &LinkedImage, source: &Path) -> UnitMatch {
+    let base = source.file_name().map(|b| b.to_string_lossy().into_owned());
+    let cu_path = |cu: &hot_object::CompileUnit| {
+        let dir = cu.comp_dir.as_deref().unwrap_or("/");
+        normalize(&Path::new(dir).join(&cu.name))
+    };
+    let same_base = |name: &str| Path::new(name).file_name().map(|b| b.to_string_lossy().into_owned()) == base;
+    // Compile units with the same base name appear in link order, like the STT_FILE groups:
+    // the k-th such unit is the k-th such group.
+    let units: Vec<&hot_object::CompileUnit> = image
+        .compile_units
+        .iter()
+        .filter(|cu| same_base(&cu.name))
+        .collect();
+    let rank = units.iter().position(|cu| cu_path(cu) == source);
+    if !image.compile_units.is_empty() && rank.is_none() {
+        return UnitMatch::NotLinked;
+    }
+    let groups: Vec<usize> = image
+        .translation_units
+        .iter()
+        .enumerate()
+        .filter(|(_, name)| same_base(name))
+        .map(|(i, _)| i)
+        .collect();
+    let group = groups.get(rank.unwrap_or(0)).copied();
+    UnitMatch::Found(group.map(|g| TranslationUnitId(g as u32)))
+}
+
+/// The producer string of the compile unit for `source`, if the image has one.
+pub(crate) fn producer_of<'a>(image: &'a LinkedImage, source: &Path) -> Option<&'a str> {
+    image.compile_units.iter().find_map(|cu| {
+        let dir = cu.comp_dir.as_deref().unwrap_or("/");
+        (normalize(&Path::new(dir).join(&cu.name)) == source)
+            .then_some(cu.producer.as_deref())
+            .flatten()
+    })
+}
