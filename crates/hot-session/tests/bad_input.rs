@@ -1,0 +1,127 @@
+//! Bad input gets a clear error naming what is wrong, and nothing running is touched.
+
+mod common;
+
+use common::Fixture;
+use hot_session::{SessionEvent, Severity, State};
+
+/// Start a copy of `basic` whose hot-lsp.toml is replaced, and return the first error.
+fn first_error_with_config(toml: &str) -> (Fixture, String) {
+    let mut f = Fixture::copy("basic");
+    f.write("hot-lsp.toml", toml);
+    f.start();
+    let text = f.wait_message(Severity::Error);
+    (f, text)
+}
+
+#[test]
+fn missing_program() {
+    let (f, text) = first_error_with_config("[program]\npath = \"build/not-there\"\n");
+    assert!(text.contains("not-there"), "{text}");
+    let status = f.session.as_ref().expect("session").status();
+    assert_eq!(status.state, State::Failed, "{status:?}");
+}
+
+#[test]
+fn stripped_executable() {
+    let (_f, text) = first_error_with_config(
+        "[program]\npath = \"app\"\nbuild = \"cc -O0 -g -s -o app main.c\"\n",
+    );
+    assert!(text.contains("stripped"), "{text}");
+}
+
+#[test]
+fn invalid_config_is_located() {
+    let mut f = Fixture::copy("basic");
+    f.write("hot-lsp.toml", "[program]\npath = \"app\"\nargs = 3\n");
+    f.start();
+    let diagnostics = f.wait_diagnostics("hot-lsp.toml");
+    assert_eq!(diagnostics[0].code, "config-error");
+    assert_eq!(diagnostics[0].line, 3, "{diagnostics:?}");
+}
+
+#[test]
+fn file_not_in_the_compile_database() {
+    let mut f = Fixture::copy("basic");
+    f.write(
+        "hot-lsp.toml",
+        "[program]\npath = \"app\"\nbuild = \"cc -O0 -g -o app main.c\"\n",
+    );
+    let dir = f.dir.path().display().to_string();
+    f.write(
+        "compile_commands.json",
+        &format!(r#"[{{"directory": "{dir}", "file": "other.c", "arguments": ["cc", "-c", "other.c"]}}]"#),
+    );
+    f.start();
+    f.wait_output("tick=");
+    f.save("main.c");
+    let text = f.wait_message(Severity::Error);
+    assert!(text.contains("main.c") && text.contains("compile database"), "{text}");
+    f.assert_same_process_if_launched();
+}
+
+#[test]
+fn source_not_linked_into_the_program() {
+    let mut f = Fixture::copy("basic");
+    f.write("tool.c", "int tool_main(void) { return 0; }\n");
+    f.write(
+        "hot-lsp.toml",
+        "[program]\npath = \"app\"\nbuild = \"cc -O0 -g -o app main.c\"\n[compile]\ncommand = \"cc -O0 -g -c {file} -o {output}\"\n",
+    );
+    f.start();
+    f.wait_output("tick=");
+    f.save("tool.c");
+    let text = f.wait_message(Severity::Error);
+    assert!(text.contains("tool.c") && text.contains("not linked"), "{text}");
+}
+
+#[test]
+fn compiler_not_installed() {
+    let mut f = Fixture::copy("basic");
+    f.write(
+        "hot-lsp.toml",
+        "[program]\npath = \"app\"\nbuild = \"cc -O0 -g -o app main.c\"\n[compile]\ncommand = \"no-such-compiler-xyz -c {file} -o {output}\"\n",
+    );
+    f.start();
+    f.wait_output("tick=");
+    f.save("main.c");
+    let text = f.wait_message(Severity::Error);
+    assert!(text.contains("no-such-compiler-xyz") && text.contains("not installed"), "{text}");
+}
+
+#[test]
+fn saved_header_is_information() {
+    let mut f = Fixture::launch("basic");
+    f.write("util.h", "int util(void);\n");
+    f.save("util.h");
+    let text = f.wait_message(Severity::Information);
+    assert!(text.contains("util.h"), "{text}");
+    assert!(
+        !f.log.iter().any(|e| matches!(e, SessionEvent::Message { severity: Severity::Error, .. })),
+        "a header save produced an error"
+    );
+}
+
+#[test]
+fn workspace_without_config_stays_idle() {
+    let mut f = Fixture::copy("basic");
+    std::fs::remove_file(f.path("hot-lsp.toml")).expect("remove config");
+    f.start();
+    f.save("main.c");
+    let status = f.session.as_ref().expect("session").status();
+    assert_eq!(status.state, State::Idle);
+    assert!(status.pid.is_none());
+    assert!(!f.path("app").exists(), "the build command ran in a workspace that did not opt in");
+}
+
+trait LaunchedCheck {
+    fn assert_same_process_if_launched(&self);
+}
+
+impl LaunchedCheck for Fixture {
+    fn assert_same_process_if_launched(&self) {
+        if let Some(status) = self.session.as_ref().map(|s| s.status()) {
+            assert!(status.pid.is_some(), "the program was stopped: {status:?}");
+        }
+    }
+}

@@ -1,0 +1,298 @@
+//! The test harness for real programs: copy a fixture workspace, start a session on it, edit
+//! and save its sources, and wait for what the session reports.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::Receiver;
+use hot_session::{
+    Command, Diagnostic, OutputStream, Session, SessionEvent, SessionOptions, Severity,
+    SwapSummary,
+};
+
+/// Generous: CI is a busy two-core machine, and every wait ends as soon as its event arrives.
+pub const TIMEOUT: Duration = Duration::from_secs(90);
+
+pub fn fixtures_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures")
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("create fixture copy");
+    for entry in std::fs::read_dir(from).expect("read fixture") {
+        let entry = entry.expect("fixture entry");
+        let target = to.join(entry.file_name());
+        if entry.path().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).expect("copy fixture file");
+        }
+    }
+}
+
+pub struct Fixture {
+    pub dir: tempfile::TempDir,
+    pub session: Option<Session>,
+    events: Receiver<SessionEvent>,
+    /// Every event seen, for failure messages.
+    pub log: Vec<SessionEvent>,
+    /// Program output received since the last `save` (or since launch).
+    pub fresh_output: String,
+    pub pid: Option<i32>,
+}
+
+impl Fixture {
+    /// Copy `tests/fixtures/<name>` without starting anything.
+    pub fn copy(name: &str) -> Fixture {
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("hot-lsp-{name}-"))
+            .tempdir()
+            .expect("tempdir");
+        copy_dir(&fixtures_dir().join(name), dir.path());
+        let (_tx, events) = crossbeam_channel::unbounded();
+        Fixture {
+            dir,
+            session: None,
+            events,
+            log: Vec::new(),
+            fresh_output: String::new(),
+            pid: None,
+        }
+    }
+
+    /// Start the session (which builds and launches the program when configured to).
+    pub fn start(&mut self) {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        self.events = rx;
+        self.session = Some(Session::start(
+            SessionOptions {
+                root: self.dir.path().to_owned(),
+                client_config: None,
+                auto_launch: true,
+            },
+            tx,
+        ));
+    }
+
+    /// Copy, start, and wait until the program runs and prints its first line.
+    pub fn launch(name: &str) -> Fixture {
+        let mut fixture = Fixture::copy(name);
+        fixture.start();
+        let pid = fixture.wait("the program to launch", |e| match e {
+            SessionEvent::Launched { pid } => Some(*pid),
+            _ => None,
+        });
+        fixture.pid = Some(pid);
+        fixture.wait_output("tick=");
+        fixture
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    pub fn send(&self, command: Command) {
+        self.session.as_ref().expect("session started").send(command);
+    }
+
+    /// Replace the first `from` in a source file by `to` (the test fails if it is absent).
+    pub fn edit(&self, rel: &str, from: &str, to: &str) {
+        let path = self.path(rel);
+        let text = std::fs::read_to_string(&path).expect("read source");
+        assert!(text.contains(from), "{rel} does not contain {from:?}");
+        std::fs::write(&path, text.replacen(from, to, 1)).expect("write source");
+    }
+
+    pub fn write(&self, rel: &str, text: &str) {
+        std::fs::write(self.path(rel), text).expect("write file");
+    }
+
+    /// Tell the session a file was saved; output from now on counts as fresh.
+    pub fn save(&mut self, rel: &str) {
+        self.drain();
+        self.fresh_output.clear();
+        self.send(Command::Saved(self.path(rel)));
+    }
+
+    fn record(&mut self, event: SessionEvent) {
+        if let SessionEvent::Output {
+            stream: _,
+            text,
+        } = &event
+        {
+            self.fresh_output.push_str(text);
+        }
+        self.log.push(event);
+    }
+
+    fn drain(&mut self) {
+        while let Ok(event) = self.events.try_recv() {
+            self.record(event);
+        }
+    }
+
+    fn log_tail(&self) -> String {
+        let start = self.log.len().saturating_sub(30);
+        self.log[start..]
+            .iter()
+            .map(|e| format!("  {e:?}"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// Wait until `pick` accepts an event; panic with the recent events on timeout.
+    pub fn wait<T>(&mut self, what: &str, mut pick: impl FnMut(&SessionEvent) -> Option<T>) -> T {
+        let deadline = Instant::now() + TIMEOUT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.events.recv_timeout(left) {
+                Ok(event) => {
+                    let found = pick(&event);
+                    self.record(event);
+                    if let Some(found) = found {
+                        return found;
+                    }
+                }
+                Err(_) => panic!(
+                    "timed out waiting for {what}; recent events:\n{}\nfresh output:\n{}",
+                    self.log_tail(),
+                    self.fresh_output
+                ),
+            }
+        }
+    }
+
+    /// Wait for a complete line of fresh output containing `needle`; returns the line.
+    pub fn wait_output(&mut self, needle: &str) -> String {
+        let find = |out: &str| {
+            out.lines()
+                .filter(|_| out.contains('\n'))
+                .find(|l| l.contains(needle))
+                .map(str::to_owned)
+        };
+        if let Some(line) = find(&self.fresh_output) {
+            return line;
+        }
+        let mut buffer = self.fresh_output.clone();
+        self.wait(&format!("output containing {needle:?}"), |e| match e {
+            SessionEvent::Output { text, .. } => {
+                buffer.push_str(text);
+                let complete = &buffer[..buffer.rfind('\n').map_or(0, |p| p + 1)];
+                complete
+                    .lines()
+                    .find(|l| l.contains(needle))
+                    .map(str::to_owned)
+            }
+            _ => None,
+        })
+    }
+
+    /// Wait for `n` more complete lines of output and return them.
+    pub fn next_lines(&mut self, n: usize) -> Vec<String> {
+        let mut buffer = String::new();
+        let mut lines = Vec::new();
+        self.wait(&format!("{n} more lines of output"), |e| {
+            if let SessionEvent::Output { text, .. } = e {
+                buffer.push_str(text);
+                while let Some(p) = buffer.find('\n') {
+                    lines.push(buffer[..p].to_owned());
+                    buffer.drain(..=p);
+                }
+            }
+            (lines.len() >= n).then(|| lines.clone())
+        })
+    }
+
+    /// Wait for the swap of the last save; a diagnostic error or an error message first is a
+    /// test failure that shows what the session said.
+    pub fn wait_swap(&mut self) -> SwapSummary {
+        let result = self.wait("a swap", |e| match e {
+            SessionEvent::Swap(s) => Some(Ok(s.clone())),
+            SessionEvent::Diagnostics { diagnostics, .. }
+                if diagnostics.iter().any(|d| d.severity == Severity::Error) =>
+            {
+                Some(Err(format!("{diagnostics:#?}")))
+            }
+            SessionEvent::Message {
+                severity: Severity::Error,
+                text,
+            } => Some(Err(text.clone())),
+            _ => None,
+        });
+        match result {
+            Ok(summary) => summary,
+            Err(e) => panic!("the swap failed: {e}\nrecent events:\n{}", self.log_tail()),
+        }
+    }
+
+    /// Wait for a non-empty diagnostics list for `rel`.
+    pub fn wait_diagnostics(&mut self, rel: &str) -> Vec<Diagnostic> {
+        let path = self.path(rel);
+        self.wait(&format!("diagnostics for {rel}"), |e| match e {
+            SessionEvent::Diagnostics { file, diagnostics }
+                if *file == path && !diagnostics.is_empty() =>
+            {
+                Some(diagnostics.clone())
+            }
+            _ => None,
+        })
+    }
+
+    /// Wait for a message of the given severity and return its text.
+    pub fn wait_message(&mut self, severity: Severity) -> String {
+        self.wait(&format!("a {severity:?} message"), |e| match e {
+            SessionEvent::Message { severity: s, text } if *s == severity => Some(text.clone()),
+            _ => None,
+        })
+    }
+
+    /// The 1-based line of the first line of `rel` containing `needle`.
+    pub fn line_of(&self, rel: &str, needle: &str) -> u32 {
+        let text = std::fs::read_to_string(self.path(rel)).expect("read source");
+        text.lines()
+            .position(|l| l.contains(needle))
+            .map(|i| i as u32 + 1)
+            .unwrap_or_else(|| panic!("{rel} has no line containing {needle:?}"))
+    }
+
+    /// The program is alive and is still the process launched at first.
+    pub fn assert_same_process(&self) {
+        let pid = self.pid.expect("launched");
+        assert!(
+            Path::new(&format!("/proc/{pid}")).exists(),
+            "the program (pid {pid}) is gone"
+        );
+        let status = self.session.as_ref().expect("session").status();
+        assert_eq!(status.pid, Some(pid), "the session reports another pid");
+    }
+
+    pub fn stdout_seen(&self) -> bool {
+        self.log.iter().any(|e| {
+            matches!(
+                e,
+                SessionEvent::Output {
+                    stream: OutputStream::Stdout,
+                    ..
+                }
+            )
+        })
+    }
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        if let Some(session) = self.session.take() {
+            session.shutdown();
+        }
+    }
+}
+
+/// Parse `key=value` out of an output line.
+pub fn field(line: &str, key: &str) -> String {
+    line.split_whitespace()
+        .find_map(|w| w.strip_prefix(&format!("{key}=")))
+        .unwrap_or_else(|| panic!("no {key}= in {line:?}"))
+        .to_owned()
+}
