@@ -1,13 +1,808 @@
-//! ELF parsing with the `object` crate.
+//! ELF parsing with the `object` crate: relocatable objects into atoms, symbols and
+//! relocations, and linked images (executables, shared libraries) into symbol tables, GOT
+//! slots and section contents.
+//!
+//! Every read goes through `object`'s bounds-checked accessors and every value taken from the
+//! file is checked before it is used as an index, so malformed input yields
+//! [`ObjectError::Malformed`] and never a panic.
 
+use std::collections::HashMap;
 use std::path::Path;
 
-use crate::{LinkedImage, Object, ObjectError};
+use object::elf;
+use object::read::elf::{Dyn, ElfFile64, ProgramHeader, Rela, SectionHeader, Sym};
+use object::{Endianness, ObjectSection, SectionIndex};
 
-pub(crate) fn parse_relocatable(path: &Path, _bytes: &[u8]) -> Result<Object, ObjectError> {
-    Err(ObjectError::Malformed { path: path.to_owned(), message: "not implemented yet".into() })
+use crate::dwarf::{self, DebugRelocTarget, DebugRelocs};
+use crate::image::{
+    CompileUnit, GotSlot, GotSlotKind, ImageSymbol, IrelativeSlot, LinkedImage, SectionData,
+    TlsSegment, TranslationUnitId,
+};
+use crate::{
+    Atom, AtomId, AtomKind, AtomOffset, Binding, Machine, Object, ObjectError, Reloc, RelocKind,
+    Symbol, SymbolDef, SymbolId, SymbolKind,
+};
+
+type File<'data> = ElfFile64<'data, Endianness, &'data [u8]>;
+
+fn malformed(path: &Path, message: impl Into<String>) -> ObjectError {
+    ObjectError::Malformed {
+        path: path.to_owned(),
+        message: message.into(),
+    }
 }
 
-pub(crate) fn parse_linked(path: &Path, _bytes: &[u8]) -> Result<LinkedImage, ObjectError> {
-    Err(ObjectError::Malformed { path: path.to_owned(), message: "not implemented yet".into() })
+/// The ELF type, as a word for error messages.
+fn file_type_name(e_type: u16) -> String {
+    match e_type {
+        0 => "ET_NONE".into(),
+        1 => "ET_REL".into(),
+        2 => "ET_EXEC (an executable)".into(),
+        3 => "ET_DYN (a PIE executable or shared library)".into(),
+        4 => "ET_CORE (a core dump)".into(),
+        other => format!("ELF type {other}"),
+    }
+}
+
+/// The fields of the ELF identification and header we must check before trusting the rest:
+/// they decide between "not ELF", "wrong architecture", "wrong kind of file" and "corrupt".
+struct Identification {
+    machine: Machine,
+    e_type: u16,
+}
+
+fn identify(path: &Path, bytes: &[u8]) -> Result<Identification, ObjectError> {
+    if bytes.len() < 4 || &bytes[..4] != b"\x7fELF" {
+        return Err(ObjectError::NotElf {
+            path: path.to_owned(),
+        });
+    }
+    // e_ident (16 bytes), e_type (2), e_machine (2): 20 bytes are needed to classify.
+    if bytes.len() < 20 {
+        return Err(malformed(path, "truncated ELF header"));
+    }
+    let big_endian = match elf::DataEncoding(bytes[5]) {
+        elf::ELFDATA2LSB => false,
+        elf::ELFDATA2MSB => true,
+        other => {
+            return Err(malformed(
+                path,
+                format!("invalid ELF data encoding {}", other.0),
+            ))
+        }
+    };
+    let read_u16 = |at: usize| {
+        let pair = [bytes[at], bytes[at + 1]];
+        if big_endian {
+            u16::from_be_bytes(pair)
+        } else {
+            u16::from_le_bytes(pair)
+        }
+    };
+    let e_type = read_u16(16);
+    let e_machine = read_u16(18);
+    let machine_name = || match elf::Machine::NAMES.name(elf::Machine(e_machine)) {
+        Some(name) => name.to_string(),
+        None => format!("ELF machine {e_machine}"),
+    };
+    let machine = match (elf::FileClass(bytes[4]), elf::Machine(e_machine)) {
+        (elf::ELFCLASS64, elf::EM_X86_64) => Machine::X86_64,
+        (elf::ELFCLASS64, elf::EM_AARCH64) => Machine::Aarch64,
+        (elf::ELFCLASS32, _) => {
+            return Err(ObjectError::UnsupportedArch {
+                path: path.to_owned(),
+                arch: format!("{} (32-bit ELF)", machine_name()),
+            })
+        }
+        (elf::ELFCLASS64, _) => {
+            return Err(ObjectError::UnsupportedArch {
+                path: path.to_owned(),
+                arch: machine_name(),
+            })
+        }
+        (class, _) => return Err(malformed(path, format!("invalid ELF class {}", class.0))),
+    };
+    Ok(Identification { machine, e_type })
+}
+
+fn open<'data>(path: &Path, bytes: &'data [u8]) -> Result<File<'data>, ObjectError> {
+    File::parse(bytes).map_err(|e| malformed(path, format!("invalid ELF file: {e}")))
+}
+
+fn lossy(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn symbol_kind(st_type: elf::SymbolType) -> SymbolKind {
+    match st_type {
+        elf::STT_FUNC => SymbolKind::Function,
+        elf::STT_OBJECT | elf::STT_COMMON => SymbolKind::Object,
+        elf::STT_TLS => SymbolKind::Tls,
+        elf::STT_GNU_IFUNC => SymbolKind::Ifunc,
+        elf::STT_SECTION => SymbolKind::Section,
+        elf::STT_FILE => SymbolKind::File,
+        _ => SymbolKind::NoType,
+    }
+}
+
+fn symbol_binding(st_bind: elf::SymbolBind) -> Binding {
+    match st_bind {
+        elf::STB_LOCAL => Binding::Local,
+        elf::STB_WEAK => Binding::Weak,
+        // STB_GLOBAL and STB_GNU_UNIQUE (C++ inline statics) both bind globally.
+        _ => Binding::Global,
+    }
+}
+
+/// Decide whether an allocatable section of a relocatable object becomes an atom, and of
+/// which kind.
+///
+/// Only `SHT_PROGBITS` and `SHT_NOBITS` sections hold functions and variables. Everything
+/// else that is allocatable is metadata for the static or dynamic linker, not program
+/// content a patch can place on its own:
+/// - `.eh_frame` (`SHT_X86_64_UNWIND`, or `SHT_PROGBITS` from older assemblers): one table of
+///   CIEs/FDEs for the whole object, registered with the unwinder only at program load
+///   (through `PT_GNU_EH_FRAME`); copying it next to a patch would not make it visible.
+/// - `.note*` (`SHT_NOTE`): properties and ABI tags for the linker.
+/// - `.init_array` / `.fini_array` / `.preinit_array`: constructors already ran at launch and
+///   a patch never re-runs them.
+/// - `.group`, `.symtab`, string tables, relocation sections and debug sections are not
+///   `SHF_ALLOC` in the first place.
+fn atom_kind(name: &[u8], sh_type: elf::SectionType, flags: u64) -> Option<AtomKind> {
+    if flags & elf::SHF_ALLOC.0 == 0 {
+        return None;
+    }
+    if sh_type != elf::SHT_PROGBITS && sh_type != elf::SHT_NOBITS {
+        return None;
+    }
+    if name == b".eh_frame" || name.starts_with(b".note") || name.starts_with(b".debug") {
+        return None;
+    }
+    let nobits = sh_type == elf::SHT_NOBITS;
+    let kind = if flags & elf::SHF_TLS.0 != 0 {
+        if nobits {
+            AtomKind::TlsBss
+        } else {
+            AtomKind::TlsData
+        }
+    } else if flags & elf::SHF_EXECINSTR.0 != 0 {
+        AtomKind::Text
+    } else if nobits {
+        AtomKind::Bss
+    } else if flags & elf::SHF_WRITE.0 == 0 || name.starts_with(b".data.rel.ro") {
+        // `.data.rel.ro*` is writable only until the dynamic linker applied its relocations.
+        AtomKind::ReadOnly
+    } else {
+        AtomKind::Data
+    };
+    Some(kind)
+}
+
+/// Order of symbols that share an offset inside an atom: the function or variable first
+/// (that is the atom's primary symbol), then untyped labels; within a rank, globals before
+/// weak before locals, so an exported name wins over a local alias.
+fn symbol_rank(sym: &Symbol) -> (u8, u8) {
+    let kind = match sym.kind {
+        SymbolKind::Function | SymbolKind::Object | SymbolKind::Tls | SymbolKind::Ifunc => 0,
+        _ => 1,
+    };
+    let binding = match sym.binding {
+        Binding::Global => 0,
+        Binding::Weak => 1,
+        Binding::Local => 2,
+    };
+    (kind, binding)
+}
+
+pub(crate) fn parse_relocatable(path: &Path, bytes: &[u8]) -> Result<Object, ObjectError> {
+    let ident = identify(path, bytes)?;
+    if ident.e_type != elf::ET_REL.0 {
+        return Err(ObjectError::NotRelocatable {
+            path: path.to_owned(),
+            found: file_type_name(ident.e_type),
+        });
+    }
+    let file = open(path, bytes)?;
+    let endian = file.endian();
+    let sections = file.elf_section_table();
+
+    // Atoms, in section order (so `section_index` increases with the atom id).
+    let mut atoms = Vec::new();
+    let mut section_atom: Vec<Option<AtomId>> = vec![None; sections.len()];
+    for (index, shdr) in sections.enumerate() {
+        let name = sections
+            .section_name(endian, shdr)
+            .map_err(|e| malformed(path, format!("section {}: bad name: {e}", index.0)))?;
+        let flags = shdr.sh_flags(endian).0;
+        let sh_type = shdr.sh_type(endian);
+        let Some(kind) = atom_kind(name, sh_type, flags) else {
+            continue;
+        };
+        let size = shdr.sh_size(endian);
+        let section_bytes = if sh_type == elf::SHT_NOBITS {
+            Vec::new()
+        } else {
+            let data = shdr.data(endian, bytes).map_err(|e| {
+                malformed(
+                    path,
+                    format!("section {}: contents out of bounds: {e}", lossy(name)),
+                )
+            })?;
+            data.to_vec()
+        };
+        section_atom[index.0] = Some(AtomId(atoms.len() as u32));
+        atoms.push(Atom {
+            section_name: lossy(name),
+            section_index: index.0,
+            kind,
+            align: shdr.sh_addralign(endian).max(1),
+            size,
+            bytes: section_bytes,
+            merge_strings: flags & elf::SHF_MERGE.0 != 0 && flags & elf::SHF_STRINGS.0 != 0,
+            relocs: Vec::new(),
+            symbols: Vec::new(),
+        });
+    }
+
+    // Symbols: one per .symtab entry, index preserved (SymbolId == symbol table index).
+    let symtab = file.elf_symbol_table();
+    let mut symbols = Vec::with_capacity(symtab.len());
+    // The section each symbol is defined in, and its value: needed to resolve relocations of
+    // debug sections, which may point at non-atom sections (.debug_str, .debug_line).
+    let mut symbol_sections: Vec<(Option<usize>, u64)> = Vec::with_capacity(symtab.len());
+    for (index, sym) in symtab.enumerate() {
+        let name = symtab
+            .symbol_name(endian, sym)
+            .map_err(|e| malformed(path, format!("symbol {}: bad name: {e}", index.0)))?;
+        let kind = symbol_kind(sym.st_type());
+        let shndx = sym.st_shndx(endian);
+        let value = sym.st_value(endian);
+        let section = symtab
+            .symbol_section(endian, sym, index)
+            .map_err(|e| malformed(path, format!("symbol {}: {e}", lossy(name))))?;
+        let def = if index.0 == 0 || shndx == elf::SHN_UNDEF {
+            SymbolDef::Undefined
+        } else if shndx == elf::SHN_ABS {
+            SymbolDef::Absolute(value)
+        } else if shndx == elf::SHN_COMMON {
+            // For a common symbol st_value holds the required alignment.
+            SymbolDef::Common {
+                size: sym.st_size(endian),
+                align: value.max(1),
+            }
+        } else {
+            match section {
+                Some(SectionIndex(s)) if s < section_atom.len() => match section_atom[s] {
+                    Some(atom) => SymbolDef::Atom {
+                        atom,
+                        offset: AtomOffset(value),
+                    },
+                    None => SymbolDef::Other,
+                },
+                Some(SectionIndex(s)) => {
+                    return Err(malformed(
+                        path,
+                        format!("symbol {}: section index {s} out of range", lossy(name)),
+                    ))
+                }
+                None => SymbolDef::Other,
+            }
+        };
+        symbol_sections.push((section.map(|s| s.0), value));
+        symbols.push(Symbol {
+            // Section symbols carry no name of their own: see `Object::symbol_name`.
+            name: if kind == SymbolKind::Section {
+                String::new()
+            } else {
+                lossy(name)
+            },
+            kind,
+            binding: symbol_binding(sym.st_bind()),
+            hidden: sym.st_visibility() != elf::STV_DEFAULT,
+            def,
+            size: sym.st_size(endian),
+        });
+    }
+
+    // Defined symbols of each atom, sorted by offset.
+    for (index, sym) in symbols.iter().enumerate() {
+        if sym.kind == SymbolKind::Section {
+            continue;
+        }
+        if let SymbolDef::Atom { atom, .. } = sym.def {
+            atoms[atom.0 as usize].symbols.push(SymbolId(index as u32));
+        }
+    }
+    for atom in &mut atoms {
+        atom.symbols.sort_by_key(|&id| {
+            let sym = &symbols[id.0 as usize];
+            let offset = match sym.def {
+                SymbolDef::Atom { offset, .. } => offset.0,
+                _ => 0,
+            };
+            (offset, symbol_rank(sym))
+        });
+    }
+
+    // Relocations: of atoms (into `Atom::relocs`) and of debug sections (for DWARF).
+    let mut debug_relocs: HashMap<usize, DebugRelocs> = HashMap::new();
+    for (index, shdr) in sections.enumerate() {
+        let sh_type = shdr.sh_type(endian);
+        if sh_type != elf::SHT_RELA && sh_type != elf::SHT_REL && sh_type != elf::SHT_CREL {
+            continue;
+        }
+        let target = shdr.sh_info(endian) as usize;
+        if target >= sections.len() {
+            return Err(malformed(
+                path,
+                format!(
+                    "relocation section {}: target section {target} out of range",
+                    index.0
+                ),
+            ));
+        }
+        let target_atom = section_atom[target];
+        let target_name = sections
+            .section(SectionIndex(target))
+            .ok()
+            .and_then(|s| sections.section_name(endian, s).ok())
+            .unwrap_or_default();
+        let is_debug = target_name.starts_with(b".debug_");
+        if target_atom.is_none() && !is_debug {
+            continue;
+        }
+        if sh_type != elf::SHT_RELA {
+            return Err(malformed(
+                path,
+                format!(
+                    "relocations of {} use {}, only RELA is supported",
+                    lossy(target_name),
+                    if sh_type == elf::SHT_REL {
+                        "SHT_REL"
+                    } else {
+                        "SHT_CREL"
+                    }
+                ),
+            ));
+        }
+        if shdr.sh_link(endian) as usize != symtab.section().0 {
+            return Err(malformed(
+                path,
+                format!("relocations of {} do not use .symtab", lossy(target_name)),
+            ));
+        }
+        let Ok(Some((relas, _))) = shdr.rela(endian, bytes) else {
+            return Err(malformed(
+                path,
+                format!("relocations of {}: table out of bounds", lossy(target_name)),
+            ));
+        };
+        if let Some(atom_id) = target_atom {
+            let atom = &mut atoms[atom_id.0 as usize];
+            atom.relocs.reserve(relas.len());
+            for rela in relas {
+                let raw_type = rela.r_type(endian, false).0;
+                let sym = rela.r_sym(endian, false) as usize;
+                let offset = rela.r_offset(endian);
+                if sym >= symbols.len() {
+                    return Err(malformed(
+                        path,
+                        format!(
+                            "relocation at {}+{offset:#x}: symbol index {sym} out of range",
+                            atom.section_name
+                        ),
+                    ));
+                }
+                if offset >= atom.size {
+                    return Err(malformed(
+                        path,
+                        format!(
+                            "relocation at {}+{offset:#x}: offset past the section end ({:#x})",
+                            atom.section_name, atom.size
+                        ),
+                    ));
+                }
+                let kind = match ident.machine {
+                    Machine::X86_64 => RelocKind::from_x86_64(raw_type),
+                    Machine::Aarch64 => RelocKind::from_aarch64(raw_type),
+                };
+                atom.relocs.push(Reloc {
+                    offset: AtomOffset(offset),
+                    raw_type,
+                    kind,
+                    symbol: SymbolId(sym as u32),
+                    addend: rela.r_addend(endian),
+                });
+            }
+            atom.relocs.sort_by_key(|r| r.offset);
+        } else {
+            let map = debug_relocs.entry(target).or_default();
+            for rela in relas {
+                let sym = rela.r_sym(endian, false) as usize;
+                let Some(&(section, value)) = symbol_sections.get(sym) else {
+                    return Err(malformed(
+                        path,
+                        format!(
+                            "relocation of {}: symbol index {sym} out of range",
+                            lossy(target_name)
+                        ),
+                    ));
+                };
+                map.insert(
+                    rela.r_offset(endian),
+                    DebugRelocTarget {
+                        section,
+                        value: value.wrapping_add(rela.r_addend(endian) as u64),
+                    },
+                );
+            }
+        }
+    }
+
+    let mut object = Object {
+        machine: ident.machine,
+        atoms,
+        symbols,
+        producer: None,
+        cu_name: None,
+        cu_comp_dir: None,
+        lines: Vec::new(),
+        local_static_scopes: Vec::new(),
+        warnings: Vec::new(),
+    };
+    object.lines = vec![Vec::new(); object.atoms.len()];
+    object.local_static_scopes = vec![None; object.symbols.len()];
+    dwarf::read_object_dwarf(&file, &debug_relocs, &section_atom, &mut object);
+    Ok(object)
+}
+
+/// Strip an ELF symbol version suffix: `stdout@GLIBC_2.2.5` and `memcpy@@GLIBC_2.14` both
+/// become the plain name.
+fn strip_version(name: &[u8]) -> &[u8] {
+    match name.iter().position(|&b| b == b'@') {
+        // A name starting with '@' is not versioned; keep it whole.
+        Some(at) if at > 0 => &name[..at],
+        _ => name,
+    }
+}
+
+fn dynamic_reloc_kind(machine: Machine, r_type: u32) -> Option<DynRelocKind> {
+    use DynRelocKind::*;
+    let kind = match (machine, elf::RelocationType(r_type)) {
+        (Machine::X86_64, elf::R_X86_64_JUMP_SLOT) => Slot(GotSlotKind::JumpSlot),
+        (Machine::X86_64, elf::R_X86_64_GLOB_DAT) => Slot(GotSlotKind::GlobDat),
+        (Machine::X86_64, elf::R_X86_64_COPY) => Slot(GotSlotKind::Copy),
+        (Machine::X86_64, elf::R_X86_64_64) => Slot(GotSlotKind::Abs64),
+        (Machine::X86_64, elf::R_X86_64_IRELATIVE) => Irelative,
+        (Machine::Aarch64, elf::R_AARCH64_JUMP_SLOT) => Slot(GotSlotKind::JumpSlot),
+        (Machine::Aarch64, elf::R_AARCH64_GLOB_DAT) => Slot(GotSlotKind::GlobDat),
+        (Machine::Aarch64, elf::R_AARCH64_COPY) => Slot(GotSlotKind::Copy),
+        (Machine::Aarch64, elf::R_AARCH64_ABS64) => Slot(GotSlotKind::Abs64),
+        (Machine::Aarch64, elf::R_AARCH64_IRELATIVE) => Irelative,
+        _ => return None,
+    };
+    Some(kind)
+}
+
+enum DynRelocKind {
+    Slot(GotSlotKind),
+    Irelative,
+}
+
+pub(crate) fn parse_linked(path: &Path, bytes: &[u8]) -> Result<LinkedImage, ObjectError> {
+    let ident = identify(path, bytes)?;
+    if ident.e_type != elf::ET_EXEC.0 && ident.e_type != elf::ET_DYN.0 {
+        return Err(ObjectError::NotRelocatable {
+            path: path.to_owned(),
+            found: format!(
+                "{} where a linked executable or shared library was expected",
+                file_type_name(ident.e_type)
+            ),
+        });
+    }
+    let file = open(path, bytes)?;
+    let endian = file.endian();
+    let sections = file.elf_section_table();
+
+    let mut section_names: Vec<Option<String>> = Vec::with_capacity(sections.len());
+    let mut section_data = Vec::new();
+    for (index, shdr) in sections.enumerate() {
+        let name = sections
+            .section_name(endian, shdr)
+            .map_err(|e| malformed(path, format!("section {}: bad name: {e}", index.0)))?;
+        let flags = shdr.sh_flags(endian).0;
+        let alloc = flags & elf::SHF_ALLOC.0 != 0;
+        section_names.push(alloc.then(|| lossy(name)));
+        if !alloc {
+            continue;
+        }
+        let sh_type = shdr.sh_type(endian);
+        let contents = if sh_type == elf::SHT_NOBITS {
+            Vec::new()
+        } else {
+            shdr.data(endian, bytes)
+                .map_err(|e| {
+                    malformed(
+                        path,
+                        format!("section {}: contents out of bounds: {e}", lossy(name)),
+                    )
+                })?
+                .to_vec()
+        };
+        section_data.push(SectionData {
+            name: lossy(name),
+            vaddr: shdr.sh_addr(endian),
+            bytes: contents,
+            size: shdr.sh_size(endian),
+            executable: flags & elf::SHF_EXECINSTR.0 != 0,
+            writable: flags & elf::SHF_WRITE.0 != 0,
+        });
+    }
+
+    // .symtab, grouped by STT_FILE.
+    let mut symbols = Vec::new();
+    let mut translation_units = Vec::new();
+    let symtab = file.elf_symbol_table();
+    let has_symtab = !symtab.is_empty();
+    let mut current_tu: Option<TranslationUnitId> = None;
+    for (index, sym) in symtab.enumerate().skip(1) {
+        let name = symtab
+            .symbol_name(endian, sym)
+            .map_err(|e| malformed(path, format!(".symtab symbol {}: bad name: {e}", index.0)))?;
+        let st_type = sym.st_type();
+        if st_type == elf::STT_FILE {
+            current_tu = Some(TranslationUnitId(translation_units.len() as u32));
+            translation_units.push(lossy(name));
+            continue;
+        }
+        if st_type == elf::STT_SECTION {
+            continue;
+        }
+        let binding = symbol_binding(sym.st_bind());
+        let section = symtab
+            .symbol_section(endian, sym, index)
+            .map_err(|e| malformed(path, format!(".symtab symbol {}: {e}", lossy(name))))?;
+        symbols.push(ImageSymbol {
+            name: lossy(strip_version(name)),
+            vaddr: sym.st_value(endian),
+            size: sym.st_size(endian),
+            kind: symbol_kind(st_type),
+            binding,
+            tu: if binding == Binding::Local {
+                current_tu
+            } else {
+                None
+            },
+            section: section.and_then(|s| section_names.get(s.0).cloned().flatten()),
+            defined: !sym.is_undefined(endian),
+            dynamic: false,
+            default_version: true,
+        });
+    }
+
+    // .dynsym with symbol versions.
+    let dynsym = file.elf_dynamic_symbol_table();
+    let versyms = sections
+        .gnu_versym(endian, bytes)
+        .map_err(|e| malformed(path, format!(".gnu.version: {e}")))?
+        .map(|(versyms, _)| versyms);
+    let mut dynsym_names: Vec<String> = Vec::with_capacity(dynsym.len());
+    for (index, sym) in dynsym.enumerate() {
+        let name = dynsym
+            .symbol_name(endian, sym)
+            .map_err(|e| malformed(path, format!(".dynsym symbol {}: bad name: {e}", index.0)))?;
+        let name = lossy(strip_version(name));
+        dynsym_names.push(name.clone());
+        let st_type = sym.st_type();
+        if index.0 == 0 || st_type == elf::STT_SECTION || st_type == elf::STT_FILE {
+            continue;
+        }
+        // Bit 15 of a version index marks a hidden (non-default, `@`) version.
+        let default_version = match versyms {
+            Some(v) => v.get(index.0).is_none_or(|v| !v.0.get(endian).is_hidden()),
+            None => true,
+        };
+        let section = dynsym
+            .symbol_section(endian, sym, index)
+            .map_err(|e| malformed(path, format!(".dynsym symbol {name}: {e}")))?;
+        symbols.push(ImageSymbol {
+            name,
+            vaddr: sym.st_value(endian),
+            size: sym.st_size(endian),
+            kind: symbol_kind(st_type),
+            binding: symbol_binding(sym.st_bind()),
+            tu: None,
+            section: section.and_then(|s| section_names.get(s.0).cloned().flatten()),
+            defined: !sym.is_undefined(endian),
+            dynamic: true,
+            default_version,
+        });
+    }
+
+    // Dynamic relocations: every allocatable RELA section (.rela.dyn, .rela.plt; .rela.iplt
+    // of a static executable). Non-allocatable ones (`ld --emit-relocs`) describe the link,
+    // not the loader's work.
+    let mut got_slots = Vec::new();
+    let mut irelative_slots = Vec::new();
+    for shdr in sections.iter() {
+        if shdr.sh_type(endian) != elf::SHT_RELA || shdr.sh_flags(endian).0 & elf::SHF_ALLOC.0 == 0
+        {
+            continue;
+        }
+        let Ok(Some((relas, link))) = shdr.rela(endian, bytes) else {
+            return Err(malformed(path, "dynamic relocation table out of bounds"));
+        };
+        // Relocations normally name .dynsym; a static executable's IRELATIVE relocations
+        // have no symbol at all.
+        let uses_dynsym = link.0 == 0 || link == dynsym.section();
+        for rela in relas {
+            let r_type = rela.r_type(endian, false).0;
+            let Some(kind) = dynamic_reloc_kind(ident.machine, r_type) else {
+                continue;
+            };
+            let vaddr = rela.r_offset(endian);
+            match kind {
+                DynRelocKind::Irelative => irelative_slots.push(IrelativeSlot {
+                    vaddr,
+                    resolver_vaddr: rela.r_addend(endian) as u64,
+                }),
+                DynRelocKind::Slot(kind) => {
+                    let sym = rela.r_sym(endian, false) as usize;
+                    if sym == 0 || !uses_dynsym {
+                        continue;
+                    }
+                    let Some(name) = dynsym_names.get(sym) else {
+                        return Err(malformed(
+                            path,
+                            format!("dynamic relocation at {vaddr:#x}: symbol {sym} out of range"),
+                        ));
+                    };
+                    got_slots.push(GotSlot {
+                        symbol: name.clone(),
+                        vaddr,
+                        kind,
+                    });
+                }
+            }
+        }
+    }
+
+    let plt_entries = if ident.machine == Machine::X86_64 {
+        x86_64_plt_entries(&section_data, &got_slots)
+    } else {
+        Vec::new()
+    };
+
+    // Segments: load range and TLS.
+    let mut tls = None;
+    let mut low = u64::MAX;
+    let mut high = 0u64;
+    for phdr in file.elf_program_headers() {
+        let p_type = phdr.p_type(endian);
+        if p_type == elf::PT_LOAD {
+            let vaddr = phdr.p_vaddr(endian);
+            low = low.min(vaddr);
+            high = high.max(vaddr.saturating_add(phdr.p_memsz(endian)));
+        } else if p_type == elf::PT_TLS {
+            tls = Some(TlsSegment {
+                vaddr: phdr.p_vaddr(endian),
+                filesz: phdr.p_filesz(endian),
+                memsz: phdr.p_memsz(endian),
+                align: phdr.p_align(endian).max(1),
+            });
+        }
+    }
+    let vaddr_range = if low <= high { (low, high) } else { (0, 0) };
+
+    let build_id = object::Object::build_id(&file)
+        .map_err(|e| malformed(path, format!("notes: {e}")))?
+        .map(|id| id.to_vec());
+    let soname = read_soname(&file, bytes).map_err(|message| malformed(path, message))?;
+
+    let compile_units: Vec<CompileUnit> =
+        dwarf::read_image_compile_units(&file).map_err(|message| malformed(path, message))?;
+
+    Ok(LinkedImage {
+        build_id,
+        position_independent: ident.e_type == elf::ET_DYN.0,
+        soname,
+        symbols,
+        translation_units,
+        got_slots,
+        irelative_slots,
+        plt_entries,
+        tls,
+        compile_units,
+        sections: section_data,
+        vaddr_range,
+        has_symtab,
+    })
+}
+
+fn read_soname(file: &File<'_>, bytes: &[u8]) -> Result<Option<String>, String> {
+    let endian = file.endian();
+    let sections = file.elf_section_table();
+    let Some((dyns, strings_index)) = sections
+        .dynamic(endian, bytes)
+        .map_err(|e| format!(".dynamic: {e}"))?
+    else {
+        return Ok(None);
+    };
+    let strings = sections
+        .strings(endian, bytes, strings_index)
+        .map_err(|e| format!(".dynamic string table: {e}"))?;
+    for entry in dyns {
+        if entry.tag(endian) == elf::DT_SONAME {
+            let name = entry
+                .string(endian, strings)
+                .map_err(|e| format!("DT_SONAME: {e}"))?;
+            return Ok(Some(lossy(name)));
+        }
+    }
+    Ok(None)
+}
+
+/// PLT entries by the symbol whose GOT slot they jump through. Each entry of `.plt.sec`,
+/// `.plt` and `.plt.got` is decoded: an optional `endbr64`, an optional `bnd` prefix and
+/// `jmp *rel32(%rip)`; the slot it reads is looked up among the named GOT slots. This
+/// works for lazy and non-lazy PLTs, with and without IBT, without depending on the order of
+/// `.rela.plt`. Entries that jump elsewhere (the lazy PLT header, IBT `.plt` stubs that
+/// push and branch to the header) are skipped.
+fn x86_64_plt_entries(sections: &[SectionData], got_slots: &[GotSlot]) -> Vec<(String, u64)> {
+    let by_slot: HashMap<u64, &str> = got_slots
+        .iter()
+        .map(|slot| (slot.vaddr, slot.symbol.as_str()))
+        .collect();
+    let mut entries = Vec::new();
+    for section in sections {
+        let entry_size = match section.name.as_str() {
+            ".plt" | ".plt.sec" => 16,
+            ".plt.got" => {
+                // 8-byte entries without IBT, 16-byte ones (endbr64 + bnd jmp + nop) with it.
+                if section.bytes.starts_with(&[0xf3, 0x0f, 0x1e, 0xfa]) {
+                    16
+                } else {
+                    8
+                }
+            }
+            _ => continue,
+        };
+        for (index, entry) in section.bytes.chunks(entry_size).enumerate() {
+            let mut at = 0;
+            if entry.starts_with(&[0xf3, 0x0f, 0x1e, 0xfa]) {
+                at += 4;
+            }
+            if entry.get(at) == Some(&0xf2) {
+                at += 1;
+            }
+            if entry.get(at..at + 2) != Some(&[0xff, 0x25]) {
+                continue;
+            }
+            let Some(disp) = entry.get(at + 2..at + 6) else {
+                continue;
+            };
+            let disp = i32::from_le_bytes([disp[0], disp[1], disp[2], disp[3]]);
+            let entry_vaddr = section.vaddr + (index * entry_size) as u64;
+            let next = entry_vaddr + (at + 6) as u64;
+            let slot = next.wrapping_add(disp as i64 as u64);
+            if let Some(name) = by_slot.get(&slot) {
+                entries.push((name.to_string(), entry_vaddr));
+            }
+        }
+    }
+    entries
+}
+
+/// Loads a (possibly compressed) debug section of a file by name, for DWARF readers.
+pub(crate) fn section_data_by_name<'data>(
+    file: &File<'data>,
+    name: &str,
+) -> Result<Option<(usize, std::borrow::Cow<'data, [u8]>)>, String> {
+    let Some(section) = object::Object::section_by_name(file, name) else {
+        return Ok(None);
+    };
+    let data = section
+        .uncompressed_data()
+        .map_err(|e| format!("{name}: {e}"))?;
+    Ok(Some((section.index().0, data)))
 }

@@ -11,14 +11,17 @@
 //! - link-time virtual addresses of a linked image (`u64` fields named `vaddr`), which become
 //!   runtime addresses only after adding the module's load bias (done in `hot-link`).
 
+pub mod diff;
 mod dwarf;
 mod elf;
 pub mod image;
 pub mod reloc;
 
+pub use diff::{changed_functions, AtomDiff, AtomMatch};
+
 pub use image::{
-    CompileUnit, GotSlot, GotSlotKind, IrelativeSlot, LinkedImage, SectionData, TlsSegment,
-    ImageSymbol, TranslationUnitId,
+    CompileUnit, GotSlot, GotSlotKind, ImageSymbol, IrelativeSlot, LinkedImage, SectionData,
+    TlsSegment, TranslationUnitId,
 };
 pub use reloc::RelocKind;
 
@@ -37,8 +40,9 @@ pub struct SymbolId(pub u32);
 pub struct AtomOffset(pub u64);
 
 /// The architecture an object was built for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum Machine {
+    #[default]
     X86_64,
     Aarch64,
 }
@@ -162,7 +166,10 @@ pub struct SourceLine {
 }
 
 /// A parsed relocatable object.
-#[derive(Clone, Debug)]
+///
+/// `Object::default()` is an empty x86-64 object, handy for building test values with
+/// `Object { atoms, symbols, ..Default::default() }`.
+#[derive(Clone, Debug, Default)]
 pub struct Object {
     pub machine: Machine,
     pub atoms: Vec<Atom>,
@@ -176,6 +183,17 @@ pub struct Object {
     /// program, whose sequences start at 0 of each function section; keyed by the section
     /// the sequence was relocated against, not by raw address.
     pub lines: Vec<Vec<(AtomOffset, SourceLine)>>,
+    /// Added: for each symbol (indexed by [`SymbolId`]) that is a function-local static
+    /// variable, the name of the function declaring it, from DWARF (`DW_TAG_variable` with a
+    /// `DW_OP_addr` location nested in a `DW_TAG_subprogram`). gcc names such a variable
+    /// `calls.0`, and the numeric suffix changes when statics are added elsewhere in the file,
+    /// so matching goes by (enclosing function, name without suffix); see
+    /// [`Object::local_static_scope`] and [`Object::match_name`]. Empty or shorter than
+    /// `symbols` when unknown.
+    pub local_static_scopes: Vec<Option<String>>,
+    /// Added: non-fatal problems met while reading the object, e.g. DWARF that could not be
+    /// read (then `lines` are missing, but atoms and relocations are complete).
+    pub warnings: Vec<String>,
 }
 
 /// Why an object could not be read. Callers branch on it (a non-ELF file, an unsupported
@@ -216,6 +234,60 @@ impl Object {
             return None;
         }
         Some(&rows[idx - 1].1)
+    }
+
+    /// The name to show for a symbol: its own name, or for a section symbol (whose name is
+    /// empty in [`Symbol::name`]) the name of the section it stands for, e.g. `.rodata.str1.1`.
+    pub fn symbol_name(&self, id: SymbolId) -> &str {
+        let sym = self.symbol(id);
+        if sym.kind == SymbolKind::Section {
+            if let SymbolDef::Atom { atom, .. } = sym.def {
+                return &self.atom(atom).section_name;
+            }
+        }
+        &sym.name
+    }
+
+    /// The atom made from the section with ELF index `section_index`, if that section is an
+    /// atom. Atoms are stored in section order, so this is a binary search.
+    pub fn atom_by_section_index(&self, section_index: usize) -> Option<AtomId> {
+        self.atoms
+            .binary_search_by_key(&section_index, |a| a.section_index)
+            .ok()
+            .map(|i| AtomId(i as u32))
+    }
+
+    /// Where a symbol is defined, if it is defined in an atom of this object.
+    pub fn symbol_location(&self, id: SymbolId) -> Option<(AtomId, AtomOffset)> {
+        match self.symbols.get(id.0 as usize)?.def {
+            SymbolDef::Atom { atom, offset } => Some((atom, offset)),
+            _ => None,
+        }
+    }
+
+    /// For a function-local static variable: the function that declares it (from DWARF).
+    pub fn local_static_scope(&self, id: SymbolId) -> Option<&str> {
+        self.local_static_scopes.get(id.0 as usize)?.as_deref()
+    }
+
+    /// The name a symbol is matched by across compiles of the same file (and against the
+    /// image's local symbols): the plain name for functions and variables, and for a
+    /// function-local static `calls.0` declared in `tick` the key `tick/calls` (gcc's numeric
+    /// suffix is not stable between compiles). A local static whose function is unknown is
+    /// matched by its name with the suffix stripped. clang names such statics `tick.calls`,
+    /// which is stable and kept as it is.
+    pub fn match_name(&self, id: SymbolId) -> String {
+        let sym = self.symbol(id);
+        if sym.binding != Binding::Local {
+            return sym.name.clone();
+        }
+        let Some(base) = diff::strip_numeric_suffix(&sym.name) else {
+            return sym.name.clone();
+        };
+        match self.local_static_scope(id) {
+            Some(scope) => format!("{scope}/{base}"),
+            None => base.to_string(),
+        }
     }
 
     /// The first named symbol defined in an atom (the function or variable it holds).

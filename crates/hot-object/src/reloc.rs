@@ -104,6 +104,39 @@ impl RelocKind {
         }
     }
 
+    /// Decode an aarch64 `r_type`. Only the data relocations that share a meaning with an
+    /// x86-64 kind are decoded; instruction relocations (`ADR_PREL_PG_HI21`, `CALL26`, ...)
+    /// are [`RelocKind::Unknown`] with the raw type kept in [`crate::Reloc::raw_type`].
+    pub fn from_aarch64(r_type: u32) -> RelocKind {
+        use object::elf::*;
+        match RelocationType(r_type) {
+            R_AARCH64_NONE => RelocKind::None,
+            R_AARCH64_ABS64 => RelocKind::Abs64,
+            R_AARCH64_ABS32 => RelocKind::Abs32,
+            R_AARCH64_ABS16 => RelocKind::Abs16,
+            R_AARCH64_PREL64 => RelocKind::Pc64,
+            R_AARCH64_PREL32 => RelocKind::Pc32,
+            R_AARCH64_PREL16 => RelocKind::Pc16,
+            _ => RelocKind::Unknown,
+        }
+    }
+
+    /// The ELF name of an aarch64 `r_type`, for diagnostics.
+    pub fn aarch64_name(r_type: u32) -> String {
+        match object::elf::NAMES_R_AARCH64.name(object::elf::RelocationType(r_type)) {
+            Some(name) => name.to_string(),
+            None => format!("R_AARCH64 type {r_type}"),
+        }
+    }
+
+    /// The ELF name of a raw relocation type of `machine`, for diagnostics.
+    pub fn raw_name(machine: crate::Machine, r_type: u32) -> String {
+        match machine {
+            crate::Machine::X86_64 => RelocKind::x86_64_name(r_type),
+            crate::Machine::Aarch64 => RelocKind::aarch64_name(r_type),
+        }
+    }
+
     /// The ELF name of an x86-64 `r_type`, for diagnostics.
     pub fn x86_64_name(r_type: u32) -> String {
         match object::elf::NAMES_R_X86_64.name(object::elf::RelocationType(r_type)) {

@@ -1,0 +1,60 @@
+//! Helpers shared by the integration tests: compile C fixtures with the system `cc`.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// Compile `source` (C text) named `name` into `dir` with `flags`; returns the output path.
+/// The source file is written into `dir`, so DWARF names point there.
+pub fn compile_c(dir: &Path, name: &str, source: &str, flags: &[&str], output: &str) -> PathBuf {
+    let src = dir.join(name);
+    std::fs::write(&src, source).expect("write fixture source");
+    let out = dir.join(output);
+    let status = Command::new("cc")
+        .args(flags)
+        .arg(&src)
+        .arg("-o")
+        .arg(&out)
+        .current_dir(dir)
+        .status()
+        .expect("run cc");
+    assert!(status.success(), "cc {flags:?} {name} failed");
+    out
+}
+
+/// Compile to a relocatable object with the patch flags hot-lsp uses.
+pub fn compile_object(dir: &Path, name: &str, source: &str, extra: &[&str]) -> PathBuf {
+    let mut flags = vec!["-c", "-g", "-ffunction-sections", "-fdata-sections"];
+    flags.extend_from_slice(extra);
+    let output = format!("{}.o", name.trim_end_matches(".c"));
+    compile_c(dir, name, source, &flags, &output)
+}
+
+pub fn parse_object(path: &Path) -> hot_object::Object {
+    let bytes = std::fs::read(path).expect("read object");
+    match hot_object::Object::parse(path, &bytes) {
+        Ok(o) => o,
+        Err(e) => panic!("parse {}: {e}", path.display()),
+    }
+}
+
+/// The atom whose primary symbol is `name`.
+pub fn atom_of(object: &hot_object::Object, name: &str) -> hot_object::AtomId {
+    (0..object.atoms.len() as u32)
+        .map(hot_object::AtomId)
+        .find(|&a| {
+            object
+                .primary_symbol(a)
+                .is_some_and(|s| object.symbol(s).name == name)
+        })
+        .unwrap_or_else(|| panic!("no atom for {name}"))
+}
+
+/// 1-based line number of the first line of `source` containing `needle`.
+pub fn line_containing(source: &str, needle: &str) -> u32 {
+    source
+        .lines()
+        .position(|l| l.contains(needle))
+        .unwrap_or_else(|| panic!("{needle:?} not in source")) as u32
+        + 1
+}

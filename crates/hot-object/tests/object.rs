@@ -1,0 +1,348 @@
+//! Parsing relocatable objects built by the system `cc`: atoms, symbols, relocations, DWARF
+//! lines, and robustness against malformed input.
+
+mod common;
+
+use std::path::Path;
+
+use common::*;
+use hot_object::{AtomKind, AtomOffset, Binding, ObjectError, RelocKind, SymbolDef, SymbolKind};
+
+const CALLS: &str = include_str!("fixtures/calls.c");
+
+#[test]
+fn atoms_symbols_and_relocations() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = compile_object(dir.path(), "calls.c", CALLS, &["-O0"]);
+    let object = parse_object(&path);
+
+    let add = atom_of(&object, "add");
+    assert_eq!(object.atom(add).section_name, ".text.add");
+    assert_eq!(object.atom(add).kind, AtomKind::Text);
+    assert!(object.atom(add).size as usize == object.atom(add).bytes.len());
+
+    let counter = atom_of(&object, "counter");
+    assert_eq!(object.atom(counter).kind, AtomKind::Bss);
+    assert!(object.atom(counter).bytes.is_empty());
+    assert_eq!(object.atom(counter).size, 4);
+
+    let hidden = atom_of(&object, "hidden_total");
+    assert_eq!(object.atom(hidden).kind, AtomKind::Data);
+    assert_eq!(object.atom(hidden).bytes, 5i32.to_le_bytes());
+
+    // `greeting` is a pointer (writable data); the literal lives in a merge-strings section.
+    let greeting = atom_of(&object, "greeting");
+    assert_eq!(object.atom(greeting).kind, AtomKind::Data);
+    let reloc = object.atom(greeting).relocs[0];
+    assert_eq!(reloc.kind, RelocKind::Abs64);
+    let target = object.symbol(reloc.symbol);
+    let strings = match target.def {
+        SymbolDef::Atom { atom, .. } => object.atom(atom),
+        other => panic!("string target not in an atom: {other:?}"),
+    };
+    assert!(
+        strings.section_name.starts_with(".rodata"),
+        "{}",
+        strings.section_name
+    );
+    assert_eq!(strings.kind, AtomKind::ReadOnly);
+    let at = reloc.addend as usize;
+    assert!(strings.bytes[at..].starts_with(b"hello\0"));
+
+    // main calls add (PLT32 against the global symbol) and printf (undefined).
+    let main = atom_of(&object, "main");
+    let names: Vec<(&str, RelocKind)> = object
+        .atom(main)
+        .relocs
+        .iter()
+        .map(|r| (object.symbol_name(r.symbol), r.kind))
+        .collect();
+    assert!(names.contains(&("add", RelocKind::Plt32)), "{names:?}");
+    assert!(names.iter().any(|(n, _)| *n == "printf"), "{names:?}");
+    // The format string is anonymous read-only data, referenced PC-relative (addend - 4).
+    let (format, at) = object
+        .atom(main)
+        .relocs
+        .iter()
+        .find_map(|r| match object.symbol(r.symbol).def {
+            SymbolDef::Atom { atom, .. }
+                if object.symbol(r.symbol).kind == SymbolKind::Section
+                    && object.atom(atom).kind == AtomKind::ReadOnly =>
+            {
+                Some((object.atom(atom), (r.addend + 4) as usize))
+            }
+            _ => None,
+        })
+        .expect("reference to a string literal");
+    assert!(
+        format.bytes[at..].starts_with(b"%s %d\n\0"),
+        "{}",
+        format.section_name
+    );
+    let printf = object.symbols.iter().find(|s| s.name == "printf").unwrap();
+    assert_eq!(printf.def, SymbolDef::Undefined);
+    assert!(object
+        .atom(main)
+        .relocs
+        .windows(2)
+        .all(|w| w[0].offset <= w[1].offset));
+
+    // Section symbols map to their atom at offset 0 and are named by their section.
+    for (index, sym) in object.symbols.iter().enumerate() {
+        if sym.kind != SymbolKind::Section {
+            continue;
+        }
+        assert!(sym.name.is_empty());
+        if let SymbolDef::Atom { atom, offset } = sym.def {
+            assert_eq!(offset, AtomOffset(0));
+            let id = hot_object::SymbolId(index as u32);
+            assert_eq!(object.symbol_name(id), object.atom(atom).section_name);
+            assert_eq!(
+                object.atom_by_section_index(object.atom(atom).section_index),
+                Some(atom)
+            );
+        }
+    }
+    // No atom for unwind tables, notes or debug sections.
+    assert!(object
+        .atoms
+        .iter()
+        .all(|a| !a.section_name.starts_with(".eh_frame")
+            && !a.section_name.starts_with(".note")
+            && !a.section_name.starts_with(".debug")));
+
+    let twice = object.symbols.iter().find(|s| s.name == "twice").unwrap();
+    assert_eq!(twice.binding, Binding::Local);
+    assert_eq!(twice.kind, SymbolKind::Function);
+}
+
+#[test]
+fn dwarf_lines_per_function_section() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = compile_object(dir.path(), "calls.c", CALLS, &["-O0"]);
+    let object = parse_object(&path);
+    assert!(object.warnings.is_empty(), "{:?}", object.warnings);
+    assert!(object
+        .producer
+        .as_deref()
+        .is_some_and(|p| p.contains("-ffunction-sections")));
+    assert_eq!(
+        object.cu_name.as_deref(),
+        Some(dir.path().join("calls.c").to_str().unwrap())
+    );
+
+    // Find the call to `twice` inside `add` through its relocation, and map it to a line.
+    let add = atom_of(&object, "add");
+    let call = object
+        .atom(add)
+        .relocs
+        .iter()
+        .find(|r| object.symbol_name(r.symbol).contains("twice"))
+        .expect("call to twice");
+    let line = object.line_of(add, call.offset).expect("line of the call");
+    assert_eq!(line.line, line_containing(CALLS, "sum = twice(sum)"));
+    assert_eq!(line.file, dir.path().join("calls.c"));
+    assert!(line.column > 0);
+
+    // Each function's rows start at its own offset 0 (sections are told apart by relocation).
+    let main = atom_of(&object, "main");
+    let first = object.line_of(main, AtomOffset(0)).unwrap();
+    assert_eq!(first.line, line_containing(CALLS, "int main(void)") + 1);
+    let first_add = object.line_of(add, AtomOffset(0)).unwrap();
+    assert_eq!(
+        first_add.line,
+        line_containing(CALLS, "int add(int a, int b)") + 1
+    );
+    let printf_call = object
+        .atom(main)
+        .relocs
+        .iter()
+        .find(|r| object.symbol_name(r.symbol) == "printf")
+        .unwrap();
+    assert_eq!(
+        object.line_of(main, printf_call.offset).unwrap().line,
+        line_containing(CALLS, "printf(")
+    );
+}
+
+#[test]
+fn dwarf4_lines_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = compile_object(dir.path(), "calls.c", CALLS, &["-O0", "-gdwarf-4"]);
+    let object = parse_object(&path);
+    let add = atom_of(&object, "add");
+    let call = object
+        .atom(add)
+        .relocs
+        .iter()
+        .find(|r| object.symbol_name(r.symbol).contains("twice"))
+        .unwrap();
+    assert_eq!(
+        object.line_of(add, call.offset).unwrap().line,
+        line_containing(CALLS, "sum = twice(sum)")
+    );
+    assert_eq!(object.cu_comp_dir.as_deref(), dir.path().to_str());
+}
+
+#[test]
+fn function_local_statics_know_their_function() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = compile_object(dir.path(), "calls.c", CALLS, &["-O0"]);
+    let object = parse_object(&path);
+    let mut keys: Vec<String> = (0..object.symbols.len() as u32)
+        .map(hot_object::SymbolId)
+        .filter(|&s| object.symbol(s).kind == SymbolKind::Object)
+        .filter(|&s| object.symbol(s).name.starts_with("calls"))
+        .map(|s| object.match_name(s))
+        .collect();
+    keys.sort();
+    assert_eq!(keys, ["tick/calls", "tock/calls"]);
+}
+
+#[test]
+fn common_symbols() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = compile_object(
+        dir.path(),
+        "common.c",
+        "int shared_counter;\n",
+        &["-fcommon"],
+    );
+    let object = parse_object(&path);
+    let sym = object
+        .symbols
+        .iter()
+        .find(|s| s.name == "shared_counter")
+        .unwrap();
+    assert!(
+        matches!(sym.def, SymbolDef::Common { size: 4, align: 4 }),
+        "{:?}",
+        sym.def
+    );
+}
+
+#[test]
+fn tls_and_relro_kinds() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = "__thread int tls_zero;\n__thread int tls_init = 3;\n\
+                  int x;\nint *const table[] = { &x };\n\
+                  const int ro = 7;\n";
+    let path = compile_object(dir.path(), "kinds.c", source, &["-fPIC"]);
+    let object = parse_object(&path);
+    assert_eq!(
+        object.atom(atom_of(&object, "tls_zero")).kind,
+        AtomKind::TlsBss
+    );
+    assert_eq!(
+        object.atom(atom_of(&object, "tls_init")).kind,
+        AtomKind::TlsData
+    );
+    let table = object.atom(atom_of(&object, "table"));
+    assert!(
+        table.section_name.starts_with(".data.rel.ro"),
+        "{}",
+        table.section_name
+    );
+    assert_eq!(table.kind, AtomKind::ReadOnly);
+    assert_eq!(object.atom(atom_of(&object, "ro")).kind, AtomKind::ReadOnly);
+}
+
+#[test]
+fn errors_are_classified() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = Path::new("x.o");
+    assert!(matches!(
+        hot_object::Object::parse(path, b"#!/bin/sh\necho hi\n"),
+        Err(ObjectError::NotElf { .. })
+    ));
+    assert!(matches!(
+        hot_object::Object::parse(path, b""),
+        Err(ObjectError::NotElf { .. })
+    ));
+
+    let exe = compile_c(
+        dir.path(),
+        "main.c",
+        "int main(void) { return 0; }\n",
+        &[],
+        "main",
+    );
+    let bytes = std::fs::read(&exe).unwrap();
+    assert!(matches!(
+        hot_object::Object::parse(&exe, &bytes),
+        Err(ObjectError::NotRelocatable { .. })
+    ));
+
+    let obj = compile_object(dir.path(), "calls.c", CALLS, &[]);
+    let mut bytes = std::fs::read(&obj).unwrap();
+    // Pretend to be a RISC-V object (EM_RISCV = 243).
+    bytes[18] = 243;
+    bytes[19] = 0;
+    match hot_object::Object::parse(&obj, &bytes) {
+        Err(ObjectError::UnsupportedArch { arch, .. }) => assert!(arch.contains("RISCV"), "{arch}"),
+        other => panic!("expected UnsupportedArch, got {other:?}"),
+    }
+    let bytes = std::fs::read(&obj).unwrap();
+    assert!(matches!(
+        hot_object::Object::parse(&obj, &bytes[..40]),
+        Err(ObjectError::Malformed { .. })
+    ));
+}
+
+/// A tiny deterministic generator (xorshift), so the fuzz test needs no extra crate and
+/// every failure is reproducible from the seed printed.
+struct XorShift(u64);
+impl XorShift {
+    fn next(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.0 = x;
+        x
+    }
+}
+
+#[test]
+fn malformed_input_never_panics() {
+    let dir = tempfile::tempdir().unwrap();
+    let obj = compile_object(dir.path(), "calls.c", CALLS, &["-O0"]);
+    let original = std::fs::read(&obj).unwrap();
+    let path = obj.as_path();
+
+    // Every truncation length of the header region, then coarser steps.
+    let mut lengths: Vec<usize> = (0..256.min(original.len())).collect();
+    lengths.extend((256..original.len()).step_by(97));
+    for len in lengths {
+        let _ = hot_object::Object::parse(path, &original[..len]);
+        let _ = hot_object::LinkedImage::parse(path, &original[..len]);
+    }
+
+    // Garbage behind a valid ELF identification.
+    let mut rng = XorShift(0x9e37_79b9_7f4a_7c15);
+    for _ in 0..200 {
+        let mut bytes = original[..20].to_vec();
+        let len = (rng.next() % 4096) as usize;
+        bytes.extend((0..len).map(|_| rng.next() as u8));
+        let _ = hot_object::Object::parse(path, &bytes);
+    }
+
+    // Random byte flips of a real object: result may be Ok or Err, never a panic.
+    let mut ok = 0;
+    let mut err = 0;
+    for round in 0..1500u64 {
+        let mut bytes = original.clone();
+        let flips = 1 + rng.next() % 8;
+        for _ in 0..flips {
+            let at = (rng.next() % bytes.len() as u64) as usize;
+            bytes[at] ^= 1 << (rng.next() % 8);
+        }
+        let result = std::panic::catch_unwind(|| hot_object::Object::parse(path, &bytes));
+        match result {
+            Ok(Ok(_)) => ok += 1,
+            Ok(Err(_)) => err += 1,
+            Err(_) => panic!("parse panicked in round {round}"),
+        }
+    }
+    assert_eq!(ok + err, 1500);
+}
