@@ -125,11 +125,20 @@ impl LinkedImage {
         crate::elf::parse_linked(path, bytes)
     }
 
-    /// The section containing `vaddr`, if any.
+    /// The section containing `vaddr`, if any. `.tbss` takes no address space and overlaps
+    /// the section after it (`.init_array`, `.data.rel.ro`), so a section with contents or a
+    /// non-TLS one is preferred when two match.
     pub fn section_at(&self, vaddr: u64) -> Option<&SectionData> {
-        self.sections
-            .iter()
-            .find(|s| vaddr >= s.vaddr && vaddr < s.vaddr + s.size)
+        let mut found: Option<&SectionData> = None;
+        for s in &self.sections {
+            if vaddr >= s.vaddr && vaddr - s.vaddr < s.size {
+                if !s.bytes.is_empty() || !s.name.starts_with(".tbss") {
+                    return Some(s);
+                }
+                found = found.or(Some(s));
+            }
+        }
+        found
     }
 
     /// Bytes of the image at `vaddr`, as in the file.

@@ -1,0 +1,235 @@
+//! Parsing linked images: a PIE and a non-PIE executable built by `cc`, a stripped one, and
+//! the system libc.
+
+mod common;
+
+use common::*;
+use hot_object::{GotSlotKind, LinkedImage, ObjectError, SymbolKind};
+
+const IMAGE: &str = include_str!("fixtures/image.c");
+
+fn parse_image(path: &std::path::Path) -> LinkedImage {
+    let bytes = std::fs::read(path).expect("read image");
+    match LinkedImage::parse(path, &bytes) {
+        Ok(image) => image,
+        Err(e) => panic!("parse {}: {e}", path.display()),
+    }
+}
+
+/// `name@plt` entries as GNU objdump labels them.
+fn objdump_plt(path: &std::path::Path) -> Vec<(String, u64)> {
+    let out = std::process::Command::new("objdump")
+        .arg("-d")
+        .arg(path)
+        .output()
+        .expect("objdump");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut entries: Vec<(String, u64)> = text
+        .lines()
+        .filter_map(|line| {
+            let (addr, rest) = line.split_once(" <")?;
+            let name = rest.strip_suffix("@plt>:")?;
+            Some((name.to_string(), u64::from_str_radix(addr.trim(), 16).ok()?))
+        })
+        .collect();
+    entries.sort();
+    entries
+}
+
+fn check_plt(image: &LinkedImage, path: &std::path::Path) {
+    let mut ours = image.plt_entries.clone();
+    ours.sort();
+    assert_eq!(ours, objdump_plt(path));
+}
+
+fn check_executable(image: &LinkedImage, dir: &std::path::Path) {
+    assert!(image.has_symtab);
+    assert!(image.build_id.as_ref().is_some_and(|id| !id.is_empty()));
+    let main = image
+        .symbols
+        .iter()
+        .find(|s| s.name == "main" && !s.dynamic)
+        .expect("main");
+    assert_eq!(main.kind, SymbolKind::Function);
+    assert_eq!(main.section.as_deref(), Some(".text"));
+    assert!(main.defined);
+    // The body of main is in the section data.
+    let body = image
+        .bytes_at(main.vaddr, main.size as usize)
+        .expect("main bytes");
+    assert_eq!(body.len() as u64, main.size);
+    assert!(main.vaddr >= image.vaddr_range.0 && main.vaddr < image.vaddr_range.1);
+
+    // Locals grouped by their STT_FILE.
+    let helper = image
+        .symbols
+        .iter()
+        .find(|s| s.name == "helper")
+        .expect("helper");
+    let tu = helper.tu.expect("helper has a translation unit");
+    assert_eq!(image.translation_units[tu.0 as usize], "image.c");
+    let counter = image
+        .symbols
+        .iter()
+        .find(|s| s.name == "local_counter")
+        .unwrap();
+    assert_eq!(counter.tu, Some(tu));
+    let global = image
+        .symbols
+        .iter()
+        .find(|s| s.name == "global_value")
+        .unwrap();
+    assert_eq!(global.tu, None);
+
+    // Version suffixes are stripped (`stdout@GLIBC_2.2.5` in .symtab).
+    assert!(image.symbols.iter().all(|s| !s.name.contains('@')));
+    assert!(image
+        .symbols
+        .iter()
+        .any(|s| s.name == "stdout" && !s.dynamic));
+    // `stdout` is copied into the executable; strlen's address is taken (GLOB_DAT or
+    // an absolute pointer) and it is called through the PLT.
+    let copy = image
+        .got_slots
+        .iter()
+        .find(|g| g.symbol == "stdout")
+        .expect("stdout slot");
+    assert_eq!(copy.kind, GotSlotKind::Copy);
+    assert!(
+        image.got_slots.iter().any(|g| g.symbol == "fprintf"),
+        "{:?}",
+        image.got_slots
+    );
+    let plt: Vec<&str> = image.plt_entries.iter().map(|(n, _)| n.as_str()).collect();
+    assert!(plt.contains(&"fprintf"), "{plt:?}");
+
+    let tls = image.tls.expect("PT_TLS");
+    assert!(tls.memsz >= 4 && tls.filesz >= 4);
+
+    let cu = image
+        .compile_units
+        .iter()
+        .find(|cu| cu.name.ends_with("image.c"))
+        .expect("compile unit of image.c");
+    assert_eq!(cu.comp_dir.as_deref(), dir.to_str());
+    assert!(cu.producer.as_deref().is_some_and(|p| p.contains("GNU C")));
+}
+
+#[test]
+fn pie_executable() {
+    let dir = tempfile::tempdir().unwrap();
+    let exe = compile_c(
+        dir.path(),
+        "image.c",
+        IMAGE,
+        &["-g", "-O0", "-pie", "-fPIE"],
+        "image",
+    );
+    let image = parse_image(&exe);
+    assert!(image.position_independent);
+    check_executable(&image, dir.path());
+    check_plt(&image, &exe);
+    let dynamic_main = image.symbols.iter().filter(|s| s.dynamic).count();
+    assert!(dynamic_main > 0, "PIE has a .dynsym");
+}
+
+#[test]
+fn non_pie_executable() {
+    let dir = tempfile::tempdir().unwrap();
+    let exe = compile_c(
+        dir.path(),
+        "image.c",
+        IMAGE,
+        &["-g", "-O0", "-no-pie", "-fno-pie"],
+        "image",
+    );
+    let image = parse_image(&exe);
+    assert!(!image.position_independent);
+    assert!(image.vaddr_range.0 >= 0x400000);
+    check_executable(&image, dir.path());
+    check_plt(&image, &exe);
+}
+
+#[test]
+fn bind_now_plt() {
+    let dir = tempfile::tempdir().unwrap();
+    let exe = compile_c(
+        dir.path(),
+        "image.c",
+        IMAGE,
+        &["-O0", "-Wl,-z,now"],
+        "image",
+    );
+    let image = parse_image(&exe);
+    check_plt(&image, &exe);
+}
+
+#[test]
+fn stripped_executable() {
+    let dir = tempfile::tempdir().unwrap();
+    let exe = compile_c(dir.path(), "image.c", IMAGE, &["-O0", "-s"], "image");
+    let image = parse_image(&exe);
+    assert!(!image.has_symtab);
+    assert!(image.symbols.iter().all(|s| s.dynamic));
+    assert!(image.compile_units.is_empty());
+    assert!(image.got_slots.iter().any(|g| g.symbol == "stdout"));
+}
+
+#[test]
+fn relocatable_object_is_not_an_image() {
+    let dir = tempfile::tempdir().unwrap();
+    let obj = compile_object(dir.path(), "image.c", IMAGE, &[]);
+    let bytes = std::fs::read(&obj).unwrap();
+    assert!(matches!(
+        LinkedImage::parse(&obj, &bytes),
+        Err(ObjectError::NotRelocatable { .. })
+    ));
+}
+
+#[test]
+fn system_libc() {
+    let path = std::path::Path::new("/lib/x86_64-linux-gnu/libc.so.6");
+    let image = parse_image(path);
+    assert!(image.position_independent);
+    assert_eq!(image.soname.as_deref(), Some("libc.so.6"));
+    assert!(image.build_id.is_some());
+    assert!(image.tls.is_some());
+
+    let strlen = image
+        .symbols
+        .iter()
+        .find(|s| s.dynamic && s.name == "strlen")
+        .expect("strlen in .dynsym");
+    assert_eq!(strlen.kind, SymbolKind::Ifunc);
+    assert!(strlen.default_version);
+    assert!(strlen.defined);
+    // The IRELATIVE slot whose resolver is strlen's resolver holds the chosen implementation.
+    assert!(
+        image
+            .irelative_slots
+            .iter()
+            .any(|slot| slot.resolver_vaddr == strlen.vaddr),
+        "no IRELATIVE slot with resolver {:#x}",
+        strlen.vaddr
+    );
+
+    // A symbol with an old, hidden version next to its default one.
+    let versions: Vec<bool> = image
+        .symbols
+        .iter()
+        .filter(|s| s.dynamic && s.name == "memcpy")
+        .map(|s| s.default_version)
+        .collect();
+    assert!(
+        versions.contains(&true) && versions.contains(&false),
+        "memcpy versions {versions:?}"
+    );
+
+    // Every allocated section is there, with contents for PROGBITS.
+    let text = image.sections.iter().find(|s| s.name == ".text").unwrap();
+    assert!(text.executable && !text.writable);
+    assert_eq!(text.bytes.len() as u64, text.size);
+    assert!(image
+        .section_at(strlen.vaddr)
+        .is_some_and(|s| s.name == ".text"));
+}
