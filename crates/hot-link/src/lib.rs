@@ -10,10 +10,22 @@
 //! (`vaddr`) become runtime addresses by adding the module's load bias; offsets inside atoms
 //! are [`hot_object::AtomOffset`]. The three never mix.
 
+mod changed;
+mod data;
+mod entry;
+mod image;
+mod layout;
+mod link;
+mod resolve;
+mod x86_64;
+
 use std::ops::Range;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use hot_object::{LinkedImage, Object, SourceLine, TranslationUnitId};
+
+pub use image::Vaddr;
+pub use layout::Placement;
 
 /// An address in the debuggee's address space.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -127,11 +139,34 @@ pub struct Patch {
     /// Functions of the object that were unchanged and not written.
     pub skipped: usize,
     pub notes: Vec<LinkNote>,
+    /// Allocations and entry states this patch introduces; [`Linker::commit`] makes them the
+    /// linker's state. Private so that a patch can only be committed as computed.
+    delta: layout::StateDelta,
 }
 
 impl Patch {
     pub fn is_empty(&self) -> bool {
         self.writes.is_empty() && self.entries.is_empty() && self.slot_copies.is_empty()
+    }
+}
+
+impl Module {
+    /// The runtime address of a link-time address of this module.
+    pub fn runtime(&self, vaddr: Vaddr) -> RuntimeAddr {
+        RuntimeAddr(vaddr.0.wrapping_add(self.bias))
+    }
+}
+
+impl RuntimeAddr {
+    /// `self + offset`, for offsets inside arenas and atoms.
+    pub fn offset(self, offset: u64) -> RuntimeAddr {
+        RuntimeAddr(self.0.wrapping_add(offset))
+    }
+}
+
+impl std::fmt::Display for RuntimeAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:#x}", self.0)
     }
 }
 
@@ -180,15 +215,31 @@ pub struct LinkError {
 
 /// The linker's state across swaps: stable entries of new functions, addresses of new
 /// variables, GOT slots and stubs already allocated, arena cursors.
+///
+/// [`Linker::link`] never changes it; [`Linker::commit`] adopts the state delta a [`Patch`]
+/// carries once the session has applied that patch to the process.
 #[derive(Debug)]
 pub struct Linker {
     image: ImageModel,
     arenas: Arenas,
+    /// Hash maps over the image's symbols, built on first use (one pass over the symbol
+    /// tables), so that each link costs time proportional to the object, not to the program.
+    index: OnceLock<image::ImageIndex>,
+    state: layout::LinkState,
+    /// Entry states replaced by each committed patch, newest last, for [`Linker::revert_last`].
+    history: Vec<layout::RevertRecord>,
 }
 
 impl Linker {
     pub fn new(image: ImageModel, arenas: Arenas) -> Linker {
-        Linker { image, arenas }
+        let state = layout::LinkState::new(&arenas);
+        Linker {
+            image,
+            arenas,
+            index: OnceLock::new(),
+            state,
+            history: Vec::new(),
+        }
     }
 
     pub fn image(&self) -> &ImageModel {
@@ -199,20 +250,50 @@ impl Linker {
         &self.arenas
     }
 
+    /// Build the symbol hash maps now rather than on the first link (the session may call
+    /// this right after launch, so the first save does not pay for it).
+    pub fn prepare(&self) {
+        self.index();
+    }
+
+    fn index(&self) -> &image::ImageIndex {
+        self.index
+            .get_or_init(|| image::ImageIndex::build(&self.image))
+    }
+
     /// Compute the patch for one object. Pure: `self` is not changed, so a failed link or a
     /// failed apply leaves the linker as it was. Every error found is returned, not only the
     /// first, so each failing line gets its diagnostic.
-    pub fn link(&self, _request: &LinkRequest<'_>) -> Result<Patch, Vec<LinkError>> {
-        Ok(Patch::default())
+    pub fn link(&self, request: &LinkRequest<'_>) -> Result<Patch, Vec<LinkError>> {
+        link::link(self, request, None)
+    }
+
+    /// Test hook for the differential tests against GNU ld: like [`Linker::link`], but the
+    /// atoms named in `placement` go to the given addresses instead of fresh arena space, and
+    /// entry redirection can be switched off (ld's output has no entries to redirect).
+    #[doc(hidden)]
+    pub fn link_with_placement(
+        &self,
+        request: &LinkRequest<'_>,
+        placement: &Placement,
+    ) -> Result<Patch, Vec<LinkError>> {
+        link::link(self, request, Some(placement))
     }
 
     /// Record that `patch` was applied to the process: its allocations and entries become
     /// the state later links build on.
-    pub fn commit(&mut self, _patch: &Patch) {}
+    pub fn commit(&mut self, patch: &Patch) {
+        let record = self.state.apply(&patch.delta);
+        self.history.push(record);
+    }
 
     /// Undo the effect of the last committed patch on the linker's view (entries point back
     /// to the previous bodies). Returns the entry writes that revert it in the process.
+    ///
+    /// Arena space, GOT slots, stubs and new variables stay allocated: an old body may still
+    /// be running, and a new variable keeps its address (and value) for the next swap.
     pub fn revert_last(&mut self) -> Option<Vec<EntryWrite>> {
-        None
+        let record = self.history.pop()?;
+        Some(self.state.revert(record))
     }
 }

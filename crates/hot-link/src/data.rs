@@ -1,0 +1,269 @@
+//! Binding rules for variables: data keeps its state.
+//!
+//! - Existing globals, file statics and function-local statics (`calls.0`, matched by the
+//!   name without its numeric suffix within the translation unit) are bound to their address
+//!   in the image and never written. A changed initializer gives an
+//!   `initializer-not-applied` note; a changed size or alignment is `layout-changed`.
+//! - New variables are allocated once in the data arena (remembered by name and unit),
+//!   initialised from the object with their relocations applied, and keep their address.
+//! - Named read-only objects that exist in the image keep their address and are updated in
+//!   place when their contents changed and their size did not. New ones are allocated once
+//!   in the code arena (read + execute, so they stay read-only).
+//! - Thread-locals bind to the executable's TLS layout; new ones cannot be added.
+
+use std::collections::HashMap;
+
+use hot_object::{AtomId, AtomKind, Binding, SymbolKind};
+
+use crate::changed;
+use crate::image::{strip_numeric_suffix, Vaddr};
+use crate::layout::{ArenaKind, NewVariable, SymKey};
+use crate::link::Link;
+use crate::resolve::AtomRole;
+use crate::{LinkErrorCode, LinkNote};
+
+impl Link<'_> {
+    /// Phase 1: give every data atom of the object its address.
+    pub(crate) fn bind_data(&mut self) {
+        let obj = self.info.obj;
+        let old_by_name = self.old.as_ref().map(changed::data_atoms_by_name);
+        // Local names that collide once their numeric suffix is stripped (two functions each
+        // with a `static int calls`) are keyed by their full name instead.
+        let mut stripped_count: HashMap<&str, u32> = HashMap::new();
+        for role in &self.info.roles {
+            if let AtomRole::Variable { sym: Some(s) } | AtomRole::NamedReadOnly { sym: s } = role {
+                let sym = obj.symbol(*s);
+                if sym.binding == Binding::Local {
+                    *stripped_count
+                        .entry(strip_numeric_suffix(&sym.name))
+                        .or_default() += 1;
+                }
+            }
+        }
+        for i in 0..obj.atoms.len() {
+            let atom = AtomId(i as u32);
+            let (sym, tls, read_only) = match *self.info.role(atom) {
+                AtomRole::Variable { sym } => (sym, false, false),
+                AtomRole::ThreadLocal { sym } => (sym, true, false),
+                AtomRole::NamedReadOnly { sym } => (Some(sym), false, true),
+                _ => continue,
+            };
+            let a = obj.atom(atom);
+            let Some(sym) = sym else {
+                if a.size > 0 && !tls {
+                    // Unnamed writable data (rare: assembler sections): a new variable keyed
+                    // by its section name.
+                    let key = SymKey {
+                        unit: Some(self.unit.source.clone()),
+                        name: a.section_name.clone(),
+                    };
+                    self.bind_new(atom, key, a.section_name.clone(), read_only, None);
+                }
+                continue;
+            };
+            let s = obj.symbol(sym);
+            let name = s.name.clone();
+            let local = s.binding == Binding::Local;
+            let sym_offset = self.info.symbol_offset(sym);
+            let our_size = if s.size != 0 { s.size } else { a.size };
+            let found = if !local {
+                Ok(self.index.exe_global(&name))
+            } else if let Some(tu) = self.unit.tu {
+                self.index.exe_local_static(self.model, tu, &name)
+            } else {
+                Ok(None)
+            };
+            let baseline_changed = |this: &Self| -> Option<bool> {
+                let old = this.old.as_ref()?;
+                let key_name = if local {
+                    strip_numeric_suffix(&name)
+                } else {
+                    name.as_str()
+                };
+                let old_atom = old_by_name.as_ref()?.get(&(key_name.to_string(), local))?;
+                Some(!changed::data_equal(&this.info, atom, old, *old_atom))
+            };
+            match found {
+                Err(candidates) => self.error(
+                    LinkErrorCode::LayoutChanged,
+                    format!(
+                        "cannot tell which of the running program's statics {} is `{name}`; \
+                         restart the program",
+                        candidates.join(", ")
+                    ),
+                    Some(name.clone()),
+                    None,
+                ),
+                Ok(Some(r)) => {
+                    let image_sym = r.get(self.model);
+                    if (image_sym.kind == SymbolKind::Tls) != tls {
+                        self.error(
+                            LinkErrorCode::LayoutChanged,
+                            format!(
+                                "`{name}` changed between thread-local and ordinary storage; \
+                                 restart the program"
+                            ),
+                            Some(name.clone()),
+                            None,
+                        );
+                        continue;
+                    }
+                    if image_sym.size != our_size && image_sym.size != 0 {
+                        self.error(
+                            LinkErrorCode::LayoutChanged,
+                            format!(
+                                "`{name}` changed size from {} to {our_size} bytes; its storage in \
+                                 the running program cannot grow or shrink: restart the program",
+                                image_sym.size
+                            ),
+                            Some(name.clone()),
+                            None,
+                        );
+                        continue;
+                    }
+                    if image_sym.vaddr % a.align.max(1) != 0 {
+                        self.error(
+                            LinkErrorCode::LayoutChanged,
+                            format!(
+                                "`{name}` now needs {}-byte alignment, which its address {:#x} in \
+                                 the running program does not have; restart the program",
+                                a.align, image_sym.vaddr
+                            ),
+                            Some(name.clone()),
+                            None,
+                        );
+                        continue;
+                    }
+                    let vaddr = image_sym.vaddr.wrapping_sub(sym_offset);
+                    if tls {
+                        self.tls_bound.insert(atom, Vaddr(vaddr));
+                    } else {
+                        self.bound
+                            .insert(atom, self.model.exe.runtime(Vaddr(vaddr)));
+                    }
+                    let changed = baseline_changed(self).unwrap_or_else(|| {
+                        // Without a baseline, compare plain initializers with the image.
+                        self.old.is_none() && a.relocs.is_empty() && {
+                            let image = &self.model.exe.image;
+                            let ours: Vec<u8> = if a.bytes.is_empty() {
+                                vec![0; a.size as usize]
+                            } else {
+                                a.bytes.clone()
+                            };
+                            match image.section_at(vaddr) {
+                                Some(sec) if sec.bytes.is_empty() => ours.iter().any(|&b| b != 0),
+                                Some(_) => image
+                                    .bytes_at(vaddr, ours.len())
+                                    .is_some_and(|theirs| theirs != ours.as_slice()),
+                                None => false,
+                            }
+                        }
+                    });
+                    if changed {
+                        if read_only {
+                            self.data_writes.push(atom);
+                        } else {
+                            self.note_initializer(&name);
+                        }
+                    }
+                }
+                Ok(None) if tls => self.error(
+                    LinkErrorCode::NewThreadLocal,
+                    format!(
+                        "new thread-local variable `{name}` cannot be added to a running program \
+                         (its threads' TLS blocks are already laid out); restart the program"
+                    ),
+                    Some(name.clone()),
+                    None,
+                ),
+                Ok(None) => {
+                    let key_name =
+                        if local && stripped_count.get(strip_numeric_suffix(&name)) == Some(&1) {
+                            strip_numeric_suffix(&name).to_string()
+                        } else {
+                            name.clone()
+                        };
+                    let key = SymKey {
+                        unit: local.then(|| self.unit.source.clone()),
+                        name: key_name,
+                    };
+                    let changed = baseline_changed(self);
+                    self.bind_new(atom, key, name, read_only, changed);
+                }
+            }
+        }
+    }
+
+    fn note_initializer(&mut self, name: &str) {
+        self.patch.notes.push(LinkNote {
+            code: "initializer-not-applied",
+            message: format!(
+                "the initializer of `{name}` changed, but the running program keeps the current \
+                 value of `{name}`; restart to apply the new initializer"
+            ),
+            symbol: Some(name.to_string()),
+            line: None,
+        });
+    }
+
+    /// Bind a variable that did not exist in the image: at the address an earlier patch gave
+    /// it, or at a fresh one.
+    fn bind_new(
+        &mut self,
+        atom: AtomId,
+        key: SymKey,
+        name: String,
+        read_only: bool,
+        contents_changed: Option<bool>,
+    ) {
+        let a = self.info.obj.atom(atom);
+        let size = a.size;
+        if let Some(existing) = self.alloc.new_variable(&key) {
+            if existing.size != size {
+                self.error(
+                    LinkErrorCode::LayoutChanged,
+                    format!(
+                        "`{name}` changed size from {} to {size} bytes since it was added; \
+                         restart the program",
+                        existing.size
+                    ),
+                    Some(name),
+                    None,
+                );
+                return;
+            }
+            self.bound.insert(atom, existing.addr);
+            if read_only {
+                // A read-only object holds no state: keep it current.
+                if contents_changed.unwrap_or(true) {
+                    self.data_writes.push(atom);
+                }
+            } else if contents_changed == Some(true) {
+                self.note_initializer(&name);
+            }
+            return;
+        }
+        let forced = self.placement.and_then(|p| p.atoms.get(&atom).copied());
+        let arena = if read_only {
+            ArenaKind::Code
+        } else {
+            ArenaKind::Data
+        };
+        let addr = match forced {
+            Some(addr) => addr,
+            None => match self.alloc.alloc(arena, size, a.align.max(1)) {
+                Ok(addr) => addr,
+                Err(kind) => {
+                    self.arena_exhausted(kind, &name, size);
+                    return;
+                }
+            },
+        };
+        self.alloc.add_new_variable(key, NewVariable { addr, size });
+        self.bound.insert(atom, addr);
+        self.data_writes.push(atom);
+        if a.kind != AtomKind::Text {
+            self.patch.added.push(name);
+        }
+    }
+}

@@ -1,0 +1,299 @@
+//! Entry redirection: how a function's stable entry is made to jump to its new body.
+//!
+//! The usual form is a 5-byte `jmp rel32` over the first bytes of the old body. Before
+//! choosing it, the whole old body is decoded (iced-x86, from the image's section bytes): a
+//! branch inside the body that targets one of the bytes the jump overwrites (a loop head at
+//! entry+4 behind `endbr64`, with `-fcf-protection`) would land in the middle of the jump.
+//! Then a 2-byte `jmp rel8` at the entry goes to fill bytes before the function (the
+//! `int3`/`nop` padding between the previous symbol's end and this entry), which hold the
+//! `jmp rel32`. A function shorter than 5 bytes may extend the jump over fill after it, up to
+//! the next symbol. Otherwise the function is too small to redirect.
+//!
+//! Later swaps of the same entry only rewrite the 5-byte jump (wherever it lives), expecting
+//! the bytes the last committed patch wrote there.
+
+use std::ops::Range;
+
+use hot_object::ImageSymbol;
+use iced_x86::{Decoder, DecoderOptions, FlowControl, Instruction, Mnemonic};
+
+use crate::image::{ImageIndex, Vaddr};
+use crate::layout::{Allocator, Redirect};
+use crate::x86_64::{jmp_rel32, jmp_rel8, JMP_REL32_LEN, JMP_REL8_LEN};
+use crate::{EntryWrite, ImageModel, LinkErrorCode, RuntimeAddr};
+
+/// The writes and state of one entry redirection.
+#[derive(Debug)]
+pub(crate) struct EntryPlan {
+    /// In the order they must be written (fill before the short jump that reaches it).
+    pub writes: Vec<EntryWrite>,
+    pub protected: Vec<Range<RuntimeAddr>>,
+    pub redirect: Redirect,
+    /// Image fill bytes this redirection uses for the first time.
+    pub claimed_fill: Option<Range<u64>>,
+}
+
+/// Why an entry cannot be redirected: the error code and a sentence for the user.
+pub(crate) type EntryError = (LinkErrorCode, String);
+
+fn is_fill_byte(b: u8) -> bool {
+    matches!(b, 0xcc | 0x90 | 0x00)
+}
+
+/// Whether `bytes` (at `vaddr`) are padding nobody executes: `int3`, `nop` or zero bytes, or
+/// a sequence of (multi-byte) `nop` instructions.
+fn is_fill(bytes: &[u8], vaddr: u64) -> bool {
+    if bytes.iter().all(|&b| is_fill_byte(b)) {
+        return true;
+    }
+    let mut decoder = Decoder::with_ip(64, bytes, vaddr, DecoderOptions::NONE);
+    let mut instr = Instruction::default();
+    while decoder.can_decode() {
+        decoder.decode_out(&mut instr);
+        if instr.is_invalid() || !matches!(instr.mnemonic(), Mnemonic::Nop | Mnemonic::Int3) {
+            return false;
+        }
+    }
+    true
+}
+
+/// Targets of the body's near branches that fall strictly inside `(start, start + len)`.
+fn branch_targets_into(body: &[u8], vaddr: u64, start: u64, len: u64) -> Vec<u64> {
+    let mut decoder = Decoder::with_ip(64, body, vaddr, DecoderOptions::NONE);
+    let mut instr = Instruction::default();
+    let mut hits = Vec::new();
+    while decoder.can_decode() {
+        decoder.decode_out(&mut instr);
+        if matches!(
+            instr.flow_control(),
+            FlowControl::UnconditionalBranch
+                | FlowControl::ConditionalBranch
+                | FlowControl::Call
+                | FlowControl::XbeginXabortXend
+        ) {
+            let target = instr.near_branch_target();
+            if target > start && target < start + len {
+                hits.push(target);
+            }
+        }
+    }
+    hits
+}
+
+/// Redirect an entry that was redirected before: rewrite its 5-byte jump.
+fn reuse(previous: &Redirect, body: RuntimeAddr, function: &str) -> Result<EntryPlan, EntryError> {
+    let bytes = jmp_rel32(previous.jump_at.0, body.0).ok_or_else(|| {
+        (
+            LinkErrorCode::RelocationOverflow,
+            format!(
+                "the new body of `{function}` at {body} is out of `jmp rel32` reach of its entry \
+                 jump at {}",
+                previous.jump_at
+            ),
+        )
+    })?;
+    let redirect = Redirect {
+        current: bytes.clone(),
+        ..previous.clone()
+    };
+    Ok(EntryPlan {
+        writes: vec![EntryWrite {
+            addr: previous.jump_at,
+            expected: previous.current.clone(),
+            bytes,
+            function: function.to_string(),
+        }],
+        protected: vec![previous.jump_at..previous.jump_at.offset(JMP_REL32_LEN)],
+        redirect,
+        claimed_fill: None,
+    })
+}
+
+/// Plan the redirection of a function of the original image, whose symbol is `sym`.
+pub(crate) fn plan_image_entry(
+    model: &ImageModel,
+    index: &ImageIndex,
+    alloc: &Allocator<'_>,
+    sym: &ImageSymbol,
+    body: RuntimeAddr,
+    function: &str,
+) -> Result<EntryPlan, EntryError> {
+    let exe = &model.exe;
+    let entry = exe.runtime(Vaddr(sym.vaddr));
+    if let Some(previous) = alloc.redirect(entry) {
+        return reuse(previous, body, function);
+    }
+    let overflow = |at: RuntimeAddr| {
+        (
+            LinkErrorCode::RelocationOverflow,
+            format!("the new body of `{function}` at {body} is out of `jmp rel32` reach of {at}"),
+        )
+    };
+    let vaddr = sym.vaddr;
+    let old_body = exe
+        .image
+        .bytes_at(vaddr, sym.size as usize)
+        .ok_or_else(|| {
+            (
+                LinkErrorCode::FunctionTooSmall,
+                format!(
+                "cannot redirect `{function}`: the executable's bytes at {vaddr:#x} ({} bytes) \
+                 are not available to check them",
+                sym.size
+            ),
+            )
+        })?;
+    let conflicts = branch_targets_into(old_body, vaddr, vaddr, JMP_REL32_LEN);
+    let direct = |claimed_fill: Option<Range<u64>>| -> Result<EntryPlan, EntryError> {
+        let original = exe
+            .image
+            .bytes_at(vaddr, JMP_REL32_LEN as usize)
+            .ok_or_else(|| {
+                (
+                    LinkErrorCode::FunctionTooSmall,
+                    format!("cannot read the first 5 bytes of `{function}` at {vaddr:#x}"),
+                )
+            })?
+            .to_vec();
+        let bytes = jmp_rel32(entry.0, body.0).ok_or_else(|| overflow(entry))?;
+        Ok(EntryPlan {
+            writes: vec![EntryWrite {
+                addr: entry,
+                expected: original.clone(),
+                bytes: bytes.clone(),
+                function: function.to_string(),
+            }],
+            protected: vec![entry..entry.offset(JMP_REL32_LEN)],
+            redirect: Redirect {
+                jump_at: entry,
+                current: bytes,
+                original,
+                short: None,
+            },
+            claimed_fill,
+        })
+    };
+    if sym.size >= JMP_REL32_LEN && conflicts.is_empty() {
+        return direct(None);
+    }
+    if sym.size < JMP_REL32_LEN && conflicts.is_empty() {
+        // A tiny function (`ret`, `xor %eax,%eax; ret`): the jump may run over the fill
+        // after it, up to the next symbol.
+        let end = vaddr + JMP_REL32_LEN;
+        let fill = vaddr + sym.size..end;
+        let next_ok = index
+            .next_symbol_start(Vaddr(vaddr))
+            .is_none_or(|next| next >= end);
+        let fill_ok = exe
+            .image
+            .bytes_at(fill.start, (fill.end - fill.start) as usize)
+            .is_some_and(|b| is_fill(b, fill.start));
+        if next_ok && fill_ok && alloc.fill_is_free(&fill) {
+            return direct(Some(fill));
+        }
+        return Err((
+            LinkErrorCode::FunctionTooSmall,
+            format!(
+                "`{function}` is {} bytes long, shorter than the 5-byte jump that redirects it, \
+                 and is not followed by enough padding; rebuild with \
+                 -fpatchable-function-entry=5,5 to make room",
+                sym.size
+            ),
+        ));
+    }
+    // A branch targets bytes 1..5: try the short jump through fill before the function.
+    let short_conflicts = branch_targets_into(old_body, vaddr, vaddr, JMP_REL8_LEN);
+    let pad_at = vaddr.checked_sub(JMP_REL32_LEN);
+    let prev_end = index.prev_symbol_end(Vaddr(vaddr));
+    let describe_conflicts = conflicts
+        .iter()
+        .map(|t| format!("entry+{}", t - vaddr))
+        .collect::<Vec<_>>()
+        .join(", ");
+    if let Some(pad_at) = pad_at {
+        let pad = pad_at..vaddr;
+        let gap_ok = pad_at >= prev_end
+            && exe
+                .image
+                .bytes_at(prev_end, (vaddr - prev_end) as usize)
+                .is_some_and(|b| is_fill(b, prev_end));
+        if short_conflicts.is_empty() && gap_ok && alloc.fill_is_free(&pad) {
+            let pad_rt = exe.runtime(Vaddr(pad_at));
+            let long = jmp_rel32(pad_rt.0, body.0).ok_or_else(|| overflow(pad_rt))?;
+            let short = jmp_rel8(entry.0, pad_rt.0).ok_or_else(|| overflow(entry))?;
+            let pad_original = exe
+                .image
+                .bytes_at(pad_at, JMP_REL32_LEN as usize)
+                .map(<[u8]>::to_vec)
+                .unwrap_or_default();
+            let entry_original = old_body[..JMP_REL8_LEN as usize].to_vec();
+            return Ok(EntryPlan {
+                writes: vec![
+                    EntryWrite {
+                        addr: pad_rt,
+                        expected: pad_original.clone(),
+                        bytes: long.clone(),
+                        function: function.to_string(),
+                    },
+                    EntryWrite {
+                        addr: entry,
+                        expected: entry_original.clone(),
+                        bytes: short.clone(),
+                        function: function.to_string(),
+                    },
+                ],
+                protected: vec![entry..entry.offset(JMP_REL8_LEN), pad_rt..entry],
+                redirect: Redirect {
+                    jump_at: pad_rt,
+                    current: long,
+                    original: pad_original,
+                    short: Some((entry, short, entry_original)),
+                },
+                claimed_fill: Some(pad),
+            });
+        }
+    }
+    Err((
+        LinkErrorCode::FunctionTooSmall,
+        format!(
+            "cannot redirect `{function}`: a branch inside it targets {describe_conflicts}, \
+             which the 5-byte entry jump would overwrite, and there are not 5 bytes of padding \
+             right before it for a short jump; rebuild with -fpatchable-function-entry=5,5"
+        ),
+    ))
+}
+
+/// Plan the redirection of a new function's stub. The first time, the stub is unreachable
+/// and written as plain arena contents (`None` here: the caller emits a `PatchWrite`).
+pub(crate) fn plan_stub(
+    alloc: &Allocator<'_>,
+    stub: RuntimeAddr,
+    body: RuntimeAddr,
+    function: &str,
+) -> Result<Option<EntryPlan>, EntryError> {
+    match alloc.redirect(stub) {
+        Some(previous) => reuse(previous, body, function).map(Some),
+        None => Ok(None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fill_recognises_int3_nops_and_multibyte_nops() {
+        assert!(is_fill(&[0xcc, 0xcc, 0x90], 0));
+        // nopw %cs:0x0(%rax,%rax,1)
+        assert!(is_fill(&[0x66, 0x2e, 0x0f, 0x1f, 0x84, 0, 0, 0, 0, 0], 0));
+        assert!(!is_fill(&[0xc3], 0));
+    }
+
+    #[test]
+    fn loop_heads_inside_the_jump_are_found() {
+        // endbr64; nop; jmp back to entry+4 (eb f9 at offset 5 targets 5+2-7 = 0? use -3)
+        let body = [0xf3, 0x0f, 0x1e, 0xfa, 0x90, 0xeb, 0xfd];
+        assert_eq!(branch_targets_into(&body, 0x1000, 0x1000, 5), vec![0x1004]);
+        assert!(branch_targets_into(&body, 0x1000, 0x1000, 2).is_empty());
+    }
+}

@@ -1,0 +1,310 @@
+//! Symbol lookup over the running image: hash maps built once over the executable's and the
+//! libraries' symbol tables, so that resolving one relocation never scans a symbol table.
+//!
+//! Lookup follows ELF interposition order: the executable's globals first, then each shared
+//! library in load order (default versions only). Locals of the executable are found by
+//! translation unit (`STT_FILE` group) and name; function-local statics (`calls.0`) by the
+//! name with its numeric suffix stripped, because that suffix changes between compiles.
+
+use std::collections::HashMap;
+
+use hot_object::{Binding, GotSlotKind, ImageSymbol, SymbolKind, TranslationUnitId};
+
+use crate::{ImageModel, Module};
+
+/// A link-time virtual address of a linked image. It becomes a [`crate::RuntimeAddr`] only
+/// through [`Module::runtime`], which adds the module's load bias.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Vaddr(pub u64);
+
+/// The module a symbol was found in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum ModuleId {
+    Exe,
+    /// Index into [`ImageModel::libs`].
+    Lib(usize),
+}
+
+impl ModuleId {
+    pub(crate) fn module(self, model: &ImageModel) -> &Module {
+        match self {
+            ModuleId::Exe => &model.exe,
+            ModuleId::Lib(i) => &model.libs[i],
+        }
+    }
+}
+
+/// A symbol of the image: module plus index into that module's `symbols`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct ImageSymRef {
+    pub module: ModuleId,
+    pub index: u32,
+}
+
+impl ImageSymRef {
+    pub(crate) fn get(self, model: &ImageModel) -> &ImageSymbol {
+        &self.module.module(model).image.symbols[self.index as usize]
+    }
+}
+
+/// Per-library lookup tables.
+#[derive(Debug, Default)]
+struct LibIndex {
+    /// Defined dynamic symbols of the default version, by name; a global definition wins
+    /// over a weak one.
+    symbols: HashMap<String, u32>,
+    /// `R_X86_64_IRELATIVE` slots by resolver address (the addend).
+    irelative_by_resolver: HashMap<u64, Vaddr>,
+}
+
+/// The extent of one defined symbol of the executable, for finding the padding around a
+/// function.
+#[derive(Clone, Copy, Debug)]
+struct Extent {
+    start: u64,
+    end: u64,
+}
+
+/// Hash maps over the image model. Built once per [`crate::Linker`].
+#[derive(Debug, Default)]
+pub(crate) struct ImageIndex {
+    exe_globals: HashMap<String, u32>,
+    exe_locals: HashMap<(TranslationUnitId, String), u32>,
+    /// Locals by name with the numeric suffix stripped (`calls.0` -> `calls`), for
+    /// function-local statics.
+    exe_local_statics: HashMap<(TranslationUnitId, String), Vec<u32>>,
+    /// The executable's own GOT slots by symbol name.
+    exe_got: HashMap<String, Vec<(Vaddr, GotSlotKind)>>,
+    /// The executable's PLT entries by symbol name.
+    exe_plt: HashMap<String, Vaddr>,
+    /// Defined symbols of the executable sorted by start, for padding searches.
+    extents: Vec<Extent>,
+    /// `prefix_max_end[i]` = the largest end of `extents[..i]`.
+    prefix_max_end: Vec<u64>,
+    libs: Vec<LibIndex>,
+}
+
+/// `calls.0` -> `calls`: the name of a function-local static without the numbering the
+/// compiler adds (it changes when statics are added elsewhere in the file).
+pub(crate) fn strip_numeric_suffix(name: &str) -> &str {
+    let mut cut = name;
+    // Strip repeatedly: nested numbering such as `x.1.2` happens with inlined statics.
+    while let Some(dot) = cut.rfind('.') {
+        let tail = &cut[dot + 1..];
+        if dot > 0 && !tail.is_empty() && tail.bytes().all(|b| b.is_ascii_digit()) {
+            cut = &cut[..dot];
+        } else {
+            break;
+        }
+    }
+    cut
+}
+
+fn is_definition(sym: &ImageSymbol) -> bool {
+    sym.defined && !matches!(sym.kind, SymbolKind::Section | SymbolKind::File)
+}
+
+impl ImageIndex {
+    pub(crate) fn build(model: &ImageModel) -> ImageIndex {
+        let mut index = ImageIndex::default();
+        let exe = &model.exe.image;
+        for (i, sym) in exe.symbols.iter().enumerate() {
+            let i = i as u32;
+            if !is_definition(sym) || sym.name.is_empty() {
+                continue;
+            }
+            match sym.binding {
+                Binding::Local => {
+                    if let Some(tu) = sym.tu {
+                        index.exe_locals.entry((tu, sym.name.clone())).or_insert(i);
+                        let stripped = strip_numeric_suffix(&sym.name);
+                        if stripped.len() != sym.name.len() {
+                            index
+                                .exe_local_statics
+                                .entry((tu, stripped.to_string()))
+                                .or_default()
+                                .push(i);
+                        }
+                    }
+                }
+                Binding::Global | Binding::Weak => {
+                    // `.symtab` comes first in `symbols`, so its entry wins over `.dynsym`'s.
+                    // A global definition wins over a weak one.
+                    match index.exe_globals.get(&sym.name) {
+                        Some(&prev)
+                            if !(exe.symbols[prev as usize].binding == Binding::Weak
+                                && sym.binding == Binding::Global) => {}
+                        _ => {
+                            index.exe_globals.insert(sym.name.clone(), i);
+                        }
+                    }
+                }
+            }
+            if matches!(
+                sym.kind,
+                SymbolKind::Function | SymbolKind::Ifunc | SymbolKind::Object | SymbolKind::NoType
+            ) && sym.vaddr != 0
+            {
+                index.extents.push(Extent {
+                    start: sym.vaddr,
+                    end: sym.vaddr + sym.size,
+                });
+            }
+        }
+        index.extents.sort_by_key(|e| (e.start, e.end));
+        let mut max_end = 0;
+        index.prefix_max_end.reserve(index.extents.len() + 1);
+        for e in &index.extents {
+            index.prefix_max_end.push(max_end);
+            max_end = max_end.max(e.end);
+        }
+        index.prefix_max_end.push(max_end);
+        for slot in &exe.got_slots {
+            index
+                .exe_got
+                .entry(slot.symbol.clone())
+                .or_default()
+                .push((Vaddr(slot.vaddr), slot.kind));
+        }
+        for (name, vaddr) in &exe.plt_entries {
+            index.exe_plt.entry(name.clone()).or_insert(Vaddr(*vaddr));
+        }
+        for lib in &model.libs {
+            let mut li = LibIndex::default();
+            for (i, sym) in lib.image.symbols.iter().enumerate() {
+                if !is_definition(sym)
+                    || sym.binding == Binding::Local
+                    || !sym.dynamic
+                    || !sym.default_version
+                {
+                    continue;
+                }
+                match li.symbols.get(&sym.name) {
+                    Some(&prev)
+                        if !(lib.image.symbols[prev as usize].binding == Binding::Weak
+                            && sym.binding == Binding::Global) => {}
+                    _ => {
+                        li.symbols.insert(sym.name.clone(), i as u32);
+                    }
+                }
+            }
+            for slot in &lib.image.irelative_slots {
+                li.irelative_by_resolver
+                    .entry(slot.resolver_vaddr)
+                    .or_insert(Vaddr(slot.vaddr));
+            }
+            index.libs.push(li);
+        }
+        index
+    }
+
+    /// A defined global (or weak) symbol of the executable.
+    pub(crate) fn exe_global(&self, name: &str) -> Option<ImageSymRef> {
+        self.exe_globals.get(name).map(|&index| ImageSymRef {
+            module: ModuleId::Exe,
+            index,
+        })
+    }
+
+    /// A local symbol of the executable's translation unit `tu`, by exact name.
+    pub(crate) fn exe_local(&self, tu: TranslationUnitId, name: &str) -> Option<ImageSymRef> {
+        self.exe_locals
+            .get(&(tu, name.to_string()))
+            .map(|&index| ImageSymRef {
+                module: ModuleId::Exe,
+                index,
+            })
+    }
+
+    /// A function-local static of `tu`: the exact name if the image has it, else the only
+    /// local whose name without numeric suffix is the same. `Err` lists the candidates when
+    /// the stripped name is ambiguous (two functions each with a `static int calls`).
+    pub(crate) fn exe_local_static(
+        &self,
+        model: &ImageModel,
+        tu: TranslationUnitId,
+        name: &str,
+    ) -> Result<Option<ImageSymRef>, Vec<String>> {
+        let stripped = strip_numeric_suffix(name);
+        if stripped.len() == name.len() {
+            return Ok(self.exe_local(tu, name));
+        }
+        let candidates = match self.exe_local_statics.get(&(tu, stripped.to_string())) {
+            Some(c) => c,
+            None => return Ok(None),
+        };
+        let refs = candidates.iter().map(|&index| ImageSymRef {
+            module: ModuleId::Exe,
+            index,
+        });
+        match candidates.len() {
+            1 => Ok(refs.into_iter().next()),
+            _ => {
+                if let Some(exact) = self.exe_local(tu, name) {
+                    return Ok(Some(exact));
+                }
+                Err(refs.map(|r| r.get(model).name.clone()).collect())
+            }
+        }
+    }
+
+    /// The first library (in load order) defining `name` with its default version.
+    pub(crate) fn lib_lookup(&self, name: &str) -> Option<ImageSymRef> {
+        self.libs.iter().enumerate().find_map(|(lib, li)| {
+            li.symbols.get(name).map(|&index| ImageSymRef {
+                module: ModuleId::Lib(lib),
+                index,
+            })
+        })
+    }
+
+    /// The executable's GOT slot for `name` of one of the given kinds.
+    pub(crate) fn exe_got_slot(&self, name: &str, kinds: &[GotSlotKind]) -> Option<Vaddr> {
+        self.exe_got
+            .get(name)?
+            .iter()
+            .find(|(_, k)| kinds.contains(k))
+            .map(|(v, _)| *v)
+    }
+
+    /// The executable's PLT entry for `name`.
+    pub(crate) fn exe_plt(&self, name: &str) -> Option<Vaddr> {
+        self.exe_plt.get(name).copied()
+    }
+
+    /// The `IRELATIVE` slot of library `lib` whose resolver is at `resolver`.
+    pub(crate) fn lib_irelative(&self, lib: usize, resolver: Vaddr) -> Option<Vaddr> {
+        self.libs
+            .get(lib)?
+            .irelative_by_resolver
+            .get(&resolver.0)
+            .copied()
+    }
+
+    /// The end of the nearest symbol that starts before `vaddr` (0 if none): the padding
+    /// before a function lies between this and the function.
+    pub(crate) fn prev_symbol_end(&self, vaddr: Vaddr) -> u64 {
+        let idx = self.extents.partition_point(|e| e.start < vaddr.0);
+        self.prefix_max_end[idx]
+    }
+
+    /// The start of the first symbol starting after `vaddr`, if any.
+    pub(crate) fn next_symbol_start(&self, vaddr: Vaddr) -> Option<u64> {
+        let idx = self.extents.partition_point(|e| e.start <= vaddr.0);
+        self.extents.get(idx).map(|e| e.start)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::strip_numeric_suffix;
+
+    #[test]
+    fn numeric_suffixes_are_stripped() {
+        assert_eq!(strip_numeric_suffix("calls.0"), "calls");
+        assert_eq!(strip_numeric_suffix("calls.12.3"), "calls");
+        assert_eq!(strip_numeric_suffix("calls"), "calls");
+        assert_eq!(strip_numeric_suffix("foo.cold"), "foo.cold");
+        assert_eq!(strip_numeric_suffix(".5"), ".5");
+    }
+}

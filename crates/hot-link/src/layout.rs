@@ -1,0 +1,347 @@
+//! Arena layout and the linker's persistent state: bump allocation with alignment in the code
+//! and data arenas, stubs and GOT slots allocated once, stable entries of new functions,
+//! addresses of new variables, and the jump each redirected entry holds now.
+//!
+//! A link never mutates [`LinkState`]: it records everything it allocates in a
+//! [`StateDelta`] carried by the [`crate::Patch`], and [`LinkState::apply`] adopts it at
+//! commit. Lookups during a link consult the delta first, then the committed state.
+
+use std::collections::HashMap;
+use std::ops::Range;
+
+use hot_object::AtomId;
+
+use crate::{Arenas, EntryWrite, RuntimeAddr};
+
+/// The name of a function or variable across links: globals by name, statics by name within
+/// their source file (two files may each have a `static int count`).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct SymKey {
+    /// The source file for a local symbol, `None` for a global one.
+    pub unit: Option<String>,
+    pub name: String,
+}
+
+/// What a GOT slot holds. Slots are shared by content: two references to `stderr` use one slot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum SlotContent {
+    /// A value known at link time (an address, or a TLS offset).
+    Value(u64),
+    /// A value copied in the target at apply time from another slot (an IFUNC's
+    /// implementation, read from the library's `IRELATIVE` slot).
+    CopyFrom(RuntimeAddr),
+}
+
+/// A new variable allocated in the data arena.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct NewVariable {
+    pub addr: RuntimeAddr,
+    pub size: u64,
+}
+
+/// The jump a redirected entry holds now.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Redirect {
+    /// Where the 5-byte `jmp rel32` lives: the entry itself, fill before the entry (reached
+    /// by a 2-byte short jump at the entry), or a new function's stub.
+    pub jump_at: RuntimeAddr,
+    /// The bytes at `jump_at` as the last committed patch wrote them.
+    pub current: Vec<u8>,
+    /// The bytes at `jump_at` before the first redirect (empty for a new function's stub,
+    /// which never held anything else).
+    pub original: Vec<u8>,
+    /// For the short form: the entry, the `jmp rel8` written there and the original bytes.
+    pub short: Option<(RuntimeAddr, Vec<u8>, Vec<u8>)>,
+}
+
+/// The committed state of the linker.
+#[derive(Clone, Debug)]
+pub(crate) struct LinkState {
+    code_cursor: u64,
+    code_end: u64,
+    data_cursor: u64,
+    data_end: u64,
+    new_functions: HashMap<SymKey, RuntimeAddr>,
+    new_variables: HashMap<SymKey, NewVariable>,
+    got_slots: HashMap<SlotContent, RuntimeAddr>,
+    /// `jmp *slot(%rip)` stubs by the slot they jump through.
+    plt_stubs: HashMap<RuntimeAddr, RuntimeAddr>,
+    /// By entry address (a function's stable entry).
+    redirects: HashMap<RuntimeAddr, Redirect>,
+    /// Fill bytes of the image used by jumps (short-form padding, or bytes after a function
+    /// shorter than the jump), so two entries never claim the same fill.
+    claimed_fill: Vec<Range<u64>>,
+}
+
+/// What one link allocated and redirected; adopted by [`LinkState::apply`].
+#[derive(Clone, Debug, Default)]
+pub(crate) struct StateDelta {
+    code_cursor: Option<u64>,
+    data_cursor: Option<u64>,
+    new_functions: HashMap<SymKey, RuntimeAddr>,
+    new_variables: HashMap<SymKey, NewVariable>,
+    got_slots: HashMap<SlotContent, RuntimeAddr>,
+    plt_stubs: HashMap<RuntimeAddr, RuntimeAddr>,
+    redirects: Vec<(RuntimeAddr, Redirect)>,
+    claimed_fill: Vec<Range<u64>>,
+}
+
+/// The entry states one committed patch replaced, for revert.
+#[derive(Clone, Debug)]
+pub(crate) struct RevertRecord {
+    /// (entry, state before the patch, state the patch set), in patch order.
+    entries: Vec<(RuntimeAddr, Option<Redirect>, Redirect)>,
+}
+
+/// Test hook: force the address of atoms, as GNU ld placed them, and optionally leave
+/// entries alone. Used by the differential tests; production links never pass one.
+#[derive(Clone, Debug, Default)]
+pub struct Placement {
+    /// Address of each atom (by id in the request's object) that the link places.
+    pub atoms: HashMap<AtomId, RuntimeAddr>,
+    /// Compute entry jumps (normally true). ld's output has the bodies at the entries, so the
+    /// differential tests switch this off.
+    pub redirect_entries: bool,
+}
+
+/// Why an allocation failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ArenaKind {
+    Code,
+    Data,
+}
+
+fn align_up(value: u64, align: u64) -> u64 {
+    let align = align.max(1);
+    value.div_ceil(align) * align
+}
+
+impl LinkState {
+    pub(crate) fn new(arenas: &Arenas) -> LinkState {
+        LinkState {
+            code_cursor: arenas.code.start.0,
+            code_end: arenas.code.end.0,
+            data_cursor: arenas.data.start.0,
+            data_end: arenas.data.end.0,
+            new_functions: HashMap::new(),
+            new_variables: HashMap::new(),
+            got_slots: HashMap::new(),
+            plt_stubs: HashMap::new(),
+            redirects: HashMap::new(),
+            claimed_fill: Vec::new(),
+        }
+    }
+
+    /// Adopt a committed patch's delta; returns what revert needs.
+    pub(crate) fn apply(&mut self, delta: &StateDelta) -> RevertRecord {
+        if let Some(c) = delta.code_cursor {
+            self.code_cursor = c;
+        }
+        if let Some(c) = delta.data_cursor {
+            self.data_cursor = c;
+        }
+        self.new_functions
+            .extend(delta.new_functions.iter().map(|(k, v)| (k.clone(), *v)));
+        self.new_variables
+            .extend(delta.new_variables.iter().map(|(k, v)| (k.clone(), *v)));
+        self.got_slots
+            .extend(delta.got_slots.iter().map(|(k, v)| (*k, *v)));
+        self.plt_stubs
+            .extend(delta.plt_stubs.iter().map(|(k, v)| (*k, *v)));
+        self.claimed_fill.extend(delta.claimed_fill.iter().cloned());
+        let mut entries = Vec::new();
+        for (entry, redirect) in &delta.redirects {
+            let previous = self.redirects.insert(*entry, redirect.clone());
+            entries.push((*entry, previous, redirect.clone()));
+        }
+        RevertRecord { entries }
+    }
+
+    /// Point the entries of a reverted patch back where they were; returns the writes that
+    /// do the same in the process, in the order to apply them.
+    pub(crate) fn revert(&mut self, record: RevertRecord) -> Vec<EntryWrite> {
+        let mut writes = Vec::new();
+        for (entry, previous, set) in record.entries.into_iter().rev() {
+            match previous {
+                Some(prev) => {
+                    writes.push(EntryWrite {
+                        addr: set.jump_at,
+                        expected: set.current.clone(),
+                        bytes: prev.current.clone(),
+                        function: format!("entry at {entry}"),
+                    });
+                    self.redirects.insert(entry, prev);
+                }
+                None => {
+                    // First redirect of this entry: restore the original bytes. The short
+                    // jump goes first, so the fill is unreachable when it is restored.
+                    if let Some((at, written, original)) = &set.short {
+                        writes.push(EntryWrite {
+                            addr: *at,
+                            expected: written.clone(),
+                            bytes: original.clone(),
+                            function: format!("entry at {entry}"),
+                        });
+                    }
+                    if !set.original.is_empty() {
+                        writes.push(EntryWrite {
+                            addr: set.jump_at,
+                            expected: set.current.clone(),
+                            bytes: set.original.clone(),
+                            function: format!("entry at {entry}"),
+                        });
+                    }
+                    self.redirects.remove(&entry);
+                }
+            }
+        }
+        writes
+    }
+}
+
+/// The allocation view of one link: committed state plus this link's delta.
+pub(crate) struct Allocator<'s> {
+    state: &'s LinkState,
+    pub(crate) delta: StateDelta,
+}
+
+impl<'s> Allocator<'s> {
+    pub(crate) fn new(state: &'s LinkState) -> Allocator<'s> {
+        Allocator {
+            state,
+            delta: StateDelta::default(),
+        }
+    }
+
+    /// Bump-allocate `size` bytes aligned to `align` in one arena.
+    pub(crate) fn alloc(
+        &mut self,
+        arena: ArenaKind,
+        size: u64,
+        align: u64,
+    ) -> Result<RuntimeAddr, ArenaKind> {
+        let (cursor, end) = match arena {
+            ArenaKind::Code => (
+                self.delta.code_cursor.unwrap_or(self.state.code_cursor),
+                self.state.code_end,
+            ),
+            ArenaKind::Data => (
+                self.delta.data_cursor.unwrap_or(self.state.data_cursor),
+                self.state.data_end,
+            ),
+        };
+        let start = align_up(cursor, align);
+        let new_cursor = start.checked_add(size.max(1)).ok_or(arena)?;
+        if new_cursor > end {
+            return Err(arena);
+        }
+        match arena {
+            ArenaKind::Code => self.delta.code_cursor = Some(new_cursor),
+            ArenaKind::Data => self.delta.data_cursor = Some(new_cursor),
+        }
+        Ok(RuntimeAddr(start))
+    }
+
+    pub(crate) fn new_function(&self, key: &SymKey) -> Option<RuntimeAddr> {
+        self.delta
+            .new_functions
+            .get(key)
+            .or_else(|| self.state.new_functions.get(key))
+            .copied()
+    }
+
+    pub(crate) fn add_new_function(&mut self, key: SymKey, stub: RuntimeAddr) {
+        self.delta.new_functions.insert(key, stub);
+    }
+
+    pub(crate) fn new_variable(&self, key: &SymKey) -> Option<NewVariable> {
+        self.delta
+            .new_variables
+            .get(key)
+            .or_else(|| self.state.new_variables.get(key))
+            .copied()
+    }
+
+    pub(crate) fn add_new_variable(&mut self, key: SymKey, var: NewVariable) {
+        self.delta.new_variables.insert(key, var);
+    }
+
+    /// The slot holding `content`, if one is allocated already (committed or in this link).
+    pub(crate) fn got_slot(&self, content: SlotContent) -> Option<RuntimeAddr> {
+        self.delta
+            .got_slots
+            .get(&content)
+            .or_else(|| self.state.got_slots.get(&content))
+            .copied()
+    }
+
+    pub(crate) fn add_got_slot(&mut self, content: SlotContent, slot: RuntimeAddr) {
+        self.delta.got_slots.insert(content, slot);
+    }
+
+    pub(crate) fn plt_stub(&self, slot: RuntimeAddr) -> Option<RuntimeAddr> {
+        self.delta
+            .plt_stubs
+            .get(&slot)
+            .or_else(|| self.state.plt_stubs.get(&slot))
+            .copied()
+    }
+
+    pub(crate) fn add_plt_stub(&mut self, slot: RuntimeAddr, stub: RuntimeAddr) {
+        self.delta.plt_stubs.insert(slot, stub);
+    }
+
+    /// The committed redirect of an entry (links never redirect one entry twice).
+    pub(crate) fn redirect(&self, entry: RuntimeAddr) -> Option<&Redirect> {
+        self.state.redirects.get(&entry)
+    }
+
+    pub(crate) fn add_redirect(&mut self, entry: RuntimeAddr, redirect: Redirect) {
+        self.delta.redirects.push((entry, redirect));
+    }
+
+    /// Whether `range` of the image's fill is still free, committed or in this link.
+    pub(crate) fn fill_is_free(&self, range: &Range<u64>) -> bool {
+        let overlaps = |r: &Range<u64>| r.start < range.end && range.start < r.end;
+        !self.state.claimed_fill.iter().any(overlaps)
+            && !self.delta.claimed_fill.iter().any(overlaps)
+    }
+
+    pub(crate) fn claim_fill(&mut self, range: Range<u64>) {
+        self.delta.claimed_fill.push(range);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn arenas() -> Arenas {
+        Arenas {
+            code: RuntimeAddr(0x1000)..RuntimeAddr(0x1100),
+            data: RuntimeAddr(0x2000)..RuntimeAddr(0x2010),
+        }
+    }
+
+    #[test]
+    fn bump_allocation_aligns_and_reports_exhaustion() {
+        let state = LinkState::new(&arenas());
+        let mut alloc = Allocator::new(&state);
+        assert_eq!(alloc.alloc(ArenaKind::Code, 3, 1), Ok(RuntimeAddr(0x1000)));
+        assert_eq!(alloc.alloc(ArenaKind::Code, 8, 16), Ok(RuntimeAddr(0x1010)));
+        assert_eq!(alloc.alloc(ArenaKind::Data, 8, 8), Ok(RuntimeAddr(0x2000)));
+        assert_eq!(alloc.alloc(ArenaKind::Data, 8, 8), Ok(RuntimeAddr(0x2008)));
+        assert_eq!(alloc.alloc(ArenaKind::Data, 1, 1), Err(ArenaKind::Data));
+    }
+
+    #[test]
+    fn committed_cursor_survives_into_the_next_link() {
+        let mut state = LinkState::new(&arenas());
+        let mut alloc = Allocator::new(&state);
+        alloc.alloc(ArenaKind::Code, 0x20, 16).unwrap();
+        let delta = alloc.delta;
+        state.apply(&delta);
+        let mut alloc = Allocator::new(&state);
+        assert_eq!(alloc.alloc(ArenaKind::Code, 1, 16), Ok(RuntimeAddr(0x1020)));
+    }
+}

@@ -1,0 +1,865 @@
+//! The link driver: from a request to a [`Patch`], in phases.
+//!
+//! 1. Bind data (`data.rs`): every variable, named read-only object and thread-local of the
+//!    object gets its address (existing, or allocated once for a new variable).
+//! 2. Decide what changed (`changed.rs` against the baseline, else every function), and find
+//!    each function's stable entry (`resolve.rs`); a function without one is new.
+//! 3. Closure: the atoms to copy are the changed functions plus everything their relocations
+//!    (and those of new variables) reach by content: split parts, IPA clones, interior
+//!    references, anonymous read-only data.
+//! 4. Layout (`layout.rs`): bodies into fresh code-arena space, stubs for new functions.
+//! 5. Relocation (`x86_64.rs`), with GOT slots and call stubs allocated on demand.
+//! 6. Entries (`entry.rs`): the jump that makes each new body live.
+//!
+//! Errors of every phase are collected; any error aborts the whole patch.
+
+use std::collections::{HashMap, HashSet};
+
+use hot_object::{AtomId, AtomKind, AtomOffset, Binding, GotSlotKind, Reloc, RelocKind};
+
+use crate::image::{ImageIndex, Vaddr};
+use crate::layout::{Allocator, ArenaKind, Placement, Redirect, SlotContent};
+use crate::resolve::{
+    existing_entry, lookup_external, sym_key, AtomRole, External, ObjectInfo, StableEntry,
+    TargetClass,
+};
+use crate::x86_64::{self, store, ApplyError, Field};
+use crate::{
+    changed, entry, ImageModel, LinkError, LinkErrorCode, LinkRequest, Linker, Patch, PatchWrite,
+    RuntimeAddr, SlotCopy, UnitRef,
+};
+
+/// Why one relocation failed: code and a description (completed with context by
+/// [`Link::reloc_error`]). An empty description means the cause was reported already.
+type Failure = (LinkErrorCode, String);
+
+/// Size and alignment of a new function's stub: 16 keeps function pointers aligned like
+/// gcc's (C++ member-function pointers use the low bit).
+const STUB_SIZE: u64 = 16;
+/// Size of a call stub `jmp *slot(%rip)` (6 bytes, padded).
+const CALL_STUB_SIZE: u64 = 8;
+
+/// The state of one link.
+pub(crate) struct Link<'a> {
+    pub model: &'a ImageModel,
+    pub index: &'a ImageIndex,
+    pub info: ObjectInfo<'a>,
+    pub old: Option<ObjectInfo<'a>>,
+    pub unit: &'a UnitRef,
+    pub alloc: Allocator<'a>,
+    pub placement: Option<&'a Placement>,
+    pub errors: Vec<LinkError>,
+    pub patch: Patch,
+    /// Atoms copied by this link, in placement order, and their addresses once laid out.
+    pub place_order: Vec<AtomId>,
+    pub placed: HashMap<AtomId, RuntimeAddr>,
+    /// Runtime address of offset 0 of each bound data atom.
+    pub bound: HashMap<AtomId, RuntimeAddr>,
+    /// Link-time address of offset 0 of each bound thread-local atom.
+    pub tls_bound: HashMap<AtomId, Vaddr>,
+    /// Data atoms this link writes (new variables, updated read-only objects).
+    pub data_writes: Vec<AtomId>,
+    /// Stable entry of each function atom that has one (or gets one in this link).
+    pub entries: HashMap<AtomId, StableEntry>,
+    /// New functions whose stub this link allocates.
+    pub new_stubs: HashSet<AtomId>,
+}
+
+pub(crate) fn link(
+    linker: &Linker,
+    request: &LinkRequest<'_>,
+    placement: Option<&Placement>,
+) -> Result<Patch, Vec<LinkError>> {
+    let index = linker.index();
+    let mut cx = Link {
+        model: &linker.image,
+        index,
+        info: ObjectInfo::new(request.object),
+        old: request.baseline.map(ObjectInfo::new),
+        unit: &request.unit,
+        alloc: Allocator::new(&linker.state),
+        placement,
+        errors: Vec::new(),
+        patch: Patch::default(),
+        place_order: Vec::new(),
+        placed: HashMap::new(),
+        bound: HashMap::new(),
+        tls_bound: HashMap::new(),
+        data_writes: Vec::new(),
+        entries: HashMap::new(),
+        new_stubs: HashSet::new(),
+    };
+    cx.bind_data();
+    let changed = cx.changed_functions();
+    cx.close_over(changed);
+    cx.lay_out();
+    cx.relocate();
+    cx.redirect_entries();
+    if cx.errors.is_empty() {
+        let mut patch = cx.patch;
+        patch.delta = cx.alloc.delta;
+        Ok(patch)
+    } else {
+        Err(cx.errors)
+    }
+}
+
+impl<'a> Link<'a> {
+    /// Record an error about `atom` (at `offset`, for the source line).
+    pub(crate) fn error(
+        &mut self,
+        code: LinkErrorCode,
+        message: String,
+        symbol: Option<String>,
+        at: Option<(AtomId, AtomOffset)>,
+    ) {
+        let function = at.map(|(atom, _)| self.info.atom_name(atom));
+        let line = at.and_then(|(atom, offset)| {
+            self.info
+                .obj
+                .line_of(atom, offset)
+                .or_else(|| self.info.obj.line_of(atom, AtomOffset(0)))
+                .cloned()
+        });
+        let message = match &line {
+            Some(l) => format!("{message} at {}:{}", l.file.display(), l.line),
+            None => message,
+        };
+        self.errors.push(LinkError {
+            code,
+            message,
+            symbol,
+            function,
+            line,
+        });
+    }
+
+    fn reloc_error(&mut self, atom: AtomId, reloc: &Reloc, (code, what): Failure) {
+        if what.is_empty() {
+            return;
+        }
+        let symbol = self.info.symbol_name(reloc.symbol);
+        let message = format!(
+            "{what} ({} against `{symbol}` in `{}`, offset {:#x})",
+            hot_object::RelocKind::x86_64_name(reloc.raw_type),
+            self.info.atom_name(atom),
+            reloc.offset.0
+        );
+        self.error(code, message, Some(symbol), Some((atom, reloc.offset)));
+    }
+
+    fn function_atoms(&self) -> impl Iterator<Item = AtomId> + '_ {
+        (0..self.info.obj.atoms.len())
+            .map(|i| AtomId(i as u32))
+            .filter(|&a| matches!(self.info.role(a), AtomRole::Function { .. }))
+    }
+
+    /// Phase 2: the function atoms to write, and every function's stable entry.
+    fn changed_functions(&mut self) -> Vec<AtomId> {
+        let by_diff: Option<HashSet<AtomId>> = self
+            .old
+            .as_ref()
+            .map(|old| changed::changed_functions(&self.info, old));
+        let mut changed = Vec::new();
+        let functions: Vec<AtomId> = self.function_atoms().collect();
+        for atom in functions {
+            let AtomRole::Function { sym } = *self.info.role(atom) else {
+                continue;
+            };
+            let name = self.info.function_name(atom).unwrap_or_default();
+            let existing = existing_entry(
+                self.model,
+                self.index,
+                &self.alloc,
+                self.info.obj,
+                sym,
+                name,
+                self.unit,
+            );
+            let differs = by_diff.as_ref().is_none_or(|set| set.contains(&atom));
+            match existing {
+                Some(e) => {
+                    self.entries.insert(atom, e);
+                    if differs {
+                        changed.push(atom);
+                    } else {
+                        self.patch.skipped += 1;
+                    }
+                }
+                None => {
+                    // A function without a stable entry is new: it always gets written.
+                    self.new_stubs.insert(atom);
+                    changed.push(atom);
+                }
+            }
+        }
+        changed
+    }
+
+    /// Phase 3: everything the written atoms reach by content.
+    fn close_over(&mut self, changed: Vec<AtomId>) {
+        let mut queued: HashSet<AtomId> = HashSet::new();
+        let mut work: Vec<AtomId> = Vec::new();
+        for atom in changed {
+            if queued.insert(atom) {
+                self.place_order.push(atom);
+                work.push(atom);
+            }
+        }
+        work.extend(self.data_writes.iter().copied());
+        while let Some(atom) = work.pop() {
+            let relocs = &self.info.obj.atom(atom).relocs;
+            for reloc in relocs {
+                if let TargetClass::Placed { atom: target } = self.info.classify(atom, reloc) {
+                    if queued.insert(target) {
+                        self.place_order.push(target);
+                        work.push(target);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Phase 4: addresses for the copied atoms and stubs for new functions.
+    fn lay_out(&mut self) {
+        let order = self.place_order.clone();
+        for atom in order {
+            let a = self.info.obj.atom(atom);
+            let forced = self.placement.and_then(|p| p.atoms.get(&atom).copied());
+            let addr = match forced {
+                Some(addr) => addr,
+                None => match self.alloc.alloc(ArenaKind::Code, a.size, a.align.max(1)) {
+                    Ok(addr) => addr,
+                    Err(_) => {
+                        let name = self.info.atom_name(atom);
+                        self.arena_exhausted(ArenaKind::Code, &name, a.size);
+                        continue;
+                    }
+                },
+            };
+            self.placed.insert(atom, addr);
+        }
+        let mut new_stubs: Vec<AtomId> = self.new_stubs.iter().copied().collect();
+        new_stubs.sort();
+        for atom in new_stubs {
+            let AtomRole::Function { sym } = *self.info.role(atom) else {
+                continue;
+            };
+            let name = self
+                .info
+                .function_name(atom)
+                .unwrap_or_default()
+                .to_string();
+            match self.alloc.alloc(ArenaKind::Code, STUB_SIZE, STUB_SIZE) {
+                Ok(stub) => {
+                    let key = sym_key(self.info.obj, sym, self.unit, &name);
+                    self.alloc.add_new_function(key, stub);
+                    self.entries.insert(atom, StableEntry::Stub(stub));
+                }
+                Err(_) => self.arena_exhausted(ArenaKind::Code, &name, STUB_SIZE),
+            }
+        }
+    }
+
+    pub(crate) fn arena_exhausted(&mut self, arena: ArenaKind, what: &str, size: u64) {
+        let which = match arena {
+            ArenaKind::Code => "code",
+            ArenaKind::Data => "data",
+        };
+        self.error(
+            LinkErrorCode::ArenaExhausted,
+            format!(
+                "the {which} arena is full: no room for `{what}` ({size} bytes); restart the \
+                 program to start with fresh arenas"
+            ),
+            Some(what.to_string()),
+            None,
+        );
+    }
+
+    /// Phase 5: relocate and emit every copied atom and written data atom.
+    fn relocate(&mut self) {
+        let order = self.place_order.clone();
+        for atom in order {
+            let Some(&base) = self.placed.get(&atom) else {
+                continue;
+            };
+            let bytes = self.apply_atom(atom, base);
+            let what = match self.info.role(atom) {
+                AtomRole::Function { .. } => format!("body of {}", self.info.atom_name(atom)),
+                _ => format!(
+                    "{} for {}",
+                    self.info.obj.atom(atom).section_name,
+                    self.unit.source
+                ),
+            };
+            self.patch.writes.push(PatchWrite {
+                addr: base,
+                bytes,
+                what,
+            });
+        }
+        let data = self.data_writes.clone();
+        for atom in data {
+            let Some(&base) = self.bound.get(&atom) else {
+                continue;
+            };
+            let bytes = self.apply_atom(atom, base);
+            let what = format!("data {}", self.info.atom_name(atom));
+            self.patch.writes.push(PatchWrite {
+                addr: base,
+                bytes,
+                what,
+            });
+        }
+    }
+
+    fn apply_atom(&mut self, atom: AtomId, base: RuntimeAddr) -> Vec<u8> {
+        let obj = self.info.obj;
+        let a = obj.atom(atom);
+        let mut bytes = if a.bytes.is_empty() {
+            vec![0u8; a.size as usize]
+        } else {
+            a.bytes.clone()
+        };
+        let mut consumed_until = 0u64;
+        for reloc in &a.relocs {
+            if reloc.offset.0 < consumed_until {
+                // Part of a TLS sequence rewritten by the relocation before it (the call to
+                // `__tls_get_addr` after TLSGD/TLSLD).
+                continue;
+            }
+            match self.apply_one(atom, base, reloc, &mut bytes) {
+                Ok(until) => consumed_until = consumed_until.max(until),
+                Err(failure) => self.reloc_error(atom, reloc, failure),
+            }
+        }
+        bytes
+    }
+
+    /// Apply one relocation; returns the end of the bytes it consumed beyond its field (for
+    /// TLS sequences), or 0.
+    fn apply_one(
+        &mut self,
+        atom: AtomId,
+        base: RuntimeAddr,
+        reloc: &Reloc,
+        bytes: &mut [u8],
+    ) -> Result<u64, Failure> {
+        let p = base.0.wrapping_add(reloc.offset.0) as i128;
+        let off = reloc.offset.0 as usize;
+        let a = reloc.addend as i128;
+        let class = self.info.classify(atom, reloc);
+        let in_code = self.info.obj.atom(atom).kind == AtomKind::Text;
+        let put = |bytes: &mut [u8], field: Field, value: i128| -> Result<u64, Failure> {
+            store(bytes, off, field, value)
+                .map(|_| 0)
+                .map_err(apply_failure)
+        };
+        match reloc.kind {
+            RelocKind::None => Ok(0),
+            RelocKind::GotPcRel | RelocKind::GotPcRelX | RelocKind::RexGotPcRelX => {
+                let slot = self.got_slot_for(class, reloc)?;
+                put(bytes, Field::Signed32, slot.0 as i128 + a - p)
+            }
+            RelocKind::GotPcRel64 => {
+                let slot = self.got_slot_for(class, reloc)?;
+                put(bytes, Field::Word64, slot.0 as i128 + a - p)
+            }
+            RelocKind::Plt32
+            | RelocKind::Pc32
+            | RelocKind::Pc16
+            | RelocKind::Pc8
+            | RelocKind::Pc64
+            | RelocKind::Abs64
+            | RelocKind::Abs32
+            | RelocKind::Abs32S
+            | RelocKind::Abs16
+            | RelocKind::Abs8 => {
+                let call =
+                    reloc.kind == RelocKind::Plt32 || (in_code && reloc.kind == RelocKind::Pc32);
+                let s =
+                    match self.symbol_value(class, reloc, call)? {
+                        SymValue::Addr(s) => s as i128,
+                        SymValue::CopyInto(src)
+                            if reloc.kind == RelocKind::Abs64 && reloc.addend == 0 =>
+                        {
+                            // A pointer to a library IFUNC in new data: the target copies the
+                            // chosen implementation into the field.
+                            self.patch.slot_copies.push(SlotCopy {
+                                dst: RuntimeAddr(p as u64),
+                                src,
+                                what: format!("address of {}", self.info.symbol_name(reloc.symbol)),
+                            });
+                            return Ok(0);
+                        }
+                        SymValue::CopyInto(_) => return Err((
+                            LinkErrorCode::UnsupportedRelocation,
+                            "the address of a library IFUNC can only be stored as a plain 64-bit \
+                             pointer"
+                                .into(),
+                        )),
+                    };
+                let (field, value) = match reloc.kind {
+                    RelocKind::Plt32 | RelocKind::Pc32 => (Field::Signed32, s + a - p),
+                    RelocKind::Pc16 => (Field::Signed16, s + a - p),
+                    RelocKind::Pc8 => (Field::Signed8, s + a - p),
+                    RelocKind::Pc64 => (Field::Word64, s + a - p),
+                    RelocKind::Abs64 => (Field::Word64, s + a),
+                    RelocKind::Abs32 => (Field::Unsigned32, s + a),
+                    RelocKind::Abs32S => (Field::Signed32, s + a),
+                    RelocKind::Abs16 => (Field::Either16, s + a),
+                    _ => (Field::Either8, s + a),
+                };
+                put(bytes, field, value)
+            }
+            RelocKind::Size32 | RelocKind::Size64 => {
+                let z = self.info.obj.symbol(reloc.symbol).size as i128;
+                let field = if reloc.kind == RelocKind::Size32 {
+                    Field::Unsigned32
+                } else {
+                    Field::Word64
+                };
+                put(bytes, field, z + a)
+            }
+            RelocKind::TpOff32 => {
+                let t = self.tpoff(class, reloc)? as i128;
+                put(bytes, Field::Signed32, t + a)
+            }
+            RelocKind::TpOff64 => {
+                let t = self.tpoff(class, reloc)? as i128;
+                put(bytes, Field::Word64, t + a)
+            }
+            RelocKind::GotTpOff => {
+                let t = self.tpoff(class, reloc)?;
+                let mut relaxed = bytes.to_vec();
+                match x86_64::relax_gottpoff(&mut relaxed, off, t) {
+                    Ok(()) => {
+                        bytes.copy_from_slice(&relaxed);
+                        Ok(0)
+                    }
+                    Err(ApplyError::UnexpectedCode(_)) => {
+                        // Not a form ld relaxes: keep the GOT load, from a slot holding the
+                        // offset.
+                        let slot = self.arena_slot(SlotContent::Value(t as u64), "TLS offset")?;
+                        put(bytes, Field::Signed32, slot.0 as i128 + a - p)
+                    }
+                    Err(e) => Err(apply_failure(e)),
+                }
+            }
+            RelocKind::TlsGd => {
+                let t = self.tpoff(class, reloc)?;
+                x86_64::relax_tlsgd(bytes, off, t).map_err(apply_failure)?;
+                Ok(reloc.offset.0 + 12)
+            }
+            RelocKind::TlsLd => {
+                x86_64::relax_tlsld(bytes, off).map_err(apply_failure)?;
+                Ok(reloc.offset.0 + 10)
+            }
+            RelocKind::DtpOff32 | RelocKind::DtpOff64 => {
+                // In an executable's code ld turns the offset in the module's block into the
+                // thread-pointer offset (the LD sequence now yields the thread pointer).
+                let v = if in_code {
+                    self.tpoff(class, reloc)? as i128
+                } else {
+                    let vaddr = self.tls_vaddr(class, reloc)?;
+                    let tls = self.tls_segment()?;
+                    vaddr.0 as i128 - tls.vaddr as i128
+                };
+                let field = if reloc.kind == RelocKind::DtpOff32 {
+                    Field::Signed32
+                } else {
+                    Field::Word64
+                };
+                put(bytes, field, v + a)
+            }
+            RelocKind::GotPc32TlsDesc => {
+                let t = self.tpoff(class, reloc)?;
+                x86_64::relax_tlsdesc(bytes, off, t).map_err(apply_failure)?;
+                Ok(0)
+            }
+            RelocKind::TlsDescCall => {
+                x86_64::relax_tlsdesc_call(bytes, off).map_err(apply_failure)?;
+                Ok(0)
+            }
+            _ => Err((
+                LinkErrorCode::UnsupportedRelocation,
+                "hot-link does not support this relocation type".into(),
+            )),
+        }
+    }
+
+    fn tls_segment(&self) -> Result<hot_object::TlsSegment, Failure> {
+        self.model.exe.image.tls.ok_or_else(|| {
+            (
+                LinkErrorCode::UnsupportedRelocation,
+                "the executable has no TLS segment, so its thread-locals cannot be reached".into(),
+            )
+        })
+    }
+
+    /// The link-time address of a thread-local target.
+    fn tls_vaddr(&mut self, class: TargetClass, reloc: &Reloc) -> Result<Vaddr, Failure> {
+        let name = self.info.symbol_name(reloc.symbol);
+        match class {
+            TargetClass::Bound { atom } => match self.tls_bound.get(&atom) {
+                Some(v) => Ok(Vaddr(v.0 + self.info.symbol_offset(reloc.symbol))),
+                None if matches!(self.info.role(atom), AtomRole::ThreadLocal { .. }) => {
+                    Err((LinkErrorCode::NewThreadLocal, String::new()))
+                }
+                None => Err((
+                    LinkErrorCode::UnsupportedRelocation,
+                    format!("`{name}` is not a thread-local variable"),
+                )),
+            },
+            TargetClass::External => {
+                let weak = self.info.obj.symbol(reloc.symbol).binding == Binding::Weak;
+                match lookup_external(self.model, self.index, &self.alloc, &name, weak) {
+                    External::ExeTls(v) => Ok(v),
+                    External::LibTls { lib } => Err((
+                        LinkErrorCode::UnsupportedRelocation,
+                        format!(
+                            "thread-local `{name}` is defined in {}; a patch can only reach the \
+                             executable's own thread-locals",
+                            self.model.libs[lib].path
+                        ),
+                    )),
+                    External::Missing => Err((
+                        LinkErrorCode::UndefinedSymbol,
+                        format!("undefined thread-local `{name}`"),
+                    )),
+                    _ => Err((
+                        LinkErrorCode::UnsupportedRelocation,
+                        format!("`{name}` is not a thread-local variable"),
+                    )),
+                }
+            }
+            _ => Err((
+                LinkErrorCode::UnsupportedRelocation,
+                format!("`{name}` is not a thread-local variable"),
+            )),
+        }
+    }
+
+    /// x86-64 variant II: `tpoff = S - tls_start - round_up(tls_memsz, tls_align)`.
+    fn tpoff(&mut self, class: TargetClass, reloc: &Reloc) -> Result<i64, Failure> {
+        let vaddr = self.tls_vaddr(class, reloc)?;
+        let tls = self.tls_segment()?;
+        let align = tls.align.max(1);
+        let size = tls.memsz.div_ceil(align) * align;
+        Ok(vaddr.0 as i64 - tls.vaddr as i64 - size as i64)
+    }
+
+    /// The value `S` of a relocation's symbol. `call`: the reference is a call or jump, so a
+    /// library function may be reached through a stub.
+    fn symbol_value(
+        &mut self,
+        class: TargetClass,
+        reloc: &Reloc,
+        call: bool,
+    ) -> Result<SymValue, Failure> {
+        let sym_offset = self.info.symbol_offset(reloc.symbol);
+        match class {
+            TargetClass::Entry { atom, delta } => match self.entries.get(&atom) {
+                Some(StableEntry::Image(r)) => {
+                    let entry = self.model.exe.runtime(Vaddr(r.get(self.model).vaddr));
+                    Ok(SymValue::Addr(entry.0.wrapping_add_signed(-delta)))
+                }
+                Some(StableEntry::Stub(stub)) => {
+                    Ok(SymValue::Addr(stub.0.wrapping_add_signed(-delta)))
+                }
+                None => Err((LinkErrorCode::ArenaExhausted, String::new())),
+            },
+            TargetClass::Placed { atom } => match self.placed.get(&atom) {
+                Some(base) => Ok(SymValue::Addr(base.0 + sym_offset)),
+                None => Err((LinkErrorCode::ArenaExhausted, String::new())),
+            },
+            TargetClass::Bound { atom } => match self.bound.get(&atom) {
+                Some(base) => Ok(SymValue::Addr(base.0 + sym_offset)),
+                None if self.tls_bound.contains_key(&atom) => Err((
+                    LinkErrorCode::UnsupportedRelocation,
+                    "a thread-local variable is referenced by a non-TLS relocation".into(),
+                )),
+                // Binding failed and was reported.
+                None => Err((LinkErrorCode::LayoutChanged, String::new())),
+            },
+            TargetClass::Absolute(v) => Ok(SymValue::Addr(v)),
+            TargetClass::Unsupported => Err((
+                LinkErrorCode::UnsupportedRelocation,
+                "the symbol is defined in a section a patch cannot load".into(),
+            )),
+            TargetClass::External => {
+                let name = self.info.symbol_name(reloc.symbol);
+                let sym = self.info.obj.symbol(reloc.symbol);
+                let weak = sym.binding == Binding::Weak;
+                match lookup_external(self.model, self.index, &self.alloc, &name, weak) {
+                    External::ExeFunction(a)
+                    | External::ExeData(a)
+                    | External::NewFunction(a)
+                    | External::NewVariable(a)
+                    | External::LibData(a) => Ok(SymValue::Addr(a.0)),
+                    External::LibFunction { addr, .. } => {
+                        let non_pic_32 = matches!(reloc.kind, RelocKind::Abs32 | RelocKind::Abs32S);
+                        let exe = &self.model.exe;
+                        if call || non_pic_32 {
+                            self.call_stub(&name, SlotContent::Value(addr.0))
+                                .map(|s| SymValue::Addr(s.0))
+                        } else if let (false, Some(plt)) =
+                            (exe.image.position_independent, self.index.exe_plt(&name))
+                        {
+                            // A non-PIE executable that takes the function's address makes its
+                            // PLT entry the canonical address; keep pointers comparable.
+                            Ok(SymValue::Addr(exe.runtime(plt).0))
+                        } else {
+                            Ok(SymValue::Addr(addr.0))
+                        }
+                    }
+                    External::LibIfunc { lib, irelative } => {
+                        let Some(src) = irelative else {
+                            return Err(no_irelative(&name, &self.model.libs[lib].path));
+                        };
+                        if call {
+                            self.call_stub(&name, SlotContent::CopyFrom(src))
+                                .map(|s| SymValue::Addr(s.0))
+                        } else {
+                            Ok(SymValue::CopyInto(src))
+                        }
+                    }
+                    External::ExeIfunc => Err((
+                        LinkErrorCode::UnsupportedRelocation,
+                        format!(
+                            "`{name}` is an IFUNC of the executable, which patches cannot call"
+                        ),
+                    )),
+                    External::ExeTls(_) | External::LibTls { .. } => Err((
+                        LinkErrorCode::UnsupportedRelocation,
+                        format!("thread-local `{name}` is referenced by a non-TLS relocation"),
+                    )),
+                    External::WeakZero => Ok(SymValue::Addr(0)),
+                    External::Missing => Err((
+                        LinkErrorCode::UndefinedSymbol,
+                        format!("undefined symbol `{name}`"),
+                    )),
+                }
+            }
+        }
+    }
+
+    /// A stub `jmp *slot(%rip)` in the code arena for calling a library function: through
+    /// the executable's own `JUMP_SLOT`/`GLOB_DAT` slot if it has one, else through an arena
+    /// slot holding `content`. Allocated once per slot.
+    fn call_stub(&mut self, name: &str, content: SlotContent) -> Result<RuntimeAddr, Failure> {
+        let slot = match self
+            .index
+            .exe_got_slot(name, &[GotSlotKind::JumpSlot, GotSlotKind::GlobDat])
+        {
+            Some(v) => self.model.exe.runtime(v),
+            None => self.arena_slot(content, name)?,
+        };
+        if let Some(stub) = self.alloc.plt_stub(slot) {
+            return Ok(stub);
+        }
+        let stub = self
+            .alloc
+            .alloc(ArenaKind::Code, CALL_STUB_SIZE, CALL_STUB_SIZE)
+            .map_err(|_| {
+                (
+                    LinkErrorCode::ArenaExhausted,
+                    "the code arena is full".to_string(),
+                )
+            })?;
+        let bytes =
+            x86_64::jmp_indirect(stub.0, slot.0, CALL_STUB_SIZE as usize).ok_or_else(|| {
+                (
+                    LinkErrorCode::RelocationOverflow,
+                    format!(
+                        "the GOT slot {slot} for `{name}` is out of rel32 reach of the code arena"
+                    ),
+                )
+            })?;
+        self.patch.writes.push(PatchWrite {
+            addr: stub,
+            bytes,
+            what: format!("call stub for {name}"),
+        });
+        self.alloc.add_plt_stub(slot, stub);
+        Ok(stub)
+    }
+
+    /// An 8-byte slot in the data arena holding `content`, allocated once per content.
+    fn arena_slot(&mut self, content: SlotContent, what: &str) -> Result<RuntimeAddr, Failure> {
+        if let Some(slot) = self.alloc.got_slot(content) {
+            return Ok(slot);
+        }
+        let slot = self.alloc.alloc(ArenaKind::Data, 8, 8).map_err(|_| {
+            (
+                LinkErrorCode::ArenaExhausted,
+                "the data arena is full".to_string(),
+            )
+        })?;
+        match content {
+            SlotContent::Value(v) => self.patch.writes.push(PatchWrite {
+                addr: slot,
+                bytes: v.to_le_bytes().to_vec(),
+                what: format!("GOT slot for {what}"),
+            }),
+            SlotContent::CopyFrom(src) => self.patch.slot_copies.push(SlotCopy {
+                dst: slot,
+                src,
+                what: format!("GOT slot for IFUNC {what}"),
+            }),
+        }
+        self.alloc.add_got_slot(content, slot);
+        Ok(slot)
+    }
+
+    /// The GOT slot a GOT-relative relocation refers to.
+    fn got_slot_for(&mut self, class: TargetClass, reloc: &Reloc) -> Result<RuntimeAddr, Failure> {
+        if class == TargetClass::External {
+            let name = self.info.symbol_name(reloc.symbol);
+            // The executable's own slot holds the resolved address (a lazy JUMP_SLOT does
+            // not, so it is never used for a GOT load).
+            if let Some(v) = self.index.exe_got_slot(&name, &[GotSlotKind::GlobDat]) {
+                return Ok(self.model.exe.runtime(v));
+            }
+            let weak = self.info.obj.symbol(reloc.symbol).binding == Binding::Weak;
+            if let External::LibIfunc { lib, irelative } =
+                lookup_external(self.model, self.index, &self.alloc, &name, weak)
+            {
+                let Some(src) = irelative else {
+                    return Err(no_irelative(&name, &self.model.libs[lib].path));
+                };
+                return self.arena_slot(SlotContent::CopyFrom(src), &name);
+            }
+        }
+        let name = self.info.symbol_name(reloc.symbol);
+        match self.symbol_value(class, reloc, false)? {
+            SymValue::Addr(s) => self.arena_slot(SlotContent::Value(s), &name),
+            SymValue::CopyInto(src) => self.arena_slot(SlotContent::CopyFrom(src), &name),
+        }
+    }
+
+    /// Phase 6: the entry jumps.
+    fn redirect_entries(&mut self) {
+        if self.placement.is_some_and(|p| !p.redirect_entries) {
+            for atom in self.place_order.clone() {
+                if let Some(name) = self.info.function_name(atom) {
+                    self.patch.swapped.push(name.to_string());
+                }
+            }
+            return;
+        }
+        let mut seen: HashMap<RuntimeAddr, String> = HashMap::new();
+        for atom in self.place_order.clone() {
+            let Some(name) = self.info.function_name(atom).map(str::to_string) else {
+                continue;
+            };
+            let Some(&body) = self.placed.get(&atom) else {
+                continue;
+            };
+            let Some(&entry) = self.entries.get(&atom) else {
+                continue;
+            };
+            let entry_addr = match entry {
+                StableEntry::Image(r) => self.model.exe.runtime(Vaddr(r.get(self.model).vaddr)),
+                StableEntry::Stub(s) => s,
+            };
+            if let Some(other) = seen.insert(entry_addr, name.clone()) {
+                self.error(
+                    LinkErrorCode::LayoutChanged,
+                    format!(
+                        "`{name}` and `{other}` share the entry {entry_addr} in the running \
+                         program (identical code folding); it cannot be redirected to two bodies"
+                    ),
+                    Some(name.clone()),
+                    Some((atom, AtomOffset(0))),
+                );
+                continue;
+            }
+            let plan = match entry {
+                StableEntry::Image(r) => entry::plan_image_entry(
+                    self.model,
+                    self.index,
+                    &self.alloc,
+                    r.get(self.model),
+                    body,
+                    &name,
+                )
+                .map(Some),
+                StableEntry::Stub(stub) if self.new_stubs.contains(&atom) => {
+                    // A new function: its stub is unreachable until this patch's bodies run,
+                    // so it is written with the arena contents.
+                    match x86_64::jmp_rel32(stub.0, body.0) {
+                        Some(bytes) => {
+                            let mut padded = bytes.clone();
+                            padded.resize(STUB_SIZE as usize, 0xcc);
+                            self.patch.writes.push(PatchWrite {
+                                addr: stub,
+                                bytes: padded,
+                                what: format!("entry stub of {name}"),
+                            });
+                            self.alloc.add_redirect(
+                                stub,
+                                Redirect {
+                                    jump_at: stub,
+                                    current: bytes,
+                                    original: Vec::new(),
+                                    short: None,
+                                },
+                            );
+                            self.patch.added.push(name.clone());
+                            Ok(None)
+                        }
+                        None => Err((
+                            LinkErrorCode::RelocationOverflow,
+                            format!(
+                                "the body of `{name}` at {body} is out of reach of its stub {stub}"
+                            ),
+                        )),
+                    }
+                }
+                StableEntry::Stub(stub) => entry::plan_stub(&self.alloc, stub, body, &name),
+            };
+            match plan {
+                Ok(Some(plan)) => {
+                    self.patch.entries.extend(plan.writes);
+                    self.patch.protected.extend(plan.protected);
+                    if let Some(fill) = plan.claimed_fill {
+                        self.alloc.claim_fill(fill);
+                    }
+                    self.alloc.add_redirect(entry_addr, plan.redirect);
+                    self.patch.swapped.push(name);
+                }
+                Ok(None) => {}
+                Err((code, message)) => {
+                    self.error(code, message, Some(name), Some((atom, AtomOffset(0))))
+                }
+            }
+        }
+    }
+}
+
+/// The value of a symbol for a non-GOT relocation.
+enum SymValue {
+    Addr(u64),
+    /// Only the target knows it: copy 8 bytes from this address (an IFUNC's implementation).
+    CopyInto(RuntimeAddr),
+}
+
+fn apply_failure(e: ApplyError) -> Failure {
+    let code = match e {
+        ApplyError::Overflow { .. } => LinkErrorCode::RelocationOverflow,
+        _ => LinkErrorCode::UnsupportedRelocation,
+    };
+    (code, e.to_string())
+}
+
+fn no_irelative(name: &str, lib: &str) -> Failure {
+    (
+        LinkErrorCode::UnsupportedRelocation,
+        format!(
+            "`{name}` is an IFUNC of {lib} and the library has no R_X86_64_IRELATIVE slot for its \
+             resolver, so its implementation cannot be found without running the resolver"
+        ),
+    )
+}

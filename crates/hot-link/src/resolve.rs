@@ -1,0 +1,461 @@
+//! Symbol resolution: what each relocation of the new object refers to — a function's stable
+//! entry, bytes of an atom this link copies (a body, a split `.cold` part, an IPA clone,
+//! anonymous read-only data), a variable bound to its existing address, or a symbol of the
+//! running image (the executable first, then libraries in load order).
+//!
+//! Classification works on the object alone (no addresses), so the driver can first compute
+//! the closure of atoms to place and only then lay them out.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+
+use hot_object::{
+    AtomId, AtomKind, AtomOffset, Binding, Object, Reloc, RelocKind, SymbolDef, SymbolId,
+    SymbolKind,
+};
+use iced_x86::{Decoder, DecoderOptions, Instruction};
+
+use crate::image::{strip_numeric_suffix, ImageIndex, ImageSymRef, ModuleId, Vaddr};
+use crate::layout::{Allocator, SymKey};
+use crate::{ImageModel, RuntimeAddr, UnitRef};
+
+/// How a function symbol's name relates to the function it belongs to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum FunctionName<'n> {
+    /// A function matched by name (`foo`, or `foo.localalias`, gcc's local alias of `foo`).
+    Plain(&'n str),
+    /// A compiler-split part (`foo.cold`, `foo.cold.3`) of the named function.
+    Split(&'n str),
+    /// An IPA clone (`foo.constprop.0`, `foo.isra.1`, `foo.part.2`): never matched by name.
+    Clone,
+}
+
+pub(crate) fn function_name(name: &str) -> FunctionName<'_> {
+    for marker in [".constprop.", ".isra.", ".part.", ".lto_priv."] {
+        if name.contains(marker) {
+            return FunctionName::Clone;
+        }
+    }
+    if let Some(pos) = name.find(".cold") {
+        let rest = &name[pos + 5..];
+        if rest.is_empty() || rest.starts_with('.') {
+            return FunctionName::Split(&name[..pos]);
+        }
+    }
+    if let Some(base) = name.strip_suffix(".localalias") {
+        return FunctionName::Plain(base);
+    }
+    FunctionName::Plain(name)
+}
+
+/// What an atom holds, for linking.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum AtomRole {
+    /// A function with a stable entry (matched by name to the image, or a new function).
+    Function {
+        sym: SymbolId,
+    },
+    /// Code that is never an entry: split parts, IPA clones, text without a function symbol.
+    /// Copied fresh with the bodies that reference it.
+    Code,
+    /// Anonymous read-only data (strings, jump tables, `CSWTCH.N`, `__func__.N`,
+    /// function-local `static const` tables): copied fresh with each body that references it.
+    AnonReadOnly,
+    /// A named read-only object (a `const` global, a file-level `static const`): keeps its
+    /// address.
+    NamedReadOnly {
+        sym: SymbolId,
+    },
+    /// Writable data: bound to its existing address, or allocated once.
+    Variable {
+        sym: Option<SymbolId>,
+    },
+    ThreadLocal {
+        sym: Option<SymbolId>,
+    },
+}
+
+/// Per-object facts computed once per link: atom roles, instruction ends for PC-relative
+/// decoding.
+pub(crate) struct ObjectInfo<'o> {
+    pub obj: &'o Object,
+    pub roles: Vec<AtomRole>,
+    /// Instruction ends of each text atom, decoded on first need.
+    insn_ends: RefCell<HashMap<AtomId, Vec<(u64, u64)>>>,
+}
+
+fn is_local_numbered(name: &str) -> bool {
+    strip_numeric_suffix(name).len() != name.len()
+}
+
+impl<'o> ObjectInfo<'o> {
+    pub(crate) fn new(obj: &'o Object) -> ObjectInfo<'o> {
+        let roles = (0..obj.atoms.len())
+            .map(|i| Self::role_of(obj, AtomId(i as u32)))
+            .collect();
+        ObjectInfo {
+            obj,
+            roles,
+            insn_ends: RefCell::new(HashMap::new()),
+        }
+    }
+
+    fn role_of(obj: &Object, id: AtomId) -> AtomRole {
+        let atom = obj.atom(id);
+        let named = |s: &SymbolId| {
+            let sym = obj.symbol(*s);
+            !sym.name.is_empty() && !matches!(sym.kind, SymbolKind::Section | SymbolKind::File)
+        };
+        let primary = atom.symbols.iter().copied().find(named);
+        match atom.kind {
+            AtomKind::Text => {
+                // The function at offset 0 with a plain name (prefer a global one over
+                // `foo.localalias`).
+                let mut best: Option<SymbolId> = None;
+                for &s in &atom.symbols {
+                    let sym = obj.symbol(s);
+                    let at_start =
+                        matches!(sym.def, SymbolDef::Atom { offset, .. } if offset.0 == 0);
+                    if !at_start || !matches!(sym.kind, SymbolKind::Function | SymbolKind::NoType) {
+                        continue;
+                    }
+                    if sym.name.is_empty() {
+                        continue;
+                    }
+                    if let FunctionName::Plain(base) = function_name(&sym.name) {
+                        let better = match best {
+                            None => true,
+                            Some(b) => {
+                                base == sym.name && obj.symbol(b).name != base
+                                    || (sym.binding != Binding::Local
+                                        && obj.symbol(b).binding == Binding::Local)
+                            }
+                        };
+                        if better {
+                            best = Some(s);
+                        }
+                    }
+                }
+                match best {
+                    Some(sym) => AtomRole::Function { sym },
+                    None => AtomRole::Code,
+                }
+            }
+            AtomKind::ReadOnly => match primary {
+                Some(s) if !atom.merge_strings => {
+                    let sym = obj.symbol(s);
+                    let anonymous = sym.binding == Binding::Local
+                        && (is_local_numbered(&sym.name) || sym.name.starts_with(".L"));
+                    if anonymous {
+                        AtomRole::AnonReadOnly
+                    } else {
+                        AtomRole::NamedReadOnly { sym: s }
+                    }
+                }
+                _ => AtomRole::AnonReadOnly,
+            },
+            AtomKind::Data | AtomKind::Bss => AtomRole::Variable { sym: primary },
+            AtomKind::TlsData | AtomKind::TlsBss => AtomRole::ThreadLocal { sym: primary },
+        }
+    }
+
+    pub(crate) fn role(&self, atom: AtomId) -> &AtomRole {
+        &self.roles[atom.0 as usize]
+    }
+
+    /// The plain name of the function an atom holds.
+    pub(crate) fn function_name(&self, atom: AtomId) -> Option<&'o str> {
+        match self.role(atom) {
+            AtomRole::Function { sym } => match function_name(&self.obj.symbol(*sym).name) {
+                FunctionName::Plain(base) => Some(base),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+
+    /// A readable name for an atom: its function or variable, else its section.
+    pub(crate) fn atom_name(&self, atom: AtomId) -> String {
+        if let Some(name) = self.function_name(atom) {
+            return name.to_string();
+        }
+        match self.obj.primary_symbol(atom) {
+            Some(s) => self.obj.symbol(s).name.clone(),
+            None => self.obj.atom(atom).section_name.clone(),
+        }
+    }
+
+    /// A readable name for a relocation's symbol (section symbols by what they hold).
+    pub(crate) fn symbol_name(&self, sym: SymbolId) -> String {
+        let s = self.obj.symbol(sym);
+        if !s.name.is_empty() && s.kind != SymbolKind::Section {
+            return s.name.clone();
+        }
+        match s.def {
+            SymbolDef::Atom { atom, .. } => self.atom_name(atom),
+            _ => "<section>".to_string(),
+        }
+    }
+
+    /// For a PC-relative field at `offset` of a text atom: the distance from the field to the
+    /// end of its instruction (4 for `call`, `lea`, 5 or 8 when an immediate follows). Data
+    /// atoms and undecodable code give 4, the psABI's usual `-4` form.
+    pub(crate) fn pc_adjust(&self, atom: AtomId, offset: AtomOffset) -> u64 {
+        let a = self.obj.atom(atom);
+        if a.kind != AtomKind::Text {
+            return 0;
+        }
+        let mut cache = self.insn_ends.borrow_mut();
+        let ends = cache.entry(atom).or_insert_with(|| {
+            let mut decoder = Decoder::with_ip(64, &a.bytes, 0, DecoderOptions::NONE);
+            let mut instr = Instruction::default();
+            let mut v = Vec::new();
+            while decoder.can_decode() {
+                decoder.decode_out(&mut instr);
+                v.push((instr.ip(), instr.next_ip()));
+            }
+            v
+        });
+        let idx = ends.partition_point(|&(start, _)| start <= offset.0);
+        match idx.checked_sub(1).map(|i| ends[i]) {
+            Some((start, end)) if offset.0 >= start && offset.0 < end => end - offset.0,
+            _ => 4,
+        }
+    }
+}
+
+/// Whether a relocation kind addresses a GOT slot rather than the symbol.
+pub(crate) fn is_got_kind(kind: RelocKind) -> bool {
+    matches!(
+        kind,
+        RelocKind::GotPcRel | RelocKind::GotPcRelX | RelocKind::RexGotPcRelX
+    )
+}
+
+/// Whether a relocation kind is PC-relative to the field.
+pub(crate) fn is_pc_relative(kind: RelocKind) -> bool {
+    matches!(
+        kind,
+        RelocKind::Pc32 | RelocKind::Plt32 | RelocKind::Pc16 | RelocKind::Pc8 | RelocKind::Pc64
+    )
+}
+
+/// What a relocation's symbol designates, before addresses are known.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum TargetClass {
+    /// The stable entry of the function in `atom`. `delta` = designated byte minus the
+    /// relocation symbol's offset: `S = entry - delta` makes `S + A (+ pc adjust)` land on
+    /// the entry.
+    Entry {
+        atom: AtomId,
+        delta: i64,
+    },
+    /// Bytes of an atom this link copies.
+    Placed {
+        atom: AtomId,
+    },
+    /// An atom bound to an address (variable, named read-only object, thread-local).
+    Bound {
+        atom: AtomId,
+    },
+    /// Undefined in the object: found in the image.
+    External,
+    Absolute(u64),
+    /// Not something a patch can refer to (a symbol in a non-allocated section).
+    Unsupported,
+}
+
+impl ObjectInfo<'_> {
+    /// Classify the target of `reloc` in `atom`.
+    pub(crate) fn classify(&self, atom: AtomId, reloc: &Reloc) -> TargetClass {
+        let sym = self.obj.symbol(reloc.symbol);
+        match sym.def {
+            SymbolDef::Atom {
+                atom: target,
+                offset,
+            } => match self.role(target) {
+                AtomRole::Function { .. } | AtomRole::Code => {
+                    let designated = if is_got_kind(reloc.kind) {
+                        offset.0 as i64
+                    } else if is_pc_relative(reloc.kind) {
+                        offset.0 as i64 + reloc.addend + self.pc_adjust(atom, reloc.offset) as i64
+                    } else {
+                        offset.0 as i64 + reloc.addend
+                    };
+                    if designated == 0 && matches!(self.role(target), AtomRole::Function { .. }) {
+                        TargetClass::Entry {
+                            atom: target,
+                            delta: designated - offset.0 as i64,
+                        }
+                    } else {
+                        TargetClass::Placed { atom: target }
+                    }
+                }
+                AtomRole::AnonReadOnly => TargetClass::Placed { atom: target },
+                AtomRole::NamedReadOnly { .. }
+                | AtomRole::Variable { .. }
+                | AtomRole::ThreadLocal { .. } => TargetClass::Bound { atom: target },
+            },
+            SymbolDef::Undefined | SymbolDef::Common { .. } => TargetClass::External,
+            SymbolDef::Absolute(v) => TargetClass::Absolute(v),
+            SymbolDef::Other => TargetClass::Unsupported,
+        }
+    }
+
+    /// The offset of a relocation's symbol inside its atom (0 for section symbols).
+    pub(crate) fn symbol_offset(&self, sym: SymbolId) -> u64 {
+        match self.obj.symbol(sym).def {
+            SymbolDef::Atom { offset, .. } => offset.0,
+            _ => 0,
+        }
+    }
+}
+
+/// The key of a function or variable across links.
+pub(crate) fn sym_key(obj: &Object, sym: SymbolId, unit: &UnitRef, name: &str) -> SymKey {
+    let s = obj.symbol(sym);
+    SymKey {
+        unit: (s.binding == Binding::Local).then(|| unit.source.clone()),
+        name: name.to_string(),
+    }
+}
+
+/// Where a function's stable entry is, if it has one already.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum StableEntry {
+    /// The function's address in the original image.
+    Image(ImageSymRef),
+    /// A new function's jump stub in the code arena.
+    Stub(RuntimeAddr),
+}
+
+/// Find the existing stable entry of the function `name` defined by `sym` in the object.
+pub(crate) fn existing_entry(
+    model: &ImageModel,
+    index: &ImageIndex,
+    alloc: &Allocator<'_>,
+    obj: &Object,
+    sym: SymbolId,
+    name: &str,
+    unit: &UnitRef,
+) -> Option<StableEntry> {
+    let s = obj.symbol(sym);
+    let image = if s.binding == Binding::Local {
+        unit.tu.and_then(|tu| index.exe_local(tu, name))
+    } else {
+        index.exe_global(name)
+    };
+    if let Some(r) = image {
+        if matches!(r.get(model).kind, SymbolKind::Function | SymbolKind::NoType) {
+            return Some(StableEntry::Image(r));
+        }
+    }
+    alloc
+        .new_function(&sym_key(obj, sym, unit, name))
+        .map(StableEntry::Stub)
+}
+
+/// An undefined symbol of the object, found in the running image.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum External {
+    /// A function of the executable: its stable entry.
+    ExeFunction(RuntimeAddr),
+    /// Data (or anything else addressable) of the executable, including copies made by
+    /// `R_X86_64_COPY`.
+    ExeData(RuntimeAddr),
+    /// A thread-local of the executable, by link-time address.
+    ExeTls(Vaddr),
+    /// An IFUNC defined by the executable itself.
+    ExeIfunc,
+    /// A function added by an earlier patch: its stub.
+    NewFunction(RuntimeAddr),
+    /// A variable added by an earlier patch.
+    NewVariable(RuntimeAddr),
+    LibFunction {
+        lib: usize,
+        addr: RuntimeAddr,
+    },
+    /// A library IFUNC: the runtime address of the library's `IRELATIVE` slot whose resolver
+    /// is the IFUNC's `st_value`, if there is one.
+    LibIfunc {
+        lib: usize,
+        irelative: Option<RuntimeAddr>,
+    },
+    LibData(RuntimeAddr),
+    LibTls {
+        lib: usize,
+    },
+    /// A weak undefined symbol nobody defines: address 0.
+    WeakZero,
+    Missing,
+}
+
+pub(crate) fn lookup_external(
+    model: &ImageModel,
+    index: &ImageIndex,
+    alloc: &Allocator<'_>,
+    name: &str,
+    weak: bool,
+) -> External {
+    if let Some(r) = index.exe_global(name) {
+        let sym = r.get(model);
+        let addr = model.exe.runtime(Vaddr(sym.vaddr));
+        return match sym.kind {
+            SymbolKind::Function => External::ExeFunction(addr),
+            SymbolKind::Tls => External::ExeTls(Vaddr(sym.vaddr)),
+            SymbolKind::Ifunc => External::ExeIfunc,
+            _ => External::ExeData(addr),
+        };
+    }
+    let key = SymKey {
+        unit: None,
+        name: name.to_string(),
+    };
+    if let Some(stub) = alloc.new_function(&key) {
+        return External::NewFunction(stub);
+    }
+    if let Some(var) = alloc.new_variable(&key) {
+        return External::NewVariable(var.addr);
+    }
+    if let Some(r) = index.lib_lookup(name) {
+        let ModuleId::Lib(lib) = r.module else {
+            return External::Missing;
+        };
+        let module = &model.libs[lib];
+        let sym = r.get(model);
+        let addr = module.runtime(Vaddr(sym.vaddr));
+        return match sym.kind {
+            SymbolKind::Function => External::LibFunction { lib, addr },
+            SymbolKind::Ifunc => External::LibIfunc {
+                lib,
+                irelative: index
+                    .lib_irelative(lib, Vaddr(sym.vaddr))
+                    .map(|v| module.runtime(v)),
+            },
+            SymbolKind::Tls => External::LibTls { lib },
+            _ => External::LibData(addr),
+        };
+    }
+    if weak {
+        External::WeakZero
+    } else {
+        External::Missing
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn function_names_are_classified() {
+        assert_eq!(function_name("foo"), FunctionName::Plain("foo"));
+        assert_eq!(function_name("foo.cold"), FunctionName::Split("foo"));
+        assert_eq!(function_name("foo.cold.2"), FunctionName::Split("foo"));
+        assert_eq!(function_name("foo.constprop.0"), FunctionName::Clone);
+        assert_eq!(function_name("foo.isra.0"), FunctionName::Clone);
+        assert_eq!(function_name("foo.part.0"), FunctionName::Clone);
+        assert_eq!(function_name("foo.localalias"), FunctionName::Plain("foo"));
+        assert_eq!(function_name("coldness"), FunctionName::Plain("coldness"));
+    }
+}
