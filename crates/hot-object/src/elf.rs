@@ -793,11 +793,14 @@ fn x86_64_plt_entries(sections: &[SectionData], got_slots: &[GotSlot]) -> Vec<(S
     entries
 }
 
+/// A section's index and its contents, decompressed if needed.
+pub(crate) type LoadedSection<'data> = (usize, std::borrow::Cow<'data, [u8]>);
+
 /// Loads a (possibly compressed) debug section of a file by name, for DWARF readers.
 pub(crate) fn section_data_by_name<'data>(
     file: &File<'data>,
     name: &str,
-) -> Result<Option<(usize, std::borrow::Cow<'data, [u8]>)>, String> {
+) -> Result<Option<LoadedSection<'data>>, String> {
     let Some(section) = object::Object::section_by_name(file, name) else {
         return Ok(None);
     };

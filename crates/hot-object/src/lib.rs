@@ -17,7 +17,10 @@ mod elf;
 pub mod image;
 pub mod reloc;
 
-pub use diff::{changed_functions, AtomDiff, AtomMatch};
+pub use diff::{
+    atom_identity, changed_functions, is_ipa_clone, unit_name, AtomDiff, AtomMatch, ChangeReason,
+    NamedAtom,
+};
 
 pub use image::{
     CompileUnit, GotSlot, GotSlotKind, ImageSymbol, IrelativeSlot, LinkedImage, SectionData,
@@ -291,10 +294,14 @@ impl Object {
     }
 
     /// The first named symbol defined in an atom (the function or variable it holds).
+    /// Assembler-local labels (`.LC0`, which gas keeps as symbols in mergeable sections) are
+    /// not names of anything and are skipped.
     pub fn primary_symbol(&self, atom: AtomId) -> Option<SymbolId> {
         self.atom(atom).symbols.iter().copied().find(|&s| {
             let sym = self.symbol(s);
-            !sym.name.is_empty() && !matches!(sym.kind, SymbolKind::Section | SymbolKind::File)
+            !sym.name.is_empty()
+                && !sym.name.starts_with(".L")
+                && !matches!(sym.kind, SymbolKind::Section | SymbolKind::File)
         })
     }
 }
