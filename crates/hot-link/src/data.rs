@@ -15,7 +15,6 @@ use std::collections::HashMap;
 
 use hot_object::{AtomId, AtomKind, Binding, SymbolKind};
 
-use crate::changed;
 use crate::image::{strip_numeric_suffix, Vaddr};
 use crate::layout::{ArenaKind, NewVariable, SymKey};
 use crate::link::Link;
@@ -26,7 +25,6 @@ impl Link<'_> {
     /// Phase 1: give every data atom of the object its address.
     pub(crate) fn bind_data(&mut self) {
         let obj = self.info.obj;
-        let old_by_name = self.old.as_ref().map(changed::data_atoms_by_name);
         // Local names that collide once their numeric suffix is stripped (two functions each
         // with a `static int calls`) are keyed by their full name instead.
         let mut stripped_count: HashMap<&str, u32> = HashMap::new();
@@ -73,15 +71,10 @@ impl Link<'_> {
             } else {
                 Ok(None)
             };
+            // Whether the contents changed since the baseline (`None`: no baseline, or the
+            // baseline does not have this atom).
             let baseline_changed = |this: &Self| -> Option<bool> {
-                let old = this.old.as_ref()?;
-                let key_name = if local {
-                    strip_numeric_suffix(&name)
-                } else {
-                    name.as_str()
-                };
-                let old_atom = old_by_name.as_ref()?.get(&(key_name.to_string(), local))?;
-                Some(!changed::data_equal(&this.info, atom, old, *old_atom))
+                this.baseline_changed.as_ref()?.get(&atom).copied()
             };
             match found {
                 Err(candidates) => self.error(
@@ -143,7 +136,7 @@ impl Link<'_> {
                     }
                     let changed = baseline_changed(self).unwrap_or_else(|| {
                         // Without a baseline, compare plain initializers with the image.
-                        self.old.is_none() && a.relocs.is_empty() && {
+                        self.baseline_changed.is_none() && a.relocs.is_empty() && {
                             let image = &self.model.exe.image;
                             let ours: Vec<u8> = if a.bytes.is_empty() {
                                 vec![0; a.size as usize]

@@ -10,7 +10,6 @@
 //! (`vaddr`) become runtime addresses by adding the module's load bias; offsets inside atoms
 //! are [`hot_object::AtomOffset`]. The three never mix.
 
-mod changed;
 mod data;
 mod entry;
 mod image;

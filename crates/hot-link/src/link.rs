@@ -2,7 +2,8 @@
 //!
 //! 1. Bind data (`data.rs`): every variable, named read-only object and thread-local of the
 //!    object gets its address (existing, or allocated once for a new variable).
-//! 2. Decide what changed (`changed.rs` against the baseline, else every function), and find
+//! 2. Decide what changed ([`hot_object::changed_functions`] against the baseline, else every
+//!    function), and find
 //!    each function's stable entry (`resolve.rs`); a function without one is new.
 //! 3. Closure: the atoms to copy are the changed functions plus everything their relocations
 //!    (and those of new variables) reach by content: split parts, IPA clones, interior
@@ -25,7 +26,7 @@ use crate::resolve::{
 };
 use crate::x86_64::{self, store, ApplyError, Field};
 use crate::{
-    changed, entry, ImageModel, LinkError, LinkErrorCode, LinkRequest, Linker, Patch, PatchWrite,
+    entry, ImageModel, LinkError, LinkErrorCode, LinkRequest, Linker, Patch, PatchWrite,
     RuntimeAddr, SlotCopy, UnitRef,
 };
 
@@ -44,7 +45,9 @@ pub(crate) struct Link<'a> {
     pub model: &'a ImageModel,
     pub index: &'a ImageIndex,
     pub info: ObjectInfo<'a>,
-    pub old: Option<ObjectInfo<'a>>,
+    /// With a baseline: for each named atom of the object that the baseline also has,
+    /// whether it changed (by bytes or by relocation targets). Atoms absent here are new.
+    pub baseline_changed: Option<HashMap<AtomId, bool>>,
     pub unit: &'a UnitRef,
     pub alloc: Allocator<'a>,
     pub placement: Option<&'a Placement>,
@@ -55,7 +58,8 @@ pub(crate) struct Link<'a> {
     pub placed: HashMap<AtomId, RuntimeAddr>,
     /// Runtime address of offset 0 of each bound data atom.
     pub bound: HashMap<AtomId, RuntimeAddr>,
-    /// Link-time address of offset 0 of each bound thread-local atom.
+    /// TLS-template offset (as a `Vaddr`, the image symbol's `st_value`) of offset 0 of each
+    /// bound thread-local atom.
     pub tls_bound: HashMap<AtomId, Vaddr>,
     /// Data atoms this link writes (new variables, updated read-only objects).
     pub data_writes: Vec<AtomId>,
@@ -75,7 +79,13 @@ pub(crate) fn link(
         model: &linker.image,
         index,
         info: ObjectInfo::new(request.object),
-        old: request.baseline.map(ObjectInfo::new),
+        baseline_changed: request.baseline.map(|old| {
+            let diff = hot_object::changed_functions(old, request.object);
+            let mut map = HashMap::new();
+            map.extend(diff.changed.iter().map(|m| (m.new, true)));
+            map.extend(diff.unchanged.iter().map(|m| (m.new, false)));
+            map
+        }),
         unit: &request.unit,
         alloc: Allocator::new(&linker.state),
         placement,
@@ -156,10 +166,6 @@ impl<'a> Link<'a> {
 
     /// Phase 2: the function atoms to write, and every function's stable entry.
     fn changed_functions(&mut self) -> Vec<AtomId> {
-        let by_diff: Option<HashSet<AtomId>> = self
-            .old
-            .as_ref()
-            .map(|old| changed::changed_functions(&self.info, old));
         let mut changed = Vec::new();
         let functions: Vec<AtomId> = self.function_atoms().collect();
         for atom in functions {
@@ -176,7 +182,10 @@ impl<'a> Link<'a> {
                 name,
                 self.unit,
             );
-            let differs = by_diff.as_ref().is_none_or(|set| set.contains(&atom));
+            let differs = self
+                .baseline_changed
+                .as_ref()
+                .is_none_or(|map| map.get(&atom).copied().unwrap_or(true));
             match existing {
                 Some(e) => {
                     self.entries.insert(atom, e);
@@ -462,9 +471,7 @@ impl<'a> Link<'a> {
                 let v = if in_code {
                     self.tpoff(class, reloc)? as i128
                 } else {
-                    let vaddr = self.tls_vaddr(class, reloc)?;
-                    let tls = self.tls_segment()?;
-                    vaddr.0 as i128 - tls.vaddr as i128
+                    self.tls_offset(class, reloc)? as i128
                 };
                 let field = if reloc.kind == RelocKind::DtpOff32 {
                     Field::Signed32
@@ -498,12 +505,13 @@ impl<'a> Link<'a> {
         })
     }
 
-    /// The link-time address of a thread-local target.
-    fn tls_vaddr(&mut self, class: TargetClass, reloc: &Reloc) -> Result<Vaddr, Failure> {
+    /// The offset of a thread-local target in the executable's TLS template. (In a linked
+    /// image, the `st_value` of an `STT_TLS` symbol is this offset, not an address.)
+    fn tls_offset(&mut self, class: TargetClass, reloc: &Reloc) -> Result<u64, Failure> {
         let name = self.info.symbol_name(reloc.symbol);
         match class {
             TargetClass::Bound { atom } => match self.tls_bound.get(&atom) {
-                Some(v) => Ok(Vaddr(v.0 + self.info.symbol_offset(reloc.symbol))),
+                Some(v) => Ok(v.0 + self.info.symbol_offset(reloc.symbol)),
                 None if matches!(self.info.role(atom), AtomRole::ThreadLocal { .. }) => {
                     Err((LinkErrorCode::NewThreadLocal, String::new()))
                 }
@@ -515,7 +523,7 @@ impl<'a> Link<'a> {
             TargetClass::External => {
                 let weak = self.info.obj.symbol(reloc.symbol).binding == Binding::Weak;
                 match lookup_external(self.model, self.index, &self.alloc, &name, weak) {
-                    External::ExeTls(v) => Ok(v),
+                    External::ExeTls(v) => Ok(v.0),
                     External::LibTls { lib } => Err((
                         LinkErrorCode::UnsupportedRelocation,
                         format!(
@@ -541,13 +549,15 @@ impl<'a> Link<'a> {
         }
     }
 
-    /// x86-64 variant II: `tpoff = S - tls_start - round_up(tls_memsz, tls_align)`.
+    /// x86-64 variant II: the TLS block ends at the thread pointer, so
+    /// `tpoff = (S - tls_start) - round_up(tls_memsz, tls_align)`, where `S - tls_start` is
+    /// the symbol's offset in the TLS template.
     fn tpoff(&mut self, class: TargetClass, reloc: &Reloc) -> Result<i64, Failure> {
-        let vaddr = self.tls_vaddr(class, reloc)?;
+        let offset = self.tls_offset(class, reloc)?;
         let tls = self.tls_segment()?;
         let align = tls.align.max(1);
         let size = tls.memsz.div_ceil(align) * align;
-        Ok(vaddr.0 as i64 - tls.vaddr as i64 - size as i64)
+        Ok(offset as i64 - size as i64)
     }
 
     /// The value `S` of a relocation's symbol. `call`: the reference is a call or jump, so a

@@ -15,7 +15,7 @@ use hot_object::{
 };
 use iced_x86::{Decoder, DecoderOptions, Instruction};
 
-use crate::image::{strip_numeric_suffix, ImageIndex, ImageSymRef, ModuleId, Vaddr};
+use crate::image::{ImageIndex, ImageSymRef, ModuleId, Vaddr};
 use crate::layout::{Allocator, SymKey};
 use crate::{ImageModel, RuntimeAddr, UnitRef};
 
@@ -84,10 +84,6 @@ pub(crate) struct ObjectInfo<'o> {
     insn_ends: RefCell<HashMap<AtomId, Vec<(u64, u64)>>>,
 }
 
-fn is_local_numbered(name: &str) -> bool {
-    strip_numeric_suffix(name).len() != name.len()
-}
-
 impl<'o> ObjectInfo<'o> {
     pub(crate) fn new(obj: &'o Object) -> ObjectInfo<'o> {
         let roles = (0..obj.atoms.len())
@@ -141,16 +137,11 @@ impl<'o> ObjectInfo<'o> {
                     None => AtomRole::Code,
                 }
             }
+            // hot-object's identity rules decide what is anonymous: no named symbol, string
+            // literals, `CSWTCH.N`, `__func__.N`, function-local `static const` tables.
             AtomKind::ReadOnly => match primary {
-                Some(s) if !atom.merge_strings => {
-                    let sym = obj.symbol(s);
-                    let anonymous = sym.binding == Binding::Local
-                        && (is_local_numbered(&sym.name) || sym.name.starts_with(".L"));
-                    if anonymous {
-                        AtomRole::AnonReadOnly
-                    } else {
-                        AtomRole::NamedReadOnly { sym: s }
-                    }
+                Some(s) if !atom.merge_strings && hot_object::atom_identity(obj, id).is_some() => {
+                    AtomRole::NamedReadOnly { sym: s }
                 }
                 _ => AtomRole::AnonReadOnly,
             },
@@ -363,7 +354,8 @@ pub(crate) enum External {
     /// Data (or anything else addressable) of the executable, including copies made by
     /// `R_X86_64_COPY`.
     ExeData(RuntimeAddr),
-    /// A thread-local of the executable, by link-time address.
+    /// A thread-local of the executable, by its offset in the TLS template (the `st_value`
+    /// of a TLS symbol in a linked image).
     ExeTls(Vaddr),
     /// An IFUNC defined by the executable itself.
     ExeIfunc,

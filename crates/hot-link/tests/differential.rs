@@ -1,0 +1,306 @@
+//! Byte-exact differential tests against GNU ld.
+//!
+//! Each check compiles a fixture with `cc -c -ffunction-sections -fdata-sections` and the
+//! variant's flags, links it with `ld --no-relax -Map` (plus `-pie` / `-no-pie`), and uses
+//! ld's output as the running image. hot-link then links the same object with every atom
+//! forced to the address ld gave its input section (the test-only [`Placement`] hook), and
+//! the bytes hot-link computes for each atom it writes must equal ld's bytes there.
+//!
+//! Where hot-link deliberately differs from ld, the test accepts an equivalence instead:
+//! - GOT-relative fields (`GOTPCREL`, `REX_GOTPCRELX`, ...) may point at another slot: the
+//!   slot hot-link references must hold the same value as the slot ld references (ld's
+//!   `.got` holds link-time values in the file; hot-link's slots are its `PatchWrite`s or
+//!   the executable's own `GLOB_DAT` slot, then the disp is identical).
+//! - Calls to a library function go through a stub `jmp *slot(%rip)` in the code arena
+//!   instead of ld's PLT entry: both must jump through the same GOT slot.
+
+mod support;
+
+use std::collections::BTreeMap;
+
+use hot_link::{LinkRequest, Linker, Patch, Placement, RuntimeAddr, UnitRef};
+use hot_object::{LinkedImage, Object, RelocKind, TranslationUnitId};
+use support::*;
+
+/// What one differential check covered: relocation kinds compared, by ELF name.
+struct Coverage {
+    kinds: BTreeMap<String, usize>,
+    atoms: usize,
+}
+
+impl Coverage {
+    fn assert_covers(&self, names: &[&str]) {
+        for name in names {
+            assert!(
+                self.kinds.contains_key(*name),
+                "expected the fixture to exercise {name}; covered: {:?}",
+                self.kinds
+            );
+        }
+    }
+}
+
+fn read_u32(bytes: &[u8], off: usize) -> i32 {
+    i32::from_le_bytes(bytes[off..off + 4].try_into().expect("4 bytes"))
+}
+
+/// The 8-byte value of a GOT slot as hot-link would have it in the process.
+fn our_slot_value(patch: &Patch, image: &LinkedImage, slot: u64) -> Option<u64> {
+    if let Some(w) = patch
+        .writes
+        .iter()
+        .find(|w| w.addr.0 == slot && w.bytes.len() == 8)
+    {
+        return Some(u64::from_le_bytes(w.bytes[..8].try_into().ok()?));
+    }
+    image
+        .bytes_at(slot, 8)
+        .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
+}
+
+/// The GOT slot an indirect jump (`ff 25 rel32`) within the first 16 bytes at `addr` uses.
+fn indirect_jump_slot(bytes: &[u8], addr: u64) -> Option<u64> {
+    let pos = bytes.windows(2).take(16).position(|w| w == [0xff, 0x25])?;
+    let rel = read_u32(bytes, pos + 2) as i64;
+    Some((addr as i64 + pos as i64 + 6 + rel) as u64)
+}
+
+fn tu_of(image: &LinkedImage, source: &str) -> Option<TranslationUnitId> {
+    image
+        .translation_units
+        .iter()
+        .position(|n| n == source)
+        .map(|i| TranslationUnitId(i as u32))
+}
+
+/// Link `fixture_name` with ld and with hot-link; compare. See the module documentation.
+fn check_against_ld(fixture_name: &str, cflags: &[&str], ldflags: &[&str]) -> Coverage {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let source = fixture(fixture_name);
+    let obj_path = compile(dir.path(), "a.c", &source, cflags);
+    let mut objects = vec![obj_path.clone()];
+    for extra in directives(&source, "extra") {
+        objects.push(compile(dir.path(), &extra, &fixture(&extra), cflags));
+    }
+    let libs: Vec<_> = directives(&source, "lib")
+        .iter()
+        .map(|l| shared_lib(dir.path(), l, &[]))
+        .collect();
+    let linked = ld(dir.path(), &objects, &libs, ldflags);
+    let object = parse_object(&obj_path);
+    let exe = module(&linked.exe, 0);
+    let lib_modules = libs
+        .iter()
+        .enumerate()
+        .map(|(i, l)| module(l, 0x7f00_0000_0000 + ((i as u64) << 24)))
+        .collect();
+    let tu = tu_of(&exe.image, "a.c");
+    assert!(
+        tu.is_some(),
+        "no STT_FILE a.c in {:?}",
+        exe.image.translation_units
+    );
+    let linker = Linker::new(image_model(exe, lib_modules), low_arenas());
+    let sections = map_sections(&linked.map, "a.o");
+    let addresses = atom_addresses(&object, &sections);
+    assert!(!addresses.is_empty(), "no sections of a.o in the map file");
+    let placement = Placement {
+        atoms: addresses
+            .iter()
+            .map(|(a, v)| (*a, RuntimeAddr(*v)))
+            .collect(),
+        redirect_entries: false,
+    };
+    let request = LinkRequest {
+        object: &object,
+        baseline: None,
+        unit: UnitRef {
+            tu,
+            source: "a.c".into(),
+        },
+    };
+    let patch = match linker.link_with_placement(&request, &placement) {
+        Ok(p) => p,
+        Err(errors) => panic!("hot-link failed ({cflags:?}): {errors:#?}"),
+    };
+    compare(
+        &object,
+        &linker.image().exe.image,
+        &patch,
+        &addresses,
+        cflags,
+    )
+}
+
+fn compare(
+    object: &Object,
+    image: &LinkedImage,
+    patch: &Patch,
+    addresses: &std::collections::HashMap<hot_object::AtomId, u64>,
+    cflags: &[&str],
+) -> Coverage {
+    let code_arena = low_arenas().code;
+    let mut coverage = Coverage {
+        kinds: BTreeMap::new(),
+        atoms: 0,
+    };
+    let mut ids: Vec<_> = addresses.keys().copied().collect();
+    ids.sort();
+    for id in ids {
+        let addr = addresses[&id];
+        let atom = object.atom(id);
+        // Atoms hot-link binds (existing variables) are not written; nothing to compare.
+        let Some(write) = patch.writes.iter().find(|w| w.addr.0 == addr) else {
+            continue;
+        };
+        coverage.atoms += 1;
+        let theirs_ref = image.bytes_at(addr, write.bytes.len()).unwrap_or_else(|| {
+            panic!(
+                "ld output has no bytes at {addr:#x} for {}",
+                atom.section_name
+            )
+        });
+        let mut ours = write.bytes.clone();
+        let mut theirs = theirs_ref.to_vec();
+        for reloc in &atom.relocs {
+            let name = RelocKind::x86_64_name(reloc.raw_type);
+            *coverage.kinds.entry(name.clone()).or_default() += 1;
+            let off = reloc.offset.0 as usize;
+            let p = addr + reloc.offset.0;
+            let target_name = object.symbol_name(reloc.symbol).to_string();
+            if target_name == "__tls_get_addr" {
+                // Consumed by the TLS relaxation before it; compared as part of that sequence.
+                continue;
+            }
+            let is_got = matches!(
+                reloc.kind,
+                RelocKind::GotPcRel | RelocKind::GotPcRelX | RelocKind::RexGotPcRelX
+            );
+            let target =
+                |bytes: &[u8]| (p as i64 + read_u32(bytes, off) as i64 - reloc.addend) as u64;
+            if is_got {
+                let (our_slot, their_slot) = (target(&ours), target(&theirs));
+                let ours_v = our_slot_value(patch, image, our_slot);
+                let theirs_v = image
+                    .bytes_at(their_slot, 8)
+                    .map(|b| u64::from_le_bytes(b.try_into().expect("8")));
+                assert_eq!(
+                    ours_v, theirs_v,
+                    "{cflags:?} {}+{off:#x} {name} {target_name}: our slot {our_slot:#x} and ld's slot \
+                     {their_slot:#x} hold different values",
+                    atom.section_name
+                );
+                ours[off..off + 4].fill(0);
+                theirs[off..off + 4].fill(0);
+            } else if matches!(reloc.kind, RelocKind::Plt32 | RelocKind::Pc32) {
+                let our_target = target(&ours);
+                if (code_arena.start.0..code_arena.end.0).contains(&our_target) {
+                    // A call stub: it must use the GOT slot of ld's PLT entry.
+                    let stub = patch
+                        .writes
+                        .iter()
+                        .find(|w| w.addr.0 == our_target)
+                        .expect("the stub a call goes to is written");
+                    let our_slot = indirect_jump_slot(&stub.bytes, our_target);
+                    let their_target = target(&theirs);
+                    let plt = image.bytes_at(their_target, 16).expect("ld's PLT entry");
+                    let their_slot = indirect_jump_slot(plt, their_target);
+                    assert!(our_slot.is_some(), "stub without jmp *slot(%rip)");
+                    assert_eq!(
+                        our_slot, their_slot,
+                        "{cflags:?} {}+{off:#x}: call to {target_name} through another slot than ld's PLT",
+                        atom.section_name
+                    );
+                    ours[off..off + 4].fill(0);
+                    theirs[off..off + 4].fill(0);
+                }
+            }
+        }
+        if ours != theirs {
+            let first = ours
+                .iter()
+                .zip(&theirs)
+                .position(|(a, b)| a != b)
+                .unwrap_or(0);
+            panic!(
+                "{cflags:?}: {} at {addr:#x} differs from ld at offset {first:#x}:\n  hot-link {:02x?}\n  \
+                 ld       {:02x?}\nrelocations: {:#?}",
+                atom.section_name,
+                &ours[first.saturating_sub(4)..(first + 12).min(ours.len())],
+                &theirs[first.saturating_sub(4)..(first + 12).min(theirs.len())],
+                atom.relocs.iter().filter(|r| (r.offset.0 as usize) + 8 >= first && (r.offset.0 as usize) <= first + 8).collect::<Vec<_>>()
+            );
+        }
+    }
+    assert!(coverage.atoms > 0, "no atom compared");
+    coverage
+}
+
+#[test]
+fn relocs_o0_non_pie_absolute_32_bit() {
+    let c = check_against_ld("relocs.c", &["-O0", "-fno-pie"], &["-no-pie"]);
+    c.assert_covers(&[
+        "R_X86_64_PC32",
+        "R_X86_64_PLT32",
+        "R_X86_64_32",
+        "R_X86_64_32S",
+    ]);
+}
+
+#[test]
+fn relocs_o2_non_pie_jump_table_abs64() {
+    let c = check_against_ld("relocs.c", &["-O2", "-fno-pie"], &["-no-pie"]);
+    c.assert_covers(&["R_X86_64_PLT32", "R_X86_64_64", "R_X86_64_32S"]);
+}
+
+#[test]
+fn relocs_o2_pie() {
+    let c = check_against_ld("relocs.c", &["-O2", "-fPIE"], &["-pie"]);
+    c.assert_covers(&["R_X86_64_PC32", "R_X86_64_PLT32", "R_X86_64_64"]);
+}
+
+#[test]
+fn relocs_o0_pic_got() {
+    let c = check_against_ld("relocs.c", &["-O0", "-fPIC"], &["-pie"]);
+    c.assert_covers(&["R_X86_64_REX_GOTPCRELX", "R_X86_64_PLT32", "R_X86_64_64"]);
+}
+
+#[test]
+fn relocs_o2_pie_no_direct_extern_access() {
+    let c = check_against_ld(
+        "relocs.c",
+        &["-O2", "-fPIE", "-mno-direct-extern-access"],
+        &["-pie"],
+    );
+    c.assert_covers(&["R_X86_64_REX_GOTPCRELX", "R_X86_64_PC32"]);
+}
+
+#[test]
+fn tls_local_exec_and_initial_exec() {
+    let c = check_against_ld("tls.c", &["-O2", "-fPIE"], &["-pie"]);
+    c.assert_covers(&["R_X86_64_TPOFF32", "R_X86_64_GOTTPOFF"]);
+}
+
+#[test]
+fn tls_local_exec_non_pie_o0() {
+    let c = check_against_ld("tls.c", &["-O0", "-fno-pie"], &["-no-pie"]);
+    c.assert_covers(&["R_X86_64_TPOFF32", "R_X86_64_GOTTPOFF"]);
+}
+
+#[test]
+fn tls_general_and_local_dynamic_relaxed_like_ld() {
+    let c = check_against_ld("tls.c", &["-O2", "-fPIC"], &["-pie"]);
+    c.assert_covers(&["R_X86_64_TLSGD", "R_X86_64_TLSLD", "R_X86_64_DTPOFF32"]);
+}
+
+#[test]
+fn tls_descriptors_relaxed_like_ld() {
+    let c = check_against_ld("tls.c", &["-O2", "-fPIC", "-mtls-dialect=gnu2"], &["-pie"]);
+    c.assert_covers(&["R_X86_64_GOTPC32_TLSDESC", "R_X86_64_TLSDESC_CALL"]);
+}
+
+#[test]
+fn relocs_o2_pic_no_plt_gotpcrelx_calls() {
+    let c = check_against_ld("relocs.c", &["-O2", "-fPIC", "-fno-plt"], &["-pie"]);
+    c.assert_covers(&["R_X86_64_GOTPCRELX", "R_X86_64_REX_GOTPCRELX"]);
+}
