@@ -20,6 +20,7 @@ import {
   ShutdownRequest,
   StreamMessageReader,
   StreamMessageWriter,
+  WorkDoneProgress,
   createProtocolConnection,
 } from 'vscode-languageserver-protocol/node';
 
@@ -133,6 +134,12 @@ export class LspSession {
     ]) {
       this.connection.onRequest(method, (params: any) => {
         this.serverRequests.push({ method, params });
+        if (method === 'window/workDoneProgress/create') {
+          // vscode-jsonrpc routes $/progress to a handler per token (as vscode-languageclient
+          // registers them), never to onUnhandledNotification.
+          const token = params?.token;
+          this.connection.onProgress(WorkDoneProgress.type, token, (value) => this.record('$/progress', { token, value }));
+        }
         if (method === 'workspace/configuration') {
           // No client-side configuration: the workspace's hot-lsp.toml applies.
           return (params?.items ?? []).map(() => null);
