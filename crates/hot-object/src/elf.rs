@@ -148,6 +148,8 @@ fn symbol_binding(st_bind: elf::SymbolBind) -> Binding {
 ///   a patch never re-runs them.
 /// - `.group`, `.symtab`, string tables, relocation sections and debug sections are not
 ///   `SHF_ALLOC` in the first place.
+///
+/// Empty sections are skipped by the caller unless a symbol is defined in them.
 fn atom_kind(name: &[u8], sh_type: elf::SectionType, flags: u64) -> Option<AtomKind> {
     if flags & elf::SHF_ALLOC.0 == 0 {
         return None;
@@ -206,6 +208,22 @@ pub(crate) fn parse_relocatable(path: &Path, bytes: &[u8]) -> Result<Object, Obj
     let endian = file.endian();
     let sections = file.elf_section_table();
 
+    let symtab = file.elf_symbol_table();
+    // Sections in which a symbol other than the section symbol is defined: an empty
+    // section becomes an atom only if it names something (a zero-size variable), not for
+    // the empty `.text`/`.data`/`.bss` every object carries.
+    let mut names_something = vec![false; sections.len()];
+    for (index, sym) in symtab.enumerate() {
+        if sym.st_type() == elf::STT_SECTION || sym.st_type() == elf::STT_FILE {
+            continue;
+        }
+        if let Ok(Some(section)) = symtab.symbol_section(endian, sym, index) {
+            if let Some(flag) = names_something.get_mut(section.0) {
+                *flag = true;
+            }
+        }
+    }
+
     // Atoms, in section order (so `section_index` increases with the atom id).
     let mut atoms = Vec::new();
     let mut section_atom: Vec<Option<AtomId>> = vec![None; sections.len()];
@@ -219,6 +237,9 @@ pub(crate) fn parse_relocatable(path: &Path, bytes: &[u8]) -> Result<Object, Obj
             continue;
         };
         let size = shdr.sh_size(endian);
+        if size == 0 && !names_something[index.0] {
+            continue;
+        }
         let section_bytes = if sh_type == elf::SHT_NOBITS {
             Vec::new()
         } else {
@@ -245,7 +266,6 @@ pub(crate) fn parse_relocatable(path: &Path, bytes: &[u8]) -> Result<Object, Obj
     }
 
     // Symbols: one per .symtab entry, index preserved (SymbolId == symbol table index).
-    let symtab = file.elf_symbol_table();
     let mut symbols = Vec::with_capacity(symtab.len());
     // The section each symbol is defined in, and its value: needed to resolve relocations of
     // debug sections, which may point at non-atom sections (.debug_str, .debug_line).
