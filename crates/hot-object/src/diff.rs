@@ -455,8 +455,8 @@ impl Comparer<'_> {
         if ax.merge_strings && ay.merge_strings {
             let char_size = merge_entry_size(&ax.section_name, ".str").unwrap_or(1);
             if char_size == merge_entry_size(&ay.section_name, ".str").unwrap_or(1) {
-                let wx = string_window(&ax.bytes, px + bias, reach, char_size);
-                let wy = string_window(&ay.bytes, py + bias, reach, char_size);
+                let wx = string_window(&ax.bytes, px.saturating_add(bias), reach, char_size);
+                let wy = string_window(&ay.bytes, py.saturating_add(bias), reach, char_size);
                 return match (wx, wy) {
                     (Some((sx, ex, rx)), Some((sy, ey, ry))) => {
                         rx == ry && ax.bytes[sx..ex] == ay.bytes[sy..ey]
@@ -470,8 +470,8 @@ impl Comparer<'_> {
             merge_entry_size(&ay.section_name, ".cst"),
         ) {
             if nx == ny && ax.relocs.is_empty() && ay.relocs.is_empty() {
-                let wx = entry_window(&ax.bytes, px + bias, reach, nx);
-                let wy = entry_window(&ay.bytes, py + bias, reach, ny);
+                let wx = entry_window(&ax.bytes, px.saturating_add(bias), reach, nx);
+                let wy = entry_window(&ay.bytes, py.saturating_add(bias), reach, ny);
                 return match (wx, wy) {
                     (Some((sx, ex, rx)), Some((sy, ey, ry))) => {
                         rx == ry && ax.bytes[sx..ex] == ay.bytes[sy..ey]
@@ -488,8 +488,12 @@ impl Comparer<'_> {
             && self.old.primary_symbol(x).is_none()
             && self.new.primary_symbol(y).is_none()
         {
-            let wx = self.old_labels.window(self.old, x, px + bias, reach);
-            let wy = self.new_labels.window(self.new, y, py + bias, reach);
+            let wx = self
+                .old_labels
+                .window(self.old, x, px.saturating_add(bias), reach);
+            let wy = self
+                .new_labels
+                .window(self.new, y, py.saturating_add(bias), reach);
             return match (wx, wy) {
                 (Some((sx, ex)), Some((sy, ey))) => {
                     // The window runs up to the next label and so may end in alignment

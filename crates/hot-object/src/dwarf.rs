@@ -368,34 +368,34 @@ fn record_static_scope(object: &mut Object, atom: AtomId, offset: u64, scope: St
     }
 }
 
-/// The compile units of a linked image: name, directory and producer of each.
-pub(crate) fn read_image_compile_units(file: &File<'_>) -> Result<Vec<CompileUnit>, String> {
+/// The compile units of a linked image: name, directory and producer of each, appended to
+/// `out` as they are read (so an error leaves the units before it in place).
+pub(crate) fn read_image_compile_units(
+    file: &File<'_>,
+    out: &mut Vec<CompileUnit>,
+) -> Result<(), String> {
     let loaded = load_sections(file)?;
     if !loaded
         .sections
         .iter()
         .any(|(id, _, _)| *id == SectionId::DebugInfo)
     {
-        return Ok(Vec::new());
+        return Ok(());
     }
     let no_relocs = HashMap::new();
     let dwarf = make_dwarf(&loaded, &no_relocs).map_err(|e| e.to_string())?;
-    let mut out = Vec::new();
     let mut units = dwarf.units();
     while let Some(header) = units.next().map_err(|e| format!(".debug_info: {e}"))? {
         let unit = dwarf
             .unit(header)
             .map_err(|e| format!(".debug_info unit: {e}"))?;
         let mut entries = unit.entries();
-        let producer = match entries
+        let root = entries
             .next_dfs()
-            .map_err(|e| format!(".debug_info: {e}"))?
-        {
-            Some(root) => root
-                .attr_value(gimli::DW_AT_producer)
-                .and_then(|v| attr_string(&dwarf, &unit, v)),
-            None => None,
-        };
+            .map_err(|e| format!(".debug_info: {e}"))?;
+        let producer = root
+            .and_then(|root| root.attr_value(gimli::DW_AT_producer))
+            .and_then(|v| attr_string(&dwarf, &unit, v));
         let Some(name) = unit.name.as_ref().map(reader_string) else {
             continue;
         };
@@ -405,5 +405,5 @@ pub(crate) fn read_image_compile_units(file: &File<'_>) -> Result<Vec<CompileUni
             producer,
         });
     }
-    Ok(out)
+    Ok(())
 }

@@ -719,8 +719,15 @@ pub(crate) fn parse_linked(path: &Path, bytes: &[u8]) -> Result<LinkedImage, Obj
         .map(|id| id.to_vec());
     let soname = read_soname(&file, bytes).map_err(|message| malformed(path, message))?;
 
-    let compile_units: Vec<CompileUnit> =
-        dwarf::read_image_compile_units(&file).map_err(|message| malformed(path, message))?;
+    // Compile units only help to map source files to the image: unreadable DWARF is a
+    // warning, not a reason to refuse the image.
+    let mut warnings = Vec::new();
+    let mut compile_units: Vec<CompileUnit> = Vec::new();
+    if let Err(message) = dwarf::read_image_compile_units(&file, &mut compile_units) {
+        warnings.push(format!(
+            "DWARF compile units could not be read completely: {message}"
+        ));
+    }
 
     Ok(LinkedImage {
         build_id,
@@ -736,6 +743,7 @@ pub(crate) fn parse_linked(path: &Path, bytes: &[u8]) -> Result<LinkedImage, Obj
         sections: section_data,
         vaddr_range,
         has_symtab,
+        warnings,
     })
 }
 
@@ -802,8 +810,8 @@ fn x86_64_plt_entries(sections: &[SectionData], got_slots: &[GotSlot]) -> Vec<(S
                 continue;
             };
             let disp = i32::from_le_bytes([disp[0], disp[1], disp[2], disp[3]]);
-            let entry_vaddr = section.vaddr + (index * entry_size) as u64;
-            let next = entry_vaddr + (at + 6) as u64;
+            let entry_vaddr = section.vaddr.wrapping_add((index * entry_size) as u64);
+            let next = entry_vaddr.wrapping_add((at + 6) as u64);
             let slot = next.wrapping_add(disp as i64 as u64);
             if let Some(name) = by_slot.get(&slot) {
                 entries.push((name.to_string(), entry_vaddr));

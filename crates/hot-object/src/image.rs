@@ -92,7 +92,8 @@ pub struct SectionData {
     pub writable: bool,
 }
 
-#[derive(Clone, Debug)]
+/// `LinkedImage::default()` is an empty image, handy for building test values.
+#[derive(Clone, Debug, Default)]
 pub struct LinkedImage {
     /// `NT_GNU_BUILD_ID`, if present.
     pub build_id: Option<Vec<u8>>,
@@ -115,6 +116,9 @@ pub struct LinkedImage {
     pub vaddr_range: (u64, u64),
     /// Whether the image had a `.symtab` at all.
     pub has_symtab: bool,
+    /// Added: non-fatal problems met while reading, e.g. DWARF that could not be read to the
+    /// end (then `compile_units` holds the units read before the problem).
+    pub warnings: Vec<String>,
 }
 
 impl LinkedImage {

@@ -249,3 +249,40 @@ fn cold_part_is_one_unit_with_its_function() {
     );
     assert!(!names(&diff.changed).contains(&"other"));
 }
+
+const CLONE: &str = r#"
+#include <stdio.h>
+__attribute__((noinline)) static int scale(int x, int k) { printf("scaling %d\n", x); return x * k + k; }
+int a(int x) { return scale(x, 3); }
+int b(int x) { return scale(x, 3) + 1; }
+int c(int x) { return x - 1; }
+"#;
+
+#[test]
+fn ipa_clones_are_compared_through_their_callers() {
+    let (old_obj, _, diff) = diff_sources(CLONE, CLONE, &["-O2"]);
+    assert!(
+        old_obj
+            .symbols
+            .iter()
+            .any(|s| s.name == "scale.constprop.0"),
+        "gcc made no constprop clone"
+    );
+    assert!(diff.is_empty(), "{diff:#?}");
+    assert!(!names(&diff.unchanged)
+        .iter()
+        .any(|n| n.contains("constprop")));
+
+    // A changed clone is never matched itself; both callers change and get linked to it.
+    let new = CLONE.replace("return x * k + k;", "return x * k - k;");
+    let (_, new_obj, diff) = diff_sources(CLONE, &new, &["-O2"]);
+    assert!(new_obj
+        .symbols
+        .iter()
+        .any(|s| s.name == "scale.constprop.0"));
+    assert_eq!(names(&diff.changed), ["a", "b"], "{diff:#?}");
+    assert!(
+        diff.added.is_empty() && diff.removed.is_empty(),
+        "{diff:#?}"
+    );
+}

@@ -44,6 +44,7 @@ fn check_plt(image: &LinkedImage, path: &std::path::Path) {
 
 fn check_executable(image: &LinkedImage, dir: &std::path::Path) {
     assert!(image.has_symtab);
+    assert!(image.warnings.is_empty(), "{:?}", image.warnings);
     assert!(image.build_id.as_ref().is_some_and(|id| !id.is_empty()));
     let main = image
         .symbols
@@ -232,4 +233,33 @@ fn system_libc() {
     assert!(image
         .section_at(strlen.vaddr)
         .is_some_and(|s| s.name == ".text"));
+}
+
+#[test]
+fn malformed_images_never_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let exe = compile_c(dir.path(), "image.c", IMAGE, &["-g", "-O0"], "image");
+    let original = std::fs::read(&exe).unwrap();
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    for len in (0..original.len()).step_by(211) {
+        let _ = LinkedImage::parse(&exe, &original[..len]);
+    }
+    for round in 0..600 {
+        let mut bytes = original.clone();
+        for _ in 0..1 + next() % 8 {
+            let at = (next() % bytes.len() as u64) as usize;
+            bytes[at] ^= 1 << (next() % 8);
+        }
+        let result = std::panic::catch_unwind(|| LinkedImage::parse(&exe, &bytes).map(|_| ()));
+        assert!(
+            result.is_ok(),
+            "LinkedImage::parse panicked in round {round}"
+        );
+    }
 }
