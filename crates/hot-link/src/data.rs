@@ -15,7 +15,7 @@ use std::collections::HashMap;
 
 use hot_object::{AtomId, AtomKind, Binding, SymbolKind};
 
-use crate::image::{strip_numeric_suffix, Vaddr};
+use crate::image::Vaddr;
 use crate::layout::{ArenaKind, NewVariable, SymKey};
 use crate::link::Link;
 use crate::resolve::AtomRole;
@@ -25,16 +25,14 @@ impl Link<'_> {
     /// Phase 1: give every data atom of the object its address.
     pub(crate) fn bind_data(&mut self) {
         let obj = self.info.obj;
-        // Local names that collide once their numeric suffix is stripped (two functions each
-        // with a `static int calls`) are keyed by their full name instead.
-        let mut stripped_count: HashMap<&str, u32> = HashMap::new();
+        // New local variables are remembered across links by hot-object's match name
+        // (`tick/calls` for gcc's `calls.0` declared in `tick`: the numeric suffix changes
+        // between compiles). Names that still collide are keyed by their full name.
+        let mut match_count: HashMap<String, u32> = HashMap::new();
         for role in &self.info.roles {
             if let AtomRole::Variable { sym: Some(s) } | AtomRole::NamedReadOnly { sym: s } = role {
-                let sym = obj.symbol(*s);
-                if sym.binding == Binding::Local {
-                    *stripped_count
-                        .entry(strip_numeric_suffix(&sym.name))
-                        .or_default() += 1;
+                if obj.symbol(*s).binding == Binding::Local {
+                    *match_count.entry(obj.match_name(*s)).or_default() += 1;
                 }
             }
         }
@@ -170,12 +168,12 @@ impl Link<'_> {
                     None,
                 ),
                 Ok(None) => {
-                    let key_name =
-                        if local && stripped_count.get(strip_numeric_suffix(&name)) == Some(&1) {
-                            strip_numeric_suffix(&name).to_string()
-                        } else {
-                            name.clone()
-                        };
+                    let match_name = obj.match_name(sym);
+                    let key_name = if local && match_count.get(&match_name) == Some(&1) {
+                        match_name
+                    } else {
+                        name.clone()
+                    };
                     let key = SymKey {
                         unit: local.then(|| self.unit.source.clone()),
                         name: key_name,
