@@ -146,6 +146,8 @@ fn symbol_binding(st_bind: elf::SymbolBind) -> Binding {
 /// - `.note*` (`SHT_NOTE`): properties and ABI tags for the linker.
 /// - `.init_array` / `.fini_array` / `.preinit_array`: constructors already ran at launch and
 ///   a patch never re-runs them.
+/// - `__patchable_function_entries` (`-fpatchable-function-entry`): a list of patch sites
+///   for tracing tools, collected by the linker; the functions themselves are atoms as usual.
 /// - `.group`, `.symtab`, string tables, relocation sections and debug sections are not
 ///   `SHF_ALLOC` in the first place.
 ///
@@ -157,7 +159,11 @@ fn atom_kind(name: &[u8], sh_type: elf::SectionType, flags: u64) -> Option<AtomK
     if sh_type != elf::SHT_PROGBITS && sh_type != elf::SHT_NOBITS {
         return None;
     }
-    if name == b".eh_frame" || name.starts_with(b".note") || name.starts_with(b".debug") {
+    if name == b".eh_frame"
+        || name.starts_with(b".note")
+        || name.starts_with(b".debug")
+        || name == b"__patchable_function_entries"
+    {
         return None;
     }
     let nobits = sh_type == elf::SHT_NOBITS;

@@ -101,7 +101,10 @@ pub struct LinkedImage {
     pub position_independent: bool,
     /// `DT_SONAME`, for shared libraries.
     pub soname: Option<String>,
-    /// `.symtab` symbols (or `.dynsym` for a library without `.symtab`), then `.dynsym`.
+    /// The `.symtab` symbols (`dynamic == false`; none for a stripped file), then the
+    /// `.dynsym` symbols (`dynamic == true`), each in table order. The null symbol,
+    /// `STT_SECTION` and `STT_FILE` entries are not listed (the latter become
+    /// [`LinkedImage::translation_units`]).
     pub symbols: Vec<ImageSymbol>,
     /// `STT_FILE` names, indexed by [`TranslationUnitId`].
     pub translation_units: Vec<String>,
@@ -127,6 +130,18 @@ impl LinkedImage {
     /// executable, not for libraries).
     pub fn parse(path: &Path, bytes: &[u8]) -> Result<LinkedImage, ObjectError> {
         crate::elf::parse_linked(path, bytes)
+    }
+
+    /// [`ObjectError::Stripped`] when the image has no `.symtab`: fatal for the debuggee's
+    /// executable, whose local functions and variables are only named there.
+    pub fn require_symtab(&self, path: &Path) -> Result<(), ObjectError> {
+        if self.has_symtab {
+            Ok(())
+        } else {
+            Err(ObjectError::Stripped {
+                path: path.to_owned(),
+            })
+        }
     }
 
     /// The section containing `vaddr`, if any. `.tbss` takes no address space and overlaps

@@ -171,6 +171,10 @@ fn stripped_executable() {
     let exe = compile_c(dir.path(), "image.c", IMAGE, &["-O0", "-s"], "image");
     let image = parse_image(&exe);
     assert!(!image.has_symtab);
+    assert!(matches!(
+        image.require_symtab(&exe),
+        Err(ObjectError::Stripped { .. })
+    ));
     assert!(image.symbols.iter().all(|s| s.dynamic));
     assert!(image.compile_units.is_empty());
     assert!(image.got_slots.iter().any(|g| g.symbol == "stdout"));

@@ -373,3 +373,24 @@ fn fuzz_object(flags: &[&str]) {
     }
     assert_eq!(ok + err, rounds);
 }
+
+#[test]
+fn patchable_function_entries_are_accepted() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = compile_object(
+        dir.path(),
+        "calls.c",
+        CALLS,
+        &["-O0", "-fpatchable-function-entry=16,8"],
+    );
+    let object = parse_object(&path);
+    assert!(object
+        .atoms
+        .iter()
+        .all(|a| a.section_name != "__patchable_function_entries"));
+    let add = atom_of(&object, "add");
+    let symbol = object.primary_symbol(add).unwrap();
+    // The padding before the entry belongs to the atom; the symbol sits after it.
+    assert_eq!(object.symbol_location(symbol), Some((add, AtomOffset(8))));
+    assert!(object.atom(add).bytes[..8].iter().all(|&b| b == 0x90));
+}
