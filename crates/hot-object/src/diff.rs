@@ -15,7 +15,7 @@
 use std::collections::HashMap;
 
 use crate::{
-    AtomId, AtomKind, AtomOffset, Binding, Object, Reloc, RelocKind, SymbolDef, SymbolKind,
+    AtomId, AtomKind, AtomOffset, Binding, Machine, Object, Reloc, RelocKind, SymbolDef, SymbolKind,
 };
 
 /// A named atom of the old object and its counterpart in the new one.
@@ -307,7 +307,7 @@ fn collect_labels(object: &Object) -> HashMap<AtomId, Vec<u64>> {
             if !reference_is_exact(object, AtomId(index as u32), reloc) {
                 continue;
             }
-            let bias = if reloc.kind == RelocKind::Pc32 { 4 } else { 0 };
+            let bias = pc_bias(object.machine, reloc.kind);
             let position = (offset.0 as i64)
                 .wrapping_add(reloc.addend)
                 .wrapping_add(bias);
@@ -438,17 +438,7 @@ impl Comparer<'_> {
         exact: bool,
     ) -> bool {
         let (ax, ay) = (self.old.atom(x), self.new.atom(y));
-        // For a PC-relative reference the addend also carries the distance from the
-        // relocated field to the end of the instruction (-4 for `lea .LC0(%rip)`): the
-        // designated byte is 4 further, plus the size of any immediate that follows.
-        let bias = match kind {
-            RelocKind::Pc32
-            | RelocKind::Plt32
-            | RelocKind::GotPcRel
-            | RelocKind::GotPcRelX
-            | RelocKind::RexGotPcRelX => 4,
-            _ => 0,
-        };
+        let bias = pc_bias(self.old.machine, kind);
         // When the instruction is not known to end at the field, the designated byte may be
         // up to 4 bytes (an imm32) further: compare everything that could be meant.
         let reach = if exact { 0 } else { 4 };
@@ -519,12 +509,35 @@ impl Comparer<'_> {
     }
 }
 
+/// What to add to `symbol + addend` to get the byte a reference designates. On x86-64 the
+/// addend of a PC-relative reference also carries the distance from the relocated field to
+/// the end of the instruction (-4 for `lea .LC0(%rip)`), so the designated byte is 4 further
+/// (plus the size of any immediate that follows: see [`reference_is_exact`]). aarch64
+/// relocations (`ADRP` + `ADD :lo12:`, `PREL32` in data) designate `symbol + addend` itself.
+fn pc_bias(machine: Machine, kind: RelocKind) -> i64 {
+    match (machine, kind) {
+        (
+            Machine::X86_64,
+            RelocKind::Pc32
+            | RelocKind::Plt32
+            | RelocKind::GotPcRel
+            | RelocKind::GotPcRelX
+            | RelocKind::RexGotPcRelX,
+        ) => 4,
+        _ => 0,
+    }
+}
+
 /// Whether a reference designates exactly `symbol + addend` (plus 4 if PC-relative), i.e.
 /// nothing follows the relocated field in its instruction. True for absolute relocations,
 /// and for a rip-relative operand (`modrm` with mod 00, rm 101 right before the field) of an
 /// instruction that has no immediate: not one of the opcodes that take one, and not in the
 /// `0f 3a` map (legacy, VEX or EVEX encoded) whose instructions all do.
 fn reference_is_exact(object: &Object, atom: AtomId, reloc: &Reloc) -> bool {
+    if object.machine == Machine::Aarch64 {
+        // Fixed-size instructions: the addend is the designated offset, always.
+        return true;
+    }
     match reloc.kind {
         RelocKind::Abs64 | RelocKind::Abs32 | RelocKind::Abs32S => true,
         RelocKind::Pc32

@@ -294,14 +294,28 @@ impl Object {
     }
 
     /// The first named symbol defined in an atom (the function or variable it holds).
-    /// Assembler-local labels (`.LC0`, which gas keeps as symbols in mergeable sections) are
-    /// not names of anything and are skipped.
+    /// Assembler-local labels (`.LC0`, which gas keeps as symbols in mergeable sections) and
+    /// aarch64 mapping symbols (`$x`, `$d`, `$x.12`) are not names of anything and are skipped.
     pub fn primary_symbol(&self, atom: AtomId) -> Option<SymbolId> {
         self.atom(atom).symbols.iter().copied().find(|&s| {
             let sym = self.symbol(s);
             !sym.name.is_empty()
-                && !sym.name.starts_with(".L")
+                && !is_assembler_label(&sym.name)
                 && !matches!(sym.kind, SymbolKind::Section | SymbolKind::File)
         })
     }
+}
+
+/// Whether a symbol name is an assembler artefact rather than the name of a function or
+/// variable: a local label kept in the symbol table (`.L...`) or an ARM/aarch64 mapping
+/// symbol (`$x`, `$d`, `$a`, `$t`, optionally followed by `.suffix`).
+pub fn is_assembler_label(name: &str) -> bool {
+    if name.starts_with(".L") {
+        return true;
+    }
+    let bytes = name.as_bytes();
+    bytes.len() >= 2
+        && bytes[0] == b'$'
+        && matches!(bytes[1], b'x' | b'd' | b'a' | b't')
+        && (bytes.len() == 2 || bytes[2] == b'.')
 }

@@ -7,18 +7,32 @@ use std::process::Command;
 /// Compile `source` (C text) named `name` into `dir` with `flags`; returns the output path.
 /// The source file is written into `dir`, so DWARF names point there.
 pub fn compile_c(dir: &Path, name: &str, source: &str, flags: &[&str], output: &str) -> PathBuf {
+    compile_with("cc", dir, name, source, flags, output)
+}
+
+/// Like [`compile_c`] with another compiler driver (a cross compiler).
+pub fn compile_with(
+    compiler: &str,
+    dir: &Path,
+    name: &str,
+    source: &str,
+    flags: &[&str],
+    output: &str,
+) -> PathBuf {
     let src = dir.join(name);
     std::fs::write(&src, source).expect("write fixture source");
     let out = dir.join(output);
-    let status = Command::new("cc")
+    let status = Command::new(compiler)
         .args(flags)
         .arg(&src)
         .arg("-o")
         .arg(&out)
         .current_dir(dir)
         .status()
-        .expect("run cc");
-    assert!(status.success(), "cc {flags:?} {name} failed");
+        .unwrap_or_else(|e| {
+            panic!("run {compiler}: {e} (aarch64 tests need gcc-aarch64-linux-gnu)")
+        });
+    assert!(status.success(), "{compiler} {flags:?} {name} failed");
     out
 }
 
