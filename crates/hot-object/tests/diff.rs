@@ -286,3 +286,74 @@ fn ipa_clones_are_compared_through_their_callers() {
         "{diff:#?}"
     );
 }
+
+const TABLES: &str = r#"
+#include <stdio.h>
+
+int dispatch(int op, int x)
+{
+    switch (op) {
+    case 0: return x + 11;
+    case 1: return x * 13;
+    case 2: return x - 17;
+    case 3: return x ^ 19;
+    case 4: return x << 3;
+    case 5: return x / 7;
+    case 6: return x % 5;
+    default: return -1;
+    }
+}
+
+int lookup(int i)
+{
+    static const int table[] = { 2, 3, 5, 7, 11, 13, 17, 19, 23, 29 };
+    return i < 10 ? table[i] : 0;
+}
+
+void whoami(void) { printf("%s\n", __func__); }
+
+void other(void) { printf("%s\n", __func__); }
+"#;
+
+#[test]
+fn jump_tables_and_local_tables_follow_their_function() {
+    for flags in [
+        &["-O0"][..],
+        &["-O2"][..],
+        &["-O2", "-fPIC"][..],
+        &["-O2", "-fno-pie", "-no-pie"][..],
+    ] {
+        let (_, _, diff) = diff_sources(TABLES, TABLES, flags);
+        assert!(diff.is_empty(), "{flags:?}: {diff:#?}");
+        let unchanged = names(&diff.unchanged);
+        for name in ["dispatch", "lookup", "other", "whoami"] {
+            assert!(unchanged.contains(&name), "{flags:?}: {unchanged:?}");
+        }
+
+        let new = TABLES.replace("case 3: return x ^ 19;", "case 3: return x ^ 23;");
+        let (_, _, diff) = diff_sources(TABLES, &new, flags);
+        let changed: Vec<&str> = names(&diff.changed)
+            .into_iter()
+            .filter(|n| *n != "dispatch.cold")
+            .collect();
+        assert_eq!(changed, ["dispatch"], "{flags:?}: {diff:#?}");
+
+        // A changed entry of a function-local `static const` table changes its function.
+        let new = TABLES.replace("23, 29 }", "23, 31 }");
+        let (_, _, diff) = diff_sources(TABLES, &new, flags);
+        assert_eq!(names(&diff.changed), ["lookup"], "{flags:?}: {diff:#?}");
+
+        // Renaming a function changes what `__func__` holds: only that function changes
+        // (and it appears under its new name).
+        let new = TABLES.replace("void whoami(void)", "void who_am_i(void)");
+        let (_, _, diff) = diff_sources(TABLES, &new, flags);
+        assert!(diff.changed.is_empty(), "{flags:?}: {diff:#?}");
+        let added: Vec<&str> = diff.added.iter().map(|a| a.name.as_str()).collect();
+        let removed: Vec<&str> = diff.removed.iter().map(|a| a.name.as_str()).collect();
+        assert_eq!(
+            (added, removed),
+            (vec!["who_am_i"], vec!["whoami"]),
+            "{flags:?}"
+        );
+    }
+}
