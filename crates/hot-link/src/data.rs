@@ -13,9 +13,9 @@
 
 use std::collections::HashMap;
 
-use hot_object::{AtomId, AtomKind, Binding, SymbolKind};
+use hot_object::{AtomId, AtomKind, Binding, SymbolId, SymbolKind, TranslationUnitId};
 
-use crate::image::Vaddr;
+use crate::image::{strip_numeric_suffix, ImageSymRef, Vaddr};
 use crate::layout::{ArenaKind, NewVariable, SymKey};
 use crate::link::Link;
 use crate::resolve::AtomRole;
@@ -33,6 +33,21 @@ impl Link<'_> {
             if let AtomRole::Variable { sym: Some(s) } | AtomRole::NamedReadOnly { sym: s } = role {
                 if obj.symbol(*s).binding == Binding::Local {
                     *match_count.entry(obj.match_name(*s)).or_default() += 1;
+                }
+            }
+        }
+        // How many locals of the object share each name without numeric suffix.
+        let mut local_counts: HashMap<String, u32> = HashMap::new();
+        for role in &self.info.roles {
+            if let AtomRole::Variable { sym: Some(s) }
+            | AtomRole::NamedReadOnly { sym: s }
+            | AtomRole::ThreadLocal { sym: Some(s) } = role
+            {
+                let sym = obj.symbol(*s);
+                if sym.binding == Binding::Local {
+                    *local_counts
+                        .entry(strip_numeric_suffix(&sym.name).to_string())
+                        .or_default() += 1;
                 }
             }
         }
@@ -65,14 +80,14 @@ impl Link<'_> {
             let found = if !local {
                 Ok(self.index.exe_global(&name))
             } else if let Some(tu) = self.unit.tu {
-                self.index.exe_local_static(self.model, tu, &name)
+                self.find_local(tu, atom, sym, &local_counts)
             } else {
                 Ok(None)
             };
             // Whether the contents changed since the baseline (`None`: no baseline, or the
             // baseline does not have this atom).
             let baseline_changed = |this: &Self| -> Option<bool> {
-                this.baseline_changed.as_ref()?.get(&atom).copied()
+                this.baseline_match.as_ref()?.get(&atom).map(|m| m.1)
             };
             match found {
                 Err(candidates) => self.error(
@@ -86,6 +101,15 @@ impl Link<'_> {
                     None,
                 ),
                 Ok(Some(r)) => {
+                    if local && strip_numeric_suffix(&name).len() != name.len() {
+                        // Remember which running static this one is, so later compiles
+                        // (renumbered again) find it by match name.
+                        let key = SymKey {
+                            unit: Some(self.unit.source.clone()),
+                            name: obj.match_name(sym),
+                        };
+                        self.alloc.add_bound_static(key, r);
+                    }
                     let image_sym = r.get(self.model);
                     if (image_sym.kind == SymbolKind::Tls) != tls {
                         self.error(
@@ -134,7 +158,7 @@ impl Link<'_> {
                     }
                     let changed = baseline_changed(self).unwrap_or_else(|| {
                         // Without a baseline, compare plain initializers with the image.
-                        self.baseline_changed.is_none() && a.relocs.is_empty() && {
+                        self.baseline_match.is_none() && a.relocs.is_empty() && {
                             let image = &self.model.exe.image;
                             let ours: Vec<u8> = if a.bytes.is_empty() {
                                 vec![0; a.size as usize]
@@ -183,6 +207,58 @@ impl Link<'_> {
                 }
             }
         }
+    }
+
+    /// The running static a local of the object is: by exact name for file statics; for a
+    /// function-local static (`calls.0`, whose suffix changes between compiles) the one an
+    /// earlier link bound its match name (`tick/calls`) to, else the one the baseline's
+    /// counterpart names, else the only local of the unit with that name once the suffix is
+    /// stripped. A static the baseline does not have is new.
+    fn find_local(
+        &self,
+        tu: TranslationUnitId,
+        atom: AtomId,
+        sym: SymbolId,
+        local_counts: &HashMap<String, u32>,
+    ) -> Result<Option<ImageSymRef>, Vec<String>> {
+        let obj = self.info.obj;
+        let name = &obj.symbol(sym).name;
+        let stripped = strip_numeric_suffix(name);
+        if stripped.len() == name.len() {
+            return Ok(self.index.exe_local(tu, name));
+        }
+        let key = SymKey {
+            unit: Some(self.unit.source.clone()),
+            name: obj.match_name(sym),
+        };
+        if let Some(r) = self.alloc.bound_static(&key) {
+            return Ok(Some(r));
+        }
+        if let (Some(matches), Some(baseline)) = (&self.baseline_match, self.baseline) {
+            let Some(&(old_atom, _)) = matches.get(&atom) else {
+                return Ok(None);
+            };
+            if let Some(old_sym) = baseline.primary_symbol(old_atom) {
+                if let Some(r) = self.index.exe_local(tu, &baseline.symbol(old_sym).name) {
+                    return Ok(Some(r));
+                }
+            }
+        }
+        if local_counts.get(stripped).copied().unwrap_or(0) > 1 {
+            // Several statics of this name in the object and nothing to tell them apart but
+            // their (unstable) numbers.
+            return match self.index.exe_local(tu, name) {
+                Some(r) => Ok(Some(r)),
+                None => self
+                    .index
+                    .exe_local_static(self.model, tu, name)
+                    .and_then(|r| match r {
+                        Some(r) => Err(vec![r.get(self.model).name.clone()]),
+                        None => Ok(None),
+                    }),
+            };
+        }
+        self.index.exe_local_static(self.model, tu, name)
     }
 
     fn note_initializer(&mut self, name: &str) {

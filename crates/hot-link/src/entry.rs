@@ -178,17 +178,18 @@ pub(crate) fn plan_image_entry(
     }
     if sym.size < JMP_REL32_LEN && conflicts.is_empty() {
         // A tiny function (`ret`, `xor %eax,%eax; ret`): the jump may run over the fill
-        // after it, up to the next symbol.
+        // after it, up to the next symbol. The whole gap is decoded from its start, so that
+        // multi-byte nops are recognised.
         let end = vaddr + JMP_REL32_LEN;
-        let fill = vaddr + sym.size..end;
-        let next_ok = index
-            .next_symbol_start(Vaddr(vaddr))
-            .is_none_or(|next| next >= end);
-        let fill_ok = exe
-            .image
-            .bytes_at(fill.start, (fill.end - fill.start) as usize)
-            .is_some_and(|b| is_fill(b, fill.start));
-        if next_ok && fill_ok && alloc.fill_is_free(&fill) {
+        let gap_start = vaddr + sym.size;
+        let gap_end = index.next_symbol_start(Vaddr(vaddr)).unwrap_or(end);
+        let fill = gap_start..end;
+        let fill_ok = gap_end >= end
+            && exe
+                .image
+                .bytes_at(gap_start, (gap_end - gap_start) as usize)
+                .is_some_and(|b| is_fill(b, gap_start));
+        if fill_ok && alloc.fill_is_free(&fill) {
             return direct(Some(fill));
         }
         return Err((

@@ -11,6 +11,7 @@ use std::ops::Range;
 
 use hot_object::AtomId;
 
+use crate::image::ImageSymRef;
 use crate::{Arenas, EntryWrite, RuntimeAddr};
 
 /// The name of a function or variable across links: globals by name, statics by name within
@@ -71,6 +72,8 @@ pub(crate) struct LinkState {
     /// Fill bytes of the image used by jumps (short-form padding, or bytes after a function
     /// shorter than the jump), so two entries never claim the same fill.
     claimed_fill: Vec<Range<u64>>,
+    /// Function-local statics bound to the image, by unit and match name (`tick/calls`).
+    bound_statics: HashMap<SymKey, ImageSymRef>,
 }
 
 /// What one link allocated and redirected; adopted by [`LinkState::apply`].
@@ -84,6 +87,7 @@ pub(crate) struct StateDelta {
     plt_stubs: HashMap<RuntimeAddr, RuntimeAddr>,
     redirects: Vec<(RuntimeAddr, Redirect)>,
     claimed_fill: Vec<Range<u64>>,
+    bound_statics: HashMap<SymKey, ImageSymRef>,
 }
 
 /// The entry states one committed patch replaced, for revert.
@@ -129,6 +133,7 @@ impl LinkState {
             plt_stubs: HashMap::new(),
             redirects: HashMap::new(),
             claimed_fill: Vec::new(),
+            bound_statics: HashMap::new(),
         }
     }
 
@@ -149,6 +154,8 @@ impl LinkState {
         self.plt_stubs
             .extend(delta.plt_stubs.iter().map(|(k, v)| (*k, *v)));
         self.claimed_fill.extend(delta.claimed_fill.iter().cloned());
+        self.bound_statics
+            .extend(delta.bound_statics.iter().map(|(k, v)| (k.clone(), *v)));
         let mut entries = Vec::new();
         for (entry, redirect) in &delta.redirects {
             let previous = self.redirects.insert(*entry, redirect.clone());
@@ -305,6 +312,19 @@ impl<'s> Allocator<'s> {
         let overlaps = |r: &Range<u64>| r.start < range.end && range.start < r.end;
         !self.state.claimed_fill.iter().any(overlaps)
             && !self.delta.claimed_fill.iter().any(overlaps)
+    }
+
+    /// The running static a function-local static's match name was bound to.
+    pub(crate) fn bound_static(&self, key: &SymKey) -> Option<ImageSymRef> {
+        self.delta
+            .bound_statics
+            .get(key)
+            .or_else(|| self.state.bound_statics.get(key))
+            .copied()
+    }
+
+    pub(crate) fn add_bound_static(&mut self, key: SymKey, sym: ImageSymRef) {
+        self.delta.bound_statics.insert(key, sym);
     }
 
     pub(crate) fn claim_fill(&mut self, range: Range<u64>) {

@@ -8,7 +8,29 @@
 //!
 //! Addresses: [`RuntimeAddr`] is an address in the debuggee; link-time addresses of an image
 //! (`vaddr`) become runtime addresses by adding the module's load bias; offsets inside atoms
-//! are [`hot_object::AtomOffset`]. The three never mix.
+//! are [`hot_object::AtomOffset`]. The three never mix ([`Vaddr`] wraps link-time addresses
+//! inside the crate; [`Module::runtime`] is the one conversion).
+//!
+//! # Structure
+//!
+//! One module per phase, in the order [`Linker::link`] runs them (see `link.rs`):
+//! - `image.rs`: hash maps over the image's symbols (executable globals, locals per
+//!   translation unit, libraries in load order with default versions, the executable's GOT
+//!   slots and PLT entries, libraries' `IRELATIVE` slots), built once per [`Linker`];
+//! - `data.rs`: binding of variables, read-only objects and thread-locals;
+//! - `resolve.rs`: what each relocation designates (stable entry, copied atom, bound data,
+//!   image symbol);
+//! - `layout.rs`: arena bump allocation and the state kept across links;
+//! - `x86_64.rs`: relocation formulas, overflow checks, TLS relaxations, jump encodings;
+//! - `entry.rs`: how an entry is redirected (5-byte jump, or a short jump through padding).
+//!
+//! # State across links
+//!
+//! [`Linker::link`] is pure: it returns a [`Patch`] that carries, privately, everything it
+//! allocated (arena cursors, stubs of new functions, new variables, GOT slots, call stubs,
+//! entry jumps). The session applies the patch to the process and then calls
+//! [`Linker::commit`], which makes that state the base of the next link; a patch that was not
+//! applied is simply dropped. [`Linker::revert_last`] points the entries back (undo).
 
 mod data;
 mod entry;
@@ -37,6 +59,7 @@ pub struct Module {
     pub path: String,
     /// Runtime address minus link-time address.
     pub bias: u64,
+    /// The parsed file: symbols, GOT slots, TLS layout, section contents.
     pub image: Arc<LinkedImage>,
 }
 
@@ -44,6 +67,7 @@ pub struct Module {
 /// `hot-process` (biases, memory map) and `hot-object` (the files).
 #[derive(Clone, Debug)]
 pub struct ImageModel {
+    /// The executable (must have a `.symtab`).
     pub exe: Module,
     /// Shared libraries in load order (the `link_map` order), for ELF interposition.
     pub libs: Vec<Module>,
@@ -71,11 +95,14 @@ pub struct UnitRef {
 
 /// The inputs of one link.
 pub struct LinkRequest<'a> {
+    /// The freshly compiled object (`-ffunction-sections -fdata-sections`, and
+    /// `-mno-direct-extern-access`).
     pub object: &'a Object,
     /// The previous object of the same file compiled with the same flags, if any: only atoms
     /// that differ from it (by bytes or relocation targets) are swapped. Without it every
     /// function of the unit is treated as changed.
     pub baseline: Option<&'a Object>,
+    /// The translation unit of the image the object replaces.
     pub unit: UnitRef,
 }
 
@@ -83,7 +110,9 @@ pub struct LinkRequest<'a> {
 /// an in-place update of a named read-only object.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PatchWrite {
+    /// Where the bytes go.
     pub addr: RuntimeAddr,
+    /// The relocated bytes.
     pub bytes: Vec<u8>,
     /// What the write is, for messages ("body of foo", "GOT slot for strlen").
     pub what: String,
@@ -93,11 +122,14 @@ pub struct PatchWrite {
 /// live. Written last, while every thread is stopped.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EntryWrite {
+    /// The entry (or the padding before it, for the short-jump form; see [`Patch::entries`]).
     pub addr: RuntimeAddr,
     /// The bytes expected at `addr` right now (the original code, or the jump hot-lsp wrote
     /// last). A mismatch means someone else (a debugger's `int3`) changed them: refuse.
     pub expected: Vec<u8>,
+    /// The jump to write.
     pub bytes: Vec<u8>,
+    /// The function whose entry this is.
     pub function: String,
 }
 
@@ -105,8 +137,11 @@ pub struct EntryWrite {
 /// read from libc's own `IRELATIVE` slot, or another value only the target knows.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SlotCopy {
+    /// The new GOT slot (or pointer field) to fill.
     pub dst: RuntimeAddr,
+    /// The slot whose current 8 bytes are copied (a library's `IRELATIVE` slot).
     pub src: RuntimeAddr,
+    /// What is copied, for messages.
     pub what: String,
 }
 
@@ -114,9 +149,13 @@ pub struct SlotCopy {
 /// recommendation about build flags.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LinkNote {
+    /// A diagnostic code of DESIGN.md 3.3, e.g. `initializer-not-applied`.
     pub code: &'static str,
+    /// A complete sentence for the user.
     pub message: String,
+    /// The symbol the note is about.
     pub symbol: Option<String>,
+    /// Where in the new object's source, when known.
     pub line: Option<SourceLine>,
 }
 
@@ -127,7 +166,9 @@ pub struct Patch {
     pub writes: Vec<PatchWrite>,
     /// Resolved in the target before the entries are written.
     pub slot_copies: Vec<SlotCopy>,
-    /// The entry jumps; written last, atomically with rollback.
+    /// The entry jumps; written last, atomically with rollback, in this order (for the
+    /// short-jump form, the 5-byte jump into the padding comes before the 2-byte jump at the
+    /// entry that reaches it).
     pub entries: Vec<EntryWrite>,
     /// Ranges no thread may be stopped strictly inside while the entries are written.
     pub protected: Vec<Range<RuntimeAddr>>,
@@ -137,6 +178,7 @@ pub struct Patch {
     pub added: Vec<String>,
     /// Functions of the object that were unchanged and not written.
     pub skipped: usize,
+    /// Things the user should know that do not stop the swap.
     pub notes: Vec<LinkNote>,
     /// Allocations and entry states this patch introduces; [`Linker::commit`] makes them the
     /// linker's state. Private so that a patch can only be committed as computed.
@@ -144,6 +186,7 @@ pub struct Patch {
 }
 
 impl Patch {
+    /// Nothing to write: the object did not change anything the process runs.
     pub fn is_empty(&self) -> bool {
         self.writes.is_empty() && self.entries.is_empty() && self.slot_copies.is_empty()
     }
@@ -172,10 +215,16 @@ impl std::fmt::Display for RuntimeAddr {
 /// Why a link failed; callers branch on the code to pick a diagnostic.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LinkErrorCode {
+    /// A symbol is defined neither by the object nor by the running image.
     UndefinedSymbol,
+    /// A relocated value does not fit its field (e.g. rel32 beyond ±2 GiB).
     RelocationOverflow,
+    /// A relocation type or target a patch cannot express (library TLS, an IFUNC without
+    /// `IRELATIVE` slot, an unknown TLS code sequence).
     UnsupportedRelocation,
+    /// A variable changed size, alignment or storage class: the program must restart.
     LayoutChanged,
+    /// An entry cannot hold the redirecting jump.
     FunctionTooSmall,
     /// New thread-local variables cannot be added to a running program.
     NewThreadLocal,
@@ -201,10 +250,12 @@ impl LinkErrorCode {
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("{message}")]
 pub struct LinkError {
+    /// What kind of failure; picks the diagnostic code.
     pub code: LinkErrorCode,
     /// A complete sentence naming the symbol, the relocation type and the referencing
     /// function, e.g. "undefined symbol `frobnicate` (R_X86_64_PLT32 in `tick`)".
     pub message: String,
+    /// The symbol the error is about (the relocation's target, or the variable/function).
     pub symbol: Option<String>,
     /// The function (or variable) whose bytes hold the failing reference.
     pub function: Option<String>,
@@ -230,6 +281,8 @@ pub struct Linker {
 }
 
 impl Linker {
+    /// A linker for a running image. Cheap: the symbol hash maps are built on the first link
+    /// (or by [`Linker::prepare`]).
     pub fn new(image: ImageModel, arenas: Arenas) -> Linker {
         let state = layout::LinkState::new(&arenas);
         Linker {
@@ -241,10 +294,12 @@ impl Linker {
         }
     }
 
+    /// The image model the linker resolves against.
     pub fn image(&self) -> &ImageModel {
         &self.image
     }
 
+    /// The arenas the linker allocates from.
     pub fn arenas(&self) -> &Arenas {
         &self.arenas
     }

@@ -45,9 +45,12 @@ pub(crate) struct Link<'a> {
     pub model: &'a ImageModel,
     pub index: &'a ImageIndex,
     pub info: ObjectInfo<'a>,
-    /// With a baseline: for each named atom of the object that the baseline also has,
-    /// whether it changed (by bytes or by relocation targets). Atoms absent here are new.
-    pub baseline_changed: Option<HashMap<AtomId, bool>>,
+    /// With a baseline: for each named atom of the object that the baseline also has (by
+    /// hot-object's identity, e.g. `tick/calls`), its counterpart there and whether it
+    /// changed (by bytes or by relocation targets). Atoms absent here are new.
+    pub baseline_match: Option<HashMap<AtomId, (AtomId, bool)>>,
+    /// The baseline object, if any.
+    pub baseline: Option<&'a hot_object::Object>,
     pub unit: &'a UnitRef,
     pub alloc: Allocator<'a>,
     pub placement: Option<&'a Placement>,
@@ -79,13 +82,14 @@ pub(crate) fn link(
         model: &linker.image,
         index,
         info: ObjectInfo::new(request.object),
-        baseline_changed: request.baseline.map(|old| {
+        baseline_match: request.baseline.map(|old| {
             let diff = hot_object::changed_functions(old, request.object);
             let mut map = HashMap::new();
-            map.extend(diff.changed.iter().map(|m| (m.new, true)));
-            map.extend(diff.unchanged.iter().map(|m| (m.new, false)));
+            map.extend(diff.changed.iter().map(|m| (m.new, (m.old, true))));
+            map.extend(diff.unchanged.iter().map(|m| (m.new, (m.old, false))));
             map
         }),
+        baseline: request.baseline,
         unit: &request.unit,
         alloc: Allocator::new(&linker.state),
         placement,
@@ -183,9 +187,9 @@ impl<'a> Link<'a> {
                 self.unit,
             );
             let differs = self
-                .baseline_changed
+                .baseline_match
                 .as_ref()
-                .is_none_or(|map| map.get(&atom).copied().unwrap_or(true));
+                .is_none_or(|map| map.get(&atom).is_none_or(|m| m.1));
             match existing {
                 Some(e) => {
                     self.entries.insert(atom, e);

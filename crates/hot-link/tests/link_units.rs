@@ -10,6 +10,8 @@ use support::*;
 
 /// Load bias of the test programs (a typical PIE address with ASLR off).
 const BIAS: u64 = 0x5555_5555_4000;
+/// Load bias of the first shared library built by a test.
+const LIB_BIAS: u64 = 0x7fff_e000_0000;
 
 fn arenas_below_image() -> Arenas {
     Arenas {
@@ -24,19 +26,46 @@ struct Program {
     linker: Linker,
     v1: Object,
     tu: Option<TranslationUnitId>,
+    /// The executable's load bias.
+    bias: u64,
 }
 
 fn program(v1: &str, cflags: &[&str], libs: Vec<hot_link::Module>, arenas: Arenas) -> Program {
+    program_linked_with(v1, cflags, &[], libs, arenas)
+}
+
+/// Like [`program`], with shared libraries (fixture sources) ld links the program against;
+/// they are added to the image model after `libs`, at distinct biases.
+fn program_linked_with(
+    v1: &str,
+    cflags: &[&str],
+    link_libs: &[&str],
+    mut libs: Vec<hot_link::Module>,
+    arenas: Arenas,
+) -> Program {
     let dir = tempfile::tempdir().expect("tempdir");
     let obj = compile(dir.path(), "prog.c", v1, cflags);
+    let so: Vec<_> = link_libs
+        .iter()
+        .map(|l| shared_lib(dir.path(), l, &[]))
+        .collect();
+    for (i, path) in so.iter().enumerate() {
+        libs.push(module(path, LIB_BIAS + ((i as u64) << 32)));
+    }
+    // A non-PIE program is linked at its link-time addresses.
+    let pie = !cflags.contains(&"-fno-pie");
+    let bias = if pie { BIAS } else { 0 };
     // The program may call library functions the test models without linking them.
     let linked = ld(
         dir.path(),
         std::slice::from_ref(&obj),
-        &[],
-        &["-pie", "--unresolved-symbols=ignore-all"],
+        &so,
+        &[
+            if pie { "-pie" } else { "-no-pie" },
+            "--unresolved-symbols=ignore-all",
+        ],
     );
-    let exe = module(&linked.exe, BIAS);
+    let exe = module(&linked.exe, bias);
     let tu = exe
         .image
         .translation_units
@@ -54,6 +83,7 @@ fn program(v1: &str, cflags: &[&str], libs: Vec<hot_link::Module>, arenas: Arena
         dir,
         linker,
         tu,
+        bias,
     }
 }
 
@@ -89,7 +119,7 @@ impl Program {
             .iter()
             .find(|s| s.name == name && s.defined)
             .unwrap_or_else(|| panic!("no symbol {name} in the image"));
-        s.vaddr + BIAS
+        s.vaddr + self.bias
     }
 }
 
@@ -532,4 +562,380 @@ fn changed_initializer_of_existing_variable_is_a_note() {
         !patch.writes.iter().any(|w| w.what.contains("counter")),
         "the running value is kept"
     );
+}
+
+/// The 8-byte value hot-link writes into a data-arena GOT slot that `function`'s new body
+/// loads `symbol` from (a GOT-relative relocation).
+fn got_slot_value(obj: &Object, patch: &Patch, function: &str, symbol: &str) -> u64 {
+    let atom = (0..obj.atoms.len())
+        .map(|i| hot_object::AtomId(i as u32))
+        .find(|&a| {
+            obj.primary_symbol(a)
+                .is_some_and(|s| obj.symbol(s).name == function)
+        })
+        .expect("function atom");
+    let body = patch
+        .writes
+        .iter()
+        .find(|w| w.what == format!("body of {function}"))
+        .expect("body");
+    let reloc = obj
+        .atom(atom)
+        .relocs
+        .iter()
+        .find(|r| {
+            obj.symbol_name(r.symbol) == symbol
+                && matches!(
+                    r.kind,
+                    RelocKind::GotPcRel | RelocKind::GotPcRelX | RelocKind::RexGotPcRelX
+                )
+        })
+        .unwrap_or_else(|| panic!("no GOT reference to {symbol}"));
+    let off = reloc.offset.0 as usize;
+    let disp = i32::from_le_bytes(body.bytes[off..off + 4].try_into().expect("rel32"));
+    let slot = (body.addr.0 as i64 + off as i64 + disp as i64 - reloc.addend) as u64;
+    let w = patch
+        .writes
+        .iter()
+        .find(|w| w.addr.0 == slot)
+        .expect("slot written by the patch");
+    u64::from_le_bytes(w.bytes[..8].try_into().expect("8 bytes"))
+}
+
+const EXTERN: &str = r#"
+extern int ext_var;
+int reads(void) { return ext_var; }
+int main(void) { return reads(); }
+"#;
+
+#[test]
+fn extern_data_binds_to_the_executables_copy_or_the_library() {
+    // v1 reads ext_var PC-relative (gcc's default PIE): ld gives the executable a copy.
+    let p = program_linked_with(
+        EXTERN,
+        &["-O0", "-fPIE"],
+        &["ext.c"],
+        vec![],
+        arenas_below_image(),
+    );
+    let exe_copy = p.exe_symbol("ext_var");
+    let lib = &p.linker.image().libs[0];
+    let ext_other = lib
+        .image
+        .symbols
+        .iter()
+        .find(|s| s.name == "ext_other" && s.dynamic)
+        .expect("ext_other");
+    let lib_addr = ext_other.vaddr + lib.bias;
+
+    // v2, compiled as patches are (-mno-direct-extern-access), reaches both through GOT slots.
+    let v2 = EXTERN
+        .replace(
+            "extern int ext_var;",
+            "extern int ext_var;\nextern int ext_other;",
+        )
+        .replace("return ext_var;", "return ext_var + ext_other;");
+    let obj = p.compile("v2", &v2, &["-O0", "-fPIE", "-mno-direct-extern-access"]);
+    let patch = p
+        .link(&obj, Some(&p.v1))
+        .unwrap_or_else(|e| panic!("{e:#?}"));
+    assert_eq!(
+        got_slot_value(&obj, &patch, "reads", "ext_var"),
+        exe_copy,
+        "bound to the executable's copy"
+    );
+    assert_eq!(
+        got_slot_value(&obj, &patch, "reads", "ext_other"),
+        lib_addr,
+        "the library's own variable"
+    );
+}
+
+const TABLES: &str = r#"
+const int limits[3] = {1, 2, 3};
+__attribute__((noinline)) int tick(void) {
+  static int calls;
+  return ++calls + limits[calls % 3];
+}
+__attribute__((noinline)) static int twice(int x) { return 2 * x; }
+__attribute__((noinline)) int (*get(void))(int) { return twice; }
+__attribute__((noinline)) int sw(int n) {
+  switch (n) {
+  case 0: return 11;
+  case 1: return 23;
+  case 2: return 35;
+  case 3: return 47;
+  case 4: return 59;
+  case 5: return 61;
+  }
+  return twice(n);
+}
+int main(void) { return tick() + get()(1) + sw(2); }
+"#;
+
+#[test]
+fn function_local_statics_bind_to_the_running_ones_despite_renumbering() {
+    let p = program(TABLES, &["-O0"], vec![], arenas_below_image());
+    let calls = p
+        .linker
+        .image()
+        .exe
+        .image
+        .symbols
+        .iter()
+        .find(|s| s.name.starts_with("calls."))
+        .map(|s| s.vaddr + BIAS)
+        .expect("calls.N in the image");
+    // A new static declared before tick's renumbers gcc's suffixes.
+    let v2 = TABLES
+        .replace(
+            "int tick(void) {",
+            "int early(void) { static int calls = 9; return calls++; }\nint tick(void) {",
+        )
+        .replace("return ++calls +", "return calls++ +");
+    let obj = p.compile("v2", &v2, &["-O0"]);
+    let patch = p
+        .link(&obj, Some(&p.v1))
+        .unwrap_or_else(|e| panic!("{e:#?}"));
+    assert!(
+        patch.swapped.contains(&"tick".to_string()),
+        "{:?}",
+        patch.swapped
+    );
+    // early's `calls` is new (allocated), tick's is the running one.
+    assert_eq!(pc_relative_target(&obj, &patch, "tick", "calls"), calls);
+    assert_ne!(pc_relative_target(&obj, &patch, "early", "calls"), calls);
+    assert!(
+        patch.added.iter().any(|a| a.starts_with("calls.")),
+        "{:?}",
+        patch.added
+    );
+}
+
+#[test]
+fn named_read_only_data_is_updated_in_place_or_refused_when_resized() {
+    let p = program(TABLES, &["-O0"], vec![], arenas_below_image());
+    let limits = p.exe_symbol("limits");
+    let v2 = TABLES.replace("{1, 2, 3}", "{1, 2, 4}");
+    let obj = p.compile("v2", &v2, &["-O0"]);
+    let patch = p
+        .link(&obj, Some(&p.v1))
+        .unwrap_or_else(|e| panic!("{e:#?}"));
+    let w = patch
+        .writes
+        .iter()
+        .find(|w| w.addr.0 == limits)
+        .expect("limits rewritten in place");
+    assert_eq!(
+        w.bytes,
+        [1i32, 2, 4]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect::<Vec<_>>()
+    );
+    assert!(
+        patch.entries.is_empty(),
+        "no function changed: {:?}",
+        patch.swapped
+    );
+
+    let v3 = TABLES.replace("limits[3] = {1, 2, 3}", "limits[4] = {1, 2, 3, 4}");
+    let obj = p.compile("v3", &v3, &["-O0"]);
+    let errors = p.link(&obj, Some(&p.v1)).expect_err("resized");
+    assert!(
+        errors.iter().any(
+            |e| e.code == LinkErrorCode::LayoutChanged && e.symbol.as_deref() == Some("limits")
+        ),
+        "{errors:#?}"
+    );
+}
+
+#[test]
+fn function_addresses_are_stable_entries_and_jump_tables_point_into_the_new_body() {
+    for flags in [
+        &["-O0", "-fPIE"][..],
+        &["-O0", "-fno-pie"][..],
+        &["-O2", "-fPIE"][..],
+    ] {
+        // Absolute 32-bit references of non-PIE code need arenas below 2 GiB.
+        let arenas = if flags.contains(&"-fno-pie") {
+            low_arenas()
+        } else {
+            arenas_below_image()
+        };
+        let p = program(TABLES, flags, vec![], arenas);
+        let twice = p.exe_symbol("twice");
+        let v2 = TABLES
+            .replace("return 2 * x;", "return 3 * x;")
+            .replace("return 47;", "return 48;");
+        let obj = p.compile("v2", &v2, flags);
+        let patch = p
+            .link(&obj, Some(&p.v1))
+            .unwrap_or_else(|e| panic!("{e:#?}"));
+        let mut swapped = patch.swapped.clone();
+        swapped.sort();
+        assert_eq!(
+            swapped,
+            vec!["sw".to_string(), "twice".to_string()],
+            "{flags:?}"
+        );
+        // `return twice;` in get (unchanged, not written) and `twice(n)` in sw: the stable
+        // entry, never the new body of twice.
+        let sw_body = patch
+            .writes
+            .iter()
+            .find(|w| w.what == "body of sw")
+            .expect("sw");
+        let twice_body = patch
+            .writes
+            .iter()
+            .find(|w| w.what == "body of twice")
+            .expect("twice");
+        let sw_atom = (0..obj.atoms.len())
+            .map(|i| hot_object::AtomId(i as u32))
+            .find(|&a| {
+                obj.primary_symbol(a)
+                    .is_some_and(|s| obj.symbol(s).name == "sw")
+            })
+            .expect("sw atom");
+        let mut saw_twice = false;
+        for r in &obj.atom(sw_atom).relocs {
+            if obj.symbol_name(r.symbol).contains("twice") {
+                let off = r.offset.0 as usize;
+                let disp =
+                    i32::from_le_bytes(sw_body.bytes[off..off + 4].try_into().expect("rel32"));
+                let target = (sw_body.addr.0 as i64 + off as i64 + 4 + disp as i64) as u64;
+                assert_eq!(
+                    target, twice,
+                    "{flags:?}: sw reaches twice through its stable entry"
+                );
+                assert_ne!(target, twice_body.addr.0);
+                saw_twice = true;
+            }
+        }
+        assert!(saw_twice, "{flags:?}: sw calls twice");
+        // The jump table is copied fresh and every entry lands inside the new body of sw.
+        // (gcc -O2 turns this switch into a lookup table; -O0 keeps a jump table.)
+        let Some(table) = patch
+            .writes
+            .iter()
+            .find(|w| w.what.starts_with(".rodata.sw"))
+        else {
+            assert!(
+                flags.contains(&"-O2"),
+                "{flags:?}: no jump table copied: {:#?}",
+                patch.writes
+            );
+            continue;
+        };
+        let body = sw_body.addr.0..sw_body.addr.0 + sw_body.bytes.len() as u64;
+        let targets: Vec<u64> = if flags.contains(&"-fPIE") {
+            // Relative entries: table + entry.
+            table
+                .bytes
+                .chunks(4)
+                .map(|c| {
+                    (table.addr.0 as i64 + i32::from_le_bytes(c.try_into().expect("4")) as i64)
+                        as u64
+                })
+                .collect()
+        } else {
+            table
+                .bytes
+                .chunks(8)
+                .map(|c| u64::from_le_bytes(c.try_into().expect("8")))
+                .collect()
+        };
+        assert!(targets.len() >= 6, "{flags:?}: {targets:x?}");
+        for t in targets {
+            assert!(
+                body.contains(&t),
+                "{flags:?}: jump table entry {t:#x} outside the new body {body:x?}"
+            );
+        }
+    }
+}
+
+const COLD: &str = r#"
+void fail(const char *m) __attribute__((cold, noreturn));
+int counter;
+__attribute__((noinline)) void fail(const char *m) { (void)m; __builtin_trap(); }
+__attribute__((noinline)) int checked(int x) {
+  if (__builtin_expect(x < 0, 0)) {
+    counter++;
+    fail("negative");
+  }
+  return x * 2;
+}
+int main(void) { return checked(1); }
+"#;
+
+#[test]
+fn cold_parts_and_new_string_tables_go_with_their_function() {
+    let p = program(COLD, &["-O2"], vec![], arenas_below_image());
+    let v2 = COLD
+        .replace(
+            "__attribute__((noinline)) int checked",
+            "static const char *names[] = {\"zero\", \"one\"};\nvoid rename_it(int i, const char *s) { names[i & 1] = s; }\n__attribute__((noinline)) int checked",
+        )
+        .replace("return x * 2;", "return x * 3 + names[x & 1][0];")
+        .replace("\"negative\"", "\"negative input\"");
+    let obj = p.compile("v2", &v2, &["-O2"]);
+    assert!(
+        obj.atoms
+            .iter()
+            .any(|a| a.section_name == ".text.unlikely.checked"),
+        "gcc split checked.cold"
+    );
+    let patch = p
+        .link(&obj, Some(&p.v1))
+        .unwrap_or_else(|e| panic!("{e:#?}"));
+    assert_eq!(patch.swapped, vec!["checked".to_string()]);
+    assert!(
+        patch.added.contains(&"rename_it".to_string())
+            && patch.added.contains(&"names".to_string()),
+        "{:?}",
+        patch.added
+    );
+    let cold = patch
+        .writes
+        .iter()
+        .find(|w| w.what.starts_with(".text.unlikely.checked"))
+        .expect("cold part written");
+    let body = patch
+        .writes
+        .iter()
+        .find(|w| w.what == "body of checked")
+        .expect("body");
+    // checked's `js` to its cold part reaches the new copy.
+    let js = body
+        .bytes
+        .windows(2)
+        .position(|w| w == [0x0f, 0x88])
+        .expect("js rel32");
+    let rel = i32::from_le_bytes(body.bytes[js + 2..js + 6].try_into().expect("rel32"));
+    assert_eq!(
+        (body.addr.0 as i64 + js as i64 + 6 + rel as i64) as u64,
+        cold.addr.0
+    );
+    // The new function-local table of string pointers is a new variable whose pointers lead
+    // to the new strings.
+    let names = patch
+        .writes
+        .iter()
+        .find(|w| w.what.starts_with("data names"))
+        .expect("names allocated");
+    assert_eq!(names.bytes.len(), 16);
+    for (i, want) in [b"zero\0".as_slice(), b"one\0".as_slice()]
+        .iter()
+        .enumerate()
+    {
+        let ptr = u64::from_le_bytes(names.bytes[i * 8..i * 8 + 8].try_into().expect("8"));
+        let hit = patch.writes.iter().any(|w| {
+            ptr >= w.addr.0
+                && ptr < w.addr.0 + w.bytes.len() as u64
+                && w.bytes[(ptr - w.addr.0) as usize..].starts_with(want)
+        });
+        assert!(hit, "names[{i}] = {ptr:#x} does not point at {want:?}");
+    }
 }
