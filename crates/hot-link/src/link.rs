@@ -103,6 +103,18 @@ pub(crate) fn link(
         entries: HashMap::new(),
         new_stubs: HashSet::new(),
     };
+    if request.object.machine != hot_object::Machine::X86_64 {
+        cx.error(
+            LinkErrorCode::UnsupportedRelocation,
+            format!(
+                "{}: hot-link links x86-64 objects only (this one is {:?})",
+                request.unit.source, request.object.machine
+            ),
+            None,
+            None,
+        );
+        return Err(cx.errors);
+    }
     cx.bind_data();
     let changed = cx.changed_functions();
     cx.close_over(changed);

@@ -304,3 +304,14 @@ fn relocs_o2_pic_no_plt_gotpcrelx_calls() {
     let c = check_against_ld("relocs.c", &["-O2", "-fPIC", "-fno-plt"], &["-pie"]);
     c.assert_covers(&["R_X86_64_GOTPCRELX", "R_X86_64_REX_GOTPCRELX"]);
 }
+
+#[test]
+fn relocs_o2_pic_plain_gotpcrel() {
+    // Without relaxable relocations gas emits the plain R_X86_64_GOTPCREL.
+    let c = check_against_ld(
+        "relocs.c",
+        &["-O2", "-fPIC", "-Wa,-mrelax-relocations=no"],
+        &["-pie"],
+    );
+    c.assert_covers(&["R_X86_64_GOTPCREL"]);
+}

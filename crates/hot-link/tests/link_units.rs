@@ -604,7 +604,8 @@ fn got_slot_value(obj: &Object, patch: &Patch, function: &str, symbol: &str) -> 
 
 const EXTERN: &str = r#"
 extern int ext_var;
-int reads(void) { return ext_var; }
+extern int ext_fn(int);
+int reads(void) { return ext_var + ext_fn(1); }
 int main(void) { return reads(); }
 "#;
 
@@ -634,7 +635,7 @@ fn extern_data_binds_to_the_executables_copy_or_the_library() {
             "extern int ext_var;",
             "extern int ext_var;\nextern int ext_other;",
         )
-        .replace("return ext_var;", "return ext_var + ext_other;");
+        .replace("return ext_var +", "return ext_var + ext_other +");
     let obj = p.compile("v2", &v2, &["-O0", "-fPIE", "-mno-direct-extern-access"]);
     let patch = p
         .link(&obj, Some(&p.v1))
