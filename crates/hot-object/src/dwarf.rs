@@ -255,50 +255,15 @@ fn read_object_dwarf_inner(
             object.cu_comp_dir = comp_dir.clone();
         }
 
-        // Walk the DIEs: the producer on the root, and function-local statics (variables
-        // with a DW_OP_addr location inside a subprogram).
-        let mut entries = unit.entries();
-        // (depth, name) of the enclosing subprograms.
-        let mut scopes: Vec<(isize, Option<String>)> = Vec::new();
-        while let Some(entry) = entries
-            .next_dfs()
-            .map_err(|e| format!(".debug_info: {e}"))?
-        {
-            let depth = entry.depth();
-            while scopes.last().is_some_and(|(d, _)| *d >= depth) {
-                scopes.pop();
-            }
-            let tag = entry.tag();
-            if tag == gimli::DW_TAG_compile_unit || tag == gimli::DW_TAG_partial_unit {
-                if object.producer.is_none() {
-                    object.producer = entry
-                        .attr_value(gimli::DW_AT_producer)
-                        .and_then(|v| attr_string(&dwarf, &unit, v));
-                }
-            } else if tag == gimli::DW_TAG_subprogram {
-                let name = entry
-                    .attr_value(gimli::DW_AT_name)
-                    .or_else(|| entry.attr_value(gimli::DW_AT_linkage_name))
-                    .and_then(|v| attr_string(&dwarf, &unit, v));
-                scopes.push((depth, name));
-            } else if tag == gimli::DW_TAG_variable {
-                let Some(Some(scope)) = scopes.last().map(|(_, name)| name.clone()) else {
-                    continue;
-                };
-                let Some(gimli::AttributeValue::Exprloc(expr)) =
-                    entry.attr_value(gimli::DW_AT_location)
-                else {
-                    continue;
-                };
-                let mut ops = expr.0.clone();
-                let Ok(gimli::Operation::Address { address }) =
-                    gimli::Operation::parse(&mut ops, unit.encoding())
-                else {
-                    continue;
-                };
-                if let Some((atom, offset)) = atom_of_address(address) {
-                    record_static_scope(object, atom, offset, scope);
-                }
+        // Walk the DIEs: the producer on the root, and function-local statics.
+        let mut statics = Vec::new();
+        let producer = walk_dies(&dwarf, &unit, &mut statics)?;
+        if object.producer.is_none() {
+            object.producer = producer;
+        }
+        for (address, scope) in statics {
+            if let Some((atom, offset)) = atom_of_address(address) {
+                record_static_scope(object, atom, offset, scope);
             }
         }
 
@@ -349,6 +314,70 @@ fn read_object_dwarf_inner(
     Ok(())
 }
 
+/// Walk every DIE of a unit once: returns the root's `DW_AT_producer`, and appends to
+/// `statics` each function-local static variable as (address of its `DW_OP_addr` location,
+/// name of the enclosing `DW_TAG_subprogram`). A subprogram without a name of its own (an
+/// out-of-line instance) takes it from its `DW_AT_abstract_origin` / `DW_AT_specification`.
+fn walk_dies(
+    dwarf: &gimli::Dwarf<DwarfReader<'_>>,
+    unit: &gimli::Unit<DwarfReader<'_>>,
+    statics: &mut Vec<(u64, String)>,
+) -> Result<Option<String>, String> {
+    let mut producer = None;
+    let mut entries = unit.entries();
+    // (depth, name) of the enclosing subprograms.
+    let mut scopes: Vec<(isize, Option<String>)> = Vec::new();
+    while let Some(entry) = entries
+        .next_dfs()
+        .map_err(|e| format!(".debug_info: {e}"))?
+    {
+        let depth = entry.depth();
+        while scopes.last().is_some_and(|(d, _)| *d >= depth) {
+            scopes.pop();
+        }
+        let tag = entry.tag();
+        if tag == gimli::DW_TAG_compile_unit || tag == gimli::DW_TAG_partial_unit {
+            if producer.is_none() {
+                producer = entry
+                    .attr_value(gimli::DW_AT_producer)
+                    .and_then(|v| attr_string(dwarf, unit, v));
+            }
+        } else if tag == gimli::DW_TAG_subprogram {
+            let own_name = |die: &gimli::DebuggingInformationEntry<DwarfReader<'_>>| {
+                die.attr_value(gimli::DW_AT_name)
+                    .or_else(|| die.attr_value(gimli::DW_AT_linkage_name))
+                    .and_then(|v| attr_string(dwarf, unit, v))
+            };
+            let mut name = own_name(entry);
+            if name.is_none() {
+                let origin = entry
+                    .attr_value(gimli::DW_AT_abstract_origin)
+                    .or_else(|| entry.attr_value(gimli::DW_AT_specification));
+                if let Some(gimli::AttributeValue::UnitRef(offset)) = origin {
+                    name = unit.entry(offset).ok().and_then(|die| own_name(&die));
+                }
+            }
+            scopes.push((depth, name));
+        } else if tag == gimli::DW_TAG_variable {
+            let Some(Some(scope)) = scopes.last().map(|(_, name)| name.clone()) else {
+                continue;
+            };
+            let Some(gimli::AttributeValue::Exprloc(expr)) =
+                entry.attr_value(gimli::DW_AT_location)
+            else {
+                continue;
+            };
+            let mut ops = expr.0.clone();
+            if let Ok(gimli::Operation::Address { address }) =
+                gimli::Operation::parse(&mut ops, unit.encoding())
+            {
+                statics.push((address, scope));
+            }
+        }
+    }
+    Ok(producer)
+}
+
 /// Record `scope` as the declaring function of the variable symbol at `offset` in `atom`.
 fn record_static_scope(object: &mut Object, atom: AtomId, offset: u64, scope: String) {
     let Some(atom) = object.atoms.get(atom.0 as usize) else {
@@ -368,11 +397,13 @@ fn record_static_scope(object: &mut Object, atom: AtomId, offset: u64, scope: St
     }
 }
 
-/// The compile units of a linked image: name, directory and producer of each, appended to
-/// `out` as they are read (so an error leaves the units before it in place).
-pub(crate) fn read_image_compile_units(
+/// The compile units of a linked image (name, directory and producer of each) and its
+/// function-local statics (vaddr, declaring function), appended as they are read, so an
+/// error leaves what was read before it in place.
+pub(crate) fn read_image_dwarf(
     file: &File<'_>,
     out: &mut Vec<CompileUnit>,
+    statics: &mut Vec<(u64, String)>,
 ) -> Result<(), String> {
     let loaded = load_sections(file)?;
     if !loaded
@@ -389,13 +420,7 @@ pub(crate) fn read_image_compile_units(
         let unit = dwarf
             .unit(header)
             .map_err(|e| format!(".debug_info unit: {e}"))?;
-        let mut entries = unit.entries();
-        let root = entries
-            .next_dfs()
-            .map_err(|e| format!(".debug_info: {e}"))?;
-        let producer = root
-            .and_then(|root| root.attr_value(gimli::DW_AT_producer))
-            .and_then(|v| attr_string(&dwarf, &unit, v));
+        let producer = walk_dies(&dwarf, &unit, statics)?;
         let Some(name) = unit.name.as_ref().map(reader_string) else {
             continue;
         };

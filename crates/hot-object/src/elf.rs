@@ -729,11 +729,14 @@ pub(crate) fn parse_linked(path: &Path, bytes: &[u8]) -> Result<LinkedImage, Obj
     // warning, not a reason to refuse the image.
     let mut warnings = Vec::new();
     let mut compile_units: Vec<CompileUnit> = Vec::new();
-    if let Err(message) = dwarf::read_image_compile_units(&file, &mut compile_units) {
-        warnings.push(format!(
-            "DWARF compile units could not be read completely: {message}"
-        ));
+    let mut local_static_scopes = Vec::new();
+    if let Err(message) =
+        dwarf::read_image_dwarf(&file, &mut compile_units, &mut local_static_scopes)
+    {
+        warnings.push(format!("DWARF could not be read completely: {message}"));
     }
+    local_static_scopes.sort();
+    local_static_scopes.dedup_by(|a, b| a.0 == b.0);
 
     Ok(LinkedImage {
         build_id,
@@ -750,6 +753,7 @@ pub(crate) fn parse_linked(path: &Path, bytes: &[u8]) -> Result<LinkedImage, Obj
         vaddr_range,
         has_symtab,
         warnings,
+        local_static_scopes,
     })
 }
 

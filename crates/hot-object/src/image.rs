@@ -122,6 +122,11 @@ pub struct LinkedImage {
     /// Added: non-fatal problems met while reading, e.g. DWARF that could not be read to the
     /// end (then `compile_units` holds the units read before the problem).
     pub warnings: Vec<String>,
+    /// Added: function-local static variables by vaddr, with the name of the function that
+    /// declares them (from DWARF), sorted by vaddr. gcc's `calls.0` / `calls.1` are told
+    /// apart by this, the same way [`crate::Object::match_name`] does for a new object; see
+    /// [`LinkedImage::local_static_scope`] and [`LinkedImage::match_name`].
+    pub local_static_scopes: Vec<(u64, String)>,
 }
 
 impl LinkedImage {
@@ -141,6 +146,32 @@ impl LinkedImage {
             Err(ObjectError::Stripped {
                 path: path.to_owned(),
             })
+        }
+    }
+
+    /// The function declaring the function-local static variable at `vaddr`, if DWARF says.
+    pub fn local_static_scope(&self, vaddr: u64) -> Option<&str> {
+        let i = self
+            .local_static_scopes
+            .binary_search_by_key(&vaddr, |(v, _)| *v)
+            .ok()?;
+        Some(&self.local_static_scopes[i].1)
+    }
+
+    /// The name `symbol` is matched by, the same as [`crate::Object::match_name`] for the
+    /// symbols of a new object: `tick/calls` for gcc's local static `calls.0` declared in
+    /// `tick`, the name without numeric suffix for a local static of unknown scope, else the
+    /// name itself.
+    pub fn match_name(&self, symbol: &ImageSymbol) -> String {
+        if symbol.binding != crate::Binding::Local {
+            return symbol.name.clone();
+        }
+        let Some(base) = crate::diff::strip_numeric_suffix(&symbol.name) else {
+            return symbol.name.clone();
+        };
+        match self.local_static_scope(symbol.vaddr) {
+            Some(scope) if symbol.defined => format!("{scope}/{base}"),
+            _ => base.to_string(),
         }
     }
 

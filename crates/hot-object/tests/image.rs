@@ -267,3 +267,32 @@ fn malformed_images_never_panic() {
         );
     }
 }
+
+#[test]
+fn image_local_statics_know_their_function() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = include_str!("fixtures/calls.c");
+    for flags in [&["-g", "-O0"][..], &["-g", "-O2"][..]] {
+        let exe = compile_c(dir.path(), "calls.c", source, flags, "calls");
+        let image = parse_image(&exe);
+        let mut keys: Vec<String> = image
+            .symbols
+            .iter()
+            .filter(|s| !s.dynamic && s.name.starts_with("calls."))
+            .map(|s| image.match_name(s))
+            .collect();
+        keys.sort();
+        assert_eq!(keys, ["tick/calls", "tock/calls"], "{flags:?}");
+        // The same keys as the object compiled from the same source.
+        let obj = compile_object(dir.path(), "calls.c", source, &flags[1..]);
+        let object = parse_object(&obj);
+        let mut object_keys: Vec<String> = (0..object.symbols.len() as u32)
+            .map(hot_object::SymbolId)
+            .filter(|&s| object.symbol(s).kind == SymbolKind::Object)
+            .filter(|&s| object.symbol(s).name.starts_with("calls."))
+            .map(|s| object.match_name(s))
+            .collect();
+        object_keys.sort();
+        assert_eq!(object_keys, keys, "{flags:?}");
+    }
+}
