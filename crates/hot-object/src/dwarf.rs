@@ -388,7 +388,8 @@ fn record_static_scope(object: &mut Object, atom: AtomId, offset: u64, scope: St
         matches!(
             sym.kind,
             SymbolKind::Object | SymbolKind::Tls | SymbolKind::NoType
-        ) && matches!(sym.def, SymbolDef::Atom { offset: o, .. } if o.0 == offset)
+        ) && !crate::is_assembler_label(&sym.name)
+            && matches!(sym.def, SymbolDef::Atom { offset: o, .. } if o.0 == offset)
     });
     if let Some(id) = symbol {
         if let Some(slot) = object.local_static_scopes.get_mut(id.0 as usize) {
