@@ -457,12 +457,9 @@ impl<'a> Link<'a> {
             }
             RelocKind::GotTpOff => {
                 let t = self.tpoff(class, reloc)?;
-                let mut relaxed = bytes.to_vec();
-                match x86_64::relax_gottpoff(&mut relaxed, off, t) {
-                    Ok(()) => {
-                        bytes.copy_from_slice(&relaxed);
-                        Ok(0)
-                    }
+                // `relax_gottpoff` checks the instruction before changing any byte.
+                match x86_64::relax_gottpoff(bytes, off, t) {
+                    Ok(()) => Ok(0),
                     Err(ApplyError::UnexpectedCode(_)) => {
                         // Not a form ld relaxes: keep the GOT load, from a slot holding the
                         // offset.

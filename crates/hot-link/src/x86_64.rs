@@ -347,6 +347,27 @@ mod tests {
     }
 
     #[test]
+    fn initial_exec_add_becomes_lea_or_add_immediate() {
+        // add 0x0(%rip), %rax ; add 0x0(%rip), %r12 (r/m %r12 needs the add-immediate form)
+        let mut b = vec![0x48, 0x03, 0x05, 0, 0, 0, 0, 0x4c, 0x03, 0x25, 0, 0, 0, 0];
+        relax_gottpoff(&mut b, 3, -8).unwrap();
+        relax_gottpoff(&mut b, 10, -16).unwrap();
+        assert_eq!(
+            b,
+            vec![
+                0x48, 0x8d, 0x80, 0xf8, 0xff, 0xff, 0xff, 0x49, 0x81, 0xc4, 0xf0, 0xff, 0xff, 0xff
+            ]
+        );
+        // Anything else is left alone and reported.
+        let mut b = vec![0x48, 0x8d, 0x05, 0, 0, 0, 0];
+        assert!(matches!(
+            relax_gottpoff(&mut b, 3, 0),
+            Err(ApplyError::UnexpectedCode(_))
+        ));
+        assert_eq!(b, vec![0x48, 0x8d, 0x05, 0, 0, 0, 0]);
+    }
+
+    #[test]
     fn initial_exec_mov_becomes_mov_immediate() {
         // mov 0x0(%rip), %rax ; mov 0x0(%rip), %r12
         let mut b = vec![0x48, 0x8b, 0x05, 0, 0, 0, 0, 0x4c, 0x8b, 0x25, 0, 0, 0, 0];
