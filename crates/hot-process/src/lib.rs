@@ -10,11 +10,30 @@ use std::ffi::OsString;
 use std::ops::Range;
 use std::path::PathBuf;
 
-/// How to start the program.
+#[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+mod linux;
+#[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+use linux as backend;
+#[cfg(not(all(target_os = "linux", target_arch = "x86_64")))]
+mod unsupported;
+#[cfg(not(all(target_os = "linux", target_arch = "x86_64")))]
+use unsupported as backend;
+
+/// `AT_PHDR` in [`Debuggee::auxv_entry`]: the address of the executable's program headers.
+pub const AT_PHDR: u64 = 3;
+/// `AT_BASE`: the dynamic loader's load address.
+pub const AT_BASE: u64 = 7;
+/// `AT_ENTRY`: the executable's entry point, as loaded (bias included).
+pub const AT_ENTRY: u64 = 9;
+
+/// How to start the program. The program runs in its own session, with stdin on
+/// `/dev/null`, stdout on a pseudo-terminal (so C stdio line-buffers it) and stderr on a pipe.
 #[derive(Clone, Debug, Default)]
 pub struct LaunchSpec {
+    /// The program, executed as given (a relative path is relative to `cwd`, as after `cd`).
     pub path: PathBuf,
     pub args: Vec<OsString>,
+    /// Working directory; empty means the server's.
     pub cwd: PathBuf,
     /// Extra environment on top of the server's.
     pub env: Vec<(OsString, OsString)>,
@@ -30,8 +49,9 @@ pub enum Stream {
 /// What the owner thread reports, delivered on the channel given at launch/attach.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ProcessEvent {
-    /// Program output, split at line ends where possible (a partial line is flushed when the
-    /// program pauses).
+    /// Program output, one line per event without its line terminator ("\n" or "\r\n"). A
+    /// partial line is sent on its own when the program writes nothing more for 50 ms, and
+    /// at exit.
     Output { stream: Stream, text: String },
     /// The program is gone. An attached process reports no code.
     Exited {
@@ -50,6 +70,10 @@ pub struct Mapping {
     pub offset: u64,
     /// The backing file, `[heap]`, `[stack]`, or empty. A " (deleted)" suffix is kept.
     pub path: String,
+    /// Device (major, minor) of the backing file, (0, 0) for anonymous memory.
+    pub device: (u32, u32),
+    /// Inode of the backing file, 0 for anonymous memory.
+    pub inode: u64,
 }
 
 /// Protection of an arena to map.
@@ -86,8 +110,9 @@ pub struct WritePlan {
 /// Timing of an apply, for the swap summary.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct ApplyReport {
-    /// Microseconds with every thread stopped.
+    /// Microseconds with every thread stopped (from the first seize to the last detach).
     pub stopped_micros: u64,
+    /// How many threads were stopped.
     pub threads: usize,
 }
 
@@ -113,34 +138,43 @@ pub enum ProcessError {
 
 /// A running program under hot-lsp's control. Dropping it kills a launched program and
 /// detaches from an attached one.
+///
+/// Every ptrace call happens on the debuggee's owner thread; the methods send it a request and
+/// wait for the answer, except `mappings`, `read_memory` and `auxv`, which read `/proc`
+/// directly. Between calls the program runs untraced, so a debugger can attach.
 pub struct Debuggee {
-    _private: (),
+    inner: backend::Debuggee,
 }
 
 impl Debuggee {
-    /// Launch on a fresh owner thread; events go to `events`.
+    /// Launch on a fresh owner thread; events go to `events`. A program that cannot be
+    /// started (missing file, not executable, bad working directory) gives
+    /// [`ProcessError::Launch`] with the system's reason.
     pub fn launch(
-        _spec: &LaunchSpec,
-        _events: crossbeam_channel::Sender<ProcessEvent>,
+        spec: &LaunchSpec,
+        events: crossbeam_channel::Sender<ProcessEvent>,
     ) -> Result<Debuggee, ProcessError> {
-        Err(ProcessError::Other("not implemented yet".into()))
+        backend::Debuggee::launch(spec, events).map(|inner| Debuggee { inner })
     }
 
-    /// Attach to a running process of the same user (not traced between swaps).
+    /// Attach to a running process of the same user (not traced between swaps). Checks at
+    /// once that it may be traced: [`ProcessError::PermissionDenied`] if not (another user,
+    /// a debugger already attached, Yama), [`ProcessError::Other`] naming the pid if there is
+    /// no such process. Its exit is reported without a code.
     pub fn attach(
-        _pid: i32,
-        _events: crossbeam_channel::Sender<ProcessEvent>,
+        pid: i32,
+        events: crossbeam_channel::Sender<ProcessEvent>,
     ) -> Result<Debuggee, ProcessError> {
-        Err(ProcessError::Other("not implemented yet".into()))
+        backend::Debuggee::attach(pid, events).map(|inner| Debuggee { inner })
     }
 
     pub fn pid(&self) -> i32 {
-        0
+        self.inner.pid()
     }
 
     /// Whether hot-lsp started it (and will kill it) rather than attached.
     pub fn launched(&self) -> bool {
-        false
+        self.inner.launched()
     }
 
     /// `/proc/PID/exe`, readable even if the file was replaced on disk.
@@ -148,35 +182,61 @@ impl Debuggee {
         PathBuf::from(format!("/proc/{}/exe", self.pid()))
     }
 
+    /// `/proc/PID/maps`, in address order.
     pub fn mappings(&self) -> Result<Vec<Mapping>, ProcessError> {
-        Err(ProcessError::Other("not implemented yet".into()))
+        self.inner.mappings()
     }
 
-    pub fn read_memory(&self, _addr: u64, _len: usize) -> Result<Vec<u8>, ProcessError> {
-        Err(ProcessError::Other("not implemented yet".into()))
+    /// Reads target memory (`/proc/PID/mem`); unmapped bytes are an error.
+    pub fn read_memory(&self, addr: u64, len: usize) -> Result<Vec<u8>, ProcessError> {
+        self.inner.read_memory(addr, len)
     }
 
-    /// Map `size` bytes with `prot` within ±2 GiB of every address in `near` (below the
-    /// lowest mapping of the image, never above the heap), by an injected `mmap`. Returns the
-    /// start address.
+    /// The auxiliary vector (`/proc/PID/auxv`) as (key, value) pairs.
+    pub fn auxv(&self) -> Result<Vec<(u64, u64)>, ProcessError> {
+        self.inner.auxv()
+    }
+
+    /// One auxiliary vector entry, e.g. [`AT_PHDR`] or [`AT_ENTRY`]: with the ELF file's
+    /// `e_entry`, `AT_ENTRY - e_entry` is the load bias of a PIE.
+    pub fn auxv_entry(&self, key: u64) -> Result<Option<u64>, ProcessError> {
+        Ok(self.inner.auxv()?.into_iter().find(|&(k, _)| k == key).map(|(_, v)| v))
+    }
+
+    /// The address range spanned by the executable's own mappings (those of
+    /// `/proc/PID/exe`), a natural `near` for [`Debuggee::map_arena`].
+    pub fn image_range(&self) -> Result<Range<u64>, ProcessError> {
+        self.inner.image_range()
+    }
+
+    /// Map `size` bytes (rounded up to pages) with `prot` within ±2 GiB of every address in
+    /// `near` (below the lowest mapping of the image, never above the heap), by an injected
+    /// `mmap`. Returns the start address. The new memory is zero-filled.
     pub fn map_arena(
         &self,
-        _near: Range<u64>,
-        _size: u64,
-        _prot: Protection,
+        near: Range<u64>,
+        size: u64,
+        prot: Protection,
     ) -> Result<u64, ProcessError> {
-        Err(ProcessError::Other("not implemented yet".into()))
+        self.inner.map_arena(near, size, prot)
     }
 
-    /// Apply a plan atomically (see [`WritePlan`]).
-    pub fn apply(&self, _plan: &WritePlan) -> Result<ApplyReport, ProcessError> {
-        Err(ProcessError::Other("not implemented yet".into()))
+    /// Apply a plan atomically (see [`WritePlan`]). Besides `plan.protected`, a thread
+    /// strictly inside a commit write's range is also stepped out of it. On error nothing of
+    /// `commit` remains written (`prepare` writes may remain: they are unreachable).
+    pub fn apply(&self, plan: &WritePlan) -> Result<ApplyReport, ProcessError> {
+        self.inner.apply(plan)
     }
 
-    /// Kill a launched program (SIGKILL) and wait for it; detach from an attached one.
-    pub fn stop(self) {}
+    /// Kill a launched program (SIGKILL) and wait for it, reporting its exit; detach from an
+    /// attached one.
+    pub fn stop(self) {
+        self.inner.stop()
+    }
 
-    /// Let the program run on without hot-lsp (launched ones keep running until the server
-    /// exits, because of `PR_SET_PDEATHSIG`).
-    pub fn detach(self) {}
+    /// Let the program run on without hot-lsp. A launched one keeps running until the server
+    /// exits (`PR_SET_PDEATHSIG`); its output is still forwarded and its exit reported.
+    pub fn detach(self) {
+        self.inner.detach()
+    }
 }

@@ -1,0 +1,181 @@
+//! Target memory through `/proc/PID/mem`, and the `/proc/PID/maps` and `/proc/PID/auxv` views.
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+
+use crate::{Mapping, ProcessError};
+
+/// An open `/proc/PID/mem`. Opened once per debuggee (after `exec`, since the file refers to
+/// one address space) and shared between the caller's thread (reads) and the owner thread
+/// (writes): `pread`/`pwrite` carry their own offsets, so no locking is needed.
+pub(crate) struct ProcMem {
+    pid: i32,
+    file: File,
+}
+
+impl ProcMem {
+    pub(crate) fn open(pid: i32) -> Result<ProcMem, ProcessError> {
+        let path = format!("/proc/{pid}/mem");
+        match std::fs::OpenOptions::new().read(true).write(true).open(&path) {
+            Ok(file) => Ok(ProcMem { pid, file }),
+            Err(err) if err.kind() == std::io::ErrorKind::PermissionDenied => Err(
+                ProcessError::PermissionDenied(format!("cannot open {path}: {err}")),
+            ),
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => Err(ProcessError::Exited),
+            Err(err) => Err(ProcessError::Other(format!("cannot open {path}: {err}"))),
+        }
+    }
+
+    /// Fills `buf` from `addr`; a short read (unmapped memory) is an error.
+    pub(crate) fn read_exact(&self, addr: u64, buf: &mut [u8]) -> std::io::Result<()> {
+        self.file.read_exact_at(buf, addr)
+    }
+
+    /// Writes all of `bytes` at `addr`. The kernel forces the write into read-only private
+    /// pages (copy on write), which `process_vm_writev` would refuse.
+    pub(crate) fn write_all(&self, addr: u64, bytes: &[u8]) -> std::io::Result<()> {
+        self.file.write_all_at(bytes, addr)
+    }
+
+    pub(crate) fn read_vec(&self, addr: u64, len: usize) -> Result<Vec<u8>, ProcessError> {
+        let mut buf = vec![0u8; len];
+        self.read_exact(addr, &mut buf).map_err(|err| {
+            ProcessError::Other(format!(
+                "cannot read {len} bytes at {addr:#x} in pid {}: {err}",
+                self.pid
+            ))
+        })?;
+        Ok(buf)
+    }
+}
+
+/// Parses `/proc/PID/maps`.
+pub(crate) fn read_mappings(pid: i32) -> Result<Vec<Mapping>, ProcessError> {
+    let path = format!("/proc/{pid}/maps");
+    let text = std::fs::read_to_string(&path).map_err(|err| proc_error(&path, err))?;
+    text.lines()
+        .filter(|line| !line.is_empty())
+        .map(|line| {
+            parse_maps_line(line)
+                .ok_or_else(|| ProcessError::Other(format!("cannot parse {path} line {line:?}")))
+        })
+        .collect()
+}
+
+/// Maps an error reading a `/proc` file to "the program has exited" when the process is
+/// gone, so callers see one consistent error.
+pub(crate) fn proc_error(path: &str, err: std::io::Error) -> ProcessError {
+    match err.kind() {
+        std::io::ErrorKind::NotFound => ProcessError::Exited,
+        std::io::ErrorKind::PermissionDenied => {
+            ProcessError::PermissionDenied(format!("cannot read {path}: {err}"))
+        }
+        _ => ProcessError::Other(format!("cannot read {path}: {err}")),
+    }
+}
+
+/// One line: `start-end perms offset dev inode   path`. The path may contain spaces and
+/// keeps its " (deleted)" suffix.
+pub(crate) fn parse_maps_line(line: &str) -> Option<Mapping> {
+    let mut rest = line;
+    let mut field = || -> Option<&str> {
+        let trimmed = rest.trim_start_matches(' ');
+        let end = trimmed.find(' ').unwrap_or(trimmed.len());
+        let (word, tail) = trimmed.split_at(end);
+        rest = tail;
+        if word.is_empty() {
+            None
+        } else {
+            Some(word)
+        }
+    };
+    let range = field()?;
+    let perms = field()?;
+    let offset = field()?;
+    let device = field()?;
+    let inode = field()?;
+    let (start, end) = range.split_once('-')?;
+    let (major, minor) = device.split_once(':')?;
+    let perms = perms.as_bytes();
+    if perms.len() < 3 {
+        return None;
+    }
+    let path = rest.trim_start_matches(' ').to_string();
+    Some(Mapping {
+        range: u64::from_str_radix(start, 16).ok()?..u64::from_str_radix(end, 16).ok()?,
+        readable: perms[0] == b'r',
+        writable: perms[1] == b'w',
+        executable: perms[2] == b'x',
+        offset: u64::from_str_radix(offset, 16).ok()?,
+        path,
+        device: (
+            u32::from_str_radix(major, 16).ok()?,
+            u32::from_str_radix(minor, 16).ok()?,
+        ),
+        inode: inode.parse().ok()?,
+    })
+}
+
+/// The `(key, value)` pairs of `/proc/PID/auxv`, up to `AT_NULL`.
+pub(crate) fn read_auxv(pid: i32) -> Result<Vec<(u64, u64)>, ProcessError> {
+    let path = format!("/proc/{pid}/auxv");
+    let bytes = std::fs::read(&path).map_err(|err| proc_error(&path, err))?;
+    let mut entries = Vec::new();
+    for pair in bytes.chunks_exact(16) {
+        let key = u64::from_ne_bytes(pair[..8].try_into().unwrap_or_default());
+        let value = u64::from_ne_bytes(pair[8..].try_into().unwrap_or_default());
+        if key == 0 {
+            break;
+        }
+        entries.push((key, value));
+    }
+    Ok(entries)
+}
+
+/// The target of `/proc/PID/exe`, as `/proc/PID/maps` spells it (with " (deleted)" when the
+/// file was replaced on disk), to recognise the executable's own mappings.
+pub(crate) fn exe_link(pid: i32) -> Result<PathBuf, ProcessError> {
+    let path = format!("/proc/{pid}/exe");
+    std::fs::read_link(&path).map_err(|err| proc_error(&path, err))
+}
+
+/// The address range covered by the executable's own mappings.
+pub(crate) fn image_range(pid: i32, maps: &[Mapping]) -> Result<std::ops::Range<u64>, ProcessError> {
+    let exe = exe_link(pid)?;
+    let exe = exe.to_string_lossy();
+    let mut image: Option<std::ops::Range<u64>> = None;
+    for mapping in maps.iter().filter(|m| m.path == exe) {
+        image = Some(match image {
+            None => mapping.range.clone(),
+            Some(r) => r.start.min(mapping.range.start)..r.end.max(mapping.range.end),
+        });
+    }
+    image.ok_or_else(|| {
+        ProcessError::Other(format!(
+            "no mapping of the executable {exe} in /proc/{pid}/maps"
+        ))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_maps_lines_with_spaces_and_deleted_suffix() {
+        let m = parse_maps_line(
+            "555555554000-555555555000 r-xp 00001000 fd:01 1234                       /tmp/a b/prog (deleted)",
+        )
+        .expect("parse");
+        assert_eq!(m.range, 0x555555554000..0x555555555000);
+        assert!(m.readable && !m.writable && m.executable);
+        assert_eq!(m.offset, 0x1000);
+        assert_eq!(m.device, (0xfd, 1));
+        assert_eq!(m.inode, 1234);
+        assert_eq!(m.path, "/tmp/a b/prog (deleted)");
+        let anon = parse_maps_line("7ffd1000-7ffd2000 rw-p 00000000 00:00 0").expect("anon");
+        assert_eq!(anon.path, "");
+        assert!(anon.writable && !anon.executable);
+    }
+}

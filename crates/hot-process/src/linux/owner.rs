@@ -1,0 +1,371 @@
+//! The owner thread of one debuggee: it forks the launched program, makes every ptrace call,
+//! waits only on the program's own thread ids, forwards output line by line and reports the
+//! exit. Requests arrive on a channel, announced through an eventfd it polls with the pidfd
+//! and the output descriptors.
+
+use std::ops::Range;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::Arc;
+
+use crossbeam_channel::{Receiver, Sender};
+
+use super::apply::{apply, ApplyScratch};
+use super::inject::{arena_candidates, find_syscall_insn, inject_syscall, mmap_min_addr, prot_flags};
+use super::memory::{image_range, read_mappings, ProcMem};
+use super::threads::{errno, errno_text, get_regs, StoppedThreads};
+use crate::{ApplyReport, ProcessError, ProcessEvent, Protection, Stream, WritePlan};
+
+/// How long a partial line waits for the rest before it is sent on its own.
+const PARTIAL_LINE_FLUSH_MS: i32 = 50;
+/// A line longer than this is sent in pieces.
+const MAX_LINE: usize = 64 * 1024;
+
+pub(crate) enum Request {
+    MapArena {
+        near: Range<u64>,
+        size: u64,
+        prot: Protection,
+        reply: Sender<Result<u64, ProcessError>>,
+    },
+    Apply {
+        plan: WritePlan,
+        reply: Sender<Result<ApplyReport, ProcessError>>,
+    },
+    /// Kill a launched program and reap it; stop watching an attached one.
+    Stop { reply: Sender<()> },
+    /// Stop controlling the program. A launched one keeps running: this thread stays to
+    /// forward its output and reap it (its exit would otherwise kill the program through
+    /// `PR_SET_PDEATHSIG`).
+    Detach { reply: Sender<()> },
+}
+
+/// An eventfd the owner polls; writing to it announces a request.
+pub(crate) struct Wake(OwnedFd);
+
+impl Wake {
+    pub(crate) fn new() -> Result<Wake, ProcessError> {
+        // SAFETY: plain system call returning a fresh descriptor.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+        if fd < 0 {
+            return Err(ProcessError::Other(format!("eventfd: {}", errno_text(errno()))));
+        }
+        // SAFETY: fd is fresh and ours.
+        Ok(Wake(unsafe { OwnedFd::from_raw_fd(fd) }))
+    }
+
+    pub(crate) fn notify(&self) {
+        let one: u64 = 1;
+        // SAFETY: writes 8 bytes from a local. A full counter (EAGAIN) still means "awake".
+        unsafe { libc::write(self.0.as_raw_fd(), &one as *const u64 as *const libc::c_void, 8) };
+    }
+
+    fn drain(&self) {
+        let mut value: u64 = 0;
+        // SAFETY: reads 8 bytes into a local.
+        unsafe { libc::read(self.0.as_raw_fd(), &mut value as *mut u64 as *mut libc::c_void, 8) };
+    }
+}
+
+pub(crate) fn pidfd_open(pid: i32) -> Result<OwnedFd, i32> {
+    // SAFETY: plain system call returning a fresh descriptor.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        return Err(errno());
+    }
+    // SAFETY: fd is fresh and ours.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+struct Output {
+    fd: OwnedFd,
+    stream: Stream,
+    partial: Vec<u8>,
+}
+
+pub(crate) struct Owner {
+    pub(crate) pid: i32,
+    pub(crate) launched: bool,
+    pub(crate) pidfd: OwnedFd,
+    pub(crate) mem: Arc<ProcMem>,
+    pub(crate) events: Sender<ProcessEvent>,
+    pub(crate) requests: Receiver<Request>,
+    pub(crate) wake: Arc<Wake>,
+    outputs: Vec<Output>,
+    detached: bool,
+    /// The leader's wait status if a ptrace wait already reaped it.
+    leader_status: Option<i32>,
+    syscall_insn: Option<u64>,
+    scratch: ApplyScratch,
+}
+
+impl Owner {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        pid: i32,
+        launched: bool,
+        pidfd: OwnedFd,
+        mem: Arc<ProcMem>,
+        events: Sender<ProcessEvent>,
+        requests: Receiver<Request>,
+        wake: Arc<Wake>,
+        outputs: Vec<(OwnedFd, Stream)>,
+    ) -> Owner {
+        Owner {
+            pid,
+            launched,
+            pidfd,
+            mem,
+            events,
+            requests,
+            wake,
+            outputs: outputs
+                .into_iter()
+                .map(|(fd, stream)| Output { fd, stream, partial: Vec::new() })
+                .collect(),
+            detached: false,
+            leader_status: None,
+            syscall_insn: None,
+            scratch: ApplyScratch::default(),
+        }
+    }
+
+    /// The loop: until the program exits, or a stop (or, for an attached program, a detach).
+    pub(crate) fn run(mut self) {
+        let mut pollfds: Vec<libc::pollfd> = Vec::with_capacity(2 + self.outputs.len());
+        loop {
+            pollfds.clear();
+            let poll_entry = |fd: i32| libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+            pollfds.push(poll_entry(self.pidfd.as_raw_fd()));
+            pollfds.push(poll_entry(self.wake.0.as_raw_fd()));
+            for output in &self.outputs {
+                pollfds.push(poll_entry(output.fd.as_raw_fd()));
+            }
+            let timeout = if self.outputs.iter().any(|o| !o.partial.is_empty()) {
+                PARTIAL_LINE_FLUSH_MS
+            } else {
+                -1
+            };
+            // SAFETY: pollfds is a live array of the given length.
+            let ready = unsafe { libc::poll(pollfds.as_mut_ptr(), pollfds.len() as libc::nfds_t, timeout) };
+            if ready < 0 {
+                if errno() == libc::EINTR {
+                    continue;
+                }
+                tracing::error!(pid = self.pid, "poll failed: {}", errno_text(errno()));
+                return;
+            }
+            if ready == 0 {
+                // The program paused mid-line: send what it wrote.
+                self.flush_partials();
+                continue;
+            }
+            // Output first, so it precedes an exit notice.
+            let mut closed = Vec::new();
+            for (index, pollfd) in pollfds[2..].iter().enumerate() {
+                if pollfd.revents != 0 && !self.read_output(index) {
+                    closed.push(index);
+                }
+            }
+            for index in closed.into_iter().rev() {
+                let mut output = self.outputs.remove(index);
+                self.flush_partial(&mut output);
+            }
+            if pollfds[1].revents != 0 {
+                self.wake.drain();
+                while let Ok(request) = self.requests.try_recv() {
+                    if self.handle(request) {
+                        return;
+                    }
+                }
+            }
+            if pollfds[0].revents != 0 {
+                self.report_exit();
+                return;
+            }
+        }
+    }
+
+    /// Handles one request; true when the loop should end.
+    fn handle(&mut self, request: Request) -> bool {
+        match request {
+            Request::MapArena { near, size, prot, reply } => {
+                let result = if self.detached {
+                    Err(ProcessError::Other("the program was detached".into()))
+                } else {
+                    self.map_arena(near, size, prot)
+                };
+                let _ = reply.send(result);
+                false
+            }
+            Request::Apply { plan, reply } => {
+                let result = if self.detached {
+                    Err(ProcessError::Other("the program was detached".into()))
+                } else {
+                    apply(self.pid, &self.mem, &plan, &mut self.scratch).map(|applied| {
+                        if applied.leader_status.is_some() {
+                            self.leader_status = applied.leader_status;
+                        }
+                        applied.report
+                    })
+                };
+                let _ = reply.send(result);
+                false
+            }
+            Request::Stop { reply } => {
+                if self.launched && !self.detached {
+                    // SAFETY: plain system call; the pid is our unreaped child, so it cannot
+                    // have been reused.
+                    unsafe { libc::kill(self.pid, libc::SIGKILL) };
+                    self.report_exit();
+                }
+                let _ = reply.send(());
+                true
+            }
+            Request::Detach { reply } => {
+                self.detached = true;
+                let _ = reply.send(());
+                // An attached program needs nothing more from us.
+                !self.launched
+            }
+        }
+    }
+
+    fn map_arena(&mut self, near: Range<u64>, size: u64, prot: Protection) -> Result<u64, ProcessError> {
+        if size == 0 {
+            return Err(ProcessError::Other("an arena of 0 bytes".into()));
+        }
+        let maps = read_mappings(self.pid)?;
+        let image = image_range(self.pid, &maps)?;
+        let candidates = arena_candidates(&maps, image.start, &near, size, mmap_min_addr());
+        if candidates.is_empty() {
+            return Err(ProcessError::Other(format!(
+                "no free gap of {size:#x} bytes below the executable (at {:#x}) within ±2 GiB of {:#x}..{:#x}",
+                image.start, near.start, near.end
+            )));
+        }
+        let mut threads = StoppedThreads::stop_one(self.pid)?;
+        let tid = threads.tids[0];
+        let regs = get_regs(tid)?;
+        let syscall_at = find_syscall_insn(&self.mem, &regs, &maps, self.syscall_insn)?;
+        self.syscall_insn = Some(syscall_at);
+        let flags = (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE) as u64;
+        let length = size.div_ceil(4096) * 4096;
+        for hint in candidates {
+            let result = inject_syscall(
+                &mut threads,
+                tid,
+                syscall_at,
+                libc::SYS_mmap,
+                [hint, length, prot_flags(prot), flags, u64::MAX, 0],
+            )?;
+            if result == -(libc::EEXIST as i64) {
+                // Someone mapped it since we read the maps: try the next gap.
+                continue;
+            }
+            if (-4095..0).contains(&result) {
+                return Err(ProcessError::Other(format!(
+                    "mmap of {length:#x} bytes at {hint:#x} in pid {} failed: {}",
+                    self.pid,
+                    errno_text(-result as i32)
+                )));
+            }
+            let addr = result as u64;
+            if addr != hint {
+                // A kernel without MAP_FIXED_NOREPLACE takes it as a hint: undo and refuse.
+                let _ = inject_syscall(&mut threads, tid, syscall_at, libc::SYS_munmap, [addr, length, 0, 0, 0, 0]);
+                return Err(ProcessError::Other(format!(
+                    "mmap at {hint:#x} returned {addr:#x} (kernel without MAP_FIXED_NOREPLACE?)"
+                )));
+            }
+            threads.resume();
+            return Ok(addr);
+        }
+        Err(ProcessError::Other(format!(
+            "every gap below the executable within reach of {:#x}..{:#x} was taken",
+            near.start, near.end
+        )))
+    }
+
+    /// Reads what is available; false at end of stream.
+    fn read_output(&mut self, index: usize) -> bool {
+        let mut buf = [0u8; 8192];
+        loop {
+            let output = &mut self.outputs[index];
+            // SAFETY: reads into a local buffer of the given length.
+            let n = unsafe { libc::read(output.fd.as_raw_fd(), buf.as_mut_ptr() as *mut libc::c_void, buf.len()) };
+            if n > 0 {
+                output.partial.extend_from_slice(&buf[..n as usize]);
+                self.send_lines(index);
+                continue;
+            }
+            if n == 0 {
+                return false;
+            }
+            return match errno() {
+                libc::EAGAIN | libc::EINTR => true,
+                // EIO: the pseudo-terminal's last slave descriptor closed.
+                _ => false,
+            };
+        }
+    }
+
+    fn send_lines(&mut self, index: usize) {
+        let output = &mut self.outputs[index];
+        let mut start = 0;
+        while let Some(newline) = output.partial[start..].iter().position(|&b| b == b'\n') {
+            let mut line = &output.partial[start..start + newline];
+            if line.last() == Some(&b'\r') {
+                line = &line[..line.len() - 1];
+            }
+            let _ = self.events.send(ProcessEvent::Output {
+                stream: output.stream,
+                text: String::from_utf8_lossy(line).into_owned(),
+            });
+            start += newline + 1;
+        }
+        output.partial.drain(..start);
+        if output.partial.len() > MAX_LINE {
+            let text = String::from_utf8_lossy(&output.partial).into_owned();
+            output.partial.clear();
+            let _ = self.events.send(ProcessEvent::Output { stream: output.stream, text });
+        }
+    }
+
+    fn flush_partial(&self, output: &mut Output) {
+        if !output.partial.is_empty() {
+            let text = String::from_utf8_lossy(&output.partial).into_owned();
+            output.partial.clear();
+            let _ = self.events.send(ProcessEvent::Output { stream: output.stream, text });
+        }
+    }
+
+    fn flush_partials(&mut self) {
+        let mut outputs = std::mem::take(&mut self.outputs);
+        for output in &mut outputs {
+            self.flush_partial(output);
+        }
+        self.outputs = outputs;
+    }
+
+    /// The program is gone (or being killed): drain its output, reap it, report.
+    fn report_exit(&mut self) {
+        let event = if self.launched {
+            let mut status = 0;
+            // SAFETY: waits for our own child only, never -1 (the server runs compilers).
+            let reaped = unsafe { libc::waitpid(self.pid, &mut status, libc::__WALL) };
+            let status = if reaped == self.pid { Some(status) } else { self.leader_status };
+            match status {
+                Some(s) if libc::WIFEXITED(s) => ProcessEvent::Exited { code: Some(libc::WEXITSTATUS(s)), signal: None },
+                Some(s) if libc::WIFSIGNALED(s) => ProcessEvent::Exited { code: None, signal: Some(libc::WTERMSIG(s)) },
+                _ => ProcessEvent::Exited { code: None, signal: None },
+            }
+        } else {
+            ProcessEvent::Exited { code: None, signal: None }
+        };
+        for index in 0..self.outputs.len() {
+            self.read_output(index);
+        }
+        self.flush_partials();
+        let _ = self.events.send(event);
+    }
+}

@@ -1,0 +1,468 @@
+//! Stopping every thread of the target with `PTRACE_SEIZE` + `PTRACE_INTERRUPT`, waiting for
+//! the stops on the program's own thread ids only, single-stepping, and detaching again with
+//! any signal that arrived meanwhile re-delivered.
+
+use std::time::{Duration, Instant};
+
+use crate::ProcessError;
+
+/// How long a thread may take to reach its stop (a thread in an uninterruptible sleep, or in
+/// a `vfork` waiting for the child, does not stop until that ends): long enough for a busy
+/// machine, short enough that the owner thread never hangs.
+const STOP_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The last OS error as an `i32` errno.
+pub(crate) fn errno() -> i32 {
+    std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
+}
+
+pub(crate) fn errno_text(code: i32) -> String {
+    std::io::Error::from_raw_os_error(code).to_string()
+}
+
+/// Raw `ptrace` with errno. The request numbers and argument meanings are those of
+/// `ptrace(2)`; `addr`/`data` are passed through unchanged.
+fn ptrace(request: libc::c_uint, tid: i32, addr: usize, data: usize) -> Result<libc::c_long, i32> {
+    // SAFETY: ptrace only reads or writes through `data` for the GETREGS/SETREGS/GETSIGINFO/
+    // GETEVENTMSG requests, where callers pass a pointer to a live value of the right type.
+    let result = unsafe { libc::ptrace(request, tid, addr, data) };
+    if result == -1 {
+        let code = errno();
+        if code != 0 {
+            return Err(code);
+        }
+    }
+    Ok(result)
+}
+
+pub(crate) fn get_regs(tid: i32) -> Result<libc::user_regs_struct, ProcessError> {
+    // SAFETY: user_regs_struct is plain old data; zero is a valid value.
+    let mut regs: libc::user_regs_struct = unsafe { std::mem::zeroed() };
+    ptrace(libc::PTRACE_GETREGS, tid, 0, &mut regs as *mut _ as usize)
+        .map_err(|code| ProcessError::Other(format!("PTRACE_GETREGS on thread {tid}: {}", errno_text(code))))?;
+    Ok(regs)
+}
+
+pub(crate) fn set_regs(tid: i32, regs: &libc::user_regs_struct) -> Result<(), ProcessError> {
+    ptrace(libc::PTRACE_SETREGS, tid, 0, regs as *const _ as usize)
+        .map_err(|code| ProcessError::Other(format!("PTRACE_SETREGS on thread {tid}: {}", errno_text(code))))?;
+    Ok(())
+}
+
+fn get_siginfo(tid: i32) -> Option<libc::siginfo_t> {
+    // SAFETY: siginfo_t is plain old data; zero is a valid value.
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    ptrace(libc::PTRACE_GETSIGINFO, tid, 0, &mut info as *mut _ as usize).ok()?;
+    Some(info)
+}
+
+fn event_message(tid: i32) -> Option<u64> {
+    let mut message: libc::c_ulong = 0;
+    ptrace(libc::PTRACE_GETEVENTMSG, tid, 0, &mut message as *mut _ as usize).ok()?;
+    Some(message)
+}
+
+/// `/proc/PID/task` as a list of thread ids.
+pub(crate) fn list_tasks(pid: i32, into: &mut Vec<i32>) -> Result<(), ProcessError> {
+    into.clear();
+    let path = format!("/proc/{pid}/task");
+    let dir = std::fs::read_dir(&path).map_err(|err| super::memory::proc_error(&path, err))?;
+    for entry in dir.flatten() {
+        if let Some(tid) = entry.file_name().to_str().and_then(|s| s.parse().ok()) {
+            into.push(tid);
+        }
+    }
+    Ok(())
+}
+
+/// `TracerPid` and state letter from `/proc/PID/task/TID/status`, or None if the thread is gone.
+fn tracer_and_state(pid: i32, tid: i32) -> Option<(i32, char)> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/status")).ok()?;
+    let mut tracer = 0;
+    let mut state = '?';
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("TracerPid:") {
+            tracer = rest.trim().parse().unwrap_or(0);
+        } else if let Some(rest) = line.strip_prefix("State:") {
+            state = rest.trim().chars().next().unwrap_or('?');
+        }
+    }
+    Some((tracer, state))
+}
+
+/// A signal that reached a thread while we held it, to be sent again after detaching.
+struct PendingSignal {
+    tid: i32,
+    info: libc::siginfo_t,
+}
+
+/// What one wait on a thread produced.
+enum Waited {
+    /// Stopped in a state we can hold it in: interrupt stop, group stop, or the trap that
+    /// ends a single step.
+    Stopped { event: i32 },
+    /// The thread is gone.
+    Gone,
+    /// Nothing yet.
+    NotYet,
+}
+
+/// Every thread of one process, stopped by us. Dropping it detaches them all.
+pub(crate) struct StoppedThreads {
+    pid: i32,
+    pub(crate) tids: Vec<i32>,
+    signals: Vec<PendingSignal>,
+    /// The leader's exit status if a wait reaped it (a launched program dying mid-swap).
+    pub(crate) leader_status: Option<i32>,
+    detached: bool,
+}
+
+impl StoppedThreads {
+    fn new(pid: i32) -> StoppedThreads {
+        StoppedThreads {
+            pid,
+            tids: Vec::new(),
+            signals: Vec::new(),
+            leader_status: None,
+            detached: false,
+        }
+    }
+
+    /// Seizes and stops every thread, following clones, until the set of tasks is stable.
+    pub(crate) fn stop_all(pid: i32) -> Result<StoppedThreads, ProcessError> {
+        let mut stopped = StoppedThreads::new(pid);
+        let deadline = Instant::now() + STOP_TIMEOUT;
+        let mut listed = Vec::with_capacity(16);
+        let mut pending: Vec<i32> = Vec::with_capacity(16);
+        loop {
+            list_tasks(pid, &mut listed)?;
+            pending.clear();
+            for &tid in &listed {
+                if stopped.tids.contains(&tid) {
+                    continue;
+                }
+                match stopped.seize(tid, libc::PTRACE_O_TRACECLONE as usize)? {
+                    SeizeOutcome::Seized | SeizeOutcome::AlreadyOurs => pending.push(tid),
+                    SeizeOutcome::Gone => {}
+                }
+            }
+            if pending.is_empty() {
+                break;
+            }
+            for &tid in &pending {
+                // ESRCH: it died between the seize and now; its exit shows up in the wait.
+                let _ = ptrace(libc::PTRACE_INTERRUPT, tid, 0, 0);
+            }
+            stopped.wait_all_stopped(&mut pending, deadline)?;
+        }
+        if stopped.tids.is_empty() {
+            return Err(ProcessError::Exited);
+        }
+        Ok(stopped)
+    }
+
+    /// Seizes and stops one thread (the leader if it can), for a system call injection.
+    pub(crate) fn stop_one(pid: i32) -> Result<StoppedThreads, ProcessError> {
+        let mut stopped = StoppedThreads::new(pid);
+        let deadline = Instant::now() + STOP_TIMEOUT;
+        let mut listed = Vec::new();
+        list_tasks(pid, &mut listed)?;
+        // The leader first: other threads come and go.
+        listed.sort_by_key(|&tid| tid != pid);
+        for tid in listed {
+            // A leader that called pthread_exit is a zombie that cannot run code.
+            if matches!(tracer_and_state(pid, tid), Some((_, 'Z')) | None) {
+                continue;
+            }
+            if let SeizeOutcome::Seized = stopped.seize(tid, 0)? {
+                let _ = ptrace(libc::PTRACE_INTERRUPT, tid, 0, 0);
+                let mut pending = vec![tid];
+                stopped.wait_all_stopped(&mut pending, deadline)?;
+                if stopped.tids.contains(&tid) {
+                    return Ok(stopped);
+                }
+            }
+        }
+        Err(ProcessError::Exited)
+    }
+
+    fn seize(&mut self, tid: i32, options: usize) -> Result<SeizeOutcome, ProcessError> {
+        match ptrace(libc::PTRACE_SEIZE, tid, 0, options) {
+            Ok(_) => {
+                self.tids.push(tid);
+                Ok(SeizeOutcome::Seized)
+            }
+            Err(libc::ESRCH) => Ok(SeizeOutcome::Gone),
+            Err(libc::EPERM) => {
+                // EPERM means: exiting, already traced (by us: a clone child we have not
+                // seen the event for yet; or by a debugger), or not allowed at all.
+                match tracer_and_state(self.pid, tid) {
+                    None | Some((_, 'Z' | 'X')) => Ok(SeizeOutcome::Gone),
+                    Some((tracer, _)) if tracer == std::process::id() as i32 => {
+                        if !self.tids.contains(&tid) {
+                            self.tids.push(tid);
+                        }
+                        Ok(SeizeOutcome::AlreadyOurs)
+                    }
+                    Some((tracer, _)) if tracer != 0 => Err(ProcessError::PermissionDenied(format!(
+                        "thread {tid} of pid {} is already traced by pid {tracer} (a debugger?); detach it first",
+                        self.pid
+                    ))),
+                    Some(_) => Err(ProcessError::PermissionDenied(format!(
+                        "cannot trace pid {} (thread {tid}): {} (another user's process, or kernel.yama.ptrace_scope)",
+                        self.pid,
+                        errno_text(libc::EPERM)
+                    ))),
+                }
+            }
+            Err(code) => Err(ProcessError::Other(format!(
+                "PTRACE_SEIZE of thread {tid} of pid {}: {}",
+                self.pid,
+                errno_text(code)
+            ))),
+        }
+    }
+
+    /// Waits until every tid in `pending` is in its interrupt stop (or gone). Signals that
+    /// arrive first are recorded and suppressed; clone children join `pending`.
+    fn wait_all_stopped(&mut self, pending: &mut Vec<i32>, deadline: Instant) -> Result<(), ProcessError> {
+        let mut idle_rounds = 0u32;
+        while !pending.is_empty() {
+            let mut progressed = false;
+            let mut index = 0;
+            while index < pending.len() {
+                let tid = pending[index];
+                match self.wait_once(tid, false) {
+                    Waited::NotYet => index += 1,
+                    Waited::Gone => {
+                        self.forget(tid);
+                        pending.swap_remove(index);
+                        progressed = true;
+                    }
+                    Waited::Stopped { event, .. } => {
+                        progressed = true;
+                        if event == libc::PTRACE_EVENT_CLONE {
+                            // The parent stops for the clone event first; the child is
+                            // already traced by us and will report its own stop.
+                            if let Some(child) = event_message(tid) {
+                                let child = child as i32;
+                                if !self.tids.contains(&child) {
+                                    self.tids.push(child);
+                                }
+                                if !pending.contains(&child) {
+                                    pending.push(child);
+                                }
+                            }
+                            // The interrupt is still pending: the next stop is the interrupt stop.
+                            let _ = ptrace(libc::PTRACE_CONT, tid, 0, 0);
+                            index += 1;
+                        } else if event == libc::PTRACE_EVENT_STOP {
+                            pending.swap_remove(index);
+                        } else {
+                            // Events we did not ask for: let it go on to the interrupt stop.
+                            let _ = ptrace(libc::PTRACE_CONT, tid, 0, 0);
+                            index += 1;
+                        }
+                    }
+                }
+            }
+            if pending.is_empty() {
+                break;
+            }
+            if progressed {
+                idle_rounds = 0;
+                continue;
+            }
+            if Instant::now() > deadline {
+                return Err(ProcessError::Other(format!(
+                    "threads {pending:?} of pid {} did not stop within {:?} (uninterruptible sleep or vfork?)",
+                    self.pid, STOP_TIMEOUT
+                )));
+            }
+            back_off(&mut idle_rounds);
+        }
+        Ok(())
+    }
+
+    /// One non-blocking wait on `tid`. A signal-delivery stop is recorded and the thread
+    /// resumed (with the signal suppressed) unless `stepping` asked for the step's SIGTRAP.
+    fn wait_once(&mut self, tid: i32, stepping: bool) -> Waited {
+        let mut status = 0;
+        // SAFETY: waitpid writes the status into our local.
+        let result = unsafe { libc::waitpid(tid, &mut status, libc::__WALL | libc::WNOHANG) };
+        if result == 0 {
+            return Waited::NotYet;
+        }
+        if result < 0 {
+            return match errno() {
+                libc::EINTR => Waited::NotYet,
+                _ => Waited::Gone,
+            };
+        }
+        if libc::WIFEXITED(status) || libc::WIFSIGNALED(status) {
+            if tid == self.pid {
+                self.leader_status = Some(status);
+            }
+            return Waited::Gone;
+        }
+        if !libc::WIFSTOPPED(status) {
+            return Waited::NotYet;
+        }
+        let signal = libc::WSTOPSIG(status);
+        let event = status >> 16;
+        if event != 0 {
+            return Waited::Stopped { event };
+        }
+        // A signal-delivery stop.
+        if stepping && signal == libc::SIGTRAP {
+            if let Some(info) = get_siginfo(tid) {
+                // TRAP_TRACE / TRAP_BRKPT from the kernel are the end of our step.
+                if info.si_code > 0 && info.si_code != libc::SI_KERNEL {
+                    return Waited::Stopped { event: 0 };
+                }
+            }
+        }
+        if let Some(info) = get_siginfo(tid) {
+            self.signals.push(PendingSignal { tid, info });
+        }
+        let restart = if stepping { libc::PTRACE_SINGLESTEP } else { libc::PTRACE_CONT };
+        if ptrace(restart, tid, 0, 0).is_err() {
+            return Waited::Gone;
+        }
+        Waited::NotYet
+    }
+
+    fn forget(&mut self, tid: i32) {
+        self.tids.retain(|&t| t != tid);
+    }
+
+    /// Single-steps `tid` once; returns false if the thread is gone.
+    pub(crate) fn single_step(&mut self, tid: i32) -> Result<bool, ProcessError> {
+        if let Err(code) = ptrace(libc::PTRACE_SINGLESTEP, tid, 0, 0) {
+            return Err(ProcessError::Other(format!(
+                "PTRACE_SINGLESTEP of thread {tid}: {}",
+                errno_text(code)
+            )));
+        }
+        let deadline = Instant::now() + STOP_TIMEOUT;
+        let mut idle_rounds = 0;
+        loop {
+            match self.wait_once(tid, true) {
+                Waited::Stopped { event: 0, .. } => return Ok(true),
+                Waited::Stopped { event, .. } => {
+                    if event == libc::PTRACE_EVENT_CLONE {
+                        // Stepping over clone: the new thread stops on its own, hold it too.
+                        if let Some(child) = event_message(tid) {
+                            self.adopt_clone_child(child as i32, deadline)?;
+                        }
+                    }
+                    // An event stop ended the step early; step again from here.
+                    let _ = ptrace(libc::PTRACE_SINGLESTEP, tid, 0, 0);
+                }
+                Waited::Gone => {
+                    self.forget(tid);
+                    return Ok(false);
+                }
+                Waited::NotYet => {
+                    if Instant::now() > deadline {
+                        return Err(ProcessError::Other(format!(
+                            "single step of thread {tid} did not finish within {STOP_TIMEOUT:?} (a blocking system call?)"
+                        )));
+                    }
+                    back_off(&mut idle_rounds);
+                }
+            }
+        }
+    }
+
+    fn adopt_clone_child(&mut self, child: i32, deadline: Instant) -> Result<(), ProcessError> {
+        if !self.tids.contains(&child) {
+            self.tids.push(child);
+        }
+        let mut pending = vec![child];
+        self.wait_all_stopped(&mut pending, deadline)
+    }
+
+    /// Detaches every thread (signal 0), then sends again the signals that arrived while
+    /// they were held.
+    pub(crate) fn resume(&mut self) {
+        if self.detached {
+            return;
+        }
+        self.detached = true;
+        for &tid in &self.tids {
+            if ptrace(libc::PTRACE_DETACH, tid, 0, 0).is_err() {
+                // Not in a stop: it is exiting (a SIGKILL of the whole process). Reap the
+                // traced zombie so it does not linger.
+                let mut status = 0;
+                // SAFETY: waitpid writes the status into our local.
+                let reaped = unsafe { libc::waitpid(tid, &mut status, libc::__WALL | libc::WNOHANG) };
+                if reaped == tid && tid == self.pid {
+                    self.leader_status = Some(status);
+                }
+            }
+        }
+        for pending in self.signals.drain(..) {
+            redeliver(self.pid, pending.tid, &pending.info);
+        }
+    }
+}
+
+impl Drop for StoppedThreads {
+    fn drop(&mut self) {
+        self.resume();
+    }
+}
+
+enum SeizeOutcome {
+    Seized,
+    AlreadyOurs,
+    Gone,
+}
+
+/// Waits between polls: yield the CPU first (the target threads need it to reach their
+/// stops, and a stop usually takes microseconds), then sleep a little longer each time.
+fn back_off(idle_rounds: &mut u32) {
+    *idle_rounds += 1;
+    if *idle_rounds < 64 {
+        std::thread::yield_now();
+    } else if *idle_rounds < 256 {
+        std::thread::sleep(Duration::from_micros(20));
+    } else {
+        std::thread::sleep(Duration::from_micros(500));
+    }
+}
+
+/// Sends a recorded signal to the same thread again. `rt_tgsigqueueinfo` keeps its details
+/// but the kernel accepts only queued (negative `si_code`) ones from another process;
+/// others go by `tgkill`. Synchronous faults are not resent: the faulting instruction runs
+/// again and raises them anew.
+fn redeliver(pid: i32, tid: i32, info: &libc::siginfo_t) {
+    let signal = info.si_signo;
+    let fault = matches!(signal, libc::SIGSEGV | libc::SIGBUS | libc::SIGILL | libc::SIGFPE)
+        && info.si_code > 0
+        && info.si_code != libc::SI_KERNEL;
+    if fault {
+        return;
+    }
+    if info.si_code < 0 && info.si_code != libc::SI_TKILL {
+        // SAFETY: the kernel reads a siginfo_t from the pointer.
+        let sent = unsafe {
+            libc::syscall(
+                libc::SYS_rt_tgsigqueueinfo,
+                pid,
+                tid,
+                signal,
+                info as *const libc::siginfo_t,
+            )
+        };
+        if sent == 0 {
+            return;
+        }
+    }
+    // SAFETY: plain system call.
+    let sent = unsafe { libc::tgkill(pid, tid, signal) };
+    if sent != 0 {
+        tracing::warn!(pid, tid, signal, "cannot re-deliver a signal held during a swap: {}", errno_text(errno()));
+    }
+}

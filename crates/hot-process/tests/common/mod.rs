@@ -1,0 +1,155 @@
+//! Helpers shared by the integration tests: compiling the C fixtures with `cc`, launching
+//! them, and waiting for their output with generous timeouts.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::Receiver;
+use hot_process::{Debuggee, LaunchSpec, ProcessEvent, Stream, Write, WritePlan};
+
+/// Long enough for a busy 2-core CI box.
+pub const TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Compiles `tests/fixtures/<name>.c` into `dir` with extra flags; returns the executable.
+pub fn compile(dir: &Path, name: &str, flags: &[&str]) -> PathBuf {
+    let source = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(format!("{name}.c"));
+    let out = dir.join(name);
+    let status = Command::new("cc")
+        .args(["-O0", "-g", "-pthread"])
+        .args(flags)
+        .arg(&source)
+        .arg("-o")
+        .arg(&out)
+        .status()
+        .expect("run cc");
+    assert!(status.success(), "cc failed on {}", source.display());
+    out
+}
+
+pub fn spec(path: &Path, args: &[&str]) -> LaunchSpec {
+    LaunchSpec {
+        path: path.to_path_buf(),
+        args: args.iter().map(Into::into).collect(),
+        cwd: path.parent().expect("parent").to_path_buf(),
+        env: Vec::new(),
+        disable_aslr: false,
+    }
+}
+
+pub fn launch(path: &Path, args: &[&str]) -> (Debuggee, Receiver<ProcessEvent>) {
+    let (tx, rx) = crossbeam_channel::unbounded();
+    let debuggee = Debuggee::launch(&spec(path, args), tx).expect("launch");
+    (debuggee, rx)
+}
+
+/// Waits for a stdout line satisfying `pred`, failing on exit or timeout.
+pub fn wait_line(rx: &Receiver<ProcessEvent>, what: &str, pred: impl Fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(ProcessEvent::Output { stream: Stream::Stdout, text }) if pred(&text) => return text,
+            Ok(ProcessEvent::Output { .. }) => {}
+            Ok(ProcessEvent::Exited { code, signal }) => {
+                panic!("program exited (code {code:?}, signal {signal:?}) while waiting for {what}")
+            }
+            Err(_) => panic!("timed out waiting for {what}"),
+        }
+    }
+}
+
+/// Waits for the exit event, skipping output.
+pub fn wait_exit(rx: &Receiver<ProcessEvent>) -> (Option<i32>, Option<i32>) {
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(ProcessEvent::Exited { code, signal }) => return (code, signal),
+            Ok(_) => {}
+            Err(_) => panic!("timed out waiting for the exit"),
+        }
+    }
+}
+
+pub fn hex_field(line: &str, key: &str) -> u64 {
+    let value = line
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix(key))
+        .unwrap_or_else(|| panic!("no {key} in {line:?}"));
+    u64::from_str_radix(value.trim_start_matches("0x"), 16).expect("hex")
+}
+
+pub fn field(line: &str, key: &str) -> i64 {
+    line.split_whitespace()
+        .find_map(|w| w.strip_prefix(key))
+        .unwrap_or_else(|| panic!("no {key} in {line:?}"))
+        .parse()
+        .expect("number")
+}
+
+/// `mov eax, imm32; ret`.
+pub fn body_returning(value: u32) -> Vec<u8> {
+    let mut bytes = vec![0xb8];
+    bytes.extend_from_slice(&value.to_le_bytes());
+    bytes.push(0xc3);
+    bytes
+}
+
+/// `jmp rel32` from `from` to `to`.
+pub fn jump(from: u64, to: u64) -> Vec<u8> {
+    let rel = to.wrapping_sub(from + 5) as i64;
+    assert!(i32::try_from(rel).is_ok(), "jump {from:#x} -> {to:#x} out of rel32 reach");
+    let mut bytes = vec![0xe9];
+    bytes.extend_from_slice(&(rel as i32).to_le_bytes());
+    bytes
+}
+
+/// A plan that writes a body returning `returned` at `slot` in the arena and points the
+/// entry at `entry` to it, expecting `previous` there.
+pub fn swap_plan(entry: u64, slot: u64, returned: u32, previous: &[u8]) -> (WritePlan, Vec<u8>) {
+    let jmp = jump(entry, slot);
+    let plan = WritePlan {
+        prepare: vec![Write {
+            addr: slot,
+            bytes: body_returning(returned),
+            expected: None,
+            what: format!("body returning {returned}"),
+        }],
+        copies: Vec::new(),
+        commit: vec![Write {
+            addr: entry,
+            bytes: jmp.clone(),
+            expected: Some(previous.to_vec()),
+            what: "entry of value".into(),
+        }],
+        protected: vec![entry..entry + 5],
+    };
+    (plan, jmp)
+}
+
+/// Whether `pid` is gone or a zombie (a zombie no longer runs).
+pub fn is_dead(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => {
+            let state = stat.rsplit(')').next().and_then(|rest| rest.split_whitespace().next());
+            matches!(state, Some("Z" | "X"))
+        }
+    }
+}
+
+/// Polls until `pid` is dead, with a generous deadline.
+pub fn wait_dead(pid: i32) -> bool {
+    let deadline = Instant::now() + TIMEOUT;
+    while Instant::now() < deadline {
+        if is_dead(pid) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
+}
