@@ -165,6 +165,21 @@ impl<'a> Link<'a> {
             return;
         }
         let symbol = self.info.symbol_name(reloc.symbol);
+        let mut what = what;
+        if code == LinkErrorCode::RelocationOverflow
+            && self.info.classify(atom, reloc) == TargetClass::External
+            && matches!(
+                lookup_external(self.model, self.index, &self.alloc, &symbol, false),
+                External::LibData(_)
+            )
+        {
+            // The usual cause: code compiled for direct access to extern data (gcc's default
+            // PIE relies on copy relocations the running program does not have for it).
+            what.push_str(
+                "; a library variable is out of direct reach: compile the patch with \
+                 -mno-direct-extern-access so it is reached through a GOT slot",
+            );
+        }
         let message = format!(
             "{what} ({} against `{symbol}` in `{}`, offset {:#x})",
             hot_object::RelocKind::x86_64_name(reloc.raw_type),
