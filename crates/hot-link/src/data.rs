@@ -60,6 +60,11 @@ impl Link<'_> {
                 _ => continue,
             };
             let a = obj.atom(atom);
+            if a.section_name == "__patchable_function_entries" {
+                // Where `-fpatchable-function-entry` areas are, for tracers that patch
+                // them; the running program's table stays as it is.
+                continue;
+            }
             let Some(sym) = sym else {
                 if a.size > 0 && !tls {
                     // Unnamed writable data (rare: assembler sections): a new variable keyed

@@ -200,7 +200,7 @@ impl<'a> Link<'a> {
         let mut changed = Vec::new();
         let functions: Vec<AtomId> = self.function_atoms().collect();
         for atom in functions {
-            let AtomRole::Function { sym } = *self.info.role(atom) else {
+            let AtomRole::Function { sym, .. } = *self.info.role(atom) else {
                 continue;
             };
             let name = self.info.function_name(atom).unwrap_or_default();
@@ -282,7 +282,7 @@ impl<'a> Link<'a> {
         let mut new_stubs: Vec<AtomId> = self.new_stubs.iter().copied().collect();
         new_stubs.sort();
         for atom in new_stubs {
-            let AtomRole::Function { sym } = *self.info.role(atom) else {
+            let AtomRole::Function { sym, .. } = *self.info.role(atom) else {
                 continue;
             };
             let name = self
@@ -792,8 +792,13 @@ impl<'a> Link<'a> {
             let Some(name) = self.info.function_name(atom).map(str::to_string) else {
                 continue;
             };
-            let Some(&body) = self.placed.get(&atom) else {
+            let Some(&start) = self.placed.get(&atom) else {
                 continue;
+            };
+            // The new body's entry: past any `-fpatchable-function-entry` nops.
+            let body = match self.info.role(atom) {
+                AtomRole::Function { offset, .. } => start.offset(*offset),
+                _ => start,
             };
             let Some(&entry) = self.entries.get(&atom) else {
                 continue;

@@ -51,9 +51,11 @@ pub(crate) fn function_name(name: &str) -> FunctionName<'_> {
 /// What an atom holds, for linking.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum AtomRole {
-    /// A function with a stable entry (matched by name to the image, or a new function).
+    /// A function with a stable entry (matched by name to the image, or a new function), at
+    /// `offset` in the atom (0, or after `-fpatchable-function-entry` nops).
     Function {
         sym: SymbolId,
+        offset: u64,
     },
     /// Code that is never an entry: split parts, IPA clones, text without a function symbol.
     /// Copied fresh with the bodies that reference it.
@@ -105,35 +107,39 @@ impl<'o> ObjectInfo<'o> {
         let primary = atom.symbols.iter().copied().find(named);
         match atom.kind {
             AtomKind::Text => {
-                // The function at offset 0 with a plain name (prefer a global one over
-                // `foo.localalias`).
-                let mut best: Option<SymbolId> = None;
+                // The first function of the section with a plain name (prefer a global one
+                // over `foo.localalias`). It usually sits at offset 0; with
+                // `-fpatchable-function-entry=N,M` it follows M bytes of nops.
+                let mut best: Option<(u64, SymbolId)> = None;
                 for &s in &atom.symbols {
                     let sym = obj.symbol(s);
-                    let at_start =
-                        matches!(sym.def, SymbolDef::Atom { offset, .. } if offset.0 == 0);
-                    if !at_start || !matches!(sym.kind, SymbolKind::Function | SymbolKind::NoType) {
+                    let SymbolDef::Atom { offset, .. } = sym.def else {
                         continue;
-                    }
-                    if sym.name.is_empty() {
+                    };
+                    if !matches!(sym.kind, SymbolKind::Function | SymbolKind::NoType)
+                        || sym.name.is_empty()
+                    {
                         continue;
                     }
                     if let FunctionName::Plain(base) = function_name(&sym.name) {
                         let better = match best {
                             None => true,
-                            Some(b) => {
+                            Some((best_offset, _)) if offset.0 != best_offset => {
+                                offset.0 < best_offset
+                            }
+                            Some((_, b)) => {
                                 base == sym.name && obj.symbol(b).name != base
                                     || (sym.binding != Binding::Local
                                         && obj.symbol(b).binding == Binding::Local)
                             }
                         };
                         if better {
-                            best = Some(s);
+                            best = Some((offset.0, s));
                         }
                     }
                 }
                 match best {
-                    Some(sym) => AtomRole::Function { sym },
+                    Some((offset, sym)) => AtomRole::Function { sym, offset },
                     None => AtomRole::Code,
                 }
             }
@@ -157,7 +163,7 @@ impl<'o> ObjectInfo<'o> {
     /// The plain name of the function an atom holds.
     pub(crate) fn function_name(&self, atom: AtomId) -> Option<&'o str> {
         match self.role(atom) {
-            AtomRole::Function { sym } => match function_name(&self.obj.symbol(*sym).name) {
+            AtomRole::Function { sym, .. } => match function_name(&self.obj.symbol(*sym).name) {
                 FunctionName::Plain(base) => Some(base),
                 _ => None,
             },
@@ -273,7 +279,11 @@ impl ObjectInfo<'_> {
                     } else {
                         offset.0 as i64 + reloc.addend
                     };
-                    if designated == 0 && matches!(self.role(target), AtomRole::Function { .. }) {
+                    let entry_offset = match self.role(target) {
+                        AtomRole::Function { offset, .. } => Some(*offset as i64),
+                        _ => None,
+                    };
+                    if Some(designated) == entry_offset {
                         TargetClass::Entry {
                             atom: target,
                             delta: designated - offset.0 as i64,

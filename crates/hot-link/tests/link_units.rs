@@ -313,6 +313,43 @@ fn loop_head_without_padding_is_function_too_small() {
 }
 
 #[test]
+fn patchable_function_entry_nops_make_room_for_the_short_jump() {
+    // The same function as above, with the 5 nops -fpatchable-function-entry=5,5 puts before
+    // each symbol: the short jump goes into them.
+    let flags = [
+        "-O1",
+        "-fcf-protection",
+        "-fno-align-functions",
+        "-fpatchable-function-entry=5,5",
+    ];
+    let p = program(SPIN, &flags, vec![], arenas_below_image());
+    let spin = p.exe_symbol("spin");
+    let v2 = SPIN.replace(
+        "while (*p) {\n  }",
+        "while (*p) {\n    __asm__ volatile(\"pause\");\n  }",
+    );
+    let obj = p.compile("v2", &v2, &flags);
+    let patch = p
+        .link(&obj, Some(&p.v1))
+        .unwrap_or_else(|e| panic!("{e:#?}"));
+    assert_eq!(patch.swapped, vec!["spin".to_string()]);
+    assert_eq!(patch.entries.len(), 2, "{:#?}", patch.entries);
+    assert_eq!(patch.entries[0].addr.0, spin - 5);
+    assert_eq!(patch.entries[0].expected, vec![0x90; 5]);
+    assert_eq!(patch.entries[1].addr.0, spin);
+    assert_eq!(patch.entries[1].bytes, vec![0xeb, 0xf9]);
+    // The jump lands on the new body's entry, past its own 5 nops.
+    let body = patch
+        .writes
+        .iter()
+        .find(|w| w.what == "body of spin")
+        .expect("body");
+    assert_eq!(&body.bytes[..5], &[0x90; 5]);
+    let rel = i32::from_le_bytes(patch.entries[0].bytes[1..5].try_into().expect("rel32"));
+    assert_eq!((spin as i64 - 5 + 5 + rel as i64) as u64, body.addr.0 + 5);
+}
+
+#[test]
 fn library_ifunc_is_called_through_a_slot_copied_from_its_irelative_slot() {
     let libc_path = libc_path();
     const LIBC_BIAS: u64 = 0x7fff_f000_0000;
