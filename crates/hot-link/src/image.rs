@@ -77,6 +77,9 @@ pub(crate) struct ImageIndex {
     exe_got: HashMap<String, Vec<(Vaddr, GotSlotKind)>>,
     /// The executable's PLT entries by symbol name.
     exe_plt: HashMap<String, Vaddr>,
+    /// Names of the executable's function symbols by address, for entries several symbols
+    /// share (identical code folding).
+    functions_at: HashMap<u64, Vec<u32>>,
     /// Defined symbols of the executable sorted by start, for padding searches.
     extents: Vec<Extent>,
     /// `prefix_max_end[i]` = the largest end of `extents[..i]`.
@@ -139,6 +142,9 @@ impl ImageIndex {
                         }
                     }
                 }
+            }
+            if sym.kind == SymbolKind::Function && !sym.dynamic {
+                index.functions_at.entry(sym.vaddr).or_default().push(i);
             }
             if matches!(
                 sym.kind,
@@ -265,6 +271,27 @@ impl ImageIndex {
             .iter()
             .find(|(_, k)| kinds.contains(k))
             .map(|(v, _)| *v)
+    }
+
+    /// Names of the other `.symtab` functions of the executable at `vaddr` (aliases made by
+    /// identical code folding), excluding `name` and its `.localalias`.
+    pub(crate) fn other_functions_at(
+        &self,
+        model: &ImageModel,
+        vaddr: Vaddr,
+        name: &str,
+    ) -> Vec<String> {
+        let Some(list) = self.functions_at.get(&vaddr.0) else {
+            return Vec::new();
+        };
+        let mut names: Vec<String> = list
+            .iter()
+            .map(|&i| model.exe.image.symbols[i as usize].name.clone())
+            .filter(|n| n != name && n.strip_suffix(".localalias") != Some(name))
+            .collect();
+        names.sort();
+        names.dedup();
+        names
     }
 
     /// The executable's PLT entry for `name`.

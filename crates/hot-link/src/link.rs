@@ -807,6 +807,31 @@ impl<'a> Link<'a> {
                 StableEntry::Image(r) => self.model.exe.runtime(Vaddr(r.get(self.model).vaddr)),
                 StableEntry::Stub(s) => s,
             };
+            if let StableEntry::Image(r) = entry {
+                // An entry the image shares with other functions (identical code folding)
+                // may only move if every one of them is this same function now.
+                let vaddr = Vaddr(r.get(self.model).vaddr);
+                let others: Vec<String> = self
+                    .index
+                    .other_functions_at(self.model, vaddr, &name)
+                    .into_iter()
+                    .filter(|other| !self.info.is_alias_in(atom, other))
+                    .collect();
+                if !others.is_empty() {
+                    self.error(
+                        LinkErrorCode::LayoutChanged,
+                        format!(
+                            "`{name}` shares its entry {entry_addr} with {} in the running program \
+                             (identical code folding), so redirecting it would change them too; \
+                             restart, and build with -fno-ipa-icf for hot reloading",
+                            others.iter().map(|o| format!("`{o}`")).collect::<Vec<_>>().join(", ")
+                        ),
+                        Some(name.clone()),
+                        Some((atom, AtomOffset(0))),
+                    );
+                    continue;
+                }
+            }
             if let Some(other) = seen.insert(entry_addr, name.clone()) {
                 self.error(
                     LinkErrorCode::LayoutChanged,

@@ -171,6 +171,18 @@ impl<'o> ObjectInfo<'o> {
         }
     }
 
+    /// Whether `name` is another name of the function in `atom` (an alias at the same offset).
+    pub(crate) fn is_alias_in(&self, atom: AtomId, name: &str) -> bool {
+        let AtomRole::Function { offset, .. } = *self.role(atom) else {
+            return false;
+        };
+        self.obj.atom(atom).symbols.iter().any(|&s| {
+            let sym = self.obj.symbol(s);
+            sym.name == name
+                && matches!(sym.def, SymbolDef::Atom { offset: o, .. } if o.0 == offset)
+        })
+    }
+
     /// A readable name for an atom: its function or variable, else its section.
     pub(crate) fn atom_name(&self, atom: AtomId) -> String {
         if let Some(name) = self.function_name(atom) {

@@ -977,3 +977,49 @@ fn cold_parts_and_new_string_tables_go_with_their_function() {
         assert!(hit, "names[{i}] = {ptr:#x} does not point at {want:?}");
     }
 }
+
+const FOLDED: &str = r#"
+__attribute__((noinline, noclone)) static int add_a(int x) { return x * 41 + 7; }
+__attribute__((noinline, noclone)) static int add_b(int x) { return x * 41 + 7; }
+int main(void) { return add_a(1) + add_b(2); }
+"#;
+
+#[test]
+fn entries_shared_by_identical_code_folding_move_only_together() {
+    let p = program(FOLDED, &["-O2"], vec![], arenas_below_image());
+    assert_eq!(
+        p.exe_symbol("add_a"),
+        p.exe_symbol("add_b"),
+        "gcc folded the two functions"
+    );
+    // Only add_b changes: its entry is add_a's too, so it cannot move alone.
+    let v2 = FOLDED.replace(
+        "add_b(int x) { return x * 41 + 7; }",
+        "add_b(int x) { return x * 43 + 7; }",
+    );
+    let obj = p.compile("v2", &v2, &["-O2"]);
+    let errors = p.link(&obj, Some(&p.v1)).expect_err("shared entry");
+    assert!(
+        errors
+            .iter()
+            .all(|e| e.code == LinkErrorCode::LayoutChanged),
+        "{errors:#?}"
+    );
+    let b = errors
+        .iter()
+        .find(|e| e.symbol.as_deref() == Some("add_b"))
+        .expect("add_b refused");
+    assert!(
+        b.message.contains("`add_a`") && b.message.contains("identical code folding"),
+        "{}",
+        b.message
+    );
+    // Both change alike: gcc folds them again and the one body serves both names.
+    let v3 = FOLDED.replace("x * 41", "x * 43");
+    let obj = p.compile("v3", &v3, &["-O2"]);
+    let patch = p
+        .link(&obj, Some(&p.v1))
+        .unwrap_or_else(|e| panic!("{e:#?}"));
+    assert_eq!(patch.entries.len(), 1, "{:#?}", patch.entries);
+    assert_eq!(patch.entries[0].addr.0, p.exe_symbol("add_a"));
+}
