@@ -130,19 +130,22 @@ pub(crate) fn plan_image_entry(
         )
     };
     let vaddr = sym.vaddr;
-    let old_body = exe
-        .image
-        .bytes_at(vaddr, sym.size as usize)
-        .ok_or_else(|| {
-            (
-                LinkErrorCode::FunctionTooSmall,
-                format!(
-                "cannot redirect `{function}`: the executable's bytes at {vaddr:#x} ({} bytes) \
-                 are not available to check them",
-                sym.size
+    // A symbol without a size (hand-written assembly) extends to the next symbol.
+    let size = match sym.size {
+        0 => index
+            .next_symbol_start(Vaddr(vaddr))
+            .map_or(0, |next| next - vaddr),
+        n => n,
+    };
+    let old_body = exe.image.bytes_at(vaddr, size as usize).ok_or_else(|| {
+        (
+            LinkErrorCode::FunctionTooSmall,
+            format!(
+                "cannot redirect `{function}`: the executable's bytes at {vaddr:#x} ({size} bytes) \
+                 are not available to check them"
             ),
-            )
-        })?;
+        )
+    })?;
     let conflicts = branch_targets_into(old_body, vaddr, vaddr, JMP_REL32_LEN);
     let direct = |claimed_fill: Option<Range<u64>>| -> Result<EntryPlan, EntryError> {
         let original = exe
@@ -173,15 +176,15 @@ pub(crate) fn plan_image_entry(
             claimed_fill,
         })
     };
-    if sym.size >= JMP_REL32_LEN && conflicts.is_empty() {
+    if size >= JMP_REL32_LEN && conflicts.is_empty() {
         return direct(None);
     }
-    if sym.size < JMP_REL32_LEN && conflicts.is_empty() {
+    if size < JMP_REL32_LEN && conflicts.is_empty() {
         // A tiny function (`ret`, `xor %eax,%eax; ret`): the jump may run over the fill
         // after it, up to the next symbol. The whole gap is decoded from its start, so that
         // multi-byte nops are recognised.
         let end = vaddr + JMP_REL32_LEN;
-        let gap_start = vaddr + sym.size;
+        let gap_start = vaddr + size;
         let gap_end = index.next_symbol_start(Vaddr(vaddr)).unwrap_or(end);
         let fill = gap_start..end;
         let fill_ok = gap_end >= end
@@ -195,10 +198,9 @@ pub(crate) fn plan_image_entry(
         return Err((
             LinkErrorCode::FunctionTooSmall,
             format!(
-                "`{function}` is {} bytes long, shorter than the 5-byte jump that redirects it, \
+                "`{function}` is {size} bytes long, shorter than the 5-byte jump that redirects it, \
                  and is not followed by enough padding; rebuild with \
-                 -fpatchable-function-entry=5,5 to make room",
-                sym.size
+                 -fpatchable-function-entry=5,5 to make room"
             ),
         ));
     }
@@ -227,7 +229,11 @@ pub(crate) fn plan_image_entry(
                 .bytes_at(pad_at, JMP_REL32_LEN as usize)
                 .map(<[u8]>::to_vec)
                 .unwrap_or_default();
-            let entry_original = old_body[..JMP_REL8_LEN as usize].to_vec();
+            let entry_original = exe
+                .image
+                .bytes_at(vaddr, JMP_REL8_LEN as usize)
+                .map(<[u8]>::to_vec)
+                .unwrap_or_default();
             return Ok(EntryPlan {
                 writes: vec![
                     EntryWrite {

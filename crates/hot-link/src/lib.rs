@@ -351,3 +351,16 @@ impl Linker {
         Some(self.state.revert(record))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn linker_and_patch_can_move_between_threads() {
+        // The session keeps the linker in its worker and hands patches to the process thread.
+        fn send_sync<T: Send + Sync>() {}
+        send_sync::<Linker>();
+        send_sync::<Patch>();
+    }
+}
