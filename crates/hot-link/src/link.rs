@@ -222,8 +222,6 @@ impl<'a> Link<'a> {
                     self.entries.insert(atom, e);
                     if differs {
                         changed.push(atom);
-                    } else {
-                        self.patch.skipped += 1;
                     }
                 }
                 None => {
@@ -258,6 +256,11 @@ impl<'a> Link<'a> {
                 }
             }
         }
+        // Unchanged functions not pulled in by an interior reference are not written.
+        self.patch.skipped = self
+            .function_atoms()
+            .filter(|a| !queued.contains(a))
+            .count();
     }
 
     /// Phase 4: addresses for the copied atoms and stubs for new functions.
