@@ -130,7 +130,9 @@ pub enum ProcessError {
         what: String,
         message: String,
     },
-    #[error("{what} at {addr:#x} holds unexpected bytes (a debugger breakpoint?); nothing was written")]
+    #[error(
+        "{what} at {addr:#x} holds unexpected bytes (a debugger breakpoint?); nothing was written"
+    )]
     Unexpected { addr: u64, what: String },
     #[error("{0}")]
     Other(String),
@@ -200,7 +202,12 @@ impl Debuggee {
     /// One auxiliary vector entry, e.g. [`AT_PHDR`] or [`AT_ENTRY`]: with the ELF file's
     /// `e_entry`, `AT_ENTRY - e_entry` is the load bias of a PIE.
     pub fn auxv_entry(&self, key: u64) -> Result<Option<u64>, ProcessError> {
-        Ok(self.inner.auxv()?.into_iter().find(|&(k, _)| k == key).map(|(_, v)| v))
+        Ok(self
+            .inner
+            .auxv()?
+            .into_iter()
+            .find(|&(k, _)| k == key)
+            .map(|(_, v)| v))
     }
 
     /// The address range spanned by the executable's own mappings (those of

@@ -20,10 +20,16 @@ fn unsupported() -> ProcessError {
 }
 
 impl Debuggee {
-    pub(crate) fn launch(_spec: &LaunchSpec, _events: Sender<ProcessEvent>) -> Result<Debuggee, ProcessError> {
+    pub(crate) fn launch(
+        _spec: &LaunchSpec,
+        _events: Sender<ProcessEvent>,
+    ) -> Result<Debuggee, ProcessError> {
         Err(unsupported())
     }
-    pub(crate) fn attach(_pid: i32, _events: Sender<ProcessEvent>) -> Result<Debuggee, ProcessError> {
+    pub(crate) fn attach(
+        _pid: i32,
+        _events: Sender<ProcessEvent>,
+    ) -> Result<Debuggee, ProcessError> {
         Err(unsupported())
     }
     pub(crate) fn pid(&self) -> i32 {
@@ -44,7 +50,12 @@ impl Debuggee {
     pub(crate) fn image_range(&self) -> Result<Range<u64>, ProcessError> {
         match self.never {}
     }
-    pub(crate) fn map_arena(&self, _near: Range<u64>, _size: u64, _prot: Protection) -> Result<u64, ProcessError> {
+    pub(crate) fn map_arena(
+        &self,
+        _near: Range<u64>,
+        _size: u64,
+        _prot: Protection,
+    ) -> Result<u64, ProcessError> {
         match self.never {}
     }
     pub(crate) fn apply(&self, _plan: &WritePlan) -> Result<ApplyReport, ProcessError> {

@@ -14,7 +14,9 @@ fn missing_program_gives_a_clear_launch_error() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (tx, _rx) = crossbeam_channel::unbounded();
     let missing = dir.path().join("no-such-program");
-    let err = Debuggee::launch(&spec(&missing, &[]), tx).err().expect("launch must fail");
+    let err = Debuggee::launch(&spec(&missing, &[]), tx)
+        .err()
+        .expect("launch must fail");
     match &err {
         ProcessError::Launch { path, message } => {
             assert_eq!(path, &missing);
@@ -31,7 +33,9 @@ fn non_executable_and_bad_cwd_are_launch_errors() {
     let text = dir.path().join("not-a-program");
     std::fs::write(&text, "hello").expect("write");
     let (tx, _rx) = crossbeam_channel::unbounded();
-    let err = Debuggee::launch(&spec(&text, &[]), tx.clone()).err().expect("must fail");
+    let err = Debuggee::launch(&spec(&text, &[]), tx.clone())
+        .err()
+        .expect("must fail");
     assert!(
         matches!(&err, ProcessError::Launch { message, .. } if message.contains("Permission denied")),
         "{err:?}"
@@ -64,17 +68,36 @@ fn output_lines_partial_lines_and_exit_code() {
             break;
         }
     }
-    let out = |stream, text: &str| ProcessEvent::Output { stream, text: text.into() };
-    assert!(events.contains(&out(Stream::Stdout, "hello stdout")), "{events:?}");
-    assert!(events.contains(&out(Stream::Stderr, "hello stderr")), "{events:?}");
-    assert!(events.contains(&out(Stream::Stdout, "args=3 cwd-env=yes")), "{events:?}");
+    let out = |stream, text: &str| ProcessEvent::Output {
+        stream,
+        text: text.into(),
+    };
+    assert!(
+        events.contains(&out(Stream::Stdout, "hello stdout")),
+        "{events:?}"
+    );
+    assert!(
+        events.contains(&out(Stream::Stderr, "hello stderr")),
+        "{events:?}"
+    );
+    assert!(
+        events.contains(&out(Stream::Stdout, "args=3 cwd-env=yes")),
+        "{events:?}"
+    );
     // The program pauses 300 ms after "partial": it is flushed on its own.
-    let partial = events.iter().position(|e| e == &out(Stream::Stdout, "partial"));
-    let rest = events.iter().position(|e| e == &out(Stream::Stdout, " end"));
+    let partial = events
+        .iter()
+        .position(|e| e == &out(Stream::Stdout, "partial"));
+    let rest = events
+        .iter()
+        .position(|e| e == &out(Stream::Stdout, " end"));
     assert!(partial.is_some() && rest > partial, "{events:?}");
     assert_eq!(
         events.last(),
-        Some(&ProcessEvent::Exited { code: Some(3), signal: None })
+        Some(&ProcessEvent::Exited {
+            code: Some(3),
+            signal: None
+        })
     );
     // Requests after the exit say so.
     assert!(matches!(
@@ -92,14 +115,20 @@ fn stop_kills_and_reaps_drop_kills_too() {
     let pid = debuggee.pid();
     debuggee.stop();
     // Reaped by stop(): the pid is gone at once, not a zombie.
-    assert!(std::fs::metadata(format!("/proc/{pid}")).is_err(), "pid {pid} still exists");
+    assert!(
+        std::fs::metadata(format!("/proc/{pid}")).is_err(),
+        "pid {pid} still exists"
+    );
     assert_eq!(wait_exit(&rx), (None, Some(libc::SIGKILL)));
 
     let (debuggee, rx) = launch(&program, &["1", "sleep"]);
     wait_line(&rx, "first tick", |l| l.starts_with("tick="));
     let pid = debuggee.pid();
     drop(debuggee);
-    assert!(std::fs::metadata(format!("/proc/{pid}")).is_err(), "pid {pid} still exists");
+    assert!(
+        std::fs::metadata(format!("/proc/{pid}")).is_err(),
+        "pid {pid} still exists"
+    );
 }
 
 #[test]
@@ -110,7 +139,10 @@ fn detach_leaves_it_running_and_still_reports() {
     wait_line(&rx, "first tick", |l| l.starts_with("tick="));
     let pid = debuggee.pid();
     debuggee.detach();
-    let before = field(&wait_line(&rx, "a tick", |l| l.starts_with("tick=")), "tick=");
+    let before = field(
+        &wait_line(&rx, "a tick", |l| l.starts_with("tick=")),
+        "tick=",
+    );
     wait_line(&rx, "a later tick", |l| field(l, "tick=") > before + 2);
     assert!(!is_dead(pid));
     // SAFETY: plain system call on the test's own program.
@@ -125,12 +157,18 @@ fn disable_aslr_loads_a_pie_at_the_fixed_address() {
     let program = compile(dir.path(), "spin", &["-fPIE", "-pie"]);
     let (tx, rx) = crossbeam_channel::unbounded();
     let debuggee = Debuggee::launch(
-        &LaunchSpec { disable_aslr: true, ..spec(&program, &["1", "sleep"]) },
+        &LaunchSpec {
+            disable_aslr: true,
+            ..spec(&program, &["1", "sleep"])
+        },
         tx,
     )
     .expect("launch");
     wait_line(&rx, "value", |l| l.starts_with("value="));
-    assert_eq!(debuggee.image_range().expect("image").start, 0x5555_5555_4000);
+    assert_eq!(
+        debuggee.image_range().expect("image").start,
+        0x5555_5555_4000
+    );
 }
 
 /// Runs twice: as the test, it re-executes this test binary as a helper that launches a
@@ -154,7 +192,12 @@ fn program_dies_with_its_owner_process() {
     }
     let dir = tempfile::tempdir().expect("tempdir");
     let mut helper = Command::new(std::env::current_exe().expect("current exe"))
-        .args(["--exact", "program_dies_with_its_owner_process", "--nocapture", "--test-threads=1"])
+        .args([
+            "--exact",
+            "program_dies_with_its_owner_process",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env(HELPER, dir.path())
         .stdout(Stdio::piped())
         .spawn()
@@ -162,7 +205,10 @@ fn program_dies_with_its_owner_process() {
     let stdout = helper.stdout.take().expect("stdout");
     let (pid_tx, pid_rx) = crossbeam_channel::bounded(1);
     std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
             // libtest may have printed "test name ... " before it on the same line.
             if let Some((_, pid)) = line.split_once("PROGRAM_PID=") {
                 let _ = pid_tx.send(pid.trim().parse::<i32>().ok());
@@ -179,5 +225,8 @@ fn program_dies_with_its_owner_process() {
     assert!(!is_dead(program_pid));
     helper.kill().expect("kill helper");
     helper.wait().expect("wait helper");
-    assert!(wait_dead(program_pid), "program {program_pid} outlived its owner");
+    assert!(
+        wait_dead(program_pid),
+        "program {program_pid} outlived its owner"
+    );
 }

@@ -43,11 +43,12 @@ pub(crate) fn apply(
     let mut deferred_copies: Vec<(u64, u64)> = Vec::new();
     for &(src, dst) in &plan.copies {
         let mut value = [0u8; 8];
-        mem.read_exact(src, &mut value).map_err(|err| ProcessError::Protection {
-            addr: src,
-            what: format!("slot source for {dst:#x}"),
-            message: format!("cannot read: {err}"),
-        })?;
+        mem.read_exact(src, &mut value)
+            .map_err(|err| ProcessError::Protection {
+                addr: src,
+                what: format!("slot source for {dst:#x}"),
+                message: format!("cannot read: {err}"),
+            })?;
         if mem.write_all(dst, &value).is_err() {
             deferred_copies.push((src, dst));
         }
@@ -56,7 +57,14 @@ pub(crate) fn apply(
     // (3) Stop the world.
     let started = Instant::now();
     let mut threads = StoppedThreads::stop_all(pid)?;
-    let result = apply_stopped(mem, plan, scratch, &mut threads, &deferred, &deferred_copies);
+    let result = apply_stopped(
+        mem,
+        plan,
+        scratch,
+        &mut threads,
+        &deferred,
+        &deferred_copies,
+    );
     threads.resume();
     let stopped_micros = started.elapsed().as_micros() as u64;
     let leader_status = threads.leader_status;
@@ -89,7 +97,9 @@ fn apply_stopped(
     }
     for &(src, dst) in deferred_copies {
         let mut value = [0u8; 8];
-        let copied = mem.read_exact(src, &mut value).and_then(|()| mem.write_all(dst, &value));
+        let copied = mem
+            .read_exact(src, &mut value)
+            .and_then(|()| mem.write_all(dst, &value));
         copied.map_err(|err| ProcessError::Protection {
             addr: dst,
             what: format!("slot filled from {src:#x}"),
@@ -132,7 +142,10 @@ fn apply_stopped(
     // (4) Check what is there, keep it for rollback.
     scratch.originals.clear();
     for write in &plan.commit {
-        let len = write.bytes.len().max(write.expected.as_ref().map_or(0, Vec::len));
+        let len = write
+            .bytes
+            .len()
+            .max(write.expected.as_ref().map_or(0, Vec::len));
         scratch.current.resize(len, 0);
         mem.read_exact(write.addr, &mut scratch.current)
             .map_err(|err| ProcessError::Protection {

@@ -37,7 +37,10 @@ pub(crate) fn find_syscall_insn(
         name.starts_with("libc.so") || name.starts_with("libc-")
     };
     let libc_text = maps.iter().filter(|m| m.executable).filter(is_libc);
-    let other_text = maps.iter().filter(|m| m.executable && m.readable).filter(|m| !is_libc(m));
+    let other_text = maps
+        .iter()
+        .filter(|m| m.executable && m.readable)
+        .filter(|m| !is_libc(m));
     let mut chunk = vec![0u8; 64 * 1024];
     for mapping in libc_text.chain(other_text) {
         let mut addr = mapping.range.start;

@@ -63,7 +63,14 @@ pub(crate) fn spawn(spec: &LaunchSpec) -> Result<Launched, ProcessError> {
             if libc::setsid() < 0 {
                 return Err(std::io::Error::last_os_error());
             }
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) != 0 {
+            if libc::prctl(
+                libc::PR_SET_PDEATHSIG,
+                libc::SIGKILL as libc::c_ulong,
+                0,
+                0,
+                0,
+            ) != 0
+            {
                 return Err(std::io::Error::last_os_error());
             }
             // The owner thread may have died between fork and prctl: then nobody would kill us.
@@ -125,7 +132,10 @@ fn open_pty() -> std::io::Result<(OwnedFd, OwnedFd)> {
         if code != 0 {
             return Err(std::io::Error::from_raw_os_error(code));
         }
-        let slave = libc::open(name.as_ptr(), libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC);
+        let slave = libc::open(
+            name.as_ptr(),
+            libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC,
+        );
         if slave < 0 {
             return Err(std::io::Error::last_os_error());
         }
@@ -135,7 +145,12 @@ fn open_pty() -> std::io::Result<(OwnedFd, OwnedFd)> {
             libc::cfmakeraw(&mut termios);
             libc::tcsetattr(slave.as_raw_fd(), libc::TCSANOW, &termios);
         }
-        let size = libc::winsize { ws_row: 50, ws_col: 200, ws_xpixel: 0, ws_ypixel: 0 };
+        let size = libc::winsize {
+            ws_row: 50,
+            ws_col: 200,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
         libc::ioctl(slave.as_raw_fd(), libc::TIOCSWINSZ, &size);
         Ok((master, slave))
     }

@@ -17,7 +17,11 @@ pub(crate) struct ProcMem {
 impl ProcMem {
     pub(crate) fn open(pid: i32) -> Result<ProcMem, ProcessError> {
         let path = format!("/proc/{pid}/mem");
-        match std::fs::OpenOptions::new().read(true).write(true).open(&path) {
+        match std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+        {
             Ok(file) => Ok(ProcMem { pid, file }),
             Err(err) if err.kind() == std::io::ErrorKind::PermissionDenied => Err(
                 ProcessError::PermissionDenied(format!("cannot open {path}: {err}")),
@@ -141,7 +145,10 @@ pub(crate) fn exe_link(pid: i32) -> Result<PathBuf, ProcessError> {
 }
 
 /// The address range covered by the executable's own mappings.
-pub(crate) fn image_range(pid: i32, maps: &[Mapping]) -> Result<std::ops::Range<u64>, ProcessError> {
+pub(crate) fn image_range(
+    pid: i32,
+    maps: &[Mapping],
+) -> Result<std::ops::Range<u64>, ProcessError> {
     let exe = exe_link(pid)?;
     let exe = exe.to_string_lossy();
     let mut image: Option<std::ops::Range<u64>> = None;

@@ -28,7 +28,10 @@ pub(crate) struct Debuggee {
 }
 
 impl Debuggee {
-    pub(crate) fn launch(spec: &LaunchSpec, events: Sender<ProcessEvent>) -> Result<Debuggee, ProcessError> {
+    pub(crate) fn launch(
+        spec: &LaunchSpec,
+        events: Sender<ProcessEvent>,
+    ) -> Result<Debuggee, ProcessError> {
         let wake = Arc::new(Wake::new()?);
         let (requests, request_rx) = crossbeam_channel::unbounded();
         let (started_tx, started_rx) = crossbeam_channel::bounded(1);
@@ -46,7 +49,10 @@ impl Debuggee {
                     let pid = launched.pid;
                     let setup = (|| {
                         let pidfd = pidfd_open(pid).map_err(|code| {
-                            ProcessError::Other(format!("pidfd_open({pid}): {}", threads::errno_text(code)))
+                            ProcessError::Other(format!(
+                                "pidfd_open({pid}): {}",
+                                threads::errno_text(code)
+                            ))
                         })?;
                         let mem = Arc::new(ProcMem::open(pid)?);
                         Ok((pidfd, mem))
@@ -66,7 +72,17 @@ impl Debuggee {
                 match started {
                     Ok((launched, pidfd, mem)) => {
                         let _ = started_tx.send(Ok((launched.pid, mem.clone())));
-                        Owner::new(launched.pid, true, pidfd, mem, events, request_rx, owner_wake, launched.outputs).run();
+                        Owner::new(
+                            launched.pid,
+                            true,
+                            pidfd,
+                            mem,
+                            events,
+                            request_rx,
+                            owner_wake,
+                            launched.outputs,
+                        )
+                        .run();
                     }
                     Err(err) => {
                         let _ = started_tx.send(Err(err));
@@ -78,7 +94,14 @@ impl Debuggee {
             .recv()
             .map_err(|_| ProcessError::Other("the owner thread died while launching".into()));
         match started.and_then(|result| result) {
-            Ok((pid, mem)) => Ok(Debuggee { pid, launched: true, mem, requests, wake, owner: Some(owner) }),
+            Ok((pid, mem)) => Ok(Debuggee {
+                pid,
+                launched: true,
+                mem,
+                requests,
+                wake,
+                owner: Some(owner),
+            }),
             Err(err) => {
                 let _ = owner.join();
                 Err(err)
@@ -91,11 +114,15 @@ impl Debuggee {
             return Err(ProcessError::Other(format!("invalid pid {pid}")));
         }
         if pid == std::process::id() as i32 {
-            return Err(ProcessError::PermissionDenied("cannot attach to hot-lsp itself".into()));
+            return Err(ProcessError::PermissionDenied(
+                "cannot attach to hot-lsp itself".into(),
+            ));
         }
         let pidfd = pidfd_open(pid).map_err(|code| match code {
             libc::ESRCH => ProcessError::Other(format!("no process with pid {pid}")),
-            libc::EPERM | libc::EACCES => ProcessError::PermissionDenied(format!("pid {pid}: {}", threads::errno_text(code))),
+            libc::EPERM | libc::EACCES => {
+                ProcessError::PermissionDenied(format!("pid {pid}: {}", threads::errno_text(code)))
+            }
             _ => ProcessError::Other(format!("pidfd_open({pid}): {}", threads::errno_text(code))),
         })?;
         let mem = Arc::new(ProcMem::open(pid).map_err(|err| match err {
@@ -116,7 +143,17 @@ impl Debuggee {
                 let ok = checked.is_ok();
                 let _ = checked_tx.send(checked);
                 if ok {
-                    Owner::new(pid, false, pidfd, owner_mem, events, request_rx, owner_wake, Vec::new()).run();
+                    Owner::new(
+                        pid,
+                        false,
+                        pidfd,
+                        owner_mem,
+                        events,
+                        request_rx,
+                        owner_wake,
+                        Vec::new(),
+                    )
+                    .run();
                 }
             })
             .map_err(|err| ProcessError::Other(format!("cannot start the owner thread: {err}")))?;
@@ -125,7 +162,14 @@ impl Debuggee {
             .map_err(|_| ProcessError::Other("the owner thread died while attaching".into()))
             .and_then(|r| r);
         match checked {
-            Ok(()) => Ok(Debuggee { pid, launched: false, mem, requests, wake, owner: Some(owner) }),
+            Ok(()) => Ok(Debuggee {
+                pid,
+                launched: false,
+                mem,
+                requests,
+                wake,
+                owner: Some(owner),
+            }),
             Err(err) => {
                 let _ = owner.join();
                 Err(err)
@@ -158,25 +202,49 @@ impl Debuggee {
         memory::image_range(self.pid, &maps)
     }
 
-    fn request<T>(&self, make: impl FnOnce(Sender<Result<T, ProcessError>>) -> Request) -> Result<T, ProcessError> {
+    fn request<T>(
+        &self,
+        make: impl FnOnce(Sender<Result<T, ProcessError>>) -> Request,
+    ) -> Result<T, ProcessError> {
         let (reply, reply_rx) = crossbeam_channel::bounded(1);
-        self.requests.send(make(reply)).map_err(|_| ProcessError::Exited)?;
+        self.requests
+            .send(make(reply))
+            .map_err(|_| ProcessError::Exited)?;
         self.wake.notify();
         reply_rx.recv().unwrap_or(Err(ProcessError::Exited))
     }
 
-    pub(crate) fn map_arena(&self, near: Range<u64>, size: u64, prot: Protection) -> Result<u64, ProcessError> {
-        self.request(|reply| Request::MapArena { near, size, prot, reply })
+    pub(crate) fn map_arena(
+        &self,
+        near: Range<u64>,
+        size: u64,
+        prot: Protection,
+    ) -> Result<u64, ProcessError> {
+        self.request(|reply| Request::MapArena {
+            near,
+            size,
+            prot,
+            reply,
+        })
     }
 
     pub(crate) fn apply(&self, plan: &WritePlan) -> Result<ApplyReport, ProcessError> {
-        self.request(|reply| Request::Apply { plan: plan.clone(), reply })
+        self.request(|reply| Request::Apply {
+            plan: plan.clone(),
+            reply,
+        })
     }
 
     fn finish(&mut self, detach: bool) {
-        let Some(owner) = self.owner.take() else { return };
+        let Some(owner) = self.owner.take() else {
+            return;
+        };
         let (reply, reply_rx) = crossbeam_channel::bounded(1);
-        let request = if detach { Request::Detach { reply } } else { Request::Stop { reply } };
+        let request = if detach {
+            Request::Detach { reply }
+        } else {
+            Request::Stop { reply }
+        };
         if self.requests.send(request).is_ok() {
             self.wake.notify();
             let _ = reply_rx.recv();

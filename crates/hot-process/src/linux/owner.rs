@@ -10,7 +10,9 @@ use std::sync::Arc;
 use crossbeam_channel::{Receiver, Sender};
 
 use super::apply::{apply, ApplyScratch};
-use super::inject::{arena_candidates, find_syscall_insn, inject_syscall, mmap_min_addr, prot_flags};
+use super::inject::{
+    arena_candidates, find_syscall_insn, inject_syscall, mmap_min_addr, prot_flags,
+};
 use super::memory::{image_range, read_mappings, ProcMem};
 use super::threads::{errno, errno_text, get_regs, StoppedThreads};
 use crate::{ApplyReport, ProcessError, ProcessEvent, Protection, Stream, WritePlan};
@@ -47,7 +49,10 @@ impl Wake {
         // SAFETY: plain system call returning a fresh descriptor.
         let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
         if fd < 0 {
-            return Err(ProcessError::Other(format!("eventfd: {}", errno_text(errno()))));
+            return Err(ProcessError::Other(format!(
+                "eventfd: {}",
+                errno_text(errno())
+            )));
         }
         // SAFETY: fd is fresh and ours.
         Ok(Wake(unsafe { OwnedFd::from_raw_fd(fd) }))
@@ -56,13 +61,25 @@ impl Wake {
     pub(crate) fn notify(&self) {
         let one: u64 = 1;
         // SAFETY: writes 8 bytes from a local. A full counter (EAGAIN) still means "awake".
-        unsafe { libc::write(self.0.as_raw_fd(), &one as *const u64 as *const libc::c_void, 8) };
+        unsafe {
+            libc::write(
+                self.0.as_raw_fd(),
+                &one as *const u64 as *const libc::c_void,
+                8,
+            )
+        };
     }
 
     fn drain(&self) {
         let mut value: u64 = 0;
         // SAFETY: reads 8 bytes into a local.
-        unsafe { libc::read(self.0.as_raw_fd(), &mut value as *mut u64 as *mut libc::c_void, 8) };
+        unsafe {
+            libc::read(
+                self.0.as_raw_fd(),
+                &mut value as *mut u64 as *mut libc::c_void,
+                8,
+            )
+        };
     }
 }
 
@@ -120,7 +137,11 @@ impl Owner {
             wake,
             outputs: outputs
                 .into_iter()
-                .map(|(fd, stream)| Output { fd, stream, partial: Vec::new() })
+                .map(|(fd, stream)| Output {
+                    fd,
+                    stream,
+                    partial: Vec::new(),
+                })
                 .collect(),
             detached: false,
             leader_status: None,
@@ -134,7 +155,11 @@ impl Owner {
         let mut pollfds: Vec<libc::pollfd> = Vec::with_capacity(2 + self.outputs.len());
         loop {
             pollfds.clear();
-            let poll_entry = |fd: i32| libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+            let poll_entry = |fd: i32| libc::pollfd {
+                fd,
+                events: libc::POLLIN,
+                revents: 0,
+            };
             pollfds.push(poll_entry(self.pidfd.as_raw_fd()));
             pollfds.push(poll_entry(self.wake.0.as_raw_fd()));
             for output in &self.outputs {
@@ -146,7 +171,8 @@ impl Owner {
                 -1
             };
             // SAFETY: pollfds is a live array of the given length.
-            let ready = unsafe { libc::poll(pollfds.as_mut_ptr(), pollfds.len() as libc::nfds_t, timeout) };
+            let ready =
+                unsafe { libc::poll(pollfds.as_mut_ptr(), pollfds.len() as libc::nfds_t, timeout) };
             if ready < 0 {
                 if errno() == libc::EINTR {
                     continue;
@@ -188,7 +214,12 @@ impl Owner {
     /// Handles one request; true when the loop should end.
     fn handle(&mut self, request: Request) -> bool {
         match request {
-            Request::MapArena { near, size, prot, reply } => {
+            Request::MapArena {
+                near,
+                size,
+                prot,
+                reply,
+            } => {
                 let result = if self.detached {
                     Err(ProcessError::Other("the program was detached".into()))
                 } else {
@@ -230,7 +261,12 @@ impl Owner {
         }
     }
 
-    fn map_arena(&mut self, near: Range<u64>, size: u64, prot: Protection) -> Result<u64, ProcessError> {
+    fn map_arena(
+        &mut self,
+        near: Range<u64>,
+        size: u64,
+        prot: Protection,
+    ) -> Result<u64, ProcessError> {
         if size == 0 {
             return Err(ProcessError::Other("an arena of 0 bytes".into()));
         }
@@ -272,7 +308,13 @@ impl Owner {
             let addr = result as u64;
             if addr != hint {
                 // A kernel without MAP_FIXED_NOREPLACE takes it as a hint: undo and refuse.
-                let _ = inject_syscall(&mut threads, tid, syscall_at, libc::SYS_munmap, [addr, length, 0, 0, 0, 0]);
+                let _ = inject_syscall(
+                    &mut threads,
+                    tid,
+                    syscall_at,
+                    libc::SYS_munmap,
+                    [addr, length, 0, 0, 0, 0],
+                );
                 return Err(ProcessError::Other(format!(
                     "mmap at {hint:#x} returned {addr:#x} (kernel without MAP_FIXED_NOREPLACE?)"
                 )));
@@ -292,7 +334,13 @@ impl Owner {
         loop {
             let output = &mut self.outputs[index];
             // SAFETY: reads into a local buffer of the given length.
-            let n = unsafe { libc::read(output.fd.as_raw_fd(), buf.as_mut_ptr() as *mut libc::c_void, buf.len()) };
+            let n = unsafe {
+                libc::read(
+                    output.fd.as_raw_fd(),
+                    buf.as_mut_ptr() as *mut libc::c_void,
+                    buf.len(),
+                )
+            };
             if n > 0 {
                 output.partial.extend_from_slice(&buf[..n as usize]);
                 self.send_lines(index);
@@ -327,7 +375,10 @@ impl Owner {
         if output.partial.len() > MAX_LINE {
             let text = String::from_utf8_lossy(&output.partial).into_owned();
             output.partial.clear();
-            let _ = self.events.send(ProcessEvent::Output { stream: output.stream, text });
+            let _ = self.events.send(ProcessEvent::Output {
+                stream: output.stream,
+                text,
+            });
         }
     }
 
@@ -335,7 +386,10 @@ impl Owner {
         if !output.partial.is_empty() {
             let text = String::from_utf8_lossy(&output.partial).into_owned();
             output.partial.clear();
-            let _ = self.events.send(ProcessEvent::Output { stream: output.stream, text });
+            let _ = self.events.send(ProcessEvent::Output {
+                stream: output.stream,
+                text,
+            });
         }
     }
 
@@ -353,14 +407,30 @@ impl Owner {
             let mut status = 0;
             // SAFETY: waits for our own child only, never -1 (the server runs compilers).
             let reaped = unsafe { libc::waitpid(self.pid, &mut status, libc::__WALL) };
-            let status = if reaped == self.pid { Some(status) } else { self.leader_status };
+            let status = if reaped == self.pid {
+                Some(status)
+            } else {
+                self.leader_status
+            };
             match status {
-                Some(s) if libc::WIFEXITED(s) => ProcessEvent::Exited { code: Some(libc::WEXITSTATUS(s)), signal: None },
-                Some(s) if libc::WIFSIGNALED(s) => ProcessEvent::Exited { code: None, signal: Some(libc::WTERMSIG(s)) },
-                _ => ProcessEvent::Exited { code: None, signal: None },
+                Some(s) if libc::WIFEXITED(s) => ProcessEvent::Exited {
+                    code: Some(libc::WEXITSTATUS(s)),
+                    signal: None,
+                },
+                Some(s) if libc::WIFSIGNALED(s) => ProcessEvent::Exited {
+                    code: None,
+                    signal: Some(libc::WTERMSIG(s)),
+                },
+                _ => ProcessEvent::Exited {
+                    code: None,
+                    signal: None,
+                },
             }
         } else {
-            ProcessEvent::Exited { code: None, signal: None }
+            ProcessEvent::Exited {
+                code: None,
+                signal: None,
+            }
         };
         for index in 0..self.outputs.len() {
             self.read_output(index);

@@ -38,27 +38,47 @@ fn ptrace(request: libc::c_uint, tid: i32, addr: usize, data: usize) -> Result<l
 pub(crate) fn get_regs(tid: i32) -> Result<libc::user_regs_struct, ProcessError> {
     // SAFETY: user_regs_struct is plain old data; zero is a valid value.
     let mut regs: libc::user_regs_struct = unsafe { std::mem::zeroed() };
-    ptrace(libc::PTRACE_GETREGS, tid, 0, &mut regs as *mut _ as usize)
-        .map_err(|code| ProcessError::Other(format!("PTRACE_GETREGS on thread {tid}: {}", errno_text(code))))?;
+    ptrace(libc::PTRACE_GETREGS, tid, 0, &mut regs as *mut _ as usize).map_err(|code| {
+        ProcessError::Other(format!(
+            "PTRACE_GETREGS on thread {tid}: {}",
+            errno_text(code)
+        ))
+    })?;
     Ok(regs)
 }
 
 pub(crate) fn set_regs(tid: i32, regs: &libc::user_regs_struct) -> Result<(), ProcessError> {
-    ptrace(libc::PTRACE_SETREGS, tid, 0, regs as *const _ as usize)
-        .map_err(|code| ProcessError::Other(format!("PTRACE_SETREGS on thread {tid}: {}", errno_text(code))))?;
+    ptrace(libc::PTRACE_SETREGS, tid, 0, regs as *const _ as usize).map_err(|code| {
+        ProcessError::Other(format!(
+            "PTRACE_SETREGS on thread {tid}: {}",
+            errno_text(code)
+        ))
+    })?;
     Ok(())
 }
 
 fn get_siginfo(tid: i32) -> Option<libc::siginfo_t> {
     // SAFETY: siginfo_t is plain old data; zero is a valid value.
     let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
-    ptrace(libc::PTRACE_GETSIGINFO, tid, 0, &mut info as *mut _ as usize).ok()?;
+    ptrace(
+        libc::PTRACE_GETSIGINFO,
+        tid,
+        0,
+        &mut info as *mut _ as usize,
+    )
+    .ok()?;
     Some(info)
 }
 
 fn event_message(tid: i32) -> Option<u64> {
     let mut message: libc::c_ulong = 0;
-    ptrace(libc::PTRACE_GETEVENTMSG, tid, 0, &mut message as *mut _ as usize).ok()?;
+    ptrace(
+        libc::PTRACE_GETEVENTMSG,
+        tid,
+        0,
+        &mut message as *mut _ as usize,
+    )
+    .ok()?;
     Some(message)
 }
 
@@ -225,7 +245,11 @@ impl StoppedThreads {
 
     /// Waits until every tid in `pending` is in its interrupt stop (or gone). Signals that
     /// arrive first are recorded and suppressed; clone children join `pending`.
-    fn wait_all_stopped(&mut self, pending: &mut Vec<i32>, deadline: Instant) -> Result<(), ProcessError> {
+    fn wait_all_stopped(
+        &mut self,
+        pending: &mut Vec<i32>,
+        deadline: Instant,
+    ) -> Result<(), ProcessError> {
         let mut idle_rounds = 0u32;
         while !pending.is_empty() {
             let mut progressed = false;
@@ -325,7 +349,11 @@ impl StoppedThreads {
         if let Some(info) = get_siginfo(tid) {
             self.signals.push(PendingSignal { tid, info });
         }
-        let restart = if stepping { libc::PTRACE_SINGLESTEP } else { libc::PTRACE_CONT };
+        let restart = if stepping {
+            libc::PTRACE_SINGLESTEP
+        } else {
+            libc::PTRACE_CONT
+        };
         if ptrace(restart, tid, 0, 0).is_err() {
             return Waited::Gone;
         }
@@ -396,7 +424,8 @@ impl StoppedThreads {
                 // traced zombie so it does not linger.
                 let mut status = 0;
                 // SAFETY: waitpid writes the status into our local.
-                let reaped = unsafe { libc::waitpid(tid, &mut status, libc::__WALL | libc::WNOHANG) };
+                let reaped =
+                    unsafe { libc::waitpid(tid, &mut status, libc::__WALL | libc::WNOHANG) };
                 if reaped == tid && tid == self.pid {
                     self.leader_status = Some(status);
                 }
@@ -439,8 +468,10 @@ fn back_off(idle_rounds: &mut u32) {
 /// again and raises them anew.
 fn redeliver(pid: i32, tid: i32, info: &libc::siginfo_t) {
     let signal = info.si_signo;
-    let fault = matches!(signal, libc::SIGSEGV | libc::SIGBUS | libc::SIGILL | libc::SIGFPE)
-        && info.si_code > 0
+    let fault = matches!(
+        signal,
+        libc::SIGSEGV | libc::SIGBUS | libc::SIGILL | libc::SIGFPE
+    ) && info.si_code > 0
         && info.si_code != libc::SI_KERNEL;
     if fault {
         return;
@@ -463,6 +494,12 @@ fn redeliver(pid: i32, tid: i32, info: &libc::siginfo_t) {
     // SAFETY: plain system call.
     let sent = unsafe { libc::tgkill(pid, tid, signal) };
     if sent != 0 {
-        tracing::warn!(pid, tid, signal, "cannot re-deliver a signal held during a swap: {}", errno_text(errno()));
+        tracing::warn!(
+            pid,
+            tid,
+            signal,
+            "cannot re-deliver a signal held during a swap: {}",
+            errno_text(errno())
+        );
     }
 }

@@ -52,7 +52,10 @@ pub fn wait_line(rx: &Receiver<ProcessEvent>, what: &str, pred: impl Fn(&str) ->
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         match rx.recv_timeout(left) {
-            Ok(ProcessEvent::Output { stream: Stream::Stdout, text }) if pred(&text) => return text,
+            Ok(ProcessEvent::Output {
+                stream: Stream::Stdout,
+                text,
+            }) if pred(&text) => return text,
             Ok(ProcessEvent::Output { .. }) => {}
             Ok(ProcessEvent::Exited { code, signal }) => {
                 panic!("program exited (code {code:?}, signal {signal:?}) while waiting for {what}")
@@ -102,7 +105,10 @@ pub fn body_returning(value: u32) -> Vec<u8> {
 /// `jmp rel32` from `from` to `to`.
 pub fn jump(from: u64, to: u64) -> Vec<u8> {
     let rel = to.wrapping_sub(from + 5) as i64;
-    assert!(i32::try_from(rel).is_ok(), "jump {from:#x} -> {to:#x} out of rel32 reach");
+    assert!(
+        i32::try_from(rel).is_ok(),
+        "jump {from:#x} -> {to:#x} out of rel32 reach"
+    );
     let mut bytes = vec![0xe9];
     bytes.extend_from_slice(&(rel as i32).to_le_bytes());
     bytes
@@ -126,7 +132,7 @@ pub fn swap_plan(entry: u64, slot: u64, returned: u32, previous: &[u8]) -> (Writ
             expected: Some(previous.to_vec()),
             what: "entry of value".into(),
         }],
-        protected: vec![entry..entry + 5],
+        protected: std::iter::once(entry..entry + 5).collect(),
     };
     (plan, jmp)
 }
@@ -136,7 +142,10 @@ pub fn is_dead(pid: i32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         Err(_) => true,
         Ok(stat) => {
-            let state = stat.rsplit(')').next().and_then(|rest| rest.split_whitespace().next());
+            let state = stat
+                .rsplit(')')
+                .next()
+                .and_then(|rest| rest.split_whitespace().next());
             matches!(state, Some("Z" | "X"))
         }
     }

@@ -1,0 +1,308 @@
+//! Arenas and swaps on launched programs: mapping near a PIE, injected system calls that
+//! leave blocked calls alone, 200 swaps under 8 spinning threads, expected-bytes checks and
+//! rollback.
+
+mod common;
+
+use std::time::Instant;
+
+use common::*;
+use hot_process::{Debuggee, ProcessError, ProcessEvent, Protection, Stream, Write, WritePlan};
+
+const GIB2: u64 = 1 << 31;
+
+fn within_reach(arena: u64, size: u64, image: &std::ops::Range<u64>) -> bool {
+    image.end - arena < GIB2 && (arena + size) <= image.start
+}
+
+#[test]
+fn swaps_200_times_while_8_threads_spin() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let program = compile(dir.path(), "spin", &["-fPIE", "-pie"]);
+    let (debuggee, rx) = launch(&program, &["8"]);
+    let pid = debuggee.pid();
+    let entry = hex_field(
+        &wait_line(&rx, "value=", |l| l.starts_with("value=")),
+        "value=",
+    );
+    let image = debuggee.image_range().expect("image range");
+    assert!(image.contains(&entry));
+    let arena = debuggee
+        .map_arena(image.clone(), 200 * 16, Protection::ReadExecute)
+        .expect("arena");
+    assert!(
+        within_reach(arena, 200 * 16, &image),
+        "arena {arena:#x} vs image {image:x?}"
+    );
+
+    let mut previous = debuggee.read_memory(entry, 5).expect("read entry");
+    let mut stopped = Vec::new();
+    for i in 0..200u64 {
+        let returned = 2 + (i % 2) as u32;
+        let (plan, jmp) = swap_plan(entry, arena + 16 * i, returned, &previous);
+        let report = debuggee
+            .apply(&plan)
+            .unwrap_or_else(|e| panic!("apply {i}: {e}"));
+        assert_eq!(report.threads, 9, "8 workers and the main thread");
+        stopped.push(report.stopped_micros);
+        previous = jmp;
+    }
+    assert_eq!(debuggee.read_memory(entry, 5).expect("read"), previous);
+    stopped.sort_unstable();
+    eprintln!(
+        "stopped window over 200 swaps, 9 spinning threads: median {} us, p90 {} us",
+        stopped[100], stopped[180]
+    );
+    // Both bodies ran, nothing else came back, and the program keeps going.
+    let line = wait_line(&rx, "a tick after the swaps", |l| {
+        l.starts_with("tick=") && field(l, "two=") > 0 && field(l, "three=") > 0
+    });
+    assert_eq!(field(&line, "bad="), 0, "{line}");
+    let tick = field(&line, "tick=");
+    let later = wait_line(&rx, "a later tick", |l| {
+        l.starts_with("tick=") && field(l, "tick=") > tick + 1
+    });
+    assert_eq!(field(&later, "bad="), 0, "{later}");
+    assert_eq!(debuggee.pid(), pid);
+    assert!(!is_dead(pid));
+}
+
+#[test]
+fn unexpected_bytes_abort_and_a_failed_write_rolls_back() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let program = compile(dir.path(), "spin", &["-fPIE", "-pie"]);
+    let (debuggee, rx) = launch(&program, &["2", "sleep"]);
+    let entry = hex_field(
+        &wait_line(&rx, "value=", |l| l.starts_with("value=")),
+        "value=",
+    );
+    let image = debuggee.image_range().expect("image range");
+    let arena = debuggee
+        .map_arena(image, 4096, Protection::ReadExecute)
+        .expect("arena");
+    let original = debuggee.read_memory(entry, 5).expect("read");
+
+    // A breakpoint-like difference: nothing is written.
+    let mut wrong = original.clone();
+    wrong[0] ^= 0xff;
+    let (plan, _) = swap_plan(entry, arena, 2, &wrong);
+    match debuggee.apply(&plan) {
+        Err(ProcessError::Unexpected { addr, what }) => {
+            assert_eq!(addr, entry);
+            assert_eq!(what, "entry of value");
+        }
+        other => panic!("expected Unexpected, got {other:?}"),
+    }
+    assert_eq!(debuggee.read_memory(entry, 5).expect("read"), original);
+
+    // The second commit write cannot be done (unmapped): the first is restored.
+    let (mut plan, _) = swap_plan(entry, arena, 2, &original);
+    plan.commit.push(Write {
+        addr: 0x1000,
+        bytes: vec![0x90; 4],
+        expected: None,
+        what: "a write to nowhere".into(),
+    });
+    let err = debuggee.apply(&plan).expect_err("must fail");
+    assert!(
+        matches!(err, ProcessError::Protection { addr: 0x1000, .. }),
+        "{err:?}"
+    );
+    assert_eq!(debuggee.read_memory(entry, 5).expect("read"), original);
+
+    // Still running, still only the original body.
+    let line = wait_line(&rx, "a tick", |l| {
+        l.starts_with("tick=") && field(l, "one=") > 0
+    });
+    assert_eq!(field(&line, "two="), 0, "{line}");
+    assert_eq!(field(&line, "bad="), 0, "{line}");
+}
+
+#[test]
+fn arenas_land_near_a_pie_and_are_listed_with_their_protection() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let program = compile(dir.path(), "spin", &["-fPIE", "-pie"]);
+    // Spinning workers: the injected thread (main) is not in a system call, so the
+    // `syscall` instruction comes from libc's text.
+    let (debuggee, rx) = launch(&program, &["2"]);
+    let entry = hex_field(
+        &wait_line(&rx, "value=", |l| l.starts_with("value=")),
+        "value=",
+    );
+    let image = debuggee.image_range().expect("image range");
+    let code = debuggee
+        .map_arena(image.clone(), 10000, Protection::ReadExecute)
+        .expect("code arena");
+    let data = debuggee
+        .map_arena(image.clone(), 4096, Protection::ReadWrite)
+        .expect("data arena");
+    assert!(
+        within_reach(code, 12288, &image),
+        "code {code:#x} image {image:x?}"
+    );
+    assert!(
+        within_reach(data, 4096, &image),
+        "data {data:#x} image {image:x?}"
+    );
+    assert!(
+        data + 4096 <= code || code + 12288 <= data,
+        "arenas overlap"
+    );
+
+    let maps = debuggee.mappings().expect("maps");
+    let find = |addr: u64| {
+        maps.iter()
+            .find(|m| m.range.start == addr)
+            .expect("arena mapped")
+    };
+    let code_map = find(code);
+    assert_eq!(code_map.range.end, code + 12288);
+    assert!(code_map.readable && code_map.executable && !code_map.writable);
+    let data_map = find(data);
+    assert!(data_map.readable && data_map.writable && !data_map.executable);
+    // Never directly above the heap.
+    if let Some(heap) = maps.iter().find(|m| m.path == "[heap]") {
+        assert!(code < heap.range.start && data < heap.range.start);
+    }
+    // The executable's mapping is listed under its path.
+    let exe = std::fs::canonicalize(&program).expect("canonical");
+    assert!(maps
+        .iter()
+        .any(|m| m.path == exe.to_string_lossy() && m.executable && m.range.contains(&entry)));
+
+    // Memory in both arenas is usable: read back what a plan wrote there (the r-x arena
+    // too: /proc/PID/mem forces the write).
+    let plan = WritePlan {
+        prepare: vec![
+            Write {
+                addr: code + 8,
+                bytes: vec![0xc3; 3],
+                expected: None,
+                what: "code".into(),
+            },
+            Write {
+                addr: data,
+                bytes: b"data".to_vec(),
+                expected: None,
+                what: "data".into(),
+            },
+        ],
+        copies: vec![(data, data + 64)],
+        ..Default::default()
+    };
+    debuggee.apply(&plan).expect("apply");
+    assert_eq!(
+        debuggee.read_memory(code + 8, 3).expect("read"),
+        vec![0xc3; 3]
+    );
+    assert_eq!(
+        &debuggee.read_memory(data + 64, 4).expect("read")[..],
+        b"data"
+    );
+
+    // The program runs on correctly.
+    let line = wait_line(&rx, "a tick", |l| {
+        l.starts_with("tick=") && field(l, "one=") > 0
+    });
+    let tick = field(&line, "tick=");
+    let later = wait_line(&rx, "a later tick", |l| {
+        l.starts_with("tick=") && field(l, "tick=") > tick + 2
+    });
+    assert_eq!(field(&later, "bad="), 0);
+}
+
+/// Injects mmap into a thread blocked in nanosleep() or read(): the program must see neither
+/// EINTR nor errno 516.
+fn injection_leaves_a_blocked_call_alone(mode: &str) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let program = compile(dir.path(), "sleeper", &[]);
+    let fifo = dir.path().join("fifo");
+    let fifo_c = std::ffi::CString::new(fifo.to_str().expect("utf-8")).expect("cstring");
+    // SAFETY: plain libc call with a valid C string.
+    assert_eq!(unsafe { libc::mkfifo(fifo_c.as_ptr(), 0o600) }, 0);
+    let (debuggee, rx) = launch(&program, &[fifo.to_str().expect("utf-8"), mode]);
+    let mut lines = Vec::new();
+    let record = |lines: &mut Vec<String>, what: &str, pred: &dyn Fn(&str) -> bool| {
+        let deadline = Instant::now() + TIMEOUT;
+        loop {
+            match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                Ok(ProcessEvent::Output {
+                    stream: Stream::Stdout,
+                    text,
+                }) => {
+                    let done = pred(&text);
+                    lines.push(text);
+                    if done {
+                        return;
+                    }
+                }
+                Ok(other) => panic!("{other:?} while waiting for {what}"),
+                Err(_) => panic!("timed out waiting for {what}; saw {lines:?}"),
+            }
+        }
+    };
+    record(&mut lines, "slept 1", &|l| l == "slept 1");
+    let image = debuggee.image_range().expect("image");
+    for _ in 0..5 {
+        let arena = debuggee
+            .map_arena(image.clone(), 4096, Protection::ReadWrite)
+            .expect("arena");
+        assert!(within_reach(arena, 4096, &image));
+    }
+    // The reader is still blocked in read(): feed it.
+    std::fs::write(&fifo, "ping\n").expect("write fifo");
+    record(&mut lines, "read=ping", &|l| l == "read=ping");
+    let last_sleep: i64 = lines
+        .iter()
+        .rev()
+        .find_map(|l| l.strip_prefix("slept ").and_then(|n| n.parse().ok()))
+        .expect("a sleep line");
+    record(&mut lines, "more sleeps", &|l| {
+        l == format!("slept {}", last_sleep + 2)
+    });
+    let failures: Vec<_> = lines.iter().filter(|l| l.contains("failed")).collect();
+    assert!(failures.is_empty(), "system calls failed: {failures:?}");
+}
+
+#[test]
+fn injection_into_a_thread_in_nanosleep() {
+    injection_leaves_a_blocked_call_alone("sleep-main");
+}
+
+#[test]
+fn injection_into_a_thread_in_read() {
+    injection_leaves_a_blocked_call_alone("read-main");
+}
+
+#[test]
+fn read_memory_and_auxv() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let program = compile(dir.path(), "spin", &["-fPIE", "-pie"]);
+    let (debuggee, rx) = launch(&program, &["1", "sleep"]);
+    let entry = hex_field(
+        &wait_line(&rx, "value=", |l| l.starts_with("value=")),
+        "value=",
+    );
+    // The function's bytes as cc produced them: endbr64 or push %rbp first.
+    let bytes = debuggee.read_memory(entry, 4).expect("read");
+    assert!(
+        bytes[0] == 0x55 || bytes[..4] == [0xf3, 0x0f, 0x1e, 0xfa],
+        "{bytes:x?}"
+    );
+    assert!(
+        debuggee.read_memory(0x1000, 4).is_err(),
+        "unmapped memory reads fail"
+    );
+    let image = debuggee.image_range().expect("image");
+    let at_entry = debuggee
+        .auxv_entry(hot_process::AT_ENTRY)
+        .expect("auxv")
+        .expect("AT_ENTRY");
+    assert!(image.contains(&at_entry));
+    // The ELF header is at the start of the image.
+    assert_eq!(
+        debuggee.read_memory(image.start, 4).expect("read"),
+        b"\x7fELF"
+    );
+    let _: &Debuggee = &debuggee;
+}
