@@ -216,9 +216,10 @@ impl Link<'_> {
 
     /// The running static a local of the object is: by exact name for file statics; for a
     /// function-local static (`calls.0`, whose suffix changes between compiles) the one an
-    /// earlier link bound its match name (`tick/calls`) to, else the one the baseline's
+    /// earlier link bound its match name (`tick/calls`) to, else the image's static with the
+    /// same scoped match name (from the image's DWARF), else the one the baseline's
     /// counterpart names, else the only local of the unit with that name once the suffix is
-    /// stripped. A static the baseline does not have is new.
+    /// stripped. A static the image's scopes or the baseline do not have is new.
     fn find_local(
         &self,
         tu: TranslationUnitId,
@@ -238,6 +239,14 @@ impl Link<'_> {
         };
         if let Some(r) = self.alloc.bound_static(&key) {
             return Ok(Some(r));
+        }
+        if key.name.contains('/') {
+            // Both the object's and the image's DWARF name the declaring function.
+            match self.index.exe_scoped_static(tu, &key.name) {
+                Ok(Some(r)) => return Ok(Some(r)),
+                Err(()) => return Ok(None),
+                Ok(None) => {}
+            }
         }
         if let (Some(matches), Some(baseline)) = (&self.baseline_match, self.baseline) {
             let Some(&(old_atom, _)) = matches.get(&atom) else {

@@ -73,6 +73,12 @@ pub(crate) struct ImageIndex {
     /// Locals by name with the numeric suffix stripped (`calls.0` -> `calls`), for
     /// function-local statics.
     exe_local_statics: HashMap<(TranslationUnitId, String), Vec<u32>>,
+    /// Function-local statics by unit and scoped match name (`tick/calls`), where the
+    /// image's DWARF names the declaring function.
+    exe_scoped_statics: HashMap<(TranslationUnitId, String), Vec<u32>>,
+    /// Unit and stripped name of every scoped static, to know that the image's scopes are
+    /// authoritative for that name.
+    exe_scoped_names: std::collections::HashSet<(TranslationUnitId, String)>,
     /// The executable's own GOT slots by symbol name.
     exe_got: HashMap<String, Vec<(Vaddr, GotSlotKind)>>,
     /// The executable's PLT entries by symbol name.
@@ -122,6 +128,15 @@ impl ImageIndex {
                         index.exe_locals.entry((tu, sym.name.clone())).or_insert(i);
                         let stripped = strip_numeric_suffix(&sym.name);
                         if stripped.len() != sym.name.len() {
+                            let matched = exe.match_name(sym);
+                            if matched.contains('/') {
+                                index
+                                    .exe_scoped_statics
+                                    .entry((tu, matched))
+                                    .or_default()
+                                    .push(i);
+                                index.exe_scoped_names.insert((tu, stripped.to_string()));
+                            }
                             index
                                 .exe_local_statics
                                 .entry((tu, stripped.to_string()))
@@ -251,6 +266,31 @@ impl ImageIndex {
                 }
                 Err(refs.map(|r| r.get(model).name.clone()).collect())
             }
+        }
+    }
+
+    /// A function-local static of `tu` by scoped match name (`tick/calls`). `Err(())` when
+    /// the image knows the scopes of statics named like this one and none matches: the
+    /// static is new. `Ok(None)` when the image cannot tell.
+    pub(crate) fn exe_scoped_static(
+        &self,
+        tu: TranslationUnitId,
+        match_name: &str,
+    ) -> Result<Option<ImageSymRef>, ()> {
+        if let Some(list) = self.exe_scoped_statics.get(&(tu, match_name.to_string())) {
+            if let [only] = list.as_slice() {
+                return Ok(Some(ImageSymRef {
+                    module: ModuleId::Exe,
+                    index: *only,
+                }));
+            }
+            return Ok(None);
+        }
+        let stripped = match_name.rsplit('/').next().unwrap_or(match_name);
+        if self.exe_scoped_names.contains(&(tu, stripped.to_string())) {
+            Err(())
+        } else {
+            Ok(None)
         }
     }
 

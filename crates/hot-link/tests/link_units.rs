@@ -748,6 +748,11 @@ fn function_local_statics_bind_to_the_running_ones_despite_renumbering() {
         "{:?}",
         patch.added
     );
+
+    // Without a baseline the DWARF scopes of the object and of the image tell them apart.
+    let patch = p.link(&obj, None).unwrap_or_else(|e| panic!("{e:#?}"));
+    assert_eq!(pc_relative_target(&obj, &patch, "tick", "calls"), calls);
+    assert_ne!(pc_relative_target(&obj, &patch, "early", "calls"), calls);
 }
 
 #[test]
