@@ -306,3 +306,88 @@ fn read_memory_and_auxv() {
     );
     let _: &Debuggee = &debuggee;
 }
+
+/// Signals that reach a thread while every thread is being stopped are recorded and sent
+/// again after the swap, with their details (`sigqueue` values), none lost.
+#[test]
+fn signals_arriving_during_swaps_are_redelivered() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let program = compile(dir.path(), "signals", &[]);
+    let (debuggee, rx) = launch(&program, &[]);
+    wait_line(&rx, "signals flowing", |l| {
+        l.starts_with("tick=") && !l.contains("queued=0/")
+    });
+    for i in 0..500 {
+        let report = debuggee
+            .apply(&WritePlan::default())
+            .unwrap_or_else(|e| panic!("apply {i}: {e}"));
+        assert_eq!(report.threads, 3);
+    }
+    let count = |l: &str, key: &str| -> (i64, i64) {
+        let value = l
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix(key))
+            .expect(key);
+        let (sent, received) = value.split_once('/').expect("sent/received");
+        (
+            sent.parse().expect("number"),
+            received.parse().expect("number"),
+        )
+    };
+    let after = wait_line(&rx, "a tick", |l| l.starts_with("tick="));
+    let (sent_after, _) = count(&after, "queued=");
+    // A lost signal would stop the sender for good.
+    let later = wait_line(&rx, "signals still flowing", |l| {
+        l.starts_with("tick=")
+            && count(l, "queued=").0 > sent_after + 100
+            && count(l, "tkill=").0 > sent_after + 100
+    });
+    assert_eq!(
+        field(&later, "bad="),
+        0,
+        "a queued signal lost its details: {later}"
+    );
+}
+
+/// A program stopped by SIGSTOP can be swapped; it stays stopped until SIGCONT.
+#[test]
+fn a_stopped_program_is_swapped_and_stays_stopped() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let program = compile(dir.path(), "spin", &["-fPIE", "-pie"]);
+    let (debuggee, rx) = launch(&program, &["2", "sleep"]);
+    let entry = hex_field(
+        &wait_line(&rx, "value=", |l| l.starts_with("value=")),
+        "value=",
+    );
+    let image = debuggee.image_range().expect("image range");
+    let arena = debuggee
+        .map_arena(image, 4096, Protection::ReadExecute)
+        .expect("arena");
+    let pid = debuggee.pid();
+    let state = || {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
+        stat.rsplit(')')
+            .next()
+            .and_then(|r| r.split_whitespace().next())
+            .unwrap_or("?")
+            .to_string()
+    };
+    // SAFETY: plain system call on our own test program.
+    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    let deadline = Instant::now() + TIMEOUT;
+    while state() != "T" {
+        assert!(Instant::now() < deadline, "program did not stop");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let original = debuggee.read_memory(entry, 5).expect("read");
+    let (plan, _) = swap_plan(entry, arena, 2, &original);
+    let report = debuggee.apply(&plan).expect("apply while stopped");
+    assert_eq!(report.threads, 3);
+    assert_eq!(state(), "T", "still stopped after the swap");
+    // SAFETY: as above.
+    unsafe { libc::kill(pid, libc::SIGCONT) };
+    let line = wait_line(&rx, "the new body", |l| {
+        l.starts_with("tick=") && field(l, "two=") > 0
+    });
+    assert_eq!(field(&line, "bad="), 0);
+}
