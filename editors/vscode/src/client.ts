@@ -13,7 +13,7 @@ import {
   ServerOptions,
   State,
 } from 'vscode-languageclient/node';
-import { ServerSettings, didChangeConfigurationSettings } from './settings';
+import { ServerSettings, answerConfigurationRequest, didChangeConfigurationSettings } from './settings';
 
 /** What the extension needs from a running language client. */
 export interface HotLspClient {
@@ -58,15 +58,8 @@ export function createClient(options: ClientOptions): HotLspClient {
       workspace: {
         // The client library would answer with every hot-lsp.* value including defaults; the
         // server must see only keys the user set, or defaults would override hot-lsp.toml.
-        configuration: async (params, token, next) => {
-          const answers = await next(params, token);
-          if (!Array.isArray(answers)) {
-            return answers;
-          }
-          return params.items.map((item, index) =>
-            item.section === 'hot-lsp' ? options.configurationFor(item.scopeUri) : answers[index],
-          );
-        },
+        configuration: async (params, token, next) =>
+          answerConfigurationRequest(params.items, await next(params, token), options.configurationFor),
       },
     },
   };

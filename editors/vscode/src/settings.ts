@@ -142,3 +142,21 @@ export function initializationOptions(settings: ServerSettings): ServerSettings 
 export function didChangeConfigurationSettings(settings: ServerSettings): { 'hot-lsp': ServerSettings } {
   return { 'hot-lsp': settings };
 }
+
+/**
+ * The answer to workspace/configuration: the `hot-lsp` section comes from configurationFor
+ * (explicit settings only), every other section from the client library's default answer.
+ */
+export function answerConfigurationRequest<ErrorAnswer>(
+  items: readonly { section?: string; scopeUri?: string }[],
+  defaultAnswers: unknown[] | ErrorAnswer,
+  configurationFor: (scopeUri: string | undefined) => ServerSettings,
+): unknown[] | ErrorAnswer {
+  if (!Array.isArray(defaultAnswers)) {
+    // An error answer (ResponseError) passes through unchanged.
+    return defaultAnswers;
+  }
+  return items.map((item, index) =>
+    item.section === 'hot-lsp' ? configurationFor(item.scopeUri) : defaultAnswers[index],
+  );
+}

@@ -19,7 +19,11 @@ H.step('a trusted project starts hot-lsp when a C file is opened', function()
 end)
 
 H.step('the program runs and its output reaches hot-lsp://output', function()
-  H.wait_output('value=1 tick=%d+', H.startup_timeout)
+  H.wait_output('value=1 tick=%d+\n', H.startup_timeout)
+  -- Every output line is its own buffer line (the buffer's last line is the one being written).
+  local lines = vim.api.nvim_buf_get_lines(vim.fn.bufnr('hot-lsp://output'), 0, -1, false)
+  H.eq('started arg=-', lines[1], 'first output line')
+  H.truthy(lines[2]:match('^value=1 tick=%d+$'), 'second output line: ' .. tostring(lines[2]))
   local status = H.wait('a running status', H.startup_timeout, function()
     local status = hot_lsp.status(buf)
     return status and status.state == 'running' and status

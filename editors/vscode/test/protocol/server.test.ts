@@ -165,7 +165,8 @@ describe('a fixture workspace with hot-lsp.toml (launch = "auto")', { timeout: T
     );
     pid = running.params.pid;
     assert.ok(processAlive(pid), `pid ${pid} from the status is not alive`);
-    await session.waitForOutput(/value=1 tick=\d+/, STARTUP_TIMEOUT_MS);
+    const text = await session.waitForOutput(/value=1 tick=\d+\r?\n/, STARTUP_TIMEOUT_MS);
+    assert.match(text, /^started arg=-\r?\nvalue=1 tick=1\r?\n/, 'the output, line by line, from the start');
     const output = session.notifications.find((notification) => notification.method === 'hot-lsp/output');
     assert.ok(sameUri(output?.params.workspace, session.rootUri));
     assert.equal(output?.params.stream, 'stdout');

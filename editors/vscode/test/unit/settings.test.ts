@@ -5,6 +5,7 @@ import { test } from 'node:test';
 import {
   FORWARDED_SETTINGS,
   InspectedValue,
+  answerConfigurationRequest,
   buildServerSettings,
   didChangeConfigurationSettings,
   explicitValue,
@@ -97,4 +98,20 @@ test('every forwarded setting maps to a distinct toml key', () => {
   const keys = FORWARDED_SETTINGS.map((mapping) => `${mapping.table}.${mapping.key}`);
   assert.equal(new Set(keys).size, keys.length);
   assert.ok(keys.includes('program.disable_aslr'));
+});
+
+test('workspace/configuration answers the hot-lsp section with explicit settings only', () => {
+  const scopes: (string | undefined)[] = [];
+  const answer = answerConfigurationRequest(
+    [{ section: 'hot-lsp', scopeUri: 'file:///w' }, { section: 'editor' }, { section: 'hot-lsp' }],
+    [{ program: { launch: 'auto' } }, { tabSize: 4 }, { serverPath: 'hot-lsp' }],
+    (scopeUri) => {
+      scopes.push(scopeUri);
+      return { program: { path: 'app' } };
+    },
+  );
+  assert.deepEqual(answer, [{ program: { path: 'app' } }, { tabSize: 4 }, { program: { path: 'app' } }]);
+  assert.deepEqual(scopes, ['file:///w', undefined]);
+  const error = { code: -32603, message: 'failed' };
+  assert.equal(answerConfigurationRequest([{ section: 'hot-lsp' }], error, () => ({})), error);
 });
