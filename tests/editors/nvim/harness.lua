@@ -89,10 +89,15 @@ function H.truthy(value, what)
   return value
 end
 
+--- Temporary directories made by the test, removed by H.finish().
+local temporary_directories = {}
+
 --- A fresh temporary directory (real path).
 function H.tempdir(prefix)
   local base = vim.uv.os_tmpdir() .. '/' .. prefix .. 'XXXXXX'
-  return vim.uv.fs_realpath(assert(vim.uv.fs_mkdtemp(base)))
+  local dir = vim.uv.fs_realpath(assert(vim.uv.fs_mkdtemp(base)))
+  temporary_directories[#temporary_directories + 1] = dir
+  return dir
 end
 
 --- Creates the fixture workspace (tests/editors/fixture/make-workspace.sh) and returns its dir.
@@ -172,6 +177,9 @@ end
 --- Prints the totals and exits Neovim with 0 only if every step passed.
 function H.finish()
   H.stop_clients()
+  for _, dir in ipairs(temporary_directories) do
+    pcall(vim.fs.rm, dir, { recursive = true, force = true })
+  end
   out(string.format('%d passed, %d failed', results.passed, results.failed))
   if results.failed > 0 then
     vim.cmd('cquit 1')

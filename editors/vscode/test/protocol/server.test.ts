@@ -3,7 +3,8 @@
 // fixture program compiled by cc, launched, edited and hot-swapped.
 
 import assert from 'node:assert/strict';
-import { readFileSync, writeFileSync, existsSync } from 'node:fs';
+import { spawn, ChildProcess } from 'node:child_process';
+import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { DidChangeConfigurationNotification } from 'vscode-languageserver-protocol/node';
@@ -21,6 +22,12 @@ import {
 
 const TEST_TIMEOUT_MS = 240_000;
 const FIXTURE_COMPILE_COMMAND = 'cc -O0 -g -c {file} -o {output}';
+
+function removeDirectory(directory: string | undefined): void {
+  if (directory !== undefined) {
+    rmSync(directory, { recursive: true, force: true });
+  }
+}
 
 function sameUri(a: unknown, b: string): boolean {
   return typeof a === 'string' && a.replace(/\/$/, '') === b.replace(/\/$/, '');
@@ -82,7 +89,10 @@ describe('an idle workspace (no hot-lsp.toml, no client configuration)', { timeo
     session = new LspSession(root);
   });
 
-  after(() => session?.kill());
+  after(() => {
+    session?.kill();
+    removeDirectory(root);
+  });
 
   it('initialize advertises save notifications, the commands and no editing features', async () => {
     const result = await session.initialize();
@@ -155,6 +165,7 @@ describe('a fixture workspace with hot-lsp.toml (launch = "auto")', { timeout: T
     if (pid !== undefined && processAlive(pid)) {
       process.kill(pid, 'SIGKILL');
     }
+    removeDirectory(root);
   });
 
   it('launches the program on start and streams its output', async () => {
@@ -312,6 +323,7 @@ describe('a workspace opted in by client configuration (launch = "manual")', { t
     if (pid !== undefined && processAlive(pid)) {
       process.kill(pid, 'SIGKILL');
     }
+    removeDirectory(root);
   });
 
   it('does not launch before hot-lsp.launch', async () => {
@@ -359,5 +371,87 @@ describe('a workspace opted in by client configuration (launch = "manual")', { t
       mark,
     );
     assert.equal(await session.shutdown(), 0);
+  });
+});
+
+describe('attaching to a process started outside hot-lsp (launch = "manual")', { timeout: TEST_TIMEOUT_MS }, () => {
+  let root: string;
+  let session: LspSession;
+  let program: ChildProcess;
+  let programOutput = '';
+  let sourceFile: string;
+
+  /** Waits until the program's own stdout (read by the test, not the server) matches. */
+  function waitForProgramOutput(pattern: RegExp, from: number): Promise<void> {
+    return new Promise((resolve, reject) => {
+      const check = () => {
+        if (pattern.test(programOutput.slice(from))) {
+          clearTimeout(timer);
+          program.stdout!.off('data', check);
+          resolve();
+        }
+      };
+      const timer = setTimeout(() => {
+        program.stdout!.off('data', check);
+        reject(new Error(`timed out waiting for ${pattern} in the attached program's output:\n${programOutput.slice(-500)}\n${session.describeRecent()}`));
+      }, SWAP_TIMEOUT_MS);
+      program.stdout!.on('data', check);
+      check();
+    });
+  }
+
+  before(async () => {
+    root = temporaryDirectory('hot-lsp-attach-');
+    makeFixtureWorkspace(root, { launch: 'manual' });
+    sourceFile = path.join(root, 'app.c');
+    program = spawn(path.join(root, 'app'), [], { cwd: root, stdio: ['ignore', 'pipe', 'inherit'] });
+    program.stdout!.on('data', (chunk: Buffer) => {
+      programOutput += chunk.toString('utf8');
+    });
+    session = new LspSession(root);
+    await session.initialize();
+    await session.didOpen(sourceFile, readFileSync(sourceFile, 'utf8'));
+  });
+
+  after(() => {
+    session?.kill();
+    program?.kill('SIGKILL');
+    removeDirectory(root);
+  });
+
+  it('hot-lsp.attach with the pid reports it running', async () => {
+    await waitForProgramOutput(/value=1 tick=\d+/, 0);
+    const mark = session.notifications.length;
+    await session.executeCommand(SERVER_COMMANDS.attach, [{ pid: program.pid, workspace: session.rootUri }]);
+    await session.waitFor(
+      'hot-lsp/status running with the attached pid',
+      isStatus(session.rootUri, (params) => params.state === 'running' && params.pid === program.pid),
+      STARTUP_TIMEOUT_MS,
+      mark,
+    );
+  });
+
+  it('a saved edit is swapped into the attached process', async () => {
+    const from = programOutput.length;
+    const edited = setReturnStatement(readFileSync(sourceFile, 'utf8'), 'return 5;');
+    writeFileSync(sourceFile, edited.text);
+    await session.didSave(sourceFile);
+    await waitForProgramOutput(/value=5 tick=\d+/, from);
+  });
+
+  it('hot-lsp.detach leaves the process running', async () => {
+    const mark = session.notifications.length;
+    await session.executeCommand(SERVER_COMMANDS.detach);
+    await session.waitFor(
+      'hot-lsp/status without the pid after detach',
+      isStatus(session.rootUri, (params) => params.pid !== program.pid),
+      STARTUP_TIMEOUT_MS,
+      mark,
+    );
+    const from = programOutput.length;
+    await waitForProgramOutput(/value=5 tick=\d+/, from);
+    assert.equal(program.exitCode, null, 'the detached process exited');
+    assert.equal(await session.shutdown(), 0);
+    assert.equal(program.exitCode, null, 'shutting the server down killed a process it had only attached to');
   });
 });
