@@ -4,9 +4,9 @@
 //! choosing it, the whole old body is decoded (iced-x86, from the image's section bytes): a
 //! branch inside the body that targets one of the bytes the jump overwrites (a loop head at
 //! entry+4 behind `endbr64`, with `-fcf-protection`) would land in the middle of the jump.
-//! Then a 2-byte `jmp rel8` at the entry goes to fill bytes before the function (the
-//! `int3`/`nop` padding between the previous symbol's end and this entry), which hold the
-//! `jmp rel32`. A function shorter than 5 bytes may extend the jump over fill after it, up to
+//! Then a 2-byte `jmp rel8` at the entry goes to fill bytes within its reach (the
+//! `int3`/`nop` padding between the previous symbol's end and this entry, or another gap
+//! between nearby symbols), which hold the `jmp rel32`. A function shorter than 5 bytes may extend the jump over fill after it, up to
 //! the next symbol. Otherwise the function is too small to redirect.
 //!
 //! Later swaps of the same entry only rewrite the 5-byte jump (wherever it lives), expecting
@@ -55,6 +55,31 @@ fn is_fill(bytes: &[u8], vaddr: u64) -> bool {
         }
     }
     true
+}
+
+/// Where the fill after the last real instruction of `bytes` starts, if that instruction
+/// never falls through (`ret`, `jmp`, `ud2`, `hlt`): only then is the fill unreachable.
+fn trailing_fill_start(bytes: &[u8], vaddr: u64) -> Option<u64> {
+    let mut decoder = Decoder::with_ip(64, bytes, vaddr, DecoderOptions::NONE);
+    let mut instr = Instruction::default();
+    let mut fill_start = None;
+    while decoder.can_decode() {
+        decoder.decode_out(&mut instr);
+        if instr.is_invalid() {
+            return None;
+        }
+        let is_padding = matches!(instr.mnemonic(), Mnemonic::Nop | Mnemonic::Int3);
+        if is_padding {
+            fill_start.get_or_insert(instr.ip());
+        } else {
+            let stops = matches!(
+                instr.flow_control(),
+                FlowControl::Return | FlowControl::UnconditionalBranch | FlowControl::Exception
+            ) || matches!(instr.mnemonic(), Mnemonic::Hlt | Mnemonic::Ud2);
+            fill_start = if stops { None } else { Some(u64::MAX) };
+        }
+    }
+    fill_start.filter(|&s| s != u64::MAX)
 }
 
 /// Targets of the body's near branches that fall strictly inside `(start, start + len)`.
@@ -204,68 +229,101 @@ pub(crate) fn plan_image_entry(
             ),
         ));
     }
-    // A branch targets bytes 1..5: try the short jump through fill before the function.
+    // A branch targets bytes 1..5: try a 2-byte short jump at the entry to 5 bytes of fill
+    // within its reach (-128..+127 from the end of the short jump): the padding right before
+    // the function first, then any other gap between nearby symbols.
     let short_conflicts = branch_targets_into(old_body, vaddr, vaddr, JMP_REL8_LEN);
-    let pad_at = vaddr.checked_sub(JMP_REL32_LEN);
-    let prev_end = index.prev_symbol_end(Vaddr(vaddr));
     let describe_conflicts = conflicts
         .iter()
         .map(|t| format!("entry+{}", t - vaddr))
         .collect::<Vec<_>>()
         .join(", ");
-    if let Some(pad_at) = pad_at {
-        let pad = pad_at..vaddr;
-        let gap_ok = pad_at >= prev_end
-            && exe
+    let after_short = vaddr + JMP_REL8_LEN;
+    let reach = after_short.saturating_sub(128)..after_short + 127 + JMP_REL32_LEN;
+    let mut candidates: Vec<u64> = Vec::new();
+    if short_conflicts.is_empty() {
+        for gap in index.gaps_overlapping(reach.clone()) {
+            let Some(gap_bytes) = exe
                 .image
-                .bytes_at(prev_end, (vaddr - prev_end) as usize)
-                .is_some_and(|b| is_fill(b, prev_end));
-        if short_conflicts.is_empty() && gap_ok && alloc.fill_is_free(&pad) {
-            let pad_rt = exe.runtime(Vaddr(pad_at));
-            let long = jmp_rel32(pad_rt.0, body.0).ok_or_else(|| overflow(pad_rt))?;
-            let short = jmp_rel8(entry.0, pad_rt.0).ok_or_else(|| overflow(entry))?;
-            let pad_original = exe
-                .image
-                .bytes_at(pad_at, JMP_REL32_LEN as usize)
-                .map(<[u8]>::to_vec)
-                .unwrap_or_default();
-            let entry_original = exe
-                .image
-                .bytes_at(vaddr, JMP_REL8_LEN as usize)
-                .map(<[u8]>::to_vec)
-                .unwrap_or_default();
-            return Ok(EntryPlan {
-                writes: vec![
-                    EntryWrite {
-                        addr: pad_rt,
-                        expected: pad_original.clone(),
-                        bytes: long.clone(),
-                        function: function.to_string(),
-                    },
-                    EntryWrite {
-                        addr: entry,
-                        expected: entry_original.clone(),
-                        bytes: short.clone(),
-                        function: function.to_string(),
-                    },
-                ],
-                protected: vec![entry..entry.offset(JMP_REL8_LEN), pad_rt..entry],
-                redirect: Redirect {
-                    jump_at: pad_rt,
-                    current: long,
-                    original: pad_original,
-                    short: Some((entry, short, entry_original)),
-                },
-                claimed_fill: Some(pad),
-            });
+                .bytes_at(gap.start, (gap.end - gap.start) as usize)
+            else {
+                continue;
+            };
+            // Either the whole gap is fill, or (after a symbol without a size, as crt's
+            // functions have) the fill that trails its last instruction.
+            let fill_start = if is_fill(gap_bytes, gap.start) {
+                gap.start
+            } else {
+                match trailing_fill_start(gap_bytes, gap.start) {
+                    Some(start) => start,
+                    None => continue,
+                }
+            };
+            if gap.end - fill_start < JMP_REL32_LEN {
+                continue;
+            }
+            // The window nearest the entry inside this fill.
+            let at = if gap.end <= vaddr {
+                gap.end - JMP_REL32_LEN
+            } else {
+                fill_start
+            };
+            let rel = at as i64 - after_short as i64;
+            if (-128..=127).contains(&rel) && alloc.fill_is_free(&(at..at + JMP_REL32_LEN)) {
+                candidates.push(at);
+            }
         }
+    }
+    candidates.sort_by_key(|&at| (at as i64 - vaddr as i64).unsigned_abs());
+    if let Some(&pad_at) = candidates.first() {
+        let pad = pad_at..pad_at + JMP_REL32_LEN;
+        let pad_rt = exe.runtime(Vaddr(pad_at));
+        let long = jmp_rel32(pad_rt.0, body.0).ok_or_else(|| overflow(pad_rt))?;
+        let short = jmp_rel8(entry.0, pad_rt.0).ok_or_else(|| overflow(entry))?;
+        let pad_original = exe
+            .image
+            .bytes_at(pad_at, JMP_REL32_LEN as usize)
+            .map(<[u8]>::to_vec)
+            .unwrap_or_default();
+        let entry_original = exe
+            .image
+            .bytes_at(vaddr, JMP_REL8_LEN as usize)
+            .map(<[u8]>::to_vec)
+            .unwrap_or_default();
+        return Ok(EntryPlan {
+            writes: vec![
+                EntryWrite {
+                    addr: pad_rt,
+                    expected: pad_original.clone(),
+                    bytes: long.clone(),
+                    function: function.to_string(),
+                },
+                EntryWrite {
+                    addr: entry,
+                    expected: entry_original.clone(),
+                    bytes: short.clone(),
+                    function: function.to_string(),
+                },
+            ],
+            protected: vec![
+                entry..entry.offset(JMP_REL8_LEN),
+                pad_rt..pad_rt.offset(JMP_REL32_LEN),
+            ],
+            redirect: Redirect {
+                jump_at: pad_rt,
+                current: long,
+                original: pad_original,
+                short: Some((entry, short, entry_original)),
+            },
+            claimed_fill: Some(pad),
+        });
     }
     Err((
         LinkErrorCode::FunctionTooSmall,
         format!(
             "cannot redirect `{function}`: a branch inside it targets {describe_conflicts}, \
-             which the 5-byte entry jump would overwrite, and there are not 5 bytes of padding \
-             right before it for a short jump; rebuild with -fpatchable-function-entry=5,5"
+             which the 5-byte entry jump would overwrite, and there are no 5 bytes of padding \
+             within reach of a short jump; rebuild with -fpatchable-function-entry=5,5"
         ),
     ))
 }
@@ -294,6 +352,19 @@ mod tests {
         // nopw %cs:0x0(%rax,%rax,1)
         assert!(is_fill(&[0x66, 0x2e, 0x0f, 0x1f, 0x84, 0, 0, 0, 0, 0], 0));
         assert!(!is_fill(&[0xc3], 0));
+    }
+
+    #[test]
+    fn trailing_fill_needs_a_stop_before_it() {
+        // ret; nopl 0(%rax): the 7 bytes after `ret` are unreachable fill.
+        let after_ret = [0xc3, 0x0f, 0x1f, 0x80, 0, 0, 0, 0];
+        assert_eq!(trailing_fill_start(&after_ret, 0x1000), Some(0x1001));
+        // add %eax,%eax; nop: execution falls into the nop, so it is not fill.
+        let after_add = [0x01, 0xc0, 0x90, 0x90, 0x90, 0x90, 0x90];
+        assert_eq!(trailing_fill_start(&after_add, 0x1000), None);
+        // ret; nop; xor %eax,%eax; ret: no fill at the end.
+        let no_tail = [0xc3, 0x90, 0x31, 0xc0, 0xc3];
+        assert_eq!(trailing_fill_start(&no_tail, 0x1000), None);
     }
 
     #[test]

@@ -348,11 +348,24 @@ impl ImageIndex {
             .copied()
     }
 
-    /// The end of the nearest symbol that starts before `vaddr` (0 if none): the padding
-    /// before a function lies between this and the function.
-    pub(crate) fn prev_symbol_end(&self, vaddr: Vaddr) -> u64 {
-        let idx = self.extents.partition_point(|e| e.start < vaddr.0);
-        self.prefix_max_end[idx]
+    /// Gaps between symbols (where padding lives) that overlap `range`: each gap runs from
+    /// the furthest end of the symbols before it to the start of the next symbol.
+    pub(crate) fn gaps_overlapping(&self, range: std::ops::Range<u64>) -> Vec<std::ops::Range<u64>> {
+        let first = self.extents.partition_point(|e| e.start < range.start);
+        let mut gaps = Vec::new();
+        for idx in first..=self.extents.len() {
+            let Some(extent) = self.extents.get(idx) else {
+                break;
+            };
+            let gap = self.prefix_max_end[idx]..extent.start;
+            if gap.start >= range.end {
+                break;
+            }
+            if gap.start < gap.end && gap.end > range.start {
+                gaps.push(gap);
+            }
+        }
+        gaps
     }
 
     /// The start of the first symbol starting after `vaddr`, if any.

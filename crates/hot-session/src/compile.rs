@@ -103,6 +103,19 @@ fn parse_family(banner: &str) -> Family {
     Family::Unknown
 }
 
+impl CompileJob {
+    /// The command without the private output path: two compiles with equal flags produce
+    /// comparable objects.
+    pub fn flags(&self) -> &[String] {
+        let end = self
+            .argv
+            .iter()
+            .rposition(|a| a == "-o")
+            .unwrap_or(self.argv.len());
+        &self.argv[..end]
+    }
+}
+
 /// Turn a database entry into the patch compile writing `output`.
 pub fn job_for(entry: &CompileEntry, output: &Path) -> CompileJob {
     let compiler = entry.arguments.first().cloned().unwrap_or_else(|| "cc".into());

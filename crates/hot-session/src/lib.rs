@@ -126,7 +126,8 @@ pub enum SessionEvent {
     Status(Status),
     /// The program was started.
     Launched { pid: i32 },
-    /// The program's output.
+    /// The program's output: one line, ending with `\n` (a partial line the program left
+    /// unterminated is flushed as a line when it pauses).
     Output { stream: OutputStream, text: String },
     /// The complete current diagnostics of one file (an empty list clears them).
     Diagnostics {

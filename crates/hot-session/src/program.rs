@@ -59,8 +59,13 @@ impl Program {
     /// The linker, created with fresh arenas the first time a patch needs it.
     pub fn linker(&mut self) -> Result<&mut Linker, String> {
         if self.linker.is_none() {
+            // The libraries are read now rather than at launch: right after exec the dynamic
+            // linker has not mapped them yet. By the first save the program runs its main.
+            let exe_path = self.image()?.model.exe.path.clone();
+            let libs = read_libraries(&self.debuggee, &exe_path)?;
             let (model, exe_range) = {
-                let image = self.image()?;
+                let image = self.image.as_mut().ok_or("the program's image is not read")?;
+                image.model.libs = libs;
                 (image.model.clone(), image.exe_range.clone())
             };
             let code = self
@@ -115,42 +120,6 @@ fn read_image(debuggee: &Debuggee) -> Result<ImageInfo, String> {
     };
     let exe_range = (exe.vaddr_range.0.wrapping_add(exe_bias))..(exe.vaddr_range.1.wrapping_add(exe_bias));
 
-    // Shared libraries: every file mapped at offset 0 that is not the executable. The
-    // dynamic linker maps libraries top-down, so descending address approximates load order
-    // (the interposition order) closely enough for the libraries a C program links.
-    let mut libs = Vec::new();
-    let mut seen = std::collections::HashSet::new();
-    let mut lib_maps: Vec<&Mapping> = maps
-        .iter()
-        .filter(|m| m.offset == 0 && m.path.starts_with('/') && m.path != exe_path)
-        .filter(|m| m.path.contains(".so"))
-        .collect();
-    lib_maps.sort_by(|a, b| b.range.start.cmp(&a.range.start));
-    for mapping in lib_maps {
-        if !seen.insert(mapping.path.clone()) {
-            continue;
-        }
-        // A library upgraded on disk shows as "(deleted)": its file is not what runs.
-        if mapping.path.ends_with(" (deleted)") {
-            tracing::warn!("{} was replaced on disk; its symbols are not used", mapping.path);
-            continue;
-        }
-        let path = mapping.path.as_str();
-        let Ok(bytes) = std::fs::read(path) else {
-            continue;
-        };
-        let Ok(image) = LinkedImage::parse(Path::new(path), &bytes) else {
-            continue;
-        };
-        let Some(bias) = bias_of(&maps, path, &image) else {
-            continue;
-        };
-        libs.push(Module {
-            path: path.to_owned(),
-            bias,
-            image: Arc::new(image),
-        });
-    }
     Ok(ImageInfo {
         model: ImageModel {
             exe: Module {
@@ -158,7 +127,7 @@ fn read_image(debuggee: &Debuggee) -> Result<ImageInfo, String> {
                 bias: exe_bias,
                 image: Arc::new(exe),
             },
-            libs,
+            libs: Vec::new(),
         },
         exe_range,
     })
@@ -208,4 +177,48 @@ pub(crate) fn producer_of<'a>(image: &'a LinkedImage, source: &Path) -> Option<&
             .then_some(cu.producer.as_deref())
             .flatten()
     })
+}
+
+/// The shared libraries mapped in the process, each with its bias.
+fn read_libraries(debuggee: &Debuggee, exe_path: &str) -> Result<Vec<Module>, String> {
+    let maps = debuggee
+        .mappings()
+        .map_err(|e| format!("cannot read the memory map: {e}"))?;
+    // Shared libraries: every file mapped at offset 0 that is not the executable. The
+    // dynamic linker maps libraries top-down, so descending address approximates load order
+    // (the interposition order) closely enough for the libraries a C program links.
+    let mut libs = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    let mut lib_maps: Vec<&Mapping> = maps
+        .iter()
+        .filter(|m| m.offset == 0 && m.path.starts_with('/') && m.path != exe_path)
+        .filter(|m| m.path.contains(".so"))
+        .collect();
+    lib_maps.sort_by(|a, b| b.range.start.cmp(&a.range.start));
+    for mapping in lib_maps {
+        if !seen.insert(mapping.path.clone()) {
+            continue;
+        }
+        // A library upgraded on disk shows as "(deleted)": its file is not what runs.
+        if mapping.path.ends_with(" (deleted)") {
+            tracing::warn!("{} was replaced on disk; its symbols are not used", mapping.path);
+            continue;
+        }
+        let path = mapping.path.as_str();
+        let Ok(bytes) = std::fs::read(path) else {
+            continue;
+        };
+        let Ok(image) = LinkedImage::parse(Path::new(path), &bytes) else {
+            continue;
+        };
+        let Some(bias) = bias_of(&maps, path, &image) else {
+            continue;
+        };
+        libs.push(Module {
+            path: path.to_owned(),
+            bias,
+            image: Arc::new(image),
+        });
+    }
+    Ok(libs)
 }

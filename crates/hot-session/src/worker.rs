@@ -29,6 +29,7 @@ enum Event {
 /// The last object of a file that matches what runs, compiled with the same flags.
 #[derive(Clone)]
 pub(crate) struct Baseline {
+    /// The compile command without its output path (see [`CompileJob::flags`]).
     pub argv: Vec<String>,
     pub object: Arc<Object>,
 }
@@ -310,6 +311,10 @@ impl Worker {
                     hot_process::Stream::Stdout => OutputStream::Stdout,
                     hot_process::Stream::Stderr => OutputStream::Stderr,
                 };
+                // The owner thread delivers lines without their end (and flushes a partial
+                // line when the program pauses); front ends get each as a line.
+                let mut text = text;
+                text.push('\n');
                 self.emit(SessionEvent::Output { stream, text });
             }
             ProcessEvent::Exited { code, signal } => {
@@ -565,11 +570,29 @@ impl Worker {
         Object::parse(&job.output, &bytes).map_err(|e| e.to_string())
     }
 
+    /// Compile the baseline of every source file the image's DWARF names that exists in
+    /// this workspace, so the first save of each swaps only what changed.
     fn compile_baselines(&mut self) {
-        let files: Vec<PathBuf> = match self.database() {
-            Some(db) => db.files().map(Path::to_owned).collect(),
-            None => Vec::new(),
-        };
+        let root = self.options.root.clone();
+        let files: Vec<PathBuf> = self
+            .program
+            .as_ref()
+            .and_then(|p| p.image.as_ref())
+            .map(|image| {
+                image
+                    .model
+                    .exe
+                    .image
+                    .compile_units
+                    .iter()
+                    .map(|cu| {
+                        let dir = cu.comp_dir.as_deref().unwrap_or("/");
+                        normalize(&Path::new(dir).join(&cu.name))
+                    })
+                    .filter(|p| p.starts_with(&root) && p.is_file())
+                    .collect()
+            })
+            .unwrap_or_default();
         for file in files {
             self.compile_baseline(&file);
         }
@@ -600,7 +623,7 @@ impl Worker {
                     self.baselines.insert(
                         file.to_owned(),
                         Baseline {
-                            argv: job.argv.clone(),
+                            argv: job.flags().to_vec(),
                             object: Arc::new(object),
                         },
                     );
@@ -749,7 +772,7 @@ impl Worker {
         let baseline = self
             .baselines
             .get(file)
-            .filter(|b| b.argv == job.argv)
+            .filter(|b| b.argv == job.flags())
             .cloned();
         let linker = match program.linker() {
             Ok(l) => l,
@@ -789,7 +812,7 @@ impl Worker {
         self.publish(file, file, diagnostics);
 
         let new_baseline = Baseline {
-            argv: job.argv.clone(),
+            argv: job.flags().to_vec(),
             object: Arc::new(object),
         };
         if patch.is_empty() {
@@ -811,7 +834,7 @@ impl Worker {
                     what: w.what.clone(),
                 })
                 .collect(),
-            copies: patch.slot_copies.iter().map(|c| (c.dst.0, c.src.0)).collect(),
+            copies: patch.slot_copies.iter().map(|c| (c.src.0, c.dst.0)).collect(),
             commit: patch
                 .entries
                 .iter()

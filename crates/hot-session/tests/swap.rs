@@ -45,6 +45,7 @@ fn new_static_function_and_variable_keep_state() {
     assert!(swap.added.iter().any(|a| a == "next_serial"), "{swap:?}");
     assert!(swap.added.iter().any(|a| a == "serial"), "{swap:?}");
     // The new variable starts at its initializer and keeps counting across calls.
+    f.wait_output("compute=100");
     let lines = f.next_lines(4);
     let values: Vec<i64> = lines
         .iter()
@@ -100,12 +101,9 @@ fn first_use_of_stderr() {
     );
     f.save("main.c");
     f.wait_swap();
+    // The program's stdout and stderr share one pseudo-terminal (so both stay line-buffered
+    // and in order), so the line arrives as program output whichever stream wrote it.
     f.wait_output("to-stderr 10");
-    let stderr_seen = f.log.iter().any(|e| {
-        matches!(e, SessionEvent::Output { stream: hot_session::OutputStream::Stderr, text } if text.contains("to-stderr"))
-    });
-    // Through a pseudo-terminal both streams may arrive as one; through pipes, as stderr.
-    let _ = stderr_seen;
     f.assert_same_process();
 }
 
@@ -178,7 +176,7 @@ fn one_edit_in_a_file_of_many_functions_swaps_one_function() {
 fn jump_table_at_o2() {
     let mut f = Fixture::launch("optimized");
     f.wait_output("classify=-97");
-    f.edit("main.c", "case 3: return v - 100;", "case 3: return v - 300;");
+    f.edit("main.c", "case 3: sink = 4; return v - 100;", "case 3: sink = 4; return v - 300;");
     f.save("main.c");
     let swap = f.wait_swap();
     assert_eq!(swap.swapped, vec!["classify".to_string()], "{swap:?}");

@@ -155,11 +155,14 @@ impl Fixture {
                         return found;
                     }
                 }
-                Err(_) => panic!(
-                    "timed out waiting for {what}; recent events:\n{}\nfresh output:\n{}",
-                    self.log_tail(),
-                    self.fresh_output
-                ),
+                Err(_) => {
+                    let out = &self.fresh_output;
+                    let tail = &out[out.len().saturating_sub(2000)..];
+                    panic!(
+                        "timed out waiting for {what}; recent events:\n{}\nfresh output (end):\n{tail}",
+                        self.log_tail(),
+                    )
+                }
             }
         }
     }
@@ -240,8 +243,16 @@ impl Fixture {
         })
     }
 
-    /// Wait for a message of the given severity and return its text.
+    /// The first message of the given severity, already seen or still to come.
     pub fn wait_message(&mut self, severity: Severity) -> String {
+        self.drain();
+        let seen = self.log.iter().find_map(|e| match e {
+            SessionEvent::Message { severity: s, text } if *s == severity => Some(text.clone()),
+            _ => None,
+        });
+        if let Some(text) = seen {
+            return text;
+        }
         self.wait(&format!("a {severity:?} message"), |e| match e {
             SessionEvent::Message { severity: s, text } if *s == severity => Some(text.clone()),
             _ => None,
