@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 
 fn copy_fixture(name: &str) -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("tempdir");
-    let from = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures").join(name);
+    let from = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/fixtures")
+        .join(name);
     for entry in std::fs::read_dir(&from).expect("fixture") {
         let entry = entry.expect("entry");
         std::fs::copy(entry.path(), dir.path().join(entry.file_name())).expect("copy");
@@ -56,7 +58,10 @@ fn program_outlives_an_idle_server_and_dies_with_it() {
         if pid.is_some() && launched_at.elapsed() >= Duration::from_secs(30) {
             break;
         }
-        assert!(launched_at.elapsed() < Duration::from_secs(120), "no launch event");
+        assert!(
+            launched_at.elapsed() < Duration::from_secs(120),
+            "no launch event"
+        );
     }
     let pid = pid.expect("a launched event");
     assert!(alive(pid), "the program died while the server idled");
@@ -65,7 +70,10 @@ fn program_outlives_an_idle_server_and_dies_with_it() {
     server.wait().expect("reap the server");
     let deadline = Instant::now() + Duration::from_secs(30);
     while alive(pid) {
-        assert!(Instant::now() < deadline, "the program {pid} outlived the killed server");
+        assert!(
+            Instant::now() < deadline,
+            "the program {pid} outlived the killed server"
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
 }
