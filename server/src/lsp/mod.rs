@@ -8,6 +8,7 @@
 mod bridge;
 mod commands;
 pub mod convert;
+mod framing;
 mod workspaces;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -94,6 +95,17 @@ fn folders_of(params: &InitializeParams) -> Vec<Uri> {
         .and_then(Uri::from_file_path)
         .into_iter()
         .collect()
+}
+
+impl Backend {
+    /// Answers the stand-in for a malformed message (see `framing`) with its protocol error.
+    async fn invalid_message(&self, params: framing::InvalidMessage) -> Result<Value> {
+        Err(tower_lsp_server::jsonrpc::Error {
+            code: params.code.into(),
+            message: params.message.into(),
+            data: None,
+        })
+    }
 }
 
 impl LanguageServer for Backend {
@@ -196,13 +208,13 @@ impl LanguageServer for Backend {
 /// otherwise (LSP `exit` semantics).
 pub async fn serve<I, O>(input: I, output: O) -> i32
 where
-    I: AsyncRead + Unpin,
+    I: AsyncRead + Unpin + Send + 'static,
     O: AsyncWrite,
 {
     let runtime = tokio::runtime::Handle::current();
     let shutdown_requested = Arc::new(AtomicBool::new(false));
     let mut shared: Option<Arc<Workspaces>> = None;
-    let (service, socket) = LspService::new(|client: Client| {
+    let (service, socket) = LspService::build(|client: Client| {
         let workspaces = Arc::new(Workspaces::new(client, runtime.clone()));
         shared = Some(Arc::clone(&workspaces));
         Backend {
@@ -210,7 +222,10 @@ where
             initial_folders: std::sync::Mutex::new(Vec::new()),
             shutdown_requested: Arc::clone(&shutdown_requested),
         }
-    });
+    })
+    .custom_method(framing::INVALID_MESSAGE_METHOD, Backend::invalid_message)
+    .finish();
+    let input = framing::sanitized(input);
     let server = Server::new(input, output, socket).serve(service);
     tokio::select! {
         () = server => tracing::info!("the client is gone"),
