@@ -47,7 +47,6 @@ export interface ExtensionDependencies {
 function defaultDependencies(): ExtensionDependencies {
   return {
     // Loaded lazily so that this module can be loaded (and tested) without the client library.
-    // eslint-disable-next-line @typescript-eslint/no-require-imports
     createClient: (options) => (require('./client') as typeof import('./client')).createClient(options),
     listProcesses: () => listProcesses(),
   };
