@@ -1,0 +1,177 @@
+//! `hot-lsp watch --json` end to end: the real binary watches a fixture workspace, launches
+//! its program, swaps saved edits, reports compile errors as JSON events, and kills the program
+//! when it is terminated.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::{self, Receiver};
+use std::time::Instant;
+
+use common::{build_program, copy_fixture, process_alive, TIMEOUT};
+use serde_json::Value;
+
+struct Watch {
+    child: Child,
+    events: Receiver<Value>,
+    seen: Vec<Value>,
+}
+
+impl Watch {
+    fn start(dir: &std::path::Path) -> Watch {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_hot-lsp"))
+            .arg("watch")
+            .arg(dir)
+            .arg("--json")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start hot-lsp watch");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, events) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { return };
+                let event: Value = serde_json::from_str(&line)
+                    .unwrap_or_else(|error| panic!("not a JSON event: {line:?}: {error}"));
+                if tx.send(event).is_err() {
+                    return;
+                }
+            }
+        });
+        Watch {
+            child,
+            events,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Waits for the next event satisfying `matches`, skipping others.
+    fn wait(&mut self, what: &str, matches: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + TIMEOUT;
+        loop {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            match self.events.recv_timeout(remaining) {
+                Ok(event) => {
+                    if event["event"] != "output" {
+                        self.seen.push(event.clone());
+                    }
+                    if matches(&event) {
+                        return event;
+                    }
+                }
+                Err(_) => panic!("no {what} event within {TIMEOUT:?}; seen: {:#?}", self.seen),
+            }
+        }
+    }
+
+    fn output(&mut self, needle: &str) {
+        self.wait(&format!("output {needle:?}"), |event| {
+            event["event"] == "output"
+                && event["text"]
+                    .as_str()
+                    .is_some_and(|text| text.contains(needle))
+        });
+    }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn watch_refuses_a_folder_without_hot_lsp_toml() {
+    let (_dir, root) = copy_fixture("counter");
+    std::fs::remove_file(root.join("hot-lsp.toml")).expect("remove hot-lsp.toml");
+    let output = Command::new(env!("CARGO_BIN_EXE_hot-lsp"))
+        .arg("watch")
+        .arg(&root)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run hot-lsp watch");
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("hot-lsp.toml"), "{stderr}");
+    assert!(output.stdout.is_empty());
+}
+
+#[test]
+fn watch_swaps_saved_edits_reports_errors_and_kills_the_program_on_sigterm() {
+    let (_dir, root) = copy_fixture("counter");
+    build_program(&root);
+    let main_c = root.join("main.c");
+    let original = std::fs::read_to_string(&main_c).expect("read main.c");
+    let mut watch = Watch::start(&root);
+    let launched = watch.wait("launched", |event| event["event"] == "launched");
+    let pid = launched["pid"].as_i64().expect("pid");
+    watch.output("value=10");
+
+    // Truncate, then write in two parts: the debounced save sees the final content.
+    let edited = original.replacen("return x * 1;", "return x * 2;", 1);
+    let (head, tail) = edited.split_at(edited.len() / 2);
+    std::fs::write(&main_c, head).expect("write the first half");
+    {
+        use std::io::Write;
+        let mut file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&main_c)
+            .expect("reopen main.c");
+        file.write_all(tail.as_bytes())
+            .expect("write the second half");
+    }
+    let swap = watch.wait("swap", |event| event["event"] == "swap");
+    assert_eq!(swap["file"], main_c.to_string_lossy().as_ref(), "{swap}");
+    assert!(
+        swap["swapped"]
+            .as_array()
+            .is_some_and(|names| names.iter().any(|n| n == "compute")),
+        "{swap}"
+    );
+    for phase in ["compile", "link", "swap"] {
+        assert!(swap["micros"][phase].is_u64(), "{swap}");
+    }
+    watch.output("value=20");
+
+    // A compile error: one diagnostic event, 1-based line and byte column.
+    let broken = edited.replacen("return x * 2;", "return x * ;", 1);
+    std::fs::write(&main_c, &broken).expect("write the error");
+    let diagnostic = watch.wait("diagnostic", |event| event["event"] == "diagnostic");
+    let (line_index, line) = broken
+        .lines()
+        .enumerate()
+        .find(|(_, line)| line.contains("return x * ;"))
+        .expect("the broken line");
+    assert_eq!(
+        diagnostic["file"],
+        main_c.to_string_lossy().as_ref(),
+        "{diagnostic}"
+    );
+    assert_eq!(diagnostic["line"], line_index as u64 + 1, "{diagnostic}");
+    assert_eq!(
+        diagnostic["column"],
+        line.find(" ;").expect("the token") as u64 + 2,
+        "{diagnostic}"
+    );
+    assert_eq!(diagnostic["severity"], "error", "{diagnostic}");
+    assert_eq!(diagnostic["code"], "compile-error", "{diagnostic}");
+    assert!(diagnostic["message"].is_string(), "{diagnostic}");
+    assert!(process_alive(pid));
+
+    let terminated = Command::new("kill")
+        .arg("-TERM")
+        .arg(watch.child.id().to_string())
+        .status()
+        .expect("run kill");
+    assert!(terminated.success());
+    let status = watch.child.wait().expect("wait for hot-lsp watch");
+    assert_eq!(status.code(), Some(0), "{status}");
+    assert!(
+        !process_alive(pid),
+        "the program {pid} outlived hot-lsp watch"
+    );
+}
