@@ -13,6 +13,8 @@ local hot_lsp = require('hot_lsp')
 ---@type vim.lsp.Config
 return {
   cmd = { 'hot-lsp', '--stdio' },
+  -- The server's stderr log ends up in Neovim's LSP log: no ANSI colours there.
+  cmd_env = { NO_COLOR = '1' },
   filetypes = { 'c', 'cpp', 'objc', 'objcpp' },
   root_markers = hot_lsp.root_markers,
   root_dir = function(bufnr, on_dir)

@@ -47,7 +47,8 @@ export function createClient(options: ClientOptions): HotLspClient {
   const serverOptions: ServerOptions = {
     command: options.serverPath,
     args: ['--stdio'],
-    options: { cwd: options.cwd },
+    // NO_COLOR: the server's log goes to an output channel, which shows ANSI colours as garbage.
+    options: { cwd: options.cwd, env: { ...process.env, NO_COLOR: '1' } },
   };
   const clientOptions: LanguageClientOptions = {
     documentSelector: DOCUMENT_SELECTOR,

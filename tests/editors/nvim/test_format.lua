@@ -55,6 +55,7 @@ H.step('the lsp config is found on the runtimepath', function()
   H.eq('function', type(config.handlers['hot-lsp/status']))
   H.eq('function', type(config.handlers['hot-lsp/output']))
   H.eq(os.getenv('HOT_LSP'), config.cmd[1], 'the test overrides cmd')
+  H.eq('1', config.cmd_env.NO_COLOR, 'the server log must not carry ANSI colours')
 end)
 
 H.step('output buffer joins partial lines and strips carriage returns', function()

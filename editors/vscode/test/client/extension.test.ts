@@ -110,6 +110,7 @@ describe('the extension with the real language client and server', { timeout: TE
     pid = Number(/pid (\d+)/.exec(extension.statusBar.text)![1]);
     await eventually('program output', STARTUP_TIMEOUT_MS, () => /value=1 tick=\d+\n/.test(channel('hot-lsp: Program Output').text), details);
     assert.doesNotMatch(channel('hot-lsp').text, /value=1 tick=/, 'program output leaked into the server log');
+    assert.doesNotMatch(channel('hot-lsp').text, /\x1b\[/, 'ANSI escape codes in the server log channel');
   });
 
   it('a saved edit is swapped in and summarised in the status bar', async () => {
