@@ -267,3 +267,90 @@ fn the_program_dies_on_shutdown_and_exit() {
         run.pid
     );
 }
+
+/// The counter fixture without its hot-lsp.toml, built: only client configuration can enable it.
+fn counter_without_config() -> (tempfile::TempDir, PathBuf) {
+    let (dir, root) = copy_fixture("counter");
+    std::fs::remove_file(root.join("hot-lsp.toml")).expect("remove hot-lsp.toml");
+    build_program(&root);
+    (dir, root)
+}
+
+fn client_settings() -> Value {
+    json!({
+        "program": {"path": "app"},
+        "compile": {"command": "cc -O0 -g -c {file} -o {output}"},
+    })
+}
+
+#[test]
+fn initialization_options_enable_a_workspace_in_both_shapes() {
+    for options in [json!({"hot-lsp": client_settings()}), client_settings()] {
+        let (_dir, root) = counter_without_config();
+        let mut client = Client::start();
+        client.initialize(Some(&root), options.clone());
+        let workspace = file_uri(&root);
+        let status = client.wait_notification("hot-lsp/status", |params| {
+            params["workspace"] == workspace && params["state"] == "running"
+        });
+        assert!(status["pid"].is_i64(), "{status} with {options}");
+    }
+}
+
+#[test]
+fn did_change_configuration_enables_an_idle_workspace() {
+    let (_dir, root) = counter_without_config();
+    let mut client = Client::start();
+    client.initialize(Some(&root), Value::Null);
+    let idle = client.execute("hot-lsp.status", json!([]));
+    assert_eq!(idle["result"]["state"], "idle", "{idle}");
+    client.notify(
+        "workspace/didChangeConfiguration",
+        json!({"settings": {"hot-lsp": client_settings()}}),
+    );
+    let workspace = file_uri(&root);
+    let status = client.wait_notification("hot-lsp/status", |params| {
+        params["workspace"] == workspace && params["state"] == "running"
+    });
+    assert!(status["pid"].is_i64(), "{status}");
+}
+
+#[test]
+fn a_swap_is_reported_as_work_done_progress() {
+    let mut run = start_counter();
+    let workspace = file_uri(&run.root);
+    edit_and_save(&run.client, &run.main_c, "return x * 1;", "return x * 7;");
+    run.client.wait_notification("hot-lsp/status", |params| {
+        params["workspace"] == workspace && swapped(params, "compute")
+    });
+    let begin = run
+        .client
+        .wait_notification("$/progress", |params| params["value"]["kind"] == "begin");
+    let token = begin["token"].clone();
+    assert!(begin["value"]["title"].is_string(), "{begin}");
+    run.client.wait_notification("$/progress", |params| {
+        params["token"] == token && params["value"]["kind"] == "end"
+    });
+}
+
+#[test]
+fn the_program_dies_when_the_server_gets_sigterm() {
+    let mut run = start_counter();
+    let server_pid = run.client.pid();
+    let killed = std::process::Command::new("kill")
+        .arg("-TERM")
+        .arg(server_pid.to_string())
+        .status()
+        .expect("run kill");
+    assert!(killed.success());
+    let status = run.client.wait_exit();
+    assert!(
+        status.code().is_some(),
+        "died of the signal instead of exiting: {status}"
+    );
+    assert!(
+        !process_alive(run.pid),
+        "the program {} outlived the server",
+        run.pid
+    );
+}

@@ -130,6 +130,11 @@ impl Client {
         }
     }
 
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("the server is running").id()
+    }
+
     /// The server's log so far, for failure messages.
     pub fn stderr(&self) -> String {
         self.stderr.lock().expect("stderr lock").clone()
