@@ -10,7 +10,7 @@ import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { ExtensionContext } from 'vscode';
-import { Uri, resetStub, stubState } from '../unit/vscodeStub';
+import { Uri, fireConfigurationChange, resetStub, stubState } from '../unit/vscodeStub';
 import { Diagnostic, documentEvents, publishedDiagnostics } from './deepStub';
 import type { HotLspExtension } from '../../src/extension';
 import { EXTENSION_COMMANDS } from '../../src/extension';
@@ -194,6 +194,17 @@ describe('explicit settings reach the real server as initializationOptions', { t
     const programChannel = channel('hot-lsp: Program Output');
     await stubState.commands.get(EXTENSION_COMMANDS.launch)!();
     await eventually('started arg=purple', STARTUP_TIMEOUT_MS, () => programChannel.text.includes('started arg=purple'), () =>
+      `${extension.statusBar.text}\n${channel('hot-lsp').text.slice(-2000)}`,
+    );
+  });
+
+  it('a changed setting goes to the server (didChangeConfiguration) and applies on Restart Program', async () => {
+    const programChannel = channel('hot-lsp: Program Output');
+    const from = programChannel.text.length;
+    stubState.configuration.set('program.args', { workspaceValue: ['orange'] });
+    fireConfigurationChange(['hot-lsp.program.args']);
+    await stubState.commands.get(EXTENSION_COMMANDS.restart)!();
+    await eventually('started arg=orange', STARTUP_TIMEOUT_MS, () => programChannel.text.slice(from).includes('started arg=orange'), () =>
       `${extension.statusBar.text}\n${channel('hot-lsp').text.slice(-2000)}`,
     );
   });

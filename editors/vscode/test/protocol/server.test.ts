@@ -455,3 +455,37 @@ describe('attaching to a process started outside hot-lsp (launch = "manual")', {
     assert.equal(program.exitCode, null, 'shutting the server down killed a process it had only attached to');
   });
 });
+
+describe('an invalid hot-lsp.toml', { timeout: TEST_TIMEOUT_MS }, () => {
+  let root: string;
+  let session: LspSession;
+
+  before(async () => {
+    root = temporaryDirectory('hot-lsp-bad-config-');
+    makeFixtureWorkspace(root, { launch: 'manual' });
+    // Line 3 (0-based 2) has a value of the wrong type.
+    writeFileSync(path.join(root, 'hot-lsp.toml'), '[program]\npath = "app"\nlaunch = 42\n');
+    session = new LspSession(root);
+  });
+
+  after(() => {
+    session?.kill();
+    removeDirectory(root);
+  });
+
+  it('is a config-error diagnostic on the bad key, not a crash', async () => {
+    await session.initialize();
+    const tomlUri = fileUri(path.join(root, 'hot-lsp.toml'));
+    const published = await session.waitFor(
+      'a config-error diagnostic on hot-lsp.toml',
+      diagnosticsFor(tomlUri, (diagnostics) => diagnostics.some((diagnostic) => diagnostic.code === 'config-error')),
+      STARTUP_TIMEOUT_MS,
+    );
+    const diagnostic = published.params.diagnostics.find((candidate: any) => candidate.code === 'config-error');
+    assert.equal(diagnostic.range.start.line, 2, `config-error on the wrong line: ${JSON.stringify(diagnostic)}`);
+    assert.equal(diagnostic.source, 'hot-lsp');
+    const status = await session.executeCommand(SERVER_COMMANDS.status);
+    assert.equal(status.pid, null);
+    assert.equal(await session.shutdown(), 0);
+  });
+});
