@@ -97,7 +97,24 @@ struct Forwarder {
 
 impl Forwarder {
     async fn run(mut self, mut events: mpsc::UnboundedReceiver<SessionEvent>) {
-        while let Some(event) = events.recv().await {
+        // An event taken from the channel while coalescing output, to forward next.
+        let mut next: Option<SessionEvent> = None;
+        loop {
+            let event = match next.take() {
+                Some(event) => event,
+                None => match events.recv().await {
+                    Some(event) => event,
+                    None => break,
+                },
+            };
+            let event = match event {
+                SessionEvent::Output { stream, text } => {
+                    let (text, following) = coalesce_output(stream, text, &mut events);
+                    next = following;
+                    SessionEvent::Output { stream, text }
+                }
+                other => other,
+            };
             self.forward(event).await;
         }
         // The session is gone (its folder was closed): its diagnostics are stale now.
@@ -203,6 +220,30 @@ impl Forwarder {
     }
 }
 
+/// At most this much program output goes into one `hot-lsp/output` notification.
+const MAX_OUTPUT_BATCH: usize = 64 * 1024;
+
+/// Appends the output lines of `stream` that are already waiting in the channel to `text`, so
+/// that a program printing in a tight loop costs the client a few large notifications instead
+/// of thousands of small ones. Returns the text and the first event that did not fit.
+fn coalesce_output(
+    stream: OutputStream,
+    mut text: String,
+    events: &mut mpsc::UnboundedReceiver<SessionEvent>,
+) -> (String, Option<SessionEvent>) {
+    while text.len() < MAX_OUTPUT_BATCH {
+        match events.try_recv() {
+            Ok(SessionEvent::Output {
+                stream: same,
+                text: more,
+            }) if same == stream => text.push_str(&more),
+            Ok(other) => return (text, Some(other)),
+            Err(_) => break,
+        }
+    }
+    (text, None)
+}
+
 /// Sends `$/progress` for one session's begin/report/end sequence, on tokens it creates with
 /// `window/workDoneProgress/create`.
 async fn forward_progress(client: Client, mut progress: mpsc::UnboundedReceiver<Progress>) {
@@ -263,5 +304,35 @@ async fn forward_progress(client: Client, mut progress: mpsc::UnboundedReceiver<
                 .send_notification::<notification::Progress>(params)
                 .await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn output(stream: OutputStream, text: &str) -> SessionEvent {
+        SessionEvent::Output {
+            stream,
+            text: text.to_owned(),
+        }
+    }
+
+    #[test]
+    fn waiting_output_of_one_stream_is_sent_as_one_notification() {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        for event in [
+            output(OutputStream::Stdout, "b\n"),
+            output(OutputStream::Stdout, "c\n"),
+            output(OutputStream::Stderr, "oops\n"),
+            output(OutputStream::Stdout, "d\n"),
+        ] {
+            tx.send(event).unwrap();
+        }
+        let (text, next) = coalesce_output(OutputStream::Stdout, "a\n".to_owned(), &mut rx);
+        assert_eq!(text, "a\nb\nc\n");
+        assert_eq!(next, Some(output(OutputStream::Stderr, "oops\n")));
+        let (text, next) = coalesce_output(OutputStream::Stdout, String::new(), &mut rx);
+        assert_eq!((text.as_str(), next), ("d\n", None));
     }
 }
