@@ -376,7 +376,8 @@ impl Printer {
                 }
             },
             SessionEvent::Status(status) => {
-                if self.last_state != Some(status.state) {
+                // Swapping is too brief to be worth a line; the swap line says what happened.
+                if status.state != State::Swapping && self.last_state != Some(status.state) {
                     self.last_state = Some(status.state);
                     let mut text = format!(
                         "[hot-lsp] {}",
