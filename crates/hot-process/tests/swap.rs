@@ -391,3 +391,93 @@ fn a_stopped_program_is_swapped_and_stays_stopped() {
     });
     assert_eq!(field(&line, "bad="), 0);
 }
+
+/// Threads stopped strictly inside the bytes a swap overwrites are single-stepped out first:
+/// the entry alternates between its original nops (where threads stop mid-range) and a jump.
+#[test]
+fn threads_inside_the_overwritten_bytes_are_stepped_out() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let program = compile(dir.path(), "stepper", &["-fPIE", "-pie"]);
+    let (debuggee, rx) = launch(&program, &["4"]);
+    let entry = hex_field(
+        &wait_line(&rx, "stepper=", |l| l.starts_with("stepper=")),
+        "stepper=",
+    );
+    let image = debuggee.image_range().expect("image range");
+    let arena = debuggee
+        .map_arena(image, 4096, Protection::ReadExecute)
+        .expect("arena");
+    let nops = debuggee.read_memory(entry, 5).expect("read");
+    assert_eq!(
+        nops,
+        vec![0xf3, 0x90, 0xf3, 0x90, 0x90],
+        "pause; pause; nop"
+    );
+    let ret = Write {
+        addr: arena,
+        bytes: vec![0xc3],
+        expected: None,
+        what: "ret".into(),
+    };
+    let jmp = jump(entry, arena);
+    for i in 0..100 {
+        let (bytes, expected) = if i % 2 == 0 {
+            (&jmp, &nops)
+        } else {
+            (&nops, &jmp)
+        };
+        let plan = WritePlan {
+            prepare: vec![ret.clone()],
+            copies: Vec::new(),
+            commit: vec![Write {
+                addr: entry,
+                bytes: bytes.clone(),
+                expected: Some(expected.clone()),
+                what: "entry of stepper".into(),
+            }],
+            protected: std::iter::once(entry..entry + 5).collect(),
+        };
+        debuggee
+            .apply(&plan)
+            .unwrap_or_else(|e| panic!("apply {i}: {e}"));
+    }
+    let line = wait_line(&rx, "a tick", |l| l.starts_with("tick="));
+    let calls = field(&line, "calls=");
+    wait_line(&rx, "more calls", |l| {
+        l.starts_with("tick=") && field(l, "calls=") > calls
+    });
+}
+
+/// A thread that cannot be stepped out (a loop inside the range) fails the apply after a
+/// bounded number of steps, with nothing written.
+#[test]
+fn a_thread_looping_inside_the_range_fails_the_apply_cleanly() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let program = compile(dir.path(), "stepper", &["-fPIE", "-pie"]);
+    let (debuggee, rx) = launch(&program, &["1", "stuck"]);
+    let line = wait_line(&rx, "stuck=", |l| l.starts_with("stepper="));
+    let stuck = hex_field(&line, "stuck=");
+    // The looping thread entered stuck() before "stepper=" was printed; a tick later it is
+    // surely inside the loop.
+    wait_line(&rx, "a first tick", |l| l.starts_with("tick="));
+    let image = debuggee.image_range().expect("image range");
+    let arena = debuggee
+        .map_arena(image, 4096, Protection::ReadExecute)
+        .expect("arena");
+    let original = debuggee.read_memory(stuck, 5).expect("read");
+    let (mut plan, _) = swap_plan(stuck, arena, 2, &original);
+    // The loop covers stuck-1..stuck+2 at most: every stop of that thread is inside.
+    plan.protected = std::iter::once(stuck - 1..stuck + 5).collect();
+    match debuggee.apply(&plan) {
+        Err(ProcessError::Other(message)) => assert!(message.contains("single steps"), "{message}"),
+        other => panic!("expected a stepping failure, got {other:?}"),
+    }
+    assert_eq!(debuggee.read_memory(stuck, 5).expect("read"), original);
+    let tick = field(
+        &wait_line(&rx, "a tick", |l| l.starts_with("tick=")),
+        "tick=",
+    );
+    wait_line(&rx, "a later tick", |l| {
+        l.starts_with("tick=") && field(l, "tick=") > tick
+    });
+}
