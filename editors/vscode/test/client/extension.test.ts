@@ -209,3 +209,56 @@ describe('explicit settings reach the real server as initializationOptions', { t
     );
   });
 });
+
+describe('a multi-root workspace: one session per folder', { timeout: TEST_TIMEOUT_MS }, () => {
+  let first: string;
+  let second: string;
+  let extension: HotLspExtension;
+
+  before(async () => {
+    resetStub();
+    first = temporaryDirectory('hot-lsp-client-first-');
+    second = temporaryDirectory('hot-lsp-client-second-');
+    makeFixtureWorkspace(first, { launch: 'auto' });
+    makeFixtureWorkspace(second, { launch: 'auto' });
+    stubState.workspaceFolders = [
+      { uri: Uri.file(first), name: 'first', index: 0 },
+      { uri: Uri.file(second), name: 'second', index: 1 },
+    ];
+    stubState.configuration.set('serverPath', { globalValue: serverBinary() });
+    const { activate } = require('../../src/extension') as typeof import('../../src/extension');
+    extension = await activate({ subscriptions: [] } as unknown as ExtensionContext);
+  });
+
+  after(async () => {
+    await extension?.stopServer();
+    extension?.dispose();
+    rmSync(first, { recursive: true, force: true });
+    rmSync(second, { recursive: true, force: true });
+  });
+
+  /** Makes a file of a folder the active editor and returns the status bar text for it. */
+  function focus(folder: string): string {
+    stubState.activeTextEditor = { document: { uri: Uri.file(path.join(folder, 'app.c')) } };
+    stubState.onDidChangeActiveTextEditor.fire(stubState.activeTextEditor);
+    return extension.statusBar.text;
+  }
+
+  const details = () => `status bar: ${extension.statusBar.text}\nlog:\n${channel('hot-lsp').text.slice(-2000)}`;
+
+  it('both folders run their program; the status bar follows the active editor', async () => {
+    const firstPid = await eventually('the first folder running', STARTUP_TIMEOUT_MS, () => /pid (\d+)/.exec(focus(first))?.[1], details);
+    const secondPid = await eventually('the second folder running', STARTUP_TIMEOUT_MS, () => /pid (\d+)/.exec(focus(second))?.[1], details);
+    assert.notEqual(firstPid, secondPid);
+    assert.match(focus(first), new RegExp(`pid ${firstPid}\\)`));
+  });
+
+  it('Stop Program stops only the active editor\'s folder', async () => {
+    const firstPid = Number(/pid (\d+)/.exec(focus(first))![1]);
+    focus(second);
+    await stubState.commands.get(EXTENSION_COMMANDS.stop)!();
+    await eventually('the second folder stopped', STARTUP_TIMEOUT_MS, () => /hot-lsp: (exited|idle)/.test(focus(second)), details);
+    assert.match(focus(first), new RegExp(`running \\(pid ${firstPid}\\)`));
+    assert.ok(processAlive(firstPid), 'the first folder\'s program was stopped too');
+  });
+});
