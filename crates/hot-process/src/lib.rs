@@ -247,3 +247,9 @@ impl Debuggee {
         self.inner.detach()
     }
 }
+
+/// The session moves a `Debuggee` between threads and shares it; keep it `Send + Sync`.
+const _: () = {
+    const fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<Debuggee>();
+};

@@ -176,3 +176,66 @@ fn attaching_to_an_already_traced_process_is_permission_denied() {
         Err(ProcessError::PermissionDenied(_))
     ));
 }
+
+/// Runs twice: as the test, it starts a program as root and re-executes this test binary as
+/// user `nobody`, which tries to attach to it and prints what it got.
+#[test]
+fn attaching_to_another_users_process_is_permission_denied() {
+    use std::io::Write;
+    use std::os::unix::process::CommandExt;
+    const TARGET: &str = "HOT_PROCESS_EPERM_TARGET";
+    if let Some(pid) = std::env::var(TARGET)
+        .ok()
+        .and_then(|p| p.parse::<i32>().ok())
+    {
+        let (tx, _rx) = crossbeam_channel::unbounded();
+        let result = match Debuggee::attach(pid, tx) {
+            Err(ProcessError::PermissionDenied(message)) => format!("PermissionDenied:{message}"),
+            Err(other) => format!("other:{other:?}"),
+            Ok(_) => "attached".to_string(),
+        };
+        // Straight to the descriptor: libtest captures println! output.
+        let mut stdout = std::io::stdout().lock();
+        writeln!(stdout, "\nRESULT={result}").expect("write");
+        stdout.flush().expect("flush");
+        return;
+    }
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        // As an ordinary user the other side of this test (a process of another user) is
+        // not available; the already-traced test covers PermissionDenied then.
+        eprintln!("not root: cannot run a process as another user; covered by the traced test");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let program = compile(dir.path(), "spin", &[]);
+    let mut target = Command::new(&program)
+        .args(["1", "sleep"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let target_lines = lines_of(&mut target);
+    wait_for(&target_lines, "value=", |l| l.starts_with("value="));
+    let mut helper = Command::new(std::env::current_exe().expect("current exe"))
+        .args([
+            "--exact",
+            "attaching_to_another_users_process_is_permission_denied",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(TARGET, target.id().to_string())
+        .uid(65534)
+        .gid(65534)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn helper as nobody");
+    let helper_lines = lines_of(&mut helper);
+    let result = wait_for(&helper_lines, "the helper's result", |l| {
+        l.starts_with("RESULT=")
+    });
+    helper.wait().expect("wait helper");
+    target.kill().expect("kill");
+    target.wait().expect("wait");
+    assert!(result.starts_with("RESULT=PermissionDenied:"), "{result}");
+    assert!(result.contains(&target.id().to_string()), "{result}");
+}

@@ -45,6 +45,9 @@ impl ProcMem {
     pub(crate) fn read_vec(&self, addr: u64, len: usize) -> Result<Vec<u8>, ProcessError> {
         let mut buf = vec![0u8; len];
         self.read_exact(addr, &mut buf).map_err(|err| {
+            if std::fs::metadata(format!("/proc/{}/stat", self.pid)).is_err() {
+                return ProcessError::Exited;
+            }
             ProcessError::Other(format!(
                 "cannot read {len} bytes at {addr:#x} in pid {}: {err}",
                 self.pid

@@ -244,9 +244,14 @@ impl Owner {
             }
             Request::Stop { reply } => {
                 if self.launched && !self.detached {
-                    // SAFETY: plain system call; the pid is our unreaped child, so it cannot
-                    // have been reused.
-                    unsafe { libc::kill(self.pid, libc::SIGKILL) };
+                    // The program leads its own process group (setsid at launch): kill the
+                    // group, so processes it started go too, then the program itself.
+                    // SAFETY: plain system calls; the pid is our unreaped child, so neither
+                    // it nor its group id can have been reused.
+                    unsafe {
+                        libc::kill(-self.pid, libc::SIGKILL);
+                        libc::kill(self.pid, libc::SIGKILL);
+                    }
                     self.report_exit();
                 }
                 let _ = reply.send(());
