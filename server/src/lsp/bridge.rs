@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use hot_session::{OutputStream, Progress, SessionEvent};
+use hot_session::{OutputStream, Progress, SessionEvent, Severity};
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 use tower_lsp_server::ls_types::notification::Notification;
@@ -68,6 +68,7 @@ pub fn spawn(
         root,
         progress: progress_tx,
         files_with_diagnostics: HashSet::new(),
+        information_shown: HashSet::new(),
     };
     runtime.spawn(forwarder.run(forward_rx));
     let receiver = std::thread::Builder::new()
@@ -93,6 +94,8 @@ struct Forwarder {
     progress: Option<mpsc::UnboundedSender<Progress>>,
     /// Files whose last published diagnostics were not empty: cleared when the session ends.
     files_with_diagnostics: HashSet<Uri>,
+    /// Information messages already shown once.
+    information_shown: HashSet<String>,
 }
 
 impl Forwarder {
@@ -145,9 +148,17 @@ impl Forwarder {
                     .await;
             }
             SessionEvent::Message { severity, text } => {
-                self.client
-                    .show_message(convert::message_type(severity), text)
-                    .await;
+                // A notice repeats on every save in a workspace that did not opt in; a popup
+                // each time would be noise, so a repeated notice only goes to the log.
+                let repeated = severity == Severity::Information
+                    && !self.information_shown.insert(text.clone());
+                if repeated {
+                    self.client.log_message(MessageType::INFO, text).await;
+                } else {
+                    self.client
+                        .show_message(convert::message_type(severity), text)
+                        .await;
+                }
             }
             SessionEvent::Exited { code, signal } => {
                 let kind = if code == Some(0) {
