@@ -481,3 +481,32 @@ fn a_thread_looping_inside_the_range_fails_the_apply_cleanly() {
         l.starts_with("tick=") && field(l, "tick=") > tick
     });
 }
+
+/// A non-PIE executable sits at 0x400000: its arenas go below it, so they also lie below
+/// 2 GiB (reachable by absolute 32-bit relocations), and swaps work there.
+#[test]
+fn arenas_of_a_non_pie_executable_lie_below_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let program = compile(dir.path(), "spin", &["-fno-pie", "-no-pie"]);
+    let (debuggee, rx) = launch(&program, &["2", "sleep"]);
+    let entry = hex_field(
+        &wait_line(&rx, "value=", |l| l.starts_with("value=")),
+        "value=",
+    );
+    let image = debuggee.image_range().expect("image range");
+    assert_eq!(image.start, 0x400000);
+    let arena = debuggee
+        .map_arena(image.clone(), 4096, Protection::ReadExecute)
+        .expect("arena");
+    assert!(
+        arena >= 0x10000 && arena + 4096 <= image.start,
+        "arena {arena:#x}"
+    );
+    let original = debuggee.read_memory(entry, 5).expect("read");
+    let (plan, _) = swap_plan(entry, arena, 3, &original);
+    debuggee.apply(&plan).expect("apply");
+    let line = wait_line(&rx, "the new body", |l| {
+        l.starts_with("tick=") && field(l, "three=") > 0
+    });
+    assert_eq!(field(&line, "bad="), 0);
+}
