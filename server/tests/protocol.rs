@@ -147,6 +147,13 @@ fn a_workspace_without_hot_lsp_toml_stays_idle_and_runs_nothing() {
         "a program was launched: {:#?}",
         client.notifications
     );
+    // The open and the save each got the same "not enabled here" notice: one popup at most.
+    let popups = client
+        .notifications
+        .iter()
+        .filter(|notification| notification["method"] == "window/showMessage")
+        .count();
+    assert!(popups <= 1, "repeated popups: {:#?}", client.notifications);
 }
 
 #[test]
