@@ -48,6 +48,15 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
+/// The key of the innermost folder among `roots` (key, root path) that contains `path`.
+fn innermost_folder(path: &Path, roots: &[(String, PathBuf)]) -> Option<String> {
+    roots
+        .iter()
+        .filter(|(_, root)| path.starts_with(root))
+        .max_by_key(|(_, root)| root.components().count())
+        .map(|(key, _)| key.clone())
+}
+
 /// Why a command could not be routed to a workspace.
 #[derive(Debug, thiserror::Error)]
 pub enum RouteError {
@@ -164,20 +173,12 @@ impl Workspaces {
     /// Sends `command` to the session whose folder contains `path` (the innermost folder when
     /// folders are nested). Returns whether some session took it.
     pub fn send_for_path(&self, path: &Path, command: Command) -> bool {
-        let mut best: Option<(usize, String)> = None;
-        for entry in self.by_uri.iter() {
-            let root = &entry.value().root;
-            if path.starts_with(root) {
-                let depth = root.components().count();
-                if best
-                    .as_ref()
-                    .is_none_or(|(best_depth, _)| depth > *best_depth)
-                {
-                    best = Some((depth, entry.key().clone()));
-                }
-            }
-        }
-        let Some((_, key)) = best else {
+        let roots: Vec<(String, PathBuf)> = self
+            .by_uri
+            .iter()
+            .map(|entry| (entry.key().clone(), entry.value().root.clone()))
+            .collect();
+        let Some(key) = innermost_folder(path, &roots) else {
             return false;
         };
         match self.by_uri.get(&key) {
@@ -249,5 +250,26 @@ impl Workspaces {
             target.root.clone(),
             target.session.status(),
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_file_belongs_to_the_innermost_folder_that_contains_it() {
+        let roots = vec![
+            ("outer".to_owned(), PathBuf::from("/w")),
+            ("inner".to_owned(), PathBuf::from("/w/lib")),
+            ("sibling".to_owned(), PathBuf::from("/w/lib2")),
+        ];
+        let owner = |path: &str| innermost_folder(Path::new(path), &roots);
+        assert_eq!(owner("/w/lib/a.c").as_deref(), Some("inner"));
+        assert_eq!(owner("/w/lib2/a.c").as_deref(), Some("sibling"));
+        assert_eq!(owner("/w/main.c").as_deref(), Some("outer"));
+        // Path prefixes count by component: /w/library is not inside /w/lib.
+        assert_eq!(owner("/w/library/a.c").as_deref(), Some("outer"));
+        assert_eq!(owner("/elsewhere/a.c"), None);
     }
 }
