@@ -383,7 +383,30 @@ fn a_stopped_program_is_swapped_and_stays_stopped() {
     let (plan, _) = swap_plan(entry, arena, 2, &original);
     let report = debuggee.apply(&plan).expect("apply while stopped");
     assert_eq!(report.threads, 3);
-    assert_eq!(state(), "T", "still stopped after the swap");
+    // Detaching wakes each thread, which goes back into the group stop at once.
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        let states: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/task"))
+            .expect("tasks")
+            .flatten()
+            .map(|task| {
+                let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
+                stat.rsplit(')')
+                    .next()
+                    .and_then(|r| r.split_whitespace().next())
+                    .unwrap_or("?")
+                    .to_string()
+            })
+            .collect();
+        if states.iter().all(|s| s == "T") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not stopped again after the swap: {states:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
     // SAFETY: as above.
     unsafe { libc::kill(pid, libc::SIGCONT) };
     let line = wait_line(&rx, "the new body", |l| {
