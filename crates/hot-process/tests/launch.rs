@@ -230,3 +230,18 @@ fn program_dies_with_its_owner_process() {
         "program {program_pid} outlived its owner"
     );
 }
+
+/// stop() kills the program's whole process group: children it started go too.
+#[test]
+fn stop_takes_the_programs_children_along() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let program = compile(dir.path(), "forker", &[]);
+    let (debuggee, rx) = launch(&program, &[]);
+    let child = field(
+        &wait_line(&rx, "child=", |l| l.starts_with("child=")),
+        "child=",
+    ) as i32;
+    assert!(!is_dead(child));
+    debuggee.stop();
+    assert!(wait_dead(child), "child {child} survived stop()");
+}
