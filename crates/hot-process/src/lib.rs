@@ -99,6 +99,12 @@ pub struct Write {
 /// reachable), (2) `copies` (dst <- 8 bytes at src, read in the target), (3) stop every
 /// thread, move threads out of `protected`, check every `expected`, (4) `commit` writes
 /// (entry jumps), (5) resume and detach. Any failure restores what was written.
+///
+/// Details: a thread is "inside" a range when `start < rip < end` (a thread exactly at the
+/// start runs the new bytes whole); commit write ranges count as protected too. Threads are
+/// single-stepped out (at most 64 steps each, else the apply fails with nothing committed).
+/// Signals that reach a thread while it is being stopped are sent again after the detach.
+/// A process stopped by SIGSTOP can be swapped and is left stopped.
 #[derive(Clone, Debug, Default)]
 pub struct WritePlan {
     pub prepare: Vec<Write>,
