@@ -69,6 +69,14 @@ pub(crate) fn apply(
     let stopped_micros = started.elapsed().as_micros() as u64;
     let leader_status = threads.leader_status;
     let thread_count = threads.tids.len();
+    tracing::debug!(
+        pid,
+        threads = thread_count,
+        stopped_micros,
+        commits = plan.commit.len(),
+        ok = result.is_ok(),
+        "apply"
+    );
     result?;
     Ok(Applied {
         report: ApplyReport {
