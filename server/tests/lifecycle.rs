@@ -18,6 +18,16 @@ fn copy_fixture(name: &str) -> tempfile::TempDir {
     dir
 }
 
+/// Kills the server if the test fails half-way, so no `hot-lsp watch` outlives it.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 fn alive(pid: i32) -> bool {
     // A zombie still has a /proc entry; only a running or sleeping process counts.
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
@@ -42,6 +52,7 @@ fn program_outlives_an_idle_server_and_dies_with_it() {
         .spawn()
         .expect("start hot-lsp watch");
     let stdout = server.stdout.take().expect("stdout");
+    let mut server = KillOnDrop(server);
     let mut lines = BufReader::new(stdout).lines();
     let mut pid = None;
     let launched_at = Instant::now();
@@ -66,8 +77,8 @@ fn program_outlives_an_idle_server_and_dies_with_it() {
     let pid = pid.expect("a launched event");
     assert!(alive(pid), "the program died while the server idled");
 
-    server.kill().expect("kill the server");
-    server.wait().expect("reap the server");
+    server.0.kill().expect("kill the server");
+    server.0.wait().expect("reap the server");
     let deadline = Instant::now() + Duration::from_secs(30);
     while alive(pid) {
         assert!(

@@ -255,6 +255,10 @@ impl Worker {
     }
 
     fn on_command(&mut self, command: Command) {
+        if !self.opted_in && matches!(command, Command::Saved(_) | Command::Opened(_)) {
+            // Files come and go all the time in a folder that did not opt in: stay quiet.
+            return;
+        }
         if !self.opted_in && !matches!(command, Command::Configure(_)) {
             self.message(
                 Severity::Information,
