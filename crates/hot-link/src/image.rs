@@ -350,7 +350,10 @@ impl ImageIndex {
 
     /// Gaps between symbols (where padding lives) that overlap `range`: each gap runs from
     /// the furthest end of the symbols before it to the start of the next symbol.
-    pub(crate) fn gaps_overlapping(&self, range: std::ops::Range<u64>) -> Vec<std::ops::Range<u64>> {
+    pub(crate) fn gaps_overlapping(
+        &self,
+        range: std::ops::Range<u64>,
+    ) -> Vec<std::ops::Range<u64>> {
         let first = self.extents.partition_point(|e| e.start < range.start);
         let mut gaps = Vec::new();
         for idx in first..=self.extents.len() {

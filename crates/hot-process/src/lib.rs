@@ -95,6 +95,14 @@ pub struct Write {
     pub what: String,
 }
 
+/// "Copy the 8 bytes at `src` to `dst`", both in the target: a value only the running
+/// program knows, such as the implementation an IFUNC resolver chose.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SlotCopy {
+    pub src: u64,
+    pub dst: u64,
+}
+
 /// Everything one swap writes. Applied as: (1) `prepare` writes (arena contents, not yet
 /// reachable), (2) `copies` (dst <- 8 bytes at src, read in the target), (3) stop every
 /// thread, move threads out of `protected`, check every `expected`, (4) `commit` writes
@@ -108,7 +116,7 @@ pub struct Write {
 #[derive(Clone, Debug, Default)]
 pub struct WritePlan {
     pub prepare: Vec<Write>,
-    pub copies: Vec<(u64, u64)>,
+    pub copies: Vec<SlotCopy>,
     pub commit: Vec<Write>,
     pub protected: Vec<Range<u64>>,
 }
@@ -188,6 +196,23 @@ impl Debuggee {
     /// `/proc/PID/exe`, readable even if the file was replaced on disk.
     pub fn exe_path(&self) -> PathBuf {
         PathBuf::from(format!("/proc/{}/exe", self.pid()))
+    }
+
+    /// The executable the process runs, read through `/proc/PID/exe` (so a file rebuilt on
+    /// disk since the launch does not fool it), with the path it was started from as the
+    /// kernel reports it (the same spelling as in [`Debuggee::mappings`]).
+    pub fn read_executable(&self) -> Result<(String, Vec<u8>), ProcessError> {
+        let link = self.exe_path();
+        let gone = |e: std::io::Error| match e.kind() {
+            std::io::ErrorKind::NotFound => ProcessError::Exited,
+            std::io::ErrorKind::PermissionDenied => {
+                ProcessError::PermissionDenied(format!("cannot read {}: {e}", link.display()))
+            }
+            _ => ProcessError::Other(format!("cannot read {}: {e}", link.display())),
+        };
+        let path = std::fs::read_link(&link).map_err(gone)?;
+        let bytes = std::fs::read(&link).map_err(gone)?;
+        Ok((path.display().to_string(), bytes))
     }
 
     /// `/proc/PID/maps`, in address order.

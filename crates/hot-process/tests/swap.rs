@@ -187,7 +187,10 @@ fn arenas_land_near_a_pie_and_are_listed_with_their_protection() {
                 what: "data".into(),
             },
         ],
-        copies: vec![(data, data + 64)],
+        copies: vec![hot_process::SlotCopy {
+            src: data,
+            dst: data + 64,
+        }],
         ..Default::default()
     };
     debuggee.apply(&plan).expect("apply");

@@ -118,7 +118,11 @@ impl CompileJob {
 
 /// Turn a database entry into the patch compile writing `output`.
 pub fn job_for(entry: &CompileEntry, output: &Path) -> CompileJob {
-    let compiler = entry.arguments.first().cloned().unwrap_or_else(|| "cc".into());
+    let compiler = entry
+        .arguments
+        .first()
+        .cloned()
+        .unwrap_or_else(|| "cc".into());
     let family = family_of(&compiler, &entry.directory);
     let mut argv = vec![compiler];
     let mut args = entry.arguments.iter().skip(1);
@@ -129,8 +133,10 @@ pub fn job_for(entry: &CompileEntry, output: &Path) -> CompileJob {
             args.next();
             continue;
         }
-        let dropped = matches!(a, "-c" | "-MD" | "-MMD" | "-MP" | "-M" | "-MM" | "-gsplit-dwarf")
-            || a.starts_with("-flto")
+        let dropped = matches!(
+            a,
+            "-c" | "-MD" | "-MMD" | "-MP" | "-M" | "-MM" | "-gsplit-dwarf"
+        ) || a.starts_with("-flto")
             || a.starts_with("-save-temps")
             || a.starts_with("-fdiagnostics-format")
             || a.starts_with("-fdiagnostics-color")
@@ -352,8 +358,19 @@ mod tests {
     fn patch_flags_replace_build_outputs() {
         let job = job_for(
             &entry(&[
-                "cc", "-O1", "-g0", "-MD", "-MF", "a.d", "-flto=auto", "-c", "../src/a.c", "-o",
-                "a.o", "-save-temps", "-DX=1",
+                "cc",
+                "-O1",
+                "-g0",
+                "-MD",
+                "-MF",
+                "a.d",
+                "-flto=auto",
+                "-c",
+                "../src/a.c",
+                "-o",
+                "a.o",
+                "-save-temps",
+                "-DX=1",
             ]),
             Path::new("/tmp/p.o"),
         );
@@ -361,7 +378,13 @@ mod tests {
         for gone in ["-MD", "a.d", "-flto", "a.o ", "-save-temps", "../src/a.c"] {
             assert!(!argv.contains(gone), "{gone} in {argv}");
         }
-        for kept in ["-O1", "-g0", "-DX=1", "-ffunction-sections", "-fdata-sections"] {
+        for kept in [
+            "-O1",
+            "-g0",
+            "-DX=1",
+            "-ffunction-sections",
+            "-fdata-sections",
+        ] {
             assert!(argv.contains(kept), "{kept} missing in {argv}");
         }
         assert!(argv.ends_with("-c /w/src/a.c -o /tmp/p.o"), "{argv}");
@@ -383,7 +406,10 @@ mod tests {
         let text = "../src/a.c:3:5: warning: unused variable 'x' [-Wunused-variable]\nIn file included from x\n";
         let d = parse_text(text, Path::new("/w/build"));
         assert_eq!(d.len(), 1);
-        assert_eq!((d[0].line, d[0].column, d[0].severity), (3, 5, Severity::Warning));
+        assert_eq!(
+            (d[0].line, d[0].column, d[0].severity),
+            (3, 5, Severity::Warning)
+        );
     }
 
     #[test]

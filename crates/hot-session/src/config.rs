@@ -135,10 +135,7 @@ fn parse_file(path: &Path, text: &str) -> Result<serde_json::Value, ConfigError>
         }
     };
     if let Err(e) = toml::from_str::<Config>(text) {
-        return Err(located(
-            e.span(),
-            format!("{CONFIG_FILE}: {}", e.message()),
-        ));
+        return Err(located(e.span(), format!("{CONFIG_FILE}: {}", e.message())));
     }
     let table: toml::Table =
         toml::from_str(text).map_err(|e| located(e.span(), e.message().to_string()))?;
@@ -149,7 +146,10 @@ fn parse_file(path: &Path, text: &str) -> Result<serde_json::Value, ConfigError>
 fn line_column(text: &str, offset: usize) -> (u32, u32) {
     let before = &text.as_bytes()[..offset.min(text.len())];
     let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
-    let line_start = before.iter().rposition(|&b| b == b'\n').map_or(0, |p| p + 1);
+    let line_start = before
+        .iter()
+        .rposition(|&b| b == b'\n')
+        .map_or(0, |p| p + 1);
     (line as u32, (offset - line_start) as u32 + 1)
 }
 

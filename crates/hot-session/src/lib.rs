@@ -125,17 +125,25 @@ pub enum SessionEvent {
     /// The status changed (state, pid, last swap...). Always the full snapshot.
     Status(Status),
     /// The program was started.
-    Launched { pid: i32 },
+    Launched {
+        pid: i32,
+    },
     /// The program's output: one line, ending with `\n` (a partial line the program left
     /// unterminated is flushed as a line when it pauses).
-    Output { stream: OutputStream, text: String },
+    Output {
+        stream: OutputStream,
+        text: String,
+    },
     /// The complete current diagnostics of one file (an empty list clears them).
     Diagnostics {
         file: PathBuf,
         diagnostics: Vec<Diagnostic>,
     },
     /// A failure or notice without a source line (process exited, permission denied).
-    Message { severity: Severity, text: String },
+    Message {
+        severity: Severity,
+        text: String,
+    },
     /// A swap was applied.
     Swap(SwapSummary),
     /// The program is gone.
@@ -154,7 +162,9 @@ pub enum Command {
     /// A file was opened in an editor: compile its baseline in the background if needed.
     Opened(PathBuf),
     Launch,
-    Attach { pid: i32 },
+    Attach {
+        pid: i32,
+    },
     Detach,
     Stop,
     Restart,

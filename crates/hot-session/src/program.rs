@@ -64,7 +64,10 @@ impl Program {
             let exe_path = self.image()?.model.exe.path.clone();
             let libs = read_libraries(&self.debuggee, &exe_path)?;
             let (model, exe_range) = {
-                let image = self.image.as_mut().ok_or("the program's image is not read")?;
+                let image = self
+                    .image
+                    .as_mut()
+                    .ok_or("the program's image is not read")?;
                 image.model.libs = libs;
                 (image.model.clone(), image.exe_range.clone())
             };
@@ -96,12 +99,9 @@ fn bias_of(maps: &[Mapping], path: &str, image: &LinkedImage) -> Option<u64> {
 }
 
 fn read_image(debuggee: &Debuggee) -> Result<ImageInfo, String> {
-    let exe_link = debuggee.exe_path();
-    let exe_bytes = std::fs::read(&exe_link)
-        .map_err(|e| format!("cannot read {}: {e}", exe_link.display()))?;
-    let exe_path = std::fs::read_link(&exe_link)
-        .map(|p| p.display().to_string())
-        .unwrap_or_else(|_| exe_link.display().to_string());
+    let (exe_path, exe_bytes) = debuggee
+        .read_executable()
+        .map_err(|e| format!("cannot read the program's executable: {e}"))?;
     let exe = LinkedImage::parse(Path::new(&exe_path), &exe_bytes).map_err(|e| e.to_string())?;
     if !exe.has_symtab {
         return Err(format!(
@@ -118,7 +118,8 @@ fn read_image(debuggee: &Debuggee) -> Result<ImageInfo, String> {
     } else {
         0
     };
-    let exe_range = (exe.vaddr_range.0.wrapping_add(exe_bias))..(exe.vaddr_range.1.wrapping_add(exe_bias));
+    let exe_range =
+        (exe.vaddr_range.0.wrapping_add(exe_bias))..(exe.vaddr_range.1.wrapping_add(exe_bias));
 
     Ok(ImageInfo {
         model: ImageModel {
@@ -146,7 +147,12 @@ pub(crate) fn unit_of(image: &LinkedImage, source: &Path) -> UnitMatch {
         let dir = cu.comp_dir.as_deref().unwrap_or("/");
         normalize(&Path::new(dir).join(&cu.name))
     };
-    let same_base = |name: &str| Path::new(name).file_name().map(|b| b.to_string_lossy().into_owned()) == base;
+    let same_base = |name: &str| {
+        Path::new(name)
+            .file_name()
+            .map(|b| b.to_string_lossy().into_owned())
+            == base
+    };
     // Compile units with the same base name appear in link order, like the STT_FILE groups:
     // the k-th such unit is the k-th such group.
     let units: Vec<&hot_object::CompileUnit> = image
@@ -194,14 +200,17 @@ fn read_libraries(debuggee: &Debuggee, exe_path: &str) -> Result<Vec<Module>, St
         .filter(|m| m.offset == 0 && m.path.starts_with('/') && m.path != exe_path)
         .filter(|m| m.path.contains(".so"))
         .collect();
-    lib_maps.sort_by(|a, b| b.range.start.cmp(&a.range.start));
+    lib_maps.sort_by_key(|m| std::cmp::Reverse(m.range.start));
     for mapping in lib_maps {
         if !seen.insert(mapping.path.clone()) {
             continue;
         }
         // A library upgraded on disk shows as "(deleted)": its file is not what runs.
         if mapping.path.ends_with(" (deleted)") {
-            tracing::warn!("{} was replaced on disk; its symbols are not used", mapping.path);
+            tracing::warn!(
+                "{} was replaced on disk; its symbols are not used",
+                mapping.path
+            );
             continue;
         }
         let path = mapping.path.as_str();

@@ -45,8 +45,7 @@ fn has_extension(path: &Path, list: &[&str]) -> bool {
 
 /// gcc's `-fipa-ra` lets a caller assume which registers its callee clobbers; a new body
 /// may clobber others. The flags that make swapping safe are named in the warning.
-const HOT_RELOAD_FLAGS: &str =
-    "-O0, -O1 or -Og, or -O2 -fno-ipa-ra -fno-ipa-icf -fno-ipa-sra";
+const HOT_RELOAD_FLAGS: &str = "-O0, -O1 or -Og, or -O2 -fno-ipa-ra -fno-ipa-icf -fno-ipa-sra";
 
 fn risky_optimisation(producer: &str) -> bool {
     let optimises = producer
@@ -98,7 +97,10 @@ pub(crate) fn run(
         scratch_counter: 0,
     };
     worker.reload_config();
-    if worker.opted_in && worker.options.auto_launch && worker.config.program.launch == LaunchMode::Auto {
+    if worker.opted_in
+        && worker.options.auto_launch
+        && worker.config.program.launch == LaunchMode::Auto
+    {
         worker.launch();
     }
     loop {
@@ -426,10 +428,7 @@ impl Worker {
             s.signal = None;
             s.message = None;
         });
-        let image_error = self
-            .program
-            .as_mut()
-            .and_then(|p| p.image().err());
+        let image_error = self.program.as_mut().and_then(|p| p.image().err());
         if let Some(e) = image_error {
             self.fail(e);
             return;
@@ -522,7 +521,12 @@ impl Worker {
     /// `[compile] command` template otherwise.
     fn entry_for(&mut self, file: &Path) -> Result<CompileEntry, String> {
         let root = self.options.root.clone();
-        let template = self.config.compile.command.clone().filter(|t| !t.trim().is_empty());
+        let template = self
+            .config
+            .compile
+            .command
+            .clone()
+            .filter(|t| !t.trim().is_empty());
         let producer: Option<String> = self
             .program
             .as_ref()
@@ -671,7 +675,9 @@ impl Worker {
         }
         let title = format!(
             "hot-lsp: {}",
-            file.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default()
+            file.file_name()
+                .map(|f| f.to_string_lossy().into_owned())
+                .unwrap_or_default()
         );
         self.emit(SessionEvent::Progress(Progress::Begin { title }));
         let result = self.compile_link_swap(&file);
@@ -796,14 +802,20 @@ impl Worker {
             Err(errors) => {
                 diagnostics.extend(errors.iter().map(|e| link_diagnostic(e, file)));
                 self.publish(file, file, diagnostics);
-                self.set_state(State::Running, Some("the patch was refused; nothing was written".into()));
+                self.set_state(
+                    State::Running,
+                    Some("the patch was refused; nothing was written".into()),
+                );
                 return Err(());
             }
         };
         let link_micros = link_start.elapsed().as_micros() as u64;
         for note in &patch.notes {
             diagnostics.push(Diagnostic {
-                file: note.line.as_ref().map_or_else(|| file.to_owned(), |l| l.file.clone()),
+                file: note
+                    .line
+                    .as_ref()
+                    .map_or_else(|| file.to_owned(), |l| l.file.clone()),
                 line: note.line.as_ref().map_or(1, |l| l.line),
                 column: note.line.as_ref().map_or(1, |l| l.column.max(1)),
                 end_line: None,
@@ -838,7 +850,14 @@ impl Worker {
                     what: w.what.clone(),
                 })
                 .collect(),
-            copies: patch.slot_copies.iter().map(|c| (c.src.0, c.dst.0)).collect(),
+            copies: patch
+                .slot_copies
+                .iter()
+                .map(|c| hot_process::SlotCopy {
+                    src: c.src.0,
+                    dst: c.dst.0,
+                })
+                .collect(),
             commit: patch
                 .entries
                 .iter()
@@ -938,7 +957,11 @@ impl Worker {
         let names: Vec<String> = reverts.iter().map(|e| e.function.clone()).collect();
         self.message(
             Severity::Information,
-            format!("reverted the last swap of {} ({})", applied.file.display(), names.join(", ")),
+            format!(
+                "reverted the last swap of {} ({})",
+                applied.file.display(),
+                names.join(", ")
+            ),
         );
         self.set_state(State::Running, Some("undone".into()));
     }
@@ -951,7 +974,10 @@ fn process_error_text(e: &ProcessError) -> String {
 /// A link error as a diagnostic on the line of the reference it is about.
 fn link_diagnostic(e: &LinkError, file: &Path) -> Diagnostic {
     Diagnostic {
-        file: e.line.as_ref().map_or_else(|| file.to_owned(), |l| l.file.clone()),
+        file: e
+            .line
+            .as_ref()
+            .map_or_else(|| file.to_owned(), |l| l.file.clone()),
         line: e.line.as_ref().map_or(1, |l| l.line),
         column: e.line.as_ref().map_or(1, |l| l.column.max(1)),
         end_line: None,

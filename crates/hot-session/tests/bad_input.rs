@@ -50,13 +50,18 @@ fn file_not_in_the_compile_database() {
     let dir = f.dir.path().display().to_string();
     f.write(
         "compile_commands.json",
-        &format!(r#"[{{"directory": "{dir}", "file": "other.c", "arguments": ["cc", "-c", "other.c"]}}]"#),
+        &format!(
+            r#"[{{"directory": "{dir}", "file": "other.c", "arguments": ["cc", "-c", "other.c"]}}]"#
+        ),
     );
     f.start();
     f.wait_output("tick=");
     f.save("main.c");
     let text = f.wait_message(Severity::Error);
-    assert!(text.contains("main.c") && text.contains("compile database"), "{text}");
+    assert!(
+        text.contains("main.c") && text.contains("compile database"),
+        "{text}"
+    );
     f.assert_same_process_if_launched();
 }
 
@@ -72,7 +77,10 @@ fn source_not_linked_into_the_program() {
     f.wait_output("tick=");
     f.save("tool.c");
     let text = f.wait_message(Severity::Error);
-    assert!(text.contains("tool.c") && text.contains("not linked"), "{text}");
+    assert!(
+        text.contains("tool.c") && text.contains("not linked"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -86,7 +94,10 @@ fn compiler_not_installed() {
     f.wait_output("tick=");
     f.save("main.c");
     let text = f.wait_message(Severity::Error);
-    assert!(text.contains("no-such-compiler-xyz") && text.contains("not installed"), "{text}");
+    assert!(
+        text.contains("no-such-compiler-xyz") && text.contains("not installed"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -97,7 +108,13 @@ fn saved_header_is_information() {
     let text = f.wait_message(Severity::Information);
     assert!(text.contains("util.h"), "{text}");
     assert!(
-        !f.log.iter().any(|e| matches!(e, SessionEvent::Message { severity: Severity::Error, .. })),
+        !f.log.iter().any(|e| matches!(
+            e,
+            SessionEvent::Message {
+                severity: Severity::Error,
+                ..
+            }
+        )),
         "a header save produced an error"
     );
 }
@@ -111,7 +128,10 @@ fn workspace_without_config_stays_idle() {
     let status = f.session.as_ref().expect("session").status();
     assert_eq!(status.state, State::Idle);
     assert!(status.pid.is_none());
-    assert!(!f.path("app").exists(), "the build command ran in a workspace that did not opt in");
+    assert!(
+        !f.path("app").exists(),
+        "the build command ran in a workspace that did not opt in"
+    );
 }
 
 trait LaunchedCheck {

@@ -9,7 +9,9 @@ use hot_session::{SessionEvent, Severity};
 #[test]
 fn body_change_keeps_pid_and_state() {
     let mut f = Fixture::launch("basic");
-    let before: u64 = field(&f.wait_output("compute=10"), "tick").parse().expect("tick");
+    let before: u64 = field(&f.wait_output("compute=10"), "tick")
+        .parse()
+        .expect("tick");
     f.edit("main.c", "return x * 1;", "return x * 2;");
     f.save("main.c");
     let swap = f.wait_swap();
@@ -17,7 +19,10 @@ fn body_change_keeps_pid_and_state() {
     assert!(swap.added.is_empty(), "{swap:?}");
     let line = f.wait_output("compute=20");
     let after: u64 = field(&line, "tick").parse().expect("tick");
-    assert!(after > before, "the tick counter restarted: {before} -> {after}");
+    assert!(
+        after > before,
+        "the tick counter restarted: {before} -> {after}"
+    );
     f.assert_same_process();
 }
 
@@ -57,12 +62,19 @@ fn new_static_function_and_variable_keep_state() {
     assert!(values.windows(2).all(|w| w[1] > w[0]), "{values:?}");
     // A second swap of the same file keeps the variable where it is: its count goes on.
     let last = *values.last().expect("a value");
-    f.edit("main.c", "return next_serial() + x - 10;", "return next_serial() + x - 9;");
+    f.edit(
+        "main.c",
+        "return next_serial() + x - 10;",
+        "return next_serial() + x - 9;",
+    );
     f.save("main.c");
     f.wait_swap();
     let line = f.wait_output("compute=");
     let value: i64 = field(&line, "compute").parse().expect("number");
-    assert!(value > last, "the new variable was re-initialised: {last} -> {value}");
+    assert!(
+        value > last,
+        "the new variable was re-initialised: {last} -> {value}"
+    );
     f.assert_same_process();
 }
 
@@ -79,7 +91,10 @@ fn function_pointers_stay_equal_and_call_the_new_body() {
     );
     f.save("main.c");
     let swap = f.wait_swap();
-    assert!(swap.swapped.contains(&"same_pointer".to_string()), "{swap:?}");
+    assert!(
+        swap.swapped.contains(&"same_pointer".to_string()),
+        "{swap:?}"
+    );
     f.wait_output("same=1 via=30");
     f.assert_same_process();
 }
@@ -87,8 +102,16 @@ fn function_pointers_stay_equal_and_call_the_new_body() {
 #[test]
 fn first_call_to_strlen_an_ifunc() {
     let mut f = Fixture::launch("basic");
-    f.edit("main.c", "#include <unistd.h>", "#include <unistd.h>\n#include <string.h>");
-    f.edit("main.c", "return x * 1;", "return x + (int)strlen(runtime_text);");
+    f.edit(
+        "main.c",
+        "#include <unistd.h>",
+        "#include <unistd.h>\n#include <string.h>",
+    );
+    f.edit(
+        "main.c",
+        "return x * 1;",
+        "return x + (int)strlen(runtime_text);",
+    );
     f.save("main.c");
     f.wait_swap();
     f.wait_output("compute=15");
@@ -123,7 +146,10 @@ fn compile_error_is_a_diagnostic_and_nothing_changes() {
         .find(|d| d.severity == Severity::Error)
         .expect("an error");
     assert_eq!(error.code, "compile-error");
-    assert!(error.line == line || error.line == line + 1, "{error:?} (edit on line {line})");
+    assert!(
+        error.line == line || error.line == line + 1,
+        "{error:?} (edit on line {line})"
+    );
     for l in f.next_lines(3) {
         assert!(l.contains("compute=10"), "the program changed: {l}");
     }
@@ -132,7 +158,11 @@ fn compile_error_is_a_diagnostic_and_nothing_changes() {
     f.save("main.c");
     let path = f.path("main.c");
     f.wait("cleared diagnostics", |e| match e {
-        SessionEvent::Diagnostics { file, diagnostics } if *file == path && diagnostics.is_empty() => Some(()),
+        SessionEvent::Diagnostics { file, diagnostics }
+            if *file == path && diagnostics.is_empty() =>
+        {
+            Some(())
+        }
         _ => None,
     });
     f.wait_swap();
@@ -180,7 +210,11 @@ fn one_edit_in_a_file_of_many_functions_swaps_one_function() {
 fn jump_table_at_o2() {
     let mut f = Fixture::launch("optimized");
     f.wait_output("classify=-97");
-    f.edit("main.c", "case 3: sink = 4; return v - 100;", "case 3: sink = 4; return v - 300;");
+    f.edit(
+        "main.c",
+        "case 3: sink = 4; return v - 100;",
+        "case 3: sink = 4; return v - 300;",
+    );
     f.save("main.c");
     let swap = f.wait_swap();
     assert_eq!(swap.swapped, vec!["classify".to_string()], "{swap:?}");
@@ -224,11 +258,19 @@ fn eight_threads_survive_a_hundred_swaps() {
     let mut f = Fixture::launch("threads");
     f.wait_output("version=1");
     for i in 0..100 {
-        let (from, to) = if i % 2 == 0 { ("return 1;", "return 2;") } else { ("return 2;", "return 1;") };
+        let (from, to) = if i % 2 == 0 {
+            ("return 1;", "return 2;")
+        } else {
+            ("return 2;", "return 1;")
+        };
         f.edit("main.c", from, to);
         f.save("main.c");
         let swap = f.wait_swap();
-        assert_eq!(swap.swapped, vec!["version".to_string()], "swap {i}: {swap:?}");
+        assert_eq!(
+            swap.swapped,
+            vec!["version".to_string()],
+            "swap {i}: {swap:?}"
+        );
     }
     // 100 swaps end on `return 1`; the program reports it and never saw a bad value.
     f.wait_output("version=1");

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use super::memory::ProcMem;
 use super::threads::{get_regs, StoppedThreads};
-use crate::{ApplyReport, ProcessError, Write, WritePlan};
+use crate::{ApplyReport, ProcessError, SlotCopy, Write, WritePlan};
 
 /// How many single steps a thread gets to leave a protected range.
 const MAX_STEPS_OUT: usize = 64;
@@ -40,8 +40,9 @@ pub(crate) fn apply(
         }
     }
     // (2) Slots filled from values read in the target (resolved IFUNCs and the like).
-    let mut deferred_copies: Vec<(u64, u64)> = Vec::new();
-    for &(src, dst) in &plan.copies {
+    let mut deferred_copies: Vec<SlotCopy> = Vec::new();
+    for &copy in &plan.copies {
+        let SlotCopy { src, dst } = copy;
         let mut value = [0u8; 8];
         mem.read_exact(src, &mut value)
             .map_err(|err| ProcessError::Protection {
@@ -50,7 +51,7 @@ pub(crate) fn apply(
                 message: format!("cannot read: {err}"),
             })?;
         if mem.write_all(dst, &value).is_err() {
-            deferred_copies.push((src, dst));
+            deferred_copies.push(copy);
         }
     }
 
@@ -93,7 +94,7 @@ fn apply_stopped(
     scratch: &mut ApplyScratch,
     threads: &mut StoppedThreads,
     deferred: &[&Write],
-    deferred_copies: &[(u64, u64)],
+    deferred_copies: &[SlotCopy],
 ) -> Result<(), ProcessError> {
     for write in deferred {
         mem.write_all(write.addr, &write.bytes)
@@ -103,7 +104,7 @@ fn apply_stopped(
                 message: err.to_string(),
             })?;
     }
-    for &(src, dst) in deferred_copies {
+    for &SlotCopy { src, dst } in deferred_copies {
         let mut value = [0u8; 8];
         let copied = mem
             .read_exact(src, &mut value)

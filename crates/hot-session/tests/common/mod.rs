@@ -8,8 +8,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::Receiver;
 use hot_session::{
-    Command, Diagnostic, OutputStream, Session, SessionEvent, SessionOptions, Severity,
-    SwapSummary,
+    Command, Diagnostic, OutputStream, Session, SessionEvent, SessionOptions, Severity, SwapSummary,
 };
 
 /// Generous: CI is a busy two-core machine, and every wait ends as soon as its event arrives.
@@ -94,7 +93,10 @@ impl Fixture {
     }
 
     pub fn send(&self, command: Command) {
-        self.session.as_ref().expect("session started").send(command);
+        self.session
+            .as_ref()
+            .expect("session started")
+            .send(command);
     }
 
     /// Replace the first `from` in a source file by `to` (the test fails if it is absent).
@@ -117,11 +119,7 @@ impl Fixture {
     }
 
     fn record(&mut self, event: SessionEvent) {
-        if let SessionEvent::Output {
-            stream: _,
-            text,
-        } = &event
-        {
+        if let SessionEvent::Output { stream: _, text } = &event {
             self.fresh_output.push_str(text);
         }
         self.log.push(event);
