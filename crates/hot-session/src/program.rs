@@ -61,8 +61,8 @@ impl Program {
         if self.linker.is_none() {
             // The libraries are read now rather than at launch: right after exec the dynamic
             // linker has not mapped them yet. By the first save the program runs its main.
-            let exe_path = self.image()?.model.exe.path.clone();
-            let libs = read_libraries(&self.debuggee, &exe_path)?;
+            let exe = self.image()?.model.exe.clone();
+            let libs = read_libraries(&self.debuggee, &exe)?;
             let (model, exe_range) = {
                 let image = self
                     .image
@@ -83,11 +83,26 @@ impl Program {
                 code: RuntimeAddr(code)..RuntimeAddr(code + CODE_ARENA_SIZE),
                 data: RuntimeAddr(data)..RuntimeAddr(data + DATA_ARENA_SIZE),
             };
-            self.linker = Some(Linker::new(model, arenas));
+            let linker = Linker::new(model, arenas);
+            linker.prepare();
+            self.linker = Some(linker);
         }
         self.linker
             .as_mut()
             .ok_or_else(|| "the linker could not be created".to_string())
+    }
+}
+
+impl Program {
+    /// Whether the dynamic linker has finished loading the program's libraries, so the linker
+    /// can be prepared now instead of on the first save.
+    pub fn libraries_ready(&mut self) -> bool {
+        let Ok(image) = self.image() else {
+            return false;
+        };
+        let exe = image.model.exe.clone();
+        let dynamic = exe.image.sections.iter().any(|s| s.name == ".dynamic");
+        !dynamic || link_map(&self.debuggee, &exe).is_some()
     }
 }
 
@@ -185,14 +200,102 @@ pub(crate) fn producer_of<'a>(image: &'a LinkedImage, source: &Path) -> Option<&
     })
 }
 
-/// The shared libraries mapped in the process, each with its bias.
-fn read_libraries(debuggee: &Debuggee, exe_path: &str) -> Result<Vec<Module>, String> {
+/// `r_debug.r_state` once the dynamic linker's list is complete.
+const RT_CONSISTENT: u32 = 0;
+/// `DT_DEBUG`: the dynamic linker stores the address of its `r_debug` there.
+const DT_DEBUG: u64 = 21;
+
+/// The libraries in load order — the order ELF interposition follows — with their load
+/// bias, from the dynamic linker's own list: the executable's `DT_DEBUG` entry points to
+/// `r_debug`, whose `r_map` chains the `link_map`s. `None` while that list is not there or
+/// not complete (right after exec, or during a `dlopen`).
+fn link_map(debuggee: &Debuggee, exe: &Module) -> Option<Vec<(String, u64)>> {
+    let dynamic = exe.image.sections.iter().find(|s| s.name == ".dynamic")?;
+    let bytes = debuggee
+        .read_memory(dynamic.vaddr.wrapping_add(exe.bias), dynamic.size as usize)
+        .ok()?;
+    let r_debug = bytes.chunks_exact(16).find_map(|entry| {
+        let tag = u64::from_le_bytes(entry[..8].try_into().ok()?);
+        let value = u64::from_le_bytes(entry[8..].try_into().ok()?);
+        (tag == DT_DEBUG).then_some(value)
+    })?;
+    if r_debug == 0 {
+        return None;
+    }
+    let header = debuggee.read_memory(r_debug, 40).ok()?;
+    let word = |b: &[u8], at: usize| {
+        b.get(at..at + 8)
+            .and_then(|w| w.try_into().ok())
+            .map(u64::from_le_bytes)
+    };
+    let state = u32::from_le_bytes(header.get(24..28)?.try_into().ok()?);
+    if state != RT_CONSISTENT {
+        return None;
+    }
+    let mut libs = Vec::new();
+    let mut next = word(&header, 8)?;
+    // A corrupt list must not loop forever.
+    for _ in 0..4096 {
+        if next == 0 {
+            break;
+        }
+        let entry = debuggee.read_memory(next, 40).ok()?;
+        let (l_addr, l_name) = (word(&entry, 0)?, word(&entry, 8)?);
+        let name = read_c_string(debuggee, l_name).unwrap_or_default();
+        // The executable (empty name) and the vDSO (no file) have nothing to read.
+        if name.starts_with('/') {
+            libs.push((name, l_addr));
+        }
+        next = word(&entry, 24)?;
+    }
+    Some(libs)
+}
+
+fn read_c_string(debuggee: &Debuggee, addr: u64) -> Option<String> {
+    if addr == 0 {
+        return None;
+    }
+    // Read up to the end of the page first: the next page may not be mapped.
+    let to_page_end = (4096 - (addr % 4096)) as usize;
+    let mut bytes = debuggee.read_memory(addr, to_page_end.min(4096)).ok()?;
+    if !bytes.contains(&0) {
+        bytes.extend(debuggee.read_memory(addr + to_page_end as u64, 4096).ok()?);
+    }
+    let end = bytes.iter().position(|&b| b == 0)?;
+    Some(String::from_utf8_lossy(&bytes[..end]).into_owned())
+}
+
+/// The shared libraries of the process, each with its bias: in `link_map` order when the
+/// dynamic linker's list is readable, otherwise every library file mapped at offset 0.
+fn read_libraries(debuggee: &Debuggee, exe: &Module) -> Result<Vec<Module>, String> {
     let maps = debuggee
         .mappings()
         .map_err(|e| format!("cannot read the memory map: {e}"))?;
-    // Shared libraries: every file mapped at offset 0 that is not the executable. The
-    // dynamic linker maps libraries top-down, so descending address approximates load order
-    // (the interposition order) closely enough for the libraries a C program links.
+    if let Some(list) = link_map(debuggee, exe) {
+        let mut libs = Vec::new();
+        for (path, bias) in list {
+            // A library upgraded on disk shows as "(deleted)": its file is not what runs.
+            if maps.iter().any(|m| m.path == format!("{path} (deleted)")) {
+                tracing::warn!("{path} was replaced on disk; its symbols are not used");
+                continue;
+            }
+            let Ok(bytes) = std::fs::read(&path) else {
+                continue;
+            };
+            let Ok(image) = LinkedImage::parse(Path::new(&path), &bytes) else {
+                continue;
+            };
+            libs.push(Module {
+                path,
+                bias,
+                image: Arc::new(image),
+            });
+        }
+        return Ok(libs);
+    }
+    let exe_path = exe.path.as_str();
+    // Every file mapped at offset 0 that is not the executable. The dynamic linker maps
+    // libraries top-down, so descending address approximates load order.
     let mut libs = Vec::new();
     let mut seen = std::collections::HashSet::new();
     let mut lib_maps: Vec<&Mapping> = maps

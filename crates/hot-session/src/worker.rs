@@ -435,6 +435,16 @@ impl Worker {
         }
         self.warn_about_optimisation();
         self.compile_baselines();
+        // Map the arenas and index the image now, so the first save pays only for its own
+        // change — if the dynamic linker is done (compiling the baselines usually gave it
+        // the time). A failure here shows again, and is reported, on the first save.
+        if let Some(program) = self.program.as_mut() {
+            if program.libraries_ready() {
+                if let Err(e) = program.linker() {
+                    tracing::debug!("preparing the linker at launch: {e}");
+                }
+            }
+        }
     }
 
     fn stop_program(&mut self, detach: bool) {
