@@ -71,6 +71,11 @@ struct Worker {
     seq: u64,
     warned_optimisation: bool,
     scratch_counter: u64,
+    /// Source files swapped into the program, in order, and the build-id of the executable
+    /// they went into: a relaunch of that same executable gets them again (re-linked from
+    /// source, not replayed as bytes). A rebuilt executable already contains them.
+    replay: Vec<PathBuf>,
+    replay_build_id: Option<Vec<u8>>,
 }
 
 pub(crate) fn run(
@@ -95,6 +100,8 @@ pub(crate) fn run(
         seq: 0,
         warned_optimisation: false,
         scratch_counter: 0,
+        replay: Vec::new(),
+        replay_build_id: None,
     };
     worker.reload_config();
     if worker.opted_in
@@ -434,7 +441,18 @@ impl Worker {
             return;
         }
         self.warn_about_optimisation();
-        self.compile_baselines();
+        let build_id = self
+            .program
+            .as_ref()
+            .and_then(|p| p.image.as_ref())
+            .and_then(|i| i.model.exe.image.build_id.clone());
+        let replay = if build_id.is_some() && build_id == self.replay_build_id {
+            std::mem::take(&mut self.replay)
+        } else {
+            self.replay.clear();
+            Vec::new()
+        };
+        self.compile_baselines(&replay);
         // Map the arenas and index the image now, so the first save pays only for its own
         // change — if the dynamic linker is done (compiling the baselines usually gave it
         // the time). A failure here shows again, and is reported, on the first save.
@@ -444,6 +462,23 @@ impl Worker {
                     tracing::debug!("preparing the linker at launch: {e}");
                 }
             }
+        }
+        if !replay.is_empty() {
+            // Without a baseline every function of these files counts as changed: the fresh
+            // process runs the executable's original code.
+            let mut applied = 0;
+            for file in &replay {
+                if matches!(self.compile_link_swap(file), Ok(Some(_))) {
+                    applied += 1;
+                }
+            }
+            self.message(
+                Severity::Information,
+                format!(
+                    "re-applied this session's changes to {applied} of {} file(s) in the relaunched program",
+                    replay.len()
+                ),
+            );
         }
     }
 
@@ -590,7 +625,7 @@ impl Worker {
 
     /// Compile the baseline of every source file the image's DWARF names that exists in
     /// this workspace, so the first save of each swaps only what changed.
-    fn compile_baselines(&mut self) {
+    fn compile_baselines(&mut self, skip: &[PathBuf]) {
         let root = self.options.root.clone();
         let files: Vec<PathBuf> = self
             .program
@@ -607,7 +642,7 @@ impl Worker {
                         let dir = cu.comp_dir.as_deref().unwrap_or("/");
                         normalize(&Path::new(dir).join(&cu.name))
                     })
-                    .filter(|p| p.starts_with(&root) && p.is_file())
+                    .filter(|p| p.starts_with(&root) && p.is_file() && !skip.contains(p))
                     .collect()
             })
             .unwrap_or_default();
@@ -894,6 +929,17 @@ impl Worker {
             linker.commit(&patch);
         }
         let previous = self.baselines.insert(file.to_owned(), new_baseline);
+        let build_id = program
+            .image
+            .as_ref()
+            .and_then(|i| i.model.exe.image.build_id.clone());
+        if self.replay_build_id != build_id {
+            self.replay.clear();
+            self.replay_build_id = build_id;
+        }
+        if !self.replay.iter().any(|f| f == file) {
+            self.replay.push(file.to_owned());
+        }
         program.journal.push(AppliedPatch {
             file: file.to_owned(),
             previous_baseline: previous,

@@ -286,3 +286,46 @@ fn eight_threads_survive_a_hundred_swaps() {
     assert!(!all_output.contains("BAD"), "a thread saw a broken version");
     f.assert_same_process();
 }
+
+#[test]
+fn a_relaunch_of_the_same_executable_gets_the_changes_again() {
+    let mut f = Fixture::copy("basic");
+    // No build command: the relaunched executable is the very same file, without the edit.
+    let built = std::process::Command::new("cc")
+        .args(["-O0", "-g", "-o", "app", "main.c"])
+        .current_dir(f.dir.path())
+        .status()
+        .expect("run cc");
+    assert!(built.success());
+    f.write(
+        "hot-lsp.toml",
+        "[program]\npath = \"app\"\n\n[compile]\ncommand = \"cc -O0 -g -c {file} -o {output}\"\n",
+    );
+    f.start();
+    let first = f.wait("the program to launch", |e| match e {
+        SessionEvent::Launched { pid } => Some(*pid),
+        _ => None,
+    });
+    f.wait_output("compute=10");
+    f.edit("main.c", "return x * 1;", "return x * 6;");
+    f.save("main.c");
+    f.wait_swap();
+    f.wait_output("compute=60");
+
+    f.send(hot_session::Command::Restart);
+    let second = f.wait("the relaunch", |e| match e {
+        SessionEvent::Launched { pid } => Some(*pid),
+        _ => None,
+    });
+    assert_ne!(first, second);
+    let note = f.wait("the replay message", |e| match e {
+        SessionEvent::Message {
+            severity: Severity::Information,
+            text,
+        } if text.contains("re-applied") => Some(text.clone()),
+        _ => None,
+    });
+    assert!(note.contains("1 of 1"), "{note}");
+    f.fresh_output.clear();
+    f.wait_output("compute=60");
+}
