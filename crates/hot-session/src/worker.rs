@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use crossbeam_channel::{Receiver, Sender};
-use hot_link::{LinkError, LinkRequest, UnitRef};
+use hot_link::{LinkRequest, UnitRef};
 use hot_object::Object;
 use hot_process::{Debuggee, LaunchSpec, ProcessError, ProcessEvent, WritePlan};
 
@@ -845,7 +845,15 @@ impl Worker {
         let patch = match linker.link(&request) {
             Ok(p) => p,
             Err(errors) => {
-                diagnostics.extend(errors.iter().map(|e| link_diagnostic(e, file)));
+                diagnostics.extend(errors.iter().map(|e| {
+                    located(
+                        e.line.as_ref(),
+                        file,
+                        Severity::Error,
+                        e.code.diagnostic_code(),
+                        &e.message,
+                    )
+                }));
                 self.publish(file, file, diagnostics);
                 self.set_state(
                     State::Running,
@@ -855,21 +863,15 @@ impl Worker {
             }
         };
         let link_micros = link_start.elapsed().as_micros() as u64;
-        for note in &patch.notes {
-            diagnostics.push(Diagnostic {
-                file: note
-                    .line
-                    .as_ref()
-                    .map_or_else(|| file.to_owned(), |l| l.file.clone()),
-                line: note.line.as_ref().map_or(1, |l| l.line),
-                column: note.line.as_ref().map_or(1, |l| l.column.max(1)),
-                end_line: None,
-                end_column: None,
-                severity: Severity::Warning,
-                code: note.code.to_string(),
-                message: note.message.clone(),
-            });
-        }
+        diagnostics.extend(patch.notes.iter().map(|note| {
+            located(
+                note.line.as_ref(),
+                file,
+                Severity::Warning,
+                note.code,
+                &note.message,
+            )
+        }));
         self.publish(file, file, diagnostics);
 
         let new_baseline = Baseline {
@@ -903,16 +905,7 @@ impl Worker {
                     dst: c.dst.0,
                 })
                 .collect(),
-            commit: patch
-                .entries
-                .iter()
-                .map(|e| hot_process::Write {
-                    addr: e.addr.0,
-                    bytes: e.bytes.clone(),
-                    expected: Some(e.expected.clone()),
-                    what: format!("entry of {}", e.function),
-                })
-                .collect(),
+            commit: patch.entries.iter().map(entry_write).collect(),
             protected: patch.protected.iter().map(|r| r.start.0..r.end.0).collect(),
         };
         let Some(program) = self.program.as_mut() else {
@@ -982,15 +975,7 @@ impl Worker {
             return;
         };
         let plan = WritePlan {
-            commit: reverts
-                .iter()
-                .map(|e| hot_process::Write {
-                    addr: e.addr.0,
-                    bytes: e.bytes.clone(),
-                    expected: Some(e.expected.clone()),
-                    what: format!("entry of {}", e.function),
-                })
-                .collect(),
+            commit: reverts.iter().map(entry_write).collect(),
             protected: reverts
                 .iter()
                 .map(|e| e.addr.0..e.addr.0 + e.bytes.len() as u64)
@@ -1027,19 +1012,33 @@ fn process_error_text(e: &ProcessError) -> String {
     e.to_string()
 }
 
-/// A link error as a diagnostic on the line of the reference it is about.
-fn link_diagnostic(e: &LinkError, file: &Path) -> Diagnostic {
+/// A linker finding as a diagnostic on the source line it is about (the first line of the
+/// saved file when the object's DWARF has none for it).
+fn located(
+    line: Option<&hot_object::SourceLine>,
+    file: &Path,
+    severity: Severity,
+    code: &str,
+    message: &str,
+) -> Diagnostic {
     Diagnostic {
-        file: e
-            .line
-            .as_ref()
-            .map_or_else(|| file.to_owned(), |l| l.file.clone()),
-        line: e.line.as_ref().map_or(1, |l| l.line),
-        column: e.line.as_ref().map_or(1, |l| l.column.max(1)),
+        file: line.map_or_else(|| file.to_owned(), |l| l.file.clone()),
+        line: line.map_or(1, |l| l.line),
+        column: line.map_or(1, |l| l.column.max(1)),
         end_line: None,
         end_column: None,
-        severity: Severity::Error,
-        code: e.code.diagnostic_code().to_string(),
-        message: e.message.clone(),
+        severity,
+        code: code.to_string(),
+        message: message.to_string(),
+    }
+}
+
+/// An entry jump as a write the process side checks (`expected`) before it writes.
+fn entry_write(entry: &hot_link::EntryWrite) -> hot_process::Write {
+    hot_process::Write {
+        addr: entry.addr.0,
+        bytes: entry.bytes.clone(),
+        expected: Some(entry.expected.clone()),
+        what: format!("entry of {}", entry.function),
     }
 }
