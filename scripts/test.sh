@@ -9,7 +9,9 @@ need_apt=()
 command -v cc >/dev/null || need_apt+=(gcc)
 command -v ld >/dev/null || need_apt+=(binutils)
 command -v make >/dev/null || need_apt+=(make)
-# hot-object tests parse aarch64 objects built by the cross compiler.
+# The real-process tests also build with clang; hot-object tests parse aarch64 objects
+# built by the cross compiler.
+command -v clang >/dev/null || need_apt+=(clang)
 command -v aarch64-linux-gnu-gcc >/dev/null || need_apt+=(gcc-aarch64-linux-gnu)
 if [ ${#need_apt[@]} -gt 0 ]; then
   apt-get update -qq && apt-get install -y -qq "${need_apt[@]}"

@@ -329,3 +329,31 @@ fn a_relaunch_of_the_same_executable_gets_the_changes_again() {
     f.fresh_output.clear();
     f.wait_output("compute=60");
 }
+
+#[test]
+fn a_program_built_by_clang_swaps_too() {
+    let mut f = Fixture::copy("basic");
+    f.write(
+        "hot-lsp.toml",
+        "[program]\npath = \"app\"\nbuild = \"clang -O0 -g -o app main.c\"\n\n\
+         [compile]\ncommand = \"clang -O0 -g -c {file} -o {output}\"\n",
+    );
+    f.start();
+    f.wait_output("compute=10 label=alpha");
+    f.edit(
+        "main.c",
+        "#include <unistd.h>",
+        "#include <unistd.h>\n#include <string.h>",
+    );
+    f.edit(
+        "main.c",
+        "return x * 1;",
+        "return x * 2 + (int)strlen(runtime_text);",
+    );
+    f.edit("main.c", "return \"alpha\";", "return \"from-clang\";");
+    f.save("main.c");
+    let swap = f.wait_swap();
+    assert!(swap.swapped.contains(&"compute".to_string()), "{swap:?}");
+    assert!(swap.swapped.contains(&"label".to_string()), "{swap:?}");
+    f.wait_output("compute=25 label=from-clang same=1 via=25");
+}
