@@ -102,7 +102,7 @@ struct Program {
     dir: tempfile::TempDir,
     functions: usize,
     files: usize,
-    /// The edited function: file index, function index, and its file's function range.
+    /// The edited function `f_<target_file>_<target_index>`.
     target_file: usize,
     target_index: usize,
 }
