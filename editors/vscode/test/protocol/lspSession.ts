@@ -115,7 +115,7 @@ export class LspSession {
     this.process = spawn(binary, ['--stdio'], {
       cwd: rootDirectory,
       stdio: ['pipe', 'pipe', 'pipe'],
-      env: { ...process.env, RUST_LOG: process.env.RUST_LOG ?? 'info' },
+      env: { ...process.env, RUST_LOG: process.env.RUST_LOG ?? 'info', NO_COLOR: '1' },
     });
     this.exited = new Promise((resolve) => this.process.on('exit', (code) => resolve(code)));
     this.process.stderr!.on('data', (chunk: Buffer) => {
