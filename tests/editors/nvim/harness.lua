@@ -175,8 +175,18 @@ function H.process_alive(pid)
 end
 
 --- Prints the totals and exits Neovim with 0 only if every step passed.
+local finish_hooks = {}
+
+--- Registers cleanup to run at the end of the file, whether its steps passed or not.
+function H.on_finish(fn)
+  finish_hooks[#finish_hooks + 1] = fn
+end
+
 function H.finish()
   H.stop_clients()
+  for _, hook in ipairs(finish_hooks) do
+    pcall(hook)
+  end
   for _, dir in ipairs(temporary_directories) do
     pcall(vim.fs.rm, dir, { recursive = true, force = true })
   end

@@ -78,3 +78,10 @@ H.step('process list holds a child process with its arguments', function()
   child:kill(9)
   H.eq({ pid = child.pid, cmdline = 'sleep 41.5' }, found)
 end)
+
+H.step(':HotLsp attach rejects a pid that is not a number', function()
+  local count = #H.messages
+  -- An error-level notification raises in a command run through vim.cmd; the user sees it.
+  pcall(vim.cmd, 'HotLsp attach abc')
+  H.truthy(H.messages[count + 1] and H.messages[count + 1].message:find('needs a process id', 1, true), 'no error message')
+end)
