@@ -215,6 +215,14 @@ impl Debuggee {
         Ok((path.display().to_string(), bytes))
     }
 
+    /// When the executable the process runs was last modified: sources changed after it were
+    /// not part of the running image.
+    pub fn executable_modified(&self) -> Option<std::time::SystemTime> {
+        std::fs::metadata(self.exe_path())
+            .and_then(|m| m.modified())
+            .ok()
+    }
+
     /// `/proc/PID/maps`, in address order.
     pub fn mappings(&self) -> Result<Vec<Mapping>, ProcessError> {
         self.inner.mappings()

@@ -24,6 +24,8 @@ use crate::{
 enum Event {
     Command(Command),
     Process(ProcessEvent),
+    /// Nothing is waiting: time for one background baseline compile.
+    Idle,
 }
 
 /// The last object of a file that matches what runs, compiled with the same flags.
@@ -76,6 +78,13 @@ struct Worker {
     /// source, not replayed as bytes). A rebuilt executable already contains them.
     replay: Vec<PathBuf>,
     replay_build_id: Option<Vec<u8>>,
+    /// Files whose baseline is still to be compiled, one at a time while nothing else
+    /// waits, so a large program's output and saves are never held up behind them.
+    baseline_queue: std::collections::VecDeque<PathBuf>,
+    /// The text of each queued file as it was when the program was adopted.
+    snapshots: HashMap<PathBuf, Vec<u8>>,
+    /// When the running executable was built: a source modified later is not what runs.
+    exe_modified: Option<std::time::SystemTime>,
 }
 
 pub(crate) fn run(
@@ -102,6 +111,9 @@ pub(crate) fn run(
         scratch_counter: 0,
         replay: Vec::new(),
         replay_build_id: None,
+        baseline_queue: std::collections::VecDeque::new(),
+        snapshots: HashMap::new(),
+        exe_modified: None,
     };
     worker.reload_config();
     if worker.opted_in
@@ -111,16 +123,29 @@ pub(crate) fn run(
         worker.launch();
     }
     loop {
-        let event = crossbeam_channel::select! {
-            recv(commands) -> c => match c {
-                Ok(c) => Event::Command(c),
-                Err(_) => Event::Command(Command::Shutdown),
-            },
-            recv(worker.process_events) -> e => match e {
-                Ok(e) => Event::Process(e),
-                // The owner thread is gone without an exit notice; treat it as an exit.
-                Err(_) => Event::Process(ProcessEvent::Exited { code: None, signal: None }),
-            },
+        let command = |c: Result<Command, _>| match c {
+            Ok(c) => Event::Command(c),
+            Err(_) => Event::Command(Command::Shutdown),
+        };
+        let process = |e: Result<ProcessEvent, _>| match e {
+            Ok(e) => Event::Process(e),
+            // The owner thread is gone without an exit notice; treat it as an exit.
+            Err(_) => Event::Process(ProcessEvent::Exited {
+                code: None,
+                signal: None,
+            }),
+        };
+        let event = if worker.baseline_queue.is_empty() {
+            crossbeam_channel::select! {
+                recv(commands) -> c => command(c),
+                recv(worker.process_events) -> e => process(e),
+            }
+        } else {
+            crossbeam_channel::select! {
+                recv(commands) -> c => command(c),
+                recv(worker.process_events) -> e => process(e),
+                default => Event::Idle,
+            }
         };
         match event {
             Event::Command(Command::Shutdown) => {
@@ -159,6 +184,11 @@ pub(crate) fn run(
             }
             Event::Command(command) => worker.on_command(command),
             Event::Process(event) => worker.on_process_event(event),
+            Event::Idle => {
+                if let Some(file) = worker.baseline_queue.pop_front() {
+                    worker.compile_baseline(&file);
+                }
+            }
         }
     }
 }
@@ -425,18 +455,24 @@ impl Worker {
     fn adopt(&mut self, debuggee: Debuggee, events: Receiver<ProcessEvent>) {
         let pid = debuggee.pid();
         self.process_events = events;
+        self.exe_modified = debuggee.executable_modified();
         self.program = Some(Program::new(debuggee));
         self.baselines.clear();
-        self.emit(SessionEvent::Launched { pid });
-        self.update_status(|s| {
-            s.state = State::Running;
-            s.pid = Some(pid);
-            s.exit_code = None;
-            s.signal = None;
-            s.message = None;
-        });
+        self.baseline_queue.clear();
+        self.snapshots.clear();
+        let announce = |worker: &Worker| {
+            worker.emit(SessionEvent::Launched { pid });
+            worker.update_status(|s| {
+                s.state = State::Running;
+                s.pid = Some(pid);
+                s.exit_code = None;
+                s.signal = None;
+                s.message = None;
+            });
+        };
         let image_error = self.program.as_mut().and_then(|p| p.image().err());
         if let Some(e) = image_error {
+            announce(self);
             self.fail(e);
             return;
         }
@@ -452,10 +488,13 @@ impl Worker {
             self.replay.clear();
             Vec::new()
         };
-        self.compile_baselines(&replay);
+        // The sources are read before the launch is announced, so an edit made as soon as
+        // the program shows up is never mistaken for the text it was built from.
+        self.queue_baselines(&replay);
+        announce(self);
         // Map the arenas and index the image now, so the first save pays only for its own
-        // change — if the dynamic linker is done (compiling the baselines usually gave it
-        // the time). A failure here shows again, and is reported, on the first save.
+        // change — if the dynamic linker is done. A failure here shows again, and is
+        // reported, on the first save.
         if let Some(program) = self.program.as_mut() {
             if program.libraries_ready() {
                 if let Err(e) = program.linker() {
@@ -623,9 +662,10 @@ impl Worker {
         Object::parse(&job.output, &bytes).map_err(|e| e.to_string())
     }
 
-    /// Compile the baseline of every source file the image's DWARF names that exists in
-    /// this workspace, so the first save of each swaps only what changed.
-    fn compile_baselines(&mut self, skip: &[PathBuf]) {
+    /// Queue the baseline of every source file the image's DWARF names that exists in this
+    /// workspace, so the first save of each swaps only what changed. They are compiled in
+    /// the background, between events.
+    fn queue_baselines(&mut self, skip: &[PathBuf]) {
         let root = self.options.root.clone();
         let files: Vec<PathBuf> = self
             .program
@@ -647,31 +687,97 @@ impl Worker {
             })
             .unwrap_or_default();
         for file in files {
-            self.compile_baseline(&file);
+            if self.snapshot(&file) {
+                self.baseline_queue.push_back(file);
+            }
         }
     }
 
-    /// Compile the on-disk text of `file` as the baseline, if it is linked into the program.
-    fn compile_baseline(&mut self, file: &Path) {
-        if self.baselines.contains_key(file) {
-            return;
+    /// Keep the text of `file` as it is now, for its baseline, if it is linked into the
+    /// program and unchanged since the executable was built (so this text is what runs).
+    /// A file without a snapshot gets no baseline; its first save then swaps every function
+    /// of it, which is always correct, where a baseline of edited text would hide the edit.
+    fn snapshot(&mut self, file: &Path) -> bool {
+        if self.baselines.contains_key(file) || self.snapshots.contains_key(file) {
+            return true;
         }
+        let unchanged_since_build = match (
+            std::fs::metadata(file).and_then(|m| m.modified()).ok(),
+            self.exe_modified,
+        ) {
+            (Some(source), Some(exe)) => source <= exe,
+            _ => false,
+        };
         let linked = self
             .program
             .as_mut()
             .and_then(|p| p.image().ok())
-            .map(|i| !matches!(unit_of(&i.model.exe.image, file), UnitMatch::NotLinked))
-            .unwrap_or(false);
-        if !linked {
-            return;
+            .is_some_and(|i| !matches!(unit_of(&i.model.exe.image, file), UnitMatch::NotLinked));
+        if !unchanged_since_build || !linked {
+            return false;
         }
+        match std::fs::read(file) {
+            Ok(text) => {
+                self.snapshots.insert(file.to_owned(), text);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// Compile the snapshot of `file` into its baseline object. The snapshot is compiled as a
+    /// copy in the scratch folder: quote includes still find the file's own folder through
+    /// `-iquote`, and `-ffile-prefix-map` keeps `__FILE__` as the original path, so the
+    /// object equals what compiling the original would give.
+    fn compile_baseline(&mut self, file: &Path) {
+        self.baseline_queue.retain(|f| f != file);
+        let Some(text) = self.snapshots.remove(file) else {
+            return;
+        };
         let Ok(entry) = self.entry_for(file) else {
             return;
         };
+        let (Some(source_dir), Some(name)) = (file.parent(), file.file_name()) else {
+            return;
+        };
+        self.scratch_counter += 1;
+        let copy_dir = self
+            .scratch
+            .as_ref()
+            .map_or_else(std::env::temp_dir, |d| d.path().to_owned())
+            .join(format!("snapshot-{}", self.scratch_counter));
+        let copy = copy_dir.join(name);
+        if std::fs::create_dir_all(&copy_dir)
+            .and_then(|()| std::fs::write(&copy, &text))
+            .is_err()
+        {
+            return;
+        }
         let output = self.scratch_object(file);
         let job = compile::job_for(&entry, &output);
-        match compile::run(&job) {
-            Ok(outcome) if outcome.success => match self.compile_object(&job) {
+        let mut argv = job.flags().to_vec();
+        // `flags()` ends with `-c <file>`: compile the copy instead.
+        argv.truncate(argv.len().saturating_sub(2));
+        argv.extend([
+            format!("-iquote{}", source_dir.display()),
+            format!(
+                "-ffile-prefix-map={}={}",
+                copy_dir.display(),
+                source_dir.display()
+            ),
+            "-c".into(),
+            copy.display().to_string(),
+            "-o".into(),
+            output.display().to_string(),
+        ]);
+        let snapshot_job = CompileJob {
+            argv,
+            ..job.clone()
+        };
+        let result = compile::run(&snapshot_job);
+        let _ = std::fs::remove_dir_all(&copy_dir);
+        match result {
+            Ok(outcome) if outcome.success => match self.compile_object(&snapshot_job) {
                 Ok(object) => {
                     self.baselines.insert(
                         file.to_owned(),
@@ -688,8 +794,13 @@ impl Worker {
     }
 
     fn on_opened(&mut self, file: &Path) {
-        if self.program.is_some() && has_extension(file, SOURCE_EXTENSIONS) {
-            self.compile_baseline(&normalize(file));
+        let file = normalize(file);
+        if self.program.is_some()
+            && has_extension(&file, SOURCE_EXTENSIONS)
+            && !self.baselines.contains_key(&file)
+            && self.snapshot(&file)
+        {
+            self.compile_baseline(&file);
         }
     }
 
@@ -717,6 +828,10 @@ impl Worker {
         }
         if !has_extension(&file, SOURCE_EXTENSIONS) {
             return;
+        }
+        // A baseline still waiting in the queue is needed now, compiled from its snapshot.
+        if self.snapshots.contains_key(&file) {
+            self.compile_baseline(&file);
         }
         let title = format!(
             "hot-lsp: {}",

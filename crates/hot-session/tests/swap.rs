@@ -357,3 +357,44 @@ fn a_program_built_by_clang_swaps_too() {
     assert!(swap.swapped.contains(&"label".to_string()), "{swap:?}");
     f.wait_output("compute=25 label=from-clang same=1 via=25");
 }
+
+#[test]
+fn a_save_right_after_launch_still_swaps_only_what_changed() {
+    let mut f = Fixture::copy("many");
+    f.start();
+    f.wait("the program to launch", |e| match e {
+        SessionEvent::Launched { .. } => Some(()),
+        _ => None,
+    });
+    // Saved before the background baselines had their turn: the baseline comes from the
+    // text the program was built from, not from the edited file.
+    f.edit("funcs.c", "return x + 17;", "return x + 2017;");
+    f.save("funcs.c");
+    let swap = f.wait_swap();
+    assert_eq!(swap.swapped, vec!["f17".to_string()], "{swap:?}");
+    f.wait_output("f17=2017");
+}
+
+#[test]
+fn a_source_edited_after_the_build_swaps_all_of_its_functions() {
+    let mut f = Fixture::copy("many");
+    let built = std::process::Command::new("sh")
+        .args(["-c", "cc -O0 -g -o app main.c funcs.c"])
+        .current_dir(f.dir.path())
+        .status()
+        .expect("run cc");
+    assert!(built.success());
+    f.write(
+        "hot-lsp.toml",
+        "[program]\npath = \"app\"\n\n[compile]\ncommand = \"cc -O0 -g -c {file} -o {output}\"\n",
+    );
+    // Edited between the build and the launch: the text on disk is not what runs, so there
+    // is nothing to diff against and the whole file is swapped — the edit is not lost.
+    f.edit("funcs.c", "return x + 17;", "return x + 3017;");
+    f.start();
+    f.wait_output("f17=17");
+    f.save("funcs.c");
+    let swap = f.wait_swap();
+    assert!(swap.swapped.len() >= 61, "{swap:?}");
+    f.wait_output("f17=3017");
+}
