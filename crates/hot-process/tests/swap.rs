@@ -536,3 +536,32 @@ fn arenas_of_a_non_pie_executable_lie_below_it() {
     });
     assert_eq!(field(&line, "bad="), 0);
 }
+
+/// A thread parked in a signal handler would return into the middle of the new jump: the
+/// apply refuses, says why, and writes nothing.
+#[test]
+fn a_signal_frame_returning_into_the_overwritten_bytes_refuses_the_swap() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let program = compile(dir.path(), "sighandler", &[]);
+    let (debuggee, rx) = launch(&program, &[]);
+    let entry = hex_field(&wait_line(&rx, "parked", |l| l.contains("parked")), "spot=");
+    let image = debuggee.image_range().expect("image range");
+    let arena = debuggee
+        .map_arena(image, 4096, Protection::ReadExecute)
+        .expect("arena");
+    let original = debuggee.read_memory(entry, 5).expect("read");
+    let plan = WritePlan {
+        prepare: Vec::new(),
+        copies: Vec::new(),
+        commit: vec![Write {
+            addr: entry,
+            bytes: jump(entry, arena),
+            expected: Some(original.clone()),
+            what: "entry of spot".into(),
+        }],
+        protected: std::iter::once(entry..entry + 5).collect(),
+    };
+    let err = debuggee.apply(&plan).expect_err("the swap must be refused");
+    assert!(err.to_string().contains("signal handler"), "{err}");
+    assert_eq!(debuggee.read_memory(entry, 5).expect("read"), original);
+}

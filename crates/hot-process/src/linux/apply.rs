@@ -16,6 +16,7 @@ const MAX_STEPS_OUT: usize = 64;
 pub(crate) struct ApplyScratch {
     originals: Vec<u8>,
     current: Vec<u8>,
+    stack: Vec<u8>,
 }
 
 pub(crate) struct Applied {
@@ -148,6 +149,24 @@ fn apply_stopped(
         }
     }
 
+    // A thread inside a signal handler resumes, when the handler returns, at the address
+    // saved in the signal frame on its stack: if that lies inside the bytes about to change,
+    // it would land in the middle of the new jump. The top of each stack is searched for
+    // such a word (a signal frame sits within a few KiB of a shallow handler's stack
+    // pointer, also on an alternate signal stack). A stray word equal to such an address is
+    // harmless: the swap is refused and the next save tries again.
+    for &tid in &threads.tids {
+        let Ok(regs) = get_regs(tid) else {
+            continue;
+        };
+        if let Some(resume_at) = stack_word_inside(mem, regs.rsp, &mut scratch.stack, &inside) {
+            return Err(ProcessError::Other(format!(
+                "thread {tid} is in a signal handler that returns to {resume_at:#x}, inside code \
+                 being replaced; nothing was written — save again to retry"
+            )));
+        }
+    }
+
     // (4) Check what is there, keep it for rollback.
     scratch.originals.clear();
     for write in &plan.commit {
@@ -200,4 +219,36 @@ fn apply_stopped(
     }
     debug_assert_eq!(offset, scratch.originals.len());
     Ok(())
+}
+
+/// How much of each stack, from its stack pointer up, is searched for a signal frame.
+const SIGNAL_FRAME_SEARCH: usize = 16 * 1024;
+
+/// The first 8-byte-aligned word in the top `SIGNAL_FRAME_SEARCH` bytes of a stack (as far
+/// as it is mapped) that `inside` accepts.
+fn stack_word_inside(
+    mem: &ProcMem,
+    rsp: u64,
+    buf: &mut Vec<u8>,
+    inside: &dyn Fn(u64) -> bool,
+) -> Option<u64> {
+    let start = rsp & !7;
+    // Read page by page: the stack may end (its mapping's top) before the search does.
+    let mut offset = 0usize;
+    while offset < SIGNAL_FRAME_SEARCH {
+        let at = start + offset as u64;
+        let chunk = (4096 - (at % 4096) as usize).min(SIGNAL_FRAME_SEARCH - offset);
+        buf.resize(chunk, 0);
+        if mem.read_exact(at, buf).is_err() {
+            break;
+        }
+        for word in buf.chunks_exact(8) {
+            let value = u64::from_le_bytes(word.try_into().unwrap_or_default());
+            if inside(value) {
+                return Some(value);
+            }
+        }
+        offset += chunk;
+    }
+    None
 }
