@@ -167,43 +167,56 @@ impl LinkState {
     /// Point the entries of a reverted patch back where they were; returns the writes that
     /// do the same in the process, in the order to apply them.
     pub(crate) fn revert(&mut self, record: RevertRecord) -> Vec<EntryWrite> {
-        let mut writes = Vec::new();
-        for (entry, previous, set) in record.entries.into_iter().rev() {
+        let writes = revert_writes(&record);
+        for (entry, previous, _) in record.entries.into_iter().rev() {
             match previous {
                 Some(prev) => {
-                    writes.push(EntryWrite {
-                        addr: set.jump_at,
-                        expected: set.current.clone(),
-                        bytes: prev.current.clone(),
-                        function: format!("entry at {entry}"),
-                    });
                     self.redirects.insert(entry, prev);
                 }
                 None => {
-                    // First redirect of this entry: restore the original bytes. The short
-                    // jump goes first, so the fill is unreachable when it is restored.
-                    if let Some((at, written, original)) = &set.short {
-                        writes.push(EntryWrite {
-                            addr: *at,
-                            expected: written.clone(),
-                            bytes: original.clone(),
-                            function: format!("entry at {entry}"),
-                        });
-                    }
-                    if !set.original.is_empty() {
-                        writes.push(EntryWrite {
-                            addr: set.jump_at,
-                            expected: set.current.clone(),
-                            bytes: set.original.clone(),
-                            function: format!("entry at {entry}"),
-                        });
-                    }
                     self.redirects.remove(&entry);
                 }
             }
         }
         writes
     }
+}
+
+/// The writes that revert a patch in the process, in the order to apply them, computed
+/// without changing any state (so the process can refuse them and nothing is lost).
+pub(crate) fn revert_writes(record: &RevertRecord) -> Vec<EntryWrite> {
+    let mut writes = Vec::new();
+    for (entry, previous, set) in record.entries.iter().rev() {
+        match previous {
+            Some(prev) => writes.push(EntryWrite {
+                addr: set.jump_at,
+                expected: set.current.clone(),
+                bytes: prev.current.clone(),
+                function: format!("entry at {entry}"),
+            }),
+            None => {
+                // First redirect of this entry: restore the original bytes. The short jump
+                // goes first, so the fill is unreachable when it is restored.
+                if let Some((at, written, original)) = &set.short {
+                    writes.push(EntryWrite {
+                        addr: *at,
+                        expected: written.clone(),
+                        bytes: original.clone(),
+                        function: format!("entry at {entry}"),
+                    });
+                }
+                if !set.original.is_empty() {
+                    writes.push(EntryWrite {
+                        addr: set.jump_at,
+                        expected: set.current.clone(),
+                        bytes: set.original.clone(),
+                        function: format!("entry at {entry}"),
+                    });
+                }
+            }
+        }
+    }
+    writes
 }
 
 /// The allocation view of one link: committed state plus this link's delta.

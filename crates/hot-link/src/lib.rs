@@ -350,6 +350,12 @@ impl Linker {
         let record = self.history.pop()?;
         Some(self.state.revert(record))
     }
+
+    /// The entry writes [`Linker::revert_last`] would return, without changing the linker:
+    /// apply them to the process first, and call `revert_last` only once that succeeded.
+    pub fn revert_plan(&self) -> Option<Vec<EntryWrite>> {
+        self.history.last().map(layout::revert_writes)
+    }
 }
 
 #[cfg(test)]

@@ -1083,7 +1083,7 @@ impl Worker {
             self.message(Severity::Information, "there is no swap to undo");
             return;
         };
-        let reverts = program.linker.as_mut().and_then(|l| l.revert_last());
+        let reverts = program.linker.as_ref().and_then(|l| l.revert_plan());
         let Some(reverts) = reverts else {
             program.journal.push(applied);
             self.fail("the last swap cannot be reverted".into());
@@ -1098,9 +1098,14 @@ impl Worker {
             ..WritePlan::default()
         };
         if let Err(e) = program.debuggee.apply(&plan) {
+            // The linker still holds the swap, as the process does: undo can be retried.
+            program.journal.push(applied);
             let text = process_error_text(&e);
             self.fail(format!("undo failed: {text}"));
             return;
+        }
+        if let Some(linker) = program.linker.as_mut() {
+            linker.revert_last();
         }
         match applied.previous_baseline {
             Some(b) => {
