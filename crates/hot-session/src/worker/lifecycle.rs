@@ -1,0 +1,198 @@
+//! The program's life in a session: launch (after the build command), attach, adopt (read
+//! its image, queue the baselines, re-apply this session's changes to a relaunch), stop.
+
+use crossbeam_channel::Receiver;
+use hot_process::{Debuggee, LaunchSpec, ProcessEvent};
+
+use super::{risky_optimisation, Worker, HOT_RELOAD_FLAGS};
+use crate::config;
+use crate::program::Program;
+use crate::{SessionEvent, Severity, State};
+
+impl Worker {
+    pub(super) fn launch(&mut self) {
+        let Some(path) = self.config.program.path.clone() else {
+            self.fail(format!(
+                "{}: [program] path is not set, so there is nothing to launch",
+                self.options.root.join(config::CONFIG_FILE).display()
+            ));
+            return;
+        };
+        if let Some(build) = self.config.program.build.clone() {
+            self.set_state(State::Building, Some(format!("running `{build}`")));
+            let output = std::process::Command::new("sh")
+                .arg("-c")
+                .arg(&build)
+                .current_dir(&self.options.root)
+                .stdin(std::process::Stdio::null())
+                .output();
+            match output {
+                Ok(out) if out.status.success() => {}
+                Ok(out) => {
+                    let tail = String::from_utf8_lossy(&out.stderr);
+                    let tail: Vec<&str> = tail.lines().rev().take(10).collect();
+                    let tail: Vec<&str> = tail.into_iter().rev().collect();
+                    self.fail(format!(
+                        "the build command `{build}` failed ({}):\n{}",
+                        out.status,
+                        tail.join("\n")
+                    ));
+                    return;
+                }
+                Err(e) => {
+                    self.fail(format!("cannot run the build command `{build}`: {e}"));
+                    return;
+                }
+            }
+        }
+        let root = &self.options.root;
+        let spec = LaunchSpec {
+            path: root.join(&path),
+            args: self.config.program.args.iter().map(Into::into).collect(),
+            cwd: root.join(&self.config.program.cwd),
+            env: self
+                .config
+                .program
+                .env
+                .iter()
+                .map(|(k, v)| (k.into(), v.into()))
+                .collect(),
+            disable_aslr: self.config.program.disable_aslr,
+        };
+        let (tx, rx) = crossbeam_channel::unbounded();
+        match Debuggee::launch(&spec, tx) {
+            Ok(debuggee) => self.adopt(debuggee, rx),
+            Err(e) => self.fail(e.to_string()),
+        }
+    }
+
+    pub(super) fn attach(&mut self, pid: i32) {
+        if self.program.is_some() {
+            self.stop_program(true);
+        }
+        let (tx, rx) = crossbeam_channel::unbounded();
+        match Debuggee::attach(pid, tx) {
+            Ok(debuggee) => self.adopt(debuggee, rx),
+            Err(e) => self.fail(e.to_string()),
+        }
+    }
+
+    /// Take a started or attached program under management: read its image, compile the
+    /// baselines of its translation units, report it running.
+    pub(super) fn adopt(&mut self, debuggee: Debuggee, events: Receiver<ProcessEvent>) {
+        let pid = debuggee.pid();
+        self.process_events = events;
+        self.exe_modified = debuggee.executable_modified();
+        self.program = Some(Program::new(debuggee));
+        self.baselines.clear();
+        self.baseline_queue.clear();
+        self.snapshots.clear();
+        let announce = |worker: &Worker| {
+            worker.emit(SessionEvent::Launched { pid });
+            worker.update_status(|s| {
+                s.state = State::Running;
+                s.pid = Some(pid);
+                s.exit_code = None;
+                s.signal = None;
+                s.message = None;
+            });
+        };
+        let image_error = self.program.as_mut().and_then(|p| p.image().err());
+        if let Some(e) = image_error {
+            announce(self);
+            self.fail(e);
+            return;
+        }
+        self.warn_about_optimisation();
+        let build_id = self
+            .program
+            .as_ref()
+            .and_then(|p| p.image.as_ref())
+            .and_then(|i| i.model.exe.image.build_id.clone());
+        let replay = if build_id.is_some() && build_id == self.replay_build_id {
+            std::mem::take(&mut self.replay)
+        } else {
+            self.replay.clear();
+            Vec::new()
+        };
+        // The sources are read before the launch is announced, so an edit made as soon as
+        // the program shows up is never mistaken for the text it was built from.
+        self.queue_baselines(&replay);
+        announce(self);
+        // Map the arenas and index the image now, so the first save pays only for its own
+        // change — if the dynamic linker is done. A failure here shows again, and is
+        // reported, on the first save.
+        if let Some(program) = self.program.as_mut() {
+            if program.libraries_ready() {
+                if let Err(e) = program.linker() {
+                    tracing::debug!("preparing the linker at launch: {e}");
+                }
+            }
+        }
+        if !replay.is_empty() {
+            // Without a baseline every function of these files counts as changed: the fresh
+            // process runs the executable's original code.
+            let mut applied = 0;
+            for file in &replay {
+                if matches!(self.compile_link_swap(file), Ok(Some(_))) {
+                    applied += 1;
+                }
+            }
+            self.message(
+                Severity::Information,
+                format!(
+                    "re-applied this session's changes to {applied} of {} file(s) in the relaunched program",
+                    replay.len()
+                ),
+            );
+        }
+    }
+
+    pub(super) fn stop_program(&mut self, detach: bool) {
+        let Some(program) = self.program.take() else {
+            return;
+        };
+        self.process_events = crossbeam_channel::never();
+        if detach || !program.debuggee.launched() {
+            program.debuggee.detach();
+            self.update_status(|s| {
+                s.state = State::Idle;
+                s.pid = None;
+                s.message = Some("detached".into());
+            });
+        } else {
+            program.debuggee.stop();
+            self.update_status(|s| {
+                s.state = State::Exited;
+                s.pid = None;
+            });
+        }
+    }
+
+    pub(super) fn warn_about_optimisation(&mut self) {
+        if self.warned_optimisation {
+            return;
+        }
+        let Some(image) = self.program.as_ref().and_then(|p| p.image.as_ref()) else {
+            return;
+        };
+        let risky = image
+            .model
+            .exe
+            .image
+            .compile_units
+            .iter()
+            .find(|cu| cu.producer.as_deref().is_some_and(risky_optimisation));
+        if let Some(cu) = risky {
+            let text = format!(
+                "{} was built with {} and without -fno-ipa-ra: callers may rely on which registers \
+                 the old callee clobbered, so a swapped function can corrupt them. Build with the \
+                 hot-reload flags ({HOT_RELOAD_FLAGS}).",
+                cu.name,
+                cu.producer.as_deref().unwrap_or("optimisation"),
+            );
+            self.warned_optimisation = true;
+            self.message(Severity::Warning, text);
+        }
+    }
+}

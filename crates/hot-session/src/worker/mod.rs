@@ -1,0 +1,386 @@
+//! The session worker: one thread, a loop over a closed set of events (front-end commands and
+//! the program's own events), running compile -> link -> swap strictly in order.
+//!
+//! `lifecycle` starts and stops the program, `baseline` knows how files are compiled and
+//! what they were compiled from, `pipeline` turns a save into a swap.
+
+mod baseline;
+mod lifecycle;
+mod pipeline;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use crossbeam_channel::{Receiver, Sender};
+use hot_object::Object;
+use hot_process::ProcessEvent;
+
+use crate::compile_db::CompileDatabase;
+use crate::config::{self, Config, LaunchMode};
+use crate::program::Program;
+use crate::{
+    Command, Diagnostic, OutputStream, SessionEvent, SessionOptions, Severity, State, Status,
+};
+
+/// Everything the worker reacts to.
+enum Event {
+    Command(Command),
+    Process(ProcessEvent),
+    /// Nothing is waiting: time for one background baseline compile.
+    Idle,
+}
+
+/// The last object of a file that matches what runs, compiled with the same flags.
+#[derive(Clone)]
+pub(crate) struct Baseline {
+    /// The compile command without its output path (see [`CompileJob::flags`]).
+    pub argv: Vec<String>,
+    pub object: Arc<Object>,
+}
+
+const SOURCE_EXTENSIONS: &[&str] = &["c", "cc", "cpp", "cxx", "c++", "m", "mm"];
+const HEADER_EXTENSIONS: &[&str] = &["h", "hh", "hpp", "hxx", "h++", "inl"];
+
+fn has_extension(path: &Path, list: &[&str]) -> bool {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| list.contains(&e))
+}
+
+/// gcc's `-fipa-ra` lets a caller assume which registers its callee clobbers; a new body
+/// may clobber others. The flags that make swapping safe are named in the warning.
+const HOT_RELOAD_FLAGS: &str = "-O0, -O1 or -Og, or -O2 -fno-ipa-ra -fno-ipa-icf -fno-ipa-sra";
+
+fn risky_optimisation(producer: &str) -> bool {
+    let optimises = producer
+        .split_whitespace()
+        .any(|f| matches!(f, "-O2" | "-O3" | "-Os" | "-Ofast" | "-Oz"));
+    optimises && !producer.contains("-fno-ipa-ra")
+}
+
+struct Worker {
+    options: SessionOptions,
+    events: Sender<SessionEvent>,
+    status: Arc<Mutex<Status>>,
+    config: Config,
+    opted_in: bool,
+    client_config: Option<serde_json::Value>,
+    database: Option<CompileDatabase>,
+    scratch: Option<tempfile::TempDir>,
+    program: Option<Program>,
+    process_events: Receiver<ProcessEvent>,
+    baselines: HashMap<PathBuf, Baseline>,
+    /// Files with diagnostics currently published, per translation unit that produced them.
+    published: HashMap<PathBuf, HashSet<PathBuf>>,
+    seq: u64,
+    warned_optimisation: bool,
+    scratch_counter: u64,
+    /// Source files swapped into the program, in order, and the build-id of the executable
+    /// they went into: a relaunch of that same executable gets them again (re-linked from
+    /// source, not replayed as bytes). A rebuilt executable already contains them.
+    replay: Vec<PathBuf>,
+    replay_build_id: Option<Vec<u8>>,
+    /// Files whose baseline is still to be compiled, one at a time while nothing else
+    /// waits, so a large program's output and saves are never held up behind them.
+    baseline_queue: std::collections::VecDeque<PathBuf>,
+    /// The text of each queued file as it was when the program was adopted.
+    snapshots: HashMap<PathBuf, Vec<u8>>,
+    /// When the running executable was built: a source modified later is not what runs.
+    exe_modified: Option<std::time::SystemTime>,
+}
+
+pub(crate) fn run(
+    options: SessionOptions,
+    commands: Receiver<Command>,
+    events: Sender<SessionEvent>,
+    status: Arc<Mutex<Status>>,
+) {
+    let mut worker = Worker {
+        client_config: options.client_config.clone(),
+        options,
+        events,
+        status,
+        config: Config::default(),
+        opted_in: false,
+        database: None,
+        scratch: tempfile::Builder::new().prefix("hot-lsp-").tempdir().ok(),
+        program: None,
+        process_events: crossbeam_channel::never(),
+        baselines: HashMap::new(),
+        published: HashMap::new(),
+        seq: 0,
+        warned_optimisation: false,
+        scratch_counter: 0,
+        replay: Vec::new(),
+        replay_build_id: None,
+        baseline_queue: std::collections::VecDeque::new(),
+        snapshots: HashMap::new(),
+        exe_modified: None,
+    };
+    worker.reload_config();
+    if worker.opted_in
+        && worker.options.auto_launch
+        && worker.config.program.launch == LaunchMode::Auto
+    {
+        worker.launch();
+    }
+    loop {
+        let command = |c: Result<Command, _>| match c {
+            Ok(c) => Event::Command(c),
+            Err(_) => Event::Command(Command::Shutdown),
+        };
+        let process = |e: Result<ProcessEvent, _>| match e {
+            Ok(e) => Event::Process(e),
+            // The owner thread is gone without an exit notice; treat it as an exit.
+            Err(_) => Event::Process(ProcessEvent::Exited {
+                code: None,
+                signal: None,
+            }),
+        };
+        let event = if worker.baseline_queue.is_empty() {
+            crossbeam_channel::select! {
+                recv(commands) -> c => command(c),
+                recv(worker.process_events) -> e => process(e),
+            }
+        } else {
+            crossbeam_channel::select! {
+                recv(commands) -> c => command(c),
+                recv(worker.process_events) -> e => process(e),
+                default => Event::Idle,
+            }
+        };
+        match event {
+            Event::Command(Command::Shutdown) => {
+                worker.stop_program(false);
+                break;
+            }
+            Event::Command(Command::Saved(file)) => {
+                // Several quick saves coalesce: take every save already queued, once each.
+                let mut saved = vec![file];
+                let mut rest = Vec::new();
+                while let Ok(next) = commands.try_recv() {
+                    match next {
+                        Command::Saved(f) => {
+                            if !saved.contains(&f) {
+                                saved.push(f)
+                            }
+                        }
+                        other => rest.push(other),
+                    }
+                }
+                for file in saved {
+                    worker.on_saved(&file);
+                }
+                let mut stop = false;
+                for command in rest {
+                    if command == Command::Shutdown {
+                        stop = true;
+                        break;
+                    }
+                    worker.on_command(command);
+                }
+                if stop {
+                    worker.stop_program(false);
+                    break;
+                }
+            }
+            Event::Command(command) => worker.on_command(command),
+            Event::Process(event) => worker.on_process_event(event),
+            Event::Idle => {
+                if let Some(file) = worker.baseline_queue.pop_front() {
+                    worker.compile_baseline(&file);
+                }
+            }
+        }
+    }
+}
+
+impl Worker {
+    fn emit(&self, event: SessionEvent) {
+        // A front end that went away stops listening; the worker finishes its job regardless.
+        let _ = self.events.send(event);
+    }
+
+    fn update_status(&self, change: impl FnOnce(&mut Status)) {
+        let snapshot = {
+            let mut status = self.status.lock().unwrap_or_else(|p| p.into_inner());
+            change(&mut status);
+            status.clone()
+        };
+        self.emit(SessionEvent::Status(snapshot));
+    }
+
+    fn set_state(&self, state: State, message: Option<String>) {
+        self.update_status(|s| {
+            s.state = state;
+            s.message = message;
+        });
+    }
+
+    fn message(&self, severity: Severity, text: impl Into<String>) {
+        let text = text.into();
+        match severity {
+            Severity::Error => tracing::error!("{text}"),
+            Severity::Warning => tracing::warn!("{text}"),
+            Severity::Information => tracing::info!("{text}"),
+        }
+        self.emit(SessionEvent::Message { severity, text });
+    }
+
+    /// A failure without a source line: a message, and the status says it too.
+    fn fail(&self, text: String) {
+        self.message(Severity::Error, text.clone());
+        let state = if self.program.is_some() {
+            State::Running
+        } else {
+            State::Failed
+        };
+        self.set_state(state, Some(text));
+    }
+
+    fn reload_config(&mut self) {
+        let config_file = self.options.root.join(config::CONFIG_FILE);
+        match config::load(&self.options.root, self.client_config.as_ref()) {
+            Ok(loaded) => {
+                self.config = loaded.config;
+                self.opted_in = loaded.opted_in;
+                if loaded.has_file {
+                    self.publish(&config_file, &config_file, Vec::new());
+                }
+                self.database = None;
+            }
+            Err(e) => {
+                // An invalid file still opts the workspace in: the user meant to use hot-lsp.
+                self.opted_in = true;
+                match e.file {
+                    Some(file) => {
+                        let diagnostic = Diagnostic {
+                            file: file.clone(),
+                            line: e.line,
+                            column: e.column,
+                            end_line: None,
+                            end_column: None,
+                            severity: Severity::Error,
+                            code: "config-error".into(),
+                            message: e.message.clone(),
+                        };
+                        self.publish(&file, &file, vec![diagnostic]);
+                    }
+                    None => self.message(Severity::Error, e.message.clone()),
+                }
+                self.set_state(State::Failed, Some(e.message));
+            }
+        }
+    }
+
+    /// Publish the complete diagnostics that compiling `unit` produced, grouped per file;
+    /// files this unit reported on before and not now are cleared.
+    fn publish(&mut self, unit: &Path, primary: &Path, diagnostics: Vec<Diagnostic>) {
+        let mut by_file: BTreeMap<PathBuf, Vec<Diagnostic>> = BTreeMap::new();
+        by_file.insert(primary.to_owned(), Vec::new());
+        for d in diagnostics {
+            by_file.entry(d.file.clone()).or_default().push(d);
+        }
+        let previous = self.published.remove(unit).unwrap_or_default();
+        for file in previous {
+            by_file.entry(file).or_default();
+        }
+        let mut now = HashSet::new();
+        for (file, diagnostics) in by_file {
+            if !diagnostics.is_empty() {
+                now.insert(file.clone());
+            }
+            self.emit(SessionEvent::Diagnostics { file, diagnostics });
+        }
+        self.published.insert(unit.to_owned(), now);
+    }
+
+    fn on_command(&mut self, command: Command) {
+        if !self.opted_in && matches!(command, Command::Saved(_) | Command::Opened(_)) {
+            // Files come and go all the time in a folder that did not opt in: stay quiet.
+            return;
+        }
+        if !self.opted_in && !matches!(command, Command::Configure(_)) {
+            self.message(
+                Severity::Information,
+                format!(
+                    "{}: hot-lsp is not enabled here (no {} and no client configuration)",
+                    self.options.root.display(),
+                    config::CONFIG_FILE
+                ),
+            );
+            return;
+        }
+        match command {
+            Command::Saved(file) => self.on_saved(&file),
+            Command::Opened(file) => self.on_opened(&file),
+            Command::Launch => {
+                if self.program.is_some() {
+                    self.message(Severity::Information, "the program is already running");
+                } else {
+                    self.launch();
+                }
+            }
+            Command::Attach { pid } => self.attach(pid),
+            Command::Detach => self.stop_program(true),
+            Command::Stop => {
+                self.stop_program(false);
+                self.set_state(State::Exited, Some("stopped".into()));
+            }
+            Command::Restart => {
+                self.stop_program(false);
+                self.launch();
+            }
+            Command::Undo => self.undo(),
+            Command::Configure(value) => {
+                let was_opted_in = self.opted_in;
+                self.client_config = Some(value);
+                self.reload_config();
+                if !was_opted_in
+                    && self.opted_in
+                    && self.program.is_none()
+                    && self.options.auto_launch
+                    && self.config.program.launch == LaunchMode::Auto
+                {
+                    self.launch();
+                }
+            }
+            Command::Shutdown => self.stop_program(false),
+        }
+    }
+
+    fn on_process_event(&mut self, event: ProcessEvent) {
+        match event {
+            ProcessEvent::Output { stream, text } => {
+                let stream = match stream {
+                    hot_process::Stream::Stdout => OutputStream::Stdout,
+                    hot_process::Stream::Stderr => OutputStream::Stderr,
+                };
+                // The owner thread delivers lines without their end (and flushes a partial
+                // line when the program pauses); front ends get each as a line.
+                let mut text = text;
+                text.push('\n');
+                self.emit(SessionEvent::Output { stream, text });
+            }
+            ProcessEvent::Exited { code, signal } => {
+                self.program = None;
+                self.process_events = crossbeam_channel::never();
+                let how = match (code, signal) {
+                    (Some(c), _) => format!("the program exited with code {c}"),
+                    (None, Some(s)) => format!("the program was killed by signal {s}"),
+                    (None, None) => "the program has exited".to_string(),
+                };
+                self.emit(SessionEvent::Exited { code, signal });
+                self.message(Severity::Warning, how.clone());
+                self.update_status(|s| {
+                    s.state = State::Exited;
+                    s.pid = None;
+                    s.exit_code = code;
+                    s.signal = signal;
+                    s.message = Some(how);
+                });
+            }
+        }
+    }
+}

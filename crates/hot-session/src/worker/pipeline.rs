@@ -1,0 +1,374 @@
+//! The swap pipeline: compile the saved file, link it against the running image, apply the
+//! patch, report; and undo.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use hot_link::{LinkRequest, UnitRef};
+use hot_process::{ProcessError, WritePlan};
+
+use super::{has_extension, Baseline, Worker, HEADER_EXTENSIONS, SOURCE_EXTENSIONS};
+use crate::compile;
+use crate::compile_db::normalize;
+use crate::config;
+use crate::program::{unit_of, AppliedPatch, UnitMatch};
+use crate::{Diagnostic, Micros, Phase, Progress, SessionEvent, Severity, State, SwapSummary};
+
+impl Worker {
+    pub(super) fn on_saved(&mut self, file: &Path) {
+        if !self.opted_in {
+            return;
+        }
+        let file = normalize(file);
+        if file == self.options.root.join(config::CONFIG_FILE) {
+            self.reload_config();
+            return;
+        }
+        if has_extension(&file, HEADER_EXTENSIONS) {
+            self.message(
+                Severity::Information,
+                format!(
+                    "{} is a header: recompiling the files that include it is not supported yet; \
+                     save a source file that includes it to swap its changes",
+                    file.display()
+                ),
+            );
+            return;
+        }
+        if !has_extension(&file, SOURCE_EXTENSIONS) {
+            return;
+        }
+        // A baseline still waiting in the queue is needed now, compiled from its snapshot.
+        if self.snapshots.contains_key(&file) {
+            self.compile_baseline(&file);
+        }
+        let title = format!(
+            "hot-lsp: {}",
+            file.file_name()
+                .map(|f| f.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        );
+        self.emit(SessionEvent::Progress(Progress::Begin { title }));
+        let result = self.compile_link_swap(&file);
+        let end = match &result {
+            Ok(Some(summary)) => format!(
+                "swapped {} function(s) in {} µs",
+                summary.swapped.len() + summary.added.len(),
+                summary.micros.swap
+            ),
+            Ok(None) => "compiled".to_string(),
+            Err(()) => "failed".to_string(),
+        };
+        self.emit(SessionEvent::Progress(Progress::End { message: end }));
+    }
+
+    pub(super) fn progress(&self, phase: Phase, message: &str) {
+        self.emit(SessionEvent::Progress(Progress::Report {
+            phase,
+            message: message.into(),
+        }));
+    }
+
+    /// Compile, link and swap one saved file. `Ok(None)`: compiled, nothing was swapped.
+    pub(super) fn compile_link_swap(&mut self, file: &Path) -> Result<Option<SwapSummary>, ()> {
+        let entry = match self.entry_for(file) {
+            Ok(e) => e,
+            Err(e) => {
+                self.fail(e);
+                return Err(());
+            }
+        };
+        // A source of the database that the running program does not contain (a test or a
+        // tool built from the same tree) is refused before compiling anything.
+        if let Some(program) = self.program.as_mut() {
+            if let Ok(image) = program.image() {
+                if matches!(unit_of(&image.model.exe.image, file), UnitMatch::NotLinked) {
+                    let text = format!(
+                        "{} is not linked into the running program ({}); nothing was swapped",
+                        file.display(),
+                        image.model.exe.path
+                    );
+                    self.fail(text);
+                    return Err(());
+                }
+            }
+        }
+        let running_state = if self.program.is_some() {
+            State::Running
+        } else {
+            State::Idle
+        };
+        self.progress(Phase::Compile, "compiling");
+        let output = self.scratch_object(file);
+        let job = compile::job_for(&entry, &output);
+        let outcome = match compile::run(&job) {
+            Ok(o) => o,
+            Err(e) => {
+                self.fail(e.to_string());
+                return Err(());
+            }
+        };
+        let mut diagnostics = outcome.diagnostics.clone();
+        if !outcome.success {
+            self.publish(file, file, diagnostics);
+            return Err(());
+        }
+        let object = match self.compile_object(&job) {
+            Ok(o) => o,
+            Err(e) => {
+                self.fail(e);
+                return Err(());
+            }
+        };
+        if self.program.is_none() {
+            // No program: compiling is all there is to do; the file's diagnostics are fresh.
+            self.publish(file, file, diagnostics);
+            self.set_state(running_state, None);
+            return Ok(None);
+        }
+        self.progress(Phase::Link, "linking");
+        let Some(program) = self.program.as_mut() else {
+            return Err(());
+        };
+        let link_start = Instant::now();
+        let unit = match program.image() {
+            Ok(image) => match unit_of(&image.model.exe.image, file) {
+                UnitMatch::Found(tu) => UnitRef {
+                    tu,
+                    source: file.display().to_string(),
+                },
+                UnitMatch::NotLinked => UnitRef {
+                    tu: None,
+                    source: file.display().to_string(),
+                },
+            },
+            Err(e) => {
+                self.publish(file, file, diagnostics);
+                self.fail(e);
+                return Err(());
+            }
+        };
+        let baseline = self
+            .baselines
+            .get(file)
+            .filter(|b| b.argv == job.flags())
+            .cloned();
+        let linker = match program.linker() {
+            Ok(l) => l,
+            Err(e) => {
+                self.publish(file, file, diagnostics);
+                self.fail(e);
+                return Err(());
+            }
+        };
+        let request = LinkRequest {
+            object: &object,
+            baseline: baseline.as_ref().map(|b| b.object.as_ref()),
+            unit,
+        };
+        let patch = match linker.link(&request) {
+            Ok(p) => p,
+            Err(errors) => {
+                diagnostics.extend(errors.iter().map(|e| {
+                    located(
+                        e.line.as_ref(),
+                        file,
+                        Severity::Error,
+                        e.code.diagnostic_code(),
+                        &e.message,
+                    )
+                }));
+                self.publish(file, file, diagnostics);
+                self.set_state(
+                    State::Running,
+                    Some("the patch was refused; nothing was written".into()),
+                );
+                return Err(());
+            }
+        };
+        let link_micros = link_start.elapsed().as_micros() as u64;
+        diagnostics.extend(patch.notes.iter().map(|note| {
+            located(
+                note.line.as_ref(),
+                file,
+                Severity::Warning,
+                note.code,
+                &note.message,
+            )
+        }));
+        self.publish(file, file, diagnostics);
+
+        let new_baseline = Baseline {
+            argv: job.flags().to_vec(),
+            object: Arc::new(object),
+        };
+        if patch.is_empty() {
+            self.baselines.insert(file.to_owned(), new_baseline);
+            self.set_state(State::Running, Some("no function changed".into()));
+            return Ok(None);
+        }
+
+        self.set_state(State::Swapping, None);
+        self.progress(Phase::Swap, "swapping");
+        let plan = WritePlan {
+            prepare: patch
+                .writes
+                .iter()
+                .map(|w| hot_process::Write {
+                    addr: w.addr.0,
+                    bytes: w.bytes.clone(),
+                    expected: None,
+                    what: w.what.clone(),
+                })
+                .collect(),
+            copies: patch
+                .slot_copies
+                .iter()
+                .map(|c| hot_process::SlotCopy {
+                    src: c.src.0,
+                    dst: c.dst.0,
+                })
+                .collect(),
+            commit: patch.entries.iter().map(entry_write).collect(),
+            protected: patch.protected.iter().map(|r| r.start.0..r.end.0).collect(),
+        };
+        let Some(program) = self.program.as_mut() else {
+            return Err(());
+        };
+        let swap_start = Instant::now();
+        if let Err(e) = program.debuggee.apply(&plan) {
+            let text = process_error_text(&e);
+            self.fail(text);
+            return Err(());
+        }
+        let swap_micros = swap_start.elapsed().as_micros() as u64;
+        if let Some(linker) = program.linker.as_mut() {
+            linker.commit(&patch);
+        }
+        let previous = self.baselines.insert(file.to_owned(), new_baseline);
+        let build_id = program
+            .image
+            .as_ref()
+            .and_then(|i| i.model.exe.image.build_id.clone());
+        if self.replay_build_id != build_id {
+            self.replay.clear();
+            self.replay_build_id = build_id;
+        }
+        if !self.replay.iter().any(|f| f == file) {
+            self.replay.push(file.to_owned());
+        }
+        program.journal.push(AppliedPatch {
+            file: file.to_owned(),
+            previous_baseline: previous,
+        });
+        self.seq += 1;
+        let summary = SwapSummary {
+            seq: self.seq,
+            file: file.to_owned(),
+            swapped: patch.swapped.clone(),
+            added: patch.added.clone(),
+            skipped: patch.skipped,
+            micros: Micros {
+                compile: outcome.micros,
+                link: link_micros,
+                swap: swap_micros,
+            },
+        };
+        self.emit(SessionEvent::Swap(summary.clone()));
+        self.update_status(|s| {
+            s.state = State::Running;
+            s.last_swap = Some(summary.clone());
+            s.message = None;
+        });
+        Ok(Some(summary))
+    }
+
+    pub(super) fn undo(&mut self) {
+        let Some(program) = self.program.as_mut() else {
+            self.fail("no program is running: there is no swap to undo".into());
+            return;
+        };
+        let Some(applied) = program.journal.pop() else {
+            self.message(Severity::Information, "there is no swap to undo");
+            return;
+        };
+        let reverts = program.linker.as_ref().and_then(|l| l.revert_plan());
+        let Some(reverts) = reverts else {
+            program.journal.push(applied);
+            self.fail("the last swap cannot be reverted".into());
+            return;
+        };
+        let plan = WritePlan {
+            commit: reverts.iter().map(entry_write).collect(),
+            protected: reverts
+                .iter()
+                .map(|e| e.addr.0..e.addr.0 + e.bytes.len() as u64)
+                .collect(),
+            ..WritePlan::default()
+        };
+        if let Err(e) = program.debuggee.apply(&plan) {
+            // The linker still holds the swap, as the process does: undo can be retried.
+            program.journal.push(applied);
+            let text = process_error_text(&e);
+            self.fail(format!("undo failed: {text}"));
+            return;
+        }
+        if let Some(linker) = program.linker.as_mut() {
+            linker.revert_last();
+        }
+        match applied.previous_baseline {
+            Some(b) => {
+                self.baselines.insert(applied.file.clone(), b);
+            }
+            None => {
+                self.baselines.remove(&applied.file);
+            }
+        }
+        let names: Vec<String> = reverts.iter().map(|e| e.function.clone()).collect();
+        self.message(
+            Severity::Information,
+            format!(
+                "reverted the last swap of {} ({})",
+                applied.file.display(),
+                names.join(", ")
+            ),
+        );
+        self.set_state(State::Running, Some("undone".into()));
+    }
+}
+
+fn process_error_text(e: &ProcessError) -> String {
+    e.to_string()
+}
+
+/// A linker finding as a diagnostic on the source line it is about (the first line of the
+/// saved file when the object's DWARF has none for it).
+fn located(
+    line: Option<&hot_object::SourceLine>,
+    file: &Path,
+    severity: Severity,
+    code: &str,
+    message: &str,
+) -> Diagnostic {
+    Diagnostic {
+        file: line.map_or_else(|| file.to_owned(), |l| l.file.clone()),
+        line: line.map_or(1, |l| l.line),
+        column: line.map_or(1, |l| l.column.max(1)),
+        end_line: None,
+        end_column: None,
+        severity,
+        code: code.to_string(),
+        message: message.to_string(),
+    }
+}
+
+/// An entry jump as a write the process side checks (`expected`) before it writes.
+fn entry_write(entry: &hot_link::EntryWrite) -> hot_process::Write {
+    hot_process::Write {
+        addr: entry.addr.0,
+        bytes: entry.bytes.clone(),
+        expected: Some(entry.expected.clone()),
+        what: format!("entry of {}", entry.function),
+    }
+}
