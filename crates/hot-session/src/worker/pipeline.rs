@@ -79,21 +79,27 @@ impl Worker {
                 return Err(());
             }
         };
-        // A source of the database that the running program does not contain (a test or a
-        // tool built from the same tree) is refused before compiling anything.
-        if let Some(program) = self.program.as_mut() {
-            if let Ok(image) = program.image() {
-                if matches!(unit_of(&image.model.exe.image, file), UnitMatch::NotLinked) {
-                    let text = format!(
-                        "{} is not linked into the running program ({}); nothing was swapped",
-                        file.display(),
-                        image.model.exe.path
-                    );
-                    self.fail(text);
-                    return Err(());
-                }
+        // The translation unit of the image this file replaces. A source of the database
+        // that the running program does not contain (a test or a tool built from the same
+        // tree) is refused before compiling anything.
+        let unit = match self.program.as_mut().map(|p| {
+            p.image()
+                .map(|i| (unit_of(&i.model.exe.image, file), i.model.exe.path.clone()))
+        }) {
+            None => None,
+            Some(Ok((UnitMatch::Found(tu), _))) => Some(tu),
+            Some(Ok((UnitMatch::NotLinked, exe))) => {
+                self.fail(format!(
+                    "{} is not linked into the running program ({exe}); nothing was swapped",
+                    file.display()
+                ));
+                return Err(());
             }
-        }
+            Some(Err(e)) => {
+                self.fail(e);
+                return Err(());
+            }
+        };
         let running_state = if self.program.is_some() {
             State::Running
         } else {
@@ -132,22 +138,9 @@ impl Worker {
             return Err(());
         };
         let link_start = Instant::now();
-        let unit = match program.image() {
-            Ok(image) => match unit_of(&image.model.exe.image, file) {
-                UnitMatch::Found(tu) => UnitRef {
-                    tu,
-                    source: file.display().to_string(),
-                },
-                UnitMatch::NotLinked => UnitRef {
-                    tu: None,
-                    source: file.display().to_string(),
-                },
-            },
-            Err(e) => {
-                self.publish(file, file, diagnostics);
-                self.fail(e);
-                return Err(());
-            }
+        let unit = UnitRef {
+            tu: unit.flatten(),
+            source: file.display().to_string(),
         };
         let baseline = self
             .baselines
