@@ -13,7 +13,7 @@
 
 use std::collections::HashMap;
 
-use hot_object::{AtomId, AtomKind, Binding, SymbolId, SymbolKind, TranslationUnitId};
+use hot_object::{AtomId, AtomKind, Binding, SourceLine, SymbolId, SymbolKind, TranslationUnitId};
 
 use crate::image::{strip_numeric_suffix, ImageSymRef, Vaddr};
 use crate::layout::{ArenaKind, NewVariable, SymKey};
@@ -73,12 +73,15 @@ impl Link<'_> {
                         unit: Some(self.unit.source.clone()),
                         name: a.section_name.clone(),
                     };
-                    self.bind_new(atom, key, a.section_name.clone(), read_only, None);
+                    let decl = self.atom_decl_line(atom);
+                    self.bind_new(atom, key, a.section_name.clone(), read_only, None, decl);
                 }
                 continue;
             };
             let s = obj.symbol(sym);
             let name = s.name.clone();
+            // Data atoms have no line rows: diagnostics point at the declaration.
+            let decl = obj.decl_line(sym).cloned();
             let local = s.binding == Binding::Local;
             let sym_offset = self.info.symbol_offset(sym);
             let our_size = if s.size != 0 { s.size } else { a.size };
@@ -95,15 +98,15 @@ impl Link<'_> {
                 this.baseline_match.as_ref()?.get(&atom).map(|m| m.1)
             };
             match found {
-                Err(candidates) => self.error(
+                Err(candidates) => self.variable_error(
                     LinkErrorCode::LayoutChanged,
                     format!(
                         "cannot tell which of the running program's statics {} is `{name}`; \
                          restart the program",
                         candidates.join(", ")
                     ),
-                    Some(name.clone()),
-                    None,
+                    name.clone(),
+                    decl.clone(),
                 ),
                 Ok(Some(r)) => {
                     if local && strip_numeric_suffix(&name).len() != name.len() {
@@ -117,40 +120,40 @@ impl Link<'_> {
                     }
                     let image_sym = r.get(self.model);
                     if (image_sym.kind == SymbolKind::Tls) != tls {
-                        self.error(
+                        self.variable_error(
                             LinkErrorCode::LayoutChanged,
                             format!(
                                 "`{name}` changed between thread-local and ordinary storage; \
                                  restart the program"
                             ),
-                            Some(name.clone()),
-                            None,
+                            name.clone(),
+                            decl.clone(),
                         );
                         continue;
                     }
                     if image_sym.size != our_size && image_sym.size != 0 {
-                        self.error(
+                        self.variable_error(
                             LinkErrorCode::LayoutChanged,
                             format!(
                                 "`{name}` changed size from {} to {our_size} bytes; its storage in \
                                  the running program cannot grow or shrink: restart the program",
                                 image_sym.size
                             ),
-                            Some(name.clone()),
-                            None,
+                            name.clone(),
+                            decl.clone(),
                         );
                         continue;
                     }
                     if image_sym.vaddr % a.align.max(1) != 0 {
-                        self.error(
+                        self.variable_error(
                             LinkErrorCode::LayoutChanged,
                             format!(
                                 "`{name}` now needs {}-byte alignment, which its address {:#x} in \
                                  the running program does not have; restart the program",
                                 a.align, image_sym.vaddr
                             ),
-                            Some(name.clone()),
-                            None,
+                            name.clone(),
+                            decl.clone(),
                         );
                         continue;
                     }
@@ -183,18 +186,18 @@ impl Link<'_> {
                         if read_only {
                             self.data_writes.push(atom);
                         } else {
-                            self.note_initializer(&name);
+                            self.note_initializer(&name, decl.clone());
                         }
                     }
                 }
-                Ok(None) if tls => self.error(
+                Ok(None) if tls => self.variable_error(
                     LinkErrorCode::NewThreadLocal,
                     format!(
                         "new thread-local variable `{name}` cannot be added to a running program \
                          (its threads' TLS blocks are already laid out); restart the program"
                     ),
-                    Some(name.clone()),
-                    None,
+                    name.clone(),
+                    decl.clone(),
                 ),
                 Ok(None) => {
                     let match_name = obj.match_name(sym);
@@ -208,7 +211,7 @@ impl Link<'_> {
                         name: key_name,
                     };
                     let changed = baseline_changed(self);
-                    self.bind_new(atom, key, name, read_only, changed);
+                    self.bind_new(atom, key, name, read_only, changed, decl.clone());
                 }
             }
         }
@@ -275,7 +278,8 @@ impl Link<'_> {
         self.index.exe_local_static(self.model, tu, name)
     }
 
-    fn note_initializer(&mut self, name: &str) {
+    /// Note that a kept variable's initializer changed; `line` is its declaration.
+    fn note_initializer(&mut self, name: &str, line: Option<SourceLine>) {
         self.patch.notes.push(LinkNote {
             code: "initializer-not-applied",
             message: format!(
@@ -283,12 +287,12 @@ impl Link<'_> {
                  value of `{name}`; restart to apply the new initializer"
             ),
             symbol: Some(name.to_string()),
-            line: None,
+            line,
         });
     }
 
     /// Bind a variable that did not exist in the image: at the address an earlier patch gave
-    /// it, or at a fresh one.
+    /// it, or at a fresh one. `decl` is where it is declared, for diagnostics.
     fn bind_new(
         &mut self,
         atom: AtomId,
@@ -296,20 +300,21 @@ impl Link<'_> {
         name: String,
         read_only: bool,
         contents_changed: Option<bool>,
+        decl: Option<SourceLine>,
     ) {
         let a = self.info.obj.atom(atom);
         let size = a.size;
         if let Some(existing) = self.alloc.new_variable(&key) {
             if existing.size != size {
-                self.error(
+                self.variable_error(
                     LinkErrorCode::LayoutChanged,
                     format!(
                         "`{name}` changed size from {} to {size} bytes since it was added; \
                          restart the program",
                         existing.size
                     ),
-                    Some(name),
-                    None,
+                    name,
+                    decl,
                 );
                 return;
             }
@@ -320,7 +325,7 @@ impl Link<'_> {
                     self.data_writes.push(atom);
                 }
             } else if contents_changed == Some(true) {
-                self.note_initializer(&name);
+                self.note_initializer(&name, decl);
             }
             return;
         }
@@ -335,7 +340,7 @@ impl Link<'_> {
             None => match self.alloc.alloc(arena, size, a.align.max(1)) {
                 Ok(addr) => addr,
                 Err(kind) => {
-                    self.arena_exhausted(kind, &name, size);
+                    self.arena_exhausted(kind, &name, size, decl);
                     return;
                 }
             },

@@ -16,7 +16,9 @@
 
 use std::collections::{HashMap, HashSet};
 
-use hot_object::{AtomId, AtomKind, AtomOffset, Binding, GotSlotKind, Reloc, RelocKind};
+use hot_object::{
+    AtomId, AtomKind, AtomOffset, Binding, GotSlotKind, Reloc, RelocKind, SourceLine,
+};
 
 use crate::image::{ImageIndex, Vaddr};
 use crate::layout::{Allocator, ArenaKind, Placement, Redirect, SlotContent};
@@ -131,7 +133,8 @@ pub(crate) fn link(
 }
 
 impl<'a> Link<'a> {
-    /// Record an error about `atom` (at `offset`, for the source line).
+    /// Record an error about `atom` (at `offset`, for the source line). A data atom has no
+    /// line rows: its line is where its variable is declared.
     pub(crate) fn error(
         &mut self,
         code: LinkErrorCode,
@@ -146,7 +149,52 @@ impl<'a> Link<'a> {
                 .line_of(atom, offset)
                 .or_else(|| self.info.obj.line_of(atom, AtomOffset(0)))
                 .cloned()
+                .or_else(|| self.atom_decl_line(atom))
         });
+        self.push_error(code, message, symbol, function, line);
+    }
+
+    /// Record an error about a variable that no single reference causes (its size, storage
+    /// class or allocation): located at the variable's declaration.
+    pub(crate) fn variable_error(
+        &mut self,
+        code: LinkErrorCode,
+        message: String,
+        name: String,
+        line: Option<SourceLine>,
+    ) {
+        self.push_error(code, message, Some(name), None, line);
+    }
+
+    /// Where an atom starts in the source: a function's first line row, or the declaration
+    /// of the variable a data atom holds.
+    pub(crate) fn atom_line(&self, atom: AtomId) -> Option<SourceLine> {
+        self.info
+            .obj
+            .line_of(atom, AtomOffset(0))
+            .cloned()
+            .or_else(|| self.atom_decl_line(atom))
+    }
+
+    /// Where the variable an atom holds is declared: the first of its symbols the object's
+    /// DWARF describes.
+    pub(crate) fn atom_decl_line(&self, atom: AtomId) -> Option<SourceLine> {
+        let obj = self.info.obj;
+        obj.atom(atom)
+            .symbols
+            .iter()
+            .find_map(|&sym| obj.decl_line(sym))
+            .cloned()
+    }
+
+    fn push_error(
+        &mut self,
+        code: LinkErrorCode,
+        message: String,
+        symbol: Option<String>,
+        function: Option<String>,
+        line: Option<SourceLine>,
+    ) {
         let message = match &line {
             Some(l) => format!("{message} at {}:{}", l.file.display(), l.line),
             None => message,
@@ -275,7 +323,8 @@ impl<'a> Link<'a> {
                     Ok(addr) => addr,
                     Err(_) => {
                         let name = self.info.atom_name(atom);
-                        self.arena_exhausted(ArenaKind::Code, &name, a.size);
+                        let line = self.atom_line(atom);
+                        self.arena_exhausted(ArenaKind::Code, &name, a.size, line);
                         continue;
                     }
                 },
@@ -299,24 +348,35 @@ impl<'a> Link<'a> {
                     self.alloc.add_new_function(key, stub);
                     self.entries.insert(atom, StableEntry::Stub(stub));
                 }
-                Err(_) => self.arena_exhausted(ArenaKind::Code, &name, STUB_SIZE),
+                Err(_) => {
+                    let line = self.atom_line(atom);
+                    self.arena_exhausted(ArenaKind::Code, &name, STUB_SIZE, line);
+                }
             }
         }
     }
 
-    pub(crate) fn arena_exhausted(&mut self, arena: ArenaKind, what: &str, size: u64) {
+    /// The arena cannot hold `what`; `line` is where it is (a function's first line, a
+    /// variable's declaration), when known.
+    pub(crate) fn arena_exhausted(
+        &mut self,
+        arena: ArenaKind,
+        what: &str,
+        size: u64,
+        line: Option<SourceLine>,
+    ) {
         let which = match arena {
             ArenaKind::Code => "code",
             ArenaKind::Data => "data",
         };
-        self.error(
+        self.variable_error(
             LinkErrorCode::ArenaExhausted,
             format!(
                 "the {which} arena is full: no room for `{what}` ({size} bytes); restart the \
                  program to start with fresh arenas"
             ),
-            Some(what.to_string()),
-            None,
+            what.to_string(),
+            line,
         );
     }
 

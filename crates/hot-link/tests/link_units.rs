@@ -563,19 +563,53 @@ fn new_thread_local_is_refused_and_changed_size_is_layout_changed() {
         .replace("return counter;", "return counter + per_thread;");
     let obj = p.compile("v2", &v2, &["-O0"]);
     let errors = p.link(&obj, Some(&p.v1)).expect_err("refused");
-    assert!(
-        errors
-            .iter()
-            .any(|e| e.code == LinkErrorCode::NewThreadLocal
-                && e.symbol.as_deref() == Some("per_thread")),
-        "{errors:#?}"
+    let per_thread = errors
+        .iter()
+        .find(|e| {
+            e.code == LinkErrorCode::NewThreadLocal && e.symbol.as_deref() == Some("per_thread")
+        })
+        .unwrap_or_else(|| panic!("{errors:#?}"));
+    let counter = errors
+        .iter()
+        .find(|e| e.code == LinkErrorCode::LayoutChanged && e.symbol.as_deref() == Some("counter"))
+        .unwrap_or_else(|| panic!("{errors:#?}"));
+    // Both point at the variable's declaration, not at line 1.
+    assert_eq!(
+        per_thread.line.as_ref().map(|l| l.line),
+        Some(line_of(&v2, "__thread int per_thread;")),
+        "{per_thread:#?}"
+    );
+    assert_eq!(
+        counter.line.as_ref().map(|l| (l.line, l.column)),
+        Some((line_of(&v2, "long counter;"), 6)),
+        "{counter:#?}"
     );
     assert!(
-        errors
-            .iter()
-            .any(|e| e.code == LinkErrorCode::LayoutChanged
-                && e.symbol.as_deref() == Some("counter")),
-        "{errors:#?}"
+        counter
+            .line
+            .as_ref()
+            .is_some_and(|l| l.file.ends_with("v2/prog.c")),
+        "{counter:#?}"
+    );
+}
+
+#[test]
+fn resized_function_local_static_is_layout_changed_at_its_declaration() {
+    let p = program(TABLES, &["-O0"], vec![], arenas_below_image());
+    let v2 = TABLES.replace("static int calls;", "static long calls;");
+    let obj = p.compile("v2", &v2, &["-O0"]);
+    let errors = p.link(&obj, Some(&p.v1)).expect_err("resized");
+    let calls = errors
+        .iter()
+        .find(|e| {
+            e.code == LinkErrorCode::LayoutChanged
+                && e.symbol.as_deref().is_some_and(|s| s.starts_with("calls."))
+        })
+        .unwrap_or_else(|| panic!("{errors:#?}"));
+    assert_eq!(
+        calls.line.as_ref().map(|l| l.line),
+        Some(line_of(&v2, "static long calls;")),
+        "{calls:#?}"
     );
 }
 
@@ -587,13 +621,15 @@ fn changed_initializer_of_existing_variable_is_a_note() {
     let patch = p
         .link(&obj, Some(&p.v1))
         .unwrap_or_else(|e| panic!("{e:#?}"));
-    assert!(
-        patch
-            .notes
-            .iter()
-            .any(|n| n.code == "initializer-not-applied" && n.symbol.as_deref() == Some("counter")),
-        "{:#?}",
-        patch.notes
+    let note = patch
+        .notes
+        .iter()
+        .find(|n| n.code == "initializer-not-applied" && n.symbol.as_deref() == Some("counter"))
+        .unwrap_or_else(|| panic!("{:#?}", patch.notes));
+    assert_eq!(
+        note.line.as_ref().map(|l| l.line),
+        Some(line_of(&v2, "int counter = 5;")),
+        "{note:#?}"
     );
     assert!(
         !patch.writes.iter().any(|w| w.what.contains("counter")),
@@ -785,11 +821,14 @@ fn named_read_only_data_is_updated_in_place_or_refused_when_resized() {
     let v3 = TABLES.replace("limits[3] = {1, 2, 3}", "limits[4] = {1, 2, 3, 4}");
     let obj = p.compile("v3", &v3, &["-O0"]);
     let errors = p.link(&obj, Some(&p.v1)).expect_err("resized");
-    assert!(
-        errors.iter().any(
-            |e| e.code == LinkErrorCode::LayoutChanged && e.symbol.as_deref() == Some("limits")
-        ),
-        "{errors:#?}"
+    let limits = errors
+        .iter()
+        .find(|e| e.code == LinkErrorCode::LayoutChanged && e.symbol.as_deref() == Some("limits"))
+        .unwrap_or_else(|| panic!("{errors:#?}"));
+    assert_eq!(
+        limits.line.as_ref().map(|l| l.line),
+        Some(line_of(&v3, "limits[4]")),
+        "{limits:#?}"
     );
 }
 

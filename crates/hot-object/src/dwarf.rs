@@ -1,4 +1,5 @@
-//! DWARF: compile units, producers and line tables keyed by relocated section.
+//! DWARF: compile units, producers, line tables keyed by relocated section, and where
+//! variables are declared.
 //!
 //! In a relocatable object the DWARF is not final: every address in `.debug_info` and
 //! `.debug_line` is 0 plus a relocation against a section symbol, and every string offset
@@ -17,7 +18,7 @@ use std::path::{Component, Path, PathBuf};
 use gimli::{EndianSlice, Reader, RelocateReader, RunTimeEndian, SectionId};
 
 use crate::image::CompileUnit;
-use crate::{AtomId, AtomOffset, Object, SourceLine, SymbolDef, SymbolKind};
+use crate::{AtomId, AtomOffset, Object, SourceLine, SymbolDef, SymbolId, SymbolKind};
 
 type File<'data> = object::read::elf::ElfFile64<'data, object::Endianness, &'data [u8]>;
 
@@ -220,6 +221,9 @@ pub(crate) fn read_object_dwarf(
         for rows in &mut object.lines {
             rows.clear();
         }
+        for decl in &mut object.decl_lines {
+            *decl = None;
+        }
     }
 }
 
@@ -255,9 +259,11 @@ fn read_object_dwarf_inner(
             object.cu_comp_dir = comp_dir.clone();
         }
 
-        // Walk the DIEs: the producer on the root, and function-local statics.
+        // Walk the DIEs: the producer on the root, function-local statics and variable
+        // declarations.
         let mut statics = Vec::new();
-        let producer = walk_dies(&dwarf, &unit, &mut statics)?;
+        let mut decls = Vec::new();
+        let producer = walk_dies(&dwarf, &unit, &mut statics, Some(&mut decls))?;
         if object.producer.is_none() {
             object.producer = producer;
         }
@@ -266,12 +272,30 @@ fn read_object_dwarf_inner(
                 record_static_scope(object, atom, offset, scope);
             }
         }
+        // After the scopes: a local static is found by its match name (`tick/calls`).
+        let comp_dir_path = comp_dir.as_deref().map(Path::new);
+        let mut decl_paths: HashMap<u64, Option<PathBuf>> = HashMap::new();
+        let decls: Vec<(VarDecl, SourceLine)> = decls
+            .into_iter()
+            .filter_map(|decl| {
+                let file = decl_paths
+                    .entry(decl.file)
+                    .or_insert_with(|| decl_file_path(&dwarf, &unit, decl.file, comp_dir_path))
+                    .clone()?;
+                let line = SourceLine {
+                    file,
+                    line: decl.line,
+                    column: decl.column,
+                };
+                Some((decl, line))
+            })
+            .collect();
+        record_decl_lines(object, decls, &atom_of_address);
 
         // Line rows, mapped to atoms through the relocated sequence addresses.
         let Some(program) = unit.line_program.clone() else {
             continue;
         };
-        let comp_dir_path = comp_dir.as_deref().map(Path::new);
         let mut paths: HashMap<u64, Option<PathBuf>> = HashMap::new();
         let mut rows = program.rows();
         while let Some((header, row)) = rows.next_row().map_err(|e| format!(".debug_line: {e}"))? {
@@ -318,10 +342,13 @@ fn read_object_dwarf_inner(
 /// `statics` each function-local static variable as (address of its `DW_OP_addr` location,
 /// name of the enclosing `DW_TAG_subprogram`). A subprogram without a name of its own (an
 /// out-of-line instance) takes it from its `DW_AT_abstract_origin` / `DW_AT_specification`.
+/// With `decls`, also appends the declaration position of every variable definition that is
+/// not an automatic variable (see [`VarDecl`]).
 fn walk_dies(
     dwarf: &gimli::Dwarf<DwarfReader<'_>>,
     unit: &gimli::Unit<DwarfReader<'_>>,
     statics: &mut Vec<(u64, String)>,
+    mut decls: Option<&mut Vec<VarDecl>>,
 ) -> Result<Option<String>, String> {
     let mut producer = None;
     let mut entries = unit.entries();
@@ -359,39 +386,259 @@ fn walk_dies(
             }
             scopes.push((depth, name));
         } else if tag == gimli::DW_TAG_variable {
-            let Some(Some(scope)) = scopes.last().map(|(_, name)| name.clone()) else {
-                continue;
-            };
-            let Some(gimli::AttributeValue::Exprloc(expr)) =
-                entry.attr_value(gimli::DW_AT_location)
-            else {
-                continue;
-            };
-            let mut ops = expr.0.clone();
-            if let Ok(gimli::Operation::Address { address }) =
-                gimli::Operation::parse(&mut ops, unit.encoding())
-            {
-                statics.push((address, scope));
+            let scope = scopes.last().map(|(_, name)| name.clone());
+            let storage = static_storage(entry, unit);
+            if let (Some(Some(scope)), Some(StaticStorage::Address(address))) = (&scope, storage) {
+                statics.push((address, scope.clone()));
+            }
+            if let Some(decls) = decls.as_deref_mut() {
+                if let Some(decl) = variable_decl(dwarf, unit, entry, scope, storage) {
+                    decls.push(decl);
+                }
             }
         }
     }
     Ok(producer)
 }
 
+/// How a variable DIE's `DW_AT_location` places it, when it has static storage.
+#[derive(Clone, Copy, Debug)]
+enum StaticStorage {
+    /// `DW_OP_addr`: the (relocated, synthetic) address of the variable.
+    Address(u64),
+    /// A constant offset followed by `DW_OP_form_tls_address` /
+    /// `DW_OP_GNU_push_tls_address`: a thread-local variable. Its offset is relocated against
+    /// the variable's own symbol (`R_X86_64_DTPOFF64`), which the reader does not apply to
+    /// constants, so it is not an address to map back to an atom.
+    ThreadLocal,
+}
+
+/// The static storage of a variable DIE, if its location is a static address or a
+/// thread-local offset (not a frame or register location, not a location list).
+fn static_storage(
+    entry: &gimli::DebuggingInformationEntry<DwarfReader<'_>>,
+    unit: &gimli::Unit<DwarfReader<'_>>,
+) -> Option<StaticStorage> {
+    let gimli::AttributeValue::Exprloc(expr) = entry.attr_value(gimli::DW_AT_location)? else {
+        return None;
+    };
+    let mut ops = expr.0.clone();
+    match gimli::Operation::parse(&mut ops, unit.encoding()).ok()? {
+        gimli::Operation::Address { address } => Some(StaticStorage::Address(address)),
+        gimli::Operation::UnsignedConstant { .. } | gimli::Operation::SignedConstant { .. } => {
+            match gimli::Operation::parse(&mut ops, unit.encoding()).ok()? {
+                gimli::Operation::TLS => Some(StaticStorage::ThreadLocal),
+                _ => None,
+            }
+        }
+        _ => None,
+    }
+}
+
+/// Where a variable with static storage is declared, as read from its `DW_TAG_variable`
+/// DIE, before the file index is resolved.
+#[derive(Clone, Debug)]
+pub(crate) struct VarDecl {
+    /// `DW_AT_name`.
+    name: Option<String>,
+    /// `DW_AT_linkage_name` (a C++ mangled name), which is then the symbol's name.
+    linkage_name: Option<String>,
+    /// For a variable declared inside a function, the function's name (`Some(None)` when
+    /// the function's name is unknown); `None` at file (or namespace) level.
+    scope: Option<Option<String>>,
+    /// The variable's relocated synthetic address, when its location is a `DW_OP_addr`.
+    address: Option<u64>,
+    /// `DW_AT_decl_file`: an index into the unit's line-program file table.
+    file: u64,
+    line: u32,
+    column: u32,
+}
+
+/// An unsigned attribute of `entry`, or of the DIE it completes (`DW_AT_specification`: a
+/// definition whose declaration came first, or `DW_AT_abstract_origin`), which then holds
+/// the attributes the definition has in common with it: gcc emits on the definition only
+/// the declaration attributes that differ.
+fn inherited_attr<'a>(
+    unit: &gimli::Unit<DwarfReader<'a>>,
+    entry: &gimli::DebuggingInformationEntry<DwarfReader<'a>>,
+    name: gimli::DwAt,
+) -> Option<gimli::AttributeValue<DwarfReader<'a>>> {
+    if let Some(value) = entry.attr_value(name) {
+        return Some(value);
+    }
+    let origin = entry
+        .attr_value(gimli::DW_AT_specification)
+        .or_else(|| entry.attr_value(gimli::DW_AT_abstract_origin));
+    match origin {
+        Some(gimli::AttributeValue::UnitRef(offset)) => unit.entry(offset).ok()?.attr_value(name),
+        _ => None,
+    }
+}
+
+fn unsigned_value(value: gimli::AttributeValue<DwarfReader<'_>>) -> Option<u64> {
+    match value {
+        gimli::AttributeValue::FileIndex(index) => Some(index),
+        other => other.udata_value(),
+    }
+}
+
+/// The declaration of a variable DIE, for variables that have a symbol: definitions at file
+/// level (globals, file statics, thread-locals, commons) and statics inside functions.
+/// Declarations (`extern int x;`, `DW_AT_declaration`) are skipped: the defining DIE carries
+/// the position of the definition. Automatic variables (no static storage) are skipped.
+fn variable_decl<'a>(
+    dwarf: &gimli::Dwarf<DwarfReader<'a>>,
+    unit: &gimli::Unit<DwarfReader<'a>>,
+    entry: &gimli::DebuggingInformationEntry<DwarfReader<'a>>,
+    scope: Option<Option<String>>,
+    storage: Option<StaticStorage>,
+) -> Option<VarDecl> {
+    if let Some(gimli::AttributeValue::Flag(true)) = entry.attr_value(gimli::DW_AT_declaration) {
+        return None;
+    }
+    if scope.is_some() && storage.is_none() {
+        return None;
+    }
+    let line = unsigned_value(inherited_attr(unit, entry, gimli::DW_AT_decl_line)?)?;
+    let line = u32::try_from(line).ok().filter(|&l| l > 0)?;
+    let file = unsigned_value(inherited_attr(unit, entry, gimli::DW_AT_decl_file)?)?;
+    let column = inherited_attr(unit, entry, gimli::DW_AT_decl_column)
+        .and_then(unsigned_value)
+        .map_or(0, |c| u32::try_from(c).unwrap_or(u32::MAX));
+    let string = |at: gimli::DwAt| {
+        inherited_attr(unit, entry, at).and_then(|value| attr_string(dwarf, unit, value))
+    };
+    Some(VarDecl {
+        name: string(gimli::DW_AT_name),
+        linkage_name: string(gimli::DW_AT_linkage_name)
+            .or_else(|| string(gimli::DW_AT_MIPS_linkage_name)),
+        scope,
+        address: match storage {
+            Some(StaticStorage::Address(address)) => Some(address),
+            _ => None,
+        },
+        file,
+        line,
+        column,
+    })
+}
+
+/// The path of a `DW_AT_decl_file` index, through the unit's line-program file table (the
+/// same table the line rows use). Index 0 means "no file" before DWARF 5.
+fn decl_file_path(
+    dwarf: &gimli::Dwarf<DwarfReader<'_>>,
+    unit: &gimli::Unit<DwarfReader<'_>>,
+    index: u64,
+    comp_dir: Option<&Path>,
+) -> Option<PathBuf> {
+    let header = unit.line_program.as_ref()?.header();
+    if index == 0 && header.version() <= 4 {
+        return None;
+    }
+    let file = header.file(index)?;
+    file_path(dwarf, unit, header, file, comp_dir)
+}
+
+/// Whether a symbol can be a variable a `DW_TAG_variable` describes.
+fn is_variable_symbol(sym: &crate::Symbol) -> bool {
+    matches!(
+        sym.kind,
+        SymbolKind::Object | SymbolKind::Tls | SymbolKind::NoType
+    ) && !crate::is_assembler_label(&sym.name)
+        && !sym.name.is_empty()
+}
+
+/// The variable symbol defined at `offset` in `atom`.
+fn variable_symbol_at(object: &Object, atom: AtomId, offset: u64) -> Option<SymbolId> {
+    let atom = object.atoms.get(atom.0 as usize)?;
+    atom.symbols.iter().copied().find(|&id| {
+        let sym = &object.symbols[id.0 as usize];
+        is_variable_symbol(sym)
+            && matches!(sym.def, SymbolDef::Atom { offset: o, .. } if o.0 == offset)
+    })
+}
+
+/// Give each declared variable's symbol its declaration line. A variable whose location is
+/// an address is found at that address (exact even when names repeat); the others
+/// (thread-locals, common symbols, whose location is relocated against the symbol itself)
+/// by name: file-level variables by their symbol name, function-local statics by
+/// [`Object::match_name`] (`tick/calls` for gcc's `calls.0`) or clang's `tick.calls`. A name
+/// that several symbols answer to is left without a line rather than guessed.
+fn record_decl_lines(
+    object: &mut Object,
+    decls: Vec<(VarDecl, SourceLine)>,
+    atom_of_address: &dyn Fn(u64) -> Option<(AtomId, u64)>,
+) {
+    let mut by_name: Vec<(VarDecl, SourceLine)> = Vec::new();
+    for (decl, line) in decls {
+        let at = decl
+            .address
+            .and_then(atom_of_address)
+            .and_then(|(atom, offset)| variable_symbol_at(object, atom, offset));
+        match at {
+            Some(id) => set_decl_line(object, id, line),
+            None => by_name.push((decl, line)),
+        }
+    }
+    if by_name.is_empty() {
+        return;
+    }
+    // Symbol names and match names of the defined variables without a line yet.
+    let mut names: HashMap<String, Vec<SymbolId>> = HashMap::new();
+    for i in 0..object.symbols.len() {
+        let id = SymbolId(i as u32);
+        let sym = &object.symbols[i];
+        if !is_variable_symbol(sym)
+            || matches!(sym.def, SymbolDef::Undefined | SymbolDef::Other)
+            || object.decl_line(id).is_some()
+        {
+            continue;
+        }
+        names.entry(sym.name.clone()).or_default().push(id);
+        let match_name = object.match_name(id);
+        if match_name != sym.name {
+            names.entry(match_name).or_default().push(id);
+        }
+    }
+    for (decl, line) in by_name {
+        let keys: Vec<String> = match &decl.scope {
+            None => decl
+                .linkage_name
+                .iter()
+                .chain(decl.name.iter())
+                .cloned()
+                .collect(),
+            Some(Some(scope)) => match &decl.name {
+                Some(name) => vec![format!("{scope}/{name}"), format!("{scope}.{name}")],
+                None => Vec::new(),
+            },
+            Some(None) => Vec::new(),
+        };
+        let found = keys
+            .iter()
+            .find_map(|key| match names.get(key)?.as_slice() {
+                [id] => Some(*id),
+                _ => None,
+            });
+        if let Some(id) = found {
+            if object.decl_line(id).is_none() {
+                set_decl_line(object, id, line);
+            }
+        }
+    }
+}
+
+fn set_decl_line(object: &mut Object, id: SymbolId, line: SourceLine) {
+    if let Some(slot) = object.decl_lines.get_mut(id.0 as usize) {
+        if slot.is_none() {
+            *slot = Some(line);
+        }
+    }
+}
+
 /// Record `scope` as the declaring function of the variable symbol at `offset` in `atom`.
 fn record_static_scope(object: &mut Object, atom: AtomId, offset: u64, scope: String) {
-    let Some(atom) = object.atoms.get(atom.0 as usize) else {
-        return;
-    };
-    let symbol = atom.symbols.iter().copied().find(|&id| {
-        let sym = &object.symbols[id.0 as usize];
-        matches!(
-            sym.kind,
-            SymbolKind::Object | SymbolKind::Tls | SymbolKind::NoType
-        ) && !crate::is_assembler_label(&sym.name)
-            && matches!(sym.def, SymbolDef::Atom { offset: o, .. } if o.0 == offset)
-    });
-    if let Some(id) = symbol {
+    if let Some(id) = variable_symbol_at(object, atom, offset) {
         if let Some(slot) = object.local_static_scopes.get_mut(id.0 as usize) {
             *slot = Some(scope);
         }
@@ -421,7 +668,7 @@ pub(crate) fn read_image_dwarf(
         let unit = dwarf
             .unit(header)
             .map_err(|e| format!(".debug_info unit: {e}"))?;
-        let producer = walk_dies(&dwarf, &unit, statics)?;
+        let producer = walk_dies(&dwarf, &unit, statics, None)?;
         let Some(name) = unit.name.as_ref().map(reader_string) else {
             continue;
         };

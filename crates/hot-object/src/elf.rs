@@ -474,10 +474,12 @@ pub(crate) fn parse_relocatable(path: &Path, bytes: &[u8]) -> Result<Object, Obj
         cu_comp_dir: None,
         lines: Vec::new(),
         local_static_scopes: Vec::new(),
+        decl_lines: Vec::new(),
         warnings: Vec::new(),
     };
     object.lines = vec![Vec::new(); object.atoms.len()];
     object.local_static_scopes = vec![None; object.symbols.len()];
+    object.decl_lines = vec![None; object.symbols.len()];
     dwarf::read_object_dwarf(&file, &debug_relocs, &section_atom, &mut object);
     Ok(object)
 }

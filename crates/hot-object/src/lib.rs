@@ -158,7 +158,8 @@ pub struct Reloc {
     pub addend: i64,
 }
 
-/// A position in a source file, from the object's DWARF line table.
+/// A position in a source file, from the object's DWARF: a line-table row, or the declaration
+/// attributes of a variable.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SourceLine {
     pub file: PathBuf,
@@ -194,6 +195,12 @@ pub struct Object {
     /// [`Object::local_static_scope`] and [`Object::match_name`]. Empty or shorter than
     /// `symbols` when unknown.
     pub local_static_scopes: Vec<Option<String>>,
+    /// Added: for each symbol (indexed by [`SymbolId`]) that is a variable, where it is
+    /// declared (`DW_AT_decl_file` / `DW_AT_decl_line` / `DW_AT_decl_column` of its
+    /// `DW_TAG_variable` DIE). Data atoms have no line rows, so this is the only source line a
+    /// diagnostic about a variable can point at; see [`Object::decl_line`]. Empty or shorter
+    /// than `symbols` when unknown.
+    pub decl_lines: Vec<Option<SourceLine>>,
     /// Added: non-fatal problems met while reading the object, e.g. DWARF that could not be
     /// read (then `lines` are missing, but atoms and relocations are complete).
     pub warnings: Vec<String>,
@@ -237,6 +244,13 @@ impl Object {
             return None;
         }
         Some(&rows[idx - 1].1)
+    }
+
+    /// Where a variable is declared in the source (the defining declaration, from DWARF):
+    /// globals, file statics and function-local statics, thread-locals included. `None` for
+    /// functions, for symbols the object's DWARF does not describe, and without `-g`.
+    pub fn decl_line(&self, id: SymbolId) -> Option<&SourceLine> {
+        self.decl_lines.get(id.0 as usize)?.as_ref()
     }
 
     /// The name to show for a symbol: its own name, or for a section symbol (whose name is

@@ -394,3 +394,131 @@ fn patchable_function_entries_are_accepted() {
     assert_eq!(object.symbol_location(symbol), Some((add, AtomOffset(8))));
     assert!(object.atom(add).bytes[..8].iter().all(|&b| b == 0x90));
 }
+
+/// Variables of every storage class the linker reports on, each on a line of its own.
+const DECLS: &str = r#"#include <stddef.h>
+extern int announced;
+int global_counter = 3;
+static int file_total;
+__thread int per_thread = 2;
+int shared_name;
+int announced = 4;
+
+int tick(int n) {
+  static int calls;
+  int automatic = n;
+  calls += automatic;
+  return calls + file_total + per_thread + announced;
+}
+
+int tock(int n) {
+  static int calls = 1;
+  static int shared_name;
+  calls += n;
+  shared_name += calls;
+  return calls + shared_name;
+}
+"#;
+
+/// The symbol named `name` (exactly, suffix included).
+fn symbol_named(object: &hot_object::Object, name: &str) -> hot_object::SymbolId {
+    (0..object.symbols.len() as u32)
+        .map(hot_object::SymbolId)
+        .find(|&s| object.symbol(s).name == name)
+        .unwrap_or_else(|| panic!("no symbol {name}"))
+}
+
+/// The symbol whose match name is `key` (`tick/calls`).
+fn symbol_matching(object: &hot_object::Object, key: &str) -> hot_object::SymbolId {
+    (0..object.symbols.len() as u32)
+        .map(hot_object::SymbolId)
+        .filter(|&s| object.symbol(s).kind == SymbolKind::Object)
+        .find(|&s| object.match_name(s) == key)
+        .unwrap_or_else(|| panic!("no symbol matching {key}"))
+}
+
+fn assert_decl(object: &hot_object::Object, id: hot_object::SymbolId, needle: &str, column: u32) {
+    let name = object.symbol(id).name.clone();
+    let decl = object
+        .decl_line(id)
+        .unwrap_or_else(|| panic!("no declaration line for {name}"));
+    assert_eq!(
+        decl.line,
+        line_containing(DECLS, needle),
+        "{name} declared at {decl:?}"
+    );
+    assert_eq!(decl.column, column, "{name} declared at {decl:?}");
+    assert_eq!(
+        decl.file.file_name().and_then(|f| f.to_str()),
+        Some("decls.c"),
+        "{name} declared at {decl:?}"
+    );
+    assert!(decl.file.is_absolute(), "{decl:?}");
+}
+
+#[test]
+fn variables_know_their_declaration_line() {
+    for dwarf in ["-gdwarf-5", "-gdwarf-4"] {
+        for common in ["-fno-common", "-fcommon"] {
+            let dir = tempfile::tempdir().unwrap();
+            let path = compile_object(dir.path(), "decls.c", DECLS, &["-O0", dwarf, common]);
+            let object = parse_object(&path);
+            assert!(object.warnings.is_empty(), "{:?}", object.warnings);
+
+            // A global, a file static, a thread-local, and a tentative definition (a common
+            // symbol with -fcommon, whose DWARF location is relocated against itself).
+            assert_decl(
+                &object,
+                symbol_named(&object, "global_counter"),
+                "int global_counter",
+                5,
+            );
+            assert_decl(
+                &object,
+                symbol_named(&object, "file_total"),
+                "static int file_total",
+                12,
+            );
+            assert_decl(
+                &object,
+                symbol_named(&object, "per_thread"),
+                "__thread int per_thread",
+                14,
+            );
+            assert_decl(
+                &object,
+                symbol_named(&object, "shared_name"),
+                "int shared_name;",
+                5,
+            );
+            // Declared `extern` first: the definition's line, not the declaration's.
+            assert_decl(
+                &object,
+                symbol_named(&object, "announced"),
+                "int announced = 4;",
+                5,
+            );
+            // Function-local statics, two of them named alike, one named like a global.
+            assert_decl(
+                &object,
+                symbol_matching(&object, "tick/calls"),
+                "static int calls;",
+                14,
+            );
+            assert_decl(
+                &object,
+                symbol_matching(&object, "tock/calls"),
+                "static int calls = 1;",
+                14,
+            );
+            assert_decl(
+                &object,
+                symbol_matching(&object, "tock/shared_name"),
+                "static int shared_name;",
+                14,
+            );
+            // Functions have line rows, not declaration lines.
+            assert!(object.decl_line(symbol_named(&object, "tick")).is_none());
+        }
+    }
+}
