@@ -15,6 +15,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use std::io::IsTerminal;
+
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::EnvFilter;
@@ -77,7 +79,14 @@ fn init_logging(log_file: Option<&Path>, default_filter: &str) -> anyhow::Result
     };
     tracing_subscriber::registry()
         .with(EnvFilter::try_new(&filter).unwrap_or_else(|_| EnvFilter::new(default_filter)))
-        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+        .with(
+            tracing_subscriber::fmt::layer()
+                // Colour only for a person at a terminal: editors show stderr in log views.
+                .with_ansi(
+                    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none(),
+                )
+                .with_writer(std::io::stderr),
+        )
         .with(file_layer)
         .try_init()
         .context("cannot initialise logging")?;

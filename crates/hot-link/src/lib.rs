@@ -294,6 +294,14 @@ impl Linker {
         }
     }
 
+    /// Replace the shared libraries (loaded by `dlopen`, or read before the dynamic linker
+    /// had finished): later links resolve against the new list. What earlier patches
+    /// resolved stays as it is; the symbol index is rebuilt on the next link.
+    pub fn set_libraries(&mut self, libs: Vec<Module>) {
+        self.image.libs = libs;
+        self.index = OnceLock::new();
+    }
+
     /// The image model the linker resolves against.
     pub fn image(&self) -> &ImageModel {
         &self.image

@@ -94,6 +94,30 @@ impl Program {
 }
 
 impl Program {
+    /// Read the library list again and hand it to the linker if it changed (a library
+    /// loaded with `dlopen` since, or a list read while ld.so was still loading). Returns
+    /// whether anything changed, i.e. whether a failed link is worth retrying.
+    pub fn refresh_libraries(&mut self) -> bool {
+        let Some(image) = self.image.as_mut() else {
+            return false;
+        };
+        let Some(linker) = self.linker.as_mut() else {
+            return false;
+        };
+        let Ok(libs) = read_libraries(&self.debuggee, &image.model.exe) else {
+            return false;
+        };
+        let key = |libs: &[Module]| -> Vec<(String, u64)> {
+            libs.iter().map(|m| (m.path.clone(), m.bias)).collect()
+        };
+        if key(&libs) == key(&linker.image().libs) {
+            return false;
+        }
+        image.model.libs = libs.clone();
+        linker.set_libraries(libs);
+        true
+    }
+
     /// Whether the dynamic linker has finished loading the program's libraries, so the linker
     /// can be prepared now instead of on the first save.
     pub fn libraries_ready(&mut self) -> bool {
@@ -204,6 +228,8 @@ pub(crate) fn producer_of<'a>(image: &'a LinkedImage, source: &Path) -> Option<&
 const RT_CONSISTENT: u32 = 0;
 /// `DT_DEBUG`: the dynamic linker stores the address of its `r_debug` there.
 const DT_DEBUG: u64 = 21;
+const DT_NULL: u64 = 0;
+const DT_NEEDED: u64 = 1;
 
 /// The libraries in load order — the order ELF interposition follows — with their load
 /// bias, from the dynamic linker's own list: the executable's `DT_DEBUG` entry points to
@@ -214,11 +240,17 @@ fn link_map(debuggee: &Debuggee, exe: &Module) -> Option<Vec<(String, u64)>> {
     let bytes = debuggee
         .read_memory(dynamic.vaddr.wrapping_add(exe.bias), dynamic.size as usize)
         .ok()?;
-    let r_debug = bytes.chunks_exact(16).find_map(|entry| {
-        let tag = u64::from_le_bytes(entry[..8].try_into().ok()?);
-        let value = u64::from_le_bytes(entry[8..].try_into().ok()?);
-        (tag == DT_DEBUG).then_some(value)
-    })?;
+    let entries: Vec<(u64, u64)> = bytes
+        .chunks_exact(16)
+        .filter_map(|entry| {
+            let tag = u64::from_le_bytes(entry[..8].try_into().ok()?);
+            let value = u64::from_le_bytes(entry[8..].try_into().ok()?);
+            Some((tag, value))
+        })
+        .take_while(|&(tag, _)| tag != DT_NULL)
+        .collect();
+    let r_debug = entries.iter().find(|(tag, _)| *tag == DT_DEBUG)?.1;
+    let needed = entries.iter().filter(|(tag, _)| *tag == DT_NEEDED).count();
     if r_debug == 0 {
         return None;
     }
@@ -248,7 +280,13 @@ fn link_map(debuggee: &Debuggee, exe: &Module) -> Option<Vec<(String, u64)>> {
         }
         next = word(&entry, 24)?;
     }
-    Some(libs)
+    // ld.so publishes a consistent list holding only the executable before it starts
+    // loading: until every direct dependency is in it, the list is not the program's.
+    let loaded = libs
+        .iter()
+        .filter(|(name, _)| !name.contains("/ld-linux"))
+        .count();
+    (loaded >= needed).then_some(libs)
 }
 
 fn read_c_string(debuggee: &Debuggee, addr: u64) -> Option<String> {

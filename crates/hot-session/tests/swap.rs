@@ -398,3 +398,26 @@ fn a_source_edited_after_the_build_swaps_all_of_its_functions() {
     assert!(swap.swapped.len() >= 61, "{swap:?}");
     f.wait_output("f17=3017");
 }
+
+#[test]
+fn a_library_loaded_with_dlopen_after_launch_resolves() {
+    let mut f = Fixture::launch("dlopen");
+    // A first swap makes the session read the image and its libraries.
+    f.edit("main.c", "return x * 1;", "return x * 2;");
+    f.save("main.c");
+    f.wait_swap();
+    f.wait_output("compute=20");
+    f.write("load-now", "");
+    f.wait_output("libm loaded");
+    // `cos` lives in libm, which the executable never linked against.
+    f.edit(
+        "main.c",
+        "#include <unistd.h>",
+        "#include <unistd.h>\n#include <math.h>",
+    );
+    f.edit("main.c", "return x * 2;", "return x * 3 + (int)cos(angle);");
+    f.save("main.c");
+    f.wait_swap();
+    f.wait_output("compute=31");
+    f.assert_same_process();
+}

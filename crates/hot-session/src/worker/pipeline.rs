@@ -160,7 +160,21 @@ impl Worker {
             baseline: baseline.as_ref().map(|b| b.object.as_ref()),
             unit,
         };
-        let patch = match linker.link(&request) {
+        let mut result = linker.link(&request);
+        let undefined = |r: &Result<hot_link::Patch, Vec<hot_link::LinkError>>| {
+            r.as_ref().is_err_and(|errors| {
+                errors
+                    .iter()
+                    .any(|e| e.code == hot_link::LinkErrorCode::UndefinedSymbol)
+            })
+        };
+        // A symbol may come from a library loaded since the linker last looked.
+        if undefined(&result) && program.refresh_libraries() {
+            if let Ok(linker) = program.linker() {
+                result = linker.link(&request);
+            }
+        }
+        let patch = match result {
             Ok(p) => p,
             Err(errors) => {
                 diagnostics.extend(errors.iter().map(|e| {
