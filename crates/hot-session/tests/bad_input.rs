@@ -145,3 +145,31 @@ impl LaunchedCheck for Fixture {
         }
     }
 }
+
+#[test]
+fn a_compiler_that_writes_no_elf_object() {
+    let mut f = Fixture::copy("basic");
+    // A "compiler" that succeeds but writes text where the object should be.
+    f.write(
+        "fakecc",
+        "#!/bin/sh\nwhile [ $# -gt 0 ]; do\n  if [ \"$1\" = -o ]; then echo 'not an object' > \"$2\"; fi\n  shift\ndone\n",
+    );
+    let mut perms = std::fs::metadata(f.path("fakecc"))
+        .expect("stat")
+        .permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
+    std::fs::set_permissions(f.path("fakecc"), perms).expect("chmod");
+    f.write(
+        "hot-lsp.toml",
+        "[program]\npath = \"app\"\nbuild = \"cc -O0 -g -o app main.c\"\n[compile]\ncommand = \"./fakecc -c {file} -o {output}\"\n",
+    );
+    f.start();
+    f.wait_output("tick=");
+    f.edit("main.c", "return x * 1;", "return x * 2;");
+    f.save("main.c");
+    let text = f.wait_message(Severity::Error);
+    assert!(text.contains("not an ELF"), "{text}");
+    for l in f.next_lines(3) {
+        assert!(l.contains("compute=10"), "the program changed: {l}");
+    }
+}
