@@ -421,3 +421,43 @@ fn a_library_loaded_with_dlopen_after_launch_resolves() {
     f.wait_output("compute=31");
     f.assert_same_process();
 }
+
+/// Saves that touch existing variables: the running value is never overwritten.
+fn check_variable_edit(from: &str, to: &str, code: &str, severity: Severity) {
+    let mut f = Fixture::launch("basic");
+    f.edit("main.c", from, to);
+    let line = f.line_of("main.c", to);
+    f.save("main.c");
+    let diagnostics = f.wait_diagnostics("main.c");
+    let found = diagnostics
+        .iter()
+        .find(|d| d.code == code)
+        .unwrap_or_else(|| panic!("no {code} diagnostic: {diagnostics:#?}"));
+    assert_eq!((found.line, found.severity), (line, severity), "{found:?}");
+    assert!(found.message.contains("runtime_text"), "{found:?}");
+    // The program runs on, unchanged.
+    for l in f.next_lines(3) {
+        assert!(l.contains("compute=10"), "the program changed: {l}");
+    }
+    f.assert_same_process();
+}
+
+#[test]
+fn a_changed_initializer_is_not_applied_and_says_so() {
+    check_variable_edit(
+        "char runtime_text[32] = \"hello\";",
+        "char runtime_text[32] = \"howdy\";",
+        "initializer-not-applied",
+        Severity::Warning,
+    );
+}
+
+#[test]
+fn a_resized_variable_is_refused_as_layout_changed() {
+    check_variable_edit(
+        "char runtime_text[32] = \"hello\";",
+        "char runtime_text[64] = \"hello\";",
+        "layout-changed",
+        Severity::Error,
+    );
+}
