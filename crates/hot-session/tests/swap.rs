@@ -4,7 +4,28 @@
 mod common;
 
 use common::{field, Fixture};
-use hot_session::{SessionEvent, Severity};
+use hot_session::{SessionEvent, Severity, SwapSummary};
+
+/// Launch `fixture`, wait for `before` in its output, replace `from` by `to` in `file` and
+/// save: exactly `function` must be swapped, the output must show `after`, and the process
+/// must be the one launched at first.
+fn check_edit(
+    fixture: &str,
+    file: &str,
+    (before, from, to): (&str, &str, &str),
+    function: &str,
+    after: &str,
+) -> (Fixture, SwapSummary) {
+    let mut f = Fixture::launch(fixture);
+    f.wait_output(before);
+    f.edit(file, from, to);
+    f.save(file);
+    let swap = f.wait_swap();
+    assert_eq!(swap.swapped, vec![function.to_string()], "{swap:?}");
+    f.wait_output(after);
+    f.assert_same_process();
+    (f, swap)
+}
 
 #[test]
 fn body_change_keeps_pid_and_state() {
@@ -28,13 +49,13 @@ fn body_change_keeps_pid_and_state() {
 
 #[test]
 fn changed_string_literal() {
-    let mut f = Fixture::launch("basic");
-    f.edit("main.c", "return \"alpha\";", "return \"beta-gamma\";");
-    f.save("main.c");
-    let swap = f.wait_swap();
-    assert_eq!(swap.swapped, vec!["label".to_string()]);
-    f.wait_output("label=beta-gamma");
-    f.assert_same_process();
+    check_edit(
+        "basic",
+        "main.c",
+        ("label=alpha", "return \"alpha\";", "return \"beta-gamma\";"),
+        "label",
+        "label=beta-gamma",
+    );
 }
 
 #[test]
@@ -195,43 +216,40 @@ fn undefined_function_is_refused_on_its_line() {
 
 #[test]
 fn one_edit_in_a_file_of_many_functions_swaps_one_function() {
-    let mut f = Fixture::launch("many");
-    f.wait_output("f17=17");
-    f.edit("funcs.c", "return x + 17;", "return x + 1017;");
-    f.save("funcs.c");
-    let swap = f.wait_swap();
-    assert_eq!(swap.swapped, vec!["f17".to_string()], "{swap:?}");
+    let (_, swap) = check_edit(
+        "many",
+        "funcs.c",
+        ("f17=17", "return x + 17;", "return x + 1017;"),
+        "f17",
+        "f17=1017",
+    );
     assert!(swap.skipped >= 60, "{swap:?}");
-    f.wait_output("f17=1017");
-    f.assert_same_process();
 }
 
 #[test]
 fn jump_table_at_o2() {
-    let mut f = Fixture::launch("optimized");
-    f.wait_output("classify=-97");
-    f.edit(
+    check_edit(
+        "optimized",
         "main.c",
-        "case 3: sink = 4; return v - 100;",
-        "case 3: sink = 4; return v - 300;",
+        (
+            "classify=-97",
+            "case 3: sink = 4; return v - 100;",
+            "case 3: sink = 4; return v - 300;",
+        ),
+        "classify",
+        "classify=-297",
     );
-    f.save("main.c");
-    let swap = f.wait_swap();
-    assert_eq!(swap.swapped, vec!["classify".to_string()], "{swap:?}");
-    f.wait_output("classify=-297");
-    f.assert_same_process();
 }
 
 #[test]
 fn function_with_a_cold_part_at_o2() {
-    let mut f = Fixture::launch("optimized");
-    f.wait_output("checked=4");
-    f.edit("main.c", "return v + 1;", "return v + 501;");
-    f.save("main.c");
-    let swap = f.wait_swap();
-    assert_eq!(swap.swapped, vec!["checked".to_string()], "{swap:?}");
-    f.wait_output("checked=504");
-    f.assert_same_process();
+    check_edit(
+        "optimized",
+        "main.c",
+        ("checked=4", "return v + 1;", "return v + 501;"),
+        "checked",
+        "checked=504",
+    );
 }
 
 #[test]
@@ -243,14 +261,13 @@ fn o2_without_no_ipa_ra_is_warned_about_once() {
 
 #[test]
 fn loop_head_inside_the_entry_jump() {
-    let mut f = Fixture::launch("cfprot");
-    f.wait_output("left=0");
-    f.edit("main.c", "} while (*p > 0);", "} while (*p > 7);");
-    f.save("main.c");
-    let swap = f.wait_swap();
-    assert_eq!(swap.swapped, vec!["drain".to_string()], "{swap:?}");
-    f.wait_output("left=7");
-    f.assert_same_process();
+    check_edit(
+        "cfprot",
+        "main.c",
+        ("left=0", "} while (*p > 0);", "} while (*p > 7);"),
+        "drain",
+        "left=7",
+    );
 }
 
 #[test]
