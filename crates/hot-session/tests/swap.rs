@@ -4,7 +4,7 @@
 mod common;
 
 use common::{field, Fixture};
-use hot_session::{SessionEvent, Severity, SwapSummary};
+use hot_session::{Diagnostic, SessionEvent, Severity, SwapSummary};
 
 /// Launch `fixture`, wait for `before` in its output, replace `from` by `to` in `file` and
 /// save: exactly `function` must be swapped, the output must show `after`, and the process
@@ -155,25 +155,39 @@ fn first_use_of_stderr() {
     f.assert_same_process();
 }
 
-#[test]
-fn compile_error_is_a_diagnostic_and_nothing_changes() {
+/// Replace `from` by `to` in basic's main.c and save: a `code` diagnostic of `severity` must
+/// land on the line of `to`, nothing may be swapped, and the program runs on unchanged.
+fn check_refused(from: &str, to: &str, code: &str, severity: Severity) -> (Fixture, Diagnostic) {
     let mut f = Fixture::launch("basic");
-    f.edit("main.c", "return x * 1;", "return x * 1 +;");
-    let line = f.line_of("main.c", "return x * 1 +;");
+    f.edit("main.c", from, to);
+    let line = f.line_of("main.c", to);
     f.save("main.c");
     let diagnostics = f.wait_diagnostics("main.c");
-    let error = diagnostics
+    let found = diagnostics
         .iter()
-        .find(|d| d.severity == Severity::Error)
-        .expect("an error");
-    assert_eq!(error.code, "compile-error");
+        .find(|d| d.code == code)
+        .unwrap_or_else(|| panic!("no {code} diagnostic: {diagnostics:#?}"))
+        .clone();
+    assert_eq!((found.line, found.severity), (line, severity), "{found:?}");
     assert!(
-        error.line == line || error.line == line + 1,
-        "{error:?} (edit on line {line})"
+        !f.log.iter().any(|e| matches!(e, SessionEvent::Swap(_))),
+        "something was swapped"
     );
     for l in f.next_lines(3) {
         assert!(l.contains("compute=10"), "the program changed: {l}");
     }
+    f.assert_same_process();
+    (f, found)
+}
+
+#[test]
+fn compile_error_is_a_diagnostic_and_nothing_changes() {
+    let (mut f, _) = check_refused(
+        "return x * 1;",
+        "return x * 1 +;",
+        "compile-error",
+        Severity::Error,
+    );
     // Fixing it clears the diagnostics and swaps.
     f.edit("main.c", "return x * 1 +;", "return x * 4;");
     f.save("main.c");
@@ -193,25 +207,13 @@ fn compile_error_is_a_diagnostic_and_nothing_changes() {
 
 #[test]
 fn undefined_function_is_refused_on_its_line() {
-    let mut f = Fixture::launch("basic");
-    f.edit("main.c", "return x * 1;", "return frobnicate(x);");
-    let line = f.line_of("main.c", "frobnicate(x)");
-    f.save("main.c");
-    let diagnostics = f.wait_diagnostics("main.c");
-    let undefined = diagnostics
-        .iter()
-        .find(|d| d.code == "undefined-symbol")
-        .unwrap_or_else(|| panic!("no undefined-symbol diagnostic: {diagnostics:#?}"));
-    assert_eq!(undefined.line, line, "{undefined:?}");
-    assert!(undefined.message.contains("frobnicate"), "{undefined:?}");
-    assert!(
-        !f.log.iter().any(|e| matches!(e, SessionEvent::Swap(_))),
-        "something was swapped"
+    let (_, found) = check_refused(
+        "return x * 1;",
+        "return frobnicate(x);",
+        "undefined-symbol",
+        Severity::Error,
     );
-    for l in f.next_lines(3) {
-        assert!(l.contains("compute=10"), "the program changed: {l}");
-    }
-    f.assert_same_process();
+    assert!(found.message.contains("frobnicate"), "{found:?}");
 }
 
 #[test]
@@ -439,42 +441,25 @@ fn a_library_loaded_with_dlopen_after_launch_resolves() {
     f.assert_same_process();
 }
 
-/// Saves that touch existing variables: the running value is never overwritten.
-fn check_variable_edit(from: &str, to: &str, code: &str, severity: Severity) {
-    let mut f = Fixture::launch("basic");
-    f.edit("main.c", from, to);
-    let line = f.line_of("main.c", to);
-    f.save("main.c");
-    let diagnostics = f.wait_diagnostics("main.c");
-    let found = diagnostics
-        .iter()
-        .find(|d| d.code == code)
-        .unwrap_or_else(|| panic!("no {code} diagnostic: {diagnostics:#?}"));
-    assert_eq!((found.line, found.severity), (line, severity), "{found:?}");
-    assert!(found.message.contains("runtime_text"), "{found:?}");
-    // The program runs on, unchanged.
-    for l in f.next_lines(3) {
-        assert!(l.contains("compute=10"), "the program changed: {l}");
-    }
-    f.assert_same_process();
-}
-
 #[test]
 fn a_changed_initializer_is_not_applied_and_says_so() {
-    check_variable_edit(
+    // The running value is never overwritten.
+    let (_, found) = check_refused(
         "char runtime_text[32] = \"hello\";",
         "char runtime_text[32] = \"howdy\";",
         "initializer-not-applied",
         Severity::Warning,
     );
+    assert!(found.message.contains("runtime_text"), "{found:?}");
 }
 
 #[test]
 fn a_resized_variable_is_refused_as_layout_changed() {
-    check_variable_edit(
+    let (_, found) = check_refused(
         "char runtime_text[32] = \"hello\";",
         "char runtime_text[64] = \"hello\";",
         "layout-changed",
         Severity::Error,
     );
+    assert!(found.message.contains("runtime_text"), "{found:?}");
 }

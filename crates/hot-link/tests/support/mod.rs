@@ -52,10 +52,21 @@ pub fn run(cmd: &mut Command) {
 
 /// `cc -c` with the patch flags hot-lsp uses.
 pub fn compile(dir: &Path, name: &str, source: &str, cflags: &[&str]) -> PathBuf {
+    compile_with("cc", dir, name, source, cflags)
+}
+
+/// `compiler -c` (`cc`, `clang`) with the patch flags hot-lsp uses.
+pub fn compile_with(
+    compiler: &str,
+    dir: &Path,
+    name: &str,
+    source: &str,
+    cflags: &[&str],
+) -> PathBuf {
     let src = dir.join(name);
     std::fs::write(&src, source).expect("writing fixture source");
     let obj = src.with_extension("o");
-    run(Command::new("cc")
+    run(Command::new(compiler)
         .arg("-c")
         .args(["-g", "-ffunction-sections", "-fdata-sections"])
         .args(cflags)
