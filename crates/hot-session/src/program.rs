@@ -46,7 +46,8 @@ impl Program {
         }
     }
 
-    /// Read the executable and libraries of the running process (once).
+    /// Read the executable of the running process (once); its libraries come with the
+    /// linker, once the dynamic linker has loaded them.
     pub fn image(&mut self) -> Result<&ImageInfo, String> {
         if self.image.is_none() {
             self.image = Some(read_image(&self.debuggee)?);
@@ -59,8 +60,8 @@ impl Program {
     /// The linker, created with fresh arenas the first time a patch needs it.
     pub fn linker(&mut self) -> Result<&mut Linker, String> {
         if self.linker.is_none() {
-            // The libraries are read now rather than at launch: right after exec the dynamic
-            // linker has not mapped them yet. By the first save the program runs its main.
+            // The libraries are read with the linker, not with the executable: right after
+            // exec the dynamic linker has not loaded them yet (see `libraries_ready`).
             let exe = self.image()?.model.exe.clone();
             let libs = read_libraries(&self.debuggee, &exe)?;
             let (model, exe_range) = {
