@@ -129,9 +129,7 @@ impl Worker {
             })
             .unwrap_or_default();
         for file in files {
-            if self.snapshot(&file) {
-                self.baseline_queue.push_back(file);
-            }
+            self.snapshot(&file);
         }
     }
 
@@ -172,7 +170,6 @@ impl Worker {
     /// `-iquote`, and `-ffile-prefix-map` keeps `__FILE__` as the original path, so the
     /// object equals what compiling the original would give.
     pub(super) fn compile_baseline(&mut self, file: &Path) {
-        self.baseline_queue.retain(|f| f != file);
         let Some(text) = self.snapshots.remove(file) else {
             return;
         };

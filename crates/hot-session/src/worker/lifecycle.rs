@@ -85,7 +85,6 @@ impl Worker {
         self.exe_modified = debuggee.executable_modified();
         self.program = Some(Program::new(debuggee));
         self.baselines.clear();
-        self.baseline_queue.clear();
         self.snapshots.clear();
         let announce = |worker: &Worker| {
             worker.emit(SessionEvent::Launched { pid });

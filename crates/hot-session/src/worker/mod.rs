@@ -81,11 +81,10 @@ struct Worker {
     /// source, not replayed as bytes). A rebuilt executable already contains them.
     replay: Vec<PathBuf>,
     replay_build_id: Option<Vec<u8>>,
-    /// Files whose baseline is still to be compiled, one at a time while nothing else
-    /// waits, so a large program's output and saves are never held up behind them.
-    baseline_queue: std::collections::VecDeque<PathBuf>,
-    /// The text of each queued file as it was when the program was adopted.
-    snapshots: HashMap<PathBuf, Vec<u8>>,
+    /// The text, as the program was built from it, of each file whose baseline is still to
+    /// be compiled: one at a time while nothing else waits, so a large program's output and
+    /// saves are never held up behind them.
+    snapshots: BTreeMap<PathBuf, Vec<u8>>,
     /// When the running executable was built: a source modified later is not what runs.
     exe_modified: Option<std::time::SystemTime>,
 }
@@ -114,8 +113,7 @@ pub(crate) fn run(
         scratch_counter: 0,
         replay: Vec::new(),
         replay_build_id: None,
-        baseline_queue: std::collections::VecDeque::new(),
-        snapshots: HashMap::new(),
+        snapshots: BTreeMap::new(),
         exe_modified: None,
     };
     worker.reload_config();
@@ -138,7 +136,7 @@ pub(crate) fn run(
                 signal: None,
             }),
         };
-        let event = if worker.baseline_queue.is_empty() {
+        let event = if worker.snapshots.is_empty() {
             crossbeam_channel::select! {
                 recv(commands) -> c => command(c),
                 recv(worker.process_events) -> e => process(e),
@@ -188,7 +186,7 @@ pub(crate) fn run(
             Event::Command(command) => worker.on_command(command),
             Event::Process(event) => worker.on_process_event(event),
             Event::Idle => {
-                if let Some(file) = worker.baseline_queue.pop_front() {
+                if let Some(file) = worker.snapshots.keys().next().cloned() {
                     worker.compile_baseline(&file);
                 }
             }
