@@ -12,7 +12,9 @@
 //! *unit*: when any part changed, appeared or disappeared, every matched part is reported
 //! changed, because the parts jump into each other and are linked and swapped together.
 
-use std::collections::HashMap;
+// FxHash: these maps hold the symbols and sections of one object, keyed by names and
+// small integers that no adversary chooses; SipHash showed up in profiles of the save path.
+use rustc_hash::FxHashMap as HashMap;
 
 use crate::{
     AtomId, AtomKind, AtomOffset, Binding, Machine, Object, Reloc, RelocKind, SymbolDef, SymbolKind,
@@ -137,7 +139,7 @@ pub fn changed_functions(old: &Object, new: &Object) -> AtomDiff {
 
     // Identity -> atoms, in atom order; duplicates (two `calls.N` whose functions DWARF did
     // not tell) are paired in order.
-    let mut old_by_name: HashMap<&str, Vec<AtomId>> = HashMap::new();
+    let mut old_by_name: HashMap<&str, Vec<AtomId>> = HashMap::default();
     for (index, id) in old_ids.iter().enumerate() {
         if let Some(name) = id {
             old_by_name
@@ -152,14 +154,14 @@ pub fn changed_functions(old: &Object, new: &Object) -> AtomDiff {
         new,
         old_ids: &old_ids,
         new_ids: &new_ids,
-        memo: HashMap::new(),
+        memo: HashMap::default(),
         old_labels: Labels::default(),
         new_labels: Labels::default(),
     };
 
     let mut matches = Vec::new();
     let mut added = Vec::new();
-    let mut taken: HashMap<&str, usize> = HashMap::new();
+    let mut taken: HashMap<&str, usize> = HashMap::default();
     for (index, id) in new_ids.iter().enumerate() {
         let Some(name) = id else { continue };
         let new_atom = AtomId(index as u32);
@@ -196,7 +198,7 @@ pub fn changed_functions(old: &Object, new: &Object) -> AtomDiff {
         .collect();
 
     // Units: a change, addition or removal of any part changes every matched part.
-    let mut unit_changed: HashMap<String, String> = HashMap::new();
+    let mut unit_changed: HashMap<String, String> = HashMap::default();
     for m in &matches {
         if m.reason.is_some() {
             unit_changed
@@ -294,7 +296,7 @@ impl Labels {
 }
 
 fn collect_labels(object: &Object) -> HashMap<AtomId, Vec<u64>> {
-    let mut labels: HashMap<AtomId, Vec<u64>> = HashMap::new();
+    let mut labels: HashMap<AtomId, Vec<u64>> = HashMap::default();
     for (index, atom) in object.atoms.iter().enumerate() {
         for reloc in &atom.relocs {
             let SymbolDef::Atom {

@@ -11,7 +11,9 @@
 //! back to its atom.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
+// FxHash: these maps hold the symbols and sections of one object, keyed by names and
+// small integers that no adversary chooses; SipHash showed up in profiles of the save path.
+use rustc_hash::FxHashMap as HashMap;
 use std::fmt;
 use std::path::{Component, Path, PathBuf};
 
@@ -99,11 +101,20 @@ const WANTED: [SectionId; 9] = [
 ];
 
 fn load_sections<'data>(file: &File<'data>) -> Result<LoadedSections<'data>, String> {
+    // One pass over the section table: an object built with -ffunction-sections has a
+    // section per function, and a lookup by name per DWARF section would scan them all
+    // each time.
     let mut sections = Vec::new();
-    for id in WANTED {
-        if let Some((index, data)) = crate::elf::section_data_by_name(file, id.name())? {
-            sections.push((id, index, data));
-        }
+    for section in object::Object::sections(file) {
+        let Ok(name) = object::ObjectSection::name(&section) else {
+            continue;
+        };
+        let Some(id) = WANTED.iter().copied().find(|id| id.name() == name) else {
+            continue;
+        };
+        let data = object::ObjectSection::uncompressed_data(&section)
+            .map_err(|e| format!("{name}: {e}"))?;
+        sections.push((id, object::ObjectSection::index(&section).0, data));
     }
     let endian = if object::Object::is_little_endian(file) {
         RunTimeEndian::Little
@@ -274,7 +285,7 @@ fn read_object_dwarf_inner(
         }
         // After the scopes: a local static is found by its match name (`tick/calls`).
         let comp_dir_path = comp_dir.as_deref().map(Path::new);
-        let mut decl_paths: HashMap<u64, Option<PathBuf>> = HashMap::new();
+        let mut decl_paths: HashMap<u64, Option<PathBuf>> = HashMap::default();
         let decls: Vec<(VarDecl, SourceLine)> = decls
             .into_iter()
             .filter_map(|decl| {
@@ -296,7 +307,7 @@ fn read_object_dwarf_inner(
         let Some(program) = unit.line_program.clone() else {
             continue;
         };
-        let mut paths: HashMap<u64, Option<PathBuf>> = HashMap::new();
+        let mut paths: HashMap<u64, Option<PathBuf>> = HashMap::default();
         let mut rows = program.rows();
         while let Some((header, row)) = rows.next_row().map_err(|e| format!(".debug_line: {e}"))? {
             if row.end_sequence() {
@@ -584,7 +595,7 @@ fn record_decl_lines(
         return;
     }
     // Symbol names and match names of the defined variables without a line yet.
-    let mut names: HashMap<String, Vec<SymbolId>> = HashMap::new();
+    let mut names: HashMap<String, Vec<SymbolId>> = HashMap::default();
     for i in 0..object.symbols.len() {
         let id = SymbolId(i as u32);
         let sym = &object.symbols[i];
@@ -661,7 +672,7 @@ pub(crate) fn read_image_dwarf(
     {
         return Ok(());
     }
-    let no_relocs = HashMap::new();
+    let no_relocs = HashMap::default();
     let dwarf = make_dwarf(&loaded, &no_relocs).map_err(|e| e.to_string())?;
     let mut units = dwarf.units();
     while let Some(header) = units.next().map_err(|e| format!(".debug_info: {e}"))? {

@@ -6,12 +6,14 @@
 //! file is checked before it is used as an index, so malformed input yields
 //! [`ObjectError::Malformed`] and never a panic.
 
-use std::collections::HashMap;
+// FxHash: these maps hold the symbols and sections of one object, keyed by names and
+// small integers that no adversary chooses; SipHash showed up in profiles of the save path.
+use rustc_hash::FxHashMap as HashMap;
 use std::path::Path;
 
 use object::elf;
 use object::read::elf::{Dyn, ElfFile64, ProgramHeader, Rela, SectionHeader, Sym};
-use object::{Endianness, ObjectSection, SectionIndex};
+use object::{Endianness, SectionIndex};
 
 use crate::dwarf::{self, DebugRelocTarget, DebugRelocs};
 use crate::image::{
@@ -351,7 +353,7 @@ pub(crate) fn parse_relocatable(path: &Path, bytes: &[u8]) -> Result<Object, Obj
     }
 
     // Relocations: of atoms (into `Atom::relocs`) and of debug sections (for DWARF).
-    let mut debug_relocs: HashMap<usize, DebugRelocs> = HashMap::new();
+    let mut debug_relocs: HashMap<usize, DebugRelocs> = HashMap::default();
     for (index, shdr) in sections.enumerate() {
         let sh_type = shdr.sh_type(endian);
         if sh_type != elf::SHT_RELA && sh_type != elf::SHT_REL && sh_type != elf::SHT_CREL {
@@ -831,21 +833,4 @@ fn x86_64_plt_entries(sections: &[SectionData], got_slots: &[GotSlot]) -> Vec<(S
         }
     }
     entries
-}
-
-/// A section's index and its contents, decompressed if needed.
-pub(crate) type LoadedSection<'data> = (usize, std::borrow::Cow<'data, [u8]>);
-
-/// Loads a (possibly compressed) debug section of a file by name, for DWARF readers.
-pub(crate) fn section_data_by_name<'data>(
-    file: &File<'data>,
-    name: &str,
-) -> Result<Option<LoadedSection<'data>>, String> {
-    let Some(section) = object::Object::section_by_name(file, name) else {
-        return Ok(None);
-    };
-    let data = section
-        .uncompressed_data()
-        .map_err(|e| format!("{name}: {e}"))?;
-    Ok(Some((section.index().0, data)))
 }
