@@ -1,6 +1,8 @@
 //! The program's life in a session: launch (after the build command), attach, adopt (read
 //! its image, queue the baselines, re-apply this session's changes to a relaunch), stop.
 
+use std::time::{Duration, Instant};
+
 use crossbeam_channel::Receiver;
 use hot_process::{Debuggee, LaunchSpec, ProcessEvent};
 
@@ -9,7 +11,34 @@ use crate::config;
 use crate::program::Program;
 use crate::{SessionEvent, Severity, State};
 
+/// How long after an adoption idle time keeps looking whether the libraries are loaded;
+/// after that the linker is prepared by the first save.
+const PREPARE_WAIT: Duration = Duration::from_secs(5);
+
 impl Worker {
+    /// Map the arenas and index the image as soon as the dynamic linker is done, so the
+    /// first save pays only for its own change. A failure shows again, and is reported, on
+    /// the first save.
+    pub(super) fn try_prepare_linker(&mut self) {
+        let Some(until) = self.prepare_linker_until else {
+            return;
+        };
+        let Some(program) = self.program.as_mut() else {
+            self.prepare_linker_until = None;
+            return;
+        };
+        if program.linker.is_some() || Instant::now() >= until {
+            self.prepare_linker_until = None;
+            return;
+        }
+        if program.libraries_ready() {
+            self.prepare_linker_until = None;
+            if let Err(e) = program.linker() {
+                tracing::debug!("preparing the linker: {e}");
+            }
+        }
+    }
+
     pub(super) fn launch(&mut self) {
         let Some(path) = self.config.program.path.clone() else {
             self.fail(format!(
@@ -118,16 +147,9 @@ impl Worker {
         // the program shows up is never mistaken for the text it was built from.
         self.queue_baselines(&replay);
         announce(self);
-        // Map the arenas and index the image now, so the first save pays only for its own
-        // change — if the dynamic linker is done. A failure here shows again, and is
-        // reported, on the first save.
-        if let Some(program) = self.program.as_mut() {
-            if program.libraries_ready() {
-                if let Err(e) = program.linker() {
-                    tracing::debug!("preparing the linker at launch: {e}");
-                }
-            }
-        }
+        // Prepare the linker now if the dynamic linker is done, else in idle time soon.
+        self.prepare_linker_until = Some(Instant::now() + PREPARE_WAIT);
+        self.try_prepare_linker();
         if !replay.is_empty() {
             // Without a baseline every function of these files counts as changed: the fresh
             // process runs the executable's original code.

@@ -87,7 +87,13 @@ struct Worker {
     snapshots: BTreeMap<PathBuf, Vec<u8>>,
     /// When the running executable was built: a source modified later is not what runs.
     exe_modified: Option<std::time::SystemTime>,
+    /// Until when idle time is spent preparing the linker (arenas, symbol index) of a
+    /// program whose libraries were not loaded yet when it was adopted.
+    prepare_linker_until: Option<std::time::Instant>,
 }
+
+/// How often idle time looks whether the dynamic linker has finished.
+const PREPARE_POLL: std::time::Duration = std::time::Duration::from_millis(10);
 
 pub(crate) fn run(
     options: SessionOptions,
@@ -115,6 +121,7 @@ pub(crate) fn run(
         replay_build_id: None,
         snapshots: BTreeMap::new(),
         exe_modified: None,
+        prepare_linker_until: None,
     };
     worker.reload_config();
     if worker.opted_in
@@ -136,16 +143,23 @@ pub(crate) fn run(
                 signal: None,
             }),
         };
-        let event = if worker.snapshots.is_empty() {
+        let event = if !worker.snapshots.is_empty() {
             crossbeam_channel::select! {
                 recv(commands) -> c => command(c),
                 recv(worker.process_events) -> e => process(e),
+                default => Event::Idle,
+            }
+        } else if worker.prepare_linker_until.is_some() {
+            // Waiting for the dynamic linker to finish: look again shortly.
+            crossbeam_channel::select! {
+                recv(commands) -> c => command(c),
+                recv(worker.process_events) -> e => process(e),
+                default(PREPARE_POLL) => Event::Idle,
             }
         } else {
             crossbeam_channel::select! {
                 recv(commands) -> c => command(c),
                 recv(worker.process_events) -> e => process(e),
-                default => Event::Idle,
             }
         };
         match event {
@@ -186,6 +200,8 @@ pub(crate) fn run(
             Event::Command(command) => worker.on_command(command),
             Event::Process(event) => worker.on_process_event(event),
             Event::Idle => {
+                // The linker first: it takes milliseconds, a baseline takes a compile.
+                worker.try_prepare_linker();
                 if let Some(file) = worker.snapshots.keys().next().cloned() {
                     worker.compile_baseline(&file);
                 }
