@@ -82,6 +82,14 @@ fn trailing_fill_start(bytes: &[u8], vaddr: u64) -> Option<u64> {
     fill_start.filter(|&s| s != u64::MAX)
 }
 
+/// Decode one instruction so that iced-x86 builds its decoder tables (it does so on first
+/// use, which costs about a millisecond) before the first save needs them.
+pub(crate) fn warm_up_decoder() {
+    let mut decoder = Decoder::with_ip(64, &[0xc3], 0, DecoderOptions::NONE);
+    let mut instr = Instruction::default();
+    decoder.decode_out(&mut instr);
+}
+
 /// Targets of the body's near branches that fall strictly inside `(start, start + len)`.
 fn branch_targets_into(body: &[u8], vaddr: u64, start: u64, len: u64) -> Vec<u64> {
     let mut decoder = Decoder::with_ip(64, body, vaddr, DecoderOptions::NONE);

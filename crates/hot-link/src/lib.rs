@@ -316,6 +316,7 @@ impl Linker {
     /// this right after launch, so the first save does not pay for it).
     pub fn prepare(&self) {
         self.index();
+        entry::warm_up_decoder();
     }
 
     fn index(&self) -> &image::ImageIndex {
