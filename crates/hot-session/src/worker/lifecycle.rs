@@ -174,6 +174,7 @@ impl Worker {
             return;
         };
         self.process_events = crossbeam_channel::never();
+        self.snapshots.clear();
         if detach || !program.debuggee.launched() {
             program.debuggee.detach();
             self.update_status(|s| {

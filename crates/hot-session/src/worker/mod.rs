@@ -380,6 +380,8 @@ impl Worker {
             ProcessEvent::Exited { code, signal } => {
                 self.program = None;
                 self.process_events = crossbeam_channel::never();
+                // Baselines describe a process; the next one gets its own.
+                self.snapshots.clear();
                 let how = match (code, signal) {
                     (Some(c), _) => format!("the program exited with code {c}"),
                     (None, Some(s)) => format!("the program was killed by signal {s}"),
