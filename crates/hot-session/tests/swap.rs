@@ -149,9 +149,15 @@ fn first_use_of_stderr() {
     );
     f.save("main.c");
     f.wait_swap();
-    // The program's stdout and stderr share one pseudo-terminal (so both stay line-buffered
-    // and in order), so the line arrives as program output whichever stream wrote it.
-    f.wait_output("to-stderr 10");
+    // stderr is its own pipe: the line must arrive as stderr, written through the GOT slot
+    // bound to the program's (or libc's) `stderr`.
+    f.wait("the line on stderr", |e| match e {
+        SessionEvent::Output {
+            stream: hot_session::OutputStream::Stderr,
+            text,
+        } if text.contains("to-stderr 10") => Some(()),
+        _ => None,
+    });
     f.assert_same_process();
 }
 
