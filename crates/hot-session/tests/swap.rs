@@ -469,3 +469,41 @@ fn a_resized_variable_is_refused_as_layout_changed() {
     );
     assert!(found.message.contains("runtime_text"), "{found:?}");
 }
+
+#[test]
+fn cpp_member_function_template_and_string() {
+    let (mut f, _) = check_edit(
+        "cpp",
+        "main.cpp",
+        ("area=9", "return side * side;", "return side * side * 10;"),
+        "_ZNK6Square4areaEv",
+        "area=90",
+    );
+    f.edit(
+        "main.cpp",
+        "return value + value;",
+        "return value + value + 1;",
+    );
+    f.edit(
+        "main.cpp",
+        "std::string(\"hello\")",
+        "std::string(\"hello, \") + \"C++\"",
+    );
+    f.save("main.cpp");
+    let swap = f.wait_swap();
+    assert!(
+        swap.swapped
+            .iter()
+            .any(|s| s.starts_with("_Z5twiceIiET_S0_")),
+        "{swap:?}"
+    );
+    assert!(
+        swap.swapped.iter().any(|s| s == "_Z8greetingB5cxx11v"),
+        "{swap:?}"
+    );
+    f.wait_output("area=90 twice=43 greeting=hello, C++");
+    f.assert_same_process();
+    // Exceptions cannot unwind through new bodies yet: the user is told once.
+    let warning = f.wait_message(Severity::Warning);
+    assert!(warning.contains("exceptions"), "{warning}");
+}

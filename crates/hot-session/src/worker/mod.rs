@@ -75,6 +75,8 @@ struct Worker {
     published: HashMap<PathBuf, HashSet<PathBuf>>,
     seq: u64,
     warned_optimisation: bool,
+    /// The warning that exceptions cannot unwind through new bodies was given.
+    warned_exceptions: bool,
     scratch_counter: u64,
     /// Source files swapped into the program, in order, and the build-id of the executable
     /// they went into: a relaunch of that same executable gets them again (re-linked from
@@ -116,6 +118,7 @@ pub(crate) fn run(
         published: HashMap::new(),
         seq: 0,
         warned_optimisation: false,
+        warned_exceptions: false,
         scratch_counter: 0,
         replay: Vec::new(),
         replay_build_id: None,

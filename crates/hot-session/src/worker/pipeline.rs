@@ -206,6 +206,12 @@ impl Worker {
         }));
         self.publish(file, file, diagnostics);
 
+        // C++ exception tables: the unwinder finds a function's frame description only in
+        // the loaded objects' .eh_frame, not in the arenas (none is registered yet).
+        let unwinds_cxx_exceptions = object
+            .symbols
+            .iter()
+            .any(|s| s.name == "__gxx_personality_v0");
         let new_baseline = Baseline {
             argv: job.flags().to_vec(),
             object: Arc::new(object),
@@ -283,6 +289,16 @@ impl Worker {
             },
         };
         self.emit(SessionEvent::Swap(summary.clone()));
+        if unwinds_cxx_exceptions && !self.warned_exceptions {
+            self.warned_exceptions = true;
+            self.message(
+                Severity::Warning,
+                "C++ exceptions cannot pass through swapped functions yet: hot-lsp does not \
+                 register unwind tables for new bodies, so an exception thrown in or through a \
+                 swapped function terminates the program. Restart the program before relying \
+                 on exceptions in the functions you changed.",
+            );
+        }
         self.update_status(|s| {
             s.state = State::Running;
             s.last_swap = Some(summary.clone());
