@@ -2,21 +2,12 @@
 //! idle server, gone once the server is killed (no orphans, even on SIGKILL).
 
 use std::io::{BufRead, BufReader};
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn copy_fixture(name: &str) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let from = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../tests/fixtures")
-        .join(name);
-    for entry in std::fs::read_dir(&from).expect("fixture") {
-        let entry = entry.expect("entry");
-        std::fs::copy(entry.path(), dir.path().join(entry.file_name())).expect("copy");
-    }
-    dir
-}
+mod common;
+
+use common::{copy_shared_fixture, process_alive};
 
 /// Kills the server if the test fails half-way, so no `hot-lsp watch` outlives it.
 struct KillOnDrop(std::process::Child);
@@ -28,23 +19,12 @@ impl Drop for KillOnDrop {
     }
 }
 
-fn alive(pid: i32) -> bool {
-    // A zombie still has a /proc entry; only a running or sleeping process counts.
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => !stat
-            .rsplit(')')
-            .next()
-            .is_some_and(|rest| rest.trim_start().starts_with('Z')),
-        Err(_) => false,
-    }
-}
-
 #[test]
 fn program_outlives_an_idle_server_and_dies_with_it() {
-    let dir = copy_fixture("basic");
+    let (_dir, root) = copy_shared_fixture("basic");
     let mut server = Command::new(env!("CARGO_BIN_EXE_hot-lsp"))
         .arg("watch")
-        .arg(dir.path())
+        .arg(&root)
         .arg("--json")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -61,7 +41,7 @@ fn program_outlives_an_idle_server_and_dies_with_it() {
         let event: serde_json::Value = serde_json::from_str(&line)
             .unwrap_or_else(|e| panic!("not a JSON event: {line:?}: {e}"));
         if event["event"] == "launched" {
-            pid = event["pid"].as_i64().map(|p| p as i32);
+            pid = event["pid"].as_i64();
         }
         if event["event"] == "exited" || event["event"] == "error" {
             panic!("the program did not stay up: {line}");
@@ -75,12 +55,15 @@ fn program_outlives_an_idle_server_and_dies_with_it() {
         );
     }
     let pid = pid.expect("a launched event");
-    assert!(alive(pid), "the program died while the server idled");
+    assert!(
+        process_alive(pid),
+        "the program died while the server idled"
+    );
 
     server.0.kill().expect("kill the server");
     server.0.wait().expect("reap the server");
     let deadline = Instant::now() + Duration::from_secs(30);
-    while alive(pid) {
+    while process_alive(pid) {
         assert!(
             Instant::now() < deadline,
             "the program {pid} outlived the killed server"

@@ -69,17 +69,7 @@ fn swaps_200_times_while_8_threads_spin() {
 
 #[test]
 fn unexpected_bytes_abort_and_a_failed_write_rolls_back() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let program = compile(dir.path(), "spin", &["-fPIE", "-pie"]);
-    let (debuggee, rx) = launch(&program, &["2", "sleep"]);
-    let entry = hex_field(
-        &wait_line(&rx, "value=", |l| l.starts_with("value=")),
-        "value=",
-    );
-    let image = debuggee.image_range().expect("image range");
-    let arena = debuggee
-        .map_arena(image, 4096, Protection::ReadExecute)
-        .expect("arena");
+    let (_dir, debuggee, rx, entry, arena) = sleeping_spin_with_arena();
     let original = debuggee.read_memory(entry, 5).expect("read");
 
     // A breakpoint-like difference: nothing is written.
@@ -355,17 +345,7 @@ fn signals_arriving_during_swaps_are_redelivered() {
 /// A program stopped by SIGSTOP can be swapped; it stays stopped until SIGCONT.
 #[test]
 fn a_stopped_program_is_swapped_and_stays_stopped() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let program = compile(dir.path(), "spin", &["-fPIE", "-pie"]);
-    let (debuggee, rx) = launch(&program, &["2", "sleep"]);
-    let entry = hex_field(
-        &wait_line(&rx, "value=", |l| l.starts_with("value=")),
-        "value=",
-    );
-    let image = debuggee.image_range().expect("image range");
-    let arena = debuggee
-        .map_arena(image, 4096, Protection::ReadExecute)
-        .expect("arena");
+    let (_dir, debuggee, rx, entry, arena) = sleeping_spin_with_arena();
     let pid = debuggee.pid();
     let state = || {
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
@@ -564,4 +544,27 @@ fn a_signal_frame_returning_into_the_overwritten_bytes_refuses_the_swap() {
     let err = debuggee.apply(&plan).expect_err("the swap must be refused");
     assert!(err.to_string().contains("signal handler"), "{err}");
     assert_eq!(debuggee.read_memory(entry, 5).expect("read"), original);
+}
+
+/// The `spin` fixture as a PIE with two sleeping threads, the address of the function its
+/// threads call, and a 4 KiB code arena mapped near it.
+fn sleeping_spin_with_arena() -> (
+    tempfile::TempDir,
+    Debuggee,
+    crossbeam_channel::Receiver<ProcessEvent>,
+    u64,
+    u64,
+) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let program = compile(dir.path(), "spin", &["-fPIE", "-pie"]);
+    let (debuggee, rx) = launch(&program, &["2", "sleep"]);
+    let entry = hex_field(
+        &wait_line(&rx, "value=", |l| l.starts_with("value=")),
+        "value=",
+    );
+    let image = debuggee.image_range().expect("image range");
+    let arena = debuggee
+        .map_arena(image, 4096, Protection::ReadExecute)
+        .expect("arena");
+    (dir, debuggee, rx, entry, arena)
 }

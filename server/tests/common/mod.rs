@@ -352,11 +352,25 @@ pub fn file_uri(path: &Path) -> String {
 
 /// Copies `server/tests/fixtures/<name>` into a fresh temporary directory (canonical path).
 pub fn copy_fixture(name: &str) -> (tempfile::TempDir, PathBuf) {
+    copy_dir(
+        &Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures")
+            .join(name),
+    )
+}
+
+/// Copies one of the workspace's shared C fixtures, `tests/fixtures/<name>`.
+pub fn copy_shared_fixture(name: &str) -> (tempfile::TempDir, PathBuf) {
+    copy_dir(
+        &Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../tests/fixtures")
+            .join(name),
+    )
+}
+
+fn copy_dir(from: &Path) -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let from = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name);
-    for entry in std::fs::read_dir(&from).expect("read the fixture") {
+    for entry in std::fs::read_dir(from).expect("read the fixture") {
         let entry = entry.expect("fixture entry");
         std::fs::copy(entry.path(), dir.path().join(entry.file_name())).expect("copy fixture");
     }
