@@ -22,16 +22,10 @@ pub(crate) struct AppliedPatch {
     pub previous_baseline: Option<crate::worker::Baseline>,
 }
 
-/// What the session knows about the running image, read once per launch or attach.
-pub(crate) struct ImageInfo {
-    pub model: ImageModel,
-    /// Runtime range of the executable's mappings: arenas must be within rel32 reach of it.
-    pub exe_range: std::ops::Range<u64>,
-}
-
 pub(crate) struct Program {
     pub debuggee: Debuggee,
-    pub image: Option<ImageInfo>,
+    /// The running image, read once per launch or attach.
+    pub image: Option<ImageModel>,
     pub linker: Option<Linker>,
     pub journal: Vec<AppliedPatch>,
 }
@@ -48,7 +42,7 @@ impl Program {
 
     /// Read the executable of the running process (once); its libraries come with the
     /// linker, once the dynamic linker has loaded them.
-    pub fn image(&mut self) -> Result<&ImageInfo, String> {
+    pub fn image(&mut self) -> Result<&ImageModel, String> {
         if self.image.is_none() {
             self.image = Some(read_image(&self.debuggee)?);
         }
@@ -62,16 +56,21 @@ impl Program {
         if self.linker.is_none() {
             // The libraries are read with the linker, not with the executable: right after
             // exec the dynamic linker has not loaded them yet (see `libraries_ready`).
-            let exe = self.image()?.model.exe.clone();
+            let exe = self.image()?.exe.clone();
             let libs = read_libraries(&self.debuggee, &exe)?;
-            let (model, exe_range) = {
+            let model = {
                 let image = self
                     .image
                     .as_mut()
                     .ok_or("the program's image is not read")?;
-                image.model.libs = libs;
-                (image.model.clone(), image.exe_range.clone())
+                image.libs = libs;
+                image.clone()
             };
+            // Arenas must be within rel32 reach of the executable's mappings.
+            let exe_range = self
+                .debuggee
+                .image_range()
+                .map_err(|e| format!("cannot find the executable's mappings: {e}"))?;
             let code = self
                 .debuggee
                 .map_arena(exe_range.clone(), CODE_ARENA_SIZE, Protection::ReadExecute)
@@ -105,7 +104,7 @@ impl Program {
         let Some(linker) = self.linker.as_mut() else {
             return false;
         };
-        let Ok(libs) = read_libraries(&self.debuggee, &image.model.exe) else {
+        let Ok(libs) = read_libraries(&self.debuggee, &image.exe) else {
             return false;
         };
         let key = |libs: &[Module]| -> Vec<(String, u64)> {
@@ -114,7 +113,7 @@ impl Program {
         if key(&libs) == key(&linker.image().libs) {
             return false;
         }
-        image.model.libs = libs.clone();
+        image.libs = libs.clone();
         linker.set_libraries(libs);
         true
     }
@@ -125,7 +124,7 @@ impl Program {
         let Ok(image) = self.image() else {
             return false;
         };
-        let exe = image.model.exe.clone();
+        let exe = image.exe.clone();
         let dynamic = exe.image.sections.iter().any(|s| s.name == ".dynamic");
         !dynamic || link_map(&self.debuggee, &exe).is_some()
     }
@@ -138,7 +137,7 @@ fn bias_of(maps: &[Mapping], path: &str, image: &LinkedImage) -> Option<u64> {
     Some(first.range.start.wrapping_sub(image.vaddr_range.0 & !0xfff))
 }
 
-fn read_image(debuggee: &Debuggee) -> Result<ImageInfo, String> {
+fn read_image(debuggee: &Debuggee) -> Result<ImageModel, String> {
     let (exe_path, exe_bytes) = debuggee
         .read_executable()
         .map_err(|e| format!("cannot read the program's executable: {e}"))?;
@@ -158,20 +157,20 @@ fn read_image(debuggee: &Debuggee) -> Result<ImageInfo, String> {
     } else {
         0
     };
-    let exe_range =
-        (exe.vaddr_range.0.wrapping_add(exe_bias))..(exe.vaddr_range.1.wrapping_add(exe_bias));
-
-    Ok(ImageInfo {
-        model: ImageModel {
-            exe: Module {
-                path: exe_path,
-                bias: exe_bias,
-                image: Arc::new(exe),
-            },
-            libs: Vec::new(),
+    Ok(ImageModel {
+        exe: Module {
+            path: exe_path,
+            bias: exe_bias,
+            image: Arc::new(exe),
         },
-        exe_range,
+        libs: Vec::new(),
     })
+}
+
+/// The source file a compile unit was compiled from (`DW_AT_comp_dir` + `DW_AT_name`).
+pub(crate) fn cu_source(cu: &hot_object::CompileUnit) -> PathBuf {
+    let dir = cu.comp_dir.as_deref().unwrap_or("/");
+    normalize(&Path::new(dir).join(&cu.name))
 }
 
 /// Which `STT_FILE` group and compile unit of the image hold `source`.
@@ -183,10 +182,6 @@ pub(crate) enum UnitMatch {
 
 pub(crate) fn unit_of(image: &LinkedImage, source: &Path) -> UnitMatch {
     let base = source.file_name().map(|b| b.to_string_lossy().into_owned());
-    let cu_path = |cu: &hot_object::CompileUnit| {
-        let dir = cu.comp_dir.as_deref().unwrap_or("/");
-        normalize(&Path::new(dir).join(&cu.name))
-    };
     let same_base = |name: &str| {
         Path::new(name)
             .file_name()
@@ -200,7 +195,7 @@ pub(crate) fn unit_of(image: &LinkedImage, source: &Path) -> UnitMatch {
         .iter()
         .filter(|cu| same_base(&cu.name))
         .collect();
-    let rank = units.iter().position(|cu| cu_path(cu) == source);
+    let rank = units.iter().position(|cu| cu_source(cu) == source);
     if !image.compile_units.is_empty() && rank.is_none() {
         return UnitMatch::NotLinked;
     }
@@ -218,8 +213,7 @@ pub(crate) fn unit_of(image: &LinkedImage, source: &Path) -> UnitMatch {
 /// The producer string of the compile unit for `source`, if the image has one.
 pub(crate) fn producer_of<'a>(image: &'a LinkedImage, source: &Path) -> Option<&'a str> {
     image.compile_units.iter().find_map(|cu| {
-        let dir = cu.comp_dir.as_deref().unwrap_or("/");
-        (normalize(&Path::new(dir).join(&cu.name)) == source)
+        (cu_source(cu) == source)
             .then_some(cu.producer.as_deref())
             .flatten()
     })

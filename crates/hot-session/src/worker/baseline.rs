@@ -9,7 +9,7 @@ use hot_object::Object;
 use super::{has_extension, Baseline, Worker, SOURCE_EXTENSIONS};
 use crate::compile::{self, CompileJob};
 use crate::compile_db::{normalize, CompileDatabase, CompileEntry};
-use crate::program::{unit_of, UnitMatch};
+use crate::program::{cu_source, unit_of, UnitMatch};
 use crate::Severity;
 
 impl Worker {
@@ -57,7 +57,7 @@ impl Worker {
             .program
             .as_ref()
             .and_then(|p| p.image.as_ref())
-            .and_then(|i| crate::program::producer_of(&i.model.exe.image, file))
+            .and_then(|i| crate::program::producer_of(&i.exe.image, file))
             .map(str::to_owned);
         let entries: Vec<CompileEntry> = self
             .database()
@@ -115,15 +115,11 @@ impl Worker {
             .and_then(|p| p.image.as_ref())
             .map(|image| {
                 image
-                    .model
                     .exe
                     .image
                     .compile_units
                     .iter()
-                    .map(|cu| {
-                        let dir = cu.comp_dir.as_deref().unwrap_or("/");
-                        normalize(&Path::new(dir).join(&cu.name))
-                    })
+                    .map(cu_source)
                     .filter(|p| p.starts_with(&root) && p.is_file() && !skip.contains(p))
                     .collect()
             })
@@ -152,7 +148,7 @@ impl Worker {
             .program
             .as_mut()
             .and_then(|p| p.image().ok())
-            .is_some_and(|i| !matches!(unit_of(&i.model.exe.image, file), UnitMatch::NotLinked));
+            .is_some_and(|i| !matches!(unit_of(&i.exe.image, file), UnitMatch::NotLinked));
         if !unchanged_since_build || !linked {
             return false;
         }

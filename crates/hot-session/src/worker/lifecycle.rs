@@ -136,7 +136,7 @@ impl Worker {
             .program
             .as_ref()
             .and_then(|p| p.image.as_ref())
-            .and_then(|i| i.model.exe.image.build_id.clone());
+            .and_then(|i| i.exe.image.build_id.clone());
         let replay = if build_id.is_some() && build_id == self.replay_build_id {
             std::mem::take(&mut self.replay)
         } else {
@@ -199,7 +199,6 @@ impl Worker {
             return;
         };
         let risky = image
-            .model
             .exe
             .image
             .compile_units

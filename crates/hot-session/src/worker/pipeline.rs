@@ -84,7 +84,7 @@ impl Worker {
         // tree) is refused before compiling anything.
         let unit = match self.program.as_mut().map(|p| {
             p.image()
-                .map(|i| (unit_of(&i.model.exe.image, file), i.model.exe.path.clone()))
+                .map(|i| (unit_of(&i.exe.image, file), i.exe.path.clone()))
         }) {
             None => None,
             Some(Ok((UnitMatch::Found(tu), _))) => Some(tu),
@@ -263,7 +263,7 @@ impl Worker {
         let build_id = program
             .image
             .as_ref()
-            .and_then(|i| i.model.exe.image.build_id.clone());
+            .and_then(|i| i.exe.image.build_id.clone());
         if self.replay_build_id != build_id {
             self.replay.clear();
             self.replay_build_id = build_id;
