@@ -12,17 +12,31 @@ use hot_session::{Diagnostic, SessionEvent, Severity, SwapSummary};
 fn check_edit(
     fixture: &str,
     file: &str,
-    (before, from, to): (&str, &str, &str),
+    edit: (&str, &str, &str),
     function: &str,
     after: &str,
+) -> (Fixture, SwapSummary) {
+    check_edit_swaps(fixture, file, edit, &[function], &[after])
+}
+
+/// [`check_edit`] for an edit that swaps exactly `functions` (in the swap's order) and must
+/// show every line of `after`.
+fn check_edit_swaps(
+    fixture: &str,
+    file: &str,
+    (before, from, to): (&str, &str, &str),
+    functions: &[&str],
+    after: &[&str],
 ) -> (Fixture, SwapSummary) {
     let mut f = Fixture::launch(fixture);
     f.wait_output(before);
     f.edit(file, from, to);
     f.save(file);
     let swap = f.wait_swap();
-    assert_eq!(swap.swapped, vec![function.to_string()], "{swap:?}");
-    f.wait_output(after);
+    assert_eq!(swap.swapped, functions, "{swap:?}");
+    for line in after {
+        f.wait_output(line);
+    }
     f.assert_same_process();
     (f, swap)
 }
@@ -257,6 +271,19 @@ fn function_with_a_cold_part_at_o2() {
         ("checked=4", "return v + 1;", "return v + 501;"),
         "checked",
         "checked=504",
+    );
+}
+
+#[test]
+fn a_literal_inside_a_cycle_of_ipa_clones_reaches_both_ways_in() {
+    // run_a(2) prints "done 2" from a's clone directly; run_b(2) prints "done 1" from a's
+    // clone called by b's: both must run the new literal.
+    check_edit_swaps(
+        "clones",
+        "paths.c",
+        ("a-path done 1", "a-path done %d", "A-DONE %d"),
+        &["run_a", "run_b"],
+        &["x: A-DONE 2", "x: A-DONE 1"],
     );
 }
 
