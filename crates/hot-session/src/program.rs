@@ -188,17 +188,11 @@ pub(crate) fn unit_of(image: &LinkedImage, source: &Path) -> UnitMatch {
             .map(|b| b.to_string_lossy().into_owned())
             == base
     };
-    // Compile units with the same base name appear in link order, like the STT_FILE groups:
-    // the k-th such unit is the k-th such group.
     let units: Vec<&hot_object::CompileUnit> = image
         .compile_units
         .iter()
         .filter(|cu| same_base(&cu.name))
         .collect();
-    let rank = units.iter().position(|cu| cu_source(cu) == source);
-    if !image.compile_units.is_empty() && rank.is_none() {
-        return UnitMatch::NotLinked;
-    }
     let groups: Vec<usize> = image
         .translation_units
         .iter()
@@ -206,8 +200,70 @@ pub(crate) fn unit_of(image: &LinkedImage, source: &Path) -> UnitMatch {
         .filter(|(_, name)| same_base(name))
         .map(|(i, _)| i)
         .collect();
-    let group = groups.get(rank.unwrap_or(0)).copied();
-    UnitMatch::Found(group.map(|g| TranslationUnitId(g as u32)))
+    let found =
+        |group: Option<&usize>| UnitMatch::Found(group.map(|&g| TranslationUnitId(g as u32)));
+    let Some(rank) = units.iter().position(|cu| cu_source(cu) == source) else {
+        if image.compile_units.is_empty() {
+            // No DWARF at all: the file's name is all there is to go by.
+            return found(groups.first());
+        }
+        return UnitMatch::NotLinked;
+    };
+    if units.len() == 1 && groups.len() <= 1 {
+        return found(groups.first());
+    }
+    // Several files of this name. A group belongs to the unit whose code ranges or static
+    // variables hold its local symbols: pairing the k-th unit with the k-th group would
+    // break as soon as one of the files was built without -g (it has a group, no unit).
+    let claims = claimed_groups(image, &units, &groups);
+    if let Some(group) = claims[rank] {
+        return found(Some(&group));
+    }
+    // The unit has no local symbol (or DWARF gave it no addresses): the groups nobody
+    // claimed pair with the units that claimed none, in link order, if they are as many.
+    let free_groups: Vec<usize> = groups
+        .iter()
+        .copied()
+        .filter(|g| !claims.contains(&Some(*g)))
+        .collect();
+    let free_units: Vec<usize> = (0..units.len()).filter(|&u| claims[u].is_none()).collect();
+    if free_groups.len() != free_units.len() {
+        return UnitMatch::Found(None);
+    }
+    let position = free_units.iter().position(|&u| u == rank);
+    found(position.and_then(|p| free_groups.get(p)))
+}
+
+/// For each unit, the group (among `groups`) most of whose local symbols lie in the unit's
+/// code ranges or at its static variables' addresses; `None` when no symbol does.
+fn claimed_groups(
+    image: &LinkedImage,
+    units: &[&hot_object::CompileUnit],
+    groups: &[usize],
+) -> Vec<Option<usize>> {
+    let mut counts = vec![vec![0usize; groups.len()]; units.len()];
+    for sym in image.symbols.iter().filter(|s| s.defined && !s.dynamic) {
+        let Some(tu) = sym.tu else { continue };
+        let Some(g) = groups.iter().position(|&g| g == tu.0 as usize) else {
+            continue;
+        };
+        for (u, cu) in units.iter().enumerate() {
+            let in_code = cu
+                .ranges
+                .iter()
+                .any(|&(begin, end)| (begin..end).contains(&sym.vaddr));
+            if in_code || cu.variables.binary_search(&sym.vaddr).is_ok() {
+                counts[u][g] += 1;
+            }
+        }
+    }
+    counts
+        .iter()
+        .map(|row| {
+            let (best, &count) = row.iter().enumerate().max_by_key(|(_, &c)| c)?;
+            (count > 0).then(|| groups[best])
+        })
+        .collect()
 }
 
 /// The producer string of the compile unit for `source`, if the image has one.

@@ -288,6 +288,29 @@ fn a_literal_inside_a_cycle_of_ipa_clones_reaches_both_ways_in() {
 }
 
 #[test]
+fn two_files_of_one_name_one_built_without_debug_info() {
+    // lib/util.c (no -g) is linked before src/util.c: src's statics must bind to src's
+    // group, its `step` must redirect src's `step`, and lib must keep printing 505.
+    for (from, to, function, after) in [
+        (
+            "return count + step();",
+            "return count * 2 + step();",
+            "src_next",
+            "src=201 lib=505",
+        ),
+        ("return 1;", "return 7;", "step", "src=107 lib=505"),
+    ] {
+        check_edit(
+            "samename",
+            "src/util.c",
+            ("src=101 lib=505", from, to),
+            function,
+            after,
+        );
+    }
+}
+
+#[test]
 fn o2_without_no_ipa_ra_is_warned_about_once() {
     let mut f = Fixture::launch("optimized");
     let warning = f.wait_message(Severity::Warning);
