@@ -475,6 +475,95 @@ fn a_source_edited_after_the_build_swaps_all_of_its_functions() {
 }
 
 #[test]
+fn a_build_with_remapped_debug_paths_swaps_with_path_map() {
+    // DWARF names /build/src (or Bazel's /proc/self/cwd), not the workspace: only
+    // `[compile] path_map` says where that is; without it the save is refused, saying so.
+    for (flag, path_map, swaps) in [
+        (
+            "-ffile-prefix-map=$PWD=/build/src",
+            "path_map = { \"/build/src\" = \".\" }",
+            true,
+        ),
+        (
+            "-fdebug-prefix-map=$PWD=/proc/self/cwd",
+            "path_map = { \"/proc/self/cwd\" = \".\" }",
+            true,
+        ),
+        ("-ffile-prefix-map=$PWD=/build/src", "", false),
+    ] {
+        let mut f = Fixture::copy("basic");
+        f.write(
+            "hot-lsp.toml",
+            &format!(
+                "[program]\npath = \"app\"\nbuild = \"cc -O0 -g {flag} -o app main.c\"\n\n\
+                 [compile]\ncommand = \"cc -O0 -g -c {{file}} -o {{output}}\"\n{path_map}\n"
+            ),
+        );
+        f.start();
+        let pid = f.wait("the program to launch", |e| match e {
+            SessionEvent::Launched { pid } => Some(*pid),
+            _ => None,
+        });
+        f.pid = Some(pid);
+        f.wait_output("compute=10");
+        f.edit("main.c", "return x * 1;", "return x * 2;");
+        f.save("main.c");
+        if swaps {
+            let swap = f.wait_swap();
+            assert_eq!(swap.swapped, ["compute"], "{flag}: {swap:?}");
+            f.wait_output("compute=20");
+        } else {
+            let text = f.wait_message(Severity::Error);
+            for needle in ["not linked", "/build/src/main.c", "path_map"] {
+                assert!(text.contains(needle), "{flag}: no {needle:?} in {text}");
+            }
+            for l in f.next_lines(3) {
+                assert!(l.contains("compute=10"), "the program changed: {l}");
+            }
+        }
+        f.assert_same_process();
+    }
+}
+
+#[test]
+fn a_moved_build_tree_is_found_by_relative_path_unless_ambiguous() {
+    // Compiled in a folder that is gone (see the fixture's build.sh); the compile database
+    // names the workspace. main.c is the only `main.c` relative to its compile folder.
+    let (mut f, _) = check_edit(
+        "moved",
+        "main.c",
+        ("compute=10", "return x * 1;", "return x * 5;"),
+        "compute",
+        "compute=50",
+    );
+    // a/util.c and b/util.c are both `util.c` in theirs: hot-lsp does not guess.
+    f.edit("a/util.c", "return 1;", "return 9;");
+    let seen = f.log.len();
+    f.save("a/util.c");
+    let text = f.wait_message(Severity::Error);
+    let (a, b) = (f.path("a/util.c"), f.path("b/util.c"));
+    for needle in [
+        "not linked",
+        "matches 2 files",
+        &a.display().to_string(),
+        &b.display().to_string(),
+        "path_map",
+    ] {
+        assert!(text.contains(needle), "no {needle:?} in {text}");
+    }
+    for l in f.next_lines(3) {
+        assert!(l.contains("compute=50 a=1 b=2"), "the program changed: {l}");
+    }
+    assert!(
+        !f.log[seen..]
+            .iter()
+            .any(|e| matches!(e, SessionEvent::Swap(_))),
+        "something was swapped"
+    );
+    f.assert_same_process();
+}
+
+#[test]
 fn a_library_loaded_with_dlopen_after_launch_resolves() {
     let mut f = Fixture::launch("dlopen");
     // A first swap makes the session read the image and its libraries.
