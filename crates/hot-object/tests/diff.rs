@@ -341,6 +341,11 @@ fn a_change_inside_a_cycle_of_clones_changes_every_caller_of_the_cycle() {
         );
         assert_eq!(names(&diff.unchanged), ["other"], "{literal}: {diff:#?}");
     }
+    // A change outside the cycle leaves the cycle and its callers unchanged.
+    let new = CYCLE.replace("other %d", "other one %d");
+    let (_, _, diff) = diff_sources(CYCLE, &new, &["-O2"]);
+    assert_eq!(names(&diff.changed), ["other"], "{diff:#?}");
+    assert_eq!(names(&diff.unchanged), ["run_a", "run_b"], "{diff:#?}");
 }
 
 const TABLES: &str = r#"

@@ -274,6 +274,11 @@ impl SourceMap {
     /// `path` with its longest `path_map` prefix replaced.
     fn mapped(&self, path: &Path) -> Option<PathBuf> {
         self.prefixes.iter().find_map(|(from, to)| {
+            // `"." = ...` (for `-ffile-prefix-map=$PWD=.` builds) is every relative path,
+            // not every path.
+            if from.as_os_str().is_empty() && path.is_absolute() {
+                return None;
+            }
             let rest = path.strip_prefix(from).ok()?;
             Some(normalize(&to.join(rest)))
         })
@@ -750,5 +755,14 @@ mod tests {
         assert!(matches!(&unplaced[0].why, Unplacement::Ambiguous(f) if f.len() == 2));
         assert!(matches!(&unplaced[1].why, Unplacement::Taken(f) if *f == root.join("here.c")));
         assert!(matches!(unplaced[2].why, Unplacement::NoMatch));
+
+        // `-ffile-prefix-map=$PWD=.` leaves relative paths: `"." = "src"` maps those only.
+        let path_map = BTreeMap::from([(PathPrefix(".".into()), PathPrefix("src".into()))]);
+        let map = SourceMap::new(root, &path_map, None);
+        let mut units = vec![unit("./x.c", "."), unit("/usr/src/y.c", "/usr/src")];
+        let unplaced = map.place(&mut units);
+        assert_eq!(cu_source(&units[0]), root.join("src/x.c"));
+        assert_eq!(cu_source(&units[1]), PathBuf::from("/usr/src/y.c"));
+        assert_eq!(unplaced.len(), 1);
     }
 }
