@@ -155,6 +155,9 @@ pub fn changed_functions(old: &Object, new: &Object) -> AtomDiff {
         old_ids: &old_ids,
         new_ids: &new_ids,
         memo: HashMap::default(),
+        open: Vec::new(),
+        lowlinks: Vec::new(),
+        next_index: 0,
         old_labels: Labels::default(),
         new_labels: Labels::default(),
     };
@@ -249,15 +252,41 @@ enum Target {
     Raw(u64, i64),
 }
 
+/// Where the comparison of an anonymous pair stands.
+///
+/// Two anonymous atoms are equal when their contents are and every reference designates
+/// equal things: the greatest fixpoint, in which a cycle of references (a table pointing at
+/// itself, two IPA clones calling each other: `a.part.0.constprop.0` / `b.constprop.0`) is
+/// equal unless something in it differs. A pair being compared is assumed equal, and the
+/// pairs whose comparison met that assumption form a strongly connected component with it
+/// (Tarjan's algorithm over the pairs, found while comparing). Every member reaches every
+/// other, so when any member differs they all do: their results are final only when the
+/// component's root ends, and are then the same for all of them.
+#[derive(Clone, Copy, Debug)]
+enum PairState {
+    /// Entered with this Tarjan index, not final yet; `differs` once its own comparison
+    /// found a difference (which no assumption can undo).
+    Open { index: u32, differs: bool },
+    /// Final: whether the pair is equal.
+    Done(bool),
+}
+
 struct Comparer<'a> {
     old: &'a Object,
     new: &'a Object,
     old_ids: &'a [Option<String>],
     new_ids: &'a [Option<String>],
-    /// Results of anonymous atom comparisons. A pair being compared is entered as equal
-    /// first, so a cycle of references (two tables pointing at each other) terminates and
-    /// is decided by the rest of the contents.
-    memo: HashMap<(AtomId, AtomId), bool>,
+    /// Anonymous atom pairs compared so far, and those still open (see [`PairState`]).
+    memo: HashMap<(AtomId, AtomId), PairState>,
+    /// Tarjan's stack: open anonymous pairs in the order they were entered. A pair stays on
+    /// it after its own comparison ended until the root of its strongly connected component
+    /// of references ends, because its result may rest on the assumption that a pair
+    /// further down is equal.
+    open: Vec<(AtomId, AtomId)>,
+    /// The lowest index of an open pair that the comparison in progress at each level of
+    /// the recursion reached (Tarjan's lowlink), innermost last.
+    lowlinks: Vec<u32>,
+    next_index: u32,
     old_labels: Labels,
     new_labels: Labels,
 }
@@ -501,13 +530,71 @@ impl Comparer<'_> {
         if px != py {
             return false;
         }
-        if let Some(&known) = self.memo.get(&(x, y)) {
-            return known;
+        self.same_whole(x, y)
+    }
+
+    /// Whether anonymous atoms `x` (old) and `y` (new) are equal as a whole, references
+    /// included: see [`PairState`] for how cycles of references are decided.
+    fn same_whole(&mut self, x: AtomId, y: AtomId) -> bool {
+        match self.memo.get(&(x, y)) {
+            Some(&PairState::Done(equal)) => return equal,
+            Some(&PairState::Open { index, differs }) => {
+                // A reference back into a comparison still open: assume equal (unless it is
+                // already known to differ) and tie the current pair to that one's component.
+                if let Some(low) = self.lowlinks.last_mut() {
+                    *low = (*low).min(index);
+                }
+                return !differs;
+            }
+            None => {}
         }
-        self.memo.insert((x, y), true);
+        let index = self.next_index;
+        self.next_index += 1;
+        self.memo.insert(
+            (x, y),
+            PairState::Open {
+                index,
+                differs: false,
+            },
+        );
+        self.open.push((x, y));
+        self.lowlinks.push(index);
         let equal = self.compare_atoms(x, y).is_none();
-        self.memo.insert((x, y), equal);
-        equal
+        let low = self.lowlinks.pop().unwrap_or(index);
+        if let Some(parent) = self.lowlinks.last_mut() {
+            *parent = (*parent).min(low);
+        }
+        if !equal {
+            self.memo.insert(
+                (x, y),
+                PairState::Open {
+                    index,
+                    differs: true,
+                },
+            );
+        }
+        if low < index {
+            // Part of a component whose root is still being compared: provisional.
+            return equal;
+        }
+        // The root of its component: every pair entered since belongs to it and gets the
+        // component's result, equal only if no member differs.
+        let start = self
+            .open
+            .iter()
+            .rposition(|&pair| pair == (x, y))
+            .unwrap_or(0);
+        let members = self.open.split_off(start);
+        let all_equal = members.iter().all(|pair| {
+            !matches!(
+                self.memo.get(pair),
+                Some(PairState::Open { differs: true, .. })
+            )
+        });
+        for pair in members {
+            self.memo.insert(pair, PairState::Done(all_equal));
+        }
+        all_equal
     }
 }
 

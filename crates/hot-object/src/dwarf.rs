@@ -274,7 +274,7 @@ fn read_object_dwarf_inner(
         // declarations.
         let mut statics = Vec::new();
         let mut decls = Vec::new();
-        let producer = walk_dies(&dwarf, &unit, &mut statics, Some(&mut decls))?;
+        let producer = walk_dies(&dwarf, &unit, &mut statics, Some(&mut decls), None)?;
         if object.producer.is_none() {
             object.producer = producer;
         }
@@ -354,12 +354,14 @@ fn read_object_dwarf_inner(
 /// name of the enclosing `DW_TAG_subprogram`). A subprogram without a name of its own (an
 /// out-of-line instance) takes it from its `DW_AT_abstract_origin` / `DW_AT_specification`.
 /// With `decls`, also appends the declaration position of every variable definition that is
-/// not an automatic variable (see [`VarDecl`]).
+/// not an automatic variable (see [`VarDecl`]); with `variables`, the address of every
+/// variable with a static `DW_OP_addr` location.
 fn walk_dies(
     dwarf: &gimli::Dwarf<DwarfReader<'_>>,
     unit: &gimli::Unit<DwarfReader<'_>>,
     statics: &mut Vec<(u64, String)>,
     mut decls: Option<&mut Vec<VarDecl>>,
+    mut variables: Option<&mut Vec<u64>>,
 ) -> Result<Option<String>, String> {
     let mut producer = None;
     let mut entries = unit.entries();
@@ -401,6 +403,11 @@ fn walk_dies(
             let storage = static_storage(entry, unit);
             if let (Some(Some(scope)), Some(StaticStorage::Address(address))) = (&scope, storage) {
                 statics.push((address, scope.clone()));
+            }
+            if let (Some(variables), Some(StaticStorage::Address(address))) =
+                (variables.as_deref_mut(), storage)
+            {
+                variables.push(address);
             }
             if let Some(decls) = decls.as_deref_mut() {
                 if let Some(decl) = variable_decl(dwarf, unit, entry, scope, storage) {
@@ -679,14 +686,29 @@ pub(crate) fn read_image_dwarf(
         let unit = dwarf
             .unit(header)
             .map_err(|e| format!(".debug_info unit: {e}"))?;
-        let producer = walk_dies(&dwarf, &unit, statics, None)?;
+        let mut variables = Vec::new();
+        let producer = walk_dies(&dwarf, &unit, statics, None, Some(&mut variables))?;
         let Some(name) = unit.name.as_ref().map(reader_string) else {
             continue;
         };
+        // The unit's code: DW_AT_low_pc/high_pc or DW_AT_ranges. A unit whose ranges cannot
+        // be read keeps none (it is then paired with its STT_FILE group by order alone).
+        let mut ranges = Vec::new();
+        if let Ok(mut iter) = dwarf.unit_ranges(&unit) {
+            while let Ok(Some(range)) = iter.next() {
+                if range.begin < range.end {
+                    ranges.push((range.begin, range.end));
+                }
+            }
+        }
+        variables.sort_unstable();
+        variables.dedup();
         out.push(CompileUnit {
             name,
             comp_dir: unit.comp_dir.as_ref().map(reader_string),
             producer,
+            ranges,
+            variables,
         });
     }
     Ok(())

@@ -77,6 +77,12 @@ pub struct CompileUnit {
     pub name: String,
     pub comp_dir: Option<String>,
     pub producer: Option<String>,
+    /// The unit's code, `[begin, end)` vaddrs (`DW_AT_low_pc`/`DW_AT_high_pc` or
+    /// `DW_AT_ranges`).
+    pub ranges: Vec<(u64, u64)>,
+    /// The vaddrs of its variables with static storage (`DW_OP_addr` locations), sorted.
+    /// With `ranges` they tell which `STT_FILE` group holds the unit's local symbols.
+    pub variables: Vec<u64>,
 }
 
 /// Contents of one allocated section, kept so the linker can decode old function bodies and

@@ -287,6 +287,67 @@ fn ipa_clones_are_compared_through_their_callers() {
     );
 }
 
+/// gcc -O2 makes `a` and `b`, which call each other, into clones that call each other
+/// (`a.part.0.constprop.0` <-> `b.part.0.constprop.0`): a cycle of anonymous atoms, reached
+/// from `run_a` through one clone and from `run_b` through the other.
+const CYCLE: &str = r#"
+#include <stdio.h>
+static void b(int n, const char *tag);
+static void a(int n, const char *tag) {
+    if (n <= 0) return;
+    printf("%s: a-path %d\n", tag, n);
+    printf("%s: a-path again %d\n", tag, n);
+    b(n - 1, tag);
+    printf("%s: a-path done %d\n", tag, n);
+}
+static void b(int n, const char *tag) {
+    if (n <= 0) return;
+    printf("%s: b-path %d\n", tag, n);
+    printf("%s: b-path again %d\n", tag, n);
+    a(n - 1, tag);
+    printf("%s: b-path done %d\n", tag, n);
+}
+void run_a(int n) { a(n, "x"); }
+void run_b(int n) { b(n, "x"); }
+void other(int n) { printf("other %d\n", n); }
+"#;
+
+#[test]
+fn a_change_inside_a_cycle_of_clones_changes_every_caller_of_the_cycle() {
+    let (old_obj, _, diff) = diff_sources(CYCLE, CYCLE, &["-O2"]);
+    let clones: Vec<&str> = old_obj
+        .symbols
+        .iter()
+        .map(|s| s.name.as_str())
+        .filter(|n| n.contains(".constprop."))
+        .collect();
+    assert!(clones.len() >= 2, "gcc made no cycle of clones: {clones:?}");
+    assert!(diff.is_empty(), "{diff:#?}");
+    // Each literal, before and after the call into the other clone: whichever clone is met
+    // first, and wherever in it the difference lies, both entries into the cycle change.
+    for literal in [
+        "a-path %d",
+        "a-path done %d",
+        "b-path again %d",
+        "b-path done %d",
+    ] {
+        let new = CYCLE.replace(literal, &format!("{literal} (edited)"));
+        assert_ne!(new, CYCLE);
+        let (_, _, diff) = diff_sources(CYCLE, &new, &["-O2"]);
+        assert_eq!(
+            names(&diff.changed),
+            ["run_a", "run_b"],
+            "{literal}: {diff:#?}"
+        );
+        assert_eq!(names(&diff.unchanged), ["other"], "{literal}: {diff:#?}");
+    }
+    // A change outside the cycle leaves the cycle and its callers unchanged.
+    let new = CYCLE.replace("other %d", "other one %d");
+    let (_, _, diff) = diff_sources(CYCLE, &new, &["-O2"]);
+    assert_eq!(names(&diff.changed), ["other"], "{diff:#?}");
+    assert_eq!(names(&diff.unchanged), ["run_a", "run_b"], "{diff:#?}");
+}
+
 const TABLES: &str = r#"
 #include <stdio.h>
 

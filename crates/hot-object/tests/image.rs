@@ -114,6 +114,31 @@ fn check_executable(image: &LinkedImage, dir: &std::path::Path) {
         .expect("compile unit of image.c");
     assert_eq!(cu.comp_dir.as_deref(), dir.to_str());
     assert!(cu.producer.as_deref().is_some_and(|p| p.contains("GNU C")));
+    // Its addresses: the code of main and helper, and where its static variables live
+    // (what pairs the unit with its STT_FILE group when two files share a name).
+    let at = |name: &str| {
+        image
+            .symbols
+            .iter()
+            .find(|s| s.name == name && !s.dynamic)
+            .unwrap_or_else(|| panic!("no {name}"))
+            .vaddr
+    };
+    for function in ["main", "helper"] {
+        let vaddr = at(function);
+        assert!(
+            cu.ranges.iter().any(|&(b, e)| (b..e).contains(&vaddr)),
+            "{function} at {vaddr:#x} is outside {:x?}",
+            cu.ranges
+        );
+    }
+    for variable in ["local_counter", "global_value"] {
+        assert!(
+            cu.variables.contains(&at(variable)),
+            "{variable} missing in {:x?}",
+            cu.variables
+        );
+    }
 }
 
 #[test]

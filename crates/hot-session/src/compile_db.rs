@@ -90,6 +90,39 @@ impl CompileDatabase {
     pub fn files(&self) -> impl Iterator<Item = &Path> {
         self.by_file.keys().map(|p| p.as_path())
     }
+
+    /// Every entry of the database.
+    pub fn entries(&self) -> impl Iterator<Item = &CompileEntry> {
+        self.by_file.values().flatten()
+    }
+}
+
+/// `path` relative to `base`, lexically (with `..` where `path` is not under `base`), both
+/// normalised first; `None` when one is absolute and the other is not.
+pub fn relative_path(path: &Path, base: &Path) -> Option<PathBuf> {
+    let (path, base) = (normalize(path), normalize(base));
+    if path.is_absolute() != base.is_absolute() {
+        return None;
+    }
+    let path_parts: Vec<Component> = path.components().collect();
+    let base_parts: Vec<Component> = base.components().collect();
+    let common = path_parts
+        .iter()
+        .zip(&base_parts)
+        .take_while(|(a, b)| a == b)
+        .count();
+    // A `..` left in the base cannot be undone lexically.
+    if base_parts[common..].contains(&Component::ParentDir) {
+        return None;
+    }
+    let mut out = PathBuf::new();
+    for _ in common..base_parts.len() {
+        out.push("..");
+    }
+    for part in &path_parts[common..] {
+        out.push(part.as_os_str());
+    }
+    Some(out)
 }
 
 /// Remove `.` and resolve `..` without touching the file system (the file may be a symlink
@@ -136,6 +169,20 @@ mod tests {
         assert_eq!(b.len(), 1);
         assert_eq!(b[0].arguments[1], "-DNAME=\"x y\"");
         assert!(db.entries_for(&dir.path().join("src/c.c")).is_empty());
+    }
+
+    #[test]
+    fn relative_paths() {
+        let rel = |p: &str, b: &str| relative_path(Path::new(p), Path::new(b));
+        assert_eq!(rel("/w/src/a.c", "/w"), Some(PathBuf::from("src/a.c")));
+        assert_eq!(
+            rel("/w/src/a.c", "/w/build"),
+            Some(PathBuf::from("../src/a.c"))
+        );
+        assert_eq!(rel("/w/./src/../a.c", "/w/"), Some(PathBuf::from("a.c")));
+        assert_eq!(rel("src/a.c", "."), Some(PathBuf::from("src/a.c")));
+        assert_eq!(rel("/w/a.c", "."), None);
+        assert_eq!(rel("a.c", "../x"), None);
     }
 
     #[test]

@@ -54,6 +54,32 @@ pub struct CompileConfig {
     pub database: Option<PathBuf>,
     /// Fallback command with `{file}` and `{output}` placeholders.
     pub command: Option<String>,
+    /// Build-time path prefix -> workspace path prefix, for the DWARF paths of a build made
+    /// elsewhere (a container, `-ffile-prefix-map`, Bazel's `/proc/self/cwd`). A relative
+    /// workspace prefix is relative to the workspace root.
+    pub path_map: BTreeMap<PathPrefix, PathPrefix>,
+}
+
+/// One side of a `path_map` entry: a non-empty path without NUL characters. Checked while
+/// deserialising, so a bad one is reported at its own line in `hot-lsp.toml`.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct PathPrefix(pub PathBuf);
+
+impl<'de> Deserialize<'de> for PathPrefix {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        if text.trim().is_empty() {
+            return Err(serde::de::Error::custom(
+                "a path_map prefix must not be empty (use \".\" for the workspace root)",
+            ));
+        }
+        if text.contains('\0') {
+            return Err(serde::de::Error::custom(format!(
+                "the path_map prefix {text:?} contains a NUL character"
+            )));
+        }
+        Ok(PathPrefix(PathBuf::from(text)))
+    }
 }
 
 /// The effective configuration of a workspace.
@@ -212,6 +238,69 @@ mod tests {
         assert_eq!(
             loaded.config.compile.command.as_deref(),
             Some("cc -c {file} -o {output}")
+        );
+    }
+
+    #[test]
+    fn path_map_from_the_file_and_the_client() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(
+            dir.path().join(CONFIG_FILE),
+            "[compile]\npath_map = { \"/build/src\" = \".\", \"/proc/self/cwd\" = \"src\" }\n",
+        )
+        .expect("write");
+        let prefix = |p: &str| PathPrefix(PathBuf::from(p));
+        let loaded = load(dir.path(), None).expect("valid");
+        assert_eq!(
+            loaded.config.compile.path_map,
+            BTreeMap::from([
+                (prefix("/build/src"), prefix(".")),
+                (prefix("/proc/self/cwd"), prefix("src")),
+            ])
+        );
+        // The client's entries are laid over the file's, entry by entry.
+        let client =
+            serde_json::json!({"compile": {"path_map": {"/proc/self/cwd": "lib", "/ci": "."}}});
+        let loaded = load(dir.path(), Some(&client)).expect("valid");
+        assert_eq!(
+            loaded.config.compile.path_map,
+            BTreeMap::from([
+                (prefix("/build/src"), prefix(".")),
+                (prefix("/ci"), prefix(".")),
+                (prefix("/proc/self/cwd"), prefix("lib")),
+            ])
+        );
+        // The client alone, in initializationOptions' shape.
+        let empty = tempfile::tempdir().expect("tempdir");
+        let client = serde_json::json!({"compile": {"path_map": {"/src": "."}}});
+        let loaded = load(empty.path(), Some(&client)).expect("valid");
+        assert!(loaded.opted_in);
+        assert_eq!(
+            loaded.config.compile.path_map,
+            BTreeMap::from([(prefix("/src"), prefix("."))])
+        );
+        let bad = serde_json::json!({"compile": {"path_map": {"/src": ""}}});
+        let err = load(empty.path(), Some(&bad)).expect_err("rejected");
+        assert!(err.message.contains("must not be empty"), "{err:?}");
+    }
+
+    #[test]
+    fn bad_path_map_values_are_reported_at_their_line() {
+        check_error(
+            "[compile]\ncommand = \"cc\"\npath_map = { \"/build\" = 3 }\n",
+            3,
+            "invalid type",
+        );
+        check_error(
+            "[compile]\n\npath_map = { \"/build\" = \"\" }\n",
+            3,
+            "must not be empty",
+        );
+        check_error("[compile]\npath_map = \"/build=.\"\n", 2, "invalid type");
+        check_error(
+            "[compile.path_map]\n\"/a\" = \".\"\n\"\" = \"src\"\n",
+            3,
+            "must not be empty",
         );
     }
 

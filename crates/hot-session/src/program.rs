@@ -1,6 +1,7 @@
 //! The session's running program: the debuggee handle, the model of its image (executable,
 //! libraries, biases) and the linker that patches it.
 
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -8,7 +9,8 @@ use hot_link::{Arenas, ImageModel, Linker, Module, RuntimeAddr};
 use hot_object::{LinkedImage, TranslationUnitId};
 use hot_process::{Debuggee, Mapping, Protection};
 
-use crate::compile_db::normalize;
+use crate::compile_db::{normalize, relative_path, CompileDatabase};
+use crate::config::PathPrefix;
 
 /// Size of the code arena (bodies, read-only data, stubs) and of the data arena (new
 /// variables, GOT slots). Address space only: pages are committed when written.
@@ -24,19 +26,25 @@ pub(crate) struct AppliedPatch {
 
 pub(crate) struct Program {
     pub debuggee: Debuggee,
-    /// The running image, read once per launch or attach.
+    /// The running image, read once per launch or attach. Its compile units name the
+    /// workspace files they were built from: `sources` is applied when it is read.
     pub image: Option<ImageModel>,
     pub linker: Option<Linker>,
     pub journal: Vec<AppliedPatch>,
+    sources: SourceMap,
+    /// Compile units that `sources` could not place, for the message of a refused save.
+    unplaced: Vec<Unplaced>,
 }
 
 impl Program {
-    pub fn new(debuggee: Debuggee) -> Program {
+    pub fn new(debuggee: Debuggee, sources: SourceMap) -> Program {
         Program {
             debuggee,
             image: None,
             linker: None,
             journal: Vec::new(),
+            sources,
+            unplaced: Vec::new(),
         }
     }
 
@@ -44,7 +52,9 @@ impl Program {
     /// linker, once the dynamic linker has loaded them.
     pub fn image(&mut self) -> Result<&ImageModel, String> {
         if self.image.is_none() {
-            self.image = Some(read_image(&self.debuggee)?);
+            let (image, unplaced) = read_image(&self.debuggee, &self.sources)?;
+            self.image = Some(image);
+            self.unplaced = unplaced;
         }
         self.image
             .as_ref()
@@ -137,11 +147,16 @@ fn bias_of(maps: &[Mapping], path: &str, image: &LinkedImage) -> Option<u64> {
     Some(first.range.start.wrapping_sub(image.vaddr_range.0 & !0xfff))
 }
 
-fn read_image(debuggee: &Debuggee) -> Result<ImageModel, String> {
+fn read_image(
+    debuggee: &Debuggee,
+    sources: &SourceMap,
+) -> Result<(ImageModel, Vec<Unplaced>), String> {
     let (exe_path, exe_bytes) = debuggee
         .read_executable()
         .map_err(|e| format!("cannot read the program's executable: {e}"))?;
-    let exe = LinkedImage::parse(Path::new(&exe_path), &exe_bytes).map_err(|e| e.to_string())?;
+    let mut exe =
+        LinkedImage::parse(Path::new(&exe_path), &exe_bytes).map_err(|e| e.to_string())?;
+    let unplaced = sources.place(&mut exe.compile_units);
     if !exe.has_symtab {
         return Err(format!(
             "{exe_path} is stripped (it has no .symtab): hot-lsp needs the executable's symbol \
@@ -157,14 +172,246 @@ fn read_image(debuggee: &Debuggee) -> Result<ImageModel, String> {
     } else {
         0
     };
-    Ok(ImageModel {
+    let model = ImageModel {
         exe: Module {
             path: exe_path,
             bias: exe_bias,
             image: Arc::new(exe),
         },
         libs: Vec::new(),
-    })
+    };
+    Ok((model, unplaced))
+}
+
+/// Where the sources of a build made elsewhere are in this workspace.
+///
+/// DWARF names the folder each compile ran in. When the build ran in another place (a
+/// container, a build farm, a tree copied or moved since) or remapped its paths
+/// (`-ffile-prefix-map`, `-fdebug-prefix-map`, Bazel's `/proc/self/cwd`), those paths name no
+/// file here. A compile unit is placed by, in order: the longest `[compile] path_map` prefix
+/// of its path; its own path, if that is in the workspace or the compile database; its path
+/// relative to the folder it was compiled in, matched against each database entry's `file`
+/// relative to the entry's `directory` — only when exactly one file matches and no other
+/// unit names that file, because a wrong guess would swap code into the wrong unit.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct SourceMap {
+    root: PathBuf,
+    /// Build-time prefix -> absolute workspace prefix, longest prefix first.
+    prefixes: Vec<(PathBuf, PathBuf)>,
+    /// A database entry's file relative to its directory -> the distinct (file, directory).
+    relative: HashMap<PathBuf, Vec<(PathBuf, PathBuf)>>,
+    /// Every file of the database.
+    files: HashSet<PathBuf>,
+}
+
+/// A compile unit outside the workspace that could not be placed, kept to explain a refused
+/// save.
+#[derive(Clone, Debug)]
+pub(crate) struct Unplaced {
+    /// The unit's path as DWARF gives it, and the folder it was compiled in.
+    spelled: PathBuf,
+    comp_dir: String,
+    why: Unplacement,
+}
+
+#[derive(Clone, Debug)]
+enum Unplacement {
+    /// No database file has its relative path.
+    NoMatch,
+    /// Several database files have it.
+    Ambiguous(Vec<PathBuf>),
+    /// The one file that has it is named by another unit as well.
+    Taken(PathBuf),
+}
+
+enum Placement {
+    /// The unit names a file of the workspace or of the database already.
+    Keep,
+    /// Moved to this file, compiled in this folder.
+    Moved {
+        file: PathBuf,
+        dir: PathBuf,
+    },
+    /// Found by its relative path; taken only if no other unit names the same file.
+    Relative {
+        file: PathBuf,
+        dir: PathBuf,
+    },
+    Unplaced(Unplacement),
+}
+
+impl SourceMap {
+    pub fn new(
+        root: &Path,
+        path_map: &BTreeMap<PathPrefix, PathPrefix>,
+        database: Option<&CompileDatabase>,
+    ) -> SourceMap {
+        let root = normalize(root);
+        let mut prefixes: Vec<(PathBuf, PathBuf)> = path_map
+            .iter()
+            .map(|(from, to)| (normalize(&from.0), normalize(&root.join(&to.0))))
+            .collect();
+        prefixes.sort_by_key(|(from, _)| std::cmp::Reverse(from.components().count()));
+        let mut relative: HashMap<PathBuf, Vec<(PathBuf, PathBuf)>> = HashMap::new();
+        let mut files = HashSet::new();
+        for entry in database.into_iter().flat_map(|db| db.entries()) {
+            files.insert(entry.file.clone());
+            if let Some(rel) = relative_path(&entry.file, &entry.directory) {
+                let list = relative.entry(rel).or_default();
+                if !list.iter().any(|(file, _)| *file == entry.file) {
+                    list.push((entry.file.clone(), entry.directory.clone()));
+                }
+            }
+        }
+        SourceMap {
+            root,
+            prefixes,
+            relative,
+            files,
+        }
+    }
+
+    /// `path` with its longest `path_map` prefix replaced.
+    fn mapped(&self, path: &Path) -> Option<PathBuf> {
+        self.prefixes.iter().find_map(|(from, to)| {
+            // `"." = ...` (for `-ffile-prefix-map=$PWD=.` builds) is every relative path,
+            // not every path.
+            if from.as_os_str().is_empty() && path.is_absolute() {
+                return None;
+            }
+            let rest = path.strip_prefix(from).ok()?;
+            Some(normalize(&to.join(rest)))
+        })
+    }
+
+    fn placement(&self, cu: &hot_object::CompileUnit) -> Placement {
+        let spelled = cu_source(cu);
+        let comp_dir = normalize(Path::new(cu.comp_dir.as_deref().unwrap_or("/")));
+        if let Some(file) = self.mapped(&spelled) {
+            let dir = self
+                .mapped(&comp_dir)
+                .or_else(|| file.parent().map(Path::to_path_buf))
+                .unwrap_or_else(|| self.root.clone());
+            return Placement::Moved { file, dir };
+        }
+        if spelled.is_absolute()
+            && (spelled.starts_with(&self.root) || self.files.contains(&spelled))
+        {
+            return Placement::Keep;
+        }
+        let name = Path::new(&cu.name);
+        let rel = if name.is_relative() {
+            Some(normalize(name))
+        } else {
+            relative_path(name, &comp_dir)
+        };
+        match rel
+            .and_then(|rel| self.relative.get(&rel))
+            .map(Vec::as_slice)
+        {
+            Some([(file, dir)]) => Placement::Relative {
+                file: file.clone(),
+                dir: dir.clone(),
+            },
+            Some(several) if several.len() > 1 => Placement::Unplaced(Unplacement::Ambiguous(
+                several.iter().map(|(file, _)| file.clone()).collect(),
+            )),
+            _ => Placement::Unplaced(Unplacement::NoMatch),
+        }
+    }
+
+    /// Rewrite each unit's `name` and `comp_dir` to the workspace file it was built from and
+    /// the folder it is compiled in now; return the units that could not be placed.
+    fn place(&self, units: &mut [hot_object::CompileUnit]) -> Vec<Unplaced> {
+        let placements: Vec<Placement> = units.iter().map(|cu| self.placement(cu)).collect();
+        // How many units name each file once placed.
+        let mut named: HashMap<PathBuf, usize> = HashMap::new();
+        for (placement, cu) in placements.iter().zip(units.iter()) {
+            let file = match placement {
+                Placement::Keep => cu_source(cu),
+                Placement::Moved { file, .. } | Placement::Relative { file, .. } => file.clone(),
+                Placement::Unplaced(_) => continue,
+            };
+            *named.entry(file).or_default() += 1;
+        }
+        let mut unplaced = Vec::new();
+        for (cu, placement) in units.iter_mut().zip(placements) {
+            let why = match placement {
+                Placement::Keep => continue,
+                Placement::Relative { file, .. } if named.get(&file).copied().unwrap_or(0) > 1 => {
+                    Unplacement::Taken(file)
+                }
+                Placement::Moved { file, dir } | Placement::Relative { file, dir } => {
+                    cu.name = file.to_string_lossy().into_owned();
+                    cu.comp_dir = Some(dir.to_string_lossy().into_owned());
+                    continue;
+                }
+                Placement::Unplaced(why) => why,
+            };
+            unplaced.push(Unplaced {
+                spelled: cu_source(cu),
+                comp_dir: cu.comp_dir.clone().unwrap_or_else(|| "/".into()),
+                why,
+            });
+        }
+        unplaced
+    }
+}
+
+impl Program {
+    /// Why `file` has no compile unit in the running program, when a unit built elsewhere
+    /// may be it: the sentence to add to the refusal, with what to put in `hot-lsp.toml`.
+    pub fn why_not_linked(&self, file: &Path) -> Option<String> {
+        let same_name = |p: &Path| p.file_name().is_some_and(|n| Some(n) == file.file_name());
+        let list = |files: &[PathBuf]| {
+            files
+                .iter()
+                .map(|f| f.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let hint = |u: &Unplaced| {
+            format!(
+                "say where that build's sources are in hot-lsp.toml: [compile] path_map = {{ \"{}\" = \"<folder in this workspace>\" }}",
+                u.comp_dir
+            )
+        };
+        let found = self.unplaced.iter().find_map(|u| match &u.why {
+            Unplacement::Ambiguous(files) if files.iter().any(|f| f == file) => Some(format!(
+                "The program's compile unit {} (compiled in {}) matches {} files of the compile \
+                 database by its path relative to the compile folder ({}), and hot-lsp does not \
+                 guess; {}",
+                u.spelled.display(),
+                u.comp_dir,
+                files.len(),
+                list(files),
+                hint(u)
+            )),
+            Unplacement::Taken(taken) if taken == file => Some(format!(
+                "The program's compile unit {} (compiled in {}) matches it by its path relative \
+                 to the compile folder, but so does another compile unit; {}",
+                u.spelled.display(),
+                u.comp_dir,
+                hint(u)
+            )),
+            _ => None,
+        });
+        found.or_else(|| {
+            self.unplaced.iter().find_map(|u| {
+                (matches!(u.why, Unplacement::NoMatch) && same_name(&u.spelled)).then(|| {
+                    format!(
+                        "The program has a compile unit {} (compiled in {}), outside this \
+                         workspace and not in its compile database; if the program was built \
+                         from these sources elsewhere (a container, a moved tree, \
+                         -ffile-prefix-map), {}",
+                        u.spelled.display(),
+                        u.comp_dir,
+                        hint(u)
+                    )
+                })
+            })
+        })
+    }
 }
 
 /// The source file a compile unit was compiled from (`DW_AT_comp_dir` + `DW_AT_name`).
@@ -188,17 +435,11 @@ pub(crate) fn unit_of(image: &LinkedImage, source: &Path) -> UnitMatch {
             .map(|b| b.to_string_lossy().into_owned())
             == base
     };
-    // Compile units with the same base name appear in link order, like the STT_FILE groups:
-    // the k-th such unit is the k-th such group.
     let units: Vec<&hot_object::CompileUnit> = image
         .compile_units
         .iter()
         .filter(|cu| same_base(&cu.name))
         .collect();
-    let rank = units.iter().position(|cu| cu_source(cu) == source);
-    if !image.compile_units.is_empty() && rank.is_none() {
-        return UnitMatch::NotLinked;
-    }
     let groups: Vec<usize> = image
         .translation_units
         .iter()
@@ -206,8 +447,70 @@ pub(crate) fn unit_of(image: &LinkedImage, source: &Path) -> UnitMatch {
         .filter(|(_, name)| same_base(name))
         .map(|(i, _)| i)
         .collect();
-    let group = groups.get(rank.unwrap_or(0)).copied();
-    UnitMatch::Found(group.map(|g| TranslationUnitId(g as u32)))
+    let found =
+        |group: Option<&usize>| UnitMatch::Found(group.map(|&g| TranslationUnitId(g as u32)));
+    let Some(rank) = units.iter().position(|cu| cu_source(cu) == source) else {
+        if image.compile_units.is_empty() {
+            // No DWARF at all: the file's name is all there is to go by.
+            return found(groups.first());
+        }
+        return UnitMatch::NotLinked;
+    };
+    if units.len() == 1 && groups.len() <= 1 {
+        return found(groups.first());
+    }
+    // Several files of this name. A group belongs to the unit whose code ranges or static
+    // variables hold its local symbols: pairing the k-th unit with the k-th group would
+    // break as soon as one of the files was built without -g (it has a group, no unit).
+    let claims = claimed_groups(image, &units, &groups);
+    if let Some(group) = claims[rank] {
+        return found(Some(&group));
+    }
+    // The unit has no local symbol (or DWARF gave it no addresses): the groups nobody
+    // claimed pair with the units that claimed none, in link order, if they are as many.
+    let free_groups: Vec<usize> = groups
+        .iter()
+        .copied()
+        .filter(|g| !claims.contains(&Some(*g)))
+        .collect();
+    let free_units: Vec<usize> = (0..units.len()).filter(|&u| claims[u].is_none()).collect();
+    if free_groups.len() != free_units.len() {
+        return UnitMatch::Found(None);
+    }
+    let position = free_units.iter().position(|&u| u == rank);
+    found(position.and_then(|p| free_groups.get(p)))
+}
+
+/// For each unit, the group (among `groups`) most of whose local symbols lie in the unit's
+/// code ranges or at its static variables' addresses; `None` when no symbol does.
+fn claimed_groups(
+    image: &LinkedImage,
+    units: &[&hot_object::CompileUnit],
+    groups: &[usize],
+) -> Vec<Option<usize>> {
+    let mut counts = vec![vec![0usize; groups.len()]; units.len()];
+    for sym in image.symbols.iter().filter(|s| s.defined && !s.dynamic) {
+        let Some(tu) = sym.tu else { continue };
+        let Some(g) = groups.iter().position(|&g| g == tu.0 as usize) else {
+            continue;
+        };
+        for (u, cu) in units.iter().enumerate() {
+            let in_code = cu
+                .ranges
+                .iter()
+                .any(|&(begin, end)| (begin..end).contains(&sym.vaddr));
+            if in_code || cu.variables.binary_search(&sym.vaddr).is_ok() {
+                counts[u][g] += 1;
+            }
+        }
+    }
+    counts
+        .iter()
+        .map(|row| {
+            let (best, &count) = row.iter().enumerate().max_by_key(|(_, &c)| c)?;
+            (count > 0).then(|| groups[best])
+        })
+        .collect()
 }
 
 /// The producer string of the compile unit for `source`, if the image has one.
@@ -366,4 +669,100 @@ fn read_libraries(debuggee: &Debuggee, exe: &Module) -> Result<Vec<Module>, Stri
         });
     }
     Ok(libs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn unit(name: &str, comp_dir: &str) -> hot_object::CompileUnit {
+        hot_object::CompileUnit {
+            name: name.into(),
+            comp_dir: Some(comp_dir.into()),
+            producer: None,
+            ranges: Vec::new(),
+            variables: Vec::new(),
+        }
+    }
+
+    fn database(root: &Path, entries: &[(&str, &str)]) -> CompileDatabase {
+        let json: Vec<serde_json::Value> = entries
+            .iter()
+            .map(|(dir, file)| {
+                serde_json::json!({"directory": root.join(dir), "file": file,
+                                   "arguments": ["cc", "-c", file]})
+            })
+            .collect();
+        let path = root.join("compile_commands.json");
+        std::fs::write(&path, serde_json::Value::Array(json).to_string()).expect("write");
+        CompileDatabase::load(&path).expect("database")
+    }
+
+    #[test]
+    fn units_built_elsewhere_are_placed_or_explained() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path();
+        let db = database(
+            root,
+            &[
+                (".", "main.c"),
+                ("build", "../src/io.c"),
+                ("a", "util.c"),
+                ("b", "util.c"),
+                (".", "here.c"),
+                (".", "twice.c"),
+            ],
+        );
+        let path_map = BTreeMap::from([
+            (PathPrefix("/ci".into()), PathPrefix("elsewhere".into())),
+            (PathPrefix("/ci/tree".into()), PathPrefix(".".into())),
+        ]);
+        let map = SourceMap::new(root, &path_map, Some(&db));
+        let root_text = root.display().to_string();
+        let mut units = vec![
+            // The longest path_map prefix wins, for the file and its folder.
+            unit("lib/x.c", "/ci/tree"),
+            // Relative to the compile folder, with `..`: unique in the database.
+            unit("/old/src/io.c", "/old/build"),
+            unit("main.c", "/old"),
+            // Ambiguous: `util.c` in two database folders.
+            unit("util.c", "/old/a"),
+            // In the workspace already: kept, and it takes `here.c` from the relative match.
+            unit(&format!("{root_text}/here.c"), &root_text),
+            unit("here.c", "/elsewhere"),
+            // Nothing matches.
+            unit("gone.c", "/old"),
+        ];
+        let unplaced = map.place(&mut units);
+        let sources: Vec<PathBuf> = units.iter().map(cu_source).collect();
+        assert_eq!(sources[0], root.join("lib/x.c"));
+        assert_eq!(units[0].comp_dir.as_deref(), Some(root_text.as_str()));
+        assert_eq!(sources[1], root.join("src/io.c"));
+        assert_eq!(
+            units[1].comp_dir,
+            Some(root.join("build").display().to_string())
+        );
+        assert_eq!(sources[2], root.join("main.c"));
+        assert_eq!(sources[3], PathBuf::from("/old/a/util.c"));
+        assert_eq!(sources[4], root.join("here.c"));
+        assert_eq!(sources[5], PathBuf::from("/elsewhere/here.c"));
+        assert_eq!(sources[6], PathBuf::from("/old/gone.c"));
+        let whys: Vec<String> = unplaced
+            .iter()
+            .map(|u| format!("{} {:?}", u.spelled.display(), u.why))
+            .collect();
+        assert_eq!(unplaced.len(), 3, "{whys:#?}");
+        assert!(matches!(&unplaced[0].why, Unplacement::Ambiguous(f) if f.len() == 2));
+        assert!(matches!(&unplaced[1].why, Unplacement::Taken(f) if *f == root.join("here.c")));
+        assert!(matches!(unplaced[2].why, Unplacement::NoMatch));
+
+        // `-ffile-prefix-map=$PWD=.` leaves relative paths: `"." = "src"` maps those only.
+        let path_map = BTreeMap::from([(PathPrefix(".".into()), PathPrefix("src".into()))]);
+        let map = SourceMap::new(root, &path_map, None);
+        let mut units = vec![unit("./x.c", "."), unit("/usr/src/y.c", "/usr/src")];
+        let unplaced = map.place(&mut units);
+        assert_eq!(cu_source(&units[0]), root.join("src/x.c"));
+        assert_eq!(cu_source(&units[1]), PathBuf::from("/usr/src/y.c"));
+        assert_eq!(unplaced.len(), 1);
+    }
 }

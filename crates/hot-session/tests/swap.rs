@@ -12,17 +12,31 @@ use hot_session::{Diagnostic, SessionEvent, Severity, SwapSummary};
 fn check_edit(
     fixture: &str,
     file: &str,
-    (before, from, to): (&str, &str, &str),
+    edit: (&str, &str, &str),
     function: &str,
     after: &str,
+) -> (Fixture, SwapSummary) {
+    check_edit_swaps(fixture, file, edit, &[function], &[after])
+}
+
+/// [`check_edit`] for an edit that swaps exactly `functions` (in the swap's order) and must
+/// show every line of `after`.
+fn check_edit_swaps(
+    fixture: &str,
+    file: &str,
+    (before, from, to): (&str, &str, &str),
+    functions: &[&str],
+    after: &[&str],
 ) -> (Fixture, SwapSummary) {
     let mut f = Fixture::launch(fixture);
     f.wait_output(before);
     f.edit(file, from, to);
     f.save(file);
     let swap = f.wait_swap();
-    assert_eq!(swap.swapped, vec![function.to_string()], "{swap:?}");
-    f.wait_output(after);
+    assert_eq!(swap.swapped, functions, "{swap:?}");
+    for line in after {
+        f.wait_output(line);
+    }
     f.assert_same_process();
     (f, swap)
 }
@@ -261,6 +275,42 @@ fn function_with_a_cold_part_at_o2() {
 }
 
 #[test]
+fn a_literal_inside_a_cycle_of_ipa_clones_reaches_both_ways_in() {
+    // run_a(2) prints "done 2" from a's clone directly; run_b(2) prints "done 1" from a's
+    // clone called by b's: both must run the new literal.
+    check_edit_swaps(
+        "clones",
+        "paths.c",
+        ("a-path done 1", "a-path done %d", "A-DONE %d"),
+        &["run_a", "run_b"],
+        &["x: A-DONE 2", "x: A-DONE 1"],
+    );
+}
+
+#[test]
+fn two_files_of_one_name_one_built_without_debug_info() {
+    // lib/util.c (no -g) is linked before src/util.c: src's statics must bind to src's
+    // group, its `step` must redirect src's `step`, and lib must keep printing 505.
+    for (from, to, function, after) in [
+        (
+            "return count + step();",
+            "return count * 2 + step();",
+            "src_next",
+            "src=201 lib=505",
+        ),
+        ("return 1;", "return 7;", "step", "src=107 lib=505"),
+    ] {
+        check_edit(
+            "samename",
+            "src/util.c",
+            ("src=101 lib=505", from, to),
+            function,
+            after,
+        );
+    }
+}
+
+#[test]
 fn o2_without_no_ipa_ra_is_warned_about_once() {
     let mut f = Fixture::launch("optimized");
     let warning = f.wait_message(Severity::Warning);
@@ -422,6 +472,95 @@ fn a_source_edited_after_the_build_swaps_all_of_its_functions() {
     let swap = f.wait_swap();
     assert!(swap.swapped.len() >= 61, "{swap:?}");
     f.wait_output("f17=3017");
+}
+
+#[test]
+fn a_build_with_remapped_debug_paths_swaps_with_path_map() {
+    // DWARF names /build/src (or Bazel's /proc/self/cwd), not the workspace: only
+    // `[compile] path_map` says where that is; without it the save is refused, saying so.
+    for (flag, path_map, swaps) in [
+        (
+            "-ffile-prefix-map=$PWD=/build/src",
+            "path_map = { \"/build/src\" = \".\" }",
+            true,
+        ),
+        (
+            "-fdebug-prefix-map=$PWD=/proc/self/cwd",
+            "path_map = { \"/proc/self/cwd\" = \".\" }",
+            true,
+        ),
+        ("-ffile-prefix-map=$PWD=/build/src", "", false),
+    ] {
+        let mut f = Fixture::copy("basic");
+        f.write(
+            "hot-lsp.toml",
+            &format!(
+                "[program]\npath = \"app\"\nbuild = \"cc -O0 -g {flag} -o app main.c\"\n\n\
+                 [compile]\ncommand = \"cc -O0 -g -c {{file}} -o {{output}}\"\n{path_map}\n"
+            ),
+        );
+        f.start();
+        let pid = f.wait("the program to launch", |e| match e {
+            SessionEvent::Launched { pid } => Some(*pid),
+            _ => None,
+        });
+        f.pid = Some(pid);
+        f.wait_output("compute=10");
+        f.edit("main.c", "return x * 1;", "return x * 2;");
+        f.save("main.c");
+        if swaps {
+            let swap = f.wait_swap();
+            assert_eq!(swap.swapped, ["compute"], "{flag}: {swap:?}");
+            f.wait_output("compute=20");
+        } else {
+            let text = f.wait_message(Severity::Error);
+            for needle in ["not linked", "/build/src/main.c", "path_map"] {
+                assert!(text.contains(needle), "{flag}: no {needle:?} in {text}");
+            }
+            for l in f.next_lines(3) {
+                assert!(l.contains("compute=10"), "the program changed: {l}");
+            }
+        }
+        f.assert_same_process();
+    }
+}
+
+#[test]
+fn a_moved_build_tree_is_found_by_relative_path_unless_ambiguous() {
+    // Compiled in a folder that is gone (see the fixture's build.sh); the compile database
+    // names the workspace. main.c is the only `main.c` relative to its compile folder.
+    let (mut f, _) = check_edit(
+        "moved",
+        "main.c",
+        ("compute=10", "return x * 1;", "return x * 5;"),
+        "compute",
+        "compute=50",
+    );
+    // a/util.c and b/util.c are both `util.c` in theirs: hot-lsp does not guess.
+    f.edit("a/util.c", "return 1;", "return 9;");
+    let seen = f.log.len();
+    f.save("a/util.c");
+    let text = f.wait_message(Severity::Error);
+    let (a, b) = (f.path("a/util.c"), f.path("b/util.c"));
+    for needle in [
+        "not linked",
+        "matches 2 files",
+        &a.display().to_string(),
+        &b.display().to_string(),
+        "path_map",
+    ] {
+        assert!(text.contains(needle), "no {needle:?} in {text}");
+    }
+    for l in f.next_lines(3) {
+        assert!(l.contains("compute=50 a=1 b=2"), "the program changed: {l}");
+    }
+    assert!(
+        !f.log[seen..]
+            .iter()
+            .any(|e| matches!(e, SessionEvent::Swap(_))),
+        "something was swapped"
+    );
+    f.assert_same_process();
 }
 
 #[test]

@@ -8,7 +8,7 @@ use hot_process::{Debuggee, LaunchSpec, ProcessEvent};
 
 use super::{risky_optimisation, Worker, HOT_RELOAD_FLAGS};
 use crate::config;
-use crate::program::Program;
+use crate::program::{Program, SourceMap};
 use crate::{SessionEvent, Severity, State};
 
 /// How long after an adoption idle time keeps looking whether the libraries are loaded;
@@ -112,7 +112,14 @@ impl Worker {
         let pid = debuggee.pid();
         self.process_events = events;
         self.exe_modified = debuggee.executable_modified();
-        self.program = Some(Program::new(debuggee));
+        // Where the image's compile units are in this workspace (the build may have run
+        // elsewhere): the build is done, so the compile database is the one it left.
+        let (root, path_map) = (
+            self.options.root.clone(),
+            self.config.compile.path_map.clone(),
+        );
+        let sources = SourceMap::new(&root, &path_map, self.database());
+        self.program = Some(Program::new(debuggee, sources));
         self.baselines.clear();
         self.snapshots.clear();
         let announce = |worker: &Worker| {

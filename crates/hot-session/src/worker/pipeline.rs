@@ -89,8 +89,14 @@ impl Worker {
             None => None,
             Some(Ok((UnitMatch::Found(tu), _))) => Some(tu),
             Some(Ok((UnitMatch::NotLinked, exe))) => {
+                let why = self
+                    .program
+                    .as_ref()
+                    .and_then(|p| p.why_not_linked(file))
+                    .map(|why| format!(". {why}"))
+                    .unwrap_or_default();
                 self.fail(format!(
-                    "{} is not linked into the running program ({exe}); nothing was swapped",
+                    "{} is not linked into the running program ({exe}); nothing was swapped{why}",
                     file.display()
                 ));
                 return Err(());
