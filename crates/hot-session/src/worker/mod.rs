@@ -247,13 +247,14 @@ impl Worker {
 
     /// A failure without a source line: a message, and the status says it too.
     fn fail(&self, text: String) {
-        self.message(Severity::Error, text.clone());
+        // The status first: whoever reacts to the message may read the status at once.
         let state = if self.program.is_some() {
             State::Running
         } else {
             State::Failed
         };
-        self.set_state(state, Some(text));
+        self.set_state(state, Some(text.clone()));
+        self.message(Severity::Error, text);
     }
 
     fn reload_config(&mut self) {
