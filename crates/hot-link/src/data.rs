@@ -86,7 +86,12 @@ impl Link<'_> {
             let sym_offset = self.info.symbol_offset(sym);
             let our_size = if s.size != 0 { s.size } else { a.size };
             let found = if !local {
-                Ok(self.index.exe_global(&name))
+                Ok(crate::resolve::exe_definition(
+                    self.model,
+                    self.index,
+                    Some(self.unit),
+                    &name,
+                ))
             } else if let Some(tu) = self.unit.tu {
                 self.find_local(tu, atom, sym, &local_counts)
             } else {
@@ -288,6 +293,7 @@ impl Link<'_> {
             ),
             symbol: Some(name.to_string()),
             line,
+            severity: crate::NoteSeverity::Warning,
         });
     }
 
@@ -347,6 +353,7 @@ impl Link<'_> {
         };
         self.alloc.add_new_variable(key, NewVariable { addr, size });
         self.bound.insert(atom, addr);
+        self.fresh_data.insert(atom);
         self.data_writes.push(atom);
         if a.kind != AtomKind::Text {
             self.patch.added.push(name);

@@ -104,6 +104,7 @@ impl Program {
             baseline,
             unit: UnitRef {
                 tu: self.tu,
+                compile_unit: None,
                 source: "prog.c".into(),
             },
         })
@@ -800,18 +801,20 @@ fn named_read_only_data_is_updated_in_place_or_refused_when_resized() {
     let patch = p
         .link(&obj, Some(&p.v1))
         .unwrap_or_else(|e| panic!("{e:#?}"));
+    // The program can read `limits` now: the update belongs to the atomic commit (written
+    // with every thread stopped, checked against what is there), not to the arena writes.
+    assert!(
+        !patch.writes.iter().any(|w| w.addr.0 == limits),
+        "an in-place update went out with the arena writes"
+    );
     let w = patch
-        .writes
+        .in_place
         .iter()
         .find(|w| w.addr.0 == limits)
         .expect("limits rewritten in place");
-    assert_eq!(
-        w.bytes,
-        [1i32, 2, 4]
-            .iter()
-            .flat_map(|v| v.to_le_bytes())
-            .collect::<Vec<_>>()
-    );
+    let ints = |v: &[i32]| v.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<_>>();
+    assert_eq!(w.bytes, ints(&[1, 2, 4]));
+    assert_eq!(w.expected, ints(&[1, 2, 3]));
     assert!(
         patch.entries.is_empty(),
         "no function changed: {:?}",

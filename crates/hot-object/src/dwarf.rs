@@ -683,10 +683,21 @@ pub(crate) fn read_image_dwarf(
         let Some(name) = unit.name.as_ref().map(reader_string) else {
             continue;
         };
+        // Address ranges only tell which unit defined a symbol; a unit whose ranges cannot
+        // be read simply claims none.
+        let mut ranges = Vec::new();
+        if let Ok(mut iter) = dwarf.unit_ranges(&unit) {
+            while let Ok(Some(r)) = iter.next() {
+                if r.begin < r.end {
+                    ranges.push((r.begin, r.end));
+                }
+            }
+        }
         out.push(CompileUnit {
             name,
             comp_dir: unit.comp_dir.as_ref().map(reader_string),
             producer,
+            ranges,
         });
     }
     Ok(())
