@@ -353,7 +353,10 @@ pub(crate) fn unit_defines(model: &ImageModel, unit: &UnitRef, vaddr: u64) -> Op
 }
 
 /// The executable's definition of the global (or hidden) name `name`: an ordinary global,
-/// else a hidden global ld made local, preferring the one `unit` defined.
+/// else a hidden global ld made local (preferring the one `unit` defined), else — for a
+/// definition of `unit` itself — a local of `unit`'s own `STT_FILE` group (a function that
+/// was `static` in the running program, or a hidden one an ld kept in its file's group).
+/// Never another file's static: that is a different object that happens to share the name.
 pub(crate) fn exe_definition(
     model: &ImageModel,
     index: &ImageIndex,
@@ -363,13 +366,13 @@ pub(crate) fn exe_definition(
     if let Some(r) = index.exe_global(name) {
         return Some(r);
     }
-    match unit {
-        Some(unit) => {
-            let prefer = |vaddr: u64| unit_defines(model, unit, vaddr) == Some(true);
-            index.exe_hidden(model, name, Some(&prefer))
-        }
-        None => index.exe_hidden(model, name, None),
-    }
+    let Some(unit) = unit else {
+        return index.exe_hidden(model, name, None);
+    };
+    let prefer = |vaddr: u64| unit_defines(model, unit, vaddr) == Some(true);
+    index
+        .exe_hidden(model, name, Some(&prefer))
+        .or_else(|| unit.tu.and_then(|tu| index.exe_local(tu, name)))
 }
 
 /// Find the existing stable entry of the function `name` defined by `sym` in the object.
@@ -401,7 +404,7 @@ pub(crate) fn existing_entry(
 /// Whether the object's weak definition `sym` is the one the running program uses, given
 /// the image's definition `image` of the same name. A weak default overridden by a strong
 /// definition in another file is not: the override must never be redirected to it. The
-/// unit's code ranges decide; without them, an image definition that is strong while the
+/// unit's code ranges decide; without them, an image definition that is not weak while the
 /// object's is weak is taken to be an override.
 pub(crate) fn weak_definition_in_use(
     model: &ImageModel,
@@ -416,7 +419,8 @@ pub(crate) fn weak_definition_in_use(
     let image_sym = image.get(model);
     match unit_defines(model, unit, image_sym.vaddr) {
         Some(ours) => ours,
-        None => image_sym.binding != Binding::Global,
+        // A strong definition (GLOBAL, or a hidden one ld made LOCAL) beats a weak one.
+        None => image_sym.binding == Binding::Weak,
     }
 }
 
