@@ -587,21 +587,32 @@ fn break_on_probe(f: &mut Fixture) {
 fn a_swap_refused_at_apply_time_leaves_const_data_untouched() {
     let mut f = Fixture::launch("visibility");
     f.wait_output("table=20");
-    break_on_probe(&mut f);
-    // One save: the const table changes in place and probe's entry must be redirected.
+    // A const table the program reads is updated in place, with the threads stopped.
     f.edit("util.c", "{10, 20, 30, 40}", "{10, 25, 30, 40}");
+    f.save("util.c");
+    let swap = f.wait_swap();
+    assert!(swap.swapped.is_empty() && swap.added.is_empty(), "{swap:?}");
+    f.wait_output("table=25 ");
+    break_on_probe(&mut f);
+    // The next save changes the table again and must redirect probe's entry, which now
+    // holds the breakpoint: refused at apply time, so the table must not change either.
+    f.edit("util.c", "{10, 25, 30, 40}", "{10, 99, 30, 40}");
     f.edit("util.c", "return x + 1;", "return x + 2;");
     f.save("util.c");
     let error = f.wait_message(Severity::Error);
     assert!(error.contains("probe"), "{error}");
-    assert!(
-        !f.log.iter().any(|e| matches!(e, SessionEvent::Swap(_))),
-        "something was swapped"
+    assert_eq!(
+        f.log
+            .iter()
+            .filter(|e| matches!(e, SessionEvent::Swap(_)))
+            .count(),
+        1,
+        "the refused save swapped something"
     );
     f.fresh_output.clear();
     for l in f.next_lines(5) {
         assert!(
-            l.contains("table=20 "),
+            l.contains("table=25 "),
             "the refused swap changed the table: {l}"
         );
     }
