@@ -8,7 +8,10 @@
 //!   initialised from the object with their relocations applied, and keep their address.
 //! - Named read-only objects that exist in the image keep their address and are updated in
 //!   place when their contents changed and their size did not. New ones are allocated once
-//!   in the code arena (read + execute, so they stay read-only).
+//!   in the code arena (read + execute, so they stay read-only). The program can already
+//!   read an existing one (or one an earlier patch added), so its update is a commit write
+//!   ([`crate::Patch::in_place`]) with the bytes it holds now as `expected`, not an arena
+//!   write: written with every thread stopped, rolled back on failure, reverted by undo.
 //! - Thread-locals bind to the executable's TLS layout; new ones cannot be added.
 
 use std::collections::HashMap;

@@ -30,7 +30,17 @@
 //! allocated (arena cursors, stubs of new functions, new variables, GOT slots, call stubs,
 //! entry jumps). The session applies the patch to the process and then calls
 //! [`Linker::commit`], which makes that state the base of the next link; a patch that was not
-//! applied is simply dropped. [`Linker::revert_last`] points the entries back (undo).
+//! applied is simply dropped. [`Linker::revert_last`] points the entries back and restores
+//! read-only objects updated in place (undo).
+//!
+//! # Which definition a name binds to
+//!
+//! A global name of the object binds to the executable's global of that name, else to a
+//! hidden global ld turned into a local (the nameless `STT_FILE` group), preferring the one
+//! in the replaced unit's code ranges. A weak definition of the object is redirected only if
+//! it is the definition the running program uses (its address lies in the unit's DWARF
+//! ranges); a weak default overridden by a strong definition in another file binds its
+//! references to the override and gets a `weak-overridden` note instead.
 
 mod data;
 mod entry;

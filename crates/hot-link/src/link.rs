@@ -532,7 +532,12 @@ impl<'a> Link<'a> {
             put(v, exe.bias.wrapping_add(addend as u64));
         }
         for slot in &image.got_slots {
-            if slot.vaddr.saturating_add(8) <= vaddr || slot.vaddr >= end {
+            // Words the dynamic linker filled with a symbol's address (`R_X86_64_64`, and
+            // `GLOB_DAT` for good measure); a `COPY` target is a variable, not a pointer.
+            if !matches!(slot.kind, GotSlotKind::Abs64 | GotSlotKind::GlobDat)
+                || slot.vaddr.saturating_add(8) <= vaddr
+                || slot.vaddr >= end
+            {
                 continue;
             }
             let value = if let Some(r) =
