@@ -387,7 +387,15 @@ pub(crate) fn existing_entry(
 ) -> Option<StableEntry> {
     let s = obj.symbol(sym);
     let image = if s.binding == Binding::Local {
-        unit.tu.and_then(|tu| index.exe_local(tu, name))
+        unit.tu
+            .and_then(|tu| index.exe_local(tu, name))
+            .or_else(|| {
+                // A global (or hidden) function of this file in the running program, made
+                // `static` by the edit: still this file's function if its code lies in the
+                // unit's ranges.
+                exe_definition(model, index, Some(unit), name)
+                    .filter(|r| unit_defines(model, unit, r.get(model).vaddr) == Some(true))
+            })
     } else {
         exe_definition(model, index, Some(unit), name)
     };

@@ -219,6 +219,25 @@ fn hidden_functions_resolve_and_swap_like_globals() {
             patch.entries
         );
 
+        // Made `static` by the edit, it is still b.c's function (its code lies in b.c).
+        let b3 = HIDDEN_B.replace(
+            "__attribute__((visibility(\"hidden\"))) int helper",
+            "__attribute__((used)) static int helper",
+        );
+        assert_ne!(b3, HIDDEN_B);
+        let b3 = b3.replace("x * 2", "x * 30");
+        let obj = p.compile("b3", "b.c", &b3);
+        let patch = p.link("b.c", &obj);
+        assert_eq!(
+            patch.swapped,
+            vec!["helper".to_string()],
+            "{flags:?} {patch:#?}"
+        );
+        assert!(
+            patch.entries.iter().any(|e| e.addr.0 == helper),
+            "{patch:#?}"
+        );
+
         // Editing c.c's static helper redirects the static, never b.c's hidden one.
         let c2 = HIDDEN_C.replace("x * 3", "x * 30");
         let obj = p.compile("c2", "c.c", &c2);
