@@ -526,6 +526,7 @@ fn cpp_member_function_template_and_string() {
 
 #[test]
 fn new_code_calls_a_hidden_function_of_another_file() {
+    // util.c's helper (x * 2), not strong.c's static helper (x + 1000).
     check_edit(
         "visibility",
         "main.c",
@@ -559,7 +560,7 @@ fn an_overridden_weak_default_is_not_swapped_and_the_override_is() {
         "hook=2 ",
     );
     assert!(found.message.contains("strong.c"), "{found:?}");
-    f.edit("strong.c", "return 2;", "return 20;");
+    f.edit("strong.c", "helper(2)", "helper(20)");
     f.save("strong.c");
     let swap = f.wait_swap();
     assert_eq!(swap.swapped, vec!["hook".to_string()], "{swap:?}");
