@@ -163,6 +163,7 @@ fn main() {
             baseline: Some(&base),
             unit: UnitRef {
                 tu: Some(TranslationUnitId(0)),
+                compile_unit: None,
                 source: "edit.c".into(),
             },
         };

@@ -8,7 +8,10 @@
 //!   initialised from the object with their relocations applied, and keep their address.
 //! - Named read-only objects that exist in the image keep their address and are updated in
 //!   place when their contents changed and their size did not. New ones are allocated once
-//!   in the code arena (read + execute, so they stay read-only).
+//!   in the code arena (read + execute, so they stay read-only). The program can already
+//!   read an existing one (or one an earlier patch added), so its update is a commit write
+//!   ([`crate::Patch::in_place`]) with the bytes it holds now as `expected`, not an arena
+//!   write: written with every thread stopped, rolled back on failure, reverted by undo.
 //! - Thread-locals bind to the executable's TLS layout; new ones cannot be added.
 
 use std::collections::HashMap;
@@ -86,7 +89,12 @@ impl Link<'_> {
             let sym_offset = self.info.symbol_offset(sym);
             let our_size = if s.size != 0 { s.size } else { a.size };
             let found = if !local {
-                Ok(self.index.exe_global(&name))
+                Ok(crate::resolve::exe_definition(
+                    self.model,
+                    self.index,
+                    Some(self.unit),
+                    &name,
+                ))
             } else if let Some(tu) = self.unit.tu {
                 self.find_local(tu, atom, sym, &local_counts)
             } else {
@@ -288,6 +296,7 @@ impl Link<'_> {
             ),
             symbol: Some(name.to_string()),
             line,
+            severity: crate::NoteSeverity::Warning,
         });
     }
 
@@ -347,6 +356,7 @@ impl Link<'_> {
         };
         self.alloc.add_new_variable(key, NewVariable { addr, size });
         self.bound.insert(atom, addr);
+        self.fresh_data.insert(atom);
         self.data_writes.push(atom);
         if a.kind != AtomKind::Text {
             self.patch.added.push(name);

@@ -5,6 +5,14 @@
 //! library in load order (default versions only). Locals of the executable are found by
 //! translation unit (`STT_FILE` group) and name; function-local statics (`calls.0`) by the
 //! name with its numeric suffix stripped, because that suffix changes between compiles.
+//!
+//! Hidden and internal globals (`-fvisibility=hidden`, `__attribute__((visibility))`) are
+//! still globals of their file, but ld may turn them into LOCAL symbols of the executable,
+//! listed after a nameless `STT_FILE` at the end of `.symtab` (gcc 12 + ld 2.40 does so in a
+//! PIE for hidden functions called from another file; hidden data and non-PIE executables
+//! keep them GLOBAL with hidden `st_other`). Those forced locals are found by name like
+//! globals ([`ImageIndex::exe_hidden`]), never mixed up with a file's own statics of the same
+//! name, which sit in that file's named group.
 
 use std::collections::HashMap;
 
@@ -69,6 +77,9 @@ struct Extent {
 #[derive(Debug, Default)]
 pub(crate) struct ImageIndex {
     exe_globals: HashMap<String, u32>,
+    /// Hidden globals ld made local: locals of the nameless `STT_FILE` group, by name
+    /// (several only when hidden definitions of one name came from different inputs).
+    exe_hidden: HashMap<String, Vec<u32>>,
     exe_locals: HashMap<(TranslationUnitId, String), u32>,
     /// Locals by name with the numeric suffix stripped (`calls.0` -> `calls`), for
     /// function-local statics.
@@ -125,6 +136,27 @@ impl ImageIndex {
             match sym.binding {
                 Binding::Local => {
                     if let Some(tu) = sym.tu {
+                        let nameless = exe
+                            .translation_units
+                            .get(tu.0 as usize)
+                            .is_some_and(|n| n.is_empty());
+                        if nameless
+                            && matches!(
+                                sym.kind,
+                                SymbolKind::Function
+                                    | SymbolKind::Object
+                                    | SymbolKind::Tls
+                                    | SymbolKind::Ifunc
+                            )
+                        {
+                            // The group also holds ld's own `_DYNAMIC` and
+                            // `_GLOBAL_OFFSET_TABLE_`; harmless, as lookups are by name.
+                            index
+                                .exe_hidden
+                                .entry(sym.name.clone())
+                                .or_default()
+                                .push(i);
+                        }
                         index.exe_locals.entry((tu, sym.name.clone())).or_insert(i);
                         let stripped = strip_numeric_suffix(&sym.name);
                         if stripped.len() != sym.name.len() {
@@ -225,6 +257,28 @@ impl ImageIndex {
             module: ModuleId::Exe,
             index,
         })
+    }
+
+    /// A hidden global of the executable that ld made local (see the module docs): with
+    /// several of that name, the one in `prefer` (the unit being replaced: its DWARF code
+    /// ranges) wins, else the first.
+    pub(crate) fn exe_hidden(
+        &self,
+        model: &ImageModel,
+        name: &str,
+        prefer: Option<&dyn Fn(u64) -> bool>,
+    ) -> Option<ImageSymRef> {
+        let list = self.exe_hidden.get(name)?;
+        let refs = list.iter().map(|&index| ImageSymRef {
+            module: ModuleId::Exe,
+            index,
+        });
+        if let (Some(prefer), true) = (prefer, list.len() > 1) {
+            if let Some(r) = refs.clone().find(|r| prefer(r.get(model).vaddr)) {
+                return Some(r);
+            }
+        }
+        refs.into_iter().next()
     }
 
     /// A local symbol of the executable's translation unit `tu`, by exact name.

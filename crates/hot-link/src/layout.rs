@@ -1,6 +1,8 @@
 //! Arena layout and the linker's persistent state: bump allocation with alignment in the code
 //! and data arenas, stubs and GOT slots allocated once, stable entries of new functions,
-//! addresses of new variables, and the jump each redirected entry holds now.
+//! addresses of new variables, the jump each redirected entry holds now, and the bytes each
+//! named read-only object holds after hot-lsp wrote it (so an in-place update knows what to
+//! expect there, and undo what to put back).
 //!
 //! A link never mutates [`LinkState`]: it records everything it allocates in a
 //! [`StateDelta`] carried by the [`crate::Patch`], and [`LinkState::apply`] adopts it at
@@ -74,6 +76,20 @@ pub(crate) struct LinkState {
     claimed_fill: Vec<Range<u64>>,
     /// Function-local statics bound to the image, by unit and match name (`tick/calls`).
     bound_statics: HashMap<SymKey, ImageSymRef>,
+    /// Named read-only objects hot-lsp wrote (added, or updated in place), by address: the
+    /// bytes they hold now.
+    read_only: HashMap<RuntimeAddr, Vec<u8>>,
+}
+
+/// One write of a named read-only object by a patch.
+#[derive(Clone, Debug)]
+pub(crate) struct ReadOnlyWrite {
+    pub addr: RuntimeAddr,
+    /// What was there before (`None` for a new object: nothing could read it yet).
+    pub before: Option<Vec<u8>>,
+    pub after: Vec<u8>,
+    /// The object's name, for messages.
+    pub name: String,
 }
 
 /// What one link allocated and redirected; adopted by [`LinkState::apply`].
@@ -88,13 +104,16 @@ pub(crate) struct StateDelta {
     redirects: Vec<(RuntimeAddr, Redirect)>,
     claimed_fill: Vec<Range<u64>>,
     bound_statics: HashMap<SymKey, ImageSymRef>,
+    read_only: Vec<ReadOnlyWrite>,
 }
 
-/// The entry states one committed patch replaced, for revert.
+/// The entry states and read-only contents one committed patch replaced, for revert.
 #[derive(Clone, Debug)]
 pub(crate) struct RevertRecord {
     /// (entry, state before the patch, state the patch set), in patch order.
     entries: Vec<(RuntimeAddr, Option<Redirect>, Redirect)>,
+    /// In-place updates of read-only objects (those with `before`).
+    read_only: Vec<ReadOnlyWrite>,
 }
 
 /// Test hook: force the address of atoms, as GNU ld placed them, and optionally leave
@@ -134,6 +153,7 @@ impl LinkState {
             redirects: HashMap::new(),
             claimed_fill: Vec::new(),
             bound_statics: HashMap::new(),
+            read_only: HashMap::new(),
         }
     }
 
@@ -161,13 +181,25 @@ impl LinkState {
             let previous = self.redirects.insert(*entry, redirect.clone());
             entries.push((*entry, previous, redirect.clone()));
         }
-        RevertRecord { entries }
+        let mut read_only = Vec::new();
+        for write in &delta.read_only {
+            self.read_only.insert(write.addr, write.after.clone());
+            if write.before.is_some() {
+                read_only.push(write.clone());
+            }
+        }
+        RevertRecord { entries, read_only }
     }
 
     /// Point the entries of a reverted patch back where they were; returns the writes that
     /// do the same in the process, in the order to apply them.
     pub(crate) fn revert(&mut self, record: RevertRecord) -> Vec<EntryWrite> {
         let writes = revert_writes(&record);
+        for write in record.read_only.iter().rev() {
+            if let Some(before) = &write.before {
+                self.read_only.insert(write.addr, before.clone());
+            }
+        }
         for (entry, previous, _) in record.entries.into_iter().rev() {
             match previous {
                 Some(prev) => {
@@ -214,6 +246,18 @@ pub(crate) fn revert_writes(record: &RevertRecord) -> Vec<EntryWrite> {
                     });
                 }
             }
+        }
+    }
+    // Read-only objects back to the bytes they held before (with the entries already
+    // pointing at the old bodies, nothing new reads them any more).
+    for write in record.read_only.iter().rev() {
+        if let Some(before) = &write.before {
+            writes.push(EntryWrite {
+                addr: write.addr,
+                expected: write.after.clone(),
+                bytes: before.clone(),
+                function: write.name.clone(),
+            });
         }
     }
     writes
@@ -338,6 +382,15 @@ impl<'s> Allocator<'s> {
 
     pub(crate) fn add_bound_static(&mut self, key: SymKey, sym: ImageSymRef) {
         self.delta.bound_statics.insert(key, sym);
+    }
+
+    /// The bytes hot-lsp last wrote to the read-only object at `addr`, if it wrote any.
+    pub(crate) fn read_only_contents(&self, addr: RuntimeAddr) -> Option<&[u8]> {
+        self.state.read_only.get(&addr).map(Vec::as_slice)
+    }
+
+    pub(crate) fn record_read_only(&mut self, write: ReadOnlyWrite) {
+        self.delta.read_only.push(write);
     }
 
     pub(crate) fn claim_fill(&mut self, range: Range<u64>) {

@@ -30,7 +30,17 @@
 //! allocated (arena cursors, stubs of new functions, new variables, GOT slots, call stubs,
 //! entry jumps). The session applies the patch to the process and then calls
 //! [`Linker::commit`], which makes that state the base of the next link; a patch that was not
-//! applied is simply dropped. [`Linker::revert_last`] points the entries back (undo).
+//! applied is simply dropped. [`Linker::revert_last`] points the entries back and restores
+//! read-only objects updated in place (undo).
+//!
+//! # Which definition a name binds to
+//!
+//! A global name of the object binds to the executable's global of that name, else to a
+//! hidden global ld turned into a local (the nameless `STT_FILE` group), preferring the one
+//! in the replaced unit's code ranges. A weak definition of the object is redirected only if
+//! it is the definition the running program uses (its address lies in the unit's DWARF
+//! ranges); a weak default overridden by a strong definition in another file binds its
+//! references to the override and gets a `weak-overridden` note instead.
 
 mod data;
 mod entry;
@@ -89,6 +99,11 @@ pub struct Arenas {
 pub struct UnitRef {
     /// The `STT_FILE` group of the image, if the unit was found there.
     pub tu: Option<TranslationUnitId>,
+    /// The DWARF compile unit of the image for this file (index into the executable's
+    /// `compile_units`), if known: its code ranges tell which definition of a global name
+    /// this file made (a weak default overridden elsewhere is not the one in use; of two
+    /// hidden definitions of one name, this file's is preferred).
+    pub compile_unit: Option<usize>,
     /// The source file, for messages.
     pub source: String,
 }
@@ -106,8 +121,8 @@ pub struct LinkRequest<'a> {
     pub unit: UnitRef,
 }
 
-/// A write of bytes that are not reachable yet (arena contents, GOT slots, new variables) or
-/// an in-place update of a named read-only object.
+/// A write of bytes that are not reachable yet (arena contents, GOT slots, new variables);
+/// see [`Patch::in_place`] for updates of what the program can already read.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PatchWrite {
     /// Where the bytes go.
@@ -129,7 +144,8 @@ pub struct EntryWrite {
     pub expected: Vec<u8>,
     /// The jump to write.
     pub bytes: Vec<u8>,
-    /// The function whose entry this is.
+    /// The function whose entry this is; for an in-place update of read-only data
+    /// ([`Patch::in_place`]), the object's name.
     pub function: String,
 }
 
@@ -157,6 +173,17 @@ pub struct LinkNote {
     pub symbol: Option<String>,
     /// Where in the new object's source, when known.
     pub line: Option<SourceLine>,
+    /// How the session presents it.
+    pub severity: NoteSeverity,
+}
+
+/// How serious a [`LinkNote`] is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NoteSeverity {
+    /// Something did not take effect as the user may expect (an initializer not applied).
+    Warning,
+    /// How the program binds an edit, for information (an overridden weak default).
+    Information,
 }
 
 /// A computed patch. Nothing of it has been written yet.
@@ -170,6 +197,12 @@ pub struct Patch {
     /// short-jump form, the 5-byte jump into the padding comes before the 2-byte jump at the
     /// entry that reaches it).
     pub entries: Vec<EntryWrite>,
+    /// In-place updates of named read-only objects the program can already read (a `const`
+    /// global or vtable of the image, or one an earlier patch added): part of the atomic
+    /// commit like the entries — written while every thread is stopped, each checked against
+    /// `expected` (the bytes the image or the last patch left there), restored if a later
+    /// write fails, and reverted by undo ([`Linker::revert_plan`]).
+    pub in_place: Vec<EntryWrite>,
     /// Ranges no thread may be stopped strictly inside while the entries are written.
     pub protected: Vec<Range<RuntimeAddr>>,
     /// Functions whose body changed and whose entry is redirected.
@@ -188,7 +221,10 @@ pub struct Patch {
 impl Patch {
     /// Nothing to write: the object did not change anything the process runs.
     pub fn is_empty(&self) -> bool {
-        self.writes.is_empty() && self.entries.is_empty() && self.slot_copies.is_empty()
+        self.writes.is_empty()
+            && self.entries.is_empty()
+            && self.in_place.is_empty()
+            && self.slot_copies.is_empty()
     }
 }
 
@@ -351,7 +387,8 @@ impl Linker {
     }
 
     /// Undo the effect of the last committed patch on the linker's view (entries point back
-    /// to the previous bodies). Returns the entry writes that revert it in the process.
+    /// to the previous bodies, read-only objects updated in place get their previous bytes).
+    /// Returns the writes that revert it in the process (each with its `expected` bytes).
     ///
     /// Arena space, GOT slots, stubs and new variables stay allocated: an old body may still
     /// be running, and a new variable keeps its address (and value) for the next swap.

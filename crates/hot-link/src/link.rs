@@ -21,15 +21,15 @@ use hot_object::{
 };
 
 use crate::image::{ImageIndex, Vaddr};
-use crate::layout::{Allocator, ArenaKind, Placement, Redirect, SlotContent};
+use crate::layout::{Allocator, ArenaKind, Placement, ReadOnlyWrite, Redirect, SlotContent};
 use crate::resolve::{
-    existing_entry, lookup_external, sym_key, AtomRole, External, ObjectInfo, StableEntry,
-    TargetClass,
+    existing_entry, lookup_external, sym_key, weak_definition_in_use, AtomRole, External,
+    ObjectInfo, StableEntry, TargetClass,
 };
 use crate::x86_64::{self, store, ApplyError, Field};
 use crate::{
-    entry, ImageModel, LinkError, LinkErrorCode, LinkRequest, Linker, Patch, PatchWrite,
-    RuntimeAddr, SlotCopy, UnitRef,
+    entry, EntryWrite, ImageModel, LinkError, LinkErrorCode, LinkNote, LinkRequest, Linker,
+    NoteSeverity, Patch, PatchWrite, RuntimeAddr, SlotCopy, UnitRef,
 };
 
 /// Why one relocation failed: code and a description (completed with context by
@@ -72,6 +72,12 @@ pub(crate) struct Link<'a> {
     pub entries: HashMap<AtomId, StableEntry>,
     /// New functions whose stub this link allocates.
     pub new_stubs: HashSet<AtomId>,
+    /// Weak definitions of the object that a strong definition in another file overrides
+    /// in the running program: references reach the override, and their own entry (the
+    /// override's) is never redirected.
+    pub overridden: HashSet<AtomId>,
+    /// Bound data atoms allocated by this link (unreachable until its entries are written).
+    pub fresh_data: HashSet<AtomId>,
 }
 
 pub(crate) fn link(
@@ -104,6 +110,8 @@ pub(crate) fn link(
         data_writes: Vec::new(),
         entries: HashMap::new(),
         new_stubs: HashSet::new(),
+        overridden: HashSet::new(),
+        fresh_data: HashSet::new(),
     };
     if request.object.machine != hot_object::Machine::X86_64 {
         cx.error(
@@ -265,6 +273,17 @@ impl<'a> Link<'a> {
                 .baseline_match
                 .as_ref()
                 .is_none_or(|map| map.get(&atom).is_none_or(|m| m.1));
+            if let Some(StableEntry::Image(r)) = existing {
+                if !weak_definition_in_use(self.model, self.info.obj, sym, r, self.unit) {
+                    // Calls to the name reach the override, as in the running program.
+                    self.entries.insert(atom, StableEntry::Image(r));
+                    self.overridden.insert(atom);
+                    if differs {
+                        self.note_overridden_weak(name, r, atom);
+                    }
+                    continue;
+                }
+            }
             match existing {
                 Some(e) => {
                     self.entries.insert(atom, e);
@@ -280,6 +299,28 @@ impl<'a> Link<'a> {
             }
         }
         changed
+    }
+
+    /// Tell the user once per save that an edited weak default is not what runs.
+    fn note_overridden_weak(&mut self, name: &str, r: crate::image::ImageSymRef, atom: AtomId) {
+        let image = &self.model.exe.image;
+        let vaddr = r.get(self.model).vaddr;
+        let site = image
+            .compile_unit_at(vaddr)
+            .and_then(|cu| image.compile_units.get(cu))
+            .map(|cu| format!(" (in {})", cu.name))
+            .unwrap_or_default();
+        self.patch.notes.push(LinkNote {
+            code: "weak-overridden",
+            message: format!(
+                "`{name}` here is a weak definition, and the running program uses the strong \
+                 definition of `{name}`{site} instead: this edit is not swapped in and the \
+                 override keeps running"
+            ),
+            symbol: Some(name.to_string()),
+            line: self.atom_line(atom),
+            severity: NoteSeverity::Information,
+        });
     }
 
     /// Phase 3: everything the written atoms reach by content.
@@ -408,13 +449,111 @@ impl<'a> Link<'a> {
                 continue;
             };
             let bytes = self.apply_atom(atom, base);
-            let what = format!("data {}", self.info.atom_name(atom));
-            self.patch.writes.push(PatchWrite {
+            let name = self.info.atom_name(atom);
+            let read_only = matches!(self.info.role(atom), AtomRole::NamedReadOnly { .. });
+            if self.fresh_data.contains(&atom) {
+                // Allocated by this link: nothing can read it before the entries go live.
+                if read_only {
+                    self.alloc.record_read_only(ReadOnlyWrite {
+                        addr: base,
+                        before: None,
+                        after: bytes.clone(),
+                        name: name.clone(),
+                    });
+                }
+                self.patch.writes.push(PatchWrite {
+                    addr: base,
+                    bytes,
+                    what: format!("data {name}"),
+                });
+                continue;
+            }
+            // An object the running program can read now: updated in the atomic commit.
+            let expected = match self.alloc.read_only_contents(base) {
+                Some(b) => Some(b.to_vec()),
+                None => self.image_contents(base, bytes.len()),
+            };
+            let Some(expected) = expected else {
+                self.error(
+                    LinkErrorCode::UnsupportedRelocation,
+                    format!(
+                        "cannot tell what `{name}` at {base} holds in the running program (a \
+                         pointer in it is filled in by the dynamic linker from a symbol hot-lsp \
+                         cannot find), so it cannot be updated in place; restart the program"
+                    ),
+                    Some(name),
+                    Some((atom, AtomOffset(0))),
+                );
+                continue;
+            };
+            if expected == bytes {
+                continue;
+            }
+            self.alloc.record_read_only(ReadOnlyWrite {
                 addr: base,
+                before: Some(expected.clone()),
+                after: bytes.clone(),
+                name: name.clone(),
+            });
+            self.patch.in_place.push(EntryWrite {
+                addr: base,
+                expected,
                 bytes,
-                what,
+                function: name,
             });
         }
+    }
+
+    /// What `len` bytes of the executable at `addr` hold in the running program when no patch
+    /// wrote them: the file's bytes with the dynamic linker's work redone — `RELATIVE` words
+    /// are bias + addend, a word bound to a symbol holds that symbol's runtime address.
+    /// `None` when a bound symbol cannot be found (or the bytes are not in the file).
+    fn image_contents(&self, addr: RuntimeAddr, len: usize) -> Option<Vec<u8>> {
+        let exe = &self.model.exe;
+        let image = &exe.image;
+        let vaddr = addr.0.wrapping_sub(exe.bias);
+        let mut bytes = match image.section_at(vaddr) {
+            Some(sec) if sec.bytes.is_empty() => vec![0; len],
+            Some(_) => image.bytes_at(vaddr, len)?.to_vec(),
+            None => return None,
+        };
+        let end = vaddr.checked_add(len as u64)?;
+        let mut put = |at: u64, value: u64| {
+            for (i, b) in value.to_le_bytes().iter().enumerate() {
+                let p = at.wrapping_add(i as u64);
+                if p >= vaddr && p < end {
+                    bytes[(p - vaddr) as usize] = *b;
+                }
+            }
+        };
+        let relatives = &image.relative_relocs;
+        let first = relatives.partition_point(|&(v, _)| v.saturating_add(8) <= vaddr);
+        for &(v, addend) in relatives[first..].iter().take_while(|&&(v, _)| v < end) {
+            put(v, exe.bias.wrapping_add(addend as u64));
+        }
+        for slot in &image.got_slots {
+            // Words the dynamic linker filled with a symbol's address (`R_X86_64_64`, and
+            // `GLOB_DAT` for good measure); a `COPY` target is a variable, not a pointer.
+            if !matches!(slot.kind, GotSlotKind::Abs64 | GotSlotKind::GlobDat)
+                || slot.vaddr.saturating_add(8) <= vaddr
+                || slot.vaddr >= end
+            {
+                continue;
+            }
+            let value = if let Some(r) =
+                crate::resolve::exe_definition(self.model, self.index, None, &slot.symbol)
+            {
+                exe.runtime(Vaddr(r.get(self.model).vaddr)).0
+            } else {
+                let r = self.index.lib_lookup(&slot.symbol)?;
+                r.module
+                    .module(self.model)
+                    .runtime(Vaddr(r.get(self.model).vaddr))
+                    .0
+            };
+            put(slot.vaddr, value);
+        }
+        Some(bytes)
     }
 
     fn apply_atom(&mut self, atom: AtomId, base: RuntimeAddr) -> Vec<u8> {
@@ -855,6 +994,11 @@ impl<'a> Link<'a> {
             let Some(name) = self.info.function_name(atom).map(str::to_string) else {
                 continue;
             };
+            if self.overridden.contains(&atom) {
+                // Copied only because another body reaches into it: its entry is the
+                // override's, which stays as it is.
+                continue;
+            }
             let Some(&start) = self.placed.get(&atom) else {
                 continue;
             };

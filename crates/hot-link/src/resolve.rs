@@ -342,6 +342,39 @@ pub(crate) enum StableEntry {
     Stub(RuntimeAddr),
 }
 
+/// Whether the image's code at `vaddr` belongs to `unit` (by its compile unit's DWARF
+/// ranges); `None` when the image does not say.
+pub(crate) fn unit_defines(model: &ImageModel, unit: &UnitRef, vaddr: u64) -> Option<bool> {
+    let cu = model.exe.image.compile_units.get(unit.compile_unit?)?;
+    if cu.ranges.is_empty() {
+        return None;
+    }
+    Some(cu.ranges.iter().any(|&(lo, hi)| lo <= vaddr && vaddr < hi))
+}
+
+/// The executable's definition of the global (or hidden) name `name`: an ordinary global,
+/// else a hidden global ld made local (preferring the one `unit` defined), else — for a
+/// definition of `unit` itself — a local of `unit`'s own `STT_FILE` group (a function that
+/// was `static` in the running program, or a hidden one an ld kept in its file's group).
+/// Never another file's static: that is a different object that happens to share the name.
+pub(crate) fn exe_definition(
+    model: &ImageModel,
+    index: &ImageIndex,
+    unit: Option<&UnitRef>,
+    name: &str,
+) -> Option<ImageSymRef> {
+    if let Some(r) = index.exe_global(name) {
+        return Some(r);
+    }
+    let Some(unit) = unit else {
+        return index.exe_hidden(model, name, None);
+    };
+    let prefer = |vaddr: u64| unit_defines(model, unit, vaddr) == Some(true);
+    index
+        .exe_hidden(model, name, Some(&prefer))
+        .or_else(|| unit.tu.and_then(|tu| index.exe_local(tu, name)))
+}
+
 /// Find the existing stable entry of the function `name` defined by `sym` in the object.
 pub(crate) fn existing_entry(
     model: &ImageModel,
@@ -354,9 +387,17 @@ pub(crate) fn existing_entry(
 ) -> Option<StableEntry> {
     let s = obj.symbol(sym);
     let image = if s.binding == Binding::Local {
-        unit.tu.and_then(|tu| index.exe_local(tu, name))
+        unit.tu
+            .and_then(|tu| index.exe_local(tu, name))
+            .or_else(|| {
+                // A global (or hidden) function of this file in the running program, made
+                // `static` by the edit: still this file's function if its code lies in the
+                // unit's ranges.
+                exe_definition(model, index, Some(unit), name)
+                    .filter(|r| unit_defines(model, unit, r.get(model).vaddr) == Some(true))
+            })
     } else {
-        index.exe_global(name)
+        exe_definition(model, index, Some(unit), name)
     };
     if let Some(r) = image {
         if matches!(r.get(model).kind, SymbolKind::Function | SymbolKind::NoType) {
@@ -366,6 +407,29 @@ pub(crate) fn existing_entry(
     alloc
         .new_function(&sym_key(obj, sym, unit, name))
         .map(StableEntry::Stub)
+}
+
+/// Whether the object's weak definition `sym` is the one the running program uses, given
+/// the image's definition `image` of the same name. A weak default overridden by a strong
+/// definition in another file is not: the override must never be redirected to it. The
+/// unit's code ranges decide; without them, an image definition that is not weak while the
+/// object's is weak is taken to be an override.
+pub(crate) fn weak_definition_in_use(
+    model: &ImageModel,
+    obj: &Object,
+    sym: SymbolId,
+    image: ImageSymRef,
+    unit: &UnitRef,
+) -> bool {
+    if obj.symbol(sym).binding != Binding::Weak {
+        return true;
+    }
+    let image_sym = image.get(model);
+    match unit_defines(model, unit, image_sym.vaddr) {
+        Some(ours) => ours,
+        // A strong definition (GLOBAL, or a hidden one ld made LOCAL) beats a weak one.
+        None => image_sym.binding == Binding::Weak,
+    }
 }
 
 /// An undefined symbol of the object, found in the running image.
@@ -411,7 +475,7 @@ pub(crate) fn lookup_external(
     name: &str,
     weak: bool,
 ) -> External {
-    if let Some(r) = index.exe_global(name) {
+    if let Some(r) = exe_definition(model, index, None, name) {
         let sym = r.get(model);
         let addr = model.exe.runtime(Vaddr(sym.vaddr));
         return match sym.kind {

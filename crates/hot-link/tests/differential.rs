@@ -170,6 +170,7 @@ fn check_against_ld(
         baseline: None,
         unit: UnitRef {
             tu,
+            compile_unit: None,
             source: "a.c".into(),
         },
     };

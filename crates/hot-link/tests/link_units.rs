@@ -104,6 +104,7 @@ impl Program {
             baseline,
             unit: UnitRef {
                 tu: self.tu,
+                compile_unit: None,
                 source: "prog.c".into(),
             },
         })
@@ -800,18 +801,20 @@ fn named_read_only_data_is_updated_in_place_or_refused_when_resized() {
     let patch = p
         .link(&obj, Some(&p.v1))
         .unwrap_or_else(|e| panic!("{e:#?}"));
+    // The program can read `limits` now: the update belongs to the atomic commit (written
+    // with every thread stopped, checked against what is there), not to the arena writes.
+    assert!(
+        !patch.writes.iter().any(|w| w.addr.0 == limits),
+        "an in-place update went out with the arena writes"
+    );
     let w = patch
-        .writes
+        .in_place
         .iter()
         .find(|w| w.addr.0 == limits)
         .expect("limits rewritten in place");
-    assert_eq!(
-        w.bytes,
-        [1i32, 2, 4]
-            .iter()
-            .flat_map(|v| v.to_le_bytes())
-            .collect::<Vec<_>>()
-    );
+    let ints = |v: &[i32]| v.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<_>>();
+    assert_eq!(w.bytes, ints(&[1, 2, 4]));
+    assert_eq!(w.expected, ints(&[1, 2, 3]));
     assert!(
         patch.entries.is_empty(),
         "no function changed: {:?}",
@@ -1066,4 +1069,47 @@ fn entries_shared_by_identical_code_folding_move_only_together() {
         .unwrap_or_else(|e| panic!("{e:#?}"));
     assert_eq!(patch.entries.len(), 1, "{:#?}", patch.entries);
     assert_eq!(patch.entries[0].addr.0, p.exe_symbol("add_a"));
+}
+
+const POINTER_TABLE: &str = r#"
+extern int ext_fn(int);
+__attribute__((noinline)) int local_fn(int x) { return x * 3; }
+int (*const table[2])(int) = {ext_fn, local_fn};
+int main(void) { return table[0](1) + table[1](2); }
+"#;
+
+#[test]
+fn a_const_table_of_pointers_expects_what_the_dynamic_linker_put_there() {
+    // What the table holds at run time: the library's function (a symbol the dynamic linker
+    // resolved) and the executable's own function moved by the load bias.
+    let p = program_linked_with(
+        POINTER_TABLE,
+        &["-O0", "-fPIE"],
+        &["ext.c"],
+        vec![],
+        arenas_below_image(),
+    );
+    let lib = &p.linker.image().libs[0];
+    let ext_fn = lib
+        .image
+        .symbols
+        .iter()
+        .find(|s| s.name == "ext_fn" && s.dynamic)
+        .map(|s| s.vaddr + lib.bias)
+        .expect("ext_fn");
+    let local_fn = p.exe_symbol("local_fn");
+    let table = p.exe_symbol("table");
+    let v2 = POINTER_TABLE.replace("{ext_fn, local_fn}", "{local_fn, ext_fn}");
+    let obj = p.compile("v2", &v2, &["-O0", "-fPIE", "-mno-direct-extern-access"]);
+    let patch = p
+        .link(&obj, Some(&p.v1))
+        .unwrap_or_else(|e| panic!("{e:#?}"));
+    let w = patch
+        .in_place
+        .iter()
+        .find(|w| w.addr.0 == table)
+        .unwrap_or_else(|| panic!("table not updated in place: {patch:#?}"));
+    let words = |v: &[u64]| v.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<_>>();
+    assert_eq!(w.expected, words(&[ext_fn, local_fn]));
+    assert_eq!(w.bytes, words(&[local_fn, ext_fn]));
 }

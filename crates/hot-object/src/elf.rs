@@ -504,6 +504,8 @@ fn dynamic_reloc_kind(machine: Machine, r_type: u32) -> Option<DynRelocKind> {
         (Machine::X86_64, elf::R_X86_64_COPY) => Slot(GotSlotKind::Copy),
         (Machine::X86_64, elf::R_X86_64_64) => Slot(GotSlotKind::Abs64),
         (Machine::X86_64, elf::R_X86_64_IRELATIVE) => Irelative,
+        (Machine::X86_64, elf::R_X86_64_RELATIVE) => Relative,
+        (Machine::Aarch64, elf::R_AARCH64_RELATIVE) => Relative,
         (Machine::Aarch64, elf::R_AARCH64_JUMP_SLOT) => Slot(GotSlotKind::JumpSlot),
         (Machine::Aarch64, elf::R_AARCH64_GLOB_DAT) => Slot(GotSlotKind::GlobDat),
         (Machine::Aarch64, elf::R_AARCH64_COPY) => Slot(GotSlotKind::Copy),
@@ -517,6 +519,7 @@ fn dynamic_reloc_kind(machine: Machine, r_type: u32) -> Option<DynRelocKind> {
 enum DynRelocKind {
     Slot(GotSlotKind),
     Irelative,
+    Relative,
 }
 
 pub(crate) fn parse_linked(path: &Path, bytes: &[u8]) -> Result<LinkedImage, ObjectError> {
@@ -654,6 +657,7 @@ pub(crate) fn parse_linked(path: &Path, bytes: &[u8]) -> Result<LinkedImage, Obj
     // not the loader's work.
     let mut got_slots = Vec::new();
     let mut irelative_slots = Vec::new();
+    let mut relative_relocs = Vec::new();
     for shdr in sections.iter() {
         if shdr.sh_type(endian) != elf::SHT_RELA || shdr.sh_flags(endian).0 & elf::SHF_ALLOC.0 == 0
         {
@@ -676,6 +680,7 @@ pub(crate) fn parse_linked(path: &Path, bytes: &[u8]) -> Result<LinkedImage, Obj
                     vaddr,
                     resolver_vaddr: rela.r_addend(endian) as u64,
                 }),
+                DynRelocKind::Relative => relative_relocs.push((vaddr, rela.r_addend(endian))),
                 DynRelocKind::Slot(kind) => {
                     let sym = rela.r_sym(endian, false) as usize;
                     if sym == 0 || !uses_dynsym {
@@ -741,6 +746,7 @@ pub(crate) fn parse_linked(path: &Path, bytes: &[u8]) -> Result<LinkedImage, Obj
     }
     local_static_scopes.sort();
     local_static_scopes.dedup_by(|a, b| a.0 == b.0);
+    relative_relocs.sort_unstable();
 
     Ok(LinkedImage {
         build_id,
@@ -758,6 +764,7 @@ pub(crate) fn parse_linked(path: &Path, bytes: &[u8]) -> Result<LinkedImage, Obj
         has_symtab,
         warnings,
         local_static_scopes,
+        relative_relocs,
     })
 }
 

@@ -78,7 +78,8 @@ pub struct CompileUnit {
     pub comp_dir: Option<String>,
     pub producer: Option<String>,
     /// The unit's code, `[begin, end)` vaddrs (`DW_AT_low_pc`/`DW_AT_high_pc` or
-    /// `DW_AT_ranges`).
+    /// `DW_AT_ranges`): which file a global symbol of the image was defined by (a weak
+    /// default and its strong override live in different units).
     pub ranges: Vec<(u64, u64)>,
     /// The vaddrs of its variables with static storage (`DW_OP_addr` locations), sorted.
     /// With `ranges` they tell which `STT_FILE` group holds the unit's local symbols.
@@ -133,6 +134,11 @@ pub struct LinkedImage {
     /// apart by this, the same way [`crate::Object::match_name`] does for a new object; see
     /// [`LinkedImage::local_static_scope`] and [`LinkedImage::match_name`].
     pub local_static_scopes: Vec<(u64, String)>,
+    /// `R_X86_64_RELATIVE` (and aarch64's) dynamic relocations: the word at `vaddr` holds
+    /// `bias + addend` at run time. Sorted by vaddr. With these the linker knows what a named
+    /// read-only object of a PIE holds in memory (its pointers moved by the load bias)
+    /// before it updates that object in place.
+    pub relative_relocs: Vec<(u64, i64)>,
 }
 
 impl LinkedImage {
@@ -195,6 +201,13 @@ impl LinkedImage {
             }
         }
         found
+    }
+
+    /// The compile unit whose DWARF address ranges contain `vaddr`.
+    pub fn compile_unit_at(&self, vaddr: u64) -> Option<usize> {
+        self.compile_units
+            .iter()
+            .position(|cu| cu.ranges.iter().any(|&(lo, hi)| lo <= vaddr && vaddr < hi))
     }
 
     /// Bytes of the image at `vaddr`, as in the file.

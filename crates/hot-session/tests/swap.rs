@@ -178,11 +178,24 @@ fn first_use_of_stderr() {
 /// Replace `from` by `to` in basic's main.c and save: a `code` diagnostic of `severity` must
 /// land on the line of `to`, nothing may be swapped, and the program runs on unchanged.
 fn check_refused(from: &str, to: &str, code: &str, severity: Severity) -> (Fixture, Diagnostic) {
-    let mut f = Fixture::launch("basic");
-    f.edit("main.c", from, to);
-    let line = f.line_of("main.c", to);
-    f.save("main.c");
-    let diagnostics = f.wait_diagnostics("main.c");
+    check_refused_in("basic", "main.c", (from, to), code, severity, "compute=10")
+}
+
+/// [`check_refused`] in any fixture: after the save of `file`, every line the program prints
+/// still contains `steady`.
+fn check_refused_in(
+    fixture: &str,
+    file: &str,
+    (from, to): (&str, &str),
+    code: &str,
+    severity: Severity,
+    steady: &str,
+) -> (Fixture, Diagnostic) {
+    let mut f = Fixture::launch(fixture);
+    f.edit(file, from, to);
+    let line = f.line_of(file, to);
+    f.save(file);
+    let diagnostics = f.wait_diagnostics(file);
     let found = diagnostics
         .iter()
         .find(|d| d.code == code)
@@ -194,7 +207,7 @@ fn check_refused(from: &str, to: &str, code: &str, severity: Severity) -> (Fixtu
         "something was swapped"
     );
     for l in f.next_lines(3) {
-        assert!(l.contains("compute=10"), "the program changed: {l}");
+        assert!(l.contains(steady), "the program changed: {l}");
     }
     f.assert_same_process();
     (f, found)
@@ -645,4 +658,123 @@ fn cpp_member_function_template_and_string() {
     // Exceptions cannot unwind through new bodies yet: the user is told once.
     let warning = f.wait_message(Severity::Warning);
     assert!(warning.contains("exceptions"), "{warning}");
+}
+
+// -fvisibility=hidden: ld makes hidden functions called from another file local symbols of
+// the executable; they still bind by name like globals.
+
+#[test]
+fn new_code_calls_a_hidden_function_of_another_file() {
+    // util.c's helper (x * 2), not strong.c's static helper (x + 1000).
+    check_edit(
+        "visibility",
+        "main.c",
+        ("extra=0", "return 0;", "return helper(x) + 100;"),
+        "extra",
+        "extra=106",
+    );
+}
+
+#[test]
+fn an_edited_hidden_function_is_swapped_for_callers_in_other_files() {
+    let (_, swap) = check_edit(
+        "visibility",
+        "util.c",
+        ("helper=6", "return x * 2;", "return x * 20;"),
+        "helper",
+        "helper=60",
+    );
+    assert!(swap.added.is_empty(), "{swap:?}");
+}
+
+#[test]
+fn an_overridden_weak_default_is_not_swapped_and_the_override_is() {
+    // weak.c's default is not what runs: the strong hook of strong.c keeps running.
+    let (mut f, found) = check_refused_in(
+        "visibility",
+        "weak.c",
+        ("{ return 1; }", "{ return 10; }"),
+        "weak-overridden",
+        Severity::Information,
+        "hook=2 ",
+    );
+    assert!(found.message.contains("strong.c"), "{found:?}");
+    f.edit("strong.c", "helper(2)", "helper(20)");
+    f.save("strong.c");
+    let swap = f.wait_swap();
+    assert_eq!(swap.swapped, vec!["hook".to_string()], "{swap:?}");
+    f.wait_output("hook=20 ");
+    f.assert_same_process();
+}
+
+/// Put an `int3` on the entry of the fixture's never-called `probe`, as a debugger's
+/// breakpoint would: the next swap that redirects `probe` is refused at apply time.
+fn break_on_probe(f: &mut Fixture) {
+    use std::io::{Seek, SeekFrom, Write};
+    let line = f.wait_output("probe=");
+    let probe = u64::from_str_radix(field(&line, "probe").trim_start_matches("0x"), 16)
+        .expect("probe address");
+    let pid = f.pid.expect("launched");
+    let mut mem = std::fs::OpenOptions::new()
+        .write(true)
+        .open(format!("/proc/{pid}/mem"))
+        .expect("open the program's memory (the test is its parent)");
+    mem.seek(SeekFrom::Start(probe)).expect("seek");
+    mem.write_all(&[0xcc]).expect("write the breakpoint");
+}
+
+#[test]
+fn a_swap_refused_at_apply_time_leaves_const_data_untouched() {
+    let mut f = Fixture::launch("visibility");
+    f.wait_output("table=20");
+    // A const table the program reads is updated in place, with the threads stopped.
+    f.edit("util.c", "{10, 20, 30, 40}", "{10, 25, 30, 40}");
+    f.save("util.c");
+    let swap = f.wait_swap();
+    assert!(swap.swapped.is_empty() && swap.added.is_empty(), "{swap:?}");
+    f.wait_output("table=25 ");
+    break_on_probe(&mut f);
+    // The next save changes the table again and must redirect probe's entry, which now
+    // holds the breakpoint: refused at apply time, so the table must not change either.
+    f.edit("util.c", "{10, 25, 30, 40}", "{10, 99, 30, 40}");
+    f.edit("util.c", "return x + 1;", "return x + 2;");
+    f.save("util.c");
+    let error = f.wait_message(Severity::Error);
+    assert!(error.contains("probe"), "{error}");
+    assert_eq!(
+        f.log
+            .iter()
+            .filter(|e| matches!(e, SessionEvent::Swap(_)))
+            .count(),
+        1,
+        "the refused save swapped something"
+    );
+    f.fresh_output.clear();
+    for l in f.next_lines(5) {
+        assert!(
+            l.contains("table=25 "),
+            "the refused swap changed the table: {l}"
+        );
+    }
+    f.assert_same_process();
+}
+
+#[test]
+fn undo_reverts_an_in_place_const_update() {
+    let mut f = Fixture::launch("visibility");
+    f.wait_output("table=20");
+    f.edit("util.c", "{10, 20, 30, 40}", "{10, 25, 30, 40}");
+    f.save("util.c");
+    let swap = f.wait_swap();
+    assert!(swap.swapped.is_empty() && swap.added.is_empty(), "{swap:?}");
+    f.wait_output("table=25 ");
+    f.send(hot_session::Command::Undo);
+    let done = f.wait_message(Severity::Information);
+    assert!(done.contains("reverted"), "{done}");
+    f.fresh_output.clear();
+    f.wait_output("table=20 ");
+    for l in f.next_lines(3) {
+        assert!(l.contains("table=20 "), "undo did not hold: {l}");
+    }
+    f.assert_same_process();
 }

@@ -144,8 +144,18 @@ impl Worker {
             return Err(());
         };
         let link_start = Instant::now();
+        // The compile unit tells which definition of a global name this file made (weak
+        // defaults, hidden symbols).
+        let compile_unit = program.image.as_ref().and_then(|i| {
+            i.exe
+                .image
+                .compile_units
+                .iter()
+                .position(|cu| crate::program::cu_source(cu) == file)
+        });
         let unit = UnitRef {
             tu: unit.flatten(),
+            compile_unit,
             source: file.display().to_string(),
         };
         let baseline = self
@@ -205,7 +215,10 @@ impl Worker {
             located(
                 note.line.as_ref(),
                 file,
-                Severity::Warning,
+                match note.severity {
+                    hot_link::NoteSeverity::Warning => Severity::Warning,
+                    hot_link::NoteSeverity::Information => Severity::Information,
+                },
                 note.code,
                 &note.message,
             )
@@ -249,7 +262,17 @@ impl Worker {
                     dst: c.dst.0,
                 })
                 .collect(),
-            commit: patch.entries.iter().map(entry_write).collect(),
+            // Read-only objects the program can read now change with the entries, while
+            // every thread is stopped, checked and rolled back like them.
+            commit: patch
+                .in_place
+                .iter()
+                .map(|w| hot_process::Write {
+                    what: format!("in-place update of {}", w.function),
+                    ..entry_write(w)
+                })
+                .chain(patch.entries.iter().map(entry_write))
+                .collect(),
             protected: patch.protected.iter().map(|r| r.start.0..r.end.0).collect(),
         };
         let Some(program) = self.program.as_mut() else {

@@ -1,0 +1,416 @@
+//! Which definition a name binds to in a program of several files, linked by the real
+//! `cc`/`ld`: hidden globals that ld turned into locals, weak defaults overridden by a strong
+//! definition in another file, and named read-only data updated in place (part of the atomic
+//! commit, reverted by undo).
+
+mod support;
+
+use hot_link::{Arenas, LinkRequest, Linker, NoteSeverity, Patch, RuntimeAddr, UnitRef};
+use hot_object::{Binding, Object, RelocKind, TranslationUnitId};
+use support::*;
+
+const BIAS: u64 = 0x5555_5555_4000;
+
+fn arenas() -> Arenas {
+    Arenas {
+        code: RuntimeAddr(0x5555_0000_0000)..RuntimeAddr(0x5555_0010_0000),
+        data: RuntimeAddr(0x5555_0010_0000)..RuntimeAddr(0x5555_0020_0000),
+    }
+}
+
+/// A running image linked from several files.
+struct Program {
+    dir: tempfile::TempDir,
+    linker: Linker,
+    bias: u64,
+    cflags: Vec<String>,
+    /// The object each file of the image was built from: the baseline of its first edit.
+    built: Vec<(String, Object)>,
+}
+
+fn program(files: &[(&str, &str)], cflags: &[&str]) -> Program {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let objects: Vec<_> = files
+        .iter()
+        .map(|(name, text)| compile(dir.path(), name, text, cflags))
+        .collect();
+    let pie = !cflags.contains(&"-fno-pie");
+    let linked = ld(
+        dir.path(),
+        &objects,
+        &[],
+        &[
+            if pie { "-pie" } else { "-no-pie" },
+            "--unresolved-symbols=ignore-all",
+        ],
+    );
+    let bias = if pie { BIAS } else { 0 };
+    let exe = module(&linked.exe, bias);
+    let built = files
+        .iter()
+        .zip(&objects)
+        .map(|((name, _), o)| (name.to_string(), parse_object(o)))
+        .collect();
+    Program {
+        built,
+        linker: Linker::new(
+            image_model(exe, vec![]),
+            if pie { arenas() } else { low_arenas() },
+        ),
+        dir,
+        bias,
+        cflags: cflags.iter().map(|s| s.to_string()).collect(),
+    }
+}
+
+impl Program {
+    /// The unit of `file` in the image: its `STT_FILE` group and its DWARF compile unit.
+    fn unit(&self, file: &str) -> UnitRef {
+        let image = &self.linker.image().exe.image;
+        let tu = image
+            .translation_units
+            .iter()
+            .position(|n| n == file)
+            .map(|i| TranslationUnitId(i as u32));
+        let compile_unit = image
+            .compile_units
+            .iter()
+            .position(|cu| cu.name.ends_with(&format!("/{file}")) || cu.name == file);
+        assert!(compile_unit.is_some(), "no compile unit for {file}");
+        UnitRef {
+            tu,
+            compile_unit,
+            source: file.to_string(),
+        }
+    }
+
+    /// Compile a new version of `file` (same flags as the program); links compare it with
+    /// the object the image was built from.
+    fn compile(&self, version: &str, file: &str, text: &str) -> Object {
+        let sub = self.dir.path().join(version);
+        std::fs::create_dir_all(&sub).expect("mkdir");
+        let flags: Vec<&str> = self.cflags.iter().map(String::as_str).collect();
+        parse_object(&compile(&sub, file, text, &flags))
+    }
+
+    fn link(&self, file: &str, object: &Object) -> Patch {
+        self.linker
+            .link(&LinkRequest {
+                object,
+                baseline: self
+                    .built
+                    .iter()
+                    .find(|(name, _)| name == file)
+                    .map(|(_, o)| o),
+                unit: self.unit(file),
+            })
+            .unwrap_or_else(|e| panic!("{e:#?}"))
+    }
+
+    /// Runtime address of the image's definition of `name` in the STT_FILE group `group`
+    /// ("" for the nameless one ld adds), or a global one when `group` is `None`.
+    fn symbol(&self, name: &str, group: Option<&str>) -> u64 {
+        let image = &self.linker.image().exe.image;
+        let s = image
+            .symbols
+            .iter()
+            .find(|s| {
+                s.name == name
+                    && s.defined
+                    && !s.dynamic
+                    && match group {
+                        Some(g) => {
+                            s.tu.is_some_and(|tu| image.translation_units[tu.0 as usize] == g)
+                        }
+                        None => s.binding != Binding::Local,
+                    }
+            })
+            .unwrap_or_else(|| panic!("no {name} in group {group:?}"));
+        s.vaddr + self.bias
+    }
+}
+
+/// Where the rel32 call or reference to `symbol` in `function`'s new body lands.
+fn rel32_target(obj: &Object, patch: &Patch, function: &str, symbol: &str) -> u64 {
+    let atom = (0..obj.atoms.len())
+        .map(|i| hot_object::AtomId(i as u32))
+        .find(|&a| {
+            obj.primary_symbol(a)
+                .is_some_and(|s| obj.symbol(s).name == function)
+        })
+        .expect("function atom");
+    let body = patch
+        .writes
+        .iter()
+        .find(|w| w.what == format!("body of {function}"))
+        .unwrap_or_else(|| panic!("no body of {function}: {patch:#?}"));
+    let reloc = obj
+        .atom(atom)
+        .relocs
+        .iter()
+        .find(|r| {
+            obj.symbol_name(r.symbol) == symbol
+                && matches!(r.kind, RelocKind::Pc32 | RelocKind::Plt32)
+        })
+        .unwrap_or_else(|| panic!("no rel32 reference to {symbol}"));
+    let off = reloc.offset.0 as usize;
+    let disp = i32::from_le_bytes(body.bytes[off..off + 4].try_into().expect("rel32"));
+    (body.addr.0 as i64 + off as i64 + disp as i64 - reloc.addend) as u64
+}
+
+const HIDDEN_A: &str = r#"
+__attribute__((visibility("hidden"))) int helper(int);
+__attribute__((visibility("hidden"))) int use_c(int);
+__attribute__((visibility("hidden"))) extern int hdata;
+int main(void) { return helper(1) + use_c(2) + hdata; }
+"#;
+const HIDDEN_B: &str = r#"
+__attribute__((visibility("hidden"))) int hdata = 5;
+__attribute__((visibility("hidden"))) int helper(int x) { return x * 2; }
+"#;
+const HIDDEN_C: &str = r#"
+__attribute__((noinline)) static int helper(int x) { return x * 3; }
+__attribute__((visibility("hidden"))) int use_c(int x) { return helper(x); }
+"#;
+
+#[test]
+fn hidden_functions_resolve_and_swap_like_globals() {
+    for flags in [&["-O0", "-fPIE"][..], &["-O0", "-fno-pie"][..]] {
+        let p = program(
+            &[("a.c", HIDDEN_A), ("b.c", HIDDEN_B), ("c.c", HIDDEN_C)],
+            flags,
+        );
+        let image = &p.linker.image().exe.image;
+        // What ld made of b.c's hidden helper: a local of the nameless group in a PIE
+        // (it is called from another file), a GLOBAL with hidden visibility otherwise.
+        let pie = flags.contains(&"-fPIE");
+        let helper = if pie {
+            p.symbol("helper", Some(""))
+        } else {
+            p.symbol("helper", None)
+        };
+        let static_helper = p.symbol("helper", Some("c.c"));
+        assert_ne!(helper, static_helper, "{:?}", image.translation_units);
+
+        // (a) New code in a.c calls b.c's hidden helper: the running one, not c.c's static.
+        let a2 = HIDDEN_A.replace("return helper(1)", "return helper(1) + helper(7)");
+        let obj = p.compile("a2", "a.c", &a2);
+        let patch = p.link("a.c", &obj);
+        assert_eq!(patch.swapped, vec!["main".to_string()], "{flags:?}");
+        assert_eq!(
+            rel32_target(&obj, &patch, "main", "helper"),
+            helper,
+            "{flags:?}"
+        );
+
+        // (b) Editing b.c's hidden helper redirects its entry: a swap, not an addition.
+        let b2 = HIDDEN_B.replace("x * 2", "x * 20");
+        let obj = p.compile("b2", "b.c", &b2);
+        let patch = p.link("b.c", &obj);
+        assert_eq!(
+            patch.swapped,
+            vec!["helper".to_string()],
+            "{flags:?} {patch:#?}"
+        );
+        assert!(!patch.added.contains(&"helper".to_string()), "{patch:#?}");
+        assert!(
+            patch.entries.iter().any(|e| e.addr.0 == helper),
+            "{flags:?}: helper's entry {helper:#x} is not redirected: {:#?}",
+            patch.entries
+        );
+
+        // Made `static` by the edit, it is still b.c's function (its code lies in b.c).
+        let b3 = HIDDEN_B.replace(
+            "__attribute__((visibility(\"hidden\"))) int helper",
+            "__attribute__((used)) static int helper",
+        );
+        assert_ne!(b3, HIDDEN_B);
+        let b3 = b3.replace("x * 2", "x * 30");
+        let obj = p.compile("b3", "b.c", &b3);
+        let patch = p.link("b.c", &obj);
+        assert_eq!(
+            patch.swapped,
+            vec!["helper".to_string()],
+            "{flags:?} {patch:#?}"
+        );
+        assert!(
+            patch.entries.iter().any(|e| e.addr.0 == helper),
+            "{patch:#?}"
+        );
+
+        // Editing c.c's static helper redirects the static, never b.c's hidden one.
+        let c2 = HIDDEN_C.replace("x * 3", "x * 30");
+        let obj = p.compile("c2", "c.c", &c2);
+        let patch = p.link("c.c", &obj);
+        assert!(
+            patch.entries.iter().any(|e| e.addr.0 == static_helper)
+                && !patch.entries.iter().any(|e| e.addr.0 == helper),
+            "{flags:?}: {:#?}",
+            patch.entries
+        );
+    }
+}
+
+const WEAK: &str = r#"
+__attribute__((weak)) int hook(void) { return 1; }
+__attribute__((noinline)) int call_hook(void) { return hook() + 100; }
+"#;
+const STRONG: &str = r#"
+int hook(void) { return 2; }
+"#;
+const WEAK_MAIN: &str = r#"
+int call_hook(void);
+int main(void) { return call_hook(); }
+"#;
+
+#[test]
+fn an_overridden_weak_default_never_redirects_the_override() {
+    for flags in [&["-O0", "-fPIE"][..], &["-O0", "-fno-pie"][..]] {
+        let p = program(
+            &[
+                ("main.c", WEAK_MAIN),
+                ("weak.c", WEAK),
+                ("strong.c", STRONG),
+            ],
+            flags,
+        );
+        let hook = p.symbol("hook", None);
+        // Saving weak.c with its default changed: nothing of the override moves.
+        let w2 = WEAK.replace("return 1;", "return 10;");
+        let obj = p.compile("w2", "weak.c", &w2);
+        let patch = p.link("weak.c", &obj);
+        assert!(patch.entries.is_empty(), "{flags:?}: {:#?}", patch.entries);
+        assert!(
+            patch.swapped.is_empty() && patch.added.is_empty(),
+            "{patch:#?}"
+        );
+        let note = patch
+            .notes
+            .iter()
+            .find(|n| n.code == "weak-overridden")
+            .unwrap_or_else(|| panic!("no note: {:#?}", patch.notes));
+        assert_eq!(note.severity, NoteSeverity::Information);
+        assert!(note.message.contains("strong.c"), "{}", note.message);
+
+        // A changed caller in weak.c calls the override, as the running program does.
+        let w3 = WEAK.replace("+ 100", "+ 200");
+        let obj = p.compile("w3", "weak.c", &w3);
+        let patch = p.link("weak.c", &obj);
+        assert_eq!(patch.swapped, vec!["call_hook".to_string()], "{patch:#?}");
+        assert_eq!(rel32_target(&obj, &patch, "call_hook", "hook"), hook);
+        assert!(
+            patch.entries.iter().all(|e| e.addr.0 != hook),
+            "{:#?}",
+            patch.entries
+        );
+
+        // Editing the override itself swaps it.
+        let s2 = STRONG.replace("return 2;", "return 20;");
+        let obj = p.compile("s2", "strong.c", &s2);
+        let patch = p.link("strong.c", &obj);
+        assert_eq!(patch.swapped, vec!["hook".to_string()], "{patch:#?}");
+        assert!(patch.entries.iter().any(|e| e.addr.0 == hook), "{patch:#?}");
+    }
+}
+
+#[test]
+fn a_weak_default_nobody_overrides_is_swapped() {
+    let p = program(
+        &[("main.c", WEAK_MAIN), ("weak.c", WEAK)],
+        &["-O0", "-fPIE"],
+    );
+    let hook = p.symbol("hook", None);
+    let w2 = WEAK.replace("return 1;", "return 10;");
+    let obj = p.compile("w2", "weak.c", &w2);
+    let patch = p.link("weak.c", &obj);
+    assert_eq!(patch.swapped, vec!["hook".to_string()], "{patch:#?}");
+    assert!(patch.entries.iter().any(|e| e.addr.0 == hook), "{patch:#?}");
+    assert!(patch.notes.is_empty(), "{:#?}", patch.notes);
+}
+
+const POINTERS: &str = r#"
+int first = 1, second = 2;
+int *const order[2] = {&first, &second};
+const int limits[3] = {1, 2, 3};
+__attribute__((noinline)) int pick(int i) { return *order[i & 1] + limits[i % 3]; }
+int main(void) { return pick(0); }
+"#;
+
+#[test]
+fn in_place_updates_are_commit_writes_with_expected_bytes_and_undo_restores_them() {
+    let mut p = program(&[("main.c", POINTERS)], &["-O0", "-fPIE"]);
+    let first = p.symbol("first", None);
+    let second = p.symbol("second", None);
+    let order = p.symbol("order", None);
+    let limits = p.symbol("limits", None);
+    let words = |v: &[u64]| v.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<_>>();
+    let ints = |v: &[i32]| v.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<_>>();
+
+    // A table of pointers in .data.rel.ro: what it holds at run time is the image's
+    // addresses moved by the load bias (ld's RELATIVE relocations).
+    let v2 = POINTERS.replace("{&first, &second}", "{&second, &first}");
+    let obj = p.compile("v2", "main.c", &v2);
+    let patch = p.link("main.c", &obj);
+    assert!(
+        !patch.writes.iter().any(|w| w.addr.0 == order),
+        "{patch:#?}"
+    );
+    let w = patch
+        .in_place
+        .iter()
+        .find(|w| w.addr.0 == order)
+        .unwrap_or_else(|| panic!("order not updated in place: {patch:#?}"));
+    assert_eq!(w.expected, words(&[first, second]));
+    assert_eq!(w.bytes, words(&[second, first]));
+    p.linker.commit(&patch);
+
+    // The next update expects what the last one wrote.
+    let v3 = v2.replace("{1, 2, 3}", "{7, 8, 9}");
+    let obj = p.compile("v3", "main.c", &v3);
+    let patch = p.link("main.c", &obj);
+    assert!(
+        !patch.in_place.iter().any(|w| w.addr.0 == order),
+        "order did not change again: {:#?}",
+        patch.in_place
+    );
+    let w = patch
+        .in_place
+        .iter()
+        .find(|w| w.addr.0 == limits)
+        .expect("limits updated in place");
+    assert_eq!(
+        (w.expected.clone(), w.bytes.clone()),
+        (ints(&[1, 2, 3]), ints(&[7, 8, 9]))
+    );
+    p.linker.commit(&patch);
+
+    // Undo puts back what each patch replaced, newest first, checking what is there.
+    let revert = p.linker.revert_plan().expect("a patch to revert");
+    let w = revert
+        .iter()
+        .find(|w| w.addr.0 == limits)
+        .unwrap_or_else(|| panic!("limits not reverted: {revert:#?}"));
+    assert_eq!(
+        (w.expected.clone(), w.bytes.clone()),
+        (ints(&[7, 8, 9]), ints(&[1, 2, 3]))
+    );
+    p.linker.revert_last();
+    let revert = p.linker.revert_plan().expect("the first patch");
+    let w = revert
+        .iter()
+        .find(|w| w.addr.0 == order)
+        .unwrap_or_else(|| panic!("order not reverted: {revert:#?}"));
+    assert_eq!(w.expected, words(&[second, first]));
+    assert_eq!(w.bytes, words(&[first, second]));
+    p.linker.revert_last();
+
+    // After undo, a new link expects the original contents again.
+    let obj = p.compile("v4", "main.c", &v3);
+    let patch = p.link("main.c", &obj);
+    let w = patch
+        .in_place
+        .iter()
+        .find(|w| w.addr.0 == limits)
+        .expect("limits");
+    assert_eq!(w.expected, ints(&[1, 2, 3]));
+}
