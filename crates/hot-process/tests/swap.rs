@@ -517,8 +517,9 @@ fn arenas_of_a_non_pie_executable_lie_below_it() {
     assert_eq!(field(&line, "bad="), 0);
 }
 
-/// A thread parked in a signal handler would return into the middle of the new jump: the
-/// apply refuses, says why, and writes nothing.
+/// A thread parked in a signal handler would return into the middle of the new jump (the
+/// resume address in its signal frame): the apply refuses, names the function, the thread
+/// and where in the entry the frame returns, and writes nothing.
 #[test]
 fn a_signal_frame_returning_into_the_overwritten_bytes_refuses_the_swap() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -542,7 +543,15 @@ fn a_signal_frame_returning_into_the_overwritten_bytes_refuses_the_swap() {
         protected: std::iter::once(entry..entry + 5).collect(),
     };
     let err = debuggee.apply(&plan).expect_err("the swap must be refused");
-    assert!(err.to_string().contains("signal handler"), "{err}");
+    let message = err.to_string();
+    assert!(
+        message.contains("`spot`")
+            && message.contains("thread ")
+            && (message.contains("returns into entry+1 ")
+                || message.contains("returns into entry+3 "))
+            && message.contains("nothing was written"),
+        "{message}"
+    );
     assert_eq!(debuggee.read_memory(entry, 5).expect("read"), original);
 }
 
