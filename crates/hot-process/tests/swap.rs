@@ -342,6 +342,55 @@ fn signals_arriving_during_swaps_are_redelivered() {
     );
 }
 
+/// SIGCHLD arriving while the threads are held reaches the program's SA_SIGINFO handler
+/// with the kernel's siginfo (CLD_EXITED, the child's pid and status), not a copy re-sent
+/// by the tracer that would name the tracer.
+#[test]
+fn sigchld_held_during_swaps_keeps_its_siginfo() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let program = compile(dir.path(), "sigchld", &[]);
+    let done = dir.path().join("done");
+    let (debuggee, rx) = launch(&program, &[done.to_str().expect("utf-8")]);
+    wait_line(&rx, "children forked", |l| {
+        l.starts_with("tick=") && field(l, "forked=") > 10
+    });
+    let mut held = 0;
+    let mut swaps = 0;
+    // Until signals really arrived during swaps (each swap is a chance), at least 300 swaps.
+    while swaps < 300 || (held < 5 && swaps < 20_000) {
+        let report = debuggee
+            .apply(&WritePlan::default())
+            .unwrap_or_else(|e| panic!("apply {swaps}: {e}"));
+        assert_eq!(report.threads, 1);
+        held += report.signals_held;
+        swaps += 1;
+    }
+    eprintln!("{held} SIGCHLDs arrived during {swaps} swaps");
+    assert!(
+        held >= 5,
+        "only {held} signals arrived during {swaps} swaps"
+    );
+    // Lines printed once `done` exists count every signal the swaps held; output printed
+    // during the swaps may still be on its way.
+    std::fs::write(&done, "").expect("create done");
+    let first = wait_line(&rx, "a final line", |l| l.starts_with("final="));
+    assert_eq!(
+        field(&first, "bad="),
+        0,
+        "a SIGCHLD lost its siginfo: {first}"
+    );
+    // A lost signal would stop the loop for good.
+    let forked = field(&first, "forked=");
+    let later = wait_line(&rx, "children still forked", |l| {
+        l.starts_with("final=") && field(l, "forked=") > forked + 100
+    });
+    assert_eq!(
+        field(&later, "bad="),
+        0,
+        "a SIGCHLD lost its siginfo: {later}"
+    );
+}
+
 /// A program stopped by SIGSTOP can be swapped; it stays stopped until SIGCONT.
 #[test]
 fn a_stopped_program_is_swapped_and_stays_stopped() {

@@ -268,9 +268,9 @@ impl<'a> Guarded<'a> {
         }
         // Commit writes come first: they start at the entry, so offsets in messages are
         // counted from it.
-        let hull = ranges.iter().fold(u64::MAX..0, |hull, (r, _)| {
-            hull.start.min(r.start)..hull.end.max(r.end)
-        });
+        let low = ranges.iter().map(|(r, _)| r.start).min().unwrap_or(0);
+        let high = ranges.iter().map(|(r, _)| r.end).max().unwrap_or(0);
+        let hull = low..high;
         Guarded { ranges, hull }
     }
 
