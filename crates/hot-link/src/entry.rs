@@ -407,6 +407,24 @@ mod tests {
         // nopw %cs:0x0(%rax,%rax,1)
         assert!(is_fill(&[0x66, 0x2e, 0x0f, 0x1f, 0x84, 0, 0, 0, 0, 0], 0));
         assert!(!is_fill(&[0xc3], 0));
+        // Zero bytes in text may be a constant the program reads.
+        assert!(!is_fill(&[0, 0, 0, 0, 0], 0));
+    }
+
+    #[test]
+    fn a_call_returning_inside_the_jump_bytes_is_a_landing() {
+        // push %rbx; call *%rdi; mov %eax,%ebx; call base (rel32); add %ebx,%eax; pop; ret
+        let body = [
+            0x53, 0xff, 0xd7, 0x89, 0xc3, 0xe8, 0, 0, 0, 0, 0x01, 0xd8, 0x5b, 0xc3,
+        ];
+        let landings = landings_into(&body, 0x1000, 0x1000, 5);
+        assert_eq!(landings.returns, vec![0x1003]);
+        assert!(landings.branches.is_empty());
+        // The short jump's two bytes are clear of it.
+        assert!(landings_into(&body, 0x1000, 0x1000, 2).is_empty());
+        // sub $8,%rsp; call *%rdi: returns to entry+6, past the jump.
+        let sub_first = [0x48, 0x83, 0xec, 0x08, 0xff, 0xd7, 0xc3];
+        assert!(landings_into(&sub_first, 0x1000, 0x1000, 5).is_empty());
     }
 
     #[test]
