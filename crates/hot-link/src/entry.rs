@@ -13,7 +13,9 @@
 //! A `call` whose return address lies inside the jump bytes counts the same way (gcc -O2
 //! begins functions with `push %rbx; call *%rdi`, whose callee returns to entry+3): the
 //! short jump leaves entry+2.. intact, so a frame still inside that callee returns into the
-//! old instructions. When no padding is in reach, the 5-byte jump is planned anyway: the
+//! old instructions. Branches from outside the body (the function's `.cold` part, other
+//! code) into those bytes are found by [`crate::branches`] and count like the body's own.
+//! When no padding is in reach, the 5-byte jump is planned anyway: the
 //! callee may not be running at all, and the apply refuses if a stack holds that return
 //! address. Zero bytes are never fill: an unnamed constant in text may be zero.
 //!
@@ -25,6 +27,7 @@ use std::ops::Range;
 use hot_object::ImageSymbol;
 use iced_x86::{Decoder, DecoderOptions, FlowControl, Instruction, Mnemonic};
 
+use crate::branches::EntryLandings;
 use crate::image::{ImageIndex, Vaddr};
 use crate::layout::{Allocator, Redirect};
 use crate::x86_64::{jmp_rel32, jmp_rel8, JMP_REL32_LEN, JMP_REL8_LEN};
@@ -182,6 +185,7 @@ fn reuse(previous: &Redirect, body: RuntimeAddr, function: &str) -> Result<Entry
 pub(crate) fn plan_image_entry(
     model: &ImageModel,
     index: &ImageIndex,
+    elsewhere: &EntryLandings,
     alloc: &Allocator<'_>,
     sym: &ImageSymbol,
     body: RuntimeAddr,
@@ -215,7 +219,22 @@ pub(crate) fn plan_image_entry(
             ),
         )
     })?;
-    let landings = landings_into(old_body, vaddr, vaddr, JMP_REL32_LEN);
+    let mut landings = landings_into(old_body, vaddr, vaddr, JMP_REL32_LEN);
+    let mut short_conflicts = landings_into(old_body, vaddr, vaddr, JMP_REL8_LEN);
+    // Branches from other code (the function's `.cold` part, other functions) count alike.
+    let mut from_elsewhere: Vec<u64> = Vec::new();
+    for landing in elsewhere.branches_into(vaddr) {
+        if (vaddr..vaddr + size).contains(&landing.from) {
+            continue;
+        }
+        landings.branches.push(landing.target);
+        from_elsewhere.push(landing.from);
+        if landing.target < vaddr + JMP_REL8_LEN {
+            short_conflicts.branches.push(landing.target);
+        }
+    }
+    landings.branches.sort_unstable();
+    landings.branches.dedup();
     let conflicts = &landings.branches;
     let direct = |claimed_fill: Option<Range<u64>>| -> Result<EntryPlan, EntryError> {
         let original = exe
@@ -283,12 +302,29 @@ pub(crate) fn plan_image_entry(
     // entry to 5 bytes of fill within its reach (-128..+127 from the end of the short jump):
     // the padding right before the function first, then any other gap between nearby
     // symbols.
-    let short_conflicts = landings_into(old_body, vaddr, vaddr, JMP_REL8_LEN);
     let describe_conflicts = conflicts
         .iter()
         .map(|t| format!("entry+{}", t - vaddr))
         .collect::<Vec<_>>()
         .join(", ");
+    let describe_sources = {
+        let sources = from_elsewhere
+            .iter()
+            .map(|from| format!("{:#x}", exe.runtime(Vaddr(*from)).0))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let inside = conflicts.len() > from_elsewhere.len();
+        match (inside, from_elsewhere.is_empty()) {
+            (_, true) => "a branch inside it".to_string(),
+            (false, false) => {
+                format!("a branch outside its body (at {sources}: its .cold part or other code)")
+            }
+            (true, false) => format!(
+                "a branch inside it and one outside its body (at {sources}: its .cold part \
+                 or other code)"
+            ),
+        }
+    };
     let after_short = vaddr + JMP_REL8_LEN;
     let reach = after_short.saturating_sub(128)..after_short + 127 + JMP_REL32_LEN;
     let mut candidates: Vec<u64> = Vec::new();
@@ -376,7 +412,7 @@ pub(crate) fn plan_image_entry(
     Err((
         LinkErrorCode::FunctionTooSmall,
         format!(
-            "cannot redirect `{function}`: a branch inside it targets {describe_conflicts}, \
+            "cannot redirect `{function}`: {describe_sources} targets {describe_conflicts}, \
              which the 5-byte entry jump would overwrite, and there are no 5 bytes of padding \
              within reach of a short jump; rebuild with -fpatchable-function-entry=5,5"
         ),

@@ -32,6 +32,7 @@
 //! [`Linker::commit`], which makes that state the base of the next link; a patch that was not
 //! applied is simply dropped. [`Linker::revert_last`] points the entries back (undo).
 
+mod branches;
 mod data;
 mod entry;
 mod image;
@@ -275,6 +276,9 @@ pub struct Linker {
     /// Hash maps over the image's symbols, built on first use (one pass over the symbol
     /// tables), so that each link costs time proportional to the object, not to the program.
     index: OnceLock<image::ImageIndex>,
+    /// Direct branches into functions' first bytes from anywhere in the executable, decoded
+    /// on first use (once per linker).
+    landings: OnceLock<branches::EntryLandings>,
     state: layout::LinkState,
     /// Entry states replaced by each committed patch, newest last, for [`Linker::revert_last`].
     history: Vec<layout::RevertRecord>,
@@ -289,6 +293,7 @@ impl Linker {
             image,
             arenas,
             index: OnceLock::new(),
+            landings: OnceLock::new(),
             state,
             history: Vec::new(),
         }
@@ -317,11 +322,17 @@ impl Linker {
     pub fn prepare(&self) {
         self.index();
         entry::warm_up_decoder();
+        self.landings();
     }
 
     fn index(&self) -> &image::ImageIndex {
         self.index
             .get_or_init(|| image::ImageIndex::build(&self.image))
+    }
+
+    fn landings(&self) -> &branches::EntryLandings {
+        self.landings
+            .get_or_init(|| branches::EntryLandings::build(&self.image))
     }
 
     /// Compute the patch for one object. Pure: `self` is not changed, so a failed link or a

@@ -389,6 +389,53 @@ fn a_call_returning_inside_the_entry_jump_without_padding_keeps_the_direct_jump(
         .contains(&(RuntimeAddr(twice)..RuntimeAddr(twice + 5))));
 }
 
+/// `hop` (assembly, as a `.cold` part would be) jumps to entry+4 of `spin`, right behind its
+/// `endbr64`: a branch from outside the body into the bytes the jump overwrites.
+const HOP: &str = r#"
+__attribute__((noinline)) int spin(volatile int *p) {
+  int n = 0;
+  while (*p) { n++; }
+  return n;
+}
+__asm__(".text\n.globl hop\n.type hop,@function\nhop:\n\tjmp spin+4\n.size hop,.-hop\n");
+int main(void) { static volatile int z; return spin(&z); }
+"#;
+
+#[test]
+fn a_branch_from_outside_the_body_into_the_entry_jump_gets_the_short_jump() {
+    let flags = ["-O1", "-fcf-protection", "-falign-functions=16"];
+    let p = program(HOP, &flags, vec![], arenas_below_image());
+    let spin = p.exe_symbol("spin");
+    let image = &p.linker.image().exe.image;
+    assert_eq!(
+        image.bytes_at(spin - BIAS, 4).expect("spin's bytes"),
+        &[0xf3, 0x0f, 0x1e, 0xfa],
+        "spin starts with endbr64"
+    );
+    let obj = p.compile("v2", &HOP.replace("n++;", "n += 2;"), &flags);
+    let patch = p
+        .link(&obj, Some(&p.v1))
+        .unwrap_or_else(|e| panic!("{e:#?}"));
+    assert_eq!(patch.swapped, vec!["spin".to_string()]);
+    assert_eq!(patch.entries.len(), 2, "{:#?}", patch.entries);
+    assert_eq!(patch.entries[1].addr.0, spin);
+    assert_eq!(patch.entries[1].bytes.len(), 2, "a short jump at the entry");
+
+    // Without padding, the same branch refuses the swap and says where it comes from.
+    let flags = ["-O1", "-fcf-protection", "-fno-align-functions"];
+    let p = program(HOP, &flags, vec![], arenas_below_image());
+    let hop = p.exe_symbol("hop");
+    let obj = p.compile("v2", &HOP.replace("n++;", "n += 2;"), &flags);
+    let errors = p.link(&obj, Some(&p.v1)).expect_err("no room for the jump");
+    assert_eq!(errors.len(), 1, "{errors:#?}");
+    assert_eq!(errors[0].code, LinkErrorCode::FunctionTooSmall);
+    let message = &errors[0].message;
+    assert!(
+        message.contains("entry+4") && message.contains(&format!("{hop:#x}")),
+        "{message}"
+    );
+}
+
 /// More than a short jump's reach of code after `twice`, so that no padding is near it.
 const SPREAD_AFTER: &str = r#"
 __attribute__((noinline)) long spread(long x) {
