@@ -6,8 +6,18 @@
 //! entry+4 behind `endbr64`, with `-fcf-protection`) would land in the middle of the jump.
 //! Then a 2-byte `jmp rel8` at the entry goes to fill bytes within its reach (the
 //! `int3`/`nop` padding between the previous symbol's end and this entry, or another gap
-//! between nearby symbols), which hold the `jmp rel32`. A function shorter than 5 bytes may extend the jump over fill after it, up to
-//! the next symbol. Otherwise the function is too small to redirect.
+//! between nearby symbols), which hold the `jmp rel32`. A function shorter than 5 bytes may
+//! extend the jump over fill after it, up to the next symbol. Otherwise the function is too
+//! small to redirect.
+//!
+//! A `call` whose return address lies inside the jump bytes counts the same way (gcc -O2
+//! begins functions with `push %rbx; call *%rdi`, whose callee returns to entry+3): the
+//! short jump leaves entry+2.. intact, so a frame still inside that callee returns into the
+//! old instructions. Branches from outside the body (the function's `.cold` part, other
+//! code) into those bytes are found by [`crate::branches`] and count like the body's own.
+//! When no padding is in reach, the 5-byte jump is planned anyway: the
+//! callee may not be running at all, and the apply refuses if a stack holds that return
+//! address. Zero bytes are never fill: an unnamed constant in text may be zero.
 //!
 //! Later swaps of the same entry only rewrite the 5-byte jump (wherever it lives), expecting
 //! the bytes the last committed patch wrote there.
@@ -17,6 +27,7 @@ use std::ops::Range;
 use hot_object::ImageSymbol;
 use iced_x86::{Decoder, DecoderOptions, FlowControl, Instruction, Mnemonic};
 
+use crate::branches::EntryLandings;
 use crate::image::{ImageIndex, Vaddr};
 use crate::layout::{Allocator, Redirect};
 use crate::x86_64::{jmp_rel32, jmp_rel8, JMP_REL32_LEN, JMP_REL8_LEN};
@@ -37,11 +48,12 @@ pub(crate) struct EntryPlan {
 pub(crate) type EntryError = (LinkErrorCode, String);
 
 fn is_fill_byte(b: u8) -> bool {
-    matches!(b, 0xcc | 0x90 | 0x00)
+    matches!(b, 0xcc | 0x90)
 }
 
-/// Whether `bytes` (at `vaddr`) are padding nobody executes: `int3`, `nop` or zero bytes, or
-/// a sequence of (multi-byte) `nop` instructions.
+/// Whether `bytes` (at `vaddr`) are padding nobody executes: `int3` or `nop` bytes, or a
+/// sequence of (multi-byte) `nop` instructions. Not zero bytes: ld pads code with nops, and
+/// zeros in text may be data (an unnamed constant) that the program reads.
 fn is_fill(bytes: &[u8], vaddr: u64) -> bool {
     if bytes.iter().all(|&b| is_fill_byte(b)) {
         return true;
@@ -90,27 +102,54 @@ pub(crate) fn warm_up_decoder() {
     decoder.decode_out(&mut instr);
 }
 
-/// Targets of the body's near branches that fall strictly inside `(start, start + len)`.
-fn branch_targets_into(body: &[u8], vaddr: u64, start: u64, len: u64) -> Vec<u64> {
+/// Where control can come back into `(start, start + len)` without passing `start`: the
+/// targets of the body's near branches, and the return addresses of its calls.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Landings {
+    /// Targets of jumps (and direct calls) strictly inside the range.
+    branches: Vec<u64>,
+    /// Return addresses (the end of a `call`) strictly inside the range.
+    returns: Vec<u64>,
+}
+
+impl Landings {
+    fn is_empty(&self) -> bool {
+        self.branches.is_empty() && self.returns.is_empty()
+    }
+}
+
+fn landings_into(body: &[u8], vaddr: u64, start: u64, len: u64) -> Landings {
     let mut decoder = Decoder::with_ip(64, body, vaddr, DecoderOptions::NONE);
     let mut instr = Instruction::default();
-    let mut hits = Vec::new();
+    let mut hits = Landings::default();
+    let inside = |addr: u64| addr > start && addr < start + len;
     while decoder.can_decode() {
         decoder.decode_out(&mut instr);
+        let flow = instr.flow_control();
         if matches!(
-            instr.flow_control(),
+            flow,
             FlowControl::UnconditionalBranch
                 | FlowControl::ConditionalBranch
                 | FlowControl::Call
                 | FlowControl::XbeginXabortXend
         ) {
             let target = instr.near_branch_target();
-            if target > start && target < start + len {
-                hits.push(target);
+            if inside(target) {
+                hits.branches.push(target);
             }
+        }
+        if matches!(flow, FlowControl::Call | FlowControl::IndirectCall) && inside(instr.next_ip())
+        {
+            hits.returns.push(instr.next_ip());
         }
     }
     hits
+}
+
+/// Targets of the body's near branches that fall strictly inside `(start, start + len)`.
+#[cfg(test)]
+fn branch_targets_into(body: &[u8], vaddr: u64, start: u64, len: u64) -> Vec<u64> {
+    landings_into(body, vaddr, start, len).branches
 }
 
 /// Redirect an entry that was redirected before: rewrite its 5-byte jump.
@@ -146,6 +185,7 @@ fn reuse(previous: &Redirect, body: RuntimeAddr, function: &str) -> Result<Entry
 pub(crate) fn plan_image_entry(
     model: &ImageModel,
     index: &ImageIndex,
+    elsewhere: &EntryLandings,
     alloc: &Allocator<'_>,
     sym: &ImageSymbol,
     body: RuntimeAddr,
@@ -179,7 +219,23 @@ pub(crate) fn plan_image_entry(
             ),
         )
     })?;
-    let conflicts = branch_targets_into(old_body, vaddr, vaddr, JMP_REL32_LEN);
+    let mut landings = landings_into(old_body, vaddr, vaddr, JMP_REL32_LEN);
+    let mut short_conflicts = landings_into(old_body, vaddr, vaddr, JMP_REL8_LEN);
+    // Branches from other code (the function's `.cold` part, other functions) count alike.
+    let mut from_elsewhere: Vec<u64> = Vec::new();
+    for landing in elsewhere.branches_into(vaddr) {
+        if (vaddr..vaddr + size).contains(&landing.from) {
+            continue;
+        }
+        landings.branches.push(landing.target);
+        from_elsewhere.push(landing.from);
+        if landing.target < vaddr + JMP_REL8_LEN {
+            short_conflicts.branches.push(landing.target);
+        }
+    }
+    landings.branches.sort_unstable();
+    landings.branches.dedup();
+    let conflicts = &landings.branches;
     let direct = |claimed_fill: Option<Range<u64>>| -> Result<EntryPlan, EntryError> {
         let original = exe
             .image
@@ -209,10 +265,12 @@ pub(crate) fn plan_image_entry(
             claimed_fill,
         })
     };
-    if size >= JMP_REL32_LEN && conflicts.is_empty() {
-        return direct(None);
-    }
-    if size < JMP_REL32_LEN && conflicts.is_empty() {
+    // Without padding for the short jump, a return address inside the jump bytes is left to
+    // the apply (it refuses while a frame returns there); a branch target is refused here.
+    let direct_or_tiny = || -> Result<EntryPlan, EntryError> {
+        if size >= JMP_REL32_LEN {
+            return direct(None);
+        }
         // A tiny function (`ret`, `xor %eax,%eax; ret`): the jump may run over the fill
         // after it, up to the next symbol. The whole gap is decoded from its start, so that
         // multi-byte nops are recognised.
@@ -228,24 +286,45 @@ pub(crate) fn plan_image_entry(
         if fill_ok && alloc.fill_is_free(&fill) {
             return direct(Some(fill));
         }
-        return Err((
+        Err((
             LinkErrorCode::FunctionTooSmall,
             format!(
                 "`{function}` is {size} bytes long, shorter than the 5-byte jump that redirects it, \
                  and is not followed by enough padding; rebuild with \
                  -fpatchable-function-entry=5,5 to make room"
             ),
-        ));
+        ))
+    };
+    if landings.is_empty() {
+        return direct_or_tiny();
     }
-    // A branch targets bytes 1..5: try a 2-byte short jump at the entry to 5 bytes of fill
-    // within its reach (-128..+127 from the end of the short jump): the padding right before
-    // the function first, then any other gap between nearby symbols.
-    let short_conflicts = branch_targets_into(old_body, vaddr, vaddr, JMP_REL8_LEN);
+    // A branch targets bytes 1..5, or a call returns there: try a 2-byte short jump at the
+    // entry to 5 bytes of fill within its reach (-128..+127 from the end of the short jump):
+    // the padding right before the function first, then any other gap between nearby
+    // symbols.
     let describe_conflicts = conflicts
         .iter()
         .map(|t| format!("entry+{}", t - vaddr))
         .collect::<Vec<_>>()
         .join(", ");
+    let describe_sources = {
+        let sources = from_elsewhere
+            .iter()
+            .map(|from| format!("{:#x}", exe.runtime(Vaddr(*from)).0))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let inside = conflicts.len() > from_elsewhere.len();
+        match (inside, from_elsewhere.is_empty()) {
+            (_, true) => "a branch inside it".to_string(),
+            (false, false) => {
+                format!("a branch outside its body (at {sources}: its .cold part or other code)")
+            }
+            (true, false) => format!(
+                "a branch inside it and one outside its body (at {sources}: its .cold part \
+                 or other code)"
+            ),
+        }
+    };
     let after_short = vaddr + JMP_REL8_LEN;
     let reach = after_short.saturating_sub(128)..after_short + 127 + JMP_REL32_LEN;
     let mut candidates: Vec<u64> = Vec::new();
@@ -326,10 +405,14 @@ pub(crate) fn plan_image_entry(
             claimed_fill: Some(pad),
         });
     }
+    if conflicts.is_empty() {
+        // Only return addresses: whether a frame is there is known only at apply time.
+        return direct_or_tiny();
+    }
     Err((
         LinkErrorCode::FunctionTooSmall,
         format!(
-            "cannot redirect `{function}`: a branch inside it targets {describe_conflicts}, \
+            "cannot redirect `{function}`: {describe_sources} targets {describe_conflicts}, \
              which the 5-byte entry jump would overwrite, and there are no 5 bytes of padding \
              within reach of a short jump; rebuild with -fpatchable-function-entry=5,5"
         ),
@@ -360,6 +443,24 @@ mod tests {
         // nopw %cs:0x0(%rax,%rax,1)
         assert!(is_fill(&[0x66, 0x2e, 0x0f, 0x1f, 0x84, 0, 0, 0, 0, 0], 0));
         assert!(!is_fill(&[0xc3], 0));
+        // Zero bytes in text may be a constant the program reads.
+        assert!(!is_fill(&[0, 0, 0, 0, 0], 0));
+    }
+
+    #[test]
+    fn a_call_returning_inside_the_jump_bytes_is_a_landing() {
+        // push %rbx; call *%rdi; mov %eax,%ebx; call base (rel32); add %ebx,%eax; pop; ret
+        let body = [
+            0x53, 0xff, 0xd7, 0x89, 0xc3, 0xe8, 0, 0, 0, 0, 0x01, 0xd8, 0x5b, 0xc3,
+        ];
+        let landings = landings_into(&body, 0x1000, 0x1000, 5);
+        assert_eq!(landings.returns, vec![0x1003]);
+        assert!(landings.branches.is_empty());
+        // The short jump's two bytes are clear of it.
+        assert!(landings_into(&body, 0x1000, 0x1000, 2).is_empty());
+        // sub $8,%rsp; call *%rdi: returns to entry+6, past the jump.
+        let sub_first = [0x48, 0x83, 0xec, 0x08, 0xff, 0xd7, 0xc3];
+        assert!(landings_into(&sub_first, 0x1000, 0x1000, 5).is_empty());
     }
 
     #[test]

@@ -42,6 +42,7 @@
 //! ranges); a weak default overridden by a strong definition in another file binds its
 //! references to the override and gets a `weak-overridden` note instead.
 
+mod branches;
 mod data;
 mod entry;
 mod image;
@@ -311,6 +312,9 @@ pub struct Linker {
     /// Hash maps over the image's symbols, built on first use (one pass over the symbol
     /// tables), so that each link costs time proportional to the object, not to the program.
     index: OnceLock<image::ImageIndex>,
+    /// Direct branches into functions' first bytes from anywhere in the executable, decoded
+    /// on first use (once per linker).
+    landings: OnceLock<branches::EntryLandings>,
     state: layout::LinkState,
     /// Entry states replaced by each committed patch, newest last, for [`Linker::revert_last`].
     history: Vec<layout::RevertRecord>,
@@ -325,6 +329,7 @@ impl Linker {
             image,
             arenas,
             index: OnceLock::new(),
+            landings: OnceLock::new(),
             state,
             history: Vec::new(),
         }
@@ -353,11 +358,17 @@ impl Linker {
     pub fn prepare(&self) {
         self.index();
         entry::warm_up_decoder();
+        self.landings();
     }
 
     fn index(&self) -> &image::ImageIndex {
         self.index
             .get_or_init(|| image::ImageIndex::build(&self.image))
+    }
+
+    fn landings(&self) -> &branches::EntryLandings {
+        self.landings
+            .get_or_init(|| branches::EntryLandings::build(&self.image))
     }
 
     /// Compute the patch for one object. Pure: `self` is not changed, so a failed link or a

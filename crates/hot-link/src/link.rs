@@ -46,6 +46,7 @@ const CALL_STUB_SIZE: u64 = 8;
 pub(crate) struct Link<'a> {
     pub model: &'a ImageModel,
     pub index: &'a ImageIndex,
+    pub landings: &'a crate::branches::EntryLandings,
     pub info: ObjectInfo<'a>,
     /// With a baseline: for each named atom of the object that the baseline also has (by
     /// hot-object's identity, e.g. `tick/calls`), its counterpart there and whether it
@@ -89,6 +90,7 @@ pub(crate) fn link(
     let mut cx = Link {
         model: &linker.image,
         index,
+        landings: linker.landings(),
         info: ObjectInfo::new(request.object),
         baseline_match: request.baseline.map(|old| {
             let diff = hot_object::changed_functions(old, request.object);
@@ -1055,6 +1057,7 @@ impl<'a> Link<'a> {
                 StableEntry::Image(r) => entry::plan_image_entry(
                     self.model,
                     self.index,
+                    self.landings,
                     &self.alloc,
                     r.get(self.model),
                     body,

@@ -313,6 +313,144 @@ fn loop_head_without_padding_is_function_too_small() {
     );
 }
 
+/// gcc -O2 begins `twice` with `push %rbx; call *%rdi`: the callee returns to twice+3.
+const CALL_AT_ENTRY: &str = r#"
+__attribute__((noipa)) int base(void) { return 1; }
+__attribute__((noinline)) int twice(int (*cb)(void)) { int a = cb(); return a + base() + 0; }
+int main(void) { return twice(base); }
+"#;
+
+/// The entry of `twice` as planned for a v2 that changes its body.
+fn plan_for_twice(flags: &[&str]) -> (Program, Patch) {
+    let p = program(CALL_AT_ENTRY, flags, vec![], arenas_below_image());
+    let twice = p.exe_symbol("twice");
+    let original = p
+        .linker
+        .image()
+        .exe
+        .image
+        .bytes_at(twice - BIAS, 3)
+        .expect("twice's bytes")
+        .to_vec();
+    assert_eq!(original, vec![0x53, 0xff, 0xd7], "push %rbx; call *%rdi");
+    let obj = p.compile("v2", &CALL_AT_ENTRY.replace("+ 0;", "+ 5;"), flags);
+    let patch = p
+        .link(&obj, Some(&p.v1))
+        .unwrap_or_else(|e| panic!("{e:#?}"));
+    assert_eq!(patch.swapped, vec!["twice".to_string()]);
+    (p, patch)
+}
+
+#[test]
+fn a_call_returning_inside_the_entry_jump_gets_the_short_jump() {
+    let flags = ["-O2", "-fcf-protection=none"];
+    let (p, patch) = plan_for_twice(&flags);
+    let twice = p.exe_symbol("twice");
+    // The short jump covers entry..entry+2 only: a frame returning to entry+3 finds the
+    // old instructions there.
+    assert_eq!(patch.entries.len(), 2, "{:#?}", patch.entries);
+    let short = &patch.entries[1];
+    assert_eq!(short.addr.0, twice);
+    assert_eq!(short.bytes.len(), 2);
+    assert_eq!(short.bytes[0], 0xeb);
+    let pad = &patch.entries[0];
+    assert!(
+        pad.addr.0 + 5 <= twice || pad.addr.0 >= twice + 14,
+        "{pad:?}"
+    );
+    assert!(patch
+        .protected
+        .iter()
+        .all(|r| !(r.start.0 < twice + 3 && twice + 3 < r.end.0)));
+}
+
+#[test]
+fn a_call_returning_inside_the_entry_jump_without_padding_keeps_the_direct_jump() {
+    // No padding in reach: the 5-byte jump is planned (not refused); the apply refuses it
+    // while a frame really returns to entry+3.
+    let flags = ["-O2", "-fcf-protection=none", "-falign-functions=1"];
+    let p = program(
+        &format!("{CALL_AT_ENTRY}\n{}", SPREAD_AFTER),
+        &flags,
+        vec![],
+        arenas_below_image(),
+    );
+    let twice = p.exe_symbol("twice");
+    let v2 = format!("{CALL_AT_ENTRY}\n{}", SPREAD_AFTER).replace("+ 0;", "+ 5;");
+    let obj = p.compile("v2", &v2, &flags);
+    let patch = p
+        .link(&obj, Some(&p.v1))
+        .unwrap_or_else(|e| panic!("{e:#?}"));
+    assert_eq!(patch.swapped, vec!["twice".to_string()]);
+    assert_eq!(patch.entries.len(), 1, "{:#?}", patch.entries);
+    assert_eq!(patch.entries[0].addr.0, twice);
+    assert_eq!(patch.entries[0].bytes[0], 0xe9);
+    assert!(patch
+        .protected
+        .contains(&(RuntimeAddr(twice)..RuntimeAddr(twice + 5))));
+}
+
+/// `hop` (assembly, as a `.cold` part would be) jumps to entry+4 of `spin`, right behind its
+/// `endbr64`: a branch from outside the body into the bytes the jump overwrites.
+const HOP: &str = r#"
+__attribute__((noinline)) int spin(volatile int *p) {
+  int n = 0;
+  while (*p) { n++; }
+  return n;
+}
+__asm__(".text\n.globl hop\n.type hop,@function\nhop:\n\tjmp spin+4\n.size hop,.-hop\n");
+int main(void) { static volatile int z; return spin(&z); }
+"#;
+
+#[test]
+fn a_branch_from_outside_the_body_into_the_entry_jump_gets_the_short_jump() {
+    let flags = ["-O1", "-fcf-protection", "-falign-functions=16"];
+    let p = program(HOP, &flags, vec![], arenas_below_image());
+    let spin = p.exe_symbol("spin");
+    let image = &p.linker.image().exe.image;
+    assert_eq!(
+        image.bytes_at(spin - BIAS, 4).expect("spin's bytes"),
+        &[0xf3, 0x0f, 0x1e, 0xfa],
+        "spin starts with endbr64"
+    );
+    let obj = p.compile("v2", &HOP.replace("n++;", "n += 2;"), &flags);
+    let patch = p
+        .link(&obj, Some(&p.v1))
+        .unwrap_or_else(|e| panic!("{e:#?}"));
+    assert_eq!(patch.swapped, vec!["spin".to_string()]);
+    assert_eq!(patch.entries.len(), 2, "{:#?}", patch.entries);
+    assert_eq!(patch.entries[1].addr.0, spin);
+    assert_eq!(patch.entries[1].bytes.len(), 2, "a short jump at the entry");
+
+    // Without padding, the same branch refuses the swap and says where it comes from.
+    let flags = ["-O1", "-fcf-protection", "-fno-align-functions"];
+    let p = program(HOP, &flags, vec![], arenas_below_image());
+    let hop = p.exe_symbol("hop");
+    let obj = p.compile("v2", &HOP.replace("n++;", "n += 2;"), &flags);
+    let errors = p.link(&obj, Some(&p.v1)).expect_err("no room for the jump");
+    assert_eq!(errors.len(), 1, "{errors:#?}");
+    assert_eq!(errors[0].code, LinkErrorCode::FunctionTooSmall);
+    let message = &errors[0].message;
+    assert!(
+        message.contains("entry+4") && message.contains(&format!("{hop:#x}")),
+        "{message}"
+    );
+}
+
+/// More than a short jump's reach of code after `twice`, so that no padding is near it.
+const SPREAD_AFTER: &str = r#"
+__attribute__((noinline)) long spread(long x) {
+  for (int i = 0; i < 3; i++) {
+    x = x * 37 + (x << 4) - 9; x ^= x >> 17; x = x * 41 + (x << 6) - 1; x ^= x >> 19;
+    x = x * 31 + 7; x ^= x >> 3; x = x * 17 + (x << 5) - 11; x ^= x >> 7;
+    x = x * 13 + (x << 2) - 5; x ^= x >> 11; x = x * 29 + (x << 3) - 3; x ^= x >> 13;
+  }
+  return x;
+}
+__attribute__((noinline)) long spread2(long x) { return spread(x) * 3 + spread(x + 1); }
+__attribute__((noinline)) long spread3(long x) { return spread2(x) * 5 + spread2(x + 2); }
+"#;
+
 #[test]
 fn patchable_function_entry_nops_make_room_for_the_short_jump() {
     // The same function as above, with the 5 nops -fpatchable-function-entry=5,5 puts before

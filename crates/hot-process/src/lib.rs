@@ -111,13 +111,22 @@ pub struct SlotCopy {
 /// Details: a thread is "inside" a range when `start < rip < end` (a thread exactly at the
 /// start runs the new bytes whole); commit write ranges count as protected too. Threads are
 /// single-stepped out (at most 64 steps each, else the apply fails with nothing committed).
-/// Signals that reach a thread while it is being stopped are sent again after the detach.
-/// A process stopped by SIGSTOP can be swapped and is left stopped.
+/// Return addresses count like instruction pointers, at any depth: each thread's live stack
+/// (from its stack pointer to the end of its mapping, at most 64 MiB) is scanned for a word
+/// inside a protected or commit range, and any hit refuses the apply with nothing written
+/// ([`ProcessError::Other`] naming the thread, the function — from the `what` of the commit
+/// write, "entry of foo" — and the offset from its entry). The scan is conservative: a stale
+/// word equal to such an address refuses too.
+/// Signals that reach a thread while it is being stopped are delivered after the swap with
+/// their original siginfo. A process stopped by SIGSTOP can be swapped and is left stopped.
 #[derive(Clone, Debug, Default)]
 pub struct WritePlan {
     pub prepare: Vec<Write>,
     pub copies: Vec<SlotCopy>,
+    /// The entry jumps; a commit write's `what` names its function ("entry of foo").
     pub commit: Vec<Write>,
+    /// Ranges no thread may be stopped strictly inside or return into, besides the commit
+    /// writes' own ranges; each is named after the commit write it overlaps.
     pub protected: Vec<Range<u64>>,
 }
 
@@ -128,6 +137,10 @@ pub struct ApplyReport {
     pub stopped_micros: u64,
     /// How many threads were stopped.
     pub threads: usize,
+    /// How many signals reached the threads while they were held. Each is delivered after
+    /// the swap with the siginfo the kernel made for it (SIGCHLD's `si_pid`, a queued
+    /// signal's value).
+    pub signals_held: usize,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -342,6 +342,55 @@ fn signals_arriving_during_swaps_are_redelivered() {
     );
 }
 
+/// SIGCHLD arriving while the threads are held reaches the program's SA_SIGINFO handler
+/// with the kernel's siginfo (CLD_EXITED, the child's pid and status), not a copy re-sent
+/// by the tracer that would name the tracer.
+#[test]
+fn sigchld_held_during_swaps_keeps_its_siginfo() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let program = compile(dir.path(), "sigchld", &[]);
+    let done = dir.path().join("done");
+    let (debuggee, rx) = launch(&program, &[done.to_str().expect("utf-8")]);
+    wait_line(&rx, "children forked", |l| {
+        l.starts_with("tick=") && field(l, "forked=") > 10
+    });
+    let mut held = 0;
+    let mut swaps = 0;
+    // Until signals really arrived during swaps (each swap is a chance), at least 300 swaps.
+    while swaps < 300 || (held < 5 && swaps < 20_000) {
+        let report = debuggee
+            .apply(&WritePlan::default())
+            .unwrap_or_else(|e| panic!("apply {swaps}: {e}"));
+        assert_eq!(report.threads, 1);
+        held += report.signals_held;
+        swaps += 1;
+    }
+    eprintln!("{held} SIGCHLDs arrived during {swaps} swaps");
+    assert!(
+        held >= 5,
+        "only {held} signals arrived during {swaps} swaps"
+    );
+    // Lines printed once `done` exists count every signal the swaps held; output printed
+    // during the swaps may still be on its way.
+    std::fs::write(&done, "").expect("create done");
+    let first = wait_line(&rx, "a final line", |l| l.starts_with("final="));
+    assert_eq!(
+        field(&first, "bad="),
+        0,
+        "a SIGCHLD lost its siginfo: {first}"
+    );
+    // A lost signal would stop the loop for good.
+    let forked = field(&first, "forked=");
+    let later = wait_line(&rx, "children still forked", |l| {
+        l.starts_with("final=") && field(l, "forked=") > forked + 100
+    });
+    assert_eq!(
+        field(&later, "bad="),
+        0,
+        "a SIGCHLD lost its siginfo: {later}"
+    );
+}
+
 /// A program stopped by SIGSTOP can be swapped; it stays stopped until SIGCONT.
 #[test]
 fn a_stopped_program_is_swapped_and_stays_stopped() {
@@ -454,6 +503,84 @@ fn threads_inside_the_overwritten_bytes_are_stepped_out() {
     });
 }
 
+/// A signal held in a thread that is then single-stepped out of the overwritten bytes is
+/// put back into the stop that ends the step: the program's handler still gets the kernel's
+/// siginfo (SIGCHLD reaches only the stepper threads, which are nearly always stopped
+/// inside the entry).
+#[test]
+fn signals_held_in_stepped_threads_keep_their_siginfo() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let program = compile(dir.path(), "stepsig", &["-fPIE", "-pie"]);
+    let done = dir.path().join("done");
+    let (debuggee, rx) = launch(&program, &["2", done.to_str().expect("utf-8")]);
+    let entry = hex_field(
+        &wait_line(&rx, "stepper=", |l| l.starts_with("stepper=")),
+        "stepper=",
+    );
+    wait_line(&rx, "children forked", |l| {
+        l.starts_with("tick=") && field(l, "forked=") > 10
+    });
+    let image = debuggee.image_range().expect("image range");
+    let arena = debuggee
+        .map_arena(image, 4096, Protection::ReadExecute)
+        .expect("arena");
+    let nops = debuggee.read_memory(entry, 5).expect("read");
+    let ret = Write {
+        addr: arena,
+        bytes: vec![0xc3],
+        expected: None,
+        what: "ret".into(),
+    };
+    let jmp = jump(entry, arena);
+    let (mut held, mut swaps) = (0, 0);
+    while swaps < 200 || (held < 5 && swaps < 20_000) {
+        let (bytes, expected) = if swaps % 2 == 0 {
+            (&jmp, &nops)
+        } else {
+            (&nops, &jmp)
+        };
+        let plan = WritePlan {
+            prepare: vec![ret.clone()],
+            copies: Vec::new(),
+            commit: vec![Write {
+                addr: entry,
+                bytes: bytes.clone(),
+                expected: Some(expected.clone()),
+                what: "entry of stepper".into(),
+            }],
+            protected: std::iter::once(entry..entry + 5).collect(),
+        };
+        let report = debuggee
+            .apply(&plan)
+            .unwrap_or_else(|e| panic!("apply {swaps}: {e}"));
+        held += report.signals_held;
+        swaps += 1;
+    }
+    eprintln!("{held} SIGCHLDs arrived during {swaps} swaps of stepping threads");
+    assert!(
+        held >= 5,
+        "only {held} signals arrived during {swaps} swaps"
+    );
+    // Lines printed once `done` exists count every signal the swaps held.
+    std::fs::write(&done, "").expect("create done");
+    let first = wait_line(&rx, "a final line", |l| l.starts_with("final="));
+    assert_eq!(
+        field(&first, "bad="),
+        0,
+        "a SIGCHLD lost its siginfo: {first}"
+    );
+    // A lost signal would stop the loop for good.
+    let forked = field(&first, "forked=");
+    let later = wait_line(&rx, "children still forked", |l| {
+        l.starts_with("final=") && field(l, "forked=") > forked + 100
+    });
+    assert_eq!(
+        field(&later, "bad="),
+        0,
+        "a SIGCHLD lost its siginfo: {later}"
+    );
+}
+
 /// A thread that cannot be stepped out (a loop inside the range) fails the apply after a
 /// bounded number of steps, with nothing written.
 #[test]
@@ -517,8 +644,9 @@ fn arenas_of_a_non_pie_executable_lie_below_it() {
     assert_eq!(field(&line, "bad="), 0);
 }
 
-/// A thread parked in a signal handler would return into the middle of the new jump: the
-/// apply refuses, says why, and writes nothing.
+/// A thread parked in a signal handler would return into the middle of the new jump (the
+/// resume address in its signal frame): the apply refuses, names the function, the thread
+/// and where in the entry the frame returns, and writes nothing.
 #[test]
 fn a_signal_frame_returning_into_the_overwritten_bytes_refuses_the_swap() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -542,7 +670,15 @@ fn a_signal_frame_returning_into_the_overwritten_bytes_refuses_the_swap() {
         protected: std::iter::once(entry..entry + 5).collect(),
     };
     let err = debuggee.apply(&plan).expect_err("the swap must be refused");
-    assert!(err.to_string().contains("signal handler"), "{err}");
+    let message = err.to_string();
+    assert!(
+        message.contains("`spot`")
+            && message.contains("thread ")
+            && (message.contains("returns into entry+1 ")
+                || message.contains("returns into entry+3 "))
+            && message.contains("nothing was written"),
+        "{message}"
+    );
     assert_eq!(debuggee.read_memory(entry, 5).expect("read"), original);
 }
 

@@ -2,9 +2,10 @@
 //! stopped, moved out of the bytes about to change, expected bytes checked, commit writes
 //! with rollback, and every thread released.
 
+use std::ops::Range;
 use std::time::Instant;
 
-use super::memory::ProcMem;
+use super::memory::{read_mappings, ProcMem};
 use super::threads::{get_regs, StoppedThreads};
 use crate::{ApplyReport, ProcessError, SlotCopy, Write, WritePlan};
 
@@ -60,6 +61,7 @@ pub(crate) fn apply(
     let started = Instant::now();
     let mut threads = StoppedThreads::stop_all(pid)?;
     let result = apply_stopped(
+        pid,
         mem,
         plan,
         scratch,
@@ -70,6 +72,7 @@ pub(crate) fn apply(
     threads.resume();
     let stopped_micros = started.elapsed().as_micros() as u64;
     let leader_status = threads.leader_status;
+    let signals_held = threads.signals_held;
     let thread_count = threads.tids.len();
     tracing::debug!(
         pid,
@@ -84,12 +87,14 @@ pub(crate) fn apply(
         report: ApplyReport {
             stopped_micros,
             threads: thread_count,
+            signals_held,
         },
         leader_status,
     })
 }
 
 fn apply_stopped(
+    pid: i32,
     mem: &ProcMem,
     plan: &WritePlan,
     scratch: &mut ApplyScratch,
@@ -119,13 +124,8 @@ fn apply_stopped(
 
     // Move every thread out of the bytes about to change: a thread strictly inside an
     // overwritten range would resume in the middle of the new instruction.
-    let inside = |rip: u64| {
-        plan.protected.iter().any(|r| r.start < rip && rip < r.end)
-            || plan
-                .commit
-                .iter()
-                .any(|w| w.addr < rip && rip < w.addr + w.bytes.len() as u64)
-    };
+    let guarded = Guarded::new(plan);
+    let inside = |rip: u64| guarded.find(rip).is_some();
     let mut index = 0;
     while index < threads.tids.len() {
         let tid = threads.tids[index];
@@ -149,20 +149,34 @@ fn apply_stopped(
         }
     }
 
-    // A thread inside a signal handler resumes, when the handler returns, at the address
-    // saved in the signal frame on its stack: if that lies inside the bytes about to change,
-    // it would land in the middle of the new jump. The top of each stack is searched for
-    // such a word (a signal frame sits within a few KiB of a shallow handler's stack
-    // pointer, also on an alternate signal stack). A stray word equal to such an address is
-    // harmless: the swap is refused and the next save tries again.
-    for &tid in &threads.tids {
-        let Ok(regs) = get_regs(tid) else {
-            continue;
-        };
-        if let Some(resume_at) = stack_word_inside(mem, regs.rsp, &mut scratch.stack, &inside) {
+    // Every frame of every thread, at any depth: a return address inside the bytes about to
+    // change (gcc -O2 starts functions with `push %rbx; call *%rdi`, whose callee returns to
+    // entry+3), or the resume address in a signal frame, would land in the middle of the new
+    // jump. Each thread's live stack, from its stack pointer to the end of the mapping that
+    // holds it, is scanned for such a word. The scan is conservative: a stray word equal to
+    // such an address refuses the swap too, which is harmless (nothing is written and the
+    // next save tries again); what it must never do is miss a frame.
+    if !guarded.is_empty() && !threads.tids.is_empty() {
+        let maps = read_mappings(pid)?;
+        for &tid in &threads.tids {
+            let Ok(regs) = get_regs(tid) else {
+                continue;
+            };
+            let Some(stack) = maps.iter().find(|m| m.range.contains(&regs.rsp)) else {
+                continue;
+            };
+            let end = stack.range.end.min(regs.rsp.saturating_add(MAX_STACK_SCAN));
+            let Some(at) = stack_word_inside(mem, regs.rsp, end, &mut scratch.stack, &guarded)
+            else {
+                continue;
+            };
+            let (range, what) = guarded.find(at).unwrap_or((at..at, "code being replaced"));
+            let function = what.strip_prefix("entry of ").unwrap_or(what);
             return Err(ProcessError::Other(format!(
-                "thread {tid} is in a signal handler that returns to {resume_at:#x}, inside code \
-                 being replaced; nothing was written — save again to retry"
+                "cannot swap `{function}` now: thread {tid} has a frame that returns into \
+                 entry+{} of `{function}` ({at:#x}), inside the bytes the entry jump \
+                 overwrites; nothing was written — save again once that call has returned",
+                at - range.start
             )));
         }
     }
@@ -221,34 +235,89 @@ fn apply_stopped(
     Ok(())
 }
 
-/// How much of each stack, from its stack pointer up, is searched for a signal frame.
-const SIGNAL_FRAME_SEARCH: usize = 16 * 1024;
+/// At most this much of one thread's stack is scanned (a deeper stack ends the scan there):
+/// far more than any real stack, small enough to keep the stopped window bounded on a
+/// thread whose stack pointer sits in a huge heap mapping (an alternate signal stack).
+const MAX_STACK_SCAN: u64 = 64 << 20;
 
-/// The first 8-byte-aligned word in the top `SIGNAL_FRAME_SEARCH` bytes of a stack (as far
-/// as it is mapped) that `inside` accepts.
+/// How much of a stack is read at once.
+const STACK_CHUNK: usize = 64 * 1024;
+
+/// The ranges a thread must neither be stopped in nor return into: `plan.protected` and
+/// every commit write, each with what it is ("entry of foo") for messages.
+struct Guarded<'a> {
+    ranges: Vec<(Range<u64>, &'a str)>,
+    /// The hull of all ranges, a cheap first test for each stack word.
+    hull: Range<u64>,
+}
+
+impl<'a> Guarded<'a> {
+    fn new(plan: &'a WritePlan) -> Guarded<'a> {
+        let mut ranges: Vec<(Range<u64>, &str)> = plan
+            .commit
+            .iter()
+            .map(|w| (w.addr..w.addr + w.bytes.len() as u64, w.what.as_str()))
+            .collect();
+        for range in &plan.protected {
+            // A protected range is named after the commit write it overlaps.
+            let what = ranges
+                .iter()
+                .find(|(r, _)| r.start < range.end && range.start < r.end)
+                .map_or("code being replaced", |(_, what)| *what);
+            ranges.push((range.clone(), what));
+        }
+        // Commit writes come first: they start at the entry, so offsets in messages are
+        // counted from it.
+        let low = ranges.iter().map(|(r, _)| r.start).min().unwrap_or(0);
+        let high = ranges.iter().map(|(r, _)| r.end).max().unwrap_or(0);
+        let hull = low..high;
+        Guarded { ranges, hull }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.ranges.is_empty()
+    }
+
+    /// The range `addr` lies strictly inside (`start < addr < end`: a thread exactly at the
+    /// start runs the new bytes whole), and what it is.
+    fn find(&self, addr: u64) -> Option<(Range<u64>, &'a str)> {
+        if addr <= self.hull.start || addr >= self.hull.end {
+            return None;
+        }
+        self.ranges
+            .iter()
+            .find(|(r, _)| r.start < addr && addr < r.end)
+            .map(|(r, what)| (r.clone(), *what))
+    }
+}
+
+/// The first 8-byte-aligned word of the stack from `rsp` up to `end` that lies inside a
+/// guarded range. Reads in chunks into `buf` (reused across swaps); an unreadable chunk ends
+/// the scan.
 fn stack_word_inside(
     mem: &ProcMem,
     rsp: u64,
+    end: u64,
     buf: &mut Vec<u8>,
-    inside: &dyn Fn(u64) -> bool,
+    guarded: &Guarded<'_>,
 ) -> Option<u64> {
-    let start = rsp & !7;
-    // Read page by page: the stack may end (its mapping's top) before the search does.
-    let mut offset = 0usize;
-    while offset < SIGNAL_FRAME_SEARCH {
-        let at = start + offset as u64;
-        let chunk = (4096 - (at % 4096) as usize).min(SIGNAL_FRAME_SEARCH - offset);
+    let mut at = rsp & !7;
+    while at < end {
+        let chunk = ((end - at) as usize).min(STACK_CHUNK) & !7;
+        if chunk == 0 {
+            break;
+        }
         buf.resize(chunk, 0);
         if mem.read_exact(at, buf).is_err() {
             break;
         }
         for word in buf.chunks_exact(8) {
             let value = u64::from_le_bytes(word.try_into().unwrap_or_default());
-            if inside(value) {
+            if guarded.find(value).is_some() {
                 return Some(value);
             }
         }
-        offset += chunk;
+        at += chunk as u64;
     }
     None
 }

@@ -1,6 +1,14 @@
 //! Stopping every thread of the target with `PTRACE_SEIZE` + `PTRACE_INTERRUPT`, waiting for
 //! the stops on the program's own thread ids only, single-stepping, and detaching again with
-//! any signal that arrived meanwhile re-delivered.
+//! any signal that arrived meanwhile delivered.
+//!
+//! A signal that reaches a thread before its interrupt stop puts it in a signal-delivery
+//! stop, which is a ptrace stop like any other: the thread is held right there, and the
+//! detach passes the signal back as `data`, so the kernel delivers it with the siginfo it
+//! made (SIGCHLD's `si_pid`, SIGIO's `si_fd`); sending it again from here would replace
+//! that siginfo with one naming the tracer. A thread that has to be single-stepped gives
+//! up its stop; its signal is put back with `PTRACE_SETSIGINFO` into the signal-delivery
+//! stop that ends its last step.
 
 use std::time::{Duration, Instant};
 
@@ -24,7 +32,7 @@ pub(crate) fn errno_text(code: i32) -> String {
 /// `ptrace(2)`; `addr`/`data` are passed through unchanged.
 fn ptrace(request: libc::c_uint, tid: i32, addr: usize, data: usize) -> Result<libc::c_long, i32> {
     // SAFETY: ptrace only reads or writes through `data` for the GETREGS/SETREGS/GETSIGINFO/
-    // GETEVENTMSG requests, where callers pass a pointer to a live value of the right type.
+    // SETSIGINFO/GETEVENTMSG requests, where callers pass a pointer to a live value of the right type.
     let result = unsafe { libc::ptrace(request, tid, addr, data) };
     if result == -1 {
         let code = errno();
@@ -70,6 +78,17 @@ fn get_siginfo(tid: i32) -> Option<libc::siginfo_t> {
     Some(info)
 }
 
+/// Replaces the siginfo of the signal-delivery stop `tid` is in.
+fn set_siginfo(tid: i32, info: &libc::siginfo_t) -> Result<(), i32> {
+    ptrace(
+        libc::PTRACE_SETSIGINFO,
+        tid,
+        0,
+        info as *const libc::siginfo_t as usize,
+    )
+    .map(drop)
+}
+
 fn event_message(tid: i32) -> Option<u64> {
     let mut message: libc::c_ulong = 0;
     ptrace(
@@ -110,7 +129,8 @@ fn tracer_and_state(pid: i32, tid: i32) -> Option<(i32, char)> {
     Some((tracer, state))
 }
 
-/// A signal that reached a thread while we held it, to be sent again after detaching.
+/// A signal that reached a thread while we held it: delivered by the detach when the thread
+/// is in a signal-delivery stop then, otherwise sent again after it.
 struct PendingSignal {
     tid: i32,
     info: libc::siginfo_t,
@@ -118,9 +138,11 @@ struct PendingSignal {
 
 /// What one wait on a thread produced.
 enum Waited {
-    /// Stopped in a state we can hold it in: interrupt stop, group stop, or the trap that
-    /// ends a single step.
+    /// Stopped in a state we can hold it in: interrupt stop, group stop, or (`event` 0) the
+    /// trap that ends a single step.
     Stopped { event: i32 },
+    /// Held in a signal-delivery stop; the signal is recorded and goes out with the detach.
+    Signal,
     /// The thread is gone.
     Gone,
     /// Nothing yet.
@@ -131,7 +153,13 @@ enum Waited {
 pub(crate) struct StoppedThreads {
     pid: i32,
     pub(crate) tids: Vec<i32>,
+    /// Signals that arrived while the threads were being stopped or stepped, in order.
     signals: Vec<PendingSignal>,
+    /// Threads whose current stop is a signal-delivery stop: detaching them with a signal
+    /// number delivers that signal with the stop's siginfo.
+    signal_stops: Vec<i32>,
+    /// How many signals arrived while the threads were held (for the apply report).
+    pub(crate) signals_held: usize,
     /// The leader's exit status if a wait reaped it (a launched program dying mid-swap).
     pub(crate) leader_status: Option<i32>,
     detached: bool,
@@ -143,6 +171,8 @@ impl StoppedThreads {
             pid,
             tids: Vec::new(),
             signals: Vec::new(),
+            signal_stops: Vec::new(),
+            signals_held: 0,
             leader_status: None,
             detached: false,
         }
@@ -243,8 +273,9 @@ impl StoppedThreads {
         }
     }
 
-    /// Waits until every tid in `pending` is in its interrupt stop (or gone). Signals that
-    /// arrive first are recorded and suppressed; clone children join `pending`.
+    /// Waits until every tid in `pending` is in its interrupt stop, in a signal-delivery stop
+    /// (held there; the signal goes out with the detach), or gone; clone children join
+    /// `pending`.
     fn wait_all_stopped(
         &mut self,
         pending: &mut Vec<i32>,
@@ -263,6 +294,12 @@ impl StoppedThreads {
                         pending.swap_remove(index);
                         progressed = true;
                     }
+                    Waited::Signal => {
+                        // Its PTRACE_INTERRUPT stays pending: a later step first reports
+                        // that interrupt stop, and the detach discards it.
+                        pending.swap_remove(index);
+                        progressed = true;
+                    }
                     Waited::Stopped { event, .. } => {
                         progressed = true;
                         if event == libc::PTRACE_EVENT_CLONE {
@@ -278,13 +315,13 @@ impl StoppedThreads {
                                 }
                             }
                             // The interrupt is still pending: the next stop is the interrupt stop.
-                            let _ = ptrace(libc::PTRACE_CONT, tid, 0, 0);
+                            let _ = self.restart(libc::PTRACE_CONT, tid);
                             index += 1;
                         } else if event == libc::PTRACE_EVENT_STOP {
                             pending.swap_remove(index);
                         } else {
                             // Events we did not ask for: let it go on to the interrupt stop.
-                            let _ = ptrace(libc::PTRACE_CONT, tid, 0, 0);
+                            let _ = self.restart(libc::PTRACE_CONT, tid);
                             index += 1;
                         }
                     }
@@ -308,8 +345,9 @@ impl StoppedThreads {
         Ok(())
     }
 
-    /// One non-blocking wait on `tid`. A signal-delivery stop is recorded and the thread
-    /// resumed (with the signal suppressed) unless `stepping` asked for the step's SIGTRAP.
+    /// One non-blocking wait on `tid`. A signal-delivery stop is recorded; the thread is
+    /// held in it ([`Waited::Signal`]), or, while `stepping`, the step's own SIGTRAP ends the
+    /// step and any other signal is held for later and the step goes on.
     fn wait_once(&mut self, tid: i32, stepping: bool) -> Waited {
         let mut status = 0;
         // SAFETY: waitpid writes the status into our local.
@@ -338,35 +376,54 @@ impl StoppedThreads {
             return Waited::Stopped { event };
         }
         // A signal-delivery stop.
+        let info = get_siginfo(tid);
+        self.signal_stops.push(tid);
         if stepping && signal == libc::SIGTRAP {
-            if let Some(info) = get_siginfo(tid) {
-                // TRAP_TRACE / TRAP_BRKPT from the kernel are the end of our step.
-                if info.si_code > 0 && info.si_code != libc::SI_KERNEL {
-                    return Waited::Stopped { event: 0 };
-                }
+            // TRAP_TRACE / TRAP_BRKPT from the kernel are the end of our step.
+            if info.is_some_and(|info| info.si_code > 0 && info.si_code != libc::SI_KERNEL) {
+                return Waited::Stopped { event: 0 };
             }
         }
-        if let Some(info) = get_siginfo(tid) {
-            self.signals.push(PendingSignal { tid, info });
+        let info = info.unwrap_or_else(|| {
+            // No siginfo (should not happen in a signal-delivery stop): the signal number
+            // alone still gets it delivered.
+            // SAFETY: siginfo_t is plain old data; zero is a valid value.
+            let mut bare: libc::siginfo_t = unsafe { std::mem::zeroed() };
+            bare.si_signo = signal;
+            bare
+        });
+        self.signals.push(PendingSignal { tid, info });
+        self.signals_held += 1;
+        if !stepping {
+            return Waited::Signal;
         }
-        let restart = if stepping {
-            libc::PTRACE_SINGLESTEP
-        } else {
-            libc::PTRACE_CONT
-        };
-        if ptrace(restart, tid, 0, 0).is_err() {
+        // While stepping: hold this one too and step on (signal suppressed for now).
+        if self.restart(libc::PTRACE_SINGLESTEP, tid).is_err() {
             return Waited::Gone;
         }
         Waited::NotYet
     }
 
-    fn forget(&mut self, tid: i32) {
-        self.tids.retain(|&t| t != tid);
+    /// Resumes `tid` from its stop with `request` and no signal; it leaves any
+    /// signal-delivery stop it was in.
+    fn restart(&mut self, request: libc::c_uint, tid: i32) -> Result<(), i32> {
+        self.signal_stops.retain(|&t| t != tid);
+        ptrace(request, tid, 0, 0).map(drop)
     }
 
-    /// Single-steps `tid` once; returns false if the thread is gone.
+    fn forget(&mut self, tid: i32) {
+        self.tids.retain(|&t| t != tid);
+        self.signal_stops.retain(|&t| t != tid);
+        self.signals.retain(|s| s.tid != tid);
+    }
+
+    /// Single-steps `tid` once; returns false if the thread is gone. A signal the thread was
+    /// held for is kept, to be put into the stop that ends the step; a synchronous fault is
+    /// dropped instead (the faulting instruction raises it again when it runs).
     pub(crate) fn single_step(&mut self, tid: i32) -> Result<bool, ProcessError> {
-        if let Err(code) = ptrace(libc::PTRACE_SINGLESTEP, tid, 0, 0) {
+        self.signals
+            .retain(|pending| pending.tid != tid || !is_synchronous_fault(&pending.info));
+        if let Err(code) = self.restart(libc::PTRACE_SINGLESTEP, tid) {
             return Err(ProcessError::Other(format!(
                 "PTRACE_SINGLESTEP of thread {tid}: {}",
                 errno_text(code)
@@ -377,6 +434,8 @@ impl StoppedThreads {
         loop {
             match self.wait_once(tid, true) {
                 Waited::Stopped { event: 0, .. } => return Ok(true),
+                // Not produced while stepping (other signals are held and the step goes on).
+                Waited::Signal => return Ok(true),
                 Waited::Stopped { event, .. } => {
                     if event == libc::PTRACE_EVENT_CLONE {
                         // Stepping over clone: the new thread stops on its own, hold it too.
@@ -385,7 +444,7 @@ impl StoppedThreads {
                         }
                     }
                     // An event stop ended the step early; step again from here.
-                    let _ = ptrace(libc::PTRACE_SINGLESTEP, tid, 0, 0);
+                    let _ = self.restart(libc::PTRACE_SINGLESTEP, tid);
                 }
                 Waited::Gone => {
                     self.forget(tid);
@@ -411,15 +470,28 @@ impl StoppedThreads {
         self.wait_all_stopped(&mut pending, deadline)
     }
 
-    /// Detaches every thread (signal 0), then sends again the signals that arrived while
-    /// they were held.
+    /// Detaches every thread. A thread in a signal-delivery stop is detached with the first
+    /// signal held for it, which the kernel then delivers with its own siginfo (put back with
+    /// `PTRACE_SETSIGINFO` if a single step replaced the stop); the remaining signals (a
+    /// second one for the same thread, or one for a thread that ended in an interrupt stop)
+    /// are sent again after the detach.
     pub(crate) fn resume(&mut self) {
         if self.detached {
             return;
         }
         self.detached = true;
         for &tid in &self.tids {
-            if ptrace(libc::PTRACE_DETACH, tid, 0, 0).is_err() {
+            let mut data = 0;
+            if self.signal_stops.contains(&tid) {
+                if let Some(at) = self.signals.iter().position(|s| s.tid == tid) {
+                    let info = self.signals[at].info;
+                    if set_siginfo(tid, &info).is_ok() {
+                        data = info.si_signo as usize;
+                        self.signals.remove(at);
+                    }
+                }
+            }
+            if ptrace(libc::PTRACE_DETACH, tid, 0, data).is_err() {
                 // Not in a stop: it is exiting (a SIGKILL of the whole process). Reap the
                 // traced zombie so it does not linger.
                 let mut status = 0;
@@ -462,18 +534,23 @@ fn back_off(idle_rounds: &mut u32) {
     }
 }
 
-/// Sends a recorded signal to the same thread again. `rt_tgsigqueueinfo` keeps its details
+/// A fault the kernel raised for the instruction the thread is at (not one sent by `kill`).
+fn is_synchronous_fault(info: &libc::siginfo_t) -> bool {
+    matches!(
+        info.si_signo,
+        libc::SIGSEGV | libc::SIGBUS | libc::SIGILL | libc::SIGFPE
+    ) && info.si_code > 0
+        && info.si_code != libc::SI_KERNEL
+}
+
+/// Sends a recorded signal to the same thread again (only for signals the detach could not
+/// deliver, see [`StoppedThreads::resume`]). `rt_tgsigqueueinfo` keeps its details
 /// but the kernel accepts only queued (negative `si_code`) ones from another process;
 /// others go by `tgkill`. Synchronous faults are not resent: the faulting instruction runs
 /// again and raises them anew.
 fn redeliver(pid: i32, tid: i32, info: &libc::siginfo_t) {
     let signal = info.si_signo;
-    let fault = matches!(
-        signal,
-        libc::SIGSEGV | libc::SIGBUS | libc::SIGILL | libc::SIGFPE
-    ) && info.si_code > 0
-        && info.si_code != libc::SI_KERNEL;
-    if fault {
+    if is_synchronous_fault(info) {
         return;
     }
     if info.si_code < 0 && info.si_code != libc::SI_TKILL {
