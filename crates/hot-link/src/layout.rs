@@ -14,7 +14,7 @@ use std::ops::Range;
 use hot_object::AtomId;
 
 use crate::image::ImageSymRef;
-use crate::{Arenas, EntryWrite, RuntimeAddr};
+use crate::{Arenas, EntryWrite, Revert, RuntimeAddr};
 
 /// The name of a function or variable across links: globals by name, statics by name within
 /// their source file (two files may each have a `static int count`).
@@ -193,7 +193,7 @@ impl LinkState {
 
     /// Point the entries of a reverted patch back where they were; returns the writes that
     /// do the same in the process, in the order to apply them.
-    pub(crate) fn revert(&mut self, record: RevertRecord) -> Vec<EntryWrite> {
+    pub(crate) fn revert(&mut self, record: RevertRecord) -> Revert {
         let writes = revert_writes(&record);
         for write in record.read_only.iter().rev() {
             if let Some(before) = &write.before {
@@ -216,7 +216,7 @@ impl LinkState {
 
 /// The writes that revert a patch in the process, in the order to apply them, computed
 /// without changing any state (so the process can refuse them and nothing is lost).
-pub(crate) fn revert_writes(record: &RevertRecord) -> Vec<EntryWrite> {
+pub(crate) fn revert_writes(record: &RevertRecord) -> Revert {
     let mut writes = Vec::new();
     for (entry, previous, set) in record.entries.iter().rev() {
         match previous {
@@ -250,9 +250,10 @@ pub(crate) fn revert_writes(record: &RevertRecord) -> Vec<EntryWrite> {
     }
     // Read-only objects back to the bytes they held before (with the entries already
     // pointing at the old bodies, nothing new reads them any more).
+    let mut in_place = Vec::new();
     for write in record.read_only.iter().rev() {
         if let Some(before) = &write.before {
-            writes.push(EntryWrite {
+            in_place.push(EntryWrite {
                 addr: write.addr,
                 expected: write.after.clone(),
                 bytes: before.clone(),
@@ -260,7 +261,10 @@ pub(crate) fn revert_writes(record: &RevertRecord) -> Vec<EntryWrite> {
             });
         }
     }
-    writes
+    Revert {
+        entries: writes,
+        in_place,
+    }
 }
 
 /// The allocation view of one link: committed state plus this link's delta.

@@ -249,6 +249,23 @@ impl std::fmt::Display for RuntimeAddr {
     }
 }
 
+/// The writes that undo a committed patch in the process, each with its `expected` bytes;
+/// applied like a patch's: the in-place data and the entries in one atomic commit.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Revert {
+    /// Entry jumps back to the previous bodies (or the original bytes), in write order.
+    pub entries: Vec<EntryWrite>,
+    /// Read-only objects updated in place, back to the bytes they held before.
+    pub in_place: Vec<EntryWrite>,
+}
+
+impl Revert {
+    /// Every write, data first.
+    pub fn writes(&self) -> impl Iterator<Item = &EntryWrite> {
+        self.in_place.iter().chain(&self.entries)
+    }
+}
+
 /// Why a link failed; callers branch on the code to pick a diagnostic.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LinkErrorCode {
@@ -403,14 +420,14 @@ impl Linker {
     ///
     /// Arena space, GOT slots, stubs and new variables stay allocated: an old body may still
     /// be running, and a new variable keeps its address (and value) for the next swap.
-    pub fn revert_last(&mut self) -> Option<Vec<EntryWrite>> {
+    pub fn revert_last(&mut self) -> Option<Revert> {
         let record = self.history.pop()?;
         Some(self.state.revert(record))
     }
 
     /// The entry writes [`Linker::revert_last`] would return, without changing the linker:
     /// apply them to the process first, and call `revert_last` only once that succeeded.
-    pub fn revert_plan(&self) -> Option<Vec<EntryWrite>> {
+    pub fn revert_plan(&self) -> Option<Revert> {
         self.history.last().map(layout::revert_writes)
     }
 }

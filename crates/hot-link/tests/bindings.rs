@@ -386,6 +386,7 @@ fn in_place_updates_are_commit_writes_with_expected_bytes_and_undo_restores_them
 
     // Undo puts back what each patch replaced, newest first, checking what is there.
     let revert = p.linker.revert_plan().expect("a patch to revert");
+    let revert: Vec<_> = revert.writes().collect();
     let w = revert
         .iter()
         .find(|w| w.addr.0 == limits)
@@ -396,6 +397,7 @@ fn in_place_updates_are_commit_writes_with_expected_bytes_and_undo_restores_them
     );
     p.linker.revert_last();
     let revert = p.linker.revert_plan().expect("the first patch");
+    let revert: Vec<_> = revert.writes().collect();
     let w = revert
         .iter()
         .find(|w| w.addr.0 == order)

@@ -685,7 +685,7 @@ fn new_static_variable_and_function_keep_their_addresses_across_links() {
     p.linker.commit(&patch3);
 
     // Undo v3: the entries go back to v2's bodies.
-    let revert = p.linker.revert_last().expect("one patch to revert");
+    let revert = p.linker.revert_last().expect("one patch to revert").entries;
     let tick_back = revert
         .iter()
         .find(|w| w.addr == tick_write.addr)

@@ -105,8 +105,9 @@ pub struct SlotCopy {
 
 /// Everything one swap writes. Applied as: (1) `prepare` writes (arena contents, not yet
 /// reachable), (2) `copies` (dst <- 8 bytes at src, read in the target), (3) stop every
-/// thread, move threads out of `protected`, check every `expected`, (4) `commit` writes
-/// (entry jumps), (5) resume and detach. Any failure restores what was written.
+/// thread, move threads out of `protected`, check every `expected`, (4) `commit_data` and
+/// `commit` writes (data the program can read, then entry jumps), (5) resume and detach. Any
+/// failure restores what was written.
 ///
 /// Details: a thread is "inside" a range when `start < rip < end` (a thread exactly at the
 /// start runs the new bytes whole); commit write ranges count as protected too. Threads are
@@ -123,6 +124,10 @@ pub struct SlotCopy {
 pub struct WritePlan {
     pub prepare: Vec<Write>,
     pub copies: Vec<SlotCopy>,
+    /// Data the program can already read (a `const` table updated in place): written with
+    /// every thread stopped, checked and rolled back together with `commit`, but not code, so
+    /// no thread is stepped out of it and a stack word pointing into it refuses nothing.
+    pub commit_data: Vec<Write>,
     /// The entry jumps; a commit write's `what` names its function ("entry of foo").
     pub commit: Vec<Write>,
     /// Ranges no thread may be stopped strictly inside or return into, besides the commit

@@ -484,6 +484,7 @@ fn threads_inside_the_overwritten_bytes_are_stepped_out() {
         let plan = WritePlan {
             prepare: vec![ret.clone()],
             copies: Vec::new(),
+            commit_data: Vec::new(),
             commit: vec![Write {
                 addr: entry,
                 bytes: bytes.clone(),
@@ -542,6 +543,7 @@ fn signals_held_in_stepped_threads_keep_their_siginfo() {
         let plan = WritePlan {
             prepare: vec![ret.clone()],
             copies: Vec::new(),
+            commit_data: Vec::new(),
             commit: vec![Write {
                 addr: entry,
                 bytes: bytes.clone(),
@@ -661,6 +663,7 @@ fn a_signal_frame_returning_into_the_overwritten_bytes_refuses_the_swap() {
     let plan = WritePlan {
         prepare: Vec::new(),
         copies: Vec::new(),
+        commit_data: Vec::new(),
         commit: vec![Write {
             addr: entry,
             bytes: jump(entry, arena),

@@ -78,7 +78,7 @@ pub(crate) fn apply(
         pid,
         threads = thread_count,
         stopped_micros,
-        commits = plan.commit.len(),
+        commits = plan.commit.len() + plan.commit_data.len(),
         ok = result.is_ok(),
         "apply"
     );
@@ -181,9 +181,11 @@ fn apply_stopped(
         }
     }
 
-    // (4) Check what is there, keep it for rollback.
+    // (4) Check what is there, keep it for rollback. Data first: once the entries point at
+    // the new bodies, what those read must be in place.
+    let commits = || plan.commit_data.iter().chain(&plan.commit);
     scratch.originals.clear();
-    for write in &plan.commit {
+    for write in commits() {
         let len = write
             .bytes
             .len()
@@ -208,11 +210,11 @@ fn apply_stopped(
             .extend_from_slice(&scratch.current[..write.bytes.len()]);
     }
     let mut offset = 0;
-    for (done, write) in plan.commit.iter().enumerate() {
+    for (done, write) in commits().enumerate() {
         if let Err(err) = mem.write_all(write.addr, &write.bytes) {
             // Restore everything written so far, this write included (it may be partial).
             let mut back = 0;
-            for earlier in &plan.commit[..=done] {
+            for earlier in commits().take(done + 1) {
                 let original = &scratch.originals[back..back + earlier.bytes.len()];
                 if let Err(restore) = mem.write_all(earlier.addr, original) {
                     tracing::error!(

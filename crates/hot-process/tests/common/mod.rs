@@ -126,6 +126,7 @@ pub fn swap_plan(entry: u64, slot: u64, returned: u32, previous: &[u8]) -> (Writ
             what: format!("body returning {returned}"),
         }],
         copies: Vec::new(),
+        commit_data: Vec::new(),
         commit: vec![Write {
             addr: entry,
             bytes: jmp.clone(),

@@ -264,15 +264,15 @@ impl Worker {
                 .collect(),
             // Read-only objects the program can read now change with the entries, while
             // every thread is stopped, checked and rolled back like them.
-            commit: patch
+            commit_data: patch
                 .in_place
                 .iter()
                 .map(|w| hot_process::Write {
                     what: format!("in-place update of {}", w.function),
                     ..entry_write(w)
                 })
-                .chain(patch.entries.iter().map(entry_write))
                 .collect(),
+            commit: patch.entries.iter().map(entry_write).collect(),
             protected: patch.protected.iter().map(|r| r.start.0..r.end.0).collect(),
         };
         let Some(program) = self.program.as_mut() else {
@@ -352,11 +352,8 @@ impl Worker {
             return;
         };
         let plan = WritePlan {
-            commit: reverts.iter().map(entry_write).collect(),
-            protected: reverts
-                .iter()
-                .map(|e| e.addr.0..e.addr.0 + e.bytes.len() as u64)
-                .collect(),
+            commit_data: reverts.in_place.iter().map(entry_write).collect(),
+            commit: reverts.entries.iter().map(entry_write).collect(),
             ..WritePlan::default()
         };
         if let Err(e) = program.debuggee.apply(&plan) {
@@ -377,7 +374,7 @@ impl Worker {
                 self.baselines.remove(&applied.file);
             }
         }
-        let names: Vec<String> = reverts.iter().map(|e| e.function.clone()).collect();
+        let names: Vec<String> = reverts.writes().map(|e| e.function.clone()).collect();
         self.message(
             Severity::Information,
             format!(
