@@ -507,3 +507,42 @@ fn cpp_member_function_template_and_string() {
     let warning = f.wait_message(Severity::Warning);
     assert!(warning.contains("exceptions"), "{warning}");
 }
+
+#[test]
+fn a_non_pie_program_gets_arenas_below_2_gib() {
+    // -no-pie -fno-pie: the executable sits at 0x400000 and its code (and the patch's) uses
+    // absolute 32-bit addresses (R_X86_64_32 for strings, 32S for indexed tables).
+    let mut f = Fixture::launch("nopie");
+    let before: u64 = field(&f.wait_output("compute=20"), "tick")
+        .parse()
+        .expect("tick");
+    f.edit(
+        "main.c",
+        "int compute(int x) {\n    return x * table[1];\n}",
+        "static int serial = 1000;\n\nstatic const char *tag(void) {\n    return \"new\";\n}\n\n\
+         int compute(int x) {\n    return serial++ + x * table[(x + 1) & 3] + (tag()[0] == 'n');\n}",
+    );
+    f.save("main.c");
+    let swap = f.wait_swap();
+    assert_eq!(swap.swapped, vec!["compute".to_string()], "{swap:?}");
+    assert!(swap.added.iter().any(|a| a == "tag"), "{swap:?}");
+    assert!(swap.added.iter().any(|a| a == "serial"), "{swap:?}");
+    // serial starts at its initializer and keeps counting; table[3] is 4; the tick and the
+    // heap the program allocated at start go on.
+    f.wait_output("compute=10");
+    let lines = f.next_lines(4);
+    let values: Vec<i64> = lines
+        .iter()
+        .map(|l| field(l, "compute").parse().expect("number"))
+        .collect();
+    assert!(values.iter().all(|&v| v >= 1041), "{lines:?}");
+    assert!(values.windows(2).all(|w| w[1] > w[0]), "{lines:?}");
+    let after: u64 = field(&lines[3], "tick").parse().expect("tick");
+    assert!(
+        after > before,
+        "the tick counter restarted: {before} -> {after}"
+    );
+    let kept: i64 = field(&lines[3], "kept").parse().expect("kept");
+    assert!(kept >= 1041, "{lines:?}");
+    f.assert_same_process();
+}
