@@ -203,14 +203,15 @@ pub(crate) fn arena_candidates(
         }
     }
     let below_heap = |r: &Range<u64>| growth.as_ref().is_none_or(|g| r.end <= g.start);
-    // Whole arenas first: closest to the image for a PIE (the highest gap below it); below
-    // the heap's start, highest first, for a non-PIE. Then pieces of the largest size first.
+    // Whole arenas first, closest to the image: the highest gap below it; for a non-PIE,
+    // then the highest gap between the image and the heap's start, then above the heap's
+    // room. Then pieces, the largest first.
     let mut whole: Vec<Range<u64>> = pieces
         .iter()
         .filter(|p| p.end - p.start >= size)
         .map(|p| p.end - size..p.end)
         .collect();
-    whole.sort_by_key(|r| (low_image && below_heap(r), r.start));
+    whole.sort_by_key(|r| (r.end <= image.start, below_heap(r), r.start));
     whole.reverse();
     let mut partial: Vec<Range<u64>> = pieces
         .into_iter()
@@ -303,6 +304,16 @@ mod tests {
         let got = arena_candidates(&maps, &image, &image, size, 0x10000, Heap::default());
         assert_eq!(got[0], 0x3cde_4000 - (64 << 20)..0x3cde_4000);
         assert!(got.iter().all(|c| c.end <= LOW_LIMIT), "{got:x?}");
+        // A small arena fits below the image: there first.
+        let got = arena_candidates(
+            &maps,
+            &image,
+            &image,
+            (0x3000, 0x3000),
+            0x10000,
+            Heap::default(),
+        );
+        assert_eq!(got[0], 0x40_0000 - 0x3000..0x40_0000);
         // No gap below the heap (ASLR off): at the top below 2 GiB, the heap keeps its room.
         let maps = non_pie(0x40_5000..0x42_6000, &[]);
         let got = arena_candidates(&maps, &image, &image, size, 0x10000, Heap::default());
