@@ -4,7 +4,7 @@
 mod common;
 
 use common::{field, Fixture};
-use hot_session::{Diagnostic, SessionEvent, Severity, SwapSummary};
+use hot_session::{Diagnostic, Progress, SessionEvent, Severity, SwapSummary};
 
 /// Launch `fixture`, wait for `before` in its output, replace `from` by `to` in `file` and
 /// save: exactly `function` must be swapped, the output must show `after`, and the process
@@ -544,5 +544,79 @@ fn a_non_pie_program_gets_arenas_below_2_gib() {
     );
     let kept: i64 = field(&lines[3], "kept").parse().expect("kept");
     assert!(kept >= 1041, "{lines:?}");
+    f.assert_same_process();
+}
+
+#[test]
+fn the_first_save_after_launch_compiles_its_baseline_before_linking() {
+    // Thirteen files at -O1, 400 functions each, whose baselines compile in the background
+    // in path order; unit11.c comes last. Saved as soon as the program is announced, its
+    // baseline cannot be ready: the save must compile it from the snapshot first. Without
+    // it every function of the file would count as changed, and the unchanged 4-byte ones
+    // would be refused as function-too-small.
+    let mut f = Fixture::copy("large");
+    f.start();
+    f.wait_launched();
+    f.edit("unit11.c", "s += i * 3;", "s += i * 5;");
+    f.save("unit11.c");
+    let swap = f.wait_swap();
+    assert_eq!(swap.swapped, vec!["unit11_edited".to_string()], "{swap:?}");
+    assert!(swap.skipped >= 400, "{swap:?}");
+    // The session's own account: this save compiled the baseline it needed.
+    let compiled_baseline = f.log.iter().any(|e| {
+        matches!(
+            e,
+            SessionEvent::Progress(Progress::Report { message, .. }) if message.contains("baseline")
+        )
+    });
+    assert!(compiled_baseline, "the baseline was ready before the save");
+    f.wait_output("first=11 last=17");
+    f.assert_same_process();
+}
+
+#[test]
+fn a_header_edited_after_the_build_is_not_hidden_by_the_baseline() {
+    let mut f = Fixture::copy("header");
+    // Built, then the header edited before the launch: what runs has SCALE 1, the header on
+    // disk says 3. A baseline compiled now would contain the 3 and hide the change.
+    let built = std::process::Command::new("sh")
+        .args([
+            "-c",
+            "cc -O0 -g -o app main.c && touch -d '20 seconds ago' main.c scale.h \
+             && touch -d '10 seconds ago' app",
+        ])
+        .current_dir(f.dir.path())
+        .status()
+        .expect("run cc");
+    assert!(built.success());
+    f.write(
+        "hot-lsp.toml",
+        "[program]\npath = \"app\"\n\n[compile]\ncommand = \"cc -O0 -g -c {file} -o {output}\"\n",
+    );
+    f.edit("scale.h", "#define SCALE 1", "#define SCALE 3");
+    f.start();
+    f.wait_launched();
+    f.wait_output("compute=10");
+    // main.c itself is unchanged: saving it brings the header's change in.
+    f.save("main.c");
+    let swap = f.wait_swap();
+    assert!(swap.swapped.contains(&"compute".to_string()), "{swap:?}");
+    f.wait_output("compute=30");
+    // Said when the baseline was refused, before the save.
+    let note = f
+        .log
+        .iter()
+        .find_map(|e| match e {
+            SessionEvent::Message {
+                severity: Severity::Information,
+                text,
+            } if text.contains("scale.h") => Some(text.clone()),
+            _ => None,
+        })
+        .expect("a note naming scale.h");
+    assert!(
+        note.contains("changed after the program was built"),
+        "{note}"
+    );
     f.assert_same_process();
 }

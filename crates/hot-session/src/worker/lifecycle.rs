@@ -114,7 +114,7 @@ impl Worker {
         self.exe_modified = debuggee.executable_modified();
         self.program = Some(Program::new(debuggee));
         self.baselines.clear();
-        self.snapshots.clear();
+        self.forget_baselines();
         let announce = |worker: &Worker| {
             worker.emit(SessionEvent::Launched { pid });
             worker.update_status(|s| {
@@ -174,7 +174,7 @@ impl Worker {
             return;
         };
         self.process_events = crossbeam_channel::never();
-        self.snapshots.clear();
+        self.forget_baselines();
         if detach || !program.debuggee.launched() {
             program.debuggee.detach();
             self.update_status(|s| {

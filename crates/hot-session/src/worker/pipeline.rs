@@ -39,10 +39,6 @@ impl Worker {
         if !has_extension(&file, SOURCE_EXTENSIONS) {
             return;
         }
-        // A baseline still waiting in the queue is needed now, compiled from its snapshot.
-        if self.snapshots.contains_key(&file) {
-            self.compile_baseline(&file);
-        }
         let title = format!(
             "hot-lsp: {}",
             file.file_name()
@@ -133,6 +129,8 @@ impl Worker {
             self.set_state(running_state, None);
             return Ok(None);
         }
+        // What runs, compiled with the same flags (now, if it is still in the queue).
+        let baseline = self.baseline_for(file, job.flags());
         self.progress(Phase::Link, "linking");
         let Some(program) = self.program.as_mut() else {
             return Err(());
@@ -142,11 +140,6 @@ impl Worker {
             tu: unit.flatten(),
             source: file.display().to_string(),
         };
-        let baseline = self
-            .baselines
-            .get(file)
-            .filter(|b| b.argv == job.flags())
-            .cloned();
         let linker = match program.linker() {
             Ok(l) => l,
             Err(e) => {
