@@ -618,5 +618,15 @@ fn a_header_edited_after_the_build_is_not_hidden_by_the_baseline() {
         note.contains("changed after the program was built"),
         "{note}"
     );
+    // The dependency lists know who includes the header.
+    f.save("scale.h");
+    let main = f.path("main.c").display().to_string();
+    f.wait("the includers of scale.h", |e| match e {
+        SessionEvent::Message { text, .. } if text.contains("is a header") => {
+            assert!(text.contains(&main), "{text}");
+            Some(())
+        }
+        _ => None,
+    });
     f.assert_same_process();
 }

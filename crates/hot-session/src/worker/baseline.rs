@@ -342,6 +342,18 @@ impl Worker {
         );
     }
 
+    /// The translation units whose baseline compile read `header`, in path order.
+    pub(super) fn includers(&self, header: &Path) -> Vec<PathBuf> {
+        let mut units: Vec<PathBuf> = self
+            .dependencies
+            .iter()
+            .filter(|(_, deps)| deps.iter().any(|d| d == header))
+            .map(|(unit, _)| unit.clone())
+            .collect();
+        units.sort();
+        units
+    }
+
     pub(super) fn on_opened(&mut self, file: &Path) {
         let file = normalize(file);
         if self.program.is_some()

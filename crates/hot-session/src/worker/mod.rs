@@ -94,7 +94,6 @@ struct Worker {
     /// What each baseline compile read (the source and every header, from `-MD`): a
     /// baseline is trusted only if none of them changed after the executable was built.
     /// Kept per translation unit, to find the includers of a header.
-    #[allow(dead_code)]
     dependencies: HashMap<PathBuf, Vec<PathBuf>>,
     /// When the running executable was built: a source modified later is not what runs.
     exe_modified: Option<std::time::SystemTime>,

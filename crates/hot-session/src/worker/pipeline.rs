@@ -26,11 +26,21 @@ impl Worker {
             return;
         }
         if has_extension(&file, HEADER_EXTENSIONS) {
+            let includers: Vec<String> = self
+                .includers(&file)
+                .iter()
+                .map(|f| f.display().to_string())
+                .collect();
+            let which = if includers.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", includers.join(", "))
+            };
             self.message(
                 Severity::Information,
                 format!(
                     "{} is a header: recompiling the files that include it is not supported yet; \
-                     save a source file that includes it to swap its changes",
+                     save a source file that includes it{which} to swap its changes",
                     file.display()
                 ),
             );
