@@ -138,6 +138,10 @@ impl Worker {
         if self.baselines.contains_key(file) || self.snapshots.contains_key(file) {
             return true;
         }
+        if self.dependencies.contains_key(file) {
+            // Compiled before and refused (a header changed after the build): no use again.
+            return false;
+        }
         let unchanged_since_build = match (
             std::fs::metadata(file).and_then(|m| m.modified()).ok(),
             self.exe_modified,
@@ -299,8 +303,12 @@ impl Worker {
             );
             return;
         };
-        // The first dependency is the copy itself, which is the snapshot: trusted.
-        let deps: Vec<PathBuf> = deps.into_iter().filter(|d| *d != copy).collect();
+        // The first dependency is the copy itself, which is the snapshot: trusted (and the
+        // original, should a compiler remap the copy's name, is what the snapshot replaces).
+        let deps: Vec<PathBuf> = deps
+            .into_iter()
+            .filter(|d| *d != copy && d != file)
+            .collect();
         let newer = deps.iter().find(|d| {
             match (
                 std::fs::metadata(d).and_then(|m| m.modified()).ok(),
