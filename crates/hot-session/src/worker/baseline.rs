@@ -187,7 +187,18 @@ impl Worker {
             Phase::Compile,
             "compiling the text the program was built from (its baseline)",
         );
-        self.compile_baseline(file);
+        if let Err(e) = self.compile_baseline(file) {
+            // Said once: without the snapshot, later saves do not try again.
+            self.snapshots.remove(file);
+            self.message(
+                Severity::Warning,
+                format!(
+                    "no baseline for {}: {e}; this save swaps all of its functions",
+                    file.display()
+                ),
+            );
+            return None;
+        }
         self.baselines
             .get(file)
             .filter(|b| b.argv == flags)
@@ -202,20 +213,18 @@ impl Worker {
     /// baseline with a dependency modified after the executable is not kept (it would hide
     /// the header's change from every diff of this file), nor is one whose dependencies
     /// are unknown.
-    pub(super) fn compile_baseline(&mut self, file: &Path) {
+    ///
+    /// `Err` says why no baseline was made when it may work another time (the snapshot is
+    /// kept); a baseline refused for a changed header is said here, and its snapshot
+    /// dropped.
+    pub(super) fn compile_baseline(&mut self, file: &Path) -> Result<(), String> {
         self.baseline_queue.remove(file);
         let Some(text) = self.snapshots.get(file).cloned() else {
-            return;
+            return Ok(());
         };
-        let entry = match self.entry_for(file) {
-            Ok(e) => e,
-            Err(e) => {
-                tracing::debug!("no baseline for {}: {e}", file.display());
-                return;
-            }
-        };
+        let entry = self.entry_for(file)?;
         let (Some(source_dir), Some(name)) = (file.parent(), file.file_name()) else {
-            return;
+            return Err(format!("{} has no file name", file.display()));
         };
         self.scratch_counter += 1;
         let copy_dir = self
@@ -224,19 +233,9 @@ impl Worker {
             .map_or_else(std::env::temp_dir, |d| d.path().to_owned())
             .join(format!("snapshot-{}", self.scratch_counter));
         let copy = copy_dir.join(name);
-        if let Err(e) =
-            std::fs::create_dir_all(&copy_dir).and_then(|()| std::fs::write(&copy, &text))
-        {
-            self.message(
-                Severity::Warning,
-                format!(
-                    "cannot write the snapshot of {} to {}: {e}; its first save swaps all of its functions",
-                    file.display(),
-                    copy_dir.display()
-                ),
-            );
-            return;
-        }
+        std::fs::create_dir_all(&copy_dir)
+            .and_then(|()| std::fs::write(&copy, &text))
+            .map_err(|e| format!("cannot write its snapshot to {}: {e}", copy_dir.display()))?;
         let output = self.scratch_object(file);
         let depfile = output.with_extension("d");
         let job = compile::job_for(&entry, &output);
@@ -277,32 +276,12 @@ impl Worker {
                 .map_or(outcome.unparsed, |d| d.message.clone())),
             Err(e) => Err(e.to_string()),
         };
-        let object = match object {
-            Ok(o) => o,
-            Err(e) => {
-                // The save that needs it says so; the background queue just moves on.
-                self.message(
-                    Severity::Warning,
-                    format!(
-                        "the text {} was built from does not compile again ({e}): its first \
-                         save swaps all of its functions",
-                        file.display()
-                    ),
-                );
-                return;
-            }
-        };
-        let Some(deps) = deps else {
-            self.message(
-                Severity::Warning,
-                format!(
-                    "the compiler wrote no dependency list for {}, so hot-lsp cannot tell whether \
-                     its headers changed since the build: its first save swaps all of its functions",
-                    file.display()
-                ),
-            );
-            return;
-        };
+        let object = object
+            .map_err(|e| format!("the text it was built from does not compile again: {e}"))?;
+        let deps = deps.ok_or(
+            "the compiler wrote no dependency list, so whether its headers changed since the \
+             build is unknown",
+        )?;
         // The first dependency is the copy itself, which is the snapshot: trusted (and the
         // original, should a compiler remap the copy's name, is what the snapshot replaces).
         let deps: Vec<PathBuf> = deps
@@ -327,18 +306,18 @@ impl Worker {
                 .any(|other| other.contains(&header))
             {
                 let text = format!(
-                "{} changed after the program was built (it is included by {}): the first save \
-                 of {} swaps all of its functions, so the header's change is not lost",
-                header.display(),
-                file.display(),
-                file.display()
-            );
+                    "{} changed after the program was built (it is included by {}): the first \
+                     save of each file that includes it swaps all of its functions, so the \
+                     header's change is not lost",
+                    header.display(),
+                    file.display(),
+                );
                 self.message(Severity::Information, text);
             }
             self.dependencies.insert(file.to_owned(), deps);
             // No baseline can be made of this text with the headers as they are now.
             self.snapshots.remove(file);
-            return;
+            return Ok(());
         }
         self.dependencies.insert(file.to_owned(), deps);
         self.baselines.insert(
@@ -348,6 +327,7 @@ impl Worker {
                 object: Arc::new(object),
             },
         );
+        Ok(())
     }
 
     /// The translation units whose baseline compile read `header`, in path order.
@@ -369,7 +349,10 @@ impl Worker {
             && !self.baselines.contains_key(&file)
             && self.snapshot(&file)
         {
-            self.compile_baseline(&file);
+            if let Err(e) = self.compile_baseline(&file) {
+                // Kept: the first save tries again and says so if it fails.
+                tracing::debug!("baseline of {}: {e}", file.display());
+            }
         }
     }
 }

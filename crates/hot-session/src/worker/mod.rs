@@ -216,7 +216,10 @@ pub(crate) fn run(
                 // The linker first: it takes milliseconds, a baseline takes a compile.
                 worker.try_prepare_linker();
                 if let Some(file) = worker.baseline_queue.first().cloned() {
-                    worker.compile_baseline(&file);
+                    if let Err(e) = worker.compile_baseline(&file) {
+                        // The snapshot stays: the file's first save tries again.
+                        tracing::debug!("baseline of {}: {e}", file.display());
+                    }
                 }
             }
         }
@@ -264,13 +267,14 @@ impl Worker {
 
     /// A failure without a source line: a message, and the status says it too.
     fn fail(&self, text: String) {
-        self.message(Severity::Error, text.clone());
         let state = if self.program.is_some() {
             State::Running
         } else {
             State::Failed
         };
-        self.set_state(state, Some(text));
+        // The status first: whoever reacts to the message finds the state already updated.
+        self.set_state(state, Some(text.clone()));
+        self.message(Severity::Error, text);
     }
 
     fn reload_config(&mut self) {
