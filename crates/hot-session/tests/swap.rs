@@ -510,9 +510,30 @@ fn cpp_member_function_template_and_string() {
 
 #[test]
 fn a_non_pie_program_gets_arenas_below_2_gib() {
-    // -no-pie -fno-pie: the executable sits at 0x400000 and its code (and the patch's) uses
-    // absolute 32-bit addresses (R_X86_64_32 for strings, 32S for indexed tables).
-    let mut f = Fixture::launch("nopie");
+    // With ASLR the heap starts at a random offset above the image: the arenas go between.
+    check_non_pie(false);
+}
+
+#[test]
+fn a_non_pie_program_without_aslr_keeps_its_heap_room() {
+    // Without ASLR the heap starts right after the image: the arenas go near 2 GiB.
+    check_non_pie(true);
+}
+
+/// -no-pie -fno-pie: the executable sits at 0x400000 and its code (and the patch's) uses
+/// absolute 32-bit addresses (R_X86_64_32 for strings, 32S for indexed tables). A body
+/// change, a new function and a new static variable swap; the program keeps its state.
+fn check_non_pie(disable_aslr: bool) {
+    let mut f = Fixture::copy("nopie");
+    if disable_aslr {
+        let toml = std::fs::read_to_string(f.path("hot-lsp.toml")).expect("read toml");
+        f.write(
+            "hot-lsp.toml",
+            &toml.replace("[program]\n", "[program]\ndisable_aslr = true\n"),
+        );
+    }
+    f.start();
+    f.wait_launched();
     let before: u64 = field(&f.wait_output("compute=20"), "tick")
         .parse()
         .expect("tick");
@@ -545,6 +566,33 @@ fn a_non_pie_program_gets_arenas_below_2_gib() {
     let kept: i64 = field(&lines[3], "kept").parse().expect("kept");
     assert!(kept >= 1041, "{lines:?}");
     f.assert_same_process();
+    // The code arena (anonymous, executable) lies below 2 GiB and out of the heap's way.
+    let maps =
+        std::fs::read_to_string(format!("/proc/{}/maps", f.pid.expect("pid"))).expect("read maps");
+    let range = |line: &str| -> (u64, u64) {
+        let (a, b) = line
+            .split_whitespace()
+            .next()
+            .and_then(|r| r.split_once('-'))
+            .expect("range");
+        (
+            u64::from_str_radix(a, 16).expect("hex"),
+            u64::from_str_radix(b, 16).expect("hex"),
+        )
+    };
+    let heap = maps.lines().find(|l| l.ends_with("[heap]")).map(range);
+    let arena = maps
+        .lines()
+        .find(|l| l.split_whitespace().nth(1) == Some("r-xp") && l.split_whitespace().count() == 5)
+        .map(range)
+        .unwrap_or_else(|| panic!("no code arena in\n{maps}"));
+    assert!(arena.1 <= 1 << 31, "arena {arena:x?}\n{maps}");
+    if let Some(heap) = heap {
+        assert!(
+            arena.1 <= heap.0 || arena.0 >= heap.1 + (256 << 20),
+            "arena {arena:x?} in the heap's room\n{maps}"
+        );
+    }
 }
 
 #[test]
