@@ -26,15 +26,19 @@ impl Worker {
             return;
         }
         if has_extension(&file, HEADER_EXTENSIONS) {
-            let includers: Vec<String> = self
-                .includers(&file)
+            let includers = self.includers(&file);
+            let mut names: Vec<String> = includers
                 .iter()
+                .take(5)
                 .map(|f| f.display().to_string())
                 .collect();
-            let which = if includers.is_empty() {
+            if includers.len() > names.len() {
+                names.push(format!("{} more", includers.len() - names.len()));
+            }
+            let which = if names.is_empty() {
                 String::new()
             } else {
-                format!(" ({})", includers.join(", "))
+                format!(" ({})", names.join(", "))
             };
             self.message(
                 Severity::Information,
