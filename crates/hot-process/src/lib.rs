@@ -274,15 +274,30 @@ impl Debuggee {
     }
 
     /// Map `size` bytes (rounded up to pages) with `prot` within ±2 GiB of every address in
-    /// `near` (below the lowest mapping of the image, never above the heap), by an injected
-    /// `mmap`. Returns the start address. The new memory is zero-filled.
+    /// `near` (below the lowest mapping of a position-independent image; below 2 GiB for an
+    /// executable mapped there, away from the heap's growth), by an injected `mmap`.
+    /// Returns the start address. The new memory is zero-filled.
     pub fn map_arena(
         &self,
         near: Range<u64>,
         size: u64,
         prot: Protection,
     ) -> Result<u64, ProcessError> {
-        self.inner.map_arena(near, size, prot)
+        self.inner
+            .map_arena(near, (size, size), prot)
+            .map(|r| r.start)
+    }
+
+    /// Like [`Debuggee::map_arena`], but when no free gap in reach has room for `size`
+    /// bytes, maps the largest one of at least `min_size` bytes. Returns the mapped range.
+    pub fn map_arena_up_to(
+        &self,
+        near: Range<u64>,
+        size: u64,
+        min_size: u64,
+        prot: Protection,
+    ) -> Result<Range<u64>, ProcessError> {
+        self.inner.map_arena(near, (size, min_size), prot)
     }
 
     /// Apply a plan atomically (see [`WritePlan`]). Besides `plan.protected`, a thread

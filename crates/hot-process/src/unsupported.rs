@@ -53,9 +53,9 @@ impl Debuggee {
     pub(crate) fn map_arena(
         &self,
         _near: Range<u64>,
-        _size: u64,
+        _size: (u64, u64),
         _prot: Protection,
-    ) -> Result<u64, ProcessError> {
+    ) -> Result<Range<u64>, ProcessError> {
         match self.never {}
     }
     pub(crate) fn apply(&self, _plan: &WritePlan) -> Result<ApplyReport, ProcessError> {

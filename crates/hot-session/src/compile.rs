@@ -263,6 +263,49 @@ pub fn run(job: &CompileJob) -> Result<CompileOutcome, CompileError> {
     })
 }
 
+/// The prerequisites of a Make rule as gcc and clang write it for `-MD -MF file`:
+/// `target: dep dep \<newline> dep`, with spaces escaped as `\ `, `#` as `\#` and `$` as
+/// `$$`. Relative paths are taken from `directory` (where the compiler ran). Only the first
+/// rule counts (`-MP` adds empty rules for the headers after it).
+pub fn parse_depfile(text: &str, directory: &Path) -> Vec<PathBuf> {
+    let joined = text.replace("\\\r\n", " ").replace("\\\n", " ");
+    let rule = joined.lines().next().unwrap_or_default();
+    // The target ends at the first unescaped ':' followed by whitespace or the end.
+    let bytes = rule.as_bytes();
+    let colon = (0..bytes.len()).find(|&i| {
+        bytes[i] == b':'
+            && (i == 0 || bytes[i - 1] != b'\\')
+            && bytes.get(i + 1).is_none_or(|c| c.is_ascii_whitespace())
+    });
+    let Some(colon) = colon else {
+        return Vec::new();
+    };
+    let mut deps = Vec::new();
+    let mut word = String::new();
+    let mut chars = rule[colon + 1..].chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' if matches!(chars.peek(), Some(' ' | '#' | '\t')) => {
+                word.extend(chars.next());
+            }
+            '$' if chars.peek() == Some(&'$') => {
+                chars.next();
+                word.push('$');
+            }
+            c if c.is_whitespace() => {
+                if !word.is_empty() {
+                    deps.push(normalize(&directory.join(std::mem::take(&mut word))));
+                }
+            }
+            c => word.push(c),
+        }
+    }
+    if !word.is_empty() {
+        deps.push(normalize(&directory.join(word)));
+    }
+    deps
+}
+
 fn severity_code(kind: &str) -> Option<(Severity, &'static str)> {
     match kind {
         "error" | "fatal error" => Some((Severity::Error, "compile-error")),
@@ -432,6 +475,22 @@ mod tests {
             .expect("an error");
         assert_eq!(err.file, src);
         assert!(err.line == 2 || err.line == 3, "{err:?}");
+    }
+
+    #[test]
+    fn dependency_files_with_escapes_and_continuations() {
+        let text = "obj/a\\ b.o: ../src/a\\ b.c /usr/include/stdio.h \\\n  inc/x\\#1.h \\\r\n cost$$.h\n\ninc/x\\#1.h:\n";
+        let deps = parse_depfile(text, Path::new("/w/build"));
+        assert_eq!(
+            deps,
+            vec![
+                PathBuf::from("/w/src/a b.c"),
+                PathBuf::from("/usr/include/stdio.h"),
+                PathBuf::from("/w/build/inc/x#1.h"),
+                PathBuf::from("/w/build/cost$.h"),
+            ]
+        );
+        assert!(parse_depfile("no rule here", Path::new("/")).is_empty());
     }
 
     #[test]

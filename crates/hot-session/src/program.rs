@@ -16,6 +16,8 @@ use crate::config::PathPrefix;
 /// variables, GOT slots). Address space only: pages are committed when written.
 const CODE_ARENA_SIZE: u64 = 64 << 20;
 const DATA_ARENA_SIZE: u64 = 16 << 20;
+/// The least an arena may be when less room is free.
+const MIN_ARENA_SIZE: u64 = 1 << 20;
 
 /// A patch that was applied, kept so `undo` can revert it.
 pub(crate) struct AppliedPatch {
@@ -81,17 +83,28 @@ impl Program {
                 .debuggee
                 .image_range()
                 .map_err(|e| format!("cannot find the executable's mappings: {e}"))?;
+            // Sized to the gap when less room is free (a non-PIE executable below 2 GiB).
             let code = self
                 .debuggee
-                .map_arena(exe_range.clone(), CODE_ARENA_SIZE, Protection::ReadExecute)
+                .map_arena_up_to(
+                    exe_range.clone(),
+                    CODE_ARENA_SIZE,
+                    MIN_ARENA_SIZE,
+                    Protection::ReadExecute,
+                )
                 .map_err(|e| format!("cannot map the code arena: {e}"))?;
             let data = self
                 .debuggee
-                .map_arena(exe_range, DATA_ARENA_SIZE, Protection::ReadWrite)
+                .map_arena_up_to(
+                    exe_range,
+                    DATA_ARENA_SIZE,
+                    MIN_ARENA_SIZE,
+                    Protection::ReadWrite,
+                )
                 .map_err(|e| format!("cannot map the data arena: {e}"))?;
             let arenas = Arenas {
-                code: RuntimeAddr(code)..RuntimeAddr(code + CODE_ARENA_SIZE),
-                data: RuntimeAddr(data)..RuntimeAddr(data + DATA_ARENA_SIZE),
+                code: RuntimeAddr(code.start)..RuntimeAddr(code.end),
+                data: RuntimeAddr(data.start)..RuntimeAddr(data.end),
             };
             let linker = Linker::new(model, arenas);
             linker.prepare();

@@ -4,7 +4,7 @@
 mod common;
 
 use common::{field, Fixture};
-use hot_session::{Diagnostic, SessionEvent, Severity, SwapSummary};
+use hot_session::{Diagnostic, Progress, SessionEvent, Severity, SwapSummary};
 
 /// Launch `fixture`, wait for `before` in its output, replace `from` by `to` in `file` and
 /// save: exactly `function` must be swapped, the output must show `after`, and the process
@@ -776,5 +776,176 @@ fn undo_reverts_an_in_place_const_update() {
     for l in f.next_lines(3) {
         assert!(l.contains("table=20 "), "undo did not hold: {l}");
     }
+    f.assert_same_process();
+}
+
+#[test]
+fn a_non_pie_program_gets_arenas_below_2_gib() {
+    // With ASLR the heap starts at a random offset above the image: the arenas go between.
+    check_non_pie(false);
+}
+
+#[test]
+fn a_non_pie_program_without_aslr_keeps_its_heap_room() {
+    // Without ASLR the heap starts right after the image: the arenas go near 2 GiB.
+    check_non_pie(true);
+}
+
+/// -no-pie -fno-pie: the executable sits at 0x400000 and its code (and the patch's) uses
+/// absolute 32-bit addresses (R_X86_64_32 for strings, 32S for indexed tables). A body
+/// change, a new function and a new static variable swap; the program keeps its state.
+fn check_non_pie(disable_aslr: bool) {
+    let mut f = Fixture::copy("nopie");
+    if disable_aslr {
+        let toml = std::fs::read_to_string(f.path("hot-lsp.toml")).expect("read toml");
+        f.write(
+            "hot-lsp.toml",
+            &toml.replace("[program]\n", "[program]\ndisable_aslr = true\n"),
+        );
+    }
+    f.start();
+    f.wait_launched();
+    let before: u64 = field(&f.wait_output("compute=20"), "tick")
+        .parse()
+        .expect("tick");
+    f.edit(
+        "main.c",
+        "int compute(int x) {\n    return x * table[1];\n}",
+        "static int serial = 1000;\n\nstatic const char *tag(void) {\n    return \"new\";\n}\n\n\
+         int compute(int x) {\n    return serial++ + x * table[(x + 1) & 3] + (tag()[0] == 'n');\n}",
+    );
+    f.save("main.c");
+    let swap = f.wait_swap();
+    assert_eq!(swap.swapped, vec!["compute".to_string()], "{swap:?}");
+    assert!(swap.added.iter().any(|a| a == "tag"), "{swap:?}");
+    assert!(swap.added.iter().any(|a| a == "serial"), "{swap:?}");
+    // serial starts at its initializer and keeps counting; table[3] is 4; the tick and the
+    // heap the program allocated at start go on.
+    f.wait_output("compute=10");
+    let lines = f.next_lines(4);
+    let values: Vec<i64> = lines
+        .iter()
+        .map(|l| field(l, "compute").parse().expect("number"))
+        .collect();
+    assert!(values.iter().all(|&v| v >= 1041), "{lines:?}");
+    assert!(values.windows(2).all(|w| w[1] > w[0]), "{lines:?}");
+    let after: u64 = field(&lines[3], "tick").parse().expect("tick");
+    assert!(
+        after > before,
+        "the tick counter restarted: {before} -> {after}"
+    );
+    let kept: i64 = field(&lines[3], "kept").parse().expect("kept");
+    assert!(kept >= 1041, "{lines:?}");
+    f.assert_same_process();
+    // The code arena (anonymous, executable) lies below 2 GiB and out of the heap's way.
+    let maps =
+        std::fs::read_to_string(format!("/proc/{}/maps", f.pid.expect("pid"))).expect("read maps");
+    let range = |line: &str| -> (u64, u64) {
+        let (a, b) = line
+            .split_whitespace()
+            .next()
+            .and_then(|r| r.split_once('-'))
+            .expect("range");
+        (
+            u64::from_str_radix(a, 16).expect("hex"),
+            u64::from_str_radix(b, 16).expect("hex"),
+        )
+    };
+    let heap = maps.lines().find(|l| l.ends_with("[heap]")).map(range);
+    let arena = maps
+        .lines()
+        .find(|l| l.split_whitespace().nth(1) == Some("r-xp") && l.split_whitespace().count() == 5)
+        .map(range)
+        .unwrap_or_else(|| panic!("no code arena in\n{maps}"));
+    assert!(arena.1 <= 1 << 31, "arena {arena:x?}\n{maps}");
+    if let Some(heap) = heap {
+        assert!(
+            arena.1 <= heap.0 || arena.0 >= heap.1 + (256 << 20),
+            "arena {arena:x?} in the heap's room\n{maps}"
+        );
+    }
+}
+
+#[test]
+fn the_first_save_after_launch_compiles_its_baseline_before_linking() {
+    // Thirteen files at -O1, 400 functions each, whose baselines compile in the background
+    // in path order; unit11.c comes last. Saved as soon as the program is announced, its
+    // baseline cannot be ready: the save must compile it from the snapshot first. Without
+    // it every function of the file would count as changed, and the unchanged 4-byte ones
+    // would be refused as function-too-small.
+    let mut f = Fixture::copy("large");
+    f.start();
+    f.wait_launched();
+    f.edit("unit11.c", "s += i * 3;", "s += i * 5;");
+    f.save("unit11.c");
+    let swap = f.wait_swap();
+    assert_eq!(swap.swapped, vec!["unit11_edited".to_string()], "{swap:?}");
+    assert!(swap.skipped >= 400, "{swap:?}");
+    // The session's own account: this save compiled the baseline it needed.
+    let compiled_baseline = f.log.iter().any(|e| {
+        matches!(
+            e,
+            SessionEvent::Progress(Progress::Report { message, .. }) if message.contains("baseline")
+        )
+    });
+    assert!(compiled_baseline, "the baseline was ready before the save");
+    f.wait_output("first=11 last=17");
+    f.assert_same_process();
+}
+
+#[test]
+fn a_header_edited_after_the_build_is_not_hidden_by_the_baseline() {
+    let mut f = Fixture::copy("header");
+    // Built, then the header edited before the launch: what runs has SCALE 1, the header on
+    // disk says 3. A baseline compiled now would contain the 3 and hide the change.
+    let built = std::process::Command::new("sh")
+        .args([
+            "-c",
+            "cc -O0 -g -o app main.c && touch -d '20 seconds ago' main.c scale.h \
+             && touch -d '10 seconds ago' app",
+        ])
+        .current_dir(f.dir.path())
+        .status()
+        .expect("run cc");
+    assert!(built.success());
+    f.write(
+        "hot-lsp.toml",
+        "[program]\npath = \"app\"\n\n[compile]\ncommand = \"cc -O0 -g -c {file} -o {output}\"\n",
+    );
+    f.edit("scale.h", "#define SCALE 1", "#define SCALE 3");
+    f.start();
+    f.wait_launched();
+    f.wait_output("compute=10");
+    // main.c itself is unchanged: saving it brings the header's change in.
+    f.save("main.c");
+    let swap = f.wait_swap();
+    assert!(swap.swapped.contains(&"compute".to_string()), "{swap:?}");
+    f.wait_output("compute=30");
+    // Said when the baseline was refused, before the save.
+    let note = f
+        .log
+        .iter()
+        .find_map(|e| match e {
+            SessionEvent::Message {
+                severity: Severity::Information,
+                text,
+            } if text.contains("scale.h") => Some(text.clone()),
+            _ => None,
+        })
+        .expect("a note naming scale.h");
+    assert!(
+        note.contains("changed after the program was built"),
+        "{note}"
+    );
+    // The dependency lists know who includes the header.
+    f.save("scale.h");
+    let main = f.path("main.c").display().to_string();
+    f.wait("the includers of scale.h", |e| match e {
+        SessionEvent::Message { text, .. } if text.contains("is a header") => {
+            assert!(text.contains(&main), "{text}");
+            Some(())
+        }
+        _ => None,
+    });
     f.assert_same_process();
 }

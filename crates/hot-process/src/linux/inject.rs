@@ -122,45 +122,104 @@ fn run_syscall(
     )))
 }
 
-/// Candidate start addresses for an arena of `size` bytes, best first: in gaps of `maps`
-/// below `image_low`, within rel32 reach of all of `near`, never in the gap just above
-/// `[heap]` (brk grows into it), above `min_addr`.
+/// The highest address an arena may reach in a program whose executable lies below 2 GiB:
+/// such (non-PIE) code reaches its data with absolute 32-bit references (`R_X86_64_32S`
+/// sign-extends, so 2 GiB, not 4), and new code compiled the same way must too.
+pub(crate) const LOW_LIMIT: u64 = 1 << 31;
+/// Address space kept free above the heap's current end (and above where it starts, if it
+/// has not started yet) so `brk` can grow: arenas never go there.
+pub(crate) const HEAP_ROOM: u64 = 512 << 20;
+
+/// Where the heap is and may grow: the `[heap]` mapping and `start_brk` (from
+/// `/proc/PID/stat`, known before the first `brk`).
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Heap {
+    pub start_brk: Option<u64>,
+}
+
+/// Candidate ranges for an arena of `size` bytes, best first: free gaps of `maps` within
+/// rel32 reach of all of `near`, above `min_addr`, never in the heap's growth room (from its
+/// start to `HEAP_ROOM` above its end). A position-independent executable gets them below
+/// its image (where nothing grows into them). An executable mapped below 2 GiB (non-PIE)
+/// gets them below 2 GiB, above or below its image, preferably in a gap below the heap's
+/// start. A range of the full size is preferred; when no gap has room for it, the largest
+/// free piece of at least `min_size` bytes (the arena is sized to the gap).
 pub(crate) fn arena_candidates(
     maps: &[Mapping],
-    image_low: u64,
+    image: &Range<u64>,
     near: &Range<u64>,
-    size: u64,
+    (size, min_size): (u64, u64),
     min_addr: u64,
-) -> Vec<u64> {
+    heap: Heap,
+) -> Vec<Range<u64>> {
     let size = size.div_ceil(PAGE) * PAGE;
+    let min_size = (min_size.div_ceil(PAGE) * PAGE).clamp(PAGE, size);
+    let low_image = image.end <= LOW_LIMIT;
     let lowest_allowed = near.end.saturating_sub(REACH).max(min_addr);
-    let highest_end = image_low.min(near.start.saturating_add(REACH));
+    let highest_end = if low_image {
+        LOW_LIMIT.min(near.start.saturating_add(REACH))
+    } else {
+        image.start.min(near.start.saturating_add(REACH))
+    };
     let mut sorted: Vec<&Mapping> = maps.iter().collect();
     sorted.sort_by_key(|m| m.range.start);
-    let mut gaps = Vec::new();
+    // The heap's growth room: from where it starts to HEAP_ROOM above where it ends now.
+    let heap_mapping = sorted
+        .iter()
+        .find(|m| m.path == "[heap]")
+        .map(|m| m.range.clone());
+    let growth = match (heap_mapping, heap.start_brk) {
+        (Some(h), Some(b)) => Some(h.start.min(b)..h.end.max(b).saturating_add(HEAP_ROOM)),
+        (Some(h), None) => Some(h.start..h.end.saturating_add(HEAP_ROOM)),
+        (None, Some(b)) => Some(b..b.saturating_add(HEAP_ROOM)),
+        (None, None) => None,
+    };
+    let mut free = Vec::new();
     let mut previous_end = 0u64;
-    let mut previous_is_heap = false;
     for mapping in &sorted {
-        if mapping.range.start > previous_end && !previous_is_heap {
-            gaps.push(previous_end..mapping.range.start);
+        if mapping.range.start > previous_end {
+            free.push(previous_end..mapping.range.start);
         }
         previous_end = previous_end.max(mapping.range.end);
-        previous_is_heap = mapping.path == "[heap]";
     }
-    let mut candidates = Vec::new();
-    // Highest gaps first: closest to the image.
-    for gap in gaps.iter().rev() {
-        let end = gap.end.min(highest_end);
-        let start = gap.start.max(lowest_allowed);
-        if end < start.saturating_add(size) {
-            continue;
+    free.push(previous_end..u64::MAX);
+    // Clip every gap to the allowed window, outside the image's own span and the heap's room.
+    let mut pieces: Vec<Range<u64>> = Vec::new();
+    for gap in free {
+        let gap = gap.start.max(lowest_allowed)..gap.end.min(highest_end);
+        let mut parts = vec![gap];
+        for hole in [Some(image.clone()), growth.clone()].into_iter().flatten() {
+            parts = parts
+                .into_iter()
+                .flat_map(|p| [p.start..p.end.min(hole.start), p.start.max(hole.end)..p.end])
+                .collect();
         }
-        let candidate = ((end - size) / PAGE) * PAGE;
-        if candidate >= start {
-            candidates.push(candidate);
+        for part in parts {
+            let start = part.start.div_ceil(PAGE) * PAGE;
+            let end = part.end / PAGE * PAGE;
+            if end > start && end - start >= min_size {
+                pieces.push(start..end);
+            }
         }
     }
-    candidates
+    let below_heap = |r: &Range<u64>| growth.as_ref().is_none_or(|g| r.end <= g.start);
+    // Whole arenas first, closest to the image: the highest gap below it; for a non-PIE,
+    // then the highest gap between the image and the heap's start, then above the heap's
+    // room. Then pieces, the largest first.
+    let mut whole: Vec<Range<u64>> = pieces
+        .iter()
+        .filter(|p| p.end - p.start >= size)
+        .map(|p| p.end - size..p.end)
+        .collect();
+    whole.sort_by_key(|r| (r.end <= image.start, below_heap(r), r.start));
+    whole.reverse();
+    let mut partial: Vec<Range<u64>> = pieces
+        .into_iter()
+        .filter(|p| p.end - p.start < size)
+        .collect();
+    partial.sort_by_key(|r| std::cmp::Reverse((r.end - r.start, r.start)));
+    whole.extend(partial);
+    whole
 }
 
 pub(crate) fn prot_flags(prot: Protection) -> u64 {
@@ -204,15 +263,107 @@ mod tests {
             map(0x5555_5556_0000..0x5555_5558_0000, "[heap]"),
             map(0x7fff_f000_0000..0x7fff_f001_0000, "[stack]"),
         ];
-        let got = arena_candidates(&maps, image.start, &image, 0x3000, 0x10000);
-        assert_eq!(got[0], image.start - 0x3000);
-        assert_eq!(got[1], 0x5555_5540_0000 - 0x3000);
+        let got = arena_candidates(
+            &maps,
+            &image,
+            &image,
+            (0x3000, 0x3000),
+            0x10000,
+            Heap::default(),
+        );
+        assert_eq!(got[0], image.start - 0x3000..image.start);
+        assert_eq!(got[1].start, 0x5555_5540_0000 - 0x3000);
         for c in &got {
-            assert!(c + 0x3000 <= image.start);
-            assert!(image.end - c <= REACH);
+            assert!(c.end <= image.start);
+            assert!(image.end - c.start <= REACH);
         }
         // Nothing above the heap, nothing out of reach.
-        assert!(got.iter().all(|&c| c < 0x5555_5556_0000));
+        assert!(got.iter().all(|c| c.start < 0x5555_5556_0000));
         assert_eq!(got.len(), 2);
+    }
+
+    /// A non-PIE executable at 0x400000 with the heap the kernel placed at a random offset
+    /// above it: the arena goes below 2 GiB, under the heap's start, never in its growth.
+    fn non_pie(heap: Range<u64>, extra: &[Mapping]) -> Vec<Mapping> {
+        let mut maps = vec![
+            map(0x40_0000..0x40_5000, "/prog"),
+            map(heap, "[heap]"),
+            map(0x7f00_0000_0000..0x7f00_0020_0000, "/usr/lib/libc.so.6"),
+            map(0x7fff_f000_0000..0x7fff_f001_0000, "[stack]"),
+        ];
+        maps.extend_from_slice(extra);
+        maps
+    }
+
+    #[test]
+    fn non_pie_arenas_lie_below_two_gib_away_from_the_heap() {
+        let image = 0x40_0000..0x40_5000;
+        let size = (64 << 20, 1 << 20);
+        // Heap at a random offset: the gap between the image and the heap's start.
+        let maps = non_pie(0x3cde_4000..0x3ce0_5000, &[]);
+        let got = arena_candidates(&maps, &image, &image, size, 0x10000, Heap::default());
+        assert_eq!(got[0], 0x3cde_4000 - (64 << 20)..0x3cde_4000);
+        assert!(got.iter().all(|c| c.end <= LOW_LIMIT), "{got:x?}");
+        // A small arena fits below the image: there first.
+        let got = arena_candidates(
+            &maps,
+            &image,
+            &image,
+            (0x3000, 0x3000),
+            0x10000,
+            Heap::default(),
+        );
+        assert_eq!(got[0], 0x40_0000 - 0x3000..0x40_0000);
+        // No gap below the heap (ASLR off): at the top below 2 GiB, the heap keeps its room.
+        let maps = non_pie(0x40_5000..0x42_6000, &[]);
+        let got = arena_candidates(&maps, &image, &image, size, 0x10000, Heap::default());
+        assert_eq!(got[0], LOW_LIMIT - (64 << 20)..LOW_LIMIT);
+        for c in &got {
+            assert!(
+                c.start >= 0x42_6000 + HEAP_ROOM || c.end <= 0x40_0000,
+                "{c:x?}"
+            );
+        }
+        // A heap that has not started yet still has its room, from start_brk.
+        let maps = non_pie(0x40_5000..0x40_5000, &[]);
+        let heap = Heap {
+            start_brk: Some(0x40_6000),
+        };
+        let got = arena_candidates(&maps, &image, &image, size, 0x10000, heap);
+        assert!(got
+            .iter()
+            .all(|c| c.start >= 0x40_6000 + HEAP_ROOM || c.end <= 0x40_0000));
+    }
+
+    #[test]
+    fn an_arena_is_sized_to_the_gap_when_less_room_is_free() {
+        let image = 0x40_0000..0x40_5000;
+        // 16 MiB between the image and the heap, everything above the heap taken.
+        let maps = non_pie(
+            0x140_5000..0x142_6000,
+            &[map(0x2000_0000..0x9000_0000, "/big")],
+        );
+        let got = arena_candidates(
+            &maps,
+            &image,
+            &image,
+            (64 << 20, 1 << 20),
+            0x10000,
+            Heap::default(),
+        );
+        assert_eq!(got[0], 0x40_5000..0x140_5000);
+        // Then the 4 MiB below the image.
+        assert_eq!(got[1], 0x1_0000..0x40_0000);
+        assert_eq!(got.len(), 2);
+        // Below the minimum: nothing.
+        let got = arena_candidates(
+            &maps,
+            &image,
+            &image,
+            (64 << 20, 32 << 20),
+            0x10000,
+            Heap::default(),
+        );
+        assert!(got.is_empty(), "{got:x?}");
     }
 }

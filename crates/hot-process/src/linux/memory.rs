@@ -168,6 +168,21 @@ pub(crate) fn image_range(
     })
 }
 
+/// Where the program's `brk` heap starts (`start_brk`, field 47 of `/proc/PID/stat`), known
+/// even before the first allocation maps `[heap]`. `None` when the kernel hides it.
+pub(crate) fn start_brk(pid: i32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    parse_start_brk(&stat)
+}
+
+fn parse_start_brk(stat: &str) -> Option<u64> {
+    // The command name (field 2) is in parentheses and may contain spaces or ')'.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    // `rest` starts with field 3 (state): field 47 is the 45th word.
+    let value: u64 = rest.split_whitespace().nth(44)?.parse().ok()?;
+    (value != 0).then_some(value)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -187,5 +202,15 @@ mod tests {
         let anon = parse_maps_line("7ffd1000-7ffd2000 rw-p 00000000 00:00 0").expect("anon");
         assert_eq!(anon.path, "");
         assert!(anon.writable && !anon.executable);
+    }
+
+    #[test]
+    fn start_brk_of_this_process_and_of_a_stat_line() {
+        let line = "1234 (a b) c) S 1 1234 1234 0 -1 4194560 100 0 0 0 0 0 0 0 20 0 1 0 \
+                    5 1000 50 18446744073709551615 4194304 4198400 140737488346112 0 0 0 0 \
+                    0 0 0 0 0 17 0 0 0 0 0 0 4210688 4211200 4214784 140737488347000 \
+                    140737488347010 140737488347010 140737488351000 0";
+        assert_eq!(parse_start_brk(line), Some(4214784));
+        assert!(start_brk(std::process::id() as i32).is_some());
     }
 }

@@ -217,12 +217,13 @@ impl Debuggee {
     pub(crate) fn map_arena(
         &self,
         near: Range<u64>,
-        size: u64,
+        (size, min_size): (u64, u64),
         prot: Protection,
-    ) -> Result<u64, ProcessError> {
+    ) -> Result<Range<u64>, ProcessError> {
         self.request(|reply| Request::MapArena {
             near,
             size,
+            min_size,
             prot,
             reply,
         })

@@ -11,9 +11,9 @@ use crossbeam_channel::{Receiver, Sender};
 
 use super::apply::{apply, ApplyScratch};
 use super::inject::{
-    arena_candidates, find_syscall_insn, inject_syscall, mmap_min_addr, prot_flags,
+    arena_candidates, find_syscall_insn, inject_syscall, mmap_min_addr, prot_flags, Heap, LOW_LIMIT,
 };
-use super::memory::{image_range, read_mappings, ProcMem};
+use super::memory::{image_range, read_mappings, start_brk, ProcMem};
 use super::threads::{errno, errno_text, get_regs, StoppedThreads};
 use crate::{ApplyReport, ProcessError, ProcessEvent, Protection, Stream, WritePlan};
 
@@ -26,8 +26,9 @@ pub(crate) enum Request {
     MapArena {
         near: Range<u64>,
         size: u64,
+        min_size: u64,
         prot: Protection,
-        reply: Sender<Result<u64, ProcessError>>,
+        reply: Sender<Result<Range<u64>, ProcessError>>,
     },
     Apply {
         plan: WritePlan,
@@ -217,13 +218,14 @@ impl Owner {
             Request::MapArena {
                 near,
                 size,
+                min_size,
                 prot,
                 reply,
             } => {
                 let result = if self.detached {
                     Err(ProcessError::Other("the program was detached".into()))
                 } else {
-                    self.map_arena(near, size, prot)
+                    self.map_arena(near, (size, min_size), prot)
                 };
                 let _ = reply.send(result);
                 false
@@ -269,18 +271,33 @@ impl Owner {
     fn map_arena(
         &mut self,
         near: Range<u64>,
-        size: u64,
+        (size, min_size): (u64, u64),
         prot: Protection,
-    ) -> Result<u64, ProcessError> {
+    ) -> Result<Range<u64>, ProcessError> {
         if size == 0 {
             return Err(ProcessError::Other("an arena of 0 bytes".into()));
         }
         let maps = read_mappings(self.pid)?;
         let image = image_range(self.pid, &maps)?;
-        let candidates = arena_candidates(&maps, image.start, &near, size, mmap_min_addr());
+        let heap = Heap {
+            start_brk: start_brk(self.pid),
+        };
+        let candidates = arena_candidates(
+            &maps,
+            &image,
+            &near,
+            (size, min_size),
+            mmap_min_addr(),
+            heap,
+        );
         if candidates.is_empty() {
+            let place = if image.end <= LOW_LIMIT {
+                "below 2 GiB (the executable is not position-independent) outside the heap's room"
+            } else {
+                "below the executable"
+            };
             return Err(ProcessError::Other(format!(
-                "no free gap of {size:#x} bytes below the executable (at {:#x}) within ±2 GiB of {:#x}..{:#x}",
+                "no free gap of {min_size:#x} bytes {place} (executable at {:#x}) within ±2 GiB of {:#x}..{:#x}",
                 image.start, near.start, near.end
             )));
         }
@@ -290,8 +307,8 @@ impl Owner {
         let syscall_at = find_syscall_insn(&self.mem, &regs, &maps, self.syscall_insn)?;
         self.syscall_insn = Some(syscall_at);
         let flags = (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE) as u64;
-        let length = size.div_ceil(4096) * 4096;
-        for hint in candidates {
+        for candidate in candidates {
+            let (hint, length) = (candidate.start, candidate.end - candidate.start);
             let result = inject_syscall(
                 &mut threads,
                 tid,
@@ -325,7 +342,7 @@ impl Owner {
                 )));
             }
             threads.resume();
-            return Ok(addr);
+            return Ok(addr..addr + length);
         }
         Err(ProcessError::Other(format!(
             "every gap below the executable within reach of {:#x}..{:#x} was taken",

@@ -10,7 +10,7 @@ use super::{has_extension, Baseline, Worker, SOURCE_EXTENSIONS};
 use crate::compile::{self, CompileJob};
 use crate::compile_db::{normalize, CompileDatabase, CompileEntry};
 use crate::program::{cu_source, unit_of, UnitMatch};
-use crate::Severity;
+use crate::{Phase, Severity};
 
 impl Worker {
     pub(super) fn database(&mut self) -> Option<&CompileDatabase> {
@@ -130,12 +130,17 @@ impl Worker {
     }
 
     /// Keep the text of `file` as it is now, for its baseline, if it is linked into the
-    /// program and unchanged since the executable was built (so this text is what runs).
-    /// A file without a snapshot gets no baseline; its first save then swaps every function
-    /// of it, which is always correct, where a baseline of edited text would hide the edit.
+    /// program and unchanged since the executable was built (so this text is what runs),
+    /// and queue its baseline compile. A file without a snapshot gets no baseline; its first
+    /// save then swaps every function of it, which is always correct, where a baseline of
+    /// edited text would hide the edit.
     pub(super) fn snapshot(&mut self, file: &Path) -> bool {
         if self.baselines.contains_key(file) || self.snapshots.contains_key(file) {
             return true;
+        }
+        if self.dependencies.contains_key(file) {
+            // Compiled before and refused (a header changed after the build): no use again.
+            return false;
         }
         let unchanged_since_build = match (
             std::fs::metadata(file).and_then(|m| m.modified()).ok(),
@@ -155,25 +160,71 @@ impl Worker {
         match std::fs::read(file) {
             Ok(text) => {
                 self.snapshots.insert(file.to_owned(), text);
+                self.baseline_queue.insert(file.to_owned());
                 true
             }
             Err(_) => false,
         }
     }
 
+    /// The baseline a save of `file` compiled with `flags` is diffed against. One compiled
+    /// with other flags is no use; a baseline not compiled yet (still queued, or compiled
+    /// with flags that changed since) is compiled now from the snapshot, before the save is
+    /// linked: a save is never linked as if nothing were known about what runs when the
+    /// text the program was built from is known. Once this session swapped the file, the
+    /// snapshot no longer describes what runs and only the last swapped object counts.
+    pub(super) fn baseline_for(&mut self, file: &Path, flags: &[String]) -> Option<Baseline> {
+        if let Some(b) = self.baselines.get(file) {
+            if b.argv == flags {
+                return Some(b.clone());
+            }
+        }
+        let swapped = self.replay.iter().any(|f| f == file);
+        if swapped || !self.snapshots.contains_key(file) {
+            return None;
+        }
+        self.progress(
+            Phase::Compile,
+            "compiling the text the program was built from (its baseline)",
+        );
+        if let Err(e) = self.compile_baseline(file) {
+            // Said once: without the snapshot, later saves do not try again.
+            self.snapshots.remove(file);
+            self.message(
+                Severity::Warning,
+                format!(
+                    "no baseline for {}: {e}; this save swaps all of its functions",
+                    file.display()
+                ),
+            );
+            return None;
+        }
+        self.baselines
+            .get(file)
+            .filter(|b| b.argv == flags)
+            .cloned()
+    }
+
     /// Compile the snapshot of `file` into its baseline object. The snapshot is compiled as a
     /// copy in the scratch folder: quote includes still find the file's own folder through
     /// `-iquote`, and `-ffile-prefix-map` keeps `__FILE__` as the original path, so the
-    /// object equals what compiling the original would give.
-    pub(super) fn compile_baseline(&mut self, file: &Path) {
-        let Some(text) = self.snapshots.remove(file) else {
-            return;
+    /// object equals what compiling the original would give — provided the headers are
+    /// still what they were at the build: the compile writes its dependency list, and a
+    /// baseline with a dependency modified after the executable is not kept (it would hide
+    /// the header's change from every diff of this file), nor is one whose dependencies
+    /// are unknown.
+    ///
+    /// `Err` says why no baseline was made when it may work another time (the snapshot is
+    /// kept); a baseline refused for a changed header is said here, and its snapshot
+    /// dropped.
+    pub(super) fn compile_baseline(&mut self, file: &Path) -> Result<(), String> {
+        self.baseline_queue.remove(file);
+        let Some(text) = self.snapshots.get(file).cloned() else {
+            return Ok(());
         };
-        let Ok(entry) = self.entry_for(file) else {
-            return;
-        };
+        let entry = self.entry_for(file)?;
         let (Some(source_dir), Some(name)) = (file.parent(), file.file_name()) else {
-            return;
+            return Err(format!("{} has no file name", file.display()));
         };
         self.scratch_counter += 1;
         let copy_dir = self
@@ -182,13 +233,11 @@ impl Worker {
             .map_or_else(std::env::temp_dir, |d| d.path().to_owned())
             .join(format!("snapshot-{}", self.scratch_counter));
         let copy = copy_dir.join(name);
-        if std::fs::create_dir_all(&copy_dir)
+        std::fs::create_dir_all(&copy_dir)
             .and_then(|()| std::fs::write(&copy, &text))
-            .is_err()
-        {
-            return;
-        }
+            .map_err(|e| format!("cannot write its snapshot to {}: {e}", copy_dir.display()))?;
         let output = self.scratch_object(file);
+        let depfile = output.with_extension("d");
         let job = compile::job_for(&entry, &output);
         let mut argv = job.flags().to_vec();
         // `flags()` ends with `-c <file>`: compile the copy instead.
@@ -200,6 +249,9 @@ impl Worker {
                 copy_dir.display(),
                 source_dir.display()
             ),
+            "-MD".into(),
+            "-MF".into(),
+            depfile.display().to_string(),
             "-c".into(),
             copy.display().to_string(),
             "-o".into(),
@@ -211,21 +263,83 @@ impl Worker {
         };
         let result = compile::run(&snapshot_job);
         let _ = std::fs::remove_dir_all(&copy_dir);
-        match result {
-            Ok(outcome) if outcome.success => match self.compile_object(&snapshot_job) {
-                Ok(object) => {
-                    self.baselines.insert(
-                        file.to_owned(),
-                        Baseline {
-                            argv: job.flags().to_vec(),
-                            object: Arc::new(object),
-                        },
-                    );
-                }
-                Err(e) => tracing::debug!("baseline of {}: {e}", file.display()),
-            },
-            _ => tracing::debug!("no baseline for {}", file.display()),
+        let deps = std::fs::read_to_string(&depfile)
+            .ok()
+            .map(|text| compile::parse_depfile(&text, &snapshot_job.directory));
+        let _ = std::fs::remove_file(&depfile);
+        let object = match result {
+            Ok(outcome) if outcome.success => self.compile_object(&snapshot_job),
+            Ok(outcome) => Err(outcome
+                .diagnostics
+                .iter()
+                .find(|d| d.severity == Severity::Error)
+                .map_or(outcome.unparsed, |d| d.message.clone())),
+            Err(e) => Err(e.to_string()),
+        };
+        let object = object
+            .map_err(|e| format!("the text it was built from does not compile again: {e}"))?;
+        let deps = deps.ok_or(
+            "the compiler wrote no dependency list, so whether its headers changed since the \
+             build is unknown",
+        )?;
+        // The first dependency is the copy itself, which is the snapshot: trusted (and the
+        // original, should a compiler remap the copy's name, is what the snapshot replaces).
+        let deps: Vec<PathBuf> = deps
+            .into_iter()
+            .filter(|d| *d != copy && d != file)
+            .collect();
+        let newer = deps.iter().find(|d| {
+            match (
+                std::fs::metadata(d).and_then(|m| m.modified()).ok(),
+                self.exe_modified,
+            ) {
+                (Some(modified), Some(exe)) => modified > exe,
+                // A header that is gone, or an executable without a date: not what ran.
+                _ => true,
+            }
+        });
+        if let Some(header) = newer.cloned() {
+            // Said once per header, not once per file that includes it.
+            if !self
+                .dependencies
+                .values()
+                .any(|other| other.contains(&header))
+            {
+                let text = format!(
+                    "{} changed after the program was built (it is included by {}): the first \
+                     save of each file that includes it swaps all of its functions, so the \
+                     header's change is not lost",
+                    header.display(),
+                    file.display(),
+                );
+                self.message(Severity::Information, text);
+            }
+            self.dependencies.insert(file.to_owned(), deps);
+            // No baseline can be made of this text with the headers as they are now.
+            self.snapshots.remove(file);
+            return Ok(());
         }
+        self.dependencies.insert(file.to_owned(), deps);
+        self.baselines.insert(
+            file.to_owned(),
+            Baseline {
+                argv: job.flags().to_vec(),
+                object: Arc::new(object),
+            },
+        );
+        Ok(())
+    }
+
+    /// The translation units whose baseline compile read `header`, in path order.
+    pub(super) fn includers(&self, header: &Path) -> Vec<PathBuf> {
+        let mut units: Vec<PathBuf> = self
+            .dependencies
+            .iter()
+            .filter(|(_, deps)| deps.iter().any(|d| d == header))
+            .map(|(unit, _)| unit.clone())
+            .collect();
+        units.sort();
+        units
     }
 
     pub(super) fn on_opened(&mut self, file: &Path) {
@@ -235,7 +349,10 @@ impl Worker {
             && !self.baselines.contains_key(&file)
             && self.snapshot(&file)
         {
-            self.compile_baseline(&file);
+            if let Err(e) = self.compile_baseline(&file) {
+                // Kept: the first save tries again and says so if it fails.
+                tracing::debug!("baseline of {}: {e}", file.display());
+            }
         }
     }
 }

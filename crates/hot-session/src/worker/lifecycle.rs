@@ -121,7 +121,7 @@ impl Worker {
         let sources = SourceMap::new(&root, &path_map, self.database());
         self.program = Some(Program::new(debuggee, sources));
         self.baselines.clear();
-        self.snapshots.clear();
+        self.forget_baselines();
         let announce = |worker: &Worker| {
             worker.emit(SessionEvent::Launched { pid });
             worker.update_status(|s| {
@@ -181,7 +181,7 @@ impl Worker {
             return;
         };
         self.process_events = crossbeam_channel::never();
-        self.snapshots.clear();
+        self.forget_baselines();
         if detach || !program.debuggee.launched() {
             program.debuggee.detach();
             self.update_status(|s| {

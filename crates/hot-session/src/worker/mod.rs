@@ -8,7 +8,7 @@ mod baseline;
 mod lifecycle;
 mod pipeline;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -83,10 +83,18 @@ struct Worker {
     /// source, not replayed as bytes). A rebuilt executable already contains them.
     replay: Vec<PathBuf>,
     replay_build_id: Option<Vec<u8>>,
-    /// The text, as the program was built from it, of each file whose baseline is still to
-    /// be compiled: one at a time while nothing else waits, so a large program's output and
-    /// saves are never held up behind them.
+    /// The text, as the program was built from it, of each file linked into the program
+    /// and unchanged since the build, read at adoption: kept for the program's life, so a
+    /// baseline can be compiled from it whenever a save needs one.
     snapshots: BTreeMap<PathBuf, Vec<u8>>,
+    /// Files whose baseline is still to be compiled: one at a time while nothing else
+    /// waits, so a large program's output and saves are never held up behind them. A save
+    /// of a queued file compiles its baseline first (`baseline_for`).
+    baseline_queue: BTreeSet<PathBuf>,
+    /// What each baseline compile read (the source and every header, from `-MD`): a
+    /// baseline is trusted only if none of them changed after the executable was built.
+    /// Kept per translation unit, to find the includers of a header.
+    dependencies: HashMap<PathBuf, Vec<PathBuf>>,
     /// When the running executable was built: a source modified later is not what runs.
     exe_modified: Option<std::time::SystemTime>,
     /// Until when idle time is spent preparing the linker (arenas, symbol index) of a
@@ -123,6 +131,8 @@ pub(crate) fn run(
         replay: Vec::new(),
         replay_build_id: None,
         snapshots: BTreeMap::new(),
+        baseline_queue: BTreeSet::new(),
+        dependencies: HashMap::new(),
         exe_modified: None,
         prepare_linker_until: None,
     };
@@ -146,7 +156,7 @@ pub(crate) fn run(
                 signal: None,
             }),
         };
-        let event = if !worker.snapshots.is_empty() {
+        let event = if !worker.baseline_queue.is_empty() {
             crossbeam_channel::select! {
                 recv(commands) -> c => command(c),
                 recv(worker.process_events) -> e => process(e),
@@ -205,8 +215,11 @@ pub(crate) fn run(
             Event::Idle => {
                 // The linker first: it takes milliseconds, a baseline takes a compile.
                 worker.try_prepare_linker();
-                if let Some(file) = worker.snapshots.keys().next().cloned() {
-                    worker.compile_baseline(&file);
+                if let Some(file) = worker.baseline_queue.first().cloned() {
+                    if let Err(e) = worker.compile_baseline(&file) {
+                        // The snapshot stays: the file's first save tries again.
+                        tracing::debug!("baseline of {}: {e}", file.display());
+                    }
                 }
             }
         }
@@ -214,6 +227,13 @@ pub(crate) fn run(
 }
 
 impl Worker {
+    /// Snapshots, queued baselines and dependency lists describe one process.
+    fn forget_baselines(&mut self) {
+        self.snapshots.clear();
+        self.baseline_queue.clear();
+        self.dependencies.clear();
+    }
+
     fn emit(&self, event: SessionEvent) {
         // A front end that went away stops listening; the worker finishes its job regardless.
         let _ = self.events.send(event);
@@ -385,7 +405,7 @@ impl Worker {
                 self.program = None;
                 self.process_events = crossbeam_channel::never();
                 // Baselines describe a process; the next one gets its own.
-                self.snapshots.clear();
+                self.forget_baselines();
                 let how = match (code, signal) {
                     (Some(c), _) => format!("the program exited with code {c}"),
                     (None, Some(s)) => format!("the program was killed by signal {s}"),

@@ -26,11 +26,25 @@ impl Worker {
             return;
         }
         if has_extension(&file, HEADER_EXTENSIONS) {
+            let includers = self.includers(&file);
+            let mut names: Vec<String> = includers
+                .iter()
+                .take(5)
+                .map(|f| f.display().to_string())
+                .collect();
+            if includers.len() > names.len() {
+                names.push(format!("{} more", includers.len() - names.len()));
+            }
+            let which = if names.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", names.join(", "))
+            };
             self.message(
                 Severity::Information,
                 format!(
                     "{} is a header: recompiling the files that include it is not supported yet; \
-                     save a source file that includes it to swap its changes",
+                     save a source file that includes it{which} to swap its changes",
                     file.display()
                 ),
             );
@@ -38,10 +52,6 @@ impl Worker {
         }
         if !has_extension(&file, SOURCE_EXTENSIONS) {
             return;
-        }
-        // A baseline still waiting in the queue is needed now, compiled from its snapshot.
-        if self.snapshots.contains_key(&file) {
-            self.compile_baseline(&file);
         }
         let title = format!(
             "hot-lsp: {}",
@@ -139,6 +149,8 @@ impl Worker {
             self.set_state(running_state, None);
             return Ok(None);
         }
+        // What runs, compiled with the same flags (now, if it is still in the queue).
+        let baseline = self.baseline_for(file, job.flags());
         self.progress(Phase::Link, "linking");
         let Some(program) = self.program.as_mut() else {
             return Err(());
@@ -158,11 +170,6 @@ impl Worker {
             compile_unit,
             source: file.display().to_string(),
         };
-        let baseline = self
-            .baselines
-            .get(file)
-            .filter(|b| b.argv == job.flags())
-            .cloned();
         let linker = match program.linker() {
             Ok(l) => l,
             Err(e) => {

@@ -79,13 +79,19 @@ impl Fixture {
     pub fn launch(name: &str) -> Fixture {
         let mut fixture = Fixture::copy(name);
         fixture.start();
-        let pid = fixture.wait("the program to launch", |e| match e {
+        fixture.wait_launched();
+        fixture.wait_output("tick=");
+        fixture
+    }
+
+    /// Wait for the launch (of a started session) and remember the pid.
+    pub fn wait_launched(&mut self) -> i32 {
+        let pid = self.wait("the program to launch", |e| match e {
             SessionEvent::Launched { pid } => Some(*pid),
             _ => None,
         });
-        fixture.pid = Some(pid);
-        fixture.wait_output("tick=");
-        fixture
+        self.pid = Some(pid);
+        pid
     }
 
     pub fn path(&self, rel: &str) -> PathBuf {
