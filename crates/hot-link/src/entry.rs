@@ -221,6 +221,7 @@ pub(crate) fn plan_image_entry(
     })?;
     let mut landings = landings_into(old_body, vaddr, vaddr, JMP_REL32_LEN);
     let mut short_conflicts = landings_into(old_body, vaddr, vaddr, JMP_REL8_LEN);
+    let branch_inside = !landings.branches.is_empty();
     // Branches from other code (the function's `.cold` part, other functions) count alike.
     let mut from_elsewhere: Vec<u64> = Vec::new();
     for landing in elsewhere.branches_into(vaddr) {
@@ -313,8 +314,7 @@ pub(crate) fn plan_image_entry(
             .map(|from| format!("{:#x}", exe.runtime(Vaddr(*from)).0))
             .collect::<Vec<_>>()
             .join(", ");
-        let inside = conflicts.len() > from_elsewhere.len();
-        match (inside, from_elsewhere.is_empty()) {
+        match (branch_inside, from_elsewhere.is_empty()) {
             (_, true) => "a branch inside it".to_string(),
             (false, false) => {
                 format!("a branch outside its body (at {sources}: its .cold part or other code)")

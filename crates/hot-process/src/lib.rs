@@ -163,7 +163,7 @@ pub enum ProcessError {
         message: String,
     },
     #[error(
-        "{what} at {addr:#x} holds unexpected bytes (a debugger breakpoint?); nothing was written"
+        "{what} at {addr:#x} does not hold the bytes hot-lsp expects there (a debugger breakpoint, or a change hot-lsp did not make); nothing was written"
     )]
     Unexpected { addr: u64, what: String },
     #[error("{0}")]

@@ -3,7 +3,9 @@
 //! with a 64 KiB or a 1 KiB local buffer, waits for a file while `twice` is edited and
 //! saved. The program must keep running, and either the swap leaves the return address
 //! intact (a short jump through padding) or the save is refused with a message naming the
-//! function, after which a save once the frame has returned swaps.
+//! function, after which a save once the frame has returned swaps. The "altstack" callee
+//! waits in a signal handler on an alternate signal stack, so twice+3 is only found by
+//! following the signal frame back to the thread's normal stack.
 
 mod common;
 
@@ -19,7 +21,7 @@ enum Expect {
     RefusedUntilReturned,
 }
 
-/// Launch retaddr with `callee` ("deep" or "shallow"), optionally built with
+/// Launch retaddr with `callee` ("deep", "shallow" or "altstack"), optionally built with
 /// `-falign-functions=1` so that no padding lies within a short jump's reach of `twice`,
 /// wait until the callee waits, edit `twice` and save.
 fn check_live_return_address(callee: &str, packed: bool, expect: Expect) {
@@ -39,7 +41,11 @@ fn check_live_return_address(callee: &str, packed: bool, expect: Expect) {
         _ => None,
     });
     f.pid = Some(pid);
-    let frame = if callee == "deep" { 65536 } else { 1024 };
+    let frame = match callee {
+        "deep" => 65536,
+        "shallow" => 1024,
+        _ => 512,
+    };
     f.wait_output(&format!("waiting frame={frame}"));
 
     f.edit(
@@ -110,4 +116,14 @@ fn without_padding_a_deep_return_address_refuses_until_the_frame_returns() {
 #[test]
 fn without_padding_a_shallow_return_address_refuses_until_the_frame_returns() {
     check_live_return_address("shallow", true, Expect::RefusedUntilReturned);
+}
+
+#[test]
+fn without_padding_a_return_address_below_a_handler_on_an_alternate_stack_refuses() {
+    check_live_return_address("altstack", true, Expect::RefusedUntilReturned);
+}
+
+#[test]
+fn a_return_address_below_a_handler_on_an_alternate_stack_with_padding() {
+    check_live_return_address("altstack", false, Expect::Swapped);
 }

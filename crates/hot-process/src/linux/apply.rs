@@ -2,10 +2,10 @@
 //! stopped, moved out of the bytes about to change, expected bytes checked, commit writes
 //! with rollback, and every thread released.
 
-use std::ops::Range;
 use std::time::Instant;
 
 use super::memory::{read_mappings, ProcMem};
+use super::stacks::{scan_thread, Guarded};
 use super::threads::{get_regs, StoppedThreads};
 use crate::{ApplyReport, ProcessError, SlotCopy, Write, WritePlan};
 
@@ -124,7 +124,12 @@ fn apply_stopped(
 
     // Move every thread out of the bytes about to change: a thread strictly inside an
     // overwritten range would resume in the middle of the new instruction.
-    let guarded = Guarded::new(plan);
+    let guarded = Guarded::new(
+        plan.commit
+            .iter()
+            .map(|w| (w.addr..w.addr + w.bytes.len() as u64, w.what.as_str())),
+        &plan.protected,
+    );
     let inside = |rip: u64| guarded.find(rip).is_some();
     let mut index = 0;
     while index < threads.tids.len() {
@@ -149,31 +154,29 @@ fn apply_stopped(
         }
     }
 
-    // Every frame of every thread, at any depth: a return address inside the bytes about to
-    // change (gcc -O2 starts functions with `push %rbx; call *%rdi`, whose callee returns to
-    // entry+3), or the resume address in a signal frame, would land in the middle of the new
-    // jump. Each thread's live stack, from its stack pointer to the end of the mapping that
-    // holds it, is scanned for such a word. The scan is conservative: a stray word equal to
-    // such an address refuses the swap too, which is harmless (nothing is written and the
-    // next save tries again); what it must never do is miss a frame.
+    // Every frame of every thread, at any depth, including the stacks their signal frames
+    // lead to (stacks.rs).
     if !guarded.is_empty() && !threads.tids.is_empty() {
         let maps = read_mappings(pid)?;
         for &tid in &threads.tids {
             let Ok(regs) = get_regs(tid) else {
+                // Gone since it stopped (SIGKILL): it runs nothing any more.
                 continue;
             };
-            let Some(stack) = maps.iter().find(|m| m.range.contains(&regs.rsp)) else {
-                continue;
-            };
-            let end = stack.range.end.min(regs.rsp.saturating_add(MAX_STACK_SCAN));
-            let Some(at) = stack_word_inside(mem, regs.rsp, end, &mut scratch.stack, &guarded)
+            let Some(hit) = scan_thread(mem, &maps, tid, regs.rsp, &guarded, &mut scratch.stack)?
             else {
                 continue;
             };
+            let at = hit.value;
             let (range, what) = guarded.find(at).unwrap_or((at..at, "code being replaced"));
             let function = what.strip_prefix("entry of ").unwrap_or(what);
+            let place = if hit.via_signal_frame {
+                " (below the signal handler it is running)"
+            } else {
+                ""
+            };
             return Err(ProcessError::Other(format!(
-                "cannot swap `{function}` now: thread {tid} has a frame that returns into \
+                "cannot swap `{function}` now: thread {tid} has a frame{place} that returns into \
                  entry+{} of `{function}` ({at:#x}), inside the bytes the entry jump \
                  overwrites; nothing was written — save again once that call has returned",
                 at - range.start
@@ -235,91 +238,4 @@ fn apply_stopped(
     }
     debug_assert_eq!(offset, scratch.originals.len());
     Ok(())
-}
-
-/// At most this much of one thread's stack is scanned (a deeper stack ends the scan there):
-/// far more than any real stack, small enough to keep the stopped window bounded on a
-/// thread whose stack pointer sits in a huge heap mapping (an alternate signal stack).
-const MAX_STACK_SCAN: u64 = 64 << 20;
-
-/// How much of a stack is read at once.
-const STACK_CHUNK: usize = 64 * 1024;
-
-/// The ranges a thread must neither be stopped in nor return into: `plan.protected` and
-/// every commit write, each with what it is ("entry of foo") for messages.
-struct Guarded<'a> {
-    ranges: Vec<(Range<u64>, &'a str)>,
-    /// The hull of all ranges, a cheap first test for each stack word.
-    hull: Range<u64>,
-}
-
-impl<'a> Guarded<'a> {
-    fn new(plan: &'a WritePlan) -> Guarded<'a> {
-        let mut ranges: Vec<(Range<u64>, &str)> = plan
-            .commit
-            .iter()
-            .map(|w| (w.addr..w.addr + w.bytes.len() as u64, w.what.as_str()))
-            .collect();
-        for range in &plan.protected {
-            // A protected range is named after the commit write it overlaps.
-            let what = ranges
-                .iter()
-                .find(|(r, _)| r.start < range.end && range.start < r.end)
-                .map_or("code being replaced", |(_, what)| *what);
-            ranges.push((range.clone(), what));
-        }
-        // Commit writes come first: they start at the entry, so offsets in messages are
-        // counted from it.
-        let low = ranges.iter().map(|(r, _)| r.start).min().unwrap_or(0);
-        let high = ranges.iter().map(|(r, _)| r.end).max().unwrap_or(0);
-        let hull = low..high;
-        Guarded { ranges, hull }
-    }
-
-    fn is_empty(&self) -> bool {
-        self.ranges.is_empty()
-    }
-
-    /// The range `addr` lies strictly inside (`start < addr < end`: a thread exactly at the
-    /// start runs the new bytes whole), and what it is.
-    fn find(&self, addr: u64) -> Option<(Range<u64>, &'a str)> {
-        if addr <= self.hull.start || addr >= self.hull.end {
-            return None;
-        }
-        self.ranges
-            .iter()
-            .find(|(r, _)| r.start < addr && addr < r.end)
-            .map(|(r, what)| (r.clone(), *what))
-    }
-}
-
-/// The first 8-byte-aligned word of the stack from `rsp` up to `end` that lies inside a
-/// guarded range. Reads in chunks into `buf` (reused across swaps); an unreadable chunk ends
-/// the scan.
-fn stack_word_inside(
-    mem: &ProcMem,
-    rsp: u64,
-    end: u64,
-    buf: &mut Vec<u8>,
-    guarded: &Guarded<'_>,
-) -> Option<u64> {
-    let mut at = rsp & !7;
-    while at < end {
-        let chunk = ((end - at) as usize).min(STACK_CHUNK) & !7;
-        if chunk == 0 {
-            break;
-        }
-        buf.resize(chunk, 0);
-        if mem.read_exact(at, buf).is_err() {
-            break;
-        }
-        for word in buf.chunks_exact(8) {
-            let value = u64::from_le_bytes(word.try_into().unwrap_or_default());
-            if guarded.find(value).is_some() {
-                return Some(value);
-            }
-        }
-        at += chunk as u64;
-    }
-    None
 }

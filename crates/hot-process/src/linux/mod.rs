@@ -6,6 +6,7 @@ mod inject;
 mod launch;
 mod memory;
 mod owner;
+mod stacks;
 mod threads;
 
 use std::ops::Range;

@@ -271,14 +271,7 @@ impl Worker {
                 .collect(),
             // Read-only objects the program can read now change with the entries, while
             // every thread is stopped, checked and rolled back like them.
-            commit_data: patch
-                .in_place
-                .iter()
-                .map(|w| hot_process::Write {
-                    what: format!("in-place update of {}", w.function),
-                    ..entry_write(w)
-                })
-                .collect(),
+            commit_data: patch.in_place.iter().map(data_write).collect(),
             commit: patch.entries.iter().map(entry_write).collect(),
             protected: patch.protected.iter().map(|r| r.start.0..r.end.0).collect(),
         };
@@ -359,7 +352,7 @@ impl Worker {
             return;
         };
         let plan = WritePlan {
-            commit_data: reverts.in_place.iter().map(entry_write).collect(),
+            commit_data: reverts.in_place.iter().map(data_write).collect(),
             commit: reverts.entries.iter().map(entry_write).collect(),
             ..WritePlan::default()
         };
@@ -426,5 +419,13 @@ fn entry_write(entry: &hot_link::EntryWrite) -> hot_process::Write {
         bytes: entry.bytes.clone(),
         expected: Some(entry.expected.clone()),
         what: format!("entry of {}", entry.function),
+    }
+}
+
+/// An in-place update of a read-only object (its `function` is the object's name).
+fn data_write(update: &hot_link::EntryWrite) -> hot_process::Write {
+    hot_process::Write {
+        what: format!("in-place update of {}", update.function),
+        ..entry_write(update)
     }
 }
