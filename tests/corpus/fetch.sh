@@ -4,8 +4,9 @@
 #
 #   tests/corpus/fetch.sh NAME DIR
 #
-# NAME is lua (Debian source package lua5.4), mawk (Debian source package mawk) or jq (the
-# PyPI sdist of the `jq` bindings, which ships jq's own release tarball). The program is
+# NAME is lua (Debian source package lua5.4), mawk (Debian source package mawk, built by its
+# configure), mawk-debian (the same, built with Debian's dpkg-buildflags) or jq (the PyPI
+# sdist of the `jq` bindings, which ships jq's own release tarball). The program is
 # unpacked into DIR/NAME, built there, and DIR/NAME/compile_commands.json is written. Every
 # failure (no registry, no package, a failed build) exits non-zero: the corpus test fails
 # rather than skips. Used by server/tests/corpus.rs.
@@ -81,6 +82,21 @@ mawk)
         exit 1
     }
     ;;
+mawk-debian)
+    # The same sources built the way Debian packages are: dpkg-buildflags adds
+    # -ffile-prefix-map=$PWD=. (reproducible builds: DWARF names "." instead of the build
+    # folder), -fstack-protector-strong and -D_FORTIFY_SOURCE=2.
+    need dpkg-buildflags dpkg-dev
+    debian_source mawk
+    unpack_orig 'mawk_*.orig.tar.gz' "$dir/mawk-debian"
+    (cd "$dir/mawk-debian" &&
+        CFLAGS="$(dpkg-buildflags --get CFLAGS)" CPPFLAGS="$(dpkg-buildflags --get CPPFLAGS)" \
+            LDFLAGS="$(dpkg-buildflags --get LDFLAGS)" ./configure >configure.log 2>&1 &&
+        bear -- make -j2 >build.log 2>&1) || {
+        tail -n 30 "$dir/mawk-debian/configure.log" "$dir/mawk-debian/build.log" >&2 2>/dev/null
+        exit 1
+    }
+    ;;
 jq)
     (cd "$downloads" && pip download -q --disable-pip-version-check --no-deps --no-binary jq \
         -d . 'jq==1.13.0' >/dev/null) || {
@@ -101,7 +117,7 @@ jq)
     }
     ;;
 *)
-    echo "fetch.sh: unknown corpus program $name (lua, mawk or jq)" >&2
+    echo "fetch.sh: unknown corpus program $name (lua, mawk, mawk-debian or jq)" >&2
     exit 2
     ;;
 esac
