@@ -5,8 +5,9 @@
 #   tests/corpus/fetch.sh NAME DIR
 #
 # NAME is lua (Debian source package lua5.4), mawk (Debian source package mawk, built by its
-# configure), mawk-debian (the same, built with Debian's dpkg-buildflags) or jq (the PyPI
-# sdist of the `jq` bindings, which ships jq's own release tarball). The program is
+# configure), mawk-debian (the same, built with Debian's dpkg-buildflags), jq (the PyPI
+# sdist of the `jq` bindings, which ships jq's own release tarball) or jq-onig (the same
+# with its bundled oniguruma regular expression library). The program is
 # unpacked into DIR/NAME, built there, and DIR/NAME/compile_commands.json is written. Every
 # failure (no registry, no package, a failed build) exits non-zero: the corpus test fails
 # rather than skips. Used by server/tests/corpus.rs.
@@ -97,27 +98,29 @@ mawk-debian)
         exit 1
     }
     ;;
-jq)
+jq | jq-onig)
     (cd "$downloads" && pip download -q --disable-pip-version-check --no-deps --no-binary jq \
         -d . 'jq==1.13.0' >/dev/null) || {
         echo "fetch.sh: pip download jq failed" >&2
         exit 1
     }
-    rm -rf "$dir/jq-sdist" "$dir/jq"
-    mkdir -p "$dir/jq-sdist" "$dir/jq"
+    rm -rf "$dir/jq-sdist" "$dir/$name"
+    mkdir -p "$dir/jq-sdist" "$dir/$name"
     tar xzf "$downloads"/jq-1.13.0.tar.gz -C "$dir/jq-sdist" --strip-components=1
-    tar xzf "$dir"/jq-sdist/deps/jq-*.tar.gz -C "$dir/jq" --strip-components=1
+    tar xzf "$dir"/jq-sdist/deps/jq-*.tar.gz -C "$dir/$name" --strip-components=1
     # jq's own configure: -g -O2 plus its warnings; a static executable (no libtool wrapper
-    # script around a shared libjq) and no oniguruma (regular expressions) to keep the build
-    # short.
-    (cd "$dir/jq" && ./configure --disable-shared --without-oniguruma --disable-docs \
+    # script around a shared libjq). jq-onig also builds the bundled oniguruma (regular
+    # expressions, about half a minute more); jq goes without.
+    onig=--without-oniguruma
+    [ "$name" = jq-onig ] && onig=--with-oniguruma=builtin
+    (cd "$dir/$name" && ./configure --disable-shared "$onig" --disable-docs \
         >configure.log 2>&1 && bear -- make -j2 >build.log 2>&1) || {
-        tail -n 30 "$dir/jq/configure.log" "$dir/jq/build.log" >&2 2>/dev/null
+        tail -n 30 "$dir/$name/configure.log" "$dir/$name/build.log" >&2 2>/dev/null
         exit 1
     }
     ;;
 *)
-    echo "fetch.sh: unknown corpus program $name (lua, mawk, mawk-debian or jq)" >&2
+    echo "fetch.sh: unknown corpus program $name (lua, mawk, mawk-debian, jq or jq-onig)" >&2
     exit 2
     ;;
 esac
