@@ -1,0 +1,675 @@
+//! Corpus: real third-party C programs of more than 10,000 lines each, fetched from the
+//! package registries at test time (Lua 5.4 and mawk as Debian source packages, jq from the
+//! PyPI sdist of its Python bindings), built by their own build systems with their own flags
+//! (`tests/corpus/fetch.sh`), launched under the real `hot-lsp watch --json`, and edited in
+//! several files each while they run — including a function of the interpreter's hot path
+//! (`jq_next`, mawk's `execute`, Lua's `str_rep` in a busy loop and `luaV_execute`) that is
+//! running while it is swapped. Each edit must be swapped (the `swap` event names the edited
+//! function), the program's next output must show the new code, and the program must keep
+//! running from the first line to the last. A failed download or build fails the test.
+//!
+//! Three tests fail today, to pass once the fixes land: Lua's core files (internal
+//! visibility, issue 9 item 2; IFUNCs without an IRELATIVE slot; no baseline without DWARF),
+//! mawk built with Debian's flags (`-ffile-prefix-map`, item 9), and jq's oniguruma, whose
+//! threaded-code interpreter dies after a swap (label addresses kept in data). The programs,
+//! edits and findings are described in `tests/corpus/README.md`.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::{self, Receiver};
+use std::time::{Duration, Instant};
+
+use common::process_alive;
+use serde_json::Value;
+
+/// One wait for an event. Generous: the corpus compiles at -O2 on a busy 2-core machine
+/// while hot-lsp compiles baselines of the other files in its idle time.
+const TIMEOUT: Duration = Duration::from_secs(120);
+/// Downloading and building one program (jq's configure is the longest, about a minute).
+const FETCH_TIMEOUT: Duration = Duration::from_secs(420);
+
+/// One save: in `file`, `old` (which must occur exactly once) becomes `new`; the swap must
+/// name `function`, and later output must contain `expect`.
+struct Edit {
+    file: &'static str,
+    old: &'static str,
+    new: &'static str,
+    function: &'static str,
+    expect: &'static str,
+}
+
+struct Program {
+    /// The name `fetch.sh` knows, also the folder it builds in.
+    name: &'static str,
+    /// Executable and arguments, relative to the program's folder.
+    path: &'static str,
+    args: &'static [&'static str],
+    /// The workload file written next to the executable: runs until killed, printing a line
+    /// at least every few tenths of a second.
+    workload: (&'static str, &'static str),
+    /// Printed by the unedited program.
+    first_output: &'static str,
+}
+
+const LUA_WORKLOAD: &str = r#"-- corpus workload: every line shows results of library and VM code.
+local hundred = 100
+local list = {"x", "y", "z"}
+local function step(n)
+  local t = os.clock()
+  local s
+  repeat  -- the hot path: string.rep and the VM run all the time
+    s = string.rep("ab", 3, "-")
+  until os.clock() - t > 0.05
+  return s .. " m" .. (hundred % 7)
+end
+local i = 0
+while true do
+  i = i + 1
+  local ok, s = pcall(step, i)  -- a fresh call into the VM from C every line
+  print("tick", i, s, ok, table.concat(list))
+  io.write("written ", i % 3 + 1, "\n")
+end
+"#;
+
+const LUA_LIBRARY_EDITS: &[Edit] = &[
+    // The hot path: str_rep runs in the busy loop, so the thread is usually inside it or
+    // one of its callees when the threads are stopped.
+    Edit {
+        file: "src/lstrlib.c",
+        old: "    size_t totallen = (size_t)n * l + (size_t)(n - 1) * lsep;
+    luaL_Buffer b;
+    char *p = luaL_buffinitsize(L, &b, totallen);
+",
+        new: "    size_t totallen = (size_t)n * l + (size_t)(n - 1) * lsep + 2;
+    luaL_Buffer b;
+    char *p = luaL_buffinitsize(L, &b, totallen);
+    *p++ = '[';  /* brackets around the result */
+    p[totallen - 2] = ']';
+",
+        function: "str_rep",
+        expect: "[ab-ab-ab] m2",
+    },
+    Edit {
+        file: "src/lbaselib.c",
+        old: r#"lua_writestring("\t", 1);  /* add a tab before it */"#,
+        new: r#"lua_writestring(" | ", 3);  /* add a separator before it */"#,
+        function: "luaB_print",
+        expect: "tick | ",
+    },
+    Edit {
+        file: "src/liolib.c",
+        old: "? fprintf(f, LUA_INTEGER_FMT,",
+        new: "? fprintf(f, \"%+\" LUA_INTEGER_FRMLEN \"d\",",
+        function: "g_write",
+        expect: "written +",
+    },
+];
+
+/// Edits that the current engine refuses. Lua's core declares its internal functions
+/// `LUAI_FUNC`, which is `__attribute__((visibility("internal")))` with gcc on ELF: the lvm.c
+/// and lobject.c edits need hidden and internal symbols to resolve like globals (issue 9,
+/// item 2). The lauxlib.c edit needs a baseline for files the executable has no DWARF for, or
+/// calls of a library IFUNC through the executable's own PLT entry.
+const LUA_CORE_EDITS: &[Edit] = &[
+    // luaV_execute is on the stack for the whole run (the main chunk never leaves it); the
+    // frames already in it finish in the old body, and the next pcall(step) enters the new
+    // one, where `hundred % 7` becomes a floor division.
+    Edit {
+        file: "src/lvm.c",
+        old: "      vmcase(OP_MODK) {
+        op_arithK(L, luaV_mod, luaV_modf);",
+        new: "      vmcase(OP_MODK) {
+        op_arithK(L, luaV_idiv, luai_numidiv);",
+        function: "luaV_execute",
+        expect: "ab-ab-ab m14\t",
+    },
+    // Number to string conversion, called by every concatenation with a number.
+    Edit {
+        file: "src/lobject.c",
+        old: "    len = lua_integer2str(buff, MAXNUMBER2STR, ivalue(obj));",
+        new: "    len = l_sprintf(buff, MAXNUMBER2STR, \"%#llx\", (long long)ivalue(obj));",
+        function: "tostringbuff",
+        expect: "ab-ab-ab m0xe\t",
+    },
+    // lauxlib.c has no baseline (Lua is built without -g, and baselines are only queued for
+    // the compile units DWARF names), so its first save links every function of the file,
+    // including luaL_addgsub, whose call of libc's IFUNC `strstr` is refused.
+    Edit {
+        file: "src/lauxlib.c",
+        old: r#"lua_pushstring(L, (lua_toboolean(L, idx) ? "true" : "false"));"#,
+        new: r#"lua_pushstring(L, (lua_toboolean(L, idx) ? "yes" : "no"));"#,
+        function: "luaL_tolstring",
+        expect: "m0xe\tyes\txyz",
+    },
+    // The same for ltablib.c: auxsort calls libc's IFUNC `time`.
+    Edit {
+        file: "src/ltablib.c",
+        old: r#"const char *sep = luaL_optlstring(L, 2, "", &lsep);"#,
+        new: r#"const char *sep = luaL_optlstring(L, 2, ",", &lsep);"#,
+        function: "tconcat",
+        expect: "\tyes\tx,y,z",
+    },
+];
+
+const MAWK_WORKLOAD: &str = r#"# corpus workload: every line shows results of the interpreter's code.
+function step(n,    s, k) {
+    s = ""
+    for (k = 0; k < 60000; k++)
+        s = substr(k s, 1, 6)
+    return s
+}
+BEGIN {
+    for (i = 1; ; i++) {
+        s = step(i)
+        print "tick", i, toupper("up"), s
+        fflush()
+    }
+}
+"#;
+
+const MAWK_EDITS: &[Edit] = &[
+    Edit {
+        file: "bi_funct.c",
+        old: "\t*q = (char) toupper((UChar) * q);\n\tq++;",
+        new: "\tif (q == string(sp)->str)\n\t    *q = (char) toupper((UChar) * q);\n\tq++;",
+        function: "bi_toupper",
+        expect: " Up 59999",
+    },
+    Edit {
+        file: "print.c",
+        old: "\t\tfprintf(fp, INT_FMT, ival);",
+        new: "\t\tfprintf(fp, \"#\" INT_FMT, ival);",
+        function: "print_cell",
+        expect: "tick #",
+    },
+    // The hot path: execute() runs for the whole program (BEGIN never leaves it) and is
+    // entered again by every call of step(), whose loop concatenates 60,000 times.
+    Edit {
+        file: "execute.c",
+        old: "\t\tb = new_STRING0(len1 + len2);\n\t\tmemcpy(b->str, str1, len1);\n\t\tmemcpy(b->str + len1, str2, len2);",
+        new: "\t\tb = new_STRING0(len1 + 1 + len2);\n\t\tmemcpy(b->str, str1, len1);\n\t\tb->str[len1] = '-';\n\t\tmemcpy(b->str + len1 + 1, str2, len2);",
+        function: "execute",
+        expect: " Up 59999-",
+    },
+    Edit {
+        file: "cast.c",
+        old: "\t    sprintf(xbuff, INT_FMT, lval);\n\telse\n\t    sprintf(xbuff, string(CONVFMT)->str, cp->dval);\n\n\tcp->ptr = (PTR) new_STRING(xbuff);\n\tbreak;\n\n    case C_STRING:\n\tgoto two;",
+        new: "\t    sprintf(xbuff, \"x\" INT_FMT, lval);\n\telse\n\t    sprintf(xbuff, string(CONVFMT)->str, cp->dval);\n\n\tcp->ptr = (PTR) new_STRING(xbuff);\n\tbreak;\n\n    case C_STRING:\n\tgoto two;",
+        function: "cast2_to_s",
+        expect: " Up x59999",
+    },
+];
+
+const JQ_WORKLOAD: &str = r#"# corpus workload: every output shows results of the interpreter's code.
+def spin: reduce range(0; 100000) as $k (0; . + $k % 7);
+range(1; infinite) as $i | [$i, spin, ({n: $i} | tostring)]
+"#;
+
+const JQ_EDITS: &[Edit] = &[
+    Edit {
+        file: "src/jv_print.c",
+        old: "        put_char(',', F, S, flags & JV_PRINT_ISATTY);
+      }
+      if (color) put_str(COLRESET, F, S, flags & JV_PRINT_ISATTY);
+      if (flags & JV_PRINT_PRETTY) {
+        put_char('\\n', F, S, flags & JV_PRINT_ISATTY);
+        put_indent(indent + 1, flags, F, S, flags & JV_PRINT_ISATTY);
+      }
+      jv_dump_term(C, elem, flags, indent + 1, F, S);",
+        new: "        put_str(\", \", F, S, flags & JV_PRINT_ISATTY);
+      }
+      if (color) put_str(COLRESET, F, S, flags & JV_PRINT_ISATTY);
+      if (flags & JV_PRINT_PRETTY) {
+        put_char('\\n', F, S, flags & JV_PRINT_ISATTY);
+        put_indent(indent + 1, flags, F, S, flags & JV_PRINT_ISATTY);
+      }
+      jv_dump_term(C, elem, flags, indent + 1, F, S);",
+        function: "jv_dump_term",
+        expect: ", 299995, ",
+    },
+    // The hot path: `$k % 7` runs 100,000 times per output line.
+    Edit {
+        file: "src/builtin.c",
+        old: "jv r = jv_number(bi == -1 ? 0 : dtoi(na) % bi);",
+        new: "jv r = jv_number(bi == -1 ? 0 : dtoi(na) % bi * 10);",
+        function: "binop_mod",
+        expect: ", 2999950, ",
+    },
+    // The hot path: jq_next is the bytecode interpreter, running all the time and entered
+    // again for every output; its RANGE opcode now counts in twos.
+    Edit {
+        file: "src/execute.c",
+        old: "*var = jv_number(jv_number_value(*var) + 1);",
+        new: "*var = jv_number(jv_number_value(*var) + 2);",
+        function: "jq_next",
+        expect: ", 1499980, ",
+    },
+];
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("the server crate is inside the repository")
+        .to_owned()
+}
+
+/// Runs `tests/corpus/fetch.sh NAME DIR`, failing the test if it fails or takes too long.
+fn fetch(name: &str, dir: &Path) -> PathBuf {
+    let script = repo_root().join("tests/corpus/fetch.sh");
+    let started = Instant::now();
+    let mut child = Command::new("bash")
+        .arg(&script)
+        .arg(name)
+        .arg(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
+    // Read both pipes on threads so a chatty build cannot block on a full pipe.
+    let stdout = child.stdout.take().expect("stdout");
+    let stderr = child.stderr.take().expect("stderr");
+    let (tx, rx) = mpsc::channel();
+    for mut pipe in [
+        Box::new(stdout) as Box<dyn std::io::Read + Send>,
+        Box::new(stderr) as Box<dyn std::io::Read + Send>,
+    ] {
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = pipe.read_to_string(&mut text);
+            let _ = tx.send(text);
+        });
+    }
+    drop(tx);
+    let mut output = String::new();
+    for _ in 0..2 {
+        let remaining = FETCH_TIMEOUT.saturating_sub(started.elapsed());
+        match rx.recv_timeout(remaining) {
+            Ok(text) => output.push_str(&text),
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("fetch.sh {name} took longer than {FETCH_TIMEOUT:?}; output: {output}");
+            }
+        }
+    }
+    let status = child.wait().expect("wait for fetch.sh");
+    assert!(
+        status.success(),
+        "fetch.sh {name} failed ({status}): the corpus needs the package registries\n{output}"
+    );
+    eprintln!(
+        "corpus {name}: fetched and built in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    dir.join(name)
+}
+
+struct Watch {
+    child: Child,
+    events: Receiver<Value>,
+    /// Every event but output, for failure messages.
+    seen: Vec<Value>,
+    /// The last output lines, for failure messages.
+    recent_output: Vec<String>,
+}
+
+impl Watch {
+    fn start(dir: &Path) -> Watch {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_hot-lsp"))
+            .arg("watch")
+            .arg(dir)
+            .arg("--json")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start hot-lsp watch");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, events) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { return };
+                let event: Value = serde_json::from_str(&line)
+                    .unwrap_or_else(|error| panic!("not a JSON event: {line:?}: {error}"));
+                if tx.send(event).is_err() {
+                    return;
+                }
+            }
+        });
+        Watch {
+            child,
+            events,
+            seen: Vec::new(),
+            recent_output: Vec::new(),
+        }
+    }
+
+    /// Waits for the next event satisfying `matches`. The program exiting, an `error` event
+    /// or an error diagnostic fail the test on the spot, with what came before.
+    fn wait(&mut self, what: &str, matches: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + TIMEOUT;
+        loop {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            let Ok(event) = self.events.recv_timeout(remaining) else {
+                panic!(
+                    "no {what} within {TIMEOUT:?}; events: {:#?}\nlast output: {:#?}",
+                    self.seen, self.recent_output
+                );
+            };
+            if event["event"] == "output" {
+                let text = event["text"].as_str().unwrap_or_default().to_owned();
+                if self.recent_output.len() == 20 {
+                    self.recent_output.remove(0);
+                }
+                self.recent_output.push(text);
+            } else {
+                self.seen.push(event.clone());
+            }
+            if matches(&event) {
+                return event;
+            }
+            let fatal = event["event"] == "exited"
+                || event["event"] == "error"
+                || (event["event"] == "diagnostic" && event["severity"] == "error");
+            assert!(
+                !fatal,
+                "while waiting for {what}: {event}\nevents: {:#?}\nlast output: {:#?}",
+                self.seen, self.recent_output
+            );
+        }
+    }
+
+    fn output(&mut self, needle: &str) {
+        self.wait(&format!("output containing {needle:?}"), |event| {
+            event["event"] == "output"
+                && event["text"]
+                    .as_str()
+                    .is_some_and(|text| text.contains(needle))
+        });
+    }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A corpus program running under `hot-lsp watch`, in its own temporary folder.
+struct Session {
+    _scratch: tempfile::TempDir,
+    root: PathBuf,
+    watch: Watch,
+    pid: i64,
+}
+
+impl Session {
+    /// Fetches and builds `program`, writes its workload and `hot-lsp.toml`, launches it
+    /// under `hot-lsp watch` and waits for its first output.
+    fn start(program: &Program) -> Session {
+        let scratch = tempfile::Builder::new()
+            .prefix(&format!("hot-lsp-corpus-{}-", program.name))
+            .tempdir()
+            .expect("temporary folder");
+        let root = fetch(program.name, scratch.path());
+        let (workload, text) = program.workload;
+        std::fs::write(root.join(workload), text).expect("write the workload");
+        let args = program
+            .args
+            .iter()
+            .map(|a| format!("{a:?}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        std::fs::write(
+            root.join("hot-lsp.toml"),
+            format!(
+                "[program]\npath = {:?}\nargs = [{args}]\ncwd = \".\"\n\n\
+                 [compile]\ndatabase = \"compile_commands.json\"\n",
+                program.path
+            ),
+        )
+        .expect("write hot-lsp.toml");
+
+        let mut watch = Watch::start(&root);
+        let launched = watch.wait("launched", |event| event["event"] == "launched");
+        let pid = launched["pid"].as_i64().expect("pid");
+        watch.output(program.first_output);
+        Session {
+            _scratch: scratch,
+            root,
+            watch,
+            pid,
+        }
+    }
+
+    /// Saves `edit` and returns the edited file's path as the events name it.
+    fn save(&self, edit: &Edit) -> String {
+        let path = self.root.join(edit.file);
+        let source = std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+        assert_eq!(
+            source.matches(edit.old).count(),
+            1,
+            "{}: the text to edit must occur exactly once: {:?}",
+            edit.file,
+            edit.old
+        );
+        std::fs::write(&path, source.replacen(edit.old, edit.new, 1))
+            .unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+        path.to_string_lossy().into_owned()
+    }
+
+    /// The program launched first is still running, and was never relaunched.
+    fn assert_running(&mut self, name: &str) {
+        let pid = self.pid;
+        if !process_alive(pid) {
+            // Say how it ended: its `exited` event may still be behind buffered output.
+            let exited = self
+                .watch
+                .wait("the exit of a program that is gone", |event| {
+                    event["event"] == "exited"
+                });
+            panic!(
+                "{name} (pid {pid}) is no longer running after the edits: {exited}\nevents: {:#?}",
+                self.watch.seen
+            );
+        }
+        assert!(
+            !self
+                .watch
+                .seen
+                .iter()
+                .any(|e| e["event"] == "launched" && e["pid"] != pid),
+            "{name} was relaunched during the edits: {:#?}",
+            self.watch.seen
+        );
+    }
+}
+
+/// The names a swap event lists as swapped or added.
+fn swapped_names(swap: &Value) -> Vec<&str> {
+    ["swapped", "added"]
+        .iter()
+        .flat_map(|key| swap[*key].as_array().into_iter().flatten())
+        .filter_map(Value::as_str)
+        .collect()
+}
+
+/// Whether `names` has `function` or a compiler clone of it (`tostringbuff.part.0.isra.0`).
+fn names_function(names: &[&str], function: &str) -> bool {
+    names.iter().any(|name| {
+        *name == function
+            || name
+                .strip_prefix(function)
+                .is_some_and(|rest| rest.starts_with('.'))
+    })
+}
+
+/// Fetches and builds `program`, launches it under `hot-lsp watch`, applies `edits` one save
+/// at a time and checks each one's swap and output. The process must be the same one, alive,
+/// at the end.
+fn run_corpus(program: &Program, edits: &[Edit]) {
+    let mut session = Session::start(program);
+    for edit in edits {
+        let started = Instant::now();
+        let file = session.save(edit);
+        let swap = session.watch.wait(
+            &format!("a swap of {} in {}", edit.function, edit.file),
+            |event| event["event"] == "swap" && event["file"] == file.as_str(),
+        );
+        let names = swapped_names(&swap);
+        assert!(
+            names_function(&names, edit.function),
+            "the swap of {} does not name {}: {swap}",
+            edit.file,
+            edit.function
+        );
+        session.watch.output(edit.expect);
+        eprintln!(
+            "corpus {}: {} swapped ({} functions, {} unchanged; compile {} ms) and its output \
+             seen {:.1} s after the save",
+            program.name,
+            edit.function,
+            names.len(),
+            swap["skipped"],
+            swap["micros"]["compile"].as_u64().unwrap_or_default() / 1000,
+            started.elapsed().as_secs_f64()
+        );
+    }
+    session.assert_running(program.name);
+}
+
+const LUA: Program = Program {
+    name: "lua",
+    path: "src/lua",
+    args: &["work.lua"],
+    workload: ("work.lua", LUA_WORKLOAD),
+    first_output: "ab-ab-ab m2\ttrue",
+};
+
+#[test]
+fn corpus_lua_library_functions_swap_while_the_interpreter_runs() {
+    run_corpus(&LUA, LUA_LIBRARY_EDITS);
+}
+
+#[test]
+fn corpus_lua_vm_object_and_auxlib_functions_swap_while_the_interpreter_runs() {
+    run_corpus(&LUA, LUA_CORE_EDITS);
+}
+
+#[test]
+fn corpus_mawk_builtins_printer_and_interpreter_loop_swap_while_it_runs() {
+    run_corpus(
+        &Program {
+            name: "mawk",
+            path: "mawk",
+            args: &["-f", "work.awk"],
+            workload: ("work.awk", MAWK_WORKLOAD),
+            first_output: " UP 599995",
+        },
+        MAWK_EDITS,
+    );
+}
+
+/// Debian's own build flags: `-ffile-prefix-map=$PWD=.` makes DWARF name every file
+/// relative to ".", so each save needs compile units matched through the compile database's
+/// folder (issue 9, item 9: a build tree that moved).
+#[test]
+fn corpus_mawk_built_with_debian_flags_swaps_while_it_runs() {
+    run_corpus(
+        &Program {
+            name: "mawk-debian",
+            path: "mawk",
+            args: &["-f", "work.awk"],
+            workload: ("work.awk", MAWK_WORKLOAD),
+            first_output: " UP 599995",
+        },
+        MAWK_EDITS,
+    );
+}
+
+#[test]
+fn corpus_jq_printer_builtin_and_bytecode_interpreter_swap_while_it_runs() {
+    run_corpus(
+        &Program {
+            name: "jq",
+            path: "jq",
+            args: &["-n", "-c", "-M", "--unbuffered", "-f", "work.jq"],
+            workload: ("work.jq", JQ_WORKLOAD),
+            first_output: ",299995,",
+        },
+        JQ_EDITS,
+    );
+}
+
+const JQ_REGEX_WORKLOAD: &str = r#"# corpus workload: oniguruma's matcher runs all the time.
+def spin: [range(0; 3000) | tostring | test("^1[0-9]*2$")] | map(select(.)) | length;
+range(1; infinite) as $i | [$i, spin]
+"#;
+
+/// A developer adds a debug line with a local buffer to oniguruma's bytecode interpreter.
+const MATCH_AT_EDIT: Edit = Edit {
+    file: "vendor/oniguruma/src/regexec.c",
+    old: "  options = msa->options;\n\n#ifdef USE_CALLOUT\n",
+    new: "  options = msa->options;\n  {\n    static unsigned long match_calls;\n    \
+          if (++match_calls % 100000 == 0) {\n      char msg[512];\n      \
+          snprintf(msg, sizeof msg, \"match_at: %lu calls, %ld bytes\\n\", match_calls, \
+          (long)(end - str));\n      fputs(msg, stderr);\n    }\n  }\n\n#ifdef USE_CALLOUT\n",
+    function: "match_at",
+    expect: "",
+};
+
+/// oniguruma (jq's regular expressions) is a direct-threaded interpreter: `match_at` stores
+/// the addresses of its own labels (`&&L_FINISH`) in the writable static `FinishCode` and, for
+/// every compiled pattern, in the pattern's operations on the heap, and jumps through them.
+/// A new body that jumps through addresses taken from the old body runs the old body's code
+/// with the new body's frame. Today the swap is accepted (with an `initializer-not-applied`
+/// warning for `FinishCode`) and jq dies with SIGSEGV; it must either refuse the save with a
+/// diagnostic or swap so that every later match is still right.
+#[test]
+fn corpus_jq_regex_interpreter_with_label_addresses_keeps_matching_after_a_save() {
+    let program = Program {
+        name: "jq-onig",
+        path: "jq",
+        args: &["-n", "-c", "-M", "--unbuffered", "-f", "work.jq"],
+        workload: ("work.jq", JQ_REGEX_WORKLOAD),
+        first_output: ",111]",
+    };
+    let mut session = Session::start(&program);
+    let file = session.save(&MATCH_AT_EDIT);
+    let outcome = session
+        .watch
+        .wait("a swap of match_at or a refusal", |event| {
+            event["file"] == file.as_str()
+                && (event["event"] == "swap"
+                    || (event["event"] == "diagnostic" && event["severity"] == "error"))
+        });
+    if outcome["event"] == "swap" {
+        assert!(
+            names_function(&swapped_names(&outcome), "match_at"),
+            "{outcome}"
+        );
+    }
+    // Every line from here on must be a right answer, from the same process (about a second
+    // of output; some of it may have been printed before the swap).
+    let mut lines = 0;
+    while lines < 100 {
+        let event = session.watch.wait("100 more lines of output", |event| {
+            event["event"] == "output" && event["stream"] == "stdout"
+        });
+        for line in event["text"].as_str().unwrap_or_default().lines() {
+            assert!(
+                line.ends_with(",111]"),
+                "after {outcome}: jq printed {line:?} (the matcher ran the wrong code)"
+            );
+            lines += 1;
+        }
+    }
+    session.assert_running(program.name);
+}

@@ -1,0 +1,131 @@
+#!/usr/bin/env bash
+# Fetches one corpus program's C sources from a package registry and builds it with its own
+# build system and flags, recording the compile commands with bear.
+#
+#   tests/corpus/fetch.sh NAME DIR
+#
+# NAME is lua (Debian source package lua5.4), mawk (Debian source package mawk, built by its
+# configure), mawk-debian (the same, built with Debian's dpkg-buildflags), jq (the PyPI
+# sdist of the `jq` bindings, which ships jq's own release tarball) or jq-onig (the same
+# with its bundled oniguruma regular expression library). The program is
+# unpacked into DIR/NAME, built there, and DIR/NAME/compile_commands.json is written. Every
+# failure (no registry, no package, a failed build) exits non-zero: the corpus test fails
+# rather than skips. Used by server/tests/corpus.rs.
+set -euo pipefail
+
+name=${1:?usage: fetch.sh NAME DIR}
+dir=${2:?usage: fetch.sh NAME DIR}
+mkdir -p "$dir"
+dir=$(cd "$dir" && pwd)
+downloads="$dir/downloads"
+mkdir -p "$downloads"
+
+need() {
+    command -v "$1" >/dev/null 2>&1 && return 0
+    # Several corpus tests may run at once: wait for dpkg's lock instead of failing on it.
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q -o DPkg::Lock::Timeout=300 "$2" >/dev/null
+}
+
+# Debian source packages without touching the machine's apt configuration: a private
+# sources list, package lists and cache under DIR.
+debian_source() {
+    local package=$1
+    local apt="$dir/apt"
+    mkdir -p "$apt/lists/partial" "$apt/cache/archives/partial"
+    local suite
+    suite=$(. /etc/os-release && echo "${VERSION_CODENAME:-bookworm}")
+    echo "deb-src http://deb.debian.org/debian $suite main" >"$apt/sources.list"
+    local options=(-o "Dir::Etc::SourceList=$apt/sources.list" -o "Dir::Etc::SourceParts=/nonexistent"
+        -o "Dir::State::Lists=$apt/lists" -o "Dir::Cache=$apt/cache" -q)
+    apt-get "${options[@]}" update >/dev/null
+    (cd "$downloads" && apt-get "${options[@]}" source --download-only "$package" >/dev/null 2>&1) || {
+        echo "fetch.sh: apt-get source $package failed" >&2
+        exit 1
+    }
+}
+
+# Unpacks the upstream release tarball of a Debian source package (without Debian's patches,
+# whose build system for lua5.4 builds a libtool shared library).
+unpack_orig() {
+    local pattern=$1
+    local target=$2
+    local tarball
+    tarball=$(ls "$downloads"/$pattern 2>/dev/null | head -n 1)
+    [ -n "$tarball" ] || {
+        echo "fetch.sh: no $pattern downloaded" >&2
+        exit 1
+    }
+    rm -rf "$target"
+    mkdir -p "$target"
+    tar xzf "$tarball" -C "$target" --strip-components=1
+}
+
+need bear bear
+need make make
+
+case "$name" in
+lua)
+    debian_source lua5.4
+    unpack_orig 'lua5.4_*.orig.tar.gz' "$dir/lua"
+    # Lua's own makefile and flags: gcc -std=gnu99 -O2 -Wall -Wextra -DLUA_COMPAT_5_3
+    # -DLUA_USE_LINUX, no -g.
+    (cd "$dir/lua" && bear -- make -j2 linux >build.log 2>&1) || {
+        tail -n 30 "$dir/lua/build.log" >&2
+        exit 1
+    }
+    ;;
+mawk)
+    debian_source mawk
+    unpack_orig 'mawk_*.orig.tar.gz' "$dir/mawk"
+    # mawk's own configure: -g -O2 and its defines.
+    (cd "$dir/mawk" && ./configure >configure.log 2>&1 && bear -- make -j2 >build.log 2>&1) || {
+        tail -n 30 "$dir/mawk/configure.log" "$dir/mawk/build.log" >&2 2>/dev/null
+        exit 1
+    }
+    ;;
+mawk-debian)
+    # The same sources built the way Debian packages are: dpkg-buildflags adds
+    # -ffile-prefix-map=$PWD=. (reproducible builds: DWARF names "." instead of the build
+    # folder), -fstack-protector-strong and -D_FORTIFY_SOURCE=2.
+    need dpkg-buildflags dpkg-dev
+    debian_source mawk
+    unpack_orig 'mawk_*.orig.tar.gz' "$dir/mawk-debian"
+    (cd "$dir/mawk-debian" &&
+        CFLAGS="$(dpkg-buildflags --get CFLAGS)" CPPFLAGS="$(dpkg-buildflags --get CPPFLAGS)" \
+            LDFLAGS="$(dpkg-buildflags --get LDFLAGS)" ./configure >configure.log 2>&1 &&
+        bear -- make -j2 >build.log 2>&1) || {
+        tail -n 30 "$dir/mawk-debian/configure.log" "$dir/mawk-debian/build.log" >&2 2>/dev/null
+        exit 1
+    }
+    ;;
+jq | jq-onig)
+    (cd "$downloads" && pip download -q --disable-pip-version-check --no-deps --no-binary jq \
+        -d . 'jq==1.13.0' >/dev/null) || {
+        echo "fetch.sh: pip download jq failed" >&2
+        exit 1
+    }
+    rm -rf "$dir/jq-sdist" "$dir/$name"
+    mkdir -p "$dir/jq-sdist" "$dir/$name"
+    tar xzf "$downloads"/jq-1.13.0.tar.gz -C "$dir/jq-sdist" --strip-components=1
+    tar xzf "$dir"/jq-sdist/deps/jq-*.tar.gz -C "$dir/$name" --strip-components=1
+    # jq's own configure: -g -O2 plus its warnings; a static executable (no libtool wrapper
+    # script around a shared libjq). jq-onig also builds the bundled oniguruma (regular
+    # expressions, about half a minute more); jq goes without.
+    onig=--without-oniguruma
+    [ "$name" = jq-onig ] && onig=--with-oniguruma=builtin
+    (cd "$dir/$name" && ./configure --disable-shared "$onig" --disable-docs \
+        >configure.log 2>&1 && bear -- make -j2 >build.log 2>&1) || {
+        tail -n 30 "$dir/$name/configure.log" "$dir/$name/build.log" >&2 2>/dev/null
+        exit 1
+    }
+    ;;
+*)
+    echo "fetch.sh: unknown corpus program $name (lua, mawk, mawk-debian, jq or jq-onig)" >&2
+    exit 2
+    ;;
+esac
+
+[ -s "$dir/$name/compile_commands.json" ] || {
+    echo "fetch.sh: bear wrote no compile_commands.json for $name" >&2
+    exit 1
+}
