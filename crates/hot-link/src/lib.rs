@@ -20,6 +20,8 @@
 //! - `data.rs`: binding of variables, read-only objects and thread-locals;
 //! - `resolve.rs`: what each relocation designates (stable entry, copied atom, bound data,
 //!   image symbol);
+//! - `labels.rs`: bodies whose label addresses (`&&label`) the program keeps in writable
+//!   data are refused;
 //! - `layout.rs`: arena bump allocation and the state kept across links;
 //! - `x86_64.rs`: relocation formulas, overflow checks, TLS relaxations, jump encodings;
 //! - `entry.rs`: how an entry is redirected (5-byte jump, or a short jump through padding).
@@ -46,6 +48,7 @@ mod branches;
 mod data;
 mod entry;
 mod image;
+mod labels;
 mod layout;
 mod link;
 mod resolve;

@@ -131,6 +131,7 @@ pub(crate) fn link(
     let changed = cx.changed_functions();
     cx.close_over(changed);
     cx.lay_out();
+    cx.check_label_addresses();
     cx.relocate();
     cx.redirect_entries();
     if cx.errors.is_empty() {

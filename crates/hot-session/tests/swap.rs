@@ -949,3 +949,56 @@ fn a_header_edited_after_the_build_is_not_hidden_by_the_baseline() {
     });
     f.assert_same_process();
 }
+
+/// Labels as values (tests/fixtures/labels): a function whose label addresses the program
+/// may hold in its data is refused, naming the function and (for a table) the variable; the
+/// program keeps printing what it printed. A read-only label table is copied with its body.
+#[test]
+fn label_addresses_kept_by_the_program_refuse_the_swap() {
+    // (edit from, to, what the refusal must name)
+    let cases = [
+        (
+            "acc += p->arg;",
+            "acc += 2 * p->arg;",
+            &["`run`", "labels"][..],
+        ),
+        ("return 10;", "return 11;", &["`dispatch`", "`table"][..]),
+    ];
+    for (from, to, names) in cases {
+        let mut f = Fixture::launch("labels");
+        f.wait_output("sum=3 dispatch=20 ro=30");
+        f.edit("main.c", from, to);
+        f.save("main.c");
+        let diagnostics = f.wait_diagnostics("main.c");
+        let found = diagnostics
+            .iter()
+            .find(|d| d.code == "unsupported-relocation")
+            .unwrap_or_else(|| panic!("{from}: no unsupported-relocation: {diagnostics:#?}"));
+        for name in names {
+            assert!(found.message.contains(name), "{name} missing: {found:?}");
+        }
+        assert!(
+            !f.log.iter().any(|e| matches!(e, SessionEvent::Swap(_))),
+            "{from}: something was swapped"
+        );
+        f.fresh_output.clear();
+        for l in f.next_lines(3) {
+            assert!(
+                l.contains("sum=3 dispatch=20 ro=30"),
+                "the program changed: {l}"
+            );
+        }
+        f.assert_same_process();
+    }
+}
+
+#[test]
+fn a_read_only_label_table_swaps_with_its_body() {
+    check_edit(
+        "labels",
+        "main.c",
+        ("ro=30", "return 30;", "return 33;"),
+        "ro_dispatch",
+        "ro=33",
+    );
+}
