@@ -278,6 +278,13 @@ impl Unit<'_, '_, '_> {
         let Some(new) = decode(&bytes[new_lo as usize..new_hi as usize], new_lo) else {
             return false;
         };
+        // Bytes of the atom past its function's size would be copied with it: only padding
+        // may be left out of the comparison.
+        let tail_is_padding = bytes[new_hi as usize..].iter().all(|&b| b == 0xcc)
+            || decode(&bytes[new_hi as usize..], new_hi).is_some_and(|t| t.iter().all(is_nop));
+        if !tail_is_padding || a.relocs.iter().any(|r| r.offset.0 >= new_hi) {
+            return false;
+        }
         let Some(img) = decode(img_bytes, img_lo) else {
             return false;
         };
@@ -542,6 +549,28 @@ impl Unit<'_, '_, '_> {
         }
     }
 
+    /// For an atom with named symbols, where the object at `off` ends: the next symbol's
+    /// start, or the atom's end. `None` for an atom without named symbols.
+    fn next_symbol(&self, target: AtomId, off: u64) -> Option<u64> {
+        let obj = self.cx.info.obj;
+        let a = obj.atom(target);
+        let mut named = false;
+        let mut next = a.size;
+        for &s in &a.symbols {
+            let sym = obj.symbol(s);
+            if sym.name.is_empty() || matches!(sym.kind, SymbolKind::Section | SymbolKind::File) {
+                continue;
+            }
+            named = true;
+            if let SymbolDef::Atom { offset, .. } = sym.def {
+                if offset.0 > off {
+                    next = next.min(offset.0);
+                }
+            }
+        }
+        named.then_some(next)
+    }
+
     /// Whether image address `slot` is the executable's own GOT slot for the undefined
     /// symbol of `r`: the dynamic linker fills it with what the name resolves to (an IFUNC's
     /// implementation included).
@@ -695,7 +724,13 @@ impl Unit<'_, '_, '_> {
         } else if let Some(n) = entry_size(&a.section_name, ".cst") {
             let lo = off - off % n;
             (lo, (lo + n).min(a.size))
+        } else if let Some(next) = self.next_symbol(target, off) {
+            // Named objects (`table.0`, `CSWTCH.3`): the object runs to the next one, however
+            // other functions point into it.
+            (off, next)
         } else {
+            // One block of a file's literals (gcc -O0's `.rodata`): each object runs to the
+            // next position anything designates.
             let labels = self.diff.labels(cx, target);
             let next = labels
                 .iter()

@@ -130,6 +130,11 @@ const EDITS: &[(&str, &str, &str)] = &[
     ("calls_other", "other_value(x) + 1;", "other_value2(x) + 1;"),
     ("sw", "case 2: return 35;", "case 2: return 36;"),
     ("scale", "x * 1.5 + 0.25;", "x * 1.5 + 0.5;"),
+    ("tiny_id", "return x; }", "return x + 1; }"),
+    ("checked", "x * 7;", "x * 9;"),
+    // In checked's `.cold` part at -O2.
+    ("checked", "counter2 - 1;", "counter2 - 2;"),
+    ("lookup", "5, 9, 2", "5, 8, 2"),
 ];
 
 /// The fixture without edits must be found equal everywhere; each edit alone must swap
@@ -139,6 +144,8 @@ fn check(cflags: &[&str]) {
     let source = fixture("image_diff.c");
     let same = b.patch_object("same", &source);
     let total = functions(&same);
+    // Symbol maps and entry landings are built once per linker, not per link.
+    b.linker.prepare();
     let started = Instant::now();
     let patch = b.link(&same);
     let elapsed = started.elapsed();
