@@ -949,3 +949,32 @@ fn a_header_edited_after_the_build_is_not_hidden_by_the_baseline() {
     });
     f.assert_same_process();
 }
+
+#[test]
+fn a_file_without_baseline_is_compared_with_the_running_image() {
+    let mut f = Fixture::copy("nobaseline");
+    // main.c is newer than the program: no baseline. At -O1 `ident` (3 bytes) and `nothing`
+    // (1 byte) cannot hold an entry jump; only the edited function may be swapped.
+    let built = std::process::Command::new("sh")
+        .args([
+            "-c",
+            "cc -O1 -g -o app main.c && touch -d '20 seconds ago' app",
+        ])
+        .current_dir(f.dir.path())
+        .status()
+        .expect("run cc");
+    assert!(built.success());
+    f.start();
+    f.wait_launched();
+    f.wait_output("compute=10");
+    f.edit("main.c", "return x * 1 + zero();", "return x * 2 + zero();");
+    f.save("main.c");
+    let swap = f.wait_swap();
+    assert_eq!(swap.swapped, vec!["compute".to_string()], "{swap:?}");
+    assert!(swap.added.is_empty(), "{swap:?}");
+    // zero, one, ident, nothing, name and main equal the running image.
+    assert_eq!(swap.skipped, 6, "{swap:?}");
+    let line = f.wait_output("compute=20");
+    assert!(line.contains("name=tiny"), "{line}");
+    f.assert_same_process();
+}
