@@ -18,7 +18,10 @@
 use std::collections::{HashMap, HashSet};
 
 use hot_object::{AtomId, AtomKind, Binding, GotSlotKind, Reloc, RelocKind, SymbolDef, SymbolKind};
-use iced_x86::{Decoder, DecoderOptions, Instruction, Mnemonic, OpKind};
+use iced_x86::{
+    Code, Decoder, DecoderOptions, FlowControl, Instruction, InstructionInfoFactory, Mnemonic,
+    OpAccess, OpKind, Register,
+};
 
 use crate::image::Vaddr;
 use crate::link::Link;
@@ -212,6 +215,90 @@ fn decode(bytes: &[u8], ip: u64) -> Option<Vec<Instruction>> {
     Some(out)
 }
 
+/// Whether operand 0 of `ins` is written, not read (`mov`, `movzx`, `movsx`, `lea`...).
+fn writes_only_op0(ins: &Instruction) -> bool {
+    let mut factory = InstructionInfoFactory::new();
+    factory.info(ins).op0_access() == OpAccess::Write
+}
+
+fn is_immediate(kind: OpKind) -> bool {
+    matches!(
+        kind,
+        OpKind::Immediate8
+            | OpKind::Immediate16
+            | OpKind::Immediate32
+            | OpKind::Immediate64
+            | OpKind::Immediate8to16
+            | OpKind::Immediate8to32
+            | OpKind::Immediate8to64
+            | OpKind::Immediate32to64
+    )
+}
+
+/// Whether 64-bit register `reg` holds nothing anyone reads once `first` has run, judged
+/// from the straight-line code `first, rest...` up to the first change of flow: a full
+/// write (32 or 64 bits) kills it; a call clobbers `%rax` and `%r11` (which carry no
+/// argument: `%al` of a variadic call is set right before it, a write seen here), and so
+/// does a tail call (a `jmp` to a function's entry, or through its GOT slot); a return
+/// leaves the caller-saved registers but `%rax`/`%rdx` dead. Anything else, or a read, keeps
+/// it alive.
+fn register_dead_after(
+    reg: Register,
+    first: &Instruction,
+    rest: &[Instruction],
+    tail_call: impl Fn(&Instruction) -> bool,
+) -> bool {
+    let mut factory = InstructionInfoFactory::new();
+    for (k, ins) in std::iter::once(first).chain(rest).enumerate() {
+        let info = factory.info(ins);
+        let mut killed = false;
+        for used in info.used_registers() {
+            if used.register().full_register() != reg {
+                continue;
+            }
+            match used.access() {
+                // The first instruction's own read of it is the dereference.
+                OpAccess::Read | OpAccess::CondRead if k == 0 => {}
+                OpAccess::Write if used.register().size() >= 4 && used.register().is_gpr() => {
+                    killed = true
+                }
+                OpAccess::CondWrite | OpAccess::Write | OpAccess::NoMemAccess | OpAccess::None => {}
+                _ => return false,
+            }
+        }
+        if killed {
+            return true;
+        }
+        match ins.flow_control() {
+            FlowControl::Next => {}
+            FlowControl::Call | FlowControl::IndirectCall => {
+                return matches!(reg, Register::RAX | Register::R11)
+            }
+            // A tail call: the callee's result replaces `%rax`.
+            FlowControl::UnconditionalBranch | FlowControl::IndirectBranch
+                if (ins.op0_kind() == OpKind::NearBranch64 || ins.is_ip_rel_memory_operand())
+                    && tail_call(ins) =>
+            {
+                return matches!(reg, Register::RAX | Register::R11)
+            }
+            FlowControl::Return => {
+                return matches!(
+                    reg,
+                    Register::RCX
+                        | Register::RSI
+                        | Register::RDI
+                        | Register::R8
+                        | Register::R9
+                        | Register::R10
+                        | Register::R11
+                )
+            }
+            _ => return false,
+        }
+    }
+    false
+}
+
 fn is_nop(i: &Instruction) -> bool {
     i.mnemonic() == Mnemonic::Nop
 }
@@ -301,18 +388,25 @@ impl Unit<'_, '_, '_> {
         let mut next_reloc = 0usize;
         let mut j = 0usize;
         let mut pairs: Vec<(usize, usize)> = Vec::new();
-        for (i, n) in new.iter().enumerate() {
-            let first = next_reloc;
-            while relocs
-                .get(next_reloc)
-                .is_some_and(|r| r.offset.0 < n.next_ip())
-            {
-                next_reloc += 1;
+        // The second instruction of a GOT load fused with its dereference: nothing may
+        // branch there.
+        let mut fused: Vec<u64> = Vec::new();
+        let relocs_in = |from: usize, n: &Instruction| {
+            let mut to = from;
+            while relocs.get(to).is_some_and(|r| r.offset.0 < n.next_ip()) {
+                to += 1;
             }
+            to
+        };
+        let mut i = 0usize;
+        while let Some(n) = new.get(i) {
+            let first = next_reloc;
+            next_reloc = relocs_in(first, n);
             let own = &relocs[first..next_reloc];
             let nop = own.is_empty() && is_nop(n);
             m.new_nop.push(nop);
             if nop {
+                i += 1;
                 continue;
             }
             while img.get(j).is_some_and(is_nop) {
@@ -324,11 +418,26 @@ impl Unit<'_, '_, '_> {
             let nb = &bytes[n.ip() as usize..n.next_ip() as usize];
             let ib_start = (im.ip() - img_lo) as usize;
             let ib = &img_bytes[ib_start..ib_start + im.len()];
-            if !self.pair(atom, n, nb, own, im, ib) {
-                return false;
+            if self.pair(atom, n, nb, own, im, ib) {
+                pairs.push((i, j));
+            } else {
+                // `mov foo@GOTPCREL(%rip), %reg; op (%reg), ...` (-mno-direct-extern-access)
+                // where the image has `op foo(%rip), ...`.
+                let second = new
+                    .get(i + 1)
+                    .filter(|n2| relocs_in(next_reloc, n2) == next_reloc);
+                match (own, second) {
+                    (&[r], Some(n2)) if self.fuse_got_deref(atom, r, n, n2, im, &new[i + 2..]) => {
+                        pairs.push((i, j));
+                        m.new_nop.push(false);
+                        fused.push(n2.ip());
+                        i += 1;
+                    }
+                    _ => return false,
+                }
             }
-            pairs.push((i, j));
             j += 1;
+            i += 1;
         }
         if next_reloc != relocs.len() || img[j..].iter().any(|i| !is_nop(i)) {
             return false;
@@ -342,6 +451,11 @@ impl Unit<'_, '_, '_> {
                 next = img[pairs[pi].1].ip();
             }
             m.paired[i] = next;
+        }
+        for ip in fused {
+            if let Ok(k) = m.new_ips.binary_search(&ip) {
+                m.paired[k] = u64::MAX;
+            }
         }
         self.code.insert(atom, m);
         true
@@ -490,6 +604,74 @@ impl Unit<'_, '_, '_> {
             .zip(ib)
             .zip(&covered)
             .all(|((x, y), covered)| *covered || x == y)
+    }
+
+    /// `mov foo@GOTPCREL(%rip), %reg` (`n`) then `op (%reg), ...` (`n2`) in the new object,
+    /// `op foo(%rip), ...` (`im`) in the image: the same access if `foo` designates what the
+    /// image accesses, the operations are the same, and `%reg` is dead after `n2` (in the
+    /// image it keeps its older value), which `rest` (the instructions after `n2`) must show
+    /// before any branch.
+    fn fuse_got_deref(
+        &mut self,
+        atom: AtomId,
+        r: &Reloc,
+        n: &Instruction,
+        n2: &Instruction,
+        im: &Instruction,
+        rest: &[Instruction],
+    ) -> bool {
+        if !is_got(r.kind)
+            || n.code() != Code::Mov_r64_rm64
+            || !n.is_ip_rel_memory_operand()
+            || !im.is_ip_rel_memory_operand()
+            || n2.code() != im.code()
+            || n2.op_count() != im.op_count()
+        {
+            return false;
+        }
+        let reg = n.op0_register();
+        if n2.memory_base() != reg
+            || n2.memory_index() != Register::None
+            || n2.memory_displacement64() != 0
+            || n2.segment_prefix() != im.segment_prefix()
+            || n2.has_lock_prefix() != im.has_lock_prefix()
+            || n2.has_rep_prefix() != im.has_rep_prefix()
+            || n2.has_repne_prefix() != im.has_repne_prefix()
+        {
+            return false;
+        }
+        for k in 0..n2.op_count() {
+            let same = match (n2.op_kind(k), im.op_kind(k)) {
+                (OpKind::Memory, OpKind::Memory) => true,
+                // The new instruction must not read the GOT address as a value.
+                (OpKind::Register, OpKind::Register) => {
+                    n2.op_register(k) == im.op_register(k)
+                        && (n2.op_register(k).full_register() != reg
+                            || k == 0 && n2.op_count() == 2 && writes_only_op0(n2))
+                }
+                (a, b) if a == b && is_immediate(a) => n2.immediate(k) == im.immediate(k),
+                _ => false,
+            };
+            if !same {
+                return false;
+            }
+        }
+        // A jump whose relocation designates a function's entry is a tail call.
+        let a = self.cx.info.obj.atom(atom);
+        let tail_call = |ins: &Instruction| {
+            a.relocs.iter().any(|t| {
+                (ins.ip()..ins.next_ip()).contains(&t.offset.0)
+                    && (matches!(t.kind, RelocKind::Plt32 | RelocKind::Pc32) || is_got(t.kind))
+                    && matches!(
+                        self.cx.info.classify(atom, t),
+                        TargetClass::Entry { .. } | TargetClass::External
+                    )
+            })
+        };
+        if !register_dead_after(reg, n2, rest, tail_call) {
+            return false;
+        }
+        self.designates(atom, r, 0, im.ip_rel_memory_address())
     }
 
     /// A GOT load or indirect call of the new object against the image's form of it: the
@@ -821,11 +1003,12 @@ impl CodeMatch {
             return None;
         }
         match self.new_ips.binary_search(&off) {
-            Ok(k) => Some(self.paired[k]),
+            Ok(k) => Some(self.paired[k]).filter(|&a| a != u64::MAX),
             Err(0) => None,
             Err(k) => {
                 let start = self.new_ips[k - 1];
-                (!self.new_nop[k - 1]).then(|| self.paired[k - 1] + (off - start))
+                (!self.new_nop[k - 1] && self.paired[k - 1] != u64::MAX)
+                    .then(|| self.paired[k - 1] + (off - start))
             }
         }
     }
@@ -845,5 +1028,39 @@ impl CodeMatch {
             }
             Err(_) => addr,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn insns(bytes: &[u8]) -> Vec<Instruction> {
+        decode(bytes, 0).expect("valid code")
+    }
+
+    fn dead(reg: Register, bytes: &[u8]) -> bool {
+        let v = insns(bytes);
+        register_dead_after(reg, &v[0], &v[1..], |_| false)
+    }
+
+    #[test]
+    fn a_got_address_register_is_dead_only_when_nothing_can_read_it() {
+        // mov (%rax),%rax: overwritten by the dereference itself.
+        assert!(dead(Register::RAX, &[0x48, 0x8b, 0x00]));
+        // mov (%rax),%rdi; call f: %rax is clobbered by the call.
+        assert!(dead(Register::RAX, &[0x48, 0x8b, 0x38, 0xe8, 0, 0, 0, 0]));
+        // mov (%rax),%rdi; xor %eax,%eax... : written before any read.
+        assert!(dead(Register::RAX, &[0x48, 0x8b, 0x38, 0x31, 0xc0, 0xc3]));
+        // mov (%rdx),%eax; ret: %rdx may be half of a returned pair.
+        assert!(!dead(Register::RDX, &[0x8b, 0x02, 0xc3]));
+        // mov (%rax),%edi; mov %rax,%rsi: read afterwards.
+        assert!(!dead(Register::RAX, &[0x8b, 0x38, 0x48, 0x89, 0xc6, 0xc3]));
+        // mov (%rbx),%edi; call f: %rbx survives the call.
+        assert!(!dead(Register::RBX, &[0x8b, 0x3b, 0xe8, 0, 0, 0, 0]));
+        // mov (%rax),%edi; jmp somewhere (not a tail call): unknown.
+        assert!(!dead(Register::RAX, &[0x8b, 0x38, 0xeb, 0x00]));
+        // mov (%rax),%al: a partial write keeps the address in the upper bits.
+        assert!(!dead(Register::RAX, &[0x8a, 0x00, 0xc3]));
     }
 }

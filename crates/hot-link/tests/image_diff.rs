@@ -135,6 +135,7 @@ const EDITS: &[(&str, &str, &str)] = &[
     // In checked's `.cold` part at -O2.
     ("checked", "counter2 - 1;", "counter2 - 2;"),
     ("lookup", "5, 9, 2", "5, 8, 2"),
+    ("flush_out", "fflush(stdout);", "fflush(stderr);"),
 ];
 
 /// The fixture without edits must be found equal everywhere; each edit alone must swap
