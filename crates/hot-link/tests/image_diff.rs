@@ -186,7 +186,7 @@ fn check(cflags: &[&str]) {
         let patch = b.link(&obj);
         let swapped: BTreeSet<&str> = patch.swapped.iter().map(String::as_str).collect();
         let function = match function.split_once('|') {
-            Some((own, caller)) if defines(&obj, own) => own,
+            Some((own, _)) if defines(&obj, own) => own,
             Some((_, caller)) => caller,
             None => function,
         };
