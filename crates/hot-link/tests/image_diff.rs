@@ -147,6 +147,7 @@ const EDITS: &[(&str, &str, &str)] = &[
     ("checked", "counter2 - 1;", "counter2 - 2;"),
     ("lookup", "5, 9, 2", "5, 8, 2"),
     ("flush_out", "fflush(stdout);", "fflush(stderr);"),
+    ("tls_bump", "++tls_counter;", "++tls_other;"),
     // `scaled_by` itself where it is not cloned (-O0, -O1), else its caller, which the clone
     // is copied with.
     (
