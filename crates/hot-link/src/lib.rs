@@ -24,6 +24,8 @@
 //!   data are refused;
 //! - `layout.rs`: arena bump allocation and the state kept across links;
 //! - `x86_64.rs`: relocation formulas, overflow checks, TLS relaxations, jump encodings;
+//! - `image_diff.rs`: without a baseline, which functions equal the running image's code
+//!   (instruction-level comparison accepting ld's relaxations);
 //! - `entry.rs`: how an entry is redirected (5-byte jump, or a short jump through padding).
 //!
 //! # State across links
@@ -48,6 +50,7 @@ mod branches;
 mod data;
 mod entry;
 mod image;
+mod image_diff;
 mod labels;
 mod layout;
 mod link;
@@ -118,8 +121,9 @@ pub struct LinkRequest<'a> {
     /// `-mno-direct-extern-access`).
     pub object: &'a Object,
     /// The previous object of the same file compiled with the same flags, if any: only atoms
-    /// that differ from it (by bytes or relocation targets) are swapped. Without it every
-    /// function of the unit is treated as changed.
+    /// that differ from it (by bytes or relocation targets) are swapped. Without it each
+    /// function is compared with the running image at instruction level, and only those that
+    /// do not provably do the same are swapped.
     pub baseline: Option<&'a Object>,
     /// The translation unit of the image the object replaces.
     pub unit: UnitRef,

@@ -2,9 +2,9 @@
 //!
 //! 1. Bind data (`data.rs`): every variable, named read-only object and thread-local of the
 //!    object gets its address (existing, or allocated once for a new variable).
-//! 2. Decide what changed ([`hot_object::changed_functions`] against the baseline, else every
-//!    function), and find
-//!    each function's stable entry (`resolve.rs`); a function without one is new.
+//! 2. Find each function's stable entry (`resolve.rs`; a function without one is new) and
+//!    decide what changed: [`hot_object::changed_functions`] against the baseline, else an
+//!    instruction-level comparison with the running image (`image_diff.rs`).
 //! 3. Closure: the atoms to copy are the changed functions plus everything their relocations
 //!    (and those of new variables) reach by content: split parts, IPA clones, interior
 //!    references, anonymous read-only data.
@@ -17,10 +17,11 @@
 use std::collections::{HashMap, HashSet};
 
 use hot_object::{
-    AtomId, AtomKind, AtomOffset, Binding, GotSlotKind, Reloc, RelocKind, SourceLine,
+    AtomId, AtomKind, AtomOffset, Binding, GotSlotKind, Reloc, RelocKind, SourceLine, SymbolId,
 };
 
 use crate::image::{ImageIndex, Vaddr};
+use crate::image_diff::ImageDiff;
 use crate::layout::{Allocator, ArenaKind, Placement, ReadOnlyWrite, Redirect, SlotContent};
 use crate::resolve::{
     existing_entry, lookup_external, sym_key, weak_definition_in_use, AtomRole, External,
@@ -258,6 +259,8 @@ impl<'a> Link<'a> {
     fn changed_functions(&mut self) -> Vec<AtomId> {
         let mut changed = Vec::new();
         let functions: Vec<AtomId> = self.function_atoms().collect();
+        // Every stable entry first: comparing a function with the image needs its callees'.
+        let mut found = Vec::with_capacity(functions.len());
         for atom in functions {
             let AtomRole::Function { sym, .. } = *self.info.role(atom) else {
                 continue;
@@ -272,14 +275,20 @@ impl<'a> Link<'a> {
                 name,
                 self.unit,
             );
-            let differs = self
-                .baseline_match
-                .as_ref()
-                .is_none_or(|map| map.get(&atom).is_none_or(|m| m.1));
+            if let Some(e) = existing {
+                self.entries.insert(atom, e);
+            }
+            found.push((atom, sym, name, existing));
+        }
+        let unchanged = self.unchanged_in_image(&found);
+        for (atom, sym, name, existing) in found {
+            let differs = match &self.baseline_match {
+                Some(map) => map.get(&atom).is_none_or(|m| m.1),
+                None => !unchanged.contains(&atom),
+            };
             if let Some(StableEntry::Image(r)) = existing {
                 if !weak_definition_in_use(self.model, self.info.obj, sym, r, self.unit) {
                     // Calls to the name reach the override, as in the running program.
-                    self.entries.insert(atom, StableEntry::Image(r));
                     self.overridden.insert(atom);
                     if differs {
                         self.note_overridden_weak(name, r, atom);
@@ -288,8 +297,7 @@ impl<'a> Link<'a> {
                 }
             }
             match existing {
-                Some(e) => {
-                    self.entries.insert(atom, e);
+                Some(_) => {
                     if differs {
                         changed.push(atom);
                     }
@@ -302,6 +310,31 @@ impl<'a> Link<'a> {
             }
         }
         changed
+    }
+
+    /// Without a baseline: the functions of the object that do what the image's code at
+    /// their stable entry does (`image_diff.rs`). None with a baseline, or with a forced
+    /// placement (the differential tests want every atom linked).
+    fn unchanged_in_image(
+        &self,
+        found: &[(AtomId, SymbolId, &str, Option<StableEntry>)],
+    ) -> HashSet<AtomId> {
+        let mut unchanged = HashSet::new();
+        if self.baseline_match.is_some() || self.placement.is_some() {
+            return unchanged;
+        }
+        let mut diff = ImageDiff::new();
+        for &(atom, _, _, existing) in found {
+            let Some(StableEntry::Image(r)) = existing else {
+                continue;
+            };
+            let sym = r.get(self.model);
+            let entry = self.model.exe.runtime(Vaddr(sym.vaddr));
+            if diff.unchanged(self, atom, entry, sym.size) {
+                unchanged.insert(atom);
+            }
+        }
+        unchanged
     }
 
     /// Tell the user once per save that an edited weak default is not what runs.
@@ -511,7 +544,7 @@ impl<'a> Link<'a> {
     /// wrote them: the file's bytes with the dynamic linker's work redone — `RELATIVE` words
     /// are bias + addend, a word bound to a symbol holds that symbol's runtime address.
     /// `None` when a bound symbol cannot be found (or the bytes are not in the file).
-    fn image_contents(&self, addr: RuntimeAddr, len: usize) -> Option<Vec<u8>> {
+    pub(crate) fn image_contents(&self, addr: RuntimeAddr, len: usize) -> Option<Vec<u8>> {
         let exe = &self.model.exe;
         let image = &exe.image;
         let vaddr = addr.0.wrapping_sub(exe.bias);
@@ -740,7 +773,7 @@ impl<'a> Link<'a> {
 
     /// The offset of a thread-local target in the executable's TLS template. (In a linked
     /// image, the `st_value` of an `STT_TLS` symbol is this offset, not an address.)
-    fn tls_offset(&mut self, class: TargetClass, reloc: &Reloc) -> Result<u64, Failure> {
+    fn tls_offset(&self, class: TargetClass, reloc: &Reloc) -> Result<u64, Failure> {
         let name = self.info.symbol_name(reloc.symbol);
         match class {
             TargetClass::Bound { atom } => match self.tls_bound.get(&atom) {
@@ -785,7 +818,7 @@ impl<'a> Link<'a> {
     /// x86-64 variant II: the TLS block ends at the thread pointer, so
     /// `tpoff = (S - tls_start) - round_up(tls_memsz, tls_align)`, where `S - tls_start` is
     /// the symbol's offset in the TLS template.
-    fn tpoff(&mut self, class: TargetClass, reloc: &Reloc) -> Result<i64, Failure> {
+    pub(crate) fn tpoff(&self, class: TargetClass, reloc: &Reloc) -> Result<i64, Failure> {
         let offset = self.tls_offset(class, reloc)?;
         let tls = self.tls_segment()?;
         let align = tls.align.max(1);

@@ -464,7 +464,7 @@ fn a_save_right_after_launch_still_swaps_only_what_changed() {
 }
 
 #[test]
-fn a_source_edited_after_the_build_swaps_all_of_its_functions() {
+fn a_source_edited_after_the_build_swaps_what_differs_from_the_running_image() {
     let mut f = Fixture::copy("many");
     let built = std::process::Command::new("sh")
         .args(["-c", "cc -O0 -g -o app main.c funcs.c"])
@@ -477,13 +477,15 @@ fn a_source_edited_after_the_build_swaps_all_of_its_functions() {
         "[program]\npath = \"app\"\n\n[compile]\ncommand = \"cc -O0 -g -c {file} -o {output}\"\n",
     );
     // Edited between the build and the launch: the text on disk is not what runs, so there
-    // is nothing to diff against and the whole file is swapped — the edit is not lost.
+    // is no baseline; compared with the running image, the edit is found — not lost — and
+    // the 60 other functions are not swapped.
     f.edit("funcs.c", "return x + 17;", "return x + 3017;");
     f.start();
     f.wait_output("f17=17");
     f.save("funcs.c");
     let swap = f.wait_swap();
-    assert!(swap.swapped.len() >= 61, "{swap:?}");
+    assert_eq!(swap.swapped, vec!["f17".to_string()], "{swap:?}");
+    assert_eq!(swap.skipped, 60, "{swap:?}");
     f.wait_output("f17=3017");
 }
 
@@ -919,7 +921,9 @@ fn a_header_edited_after_the_build_is_not_hidden_by_the_baseline() {
     // main.c itself is unchanged: saving it brings the header's change in.
     f.save("main.c");
     let swap = f.wait_swap();
-    assert!(swap.swapped.contains(&"compute".to_string()), "{swap:?}");
+    // Without a baseline the object is compared with the running image: only the header's
+    // inline function differs (`compute` calls it through its unchanged entry).
+    assert_eq!(swap.swapped, vec!["scaled".to_string()], "{swap:?}");
     f.wait_output("compute=30");
     // Said when the baseline was refused, before the save.
     let note = f
@@ -1001,4 +1005,33 @@ fn a_read_only_label_table_swaps_with_its_body() {
         "ro_dispatch",
         "ro=33",
     );
+}
+
+#[test]
+fn a_file_without_baseline_is_compared_with_the_running_image() {
+    let mut f = Fixture::copy("nobaseline");
+    // main.c is newer than the program: no baseline. At -O1 `ident` (3 bytes) and `nothing`
+    // (1 byte) cannot hold an entry jump; only the edited function may be swapped.
+    let built = std::process::Command::new("sh")
+        .args([
+            "-c",
+            "cc -O1 -g -o app main.c && touch -d '20 seconds ago' app",
+        ])
+        .current_dir(f.dir.path())
+        .status()
+        .expect("run cc");
+    assert!(built.success());
+    f.start();
+    f.wait_launched();
+    f.wait_output("compute=10");
+    f.edit("main.c", "return x * 1 + zero();", "return x * 2 + zero();");
+    f.save("main.c");
+    let swap = f.wait_swap();
+    assert_eq!(swap.swapped, vec!["compute".to_string()], "{swap:?}");
+    assert!(swap.added.is_empty(), "{swap:?}");
+    // zero, one, ident, nothing, name and main equal the running image.
+    assert_eq!(swap.skipped, 6, "{swap:?}");
+    let line = f.wait_output("compute=20");
+    assert!(line.contains("name=tiny"), "{line}");
+    f.assert_same_process();
 }
