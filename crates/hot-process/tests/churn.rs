@@ -1,0 +1,154 @@
+//! Swaps while threads are born and die: a thread created while the others are being stopped
+//! (or single-stepped) is stopped and detached with them, never left in a ptrace stop; and a
+//! stop that cannot complete times out, lets every thread go, and says so.
+//!
+//! The `churn` fixture checks every call of `compute` (which calls `helper`) against the
+//! version the swap generation names; each swap here writes both entries and that generation
+//! in one atomic commit, alternating between the original bodies and `compute_b`/`helper_b`.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use common::*;
+use hot_process::{Debuggee, ProcessEvent, Write, WritePlan};
+
+/// The `churn` program, launched, with the addresses it printed and its original entries.
+struct Churn {
+    _dir: tempfile::TempDir,
+    debuggee: Arc<Debuggee>,
+    rx: crossbeam_channel::Receiver<ProcessEvent>,
+    compute: u64,
+    helper: u64,
+    compute_b: u64,
+    helper_b: u64,
+    gen: u64,
+    compute_bytes: Vec<u8>,
+    helper_bytes: Vec<u8>,
+}
+
+impl Churn {
+    fn launch(args: &[&str]) -> Churn {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let program = compile(dir.path(), "churn", &["-fPIE", "-pie"]);
+        let (debuggee, rx) = launch(&program, args);
+        let line = wait_line(&rx, "addresses", |l| l.starts_with("compute="));
+        let compute = hex_field(&line, "compute=");
+        let helper = hex_field(&line, "helper=");
+        let compute_bytes = debuggee.read_memory(compute, 5).expect("read compute");
+        let helper_bytes = debuggee.read_memory(helper, 5).expect("read helper");
+        Churn {
+            _dir: dir,
+            debuggee: Arc::new(debuggee),
+            rx,
+            compute,
+            helper,
+            compute_b: hex_field(&line, "compute_b="),
+            helper_b: hex_field(&line, "helper_b="),
+            gen: hex_field(&line, "gen="),
+            compute_bytes,
+            helper_bytes,
+        }
+    }
+
+    /// Swap number `i` (from 0): even ones point both entries at the B versions, odd ones
+    /// put the original bytes back; `gen` goes from `i` to `i + 1` in the same commit.
+    fn plan(&self, i: u64) -> WritePlan {
+        let to_b = [
+            jump(self.compute, self.compute_b),
+            jump(self.helper, self.helper_b),
+        ];
+        let to_a = [self.compute_bytes.clone(), self.helper_bytes.clone()];
+        let (new, old) = if i % 2 == 0 {
+            (&to_b, &to_a)
+        } else {
+            (&to_a, &to_b)
+        };
+        let entry = |addr: u64, k: usize, name: &str| Write {
+            addr,
+            bytes: new[k].clone(),
+            expected: Some(old[k].clone()),
+            what: format!("entry of {name}"),
+        };
+        WritePlan {
+            prepare: Vec::new(),
+            copies: Vec::new(),
+            commit_data: vec![Write {
+                addr: self.gen,
+                bytes: (i + 1).to_le_bytes().to_vec(),
+                expected: Some(i.to_le_bytes().to_vec()),
+                what: "gen".into(),
+            }],
+            commit: vec![
+                entry(self.compute, 0, "compute"),
+                entry(self.helper, 1, "helper"),
+            ],
+            protected: vec![self.compute..self.compute + 5, self.helper..self.helper + 5],
+        }
+    }
+
+    /// `swaps` consecutive swaps, each checked to leave no thread stopped or traced; returns
+    /// the stopped windows (microseconds) and the largest thread count seen.
+    fn swap_many(&self, swaps: u64) -> (Vec<u64>, usize) {
+        let pid = self.debuggee.pid();
+        let mut stopped = Vec::with_capacity(swaps as usize);
+        let mut most_threads = 0;
+        for i in 0..swaps {
+            let what = format!("swap {i}");
+            let report = apply_within(&self.debuggee, &self.plan(i), &what)
+                .unwrap_or_else(|e| panic!("{what}: {e}"));
+            assert_not_left_stopped(pid, &what);
+            stopped.push(report.stopped_micros);
+            most_threads = most_threads.max(report.threads);
+        }
+        (stopped, most_threads)
+    }
+
+    /// Waits for a line printed after the swaps (a later tick than the first seen) and checks
+    /// that no call ever returned a wrong result; returns it.
+    fn check_results(&self) -> String {
+        let first = wait_line(&self.rx, "a tick", |l| l.starts_with("tick="));
+        let tick = field(&first, "tick=");
+        let line = wait_line(&self.rx, "a later tick", |l| {
+            l.starts_with("tick=") && field(l, "tick=") > tick + 1
+        });
+        assert_eq!(
+            field(&line, "bad="),
+            0,
+            "a call returned a mixed or torn result: {line}"
+        );
+        line
+    }
+}
+
+fn percentile(sorted: &[u64], p: usize) -> u64 {
+    sorted[(sorted.len() * p / 100).min(sorted.len() - 1)]
+}
+
+/// The hang found as a new user would: a thread started every millisecond (200 calls, then
+/// it exits) next to 3 steady callers. A thread born while the others were being stopped
+/// used to stay in a ptrace stop for good, and the swap never finished.
+#[test]
+fn threads_born_every_millisecond_never_hang_a_swap() {
+    let churn = Churn::launch(&["3", "1000", "200"]);
+    let pid = churn.debuggee.pid();
+    wait_line(&churn.rx, "short-lived threads", |l| {
+        l.starts_with("tick=") && field(l, "born=") > 20
+    });
+    let started = Instant::now();
+    let (mut stopped, most) = churn.swap_many(400);
+    stopped.sort_unstable();
+    let line = churn.check_results();
+    eprintln!(
+        "400 swaps with a thread born every ms in {:?}: up to {most} threads, stopped p50 {} us, \
+         p90 {} us, max {} us; {line}",
+        started.elapsed(),
+        percentile(&stopped, 50),
+        percentile(&stopped, 90),
+        stopped[stopped.len() - 1]
+    );
+    assert!(field(&line, "a=") > 0 && field(&line, "b=") > 0, "{line}");
+    assert!(field(&line, "born=") > 100, "{line}");
+    assert_not_left_stopped(pid, "after the swaps");
+}
