@@ -60,7 +60,7 @@ impl Churn {
             jump(self.helper, self.helper_b),
         ];
         let to_a = [self.compute_bytes.clone(), self.helper_bytes.clone()];
-        let (new, old) = if i % 2 == 0 {
+        let (new, old) = if i.is_multiple_of(2) {
             (&to_b, &to_a)
         } else {
             (&to_a, &to_b)
