@@ -156,3 +156,90 @@ fn threads_born_every_millisecond_never_hang_a_swap() {
     assert!(field(&line, "born=") > 100, "{line}");
     assert_not_left_stopped(pid, "after the swaps");
 }
+
+/// A thread in `vfork` cannot be stopped until its child exits: the swap times out with an
+/// error naming it, writes nothing, lets every other thread run on, keeps the owner thread
+/// answering, and detaches the vforking thread the moment it returns.
+#[test]
+fn a_stop_that_cannot_complete_times_out_and_lets_every_thread_go() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let program = compile(dir.path(), "vforker", &[]);
+    let done = dir.path().join("done");
+    let (debuggee, rx) = launch(&program, &[done.to_str().expect("utf-8")]);
+    let debuggee = Arc::new(debuggee);
+    let pid = debuggee.pid();
+    let entry = hex_field(
+        &wait_line(&rx, "value=", |l| l.starts_with("value=")),
+        "value=",
+    );
+    wait_line(&rx, "vforking", |l| l == "vforking");
+    // Until the kernel holds the thread in the vfork (wait_for_vfork_done, inlined into
+    // kernel_clone on some kernels).
+    let deadline = Instant::now() + TIMEOUT;
+    let vforking = loop {
+        if let Some(task) = task_states(pid)
+            .into_iter()
+            .find(|t| t.state == 'D' && (t.wchan.contains("vfork") || t.wchan.contains("clone")))
+        {
+            break task.tid;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no thread in vfork: {:?}",
+            task_states(pid)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    };
+    let image = debuggee.image_range().expect("image range");
+    let arena = debuggee
+        .map_arena(image.clone(), 4096, hot_process::Protection::ReadExecute)
+        .expect("arena (one thread is enough for the injection)");
+    let original = debuggee.read_memory(entry, 5).expect("read");
+    let (plan, _) = swap_plan(entry, arena, 2, &original);
+
+    let started = Instant::now();
+    let err = apply_within(&debuggee, &plan, "the swap that cannot stop every thread")
+        .expect_err("a thread in vfork cannot be stopped");
+    let message = err.to_string();
+    eprintln!("after {:?}: {message}", started.elapsed());
+    assert!(
+        message.contains(&format!("thread {vforking} "))
+            && message.contains("did not stop within")
+            && message.contains("nothing was written"),
+        "{message}"
+    );
+    assert_eq!(debuggee.read_memory(entry, 5).expect("read"), original);
+    // Every other thread runs on, untraced; the vforking one is still held by the kernel,
+    // never in a ptrace stop.
+    let left = stopped_or_traced(pid);
+    assert!(
+        left.iter().all(|t| t.tid == vforking && t.state != 't'),
+        "{left:?}"
+    );
+    while rx.try_recv().is_ok() {}
+    let line = wait_line(&rx, "a tick", |l| l.starts_with("tick="));
+    let one = field(&line, "one=");
+    let later = wait_line(&rx, "more calls", |l| {
+        l.starts_with("tick=") && field(l, "one=") > one
+    });
+    assert_eq!(field(&later, "returned="), 0, "{later}");
+    // The owner thread still answers: an injection stops one thread only.
+    debuggee
+        .map_arena(image, 4096, hot_process::Protection::ReadWrite)
+        .expect("an arena while a thread is still in vfork");
+
+    // The child exits, the vfork returns, and the thread is let go at once.
+    std::fs::write(&done, "").expect("create done");
+    wait_line(&rx, "the vfork returned", |l| {
+        l.starts_with("tick=") && field(l, "returned=") == 1
+    });
+    wait_not_left_stopped(pid, "after the vfork returned");
+    // And swaps work again.
+    let report = apply_within(&debuggee, &plan, "the swap after the vfork").expect("swap");
+    assert_eq!(report.threads, 3);
+    assert_not_left_stopped(pid, "after the swap");
+    let line = wait_line(&rx, "the new body", |l| {
+        l.starts_with("tick=") && field(l, "two=") > 0
+    });
+    assert_eq!(field(&line, "bad="), 0, "{line}");
+}
