@@ -89,11 +89,11 @@ impl Churn {
     }
 
     /// `swaps` consecutive swaps, each checked to leave no thread stopped or traced; returns
-    /// the stopped windows (microseconds) and the largest thread count seen.
-    fn swap_many(&self, swaps: u64) -> (Vec<u64>, usize) {
+    /// the stopped windows (microseconds) and the smallest and largest thread counts seen.
+    fn swap_many(&self, swaps: u64) -> (Vec<u64>, usize, usize) {
         let pid = self.debuggee.pid();
         let mut stopped = Vec::with_capacity(swaps as usize);
-        let mut most_threads = 0;
+        let (mut least_threads, mut most_threads) = (usize::MAX, 0);
         for i in 0..swaps {
             let what = format!("swap {i}");
             let report = apply_within(&self.debuggee, &self.plan(i), &what)
@@ -101,8 +101,9 @@ impl Churn {
             assert_not_left_stopped(pid, &what);
             stopped.push(report.stopped_micros);
             most_threads = most_threads.max(report.threads);
+            least_threads = least_threads.min(report.threads);
         }
-        (stopped, most_threads)
+        (stopped, least_threads, most_threads)
     }
 
     /// Waits for a line printed after the swaps (a later tick than the first seen) and checks
@@ -141,11 +142,11 @@ fn threads_born_every_millisecond_never_hang_a_swap() {
         l.starts_with("tick=") && field(l, "born=") > 20
     });
     let started = Instant::now();
-    let (mut stopped, most) = churn.swap_many(1000);
+    let (mut stopped, least, most) = churn.swap_many(1000);
     stopped.sort_unstable();
     let line = churn.check_results();
     eprintln!(
-        "1000 swaps with a thread born every ms in {:?}: up to {most} threads, stopped p50 {} us, \
+        "1000 swaps with a thread born every ms in {:?}: {least} to {most} threads, stopped p50 {} us, \
          p90 {} us, max {} us; {line}",
         started.elapsed(),
         percentile(&stopped, 50),
@@ -242,4 +243,60 @@ fn a_stop_that_cannot_complete_times_out_and_lets_every_thread_go() {
         l.starts_with("tick=") && field(l, "two=") > 0
     });
     assert_eq!(field(&line, "bad="), 0, "{line}");
+}
+
+/// Issue 12's stress bar: 8 threads calling `compute` (and through it `helper`) in a tight
+/// loop, a pool of short-lived threads growing and shrinking next to them, 1,000 consecutive
+/// swaps of both functions alternating between two versions: every call returns a complete
+/// version, no thread is ever left stopped or traced, and the program runs on.
+#[test]
+fn survives_1000_swaps_under_8_busy_threads_and_a_churning_pool() {
+    // A pool thread every 500 us, each making 20,000 calls, at most 8 alive at once.
+    let churn = Churn::launch(&["8", "500", "20000", "8"]);
+    let pid = churn.debuggee.pid();
+    let before = wait_line(&churn.rx, "the pool running", |l| {
+        l.starts_with("tick=") && field(l, "born=") > 10
+    });
+    let started = Instant::now();
+    let (mut stopped, least, most) = churn.swap_many(1000);
+    let took = started.elapsed();
+    stopped.sort_unstable();
+    let line = churn.check_results();
+    eprintln!(
+        "1000 swaps under 8 busy threads and a pool in {took:?}: {least} to {most} threads \
+         stopped; stop-the-world p50 {} us, p90 {} us, max {} us; {line}",
+        percentile(&stopped, 50),
+        percentile(&stopped, 90),
+        stopped[stopped.len() - 1]
+    );
+    // Both versions ran, calls straddled swaps (old bodies calling the new callee), the pool
+    // grew and shrank while the swaps ran: threads were born and exited between swaps.
+    assert!(field(&line, "a=") > 0 && field(&line, "b=") > 0, "{line}");
+    assert!(field(&line, "straddled=") > 0, "{line}");
+    assert!(field(&line, "max_alive=") >= 2, "{line}");
+    assert!(
+        field(&line, "born=") > field(&before, "born=") + 100,
+        "{before} / {line}"
+    );
+    assert!(
+        least < most && most > 9,
+        "the pool did not change size during the swaps: {least} to {most} threads"
+    );
+    assert_not_left_stopped(pid, "after 1000 swaps");
+}
+
+/// The check the stress tests rely on does see a mix: a swap of `compute` alone (its new body
+/// calling the old `helper`) makes calls return neither version.
+#[test]
+fn the_result_check_detects_a_mixed_version() {
+    let churn = Churn::launch(&["2", "0"]);
+    let mut plan = churn.plan(0);
+    plan.commit.retain(|w| w.what == "entry of compute");
+    plan.protected.truncate(1);
+    apply_within(&churn.debuggee, &plan, "the half swap").expect("swap");
+    let line = wait_line(&churn.rx, "bad results", |l| {
+        l.starts_with("tick=") && field(l, "bad=") > 0
+    });
+    assert_eq!(field(&line, "b="), 0, "{line}");
+    assert_not_left_stopped(churn.debuggee.pid(), "after the half swap");
 }
