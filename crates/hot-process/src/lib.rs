@@ -303,6 +303,13 @@ impl Debuggee {
     /// Apply a plan atomically (see [`WritePlan`]). Besides `plan.protected`, a thread
     /// strictly inside a commit write's range is also stepped out of it. On error nothing of
     /// `commit` remains written (`prepare` writes may remain: they are unreachable).
+    ///
+    /// Threads born while the others are being stopped or stepped are stopped and detached
+    /// with them. A thread that cannot be stopped within 5 s (one in `vfork` waiting for its
+    /// child, or in an uninterruptible sleep) fails the apply with [`ProcessError::Other`]
+    /// naming it and where the kernel holds it; nothing is written, every other thread is
+    /// resumed, and that one is detached by the owner thread as soon as it stops (it is never
+    /// left in a ptrace stop).
     pub fn apply(&self, plan: &WritePlan) -> Result<ApplyReport, ProcessError> {
         self.inner.apply(plan)
     }

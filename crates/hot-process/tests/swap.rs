@@ -65,6 +65,7 @@ fn swaps_200_times_while_8_threads_spin() {
     assert_eq!(field(&later, "bad="), 0, "{later}");
     assert_eq!(debuggee.pid(), pid);
     assert!(!is_dead(pid));
+    assert_not_left_stopped(debuggee.pid(), "after the swaps");
 }
 
 #[test]
@@ -106,6 +107,7 @@ fn unexpected_bytes_abort_and_a_failed_write_rolls_back() {
     });
     assert_eq!(field(&line, "two="), 0, "{line}");
     assert_eq!(field(&line, "bad="), 0, "{line}");
+    assert_not_left_stopped(debuggee.pid(), "after the swaps");
 }
 
 #[test]
@@ -340,6 +342,7 @@ fn signals_arriving_during_swaps_are_redelivered() {
         0,
         "a queued signal lost its details: {later}"
     );
+    assert_not_left_stopped(debuggee.pid(), "after the swaps");
 }
 
 /// SIGCHLD arriving while the threads are held reaches the program's SA_SIGINFO handler
@@ -389,6 +392,7 @@ fn sigchld_held_during_swaps_keeps_its_siginfo() {
         0,
         "a SIGCHLD lost its siginfo: {later}"
     );
+    assert_not_left_stopped(debuggee.pid(), "after the swaps");
 }
 
 /// A program stopped by SIGSTOP can be swapped; it stays stopped until SIGCONT.
@@ -502,6 +506,7 @@ fn threads_inside_the_overwritten_bytes_are_stepped_out() {
     wait_line(&rx, "more calls", |l| {
         l.starts_with("tick=") && field(l, "calls=") > calls
     });
+    assert_not_left_stopped(debuggee.pid(), "after the swaps");
 }
 
 /// A signal held in a thread that is then single-stepped out of the overwritten bytes is
@@ -581,6 +586,7 @@ fn signals_held_in_stepped_threads_keep_their_siginfo() {
         0,
         "a SIGCHLD lost its siginfo: {later}"
     );
+    assert_not_left_stopped(debuggee.pid(), "after the swaps");
 }
 
 /// A thread that cannot be stepped out (a loop inside the range) fails the apply after a
@@ -615,6 +621,7 @@ fn a_thread_looping_inside_the_range_fails_the_apply_cleanly() {
     wait_line(&rx, "a later tick", |l| {
         l.starts_with("tick=") && field(l, "tick=") > tick
     });
+    assert_not_left_stopped(debuggee.pid(), "after the swaps");
 }
 
 /// A non-PIE executable sits at 0x400000: its arenas go below it, so they also lie below
@@ -644,6 +651,7 @@ fn arenas_of_a_non_pie_executable_lie_below_it() {
         l.starts_with("tick=") && field(l, "three=") > 0
     });
     assert_eq!(field(&line, "bad="), 0);
+    assert_not_left_stopped(debuggee.pid(), "after the swaps");
 }
 
 /// A thread parked in a signal handler would return into the middle of the new jump (the
@@ -683,6 +691,7 @@ fn a_signal_frame_returning_into_the_overwritten_bytes_refuses_the_swap() {
         "{message}"
     );
     assert_eq!(debuggee.read_memory(entry, 5).expect("read"), original);
+    assert_not_left_stopped(debuggee.pid(), "after the swaps");
 }
 
 /// The `spin` fixture as a PIE with two sleeping threads, the address of the function its

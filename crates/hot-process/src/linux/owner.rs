@@ -14,11 +14,18 @@ use super::inject::{
     arena_candidates, find_syscall_insn, inject_syscall, mmap_min_addr, prot_flags, Heap, LOW_LIMIT,
 };
 use super::memory::{image_range, read_mappings, start_brk, ProcMem};
-use super::threads::{errno, errno_text, get_regs, StoppedThreads};
+use super::threads::{
+    errno, errno_text, get_regs, has_lingering, release_lingering, release_lingering_within,
+    StoppedThreads,
+};
 use crate::{ApplyReport, ProcessError, ProcessEvent, Protection, Stream, WritePlan};
 
 /// How long a partial line waits for the rest before it is sent on its own.
 const PARTIAL_LINE_FLUSH_MS: i32 = 50;
+/// How often threads a timed-out stop left traced are looked at, to let them go.
+const LINGERING_POLL_MS: i32 = 10;
+/// How long a killed program's traced threads get to exit before its leader is reaped.
+const REAP_WITHIN: std::time::Duration = std::time::Duration::from_secs(5);
 /// A line longer than this is sent in pieces.
 const MAX_LINE: usize = 64 * 1024;
 
@@ -114,6 +121,8 @@ pub(crate) struct Owner {
     leader_status: Option<i32>,
     syscall_insn: Option<u64>,
     scratch: ApplyScratch,
+    /// When output last arrived: a partial line is flushed once it is this old.
+    last_output: std::time::Instant,
 }
 
 impl Owner {
@@ -148,6 +157,7 @@ impl Owner {
             leader_status: None,
             syscall_insn: None,
             scratch: ApplyScratch::default(),
+            last_output: std::time::Instant::now(),
         }
     }
 
@@ -166,10 +176,13 @@ impl Owner {
             for output in &self.outputs {
                 pollfds.push(poll_entry(output.fd.as_raw_fd()));
             }
-            let timeout = if self.outputs.iter().any(|o| !o.partial.is_empty()) {
-                PARTIAL_LINE_FLUSH_MS
-            } else {
-                -1
+            let partial = self.outputs.iter().any(|o| !o.partial.is_empty());
+            // Threads still traced after a timed-out stop are let go the moment they stop:
+            // look at them often, never block forever with one left stopped.
+            let timeout = match (partial, has_lingering()) {
+                (_, true) => LINGERING_POLL_MS,
+                (true, false) => PARTIAL_LINE_FLUSH_MS,
+                (false, false) => -1,
             };
             // SAFETY: pollfds is a live array of the given length.
             let ready =
@@ -181,9 +194,16 @@ impl Owner {
                 tracing::error!(pid = self.pid, "poll failed: {}", errno_text(errno()));
                 return;
             }
+            if has_lingering() {
+                if let Some(status) = release_lingering() {
+                    self.leader_status = Some(status);
+                }
+            }
             if ready == 0 {
                 // The program paused mid-line: send what it wrote.
-                self.flush_partials();
+                if self.last_output.elapsed().as_millis() >= PARTIAL_LINE_FLUSH_MS as u128 {
+                    self.flush_partials();
+                }
                 continue;
             }
             // Output first, so it precedes an exit notice.
@@ -364,6 +384,8 @@ impl Owner {
                 )
             };
             if n > 0 {
+                self.last_output = std::time::Instant::now();
+                let output = &mut self.outputs[index];
                 output.partial.extend_from_slice(&buf[..n as usize]);
                 self.send_lines(index);
                 continue;
@@ -425,6 +447,11 @@ impl Owner {
 
     /// The program is gone (or being killed): drain its output, reap it, report.
     fn report_exit(&mut self) {
+        // Traced threads left over from a timed-out stop are zombies only this thread can
+        // reap; the leader cannot be reaped before them.
+        if let Some(status) = release_lingering_within(REAP_WITHIN) {
+            self.leader_status = Some(status);
+        }
         let event = if self.launched {
             let mut status = 0;
             // SAFETY: waits for our own child only, never -1 (the server runs compilers).

@@ -9,7 +9,16 @@
 //! that siginfo with one naming the tracer. A thread that has to be single-stepped gives
 //! up its stop; its signal is put back with `PTRACE_SETSIGINFO` into the signal-delivery
 //! stop that ends its last step.
+//!
+//! Every stop counts: any ptrace stop of a thread (the clone-event stop that reports a new
+//! thread, a signal-delivery stop) clears its pending `PTRACE_INTERRUPT`, so a thread is held
+//! in whatever stop it reports first and is never resumed to wait for the interrupt (it would
+//! run on and never stop). A thread that cannot stop in time (a `vfork` waiting for its
+//! child, an uninterruptible sleep) cannot be detached either — `PTRACE_DETACH` needs a
+//! stopped tracee — so it is kept on this owner thread's list of lingering tracees and let go
+//! the moment it stops ([`release_lingering`]); the swap fails with an error naming it.
 
+use std::cell::RefCell;
 use std::time::{Duration, Instant};
 
 use crate::ProcessError;
@@ -129,6 +138,141 @@ fn tracer_and_state(pid: i32, tid: i32) -> Option<(i32, char)> {
     Some((tracer, state))
 }
 
+thread_local! {
+    /// Threads this owner thread still traces but could not detach because they were not in
+    /// a stop (`(pid, tid)`): a thread blocked in a `vfork` or an uninterruptible sleep when a
+    /// stop timed out, one exiting at the detach, or a thread one of those started since (it
+    /// was traced from birth). Only the tracer thread can wait for and detach them, so the
+    /// list is per thread.
+    static LINGERING: RefCell<Vec<(i32, i32)>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Whether this owner thread still traces threads it could not detach yet.
+pub(crate) fn has_lingering() -> bool {
+    LINGERING.with(|l| !l.borrow().is_empty())
+}
+
+/// Detaches every lingering tracee that has reached a stop (giving back a signal it stopped
+/// for) and reaps those that exited; the others stay on the list. Returns the leader's wait
+/// status if this reaped it.
+pub(crate) fn release_lingering() -> Option<i32> {
+    let mut list = LINGERING.with(|l| std::mem::take(&mut *l.borrow_mut()));
+    if list.is_empty() {
+        return None;
+    }
+    let mut leader_status = None;
+    let mut kept = Vec::new();
+    while let Some((pid, tid)) = list.pop() {
+        let mut children = Vec::new();
+        if !release_one(pid, tid, &mut leader_status, &mut children) {
+            kept.push((pid, tid));
+        }
+        // Traced from birth: each reports its own stop and is let go the same way.
+        list.extend(children.into_iter().map(|child| (pid, child)));
+    }
+    if !kept.is_empty() {
+        tracing::debug!(threads = ?kept, "threads still traced until they stop");
+    }
+    LINGERING.with(|l| l.borrow_mut().extend(kept));
+    leader_status
+}
+
+/// [`release_lingering`] until nothing lingers or `within` has passed: a killed program's
+/// traced threads are zombies only their tracer can reap, and its leader cannot be reaped
+/// before them.
+pub(crate) fn release_lingering_within(within: Duration) -> Option<i32> {
+    let deadline = Instant::now() + within;
+    let mut leader_status = None;
+    let mut idle_rounds = 0;
+    loop {
+        if let Some(status) = release_lingering() {
+            leader_status = Some(status);
+        }
+        if !has_lingering() || Instant::now() > deadline {
+            return leader_status;
+        }
+        back_off(&mut idle_rounds);
+    }
+}
+
+/// Takes `tid` off the lingering list: a new stop holds it again.
+fn adopt_lingering(tid: i32) {
+    LINGERING.with(|l| l.borrow_mut().retain(|&(_, t)| t != tid));
+}
+
+fn add_lingering(pid: i32, tid: i32) {
+    LINGERING.with(|l| {
+        let mut list = l.borrow_mut();
+        if !list.iter().any(|&(_, t)| t == tid) {
+            list.push((pid, tid));
+        }
+    });
+}
+
+/// One non-blocking attempt to let go of a traced thread that was not known to be in a stop:
+/// true once it is no longer ours (detached, or exited and reaped). Clone children it reported
+/// are added to `children`.
+fn release_one(
+    pid: i32,
+    tid: i32,
+    leader_status: &mut Option<i32>,
+    children: &mut Vec<i32>,
+) -> bool {
+    loop {
+        let mut status = 0;
+        // SAFETY: waitpid writes the status into our local.
+        let result = unsafe { libc::waitpid(tid, &mut status, libc::__WALL | libc::WNOHANG) };
+        if result == 0 {
+            return false;
+        }
+        if result < 0 {
+            if errno() == libc::EINTR {
+                continue;
+            }
+            // ECHILD: gone, or no longer traced by us.
+            return true;
+        }
+        if libc::WIFEXITED(status) || libc::WIFSIGNALED(status) {
+            if tid == pid {
+                *leader_status = Some(status);
+            }
+            return true;
+        }
+        if !libc::WIFSTOPPED(status) {
+            continue;
+        }
+        let event = status >> 16;
+        let mut data = 0;
+        if event == libc::PTRACE_EVENT_CLONE {
+            if let Some(child) = event_message(tid) {
+                children.push(child as i32);
+            }
+        } else if event == 0 {
+            // A signal-delivery stop: the detach delivers the signal, unless it is the trap
+            // that ends a single step of ours.
+            let signal = libc::WSTOPSIG(status);
+            let ours = signal == libc::SIGTRAP
+                && get_siginfo(tid)
+                    .is_some_and(|info| info.si_code > 0 && info.si_code != libc::SI_KERNEL);
+            if !ours {
+                data = signal as usize;
+            }
+        }
+        if ptrace(libc::PTRACE_DETACH, tid, 0, data).is_ok() {
+            return true;
+        }
+        // ESRCH although it stopped: killed meanwhile; its exit shows up in the next wait.
+    }
+}
+
+/// Where the kernel holds `tid` (`/proc/PID/task/TID/wchan`), for messages.
+fn wchan(pid: i32, tid: i32) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/wchan"))
+        .ok()
+        .filter(|w| !w.is_empty() && w != "0")
+        .unwrap_or_else(|| "?".into())
+}
+
 /// A signal that reached a thread while we held it: delivered by the detach when the thread
 /// is in a signal-delivery stop then, otherwise sent again after it.
 struct PendingSignal {
@@ -180,7 +324,11 @@ impl StoppedThreads {
 
     /// Seizes and stops every thread, following clones, until the set of tasks is stable.
     pub(crate) fn stop_all(pid: i32) -> Result<StoppedThreads, ProcessError> {
+        // Threads a timed-out stop left traced: those that have stopped since go now; the
+        // others are seized again below (EPERM, ours) and waited for with the rest.
+        let leader_status = release_lingering();
         let mut stopped = StoppedThreads::new(pid);
+        stopped.leader_status = leader_status;
         let deadline = Instant::now() + STOP_TIMEOUT;
         let mut listed = Vec::with_capacity(16);
         let mut pending: Vec<i32> = Vec::with_capacity(16);
@@ -213,7 +361,9 @@ impl StoppedThreads {
 
     /// Seizes and stops one thread (the leader if it can), for a system call injection.
     pub(crate) fn stop_one(pid: i32) -> Result<StoppedThreads, ProcessError> {
+        let leader_status = release_lingering();
         let mut stopped = StoppedThreads::new(pid);
+        stopped.leader_status = leader_status;
         let deadline = Instant::now() + STOP_TIMEOUT;
         let mut listed = Vec::new();
         list_tasks(pid, &mut listed)?;
@@ -248,7 +398,10 @@ impl StoppedThreads {
                 // seen the event for yet; or by a debugger), or not allowed at all.
                 match tracer_and_state(self.pid, tid) {
                     None | Some((_, 'Z' | 'X')) => Ok(SeizeOutcome::Gone),
-                    Some((tracer, _)) if tracer == std::process::id() as i32 => {
+                    // TracerPid names the tracing *thread*: this owner thread.
+                    // SAFETY: plain system call.
+                    Some((tracer, _)) if tracer == unsafe { libc::gettid() } => {
+                        adopt_lingering(tid);
                         if !self.tids.contains(&tid) {
                             self.tids.push(tid);
                         }
@@ -295,16 +448,22 @@ impl StoppedThreads {
                         progressed = true;
                     }
                     Waited::Signal => {
-                        // Its PTRACE_INTERRUPT stays pending: a later step first reports
-                        // that interrupt stop, and the detach discards it.
+                        // Held right here. A signal stop reached after the interrupt cleared
+                        // it; one reached before leaves it pending, so a later step first
+                        // reports that interrupt stop, and the detach discards it.
                         pending.swap_remove(index);
                         progressed = true;
                     }
                     Waited::Stopped { event, .. } => {
                         progressed = true;
+                        // Any event stop holds the thread as well as the interrupt stop, and
+                        // must: reaching it cleared the pending interrupt, so a thread
+                        // resumed from here would run on and never stop.
+                        pending.swap_remove(index);
                         if event == libc::PTRACE_EVENT_CLONE {
-                            // The parent stops for the clone event first; the child is
-                            // already traced by us and will report its own stop.
+                            // The new thread is traced from birth (PTRACE_O_TRACECLONE) and
+                            // reports its own stop (PTRACE_EVENT_STOP), perhaps before this
+                            // one; it is waited for by its tid like the others.
                             if let Some(child) = event_message(tid) {
                                 let child = child as i32;
                                 if !self.tids.contains(&child) {
@@ -314,15 +473,6 @@ impl StoppedThreads {
                                     pending.push(child);
                                 }
                             }
-                            // The interrupt is still pending: the next stop is the interrupt stop.
-                            let _ = self.restart(libc::PTRACE_CONT, tid);
-                            index += 1;
-                        } else if event == libc::PTRACE_EVENT_STOP {
-                            pending.swap_remove(index);
-                        } else {
-                            // Events we did not ask for: let it go on to the interrupt stop.
-                            let _ = self.restart(libc::PTRACE_CONT, tid);
-                            index += 1;
                         }
                     }
                 }
@@ -335,9 +485,18 @@ impl StoppedThreads {
                 continue;
             }
             if Instant::now() > deadline {
+                let held: Vec<String> = pending
+                    .iter()
+                    .map(|&tid| format!("{tid} (in {})", wchan(self.pid, tid)))
+                    .collect();
                 return Err(ProcessError::Other(format!(
-                    "threads {pending:?} of pid {} did not stop within {:?} (uninterruptible sleep or vfork?)",
-                    self.pid, STOP_TIMEOUT
+                    "cannot stop every thread of pid {}: thread {} did not stop within {:?} \
+                     (a vfork waiting for its child, or an uninterruptible sleep); nothing \
+                     was written, every other thread runs on, and that one is let go as soon \
+                     as it stops — save again later",
+                    self.pid,
+                    held.join(", "),
+                    STOP_TIMEOUT
                 )));
             }
             back_off(&mut idle_rounds);
@@ -492,15 +651,21 @@ impl StoppedThreads {
                 }
             }
             if ptrace(libc::PTRACE_DETACH, tid, 0, data).is_err() {
-                // Not in a stop: it is exiting (a SIGKILL of the whole process). Reap the
-                // traced zombie so it does not linger.
-                let mut status = 0;
-                // SAFETY: waitpid writes the status into our local.
-                let reaped =
-                    unsafe { libc::waitpid(tid, &mut status, libc::__WALL | libc::WNOHANG) };
-                if reaped == tid && tid == self.pid {
-                    self.leader_status = Some(status);
+                // Not in a stop: it never reached one (a timed-out stop), or it is exiting
+                // (a SIGKILL of the whole process). Reap it if it is a traced zombie, detach
+                // it if it stopped just now, else keep it to let go as soon as it stops.
+                let mut children = Vec::new();
+                if !release_one(self.pid, tid, &mut self.leader_status, &mut children) {
+                    add_lingering(self.pid, tid);
                 }
+                for child in children {
+                    add_lingering(self.pid, child);
+                }
+            }
+        }
+        if has_lingering() {
+            if let Some(status) = release_lingering() {
+                self.leader_status = Some(status);
             }
         }
         for pending in self.signals.drain(..) {

@@ -163,3 +163,95 @@ pub fn wait_dead(pid: i32) -> bool {
     }
     false
 }
+
+/// One thread of a program as `/proc/PID/task/TID/status` shows it.
+#[derive(Debug)]
+pub struct TaskState {
+    pub tid: i32,
+    /// The state letter: `t` (ptrace stop), `T` (job-control stop), `R`, `S`, `D`, `Z`...
+    pub state: char,
+    pub tracer: i32,
+    /// `/proc/PID/task/TID/wchan`: where in the kernel it waits, for failure messages.
+    pub wchan: String,
+}
+
+/// Every thread of `pid` (those gone while listing are skipped).
+pub fn task_states(pid: i32) -> Vec<TaskState> {
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    let mut tasks = Vec::new();
+    for entry in dir.flatten() {
+        let Some(tid) = entry.file_name().to_str().and_then(|s| s.parse().ok()) else {
+            continue;
+        };
+        let Ok(status) = std::fs::read_to_string(entry.path().join("status")) else {
+            continue;
+        };
+        let value = |key: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(key))
+                .map(str::trim)
+                .unwrap_or("")
+                .to_string()
+        };
+        tasks.push(TaskState {
+            tid,
+            state: value("State:").chars().next().unwrap_or('?'),
+            tracer: value("TracerPid:").parse().unwrap_or(-1),
+            wchan: std::fs::read_to_string(entry.path().join("wchan")).unwrap_or_default(),
+        });
+    }
+    tasks
+}
+
+/// The threads of `pid` that are stopped (`t`/`T`) or traced, if any.
+pub fn stopped_or_traced(pid: i32) -> Vec<TaskState> {
+    task_states(pid)
+        .into_iter()
+        .filter(|t| matches!(t.state, 't' | 'T') || t.tracer != 0)
+        .collect()
+}
+
+/// Asserts that no thread of `pid` is left in a ptrace or job-control stop or traced.
+pub fn assert_not_left_stopped(pid: i32, when: &str) {
+    let left = stopped_or_traced(pid);
+    assert!(
+        left.is_empty(),
+        "{when}: threads of pid {pid} left stopped or traced: {left:?}"
+    );
+}
+
+/// Polls until no thread of `pid` is stopped or traced (a thread that could not be stopped in
+/// time is detached once it can be), failing after [`TIMEOUT`].
+pub fn wait_not_left_stopped(pid: i32, when: &str) {
+    let deadline = Instant::now() + TIMEOUT;
+    while !stopped_or_traced(pid).is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_not_left_stopped(pid, when);
+}
+
+/// `debuggee.apply(plan)` on another thread, failing with every thread's state (and where
+/// the kernel holds it) if it does not answer within [`TIMEOUT`]: a hung swap fails the test
+/// instead of hanging it.
+pub fn apply_within(
+    debuggee: &std::sync::Arc<Debuggee>,
+    plan: &WritePlan,
+    what: &str,
+) -> Result<hot_process::ApplyReport, hot_process::ProcessError> {
+    let (tx, rx) = crossbeam_channel::bounded(1);
+    let worker = debuggee.clone();
+    let plan = plan.clone();
+    std::thread::spawn(move || {
+        let _ = tx.send(worker.apply(&plan));
+    });
+    match rx.recv_timeout(TIMEOUT) {
+        Ok(result) => result,
+        Err(_) => panic!(
+            "{what}: apply did not return within {TIMEOUT:?}; threads: {:?}",
+            task_states(debuggee.pid())
+        ),
+    }
+}
