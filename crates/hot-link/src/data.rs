@@ -127,6 +127,26 @@ impl Link<'_> {
                         self.alloc.add_bound_static(key, r);
                     }
                     let image_sym = r.get(self.model);
+                    if !local
+                        && !crate::resolve::weak_definition_in_use(
+                            self.model, obj, sym, r, self.unit,
+                        )
+                    {
+                        // A weak default another file overrides: references bind to the
+                        // override, as in the running program, whatever its size; its bytes
+                        // are the override's and are never written (read-only or not).
+                        let vaddr = image_sym.vaddr.wrapping_sub(sym_offset);
+                        if tls {
+                            self.tls_bound.insert(atom, Vaddr(vaddr));
+                        } else {
+                            self.bound
+                                .insert(atom, self.model.exe.runtime(Vaddr(vaddr)));
+                        }
+                        if baseline_changed(self).unwrap_or(true) {
+                            self.note_overridden_weak(&name, r, atom);
+                        }
+                        continue;
+                    }
                     if (image_sym.kind == SymbolKind::Tls) != tls {
                         self.variable_error(
                             LinkErrorCode::LayoutChanged,

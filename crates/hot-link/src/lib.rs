@@ -284,6 +284,9 @@ pub enum LinkErrorCode {
     NewThreadLocal,
     /// The arenas are full.
     ArenaExhausted,
+    /// A global definition of a name another file of the running program already defines
+    /// (not weakly): a relink would fail with "multiple definition".
+    MultipleDefinition,
 }
 
 impl LinkErrorCode {
@@ -293,7 +296,12 @@ impl LinkErrorCode {
             LinkErrorCode::UndefinedSymbol => "undefined-symbol",
             LinkErrorCode::RelocationOverflow => "relocation-overflow",
             LinkErrorCode::UnsupportedRelocation => "unsupported-relocation",
-            LinkErrorCode::LayoutChanged | LinkErrorCode::NewThreadLocal => "layout-changed",
+            // Which file defines a global name is part of the program's layout: the running
+            // program cannot take a second definition, the user must remove one (or relink
+            // and restart when the definition moved).
+            LinkErrorCode::LayoutChanged
+            | LinkErrorCode::NewThreadLocal
+            | LinkErrorCode::MultipleDefinition => "layout-changed",
             LinkErrorCode::FunctionTooSmall => "function-too-small",
             LinkErrorCode::ArenaExhausted => "relocation-overflow",
         }

@@ -24,7 +24,7 @@ pub use diff::{
 
 pub use image::{
     CompileUnit, GotSlot, GotSlotKind, ImageSymbol, IrelativeSlot, LinkedImage, SectionData,
-    TlsSegment, TranslationUnitId,
+    TlsSegment, TranslationUnitId, Visibility,
 };
 pub use reloc::RelocKind;
 
