@@ -12,6 +12,9 @@
 //!   read an existing one (or one an earlier patch added), so its update is a commit write
 //!   ([`crate::Patch::in_place`]) with the bytes it holds now as `expected`, not an arena
 //!   write: written with every thread stopped, rolled back on failure, reverted by undo.
+//! - A weak default (read-only or writable) that a strong definition of another file
+//!   overrides binds to the override, whatever its size, and is never written: the running
+//!   program uses the override. A changed default gets a `weak-overridden` note.
 //! - Thread-locals bind to the executable's TLS layout; new ones cannot be added.
 
 use std::collections::HashMap;
