@@ -15,6 +15,9 @@
 //! - A weak default (read-only or writable) that a strong definition of another file
 //!   overrides binds to the override, whatever its size, and is never written: the running
 //!   program uses the override. A changed default gets a `weak-overridden` note.
+//! - A global variable of the object that another file already defines (a `static` made
+//!   global by the edit) is refused as a multiple definition, never bound to the other
+//!   file's variable.
 //! - Thread-locals bind to the executable's TLS layout; new ones cannot be added.
 
 use std::collections::HashMap;
@@ -148,6 +151,24 @@ impl Link<'_> {
                         if baseline_changed(self).unwrap_or(true) {
                             self.note_overridden_weak(&name, r, atom);
                         }
+                        continue;
+                    }
+                    if let Some(message) = (!local)
+                        .then(|| {
+                            crate::resolve::multiple_definition(
+                                self.model, obj, sym, r, self.unit, &name,
+                            )
+                        })
+                        .flatten()
+                    {
+                        // Binding it to the other file's variable would silently share
+                        // (and hide) state a relink would refuse to merge.
+                        self.variable_error(
+                            LinkErrorCode::MultipleDefinition,
+                            message,
+                            name.clone(),
+                            decl.clone(),
+                        );
                         continue;
                     }
                     if (image_sym.kind == SymbolKind::Tls) != tls {

@@ -43,10 +43,11 @@
 //! DWARF ranges; a variable's is listed by that unit's DWARF alone, else the image's binding
 //! decides); a weak default overridden by a strong definition in another file binds its
 //! references to the override, is never redirected or written, and gets a
-//! `weak-overridden` note instead. A global, non-weak function definition of a name that
-//! another file defines non-weakly in the running program is refused
-//! ([`LinkErrorCode::MultipleDefinition`]: a relink would fail); replacing another file's
-//! *weak* definition with a new strong one redirects it, as a relink would.
+//! `weak-overridden` note instead. A global, non-weak definition (function or variable,
+//! outside a COMDAT group) of a name that another file defines non-weakly in the running
+//! program is refused ([`LinkErrorCode::MultipleDefinition`]: a relink would fail);
+//! replacing another file's *weak* function with a new strong one redirects it, as a relink
+//! would.
 
 mod branches;
 mod data;

@@ -507,8 +507,16 @@ pub(crate) fn multiple_definition(
     unit: &UnitRef,
     name: &str,
 ) -> Option<String> {
-    if obj.symbol(sym).binding != Binding::Global {
+    let s = obj.symbol(sym);
+    if s.binding != Binding::Global {
         return None;
+    }
+    if let SymbolDef::Atom { atom, .. } = s.def {
+        if obj.atom(atom).comdat {
+            // C++ inline functions and variables (`STB_GNU_UNIQUE` ones too): one copy
+            // is kept, whichever file defines them.
+            return None;
+        }
     }
     let image_sym = image.get(model);
     if image_sym.binding == Binding::Weak

@@ -597,20 +597,86 @@ fn a_second_strong_definition_of_another_files_function_is_refused() {
             .replace("static int helper", "int helper")
             .replace("x + 1", "x + 1000");
         let obj = p.compile("a3", "a.c", &a3);
-        let errors = p.link_errors("a.c", &obj);
-        let e = errors
-            .iter()
-            .find(|e| e.code == LinkErrorCode::MultipleDefinition)
-            .unwrap_or_else(|| panic!("{row}: {errors:#?}"));
-        assert_eq!(e.symbol.as_deref(), Some("helper"), "{row}");
-        assert!(
-            e.message.contains("b.c") && e.message.contains("multiple definition"),
-            "{row}: {}",
-            e.message
-        );
-        assert!(e.line.is_some(), "{row}: {e:#?}");
-        assert_eq!(e.code.diagnostic_code(), "layout-changed");
+        assert_multiple_definition(&p.link_errors("a.c", &obj), "helper", "b.c", &row);
     }
+}
+
+/// `errors` refuse `name` as a second definition of what `other` defines, on a source line.
+fn assert_multiple_definition(errors: &[LinkError], name: &str, other: &str, row: &str) {
+    let e = errors
+        .iter()
+        .find(|e| e.code == LinkErrorCode::MultipleDefinition)
+        .unwrap_or_else(|| panic!("{row}: {errors:#?}"));
+    assert_eq!(e.symbol.as_deref(), Some(name), "{row}");
+    assert!(
+        e.message.contains(other) && e.message.contains("multiple definition"),
+        "{row}: {}",
+        e.message
+    );
+    assert!(e.line.is_some(), "{row}: {e:#?}");
+    assert_eq!(e.code.diagnostic_code(), "layout-changed");
+}
+
+/// Variables made global by deleting `static` while b.c defines one of that name: (name,
+/// a.c, b.c). Bound to b.c's, a.c's code would silently share b.c's state.
+const DUP_DATA: &[(&str, &str, &str)] = &[
+    (
+        "counter",
+        "static int counter = 1;\nint use_a(void) { return counter++; }\n",
+        "int counter = 2;\nint use_a(void);\nint main(void) { return counter + use_a(); }\n",
+    ),
+    (
+        "limit",
+        "static const int limit[2] = {1, 2};\nint use_a(int i) { return limit[i & 1]; }\n",
+        "const int limit[2] = {3, 4};\nint use_a(int);\nint main(void) { return limit[0] + use_a(1); }\n",
+    ),
+];
+
+#[test]
+fn a_second_definition_of_another_files_variable_is_refused() {
+    for &(name, a, b) in DUP_DATA {
+        for flags in [&["-O0", "-fPIE"][..], &["-O0", "-fno-pie"][..]] {
+            let row = format!("{name} {flags:?}");
+            let p = program(&[("a.c", a), ("b.c", b)], flags);
+            let a2 = a.replacen("static ", "", 1);
+            let obj = p.compile("a2", "a.c", &a2);
+            assert_multiple_definition(&p.link_errors("a.c", &obj), name, "b.c", &row);
+        }
+    }
+}
+
+const INLINE_A: &str = r#"
+int use_a(int x) { return x + 1; }
+"#;
+const INLINE_B: &str = r#"
+inline int shared = 3;
+int use_a(int);
+int main() { return shared + use_a(1); }
+"#;
+
+#[test]
+fn a_cxx_inline_variable_another_file_defines_too_is_no_multiple_definition() {
+    // C++ inline variables live in COMDAT groups (`STB_GNU_UNIQUE`): every file that uses
+    // one defines it and the linker keeps one copy, here b.cpp's.
+    let p = program(
+        &[("a.cpp", INLINE_A), ("b.cpp", INLINE_B)],
+        &["-O0", "-fPIE", "-std=c++17"],
+    );
+    let shared = p.symbol("shared", None);
+    let a2 = format!(
+        "inline int shared = 3;\n{}",
+        INLINE_A.replace("x + 1", "x + shared")
+    );
+    let obj = p.compile("a2", "a.cpp", &a2);
+    let patch = p.link("a.cpp", &obj);
+    assert!(
+        patch.swapped.iter().any(|f| f.contains("use_a")),
+        "{patch:#?}"
+    );
+    assert!(
+        !patch.writes.iter().any(|w| w.addr.0 == shared),
+        "{patch:#?}"
+    );
 }
 
 const NEW_STRONG_MAIN: &str = r#"

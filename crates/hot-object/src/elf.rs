@@ -277,6 +277,7 @@ pub(crate) fn parse_relocatable(path: &Path, bytes: &[u8]) -> Result<Object, Obj
             size,
             bytes: section_bytes,
             merge_strings: flags & elf::SHF_MERGE.0 != 0 && flags & elf::SHF_STRINGS.0 != 0,
+            comdat: flags & elf::SHF_GROUP.0 != 0,
             relocs: Vec::new(),
             symbols: Vec::new(),
         });
