@@ -1,7 +1,9 @@
 //! Which definition a name binds to in a program of several files, linked by the real
-//! `cc`/`ld`: hidden globals that ld turned into locals, weak defaults overridden by a strong
-//! definition in another file, and named read-only data updated in place (part of the atomic
-//! commit, reverted by undo).
+//! `cc` and GNU ld, gold or lld: hidden globals that the linker turned into locals (each
+//! linker lists them elsewhere), weak defaults (functions and data) overridden by a strong
+//! definition in another file, second definitions a relink would refuse, and named
+//! read-only data updated in place (part of the atomic commit, reverted by undo; pointer
+//! words expected as symbol + addend).
 
 mod support;
 
