@@ -13,6 +13,10 @@ command -v make >/dev/null || need_apt+=(make)
 # built by the cross compiler.
 command -v clang >/dev/null || need_apt+=(clang)
 command -v aarch64-linux-gnu-gcc >/dev/null || need_apt+=(gcc-aarch64-linux-gnu)
+# hot-link's binding tests link with gold (binutils) and lld too: each puts the hidden
+# globals it makes local in a different place.
+command -v ld.gold >/dev/null || need_apt+=(binutils)
+command -v ld.lld >/dev/null || need_apt+=(lld)
 if [ ${#need_apt[@]} -gt 0 ]; then
   apt-get update -qq && apt-get install -y -qq "${need_apt[@]}"
 fi

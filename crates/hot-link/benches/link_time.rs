@@ -16,6 +16,7 @@ use std::time::Instant;
 use hot_link::{Arenas, ImageModel, LinkRequest, Linker, Module, RuntimeAddr, UnitRef};
 use hot_object::{
     Binding, ImageSymbol, LinkedImage, Object, SectionData, SymbolKind, TranslationUnitId,
+    Visibility,
 };
 
 const TEXT: u64 = 0x10000;
@@ -41,6 +42,7 @@ fn image_with(n: usize) -> LinkedImage {
         defined: true,
         dynamic: false,
         default_version: true,
+        visibility: Visibility::Default,
     };
     for i in 0..total {
         let mut f = body.to_vec();

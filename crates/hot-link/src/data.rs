@@ -12,6 +12,12 @@
 //!   read an existing one (or one an earlier patch added), so its update is a commit write
 //!   ([`crate::Patch::in_place`]) with the bytes it holds now as `expected`, not an arena
 //!   write: written with every thread stopped, rolled back on failure, reverted by undo.
+//! - A weak default (read-only or writable) that a strong definition of another file
+//!   overrides binds to the override, whatever its size, and is never written: the running
+//!   program uses the override. A changed default gets a `weak-overridden` note.
+//! - A global variable of the object that another file already defines (a `static` made
+//!   global by the edit) is refused as a multiple definition, never bound to the other
+//!   file's variable.
 //! - Thread-locals bind to the executable's TLS layout; new ones cannot be added.
 
 use std::collections::HashMap;
@@ -127,6 +133,44 @@ impl Link<'_> {
                         self.alloc.add_bound_static(key, r);
                     }
                     let image_sym = r.get(self.model);
+                    if !local
+                        && !crate::resolve::weak_definition_in_use(
+                            self.model, obj, sym, r, self.unit,
+                        )
+                    {
+                        // A weak default another file overrides: references bind to the
+                        // override, as in the running program, whatever its size; its bytes
+                        // are the override's and are never written (read-only or not).
+                        let vaddr = image_sym.vaddr.wrapping_sub(sym_offset);
+                        if tls {
+                            self.tls_bound.insert(atom, Vaddr(vaddr));
+                        } else {
+                            self.bound
+                                .insert(atom, self.model.exe.runtime(Vaddr(vaddr)));
+                        }
+                        if baseline_changed(self).unwrap_or(true) {
+                            self.note_overridden_weak(&name, r, atom);
+                        }
+                        continue;
+                    }
+                    if let Some(message) = (!local)
+                        .then(|| {
+                            crate::resolve::multiple_definition(
+                                self.model, obj, sym, r, self.unit, &name,
+                            )
+                        })
+                        .flatten()
+                    {
+                        // Binding it to the other file's variable would silently share
+                        // (and hide) state a relink would refuse to merge.
+                        self.variable_error(
+                            LinkErrorCode::MultipleDefinition,
+                            message,
+                            name.clone(),
+                            decl.clone(),
+                        );
+                        continue;
+                    }
                     if (image_sym.kind == SymbolKind::Tls) != tls {
                         self.variable_error(
                             LinkErrorCode::LayoutChanged,

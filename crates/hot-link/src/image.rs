@@ -7,12 +7,18 @@
 //! name with its numeric suffix stripped, because that suffix changes between compiles.
 //!
 //! Hidden and internal globals (`-fvisibility=hidden`, `__attribute__((visibility))`) are
-//! still globals of their file, but ld may turn them into LOCAL symbols of the executable,
-//! listed after a nameless `STT_FILE` at the end of `.symtab` (gcc 12 + ld 2.40 does so in a
-//! PIE for hidden functions called from another file; hidden data and non-PIE executables
-//! keep them GLOBAL with hidden `st_other`). Those forced locals are found by name like
-//! globals ([`ImageIndex::exe_hidden`]), never mixed up with a file's own statics of the same
-//! name, which sit in that file's named group.
+//! still globals of their file, but the linker may turn them into LOCAL symbols of the
+//! executable. Where they end up depends on the linker:
+//! - GNU ld lists them after a nameless `STT_FILE` at the end of `.symtab`, with *default*
+//!   `st_other` (gcc 12 + ld 2.40 does so in a PIE for hidden functions called from another
+//!   file; hidden data and non-PIE executables keep them GLOBAL with hidden `st_other`);
+//! - gold lists them as LOCAL HIDDEN in the group of the *last* input file;
+//! - lld lists them as LOCAL HIDDEN in the group of the file that defined them.
+//!
+//! So every local of the nameless group, and every local with hidden or internal visibility
+//! wherever it sits, is found by name like a global ([`ImageIndex::exe_hidden`]). The latter
+//! are never taken for statics of the group they sit in (gcc ignores visibility on a
+//! `static`), so they are not mixed up with a file's own static of the same name.
 
 use std::collections::HashMap;
 
@@ -77,8 +83,9 @@ struct Extent {
 #[derive(Debug, Default)]
 pub(crate) struct ImageIndex {
     exe_globals: HashMap<String, u32>,
-    /// Hidden globals ld made local: locals of the nameless `STT_FILE` group, by name
-    /// (several only when hidden definitions of one name came from different inputs).
+    /// Hidden globals the linker made local: locals of the nameless `STT_FILE` group and
+    /// locals with hidden or internal visibility, by name (several only when hidden
+    /// definitions of one name came from different inputs).
     exe_hidden: HashMap<String, Vec<u32>>,
     exe_locals: HashMap<(TranslationUnitId, String), u32>,
     /// Locals by name with the numeric suffix stripped (`calls.0` -> `calls`), for
@@ -135,28 +142,34 @@ impl ImageIndex {
             }
             match sym.binding {
                 Binding::Local => {
-                    if let Some(tu) = sym.tu {
-                        let nameless = exe
-                            .translation_units
+                    let nameless = sym.tu.is_some_and(|tu| {
+                        exe.translation_units
                             .get(tu.0 as usize)
-                            .is_some_and(|n| n.is_empty());
-                        if nameless
-                            && matches!(
-                                sym.kind,
-                                SymbolKind::Function
-                                    | SymbolKind::Object
-                                    | SymbolKind::Tls
-                                    | SymbolKind::Ifunc
-                            )
-                        {
-                            // The group also holds ld's own `_DYNAMIC` and
-                            // `_GLOBAL_OFFSET_TABLE_`; harmless, as lookups are by name.
-                            index
-                                .exe_hidden
-                                .entry(sym.name.clone())
-                                .or_default()
-                                .push(i);
-                        }
+                            .is_some_and(|n| n.is_empty())
+                    });
+                    let hidden = sym.visibility.is_hidden();
+                    if (nameless || hidden)
+                        && matches!(
+                            sym.kind,
+                            SymbolKind::Function
+                                | SymbolKind::Object
+                                | SymbolKind::Tls
+                                | SymbolKind::Ifunc
+                        )
+                    {
+                        // The nameless group also holds ld's own `_DYNAMIC` and
+                        // `_GLOBAL_OFFSET_TABLE_`, and crt files' hidden `__dso_handle`;
+                        // harmless, as lookups are by name.
+                        index
+                            .exe_hidden
+                            .entry(sym.name.clone())
+                            .or_default()
+                            .push(i);
+                    }
+                    // A hidden local is another file's global that gold put in the last
+                    // file's group (or lld in its own file's group): never one of the group's
+                    // statics (gcc ignores visibility on a `static`).
+                    if let (Some(tu), false) = (sym.tu, hidden) {
                         index.exe_locals.entry((tu, sym.name.clone())).or_insert(i);
                         let stripped = strip_numeric_suffix(&sym.name);
                         if stripped.len() != sym.name.len() {
@@ -259,14 +272,14 @@ impl ImageIndex {
         })
     }
 
-    /// A hidden global of the executable that ld made local (see the module docs): with
-    /// several of that name, the one in `prefer` (the unit being replaced: its DWARF code
-    /// ranges) wins, else the first.
+    /// A hidden global of the executable that the linker made local (see the module docs):
+    /// with several of that name, the one `prefer` accepts (defined by the unit being
+    /// replaced, by its DWARF) wins, else the first.
     pub(crate) fn exe_hidden(
         &self,
         model: &ImageModel,
         name: &str,
-        prefer: Option<&dyn Fn(u64) -> bool>,
+        prefer: Option<&dyn Fn(&ImageSymbol) -> bool>,
     ) -> Option<ImageSymRef> {
         let list = self.exe_hidden.get(name)?;
         let refs = list.iter().map(|&index| ImageSymRef {
@@ -274,7 +287,7 @@ impl ImageIndex {
             index,
         });
         if let (Some(prefer), true) = (prefer, list.len() > 1) {
-            if let Some(r) = refs.clone().find(|r| prefer(r.get(model).vaddr)) {
+            if let Some(r) = refs.clone().find(|r| prefer(r.get(model))) {
                 return Some(r);
             }
         }

@@ -40,11 +40,18 @@
 //! # Which definition a name binds to
 //!
 //! A global name of the object binds to the executable's global of that name, else to a
-//! hidden global ld turned into a local (the nameless `STT_FILE` group), preferring the one
-//! in the replaced unit's code ranges. A weak definition of the object is redirected only if
-//! it is the definition the running program uses (its address lies in the unit's DWARF
-//! ranges); a weak default overridden by a strong definition in another file binds its
-//! references to the override and gets a `weak-overridden` note instead.
+//! hidden global the linker turned into a local (GNU ld's nameless `STT_FILE` group, or a
+//! LOCAL with hidden/internal `st_other` wherever gold or lld put it), preferring the one the
+//! replaced unit defined. A weak definition of the object (function or data) is used only if
+//! it is the definition the running program uses (a function's address lies in the unit's
+//! DWARF ranges; a variable's is listed by that unit's DWARF alone, else the image's binding
+//! decides); a weak default overridden by a strong definition in another file binds its
+//! references to the override, is never redirected or written, and gets a
+//! `weak-overridden` note instead. A global, non-weak definition (function or variable,
+//! outside a COMDAT group) of a name that another file defines non-weakly in the running
+//! program is refused ([`LinkErrorCode::MultipleDefinition`]: a relink would fail);
+//! replacing another file's *weak* function with a new strong one redirects it, as a relink
+//! would.
 
 mod branches;
 mod data;
@@ -291,6 +298,9 @@ pub enum LinkErrorCode {
     NewThreadLocal,
     /// The arenas are full.
     ArenaExhausted,
+    /// A global definition of a name another file of the running program already defines
+    /// (not weakly): a relink would fail with "multiple definition".
+    MultipleDefinition,
 }
 
 impl LinkErrorCode {
@@ -300,7 +310,12 @@ impl LinkErrorCode {
             LinkErrorCode::UndefinedSymbol => "undefined-symbol",
             LinkErrorCode::RelocationOverflow => "relocation-overflow",
             LinkErrorCode::UnsupportedRelocation => "unsupported-relocation",
-            LinkErrorCode::LayoutChanged | LinkErrorCode::NewThreadLocal => "layout-changed",
+            // Which file defines a global name is part of the program's layout: the running
+            // program cannot take a second definition, the user must remove one (or relink
+            // and restart when the definition moved).
+            LinkErrorCode::LayoutChanged
+            | LinkErrorCode::NewThreadLocal
+            | LinkErrorCode::MultipleDefinition => "layout-changed",
             LinkErrorCode::FunctionTooSmall => "function-too-small",
             LinkErrorCode::ArenaExhausted => "relocation-overflow",
         }

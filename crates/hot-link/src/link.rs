@@ -129,6 +129,7 @@ pub(crate) fn link(
         return Err(cx.errors);
     }
     cx.bind_data();
+    cx.refuse_multiple_definitions();
     let changed = cx.changed_functions();
     cx.close_over(changed);
     cx.lay_out();
@@ -337,21 +338,23 @@ impl<'a> Link<'a> {
         unchanged
     }
 
-    /// Tell the user once per save that an edited weak default is not what runs.
-    fn note_overridden_weak(&mut self, name: &str, r: crate::image::ImageSymRef, atom: AtomId) {
-        let image = &self.model.exe.image;
-        let vaddr = r.get(self.model).vaddr;
-        let site = image
-            .compile_unit_at(vaddr)
-            .and_then(|cu| image.compile_units.get(cu))
-            .map(|cu| format!(" (in {})", cu.name))
+    /// Tell the user once per save that an edited weak default (function or data) is not
+    /// what the running program uses.
+    pub(crate) fn note_overridden_weak(
+        &mut self,
+        name: &str,
+        r: crate::image::ImageSymRef,
+        atom: AtomId,
+    ) {
+        let site = crate::resolve::defining_file(self.model, r.get(self.model), self.unit)
+            .map(|file| format!(" (in {file})"))
             .unwrap_or_default();
         self.patch.notes.push(LinkNote {
             code: "weak-overridden",
             message: format!(
                 "`{name}` here is a weak definition, and the running program uses the strong \
                  definition of `{name}`{site} instead: this edit is not swapped in and the \
-                 override keeps running"
+                 program keeps using the override"
             ),
             symbol: Some(name.to_string()),
             line: self.atom_line(atom),
@@ -587,7 +590,8 @@ impl<'a> Link<'a> {
                     .runtime(Vaddr(r.get(self.model).vaddr))
                     .0
             };
-            put(slot.vaddr, value);
+            // `&arr[2]` is `arr + 8`: the loader adds the addend (`GLOB_DAT`'s is 0).
+            put(slot.vaddr, value.wrapping_add(slot.addend as u64));
         }
         Some(bytes)
     }

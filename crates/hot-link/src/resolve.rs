@@ -15,6 +15,8 @@ use hot_object::{
 };
 use iced_x86::{Decoder, DecoderOptions, Instruction};
 
+use hot_object::ImageSymbol;
+
 use crate::image::{ImageIndex, ImageSymRef, ModuleId, Vaddr};
 use crate::layout::{Allocator, SymKey};
 use crate::{ImageModel, RuntimeAddr, UnitRef};
@@ -352,6 +354,62 @@ pub(crate) fn unit_defines(model: &ImageModel, unit: &UnitRef, vaddr: u64) -> Op
     Some(cu.ranges.iter().any(|&(lo, hi)| lo <= vaddr && vaddr < hi))
 }
 
+/// Whether the image's definition `sym` belongs to `unit`: by the compile unit's code ranges
+/// for code, by the addresses of its variables (`DW_OP_addr`) for data — there only when
+/// exactly one compile unit lists the variable (a unit's DWARF may leave one out, and the
+/// weak and strong definitions of one name both list the winner). `None` when the image
+/// does not say.
+pub(crate) fn unit_defines_symbol(
+    model: &ImageModel,
+    unit: &UnitRef,
+    sym: &ImageSymbol,
+) -> Option<bool> {
+    match sym.kind {
+        SymbolKind::Object => {
+            let units = &model.exe.image.compile_units;
+            let ours = unit.compile_unit?;
+            units.get(ours)?;
+            let holds =
+                |cu: &hot_object::CompileUnit| cu.variables.binary_search(&sym.vaddr).is_ok();
+            let mut claims = units.iter().enumerate().filter(|(_, cu)| holds(cu));
+            // A global's `DW_OP_addr` names the symbol, so the linker points every unit's
+            // definition of it at the one that won (a weak default's DWARF at its
+            // override): only a single claim tells which file it was.
+            match (claims.next(), claims.next()) {
+                (Some((only, _)), None) => Some(only == ours),
+                _ => None,
+            }
+        }
+        // A TLS symbol's value is an offset in the TLS template, not an address.
+        SymbolKind::Tls => None,
+        _ => unit_defines(model, unit, sym.vaddr),
+    }
+}
+
+/// The name of the source file (DWARF compile unit) other than `besides` that defined the
+/// image's `sym`, if the image says.
+pub(crate) fn defining_file<'m>(
+    model: &'m ImageModel,
+    sym: &ImageSymbol,
+    besides: &UnitRef,
+) -> Option<&'m str> {
+    let image = &model.exe.image;
+    let cu = match sym.kind {
+        SymbolKind::Object => {
+            let mut claims = image.compile_units.iter().enumerate().filter(|&(i, cu)| {
+                Some(i) != besides.compile_unit && cu.variables.binary_search(&sym.vaddr).is_ok()
+            });
+            match (claims.next(), claims.next()) {
+                (Some((only, _)), None) => Some(only),
+                _ => None,
+            }
+        }
+        SymbolKind::Tls => None,
+        _ => image.compile_unit_at(sym.vaddr),
+    }?;
+    image.compile_units.get(cu).map(|cu| cu.name.as_str())
+}
+
 /// The executable's definition of the global (or hidden) name `name`: an ordinary global,
 /// else a hidden global ld made local (preferring the one `unit` defined), else — for a
 /// definition of `unit` itself — a local of `unit`'s own `STT_FILE` group (a function that
@@ -369,7 +427,7 @@ pub(crate) fn exe_definition(
     let Some(unit) = unit else {
         return index.exe_hidden(model, name, None);
     };
-    let prefer = |vaddr: u64| unit_defines(model, unit, vaddr) == Some(true);
+    let prefer = |sym: &ImageSymbol| unit_defines_symbol(model, unit, sym) == Some(true);
     index
         .exe_hidden(model, name, Some(&prefer))
         .or_else(|| unit.tu.and_then(|tu| index.exe_local(tu, name)))
@@ -394,7 +452,7 @@ pub(crate) fn existing_entry(
                 // `static` by the edit: still this file's function if its code lies in the
                 // unit's ranges.
                 exe_definition(model, index, Some(unit), name)
-                    .filter(|r| unit_defines(model, unit, r.get(model).vaddr) == Some(true))
+                    .filter(|r| unit_defines_symbol(model, unit, r.get(model)) == Some(true))
             })
     } else {
         exe_definition(model, index, Some(unit), name)
@@ -425,11 +483,54 @@ pub(crate) fn weak_definition_in_use(
         return true;
     }
     let image_sym = image.get(model);
-    match unit_defines(model, unit, image_sym.vaddr) {
+    match unit_defines_symbol(model, unit, image_sym) {
         Some(ours) => ours,
         // A strong definition (GLOBAL, or a hidden one ld made LOCAL) beats a weak one.
         None => image_sym.binding == Binding::Weak,
     }
+}
+
+/// Why the object's definition `sym` of `name` cannot join the running program: a global,
+/// non-weak definition while the program's definition in use (`image`) is a non-weak one
+/// of another file. A real link fails with "multiple definition" (hidden ones included);
+/// redirecting the other file's entry to this body would run the wrong code. `None` when
+/// the definitions may coexist or the image cannot tell which file defined `image`.
+///
+/// A strong definition replacing a *weak* one of another file is no conflict: after a
+/// relink the strong one wins, so redirecting the weak entry to it is what the program
+/// would do.
+pub(crate) fn multiple_definition(
+    model: &ImageModel,
+    obj: &Object,
+    sym: SymbolId,
+    image: ImageSymRef,
+    unit: &UnitRef,
+    name: &str,
+) -> Option<String> {
+    let s = obj.symbol(sym);
+    if s.binding != Binding::Global {
+        return None;
+    }
+    if let SymbolDef::Atom { atom, .. } = s.def {
+        if obj.atom(atom).comdat {
+            // C++ inline functions and variables (`STB_GNU_UNIQUE` ones too): one copy
+            // is kept, whichever file defines them.
+            return None;
+        }
+    }
+    let image_sym = image.get(model);
+    if image_sym.binding == Binding::Weak
+        || unit_defines_symbol(model, unit, image_sym) != Some(false)
+    {
+        return None;
+    }
+    let other = defining_file(model, image_sym, unit)?;
+    Some(format!(
+        "`{name}` is already defined in {other}: a second definition in {} is a multiple \
+         definition, which a relink of the program would refuse; make one of them `static` \
+         or remove it (if `{name}` moved here from {other}, restart the program)",
+        unit.source
+    ))
 }
 
 /// An undefined symbol of the object, found in the running image.
@@ -518,6 +619,42 @@ pub(crate) fn lookup_external(
         External::WeakZero
     } else {
         External::Missing
+    }
+}
+
+impl crate::link::Link<'_> {
+    /// Refuse the object's function definitions that would be multiple definitions of a
+    /// name another file of the running program defines (see [`multiple_definition`]),
+    /// before any entry of that other file can be redirected to them.
+    pub(crate) fn refuse_multiple_definitions(&mut self) {
+        for i in 0..self.info.obj.atoms.len() {
+            let atom = AtomId(i as u32);
+            let AtomRole::Function { sym, .. } = *self.info.role(atom) else {
+                continue;
+            };
+            let Some(name) = self.info.function_name(atom) else {
+                continue;
+            };
+            let Some(r) = exe_definition(self.model, self.index, Some(self.unit), name) else {
+                continue;
+            };
+            if !matches!(
+                r.get(self.model).kind,
+                SymbolKind::Function | SymbolKind::NoType
+            ) {
+                continue;
+            }
+            if let Some(message) =
+                multiple_definition(self.model, self.info.obj, sym, r, self.unit, name)
+            {
+                self.error(
+                    crate::LinkErrorCode::MultipleDefinition,
+                    message,
+                    Some(name.to_string()),
+                    Some((atom, AtomOffset(0))),
+                );
+            }
+        }
     }
 }
 

@@ -1,11 +1,16 @@
 //! Which definition a name binds to in a program of several files, linked by the real
-//! `cc`/`ld`: hidden globals that ld turned into locals, weak defaults overridden by a strong
-//! definition in another file, and named read-only data updated in place (part of the atomic
-//! commit, reverted by undo).
+//! `cc` and GNU ld, gold or lld: hidden globals that the linker turned into locals (each
+//! linker lists them elsewhere), weak defaults (functions and data) overridden by a strong
+//! definition in another file, second definitions a relink would refuse, and named
+//! read-only data updated in place (part of the atomic commit, reverted by undo; pointer
+//! words expected as symbol + addend).
 
 mod support;
 
-use hot_link::{Arenas, LinkRequest, Linker, NoteSeverity, Patch, RuntimeAddr, UnitRef};
+use hot_link::{
+    Arenas, LinkError, LinkErrorCode, LinkRequest, Linker, NoteSeverity, Patch, RuntimeAddr,
+    UnitRef,
+};
 use hot_object::{Binding, Object, RelocKind, TranslationUnitId};
 use support::*;
 
@@ -28,24 +33,72 @@ struct Program {
     built: Vec<(String, Object)>,
 }
 
+/// The static linker a program is built with: where each puts the hidden globals it makes
+/// local differs (GNU ld: a nameless `STT_FILE` group; gold: the last file's group; lld: the
+/// defining file's group, both LOCAL HIDDEN).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Ld {
+    Gnu,
+    Gold,
+    Lld,
+}
+
+const LINKERS: [Ld; 3] = [Ld::Gnu, Ld::Gold, Ld::Lld];
+
+/// Load bias of the shared library of [`program_with`].
+const LIB_BIAS: u64 = 0x7fff_f7c0_0000;
+
 fn program(files: &[(&str, &str)], cflags: &[&str]) -> Program {
+    program_with(Ld::Gnu, files, cflags, None)
+}
+
+/// A program of `files` linked by `linker`, with `lib` (a C source) as a shared library
+/// loaded at [`LIB_BIAS`] when given.
+fn program_with(linker: Ld, files: &[(&str, &str)], cflags: &[&str], lib: Option<&str>) -> Program {
     let dir = tempfile::tempdir().expect("tempdir");
     let objects: Vec<_> = files
         .iter()
         .map(|(name, text)| compile(dir.path(), name, text, cflags))
         .collect();
+    let libs: Vec<_> = lib
+        .map(|text| {
+            let src = dir.path().join("lib.c");
+            std::fs::write(&src, text).expect("writing lib.c");
+            let so = dir.path().join("libx.so");
+            run(std::process::Command::new("cc")
+                .args(["-shared", "-fPIC", "-O0", "-nostdlib", "-o"])
+                .arg(&so)
+                .arg(&src));
+            so
+        })
+        .into_iter()
+        .collect();
     let pie = !cflags.contains(&"-fno-pie");
-    let linked = ld(
-        dir.path(),
-        &objects,
-        &[],
-        &[
-            if pie { "-pie" } else { "-no-pie" },
-            "--unresolved-symbols=ignore-all",
-        ],
-    );
+    let flags = [
+        if pie { "-pie" } else { "-no-pie" },
+        "--unresolved-symbols=ignore-all",
+    ];
+    let exe_path = match linker {
+        Ld::Gnu => ld(dir.path(), &objects, &libs, &flags).exe,
+        Ld::Gold | Ld::Lld => {
+            let exe = dir.path().join("out");
+            run(std::process::Command::new(if linker == Ld::Gold {
+                "ld.gold"
+            } else {
+                "ld.lld"
+            })
+            .arg("-o")
+            .arg(&exe)
+            .args(&objects)
+            .args(&libs)
+            .args(["-e", "main"])
+            .args(flags));
+            exe
+        }
+    };
     let bias = if pie { BIAS } else { 0 };
-    let exe = module(&linked.exe, bias);
+    let exe = module(&exe_path, bias);
+    let libs = libs.iter().map(|so| module(so, LIB_BIAS)).collect();
     let built = files
         .iter()
         .zip(&objects)
@@ -54,7 +107,7 @@ fn program(files: &[(&str, &str)], cflags: &[&str]) -> Program {
     Program {
         built,
         linker: Linker::new(
-            image_model(exe, vec![]),
+            image_model(exe, libs),
             if pie { arenas() } else { low_arenas() },
         ),
         dir,
@@ -107,8 +160,23 @@ impl Program {
             .unwrap_or_else(|e| panic!("{e:#?}"))
     }
 
+    /// The errors of linking `object` as the new version of `file`.
+    fn link_errors(&self, file: &str, object: &Object) -> Vec<LinkError> {
+        let baseline = self.built.iter().find(|(name, _)| name == file);
+        match self.linker.link(&LinkRequest {
+            object,
+            baseline: baseline.map(|(_, o)| o),
+            unit: self.unit(file),
+        }) {
+            Ok(patch) => panic!("{file}: linked, expected a refusal: {patch:#?}"),
+            Err(errors) => errors,
+        }
+    }
+
     /// Runtime address of the image's definition of `name` in the STT_FILE group `group`
-    /// ("" for the nameless one ld adds), or a global one when `group` is `None`.
+    /// ("" for the nameless one ld adds), or a global one when `group` is `None`. A local of
+    /// a named group is that file's static (default visibility), not a hidden global that
+    /// gold or lld listed there.
     fn symbol(&self, name: &str, group: Option<&str>) -> u64 {
         let image = &self.linker.image().exe.image;
         let s = image
@@ -121,11 +189,31 @@ impl Program {
                     && match group {
                         Some(g) => {
                             s.tu.is_some_and(|tu| image.translation_units[tu.0 as usize] == g)
+                                && (g.is_empty() || !s.visibility.is_hidden())
                         }
                         None => s.binding != Binding::Local,
                     }
             })
             .unwrap_or_else(|| panic!("no {name} in group {group:?}"));
+        s.vaddr + self.bias
+    }
+
+    /// Runtime address of the hidden global `name`, wherever the linker put it: GLOBAL with
+    /// hidden visibility, a local of GNU ld's nameless group, or a LOCAL HIDDEN (gold, lld).
+    fn hidden(&self, name: &str) -> u64 {
+        let image = &self.linker.image().exe.image;
+        let s = image
+            .symbols
+            .iter()
+            .find(|s| {
+                s.name == name
+                    && s.defined
+                    && !s.dynamic
+                    && (s.visibility.is_hidden()
+                        || s.tu
+                            .is_some_and(|tu| image.translation_units[tu.0 as usize].is_empty()))
+            })
+            .unwrap_or_else(|| panic!("no hidden {name}: {:?}", image.symbols));
         s.vaddr + self.bias
     }
 }
@@ -175,21 +263,29 @@ __attribute__((visibility("hidden"))) int use_c(int x) { return helper(x); }
 
 #[test]
 fn hidden_functions_resolve_and_swap_like_globals() {
-    for flags in [&["-O0", "-fPIE"][..], &["-O0", "-fno-pie"][..]] {
-        let p = program(
+    // c.c is the last file: gold lists b.c's hidden helper, made LOCAL HIDDEN, in c.c's group
+    // next to c.c's own static helper.
+    let rows = LINKERS
+        .iter()
+        .flat_map(|&ld| [(ld, &["-O0", "-fPIE"][..]), (ld, &["-O0", "-fno-pie"][..])]);
+    for (ld, flags) in rows {
+        let p = program_with(
+            ld,
             &[("a.c", HIDDEN_A), ("b.c", HIDDEN_B), ("c.c", HIDDEN_C)],
             flags,
+            None,
         );
         let image = &p.linker.image().exe.image;
-        // What ld made of b.c's hidden helper: a local of the nameless group in a PIE
-        // (it is called from another file), a GLOBAL with hidden visibility otherwise.
-        let pie = flags.contains(&"-fPIE");
-        let helper = if pie {
-            p.symbol("helper", Some(""))
-        } else {
-            p.symbol("helper", None)
-        };
+        // What the linker made of b.c's hidden helper: GNU ld, a local of the nameless group
+        // in a PIE (it is called from another file), a GLOBAL with hidden visibility
+        // otherwise; gold and lld, a LOCAL HIDDEN in a file's group.
+        let helper = p.hidden("helper");
+        if ld == Ld::Gnu && flags.contains(&"-fPIE") {
+            assert_eq!(helper, p.symbol("helper", Some("")));
+        }
         let static_helper = p.symbol("helper", Some("c.c"));
+        // Every message below names the row.
+        let flags = &format!("{flags:?} {ld:?}");
         assert_ne!(helper, static_helper, "{:?}", image.translation_units);
 
         // (a) New code in a.c calls b.c's hidden helper: the running one, not c.c's static.
@@ -326,6 +422,340 @@ fn a_weak_default_nobody_overrides_is_swapped() {
     assert_eq!(patch.swapped, vec!["hook".to_string()], "{patch:#?}");
     assert!(patch.entries.iter().any(|e| e.addr.0 == hook), "{patch:#?}");
     assert!(patch.notes.is_empty(), "{:#?}", patch.notes);
+}
+
+/// A weak data default of weak.c overridden by strong.c, and the edit saved in weak.c:
+/// (name, weak.c's definition, strong.c, the edit, how weak.c's `get` reads it).
+type WeakData = (
+    &'static str,
+    &'static str,
+    &'static str,
+    (&'static str, &'static str),
+    &'static str,
+);
+
+const WEAK_DATA: &[WeakData] = &[
+    // A const table: in use, it would be updated in place.
+    (
+        "table",
+        "__attribute__((weak)) const int table[4] = {1, 2, 3, 4};",
+        "const int table[4] = {100, 200, 300, 400};",
+        ("{1, 2, 3, 4}", "{5, 6, 7, 8}"),
+        "table[i & 3]",
+    ),
+    // An override of another size: references bind to it all the same (no layout-changed).
+    (
+        "table",
+        "__attribute__((weak)) const int table[4] = {1, 2, 3, 4};",
+        "const int table[8] = {100, 200, 300, 400, 500, 600, 700, 800};",
+        ("{1, 2, 3, 4}", "{5, 6, 7, 8}"),
+        "table[i & 3]",
+    ),
+    // Writable data is never written; the note says the override is in use, not that an
+    // initializer was left out.
+    (
+        "counter",
+        "__attribute__((weak)) int counter = 1;",
+        "int counter = 2;",
+        ("= 1;", "= 5;"),
+        "counter + i",
+    ),
+];
+
+const GET_MAIN: &str = r#"
+int get(int);
+int main(void) { return get(1); }
+"#;
+
+fn weak_data_file(decl: &str, read: &str) -> String {
+    format!("{decl}\n__attribute__((noinline)) int get(int i) {{ return {read}; }}\n")
+}
+
+#[test]
+fn an_overridden_weak_data_default_is_never_written_and_binds_to_the_override() {
+    let rows = WEAK_DATA.iter().flat_map(|row| {
+        [
+            (row, &["-O0", "-fPIE"][..]),
+            (row, &["-O0", "-fno-pie"][..]),
+        ]
+    });
+    for (&(name, decl, strong, (from, to), read), flags) in rows {
+        let weak = weak_data_file(decl, read);
+        let p = program(
+            &[
+                ("main.c", GET_MAIN),
+                ("weak.c", &weak),
+                ("strong.c", strong),
+            ],
+            flags,
+        );
+        let over = p.symbol(name, None);
+        let row = format!("{name} {strong:?} {flags:?}");
+
+        // The default's new value is not what the program uses: nothing is written.
+        let w2 = weak.replace(from, to);
+        assert_ne!(w2, weak);
+        let obj = p.compile("w2", "weak.c", &w2);
+        let patch = p.link("weak.c", &obj);
+        assert!(
+            !patch.in_place.iter().any(|w| w.addr.0 == over)
+                && !patch.writes.iter().any(|w| w.addr.0 == over),
+            "{row}: the default's bytes are written over the override: {patch:#?}"
+        );
+        assert!(
+            patch.entries.is_empty() && patch.swapped.is_empty() && patch.added.is_empty(),
+            "{row}: {patch:#?}"
+        );
+        let [note] = patch.notes.as_slice() else {
+            panic!("{row}: one note expected: {:#?}", patch.notes);
+        };
+        assert_eq!(
+            (note.code, note.severity, note.symbol.as_deref()),
+            ("weak-overridden", NoteSeverity::Information, Some(name)),
+            "{row}"
+        );
+        assert!(note.message.contains("strong.c"), "{row}: {}", note.message);
+        assert!(note.line.is_some(), "{row}: {note:#?}");
+
+        // New code of weak.c reads the override, as the running program does.
+        let w3 = weak.replace(read, &format!("{read} + 1"));
+        let obj = p.compile("w3", "weak.c", &w3);
+        let patch = p.link("weak.c", &obj);
+        assert_eq!(patch.swapped, vec!["get".to_string()], "{row}: {patch:#?}");
+        assert!(patch.notes.is_empty(), "{row}: {:#?}", patch.notes);
+        if flags.contains(&"-fPIE") {
+            assert_eq!(rel32_target(&obj, &patch, "get", name), over, "{row}");
+        }
+    }
+}
+
+#[test]
+fn a_weak_const_default_nobody_overrides_is_updated_in_place() {
+    let (name, decl, _, (from, to), read) = WEAK_DATA[0];
+    let weak = weak_data_file(decl, read);
+    let p = program(
+        &[("main.c", GET_MAIN), ("weak.c", &weak)],
+        &["-O0", "-fPIE"],
+    );
+    let table = p.symbol(name, None);
+    let obj = p.compile("w2", "weak.c", &weak.replace(from, to));
+    let patch = p.link("weak.c", &obj);
+    let ints = |v: &[i32]| v.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<_>>();
+    let w = patch
+        .in_place
+        .iter()
+        .find(|w| w.addr.0 == table)
+        .unwrap_or_else(|| panic!("{name} not updated in place: {patch:#?}"));
+    assert_eq!(
+        (w.expected.clone(), w.bytes.clone()),
+        (ints(&[1, 2, 3, 4]), ints(&[5, 6, 7, 8]))
+    );
+    assert!(patch.notes.is_empty(), "{:#?}", patch.notes);
+}
+
+const DUP_A: &str = r#"
+__attribute__((noinline)) static int helper(int x) { return x + 1; }
+int use_a(int x) { return helper(x); }
+"#;
+const DUP_B: &str = r#"
+__attribute__((noinline)) int helper(int x) { return x * 2; }
+int use_a(int);
+int main(void) { return helper(1) + use_a(2); }
+"#;
+
+#[test]
+fn a_second_strong_definition_of_another_files_function_is_refused() {
+    // (linker, flags): with -fvisibility=hidden b.c's helper is a hidden global, made LOCAL
+    // by every linker; a.c's edit makes a hidden global of its static.
+    let mut rows = vec![
+        (Ld::Gnu, &["-O0", "-fPIE"][..]),
+        (Ld::Gnu, &["-O0", "-fno-pie"][..]),
+    ];
+    for ld in LINKERS {
+        rows.push((ld, &["-O0", "-fPIE", "-fvisibility=hidden"][..]));
+    }
+    for (ld, flags) in rows {
+        let row = format!("{ld:?} {flags:?}");
+        let p = program_with(ld, &[("a.c", DUP_A), ("b.c", DUP_B)], flags, None);
+        let static_helper = p.symbol("helper", Some("a.c"));
+
+        // An edit of a.c's static swaps the static only.
+        let a2 = DUP_A.replace("x + 1", "x + 2");
+        let obj = p.compile("a2", "a.c", &a2);
+        let patch = p.link("a.c", &obj);
+        assert_eq!(
+            patch.swapped,
+            vec!["helper".to_string()],
+            "{row}: {patch:#?}"
+        );
+        let [entry] = patch.entries.as_slice() else {
+            panic!("{row}: {:#?}", patch.entries);
+        };
+        assert_eq!(entry.addr.0, static_helper, "{row}");
+
+        // Deleting `static`: a real link fails with "multiple definition"; the patch would
+        // have sent b.c's callers into a.c's body.
+        let a3 = DUP_A
+            .replace("static int helper", "int helper")
+            .replace("x + 1", "x + 1000");
+        let obj = p.compile("a3", "a.c", &a3);
+        assert_multiple_definition(&p.link_errors("a.c", &obj), "helper", "b.c", &row);
+    }
+}
+
+/// `errors` refuse `name` as a second definition of what `other` defines, on a source line.
+fn assert_multiple_definition(errors: &[LinkError], name: &str, other: &str, row: &str) {
+    let e = errors
+        .iter()
+        .find(|e| e.code == LinkErrorCode::MultipleDefinition)
+        .unwrap_or_else(|| panic!("{row}: {errors:#?}"));
+    assert_eq!(e.symbol.as_deref(), Some(name), "{row}");
+    assert!(
+        e.message.contains(other) && e.message.contains("multiple definition"),
+        "{row}: {}",
+        e.message
+    );
+    assert!(e.line.is_some(), "{row}: {e:#?}");
+    assert_eq!(e.code.diagnostic_code(), "layout-changed");
+}
+
+/// Variables made global by deleting `static` while b.c defines one of that name: (name,
+/// a.c, b.c). Bound to b.c's, a.c's code would silently share b.c's state.
+const DUP_DATA: &[(&str, &str, &str)] = &[
+    (
+        "counter",
+        "static int counter = 1;\nint use_a(void) { return counter++; }\n",
+        "int counter = 2;\nint use_a(void);\nint main(void) { return counter + use_a(); }\n",
+    ),
+    (
+        "limit",
+        "static const int limit[2] = {1, 2};\nint use_a(int i) { return limit[i & 1]; }\n",
+        "const int limit[2] = {3, 4};\nint use_a(int);\nint main(void) { return limit[0] + use_a(1); }\n",
+    ),
+];
+
+#[test]
+fn a_second_definition_of_another_files_variable_is_refused() {
+    for &(name, a, b) in DUP_DATA {
+        for flags in [&["-O0", "-fPIE"][..], &["-O0", "-fno-pie"][..]] {
+            let row = format!("{name} {flags:?}");
+            let p = program(&[("a.c", a), ("b.c", b)], flags);
+            let a2 = a.replacen("static ", "", 1);
+            let obj = p.compile("a2", "a.c", &a2);
+            assert_multiple_definition(&p.link_errors("a.c", &obj), name, "b.c", &row);
+        }
+    }
+}
+
+const INLINE_A: &str = r#"
+int use_a(int x) { return x + 1; }
+"#;
+const INLINE_B: &str = r#"
+inline int shared = 3;
+int use_a(int);
+int main() { return shared + use_a(1); }
+"#;
+
+#[test]
+fn a_cxx_inline_variable_another_file_defines_too_is_no_multiple_definition() {
+    // C++ inline variables live in COMDAT groups (`STB_GNU_UNIQUE`): every file that uses
+    // one defines it and the linker keeps one copy, here b.cpp's.
+    let p = program(
+        &[("a.cpp", INLINE_A), ("b.cpp", INLINE_B)],
+        &["-O0", "-fPIE", "-std=c++17"],
+    );
+    let shared = p.symbol("shared", None);
+    let a2 = format!(
+        "inline int shared = 3;\n{}",
+        INLINE_A.replace("x + 1", "x + shared")
+    );
+    let obj = p.compile("a2", "a.cpp", &a2);
+    let patch = p.link("a.cpp", &obj);
+    assert!(
+        patch.swapped.iter().any(|f| f.contains("use_a")),
+        "{patch:#?}"
+    );
+    assert!(
+        !patch.writes.iter().any(|w| w.addr.0 == shared),
+        "{patch:#?}"
+    );
+}
+
+const NEW_STRONG_MAIN: &str = r#"
+int call_hook(void);
+int main(void) { return call_hook(); }
+"#;
+
+#[test]
+fn a_new_strong_definition_replaces_a_weak_default_of_another_file() {
+    // After a relink the strong definition wins over weak.c's default: redirecting the
+    // default's entry to it is what the program would run.
+    for flags in [&["-O0", "-fPIE"][..], &["-O0", "-fno-pie"][..]] {
+        let p = program(&[("main.c", NEW_STRONG_MAIN), ("weak.c", WEAK)], flags);
+        let hook = p.symbol("hook", None);
+        let m2 = format!("{NEW_STRONG_MAIN}int hook(void) {{ return 3; }}\n");
+        let obj = p.compile("m2", "main.c", &m2);
+        let patch = p.link("main.c", &obj);
+        assert!(
+            patch.entries.iter().any(|e| e.addr.0 == hook),
+            "{flags:?}: weak.c's hook {hook:#x} is not redirected: {patch:#?}"
+        );
+        assert!(patch.swapped.contains(&"hook".to_string()), "{patch:#?}");
+        assert!(patch.notes.is_empty(), "{:#?}", patch.notes);
+    }
+}
+
+const ADDEND_LIB: &str = "int arr[4] = {1, 2, 3, 4};\n";
+const ADDEND_MAIN: &str = r#"
+extern int arr[4];
+int *const where[2] = {&arr[0], &arr[2]};
+__attribute__((noinline)) int pick(int i) { return *where[i & 1]; }
+int main(void) { return pick(0); }
+"#;
+
+#[test]
+fn in_place_pointers_with_an_addend_expect_symbol_plus_addend() {
+    // In a PIE, `where` holds R_X86_64_64 words of `arr` and `arr + 8` (arr is the
+    // library's); in a non-PIE, arr is copied into the executable (R_X86_64_COPY) and the
+    // words are fixed at link time.
+    for flags in [&["-O0", "-fPIE"][..], &["-O0", "-fno-pie"][..]] {
+        let p = program_with(Ld::Gnu, &[("main.c", ADDEND_MAIN)], flags, Some(ADDEND_LIB));
+        let model = p.linker.image();
+        let arr = if flags.contains(&"-fPIE") {
+            let lib = &model.libs[0];
+            let s = lib
+                .image
+                .symbols
+                .iter()
+                .find(|s| s.name == "arr" && s.dynamic && s.defined)
+                .expect("the library's arr");
+            assert!(
+                model
+                    .exe
+                    .image
+                    .got_slots
+                    .iter()
+                    .any(|g| g.symbol == "arr" && g.addend == 8),
+                "{:?}",
+                model.exe.image.got_slots
+            );
+            lib.bias + s.vaddr
+        } else {
+            p.symbol("arr", None)
+        };
+        let where_ = p.symbol("where", None);
+        let words = |v: &[u64]| v.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<_>>();
+        let v2 = ADDEND_MAIN.replace("{&arr[0], &arr[2]}", "{&arr[2], &arr[0]}");
+        let obj = p.compile("v2", "main.c", &v2);
+        let patch = p.link("main.c", &obj);
+        let w = patch
+            .in_place
+            .iter()
+            .find(|w| w.addr.0 == where_)
+            .unwrap_or_else(|| panic!("{flags:?}: where not updated in place: {patch:#?}"));
+        assert_eq!(w.expected, words(&[arr, arr + 8]), "{flags:?}");
+        assert_eq!(w.bytes, words(&[arr + 8, arr]), "{flags:?}");
+    }
 }
 
 const POINTERS: &str = r#"

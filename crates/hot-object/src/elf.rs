@@ -18,7 +18,7 @@ use object::{Endianness, SectionIndex};
 use crate::dwarf::{self, DebugRelocTarget, DebugRelocs};
 use crate::image::{
     CompileUnit, GotSlot, GotSlotKind, ImageSymbol, IrelativeSlot, LinkedImage, SectionData,
-    TlsSegment, TranslationUnitId,
+    TlsSegment, TranslationUnitId, Visibility,
 };
 use crate::{
     Atom, AtomId, AtomKind, AtomOffset, Binding, Machine, Object, ObjectError, Reloc, RelocKind,
@@ -133,6 +133,15 @@ fn symbol_binding(st_bind: elf::SymbolBind) -> Binding {
         elf::STB_WEAK => Binding::Weak,
         // STB_GLOBAL and STB_GNU_UNIQUE (C++ inline statics) both bind globally.
         _ => Binding::Global,
+    }
+}
+
+fn symbol_visibility(st_visibility: elf::SymbolVisibility) -> Visibility {
+    match st_visibility {
+        elf::STV_HIDDEN => Visibility::Hidden,
+        elf::STV_INTERNAL => Visibility::Internal,
+        elf::STV_PROTECTED => Visibility::Protected,
+        _ => Visibility::Default,
     }
 }
 
@@ -268,6 +277,7 @@ pub(crate) fn parse_relocatable(path: &Path, bytes: &[u8]) -> Result<Object, Obj
             size,
             bytes: section_bytes,
             merge_strings: flags & elf::SHF_MERGE.0 != 0 && flags & elf::SHF_STRINGS.0 != 0,
+            comdat: flags & elf::SHF_GROUP.0 != 0,
             relocs: Vec::new(),
             symbols: Vec::new(),
         });
@@ -610,6 +620,7 @@ pub(crate) fn parse_linked(path: &Path, bytes: &[u8]) -> Result<LinkedImage, Obj
             defined: !sym.is_undefined(endian),
             dynamic: false,
             default_version: true,
+            visibility: symbol_visibility(sym.st_visibility()),
         });
     }
 
@@ -649,6 +660,7 @@ pub(crate) fn parse_linked(path: &Path, bytes: &[u8]) -> Result<LinkedImage, Obj
             defined: !sym.is_undefined(endian),
             dynamic: true,
             default_version,
+            visibility: symbol_visibility(sym.st_visibility()),
         });
     }
 
@@ -696,6 +708,7 @@ pub(crate) fn parse_linked(path: &Path, bytes: &[u8]) -> Result<LinkedImage, Obj
                         symbol: name.clone(),
                         vaddr,
                         kind,
+                        addend: rela.r_addend(endian),
                     });
                 }
             }

@@ -31,6 +31,27 @@ pub struct ImageSymbol {
     pub dynamic: bool,
     /// For dynamic symbols: this is the default version (`@@`) or unversioned.
     pub default_version: bool,
+    /// `st_other`'s visibility. A LOCAL symbol with [`Visibility::Hidden`] or
+    /// [`Visibility::Internal`] was a global of its file that the linker made local (gold
+    /// and lld list those so, wherever they put them in `.symtab`).
+    pub visibility: Visibility,
+}
+
+/// ELF symbol visibility (`st_other & 3`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Visibility {
+    #[default]
+    Default,
+    Protected,
+    Hidden,
+    Internal,
+}
+
+impl Visibility {
+    /// `STV_HIDDEN` or `STV_INTERNAL`: not visible outside the linked module.
+    pub fn is_hidden(self) -> bool {
+        matches!(self, Visibility::Hidden | Visibility::Internal)
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -52,6 +73,8 @@ pub struct GotSlot {
     pub symbol: String,
     pub vaddr: u64,
     pub kind: GotSlotKind,
+    /// The relocation's addend: an `R_X86_64_64` word of `&arr[2]` holds `arr + 8`.
+    pub addend: i64,
 }
 
 /// `R_X86_64_IRELATIVE`: a slot at `vaddr` that holds the implementation chosen by the

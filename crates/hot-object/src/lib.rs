@@ -24,7 +24,7 @@ pub use diff::{
 
 pub use image::{
     CompileUnit, GotSlot, GotSlotKind, ImageSymbol, IrelativeSlot, LinkedImage, SectionData,
-    TlsSegment, TranslationUnitId,
+    TlsSegment, TranslationUnitId, Visibility,
 };
 pub use reloc::RelocKind;
 
@@ -94,6 +94,10 @@ pub struct Atom {
     pub bytes: Vec<u8>,
     /// `SHF_MERGE | SHF_STRINGS`: anonymous string literals, never bound by name.
     pub merge_strings: bool,
+    /// `SHF_GROUP`: a member of a section group (a COMDAT: C++ inline functions and
+    /// variables, template instances). The linker keeps one copy of each group, so several
+    /// files defining its symbols is no multiple definition.
+    pub comdat: bool,
     /// Relocations applying to this atom, sorted by offset.
     pub relocs: Vec<Reloc>,
     /// Symbols defined inside this atom (not the section symbol), sorted by offset.

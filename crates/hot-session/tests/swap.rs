@@ -709,6 +709,32 @@ fn an_overridden_weak_default_is_not_swapped_and_the_override_is() {
     f.assert_same_process();
 }
 
+#[test]
+fn overridden_weak_data_defaults_are_not_written_over_the_overrides() {
+    // (edit of weak.c's defaults): the program keeps printing the overrides' values.
+    for edit in [
+        ("{1, 2, 3, 4}", "{5, 6, 7, 8}"),
+        ("counter = 1;", "counter = 5;"),
+    ] {
+        let (mut f, found) = check_refused_in(
+            "weakdata",
+            "weak.c",
+            edit,
+            "weak-overridden",
+            Severity::Information,
+            "table=200 counter=7",
+        );
+        assert!(found.message.contains("strong.c"), "{found:?}");
+        // The override itself is what an edit of strong.c changes, in place.
+        f.edit("strong.c", "{100, 200, 300, 400}", "{100, 222, 300, 400}");
+        f.save("strong.c");
+        let swap = f.wait_swap();
+        assert!(swap.swapped.is_empty() && swap.added.is_empty(), "{swap:?}");
+        f.wait_output("table=222 counter=7");
+        f.assert_same_process();
+    }
+}
+
 /// Put an `int3` on the entry of the fixture's never-called `probe`, as a debugger's
 /// breakpoint would: the next swap that redirects `probe` is refused at apply time.
 fn break_on_probe(f: &mut Fixture) {
