@@ -901,7 +901,31 @@ fn the_first_save_after_launch_compiles_its_baseline_before_linking() {
     // baseline cannot be ready: the save must compile it from the snapshot first. Without
     // it every function of the file would count as changed, and the unchanged 4-byte ones
     // would be refused as function-too-small.
+    check_first_save_uses_a_baseline(Fixture::copy("large"));
+}
+
+#[test]
+fn a_program_built_without_debug_info_gets_baselines_from_the_compile_database() {
+    // No -g: the image names no compile units, so the files to snapshot come from the
+    // compile database (as Lua's own makefile builds).
     let mut f = Fixture::copy("large");
+    f.write(
+        "hot-lsp.toml",
+        "[program]\npath = \"app\"\nbuild = \"sh gen.sh && cc -O1 -o app main.c unit*.c && \
+         sh db.sh\"\n",
+    );
+    f.write(
+        "db.sh",
+        "dir=$(pwd); sep='['; for f in main.c unit*.c; do printf '%s{\"directory\":\"%s\",\
+         \"file\":\"%s\",\"command\":\"cc -O1 -c %s -o %s.o\"}' \"$sep\" \"$dir\" \"$f\" \
+         \"$f\" \"$f\"; sep=','; done > compile_commands.json; echo ']' >> compile_commands.json\n",
+    );
+    check_first_save_uses_a_baseline(f);
+}
+
+/// Start the `large` fixture copy `f`, save an edit of unit11.c right after the launch:
+/// only the edited function swaps, and the save compiled the baseline it needed.
+fn check_first_save_uses_a_baseline(mut f: Fixture) {
     f.start();
     f.wait_launched();
     f.edit("unit11.c", "s += i * 3;", "s += i * 5;");

@@ -104,8 +104,8 @@ impl Worker {
         Object::parse(&job.output, &bytes).map_err(|e| e.to_string())
     }
 
-    /// Queue the baseline of every source file the image's DWARF names that exists in this
-    /// workspace, so the first save of each swaps only what changed. They are compiled in
+    /// Queue the baseline of every source file of this workspace that the image's DWARF or
+    /// the compile database names, so the first save of each swaps only what changed. They are compiled in
     /// the background, between events.
     pub(super) fn queue_baselines(&mut self, skip: &[PathBuf]) {
         let root = self.options.root.clone();
@@ -124,6 +124,18 @@ impl Worker {
                     .collect()
             })
             .unwrap_or_default();
+        // A program built without -g names no compile units: the compile database's files
+        // are candidates too (`snapshot` keeps only those linked into the program).
+        let mut files = files;
+        if let Some(db) = self.database() {
+            let mut seen: std::collections::HashSet<PathBuf> = files.iter().cloned().collect();
+            seen.extend(skip.iter().cloned());
+            for file in db.files() {
+                if file.starts_with(&root) && file.is_file() && seen.insert(file.to_owned()) {
+                    files.push(file.to_owned());
+                }
+            }
+        }
         for file in files {
             self.snapshot(&file);
         }
@@ -132,8 +144,8 @@ impl Worker {
     /// Keep the text of `file` as it is now, for its baseline, if it is linked into the
     /// program and unchanged since the executable was built (so this text is what runs),
     /// and queue its baseline compile. A file without a snapshot gets no baseline; its first
-    /// save then swaps every function of it, which is always correct, where a baseline of
-    /// edited text would hide the edit.
+    /// save is then compared with the running image (hot-link's `image_diff`), which is
+    /// always correct, where a baseline of edited text would hide the edit.
     pub(super) fn snapshot(&mut self, file: &Path) -> bool {
         if self.baselines.contains_key(file) || self.snapshots.contains_key(file) {
             return true;
@@ -193,7 +205,7 @@ impl Worker {
             self.message(
                 Severity::Warning,
                 format!(
-                    "no baseline for {}: {e}; this save swaps all of its functions",
+                    "no baseline for {}: {e}; this save is compared with the running program instead",
                     file.display()
                 ),
             );
@@ -307,8 +319,8 @@ impl Worker {
             {
                 let text = format!(
                     "{} changed after the program was built (it is included by {}): the first \
-                     save of each file that includes it swaps all of its functions, so the \
-                     header's change is not lost",
+                     save of each file that includes it is compared with the running program instead \
+                     of a baseline, so the header's change is not lost",
                     header.display(),
                     file.display(),
                 );

@@ -158,8 +158,8 @@ impl Worker {
         self.prepare_linker_until = Some(Instant::now() + PREPARE_WAIT);
         self.try_prepare_linker();
         if !replay.is_empty() {
-            // Without a baseline every function of these files counts as changed: the fresh
-            // process runs the executable's original code.
+            // No baseline: the fresh process runs the executable's original code, and each
+            // file is compared with it (hot-link's image_diff) to find what the session changed.
             let mut applied = 0;
             for file in &replay {
                 if matches!(self.compile_link_swap(file), Ok(Some(_))) {
