@@ -908,7 +908,7 @@ fn the_first_save_after_launch_compiles_its_baseline_before_linking() {
 fn a_program_built_without_debug_info_gets_baselines_from_the_compile_database() {
     // No -g: the image names no compile units, so the files to snapshot come from the
     // compile database (as Lua's own makefile builds).
-    let mut f = Fixture::copy("large");
+    let f = Fixture::copy("large");
     f.write(
         "hot-lsp.toml",
         "[program]\npath = \"app\"\nbuild = \"sh gen.sh && cc -O1 -o app main.c unit*.c && \
