@@ -585,14 +585,17 @@ impl Unit<'_, '_, '_> {
         if relocs.is_empty() && n.is_ip_rel_memory_operand() {
             // A reference inside this section that gas resolved (a label of the function):
             // its displacement depends on the layout, its target must correspond.
-            let decoder = Decoder::with_ip(64, nb, n.ip(), DecoderOptions::NONE);
-            let offsets = decoder.get_constant_offsets(n);
+            // The offsets come from the decoder's state after decoding this very instruction
+            // (iced-x86 reads them there), so decode it again from its own bytes.
+            let mut decoder = Decoder::with_ip(64, nb, n.ip(), DecoderOptions::NONE);
+            let again = decoder.decode();
+            let offsets = decoder.get_constant_offsets(&again);
             if offsets.has_displacement() {
                 let s = offsets.displacement_offset();
                 let e = s + offsets.displacement_size();
-                covered[s..e.min(nb.len())]
-                    .iter_mut()
-                    .for_each(|c| *c = true);
+                if let Some(field) = covered.get_mut(s..e) {
+                    field.iter_mut().for_each(|c| *c = true);
+                }
             }
             self.pending.push((
                 atom,

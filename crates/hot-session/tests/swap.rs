@@ -1059,9 +1059,49 @@ fn a_read_only_label_table_swaps_with_its_body() {
 
 #[test]
 fn a_file_without_baseline_is_compared_with_the_running_image() {
-    let mut f = Fixture::copy("nobaseline");
-    // main.c is newer than the program: no baseline. At -O1 `ident` (3 bytes) and `nothing`
-    // (1 byte) cannot hold an entry jump; only the edited function may be swapped.
+    // At -O1 `ident` (3 bytes) and `nothing` (1 byte) cannot hold an entry jump; only the
+    // edited function may be swapped. zero, one, ident, nothing, name and main equal the
+    // running image.
+    let f = check_without_baseline(
+        "nobaseline",
+        (
+            "compute=10",
+            "return x * 1 + zero();",
+            "return x * 2 + zero();",
+        ),
+        ("compute", 6),
+        "compute=20",
+    );
+    assert!(f.fresh_output.contains("name=tiny"), "{}", f.fresh_output);
+}
+
+#[test]
+fn label_taking_functions_equal_to_the_running_image_are_not_swapped() {
+    // `run` and `dispatch` take their labels' addresses: compared with the running image
+    // (their own RIP-relative labels included), they are unchanged, so the edit of
+    // `ro_dispatch` is not refused because of them.
+    check_without_baseline(
+        "labels",
+        ("ro=30", "return 30;", "return 33;"),
+        ("ro_dispatch", 3),
+        "ro=33",
+    );
+}
+
+/// Build `fixture` with `cc -O1 -g` and make main.c newer than the program, so that it has
+/// no baseline; the save of the edit must swap only `function`, skip `skipped` functions
+/// found equal to the running image, and the output must show `after`.
+fn check_without_baseline(
+    fixture: &str,
+    (before, from, to): (&str, &str, &str),
+    (function, skipped): (&str, usize),
+    after: &str,
+) -> Fixture {
+    let mut f = Fixture::copy(fixture);
+    f.write(
+        "hot-lsp.toml",
+        "[program]\npath = \"app\"\n\n[compile]\ncommand = \"cc -O1 -g -c {file} -o {output}\"\n",
+    );
     let built = std::process::Command::new("sh")
         .args([
             "-c",
@@ -1073,15 +1113,14 @@ fn a_file_without_baseline_is_compared_with_the_running_image() {
     assert!(built.success());
     f.start();
     f.wait_launched();
-    f.wait_output("compute=10");
-    f.edit("main.c", "return x * 1 + zero();", "return x * 2 + zero();");
+    f.wait_output(before);
+    f.edit("main.c", from, to);
     f.save("main.c");
     let swap = f.wait_swap();
-    assert_eq!(swap.swapped, vec!["compute".to_string()], "{swap:?}");
+    assert_eq!(swap.swapped, vec![function.to_string()], "{swap:?}");
     assert!(swap.added.is_empty(), "{swap:?}");
-    // zero, one, ident, nothing, name and main equal the running image.
-    assert_eq!(swap.skipped, 6, "{swap:?}");
-    let line = f.wait_output("compute=20");
-    assert!(line.contains("name=tiny"), "{line}");
+    assert_eq!(swap.skipped, skipped, "{swap:?}");
+    f.wait_output(after);
     f.assert_same_process();
+    f
 }

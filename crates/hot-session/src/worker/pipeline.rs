@@ -183,7 +183,14 @@ impl Worker {
             baseline: baseline.as_ref().map(|b| b.object.as_ref()),
             unit,
         };
-        let mut result = linker.link(&request);
+        let mut result = match link_guarded(linker, &request) {
+            Ok(result) => result,
+            Err(text) => {
+                self.publish(file, file, diagnostics);
+                self.fail(text);
+                return Err(());
+            }
+        };
         let undefined = |r: &Result<hot_link::Patch, Vec<hot_link::LinkError>>| {
             r.as_ref().is_err_and(|errors| {
                 errors
@@ -194,7 +201,14 @@ impl Worker {
         // A symbol may come from a library loaded since the linker last looked.
         if undefined(&result) && program.refresh_libraries() {
             if let Ok(linker) = program.linker() {
-                result = linker.link(&request);
+                match link_guarded(linker, &request) {
+                    Ok(again) => result = again,
+                    Err(text) => {
+                        self.publish(file, file, diagnostics);
+                        self.fail(text);
+                        return Err(());
+                    }
+                }
             }
         }
         let patch = match result {
@@ -385,6 +399,29 @@ impl Worker {
         );
         self.set_state(State::Running, Some("undone".into()));
     }
+}
+
+/// `Linker::link`, with a panic (a bug of hot-link's, met on input it did not expect) turned
+/// into a message: the link is pure and wrote nothing, so the session and the program go
+/// on as they were.
+fn link_guarded(
+    linker: &hot_link::Linker,
+    request: &LinkRequest<'_>,
+) -> Result<Result<hot_link::Patch, Vec<hot_link::LinkError>>, String> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| linker.link(request))).map_err(
+        |panic| {
+            let what = panic
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| panic.downcast_ref::<&str>().copied())
+                .unwrap_or("a panic");
+            format!(
+                "internal error of hot-link while linking {}: {what}; nothing was written and \
+                 the program runs on unchanged — please report this with the file",
+                request.unit.source
+            )
+        },
+    )
 }
 
 fn process_error_text(e: &ProcessError) -> String {
