@@ -596,12 +596,13 @@ mod tests {
     #[test]
     fn references_of_one_line_are_one_diagnostic_and_lines_are_capped_per_symbol() {
         let lines: Vec<hot_object::SourceLine> = (10..20).map(at).collect();
-        let mut findings = Vec::new();
         // `a`: three references on line 10, one on each of lines 11..=19; `b` on line 10.
-        findings.push(undefined("a", &lines[0]));
-        findings.push(undefined("a", &lines[0]));
-        findings.push(undefined("b", &lines[0]));
-        findings.push(undefined("a", &lines[0]));
+        let mut findings = vec![
+            undefined("a", &lines[0]),
+            undefined("a", &lines[0]),
+            undefined("b", &lines[0]),
+            undefined("a", &lines[0]),
+        ];
         for line in &lines[1..] {
             findings.push(undefined("a", line));
         }
