@@ -426,10 +426,11 @@ struct Overflow<'a> {
 /// One diagnostic for findings of one code, symbol and line (the linker reports each
 /// relocation: a line calling a missing function three times is three findings), and per
 /// code and symbol at most [`LINES_PER_SYMBOL`] lines plus one summary of the others.
-/// Findings without a symbol are grouped when their message is the same too. Order is that
-/// of each group's first finding.
+/// Findings without a symbol are grouped when their message is the same too. Diagnostics
+/// come in source order (those without a line first), each group with its first finding's
+/// message and column.
 fn grouped<'a>(findings: impl Iterator<Item = Finding<'a>>, file: &Path) -> Vec<Diagnostic> {
-    // (finding, references on its line), in first-seen order.
+    // (finding, references on its line), in the order of their first findings.
     let mut groups: Vec<(Finding<'a>, usize)> = Vec::new();
     let mut index: HashMap<(&'a str, &'a str, bool, Place), usize> = HashMap::new();
     for finding in findings {
@@ -449,6 +450,9 @@ fn grouped<'a>(findings: impl Iterator<Item = Finding<'a>>, file: &Path) -> Vec<
         }
     }
 
+    // Source order, not the linker's (relocation offsets: at -O2 the lines of a function
+    // come in any order): the lines shown for a symbol are its first ones in the file.
+    groups.sort_by_cached_key(|(f, _)| f.line.map(|l| (l.file.clone(), l.line)));
     // Per (code, symbol): the lines shown so far, and the summary of the others.
     let mut shown: HashMap<(&str, &str), usize> = HashMap::new();
     let mut overflows: HashMap<(&str, &str), Overflow> = HashMap::new();
@@ -603,7 +607,8 @@ mod tests {
             undefined("b", &lines[0]),
             undefined("a", &lines[0]),
         ];
-        for line in &lines[1..] {
+        // The linker's order is that of relocation offsets, not of lines.
+        for line in lines[1..].iter().rev() {
             findings.push(undefined("a", line));
         }
         findings.push(undefined("a", &lines[9]));
