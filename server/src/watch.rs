@@ -295,9 +295,13 @@ impl Printer {
                 severity: Severity::Error,
                 text,
             } => self.event(&json!({"event": "error", "message": text})),
-            SessionEvent::Message { severity, text } => {
-                tracing::info!(severity = severity_name(severity), "{text}");
-            }
+            // Warnings and information (an -O2 build without -fno-ipa-ra, a saved header, an
+            // undo) matter to a script as much as errors do.
+            SessionEvent::Message { severity, text } => self.event(&json!({
+                "event": "message",
+                "severity": severity_name(severity),
+                "text": text,
+            })),
             SessionEvent::Output { stream, text } => {
                 let stream = match stream {
                     OutputStream::Stdout => "stdout",

@@ -1,6 +1,7 @@
-//! `hot-lsp watch --json` end to end: the real binary watches a fixture workspace, launches
-//! its program, swaps saved edits, reports compile errors as JSON events, and kills the program
-//! when it is terminated.
+//! `hot-lsp watch` end to end: the real binary watches a fixture workspace, launches its
+//! program, swaps saved edits, reports compile errors as JSON events and warnings and
+//! information as `message` events (and as lines in human mode), and kills the program when
+//! it is terminated.
 
 mod common;
 
@@ -9,7 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{self, Receiver};
 use std::time::Instant;
 
-use common::{build_program, copy_fixture, process_alive, TIMEOUT};
+use common::{build_program, copy_fixture, copy_shared_fixture, process_alive, TIMEOUT};
 use serde_json::Value;
 
 struct Watch {
@@ -20,10 +21,18 @@ struct Watch {
 
 impl Watch {
     fn start(dir: &std::path::Path) -> Watch {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_hot-lsp"))
-            .arg("watch")
-            .arg(dir)
-            .arg("--json")
+        Watch::start_in(dir, true)
+    }
+
+    /// `json`: false runs the human-readable mode; each of its lines is then an event
+    /// `{"event": "line", "text": ...}`.
+    fn start_in(dir: &std::path::Path, json: bool) -> Watch {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_hot-lsp"));
+        command.arg("watch").arg(dir);
+        if json {
+            command.arg("--json");
+        }
+        let mut child = command
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -34,8 +43,12 @@ impl Watch {
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { return };
-                let event: Value = serde_json::from_str(&line)
-                    .unwrap_or_else(|error| panic!("not a JSON event: {line:?}: {error}"));
+                let event: Value = if json {
+                    serde_json::from_str(&line)
+                        .unwrap_or_else(|error| panic!("not a JSON event: {line:?}: {error}"))
+                } else {
+                    serde_json::json!({"event": "line", "text": line})
+                };
                 if tx.send(event).is_err() {
                     return;
                 }
@@ -174,4 +187,50 @@ fn watch_swaps_saved_edits_reports_errors_and_kills_the_program_on_sigterm() {
         !process_alive(pid),
         "the program {pid} outlived hot-lsp watch"
     );
+}
+
+#[test]
+fn watch_prints_warnings_and_information_as_message_events() {
+    // -O2 without -fno-ipa-ra: the session warns when it reads the program (before or after
+    // the launched event). The printer prints only once the watcher is installed.
+    let (_dir, root) = copy_shared_fixture("optimized");
+    let mut watch = Watch::start(&root);
+    let warning = watch.wait("warning message", |event| {
+        event["event"] == "message" && event["severity"] == "warning"
+    });
+    assert!(
+        warning["text"]
+            .as_str()
+            .is_some_and(|text| text.contains("-fno-ipa-ra")),
+        "{warning}"
+    );
+
+    // A saved header is not compiled on its own: the session says so as information.
+    let header = root.join("extra.h");
+    std::fs::write(&header, "int extra(void);\n").expect("write extra.h");
+    let information = watch.wait("information message", |event| {
+        event["event"] == "message" && event["severity"] == "information"
+    });
+    assert!(
+        information["text"].as_str().is_some_and(|text| text
+            .contains(header.to_string_lossy().as_ref())
+            && text.contains("header")),
+        "{information}"
+    );
+    assert_eq!(
+        information.as_object().map(|o| o.len()),
+        Some(3),
+        "{information}"
+    );
+}
+
+#[test]
+fn watch_prints_warnings_as_lines_in_human_mode() {
+    let (_dir, root) = copy_shared_fixture("optimized");
+    let mut watch = Watch::start_in(&root, false);
+    watch.wait("a warning line", |event| {
+        event["text"].as_str().is_some_and(|text| {
+            text.starts_with("[hot-lsp] warning: ") && text.contains("-fno-ipa-ra")
+        })
+    });
 }

@@ -193,7 +193,8 @@ fn check_refused_in(
 ) -> (Fixture, Diagnostic) {
     let mut f = Fixture::launch(fixture);
     f.edit(file, from, to);
-    let line = f.line_of(file, to);
+    // A `to` of several lines: the diagnostic lands on its first.
+    let line = f.line_of(file, to.lines().next().unwrap_or(to));
     f.save(file);
     let diagnostics = f.wait_diagnostics(file);
     let found = diagnostics
@@ -247,6 +248,56 @@ fn undefined_function_is_refused_on_its_line() {
         Severity::Error,
     );
     assert!(found.message.contains("frobnicate"), "{found:?}");
+}
+
+#[test]
+fn references_to_one_undefined_function_are_grouped_by_line_and_capped() {
+    // (body of compute, undefined-symbol diagnostics expected, text of the last one).
+    let five_lines = "int frob(int); int y = frob(x);\n    y += frob(y);\n    \
+                      y += frob(y);\n    y += frob(y);\n    return frob(y);";
+    let eight_lines = "int frob(int); int y = frob(x);\n    y += frob(y) + frob(1);\n    \
+                       y += frob(y);\n    y += frob(y);\n    y += frob(y);\n    \
+                       y += frob(y);\n    y += frob(y) + frob(2);\n    return frob(y);";
+    for (to, count, last) in [
+        (
+            "int frob(int); return frob(x) + frob(x + 1) + frob(x + 2);",
+            1,
+            "(and 2 more references on this line)",
+        ),
+        (five_lines, 5, "undefined symbol `frob`"),
+        (
+            eight_lines,
+            6,
+            "… and 4 more references to `frob` on 3 other lines",
+        ),
+    ] {
+        let (f, _) = check_refused("return x * 1;", to, "undefined-symbol", Severity::Error);
+        let path = f.path("main.c");
+        let undefined: Vec<&Diagnostic> = f
+            .log
+            .iter()
+            .rev()
+            .find_map(|e| match e {
+                SessionEvent::Diagnostics { file, diagnostics } if *file == path => {
+                    Some(diagnostics)
+                }
+                _ => None,
+            })
+            .expect("the save's diagnostics")
+            .iter()
+            .filter(|d| d.code == "undefined-symbol")
+            .collect();
+        assert_eq!(undefined.len(), count, "{undefined:#?}");
+        let last_line = undefined.last().map(|d| d.message.as_str());
+        assert!(
+            last_line.is_some_and(|m| m.contains(last)),
+            "{undefined:#?}"
+        );
+        // Every diagnostic is on its own line.
+        let mut lines: Vec<u32> = undefined.iter().map(|d| d.line).collect();
+        lines.dedup();
+        assert_eq!(lines.len(), count, "{undefined:#?}");
+    }
 }
 
 #[test]

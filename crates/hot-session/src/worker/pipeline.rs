@@ -1,7 +1,8 @@
 //! The swap pipeline: compile the saved file, link it against the running image, apply the
 //! patch, report; and undo.
 
-use std::path::Path;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -214,15 +215,16 @@ impl Worker {
         let patch = match result {
             Ok(p) => p,
             Err(errors) => {
-                diagnostics.extend(errors.iter().map(|e| {
-                    located(
-                        e.line.as_ref(),
-                        file,
-                        Severity::Error,
-                        e.code.diagnostic_code(),
-                        &e.message,
-                    )
-                }));
+                diagnostics.extend(grouped(
+                    errors.iter().map(|e| Finding {
+                        code: e.code.diagnostic_code(),
+                        symbol: e.symbol.as_deref(),
+                        line: e.line.as_ref(),
+                        message: &e.message,
+                        severity: Severity::Error,
+                    }),
+                    file,
+                ));
                 self.publish(file, file, diagnostics);
                 self.set_state(
                     State::Running,
@@ -232,18 +234,19 @@ impl Worker {
             }
         };
         let link_micros = link_start.elapsed().as_micros() as u64;
-        diagnostics.extend(patch.notes.iter().map(|note| {
-            located(
-                note.line.as_ref(),
-                file,
-                match note.severity {
+        diagnostics.extend(grouped(
+            patch.notes.iter().map(|note| Finding {
+                code: note.code,
+                symbol: note.symbol.as_deref(),
+                line: note.line.as_ref(),
+                message: &note.message,
+                severity: match note.severity {
                     hot_link::NoteSeverity::Warning => Severity::Warning,
                     hot_link::NoteSeverity::Information => Severity::Information,
                 },
-                note.code,
-                &note.message,
-            )
-        }));
+            }),
+            file,
+        ));
         self.publish(file, file, diagnostics);
 
         // C++ exception tables: the unwinder finds a function's frame description only in
@@ -428,6 +431,148 @@ fn process_error_text(e: &ProcessError) -> String {
     e.to_string()
 }
 
+/// Per symbol and code, at most this many source lines get a diagnostic of their own; the
+/// rest are summed up in one more. A missing symbol used all over a big file (Lua's lvm.c:
+/// one macro, ~90 relocations) would otherwise bury the editor's problem list.
+const LINES_PER_SYMBOL: usize = 5;
+
+/// At most this many of the lines beyond [`LINES_PER_SYMBOL`] are named in the summary.
+const SUMMARY_LINES: usize = 10;
+
+/// A linker error or note, as far as turning it into a diagnostic goes.
+struct Finding<'a> {
+    code: &'a str,
+    symbol: Option<&'a str>,
+    line: Option<&'a hot_object::SourceLine>,
+    message: &'a str,
+    severity: Severity,
+}
+
+/// Where a finding is, as compared for grouping: the file and line (no column: the calls of
+/// one line are one place to the user).
+type Place = Option<(PathBuf, u32)>;
+
+/// The findings of one code and symbol beyond [`LINES_PER_SYMBOL`] lines.
+struct Overflow<'a> {
+    /// Index of their summary among the diagnostics.
+    at: usize,
+    references: usize,
+    lines: Vec<Option<&'a hot_object::SourceLine>>,
+}
+
+/// One diagnostic for findings of one code, symbol and line (the linker reports each
+/// relocation: a line calling a missing function three times is three findings), and per
+/// code and symbol at most [`LINES_PER_SYMBOL`] lines plus one summary of the others.
+/// Findings without a symbol are grouped when their message is the same too. Diagnostics
+/// come in source order (those without a line first), each group with its first finding's
+/// message and column.
+fn grouped<'a>(findings: impl Iterator<Item = Finding<'a>>, file: &Path) -> Vec<Diagnostic> {
+    // (finding, references on its line), in the order of their first findings.
+    let mut groups: Vec<(Finding<'a>, usize)> = Vec::new();
+    let mut index: HashMap<(&'a str, &'a str, bool, Place), usize> = HashMap::new();
+    for finding in findings {
+        let place: Place = finding.line.map(|l| (l.file.clone(), l.line));
+        let key = (
+            finding.code,
+            finding.symbol.unwrap_or(finding.message),
+            finding.symbol.is_some(),
+            place,
+        );
+        match index.get(&key) {
+            Some(&i) => groups[i].1 += 1,
+            None => {
+                index.insert(key, groups.len());
+                groups.push((finding, 1));
+            }
+        }
+    }
+
+    // Source order, not the linker's (relocation offsets: at -O2 the lines of a function
+    // come in any order): the lines shown for a symbol are its first ones in the file.
+    groups.sort_by_cached_key(|(f, _)| f.line.map(|l| (l.file.clone(), l.line)));
+    // Per (code, symbol): the lines shown so far, and the summary of the others.
+    let mut shown: HashMap<(&str, &str), usize> = HashMap::new();
+    let mut overflows: HashMap<(&str, &str), Overflow> = HashMap::new();
+    let mut diagnostics = Vec::new();
+    for (finding, references) in &groups {
+        if let Some(symbol) = finding.symbol {
+            let key = (finding.code, symbol);
+            let count = shown.entry(key).or_insert(0);
+            if *count >= LINES_PER_SYMBOL {
+                let overflow = overflows.entry(key).or_insert_with(|| {
+                    // The summary sits on the first line it stands for.
+                    diagnostics.push(located(
+                        finding.line,
+                        file,
+                        finding.severity,
+                        finding.code,
+                        "",
+                    ));
+                    Overflow {
+                        at: diagnostics.len() - 1,
+                        references: 0,
+                        lines: Vec::new(),
+                    }
+                });
+                overflow.references += references;
+                overflow.lines.push(finding.line);
+                continue;
+            }
+            *count += 1;
+        }
+        let mut diagnostic = located(
+            finding.line,
+            file,
+            finding.severity,
+            finding.code,
+            finding.message,
+        );
+        if *references > 1 {
+            diagnostic.message.push_str(&format!(
+                " (and {} more reference{} on this line)",
+                references - 1,
+                plural(references - 1)
+            ));
+        }
+        diagnostics.push(diagnostic);
+    }
+    for ((_, symbol), overflow) in overflows {
+        // Lines of the summary's own file by number, others (a header's) by file and line.
+        let home = overflow.lines.first().copied().flatten().map(|l| &l.file);
+        let mut lines: Vec<String> = overflow
+            .lines
+            .iter()
+            .take(SUMMARY_LINES)
+            .map(|line| match line {
+                Some(l) if Some(&l.file) == home => l.line.to_string(),
+                Some(l) => format!("{}:{}", l.file.display(), l.line),
+                None => "unknown".to_owned(),
+            })
+            .collect();
+        if overflow.lines.len() > lines.len() {
+            lines.push("…".to_owned());
+        }
+        diagnostics[overflow.at].message = format!(
+            "… and {} more reference{} to `{symbol}` on {} other line{} (line{} {})",
+            overflow.references,
+            plural(overflow.references),
+            overflow.lines.len(),
+            plural(overflow.lines.len()),
+            plural(overflow.lines.len()),
+            lines.join(", ")
+        );
+    }
+    diagnostics
+}
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 {
+        ""
+    } else {
+        "s"
+    }
+}
+
 /// A linker finding as a diagnostic on the source line it is about (the first line of the
 /// saved file when the object's DWARF has none for it).
 fn located(
@@ -464,5 +609,83 @@ fn data_write(update: &hot_link::EntryWrite) -> hot_process::Write {
     hot_process::Write {
         what: format!("in-place update of {}", update.function),
         ..entry_write(update)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(line: u32) -> hot_object::SourceLine {
+        hot_object::SourceLine {
+            file: PathBuf::from("/w/main.c"),
+            line,
+            column: 5,
+        }
+    }
+
+    fn undefined<'a>(symbol: &'a str, line: &'a hot_object::SourceLine) -> Finding<'a> {
+        Finding {
+            code: "undefined-symbol",
+            symbol: Some(symbol),
+            line: Some(line),
+            message: "undefined symbol",
+            severity: Severity::Error,
+        }
+    }
+
+    #[test]
+    fn references_of_one_line_are_one_diagnostic_and_lines_are_capped_per_symbol() {
+        let lines: Vec<hot_object::SourceLine> = (10..20).map(at).collect();
+        // `a`: three references on line 10, one on each of lines 11..=19; `b` on line 10.
+        let mut findings = vec![
+            undefined("a", &lines[0]),
+            undefined("a", &lines[0]),
+            undefined("b", &lines[0]),
+            undefined("a", &lines[0]),
+        ];
+        // The linker's order is that of relocation offsets, not of lines.
+        for line in lines[1..].iter().rev() {
+            findings.push(undefined("a", line));
+        }
+        findings.push(undefined("a", &lines[9]));
+        let diagnostics = grouped(findings.into_iter(), Path::new("/w/main.c"));
+        let shown: Vec<(u32, &str)> = diagnostics
+            .iter()
+            .map(|d| (d.line, d.message.as_str()))
+            .collect();
+        assert_eq!(
+            shown,
+            [
+                (10, "undefined symbol (and 2 more references on this line)"),
+                (10, "undefined symbol"),
+                (11, "undefined symbol"),
+                (12, "undefined symbol"),
+                (13, "undefined symbol"),
+                (14, "undefined symbol"),
+                (
+                    15,
+                    "… and 6 more references to `a` on 5 other lines (lines 15, 16, 17, 18, 19)"
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn findings_without_a_symbol_merge_only_when_their_message_is_the_same() {
+        let line = at(3);
+        let finding = |message| Finding {
+            code: "unsupported-relocation",
+            symbol: None,
+            line: Some(&line),
+            message,
+            severity: Severity::Error,
+        };
+        let diagnostics = grouped(
+            [finding("x"), finding("y"), finding("x")].into_iter(),
+            Path::new("/w/main.c"),
+        );
+        let messages: Vec<&str> = diagnostics.iter().map(|d| d.message.as_str()).collect();
+        assert_eq!(messages, ["x (and 1 more reference on this line)", "y"]);
     }
 }
