@@ -18,7 +18,7 @@ use iced_x86::{Decoder, DecoderOptions, Instruction};
 use hot_object::ImageSymbol;
 
 use crate::image::{ImageIndex, ImageSymRef, ModuleId, Vaddr};
-use crate::layout::{Allocator, SymKey};
+use crate::layout::{Allocator, EntryOwner, SymKey};
 use crate::{ImageModel, RuntimeAddr, UnitRef};
 
 /// How a function symbol's name relates to the function it belongs to.
@@ -490,6 +490,30 @@ pub(crate) fn weak_definition_in_use(
     }
 }
 
+/// [`weak_definition_in_use`] for a function whose stable entry is the image's `image`,
+/// given whose definition the entry runs since an earlier patch (`owner`): once a strong
+/// definition of another file has taken the entry over, this file's weak default is not in
+/// use, whatever the image says; the entry runs this file's code again only if the owner is
+/// this file. An entry nobody redirected (or that a weak default of another file owns) is
+/// decided by the image.
+pub(crate) fn weak_entry_in_use(
+    model: &ImageModel,
+    obj: &Object,
+    sym: SymbolId,
+    image: ImageSymRef,
+    unit: &UnitRef,
+    owner: Option<&EntryOwner>,
+) -> bool {
+    if obj.symbol(sym).binding != Binding::Weak {
+        return true;
+    }
+    match owner {
+        Some(owner) if owner.source == unit.source => true,
+        Some(owner) if !owner.weak => false,
+        _ => weak_definition_in_use(model, obj, sym, image, unit),
+    }
+}
+
 /// Why the object's definition `sym` of `name` cannot join the running program: a global,
 /// non-weak definition while the program's definition in use (`image`) is a non-weak one
 /// of another file. A real link fails with "multiple definition" (hidden ones included);
@@ -644,9 +668,28 @@ impl crate::link::Link<'_> {
             ) {
                 continue;
             }
-            if let Some(message) =
-                multiple_definition(self.model, self.info.obj, sym, r, self.unit, name)
-            {
+            let entry = self.model.exe.runtime(Vaddr(r.get(self.model).vaddr));
+            let owner = self.alloc.entry_owner(entry);
+            let message = match owner {
+                // A strong definition another file added by an earlier save runs there now.
+                Some(o)
+                    if o.source != self.unit.source
+                        && !o.weak
+                        && self.info.obj.symbol(sym).binding == Binding::Global
+                        && !self.info.obj.atom(atom).comdat =>
+                {
+                    Some(format!(
+                        "`{name}` is already defined in {}, whose definition an earlier save \
+                         swapped in: a second definition in {} is a multiple definition, which \
+                         a relink of the program would refuse; make one of them `static` or \
+                         remove it",
+                        o.source, self.unit.source
+                    ))
+                }
+                Some(o) if o.source == self.unit.source => None,
+                _ => multiple_definition(self.model, self.info.obj, sym, r, self.unit, name),
+            };
+            if let Some(message) = message {
                 self.error(
                     crate::LinkErrorCode::MultipleDefinition,
                     message,
