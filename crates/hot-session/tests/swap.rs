@@ -153,6 +153,31 @@ fn first_call_to_strlen_an_ifunc() {
     f.assert_same_process();
 }
 
+/// New code calling libc functions that only the executable reaches: `strstr` and `time`
+/// are IFUNCs glibc 2.36 has no `IRELATIVE` slot for (called through the program's own
+/// `JUMP_SLOT`), and `atexit` lives in libc_nonshared.a, so it is the program's own copy.
+#[test]
+fn new_code_calls_libc_functions_through_the_executable() {
+    for (to, after) in [
+        (
+            "return (int)(strstr(text, \"world\") - text) + (int)(time(NULL) > 0);",
+            "extra=7",
+        ),
+        (
+            "static int once;\n    if (!once)\n        once = atexit(bye) == 0 ? 42 : -1;\n    return once;",
+            "extra=42",
+        ),
+    ] {
+        check_edit(
+            "libcalls",
+            "main.c",
+            ("extra=0", "return 0;", to),
+            "extra",
+            after,
+        );
+    }
+}
+
 #[test]
 fn first_use_of_stderr() {
     let mut f = Fixture::launch("basic");
