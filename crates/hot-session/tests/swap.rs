@@ -735,6 +735,43 @@ fn an_overridden_weak_default_is_not_swapped_and_the_override_is() {
 }
 
 #[test]
+fn a_strong_definition_added_by_a_save_keeps_the_weak_default_out() {
+    // main.c gains a strong `hook`: it takes over weak.c's entry, as a relink would.
+    let (mut f, _) = check_edit(
+        "weakhook",
+        "main.c",
+        (
+            "hook=1 end",
+            "/* strong hook here */",
+            "int hook(void) {\n    return 2;\n}",
+        ),
+        "hook",
+        "hook=2 end",
+    );
+    let swaps = |f: &Fixture| {
+        f.log
+            .iter()
+            .filter(|e| matches!(e, SessionEvent::Swap(_)))
+            .count()
+    };
+    let before = swaps(&f);
+    // A later save of weak.c's default leaves main.c's `hook` running, and says so.
+    f.edit("weak.c", "return 1;", "return 10;");
+    f.save("weak.c");
+    let diagnostics = f.wait_diagnostics("weak.c");
+    let found = diagnostics
+        .iter()
+        .find(|d| d.code == "weak-overridden")
+        .unwrap_or_else(|| panic!("no weak-overridden diagnostic: {diagnostics:#?}"));
+    assert!(found.message.contains("main.c"), "{found:?}");
+    assert_eq!(swaps(&f), before, "something was swapped");
+    for l in f.next_lines(3) {
+        assert!(l.contains("hook=2 end"), "the program changed: {l}");
+    }
+    f.assert_same_process();
+}
+
+#[test]
 fn overridden_weak_data_defaults_are_not_written_over_the_overrides() {
     // (edit of weak.c's defaults): the program keeps printing the overrides' values.
     for edit in [
