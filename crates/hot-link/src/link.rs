@@ -289,17 +289,26 @@ impl<'a> Link<'a> {
                 Some(map) => map.get(&atom).is_none_or(|m| m.1),
                 None => !unchanged.contains(&atom),
             };
-            if let Some(StableEntry::Image(r)) = existing {
-                let entry = self.model.exe.runtime(Vaddr(r.get(self.model).vaddr));
-                let owner = self.alloc.entry_owner(entry).cloned();
-                if !weak_entry_in_use(self.model, self.info.obj, sym, r, self.unit, owner.as_ref())
-                {
+            if let Some(entry) = existing {
+                let (image, entry_addr) = match entry {
+                    StableEntry::Image(r) => (
+                        Some(r),
+                        self.model.exe.runtime(Vaddr(r.get(self.model).vaddr)),
+                    ),
+                    StableEntry::Stub(stub) => (None, stub),
+                };
+                let owner = self.alloc.entry_owner(entry_addr).cloned();
+                let sym_ref = (self.info.obj, sym);
+                if !weak_entry_in_use(self.model, sym_ref, image, self.unit, owner.as_ref()) {
                     // Calls to the name reach the override, as in the running program.
                     self.overridden.insert(atom);
                     if differs {
-                        match owner.filter(|o| o.source != self.unit.source && !o.weak) {
-                            Some(o) => self.note_weak_overridden_in(name, Some(&o.source), atom),
-                            None => self.note_overridden_weak(name, r, atom),
+                        match (owner.filter(|o| o.source != self.unit.source), image) {
+                            (Some(o), _) => {
+                                self.note_weak_overridden_in(name, Some(&o.source), atom)
+                            }
+                            (None, Some(r)) => self.note_overridden_weak(name, r, atom),
+                            (None, None) => self.note_weak_overridden_in(name, None, atom),
                         }
                     }
                     continue;
