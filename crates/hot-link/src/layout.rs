@@ -1,6 +1,7 @@
 //! Arena layout and the linker's persistent state: bump allocation with alignment in the code
 //! and data arenas, stubs and GOT slots allocated once, stable entries of new functions,
-//! addresses of new variables, the jump each redirected entry holds now, and the bytes each
+//! addresses of new variables, the jump each redirected entry holds now and whose definition
+//! it runs (a strong definition that took over a weak default's entry), and the bytes each
 //! named read-only object holds after hot-lsp wrote it (so an in-place update knows what to
 //! expect there, and undo what to put back).
 //!
@@ -57,6 +58,15 @@ pub(crate) struct Redirect {
     pub short: Option<(RuntimeAddr, Vec<u8>, Vec<u8>)>,
 }
 
+/// Whose definition a redirected entry runs now: the source file of the body it jumps to and
+/// whether that definition is weak. A strong definition added in main.c takes over the entry
+/// of weak.c's weak default (as a relink would); a later save of weak.c must not take it back.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct EntryOwner {
+    pub source: String,
+    pub weak: bool,
+}
+
 /// The committed state of the linker.
 #[derive(Clone, Debug)]
 pub(crate) struct LinkState {
@@ -71,6 +81,8 @@ pub(crate) struct LinkState {
     plt_stubs: HashMap<RuntimeAddr, RuntimeAddr>,
     /// By entry address (a function's stable entry).
     redirects: HashMap<RuntimeAddr, Redirect>,
+    /// By entry address: whose definition the entry runs (set with each redirect).
+    owners: HashMap<RuntimeAddr, EntryOwner>,
     /// Fill bytes of the image used by jumps (short-form padding, or bytes after a function
     /// shorter than the jump), so two entries never claim the same fill.
     claimed_fill: Vec<Range<u64>>,
@@ -102,6 +114,7 @@ pub(crate) struct StateDelta {
     got_slots: HashMap<SlotContent, RuntimeAddr>,
     plt_stubs: HashMap<RuntimeAddr, RuntimeAddr>,
     redirects: Vec<(RuntimeAddr, Redirect)>,
+    owners: Vec<(RuntimeAddr, EntryOwner)>,
     claimed_fill: Vec<Range<u64>>,
     bound_statics: HashMap<SymKey, ImageSymRef>,
     read_only: Vec<ReadOnlyWrite>,
@@ -112,6 +125,8 @@ pub(crate) struct StateDelta {
 pub(crate) struct RevertRecord {
     /// (entry, state before the patch, state the patch set), in patch order.
     entries: Vec<(RuntimeAddr, Option<Redirect>, Redirect)>,
+    /// (entry, owner before the patch), in patch order.
+    owners: Vec<(RuntimeAddr, Option<EntryOwner>)>,
     /// In-place updates of read-only objects (those with `before`).
     read_only: Vec<ReadOnlyWrite>,
 }
@@ -151,6 +166,7 @@ impl LinkState {
             got_slots: HashMap::new(),
             plt_stubs: HashMap::new(),
             redirects: HashMap::new(),
+            owners: HashMap::new(),
             claimed_fill: Vec::new(),
             bound_statics: HashMap::new(),
             read_only: HashMap::new(),
@@ -181,6 +197,10 @@ impl LinkState {
             let previous = self.redirects.insert(*entry, redirect.clone());
             entries.push((*entry, previous, redirect.clone()));
         }
+        let mut owners = Vec::new();
+        for (entry, owner) in &delta.owners {
+            owners.push((*entry, self.owners.insert(*entry, owner.clone())));
+        }
         let mut read_only = Vec::new();
         for write in &delta.read_only {
             self.read_only.insert(write.addr, write.after.clone());
@@ -188,7 +208,11 @@ impl LinkState {
                 read_only.push(write.clone());
             }
         }
-        RevertRecord { entries, read_only }
+        RevertRecord {
+            entries,
+            owners,
+            read_only,
+        }
     }
 
     /// Point the entries of a reverted patch back where they were; returns the writes that
@@ -198,6 +222,16 @@ impl LinkState {
         for write in record.read_only.iter().rev() {
             if let Some(before) = &write.before {
                 self.read_only.insert(write.addr, before.clone());
+            }
+        }
+        for (entry, previous) in record.owners.into_iter().rev() {
+            match previous {
+                Some(owner) => {
+                    self.owners.insert(entry, owner);
+                }
+                None => {
+                    self.owners.remove(&entry);
+                }
             }
         }
         for (entry, previous, _) in record.entries.into_iter().rev() {
@@ -366,6 +400,16 @@ impl<'s> Allocator<'s> {
 
     pub(crate) fn add_redirect(&mut self, entry: RuntimeAddr, redirect: Redirect) {
         self.delta.redirects.push((entry, redirect));
+    }
+
+    /// Whose definition the entry at `entry` runs, as committed (links never redirect one
+    /// entry twice).
+    pub(crate) fn entry_owner(&self, entry: RuntimeAddr) -> Option<&EntryOwner> {
+        self.state.owners.get(&entry)
+    }
+
+    pub(crate) fn set_entry_owner(&mut self, entry: RuntimeAddr, owner: EntryOwner) {
+        self.delta.owners.push((entry, owner));
     }
 
     /// Whether `range` of the image's fill is still free, committed or in this link.

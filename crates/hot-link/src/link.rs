@@ -22,10 +22,12 @@ use hot_object::{
 
 use crate::image::{ImageIndex, Vaddr};
 use crate::image_diff::ImageDiff;
-use crate::layout::{Allocator, ArenaKind, Placement, ReadOnlyWrite, Redirect, SlotContent};
+use crate::layout::{
+    Allocator, ArenaKind, EntryOwner, Placement, ReadOnlyWrite, Redirect, SlotContent,
+};
 use crate::resolve::{
-    existing_entry, lookup_external, sym_key, weak_definition_in_use, AtomRole, External,
-    ObjectInfo, StableEntry, TargetClass,
+    existing_entry, lookup_external, sym_key, weak_entry_in_use, AtomRole, External, ObjectInfo,
+    StableEntry, TargetClass,
 };
 use crate::x86_64::{self, store, ApplyError, Field};
 use crate::{
@@ -287,12 +289,27 @@ impl<'a> Link<'a> {
                 Some(map) => map.get(&atom).is_none_or(|m| m.1),
                 None => !unchanged.contains(&atom),
             };
-            if let Some(StableEntry::Image(r)) = existing {
-                if !weak_definition_in_use(self.model, self.info.obj, sym, r, self.unit) {
+            if let Some(entry) = existing {
+                let (image, entry_addr) = match entry {
+                    StableEntry::Image(r) => (
+                        Some(r),
+                        self.model.exe.runtime(Vaddr(r.get(self.model).vaddr)),
+                    ),
+                    StableEntry::Stub(stub) => (None, stub),
+                };
+                let owner = self.alloc.entry_owner(entry_addr).cloned();
+                let sym_ref = (self.info.obj, sym);
+                if !weak_entry_in_use(self.model, sym_ref, image, self.unit, owner.as_ref()) {
                     // Calls to the name reach the override, as in the running program.
                     self.overridden.insert(atom);
                     if differs {
-                        self.note_overridden_weak(name, r, atom);
+                        match (owner.filter(|o| o.source != self.unit.source), image) {
+                            (Some(o), _) => {
+                                self.note_weak_overridden_in(name, Some(&o.source), atom)
+                            }
+                            (None, Some(r)) => self.note_overridden_weak(name, r, atom),
+                            (None, None) => self.note_weak_overridden_in(name, None, atom),
+                        }
                     }
                     continue;
                 }
@@ -346,9 +363,13 @@ impl<'a> Link<'a> {
         r: crate::image::ImageSymRef,
         atom: AtomId,
     ) {
-        let site = crate::resolve::defining_file(self.model, r.get(self.model), self.unit)
-            .map(|file| format!(" (in {file})"))
-            .unwrap_or_default();
+        let file = crate::resolve::defining_file(self.model, r.get(self.model), self.unit);
+        self.note_weak_overridden_in(name, file, atom);
+    }
+
+    /// [`Link::note_overridden_weak`] with the override's file known (`None`: unknown).
+    fn note_weak_overridden_in(&mut self, name: &str, file: Option<&str>, atom: AtomId) {
+        let site = file.map(|file| format!(" (in {file})")).unwrap_or_default();
         self.patch.notes.push(LinkNote {
             code: "weak-overridden",
             message: format!(
@@ -895,15 +916,7 @@ impl<'a> Link<'a> {
                         }
                     }
                     External::LibIfunc { lib, irelative } => {
-                        let Some(src) = irelative else {
-                            return Err(no_irelative(&name, &self.model.libs[lib].path));
-                        };
-                        if call {
-                            self.call_stub(&name, SlotContent::CopyFrom(src))
-                                .map(|s| SymValue::Addr(s.0))
-                        } else {
-                            Ok(SymValue::CopyInto(src))
-                        }
+                        self.library_ifunc(&name, lib, irelative, call)
                     }
                     External::ExeIfunc => Err((
                         LinkErrorCode::UnsupportedRelocation,
@@ -916,12 +929,68 @@ impl<'a> Link<'a> {
                         format!("thread-local `{name}` is referenced by a non-TLS relocation"),
                     )),
                     External::WeakZero => Ok(SymValue::Addr(0)),
-                    External::Missing => Err((
-                        LinkErrorCode::UndefinedSymbol,
-                        format!("undefined symbol `{name}`"),
-                    )),
+                    External::Missing => {
+                        Err((LinkErrorCode::UndefinedSymbol, undefined_message(&name)))
+                    }
                 }
             }
+        }
+    }
+
+    /// The value of a library IFUNC `name` of `libs[lib]` (`.dynsym` value = its resolver,
+    /// never to be called as the function). Only the target knows which implementation the
+    /// resolver chose; it is found, in this order:
+    ///
+    /// - for a call: the executable's own `JUMP_SLOT`/`GLOB_DAT` slot, which ld.so fills
+    ///   with the implementation (a lazy `JUMP_SLOT` first holds the PLT resolution path,
+    ///   which ends in the implementation: jumping through it is right either way); else a
+    ///   slot copied at apply time from the library's `IRELATIVE` slot for that resolver
+    ///   (only IFUNCs the library calls itself have one: glibc 2.36 has none for `strstr`
+    ///   or `time`);
+    /// - for the address `&name`: in a non-PIE, the PLT entry (the canonical address when
+    ///   the program took `&name`, as for plain library functions; it also fits the
+    ///   absolute 32-bit forms non-PIE code uses); else the executable's `GLOB_DAT` slot,
+    ///   copied at apply time (what the program's own `&name` loads: ld.so stores the
+    ///   implementation there); else the copied `IRELATIVE` slot; else, in a PIE that only
+    ///   ever called `name`, its PLT entry: a working pointer to the function, though not
+    ///   equal to the address libc itself would hand out (the program took none of its own
+    ///   to compare with).
+    ///
+    /// Refused when the executable has neither slot nor PLT entry and the library has no
+    /// `IRELATIVE` slot: running the resolver is the only other way, and never done.
+    fn library_ifunc(
+        &mut self,
+        name: &str,
+        lib: usize,
+        irelative: Option<RuntimeAddr>,
+        call: bool,
+    ) -> Result<SymValue, Failure> {
+        let exe = &self.model.exe;
+        let plt = self.index.exe_plt(name).map(|v| exe.runtime(v));
+        if call {
+            if let Some(slot) = self.exe_call_slot(name) {
+                return self.stub_through(name, slot).map(|s| SymValue::Addr(s.0));
+            }
+            if let Some(src) = irelative {
+                return self
+                    .call_stub(name, SlotContent::CopyFrom(src))
+                    .map(|s| SymValue::Addr(s.0));
+            }
+            if let Some(plt) = plt {
+                return Ok(SymValue::Addr(plt.0));
+            }
+            return Err(no_irelative(name, &self.model.libs[lib].path));
+        }
+        if let (false, Some(plt)) = (exe.image.position_independent, plt) {
+            return Ok(SymValue::Addr(plt.0));
+        }
+        if let Some(v) = self.index.exe_got_slot(name, &[GotSlotKind::GlobDat]) {
+            return Ok(SymValue::CopyInto(exe.runtime(v)));
+        }
+        match (plt, irelative) {
+            (_, Some(src)) => Ok(SymValue::CopyInto(src)),
+            (Some(plt), None) => Ok(SymValue::Addr(plt.0)),
+            (None, None) => Err(no_irelative(name, &self.model.libs[lib].path)),
         }
     }
 
@@ -929,13 +998,24 @@ impl<'a> Link<'a> {
     /// the executable's own `JUMP_SLOT`/`GLOB_DAT` slot if it has one, else through an arena
     /// slot holding `content`. Allocated once per slot.
     fn call_stub(&mut self, name: &str, content: SlotContent) -> Result<RuntimeAddr, Failure> {
-        let slot = match self
-            .index
-            .exe_got_slot(name, &[GotSlotKind::JumpSlot, GotSlotKind::GlobDat])
-        {
-            Some(v) => self.model.exe.runtime(v),
+        let slot = match self.exe_call_slot(name) {
+            Some(slot) => slot,
             None => self.arena_slot(content, name)?,
         };
+        self.stub_through(name, slot)
+    }
+
+    /// The executable's own slot a call of the library function `name` may jump through:
+    /// its `JUMP_SLOT` (lazy or not, the PLT path ends in the function), or the `GLOB_DAT`
+    /// slot of `.plt.got` / `-fno-plt` calls.
+    fn exe_call_slot(&self, name: &str) -> Option<RuntimeAddr> {
+        self.index
+            .exe_got_slot(name, &[GotSlotKind::JumpSlot, GotSlotKind::GlobDat])
+            .map(|v| self.model.exe.runtime(v))
+    }
+
+    /// The `jmp *slot(%rip)` stub for `slot`, allocated once per slot.
+    fn stub_through(&mut self, name: &str, slot: RuntimeAddr) -> Result<RuntimeAddr, Failure> {
         if let Some(stub) = self.alloc.plt_stub(slot) {
             return Ok(stub);
         }
@@ -1002,15 +1082,8 @@ impl<'a> Link<'a> {
             if let Some(v) = self.index.exe_got_slot(&name, &[GotSlotKind::GlobDat]) {
                 return Ok(self.model.exe.runtime(v));
             }
-            let weak = self.info.obj.symbol(reloc.symbol).binding == Binding::Weak;
-            if let External::LibIfunc { lib, irelative } =
-                lookup_external(self.model, self.index, &self.alloc, &name, weak)
-            {
-                let Some(src) = irelative else {
-                    return Err(no_irelative(&name, &self.model.libs[lib].path));
-                };
-                return self.arena_slot(SlotContent::CopyFrom(src), &name);
-            }
+            // Anything else (a library IFUNC too) holds the value `&name` has for a plain
+            // pointer, so a GOT load and a pointer in data compare equal.
         }
         let name = self.info.symbol_name(reloc.symbol);
         match self.symbol_value(class, reloc, false)? {
@@ -1123,6 +1196,7 @@ impl<'a> Link<'a> {
                                     short: None,
                                 },
                             );
+                            self.alloc.set_entry_owner(stub, self.entry_owner(atom));
                             self.patch.added.push(name.clone());
                             Ok(None)
                         }
@@ -1144,6 +1218,8 @@ impl<'a> Link<'a> {
                         self.alloc.claim_fill(fill);
                     }
                     self.alloc.add_redirect(entry_addr, plan.redirect);
+                    self.alloc
+                        .set_entry_owner(entry_addr, self.entry_owner(atom));
                     self.patch.swapped.push(name);
                 }
                 Ok(None) => {}
@@ -1151,6 +1227,20 @@ impl<'a> Link<'a> {
                     self.error(code, message, Some(name), Some((atom, AtomOffset(0))))
                 }
             }
+        }
+    }
+}
+
+impl Link<'_> {
+    /// Who an entry redirected to `atom`'s new body belongs to: this unit, weak or not.
+    fn entry_owner(&self, atom: AtomId) -> EntryOwner {
+        let weak = match self.info.role(atom) {
+            AtomRole::Function { sym, .. } => self.info.obj.symbol(*sym).binding == Binding::Weak,
+            _ => false,
+        };
+        EntryOwner {
+            source: self.unit.source.clone(),
+            weak,
         }
     }
 }
@@ -1170,12 +1260,36 @@ fn apply_failure(e: ApplyError) -> Failure {
     (code, e.to_string())
 }
 
+/// Functions glibc (2.34 and later) keeps in `libc_nonshared.a` rather than exporting them
+/// from `libc.so.6` (`ar t libc_nonshared.a`): a program gets its own copy only if it called
+/// them when it was linked (then the executable defines them, LOCAL, and they resolve there).
+const LIBC_NONSHARED: &[(&str, &str)] = &[
+    ("atexit", "__cxa_atexit"),
+    ("at_quick_exit", "__cxa_at_quick_exit"),
+    ("pthread_atfork", "__register_atfork"),
+];
+
+/// The message for a symbol neither the executable nor any library defines.
+fn undefined_message(name: &str) -> String {
+    match LIBC_NONSHARED.iter().find(|(n, _)| *n == name) {
+        Some((_, exported)) => format!(
+            "undefined symbol `{name}`: glibc does not export it from libc.so.6 (it lives in \
+             libc_nonshared.a, a wrapper of `{exported}` that is linked into an executable only \
+             if the executable calls it), and the running program never called `{name}`; \
+             restart the program to use it"
+        ),
+        None => format!("undefined symbol `{name}`"),
+    }
+}
+
 fn no_irelative(name: &str, lib: &str) -> Failure {
     (
         LinkErrorCode::UnsupportedRelocation,
         format!(
-            "`{name}` is an IFUNC of {lib} and the library has no R_X86_64_IRELATIVE slot for its \
-             resolver, so its implementation cannot be found without running the resolver"
+            "`{name}` is an IFUNC of {lib}: the running program never calls it (no PLT entry or \
+             GOT slot in the executable) and the library has no R_X86_64_IRELATIVE slot for \
+             its resolver, so its implementation cannot be found without running the resolver; \
+             restart the program to use it"
         ),
     )
 }

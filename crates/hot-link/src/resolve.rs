@@ -18,7 +18,7 @@ use iced_x86::{Decoder, DecoderOptions, Instruction};
 use hot_object::ImageSymbol;
 
 use crate::image::{ImageIndex, ImageSymRef, ModuleId, Vaddr};
-use crate::layout::{Allocator, SymKey};
+use crate::layout::{Allocator, EntryOwner, SymKey};
 use crate::{ImageModel, RuntimeAddr, UnitRef};
 
 /// How a function symbol's name relates to the function it belongs to.
@@ -490,6 +490,30 @@ pub(crate) fn weak_definition_in_use(
     }
 }
 
+/// [`weak_definition_in_use`] for a function whose stable entry is the image's `image` (or
+/// a new function's stub, `None`), given whose definition the entry runs since an earlier
+/// patch (`owner`): once a strong definition of another file has taken the entry over, this
+/// file's weak default is not in use, whatever the image says; the entry runs this file's
+/// code again only if the owner is this file. An entry nobody redirected (or that a weak
+/// default of another file owns) is decided by the image; a stub nobody else owns is ours.
+pub(crate) fn weak_entry_in_use(
+    model: &ImageModel,
+    (obj, sym): (&Object, SymbolId),
+    image: Option<ImageSymRef>,
+    unit: &UnitRef,
+    owner: Option<&EntryOwner>,
+) -> bool {
+    if obj.symbol(sym).binding != Binding::Weak {
+        return true;
+    }
+    match (owner, image) {
+        (Some(owner), _) if owner.source == unit.source => true,
+        (Some(owner), _) if !owner.weak => false,
+        (_, Some(image)) => weak_definition_in_use(model, obj, sym, image, unit),
+        (_, None) => true,
+    }
+}
+
 /// Why the object's definition `sym` of `name` cannot join the running program: a global,
 /// non-weak definition while the program's definition in use (`image`) is a non-weak one
 /// of another file. A real link fails with "multiple definition" (hidden ones included);
@@ -635,18 +659,48 @@ impl crate::link::Link<'_> {
             let Some(name) = self.info.function_name(atom) else {
                 continue;
             };
-            let Some(r) = exe_definition(self.model, self.index, Some(self.unit), name) else {
-                continue;
+            let image = exe_definition(self.model, self.index, Some(self.unit), name).filter(|r| {
+                matches!(
+                    r.get(self.model).kind,
+                    SymbolKind::Function | SymbolKind::NoType
+                )
+            });
+            // A global function an earlier save added has a stub (shared by every file's
+            // definition of the name).
+            let global = self.info.obj.symbol(sym).binding != Binding::Local;
+            let entry = match image {
+                Some(r) => self.model.exe.runtime(Vaddr(r.get(self.model).vaddr)),
+                None => match self.alloc.new_function(&SymKey {
+                    unit: None,
+                    name: name.to_string(),
+                }) {
+                    Some(stub) if global => stub,
+                    _ => continue,
+                },
             };
-            if !matches!(
-                r.get(self.model).kind,
-                SymbolKind::Function | SymbolKind::NoType
-            ) {
-                continue;
-            }
-            if let Some(message) =
-                multiple_definition(self.model, self.info.obj, sym, r, self.unit, name)
-            {
+            let owner = self.alloc.entry_owner(entry);
+            let message = match owner {
+                // A strong definition another file added by an earlier save runs there now.
+                Some(o)
+                    if o.source != self.unit.source
+                        && !o.weak
+                        && self.info.obj.symbol(sym).binding == Binding::Global
+                        && !self.info.obj.atom(atom).comdat =>
+                {
+                    Some(format!(
+                        "`{name}` is already defined in {}, whose definition an earlier save \
+                         swapped in: a second definition in {} is a multiple definition, which \
+                         a relink of the program would refuse; make one of them `static` or \
+                         remove it",
+                        o.source, self.unit.source
+                    ))
+                }
+                Some(o) if o.source == self.unit.source => None,
+                _ => image.and_then(|r| {
+                    multiple_definition(self.model, self.info.obj, sym, r, self.unit, name)
+                }),
+            };
+            if let Some(message) = message {
                 self.error(
                     crate::LinkErrorCode::MultipleDefinition,
                     message,

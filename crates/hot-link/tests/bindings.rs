@@ -424,6 +424,138 @@ fn a_weak_default_nobody_overrides_is_swapped() {
     assert!(patch.notes.is_empty(), "{:#?}", patch.notes);
 }
 
+const OTHER: &str = r#"
+int other(void) { return 3; }
+"#;
+
+/// weak.c before an earlier save added its weak `hook` (then a new function with a stub).
+const WEAK_LATER: &str = r#"
+__attribute__((noinline)) int call_hook(void) { return 100; }
+"#;
+
+/// A strong `hook` added to main.c by a save takes over the entry of weak.c's weak default,
+/// as a relink would: the image's entry, or the stub of a weak default an earlier save of
+/// weak.c added. The linker remembers whose definition the entry runs: later saves of weak.c
+/// leave it alone (and say who owns it), a strong `hook` saved in a third file is a multiple
+/// definition, main.c's own next save swaps it again, and undoing the takeover gives the
+/// entry back to weak.c.
+#[test]
+fn a_strong_definition_added_by_a_save_keeps_the_weak_entry() {
+    let flag_sets = [&["-O0", "-fPIE"][..], &["-O0", "-fno-pie"][..]];
+    for (flags, in_image) in flag_sets.into_iter().flat_map(|f| [(f, true), (f, false)]) {
+        let weak_v1 = if in_image { WEAK } else { WEAK_LATER };
+        let mut p = program(
+            &[
+                ("main.c", WEAK_MAIN),
+                ("weak.c", weak_v1),
+                ("other.c", OTHER),
+            ],
+            flags,
+        );
+        // The object of weak.c's last save: the baseline of its next one.
+        let mut weak_saved = None;
+        let hook = if in_image {
+            p.symbol("hook", None)
+        } else {
+            // An earlier save of weak.c adds the weak default: a new function with a stub.
+            let obj = p.compile("w1", "weak.c", WEAK);
+            let patch = p.link("weak.c", &obj);
+            assert_eq!(patch.added, vec!["hook".to_string()], "{patch:#?}");
+            p.linker.commit(&patch);
+            weak_saved = Some(obj);
+            patch
+                .writes
+                .iter()
+                .find(|w| w.what == "entry stub of hook")
+                .unwrap_or_else(|| panic!("no stub: {patch:#?}"))
+                .addr
+                .0
+        };
+        let link_weak = |p: &Program, obj: &Object| match &weak_saved {
+            None => p.link("weak.c", obj),
+            Some(baseline) => p
+                .linker
+                .link(&LinkRequest {
+                    object: obj,
+                    baseline: Some(baseline),
+                    unit: p.unit("weak.c"),
+                })
+                .unwrap_or_else(|e| panic!("{e:#?}")),
+        };
+        let flags = (flags, in_image);
+        let with_hook = |ret: &str| format!("{WEAK_MAIN}int hook(void) {{ return {ret}; }}\n");
+        let m2 = p.compile("m2", "main.c", &with_hook("2"));
+        let takeover = p.link("main.c", &m2);
+        assert_eq!(
+            takeover.swapped,
+            vec!["hook".to_string()],
+            "{flags:?}: {takeover:#?}"
+        );
+        assert!(
+            takeover.entries.iter().any(|e| e.addr.0 == hook),
+            "{takeover:#?}"
+        );
+        p.linker.commit(&takeover);
+
+        // weak.c's default edited: not what runs at the entry any more.
+        let w2 = WEAK.replace("return 1;", "return 10;");
+        let obj = p.compile("w2", "weak.c", &w2);
+        let patch = link_weak(&p, &obj);
+        assert!(patch.entries.is_empty(), "{flags:?}: {:#?}", patch.entries);
+        assert!(patch.swapped.is_empty(), "{patch:#?}");
+        let note = patch
+            .notes
+            .iter()
+            .find(|n| n.code == "weak-overridden")
+            .unwrap_or_else(|| panic!("no note: {:#?}", patch.notes));
+        assert!(note.message.contains("main.c"), "{}", note.message);
+
+        // A changed caller in weak.c calls the stable entry, i.e. main.c's `hook`.
+        let w3 = WEAK.replace("+ 100", "+ 200");
+        let obj = p.compile("w3", "weak.c", &w3);
+        let patch = link_weak(&p, &obj);
+        assert_eq!(patch.swapped, vec!["call_hook".to_string()], "{patch:#?}");
+        assert_eq!(rel32_target(&obj, &patch, "call_hook", "hook"), hook);
+        assert!(patch.entries.iter().all(|e| e.addr.0 != hook), "{patch:#?}");
+
+        // A second strong `hook`, in other.c: refused, the entry stays main.c's.
+        let o2 = format!("{OTHER}int hook(void) {{ return 4; }}\n");
+        let obj = p.compile("o2", "other.c", &o2);
+        let errors = p.link_errors("other.c", &obj);
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.code == LinkErrorCode::MultipleDefinition
+                    && e.message.contains("main.c")
+                    && e.message.contains("other.c")),
+            "{errors:#?}"
+        );
+
+        // main.c's own definition edited again: swapped at the same entry.
+        let m3 = p.compile("m3", "main.c", &with_hook("3"));
+        let patch = p.linker.link(&LinkRequest {
+            object: &m3,
+            baseline: Some(&m2),
+            unit: p.unit("main.c"),
+        });
+        let patch = patch.unwrap_or_else(|e| panic!("{e:#?}"));
+        assert_eq!(patch.swapped, vec!["hook".to_string()], "{patch:#?}");
+        assert!(patch.entries.iter().any(|e| e.addr.0 == hook), "{patch:#?}");
+
+        // Undo of the takeover: the entry is weak.c's again, and its edit is swapped in.
+        assert!(p.linker.revert_last().is_some());
+        let obj = p.compile("w4", "weak.c", &w2);
+        let patch = link_weak(&p, &obj);
+        assert_eq!(
+            patch.swapped,
+            vec!["hook".to_string()],
+            "{flags:?}: {patch:#?}"
+        );
+        assert!(patch.entries.iter().any(|e| e.addr.0 == hook), "{patch:#?}");
+        assert!(patch.notes.is_empty(), "{:#?}", patch.notes);
+    }
+}
+
 /// A weak data default of weak.c overridden by strong.c, and the edit saved in weak.c:
 /// (name, weak.c's definition, strong.c, the edit, how weak.c's `get` reads it).
 type WeakData = (

@@ -557,6 +557,274 @@ fn library_ifunc_is_called_through_a_slot_copied_from_its_irelative_slot() {
     );
 }
 
+/// A program linked by the real `cc` against the real libc (loaded at `libc_bias`).
+fn program_on_libc(v1: &str, cflags: &[&str], libc_bias: u64) -> Program {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let obj = compile(dir.path(), "prog.c", v1, cflags);
+    let pie = !cflags.contains(&"-fno-pie");
+    let exe_path = dir.path().join("out");
+    run(std::process::Command::new("cc")
+        .arg(if pie { "-pie" } else { "-no-pie" })
+        .arg("-o")
+        .arg(&exe_path)
+        .arg(&obj));
+    let bias = if pie { BIAS } else { 0 };
+    let exe = module(&exe_path, bias);
+    let tu = exe
+        .image
+        .translation_units
+        .iter()
+        .position(|n| n == "prog.c")
+        .map(|i| TranslationUnitId(i as u32));
+    let arenas = if pie {
+        arenas_below_image()
+    } else {
+        low_arenas()
+    };
+    let libc = module(&libc_path(), libc_bias);
+    Program {
+        v1: parse_object(&obj),
+        linker: Linker::new(image_model(exe, vec![libc]), arenas),
+        dir,
+        tu,
+        bias,
+    }
+}
+
+/// `name` is an IFUNC of the real libc with no `IRELATIVE` slot for its resolver (glibc
+/// 2.36: `strstr`, `time`): the case only the executable's own PLT can serve.
+fn assert_ifunc_without_irelative(p: &Program, name: &str) {
+    let libc = &p.linker.image().libs[0].image;
+    let sym = libc
+        .symbols
+        .iter()
+        .find(|s| s.name == name && s.dynamic && s.defined && s.default_version)
+        .unwrap_or_else(|| panic!("libc defines {name}"));
+    assert_eq!(sym.kind, SymbolKind::Ifunc, "{name} is an IFUNC in glibc");
+    assert!(
+        !libc
+            .irelative_slots
+            .iter()
+            .any(|s| s.resolver_vaddr == sym.vaddr),
+        "this glibc has an IRELATIVE slot for {name}: the test's premise no longer holds"
+    );
+}
+
+/// The executable's GOT slot of `kind` for `name`, at run time.
+fn exe_slot(p: &Program, name: &str, kind: hot_object::GotSlotKind) -> Option<u64> {
+    p.linker
+        .image()
+        .exe
+        .image
+        .got_slots
+        .iter()
+        .find(|s| s.symbol == name && s.kind == kind)
+        .map(|s| s.vaddr + p.bias)
+}
+
+/// The executable's PLT entry for `name`, at run time.
+fn exe_plt(p: &Program, name: &str) -> Option<u64> {
+    p.linker
+        .image()
+        .exe
+        .image
+        .plt_entries
+        .iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, v)| v + p.bias)
+}
+
+const CALLS_STRSTR: &str = r#"
+#include <string.h>
+#include <time.h>
+char *find(const char *h, const char *n) { return strstr(h, n); }
+long now(void) { return (long)time(0); }
+long use(const char *s) { return s[0]; }
+int main(int argc, char **argv) { return (find(argv[0], "xy") != 0) + (int)now() + (int)use(argv[0]); }
+"#;
+
+#[test]
+fn library_ifunc_without_irelative_slot_is_called_through_the_executables_slot() {
+    const LIBC_BIAS: u64 = 0x7fff_f000_0000;
+    for flags in [&["-O0", "-fPIE"][..], &["-O0", "-fno-pie"][..]] {
+        let p = program_on_libc(CALLS_STRSTR, flags, LIBC_BIAS);
+        for name in ["strstr", "time"] {
+            assert_ifunc_without_irelative(&p, name);
+        }
+        let v2 = CALLS_STRSTR.replace(
+            "long use(const char *s) { return s[0]; }",
+            "long use(const char *s) { return strstr(s, \"ab\") ? (long)time(0) : 0; }",
+        );
+        let obj = p.compile("v2", &v2, flags);
+        let patch = p
+            .link(&obj, Some(&p.v1))
+            .unwrap_or_else(|e| panic!("{flags:?}: {e:#?}"));
+        assert_eq!(patch.swapped, vec!["use".to_string()], "{patch:#?}");
+        assert!(patch.slot_copies.is_empty(), "{:#?}", patch.slot_copies);
+        for name in ["strstr", "time"] {
+            let slot = exe_slot(&p, name, hot_object::GotSlotKind::JumpSlot)
+                .unwrap_or_else(|| panic!("{flags:?}: the program calls {name} through a PLT"));
+            let stub = patch
+                .writes
+                .iter()
+                .find(|w| w.what == format!("call stub for {name}"))
+                .unwrap_or_else(|| panic!("{flags:?}: no stub for {name}: {patch:#?}"));
+            assert_eq!(&stub.bytes[..2], &[0xff, 0x25]);
+            let rel = i32::from_le_bytes(stub.bytes[2..6].try_into().expect("rel32"));
+            assert_eq!(
+                (stub.addr.0 as i64 + 6 + rel as i64) as u64,
+                slot,
+                "{flags:?}: {name} is reached through the executable's JUMP_SLOT"
+            );
+        }
+    }
+}
+
+#[test]
+fn address_of_a_library_ifunc_without_irelative_slot_is_the_programs_own() {
+    const LIBC_BIAS: u64 = 0x7fff_f000_0000;
+    let pointer = "char *(*pick(void))(const char *, const char *) { return strstr; }\n";
+    // A PIE that only called strstr: the PLT entry, a working pointer (a GOT load in new
+    // code gets an arena slot holding it).
+    let p = program_on_libc(CALLS_STRSTR, &["-O0", "-fPIE"], LIBC_BIAS);
+    assert!(exe_slot(&p, "strstr", hot_object::GotSlotKind::GlobDat).is_none());
+    let plt = exe_plt(&p, "strstr").expect("PLT entry");
+    let obj = p.compile("v2", &format!("{CALLS_STRSTR}{pointer}"), &["-O0", "-fPIE"]);
+    let patch = p
+        .link(&obj, Some(&p.v1))
+        .unwrap_or_else(|e| panic!("{e:#?}"));
+    assert!(
+        patch
+            .writes
+            .iter()
+            .any(|w| w.what == "GOT slot for strstr" && w.bytes == plt.to_le_bytes()),
+        "{patch:#?}"
+    );
+    // A non-PIE: the PLT entry is the canonical address, as an absolute in the code.
+    let p = program_on_libc(CALLS_STRSTR, &["-O0", "-fno-pie"], LIBC_BIAS);
+    let plt = exe_plt(&p, "strstr").expect("PLT entry");
+    let obj = p.compile(
+        "v2",
+        &format!("{CALLS_STRSTR}{pointer}"),
+        &["-O0", "-fno-pie"],
+    );
+    let patch = p
+        .link(&obj, Some(&p.v1))
+        .unwrap_or_else(|e| panic!("{e:#?}"));
+    let body = patch
+        .writes
+        .iter()
+        .find(|w| w.what == "body of pick")
+        .expect("body of pick");
+    assert!(
+        body.bytes
+            .windows(4)
+            .any(|b| b == (plt as u32).to_le_bytes()),
+        "{plt:#x} in {body:#?}"
+    );
+    // A PIE that took the address itself: its GLOB_DAT slot, copied at apply time into the
+    // new pointer, so `&strstr` compares equal with the program's.
+    let v1 = format!("{CALLS_STRSTR}{pointer}");
+    let p = program_on_libc(&v1, &["-O0", "-fPIE"], LIBC_BIAS);
+    let glob_dat = exe_slot(&p, "strstr", hot_object::GotSlotKind::GlobDat).expect("GLOB_DAT");
+    let v2 = format!("{v1}char *(*saved)(const char *, const char *) = strstr;\nvoid *get(void) {{ return &saved; }}\n");
+    let obj = p.compile("v2", &v2, &["-O0", "-fPIE"]);
+    let patch = p
+        .link(&obj, Some(&p.v1))
+        .unwrap_or_else(|e| panic!("{e:#?}"));
+    assert!(
+        patch
+            .slot_copies
+            .iter()
+            .any(|c| c.src.0 == glob_dat && c.what == "address of strstr"),
+        "{:#?}",
+        patch.slot_copies
+    );
+}
+
+#[test]
+fn library_ifunc_the_program_never_calls_without_irelative_slot_is_refused() {
+    let p = program_on_libc(BASE, &["-O0", "-fPIE"], 0x7fff_f000_0000);
+    assert_ifunc_without_irelative(&p, "strstr");
+    let v2 = BASE
+        .replace(
+            "int counter;",
+            "int counter;\nchar *strstr(const char *, const char *);",
+        )
+        .replace(
+            "counter += helper(n);",
+            "counter += helper(n) + (strstr(\"abc\", \"bc\") != 0);",
+        );
+    let obj = p.compile("v2", &v2, &["-O0", "-fno-builtin"]);
+    let errors = p.link(&obj, Some(&p.v1)).expect_err("refused");
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.code == LinkErrorCode::UnsupportedRelocation
+                && e.message.contains("`strstr` is an IFUNC of")
+                && e.message.contains("R_X86_64_IRELATIVE")),
+        "{errors:#?}"
+    );
+}
+
+const CALLS_ATEXIT: &str = r#"
+#include <stdlib.h>
+static void bye(void) {}
+void later(void) {}
+int main(void) { atexit(bye); later(); return 0; }
+"#;
+
+/// glibc 2.34+ keeps `atexit` in libc_nonshared.a: a program that called it has its own
+/// (LOCAL, in ld's nameless `STT_FILE` group), which new code calls directly; in one that
+/// never did, the refusal says where it lives.
+#[test]
+fn atexit_resolves_to_the_executables_copy_or_is_explained() {
+    const LIBC_BIAS: u64 = 0x7fff_f000_0000;
+    let edit = |v1: &str| {
+        v1.replace(
+            "void later(void) {}",
+            "static void again(void) {}\nvoid later(void) { atexit(again); }",
+        )
+    };
+    for flags in [&["-O0", "-fPIE"][..], &["-O0", "-fno-pie"][..]] {
+        let p = program_on_libc(CALLS_ATEXIT, flags, LIBC_BIAS);
+        let atexit = p.exe_symbol("atexit");
+        let obj = p.compile("v2", &edit(CALLS_ATEXIT), flags);
+        let patch = p
+            .link(&obj, Some(&p.v1))
+            .unwrap_or_else(|e| panic!("{flags:?}: {e:#?}"));
+        assert_eq!(patch.swapped, vec!["later".to_string()], "{patch:#?}");
+        let body = patch
+            .writes
+            .iter()
+            .find(|w| w.what == "body of later")
+            .expect("body of later");
+        let call = body
+            .bytes
+            .iter()
+            .rposition(|&b| b == 0xe8)
+            .expect("a call in later");
+        let rel = i32::from_le_bytes(body.bytes[call + 1..call + 5].try_into().expect("rel32"));
+        assert_eq!(
+            (body.addr.0 as i64 + call as i64 + 5 + rel as i64) as u64,
+            atexit,
+            "{flags:?}: the executable's own atexit"
+        );
+    }
+    let never = CALLS_ATEXIT.replace("atexit(bye); ", "");
+    let p = program_on_libc(&never, &["-O0", "-fPIE"], LIBC_BIAS);
+    let obj = p.compile("v2", &edit(&never), &["-O0", "-fPIE"]);
+    let errors = p.link(&obj, Some(&p.v1)).expect_err("refused");
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.code == LinkErrorCode::UndefinedSymbol
+                && e.message.contains("undefined symbol `atexit`")
+                && e.message.contains("libc_nonshared.a")),
+        "{errors:#?}"
+    );
+}
+
 #[test]
 fn unchanged_functions_are_skipped_with_a_baseline() {
     let p = program(BASE, &["-O0"], vec![], arenas_below_image());

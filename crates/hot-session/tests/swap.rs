@@ -153,6 +153,31 @@ fn first_call_to_strlen_an_ifunc() {
     f.assert_same_process();
 }
 
+/// New code calling libc functions that only the executable reaches: `strstr` and `time`
+/// are IFUNCs glibc 2.36 has no `IRELATIVE` slot for (called through the program's own
+/// `JUMP_SLOT`), and `atexit` lives in libc_nonshared.a, so it is the program's own copy.
+#[test]
+fn new_code_calls_libc_functions_through_the_executable() {
+    for (to, after) in [
+        (
+            "return (int)(strstr(text, \"world\") - text) + (int)(time(NULL) > 0);",
+            "extra=7",
+        ),
+        (
+            "static int once;\n    if (!once)\n        once = atexit(bye) == 0 ? 42 : -1;\n    return once;",
+            "extra=42",
+        ),
+    ] {
+        check_edit(
+            "libcalls",
+            "main.c",
+            ("extra=0", "return 0;", to),
+            "extra",
+            after,
+        );
+    }
+}
+
 #[test]
 fn first_use_of_stderr() {
     let mut f = Fixture::launch("basic");
@@ -757,6 +782,43 @@ fn an_overridden_weak_default_is_not_swapped_and_the_override_is() {
     let swap = f.wait_swap();
     assert_eq!(swap.swapped, vec!["hook".to_string()], "{swap:?}");
     f.wait_output("hook=20 ");
+    f.assert_same_process();
+}
+
+#[test]
+fn a_strong_definition_added_by_a_save_keeps_the_weak_default_out() {
+    // main.c gains a strong `hook`: it takes over weak.c's entry, as a relink would.
+    let (mut f, _) = check_edit(
+        "weakhook",
+        "main.c",
+        (
+            "hook=1 end",
+            "/* strong hook here */",
+            "int hook(void) {\n    return 2;\n}",
+        ),
+        "hook",
+        "hook=2 end",
+    );
+    let swaps = |f: &Fixture| {
+        f.log
+            .iter()
+            .filter(|e| matches!(e, SessionEvent::Swap(_)))
+            .count()
+    };
+    let before = swaps(&f);
+    // A later save of weak.c's default leaves main.c's `hook` running, and says so.
+    f.edit("weak.c", "return 1;", "return 10;");
+    f.save("weak.c");
+    let diagnostics = f.wait_diagnostics("weak.c");
+    let found = diagnostics
+        .iter()
+        .find(|d| d.code == "weak-overridden")
+        .unwrap_or_else(|| panic!("no weak-overridden diagnostic: {diagnostics:#?}"));
+    assert!(found.message.contains("main.c"), "{found:?}");
+    assert_eq!(swaps(&f), before, "something was swapped");
+    for l in f.next_lines(3) {
+        assert!(l.contains("hook=2 end"), "the program changed: {l}");
+    }
     f.assert_same_process();
 }
 
