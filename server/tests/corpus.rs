@@ -16,13 +16,13 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc::{self, Receiver};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use common::process_alive;
+use common::watch::Watch;
 use serde_json::Value;
 
 /// One wait for an event. Generous: the corpus compiles at -O2 on a busy 2-core machine
@@ -309,98 +309,6 @@ fn fetch(name: &str, dir: &Path) -> PathBuf {
     dir.join(name)
 }
 
-struct Watch {
-    child: Child,
-    events: Receiver<Value>,
-    /// Every event but output, for failure messages.
-    seen: Vec<Value>,
-    /// The last output lines, for failure messages.
-    recent_output: Vec<String>,
-}
-
-impl Watch {
-    fn start(dir: &Path) -> Watch {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_hot-lsp"))
-            .arg("watch")
-            .arg(dir)
-            .arg("--json")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start hot-lsp watch");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, events) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { return };
-                let event: Value = serde_json::from_str(&line)
-                    .unwrap_or_else(|error| panic!("not a JSON event: {line:?}: {error}"));
-                if tx.send(event).is_err() {
-                    return;
-                }
-            }
-        });
-        Watch {
-            child,
-            events,
-            seen: Vec::new(),
-            recent_output: Vec::new(),
-        }
-    }
-
-    /// Waits for the next event satisfying `matches`. The program exiting, an `error` event
-    /// or an error diagnostic fail the test on the spot, with what came before.
-    fn wait(&mut self, what: &str, matches: impl Fn(&Value) -> bool) -> Value {
-        let deadline = Instant::now() + TIMEOUT;
-        loop {
-            let remaining = deadline.saturating_duration_since(Instant::now());
-            let Ok(event) = self.events.recv_timeout(remaining) else {
-                panic!(
-                    "no {what} within {TIMEOUT:?}; events: {:#?}\nlast output: {:#?}",
-                    self.seen, self.recent_output
-                );
-            };
-            if event["event"] == "output" {
-                let text = event["text"].as_str().unwrap_or_default().to_owned();
-                if self.recent_output.len() == 20 {
-                    self.recent_output.remove(0);
-                }
-                self.recent_output.push(text);
-            } else {
-                self.seen.push(event.clone());
-            }
-            if matches(&event) {
-                return event;
-            }
-            let fatal = event["event"] == "exited"
-                || event["event"] == "error"
-                || (event["event"] == "diagnostic" && event["severity"] == "error");
-            assert!(
-                !fatal,
-                "while waiting for {what}: {event}\nevents: {:#?}\nlast output: {:#?}",
-                self.seen, self.recent_output
-            );
-        }
-    }
-
-    fn output(&mut self, needle: &str) {
-        self.wait(&format!("output containing {needle:?}"), |event| {
-            event["event"] == "output"
-                && event["text"]
-                    .as_str()
-                    .is_some_and(|text| text.contains(needle))
-        });
-    }
-}
-
-impl Drop for Watch {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// A corpus program running under `hot-lsp watch`, in its own temporary folder.
 struct Session {
     _scratch: tempfile::TempDir,
@@ -436,7 +344,7 @@ impl Session {
         )
         .expect("write hot-lsp.toml");
 
-        let mut watch = Watch::start(&root);
+        let mut watch = Watch::start(&root).strict(TIMEOUT);
         let launched = watch.wait("launched", |event| event["event"] == "launched");
         let pid = launched["pid"].as_i64().expect("pid");
         watch.output(program.first_output);

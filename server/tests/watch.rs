@@ -5,97 +5,10 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc::{self, Receiver};
-use std::time::Instant;
+use std::process::{Command, Stdio};
 
-use common::{build_program, copy_fixture, copy_shared_fixture, process_alive, TIMEOUT};
-use serde_json::Value;
-
-struct Watch {
-    child: Child,
-    events: Receiver<Value>,
-    seen: Vec<Value>,
-}
-
-impl Watch {
-    fn start(dir: &std::path::Path) -> Watch {
-        Watch::start_in(dir, true)
-    }
-
-    /// `json`: false runs the human-readable mode; each of its lines is then an event
-    /// `{"event": "line", "text": ...}`.
-    fn start_in(dir: &std::path::Path, json: bool) -> Watch {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_hot-lsp"));
-        command.arg("watch").arg(dir);
-        if json {
-            command.arg("--json");
-        }
-        let mut child = command
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start hot-lsp watch");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, events) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { return };
-                let event: Value = if json {
-                    serde_json::from_str(&line)
-                        .unwrap_or_else(|error| panic!("not a JSON event: {line:?}: {error}"))
-                } else {
-                    serde_json::json!({"event": "line", "text": line})
-                };
-                if tx.send(event).is_err() {
-                    return;
-                }
-            }
-        });
-        Watch {
-            child,
-            events,
-            seen: Vec::new(),
-        }
-    }
-
-    /// Waits for the next event satisfying `matches`, skipping others.
-    fn wait(&mut self, what: &str, matches: impl Fn(&Value) -> bool) -> Value {
-        let deadline = Instant::now() + TIMEOUT;
-        loop {
-            let remaining = deadline.saturating_duration_since(Instant::now());
-            match self.events.recv_timeout(remaining) {
-                Ok(event) => {
-                    if event["event"] != "output" {
-                        self.seen.push(event.clone());
-                    }
-                    if matches(&event) {
-                        return event;
-                    }
-                }
-                Err(_) => panic!("no {what} event within {TIMEOUT:?}; seen: {:#?}", self.seen),
-            }
-        }
-    }
-
-    fn output(&mut self, needle: &str) {
-        self.wait(&format!("output {needle:?}"), |event| {
-            event["event"] == "output"
-                && event["text"]
-                    .as_str()
-                    .is_some_and(|text| text.contains(needle))
-        });
-    }
-}
-
-impl Drop for Watch {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use common::watch::Watch;
+use common::{build_program, copy_fixture, copy_shared_fixture, process_alive};
 
 #[test]
 fn watch_refuses_a_folder_without_hot_lsp_toml() {
@@ -177,11 +90,11 @@ fn watch_swaps_saved_edits_reports_errors_and_kills_the_program_on_sigterm() {
 
     let terminated = Command::new("kill")
         .arg("-TERM")
-        .arg(watch.child.id().to_string())
+        .arg(watch.pid().to_string())
         .status()
         .expect("run kill");
     assert!(terminated.success());
-    let status = watch.child.wait().expect("wait for hot-lsp watch");
+    let status = watch.wait_exit();
     assert_eq!(status.code(), Some(0), "{status}");
     assert!(
         !process_alive(pid),

@@ -14,6 +14,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+pub mod watch;
+
 /// Generous: the CI box is a busy 2-core machine.
 pub const TIMEOUT: Duration = Duration::from_secs(60);
 
