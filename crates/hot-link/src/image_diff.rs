@@ -734,12 +734,13 @@ impl Unit<'_, '_, '_> {
         }
     }
 
-    /// For an atom with named symbols, where the object at `off` ends: the next symbol's
-    /// start, or the atom's end. `None` for an atom without named symbols.
-    fn next_symbol(&self, target: AtomId, off: u64) -> Option<u64> {
+    /// The named object of `target` that holds `off`: from the last symbol at or before it
+    /// to the next one after it (`None` when the atom has no named symbol).
+    fn symbol_bounds(&self, target: AtomId, off: u64) -> Option<(u64, u64)> {
         let obj = self.cx.info.obj;
         let a = obj.atom(target);
         let mut named = false;
+        let mut start = 0;
         let mut next = a.size;
         for &s in &a.symbols {
             let sym = obj.symbol(s);
@@ -750,10 +751,12 @@ impl Unit<'_, '_, '_> {
             if let SymbolDef::Atom { offset, .. } = sym.def {
                 if offset.0 > off {
                     next = next.min(offset.0);
+                } else {
+                    start = start.max(offset.0);
                 }
             }
         }
-        named.then_some(next)
+        named.then_some((start, next))
     }
 
     /// Whether image address `slot` is the executable's own GOT slot for the undefined
@@ -909,13 +912,16 @@ impl Unit<'_, '_, '_> {
         } else if let Some(n) = entry_size(&a.section_name, ".cst") {
             let lo = off - off % n;
             (lo, (lo + n).min(a.size))
-        } else if let Some(next) = self.next_symbol(target, off) {
-            // Named objects (`table.0`, `CSWTCH.3`): the object runs to the next one, however
-            // other functions point into it.
-            (off, next)
+        } else if let Some(bounds) = self.symbol_bounds(target, off) {
+            // Named objects (`table.0`, `CSWTCH.3`): the whole object, from its start to the
+            // next one, however the code points into it (`t[i + 1]` designates t + 4, and an
+            // edit of t[0] must still count).
+            bounds
         } else {
-            // One block of a file's literals (gcc -O0's `.rodata`): each object runs to the
-            // next position anything designates.
+            // One block of a file's literals (gcc -O0's `.rodata`, strings reached from their
+            // start): each object runs from the last position anything designates at or
+            // before `off` to the next one after it. (An indexed table has a symbol of its
+            // own, `t.0`, and is compared whole above.)
             let labels = self.diff.labels(cx, target);
             let next = labels
                 .iter()
@@ -923,7 +929,13 @@ impl Unit<'_, '_, '_> {
                 .find(|&l| l > off)
                 .unwrap_or(a.size)
                 .min(a.size);
-            (off, next)
+            let start = labels
+                .iter()
+                .copied()
+                .filter(|&l| l <= off)
+                .max()
+                .unwrap_or(off);
+            (start, next)
         };
         let img_lo = d.wrapping_sub(off - lo);
         let Some(img) = cx.image_contents(RuntimeAddr(img_lo), (hi - lo) as usize) else {

@@ -148,6 +148,7 @@ const EDITS: &[(&str, &str, &str)] = &[
     ("lookup", "5, 9, 2", "5, 8, 2"),
     ("flush_out", "fflush(stdout);", "fflush(stderr);"),
     ("tls_bump", "++tls_counter;", "++tls_other;"),
+    ("offtab", "{11, 2, 3", "{12, 2, 3"),
     // `scaled_by` itself where it is not cloned (-O0, -O1), else its caller, which the clone
     // is copied with.
     (

@@ -1125,15 +1125,20 @@ fn label_addresses_kept_by_the_program_refuse_the_swap() {
     // (edit from, to, what the refusal must name)
     let cases = [
         (
-            "acc += p->arg;",
-            "acc += 2 * p->arg;",
+            "acc += p->arg;\n    p++;\n    goto *p->addr;\nL_FINISH:",
+            "acc += 2 * p->arg;\n    p++;\n    goto *p->addr;\nL_FINISH:",
             &["`run`", "labels"][..],
         ),
         ("return 10;", "return 11;", &["`dispatch`", "`table"][..]),
+        (
+            "acc += p->arg;\n    p++;\n    goto *p->addr;\nC_END:",
+            "acc += 3 * p->arg;\n    p++;\n    goto *p->addr;\nC_END:",
+            &["`crun`", "labels"][..],
+        ),
     ];
     for (from, to, names) in cases {
         let mut f = Fixture::launch("labels");
-        f.wait_output("sum=3 dispatch=20 ro=30");
+        f.wait_output("sum=3 dispatch=20 ro=30 crun=3");
         f.edit("main.c", from, to);
         f.save("main.c");
         let diagnostics = f.wait_diagnostics("main.c");
@@ -1151,7 +1156,7 @@ fn label_addresses_kept_by_the_program_refuse_the_swap() {
         f.fresh_output.clear();
         for l in f.next_lines(3) {
             assert!(
-                l.contains("sum=3 dispatch=20 ro=30"),
+                l.contains("sum=3 dispatch=20 ro=30 crun=3"),
                 "the program changed: {l}"
             );
         }
@@ -1168,6 +1173,23 @@ fn a_read_only_label_table_swaps_with_its_body() {
         "ro_dispatch",
         "ro=33",
     );
+}
+
+#[test]
+fn a_read_only_label_table_swaps_with_its_body_at_o0() {
+    // -O0 puts the table's address in the index register (`mov (%rdx,%rax,1),%rax`).
+    let mut f = Fixture::copy("labels");
+    let config = std::fs::read_to_string(f.path("hot-lsp.toml")).expect("read config");
+    f.write("hot-lsp.toml", &config.replace("-O1", "-O0"));
+    f.start();
+    f.wait_launched();
+    f.wait_output("ro=30");
+    f.edit("main.c", "return 30;", "return 33;");
+    f.save("main.c");
+    let swap = f.wait_swap();
+    assert_eq!(swap.swapped, vec!["ro_dispatch".to_string()], "{swap:?}");
+    f.wait_output("ro=33");
+    f.assert_same_process();
 }
 
 #[test]
@@ -1196,7 +1218,7 @@ fn label_taking_functions_equal_to_the_running_image_are_not_swapped() {
     check_without_baseline(
         "labels",
         ("ro=30", "return 30;", "return 33;"),
-        ("ro_dispatch", 3),
+        ("ro_dispatch", 4),
         "ro=33",
     );
 }
