@@ -24,9 +24,9 @@ use std::ops::Range;
 use super::memory::ProcMem;
 use crate::{Mapping, ProcessError};
 
-/// At most this much of one stack is scanned (a deeper stack ends the scan there): far more
-/// than any real stack, small enough to keep the stopped window bounded on a thread whose
-/// stack pointer sits in a huge mapping (an alternate signal stack in the heap).
+/// At most this much of one stack is scanned (a deeper one refuses the swap): far more than
+/// any real stack, small enough to keep the stopped window bounded on a thread whose stack
+/// pointer sits in a huge mapping (an alternate signal stack in the heap).
 const MAX_STACK_SCAN: u64 = 64 << 20;
 
 /// How much of a stack is read at once.
@@ -39,6 +39,10 @@ const MAX_STACKS: usize = 16;
 const FRAME_UC_FLAGS: u64 = 8;
 const FRAME_UC_LINK: u64 = 16;
 const FRAME_SAVED_RSP: u64 = 168;
+/// `cs` (with `gs`, `fs`, `ss`) after `rip` and `eflags` in the `sigcontext`.
+const FRAME_SAVED_CS: u64 = 192;
+/// The code segment of 64-bit user code (`__USER_CS`).
+const USER_CS: u64 = 0x33;
 
 /// The restorers signal frames return through: glibc's `mov $15,%rax; syscall` and musl's
 /// `mov $15,%eax; syscall`.
@@ -67,11 +71,22 @@ impl<'a> Guarded<'a> {
     ) -> Guarded<'a> {
         let mut ranges: Vec<(Range<u64>, &str, u8)> =
             commit.map(|(range, what)| (range, what, 0)).collect();
+        ranges.sort_by_key(|(r, _, _)| r.start);
         let named = ranges.len();
+        let longest_commit = ranges
+            .iter()
+            .map(|(r, _, _)| r.end.saturating_sub(r.start))
+            .max()
+            .unwrap_or(0);
         for range in protected {
-            let what = ranges[..named]
+            // The commit ranges that start before `range` ends, nearest first, as far back as
+            // one could still reach into it.
+            let upto = ranges[..named].partition_point(|(r, _, _)| r.start < range.end);
+            let what = ranges[..upto]
                 .iter()
-                .find(|(r, _, _)| r.start < range.end && range.start < r.end)
+                .rev()
+                .take_while(|(r, _, _)| r.start.saturating_add(longest_commit) > range.start)
+                .find(|(r, _, _)| range.start < r.end)
                 .map_or("code being replaced", |(_, what, _)| *what);
             ranges.push((range.clone(), what, 1));
         }
@@ -142,7 +157,16 @@ pub(crate) fn scan_thread(
                  frames cannot be checked; nothing was written"
             )));
         };
-        let end = mapping.range.end.min(start.saturating_add(MAX_STACK_SCAN));
+        let end = mapping.range.end;
+        if end - start > MAX_STACK_SCAN {
+            // Frames beyond the cap would go unchecked: say so rather than pass.
+            return Err(ProcessError::Other(format!(
+                "thread {tid} has a stack of more than {} MiB above {start:#x}, too deep to \
+                 check its frames while the program is stopped; nothing was written — save \
+                 again when it is shallower",
+                MAX_STACK_SCAN >> 20
+            )));
+        }
         let range = (start & !7)..end;
         let via_signal_frame = !scanned.is_empty();
         if let Some(value) = scan_range(mem, maps, tid, range.clone(), guarded, buf, &mut pending)?
@@ -220,8 +244,12 @@ fn signal_frame_rsp(
             .ok()?;
         Some(u64::from_le_bytes(bytes))
     };
-    // uc_flags holds a few UC_* bits, uc_link is NULL for a kernel-made frame.
-    if word(FRAME_UC_FLAGS)? > 0xff || word(FRAME_UC_LINK)? != 0 {
+    // uc_flags holds a few UC_* bits, uc_link is NULL for a kernel-made frame, and the
+    // saved code segment is the 64-bit user one.
+    if word(FRAME_UC_FLAGS)? > 0xff
+        || word(FRAME_UC_LINK)? != 0
+        || word(FRAME_SAVED_CS)? & 0xffff != USER_CS
+    {
         return None;
     }
     let mut code = [0u8; 9];
@@ -229,7 +257,9 @@ fn signal_frame_rsp(
     if !RESTORERS.iter().any(|r| code.starts_with(r)) {
         return None;
     }
-    word(FRAME_SAVED_RSP).filter(|&rsp| mapping_at(maps, rsp).is_some())
+    // A stack is writable data, never code.
+    word(FRAME_SAVED_RSP)
+        .filter(|&rsp| mapping_at(maps, rsp).is_some_and(|m| m.writable && !m.executable))
 }
 
 /// The little-endian word at `buf[i..i + 8]`, if it lies in `buf`.
@@ -271,5 +301,13 @@ mod tests {
         );
         assert_eq!(g.find(0x0fff), None);
         assert_eq!(g.find(u64::MAX), None);
+        // A protected range inside a commit write that starts before it is named after it.
+        let g = Guarded::new(commit.iter().cloned(), &[0x2002..0x2004]);
+        assert_eq!(g.find(0x2003), Some((0x2000..0x2005, "entry of bar")));
+        let g = Guarded::new(std::iter::empty(), &[0x2002..0x2004]);
+        assert_eq!(
+            g.find(0x2003),
+            Some((0x2002..0x2004, "code being replaced"))
+        );
     }
 }
