@@ -659,6 +659,19 @@ impl Unit<'_, '_, '_> {
                 return false;
             }
         }
+        // Nor use it implicitly (`mulq (%rax)` multiplies by %rax too): the GOT address may
+        // only be the memory base (read) or the destination the instruction writes.
+        let mut info = iced_x86::InstructionInfoFactory::new();
+        let implicit = info.info(n2).used_registers().iter().any(|u| {
+            u.register().full_register() == reg.full_register()
+                && !matches!(
+                    u.access(),
+                    iced_x86::OpAccess::Read | iced_x86::OpAccess::Write
+                )
+        });
+        if implicit {
+            return false;
+        }
         // A jump whose relocation designates a function's entry is a tail call.
         let a = self.cx.info.obj.atom(atom);
         let tail_call = |ins: &Instruction| {
