@@ -302,9 +302,10 @@ mod tests {
         assert_eq!(g.find(0x0fff), None);
         assert_eq!(g.find(u64::MAX), None);
         // A protected range inside a commit write that starts before it is named after it.
-        let g = Guarded::new(commit.iter().cloned(), &[0x2002..0x2004]);
+        let inner: Vec<Range<u64>> = std::iter::once(0x2002..0x2004).collect();
+        let g = Guarded::new(commit.iter().cloned(), &inner);
         assert_eq!(g.find(0x2003), Some((0x2000..0x2005, "entry of bar")));
-        let g = Guarded::new(std::iter::empty(), &[0x2002..0x2004]);
+        let g = Guarded::new(std::iter::empty(), &inner);
         assert_eq!(
             g.find(0x2003),
             Some((0x2002..0x2004, "code being replaced"))
