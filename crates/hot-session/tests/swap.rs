@@ -228,14 +228,7 @@ fn check_refused_in(
         .unwrap_or_else(|| panic!("no {code} diagnostic: {diagnostics:#?}"))
         .clone();
     assert_eq!((found.line, found.severity), (line, severity), "{found:?}");
-    assert!(
-        !f.log.iter().any(|e| matches!(e, SessionEvent::Swap(_))),
-        "something was swapped"
-    );
-    for l in f.next_lines(3) {
-        assert!(l.contains(steady), "the program changed: {l}");
-    }
-    f.assert_same_process();
+    f.assert_unchanged(0, steady, 3);
     (f, found)
 }
 
@@ -882,22 +875,7 @@ fn a_swap_refused_at_apply_time_leaves_const_data_untouched() {
     f.save("util.c");
     let error = f.wait_message(Severity::Error);
     assert!(error.contains("probe"), "{error}");
-    assert_eq!(
-        f.log
-            .iter()
-            .filter(|e| matches!(e, SessionEvent::Swap(_)))
-            .count(),
-        1,
-        "the refused save swapped something"
-    );
-    f.fresh_output.clear();
-    for l in f.next_lines(5) {
-        assert!(
-            l.contains("table=25 "),
-            "the refused swap changed the table: {l}"
-        );
-    }
-    f.assert_same_process();
+    f.assert_unchanged(1, "table=25 ", 5);
 }
 
 #[test]
@@ -1149,18 +1127,7 @@ fn label_addresses_kept_by_the_program_refuse_the_swap() {
         for name in names {
             assert!(found.message.contains(name), "{name} missing: {found:?}");
         }
-        assert!(
-            !f.log.iter().any(|e| matches!(e, SessionEvent::Swap(_))),
-            "{from}: something was swapped"
-        );
-        f.fresh_output.clear();
-        for l in f.next_lines(3) {
-            assert!(
-                l.contains("sum=3 dispatch=20 ro=30 crun=3"),
-                "the program changed: {l}"
-            );
-        }
-        f.assert_same_process();
+        f.assert_unchanged(0, "sum=3 dispatch=20 ro=30 crun=3", 3);
     }
 }
 

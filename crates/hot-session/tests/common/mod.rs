@@ -283,6 +283,22 @@ impl Fixture {
         assert_eq!(status.pid, Some(pid), "the session reports another pid");
     }
 
+    /// After a refused save: `swaps` swaps so far (the refused one added none), the next
+    /// `lines` lines the program prints all contain `steady`, and it is the same process.
+    pub fn assert_unchanged(&mut self, swaps: usize, steady: &str, lines: usize) {
+        let swapped = self
+            .log
+            .iter()
+            .filter(|e| matches!(e, SessionEvent::Swap(_)))
+            .count();
+        assert_eq!(swapped, swaps, "the refused save swapped something");
+        self.fresh_output.clear();
+        for l in self.next_lines(lines) {
+            assert!(l.contains(steady), "the program changed: {l}");
+        }
+        self.assert_same_process();
+    }
+
     pub fn stdout_seen(&self) -> bool {
         self.log.iter().any(|e| {
             matches!(
