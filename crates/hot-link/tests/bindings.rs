@@ -7,21 +7,9 @@
 
 mod support;
 
-use hot_link::{
-    Arenas, LinkError, LinkErrorCode, LinkRequest, Linker, NoteSeverity, Patch, RuntimeAddr,
-    UnitRef,
-};
+use hot_link::{LinkError, LinkErrorCode, LinkRequest, Linker, NoteSeverity, Patch, UnitRef};
 use hot_object::{Binding, Object, RelocKind, TranslationUnitId};
 use support::*;
-
-const BIAS: u64 = 0x5555_5555_4000;
-
-fn arenas() -> Arenas {
-    Arenas {
-        code: RuntimeAddr(0x5555_0000_0000)..RuntimeAddr(0x5555_0010_0000),
-        data: RuntimeAddr(0x5555_0010_0000)..RuntimeAddr(0x5555_0020_0000),
-    }
-}
 
 /// A running image linked from several files.
 struct Program {
@@ -108,7 +96,11 @@ fn program_with(linker: Ld, files: &[(&str, &str)], cflags: &[&str], lib: Option
         built,
         linker: Linker::new(
             image_model(exe, libs),
-            if pie { arenas() } else { low_arenas() },
+            if pie {
+                arenas_below_image()
+            } else {
+                low_arenas()
+            },
         ),
         dir,
         bias,

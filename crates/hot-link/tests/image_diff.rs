@@ -15,7 +15,6 @@ use hot_link::{LinkRequest, Linker, Patch, UnitRef};
 use hot_object::{Object, SymbolKind, TranslationUnitId};
 use support::*;
 
-const BIAS: u64 = 0x5555_5555_4000;
 const LIBC_BIAS: u64 = 0x7fff_f700_0000;
 
 /// The patch flags hot-lsp adds to a file's own.

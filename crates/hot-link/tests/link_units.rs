@@ -8,17 +8,8 @@ use hot_link::{Arenas, LinkErrorCode, LinkRequest, Linker, Patch, RuntimeAddr, U
 use hot_object::{Object, RelocKind, SymbolKind, TranslationUnitId};
 use support::*;
 
-/// Load bias of the test programs (a typical PIE address with ASLR off).
-const BIAS: u64 = 0x5555_5555_4000;
 /// Load bias of the first shared library built by a test.
 const LIB_BIAS: u64 = 0x7fff_e000_0000;
-
-fn arenas_below_image() -> Arenas {
-    Arenas {
-        code: RuntimeAddr(0x5555_0000_0000)..RuntimeAddr(0x5555_0010_0000),
-        data: RuntimeAddr(0x5555_0010_0000)..RuntimeAddr(0x5555_0020_0000),
-    }
-}
 
 /// A running image built from `v1`: the linker for it and v1's object (a baseline).
 struct Program {

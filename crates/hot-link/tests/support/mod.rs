@@ -121,6 +121,17 @@ pub fn libc_path() -> PathBuf {
     panic!("no libc.so.6 found");
 }
 
+/// Load bias of the test programs (a typical PIE address with ASLR off).
+pub const BIAS: u64 = 0x5555_5555_4000;
+
+/// Arenas below a PIE loaded at [`BIAS`], within rel32 reach.
+pub fn arenas_below_image() -> Arenas {
+    Arenas {
+        code: RuntimeAddr(0x5555_0000_0000)..RuntimeAddr(0x5555_0010_0000),
+        data: RuntimeAddr(0x5555_0010_0000)..RuntimeAddr(0x5555_0020_0000),
+    }
+}
+
 /// Arenas right after a low image (within rel32 and absolute-32 reach).
 pub fn low_arenas() -> Arenas {
     Arenas {
