@@ -471,18 +471,17 @@ fn corpus_lua_vm_object_and_auxlib_functions_swap_while_the_interpreter_runs() {
     run_corpus(&LUA, LUA_CORE_EDITS);
 }
 
+const MAWK: Program = Program {
+    name: "mawk",
+    path: "mawk",
+    args: &["-f", "work.awk"],
+    workload: ("work.awk", MAWK_WORKLOAD),
+    first_output: " UP 599995",
+};
+
 #[test]
 fn corpus_mawk_builtins_printer_and_interpreter_loop_swap_while_it_runs() {
-    run_corpus(
-        &Program {
-            name: "mawk",
-            path: "mawk",
-            args: &["-f", "work.awk"],
-            workload: ("work.awk", MAWK_WORKLOAD),
-            first_output: " UP 599995",
-        },
-        MAWK_EDITS,
-    );
+    run_corpus(&MAWK, MAWK_EDITS);
 }
 
 /// Debian's own build flags: `-ffile-prefix-map=$PWD=.` makes DWARF name every file
@@ -493,10 +492,7 @@ fn corpus_mawk_built_with_debian_flags_swaps_while_it_runs() {
     run_corpus(
         &Program {
             name: "mawk-debian",
-            path: "mawk",
-            args: &["-f", "work.awk"],
-            workload: ("work.awk", MAWK_WORKLOAD),
-            first_output: " UP 599995",
+            ..MAWK
         },
         MAWK_EDITS,
     );
