@@ -141,13 +141,7 @@ impl Link<'_> {
                         // A weak default another file overrides: references bind to the
                         // override, as in the running program, whatever its size; its bytes
                         // are the override's and are never written (read-only or not).
-                        let vaddr = image_sym.vaddr.wrapping_sub(sym_offset);
-                        if tls {
-                            self.tls_bound.insert(atom, Vaddr(vaddr));
-                        } else {
-                            self.bound
-                                .insert(atom, self.model.exe.runtime(Vaddr(vaddr)));
-                        }
+                        self.bind_to_image(atom, image_sym.vaddr.wrapping_sub(sym_offset), tls);
                         if baseline_changed(self).unwrap_or(true) {
                             self.note_overridden_weak(&name, r, atom);
                         }
@@ -210,12 +204,7 @@ impl Link<'_> {
                         continue;
                     }
                     let vaddr = image_sym.vaddr.wrapping_sub(sym_offset);
-                    if tls {
-                        self.tls_bound.insert(atom, Vaddr(vaddr));
-                    } else {
-                        self.bound
-                            .insert(atom, self.model.exe.runtime(Vaddr(vaddr)));
-                    }
+                    self.bind_to_image(atom, vaddr, tls);
                     let changed = baseline_changed(self).unwrap_or_else(|| {
                         // Without a baseline, compare plain initializers with the image.
                         self.baseline_match.is_none() && a.relocs.is_empty() && {
@@ -328,6 +317,17 @@ impl Link<'_> {
             };
         }
         self.index.exe_local_static(self.model, tu, name)
+    }
+
+    /// Bind `atom` to the image's bytes at link-time address `vaddr` (the atom's start): a
+    /// thread-local by its TLS offset, anything else by its runtime address.
+    fn bind_to_image(&mut self, atom: AtomId, vaddr: u64, tls: bool) {
+        if tls {
+            self.tls_bound.insert(atom, Vaddr(vaddr));
+        } else {
+            self.bound
+                .insert(atom, self.model.exe.runtime(Vaddr(vaddr)));
+        }
     }
 
     /// Note that a kept variable's initializer changed; `line` is its declaration.
