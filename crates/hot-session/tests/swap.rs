@@ -1077,7 +1077,7 @@ fn a_header_edited_after_the_build_is_not_hidden_by_the_baseline() {
             } if text.contains("scale.h") => Some(text.clone()),
             _ => None,
         })
-        .expect("a note naming scale.h");
+        .unwrap_or_else(|| panic!("no note naming scale.h; events: {:#?}", f.log));
     assert!(
         note.contains("changed after the program was built"),
         "{note}"
