@@ -209,16 +209,20 @@ impl Link<'_> {
                         // Without a baseline, compare plain initializers with the image.
                         self.baseline_match.is_none() && a.relocs.is_empty() && {
                             let image = &self.model.exe.image;
-                            let ours: Vec<u8> = if a.bytes.is_empty() {
-                                vec![0; a.size as usize]
-                            } else {
-                                a.bytes.clone()
-                            };
+                            // A bss atom is compared with zeros without building them: its
+                            // size is a field of the file, not bounded by the file's length.
+                            let zeros = a.bytes.is_empty();
                             match image.section_at(vaddr) {
-                                Some(sec) if sec.bytes.is_empty() => ours.iter().any(|&b| b != 0),
+                                Some(sec) if sec.bytes.is_empty() => {
+                                    a.bytes.iter().any(|&b| b != 0)
+                                }
+                                Some(_) if zeros => usize::try_from(a.size)
+                                    .ok()
+                                    .and_then(|len| image.bytes_at(vaddr, len))
+                                    .is_some_and(|theirs| theirs.iter().any(|&b| b != 0)),
                                 Some(_) => image
-                                    .bytes_at(vaddr, ours.len())
-                                    .is_some_and(|theirs| theirs != ours.as_slice()),
+                                    .bytes_at(vaddr, a.bytes.len())
+                                    .is_some_and(|theirs| theirs != a.bytes.as_slice()),
                                 None => false,
                             }
                         }

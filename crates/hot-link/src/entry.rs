@@ -225,12 +225,12 @@ pub(crate) fn plan_image_entry(
     // Branches from other code (the function's `.cold` part, other functions) count alike.
     let mut from_elsewhere: Vec<u64> = Vec::new();
     for landing in elsewhere.branches_into(vaddr) {
-        if (vaddr..vaddr + size).contains(&landing.from) {
+        if (vaddr..vaddr.saturating_add(size)).contains(&landing.from) {
             continue;
         }
         landings.branches.push(landing.target);
         from_elsewhere.push(landing.from);
-        if landing.target < vaddr + JMP_REL8_LEN {
+        if landing.target < vaddr.saturating_add(JMP_REL8_LEN) {
             short_conflicts.branches.push(landing.target);
         }
     }
@@ -275,8 +275,9 @@ pub(crate) fn plan_image_entry(
         // A tiny function (`ret`, `xor %eax,%eax; ret`): the jump may run over the fill
         // after it, up to the next symbol. The whole gap is decoded from its start, so that
         // multi-byte nops are recognised.
-        let end = vaddr + JMP_REL32_LEN;
-        let gap_start = vaddr + size;
+        // Addresses and sizes come from the file: saturate rather than wrap at the top.
+        let end = vaddr.saturating_add(JMP_REL32_LEN);
+        let gap_start = vaddr.saturating_add(size);
         let gap_end = index.next_symbol_start(Vaddr(vaddr)).unwrap_or(end);
         let fill = gap_start..end;
         let fill_ok = gap_end >= end
@@ -325,8 +326,8 @@ pub(crate) fn plan_image_entry(
             ),
         }
     };
-    let after_short = vaddr + JMP_REL8_LEN;
-    let reach = after_short.saturating_sub(128)..after_short + 127 + JMP_REL32_LEN;
+    let after_short = vaddr.saturating_add(JMP_REL8_LEN);
+    let reach = after_short.saturating_sub(128)..after_short.saturating_add(127 + JMP_REL32_LEN);
     let mut candidates: Vec<u64> = Vec::new();
     if short_conflicts.is_empty() {
         for gap in index.gaps_overlapping(reach.clone()) {

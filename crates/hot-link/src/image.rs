@@ -213,7 +213,8 @@ impl ImageIndex {
             {
                 index.extents.push(Extent {
                     start: sym.vaddr,
-                    end: sym.vaddr + sym.size,
+                    // Sizes come from the file: a huge one ends at the top of memory.
+                    end: sym.vaddr.saturating_add(sym.size),
                 });
             }
         }

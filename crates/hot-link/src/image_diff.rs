@@ -97,7 +97,7 @@ impl ImageDiff {
         let a = cx.info.obj.atom(atom);
         let sym_size = cx.info.obj.symbol(sym).size;
         let new_hi = if sym_size > 0 {
-            (offset + sym_size).min(a.size)
+            offset.saturating_add(sym_size).min(a.size)
         } else {
             a.size
         };
@@ -136,7 +136,7 @@ impl ImageDiff {
                             } else {
                                 0
                             };
-                            let d = offset.0 as i64 + r.addend + adj;
+                            let d = (offset.0 as i64).wrapping_add(r.addend).wrapping_add(adj);
                             if d >= 0 {
                                 v.push(d as u64);
                             }
@@ -536,7 +536,8 @@ impl Unit<'_, '_, '_> {
                 }
                 [r] if matches!(r.kind, RelocKind::Pc32 | RelocKind::Plt32) => {
                     let adj = n.next_ip() as i64 - r.offset.0 as i64;
-                    self.designates(atom, r, r.addend + adj, target)
+                    // Addends come from the file: wrap rather than trust them to be small.
+                    self.designates(atom, r, r.addend.wrapping_add(adj), target)
                 }
                 _ => false,
             };
@@ -573,7 +574,7 @@ impl Unit<'_, '_, '_> {
                 let adj = n.next_ip() - r.offset.0;
                 (
                     value.wrapping_add(p_img).wrapping_add(adj),
-                    r.addend + adj as i64,
+                    r.addend.wrapping_add(adj as i64),
                 )
             } else {
                 (value, r.addend)
@@ -872,7 +873,7 @@ impl Unit<'_, '_, '_> {
         };
         let s = obj.symbol(sym);
         let new_hi = if s.size > 0 {
-            (new_lo + s.size).min(a.size)
+            new_lo.saturating_add(s.size).min(a.size)
         } else {
             a.size
         };
@@ -984,7 +985,7 @@ impl Unit<'_, '_, '_> {
                 // A jump table's `.long .L5-.L4`: relative to the table's start (the
                 // referenced position), not to the field.
                 let skew = (r.offset.0 - lo) as i64;
-                (r.addend - skew, value.wrapping_add(img_lo))
+                (r.addend.wrapping_sub(skew), value.wrapping_add(img_lo))
             } else if is_pc_relative(r.kind) {
                 (r.addend, value.wrapping_add(img_lo + start as u64))
             } else {

@@ -802,7 +802,7 @@ impl<'a> Link<'a> {
         let name = self.info.symbol_name(reloc.symbol);
         match class {
             TargetClass::Bound { atom } => match self.tls_bound.get(&atom) {
-                Some(v) => Ok(v.0 + self.info.symbol_offset(reloc.symbol)),
+                Some(v) => Ok(v.0.wrapping_add(self.info.symbol_offset(reloc.symbol))),
                 None if matches!(self.info.role(atom), AtomRole::ThreadLocal { .. }) => {
                     Err((LinkErrorCode::NewThreadLocal, String::new()))
                 }
@@ -872,11 +872,11 @@ impl<'a> Link<'a> {
                 None => Err((LinkErrorCode::ArenaExhausted, String::new())),
             },
             TargetClass::Placed { atom } => match self.placed.get(&atom) {
-                Some(base) => Ok(SymValue::Addr(base.0 + sym_offset)),
+                Some(base) => Ok(SymValue::Addr(base.0.wrapping_add(sym_offset))),
                 None => Err((LinkErrorCode::ArenaExhausted, String::new())),
             },
             TargetClass::Bound { atom } => match self.bound.get(&atom) {
-                Some(base) => Ok(SymValue::Addr(base.0 + sym_offset)),
+                Some(base) => Ok(SymValue::Addr(base.0.wrapping_add(sym_offset))),
                 None if self.tls_bound.contains_key(&atom) => Err((
                     LinkErrorCode::UnsupportedRelocation,
                     "a thread-local variable is referenced by a non-TLS relocation".into(),

@@ -289,9 +289,11 @@ impl ObjectInfo<'_> {
                     let designated = if is_got_kind(reloc.kind) {
                         offset.0 as i64
                     } else if is_pc_relative(reloc.kind) {
-                        offset.0 as i64 + reloc.addend + self.pc_adjust(atom, reloc.offset) as i64
+                        (offset.0 as i64)
+                            .wrapping_add(reloc.addend)
+                            .wrapping_add(self.pc_adjust(atom, reloc.offset) as i64)
                     } else {
-                        offset.0 as i64 + reloc.addend
+                        (offset.0 as i64).wrapping_add(reloc.addend)
                     };
                     let entry_offset = match self.role(target) {
                         AtomRole::Function { offset, .. } => Some(*offset as i64),

@@ -112,8 +112,7 @@ fn load_sections<'data>(file: &File<'data>) -> Result<LoadedSections<'data>, Str
         let Some(id) = WANTED.iter().copied().find(|id| id.name() == name) else {
             continue;
         };
-        let data = object::ObjectSection::uncompressed_data(&section)
-            .map_err(|e| format!("{name}: {e}"))?;
+        let data = uncompressed(&section).map_err(|e| format!("{name}: {e}"))?;
         sections.push((id, object::ObjectSection::index(&section).0, data));
     }
     let endian = if object::Object::is_little_endian(file) {
@@ -122,6 +121,31 @@ fn load_sections<'data>(file: &File<'data>) -> Result<LoadedSections<'data>, Str
         RunTimeEndian::Big
     };
     Ok(LoadedSections { sections, endian })
+}
+
+/// Deflate cannot expand data by more than this factor (zlib's limit is 1032:1); zstd can in
+/// theory, but debug sections compress by 3 to 10 times.
+const MAX_EXPANSION: u64 = 1032;
+
+/// A section's contents, decompressed if `SHF_COMPRESSED`. The decompressed size is a field of
+/// the compression header, and `object` reserves that many bytes before it inflates anything:
+/// a size no compressed stream of this length can produce is refused before any allocation.
+fn uncompressed<'data>(
+    section: &impl object::ObjectSection<'data>,
+) -> Result<Cow<'data, [u8]>, String> {
+    let compressed = section.compressed_data().map_err(|e| e.to_string())?;
+    let bound = (compressed.data.len() as u64)
+        .saturating_mul(MAX_EXPANSION)
+        .saturating_add(4096);
+    if compressed.format != object::CompressionFormat::None && compressed.uncompressed_size > bound
+    {
+        return Err(format!(
+            "the compression header claims {} bytes from {} compressed bytes",
+            compressed.uncompressed_size,
+            compressed.data.len()
+        ));
+    }
+    compressed.decompress().map_err(|e| e.to_string())
 }
 
 fn make_dwarf<'a>(

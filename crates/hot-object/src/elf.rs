@@ -311,6 +311,18 @@ pub(crate) fn parse_relocatable(path: &Path, bytes: &[u8]) -> Result<Object, Obj
         } else {
             match section {
                 Some(SectionIndex(s)) if s < section_atom.len() => match section_atom[s] {
+                    // A symbol may sit at the end of its section (an end label), not past it.
+                    Some(atom) if value > atoms[atom.0 as usize].size => {
+                        return Err(malformed(
+                            path,
+                            format!(
+                                "symbol {}: value {value:#x} past the end of {} ({:#x} bytes)",
+                                lossy(name),
+                                atoms[atom.0 as usize].section_name,
+                                atoms[atom.0 as usize].size
+                            ),
+                        ))
+                    }
                     Some(atom) => SymbolDef::Atom {
                         atom,
                         offset: AtomOffset(value),
