@@ -99,6 +99,80 @@ fn malformed_messages_get_protocol_errors_and_the_server_keeps_serving() {
     assert_eq!(status["result"]["state"], "idle", "{status}");
 }
 
+/// Hostile frames, each answered with a protocol error (null id: the server cannot know
+/// which request it was), after which the server still serves. The framing's own seeded
+/// mutation run is in `server/src/lsp/framing.rs`.
+#[test]
+fn hostile_frames_get_error_answers_and_the_server_keeps_serving() {
+    let (_dir, root) = copy_fixture("counter");
+    std::fs::remove_file(root.join("hot-lsp.toml")).expect("remove hot-lsp.toml");
+    let mut client = Client::start();
+    client.initialize(Some(&root), Value::Null);
+    let nested = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
+    let rows: Vec<(&str, Vec<u8>, i64)> = vec![
+        (
+            "a header without Content-Length",
+            b"Content-Type: application/vscode-jsonrpc\r\n\r\n{}".to_vec(),
+            -32700,
+        ),
+        (
+            "a Content-Length that is not a number",
+            b"Content-Length: twelve\r\n\r\n{}".to_vec(),
+            -32700,
+        ),
+        (
+            // Over the 64 MiB limit: answered at once, its "body" skipped up to the next
+            // header rather than waited for.
+            "a Content-Length of 1 TB",
+            b"Content-Length: 1000000000000\r\n\r\n{\"jsonrpc\":\"2.0\",".to_vec(),
+            -32600,
+        ),
+        (
+            "a Content-Length past u64",
+            b"Content-Length: 99999999999999999999999\r\n\r\n".to_vec(),
+            -32600,
+        ),
+        ("a body that is not UTF-8", frame(b"\xff\xfe\x00{}"), -32700),
+        (
+            "JSON nested past the parser's limit",
+            frame(nested.as_bytes()),
+            -32700,
+        ),
+        (
+            "a truncated JSON body",
+            frame(br#"{"jsonrpc":"2.0","id":5,"meth"#),
+            -32700,
+        ),
+        (
+            "a batch (LSP has none)",
+            frame(br#"[{"jsonrpc":"2.0","id":5,"method":"shutdown"}]"#),
+            -32600,
+        ),
+        (
+            "an id that is an object",
+            frame(br#"{"jsonrpc":"2.0","id":{},"method":"shutdown"}"#),
+            -32600,
+        ),
+    ];
+    for (what, bytes, code) in rows {
+        client.send_bytes(&bytes);
+        let answer = client.wait_response(&Value::Null);
+        assert_eq!(error_code(&answer), code, "{what}: {answer}");
+        let status = client.execute("hot-lsp.status", json!([]));
+        assert_eq!(status["result"]["state"], "idle", "after {what}: {status}");
+    }
+    // A message that is not a request but has a usable id is answered under that id.
+    client.send_raw(br#"{"jsonrpc":"2.0","id":6,"method":7}"#);
+    let answer = client.wait_response(&json!(6));
+    assert_eq!(error_code(&answer), -32600, "{answer}");
+}
+
+fn frame(body: &[u8]) -> Vec<u8> {
+    let mut out = format!("Content-Length: {}\r\n\r\n", body.len()).into_bytes();
+    out.extend_from_slice(body);
+    out
+}
+
 #[test]
 fn a_workspace_without_hot_lsp_toml_stays_idle_and_runs_nothing() {
     let (_dir, root) = copy_fixture("counter");

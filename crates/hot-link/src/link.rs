@@ -847,8 +847,21 @@ impl<'a> Link<'a> {
         let offset = self.tls_offset(class, reloc)?;
         let tls = self.tls_segment()?;
         let align = tls.align.max(1);
-        let size = tls.memsz.div_ceil(align) * align;
-        Ok(offset as i64 - size as i64)
+        // PT_TLS's sizes are fields of the file: an implausible one is an error, not a wrap.
+        tls.memsz
+            .checked_next_multiple_of(align)
+            .and_then(|size| i64::try_from(size).ok())
+            .and_then(|size| (offset as i64).checked_sub(size))
+            .ok_or_else(|| {
+                (
+                    LinkErrorCode::UnsupportedRelocation,
+                    format!(
+                        "the executable's TLS segment ({:#x} bytes, {align}-byte aligned) is too \
+                         large to place thread-locals in",
+                        tls.memsz
+                    ),
+                )
+            })
     }
 
     /// The value `S` of a relocation's symbol. `call`: the reference is a call or jump, so a

@@ -146,6 +146,16 @@ impl Client {
         write_frame(&self.stdin, body);
     }
 
+    /// Writes `bytes` to the server's stdin as they are, without a frame around them.
+    pub fn send_bytes(&self, bytes: &[u8]) {
+        let mut guard = self.stdin.lock().expect("stdin lock");
+        let Some(stdin) = guard.as_mut() else {
+            panic!("stdin is already closed");
+        };
+        stdin.write_all(bytes).expect("write bytes");
+        stdin.flush().expect("flush");
+    }
+
     pub fn send(&self, message: &Value) {
         self.send_raw(message.to_string().as_bytes());
     }
