@@ -528,65 +528,9 @@ fn mutate(rng: &mut Rng, input: &[u8], layout: &Layout64, kind: Mutation) -> Mut
 // ---------------------------------------------------------------------------------------
 // Real inputs.
 
-const PROG_V1: &str = r#"
-#include <stdio.h>
-#include <string.h>
-int fz_scale(int x);
-extern int fz_total;
-static int calls;
-int counter = 3;
-__thread int tls_value;
-const char *names[] = {"zero", "one", "two"};
-static int helper(int x) { static int seen; seen += x; return x * 3 + seen; }
-int classify(int n) {
-  switch (n) {
-  case 0: return 10; case 1: return 20; case 2: return 35;
-  case 3: return 41; case 4: return 57; default: return -1;
-  }
-}
-int tick(int n) {
-  calls++;
-  tls_value += n;
-  counter += helper(n) + fz_scale(n) + fz_total;
-  return counter + (int)strlen(names[n % 3]);
-}
-int (*hook)(int) = classify;
-int main(int argc, char **argv) {
-  (void)argv;
-  printf("%d %d\n", tick(argc), hook(argc));
-  return 0;
-}
-"#;
-
-const LIB: &str = r#"
-int fz_total = 7;
-static int scale_calls;
-int fz_scale(int x) { scale_calls++; return x * 5 + scale_calls; }
-int fz_unused(int x) { return x - fz_total; }
-"#;
-
-const CXX: &str = r#"
-#include <stdexcept>
-struct Shape { virtual ~Shape() {} virtual int area() const = 0; };
-struct Rect : Shape {
-  int w, h;
-  Rect(int w, int h) : w(w), h(h) {}
-  int area() const override { return w * h; }
-};
-template <typename T> T twice(T v) { return v + v; }
-int checked(int n) {
-  if (n < 0) throw std::invalid_argument("negative");
-  return twice(n);
-}
-int guarded(int n) {
-  try { return checked(n); } catch (const std::exception &) { return -1; }
-}
-int total(int a, int b) { Rect r(guarded(a), guarded(b)); Shape &s = r; return s.area(); }
-"#;
-
 /// The second version of the program's file: changed bodies, a new function, a new string.
-fn prog_v2() -> String {
-    PROG_V1
+fn prog_v2(v1: &str) -> String {
+    v1
         .replace("case 4: return 57;", "case 4: return 58; case 5: return 99;")
         .replace(
             "  return counter + (int)strlen(names[n % 3]);",
@@ -643,6 +587,9 @@ fn build_inputs() -> Inputs {
     let started = Instant::now();
     let dir = tempfile::tempdir().expect("tempdir");
     let d = dir.path();
+    let prog_v1 = fixture("hostile_prog.c");
+    let lib_source = fixture("hostile_lib.c");
+    let cxx_source = fixture("hostile_shape.cc");
     let sub = |name: &str| {
         let p = d.join(name);
         std::fs::create_dir_all(&p).expect("mkdir");
@@ -650,14 +597,14 @@ fn build_inputs() -> Inputs {
     };
 
     // The library and the program, linked by cc as a user's build would.
-    std::fs::write(d.join("fz.c"), LIB).expect("write lib");
+    std::fs::write(d.join("fz.c"), &lib_source).expect("write lib");
     let so = d.join("libfz.so");
     run(std::process::Command::new("cc")
         .args(["-shared", "-fPIC", "-O2", "-g"])
         .arg(d.join("fz.c"))
         .arg("-o")
         .arg(&so));
-    std::fs::write(d.join("prog.c"), PROG_V1).expect("write prog");
+    std::fs::write(d.join("prog.c"), &prog_v1).expect("write prog");
     let exe = d.join("prog");
     run(std::process::Command::new("cc")
         .args(["-O0", "-g", "-ffunction-sections", "-fdata-sections"])
@@ -667,12 +614,12 @@ fn build_inputs() -> Inputs {
         .args(["-lfz", "-o"])
         .arg(&exe));
 
-    let v1_path = compile(&sub("v1"), "prog.c", PROG_V1, &["-O0"]);
-    let v2_source = prog_v2();
+    let v1_path = compile(&sub("v1"), "prog.c", &prog_v1, &["-O0"]);
+    let v2_source = prog_v2(&prog_v1);
     let v2_path = compile(&sub("v2"), "prog.c", &v2_source, &["-O0"]);
     let mut objects = vec![seed("prog.c -O0 (v2)", read(&v2_path))];
     for (name, src, file, flags) in [
-        ("prog.c -O2", PROG_V1, "prog.c", &["-O2"][..]),
+        ("prog.c -O2", prog_v1.as_str(), "prog.c", &["-O2"][..]),
         (
             "prog.c -O2 -fPIC (v2)",
             &v2_source,
@@ -681,11 +628,11 @@ fn build_inputs() -> Inputs {
         ),
         (
             "prog.c -O1 -gz -gdwarf-4",
-            PROG_V1,
+            prog_v1.as_str(),
             "prog.c",
             &["-O1", "-gz", "-gdwarf-4"],
         ),
-        ("fz.c -O2 -fPIC", LIB, "fz.c", &["-O2", "-fPIC"]),
+        ("fz.c -O2 -fPIC", lib_source.as_str(), "fz.c", &["-O2", "-fPIC"]),
     ] {
         let path = compile(&sub(&name.replace([' ', '(', ')'], "_")), file, src, flags);
         objects.push(seed(name, read(&path)));
@@ -698,7 +645,7 @@ fn build_inputs() -> Inputs {
             "c++",
             &sub(&name.replace([' ', '(', ')'], "_")),
             "shape.cc",
-            CXX,
+            &cxx_source,
             flags,
         );
         objects.push(seed(name, read(&path)));

@@ -246,9 +246,9 @@ impl Framer {
     }
 
     /// Bytes held for an incomplete header or body (bounded by the limits above plus the
-    /// last read).
-    #[cfg(test)]
-    fn buffered(&self) -> usize {
+    /// last read). For the tests and the fuzz target (fuzz/fuzz_targets/lsp_framing.rs).
+    #[allow(dead_code)]
+    pub fn buffered(&self) -> usize {
         self.buffer.len()
     }
 }
