@@ -165,6 +165,17 @@ fn hostile_frames_get_error_answers_and_the_server_keeps_serving() {
     client.send_raw(br#"{"jsonrpc":"2.0","id":6,"method":7}"#);
     let answer = client.wait_response(&json!(6));
     assert_eq!(error_code(&answer), -32600, "{answer}");
+    // Found by the lsp_framing fuzz target: a key given twice is valid JSON (the last one
+    // wins) but not a message tower-lsp can decode, and its decoder ends the input stream
+    // after one error. It must be answered like any invalid request, and serving go on.
+    client.send_raw(br#"{"jsonrpc":"2.0","id":7,"id":7,"method":"shutdown"}"#);
+    let answer = client.wait_response(&json!(7));
+    assert_eq!(error_code(&answer), -32600, "{answer}");
+    let status = client.execute("hot-lsp.status", json!([]));
+    assert_eq!(
+        status["result"]["state"], "idle",
+        "after a duplicate key: {status}"
+    );
 }
 
 fn frame(body: &[u8]) -> Vec<u8> {

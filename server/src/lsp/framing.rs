@@ -6,7 +6,10 @@
 //! this layer frames the input itself. A well-formed message passes through unchanged; a body
 //! that is not JSON, or JSON that is not a JSON-RPC message, is replaced by a request for
 //! `INVALID_MESSAGE_METHOD`, whose handler answers with the JSON-RPC error the client should
-//! get (-32700 parse error, -32600 invalid request), and serving goes on.
+//! get (-32700 parse error, -32600 invalid request), and serving goes on. A header without a
+//! usable Content-Length, or one over [`MAX_BODY_BYTES`], is answered the same way and the
+//! input skipped up to the next header, so no client can make the server buffer or wait for
+//! more than the limit.
 
 use serde_json::{json, Value};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, DuplexStream};
@@ -42,6 +45,17 @@ fn stand_in(id: Value, code: i64, message: String) -> Vec<u8> {
     .into_bytes()
 }
 
+/// A JSON-RPC message as tower-lsp-server decodes one (its private `jsonrpc::Message`).
+#[derive(serde::Deserialize)]
+#[serde(untagged)]
+enum Message {
+    // Never read: only whether a body decodes matters.
+    #[allow(dead_code)]
+    Response(jsonrpc::Response),
+    #[allow(dead_code)]
+    Request(jsonrpc::Request),
+}
+
 /// The body to pass on for one received body: itself if it is a JSON-RPC message, a stand-in
 /// otherwise; None for an empty body, which carries nothing to answer.
 fn checked_body(body: &[u8]) -> Option<Vec<u8>> {
@@ -65,9 +79,10 @@ fn checked_body(body: &[u8]) -> Option<Vec<u8>> {
             ))
         }
     };
-    let is_request = serde_json::from_value::<jsonrpc::Request>(value.clone()).is_ok();
-    let is_response = serde_json::from_value::<jsonrpc::Response>(value.clone()).is_ok();
-    if is_request || is_response {
+    // Decided on the text, exactly as tower-lsp will decode it: a `Value` forgives what the
+    // derived decoders do not (a key given twice), and one body tower-lsp fails to decode
+    // ends its input stream.
+    if serde_json::from_str::<Message>(text).is_ok() {
         return Some(body.to_vec());
     }
     // Answer with the message's id when it has a usable one, so that the client can match the
@@ -315,6 +330,14 @@ mod tests {
         assert_eq!(invalid["params"]["code"], -32600);
         assert_eq!(invalid["id"], 7);
         assert_eq!(checked_body(b""), None);
+        // Found by the lsp_framing fuzz target: valid JSON, but tower-lsp rejects the
+        // duplicate key and would then stop reading.
+        let duplicate: Value = serde_json::from_slice(
+            &checked_body(br#"{"jsonrpc":"2.0","id":1,"result":"a","id":2}"#).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(duplicate["params"]["code"], -32600);
+        assert_eq!(duplicate["id"], 2);
     }
 
     #[test]
@@ -371,8 +394,7 @@ mod tests {
     }
 
     fn is_json_rpc(body: &[u8]) -> bool {
-        serde_json::from_slice::<jsonrpc::Request>(body).is_ok()
-            || serde_json::from_slice::<jsonrpc::Response>(body).is_ok()
+        serde_json::from_slice::<Message>(body).is_ok()
     }
 
     const MESSAGES: [&[u8]; 4] = [
