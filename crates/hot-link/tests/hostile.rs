@@ -632,7 +632,12 @@ fn build_inputs() -> Inputs {
             "prog.c",
             &["-O1", "-gz", "-gdwarf-4"],
         ),
-        ("fz.c -O2 -fPIC", lib_source.as_str(), "fz.c", &["-O2", "-fPIC"]),
+        (
+            "fz.c -O2 -fPIC",
+            lib_source.as_str(),
+            "fz.c",
+            &["-O2", "-fPIC"],
+        ),
     ] {
         let path = compile(&sub(&name.replace([' ', '(', ')'], "_")), file, src, flags);
         objects.push(seed(name, read(&path)));

@@ -527,12 +527,13 @@ mod tests {
                     stream.splice(at..at, garbage);
                 }
                 4 => {
-                    let bodies: [&[u8]; 6] = [
+                    let bodies: [&[u8]; 7] = [
                         b"{oops",
                         b"\xff\xfe{}",
                         b"[]",
                         b"null",
                         br#"{"jsonrpc":"2.0","id":{},"method":7}"#,
+                        br#"{"jsonrpc":"2.0","id":1,"id":1,"method":"shutdown"}"#,
                         b"{\"a\":",
                     ];
                     let body = bodies[rng.below(bodies.len())];
