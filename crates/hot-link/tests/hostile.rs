@@ -1169,3 +1169,189 @@ fn link_planner_survives_mutated_objects() {
     }
     run.finish(started);
 }
+
+/// The file offset of the `.symtab` entry of `name`.
+fn symtab_entry(bytes: &[u8], layout: &Layout64, name: &str) -> usize {
+    let (index, symtab) = layout
+        .shdrs
+        .iter()
+        .enumerate()
+        .find(|(_, s)| s.sh_type == SHT_SYMTAB)
+        .expect(".symtab");
+    let strtab = layout.shdrs[rd(bytes, symtab.at + 40, 4) as usize];
+    (0..symtab.size / 24)
+        .map(|i| symtab.offset + i * 24)
+        .find(|&at| {
+            let start = strtab.offset + rd(bytes, at, 4) as usize;
+            bytes[start..].split(|&b| b == 0).next() == Some(name.as_bytes())
+        })
+        .unwrap_or_else(|| panic!("no symbol {name} in .symtab {index}"))
+}
+
+fn section_header(layout: &Layout64, name: &str) -> Shdr {
+    let index = layout
+        .section_names
+        .iter()
+        .position(|n| n == name)
+        .unwrap_or_else(|| panic!("no section {name}"));
+    layout.shdrs[index]
+}
+
+/// Each finding of the mutation runs as a fixed row, so that it stays fixed whatever the
+/// seeded runs draw: the input, the corruption, and what must come out instead of a panic or
+/// a huge allocation.
+#[test]
+fn findings_of_the_mutation_runs_stay_fixed() {
+    let started = Instant::now();
+    let inputs = inputs();
+    let mut run = Run::new("findings");
+    let object = |name: &str| {
+        inputs
+            .objects
+            .iter()
+            .find(|s| s.name == name)
+            .unwrap_or_else(|| panic!("no input {name}"))
+    };
+    let link_v2_against = |exe: &[u8]| {
+        let image = LinkedImage::parse(Path::new("mutated"), exe).expect("the image parses");
+        let mut model = inputs.model.clone();
+        model.exe = Module {
+            path: "mutated".into(),
+            bias: BIAS,
+            image: Arc::new(image),
+        };
+        let linker = Linker::new(model, arenas_below_image());
+        linker.link(&LinkRequest {
+            object: &inputs.v2,
+            baseline: None,
+            unit: inputs.unit.clone(),
+        })
+    };
+    type Edit = Box<dyn Fn(&mut Vec<u8>, &Layout64)>;
+    type Check<'a> = Box<dyn Fn(&[u8]) + 'a>;
+    let rows: Vec<(&str, &Seed, Edit, Check)> = vec![
+        (
+            // object reserved the claimed size (up to 2^54 bytes) before inflating.
+            "a compressed debug section claiming 1 TiB",
+            object("prog.c -O1 -gz -gdwarf-4"),
+            Box::new(|bytes, layout| {
+                let s = section_header(layout, ".debug_info");
+                wr(bytes, s.offset + 8, 8, 1 << 40); // Elf64_Chdr.ch_size
+            }),
+            Box::new(|bytes| {
+                let object = Object::parse(Path::new("mutated.o"), bytes).expect("parses");
+                assert!(
+                    object
+                        .warnings
+                        .iter()
+                        .any(|w| w.contains("compression header claims")),
+                    "{:?}",
+                    object.warnings
+                );
+            }),
+        ),
+        (
+            // A symbol's offset past its atom overflowed `base + offset` in the linker.
+            "a symbol past the end of its section",
+            object("prog.c -O0 (v2)"),
+            Box::new(|bytes, layout| {
+                let at = symtab_entry(bytes, layout, "tick");
+                wr(bytes, at + 8, 8, 0x8000_0000_0000_0000);
+            }),
+            Box::new(|bytes| {
+                let error = Object::parse(Path::new("mutated.o"), bytes).expect_err("refused");
+                assert!(
+                    error.to_string().contains("past the end of .text.tick"),
+                    "{error}"
+                );
+            }),
+        ),
+        (
+            // `addend + adjustment` overflowed while comparing with the running image.
+            "an addend of i64::MAX",
+            object("prog.c -O0 (v2)"),
+            Box::new(|bytes, layout| {
+                let s = section_header(layout, ".rela.text.tick");
+                wr(bytes, s.offset + 16, 8, i64::MAX as u64);
+            }),
+            Box::new(|bytes| {
+                let object = Object::parse(Path::new("mutated.o"), bytes).expect("parses");
+                let _ = inputs.linker.link(&LinkRequest {
+                    object: &object,
+                    baseline: None,
+                    unit: inputs.unit.clone(),
+                });
+            }),
+        ),
+        (
+            // The bss variable was compared with the image through `vec![0; sh_size]`.
+            "a .bss section of 8 GiB",
+            object("prog.c -O0 (v2)"),
+            Box::new(|bytes, layout| {
+                let s = section_header(layout, ".bss.calls");
+                wr(bytes, s.at + 32, 8, 8 << 30);
+            }),
+            Box::new(|bytes| {
+                let object = Object::parse(Path::new("mutated.o"), bytes).expect("parses");
+                let result = inputs.linker.link(&LinkRequest {
+                    object: &object,
+                    baseline: None,
+                    unit: inputs.unit.clone(),
+                });
+                // `calls` keeps its symbol size, so it stays bound to the image's copy: what
+                // matters is that nothing of the claimed 8 GiB is built or written.
+                if let Ok(patch) = result {
+                    assert!(
+                        patch.writes.iter().all(|w| w.bytes.len() < 1 << 20),
+                        "a write of the claimed size"
+                    );
+                }
+            }),
+        ),
+        (
+            // The image index computed `vaddr + size` of every symbol.
+            "an image symbol of size 2^64 - 5",
+            &inputs.images[0],
+            Box::new(|bytes, layout| {
+                let at = symtab_entry(bytes, layout, "tick");
+                wr(bytes, at + 16, 8, 0xffff_ffff_ffff_fffb);
+            }),
+            Box::new(|bytes| {
+                let _ = link_v2_against(bytes);
+            }),
+        ),
+        (
+            // `tpoff` rounded and subtracted the TLS segment's size unchecked.
+            "a PT_TLS of 2^63 bytes",
+            &inputs.images[0],
+            Box::new(|bytes, layout| {
+                let at = *layout
+                    .phdrs
+                    .iter()
+                    .find(|&&at| rd(bytes, at, 4) == 7) // PT_TLS
+                    .expect("PT_TLS");
+                wr(bytes, at + 40, 8, 0x7fff_ffff_ffff_ffff);
+            }),
+            Box::new(|bytes| {
+                let errors = link_v2_against(bytes).expect_err("thread-locals cannot be placed");
+                assert!(
+                    errors.iter().any(|e| e.message.contains("TLS segment")),
+                    "{errors:#?}"
+                );
+            }),
+        ),
+    ];
+    for (what, input, edit, check) in rows {
+        let mut bytes = input.bytes.clone();
+        edit(&mut bytes, &input.layout);
+        let mutant = Mutant {
+            bytes,
+            what: what.to_string(),
+        };
+        run.exec(&input.name, &mutant, |bytes| {
+            check(bytes);
+            true
+        });
+    }
+    run.finish(started);
+}
