@@ -16,7 +16,7 @@
 //! Every execution must end in `Ok` or a clean error: a panic, an execution over the time
 //! budget or an allocation over the size budget is a finding, printed with the seed and
 //! mutation that reproduce it, and fails the test. `HOT_LSP_HOSTILE_SCALE=N` multiplies the
-//! iteration counts for a longer local run.
+//! iteration counts for a longer local run, `HOT_LSP_HOSTILE_SEED=N` draws other mutations.
 
 mod support;
 
@@ -138,11 +138,18 @@ impl Rng {
     }
 }
 
+/// A stable seed per target (FNV-1a of its name, independent of the std hasher), mixed with
+/// `HOT_LSP_HOSTILE_SEED` when set, to explore other mutations locally.
 fn seed_of(name: &str) -> u64 {
-    // FNV-1a: a stable seed per target, independent of the std hasher.
-    name.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
-    })
+    let extra: u64 = std::env::var("HOT_LSP_HOSTILE_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    name.bytes()
+        .fold(0xcbf2_9ce4_8422_2325, |h, b| {
+            (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
+        })
+        .wrapping_add(extra.wrapping_mul(0x9e37_79b9_7f4a_7c15))
 }
 
 fn scale() -> usize {
