@@ -151,9 +151,9 @@ fn symbol_visibility(st_visibility: elf::SymbolVisibility) -> Visibility {
 /// Only `SHT_PROGBITS` and `SHT_NOBITS` sections hold functions and variables. Everything
 /// else that is allocatable is metadata for the static or dynamic linker, not program
 /// content a patch can place on its own:
-/// - `.eh_frame` (`SHT_X86_64_UNWIND`, or `SHT_PROGBITS` from older assemblers): one table of
-///   CIEs/FDEs for the whole object, registered with the unwinder only at program load
-///   (through `PT_GNU_EH_FRAME`); copying it next to a patch would not make it visible.
+/// - `.eh_frame` (`SHT_X86_64_UNWIND`, or `SHT_PROGBITS` from some assemblers): one table of
+///   CIEs/FDEs for the whole object, not one function's; it is split into records
+///   ([`Object::eh_frame`]) and the linker builds a table of the FDEs it needs.
 /// - `.note*` (`SHT_NOTE`): properties and ABI tags for the linker.
 /// - `.init_array` / `.fini_array` / `.preinit_array`: constructors already ran at launch and
 ///   a patch never re-runs them.
