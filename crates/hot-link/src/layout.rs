@@ -130,7 +130,7 @@ pub(crate) struct RevertRecord {
     /// In-place updates of read-only objects (those with `before`).
     read_only: Vec<ReadOnlyWrite>,
     /// The unwind table the patch registered (set by `Linker::commit`).
-    pub(crate) unwind: Option<crate::UnwindRegistration>,
+    pub(crate) unwind: Vec<crate::UnwindRegistration>,
 }
 
 /// Test hook: force the address of atoms, as GNU ld placed them, and optionally leave
@@ -214,7 +214,7 @@ impl LinkState {
             entries,
             owners,
             read_only,
-            unwind: None,
+            unwind: Vec::new(),
         }
     }
 
@@ -301,7 +301,7 @@ pub(crate) fn revert_writes(record: &RevertRecord) -> Revert {
     Revert {
         entries: writes,
         in_place,
-        unwind: record.unwind,
+        unwind: record.unwind.clone(),
     }
 }
 

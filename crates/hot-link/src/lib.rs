@@ -231,10 +231,12 @@ pub struct Patch {
     pub skipped: usize,
     /// Things the user should know that do not stop the swap.
     pub notes: Vec<LinkNote>,
-    /// The unwind table of the new bodies, written with [`Patch::writes`]: register it with
-    /// the target's unwinder (`__register_frame`) once the patch is applied, so exceptions
-    /// and backtraces pass through the new code. `None` when the placed bodies have no FDEs.
-    pub unwind: Option<UnwindRegistration>,
+    /// The unwind tables of the new bodies (one per linked object), written with
+    /// [`Patch::writes`]: register them with the target's unwinder (libgcc's
+    /// `__register_frame_info`) before the entries go live, so exceptions and backtraces pass
+    /// through the new code. Empty when the placed bodies have no FDEs. A patch combined from
+    /// several objects concatenates its parts' tables.
+    pub unwind: Vec<UnwindRegistration>,
     /// Allocations and entry states this patch introduces; [`Linker::commit`] makes them the
     /// linker's state. Private so that a patch can only be committed as computed.
     delta: layout::StateDelta,
@@ -295,9 +297,9 @@ pub struct Revert {
     pub entries: Vec<EntryWrite>,
     /// Read-only objects updated in place, back to the bytes they held before.
     pub in_place: Vec<EntryWrite>,
-    /// The unwind table the reverted patch registered: deregister it once the entries point
-    /// back (`__deregister_frame`).
-    pub unwind: Option<UnwindRegistration>,
+    /// The unwind tables the reverted patch registered: deregister them once the entries
+    /// point back (`__deregister_frame_info`).
+    pub unwind: Vec<UnwindRegistration>,
 }
 
 impl Revert {
@@ -477,7 +479,7 @@ impl Linker {
     /// the state later links build on.
     pub fn commit(&mut self, patch: &Patch) {
         let mut record = self.state.apply(&patch.delta);
-        record.unwind = patch.unwind;
+        record.unwind = patch.unwind.clone();
         self.history.push(record);
     }
 

@@ -151,7 +151,7 @@ impl Link<'_> {
             bytes: vec![0; UNWIND_OBJECT_SIZE as usize],
             what: "unwinder record (struct object) of the unwind table".into(),
         });
-        self.patch.unwind = Some(UnwindRegistration {
+        self.patch.unwind.push(UnwindRegistration {
             frame,
             len,
             object,

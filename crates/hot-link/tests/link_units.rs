@@ -1547,7 +1547,8 @@ fn placed_bodies_get_an_eh_frame_table_with_their_fdes_and_personality() {
         &["-fexceptions"],
     );
     let patch = p.link(&v2, Some(&p.v1)).expect("link");
-    let unwind = patch.unwind.expect("an unwind table");
+    assert_eq!(patch.unwind.len(), 1, "{:?}", patch.unwind);
+    let unwind = patch.unwind[0];
     let write_at = |addr: RuntimeAddr| {
         patch
             .writes
@@ -1606,5 +1607,5 @@ fn placed_bodies_get_an_eh_frame_table_with_their_fdes_and_personality() {
     let mut linker = p.linker;
     linker.commit(&patch);
     let revert = linker.revert_last().expect("revert");
-    assert_eq!(revert.unwind, Some(unwind));
+    assert_eq!(revert.unwind, [unwind]);
 }

@@ -292,7 +292,7 @@ impl Worker {
             protected: patch.protected.iter().map(|r| r.start.0..r.end.0).collect(),
         };
         let swap_start = Instant::now();
-        if let Err(e) = self.apply_with_unwind(&plan, patch.unwind, unwinds_cxx_exceptions) {
+        if let Err(e) = self.apply_with_unwind(&plan, &patch.unwind, unwinds_cxx_exceptions) {
             let text = process_error_text(&e);
             self.fail(text);
             return Err(());
@@ -372,7 +372,7 @@ impl Worker {
         if let Some(linker) = program.linker.as_mut() {
             linker.revert_last();
         }
-        self.unregister_unwind(reverts.unwind);
+        self.unregister_unwind(&reverts.unwind);
         match applied.previous_baseline {
             Some(b) => {
                 self.baselines.insert(applied.file.clone(), b);

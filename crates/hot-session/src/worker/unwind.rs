@@ -29,93 +29,99 @@ use crate::Severity;
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl Worker {
-    /// Apply `plan`, registering `unwind` (the patch's table) before its entries go live.
-    /// `cxx`: the patch's code uses C++ exceptions, so a table that cannot be registered is
-    /// worth a warning rather than a note.
+    /// Apply `plan`, registering `tables` (the patch's unwind tables) before its entries go
+    /// live. `cxx`: the patch's code uses C++ exceptions, so a table that cannot be
+    /// registered is worth a warning rather than a note.
     pub(super) fn apply_with_unwind(
         &mut self,
         plan: &WritePlan,
-        unwind: Option<UnwindRegistration>,
+        tables: &[UnwindRegistration],
         cxx: bool,
     ) -> Result<ApplyReport, ProcessError> {
-        let Some(unwind) = unwind else {
+        if tables.is_empty() {
             return self.debuggee_apply(plan);
-        };
+        }
         let Some(register) = self.unwinder_function("__register_frame_info") else {
             self.note_no_unwinder(cxx);
             return self.debuggee_apply(plan);
         };
-        let Some(program) = self.program.as_mut() else {
-            return Err(ProcessError::Exited);
-        };
-        // The table and everything else in the arenas, unreachable until the commit.
+        // The tables and everything else in the arenas, unreachable until the commit.
         let contents = WritePlan {
             prepare: plan.prepare.clone(),
             copies: plan.copies.clone(),
             ..WritePlan::default()
         };
-        program.debuggee.apply(&contents)?;
-        let registered = program.debuggee.call_function(
-            register.0,
-            &[unwind.frame.0, unwind.object.0],
-            CALL_TIMEOUT,
-            "__register_frame_info",
-        );
+        self.debuggee_apply(&contents)?;
+        let mut registered = Vec::new();
+        let mut failure = None;
+        for table in tables {
+            let Some(program) = self.program.as_ref() else {
+                return Err(ProcessError::Exited);
+            };
+            match program.debuggee.call_function(
+                register.0,
+                &[table.frame.0, table.object.0],
+                CALL_TIMEOUT,
+                "__register_frame_info",
+            ) {
+                Ok(_) => registered.push(*table),
+                Err(ProcessError::Exited) => return Err(ProcessError::Exited),
+                Err(e) => failure = Some(e),
+            }
+        }
+        if let Some(e) = failure {
+            self.message(
+                if cxx {
+                    Severity::Warning
+                } else {
+                    Severity::Information
+                },
+                format!(
+                    "the unwind information of the new code could not be registered ({e}): an \
+                     exception thrown in or through a swapped function terminates the program, \
+                     and backtraces stop at it"
+                ),
+            );
+        }
         let commit = WritePlan {
             prepare: Vec::new(),
             copies: Vec::new(),
             ..plan.clone()
         };
-        match registered {
-            Ok(_) => {
-                let result = program.debuggee.apply(&commit);
-                if result.is_ok() {
-                    program.unwind_registered.push(unwind.frame);
-                } else {
-                    // Nothing runs the new bodies: take the table back before its arena
-                    // space is handed out again.
-                    self.deregister(unwind);
-                }
-                result
+        let result = self.debuggee_apply(&commit);
+        if result.is_ok() {
+            if let Some(program) = self.program.as_mut() {
+                program
+                    .unwind_registered
+                    .extend(registered.iter().map(|t| t.frame));
             }
-            Err(ProcessError::Exited) => Err(ProcessError::Exited),
-            Err(e) => {
-                let result = program.debuggee.apply(&commit);
-                self.message(
-                    if cxx {
-                        Severity::Warning
-                    } else {
-                        Severity::Information
-                    },
-                    format!(
-                        "the unwind information of the new code could not be registered ({e}): \
-                         an exception thrown in or through a swapped function terminates the \
-                         program, and backtraces stop at it"
-                    ),
-                );
-                result
+        } else {
+            // Nothing runs the new bodies: take the tables back before their arena space is
+            // handed out again.
+            for table in registered {
+                self.deregister(table);
             }
         }
+        result
     }
 
-    /// After undo: deregister the reverted patch's table, if it was registered.
-    pub(super) fn unregister_unwind(&mut self, unwind: Option<UnwindRegistration>) {
-        let Some(unwind) = unwind else {
-            return;
-        };
-        let Some(program) = self.program.as_mut() else {
-            return;
-        };
-        // libgcc aborts the program when asked to deregister a table it does not know.
-        let Some(at) = program
-            .unwind_registered
-            .iter()
-            .position(|&f| f == unwind.frame)
-        else {
-            return;
-        };
-        program.unwind_registered.remove(at);
-        self.deregister(unwind);
+    /// After undo: deregister the reverted patch's tables that were registered.
+    pub(super) fn unregister_unwind(&mut self, tables: &[UnwindRegistration]) {
+        for table in tables {
+            let Some(program) = self.program.as_mut() else {
+                return;
+            };
+            // libgcc aborts the program when asked to deregister a table it does not know.
+            let Some(at) = program
+                .unwind_registered
+                .iter()
+                .position(|&f| f == table.frame)
+            else {
+                continue;
+            };
+            program.unwind_registered.remove(at);
+            self.deregister(*table);
+        }
     }
 
     fn deregister(&mut self, unwind: UnwindRegistration) {
