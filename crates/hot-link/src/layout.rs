@@ -129,6 +129,8 @@ pub(crate) struct RevertRecord {
     owners: Vec<(RuntimeAddr, Option<EntryOwner>)>,
     /// In-place updates of read-only objects (those with `before`).
     read_only: Vec<ReadOnlyWrite>,
+    /// The unwind table the patch registered (set by `Linker::commit`).
+    pub(crate) unwind: Vec<crate::UnwindRegistration>,
 }
 
 /// Test hook: force the address of atoms, as GNU ld placed them, and optionally leave
@@ -212,6 +214,7 @@ impl LinkState {
             entries,
             owners,
             read_only,
+            unwind: Vec::new(),
         }
     }
 
@@ -298,6 +301,7 @@ pub(crate) fn revert_writes(record: &RevertRecord) -> Revert {
     Revert {
         entries: writes,
         in_place,
+        unwind: record.unwind.clone(),
     }
 }
 

@@ -26,7 +26,9 @@
 //! - `x86_64.rs`: relocation formulas, overflow checks, TLS relaxations, jump encodings;
 //! - `image_diff.rs`: without a baseline, which functions equal the running image's code
 //!   (instruction-level comparison accepting ld's relaxations);
-//! - `entry.rs`: how an entry is redirected (5-byte jump, or a short jump through padding).
+//! - `entry.rs`: how an entry is redirected (5-byte jump, or a short jump through padding);
+//! - `unwind.rs`: the `.eh_frame` table of the placed bodies and the LSDAs it points at, for
+//!   the session to register with the target's unwinder ([`Patch::unwind`]).
 //!
 //! # State across links
 //!
@@ -62,6 +64,7 @@ mod labels;
 mod layout;
 mod link;
 mod resolve;
+mod unwind;
 mod x86_64;
 
 use std::ops::Range;
@@ -228,9 +231,32 @@ pub struct Patch {
     pub skipped: usize,
     /// Things the user should know that do not stop the swap.
     pub notes: Vec<LinkNote>,
+    /// The unwind tables of the new bodies (one per linked object), written with
+    /// [`Patch::writes`]: register them with the target's unwinder (libgcc's
+    /// `__register_frame_info`) before the entries go live, so exceptions and backtraces pass
+    /// through the new code. Empty when the placed bodies have no FDEs. A patch combined from
+    /// several objects concatenates its parts' tables.
+    pub unwind: Vec<UnwindRegistration>,
     /// Allocations and entry states this patch introduces; [`Linker::commit`] makes them the
     /// linker's state. Private so that a patch can only be committed as computed.
     delta: layout::StateDelta,
+}
+
+/// An `.eh_frame` table in the arena (CIEs, FDEs, a zero terminator), as libgcc's
+/// `__register_frame_info(frame, object)` (or `__register_frame(frame)`) takes it;
+/// [`Revert::unwind`] hands it back for `__deregister_frame_info(frame)`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UnwindRegistration {
+    /// The table's first byte.
+    pub frame: RuntimeAddr,
+    /// Its size in bytes, terminator included.
+    pub len: u64,
+    /// Zeroed writable room for libgcc's `struct object`, the second argument of
+    /// `__register_frame_info(frame, object)` (which then needs no `malloc` in the target);
+    /// it must stay untouched until `__deregister_frame_info(frame)`.
+    pub object: RuntimeAddr,
+    /// How many FDEs (function descriptions) it holds.
+    pub fdes: usize,
 }
 
 impl Patch {
@@ -271,6 +297,9 @@ pub struct Revert {
     pub entries: Vec<EntryWrite>,
     /// Read-only objects updated in place, back to the bytes they held before.
     pub in_place: Vec<EntryWrite>,
+    /// The unwind tables the reverted patch registered: deregister them once the entries
+    /// point back (`__deregister_frame_info`).
+    pub unwind: Vec<UnwindRegistration>,
 }
 
 impl Revert {
@@ -387,6 +416,23 @@ impl Linker {
         &self.image
     }
 
+    /// The runtime address of the function `name` as the running program would bind it:
+    /// the executable's global definition, else the first library's (load order, default
+    /// version). For calls the session injects (libgcc's `__register_frame_info`), not for
+    /// IFUNCs, whose symbol is the resolver.
+    pub fn function_address(&self, name: &str) -> Option<RuntimeAddr> {
+        let index = self.index();
+        let found = index
+            .exe_global(name)
+            .filter(|r| r.get(&self.image).defined)
+            .or_else(|| index.lib_lookup(name))?;
+        let sym = found.get(&self.image);
+        if sym.kind != hot_object::SymbolKind::Function || !sym.defined {
+            return None;
+        }
+        Some(found.module.module(&self.image).runtime(Vaddr(sym.vaddr)))
+    }
+
     /// The arenas the linker allocates from.
     pub fn arenas(&self) -> &Arenas {
         &self.arenas
@@ -432,7 +478,8 @@ impl Linker {
     /// Record that `patch` was applied to the process: its allocations and entries become
     /// the state later links build on.
     pub fn commit(&mut self, patch: &Patch) {
-        let record = self.state.apply(&patch.delta);
+        let mut record = self.state.apply(&patch.delta);
+        record.unwind = patch.unwind.clone();
         self.history.push(record);
     }
 

@@ -137,6 +137,7 @@ pub(crate) fn link(
     cx.lay_out();
     cx.check_label_addresses();
     cx.relocate();
+    cx.build_unwind();
     cx.redirect_entries();
     if cx.errors.is_empty() {
         let mut patch = cx.patch;
@@ -396,12 +397,18 @@ impl<'a> Link<'a> {
         work.extend(self.data_writes.iter().copied());
         while let Some(atom) = work.pop() {
             let relocs = &self.info.obj.atom(atom).relocs;
-            for reloc in relocs {
-                if let TargetClass::Placed { atom: target } = self.info.classify(atom, reloc) {
-                    if queued.insert(target) {
-                        self.place_order.push(target);
-                        work.push(target);
-                    }
+            let targets = relocs
+                .iter()
+                .filter_map(|reloc| match self.info.classify(atom, reloc) {
+                    TargetClass::Placed { atom: target } => Some(target),
+                    _ => None,
+                });
+            // A body's LSDAs are reached only from .eh_frame (`unwind.rs`).
+            let targets: Vec<AtomId> = targets.chain(self.unwind_data_of(atom)).collect();
+            for target in targets {
+                if queued.insert(target) {
+                    self.place_order.push(target);
+                    work.push(target);
                 }
             }
         }
@@ -853,7 +860,7 @@ impl<'a> Link<'a> {
 
     /// The value `S` of a relocation's symbol. `call`: the reference is a call or jump, so a
     /// library function may be reached through a stub.
-    fn symbol_value(
+    pub(crate) fn symbol_value(
         &mut self,
         class: TargetClass,
         reloc: &Reloc,
@@ -1246,7 +1253,7 @@ impl Link<'_> {
 }
 
 /// The value of a symbol for a non-GOT relocation.
-enum SymValue {
+pub(crate) enum SymValue {
     Addr(u64),
     /// Only the target knows it: copy 8 bytes from this address (an IFUNC's implementation).
     CopyInto(RuntimeAddr),

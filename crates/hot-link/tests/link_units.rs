@@ -1510,3 +1510,102 @@ fn a_const_table_of_pointers_expects_what_the_dynamic_linker_put_there() {
     assert_eq!(w.expected, words(&[ext_fn, local_fn]));
     assert_eq!(w.bytes, words(&[local_fn, ext_fn]));
 }
+
+/// `tick` has a cleanup (a destructor, in C): its CIE points at the personality routine
+/// through `DW.ref.__gcc_personality_v0`.
+const UNWINDS: &str = r#"
+int counter;
+static void release(int *p) { counter -= *p; }
+int helper(int x) { return x + 1; }
+int tick(int n) {
+  int held __attribute__((cleanup(release))) = helper(n);
+  counter += helper(held) * 2;
+  return counter;
+}
+int main(void) { return tick(1); }
+"#;
+
+#[test]
+fn placed_bodies_get_an_eh_frame_table_with_their_fdes_and_personality() {
+    // libgcc_s defines `_Unwind_Resume`, which the cleanup's landing pad calls.
+    let out = std::process::Command::new("cc")
+        .arg("-print-file-name=libgcc_s.so.1")
+        .output()
+        .expect("cc -print-file-name");
+    let libgcc = std::path::PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+    let p = program(
+        UNWINDS,
+        &["-fexceptions"],
+        vec![module(&libgcc, LIB_BIAS)],
+        arenas_below_image(),
+    );
+    let v2 = p.compile(
+        "v2",
+        &UNWINDS
+            .replace("return x + 1;", "return x + 2;")
+            .replace("helper(held) * 2", "helper(held) * 3"),
+        &["-fexceptions"],
+    );
+    let patch = p.link(&v2, Some(&p.v1)).expect("link");
+    assert_eq!(patch.unwind.len(), 1, "{:?}", patch.unwind);
+    let unwind = patch.unwind[0];
+    let write_at = |addr: RuntimeAddr| {
+        patch
+            .writes
+            .iter()
+            .find(|w| w.addr == addr)
+            .unwrap_or_else(|| panic!("nothing written at {addr}: {:#?}", patch.writes))
+    };
+    let table = write_at(unwind.frame);
+    assert_eq!(table.bytes.len() as u64, unwind.len);
+    assert!(table.bytes.ends_with(&[0; 4]), "no terminator");
+    assert!(write_at(unwind.object).bytes.iter().all(|&b| b == 0));
+    let body = |name: &str| {
+        let w = patch
+            .writes
+            .iter()
+            .find(|w| w.what == format!("body of {name}"))
+            .unwrap_or_else(|| panic!("no body of {name}"));
+        (w.addr.0, w.bytes.len() as u64)
+    };
+    // The table read back as the unwinder reads it, at its runtime address.
+    use gimli::UnwindSection;
+    let eh = gimli::EhFrame::new(&table.bytes, gimli::LittleEndian);
+    let bases = gimli::BaseAddresses::default().set_eh_frame(unwind.frame.0);
+    let mut entries = eh.entries(&bases);
+    let mut fdes = Vec::new();
+    while let Some(entry) = entries.next().expect("a record") {
+        if let gimli::CieOrFde::Fde(partial) = entry {
+            let fde = partial
+                .parse(gimli::EhFrame::cie_from_offset)
+                .expect("an FDE");
+            fdes.push(((fde.initial_address(), fde.len()), fde));
+        }
+    }
+    let ranges: Vec<(u64, u64)> = fdes.iter().map(|(r, _)| *r).collect();
+    let mut expected = vec![body("helper"), body("tick")];
+    expected.sort();
+    let mut sorted = ranges.clone();
+    sorted.sort();
+    assert_eq!(
+        sorted, expected,
+        "one FDE per placed body, at its arena address"
+    );
+    assert_eq!(unwind.fdes, 2);
+    let (_, tick) = fdes
+        .iter()
+        .find(|(r, _)| *r == body("tick"))
+        .expect("tick's FDE");
+    // The personality pointer is indirect, through the executable's own DW.ref slot
+    // (bound like any variable). (gcc's C cleanups need no LSDA; C++ LSDAs are covered by
+    // the real-process tests of hot-session.)
+    let Some(gimli::Pointer::Indirect(slot)) = tick.personality() else {
+        panic!("no indirect personality: {:?}", tick.personality());
+    };
+    assert_eq!(slot, p.exe_symbol("DW.ref.__gcc_personality_v0"));
+    // Undo hands the table back for deregistration.
+    let mut linker = p.linker;
+    linker.commit(&patch);
+    let revert = linker.revert_last().expect("revert");
+    assert_eq!(revert.unwind, [unwind]);
+}

@@ -522,3 +522,67 @@ fn variables_know_their_declaration_line() {
         }
     }
 }
+
+#[test]
+fn eh_frame_records_name_their_cie_function_and_lsda() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let source = "struct Noisy { ~Noisy(); };\n\
+                  void may_throw();\n\
+                  int plain(int x) { return x + 1; }\n\
+                  int guarded() { Noisy n; may_throw(); return 1; }\n";
+    let path = compile_with(
+        "c++",
+        dir.path(),
+        "eh.cpp",
+        source,
+        &["-c", "-O0", "-ffunction-sections", "-fdata-sections"],
+        "eh.o",
+    );
+    let object = parse_object(&path);
+    assert!(object.warnings.is_empty(), "{:?}", object.warnings);
+    let cies = object
+        .eh_frame
+        .iter()
+        .filter(|r| r.kind == hot_object::EhRecordKind::Cie)
+        .count();
+    // One CIE without a personality (`plain`), one with `__gxx_personality_v0` (`guarded`).
+    assert_eq!(cies, 2, "{:#?}", object.eh_frame);
+    for name in ["_Z5plaini", "_Z7guardedv"] {
+        let atom = atom_of(&object, name);
+        let fdes: Vec<usize> = object.fdes_of(atom).collect();
+        assert_eq!(fdes.len(), 1, "{name}: {:#?}", object.eh_frame);
+        let fde = &object.eh_frame[fdes[0]];
+        let hot_object::EhRecordKind::Fde { cie, .. } = fde.kind else {
+            unreachable!()
+        };
+        let cie = &object.eh_frame[cie];
+        // Records are whole: the length word plus what it counts.
+        for r in [fde, cie] {
+            let length = u32::from_le_bytes(r.bytes[..4].try_into().expect("4 bytes"));
+            assert_eq!(length as usize + 4, r.bytes.len());
+        }
+        // pc_begin is the first relocation, at 8; `guarded` also has its LSDA pointer into
+        // its own `.gcc_except_table` section, and its CIE the personality pointer.
+        assert_eq!(fde.relocs[0].offset.0, 8);
+        let targets: Vec<String> = fde
+            .relocs
+            .iter()
+            .map(|r| object.symbol_name(r.symbol).to_string())
+            .collect();
+        if name == "_Z7guardedv" {
+            assert_eq!(
+                targets,
+                [".text._Z7guardedv", ".gcc_except_table._Z7guardedv"]
+            );
+            let personality: Vec<&str> = cie
+                .relocs
+                .iter()
+                .map(|r| object.symbol_name(r.symbol))
+                .collect();
+            assert_eq!(personality, ["DW.ref.__gxx_personality_v0"]);
+        } else {
+            assert_eq!(targets, [".text._Z5plaini"]);
+            assert!(cie.relocs.is_empty());
+        }
+    }
+}

@@ -314,6 +314,24 @@ impl Debuggee {
         self.inner.apply(plan)
     }
 
+    /// Call the function at `function` in the target with up to six integer arguments and
+    /// return its result (`rax`), with every thread stopped: one of them (preferably one
+    /// blocked in a system call) runs the call on its own stack, below its red zone, and is
+    /// then put back exactly where it was (registers, x87/SSE/AVX state, the stack word
+    /// used). A callee that faults, or does not return within `timeout` (it waits for a lock
+    /// a stopped thread holds), fails the call with [`ProcessError::Other`]; the fault is not
+    /// delivered and the program goes on as it was (what the callee did until then stays
+    /// done). `what` names the callee in messages.
+    pub fn call_function(
+        &self,
+        function: u64,
+        args: &[u64],
+        timeout: std::time::Duration,
+        what: &str,
+    ) -> Result<u64, ProcessError> {
+        self.inner.call_function(function, args, timeout, what)
+    }
+
     /// Kill a launched program (SIGKILL) and wait for it, reporting its exit; detach from an
     /// attached one.
     pub fn stop(self) {

@@ -726,9 +726,19 @@ fn cpp_member_function_template_and_string() {
     );
     f.wait_output("area=90 twice=43 greeting=hello, C++");
     f.assert_same_process();
-    // Exceptions cannot unwind through new bodies yet: the user is told once.
-    let warning = f.wait_message(Severity::Warning);
-    assert!(warning.contains("exceptions"), "{warning}");
+    // The new bodies' unwind tables were registered (greeting's std::string temporaries
+    // have cleanups): no warning that exceptions cannot pass through them.
+    assert!(
+        !f.log.iter().any(|e| matches!(
+            e,
+            SessionEvent::Message {
+                severity: Severity::Warning,
+                ..
+            }
+        )),
+        "{:#?}",
+        f.log
+    );
 }
 
 // -fvisibility=hidden: ld makes hidden functions called from another file local symbols of
@@ -1225,4 +1235,127 @@ fn check_without_baseline(
     f.wait_output(after);
     f.assert_same_process();
     f
+}
+
+/// The `cxxexcept` fixture built with `compiler` (`c++` or `clang++`), launched.
+fn cxxexcept(compiler: &str) -> Fixture {
+    let mut f = Fixture::copy("cxxexcept");
+    f.write(
+        "hot-lsp.toml",
+        &format!(
+            "[program]\npath = \"app\"\nbuild = \"{compiler} -O0 -g -o app main.cpp\"\n\n\
+             [compile]\ncommand = \"{compiler} -O0 -g -c {{file}} -o {{output}}\"\n"
+        ),
+    );
+    f.start();
+    f.wait_launched();
+    f.wait_output("middle-caught=thrower");
+    f
+}
+
+/// The next `n` lines all contain `needle` (and the program is alive to print them).
+fn assert_next_lines_contain(f: &mut Fixture, n: usize, needle: &str, when: &str) {
+    f.fresh_output.clear();
+    let lines = f.next_lines(n);
+    assert!(
+        lines.iter().filter(|l| l.contains(needle)).count() >= n / 3,
+        "{when}: {needle:?} missing from {lines:#?}"
+    );
+    f.assert_same_process();
+}
+
+#[test]
+fn an_exception_thrown_by_a_swapped_function_is_caught_by_its_caller_also_after_undo() {
+    for compiler in ["c++", "clang++"] {
+        let mut f = cxxexcept(compiler);
+        f.edit("main.cpp", "if (tick < 0) {", "if (tick > 0) {");
+        f.edit("main.cpp", "\"risky-v1\"", "\"risky-v2\"");
+        f.save("main.cpp");
+        let swap = f.wait_swap();
+        assert_eq!(swap.swapped, ["_Z5riskyi"], "{compiler}: {swap:?}");
+        // main (not swapped) catches what the new body throws, tick after tick.
+        f.wait_output("caught=risky-v2");
+        assert_next_lines_contain(&mut f, 6, "caught=risky-v2", compiler);
+        // Undo deregisters the table; the old body runs, and exceptions through the
+        // program's own code (thrower -> middle -> main) still unwind.
+        f.send(hot_session::Command::Undo);
+        f.wait("the undo", |e| match e {
+            SessionEvent::Message { text, .. } if text.contains("reverted") => Some(()),
+            _ => None,
+        });
+        f.fresh_output.clear();
+        f.wait_output(" risky=");
+        f.wait_output("middle-caught=thrower");
+        // A new table registers after the old one was deregistered.
+        f.edit("main.cpp", "risky-v2", "risky-v3");
+        f.save("main.cpp");
+        let swap = f.wait_swap();
+        assert_eq!(swap.swapped, ["_Z5riskyi"], "{compiler}: {swap:?}");
+        f.wait_output("caught=risky-v3");
+        assert_next_lines_contain(&mut f, 6, "caught=risky-v3", compiler);
+        let warned = f.log.iter().any(|e| {
+            matches!(e, SessionEvent::Message { severity: Severity::Warning, text }
+                if text.contains("unwind") || text.contains("exception"))
+        });
+        assert!(
+            !warned,
+            "{compiler}: a warning about unwinding: {:#?}",
+            f.log
+        );
+    }
+}
+
+#[test]
+fn an_exception_unwinds_through_a_swapped_frame_and_runs_its_destructor() {
+    for compiler in ["c++", "clang++"] {
+        let mut f = cxxexcept(compiler);
+        f.edit(
+            "main.cpp",
+            "Noisy guard(\"middle-v1\");",
+            "Noisy guard(\"middle-v2\");",
+        );
+        f.save("main.cpp");
+        let swap = f.wait_swap();
+        assert_eq!(swap.swapped, ["_Z6middlei"], "{compiler}: {swap:?}");
+        f.wait_output("tick-dtor=middle-v2");
+        // thrower's exception passes through the new frame of middle: its guard's
+        // destructor runs there, then main catches the exception.
+        f.fresh_output.clear();
+        let lines = f.next_lines(12);
+        let mut unwound = 0;
+        for (i, line) in lines.iter().enumerate() {
+            assert!(
+                !line.contains("middle-v1"),
+                "{compiler}: old body ran: {lines:#?}"
+            );
+            if line.contains("tick-dtor=middle-v2") {
+                if let Some(next) = lines.get(i + 1) {
+                    assert!(
+                        next.contains("middle-caught=thrower"),
+                        "{compiler}: the destructor's line is not followed by the catch: {lines:#?}"
+                    );
+                    unwound += 1;
+                }
+            }
+        }
+        assert!(unwound >= 2, "{compiler}: {lines:#?}");
+        f.assert_same_process();
+    }
+}
+
+#[test]
+fn backtrace_from_a_swapped_function_reaches_main() {
+    let mut f = Fixture::launch("backtrace");
+    let before = f.wait_output("version=v1");
+    assert_eq!(field(&before, "main"), "1", "{before}");
+    f.edit("main.c", "version=v1", "version=v2");
+    f.save("main.c");
+    let swap = f.wait_swap();
+    assert_eq!(swap.swapped, ["report"], "{swap:?}");
+    // The unwinder gets past the new body of report (its FDE is registered): as many
+    // frames as before, main among them.
+    let after = f.wait_output("version=v2");
+    assert_eq!(field(&after, "main"), "1", "{after}");
+    assert_eq!(field(&after, "frames"), field(&before, "frames"), "{after}");
+    f.assert_same_process();
 }

@@ -2,6 +2,7 @@
 //! debuggee.
 
 mod apply;
+mod call;
 mod inject;
 mod launch;
 mod memory;
@@ -233,6 +234,22 @@ impl Debuggee {
     pub(crate) fn apply(&self, plan: &WritePlan) -> Result<ApplyReport, ProcessError> {
         self.request(|reply| Request::Apply {
             plan: plan.clone(),
+            reply,
+        })
+    }
+
+    pub(crate) fn call_function(
+        &self,
+        function: u64,
+        args: &[u64],
+        timeout: std::time::Duration,
+        what: &str,
+    ) -> Result<u64, ProcessError> {
+        self.request(|reply| Request::Call {
+            function,
+            args: args.to_vec(),
+            timeout,
+            what: what.to_string(),
             reply,
         })
     }

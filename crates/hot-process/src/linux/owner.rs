@@ -41,6 +41,14 @@ pub(crate) enum Request {
         plan: WritePlan,
         reply: Sender<Result<ApplyReport, ProcessError>>,
     },
+    /// Call a function in the target with every thread stopped (see `call.rs`).
+    Call {
+        function: u64,
+        args: Vec<u64>,
+        timeout: std::time::Duration,
+        what: String,
+        reply: Sender<Result<u64, ProcessError>>,
+    },
     /// Kill a launched program and reap it; stop watching an attached one.
     Stop { reply: Sender<()> },
     /// Stop controlling the program. A launched one keeps running: this thread stays to
@@ -259,6 +267,36 @@ impl Owner {
                             self.leader_status = applied.leader_status;
                         }
                         applied.report
+                    })
+                };
+                let _ = reply.send(result);
+                false
+            }
+            Request::Call {
+                function,
+                args,
+                timeout,
+                what,
+                reply,
+            } => {
+                let result = if self.detached {
+                    Err(ProcessError::Other("the program was detached".into()))
+                } else {
+                    StoppedThreads::stop_all(self.pid).and_then(|mut threads| {
+                        let result = super::call::call_function(
+                            self.pid,
+                            &self.mem,
+                            &mut threads,
+                            function,
+                            &args,
+                            timeout,
+                            &what,
+                        );
+                        threads.resume();
+                        if threads.leader_status.is_some() {
+                            self.leader_status = threads.leader_status;
+                        }
+                        result
                     })
                 };
                 let _ = reply.send(result);

@@ -621,6 +621,87 @@ impl StoppedThreads {
         }
     }
 
+    /// Whether `tid` is held in a signal-delivery stop (its signal goes out with the detach).
+    pub(crate) fn in_signal_stop(&self, tid: i32) -> bool {
+        self.signal_stops.contains(&tid)
+    }
+
+    /// Lets `tid` alone run (the others stay stopped) until it stops on a synchronous fault
+    /// or trap, which is returned and never delivered: an injected call ends by returning to
+    /// an unmapped address, or faults. Other signals that arrive meanwhile are held and go
+    /// out with the detach, as during a stop. At `deadline` the thread is interrupted and
+    /// `Ok(None)` returned; `Err(Exited)` when it died.
+    pub(crate) fn run_until_trap(
+        &mut self,
+        tid: i32,
+        deadline: Instant,
+    ) -> Result<Option<libc::siginfo_t>, ProcessError> {
+        let held = self.signal_stops.contains(&tid);
+        let cont = |this: &mut StoppedThreads| {
+            this.restart(libc::PTRACE_CONT, tid).map_err(|code| {
+                ProcessError::Other(format!("PTRACE_CONT of thread {tid}: {}", errno_text(code)))
+            })
+        };
+        cont(self)?;
+        let mut idle_rounds = 0;
+        loop {
+            let mut status = 0;
+            // SAFETY: waitpid writes the status into our local.
+            let result = unsafe { libc::waitpid(tid, &mut status, libc::__WALL | libc::WNOHANG) };
+            if result < 0 && errno() != libc::EINTR {
+                self.forget(tid);
+                return Err(ProcessError::Exited);
+            }
+            if result <= 0 {
+                if Instant::now() > deadline {
+                    let _ = ptrace(libc::PTRACE_INTERRUPT, tid, 0, 0);
+                    let mut pending = vec![tid];
+                    self.wait_all_stopped(&mut pending, Instant::now() + STOP_TIMEOUT)?;
+                    if !self.tids.contains(&tid) {
+                        return Err(ProcessError::Exited);
+                    }
+                    return Ok(None);
+                }
+                back_off(&mut idle_rounds);
+                continue;
+            }
+            idle_rounds = 0;
+            if libc::WIFEXITED(status) || libc::WIFSIGNALED(status) {
+                if tid == self.pid {
+                    self.leader_status = Some(status);
+                }
+                self.forget(tid);
+                return Err(ProcessError::Exited);
+            }
+            if !libc::WIFSTOPPED(status) {
+                continue;
+            }
+            let event = status >> 16;
+            if event == libc::PTRACE_EVENT_CLONE {
+                if let Some(child) = event_message(tid) {
+                    self.adopt_clone_child(child as i32, Instant::now() + STOP_TIMEOUT)?;
+                }
+            }
+            if event == 0 {
+                let signal = libc::WSTOPSIG(status);
+                if let Some(info) = get_siginfo(tid) {
+                    let trap = signal == libc::SIGTRAP && info.si_code > 0;
+                    if trap || is_synchronous_fault(&info) {
+                        // Back in a signal-delivery stop: a signal held for the thread
+                        // before the call goes out with the detach, the fault never does.
+                        if held {
+                            self.signal_stops.push(tid);
+                        }
+                        return Ok(Some(info));
+                    }
+                    self.signals.push(PendingSignal { tid, info });
+                    self.signals_held += 1;
+                }
+            }
+            cont(self)?;
+        }
+    }
+
     fn adopt_clone_child(&mut self, child: i32, deadline: Instant) -> Result<(), ProcessError> {
         if !self.tids.contains(&child) {
             self.tids.push(child);

@@ -7,6 +7,7 @@
 mod baseline;
 mod lifecycle;
 mod pipeline;
+mod unwind;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -75,7 +76,7 @@ struct Worker {
     published: HashMap<PathBuf, HashSet<PathBuf>>,
     seq: u64,
     warned_optimisation: bool,
-    /// The warning that exceptions cannot unwind through new bodies was given.
+    /// The note that the program has no unwinder to register new code with was given.
     warned_exceptions: bool,
     scratch_counter: u64,
     /// Source files swapped into the program, in order, and the build-id of the executable

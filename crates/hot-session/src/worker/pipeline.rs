@@ -249,8 +249,7 @@ impl Worker {
         ));
         self.publish(file, file, diagnostics);
 
-        // C++ exception tables: the unwinder finds a function's frame description only in
-        // the loaded objects' .eh_frame, not in the arenas (none is registered yet).
+        // C++ code: a table the unwinder cannot take is worth a warning (`unwind.rs`).
         let unwinds_cxx_exceptions = object
             .symbols
             .iter()
@@ -292,15 +291,15 @@ impl Worker {
             commit: patch.entries.iter().map(entry_write).collect(),
             protected: patch.protected.iter().map(|r| r.start.0..r.end.0).collect(),
         };
-        let Some(program) = self.program.as_mut() else {
-            return Err(());
-        };
         let swap_start = Instant::now();
-        if let Err(e) = program.debuggee.apply(&plan) {
+        if let Err(e) = self.apply_with_unwind(&plan, &patch.unwind, unwinds_cxx_exceptions) {
             let text = process_error_text(&e);
             self.fail(text);
             return Err(());
         }
+        let Some(program) = self.program.as_mut() else {
+            return Err(());
+        };
         let swap_micros = swap_start.elapsed().as_micros() as u64;
         if let Some(linker) = program.linker.as_mut() {
             linker.commit(&patch);
@@ -335,16 +334,6 @@ impl Worker {
             },
         };
         self.emit(SessionEvent::Swap(summary.clone()));
-        if unwinds_cxx_exceptions && !self.warned_exceptions {
-            self.warned_exceptions = true;
-            self.message(
-                Severity::Warning,
-                "C++ exceptions cannot pass through swapped functions yet: hot-lsp does not \
-                 register unwind tables for new bodies, so an exception thrown in or through a \
-                 swapped function terminates the program. Restart the program before relying \
-                 on exceptions in the functions you changed.",
-            );
-        }
         self.update_status(|s| {
             s.state = State::Running;
             s.last_swap = Some(summary.clone());
@@ -383,6 +372,7 @@ impl Worker {
         if let Some(linker) = program.linker.as_mut() {
             linker.revert_last();
         }
+        self.unregister_unwind(&reverts.unwind);
         match applied.previous_baseline {
             Some(b) => {
                 self.baselines.insert(applied.file.clone(), b);
