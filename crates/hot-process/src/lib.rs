@@ -10,6 +10,12 @@ use std::ffi::OsString;
 use std::ops::Range;
 use std::path::PathBuf;
 
+/// Test-only fault injection (the `fault-injection` feature); see [`fault::arm`].
+#[cfg(feature = "fault-injection")]
+pub mod fault;
+#[cfg(not(feature = "fault-injection"))]
+#[allow(dead_code)]
+mod fault;
 #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
 mod linux;
 #[cfg(all(target_os = "linux", target_arch = "x86_64"))]

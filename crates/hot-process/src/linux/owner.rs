@@ -329,13 +329,16 @@ impl Owner {
         let flags = (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE) as u64;
         for candidate in candidates {
             let (hint, length) = (candidate.start, candidate.end - candidate.start);
-            let result = inject_syscall(
-                &mut threads,
-                tid,
-                syscall_at,
-                libc::SYS_mmap,
-                [hint, length, prot_flags(prot), flags, u64::MAX, 0],
-            )?;
+            let result = match crate::fault::syscall(crate::fault::Step::Mmap) {
+                Some(injected) => injected,
+                None => inject_syscall(
+                    &mut threads,
+                    tid,
+                    syscall_at,
+                    libc::SYS_mmap,
+                    [hint, length, prot_flags(prot), flags, u64::MAX, 0],
+                )?,
+            };
             if result == -(libc::EEXIST as i64) {
                 // Someone mapped it since we read the maps: try the next gap.
                 continue;
