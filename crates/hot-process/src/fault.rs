@@ -10,6 +10,8 @@
 //! time.
 
 /// One kind of step a swap is made of; each hook site names one.
+// `SingleStep` is the ptrace request's name.
+#[allow(clippy::enum_variant_names)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Step {
     /// A `prepare` write into an arena (while the program runs, or retried once stopped).
