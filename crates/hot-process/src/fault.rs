@@ -81,6 +81,8 @@ mod armed {
         count: u64,
         seen: [u64; Step::ALL.len()],
         fired: Option<Step>,
+        /// Instead of failing the step, SIGKILL this process there and let the step go on.
+        kill: Option<i32>,
     }
 
     static STATE: Mutex<State> = Mutex::new(State {
@@ -89,6 +91,7 @@ mod armed {
         count: 0,
         seen: [0; Step::ALL.len()],
         fired: None,
+        kill: None,
     });
 
     fn state() -> std::sync::MutexGuard<'static, State> {
@@ -97,7 +100,18 @@ mod armed {
 
     /// Count steps from now on and fail the `nth` (1-based); 0 only counts.
     pub fn arm(nth: u64) {
+        arm_with(nth, None);
+    }
+
+    /// Count steps from now on and, at the `nth`, SIGKILL process `pid` (the step itself
+    /// goes on and meets a program that is dying): the program dies at a known step.
+    pub fn arm_kill(nth: u64, pid: i32) {
+        arm_with(nth, Some(pid));
+    }
+
+    fn arm_with(nth: u64, kill: Option<i32>) {
         let mut s = state();
+        s.kill = kill;
         s.armed = true;
         s.target = nth;
         s.count = 0;
@@ -131,6 +145,12 @@ mod armed {
         }
         if s.count == s.target {
             s.fired = Some(step);
+            if let Some(pid) = s.kill {
+                tracing::warn!(?step, nth = s.count, pid, "killing the program");
+                // SAFETY: plain system call.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+                return false;
+            }
             tracing::warn!(?step, nth = s.count, "injected fault");
             return true;
         }
@@ -139,7 +159,7 @@ mod armed {
 }
 
 #[cfg(feature = "fault-injection")]
-pub use armed::{arm, disarm, Report};
+pub use armed::{arm, arm_kill, disarm, Report};
 
 #[cfg(feature = "fault-injection")]
 use armed::fails;

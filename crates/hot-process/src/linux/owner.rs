@@ -15,8 +15,8 @@ use super::inject::{
 };
 use super::memory::{image_range, read_mappings, start_brk, ProcMem};
 use super::threads::{
-    errno, errno_text, get_regs, has_lingering, release_lingering, release_lingering_within,
-    StoppedThreads,
+    errno, errno_text, get_regs, has_lingering, reaped_leader_status, release_lingering,
+    release_lingering_within, StoppedThreads,
 };
 use crate::{ApplyReport, ProcessError, ProcessEvent, Protection, Stream, WritePlan};
 
@@ -448,6 +448,35 @@ impl Owner {
         self.outputs = outputs;
     }
 
+    /// Reaps the launched program (our own child only, never -1: the server runs compilers),
+    /// within a bound: its leader cannot be reaped before every traced thread is, so
+    /// lingering ones are reaped meanwhile, and a program that still cannot be reaped (it
+    /// should not happen) is logged rather than waited for forever. `None`: no status known.
+    fn reap_leader(&mut self) -> Option<i32> {
+        let deadline = std::time::Instant::now() + 2 * REAP_WITHIN;
+        loop {
+            let mut status = 0;
+            // SAFETY: waitpid writes the status into our local.
+            let reaped =
+                unsafe { libc::waitpid(self.pid, &mut status, libc::__WALL | libc::WNOHANG) };
+            if reaped == self.pid {
+                return Some(status);
+            }
+            if reaped < 0 && errno() != libc::EINTR {
+                // ECHILD: a ptrace wait reaped it already (perhaps in a swap that failed).
+                return reaped_leader_status(self.pid).or(self.leader_status);
+            }
+            if let Some(status) = release_lingering() {
+                self.leader_status = Some(status);
+            }
+            if std::time::Instant::now() > deadline {
+                tracing::error!(pid = self.pid, "the program could not be reaped in time");
+                return reaped_leader_status(self.pid).or(self.leader_status);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+    }
+
     /// The program is gone (or being killed): drain its output, reap it, report.
     fn report_exit(&mut self) {
         // Traced threads left over from a timed-out stop are zombies only this thread can
@@ -456,14 +485,7 @@ impl Owner {
             self.leader_status = Some(status);
         }
         let event = if self.launched {
-            let mut status = 0;
-            // SAFETY: waits for our own child only, never -1 (the server runs compilers).
-            let reaped = unsafe { libc::waitpid(self.pid, &mut status, libc::__WALL) };
-            let status = if reaped == self.pid {
-                Some(status)
-            } else {
-                self.leader_status
-            };
+            let status = self.reap_leader();
             match status {
                 Some(s) if libc::WIFEXITED(s) => ProcessEvent::Exited {
                     code: Some(libc::WEXITSTATUS(s)),

@@ -148,6 +148,24 @@ thread_local! {
     static LINGERING: RefCell<Vec<(i32, i32)>> = const { RefCell::new(Vec::new()) };
 }
 
+thread_local! {
+    /// The wait status of a leader a ptrace wait reaped (`(pid, status)`), whatever the swap
+    /// it happened in returned: the owner thread reports the exit with it, as the leader can
+    /// no longer be waited for.
+    static LEADER_STATUS: std::cell::Cell<Option<(i32, i32)>> = const { std::cell::Cell::new(None) };
+}
+
+fn record_leader_status(pid: i32, status: i32) {
+    LEADER_STATUS.with(|s| s.set(Some((pid, status))));
+}
+
+/// The wait status of `pid` if a ptrace wait on this thread reaped it.
+pub(crate) fn reaped_leader_status(pid: i32) -> Option<i32> {
+    LEADER_STATUS
+        .with(|s| s.get())
+        .and_then(|(p, status)| (p == pid).then_some(status))
+}
+
 /// Whether this owner thread still traces threads it could not detach yet.
 pub(crate) fn has_lingering() -> bool {
     LINGERING.with(|l| !l.borrow().is_empty())
@@ -236,6 +254,7 @@ fn release_one(
         if libc::WIFEXITED(status) || libc::WIFSIGNALED(status) {
             if tid == pid {
                 *leader_status = Some(status);
+                record_leader_status(pid, status);
             }
             return true;
         }
@@ -541,6 +560,7 @@ impl StoppedThreads {
         if libc::WIFEXITED(status) || libc::WIFSIGNALED(status) {
             if tid == self.pid {
                 self.leader_status = Some(status);
+                record_leader_status(tid, status);
             }
             return Waited::Gone;
         }
