@@ -59,6 +59,12 @@ pub enum ProcessEvent {
     /// partial line is sent on its own when the program writes nothing more for 50 ms, and
     /// at exit.
     Output { stream: Stream, text: String },
+    /// The program called `exec`: the same process now runs another image (`path`, as
+    /// `/proc/PID/exe` names it; the same file again for a program that re-executes itself).
+    /// Everything read from the old image is void: read the new one. Noticed within
+    /// 200 ms, and before any arena mapping or apply, which fail instead of writing the
+    /// new image as if it were the old one.
+    Exec { path: String },
     /// The program is gone. An attached process reports no code.
     Exited {
         code: Option<i32>,

@@ -13,7 +13,7 @@ use super::apply::{apply, ApplyScratch};
 use super::inject::{
     arena_candidates, find_syscall_insn, inject_syscall, mmap_min_addr, prot_flags, Heap, LOW_LIMIT,
 };
-use super::memory::{image_range, read_mappings, start_brk, ProcMem};
+use super::memory::{exe_link, image_range, read_mappings, start_brk, ProcMem};
 use super::threads::{
     errno, errno_text, get_regs, has_lingering, reaped_leader_status, release_lingering,
     release_lingering_within, StoppedThreads,
@@ -26,6 +26,8 @@ const PARTIAL_LINE_FLUSH_MS: i32 = 50;
 const LINGERING_POLL_MS: i32 = 10;
 /// How long a killed program's traced threads get to exit before its leader is reaped.
 const REAP_WITHIN: std::time::Duration = std::time::Duration::from_secs(5);
+/// How often an idle owner thread looks whether the program called `exec`.
+const EXEC_POLL_MS: i32 = 200;
 /// A line longer than this is sent in pieces.
 const MAX_LINE: usize = 64 * 1024;
 
@@ -182,7 +184,7 @@ impl Owner {
             let timeout = match (partial, has_lingering()) {
                 (_, true) => LINGERING_POLL_MS,
                 (true, false) => PARTIAL_LINE_FLUSH_MS,
-                (false, false) => -1,
+                (false, false) => EXEC_POLL_MS,
             };
             // SAFETY: pollfds is a live array of the given length.
             let ready =
@@ -198,6 +200,9 @@ impl Owner {
                 if let Some(status) = release_lingering() {
                     self.leader_status = Some(status);
                 }
+            }
+            if !self.detached {
+                self.check_exec();
             }
             if ready == 0 {
                 // The program paused mid-line: send what it wrote.
@@ -244,6 +249,8 @@ impl Owner {
             } => {
                 let result = if self.detached {
                     Err(ProcessError::Other("the program was detached".into()))
+                } else if let Some(exec) = self.check_exec() {
+                    Err(exec)
                 } else {
                     self.map_arena(near, (size, min_size), prot)
                 };
@@ -253,6 +260,8 @@ impl Owner {
             Request::Apply { plan, reply } => {
                 let result = if self.detached {
                     Err(ProcessError::Other("the program was detached".into()))
+                } else if let Some(exec) = self.check_exec() {
+                    Err(exec)
                 } else {
                     apply(self.pid, &self.mem, &plan, &mut self.scratch).map(|applied| {
                         if applied.leader_status.is_some() {
@@ -286,6 +295,26 @@ impl Owner {
                 !self.launched
             }
         }
+    }
+
+    /// If the program called `exec` since the last look: reopens its memory for the new
+    /// address space, forgets what belonged to the old one, reports [`ProcessEvent::Exec`],
+    /// and returns the error a request meant for the old image gets.
+    fn check_exec(&mut self) -> Option<ProcessError> {
+        if !self.mem.reopen_after_exec() {
+            return None;
+        }
+        // The borrowed `syscall` instruction was the old image's.
+        self.syscall_insn = None;
+        let path = exe_link(self.pid)
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|_| "?".into());
+        tracing::info!(pid = self.pid, %path, "the program called exec");
+        let _ = self.events.send(ProcessEvent::Exec { path: path.clone() });
+        Some(ProcessError::Other(format!(
+            "pid {} called exec and now runs {path}: the change was made for the image it ran              before, so nothing was written; hot-lsp reads the new image — save again",
+            self.pid
+        )))
     }
 
     fn map_arena(

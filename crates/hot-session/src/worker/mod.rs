@@ -401,6 +401,7 @@ impl Worker {
                 text.push('\n');
                 self.emit(SessionEvent::Output { stream, text });
             }
+            ProcessEvent::Exec { path } => self.on_exec(&path),
             ProcessEvent::Exited { code, signal } => {
                 self.program = None;
                 self.process_events = crossbeam_channel::never();
