@@ -253,6 +253,39 @@ impl Debuggee {
             .ok()
     }
 
+    /// The program's child processes that run its own executable (forked workers of a
+    /// pre-fork server; a child that called exec runs something else and is not listed),
+    /// in pid order. They are not traced and a swap does not reach them: each keeps the
+    /// code it was forked with.
+    pub fn forked_children(&self) -> Vec<i32> {
+        let pid = self.pid();
+        let Ok(exe) = std::fs::read_link(self.exe_path()) else {
+            return Vec::new();
+        };
+        let Ok(dir) = std::fs::read_dir("/proc") else {
+            return Vec::new();
+        };
+        let mut children: Vec<i32> = dir
+            .flatten()
+            .filter_map(|entry| entry.file_name().to_str()?.parse::<i32>().ok())
+            .filter(|&child| {
+                let status = std::fs::read_to_string(format!("/proc/{child}/status"));
+                let parent = status.ok().and_then(|s| {
+                    s.lines()
+                        .find_map(|l| l.strip_prefix("PPid:"))
+                        .and_then(|p| p.trim().parse::<i32>().ok())
+                });
+                parent == Some(pid)
+                    && std::fs::read_link(format!("/proc/{child}/exe"))
+                        .ok()
+                        .as_ref()
+                        == Some(&exe)
+            })
+            .collect();
+        children.sort_unstable();
+        children
+    }
+
     /// `/proc/PID/maps`, in address order.
     pub fn mappings(&self) -> Result<Vec<Mapping>, ProcessError> {
         self.inner.mappings()

@@ -43,10 +43,24 @@ impl Rng {
 /// After the program was killed: the session says so, with the signal, the process is
 /// reaped, and the state is `exited`.
 fn check_exited(f: &mut Fixture, pid: i32, what: &str) {
+    // Should the exit not come, say where every thread of this process and of the
+    // program is, before the wait times out.
+    let (done_tx, done_rx) = crossbeam_channel::bounded::<()>(1);
+    let watchdog = std::thread::spawn(move || {
+        if done_rx.recv_timeout(common::TIMEOUT / 2).is_err() {
+            eprintln!(
+                "no exit yet; this process: {:?}\nthe program: {:?}",
+                threads_of(std::process::id() as i32),
+                threads_of(pid)
+            );
+        }
+    });
     let (code, signal) = f.wait(&format!("{what}: the exit"), |e| match e {
         SessionEvent::Exited { code, signal } => Some((*code, *signal)),
         _ => None,
     });
+    let _ = done_tx.send(());
+    let _ = watchdog.join();
     assert_eq!((code, signal), (None, Some(9)), "{what}");
     // The status follows the exit event.
     let status = f.wait(&format!("{what}: the exited status"), |e| match e {
@@ -62,6 +76,35 @@ fn check_exited(f: &mut Fixture, pid: i32, what: &str) {
         !std::path::Path::new(&format!("/proc/{pid}")).exists(),
         "{what}: pid {pid} was not reaped"
     );
+}
+
+/// Every thread of `pid`: name, state, tracer and where the kernel holds it.
+fn threads_of(pid: i32) -> Vec<String> {
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return vec!["gone".into()];
+    };
+    dir.flatten()
+        .map(|entry| {
+            let read =
+                |name: &str| std::fs::read_to_string(entry.path().join(name)).unwrap_or_default();
+            let status = read("status");
+            let get = |key: &str| {
+                status
+                    .lines()
+                    .find_map(|l| l.strip_prefix(key))
+                    .map(|v| v.trim().to_owned())
+                    .unwrap_or_default()
+            };
+            format!(
+                "{:?} {} {} tracer {} in {}",
+                entry.file_name(),
+                read("comm").trim(),
+                get("State:"),
+                get("TracerPid:"),
+                read("wchan")
+            )
+        })
+        .collect()
 }
 
 /// Launches again and waits for version `k` to run.
@@ -131,7 +174,10 @@ fn the_program_killed_at_every_step_and_at_random_times_is_reported_and_relaunch
         .and_then(|s| s.parse().ok())
         .unwrap_or(0x5eed_0012_u64);
     let mut rng = Rng(seed);
-    let rounds = 20;
+    let rounds = std::env::var("HOT_DEATHS_ROUNDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(20);
     let mut delays = Vec::new();
     for round in 0..rounds {
         version = if version == 2 { 3 } else { 2 };

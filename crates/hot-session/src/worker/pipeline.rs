@@ -335,6 +335,25 @@ impl Worker {
             },
         };
         self.emit(SessionEvent::Swap(summary.clone()));
+        let (pid, children) = match self.program.as_ref() {
+            Some(p) => (p.debuggee.pid(), p.debuggee.forked_children()),
+            None => (0, Vec::new()),
+        };
+        if !children.is_empty() && children != self.warned_children {
+            let pids: Vec<String> = children.iter().map(|c| c.to_string()).collect();
+            self.message(
+                Severity::Warning,
+                format!(
+                    "swapped in pid {pid} only: its {} child process{} running the same program                      (pid {}) {} forked before this swap and keep{} the old code; restart                      them (or the program) to run the new code there",
+                    children.len(),
+                    if children.len() == 1 { "" } else { "es" },
+                    pids.join(", "),
+                    if children.len() == 1 { "was" } else { "were" },
+                    if children.len() == 1 { "s" } else { "" },
+                ),
+            );
+        }
+        self.warned_children = children;
         if unwinds_cxx_exceptions && !self.warned_exceptions {
             self.warned_exceptions = true;
             self.message(
