@@ -18,7 +18,7 @@ pub enum Step {
     ArenaWrite,
     /// Reading the source of a slot copy (an IFUNC's resolved address).
     SlotCopy,
-    /// `PTRACE_SEIZE` of one thread.
+    /// `PTRACE_SEIZE` of one thread (fails as a denied trace, `EPERM`).
     Seize,
     /// `PTRACE_INTERRUPT` of one thread.
     Interrupt,
@@ -185,6 +185,16 @@ pub(crate) fn io(step: Step) -> std::io::Result<()> {
 pub(crate) fn errno(step: Step) -> Result<(), i32> {
     if fails(step) {
         return Err(libc::EIO);
+    }
+    Ok(())
+}
+
+/// The step as a ptrace result the kernel refused: a failing one is `EPERM` (a security
+/// policy denying the trace).
+#[inline(always)]
+pub(crate) fn denied(step: Step) -> Result<(), i32> {
+    if fails(step) {
+        return Err(libc::EPERM);
     }
     Ok(())
 }

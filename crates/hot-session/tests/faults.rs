@@ -169,6 +169,40 @@ fn each_step_of_a_real_swap_fails_in_turn_and_undo_agrees() {
                 _ => None,
             })
             .collect();
+        // The file's diagnostics: the last list published for util.c in this save.
+        let util = f.path("util.c");
+        let published = events.iter().rev().find_map(|e| match e {
+            SessionEvent::Diagnostics { file, diagnostics } if *file == util => {
+                Some(diagnostics.clone())
+            }
+            _ => None,
+        });
+        let codes: Vec<&str> = published
+            .iter()
+            .flatten()
+            .filter(|d| d.severity == Severity::Error)
+            .map(|d| d.code.as_str())
+            .collect();
+        let expected_code = match (swapped, report.fired) {
+            (true, _) => None,
+            // A refused seize is what a denied ptrace looks like.
+            (false, Some(Step::Seize)) => Some("permission-denied"),
+            (false, Some(Step::EntryWrite | Step::DataWrite)) => Some("protection-failure"),
+            (false, _) => None,
+        };
+        assert_eq!(
+            codes,
+            Vec::from_iter(expected_code),
+            "{what}: {published:#?}"
+        );
+        if expected_code == Some("permission-denied") {
+            let message = &published.iter().flatten().next().expect("one").message;
+            assert!(message.contains("permission denied"), "{message}");
+            assert!(
+                message.contains("security module"),
+                "the fix is not named: {message}"
+            );
+        }
         if swapped {
             assert!(errors.is_empty(), "{what}: swapped, yet {errors:?}");
             swaps += 1;

@@ -82,7 +82,7 @@ fn open_mem(pid: i32) -> Result<File, ProcessError> {
     {
         Ok(file) => Ok(file),
         Err(err) if err.kind() == std::io::ErrorKind::PermissionDenied => Err(
-            ProcessError::PermissionDenied(format!("cannot open {path}: {err}")),
+            super::permission::denied(pid, &format!("cannot open {path}: {err}")),
         ),
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => Err(ProcessError::Exited),
         Err(err) => Err(ProcessError::Other(format!("cannot open {path}: {err}"))),

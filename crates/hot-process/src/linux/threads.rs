@@ -424,7 +424,8 @@ impl StoppedThreads {
     }
 
     fn seize(&mut self, tid: i32, options: usize) -> Result<SeizeOutcome, ProcessError> {
-        match fault::errno(Step::Seize).and_then(|()| ptrace(libc::PTRACE_SEIZE, tid, 0, options)) {
+        match fault::denied(Step::Seize).and_then(|()| ptrace(libc::PTRACE_SEIZE, tid, 0, options))
+        {
             Ok(_) => {
                 self.tids.push(tid);
                 Ok(SeizeOutcome::Seized)
@@ -448,11 +449,10 @@ impl StoppedThreads {
                         "thread {tid} of pid {} is already traced by pid {tracer} (a debugger?); detach it first",
                         self.pid
                     ))),
-                    Some(_) => Err(ProcessError::PermissionDenied(format!(
-                        "cannot trace pid {} (thread {tid}): {} (another user's process, or kernel.yama.ptrace_scope)",
+                    Some(_) => Err(super::permission::denied(
                         self.pid,
-                        errno_text(libc::EPERM)
-                    ))),
+                        &format!("cannot trace thread {tid} of pid {}", self.pid),
+                    )),
                 }
             }
             Err(code) => Err(ProcessError::Other(format!(

@@ -247,7 +247,7 @@ impl Worker {
             }),
             file,
         ));
-        self.publish(file, file, diagnostics);
+        self.publish(file, file, diagnostics.clone());
 
         // C++ exception tables: the unwinder finds a function's frame description only in
         // the loaded objects' .eh_frame, not in the arenas (none is registered yet).
@@ -298,6 +298,12 @@ impl Worker {
         let swap_start = Instant::now();
         if let Err(e) = program.debuggee.apply(&plan) {
             let text = process_error_text(&e);
+            if let Some(code) = process_error_code(&e) {
+                // The file's save did not reach the program: say so where the file is shown,
+                // until a later save of it links again.
+                diagnostics.push(located(None, file, Severity::Error, code, &text));
+                self.publish(file, file, diagnostics);
+            }
             self.fail(text);
             return Err(());
         }
@@ -448,6 +454,19 @@ fn link_guarded(
 
 fn process_error_text(e: &ProcessError) -> String {
     e.to_string()
+}
+
+/// The diagnostic code (DESIGN.md 3.3) of a swap the process refused, for the failures that
+/// have one: the trace denied, memory that cannot be written, the program gone.
+fn process_error_code(e: &ProcessError) -> Option<&'static str> {
+    match e {
+        ProcessError::PermissionDenied(_) => Some("permission-denied"),
+        ProcessError::Protection { .. } => Some("protection-failure"),
+        ProcessError::Exited => Some("process-exited"),
+        ProcessError::Launch { .. } | ProcessError::Unexpected { .. } | ProcessError::Other(_) => {
+            None
+        }
+    }
 }
 
 /// Per symbol and code, at most this many source lines get a diagnostic of their own; the
