@@ -53,6 +53,14 @@ fn check_exited(f: &mut Fixture, pid: i32, what: &str) {
                 threads_of(std::process::id() as i32),
                 threads_of(pid)
             );
+            // Where each thread of the session is, if gdb is there to say.
+            if let Ok(out) = std::process::Command::new("gdb")
+                .args(["-p", &std::process::id().to_string(), "-batch", "-ex"])
+                .arg("thread apply all bt 25")
+                .output()
+            {
+                eprintln!("{}", String::from_utf8_lossy(&out.stdout));
+            }
         }
     });
     let (code, signal) = f.wait(&format!("{what}: the exit"), |e| match e {
