@@ -42,7 +42,9 @@ impl Rng {
 
 /// After the program was killed: the session says so, with the signal, the process is
 /// reaped, and the state is `exited`.
-fn check_exited(f: &mut Fixture, pid: i32, what: &str) {
+/// The exit may come before the save starts (the session takes the exit first when both
+/// wait), and the save then only compiles: events from `from` on count.
+fn check_exited(f: &mut Fixture, pid: i32, from: usize, what: &str) {
     // Should the exit not come, say where every thread of this process and of the
     // program is, before the wait times out.
     let (done_tx, done_rx) = crossbeam_channel::bounded::<()>(1);
@@ -63,20 +65,28 @@ fn check_exited(f: &mut Fixture, pid: i32, what: &str) {
             }
         }
     });
-    let (code, signal) = f.wait(&format!("{what}: the exit"), |e| match e {
+    let exited = |e: &SessionEvent| match e {
         SessionEvent::Exited { code, signal } => Some((*code, *signal)),
         _ => None,
-    });
+    };
+    let seen = f.log[from..].iter().position(|e| exited(e).is_some());
+    let (code, signal) = match seen {
+        Some(at) => exited(&f.log[from + at]).expect("an exit"),
+        None => f.wait(&format!("{what}: the exit"), exited),
+    };
+    let from = from + seen.unwrap_or(f.log.len() - from);
     let _ = done_tx.send(());
     let _ = watchdog.join();
     assert_eq!((code, signal), (None, Some(9)), "{what}");
     // The status follows the exit event.
-    let status = f.wait(&format!("{what}: the exited status"), |e| match e {
-        SessionEvent::Status(s) if s.state != State::Swapping && s.state != State::Running => {
-            Some(s.clone())
-        }
+    let exited_status = |e: &SessionEvent| match e {
+        SessionEvent::Status(s) if s.state == State::Exited => Some(s.clone()),
         _ => None,
-    });
+    };
+    let status = match f.log[from..].iter().find_map(exited_status) {
+        Some(status) => status,
+        None => f.wait(&format!("{what}: the exited status"), exited_status),
+    };
     assert_eq!(status.state, State::Exited, "{what}: {status:?}");
     assert_eq!(status.signal, Some(9), "{what}: {status:?}");
     assert_eq!(status.pid, None, "{what}: {status:?}");
@@ -152,6 +162,7 @@ fn the_program_killed_at_every_step_and_at_random_times_is_reported_and_relaunch
         nth += 1;
         version = if version == 2 { 3 } else { 2 };
         fault::arm_kill(nth, pid);
+        let from = f.log.len();
         let swapped = save(&mut f, version);
         let report = fault::disarm();
         let Some(step) = report.fired else {
@@ -165,7 +176,12 @@ fn the_program_killed_at_every_step_and_at_random_times_is_reported_and_relaunch
         };
         *kills.entry(step).or_default() += 1;
         swapped_before_death += usize::from(swapped);
-        check_exited(&mut f, pid, &format!("killed at step {nth} ({step:?})"));
+        check_exited(
+            &mut f,
+            pid,
+            from,
+            &format!("killed at step {nth} ({step:?})"),
+        );
         // The launch builds from the sources on disk: version `version` runs.
         pid = relaunch(&mut f, version);
     }
@@ -198,11 +214,13 @@ fn the_program_killed_at_every_step_and_at_random_times_is_reported_and_relaunch
             // reaps it only after this thread has run, as the test waits for the exit).
             unsafe { libc::kill(victim, libc::SIGKILL) };
         });
+        let from = f.log.len();
         save(&mut f, version);
         killer.join().expect("killer");
         check_exited(
             &mut f,
             victim,
+            from,
             &format!("round {round} (seed {seed:#x}), killed after {delay:?}"),
         );
         pid = relaunch(&mut f, version);
