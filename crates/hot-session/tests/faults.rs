@@ -250,6 +250,59 @@ fn each_step_of_a_real_swap_fails_in_turn_and_undo_agrees() {
         );
     }
 
+    // Undo under faults: each step of the revert fails in turn until one undo goes through.
+    // A failed undo leaves the program, the journal and the baseline as they were (the
+    // program runs the last swap whole), so undo can be tried again.
+    let before = if swaps == 1 {
+        1
+    } else if running == 2 {
+        3
+    } else {
+        2
+    };
+    let mut undo_faults: BTreeMap<Step, u64> = BTreeMap::new();
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let from = f.log.len();
+        fault::arm(attempt);
+        f.send(Command::Undo);
+        let said = f.wait(&format!("undo with fault {attempt}"), |e| match e {
+            SessionEvent::Message { severity, text }
+                if text.contains("revert") || text.contains("undo") =>
+            {
+                Some((*severity, text.clone()))
+            }
+            _ => None,
+        });
+        let report = fault::disarm();
+        if let Some(step) = report.fired {
+            *undo_faults.entry(step).or_default() += 1;
+        }
+        let what = format!("undo, fault at {:?}", report.fired);
+        wait_untraced(pid, &what);
+        let reverted = said.0 == Severity::Information && said.1.contains("reverted");
+        assert!(reverted || report.fired.is_some(), "{what}: {said:?}");
+        let now = if reverted { before } else { running };
+        settle(&mut f, now);
+        check_lines(
+            &output_lines(&f.log[from..]),
+            running,
+            reverted.then_some(before),
+            &what,
+        );
+        if reverted {
+            running = before;
+            swaps -= 1;
+            break;
+        }
+    }
+    eprintln!("undo: {attempt} tries, faults injected per step: {undo_faults:?}");
+    assert!(
+        undo_faults.contains_key(&Step::EntryWrite),
+        "{undo_faults:?}"
+    );
+
     // The journal holds exactly the swaps that happened: undo walks them back to version 1.
     for undo in 0..swaps {
         f.send(Command::Undo);
