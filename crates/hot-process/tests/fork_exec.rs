@@ -148,3 +148,44 @@ fn a_program_that_calls_exec_is_reported_and_swapped_as_its_new_image() {
     }
     eprintln!("exec reported ({path}); value() at {old_entry:#x} before, {new_entry:#x} after");
 }
+
+#[test]
+fn exec_in_the_middle_of_back_to_back_stops_hangs_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let program = compile(dir.path(), "execer", &["-fPIE", "-pie"]);
+    let trigger = dir.path().join("exec-now");
+    let (debuggee, rx) = launch(&program, &[trigger.to_str().expect("utf-8 path")]);
+    let debuggee = Arc::new(debuggee);
+    let pid = debuggee.pid();
+    wait_line(&rx, "value=", |l| l.starts_with("value="));
+    // Stop and release the program over and over while it calls exec, 10 times: each stop
+    // meets the old image or the new one, none hangs, every exec is reported.
+    let mut stops = 0;
+    let mut failed = 0;
+    let mut exec = String::new();
+    for gen in 1..=10 {
+        std::fs::write(&trigger, b"").expect("touch the trigger");
+        let deadline = std::time::Instant::now() + TIMEOUT;
+        exec = loop {
+            match apply_within(&debuggee, &hot_process::WritePlan::default(), "a stop") {
+                Ok(_) => stops += 1,
+                Err(_) => failed += 1,
+            }
+            match rx.try_recv() {
+                Ok(ProcessEvent::Exec { path }) => break path,
+                Ok(ProcessEvent::Exited { code, signal }) => {
+                    panic!("exited: {code:?} {signal:?}")
+                }
+                _ => {}
+            }
+            assert!(std::time::Instant::now() < deadline, "no exec event {gen}");
+        };
+        wait_not_left_stopped(pid, &format!("after exec {gen}"));
+        let line = wait_line(&rx, "the new image", |l| l.starts_with("value="));
+        assert!(line.ends_with(&format!("gen={gen}")), "{line}");
+        wait_line(&rx, "the new image runs", |l| {
+            l.contains(&format!("gen={gen} got=1"))
+        });
+    }
+    eprintln!("{stops} stops ({failed} refused) around 10 execs of {exec}");
+}
