@@ -231,4 +231,16 @@ fn the_program_killed_at_every_step_and_at_random_times_is_reported_and_relaunch
     assert!(save(&mut f, version), "the last save did not swap");
     f.wait_output(&line_of(version));
     f.assert_same_process();
+    // No owner thread of a dead program is left waiting: one remains, the live program's.
+    let owners = || {
+        threads_of(std::process::id() as i32)
+            .into_iter()
+            .filter(|t| t.contains("hot-process"))
+            .count()
+    };
+    let deadline = std::time::Instant::now() + common::TIMEOUT;
+    while owners() > 1 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(owners(), 1, "{:?}", threads_of(std::process::id() as i32));
 }
