@@ -184,6 +184,8 @@ impl Owner {
             let timeout = match (partial, has_lingering()) {
                 (_, true) => LINGERING_POLL_MS,
                 (true, false) => PARTIAL_LINE_FLUSH_MS,
+                // A detached program is not ours to re-read.
+                (false, false) if self.detached => -1,
                 (false, false) => EXEC_POLL_MS,
             };
             // SAFETY: pollfds is a live array of the given length.
