@@ -10,6 +10,12 @@ use std::ffi::OsString;
 use std::ops::Range;
 use std::path::PathBuf;
 
+/// Test-only fault injection (the `fault-injection` feature); see [`fault::arm`].
+#[cfg(feature = "fault-injection")]
+pub mod fault;
+#[cfg(not(feature = "fault-injection"))]
+#[allow(dead_code)]
+mod fault;
 #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
 mod linux;
 #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
@@ -53,6 +59,12 @@ pub enum ProcessEvent {
     /// partial line is sent on its own when the program writes nothing more for 50 ms, and
     /// at exit.
     Output { stream: Stream, text: String },
+    /// The program called `exec`: the same process now runs another image (`path`, as
+    /// `/proc/PID/exe` names it; the same file again for a program that re-executes itself).
+    /// Everything read from the old image is void: read the new one. Noticed within
+    /// 200 ms, and before any arena mapping or apply, which fail instead of writing the
+    /// new image as if it were the old one.
+    Exec { path: String },
     /// The program is gone. An attached process reports no code.
     Exited {
         code: Option<i32>,
@@ -239,6 +251,39 @@ impl Debuggee {
         std::fs::metadata(self.exe_path())
             .and_then(|m| m.modified())
             .ok()
+    }
+
+    /// The program's child processes that run its own executable (forked workers of a
+    /// pre-fork server; a child that called exec runs something else and is not listed),
+    /// in pid order. They are not traced and a swap does not reach them: each keeps the
+    /// code it was forked with.
+    pub fn forked_children(&self) -> Vec<i32> {
+        let pid = self.pid();
+        let Ok(exe) = std::fs::read_link(self.exe_path()) else {
+            return Vec::new();
+        };
+        let Ok(dir) = std::fs::read_dir("/proc") else {
+            return Vec::new();
+        };
+        let mut children: Vec<i32> = dir
+            .flatten()
+            .filter_map(|entry| entry.file_name().to_str()?.parse::<i32>().ok())
+            .filter(|&child| {
+                let status = std::fs::read_to_string(format!("/proc/{child}/status"));
+                let parent = status.ok().and_then(|s| {
+                    s.lines()
+                        .find_map(|l| l.strip_prefix("PPid:"))
+                        .and_then(|p| p.trim().parse::<i32>().ok())
+                });
+                parent == Some(pid)
+                    && std::fs::read_link(format!("/proc/{child}/exe"))
+                        .ok()
+                        .as_ref()
+                        == Some(&exe)
+            })
+            .collect();
+        children.sort_unstable();
+        children
     }
 
     /// `/proc/PID/maps`, in address order.

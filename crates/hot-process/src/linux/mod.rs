@@ -7,6 +7,7 @@ mod inject;
 mod launch;
 mod memory;
 mod owner;
+mod permission;
 mod stacks;
 mod threads;
 
@@ -122,9 +123,10 @@ impl Debuggee {
         }
         let pidfd = pidfd_open(pid).map_err(|code| match code {
             libc::ESRCH => ProcessError::Other(format!("no process with pid {pid}")),
-            libc::EPERM | libc::EACCES => {
-                ProcessError::PermissionDenied(format!("pid {pid}: {}", threads::errno_text(code)))
-            }
+            libc::EPERM | libc::EACCES => permission::denied(
+                pid,
+                &format!("cannot attach to pid {pid}: {}", threads::errno_text(code)),
+            ),
             _ => ProcessError::Other(format!("pidfd_open({pid}): {}", threads::errno_text(code))),
         })?;
         let mem = Arc::new(ProcMem::open(pid).map_err(|err| match err {

@@ -21,6 +21,7 @@
 use std::cell::RefCell;
 use std::time::{Duration, Instant};
 
+use crate::fault::{self, Step};
 use crate::ProcessError;
 
 /// How long a thread may take to reach its stop (a thread in an uninterruptible sleep, or in
@@ -147,6 +148,24 @@ thread_local! {
     static LINGERING: RefCell<Vec<(i32, i32)>> = const { RefCell::new(Vec::new()) };
 }
 
+thread_local! {
+    /// The wait status of a leader a ptrace wait reaped (`(pid, status)`), whatever the swap
+    /// it happened in returned: the owner thread reports the exit with it, as the leader can
+    /// no longer be waited for.
+    static LEADER_STATUS: std::cell::Cell<Option<(i32, i32)>> = const { std::cell::Cell::new(None) };
+}
+
+fn record_leader_status(pid: i32, status: i32) {
+    LEADER_STATUS.with(|s| s.set(Some((pid, status))));
+}
+
+/// The wait status of `pid` if a ptrace wait on this thread reaped it.
+pub(crate) fn reaped_leader_status(pid: i32) -> Option<i32> {
+    LEADER_STATUS
+        .with(|s| s.get())
+        .and_then(|(p, status)| (p == pid).then_some(status))
+}
+
 /// Whether this owner thread still traces threads it could not detach yet.
 pub(crate) fn has_lingering() -> bool {
     LINGERING.with(|l| !l.borrow().is_empty())
@@ -235,6 +254,7 @@ fn release_one(
         if libc::WIFEXITED(status) || libc::WIFSIGNALED(status) {
             if tid == pid {
                 *leader_status = Some(status);
+                record_leader_status(pid, status);
             }
             return true;
         }
@@ -302,6 +322,9 @@ pub(crate) struct StoppedThreads {
     /// Threads whose current stop is a signal-delivery stop: detaching them with a signal
     /// number delivers that signal with the stop's siginfo.
     signal_stops: Vec<i32>,
+    /// Threads in a stop we have seen reported (and not resumed from since): a detach of
+    /// one of them cannot meet another stop first.
+    held: Vec<i32>,
     /// How many signals arrived while the threads were held (for the apply report).
     pub(crate) signals_held: usize,
     /// The leader's exit status if a wait reaped it (a launched program dying mid-swap).
@@ -316,6 +339,7 @@ impl StoppedThreads {
             tids: Vec::new(),
             signals: Vec::new(),
             signal_stops: Vec::new(),
+            held: Vec::new(),
             signals_held: 0,
             leader_status: None,
             detached: false,
@@ -348,8 +372,7 @@ impl StoppedThreads {
                 break;
             }
             for &tid in &pending {
-                // ESRCH: it died between the seize and now; its exit shows up in the wait.
-                let _ = ptrace(libc::PTRACE_INTERRUPT, tid, 0, 0);
+                stopped.interrupt(tid)?;
             }
             stopped.wait_all_stopped(&mut pending, deadline)?;
         }
@@ -375,7 +398,7 @@ impl StoppedThreads {
                 continue;
             }
             if let SeizeOutcome::Seized = stopped.seize(tid, 0)? {
-                let _ = ptrace(libc::PTRACE_INTERRUPT, tid, 0, 0);
+                stopped.interrupt(tid)?;
                 let mut pending = vec![tid];
                 stopped.wait_all_stopped(&mut pending, deadline)?;
                 if stopped.tids.contains(&tid) {
@@ -386,8 +409,23 @@ impl StoppedThreads {
         Err(ProcessError::Exited)
     }
 
+    /// `PTRACE_INTERRUPT`: ESRCH means it died between the seize and now (its exit shows up
+    /// in the wait); anything else fails the stop, and the drop lets go of what was seized.
+    fn interrupt(&mut self, tid: i32) -> Result<(), ProcessError> {
+        match fault::errno(Step::Interrupt).and_then(|()| ptrace(libc::PTRACE_INTERRUPT, tid, 0, 0))
+        {
+            Ok(_) | Err(libc::ESRCH) => Ok(()),
+            Err(code) => Err(ProcessError::Other(format!(
+                "PTRACE_INTERRUPT of thread {tid} of pid {}: {}; nothing was written",
+                self.pid,
+                errno_text(code)
+            ))),
+        }
+    }
+
     fn seize(&mut self, tid: i32, options: usize) -> Result<SeizeOutcome, ProcessError> {
-        match ptrace(libc::PTRACE_SEIZE, tid, 0, options) {
+        match fault::denied(Step::Seize).and_then(|()| ptrace(libc::PTRACE_SEIZE, tid, 0, options))
+        {
             Ok(_) => {
                 self.tids.push(tid);
                 Ok(SeizeOutcome::Seized)
@@ -411,11 +449,10 @@ impl StoppedThreads {
                         "thread {tid} of pid {} is already traced by pid {tracer} (a debugger?); detach it first",
                         self.pid
                     ))),
-                    Some(_) => Err(ProcessError::PermissionDenied(format!(
-                        "cannot trace pid {} (thread {tid}): {} (another user's process, or kernel.yama.ptrace_scope)",
+                    Some(_) => Err(super::permission::denied(
                         self.pid,
-                        errno_text(libc::EPERM)
-                    ))),
+                        &format!("cannot trace thread {tid} of pid {}", self.pid),
+                    )),
                 }
             }
             Err(code) => Err(ProcessError::Other(format!(
@@ -523,11 +560,15 @@ impl StoppedThreads {
         if libc::WIFEXITED(status) || libc::WIFSIGNALED(status) {
             if tid == self.pid {
                 self.leader_status = Some(status);
+                record_leader_status(tid, status);
             }
             return Waited::Gone;
         }
         if !libc::WIFSTOPPED(status) {
             return Waited::NotYet;
+        }
+        if !self.held.contains(&tid) {
+            self.held.push(tid);
         }
         let signal = libc::WSTOPSIG(status);
         let event = status >> 16;
@@ -567,11 +608,13 @@ impl StoppedThreads {
     /// signal-delivery stop it was in.
     fn restart(&mut self, request: libc::c_uint, tid: i32) -> Result<(), i32> {
         self.signal_stops.retain(|&t| t != tid);
+        self.held.retain(|&t| t != tid);
         ptrace(request, tid, 0, 0).map(drop)
     }
 
     fn forget(&mut self, tid: i32) {
         self.tids.retain(|&t| t != tid);
+        self.held.retain(|&t| t != tid);
         self.signal_stops.retain(|&t| t != tid);
         self.signals.retain(|s| s.tid != tid);
     }
@@ -582,7 +625,9 @@ impl StoppedThreads {
     pub(crate) fn single_step(&mut self, tid: i32) -> Result<bool, ProcessError> {
         self.signals
             .retain(|pending| pending.tid != tid || !is_synchronous_fault(&pending.info));
-        if let Err(code) = self.restart(libc::PTRACE_SINGLESTEP, tid) {
+        if let Err(code) =
+            fault::errno(Step::SingleStep).and_then(|()| self.restart(libc::PTRACE_SINGLESTEP, tid))
+        {
             return Err(ProcessError::Other(format!(
                 "PTRACE_SINGLESTEP of thread {tid}: {}",
                 errno_text(code)
@@ -722,21 +767,36 @@ impl StoppedThreads {
         self.detached = true;
         for &tid in &self.tids {
             let mut data = 0;
+            let mut delivered = None;
             if self.signal_stops.contains(&tid) {
                 if let Some(at) = self.signals.iter().position(|s| s.tid == tid) {
                     let info = self.signals[at].info;
                     if set_siginfo(tid, &info).is_ok() {
                         data = info.si_signo as usize;
-                        self.signals.remove(at);
+                        delivered = Some(self.signals.remove(at));
                     }
                 }
             }
-            if ptrace(libc::PTRACE_DETACH, tid, 0, data).is_err() {
+            let detached =
+                fault::errno(Step::Detach).and_then(|()| ptrace(libc::PTRACE_DETACH, tid, 0, data));
+            // A thread whose stop we saw can only be let go from it: try once more (a
+            // failure then means it was killed meanwhile).
+            let detached = detached.or_else(|code| match self.held.contains(&tid) {
+                true => ptrace(libc::PTRACE_DETACH, tid, 0, data),
+                false => Err(code),
+            });
+            if detached.is_err() {
+                // The signal it was to get with the detach is sent again after it.
+                self.signals.extend(delivered);
                 // Not in a stop: it never reached one (a timed-out stop), or it is exiting
                 // (a SIGKILL of the whole process). Reap it if it is a traced zombie, detach
                 // it if it stopped just now, else keep it to let go as soon as it stops.
                 let mut children = Vec::new();
                 if !release_one(self.pid, tid, &mut self.leader_status, &mut children) {
+                    // Make sure it stops (a thread seized but never interrupted, when the
+                    // stop failed half-way, would run on traced for good); the owner thread
+                    // lets it go then.
+                    let _ = ptrace(libc::PTRACE_INTERRUPT, tid, 0, 0);
                     add_lingering(self.pid, tid);
                 }
                 for child in children {

@@ -176,6 +176,25 @@ impl Worker {
         }
     }
 
+    /// The program called `exec`: the same process runs a new image. Everything read from
+    /// the old one (image, linker and arenas, journal, baselines) is dropped and the new
+    /// image adopted as if just launched; a program that re-executes itself gets this
+    /// session's changes again (same build-id), as a relaunch would.
+    pub(super) fn on_exec(&mut self, path: &str) {
+        let Some(program) = self.program.take() else {
+            return;
+        };
+        let pid = program.debuggee.pid();
+        self.message(
+            Severity::Warning,
+            format!(
+                "pid {pid} called exec and now runs {path}: the functions swapped into its                  previous image are gone with it; hot-lsp reads the new image"
+            ),
+        );
+        let events = std::mem::replace(&mut self.process_events, crossbeam_channel::never());
+        self.adopt(program.debuggee, events);
+    }
+
     pub(super) fn stop_program(&mut self, detach: bool) {
         let Some(program) = self.program.take() else {
             return;

@@ -98,6 +98,9 @@ struct Worker {
     dependencies: HashMap<PathBuf, Vec<PathBuf>>,
     /// When the running executable was built: a source modified later is not what runs.
     exe_modified: Option<std::time::SystemTime>,
+    /// The forked children (running the same executable) the last swap warning named: a
+    /// pre-fork server's workers keep the old code, said again when the set changes.
+    warned_children: Vec<i32>,
     /// Until when idle time is spent preparing the linker (arenas, symbol index) of a
     /// program whose libraries were not loaded yet when it was adopted.
     prepare_linker_until: Option<std::time::Instant>,
@@ -135,6 +138,7 @@ pub(crate) fn run(
         baseline_queue: BTreeSet::new(),
         dependencies: HashMap::new(),
         exe_modified: None,
+        warned_children: Vec::new(),
         prepare_linker_until: None,
     };
     worker.reload_config();
@@ -402,6 +406,7 @@ impl Worker {
                 text.push('\n');
                 self.emit(SessionEvent::Output { stream, text });
             }
+            ProcessEvent::Exec { path } => self.on_exec(&path),
             ProcessEvent::Exited { code, signal } => {
                 self.program = None;
                 self.process_events = crossbeam_channel::never();

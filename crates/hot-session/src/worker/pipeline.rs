@@ -247,7 +247,7 @@ impl Worker {
             }),
             file,
         ));
-        self.publish(file, file, diagnostics);
+        self.publish(file, file, diagnostics.clone());
 
         // C++ code: a table the unwinder cannot take is worth a warning (`unwind.rs`).
         let unwinds_cxx_exceptions = object
@@ -294,6 +294,12 @@ impl Worker {
         let swap_start = Instant::now();
         if let Err(e) = self.apply_with_unwind(&plan, &patch.unwind, unwinds_cxx_exceptions) {
             let text = process_error_text(&e);
+            if let Some(code) = process_error_code(&e) {
+                // The file's save did not reach the program: say so where the file is shown,
+                // until a later save of it links again.
+                diagnostics.push(located(None, file, Severity::Error, code, &text));
+                self.publish(file, file, diagnostics);
+            }
             self.fail(text);
             return Err(());
         }
@@ -334,6 +340,27 @@ impl Worker {
             },
         };
         self.emit(SessionEvent::Swap(summary.clone()));
+        let (pid, children) = match self.program.as_ref() {
+            Some(p) => (p.debuggee.pid(), p.debuggee.forked_children()),
+            None => (0, Vec::new()),
+        };
+        if !children.is_empty() && children != self.warned_children {
+            let pids: Vec<String> = children.iter().map(|c| c.to_string()).collect();
+            self.message(
+                Severity::Warning,
+                format!(
+                    "swapped in pid {pid} only: its {} child process{} running the same program \
+                     (pid {}) {} forked before this swap and keep{} the old code; restart \
+                     them (or the program) to run the new code there",
+                    children.len(),
+                    if children.len() == 1 { "" } else { "es" },
+                    pids.join(", "),
+                    if children.len() == 1 { "was" } else { "were" },
+                    if children.len() == 1 { "s" } else { "" },
+                ),
+            );
+        }
+        self.warned_children = children;
         self.update_status(|s| {
             s.state = State::Running;
             s.last_swap = Some(summary.clone());
@@ -419,6 +446,19 @@ fn link_guarded(
 
 fn process_error_text(e: &ProcessError) -> String {
     e.to_string()
+}
+
+/// The diagnostic code (DESIGN.md 3.3) of a swap the process refused, for the failures that
+/// have one: the trace denied, memory that cannot be written, the program gone.
+fn process_error_code(e: &ProcessError) -> Option<&'static str> {
+    match e {
+        ProcessError::PermissionDenied(_) => Some("permission-denied"),
+        ProcessError::Protection { .. } => Some("protection-failure"),
+        ProcessError::Exited => Some("process-exited"),
+        ProcessError::Launch { .. } | ProcessError::Unexpected { .. } | ProcessError::Other(_) => {
+            None
+        }
+    }
 }
 
 /// Per symbol and code, at most this many source lines get a diagnostic of their own; the
