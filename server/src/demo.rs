@@ -108,6 +108,11 @@ fn show(event: &SessionEvent, dir: &Path) {
                 );
             }
         }
+        SessionEvent::Unchanged { micros, .. } => println!(
+            "    hot-lsp │ no function changed (compile {:.1} ms, link {:.2} ms)",
+            micros.compile as f64 / 1000.0,
+            micros.link as f64 / 1000.0
+        ),
         SessionEvent::Launched { pid } => println!("    hot-lsp │ launched the program, pid {pid}"),
         SessionEvent::Message { text, .. } => println!("    hot-lsp │ {text}"),
         SessionEvent::Exited { code, signal } => {

@@ -283,6 +283,11 @@ impl Printer {
                     "swap": summary.micros.swap,
                 },
             })),
+            SessionEvent::Unchanged { file, micros } => self.event(&json!({
+                "event": "unchanged",
+                "file": self.absolute(&file).to_string_lossy(),
+                "micros": {"compile": micros.compile, "link": micros.link},
+            })),
             SessionEvent::Diagnostics { diagnostics, .. } => {
                 for diagnostic in &diagnostics {
                     self.event(&self.diagnostic_json(diagnostic));
@@ -339,6 +344,12 @@ impl Printer {
                 ));
                 self.line(&text);
             }
+            SessionEvent::Unchanged { file, micros } => self.line(&format!(
+                "[hot-lsp] {}: no function changed (compile {:.1} ms, link {:.1} ms)",
+                self.shown(&file),
+                micros.compile as f64 / 1000.0,
+                micros.link as f64 / 1000.0,
+            )),
             SessionEvent::Diagnostics { file, diagnostics } => {
                 let file = self.absolute(&file);
                 if diagnostics.is_empty() {

@@ -147,3 +147,65 @@ fn watch_prints_warnings_as_lines_in_human_mode() {
         })
     });
 }
+
+/// Every save is answered: a save that compiles and changes no function is an `unchanged`
+/// event with the compile and link times (a human line without `--json`), and the program
+/// runs on as it was.
+#[test]
+fn watch_answers_a_save_that_changes_nothing() {
+    for json in [true, false] {
+        let (_dir, root) = copy_fixture("counter");
+        build_program(&root);
+        let main_c = root.join("main.c");
+        let original = std::fs::read_to_string(&main_c).expect("read main.c");
+        let mut watch = Watch::start_in(&root, json);
+        let steady = |watch: &mut Watch| {
+            if json {
+                watch.output("value=10");
+            } else {
+                watch.wait("a value=10 line", |event| {
+                    event["text"]
+                        .as_str()
+                        .is_some_and(|t| t.contains("value=10"))
+                });
+            }
+        };
+        steady(&mut watch);
+        // The same text again, with a comment: the code is the same.
+        std::fs::write(&main_c, format!("{original}/* saved again */\n")).expect("save main.c");
+        if json {
+            let unchanged = watch.wait("unchanged", |event| event["event"] == "unchanged");
+            assert_eq!(
+                unchanged["file"],
+                main_c.to_string_lossy().as_ref(),
+                "{unchanged}"
+            );
+            for phase in ["compile", "link"] {
+                assert!(unchanged["micros"][phase].is_u64(), "{unchanged}");
+            }
+            assert_eq!(
+                unchanged.as_object().map(|o| o.len()),
+                Some(3),
+                "{unchanged}"
+            );
+            assert!(
+                !watch.seen.iter().any(|event| event["event"] == "swap"),
+                "{:#?}",
+                watch.seen
+            );
+        } else {
+            let line = watch.wait("an unchanged line", |event| {
+                event["text"].as_str().is_some_and(|text| {
+                    text.starts_with("[hot-lsp] main.c: no function changed (compile ")
+                })
+            });
+            assert!(
+                line["text"]
+                    .as_str()
+                    .is_some_and(|t| t.contains(" ms, link ")),
+                "{line}"
+            );
+        }
+        steady(&mut watch);
+    }
+}

@@ -146,6 +146,12 @@ pub enum SessionEvent {
     },
     /// A swap was applied.
     Swap(SwapSummary),
+    /// A saved file compiled and linked, and no function or variable of it changed: nothing
+    /// was written to the program. `micros.swap` is 0.
+    Unchanged {
+        file: PathBuf,
+        micros: Micros,
+    },
     /// The program is gone.
     Exited {
         code: Option<i32>,

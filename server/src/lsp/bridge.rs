@@ -189,6 +189,17 @@ impl Forwarder {
                 );
                 self.client.log_message(MessageType::LOG, text).await;
             }
+            SessionEvent::Unchanged { file, micros } => {
+                // The status notification says it too (its message); the log keeps a line
+                // per save like it does for swaps.
+                let text = format!(
+                    "hot-lsp: {}: no function changed (compile {} µs, link {} µs)",
+                    file.display(),
+                    micros.compile,
+                    micros.link,
+                );
+                self.client.log_message(MessageType::LOG, text).await;
+            }
             SessionEvent::Progress(progress) => {
                 if let Some(progress_tx) = &self.progress {
                     let _ = progress_tx.send(progress);

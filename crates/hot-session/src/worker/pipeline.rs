@@ -261,7 +261,18 @@ impl Worker {
         };
         if patch.is_empty() {
             self.baselines.insert(file.to_owned(), new_baseline);
-            self.set_state(State::Running, Some("no function changed".into()));
+            let micros = Micros {
+                compile: outcome.micros,
+                link: link_micros,
+                swap: 0,
+            };
+            // Every save is answered: a front end driving the session (a script on `watch
+            // --json`, an editor's status line) can tell this save was seen and did nothing.
+            self.emit(SessionEvent::Unchanged {
+                file: file.to_owned(),
+                micros,
+            });
+            self.set_state(State::Running, Some(unchanged_text(file, &micros)));
             return Ok(None);
         }
 
@@ -424,6 +435,16 @@ fn link_guarded(
                 request.unit.source
             )
         },
+    )
+}
+
+/// The status message of a save that changed nothing, as `hot-lsp watch` prints it too.
+pub(crate) fn unchanged_text(file: &Path, micros: &Micros) -> String {
+    format!(
+        "{}: no function changed (compile {:.1} ms, link {:.1} ms)",
+        file.display(),
+        micros.compile as f64 / 1000.0,
+        micros.link as f64 / 1000.0
     )
 }
 
