@@ -209,3 +209,53 @@ fn watch_answers_a_save_that_changes_nothing() {
         steady(&mut watch);
     }
 }
+
+/// The compile database is read again when it changes while the program runs: a new flag
+/// (`-DSCALE=2`, which changes code the text does not) reaches the next save, although the
+/// text of the file is what the program was built from and its baseline was compiled with
+/// the old command.
+#[test]
+fn watch_reads_a_rewritten_compile_database_on_the_next_save() {
+    let (_dir, root) = copy_fixture("counter");
+    let main_c = root.join("main.c");
+    let original = std::fs::read_to_string(&main_c).expect("read main.c");
+    let scaled = original.replacen(
+        "int compute(int x) {\n    return x * 1;",
+        "#ifndef SCALE\n#define SCALE 1\n#endif\nint compute(int x) {\n    return x * SCALE;",
+        1,
+    );
+    assert_ne!(scaled, original, "the fixture's compute changed");
+    std::fs::write(&main_c, &scaled).expect("write main.c");
+    let database = root.join("compile_commands.json");
+    let write_database = |scale: u32| {
+        let command = format!("cc -O0 -g -DSCALE={scale} -c main.c -o main.o");
+        let entries = serde_json::json!([
+            {"directory": root.to_string_lossy(), "file": "main.c", "command": command}
+        ]);
+        std::fs::write(&database, entries.to_string()).expect("write compile_commands.json");
+    };
+    write_database(1);
+    let built = Command::new("cc")
+        .args(["-O0", "-g", "-DSCALE=1", "-o", "app", "main.c"])
+        .current_dir(&root)
+        .status()
+        .expect("run cc");
+    assert!(built.success());
+
+    let mut watch = Watch::start(&root);
+    watch.output("value=10");
+    // A save with the old command changes nothing, and compiled the baseline with it.
+    std::fs::write(&main_c, format!("{scaled}/* saved */\n")).expect("save main.c");
+    watch.wait("unchanged", |event| event["event"] == "unchanged");
+
+    write_database(2);
+    std::fs::write(&main_c, format!("{scaled}/* saved again */\n")).expect("save main.c");
+    let swap = watch.wait("swap", |event| event["event"] == "swap");
+    assert!(
+        swap["swapped"]
+            .as_array()
+            .is_some_and(|names| names.iter().any(|n| n == "compute")),
+        "{swap}"
+    );
+    watch.output("value=20");
+}

@@ -13,33 +13,84 @@ use crate::program::{cu_source, unit_of, UnitMatch};
 use crate::{Phase, Severity};
 
 impl Worker {
+    /// The compile database, read again whenever its file changed since it was read (a
+    /// stat per call, made before each save and baseline uses it): a build that rewrites
+    /// `compile_commands.json` while the session runs reaches the next save in the editor
+    /// and in `watch` alike, without watching the file.
     pub(super) fn database(&mut self) -> Option<&CompileDatabase> {
-        if self.database.is_none() {
-            let root = &self.options.root;
-            let candidates: Vec<PathBuf> = match &self.config.compile.database {
-                Some(p) => vec![root.join(p)],
-                None => vec![
-                    root.join("compile_commands.json"),
-                    root.join("build/compile_commands.json"),
-                ],
-            };
-            for candidate in candidates {
-                if !candidate.exists() {
-                    continue;
+        let root = &self.options.root;
+        let candidates: Vec<PathBuf> = match &self.config.compile.database {
+            Some(p) => vec![root.join(p)],
+            None => vec![
+                root.join("compile_commands.json"),
+                root.join("build/compile_commands.json"),
+            ],
+        };
+        let Some(path) = candidates.into_iter().find(|c| c.exists()) else {
+            if let Some(old) = self.database.take() {
+                self.database_changed(&old, &CompileDatabase::default());
+            }
+            return None;
+        };
+        let current = self
+            .database
+            .as_ref()
+            .is_some_and(|db| db.path == path && db.is_current());
+        if !current {
+            match CompileDatabase::load(&path) {
+                Ok(db) => {
+                    if let Some(old) = self.database.take() {
+                        self.database_changed(&old, &db);
+                    }
+                    self.database = Some(db);
                 }
-                match CompileDatabase::load(&candidate) {
-                    Ok(db) => {
-                        self.database = Some(db);
-                        break;
-                    }
-                    Err(e) => {
-                        self.message(Severity::Error, e);
-                        return None;
-                    }
+                Err(e) => {
+                    // A build may be writing it right now: the entries read before stay in
+                    // use, and the next look reads it again.
+                    let kept = if self.database.is_some() {
+                        "; the entries read before stay in use"
+                    } else {
+                        ""
+                    };
+                    self.message(Severity::Error, format!("{e}{kept}"));
                 }
             }
         }
         self.database.as_ref()
+    }
+
+    /// The compile database was read again: a file whose entries changed no longer has a
+    /// baseline, since its old object was compiled with the old command and a baseline
+    /// compiled now with the new one would hide the command's change (a `-DVALUE=2` that
+    /// changes code the text does not) from the diff. Its next save is compared with the
+    /// running program instead.
+    fn database_changed(&mut self, old: &CompileDatabase, new: &CompileDatabase) {
+        let changed = old.changed_files(new);
+        let mut dropped = Vec::new();
+        for file in &changed {
+            let had_baseline = self.baselines.remove(file).is_some();
+            let had_snapshot = self.snapshots.remove(file).is_some();
+            self.baseline_queue.remove(file);
+            if had_baseline || had_snapshot {
+                dropped.push(file.display().to_string());
+            }
+        }
+        tracing::info!(
+            database = %new.path.display(),
+            changed = changed.len(),
+            "the compile database changed: read it again"
+        );
+        if !dropped.is_empty() {
+            self.message(
+                Severity::Information,
+                format!(
+                    "{} changed: the command of {} is new, so its next save is compared with \
+                     the running program",
+                    old.path.display(),
+                    dropped.join(", ")
+                ),
+            );
+        }
     }
 
     /// The compile command of `file`: among several database entries the one whose flags
@@ -231,10 +282,15 @@ impl Worker {
     /// dropped.
     pub(super) fn compile_baseline(&mut self, file: &Path) -> Result<(), String> {
         self.baseline_queue.remove(file);
+        if !self.snapshots.contains_key(file) {
+            return Ok(());
+        }
+        // The command first: reading a changed compile database drops the snapshots of the
+        // files whose command changed (`database_changed`).
+        let entry = self.entry_for(file)?;
         let Some(text) = self.snapshots.get(file).cloned() else {
             return Ok(());
         };
-        let entry = self.entry_for(file)?;
         let (Some(source_dir), Some(name)) = (file.parent(), file.file_name()) else {
             return Err(format!("{} has no file name", file.display()));
         };
