@@ -276,6 +276,9 @@ impl Printer {
                 "file": self.absolute(&summary.file).to_string_lossy(),
                 "swapped": summary.swapped,
                 "added": summary.added,
+                // What a person reads; the mangled names above are what tools match on.
+                "swapped_display": crate::lsp::convert::shown_names(&summary.swapped),
+                "added_display": crate::lsp::convert::shown_names(&summary.added),
                 "skipped": summary.skipped,
                 "micros": {
                     "compile": summary.micros.compile,
@@ -330,9 +333,10 @@ impl Printer {
                 if summary.swapped.is_empty() && summary.added.is_empty() {
                     text.push_str("no function changed");
                 } else {
-                    text.push_str(&format!("swapped [{}]", summary.swapped.join(", ")));
+                    let shown = crate::lsp::convert::shown_names;
+                    text.push_str(&format!("swapped [{}]", shown(&summary.swapped).join(", ")));
                     if !summary.added.is_empty() {
-                        text.push_str(&format!(", added [{}]", summary.added.join(", ")));
+                        text.push_str(&format!(", added [{}]", shown(&summary.added).join(", ")));
                     }
                 }
                 text.push_str(&format!(

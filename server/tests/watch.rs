@@ -259,3 +259,42 @@ fn watch_reads_a_rewritten_compile_database_on_the_next_save() {
     );
     watch.output("value=20");
 }
+
+/// A C++ swap: `swapped` keeps the mangled names tools match on, `swapped_display` and the
+/// human line read as C++.
+#[test]
+fn watch_shows_cxx_names_demangled_beside_the_mangled_ones() {
+    for json in [true, false] {
+        let (_dir, root) = copy_shared_fixture("cpp");
+        let main_cpp = root.join("main.cpp");
+        let original = std::fs::read_to_string(&main_cpp).expect("read main.cpp");
+        let mut watch = Watch::start_in(&root, json);
+        watch.wait("area=9", |event| {
+            event["text"]
+                .as_str()
+                .is_some_and(|t| t.contains("area=9 "))
+        });
+        let edited = original.replacen("return side * side;", "return side * side * 10;", 1);
+        std::fs::write(&main_cpp, edited).expect("save main.cpp");
+        if json {
+            let swap = watch.wait("swap", |event| event["event"] == "swap");
+            assert_eq!(
+                swap["swapped"],
+                serde_json::json!(["_ZNK6Square4areaEv"]),
+                "{swap}"
+            );
+            assert_eq!(
+                swap["swapped_display"],
+                serde_json::json!(["Square::area() const"]),
+                "{swap}"
+            );
+            assert_eq!(swap["added_display"], serde_json::json!([]), "{swap}");
+        } else {
+            watch.wait("a swap line", |event| {
+                event["text"].as_str().is_some_and(|text| {
+                    text.starts_with("[hot-lsp] swap #1 main.cpp: swapped [Square::area() const]")
+                })
+            });
+        }
+    }
+}

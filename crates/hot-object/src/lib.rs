@@ -15,6 +15,7 @@ pub mod diff;
 mod dwarf;
 mod elf;
 pub mod image;
+pub mod names;
 pub mod reloc;
 
 pub use diff::{
@@ -26,6 +27,7 @@ pub use image::{
     CompileUnit, GotSlot, GotSlotKind, ImageSymbol, IrelativeSlot, LinkedImage, SectionData,
     TlsSegment, TranslationUnitId, Visibility,
 };
+pub use names::{display_name, display_names};
 pub use reloc::RelocKind;
 
 use std::path::{Path, PathBuf};

@@ -16,6 +16,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 pub use config::Config;
+/// How symbol names read in messages (C++ demangled); front ends use it for their own lines.
+pub use hot_object::display_name;
 
 /// How serious a diagnostic is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]

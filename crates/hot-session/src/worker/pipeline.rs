@@ -402,7 +402,10 @@ impl Worker {
                 self.baselines.remove(&applied.file);
             }
         }
-        let names: Vec<String> = reverts.writes().map(|e| e.function.clone()).collect();
+        let names: Vec<String> = reverts
+            .writes()
+            .map(|e| hot_object::display_name(&e.function).into_owned())
+            .collect();
         self.message(
             Severity::Information,
             format!(
@@ -448,8 +451,10 @@ pub(crate) fn unchanged_text(file: &Path, micros: &Micros) -> String {
     )
 }
 
+/// A process error as the user reads it: the functions its writes name (`entry of ...`)
+/// demangled.
 fn process_error_text(e: &ProcessError) -> String {
-    e.to_string()
+    hot_object::display_names(&e.to_string()).into_owned()
 }
 
 /// Per symbol and code, at most this many source lines get a diagnostic of their own; the
@@ -574,9 +579,10 @@ fn grouped<'a>(findings: impl Iterator<Item = Finding<'a>>, file: &Path) -> Vec<
             lines.push("…".to_owned());
         }
         diagnostics[overflow.at].message = format!(
-            "… and {} more reference{} to `{symbol}` on {} other line{} (line{} {})",
+            "… and {} more reference{} to `{}` on {} other line{} (line{} {})",
             overflow.references,
             plural(overflow.references),
+            hot_object::display_name(symbol),
             overflow.lines.len(),
             plural(overflow.lines.len()),
             plural(overflow.lines.len()),
@@ -621,14 +627,17 @@ fn entry_write(entry: &hot_link::EntryWrite) -> hot_process::Write {
         addr: entry.addr.0,
         bytes: entry.bytes.clone(),
         expected: Some(entry.expected.clone()),
-        what: format!("entry of {}", entry.function),
+        what: format!("entry of {}", hot_object::display_name(&entry.function)),
     }
 }
 
 /// An in-place update of a read-only object (its `function` is the object's name).
 fn data_write(update: &hot_link::EntryWrite) -> hot_process::Write {
     hot_process::Write {
-        what: format!("in-place update of {}", update.function),
+        what: format!(
+            "in-place update of {}",
+            hot_object::display_name(&update.function)
+        ),
         ..entry_write(update)
     }
 }
