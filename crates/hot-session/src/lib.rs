@@ -83,6 +83,8 @@ pub struct Status {
     pub signal: Option<i32>,
     pub last_swap: Option<SwapSummary>,
     pub message: Option<String>,
+    /// The stable code (DESIGN.md 3.3) of the failure `message` reports, when it is one.
+    pub code: Option<String>,
 }
 
 impl Default for Status {
@@ -94,6 +96,7 @@ impl Default for Status {
             signal: None,
             last_swap: None,
             message: None,
+            code: None,
         }
     }
 }

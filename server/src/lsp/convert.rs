@@ -181,6 +181,8 @@ pub fn status_json(workspace: &str, root: &Path, status: &Status) -> Value {
         "signal": status.signal,
         "lastSwap": status.last_swap.as_ref().map(|swap| swap_json(root, swap)),
         "message": status.message,
+        // The stable code of the failure `message` reports (DESIGN.md 3.3), else null.
+        "code": status.code,
     })
 }
 
@@ -239,6 +241,7 @@ mod tests {
                 },
             }),
             message: None,
+            code: None,
         };
         let value = status_json("file:///tmp/w", Path::new("/tmp/w"), &status);
         assert_eq!(
@@ -260,6 +263,7 @@ mod tests {
                     "micros": {"compile": 10, "link": 20, "swap": 30},
                 },
                 "message": null,
+                "code": null,
             })
         );
     }

@@ -192,6 +192,63 @@ impl Worker {
         }
     }
 
+    /// Whether a file last modified at `modified` may be what the running executable was
+    /// built from: not newer than the executable.
+    pub(super) fn older_than_the_build(&self, modified: std::time::SystemTime) -> bool {
+        self.exe_modified.is_some_and(|exe| modified <= exe)
+    }
+
+    /// Whether a file was modified while the session's build ran: the build wrote it (a
+    /// generated source) or the user saved it then — and a build that compiles, then links,
+    /// may have read it before that save, yet leaves an executable newer than it.
+    fn during_the_build(&self, path: &Path) -> bool {
+        let modified = std::fs::metadata(path).and_then(|m| m.modified()).ok();
+        match (self.build_started, modified) {
+            (Some(started), Some(modified)) => modified >= started,
+            _ => false,
+        }
+    }
+
+    /// Whether `object` (a baseline compiled from a snapshot) is what the program runs for
+    /// `file`: linked against the running image without a baseline, it changes nothing.
+    /// Anything that cannot tell (no linker yet, an error) says no.
+    fn matches_running_image(&mut self, file: &Path, object: &Object) -> bool {
+        let Some(program) = self.program.as_mut() else {
+            return false;
+        };
+        let (tu, compile_unit) = match program.image() {
+            Ok(image) => match unit_of(&image.exe.image, file) {
+                UnitMatch::Found(tu) => (
+                    tu,
+                    image
+                        .exe
+                        .image
+                        .compile_units
+                        .iter()
+                        .position(|cu| cu_source(cu) == file),
+                ),
+                UnitMatch::NotLinked => return false,
+            },
+            Err(_) => return false,
+        };
+        let Ok(linker) = program.linker() else {
+            return false;
+        };
+        let request = hot_link::LinkRequest {
+            object,
+            baseline: None,
+            unit: hot_link::UnitRef {
+                tu,
+                compile_unit,
+                source: file.display().to_string(),
+            },
+        };
+        matches!(
+            super::pipeline::link_guarded(linker, &request),
+            Ok(Ok(patch)) if patch.is_empty()
+        )
+    }
+
     /// Keep the text of `file` as it is now, for its baseline, if it is linked into the
     /// program and unchanged since the executable was built (so this text is what runs),
     /// and queue its baseline compile. A file without a snapshot gets no baseline; its first
@@ -205,13 +262,9 @@ impl Worker {
             // Compiled before and refused (a header changed after the build): no use again.
             return false;
         }
-        let unchanged_since_build = match (
-            std::fs::metadata(file).and_then(|m| m.modified()).ok(),
-            self.exe_modified,
-        ) {
-            (Some(source), Some(exe)) => source <= exe,
-            _ => false,
-        };
+        let unchanged_since_build = std::fs::metadata(file)
+            .and_then(|m| m.modified())
+            .is_ok_and(|modified| self.older_than_the_build(modified));
         let linked = self
             .program
             .as_mut()
@@ -219,6 +272,9 @@ impl Worker {
             .is_some_and(|i| !matches!(unit_of(&i.exe.image, file), UnitMatch::NotLinked));
         if !unchanged_since_build || !linked {
             return false;
+        }
+        if self.during_the_build(file) {
+            self.snapshots_during_build.insert(file.to_owned());
         }
         match std::fs::read(file) {
             Ok(text) => {
@@ -357,14 +413,10 @@ impl Worker {
             .filter(|d| *d != copy && d != file)
             .collect();
         let newer = deps.iter().find(|d| {
-            match (
-                std::fs::metadata(d).and_then(|m| m.modified()).ok(),
-                self.exe_modified,
-            ) {
-                (Some(modified), Some(exe)) => modified > exe,
-                // A header that is gone, or an executable without a date: not what ran.
-                _ => true,
-            }
+            // A header that is gone, or an executable without a date: not what ran.
+            !std::fs::metadata(d)
+                .and_then(|m| m.modified())
+                .is_ok_and(|modified| self.older_than_the_build(modified))
         });
         if let Some(header) = newer.cloned() {
             // Said once per header, not once per file that includes it.
@@ -387,7 +439,21 @@ impl Worker {
             self.snapshots.remove(file);
             return Ok(());
         }
+        // The file as it was when its snapshot was taken (it may be edited since); its
+        // headers as they are now (one edited after the build was refused above).
+        let ambiguous = self.snapshots_during_build.remove(file)
+            || deps.iter().any(|d| self.during_the_build(d));
         self.dependencies.insert(file.to_owned(), deps);
+        if ambiguous && !self.matches_running_image(file, &object) {
+            // Saved while the build ran, after the build read it: the snapshot is the edit,
+            // not what runs. Without a baseline the save is compared with the running image.
+            tracing::info!(
+                file = %file.display(),
+                "modified during the build and not what runs: no baseline"
+            );
+            self.snapshots.remove(file);
+            return Ok(());
+        }
         self.baselines.insert(
             file.to_owned(),
             Baseline {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use hot_link::{LinkRequest, UnitRef};
-use hot_process::{ProcessError, WritePlan};
+use hot_process::WritePlan;
 
 use super::{has_extension, Baseline, Worker, HEADER_EXTENSIONS, SOURCE_EXTENSIONS};
 use crate::compile;
@@ -128,7 +128,7 @@ impl Worker {
         let outcome = match compile::run(&job) {
             Ok(o) => o,
             Err(e) => {
-                self.fail(e.to_string());
+                self.fail_coded(e.code(), e.to_string());
                 return Err(());
             }
         };
@@ -308,8 +308,7 @@ impl Worker {
         };
         let swap_start = Instant::now();
         if let Err(e) = program.debuggee.apply(&plan) {
-            let text = process_error_text(&e);
-            self.fail(text);
+            self.fail_process(&e, "");
             return Err(());
         }
         let swap_micros = swap_start.elapsed().as_micros() as u64;
@@ -387,8 +386,7 @@ impl Worker {
         if let Err(e) = program.debuggee.apply(&plan) {
             // The linker still holds the swap, as the process does: undo can be retried.
             program.journal.push(applied);
-            let text = process_error_text(&e);
-            self.fail(format!("undo failed: {text}"));
+            self.fail_process(&e, "undo failed: ");
             return;
         }
         if let Some(linker) = program.linker.as_mut() {
@@ -421,7 +419,7 @@ impl Worker {
 /// `Linker::link`, with a panic (a bug of hot-link's, met on input it did not expect) turned
 /// into a message: the link is pure and wrote nothing, so the session and the program go
 /// on as they were.
-fn link_guarded(
+pub(super) fn link_guarded(
     linker: &hot_link::Linker,
     request: &LinkRequest<'_>,
 ) -> Result<Result<hot_link::Patch, Vec<hot_link::LinkError>>, String> {
@@ -449,12 +447,6 @@ pub(crate) fn unchanged_text(file: &Path, micros: &Micros) -> String {
         micros.compile as f64 / 1000.0,
         micros.link as f64 / 1000.0
     )
-}
-
-/// A process error as the user reads it: the functions its writes name (`entry of ...`)
-/// demangled.
-fn process_error_text(e: &ProcessError) -> String {
-    hot_object::display_names(&e.to_string()).into_owned()
 }
 
 /// Per symbol and code, at most this many source lines get a diagnostic of their own; the
