@@ -198,6 +198,8 @@ struct Printer {
     last_state: Option<State>,
     /// Files with diagnostics on screen, so that a clean compile can say they are fixed.
     files_with_diagnostics: HashSet<PathBuf>,
+    /// The last status: a failure's status (with its code) comes right before its message.
+    last_status: Option<hot_session::Status>,
 }
 
 fn severity_name(severity: Severity) -> &'static str {
@@ -215,6 +217,7 @@ impl Printer {
             json,
             last_state: None,
             files_with_diagnostics: HashSet::new(),
+            last_status: None,
         }
     }
 
@@ -248,6 +251,9 @@ impl Printer {
     }
 
     fn print(&mut self, event: SessionEvent) {
+        if let SessionEvent::Status(status) = &event {
+            self.last_status = Some(status.clone());
+        }
         if self.json {
             self.print_json(event);
         } else {
@@ -302,7 +308,16 @@ impl Printer {
             SessionEvent::Message {
                 severity: Severity::Error,
                 text,
-            } => self.event(&json!({"event": "error", "message": text})),
+            } => {
+                // The stable code of the failure (`launch-failed`, `permission-denied`...),
+                // from the status the session sets with the same message.
+                let code = self
+                    .last_status
+                    .as_ref()
+                    .filter(|s| s.message.as_deref() == Some(text.as_str()))
+                    .and_then(|s| s.code.clone());
+                self.event(&json!({"event": "error", "message": text, "code": code}));
+            }
             // Warnings and information (an -O2 build without -fno-ipa-ra, a saved header, an
             // undo) matter to a script as much as errors do.
             SessionEvent::Message { severity, text } => self.event(&json!({

@@ -298,3 +298,24 @@ fn watch_shows_cxx_names_demangled_beside_the_mangled_ones() {
         }
     }
 }
+
+/// A failure without a source line is an `error` event with its stable code: a program that
+/// cannot start is `launch-failed`.
+#[test]
+fn watch_error_events_carry_the_failure_code() {
+    let (_dir, root) = copy_fixture("counter");
+    std::fs::write(
+        root.join("hot-lsp.toml"),
+        "[program]\npath = \"no-such-app\"\n",
+    )
+    .expect("write hot-lsp.toml");
+    let mut watch = Watch::start(&root);
+    let error = watch.wait("error", |event| event["event"] == "error");
+    assert_eq!(error["code"], "launch-failed", "{error}");
+    assert!(
+        error["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("no-such-app")),
+        "{error}"
+    );
+}
