@@ -93,3 +93,53 @@ fn two_workspaces_swap_into_two_programs_at_once() {
         }
     }
 }
+
+/// Through the real server: a save sent while the program is being launched, then 50 saves
+/// of one file in about a second. Each time the last content saved is what runs.
+#[test]
+fn a_save_during_launch_and_fifty_saves_in_a_second_through_the_server() {
+    let (_dir, root) = copy_fixture("counter");
+    build_program(&root);
+    let main_c = root.join("main.c");
+    let original = std::fs::read_to_string(&main_c).expect("read main.c");
+    let write_factor = |factor: u32| {
+        let text = original.replacen("return x * 1;", &format!("return x * {factor};"), 1);
+        std::fs::write(&main_c, text).expect("write main.c");
+    };
+    let workspace = file_uri(&root);
+    let mut client = Client::start();
+    client.initialize(Some(&root), Value::Null);
+    // The session launches as the folder opens: this save is queued behind the launch.
+    write_factor(3);
+    client.did_save(&main_c);
+    client.wait_notification("hot-lsp/output", |params| {
+        output_of(params, &workspace, "value=30")
+    });
+
+    let started = std::time::Instant::now();
+    for factor in 4..54u32 {
+        write_factor(factor);
+        client.did_save(&main_c);
+        // An editor's pace (a load, not a wait).
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    eprintln!("50 saves sent in {:?}", started.elapsed());
+    client.wait_notification("hot-lsp/output", |params| {
+        output_of(params, &workspace, "value=530")
+    });
+    // And it stays: no older save runs after the last one. (Output from before the last
+    // swap waits unconsumed in the backlog: dropped first.)
+    client.discard_backlog();
+    for _ in 0..5 {
+        let params = client.wait_notification("hot-lsp/output", |params| {
+            params["workspace"] == workspace && params["stream"] == "stdout"
+        });
+        let text = params["text"].as_str().unwrap_or_default();
+        assert!(
+            text.lines().all(|line| line.contains("value=530")),
+            "an older save ran after the last: {text}"
+        );
+    }
+    let status = client.execute("hot-lsp.status", json!([]));
+    assert_eq!(status["result"]["state"], "running", "{status}");
+}
