@@ -129,9 +129,9 @@ impl CompileDatabase {
     /// Whether the file on disk is still the one read: same inode, size and modification
     /// time, and, when it was modified within [`RACY_WINDOW`] of the read, the same text.
     /// A stat per call, and a read only in that window: cheap enough to ask on every save.
-    pub fn is_current(&self) -> bool {
+    pub fn is_current(&mut self) -> bool {
         use std::os::unix::fs::MetadataExt;
-        let Some(stamp) = &self.stamp else {
+        let Some(stamp) = &mut self.stamp else {
             return false;
         };
         let Ok(metadata) = std::fs::metadata(&self.path) else {
@@ -150,7 +150,15 @@ impl CompileDatabase {
         if !racy {
             return true;
         }
-        std::fs::read_to_string(&self.path).is_ok_and(|text| text_hash(&text) == stamp.hash)
+        let read_at = std::time::SystemTime::now();
+        let same_text =
+            std::fs::read_to_string(&self.path).is_ok_and(|text| text_hash(&text) == stamp.hash);
+        if same_text {
+            // The text read now is the one indexed: once this read is outside the window,
+            // the size and time alone decide again (no read per save for a big database).
+            stamp.read_at = read_at;
+        }
+        same_text
     }
 
     /// The files whose entries differ between `self` and `newer` (added, removed or with
@@ -288,12 +296,12 @@ mod tests {
             std::fs::write(&path, json.to_string()).expect("write");
         };
         write("1");
-        let first = CompileDatabase::load(&path).expect("loads");
+        let mut first = CompileDatabase::load(&path).expect("loads");
         assert!(first.is_current());
         // Same length, very likely the same timestamp tick: the text tells.
         write("2");
         assert!(!first.is_current());
-        let second = CompileDatabase::load(&path).expect("loads again");
+        let mut second = CompileDatabase::load(&path).expect("loads again");
         assert!(second.is_current());
         assert_eq!(second.changed_files(&first), [dir.path().join("a.c")]);
         assert!(second.changed_files(&second).is_empty());

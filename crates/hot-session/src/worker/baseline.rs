@@ -34,7 +34,7 @@ impl Worker {
         };
         let current = self
             .database
-            .as_ref()
+            .as_mut()
             .is_some_and(|db| db.path == path && db.is_current());
         if !current {
             match CompileDatabase::load(&path) {
