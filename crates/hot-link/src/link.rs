@@ -211,6 +211,9 @@ impl<'a> Link<'a> {
         function: Option<String>,
         line: Option<SourceLine>,
     ) {
+        // Every error passes here: the one place its sentence gets readable C++ names (the
+        // mangled one stays in `symbol` and `function`).
+        let message = hot_object::display_names(&message).into_owned();
         let message = match &line {
             Some(l) => format!("{message} at {}:{}", l.file.display(), l.line),
             None => message,
@@ -371,11 +374,12 @@ impl<'a> Link<'a> {
     /// [`Link::note_overridden_weak`] with the override's file known (`None`: unknown).
     fn note_weak_overridden_in(&mut self, name: &str, file: Option<&str>, atom: AtomId) {
         let site = file.map(|file| format!(" (in {file})")).unwrap_or_default();
+        let shown = hot_object::display_name(name);
         self.patch.notes.push(LinkNote {
             code: "weak-overridden",
             message: format!(
-                "`{name}` here is a weak definition, and the running program uses the strong \
-                 definition of `{name}`{site} instead: this edit is not swapped in and the \
+                "`{shown}` here is a weak definition, and the running program uses the strong \
+                 definition of `{shown}`{site} instead: this edit is not swapped in and the \
                  program keeps using the override"
             ),
             symbol: Some(name.to_string()),

@@ -16,6 +16,7 @@ mod dwarf;
 mod eh_frame;
 mod elf;
 pub mod image;
+pub mod names;
 pub mod reloc;
 
 pub use diff::{
@@ -27,6 +28,7 @@ pub use image::{
     CompileUnit, GotSlot, GotSlotKind, ImageSymbol, IrelativeSlot, LinkedImage, SectionData,
     TlsSegment, TranslationUnitId, Visibility,
 };
+pub use names::{display_name, display_names};
 pub use reloc::RelocKind;
 
 use std::path::{Path, PathBuf};

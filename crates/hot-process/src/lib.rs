@@ -182,6 +182,25 @@ pub enum ProcessError {
     Other(String),
 }
 
+impl ProcessError {
+    /// The stable code the user sees with the message (DESIGN.md 3.3; `launch-failed` and
+    /// `process-error` for what the list has no code for). Exhaustive: a new variant must
+    /// say how it reaches the user.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ProcessError::Launch { .. } => "launch-failed",
+            ProcessError::PermissionDenied(_) => "permission-denied",
+            ProcessError::Exited => "process-exited",
+            // A write the memory refused, or bytes that are not what hot-lsp left there:
+            // either way nothing was written.
+            ProcessError::Protection { .. } | ProcessError::Unexpected { .. } => {
+                "protection-failure"
+            }
+            ProcessError::Other(_) => "process-error",
+        }
+    }
+}
+
 /// A running program under hot-lsp's control. Dropping it kills a launched program and
 /// detaches from an attached one.
 ///

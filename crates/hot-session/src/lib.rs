@@ -16,6 +16,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 pub use config::Config;
+/// How symbol names read in messages (C++ demangled); front ends use it for their own lines.
+pub use hot_object::display_name;
 
 /// How serious a diagnostic is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
@@ -81,6 +83,8 @@ pub struct Status {
     pub signal: Option<i32>,
     pub last_swap: Option<SwapSummary>,
     pub message: Option<String>,
+    /// The stable code (DESIGN.md 3.3) of the failure `message` reports, when it is one.
+    pub code: Option<String>,
 }
 
 impl Default for Status {
@@ -92,6 +96,7 @@ impl Default for Status {
             signal: None,
             last_swap: None,
             message: None,
+            code: None,
         }
     }
 }
@@ -146,6 +151,12 @@ pub enum SessionEvent {
     },
     /// A swap was applied.
     Swap(SwapSummary),
+    /// A saved file compiled and linked, and no function or variable of it changed: nothing
+    /// was written to the program. `micros.swap` is 0.
+    Unchanged {
+        file: PathBuf,
+        micros: Micros,
+    },
     /// The program is gone.
     Exited {
         code: Option<i32>,

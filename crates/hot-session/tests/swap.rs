@@ -741,6 +741,55 @@ fn cpp_member_function_template_and_string() {
     );
 }
 
+/// C++ names read as C++ in every message: an undefined member function is named
+/// `Helper::missing(int) const`, not `_ZNK6Helper7missingEi`, in its diagnostic; the swap
+/// keeps the mangled names tools match on, and they read as C++ through `display_name`.
+#[test]
+fn cpp_messages_name_symbols_demangled() {
+    let mut f = Fixture::launch("cpp");
+    f.wait_output("area=9");
+    f.edit(
+        "main.cpp",
+        "struct Shape {",
+        "struct Helper {\n    int missing(int) const;\n};\nstruct Shape {",
+    );
+    f.edit(
+        "main.cpp",
+        "return side * side;",
+        "return Helper().missing(side);",
+    );
+    let call = f.line_of("main.cpp", "return Helper().missing(side);");
+    f.save("main.cpp");
+    let diagnostics = f.wait_diagnostics("main.cpp");
+    let undefined = diagnostics
+        .iter()
+        .find(|d| d.code == "undefined-symbol")
+        .unwrap_or_else(|| panic!("no undefined-symbol diagnostic: {diagnostics:#?}"));
+    assert_eq!(undefined.line, call, "{undefined:?}");
+    assert!(
+        undefined.message.contains("Helper::missing(int) const")
+            && undefined.message.contains("Square::area() const")
+            && !undefined.message.contains("_Z"),
+        "{undefined:?}"
+    );
+    f.assert_unchanged(0, "area=9", 3);
+
+    f.edit(
+        "main.cpp",
+        "return Helper().missing(side);",
+        "return side * side * 10;",
+    );
+    f.save("main.cpp");
+    let swap = f.wait_swap();
+    assert_eq!(swap.swapped, ["_ZNK6Square4areaEv"], "{swap:?}");
+    assert_eq!(
+        hot_session::display_name(&swap.swapped[0]),
+        "Square::area() const"
+    );
+    f.wait_output("area=90");
+    f.assert_same_process();
+}
+
 // -fvisibility=hidden: ld makes hidden functions called from another file local symbols of
 // the executable; they still bind by name like globals.
 

@@ -13,33 +13,84 @@ use crate::program::{cu_source, unit_of, UnitMatch};
 use crate::{Phase, Severity};
 
 impl Worker {
+    /// The compile database, read again whenever its file changed since it was read (a
+    /// stat per call, made before each save and baseline uses it): a build that rewrites
+    /// `compile_commands.json` while the session runs reaches the next save in the editor
+    /// and in `watch` alike, without watching the file.
     pub(super) fn database(&mut self) -> Option<&CompileDatabase> {
-        if self.database.is_none() {
-            let root = &self.options.root;
-            let candidates: Vec<PathBuf> = match &self.config.compile.database {
-                Some(p) => vec![root.join(p)],
-                None => vec![
-                    root.join("compile_commands.json"),
-                    root.join("build/compile_commands.json"),
-                ],
-            };
-            for candidate in candidates {
-                if !candidate.exists() {
-                    continue;
+        let root = &self.options.root;
+        let candidates: Vec<PathBuf> = match &self.config.compile.database {
+            Some(p) => vec![root.join(p)],
+            None => vec![
+                root.join("compile_commands.json"),
+                root.join("build/compile_commands.json"),
+            ],
+        };
+        let Some(path) = candidates.into_iter().find(|c| c.exists()) else {
+            if let Some(old) = self.database.take() {
+                self.database_changed(&old, &CompileDatabase::default());
+            }
+            return None;
+        };
+        let current = self
+            .database
+            .as_mut()
+            .is_some_and(|db| db.path == path && db.is_current());
+        if !current {
+            match CompileDatabase::load(&path) {
+                Ok(db) => {
+                    if let Some(old) = self.database.take() {
+                        self.database_changed(&old, &db);
+                    }
+                    self.database = Some(db);
                 }
-                match CompileDatabase::load(&candidate) {
-                    Ok(db) => {
-                        self.database = Some(db);
-                        break;
-                    }
-                    Err(e) => {
-                        self.message(Severity::Error, e);
-                        return None;
-                    }
+                Err(e) => {
+                    // A build may be writing it right now: the entries read before stay in
+                    // use, and the next look reads it again.
+                    let kept = if self.database.is_some() {
+                        "; the entries read before stay in use"
+                    } else {
+                        ""
+                    };
+                    self.message(Severity::Error, format!("{e}{kept}"));
                 }
             }
         }
         self.database.as_ref()
+    }
+
+    /// The compile database was read again: a file whose entries changed no longer has a
+    /// baseline, since its old object was compiled with the old command and a baseline
+    /// compiled now with the new one would hide the command's change (a `-DVALUE=2` that
+    /// changes code the text does not) from the diff. Its next save is compared with the
+    /// running program instead.
+    fn database_changed(&mut self, old: &CompileDatabase, new: &CompileDatabase) {
+        let changed = old.changed_files(new);
+        let mut dropped = Vec::new();
+        for file in &changed {
+            let had_baseline = self.baselines.remove(file).is_some();
+            let had_snapshot = self.snapshots.remove(file).is_some();
+            self.baseline_queue.remove(file);
+            if had_baseline || had_snapshot {
+                dropped.push(file.display().to_string());
+            }
+        }
+        tracing::info!(
+            database = %new.path.display(),
+            changed = changed.len(),
+            "the compile database changed: read it again"
+        );
+        if !dropped.is_empty() {
+            self.message(
+                Severity::Information,
+                format!(
+                    "{} changed: the command of {} is new, so its next save is compared with \
+                     the running program",
+                    old.path.display(),
+                    dropped.join(", ")
+                ),
+            );
+        }
     }
 
     /// The compile command of `file`: among several database entries the one whose flags
@@ -141,6 +192,63 @@ impl Worker {
         }
     }
 
+    /// Whether a file last modified at `modified` may be what the running executable was
+    /// built from: not newer than the executable.
+    pub(super) fn older_than_the_build(&self, modified: std::time::SystemTime) -> bool {
+        self.exe_modified.is_some_and(|exe| modified <= exe)
+    }
+
+    /// Whether a file was modified while the session's build ran: the build wrote it (a
+    /// generated source) or the user saved it then — and a build that compiles, then links,
+    /// may have read it before that save, yet leaves an executable newer than it.
+    fn during_the_build(&self, path: &Path) -> bool {
+        let modified = std::fs::metadata(path).and_then(|m| m.modified()).ok();
+        match (self.build_started, modified) {
+            (Some(started), Some(modified)) => modified >= started,
+            _ => false,
+        }
+    }
+
+    /// Whether `object` (a baseline compiled from a snapshot) is what the program runs for
+    /// `file`: linked against the running image without a baseline, it changes nothing.
+    /// Anything that cannot tell (no linker yet, an error) says no.
+    fn matches_running_image(&mut self, file: &Path, object: &Object) -> bool {
+        let Some(program) = self.program.as_mut() else {
+            return false;
+        };
+        let (tu, compile_unit) = match program.image() {
+            Ok(image) => match unit_of(&image.exe.image, file) {
+                UnitMatch::Found(tu) => (
+                    tu,
+                    image
+                        .exe
+                        .image
+                        .compile_units
+                        .iter()
+                        .position(|cu| cu_source(cu) == file),
+                ),
+                UnitMatch::NotLinked => return false,
+            },
+            Err(_) => return false,
+        };
+        let Ok(linker) = program.linker() else {
+            return false;
+        };
+        let request = hot_link::LinkRequest {
+            object,
+            baseline: None,
+            unit: hot_link::UnitRef {
+                tu,
+                compile_unit,
+                source: file.display().to_string(),
+            },
+        };
+        matches!(
+            super::pipeline::link_guarded(linker, &request),
+            Ok(Ok(patch)) if patch.is_empty()
+        )
+    }
+
     /// Keep the text of `file` as it is now, for its baseline, if it is linked into the
     /// program and unchanged since the executable was built (so this text is what runs),
     /// and queue its baseline compile. A file without a snapshot gets no baseline; its first
@@ -154,13 +262,9 @@ impl Worker {
             // Compiled before and refused (a header changed after the build): no use again.
             return false;
         }
-        let unchanged_since_build = match (
-            std::fs::metadata(file).and_then(|m| m.modified()).ok(),
-            self.exe_modified,
-        ) {
-            (Some(source), Some(exe)) => source <= exe,
-            _ => false,
-        };
+        let unchanged_since_build = std::fs::metadata(file)
+            .and_then(|m| m.modified())
+            .is_ok_and(|modified| self.older_than_the_build(modified));
         let linked = self
             .program
             .as_mut()
@@ -168,6 +272,9 @@ impl Worker {
             .is_some_and(|i| !matches!(unit_of(&i.exe.image, file), UnitMatch::NotLinked));
         if !unchanged_since_build || !linked {
             return false;
+        }
+        if self.during_the_build(file) {
+            self.snapshots_during_build.insert(file.to_owned());
         }
         match std::fs::read(file) {
             Ok(text) => {
@@ -231,10 +338,15 @@ impl Worker {
     /// dropped.
     pub(super) fn compile_baseline(&mut self, file: &Path) -> Result<(), String> {
         self.baseline_queue.remove(file);
+        if !self.snapshots.contains_key(file) {
+            return Ok(());
+        }
+        // The command first: reading a changed compile database drops the snapshots of the
+        // files whose command changed (`database_changed`).
+        let entry = self.entry_for(file)?;
         let Some(text) = self.snapshots.get(file).cloned() else {
             return Ok(());
         };
-        let entry = self.entry_for(file)?;
         let (Some(source_dir), Some(name)) = (file.parent(), file.file_name()) else {
             return Err(format!("{} has no file name", file.display()));
         };
@@ -301,14 +413,10 @@ impl Worker {
             .filter(|d| *d != copy && d != file)
             .collect();
         let newer = deps.iter().find(|d| {
-            match (
-                std::fs::metadata(d).and_then(|m| m.modified()).ok(),
-                self.exe_modified,
-            ) {
-                (Some(modified), Some(exe)) => modified > exe,
-                // A header that is gone, or an executable without a date: not what ran.
-                _ => true,
-            }
+            // A header that is gone, or an executable without a date: not what ran.
+            !std::fs::metadata(d)
+                .and_then(|m| m.modified())
+                .is_ok_and(|modified| self.older_than_the_build(modified))
         });
         if let Some(header) = newer.cloned() {
             // Said once per header, not once per file that includes it.
@@ -331,7 +439,21 @@ impl Worker {
             self.snapshots.remove(file);
             return Ok(());
         }
+        // The file as it was when its snapshot was taken (it may be edited since); its
+        // headers as they are now (one edited after the build was refused above).
+        let ambiguous = self.snapshots_during_build.remove(file)
+            || deps.iter().any(|d| self.during_the_build(d));
         self.dependencies.insert(file.to_owned(), deps);
+        if ambiguous && !self.matches_running_image(file, &object) {
+            // Saved while the build ran, after the build read it: the snapshot is the edit,
+            // not what runs. Without a baseline the save is compared with the running image.
+            tracing::info!(
+                file = %file.display(),
+                "modified during the build and not what runs: no baseline"
+            );
+            self.snapshots.remove(file);
+            return Ok(());
+        }
         self.baselines.insert(
             file.to_owned(),
             Baseline {

@@ -47,8 +47,10 @@ impl Worker {
             ));
             return;
         };
+        self.build_started = None;
         if let Some(build) = self.config.program.build.clone() {
             self.set_state(State::Building, Some(format!("running `{build}`")));
+            self.build_started = Some(std::time::SystemTime::now());
             let output = std::process::Command::new("sh")
                 .arg("-c")
                 .arg(&build)
@@ -91,7 +93,7 @@ impl Worker {
         let (tx, rx) = crossbeam_channel::unbounded();
         match Debuggee::launch(&spec, tx) {
             Ok(debuggee) => self.adopt(debuggee, rx),
-            Err(e) => self.fail(e.to_string()),
+            Err(e) => self.fail_process(&e, ""),
         }
     }
 
@@ -99,10 +101,11 @@ impl Worker {
         if self.program.is_some() {
             self.stop_program(true);
         }
+        self.build_started = None;
         let (tx, rx) = crossbeam_channel::unbounded();
         match Debuggee::attach(pid, tx) {
             Ok(debuggee) => self.adopt(debuggee, rx),
-            Err(e) => self.fail(e.to_string()),
+            Err(e) => self.fail_process(&e, ""),
         }
     }
 

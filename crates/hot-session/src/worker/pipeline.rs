@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use hot_link::{LinkRequest, UnitRef};
-use hot_process::{ProcessError, WritePlan};
+use hot_process::WritePlan;
 
 use super::{has_extension, Baseline, Worker, HEADER_EXTENSIONS, SOURCE_EXTENSIONS};
 use crate::compile;
@@ -128,7 +128,7 @@ impl Worker {
         let outcome = match compile::run(&job) {
             Ok(o) => o,
             Err(e) => {
-                self.fail(e.to_string());
+                self.fail_coded(e.code(), e.to_string());
                 return Err(());
             }
         };
@@ -260,7 +260,18 @@ impl Worker {
         };
         if patch.is_empty() {
             self.baselines.insert(file.to_owned(), new_baseline);
-            self.set_state(State::Running, Some("no function changed".into()));
+            let micros = Micros {
+                compile: outcome.micros,
+                link: link_micros,
+                swap: 0,
+            };
+            // Every save is answered: a front end driving the session (a script on `watch
+            // --json`, an editor's status line) can tell this save was seen and did nothing.
+            self.emit(SessionEvent::Unchanged {
+                file: file.to_owned(),
+                micros,
+            });
+            self.set_state(State::Running, Some(unchanged_text(file, &micros)));
             return Ok(None);
         }
 
@@ -293,14 +304,14 @@ impl Worker {
         };
         let swap_start = Instant::now();
         if let Err(e) = self.apply_with_unwind(&plan, &patch.unwind, unwinds_cxx_exceptions) {
-            let text = process_error_text(&e);
             if let Some(code) = process_error_code(&e) {
                 // The file's save did not reach the program: say so where the file is shown,
                 // until a later save of it links again.
+                let text = hot_object::display_names(&e.to_string()).into_owned();
                 diagnostics.push(located(None, file, Severity::Error, code, &text));
                 self.publish(file, file, diagnostics);
             }
-            self.fail(text);
+            self.fail_process(&e, "");
             return Err(());
         }
         let Some(program) = self.program.as_mut() else {
@@ -392,8 +403,7 @@ impl Worker {
         if let Err(e) = program.debuggee.apply(&plan) {
             // The linker still holds the swap, as the process does: undo can be retried.
             program.journal.push(applied);
-            let text = process_error_text(&e);
-            self.fail(format!("undo failed: {text}"));
+            self.fail_process(&e, "undo failed: ");
             return;
         }
         if let Some(linker) = program.linker.as_mut() {
@@ -408,7 +418,10 @@ impl Worker {
                 self.baselines.remove(&applied.file);
             }
         }
-        let names: Vec<String> = reverts.writes().map(|e| e.function.clone()).collect();
+        let names: Vec<String> = reverts
+            .writes()
+            .map(|e| hot_object::display_name(&e.function).into_owned())
+            .collect();
         self.message(
             Severity::Information,
             format!(
@@ -424,7 +437,7 @@ impl Worker {
 /// `Linker::link`, with a panic (a bug of hot-link's, met on input it did not expect) turned
 /// into a message: the link is pure and wrote nothing, so the session and the program go
 /// on as they were.
-fn link_guarded(
+pub(super) fn link_guarded(
     linker: &hot_link::Linker,
     request: &LinkRequest<'_>,
 ) -> Result<Result<hot_link::Patch, Vec<hot_link::LinkError>>, String> {
@@ -444,20 +457,26 @@ fn link_guarded(
     )
 }
 
-fn process_error_text(e: &ProcessError) -> String {
-    e.to_string()
+/// The status message of a save that changed nothing, as `hot-lsp watch` prints it too.
+pub(crate) fn unchanged_text(file: &Path, micros: &Micros) -> String {
+    format!(
+        "{}: no function changed (compile {:.1} ms, link {:.1} ms)",
+        file.display(),
+        micros.compile as f64 / 1000.0,
+        micros.link as f64 / 1000.0
+    )
 }
 
 /// The diagnostic code (DESIGN.md 3.3) of a swap the process refused, for the failures that
 /// have one: the trace denied, memory that cannot be written, the program gone.
-fn process_error_code(e: &ProcessError) -> Option<&'static str> {
+fn process_error_code(e: &hot_process::ProcessError) -> Option<&'static str> {
     match e {
-        ProcessError::PermissionDenied(_) => Some("permission-denied"),
-        ProcessError::Protection { .. } => Some("protection-failure"),
-        ProcessError::Exited => Some("process-exited"),
-        ProcessError::Launch { .. } | ProcessError::Unexpected { .. } | ProcessError::Other(_) => {
-            None
-        }
+        hot_process::ProcessError::PermissionDenied(_) => Some("permission-denied"),
+        hot_process::ProcessError::Protection { .. } => Some("protection-failure"),
+        hot_process::ProcessError::Exited => Some("process-exited"),
+        hot_process::ProcessError::Launch { .. }
+        | hot_process::ProcessError::Unexpected { .. }
+        | hot_process::ProcessError::Other(_) => None,
     }
 }
 
@@ -583,9 +602,10 @@ fn grouped<'a>(findings: impl Iterator<Item = Finding<'a>>, file: &Path) -> Vec<
             lines.push("…".to_owned());
         }
         diagnostics[overflow.at].message = format!(
-            "… and {} more reference{} to `{symbol}` on {} other line{} (line{} {})",
+            "… and {} more reference{} to `{}` on {} other line{} (line{} {})",
             overflow.references,
             plural(overflow.references),
+            hot_object::display_name(symbol),
             overflow.lines.len(),
             plural(overflow.lines.len()),
             plural(overflow.lines.len()),
@@ -630,14 +650,17 @@ fn entry_write(entry: &hot_link::EntryWrite) -> hot_process::Write {
         addr: entry.addr.0,
         bytes: entry.bytes.clone(),
         expected: Some(entry.expected.clone()),
-        what: format!("entry of {}", entry.function),
+        what: format!("entry of {}", hot_object::display_name(&entry.function)),
     }
 }
 
 /// An in-place update of a read-only object (its `function` is the object's name).
 fn data_write(update: &hot_link::EntryWrite) -> hot_process::Write {
     hot_process::Write {
-        what: format!("in-place update of {}", update.function),
+        what: format!(
+            "in-place update of {}",
+            hot_object::display_name(&update.function)
+        ),
         ..entry_write(update)
     }
 }
