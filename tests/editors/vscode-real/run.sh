@@ -56,7 +56,7 @@ kill_run_processes() {
     [ -z "$pids" ] || kill -KILL $pids 2>/dev/null
 }
 trap 'kill_run_processes' EXIT
-trap 'kill_run_processes; exit 130' INT TERM
+trap 'kill_run_processes; echo "not ok - VS Code (real): interrupted by a signal (the run'"'"'s processes were killed)"; echo "# pass 0"; echo "# fail 1"; exit 130' INT TERM
 
 fail_early() {
     echo "not ok - VS Code (real): $1"
@@ -107,7 +107,9 @@ start=$(now)
 # 25 minutes at most: a hung browser must not hang CI (the steps have their own timeouts).
 NODE=$NODE CODE_SERVER=$CODE_SERVER PLAYWRIGHT_DIR=$PLAYWRIGHT_DIR HOT_LSP=$HOT_LSP VSIX=$vsix \
     ARTIFACTS=$artifacts REPO=$repo HOT_LSP_VSCODE_RUN=$token \
-    timeout 1500 "$NODE" "$here/test.mjs" </dev/null >"$artifacts/test.txt" 2>"$artifacts/test-stderr.txt"
+    timeout 1500 "$NODE" "$here/test.mjs" </dev/null >"$artifacts/test.txt" 2>"$artifacts/test-stderr.txt" &
+# In the background and waited for, so that a signal to this script runs its trap at once.
+wait $!
 status=$?
 test_seconds=$(($(now) - start))
 # Its own totals are left out: the totals below (which add the leftover check) are the ones to sum.
@@ -152,6 +154,13 @@ if [ "$failed" -eq 0 ]; then
     done
 else
     echo "# kept for diagnosis: $artifacts (screenshots/, */code-server.log, */user-data/logs/)"
+    # The extension's log channel (the server's stderr and the client's messages) as VS Code
+    # stored it: usually the quickest way to see why a step failed.
+    for channel in "$artifacts"/*/user-data/logs/*/exthost*/output_logging_*/*-hot-lsp.log; do
+        [ -f "$channel" ] || continue
+        echo "# last lines of $channel:"
+        tail -n 30 "$channel" | sed 's/^/#   /'
+    done
 fi
 echo "# pass $passed"
 echo "# fail $failed"

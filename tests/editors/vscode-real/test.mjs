@@ -153,6 +153,9 @@ async function startCodeServer(name, { trust }) {
         'extensions.autoCheckUpdates': false,
         'extensions.autoUpdate': false,
         'editor.minimap.enabled': false,
+        // No completion popups while the test types: what lands in the file is what it typed.
+        'editor.quickSuggestions': { other: false, comments: false, strings: false },
+        'editor.suggestOnTriggerCharacters': false,
         // Restricted Mode without a modal prompt: the banner and the status-bar item say it.
         'security.workspace.trust.startupPrompt': 'never',
       },
@@ -412,6 +415,7 @@ step('trusted workspace: status bar goes to "running (pid N)"', async () => {
   if (processesOf(HOT_LSP, RUN_TOKEN).length !== 1) {
     throw new Error(`expected one hot-lsp process of this run, found ${processesOf(HOT_LSP, RUN_TOKEN).length}`);
   }
+  await screenshot(state.page, 'running');
   return `pid ${state.pid}`;
 });
 
