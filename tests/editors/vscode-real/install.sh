@@ -78,7 +78,9 @@ EOF
 chmod +x "$cache/bin/npm"
 PATH="$cache/bin:$node_home/bin:$PATH"
 npm_config_nodedir=$node_home
-export PATH npm_config_nodedir
+# node-gyp runs make with this many jobs: the native modules (sqlite3 above all) build faster.
+JOBS=max
+export PATH npm_config_nodedir JOBS
 
 code_server_dir="$cache/code-server-$CODE_SERVER_VERSION-node-$NODE_VERSION"
 npm_install "$code_server_dir" "code-server@$CODE_SERVER_VERSION" --unsafe-perm
