@@ -191,6 +191,8 @@ pub struct LinkNote {
     pub line: Option<SourceLine>,
     /// How the session presents it.
     pub severity: NoteSeverity,
+    /// The source file of the unit whose link made it ([`UnitRef::source`]).
+    pub unit: String,
 }
 
 /// How serious a [`LinkNote`] is.

@@ -384,6 +384,7 @@ impl<'a> Link<'a> {
             symbol: Some(name.to_string()),
             line: self.atom_line(atom),
             severity: NoteSeverity::Information,
+            unit: self.unit.source.clone(),
         });
     }
 

@@ -96,18 +96,19 @@ impl Worker {
         dir.join(format!("{stem}-{}.o", self.scratch_counter))
     }
 
-    /// Compile and parse one file; `None` on failure after reporting it.
-    pub(super) fn compile_object(&mut self, job: &CompileJob) -> Result<Object, String> {
-        let bytes = std::fs::read(&job.output)
-            .map_err(|e| format!("cannot read {}: {e}", job.output.display()))?;
-        let _ = std::fs::remove_file(&job.output);
-        Object::parse(&job.output, &bytes).map_err(|e| e.to_string())
-    }
-
     /// Queue the baseline of every source file of this workspace that the image's DWARF or
     /// the compile database names, so the first save of each swaps only what changed. They are compiled in
     /// the background, between events.
     pub(super) fn queue_baselines(&mut self, skip: &[PathBuf]) {
+        for file in self.program_sources(skip) {
+            self.snapshot(&file);
+        }
+    }
+
+    /// The source files of this workspace that the image's DWARF or the compile database
+    /// names (candidates: not all of a database's files need be linked into the program),
+    /// `skip` left out.
+    pub(super) fn program_sources(&mut self, skip: &[PathBuf]) -> Vec<PathBuf> {
         let root = self.options.root.clone();
         let files: Vec<PathBuf> = self
             .program
@@ -136,9 +137,45 @@ impl Worker {
                 }
             }
         }
-        for file in files {
-            self.snapshot(&file);
-        }
+        files
+    }
+
+    /// What `file`, as it is now, includes (directly or not), from a preprocessor-only run
+    /// of its compile command (`-M`): for a file no compile has told yet, when a header is
+    /// saved. Preprocessing succeeds where compiling may not (the saved header may break
+    /// the file), and costs a fraction of a compile. Recorded in the dependency lists.
+    pub(super) fn scan_dependencies(&mut self, file: &Path) -> Result<(), String> {
+        let entry = self.entry_for(file)?;
+        let output = self.scratch_object(file);
+        let depfile = output.with_extension("d");
+        let job = compile::job_for(&entry, &output);
+        let mut argv = job.flags().to_vec();
+        // `flags()` ends with `-c <file>`: preprocess it instead.
+        argv.truncate(argv.len().saturating_sub(2));
+        argv.extend([
+            "-M".into(),
+            "-MF".into(),
+            depfile.display().to_string(),
+            file.display().to_string(),
+        ]);
+        let run = std::process::Command::new(&argv[0])
+            .args(&argv[1..])
+            .current_dir(&job.directory)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .map_err(|e| format!("cannot run `{}`: {e}", argv[0]))?;
+        let text = std::fs::read_to_string(&depfile);
+        let _ = std::fs::remove_file(&depfile);
+        let text =
+            text.map_err(|e| format!("the preprocessor ({run}) wrote no dependency list: {e}"))?;
+        let deps = compile::parse_depfile(&text, &job.directory)
+            .into_iter()
+            .filter(|d| d != file)
+            .collect();
+        self.dependencies.insert(file.to_owned(), deps);
+        Ok(())
     }
 
     /// Keep the text of `file` as it is now, for its baseline, if it is linked into the
@@ -150,7 +187,7 @@ impl Worker {
         if self.baselines.contains_key(file) || self.snapshots.contains_key(file) {
             return true;
         }
-        if self.dependencies.contains_key(file) {
+        if self.refused_baselines.contains(file) {
             // Compiled before and refused (a header changed after the build): no use again.
             return false;
         }
@@ -280,7 +317,7 @@ impl Worker {
             .map(|text| compile::parse_depfile(&text, &snapshot_job.directory));
         let _ = std::fs::remove_file(&depfile);
         let object = match result {
-            Ok(outcome) if outcome.success => self.compile_object(&snapshot_job),
+            Ok(outcome) if outcome.success => read_object(&snapshot_job),
             Ok(outcome) => Err(outcome
                 .diagnostics
                 .iter()
@@ -313,8 +350,9 @@ impl Worker {
         if let Some(header) = newer.cloned() {
             // Said once per header, not once per file that includes it.
             if !self
-                .dependencies
-                .values()
+                .refused_baselines
+                .iter()
+                .filter_map(|other| self.dependencies.get(other))
                 .any(|other| other.contains(&header))
             {
                 let text = format!(
@@ -326,12 +364,13 @@ impl Worker {
                 );
                 self.message(Severity::Information, text);
             }
-            self.dependencies.insert(file.to_owned(), deps);
+            self.record_baseline_dependencies(file, deps);
+            self.refused_baselines.insert(file.to_owned());
             // No baseline can be made of this text with the headers as they are now.
             self.snapshots.remove(file);
             return Ok(());
         }
-        self.dependencies.insert(file.to_owned(), deps);
+        self.record_baseline_dependencies(file, deps);
         self.baselines.insert(
             file.to_owned(),
             Baseline {
@@ -342,7 +381,16 @@ impl Worker {
         Ok(())
     }
 
-    /// The translation units whose baseline compile read `header`, in path order.
+    /// Keep what a baseline compile read as `file`'s dependency list, unless a compile of
+    /// a save (or one before a relaunch of this build) told already: the baseline is the
+    /// text the program was built from, the save's is the text as it is now, which is what
+    /// a header's includers are found by.
+    fn record_baseline_dependencies(&mut self, file: &Path, deps: Vec<PathBuf>) {
+        self.dependencies.entry(file.to_owned()).or_insert(deps);
+    }
+
+    /// The translation units whose last compile (a baseline, or a save) read `header`, in
+    /// path order.
     pub(super) fn includers(&self, header: &Path) -> Vec<PathBuf> {
         let mut units: Vec<PathBuf> = self
             .dependencies
@@ -367,4 +415,12 @@ impl Worker {
             }
         }
     }
+}
+
+/// Read and parse the object a finished compile wrote (and remove the file).
+pub(super) fn read_object(job: &CompileJob) -> Result<Object, String> {
+    let bytes = std::fs::read(&job.output)
+        .map_err(|e| format!("cannot read {}: {e}", job.output.display()))?;
+    let _ = std::fs::remove_file(&job.output);
+    Object::parse(&job.output, &bytes).map_err(|e| e.to_string())
 }

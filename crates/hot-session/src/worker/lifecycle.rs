@@ -144,6 +144,12 @@ impl Worker {
             .as_ref()
             .and_then(|p| p.image.as_ref())
             .and_then(|i| i.exe.image.build_id.clone());
+        // Dependency lists survive a relaunch of the very same executable only: another
+        // build (or one without a build-id, which cannot be told apart) may include others.
+        if build_id.is_none() || build_id != self.dependencies_build_id {
+            self.dependencies.clear();
+            self.dependencies_build_id = build_id.clone();
+        }
         let replay = if build_id.is_some() && build_id == self.replay_build_id {
             std::mem::take(&mut self.replay)
         } else {

@@ -94,7 +94,15 @@ struct Worker {
     /// What each baseline compile read (the source and every header, from `-MD`): a
     /// baseline is trusted only if none of them changed after the executable was built.
     /// Kept per translation unit, to find the includers of a header.
+    /// Kept current by every compile of a save (`-MD`), so a newly added `#include` is
+    /// known, and kept across a relaunch of the same build-id (`dependencies_build_id`): a
+    /// header saved right after the relaunch finds its includers without a compile.
     dependencies: HashMap<PathBuf, Vec<PathBuf>>,
+    /// The build-id of the executable `dependencies` were compiled for.
+    dependencies_build_id: Option<Vec<u8>>,
+    /// Files whose baseline was refused because a header they read changed after the
+    /// build: no baseline is tried again for this process.
+    refused_baselines: HashSet<PathBuf>,
     /// When the running executable was built: a source modified later is not what runs.
     exe_modified: Option<std::time::SystemTime>,
     /// Until when idle time is spent preparing the linker (arenas, symbol index) of a
@@ -133,6 +141,8 @@ pub(crate) fn run(
         snapshots: BTreeMap::new(),
         baseline_queue: BTreeSet::new(),
         dependencies: HashMap::new(),
+        dependencies_build_id: None,
+        refused_baselines: HashSet::new(),
         exe_modified: None,
         prepare_linker_until: None,
     };
@@ -227,11 +237,12 @@ pub(crate) fn run(
 }
 
 impl Worker {
-    /// Snapshots, queued baselines and dependency lists describe one process.
+    /// Snapshots and queued baselines describe one process (dependency lists describe the
+    /// executable, and are kept for a relaunch of the same build-id: see `adopt`).
     fn forget_baselines(&mut self) {
         self.snapshots.clear();
         self.baseline_queue.clear();
-        self.dependencies.clear();
+        self.refused_baselines.clear();
     }
 
     fn emit(&self, event: SessionEvent) {
