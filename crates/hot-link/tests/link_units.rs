@@ -1522,19 +1522,26 @@ const UNITS: [(&str, &str); 3] = [
     ("c.c", "#define SCALE 1\nint part_c(void) { return 100 * SCALE; }\n"),
 ];
 
-/// A program of [`UNITS`] linked by GNU ld, its linker and the objects it was built from.
+/// A program of several files (compiled by `compiler`) linked by GNU ld, its linker and the
+/// objects it was built from.
 struct Units {
     dir: tempfile::TempDir,
     linker: Linker,
     built: Vec<Object>,
+    files: &'static [(&'static str, &'static str)],
+    compiler: &'static str,
 }
 
 impl Units {
     fn new() -> Units {
+        Units::of("cc", &UNITS)
+    }
+
+    fn of(compiler: &'static str, files: &'static [(&'static str, &'static str)]) -> Units {
         let dir = tempfile::tempdir().expect("tempdir");
-        let objects: Vec<_> = UNITS
+        let objects: Vec<_> = files
             .iter()
-            .map(|(name, text)| compile(dir.path(), name, text, &["-O0"]))
+            .map(|(name, text)| compile_with(compiler, dir.path(), name, text, &["-O0"]))
             .collect();
         let linked = ld(
             dir.path(),
@@ -1547,7 +1554,13 @@ impl Units {
             arenas_below_image(),
         );
         let built = objects.iter().map(|o| parse_object(o)).collect();
-        Units { dir, linker, built }
+        Units {
+            dir,
+            linker,
+            built,
+            files,
+            compiler,
+        }
     }
 
     /// The unit of the image `file` replaces.
@@ -1567,12 +1580,12 @@ impl Units {
         }
     }
 
-    /// Each file of [`UNITS`] with `edit` (from, to) applied where it applies, compiled in
-    /// the subfolder `version`; files the edit does not touch are left out.
+    /// Each file with `edit` (from, to) applied where it applies, compiled in the subfolder
+    /// `version`; files the edit does not touch are left out.
     fn edited(&self, version: &str, edits: &[(&str, &str, &str)]) -> Vec<(usize, Object)> {
         let sub = self.dir.path().join(version);
         std::fs::create_dir_all(&sub).expect("mkdir");
-        UNITS
+        self.files
             .iter()
             .enumerate()
             .filter_map(|(i, (name, text))| {
@@ -1585,7 +1598,10 @@ impl Units {
                         touched = true;
                     }
                 }
-                touched.then(|| (i, parse_object(&compile(&sub, name, &text, &["-O0"]))))
+                touched.then(|| {
+                    let object = compile_with(self.compiler, &sub, name, &text, &["-O0"]);
+                    (i, parse_object(&object))
+                })
             })
             .collect()
     }
@@ -1676,7 +1692,7 @@ fn units_linked_together_share_the_arenas_and_revert_as_one() {
     for (k, (what, edits, swapped, added, failing)) in rows.into_iter().enumerate() {
         let mut p = Units::new();
         let objects = p.edited(&format!("v{k}"), edits);
-        let units = objects.iter().map(|(i, _)| p.unit(UNITS[*i].0)).collect();
+        let units = objects.iter().map(|(i, _)| p.unit(p.files[*i].0)).collect();
         let requests = unit_requests(&p.built, units, &objects);
         let patch = match p.linker.link_units(&requests) {
             Err(errors) => {
@@ -1758,4 +1774,66 @@ fn units_linked_together_share_the_arenas_and_revert_as_one() {
         let first: Vec<_> = patch.entries.iter().map(|e| &e.expected).collect();
         assert_eq!(expected, first, "{what}");
     }
+}
+
+/// Two C++ files with a copy of one inline function of a header (a COMDAT group each;
+/// the executable kept one).
+const INLINE_UNITS: [(&str, &str); 2] = [
+    (
+        "u1.cpp",
+        "inline int twice(int x) { return 2 * x; }\nint f2(int);\nint f1(int x) { return twice(x); }\nint main() { return f1(1) + f2(2); }\n",
+    ),
+    (
+        "u2.cpp",
+        "inline int twice(int x) { return 2 * x; }\nint f2(int x) { return twice(x) + 1; }\n",
+    ),
+];
+
+#[test]
+fn an_inline_function_both_units_carry_is_redirected_once() {
+    let mut p = Units::of("c++", &INLINE_UNITS);
+    let edit = "inline int twice(int x) { return 2 * x; }";
+    let to = "inline int twice(int x) { return 3 * x; }";
+    let objects = p.edited("v2", &[("u1.cpp", edit, to), ("u2.cpp", edit, to)]);
+    let units = objects.iter().map(|(i, _)| p.unit(p.files[*i].0)).collect();
+    let requests = unit_requests(&p.built, units, &objects);
+    // Alone, each unit redirects the entry the executable uses.
+    let alone: Vec<Patch> = requests
+        .iter()
+        .map(|r| p.linker.link(r).unwrap_or_else(|e| panic!("{e:#?}")))
+        .collect();
+    let entry_of = |patch: &Patch| -> Vec<(u64, Vec<u8>)> {
+        patch
+            .entries
+            .iter()
+            .filter(|e| e.function.contains("twice"))
+            .map(|e| (e.addr.0, e.expected.clone()))
+            .collect()
+    };
+    assert_eq!(entry_of(&alone[0]).len(), 1, "{:#?}", alone[0].entries);
+    assert_eq!(entry_of(&alone[0]), entry_of(&alone[1]));
+    // Together: one write, expecting the original bytes, reverted once.
+    let patch = p
+        .linker
+        .link_units(&requests)
+        .unwrap_or_else(|e| panic!("{e:#?}"));
+    assert_eq!(
+        entry_of(&patch),
+        entry_of(&alone[0]),
+        "{:#?}",
+        patch.entries
+    );
+    p.linker.commit(&patch);
+    let reverted = p.linker.revert_last().expect("a record");
+    let (addr, original) = entry_of(&alone[0]).remove(0);
+    let back: Vec<_> = reverted
+        .entries
+        .iter()
+        .filter(|w| w.addr.0 == addr)
+        .collect();
+    assert!(
+        matches!(back.as_slice(), [w] if w.bytes == original),
+        "{:#?}",
+        reverted.entries
+    );
 }

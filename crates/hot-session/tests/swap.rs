@@ -1135,6 +1135,15 @@ fn a_header_edit_swaps_every_includer_at_once_and_undo_reverts_them_all() {
         swap.micros.compile_total > 0 && swap.micros.compile > 0,
         "{swap:?}"
     );
+    // Each file's compile is reported as it finishes.
+    for file in ["a.c", "b.c", "c.c"] {
+        assert!(
+            f.log.iter().any(|e| matches!(e,
+                SessionEvent::Progress(Progress::Report { message, .. })
+                    if message.starts_with(&format!("compiled {file} ")))),
+            "no progress for {file}"
+        );
+    }
     assert_no_mix(&mut f, 5);
 
     // Undo reverts all three in one commit, and gives each file its baseline back: saving

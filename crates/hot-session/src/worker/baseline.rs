@@ -140,42 +140,71 @@ impl Worker {
         files
     }
 
-    /// What `file`, as it is now, includes (directly or not), from a preprocessor-only run
-    /// of its compile command (`-M`): for a file no compile has told yet, when a header is
-    /// saved. Preprocessing succeeds where compiling may not (the saved header may break
-    /// the file), and costs a fraction of a compile. Recorded in the dependency lists.
-    pub(super) fn scan_dependencies(&mut self, file: &Path) -> Result<(), String> {
-        let entry = self.entry_for(file)?;
-        let output = self.scratch_object(file);
-        let depfile = output.with_extension("d");
-        let job = compile::job_for(&entry, &output);
-        let mut argv = job.flags().to_vec();
-        // `flags()` ends with `-c <file>`: preprocess it instead.
-        argv.truncate(argv.len().saturating_sub(2));
-        argv.extend([
-            "-M".into(),
-            "-MF".into(),
-            depfile.display().to_string(),
-            file.display().to_string(),
-        ]);
-        let run = std::process::Command::new(&argv[0])
-            .args(&argv[1..])
-            .current_dir(&job.directory)
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .status()
-            .map_err(|e| format!("cannot run `{}`: {e}", argv[0]))?;
-        let text = std::fs::read_to_string(&depfile);
-        let _ = std::fs::remove_file(&depfile);
-        let text =
-            text.map_err(|e| format!("the preprocessor ({run}) wrote no dependency list: {e}"))?;
-        let deps = compile::parse_depfile(&text, &job.directory)
-            .into_iter()
-            .filter(|d| d != file)
-            .collect();
-        self.dependencies.insert(file.to_owned(), deps);
-        Ok(())
+    /// What `files`, as they are now, include (directly or not), from a preprocessor-only
+    /// run of their compile commands (`-M`, `jobs` at a time): for files no compile has told
+    /// yet, when a header is saved. Preprocessing succeeds where compiling may not (the
+    /// saved header may break a file), and costs a fraction of a compile. Recorded in the
+    /// dependency lists; a file whose scan fails is left unknown.
+    pub(super) fn scan_dependencies(&mut self, files: &[PathBuf], jobs: usize) {
+        let mut scans = Vec::new();
+        for file in files {
+            let entry = match self.entry_for(file) {
+                Ok(entry) => entry,
+                Err(e) => {
+                    tracing::debug!("includes of {}: {e}", file.display());
+                    continue;
+                }
+            };
+            let output = self.scratch_object(file);
+            let depfile = output.with_extension("d");
+            let job = compile::job_for(&entry, &output);
+            let mut argv = job.flags().to_vec();
+            // `flags()` ends with `-c <file>`: preprocess it instead.
+            argv.truncate(argv.len().saturating_sub(2));
+            argv.extend([
+                "-M".into(),
+                "-MF".into(),
+                depfile.display().to_string(),
+                file.display().to_string(),
+            ]);
+            scans.push((file.clone(), argv, job.directory, depfile));
+        }
+        let found = super::pipeline::in_parallel(&scans, jobs, |(file, argv, dir, depfile)| {
+            let run = std::process::Command::new(&argv[0])
+                .args(&argv[1..])
+                .current_dir(dir)
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .status();
+            let text = std::fs::read_to_string(depfile);
+            let _ = std::fs::remove_file(depfile);
+            match (run, text) {
+                (_, Ok(text)) => Ok(compile::parse_depfile(&text, dir)
+                    .into_iter()
+                    .filter(|d| d != file)
+                    .collect::<Vec<PathBuf>>()),
+                (Ok(status), Err(e)) => Err(format!("`{}` ({status}) wrote no list: {e}", argv[0])),
+                (Err(e), _) => Err(format!("cannot run `{}`: {e}", argv[0])),
+            }
+        });
+        for ((file, ..), deps) in scans.into_iter().zip(found) {
+            match deps {
+                Ok(deps) => {
+                    self.dependencies.insert(file, deps);
+                }
+                Err(e) => tracing::debug!("includes of {}: {e}", file.display()),
+            }
+        }
+    }
+
+    /// Whether `file` may be a translation unit of the running program (its image has a
+    /// compile unit for it, or no DWARF to tell).
+    pub(super) fn is_linked(&mut self, file: &Path) -> bool {
+        self.program
+            .as_mut()
+            .and_then(|p| p.image().ok())
+            .is_some_and(|i| !matches!(unit_of(&i.exe.image, file), UnitMatch::NotLinked))
     }
 
     /// Keep the text of `file` as it is now, for its baseline, if it is linked into the
@@ -198,12 +227,7 @@ impl Worker {
             (Some(source), Some(exe)) => source <= exe,
             _ => false,
         };
-        let linked = self
-            .program
-            .as_mut()
-            .and_then(|p| p.image().ok())
-            .is_some_and(|i| !matches!(unit_of(&i.exe.image, file), UnitMatch::NotLinked));
-        if !unchanged_since_build || !linked {
+        if !unchanged_since_build || !self.is_linked(file) {
             return false;
         }
         match std::fs::read(file) {
@@ -237,15 +261,7 @@ impl Worker {
             "compiling the text the program was built from (its baseline)",
         );
         if let Err(e) = self.compile_baseline(file) {
-            // Said once: without the snapshot, later saves do not try again.
-            self.snapshots.remove(file);
-            self.message(
-                Severity::Warning,
-                format!(
-                    "no baseline for {}: {e}; this save is compared with the running program instead",
-                    file.display()
-                ),
-            );
+            self.no_baseline(file, &e);
             return None;
         }
         self.baselines
@@ -267,9 +283,63 @@ impl Worker {
     /// kept); a baseline refused for a changed header is said here, and its snapshot
     /// dropped.
     pub(super) fn compile_baseline(&mut self, file: &Path) -> Result<(), String> {
+        let Some(job) = self.baseline_job(file)? else {
+            return Ok(());
+        };
+        let run = run_baseline(&job);
+        self.finish_baseline(job, run)
+    }
+
+    /// Compile the baselines of `files` that are still to be made, at most `jobs` at a time
+    /// (the includers of a saved header, right after launch). A baseline that cannot be
+    /// made is said once, as [`Worker::baseline_for`] does.
+    pub(super) fn compile_baselines(&mut self, files: &[PathBuf], jobs: usize) {
+        let mut prepared = Vec::new();
+        for file in files {
+            match self.baseline_job(file) {
+                Ok(Some(job)) => prepared.push(job),
+                Ok(None) => {}
+                Err(e) => self.no_baseline(file, &e),
+            }
+        }
+        if prepared.is_empty() {
+            return;
+        }
+        self.progress(
+            Phase::Compile,
+            &format!(
+                "compiling the text the program was built from (the baselines of {} files)",
+                prepared.len()
+            ),
+        );
+        let runs = super::pipeline::in_parallel(&prepared, jobs, run_baseline);
+        for (job, run) in prepared.into_iter().zip(runs) {
+            let file = job.file.clone();
+            if let Err(e) = self.finish_baseline(job, run) {
+                self.no_baseline(&file, &e);
+            }
+        }
+    }
+
+    /// A baseline could not be made: said once, since without the snapshot later saves do
+    /// not try again.
+    fn no_baseline(&mut self, file: &Path, e: &str) {
+        self.snapshots.remove(file);
+        self.message(
+            Severity::Warning,
+            format!(
+                "no baseline for {}: {e}; this save is compared with the running program instead",
+                file.display()
+            ),
+        );
+    }
+
+    /// The compile of `file`'s snapshot, written to the scratch folder (`None`: no snapshot,
+    /// so no baseline to make).
+    fn baseline_job(&mut self, file: &Path) -> Result<Option<BaselineJob>, String> {
         self.baseline_queue.remove(file);
         let Some(text) = self.snapshots.get(file).cloned() else {
-            return Ok(());
+            return Ok(None);
         };
         let entry = self.entry_for(file)?;
         let (Some(source_dir), Some(name)) = (file.parent(), file.file_name()) else {
@@ -310,24 +380,27 @@ impl Worker {
             argv,
             ..job.clone()
         };
-        let result = compile::run(&snapshot_job);
-        let _ = std::fs::remove_dir_all(&copy_dir);
-        let deps = std::fs::read_to_string(&depfile)
-            .ok()
-            .map(|text| compile::parse_depfile(&text, &snapshot_job.directory));
-        let _ = std::fs::remove_file(&depfile);
-        let object = match result {
-            Ok(outcome) if outcome.success => read_object(&snapshot_job),
-            Ok(outcome) => Err(outcome
-                .diagnostics
-                .iter()
-                .find(|d| d.severity == Severity::Error)
-                .map_or(outcome.unparsed, |d| d.message.clone())),
-            Err(e) => Err(e.to_string()),
-        };
-        let object = object
+        Ok(Some(BaselineJob {
+            file: file.to_owned(),
+            flags: job.flags().to_vec(),
+            job: snapshot_job,
+            copy_dir,
+            copy,
+            depfile,
+        }))
+    }
+
+    /// Keep the object of a baseline compile if none of what it read changed since the
+    /// build, and its dependency list.
+    fn finish_baseline(&mut self, job: BaselineJob, run: BaselineRun) -> Result<(), String> {
+        let BaselineJob {
+            file, flags, copy, ..
+        } = job;
+        let file = file.as_path();
+        let object = run
+            .object
             .map_err(|e| format!("the text it was built from does not compile again: {e}"))?;
-        let deps = deps.ok_or(
+        let deps = run.deps.ok_or(
             "the compiler wrote no dependency list, so whether its headers changed since the \
              build is unknown",
         )?;
@@ -374,7 +447,7 @@ impl Worker {
         self.baselines.insert(
             file.to_owned(),
             Baseline {
-                argv: job.flags().to_vec(),
+                argv: flags,
                 object: Arc::new(object),
             },
         );
@@ -423,4 +496,42 @@ pub(super) fn read_object(job: &CompileJob) -> Result<Object, String> {
         .map_err(|e| format!("cannot read {}: {e}", job.output.display()))?;
     let _ = std::fs::remove_file(&job.output);
     Object::parse(&job.output, &bytes).map_err(|e| e.to_string())
+}
+
+/// A baseline compile prepared by the worker: the snapshot written to its own folder.
+pub(super) struct BaselineJob {
+    file: PathBuf,
+    /// The flags of the file's patch compile, which the baseline is matched by.
+    flags: Vec<String>,
+    /// The compile of the snapshot's copy.
+    job: CompileJob,
+    copy_dir: PathBuf,
+    copy: PathBuf,
+    depfile: PathBuf,
+}
+
+/// What a baseline compile gave.
+pub(super) struct BaselineRun {
+    object: Result<Object, String>,
+    deps: Option<Vec<PathBuf>>,
+}
+
+/// Run a prepared baseline compile (no worker state: it may run on a compile thread).
+pub(super) fn run_baseline(job: &BaselineJob) -> BaselineRun {
+    let result = compile::run(&job.job);
+    let _ = std::fs::remove_dir_all(&job.copy_dir);
+    let deps = std::fs::read_to_string(&job.depfile)
+        .ok()
+        .map(|text| compile::parse_depfile(&text, &job.job.directory));
+    let _ = std::fs::remove_file(&job.depfile);
+    let object = match result {
+        Ok(outcome) if outcome.success => read_object(&job.job),
+        Ok(outcome) => Err(outcome
+            .diagnostics
+            .iter()
+            .find(|d| d.severity == Severity::Error)
+            .map_or(outcome.unparsed, |d| d.message.clone())),
+        Err(e) => Err(e.to_string()),
+    };
+    BaselineRun { object, deps }
 }

@@ -121,7 +121,7 @@ impl Worker {
         let unknown: Vec<PathBuf> = self
             .program_sources(&[])
             .into_iter()
-            .filter(|f| !self.dependencies.contains_key(f))
+            .filter(|f| !self.dependencies.contains_key(f) && self.is_linked(f))
             .collect();
         if !unknown.is_empty() {
             self.progress(
@@ -129,20 +129,11 @@ impl Worker {
                 &format!("finding which of {} files include it", unknown.len()),
             );
         }
-        for file in unknown {
-            if let Err(e) = self.scan_dependencies(&file) {
-                tracing::debug!("includes of {}: {e}", file.display());
-            }
-        }
+        self.scan_dependencies(&unknown, max_jobs());
         let includers: Vec<PathBuf> = self
             .includers(header)
             .into_iter()
-            .filter(|unit| {
-                self.program
-                    .as_mut()
-                    .and_then(|p| p.image().ok())
-                    .is_some_and(|i| !matches!(unit_of(&i.exe.image, unit), UnitMatch::NotLinked))
-            })
+            .filter(|unit| self.is_linked(unit))
             .collect();
         if includers.is_empty() {
             let diagnostic = Diagnostic {
@@ -319,7 +310,23 @@ impl Worker {
         ready: Vec<(UnitJob, CompileOutcome, Object)>,
         mut micros: Micros,
     ) -> Result<Option<SwapSummary>, ()> {
-        // What runs, compiled with the same flags (now, if it is still in the queue).
+        // What runs, compiled with the same flags (now, if it is still in the queue; the
+        // includers of a header saved right after launch, in parallel).
+        let pending: Vec<PathBuf> = ready
+            .iter()
+            .map(|(unit, _, _)| unit)
+            .filter(|unit| {
+                self.baselines
+                    .get(&unit.file)
+                    .is_none_or(|b| b.argv != unit.job.flags())
+                    && self.snapshots.contains_key(&unit.file)
+                    && !self.replay.contains(&unit.file)
+            })
+            .map(|unit| unit.file.clone())
+            .collect();
+        if pending.len() > 1 {
+            self.compile_baselines(&pending, max_jobs());
+        }
         let baselines: Vec<Option<Baseline>> = ready
             .iter()
             .map(|(unit, _, _)| self.baseline_for(&unit.file, unit.job.flags()))
@@ -359,25 +366,22 @@ impl Worker {
                 }
             })
             .collect();
-        let linked = match program.linker() {
-            Ok(linker) => link_guarded(linker, &requests).map(|result| {
-                let undefined = result.as_ref().is_err_and(|errors| {
-                    errors
-                        .iter()
-                        .any(|e| e.code == hot_link::LinkErrorCode::UndefinedSymbol)
-                });
-                (result, undefined)
-            }),
-            Err(e) => Err(e),
-        };
-        let linked = match linked {
-            // A symbol may come from a library loaded since the linker last looked.
-            Ok((_, true)) if program.refresh_libraries() => match program.linker() {
-                Ok(linker) => link_guarded(linker, &requests),
-                Err(e) => Err(e),
-            },
-            other => other.map(|(result, _)| result),
-        };
+        let mut linked = program
+            .linker()
+            .and_then(|linker| link_guarded(linker, &requests));
+        let undefined = linked.as_ref().is_ok_and(|result| {
+            result.as_ref().is_err_and(|errors| {
+                errors
+                    .iter()
+                    .any(|e| e.code == hot_link::LinkErrorCode::UndefinedSymbol)
+            })
+        });
+        // A symbol may come from a library loaded since the linker last looked.
+        if undefined && program.refresh_libraries() {
+            if let Ok(linker) = program.linker() {
+                linked = link_guarded(linker, &requests);
+            }
+        }
         drop(requests);
         let result = match linked {
             Ok(result) => result,
@@ -612,34 +616,7 @@ fn compile_all(units: Vec<UnitJob>, jobs: usize, events: &Sender<SessionEvent>) 
         }
         result
     };
-    let results: Vec<_> = if jobs <= 1 {
-        units.iter().map(run).collect()
-    } else {
-        let next = std::sync::atomic::AtomicUsize::new(0);
-        let mut results: Vec<(usize, _)> = std::thread::scope(|scope| {
-            let workers: Vec<_> = (0..jobs)
-                .map(|_| {
-                    scope.spawn(|| {
-                        let mut mine = Vec::new();
-                        loop {
-                            let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                            let Some(unit) = units.get(i) else {
-                                break;
-                            };
-                            mine.push((i, run(unit)));
-                        }
-                        mine
-                    })
-                })
-                .collect();
-            workers
-                .into_iter()
-                .flat_map(|w| w.join().unwrap_or_default())
-                .collect()
-        });
-        results.sort_by_key(|(i, _)| *i);
-        results.into_iter().map(|(_, r)| r).collect()
-    };
+    let results = in_parallel(&units, jobs, run);
     units
         .into_iter()
         .zip(results)
@@ -650,6 +627,43 @@ fn compile_all(units: Vec<UnitJob>, jobs: usize, events: &Sender<SessionEvent>) 
             deps,
         })
         .collect()
+}
+
+/// `f` of every item, `jobs` items at a time (each job a thread of its own, taking the next
+/// item when it is done; one job runs here). Results come back in the items' order.
+pub(super) fn in_parallel<T: Sync, R: Send>(
+    items: &[T],
+    jobs: usize,
+    f: impl Fn(&T) -> R + Sync,
+) -> Vec<R> {
+    if jobs <= 1 || items.len() <= 1 {
+        return items.iter().map(f).collect();
+    }
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let mut results: Vec<(usize, R)> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..jobs.min(items.len()))
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut mine = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some(item) = items.get(i) else {
+                            break;
+                        };
+                        mine.push((i, f(item)));
+                    }
+                    mine
+                })
+            })
+            .collect();
+        // A job that panicked (a bug) panics here, as it would have without threads.
+        workers
+            .into_iter()
+            .flat_map(|w| w.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .collect()
+    });
+    results.sort_by_key(|(i, _)| *i);
+    results.into_iter().map(|(_, r)| r).collect()
 }
 
 /// Compile one unit and read its object and dependency list (no worker state: this runs
