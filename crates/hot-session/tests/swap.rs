@@ -1167,41 +1167,76 @@ fn a_header_edit_swaps_every_includer_at_once_and_undo_reverts_them_all() {
     f.assert_same_process();
 }
 
+/// A header edit that does not compile in some includers, row by row: (from, to, the file
+/// the errors are in, a text on their line, how many distinct errors it must show, the
+/// includers that compiled and get fresh empty diagnostics). Nothing is swapped.
 #[test]
-fn a_header_edit_that_breaks_one_includer_swaps_none_of_them() {
-    let mut f = Fixture::launch("headers3");
-    f.wait_output(SUM_BEFORE);
-    // a.c and b.c compile with the new SCALE; c.c uses the OFFSET the edit renames.
-    f.edit(
-        "common.h",
-        "#define SCALE 1\n#define OFFSET 0",
-        "#define SCALE 2\n#define OFFSET_MOVED 0",
-    );
-    f.save("common.h");
-    let diagnostics = f.wait_diagnostics("c.c");
-    let error = diagnostics
-        .iter()
-        .find(|d| d.code == "compile-error")
-        .unwrap_or_else(|| panic!("no compile error in c.c: {diagnostics:#?}"));
-    assert_eq!(
-        (error.line, error.severity),
-        (f.line_of("c.c", "OFFSET"), Severity::Error),
-        "{error:?}"
-    );
-    // The files that compiled get their fresh (empty) diagnostics.
-    for file in ["a.c", "b.c"] {
-        let path = f.path(file);
-        let seen = |e: &SessionEvent| {
-            matches!(e, SessionEvent::Diagnostics { file, diagnostics }
-                if *file == path && diagnostics.is_empty())
-        };
-        if !f.log.iter().any(seen) {
-            f.wait(&format!("fresh diagnostics of {file}"), |e| {
-                seen(e).then_some(())
-            });
+fn a_header_edit_that_breaks_an_includer_swaps_none_of_them() {
+    type Row<'a> = (&'a str, &'a str, &'a str, &'a str, usize, &'a [&'a str]);
+    let rows: [Row; 2] = [
+        // a.c and b.c compile with the new SCALE; c.c uses the OFFSET the edit renames.
+        (
+            "#define SCALE 1\n#define OFFSET 0",
+            "#define SCALE 2\n#define OFFSET_MOVED 0",
+            "c.c",
+            "OFFSET",
+            1,
+            &["a.c", "b.c"],
+        ),
+        // An error in the header itself that each includer words its own way: the
+        // header shows all three (the union of its includers' lists).
+        (
+            "#define OFFSET 0",
+            "#define OFFSET 0\n_Static_assert(sizeof(__BASE_FILE__) == 1, \"checked in \" __BASE_FILE__);",
+            "common.h",
+            "_Static_assert",
+            3,
+            &[],
+        ),
+    ];
+    for (from, to, broken, needle, errors, clean) in rows {
+        let mut f = Fixture::launch("headers3");
+        f.wait_output(SUM_BEFORE);
+        f.edit("common.h", from, to);
+        f.save("common.h");
+        f.wait_diagnostics(broken);
+        // The files that compiled get their fresh (empty) diagnostics.
+        for file in clean {
+            let path = f.path(file);
+            let seen = |e: &SessionEvent| {
+                matches!(e, SessionEvent::Diagnostics { file, diagnostics }
+                    if *file == path && diagnostics.is_empty())
+            };
+            if !f.log.iter().any(seen) {
+                f.wait(&format!("fresh diagnostics of {file}"), |e| {
+                    seen(e).then_some(())
+                });
+            }
         }
+        f.assert_unchanged(0, SUM_BEFORE, 3);
+        // What the editor shows now: the last list published for the broken file.
+        let path = f.path(broken);
+        let shown = f
+            .log
+            .iter()
+            .rev()
+            .find_map(|e| match e {
+                SessionEvent::Diagnostics { file, diagnostics } if *file == path => {
+                    Some(diagnostics.clone())
+                }
+                _ => None,
+            })
+            .unwrap_or_default();
+        let line = f.line_of(broken, needle);
+        let found: Vec<&Diagnostic> = shown
+            .iter()
+            .filter(|d| d.code == "compile-error" && d.severity == Severity::Error)
+            .collect();
+        assert!(
+            found.len() == errors && found.iter().all(|d| d.line == line),
+            "{broken}: expected {errors} error(s) on line {line}: {shown:#?}"
+        );
     }
-    f.assert_unchanged(0, SUM_BEFORE, 3);
 }
 
 #[test]

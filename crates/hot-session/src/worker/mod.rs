@@ -71,8 +71,10 @@ struct Worker {
     program: Option<Program>,
     process_events: Receiver<ProcessEvent>,
     baselines: HashMap<PathBuf, Baseline>,
-    /// Files with diagnostics currently published, per translation unit that produced them.
-    published: HashMap<PathBuf, HashSet<PathBuf>>,
+    /// The diagnostics currently published, per translation unit that produced them and
+    /// per file they are about: a header's list is the union of what each of its includers
+    /// said about it (a header's swap compiles several).
+    published: HashMap<PathBuf, BTreeMap<PathBuf, Vec<Diagnostic>>>,
     seq: u64,
     warned_optimisation: bool,
     /// The warning that exceptions cannot unwind through new bodies was given.
@@ -324,25 +326,33 @@ impl Worker {
     }
 
     /// Publish the complete diagnostics that compiling `unit` produced, grouped per file;
-    /// files this unit reported on before and not now are cleared.
+    /// files this unit reported on before and not now are cleared. A file other units
+    /// reported on too (a header) gets the union of all their lists, each diagnostic once.
     fn publish(&mut self, unit: &Path, primary: &Path, diagnostics: Vec<Diagnostic>) {
         let mut by_file: BTreeMap<PathBuf, Vec<Diagnostic>> = BTreeMap::new();
-        by_file.insert(primary.to_owned(), Vec::new());
         for d in diagnostics {
             by_file.entry(d.file.clone()).or_default().push(d);
         }
-        let previous = self.published.remove(unit).unwrap_or_default();
-        for file in previous {
-            by_file.entry(file).or_default();
+        let mut touched: BTreeSet<PathBuf> = by_file.keys().cloned().collect();
+        touched.insert(primary.to_owned());
+        if let Some(previous) = self.published.remove(unit) {
+            touched.extend(previous.into_keys());
         }
-        let mut now = HashSet::new();
-        for (file, diagnostics) in by_file {
-            if !diagnostics.is_empty() {
-                now.insert(file.clone());
+        self.published.insert(unit.to_owned(), by_file);
+        for file in touched {
+            let mut diagnostics: Vec<Diagnostic> = Vec::new();
+            // This unit's first, then the others' in path order.
+            let mut units: Vec<&PathBuf> = self.published.keys().collect();
+            units.sort_by_key(|u| (u.as_path() != unit, u.as_path()));
+            for u in units {
+                for d in self.published[u].get(&file).into_iter().flatten() {
+                    if !diagnostics.contains(d) {
+                        diagnostics.push(d.clone());
+                    }
+                }
             }
             self.emit(SessionEvent::Diagnostics { file, diagnostics });
         }
-        self.published.insert(unit.to_owned(), now);
     }
 
     fn on_command(&mut self, command: Command) {
