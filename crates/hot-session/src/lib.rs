@@ -56,11 +56,11 @@ pub enum State {
 /// Microseconds spent in each phase of a swap.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Micros {
-    /// Wall-clock time of the compile phase (the files of a header's swap compile in
-    /// parallel).
+    /// Wall-clock time of the compile phase, reading the objects included (the files of a
+    /// header's swap compile in parallel).
     pub compile: u64,
-    /// The sum of each file's own compile time: equal to `compile` for one file, larger
-    /// than it when several files compiled at once.
+    /// The sum of each file's compiler run: a little less than `compile` for one file,
+    /// more than it when several files compiled at once.
     pub compile_total: u64,
     pub link: u64,
     pub swap: u64,
