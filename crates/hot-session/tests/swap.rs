@@ -1171,6 +1171,49 @@ fn a_header_edit_swaps_every_includer_at_once_and_undo_reverts_them_all() {
 /// the errors are in, a text on their line, how many distinct errors it must show, the
 /// includers that compiled and get fresh empty diagnostics). Nothing is swapped.
 #[test]
+fn a_relaunch_gets_a_header_swap_again_all_at_once() {
+    let mut f = Fixture::copy("headers3");
+    // No build command: the relaunched executable is the very same file (same build-id).
+    let built = std::process::Command::new("cc")
+        .args([
+            "-O0", "-g", "-pthread", "-o", "app", "main.c", "a.c", "b.c", "c.c",
+        ])
+        .current_dir(f.dir.path())
+        .status()
+        .expect("run cc");
+    assert!(built.success());
+    f.write(
+        "hot-lsp.toml",
+        "[program]\npath = \"app\"\n\n[compile]\ncommand = \"cc -O0 -g -pthread -c {file} -o {output}\"\n",
+    );
+    f.start();
+    let first = f.wait_launched();
+    f.wait_output(SUM_BEFORE);
+    f.edit("common.h", "#define SCALE 1", "#define SCALE 2");
+    f.save("common.h");
+    f.wait_swap();
+    f.wait_output("sum=222");
+
+    f.send(hot_session::Command::Restart);
+    let second = f.wait_launched();
+    assert_ne!(first, second);
+    // The three files go in as one swap: the relaunched program never runs them mixed.
+    let swap = f.wait_swap();
+    assert_eq!(swap.swapped, ["part_a", "part_b", "part_c"], "{swap:?}");
+    let note = f.wait("the replay message", |e| match e {
+        SessionEvent::Message {
+            severity: Severity::Information,
+            text,
+        } if text.contains("re-applied") => Some(text.clone()),
+        _ => None,
+    });
+    assert!(note.contains("3 of 3"), "{note}");
+    f.fresh_output.clear();
+    f.wait_output("sum=222");
+    assert_no_mix(&mut f, 3);
+}
+
+#[test]
 fn a_header_edit_that_breaks_an_includer_swaps_none_of_them() {
     type Row<'a> = (&'a str, &'a str, &'a str, &'a str, usize, &'a [&'a str]);
     let rows: [Row; 2] = [

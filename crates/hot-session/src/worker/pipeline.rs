@@ -217,7 +217,11 @@ impl Worker {
     /// saved source file (`files` = `[saved]`), or the includers of the saved header. A
     /// file that does not compile refuses the whole swap with nothing written.
     /// `Ok(None)`: compiled, nothing was swapped.
-    fn swap_files(&mut self, saved: &Path, files: &[PathBuf]) -> Result<Option<SwapSummary>, ()> {
+    pub(super) fn swap_files(
+        &mut self,
+        saved: &Path,
+        files: &[PathBuf],
+    ) -> Result<Option<SwapSummary>, ()> {
         let mut units = Vec::with_capacity(files.len());
         for file in files {
             match self.unit_job(file) {
