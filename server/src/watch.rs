@@ -280,6 +280,11 @@ impl Printer {
                 "event": "swap",
                 "seq": summary.seq,
                 "file": self.absolute(&summary.file).to_string_lossy(),
+                "files": summary
+                    .files
+                    .iter()
+                    .map(|f| self.absolute(f).to_string_lossy().into_owned())
+                    .collect::<Vec<_>>(),
                 "swapped": summary.swapped,
                 "added": summary.added,
                 // What a person reads; the mangled names above are what tools match on.

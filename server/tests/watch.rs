@@ -103,7 +103,7 @@ fn watch_swaps_saved_edits_reports_errors_and_kills_the_program_on_sigterm() {
 }
 
 #[test]
-fn watch_prints_warnings_and_information_as_message_events() {
+fn watch_prints_warnings_as_message_events_and_header_information_as_a_diagnostic() {
     // -O2 without -fno-ipa-ra: the session warns when it reads the program (before or after
     // the launched event). The printer prints only once the watcher is installed.
     let (_dir, root) = copy_shared_fixture("optimized");
@@ -117,22 +117,26 @@ fn watch_prints_warnings_and_information_as_message_events() {
             .is_some_and(|text| text.contains("-fno-ipa-ra")),
         "{warning}"
     );
+    assert_eq!(warning.as_object().map(|o| o.len()), Some(3), "{warning}");
 
-    // A saved header is not compiled on its own: the session says so as information.
+    // A saved header no file of the program includes: said on the header, as information.
     let header = root.join("extra.h");
     std::fs::write(&header, "int extra(void);\n").expect("write extra.h");
-    let information = watch.wait("information message", |event| {
-        event["event"] == "message" && event["severity"] == "information"
+    let information = watch.wait("information diagnostic", |event| {
+        event["event"] == "diagnostic" && event["severity"] == "information"
     });
     assert!(
-        information["text"].as_str().is_some_and(|text| text
-            .contains(header.to_string_lossy().as_ref())
-            && text.contains("header")),
+        information["message"]
+            .as_str()
+            .is_some_and(|text| text.contains(header.to_string_lossy().as_ref())
+                && text.contains("includes"))
+            && information["file"] == header.to_string_lossy().as_ref()
+            && information["code"] == "not-included",
         "{information}"
     );
     assert_eq!(
         information.as_object().map(|o| o.len()),
-        Some(3),
+        Some(7),
         "{information}"
     );
 }

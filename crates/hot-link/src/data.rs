@@ -342,6 +342,7 @@ impl Link<'_> {
             symbol: Some(name.to_string()),
             line,
             severity: crate::NoteSeverity::Warning,
+            unit: self.unit.source.clone(),
         });
     }
 

@@ -67,6 +67,7 @@ mod resolve;
 mod unwind;
 mod x86_64;
 
+use std::collections::HashSet;
 use std::ops::Range;
 use std::sync::{Arc, OnceLock};
 
@@ -193,6 +194,8 @@ pub struct LinkNote {
     pub line: Option<SourceLine>,
     /// How the session presents it.
     pub severity: NoteSeverity,
+    /// The source file of the unit whose link made it ([`UnitRef::source`]).
+    pub unit: String,
 }
 
 /// How serious a [`LinkNote`] is.
@@ -266,6 +269,22 @@ impl Patch {
             && self.entries.is_empty()
             && self.in_place.is_empty()
             && self.slot_copies.is_empty()
+    }
+
+    /// Add the patch of a unit linked after this one (against the state this one leaves):
+    /// its writes, entries and names follow this patch's, and one commit adopts both deltas.
+    fn append(&mut self, later: Patch) {
+        self.writes.extend(later.writes);
+        self.slot_copies.extend(later.slot_copies);
+        self.entries.extend(later.entries);
+        self.in_place.extend(later.in_place);
+        self.protected.extend(later.protected);
+        self.swapped.extend(later.swapped);
+        self.added.extend(later.added);
+        self.skipped += later.skipped;
+        self.notes.extend(later.notes);
+        self.unwind.extend(later.unwind);
+        self.delta.append(later.delta);
     }
 }
 
@@ -357,6 +376,9 @@ impl LinkErrorCode {
 pub struct LinkError {
     /// What kind of failure; picks the diagnostic code.
     pub code: LinkErrorCode,
+    /// The source file of the unit whose link found it ([`UnitRef::source`]): with
+    /// [`Linker::link_units`], which of the objects the error is about.
+    pub unit: String,
     /// A complete sentence naming the symbol, the relocation type and the referencing
     /// function, e.g. "undefined symbol `frobnicate` (R_X86_64_PLT32 in `tick`)".
     pub message: String,
@@ -460,7 +482,57 @@ impl Linker {
     /// failed apply leaves the linker as it was. Every error found is returned, not only the
     /// first, so each failing line gets its diagnostic.
     pub fn link(&self, request: &LinkRequest<'_>) -> Result<Patch, Vec<LinkError>> {
-        link::link(self, request, None)
+        self.link_units(std::slice::from_ref(request))
+    }
+
+    /// Compute one patch for several objects swapped together (every translation unit that
+    /// includes a saved header): applied in one atomic commit and committed as one history
+    /// record, so [`Linker::revert_last`] undoes all of them at once. Pure, like
+    /// [`Linker::link`], which is the one-unit case.
+    ///
+    /// Unit k is linked against the committed state plus the deltas of units 0..k-1: arena
+    /// space never overlaps, and a new function or variable one unit adds (or a GOT slot it
+    /// allocates) is what the next unit binds to. An entry (or read-only object) an earlier
+    /// unit already redirects (updates) keeps that unit's write: the copies of one inline
+    /// function that several units carry are one definition (ODR), redirected once. Every
+    /// error of every unit is returned; each names its unit in [`LinkError::source`].
+    pub fn link_units(&self, requests: &[LinkRequest<'_>]) -> Result<Patch, Vec<LinkError>> {
+        // The committed state with the deltas of the units linked so far; cloned only when a
+        // second unit follows.
+        let mut chained: Option<layout::LinkState> = None;
+        let mut combined: Option<Patch> = None;
+        let mut errors = Vec::new();
+        let mut redirected: HashSet<RuntimeAddr> = HashSet::new();
+        let mut updated: HashSet<RuntimeAddr> = HashSet::new();
+        for (k, request) in requests.iter().enumerate() {
+            let state = chained.as_ref().unwrap_or(&self.state);
+            let mut patch = match link::link(self, state, request, None) {
+                Ok(patch) => patch,
+                Err(e) => {
+                    errors.extend(e);
+                    continue;
+                }
+            };
+            let jumps = patch.delta.drop_taken(&redirected, &updated);
+            patch.entries.retain(|e| !jumps.contains(&e.addr));
+            patch.in_place.retain(|w| !updated.contains(&w.addr));
+            redirected.extend(patch.delta.redirected());
+            updated.extend(patch.delta.updated_in_place());
+            if k + 1 < requests.len() {
+                chained
+                    .get_or_insert_with(|| self.state.clone())
+                    .apply(&patch.delta);
+            }
+            match combined.as_mut() {
+                None => combined = Some(patch),
+                Some(c) => c.append(patch),
+            }
+        }
+        match combined {
+            Some(patch) if errors.is_empty() => Ok(patch),
+            _ if !errors.is_empty() => Err(errors),
+            _ => Ok(Patch::default()),
+        }
     }
 
     /// Test hook for the differential tests against GNU ld: like [`Linker::link`], but the
@@ -472,7 +544,7 @@ impl Linker {
         request: &LinkRequest<'_>,
         placement: &Placement,
     ) -> Result<Patch, Vec<LinkError>> {
-        link::link(self, request, Some(placement))
+        link::link(self, &self.state, request, Some(placement))
     }
 
     /// Record that `patch` was applied to the process: its allocations and entries become

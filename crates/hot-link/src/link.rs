@@ -23,7 +23,7 @@ use hot_object::{
 use crate::image::{ImageIndex, Vaddr};
 use crate::image_diff::ImageDiff;
 use crate::layout::{
-    Allocator, ArenaKind, EntryOwner, Placement, ReadOnlyWrite, Redirect, SlotContent,
+    Allocator, ArenaKind, EntryOwner, LinkState, Placement, ReadOnlyWrite, Redirect, SlotContent,
 };
 use crate::resolve::{
     existing_entry, lookup_external, sym_key, weak_entry_in_use, AtomRole, External, ObjectInfo,
@@ -84,8 +84,11 @@ pub(crate) struct Link<'a> {
     pub fresh_data: HashSet<AtomId>,
 }
 
+/// Link one object against `state`: the linker's committed state, or (for the later units of
+/// [`Linker::link_units`]) that state with the earlier units' deltas applied.
 pub(crate) fn link(
     linker: &Linker,
+    state: &LinkState,
     request: &LinkRequest<'_>,
     placement: Option<&Placement>,
 ) -> Result<Patch, Vec<LinkError>> {
@@ -104,7 +107,7 @@ pub(crate) fn link(
         }),
         baseline: request.baseline,
         unit: &request.unit,
-        alloc: Allocator::new(&linker.state),
+        alloc: Allocator::new(state),
         placement,
         errors: Vec::new(),
         patch: Patch::default(),
@@ -220,6 +223,7 @@ impl<'a> Link<'a> {
         };
         self.errors.push(LinkError {
             code,
+            unit: self.unit.source.clone(),
             message,
             symbol,
             function,
@@ -385,6 +389,7 @@ impl<'a> Link<'a> {
             symbol: Some(name.to_string()),
             line: self.atom_line(atom),
             severity: NoteSeverity::Information,
+            unit: self.unit.source.clone(),
         });
     }
 

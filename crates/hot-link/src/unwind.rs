@@ -230,6 +230,7 @@ impl Link<'_> {
             symbol: None,
             line: None,
             severity: NoteSeverity::Warning,
+            unit: self.unit.source.clone(),
         });
     }
 }

@@ -58,7 +58,12 @@ pub enum State {
 /// Microseconds spent in each phase of a swap.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Micros {
+    /// Wall-clock time of the compile phase, reading the objects included (the files of a
+    /// header's swap compile in parallel).
     pub compile: u64,
+    /// The sum of each file's compiler run: a little less than `compile` for one file,
+    /// more than it when several files compiled at once.
+    pub compile_total: u64,
     pub link: u64,
     pub swap: u64,
 }
@@ -67,7 +72,11 @@ pub struct Micros {
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct SwapSummary {
     pub seq: u64,
+    /// The saved file: a source file, or a header whose includers were swapped.
     pub file: PathBuf,
+    /// The files compiled and swapped together: the saved source file, or every
+    /// translation unit of the running program that includes the saved header.
+    pub files: Vec<PathBuf>,
     pub swapped: Vec<String>,
     pub added: Vec<String>,
     pub skipped: usize,

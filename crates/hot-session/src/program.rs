@@ -21,9 +21,11 @@ const MIN_ARENA_SIZE: u64 = 1 << 20;
 
 /// A patch that was applied, kept so `undo` can revert it.
 pub(crate) struct AppliedPatch {
-    pub file: PathBuf,
-    /// The file's baseline before this patch (restored by undo).
-    pub previous_baseline: Option<crate::worker::Baseline>,
+    /// The saved file (a source file, or the header whose includers were swapped).
+    pub saved: PathBuf,
+    /// Each file the patch recompiled, with its baseline before this patch (restored by
+    /// undo): the saved source file, or every includer of the saved header.
+    pub files: Vec<(PathBuf, Option<crate::worker::Baseline>)>,
 }
 
 pub(crate) struct Program {

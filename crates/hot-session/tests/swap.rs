@@ -1141,16 +1141,245 @@ fn a_header_edited_after_the_build_is_not_hidden_by_the_baseline() {
         note.contains("changed after the program was built"),
         "{note}"
     );
-    // The dependency lists know who includes the header.
+    // The dependency lists know who includes the header: saving it swaps main.c again.
+    f.edit("scale.h", "#define SCALE 3", "#define SCALE 5");
     f.save("scale.h");
-    let main = f.path("main.c").display().to_string();
-    f.wait("the includers of scale.h", |e| match e {
-        SessionEvent::Message { text, .. } if text.contains("is a header") => {
-            assert!(text.contains(&main), "{text}");
-            Some(())
+    let swap = f.wait_swap();
+    assert_eq!(
+        (&swap.file, &swap.files, &swap.swapped),
+        (
+            &f.path("scale.h"),
+            &vec![f.path("main.c")],
+            &vec!["scaled".to_string()]
+        ),
+        "{swap:?}"
+    );
+    f.wait_output("compute=50");
+    f.assert_same_process();
+}
+
+/// tests/fixtures/headers3: a thread sums part_a + part_b + part_c (a.c, b.c, c.c, each
+/// using common.h's SCALE) and counts rounds that saw the files swapped one by one.
+const SUM_BEFORE: &str = "sum=111 mixes=0";
+
+/// The next `lines` lines of output show no mixed round.
+fn assert_no_mix(f: &mut Fixture, lines: usize) {
+    for line in f.next_lines(lines) {
+        assert_eq!(
+            field(&line, "mixes"),
+            "0",
+            "a round saw old and new: {line}"
+        );
+    }
+}
+
+#[test]
+fn a_header_edit_swaps_every_includer_at_once_and_undo_reverts_them_all() {
+    let (mut f, swap) = check_edit_swaps(
+        "headers3",
+        "common.h",
+        (SUM_BEFORE, "#define SCALE 1", "#define SCALE 2"),
+        &["part_a", "part_b", "part_c"],
+        &["sum=222"],
+    );
+    let includers: Vec<_> = ["a.c", "b.c", "c.c"].iter().map(|p| f.path(p)).collect();
+    assert_eq!((&swap.file, &swap.files), (&f.path("common.h"), &includers));
+    // The figures, for the report: compile is the wall time of the three parallel compiles,
+    // compile_total the sum of their own times (not compared: CI timings are noisy).
+    eprintln!(
+        "header swap of 3 files: compile wall {} µs, sum of compiles {} µs, link {} µs, swap {} µs",
+        swap.micros.compile, swap.micros.compile_total, swap.micros.link, swap.micros.swap
+    );
+    assert!(
+        swap.micros.compile_total > 0 && swap.micros.compile > 0,
+        "{swap:?}"
+    );
+    // Each file's compile is reported as it finishes.
+    for file in ["a.c", "b.c", "c.c"] {
+        assert!(
+            f.log.iter().any(|e| matches!(e,
+                SessionEvent::Progress(Progress::Report { message, .. })
+                    if message.starts_with(&format!("compiled {file} ")))),
+            "no progress for {file}"
+        );
+    }
+    assert_no_mix(&mut f, 5);
+
+    // Undo reverts all three in one commit, and gives each file its baseline back: saving
+    // the header again swaps all three again.
+    f.send(hot_session::Command::Undo);
+    let note = f.wait("the undo", |e| match e {
+        SessionEvent::Message { text, .. } if text.contains("reverted the last swap") => {
+            Some(text.clone())
         }
         _ => None,
     });
+    assert!(note.contains("common.h"), "{note}");
+    f.fresh_output.clear();
+    f.wait_output("sum=111");
+    assert_no_mix(&mut f, 5);
+    f.save("common.h");
+    let again = f.wait_swap();
+    assert_eq!(again.swapped, ["part_a", "part_b", "part_c"], "{again:?}");
+    f.wait_output("sum=222");
+    assert_no_mix(&mut f, 3);
+    f.assert_same_process();
+}
+
+/// A header edit that does not compile in some includers, row by row: (from, to, the file
+/// the errors are in, a text on their line, how many distinct errors it must show, the
+/// includers that compiled and get fresh empty diagnostics). Nothing is swapped.
+#[test]
+fn a_relaunch_gets_a_header_swap_again_all_at_once() {
+    let mut f = Fixture::copy("headers3");
+    // No build command: the relaunched executable is the very same file (same build-id).
+    let built = std::process::Command::new("cc")
+        .args([
+            "-O0", "-g", "-pthread", "-o", "app", "main.c", "a.c", "b.c", "c.c",
+        ])
+        .current_dir(f.dir.path())
+        .status()
+        .expect("run cc");
+    assert!(built.success());
+    f.write(
+        "hot-lsp.toml",
+        "[program]\npath = \"app\"\n\n[compile]\ncommand = \"cc -O0 -g -pthread -c {file} -o {output}\"\n",
+    );
+    f.start();
+    let first = f.wait_launched();
+    f.wait_output(SUM_BEFORE);
+    f.edit("common.h", "#define SCALE 1", "#define SCALE 2");
+    f.save("common.h");
+    f.wait_swap();
+    f.wait_output("sum=222");
+
+    f.send(hot_session::Command::Restart);
+    let second = f.wait_launched();
+    assert_ne!(first, second);
+    // The three files go in as one swap: the relaunched program never runs them mixed.
+    let swap = f.wait_swap();
+    assert_eq!(swap.swapped, ["part_a", "part_b", "part_c"], "{swap:?}");
+    let note = f.wait("the replay message", |e| match e {
+        SessionEvent::Message {
+            severity: Severity::Information,
+            text,
+        } if text.contains("re-applied") => Some(text.clone()),
+        _ => None,
+    });
+    assert!(note.contains("3 of 3"), "{note}");
+    f.fresh_output.clear();
+    f.wait_output("sum=222");
+    assert_no_mix(&mut f, 3);
+}
+
+#[test]
+fn a_header_edit_that_breaks_an_includer_swaps_none_of_them() {
+    type Row<'a> = (&'a str, &'a str, &'a str, &'a str, usize, &'a [&'a str]);
+    let rows: [Row; 2] = [
+        // a.c and b.c compile with the new SCALE; c.c uses the OFFSET the edit renames.
+        (
+            "#define SCALE 1\n#define OFFSET 0",
+            "#define SCALE 2\n#define OFFSET_MOVED 0",
+            "c.c",
+            "OFFSET",
+            1,
+            &["a.c", "b.c"],
+        ),
+        // An error in the header itself that each includer words its own way: the
+        // header shows all three (the union of its includers' lists).
+        (
+            "#define OFFSET 0",
+            "#define OFFSET 0\n_Static_assert(sizeof(__BASE_FILE__) == 1, \"checked in \" __BASE_FILE__);",
+            "common.h",
+            "_Static_assert",
+            3,
+            &[],
+        ),
+    ];
+    for (from, to, broken, needle, errors, clean) in rows {
+        let mut f = Fixture::launch("headers3");
+        f.wait_output(SUM_BEFORE);
+        f.edit("common.h", from, to);
+        f.save("common.h");
+        f.wait_diagnostics(broken);
+        // The files that compiled get their fresh (empty) diagnostics.
+        for file in clean {
+            let path = f.path(file);
+            let seen = |e: &SessionEvent| {
+                matches!(e, SessionEvent::Diagnostics { file, diagnostics }
+                    if *file == path && diagnostics.is_empty())
+            };
+            if !f.log.iter().any(seen) {
+                f.wait(&format!("fresh diagnostics of {file}"), |e| {
+                    seen(e).then_some(())
+                });
+            }
+        }
+        f.assert_unchanged(0, SUM_BEFORE, 3);
+        // What the editor shows now: the last list published for the broken file.
+        let path = f.path(broken);
+        let shown = f
+            .log
+            .iter()
+            .rev()
+            .find_map(|e| match e {
+                SessionEvent::Diagnostics { file, diagnostics } if *file == path => {
+                    Some(diagnostics.clone())
+                }
+                _ => None,
+            })
+            .unwrap_or_default();
+        let line = f.line_of(broken, needle);
+        let found: Vec<&Diagnostic> = shown
+            .iter()
+            .filter(|d| d.code == "compile-error" && d.severity == Severity::Error)
+            .collect();
+        assert!(
+            found.len() == errors && found.iter().all(|d| d.line == line),
+            "{broken}: expected {errors} error(s) on line {line}: {shown:#?}"
+        );
+    }
+}
+
+#[test]
+fn a_header_no_unit_includes_is_said_until_a_save_includes_it() {
+    let mut f = Fixture::launch("headers3");
+    f.wait_output("extra=0");
+    f.save("unused.h");
+    let diagnostics = f.wait_diagnostics("unused.h");
+    assert!(
+        matches!(diagnostics.as_slice(), [d] if d.severity == Severity::Information
+            && d.code == "not-included" && d.message.contains("unused.h")),
+        "{diagnostics:#?}"
+    );
+    // A save that adds the include updates main.c's dependency list.
+    f.edit(
+        "main.c",
+        "#include <unistd.h>",
+        "#include <unistd.h>\n\n#include \"unused.h\"",
+    );
+    f.edit("main.c", "    return 0;\n}", "    return EXTRA + 1;\n}");
+    f.save("main.c");
+    assert_eq!(f.wait_swap().swapped, ["extra"]);
+    f.wait_output("extra=1");
+    f.edit("unused.h", "#define EXTRA 0", "#define EXTRA 5");
+    f.save("unused.h");
+    let swap = f.wait_swap();
+    assert_eq!(
+        (&swap.files, &swap.swapped),
+        (&vec![f.path("main.c")], &vec!["extra".to_string()]),
+        "{swap:?}"
+    );
+    f.wait_output("extra=6");
+    // The information diagnostic is gone.
+    let path = f.path("unused.h");
+    assert!(
+        f.log.iter().any(
+            |e| matches!(e, SessionEvent::Diagnostics { file, diagnostics }
+            if *file == path && diagnostics.is_empty())
+        ),
+        "the not-included diagnostic was not cleared"
+    );
     f.assert_same_process();
 }
 

@@ -155,9 +155,20 @@ fn swap_json(root: &Path, swap: &SwapSummary) -> Value {
     let file = path_to_uri(root, &swap.file)
         .map(|uri| Value::String(uri.as_str().to_owned()))
         .unwrap_or(Value::Null);
+    // The files compiled together: the saved file, or every includer of a saved header.
+    let files: Vec<Value> = swap
+        .files
+        .iter()
+        .map(|f| {
+            path_to_uri(root, f)
+                .map(|uri| Value::String(uri.as_str().to_owned()))
+                .unwrap_or(Value::Null)
+        })
+        .collect();
     json!({
         "seq": swap.seq,
         "file": file,
+        "files": files,
         "swapped": swap.swapped,
         "added": swap.added,
         "swappedDisplay": shown_names(&swap.swapped),
@@ -165,6 +176,7 @@ fn swap_json(root: &Path, swap: &SwapSummary) -> Value {
         "skipped": swap.skipped,
         "micros": {
             "compile": swap.micros.compile,
+            "compileTotal": swap.micros.compile_total,
             "link": swap.micros.link,
             "swap": swap.micros.swap,
         },
@@ -231,11 +243,13 @@ mod tests {
             last_swap: Some(SwapSummary {
                 seq: 3,
                 file: PathBuf::from("/tmp/w/main.c"),
+                files: vec![PathBuf::from("/tmp/w/main.c")],
                 swapped: vec!["tick".to_owned(), "_ZNK5Shape4areaEv".to_owned()],
                 added: vec![],
                 skipped: 2,
                 micros: hot_session::Micros {
                     compile: 10,
+                    compile_total: 10,
                     link: 20,
                     swap: 30,
                 },
@@ -255,12 +269,13 @@ mod tests {
                 "lastSwap": {
                     "seq": 3,
                     "file": "file:///tmp/w/main.c",
+                    "files": ["file:///tmp/w/main.c"],
                     "swapped": ["tick", "_ZNK5Shape4areaEv"],
                     "added": [],
                     "swappedDisplay": ["tick", "Shape::area() const"],
                     "addedDisplay": [],
                     "skipped": 2,
-                    "micros": {"compile": 10, "link": 20, "swap": 30},
+                    "micros": {"compile": 10, "compileTotal": 10, "link": 20, "swap": 30},
                 },
                 "message": null,
                 "code": null,

@@ -147,6 +147,12 @@ impl Worker {
             .as_ref()
             .and_then(|p| p.image.as_ref())
             .and_then(|i| i.exe.image.build_id.clone());
+        // Dependency lists survive a relaunch of the very same executable only: another
+        // build (or one without a build-id, which cannot be told apart) may include others.
+        if build_id.is_none() || build_id != self.dependencies_build_id {
+            self.dependencies.clear();
+            self.dependencies_build_id = build_id.clone();
+        }
         let replay = if build_id.is_some() && build_id == self.replay_build_id {
             std::mem::take(&mut self.replay)
         } else {
@@ -163,12 +169,22 @@ impl Worker {
         if !replay.is_empty() {
             // No baseline: the fresh process runs the executable's original code, and each
             // file is compared with it (hot-link's image_diff) to find what the session changed.
-            let mut applied = 0;
-            for file in &replay {
-                if matches!(self.compile_link_swap(file), Ok(Some(_))) {
-                    applied += 1;
-                }
-            }
+            // All in one swap (one link, parallel compiles, one atomic commit: the
+            // includers of a header swapped together are never seen half re-applied); if
+            // that is refused, file by file, so one file that no longer swaps does not hold
+            // back the others.
+            let together = match replay.as_slice() {
+                [first, _, ..] => Some(self.swap_files(first, &replay)),
+                _ => None,
+            };
+            let applied = match together {
+                Some(Ok(Some(summary))) => summary.files.len(),
+                Some(Ok(None)) => 0,
+                _ => replay
+                    .iter()
+                    .filter(|file| matches!(self.compile_link_swap(file), Ok(Some(_))))
+                    .count(),
+            };
             self.message(
                 Severity::Information,
                 format!(

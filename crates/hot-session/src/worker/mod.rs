@@ -72,8 +72,10 @@ struct Worker {
     program: Option<Program>,
     process_events: Receiver<ProcessEvent>,
     baselines: HashMap<PathBuf, Baseline>,
-    /// Files with diagnostics currently published, per translation unit that produced them.
-    published: HashMap<PathBuf, HashSet<PathBuf>>,
+    /// The diagnostics currently published, per translation unit that produced them and
+    /// per file they are about: a header's list is the union of what each of its includers
+    /// said about it (a header's swap compiles several).
+    published: HashMap<PathBuf, BTreeMap<PathBuf, Vec<Diagnostic>>>,
     seq: u64,
     warned_optimisation: bool,
     /// The note that the program has no unwinder to register new code with was given.
@@ -95,7 +97,15 @@ struct Worker {
     /// What each baseline compile read (the source and every header, from `-MD`): a
     /// baseline is trusted only if none of them changed after the executable was built.
     /// Kept per translation unit, to find the includers of a header.
+    /// Kept current by every compile of a save (`-MD`), so a newly added `#include` is
+    /// known, and kept across a relaunch of the same build-id (`dependencies_build_id`): a
+    /// header saved right after the relaunch finds its includers without a compile.
     dependencies: HashMap<PathBuf, Vec<PathBuf>>,
+    /// The build-id of the executable `dependencies` were compiled for.
+    dependencies_build_id: Option<Vec<u8>>,
+    /// Files whose baseline was refused because a header they read changed after the
+    /// build: no baseline is tried again for this process.
+    refused_baselines: HashSet<PathBuf>,
     /// When the running executable was built: a source modified later is not what runs.
     exe_modified: Option<std::time::SystemTime>,
     /// The forked children (running the same executable) the last swap warning named: a
@@ -144,6 +154,8 @@ pub(crate) fn run(
         snapshots: BTreeMap::new(),
         baseline_queue: BTreeSet::new(),
         dependencies: HashMap::new(),
+        dependencies_build_id: None,
+        refused_baselines: HashSet::new(),
         exe_modified: None,
         warned_children: Vec::new(),
         build_started: None,
@@ -241,12 +253,13 @@ pub(crate) fn run(
 }
 
 impl Worker {
-    /// Snapshots, queued baselines and dependency lists describe one process.
+    /// Snapshots and queued baselines describe one process (dependency lists describe the
+    /// executable, and are kept for a relaunch of the same build-id: see `adopt`).
     fn forget_baselines(&mut self) {
         self.snapshots.clear();
         self.snapshots_during_build.clear();
         self.baseline_queue.clear();
-        self.dependencies.clear();
+        self.refused_baselines.clear();
     }
 
     fn emit(&self, event: SessionEvent) {
@@ -351,25 +364,33 @@ impl Worker {
     }
 
     /// Publish the complete diagnostics that compiling `unit` produced, grouped per file;
-    /// files this unit reported on before and not now are cleared.
+    /// files this unit reported on before and not now are cleared. A file other units
+    /// reported on too (a header) gets the union of all their lists, each diagnostic once.
     fn publish(&mut self, unit: &Path, primary: &Path, diagnostics: Vec<Diagnostic>) {
         let mut by_file: BTreeMap<PathBuf, Vec<Diagnostic>> = BTreeMap::new();
-        by_file.insert(primary.to_owned(), Vec::new());
         for d in diagnostics {
             by_file.entry(d.file.clone()).or_default().push(d);
         }
-        let previous = self.published.remove(unit).unwrap_or_default();
-        for file in previous {
-            by_file.entry(file).or_default();
+        let mut touched: BTreeSet<PathBuf> = by_file.keys().cloned().collect();
+        touched.insert(primary.to_owned());
+        if let Some(previous) = self.published.remove(unit) {
+            touched.extend(previous.into_keys());
         }
-        let mut now = HashSet::new();
-        for (file, diagnostics) in by_file {
-            if !diagnostics.is_empty() {
-                now.insert(file.clone());
+        self.published.insert(unit.to_owned(), by_file);
+        for file in touched {
+            let mut diagnostics: Vec<Diagnostic> = Vec::new();
+            // This unit's first, then the others' in path order.
+            let mut units: Vec<&PathBuf> = self.published.keys().collect();
+            units.sort_by_key(|u| (u.as_path() != unit, u.as_path()));
+            for u in units {
+                for d in self.published[u].get(&file).into_iter().flatten() {
+                    if !diagnostics.contains(d) {
+                        diagnostics.push(d.clone());
+                    }
+                }
             }
             self.emit(SessionEvent::Diagnostics { file, diagnostics });
         }
-        self.published.insert(unit.to_owned(), now);
     }
 
     fn on_command(&mut self, command: Command) {
