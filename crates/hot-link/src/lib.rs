@@ -240,9 +240,22 @@ pub struct Patch {
     /// through the new code. Empty when the placed bodies have no FDEs. A patch combined from
     /// several objects concatenates its parts' tables.
     pub unwind: Vec<UnwindRegistration>,
+    /// Every code atom the patch places in the arena (new bodies, their `.cold` parts, the
+    /// unchanged functions copied with them), for tools that name code by address: a
+    /// profiler's map of JIT code (`/tmp/perf-PID.map`), a debugger.
+    pub bodies: Vec<PlacedBody>,
     /// Allocations and entry states this patch introduces; [`Linker::commit`] makes them the
     /// linker's state. Private so that a patch can only be committed as computed.
     delta: layout::StateDelta,
+}
+
+/// A code atom placed in the arena: its symbol name as linked (mangled for C++), where it
+/// starts and how many bytes it takes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PlacedBody {
+    pub name: String,
+    pub addr: RuntimeAddr,
+    pub size: u64,
 }
 
 /// An `.eh_frame` table in the arena (CIEs, FDEs, a zero terminator), as libgcc's
@@ -284,6 +297,7 @@ impl Patch {
         self.skipped += later.skipped;
         self.notes.extend(later.notes);
         self.unwind.extend(later.unwind);
+        self.bodies.extend(later.bodies);
         self.delta.append(later.delta);
     }
 }

@@ -142,6 +142,7 @@ pub(crate) fn link(
     cx.relocate();
     cx.build_unwind();
     cx.redirect_entries();
+    cx.list_bodies();
     if cx.errors.is_empty() {
         let mut patch = cx.patch;
         patch.delta = cx.alloc.delta;
@@ -1105,6 +1106,23 @@ impl<'a> Link<'a> {
         match self.symbol_value(class, reloc, false)? {
             SymValue::Addr(s) => self.arena_slot(SlotContent::Value(s), &name),
             SymValue::CopyInto(src) => self.arena_slot(SlotContent::CopyFrom(src), &name),
+        }
+    }
+
+    /// The code atoms placed in the arena, in placement order, for [`Patch::bodies`].
+    fn list_bodies(&mut self) {
+        for &atom in &self.place_order {
+            let a = self.info.obj.atom(atom);
+            if a.kind != hot_object::AtomKind::Text {
+                continue;
+            }
+            if let Some(&addr) = self.placed.get(&atom) {
+                self.patch.bodies.push(crate::PlacedBody {
+                    name: self.info.atom_name(atom),
+                    addr,
+                    size: a.size,
+                });
+            }
         }
     }
 

@@ -37,6 +37,9 @@ pub(crate) struct Program {
     pub journal: Vec<AppliedPatch>,
     /// Unwind tables registered with the program's unwinder (`worker/unwind.rs`), by address.
     pub unwind_registered: Vec<RuntimeAddr>,
+    /// `/tmp/perf-PID.map` was written for this process (`worker/perf_map.rs`): later
+    /// bodies are appended to it.
+    pub perf_map_started: bool,
     sources: SourceMap,
     /// Compile units that `sources` could not place, for the message of a refused save.
     unplaced: Vec<Unplaced>,
@@ -50,6 +53,7 @@ impl Program {
             linker: None,
             journal: Vec::new(),
             unwind_registered: Vec::new(),
+            perf_map_started: false,
             sources,
             unplaced: Vec::new(),
         }

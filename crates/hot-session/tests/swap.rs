@@ -1637,3 +1637,74 @@ fn backtrace_from_a_swapped_function_reaches_main() {
     assert_eq!(field(&after, "frames"), field(&before, "frames"), "{after}");
     f.assert_same_process();
 }
+
+/// The profiler's map (`/tmp/perf-PID.map`, which `perf report` reads for JIT code) names the
+/// bodies each swap placed, each inside an executable mapping of the program; a later swap
+/// adds its own and keeps the earlier lines (those bodies stay mapped).
+#[test]
+fn a_perf_map_names_the_bodies_of_every_swap() {
+    let mut f = Fixture::launch("basic");
+    let pid = f.pid.expect("pid");
+    let map = std::path::PathBuf::from(format!("/tmp/perf-{pid}.map"));
+    f.wait_output("compute=10");
+    f.edit("main.c", "return x * 1;", "return x * 2;");
+    f.save("main.c");
+    f.wait_swap();
+    f.wait_output("compute=20");
+    let first = perf_map_lines(&map, pid);
+    assert!(
+        first.iter().any(|(_, _, name)| name == "compute"),
+        "{first:?}"
+    );
+    f.edit("main.c", "return \"alpha\";", "return \"beta\";");
+    f.save("main.c");
+    f.wait_swap();
+    f.wait_output("label=beta");
+    let second = perf_map_lines(&map, pid);
+    assert!(second.starts_with(&first), "{first:?} then {second:?}");
+    assert!(
+        second[first.len()..]
+            .iter()
+            .any(|(_, _, name)| name == "label"),
+        "{second:?}"
+    );
+    f.assert_same_process();
+    let _ = std::fs::remove_file(&map);
+}
+
+/// The lines of a perf map (`START SIZE name`, hex), each checked to lie inside an
+/// executable mapping of `pid`.
+fn perf_map_lines(map: &std::path::Path, pid: i32) -> Vec<(u64, u64, String)> {
+    let text = std::fs::read_to_string(map).unwrap_or_else(|e| panic!("{}: {e}", map.display()));
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).expect("maps");
+    let executable: Vec<(u64, u64)> = maps
+        .lines()
+        .filter(|l| l.split_whitespace().nth(1).is_some_and(|p| p.contains('x')))
+        .filter_map(|l| {
+            let (lo, hi) = l.split_whitespace().next()?.split_once('-')?;
+            Some((
+                u64::from_str_radix(lo, 16).ok()?,
+                u64::from_str_radix(hi, 16).ok()?,
+            ))
+        })
+        .collect();
+    text.lines()
+        .map(|line| {
+            let mut parts = line.splitn(3, ' ');
+            let (Some(start), Some(size), Some(name)) = (parts.next(), parts.next(), parts.next())
+            else {
+                panic!("not START SIZE name: {line:?}");
+            };
+            let start = u64::from_str_radix(start, 16).expect("hex start");
+            let size = u64::from_str_radix(size, 16).expect("hex size");
+            assert!(size > 0, "{line}");
+            assert!(
+                executable
+                    .iter()
+                    .any(|&(lo, hi)| lo <= start && start + size <= hi),
+                "{line} is not in an executable mapping:\n{maps}"
+            );
+            (start, size, name.to_owned())
+        })
+        .collect()
+}

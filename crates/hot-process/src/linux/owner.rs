@@ -352,7 +352,8 @@ impl Owner {
         tracing::info!(pid = self.pid, %path, "the program called exec");
         let _ = self.events.send(ProcessEvent::Exec { path: path.clone() });
         Some(ProcessError::Other(format!(
-            "pid {} called exec and now runs {path}: the change was made for the image it ran              before, so nothing was written; hot-lsp reads the new image — save again",
+            "pid {} called exec and now runs {path}: the change was made for the image it ran \
+             before, so nothing was written; hot-lsp reads the new image — save again",
             self.pid
         )))
     }

@@ -207,7 +207,8 @@ impl Worker {
         self.message(
             Severity::Warning,
             format!(
-                "pid {pid} called exec and now runs {path}: the functions swapped into its                  previous image are gone with it; hot-lsp reads the new image"
+                "pid {pid} called exec and now runs {path}: the functions swapped into its \
+                 previous image are gone with it; hot-lsp reads the new image"
             ),
         );
         let events = std::mem::replace(&mut self.process_events, crossbeam_channel::never());

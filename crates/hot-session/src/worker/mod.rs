@@ -6,6 +6,7 @@
 
 mod baseline;
 mod lifecycle;
+mod perf_map;
 mod pipeline;
 mod unwind;
 

@@ -499,6 +499,10 @@ impl Worker {
         if let Some(linker) = program.linker.as_mut() {
             linker.commit(&patch);
         }
+        self.record_perf_map(&patch.bodies);
+        let Some(program) = self.program.as_mut() else {
+            return Err(());
+        };
         let build_id = program
             .image
             .as_ref()
