@@ -1708,3 +1708,40 @@ fn perf_map_lines(map: &std::path::Path, pid: i32) -> Vec<(u64, u64, String)> {
         })
         .collect()
 }
+
+/// The real `perf` names a swapped body: samples taken in the arena are attributed to
+/// `spin` through the map, not left as bare addresses of an anonymous mapping.
+#[test]
+fn perf_report_names_a_swapped_function() {
+    let mut f = Fixture::launch("perfmap");
+    let pid = f.pid.expect("pid");
+    f.wait_output("spin=45");
+    f.edit("main.c", "acc += i * 1;", "acc += i * 2;");
+    f.save("main.c");
+    let swap = f.wait_swap();
+    assert_eq!(swap.swapped, vec!["spin".to_string()], "{swap:?}");
+    f.wait_output("spin=90");
+    let data = f.path("perf.data");
+    let record = std::process::Command::new("perf")
+        .args(["record", "-q", "-F", "499", "-p", &pid.to_string(), "-o"])
+        .arg(&data)
+        .args(["--", "sleep", "2"])
+        .output()
+        .expect("run perf record (Debian package linux-perf)");
+    assert!(record.status.success(), "perf record: {record:?}");
+    let report = std::process::Command::new("perf")
+        .args(["report", "--stdio", "--sort", "dso,sym", "-i"])
+        .arg(&data)
+        .output()
+        .expect("run perf report");
+    let text = String::from_utf8_lossy(&report.stdout);
+    assert!(report.status.success(), "perf report: {report:?}");
+    // The arena is anonymous memory: perf names what it finds in the map.
+    let jit = text
+        .lines()
+        .find(|l| l.contains("[.] spin") && !l.contains("app "))
+        .unwrap_or_else(|| panic!("no sample named spin outside the executable:\n{text}"));
+    assert!(!jit.contains("0x0000"), "{jit}");
+    f.assert_same_process();
+    let _ = std::fs::remove_file(format!("/tmp/perf-{pid}.map"));
+}
