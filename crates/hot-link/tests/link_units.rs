@@ -1603,9 +1603,38 @@ fn placed_bodies_get_an_eh_frame_table_with_their_fdes_and_personality() {
         panic!("no indirect personality: {:?}", tick.personality());
     };
     assert_eq!(slot, p.exe_symbol("DW.ref.__gcc_personality_v0"));
-    // Undo hands the table back for deregistration.
-    let mut linker = p.linker;
-    linker.commit(&patch);
-    let revert = linker.revert_last().expect("revert");
-    assert_eq!(revert.unwind, [unwind]);
+    // The table stays registered after undo (an undone body may still run) and after a
+    // failed commit (`retire`): neither its space nor anything else the patch allocated is
+    // handed out again.
+    let allocated = |patch: &hot_link::Patch| -> Vec<(u64, u64)> {
+        patch
+            .writes
+            .iter()
+            .map(|w| (w.addr.0, w.addr.0 + w.bytes.len() as u64))
+            .collect()
+    };
+    let disjoint = |a: &[(u64, u64)], b: &[(u64, u64)]| {
+        a.iter()
+            .all(|&(s, e)| b.iter().all(|&(s2, e2)| e <= s2 || e2 <= s))
+    };
+    let mut p = p;
+    p.linker.commit(&patch);
+    p.linker.revert_last().expect("revert");
+    let again = p.link(&v2, Some(&p.v1)).expect("link after undo");
+    assert!(
+        disjoint(&allocated(&patch), &allocated(&again)),
+        "a link after undo reuses the undone patch's arena space"
+    );
+    p.linker.retire(&again);
+    let third = p
+        .link(&v2, Some(&p.v1))
+        .expect("link after a retired patch");
+    assert!(
+        disjoint(&allocated(&again), &allocated(&third)),
+        "a link after retire reuses the retired patch's arena space"
+    );
+    assert!(third.unwind[0].frame.0 >= again.unwind[0].frame.0 + again.unwind[0].len);
+    // Retiring adopts nothing else: the entries were never committed, so there is no
+    // second swap to revert (only none).
+    assert!(p.linker.revert_plan().is_none());
 }

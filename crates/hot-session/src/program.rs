@@ -33,8 +33,6 @@ pub(crate) struct Program {
     pub image: Option<ImageModel>,
     pub linker: Option<Linker>,
     pub journal: Vec<AppliedPatch>,
-    /// Unwind tables registered with the program's unwinder (`worker/unwind.rs`), by address.
-    pub unwind_registered: Vec<RuntimeAddr>,
     sources: SourceMap,
     /// Compile units that `sources` could not place, for the message of a refused save.
     unplaced: Vec<Unplaced>,
@@ -47,7 +45,6 @@ impl Program {
             image: None,
             linker: None,
             journal: Vec::new(),
-            unwind_registered: Vec::new(),
             sources,
             unplaced: Vec::new(),
         }

@@ -292,7 +292,7 @@ impl Worker {
             protected: patch.protected.iter().map(|r| r.start.0..r.end.0).collect(),
         };
         let swap_start = Instant::now();
-        if let Err(e) = self.apply_with_unwind(&plan, &patch.unwind, unwinds_cxx_exceptions) {
+        if let Err(e) = self.apply_with_unwind(&plan, &patch, unwinds_cxx_exceptions) {
             let text = process_error_text(&e);
             if let Some(code) = process_error_code(&e) {
                 // The file's save did not reach the program: say so where the file is shown,
@@ -399,7 +399,6 @@ impl Worker {
         if let Some(linker) = program.linker.as_mut() {
             linker.revert_last();
         }
-        self.unregister_unwind(&reverts.unwind);
         match applied.previous_baseline {
             Some(b) => {
                 self.baselines.insert(applied.file.clone(), b);
@@ -455,9 +454,10 @@ fn process_error_code(e: &ProcessError) -> Option<&'static str> {
         ProcessError::PermissionDenied(_) => Some("permission-denied"),
         ProcessError::Protection { .. } => Some("protection-failure"),
         ProcessError::Exited => Some("process-exited"),
-        ProcessError::Launch { .. } | ProcessError::Unexpected { .. } | ProcessError::Other(_) => {
-            None
-        }
+        ProcessError::Launch { .. }
+        | ProcessError::Unexpected { .. }
+        | ProcessError::Other(_)
+        | ProcessError::CallStillRunning(_) => None,
     }
 }
 
