@@ -141,6 +141,34 @@ fn check_calls_leave_program_intact(fixture: &str, rounds: i64) {
 }
 
 #[test]
+fn no_call_is_made_in_a_program_that_ignores_sigsegv() {
+    // The call's return fault would turn an ignored SIGSEGV into the default action.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let program = compile(dir.path(), "masked", &[]);
+    let (debuggee, rx) = launch(&program, &["ignore"]);
+    let line = wait_line(&rx, "the address", |l| l.starts_with("add="));
+    let add = hex_field(&line, "add=");
+    wait_line(&rx, "a first tick", |l| l.starts_with("tick="));
+    let limits = CallLimits {
+        stopped: Duration::from_secs(10),
+        total: TIMEOUT,
+    };
+    let err = debuggee
+        .call_function(add, &[1, 2], limits, "add")
+        .expect_err("no call in a program ignoring SIGSEGV");
+    assert!(err.to_string().contains("ignores SIGSEGV"), "{err}");
+    let line = wait_line(&rx, "a tick after the refused call", |l| {
+        l.starts_with("tick=")
+    });
+    let later = wait_line(&rx, "a later tick", |l| {
+        l.starts_with("tick=") && field(l, "tick=") > field(&line, "tick=")
+    });
+    assert_eq!(field(&later, "calls="), 0, "{later}");
+    assert_eq!(field(&later, "ok="), 1, "{later}");
+    assert_not_left_stopped(debuggee.pid(), "after the refused call");
+}
+
+#[test]
 fn calls_while_threads_clone_or_block_sigsegv_leave_the_program_intact() {
     // (fixture, calls): a thread held inside clone must never run a call (its clone would
     // fail and glibc's fallback put two threads on one stack); threads that block SIGSEGV

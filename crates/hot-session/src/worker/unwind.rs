@@ -63,6 +63,15 @@ impl Worker {
             self.note_no_unwinder(cxx);
             return self.debuggee_apply(plan);
         };
+        // (Looked up without re-reading the libraries: libgcc was just found.)
+        let llvm = self
+            .program
+            .as_ref()
+            .and_then(|p| p.linker.as_ref())
+            .and_then(|l| l.function_address("__unw_add_dynamic_fde"));
+        if llvm.is_some() {
+            self.note_llvm_libunwind(cxx);
+        }
         // The tables and everything else in the arenas, unreachable until the commit.
         let contents = WritePlan {
             prepare: plan.prepare.clone(),
@@ -143,6 +152,27 @@ impl Worker {
             return program.linker.as_ref()?.function_address(name);
         }
         None
+    }
+
+    /// LLVM's libunwind is loaded: its `__register_frame_info` does nothing (it takes FDEs
+    /// one by one through `__register_frame`), so the tables are registered with libgcc
+    /// only, if the program has it too. Said once, like the missing unwinder.
+    fn note_llvm_libunwind(&mut self, cxx: bool) {
+        if self.warned_exceptions {
+            return;
+        }
+        self.warned_exceptions = true;
+        let text = "the program loads LLVM's libunwind, which ignores `__register_frame_info`: \
+                    if it is the program's unwinder, exceptions cannot pass through swapped \
+                    functions and backtraces stop at them";
+        self.message(
+            if cxx {
+                Severity::Warning
+            } else {
+                Severity::Information
+            },
+            text,
+        );
     }
 
     fn note_no_unwinder(&mut self, cxx: bool) {
