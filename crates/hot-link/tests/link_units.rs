@@ -1526,6 +1526,45 @@ int main(void) { return tick(1); }
 "#;
 
 #[test]
+fn a_code_arena_too_full_for_the_unwind_table_costs_only_the_table() {
+    let out = std::process::Command::new("cc")
+        .arg("-print-file-name=libgcc_s.so.1")
+        .output()
+        .expect("cc -print-file-name");
+    let libgcc = std::path::PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+    let mut p = program(
+        UNWINDS,
+        &["-fexceptions"],
+        vec![module(&libgcc, LIB_BIAS)],
+        arenas_below_image(),
+    );
+    let v2 = p.compile(
+        "v2",
+        &UNWINDS.replace("return x + 1;", "return x + 2;"),
+        &["-fexceptions"],
+    );
+    let roomy = p.link(&v2, Some(&p.v1)).expect("link");
+    let table = roomy.unwind[0];
+    // The same link with a code arena that ends where the table would start (+ 1 byte).
+    let mut arenas = arenas_below_image();
+    arenas.code.end = table.frame.offset(1);
+    p.linker = Linker::new(p.linker.image().clone(), arenas);
+    let patch = p
+        .link(&v2, Some(&p.v1))
+        .unwrap_or_else(|e| panic!("a full arena for the table refused the link: {e:#?}"));
+    assert!(patch.unwind.is_empty(), "{:?}", patch.unwind);
+    assert_eq!(patch.swapped, roomy.swapped);
+    assert!(
+        patch
+            .notes
+            .iter()
+            .any(|n| n.message.contains("code arena is full") && n.message.contains("unwind")),
+        "{:#?}",
+        patch.notes
+    );
+}
+
+#[test]
 fn placed_bodies_get_an_eh_frame_table_with_their_fdes_and_personality() {
     // libgcc_s defines `_Unwind_Resume`, which the cleanup's landing pad calls.
     let out = std::process::Command::new("cc")
