@@ -863,7 +863,14 @@ impl StoppedThreads {
             let event = status >> 16;
             if event == libc::PTRACE_EVENT_CLONE {
                 if let Some(child) = event_message(tid) {
-                    self.adopt_clone_child(child as i32, Instant::now() + STOP_TIMEOUT)?;
+                    // A child that does not stop in time stays on the list and is let go
+                    // when it does; the call goes on either way (it is never abandoned
+                    // half-way, nor its thread put back mid-callee).
+                    if let Err(e) =
+                        self.adopt_clone_child(child as i32, Instant::now() + STOP_TIMEOUT)
+                    {
+                        tracing::warn!(tid, child, "a thread started by an injected call: {e}");
+                    }
                     if released {
                         // The others run: so does the callee's new thread.
                         self.release_others(tid);
