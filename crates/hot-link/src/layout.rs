@@ -184,8 +184,6 @@ pub(crate) struct RevertRecord {
     owners: Vec<(RuntimeAddr, Option<EntryOwner>)>,
     /// In-place updates of read-only objects (those with `before`).
     read_only: Vec<ReadOnlyWrite>,
-    /// The unwind table the patch registered (set by `Linker::commit`).
-    pub(crate) unwind: Vec<crate::UnwindRegistration>,
 }
 
 /// Test hook: force the address of atoms, as GNU ld placed them, and optionally leave
@@ -269,7 +267,16 @@ impl LinkState {
             entries,
             owners,
             read_only,
-            unwind: Vec::new(),
+        }
+    }
+
+    /// Move the arena cursors past what `delta` allocated, adopting nothing else.
+    pub(crate) fn retire(&mut self, delta: &StateDelta) {
+        if let Some(c) = delta.code_cursor {
+            self.code_cursor = self.code_cursor.max(c);
+        }
+        if let Some(c) = delta.data_cursor {
+            self.data_cursor = self.data_cursor.max(c);
         }
     }
 
@@ -356,7 +363,6 @@ pub(crate) fn revert_writes(record: &RevertRecord) -> Revert {
     Revert {
         entries: writes,
         in_place,
-        unwind: record.unwind.clone(),
     }
 }
 

@@ -259,8 +259,10 @@ pub struct PlacedBody {
 }
 
 /// An `.eh_frame` table in the arena (CIEs, FDEs, a zero terminator), as libgcc's
-/// `__register_frame_info(frame, object)` (or `__register_frame(frame)`) takes it;
-/// [`Revert::unwind`] hands it back for `__deregister_frame_info(frame)`.
+/// `__register_frame_info(frame, object)` (or `__register_frame(frame)`) takes it. Once
+/// registered it stays registered for good: an undone body may still be running (or be
+/// returned into) and must stay unwindable, and arena space is never handed out twice
+/// (undo keeps it allocated; [`Linker::retire`] for a patch whose commit failed).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct UnwindRegistration {
     /// The table's first byte.
@@ -268,8 +270,9 @@ pub struct UnwindRegistration {
     /// Its size in bytes, terminator included.
     pub len: u64,
     /// Zeroed writable room for libgcc's `struct object`, the second argument of
-    /// `__register_frame_info(frame, object)` (which then needs no `malloc` in the target);
-    /// it must stay untouched until `__deregister_frame_info(frame)`.
+    /// `__register_frame_info(frame, object)` (libgcc up to 12 then needs no `malloc` in the
+    /// target; from 13 it also inserts the range into a B-tree, which allocates); libgcc
+    /// owns it from then on.
     pub object: RuntimeAddr,
     /// How many FDEs (function descriptions) it holds.
     pub fdes: usize,
@@ -330,9 +333,6 @@ pub struct Revert {
     pub entries: Vec<EntryWrite>,
     /// Read-only objects updated in place, back to the bytes they held before.
     pub in_place: Vec<EntryWrite>,
-    /// The unwind tables the reverted patch registered: deregister them once the entries
-    /// point back (`__deregister_frame_info`).
-    pub unwind: Vec<UnwindRegistration>,
 }
 
 impl Revert {
@@ -564,9 +564,16 @@ impl Linker {
     /// Record that `patch` was applied to the process: its allocations and entries become
     /// the state later links build on.
     pub fn commit(&mut self, patch: &Patch) {
-        let mut record = self.state.apply(&patch.delta);
-        record.unwind = patch.unwind.clone();
+        let record = self.state.apply(&patch.delta);
         self.history.push(record);
+    }
+
+    /// Record that `patch` was *not* applied but its arena space may be in use anyway (its
+    /// unwind table was registered with the target's unwinder before the commit failed, and
+    /// libgcc keeps a pointer into it): later links never hand out those addresses again.
+    /// Nothing else of the patch is adopted: no entry, slot, stub or variable.
+    pub fn retire(&mut self, patch: &Patch) {
+        self.state.retire(&patch.delta);
     }
 
     /// Undo the effect of the last committed patch on the linker's view (entries point back

@@ -85,21 +85,29 @@ impl Link<'_> {
             .map(|&r| obj.eh_frame[r].bytes.len() as u64)
             .sum::<u64>()
             + 4;
+        // A full arena costs only the table: the swap goes ahead without it.
         let frame = match self.alloc.alloc(ArenaKind::Code, len, 8) {
             Ok(addr) => addr,
             Err(_) => {
-                self.arena_exhausted(ArenaKind::Code, ".eh_frame of the new bodies", len, None);
+                self.unwind_not_built(format!(
+                    "the code arena is full: no room for the unwind table of the new bodies \
+                     ({len} bytes; restart the program to start with fresh arenas)"
+                ));
                 return;
             }
         };
         // libgcc's `struct object` for `__register_frame_info(frame, object)`: the unwinder's
-        // own bookkeeping for the table (written by it, so in the data arena), handed over
-        // so that registering needs no `malloc` in the target.
+        // own bookkeeping for the table (written by it, so in the data arena). libgcc up to
+        // 12 then needs no `malloc` to register; from 13 it also inserts into a B-tree that
+        // allocates (see the session's `unwind.rs`).
         let object = match self.alloc.alloc(ArenaKind::Data, UNWIND_OBJECT_SIZE, 16) {
             Ok(addr) => addr,
             Err(_) => {
-                let what = "the unwinder's record of the new bodies";
-                self.arena_exhausted(ArenaKind::Data, what, UNWIND_OBJECT_SIZE, None);
+                self.unwind_not_built(format!(
+                    "the data arena is full: no room for the unwinder's record of the new \
+                     bodies ({UNWIND_OBJECT_SIZE} bytes; restart the program to start with \
+                     fresh arenas)"
+                ));
                 return;
             }
         };

@@ -1526,6 +1526,45 @@ int main(void) { return tick(1); }
 "#;
 
 #[test]
+fn a_code_arena_too_full_for_the_unwind_table_costs_only_the_table() {
+    let out = std::process::Command::new("cc")
+        .arg("-print-file-name=libgcc_s.so.1")
+        .output()
+        .expect("cc -print-file-name");
+    let libgcc = std::path::PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+    let mut p = program(
+        UNWINDS,
+        &["-fexceptions"],
+        vec![module(&libgcc, LIB_BIAS)],
+        arenas_below_image(),
+    );
+    let v2 = p.compile(
+        "v2",
+        &UNWINDS.replace("return x + 1;", "return x + 2;"),
+        &["-fexceptions"],
+    );
+    let roomy = p.link(&v2, Some(&p.v1)).expect("link");
+    let table = roomy.unwind[0];
+    // The same link with a code arena that ends where the table would start (+ 1 byte).
+    let mut arenas = arenas_below_image();
+    arenas.code.end = table.frame.offset(1);
+    p.linker = Linker::new(p.linker.image().clone(), arenas);
+    let patch = p
+        .link(&v2, Some(&p.v1))
+        .unwrap_or_else(|e| panic!("a full arena for the table refused the link: {e:#?}"));
+    assert!(patch.unwind.is_empty(), "{:?}", patch.unwind);
+    assert_eq!(patch.swapped, roomy.swapped);
+    assert!(
+        patch
+            .notes
+            .iter()
+            .any(|n| n.message.contains("code arena is full") && n.message.contains("unwind")),
+        "{:#?}",
+        patch.notes
+    );
+}
+
+#[test]
 fn placed_bodies_get_an_eh_frame_table_with_their_fdes_and_personality() {
     // libgcc_s defines `_Unwind_Resume`, which the cleanup's landing pad calls.
     let out = std::process::Command::new("cc")
@@ -1603,11 +1642,40 @@ fn placed_bodies_get_an_eh_frame_table_with_their_fdes_and_personality() {
         panic!("no indirect personality: {:?}", tick.personality());
     };
     assert_eq!(slot, p.exe_symbol("DW.ref.__gcc_personality_v0"));
-    // Undo hands the table back for deregistration.
-    let mut linker = p.linker;
-    linker.commit(&patch);
-    let revert = linker.revert_last().expect("revert");
-    assert_eq!(revert.unwind, [unwind]);
+    // The table stays registered after undo (an undone body may still run) and after a
+    // failed commit (`retire`): neither its space nor anything else the patch allocated is
+    // handed out again.
+    let allocated = |patch: &hot_link::Patch| -> Vec<(u64, u64)> {
+        patch
+            .writes
+            .iter()
+            .map(|w| (w.addr.0, w.addr.0 + w.bytes.len() as u64))
+            .collect()
+    };
+    let disjoint = |a: &[(u64, u64)], b: &[(u64, u64)]| {
+        a.iter()
+            .all(|&(s, e)| b.iter().all(|&(s2, e2)| e <= s2 || e2 <= s))
+    };
+    let mut p = p;
+    p.linker.commit(&patch);
+    p.linker.revert_last().expect("revert");
+    let again = p.link(&v2, Some(&p.v1)).expect("link after undo");
+    assert!(
+        disjoint(&allocated(&patch), &allocated(&again)),
+        "a link after undo reuses the undone patch's arena space"
+    );
+    p.linker.retire(&again);
+    let third = p
+        .link(&v2, Some(&p.v1))
+        .expect("link after a retired patch");
+    assert!(
+        disjoint(&allocated(&again), &allocated(&third)),
+        "a link after retire reuses the retired patch's arena space"
+    );
+    assert!(third.unwind[0].frame.0 >= again.unwind[0].frame.0 + again.unwind[0].len);
+    // Retiring adopts nothing else: the entries were never committed, so there is no
+    // second swap to revert (only none).
+    assert!(p.linker.revert_plan().is_none());
 }
 
 /// The files of a program whose units are swapped together (a header they all include

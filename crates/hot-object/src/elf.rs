@@ -366,6 +366,9 @@ pub(crate) fn parse_relocatable(path: &Path, bytes: &[u8]) -> Result<Object, Obj
     // `.eh_frame` (split into records with it below).
     let mut debug_relocs: HashMap<usize, DebugRelocs> = HashMap::default();
     let mut eh_frame_relocs: Vec<Reloc> = Vec::new();
+    // Why the `.eh_frame` relocations cannot be used (REL/CREL, another symbol table, out
+    // of bounds): that only costs the object's unwind table, a warning (`read_eh_frame`).
+    let mut eh_frame_unusable: Option<String> = None;
     for (index, shdr) in sections.enumerate() {
         let sh_type = shdr.sh_type(endian);
         if sh_type != elf::SHT_RELA && sh_type != elf::SHT_REL && sh_type != elf::SHT_CREL {
@@ -390,6 +393,17 @@ pub(crate) fn parse_relocatable(path: &Path, bytes: &[u8]) -> Result<Object, Obj
         let is_debug = target_name.starts_with(b".debug_");
         let is_eh_frame = target_name == b".eh_frame";
         if target_atom.is_none() && !is_debug && !is_eh_frame {
+            continue;
+        }
+        if is_eh_frame && sh_type != elf::SHT_RELA {
+            eh_frame_unusable = Some(format!(
+                "its relocations use {}, only RELA is supported",
+                if sh_type == elf::SHT_REL {
+                    "SHT_REL"
+                } else {
+                    "SHT_CREL"
+                }
+            ));
             continue;
         }
         if sh_type != elf::SHT_RELA {
@@ -419,13 +433,10 @@ pub(crate) fn parse_relocatable(path: &Path, bytes: &[u8]) -> Result<Object, Obj
             ));
         };
         if is_eh_frame {
-            eh_frame_relocs.extend(eh_frame_rela(
-                path,
-                endian,
-                ident.machine,
-                relas,
-                symbols.len(),
-            )?);
+            match eh_frame_rela(path, endian, ident.machine, relas, symbols.len()) {
+                Ok(relocs) => eh_frame_relocs.extend(relocs),
+                Err(e) => eh_frame_unusable = Some(e.to_string()),
+            }
         } else if let Some(atom_id) = target_atom {
             let atom = &mut atoms[atom_id.0 as usize];
             atom.relocs.reserve(relas.len());
@@ -501,7 +512,13 @@ pub(crate) fn parse_relocatable(path: &Path, bytes: &[u8]) -> Result<Object, Obj
         warnings: Vec::new(),
         eh_frame: Vec::new(),
     };
-    read_eh_frame(&file, &eh_frame_relocs, &mut object);
+    match eh_frame_unusable {
+        // Unrelocated records would describe the wrong code: no table at all.
+        Some(why) => object.warnings.push(format!(
+            ".eh_frame not read ({why}): new code from this object gets no unwind table"
+        )),
+        None => read_eh_frame(&file, &eh_frame_relocs, &mut object),
+    }
     object.lines = vec![Vec::new(); object.atoms.len()];
     object.local_static_scopes = vec![None; object.symbols.len()];
     object.decl_lines = vec![None; object.symbols.len()];

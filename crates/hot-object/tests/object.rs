@@ -586,3 +586,53 @@ fn eh_frame_records_name_their_cie_function_and_lsda() {
         }
     }
 }
+
+#[test]
+fn eh_frame_relocations_in_rel_form_cost_only_the_unwind_table() {
+    // gcc emits RELA on x86-64; an assembler may write REL or CREL. Such an `.eh_frame`
+    // cannot be relocated here: the object is still read (its code swaps), without a table.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = compile_object(
+        dir.path(),
+        "rel.c",
+        "int plain(int x) { return x + 1; }\n",
+        &[],
+    );
+    let mut bytes = std::fs::read(&path).expect("read object");
+    let word = |b: &[u8], at: usize, n: usize| {
+        b[at..at + n]
+            .iter()
+            .rev()
+            .fold(0u64, |v, &x| (v << 8) | x as u64) as usize
+    };
+    // ELF64 header: e_shoff at 0x28, e_shentsize 0x3a, e_shnum 0x3c, e_shstrndx 0x3e.
+    let (shoff, shentsize, shnum, shstrndx) = (
+        word(&bytes, 0x28, 8),
+        word(&bytes, 0x3a, 2),
+        word(&bytes, 0x3c, 2),
+        word(&bytes, 0x3e, 2),
+    );
+    let strtab = word(&bytes, shoff + shstrndx * shentsize + 0x18, 8);
+    let rela = (0..shnum)
+        .map(|i| shoff + i * shentsize)
+        .find(|&h| {
+            let name = strtab + word(&bytes, h, 4);
+            bytes[name..].starts_with(b".rela.eh_frame\0")
+        })
+        .expect("a .rela.eh_frame section");
+    // sh_type: SHT_RELA (4) -> SHT_REL (9).
+    assert_eq!(word(&bytes, rela + 4, 4), 4);
+    bytes[rela + 4] = 9;
+    let object = hot_object::Object::parse(&path, &bytes)
+        .unwrap_or_else(|e| panic!("an object with REL .eh_frame relocations is refused: {e}"));
+    assert!(object.eh_frame.is_empty(), "{:#?}", object.eh_frame);
+    assert!(
+        object
+            .warnings
+            .iter()
+            .any(|w| w.contains(".eh_frame not read") && w.contains("SHT_REL")),
+        "{:?}",
+        object.warnings
+    );
+    assert!(object.symbols.iter().any(|s| s.name == "plain"));
+}

@@ -34,6 +34,15 @@ pub const AT_ENTRY: u64 = 9;
 
 /// How to start the program. The program runs in its own session, with stdin on
 /// `/dev/null`, stdout on a pseudo-terminal (so C stdio line-buffers it) and stderr on a pipe.
+/// How long an injected call may take ([`Debuggee::call_function`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CallLimits {
+    /// With every other thread stopped; after it they run again.
+    pub stopped: std::time::Duration,
+    /// In all; after it the call fails and its thread is left running in the callee.
+    pub total: std::time::Duration,
+}
+
 #[derive(Clone, Debug, Default)]
 pub struct LaunchSpec {
     /// The program, executed as given (a relative path is relative to `cwd`, as after `cd`).
@@ -180,6 +189,11 @@ pub enum ProcessError {
     Unexpected { addr: u64, what: String },
     #[error("{0}")]
     Other(String),
+    /// An injected call that did not return within its total limit: its thread is left
+    /// running in the callee (never pulled back mid-call) and is put back where it was if
+    /// the callee ever returns. What the callee was to do may still happen.
+    #[error("{0}")]
+    CallStillRunning(String),
 }
 
 impl ProcessError {
@@ -196,7 +210,7 @@ impl ProcessError {
             ProcessError::Protection { .. } | ProcessError::Unexpected { .. } => {
                 "protection-failure"
             }
-            ProcessError::Other(_) => "process-error",
+            ProcessError::Other(_) | ProcessError::CallStillRunning(_) => "process-error",
         }
     }
 }
@@ -379,21 +393,27 @@ impl Debuggee {
     }
 
     /// Call the function at `function` in the target with up to six integer arguments and
-    /// return its result (`rax`), with every thread stopped: one of them (preferably one
-    /// blocked in a system call) runs the call on its own stack, below its red zone, and is
-    /// then put back exactly where it was (registers, x87/SSE/AVX state, the stack word
-    /// used). A callee that faults, or does not return within `timeout` (it waits for a lock
-    /// a stopped thread holds), fails the call with [`ProcessError::Other`]; the fault is not
-    /// delivered and the program goes on as it was (what the callee did until then stays
-    /// done). `what` names the callee in messages.
+    /// return its result (`rax`), with every thread stopped: one of them (held in an
+    /// interrupt or signal stop, never inside `clone`; preferably one that does not block
+    /// SIGSEGV and is blocked in a system call) runs the call on its own stack, below its red
+    /// zone, and is then put back exactly where it was (registers, x87/SSE/AVX state, signal
+    /// mask, the stack word used). A callee that faults fails the call with
+    /// [`ProcessError::Other`]; the fault is not delivered and the program goes on as it was
+    /// (what the callee did until then stays done). A program that ignores SIGSEGV gets no
+    /// call (the return through a fault would reset that action).
+    ///
+    /// A call that has started is never pulled back (the callee may hold a lock): after
+    /// `limits.stopped` the other threads are let go, and after `limits.total` the call fails
+    /// with the thread left running in the callee; it is put back where it was if the callee
+    /// ever returns. `what` names the callee in messages.
     pub fn call_function(
         &self,
         function: u64,
         args: &[u64],
-        timeout: std::time::Duration,
+        limits: CallLimits,
         what: &str,
     ) -> Result<u64, ProcessError> {
-        self.inner.call_function(function, args, timeout, what)
+        self.inner.call_function(function, args, limits, what)
     }
 
     /// Kill a launched program (SIGKILL) and wait for it, reporting its exit; detach from an

@@ -65,7 +65,7 @@ impl Debuggee {
         &self,
         _function: u64,
         _args: &[u64],
-        _timeout: std::time::Duration,
+        _limits: crate::CallLimits,
         _what: &str,
     ) -> Result<u64, ProcessError> {
         match self.never {}

@@ -35,8 +35,6 @@ pub(crate) struct Program {
     pub image: Option<ImageModel>,
     pub linker: Option<Linker>,
     pub journal: Vec<AppliedPatch>,
-    /// Unwind tables registered with the program's unwinder (`worker/unwind.rs`), by address.
-    pub unwind_registered: Vec<RuntimeAddr>,
     /// `/tmp/perf-PID.map` was written for this process (`worker/perf_map.rs`): later
     /// bodies are appended to it.
     pub perf_map_started: bool,
@@ -52,7 +50,6 @@ impl Program {
             image: None,
             linker: None,
             journal: Vec::new(),
-            unwind_registered: Vec::new(),
             perf_map_started: false,
             sources,
             unplaced: Vec::new(),

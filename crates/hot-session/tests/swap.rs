@@ -1554,8 +1554,9 @@ fn an_exception_thrown_by_a_swapped_function_is_caught_by_its_caller_also_after_
         // main (not swapped) catches what the new body throws, tick after tick.
         f.wait_output("caught=risky-v2");
         assert_next_lines_contain(&mut f, 6, "caught=risky-v2", compiler);
-        // Undo deregisters the table; the old body runs, and exceptions through the
-        // program's own code (thrower -> middle -> main) still unwind.
+        // Undo keeps the table registered (a frame may still run the new body); the old
+        // body runs, and exceptions through the program's own code (thrower -> middle ->
+        // main) still unwind.
         f.send(hot_session::Command::Undo);
         f.wait("the undo", |e| match e {
             SessionEvent::Message { text, .. } if text.contains("reverted") => Some(()),
@@ -1564,7 +1565,7 @@ fn an_exception_thrown_by_a_swapped_function_is_caught_by_its_caller_also_after_
         f.fresh_output.clear();
         f.wait_output(" risky=");
         f.wait_output("middle-caught=thrower");
-        // A new table registers after the old one was deregistered.
+        // A new table registers beside the kept one.
         f.edit("main.cpp", "risky-v2", "risky-v3");
         f.save("main.cpp");
         let swap = f.wait_swap();
@@ -1581,6 +1582,41 @@ fn an_exception_thrown_by_a_swapped_function_is_caught_by_its_caller_also_after_
             f.log
         );
     }
+}
+
+#[test]
+fn a_frame_of_an_undone_body_that_throws_after_the_undo_is_caught() {
+    let mut f = Fixture::launch("cxxundo");
+    f.wait_output(" slow=");
+    let release = f.path("release");
+    f.edit(
+        "main.cpp",
+        "    if (tick < 0) {\n        throw std::runtime_error(\"slow-v1\");\n    }",
+        &format!(
+            "    std::printf(\"entered-v2\\n\");\n    std::fflush(stdout);\n    \
+             while (access(\"{}\", F_OK) != 0) {{\n        usleep(1000);\n    }}\n    \
+             throw std::runtime_error(\"slow-v2\");",
+            release.display()
+        ),
+    );
+    f.save("main.cpp");
+    let swap = f.wait_swap();
+    assert_eq!(swap.swapped, ["_Z4slowi"], "{swap:?}");
+    // main's call now waits inside the new body; undo while it is there.
+    f.wait_output("entered-v2");
+    f.send(hot_session::Command::Undo);
+    f.wait("the undo", |e| match e {
+        SessionEvent::Message { text, .. } if text.contains("reverted") => Some(()),
+        _ => None,
+    });
+    // The frame finishes in the new body and throws: main catches it, then calls the old
+    // body again.
+    f.fresh_output.clear();
+    std::fs::write(&release, "").expect("create the release file");
+    f.wait_output("caught=slow-v2");
+    f.fresh_output.clear();
+    f.wait_output(" slow=");
+    f.assert_same_process();
 }
 
 #[test]

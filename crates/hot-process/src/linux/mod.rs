@@ -244,13 +244,13 @@ impl Debuggee {
         &self,
         function: u64,
         args: &[u64],
-        timeout: std::time::Duration,
+        limits: crate::CallLimits,
         what: &str,
     ) -> Result<u64, ProcessError> {
         self.request(|reply| Request::Call {
             function,
             args: args.to_vec(),
-            timeout,
+            limits,
             what: what.to_string(),
             reply,
         })

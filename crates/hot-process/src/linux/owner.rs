@@ -47,7 +47,7 @@ pub(crate) enum Request {
     Call {
         function: u64,
         args: Vec<u64>,
-        timeout: std::time::Duration,
+        limits: crate::CallLimits,
         what: String,
         reply: Sender<Result<u64, ProcessError>>,
     },
@@ -286,7 +286,7 @@ impl Owner {
             Request::Call {
                 function,
                 args,
-                timeout,
+                limits,
                 what,
                 reply,
             } => {
@@ -300,7 +300,7 @@ impl Owner {
                             &mut threads,
                             function,
                             &args,
-                            timeout,
+                            limits,
                             &what,
                         );
                         threads.resume();

@@ -155,6 +155,52 @@ thread_local! {
     static LEADER_STATUS: std::cell::Cell<Option<(i32, i32)>> = const { std::cell::Cell::new(None) };
 }
 
+thread_local! {
+    /// Threads still running an injected call that outlasted its limit, with what the call
+    /// changed (`call::SavedThread`). They stay traced (on the lingering list) and are never
+    /// detached mid-callee: detached, the return to address 0 would kill the program. When
+    /// one stops on the call's return (or a fault of the callee) it is put back where it was
+    /// and let go; any other stop is resumed with its signal.
+    static ABANDONED: RefCell<Vec<super::call::SavedThread>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Whether `tid` still runs an injected call that was given up on.
+pub(crate) fn is_abandoned(tid: i32) -> bool {
+    ABANDONED.with(|a| a.borrow().iter().any(|s| s.tid == tid))
+}
+
+/// If `tid` is an abandoned call's thread and its stop (a signal-delivery stop with `info`)
+/// ends the call (the return fault, or a fault of the callee): puts the thread back where
+/// it was before the call and returns true; the stop's signal must then not be delivered.
+fn finish_abandoned(tid: i32, info: Option<&libc::siginfo_t>) -> bool {
+    let ends = info.is_some_and(|info| {
+        is_synchronous_fault(info) || (info.si_signo == libc::SIGTRAP && info.si_code > 0)
+    });
+    if !ends {
+        return false;
+    }
+    let Some(mut saved) = ABANDONED.with(|a| {
+        let mut list = a.borrow_mut();
+        let at = list.iter().position(|s| s.tid == tid)?;
+        Some(list.remove(at))
+    }) else {
+        return false;
+    };
+    let returned = get_regs(tid).is_ok_and(|r| saved.returned(&r));
+    match saved.restore() {
+        Ok(()) => tracing::info!(
+            tid,
+            returned,
+            "an abandoned injected call ended; the thread was put back where it was"
+        ),
+        Err(e) => tracing::error!(
+            tid,
+            "an abandoned injected call ended, but its thread could not be put back: {e}"
+        ),
+    }
+    true
+}
+
 fn record_leader_status(pid: i32, status: i32) {
     LEADER_STATUS.with(|s| s.set(Some((pid, status))));
 }
@@ -267,7 +313,19 @@ fn release_one(
             if let Some(child) = event_message(tid) {
                 children.push(child as i32);
             }
-        } else if event == 0 {
+        }
+        if is_abandoned(tid) {
+            // Still in the callee unless this stop ends the call.
+            let signal = libc::WSTOPSIG(status);
+            let info = if event == 0 { get_siginfo(tid) } else { None };
+            if event == 0 && finish_abandoned(tid, info.as_ref()) {
+                return ptrace(libc::PTRACE_DETACH, tid, 0, 0).is_ok();
+            }
+            let data = if event == 0 { signal as usize } else { 0 };
+            let _ = ptrace(libc::PTRACE_CONT, tid, 0, data);
+            return false;
+        }
+        if event == 0 {
             // A signal-delivery stop: the detach delivers the signal, unless it is the trap
             // that ends a single step of ours.
             let signal = libc::WSTOPSIG(status);
@@ -300,6 +358,19 @@ struct PendingSignal {
     info: libc::siginfo_t,
 }
 
+/// Which ptrace stop a held thread is in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum StopKind {
+    /// `PTRACE_EVENT_STOP`: an interrupt or group stop (or a new thread's first stop).
+    Interrupt,
+    /// A signal-delivery stop (or the trap that ends a single step).
+    Signal,
+    /// The clone event stop: the thread is inside `clone`, its result not set yet.
+    Clone,
+    /// Another event stop (exec, exit, fork, ...).
+    OtherEvent,
+}
+
 /// What one wait on a thread produced.
 enum Waited {
     /// Stopped in a state we can hold it in: interrupt stop, group stop, or (`event` 0) the
@@ -325,6 +396,8 @@ pub(crate) struct StoppedThreads {
     /// Threads in a stop we have seen reported (and not resumed from since): a detach of
     /// one of them cannot meet another stop first.
     held: Vec<i32>,
+    /// The stop each held thread is in.
+    stops: Vec<(i32, StopKind)>,
     /// How many signals arrived while the threads were held (for the apply report).
     pub(crate) signals_held: usize,
     /// The leader's exit status if a wait reaped it (a launched program dying mid-swap).
@@ -340,6 +413,7 @@ impl StoppedThreads {
             signals: Vec::new(),
             signal_stops: Vec::new(),
             held: Vec::new(),
+            stops: Vec::new(),
             signals_held: 0,
             leader_status: None,
             detached: false,
@@ -573,10 +647,24 @@ impl StoppedThreads {
         let signal = libc::WSTOPSIG(status);
         let event = status >> 16;
         if event != 0 {
+            self.set_stop(
+                tid,
+                match event {
+                    libc::PTRACE_EVENT_STOP => StopKind::Interrupt,
+                    libc::PTRACE_EVENT_CLONE => StopKind::Clone,
+                    _ => StopKind::OtherEvent,
+                },
+            );
             return Waited::Stopped { event };
         }
         // A signal-delivery stop.
+        self.set_stop(tid, StopKind::Signal);
         let info = get_siginfo(tid);
+        if finish_abandoned(tid, info.as_ref()) {
+            // An earlier call's return: the thread is back where it was before that call,
+            // held here, and the fault is never delivered.
+            return Waited::Stopped { event: 0 };
+        }
         self.signal_stops.push(tid);
         if stepping && signal == libc::SIGTRAP {
             // TRAP_TRACE / TRAP_BRKPT from the kernel are the end of our step.
@@ -609,6 +697,7 @@ impl StoppedThreads {
     fn restart(&mut self, request: libc::c_uint, tid: i32) -> Result<(), i32> {
         self.signal_stops.retain(|&t| t != tid);
         self.held.retain(|&t| t != tid);
+        self.stops.retain(|&(t, _)| t != tid);
         ptrace(request, tid, 0, 0).map(drop)
     }
 
@@ -617,6 +706,41 @@ impl StoppedThreads {
         self.held.retain(|&t| t != tid);
         self.signal_stops.retain(|&t| t != tid);
         self.signals.retain(|s| s.tid != tid);
+        self.stops.retain(|&(t, _)| t != tid);
+    }
+
+    fn set_stop(&mut self, tid: i32, kind: StopKind) {
+        self.stops.retain(|&(t, _)| t != tid);
+        self.stops.push((tid, kind));
+    }
+
+    /// The stop `tid` is held in, if it is held.
+    pub(crate) fn stop_kind(&self, tid: i32) -> Option<StopKind> {
+        self.stops.iter().find(|&&(t, _)| t == tid).map(|&(_, k)| k)
+    }
+
+    /// Hands the thread of a call that outlasted its limit to the owner thread's lingering
+    /// list: it keeps running the callee, traced, and is put back where it was whenever the
+    /// call ends (see [`ABANDONED`]).
+    pub(crate) fn give_up_call(&mut self, saved: super::call::SavedThread) {
+        let tid = saved.tid;
+        ABANDONED.with(|a| a.borrow_mut().push(saved));
+        // Its held signals go out when it is let go, from its own stop.
+        let signals: Vec<PendingSignal> = self
+            .signals
+            .iter()
+            .filter(|s| s.tid == tid)
+            .map(|s| PendingSignal { tid, info: s.info })
+            .collect();
+        self.tids.retain(|&t| t != tid);
+        self.held.retain(|&t| t != tid);
+        self.signal_stops.retain(|&t| t != tid);
+        self.stops.retain(|&(t, _)| t != tid);
+        self.signals.retain(|s| s.tid != tid);
+        for pending in signals {
+            redeliver(self.pid, pending.tid, &pending.info);
+        }
+        add_lingering(self.pid, tid);
     }
 
     /// Single-steps `tid` once; returns false if the thread is gone. A signal the thread was
@@ -674,20 +798,31 @@ impl StoppedThreads {
     /// Lets `tid` alone run (the others stay stopped) until it stops on a synchronous fault
     /// or trap, which is returned and never delivered: an injected call ends by returning to
     /// an unmapped address, or faults. Other signals that arrive meanwhile are held and go
-    /// out with the detach, as during a stop. At `deadline` the thread is interrupted and
-    /// `Ok(None)` returned; `Err(Exited)` when it died.
+    /// out with the detach, as during a stop. The call is never interrupted: at `release`
+    /// every other thread is let go (the callee may wait for one of them), and at `give_up`
+    /// `Ok(None)` is returned with the thread still running; `Err(Exited)` when it died.
     pub(crate) fn run_until_trap(
         &mut self,
         tid: i32,
-        deadline: Instant,
+        release: Instant,
+        give_up: Instant,
     ) -> Result<Option<libc::siginfo_t>, ProcessError> {
         let held = self.signal_stops.contains(&tid);
-        let cont = |this: &mut StoppedThreads| {
-            this.restart(libc::PTRACE_CONT, tid).map_err(|code| {
-                ProcessError::Other(format!("PTRACE_CONT of thread {tid}: {}", errno_text(code)))
-            })
+        let cont = |this: &mut StoppedThreads, signal: usize| {
+            this.signal_stops.retain(|&t| t != tid);
+            this.held.retain(|&t| t != tid);
+            this.stops.retain(|&(t, _)| t != tid);
+            ptrace(libc::PTRACE_CONT, tid, 0, signal)
+                .map(drop)
+                .map_err(|code| {
+                    ProcessError::Other(format!(
+                        "PTRACE_CONT of thread {tid}: {}",
+                        errno_text(code)
+                    ))
+                })
         };
-        cont(self)?;
+        cont(self, 0)?;
+        let mut released = false;
         let mut idle_rounds = 0;
         loop {
             let mut status = 0;
@@ -698,14 +833,17 @@ impl StoppedThreads {
                 return Err(ProcessError::Exited);
             }
             if result <= 0 {
-                if Instant::now() > deadline {
-                    let _ = ptrace(libc::PTRACE_INTERRUPT, tid, 0, 0);
-                    let mut pending = vec![tid];
-                    self.wait_all_stopped(&mut pending, Instant::now() + STOP_TIMEOUT)?;
-                    if !self.tids.contains(&tid) {
-                        return Err(ProcessError::Exited);
-                    }
+                let now = Instant::now();
+                if now > give_up {
                     return Ok(None);
+                }
+                if now > release && !released {
+                    released = true;
+                    tracing::info!(
+                        tid,
+                        "an injected call is taking long: letting the other threads run"
+                    );
+                    self.release_others(tid);
                 }
                 back_off(&mut idle_rounds);
                 continue;
@@ -714,6 +852,7 @@ impl StoppedThreads {
             if libc::WIFEXITED(status) || libc::WIFSIGNALED(status) {
                 if tid == self.pid {
                     self.leader_status = Some(status);
+                    record_leader_status(tid, status);
                 }
                 self.forget(tid);
                 return Err(ProcessError::Exited);
@@ -724,27 +863,56 @@ impl StoppedThreads {
             let event = status >> 16;
             if event == libc::PTRACE_EVENT_CLONE {
                 if let Some(child) = event_message(tid) {
-                    self.adopt_clone_child(child as i32, Instant::now() + STOP_TIMEOUT)?;
+                    // A child that does not stop in time stays on the list and is let go
+                    // when it does; the call goes on either way (it is never abandoned
+                    // half-way, nor its thread put back mid-callee).
+                    if let Err(e) =
+                        self.adopt_clone_child(child as i32, Instant::now() + STOP_TIMEOUT)
+                    {
+                        tracing::warn!(tid, child, "a thread started by an injected call: {e}");
+                    }
+                    if released {
+                        // The others run: so does the callee's new thread.
+                        self.release_others(tid);
+                    }
                 }
             }
+            let mut signal = 0;
             if event == 0 {
-                let signal = libc::WSTOPSIG(status);
+                let number = libc::WSTOPSIG(status);
                 if let Some(info) = get_siginfo(tid) {
-                    let trap = signal == libc::SIGTRAP && info.si_code > 0;
+                    let trap = number == libc::SIGTRAP && info.si_code > 0;
                     if trap || is_synchronous_fault(&info) {
                         // Back in a signal-delivery stop: a signal held for the thread
                         // before the call goes out with the detach, the fault never does.
+                        self.set_stop(tid, StopKind::Signal);
+                        if !self.held.contains(&tid) {
+                            self.held.push(tid);
+                        }
                         if held {
                             self.signal_stops.push(tid);
                         }
                         return Ok(Some(info));
                     }
-                    self.signals.push(PendingSignal { tid, info });
-                    self.signals_held += 1;
+                    if released {
+                        // The program runs again: deliver it now, in the callee's context,
+                        // as the kernel would to any thread.
+                        signal = number as usize;
+                    } else {
+                        self.signals.push(PendingSignal { tid, info });
+                        self.signals_held += 1;
+                    }
                 }
             }
-            cont(self)?;
+            cont(self, signal)?;
         }
+    }
+
+    /// Detaches every thread but `keep` (see [`StoppedThreads::resume`]).
+    fn release_others(&mut self, keep: i32) {
+        let others: Vec<i32> = self.tids.iter().copied().filter(|&t| t != keep).collect();
+        self.detach_list(&others);
+        self.tids.retain(|&t| t == keep);
     }
 
     fn adopt_clone_child(&mut self, child: i32, deadline: Instant) -> Result<(), ProcessError> {
@@ -765,7 +933,40 @@ impl StoppedThreads {
             return;
         }
         self.detached = true;
-        for &tid in &self.tids {
+        let all = self.tids.clone();
+        self.detach_list(&all);
+    }
+
+    /// Detaches the threads `tids` (with the signals held for them), keeping an abandoned
+    /// call's thread traced and running instead.
+    fn detach_list(&mut self, tids: &[i32]) {
+        for &tid in tids {
+            if is_abandoned(tid) {
+                // Mid-callee: detached it would die returning to address 0. It runs on,
+                // traced; its held signals go with it.
+                if !self.held.contains(&tid) {
+                    add_lingering(self.pid, tid);
+                    continue;
+                }
+                let data = match self.signal_stops.contains(&tid) {
+                    true => self
+                        .signals
+                        .iter()
+                        .position(|s| s.tid == tid)
+                        .map_or(0, |at| {
+                            let info = self.signals.remove(at).info;
+                            let _ = set_siginfo(tid, &info);
+                            info.si_signo as usize
+                        }),
+                    false => 0,
+                };
+                self.signal_stops.retain(|&t| t != tid);
+                self.held.retain(|&t| t != tid);
+                self.stops.retain(|&(t, _)| t != tid);
+                let _ = ptrace(libc::PTRACE_CONT, tid, 0, data);
+                add_lingering(self.pid, tid);
+                continue;
+            }
             let mut data = 0;
             let mut delivered = None;
             if self.signal_stops.contains(&tid) {
@@ -809,7 +1010,12 @@ impl StoppedThreads {
                 self.leader_status = Some(status);
             }
         }
-        for pending in self.signals.drain(..) {
+        let (mine, others): (Vec<PendingSignal>, Vec<PendingSignal>) =
+            std::mem::take(&mut self.signals)
+                .into_iter()
+                .partition(|s| tids.contains(&s.tid));
+        self.signals = others;
+        for pending in mine {
             redeliver(self.pid, pending.tid, &pending.info);
         }
     }

@@ -479,7 +479,7 @@ impl Worker {
         self.progress(Phase::Swap, "swapping");
         let plan = write_plan(&patch);
         let swap_start = Instant::now();
-        if let Err(e) = self.apply_with_unwind(&plan, &patch.unwind, unwinds_cxx_exceptions) {
+        if let Err(e) = self.apply_with_unwind(&plan, &patch, unwinds_cxx_exceptions) {
             if let Some(code) = process_error_code(&e) {
                 // The save did not reach the program: say so where each file is shown, until
                 // a later save of it links again.
@@ -601,7 +601,6 @@ impl Worker {
         if let Some(linker) = program.linker.as_mut() {
             linker.revert_last();
         }
-        self.unregister_unwind(&reverts.unwind);
         let mut reverted_files = Vec::with_capacity(applied.files.len());
         for (file, previous) in applied.files {
             match previous {
@@ -805,7 +804,8 @@ fn process_error_code(e: &hot_process::ProcessError) -> Option<&'static str> {
         hot_process::ProcessError::Exited => Some("process-exited"),
         hot_process::ProcessError::Launch { .. }
         | hot_process::ProcessError::Unexpected { .. }
-        | hot_process::ProcessError::Other(_) => None,
+        | hot_process::ProcessError::Other(_)
+        | hot_process::ProcessError::CallStillRunning(_) => None,
     }
 }
 
