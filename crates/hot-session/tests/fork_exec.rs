@@ -60,7 +60,7 @@ fn a_program_that_calls_exec_is_read_again_and_swapped_as_its_new_image() {
         _ => None,
     });
     assert_eq!(launched, pid, "exec keeps the pid");
-    // Other information (no unwinder in this C program) may come first.
+    // Wait for this notice itself, not for the first information message.
     f.wait("the re-applied notice", |e| match e {
         SessionEvent::Message {
             severity: Severity::Information,

@@ -176,22 +176,21 @@ impl Worker {
     }
 
     fn note_no_unwinder(&mut self, cxx: bool) {
-        if self.warned_exceptions {
-            return;
-        }
-        self.warned_exceptions = true;
         let text = "the program has no unwinder to register the new code's unwind tables with \
                     (no `__register_frame_info`: libgcc_s is not loaded, as in a C program \
                     before its first backtrace()): exceptions cannot pass through swapped \
                     functions and backtraces stop at them";
-        self.message(
-            if cxx {
-                Severity::Warning
-            } else {
-                Severity::Information
-            },
-            text,
-        );
+        if !cxx {
+            // Most C programs never unwind: a note on every first swap would be noise. A
+            // later swap registers its tables once glibc has loaded libgcc_s.
+            tracing::info!("{text}");
+            return;
+        }
+        if self.warned_exceptions {
+            return;
+        }
+        self.warned_exceptions = true;
+        self.message(Severity::Warning, text);
     }
 
     fn debuggee_apply(&self, plan: &WritePlan) -> Result<ApplyReport, ProcessError> {
