@@ -79,8 +79,12 @@ fn show(event: &SessionEvent, dir: &Path) {
             }
         }
         SessionEvent::Swap(s) => {
-            let mut what: Vec<String> = s.swapped.clone();
-            what.extend(s.added.iter().map(|a| format!("{a} (new)")));
+            let mut what: Vec<String> = crate::lsp::convert::shown_names(&s.swapped);
+            what.extend(
+                crate::lsp::convert::shown_names(&s.added)
+                    .iter()
+                    .map(|a| format!("{a} (new)")),
+            );
             println!(
                 "    hot-lsp │ swapped {} in {:.2} ms (compile {:.1} ms, link {:.2} ms); {} unchanged",
                 what.join(", "),
@@ -108,6 +112,11 @@ fn show(event: &SessionEvent, dir: &Path) {
                 );
             }
         }
+        SessionEvent::Unchanged { micros, .. } => println!(
+            "    hot-lsp │ no function changed (compile {:.1} ms, link {:.2} ms)",
+            micros.compile as f64 / 1000.0,
+            micros.link as f64 / 1000.0
+        ),
         SessionEvent::Launched { pid } => println!("    hot-lsp │ launched the program, pid {pid}"),
         SessionEvent::Message { text, .. } => println!("    hot-lsp │ {text}"),
         SessionEvent::Exited { code, signal } => {

@@ -198,6 +198,8 @@ struct Printer {
     last_state: Option<State>,
     /// Files with diagnostics on screen, so that a clean compile can say they are fixed.
     files_with_diagnostics: HashSet<PathBuf>,
+    /// The last status: a failure's status (with its code) comes right before its message.
+    last_status: Option<hot_session::Status>,
 }
 
 fn severity_name(severity: Severity) -> &'static str {
@@ -215,6 +217,7 @@ impl Printer {
             json,
             last_state: None,
             files_with_diagnostics: HashSet::new(),
+            last_status: None,
         }
     }
 
@@ -248,6 +251,9 @@ impl Printer {
     }
 
     fn print(&mut self, event: SessionEvent) {
+        if let SessionEvent::Status(status) = &event {
+            self.last_status = Some(status.clone());
+        }
         if self.json {
             self.print_json(event);
         } else {
@@ -274,14 +280,27 @@ impl Printer {
                 "event": "swap",
                 "seq": summary.seq,
                 "file": self.absolute(&summary.file).to_string_lossy(),
+                "files": summary
+                    .files
+                    .iter()
+                    .map(|f| self.absolute(f).to_string_lossy().into_owned())
+                    .collect::<Vec<_>>(),
                 "swapped": summary.swapped,
                 "added": summary.added,
+                // What a person reads; the mangled names above are what tools match on.
+                "swapped_display": crate::lsp::convert::shown_names(&summary.swapped),
+                "added_display": crate::lsp::convert::shown_names(&summary.added),
                 "skipped": summary.skipped,
                 "micros": {
                     "compile": summary.micros.compile,
                     "link": summary.micros.link,
                     "swap": summary.micros.swap,
                 },
+            })),
+            SessionEvent::Unchanged { file, micros } => self.event(&json!({
+                "event": "unchanged",
+                "file": self.absolute(&file).to_string_lossy(),
+                "micros": {"compile": micros.compile, "link": micros.link},
             })),
             SessionEvent::Diagnostics { diagnostics, .. } => {
                 for diagnostic in &diagnostics {
@@ -294,7 +313,16 @@ impl Printer {
             SessionEvent::Message {
                 severity: Severity::Error,
                 text,
-            } => self.event(&json!({"event": "error", "message": text})),
+            } => {
+                // The stable code of the failure (`launch-failed`, `permission-denied`...),
+                // from the status the session sets with the same message.
+                let code = self
+                    .last_status
+                    .as_ref()
+                    .filter(|s| s.message.as_deref() == Some(text.as_str()))
+                    .and_then(|s| s.code.clone());
+                self.event(&json!({"event": "error", "message": text, "code": code}));
+            }
             // Warnings and information (an -O2 build without -fno-ipa-ra, a saved header, an
             // undo) matter to a script as much as errors do.
             SessionEvent::Message { severity, text } => self.event(&json!({
@@ -325,9 +353,10 @@ impl Printer {
                 if summary.swapped.is_empty() && summary.added.is_empty() {
                     text.push_str("no function changed");
                 } else {
-                    text.push_str(&format!("swapped [{}]", summary.swapped.join(", ")));
+                    let shown = crate::lsp::convert::shown_names;
+                    text.push_str(&format!("swapped [{}]", shown(&summary.swapped).join(", ")));
                     if !summary.added.is_empty() {
-                        text.push_str(&format!(", added [{}]", summary.added.join(", ")));
+                        text.push_str(&format!(", added [{}]", shown(&summary.added).join(", ")));
                     }
                 }
                 text.push_str(&format!(
@@ -339,6 +368,12 @@ impl Printer {
                 ));
                 self.line(&text);
             }
+            SessionEvent::Unchanged { file, micros } => self.line(&format!(
+                "[hot-lsp] {}: no function changed (compile {:.1} ms, link {:.1} ms)",
+                self.shown(&file),
+                micros.compile as f64 / 1000.0,
+                micros.link as f64 / 1000.0,
+            )),
             SessionEvent::Diagnostics { file, diagnostics } => {
                 let file = self.absolute(&file);
                 if diagnostics.is_empty() {

@@ -71,3 +71,213 @@ fn program_outlives_an_idle_server_and_dies_with_it() {
         std::thread::sleep(Duration::from_millis(10));
     }
 }
+
+/// Every thread of `pid`: (tid, state letter, tracer pid).
+fn threads(pid: i64) -> Vec<(String, char, i64)> {
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    dir.flatten()
+        .filter_map(|entry| {
+            let status = std::fs::read_to_string(entry.path().join("status")).ok()?;
+            let get = |key: &str| {
+                status
+                    .lines()
+                    .find_map(|l| l.strip_prefix(key))
+                    .map(|v| v.trim().to_owned())
+                    .unwrap_or_default()
+            };
+            Some((
+                entry.file_name().to_string_lossy().into_owned(),
+                get("State:").chars().next().unwrap_or('?'),
+                get("TracerPid:").parse().unwrap_or(-1),
+            ))
+        })
+        .collect()
+}
+
+/// The processes whose parent is `pid`.
+fn children(pid: i64) -> Vec<i64> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.flatten()
+        .filter_map(|entry| {
+            let child: i64 = entry.file_name().to_str()?.parse().ok()?;
+            let status = std::fs::read_to_string(entry.path().join("status")).ok()?;
+            let parent: i64 = status
+                .lines()
+                .find_map(|l| l.strip_prefix("PPid:"))?
+                .trim()
+                .parse()
+                .ok()?;
+            (parent == pid).then_some(child)
+        })
+        .collect()
+}
+
+/// Polls `done` every millisecond until it holds, failing with `what` after a generous time.
+fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// A server on `root` with its program running: the client and the program's pid.
+fn serve(root: &std::path::Path) -> (common::Client, i64) {
+    let mut client = common::Client::start();
+    client.initialize(Some(root), serde_json::Value::Null);
+    let workspace = common::file_uri(root);
+    let status = client.wait_notification("hot-lsp/status", |params| {
+        params["workspace"] == workspace && params["state"] == "running" && params["pid"].is_i64()
+    });
+    (client, status["pid"].as_i64().expect("pid"))
+}
+
+fn edit_and_save(client: &common::Client, file: &std::path::Path, from: &str, to: &str) {
+    let text = std::fs::read_to_string(file).expect("read source");
+    std::fs::write(file, text.replacen(from, to, 1)).expect("write source");
+    client.did_save(file);
+}
+
+/// Saves an edit of the stuck fixture while one of its threads sits in vfork, waits until
+/// the swap holds the other threads stopped, and SIGKILLs the server there.
+fn kill_the_server_mid_swap(client: &mut common::Client, root: &std::path::Path, pid: i64) {
+    std::fs::write(root.join("hold"), "").expect("create hold");
+    wait_until("a thread in vfork", || {
+        threads(pid).iter().any(|t| t.1 == 'D') && !children(pid).is_empty()
+    });
+    edit_and_save(
+        client,
+        &root.join("main.c"),
+        "return x * 1;",
+        "return x * 2;",
+    );
+    wait_until("the swap to hold threads stopped", || {
+        threads(pid).iter().any(|t| t.1 == 't')
+    });
+    // SAFETY: plain system call on the server we started.
+    unsafe { libc::kill(client.pid() as i32, libc::SIGKILL) };
+    client.wait_exit();
+}
+
+#[test]
+fn a_launched_program_and_its_children_die_with_a_server_killed_mid_swap() {
+    let (_dir, root) = copy_shared_fixture("stuck");
+    let (mut client, pid) = serve(&root);
+    let workspace = common::file_uri(&root);
+    client.wait_notification("hot-lsp/output", |params| {
+        params["workspace"] == workspace
+            && params["text"].as_str().is_some_and(|t| t.contains("tick="))
+    });
+    kill_the_server_mid_swap(&mut client, &root, pid);
+    let vforked = children(pid);
+    // PR_SET_PDEATHSIG takes the program, the terminal's hangup its vfork child.
+    wait_until("the program to die with the server", || !process_alive(pid));
+    for child in vforked {
+        wait_until(&format!("the program's child {child} to die"), || {
+            !process_alive(child)
+        });
+    }
+}
+
+#[test]
+fn an_attached_program_runs_on_untraced_when_the_server_dies_mid_swap() {
+    let (_dir, root) = copy_shared_fixture("stuck");
+    std::fs::write(
+        root.join("hot-lsp.toml"),
+        "[program]\npath = \"app\"\nlaunch = \"manual\"\n\n[compile]\ncommand = \"cc -O0 -g -pthread -c {file} -o {output}\"\n",
+    )
+    .expect("config");
+    let built = Command::new("cc")
+        .args(["-O0", "-g", "-pthread", "-o", "app", "main.c"])
+        .current_dir(&root)
+        .status()
+        .expect("cc");
+    assert!(built.success());
+    let mut program = Command::new(root.join("app"))
+        .current_dir(&root)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start the program");
+    let pid = program.id() as i64;
+    let (lines_tx, lines) = std::sync::mpsc::channel();
+    let stdout = program.stdout.take().expect("stdout");
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if lines_tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let mut client = common::Client::start();
+    client.initialize(Some(&root), serde_json::Value::Null);
+    client.execute("hot-lsp.attach", serde_json::json!([{"pid": pid}]));
+    let workspace = common::file_uri(&root);
+    client.wait_notification("hot-lsp/status", |params| {
+        params["workspace"] == workspace && params["state"] == "running" && params["pid"] == pid
+    });
+    kill_the_server_mid_swap(&mut client, &root, pid);
+    // The kernel lets every thread go with its dead tracer: none stays stopped or traced.
+    wait_until("every thread to run untraced", || {
+        threads(pid)
+            .iter()
+            .all(|t| t.1 != 't' && t.1 != 'T' && t.2 == 0)
+    });
+    std::fs::remove_file(root.join("hold")).expect("remove hold");
+    // It runs on, with the old code: the swap never got to write.
+    while lines.try_recv().is_ok() {}
+    for _ in 0..3 {
+        let line = lines
+            .recv_timeout(Duration::from_secs(60))
+            .expect("the program prints on");
+        assert!(line.ends_with("compute=10"), "{line}");
+    }
+    assert!(process_alive(pid));
+    program.kill().expect("kill");
+    program.wait().expect("wait");
+}
+
+#[test]
+fn a_server_killed_at_random_points_leaves_no_program_or_worker_behind() {
+    // Seeded (xorshift64*), so a failing round can be replayed.
+    let mut state: u64 = std::env::var("HOT_SERVER_KILL_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0x5eed_0012);
+    let mut below = |n: u64| {
+        state ^= state >> 12;
+        state ^= state << 25;
+        state ^= state >> 27;
+        state.wrapping_mul(0x2545_f491_4f6c_dd1d) % n
+    };
+    let mut delays = Vec::new();
+    for round in 0..6 {
+        let (_dir, root) = copy_shared_fixture("prefork");
+        let (mut client, pid) = serve(&root);
+        wait_until("two workers", || children(pid).len() >= 2);
+        let workers = children(pid);
+        let k = 2 + round;
+        edit_and_save(
+            &client,
+            &root.join("main.c"),
+            "return x * 1;",
+            &format!("return x * {k};"),
+        );
+        let delay = Duration::from_micros(below(200_000));
+        delays.push(delay.as_millis());
+        std::thread::sleep(delay);
+        // SAFETY: plain system call on the server we started.
+        unsafe { libc::kill(client.pid() as i32, libc::SIGKILL) };
+        client.wait_exit();
+        for process in std::iter::once(pid).chain(workers) {
+            wait_until(
+                &format!("round {round}: pid {process} to die with the server ({delay:?})"),
+                || !process_alive(process),
+            );
+        }
+    }
+    eprintln!("the server was killed after {delays:?} ms; no program or worker outlived it");
+}

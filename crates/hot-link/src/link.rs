@@ -23,7 +23,7 @@ use hot_object::{
 use crate::image::{ImageIndex, Vaddr};
 use crate::image_diff::ImageDiff;
 use crate::layout::{
-    Allocator, ArenaKind, EntryOwner, Placement, ReadOnlyWrite, Redirect, SlotContent,
+    Allocator, ArenaKind, EntryOwner, LinkState, Placement, ReadOnlyWrite, Redirect, SlotContent,
 };
 use crate::resolve::{
     existing_entry, lookup_external, sym_key, weak_entry_in_use, AtomRole, External, ObjectInfo,
@@ -84,8 +84,11 @@ pub(crate) struct Link<'a> {
     pub fresh_data: HashSet<AtomId>,
 }
 
+/// Link one object against `state`: the linker's committed state, or (for the later units of
+/// [`Linker::link_units`]) that state with the earlier units' deltas applied.
 pub(crate) fn link(
     linker: &Linker,
+    state: &LinkState,
     request: &LinkRequest<'_>,
     placement: Option<&Placement>,
 ) -> Result<Patch, Vec<LinkError>> {
@@ -104,7 +107,7 @@ pub(crate) fn link(
         }),
         baseline: request.baseline,
         unit: &request.unit,
-        alloc: Allocator::new(&linker.state),
+        alloc: Allocator::new(state),
         placement,
         errors: Vec::new(),
         patch: Patch::default(),
@@ -137,7 +140,9 @@ pub(crate) fn link(
     cx.lay_out();
     cx.check_label_addresses();
     cx.relocate();
+    cx.build_unwind();
     cx.redirect_entries();
+    cx.list_bodies();
     if cx.errors.is_empty() {
         let mut patch = cx.patch;
         patch.delta = cx.alloc.delta;
@@ -210,12 +215,16 @@ impl<'a> Link<'a> {
         function: Option<String>,
         line: Option<SourceLine>,
     ) {
+        // Every error passes here: the one place its sentence gets readable C++ names (the
+        // mangled one stays in `symbol` and `function`).
+        let message = hot_object::display_names(&message).into_owned();
         let message = match &line {
             Some(l) => format!("{message} at {}:{}", l.file.display(), l.line),
             None => message,
         };
         self.errors.push(LinkError {
             code,
+            unit: self.unit.source.clone(),
             message,
             symbol,
             function,
@@ -370,16 +379,18 @@ impl<'a> Link<'a> {
     /// [`Link::note_overridden_weak`] with the override's file known (`None`: unknown).
     fn note_weak_overridden_in(&mut self, name: &str, file: Option<&str>, atom: AtomId) {
         let site = file.map(|file| format!(" (in {file})")).unwrap_or_default();
+        let shown = hot_object::display_name(name);
         self.patch.notes.push(LinkNote {
             code: "weak-overridden",
             message: format!(
-                "`{name}` here is a weak definition, and the running program uses the strong \
-                 definition of `{name}`{site} instead: this edit is not swapped in and the \
+                "`{shown}` here is a weak definition, and the running program uses the strong \
+                 definition of `{shown}`{site} instead: this edit is not swapped in and the \
                  program keeps using the override"
             ),
             symbol: Some(name.to_string()),
             line: self.atom_line(atom),
             severity: NoteSeverity::Information,
+            unit: self.unit.source.clone(),
         });
     }
 
@@ -396,12 +407,18 @@ impl<'a> Link<'a> {
         work.extend(self.data_writes.iter().copied());
         while let Some(atom) = work.pop() {
             let relocs = &self.info.obj.atom(atom).relocs;
-            for reloc in relocs {
-                if let TargetClass::Placed { atom: target } = self.info.classify(atom, reloc) {
-                    if queued.insert(target) {
-                        self.place_order.push(target);
-                        work.push(target);
-                    }
+            let targets = relocs
+                .iter()
+                .filter_map(|reloc| match self.info.classify(atom, reloc) {
+                    TargetClass::Placed { atom: target } => Some(target),
+                    _ => None,
+                });
+            // A body's LSDAs are reached only from .eh_frame (`unwind.rs`).
+            let targets: Vec<AtomId> = targets.chain(self.unwind_data_of(atom)).collect();
+            for target in targets {
+                if queued.insert(target) {
+                    self.place_order.push(target);
+                    work.push(target);
                 }
             }
         }
@@ -866,7 +883,7 @@ impl<'a> Link<'a> {
 
     /// The value `S` of a relocation's symbol. `call`: the reference is a call or jump, so a
     /// library function may be reached through a stub.
-    fn symbol_value(
+    pub(crate) fn symbol_value(
         &mut self,
         class: TargetClass,
         reloc: &Reloc,
@@ -1105,6 +1122,23 @@ impl<'a> Link<'a> {
         }
     }
 
+    /// The code atoms placed in the arena, in placement order, for [`Patch::bodies`].
+    fn list_bodies(&mut self) {
+        for &atom in &self.place_order {
+            let a = self.info.obj.atom(atom);
+            if a.kind != hot_object::AtomKind::Text {
+                continue;
+            }
+            if let Some(&addr) = self.placed.get(&atom) {
+                self.patch.bodies.push(crate::PlacedBody {
+                    name: self.info.atom_name(atom),
+                    addr,
+                    size: a.size,
+                });
+            }
+        }
+    }
+
     /// Phase 6: the entry jumps.
     fn redirect_entries(&mut self) {
         if self.placement.is_some_and(|p| !p.redirect_entries) {
@@ -1259,7 +1293,7 @@ impl Link<'_> {
 }
 
 /// The value of a symbol for a non-GOT relocation.
-enum SymValue {
+pub(crate) enum SymValue {
     Addr(u64),
     /// Only the target knows it: copy 8 bytes from this address (an IFUNC's implementation).
     CopyInto(RuntimeAddr),

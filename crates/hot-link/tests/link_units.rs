@@ -1510,3 +1510,497 @@ fn a_const_table_of_pointers_expects_what_the_dynamic_linker_put_there() {
     assert_eq!(w.expected, words(&[ext_fn, local_fn]));
     assert_eq!(w.bytes, words(&[local_fn, ext_fn]));
 }
+
+/// `tick` has a cleanup (a destructor, in C): its CIE points at the personality routine
+/// through `DW.ref.__gcc_personality_v0`.
+const UNWINDS: &str = r#"
+int counter;
+static void release(int *p) { counter -= *p; }
+int helper(int x) { return x + 1; }
+int tick(int n) {
+  int held __attribute__((cleanup(release))) = helper(n);
+  counter += helper(held) * 2;
+  return counter;
+}
+int main(void) { return tick(1); }
+"#;
+
+#[test]
+fn a_code_arena_too_full_for_the_unwind_table_costs_only_the_table() {
+    let out = std::process::Command::new("cc")
+        .arg("-print-file-name=libgcc_s.so.1")
+        .output()
+        .expect("cc -print-file-name");
+    let libgcc = std::path::PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+    let mut p = program(
+        UNWINDS,
+        &["-fexceptions"],
+        vec![module(&libgcc, LIB_BIAS)],
+        arenas_below_image(),
+    );
+    let v2 = p.compile(
+        "v2",
+        &UNWINDS.replace("return x + 1;", "return x + 2;"),
+        &["-fexceptions"],
+    );
+    let roomy = p.link(&v2, Some(&p.v1)).expect("link");
+    let table = roomy.unwind[0];
+    // The same link with a code arena that ends where the table would start (+ 1 byte).
+    let mut arenas = arenas_below_image();
+    arenas.code.end = table.frame.offset(1);
+    p.linker = Linker::new(p.linker.image().clone(), arenas);
+    let patch = p
+        .link(&v2, Some(&p.v1))
+        .unwrap_or_else(|e| panic!("a full arena for the table refused the link: {e:#?}"));
+    assert!(patch.unwind.is_empty(), "{:?}", patch.unwind);
+    assert_eq!(patch.swapped, roomy.swapped);
+    assert!(
+        patch
+            .notes
+            .iter()
+            .any(|n| n.message.contains("code arena is full") && n.message.contains("unwind")),
+        "{:#?}",
+        patch.notes
+    );
+}
+
+#[test]
+fn placed_bodies_get_an_eh_frame_table_with_their_fdes_and_personality() {
+    // libgcc_s defines `_Unwind_Resume`, which the cleanup's landing pad calls.
+    let out = std::process::Command::new("cc")
+        .arg("-print-file-name=libgcc_s.so.1")
+        .output()
+        .expect("cc -print-file-name");
+    let libgcc = std::path::PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+    let p = program(
+        UNWINDS,
+        &["-fexceptions"],
+        vec![module(&libgcc, LIB_BIAS)],
+        arenas_below_image(),
+    );
+    let v2 = p.compile(
+        "v2",
+        &UNWINDS
+            .replace("return x + 1;", "return x + 2;")
+            .replace("helper(held) * 2", "helper(held) * 3"),
+        &["-fexceptions"],
+    );
+    let patch = p.link(&v2, Some(&p.v1)).expect("link");
+    assert_eq!(patch.unwind.len(), 1, "{:?}", patch.unwind);
+    let unwind = patch.unwind[0];
+    let write_at = |addr: RuntimeAddr| {
+        patch
+            .writes
+            .iter()
+            .find(|w| w.addr == addr)
+            .unwrap_or_else(|| panic!("nothing written at {addr}: {:#?}", patch.writes))
+    };
+    let table = write_at(unwind.frame);
+    assert_eq!(table.bytes.len() as u64, unwind.len);
+    assert!(table.bytes.ends_with(&[0; 4]), "no terminator");
+    assert!(write_at(unwind.object).bytes.iter().all(|&b| b == 0));
+    let body = |name: &str| {
+        let w = patch
+            .writes
+            .iter()
+            .find(|w| w.what == format!("body of {name}"))
+            .unwrap_or_else(|| panic!("no body of {name}"));
+        (w.addr.0, w.bytes.len() as u64)
+    };
+    // The table read back as the unwinder reads it, at its runtime address.
+    use gimli::UnwindSection;
+    let eh = gimli::EhFrame::new(&table.bytes, gimli::LittleEndian);
+    let bases = gimli::BaseAddresses::default().set_eh_frame(unwind.frame.0);
+    let mut entries = eh.entries(&bases);
+    let mut fdes = Vec::new();
+    while let Some(entry) = entries.next().expect("a record") {
+        if let gimli::CieOrFde::Fde(partial) = entry {
+            let fde = partial
+                .parse(gimli::EhFrame::cie_from_offset)
+                .expect("an FDE");
+            fdes.push(((fde.initial_address(), fde.len()), fde));
+        }
+    }
+    let ranges: Vec<(u64, u64)> = fdes.iter().map(|(r, _)| *r).collect();
+    let mut expected = vec![body("helper"), body("tick")];
+    expected.sort();
+    let mut sorted = ranges.clone();
+    sorted.sort();
+    assert_eq!(
+        sorted, expected,
+        "one FDE per placed body, at its arena address"
+    );
+    assert_eq!(unwind.fdes, 2);
+    let (_, tick) = fdes
+        .iter()
+        .find(|(r, _)| *r == body("tick"))
+        .expect("tick's FDE");
+    // The personality pointer is indirect, through the executable's own DW.ref slot
+    // (bound like any variable). (gcc's C cleanups need no LSDA; C++ LSDAs are covered by
+    // the real-process tests of hot-session.)
+    let Some(gimli::Pointer::Indirect(slot)) = tick.personality() else {
+        panic!("no indirect personality: {:?}", tick.personality());
+    };
+    assert_eq!(slot, p.exe_symbol("DW.ref.__gcc_personality_v0"));
+    // The table stays registered after undo (an undone body may still run) and after a
+    // failed commit (`retire`): neither its space nor anything else the patch allocated is
+    // handed out again.
+    let allocated = |patch: &hot_link::Patch| -> Vec<(u64, u64)> {
+        patch
+            .writes
+            .iter()
+            .map(|w| (w.addr.0, w.addr.0 + w.bytes.len() as u64))
+            .collect()
+    };
+    let disjoint = |a: &[(u64, u64)], b: &[(u64, u64)]| {
+        a.iter()
+            .all(|&(s, e)| b.iter().all(|&(s2, e2)| e <= s2 || e2 <= s))
+    };
+    let mut p = p;
+    p.linker.commit(&patch);
+    p.linker.revert_last().expect("revert");
+    let again = p.link(&v2, Some(&p.v1)).expect("link after undo");
+    assert!(
+        disjoint(&allocated(&patch), &allocated(&again)),
+        "a link after undo reuses the undone patch's arena space"
+    );
+    p.linker.retire(&again);
+    let third = p
+        .link(&v2, Some(&p.v1))
+        .expect("link after a retired patch");
+    assert!(
+        disjoint(&allocated(&again), &allocated(&third)),
+        "a link after retire reuses the retired patch's arena space"
+    );
+    assert!(third.unwind[0].frame.0 >= again.unwind[0].frame.0 + again.unwind[0].len);
+    // Retiring adopts nothing else: the entries were never committed, so there is no
+    // second swap to revert (only none).
+    assert!(p.linker.revert_plan().is_none());
+}
+
+/// The files of a program whose units are swapped together (a header they all include
+/// edited): `SCALE` stands for the header's macro, one function per file uses it.
+const UNITS: [(&str, &str); 3] = [
+    (
+        "a.c",
+        "#define SCALE 1\nint part_b(void);\nint part_c(void);\nint part_a(void) { return 1 * SCALE; }\nint main(void) { return part_a() + part_b() + part_c(); }\n",
+    ),
+    ("b.c", "#define SCALE 1\nint part_b(void) { return 10 * SCALE; }\n"),
+    ("c.c", "#define SCALE 1\nint part_c(void) { return 100 * SCALE; }\n"),
+];
+
+/// A program of several files (compiled by `compiler`) linked by GNU ld, its linker and the
+/// objects it was built from.
+struct Units {
+    dir: tempfile::TempDir,
+    linker: Linker,
+    built: Vec<Object>,
+    files: &'static [(&'static str, &'static str)],
+    compiler: &'static str,
+}
+
+impl Units {
+    fn new() -> Units {
+        Units::of("cc", &UNITS)
+    }
+
+    fn of(compiler: &'static str, files: &'static [(&'static str, &'static str)]) -> Units {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let objects: Vec<_> = files
+            .iter()
+            .map(|(name, text)| compile_with(compiler, dir.path(), name, text, &["-O0"]))
+            .collect();
+        let linked = ld(
+            dir.path(),
+            &objects,
+            &[],
+            &["-pie", "--unresolved-symbols=ignore-all"],
+        );
+        let linker = Linker::new(
+            image_model(module(&linked.exe, BIAS), vec![]),
+            arenas_below_image(),
+        );
+        let built = objects.iter().map(|o| parse_object(o)).collect();
+        Units {
+            dir,
+            linker,
+            built,
+            files,
+            compiler,
+        }
+    }
+
+    /// The unit of the image `file` replaces.
+    fn unit(&self, file: &str) -> UnitRef {
+        let image = &self.linker.image().exe.image;
+        UnitRef {
+            tu: image
+                .translation_units
+                .iter()
+                .position(|n| n == file)
+                .map(|i| TranslationUnitId(i as u32)),
+            compile_unit: image
+                .compile_units
+                .iter()
+                .position(|cu| cu.name.ends_with(&format!("/{file}")) || cu.name == file),
+            source: file.to_owned(),
+        }
+    }
+
+    /// Each file with `edit` (from, to) applied where it applies, compiled in the subfolder
+    /// `version`; files the edit does not touch are left out.
+    fn edited(&self, version: &str, edits: &[(&str, &str, &str)]) -> Vec<(usize, Object)> {
+        let sub = self.dir.path().join(version);
+        std::fs::create_dir_all(&sub).expect("mkdir");
+        self.files
+            .iter()
+            .enumerate()
+            .filter_map(|(i, (name, text))| {
+                let mut text = text.to_string();
+                let mut touched = false;
+                for (file, from, to) in edits {
+                    if file == name {
+                        assert!(text.contains(from), "{name} has no {from:?}");
+                        text = text.replace(from, to);
+                        touched = true;
+                    }
+                }
+                touched.then(|| {
+                    let object = compile_with(self.compiler, &sub, name, &text, &["-O0"]);
+                    (i, parse_object(&object))
+                })
+            })
+            .collect()
+    }
+}
+
+/// The link requests of edited `objects` (from [`Units::edited`]) against the objects the
+/// program was built from, with their units.
+fn unit_requests<'a>(
+    built: &'a [Object],
+    units: Vec<UnitRef>,
+    objects: &'a [(usize, Object)],
+) -> Vec<LinkRequest<'a>> {
+    objects
+        .iter()
+        .zip(units)
+        .map(|((i, object), unit)| LinkRequest {
+            object,
+            baseline: Some(&built[*i]),
+            unit,
+        })
+        .collect()
+}
+
+/// Several units linked as one patch, row by row: (what, edits per file, functions swapped,
+/// names added, units that fail). Every patch that links is checked the same way: its arena
+/// writes never overlap, and commit + `revert_plan`/`revert_last` of the combined patch is
+/// one record that puts back every entry it redirected.
+#[test]
+fn units_linked_together_share_the_arenas_and_revert_as_one() {
+    type Row<'a> = (
+        &'a str,
+        &'a [(&'a str, &'a str, &'a str)],
+        &'a [&'a str],
+        &'a [&'a str],
+        &'a [&'a str],
+    );
+    let rows: [Row; 4] = [
+        (
+            "the header's macro changed in all three files",
+            &[
+                ("a.c", "#define SCALE 1", "#define SCALE 2"),
+                ("b.c", "#define SCALE 1", "#define SCALE 2"),
+                ("c.c", "#define SCALE 1", "#define SCALE 2"),
+            ],
+            &["part_a", "part_b", "part_c"],
+            &[],
+            &[],
+        ),
+        (
+            // Linked alone, c.c's call to `fresh` is undefined: the earlier unit's addition
+            // is visible to the next.
+            "a function b.c adds is called by c.c",
+            &[
+                (
+                    "b.c",
+                    "int part_b",
+                    "int fresh(int x) { return x + 5; }\nint part_b",
+                ),
+                ("b.c", "10 * SCALE", "10 * SCALE + fresh(0)"),
+                ("c.c", "int part_c", "int fresh(int);\nint part_c"),
+                ("c.c", "100 * SCALE", "100 * SCALE + fresh(1)"),
+            ],
+            &["part_b", "part_c"],
+            &["fresh"],
+            &[],
+        ),
+        (
+            "two files refer to a missing function: both errors, each with its unit",
+            &[
+                ("a.c", "int part_a", "int missing(void);\nint part_a"),
+                ("a.c", "1 * SCALE", "missing()"),
+                ("b.c", "#define SCALE 1", "#define SCALE 3"),
+                ("c.c", "int part_c", "int missing(void);\nint part_c"),
+                ("c.c", "100 * SCALE", "missing()"),
+            ],
+            &[],
+            &[],
+            &["a.c", "c.c"],
+        ),
+        (
+            "one file alone is the one-unit case",
+            &[("b.c", "#define SCALE 1", "#define SCALE 4")],
+            &["part_b"],
+            &[],
+            &[],
+        ),
+    ];
+    for (k, (what, edits, swapped, added, failing)) in rows.into_iter().enumerate() {
+        let mut p = Units::new();
+        let objects = p.edited(&format!("v{k}"), edits);
+        let units = objects.iter().map(|(i, _)| p.unit(p.files[*i].0)).collect();
+        let requests = unit_requests(&p.built, units, &objects);
+        let patch = match p.linker.link_units(&requests) {
+            Err(errors) => {
+                let mut units: Vec<&str> = errors.iter().map(|e| e.unit.as_str()).collect();
+                units.dedup();
+                assert_eq!(units, failing, "{what}: {errors:#?}");
+                assert!(
+                    errors
+                        .iter()
+                        .all(|e| e.code == LinkErrorCode::UndefinedSymbol
+                            && e.symbol.as_deref() == Some("missing")),
+                    "{what}: {errors:#?}"
+                );
+                continue;
+            }
+            Ok(patch) => patch,
+        };
+        assert!(
+            failing.is_empty(),
+            "{what}: linked, expected errors in {failing:?}"
+        );
+        assert_eq!(patch.swapped, swapped, "{what}");
+        assert_eq!(patch.added, added, "{what}");
+        if !added.is_empty() {
+            // Alone, the unit that calls the addition does not link.
+            let alone = p.linker.link(&requests[requests.len() - 1]);
+            assert!(alone.is_err(), "{what}: the last unit linked alone");
+        }
+
+        // Every arena write has its own bytes: no two units were given the same space.
+        let mut ranges: Vec<(u64, u64, &str)> = patch
+            .writes
+            .iter()
+            .map(|w| (w.addr.0, w.addr.0 + w.bytes.len() as u64, w.what.as_str()))
+            .collect();
+        ranges.sort();
+        for pair in ranges.windows(2) {
+            assert!(
+                pair[0].1 <= pair[1].0,
+                "{what}: overlapping writes {pair:?}"
+            );
+        }
+        let entries: Vec<u64> = patch.entries.iter().map(|e| e.addr.0).collect();
+        let mut distinct = entries.clone();
+        distinct.sort();
+        distinct.dedup();
+        assert_eq!(
+            distinct.len(),
+            entries.len(),
+            "{what}: an entry written twice"
+        );
+
+        // One commit, one record: its revert puts back each entry's bytes.
+        p.linker.commit(&patch);
+        let plan = p.linker.revert_plan().expect("a record");
+        let reverted = p.linker.revert_last().expect("a record");
+        assert_eq!(plan, reverted, "{what}");
+        for entry in &patch.entries {
+            let back = reverted
+                .entries
+                .iter()
+                .find(|w| w.addr == entry.addr)
+                .unwrap_or_else(|| panic!("{what}: {} not reverted", entry.function));
+            assert_eq!(
+                (&back.expected, &back.bytes),
+                (&entry.bytes, &entry.expected),
+                "{what}: {}",
+                entry.function
+            );
+        }
+        assert_eq!(reverted.entries.len(), patch.entries.len(), "{what}");
+        assert!(
+            p.linker.revert_last().is_none(),
+            "{what}: more than one record"
+        );
+        // The linker is back where it was: the same units link to the same entry writes.
+        let again = p.linker.link_units(&requests).expect("links again");
+        let expected: Vec<_> = again.entries.iter().map(|e| &e.expected).collect();
+        let first: Vec<_> = patch.entries.iter().map(|e| &e.expected).collect();
+        assert_eq!(expected, first, "{what}");
+    }
+}
+
+/// Two C++ files with a copy of one inline function of a header (a COMDAT group each;
+/// the executable kept one).
+const INLINE_UNITS: [(&str, &str); 2] = [
+    (
+        "u1.cpp",
+        "inline int twice(int x) { return 2 * x; }\nint f2(int);\nint f1(int x) { return twice(x); }\nint main() { return f1(1) + f2(2); }\n",
+    ),
+    (
+        "u2.cpp",
+        "inline int twice(int x) { return 2 * x; }\nint f2(int x) { return twice(x) + 1; }\n",
+    ),
+];
+
+#[test]
+fn an_inline_function_both_units_carry_is_redirected_once() {
+    let mut p = Units::of("c++", &INLINE_UNITS);
+    let edit = "inline int twice(int x) { return 2 * x; }";
+    let to = "inline int twice(int x) { return 3 * x; }";
+    let objects = p.edited("v2", &[("u1.cpp", edit, to), ("u2.cpp", edit, to)]);
+    let units = objects.iter().map(|(i, _)| p.unit(p.files[*i].0)).collect();
+    let requests = unit_requests(&p.built, units, &objects);
+    // Alone, each unit redirects the entry the executable uses.
+    let alone: Vec<Patch> = requests
+        .iter()
+        .map(|r| p.linker.link(r).unwrap_or_else(|e| panic!("{e:#?}")))
+        .collect();
+    let entry_of = |patch: &Patch| -> Vec<(u64, Vec<u8>)> {
+        patch
+            .entries
+            .iter()
+            .filter(|e| e.function.contains("twice"))
+            .map(|e| (e.addr.0, e.expected.clone()))
+            .collect()
+    };
+    assert_eq!(entry_of(&alone[0]).len(), 1, "{:#?}", alone[0].entries);
+    assert_eq!(entry_of(&alone[0]), entry_of(&alone[1]));
+    // Together: one write, expecting the original bytes, reverted once.
+    let patch = p
+        .linker
+        .link_units(&requests)
+        .unwrap_or_else(|e| panic!("{e:#?}"));
+    assert_eq!(
+        entry_of(&patch),
+        entry_of(&alone[0]),
+        "{:#?}",
+        patch.entries
+    );
+    p.linker.commit(&patch);
+    let reverted = p.linker.revert_last().expect("a record");
+    let (addr, original) = entry_of(&alone[0]).remove(0);
+    let back: Vec<_> = reverted
+        .entries
+        .iter()
+        .filter(|w| w.addr.0 == addr)
+        .collect();
+    assert!(
+        matches!(back.as_slice(), [w] if w.bytes == original),
+        "{:#?}",
+        reverted.entries
+    );
+}

@@ -54,6 +54,11 @@ pub enum ChangeReason {
     Target { offset: AtomOffset },
     /// Another part of the same unit changed, appeared or disappeared (`fn` / `fn.cold`).
     UnitPart { part: String },
+    /// The code is the same but its exception table (LSDA, `.gcc_except_table`, reached only
+    /// from its FDE) is not: it catches or cleans up differently. A C++ function whose callee
+    /// in the same file could not throw before leaves that call out of its table (a throw
+    /// through it terminates); once the callee may throw, the call is listed.
+    ExceptionTable,
 }
 
 /// The result of [`changed_functions`]. Atom ids in `old`/`removed` index the old object,
@@ -357,6 +362,25 @@ fn collect_labels(object: &Object) -> HashMap<AtomId, Vec<u64>> {
 impl Comparer<'_> {
     fn compare_named(&mut self, old: AtomId, new: AtomId) -> Option<ChangeReason> {
         self.compare_atoms(old, new)
+            .or_else(|| self.compare_exception_tables(old, new))
+    }
+
+    /// Whether two matched functions have different LSDAs (see
+    /// [`ChangeReason::ExceptionTable`]), compared like any anonymous data they reference.
+    fn compare_exception_tables(&mut self, old: AtomId, new: AtomId) -> Option<ChangeReason> {
+        if self.new.atom(new).kind != AtomKind::Text {
+            return None;
+        }
+        let (old_tables, new_tables) = (lsdas(self.old, old), lsdas(self.new, new));
+        if old_tables.len() != new_tables.len() {
+            return Some(ChangeReason::ExceptionTable);
+        }
+        for (a, b) in old_tables.into_iter().zip(new_tables) {
+            if self.compare_atoms(a, b).is_some() {
+                return Some(ChangeReason::ExceptionTable);
+            }
+        }
+        None
     }
 
     /// The first difference between two atoms, comparing relocation targets recursively.
@@ -717,6 +741,25 @@ fn entry_window(bytes: &[u8], p: i64, reach: i64, size: usize) -> Option<(usize,
     let start = p - p % size;
     let end = (last - last % size + size).min(bytes.len());
     Some((start, end, p - start))
+}
+
+/// The atoms a function's FDEs point at besides the function itself: its LSDAs.
+fn lsdas(object: &Object, atom: AtomId) -> Vec<AtomId> {
+    let mut tables = Vec::new();
+    for fde in object.fdes_of(atom) {
+        for reloc in &object.eh_frame[fde].relocs {
+            // pc_begin (at 8) designates the function itself.
+            if reloc.offset.0 == 8 {
+                continue;
+            }
+            if let SymbolDef::Atom { atom: target, .. } = object.symbol(reloc.symbol).def {
+                if target != atom {
+                    tables.push(target);
+                }
+            }
+        }
+    }
+    tables
 }
 
 #[cfg(test)]

@@ -151,9 +151,9 @@ fn symbol_visibility(st_visibility: elf::SymbolVisibility) -> Visibility {
 /// Only `SHT_PROGBITS` and `SHT_NOBITS` sections hold functions and variables. Everything
 /// else that is allocatable is metadata for the static or dynamic linker, not program
 /// content a patch can place on its own:
-/// - `.eh_frame` (`SHT_X86_64_UNWIND`, or `SHT_PROGBITS` from older assemblers): one table of
-///   CIEs/FDEs for the whole object, registered with the unwinder only at program load
-///   (through `PT_GNU_EH_FRAME`); copying it next to a patch would not make it visible.
+/// - `.eh_frame` (`SHT_X86_64_UNWIND`, or `SHT_PROGBITS` from some assemblers): one table of
+///   CIEs/FDEs for the whole object, not one function's; it is split into records
+///   ([`Object::eh_frame`]) and the linker builds a table of the FDEs it needs.
 /// - `.note*` (`SHT_NOTE`): properties and ABI tags for the linker.
 /// - `.init_array` / `.fini_array` / `.preinit_array`: constructors already ran at launch and
 ///   a patch never re-runs them.
@@ -374,8 +374,13 @@ pub(crate) fn parse_relocatable(path: &Path, bytes: &[u8]) -> Result<Object, Obj
         });
     }
 
-    // Relocations: of atoms (into `Atom::relocs`) and of debug sections (for DWARF).
+    // Relocations: of atoms (into `Atom::relocs`), of debug sections (for DWARF) and of
+    // `.eh_frame` (split into records with it below).
     let mut debug_relocs: HashMap<usize, DebugRelocs> = HashMap::default();
+    let mut eh_frame_relocs: Vec<Reloc> = Vec::new();
+    // Why the `.eh_frame` relocations cannot be used (REL/CREL, another symbol table, out
+    // of bounds): that only costs the object's unwind table, a warning (`read_eh_frame`).
+    let mut eh_frame_unusable: Option<String> = None;
     for (index, shdr) in sections.enumerate() {
         let sh_type = shdr.sh_type(endian);
         if sh_type != elf::SHT_RELA && sh_type != elf::SHT_REL && sh_type != elf::SHT_CREL {
@@ -398,7 +403,19 @@ pub(crate) fn parse_relocatable(path: &Path, bytes: &[u8]) -> Result<Object, Obj
             .and_then(|s| sections.section_name(endian, s).ok())
             .unwrap_or_default();
         let is_debug = target_name.starts_with(b".debug_");
-        if target_atom.is_none() && !is_debug {
+        let is_eh_frame = target_name == b".eh_frame";
+        if target_atom.is_none() && !is_debug && !is_eh_frame {
+            continue;
+        }
+        if is_eh_frame && sh_type != elf::SHT_RELA {
+            eh_frame_unusable = Some(format!(
+                "its relocations use {}, only RELA is supported",
+                if sh_type == elf::SHT_REL {
+                    "SHT_REL"
+                } else {
+                    "SHT_CREL"
+                }
+            ));
             continue;
         }
         if sh_type != elf::SHT_RELA {
@@ -427,7 +444,12 @@ pub(crate) fn parse_relocatable(path: &Path, bytes: &[u8]) -> Result<Object, Obj
                 format!("relocations of {}: table out of bounds", lossy(target_name)),
             ));
         };
-        if let Some(atom_id) = target_atom {
+        if is_eh_frame {
+            match eh_frame_rela(path, endian, ident.machine, relas, symbols.len()) {
+                Ok(relocs) => eh_frame_relocs.extend(relocs),
+                Err(e) => eh_frame_unusable = Some(e.to_string()),
+            }
+        } else if let Some(atom_id) = target_atom {
             let atom = &mut atoms[atom_id.0 as usize];
             atom.relocs.reserve(relas.len());
             for rela in relas {
@@ -500,12 +522,76 @@ pub(crate) fn parse_relocatable(path: &Path, bytes: &[u8]) -> Result<Object, Obj
         local_static_scopes: Vec::new(),
         decl_lines: Vec::new(),
         warnings: Vec::new(),
+        eh_frame: Vec::new(),
     };
+    match eh_frame_unusable {
+        // Unrelocated records would describe the wrong code: no table at all.
+        Some(why) => object.warnings.push(format!(
+            ".eh_frame not read ({why}): new code from this object gets no unwind table"
+        )),
+        None => read_eh_frame(&file, &eh_frame_relocs, &mut object),
+    }
     object.lines = vec![Vec::new(); object.atoms.len()];
     object.local_static_scopes = vec![None; object.symbols.len()];
     object.decl_lines = vec![None; object.symbols.len()];
     dwarf::read_object_dwarf(&file, &debug_relocs, &section_atom, &mut object);
     Ok(object)
+}
+
+/// The relocations of `.eh_frame`, decoded like an atom's (section offsets).
+fn eh_frame_rela(
+    path: &Path,
+    endian: Endianness,
+    machine: Machine,
+    relas: &[elf::Rela64<Endianness>],
+    symbol_count: usize,
+) -> Result<Vec<Reloc>, ObjectError> {
+    relas
+        .iter()
+        .map(|rela| {
+            let sym = rela.r_sym(endian, false) as usize;
+            let offset = rela.r_offset(endian);
+            if sym >= symbol_count {
+                return Err(malformed(
+                    path,
+                    format!("relocation at .eh_frame+{offset:#x}: symbol index {sym} out of range"),
+                ));
+            }
+            let raw_type = rela.r_type(endian, false).0;
+            Ok(Reloc {
+                offset: AtomOffset(offset),
+                raw_type,
+                kind: match machine {
+                    Machine::X86_64 => RelocKind::from_x86_64(raw_type),
+                    Machine::Aarch64 => RelocKind::from_aarch64(raw_type),
+                },
+                symbol: SymbolId(sym as u32),
+                addend: rela.r_addend(endian),
+            })
+        })
+        .collect()
+}
+
+/// Split the object's `.eh_frame` (if any) into records. A table that cannot be read only
+/// costs the unwind information of new code: a warning, not a refusal.
+fn read_eh_frame(file: &File<'_>, relocs: &[Reloc], object: &mut Object) {
+    use object::{Object as _, ObjectSection as _};
+    let Some(section) = file.section_by_name(".eh_frame") else {
+        return;
+    };
+    let bytes = match section.data() {
+        Ok(b) => b,
+        Err(e) => {
+            object
+                .warnings
+                .push(format!(".eh_frame: contents out of bounds: {e}"));
+            return;
+        }
+    };
+    match crate::eh_frame::split(bytes, relocs, &object.symbols) {
+        Ok(records) => object.eh_frame = records,
+        Err(e) => object.warnings.push(e),
+    }
 }
 
 /// Strip an ELF symbol version suffix: `stdout@GLIBC_2.2.5` and `memcpy@@GLIBC_2.14` both

@@ -13,8 +13,10 @@
 
 pub mod diff;
 mod dwarf;
+mod eh_frame;
 mod elf;
 pub mod image;
+pub mod names;
 pub mod reloc;
 
 pub use diff::{
@@ -26,6 +28,7 @@ pub use image::{
     CompileUnit, GotSlot, GotSlotKind, ImageSymbol, IrelativeSlot, LinkedImage, SectionData,
     TlsSegment, TranslationUnitId, Visibility,
 };
+pub use names::{display_name, display_names};
 pub use reloc::RelocKind;
 
 use std::path::{Path, PathBuf};
@@ -208,6 +211,35 @@ pub struct Object {
     /// Added: non-fatal problems met while reading the object, e.g. DWARF that could not be
     /// read (then `lines` are missing, but atoms and relocations are complete).
     pub warnings: Vec<String>,
+    /// Added: the records of `.eh_frame` (CIEs and FDEs), in section order; empty when the
+    /// object has none or it could not be read (then a warning says why). `.eh_frame` is not
+    /// an atom: the linker copies the FDEs of the functions it places (see
+    /// [`Object::fdes_of`]) with their CIEs into a table of its own.
+    pub eh_frame: Vec<EhRecord>,
+}
+
+/// One record of `.eh_frame`: a CIE or an FDE, whole (from its length word to its end).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EhRecord {
+    /// Offset of the record in the object's `.eh_frame`.
+    pub offset: u64,
+    /// The record's bytes, length word included, unrelocated.
+    pub bytes: Vec<u8>,
+    /// Relocations inside the record, with offsets from the record's start, sorted: an FDE's
+    /// `pc_begin` (at 8) and LSDA pointer, a CIE's personality pointer.
+    pub relocs: Vec<Reloc>,
+    pub kind: EhRecordKind,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EhRecordKind {
+    Cie,
+    /// `cie`: index (in [`Object::eh_frame`]) of the CIE it uses; `function`: the atom its
+    /// `pc_begin` is relocated against.
+    Fde {
+        cie: usize,
+        function: Option<AtomId>,
+    },
 }
 
 /// Why an object could not be read. Callers branch on it (a non-ELF file, an unsupported
@@ -309,6 +341,19 @@ impl Object {
             Some(scope) => format!("{scope}/{base}"),
             None => base.to_string(),
         }
+    }
+
+    /// The FDEs (indexes into [`Object::eh_frame`]) that describe code of `atom`.
+    pub fn fdes_of(&self, atom: AtomId) -> impl Iterator<Item = usize> + '_ {
+        self.eh_frame
+            .iter()
+            .enumerate()
+            .filter_map(move |(i, r)| match r.kind {
+                EhRecordKind::Fde {
+                    function: Some(f), ..
+                } if f == atom => Some(i),
+                _ => None,
+            })
     }
 
     /// The first named symbol defined in an atom (the function or variable it holds).

@@ -418,3 +418,57 @@ fn jump_tables_and_local_tables_follow_their_function() {
         );
     }
 }
+
+#[test]
+fn a_caller_whose_exception_table_changed_is_changed() {
+    // `leaf` cannot throw, so g++ leaves `caller`'s call of it out of caller's call-site
+    // table; once `leaf` may throw, caller's code is the same but its table lists the call.
+    let old = "#include <stdexcept>\n\
+               int other(int);\n\
+               int leaf(int x) { return x; }\n\
+               int caller(int x) { try { return leaf(x) + other(x); } catch (...) { return -1; } }\n";
+    let new = old.replace(
+        "int leaf(int x) { return x; }",
+        "int leaf(int x) { if (x > 0) throw std::runtime_error(\"x\"); return x; }",
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let flags = ["-c", "-O0", "-g", "-ffunction-sections", "-fdata-sections"];
+    let old_obj = {
+        let path = compile_with("c++", dir.path(), "unit.cpp", old, &flags, "old.o");
+        parse_object(&path)
+    };
+    let new_obj = parse_object(&compile_with(
+        "c++",
+        dir.path(),
+        "unit.cpp",
+        &new,
+        &flags,
+        "new.o",
+    ));
+    let diff = changed_functions(&old_obj, &new_obj);
+    assert_eq!(
+        names(&diff.changed),
+        ["_Z4leafi", "_Z6calleri"],
+        "{diff:#?}"
+    );
+    let caller = diff
+        .changed
+        .iter()
+        .find(|m| m.name == "_Z6calleri")
+        .expect("caller");
+    assert_eq!(
+        caller.reason,
+        Some(ChangeReason::ExceptionTable),
+        "{diff:#?}"
+    );
+    // The same file compiled twice: no change, tables included.
+    let again = parse_object(&compile_with(
+        "c++",
+        dir.path(),
+        "unit.cpp",
+        &new,
+        &flags,
+        "again.o",
+    ));
+    assert!(changed_functions(&new_obj, &again).is_empty());
+}

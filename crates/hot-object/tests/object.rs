@@ -522,3 +522,117 @@ fn variables_know_their_declaration_line() {
         }
     }
 }
+
+#[test]
+fn eh_frame_records_name_their_cie_function_and_lsda() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let source = "struct Noisy { ~Noisy(); };\n\
+                  void may_throw();\n\
+                  int plain(int x) { return x + 1; }\n\
+                  int guarded() { Noisy n; may_throw(); return 1; }\n";
+    let path = compile_with(
+        "c++",
+        dir.path(),
+        "eh.cpp",
+        source,
+        &["-c", "-O0", "-ffunction-sections", "-fdata-sections"],
+        "eh.o",
+    );
+    let object = parse_object(&path);
+    assert!(object.warnings.is_empty(), "{:?}", object.warnings);
+    let cies = object
+        .eh_frame
+        .iter()
+        .filter(|r| r.kind == hot_object::EhRecordKind::Cie)
+        .count();
+    // One CIE without a personality (`plain`), one with `__gxx_personality_v0` (`guarded`).
+    assert_eq!(cies, 2, "{:#?}", object.eh_frame);
+    for name in ["_Z5plaini", "_Z7guardedv"] {
+        let atom = atom_of(&object, name);
+        let fdes: Vec<usize> = object.fdes_of(atom).collect();
+        assert_eq!(fdes.len(), 1, "{name}: {:#?}", object.eh_frame);
+        let fde = &object.eh_frame[fdes[0]];
+        let hot_object::EhRecordKind::Fde { cie, .. } = fde.kind else {
+            unreachable!()
+        };
+        let cie = &object.eh_frame[cie];
+        // Records are whole: the length word plus what it counts.
+        for r in [fde, cie] {
+            let length = u32::from_le_bytes(r.bytes[..4].try_into().expect("4 bytes"));
+            assert_eq!(length as usize + 4, r.bytes.len());
+        }
+        // pc_begin is the first relocation, at 8; `guarded` also has its LSDA pointer into
+        // its own `.gcc_except_table` section, and its CIE the personality pointer.
+        assert_eq!(fde.relocs[0].offset.0, 8);
+        let targets: Vec<String> = fde
+            .relocs
+            .iter()
+            .map(|r| object.symbol_name(r.symbol).to_string())
+            .collect();
+        if name == "_Z7guardedv" {
+            assert_eq!(
+                targets,
+                [".text._Z7guardedv", ".gcc_except_table._Z7guardedv"]
+            );
+            let personality: Vec<&str> = cie
+                .relocs
+                .iter()
+                .map(|r| object.symbol_name(r.symbol))
+                .collect();
+            assert_eq!(personality, ["DW.ref.__gxx_personality_v0"]);
+        } else {
+            assert_eq!(targets, [".text._Z5plaini"]);
+            assert!(cie.relocs.is_empty());
+        }
+    }
+}
+
+#[test]
+fn eh_frame_relocations_in_rel_form_cost_only_the_unwind_table() {
+    // gcc emits RELA on x86-64; an assembler may write REL or CREL. Such an `.eh_frame`
+    // cannot be relocated here: the object is still read (its code swaps), without a table.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = compile_object(
+        dir.path(),
+        "rel.c",
+        "int plain(int x) { return x + 1; }\n",
+        &[],
+    );
+    let mut bytes = std::fs::read(&path).expect("read object");
+    let word = |b: &[u8], at: usize, n: usize| {
+        b[at..at + n]
+            .iter()
+            .rev()
+            .fold(0u64, |v, &x| (v << 8) | x as u64) as usize
+    };
+    // ELF64 header: e_shoff at 0x28, e_shentsize 0x3a, e_shnum 0x3c, e_shstrndx 0x3e.
+    let (shoff, shentsize, shnum, shstrndx) = (
+        word(&bytes, 0x28, 8),
+        word(&bytes, 0x3a, 2),
+        word(&bytes, 0x3c, 2),
+        word(&bytes, 0x3e, 2),
+    );
+    let strtab = word(&bytes, shoff + shstrndx * shentsize + 0x18, 8);
+    let rela = (0..shnum)
+        .map(|i| shoff + i * shentsize)
+        .find(|&h| {
+            let name = strtab + word(&bytes, h, 4);
+            bytes[name..].starts_with(b".rela.eh_frame\0")
+        })
+        .expect("a .rela.eh_frame section");
+    // sh_type: SHT_RELA (4) -> SHT_REL (9).
+    assert_eq!(word(&bytes, rela + 4, 4), 4);
+    bytes[rela + 4] = 9;
+    let object = hot_object::Object::parse(&path, &bytes)
+        .unwrap_or_else(|e| panic!("an object with REL .eh_frame relocations is refused: {e}"));
+    assert!(object.eh_frame.is_empty(), "{:#?}", object.eh_frame);
+    assert!(
+        object
+            .warnings
+            .iter()
+            .any(|w| w.contains(".eh_frame not read") && w.contains("SHT_REL")),
+        "{:?}",
+        object.warnings
+    );
+    assert!(object.symbols.iter().any(|s| s.name == "plain"));
+}

@@ -10,6 +10,12 @@ use std::ffi::OsString;
 use std::ops::Range;
 use std::path::PathBuf;
 
+/// Test-only fault injection (the `fault-injection` feature); see [`fault::arm`].
+#[cfg(feature = "fault-injection")]
+pub mod fault;
+#[cfg(not(feature = "fault-injection"))]
+#[allow(dead_code)]
+mod fault;
 #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
 mod linux;
 #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
@@ -28,6 +34,15 @@ pub const AT_ENTRY: u64 = 9;
 
 /// How to start the program. The program runs in its own session, with stdin on
 /// `/dev/null`, stdout on a pseudo-terminal (so C stdio line-buffers it) and stderr on a pipe.
+/// How long an injected call may take ([`Debuggee::call_function`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CallLimits {
+    /// With every other thread stopped; after it they run again.
+    pub stopped: std::time::Duration,
+    /// In all; after it the call fails and its thread is left running in the callee.
+    pub total: std::time::Duration,
+}
+
 #[derive(Clone, Debug, Default)]
 pub struct LaunchSpec {
     /// The program, executed as given (a relative path is relative to `cwd`, as after `cd`).
@@ -53,6 +68,12 @@ pub enum ProcessEvent {
     /// partial line is sent on its own when the program writes nothing more for 50 ms, and
     /// at exit.
     Output { stream: Stream, text: String },
+    /// The program called `exec`: the same process now runs another image (`path`, as
+    /// `/proc/PID/exe` names it; the same file again for a program that re-executes itself).
+    /// Everything read from the old image is void: read the new one. Noticed within
+    /// 200 ms, and before any arena mapping or apply, which fail instead of writing the
+    /// new image as if it were the old one.
+    Exec { path: String },
     /// The program is gone. An attached process reports no code.
     Exited {
         code: Option<i32>,
@@ -168,6 +189,30 @@ pub enum ProcessError {
     Unexpected { addr: u64, what: String },
     #[error("{0}")]
     Other(String),
+    /// An injected call that did not return within its total limit: its thread is left
+    /// running in the callee (never pulled back mid-call) and is put back where it was if
+    /// the callee ever returns. What the callee was to do may still happen.
+    #[error("{0}")]
+    CallStillRunning(String),
+}
+
+impl ProcessError {
+    /// The stable code the user sees with the message (DESIGN.md 3.3; `launch-failed` and
+    /// `process-error` for what the list has no code for). Exhaustive: a new variant must
+    /// say how it reaches the user.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ProcessError::Launch { .. } => "launch-failed",
+            ProcessError::PermissionDenied(_) => "permission-denied",
+            ProcessError::Exited => "process-exited",
+            // A write the memory refused, or bytes that are not what hot-lsp left there:
+            // either way nothing was written.
+            ProcessError::Protection { .. } | ProcessError::Unexpected { .. } => {
+                "protection-failure"
+            }
+            ProcessError::Other(_) | ProcessError::CallStillRunning(_) => "process-error",
+        }
+    }
 }
 
 /// A running program under hot-lsp's control. Dropping it kills a launched program and
@@ -241,6 +286,39 @@ impl Debuggee {
             .ok()
     }
 
+    /// The program's child processes that run its own executable (forked workers of a
+    /// pre-fork server; a child that called exec runs something else and is not listed),
+    /// in pid order. They are not traced and a swap does not reach them: each keeps the
+    /// code it was forked with.
+    pub fn forked_children(&self) -> Vec<i32> {
+        let pid = self.pid();
+        let Ok(exe) = std::fs::read_link(self.exe_path()) else {
+            return Vec::new();
+        };
+        let Ok(dir) = std::fs::read_dir("/proc") else {
+            return Vec::new();
+        };
+        let mut children: Vec<i32> = dir
+            .flatten()
+            .filter_map(|entry| entry.file_name().to_str()?.parse::<i32>().ok())
+            .filter(|&child| {
+                let status = std::fs::read_to_string(format!("/proc/{child}/status"));
+                let parent = status.ok().and_then(|s| {
+                    s.lines()
+                        .find_map(|l| l.strip_prefix("PPid:"))
+                        .and_then(|p| p.trim().parse::<i32>().ok())
+                });
+                parent == Some(pid)
+                    && std::fs::read_link(format!("/proc/{child}/exe"))
+                        .ok()
+                        .as_ref()
+                        == Some(&exe)
+            })
+            .collect();
+        children.sort_unstable();
+        children
+    }
+
     /// `/proc/PID/maps`, in address order.
     pub fn mappings(&self) -> Result<Vec<Mapping>, ProcessError> {
         self.inner.mappings()
@@ -312,6 +390,30 @@ impl Debuggee {
     /// left in a ptrace stop).
     pub fn apply(&self, plan: &WritePlan) -> Result<ApplyReport, ProcessError> {
         self.inner.apply(plan)
+    }
+
+    /// Call the function at `function` in the target with up to six integer arguments and
+    /// return its result (`rax`), with every thread stopped: one of them (held in an
+    /// interrupt or signal stop, never inside `clone`; preferably one that does not block
+    /// SIGSEGV and is blocked in a system call) runs the call on its own stack, below its red
+    /// zone, and is then put back exactly where it was (registers, x87/SSE/AVX state, signal
+    /// mask, the stack word used). A callee that faults fails the call with
+    /// [`ProcessError::Other`]; the fault is not delivered and the program goes on as it was
+    /// (what the callee did until then stays done). A program that ignores SIGSEGV gets no
+    /// call (the return through a fault would reset that action).
+    ///
+    /// A call that has started is never pulled back (the callee may hold a lock): after
+    /// `limits.stopped` the other threads are let go, and after `limits.total` the call fails
+    /// with the thread left running in the callee; it is put back where it was if the callee
+    /// ever returns. `what` names the callee in messages.
+    pub fn call_function(
+        &self,
+        function: u64,
+        args: &[u64],
+        limits: CallLimits,
+        what: &str,
+    ) -> Result<u64, ProcessError> {
+        self.inner.call_function(function, args, limits, what)
     }
 
     /// Kill a launched program (SIGKILL) and wait for it, reporting its exit; detach from an

@@ -61,6 +61,15 @@ impl Debuggee {
     pub(crate) fn apply(&self, _plan: &WritePlan) -> Result<ApplyReport, ProcessError> {
         match self.never {}
     }
+    pub(crate) fn call_function(
+        &self,
+        _function: u64,
+        _args: &[u64],
+        _limits: crate::CallLimits,
+        _what: &str,
+    ) -> Result<u64, ProcessError> {
+        match self.never {}
+    }
     pub(crate) fn stop(self) {
         match self.never {}
     }

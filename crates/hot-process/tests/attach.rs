@@ -238,4 +238,9 @@ fn attaching_to_another_users_process_is_permission_denied() {
     target.wait().expect("wait");
     assert!(result.starts_with("RESULT=PermissionDenied:"), "{result}");
     assert!(result.contains(&target.id().to_string()), "{result}");
+    // The cause and its fix are named.
+    assert!(
+        result.contains("another user") && result.contains("CAP_SYS_PTRACE"),
+        "{result}"
+    );
 }

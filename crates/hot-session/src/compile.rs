@@ -63,6 +63,15 @@ pub enum CompileError {
     },
 }
 
+impl CompileError {
+    /// The stable code the user sees with the message: the file did not compile.
+    pub fn code(&self) -> &'static str {
+        match self {
+            CompileError::CompilerMissing { .. } | CompileError::Spawn { .. } => "compile-error",
+        }
+    }
+}
+
 /// Identify a compiler by its `--version` banner, once per compiler path.
 pub fn family_of(compiler: &str, directory: &Path) -> Family {
     static CACHE: Mutex<Option<HashMap<String, Family>>> = Mutex::new(None);

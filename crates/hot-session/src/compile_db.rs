@@ -37,13 +37,59 @@ pub struct CompileEntry {
 pub struct CompileDatabase {
     pub path: PathBuf,
     by_file: HashMap<PathBuf, Vec<CompileEntry>>,
+    /// What the file was when it was read, to tell whether it changed since.
+    stamp: Option<Stamp>,
+}
+
+/// A file's identity and size and modification time, and a hash of the text read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Stamp {
+    inode: u64,
+    len: u64,
+    modified: std::time::SystemTime,
+    /// When the file was read: a file modified shortly before that may have been modified
+    /// again within the same timestamp tick (the kernel's file clock is coarse, a few ms).
+    read_at: std::time::SystemTime,
+    hash: u64,
+}
+
+/// Within this much of a read, an unchanged size and time do not prove the content unchanged.
+const RACY_WINDOW: std::time::Duration = std::time::Duration::from_secs(2);
+
+fn text_hash(text: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    text.hash(&mut hasher);
+    hasher.finish()
+}
+
+impl Stamp {
+    fn of(
+        metadata: &std::fs::Metadata,
+        read_at: std::time::SystemTime,
+        text: &str,
+    ) -> Option<Stamp> {
+        use std::os::unix::fs::MetadataExt;
+        Some(Stamp {
+            inode: metadata.ino(),
+            len: metadata.len(),
+            modified: metadata.modified().ok()?,
+            read_at,
+            hash: text_hash(text),
+        })
+    }
 }
 
 impl CompileDatabase {
     /// Read and index a database. Errors name the file and say what is wrong.
     pub fn load(path: &Path) -> Result<CompileDatabase, String> {
+        // Metadata before the text: a write after the stat makes the stamp look old, and
+        // the next look reads the file again, never the other way round.
+        let metadata = std::fs::metadata(path).ok();
+        let read_at = std::time::SystemTime::now();
         let text = std::fs::read_to_string(path)
             .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let stamp = metadata.and_then(|m| Stamp::of(&m, read_at, &text));
         let raw: Vec<RawEntry> = serde_json::from_str(&text)
             .map_err(|e| format!("{}: invalid compile database: {e}", path.display()))?;
         let mut by_file: HashMap<PathBuf, Vec<CompileEntry>> = HashMap::new();
@@ -76,7 +122,58 @@ impl CompileDatabase {
         Ok(CompileDatabase {
             path: path.to_owned(),
             by_file,
+            stamp,
         })
+    }
+
+    /// Whether the file on disk is still the one read: same inode, size and modification
+    /// time, and, when it was modified within [`RACY_WINDOW`] of the read, the same text.
+    /// A stat per call, and a read only in that window: cheap enough to ask on every save.
+    pub fn is_current(&mut self) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        let Some(stamp) = &mut self.stamp else {
+            return false;
+        };
+        let Ok(metadata) = std::fs::metadata(&self.path) else {
+            return false;
+        };
+        let same = metadata.ino() == stamp.inode
+            && metadata.len() == stamp.len
+            && metadata.modified().ok() == Some(stamp.modified);
+        if !same {
+            return false;
+        }
+        let racy = stamp
+            .read_at
+            .duration_since(stamp.modified)
+            .map_or(true, |age| age < RACY_WINDOW);
+        if !racy {
+            return true;
+        }
+        let read_at = std::time::SystemTime::now();
+        let same_text =
+            std::fs::read_to_string(&self.path).is_ok_and(|text| text_hash(&text) == stamp.hash);
+        if same_text {
+            // The text read now is the one indexed: once this read is outside the window,
+            // the size and time alone decide again (no read per save for a big database).
+            stamp.read_at = read_at;
+        }
+        same_text
+    }
+
+    /// The files whose entries differ between `self` and `newer` (added, removed or with
+    /// other commands), in path order.
+    pub fn changed_files(&self, newer: &CompileDatabase) -> Vec<PathBuf> {
+        let mut files: Vec<PathBuf> = self
+            .by_file
+            .keys()
+            .chain(newer.by_file.keys())
+            .filter(|file| self.by_file.get(*file) != newer.by_file.get(*file))
+            .cloned()
+            .collect();
+        files.sort();
+        files.dedup();
+        files
     }
 
     /// Every entry for `file` (absolute).
@@ -183,6 +280,33 @@ mod tests {
         assert_eq!(rel("src/a.c", "."), Some(PathBuf::from("src/a.c")));
         assert_eq!(rel("/w/a.c", "."), None);
         assert_eq!(rel("a.c", "../x"), None);
+    }
+
+    #[test]
+    fn a_rewritten_database_is_not_current_and_names_its_changed_files() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("compile_commands.json");
+        let root = dir.path().display().to_string();
+        let write = |value: &str| {
+            let json = serde_json::json!([
+                {"directory": root.clone(), "file": "a.c",
+                 "command": format!("cc -DVALUE={value} -c a.c")},
+                {"directory": root.clone(), "file": "b.c", "command": "cc -c b.c"},
+            ]);
+            std::fs::write(&path, json.to_string()).expect("write");
+        };
+        write("1");
+        let mut first = CompileDatabase::load(&path).expect("loads");
+        assert!(first.is_current());
+        // Same length, very likely the same timestamp tick: the text tells.
+        write("2");
+        assert!(!first.is_current());
+        let mut second = CompileDatabase::load(&path).expect("loads again");
+        assert!(second.is_current());
+        assert_eq!(second.changed_files(&first), [dir.path().join("a.c")]);
+        assert!(second.changed_files(&second).is_empty());
+        std::fs::remove_file(&path).expect("remove");
+        assert!(!second.is_current());
     }
 
     #[test]

@@ -16,6 +16,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 pub use config::Config;
+/// How symbol names read in messages (C++ demangled); front ends use it for their own lines.
+pub use hot_object::display_name;
 
 /// How serious a diagnostic is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
@@ -56,7 +58,12 @@ pub enum State {
 /// Microseconds spent in each phase of a swap.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Micros {
+    /// Wall-clock time of the compile phase, reading the objects included (the files of a
+    /// header's swap compile in parallel).
     pub compile: u64,
+    /// The sum of each file's compiler run: a little less than `compile` for one file,
+    /// more than it when several files compiled at once.
+    pub compile_total: u64,
     pub link: u64,
     pub swap: u64,
 }
@@ -65,7 +72,11 @@ pub struct Micros {
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct SwapSummary {
     pub seq: u64,
+    /// The saved file: a source file, or a header whose includers were swapped.
     pub file: PathBuf,
+    /// The files compiled and swapped together: the saved source file, or every
+    /// translation unit of the running program that includes the saved header.
+    pub files: Vec<PathBuf>,
     pub swapped: Vec<String>,
     pub added: Vec<String>,
     pub skipped: usize,
@@ -81,6 +92,8 @@ pub struct Status {
     pub signal: Option<i32>,
     pub last_swap: Option<SwapSummary>,
     pub message: Option<String>,
+    /// The stable code (DESIGN.md 3.3) of the failure `message` reports, when it is one.
+    pub code: Option<String>,
 }
 
 impl Default for Status {
@@ -92,6 +105,7 @@ impl Default for Status {
             signal: None,
             last_swap: None,
             message: None,
+            code: None,
         }
     }
 }
@@ -146,6 +160,12 @@ pub enum SessionEvent {
     },
     /// A swap was applied.
     Swap(SwapSummary),
+    /// A saved file compiled and linked, and no function or variable of it changed: nothing
+    /// was written to the program. `micros.swap` is 0.
+    Unchanged {
+        file: PathBuf,
+        micros: Micros,
+    },
     /// The program is gone.
     Exited {
         code: Option<i32>,

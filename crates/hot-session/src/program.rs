@@ -21,9 +21,11 @@ const MIN_ARENA_SIZE: u64 = 1 << 20;
 
 /// A patch that was applied, kept so `undo` can revert it.
 pub(crate) struct AppliedPatch {
-    pub file: PathBuf,
-    /// The file's baseline before this patch (restored by undo).
-    pub previous_baseline: Option<crate::worker::Baseline>,
+    /// The saved file (a source file, or the header whose includers were swapped).
+    pub saved: PathBuf,
+    /// Each file the patch recompiled, with its baseline before this patch (restored by
+    /// undo): the saved source file, or every includer of the saved header.
+    pub files: Vec<(PathBuf, Option<crate::worker::Baseline>)>,
 }
 
 pub(crate) struct Program {
@@ -33,6 +35,9 @@ pub(crate) struct Program {
     pub image: Option<ImageModel>,
     pub linker: Option<Linker>,
     pub journal: Vec<AppliedPatch>,
+    /// `/tmp/perf-PID.map` was written for this process (`worker/perf_map.rs`): later
+    /// bodies are appended to it.
+    pub perf_map_started: bool,
     sources: SourceMap,
     /// Compile units that `sources` could not place, for the message of a refused save.
     unplaced: Vec<Unplaced>,
@@ -45,6 +50,7 @@ impl Program {
             image: None,
             linker: None,
             journal: Vec::new(),
+            perf_map_started: false,
             sources,
             unplaced: Vec::new(),
         }

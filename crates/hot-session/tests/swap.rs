@@ -726,9 +726,68 @@ fn cpp_member_function_template_and_string() {
     );
     f.wait_output("area=90 twice=43 greeting=hello, C++");
     f.assert_same_process();
-    // Exceptions cannot unwind through new bodies yet: the user is told once.
-    let warning = f.wait_message(Severity::Warning);
-    assert!(warning.contains("exceptions"), "{warning}");
+    // The new bodies' unwind tables were registered (greeting's std::string temporaries
+    // have cleanups): no warning that exceptions cannot pass through them.
+    assert!(
+        !f.log.iter().any(|e| matches!(
+            e,
+            SessionEvent::Message {
+                severity: Severity::Warning,
+                ..
+            }
+        )),
+        "{:#?}",
+        f.log
+    );
+}
+
+/// C++ names read as C++ in every message: an undefined member function is named
+/// `Helper::missing(int) const`, not `_ZNK6Helper7missingEi`, in its diagnostic; the swap
+/// keeps the mangled names tools match on, and they read as C++ through `display_name`.
+#[test]
+fn cpp_messages_name_symbols_demangled() {
+    let mut f = Fixture::launch("cpp");
+    f.wait_output("area=9");
+    f.edit(
+        "main.cpp",
+        "struct Shape {",
+        "struct Helper {\n    int missing(int) const;\n};\nstruct Shape {",
+    );
+    f.edit(
+        "main.cpp",
+        "return side * side;",
+        "return Helper().missing(side);",
+    );
+    let call = f.line_of("main.cpp", "return Helper().missing(side);");
+    f.save("main.cpp");
+    let diagnostics = f.wait_diagnostics("main.cpp");
+    let undefined = diagnostics
+        .iter()
+        .find(|d| d.code == "undefined-symbol")
+        .unwrap_or_else(|| panic!("no undefined-symbol diagnostic: {diagnostics:#?}"));
+    assert_eq!(undefined.line, call, "{undefined:?}");
+    assert!(
+        undefined.message.contains("Helper::missing(int) const")
+            && undefined.message.contains("Square::area() const")
+            && !undefined.message.contains("_Z"),
+        "{undefined:?}"
+    );
+    f.assert_unchanged(0, "area=9", 3);
+
+    f.edit(
+        "main.cpp",
+        "return Helper().missing(side);",
+        "return side * side * 10;",
+    );
+    f.save("main.cpp");
+    let swap = f.wait_swap();
+    assert_eq!(swap.swapped, ["_ZNK6Square4areaEv"], "{swap:?}");
+    assert_eq!(
+        hot_session::display_name(&swap.swapped[0]),
+        "Square::area() const"
+    );
+    f.wait_output("area=90");
+    f.assert_same_process();
 }
 
 // -fvisibility=hidden: ld makes hidden functions called from another file local symbols of
@@ -1082,16 +1141,245 @@ fn a_header_edited_after_the_build_is_not_hidden_by_the_baseline() {
         note.contains("changed after the program was built"),
         "{note}"
     );
-    // The dependency lists know who includes the header.
+    // The dependency lists know who includes the header: saving it swaps main.c again.
+    f.edit("scale.h", "#define SCALE 3", "#define SCALE 5");
     f.save("scale.h");
-    let main = f.path("main.c").display().to_string();
-    f.wait("the includers of scale.h", |e| match e {
-        SessionEvent::Message { text, .. } if text.contains("is a header") => {
-            assert!(text.contains(&main), "{text}");
-            Some(())
+    let swap = f.wait_swap();
+    assert_eq!(
+        (&swap.file, &swap.files, &swap.swapped),
+        (
+            &f.path("scale.h"),
+            &vec![f.path("main.c")],
+            &vec!["scaled".to_string()]
+        ),
+        "{swap:?}"
+    );
+    f.wait_output("compute=50");
+    f.assert_same_process();
+}
+
+/// tests/fixtures/headers3: a thread sums part_a + part_b + part_c (a.c, b.c, c.c, each
+/// using common.h's SCALE) and counts rounds that saw the files swapped one by one.
+const SUM_BEFORE: &str = "sum=111 mixes=0";
+
+/// The next `lines` lines of output show no mixed round.
+fn assert_no_mix(f: &mut Fixture, lines: usize) {
+    for line in f.next_lines(lines) {
+        assert_eq!(
+            field(&line, "mixes"),
+            "0",
+            "a round saw old and new: {line}"
+        );
+    }
+}
+
+#[test]
+fn a_header_edit_swaps_every_includer_at_once_and_undo_reverts_them_all() {
+    let (mut f, swap) = check_edit_swaps(
+        "headers3",
+        "common.h",
+        (SUM_BEFORE, "#define SCALE 1", "#define SCALE 2"),
+        &["part_a", "part_b", "part_c"],
+        &["sum=222"],
+    );
+    let includers: Vec<_> = ["a.c", "b.c", "c.c"].iter().map(|p| f.path(p)).collect();
+    assert_eq!((&swap.file, &swap.files), (&f.path("common.h"), &includers));
+    // The figures, for the report: compile is the wall time of the three parallel compiles,
+    // compile_total the sum of their own times (not compared: CI timings are noisy).
+    eprintln!(
+        "header swap of 3 files: compile wall {} µs, sum of compiles {} µs, link {} µs, swap {} µs",
+        swap.micros.compile, swap.micros.compile_total, swap.micros.link, swap.micros.swap
+    );
+    assert!(
+        swap.micros.compile_total > 0 && swap.micros.compile > 0,
+        "{swap:?}"
+    );
+    // Each file's compile is reported as it finishes.
+    for file in ["a.c", "b.c", "c.c"] {
+        assert!(
+            f.log.iter().any(|e| matches!(e,
+                SessionEvent::Progress(Progress::Report { message, .. })
+                    if message.starts_with(&format!("compiled {file} ")))),
+            "no progress for {file}"
+        );
+    }
+    assert_no_mix(&mut f, 5);
+
+    // Undo reverts all three in one commit, and gives each file its baseline back: saving
+    // the header again swaps all three again.
+    f.send(hot_session::Command::Undo);
+    let note = f.wait("the undo", |e| match e {
+        SessionEvent::Message { text, .. } if text.contains("reverted the last swap") => {
+            Some(text.clone())
         }
         _ => None,
     });
+    assert!(note.contains("common.h"), "{note}");
+    f.fresh_output.clear();
+    f.wait_output("sum=111");
+    assert_no_mix(&mut f, 5);
+    f.save("common.h");
+    let again = f.wait_swap();
+    assert_eq!(again.swapped, ["part_a", "part_b", "part_c"], "{again:?}");
+    f.wait_output("sum=222");
+    assert_no_mix(&mut f, 3);
+    f.assert_same_process();
+}
+
+/// A header edit that does not compile in some includers, row by row: (from, to, the file
+/// the errors are in, a text on their line, how many distinct errors it must show, the
+/// includers that compiled and get fresh empty diagnostics). Nothing is swapped.
+#[test]
+fn a_relaunch_gets_a_header_swap_again_all_at_once() {
+    let mut f = Fixture::copy("headers3");
+    // No build command: the relaunched executable is the very same file (same build-id).
+    let built = std::process::Command::new("cc")
+        .args([
+            "-O0", "-g", "-pthread", "-o", "app", "main.c", "a.c", "b.c", "c.c",
+        ])
+        .current_dir(f.dir.path())
+        .status()
+        .expect("run cc");
+    assert!(built.success());
+    f.write(
+        "hot-lsp.toml",
+        "[program]\npath = \"app\"\n\n[compile]\ncommand = \"cc -O0 -g -pthread -c {file} -o {output}\"\n",
+    );
+    f.start();
+    let first = f.wait_launched();
+    f.wait_output(SUM_BEFORE);
+    f.edit("common.h", "#define SCALE 1", "#define SCALE 2");
+    f.save("common.h");
+    f.wait_swap();
+    f.wait_output("sum=222");
+
+    f.send(hot_session::Command::Restart);
+    let second = f.wait_launched();
+    assert_ne!(first, second);
+    // The three files go in as one swap: the relaunched program never runs them mixed.
+    let swap = f.wait_swap();
+    assert_eq!(swap.swapped, ["part_a", "part_b", "part_c"], "{swap:?}");
+    let note = f.wait("the replay message", |e| match e {
+        SessionEvent::Message {
+            severity: Severity::Information,
+            text,
+        } if text.contains("re-applied") => Some(text.clone()),
+        _ => None,
+    });
+    assert!(note.contains("3 of 3"), "{note}");
+    f.fresh_output.clear();
+    f.wait_output("sum=222");
+    assert_no_mix(&mut f, 3);
+}
+
+#[test]
+fn a_header_edit_that_breaks_an_includer_swaps_none_of_them() {
+    type Row<'a> = (&'a str, &'a str, &'a str, &'a str, usize, &'a [&'a str]);
+    let rows: [Row; 2] = [
+        // a.c and b.c compile with the new SCALE; c.c uses the OFFSET the edit renames.
+        (
+            "#define SCALE 1\n#define OFFSET 0",
+            "#define SCALE 2\n#define OFFSET_MOVED 0",
+            "c.c",
+            "OFFSET",
+            1,
+            &["a.c", "b.c"],
+        ),
+        // An error in the header itself that each includer words its own way: the
+        // header shows all three (the union of its includers' lists).
+        (
+            "#define OFFSET 0",
+            "#define OFFSET 0\n_Static_assert(sizeof(__BASE_FILE__) == 1, \"checked in \" __BASE_FILE__);",
+            "common.h",
+            "_Static_assert",
+            3,
+            &[],
+        ),
+    ];
+    for (from, to, broken, needle, errors, clean) in rows {
+        let mut f = Fixture::launch("headers3");
+        f.wait_output(SUM_BEFORE);
+        f.edit("common.h", from, to);
+        f.save("common.h");
+        f.wait_diagnostics(broken);
+        // The files that compiled get their fresh (empty) diagnostics.
+        for file in clean {
+            let path = f.path(file);
+            let seen = |e: &SessionEvent| {
+                matches!(e, SessionEvent::Diagnostics { file, diagnostics }
+                    if *file == path && diagnostics.is_empty())
+            };
+            if !f.log.iter().any(seen) {
+                f.wait(&format!("fresh diagnostics of {file}"), |e| {
+                    seen(e).then_some(())
+                });
+            }
+        }
+        f.assert_unchanged(0, SUM_BEFORE, 3);
+        // What the editor shows now: the last list published for the broken file.
+        let path = f.path(broken);
+        let shown = f
+            .log
+            .iter()
+            .rev()
+            .find_map(|e| match e {
+                SessionEvent::Diagnostics { file, diagnostics } if *file == path => {
+                    Some(diagnostics.clone())
+                }
+                _ => None,
+            })
+            .unwrap_or_default();
+        let line = f.line_of(broken, needle);
+        let found: Vec<&Diagnostic> = shown
+            .iter()
+            .filter(|d| d.code == "compile-error" && d.severity == Severity::Error)
+            .collect();
+        assert!(
+            found.len() == errors && found.iter().all(|d| d.line == line),
+            "{broken}: expected {errors} error(s) on line {line}: {shown:#?}"
+        );
+    }
+}
+
+#[test]
+fn a_header_no_unit_includes_is_said_until_a_save_includes_it() {
+    let mut f = Fixture::launch("headers3");
+    f.wait_output("extra=0");
+    f.save("unused.h");
+    let diagnostics = f.wait_diagnostics("unused.h");
+    assert!(
+        matches!(diagnostics.as_slice(), [d] if d.severity == Severity::Information
+            && d.code == "not-included" && d.message.contains("unused.h")),
+        "{diagnostics:#?}"
+    );
+    // A save that adds the include updates main.c's dependency list.
+    f.edit(
+        "main.c",
+        "#include <unistd.h>",
+        "#include <unistd.h>\n\n#include \"unused.h\"",
+    );
+    f.edit("main.c", "    return 0;\n}", "    return EXTRA + 1;\n}");
+    f.save("main.c");
+    assert_eq!(f.wait_swap().swapped, ["extra"]);
+    f.wait_output("extra=1");
+    f.edit("unused.h", "#define EXTRA 0", "#define EXTRA 5");
+    f.save("unused.h");
+    let swap = f.wait_swap();
+    assert_eq!(
+        (&swap.files, &swap.swapped),
+        (&vec![f.path("main.c")], &vec!["extra".to_string()]),
+        "{swap:?}"
+    );
+    f.wait_output("extra=6");
+    // The information diagnostic is gone.
+    let path = f.path("unused.h");
+    assert!(
+        f.log.iter().any(
+            |e| matches!(e, SessionEvent::Diagnostics { file, diagnostics }
+            if *file == path && diagnostics.is_empty())
+        ),
+        "the not-included diagnostic was not cleared"
+    );
     f.assert_same_process();
 }
 
@@ -1225,4 +1513,271 @@ fn check_without_baseline(
     f.wait_output(after);
     f.assert_same_process();
     f
+}
+
+/// The `cxxexcept` fixture built with `compiler` (`c++` or `clang++`), launched.
+fn cxxexcept(compiler: &str) -> Fixture {
+    let mut f = Fixture::copy("cxxexcept");
+    f.write(
+        "hot-lsp.toml",
+        &format!(
+            "[program]\npath = \"app\"\nbuild = \"{compiler} -O0 -g -o app main.cpp\"\n\n\
+             [compile]\ncommand = \"{compiler} -O0 -g -c {{file}} -o {{output}}\"\n"
+        ),
+    );
+    f.start();
+    f.wait_launched();
+    f.wait_output("middle-caught=thrower");
+    f
+}
+
+/// The next `n` lines all contain `needle` (and the program is alive to print them).
+fn assert_next_lines_contain(f: &mut Fixture, n: usize, needle: &str, when: &str) {
+    f.fresh_output.clear();
+    let lines = f.next_lines(n);
+    assert!(
+        lines.iter().filter(|l| l.contains(needle)).count() >= n / 3,
+        "{when}: {needle:?} missing from {lines:#?}"
+    );
+    f.assert_same_process();
+}
+
+#[test]
+fn an_exception_thrown_by_a_swapped_function_is_caught_by_its_caller_also_after_undo() {
+    for compiler in ["c++", "clang++"] {
+        let mut f = cxxexcept(compiler);
+        f.edit("main.cpp", "if (tick < 0) {", "if (tick > 0) {");
+        f.edit("main.cpp", "\"risky-v1\"", "\"risky-v2\"");
+        f.save("main.cpp");
+        let swap = f.wait_swap();
+        assert_eq!(swap.swapped, ["_Z5riskyi"], "{compiler}: {swap:?}");
+        // main (not swapped) catches what the new body throws, tick after tick.
+        f.wait_output("caught=risky-v2");
+        assert_next_lines_contain(&mut f, 6, "caught=risky-v2", compiler);
+        // Undo keeps the table registered (a frame may still run the new body); the old
+        // body runs, and exceptions through the program's own code (thrower -> middle ->
+        // main) still unwind.
+        f.send(hot_session::Command::Undo);
+        f.wait("the undo", |e| match e {
+            SessionEvent::Message { text, .. } if text.contains("reverted") => Some(()),
+            _ => None,
+        });
+        f.fresh_output.clear();
+        f.wait_output(" risky=");
+        f.wait_output("middle-caught=thrower");
+        // A new table registers beside the kept one.
+        f.edit("main.cpp", "risky-v2", "risky-v3");
+        f.save("main.cpp");
+        let swap = f.wait_swap();
+        assert_eq!(swap.swapped, ["_Z5riskyi"], "{compiler}: {swap:?}");
+        f.wait_output("caught=risky-v3");
+        assert_next_lines_contain(&mut f, 6, "caught=risky-v3", compiler);
+        let warned = f.log.iter().any(|e| {
+            matches!(e, SessionEvent::Message { severity: Severity::Warning, text }
+                if text.contains("unwind") || text.contains("exception"))
+        });
+        assert!(
+            !warned,
+            "{compiler}: a warning about unwinding: {:#?}",
+            f.log
+        );
+    }
+}
+
+#[test]
+fn a_frame_of_an_undone_body_that_throws_after_the_undo_is_caught() {
+    let mut f = Fixture::launch("cxxundo");
+    f.wait_output(" slow=");
+    let release = f.path("release");
+    f.edit(
+        "main.cpp",
+        "    if (tick < 0) {\n        throw std::runtime_error(\"slow-v1\");\n    }",
+        &format!(
+            "    std::printf(\"entered-v2\\n\");\n    std::fflush(stdout);\n    \
+             while (access(\"{}\", F_OK) != 0) {{\n        usleep(1000);\n    }}\n    \
+             throw std::runtime_error(\"slow-v2\");",
+            release.display()
+        ),
+    );
+    f.save("main.cpp");
+    let swap = f.wait_swap();
+    assert_eq!(swap.swapped, ["_Z4slowi"], "{swap:?}");
+    // main's call now waits inside the new body; undo while it is there.
+    f.wait_output("entered-v2");
+    f.send(hot_session::Command::Undo);
+    f.wait("the undo", |e| match e {
+        SessionEvent::Message { text, .. } if text.contains("reverted") => Some(()),
+        _ => None,
+    });
+    // The frame finishes in the new body and throws: main catches it, then calls the old
+    // body again.
+    f.fresh_output.clear();
+    std::fs::write(&release, "").expect("create the release file");
+    f.wait_output("caught=slow-v2");
+    f.fresh_output.clear();
+    f.wait_output(" slow=");
+    f.assert_same_process();
+}
+
+#[test]
+fn an_exception_unwinds_through_a_swapped_frame_and_runs_its_destructor() {
+    for compiler in ["c++", "clang++"] {
+        let mut f = cxxexcept(compiler);
+        f.edit(
+            "main.cpp",
+            "Noisy guard(\"middle-v1\");",
+            "Noisy guard(\"middle-v2\");",
+        );
+        f.save("main.cpp");
+        let swap = f.wait_swap();
+        assert_eq!(swap.swapped, ["_Z6middlei"], "{compiler}: {swap:?}");
+        f.wait_output("tick-dtor=middle-v2");
+        // thrower's exception passes through the new frame of middle: its guard's
+        // destructor runs there, then main catches the exception.
+        f.fresh_output.clear();
+        let lines = f.next_lines(12);
+        let mut unwound = 0;
+        for (i, line) in lines.iter().enumerate() {
+            assert!(
+                !line.contains("middle-v1"),
+                "{compiler}: old body ran: {lines:#?}"
+            );
+            if line.contains("tick-dtor=middle-v2") {
+                if let Some(next) = lines.get(i + 1) {
+                    assert!(
+                        next.contains("middle-caught=thrower"),
+                        "{compiler}: the destructor's line is not followed by the catch: {lines:#?}"
+                    );
+                    unwound += 1;
+                }
+            }
+        }
+        assert!(unwound >= 2, "{compiler}: {lines:#?}");
+        f.assert_same_process();
+    }
+}
+
+#[test]
+fn backtrace_from_a_swapped_function_reaches_main() {
+    let mut f = Fixture::launch("backtrace");
+    let before = f.wait_output("version=v1");
+    assert_eq!(field(&before, "main"), "1", "{before}");
+    f.edit("main.c", "version=v1", "version=v2");
+    f.save("main.c");
+    let swap = f.wait_swap();
+    assert_eq!(swap.swapped, ["report"], "{swap:?}");
+    // The unwinder gets past the new body of report (its FDE is registered): as many
+    // frames as before, main among them.
+    let after = f.wait_output("version=v2");
+    assert_eq!(field(&after, "main"), "1", "{after}");
+    assert_eq!(field(&after, "frames"), field(&before, "frames"), "{after}");
+    f.assert_same_process();
+}
+
+/// The profiler's map (`/tmp/perf-PID.map`, which `perf report` reads for JIT code) names the
+/// bodies each swap placed, each inside an executable mapping of the program; a later swap
+/// adds its own and keeps the earlier lines (those bodies stay mapped).
+#[test]
+fn a_perf_map_names_the_bodies_of_every_swap() {
+    let mut f = Fixture::launch("basic");
+    let pid = f.pid.expect("pid");
+    let map = std::path::PathBuf::from(format!("/tmp/perf-{pid}.map"));
+    f.wait_output("compute=10");
+    f.edit("main.c", "return x * 1;", "return x * 2;");
+    f.save("main.c");
+    f.wait_swap();
+    f.wait_output("compute=20");
+    let first = perf_map_lines(&map, pid);
+    assert!(
+        first.iter().any(|(_, _, name)| name == "compute"),
+        "{first:?}"
+    );
+    f.edit("main.c", "return \"alpha\";", "return \"beta\";");
+    f.save("main.c");
+    f.wait_swap();
+    f.wait_output("label=beta");
+    let second = perf_map_lines(&map, pid);
+    assert!(second.starts_with(&first), "{first:?} then {second:?}");
+    assert!(
+        second[first.len()..]
+            .iter()
+            .any(|(_, _, name)| name == "label"),
+        "{second:?}"
+    );
+    f.assert_same_process();
+    let _ = std::fs::remove_file(&map);
+}
+
+/// The lines of a perf map (`START SIZE name`, hex), each checked to lie inside an
+/// executable mapping of `pid`.
+fn perf_map_lines(map: &std::path::Path, pid: i32) -> Vec<(u64, u64, String)> {
+    let text = std::fs::read_to_string(map).unwrap_or_else(|e| panic!("{}: {e}", map.display()));
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).expect("maps");
+    let executable: Vec<(u64, u64)> = maps
+        .lines()
+        .filter(|l| l.split_whitespace().nth(1).is_some_and(|p| p.contains('x')))
+        .filter_map(|l| {
+            let (lo, hi) = l.split_whitespace().next()?.split_once('-')?;
+            Some((
+                u64::from_str_radix(lo, 16).ok()?,
+                u64::from_str_radix(hi, 16).ok()?,
+            ))
+        })
+        .collect();
+    text.lines()
+        .map(|line| {
+            let mut parts = line.splitn(3, ' ');
+            let (Some(start), Some(size), Some(name)) = (parts.next(), parts.next(), parts.next())
+            else {
+                panic!("not START SIZE name: {line:?}");
+            };
+            let start = u64::from_str_radix(start, 16).expect("hex start");
+            let size = u64::from_str_radix(size, 16).expect("hex size");
+            assert!(size > 0, "{line}");
+            assert!(
+                executable
+                    .iter()
+                    .any(|&(lo, hi)| lo <= start && start + size <= hi),
+                "{line} is not in an executable mapping:\n{maps}"
+            );
+            (start, size, name.to_owned())
+        })
+        .collect()
+}
+
+/// The real `perf` names a swapped body: samples taken in the arena are attributed to
+/// `spin` through the map, not left as bare addresses of an anonymous mapping.
+#[test]
+fn perf_report_names_a_swapped_function() {
+    let mut f = Fixture::launch("perfmap");
+    let pid = f.pid.expect("pid");
+    f.wait_output("spin=45");
+    f.edit("main.c", "acc += i * 1;", "acc += i * 2;");
+    f.save("main.c");
+    let swap = f.wait_swap();
+    assert_eq!(swap.swapped, vec!["spin".to_string()], "{swap:?}");
+    f.wait_output("spin=90");
+    let data = f.path("perf.data");
+    let record = std::process::Command::new("perf")
+        .args(["record", "-q", "-F", "499", "-p", &pid.to_string(), "-o"])
+        .arg(&data)
+        .args(["--", "sleep", "2"])
+        .output()
+        .expect("run perf record (Debian package linux-perf)");
+    assert!(record.status.success(), "perf record: {record:?}");
+    let report = std::process::Command::new("perf")
+        .args(["report", "--stdio", "--sort", "dso,sym", "-i"])
+        .arg(&data)
+        .output()
+        .expect("run perf report");
+    let text = String::from_utf8_lossy(&report.stdout);
+    assert!(report.status.success(), "perf report: {report:?}");
+    // The arena is anonymous memory: perf names what it finds in the map.
+    let jit = text
+        .lines()
+        .find(|l| l.contains("[.] spin") && !l.contains("app "))
+        .unwrap_or_else(|| panic!("no sample named spin outside the executable:\n{text}"));
+    assert!(!jit.contains("0x0000"), "{jit}");
+    f.assert_same_process();
+    let _ = std::fs::remove_file(format!("/tmp/perf-{pid}.map"));
 }

@@ -180,12 +180,23 @@ impl Forwarder {
                      (compile {} µs, link {} µs, swap {} µs)",
                     summary.seq,
                     summary.file.display(),
-                    summary.swapped.join(", "),
-                    summary.added.join(", "),
+                    convert::shown_names(&summary.swapped).join(", "),
+                    convert::shown_names(&summary.added).join(", "),
                     summary.skipped,
                     summary.micros.compile,
                     summary.micros.link,
                     summary.micros.swap,
+                );
+                self.client.log_message(MessageType::LOG, text).await;
+            }
+            SessionEvent::Unchanged { file, micros } => {
+                // The status notification says it too (its message); the log keeps a line
+                // per save like it does for swaps.
+                let text = format!(
+                    "hot-lsp: {}: no function changed (compile {} µs, link {} µs)",
+                    file.display(),
+                    micros.compile,
+                    micros.link,
                 );
                 self.client.log_message(MessageType::LOG, text).await;
             }

@@ -142,18 +142,41 @@ pub fn state_name(state: State) -> &'static str {
     }
 }
 
+/// Symbol names as users read them (C++ demangled), for messages and the `*Display` fields
+/// beside the mangled names tools match on.
+pub fn shown_names(names: &[String]) -> Vec<String> {
+    names
+        .iter()
+        .map(|name| hot_session::display_name(name).into_owned())
+        .collect()
+}
+
 fn swap_json(root: &Path, swap: &SwapSummary) -> Value {
     let file = path_to_uri(root, &swap.file)
         .map(|uri| Value::String(uri.as_str().to_owned()))
         .unwrap_or(Value::Null);
+    // The files compiled together: the saved file, or every includer of a saved header.
+    let files: Vec<Value> = swap
+        .files
+        .iter()
+        .map(|f| {
+            path_to_uri(root, f)
+                .map(|uri| Value::String(uri.as_str().to_owned()))
+                .unwrap_or(Value::Null)
+        })
+        .collect();
     json!({
         "seq": swap.seq,
         "file": file,
+        "files": files,
         "swapped": swap.swapped,
         "added": swap.added,
+        "swappedDisplay": shown_names(&swap.swapped),
+        "addedDisplay": shown_names(&swap.added),
         "skipped": swap.skipped,
         "micros": {
             "compile": swap.micros.compile,
+            "compileTotal": swap.micros.compile_total,
             "link": swap.micros.link,
             "swap": swap.micros.swap,
         },
@@ -170,6 +193,8 @@ pub fn status_json(workspace: &str, root: &Path, status: &Status) -> Value {
         "signal": status.signal,
         "lastSwap": status.last_swap.as_ref().map(|swap| swap_json(root, swap)),
         "message": status.message,
+        // The stable code of the failure `message` reports (DESIGN.md 3.3), else null.
+        "code": status.code,
     })
 }
 
@@ -218,16 +243,19 @@ mod tests {
             last_swap: Some(SwapSummary {
                 seq: 3,
                 file: PathBuf::from("/tmp/w/main.c"),
-                swapped: vec!["tick".to_owned()],
+                files: vec![PathBuf::from("/tmp/w/main.c")],
+                swapped: vec!["tick".to_owned(), "_ZNK5Shape4areaEv".to_owned()],
                 added: vec![],
                 skipped: 2,
                 micros: hot_session::Micros {
                     compile: 10,
+                    compile_total: 10,
                     link: 20,
                     swap: 30,
                 },
             }),
             message: None,
+            code: None,
         };
         let value = status_json("file:///tmp/w", Path::new("/tmp/w"), &status);
         assert_eq!(
@@ -241,12 +269,16 @@ mod tests {
                 "lastSwap": {
                     "seq": 3,
                     "file": "file:///tmp/w/main.c",
-                    "swapped": ["tick"],
+                    "files": ["file:///tmp/w/main.c"],
+                    "swapped": ["tick", "_ZNK5Shape4areaEv"],
                     "added": [],
+                    "swappedDisplay": ["tick", "Shape::area() const"],
+                    "addedDisplay": [],
                     "skipped": 2,
-                    "micros": {"compile": 10, "link": 20, "swap": 30},
+                    "micros": {"compile": 10, "compileTotal": 10, "link": 20, "swap": 30},
                 },
                 "message": null,
+                "code": null,
             })
         );
     }

@@ -7,6 +7,7 @@ use std::time::Instant;
 use super::memory::{read_mappings, ProcMem};
 use super::stacks::{scan_thread, Guarded};
 use super::threads::{get_regs, StoppedThreads};
+use crate::fault::{self, Step};
 use crate::{ApplyReport, ProcessError, SlotCopy, Write, WritePlan};
 
 /// How many single steps a thread gets to leave a protected range.
@@ -37,7 +38,10 @@ pub(crate) fn apply(
     // once the threads are seized.
     let mut deferred: Vec<&Write> = Vec::new();
     for write in &plan.prepare {
-        if mem.write_all(write.addr, &write.bytes).is_err() {
+        if fault::io(Step::ArenaWrite)
+            .and_then(|()| mem.write_all(write.addr, &write.bytes))
+            .is_err()
+        {
             deferred.push(write);
         }
     }
@@ -46,7 +50,8 @@ pub(crate) fn apply(
     for &copy in &plan.copies {
         let SlotCopy { src, dst } = copy;
         let mut value = [0u8; 8];
-        mem.read_exact(src, &mut value)
+        fault::io(Step::SlotCopy)
+            .and_then(|()| mem.read_exact(src, &mut value))
             .map_err(|err| ProcessError::Protection {
                 addr: src,
                 what: format!("slot source for {dst:#x}"),
@@ -103,7 +108,8 @@ fn apply_stopped(
     deferred_copies: &[SlotCopy],
 ) -> Result<(), ProcessError> {
     for write in deferred {
-        mem.write_all(write.addr, &write.bytes)
+        fault::io(Step::ArenaWrite)
+            .and_then(|()| mem.write_all(write.addr, &write.bytes))
             .map_err(|err| ProcessError::Protection {
                 addr: write.addr,
                 what: write.what.clone(),
@@ -112,8 +118,8 @@ fn apply_stopped(
     }
     for &SlotCopy { src, dst } in deferred_copies {
         let mut value = [0u8; 8];
-        let copied = mem
-            .read_exact(src, &mut value)
+        let copied = fault::io(Step::SlotCopy)
+            .and_then(|()| mem.read_exact(src, &mut value))
             .and_then(|()| mem.write_all(dst, &value));
         copied.map_err(|err| ProcessError::Protection {
             addr: dst,
@@ -214,7 +220,11 @@ fn apply_stopped(
     }
     let mut offset = 0;
     for (done, write) in commits().enumerate() {
-        if let Err(err) = mem.write_all(write.addr, &write.bytes) {
+        let step = match done < plan.commit_data.len() {
+            true => Step::DataWrite,
+            false => Step::EntryWrite,
+        };
+        if let Err(err) = fault::io(step).and_then(|()| mem.write_all(write.addr, &write.bytes)) {
             // Restore everything written so far, this write included (it may be partial).
             let mut back = 0;
             for earlier in commits().take(done + 1) {

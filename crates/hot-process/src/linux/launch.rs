@@ -63,6 +63,14 @@ pub(crate) fn spawn(spec: &LaunchSpec) -> Result<Launched, ProcessError> {
             if libc::setsid() < 0 {
                 return Err(std::io::Error::last_os_error());
             }
+            // The pseudo-terminal becomes its controlling terminal, as a shell's would be:
+            // when the program (the session leader) dies, or the server and with it the
+            // terminal's other end, the kernel hangs the terminal up and sends SIGHUP to the
+            // processes it started (a pre-fork server's workers, a vfork child), which
+            // PR_SET_PDEATHSIG does not reach. On a pipe (no terminal) this does nothing.
+            if libc::isatty(1) == 1 {
+                libc::ioctl(1, libc::TIOCSCTTY, 0);
+            }
             if libc::prctl(
                 libc::PR_SET_PDEATHSIG,
                 libc::SIGKILL as libc::c_ulong,

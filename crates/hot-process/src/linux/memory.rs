@@ -6,40 +6,56 @@ use std::path::PathBuf;
 
 use crate::{Mapping, ProcessError};
 
-/// An open `/proc/PID/mem`. Opened once per debuggee (after `exec`, since the file refers to
-/// one address space) and shared between the caller's thread (reads) and the owner thread
-/// (writes): `pread`/`pwrite` carry their own offsets, so no locking is needed.
+/// An open `/proc/PID/mem`. Opened once per address space (after `exec`, since the file
+/// refers to one) and shared between the caller's thread (reads) and the owner thread
+/// (writes): `pread`/`pwrite` carry their own offsets, so the lock is only taken for
+/// writing when the program has called `exec` and the file is opened again.
 pub(crate) struct ProcMem {
     pid: i32,
-    file: File,
+    file: std::sync::RwLock<File>,
 }
 
 impl ProcMem {
     pub(crate) fn open(pid: i32) -> Result<ProcMem, ProcessError> {
-        let path = format!("/proc/{pid}/mem");
-        match std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&path)
-        {
-            Ok(file) => Ok(ProcMem { pid, file }),
-            Err(err) if err.kind() == std::io::ErrorKind::PermissionDenied => Err(
-                ProcessError::PermissionDenied(format!("cannot open {path}: {err}")),
-            ),
-            Err(err) if err.kind() == std::io::ErrorKind::NotFound => Err(ProcessError::Exited),
-            Err(err) => Err(ProcessError::Other(format!("cannot open {path}: {err}"))),
+        Ok(ProcMem {
+            pid,
+            file: std::sync::RwLock::new(open_mem(pid)?),
+        })
+    }
+
+    fn file(&self) -> std::sync::RwLockReadGuard<'_, File> {
+        self.file.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether the program has called `exec` since the file was opened, and if so opens it
+    /// again for the new address space. The old file then refers to an address space that
+    /// is gone: a read of any address gives 0 bytes, where an unmapped address of a live one
+    /// (such as 0) gives EIO. A process that is exiting has no address space at all: a fresh
+    /// file reads 0 bytes too, and that is no exec.
+    pub(crate) fn reopen_after_exec(&self) -> bool {
+        let mut byte = [0u8; 1];
+        if !matches!(self.file().read_at(&mut byte, 0), Ok(0)) {
+            return false;
         }
+        let Ok(file) = open_mem(self.pid) else {
+            return false;
+        };
+        if matches!(file.read_at(&mut byte, 0), Ok(0)) {
+            return false;
+        }
+        *self.file.write().unwrap_or_else(|p| p.into_inner()) = file;
+        true
     }
 
     /// Fills `buf` from `addr`; a short read (unmapped memory) is an error.
     pub(crate) fn read_exact(&self, addr: u64, buf: &mut [u8]) -> std::io::Result<()> {
-        self.file.read_exact_at(buf, addr)
+        self.file().read_exact_at(buf, addr)
     }
 
     /// Writes all of `bytes` at `addr`. The kernel forces the write into read-only private
     /// pages (copy on write), which `process_vm_writev` would refuse.
     pub(crate) fn write_all(&self, addr: u64, bytes: &[u8]) -> std::io::Result<()> {
-        self.file.write_all_at(bytes, addr)
+        self.file().write_all_at(bytes, addr)
     }
 
     pub(crate) fn read_vec(&self, addr: u64, len: usize) -> Result<Vec<u8>, ProcessError> {
@@ -54,6 +70,22 @@ impl ProcMem {
             ))
         })?;
         Ok(buf)
+    }
+}
+
+fn open_mem(pid: i32) -> Result<File, ProcessError> {
+    let path = format!("/proc/{pid}/mem");
+    match std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&path)
+    {
+        Ok(file) => Ok(file),
+        Err(err) if err.kind() == std::io::ErrorKind::PermissionDenied => Err(
+            super::permission::denied(pid, &format!("cannot open {path}: {err}")),
+        ),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Err(ProcessError::Exited),
+        Err(err) => Err(ProcessError::Other(format!("cannot open {path}: {err}"))),
     }
 }
 

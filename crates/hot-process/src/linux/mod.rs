@@ -2,10 +2,12 @@
 //! debuggee.
 
 mod apply;
+mod call;
 mod inject;
 mod launch;
 mod memory;
 mod owner;
+mod permission;
 mod stacks;
 mod threads;
 
@@ -121,9 +123,10 @@ impl Debuggee {
         }
         let pidfd = pidfd_open(pid).map_err(|code| match code {
             libc::ESRCH => ProcessError::Other(format!("no process with pid {pid}")),
-            libc::EPERM | libc::EACCES => {
-                ProcessError::PermissionDenied(format!("pid {pid}: {}", threads::errno_text(code)))
-            }
+            libc::EPERM | libc::EACCES => permission::denied(
+                pid,
+                &format!("cannot attach to pid {pid}: {}", threads::errno_text(code)),
+            ),
             _ => ProcessError::Other(format!("pidfd_open({pid}): {}", threads::errno_text(code))),
         })?;
         let mem = Arc::new(ProcMem::open(pid).map_err(|err| match err {
@@ -233,6 +236,22 @@ impl Debuggee {
     pub(crate) fn apply(&self, plan: &WritePlan) -> Result<ApplyReport, ProcessError> {
         self.request(|reply| Request::Apply {
             plan: plan.clone(),
+            reply,
+        })
+    }
+
+    pub(crate) fn call_function(
+        &self,
+        function: u64,
+        args: &[u64],
+        limits: crate::CallLimits,
+        what: &str,
+    ) -> Result<u64, ProcessError> {
+        self.request(|reply| Request::Call {
+            function,
+            args: args.to_vec(),
+            limits,
+            what: what.to_string(),
             reply,
         })
     }

@@ -13,10 +13,10 @@ use super::apply::{apply, ApplyScratch};
 use super::inject::{
     arena_candidates, find_syscall_insn, inject_syscall, mmap_min_addr, prot_flags, Heap, LOW_LIMIT,
 };
-use super::memory::{image_range, read_mappings, start_brk, ProcMem};
+use super::memory::{exe_link, image_range, read_mappings, start_brk, ProcMem};
 use super::threads::{
-    errno, errno_text, get_regs, has_lingering, release_lingering, release_lingering_within,
-    StoppedThreads,
+    errno, errno_text, get_regs, has_lingering, reaped_leader_status, release_lingering,
+    release_lingering_within, StoppedThreads,
 };
 use crate::{ApplyReport, ProcessError, ProcessEvent, Protection, Stream, WritePlan};
 
@@ -26,6 +26,8 @@ const PARTIAL_LINE_FLUSH_MS: i32 = 50;
 const LINGERING_POLL_MS: i32 = 10;
 /// How long a killed program's traced threads get to exit before its leader is reaped.
 const REAP_WITHIN: std::time::Duration = std::time::Duration::from_secs(5);
+/// How often an idle owner thread looks whether the program called `exec`.
+const EXEC_POLL_MS: i32 = 200;
 /// A line longer than this is sent in pieces.
 const MAX_LINE: usize = 64 * 1024;
 
@@ -40,6 +42,14 @@ pub(crate) enum Request {
     Apply {
         plan: WritePlan,
         reply: Sender<Result<ApplyReport, ProcessError>>,
+    },
+    /// Call a function in the target with every thread stopped (see `call.rs`).
+    Call {
+        function: u64,
+        args: Vec<u64>,
+        limits: crate::CallLimits,
+        what: String,
+        reply: Sender<Result<u64, ProcessError>>,
     },
     /// Kill a launched program and reap it; stop watching an attached one.
     Stop { reply: Sender<()> },
@@ -182,7 +192,9 @@ impl Owner {
             let timeout = match (partial, has_lingering()) {
                 (_, true) => LINGERING_POLL_MS,
                 (true, false) => PARTIAL_LINE_FLUSH_MS,
-                (false, false) => -1,
+                // A detached program is not ours to re-read.
+                (false, false) if self.detached => -1,
+                (false, false) => EXEC_POLL_MS,
             };
             // SAFETY: pollfds is a live array of the given length.
             let ready =
@@ -198,6 +210,9 @@ impl Owner {
                 if let Some(status) = release_lingering() {
                     self.leader_status = Some(status);
                 }
+            }
+            if !self.detached {
+                self.check_exec();
             }
             if ready == 0 {
                 // The program paused mid-line: send what it wrote.
@@ -244,6 +259,8 @@ impl Owner {
             } => {
                 let result = if self.detached {
                     Err(ProcessError::Other("the program was detached".into()))
+                } else if let Some(exec) = self.check_exec() {
+                    Err(exec)
                 } else {
                     self.map_arena(near, (size, min_size), prot)
                 };
@@ -253,12 +270,44 @@ impl Owner {
             Request::Apply { plan, reply } => {
                 let result = if self.detached {
                     Err(ProcessError::Other("the program was detached".into()))
+                } else if let Some(exec) = self.check_exec() {
+                    Err(exec)
                 } else {
                     apply(self.pid, &self.mem, &plan, &mut self.scratch).map(|applied| {
                         if applied.leader_status.is_some() {
                             self.leader_status = applied.leader_status;
                         }
                         applied.report
+                    })
+                };
+                let _ = reply.send(result);
+                false
+            }
+            Request::Call {
+                function,
+                args,
+                limits,
+                what,
+                reply,
+            } => {
+                let result = if self.detached {
+                    Err(ProcessError::Other("the program was detached".into()))
+                } else {
+                    StoppedThreads::stop_all(self.pid).and_then(|mut threads| {
+                        let result = super::call::call_function(
+                            self.pid,
+                            &self.mem,
+                            &mut threads,
+                            function,
+                            &args,
+                            limits,
+                            &what,
+                        );
+                        threads.resume();
+                        if threads.leader_status.is_some() {
+                            self.leader_status = threads.leader_status;
+                        }
+                        result
                     })
                 };
                 let _ = reply.send(result);
@@ -286,6 +335,27 @@ impl Owner {
                 !self.launched
             }
         }
+    }
+
+    /// If the program called `exec` since the last look: reopens its memory for the new
+    /// address space, forgets what belonged to the old one, reports [`ProcessEvent::Exec`],
+    /// and returns the error a request meant for the old image gets.
+    fn check_exec(&mut self) -> Option<ProcessError> {
+        if !self.mem.reopen_after_exec() {
+            return None;
+        }
+        // The borrowed `syscall` instruction was the old image's.
+        self.syscall_insn = None;
+        let path = exe_link(self.pid)
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|_| "?".into());
+        tracing::info!(pid = self.pid, %path, "the program called exec");
+        let _ = self.events.send(ProcessEvent::Exec { path: path.clone() });
+        Some(ProcessError::Other(format!(
+            "pid {} called exec and now runs {path}: the change was made for the image it ran \
+             before, so nothing was written; hot-lsp reads the new image — save again",
+            self.pid
+        )))
     }
 
     fn map_arena(
@@ -329,13 +399,16 @@ impl Owner {
         let flags = (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE) as u64;
         for candidate in candidates {
             let (hint, length) = (candidate.start, candidate.end - candidate.start);
-            let result = inject_syscall(
-                &mut threads,
-                tid,
-                syscall_at,
-                libc::SYS_mmap,
-                [hint, length, prot_flags(prot), flags, u64::MAX, 0],
-            )?;
+            let result = match crate::fault::syscall(crate::fault::Step::Mmap) {
+                Some(injected) => injected,
+                None => inject_syscall(
+                    &mut threads,
+                    tid,
+                    syscall_at,
+                    libc::SYS_mmap,
+                    [hint, length, prot_flags(prot), flags, u64::MAX, 0],
+                )?,
+            };
             if result == -(libc::EEXIST as i64) {
                 // Someone mapped it since we read the maps: try the next gap.
                 continue;
@@ -445,6 +518,35 @@ impl Owner {
         self.outputs = outputs;
     }
 
+    /// Reaps the launched program (our own child only, never -1: the server runs compilers),
+    /// within a bound: its leader cannot be reaped before every traced thread is, so
+    /// lingering ones are reaped meanwhile, and a program that still cannot be reaped (it
+    /// should not happen) is logged rather than waited for forever. `None`: no status known.
+    fn reap_leader(&mut self) -> Option<i32> {
+        let deadline = std::time::Instant::now() + 2 * REAP_WITHIN;
+        loop {
+            let mut status = 0;
+            // SAFETY: waitpid writes the status into our local.
+            let reaped =
+                unsafe { libc::waitpid(self.pid, &mut status, libc::__WALL | libc::WNOHANG) };
+            if reaped == self.pid {
+                return Some(status);
+            }
+            if reaped < 0 && errno() != libc::EINTR {
+                // ECHILD: a ptrace wait reaped it already (perhaps in a swap that failed).
+                return reaped_leader_status(self.pid).or(self.leader_status);
+            }
+            if let Some(status) = release_lingering() {
+                self.leader_status = Some(status);
+            }
+            if std::time::Instant::now() > deadline {
+                tracing::error!(pid = self.pid, "the program could not be reaped in time");
+                return reaped_leader_status(self.pid).or(self.leader_status);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+    }
+
     /// The program is gone (or being killed): drain its output, reap it, report.
     fn report_exit(&mut self) {
         // Traced threads left over from a timed-out stop are zombies only this thread can
@@ -453,14 +555,7 @@ impl Owner {
             self.leader_status = Some(status);
         }
         let event = if self.launched {
-            let mut status = 0;
-            // SAFETY: waits for our own child only, never -1 (the server runs compilers).
-            let reaped = unsafe { libc::waitpid(self.pid, &mut status, libc::__WALL) };
-            let status = if reaped == self.pid {
-                Some(status)
-            } else {
-                self.leader_status
-            };
+            let status = self.reap_leader();
             match status {
                 Some(s) if libc::WIFEXITED(s) => ProcessEvent::Exited {
                     code: Some(libc::WEXITSTATUS(s)),

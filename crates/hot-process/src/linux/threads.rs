@@ -21,6 +21,7 @@
 use std::cell::RefCell;
 use std::time::{Duration, Instant};
 
+use crate::fault::{self, Step};
 use crate::ProcessError;
 
 /// How long a thread may take to reach its stop (a thread in an uninterruptible sleep, or in
@@ -147,6 +148,70 @@ thread_local! {
     static LINGERING: RefCell<Vec<(i32, i32)>> = const { RefCell::new(Vec::new()) };
 }
 
+thread_local! {
+    /// The wait status of a leader a ptrace wait reaped (`(pid, status)`), whatever the swap
+    /// it happened in returned: the owner thread reports the exit with it, as the leader can
+    /// no longer be waited for.
+    static LEADER_STATUS: std::cell::Cell<Option<(i32, i32)>> = const { std::cell::Cell::new(None) };
+}
+
+thread_local! {
+    /// Threads still running an injected call that outlasted its limit, with what the call
+    /// changed (`call::SavedThread`). They stay traced (on the lingering list) and are never
+    /// detached mid-callee: detached, the return to address 0 would kill the program. When
+    /// one stops on the call's return (or a fault of the callee) it is put back where it was
+    /// and let go; any other stop is resumed with its signal.
+    static ABANDONED: RefCell<Vec<super::call::SavedThread>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Whether `tid` still runs an injected call that was given up on.
+pub(crate) fn is_abandoned(tid: i32) -> bool {
+    ABANDONED.with(|a| a.borrow().iter().any(|s| s.tid == tid))
+}
+
+/// If `tid` is an abandoned call's thread and its stop (a signal-delivery stop with `info`)
+/// ends the call (the return fault, or a fault of the callee): puts the thread back where
+/// it was before the call and returns true; the stop's signal must then not be delivered.
+fn finish_abandoned(tid: i32, info: Option<&libc::siginfo_t>) -> bool {
+    let ends = info.is_some_and(|info| {
+        is_synchronous_fault(info) || (info.si_signo == libc::SIGTRAP && info.si_code > 0)
+    });
+    if !ends {
+        return false;
+    }
+    let Some(mut saved) = ABANDONED.with(|a| {
+        let mut list = a.borrow_mut();
+        let at = list.iter().position(|s| s.tid == tid)?;
+        Some(list.remove(at))
+    }) else {
+        return false;
+    };
+    let returned = get_regs(tid).is_ok_and(|r| saved.returned(&r));
+    match saved.restore() {
+        Ok(()) => tracing::info!(
+            tid,
+            returned,
+            "an abandoned injected call ended; the thread was put back where it was"
+        ),
+        Err(e) => tracing::error!(
+            tid,
+            "an abandoned injected call ended, but its thread could not be put back: {e}"
+        ),
+    }
+    true
+}
+
+fn record_leader_status(pid: i32, status: i32) {
+    LEADER_STATUS.with(|s| s.set(Some((pid, status))));
+}
+
+/// The wait status of `pid` if a ptrace wait on this thread reaped it.
+pub(crate) fn reaped_leader_status(pid: i32) -> Option<i32> {
+    LEADER_STATUS
+        .with(|s| s.get())
+        .and_then(|(p, status)| (p == pid).then_some(status))
+}
+
 /// Whether this owner thread still traces threads it could not detach yet.
 pub(crate) fn has_lingering() -> bool {
     LINGERING.with(|l| !l.borrow().is_empty())
@@ -235,6 +300,7 @@ fn release_one(
         if libc::WIFEXITED(status) || libc::WIFSIGNALED(status) {
             if tid == pid {
                 *leader_status = Some(status);
+                record_leader_status(pid, status);
             }
             return true;
         }
@@ -247,7 +313,19 @@ fn release_one(
             if let Some(child) = event_message(tid) {
                 children.push(child as i32);
             }
-        } else if event == 0 {
+        }
+        if is_abandoned(tid) {
+            // Still in the callee unless this stop ends the call.
+            let signal = libc::WSTOPSIG(status);
+            let info = if event == 0 { get_siginfo(tid) } else { None };
+            if event == 0 && finish_abandoned(tid, info.as_ref()) {
+                return ptrace(libc::PTRACE_DETACH, tid, 0, 0).is_ok();
+            }
+            let data = if event == 0 { signal as usize } else { 0 };
+            let _ = ptrace(libc::PTRACE_CONT, tid, 0, data);
+            return false;
+        }
+        if event == 0 {
             // A signal-delivery stop: the detach delivers the signal, unless it is the trap
             // that ends a single step of ours.
             let signal = libc::WSTOPSIG(status);
@@ -280,6 +358,19 @@ struct PendingSignal {
     info: libc::siginfo_t,
 }
 
+/// Which ptrace stop a held thread is in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum StopKind {
+    /// `PTRACE_EVENT_STOP`: an interrupt or group stop (or a new thread's first stop).
+    Interrupt,
+    /// A signal-delivery stop (or the trap that ends a single step).
+    Signal,
+    /// The clone event stop: the thread is inside `clone`, its result not set yet.
+    Clone,
+    /// Another event stop (exec, exit, fork, ...).
+    OtherEvent,
+}
+
 /// What one wait on a thread produced.
 enum Waited {
     /// Stopped in a state we can hold it in: interrupt stop, group stop, or (`event` 0) the
@@ -302,6 +393,11 @@ pub(crate) struct StoppedThreads {
     /// Threads whose current stop is a signal-delivery stop: detaching them with a signal
     /// number delivers that signal with the stop's siginfo.
     signal_stops: Vec<i32>,
+    /// Threads in a stop we have seen reported (and not resumed from since): a detach of
+    /// one of them cannot meet another stop first.
+    held: Vec<i32>,
+    /// The stop each held thread is in.
+    stops: Vec<(i32, StopKind)>,
     /// How many signals arrived while the threads were held (for the apply report).
     pub(crate) signals_held: usize,
     /// The leader's exit status if a wait reaped it (a launched program dying mid-swap).
@@ -316,6 +412,8 @@ impl StoppedThreads {
             tids: Vec::new(),
             signals: Vec::new(),
             signal_stops: Vec::new(),
+            held: Vec::new(),
+            stops: Vec::new(),
             signals_held: 0,
             leader_status: None,
             detached: false,
@@ -348,8 +446,7 @@ impl StoppedThreads {
                 break;
             }
             for &tid in &pending {
-                // ESRCH: it died between the seize and now; its exit shows up in the wait.
-                let _ = ptrace(libc::PTRACE_INTERRUPT, tid, 0, 0);
+                stopped.interrupt(tid)?;
             }
             stopped.wait_all_stopped(&mut pending, deadline)?;
         }
@@ -375,7 +472,7 @@ impl StoppedThreads {
                 continue;
             }
             if let SeizeOutcome::Seized = stopped.seize(tid, 0)? {
-                let _ = ptrace(libc::PTRACE_INTERRUPT, tid, 0, 0);
+                stopped.interrupt(tid)?;
                 let mut pending = vec![tid];
                 stopped.wait_all_stopped(&mut pending, deadline)?;
                 if stopped.tids.contains(&tid) {
@@ -386,8 +483,23 @@ impl StoppedThreads {
         Err(ProcessError::Exited)
     }
 
+    /// `PTRACE_INTERRUPT`: ESRCH means it died between the seize and now (its exit shows up
+    /// in the wait); anything else fails the stop, and the drop lets go of what was seized.
+    fn interrupt(&mut self, tid: i32) -> Result<(), ProcessError> {
+        match fault::errno(Step::Interrupt).and_then(|()| ptrace(libc::PTRACE_INTERRUPT, tid, 0, 0))
+        {
+            Ok(_) | Err(libc::ESRCH) => Ok(()),
+            Err(code) => Err(ProcessError::Other(format!(
+                "PTRACE_INTERRUPT of thread {tid} of pid {}: {}; nothing was written",
+                self.pid,
+                errno_text(code)
+            ))),
+        }
+    }
+
     fn seize(&mut self, tid: i32, options: usize) -> Result<SeizeOutcome, ProcessError> {
-        match ptrace(libc::PTRACE_SEIZE, tid, 0, options) {
+        match fault::denied(Step::Seize).and_then(|()| ptrace(libc::PTRACE_SEIZE, tid, 0, options))
+        {
             Ok(_) => {
                 self.tids.push(tid);
                 Ok(SeizeOutcome::Seized)
@@ -411,11 +523,10 @@ impl StoppedThreads {
                         "thread {tid} of pid {} is already traced by pid {tracer} (a debugger?); detach it first",
                         self.pid
                     ))),
-                    Some(_) => Err(ProcessError::PermissionDenied(format!(
-                        "cannot trace pid {} (thread {tid}): {} (another user's process, or kernel.yama.ptrace_scope)",
+                    Some(_) => Err(super::permission::denied(
                         self.pid,
-                        errno_text(libc::EPERM)
-                    ))),
+                        &format!("cannot trace thread {tid} of pid {}", self.pid),
+                    )),
                 }
             }
             Err(code) => Err(ProcessError::Other(format!(
@@ -523,19 +634,37 @@ impl StoppedThreads {
         if libc::WIFEXITED(status) || libc::WIFSIGNALED(status) {
             if tid == self.pid {
                 self.leader_status = Some(status);
+                record_leader_status(tid, status);
             }
             return Waited::Gone;
         }
         if !libc::WIFSTOPPED(status) {
             return Waited::NotYet;
         }
+        if !self.held.contains(&tid) {
+            self.held.push(tid);
+        }
         let signal = libc::WSTOPSIG(status);
         let event = status >> 16;
         if event != 0 {
+            self.set_stop(
+                tid,
+                match event {
+                    libc::PTRACE_EVENT_STOP => StopKind::Interrupt,
+                    libc::PTRACE_EVENT_CLONE => StopKind::Clone,
+                    _ => StopKind::OtherEvent,
+                },
+            );
             return Waited::Stopped { event };
         }
         // A signal-delivery stop.
+        self.set_stop(tid, StopKind::Signal);
         let info = get_siginfo(tid);
+        if finish_abandoned(tid, info.as_ref()) {
+            // An earlier call's return: the thread is back where it was before that call,
+            // held here, and the fault is never delivered.
+            return Waited::Stopped { event: 0 };
+        }
         self.signal_stops.push(tid);
         if stepping && signal == libc::SIGTRAP {
             // TRAP_TRACE / TRAP_BRKPT from the kernel are the end of our step.
@@ -567,13 +696,51 @@ impl StoppedThreads {
     /// signal-delivery stop it was in.
     fn restart(&mut self, request: libc::c_uint, tid: i32) -> Result<(), i32> {
         self.signal_stops.retain(|&t| t != tid);
+        self.held.retain(|&t| t != tid);
+        self.stops.retain(|&(t, _)| t != tid);
         ptrace(request, tid, 0, 0).map(drop)
     }
 
     fn forget(&mut self, tid: i32) {
         self.tids.retain(|&t| t != tid);
+        self.held.retain(|&t| t != tid);
         self.signal_stops.retain(|&t| t != tid);
         self.signals.retain(|s| s.tid != tid);
+        self.stops.retain(|&(t, _)| t != tid);
+    }
+
+    fn set_stop(&mut self, tid: i32, kind: StopKind) {
+        self.stops.retain(|&(t, _)| t != tid);
+        self.stops.push((tid, kind));
+    }
+
+    /// The stop `tid` is held in, if it is held.
+    pub(crate) fn stop_kind(&self, tid: i32) -> Option<StopKind> {
+        self.stops.iter().find(|&&(t, _)| t == tid).map(|&(_, k)| k)
+    }
+
+    /// Hands the thread of a call that outlasted its limit to the owner thread's lingering
+    /// list: it keeps running the callee, traced, and is put back where it was whenever the
+    /// call ends (see [`ABANDONED`]).
+    pub(crate) fn give_up_call(&mut self, saved: super::call::SavedThread) {
+        let tid = saved.tid;
+        ABANDONED.with(|a| a.borrow_mut().push(saved));
+        // Its held signals go out when it is let go, from its own stop.
+        let signals: Vec<PendingSignal> = self
+            .signals
+            .iter()
+            .filter(|s| s.tid == tid)
+            .map(|s| PendingSignal { tid, info: s.info })
+            .collect();
+        self.tids.retain(|&t| t != tid);
+        self.held.retain(|&t| t != tid);
+        self.signal_stops.retain(|&t| t != tid);
+        self.stops.retain(|&(t, _)| t != tid);
+        self.signals.retain(|s| s.tid != tid);
+        for pending in signals {
+            redeliver(self.pid, pending.tid, &pending.info);
+        }
+        add_lingering(self.pid, tid);
     }
 
     /// Single-steps `tid` once; returns false if the thread is gone. A signal the thread was
@@ -582,7 +749,9 @@ impl StoppedThreads {
     pub(crate) fn single_step(&mut self, tid: i32) -> Result<bool, ProcessError> {
         self.signals
             .retain(|pending| pending.tid != tid || !is_synchronous_fault(&pending.info));
-        if let Err(code) = self.restart(libc::PTRACE_SINGLESTEP, tid) {
+        if let Err(code) =
+            fault::errno(Step::SingleStep).and_then(|()| self.restart(libc::PTRACE_SINGLESTEP, tid))
+        {
             return Err(ProcessError::Other(format!(
                 "PTRACE_SINGLESTEP of thread {tid}: {}",
                 errno_text(code)
@@ -621,6 +790,131 @@ impl StoppedThreads {
         }
     }
 
+    /// Whether `tid` is held in a signal-delivery stop (its signal goes out with the detach).
+    pub(crate) fn in_signal_stop(&self, tid: i32) -> bool {
+        self.signal_stops.contains(&tid)
+    }
+
+    /// Lets `tid` alone run (the others stay stopped) until it stops on a synchronous fault
+    /// or trap, which is returned and never delivered: an injected call ends by returning to
+    /// an unmapped address, or faults. Other signals that arrive meanwhile are held and go
+    /// out with the detach, as during a stop. The call is never interrupted: at `release`
+    /// every other thread is let go (the callee may wait for one of them), and at `give_up`
+    /// `Ok(None)` is returned with the thread still running; `Err(Exited)` when it died.
+    pub(crate) fn run_until_trap(
+        &mut self,
+        tid: i32,
+        release: Instant,
+        give_up: Instant,
+    ) -> Result<Option<libc::siginfo_t>, ProcessError> {
+        let held = self.signal_stops.contains(&tid);
+        let cont = |this: &mut StoppedThreads, signal: usize| {
+            this.signal_stops.retain(|&t| t != tid);
+            this.held.retain(|&t| t != tid);
+            this.stops.retain(|&(t, _)| t != tid);
+            ptrace(libc::PTRACE_CONT, tid, 0, signal)
+                .map(drop)
+                .map_err(|code| {
+                    ProcessError::Other(format!(
+                        "PTRACE_CONT of thread {tid}: {}",
+                        errno_text(code)
+                    ))
+                })
+        };
+        cont(self, 0)?;
+        let mut released = false;
+        let mut idle_rounds = 0;
+        loop {
+            let mut status = 0;
+            // SAFETY: waitpid writes the status into our local.
+            let result = unsafe { libc::waitpid(tid, &mut status, libc::__WALL | libc::WNOHANG) };
+            if result < 0 && errno() != libc::EINTR {
+                self.forget(tid);
+                return Err(ProcessError::Exited);
+            }
+            if result <= 0 {
+                let now = Instant::now();
+                if now > give_up {
+                    return Ok(None);
+                }
+                if now > release && !released {
+                    released = true;
+                    tracing::info!(
+                        tid,
+                        "an injected call is taking long: letting the other threads run"
+                    );
+                    self.release_others(tid);
+                }
+                back_off(&mut idle_rounds);
+                continue;
+            }
+            idle_rounds = 0;
+            if libc::WIFEXITED(status) || libc::WIFSIGNALED(status) {
+                if tid == self.pid {
+                    self.leader_status = Some(status);
+                    record_leader_status(tid, status);
+                }
+                self.forget(tid);
+                return Err(ProcessError::Exited);
+            }
+            if !libc::WIFSTOPPED(status) {
+                continue;
+            }
+            let event = status >> 16;
+            if event == libc::PTRACE_EVENT_CLONE {
+                if let Some(child) = event_message(tid) {
+                    // A child that does not stop in time stays on the list and is let go
+                    // when it does; the call goes on either way (it is never abandoned
+                    // half-way, nor its thread put back mid-callee).
+                    if let Err(e) =
+                        self.adopt_clone_child(child as i32, Instant::now() + STOP_TIMEOUT)
+                    {
+                        tracing::warn!(tid, child, "a thread started by an injected call: {e}");
+                    }
+                    if released {
+                        // The others run: so does the callee's new thread.
+                        self.release_others(tid);
+                    }
+                }
+            }
+            let mut signal = 0;
+            if event == 0 {
+                let number = libc::WSTOPSIG(status);
+                if let Some(info) = get_siginfo(tid) {
+                    let trap = number == libc::SIGTRAP && info.si_code > 0;
+                    if trap || is_synchronous_fault(&info) {
+                        // Back in a signal-delivery stop: a signal held for the thread
+                        // before the call goes out with the detach, the fault never does.
+                        self.set_stop(tid, StopKind::Signal);
+                        if !self.held.contains(&tid) {
+                            self.held.push(tid);
+                        }
+                        if held {
+                            self.signal_stops.push(tid);
+                        }
+                        return Ok(Some(info));
+                    }
+                    if released {
+                        // The program runs again: deliver it now, in the callee's context,
+                        // as the kernel would to any thread.
+                        signal = number as usize;
+                    } else {
+                        self.signals.push(PendingSignal { tid, info });
+                        self.signals_held += 1;
+                    }
+                }
+            }
+            cont(self, signal)?;
+        }
+    }
+
+    /// Detaches every thread but `keep` (see [`StoppedThreads::resume`]).
+    fn release_others(&mut self, keep: i32) {
+        let others: Vec<i32> = self.tids.iter().copied().filter(|&t| t != keep).collect();
+        self.detach_list(&others);
+        self.tids.retain(|&t| t == keep);
+    }
+
     fn adopt_clone_child(&mut self, child: i32, deadline: Instant) -> Result<(), ProcessError> {
         if !self.tids.contains(&child) {
             self.tids.push(child);
@@ -639,23 +933,71 @@ impl StoppedThreads {
             return;
         }
         self.detached = true;
-        for &tid in &self.tids {
+        let all = self.tids.clone();
+        self.detach_list(&all);
+    }
+
+    /// Detaches the threads `tids` (with the signals held for them), keeping an abandoned
+    /// call's thread traced and running instead.
+    fn detach_list(&mut self, tids: &[i32]) {
+        for &tid in tids {
+            if is_abandoned(tid) {
+                // Mid-callee: detached it would die returning to address 0. It runs on,
+                // traced; its held signals go with it.
+                if !self.held.contains(&tid) {
+                    add_lingering(self.pid, tid);
+                    continue;
+                }
+                let data = match self.signal_stops.contains(&tid) {
+                    true => self
+                        .signals
+                        .iter()
+                        .position(|s| s.tid == tid)
+                        .map_or(0, |at| {
+                            let info = self.signals.remove(at).info;
+                            let _ = set_siginfo(tid, &info);
+                            info.si_signo as usize
+                        }),
+                    false => 0,
+                };
+                self.signal_stops.retain(|&t| t != tid);
+                self.held.retain(|&t| t != tid);
+                self.stops.retain(|&(t, _)| t != tid);
+                let _ = ptrace(libc::PTRACE_CONT, tid, 0, data);
+                add_lingering(self.pid, tid);
+                continue;
+            }
             let mut data = 0;
+            let mut delivered = None;
             if self.signal_stops.contains(&tid) {
                 if let Some(at) = self.signals.iter().position(|s| s.tid == tid) {
                     let info = self.signals[at].info;
                     if set_siginfo(tid, &info).is_ok() {
                         data = info.si_signo as usize;
-                        self.signals.remove(at);
+                        delivered = Some(self.signals.remove(at));
                     }
                 }
             }
-            if ptrace(libc::PTRACE_DETACH, tid, 0, data).is_err() {
+            let detached =
+                fault::errno(Step::Detach).and_then(|()| ptrace(libc::PTRACE_DETACH, tid, 0, data));
+            // A thread whose stop we saw can only be let go from it: try once more (a
+            // failure then means it was killed meanwhile).
+            let detached = detached.or_else(|code| match self.held.contains(&tid) {
+                true => ptrace(libc::PTRACE_DETACH, tid, 0, data),
+                false => Err(code),
+            });
+            if detached.is_err() {
+                // The signal it was to get with the detach is sent again after it.
+                self.signals.extend(delivered);
                 // Not in a stop: it never reached one (a timed-out stop), or it is exiting
                 // (a SIGKILL of the whole process). Reap it if it is a traced zombie, detach
                 // it if it stopped just now, else keep it to let go as soon as it stops.
                 let mut children = Vec::new();
                 if !release_one(self.pid, tid, &mut self.leader_status, &mut children) {
+                    // Make sure it stops (a thread seized but never interrupted, when the
+                    // stop failed half-way, would run on traced for good); the owner thread
+                    // lets it go then.
+                    let _ = ptrace(libc::PTRACE_INTERRUPT, tid, 0, 0);
                     add_lingering(self.pid, tid);
                 }
                 for child in children {
@@ -668,7 +1010,12 @@ impl StoppedThreads {
                 self.leader_status = Some(status);
             }
         }
-        for pending in self.signals.drain(..) {
+        let (mine, others): (Vec<PendingSignal>, Vec<PendingSignal>) =
+            std::mem::take(&mut self.signals)
+                .into_iter()
+                .partition(|s| tids.contains(&s.tid));
+        self.signals = others;
+        for pending in mine {
             redeliver(self.pid, pending.tid, &pending.info);
         }
     }

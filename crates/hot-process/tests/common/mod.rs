@@ -56,7 +56,7 @@ pub fn wait_line(rx: &Receiver<ProcessEvent>, what: &str, pred: impl Fn(&str) ->
                 stream: Stream::Stdout,
                 text,
             }) if pred(&text) => return text,
-            Ok(ProcessEvent::Output { .. }) => {}
+            Ok(ProcessEvent::Output { .. } | ProcessEvent::Exec { .. }) => {}
             Ok(ProcessEvent::Exited { code, signal }) => {
                 panic!("program exited (code {code:?}, signal {signal:?}) while waiting for {what}")
             }

@@ -13,33 +13,84 @@ use crate::program::{cu_source, unit_of, UnitMatch};
 use crate::{Phase, Severity};
 
 impl Worker {
+    /// The compile database, read again whenever its file changed since it was read (a
+    /// stat per call, made before each save and baseline uses it): a build that rewrites
+    /// `compile_commands.json` while the session runs reaches the next save in the editor
+    /// and in `watch` alike, without watching the file.
     pub(super) fn database(&mut self) -> Option<&CompileDatabase> {
-        if self.database.is_none() {
-            let root = &self.options.root;
-            let candidates: Vec<PathBuf> = match &self.config.compile.database {
-                Some(p) => vec![root.join(p)],
-                None => vec![
-                    root.join("compile_commands.json"),
-                    root.join("build/compile_commands.json"),
-                ],
-            };
-            for candidate in candidates {
-                if !candidate.exists() {
-                    continue;
+        let root = &self.options.root;
+        let candidates: Vec<PathBuf> = match &self.config.compile.database {
+            Some(p) => vec![root.join(p)],
+            None => vec![
+                root.join("compile_commands.json"),
+                root.join("build/compile_commands.json"),
+            ],
+        };
+        let Some(path) = candidates.into_iter().find(|c| c.exists()) else {
+            if let Some(old) = self.database.take() {
+                self.database_changed(&old, &CompileDatabase::default());
+            }
+            return None;
+        };
+        let current = self
+            .database
+            .as_mut()
+            .is_some_and(|db| db.path == path && db.is_current());
+        if !current {
+            match CompileDatabase::load(&path) {
+                Ok(db) => {
+                    if let Some(old) = self.database.take() {
+                        self.database_changed(&old, &db);
+                    }
+                    self.database = Some(db);
                 }
-                match CompileDatabase::load(&candidate) {
-                    Ok(db) => {
-                        self.database = Some(db);
-                        break;
-                    }
-                    Err(e) => {
-                        self.message(Severity::Error, e);
-                        return None;
-                    }
+                Err(e) => {
+                    // A build may be writing it right now: the entries read before stay in
+                    // use, and the next look reads it again.
+                    let kept = if self.database.is_some() {
+                        "; the entries read before stay in use"
+                    } else {
+                        ""
+                    };
+                    self.message(Severity::Error, format!("{e}{kept}"));
                 }
             }
         }
         self.database.as_ref()
+    }
+
+    /// The compile database was read again: a file whose entries changed no longer has a
+    /// baseline, since its old object was compiled with the old command and a baseline
+    /// compiled now with the new one would hide the command's change (a `-DVALUE=2` that
+    /// changes code the text does not) from the diff. Its next save is compared with the
+    /// running program instead.
+    fn database_changed(&mut self, old: &CompileDatabase, new: &CompileDatabase) {
+        let changed = old.changed_files(new);
+        let mut dropped = Vec::new();
+        for file in &changed {
+            let had_baseline = self.baselines.remove(file).is_some();
+            let had_snapshot = self.snapshots.remove(file).is_some();
+            self.baseline_queue.remove(file);
+            if had_baseline || had_snapshot {
+                dropped.push(file.display().to_string());
+            }
+        }
+        tracing::info!(
+            database = %new.path.display(),
+            changed = changed.len(),
+            "the compile database changed: read it again"
+        );
+        if !dropped.is_empty() {
+            self.message(
+                Severity::Information,
+                format!(
+                    "{} changed: the command of {} is new, so its next save is compared with \
+                     the running program",
+                    old.path.display(),
+                    dropped.join(", ")
+                ),
+            );
+        }
     }
 
     /// The compile command of `file`: among several database entries the one whose flags
@@ -96,18 +147,19 @@ impl Worker {
         dir.join(format!("{stem}-{}.o", self.scratch_counter))
     }
 
-    /// Compile and parse one file; `None` on failure after reporting it.
-    pub(super) fn compile_object(&mut self, job: &CompileJob) -> Result<Object, String> {
-        let bytes = std::fs::read(&job.output)
-            .map_err(|e| format!("cannot read {}: {e}", job.output.display()))?;
-        let _ = std::fs::remove_file(&job.output);
-        Object::parse(&job.output, &bytes).map_err(|e| e.to_string())
-    }
-
     /// Queue the baseline of every source file of this workspace that the image's DWARF or
     /// the compile database names, so the first save of each swaps only what changed. They are compiled in
     /// the background, between events.
     pub(super) fn queue_baselines(&mut self, skip: &[PathBuf]) {
+        for file in self.program_sources(skip) {
+            self.snapshot(&file);
+        }
+    }
+
+    /// The source files of this workspace that the image's DWARF or the compile database
+    /// names (candidates: not all of a database's files need be linked into the program),
+    /// `skip` left out.
+    pub(super) fn program_sources(&mut self, skip: &[PathBuf]) -> Vec<PathBuf> {
         let root = self.options.root.clone();
         let files: Vec<PathBuf> = self
             .program
@@ -136,9 +188,131 @@ impl Worker {
                 }
             }
         }
+        files
+    }
+
+    /// What `files`, as they are now, include (directly or not), from a preprocessor-only
+    /// run of their compile commands (`-M`, `jobs` at a time): for files no compile has told
+    /// yet, when a header is saved. Preprocessing succeeds where compiling may not (the
+    /// saved header may break a file), and costs a fraction of a compile. Recorded in the
+    /// dependency lists; a file whose scan fails is left unknown.
+    pub(super) fn scan_dependencies(&mut self, files: &[PathBuf], jobs: usize) {
+        let mut scans = Vec::new();
         for file in files {
-            self.snapshot(&file);
+            let entry = match self.entry_for(file) {
+                Ok(entry) => entry,
+                Err(e) => {
+                    tracing::debug!("includes of {}: {e}", file.display());
+                    continue;
+                }
+            };
+            let output = self.scratch_object(file);
+            let depfile = output.with_extension("d");
+            let job = compile::job_for(&entry, &output);
+            let mut argv = job.flags().to_vec();
+            // `flags()` ends with `-c <file>`: preprocess it instead.
+            argv.truncate(argv.len().saturating_sub(2));
+            argv.extend([
+                "-M".into(),
+                "-MF".into(),
+                depfile.display().to_string(),
+                file.display().to_string(),
+            ]);
+            scans.push((file.clone(), argv, job.directory, depfile));
         }
+        let found = super::pipeline::in_parallel(&scans, jobs, |(file, argv, dir, depfile)| {
+            let run = std::process::Command::new(&argv[0])
+                .args(&argv[1..])
+                .current_dir(dir)
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .status();
+            let text = std::fs::read_to_string(depfile);
+            let _ = std::fs::remove_file(depfile);
+            match (run, text) {
+                (_, Ok(text)) => Ok(compile::parse_depfile(&text, dir)
+                    .into_iter()
+                    .filter(|d| d != file)
+                    .collect::<Vec<PathBuf>>()),
+                (Ok(status), Err(e)) => Err(format!("`{}` ({status}) wrote no list: {e}", argv[0])),
+                (Err(e), _) => Err(format!("cannot run `{}`: {e}", argv[0])),
+            }
+        });
+        for ((file, ..), deps) in scans.into_iter().zip(found) {
+            match deps {
+                Ok(deps) => {
+                    self.dependencies.insert(file, deps);
+                }
+                Err(e) => tracing::debug!("includes of {}: {e}", file.display()),
+            }
+        }
+    }
+
+    /// Whether `file` may be a translation unit of the running program (its image has a
+    /// compile unit for it, or no DWARF to tell).
+    pub(super) fn is_linked(&mut self, file: &Path) -> bool {
+        self.program
+            .as_mut()
+            .and_then(|p| p.image().ok())
+            .is_some_and(|i| !matches!(unit_of(&i.exe.image, file), UnitMatch::NotLinked))
+    }
+
+    /// Whether a file last modified at `modified` may be what the running executable was
+    /// built from: not newer than the executable.
+    pub(super) fn older_than_the_build(&self, modified: std::time::SystemTime) -> bool {
+        self.exe_modified.is_some_and(|exe| modified <= exe)
+    }
+
+    /// Whether a file was modified while the session's build ran: the build wrote it (a
+    /// generated source) or the user saved it then — and a build that compiles, then links,
+    /// may have read it before that save, yet leaves an executable newer than it.
+    fn during_the_build(&self, path: &Path) -> bool {
+        let modified = std::fs::metadata(path).and_then(|m| m.modified()).ok();
+        match (self.build_started, modified) {
+            (Some(started), Some(modified)) => modified >= started,
+            _ => false,
+        }
+    }
+
+    /// Whether `object` (a baseline compiled from a snapshot) is what the program runs for
+    /// `file`: linked against the running image without a baseline, it changes nothing.
+    /// Anything that cannot tell (no linker yet, an error) says no.
+    fn matches_running_image(&mut self, file: &Path, object: &Object) -> bool {
+        let Some(program) = self.program.as_mut() else {
+            return false;
+        };
+        let (tu, compile_unit) = match program.image() {
+            Ok(image) => match unit_of(&image.exe.image, file) {
+                UnitMatch::Found(tu) => (
+                    tu,
+                    image
+                        .exe
+                        .image
+                        .compile_units
+                        .iter()
+                        .position(|cu| cu_source(cu) == file),
+                ),
+                UnitMatch::NotLinked => return false,
+            },
+            Err(_) => return false,
+        };
+        let Ok(linker) = program.linker() else {
+            return false;
+        };
+        let request = hot_link::LinkRequest {
+            object,
+            baseline: None,
+            unit: hot_link::UnitRef {
+                tu,
+                compile_unit,
+                source: file.display().to_string(),
+            },
+        };
+        matches!(
+            super::pipeline::link_guarded(linker, std::slice::from_ref(&request)),
+            Ok(Ok(patch)) if patch.is_empty()
+        )
     }
 
     /// Keep the text of `file` as it is now, for its baseline, if it is linked into the
@@ -150,24 +324,18 @@ impl Worker {
         if self.baselines.contains_key(file) || self.snapshots.contains_key(file) {
             return true;
         }
-        if self.dependencies.contains_key(file) {
+        if self.refused_baselines.contains(file) {
             // Compiled before and refused (a header changed after the build): no use again.
             return false;
         }
-        let unchanged_since_build = match (
-            std::fs::metadata(file).and_then(|m| m.modified()).ok(),
-            self.exe_modified,
-        ) {
-            (Some(source), Some(exe)) => source <= exe,
-            _ => false,
-        };
-        let linked = self
-            .program
-            .as_mut()
-            .and_then(|p| p.image().ok())
-            .is_some_and(|i| !matches!(unit_of(&i.exe.image, file), UnitMatch::NotLinked));
-        if !unchanged_since_build || !linked {
+        let unchanged_since_build = std::fs::metadata(file)
+            .and_then(|m| m.modified())
+            .is_ok_and(|modified| self.older_than_the_build(modified));
+        if !unchanged_since_build || !self.is_linked(file) {
             return false;
+        }
+        if self.during_the_build(file) {
+            self.snapshots_during_build.insert(file.to_owned());
         }
         match std::fs::read(file) {
             Ok(text) => {
@@ -200,15 +368,7 @@ impl Worker {
             "compiling the text the program was built from (its baseline)",
         );
         if let Err(e) = self.compile_baseline(file) {
-            // Said once: without the snapshot, later saves do not try again.
-            self.snapshots.remove(file);
-            self.message(
-                Severity::Warning,
-                format!(
-                    "no baseline for {}: {e}; this save is compared with the running program instead",
-                    file.display()
-                ),
-            );
+            self.no_baseline(file, &e);
             return None;
         }
         self.baselines
@@ -230,11 +390,70 @@ impl Worker {
     /// kept); a baseline refused for a changed header is said here, and its snapshot
     /// dropped.
     pub(super) fn compile_baseline(&mut self, file: &Path) -> Result<(), String> {
-        self.baseline_queue.remove(file);
-        let Some(text) = self.snapshots.get(file).cloned() else {
+        let Some(job) = self.baseline_job(file)? else {
             return Ok(());
         };
+        let run = run_baseline(&job);
+        self.finish_baseline(job, run)
+    }
+
+    /// Compile the baselines of `files` that are still to be made, at most `jobs` at a time
+    /// (the includers of a saved header, right after launch). A baseline that cannot be
+    /// made is said once, as [`Worker::baseline_for`] does.
+    pub(super) fn compile_baselines(&mut self, files: &[PathBuf], jobs: usize) {
+        let mut prepared = Vec::new();
+        for file in files {
+            match self.baseline_job(file) {
+                Ok(Some(job)) => prepared.push(job),
+                Ok(None) => {}
+                Err(e) => self.no_baseline(file, &e),
+            }
+        }
+        if prepared.is_empty() {
+            return;
+        }
+        self.progress(
+            Phase::Compile,
+            &format!(
+                "compiling the text the program was built from (the baselines of {} files)",
+                prepared.len()
+            ),
+        );
+        let runs = super::pipeline::in_parallel(&prepared, jobs, run_baseline);
+        for (job, run) in prepared.into_iter().zip(runs) {
+            let file = job.file.clone();
+            if let Err(e) = self.finish_baseline(job, run) {
+                self.no_baseline(&file, &e);
+            }
+        }
+    }
+
+    /// A baseline could not be made: said once, since without the snapshot later saves do
+    /// not try again.
+    fn no_baseline(&mut self, file: &Path, e: &str) {
+        self.snapshots.remove(file);
+        self.message(
+            Severity::Warning,
+            format!(
+                "no baseline for {}: {e}; this save is compared with the running program instead",
+                file.display()
+            ),
+        );
+    }
+
+    /// The compile of `file`'s snapshot, written to the scratch folder (`None`: no snapshot,
+    /// so no baseline to make).
+    fn baseline_job(&mut self, file: &Path) -> Result<Option<BaselineJob>, String> {
+        self.baseline_queue.remove(file);
+        if !self.snapshots.contains_key(file) {
+            return Ok(None);
+        }
+        // The command first: reading a changed compile database drops the snapshots of the
+        // files whose command changed (`database_changed`).
         let entry = self.entry_for(file)?;
+        let Some(text) = self.snapshots.get(file).cloned() else {
+            return Ok(None);
+        };
         let (Some(source_dir), Some(name)) = (file.parent(), file.file_name()) else {
             return Err(format!("{} has no file name", file.display()));
         };
@@ -273,24 +492,27 @@ impl Worker {
             argv,
             ..job.clone()
         };
-        let result = compile::run(&snapshot_job);
-        let _ = std::fs::remove_dir_all(&copy_dir);
-        let deps = std::fs::read_to_string(&depfile)
-            .ok()
-            .map(|text| compile::parse_depfile(&text, &snapshot_job.directory));
-        let _ = std::fs::remove_file(&depfile);
-        let object = match result {
-            Ok(outcome) if outcome.success => self.compile_object(&snapshot_job),
-            Ok(outcome) => Err(outcome
-                .diagnostics
-                .iter()
-                .find(|d| d.severity == Severity::Error)
-                .map_or(outcome.unparsed, |d| d.message.clone())),
-            Err(e) => Err(e.to_string()),
-        };
-        let object = object
+        Ok(Some(BaselineJob {
+            file: file.to_owned(),
+            flags: job.flags().to_vec(),
+            job: snapshot_job,
+            copy_dir,
+            copy,
+            depfile,
+        }))
+    }
+
+    /// Keep the object of a baseline compile if none of what it read changed since the
+    /// build, and its dependency list.
+    fn finish_baseline(&mut self, job: BaselineJob, run: BaselineRun) -> Result<(), String> {
+        let BaselineJob {
+            file, flags, copy, ..
+        } = job;
+        let file = file.as_path();
+        let object = run
+            .object
             .map_err(|e| format!("the text it was built from does not compile again: {e}"))?;
-        let deps = deps.ok_or(
+        let deps = run.deps.ok_or(
             "the compiler wrote no dependency list, so whether its headers changed since the \
              build is unknown",
         )?;
@@ -301,20 +523,17 @@ impl Worker {
             .filter(|d| *d != copy && d != file)
             .collect();
         let newer = deps.iter().find(|d| {
-            match (
-                std::fs::metadata(d).and_then(|m| m.modified()).ok(),
-                self.exe_modified,
-            ) {
-                (Some(modified), Some(exe)) => modified > exe,
-                // A header that is gone, or an executable without a date: not what ran.
-                _ => true,
-            }
+            // A header that is gone, or an executable without a date: not what ran.
+            !std::fs::metadata(d)
+                .and_then(|m| m.modified())
+                .is_ok_and(|modified| self.older_than_the_build(modified))
         });
         if let Some(header) = newer.cloned() {
             // Said once per header, not once per file that includes it.
             if !self
-                .dependencies
-                .values()
+                .refused_baselines
+                .iter()
+                .filter_map(|other| self.dependencies.get(other))
                 .any(|other| other.contains(&header))
             {
                 let text = format!(
@@ -326,23 +545,47 @@ impl Worker {
                 );
                 self.message(Severity::Information, text);
             }
-            self.dependencies.insert(file.to_owned(), deps);
+            self.record_baseline_dependencies(file, deps);
+            self.refused_baselines.insert(file.to_owned());
             // No baseline can be made of this text with the headers as they are now.
             self.snapshots.remove(file);
             return Ok(());
         }
-        self.dependencies.insert(file.to_owned(), deps);
+        // The file as it was when its snapshot was taken (it may be edited since); its
+        // headers as they are now (one edited after the build was refused above).
+        let ambiguous = self.snapshots_during_build.remove(file)
+            || deps.iter().any(|d| self.during_the_build(d));
+        self.record_baseline_dependencies(file, deps);
+        if ambiguous && !self.matches_running_image(file, &object) {
+            // Saved while the build ran, after the build read it: the snapshot is the edit,
+            // not what runs. Without a baseline the save is compared with the running image.
+            tracing::info!(
+                file = %file.display(),
+                "modified during the build and not what runs: no baseline"
+            );
+            self.snapshots.remove(file);
+            return Ok(());
+        }
         self.baselines.insert(
             file.to_owned(),
             Baseline {
-                argv: job.flags().to_vec(),
+                argv: flags,
                 object: Arc::new(object),
             },
         );
         Ok(())
     }
 
-    /// The translation units whose baseline compile read `header`, in path order.
+    /// Keep what a baseline compile read as `file`'s dependency list, unless a compile of
+    /// a save (or one before a relaunch of this build) told already: the baseline is the
+    /// text the program was built from, the save's is the text as it is now, which is what
+    /// a header's includers are found by.
+    fn record_baseline_dependencies(&mut self, file: &Path, deps: Vec<PathBuf>) {
+        self.dependencies.entry(file.to_owned()).or_insert(deps);
+    }
+
+    /// The translation units whose last compile (a baseline, or a save) read `header`, in
+    /// path order.
     pub(super) fn includers(&self, header: &Path) -> Vec<PathBuf> {
         let mut units: Vec<PathBuf> = self
             .dependencies
@@ -367,4 +610,50 @@ impl Worker {
             }
         }
     }
+}
+
+/// Read and parse the object a finished compile wrote (and remove the file).
+pub(super) fn read_object(job: &CompileJob) -> Result<Object, String> {
+    let bytes = std::fs::read(&job.output)
+        .map_err(|e| format!("cannot read {}: {e}", job.output.display()))?;
+    let _ = std::fs::remove_file(&job.output);
+    Object::parse(&job.output, &bytes).map_err(|e| e.to_string())
+}
+
+/// A baseline compile prepared by the worker: the snapshot written to its own folder.
+pub(super) struct BaselineJob {
+    file: PathBuf,
+    /// The flags of the file's patch compile, which the baseline is matched by.
+    flags: Vec<String>,
+    /// The compile of the snapshot's copy.
+    job: CompileJob,
+    copy_dir: PathBuf,
+    copy: PathBuf,
+    depfile: PathBuf,
+}
+
+/// What a baseline compile gave.
+pub(super) struct BaselineRun {
+    object: Result<Object, String>,
+    deps: Option<Vec<PathBuf>>,
+}
+
+/// Run a prepared baseline compile (no worker state: it may run on a compile thread).
+pub(super) fn run_baseline(job: &BaselineJob) -> BaselineRun {
+    let result = compile::run(&job.job);
+    let _ = std::fs::remove_dir_all(&job.copy_dir);
+    let deps = std::fs::read_to_string(&job.depfile)
+        .ok()
+        .map(|text| compile::parse_depfile(&text, &job.job.directory));
+    let _ = std::fs::remove_file(&job.depfile);
+    let object = match result {
+        Ok(outcome) if outcome.success => read_object(&job.job),
+        Ok(outcome) => Err(outcome
+            .diagnostics
+            .iter()
+            .find(|d| d.severity == Severity::Error)
+            .map_or(outcome.unparsed, |d| d.message.clone())),
+        Err(e) => Err(e.to_string()),
+    };
+    BaselineRun { object, deps }
 }

@@ -47,8 +47,10 @@ impl Worker {
             ));
             return;
         };
+        self.build_started = None;
         if let Some(build) = self.config.program.build.clone() {
             self.set_state(State::Building, Some(format!("running `{build}`")));
+            self.build_started = Some(std::time::SystemTime::now());
             let output = std::process::Command::new("sh")
                 .arg("-c")
                 .arg(&build)
@@ -91,7 +93,7 @@ impl Worker {
         let (tx, rx) = crossbeam_channel::unbounded();
         match Debuggee::launch(&spec, tx) {
             Ok(debuggee) => self.adopt(debuggee, rx),
-            Err(e) => self.fail(e.to_string()),
+            Err(e) => self.fail_process(&e, ""),
         }
     }
 
@@ -99,10 +101,11 @@ impl Worker {
         if self.program.is_some() {
             self.stop_program(true);
         }
+        self.build_started = None;
         let (tx, rx) = crossbeam_channel::unbounded();
         match Debuggee::attach(pid, tx) {
             Ok(debuggee) => self.adopt(debuggee, rx),
-            Err(e) => self.fail(e.to_string()),
+            Err(e) => self.fail_process(&e, ""),
         }
     }
 
@@ -144,6 +147,12 @@ impl Worker {
             .as_ref()
             .and_then(|p| p.image.as_ref())
             .and_then(|i| i.exe.image.build_id.clone());
+        // Dependency lists survive a relaunch of the very same executable only: another
+        // build (or one without a build-id, which cannot be told apart) may include others.
+        if build_id.is_none() || build_id != self.dependencies_build_id {
+            self.dependencies.clear();
+            self.dependencies_build_id = build_id.clone();
+        }
         let replay = if build_id.is_some() && build_id == self.replay_build_id {
             std::mem::take(&mut self.replay)
         } else {
@@ -160,12 +169,22 @@ impl Worker {
         if !replay.is_empty() {
             // No baseline: the fresh process runs the executable's original code, and each
             // file is compared with it (hot-link's image_diff) to find what the session changed.
-            let mut applied = 0;
-            for file in &replay {
-                if matches!(self.compile_link_swap(file), Ok(Some(_))) {
-                    applied += 1;
-                }
-            }
+            // All in one swap (one link, parallel compiles, one atomic commit: the
+            // includers of a header swapped together are never seen half re-applied); if
+            // that is refused, file by file, so one file that no longer swaps does not hold
+            // back the others.
+            let together = match replay.as_slice() {
+                [first, _, ..] => Some(self.swap_files(first, &replay)),
+                _ => None,
+            };
+            let applied = match together {
+                Some(Ok(Some(summary))) => summary.files.len(),
+                Some(Ok(None)) => 0,
+                _ => replay
+                    .iter()
+                    .filter(|file| matches!(self.compile_link_swap(file), Ok(Some(_))))
+                    .count(),
+            };
             self.message(
                 Severity::Information,
                 format!(
@@ -174,6 +193,26 @@ impl Worker {
                 ),
             );
         }
+    }
+
+    /// The program called `exec`: the same process runs a new image. Everything read from
+    /// the old one (image, linker and arenas, journal, baselines) is dropped and the new
+    /// image adopted as if just launched; a program that re-executes itself gets this
+    /// session's changes again (same build-id), as a relaunch would.
+    pub(super) fn on_exec(&mut self, path: &str) {
+        let Some(program) = self.program.take() else {
+            return;
+        };
+        let pid = program.debuggee.pid();
+        self.message(
+            Severity::Warning,
+            format!(
+                "pid {pid} called exec and now runs {path}: the functions swapped into its \
+                 previous image are gone with it; hot-lsp reads the new image"
+            ),
+        );
+        let events = std::mem::replace(&mut self.process_events, crossbeam_channel::never());
+        self.adopt(program.debuggee, events);
     }
 
     pub(super) fn stop_program(&mut self, detach: bool) {

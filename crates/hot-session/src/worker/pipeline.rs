@@ -1,20 +1,63 @@
-//! The swap pipeline: compile the saved file, link it against the running image, apply the
-//! patch, report; and undo.
+//! The swap pipeline: compile the saved file (or every includer of a saved header, in
+//! parallel), link the objects against the running image as one patch, apply it, report;
+//! and undo.
+//!
+//! A swap is three steps whatever was saved: [`Worker::unit_job`] picks each file's compile
+//! command and its unit of the image, [`compile_all`] compiles them (one thread per job,
+//! at most [`max_jobs`]), [`Worker::link_and_apply`] links every object into one patch
+//! (`Linker::link_units`), writes it in one atomic commit and journals it as one swap.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
+use crossbeam_channel::Sender;
 use hot_link::{LinkRequest, UnitRef};
-use hot_process::{ProcessError, WritePlan};
+use hot_object::{Object, TranslationUnitId};
+use hot_process::WritePlan;
 
+use super::baseline::read_object;
 use super::{has_extension, Baseline, Worker, HEADER_EXTENSIONS, SOURCE_EXTENSIONS};
-use crate::compile;
+use crate::compile::{self, CompileJob, CompileOutcome};
 use crate::compile_db::normalize;
 use crate::config;
 use crate::program::{unit_of, AppliedPatch, UnitMatch};
 use crate::{Diagnostic, Micros, Phase, Progress, SessionEvent, Severity, State, SwapSummary};
+
+/// The most compiles a header's swap runs at once, whatever the machine has.
+const MAX_JOBS: usize = 16;
+
+/// How many compiles run at once: one per core, at most [`MAX_JOBS`].
+fn max_jobs() -> usize {
+    std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(MAX_JOBS)
+}
+
+/// One file to compile for a swap.
+pub(super) struct UnitJob {
+    file: PathBuf,
+    job: CompileJob,
+    /// Where the compiler writes the file's dependency list (`-MD -MF`), so the includers
+    /// of a header stay known as files are saved.
+    depfile: PathBuf,
+    /// The `STT_FILE` group of the image the file replaces (`None`: not found there, or no
+    /// program runs).
+    tu: Option<TranslationUnitId>,
+}
+
+/// What compiling one [`UnitJob`] gave.
+struct Compiled {
+    unit: UnitJob,
+    /// `Err`: the compiler could not run (with its stable code), or its object could not be
+    /// read.
+    outcome: Result<CompileOutcome, (Option<&'static str>, String)>,
+    /// The object, if the compile succeeded.
+    object: Option<Object>,
+    /// What the compile read, the file itself left out.
+    deps: Option<Vec<PathBuf>>,
+}
 
 impl Worker {
     pub(super) fn on_saved(&mut self, file: &Path) {
@@ -27,41 +70,27 @@ impl Worker {
             return;
         }
         if has_extension(&file, HEADER_EXTENSIONS) {
-            let includers = self.includers(&file);
-            let mut names: Vec<String> = includers
-                .iter()
-                .take(5)
-                .map(|f| f.display().to_string())
-                .collect();
-            if includers.len() > names.len() {
-                names.push(format!("{} more", includers.len() - names.len()));
-            }
-            let which = if names.is_empty() {
-                String::new()
-            } else {
-                format!(" ({})", names.join(", "))
-            };
-            self.message(
-                Severity::Information,
-                format!(
-                    "{} is a header: recompiling the files that include it is not supported yet; \
-                     save a source file that includes it{which} to swap its changes",
-                    file.display()
-                ),
-            );
+            self.on_header_saved(&file);
             return;
         }
         if !has_extension(&file, SOURCE_EXTENSIONS) {
             return;
         }
-        let title = format!(
-            "hot-lsp: {}",
-            file.file_name()
-                .map(|f| f.to_string_lossy().into_owned())
-                .unwrap_or_default()
-        );
+        self.swap_with_progress(&file, std::slice::from_ref(&file));
+    }
+
+    /// Swap `files` as one, between a progress begin and end titled by `saved`.
+    fn swap_with_progress(&mut self, saved: &Path, files: &[PathBuf]) {
+        let name = saved
+            .file_name()
+            .map(|f| f.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let title = match files {
+            [one] if one == saved => format!("hot-lsp: {name}"),
+            _ => format!("hot-lsp: {name} ({} files include it)", files.len()),
+        };
         self.emit(SessionEvent::Progress(Progress::Begin { title }));
-        let result = self.compile_link_swap(&file);
+        let result = self.swap_files(saved, files);
         let end = match &result {
             Ok(Some(summary)) => format!(
                 "swapped {} function(s) in {} µs",
@@ -74,6 +103,66 @@ impl Worker {
         self.emit(SessionEvent::Progress(Progress::End { message: end }));
     }
 
+    /// A saved header: every translation unit of the running program that includes it
+    /// (directly or not, as their last compile's dependency list says) is recompiled and
+    /// swapped in one patch. A header no unit includes gets an information diagnostic.
+    fn on_header_saved(&mut self, header: &Path) {
+        if self.program.is_none() {
+            self.message(
+                Severity::Information,
+                format!(
+                    "{} is a header: no program is running, so nothing is swapped",
+                    header.display()
+                ),
+            );
+            return;
+        }
+        // Files no compile has told the includes of yet (their baseline is still queued,
+        // or was not made): a preprocessor run says, whether or not they compile now.
+        let unknown: Vec<PathBuf> = self
+            .program_sources(&[])
+            .into_iter()
+            .filter(|f| !self.dependencies.contains_key(f) && self.is_linked(f))
+            .collect();
+        if !unknown.is_empty() {
+            self.progress(
+                Phase::Compile,
+                &format!("finding which of {} files include it", unknown.len()),
+            );
+        }
+        self.scan_dependencies(&unknown, max_jobs());
+        let includers: Vec<PathBuf> = self
+            .includers(header)
+            .into_iter()
+            .filter(|unit| self.is_linked(unit))
+            .collect();
+        if includers.is_empty() {
+            let diagnostic = Diagnostic {
+                file: header.to_owned(),
+                line: 1,
+                column: 1,
+                end_line: None,
+                end_column: None,
+                severity: Severity::Information,
+                code: "not-included".into(),
+                message: format!(
+                    "no translation unit of the running program includes {}: nothing was \
+                     recompiled or swapped",
+                    header.display()
+                ),
+            };
+            self.publish(header, header, vec![diagnostic]);
+            self.set_state(
+                State::Running,
+                Some("the saved header is not included by the running program".into()),
+            );
+            return;
+        }
+        // An earlier "not included" is no longer true.
+        self.publish(header, header, Vec::new());
+        self.swap_with_progress(header, &includers);
+    }
+
     pub(super) fn progress(&self, phase: Phase, message: &str) {
         self.emit(SessionEvent::Progress(Progress::Report {
             phase,
@@ -83,22 +172,20 @@ impl Worker {
 
     /// Compile, link and swap one saved file. `Ok(None)`: compiled, nothing was swapped.
     pub(super) fn compile_link_swap(&mut self, file: &Path) -> Result<Option<SwapSummary>, ()> {
-        let entry = match self.entry_for(file) {
-            Ok(e) => e,
-            Err(e) => {
-                self.fail(e);
-                return Err(());
-            }
-        };
-        // The translation unit of the image this file replaces. A source of the database
-        // that the running program does not contain (a test or a tool built from the same
-        // tree) is refused before compiling anything.
-        let unit = match self.program.as_mut().map(|p| {
+        self.swap_files(file, std::slice::from_ref(&file.to_owned()))
+    }
+
+    /// The compile of `file` for a swap. A source of the database that the running program
+    /// does not contain (a test or a tool built from the same tree) is refused before
+    /// compiling anything.
+    fn unit_job(&mut self, file: &Path) -> Result<UnitJob, String> {
+        let entry = self.entry_for(file)?;
+        let tu = match self.program.as_mut().map(|p| {
             p.image()
                 .map(|i| (unit_of(&i.exe.image, file), i.exe.path.clone()))
         }) {
             None => None,
-            Some(Ok((UnitMatch::Found(tu), _))) => Some(tu),
+            Some(Ok((UnitMatch::Found(tu), _))) => tu,
             Some(Ok((UnitMatch::NotLinked, exe))) => {
                 let why = self
                     .program
@@ -106,126 +193,229 @@ impl Worker {
                     .and_then(|p| p.why_not_linked(file))
                     .map(|why| format!(". {why}"))
                     .unwrap_or_default();
-                self.fail(format!(
+                return Err(format!(
                     "{} is not linked into the running program ({exe}); nothing was swapped{why}",
                     file.display()
                 ));
-                return Err(());
             }
-            Some(Err(e)) => {
-                self.fail(e);
-                return Err(());
-            }
+            Some(Err(e)) => return Err(e),
         };
+        let output = self.scratch_object(file);
+        let depfile = output.with_extension("d");
+        let mut job = compile::job_for(&entry, &output);
+        // After `-o <output>`, so `flags()` (what baselines are matched by) is unchanged.
+        job.argv
+            .extend(["-MD".into(), "-MF".into(), depfile.display().to_string()]);
+        Ok(UnitJob {
+            file: file.to_owned(),
+            job,
+            depfile,
+            tu,
+        })
+    }
+
+    /// Compile `files`, link them into one patch and apply it in one atomic commit: the
+    /// saved source file (`files` = `[saved]`), or the includers of the saved header. A
+    /// file that does not compile refuses the whole swap with nothing written.
+    /// `Ok(None)`: compiled, nothing was swapped.
+    pub(super) fn swap_files(
+        &mut self,
+        saved: &Path,
+        files: &[PathBuf],
+    ) -> Result<Option<SwapSummary>, ()> {
+        let mut units = Vec::with_capacity(files.len());
+        for file in files {
+            match self.unit_job(file) {
+                Ok(unit) => units.push(unit),
+                Err(e) => {
+                    self.fail(e);
+                    return Err(());
+                }
+            }
+        }
         let running_state = if self.program.is_some() {
             State::Running
         } else {
             State::Idle
         };
-        self.progress(Phase::Compile, "compiling");
-        let output = self.scratch_object(file);
-        let job = compile::job_for(&entry, &output);
-        let outcome = match compile::run(&job) {
-            Ok(o) => o,
-            Err(e) => {
-                self.fail(e.to_string());
-                return Err(());
+        let jobs = max_jobs().min(units.len());
+        match units.as_slice() {
+            [_] => self.progress(Phase::Compile, "compiling"),
+            _ => self.progress(
+                Phase::Compile,
+                &format!("compiling {} files ({jobs} at a time)", units.len()),
+            ),
+        }
+        let compile_start = Instant::now();
+        let compiled = compile_all(units, jobs, &self.events);
+        let compile_wall = compile_start.elapsed().as_micros() as u64;
+        let compile_total = compiled
+            .iter()
+            .filter_map(|c| c.outcome.as_ref().ok())
+            .map(|o| o.micros)
+            .sum();
+        // What each file includes now: a header added by this very save counts from now.
+        for c in &compiled {
+            if let Some(deps) = &c.deps {
+                self.dependencies.insert(c.unit.file.clone(), deps.clone());
             }
-        };
-        let mut diagnostics = outcome.diagnostics.clone();
-        if !outcome.success {
-            self.publish(file, file, diagnostics);
+        }
+        // Every file compiled (and its diagnostics are fresh), or nothing is swapped.
+        let mut ready = Vec::with_capacity(compiled.len());
+        let mut failed = Vec::new();
+        for c in compiled {
+            match (&c.outcome, c.object) {
+                (Ok(outcome), Some(object)) => ready.push((c.unit, outcome.clone(), object)),
+                (Ok(outcome), None) => {
+                    self.publish(&c.unit.file, &c.unit.file, outcome.diagnostics.clone());
+                    failed.push(c.unit.file);
+                }
+                (Err((code, e)), _) => {
+                    match code {
+                        Some(code) => self.fail_coded(code, e.clone()),
+                        None => self.fail(e.clone()),
+                    }
+                    failed.push(c.unit.file);
+                }
+            }
+        }
+        if !failed.is_empty() || self.program.is_none() {
+            for (unit, outcome, _) in ready {
+                self.publish(&unit.file, &unit.file, outcome.diagnostics);
+            }
+            if failed.is_empty() {
+                // No program: compiling is all there is to do.
+                self.set_state(running_state, None);
+                return Ok(None);
+            }
+            if files.len() > 1 {
+                let names: Vec<String> = failed.iter().map(|f| f.display().to_string()).collect();
+                self.set_state(
+                    running_state,
+                    Some(format!(
+                        "{} does not compile: none of the {} files that include {} was swapped",
+                        names.join(", "),
+                        files.len(),
+                        saved.display()
+                    )),
+                );
+            }
             return Err(());
         }
-        let object = match self.compile_object(&job) {
-            Ok(o) => o,
-            Err(e) => {
-                self.fail(e);
-                return Err(());
-            }
+        let micros = Micros {
+            compile: compile_wall,
+            compile_total,
+            ..Micros::default()
         };
-        if self.program.is_none() {
-            // No program: compiling is all there is to do; the file's diagnostics are fresh.
-            self.publish(file, file, diagnostics);
-            self.set_state(running_state, None);
-            return Ok(None);
+        self.link_and_apply(saved, ready, micros)
+    }
+
+    /// Link the compiled files as one patch against the running image, publish each file's
+    /// diagnostics, write the patch in one atomic commit, journal it and report the swap.
+    fn link_and_apply(
+        &mut self,
+        saved: &Path,
+        ready: Vec<(UnitJob, CompileOutcome, Object)>,
+        mut micros: Micros,
+    ) -> Result<Option<SwapSummary>, ()> {
+        // What runs, compiled with the same flags (now, if it is still in the queue; the
+        // includers of a header saved right after launch, in parallel).
+        let pending: Vec<PathBuf> = ready
+            .iter()
+            .map(|(unit, _, _)| unit)
+            .filter(|unit| {
+                self.baselines
+                    .get(&unit.file)
+                    .is_none_or(|b| b.argv != unit.job.flags())
+                    && self.snapshots.contains_key(&unit.file)
+                    && !self.replay.contains(&unit.file)
+            })
+            .map(|unit| unit.file.clone())
+            .collect();
+        if pending.len() > 1 {
+            self.compile_baselines(&pending, max_jobs());
         }
-        // What runs, compiled with the same flags (now, if it is still in the queue).
-        let baseline = self.baseline_for(file, job.flags());
+        let baselines: Vec<Option<Baseline>> = ready
+            .iter()
+            .map(|(unit, _, _)| self.baseline_for(&unit.file, unit.job.flags()))
+            .collect();
+        // Each file's diagnostics, completed with the linker's findings before publishing.
+        let mut diagnostics: Vec<Vec<Diagnostic>> = ready
+            .iter()
+            .map(|(_, outcome, _)| outcome.diagnostics.clone())
+            .collect();
+        let files: Vec<PathBuf> = ready.iter().map(|(unit, _, _)| unit.file.clone()).collect();
         self.progress(Phase::Link, "linking");
         let Some(program) = self.program.as_mut() else {
             return Err(());
         };
         let link_start = Instant::now();
-        // The compile unit tells which definition of a global name this file made (weak
-        // defaults, hidden symbols).
-        let compile_unit = program.image.as_ref().and_then(|i| {
-            i.exe
-                .image
-                .compile_units
-                .iter()
-                .position(|cu| crate::program::cu_source(cu) == file)
-        });
-        let unit = UnitRef {
-            tu: unit.flatten(),
-            compile_unit,
-            source: file.display().to_string(),
-        };
-        let linker = match program.linker() {
-            Ok(l) => l,
-            Err(e) => {
-                self.publish(file, file, diagnostics);
-                self.fail(e);
-                return Err(());
-            }
-        };
-        let request = LinkRequest {
-            object: &object,
-            baseline: baseline.as_ref().map(|b| b.object.as_ref()),
-            unit,
-        };
-        let mut result = match link_guarded(linker, &request) {
-            Ok(result) => result,
-            Err(text) => {
-                self.publish(file, file, diagnostics);
-                self.fail(text);
-                return Err(());
-            }
-        };
-        let undefined = |r: &Result<hot_link::Patch, Vec<hot_link::LinkError>>| {
-            r.as_ref().is_err_and(|errors| {
+        let requests: Vec<LinkRequest> = ready
+            .iter()
+            .zip(&baselines)
+            .map(|((unit, _, object), baseline)| {
+                // The compile unit tells which definition of a global name this file made
+                // (weak defaults, hidden symbols).
+                let compile_unit = program.image.as_ref().and_then(|i| {
+                    i.exe
+                        .image
+                        .compile_units
+                        .iter()
+                        .position(|cu| crate::program::cu_source(cu) == unit.file)
+                });
+                LinkRequest {
+                    object,
+                    baseline: baseline.as_ref().map(|b| b.object.as_ref()),
+                    unit: UnitRef {
+                        tu: unit.tu,
+                        compile_unit,
+                        source: unit.file.display().to_string(),
+                    },
+                }
+            })
+            .collect();
+        let mut linked = program
+            .linker()
+            .and_then(|linker| link_guarded(linker, &requests));
+        let undefined = linked.as_ref().is_ok_and(|result| {
+            result.as_ref().is_err_and(|errors| {
                 errors
                     .iter()
                     .any(|e| e.code == hot_link::LinkErrorCode::UndefinedSymbol)
             })
-        };
+        });
         // A symbol may come from a library loaded since the linker last looked.
-        if undefined(&result) && program.refresh_libraries() {
+        if undefined && program.refresh_libraries() {
             if let Ok(linker) = program.linker() {
-                match link_guarded(linker, &request) {
-                    Ok(again) => result = again,
-                    Err(text) => {
-                        self.publish(file, file, diagnostics);
-                        self.fail(text);
-                        return Err(());
-                    }
-                }
+                linked = link_guarded(linker, &requests);
             }
         }
+        drop(requests);
+        let result = match linked {
+            Ok(result) => result,
+            Err(text) => {
+                self.publish_each(&files, diagnostics);
+                self.fail(text);
+                return Err(());
+            }
+        };
         let patch = match result {
             Ok(p) => p,
             Err(errors) => {
-                diagnostics.extend(grouped(
-                    errors.iter().map(|e| Finding {
-                        code: e.code.diagnostic_code(),
-                        symbol: e.symbol.as_deref(),
-                        line: e.line.as_ref(),
-                        message: &e.message,
-                        severity: Severity::Error,
-                    }),
-                    file,
-                ));
-                self.publish(file, file, diagnostics);
+                for (file, diagnostics) in files.iter().zip(&mut diagnostics) {
+                    let source = file.display().to_string();
+                    diagnostics.extend(grouped(
+                        errors.iter().filter(|e| e.unit == source).map(|e| Finding {
+                            code: e.code.diagnostic_code(),
+                            symbol: e.symbol.as_deref(),
+                            line: e.line.as_ref(),
+                            message: &e.message,
+                            severity: Severity::Error,
+                        }),
+                        file,
+                    ));
+                }
+                self.publish_each(&files, diagnostics);
                 self.set_state(
                     State::Running,
                     Some("the patch was refused; nothing was written".into()),
@@ -233,79 +423,86 @@ impl Worker {
                 return Err(());
             }
         };
-        let link_micros = link_start.elapsed().as_micros() as u64;
-        diagnostics.extend(grouped(
-            patch.notes.iter().map(|note| Finding {
-                code: note.code,
-                symbol: note.symbol.as_deref(),
-                line: note.line.as_ref(),
-                message: &note.message,
-                severity: match note.severity {
-                    hot_link::NoteSeverity::Warning => Severity::Warning,
-                    hot_link::NoteSeverity::Information => Severity::Information,
-                },
-            }),
-            file,
-        ));
-        self.publish(file, file, diagnostics);
+        micros.link = link_start.elapsed().as_micros() as u64;
+        for (file, diagnostics) in files.iter().zip(&mut diagnostics) {
+            let source = file.display().to_string();
+            diagnostics.extend(grouped(
+                patch
+                    .notes
+                    .iter()
+                    .filter(|note| note.unit == source)
+                    .map(|note| Finding {
+                        code: note.code,
+                        symbol: note.symbol.as_deref(),
+                        line: note.line.as_ref(),
+                        message: &note.message,
+                        severity: match note.severity {
+                            hot_link::NoteSeverity::Warning => Severity::Warning,
+                            hot_link::NoteSeverity::Information => Severity::Information,
+                        },
+                    }),
+                file,
+            ));
+        }
+        self.publish_each(&files, diagnostics.clone());
 
-        // C++ exception tables: the unwinder finds a function's frame description only in
-        // the loaded objects' .eh_frame, not in the arenas (none is registered yet).
-        let unwinds_cxx_exceptions = object
-            .symbols
-            .iter()
-            .any(|s| s.name == "__gxx_personality_v0");
-        let new_baseline = Baseline {
-            argv: job.flags().to_vec(),
-            object: Arc::new(object),
-        };
+        // C++ code: a table the unwinder cannot take is worth a warning (`unwind.rs`).
+        let unwinds_cxx_exceptions = ready.iter().any(|(_, _, object)| {
+            object
+                .symbols
+                .iter()
+                .any(|s| s.name == "__gxx_personality_v0")
+        });
+        let new_baselines: Vec<(PathBuf, Baseline)> = ready
+            .into_iter()
+            .map(|(unit, _, object)| {
+                let baseline = Baseline {
+                    argv: unit.job.flags().to_vec(),
+                    object: Arc::new(object),
+                };
+                (unit.file, baseline)
+            })
+            .collect();
         if patch.is_empty() {
-            self.baselines.insert(file.to_owned(), new_baseline);
-            self.set_state(State::Running, Some("no function changed".into()));
+            self.baselines.extend(new_baselines);
+            // Every save is answered: a front end driving the session (a script on `watch
+            // --json`, an editor's status line) can tell this save was seen and did nothing.
+            self.emit(SessionEvent::Unchanged {
+                file: saved.to_owned(),
+                micros,
+            });
+            self.set_state(State::Running, Some(unchanged_text(saved, &micros)));
             return Ok(None);
         }
 
         self.set_state(State::Swapping, None);
         self.progress(Phase::Swap, "swapping");
-        let plan = WritePlan {
-            prepare: patch
-                .writes
-                .iter()
-                .map(|w| hot_process::Write {
-                    addr: w.addr.0,
-                    bytes: w.bytes.clone(),
-                    expected: None,
-                    what: w.what.clone(),
-                })
-                .collect(),
-            copies: patch
-                .slot_copies
-                .iter()
-                .map(|c| hot_process::SlotCopy {
-                    src: c.src.0,
-                    dst: c.dst.0,
-                })
-                .collect(),
-            // Read-only objects the program can read now change with the entries, while
-            // every thread is stopped, checked and rolled back like them.
-            commit_data: patch.in_place.iter().map(data_write).collect(),
-            commit: patch.entries.iter().map(entry_write).collect(),
-            protected: patch.protected.iter().map(|r| r.start.0..r.end.0).collect(),
-        };
+        let plan = write_plan(&patch);
+        let swap_start = Instant::now();
+        if let Err(e) = self.apply_with_unwind(&plan, &patch, unwinds_cxx_exceptions) {
+            if let Some(code) = process_error_code(&e) {
+                // The save did not reach the program: say so where each file is shown, until
+                // a later save of it links again.
+                let text = hot_object::display_names(&e.to_string()).into_owned();
+                for (file, diagnostics) in files.iter().zip(&mut diagnostics) {
+                    diagnostics.push(located(None, file, Severity::Error, code, &text));
+                }
+                self.publish_each(&files, diagnostics);
+            }
+            self.fail_process(&e, "");
+            return Err(());
+        }
         let Some(program) = self.program.as_mut() else {
             return Err(());
         };
-        let swap_start = Instant::now();
-        if let Err(e) = program.debuggee.apply(&plan) {
-            let text = process_error_text(&e);
-            self.fail(text);
-            return Err(());
-        }
-        let swap_micros = swap_start.elapsed().as_micros() as u64;
+        micros.swap = swap_start.elapsed().as_micros() as u64;
         if let Some(linker) = program.linker.as_mut() {
             linker.commit(&patch);
         }
-        let previous = self.baselines.insert(file.to_owned(), new_baseline);
+        self.record_perf_map(&patch.bodies);
+        let Some(program) = self.program.as_mut() else {
+            return Err(());
+        };
         let build_id = program
             .image
             .as_ref()
@@ -314,43 +511,65 @@ impl Worker {
             self.replay.clear();
             self.replay_build_id = build_id;
         }
-        if !self.replay.iter().any(|f| f == file) {
-            self.replay.push(file.to_owned());
+        let mut journaled = Vec::with_capacity(new_baselines.len());
+        for (file, baseline) in new_baselines {
+            let previous = self.baselines.insert(file.clone(), baseline);
+            if !self.replay.contains(&file) {
+                self.replay.push(file.clone());
+            }
+            journaled.push((file, previous));
         }
-        program.journal.push(AppliedPatch {
-            file: file.to_owned(),
-            previous_baseline: previous,
-        });
+        if let Some(program) = self.program.as_mut() {
+            program.journal.push(AppliedPatch {
+                saved: saved.to_owned(),
+                files: journaled,
+            });
+        }
         self.seq += 1;
         let summary = SwapSummary {
             seq: self.seq,
-            file: file.to_owned(),
+            file: saved.to_owned(),
+            files,
             swapped: patch.swapped.clone(),
             added: patch.added.clone(),
             skipped: patch.skipped,
-            micros: Micros {
-                compile: outcome.micros,
-                link: link_micros,
-                swap: swap_micros,
-            },
+            micros,
         };
         self.emit(SessionEvent::Swap(summary.clone()));
-        if unwinds_cxx_exceptions && !self.warned_exceptions {
-            self.warned_exceptions = true;
+        let (pid, children) = match self.program.as_ref() {
+            Some(p) => (p.debuggee.pid(), p.debuggee.forked_children()),
+            None => (0, Vec::new()),
+        };
+        if !children.is_empty() && children != self.warned_children {
+            let pids: Vec<String> = children.iter().map(|c| c.to_string()).collect();
             self.message(
                 Severity::Warning,
-                "C++ exceptions cannot pass through swapped functions yet: hot-lsp does not \
-                 register unwind tables for new bodies, so an exception thrown in or through a \
-                 swapped function terminates the program. Restart the program before relying \
-                 on exceptions in the functions you changed.",
+                format!(
+                    "swapped in pid {pid} only: its {} child process{} running the same program \
+                     (pid {}) {} forked before this swap and keep{} the old code; restart \
+                     them (or the program) to run the new code there",
+                    children.len(),
+                    if children.len() == 1 { "" } else { "es" },
+                    pids.join(", "),
+                    if children.len() == 1 { "was" } else { "were" },
+                    if children.len() == 1 { "s" } else { "" },
+                ),
             );
         }
+        self.warned_children = children;
         self.update_status(|s| {
             s.state = State::Running;
             s.last_swap = Some(summary.clone());
             s.message = None;
         });
         Ok(Some(summary))
+    }
+
+    /// Publish the diagnostics of each file (compiled as its own translation unit).
+    fn publish_each(&mut self, files: &[PathBuf], diagnostics: Vec<Vec<Diagnostic>>) {
+        for (file, diagnostics) in files.iter().zip(diagnostics) {
+            self.publish(file, file, diagnostics);
+        }
     }
 
     pub(super) fn undo(&mut self) {
@@ -376,59 +595,218 @@ impl Worker {
         if let Err(e) = program.debuggee.apply(&plan) {
             // The linker still holds the swap, as the process does: undo can be retried.
             program.journal.push(applied);
-            let text = process_error_text(&e);
-            self.fail(format!("undo failed: {text}"));
+            self.fail_process(&e, "undo failed: ");
             return;
         }
         if let Some(linker) = program.linker.as_mut() {
             linker.revert_last();
         }
-        match applied.previous_baseline {
-            Some(b) => {
-                self.baselines.insert(applied.file.clone(), b);
+        let mut reverted_files = Vec::with_capacity(applied.files.len());
+        for (file, previous) in applied.files {
+            match previous {
+                Some(b) => {
+                    self.baselines.insert(file.clone(), b);
+                }
+                None => {
+                    self.baselines.remove(&file);
+                }
             }
-            None => {
-                self.baselines.remove(&applied.file);
-            }
+            reverted_files.push(file.display().to_string());
         }
-        let names: Vec<String> = reverts.writes().map(|e| e.function.clone()).collect();
+        let names: Vec<String> = reverts
+            .writes()
+            .map(|e| hot_object::display_name(&e.function).into_owned())
+            .collect();
+        let which = match reverted_files.as_slice() {
+            [one] if *one == applied.saved.display().to_string() => one.clone(),
+            files => format!("{} ({})", applied.saved.display(), files.join(", ")),
+        };
         self.message(
             Severity::Information,
-            format!(
-                "reverted the last swap of {} ({})",
-                applied.file.display(),
-                names.join(", ")
-            ),
+            format!("reverted the last swap of {which} ({})", names.join(", ")),
         );
         self.set_state(State::Running, Some("undone".into()));
     }
 }
 
-/// `Linker::link`, with a panic (a bug of hot-link's, met on input it did not expect) turned
-/// into a message: the link is pure and wrote nothing, so the session and the program go
-/// on as they were.
-fn link_guarded(
+/// Compile every unit, `jobs` at a time (each in its own thread; one job runs here), and
+/// report each file as it finishes. Results come back in the units' order.
+fn compile_all(units: Vec<UnitJob>, jobs: usize, events: &Sender<SessionEvent>) -> Vec<Compiled> {
+    let total = units.len();
+    let done = std::sync::atomic::AtomicUsize::new(0);
+    let run = |unit: &UnitJob| {
+        let result = compile_one(unit);
+        let finished = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        if total > 1 {
+            let name = unit.file.file_name().map_or_else(
+                || unit.file.display().to_string(),
+                |n| n.to_string_lossy().into_owned(),
+            );
+            let how = match &result {
+                (Ok(o), _, _) if o.success => "compiled",
+                _ => "failed to compile",
+            };
+            // A front end that went away stops listening; the compile goes on regardless.
+            let _ = events.send(SessionEvent::Progress(Progress::Report {
+                phase: Phase::Compile,
+                message: format!("{how} {name} ({finished}/{total})"),
+            }));
+        }
+        result
+    };
+    let results = in_parallel(&units, jobs, run);
+    units
+        .into_iter()
+        .zip(results)
+        .map(|(unit, (outcome, object, deps))| Compiled {
+            unit,
+            outcome,
+            object,
+            deps,
+        })
+        .collect()
+}
+
+/// `f` of every item, `jobs` items at a time (each job a thread of its own, taking the next
+/// item when it is done; one job runs here). Results come back in the items' order.
+pub(super) fn in_parallel<T: Sync, R: Send>(
+    items: &[T],
+    jobs: usize,
+    f: impl Fn(&T) -> R + Sync,
+) -> Vec<R> {
+    if jobs <= 1 || items.len() <= 1 {
+        return items.iter().map(f).collect();
+    }
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let mut results: Vec<(usize, R)> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..jobs.min(items.len()))
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut mine = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some(item) = items.get(i) else {
+                            break;
+                        };
+                        mine.push((i, f(item)));
+                    }
+                    mine
+                })
+            })
+            .collect();
+        // A job that panicked (a bug) panics here, as it would have without threads.
+        workers
+            .into_iter()
+            .flat_map(|w| w.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .collect()
+    });
+    results.sort_by_key(|(i, _)| *i);
+    results.into_iter().map(|(_, r)| r).collect()
+}
+
+/// Compile one unit and read its object and dependency list (no worker state: this runs
+/// on the compile threads).
+#[allow(clippy::type_complexity)]
+fn compile_one(
+    unit: &UnitJob,
+) -> (
+    Result<CompileOutcome, (Option<&'static str>, String)>,
+    Option<Object>,
+    Option<Vec<PathBuf>>,
+) {
+    let outcome = compile::run(&unit.job).map_err(|e| (Some(e.code()), e.to_string()));
+    let deps = std::fs::read_to_string(&unit.depfile).ok().map(|text| {
+        compile::parse_depfile(&text, &unit.job.directory)
+            .into_iter()
+            .filter(|d| *d != unit.file)
+            .collect()
+    });
+    let _ = std::fs::remove_file(&unit.depfile);
+    match outcome {
+        Ok(o) if o.success => match read_object(&unit.job) {
+            Ok(object) => (Ok(o), Some(object), deps),
+            Err(e) => (Err((None, e)), None, deps),
+        },
+        other => (other, None, deps),
+    }
+}
+
+/// The process side's plan for a patch: arena writes and slot copies first, then the
+/// in-place data and the entries in one atomic commit.
+fn write_plan(patch: &hot_link::Patch) -> WritePlan {
+    WritePlan {
+        prepare: patch
+            .writes
+            .iter()
+            .map(|w| hot_process::Write {
+                addr: w.addr.0,
+                bytes: w.bytes.clone(),
+                expected: None,
+                what: w.what.clone(),
+            })
+            .collect(),
+        copies: patch
+            .slot_copies
+            .iter()
+            .map(|c| hot_process::SlotCopy {
+                src: c.src.0,
+                dst: c.dst.0,
+            })
+            .collect(),
+        // Read-only objects the program can read now change with the entries, while
+        // every thread is stopped, checked and rolled back like them.
+        commit_data: patch.in_place.iter().map(data_write).collect(),
+        commit: patch.entries.iter().map(entry_write).collect(),
+        protected: patch.protected.iter().map(|r| r.start.0..r.end.0).collect(),
+    }
+}
+
+/// `Linker::link_units`, with a panic (a bug of hot-link's, met on input it did not expect)
+/// turned into a message: the link is pure and wrote nothing, so the session and the
+/// program go on as they were.
+pub(super) fn link_guarded(
     linker: &hot_link::Linker,
-    request: &LinkRequest<'_>,
+    requests: &[LinkRequest<'_>],
 ) -> Result<Result<hot_link::Patch, Vec<hot_link::LinkError>>, String> {
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| linker.link(request))).map_err(
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| linker.link_units(requests))).map_err(
         |panic| {
             let what = panic
                 .downcast_ref::<String>()
                 .map(String::as_str)
                 .or_else(|| panic.downcast_ref::<&str>().copied())
                 .unwrap_or("a panic");
+            let sources: Vec<&str> = requests.iter().map(|r| r.unit.source.as_str()).collect();
             format!(
                 "internal error of hot-link while linking {}: {what}; nothing was written and \
                  the program runs on unchanged — please report this with the file",
-                request.unit.source
+                sources.join(", ")
             )
         },
     )
 }
 
-fn process_error_text(e: &ProcessError) -> String {
-    e.to_string()
+/// The status message of a save that changed nothing, as `hot-lsp watch` prints it too.
+pub(crate) fn unchanged_text(file: &Path, micros: &Micros) -> String {
+    format!(
+        "{}: no function changed (compile {:.1} ms, link {:.1} ms)",
+        file.display(),
+        micros.compile as f64 / 1000.0,
+        micros.link as f64 / 1000.0
+    )
+}
+
+/// The diagnostic code (DESIGN.md 3.3) of a swap the process refused, for the failures that
+/// have one: the trace denied, memory that cannot be written, the program gone.
+fn process_error_code(e: &hot_process::ProcessError) -> Option<&'static str> {
+    match e {
+        hot_process::ProcessError::PermissionDenied(_) => Some("permission-denied"),
+        hot_process::ProcessError::Protection { .. } => Some("protection-failure"),
+        hot_process::ProcessError::Exited => Some("process-exited"),
+        hot_process::ProcessError::Launch { .. }
+        | hot_process::ProcessError::Unexpected { .. }
+        | hot_process::ProcessError::Other(_)
+        | hot_process::ProcessError::CallStillRunning(_) => None,
+    }
 }
 
 /// Per symbol and code, at most this many source lines get a diagnostic of their own; the
@@ -553,9 +931,10 @@ fn grouped<'a>(findings: impl Iterator<Item = Finding<'a>>, file: &Path) -> Vec<
             lines.push("…".to_owned());
         }
         diagnostics[overflow.at].message = format!(
-            "… and {} more reference{} to `{symbol}` on {} other line{} (line{} {})",
+            "… and {} more reference{} to `{}` on {} other line{} (line{} {})",
             overflow.references,
             plural(overflow.references),
+            hot_object::display_name(symbol),
             overflow.lines.len(),
             plural(overflow.lines.len()),
             plural(overflow.lines.len()),
@@ -600,14 +979,17 @@ fn entry_write(entry: &hot_link::EntryWrite) -> hot_process::Write {
         addr: entry.addr.0,
         bytes: entry.bytes.clone(),
         expected: Some(entry.expected.clone()),
-        what: format!("entry of {}", entry.function),
+        what: format!("entry of {}", hot_object::display_name(&entry.function)),
     }
 }
 
 /// An in-place update of a read-only object (its `function` is the object's name).
 fn data_write(update: &hot_link::EntryWrite) -> hot_process::Write {
     hot_process::Write {
-        what: format!("in-place update of {}", update.function),
+        what: format!(
+            "in-place update of {}",
+            hot_object::display_name(&update.function)
+        ),
         ..entry_write(update)
     }
 }

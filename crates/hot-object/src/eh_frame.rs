@@ -1,0 +1,91 @@
+//! `.eh_frame` of a relocatable object split into its records (LSB Core, "Exception Frames"):
+//! each CIE and FDE with its own bytes and the relocations that fall inside it, and for an
+//! FDE the CIE it uses and the atom its `pc_begin` designates.
+//!
+//! A linker keeps only the FDEs of the functions it places; the records are handed out whole
+//! (length word included) so that `hot-link` can copy the ones it needs, fix the CIE pointers
+//! of the copies and relocate them like any other bytes. Nothing here interprets the call
+//! frame instructions or the augmentation data: their pointers are exactly the relocated
+//! fields.
+
+use crate::{AtomOffset, EhRecord, EhRecordKind, Reloc, Symbol, SymbolDef};
+
+/// Split `bytes` (the `.eh_frame` section) into records. `relocs` are the section's
+/// relocations with section offsets, in any order. A zero length word ends the table (GNU as
+/// emits none in objects, but a hand-written one may). Records with a 64-bit length
+/// (`0xffffffff` escape) are not produced by compilers for x86-64 objects and are refused,
+/// like any record that runs past the section or names a CIE that is not one.
+pub(crate) fn split(
+    bytes: &[u8],
+    relocs: &[Reloc],
+    symbols: &[Symbol],
+) -> Result<Vec<EhRecord>, String> {
+    let mut relocs: Vec<Reloc> = relocs.to_vec();
+    relocs.sort_by_key(|r| r.offset);
+    let mut records: Vec<EhRecord> = Vec::new();
+    let mut at = 0usize;
+    while at + 4 <= bytes.len() {
+        let length = u32::from_le_bytes(word(bytes, at)) as usize;
+        if length == 0 {
+            break;
+        }
+        if length == 0xffff_ffff {
+            return Err(format!(
+                ".eh_frame+{at:#x}: a record with a 64-bit length is not supported"
+            ));
+        }
+        let end = at
+            .checked_add(4 + length)
+            .filter(|&e| e <= bytes.len())
+            .ok_or_else(|| {
+                format!(".eh_frame+{at:#x}: record of {length} bytes runs past the section")
+            })?;
+        if length < 4 {
+            return Err(format!(
+                ".eh_frame+{at:#x}: record of {length} bytes has no CIE id"
+            ));
+        }
+        let id = u32::from_le_bytes(word(bytes, at + 4)) as usize;
+        let first = relocs.partition_point(|r| (r.offset.0 as usize) < at);
+        let own: Vec<Reloc> = relocs[first..]
+            .iter()
+            .take_while(|r| (r.offset.0 as usize) < end)
+            .map(|r| Reloc {
+                offset: AtomOffset(r.offset.0 - at as u64),
+                ..*r
+            })
+            .collect();
+        let kind = if id == 0 {
+            EhRecordKind::Cie
+        } else {
+            // The CIE pointer is the distance back from the pointer field itself.
+            let cie_at = (at + 4).checked_sub(id).ok_or_else(|| {
+                format!(".eh_frame+{at:#x}: CIE pointer {id:#x} points before the section")
+            })?;
+            let cie = records
+                .iter()
+                .position(|r| r.offset == cie_at as u64 && r.kind == EhRecordKind::Cie)
+                .ok_or_else(|| format!(".eh_frame+{at:#x}: CIE pointer {id:#x} names no CIE"))?;
+            // pc_begin follows the CIE pointer; in an object it is always relocated.
+            let function = own.iter().find(|r| r.offset.0 == 8).and_then(|r| {
+                match symbols.get(r.symbol.0 as usize)?.def {
+                    SymbolDef::Atom { atom, .. } => Some(atom),
+                    _ => None,
+                }
+            });
+            EhRecordKind::Fde { cie, function }
+        };
+        records.push(EhRecord {
+            offset: at as u64,
+            bytes: bytes[at..end].to_vec(),
+            relocs: own,
+            kind,
+        });
+        at = end;
+    }
+    Ok(records)
+}
+
+fn word(bytes: &[u8], at: usize) -> [u8; 4] {
+    [bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]]
+}

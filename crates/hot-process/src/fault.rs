@@ -1,0 +1,206 @@
+//! Fault injection for tests: with the `fault-injection` feature (never enabled in the
+//! shipped binary), [`arm`] makes the Nth step of what the process backend does next fail
+//! as the system would fail it: an arena write, a slot copy, a seize, an interrupt, a single
+//! step, the injected `mmap`, an entry write, an in-place data write, a detach. Tests count
+//! up N until a swap completes with no fault hit, and check after each that the program runs
+//! the complete old or the complete new code and is left running untraced.
+//!
+//! Without the feature every hook is a constant `false` the compiler removes. With it, the
+//! state is global to the process, so a test binary using it must run one such test at a
+//! time.
+
+/// One kind of step a swap is made of; each hook site names one.
+// `SingleStep` is the ptrace request's name.
+#[allow(clippy::enum_variant_names)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Step {
+    /// A `prepare` write into an arena (while the program runs, or retried once stopped).
+    ArenaWrite,
+    /// Reading the source of a slot copy (an IFUNC's resolved address).
+    SlotCopy,
+    /// `PTRACE_SEIZE` of one thread (fails as a denied trace, `EPERM`).
+    Seize,
+    /// `PTRACE_INTERRUPT` of one thread.
+    Interrupt,
+    /// `PTRACE_SINGLESTEP` (out of a protected range, or over an injected `syscall`).
+    SingleStep,
+    /// The injected `mmap` of an arena (fails as with `ENOMEM`).
+    Mmap,
+    /// A commit write of an entry jump.
+    EntryWrite,
+    /// A commit write of a read-only object updated in place.
+    DataWrite,
+    /// `PTRACE_DETACH` of one thread.
+    Detach,
+}
+
+impl Step {
+    pub const ALL: [Step; 9] = [
+        Step::ArenaWrite,
+        Step::SlotCopy,
+        Step::Seize,
+        Step::Interrupt,
+        Step::SingleStep,
+        Step::Mmap,
+        Step::EntryWrite,
+        Step::DataWrite,
+        Step::Detach,
+    ];
+}
+
+#[cfg(feature = "fault-injection")]
+mod armed {
+    use super::Step;
+    use std::sync::Mutex;
+
+    /// What happened since [`arm`]: how many steps of each kind were reached, and which
+    /// one (if any) was made to fail.
+    #[derive(Clone, Debug, Default, PartialEq, Eq)]
+    pub struct Report {
+        pub seen: Vec<(Step, u64)>,
+        pub fired: Option<Step>,
+    }
+
+    impl Report {
+        pub fn seen(&self, step: Step) -> u64 {
+            self.seen
+                .iter()
+                .find(|(s, _)| *s == step)
+                .map_or(0, |(_, n)| *n)
+        }
+
+        pub fn total(&self) -> u64 {
+            self.seen.iter().map(|(_, n)| n).sum()
+        }
+    }
+
+    struct State {
+        armed: bool,
+        /// 1-based number of the step to fail; 0 fails none (counting only).
+        target: u64,
+        count: u64,
+        seen: [u64; Step::ALL.len()],
+        fired: Option<Step>,
+        /// Instead of failing the step, SIGKILL this process there and let the step go on.
+        kill: Option<i32>,
+    }
+
+    static STATE: Mutex<State> = Mutex::new(State {
+        armed: false,
+        target: 0,
+        count: 0,
+        seen: [0; Step::ALL.len()],
+        fired: None,
+        kill: None,
+    });
+
+    fn state() -> std::sync::MutexGuard<'static, State> {
+        STATE.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Count steps from now on and fail the `nth` (1-based); 0 only counts.
+    pub fn arm(nth: u64) {
+        arm_with(nth, None);
+    }
+
+    /// Count steps from now on and, at the `nth`, SIGKILL process `pid` (the step itself
+    /// goes on and meets a program that is dying): the program dies at a known step.
+    pub fn arm_kill(nth: u64, pid: i32) {
+        arm_with(nth, Some(pid));
+    }
+
+    fn arm_with(nth: u64, kill: Option<i32>) {
+        let mut s = state();
+        s.kill = kill;
+        s.armed = true;
+        s.target = nth;
+        s.count = 0;
+        s.seen = [0; Step::ALL.len()];
+        s.fired = None;
+    }
+
+    /// Stop counting; what was seen since [`arm`].
+    pub fn disarm() -> Report {
+        let mut s = state();
+        s.armed = false;
+        Report {
+            seen: Step::ALL
+                .iter()
+                .zip(s.seen)
+                .filter(|(_, n)| *n > 0)
+                .map(|(step, n)| (*step, n))
+                .collect(),
+            fired: s.fired,
+        }
+    }
+
+    pub(crate) fn fails(step: Step) -> bool {
+        let mut s = state();
+        if !s.armed {
+            return false;
+        }
+        s.count += 1;
+        if let Some(at) = Step::ALL.iter().position(|k| *k == step) {
+            s.seen[at] += 1;
+        }
+        if s.count == s.target {
+            s.fired = Some(step);
+            if let Some(pid) = s.kill {
+                tracing::warn!(?step, nth = s.count, pid, "killing the program");
+                // SAFETY: plain system call.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+                return false;
+            }
+            tracing::warn!(?step, nth = s.count, "injected fault");
+            return true;
+        }
+        false
+    }
+}
+
+#[cfg(feature = "fault-injection")]
+pub use armed::{arm, arm_kill, disarm, Report};
+
+#[cfg(feature = "fault-injection")]
+use armed::fails;
+
+/// Whether this step is to fail (never, without the feature).
+#[cfg(not(feature = "fault-injection"))]
+#[inline(always)]
+pub(crate) fn fails(_step: Step) -> bool {
+    false
+}
+
+/// The step as an I/O result: a failing one is an `EIO` error.
+#[inline(always)]
+pub(crate) fn io(step: Step) -> std::io::Result<()> {
+    if fails(step) {
+        return Err(std::io::Error::from_raw_os_error(libc::EIO));
+    }
+    Ok(())
+}
+
+/// The step as a ptrace result: a failing one is `EIO`.
+#[inline(always)]
+pub(crate) fn errno(step: Step) -> Result<(), i32> {
+    if fails(step) {
+        return Err(libc::EIO);
+    }
+    Ok(())
+}
+
+/// The step as a ptrace result the kernel refused: a failing one is `EPERM` (a security
+/// policy denying the trace).
+#[inline(always)]
+pub(crate) fn denied(step: Step) -> Result<(), i32> {
+    if fails(step) {
+        return Err(libc::EPERM);
+    }
+    Ok(())
+}
+
+/// The step as a raw system call result: a failing one returns `-ENOMEM`.
+#[inline(always)]
+pub(crate) fn syscall(step: Step) -> Option<i64> {
+    fails(step).then_some(-(libc::ENOMEM as i64))
+}

@@ -1,0 +1,202 @@
+//! Registering the unwind tables of new bodies with the program's own unwinder, so C++
+//! exceptions, `backtrace()` and debuggers walk through swapped code.
+//!
+//! hot-link builds one `.eh_frame` table per patch ([`hot_link::Patch::unwind`]); here it is
+//! handed to libgcc's `__register_frame_info(table, object)` by a call injected into the
+//! target (`Debuggee::call_function`). The table must be registered *before* the entries go
+//! live (an exception thrown by the new body a microsecond after the commit must find it),
+//! and must be in memory before it is registered (another thread's unwinder may read it at
+//! once). So a patch with a table is applied in three steps, each its own stop of the
+//! program: the arena contents (nothing reaches them yet), the registration, then the
+//! commit. Until the commit nothing the program runs can reach the new code, so the other
+//! threads may run while a slow registration call finishes (hot-process lets them go after
+//! [`CALL_LIMITS`]`.stopped`).
+//!
+//! A registered table is never deregistered. After undo an old frame may still be running a
+//! reverted body, or return into one, and an exception through it needs the table; arena
+//! space is never reused (hot-link keeps undone allocations), so the table stays valid. A
+//! commit that fails after the registration keeps the table too (its code is unreachable:
+//! harmless) and retires the patch's arena space in the linker ([`hot_link::Linker::retire`]),
+//! so no later link writes over a table libgcc still has on its list.
+//!
+//! `__register_frame_info` is libgcc's: libgcc_s.so.1 (every C++ program loads it through
+//! libstdc++) or a statically linked libgcc_eh. Up to GCC 12 it only links the object into
+//! a list under a mutex (the `struct object` is ours, in the arena: no `malloc`); from GCC 13
+//! it also inserts the range into a B-tree, which calls `malloc` under the unwinder's locks:
+//! a call that waits there must be let finish, never pulled back (hot-process does so). A C
+//! program has no unwinder until glibc loads libgcc_s for its first `backtrace()` (or
+//! `pthread_cancel`): then there is none to tell, which is said once. LLVM's libunwind
+//! ignores `__register_frame_info` (it wants `__register_frame` per FDE): not handled yet.
+
+use std::time::Duration;
+
+use hot_link::Patch;
+use hot_process::{ApplyReport, CallLimits, ProcessError, WritePlan};
+
+use super::Worker;
+use crate::Severity;
+
+/// How long the registration call may take: it takes microseconds. With every other thread
+/// stopped it can only wait for a lock a stopped thread holds (libgcc's, or malloc's from
+/// GCC 13), so after `stopped` the other threads run again; it is given up on (left to
+/// finish in its thread) only after `total`.
+const CALL_LIMITS: CallLimits = CallLimits {
+    stopped: Duration::from_secs(2),
+    total: Duration::from_secs(60),
+};
+
+impl Worker {
+    /// Apply `plan`, registering the patch's unwind tables before its entries go live.
+    /// `cxx`: the patch's code uses C++ exceptions, so a table that cannot be registered is
+    /// worth a warning rather than a note.
+    pub(super) fn apply_with_unwind(
+        &mut self,
+        plan: &WritePlan,
+        patch: &Patch,
+        cxx: bool,
+    ) -> Result<ApplyReport, ProcessError> {
+        let tables = &patch.unwind;
+        if tables.is_empty() {
+            return self.debuggee_apply(plan);
+        }
+        let Some(register) = self.unwinder_function("__register_frame_info") else {
+            self.note_no_unwinder(cxx);
+            return self.debuggee_apply(plan);
+        };
+        // (Looked up without re-reading the libraries: libgcc was just found.)
+        let llvm = self
+            .program
+            .as_ref()
+            .and_then(|p| p.linker.as_ref())
+            .and_then(|l| l.function_address("__unw_add_dynamic_fde"));
+        if llvm.is_some() {
+            self.note_llvm_libunwind(cxx);
+        }
+        // The tables and everything else in the arenas, unreachable until the commit.
+        let contents = WritePlan {
+            prepare: plan.prepare.clone(),
+            copies: plan.copies.clone(),
+            ..WritePlan::default()
+        };
+        self.debuggee_apply(&contents)?;
+        // Whether libgcc may hold a pointer into the patch's arena space from here on.
+        let mut registered = false;
+        let mut failure = None;
+        for table in tables {
+            let Some(program) = self.program.as_ref() else {
+                return Err(ProcessError::Exited);
+            };
+            match program.debuggee.call_function(
+                register.0,
+                &[table.frame.0, table.object.0],
+                CALL_LIMITS,
+                "__register_frame_info",
+            ) {
+                Ok(_) => registered = true,
+                Err(ProcessError::Exited) => return Err(ProcessError::Exited),
+                Err(ProcessError::CallStillRunning(text)) => {
+                    // The thread is still inside libgcc (perhaps holding its locks): the
+                    // swap cannot go on, and the table may yet be registered.
+                    self.retire(patch);
+                    return Err(ProcessError::CallStillRunning(format!(
+                        "the swap was refused: registering the unwind table of the new code \
+                         did not finish ({text}); the program runs on with the old code"
+                    )));
+                }
+                Err(e) => failure = Some(e),
+            }
+        }
+        if let Some(e) = failure {
+            self.message(
+                if cxx {
+                    Severity::Warning
+                } else {
+                    Severity::Information
+                },
+                format!(
+                    "the unwind information of the new code could not be registered ({e}): an \
+                     exception thrown in or through a swapped function terminates the program, \
+                     and backtraces stop at it"
+                ),
+            );
+        }
+        let commit = WritePlan {
+            prepare: Vec::new(),
+            copies: Vec::new(),
+            ..plan.clone()
+        };
+        let result = self.debuggee_apply(&commit);
+        if result.is_err() && registered {
+            // The table stays registered (nothing reaches its code); its space must never
+            // be handed out again.
+            self.retire(patch);
+        }
+        result
+    }
+
+    fn retire(&mut self, patch: &Patch) {
+        if let Some(linker) = self.program.as_mut().and_then(|p| p.linker.as_mut()) {
+            linker.retire(patch);
+        }
+    }
+
+    /// libgcc's `name` in the running program, looking at the libraries again if it is not
+    /// found (glibc loads libgcc_s on the first `backtrace()`).
+    fn unwinder_function(&mut self, name: &str) -> Option<hot_link::RuntimeAddr> {
+        let program = self.program.as_mut()?;
+        let found = program.linker.as_ref()?.function_address(name);
+        if found.is_some() {
+            return found;
+        }
+        if program.refresh_libraries() {
+            return program.linker.as_ref()?.function_address(name);
+        }
+        None
+    }
+
+    /// LLVM's libunwind is loaded: its `__register_frame_info` does nothing (it takes FDEs
+    /// one by one through `__register_frame`), so the tables are registered with libgcc
+    /// only, if the program has it too. Said once, like the missing unwinder.
+    fn note_llvm_libunwind(&mut self, cxx: bool) {
+        if self.warned_exceptions {
+            return;
+        }
+        self.warned_exceptions = true;
+        let text = "the program loads LLVM's libunwind, which ignores `__register_frame_info`: \
+                    if it is the program's unwinder, exceptions cannot pass through swapped \
+                    functions and backtraces stop at them";
+        self.message(
+            if cxx {
+                Severity::Warning
+            } else {
+                Severity::Information
+            },
+            text,
+        );
+    }
+
+    fn note_no_unwinder(&mut self, cxx: bool) {
+        let text = "the program has no unwinder to register the new code's unwind tables with \
+                    (no `__register_frame_info`: libgcc_s is not loaded, as in a C program \
+                    before its first backtrace()): exceptions cannot pass through swapped \
+                    functions and backtraces stop at them";
+        if !cxx {
+            // Most C programs never unwind: a note on every first swap would be noise. A
+            // later swap registers its tables once glibc has loaded libgcc_s.
+            tracing::info!("{text}");
+            return;
+        }
+        if self.warned_exceptions {
+            return;
+        }
+        self.warned_exceptions = true;
+        self.message(Severity::Warning, text);
+    }
+
+    fn debuggee_apply(&self, plan: &WritePlan) -> Result<ApplyReport, ProcessError> {
+        match self.program.as_ref() {
+            Some(program) => program.debuggee.apply(plan),
+            None => Err(ProcessError::Exited),
+        }
+    }
+}

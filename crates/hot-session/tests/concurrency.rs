@@ -1,0 +1,127 @@
+//! Saves that do not wait their turn: a save arriving while a swap runs, a save while the
+//! program is still being built and launched, and 50 saves of one file in one second. The
+//! session takes them one at a time (coalescing saves already queued): whatever happens in
+//! between, the last content saved is what ends up running, nothing deadlocks, and no save
+//! is lost. (Two workspaces swapping at once: server/tests/concurrency.rs.)
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{field, Fixture};
+use hot_session::{SessionEvent, Severity, State};
+
+/// `return x * {factor};` as compute's body in basic's main.c.
+fn set_factor(f: &Fixture, factor: u32) {
+    let path = f.path("main.c");
+    let text = std::fs::read_to_string(&path).expect("read main.c");
+    let start = text.find("return x * ").expect("compute's body");
+    let end = start + text[start..].find(';').expect("end of the statement");
+    let edited = format!("{}return x * {factor}{}", &text[..start], &text[end..]);
+    std::fs::write(&path, edited).expect("write main.c");
+}
+
+/// The last save counts: the program prints `compute={10 * factor}` and goes on printing
+/// it, no error was reported, the session is running, and it is the process launched first.
+fn assert_runs_last(f: &mut Fixture, factor: u32) {
+    let expected = format!("compute={}", 10 * factor);
+    f.wait_output(&expected);
+    for line in f.next_lines(5) {
+        assert_eq!(
+            field(&line, "compute"),
+            (10 * factor).to_string(),
+            "an earlier save ran after the last one: {line}"
+        );
+    }
+    let errors: Vec<&SessionEvent> = f
+        .log
+        .iter()
+        .filter(|e| {
+            matches!(
+                e,
+                SessionEvent::Message {
+                    severity: Severity::Error,
+                    ..
+                }
+            )
+        })
+        .collect();
+    assert!(errors.is_empty(), "{errors:#?}");
+    let status = f.session.as_ref().expect("session").status();
+    assert_eq!(status.state, State::Running, "{status:?}");
+    f.assert_same_process();
+}
+
+#[test]
+fn a_save_arriving_during_a_swap_runs_after_it() {
+    let mut f = Fixture::launch("basic");
+    f.wait_output("compute=10");
+    for round in 0..5u32 {
+        let first = 2 + 2 * round;
+        set_factor(&f, first);
+        f.save("main.c");
+        // The worker says it is swapping right before it writes: the next save lands while
+        // the swap (or what follows it) is still under way.
+        f.wait("the swapping state", |e| match e {
+            SessionEvent::Status(s) if s.state == State::Swapping => Some(()),
+            _ => None,
+        });
+        set_factor(&f, first + 1);
+        f.save("main.c");
+        assert_runs_last(&mut f, first + 1);
+    }
+    let swaps = f
+        .log
+        .iter()
+        .filter(|e| matches!(e, SessionEvent::Swap(_)))
+        .count();
+    assert_eq!(swaps, 10, "each save was its own swap");
+}
+
+#[test]
+fn fifty_saves_in_one_second_end_with_the_last_one_running() {
+    let mut f = Fixture::launch("basic");
+    f.wait_output("compute=10");
+    let started = Instant::now();
+    for factor in 2..52u32 {
+        set_factor(&f, factor);
+        f.save("main.c");
+        // An editor's pace: 50 saves spread over about a second (a load, not a wait).
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let sent = started.elapsed();
+    assert_runs_last(&mut f, 51);
+    let swaps = f
+        .log
+        .iter()
+        .filter(|e| matches!(e, SessionEvent::Swap(_)))
+        .count();
+    eprintln!("50 saves sent in {sent:?}: {swaps} swaps (the others coalesced)");
+    assert!((1..=50).contains(&swaps), "{swaps} swaps");
+}
+
+/// The build command compiles, then links a second later; the file is saved in between.
+/// The executable is newer than the edit but was compiled from the text before it: the
+/// session must not take the edited text for what runs (its baseline), or the save would
+/// look like it changed nothing.
+#[test]
+fn a_save_during_the_build_and_launch_is_not_lost() {
+    let mut f = Fixture::copy("basic");
+    f.write(
+        "hot-lsp.toml",
+        "[program]\npath = \"app\"\nbuild = \"cc -O0 -g -c main.c -o main.o && sleep 1 && cc -o app main.o\"\n\n\
+         [compile]\ncommand = \"cc -O0 -g -c {file} -o {output}\"\n",
+    );
+    f.start();
+    // The compile has read main.c once its object exists.
+    let object = f.path("main.o");
+    let deadline = Instant::now() + common::TIMEOUT;
+    while !object.exists() {
+        assert!(Instant::now() < deadline, "the build never compiled main.c");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    set_factor(&f, 7);
+    f.save("main.c");
+    f.wait_launched();
+    assert_runs_last(&mut f, 7);
+}
