@@ -977,72 +977,85 @@ fn iterations(base: usize) -> usize {
     base * scale()
 }
 
-#[test]
-fn object_parse_survives_mutated_objects() {
+/// One mutation run of `target`: for each `(input, iterations, kinds)` round, mutants drawn
+/// from `kinds` (with their weights) go to `body`, which says whether the input parsed.
+fn mutation_run<'i>(
+    target: &'static str,
+    rounds: impl IntoIterator<Item = (&'i Seed, usize, &'static [(Mutation, usize)])>,
+    mut body: impl FnMut(&Seed, &[u8]) -> bool,
+) {
     let started = Instant::now();
-    let inputs = inputs();
-    let mut run = Run::new("object_parse");
-    let mut rng = Rng::new(seed_of("object_parse"));
-    let path = Path::new("mutated.o");
-    for input in &inputs.objects {
-        for _ in 0..iterations(400) {
-            let kind = pick_kind(&mut rng, &OBJECT_MUTATIONS);
+    let mut run = Run::new(target);
+    let mut rng = Rng::new(seed_of(target));
+    for (input, count, kinds) in rounds {
+        for _ in 0..iterations(count) {
+            let kind = pick_kind(&mut rng, kinds);
             let mutant = mutate(&mut rng, &input.bytes, &input.layout, kind);
-            run.exec(&input.name, &mutant, |bytes| {
-                match Object::parse(path, bytes) {
-                    Ok(object) => {
-                        exercise_object(&object);
-                        true
-                    }
-                    Err(e) => {
-                        assert!(
-                            e.to_string().contains("mutated.o"),
-                            "error names the file: {e}"
-                        );
-                        false
-                    }
-                }
-            });
+            run.exec(&input.name, &mutant, |bytes| body(input, bytes));
         }
     }
     run.finish(started);
 }
 
+/// Only DWARF sections are corrupted.
+const DWARF_MUTATIONS: [(Mutation, usize); 1] = [(Mutation::Dwarf, 1)];
+
+/// A mutated object, parsed; an error must name the file.
+fn parsed_object(bytes: &[u8]) -> Option<Object> {
+    match Object::parse(Path::new("mutated.o"), bytes) {
+        Ok(object) => Some(object),
+        Err(e) => {
+            assert!(
+                e.to_string().contains("mutated.o"),
+                "error names the file: {e}"
+            );
+            None
+        }
+    }
+}
+
+/// A mutated executable or library, parsed; an error must name the file.
+fn parsed_image(bytes: &[u8]) -> Option<LinkedImage> {
+    match LinkedImage::parse(Path::new("mutated"), bytes) {
+        Ok(image) => Some(image),
+        Err(e) => {
+            assert!(
+                e.to_string().contains("mutated"),
+                "error names the file: {e}"
+            );
+            None
+        }
+    }
+}
+
+#[test]
+fn object_parse_survives_mutated_objects() {
+    let inputs = inputs();
+    let rounds = inputs
+        .objects
+        .iter()
+        .map(|i| (i, 400, &OBJECT_MUTATIONS[..]));
+    mutation_run("object_parse", rounds, |_, bytes| {
+        parsed_object(bytes).inspect(exercise_object).is_some()
+    });
+}
+
 #[test]
 fn dwarf_reader_survives_mutated_debug_sections() {
-    let started = Instant::now();
     let inputs = inputs();
-    let mut run = Run::new("dwarf");
-    let mut rng = Rng::new(seed_of("dwarf"));
-    for input in &inputs.objects {
-        for _ in 0..iterations(250) {
-            let mutant = mutate(&mut rng, &input.bytes, &input.layout, Mutation::Dwarf);
-            run.exec(&input.name, &mutant, |bytes| {
-                match Object::parse(Path::new("mutated.o"), bytes) {
-                    Ok(object) => {
-                        exercise_object(&object);
-                        true
-                    }
-                    Err(_) => false,
-                }
-            });
+    let objects = inputs
+        .objects
+        .iter()
+        .map(|i| (i, 250, &DWARF_MUTATIONS[..]));
+    let images = inputs.images.iter().map(|i| (i, 150, &DWARF_MUTATIONS[..]));
+    let image_names: Vec<&str> = inputs.images.iter().map(|i| i.name.as_str()).collect();
+    mutation_run("dwarf", objects.chain(images), |input, bytes| {
+        if image_names.contains(&input.name.as_str()) {
+            parsed_image(bytes).inspect(exercise_image).is_some()
+        } else {
+            parsed_object(bytes).inspect(exercise_object).is_some()
         }
-    }
-    for input in &inputs.images {
-        for _ in 0..iterations(150) {
-            let mutant = mutate(&mut rng, &input.bytes, &input.layout, Mutation::Dwarf);
-            run.exec(&input.name, &mutant, |bytes| {
-                match LinkedImage::parse(Path::new("mutated"), bytes) {
-                    Ok(image) => {
-                        exercise_image(&image);
-                        true
-                    }
-                    Err(_) => false,
-                }
-            });
-        }
-    }
-    run.finish(started);
+    });
 }
 
 /// Use everything the linker reads from a parsed image.
@@ -1061,120 +1074,88 @@ fn exercise_image(image: &LinkedImage) {
 
 #[test]
 fn image_reader_survives_mutated_executables_and_libraries() {
-    let started = Instant::now();
     let inputs = inputs();
-    let mut run = Run::new("image_read");
-    let mut rng = Rng::new(seed_of("image_read"));
-    for (index, input) in inputs.images.iter().enumerate() {
-        for _ in 0..iterations(300) {
-            let kind = pick_kind(&mut rng, &IMAGE_MUTATIONS);
-            let mutant = mutate(&mut rng, &input.bytes, &input.layout, kind);
-            run.exec(&input.name, &mutant, |bytes| {
-                match LinkedImage::parse(Path::new("mutated"), bytes) {
-                    Ok(image) => {
-                        exercise_image(&image);
-                        // The linker built on the mutated module (the executable, or the
-                        // library next to the real executable) links the real v2.
-                        let module = Module {
-                            path: "mutated".into(),
-                            bias: if index == 0 { BIAS } else { 0x7fff_e000_0000 },
-                            image: Arc::new(image),
-                        };
-                        let mut model = inputs.model.clone();
-                        if index == 0 {
-                            model.exe = module;
-                        } else {
-                            model.libs[0] = module;
-                        }
-                        let linker = Linker::new(model, arenas_below_image());
-                        linker.prepare();
-                        let _ = linker.link(&LinkRequest {
-                            object: &inputs.v2,
-                            baseline: Some(&inputs.v1),
-                            unit: inputs.unit.clone(),
-                        });
-                        let _ = linker.link(&LinkRequest {
-                            object: &inputs.v2,
-                            baseline: None,
-                            unit: inputs.unit.clone(),
-                        });
-                        true
-                    }
-                    Err(e) => {
-                        assert!(
-                            e.to_string().contains("mutated"),
-                            "error names the file: {e}"
-                        );
-                        false
-                    }
-                }
+    let rounds = inputs.images.iter().map(|i| (i, 300, &IMAGE_MUTATIONS[..]));
+    mutation_run("image_read", rounds, |input, bytes| {
+        let Some(image) = parsed_image(bytes) else {
+            return false;
+        };
+        exercise_image(&image);
+        // The linker built on the mutated module (the executable, or the library next to
+        // the real executable) links the real v2.
+        let is_exe = std::ptr::eq(input, &inputs.images[0]);
+        let module = Module {
+            path: "mutated".into(),
+            bias: if is_exe { BIAS } else { 0x7fff_e000_0000 },
+            image: Arc::new(image),
+        };
+        let mut model = inputs.model.clone();
+        if is_exe {
+            model.exe = module;
+        } else {
+            model.libs[0] = module;
+        }
+        let linker = Linker::new(model, arenas_below_image());
+        linker.prepare();
+        for baseline in [Some(&inputs.v1), None] {
+            let _ = linker.link(&LinkRequest {
+                object: &inputs.v2,
+                baseline,
+                unit: inputs.unit.clone(),
             });
         }
-    }
-    run.finish(started);
+        true
+    });
 }
 
 #[test]
 fn diff_survives_mutated_objects() {
-    let started = Instant::now();
     let inputs = inputs();
-    let mut run = Run::new("diff");
-    let mut rng = Rng::new(seed_of("diff"));
-    for input in &inputs.objects {
-        for _ in 0..iterations(150) {
-            let kind = pick_kind(&mut rng, &OBJECT_MUTATIONS);
-            let mutant = mutate(&mut rng, &input.bytes, &input.layout, kind);
-            run.exec(&input.name, &mutant, |bytes| {
-                match Object::parse(Path::new("mutated.o"), bytes) {
-                    Ok(object) => {
-                        let _ = changed_functions(&inputs.v1, &object);
-                        let _ = changed_functions(&object, &inputs.v1);
-                        let _ = changed_functions(&object, &object);
-                        true
-                    }
-                    Err(_) => false,
-                }
-            });
-        }
-    }
-    run.finish(started);
+    let rounds = inputs
+        .objects
+        .iter()
+        .map(|i| (i, 150, &OBJECT_MUTATIONS[..]));
+    mutation_run("diff", rounds, |_, bytes| {
+        let Some(object) = parsed_object(bytes) else {
+            return false;
+        };
+        let _ = changed_functions(&inputs.v1, &object);
+        let _ = changed_functions(&object, &inputs.v1);
+        let _ = changed_functions(&object, &object);
+        true
+    });
 }
 
 #[test]
 fn link_planner_survives_mutated_objects() {
-    let started = Instant::now();
     let inputs = inputs();
-    let mut run = Run::new("link_plan");
-    let mut rng = Rng::new(seed_of("link_plan"));
     let v2 = seed("prog.c -O0 (v2)", inputs.v2_bytes.clone());
     // The program's own file most (it binds to the image), the others for other shapes.
-    let mut plan: Vec<(&Seed, usize)> = vec![(&v2, 600)];
-    plan.extend(inputs.objects.iter().skip(1).map(|s| (s, 100)));
-    for (input, count) in plan {
-        for _ in 0..iterations(count) {
-            let kind = pick_kind(&mut rng, &OBJECT_MUTATIONS);
-            let mutant = mutate(&mut rng, &input.bytes, &input.layout, kind);
-            run.exec(&input.name, &mutant, |bytes| {
-                match Object::parse(Path::new("mutated.o"), bytes) {
-                    Ok(object) => {
-                        let link = |object: &Object, baseline: Option<&Object>| {
-                            let _ = inputs.linker.link(&LinkRequest {
-                                object,
-                                baseline,
-                                unit: inputs.unit.clone(),
-                            });
-                        };
-                        link(&object, Some(&inputs.v1));
-                        link(&object, None);
-                        link(&inputs.v2, Some(&object));
-                        true
-                    }
-                    Err(_) => false,
-                }
+    let mut rounds: Vec<(&Seed, usize, &'static [(Mutation, usize)])> =
+        vec![(&v2, 600, &OBJECT_MUTATIONS[..])];
+    rounds.extend(
+        inputs
+            .objects
+            .iter()
+            .skip(1)
+            .map(|s| (s, 100, &OBJECT_MUTATIONS[..])),
+    );
+    mutation_run("link_plan", rounds, |_, bytes| {
+        let Some(object) = parsed_object(bytes) else {
+            return false;
+        };
+        let link = |object: &Object, baseline: Option<&Object>| {
+            let _ = inputs.linker.link(&LinkRequest {
+                object,
+                baseline,
+                unit: inputs.unit.clone(),
             });
-        }
-    }
-    run.finish(started);
+        };
+        link(&object, Some(&inputs.v1));
+        link(&object, None);
+        link(&inputs.v2, Some(&object));
+        true
+    });
 }
 
 /// The file offset of the `.symtab` entry of `name`.
