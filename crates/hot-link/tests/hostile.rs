@@ -977,11 +977,15 @@ fn iterations(base: usize) -> usize {
     base * scale()
 }
 
+/// One round of a mutation run: an input, how many mutants of it, and the mutation kinds
+/// they are drawn from (with their weights).
+type Round<'i> = (&'i Seed, usize, &'static [(Mutation, usize)]);
+
 /// One mutation run of `target`: for each `(input, iterations, kinds)` round, mutants drawn
 /// from `kinds` (with their weights) go to `body`, which says whether the input parsed.
 fn mutation_run<'i>(
     target: &'static str,
-    rounds: impl IntoIterator<Item = (&'i Seed, usize, &'static [(Mutation, usize)])>,
+    rounds: impl IntoIterator<Item = Round<'i>>,
     mut body: impl FnMut(&Seed, &[u8]) -> bool,
 ) {
     let started = Instant::now();
@@ -1131,8 +1135,7 @@ fn link_planner_survives_mutated_objects() {
     let inputs = inputs();
     let v2 = seed("prog.c -O0 (v2)", inputs.v2_bytes.clone());
     // The program's own file most (it binds to the image), the others for other shapes.
-    let mut rounds: Vec<(&Seed, usize, &'static [(Mutation, usize)])> =
-        vec![(&v2, 600, &OBJECT_MUTATIONS[..])];
+    let mut rounds: Vec<Round> = vec![(&v2, 600, &OBJECT_MUTATIONS[..])];
     rounds.extend(
         inputs
             .objects
