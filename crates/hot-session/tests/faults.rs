@@ -12,9 +12,9 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use common::{Fixture, TIMEOUT};
+use common::{stopped_or_traced, Fixture, TIMEOUT};
 use hot_process::fault::{self, Step};
-use hot_session::{Command, Progress, SessionEvent, Severity};
+use hot_session::{Command, SessionEvent, Severity};
 
 /// util.c at version `k`: first() returns k, second() 10 k, table[1] is 100 k.
 fn util(k: i64) -> String {
@@ -84,24 +84,11 @@ fn output_lines(events: &[SessionEvent]) -> Vec<String> {
 fn wait_untraced(pid: i32, what: &str) {
     let deadline = Instant::now() + TIMEOUT;
     loop {
-        let mut left = Vec::new();
-        for entry in std::fs::read_dir(format!("/proc/{pid}/task"))
-            .expect("the program is gone")
-            .flatten()
-        {
-            let status = std::fs::read_to_string(entry.path().join("status")).unwrap_or_default();
-            let get = |key: &str| {
-                status
-                    .lines()
-                    .find_map(|l| l.strip_prefix(key))
-                    .map(|v| v.trim().to_owned())
-                    .unwrap_or_default()
-            };
-            let (state, tracer) = (get("State:"), get("TracerPid:"));
-            if state.starts_with('t') || state.starts_with('T') || tracer != "0" {
-                left.push(format!("{:?}: {state}, tracer {tracer}", entry.file_name()));
-            }
-        }
+        assert!(
+            std::path::Path::new(&format!("/proc/{pid}")).exists(),
+            "{what}: the program is gone"
+        );
+        let left = stopped_or_traced(pid);
         if left.is_empty() {
             return;
         }
@@ -117,17 +104,7 @@ fn wait_untraced(pid: i32, what: &str) {
 /// where its events start in the log, and the fault report.
 fn save_version(f: &mut Fixture, k: i64, nth: u64) -> (bool, usize, fault::Report) {
     f.write("util.c", &util(k));
-    fault::arm(nth);
-    f.save("util.c");
-    let from = f.log.len();
-    f.wait("the save to end", |e| {
-        matches!(e, SessionEvent::Progress(Progress::End { .. })).then_some(())
-    });
-    let report = fault::disarm();
-    let swapped = f.log[from..]
-        .iter()
-        .any(|e| matches!(e, SessionEvent::Swap(_)));
-    (swapped, from, report)
+    f.save_with_fault("util.c", nth)
 }
 
 /// Waits for two lines of version `k` (the second was printed wholly after the save) and

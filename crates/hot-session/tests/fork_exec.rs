@@ -5,34 +5,8 @@
 
 mod common;
 
-use common::{field, Fixture};
+use common::{field, stopped_or_traced, Fixture};
 use hot_session::{Command, SessionEvent, Severity};
-
-/// The threads of `pid` that are stopped or traced (from /proc/PID/task/*/status).
-fn stopped_or_traced(pid: i32) -> Vec<String> {
-    let mut left = Vec::new();
-    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return left;
-    };
-    for entry in dir.flatten() {
-        let status = std::fs::read_to_string(entry.path().join("status")).unwrap_or_default();
-        let get = |key: &str| {
-            status
-                .lines()
-                .find_map(|l| l.strip_prefix(key))
-                .map(|v| v.trim().to_owned())
-                .unwrap_or_default()
-        };
-        let (state, tracer) = (get("State:"), get("TracerPid:"));
-        if state.starts_with('t') || state.starts_with('T') || tracer != "0" {
-            left.push(format!(
-                "{pid}/{:?}: {state}, tracer {tracer}",
-                entry.file_name()
-            ));
-        }
-    }
-    left
-}
 
 #[test]
 fn a_program_that_calls_exec_is_read_again_and_swapped_as_its_new_image() {

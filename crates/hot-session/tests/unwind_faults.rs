@@ -7,24 +7,8 @@
 mod common;
 
 use common::Fixture;
-use hot_process::fault::{self, Step};
-use hot_session::{Command, Progress, SessionEvent, Severity};
-
-/// Saves main.cpp with the `nth` fault step armed; returns whether it swapped, where its
-/// events start in the log, and the report.
-fn save_with_fault(f: &mut Fixture, nth: u64) -> (bool, usize, fault::Report) {
-    fault::arm(nth);
-    f.save("main.cpp");
-    let from = f.log.len();
-    f.wait("the save to end", |e| {
-        matches!(e, SessionEvent::Progress(Progress::End { .. })).then_some(())
-    });
-    let report = fault::disarm();
-    let swapped = f.log[from..]
-        .iter()
-        .any(|e| matches!(e, SessionEvent::Swap(_)));
-    (swapped, from, report)
-}
+use hot_process::fault::Step;
+use hot_session::{Command, SessionEvent, Severity};
 
 #[test]
 fn a_commit_failing_after_the_unwind_table_was_registered_leaves_the_next_swap_unwinding() {
@@ -38,7 +22,7 @@ fn a_commit_failing_after_the_unwind_table_was_registered_leaves_the_next_swap_u
     loop {
         nth += 1;
         assert!(nth < 100, "no save met a fault at its entry write");
-        let (swapped, from, report) = save_with_fault(&mut f, nth);
+        let (swapped, from, report) = f.save_with_fault("main.cpp", nth);
         if swapped {
             // A fault that did not stop the swap (a detach, say): back to the old code.
             f.send(Command::Undo);
@@ -64,7 +48,7 @@ fn a_commit_failing_after_the_unwind_table_was_registered_leaves_the_next_swap_u
     f.wait_output(" risky=");
     f.wait_output("middle-caught=thrower");
     // The same save again, without faults: a new table at fresh addresses.
-    let (swapped, _, report) = save_with_fault(&mut f, 0);
+    let (swapped, _, report) = f.save_with_fault("main.cpp", 0);
     assert!(
         swapped,
         "the save after the failed commit did not swap: {report:?}"

@@ -327,3 +327,55 @@ pub fn field(line: &str, key: &str) -> String {
         .unwrap_or_else(|| panic!("no {key}= in {line:?}"))
         .to_owned()
 }
+
+/// The threads of `pid` that are stopped or traced (from /proc/PID/task/*/status); empty
+/// when the process is gone.
+#[allow(dead_code)]
+pub fn stopped_or_traced(pid: i32) -> Vec<String> {
+    let mut left = Vec::new();
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return left;
+    };
+    for entry in dir.flatten() {
+        let status = std::fs::read_to_string(entry.path().join("status")).unwrap_or_default();
+        let get = |key: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(key))
+                .map(|v| v.trim().to_owned())
+                .unwrap_or_default()
+        };
+        let (state, tracer) = (get("State:"), get("TracerPid:"));
+        if state.starts_with('t') || state.starts_with('T') || tracer != "0" {
+            left.push(format!(
+                "{pid}/{:?}: {state}, tracer {tracer}",
+                entry.file_name()
+            ));
+        }
+    }
+    left
+}
+
+impl Fixture {
+    /// Saves `rel` with the `nth` fault step of the process backend armed (0: none) and
+    /// waits for the save to end; returns whether it swapped, where its events start in the
+    /// log, and the fault report.
+    #[allow(dead_code)]
+    pub fn save_with_fault(
+        &mut self,
+        rel: &str,
+        nth: u64,
+    ) -> (bool, usize, hot_process::fault::Report) {
+        hot_process::fault::arm(nth);
+        self.save(rel);
+        let from = self.log.len();
+        self.wait("the save to end", |e| {
+            matches!(e, SessionEvent::Progress(hot_session::Progress::End { .. })).then_some(())
+        });
+        let report = hot_process::fault::disarm();
+        let swapped = self.log[from..]
+            .iter()
+            .any(|e| matches!(e, SessionEvent::Swap(_)));
+        (swapped, from, report)
+    }
+}
