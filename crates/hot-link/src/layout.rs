@@ -210,6 +210,15 @@ fn align_up(value: u64, align: u64) -> u64 {
 }
 
 impl LinkState {
+    /// Whether an earlier committed patch added the global function or variable `name`.
+    pub(crate) fn has_new_global(&self, name: &str) -> bool {
+        let key = SymKey {
+            unit: None,
+            name: name.to_string(),
+        };
+        self.new_functions.contains_key(&key) || self.new_variables.contains_key(&key)
+    }
+
     pub(crate) fn new(arenas: &Arenas) -> LinkState {
         LinkState {
             code_cursor: arenas.code.start.0,

@@ -64,6 +64,7 @@ mod labels;
 mod layout;
 mod link;
 mod resolve;
+mod units;
 mod unwind;
 mod x86_64;
 
@@ -511,6 +512,12 @@ impl Linker {
     /// function that several units carry are one definition (ODR), redirected once. Every
     /// error of every unit is returned; each names its unit in [`LinkError::source`].
     pub fn link_units(&self, requests: &[LinkRequest<'_>]) -> Result<Patch, Vec<LinkError>> {
+        // Definers of new names first, strong definitions before weak ones: unit k sees only
+        // what units 0..k-1 add and redirect.
+        let order = units::link_order(requests, |name| {
+            resolve::exe_definition(&self.image, self.index(), None, name).is_none()
+                && !self.state.has_new_global(name)
+        })?;
         // The committed state with the deltas of the units linked so far; cloned only when a
         // second unit follows.
         let mut chained: Option<layout::LinkState> = None;
@@ -518,7 +525,8 @@ impl Linker {
         let mut errors = Vec::new();
         let mut redirected: HashSet<RuntimeAddr> = HashSet::new();
         let mut updated: HashSet<RuntimeAddr> = HashSet::new();
-        for (k, request) in requests.iter().enumerate() {
+        for (k, &i) in order.iter().enumerate() {
+            let request = &requests[i];
             let state = chained.as_ref().unwrap_or(&self.state);
             let mut patch = match link::link(self, state, request, None) {
                 Ok(patch) => patch,
