@@ -126,6 +126,14 @@ impl StateDelta {
         self.redirects.iter().map(|(entry, _)| *entry)
     }
 
+    /// The entries this delta gives to a weak definition.
+    pub(crate) fn weak_owned(&self) -> impl Iterator<Item = RuntimeAddr> + '_ {
+        self.owners
+            .iter()
+            .filter(|(_, owner)| owner.weak)
+            .map(|(entry, _)| *entry)
+    }
+
     /// The named read-only objects this delta updates in place (not new ones).
     pub(crate) fn updated_in_place(&self) -> impl Iterator<Item = RuntimeAddr> + '_ {
         self.read_only

@@ -248,6 +248,8 @@ pub struct Patch {
     /// Allocations and entry states this patch introduces; [`Linker::commit`] makes them the
     /// linker's state. Private so that a patch can only be committed as computed.
     delta: layout::StateDelta,
+    /// The entry each name of [`Patch::swapped`] redirected, for [`Linker::link_units`].
+    redirected_names: Vec<(RuntimeAddr, String)>,
 }
 
 /// A code atom placed in the arena: its symbol name as linked (mangled for C++), where it
@@ -303,6 +305,7 @@ impl Patch {
         self.unwind.extend(later.unwind);
         self.bodies.extend(later.bodies);
         self.delta.append(later.delta);
+        self.redirected_names.extend(later.redirected_names);
     }
 }
 
@@ -525,6 +528,9 @@ impl Linker {
         let mut errors = Vec::new();
         let mut redirected: HashSet<RuntimeAddr> = HashSet::new();
         let mut updated: HashSet<RuntimeAddr> = HashSet::new();
+        // Names whose entry an earlier unit redirects to a weak definition (the same weak
+        // default, carried by several includers of a header).
+        let mut weak_redirected: HashSet<String> = HashSet::new();
         for (k, &i) in order.iter().enumerate() {
             let request = &requests[i];
             let state = chained.as_ref().unwrap_or(&self.state);
@@ -538,6 +544,31 @@ impl Linker {
             let jumps = patch.delta.drop_taken(&redirected, &updated);
             patch.entries.retain(|e| !jumps.contains(&e.addr));
             patch.in_place.retain(|w| !updated.contains(&w.addr));
+            // A dropped redirect swaps nothing: its name is the earlier unit's.
+            for (entry, name) in std::mem::take(&mut patch.redirected_names) {
+                if redirected.contains(&entry) {
+                    if let Some(at) = patch.swapped.iter().position(|n| *n == name) {
+                        patch.swapped.remove(at);
+                    }
+                } else {
+                    patch.redirected_names.push((entry, name));
+                }
+            }
+            // The earlier unit swapped in this very weak default: "not swapped in" is false.
+            patch.notes.retain(|n| {
+                n.code != "weak-overridden"
+                    || n.symbol
+                        .as_ref()
+                        .is_none_or(|s| !weak_redirected.contains(s))
+            });
+            let weak: HashSet<RuntimeAddr> = patch.delta.weak_owned().collect();
+            weak_redirected.extend(
+                patch
+                    .redirected_names
+                    .iter()
+                    .filter(|(entry, _)| weak.contains(entry))
+                    .map(|(_, name)| name.clone()),
+            );
             redirected.extend(patch.delta.redirected());
             updated.extend(patch.delta.updated_in_place());
             if k + 1 < requests.len() {

@@ -1267,6 +1267,7 @@ impl<'a> Link<'a> {
                     self.alloc.add_redirect(entry_addr, plan.redirect);
                     self.alloc
                         .set_entry_owner(entry_addr, self.entry_owner(atom));
+                    self.patch.redirected_names.push((entry_addr, name.clone()));
                     self.patch.swapped.push(name);
                 }
                 Ok(None) => {}

@@ -2115,6 +2115,79 @@ fn a_weak_reference_to_a_variable_a_later_unit_adds_is_bound_to_it() {
     );
 }
 
+/// Two C files that each carry the same weak default (of a header); the executable kept
+/// w1.c's.
+const WEAK_UNITS: [(&str, &str); 2] = [
+    (
+        "w1.c",
+        "__attribute__((weak)) int hookw(int x) { return 2 * x; }\nint g2(int);\nint g1(int x) { return hookw(x); }\nint main(void) { return g1(1) + g2(2); }\n",
+    ),
+    (
+        "w2.c",
+        "__attribute__((weak)) int hookw(int x) { return 2 * x; }\nint g2(int x) { return hookw(x) + 1; }\n",
+    ),
+];
+
+#[test]
+fn a_weak_default_two_units_carry_is_swapped_once_without_a_weak_overridden_note() {
+    let mut p = Units::of("cc", &WEAK_UNITS);
+    let edit = "return 2 * x; }";
+    let to = "return 3 * x; }";
+    let objects = p.edited("v2", &[("w1.c", edit, to), ("w2.c", edit, to)]);
+    let units = objects.iter().map(|(i, _)| p.unit(p.files[*i].0)).collect();
+    let requests = unit_requests(&p.built, units, &objects);
+    let patch = p
+        .linker
+        .link_units(&requests)
+        .unwrap_or_else(|e| panic!("{e:#?}"));
+    assert_eq!(patch.swapped, ["hookw"]);
+    assert!(
+        patch.notes.is_empty(),
+        "the edit is swapped (through w1.c), yet w2.c says it is not: {:#?}",
+        patch.notes
+    );
+    p.linker.commit(&patch);
+}
+
+#[test]
+fn swapped_names_each_entry_once_when_units_share_an_inline_function() {
+    // Both units carry `twice` (and the new `thrice`): the summary counts `twice` once,
+    // as it is redirected once.
+    let p = Units::of("c++", &INLINE_UNITS);
+    let edit = "inline int twice(int x) { return 2 * x; }";
+    let to =
+        "inline int twice(int x) { return 3 * x; }\ninline int thrice(int x) { return 3 * x; }";
+    let objects = p.edited(
+        "v2",
+        &[
+            ("u1.cpp", edit, to),
+            ("u2.cpp", edit, to),
+            (
+                "u1.cpp",
+                "return twice(x); }",
+                "return twice(x) + thrice(x); }",
+            ),
+            (
+                "u2.cpp",
+                "return twice(x) + 1; }",
+                "return twice(x) + thrice(x) + 1; }",
+            ),
+        ],
+    );
+    let units = objects.iter().map(|(i, _)| p.unit(p.files[*i].0)).collect();
+    let requests = unit_requests(&p.built, units, &objects);
+    let patch = p
+        .linker
+        .link_units(&requests)
+        .unwrap_or_else(|e| panic!("{e:#?}"));
+    assert_eq!(patch.swapped, ["_Z5twicei", "_Z2f1i", "_Z2f2i"]);
+    assert_eq!(patch.added, ["_Z6thricei"]);
+    let mut functions: Vec<&str> = patch.entries.iter().map(|e| e.function.as_str()).collect();
+    functions.sort();
+    functions.dedup();
+    assert_eq!(functions.len(), patch.swapped.len(), "{:#?}", patch.entries);
+}
+
 /// A weak default in b.c that main calls, and a c.c without it.
 const OVERRIDE_UNITS: [(&str, &str); 3] = [
     (
