@@ -3,7 +3,9 @@
 //! another unit of the batch refers to goes first (else the reference would be undefined,
 //! or a weak one bound to 0), and a unit with a strong definition goes before one with a
 //! weak definition of the same name (else the weak default would keep the entry, as no
-//! relink would). Mutual references between new names cannot be ordered: refused.
+//! relink would). Mutual references between new functions cannot be ordered: their stubs
+//! are reserved before any unit is linked, so every unit binds to them and the definer
+//! writes them. Mutual references between new variables are refused.
 
 use std::collections::{HashMap, HashSet};
 
@@ -11,10 +13,16 @@ use hot_object::{Binding, Object, SymbolDef, SymbolKind};
 
 use crate::{LinkError, LinkErrorCode, LinkRequest};
 
+#[derive(Clone, Copy, Default)]
+struct Defined {
+    strong: bool,
+    function: bool,
+}
+
 /// What one object defines and refers to by global name.
 struct Names<'a> {
-    /// Defined names, `true` for a strong definition (global, outside a COMDAT group).
-    defined: HashMap<&'a str, bool>,
+    /// Defined names: strong (global, outside a COMDAT group), and whether a function.
+    defined: HashMap<&'a str, Defined>,
     /// Names referred to but not defined here.
     referred: HashSet<&'a str>,
 }
@@ -31,12 +39,12 @@ fn names(obj: &Object) -> Names<'_> {
         }
         match sym.def {
             SymbolDef::Atom { atom, .. } => {
-                let strong = sym.binding == Binding::Global && !obj.atom(atom).comdat;
-                let e = defined.entry(sym.name.as_str()).or_insert(false);
-                *e |= strong;
+                let e: &mut Defined = defined.entry(sym.name.as_str()).or_default();
+                e.strong |= sym.binding == Binding::Global && !obj.atom(atom).comdat;
+                e.function |= sym.kind == SymbolKind::Function;
             }
             SymbolDef::Common { .. } => {
-                defined.entry(sym.name.as_str()).or_insert(false);
+                defined.entry(sym.name.as_str()).or_default();
             }
             SymbolDef::Undefined => {
                 referred.insert(sym.name.as_str());
@@ -48,23 +56,40 @@ fn names(obj: &Object) -> Names<'_> {
     Names { defined, referred }
 }
 
+/// How [`crate::Linker::link_units`] links a batch.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct UnitPlan {
+    /// Indices into the requests, in link order.
+    pub order: Vec<usize>,
+    /// New global functions whose stubs are allocated before the first unit is linked
+    /// (references in both directions between files of the batch).
+    pub reserve: Vec<String>,
+}
+
 /// The link order of `requests` (indices): the given order, except that definers of new
 /// names go before the units that refer to them and strong definitions before weak ones.
 /// `is_new` says whether a name is new to the running program (neither the executable nor
-/// an earlier patch defines it). Errors for references between new names that no order
+/// an earlier patch defines it). When references between new functions go both ways, their
+/// stubs are reserved instead. Errors for references between new variables that no order
 /// satisfies, naming the symbol and both files.
 pub(crate) fn link_order(
     requests: &[LinkRequest<'_>],
     is_new: impl Fn(&str) -> bool,
-) -> Result<Vec<usize>, Vec<LinkError>> {
+) -> Result<UnitPlan, Vec<LinkError>> {
     let n = requests.len();
+    let given = |order| UnitPlan {
+        order,
+        reserve: Vec::new(),
+    };
     if n < 2 {
-        return Ok((0..n).collect());
+        return Ok(given((0..n).collect()));
     }
     let all: Vec<Names<'_>> = requests.iter().map(|r| names(r.object)).collect();
     // Edges j -> k (j first), with the name that needs it: a reference to a new name
     // (`needed`), and a strong over a weak definition (`preferred`).
     let mut needed: Vec<(usize, usize, &str)> = Vec::new();
+    // The names of `needed` that are functions (a stub can stand for them).
+    let mut functions: HashSet<&str> = HashSet::new();
     let mut preferred: Vec<(usize, usize, &str)> = Vec::new();
     for (k, unit) in all.iter().enumerate() {
         for &name in &unit.referred {
@@ -72,33 +97,44 @@ pub(crate) fn link_order(
                 continue;
             }
             for (j, other) in all.iter().enumerate() {
-                if j != k && other.defined.contains_key(name) {
+                if let Some(d) = other.defined.get(name).filter(|_| j != k) {
                     needed.push((j, k, name));
+                    if d.function {
+                        functions.insert(name);
+                    }
                 }
             }
         }
-        for (&name, &strong) in &unit.defined {
-            if strong {
+        for (&name, d) in &unit.defined {
+            if d.strong {
                 continue;
             }
             for (j, other) in all.iter().enumerate() {
-                if j != k && other.defined.get(name) == Some(&true) {
+                if j != k && other.defined.get(name).is_some_and(|d| d.strong) {
                     preferred.push((j, k, name));
                 }
             }
         }
     }
     if needed.is_empty() && preferred.is_empty() {
-        return Ok((0..n).collect());
-    }
-    let both: Vec<_> = needed.iter().chain(&preferred).copied().collect();
-    if let Some(order) = topological(n, &both) {
-        return Ok(order);
+        return Ok(given((0..n).collect()));
     }
     // Strong-over-weak pairs that contradict each other (each file strong for one name and
     // weak for the other) keep the given order among them; references cannot.
-    if let Some(order) = topological(n, &needed) {
-        return Ok(order);
+    let ordered = |needed: &[(usize, usize, &str)]| {
+        let both: Vec<_> = needed.iter().chain(&preferred).copied().collect();
+        topological(n, &both).or_else(|| topological(n, needed))
+    };
+    if let Some(order) = ordered(&needed) {
+        return Ok(given(order));
+    }
+    // References that go both ways: reserve the stubs of the new functions; what is left to
+    // order are the references to new variables.
+    let mut reserve: Vec<String> = functions.iter().map(|f| f.to_string()).collect();
+    reserve.sort();
+    needed.retain(|(_, _, name)| !functions.contains(name));
+    if let Some(order) = ordered(&needed) {
+        return Ok(UnitPlan { order, reserve });
     }
     let order_free = cycle_members(n, &needed);
     let mut errors = Vec::new();
@@ -112,10 +148,10 @@ pub(crate) fn link_order(
             code: LinkErrorCode::UndefinedSymbol,
             unit: user.clone(),
             message: format!(
-                "`{shown}`, which {user} refers to, is new and defined by {definer} in the same \
-                 swap, and {definer} in turn refers to a name new in {user} (or another file \
-                 of this swap): one file of a swap is linked after the other, so new functions \
-                 or variables that refer to each other across files cannot be swapped in \
+                "`{shown}`, which {user} refers to, is a new variable defined by {definer} in \
+                 the same swap, and {definer} in turn needs a name new in {user} (or in \
+                 another file of this swap): one file of a swap is linked after the other, so \
+                 new variables of two files that refer to each other cannot be swapped in \
                  together; add them one file at a time (save them separately), or restart the \
                  program"
             ),

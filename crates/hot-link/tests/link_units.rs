@@ -2025,10 +2025,45 @@ fn an_inline_function_both_units_carry_is_redirected_once() {
     );
 }
 
+/// The stub a call in `function`'s new body (PLT32 or PC32 to `symbol`) reaches, and the
+/// body that stub jumps to.
+fn call_through_stub(obj: &Object, patch: &Patch, function: &str, symbol: &str) -> (u64, u64) {
+    let atom = (0..obj.atoms.len())
+        .map(|i| hot_object::AtomId(i as u32))
+        .find(|&a| {
+            obj.primary_symbol(a)
+                .is_some_and(|s| obj.symbol(s).name == function)
+        })
+        .expect("function atom");
+    let body = patch
+        .writes
+        .iter()
+        .find(|w| w.what == format!("body of {function}"))
+        .expect("body");
+    let reloc = obj
+        .atom(atom)
+        .relocs
+        .iter()
+        .find(|r| obj.symbol_name(r.symbol) == symbol)
+        .unwrap_or_else(|| panic!("no reference to {symbol} in {function}"));
+    let off = reloc.offset.0 as usize;
+    let disp = i32::from_le_bytes(body.bytes[off..off + 4].try_into().expect("rel32"));
+    let stub = (body.addr.0 as i64 + off as i64 + disp as i64 - reloc.addend) as u64;
+    let write = patch
+        .writes
+        .iter()
+        .find(|w| w.addr.0 == stub)
+        .unwrap_or_else(|| panic!("{function} calls {stub:#x}, which the patch does not write"));
+    assert_eq!(write.what, format!("entry stub of {symbol}"));
+    assert_eq!(write.bytes[0], 0xe9, "{}", write.what);
+    let rel = i32::from_le_bytes(write.bytes[1..5].try_into().expect("rel32"));
+    (stub, (stub as i64 + 5 + rel as i64) as u64)
+}
+
 #[test]
-fn new_functions_two_units_add_and_call_across_are_refused_naming_both_files() {
+fn new_functions_two_units_add_and_call_across_get_stubs_reserved_before_linking() {
     // b.c calls `from_c`, which c.c adds; c.c calls `from_b`, which b.c adds. No order of
-    // the two links sees both (a relink would): refused as a whole, never half-bound.
+    // the two links sees both, as a relink does: their stubs are reserved first.
     let p = Units::new();
     let objects = p.edited(
         "v1",
@@ -2050,17 +2085,95 @@ fn new_functions_two_units_add_and_call_across_are_refused_naming_both_files() {
     let units = objects.iter().map(|(i, _)| p.unit(p.files[*i].0)).collect();
     let mut requests = unit_requests(&p.built, units, &objects);
     for order in ["given", "reversed"] {
+        let patch = p
+            .linker
+            .link_units(&requests)
+            .unwrap_or_else(|e| panic!("{order}: {e:#?}"));
+        let mut added = patch.added.clone();
+        added.sort();
+        assert_eq!(added, ["from_b", "from_c"], "{order}");
+        let body = |name: &str| {
+            patch
+                .writes
+                .iter()
+                .find(|w| w.what == format!("body of {name}"))
+                .unwrap_or_else(|| panic!("{order}: no body of {name}"))
+                .addr
+                .0
+        };
+        let (b, c) = (&objects[0].1, &objects[1].1);
+        let (_, to_c) = call_through_stub(b, &patch, "part_b", "from_c");
+        assert_eq!(to_c, body("from_c"), "{order}: b.c's call");
+        let (_, to_b) = call_through_stub(c, &patch, "part_c", "from_b");
+        assert_eq!(to_b, body("from_b"), "{order}: c.c's call");
+        // Every arena write has its own bytes, the reserved stubs included.
+        let mut ranges: Vec<(u64, u64)> = patch
+            .writes
+            .iter()
+            .map(|w| (w.addr.0, w.addr.0 + w.bytes.len() as u64))
+            .collect();
+        ranges.sort();
+        assert!(
+            ranges.windows(2).all(|w| w[0].1 <= w[1].0),
+            "{order}: {ranges:x?}"
+        );
+        // Committed, the next link does not hand the stubs' space out again.
+        let mut linker = Linker::new(p.linker.image().clone(), arenas_below_image());
+        let again = linker.link_units(&requests).expect("links");
+        linker.commit(&again);
+        let later = linker.link(&requests[0]).expect("links again");
+        let taken: Vec<(u64, u64)> = again
+            .writes
+            .iter()
+            .map(|w| (w.addr.0, w.addr.0 + w.bytes.len() as u64))
+            .collect();
+        assert!(
+            later.writes.iter().all(|w| !taken
+                .iter()
+                .any(|(s, e)| w.addr.0 < *e && w.addr.0 + w.bytes.len() as u64 > *s)),
+            "{order}: a later link reuses the batch's space"
+        );
+        requests.reverse();
+    }
+}
+
+#[test]
+fn new_variables_two_units_add_and_read_across_are_refused_naming_both_files() {
+    // b.c reads `knob_c`, which c.c adds; c.c reads `knob_b`, which b.c adds: a new
+    // variable is placed by its file's link, so no order works. Refused as a whole, never
+    // half-bound.
+    let p = Units::new();
+    let objects = p.edited(
+        "v1",
+        &[
+            (
+                "b.c",
+                "int part_b",
+                "extern int knob_c;\nint knob_b = 3;\nint part_b",
+            ),
+            ("b.c", "10 * SCALE", "10 * SCALE + knob_c"),
+            (
+                "c.c",
+                "int part_c",
+                "extern int knob_b;\nint knob_c = 4;\nint part_c",
+            ),
+            ("c.c", "100 * SCALE", "100 * SCALE + knob_b"),
+        ],
+    );
+    let units = objects.iter().map(|(i, _)| p.unit(p.files[*i].0)).collect();
+    let mut requests = unit_requests(&p.built, units, &objects);
+    for order in ["given", "reversed"] {
         let errors = p
             .linker
             .link_units(&requests)
-            .expect_err("mutual references between new functions linked");
+            .expect_err("mutual references between new variables linked");
         let found: Vec<(&str, Option<&str>)> = errors
             .iter()
             .map(|e| (e.unit.as_str(), e.symbol.as_deref()))
             .collect();
         assert_eq!(
             found,
-            [("b.c", Some("from_c")), ("c.c", Some("from_b"))],
+            [("b.c", Some("knob_c")), ("c.c", Some("knob_b"))],
             "{order}: {errors:#?}"
         );
         for e in &errors {
