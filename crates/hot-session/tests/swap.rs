@@ -1828,25 +1828,52 @@ fn perf_report_names_a_swapped_function() {
     let _ = std::fs::remove_file(format!("/tmp/perf-{pid}.map"));
 }
 
-/// A header flag that makes c.c define a new function b.c calls: a relink of the program
-/// succeeds, so the header swap does too, though b.c comes before c.c in path order (the
-/// linker links c.c first).
+/// A header flag that makes includers define new functions other includers call, row by
+/// row: (what, b.c's edit, c.c's edit). A relink of the program succeeds, so the header swap
+/// does too: c.c defines what b.c (before it in path order) calls, so it is linked first;
+/// calls both ways get their stubs before either is linked.
 #[test]
-fn a_header_flag_that_makes_a_later_includer_define_a_function_an_earlier_one_calls() {
-    let mut f = Fixture::launch("headers3");
-    f.wait_output(SUM_BEFORE);
-    f.edit(
-        "b.c",
-        "int part_b(void) {\n    return 10 * SCALE;\n}",
-        "#if SCALE == 2\nint fresh(void);\n#endif\nint part_b(void) {\n#if SCALE == 2\n    return 10 * SCALE + 0 * fresh();\n#else\n    return 10 * SCALE;\n#endif\n}",
-    );
-    f.edit(
-        "c.c",
-        "int part_c(void) {",
-        "#if SCALE == 2\nint fresh(void) { return 7; }\n#endif\nint part_c(void) {",
-    );
-    f.edit("common.h", "#define SCALE 1", "#define SCALE 2");
-    f.save("common.h");
-    f.wait_swap();
-    f.wait_output("sum=222");
+fn a_header_flag_that_makes_includers_define_functions_other_includers_call() {
+    type Edit<'a> = (&'a str, &'a str);
+    let rows: [(&str, Edit, Edit, &[&str]); 2] = [
+        (
+            "c.c defines what b.c calls",
+            (
+                "int part_b(void) {\n    return 10 * SCALE;\n}",
+                "#if SCALE == 2\nint fresh(void);\n#endif\nint part_b(void) {\n#if SCALE == 2\n    return 10 * SCALE + 0 * fresh();\n#else\n    return 10 * SCALE;\n#endif\n}",
+            ),
+            (
+                "int part_c(void) {",
+                "#if SCALE == 2\nint fresh(void) { return 7; }\n#endif\nint part_c(void) {",
+            ),
+            &["fresh"],
+        ),
+        (
+            "b.c and c.c call each other's new function",
+            (
+                "int part_b(void) {\n    return 10 * SCALE;\n}",
+                "#if SCALE == 2\nint from_c(void);\nint from_b(void) { return 3; }\n#endif\nint part_b(void) {\n#if SCALE == 2\n    return 10 * SCALE + from_c() - 4;\n#else\n    return 10 * SCALE;\n#endif\n}",
+            ),
+            (
+                "int part_c(void) {\n    return 100 * SCALE + OFFSET;\n}",
+                "#if SCALE == 2\nint from_b(void);\nint from_c(void) { return 4; }\n#endif\nint part_c(void) {\n#if SCALE == 2\n    return 100 * SCALE + OFFSET + from_b() - 3;\n#else\n    return 100 * SCALE + OFFSET;\n#endif\n}",
+            ),
+            &["from_b", "from_c"],
+        ),
+    ];
+    for (what, (b_from, b_to), (c_from, c_to), added) in rows {
+        let mut f = Fixture::launch("headers3");
+        f.wait_output(SUM_BEFORE);
+        f.edit("b.c", b_from, b_to);
+        f.edit("c.c", c_from, c_to);
+        f.edit("common.h", "#define SCALE 1", "#define SCALE 2");
+        f.save("common.h");
+        let swap = f.wait_swap();
+        assert_eq!(swap.files.len(), 3, "{what}: {swap:?}");
+        let mut new = swap.added.clone();
+        new.sort();
+        assert_eq!(new, added, "{what}: {swap:?}");
+        f.wait_output("sum=222");
+        f.assert_same_process();
+    }
 }
