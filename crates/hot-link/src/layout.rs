@@ -91,6 +91,10 @@ pub(crate) struct LinkState {
     /// Named read-only objects hot-lsp wrote (added, or updated in place), by address: the
     /// bytes they hold now.
     read_only: HashMap<RuntimeAddr, Vec<u8>>,
+    /// Stubs [`crate::Linker::link_units`] allocated for new global functions of a batch
+    /// before linking its units (files that call each other's new functions): references
+    /// bind to them, the defining unit writes them. Only in a batch's working copy.
+    reserved_stubs: HashMap<String, RuntimeAddr>,
 }
 
 /// One write of a named read-only object by a patch.
@@ -124,6 +128,14 @@ impl StateDelta {
     /// The entries this delta redirects (stable entries of the image, or new functions' stubs).
     pub(crate) fn redirected(&self) -> impl Iterator<Item = RuntimeAddr> + '_ {
         self.redirects.iter().map(|(entry, _)| *entry)
+    }
+
+    /// The entries this delta gives to a weak definition.
+    pub(crate) fn weak_owned(&self) -> impl Iterator<Item = RuntimeAddr> + '_ {
+        self.owners
+            .iter()
+            .filter(|(_, owner)| owner.weak)
+            .map(|(entry, _)| *entry)
     }
 
     /// The named read-only objects this delta updates in place (not new ones).
@@ -210,6 +222,44 @@ fn align_up(value: u64, align: u64) -> u64 {
 }
 
 impl LinkState {
+    /// Whether an earlier committed patch added the global function or variable `name`.
+    pub(crate) fn has_new_global(&self, name: &str) -> bool {
+        let key = SymKey {
+            unit: None,
+            name: name.to_string(),
+        };
+        self.new_functions.contains_key(&key) || self.new_variables.contains_key(&key)
+    }
+
+    /// Allocate a stub for each new global function of `names` (see `reserved_stubs`);
+    /// returns the delta that holds the space (adopt it with the batch's patch), or the
+    /// name whose stub did not fit.
+    pub(crate) fn reserve_stubs(
+        &mut self,
+        names: &[String],
+        size: u64,
+    ) -> Result<StateDelta, String> {
+        let mut alloc = Allocator::new(self);
+        let mut stubs = Vec::with_capacity(names.len());
+        for name in names {
+            match alloc.alloc(ArenaKind::Code, size, size) {
+                Ok(stub) => stubs.push((name.clone(), stub)),
+                Err(_) => return Err(name.clone()),
+            }
+        }
+        let delta = alloc.delta;
+        self.apply(&delta);
+        self.reserved_stubs.extend(stubs);
+        Ok(delta)
+    }
+
+    /// The stubs [`LinkState::reserve_stubs`] reserved, by name.
+    pub(crate) fn reserved(&self) -> impl Iterator<Item = (&str, RuntimeAddr)> + '_ {
+        self.reserved_stubs
+            .iter()
+            .map(|(name, stub)| (name.as_str(), *stub))
+    }
+
     pub(crate) fn new(arenas: &Arenas) -> LinkState {
         LinkState {
             code_cursor: arenas.code.start.0,
@@ -222,6 +272,7 @@ impl LinkState {
             plt_stubs: HashMap::new(),
             redirects: HashMap::new(),
             owners: HashMap::new(),
+            reserved_stubs: HashMap::new(),
             claimed_fill: Vec::new(),
             bound_statics: HashMap::new(),
             read_only: HashMap::new(),
@@ -409,12 +460,29 @@ impl<'s> Allocator<'s> {
         Ok(RuntimeAddr(start))
     }
 
+    /// The stub references to the new function `key` bind to: one an earlier link made,
+    /// or one reserved for the batch (see [`Allocator::reserved_stub`]).
     pub(crate) fn new_function(&self, key: &SymKey) -> Option<RuntimeAddr> {
+        self.defined_new_function(key)
+            .or_else(|| self.reserved_stub(key))
+    }
+
+    /// The stub of a new function a link already defined (not only reserved).
+    pub(crate) fn defined_new_function(&self, key: &SymKey) -> Option<RuntimeAddr> {
         self.delta
             .new_functions
             .get(key)
             .or_else(|| self.state.new_functions.get(key))
             .copied()
+    }
+
+    /// The stub reserved for the new global function `key` by the batch, which the unit
+    /// that defines it writes (instead of allocating one).
+    pub(crate) fn reserved_stub(&self, key: &SymKey) -> Option<RuntimeAddr> {
+        match key.unit {
+            None => self.state.reserved_stubs.get(&key.name).copied(),
+            Some(_) => None,
+        }
     }
 
     pub(crate) fn add_new_function(&mut self, key: SymKey, stub: RuntimeAddr) {

@@ -64,6 +64,7 @@ mod labels;
 mod layout;
 mod link;
 mod resolve;
+mod units;
 mod unwind;
 mod x86_64;
 
@@ -247,6 +248,8 @@ pub struct Patch {
     /// Allocations and entry states this patch introduces; [`Linker::commit`] makes them the
     /// linker's state. Private so that a patch can only be committed as computed.
     delta: layout::StateDelta,
+    /// The entry each name of [`Patch::swapped`] redirected, for [`Linker::link_units`].
+    redirected_names: Vec<(RuntimeAddr, String)>,
 }
 
 /// A code atom placed in the arena: its symbol name as linked (mangled for C++), where it
@@ -302,6 +305,7 @@ impl Patch {
         self.unwind.extend(later.unwind);
         self.bodies.extend(later.bodies);
         self.delta.append(later.delta);
+        self.redirected_names.extend(later.redirected_names);
     }
 }
 
@@ -508,17 +512,62 @@ impl Linker {
     /// space never overlaps, and a new function or variable one unit adds (or a GOT slot it
     /// allocates) is what the next unit binds to. An entry (or read-only object) an earlier
     /// unit already redirects (updates) keeps that unit's write: the copies of one inline
-    /// function that several units carry are one definition (ODR), redirected once. Every
-    /// error of every unit is returned; each names its unit in [`LinkError::source`].
+    /// function that several units carry are one definition (ODR), redirected once, named
+    /// once in [`Patch::swapped`]. The units are linked in the given order, except that a
+    /// unit defining a new name another unit refers to goes first (so no reference is
+    /// undefined, and no weak one bound to 0, when the batch defines the name), and a strong
+    /// definition goes before a weak one of the same name (the strong one takes the entry,
+    /// as in a relink). New functions that files call across each other get their stubs
+    /// before any unit is linked; new variables read across each other are refused, naming
+    /// the symbol and both files. Every error of every unit is returned; each names its
+    /// unit in [`LinkError::unit`].
     pub fn link_units(&self, requests: &[LinkRequest<'_>]) -> Result<Patch, Vec<LinkError>> {
+        // Definers of new names first, strong definitions before weak ones: unit k sees only
+        // what units 0..k-1 add and redirect.
+        let plan = units::link_order(requests, |name| {
+            resolve::exe_definition(&self.image, self.index(), None, name).is_none()
+                && !self.state.has_new_global(name)
+        })?;
         // The committed state with the deltas of the units linked so far; cloned only when a
         // second unit follows.
         let mut chained: Option<layout::LinkState> = None;
         let mut combined: Option<Patch> = None;
+        if !plan.reserve.is_empty() {
+            // Files that call each other's new functions: every stub exists before the
+            // first unit links, and the combined patch holds their space.
+            let state = chained.get_or_insert_with(|| self.state.clone());
+            match state.reserve_stubs(&plan.reserve, link::STUB_SIZE) {
+                Ok(delta) => {
+                    combined = Some(Patch {
+                        delta,
+                        ..Patch::default()
+                    })
+                }
+                Err(name) => {
+                    return Err(vec![LinkError {
+                        code: LinkErrorCode::ArenaExhausted,
+                        unit: requests[plan.order[0]].unit.source.clone(),
+                        message: format!(
+                            "the code arena has no room left for the stub of the new function \
+                             `{}`",
+                            hot_object::display_name(&name)
+                        ),
+                        symbol: Some(name),
+                        function: None,
+                        line: None,
+                    }])
+                }
+            }
+        }
+        let order = plan.order;
         let mut errors = Vec::new();
         let mut redirected: HashSet<RuntimeAddr> = HashSet::new();
         let mut updated: HashSet<RuntimeAddr> = HashSet::new();
-        for (k, request) in requests.iter().enumerate() {
+        // Names whose entry an earlier unit redirects to a weak definition (the same weak
+        // default, carried by several includers of a header).
+        let mut weak_redirected: HashSet<String> = HashSet::new();
+        for (k, &i) in order.iter().enumerate() {
+            let request = &requests[i];
             let state = chained.as_ref().unwrap_or(&self.state);
             let mut patch = match link::link(self, state, request, None) {
                 Ok(patch) => patch,
@@ -530,6 +579,31 @@ impl Linker {
             let jumps = patch.delta.drop_taken(&redirected, &updated);
             patch.entries.retain(|e| !jumps.contains(&e.addr));
             patch.in_place.retain(|w| !updated.contains(&w.addr));
+            // A dropped redirect swaps nothing: its name is the earlier unit's.
+            for (entry, name) in std::mem::take(&mut patch.redirected_names) {
+                if redirected.contains(&entry) {
+                    if let Some(at) = patch.swapped.iter().position(|n| *n == name) {
+                        patch.swapped.remove(at);
+                    }
+                } else {
+                    patch.redirected_names.push((entry, name));
+                }
+            }
+            // The earlier unit swapped in this very weak default: "not swapped in" is false.
+            patch.notes.retain(|n| {
+                n.code != "weak-overridden"
+                    || n.symbol
+                        .as_ref()
+                        .is_none_or(|s| !weak_redirected.contains(s))
+            });
+            let weak: HashSet<RuntimeAddr> = patch.delta.weak_owned().collect();
+            weak_redirected.extend(
+                patch
+                    .redirected_names
+                    .iter()
+                    .filter(|(entry, _)| weak.contains(entry))
+                    .map(|(_, name)| name.clone()),
+            );
             redirected.extend(patch.delta.redirected());
             updated.extend(patch.delta.updated_in_place());
             if k + 1 < requests.len() {
@@ -540,6 +614,26 @@ impl Linker {
             match combined.as_mut() {
                 None => combined = Some(patch),
                 Some(c) => c.append(patch),
+            }
+        }
+        if let (Some(patch), Some(state), true) = (&combined, &chained, errors.is_empty()) {
+            // A reserved stub no unit wrote would be a call into nothing: refuse.
+            for (name, stub) in state.reserved() {
+                if !patch.writes.iter().any(|w| w.addr == stub) {
+                    errors.push(LinkError {
+                        code: LinkErrorCode::UndefinedSymbol,
+                        unit: requests[order[0]].unit.source.clone(),
+                        message: format!(
+                            "the stub reserved for the new function `{}` (called across \
+                             files of this swap) was not written by the file that defines \
+                             it: nothing was swapped",
+                            hot_object::display_name(name)
+                        ),
+                        symbol: Some(name.to_string()),
+                        function: None,
+                        line: None,
+                    });
+                }
             }
         }
         match combined {

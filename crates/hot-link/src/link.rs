@@ -41,7 +41,7 @@ type Failure = (LinkErrorCode, String);
 
 /// Size and alignment of a new function's stub: 16 keeps function pointers aligned like
 /// gcc's (C++ member-function pointers use the low bit).
-const STUB_SIZE: u64 = 16;
+pub(crate) const STUB_SIZE: u64 = 16;
 /// Size of a call stub `jmp *slot(%rip)` (6 bytes, padded).
 const CALL_STUB_SIZE: u64 = 8;
 
@@ -460,9 +460,13 @@ impl<'a> Link<'a> {
                 .function_name(atom)
                 .unwrap_or_default()
                 .to_string();
-            match self.alloc.alloc(ArenaKind::Code, STUB_SIZE, STUB_SIZE) {
+            let key = sym_key(self.info.obj, sym, self.unit, &name);
+            let stub = match self.alloc.reserved_stub(&key) {
+                Some(stub) => Ok(stub),
+                None => self.alloc.alloc(ArenaKind::Code, STUB_SIZE, STUB_SIZE),
+            };
+            match stub {
                 Ok(stub) => {
-                    let key = sym_key(self.info.obj, sym, self.unit, &name);
                     self.alloc.add_new_function(key, stub);
                     self.entries.insert(atom, StableEntry::Stub(stub));
                 }
@@ -1267,6 +1271,7 @@ impl<'a> Link<'a> {
                     self.alloc.add_redirect(entry_addr, plan.redirect);
                     self.alloc
                         .set_entry_owner(entry_addr, self.entry_owner(atom));
+                    self.patch.redirected_names.push((entry_addr, name.clone()));
                     self.patch.swapped.push(name);
                 }
                 Ok(None) => {}

@@ -464,8 +464,9 @@ pub(crate) fn existing_entry(
             return Some(StableEntry::Image(r));
         }
     }
+    // A stub only reserved for the batch is the entry of a new function: this unit adds it.
     alloc
-        .new_function(&sym_key(obj, sym, unit, name))
+        .defined_new_function(&sym_key(obj, sym, unit, name))
         .map(StableEntry::Stub)
 }
 
@@ -672,7 +673,7 @@ impl crate::link::Link<'_> {
             let global = self.info.obj.symbol(sym).binding != Binding::Local;
             let entry = match image {
                 Some(r) => self.model.exe.runtime(Vaddr(r.get(self.model).vaddr)),
-                None => match self.alloc.new_function(&SymKey {
+                None => match self.alloc.defined_new_function(&SymKey {
                     unit: None,
                     name: name.to_string(),
                 }) {

@@ -1805,7 +1805,7 @@ fn units_linked_together_share_the_arenas_and_revert_as_one() {
         &'a [&'a str],
         &'a [&'a str],
     );
-    let rows: [Row; 4] = [
+    let rows: [Row; 5] = [
         (
             "the header's macro changed in all three files",
             &[
@@ -1832,6 +1832,24 @@ fn units_linked_together_share_the_arenas_and_revert_as_one() {
                 ("c.c", "100 * SCALE", "100 * SCALE + fresh(1)"),
             ],
             &["part_b", "part_c"],
+            &["fresh"],
+            &[],
+        ),
+        (
+            // The mirror: c.c adds it, b.c (before c.c in the given order) calls it. A
+            // relink succeeds, so the swap does: c.c is linked first.
+            "a function c.c adds is called by b.c",
+            &[
+                ("b.c", "int part_b", "int fresh(int);\nint part_b"),
+                ("b.c", "10 * SCALE", "10 * SCALE + fresh(0)"),
+                (
+                    "c.c",
+                    "int part_c",
+                    "int fresh(int x) { return x + 5; }\nint part_c",
+                ),
+                ("c.c", "100 * SCALE", "100 * SCALE + fresh(1)"),
+            ],
+            &["part_c", "part_b"],
             &["fresh"],
             &[],
         ),
@@ -1885,8 +1903,10 @@ fn units_linked_together_share_the_arenas_and_revert_as_one() {
         assert_eq!(patch.added, added, "{what}");
         if !added.is_empty() {
             // Alone, the unit that calls the addition does not link.
-            let alone = p.linker.link(&requests[requests.len() - 1]);
-            assert!(alone.is_err(), "{what}: the last unit linked alone");
+            assert!(
+                requests.iter().any(|r| p.linker.link(r).is_err()),
+                "{what}: every unit links alone"
+            );
         }
 
         // Every arena write has its own bytes: no two units were given the same space.
@@ -2003,4 +2023,365 @@ fn an_inline_function_both_units_carry_is_redirected_once() {
         "{:#?}",
         reverted.entries
     );
+}
+
+/// The stub a call in `function`'s new body (PLT32 or PC32 to `symbol`) reaches, and the
+/// body that stub jumps to.
+fn call_through_stub(obj: &Object, patch: &Patch, function: &str, symbol: &str) -> (u64, u64) {
+    let atom = (0..obj.atoms.len())
+        .map(|i| hot_object::AtomId(i as u32))
+        .find(|&a| {
+            obj.primary_symbol(a)
+                .is_some_and(|s| obj.symbol(s).name == function)
+        })
+        .expect("function atom");
+    let body = patch
+        .writes
+        .iter()
+        .find(|w| w.what == format!("body of {function}"))
+        .expect("body");
+    let reloc = obj
+        .atom(atom)
+        .relocs
+        .iter()
+        .find(|r| obj.symbol_name(r.symbol) == symbol)
+        .unwrap_or_else(|| panic!("no reference to {symbol} in {function}"));
+    let off = reloc.offset.0 as usize;
+    let disp = i32::from_le_bytes(body.bytes[off..off + 4].try_into().expect("rel32"));
+    let stub = (body.addr.0 as i64 + off as i64 + disp as i64 - reloc.addend) as u64;
+    let write = patch
+        .writes
+        .iter()
+        .find(|w| w.addr.0 == stub)
+        .unwrap_or_else(|| panic!("{function} calls {stub:#x}, which the patch does not write"));
+    assert_eq!(write.what, format!("entry stub of {symbol}"));
+    assert_eq!(write.bytes[0], 0xe9, "{}", write.what);
+    let rel = i32::from_le_bytes(write.bytes[1..5].try_into().expect("rel32"));
+    (stub, (stub as i64 + 5 + rel as i64) as u64)
+}
+
+#[test]
+fn new_functions_two_units_add_and_call_across_get_stubs_reserved_before_linking() {
+    // b.c calls `from_c`, which c.c adds; c.c calls `from_b`, which b.c adds. No order of
+    // the two links sees both, as a relink does: their stubs are reserved first.
+    let p = Units::new();
+    let objects = p.edited(
+        "v1",
+        &[
+            (
+                "b.c",
+                "int part_b",
+                "int from_c(void);\nint from_b(void) { return 3; }\nint part_b",
+            ),
+            ("b.c", "10 * SCALE", "10 * SCALE + from_c()"),
+            (
+                "c.c",
+                "int part_c",
+                "int from_b(void);\nint from_c(void) { return 4; }\nint part_c",
+            ),
+            ("c.c", "100 * SCALE", "100 * SCALE + from_b()"),
+        ],
+    );
+    let units = objects.iter().map(|(i, _)| p.unit(p.files[*i].0)).collect();
+    let mut requests = unit_requests(&p.built, units, &objects);
+    for order in ["given", "reversed"] {
+        let patch = p
+            .linker
+            .link_units(&requests)
+            .unwrap_or_else(|e| panic!("{order}: {e:#?}"));
+        let mut added = patch.added.clone();
+        added.sort();
+        assert_eq!(added, ["from_b", "from_c"], "{order}");
+        let body = |name: &str| {
+            patch
+                .writes
+                .iter()
+                .find(|w| w.what == format!("body of {name}"))
+                .unwrap_or_else(|| panic!("{order}: no body of {name}"))
+                .addr
+                .0
+        };
+        let (b, c) = (&objects[0].1, &objects[1].1);
+        let (_, to_c) = call_through_stub(b, &patch, "part_b", "from_c");
+        assert_eq!(to_c, body("from_c"), "{order}: b.c's call");
+        let (_, to_b) = call_through_stub(c, &patch, "part_c", "from_b");
+        assert_eq!(to_b, body("from_b"), "{order}: c.c's call");
+        // Every arena write has its own bytes, the reserved stubs included.
+        let mut ranges: Vec<(u64, u64)> = patch
+            .writes
+            .iter()
+            .map(|w| (w.addr.0, w.addr.0 + w.bytes.len() as u64))
+            .collect();
+        ranges.sort();
+        assert!(
+            ranges.windows(2).all(|w| w[0].1 <= w[1].0),
+            "{order}: {ranges:x?}"
+        );
+        // Committed, the next link does not hand the stubs' space out again.
+        let mut linker = Linker::new(p.linker.image().clone(), arenas_below_image());
+        let again = linker.link_units(&requests).expect("links");
+        linker.commit(&again);
+        let later = linker.link(&requests[0]).expect("links again");
+        let taken: Vec<(u64, u64)> = again
+            .writes
+            .iter()
+            .map(|w| (w.addr.0, w.addr.0 + w.bytes.len() as u64))
+            .collect();
+        assert!(
+            later.writes.iter().all(|w| !taken
+                .iter()
+                .any(|(s, e)| w.addr.0 < *e && w.addr.0 + w.bytes.len() as u64 > *s)),
+            "{order}: a later link reuses the batch's space"
+        );
+        requests.reverse();
+    }
+}
+
+#[test]
+fn new_variables_two_units_add_and_read_across_are_refused_naming_both_files() {
+    // b.c reads `knob_c`, which c.c adds; c.c reads `knob_b`, which b.c adds: a new
+    // variable is placed by its file's link, so no order works. Refused as a whole, never
+    // half-bound.
+    let p = Units::new();
+    let objects = p.edited(
+        "v1",
+        &[
+            (
+                "b.c",
+                "int part_b",
+                "extern int knob_c;\nint knob_b = 3;\nint part_b",
+            ),
+            ("b.c", "10 * SCALE", "10 * SCALE + knob_c"),
+            (
+                "c.c",
+                "int part_c",
+                "extern int knob_b;\nint knob_c = 4;\nint part_c",
+            ),
+            ("c.c", "100 * SCALE", "100 * SCALE + knob_b"),
+        ],
+    );
+    let units = objects.iter().map(|(i, _)| p.unit(p.files[*i].0)).collect();
+    let mut requests = unit_requests(&p.built, units, &objects);
+    for order in ["given", "reversed"] {
+        let errors = p
+            .linker
+            .link_units(&requests)
+            .expect_err("mutual references between new variables linked");
+        let found: Vec<(&str, Option<&str>)> = errors
+            .iter()
+            .map(|e| (e.unit.as_str(), e.symbol.as_deref()))
+            .collect();
+        assert_eq!(
+            found,
+            [("b.c", Some("knob_c")), ("c.c", Some("knob_b"))],
+            "{order}: {errors:#?}"
+        );
+        for e in &errors {
+            assert_eq!(e.code, LinkErrorCode::UndefinedSymbol, "{order}: {e:#?}");
+            assert!(
+                e.message.contains("b.c")
+                    && e.message.contains("c.c")
+                    && e.message.contains("same swap"),
+                "{order}: {}",
+                e.message
+            );
+        }
+        requests.reverse();
+    }
+}
+
+#[test]
+fn a_weak_reference_to_a_variable_a_later_unit_adds_is_bound_to_it() {
+    // b.c (first in the given order) refers weakly to `knob`, which c.c now defines: as in
+    // a relink, b.c's reference is c.c's `knob`, never 0.
+    let p = Units::new();
+    let objects = p.edited(
+        "v1",
+        &[
+            (
+                "b.c",
+                "int part_b",
+                "extern int knob __attribute__((weak));\nint part_b",
+            ),
+            ("b.c", "10 * SCALE", "10 * SCALE + (&knob ? knob : 0)"),
+            ("c.c", "int part_c", "int knob = 5;\nint part_c"),
+        ],
+    );
+    let units = objects.iter().map(|(i, _)| p.unit(p.files[*i].0)).collect();
+    let requests = unit_requests(&p.built, units, &objects);
+    let patch = p
+        .linker
+        .link_units(&requests)
+        .unwrap_or_else(|e| panic!("{e:#?}"));
+    assert_eq!(patch.added, ["knob"]);
+    let knob = patch
+        .writes
+        .iter()
+        .find(|w| w.what == "data knob")
+        .expect("c.c's new knob")
+        .addr
+        .0;
+    let slot = got_slot_value(&objects[0].1, &patch, "part_b", "knob");
+    assert_eq!(
+        slot, knob,
+        "b.c reads a null `knob` though c.c defines it in this very patch"
+    );
+}
+
+/// Two C files that each carry the same weak default (of a header); the executable kept
+/// w1.c's.
+const WEAK_UNITS: [(&str, &str); 2] = [
+    (
+        "w1.c",
+        "__attribute__((weak)) int hookw(int x) { return 2 * x; }\nint g2(int);\nint g1(int x) { return hookw(x); }\nint main(void) { return g1(1) + g2(2); }\n",
+    ),
+    (
+        "w2.c",
+        "__attribute__((weak)) int hookw(int x) { return 2 * x; }\nint g2(int x) { return hookw(x) + 1; }\n",
+    ),
+];
+
+#[test]
+fn a_weak_default_two_units_carry_is_swapped_once_without_a_weak_overridden_note() {
+    let mut p = Units::of("cc", &WEAK_UNITS);
+    let edit = "return 2 * x; }";
+    let to = "return 3 * x; }";
+    let objects = p.edited("v2", &[("w1.c", edit, to), ("w2.c", edit, to)]);
+    let units = objects.iter().map(|(i, _)| p.unit(p.files[*i].0)).collect();
+    let requests = unit_requests(&p.built, units, &objects);
+    let patch = p
+        .linker
+        .link_units(&requests)
+        .unwrap_or_else(|e| panic!("{e:#?}"));
+    assert_eq!(patch.swapped, ["hookw"]);
+    assert!(
+        patch.notes.is_empty(),
+        "the edit is swapped (through w1.c), yet w2.c says it is not: {:#?}",
+        patch.notes
+    );
+    p.linker.commit(&patch);
+}
+
+#[test]
+fn swapped_names_each_entry_once_when_units_share_an_inline_function() {
+    // Both units carry `twice` (and the new `thrice`): the summary counts `twice` once,
+    // as it is redirected once.
+    let p = Units::of("c++", &INLINE_UNITS);
+    let edit = "inline int twice(int x) { return 2 * x; }";
+    let to =
+        "inline int twice(int x) { return 3 * x; }\ninline int thrice(int x) { return 3 * x; }";
+    let objects = p.edited(
+        "v2",
+        &[
+            ("u1.cpp", edit, to),
+            ("u2.cpp", edit, to),
+            (
+                "u1.cpp",
+                "return twice(x); }",
+                "return twice(x) + thrice(x); }",
+            ),
+            (
+                "u2.cpp",
+                "return twice(x) + 1; }",
+                "return twice(x) + thrice(x) + 1; }",
+            ),
+        ],
+    );
+    let units = objects.iter().map(|(i, _)| p.unit(p.files[*i].0)).collect();
+    let requests = unit_requests(&p.built, units, &objects);
+    let patch = p
+        .linker
+        .link_units(&requests)
+        .unwrap_or_else(|e| panic!("{e:#?}"));
+    assert_eq!(patch.swapped, ["_Z5twicei", "_Z2f1i", "_Z2f2i"]);
+    assert_eq!(patch.added, ["_Z6thricei"]);
+    let mut functions: Vec<&str> = patch.entries.iter().map(|e| e.function.as_str()).collect();
+    functions.sort();
+    functions.dedup();
+    assert_eq!(functions.len(), patch.swapped.len(), "{:#?}", patch.entries);
+}
+
+/// A weak default in b.c that main calls, and a c.c without it.
+const OVERRIDE_UNITS: [(&str, &str); 3] = [
+    (
+        "a.c",
+        "int hook(void);\nint main(void) { return hook(); }\n",
+    ),
+    (
+        "b.c",
+        "#define SCALE 1\n__attribute__((weak)) int hook(void) { return SCALE; }\n",
+    ),
+    (
+        "c.c",
+        "#define SCALE 1\nint part_c(void) { return SCALE; }\n",
+    ),
+];
+
+#[test]
+fn a_strong_definition_beats_a_weak_default_of_the_same_swap_in_either_order() {
+    // b.c's weak `hook` changes and c.c adds a strong `hook` in one swap: as in a relink,
+    // hook's entry runs c.c's (`return 100`, `mov $0x64,%eax`), whichever unit is first,
+    // and a later save of b.c alone does not take it back.
+    let p = Units::of("cc", &OVERRIDE_UNITS);
+    let objects = p.edited(
+        "v2",
+        &[
+            ("b.c", "#define SCALE 1", "#define SCALE 2"),
+            (
+                "c.c",
+                "#define SCALE 1",
+                "#define SCALE 2\nint hook(void) { return 100; }",
+            ),
+        ],
+    );
+    let mut requests = unit_requests(
+        &p.built,
+        objects.iter().map(|(i, _)| p.unit(p.files[*i].0)).collect(),
+        &objects,
+    );
+    for order in ["given", "reversed"] {
+        let mut linker = Linker::new(p.linker.image().clone(), arenas_below_image());
+        let patch = linker
+            .link_units(&requests)
+            .unwrap_or_else(|e| panic!("{order}: {e:#?}"));
+        let entries: Vec<_> = patch
+            .entries
+            .iter()
+            .filter(|e| e.function == "hook")
+            .collect();
+        assert_eq!(entries.len(), 1, "{order}: {:#?}", patch.entries);
+        let entry = entries[0];
+        let rel = i32::from_le_bytes(entry.bytes[1..5].try_into().expect("jmp rel32"));
+        let target = (entry.addr.0 as i64 + 5 + rel as i64) as u64;
+        let body = patch
+            .writes
+            .iter()
+            .find(|w| w.addr.0 == target)
+            .unwrap_or_else(|| panic!("{order}: no body at the entry's target"));
+        assert!(
+            body.bytes.windows(5).any(|b| b == [0xb8, 0x64, 0, 0, 0]),
+            "{order}: hook's entry runs {} ({:x?}), not c.c's strong definition",
+            body.what,
+            body.bytes
+        );
+        assert_eq!(
+            patch.swapped.iter().filter(|n| *n == "hook").count(),
+            1,
+            "{order}: {:?}",
+            patch.swapped
+        );
+        linker.commit(&patch);
+        // b.c's weak default saved again alone: the override keeps the entry.
+        let b = requests
+            .iter()
+            .find(|r| r.unit.source == "b.c")
+            .expect("b.c's request");
+        let again = linker.link(b).unwrap_or_else(|e| panic!("{order}: {e:#?}"));
+        assert!(
+            again.entries.iter().all(|e| e.function != "hook"),
+            "{order}: b.c took hook's entry back: {:#?}",
+            again.entries
+        );
+        requests.reverse();
+    }
 }

@@ -1229,10 +1229,10 @@ fn a_header_edit_swaps_every_includer_at_once_and_undo_reverts_them_all() {
 /// A header edit that does not compile in some includers, row by row: (from, to, the file
 /// the errors are in, a text on their line, how many distinct errors it must show, the
 /// includers that compiled and get fresh empty diagnostics). Nothing is swapped.
-#[test]
-fn a_relaunch_gets_a_header_swap_again_all_at_once() {
+/// headers3 built once into `app` with no build command, started: a restart relaunches the
+/// very same file (same build-id), so the session re-applies its changes.
+fn relaunchable_headers3() -> Fixture {
     let mut f = Fixture::copy("headers3");
-    // No build command: the relaunched executable is the very same file (same build-id).
     let built = std::process::Command::new("cc")
         .args([
             "-O0", "-g", "-pthread", "-o", "app", "main.c", "a.c", "b.c", "c.c",
@@ -1246,6 +1246,52 @@ fn a_relaunch_gets_a_header_swap_again_all_at_once() {
         "[program]\npath = \"app\"\n\n[compile]\ncommand = \"cc -O0 -g -pthread -c {file} -o {output}\"\n",
     );
     f.start();
+    f
+}
+
+/// The relaunch replays the three files together; one of them no longer compiles (edited
+/// on disk, not saved): the status says so in words that fit source files (no "files that
+/// include a.c"), and the file-by-file fallback re-applies the other two.
+#[test]
+fn a_relaunch_whose_replay_has_a_file_that_no_longer_compiles_says_so_and_applies_the_rest() {
+    let mut f = relaunchable_headers3();
+    f.wait_launched();
+    f.wait_output(SUM_BEFORE);
+    f.edit("common.h", "#define SCALE 1", "#define SCALE 2");
+    f.save("common.h");
+    f.wait_swap();
+    f.wait_output("sum=222");
+    f.edit("c.c", "100 * SCALE + OFFSET", "100 * SCALE + OFFSET_GONE");
+
+    f.send(hot_session::Command::Restart);
+    f.wait_launched();
+    let status = f.wait("the replay's refusal", |e| match e {
+        SessionEvent::Status(s) => s
+            .message
+            .as_ref()
+            .filter(|m| m.contains("does not compile"))
+            .cloned(),
+        _ => None,
+    });
+    assert!(
+        status.contains("c.c")
+            && status.contains("none of the 3 files swapped together was swapped")
+            && !status.contains("include"),
+        "{status}"
+    );
+    let note = f.wait("the replay message", |e| match e {
+        SessionEvent::Message {
+            severity: Severity::Information,
+            text,
+        } if text.contains("re-applied") => Some(text.clone()),
+        _ => None,
+    });
+    assert!(note.contains("2 of 3"), "{note}");
+}
+
+#[test]
+fn a_relaunch_gets_a_header_swap_again_all_at_once() {
+    let mut f = relaunchable_headers3();
     let first = f.wait_launched();
     f.wait_output(SUM_BEFORE);
     f.edit("common.h", "#define SCALE 1", "#define SCALE 2");
@@ -1780,4 +1826,54 @@ fn perf_report_names_a_swapped_function() {
     assert!(!jit.contains("0x0000"), "{jit}");
     f.assert_same_process();
     let _ = std::fs::remove_file(format!("/tmp/perf-{pid}.map"));
+}
+
+/// A header flag that makes includers define new functions other includers call, row by
+/// row: (what, b.c's edit, c.c's edit). A relink of the program succeeds, so the header swap
+/// does too: c.c defines what b.c (before it in path order) calls, so it is linked first;
+/// calls both ways get their stubs before either is linked.
+#[test]
+fn a_header_flag_that_makes_includers_define_functions_other_includers_call() {
+    type Edit<'a> = (&'a str, &'a str);
+    let rows: [(&str, Edit, Edit, &[&str]); 2] = [
+        (
+            "c.c defines what b.c calls",
+            (
+                "int part_b(void) {\n    return 10 * SCALE;\n}",
+                "#if SCALE == 2\nint fresh(void);\n#endif\nint part_b(void) {\n#if SCALE == 2\n    return 10 * SCALE + 0 * fresh();\n#else\n    return 10 * SCALE;\n#endif\n}",
+            ),
+            (
+                "int part_c(void) {",
+                "#if SCALE == 2\nint fresh(void) { return 7; }\n#endif\nint part_c(void) {",
+            ),
+            &["fresh"],
+        ),
+        (
+            "b.c and c.c call each other's new function",
+            (
+                "int part_b(void) {\n    return 10 * SCALE;\n}",
+                "#if SCALE == 2\nint from_c(void);\nint from_b(void) { return 3; }\n#endif\nint part_b(void) {\n#if SCALE == 2\n    return 10 * SCALE + from_c() - 4;\n#else\n    return 10 * SCALE;\n#endif\n}",
+            ),
+            (
+                "int part_c(void) {\n    return 100 * SCALE + OFFSET;\n}",
+                "#if SCALE == 2\nint from_b(void);\nint from_c(void) { return 4; }\n#endif\nint part_c(void) {\n#if SCALE == 2\n    return 100 * SCALE + OFFSET + from_b() - 3;\n#else\n    return 100 * SCALE + OFFSET;\n#endif\n}",
+            ),
+            &["from_b", "from_c"],
+        ),
+    ];
+    for (what, (b_from, b_to), (c_from, c_to), added) in rows {
+        let mut f = Fixture::launch("headers3");
+        f.wait_output(SUM_BEFORE);
+        f.edit("b.c", b_from, b_to);
+        f.edit("c.c", c_from, c_to);
+        f.edit("common.h", "#define SCALE 1", "#define SCALE 2");
+        f.save("common.h");
+        let swap = f.wait_swap();
+        assert_eq!(swap.files.len(), 3, "{what}: {swap:?}");
+        let mut new = swap.added.clone();
+        new.sort();
+        assert_eq!(new, added, "{what}: {swap:?}");
+        f.wait_output("sum=222");
+        f.assert_same_process();
+    }
 }

@@ -290,14 +290,23 @@ impl Worker {
             }
             if files.len() > 1 {
                 let names: Vec<String> = failed.iter().map(|f| f.display().to_string()).collect();
-                self.set_state(
-                    running_state,
-                    Some(format!(
-                        "{} does not compile: none of the {} files that include {} was swapped",
-                        names.join(", "),
+                // `saved` is a header, or (the relaunch replay) the first of the source
+                // files swapped together.
+                let together = if files.iter().any(|f| f.as_path() == saved) {
+                    format!(
+                        "none of the {} files swapped together was swapped",
+                        files.len()
+                    )
+                } else {
+                    format!(
+                        "none of the {} files that include {} was swapped",
                         files.len(),
                         saved.display()
-                    )),
+                    )
+                };
+                self.set_state(
+                    running_state,
+                    Some(format!("{} does not compile: {together}", names.join(", "))),
                 );
             }
             return Err(());
