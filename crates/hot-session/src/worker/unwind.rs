@@ -107,16 +107,26 @@ impl Worker {
             }
         }
         if let Some(e) = failure {
+            if cxx {
+                // C++ code whose tables are not registered terminates the program on its
+                // first exception: refuse the swap (nothing reaches the new code yet) rather
+                // than swap in code that kills the program. The failure is transient (a
+                // stop or a call that failed), so the next save tries again.
+                if registered {
+                    self.retire(patch);
+                }
+                return Err(ProcessError::Other(format!(
+                    "the swap was refused: the unwind table of the new code could not be \
+                     registered ({e}), and without it an exception thrown in or through the \
+                     new code would terminate the program; it runs on with the old code — \
+                     save again to retry"
+                )));
+            }
             self.message(
-                if cxx {
-                    Severity::Warning
-                } else {
-                    Severity::Information
-                },
+                Severity::Information,
                 format!(
-                    "the unwind information of the new code could not be registered ({e}): an \
-                     exception thrown in or through a swapped function terminates the program, \
-                     and backtraces stop at it"
+                    "the unwind information of the new code could not be registered ({e}): \
+                     backtraces stop at the swapped functions"
                 ),
             );
         }
