@@ -123,6 +123,13 @@ impl CompileJob {
             .unwrap_or(self.argv.len());
         &self.argv[..end]
     }
+
+    /// [`CompileJob::flags`] without its trailing `-c <file>`, for a run of the same command
+    /// on another input (a snapshot's copy) or in another mode (`-M`).
+    pub fn flags_without_input(&self) -> Vec<String> {
+        let flags = self.flags();
+        flags[..flags.len().saturating_sub(2)].to_vec()
+    }
 }
 
 /// Turn a database entry into the patch compile writing `output`.

@@ -209,9 +209,8 @@ impl Worker {
             let output = self.scratch_object(file);
             let depfile = output.with_extension("d");
             let job = compile::job_for(&entry, &output);
-            let mut argv = job.flags().to_vec();
-            // `flags()` ends with `-c <file>`: preprocess it instead.
-            argv.truncate(argv.len().saturating_sub(2));
+            // Without `-c <file>`: preprocess it instead.
+            let mut argv = job.flags_without_input();
             argv.extend([
                 "-M".into(),
                 "-MF".into(),
@@ -470,9 +469,8 @@ impl Worker {
         let output = self.scratch_object(file);
         let depfile = output.with_extension("d");
         let job = compile::job_for(&entry, &output);
-        let mut argv = job.flags().to_vec();
-        // `flags()` ends with `-c <file>`: compile the copy instead.
-        argv.truncate(argv.len().saturating_sub(2));
+        // Without `-c <file>`: compile the copy instead.
+        let mut argv = job.flags_without_input();
         argv.extend([
             format!("-iquote{}", source_dir.display()),
             format!(
