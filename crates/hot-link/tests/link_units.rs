@@ -1776,18 +1776,20 @@ impl Units {
 
 /// The link requests of edited `objects` (from [`Units::edited`]) against the objects the
 /// program was built from, with their units.
+/// One request per edited object (from [`Units::edited`]), each with its file's unit of the
+/// image and its v1 object (in `built`, which is `p.built`: borrowed apart from `p.linker`)
+/// as the baseline.
 fn unit_requests<'a>(
+    p: &Units,
     built: &'a [Object],
-    units: Vec<UnitRef>,
     objects: &'a [(usize, Object)],
 ) -> Vec<LinkRequest<'a>> {
     objects
         .iter()
-        .zip(units)
-        .map(|((i, object), unit)| LinkRequest {
+        .map(|(i, object)| LinkRequest {
             object,
             baseline: Some(&built[*i]),
-            unit,
+            unit: p.unit(p.files[*i].0),
         })
         .collect()
 }
@@ -1877,8 +1879,7 @@ fn units_linked_together_share_the_arenas_and_revert_as_one() {
     for (k, (what, edits, swapped, added, failing)) in rows.into_iter().enumerate() {
         let mut p = Units::new();
         let objects = p.edited(&format!("v{k}"), edits);
-        let units = objects.iter().map(|(i, _)| p.unit(p.files[*i].0)).collect();
-        let requests = unit_requests(&p.built, units, &objects);
+        let requests = unit_requests(&p, &p.built, &objects);
         let patch = match p.linker.link_units(&requests) {
             Err(errors) => {
                 let mut units: Vec<&str> = errors.iter().map(|e| e.unit.as_str()).collect();
@@ -1982,8 +1983,7 @@ fn an_inline_function_both_units_carry_is_redirected_once() {
     let edit = "inline int twice(int x) { return 2 * x; }";
     let to = "inline int twice(int x) { return 3 * x; }";
     let objects = p.edited("v2", &[("u1.cpp", edit, to), ("u2.cpp", edit, to)]);
-    let units = objects.iter().map(|(i, _)| p.unit(p.files[*i].0)).collect();
-    let requests = unit_requests(&p.built, units, &objects);
+    let requests = unit_requests(&p, &p.built, &objects);
     // Alone, each unit redirects the entry the executable uses.
     let alone: Vec<Patch> = requests
         .iter()
@@ -2082,8 +2082,7 @@ fn new_functions_two_units_add_and_call_across_get_stubs_reserved_before_linking
             ("c.c", "100 * SCALE", "100 * SCALE + from_b()"),
         ],
     );
-    let units = objects.iter().map(|(i, _)| p.unit(p.files[*i].0)).collect();
-    let mut requests = unit_requests(&p.built, units, &objects);
+    let mut requests = unit_requests(&p, &p.built, &objects);
     for order in ["given", "reversed"] {
         let patch = p
             .linker
@@ -2160,8 +2159,7 @@ fn new_variables_two_units_add_and_read_across_are_refused_naming_both_files() {
             ("c.c", "100 * SCALE", "100 * SCALE + knob_b"),
         ],
     );
-    let units = objects.iter().map(|(i, _)| p.unit(p.files[*i].0)).collect();
-    let mut requests = unit_requests(&p.built, units, &objects);
+    let mut requests = unit_requests(&p, &p.built, &objects);
     for order in ["given", "reversed"] {
         let errors = p
             .linker
@@ -2207,8 +2205,7 @@ fn a_weak_reference_to_a_variable_a_later_unit_adds_is_bound_to_it() {
             ("c.c", "int part_c", "int knob = 5;\nint part_c"),
         ],
     );
-    let units = objects.iter().map(|(i, _)| p.unit(p.files[*i].0)).collect();
-    let requests = unit_requests(&p.built, units, &objects);
+    let requests = unit_requests(&p, &p.built, &objects);
     let patch = p
         .linker
         .link_units(&requests)
@@ -2247,8 +2244,7 @@ fn a_weak_default_two_units_carry_is_swapped_once_without_a_weak_overridden_note
     let edit = "return 2 * x; }";
     let to = "return 3 * x; }";
     let objects = p.edited("v2", &[("w1.c", edit, to), ("w2.c", edit, to)]);
-    let units = objects.iter().map(|(i, _)| p.unit(p.files[*i].0)).collect();
-    let requests = unit_requests(&p.built, units, &objects);
+    let requests = unit_requests(&p, &p.built, &objects);
     let patch = p
         .linker
         .link_units(&requests)
@@ -2287,8 +2283,7 @@ fn swapped_names_each_entry_once_when_units_share_an_inline_function() {
             ),
         ],
     );
-    let units = objects.iter().map(|(i, _)| p.unit(p.files[*i].0)).collect();
-    let requests = unit_requests(&p.built, units, &objects);
+    let requests = unit_requests(&p, &p.built, &objects);
     let patch = p
         .linker
         .link_units(&requests)
@@ -2334,11 +2329,7 @@ fn a_strong_definition_beats_a_weak_default_of_the_same_swap_in_either_order() {
             ),
         ],
     );
-    let mut requests = unit_requests(
-        &p.built,
-        objects.iter().map(|(i, _)| p.unit(p.files[*i].0)).collect(),
-        &objects,
-    );
+    let mut requests = unit_requests(&p, &p.built, &objects);
     for order in ["given", "reversed"] {
         let mut linker = Linker::new(p.linker.image().clone(), arenas_below_image());
         let patch = linker
