@@ -27,13 +27,7 @@ fn children(pid: i32) -> Vec<(i32, char, i32)> {
         let Ok(status) = std::fs::read_to_string(entry.path().join("status")) else {
             continue;
         };
-        let value = |key: &str| {
-            status
-                .lines()
-                .find_map(|l| l.strip_prefix(key))
-                .map(|v| v.trim().to_owned())
-                .unwrap_or_default()
-        };
+        let value = |key: &str| status_field(&status, key);
         if value("PPid:").parse() == Ok(pid) {
             let state = value("State:").chars().next().unwrap_or('?');
             found.push((child, state, value("TracerPid:").parse().unwrap_or(-1)));

@@ -10,7 +10,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use common::Fixture;
+use common::{status_field, Fixture};
 use hot_process::fault::{self, Step};
 use hot_session::{Command, Progress, SessionEvent, State};
 
@@ -106,13 +106,7 @@ fn threads_of(pid: i32) -> Vec<String> {
             let read =
                 |name: &str| std::fs::read_to_string(entry.path().join(name)).unwrap_or_default();
             let status = read("status");
-            let get = |key: &str| {
-                status
-                    .lines()
-                    .find_map(|l| l.strip_prefix(key))
-                    .map(|v| v.trim().to_owned())
-                    .unwrap_or_default()
-            };
+            let get = |key: &str| status_field(&status, key);
             format!(
                 "{:?} {} {} tracer {} in {}",
                 entry.file_name(),

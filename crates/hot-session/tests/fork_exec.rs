@@ -34,14 +34,8 @@ fn a_program_that_calls_exec_is_read_again_and_swapped_as_its_new_image() {
         _ => None,
     });
     assert_eq!(launched, pid, "exec keeps the pid");
-    // Wait for this notice itself, not for the first information message.
-    f.wait("the re-applied notice", |e| match e {
-        SessionEvent::Message {
-            severity: Severity::Information,
-            text,
-        } if text.contains("re-applied") => Some(()),
-        _ => None,
-    });
+    // This notice itself, not the first information message.
+    f.wait_replayed();
     f.fresh_output.clear();
     f.wait_output("gen=1 compute=20");
     // A save now links against the new image and swaps into it.

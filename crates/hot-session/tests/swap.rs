@@ -475,13 +475,7 @@ fn a_relaunch_of_the_same_executable_gets_the_changes_again() {
         _ => None,
     });
     assert_ne!(first, second);
-    let note = f.wait("the replay message", |e| match e {
-        SessionEvent::Message {
-            severity: Severity::Information,
-            text,
-        } if text.contains("re-applied") => Some(text.clone()),
-        _ => None,
-    });
+    let note = f.wait_replayed();
     assert!(note.contains("1 of 1"), "{note}");
     f.fresh_output.clear();
     f.wait_output("compute=60");
@@ -1279,13 +1273,7 @@ fn a_relaunch_whose_replay_has_a_file_that_no_longer_compiles_says_so_and_applie
             && !status.contains("include"),
         "{status}"
     );
-    let note = f.wait("the replay message", |e| match e {
-        SessionEvent::Message {
-            severity: Severity::Information,
-            text,
-        } if text.contains("re-applied") => Some(text.clone()),
-        _ => None,
-    });
+    let note = f.wait_replayed();
     assert!(note.contains("2 of 3"), "{note}");
 }
 
@@ -1305,13 +1293,7 @@ fn a_relaunch_gets_a_header_swap_again_all_at_once() {
     // The three files go in as one swap: the relaunched program never runs them mixed.
     let swap = f.wait_swap();
     assert_eq!(swap.swapped, ["part_a", "part_b", "part_c"], "{swap:?}");
-    let note = f.wait("the replay message", |e| match e {
-        SessionEvent::Message {
-            severity: Severity::Information,
-            text,
-        } if text.contains("re-applied") => Some(text.clone()),
-        _ => None,
-    });
+    let note = f.wait_replayed();
     assert!(note.contains("3 of 3"), "{note}");
     f.fresh_output.clear();
     f.wait_output("sum=222");

@@ -188,14 +188,7 @@ pub fn task_states(pid: i32) -> Vec<TaskState> {
         let Ok(status) = std::fs::read_to_string(entry.path().join("status")) else {
             continue;
         };
-        let value = |key: &str| {
-            status
-                .lines()
-                .find_map(|l| l.strip_prefix(key))
-                .map(str::trim)
-                .unwrap_or("")
-                .to_string()
-        };
+        let value = |key: &str| status_field(&status, key);
         tasks.push(TaskState {
             tid,
             state: value("State:").chars().next().unwrap_or('?'),
@@ -254,4 +247,14 @@ pub fn apply_within(
             task_states(debuggee.pid())
         ),
     }
+}
+
+/// The value of `key` (e.g. `"State:"`) in a `/proc/.../status` text, trimmed; empty if absent.
+#[allow(dead_code)]
+pub fn status_field(status: &str, key: &str) -> String {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(key))
+        .map(|v| v.trim().to_owned())
+        .unwrap_or_default()
 }

@@ -338,13 +338,7 @@ pub fn stopped_or_traced(pid: i32) -> Vec<String> {
     };
     for entry in dir.flatten() {
         let status = std::fs::read_to_string(entry.path().join("status")).unwrap_or_default();
-        let get = |key: &str| {
-            status
-                .lines()
-                .find_map(|l| l.strip_prefix(key))
-                .map(|v| v.trim().to_owned())
-                .unwrap_or_default()
-        };
+        let get = |key: &str| status_field(&status, key);
         let (state, tracer) = (get("State:"), get("TracerPid:"));
         if state.starts_with('t') || state.starts_with('T') || tracer != "0" {
             left.push(format!(
@@ -377,5 +371,30 @@ impl Fixture {
             .iter()
             .any(|e| matches!(e, SessionEvent::Swap(_)));
         (swapped, from, report)
+    }
+}
+
+/// The value of `key` (e.g. `"State:"`) in a `/proc/.../status` text, trimmed; empty if absent.
+#[allow(dead_code)]
+pub fn status_field(status: &str, key: &str) -> String {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(key))
+        .map(|v| v.trim().to_owned())
+        .unwrap_or_default()
+}
+
+impl Fixture {
+    /// Waits for the information that a relaunch got this session's changes again, and
+    /// returns it (it says how many files, e.g. "2 of 3").
+    #[allow(dead_code)]
+    pub fn wait_replayed(&mut self) -> String {
+        self.wait("the replay message", |e| match e {
+            SessionEvent::Message {
+                severity: hot_session::Severity::Information,
+                text,
+            } if text.contains("re-applied") => Some(text.clone()),
+            _ => None,
+        })
     }
 }
