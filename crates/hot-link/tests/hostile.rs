@@ -18,6 +18,7 @@
 //! mutation that reproduce it, and fails the test. `HOT_LSP_HOSTILE_SCALE=N` multiplies the
 //! iteration counts for a longer local run, `HOT_LSP_HOSTILE_SEED=N` draws other mutations.
 
+mod exercise;
 mod support;
 
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -26,8 +27,9 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+use exercise::{exercise_image, exercise_object};
 use hot_link::{ImageModel, LinkRequest, Linker, Module, UnitRef};
-use hot_object::{changed_functions, AtomId, AtomOffset, LinkedImage, Object, SymbolId};
+use hot_object::{changed_functions, LinkedImage, Object};
 use support::*;
 
 // ---------------------------------------------------------------------------------------
@@ -948,29 +950,6 @@ fn pick_kind(rng: &mut Rng, kinds: &[(Mutation, usize)]) -> Mutation {
     kinds[0].0
 }
 
-/// Use everything the session reads from a parsed object, so that lazily wrong data (an
-/// index out of range, an offset past the end) shows up here and not in a later phase.
-fn exercise_object(object: &Object) {
-    for i in 0..object.symbols.len() {
-        let id = SymbolId(i as u32);
-        let _ = object.symbol_name(id);
-        let _ = object.match_name(id);
-        let _ = object.decl_line(id);
-        let _ = object.symbol_location(id);
-    }
-    for (i, atom) in object.atoms.iter().enumerate() {
-        let id = AtomId(i as u32);
-        let _ = object.primary_symbol(id);
-        let _ = hot_object::atom_identity(object, id);
-        let _ = object.atom_by_section_index(atom.section_index);
-        for reloc in &atom.relocs {
-            let _ = object.line_of(id, reloc.offset);
-            let _ = object.symbol(reloc.symbol);
-        }
-        let _ = object.line_of(id, AtomOffset(atom.size));
-    }
-}
-
 /// Iterations per seed input and target, before scaling. Measured to keep every target
 /// well under the one-minute budget in a debug build on the 2-core CI machine.
 fn iterations(base: usize) -> usize {
@@ -1060,20 +1039,6 @@ fn dwarf_reader_survives_mutated_debug_sections() {
             parsed_object(bytes).inspect(exercise_object).is_some()
         }
     });
-}
-
-/// Use everything the linker reads from a parsed image.
-fn exercise_image(image: &LinkedImage) {
-    let _ = image.require_symtab(Path::new("mutated"));
-    for symbol in &image.symbols {
-        let _ = image.match_name(symbol);
-        let _ = image.section_at(symbol.vaddr);
-        let _ = image.bytes_at(symbol.vaddr, symbol.size.min(1 << 16) as usize);
-        let _ = image.compile_unit_at(symbol.vaddr);
-    }
-    for slot in &image.got_slots {
-        let _ = image.bytes_at(slot.vaddr, 8);
-    }
 }
 
 #[test]

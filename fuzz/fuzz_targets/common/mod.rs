@@ -8,41 +8,13 @@ use std::process::Command;
 use std::sync::{Arc, OnceLock};
 
 use hot_link::{Arenas, ImageModel, Linker, Module, RuntimeAddr, UnitRef};
-use hot_object::{AtomId, AtomOffset, LinkedImage, Object, SymbolId};
+use hot_object::{LinkedImage, Object};
 
-pub fn exercise_object(object: &Object) {
-    for i in 0..object.symbols.len() {
-        let id = SymbolId(i as u32);
-        let _ = object.symbol_name(id);
-        let _ = object.match_name(id);
-        let _ = object.decl_line(id);
-        let _ = object.symbol_location(id);
-    }
-    for (i, atom) in object.atoms.iter().enumerate() {
-        let id = AtomId(i as u32);
-        let _ = object.primary_symbol(id);
-        let _ = hot_object::atom_identity(object, id);
-        let _ = object.atom_by_section_index(atom.section_index);
-        for reloc in &atom.relocs {
-            let _ = object.line_of(id, reloc.offset);
-            let _ = object.symbol(reloc.symbol);
-        }
-        let _ = object.line_of(id, AtomOffset(atom.size));
-    }
-}
-
-pub fn exercise_image(image: &LinkedImage) {
-    let _ = image.require_symtab(Path::new("fuzzed"));
-    for symbol in &image.symbols {
-        let _ = image.match_name(symbol);
-        let _ = image.section_at(symbol.vaddr);
-        let _ = image.bytes_at(symbol.vaddr, symbol.size.min(1 << 16) as usize);
-        let _ = image.compile_unit_at(symbol.vaddr);
-    }
-    for slot in &image.got_slots {
-        let _ = image.bytes_at(slot.vaddr, 8);
-    }
-}
+#[path = "../../../crates/hot-link/tests/exercise/mod.rs"]
+mod exercise;
+// Each target uses some of these.
+#[allow(unused_imports)]
+pub use exercise::{exercise_image, exercise_object};
 
 const PROG: &str = include_str!("../../../crates/hot-link/tests/fixtures/hostile_prog.c");
 const LIB: &str = include_str!("../../../crates/hot-link/tests/fixtures/hostile_lib.c");
