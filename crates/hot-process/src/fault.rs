@@ -5,6 +5,10 @@
 //! up N until a swap completes with no fault hit, and check after each that the program runs
 //! the complete old or the complete new code and is left running untraced.
 //!
+//! [`arm_action`] instead runs a test's closure at every step of one kind and lets the step
+//! go on: something the test needs to happen at a known moment of a swap (a child's exit
+//! signal arriving while the threads are held) happens then, every time, not by chance.
+//!
 //! Without the feature every hook is a constant `false` the compiler removes. With it, the
 //! state is global to the process, so a test binary using it must run one such test at a
 //! time.
@@ -83,6 +87,8 @@ mod armed {
         fired: Option<Step>,
         /// Instead of failing the step, SIGKILL this process there and let the step go on.
         kill: Option<i32>,
+        /// Run before every step of this kind; the step then goes on.
+        action: Option<(Step, Box<dyn FnMut() + Send>)>,
     }
 
     static STATE: Mutex<State> = Mutex::new(State {
@@ -92,6 +98,7 @@ mod armed {
         seen: [0; Step::ALL.len()],
         fired: None,
         kill: None,
+        action: None,
     });
 
     fn state() -> std::sync::MutexGuard<'static, State> {
@@ -109,9 +116,17 @@ mod armed {
         arm_with(nth, Some(pid));
     }
 
+    /// Count steps from now on and run `action` before every `step` (none is failed): the
+    /// test makes something happen at that moment of each swap.
+    pub fn arm_action(step: Step, action: impl FnMut() + Send + 'static) {
+        arm_with(0, None);
+        state().action = Some((step, Box::new(action)));
+    }
+
     fn arm_with(nth: u64, kill: Option<i32>) {
         let mut s = state();
         s.kill = kill;
+        s.action = None;
         s.armed = true;
         s.target = nth;
         s.count = 0;
@@ -123,6 +138,7 @@ mod armed {
     pub fn disarm() -> Report {
         let mut s = state();
         s.armed = false;
+        s.action = None;
         Report {
             seen: Step::ALL
                 .iter()
@@ -143,6 +159,11 @@ mod armed {
         if let Some(at) = Step::ALL.iter().position(|k| *k == step) {
             s.seen[at] += 1;
         }
+        if let Some((when, action)) = s.action.as_mut() {
+            if *when == step {
+                action();
+            }
+        }
         if s.count == s.target {
             s.fired = Some(step);
             if let Some(pid) = s.kill {
@@ -159,7 +180,7 @@ mod armed {
 }
 
 #[cfg(feature = "fault-injection")]
-pub use armed::{arm, arm_kill, disarm, Report};
+pub use armed::{arm, arm_action, arm_kill, disarm, Report};
 
 #[cfg(feature = "fault-injection")]
 use armed::fails;
