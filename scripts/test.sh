@@ -17,6 +17,8 @@ command -v aarch64-linux-gnu-gcc >/dev/null || need_apt+=(gcc-aarch64-linux-gnu)
 # globals it makes local in a different place.
 command -v ld.gold >/dev/null || need_apt+=(binutils)
 command -v ld.lld >/dev/null || need_apt+=(lld)
+# The debugger tests attach the real gdb to swapped programs.
+command -v gdb >/dev/null || need_apt+=(gdb)
 # The perf-map test reads what `perf report` names (Debian: linux-perf).
 command -v perf >/dev/null || need_apt+=(linux-perf)
 if [ ${#need_apt[@]} -gt 0 ]; then

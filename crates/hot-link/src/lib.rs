@@ -253,12 +253,14 @@ pub struct Patch {
 }
 
 /// A code atom placed in the arena: its symbol name as linked (mangled for C++), where it
-/// starts and how many bytes it takes.
+/// starts, how many bytes it takes, and its line rows from the object's DWARF (offsets
+/// from its start; empty without `-g`), for a debugger's description of the new code.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PlacedBody {
     pub name: String,
     pub addr: RuntimeAddr,
     pub size: u64,
+    pub lines: Vec<(hot_object::AtomOffset, hot_object::SourceLine)>,
 }
 
 /// An `.eh_frame` table in the arena (CIEs, FDEs, a zero terminator), as libgcc's

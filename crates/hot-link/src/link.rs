@@ -1138,6 +1138,13 @@ impl<'a> Link<'a> {
                     name: self.info.atom_name(atom),
                     addr,
                     size: a.size,
+                    lines: self
+                        .info
+                        .obj
+                        .lines
+                        .get(atom.0 as usize)
+                        .cloned()
+                        .unwrap_or_default(),
                 });
             }
         }

@@ -16,6 +16,7 @@ mod dwarf;
 mod eh_frame;
 mod elf;
 pub mod image;
+pub mod jit;
 pub mod names;
 pub mod reloc;
 

@@ -329,6 +329,14 @@ impl Debuggee {
         self.inner.read_memory(addr, len)
     }
 
+    /// Writes target memory while the program runs (`/proc/PID/mem`), with no stop and no
+    /// check: only for data the program itself never reads (the debugger interface's list
+    /// of new code, which only a debugger reads). Code and data the program uses change
+    /// through [`Debuggee::apply`].
+    pub fn write_memory(&self, addr: u64, bytes: &[u8], what: &str) -> Result<(), ProcessError> {
+        self.inner.write_memory(addr, bytes, what)
+    }
+
     /// The auxiliary vector (`/proc/PID/auxv`) as (key, value) pairs.
     pub fn auxv(&self) -> Result<Vec<(u64, u64)>, ProcessError> {
         self.inner.auxv()

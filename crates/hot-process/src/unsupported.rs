@@ -44,6 +44,14 @@ impl Debuggee {
     pub(crate) fn read_memory(&self, _addr: u64, _len: usize) -> Result<Vec<u8>, ProcessError> {
         match self.never {}
     }
+    pub(crate) fn write_memory(
+        &self,
+        _addr: u64,
+        _bytes: &[u8],
+        _what: &str,
+    ) -> Result<(), ProcessError> {
+        match self.never {}
+    }
     pub(crate) fn auxv(&self) -> Result<Vec<(u64, u64)>, ProcessError> {
         match self.never {}
     }

@@ -26,6 +26,9 @@ pub(crate) struct AppliedPatch {
     /// Each file the patch recompiled, with its baseline before this patch (restored by
     /// undo): the saved source file, or every includer of the saved header.
     pub files: Vec<(PathBuf, Option<crate::worker::Baseline>)>,
+    /// The entry that announced the patch's code to debuggers (`worker/gdb_jit.rs`),
+    /// unlinked by undo.
+    pub debugger_entry: Option<u64>,
 }
 
 pub(crate) struct Program {
@@ -38,6 +41,8 @@ pub(crate) struct Program {
     /// `/tmp/perf-PID.map` was written for this process (`worker/perf_map.rs`): later
     /// bodies are appended to it.
     pub perf_map_started: bool,
+    /// GDB's JIT interface in this process (`worker/gdb_jit.rs`).
+    pub debugger_interface: crate::worker::gdb_jit::DebuggerInterface,
     sources: SourceMap,
     /// Compile units that `sources` could not place, for the message of a refused save.
     unplaced: Vec<Unplaced>,
@@ -51,6 +56,7 @@ impl Program {
             linker: None,
             journal: Vec::new(),
             perf_map_started: false,
+            debugger_interface: Default::default(),
             sources,
             unplaced: Vec::new(),
         }

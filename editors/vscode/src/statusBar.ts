@@ -35,15 +35,16 @@ export class StatusBarController implements vscode.Disposable {
     this.render();
   }
 
-  /** The status of the folder of the active editor, else the most recently updated one. */
+  /**
+   * The status of the folder of the active editor (none yet while its session starts: never
+   * another folder's, whose pid would pass for this one's), else, for an editor outside every
+   * folder, the most recently updated one.
+   */
   current(): StatusParams | undefined {
     const activeUri = vscode.window.activeTextEditor?.document.uri;
-    if (activeUri !== undefined) {
-      const folder = vscode.workspace.getWorkspaceFolder(activeUri);
-      const status = folder ? this.statuses.get(folder.uri.toString()) : undefined;
-      if (status !== undefined) {
-        return status;
-      }
+    const folder = activeUri !== undefined ? vscode.workspace.getWorkspaceFolder(activeUri) : undefined;
+    if (folder !== undefined) {
+      return this.statuses.get(folder.uri.toString());
     }
     return this.lastUpdated !== undefined ? this.statuses.get(this.lastUpdated) : undefined;
   }

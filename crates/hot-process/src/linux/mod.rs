@@ -197,6 +197,21 @@ impl Debuggee {
         self.mem.read_vec(addr, len)
     }
 
+    pub(crate) fn write_memory(
+        &self,
+        addr: u64,
+        bytes: &[u8],
+        what: &str,
+    ) -> Result<(), ProcessError> {
+        self.mem
+            .write_all(addr, bytes)
+            .map_err(|e| ProcessError::Protection {
+                addr,
+                what: what.to_string(),
+                message: format!("cannot write: {e}"),
+            })
+    }
+
     pub(crate) fn auxv(&self) -> Result<Vec<(u64, u64)>, ProcessError> {
         memory::read_auxv(self.pid)
     }

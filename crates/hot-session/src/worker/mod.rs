@@ -5,6 +5,7 @@
 //! what they were compiled from, `pipeline` turns a save into a swap.
 
 mod baseline;
+pub(crate) mod gdb_jit;
 mod lifecycle;
 mod perf_map;
 mod pipeline;

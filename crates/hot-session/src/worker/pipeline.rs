@@ -509,6 +509,7 @@ impl Worker {
             linker.commit(&patch);
         }
         self.record_perf_map(&patch.bodies);
+        let debugger_entry = self.announce_to_debuggers(&patch);
         let Some(program) = self.program.as_mut() else {
             return Err(());
         };
@@ -532,6 +533,7 @@ impl Worker {
             program.journal.push(AppliedPatch {
                 saved: saved.to_owned(),
                 files: journaled,
+                debugger_entry,
             });
         }
         self.seq += 1;
@@ -609,6 +611,9 @@ impl Worker {
         }
         if let Some(linker) = program.linker.as_mut() {
             linker.revert_last();
+        }
+        if let Some(entry) = applied.debugger_entry {
+            self.withdraw_from_debuggers(entry);
         }
         let mut reverted_files = Vec::with_capacity(applied.files.len());
         for (file, previous) in applied.files {

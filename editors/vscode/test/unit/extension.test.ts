@@ -174,6 +174,27 @@ test('status notifications drive the status bar; malformed ones are ignored', as
   extension.dispose();
 });
 
+test('the status bar never shows another folder\'s status for the active editor', async () => {
+  stubState.workspaceFolders = [
+    { uri: Uri.file('/work/app'), name: 'app', index: 0 },
+    { uri: Uri.file('/work/other'), name: 'other', index: 1 },
+  ];
+  const extension = await activateExtension();
+  clients[0].notify(STATUS_NOTIFICATION, runningStatus());
+  // The active editor is in a folder whose session has not reported yet: not app's pid.
+  stubState.activeTextEditor = { document: { uri: Uri.file('/work/other/main.c') } };
+  stubState.onDidChangeActiveTextEditor.fire(stubState.activeTextEditor);
+  assert.equal(extension.statusBar.text, '$(circle-outline) hot-lsp');
+  stubState.activeTextEditor = { document: { uri: Uri.file('/work/app/main.c') } };
+  stubState.onDidChangeActiveTextEditor.fire(stubState.activeTextEditor);
+  assert.equal(extension.statusBar.text, '$(flame) hot-lsp: running (pid 77)');
+  // An editor outside every folder shows the folder that reported last.
+  stubState.activeTextEditor = { document: { uri: Uri.file('/tmp/notes.c') } };
+  stubState.onDidChangeActiveTextEditor.fire(stubState.activeTextEditor);
+  assert.equal(extension.statusBar.text, '$(flame) hot-lsp: running (pid 77)');
+  extension.dispose();
+});
+
 test('program output goes to its own channel', async () => {
   const extension = await activateExtension();
   clients[0].notify(OUTPUT_NOTIFICATION, { workspace: 'file:///work/app', stream: 'stdout', text: 'tick 1\r\n' });
