@@ -156,6 +156,17 @@ pub struct WritePlan {
     pub protected: Vec<Range<u64>>,
 }
 
+/// A process other than hot-lsp tracing the program (a debugger).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Debugger {
+    /// The tracing thread's id (`TracerPid`).
+    pub tracer: i32,
+    /// Its command name (`/proc/TRACER/comm`), e.g. `gdb`.
+    pub name: String,
+    /// Whether it holds every thread stopped (then a swap can be written).
+    pub stopped: bool,
+}
+
 /// Timing of an apply, for the swap summary.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct ApplyReport {
@@ -189,6 +200,13 @@ pub enum ProcessError {
     Unexpected { addr: u64, what: String },
     #[error("{0}")]
     Other(String),
+    /// A debugger traces the program and lets it run: hot-lsp can neither stop it nor
+    /// write code under running threads. Nothing was written; a save is swapped in once
+    /// the debugger holds the program stopped (or has detached).
+    #[error(
+        "the program (pid {pid}) runs under {name} (pid {tracer}), and hot-lsp cannot stop a program a debugger traces: stop it in the debugger (interrupt it or let it reach a breakpoint) and the save is swapped in then, or detach the debugger; nothing was written"
+    )]
+    HeldByDebugger { pid: i32, tracer: i32, name: String },
     /// An injected call that did not return within its total limit: its thread is left
     /// running in the callee (never pulled back mid-call) and is put back where it was if
     /// the callee ever returns. What the callee was to do may still happen.
@@ -210,7 +228,9 @@ impl ProcessError {
             ProcessError::Protection { .. } | ProcessError::Unexpected { .. } => {
                 "protection-failure"
             }
-            ProcessError::Other(_) | ProcessError::CallStillRunning(_) => "process-error",
+            ProcessError::Other(_)
+            | ProcessError::CallStillRunning(_)
+            | ProcessError::HeldByDebugger { .. } => "process-error",
         }
     }
 }
@@ -327,6 +347,13 @@ impl Debuggee {
     /// Reads target memory (`/proc/PID/mem`); unmapped bytes are an error.
     pub fn read_memory(&self, addr: u64, len: usize) -> Result<Vec<u8>, ProcessError> {
         self.inner.read_memory(addr, len)
+    }
+
+    /// The debugger tracing the program right now, if one does. [`Debuggee::apply`] then
+    /// works only while the debugger holds every thread stopped, through `/proc/PID/mem`;
+    /// injected calls and new arenas are impossible until it detaches.
+    pub fn debugger(&self) -> Option<Debugger> {
+        self.inner.debugger()
     }
 
     /// Writes target memory while the program runs (`/proc/PID/mem`), with no stop and no

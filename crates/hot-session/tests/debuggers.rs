@@ -1,11 +1,15 @@
-//! Debuggers see swapped code (issue 11): after a swap the real gdb, attached to the running
-//! program (hot-lsp detaches between swaps), names the new body and the saved file's line
-//! through GDB's JIT interface, stops at a breakpoint set on a line of the new body, and
-//! after undo no longer knows the withdrawn body. Fixture tests/fixtures/debugger.
+//! Debuggers and swapped code (issue 11), with the real gdb: after a swap gdb, attached to
+//! the running program (hot-lsp detaches between swaps), names the new body and the saved
+//! file's line through GDB's JIT interface, stops at a breakpoint set on a line of the new
+//! body, and after undo no longer knows the withdrawn body. A program gdb holds stopped
+//! takes a swap (through /proc/PID/mem) and runs it when continued; one gdb lets run gets a
+//! message and is swapped once gdb stops it. Fixture tests/fixtures/debugger.
 
 mod common;
 
-use std::process::Command as Process;
+use std::path::Path;
+use std::process::{Child, Command as Process, Stdio};
+use std::time::Instant;
 
 use common::*;
 use hot_session::{Command, SessionEvent, Severity};
@@ -27,6 +31,81 @@ fn gdb(pid: i32, commands: &[&str]) -> String {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     )
+}
+
+/// gdb attached to `pid` in batch mode, started in the background with `commands`; its
+/// output is read when it has exited ([`finish`]).
+fn gdb_in_background(pid: i32, commands: &[String]) -> Child {
+    let mut gdb = Process::new("timeout");
+    gdb.args(["-k", "10", "300", "gdb", "-nx", "-batch", "-p"])
+        .arg(pid.to_string())
+        .env("DEBUGINFOD_URLS", "")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for command in commands {
+        gdb.args(["-ex", command]);
+    }
+    gdb.spawn().expect("run gdb (Debian package gdb)")
+}
+
+fn finish(gdb: Child) -> String {
+    let out = gdb.wait_with_output().expect("wait for gdb");
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// gdb's shell command that waits until `file` exists (how a test lets gdb go on).
+fn gdb_wait_for(file: &Path) -> String {
+    format!(
+        "shell while [ ! -e '{}' ]; do sleep 0.02; done",
+        file.display()
+    )
+}
+
+/// Polls `done` until it holds, failing after [`TIMEOUT`].
+fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + TIMEOUT;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
+/// `TracerPid` and the state letter of `pid`.
+fn traced_state(pid: i32) -> (i32, char) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let tracer = status_field(&status, "TracerPid:").parse().unwrap_or(0);
+    let state = status_field(&status, "State:")
+        .chars()
+        .next()
+        .unwrap_or('?');
+    (tracer, state)
+}
+
+/// hot-lsp's code arena is mapped (right after launch): a swap needs no new mapping, which
+/// a debugger holding the program would rule out.
+fn wait_for_arena(pid: i32) {
+    wait_until("the code arena", || {
+        let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap_or_default();
+        maps.lines().any(|l| {
+            let mut fields = l.split_whitespace();
+            let perms = fields.nth(1).unwrap_or("");
+            perms.starts_with("r-x") && fields.nth(3).is_none()
+        })
+    });
+}
+
+/// The edit the tests make: compute() doubles, and its call of nap() moves a line down.
+fn edit_compute(f: &Fixture) {
+    f.edit(
+        "main.c",
+        "    nap();\n    return x * 1;",
+        "    int y = x * 2;\n    nap();\n    return y;",
+    );
 }
 
 /// Where the last swap placed `name`, from the profiler's map hot-lsp keeps.
@@ -58,11 +137,7 @@ fn gdb_names_breaks_in_and_forgets_a_swapped_body() {
     let mut f = Fixture::launch("debugger");
     let pid = f.pid.expect("pid");
     f.wait_output("compute=10");
-    f.edit(
-        "main.c",
-        "    nap();\n    return x * 1;",
-        "    int y = x * 2;\n    nap();\n    return y;",
-    );
+    edit_compute(&f);
     f.save("main.c");
     let swap = f.wait_swap();
     assert_eq!(swap.swapped, vec!["compute".to_string()], "{swap:?}");
@@ -150,4 +225,82 @@ fn gdb_names_breaks_in_and_forgets_a_swapped_body() {
     assert!(after.contains("No symbol matches"), "{after}");
     f.assert_same_process();
     let _ = std::fs::remove_file(format!("/tmp/perf-{pid}.map"));
+}
+
+/// gdb stops the program at a breakpoint (in nap, called by the old compute); a save then is
+/// written through /proc/PID/mem while gdb holds it, and the program runs the new code once
+/// gdb lets it go on: a call from gdb returns the new result, and so does the program.
+#[test]
+fn a_program_gdb_holds_at_a_breakpoint_takes_a_swap() {
+    let mut f = Fixture::launch("debugger");
+    let pid = f.pid.expect("pid");
+    f.wait_output("compute=10");
+    wait_for_arena(pid);
+    let (stopped, go) = (f.path("stopped"), f.path("go"));
+    let gdb = gdb_in_background(
+        pid,
+        &[
+            "break nap".into(),
+            "continue".into(),
+            format!("shell touch '{}'", stopped.display()),
+            gdb_wait_for(&go),
+            "delete".into(),
+            "p compute(10)".into(),
+        ],
+    );
+    wait_until("gdb stopping the program at nap", || stopped.exists());
+    edit_compute(&f);
+    f.save("main.c");
+    let swap = f.wait_swap();
+    assert_eq!(swap.swapped, vec!["compute".to_string()], "{swap:?}");
+    // Still held: gdb has the program, hot-lsp never took it over.
+    assert_ne!(traced_state(pid).0, 0, "gdb no longer traces the program");
+    std::fs::write(&go, "").expect("let gdb go on");
+    let said = finish(gdb);
+    assert!(said.contains("$1 = 20"), "gdb's call of compute:\n{said}");
+    f.wait_output("compute=20");
+    f.assert_same_process();
+}
+
+/// gdb attached and letting the program run: a save is refused with a message saying what
+/// to do (the program is not stopped, nothing hangs), and swapped as soon as gdb stops the
+/// program (here at SIGINT, which gdb intercepts).
+#[test]
+fn a_program_gdb_lets_run_is_swapped_once_gdb_stops_it() {
+    let mut f = Fixture::launch("debugger");
+    let pid = f.pid.expect("pid");
+    f.wait_output("compute=10");
+    wait_for_arena(pid);
+    let (stopped, go) = (f.path("stopped"), f.path("go"));
+    let gdb = gdb_in_background(
+        pid,
+        &[
+            "continue".into(),
+            format!("shell touch '{}'", stopped.display()),
+            gdb_wait_for(&go),
+        ],
+    );
+    wait_until("gdb running the program", || {
+        let (tracer, state) = traced_state(pid);
+        tracer != 0 && state != 't'
+    });
+    edit_compute(&f);
+    f.save("main.c");
+    let said = f.wait_message(Severity::Error);
+    assert!(
+        said.contains("runs under gdb") && said.contains("stop it in the debugger"),
+        "{said}"
+    );
+    // The program runs on (gdb lets it), with the old code.
+    f.wait_output("compute=10");
+    // SAFETY: plain system call on the test's own child; gdb intercepts the signal.
+    unsafe { libc::kill(pid, libc::SIGINT) };
+    wait_until("gdb stopping the program", || stopped.exists());
+    let swap = f.wait_swap();
+    assert_eq!(swap.swapped, vec!["compute".to_string()], "{swap:?}");
+    std::fs::write(&go, "").expect("let gdb go on");
+    let said = finish(gdb);
+    assert!(said.contains("detached"), "{said}");
+    f.wait_output("compute=20");
+    f.assert_same_process();
 }

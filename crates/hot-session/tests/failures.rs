@@ -47,6 +47,7 @@ fn process_variant(e: &ProcessError) -> usize {
         ProcessError::Unexpected { .. } => 4,
         ProcessError::Other(_) => 5,
         ProcessError::CallStillRunning(_) => 6,
+        ProcessError::HeldByDebugger { .. } => 7,
     }
 }
 
@@ -72,6 +73,11 @@ fn every_process_error() -> Vec<ProcessError> {
             "__register_frame_info in thread 42 did not return within 60 s; it is left running"
                 .into(),
         ),
+        ProcessError::HeldByDebugger {
+            pid: 42,
+            tracer: 43,
+            name: "gdb".into(),
+        },
     ]
 }
 
@@ -134,7 +140,7 @@ fn assert_walk_is_complete<T>(samples: &[T], variant: impl Fn(&T) -> usize, coun
 #[test]
 fn every_error_variant_has_a_stable_code_and_a_text() {
     let process = every_process_error();
-    assert_walk_is_complete(&process, process_variant, 7);
+    assert_walk_is_complete(&process, process_variant, 8);
     for e in &process {
         assert!(CODES.contains(&e.code()), "{e:?}: {}", e.code());
         assert!(!e.to_string().trim().is_empty(), "{e:?}");

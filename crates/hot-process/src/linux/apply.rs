@@ -18,7 +18,7 @@ const MAX_STEPS_OUT: usize = 64;
 pub(crate) struct ApplyScratch {
     originals: Vec<u8>,
     current: Vec<u8>,
-    stack: Vec<u8>,
+    pub(super) stack: Vec<u8>,
 }
 
 pub(crate) struct Applied {
@@ -33,6 +33,11 @@ pub(crate) fn apply(
     plan: &WritePlan,
     scratch: &mut ApplyScratch,
 ) -> Result<Applied, ProcessError> {
+    // A debugger holds the program: it cannot be stopped by hot-lsp, but may be stopped
+    // already (held.rs).
+    if let Some(debugger) = super::held::debugger_of(pid) {
+        return super::held::apply_held(pid, mem, plan, scratch, &debugger);
+    }
     // (1) Arena contents: not reachable yet, so written while the program runs. A kernel
     // that forces /proc/PID/mem writes only for a tracer refuses them now; those are retried
     // once the threads are seized.
@@ -190,8 +195,20 @@ fn apply_stopped(
         }
     }
 
-    // (4) Check what is there, keep it for rollback. Data first: once the entries point at
-    // the new bodies, what those read must be in place.
+    // (4) Check what is there, keep it for rollback, write.
+    write_commits(mem, plan, scratch)
+}
+
+/// The commit writes of `plan` (in-place data, then entries), with every thread that could
+/// run them held: each is checked against the bytes expected there and its original bytes
+/// kept, then all are written; a write that fails restores everything written before it.
+pub(super) fn write_commits(
+    mem: &ProcMem,
+    plan: &WritePlan,
+    scratch: &mut ApplyScratch,
+) -> Result<(), ProcessError> {
+    // Data first: once the entries point at the new bodies, what those read must be in
+    // place.
     let commits = || plan.commit_data.iter().chain(&plan.commit);
     scratch.originals.clear();
     for write in commits() {

@@ -3,6 +3,7 @@
 
 mod apply;
 mod call;
+mod held;
 mod inject;
 mod launch;
 mod memory;
@@ -195,6 +196,10 @@ impl Debuggee {
 
     pub(crate) fn read_memory(&self, addr: u64, len: usize) -> Result<Vec<u8>, ProcessError> {
         self.mem.read_vec(addr, len)
+    }
+
+    pub(crate) fn debugger(&self) -> Option<crate::Debugger> {
+        held::debugger_of(self.pid)
     }
 
     pub(crate) fn write_memory(

@@ -125,7 +125,7 @@ pub(crate) fn list_tasks(pid: i32, into: &mut Vec<i32>) -> Result<(), ProcessErr
 }
 
 /// `TracerPid` and state letter from `/proc/PID/task/TID/status`, or None if the thread is gone.
-fn tracer_and_state(pid: i32, tid: i32) -> Option<(i32, char)> {
+pub(crate) fn tracer_and_state(pid: i32, tid: i32) -> Option<(i32, char)> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/status")).ok()?;
     let mut tracer = 0;
     let mut state = '?';

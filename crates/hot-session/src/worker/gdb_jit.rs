@@ -271,6 +271,12 @@ impl Worker {
             DebuggerInterface::Unavailable => return None,
             DebuggerInterface::NotLoaded => {}
         }
+        if program.debuggee.debugger().is_some() {
+            // Loading needs a call in the program, impossible while a debugger traces it:
+            // the first swap after it detaches loads the library. Code swapped before
+            // stays unnamed to debuggers (the perf map names it).
+            return None;
+        }
         match self.load_debugger_interface() {
             Ok(ready) => {
                 let descriptor = match ready {

@@ -6,6 +6,7 @@
 
 mod baseline;
 pub(crate) mod gdb_jit;
+mod held;
 mod lifecycle;
 mod perf_map;
 mod pipeline;
@@ -123,10 +124,16 @@ struct Worker {
     /// Until when idle time is spent preparing the linker (arenas, symbol index) of a
     /// program whose libraries were not loaded yet when it was adopted.
     prepare_linker_until: Option<std::time::Instant>,
+    /// Saves refused because a debugger lets the program run (`ProcessError::HeldByDebugger`),
+    /// swapped as soon as it holds the program stopped or detaches (`retry_held_saves`).
+    held_saves: Vec<PathBuf>,
 }
 
 /// How often idle time looks whether the dynamic linker has finished.
 const PREPARE_POLL: std::time::Duration = std::time::Duration::from_millis(10);
+
+/// How often a save held back by a debugger looks whether the program is stopped now.
+const DEBUGGER_POLL: std::time::Duration = std::time::Duration::from_millis(100);
 
 pub(crate) fn run(
     options: SessionOptions,
@@ -163,6 +170,7 @@ pub(crate) fn run(
         build_started: None,
         snapshots_during_build: HashSet::new(),
         prepare_linker_until: None,
+        held_saves: Vec::new(),
     };
     worker.reload_config();
     if worker.opted_in
@@ -196,6 +204,13 @@ pub(crate) fn run(
                 recv(commands) -> c => command(c),
                 recv(worker.process_events) -> e => process(e),
                 default(PREPARE_POLL) => Event::Idle,
+            }
+        } else if !worker.held_saves.is_empty() {
+            // A debugger lets the program run: look again shortly whether it stopped it.
+            crossbeam_channel::select! {
+                recv(commands) -> c => command(c),
+                recv(worker.process_events) -> e => process(e),
+                default(DEBUGGER_POLL) => Event::Idle,
             }
         } else {
             crossbeam_channel::select! {
@@ -241,6 +256,7 @@ pub(crate) fn run(
             Event::Command(command) => worker.on_command(command),
             Event::Process(event) => worker.on_process_event(event),
             Event::Idle => {
+                worker.retry_held_saves();
                 // The linker first: it takes milliseconds, a baseline takes a compile.
                 worker.try_prepare_linker();
                 if let Some(file) = worker.baseline_queue.first().cloned() {

@@ -489,6 +489,9 @@ impl Worker {
         let plan = write_plan(&patch);
         let swap_start = Instant::now();
         if let Err(e) = self.apply_with_unwind(&plan, &patch, unwinds_cxx_exceptions) {
+            if let hot_process::ProcessError::HeldByDebugger { .. } = e {
+                self.hold_save(saved);
+            }
             if let Some(code) = process_error_code(&e) {
                 // The save did not reach the program: say so where each file is shown, until
                 // a later save of it links again.
@@ -819,7 +822,8 @@ fn process_error_code(e: &hot_process::ProcessError) -> Option<&'static str> {
         hot_process::ProcessError::Launch { .. }
         | hot_process::ProcessError::Unexpected { .. }
         | hot_process::ProcessError::Other(_)
-        | hot_process::ProcessError::CallStillRunning(_) => None,
+        | hot_process::ProcessError::CallStillRunning(_)
+        | hot_process::ProcessError::HeldByDebugger { .. } => None,
     }
 }
 

@@ -59,6 +59,22 @@ impl Worker {
         if tables.is_empty() {
             return self.debuggee_apply(plan);
         }
+        let debugger = self.program.as_ref().and_then(|p| p.debuggee.debugger());
+        if let Some(debugger) = debugger.filter(|d| d.stopped) {
+            // The registration is a call in the program, which a debugger's stop rules out
+            // (hot-process writes such a swap through /proc/PID/mem, and calls nothing).
+            if cxx {
+                return Err(ProcessError::Other(format!(
+                    "the swap was refused: {} (pid {}) holds the program, and the unwind                      table of the new C++ code must be registered through a call in the                      program, which cannot be made while a debugger traces it (an exception                      through the new code would terminate it); detach the debugger and save                      again",
+                    debugger.name, debugger.tracer
+                )));
+            }
+            tracing::info!(
+                "{} holds the program: the new code's unwind table is not registered",
+                debugger.name
+            );
+            return self.debuggee_apply(plan);
+        }
         let Some(register) = self.unwinder_function("__register_frame_info") else {
             self.note_no_unwinder(cxx);
             return self.debuggee_apply(plan);
