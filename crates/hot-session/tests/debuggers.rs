@@ -304,3 +304,81 @@ fn a_program_gdb_lets_run_is_swapped_once_gdb_stops_it() {
     f.wait_output("compute=20");
     f.assert_same_process();
 }
+
+/// A breakpoint on the entry of the swapped function. gdb takes its breakpoints out while
+/// the program is stopped (its default), so the swap writes the entry jump and gdb puts the
+/// breakpoint back over it on `continue`: the breakpoint keeps stopping every call, and the
+/// call goes on into the new body.
+#[test]
+fn a_breakpoint_on_a_swapped_entry_keeps_working() {
+    let mut f = Fixture::launch("debugger");
+    let pid = f.pid.expect("pid");
+    f.wait_output("compute=10");
+    wait_for_arena(pid);
+    let (stopped, go) = (f.path("stopped"), f.path("go"));
+    let gdb = gdb_in_background(
+        pid,
+        &[
+            // `*compute`: the first instruction (`break compute` stops after the prologue,
+            // in the old body, which later calls never reach).
+            "break *compute".into(),
+            "continue".into(),
+            format!("shell touch '{}'", stopped.display()),
+            gdb_wait_for(&go),
+            "continue".into(),
+            "finish".into(),
+        ],
+    );
+    wait_until("gdb stopping the program at compute", || stopped.exists());
+    edit_compute(&f);
+    f.save("main.c");
+    let swap = f.wait_swap();
+    assert_eq!(swap.swapped, vec!["compute".to_string()], "{swap:?}");
+    std::fs::write(&go, "").expect("let gdb go on");
+    let said = finish(gdb);
+    // Stopped again at the entry by the breakpoint, and that call returned the new result.
+    assert_eq!(said.matches("Breakpoint 1, ").count(), 2, "{said}");
+    assert!(said.contains("Value returned is $1 = 20"), "{said}");
+    f.wait_output("compute=20");
+    f.assert_same_process();
+}
+
+/// gdb keeping its breakpoints inserted while the program is stopped: the `int3` on the
+/// entry is found where the swap would write its jump, and the save is refused naming the
+/// breakpoint, with nothing written. Once gdb is gone, the next save swaps.
+#[test]
+fn a_breakpoint_left_inserted_on_an_entry_refuses_the_swap() {
+    let mut f = Fixture::launch("debugger");
+    let pid = f.pid.expect("pid");
+    f.wait_output("compute=10");
+    wait_for_arena(pid);
+    let (stopped, go) = (f.path("stopped"), f.path("go"));
+    let gdb = gdb_in_background(
+        pid,
+        &[
+            "set breakpoint always-inserted on".into(),
+            "break *compute".into(),
+            "continue".into(),
+            format!("shell touch '{}'", stopped.display()),
+            gdb_wait_for(&go),
+            "delete".into(),
+        ],
+    );
+    wait_until("gdb stopping the program at compute", || stopped.exists());
+    edit_compute(&f);
+    f.save("main.c");
+    let said = f.wait_message(Severity::Error);
+    assert!(
+        said.contains("breakpoint (int3)") && said.contains("entry of compute"),
+        "{said}"
+    );
+    std::fs::write(&go, "").expect("let gdb go on");
+    finish(gdb);
+    // Nothing was written: the program runs the old code, and the next save swaps.
+    f.wait_output("compute=10");
+    f.save("main.c");
+    let swap = f.wait_swap();
+    assert_eq!(swap.swapped, vec!["compute".to_string()], "{swap:?}");
+    f.wait_output("compute=20");
+    f.assert_same_process();
+}

@@ -225,10 +225,7 @@ pub(super) fn write_commits(
             })?;
         if let Some(expected) = &write.expected {
             if scratch.current[..expected.len()] != expected[..] {
-                return Err(ProcessError::Unexpected {
-                    addr: write.addr,
-                    what: write.what.clone(),
-                });
+                return Err(unexpected_bytes(write, &scratch.current, expected));
             }
         }
         scratch
@@ -265,4 +262,32 @@ pub(super) fn write_commits(
     }
     debug_assert_eq!(offset, scratch.originals.len());
     Ok(())
+}
+
+/// `INT3`, the byte a software breakpoint puts over an instruction.
+const INT3: u8 = 0xcc;
+
+/// What to say when `write`'s target holds `current` instead of `expected`: a debugger's
+/// breakpoint (an `int3` where hot-lsp expects another byte: a debugger that keeps its
+/// breakpoints inserted while the program is stopped, or one that left them behind) is
+/// named as such and never written over; anything else is a change hot-lsp did not make.
+fn unexpected_bytes(write: &Write, current: &[u8], expected: &[u8]) -> ProcessError {
+    let breakpoint = current
+        .iter()
+        .zip(expected)
+        .position(|(&now, &wanted)| now == INT3 && wanted != INT3);
+    match breakpoint {
+        Some(offset) => ProcessError::Other(format!(
+            "a debugger's breakpoint (int3) is at {:#x} (the {} + {offset}), which the \
+             swap would overwrite; nothing was written — delete that breakpoint, or let the \
+             debugger take its breakpoints out while the program is stopped (gdb's default, \
+             `set breakpoint always-inserted off`), and save again",
+            write.addr + offset as u64,
+            write.what
+        )),
+        None => ProcessError::Unexpected {
+            addr: write.addr,
+            what: write.what.clone(),
+        },
+    }
 }
