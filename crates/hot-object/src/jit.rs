@@ -16,7 +16,12 @@
 //!   `DW_TAG_subprogram` per function (`DW_AT_linkage_name` for C++), and a line program
 //!   whose rows are the new object's own line table moved to runtime addresses, so a frame
 //!   shows the saved file's line and `break file.c:LINE` resolves into the new body. Addresses
-//!   in it are absolute: with no relocation sections, BFD leaves them as written.
+//!   in it are absolute: with no relocation sections, BFD leaves them as written;
+//! - the patch's unwind table, if it has one: an allocated `.eh_frame` whose `sh_addr` is
+//!   where the table lies in the arena and whose bytes are the table's, already relocated
+//!   there (its pc-relative pointers are right at that address), so a debugger unwinds
+//!   frames of new code compiled without a frame pointer. A debugger reads one `.eh_frame`
+//!   per object: a patch of several units (a header swap) describes the first unit's table.
 
 use std::path::{Path, PathBuf};
 
@@ -40,11 +45,23 @@ pub struct JitFunction<'a> {
     pub lines: &'a [(AtomOffset, SourceLine)],
 }
 
-/// The object gdb's JIT interface takes for `functions` (x86-64). `comp_dir`: the
-/// compilation directory (relative line-table paths are relative to it).
-pub fn debug_object(functions: &[JitFunction<'_>], comp_dir: &Path) -> Result<Vec<u8>, String> {
+/// An unwind table in the target: its runtime address and its bytes as written there.
+#[derive(Clone, Copy, Debug)]
+pub struct JitUnwind<'a> {
+    pub addr: u64,
+    pub bytes: &'a [u8],
+}
+
+/// The object gdb's JIT interface takes for `functions` (x86-64), with their unwind table
+/// if they have one. `comp_dir`: the compilation directory (relative line-table paths are
+/// relative to it).
+pub fn debug_object(
+    functions: &[JitFunction<'_>],
+    unwind: Option<JitUnwind<'_>>,
+    comp_dir: &Path,
+) -> Result<Vec<u8>, String> {
     let dwarf = dwarf_sections(functions, comp_dir)?;
-    elf_object(functions, &dwarf)
+    elf_object(functions, unwind, &dwarf)
 }
 
 /// The name without its parameter list, as `DW_AT_name` carries it (`Shape::area` for
@@ -215,6 +232,7 @@ fn dwarf_sections(
 /// The ELF file around the code sections, symbols and `dwarf`.
 fn elf_object(
     functions: &[JitFunction<'_>],
+    unwind: Option<JitUnwind<'_>>,
     dwarf: &[(&'static str, Vec<u8>)],
 ) -> Result<Vec<u8>, String> {
     let mut buffer = Vec::new();
@@ -227,6 +245,12 @@ fn elf_object(
         .iter()
         .map(|_| w.reserve_section_index())
         .collect();
+    // Section headers in index order: code, the unwind table, the DWARF.
+    let eh_frame = unwind.map(|table| {
+        let name = w.add_section_name(b".eh_frame");
+        w.reserve_section_index();
+        (name, table)
+    });
     let dwarf_names: Vec<_> = dwarf
         .iter()
         .map(|(name, _)| w.add_section_name(name.as_bytes()))
@@ -234,6 +258,9 @@ fn elf_object(
     for _ in dwarf {
         w.reserve_section_index();
     }
+    // Section data in file order: the unwind table (8-aligned), then the DWARF.
+    let eh_frame =
+        eh_frame.map(|(name, table)| (name, table, w.reserve(table.bytes.len() as u64, 8)));
     let dwarf_offsets: Vec<u64> = dwarf
         .iter()
         .map(|(_, bytes)| w.reserve(bytes.len() as u64, 1))
@@ -265,6 +292,11 @@ fn elf_object(
         e_flags: Default::default(),
     })
     .map_err(|e| format!("writing the debug object: {e}"))?;
+    if let Some((_, table, offset)) = &eh_frame {
+        w.write_align(8);
+        debug_assert_eq!(w.len(), *offset);
+        w.write(table.bytes);
+    }
     for (_, bytes) in dwarf {
         w.write(bytes);
     }
@@ -294,6 +326,20 @@ fn elf_object(
             sh_link: 0,
             sh_info: 0,
             sh_addralign: 1,
+            sh_entsize: 0,
+        });
+    }
+    if let Some((name, table, offset)) = &eh_frame {
+        w.write_section_header(&SectionHeader {
+            sh_name: w.section_name_offset(Some(*name)),
+            sh_type: elf::SHT_PROGBITS,
+            sh_flags: elf::SHF_ALLOC,
+            sh_addr: table.addr,
+            sh_offset: *offset,
+            sh_size: table.bytes.len() as u64,
+            sh_link: 0,
+            sh_info: 0,
+            sh_addralign: 8,
             sh_entsize: 0,
         });
     }

@@ -17,7 +17,7 @@
 //! linker recorded.
 //!
 //! Each committed patch with placed bodies gets an entry: [`hot_object::jit::debug_object`]
-//! (symbols, a line table at runtime addresses) and the entry itself are written into a data
+//! (symbols, a line table at runtime addresses, the patch's unwind table) and the entry itself are written into a data
 //! arena of their own, then linked at the head of the list; undo unlinks the entry of the
 //! swap it reverts. The list is only ever read by a debugger, and hot-lsp swaps only while no
 //! debugger traces the program (its stop would fail otherwise), so the writes need no stop
@@ -173,7 +173,16 @@ impl Worker {
                 lines: &b.lines,
             })
             .collect();
-        let object = match hot_object::jit::debug_object(&functions, Path::new("/")) {
+        // The first unit's unwind table, as written into the arena (see `jit.rs`).
+        let unwind = patch
+            .unwind
+            .first()
+            .and_then(|table| patch.writes.iter().find(|w| w.addr == table.frame))
+            .map(|w| hot_object::jit::JitUnwind {
+                addr: w.addr.0,
+                bytes: &w.bytes,
+            });
+        let object = match hot_object::jit::debug_object(&functions, unwind, Path::new("/")) {
             Ok(object) => object,
             Err(e) => {
                 tracing::warn!("the debugger description of the new code was not made: {e}");
