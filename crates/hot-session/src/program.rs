@@ -1,7 +1,7 @@
 //! The session's running program: the debuggee handle, the model of its image (executable,
 //! libraries, biases) and the linker that patches it.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -26,6 +26,9 @@ pub(crate) struct AppliedPatch {
     /// Each file the patch recompiled, with its baseline before this patch (restored by
     /// undo): the saved source file, or every includer of the saved header.
     pub files: Vec<(PathBuf, Option<crate::worker::Baseline>)>,
+    /// The files of `files` this patch linked in as new translation units (not part of the
+    /// executable): undo makes them unlinked again.
+    pub added_units: Vec<PathBuf>,
 }
 
 pub(crate) struct Program {
@@ -38,6 +41,13 @@ pub(crate) struct Program {
     /// `/tmp/perf-PID.map` was written for this process (`worker/perf_map.rs`): later
     /// bodies are appended to it.
     pub perf_map_started: bool,
+    /// Compile-database files this session linked into the process as new translation
+    /// units (`worker/new_units.rs`): units of the session like those of the executable
+    /// from then on, swapped against their last object.
+    pub added_units: BTreeSet<PathBuf>,
+    /// Units linked in new whose static constructors ran in this process. Kept by undo: a
+    /// unit linked in again gets its variables back at the same addresses, already built.
+    pub constructed_units: BTreeSet<PathBuf>,
     sources: SourceMap,
     /// Compile units that `sources` could not place, for the message of a refused save.
     unplaced: Vec<Unplaced>,
@@ -51,6 +61,8 @@ impl Program {
             linker: None,
             journal: Vec::new(),
             perf_map_started: false,
+            added_units: BTreeSet::new(),
+            constructed_units: BTreeSet::new(),
             sources,
             unplaced: Vec::new(),
         }

@@ -1859,3 +1859,178 @@ fn a_header_flag_that_makes_includers_define_functions_other_includers_call() {
         f.assert_same_process();
     }
 }
+
+/// The newunit fixture's compile database with extra.cpp added, as a build that gained a
+/// file would rewrite it while the program runs.
+fn add_extra_to_database(f: &Fixture) {
+    let dir = f.dir.path().display();
+    f.write(
+        "compile_commands.json",
+        &format!(
+            "[{{\"directory\": \"{dir}\", \"file\": \"main.cpp\", \"arguments\": [\"c++\", \"-O0\", \
+             \"-g\", \"-c\", \"main.cpp\", \"-o\", \"main.o\"]}},\n {{\"directory\": \"{dir}\", \
+             \"file\": \"extra.cpp\", \"arguments\": [\"c++\", \"-O0\", \"-g\", \"-c\", \
+             \"extra.cpp\", \"-o\", \"extra.o\"]}}]\n"
+        ),
+    );
+}
+
+/// The message, already seen or still to come, that contains `needle`.
+fn wait_message_containing(f: &mut Fixture, needle: &str) -> String {
+    let seen = f.log.iter().find_map(|e| match e {
+        SessionEvent::Message { text, .. } if text.contains(needle) => Some(text.clone()),
+        _ => None,
+    });
+    if let Some(text) = seen {
+        return text;
+    }
+    f.wait(&format!("a message containing {needle:?}"), |e| match e {
+        SessionEvent::Message { text, .. } if text.contains(needle) => Some(text.clone()),
+        _ => None,
+    })
+}
+
+/// `extra_value()` is constructions * 1000 + announced * 100 + base: 1110 when the C++
+/// global was constructed once and the `__attribute__((constructor))` ran once.
+const CONSTRUCTED_ONCE: &str = "value=1110 end";
+
+#[test]
+fn a_new_file_of_the_database_is_linked_in_constructed_once_and_undone() {
+    let mut f = Fixture::launch("newunit");
+    f.wait_output("value=1 end");
+    add_extra_to_database(&f);
+    // Its own save links it in: every function new, its constructors run once.
+    f.save("extra.cpp");
+    let swap = f.wait_swap();
+    assert_eq!(swap.files, [f.path("extra.cpp")], "{swap:?}");
+    assert!(
+        swap.added.iter().any(|n| n.contains("extra_value")) && swap.swapped.is_empty(),
+        "{swap:?}"
+    );
+    f.wait_output("value=1 end");
+    f.edit(
+        "main.cpp",
+        "static int compute() { return 1; }",
+        "static int compute() { return extra_value(); }",
+    );
+    f.save("main.cpp");
+    let swap = f.wait_swap();
+    assert_eq!(swap.files, [f.path("main.cpp")], "{swap:?}");
+    f.wait_output(CONSTRUCTED_ONCE);
+    // From now on a unit like the others: a later save swaps only what changed, and runs
+    // no constructor again.
+    f.edit("extra.cpp", "+ global.base; }", "+ global.base + 1; }");
+    f.save("extra.cpp");
+    let swap = f.wait_swap();
+    assert_eq!(swap.swapped.len(), 1, "{swap:?}");
+    assert!(
+        swap.swapped[0].contains("extra_value") && swap.added.is_empty(),
+        "{swap:?}"
+    );
+    f.wait_output("value=1111 end");
+    // Undo, undo, and undo the swap that linked the unit in.
+    f.send(hot_session::Command::Undo);
+    f.wait_output(CONSTRUCTED_ONCE);
+    f.send(hot_session::Command::Undo);
+    f.wait_output("value=1 end");
+    f.send(hot_session::Command::Undo);
+    let text = wait_message_containing(&mut f, "reverted the last swap of");
+    assert!(text.contains("extra.cpp"), "{text}");
+    f.fresh_output.clear();
+    for l in f.next_lines(3) {
+        assert!(l.contains("value=1 end"), "the program changed: {l}");
+    }
+    // Linked in again (its own save, then its caller's): its variables keep their state
+    // and are not constructed a second time.
+    f.save("extra.cpp");
+    f.wait_swap();
+    f.save("main.cpp");
+    f.wait_swap();
+    f.wait_output("value=1111 end");
+    f.assert_same_process();
+}
+
+#[test]
+fn a_save_calling_a_new_file_links_that_file_in_the_same_swap() {
+    let mut f = Fixture::launch("newunit");
+    f.wait_output("value=1 end");
+    add_extra_to_database(&f);
+    f.edit(
+        "main.cpp",
+        "static int compute() { return 1; }",
+        "static int compute() { return extra_value(); }",
+    );
+    f.save("main.cpp");
+    let swap = f.wait_swap();
+    let mut files = swap.files.clone();
+    files.sort();
+    assert_eq!(files, [f.path("extra.cpp"), f.path("main.cpp")], "{swap:?}");
+    let text = wait_message_containing(&mut f, "linked in 1 file");
+    assert!(
+        text.contains("extra.cpp") && text.contains("extra_value()"),
+        "{text}"
+    );
+    f.wait_output(CONSTRUCTED_ONCE);
+    // Its baseline is the object just linked: saving it unchanged swaps nothing.
+    f.save("extra.cpp");
+    let extra = f.path("extra.cpp");
+    f.wait("extra.cpp unchanged", |e| match e {
+        SessionEvent::Unchanged { file, .. } if *file == extra => Some(()),
+        SessionEvent::Swap(s) => panic!("an unchanged save swapped: {s:?}"),
+        _ => None,
+    });
+    // One undo reverts both files.
+    f.send(hot_session::Command::Undo);
+    f.wait_output("value=1 end");
+    f.assert_same_process();
+}
+
+#[test]
+fn unlinked_members_of_the_project_library_are_compiled_and_linked_in() {
+    // main.c calls lib_a only, so the executable holds lib/a.o alone of libproj.a.
+    for (call, after, pulled) in [
+        // A member with an initialised static variable.
+        ("return lib_b();", "compute=200", &["lib/b.c"][..]),
+        // A member that needs another member in turn.
+        (
+            "return lib_c();",
+            "compute=304",
+            &["lib/c.c", "lib/d.c"][..],
+        ),
+    ] {
+        let (mut f, swap) = check_edit(
+            "staticlib",
+            "main.c",
+            ("compute=1", "return lib_a();", call),
+            "compute",
+            after,
+        );
+        let mut files = swap.files.clone();
+        files.sort();
+        let mut expected: Vec<std::path::PathBuf> = std::iter::once("main.c")
+            .chain(pulled.iter().copied())
+            .map(|p| f.path(p))
+            .collect();
+        expected.sort();
+        assert_eq!(files, expected, "{call}: {swap:?}");
+        let text = wait_message_containing(&mut f, "linked in");
+        for file in pulled {
+            assert!(text.contains(file), "{call}: no {file} in {text}");
+        }
+    }
+}
+
+#[test]
+fn a_symbol_no_project_file_defines_is_undefined_and_says_so() {
+    let (_, found) = check_refused_in(
+        "staticlib",
+        "main.c",
+        ("return lib_a();", "return missing_fn();"),
+        "undefined-symbol",
+        Severity::Error,
+        "compute=1",
+    );
+    for needle in ["missing_fn", "no file of the compile database"] {
+        assert!(found.message.contains(needle), "no {needle:?} in {found:?}");
+    }
+}

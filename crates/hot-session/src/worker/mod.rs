@@ -6,6 +6,7 @@
 
 mod baseline;
 mod lifecycle;
+mod new_units;
 mod perf_map;
 mod pipeline;
 mod unwind;
@@ -122,6 +123,9 @@ struct Worker {
     /// Until when idle time is spent preparing the linker (arenas, symbol index) of a
     /// program whose libraries were not loaded yet when it was adopted.
     prepare_linker_until: Option<std::time::Instant>,
+    /// The compile-database files the program does not link, compiled to tell which globals
+    /// each defines (`new_units.rs`): a symbol new code needs may be one compile away.
+    unit_index: HashMap<PathBuf, new_units::IndexedFile>,
 }
 
 /// How often idle time looks whether the dynamic linker has finished.
@@ -162,6 +166,7 @@ pub(crate) fn run(
         build_started: None,
         snapshots_during_build: HashSet::new(),
         prepare_linker_until: None,
+        unit_index: HashMap::new(),
     };
     worker.reload_config();
     if worker.opted_in
