@@ -1919,7 +1919,7 @@ fn a_new_file_of_the_database_is_linked_in_constructed_once_and_undone() {
     f.wait_output(CONSTRUCTED_ONCE);
     // From now on a unit like the others: a later save swaps only what changed, and runs
     // no constructor again.
-    f.edit("extra.cpp", "+ global.base; }", "+ global.base + 1; }");
+    f.edit("extra.cpp", "+ EXTRA_BONUS; }", "+ EXTRA_BONUS + 1; }");
     f.save("extra.cpp");
     let swap = f.wait_swap();
     assert_eq!(swap.swapped.len(), 1, "{swap:?}");
@@ -1979,10 +1979,53 @@ fn a_save_calling_a_new_file_links_that_file_in_the_same_swap() {
         SessionEvent::Swap(s) => panic!("an unchanged save swapped: {s:?}"),
         _ => None,
     });
-    // One undo reverts both files.
+    // A unit like the others: a saved header it includes swaps it.
+    f.edit("extra.h", "#define EXTRA_BONUS 0", "#define EXTRA_BONUS 5");
+    f.save("extra.h");
+    let swap = f.wait_swap();
+    assert_eq!(swap.files, [f.path("extra.cpp")], "{swap:?}");
+    f.wait_output("value=1115 end");
+    // Undo that, then the swap that linked extra.cpp in: one undo reverts both files.
+    f.send(hot_session::Command::Undo);
+    f.wait_output(CONSTRUCTED_ONCE);
     f.send(hot_session::Command::Undo);
     f.wait_output("value=1 end");
     f.assert_same_process();
+}
+
+#[test]
+fn a_database_file_that_defines_main_is_another_program_and_not_linked_in() {
+    let mut f = Fixture::launch("staticlib");
+    f.write(
+        "tool.c",
+        "int lib_tool(void) { return 7; }\nint main(void) { return lib_tool(); }\n",
+    );
+    let db = std::fs::read_to_string(f.path("compile_commands.json")).expect("database");
+    let dir = f.dir.path().display();
+    let tool = format!(
+        "{{\"directory\": \"{dir}\", \"file\": \"tool.c\", \"arguments\": [\"cc\", \"-O0\", \
+         \"-g\", \"-c\", \"tool.c\", \"-o\", \"tool.o\"]}}"
+    );
+    let db = format!("[{tool},{}", db.trim().trim_start_matches('['));
+    f.write("compile_commands.json", &db);
+    f.save("tool.c");
+    let text = f.wait_message(Severity::Error);
+    for needle in ["tool.c", "defines `main`", "another program"] {
+        assert!(text.contains(needle), "no {needle:?} in {text}");
+    }
+    // Nor is it searched for what new code needs.
+    f.edit(
+        "main.c",
+        "int compute(void) { return lib_a(); }",
+        "int lib_tool(void);\nint compute(void) { return lib_tool(); }",
+    );
+    f.save("main.c");
+    let diagnostics = f.wait_diagnostics("main.c");
+    assert!(
+        diagnostics.iter().any(|d| d.code == "undefined-symbol"),
+        "{diagnostics:#?}"
+    );
+    f.assert_unchanged(0, "compute=1", 3);
 }
 
 #[test]

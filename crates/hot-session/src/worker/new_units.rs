@@ -271,6 +271,10 @@ impl Worker {
             let Some((outcome, object)) = reused.remove(&file) else {
                 continue;
             };
+            // What it includes, so a saved header swaps it too once it is linked in.
+            if let Some(entry) = self.unit_index.get(&file) {
+                self.dependencies.insert(file.clone(), entry.deps.clone());
+            }
             let Ok(unit) = self.compile_job(&file, None, true) else {
                 continue;
             };

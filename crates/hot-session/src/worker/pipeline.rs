@@ -137,7 +137,7 @@ impl Worker {
         let includers: Vec<PathBuf> = self
             .includers(header)
             .into_iter()
-            .filter(|unit| self.is_linked(unit))
+            .filter(|unit| self.is_linked(unit) || self.is_added_unit(unit))
             .collect();
         if includers.is_empty() {
             let diagnostic = Diagnostic {
