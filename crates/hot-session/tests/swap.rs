@@ -1970,6 +1970,13 @@ fn a_save_calling_a_new_file_links_that_file_in_the_same_swap() {
         text.contains("extra.cpp") && text.contains("extra_value()"),
         "{text}"
     );
+    // The build left no object of extra.cpp: it was compiled to learn what it defines.
+    assert!(
+        f.log.iter().any(|e| matches!(e,
+            SessionEvent::Progress(Progress::Report { message, .. })
+                if message.contains("looking for the missing symbols in 1 file"))),
+        "extra.cpp was not compiled for the lookup"
+    );
     f.wait_output(CONSTRUCTED_ONCE);
     // Its baseline is the object just linked: saving it unchanged swaps nothing.
     f.save("extra.cpp");
@@ -2060,6 +2067,16 @@ fn unlinked_members_of_the_project_library_are_compiled_and_linked_in() {
         for file in pulled {
             assert!(text.contains(file), "{call}: no {file} in {text}");
         }
+        // Who defines what came from the objects the build left: only the files linked
+        // in were compiled.
+        let searched = f.log.iter().any(|e| {
+            matches!(e, SessionEvent::Progress(Progress::Report { message, .. })
+                if message.contains("looking for the missing symbols"))
+        });
+        assert!(
+            !searched,
+            "{call}: unlinked files were compiled to search them"
+        );
     }
 }
 

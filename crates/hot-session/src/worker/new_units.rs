@@ -33,42 +33,55 @@ use crate::compile::CompileOutcome;
 use crate::program::{unit_of, UnitMatch};
 use crate::{Phase, Severity};
 
-/// One unlinked database file, compiled for the index of who defines what.
+/// One unlinked database file in the index of who defines what: read from the object the
+/// build left behind, or compiled with the patch flags.
 pub(super) struct IndexedFile {
-    /// When its compile started: the entry holds while neither the file nor anything it
-    /// read is newer.
-    compiled_at: SystemTime,
-    /// The compile command it was compiled with (without the output).
+    /// When its compile started, or when the build's object was last modified: the entry
+    /// holds while neither the file nor anything it read is newer.
+    as_of: SystemTime,
+    /// The compile command (without the output) the entry is for.
     flags: Vec<String>,
-    /// What the compile read, the file itself left out.
+    /// What the compile read, the file itself left out (unknown for a build's object).
     deps: Vec<PathBuf>,
-    /// `None`: it did not compile.
+    /// The globals it defines, each with whether it is weak, and whether one is `main`.
+    defines: HashMap<String, bool>,
+    main: bool,
+    /// The patch compile, ready to link (`None`: read from the build's object, or it did
+    /// not compile: `compiles` says which).
     compiled: Option<(CompileOutcome, Arc<Object>)>,
+    compiles: bool,
 }
 
 impl IndexedFile {
+    fn new(object: &Object, as_of: SystemTime, flags: Vec<String>, deps: Vec<PathBuf>) -> Self {
+        let defines: HashMap<String, bool> = object
+            .symbols
+            .iter()
+            .filter(|s| {
+                s.binding != Binding::Local
+                    && matches!(s.def, SymbolDef::Atom { .. } | SymbolDef::Common { .. })
+            })
+            .map(|s| (s.name.clone(), s.binding == Binding::Weak))
+            .collect();
+        IndexedFile {
+            as_of,
+            flags,
+            deps,
+            main: defines.get("main") == Some(&false),
+            defines,
+            compiled: None,
+            compiles: true,
+        }
+    }
+
     /// Whether this entry still describes `file` compiled with `flags`.
     fn current(&self, file: &Path, flags: &[String]) -> bool {
         let not_newer = |p: &Path| {
             std::fs::metadata(p)
                 .and_then(|m| m.modified())
-                .is_ok_and(|m| m <= self.compiled_at)
+                .is_ok_and(|m| m <= self.as_of)
         };
         self.flags == flags && not_newer(file) && self.deps.iter().all(|d| not_newer(d))
-    }
-
-    /// `Some(weak)` if the object defines the global `name`.
-    fn defines(&self, name: &str) -> Option<bool> {
-        let (_, object) = self.compiled.as_ref()?;
-        object
-            .symbols
-            .iter()
-            .find(|s| {
-                s.name == name
-                    && s.binding != Binding::Local
-                    && matches!(s.def, SymbolDef::Atom { .. } | SymbolDef::Common { .. })
-            })
-            .map(|s| s.binding == Binding::Weak)
     }
 }
 
@@ -77,6 +90,28 @@ fn defines_main(object: &Object) -> bool {
     object.symbols.iter().any(|s| {
         s.name == "main" && s.binding != Binding::Local && matches!(s.def, SymbolDef::Atom { .. })
     })
+}
+
+/// The symbols of the object the build left for `entry` (its `output`, or the argument after
+/// `-o`), if it is there, not older than the source, and a plain object: an LTO object's
+/// symbol table is not what its code defines, and a stale one would mislead the lookup.
+fn build_object(entry: &crate::compile_db::CompileEntry) -> Option<(Object, SystemTime)> {
+    let output = entry.output.clone().or_else(|| {
+        let at = entry.arguments.iter().position(|a| a == "-o")?;
+        entry.arguments.get(at + 1).map(|o| entry.directory.join(o))
+    })?;
+    let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    let built = modified(&output)?;
+    if modified(&entry.file)? > built {
+        return None;
+    }
+    let bytes = std::fs::read(&output).ok()?;
+    let object = Object::parse(&output, &bytes).ok()?;
+    let lto = object
+        .symbols
+        .iter()
+        .any(|s| s.name.starts_with("__gnu_lto_") || s.name.starts_with(".gnu.lto"));
+    (!lto).then_some((object, built))
 }
 
 /// What looking up undefined names in the unlinked files found.
@@ -164,8 +199,8 @@ impl Worker {
         unlinked
     }
 
-    /// Bring the index entries of `files` up to date: those not compiled yet, or changed
-    /// since, are compiled now (in parallel).
+    /// Bring the index entries of `files` up to date: from the objects the build left
+    /// where they are current, else by compiling the files now (in parallel).
     fn index_files(&mut self, files: &[PathBuf]) {
         let mut jobs = Vec::new();
         for file in files {
@@ -176,43 +211,60 @@ impl Worker {
                     continue;
                 }
             };
+            let flags = job.job.flags().to_vec();
             if self
                 .unit_index
                 .get(file)
-                .is_some_and(|entry| entry.current(file, job.job.flags()))
+                .is_some_and(|entry| entry.current(file, &flags))
             {
+                continue;
+            }
+            let entry = self.entry_for(file).ok();
+            if let Some((object, built)) = entry.as_ref().and_then(build_object) {
+                self.unit_index.insert(
+                    file.clone(),
+                    IndexedFile::new(&object, built, flags, Vec::new()),
+                );
                 continue;
             }
             jobs.push(job);
         }
+        if !jobs.is_empty() {
+            self.progress(
+                Phase::Compile,
+                &format!(
+                    "looking for the missing symbols in {} file{} of the compile database that \
+                     the program does not link",
+                    jobs.len(),
+                    if jobs.len() == 1 { "" } else { "s" }
+                ),
+            );
+        }
+        self.compile_index(jobs);
+    }
+
+    /// Compile `jobs` for the index (in parallel), keeping each object for the link.
+    fn compile_index(&mut self, jobs: Vec<UnitJob>) {
         if jobs.is_empty() {
             return;
         }
-        self.progress(
-            Phase::Compile,
-            &format!(
-                "looking for the missing symbols in {} file{} of the compile database that the \
-                 program does not link",
-                jobs.len(),
-                if jobs.len() == 1 { "" } else { "s" }
-            ),
-        );
         let started = SystemTime::now();
         let count = jobs.len();
         for c in compile_all(jobs, max_jobs().min(count), &self.events) {
-            let compiled = match (c.outcome, c.object) {
-                (Ok(outcome), Some(object)) => Some((outcome, Arc::new(object))),
-                _ => None,
-            };
-            self.unit_index.insert(
-                c.unit.file.clone(),
-                IndexedFile {
-                    compiled_at: started,
-                    flags: c.unit.job.flags().to_vec(),
-                    deps: c.deps.unwrap_or_default(),
-                    compiled,
+            let flags = c.unit.job.flags().to_vec();
+            let deps = c.deps.unwrap_or_default();
+            let entry = match (c.outcome, c.object) {
+                (Ok(outcome), Some(object)) => {
+                    let mut entry = IndexedFile::new(&object, started, flags, deps);
+                    entry.compiled = Some((outcome, Arc::new(object)));
+                    entry
+                }
+                _ => IndexedFile {
+                    compiles: false,
+                    ..IndexedFile::new(&Object::default(), started, flags, deps)
                 },
-            );
+            };
+            self.unit_index.insert(c.unit.file.clone(), entry);
         }
     }
 
@@ -227,16 +279,16 @@ impl Worker {
             database,
             ..Lookup::default()
         };
-        // The candidates that compiled and are not another program's source.
+        // The candidates that compile and are not another program's source.
         let usable: Vec<&PathBuf> = candidates
             .iter()
-            .filter(|file| {
-                let entry = self.unit_index.get(*file);
-                let compiled = entry.and_then(|e| e.compiled.as_ref());
-                if compiled.is_none() {
+            .filter(|file| match self.unit_index.get(*file) {
+                Some(entry) if !entry.compiles => {
                     lookup.broken.push((*file).clone());
+                    false
                 }
-                compiled.is_some_and(|(_, object)| !defines_main(object))
+                Some(entry) => !entry.main,
+                None => false,
             })
             .collect();
         let mut chosen: BTreeMap<PathBuf, Vec<String>> = BTreeMap::new();
@@ -244,7 +296,7 @@ impl Worker {
             let mut strong = Vec::new();
             let mut weak = Vec::new();
             for file in &usable {
-                match self.unit_index.get(*file).and_then(|e| e.defines(name)) {
+                match self.unit_index.get(*file).and_then(|e| e.defines.get(name)) {
                     Some(false) => strong.push((*file).clone()),
                     Some(true) => weak.push((*file).clone()),
                     None => {}
@@ -261,10 +313,41 @@ impl Worker {
             };
             chosen.entry(pick).or_default().push(name.clone());
         }
+        // Files indexed from the build's objects are compiled for the link now.
+        let mut to_compile = Vec::new();
+        for file in chosen.keys() {
+            let compiled = self
+                .unit_index
+                .get(file)
+                .is_some_and(|e| e.compiled.is_some());
+            if !compiled {
+                match self.compile_job(file, None, true) {
+                    Ok(job) => to_compile.push(job),
+                    Err(e) => tracing::debug!("{}: {e}", file.display()),
+                }
+            }
+        }
+        if !to_compile.is_empty() {
+            let names: Vec<String> = to_compile
+                .iter()
+                .map(|u| u.file.display().to_string())
+                .collect();
+            self.progress(
+                Phase::Compile,
+                &format!("compiling {}, which the program lacks", names.join(", ")),
+            );
+        }
+        self.compile_index(to_compile);
         let mut reused: HashMap<PathBuf, (CompileOutcome, Arc<Object>)> = HashMap::new();
         for file in chosen.keys() {
-            if let Some(compiled) = self.unit_index.get(file).and_then(|e| e.compiled.clone()) {
-                reused.insert(file.clone(), compiled);
+            match self.unit_index.get(file) {
+                Some(IndexedFile {
+                    compiled: Some(compiled),
+                    ..
+                }) => {
+                    reused.insert(file.clone(), compiled.clone());
+                }
+                _ => lookup.broken.push(file.clone()),
             }
         }
         for (file, names) in chosen {
