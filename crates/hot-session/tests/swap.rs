@@ -2082,7 +2082,7 @@ fn unlinked_members_of_the_project_library_are_compiled_and_linked_in() {
 
 #[test]
 fn a_symbol_no_project_file_defines_is_undefined_and_says_so() {
-    let (_, found) = check_refused_in(
+    let (mut f, found) = check_refused_in(
         "staticlib",
         "main.c",
         ("return lib_a();", "return missing_fn();"),
@@ -2093,4 +2093,27 @@ fn a_symbol_no_project_file_defines_is_undefined_and_says_so() {
     for needle in ["missing_fn", "no file of the compile database"] {
         assert!(found.message.contains(needle), "no {needle:?} in {found:?}");
     }
+    // The same in a file saved to be linked in new: its diagnostic, and a status that
+    // says what was tried.
+    f.edit(
+        "lib/b.c",
+        "int lib_b(void) { return base_b; }",
+        "int missing_fn(void);\nint lib_b(void) { return base_b + missing_fn(); }",
+    );
+    f.save("lib/b.c");
+    let diagnostics = f.wait_diagnostics("lib/b.c");
+    assert!(
+        diagnostics.iter().any(|d| d.code == "undefined-symbol"
+            && d.message.contains("no file of the compile database")),
+        "{diagnostics:#?}"
+    );
+    let message = f.wait("the status of the refused save", |e| match e {
+        SessionEvent::Status(s) => s.message.clone().filter(|m| m.contains("lib/b.c")),
+        _ => None,
+    });
+    assert!(
+        message.contains("not part of the running program"),
+        "{message}"
+    );
+    f.assert_unchanged(0, "compute=1", 3);
 }

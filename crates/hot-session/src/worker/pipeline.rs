@@ -481,10 +481,21 @@ impl Worker {
                     ));
                 }
                 self.publish_each(&files, diagnostics);
-                self.set_state(
-                    State::Running,
-                    Some("the patch was refused; nothing was written".into()),
-                );
+                // A file saved to be linked in new (perhaps a test's source that was never
+                // meant to be): say that this is what was tried.
+                let new_saved: Vec<String> = ready
+                    .iter()
+                    .filter(|(unit, _, _)| unit.new_unit && unit.file == saved)
+                    .map(|(unit, _, _)| unit.file.display().to_string())
+                    .collect();
+                let text = match new_saved.as_slice() {
+                    [file] => format!(
+                        "{file} is not part of the running program, and linking it in as a new \
+                         translation unit was refused (see its diagnostics); nothing was written"
+                    ),
+                    _ => "the patch was refused; nothing was written".to_string(),
+                };
+                self.set_state(State::Running, Some(text));
                 return Err(());
             }
         };
