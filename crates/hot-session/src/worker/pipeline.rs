@@ -390,6 +390,7 @@ impl Worker {
         // this swap for the symbols the others need (`new_units.rs`), and what each gave.
         let mut pulled: Vec<(PathBuf, Vec<String>)> = Vec::new();
         let mut lookup = None;
+        let mut lookup_micros = 0u64;
         let linked = loop {
             let Some(program) = self.program.as_mut() else {
                 return Err(());
@@ -439,7 +440,10 @@ impl Worker {
             if missing.is_empty() {
                 break linked;
             }
+            let lookup_start = Instant::now();
             let mut found = self.pull_in(&missing, &files);
+            // Compiling the files pulled in is compile time, not link time.
+            lookup_micros += lookup_start.elapsed().as_micros() as u64;
             let added = std::mem::take(&mut found.found);
             lookup = Some(found);
             if added.is_empty() {
@@ -499,7 +503,9 @@ impl Worker {
                 return Err(());
             }
         };
-        micros.link = link_start.elapsed().as_micros() as u64;
+        micros.link = (link_start.elapsed().as_micros() as u64).saturating_sub(lookup_micros);
+        micros.compile += lookup_micros;
+        micros.compile_total += lookup_micros;
         for (file, diagnostics) in files.iter().zip(&mut diagnostics) {
             let source = file.display().to_string();
             diagnostics.extend(grouped(
