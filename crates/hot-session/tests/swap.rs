@@ -1863,15 +1863,25 @@ fn a_header_flag_that_makes_includers_define_functions_other_includers_call() {
 /// The newunit fixture's compile database with extra.cpp added, as a build that gained a
 /// file would rewrite it while the program runs.
 fn add_extra_to_database(f: &Fixture) {
+    add_to_database(f, &["extra.cpp"]);
+}
+
+/// The newunit fixture's compile database naming main.cpp and `files`.
+fn add_to_database(f: &Fixture, files: &[&str]) {
     let dir = f.dir.path().display();
+    let entries: Vec<String> = std::iter::once("main.cpp")
+        .chain(files.iter().copied())
+        .map(|file| {
+            let object = file.replace(".cpp", ".o");
+            format!(
+                "{{\"directory\": \"{dir}\", \"file\": \"{file}\", \"arguments\": [\"c++\", \
+                 \"-O0\", \"-g\", \"-c\", \"{file}\", \"-o\", \"{object}\"]}}"
+            )
+        })
+        .collect();
     f.write(
         "compile_commands.json",
-        &format!(
-            "[{{\"directory\": \"{dir}\", \"file\": \"main.cpp\", \"arguments\": [\"c++\", \"-O0\", \
-             \"-g\", \"-c\", \"main.cpp\", \"-o\", \"main.o\"]}},\n {{\"directory\": \"{dir}\", \
-             \"file\": \"extra.cpp\", \"arguments\": [\"c++\", \"-O0\", \"-g\", \"-c\", \
-             \"extra.cpp\", \"-o\", \"extra.o\"]}}]\n"
-        ),
+        &format!("[{}]\n", entries.join(",\n ")),
     );
 }
 
@@ -2116,4 +2126,39 @@ fn a_symbol_no_project_file_defines_is_undefined_and_says_so() {
         "{message}"
     );
     f.assert_unchanged(0, "compute=1", 3);
+}
+
+#[test]
+fn a_new_unit_whose_constructor_faults_is_refused_and_the_program_runs_on() {
+    let mut f = Fixture::launch("newunit");
+    f.wait_output("value=1 end");
+    f.write(
+        "crash.cpp",
+        "int crash_value() { return 5; }\n\
+         __attribute__((constructor)) static void boom() { *(volatile int *)0 = 1; }\n",
+    );
+    add_to_database(&f, &["crash.cpp"]);
+    f.save("crash.cpp");
+    let text = f.wait_message(Severity::Error);
+    for needle in ["static constructor", "boom", "crash.cpp", "refused"] {
+        assert!(text.contains(needle), "no {needle:?} in {text}");
+    }
+    f.assert_unchanged(0, "value=1 end", 3);
+    // Not a unit of the session: a caller's save tries to link it in again, and is
+    // refused the same way.
+    f.edit(
+        "main.cpp",
+        "static int compute() { return 1; }",
+        "int crash_value();\nstatic int compute() { return crash_value(); }",
+    );
+    f.save("main.cpp");
+    let text = f.wait("the refusal of main.cpp's save", |e| match e {
+        SessionEvent::Message {
+            severity: Severity::Error,
+            text,
+        } => Some(text.clone()),
+        _ => None,
+    });
+    assert!(text.contains("boom") && text.contains("refused"), "{text}");
+    f.assert_unchanged(0, "value=1 end", 3);
 }
