@@ -350,10 +350,16 @@ impl LinkState {
                 }
             }
         }
-        for (entry, previous, _) in record.entries.into_iter().rev() {
+        for (entry, previous, set) in record.entries.into_iter().rev() {
             match previous {
                 Some(prev) => {
                     self.redirects.insert(entry, prev);
+                }
+                None if set.original.is_empty() && set.short.is_none() => {
+                    // A new function's stub: undo writes nothing there (its callers no
+                    // longer reach it), so it still jumps to the undone body, and a later
+                    // link of the function must redirect it from those bytes.
+                    self.redirects.insert(entry, set);
                 }
                 None => {
                     self.redirects.remove(&entry);

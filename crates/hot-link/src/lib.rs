@@ -245,11 +245,28 @@ pub struct Patch {
     /// unchanged functions copied with them), for tools that name code by address: a
     /// profiler's map of JIT code (`/tmp/perf-PID.map`), a debugger.
     pub bodies: Vec<PlacedBody>,
+    /// The static constructors (`.init_array` entries, [`hot_object::Object::constructors`])
+    /// of the linked objects whose functions this patch places, in each object's startup
+    /// order, objects in link order. Nothing runs them by itself: a unit of the image ran
+    /// its own at launch, and the session calls those of a unit it links in new, once,
+    /// after the arena contents are written and before the entries go live.
+    pub constructors: Vec<ConstructorCall>,
     /// Allocations and entry states this patch introduces; [`Linker::commit`] makes them the
     /// linker's state. Private so that a patch can only be committed as computed.
     delta: layout::StateDelta,
     /// The entry each name of [`Patch::swapped`] redirected, for [`Linker::link_units`].
     redirected_names: Vec<(RuntimeAddr, String)>,
+}
+
+/// A static constructor of a linked object, placed in the arena.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConstructorCall {
+    /// The source file of the unit it belongs to ([`UnitRef::source`]).
+    pub unit: String,
+    /// The function's symbol name (mangled for C++), for messages.
+    pub function: String,
+    /// Where its new body starts.
+    pub addr: RuntimeAddr,
 }
 
 /// A code atom placed in the arena: its symbol name as linked (mangled for C++), where it
@@ -306,6 +323,7 @@ impl Patch {
         self.notes.extend(later.notes);
         self.unwind.extend(later.unwind);
         self.bodies.extend(later.bodies);
+        self.constructors.extend(later.constructors);
         self.delta.append(later.delta);
         self.redirected_names.extend(later.redirected_names);
     }

@@ -143,6 +143,7 @@ pub(crate) fn link(
     cx.build_unwind();
     cx.redirect_entries();
     cx.list_bodies();
+    cx.list_constructors();
     if cx.errors.is_empty() {
         let mut patch = cx.patch;
         patch.delta = cx.alloc.delta;
@@ -1147,6 +1148,35 @@ impl<'a> Link<'a> {
                         .unwrap_or_default(),
                 });
             }
+        }
+    }
+
+    /// The object's constructors whose functions this link placed, in startup order.
+    fn list_constructors(&mut self) {
+        let obj = self.info.obj;
+        for c in &obj.constructors {
+            let hot_object::SymbolDef::Atom { atom, offset } = obj.symbol(c.symbol).def else {
+                continue;
+            };
+            let Some(&base) = self.placed.get(&atom) else {
+                continue;
+            };
+            let at = offset.0.wrapping_add(c.addend as u64);
+            let function = obj
+                .atom(atom)
+                .symbols
+                .iter()
+                .map(|&s| obj.symbol(s))
+                .find(|s| {
+                    s.kind == hot_object::SymbolKind::Function
+                        && matches!(s.def, hot_object::SymbolDef::Atom { offset, .. } if offset.0 == at)
+                })
+                .map_or_else(|| self.info.atom_name(atom), |s| s.name.clone());
+            self.patch.constructors.push(crate::ConstructorCall {
+                unit: self.unit.source.clone(),
+                function,
+                addr: base.offset(at),
+            });
         }
     }
 

@@ -970,3 +970,75 @@ fn in_place_updates_are_commit_writes_with_expected_bytes_and_undo_restores_them
         .expect("limits");
     assert_eq!(w.expected, ints(&[1, 2, 3]));
 }
+
+#[test]
+fn a_new_function_undone_and_linked_again_is_redirected_from_its_undone_body() {
+    let v1 = "int main(void) { return 1; }\n";
+    let mut p = program(&[("main.c", v1)], &["-O0"]);
+    let v2 = "int helper(void) { return 2; }\nint main(void) { return helper(); }\n";
+    let patch = p.link("main.c", &p.compile("v2", "main.c", v2));
+    assert!(patch.added.iter().any(|n| n == "helper"), "{patch:#?}");
+    let stub = patch
+        .writes
+        .iter()
+        .find(|w| w.what == "entry stub of helper")
+        .unwrap_or_else(|| panic!("no stub for helper: {patch:#?}"))
+        .clone();
+    p.linker.commit(&patch);
+    // Undo reverts main's entry; the stub is left as it is (nothing reaches it).
+    let revert = p.linker.revert_last().expect("a patch to revert");
+    assert!(!revert.writes().any(|w| w.addr == stub.addr), "{revert:#?}");
+    // Linked again, the stub is redirected from the jump it still holds.
+    let v3 = v2.replace("return 2;", "return 3;");
+    let again = p.link("main.c", &p.compile("v3", "main.c", &v3));
+    let entry = again
+        .entries
+        .iter()
+        .find(|e| e.addr == stub.addr)
+        .unwrap_or_else(|| panic!("the stub of helper is not redirected: {again:#?}"));
+    assert_eq!(entry.expected, stub.bytes[..entry.expected.len()]);
+    assert_ne!(entry.bytes, entry.expected);
+}
+
+#[test]
+fn a_new_units_constructors_are_listed_in_startup_order_at_their_new_bodies() {
+    let p = program(&[("main.c", "int main(void) { return 0; }\n")], &["-O0"]);
+    let extra = "int built;\n\
+        __attribute__((constructor)) static void second(void) { built = built * 10 + 2; }\n\
+        __attribute__((constructor(101))) static void first(void) { built = 1; }\n\
+        int value(void) { return built; }\n";
+    let obj = p.compile("new", "extra.c", extra);
+    // A file the image does not contain: no STT_FILE group, no compile unit.
+    let patch = p
+        .linker
+        .link(&LinkRequest {
+            object: &obj,
+            baseline: None,
+            unit: UnitRef {
+                tu: None,
+                compile_unit: None,
+                source: "extra.c".to_string(),
+            },
+        })
+        .unwrap_or_else(|e| panic!("{e:#?}"));
+    let listed: Vec<(&str, &str)> = patch
+        .constructors
+        .iter()
+        .map(|c| (c.function.as_str(), c.unit.as_str()))
+        .collect();
+    assert_eq!(listed, [("first", "extra.c"), ("second", "extra.c")]);
+    for c in &patch.constructors {
+        let body = patch
+            .bodies
+            .iter()
+            .find(|b| b.name == c.function)
+            .unwrap_or_else(|| panic!("no body of {}: {patch:#?}", c.function));
+        assert_eq!(c.addr, body.addr, "{}", c.function);
+    }
+    // An edit of a unit of the image lists none of its constructors unless they changed.
+    let again = p.link(
+        "main.c",
+        &p.compile("v2", "main.c", "int main(void) { return 1; }\n"),
+    );
+    assert!(again.constructors.is_empty(), "{again:#?}");
+}

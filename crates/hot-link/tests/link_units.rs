@@ -1956,11 +1956,28 @@ fn units_linked_together_share_the_arenas_and_revert_as_one() {
             p.linker.revert_last().is_none(),
             "{what}: more than one record"
         );
-        // The linker is back where it was: the same units link to the same entry writes.
+        // The linker is back where it was: the same units link to the same entry writes;
+        // and the stub of each function the patch added, which undo leaves as it is
+        // (nothing reaches it), is redirected from the jump it still holds.
         let again = p.linker.link_units(&requests).expect("links again");
-        let expected: Vec<_> = again.entries.iter().map(|e| &e.expected).collect();
+        let stubs: Vec<&hot_link::PatchWrite> = patch
+            .writes
+            .iter()
+            .filter(|w| w.what.starts_with("entry stub of "))
+            .collect();
+        assert_eq!(stubs.len(), added.len(), "{what}: {stubs:#?}");
+        let (from_stubs, rest): (Vec<_>, Vec<_>) = again
+            .entries
+            .iter()
+            .partition(|e| stubs.iter().any(|s| s.addr == e.addr));
+        let expected: Vec<_> = rest.iter().map(|e| &e.expected).collect();
         let first: Vec<_> = patch.entries.iter().map(|e| &e.expected).collect();
         assert_eq!(expected, first, "{what}");
+        assert_eq!(from_stubs.len(), stubs.len(), "{what}: {from_stubs:#?}");
+        for entry in from_stubs {
+            let stub = stubs.iter().find(|s| s.addr == entry.addr).expect("a stub");
+            assert_eq!(entry.expected, stub.bytes[..entry.expected.len()], "{what}");
+        }
     }
 }
 

@@ -21,8 +21,8 @@ use crate::image::{
     TlsSegment, TranslationUnitId, Visibility,
 };
 use crate::{
-    Atom, AtomId, AtomKind, AtomOffset, Binding, Machine, Object, ObjectError, Reloc, RelocKind,
-    Symbol, SymbolDef, SymbolId, SymbolKind,
+    Atom, AtomId, AtomKind, AtomOffset, Binding, Constructor, Machine, Object, ObjectError, Reloc,
+    RelocKind, Symbol, SymbolDef, SymbolId, SymbolKind,
 };
 
 type File<'data> = ElfFile64<'data, Endianness, &'data [u8]>;
@@ -155,8 +155,9 @@ fn symbol_visibility(st_visibility: elf::SymbolVisibility) -> Visibility {
 ///   CIEs/FDEs for the whole object, not one function's; it is split into records
 ///   ([`Object::eh_frame`]) and the linker builds a table of the FDEs it needs.
 /// - `.note*` (`SHT_NOTE`): properties and ABI tags for the linker.
-/// - `.init_array` / `.fini_array` / `.preinit_array`: constructors already ran at launch and
-///   a patch never re-runs them.
+/// - `.init_array` / `.fini_array` / `.preinit_array`: tables of pointers for the startup
+///   code. A unit of the image ran its constructors at launch; `.init_array` entries are read
+///   into [`Object::constructors`] for a unit linked in new, which runs them itself.
 /// - `__patchable_function_entries` (`-fpatchable-function-entry`): a list of patch sites
 ///   for tracing tools, collected by the linker; the functions themselves are atoms as usual.
 /// - `.group`, `.symtab`, string tables, relocation sections and debug sections are not
@@ -211,6 +212,16 @@ fn symbol_rank(sym: &Symbol) -> (u8, u8) {
         Binding::Local => 2,
     };
     (kind, binding)
+}
+
+/// `Some(priority)` for a constructor table: `.init_array.N` gives `Some(Some(N))`, the plain
+/// `.init_array` `Some(None)`.
+fn init_array_priority(name: &[u8]) -> Option<Option<u32>> {
+    if name == b".init_array" {
+        return Some(None);
+    }
+    let digits = name.strip_prefix(b".init_array.")?;
+    std::str::from_utf8(digits).ok()?.parse().ok().map(Some)
 }
 
 pub(crate) fn parse_relocatable(path: &Path, bytes: &[u8]) -> Result<Object, ObjectError> {
@@ -381,6 +392,8 @@ pub(crate) fn parse_relocatable(path: &Path, bytes: &[u8]) -> Result<Object, Obj
     // Why the `.eh_frame` relocations cannot be used (REL/CREL, another symbol table, out
     // of bounds): that only costs the object's unwind table, a warning (`read_eh_frame`).
     let mut eh_frame_unusable: Option<String> = None;
+    // `.init_array` entries: ((plain, priority, section), offset, entry), sorted below.
+    let mut constructors: Vec<((bool, u32, usize), u64, Constructor)> = Vec::new();
     for (index, shdr) in sections.enumerate() {
         let sh_type = shdr.sh_type(endian);
         if sh_type != elf::SHT_RELA && sh_type != elf::SHT_REL && sh_type != elf::SHT_CREL {
@@ -404,6 +417,36 @@ pub(crate) fn parse_relocatable(path: &Path, bytes: &[u8]) -> Result<Object, Obj
             .unwrap_or_default();
         let is_debug = target_name.starts_with(b".debug_");
         let is_eh_frame = target_name == b".eh_frame";
+        if let Some(priority) = init_array_priority(target_name) {
+            if sh_type == elf::SHT_RELA && shdr.sh_link(endian) as usize == symtab.section().0 {
+                if let Ok(Some((relas, _))) = shdr.rela(endian, bytes) {
+                    for rela in relas {
+                        let sym = rela.r_sym(endian, false) as usize;
+                        let raw_type = rela.r_type(endian, false).0;
+                        let kind = match ident.machine {
+                            Machine::X86_64 => RelocKind::from_x86_64(raw_type),
+                            Machine::Aarch64 => RelocKind::from_aarch64(raw_type),
+                        };
+                        // Anything but a plain pointer to a symbol of this object is not
+                        // a constructor entry this reader understands: left out (and the
+                        // linker refuses what it cannot place).
+                        if kind != RelocKind::Abs64 || sym >= symbols.len() {
+                            continue;
+                        }
+                        constructors.push((
+                            (priority.is_none(), priority.unwrap_or(0), target),
+                            rela.r_offset(endian),
+                            Constructor {
+                                priority,
+                                symbol: SymbolId(sym as u32),
+                                addend: rela.r_addend(endian),
+                            },
+                        ));
+                    }
+                }
+            }
+            continue;
+        }
         if target_atom.is_none() && !is_debug && !is_eh_frame {
             continue;
         }
@@ -523,6 +566,10 @@ pub(crate) fn parse_relocatable(path: &Path, bytes: &[u8]) -> Result<Object, Obj
         decl_lines: Vec::new(),
         warnings: Vec::new(),
         eh_frame: Vec::new(),
+        constructors: {
+            constructors.sort_by_key(|&(key, offset, _)| (key, offset));
+            constructors.into_iter().map(|(_, _, c)| c).collect()
+        },
     };
     match eh_frame_unusable {
         // Unrelocated records would describe the wrong code: no table at all.

@@ -217,6 +217,23 @@ pub struct Object {
     /// an atom: the linker copies the FDEs of the functions it places (see
     /// [`Object::fdes_of`]) with their CIEs into a table of its own.
     pub eh_frame: Vec<EhRecord>,
+    /// Added: the object's static constructors (`.init_array`, `.init_array.N`: C++ globals
+    /// with constructors, `__attribute__((constructor))`), in the order the startup code of a
+    /// program linked from this object alone would run them: prioritised ones by priority,
+    /// then the plain `.init_array`, each section in entry order. They already ran at launch
+    /// for a unit of the image; a unit linked in new runs them once itself.
+    pub constructors: Vec<Constructor>,
+}
+
+/// One entry of an `.init_array` section: the function it points at, as a symbol (gas
+/// writes a section symbol for a local function) and an addend.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Constructor {
+    /// `N` of `.init_array.N` (lower runs first); `None` for the plain `.init_array`, which
+    /// runs after every prioritised one.
+    pub priority: Option<u32>,
+    pub symbol: SymbolId,
+    pub addend: i64,
 }
 
 /// One record of `.eh_frame`: a CIE or an FDE, whole (from its length word to its end).

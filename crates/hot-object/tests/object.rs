@@ -636,3 +636,51 @@ fn eh_frame_relocations_in_rel_form_cost_only_the_unwind_table() {
     );
     assert!(object.symbols.iter().any(|s| s.name == "plain"));
 }
+
+#[test]
+fn constructors_in_startup_order() {
+    // Declared in the reverse of the order the startup code runs them: prioritised ones by
+    // priority, then the plain `.init_array` in entry order.
+    let source = "int order[8]; int n;\n\
+        __attribute__((constructor)) static void plain_a(void) { order[n++] = 1; }\n\
+        __attribute__((constructor(300))) static void late(void) { order[n++] = 3; }\n\
+        __attribute__((constructor(200))) static void early(void) { order[n++] = 2; }\n\
+        __attribute__((constructor)) void plain_b(void) { order[n++] = 4; }\n";
+    let dir = tempfile::tempdir().unwrap();
+    let path = compile_object(dir.path(), "ctors.c", source, &["-O0"]);
+    let object = parse_object(&path);
+    let names: Vec<(Option<u32>, String)> = object
+        .constructors
+        .iter()
+        .map(|c| {
+            // gas writes a local function's entry as its section symbol plus an offset.
+            let name = match object.symbol(c.symbol).def {
+                SymbolDef::Atom { atom, offset } => {
+                    let at = offset.0 as i64 + c.addend;
+                    object
+                        .atom(atom)
+                        .symbols
+                        .iter()
+                        .map(|&s| object.symbol(s))
+                        .find(|s| {
+                            s.kind == SymbolKind::Function
+                                && matches!(s.def, SymbolDef::Atom { offset, .. } if offset.0 as i64 == at)
+                        })
+                        .map(|s| s.name.clone())
+                        .unwrap_or_default()
+                }
+                other => panic!("constructor not in an atom: {other:?}"),
+            };
+            (c.priority, name)
+        })
+        .collect();
+    assert_eq!(
+        names,
+        [
+            (Some(200), "early".to_string()),
+            (Some(300), "late".to_string()),
+            (None, "plain_a".to_string()),
+            (None, "plain_b".to_string()),
+        ]
+    );
+}

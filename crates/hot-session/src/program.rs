@@ -1,7 +1,7 @@
 //! The session's running program: the debuggee handle, the model of its image (executable,
 //! libraries, biases) and the linker that patches it.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -29,6 +29,9 @@ pub(crate) struct AppliedPatch {
     /// The entry that announced the patch's code to debuggers (`worker/gdb_jit.rs`),
     /// unlinked by undo.
     pub debugger_entry: Option<u64>,
+    /// The files of `files` this patch linked in as new translation units (not part of the
+    /// executable): undo makes them unlinked again.
+    pub added_units: Vec<PathBuf>,
 }
 
 pub(crate) struct Program {
@@ -43,6 +46,13 @@ pub(crate) struct Program {
     pub perf_map_started: bool,
     /// GDB's JIT interface in this process (`worker/gdb_jit.rs`).
     pub debugger_interface: crate::worker::gdb_jit::DebuggerInterface,
+    /// Compile-database files this session linked into the process as new translation
+    /// units (`worker/new_units.rs`): units of the session like those of the executable
+    /// from then on, swapped against their last object.
+    pub added_units: BTreeSet<PathBuf>,
+    /// Units linked in new whose static constructors ran in this process. Kept by undo: a
+    /// unit linked in again gets its variables back at the same addresses, already built.
+    pub constructed_units: BTreeSet<PathBuf>,
     sources: SourceMap,
     /// Compile units that `sources` could not place, for the message of a refused save.
     unplaced: Vec<Unplaced>,
@@ -57,6 +67,8 @@ impl Program {
             journal: Vec::new(),
             perf_map_started: false,
             debugger_interface: Default::default(),
+            added_units: BTreeSet::new(),
+            constructed_units: BTreeSet::new(),
             sources,
             unplaced: Vec::new(),
         }

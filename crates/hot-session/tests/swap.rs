@@ -1859,3 +1859,306 @@ fn a_header_flag_that_makes_includers_define_functions_other_includers_call() {
         f.assert_same_process();
     }
 }
+
+/// The newunit fixture's compile database with extra.cpp added, as a build that gained a
+/// file would rewrite it while the program runs.
+fn add_extra_to_database(f: &Fixture) {
+    add_to_database(f, &["extra.cpp"]);
+}
+
+/// The newunit fixture's compile database naming main.cpp and `files`.
+fn add_to_database(f: &Fixture, files: &[&str]) {
+    let dir = f.dir.path().display();
+    let entries: Vec<String> = std::iter::once("main.cpp")
+        .chain(files.iter().copied())
+        .map(|file| {
+            let object = file.replace(".cpp", ".o");
+            format!(
+                "{{\"directory\": \"{dir}\", \"file\": \"{file}\", \"arguments\": [\"c++\", \
+                 \"-O0\", \"-g\", \"-c\", \"{file}\", \"-o\", \"{object}\"]}}"
+            )
+        })
+        .collect();
+    f.write(
+        "compile_commands.json",
+        &format!("[{}]\n", entries.join(",\n ")),
+    );
+}
+
+/// The message, already seen or still to come, that contains `needle`.
+fn wait_message_containing(f: &mut Fixture, needle: &str) -> String {
+    let seen = f.log.iter().find_map(|e| match e {
+        SessionEvent::Message { text, .. } if text.contains(needle) => Some(text.clone()),
+        _ => None,
+    });
+    if let Some(text) = seen {
+        return text;
+    }
+    f.wait(&format!("a message containing {needle:?}"), |e| match e {
+        SessionEvent::Message { text, .. } if text.contains(needle) => Some(text.clone()),
+        _ => None,
+    })
+}
+
+/// `extra_value()` is constructions * 1000 + announced * 100 + base: 1110 when the C++
+/// global was constructed once and the `__attribute__((constructor))` ran once.
+const CONSTRUCTED_ONCE: &str = "value=1110 end";
+
+#[test]
+fn a_new_file_of_the_database_is_linked_in_constructed_once_and_undone() {
+    let mut f = Fixture::launch("newunit");
+    f.wait_output("value=1 end");
+    add_extra_to_database(&f);
+    // Its own save links it in: every function new, its constructors run once.
+    f.save("extra.cpp");
+    let swap = f.wait_swap();
+    assert_eq!(swap.files, [f.path("extra.cpp")], "{swap:?}");
+    assert!(
+        swap.added.iter().any(|n| n.contains("extra_value")) && swap.swapped.is_empty(),
+        "{swap:?}"
+    );
+    f.wait_output("value=1 end");
+    f.edit(
+        "main.cpp",
+        "static int compute() { return 1; }",
+        "static int compute() { return extra_value(); }",
+    );
+    f.save("main.cpp");
+    let swap = f.wait_swap();
+    assert_eq!(swap.files, [f.path("main.cpp")], "{swap:?}");
+    f.wait_output(CONSTRUCTED_ONCE);
+    // From now on a unit like the others: a later save swaps only what changed, and runs
+    // no constructor again.
+    f.edit("extra.cpp", "+ EXTRA_BONUS; }", "+ EXTRA_BONUS + 1; }");
+    f.save("extra.cpp");
+    let swap = f.wait_swap();
+    assert_eq!(swap.swapped.len(), 1, "{swap:?}");
+    assert!(
+        swap.swapped[0].contains("extra_value") && swap.added.is_empty(),
+        "{swap:?}"
+    );
+    f.wait_output("value=1111 end");
+    // Undo, undo, and undo the swap that linked the unit in.
+    f.send(hot_session::Command::Undo);
+    f.wait_output(CONSTRUCTED_ONCE);
+    f.send(hot_session::Command::Undo);
+    f.wait_output("value=1 end");
+    f.send(hot_session::Command::Undo);
+    let text = wait_message_containing(&mut f, "reverted the last swap of");
+    assert!(text.contains("extra.cpp"), "{text}");
+    f.fresh_output.clear();
+    for l in f.next_lines(3) {
+        assert!(l.contains("value=1 end"), "the program changed: {l}");
+    }
+    // Linked in again (its own save, then its caller's): its variables keep their state
+    // and are not constructed a second time.
+    f.save("extra.cpp");
+    f.wait_swap();
+    f.save("main.cpp");
+    f.wait_swap();
+    f.wait_output("value=1111 end");
+    f.assert_same_process();
+}
+
+#[test]
+fn a_save_calling_a_new_file_links_that_file_in_the_same_swap() {
+    let mut f = Fixture::launch("newunit");
+    f.wait_output("value=1 end");
+    add_extra_to_database(&f);
+    f.edit(
+        "main.cpp",
+        "static int compute() { return 1; }",
+        "static int compute() { return extra_value(); }",
+    );
+    f.save("main.cpp");
+    let swap = f.wait_swap();
+    let mut files = swap.files.clone();
+    files.sort();
+    assert_eq!(files, [f.path("extra.cpp"), f.path("main.cpp")], "{swap:?}");
+    let text = wait_message_containing(&mut f, "linked in 1 file");
+    assert!(
+        text.contains("extra.cpp") && text.contains("extra_value()"),
+        "{text}"
+    );
+    // The build left no object of extra.cpp: it was compiled to learn what it defines.
+    assert!(
+        f.log.iter().any(|e| matches!(e,
+            SessionEvent::Progress(Progress::Report { message, .. })
+                if message.contains("looking for the missing symbols in 1 file"))),
+        "extra.cpp was not compiled for the lookup"
+    );
+    f.wait_output(CONSTRUCTED_ONCE);
+    // Its baseline is the object just linked: saving it unchanged swaps nothing.
+    f.save("extra.cpp");
+    let extra = f.path("extra.cpp");
+    f.wait("extra.cpp unchanged", |e| match e {
+        SessionEvent::Unchanged { file, .. } if *file == extra => Some(()),
+        SessionEvent::Swap(s) => panic!("an unchanged save swapped: {s:?}"),
+        _ => None,
+    });
+    // A unit like the others: a saved header it includes swaps it.
+    f.edit("extra.h", "#define EXTRA_BONUS 0", "#define EXTRA_BONUS 5");
+    f.save("extra.h");
+    let swap = f.wait_swap();
+    assert_eq!(swap.files, [f.path("extra.cpp")], "{swap:?}");
+    f.wait_output("value=1115 end");
+    // Undo that, then the swap that linked extra.cpp in: one undo reverts both files.
+    f.send(hot_session::Command::Undo);
+    f.wait_output(CONSTRUCTED_ONCE);
+    f.send(hot_session::Command::Undo);
+    f.wait_output("value=1 end");
+    f.assert_same_process();
+}
+
+#[test]
+fn a_database_file_that_defines_main_is_another_program_and_not_linked_in() {
+    let mut f = Fixture::launch("staticlib");
+    f.write(
+        "tool.c",
+        "int lib_tool(void) { return 7; }\nint main(void) { return lib_tool(); }\n",
+    );
+    let db = std::fs::read_to_string(f.path("compile_commands.json")).expect("database");
+    let dir = f.dir.path().display();
+    let tool = format!(
+        "{{\"directory\": \"{dir}\", \"file\": \"tool.c\", \"arguments\": [\"cc\", \"-O0\", \
+         \"-g\", \"-c\", \"tool.c\", \"-o\", \"tool.o\"]}}"
+    );
+    let db = format!("[{tool},{}", db.trim().trim_start_matches('['));
+    f.write("compile_commands.json", &db);
+    f.save("tool.c");
+    let text = f.wait_message(Severity::Error);
+    for needle in ["tool.c", "defines `main`", "another program"] {
+        assert!(text.contains(needle), "no {needle:?} in {text}");
+    }
+    // Nor is it searched for what new code needs.
+    f.edit(
+        "main.c",
+        "int compute(void) { return lib_a(); }",
+        "int lib_tool(void);\nint compute(void) { return lib_tool(); }",
+    );
+    f.save("main.c");
+    let diagnostics = f.wait_diagnostics("main.c");
+    assert!(
+        diagnostics.iter().any(|d| d.code == "undefined-symbol"),
+        "{diagnostics:#?}"
+    );
+    f.assert_unchanged(0, "compute=1", 3);
+}
+
+#[test]
+fn unlinked_members_of_the_project_library_are_compiled_and_linked_in() {
+    // main.c calls lib_a only, so the executable holds lib/a.o alone of libproj.a.
+    for (call, after, pulled) in [
+        // A member with an initialised static variable.
+        ("return lib_b();", "compute=200", &["lib/b.c"][..]),
+        // A member that needs another member in turn.
+        (
+            "return lib_c();",
+            "compute=304",
+            &["lib/c.c", "lib/d.c"][..],
+        ),
+    ] {
+        let (mut f, swap) = check_edit(
+            "staticlib",
+            "main.c",
+            ("compute=1", "return lib_a();", call),
+            "compute",
+            after,
+        );
+        let mut files = swap.files.clone();
+        files.sort();
+        let mut expected: Vec<std::path::PathBuf> = std::iter::once("main.c")
+            .chain(pulled.iter().copied())
+            .map(|p| f.path(p))
+            .collect();
+        expected.sort();
+        assert_eq!(files, expected, "{call}: {swap:?}");
+        let text = wait_message_containing(&mut f, "linked in");
+        for file in pulled {
+            assert!(text.contains(file), "{call}: no {file} in {text}");
+        }
+        // Who defines what came from the objects the build left: only the files linked
+        // in were compiled.
+        let searched = f.log.iter().any(|e| {
+            matches!(e, SessionEvent::Progress(Progress::Report { message, .. })
+                if message.contains("looking for the missing symbols"))
+        });
+        assert!(
+            !searched,
+            "{call}: unlinked files were compiled to search them"
+        );
+    }
+}
+
+#[test]
+fn a_symbol_no_project_file_defines_is_undefined_and_says_so() {
+    let (mut f, found) = check_refused_in(
+        "staticlib",
+        "main.c",
+        ("return lib_a();", "return missing_fn();"),
+        "undefined-symbol",
+        Severity::Error,
+        "compute=1",
+    );
+    for needle in ["missing_fn", "no file of the compile database"] {
+        assert!(found.message.contains(needle), "no {needle:?} in {found:?}");
+    }
+    // The same in a file saved to be linked in new: its diagnostic, and a status that
+    // says what was tried.
+    f.edit(
+        "lib/b.c",
+        "int lib_b(void) { return base_b; }",
+        "int missing_fn(void);\nint lib_b(void) { return base_b + missing_fn(); }",
+    );
+    f.save("lib/b.c");
+    let diagnostics = f.wait_diagnostics("lib/b.c");
+    assert!(
+        diagnostics.iter().any(|d| d.code == "undefined-symbol"
+            && d.message.contains("no file of the compile database")),
+        "{diagnostics:#?}"
+    );
+    let message = f.wait("the status of the refused save", |e| match e {
+        SessionEvent::Status(s) => s.message.clone().filter(|m| m.contains("lib/b.c")),
+        _ => None,
+    });
+    assert!(
+        message.contains("not part of the running program"),
+        "{message}"
+    );
+    f.assert_unchanged(0, "compute=1", 3);
+}
+
+#[test]
+fn a_new_unit_whose_constructor_faults_is_refused_and_the_program_runs_on() {
+    let mut f = Fixture::launch("newunit");
+    f.wait_output("value=1 end");
+    f.write(
+        "crash.cpp",
+        "int crash_value() { return 5; }\n\
+         __attribute__((constructor)) static void boom() { *(volatile int *)0 = 1; }\n",
+    );
+    add_to_database(&f, &["crash.cpp"]);
+    f.save("crash.cpp");
+    let text = f.wait_message(Severity::Error);
+    for needle in ["static constructor", "boom", "crash.cpp", "refused"] {
+        assert!(text.contains(needle), "no {needle:?} in {text}");
+    }
+    f.assert_unchanged(0, "value=1 end", 3);
+    // Not a unit of the session: a caller's save tries to link it in again, and is
+    // refused the same way.
+    f.edit(
+        "main.cpp",
+        "static int compute() { return 1; }",
+        "int crash_value();\nstatic int compute() { return crash_value(); }",
+    );
+    f.save("main.cpp");
+    let text = f.wait("the refusal of main.cpp's save", |e| match e {
+        SessionEvent::Message {
+            severity: Severity::Error,
+            text,
+        } => Some(text.clone()),
+        _ => None,
+    });
+    assert!(text.contains("boom") && text.contains("refused"), "{text}");
+    f.assert_unchanged(0, "value=1 end", 3);
+}

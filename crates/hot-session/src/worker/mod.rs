@@ -8,6 +8,7 @@ mod baseline;
 pub(crate) mod gdb_jit;
 mod held;
 mod lifecycle;
+mod new_units;
 mod perf_map;
 mod pipeline;
 mod unwind;
@@ -127,6 +128,9 @@ struct Worker {
     /// Saves refused because a debugger lets the program run (`ProcessError::HeldByDebugger`),
     /// swapped as soon as it holds the program stopped or detaches (`retry_held_saves`).
     held_saves: Vec<PathBuf>,
+    /// The compile-database files the program does not link, compiled to tell which globals
+    /// each defines (`new_units.rs`): a symbol new code needs may be one compile away.
+    unit_index: HashMap<PathBuf, new_units::IndexedFile>,
 }
 
 /// How often idle time looks whether the dynamic linker has finished.
@@ -171,6 +175,7 @@ pub(crate) fn run(
         snapshots_during_build: HashSet::new(),
         prepare_linker_until: None,
         held_saves: Vec::new(),
+        unit_index: HashMap::new(),
     };
     worker.reload_config();
     if worker.opted_in

@@ -29,7 +29,7 @@ use crate::{Diagnostic, Micros, Phase, Progress, SessionEvent, Severity, State, 
 const MAX_JOBS: usize = 16;
 
 /// How many compiles run at once: one per core, at most [`MAX_JOBS`].
-fn max_jobs() -> usize {
+pub(super) fn max_jobs() -> usize {
     std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .min(MAX_JOBS)
@@ -37,26 +37,29 @@ fn max_jobs() -> usize {
 
 /// One file to compile for a swap.
 pub(super) struct UnitJob {
-    file: PathBuf,
-    job: CompileJob,
+    pub(super) file: PathBuf,
+    pub(super) job: CompileJob,
     /// Where the compiler writes the file's dependency list (`-MD -MF`), so the includers
     /// of a header stay known as files are saved.
-    depfile: PathBuf,
+    pub(super) depfile: PathBuf,
     /// The `STT_FILE` group of the image the file replaces (`None`: not found there, or no
     /// program runs).
-    tu: Option<TranslationUnitId>,
+    pub(super) tu: Option<TranslationUnitId>,
+    /// A compile-database file the program does not contain yet, linked in as a new
+    /// translation unit by this swap (`new_units.rs`).
+    pub(super) new_unit: bool,
 }
 
 /// What compiling one [`UnitJob`] gave.
-struct Compiled {
-    unit: UnitJob,
+pub(super) struct Compiled {
+    pub(super) unit: UnitJob,
     /// `Err`: the compiler could not run (with its stable code), or its object could not be
     /// read.
-    outcome: Result<CompileOutcome, (Option<&'static str>, String)>,
+    pub(super) outcome: Result<CompileOutcome, (Option<&'static str>, String)>,
     /// The object, if the compile succeeded.
-    object: Option<Object>,
+    pub(super) object: Option<Object>,
     /// What the compile read, the file itself left out.
-    deps: Option<Vec<PathBuf>>,
+    pub(super) deps: Option<Vec<PathBuf>>,
 }
 
 impl Worker {
@@ -134,7 +137,7 @@ impl Worker {
         let includers: Vec<PathBuf> = self
             .includers(header)
             .into_iter()
-            .filter(|unit| self.is_linked(unit))
+            .filter(|unit| self.is_linked(unit) || self.is_added_unit(unit))
             .collect();
         if includers.is_empty() {
             let diagnostic = Diagnostic {
@@ -179,13 +182,20 @@ impl Worker {
     /// does not contain (a test or a tool built from the same tree) is refused before
     /// compiling anything.
     fn unit_job(&mut self, file: &Path) -> Result<UnitJob, String> {
-        let entry = self.entry_for(file)?;
+        // A file with no compile command is said so first.
+        self.entry_for(file)?;
+        let mut new_unit = false;
         let tu = match self.program.as_mut().map(|p| {
             p.image()
                 .map(|i| (unit_of(&i.exe.image, file), i.exe.path.clone()))
         }) {
             None => None,
             Some(Ok((UnitMatch::Found(tu), _))) => tu,
+            Some(Ok((UnitMatch::NotLinked, _))) if self.is_added_unit(file) => None,
+            Some(Ok((UnitMatch::NotLinked, _))) if self.may_add_unit(file) => {
+                new_unit = true;
+                None
+            }
             Some(Ok((UnitMatch::NotLinked, exe))) => {
                 let why = self
                     .program
@@ -200,6 +210,18 @@ impl Worker {
             }
             Some(Err(e)) => return Err(e),
         };
+        self.compile_job(file, tu, new_unit)
+    }
+
+    /// The compile of `file` for a swap, as the unit `tu` of the image (`None`: a unit the
+    /// executable does not have), with its dependency list written.
+    pub(super) fn compile_job(
+        &mut self,
+        file: &Path,
+        tu: Option<TranslationUnitId>,
+        new_unit: bool,
+    ) -> Result<UnitJob, String> {
+        let entry = self.entry_for(file)?;
         let output = self.scratch_object(file);
         let depfile = output.with_extension("d");
         let mut job = compile::job_for(&entry, &output);
@@ -211,6 +233,7 @@ impl Worker {
             job,
             depfile,
             tu,
+            new_unit,
         })
     }
 
@@ -324,9 +347,16 @@ impl Worker {
     fn link_and_apply(
         &mut self,
         saved: &Path,
-        ready: Vec<(UnitJob, CompileOutcome, Object)>,
+        mut ready: Vec<(UnitJob, CompileOutcome, Object)>,
         mut micros: Micros,
     ) -> Result<Option<SwapSummary>, ()> {
+        if let Err(e) = self.refuse_other_programs(&ready) {
+            for (unit, outcome, _) in &ready {
+                self.publish(&unit.file, &unit.file, outcome.diagnostics.clone());
+            }
+            self.fail(e);
+            return Err(());
+        }
         // What runs, compiled with the same flags (now, if it is still in the queue; the
         // includers of a header saved right after launch, in parallel).
         let pending: Vec<PathBuf> = ready
@@ -344,7 +374,7 @@ impl Worker {
         if pending.len() > 1 {
             self.compile_baselines(&pending, max_jobs());
         }
-        let baselines: Vec<Option<Baseline>> = ready
+        let mut baselines: Vec<Option<Baseline>> = ready
             .iter()
             .map(|(unit, _, _)| self.baseline_for(&unit.file, unit.job.flags()))
             .collect();
@@ -353,53 +383,80 @@ impl Worker {
             .iter()
             .map(|(_, outcome, _)| outcome.diagnostics.clone())
             .collect();
-        let files: Vec<PathBuf> = ready.iter().map(|(unit, _, _)| unit.file.clone()).collect();
+        let mut files: Vec<PathBuf> = ready.iter().map(|(unit, _, _)| unit.file.clone()).collect();
         self.progress(Phase::Link, "linking");
-        let Some(program) = self.program.as_mut() else {
-            return Err(());
-        };
         let link_start = Instant::now();
-        let requests: Vec<LinkRequest> = ready
-            .iter()
-            .zip(&baselines)
-            .map(|((unit, _, object), baseline)| {
-                // The compile unit tells which definition of a global name this file made
-                // (weak defaults, hidden symbols).
-                let compile_unit = program.image.as_ref().and_then(|i| {
-                    i.exe
-                        .image
-                        .compile_units
+        // Files of the compile database the program never linked, compiled and added to
+        // this swap for the symbols the others need (`new_units.rs`), and what each gave.
+        let mut pulled: Vec<(PathBuf, Vec<String>)> = Vec::new();
+        let mut lookup = None;
+        let mut lookup_micros = 0u64;
+        let linked = loop {
+            let Some(program) = self.program.as_mut() else {
+                return Err(());
+            };
+            let requests: Vec<LinkRequest> = ready
+                .iter()
+                .zip(&baselines)
+                .map(|((unit, _, object), baseline)| {
+                    // The compile unit tells which definition of a global name this file made
+                    // (weak defaults, hidden symbols).
+                    let compile_unit = program.image.as_ref().and_then(|i| {
+                        i.exe
+                            .image
+                            .compile_units
+                            .iter()
+                            .position(|cu| crate::program::cu_source(cu) == unit.file)
+                    });
+                    LinkRequest {
+                        object,
+                        baseline: baseline.as_ref().map(|b| b.object.as_ref()),
+                        unit: UnitRef {
+                            tu: unit.tu,
+                            compile_unit,
+                            source: unit.file.display().to_string(),
+                        },
+                    }
+                })
+                .collect();
+            let mut linked = program
+                .linker()
+                .and_then(|linker| link_guarded(linker, &requests));
+            let undefined = linked.as_ref().is_ok_and(|result| {
+                result.as_ref().is_err_and(|errors| {
+                    errors
                         .iter()
-                        .position(|cu| crate::program::cu_source(cu) == unit.file)
-                });
-                LinkRequest {
-                    object,
-                    baseline: baseline.as_ref().map(|b| b.object.as_ref()),
-                    unit: UnitRef {
-                        tu: unit.tu,
-                        compile_unit,
-                        source: unit.file.display().to_string(),
-                    },
+                        .any(|e| e.code == hot_link::LinkErrorCode::UndefinedSymbol)
+                })
+            });
+            // A symbol may come from a library loaded since the linker last looked.
+            if undefined && program.refresh_libraries() {
+                if let Ok(linker) = program.linker() {
+                    linked = link_guarded(linker, &requests);
                 }
-            })
-            .collect();
-        let mut linked = program
-            .linker()
-            .and_then(|linker| link_guarded(linker, &requests));
-        let undefined = linked.as_ref().is_ok_and(|result| {
-            result.as_ref().is_err_and(|errors| {
-                errors
-                    .iter()
-                    .any(|e| e.code == hot_link::LinkErrorCode::UndefinedSymbol)
-            })
-        });
-        // A symbol may come from a library loaded since the linker last looked.
-        if undefined && program.refresh_libraries() {
-            if let Ok(linker) = program.linker() {
-                linked = link_guarded(linker, &requests);
             }
-        }
-        drop(requests);
+            drop(requests);
+            let missing = undefined_names(&linked);
+            if missing.is_empty() {
+                break linked;
+            }
+            let lookup_start = Instant::now();
+            let mut found = self.pull_in(&missing, &files);
+            // Compiling the files pulled in is compile time, not link time.
+            lookup_micros += lookup_start.elapsed().as_micros() as u64;
+            let added = std::mem::take(&mut found.found);
+            lookup = Some(found);
+            if added.is_empty() {
+                break linked;
+            }
+            for (unit, outcome, object, names) in added {
+                baselines.push(None);
+                diagnostics.push(outcome.diagnostics.clone());
+                files.push(unit.file.clone());
+                pulled.push((unit.file.clone(), names));
+                ready.push((unit, outcome, object));
+            }
+        };
         let result = match linked {
             Ok(result) => result,
             Err(text) => {
@@ -410,7 +467,10 @@ impl Worker {
         };
         let patch = match result {
             Ok(p) => p,
-            Err(errors) => {
+            Err(mut errors) => {
+                if let Some(lookup) = &lookup {
+                    self.explain_undefined(&mut errors, lookup);
+                }
                 for (file, diagnostics) in files.iter().zip(&mut diagnostics) {
                     let source = file.display().to_string();
                     diagnostics.extend(grouped(
@@ -425,14 +485,27 @@ impl Worker {
                     ));
                 }
                 self.publish_each(&files, diagnostics);
-                self.set_state(
-                    State::Running,
-                    Some("the patch was refused; nothing was written".into()),
-                );
+                // A file saved to be linked in new (perhaps a test's source that was never
+                // meant to be): say that this is what was tried.
+                let new_saved: Vec<String> = ready
+                    .iter()
+                    .filter(|(unit, _, _)| unit.new_unit && unit.file == saved)
+                    .map(|(unit, _, _)| unit.file.display().to_string())
+                    .collect();
+                let text = match new_saved.as_slice() {
+                    [file] => format!(
+                        "{file} is not part of the running program, and linking it in as a new \
+                         translation unit was refused (see its diagnostics); nothing was written"
+                    ),
+                    _ => "the patch was refused; nothing was written".to_string(),
+                };
+                self.set_state(State::Running, Some(text));
                 return Err(());
             }
         };
-        micros.link = link_start.elapsed().as_micros() as u64;
+        micros.link = (link_start.elapsed().as_micros() as u64).saturating_sub(lookup_micros);
+        micros.compile += lookup_micros;
+        micros.compile_total += lookup_micros;
         for (file, diagnostics) in files.iter().zip(&mut diagnostics) {
             let source = file.display().to_string();
             diagnostics.extend(grouped(
@@ -462,6 +535,28 @@ impl Worker {
                 .iter()
                 .any(|s| s.name == "__gxx_personality_v0")
         });
+        // Units linked in new run their static constructors once, before the commit.
+        let new_units: Vec<PathBuf> = ready
+            .iter()
+            .filter(|(unit, _, _)| unit.new_unit)
+            .map(|(unit, _, _)| unit.file.clone())
+            .collect();
+        // Once per process: a unit undone and linked in again finds its variables built.
+        let new_sources: Vec<String> = new_units
+            .iter()
+            .filter(|f| {
+                self.program
+                    .as_ref()
+                    .is_none_or(|p| !p.constructed_units.contains(*f))
+            })
+            .map(|f| f.display().to_string())
+            .collect();
+        let constructors: Vec<hot_link::ConstructorCall> = patch
+            .constructors
+            .iter()
+            .filter(|c| new_sources.contains(&c.unit))
+            .cloned()
+            .collect();
         let new_baselines: Vec<(PathBuf, Baseline)> = ready
             .into_iter()
             .map(|(unit, _, object)| {
@@ -488,7 +583,8 @@ impl Worker {
         self.progress(Phase::Swap, "swapping");
         let plan = write_plan(&patch);
         let swap_start = Instant::now();
-        if let Err(e) = self.apply_with_unwind(&plan, &patch, unwinds_cxx_exceptions) {
+        if let Err(e) = self.apply_with_unwind(&plan, &patch, unwinds_cxx_exceptions, &constructors)
+        {
             if let hot_process::ProcessError::HeldByDebugger { .. } = e {
                 self.hold_save(saved);
             }
@@ -533,12 +629,16 @@ impl Worker {
             journaled.push((file, previous));
         }
         if let Some(program) = self.program.as_mut() {
+            program.added_units.extend(new_units.iter().cloned());
+            program.constructed_units.extend(new_units.iter().cloned());
             program.journal.push(AppliedPatch {
                 saved: saved.to_owned(),
                 files: journaled,
                 debugger_entry,
+                added_units: new_units,
             });
         }
+        self.report_pulled_in(&pulled);
         self.seq += 1;
         let summary = SwapSummary {
             seq: self.seq,
@@ -615,6 +715,11 @@ impl Worker {
         if let Some(linker) = program.linker.as_mut() {
             linker.revert_last();
         }
+        // Units this swap linked in are not part of the program any more (their code and
+        // data stay in the arenas, unreachable from the reverted entries).
+        for file in &applied.added_units {
+            program.added_units.remove(file);
+        }
         if let Some(entry) = applied.debugger_entry {
             self.withdraw_from_debuggers(entry);
         }
@@ -648,7 +753,11 @@ impl Worker {
 
 /// Compile every unit, `jobs` at a time (each in its own thread; one job runs here), and
 /// report each file as it finishes. Results come back in the units' order.
-fn compile_all(units: Vec<UnitJob>, jobs: usize, events: &Sender<SessionEvent>) -> Vec<Compiled> {
+pub(super) fn compile_all(
+    units: Vec<UnitJob>,
+    jobs: usize,
+    events: &Sender<SessionEvent>,
+) -> Vec<Compiled> {
     let total = units.len();
     let done = std::sync::atomic::AtomicUsize::new(0);
     let run = |unit: &UnitJob| {
@@ -746,6 +855,26 @@ fn compile_one(
         },
         other => (other, None, deps),
     }
+}
+
+/// The names of undefined symbols a failed link reports (each once, in order).
+fn undefined_names(
+    linked: &Result<Result<hot_link::Patch, Vec<hot_link::LinkError>>, String>,
+) -> Vec<String> {
+    let mut names: Vec<String> = Vec::new();
+    if let Ok(Err(errors)) = linked {
+        for e in errors {
+            if e.code != hot_link::LinkErrorCode::UndefinedSymbol {
+                continue;
+            }
+            if let Some(name) = &e.symbol {
+                if !names.contains(name) {
+                    names.push(name.clone());
+                }
+            }
+        }
+    }
+    names
 }
 
 /// The process side's plan for a patch: arena writes and slot copies first, then the

@@ -40,7 +40,7 @@ use crate::Severity;
 /// stopped it can only wait for a lock a stopped thread holds (libgcc's, or malloc's from
 /// GCC 13), so after `stopped` the other threads run again; it is given up on (left to
 /// finish in its thread) only after `total`.
-const CALL_LIMITS: CallLimits = CallLimits {
+pub(super) const CALL_LIMITS: CallLimits = CallLimits {
     stopped: Duration::from_secs(2),
     total: Duration::from_secs(60),
 };
@@ -49,23 +49,42 @@ impl Worker {
     /// Apply `plan`, registering the patch's unwind tables before its entries go live.
     /// `cxx`: the patch's code uses C++ exceptions, so a table that cannot be registered is
     /// worth a warning rather than a note.
+    ///
+    /// `constructors` (those of units linked in new, `new_units.rs`) run after the tables
+    /// are registered and before the commit, in their own stops: the new unit's globals are
+    /// constructed before anything the program runs can reach its code.
     pub(super) fn apply_with_unwind(
         &mut self,
         plan: &WritePlan,
         patch: &Patch,
         cxx: bool,
+        constructors: &[hot_link::ConstructorCall],
     ) -> Result<ApplyReport, ProcessError> {
-        let tables = &patch.unwind;
-        if tables.is_empty() {
+        let no_tables: &[hot_link::UnwindRegistration] = &[];
+        let mut tables = patch.unwind.as_slice();
+        if tables.is_empty() && constructors.is_empty() {
             return self.debuggee_apply(plan);
         }
         let debugger = self.program.as_ref().and_then(|p| p.debuggee.debugger());
         if let Some(debugger) = debugger.filter(|d| d.stopped) {
-            // The registration is a call in the program, which a debugger's stop rules out
-            // (hot-process writes such a swap through /proc/PID/mem, and calls nothing).
+            // Registration and constructors are calls in the program, which a debugger's
+            // stop rules out (hot-process writes such a swap through /proc/PID/mem, and
+            // calls nothing).
+            if !constructors.is_empty() {
+                return Err(ProcessError::Other(format!(
+                    "the swap was refused: {} (pid {}) holds the program, and the new file's \
+                     static constructors must run through a call in the program, which cannot \
+                     be made while a debugger traces it; detach the debugger and save again",
+                    debugger.name, debugger.tracer
+                )));
+            }
             if cxx {
                 return Err(ProcessError::Other(format!(
-                    "the swap was refused: {} (pid {}) holds the program, and the unwind                      table of the new C++ code must be registered through a call in the                      program, which cannot be made while a debugger traces it (an exception                      through the new code would terminate it); detach the debugger and save                      again",
+                    "the swap was refused: {} (pid {}) holds the program, and the unwind \
+                     table of the new C++ code must be registered through a call in the \
+                     program, which cannot be made while a debugger traces it (an exception \
+                     through the new code would terminate it); detach the debugger and save \
+                     again",
                     debugger.name, debugger.tracer
                 )));
             }
@@ -75,17 +94,26 @@ impl Worker {
             );
             return self.debuggee_apply(plan);
         }
-        let Some(register) = self.unwinder_function("__register_frame_info") else {
-            self.note_no_unwinder(cxx);
-            return self.debuggee_apply(plan);
-        };
+        let mut register = hot_link::RuntimeAddr(0);
+        if !tables.is_empty() {
+            match self.unwinder_function("__register_frame_info") {
+                Some(found) => register = found,
+                None => {
+                    self.note_no_unwinder(cxx);
+                    if constructors.is_empty() {
+                        return self.debuggee_apply(plan);
+                    }
+                    tables = no_tables;
+                }
+            }
+        }
         // (Looked up without re-reading the libraries: libgcc was just found.)
         let llvm = self
             .program
             .as_ref()
             .and_then(|p| p.linker.as_ref())
             .and_then(|l| l.function_address("__unw_add_dynamic_fde"));
-        if llvm.is_some() {
+        if llvm.is_some() && !tables.is_empty() {
             self.note_llvm_libunwind(cxx);
         }
         // The tables and everything else in the arenas, unreachable until the commit.
@@ -146,6 +174,15 @@ impl Worker {
                 ),
             );
         }
+        if !constructors.is_empty() {
+            // From the first call on, the target may hold pointers into the patch's space
+            // (an `atexit` destructor, a registered callback): never handed out again.
+            if let Err(e) = self.run_constructors(constructors) {
+                self.retire(patch);
+                return Err(e);
+            }
+            registered = true;
+        }
         let commit = WritePlan {
             prepare: Vec::new(),
             copies: Vec::new(),
@@ -160,7 +197,7 @@ impl Worker {
         result
     }
 
-    fn retire(&mut self, patch: &Patch) {
+    pub(super) fn retire(&mut self, patch: &Patch) {
         if let Some(linker) = self.program.as_mut().and_then(|p| p.linker.as_mut()) {
             linker.retire(patch);
         }
