@@ -448,7 +448,23 @@ impl Debuggee {
         limits: CallLimits,
         what: &str,
     ) -> Result<u64, ProcessError> {
-        self.inner.call_function(function, args, limits, what)
+        self.inner
+            .call_function(function, args, limits, what, false)
+    }
+
+    /// Like [`Debuggee::call_function`], but only in a thread blocked in a system call
+    /// (sleeping in `nanosleep`, `poll` or `read`, it holds none of libc's or the loader's
+    /// locks): for a call that takes those locks in a program that never asked for it
+    /// (`dlopen`), where a thread stopped inside `malloc` would wait for itself. With no such
+    /// thread nothing is called, and a later try may find one.
+    pub fn call_function_in_blocked_thread(
+        &self,
+        function: u64,
+        args: &[u64],
+        limits: CallLimits,
+        what: &str,
+    ) -> Result<u64, ProcessError> {
+        self.inner.call_function(function, args, limits, what, true)
     }
 
     /// Kill a launched program (SIGKILL) and wait for it, reporting its exit; detach from an

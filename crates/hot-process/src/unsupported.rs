@@ -78,6 +78,7 @@ impl Debuggee {
         _args: &[u64],
         _limits: crate::CallLimits,
         _what: &str,
+        _blocked_only: bool,
     ) -> Result<u64, ProcessError> {
         match self.never {}
     }

@@ -313,6 +313,9 @@ fn a_program_gdb_lets_run_is_swapped_once_gdb_stops_it() {
         let (tracer, state) = traced_state(pid);
         tracer != 0 && state != 't'
     });
+    // Fresh lines: gdb has let the program go on (it also runs briefly between the attach
+    // and the attach's stop).
+    f.next_lines(2);
     edit_compute(&f);
     f.save("main.c");
     let said = f.wait_message(Severity::Error);

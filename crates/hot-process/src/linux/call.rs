@@ -175,8 +175,14 @@ impl SavedThread {
 /// Which stopped thread runs the call: one in an interrupt or signal-delivery stop (never a
 /// clone event stop), preferably one that does not block SIGSEGV, is not holding a signal
 /// for delivery, and is blocked in a system call (sleeping in `nanosleep`, `poll` or `read`,
-/// it holds no lock of libc's), the leader first.
-fn pick_thread(threads: &StoppedThreads, pid: i32) -> Result<i32, ProcessError> {
+/// it holds no lock of libc's), the leader first. `blocked_only`: no other will do (a call
+/// that takes the loader's and malloc's locks in a program that never asked for it: a thread
+/// stopped inside `malloc` would wait for itself).
+fn pick_thread(
+    threads: &StoppedThreads,
+    pid: i32,
+    blocked_only: bool,
+) -> Result<i32, ProcessError> {
     let mut candidates: Vec<(i32, (bool, bool, bool, bool))> = Vec::new();
     for &tid in &threads.tids {
         if !matches!(
@@ -189,17 +195,37 @@ fn pick_thread(threads: &StoppedThreads, pid: i32) -> Result<i32, ProcessError> 
         let blocks = sigmask(tid).map_or(true, |m| m & SIGSEGV_BIT != 0);
         let in_syscall = get_regs(tid)
             .is_ok_and(|r| (r.orig_rax as i64) >= 0 && RESTART_ERRNOS.contains(&(r.rax as i64)));
+        if blocked_only && !in_syscall {
+            continue;
+        }
         // Sorted ascending: false first.
         let key = (blocks, threads.in_signal_stop(tid), !in_syscall, tid != pid);
         candidates.push((tid, key));
     }
     candidates.sort_by_key(|&(_, key)| key);
     candidates.first().map(|&(tid, _)| tid).ok_or_else(|| {
+        if blocked_only {
+            return ProcessError::Other(format!(
+                "no thread of pid {pid} is blocked in a system call, and only such a thread \
+                 can run this call safely; no call was made"
+            ));
+        }
         ProcessError::Other(format!(
             "no thread of pid {pid} can run a call: each is held inside a clone, an exec or \
              its exit, or already runs an earlier call"
         ))
     })
+}
+
+/// One injected call: the function, its integer arguments, its time limits, its name in
+/// messages, and whether only a thread blocked in a system call may run it.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Call<'a> {
+    pub(crate) function: u64,
+    pub(crate) args: &'a [u64],
+    pub(crate) limits: crate::CallLimits,
+    pub(crate) what: &'a str,
+    pub(crate) blocked_only: bool,
 }
 
 /// Calls the function at `function` with up to six integer arguments in one of the stopped
@@ -210,11 +236,15 @@ pub(crate) fn call_function(
     pid: i32,
     mem: &ProcMem,
     threads: &mut StoppedThreads,
-    function: u64,
-    args: &[u64],
-    limits: crate::CallLimits,
-    what: &str,
+    call: &Call<'_>,
 ) -> Result<u64, ProcessError> {
+    let Call {
+        function,
+        args,
+        limits,
+        what,
+        blocked_only,
+    } = *call;
     if args.len() > 6 {
         return Err(ProcessError::Other(format!(
             "{what}: {} arguments, at most 6 go in registers",
@@ -228,7 +258,7 @@ pub(crate) fn call_function(
              on its next real fault); no call was made"
         )));
     }
-    let tid = pick_thread(threads, pid)?;
+    let tid = pick_thread(threads, pid, blocked_only)?;
     let regs = get_regs(tid)?;
     let mut extended = vec![0u8; XSTATE_MAX];
     let len = regset(libc::PTRACE_GETREGSET, tid, &mut extended)?;

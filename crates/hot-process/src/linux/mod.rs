@@ -266,12 +266,14 @@ impl Debuggee {
         args: &[u64],
         limits: crate::CallLimits,
         what: &str,
+        blocked_only: bool,
     ) -> Result<u64, ProcessError> {
         self.request(|reply| Request::Call {
             function,
             args: args.to_vec(),
             limits,
             what: what.to_string(),
+            blocked_only,
             reply,
         })
     }

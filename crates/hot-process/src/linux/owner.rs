@@ -49,6 +49,8 @@ pub(crate) enum Request {
         args: Vec<u64>,
         limits: crate::CallLimits,
         what: String,
+        /// Only a thread blocked in a system call may run it (see `call::pick_thread`).
+        blocked_only: bool,
         reply: Sender<Result<u64, ProcessError>>,
     },
     /// Kill a launched program and reap it; stop watching an attached one.
@@ -288,21 +290,22 @@ impl Owner {
                 args,
                 limits,
                 what,
+                blocked_only,
                 reply,
             } => {
                 let result = if self.detached {
                     Err(ProcessError::Other("the program was detached".into()))
                 } else {
                     StoppedThreads::stop_all(self.pid).and_then(|mut threads| {
-                        let result = super::call::call_function(
-                            self.pid,
-                            &self.mem,
-                            &mut threads,
+                        let call = super::call::Call {
                             function,
-                            &args,
+                            args: &args,
                             limits,
-                            &what,
-                        );
+                            what: &what,
+                            blocked_only,
+                        };
+                        let result =
+                            super::call::call_function(self.pid, &self.mem, &mut threads, &call);
                         threads.resume();
                         if threads.leader_status.is_some() {
                             self.leader_status = threads.leader_status;

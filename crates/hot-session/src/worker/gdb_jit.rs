@@ -19,10 +19,13 @@
 //! Each committed patch with placed bodies gets an entry: [`hot_object::jit::debug_object`]
 //! (symbols, a line table at runtime addresses, the patch's unwind table) and the entry itself are written into a data
 //! arena of their own, then linked at the head of the list; undo unlinks the entry of the
-//! swap it reverts. The list is only ever read by a debugger, and hot-lsp swaps only while no
-//! debugger traces the program (its stop would fail otherwise), so the writes need no stop
-//! and there is nobody to call `__jit_debug_register_code` for. A relaunch or an exec starts
-//! with a new, empty interface. Whatever fails here is logged and never fails a swap: the
+//! swap it reverts. The list is only ever read by a debugger, so the writes need no stop.
+//! Nothing calls `__jit_debug_register_code`: without a debugger there is nobody to tell,
+//! and a debugger that holds the program (hot-process then swaps through `/proc/PID/mem`,
+//! `held.rs`) rules out a call, so such a debugger sees the swap only when it attaches again
+//! (it walks the list then). The library is loaded from a thread blocked in a system call
+//! only (`dlopen` takes the loader's and malloc's locks), retried on later swaps when none
+//! is. A relaunch or an exec starts with a new, empty interface. Whatever fails here is logged and never fails a swap: the
 //! program runs the new code either way.
 
 use std::ops::Range;
@@ -75,11 +78,12 @@ const CALL_LIMITS: CallLimits = CallLimits {
 };
 
 /// The interface in one process.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) enum DebuggerInterface {
-    /// Not loaded yet: the first swap with bodies loads it.
-    #[default]
-    NotLoaded,
+    /// Not loaded yet: the next swap with bodies tries. `arena`: the data arena an earlier
+    /// try mapped (reused, not mapped again); `tries`: how many failed for a reason that may
+    /// pass (no thread blocked in a system call, a stop that failed).
+    NotLoaded { arena: Option<u64>, tries: u32 },
     /// Cannot be provided in this process (said once in the log).
     Unavailable,
     Ready {
@@ -89,13 +93,36 @@ pub(crate) enum DebuggerInterface {
     },
 }
 
-/// Where the helper library lives: the user's cache (it must outlive the session).
-fn helper_path() -> PathBuf {
+impl Default for DebuggerInterface {
+    fn default() -> Self {
+        DebuggerInterface::NotLoaded {
+            arena: None,
+            tries: 0,
+        }
+    }
+}
+
+/// Loading is given up after this many tries that failed for a passing reason.
+const LOAD_TRIES: u32 = 8;
+
+/// Why loading failed: for good (no `dlopen`, the library cannot be built or loaded), or
+/// for now.
+enum LoadError {
+    Permanent(String),
+    Transient(String),
+}
+
+/// Where the helper library lives: the user's cache (it must outlive the session), or a
+/// private folder in the temporary directory when there is no home. Only absolute paths:
+/// the program resolves the name `dlopen` gets against its own working directory.
+fn helper_path() -> Option<PathBuf> {
+    let absolute = |p: PathBuf| p.is_absolute().then_some(p);
     let cache = std::env::var_os("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .filter(|p| p.is_absolute())
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
-        .unwrap_or_else(|| std::env::temp_dir().join(format!("hot-lsp-{}", unsafe_uid())));
+        .and_then(|p| absolute(PathBuf::from(p)))
+        .or_else(|| {
+            std::env::var_os("HOME").and_then(|h| absolute(PathBuf::from(h).join(".cache")))
+        })
+        .or_else(|| absolute(std::env::temp_dir().join(format!("hot-lsp-{}", uid()))))?;
     // FNV-1a of the source: a changed source gets a new file, never one a running program
     // has mapped rewritten under it.
     let hash = HELPER_SOURCE
@@ -103,43 +130,83 @@ fn helper_path() -> PathBuf {
         .fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
             (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
         });
-    cache
-        .join("hot-lsp")
-        .join(format!("hot-lsp-jit-{hash:016x}.so"))
+    Some(
+        cache
+            .join("hot-lsp")
+            .join(format!("hot-lsp-jit-{hash:016x}.so")),
+    )
 }
 
-fn unsafe_uid() -> u32 {
+fn uid() -> u32 {
     // SAFETY: getuid has no preconditions and cannot fail.
     unsafe { libc::getuid() }
 }
 
-/// The helper library on disk, compiled now if it is not there yet (written under a
-/// temporary name and renamed: a concurrent session never sees half a file).
+/// `path` belongs to this user and nobody else may write it: a library someone else could
+/// replace must never be loaded into the user's program.
+fn private(path: &Path) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::symlink_metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    if meta.uid() != uid() || meta.mode() & 0o022 != 0 || meta.file_type().is_symlink() {
+        return Err(format!(
+            "{} is not this user's alone (owner, mode {:o}): not loading the debugger \
+             interface from there",
+            path.display(),
+            meta.mode() & 0o7777
+        ));
+    }
+    Ok(())
+}
+
+/// Sessions of one server build the helper one at a time.
+static BUILDING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// The helper library on disk, compiled now if it is not there yet: built under a unique
+/// temporary name in the same folder, checked, and renamed into place, so neither a
+/// concurrent session nor another server ever sees half a file. The folder and the file must
+/// be this user's alone.
 fn ensure_helper() -> Result<PathBuf, String> {
-    let path = helper_path();
+    use std::os::unix::fs::DirBuilderExt;
+    let path = helper_path().ok_or("no absolute cache folder (HOME is not set)")?;
+    let dir = path.parent().ok_or("no cache folder")?;
+    let _building = BUILDING.lock().unwrap_or_else(|p| p.into_inner());
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| format!("{}: {e}", dir.display()))?;
+    private(dir)?;
     if path.is_file() {
+        private(&path)?;
         return Ok(path);
     }
-    let dir = path.parent().ok_or("no cache folder")?;
-    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    let source = dir.join(format!("hot-lsp-jit-{}.c", std::process::id()));
-    let partial = dir.join(format!("hot-lsp-jit-{}.so.partial", std::process::id()));
+    let work = tempfile::Builder::new()
+        .prefix(".hot-lsp-jit-")
+        .tempdir_in(dir)
+        .map_err(|e| format!("{}: {e}", dir.display()))?;
+    let source = work.path().join("jit.c");
+    let built = work.path().join("jit.so");
     std::fs::write(&source, HELPER_SOURCE).map_err(|e| format!("{}: {e}", source.display()))?;
     let output = std::process::Command::new("cc")
         .args(["-shared", "-fPIC", "-O1", "-o"])
-        .arg(&partial)
+        .arg(&built)
         .arg(&source)
-        .output();
-    let _ = std::fs::remove_file(&source);
-    let output = output.map_err(|e| format!("running cc: {e}"))?;
+        .output()
+        .map_err(|e| format!("running cc: {e}"))?;
     if !output.status.success() {
-        let _ = std::fs::remove_file(&partial);
         return Err(format!(
             "cc failed on the debugger interface library: {}",
             String::from_utf8_lossy(&output.stderr).trim()
         ));
     }
-    std::fs::rename(&partial, &path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let bytes = std::fs::read(&built).map_err(|e| format!("{}: {e}", built.display()))?;
+    if !bytes
+        .windows(b"__jit_debug_descriptor".len())
+        .any(|w| w == b"__jit_debug_descriptor")
+    {
+        return Err("the debugger interface library was built without its symbols".into());
+    }
+    std::fs::rename(&built, &path).map_err(|e| format!("{}: {e}", path.display()))?;
     Ok(path)
 }
 
@@ -222,14 +289,22 @@ impl Worker {
                 .write_memory(addr, bytes, "the debugger interface's list")
                 .map_err(|e| e.to_string())
         };
-        // The entry, whole, before anything points at it.
+        // The entry, whole, before anything points at it; then the list's head (from here on
+        // the entry is listed: a debugger walks the list by `next_entry` only); then the
+        // back link and the action. A failure after the head is logged, and the entry is
+        // still returned, so undo unlinks it.
         write(entry, &record)?;
-        if first != 0 {
-            write(first + PREV_ENTRY, &entry.to_le_bytes())?;
-        }
-        write(descriptor + RELEVANT_ENTRY, &entry.to_le_bytes())?;
-        write(descriptor + ACTION_FLAG, &JIT_REGISTER_FN.to_le_bytes())?;
         write(descriptor + FIRST_ENTRY, &entry.to_le_bytes())?;
+        let rest = (|| {
+            if first != 0 {
+                write(first + PREV_ENTRY, &entry.to_le_bytes())?;
+            }
+            write(descriptor + RELEVANT_ENTRY, &entry.to_le_bytes())?;
+            write(descriptor + ACTION_FLAG, &JIT_REGISTER_FN.to_le_bytes())
+        })();
+        if let Err(e) = rest {
+            tracing::warn!("the debugger interface's list was left half updated: {e}");
+        }
         Ok(Some(entry))
     }
 
@@ -275,85 +350,113 @@ impl Worker {
     /// is the first time; `None` if the interface cannot be provided here.
     fn debugger_interface(&mut self) -> Option<u64> {
         let program = self.program.as_mut()?;
-        match program.debugger_interface {
+        let (arena, tries) = match program.debugger_interface {
             DebuggerInterface::Ready { descriptor, .. } => return Some(descriptor),
             DebuggerInterface::Unavailable => return None,
-            DebuggerInterface::NotLoaded => {}
-        }
+            DebuggerInterface::NotLoaded { arena, tries } => (arena, tries),
+        };
         if program.debuggee.debugger().is_some() {
             // Loading needs a call in the program, impossible while a debugger traces it:
             // the first swap after it detaches loads the library. Code swapped before
             // stays unnamed to debuggers (the perf map names it).
             return None;
         }
-        match self.load_debugger_interface() {
+        let mut mapped = arena;
+        let result = self.load_debugger_interface(&mut mapped);
+        let program = self.program.as_mut()?;
+        match result {
             Ok(ready) => {
                 let descriptor = match ready {
                     DebuggerInterface::Ready { descriptor, .. } => Some(descriptor),
                     _ => None,
                 };
-                if let Some(program) = self.program.as_mut() {
-                    program.debugger_interface = ready;
-                }
+                program.debugger_interface = ready;
                 descriptor
             }
-            Err(e) => {
+            Err(LoadError::Transient(e)) if tries + 1 < LOAD_TRIES => {
+                tracing::debug!("the debugger interface is not loaded yet: {e}");
+                program.debugger_interface = DebuggerInterface::NotLoaded {
+                    arena: mapped,
+                    tries: tries + 1,
+                };
+                None
+            }
+            Err(LoadError::Transient(e) | LoadError::Permanent(e)) => {
                 tracing::info!("debuggers will not see the swapped code by name: {e}");
-                if let Some(program) = self.program.as_mut() {
-                    program.debugger_interface = DebuggerInterface::Unavailable;
-                }
+                program.debugger_interface = DebuggerInterface::Unavailable;
                 None
             }
         }
     }
 
-    fn load_debugger_interface(&mut self) -> Result<DebuggerInterface, String> {
-        let helper = ensure_helper()?;
-        let program = self.program.as_mut().ok_or("no program")?;
-        let linker = program.linker.as_ref().ok_or("not linked yet")?;
+    /// Loads the helper library into the program (through `dlopen`, in a thread blocked in
+    /// a system call: the call takes the loader's and malloc's locks) and finds its
+    /// descriptor. `arena`: the data arena for the library's name and later the objects,
+    /// mapped here if `None`.
+    fn load_debugger_interface(
+        &mut self,
+        arena: &mut Option<u64>,
+    ) -> Result<DebuggerInterface, LoadError> {
+        use LoadError::{Permanent, Transient};
+        let helper = ensure_helper().map_err(Permanent)?;
+        let program = self
+            .program
+            .as_mut()
+            .ok_or(Permanent("no program".into()))?;
+        let linker = program
+            .linker
+            .as_ref()
+            .ok_or(Transient("not linked yet".into()))?;
         let (Some(dlopen), Some(dlsym)) = (
             linker.function_address("dlopen"),
             linker.function_address("dlsym"),
         ) else {
-            return Err("the program's libc has no dlopen (glibc before 2.34, or static)".into());
+            return Err(Permanent(
+                "the program's libc has no dlopen (glibc before 2.34, or static)".into(),
+            ));
         };
-        let near = program.debuggee.image_range().map_err(|e| e.to_string())?;
-        let arena = program
-            .debuggee
-            .map_arena(near, ARENA_SIZE, Protection::ReadWrite)
-            .map_err(|e| e.to_string())?;
         let debuggee = &program.debuggee;
+        let transient = |e: hot_process::ProcessError| Transient(e.to_string());
+        let base = match *arena {
+            Some(base) => base,
+            None => {
+                let near = debuggee.image_range().map_err(transient)?;
+                let base = debuggee
+                    .map_arena(near, ARENA_SIZE, Protection::ReadWrite)
+                    .map_err(transient)?;
+                *arena = Some(base);
+                base
+            }
+        };
         let path = c_string(&helper);
         let symbol = b"__jit_debug_descriptor\0";
         let what = "the debugger interface's library name";
+        let symbol_at = base + path.len() as u64;
         debuggee
-            .write_memory(arena, &path, what)
-            .map_err(|e| e.to_string())?;
-        let symbol_at = arena + path.len() as u64;
-        debuggee
-            .write_memory(symbol_at, symbol, what)
-            .map_err(|e| e.to_string())?;
+            .write_memory(base, &path, what)
+            .and_then(|()| debuggee.write_memory(symbol_at, symbol, what))
+            .map_err(transient)?;
         let handle = debuggee
-            .call_function(dlopen.0, &[arena, RTLD_NOW], CALL_LIMITS, "dlopen")
-            .map_err(|e| e.to_string())?;
+            .call_function_in_blocked_thread(dlopen.0, &[base, RTLD_NOW], CALL_LIMITS, "dlopen")
+            .map_err(transient)?;
         if handle == 0 {
-            return Err(format!(
+            return Err(Permanent(format!(
                 "dlopen of {} failed in the program",
                 helper.display()
-            ));
+            )));
         }
         let descriptor = debuggee
-            .call_function(dlsym.0, &[handle, symbol_at], CALL_LIMITS, "dlsym")
-            .map_err(|e| e.to_string())?;
+            .call_function_in_blocked_thread(dlsym.0, &[handle, symbol_at], CALL_LIMITS, "dlsym")
+            .map_err(transient)?;
         if descriptor == 0 {
-            return Err("dlsym found no __jit_debug_descriptor".into());
+            return Err(Permanent("dlsym found no __jit_debug_descriptor".into()));
         }
         let used = (path.len() + symbol.len()) as u64;
-        let start = (arena + used + 15) & !15;
+        let start = (base + used + 15) & !15;
         tracing::debug!(helper = %helper.display(), descriptor, "debugger interface loaded");
         Ok(DebuggerInterface::Ready {
             descriptor,
-            free: start..arena + ARENA_SIZE,
+            free: start..base + ARENA_SIZE,
         })
     }
 

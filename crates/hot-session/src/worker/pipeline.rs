@@ -68,6 +68,8 @@ impl Worker {
             return;
         }
         let file = normalize(file);
+        // This save supersedes one held back by a debugger.
+        self.held_saves.retain(|held| *held != file);
         if file == self.options.root.join(config::CONFIG_FILE) {
             self.reload_config();
             return;
