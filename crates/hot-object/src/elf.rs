@@ -523,6 +523,7 @@ pub(crate) fn parse_relocatable(path: &Path, bytes: &[u8]) -> Result<Object, Obj
         decl_lines: Vec::new(),
         warnings: Vec::new(),
         eh_frame: Vec::new(),
+        dwarf: None,
     };
     match eh_frame_unusable {
         // Unrelocated records would describe the wrong code: no table at all.

@@ -18,6 +18,7 @@ mod elf;
 pub mod image;
 pub mod names;
 pub mod reloc;
+pub mod types;
 
 pub use diff::{
     atom_identity, changed_functions, is_ipa_clone, unit_name, AtomDiff, AtomMatch, ChangeReason,
@@ -216,6 +217,10 @@ pub struct Object {
     /// an atom: the linker copies the FDEs of the functions it places (see
     /// [`Object::fdes_of`]) with their CIEs into a table of its own.
     pub eh_frame: Vec<EhRecord>,
+    /// Added: the object's debug sections (with their relocations), kept so that type
+    /// layouts and function signatures can be read on demand, for the functions a swap
+    /// changes only ([`Object::abi_facts`], [`Object::type_users`]). `None` without DWARF.
+    pub dwarf: Option<std::sync::Arc<types::ObjectDwarf>>,
 }
 
 /// One record of `.eh_frame`: a CIE or an FDE, whole (from its length word to its end).
