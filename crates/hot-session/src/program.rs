@@ -38,6 +38,9 @@ pub(crate) struct Program {
     /// `/tmp/perf-PID.map` was written for this process (`worker/perf_map.rs`): later
     /// bodies are appended to it.
     pub perf_map_started: bool,
+    /// Bodies committed patches placed in the arena, by function name (worker/abi.rs):
+    /// where frames of a function swapped before may still run.
+    pub bodies: std::collections::HashMap<String, Vec<std::ops::Range<u64>>>,
     sources: SourceMap,
     /// Compile units that `sources` could not place, for the message of a refused save.
     unplaced: Vec<Unplaced>,
@@ -51,6 +54,7 @@ impl Program {
             linker: None,
             journal: Vec::new(),
             perf_map_started: false,
+            bodies: Default::default(),
             sources,
             unplaced: Vec::new(),
         }
