@@ -99,3 +99,48 @@ int main(void) { return describe(keep); }
     let skipped = image_type_users(&exe, &bytes, &wanted, &[unit]).expect("image users");
     assert!(skipped.iter().all(|u| u.unit != unit), "{skipped:?}");
 }
+
+/// The cost of the checks on a large file: 2000 functions taking a `struct rec *` (what a
+/// save that changes `struct rec` pays: the facts of the changed function in two objects,
+/// the users in the new object, the users in the executable). Printed for the record; the
+/// assertions check the answers.
+#[test]
+fn type_users_of_a_large_file() {
+    const N: usize = 2000;
+    let mut source = String::from(
+        "struct rec { int a; int b; long c; struct rec *next; };\nstatic struct rec head;\n",
+    );
+    for i in 0..N {
+        source.push_str(&format!(
+            "int f{i}(struct rec *r, int k) {{ int t = r->a + {i}; return t * k + (int)r->c; }}\n"
+        ));
+    }
+    source.push_str("int main(void) { return f0(&head, 1); }\n");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let object = parse_object(&compile_object(dir.path(), "big.c", &source, &[]));
+    let started = std::time::Instant::now();
+    let one: HashSet<&str> = ["f7"].into_iter().collect();
+    let facts = object.abi_facts(&one).expect("facts");
+    let facts_micros = started.elapsed().as_micros();
+    assert_eq!(
+        facts.function("f7").map(|f| f.types.clone()),
+        Some(vec!["struct rec".to_string()])
+    );
+    let wanted: HashSet<&str> = ["struct rec"].into_iter().collect();
+    let started = std::time::Instant::now();
+    let users = object.type_users(&wanted).expect("users");
+    let users_micros = started.elapsed().as_micros();
+    // Every f, and the variable `head` (main only takes its address).
+    assert_eq!(users.len(), N + 1, "{:?}", &users[..3]);
+    let exe = compile_c(dir.path(), "big.c", &source, &["-g"], "big");
+    let bytes = std::fs::read(&exe).expect("read exe");
+    let started = std::time::Instant::now();
+    let image_users = image_type_users(&exe, &bytes, &wanted, &[]).expect("image users");
+    let image_micros = started.elapsed().as_micros();
+    assert_eq!(image_users.len(), N + 1);
+    eprintln!(
+        "{N} functions ({} KiB object): abi_facts of one function {facts_micros} µs, \
+         type_users of the object {users_micros} µs, of the executable {image_micros} µs",
+        std::fs::metadata(dir.path().join("big.o")).map_or(0, |m| m.len() / 1024)
+    );
+}
