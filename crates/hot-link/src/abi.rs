@@ -237,6 +237,11 @@ impl Linker {
         let mut signatures: Vec<(usize, String, Signature, Signature, Option<SourceLine>)> =
             Vec::new();
         let mut removed: Vec<(usize, String, Option<SourceLine>)> = Vec::new();
+        // A function that moved to another file of the same swap is not gone.
+        let batch_defines: HashSet<&str> = requests
+            .iter()
+            .flat_map(|r| defined_functions(r.object).into_keys())
+            .collect();
         for (k, request) in requests.iter().enumerate() {
             let Some(baseline) = request.baseline else {
                 continue;
@@ -251,7 +256,7 @@ impl Linker {
             for (&name, &binding) in &old_defined {
                 // A weak default gone is what a relink would accept too (another file's
                 // definition, or none, is then used): only strong definitions count.
-                if !defined.contains_key(name) && binding != Binding::Weak {
+                if !batch_defines.contains(name) && binding != Binding::Weak {
                     removed.push((k, name.to_string(), function_line(baseline, name)));
                 }
             }

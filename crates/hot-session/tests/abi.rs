@@ -11,19 +11,22 @@ use hot_session::{SessionEvent, Severity};
 /// One refused save: the edit, the code, where the diagnostic sits (the first line of the
 /// saved file containing `at`), and what its message must say.
 struct Refusal {
+    fixture: &'static str,
     file: &'static str,
     from: &'static str,
     to: &'static str,
     code: &'static str,
     at: &'static str,
     says: &'static [&'static str],
+    /// What every line the program prints afterwards still contains.
+    steady: &'static str,
 }
 
-/// Apply the edit, save, and check the diagnostic; then the program prints `mode=old` lines
-/// with the old results (`steady`), nothing was swapped, and the same process runs.
-fn check_refusal(case: &Refusal, steady: &str) -> Fixture {
-    let mut f = Fixture::launch("abi");
-    f.wait_output("mode=old");
+/// Apply the edit, save, and check the diagnostic; then the program prints lines with the
+/// old results (`steady`), nothing was swapped, and the same process runs.
+fn check_refusal(case: &Refusal) -> Fixture {
+    let mut f = Fixture::launch(case.fixture);
+    f.wait_output(case.steady);
     f.edit(case.file, case.from, case.to);
     let line = f.line_of(case.file, case.at);
     f.save(case.file);
@@ -44,7 +47,7 @@ fn check_refusal(case: &Refusal, steady: &str) -> Fixture {
             found.message
         );
     }
-    f.assert_unchanged(0, steady, 3);
+    f.assert_unchanged(0, case.steady, 3);
     f
 }
 
@@ -55,6 +58,7 @@ const REFUSALS: &[Refusal] = &[
     // geom.c's struct shape: main.c holds a heap object through `box` and takes it in
     // `describe`, neither recompiled by a save of geom.c.
     Refusal {
+        fixture: "abi",
         file: "geom.c",
         from: "struct shape { int w; int h; };",
         to: "struct shape { int w; int depth; int h; };",
@@ -68,9 +72,11 @@ const REFUSALS: &[Refusal] = &[
             "`describe` (main.c)",
             "the variable `box` (main.c)",
         ],
+        steady: STEADY,
     },
     // main.c declares `long scaled(int)` itself and calls it from run_round.
     Refusal {
+        fixture: "abi",
         file: "geom.c",
         from: "long scaled(int v) {",
         to: "long scaled(long v) {",
@@ -81,9 +87,11 @@ const REFUSALS: &[Refusal] = &[
             "from `long int (int)` to `long int (long int)`",
             "`run_round` (main.c)",
         ],
+        steady: STEADY,
     },
     // main.c calls helper; the diagnostic sits where the definition was.
     Refusal {
+        fixture: "abi",
         file: "geom.c",
         from: "int helper(int v) {\n    return bump(v);\n}\n",
         to: "/* helper is gone */\n",
@@ -93,22 +101,64 @@ const REFUSALS: &[Refusal] = &[
             "`helper` was removed from geom.c",
             "still called from `run_round` (main.c)",
         ],
+        steady: STEADY,
+    },
+    // C++: geo::Shape is known to main.cpp by name only; main holds one through `box`.
+    Refusal {
+        fixture: "cxxabi",
+        file: "geo.cpp",
+        from: "    int w;\n    int h;\n};",
+        to: "    int w;\n    long depth;\n    int h;\n};",
+        code: "layout-changed",
+        at: "struct Shape {",
+        says: &[
+            "`geo::Shape`",
+            "8 bytes → 24 bytes",
+            "`depth` added",
+            "the variable `box` (main.cpp)",
+        ],
+        steady: "area=12 scale=20",
+    },
+    // C++: a new parameter type is a new function (another mangled name); the old one, which
+    // main calls, is gone.
+    Refusal {
+        fixture: "cxxabi",
+        file: "geo.cpp",
+        from: "int scale(int v) {",
+        to: "int scale(long v) {",
+        code: "undefined-symbol",
+        at: "int scale(long v) {",
+        says: &[
+            "`geo::scale(int)` was removed from geo.cpp",
+            "still called from `main` (main.cpp)",
+        ],
+        steady: "area=12 scale=20",
     },
 ];
 
 #[test]
 fn layout_change_used_by_other_files_is_refused() {
-    check_refusal(&REFUSALS[0], STEADY);
+    check_refusal(&REFUSALS[0]);
 }
 
 #[test]
 fn signature_change_with_callers_in_other_files_is_refused() {
-    check_refusal(&REFUSALS[1], STEADY);
+    check_refusal(&REFUSALS[1]);
 }
 
 #[test]
 fn removed_function_still_called_is_refused() {
-    check_refusal(&REFUSALS[2], STEADY);
+    check_refusal(&REFUSALS[2]);
+}
+
+#[test]
+fn cxx_class_layout_change_used_by_other_files_is_refused() {
+    check_refusal(&REFUSALS[3]);
+}
+
+#[test]
+fn cxx_overload_replacing_a_called_function_is_refused_with_demangled_names() {
+    check_refusal(&REFUSALS[4]);
 }
 
 /// A struct only one function uses, with no variable of it anywhere: its layout changes
