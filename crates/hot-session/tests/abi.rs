@@ -51,7 +51,7 @@ fn check_refusal(case: &Refusal) -> Fixture {
     f
 }
 
-const STEADY: &str = "area=12 scaled=20 cell=3 helper=2 described=1 mode=old";
+const STEADY: &str = "area=12 scaled=20 cell=3 helper=2 described=1 tripled=3 mode=old";
 
 /// Every refusal of the ABI checks: a row each.
 const REFUSALS: &[Refusal] = &[
@@ -100,6 +100,20 @@ const REFUSALS: &[Refusal] = &[
         says: &[
             "`helper` was removed from geom.c",
             "still called from `run_round` (main.c)",
+        ],
+        steady: STEADY,
+    },
+    // tripled is only in main.c's table of function pointers.
+    Refusal {
+        fixture: "abi",
+        file: "geom.c",
+        from: "int tripled(int v) {\n    return v * 3;\n}\n",
+        to: "/* tripled is gone */\n",
+        code: "undefined-symbol",
+        at: "/* tripled is gone */",
+        says: &[
+            "`tripled` was removed from geom.c",
+            "the data `table` (main.c)",
         ],
         steady: STEADY,
     },
@@ -152,13 +166,18 @@ fn removed_function_still_called_is_refused() {
 }
 
 #[test]
-fn cxx_class_layout_change_used_by_other_files_is_refused() {
+fn removed_function_held_in_a_table_of_another_file_is_refused() {
     check_refusal(&REFUSALS[3]);
 }
 
 #[test]
-fn cxx_overload_replacing_a_called_function_is_refused_with_demangled_names() {
+fn cxx_class_layout_change_used_by_other_files_is_refused() {
     check_refusal(&REFUSALS[4]);
+}
+
+#[test]
+fn cxx_overload_replacing_a_called_function_is_refused_with_demangled_names() {
+    check_refusal(&REFUSALS[5]);
 }
 
 /// A struct only one function uses, with no variable of it anywhere: its layout changes
