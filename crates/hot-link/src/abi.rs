@@ -571,3 +571,83 @@ impl Linker {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hot_object::types::MemberLayout;
+
+    fn layout(size: u64, members: &[(&str, u64, &str)]) -> TypeLayout {
+        TypeLayout {
+            name: "struct shape".into(),
+            size: Some(size),
+            members: members
+                .iter()
+                .map(|&(name, offset, ty)| MemberLayout {
+                    name: name.into(),
+                    offset,
+                    bit_offset: None,
+                    type_name: ty.into(),
+                })
+                .collect(),
+            decl: None,
+        }
+    }
+
+    #[test]
+    fn a_layout_difference_names_sizes_and_members() {
+        let old = layout(8, &[("w", 0, "int"), ("h", 4, "int")]);
+        let grown = layout(12, &[("w", 0, "int"), ("depth", 4, "int"), ("h", 8, "int")]);
+        assert_eq!(
+            layout_difference(&old, &grown),
+            "8 bytes → 12 bytes; `depth` added, `h` moved from offset 4 to 8"
+        );
+        let retyped = layout(8, &[("w", 0, "int"), ("h", 4, "float")]);
+        assert_eq!(
+            layout_difference(&old, &retyped),
+            "still 8 bytes; `h` is now `float` (was `int`)"
+        );
+        let shrunk = layout(4, &[("w", 0, "int")]);
+        assert_eq!(
+            layout_difference(&old, &shrunk),
+            "8 bytes → 4 bytes; `h` removed"
+        );
+        assert!(old.same_layout(&layout(8, &[("w", 0, "int"), ("h", 4, "int")])));
+        assert!(!old.same_layout(&retyped));
+    }
+
+    #[test]
+    fn long_lists_are_cut_with_a_count() {
+        let items: Vec<String> = (0..9).map(|i| format!("f{i}")).collect();
+        assert_eq!(list(&items[..2], 6), "f0, f1");
+        assert_eq!(list(&items, 6), "f0, f1, f2, f3, f4, f5 and 3 more");
+    }
+
+    #[test]
+    fn users_are_named_by_kind_and_file() {
+        let user = |name: &str, kind| TypeUser {
+            name: name.into(),
+            kind,
+            type_name: "struct shape".into(),
+            layout: None,
+            unit: 0,
+            unit_name: "/src/app/main.c".into(),
+        };
+        assert_eq!(
+            describe_user(&user("describe", UserKind::Function)),
+            "`describe` (main.c)"
+        );
+        assert_eq!(
+            describe_user(&user("box", UserKind::Variable)),
+            "the variable `box` (main.c)"
+        );
+        assert_eq!(
+            describe_user(&user("tick/cache", UserKind::Variable)),
+            "the static `cache` in `tick` (main.c)"
+        );
+        assert_eq!(
+            describe_user(&user("_ZN3geo4areaERKNS_5ShapeE", UserKind::Function)),
+            "`geo::area(geo::Shape const&)` (main.c)"
+        );
+    }
+}
