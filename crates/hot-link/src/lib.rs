@@ -27,6 +27,8 @@
 //! - `image_diff.rs`: without a baseline, which functions equal the running image's code
 //!   (instruction-level comparison accepting ld's relaxations);
 //! - `entry.rs`: how an entry is redirected (5-byte jump, or a short jump through padding);
+//! - `abi.rs`: after the link, the ABI checks of a swap (changed struct layouts, changed
+//!   signatures, removed functions still called) against code the swap does not recompile;
 //! - `unwind.rs`: the `.eh_frame` table of the placed bodies and the LSDAs it points at, for
 //!   the session to register with the target's unwinder ([`Patch::unwind`]).
 //!
@@ -55,6 +57,7 @@
 //! replacing another file's *weak* function with a new strong one redirects it, as a relink
 //! would.
 
+mod abi;
 mod branches;
 mod data;
 mod entry;
@@ -74,6 +77,7 @@ use std::sync::{Arc, OnceLock};
 
 use hot_object::{LinkedImage, Object, SourceLine, TranslationUnitId};
 
+pub use abi::AbiChanges;
 pub use image::Vaddr;
 pub use layout::Placement;
 
@@ -387,6 +391,9 @@ pub enum LinkErrorCode {
     /// A global definition of a name another file of the running program already defines
     /// (not weakly): a relink would fail with "multiple definition".
     MultipleDefinition,
+    /// A swapped function's parameter or return types changed while callers in files this
+    /// swap does not recompile still call it the old way (`abi.rs`).
+    SignatureChanged,
 }
 
 impl LinkErrorCode {
@@ -403,6 +410,7 @@ impl LinkErrorCode {
             | LinkErrorCode::NewThreadLocal
             | LinkErrorCode::MultipleDefinition => "layout-changed",
             LinkErrorCode::FunctionTooSmall => "function-too-small",
+            LinkErrorCode::SignatureChanged => "signature-changed",
             LinkErrorCode::ArenaExhausted => "relocation-overflow",
         }
     }

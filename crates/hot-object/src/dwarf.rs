@@ -22,7 +22,7 @@ use gimli::{EndianSlice, Reader, RelocateReader, RunTimeEndian, SectionId};
 use crate::image::CompileUnit;
 use crate::{AtomId, AtomOffset, Object, SourceLine, SymbolDef, SymbolId, SymbolKind};
 
-type File<'data> = object::read::elf::ElfFile64<'data, object::Endianness, &'data [u8]>;
+pub(crate) type File<'data> = object::read::elf::ElfFile64<'data, object::Endianness, &'data [u8]>;
 
 /// Bits of a synthetic address that hold the offset inside a section.
 const SECTION_SHIFT: u32 = 40;
@@ -41,7 +41,7 @@ pub(crate) type DebugRelocs = HashMap<u64, DebugRelocTarget>;
 
 /// Applies a debug section's relocations while gimli reads it.
 #[derive(Clone, Copy)]
-struct Relocator<'a> {
+pub(crate) struct Relocator<'a> {
     relocs: Option<&'a DebugRelocs>,
 }
 
@@ -80,12 +80,12 @@ impl gimli::Relocate<usize> for Relocator<'_> {
     }
 }
 
-type DwarfReader<'a> = RelocateReader<EndianSlice<'a, RunTimeEndian>, Relocator<'a>>;
+pub(crate) type DwarfReader<'a> = RelocateReader<EndianSlice<'a, RunTimeEndian>, Relocator<'a>>;
 
 /// The section index and contents of the debug sections gimli needs, decompressed.
-struct LoadedSections<'data> {
-    sections: Vec<(SectionId, usize, Cow<'data, [u8]>)>,
-    endian: RunTimeEndian,
+pub(crate) struct LoadedSections<'data> {
+    pub(crate) sections: Vec<(SectionId, usize, Cow<'data, [u8]>)>,
+    pub(crate) endian: RunTimeEndian,
 }
 
 const WANTED: [SectionId; 9] = [
@@ -100,7 +100,7 @@ const WANTED: [SectionId; 9] = [
     SectionId::DebugRanges,
 ];
 
-fn load_sections<'data>(file: &File<'data>) -> Result<LoadedSections<'data>, String> {
+pub(crate) fn load_sections<'data>(file: &File<'data>) -> Result<LoadedSections<'data>, String> {
     // One pass over the section table: an object built with -ffunction-sections has a
     // section per function, and a lookup by name per DWARF section would scan them all
     // each time.
@@ -148,7 +148,7 @@ fn uncompressed<'data>(
     compressed.decompress().map_err(|e| e.to_string())
 }
 
-fn make_dwarf<'a>(
+pub(crate) fn make_dwarf<'a>(
     loaded: &'a LoadedSections<'_>,
     relocs: &'a HashMap<usize, DebugRelocs>,
 ) -> gimli::Result<gimli::Dwarf<DwarfReader<'a>>> {
@@ -168,14 +168,14 @@ fn make_dwarf<'a>(
     })
 }
 
-fn reader_string(reader: &DwarfReader<'_>) -> String {
+pub(crate) fn reader_string(reader: &DwarfReader<'_>) -> String {
     match reader.to_slice() {
         Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
         Err(_) => String::new(),
     }
 }
 
-fn attr_string(
+pub(crate) fn attr_string(
     dwarf: &gimli::Dwarf<DwarfReader<'_>>,
     unit: &gimli::Unit<DwarfReader<'_>>,
     value: gimli::AttributeValue<DwarfReader<'_>>,
@@ -276,6 +276,11 @@ fn read_object_dwarf_inner(
     {
         return Ok(());
     }
+    // Kept for reading type layouts and signatures on demand (types.rs): only the swapped
+    // functions' types are ever looked at, and only when the ABI of a swap is checked.
+    object.dwarf = Some(std::sync::Arc::new(crate::types::ObjectDwarf::keep(
+        &loaded, relocs,
+    )));
     let dwarf = make_dwarf(&loaded, relocs).map_err(|e| e.to_string())?;
     let atom_of_address = |address: u64| -> Option<(AtomId, u64)> {
         let section = (address >> SECTION_SHIFT) as usize;
@@ -445,7 +450,7 @@ fn walk_dies(
 
 /// How a variable DIE's `DW_AT_location` places it, when it has static storage.
 #[derive(Clone, Copy, Debug)]
-enum StaticStorage {
+pub(crate) enum StaticStorage {
     /// `DW_OP_addr`: the (relocated, synthetic) address of the variable.
     Address(u64),
     /// A constant offset followed by `DW_OP_form_tls_address` /
@@ -457,7 +462,7 @@ enum StaticStorage {
 
 /// The static storage of a variable DIE, if its location is a static address or a
 /// thread-local offset (not a frame or register location, not a location list).
-fn static_storage(
+pub(crate) fn static_storage(
     entry: &gimli::DebuggingInformationEntry<DwarfReader<'_>>,
     unit: &gimli::Unit<DwarfReader<'_>>,
 ) -> Option<StaticStorage> {
@@ -500,7 +505,7 @@ pub(crate) struct VarDecl {
 /// definition whose declaration came first, or `DW_AT_abstract_origin`), which then holds
 /// the attributes the definition has in common with it: gcc emits on the definition only
 /// the declaration attributes that differ.
-fn inherited_attr<'a>(
+pub(crate) fn inherited_attr<'a>(
     unit: &gimli::Unit<DwarfReader<'a>>,
     entry: &gimli::DebuggingInformationEntry<DwarfReader<'a>>,
     name: gimli::DwAt,
@@ -517,7 +522,7 @@ fn inherited_attr<'a>(
     }
 }
 
-fn unsigned_value(value: gimli::AttributeValue<DwarfReader<'_>>) -> Option<u64> {
+pub(crate) fn unsigned_value(value: gimli::AttributeValue<DwarfReader<'_>>) -> Option<u64> {
     match value {
         gimli::AttributeValue::FileIndex(index) => Some(index),
         other => other.udata_value(),
@@ -567,7 +572,7 @@ fn variable_decl<'a>(
 
 /// The path of a `DW_AT_decl_file` index, through the unit's line-program file table (the
 /// same table the line rows use). Index 0 means "no file" before DWARF 5.
-fn decl_file_path(
+pub(crate) fn decl_file_path(
     dwarf: &gimli::Dwarf<DwarfReader<'_>>,
     unit: &gimli::Unit<DwarfReader<'_>>,
     index: u64,

@@ -19,6 +19,7 @@ pub mod image;
 pub mod jit;
 pub mod names;
 pub mod reloc;
+pub mod types;
 
 pub use diff::{
     atom_identity, changed_functions, is_ipa_clone, unit_name, AtomDiff, AtomMatch, ChangeReason,
@@ -223,6 +224,10 @@ pub struct Object {
     /// then the plain `.init_array`, each section in entry order. They already ran at launch
     /// for a unit of the image; a unit linked in new runs them once itself.
     pub constructors: Vec<Constructor>,
+    /// Added: the object's debug sections (with their relocations), kept so that type
+    /// layouts and function signatures can be read on demand, for the functions a swap
+    /// changes only ([`Object::abi_facts`], [`Object::type_users`]). `None` without DWARF.
+    pub dwarf: Option<std::sync::Arc<types::ObjectDwarf>>,
 }
 
 /// One entry of an `.init_array` section: the function it points at, as a symbol (gas

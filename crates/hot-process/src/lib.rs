@@ -154,6 +154,20 @@ pub struct WritePlan {
     /// Ranges no thread may be stopped strictly inside or return into, besides the commit
     /// writes' own ranges; each is named after the commit write it overlaps.
     pub protected: Vec<Range<u64>>,
+    /// The old bodies of the functions being swapped, each with the function's name: the
+    /// apply reports which of them a thread is running or will return into right now
+    /// ([`ApplyReport::live`]), found by the same stack scan as `protected`; they refuse
+    /// nothing (those frames finish in the old body).
+    pub watch: Vec<(Range<u64>, String)>,
+}
+
+/// A function of [`WritePlan::watch`] that a thread runs in (its instruction pointer or a
+/// return address on its stack lies in the old body) while the swap commits.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LiveFrame {
+    /// The name given in [`WritePlan::watch`].
+    pub function: String,
+    pub tid: i32,
 }
 
 /// A process other than hot-lsp tracing the program (a debugger).
@@ -168,7 +182,7 @@ pub struct Debugger {
 }
 
 /// Timing of an apply, for the swap summary.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct ApplyReport {
     /// Microseconds with every thread stopped (from the first seize to the last detach).
     pub stopped_micros: u64,
@@ -178,6 +192,10 @@ pub struct ApplyReport {
     /// the swap with the siginfo the kernel made for it (SIGCHLD's `si_pid`, a queued
     /// signal's value).
     pub signals_held: usize,
+    /// The watched old bodies ([`WritePlan::watch`]) some thread had a frame in, one entry
+    /// per function and thread. Conservative like the stack scan: a stale word on a stack
+    /// that equals an address in an old body counts too.
+    pub live: Vec<LiveFrame>,
 }
 
 #[derive(Debug, thiserror::Error)]

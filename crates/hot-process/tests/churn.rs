@@ -85,6 +85,7 @@ impl Churn {
                 entry(self.helper, 1, "helper"),
             ],
             protected: vec![self.compute..self.compute + 5, self.helper..self.helper + 5],
+            watch: Vec::new(),
         }
     }
 

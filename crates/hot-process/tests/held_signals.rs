@@ -139,6 +139,7 @@ fn signals_held_in_stepped_threads_keep_their_siginfo() {
                 what: "entry of stepper".into(),
             }],
             protected: std::iter::once(entry..entry + 5).collect(),
+            watch: Vec::new(),
         };
         let report = match debuggee.apply(&plan) {
             Ok(report) => report,

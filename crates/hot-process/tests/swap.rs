@@ -446,6 +446,7 @@ fn threads_inside_the_overwritten_bytes_are_stepped_out() {
                 what: "entry of stepper".into(),
             }],
             protected: std::iter::once(entry..entry + 5).collect(),
+            watch: Vec::new(),
         };
         debuggee
             .apply(&plan)
@@ -549,6 +550,7 @@ fn a_signal_frame_returning_into_the_overwritten_bytes_refuses_the_swap() {
             what: "entry of spot".into(),
         }],
         protected: std::iter::once(entry..entry + 5).collect(),
+        watch: Vec::new(),
     };
     let err = debuggee.apply(&plan).expect_err("the swap must be refused");
     let message = err.to_string();

@@ -53,6 +53,9 @@ pub(crate) struct Program {
     /// Units linked in new whose static constructors ran in this process. Kept by undo: a
     /// unit linked in again gets its variables back at the same addresses, already built.
     pub constructed_units: BTreeSet<PathBuf>,
+    /// Bodies committed patches placed in the arena, by function name (worker/abi.rs):
+    /// where frames of a function swapped before may still run.
+    pub bodies: std::collections::HashMap<String, Vec<std::ops::Range<u64>>>,
     sources: SourceMap,
     /// Compile units that `sources` could not place, for the message of a refused save.
     unplaced: Vec<Unplaced>,
@@ -69,6 +72,7 @@ impl Program {
             debugger_interface: Default::default(),
             added_units: BTreeSet::new(),
             constructed_units: BTreeSet::new(),
+            bodies: Default::default(),
             sources,
             unplaced: Vec::new(),
         }

@@ -112,10 +112,11 @@ fn link_variant(code: LinkErrorCode) -> usize {
         LinkErrorCode::NewThreadLocal => 5,
         LinkErrorCode::ArenaExhausted => 6,
         LinkErrorCode::MultipleDefinition => 7,
+        LinkErrorCode::SignatureChanged => 8,
     }
 }
 
-const EVERY_LINK_ERROR: [LinkErrorCode; 8] = [
+const EVERY_LINK_ERROR: [LinkErrorCode; 9] = [
     LinkErrorCode::UndefinedSymbol,
     LinkErrorCode::RelocationOverflow,
     LinkErrorCode::UnsupportedRelocation,
@@ -124,6 +125,7 @@ const EVERY_LINK_ERROR: [LinkErrorCode; 8] = [
     LinkErrorCode::NewThreadLocal,
     LinkErrorCode::ArenaExhausted,
     LinkErrorCode::MultipleDefinition,
+    LinkErrorCode::SignatureChanged,
 ];
 
 /// `variant` numbers each sample; every number below the count must appear exactly once.
@@ -151,7 +153,7 @@ fn every_error_variant_has_a_stable_code_and_a_text() {
         assert!(CODES.contains(&e.code()), "{e:?}: {}", e.code());
         assert!(!e.to_string().trim().is_empty(), "{e:?}");
     }
-    assert_walk_is_complete(&EVERY_LINK_ERROR, |c| link_variant(*c), 8);
+    assert_walk_is_complete(&EVERY_LINK_ERROR, |c| link_variant(*c), 9);
     for code in EVERY_LINK_ERROR {
         assert!(
             CODES.contains(&code.diagnostic_code()),

@@ -64,6 +64,7 @@ export const DIAGNOSTIC_CODES = [
   'protection-failure',
   'permission-denied',
   'layout-changed',
+  'signature-changed',
   'initializer-not-applied',
   'function-too-small',
   'process-exited',

@@ -5,10 +5,10 @@
 use std::time::Instant;
 
 use super::memory::{read_mappings, ProcMem};
-use super::stacks::{scan_thread, Guarded};
+use super::stacks::{scan_thread, Guarded, Look, Watched};
 use super::threads::{get_regs, StoppedThreads};
 use crate::fault::{self, Step};
-use crate::{ApplyReport, ProcessError, SlotCopy, Write, WritePlan};
+use crate::{ApplyReport, LiveFrame, ProcessError, SlotCopy, Write, WritePlan};
 
 /// How many single steps a thread gets to leave a protected range.
 const MAX_STEPS_OUT: usize = 64;
@@ -92,12 +92,13 @@ pub(crate) fn apply(
         ok = result.is_ok(),
         "apply"
     );
-    result?;
+    let live = result?;
     Ok(Applied {
         report: ApplyReport {
             stopped_micros,
             threads: thread_count,
             signals_held,
+            live,
         },
         leader_status,
     })
@@ -111,7 +112,8 @@ fn apply_stopped(
     threads: &mut StoppedThreads,
     deferred: &[&Write],
     deferred_copies: &[SlotCopy],
-) -> Result<(), ProcessError> {
+) -> Result<Vec<LiveFrame>, ProcessError> {
+    let mut live = Vec::new();
     for write in deferred {
         fault::io(Step::ArenaWrite)
             .and_then(|()| mem.write_all(write.addr, &write.bytes))
@@ -166,16 +168,32 @@ fn apply_stopped(
     }
 
     // Every frame of every thread, at any depth, including the stacks their signal frames
-    // lead to (stacks.rs).
-    if !guarded.is_empty() && !threads.tids.is_empty() {
+    // lead to (stacks.rs); on the way, which old bodies of swapped functions are live.
+    let watched = Watched::new(plan.watch.iter().map(|(range, _)| range.clone()));
+    if (!guarded.is_empty() || !watched.is_empty()) && !threads.tids.is_empty() {
         let maps = read_mappings(pid)?;
         for &tid in &threads.tids {
             let Ok(regs) = get_regs(tid) else {
                 // Gone since it stopped (SIGKILL): it runs nothing any more.
                 continue;
             };
-            let Some(hit) = scan_thread(mem, &maps, tid, regs.rsp, &guarded, &mut scratch.stack)?
-            else {
+            let mut in_use = Vec::new();
+            watched.find(regs.rip, |i| in_use.push(i));
+            let mut look = Look {
+                guarded: &guarded,
+                watched: &watched,
+                live: &mut in_use,
+            };
+            let hit = scan_thread(mem, &maps, tid, regs.rsp, &mut look, &mut scratch.stack)?;
+            in_use.sort_unstable();
+            in_use.dedup();
+            live.extend(in_use.into_iter().filter_map(|i| {
+                Some(LiveFrame {
+                    function: plan.watch.get(i)?.1.clone(),
+                    tid,
+                })
+            }));
+            let Some(hit) = hit else {
                 continue;
             };
             let at = hit.value;
@@ -196,7 +214,8 @@ fn apply_stopped(
     }
 
     // (4) Check what is there, keep it for rollback, write.
-    write_commits(mem, plan, scratch)
+    write_commits(mem, plan, scratch)?;
+    Ok(live)
 }
 
 /// The commit writes of `plan` (in-place data, then entries), with every thread that could

@@ -30,9 +30,9 @@ use std::time::Instant;
 
 use super::apply::{write_commits, Applied, ApplyScratch};
 use super::memory::{read_mappings, ProcMem};
-use super::stacks::{scan_thread, Guarded};
+use super::stacks::{scan_thread, Guarded, Look, Watched};
 use super::threads::{list_tasks, tracer_and_state};
-use crate::{ApplyReport, Debugger, ProcessError, WritePlan};
+use crate::{ApplyReport, Debugger, LiveFrame, ProcessError, WritePlan};
 
 /// Whether `tid` is a thread of this process (a lingering thread this owner still traces).
 fn own_thread(tid: i32) -> bool {
@@ -118,7 +118,10 @@ pub(crate) fn apply_held(
             .map(|w| (w.addr..w.addr + w.bytes.len() as u64, w.what.as_str())),
         &plan.protected,
     );
-    if !guarded.is_empty() {
+    // Which old bodies of swapped functions are live, as in a normal apply (`apply.rs`).
+    let watched = Watched::new(plan.watch.iter().map(|(range, _)| range.clone()));
+    let mut live = Vec::new();
+    if !guarded.is_empty() || !watched.is_empty() {
         let maps = read_mappings(pid)?;
         for &(tid, sp, pc) in &threads {
             if let Some((range, what)) = guarded.find(pc) {
@@ -131,7 +134,23 @@ pub(crate) fn apply_held(
                     pc - range.start
                 )));
             }
-            if let Some(hit) = scan_thread(mem, &maps, tid, sp, &guarded, &mut scratch.stack)? {
+            let mut in_use = Vec::new();
+            watched.find(pc, |i| in_use.push(i));
+            let mut look = Look {
+                guarded: &guarded,
+                watched: &watched,
+                live: &mut in_use,
+            };
+            let hit = scan_thread(mem, &maps, tid, sp, &mut look, &mut scratch.stack)?;
+            in_use.sort_unstable();
+            in_use.dedup();
+            live.extend(in_use.into_iter().filter_map(|i| {
+                Some(LiveFrame {
+                    function: plan.watch.get(i)?.1.clone(),
+                    tid,
+                })
+            }));
+            if let Some(hit) = hit {
                 let at = hit.value;
                 let (range, what) = guarded.find(at).unwrap_or((at..at, "code being replaced"));
                 return Err(ProcessError::Other(format!(
@@ -173,6 +192,7 @@ pub(crate) fn apply_held(
         report: ApplyReport {
             stopped_micros: started.elapsed().as_micros() as u64,
             threads: threads.len(),
+            live,
             ..ApplyReport::default()
         },
         leader_status: None,

@@ -120,6 +120,47 @@ impl<'a> Guarded<'a> {
     }
 }
 
+/// Old bodies of swapped functions whose live frames the apply reports (not refused), as
+/// indexes into [`crate::WritePlan::watch`]. Sorted by start for a binary search per word.
+pub(crate) struct Watched {
+    ranges: Vec<(Range<u64>, usize)>,
+    longest: u64,
+}
+
+impl Watched {
+    pub(crate) fn new(ranges: impl Iterator<Item = Range<u64>>) -> Watched {
+        let mut ranges: Vec<(Range<u64>, usize)> = ranges
+            .enumerate()
+            .filter(|(_, r)| r.start < r.end)
+            .map(|(i, r)| (r, i))
+            .collect();
+        ranges.sort_by_key(|(r, _)| r.start);
+        let longest = ranges
+            .iter()
+            .map(|(r, _)| r.end - r.start)
+            .max()
+            .unwrap_or(0);
+        Watched { ranges, longest }
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.ranges.is_empty()
+    }
+
+    /// Every watched range holding `addr` (bodies of aliases may coincide).
+    pub(crate) fn find(&self, addr: u64, mut found: impl FnMut(usize)) {
+        let upto = self.ranges.partition_point(|(r, _)| r.start <= addr);
+        for (range, index) in self.ranges[..upto].iter().rev() {
+            if range.start.saturating_add(self.longest) <= addr {
+                break;
+            }
+            if addr < range.end {
+                found(*index);
+            }
+        }
+    }
+}
+
 /// What a scan of one thread found.
 pub(crate) struct Hit {
     /// The word: an address inside a guarded range.
@@ -129,14 +170,15 @@ pub(crate) struct Hit {
 }
 
 /// Scans the stack of a thread whose stack pointer is `rsp`, and every stack its signal
-/// frames lead to, for a word inside `guarded`. `maps` is `/proc/PID/maps` in address order.
+/// frames lead to, for a word inside `look.guarded` (recording the `look.watched` bodies met
+/// on the way). `maps` is `/proc/PID/maps` in address order.
 /// A stack that cannot be read is an error: a frame there could not be checked.
 pub(crate) fn scan_thread(
     mem: &ProcMem,
     maps: &[Mapping],
     tid: i32,
     rsp: u64,
-    guarded: &Guarded<'_>,
+    look: &mut Look<'_, '_>,
     buf: &mut Vec<u8>,
 ) -> Result<Option<Hit>, ProcessError> {
     let mut pending = vec![rsp];
@@ -169,8 +211,7 @@ pub(crate) fn scan_thread(
         }
         let range = (start & !7)..end;
         let via_signal_frame = !scanned.is_empty();
-        if let Some(value) = scan_range(mem, maps, tid, range.clone(), guarded, buf, &mut pending)?
-        {
+        if let Some(value) = scan_range(mem, maps, tid, range.clone(), look, buf, &mut pending)? {
             return Ok(Some(Hit {
                 value,
                 via_signal_frame,
@@ -181,14 +222,22 @@ pub(crate) fn scan_thread(
     Ok(None)
 }
 
+/// What a stack scan looks for: words inside `guarded` (the first one ends the scan) and
+/// words inside `watched` (each recorded in `live`, once).
+pub(crate) struct Look<'a, 'g> {
+    pub(crate) guarded: &'a Guarded<'g>,
+    pub(crate) watched: &'a Watched,
+    pub(crate) live: &'a mut Vec<usize>,
+}
+
 /// One stack range: the first word inside `guarded`, with the saved stack pointers of the
-/// signal frames met on the way pushed to `pending`.
+/// signal frames met on the way pushed to `pending` and the watched bodies recorded.
 fn scan_range(
     mem: &ProcMem,
     maps: &[Mapping],
     tid: i32,
     range: Range<u64>,
-    guarded: &Guarded<'_>,
+    look: &mut Look<'_, '_>,
     buf: &mut Vec<u8>,
     pending: &mut Vec<u64>,
 ) -> Result<Option<u64>, ProcessError> {
@@ -207,8 +256,16 @@ fn scan_range(
         })?;
         for i in (0..chunk).step_by(8) {
             let value = word_at(buf, i).unwrap_or_default();
-            if guarded.find(value).is_some() {
+            if look.guarded.find(value).is_some() {
                 return Ok(Some(value));
+            }
+            if !look.watched.is_empty() {
+                let live = &mut *look.live;
+                look.watched.find(value, |i| {
+                    if !live.contains(&i) {
+                        live.push(i);
+                    }
+                });
             }
             if let Some(saved_rsp) = signal_frame_rsp(mem, maps, buf, at, i, value) {
                 pending.push(saved_rsp);
@@ -277,6 +334,37 @@ fn mapping_at(maps: &[Mapping], addr: u64) -> Option<&Mapping> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn watched_lookup_finds_every_body_holding_an_address() {
+        let w = Watched::new(
+            [
+                0x2000..0x2100,
+                0x1000..0x1080,
+                0x1000..0x1010,
+                0x3000..0x3000,
+            ]
+            .into_iter(),
+        );
+        let at = |addr| {
+            let mut found = Vec::new();
+            w.find(addr, |i| found.push(i));
+            found.sort_unstable();
+            found
+        };
+        assert_eq!(at(0x1000), vec![1, 2], "the first byte of a body is in it");
+        assert_eq!(at(0x1040), vec![1]);
+        assert_eq!(at(0x1080), Vec::<usize>::new(), "ranges are half-open");
+        assert_eq!(at(0x20ff), vec![0]);
+        assert_eq!(
+            at(0x3000),
+            Vec::<usize>::new(),
+            "an empty range holds nothing"
+        );
+        assert_eq!(at(0), Vec::<usize>::new());
+        assert_eq!(at(u64::MAX), Vec::<usize>::new());
+        assert!(Watched::new(std::iter::empty()).is_empty());
+    }
 
     #[test]
     fn guarded_lookup_prefers_the_commit_write_and_is_strict() {

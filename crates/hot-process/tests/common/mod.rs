@@ -134,6 +134,7 @@ pub fn swap_plan(entry: u64, slot: u64, returned: u32, previous: &[u8]) -> (Writ
             what: "entry of value".into(),
         }],
         protected: std::iter::once(entry..entry + 5).collect(),
+        watch: Vec::new(),
     };
     (plan, jmp)
 }

@@ -4,6 +4,7 @@
 //! `lifecycle` starts and stops the program, `baseline` knows how files are compiled and
 //! what they were compiled from, `pipeline` turns a save into a swap.
 
+mod abi;
 mod baseline;
 pub(crate) mod gdb_jit;
 mod held;

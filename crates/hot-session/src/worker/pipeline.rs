@@ -437,6 +437,10 @@ impl Worker {
                     linked = link_guarded(linker, &requests);
                 }
             }
+            // Changed layouts and signatures, removed functions still called (worker/abi.rs).
+            let linked = linked.map(|result| {
+                result.and_then(|patch| super::abi::check(program, &requests, patch))
+            });
             drop(requests);
             let missing = undefined_names(&linked);
             if missing.is_empty() {
@@ -583,14 +587,17 @@ impl Worker {
 
         self.set_state(State::Swapping, None);
         self.progress(Phase::Swap, "swapping");
-        let plan = write_plan(&patch);
+        let mut plan = write_plan(&patch);
+        if let Some(program) = self.program.as_ref() {
+            plan.watch = super::abi::old_bodies(program, &patch);
+        }
         let swap_start = Instant::now();
-        if let Err(e) = self.apply_with_unwind(&plan, &patch, unwinds_cxx_exceptions, &constructors)
-        {
+        let report = self.apply_with_unwind(&plan, &patch, unwinds_cxx_exceptions, &constructors);
+        if let Err(e) = &report {
             if let hot_process::ProcessError::HeldByDebugger { .. } = e {
                 self.hold_save(saved);
             }
-            if let Some(code) = process_error_code(&e) {
+            if let Some(code) = process_error_code(e) {
                 // The save did not reach the program: say so where each file is shown, until
                 // a later save of it links again.
                 let text = hot_object::display_names(&e.to_string()).into_owned();
@@ -599,9 +606,10 @@ impl Worker {
                 }
                 self.publish_each(&files, diagnostics);
             }
-            self.fail_process(&e, "");
+            self.fail_process(e, "");
             return Err(());
         }
+        let live = report.map(|r| r.live).unwrap_or_default();
         let Some(program) = self.program.as_mut() else {
             return Err(());
         };
@@ -609,6 +617,14 @@ impl Worker {
         if let Some(linker) = program.linker.as_mut() {
             linker.commit(&patch);
         }
+        super::abi::remember_bodies(program, &patch);
+        // Swapped functions a thread was inside: their running calls finish in the old body.
+        let objects: Vec<(&Path, &Object)> = new_baselines
+            .iter()
+            .map(|(file, b)| (file.as_path(), b.object.as_ref()))
+            .collect();
+        let still_running = super::abi::live_diagnostics(&live, &objects);
+        drop(objects);
         self.record_perf_map(&patch.bodies);
         let debugger_entry = self.announce_to_debuggers(&patch);
         let Some(program) = self.program.as_mut() else {
@@ -652,6 +668,12 @@ impl Worker {
             micros,
         };
         self.emit(SessionEvent::Swap(summary.clone()));
+        if !still_running.is_empty() {
+            for (unit, diagnostic) in still_running {
+                diagnostics[unit].push(diagnostic);
+            }
+            self.publish_each(&summary.files, diagnostics);
+        }
         let (pid, children) = match self.program.as_ref() {
             Some(p) => (p.debuggee.pid(), p.debuggee.forked_children()),
             None => (0, Vec::new()),
@@ -906,6 +928,7 @@ fn write_plan(patch: &hot_link::Patch) -> WritePlan {
         commit_data: patch.in_place.iter().map(data_write).collect(),
         commit: patch.entries.iter().map(entry_write).collect(),
         protected: patch.protected.iter().map(|r| r.start.0..r.end.0).collect(),
+        watch: Vec::new(),
     }
 }
 

@@ -1,0 +1,653 @@
+//! The ABI checks of a swap: what a relink and restart would notice and a hot swap would
+//! silently get wrong. Run after the link, before anything is written:
+//!
+//! - a struct, class or union whose layout (size, member offsets and types, from the DWARF
+//!   of the baseline and the new object) changed, when code this swap does not recompile
+//!   uses it: functions of other files, unswapped functions of the same file, or variables
+//!   (existing objects; a pointer to the type counts, so heap objects held through one do
+//!   too) — refused with `layout-changed` on the type's declaration;
+//! - a swapped function whose parameter or return types changed while callers in files not
+//!   recompiled still call it the old way — refused with `signature-changed`;
+//! - a function the saved file no longer defines while other files still call it or hold its
+//!   address in data — refused ("removed but still called from ..."); an unreferenced one
+//!   is simply left in the image.
+//!
+//! A layout change is accepted only when every function that uses the type is swapped now
+//! and no variable of any file reaches it: then no code and no object of the old layout
+//! survives the swap, except frames of the swapped functions already running (they finish
+//! in their old bodies, with their own objects).
+//!
+//! Two phases keep the crate free of I/O: [`crate::Linker::abi_changes`] compares the
+//! objects and decodes the executable's references (pure), and asks for the users of changed
+//! types in the executable's own DWARF ([`AbiChanges::image_query`]), which the session reads
+//! from the program's file only when a layout did change; [`AbiChanges::refusals`] then
+//! turns everything into errors. Types are matched by name; a same-named type another file
+//! defines with a layout that is neither the old nor the new one is a different type.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+
+use hot_object::types::{AbiFacts, Signature, TypeLayout, TypeUser, UserKind};
+use hot_object::{display_name, Binding, Object, SourceLine, SymbolDef, SymbolKind};
+use iced_x86::{Decoder, DecoderOptions, FlowControl, Instruction, OpKind};
+
+use crate::{LinkError, LinkErrorCode, LinkRequest, Linker, Patch};
+
+/// A type whose layout changed, with what uses it.
+#[derive(Clone, Debug)]
+struct LayoutChange {
+    unit: usize,
+    old: TypeLayout,
+    new: TypeLayout,
+    /// Users outside the swap found so far (the saved file's own unswapped functions and
+    /// its variables); the executable's other files come from [`AbiChanges::refusals`].
+    users: Vec<String>,
+}
+
+/// The outcome of the first phase.
+#[derive(Debug, Default)]
+pub struct AbiChanges {
+    errors: Vec<LinkError>,
+    layouts: Vec<LayoutChange>,
+    sources: Vec<String>,
+    skip_units: Vec<usize>,
+}
+
+impl AbiChanges {
+    /// The type names whose users the session must look up in the executable's DWARF
+    /// (`hot_object::types::image_type_users`), and the compile units to leave out (those
+    /// this swap recompiles). `None`: no layout changed, nothing to read.
+    pub fn image_query(&self) -> Option<(BTreeSet<String>, Vec<usize>)> {
+        if self.layouts.is_empty() {
+            return None;
+        }
+        let names = self.layouts.iter().map(|c| c.new.name.clone()).collect();
+        Some((names, self.skip_units.clone()))
+    }
+
+    /// Every refusal, given the executable's users of the changed types (empty when
+    /// [`AbiChanges::image_query`] asked for nothing, or the DWARF could not be read:
+    /// `image_error` then says why, and a changed layout is refused anyway, since its users
+    /// are unknown).
+    pub fn refusals(self, image_users: &[TypeUser], image_error: Option<&str>) -> Vec<LinkError> {
+        let mut errors = self.errors;
+        for change in self.layouts {
+            let mut users = change.users.clone();
+            for user in image_users {
+                if user.type_name != change.new.name {
+                    continue;
+                }
+                // Another file's type of the same name with a third layout: not this one.
+                if let Some(layout) = &user.layout {
+                    if !layout.same_layout(&change.old) && !layout.same_layout(&change.new) {
+                        continue;
+                    }
+                }
+                users.push(describe_user(user));
+            }
+            if users.is_empty() && image_error.is_none() {
+                continue;
+            }
+            users.sort();
+            users.dedup();
+            let who = match image_error {
+                Some(why) if users.is_empty() => {
+                    format!("which files of the program use it is unknown ({why})")
+                }
+                _ => format!(
+                    "code this swap does not recompile uses it: {}",
+                    list(&users, 6)
+                ),
+            };
+            let name = &change.new.name;
+            errors.push(LinkError {
+                code: LinkErrorCode::LayoutChanged,
+                unit: self.sources[change.unit].clone(),
+                message: format!(
+                    "the layout of `{name}` changed ({}), and {who}; objects with the old \
+                     layout may exist and that code would read them with the wrong one: \
+                     nothing was swapped — restart the program to use the new layout",
+                    layout_difference(&change.old, &change.new)
+                ),
+                symbol: Some(name.clone()),
+                function: None,
+                line: change.new.decl.clone(),
+            });
+        }
+        errors
+    }
+}
+
+fn describe_user(user: &TypeUser) -> String {
+    let unit = short_file(&user.unit_name);
+    match (user.kind, user.name.split_once('/')) {
+        (UserKind::Variable, Some((function, var))) => format!(
+            "the static `{var}` in `{}` ({unit})",
+            display_name(function)
+        ),
+        (UserKind::Variable, None) => {
+            format!("the variable `{}` ({unit})", display_name(&user.name))
+        }
+        (UserKind::Function, _) => format!("`{}` ({unit})", display_name(&user.name)),
+    }
+}
+
+/// The last path component, for messages.
+fn short_file(path: &str) -> &str {
+    path.rsplit('/').next().unwrap_or(path)
+}
+
+/// At most `max` items, then "and N more".
+fn list(items: &[String], max: usize) -> String {
+    let mut text = items
+        .iter()
+        .take(max)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(", ");
+    if items.len() > max {
+        text.push_str(&format!(" and {} more", items.len() - max));
+    }
+    text
+}
+
+/// "8 -> 12 bytes; `h` moved from offset 4 to 8, `depth` added".
+fn layout_difference(old: &TypeLayout, new: &TypeLayout) -> String {
+    let size = |s: Option<u64>| s.map_or("incomplete".to_string(), |s| format!("{s} bytes"));
+    let mut parts = vec![if old.size == new.size {
+        format!("still {}", size(new.size))
+    } else {
+        format!("{} → {}", size(old.size), size(new.size))
+    }];
+    let mut details = Vec::new();
+    for m in &new.members {
+        match old.members.iter().find(|o| o.name == m.name) {
+            None => details.push(format!("`{}` added", m.name)),
+            Some(o) if o.offset != m.offset || o.bit_offset != m.bit_offset => {
+                details.push(format!(
+                    "`{}` moved from offset {} to {}",
+                    m.name, o.offset, m.offset
+                ))
+            }
+            Some(o) if o.type_name != m.type_name => details.push(format!(
+                "`{}` is now `{}` (was `{}`)",
+                m.name, m.type_name, o.type_name
+            )),
+            Some(_) => {}
+        }
+    }
+    for o in &old.members {
+        if !new.members.iter().any(|m| m.name == o.name) {
+            details.push(format!("`{}` removed", o.name));
+        }
+    }
+    if !details.is_empty() {
+        parts.push(list(&details, 4));
+    }
+    parts.join("; ")
+}
+
+/// A function defined by an object, with its binding.
+fn defined_functions(object: &Object) -> HashMap<&str, Binding> {
+    object
+        .symbols
+        .iter()
+        .filter(|s| {
+            s.kind == SymbolKind::Function
+                && matches!(s.def, SymbolDef::Atom { .. })
+                && !s.name.is_empty()
+        })
+        .map(|s| (s.name.as_str(), s.binding))
+        .collect()
+}
+
+/// Where a function of `object` starts in the source: the first line row of its atom.
+fn function_line(object: &Object, name: &str) -> Option<SourceLine> {
+    let id = object.symbols.iter().position(|s| {
+        s.name == name && s.kind == SymbolKind::Function && matches!(s.def, SymbolDef::Atom { .. })
+    })?;
+    let (atom, offset) = object.symbol_location(hot_object::SymbolId(id as u32))?;
+    object.line_of(atom, offset).cloned()
+}
+
+/// A reference from the executable to one of the functions asked about.
+struct Reference {
+    target: usize,
+    /// The referencing function, or the data object holding the address.
+    from: String,
+    in_data: bool,
+    /// The file (`STT_FILE` name) it belongs to.
+    file: Option<String>,
+}
+
+impl Linker {
+    /// Phase one of the ABI checks (see the module docs) for a linked batch: `patch` is what
+    /// [`Linker::link_units`] returned for `requests`. Pure.
+    pub fn abi_changes(&self, requests: &[LinkRequest<'_>], patch: &Patch) -> AbiChanges {
+        let swapped_names: HashSet<&str> = patch.swapped.iter().map(String::as_str).collect();
+        let mut changes = AbiChanges {
+            sources: requests.iter().map(|r| r.unit.source.clone()).collect(),
+            skip_units: requests
+                .iter()
+                .filter_map(|r| r.unit.compile_unit)
+                .collect(),
+            ..AbiChanges::default()
+        };
+        // (request, name, old, new, line) of changed signatures; (request, name, line) of
+        // removed functions: both need the executable's references.
+        let mut signatures: Vec<(usize, String, Signature, Signature, Option<SourceLine>)> =
+            Vec::new();
+        let mut removed: Vec<(usize, String, Option<SourceLine>)> = Vec::new();
+        // A function that moved to another file of the same swap is not gone.
+        let batch_defines: HashSet<&str> = requests
+            .iter()
+            .flat_map(|r| defined_functions(r.object).into_keys())
+            .collect();
+        for (k, request) in requests.iter().enumerate() {
+            let Some(baseline) = request.baseline else {
+                continue;
+            };
+            let defined = defined_functions(request.object);
+            let swapped: HashSet<&str> = defined
+                .keys()
+                .copied()
+                .filter(|n| swapped_names.contains(n))
+                .collect();
+            let old_defined = defined_functions(baseline);
+            for (&name, &binding) in &old_defined {
+                // A weak default gone is what a relink would accept too (another file's
+                // definition, or none, is then used): only strong definitions count.
+                if !batch_defines.contains(name) && binding != Binding::Weak {
+                    removed.push((k, name.to_string(), function_line(baseline, name)));
+                }
+            }
+            if swapped.is_empty() {
+                continue;
+            }
+            let new = request.object.abi_facts(&swapped).unwrap_or_default();
+            let old = baseline.abi_facts(&swapped).unwrap_or_default();
+            for function in &new.functions {
+                let Some(before) = old.function(&function.name) else {
+                    continue;
+                };
+                if before.signature != function.signature {
+                    signatures.push((
+                        k,
+                        function.name.clone(),
+                        before.signature.clone(),
+                        function.signature.clone(),
+                        function
+                            .decl
+                            .clone()
+                            .or_else(|| function_line(request.object, &function.name)),
+                    ));
+                }
+            }
+            self.layout_changes(k, request, baseline, &swapped, &old, &new, &mut changes);
+        }
+        if signatures.is_empty() && removed.is_empty() {
+            return changes;
+        }
+        let targets: Vec<(usize, String)> = signatures
+            .iter()
+            .map(|(k, name, ..)| (*k, name.clone()))
+            .chain(removed.iter().map(|(k, name, _)| (*k, name.clone())))
+            .collect();
+        let references = self.references(requests, &targets);
+        let callers_of = |t: usize| -> Vec<String> {
+            let mut callers: Vec<String> = references
+                .iter()
+                .filter(|r| r.target == t)
+                .map(|r| {
+                    let file = r.file.as_deref().map(short_file).unwrap_or("another file");
+                    match r.in_data {
+                        true => format!("the data `{}` ({file})", display_name(&r.from)),
+                        false => format!("`{}` ({file})", display_name(&r.from)),
+                    }
+                })
+                .collect();
+            callers.sort();
+            callers.dedup();
+            callers
+        };
+        for (t, (k, name, old, new, line)) in signatures.into_iter().enumerate() {
+            let callers = callers_of(t);
+            if callers.is_empty() {
+                continue;
+            }
+            changes.errors.push(LinkError {
+                code: LinkErrorCode::SignatureChanged,
+                unit: changes.sources[k].clone(),
+                message: format!(
+                    "the signature of `{}` changed from `{old}` to `{new}`, but it is still \
+                     called the old way from {}, which this swap does not recompile: nothing \
+                     was swapped — change and save the callers too (or restart the program)",
+                    display_name(&name),
+                    list(&callers, 6)
+                ),
+                symbol: Some(name),
+                function: None,
+                line,
+            });
+        }
+        let offset = targets.len() - removed.len();
+        for (i, (k, name, line)) in removed.into_iter().enumerate() {
+            let callers = callers_of(offset + i);
+            if callers.is_empty() {
+                continue;
+            }
+            changes.errors.push(LinkError {
+                code: LinkErrorCode::UndefinedSymbol,
+                unit: changes.sources[k].clone(),
+                message: format!(
+                    "`{}` was removed from {} but is still called from {}, which this swap \
+                     does not recompile (a relink would fail with an undefined reference): \
+                     nothing was swapped — remove those uses first, or keep the function",
+                    display_name(&name),
+                    short_file(&changes.sources[k]),
+                    list(&callers, 6)
+                ),
+                symbol: Some(name),
+                function: None,
+                line,
+            });
+        }
+        changes
+    }
+
+    /// The types the swapped functions of one unit use whose layout changed, with the users
+    /// the unit itself has outside the swap.
+    #[allow(clippy::too_many_arguments)]
+    fn layout_changes(
+        &self,
+        k: usize,
+        request: &LinkRequest<'_>,
+        baseline: &Object,
+        swapped: &HashSet<&str>,
+        old: &AbiFacts,
+        new: &AbiFacts,
+        changes: &mut AbiChanges,
+    ) {
+        let changed: Vec<(&TypeLayout, &TypeLayout)> = new
+            .layouts
+            .values()
+            .filter_map(|n| Some((old.layouts.get(&n.name)?, n)))
+            .filter(|(o, n)| o.size.is_some() && n.size.is_some() && !o.same_layout(n))
+            .collect();
+        if changed.is_empty() {
+            return;
+        }
+        let names: HashSet<&str> = changed.iter().map(|(_, n)| n.name.as_str()).collect();
+        // The file's own functions that this swap leaves as they are, and the variables the
+        // running program already has (the baseline's).
+        let own_functions = request.object.type_users(&names).unwrap_or_default();
+        let own_variables = baseline.type_users(&names).unwrap_or_default();
+        for (o, n) in changed {
+            let users: Vec<String> = own_functions
+                .iter()
+                .filter(|u| u.kind == UserKind::Function && !swapped.contains(u.name.as_str()))
+                .chain(
+                    own_variables
+                        .iter()
+                        .filter(|u| u.kind == UserKind::Variable),
+                )
+                .filter(|u| u.type_name == n.name)
+                .map(describe_user)
+                .collect();
+            changes.layouts.push(LayoutChange {
+                unit: k,
+                old: o.clone(),
+                new: n.clone(),
+                users,
+            });
+        }
+    }
+
+    /// Every reference the executable holds to the named functions, outside the compile
+    /// units of `requests`: direct calls and jumps, RIP-relative and absolute address
+    /// operands (`lea fn(%rip)`, a GOT or PLT slot of it), and function pointers in data
+    /// (`R_X86_64_RELATIVE` words, absolute words of a non-PIE executable). Decodes all of
+    /// the executable's code: run only when a signature changed or a function was removed.
+    fn references(
+        &self,
+        requests: &[LinkRequest<'_>],
+        targets: &[(usize, String)],
+    ) -> Vec<Reference> {
+        let model = &self.image;
+        let image = &model.exe.image;
+        let index = self.index();
+        // Link-time addresses that designate each target.
+        let mut designates: HashMap<u64, usize> = HashMap::new();
+        for (t, (k, name)) in targets.iter().enumerate() {
+            let k = *k;
+            let unit = &requests[k].unit;
+            let Some(sym) = crate::resolve::exe_definition(model, index, Some(unit), name) else {
+                continue;
+            };
+            if sym.module != crate::image::ModuleId::Exe {
+                continue;
+            }
+            let sym = sym.get(model);
+            if sym.kind != SymbolKind::Function || !sym.defined {
+                continue;
+            }
+            designates.insert(sym.vaddr, t);
+            for slot in image.got_slots.iter().filter(|s| s.symbol == *name) {
+                designates.insert(slot.vaddr, t);
+            }
+            for (_, plt) in image.plt_entries.iter().filter(|(n, _)| n == name) {
+                designates.insert(*plt, t);
+            }
+        }
+        if designates.is_empty() {
+            return Vec::new();
+        }
+        // Code of the units being recompiled: their references are the new objects' concern.
+        let recompiled: Vec<(u64, u64)> = requests
+            .iter()
+            .filter_map(|r| r.unit.compile_unit)
+            .filter_map(|cu| image.compile_units.get(cu))
+            .flat_map(|cu| cu.ranges.iter().copied())
+            .collect();
+        let recompiled_tus: Vec<_> = requests.iter().filter_map(|r| r.unit.tu).collect();
+        let recompiled_variables: HashSet<u64> = requests
+            .iter()
+            .filter_map(|r| r.unit.compile_unit)
+            .filter_map(|cu| image.compile_units.get(cu))
+            .flat_map(|cu| cu.variables.iter().copied())
+            .collect();
+        // The file a symbol belongs to: its STT_FILE group (locals), else the compile unit
+        // whose code or variables hold it (globals).
+        let file_of = |sym: &hot_object::ImageSymbol| {
+            sym.tu
+                .and_then(|tu| image.translation_units.get(tu.0 as usize).cloned())
+                .or_else(|| {
+                    image
+                        .compile_units
+                        .iter()
+                        .find(|cu| {
+                            cu.ranges
+                                .iter()
+                                .any(|&(start, end)| start <= sym.vaddr && sym.vaddr < end)
+                                || cu.variables.contains(&sym.vaddr)
+                        })
+                        .map(|cu| cu.name.clone())
+                })
+        };
+        let mut out = Vec::new();
+        let mut instr = Instruction::default();
+        let mut seen: HashSet<(usize, String)> = HashSet::new();
+        for sym in image.symbols.iter().filter(|s| {
+            s.defined && s.kind == SymbolKind::Function && s.size > 0 && !s.name.is_empty()
+        }) {
+            if recompiled
+                .iter()
+                .any(|&(start, end)| start <= sym.vaddr && sym.vaddr < end)
+                || sym.tu.is_some_and(|tu| recompiled_tus.contains(&tu))
+            {
+                continue;
+            }
+            let Some(bytes) = image.bytes_at(sym.vaddr, sym.size as usize) else {
+                continue;
+            };
+            let mut decoder = Decoder::with_ip(64, bytes, sym.vaddr, DecoderOptions::NONE);
+            while decoder.can_decode() {
+                decoder.decode_out(&mut instr);
+                let mut hit = None;
+                if matches!(
+                    instr.flow_control(),
+                    FlowControl::UnconditionalBranch
+                        | FlowControl::ConditionalBranch
+                        | FlowControl::Call
+                ) {
+                    hit = designates.get(&instr.near_branch_target()).copied();
+                }
+                if hit.is_none() && instr.is_ip_rel_memory_operand() {
+                    hit = designates.get(&instr.ip_rel_memory_address()).copied();
+                }
+                if hit.is_none() {
+                    for op in 0..instr.op_count() {
+                        let value = match instr.op_kind(op) {
+                            OpKind::Immediate32 | OpKind::Immediate32to64 | OpKind::Immediate64 => {
+                                instr.immediate(op)
+                            }
+                            _ => continue,
+                        };
+                        if let Some(&t) = designates.get(&value) {
+                            hit = Some(t);
+                            break;
+                        }
+                    }
+                }
+                if let Some(t) = hit {
+                    if seen.insert((t, sym.name.clone())) {
+                        out.push(Reference {
+                            target: t,
+                            from: sym.name.clone(),
+                            in_data: false,
+                            file: file_of(sym),
+                        });
+                    }
+                }
+            }
+        }
+        // Function pointers in data: RELATIVE words of a PIE, absolute words otherwise.
+        let mut words: Vec<(u64, usize)> = image
+            .relative_relocs
+            .iter()
+            .filter_map(|&(at, addend)| Some((at, *designates.get(&(addend as u64))?)))
+            .collect();
+        if !image.position_independent {
+            for section in image.sections.iter().filter(|s| !s.executable) {
+                for (i, chunk) in section.bytes.chunks_exact(8).enumerate() {
+                    let word = u64::from_le_bytes(chunk.try_into().unwrap_or_default());
+                    if let Some(&t) = designates.get(&word) {
+                        words.push((section.vaddr + 8 * i as u64, t));
+                    }
+                }
+            }
+        }
+        for (at, t) in words {
+            let holder = image.symbols.iter().find(|s| {
+                s.defined
+                    && s.kind == SymbolKind::Object
+                    && s.vaddr <= at
+                    && at < s.vaddr.saturating_add(s.size.max(1))
+            });
+            let Some(holder) = holder else { continue };
+            if holder.tu.is_some_and(|tu| recompiled_tus.contains(&tu))
+                || recompiled_variables.contains(&holder.vaddr)
+            {
+                continue;
+            }
+            if seen.insert((t, holder.name.clone())) {
+                out.push(Reference {
+                    target: t,
+                    from: holder.name.clone(),
+                    in_data: true,
+                    file: file_of(holder),
+                });
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hot_object::types::MemberLayout;
+
+    fn layout(size: u64, members: &[(&str, u64, &str)]) -> TypeLayout {
+        TypeLayout {
+            name: "struct shape".into(),
+            size: Some(size),
+            members: members
+                .iter()
+                .map(|&(name, offset, ty)| MemberLayout {
+                    name: name.into(),
+                    offset,
+                    bit_offset: None,
+                    type_name: ty.into(),
+                })
+                .collect(),
+            decl: None,
+        }
+    }
+
+    #[test]
+    fn a_layout_difference_names_sizes_and_members() {
+        let old = layout(8, &[("w", 0, "int"), ("h", 4, "int")]);
+        let grown = layout(12, &[("w", 0, "int"), ("depth", 4, "int"), ("h", 8, "int")]);
+        assert_eq!(
+            layout_difference(&old, &grown),
+            "8 bytes → 12 bytes; `depth` added, `h` moved from offset 4 to 8"
+        );
+        let retyped = layout(8, &[("w", 0, "int"), ("h", 4, "float")]);
+        assert_eq!(
+            layout_difference(&old, &retyped),
+            "still 8 bytes; `h` is now `float` (was `int`)"
+        );
+        let shrunk = layout(4, &[("w", 0, "int")]);
+        assert_eq!(
+            layout_difference(&old, &shrunk),
+            "8 bytes → 4 bytes; `h` removed"
+        );
+        assert!(old.same_layout(&layout(8, &[("w", 0, "int"), ("h", 4, "int")])));
+        assert!(!old.same_layout(&retyped));
+    }
+
+    #[test]
+    fn long_lists_are_cut_with_a_count() {
+        let items: Vec<String> = (0..9).map(|i| format!("f{i}")).collect();
+        assert_eq!(list(&items[..2], 6), "f0, f1");
+        assert_eq!(list(&items, 6), "f0, f1, f2, f3, f4, f5 and 3 more");
+    }
+
+    #[test]
+    fn users_are_named_by_kind_and_file() {
+        let user = |name: &str, kind| TypeUser {
+            name: name.into(),
+            kind,
+            type_name: "struct shape".into(),
+            layout: None,
+            unit: 0,
+            unit_name: "/src/app/main.c".into(),
+        };
+        assert_eq!(
+            describe_user(&user("describe", UserKind::Function)),
+            "`describe` (main.c)"
+        );
+        assert_eq!(
+            describe_user(&user("box", UserKind::Variable)),
+            "the variable `box` (main.c)"
+        );
+        assert_eq!(
+            describe_user(&user("tick/cache", UserKind::Variable)),
+            "the static `cache` in `tick` (main.c)"
+        );
+        assert_eq!(
+            describe_user(&user("_ZN3geo4areaERKNS_5ShapeE", UserKind::Function)),
+            "`geo::area(geo::Shape const&)` (main.c)"
+        );
+    }
+}

@@ -1,0 +1,856 @@
+//! Type layouts and function signatures from DWARF, read on demand for the ABI checks of a
+//! swap: the layout (size, member offsets) of each struct, class or union that the swapped
+//! functions use, their parameter and return types, and which functions and variables of an
+//! object or of the running executable use a given type.
+//!
+//! Nothing here runs when an object is parsed: [`Object`] keeps its debug sections
+//! ([`ObjectDwarf`]) and the tables below are built only when the session checks a swap.
+//! Each compile unit is read in one depth-first pass into an in-memory table of its type
+//! DIEs ([`UnitTypes`]); rendering, layouts and "which types does this reach" are computed
+//! from that table, never by re-reading DIEs.
+//!
+//! Types are matched across objects by their display name: `struct shape` in C (the tag
+//! kind is part of a C type's name), the qualified name (`geo::Shape`) in C++. An anonymous
+//! aggregate named by a typedef (`typedef struct { .. } point_t;`) takes the typedef's name.
+//! A type reaches another through pointers, references, qualifiers, typedefs, arrays,
+//! members, base classes and function-pointer types, so a function that holds a
+//! `struct list *` uses every type a `struct list` points to.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+
+use gimli::{SectionId, UnitOffset};
+use rustc_hash::FxHashMap as HashMap;
+
+use crate::dwarf::{self, DebugRelocs, DwarfReader, LoadedSections, StaticStorage};
+use crate::{Object, SourceLine};
+
+/// The debug sections of a relocatable object and their relocations, owned, so that types
+/// can be read after the object file itself is gone.
+pub struct ObjectDwarf {
+    sections: Vec<(SectionId, usize, Vec<u8>)>,
+    endian: gimli::RunTimeEndian,
+    relocs: HashMap<usize, DebugRelocs>,
+}
+
+impl std::fmt::Debug for ObjectDwarf {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let bytes: usize = self.sections.iter().map(|(_, _, b)| b.len()).sum();
+        write!(
+            f,
+            "ObjectDwarf({} sections, {bytes} bytes)",
+            self.sections.len()
+        )
+    }
+}
+
+impl ObjectDwarf {
+    pub(crate) fn keep(loaded: &LoadedSections<'_>, relocs: &HashMap<usize, DebugRelocs>) -> Self {
+        let sections: Vec<(SectionId, usize, Vec<u8>)> = loaded
+            .sections
+            .iter()
+            .map(|(id, index, data)| (*id, *index, data.to_vec()))
+            .collect();
+        let relocs = sections
+            .iter()
+            .filter_map(|(_, index, _)| Some((*index, relocs.get(index)?.clone())))
+            .collect();
+        ObjectDwarf {
+            sections,
+            endian: loaded.endian,
+            relocs,
+        }
+    }
+
+    fn loaded(&self) -> LoadedSections<'_> {
+        LoadedSections {
+            sections: self
+                .sections
+                .iter()
+                .map(|(id, index, data)| (*id, *index, std::borrow::Cow::Borrowed(&data[..])))
+                .collect(),
+            endian: self.endian,
+        }
+    }
+}
+
+/// The layout of a struct, class or union.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TypeLayout {
+    /// The display name: `struct shape`, `geo::Shape`.
+    pub name: String,
+    /// `DW_AT_byte_size`; `None` for a declaration (an opaque `struct shape;`).
+    pub size: Option<u64>,
+    /// Members and base classes in declaration order.
+    pub members: Vec<MemberLayout>,
+    /// Where the type is declared (`DW_AT_decl_file` / `DW_AT_decl_line`).
+    pub decl: Option<SourceLine>,
+}
+
+impl TypeLayout {
+    /// Whether two layouts describe the same bytes: size and members (names, offsets and
+    /// member types); where each is declared does not matter.
+    pub fn same_layout(&self, other: &TypeLayout) -> bool {
+        self.size == other.size && self.members == other.members
+    }
+}
+
+/// One member (or base class, named `<base Name>`) of an aggregate.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MemberLayout {
+    pub name: String,
+    /// Byte offset (`DW_AT_data_member_location`); 0 for union members.
+    pub offset: u64,
+    /// Bit offset of a bit field (`DW_AT_data_bit_offset`, or the DWARF 2 `DW_AT_bit_offset`).
+    pub bit_offset: Option<u64>,
+    /// The member's type, rendered with typedefs resolved.
+    pub type_name: String,
+}
+
+/// A function's parameter and return types, rendered with typedefs resolved (`long`, not
+/// `ssize_t`), so that two compiles compare equal exactly when the calling convention can.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Signature {
+    pub ret: String,
+    pub params: Vec<String>,
+    /// `...` (`DW_TAG_unspecified_parameters`).
+    pub variadic: bool,
+}
+
+impl std::fmt::Display for Signature {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut params = self.params.join(", ");
+        if self.variadic {
+            params.push_str(if self.params.is_empty() {
+                "..."
+            } else {
+                ", ..."
+            });
+        }
+        if params.is_empty() {
+            params.push_str("void");
+        }
+        write!(f, "{} ({params})", self.ret)
+    }
+}
+
+/// What the DWARF says about one function defined in an object.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FunctionAbi {
+    /// The symbol name (the linkage name for C++).
+    pub name: String,
+    pub signature: Signature,
+    /// Display names of the aggregates its parameters, return value and locals reach.
+    pub types: Vec<String>,
+    /// Where it is declared (the definition's `DW_AT_decl_line`).
+    pub decl: Option<SourceLine>,
+}
+
+/// The signatures of some functions of an object and the layouts of the types they use.
+#[derive(Clone, Debug, Default)]
+pub struct AbiFacts {
+    pub functions: Vec<FunctionAbi>,
+    /// By display name; the first definition of a name in the object wins.
+    pub layouts: BTreeMap<String, TypeLayout>,
+}
+
+impl AbiFacts {
+    pub fn function(&self, name: &str) -> Option<&FunctionAbi> {
+        self.functions.iter().find(|f| f.name == name)
+    }
+}
+
+/// Whether a [`TypeUser`] is code or data.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UserKind {
+    /// A function with code whose parameters, return value or locals reach the type.
+    Function,
+    /// A variable with static storage (an existing object) whose type reaches it.
+    Variable,
+}
+
+/// A function or variable that uses one of the types asked about.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TypeUser {
+    /// The symbol name (linkage name for C++); for a function-local static, `name` in
+    /// `function` is written `function/name`.
+    pub name: String,
+    pub kind: UserKind,
+    /// Which of the types asked about it reaches (the first one found).
+    pub type_name: String,
+    /// That type's layout as this compile unit sees it (`None`: only declared there).
+    pub layout: Option<TypeLayout>,
+    /// Index of the compile unit (counting only units with a name, as
+    /// [`crate::LinkedImage::compile_units`] does), and its `DW_AT_name`.
+    pub unit: usize,
+    pub unit_name: String,
+}
+
+impl Object {
+    /// The signatures of the named functions (symbol names) defined in this object, and
+    /// the layouts of every aggregate they reach. Empty without DWARF.
+    pub fn abi_facts(&self, functions: &HashSet<&str>) -> Result<AbiFacts, String> {
+        let Some(kept) = &self.dwarf else {
+            return Ok(AbiFacts::default());
+        };
+        let loaded = kept.loaded();
+        let dwarf = dwarf::make_dwarf(&loaded, &kept.relocs).map_err(|e| e.to_string())?;
+        let mut facts = AbiFacts::default();
+        for_each_unit(&dwarf, |_, _, unit, table| {
+            for sub in &table.subprograms {
+                if !sub.has_code || !functions.contains(sub.name.as_str()) {
+                    continue;
+                }
+                if facts.function(&sub.name).is_some() {
+                    continue;
+                }
+                let reached = table.reach(&sub.type_refs);
+                let mut types = Vec::new();
+                for offset in reached {
+                    let Some(name) = table.aggregate_name(offset) else {
+                        continue;
+                    };
+                    types.push(name.clone());
+                    if !facts.layouts.contains_key(name) {
+                        if let Some(layout) = table.layout(&dwarf, unit, offset) {
+                            facts.layouts.insert(name.clone(), layout);
+                        }
+                    }
+                }
+                types.sort();
+                types.dedup();
+                facts.functions.push(FunctionAbi {
+                    name: sub.name.clone(),
+                    signature: Signature {
+                        ret: table.render_opt(sub.ret),
+                        params: sub.params.iter().map(|p| table.render_opt(*p)).collect(),
+                        variadic: sub.variadic,
+                    },
+                    types,
+                    decl: sub.decl.and_then(|d| table.source_line(&dwarf, unit, d)),
+                });
+            }
+        })?;
+        Ok(facts)
+    }
+
+    /// Every function with code and every variable with static storage of this object
+    /// whose types reach one of `types` (display names).
+    pub fn type_users(&self, types: &HashSet<&str>) -> Result<Vec<TypeUser>, String> {
+        let Some(kept) = &self.dwarf else {
+            return Ok(Vec::new());
+        };
+        let loaded = kept.loaded();
+        let dwarf = dwarf::make_dwarf(&loaded, &kept.relocs).map_err(|e| e.to_string())?;
+        let mut users = Vec::new();
+        for_each_unit(&dwarf, |index, name, unit, table| {
+            table.users(&dwarf, unit, types, index, name, &mut users);
+        })?;
+        Ok(users)
+    }
+}
+
+/// [`Object::type_users`] for a linked executable (its bytes as read from the running
+/// program's file): the functions and variables of every compile unit except those in
+/// `skip` (the units a swap recompiles) that use one of `types`. Reads the whole
+/// `.debug_info`, so the session calls it only once a changed layout was found.
+pub fn image_type_users(
+    path: &Path,
+    bytes: &[u8],
+    types: &HashSet<&str>,
+    skip: &[usize],
+) -> Result<Vec<TypeUser>, String> {
+    let file = dwarf::File::parse(bytes).map_err(|e| format!("{}: {e}", path.display()))?;
+    let loaded = dwarf::load_sections(&file)?;
+    let no_relocs = HashMap::default();
+    let dwarf = dwarf::make_dwarf(&loaded, &no_relocs).map_err(|e| e.to_string())?;
+    let mut users = Vec::new();
+    for_each_unit(&dwarf, |index, name, unit, table| {
+        if !skip.contains(&index) {
+            table.users(&dwarf, unit, types, index, name, &mut users);
+        }
+    })?;
+    Ok(users)
+}
+
+type Dwarf<'a> = gimli::Dwarf<DwarfReader<'a>>;
+type Unit<'a> = gimli::Unit<DwarfReader<'a>>;
+
+/// Run `f` on every named compile unit with its type table, counting units as
+/// [`crate::LinkedImage::compile_units`] does.
+fn for_each_unit<'a>(
+    dwarf: &Dwarf<'a>,
+    mut f: impl FnMut(usize, &str, &Unit<'a>, &UnitTypes),
+) -> Result<(), String> {
+    let mut units = dwarf.units();
+    let mut index = 0;
+    while let Some(header) = units.next().map_err(|e| format!(".debug_info: {e}"))? {
+        let unit = dwarf
+            .unit(header)
+            .map_err(|e| format!(".debug_info unit: {e}"))?;
+        let Some(name) = unit.name.as_ref().map(dwarf::reader_string) else {
+            continue;
+        };
+        let table = UnitTypes::read(dwarf, &unit)?;
+        f(index, &name, &unit, &table);
+        index += 1;
+    }
+    Ok(())
+}
+
+/// A type DIE as the table keeps it.
+#[derive(Debug)]
+struct TypeDie {
+    tag: gimli::DwTag,
+    /// For aggregates: the display name (qualified, `struct ` in C); else `DW_AT_name`.
+    name: Option<String>,
+    ty: Option<UnitOffset>,
+    size: Option<u64>,
+    declaration: bool,
+    decl: Option<(u64, u32)>,
+    /// Members and base classes (aggregates), parameters (subroutine types), element
+    /// counts (arrays).
+    children: Vec<ChildDie>,
+    variadic: bool,
+}
+
+#[derive(Debug)]
+struct ChildDie {
+    tag: gimli::DwTag,
+    name: Option<String>,
+    ty: Option<UnitOffset>,
+    offset: u64,
+    bit_offset: Option<u64>,
+    count: Option<u64>,
+}
+
+#[derive(Debug, Default)]
+struct Subprogram {
+    name: String,
+    has_code: bool,
+    ret: Option<UnitOffset>,
+    params: Vec<Option<UnitOffset>>,
+    variadic: bool,
+    /// Every type its parameters, return value and local variables have.
+    type_refs: Vec<UnitOffset>,
+    decl: Option<(u64, u32)>,
+}
+
+#[derive(Debug)]
+struct Variable {
+    name: String,
+    ty: UnitOffset,
+}
+
+/// One compile unit's types, functions and static variables, read in one pass.
+#[derive(Debug, Default)]
+struct UnitTypes {
+    types: HashMap<UnitOffset, TypeDie>,
+    subprograms: Vec<Subprogram>,
+    variables: Vec<Variable>,
+}
+
+fn is_aggregate(tag: gimli::DwTag) -> bool {
+    matches!(
+        tag,
+        gimli::DW_TAG_structure_type | gimli::DW_TAG_class_type | gimli::DW_TAG_union_type
+    )
+}
+
+fn is_type_tag(tag: gimli::DwTag) -> bool {
+    is_aggregate(tag)
+        || matches!(
+            tag,
+            gimli::DW_TAG_base_type
+                | gimli::DW_TAG_pointer_type
+                | gimli::DW_TAG_reference_type
+                | gimli::DW_TAG_rvalue_reference_type
+                | gimli::DW_TAG_ptr_to_member_type
+                | gimli::DW_TAG_const_type
+                | gimli::DW_TAG_volatile_type
+                | gimli::DW_TAG_restrict_type
+                | gimli::DW_TAG_atomic_type
+                | gimli::DW_TAG_typedef
+                | gimli::DW_TAG_array_type
+                | gimli::DW_TAG_subroutine_type
+                | gimli::DW_TAG_enumeration_type
+                | gimli::DW_TAG_unspecified_type
+        )
+}
+
+fn unit_ref(value: Option<gimli::AttributeValue<DwarfReader<'_>>>) -> Option<UnitOffset> {
+    match value? {
+        gimli::AttributeValue::UnitRef(offset) => Some(offset),
+        _ => None,
+    }
+}
+
+/// What encloses the DIE being read.
+enum Scope {
+    /// A namespace or aggregate: its name qualifies nested aggregates.
+    Named(Option<String>),
+    /// A type DIE whose children (members, parameters, subranges) belong to it.
+    Type(UnitOffset),
+    /// A subprogram (index into `subprograms`); `direct` while at its own depth + 1.
+    Subprogram(usize),
+    /// An inlined subroutine or lexical block inside a subprogram.
+    Block,
+    Other,
+}
+
+impl UnitTypes {
+    fn read(dwarf: &Dwarf<'_>, unit: &Unit<'_>) -> Result<UnitTypes, String> {
+        let mut table = UnitTypes::default();
+        let mut cxx = false;
+        let mut entries = unit.entries();
+        let mut scopes: Vec<(isize, Scope)> = Vec::new();
+        // Typedefs of anonymous aggregates, named after them once the pass is done.
+        let mut typedefs: Vec<(UnitOffset, String)> = Vec::new();
+        let string = |entry: &gimli::DebuggingInformationEntry<DwarfReader<'_>>, at| {
+            entry
+                .attr_value(at)
+                .and_then(|v| dwarf::attr_string(dwarf, unit, v))
+        };
+        while let Some(entry) = entries
+            .next_dfs()
+            .map_err(|e| format!(".debug_info: {e}"))?
+        {
+            let depth = entry.depth();
+            while scopes.last().is_some_and(|(d, _)| *d >= depth) {
+                scopes.pop();
+            }
+            let tag = entry.tag();
+            let offset = entry.offset();
+            let enclosing_sub = scopes.iter().rev().find_map(|(d, s)| match s {
+                Scope::Subprogram(i) => Some((*d, *i)),
+                _ => None,
+            });
+            let parent = scopes.last().map(|(_, s)| s);
+            if tag == gimli::DW_TAG_compile_unit || tag == gimli::DW_TAG_partial_unit {
+                let lang = entry.attr_value(gimli::DW_AT_language);
+                cxx = matches!(
+                    lang,
+                    Some(gimli::AttributeValue::Language(
+                        gimli::DW_LANG_C_plus_plus
+                            | gimli::DW_LANG_C_plus_plus_03
+                            | gimli::DW_LANG_C_plus_plus_11
+                            | gimli::DW_LANG_C_plus_plus_14
+                    ))
+                );
+                scopes.push((depth, Scope::Other));
+                continue;
+            }
+            if is_type_tag(tag) {
+                let own = string(entry, gimli::DW_AT_name);
+                let name = if is_aggregate(tag) {
+                    own.as_ref().map(|n| {
+                        let mut qualified: Vec<&str> = scopes
+                            .iter()
+                            .filter_map(|(_, s)| match s {
+                                Scope::Named(Some(n)) => Some(n.as_str()),
+                                _ => None,
+                            })
+                            .collect();
+                        qualified.push(n);
+                        let joined = qualified.join("::");
+                        match (cxx, tag) {
+                            (true, _) => joined,
+                            (false, gimli::DW_TAG_union_type) => format!("union {joined}"),
+                            (false, _) => format!("struct {joined}"),
+                        }
+                    })
+                } else if tag == gimli::DW_TAG_enumeration_type {
+                    own.map(|n| if cxx { n } else { format!("enum {n}") })
+                } else {
+                    own
+                };
+                let ty = unit_ref(entry.attr_value(gimli::DW_AT_type));
+                if tag == gimli::DW_TAG_typedef {
+                    if let (Some(ty), Some(name)) = (ty, &name) {
+                        typedefs.push((ty, name.clone()));
+                    }
+                }
+                let decl = decl_of(unit, entry);
+                table.types.insert(
+                    offset,
+                    TypeDie {
+                        tag,
+                        name,
+                        ty,
+                        size: entry
+                            .attr_value(gimli::DW_AT_byte_size)
+                            .and_then(|v| v.udata_value()),
+                        declaration: matches!(
+                            entry.attr_value(gimli::DW_AT_declaration),
+                            Some(gimli::AttributeValue::Flag(true))
+                        ),
+                        decl,
+                        children: Vec::new(),
+                        variadic: false,
+                    },
+                );
+                if is_aggregate(tag) && cxx {
+                    // C++ types nested in it are named after it (C has no such scopes).
+                    scopes.push((depth, Scope::Named(string(entry, gimli::DW_AT_name))));
+                }
+                // Its members, parameters and subranges belong to it.
+                scopes.push((depth, Scope::Type(offset)));
+                continue;
+            }
+            match (tag, parent) {
+                (gimli::DW_TAG_namespace, _) => {
+                    scopes.push((depth, Scope::Named(string(entry, gimli::DW_AT_name))));
+                }
+                (
+                    gimli::DW_TAG_member
+                    | gimli::DW_TAG_inheritance
+                    | gimli::DW_TAG_formal_parameter
+                    | gimli::DW_TAG_subrange_type
+                    | gimli::DW_TAG_unspecified_parameters,
+                    Some(Scope::Type(owner)),
+                ) => {
+                    let owner = *owner;
+                    let child = ChildDie {
+                        tag,
+                        name: string(entry, gimli::DW_AT_name),
+                        ty: unit_ref(entry.attr_value(gimli::DW_AT_type)),
+                        offset: entry
+                            .attr_value(gimli::DW_AT_data_member_location)
+                            .and_then(|v| v.udata_value())
+                            .unwrap_or(0),
+                        bit_offset: entry
+                            .attr_value(gimli::DW_AT_data_bit_offset)
+                            .or_else(|| entry.attr_value(gimli::DW_AT_bit_offset))
+                            .and_then(|v| v.udata_value()),
+                        count: entry
+                            .attr_value(gimli::DW_AT_count)
+                            .and_then(|v| v.udata_value())
+                            .or_else(|| {
+                                entry
+                                    .attr_value(gimli::DW_AT_upper_bound)
+                                    .and_then(|v| v.udata_value())
+                                    .map(|u| u.wrapping_add(1))
+                            }),
+                    };
+                    if let Some(die) = table.types.get_mut(&owner) {
+                        if tag == gimli::DW_TAG_unspecified_parameters {
+                            die.variadic = true;
+                        } else {
+                            die.children.push(child);
+                        }
+                    }
+                    scopes.push((depth, Scope::Other));
+                }
+                (gimli::DW_TAG_subprogram, _) => {
+                    let own_name = |die: &gimli::DebuggingInformationEntry<DwarfReader<'_>>| {
+                        string(die, gimli::DW_AT_linkage_name)
+                            .or_else(|| string(die, gimli::DW_AT_MIPS_linkage_name))
+                            .or_else(|| string(die, gimli::DW_AT_name))
+                    };
+                    let mut name = own_name(entry);
+                    if name.is_none() {
+                        let origin = unit_ref(
+                            entry
+                                .attr_value(gimli::DW_AT_specification)
+                                .or_else(|| entry.attr_value(gimli::DW_AT_abstract_origin)),
+                        );
+                        if let Some(origin) = origin {
+                            name = unit.entry(origin).ok().and_then(|die| own_name(&die));
+                        }
+                    }
+                    let has_code = entry.attr_value(gimli::DW_AT_low_pc).is_some()
+                        || entry.attr_value(gimli::DW_AT_ranges).is_some();
+                    let ret = unit_ref(dwarf::inherited_attr(unit, entry, gimli::DW_AT_type));
+                    let index = table.subprograms.len();
+                    table.subprograms.push(Subprogram {
+                        name: name.unwrap_or_default(),
+                        has_code,
+                        ret,
+                        type_refs: ret.into_iter().collect(),
+                        decl: decl_of(unit, entry),
+                        ..Subprogram::default()
+                    });
+                    scopes.push((depth, Scope::Subprogram(index)));
+                }
+                (gimli::DW_TAG_inlined_subroutine | gimli::DW_TAG_lexical_block, _)
+                    if enclosing_sub.is_some() =>
+                {
+                    scopes.push((depth, Scope::Block));
+                }
+                (gimli::DW_TAG_formal_parameter | gimli::DW_TAG_unspecified_parameters, _)
+                | (gimli::DW_TAG_variable, _) => {
+                    let ty = unit_ref(dwarf::inherited_attr(unit, entry, gimli::DW_AT_type));
+                    let direct = matches!(parent, Some(Scope::Subprogram(_)));
+                    if let Some((_, index)) = enclosing_sub {
+                        let sub = &mut table.subprograms[index];
+                        match tag {
+                            gimli::DW_TAG_unspecified_parameters if direct => sub.variadic = true,
+                            gimli::DW_TAG_formal_parameter if direct => sub.params.push(ty),
+                            _ => {}
+                        }
+                        sub.type_refs.extend(ty);
+                    }
+                    let is_static = tag == gimli::DW_TAG_variable
+                        && matches!(
+                            dwarf::static_storage(entry, unit),
+                            Some(StaticStorage::Address(_) | StaticStorage::ThreadLocal)
+                        );
+                    if let (true, Some(ty)) = (is_static, ty) {
+                        let var = string(entry, gimli::DW_AT_linkage_name)
+                            .or_else(|| string(entry, gimli::DW_AT_name))
+                            .or_else(|| {
+                                let spec = unit_ref(entry.attr_value(gimli::DW_AT_specification))?;
+                                let die = unit.entry(spec).ok()?;
+                                string(&die, gimli::DW_AT_linkage_name)
+                                    .or_else(|| string(&die, gimli::DW_AT_name))
+                            })
+                            .unwrap_or_default();
+                        let name = match enclosing_sub {
+                            Some((_, index)) => {
+                                format!("{}/{var}", table.subprograms[index].name)
+                            }
+                            None => var,
+                        };
+                        table.variables.push(Variable { name, ty });
+                    }
+                    scopes.push((depth, Scope::Other));
+                }
+                _ => scopes.push((depth, Scope::Other)),
+            }
+        }
+        for (target, name) in typedefs {
+            if let Some(die) = table.types.get_mut(&target) {
+                if is_aggregate(die.tag) && die.name.is_none() {
+                    die.name = Some(name);
+                }
+            }
+        }
+        Ok(table)
+    }
+
+    /// The type DIEs a type DIE leads to directly.
+    fn edges(&self, offset: UnitOffset) -> impl Iterator<Item = UnitOffset> + '_ {
+        let die = self.types.get(&offset);
+        die.and_then(|d| d.ty).into_iter().chain(
+            die.into_iter()
+                .flat_map(|d| d.children.iter().filter_map(|c| c.ty)),
+        )
+    }
+
+    /// Every type DIE reachable from `roots` (roots included).
+    fn reach(&self, roots: &[UnitOffset]) -> Vec<UnitOffset> {
+        let mut seen: HashSet<UnitOffset> = HashSet::new();
+        let mut stack: Vec<UnitOffset> = roots.to_vec();
+        let mut out = Vec::new();
+        while let Some(offset) = stack.pop() {
+            if !seen.insert(offset) {
+                continue;
+            }
+            out.push(offset);
+            stack.extend(self.edges(offset));
+        }
+        out
+    }
+
+    fn aggregate_name(&self, offset: UnitOffset) -> Option<&String> {
+        let die = self.types.get(&offset)?;
+        if is_aggregate(die.tag) {
+            die.name.as_ref()
+        } else {
+            None
+        }
+    }
+
+    fn render_opt(&self, offset: Option<UnitOffset>) -> String {
+        match offset {
+            Some(offset) => self.render(offset, 0),
+            None => "void".to_string(),
+        }
+    }
+
+    /// A type as C would write it, typedefs resolved; bounded for cyclic or hostile DWARF.
+    fn render(&self, offset: UnitOffset, depth: usize) -> String {
+        if depth > 24 {
+            return "...".to_string();
+        }
+        let Some(die) = self.types.get(&offset) else {
+            return "?".to_string();
+        };
+        let inner = || match die.ty {
+            Some(ty) => self.render(ty, depth + 1),
+            None => "void".to_string(),
+        };
+        match die.tag {
+            gimli::DW_TAG_pointer_type => format!("{} *", inner()),
+            gimli::DW_TAG_reference_type => format!("{} &", inner()),
+            gimli::DW_TAG_rvalue_reference_type => format!("{} &&", inner()),
+            gimli::DW_TAG_ptr_to_member_type => format!("{} ::*", inner()),
+            gimli::DW_TAG_const_type => format!("const {}", inner()),
+            gimli::DW_TAG_volatile_type => format!("volatile {}", inner()),
+            gimli::DW_TAG_restrict_type => format!("{} restrict", inner()),
+            gimli::DW_TAG_atomic_type => format!("_Atomic {}", inner()),
+            gimli::DW_TAG_typedef => inner(),
+            gimli::DW_TAG_array_type => {
+                let dims: String = die
+                    .children
+                    .iter()
+                    .filter(|c| c.tag == gimli::DW_TAG_subrange_type)
+                    .map(|c| match c.count {
+                        Some(n) => format!("[{n}]"),
+                        None => "[]".to_string(),
+                    })
+                    .collect();
+                format!("{}{dims}", inner())
+            }
+            gimli::DW_TAG_subroutine_type => {
+                let params: Vec<String> = die
+                    .children
+                    .iter()
+                    .filter(|c| c.tag == gimli::DW_TAG_formal_parameter)
+                    .map(|c| match c.ty {
+                        Some(ty) => self.render(ty, depth + 1),
+                        None => "?".to_string(),
+                    })
+                    .collect();
+                let dots = if die.variadic { ", ..." } else { "" };
+                format!("{} (*)({}{dots})", inner(), params.join(", "))
+            }
+            gimli::DW_TAG_base_type | gimli::DW_TAG_unspecified_type => {
+                die.name.clone().unwrap_or_else(|| "?".to_string())
+            }
+            tag => die.name.clone().unwrap_or_else(|| {
+                let kind = match tag {
+                    gimli::DW_TAG_union_type => "union",
+                    gimli::DW_TAG_enumeration_type => "enum",
+                    _ => "struct",
+                };
+                // An anonymous type: its size says at least something.
+                format!("{kind} <anonymous, {} bytes>", die.size.unwrap_or(0))
+            }),
+        }
+    }
+
+    fn source_line(
+        &self,
+        dwarf: &Dwarf<'_>,
+        unit: &Unit<'_>,
+        decl: (u64, u32),
+    ) -> Option<SourceLine> {
+        let comp_dir = unit.comp_dir.as_ref().map(dwarf::reader_string);
+        let file: PathBuf =
+            dwarf::decl_file_path(dwarf, unit, decl.0, comp_dir.as_deref().map(Path::new))?;
+        Some(SourceLine {
+            file,
+            line: decl.1,
+            column: 0,
+        })
+    }
+
+    fn layout(&self, dwarf: &Dwarf<'_>, unit: &Unit<'_>, offset: UnitOffset) -> Option<TypeLayout> {
+        let die = self.types.get(&offset)?;
+        let name = die.name.clone()?;
+        let members = die
+            .children
+            .iter()
+            .filter(|c| matches!(c.tag, gimli::DW_TAG_member | gimli::DW_TAG_inheritance))
+            .map(|c| {
+                let type_name = match c.ty {
+                    Some(ty) => self.render(ty, 0),
+                    None => "?".to_string(),
+                };
+                MemberLayout {
+                    name: match (c.tag, &c.name) {
+                        (gimli::DW_TAG_inheritance, _) => format!("<base {type_name}>"),
+                        (_, Some(n)) => n.clone(),
+                        (_, None) => "<anonymous>".to_string(),
+                    },
+                    offset: c.offset,
+                    bit_offset: c.bit_offset,
+                    type_name,
+                }
+            })
+            .collect();
+        Some(TypeLayout {
+            name,
+            size: if die.declaration { None } else { die.size },
+            members,
+            decl: die.decl.and_then(|d| self.source_line(dwarf, unit, d)),
+        })
+    }
+
+    /// Functions with code and static variables of this unit that reach an aggregate named
+    /// in `types`, appended to `out`.
+    fn users(
+        &self,
+        dwarf: &Dwarf<'_>,
+        unit: &Unit<'_>,
+        types: &HashSet<&str>,
+        index: usize,
+        unit_name: &str,
+        out: &mut Vec<TypeUser>,
+    ) {
+        // The type DIEs that reach a target, found backwards from the targets.
+        let mut reverse: HashMap<UnitOffset, Vec<UnitOffset>> = HashMap::default();
+        let mut tainted: HashMap<UnitOffset, UnitOffset> = HashMap::default();
+        let mut stack = Vec::new();
+        for (&offset, die) in &self.types {
+            for to in self.edges(offset) {
+                reverse.entry(to).or_default().push(offset);
+            }
+            if is_aggregate(die.tag) && die.name.as_deref().is_some_and(|n| types.contains(n)) {
+                tainted.insert(offset, offset);
+                stack.push(offset);
+            }
+        }
+        if stack.is_empty() {
+            return;
+        }
+        while let Some(offset) = stack.pop() {
+            let target = tainted[&offset];
+            for &from in reverse.get(&offset).into_iter().flatten() {
+                if let std::collections::hash_map::Entry::Vacant(e) = tainted.entry(from) {
+                    e.insert(target);
+                    stack.push(from);
+                }
+            }
+        }
+        let mut push = |name: &str, kind: UserKind, target: UnitOffset| {
+            let Some(type_name) = self.aggregate_name(target) else {
+                return;
+            };
+            out.push(TypeUser {
+                name: name.to_string(),
+                kind,
+                type_name: type_name.clone(),
+                layout: self
+                    .layout(dwarf, unit, target)
+                    .filter(|l| l.size.is_some()),
+                unit: index,
+                unit_name: unit_name.to_string(),
+            });
+        };
+        for sub in &self.subprograms {
+            if !sub.has_code || sub.name.is_empty() {
+                continue;
+            }
+            if let Some(target) = sub.type_refs.iter().find_map(|t| tainted.get(t)) {
+                push(&sub.name, UserKind::Function, *target);
+            }
+        }
+        for var in &self.variables {
+            if let Some(target) = tainted.get(&var.ty) {
+                push(&var.name, UserKind::Variable, *target);
+            }
+        }
+    }
+}
+
+/// `DW_AT_decl_file` and `DW_AT_decl_line` of a DIE (or of the declaration it completes).
+fn decl_of<'a>(
+    unit: &Unit<'a>,
+    entry: &gimli::DebuggingInformationEntry<DwarfReader<'a>>,
+) -> Option<(u64, u32)> {
+    let file = dwarf::unsigned_value(dwarf::inherited_attr(unit, entry, gimli::DW_AT_decl_file)?)?;
+    let line = dwarf::unsigned_value(dwarf::inherited_attr(unit, entry, gimli::DW_AT_decl_line)?)?;
+    Some((file, u32::try_from(line).ok().filter(|&l| l > 0)?))
+}

@@ -1,0 +1,146 @@
+//! Type layouts, signatures and type users read from the DWARF of real compiles (types.rs).
+
+mod common;
+
+use std::collections::HashSet;
+
+use common::{compile_c, compile_object, line_containing, parse_object};
+use hot_object::types::{image_type_users, UserKind};
+
+const GEOM: &str = "struct shape { int w; int h; };
+typedef struct { char tag; long value; } cell_t;
+struct list { struct shape *items; int n; };
+static struct list all;
+long scaled(int v, const char *why, ...) { return v; }
+int area(const struct shape *s) { return s->w * s->h; }
+int cell_sum(int x) { cell_t c = { 1, x }; return c.tag + (int)c.value; }
+int count(void) { return all.n; }
+int plain(int x) { return x + 1; }
+";
+
+#[test]
+fn signatures_and_layouts_of_the_functions_asked_about() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let object = parse_object(&compile_object(dir.path(), "geom.c", GEOM, &[]));
+    let names: HashSet<&str> = ["scaled", "area", "cell_sum"].into_iter().collect();
+    let facts = object.abi_facts(&names).expect("abi facts");
+    let scaled = facts.function("scaled").expect("scaled");
+    assert_eq!(
+        scaled.signature.to_string(),
+        "long int (int, const char *, ...)"
+    );
+    assert_eq!(scaled.decl.as_ref().map(|d| d.line), Some(5));
+    let area = facts.function("area").expect("area");
+    assert_eq!(area.types, vec!["struct shape".to_string()]);
+    let shape = &facts.layouts["struct shape"];
+    assert_eq!(shape.size, Some(8));
+    let members: Vec<(&str, u64)> = shape
+        .members
+        .iter()
+        .map(|m| (m.name.as_str(), m.offset))
+        .collect();
+    assert_eq!(members, vec![("w", 0), ("h", 4)]);
+    assert_eq!(
+        shape.decl.as_ref().map(|d| d.line),
+        Some(line_containing(GEOM, "struct shape {"))
+    );
+    // An anonymous struct takes its typedef's name.
+    let cell = &facts.layouts["cell_t"];
+    assert_eq!((cell.size, cell.members[1].offset), (Some(16), 8));
+    // Only what the functions asked about use.
+    assert!(
+        !facts.layouts.contains_key("struct list"),
+        "{:?}",
+        facts.layouts.keys()
+    );
+    assert!(facts.function("plain").is_none());
+}
+
+#[test]
+fn users_of_a_type_in_an_object_and_in_an_executable() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let object = parse_object(&compile_object(dir.path(), "geom.c", GEOM, &[]));
+    let wanted: HashSet<&str> = ["struct shape"].into_iter().collect();
+    let users = object.type_users(&wanted).expect("users");
+    let mut named: Vec<(&str, UserKind)> =
+        users.iter().map(|u| (u.name.as_str(), u.kind)).collect();
+    named.sort_by_key(|(n, _)| *n);
+    // `all` holds a pointer to shapes (through struct list); `count` only reads `all`.
+    assert_eq!(
+        named,
+        vec![("all", UserKind::Variable), ("area", UserKind::Function)]
+    );
+    assert!(users
+        .iter()
+        .all(|u| u.layout.as_ref().and_then(|l| l.size) == Some(8)));
+
+    // An executable whose main.c only knows `struct shape` by name (an opaque pointer).
+    let main = "struct shape; int area(const struct shape *s); struct shape *keep;
+int describe(struct shape *s) { return s != 0; }
+int main(void) { return describe(keep); }
+";
+    std::fs::write(dir.path().join("geom2.c"), GEOM).expect("write");
+    let exe = compile_c(dir.path(), "main.c", main, &["-g", "geom2.c"], "app");
+    let bytes = std::fs::read(&exe).expect("read exe");
+    let users = image_type_users(&exe, &bytes, &wanted, &[]).expect("image users");
+    let main_users: Vec<(&str, UserKind, bool)> = users
+        .iter()
+        .filter(|u| u.unit_name.ends_with("main.c"))
+        .map(|u| (u.name.as_str(), u.kind, u.layout.is_some()))
+        .collect();
+    assert_eq!(
+        main_users,
+        vec![
+            ("describe", UserKind::Function, false),
+            ("keep", UserKind::Variable, false)
+        ]
+    );
+    let unit = users.iter().find(|u| u.name == "area").expect("area").unit;
+    let skipped = image_type_users(&exe, &bytes, &wanted, &[unit]).expect("image users");
+    assert!(skipped.iter().all(|u| u.unit != unit), "{skipped:?}");
+}
+
+/// The cost of the checks on a large file: 2000 functions taking a `struct rec *` (what a
+/// save that changes `struct rec` pays: the facts of the changed function in two objects,
+/// the users in the new object, the users in the executable). Printed for the record; the
+/// assertions check the answers.
+#[test]
+fn type_users_of_a_large_file() {
+    const N: usize = 2000;
+    let mut source = String::from(
+        "struct rec { int a; int b; long c; struct rec *next; };\nstatic struct rec head;\n",
+    );
+    for i in 0..N {
+        source.push_str(&format!(
+            "int f{i}(struct rec *r, int k) {{ int t = r->a + {i}; return t * k + (int)r->c; }}\n"
+        ));
+    }
+    source.push_str("int main(void) { return f0(&head, 1); }\n");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let object = parse_object(&compile_object(dir.path(), "big.c", &source, &[]));
+    let started = std::time::Instant::now();
+    let one: HashSet<&str> = ["f7"].into_iter().collect();
+    let facts = object.abi_facts(&one).expect("facts");
+    let facts_micros = started.elapsed().as_micros();
+    assert_eq!(
+        facts.function("f7").map(|f| f.types.clone()),
+        Some(vec!["struct rec".to_string()])
+    );
+    let wanted: HashSet<&str> = ["struct rec"].into_iter().collect();
+    let started = std::time::Instant::now();
+    let users = object.type_users(&wanted).expect("users");
+    let users_micros = started.elapsed().as_micros();
+    // Every f, and the variable `head` (main only takes its address).
+    assert_eq!(users.len(), N + 1, "{:?}", &users[..3]);
+    let exe = compile_c(dir.path(), "big.c", &source, &["-g"], "big");
+    let bytes = std::fs::read(&exe).expect("read exe");
+    let started = std::time::Instant::now();
+    let image_users = image_type_users(&exe, &bytes, &wanted, &[]).expect("image users");
+    let image_micros = started.elapsed().as_micros();
+    assert_eq!(image_users.len(), N + 1);
+    eprintln!(
+        "{N} functions ({} KiB object): abi_facts of one function {facts_micros} µs, \
+         type_users of the object {users_micros} µs, of the executable {image_micros} µs",
+        std::fs::metadata(dir.path().join("big.o")).map_or(0, |m| m.len() / 1024)
+    );
+}

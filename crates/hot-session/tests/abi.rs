@@ -1,0 +1,289 @@
+//! The ABI checks of a swap, on real processes (fixture `abi`): a changed struct layout used
+//! by code the swap does not recompile, a changed signature whose callers were not
+//! recompiled, a removed function that is still called (all refused, the program left as it
+//! was), and a changed function with a live frame (swapped, with an information diagnostic).
+
+mod common;
+
+use common::Fixture;
+use hot_session::{SessionEvent, Severity};
+
+/// One refused save: the edit, the code, where the diagnostic sits (the first line of the
+/// saved file containing `at`), and what its message must say.
+struct Refusal {
+    fixture: &'static str,
+    file: &'static str,
+    from: &'static str,
+    to: &'static str,
+    code: &'static str,
+    at: &'static str,
+    says: &'static [&'static str],
+    /// What every line the program prints afterwards still contains.
+    steady: &'static str,
+}
+
+/// Apply the edit, save, and check the diagnostic; then the program prints lines with the
+/// old results (`steady`), nothing was swapped, and the same process runs.
+fn check_refusal(case: &Refusal) -> Fixture {
+    let mut f = Fixture::launch(case.fixture);
+    f.wait_output(case.steady);
+    f.edit(case.file, case.from, case.to);
+    let line = f.line_of(case.file, case.at);
+    f.save(case.file);
+    let diagnostics = f.wait_diagnostics(case.file);
+    let found = diagnostics
+        .iter()
+        .find(|d| d.code == case.code)
+        .unwrap_or_else(|| panic!("no {} diagnostic: {diagnostics:#?}", case.code));
+    assert_eq!(
+        (found.line, found.severity),
+        (line, Severity::Error),
+        "{found:#?}"
+    );
+    for needle in case.says {
+        assert!(
+            found.message.contains(needle),
+            "{needle:?} not in {:?}",
+            found.message
+        );
+    }
+    f.assert_unchanged(0, case.steady, 3);
+    f
+}
+
+const STEADY: &str = "area=12 scaled=20 cell=3 helper=2 described=1 tripled=3 mode=old";
+
+/// Every refusal of the ABI checks: a row each.
+const REFUSALS: &[Refusal] = &[
+    // geom.c's struct shape: main.c holds a heap object through `box` and takes it in
+    // `describe`, neither recompiled by a save of geom.c.
+    Refusal {
+        fixture: "abi",
+        file: "geom.c",
+        from: "struct shape { int w; int h; };",
+        to: "struct shape { int w; int depth; int h; };",
+        code: "layout-changed",
+        at: "struct shape { int w; int depth; int h; };",
+        says: &[
+            "`struct shape`",
+            "8 bytes → 12 bytes",
+            "`h` moved from offset 4 to 8",
+            "`depth` added",
+            "`describe` (main.c)",
+            "the variable `box` (main.c)",
+        ],
+        steady: STEADY,
+    },
+    // main.c declares `long scaled(int)` itself and calls it from run_round.
+    Refusal {
+        fixture: "abi",
+        file: "geom.c",
+        from: "long scaled(int v) {",
+        to: "long scaled(long v) {",
+        code: "signature-changed",
+        at: "long scaled(long v) {",
+        says: &[
+            "`scaled`",
+            "from `long int (int)` to `long int (long int)`",
+            "`run_round` (main.c)",
+        ],
+        steady: STEADY,
+    },
+    // main.c calls helper; the diagnostic sits where the definition was.
+    Refusal {
+        fixture: "abi",
+        file: "geom.c",
+        from: "int helper(int v) {\n    return bump(v);\n}\n",
+        to: "/* helper is gone */\n",
+        code: "undefined-symbol",
+        at: "/* helper is gone */",
+        says: &[
+            "`helper` was removed from geom.c",
+            "still called from `run_round` (main.c)",
+        ],
+        steady: STEADY,
+    },
+    // tripled is only in main.c's table of function pointers.
+    Refusal {
+        fixture: "abi",
+        file: "geom.c",
+        from: "int tripled(int v) {\n    return v * 3;\n}\n",
+        to: "/* tripled is gone */\n",
+        code: "undefined-symbol",
+        at: "/* tripled is gone */",
+        says: &[
+            "`tripled` was removed from geom.c",
+            "the data `table` (main.c)",
+        ],
+        steady: STEADY,
+    },
+    // C++: geo::Shape is known to main.cpp by name only; main holds one through `box`.
+    Refusal {
+        fixture: "cxxabi",
+        file: "geo.cpp",
+        from: "    int w;\n    int h;\n};",
+        to: "    int w;\n    long depth;\n    int h;\n};",
+        code: "layout-changed",
+        at: "struct Shape {",
+        says: &[
+            "`geo::Shape`",
+            "8 bytes → 24 bytes",
+            "`depth` added",
+            "the variable `box` (main.cpp)",
+        ],
+        steady: "area=12 scale=20",
+    },
+    // C++: a new parameter type is a new function (another mangled name); the old one, which
+    // main calls, is gone.
+    Refusal {
+        fixture: "cxxabi",
+        file: "geo.cpp",
+        from: "int scale(int v) {",
+        to: "int scale(long v) {",
+        code: "undefined-symbol",
+        at: "int scale(long v) {",
+        says: &[
+            "`geo::scale(int)` was removed from geo.cpp",
+            "still called from `main` (main.cpp)",
+        ],
+        steady: "area=12 scale=20",
+    },
+];
+
+#[test]
+fn layout_change_used_by_other_files_is_refused() {
+    check_refusal(&REFUSALS[0]);
+}
+
+#[test]
+fn signature_change_with_callers_in_other_files_is_refused() {
+    check_refusal(&REFUSALS[1]);
+}
+
+#[test]
+fn removed_function_still_called_is_refused() {
+    check_refusal(&REFUSALS[2]);
+}
+
+#[test]
+fn removed_function_held_in_a_table_of_another_file_is_refused() {
+    check_refusal(&REFUSALS[3]);
+}
+
+#[test]
+fn cxx_class_layout_change_used_by_other_files_is_refused() {
+    check_refusal(&REFUSALS[4]);
+}
+
+#[test]
+fn cxx_overload_replacing_a_called_function_is_refused_with_demangled_names() {
+    check_refusal(&REFUSALS[5]);
+}
+
+/// A struct only one function uses, with no variable of it anywhere: its layout changes
+/// with that function, which swaps.
+#[test]
+fn layout_change_used_only_by_swapped_functions_swaps() {
+    let mut f = Fixture::launch("abi");
+    f.wait_output("cell=3");
+    f.edit(
+        "geom.c",
+        "struct cell { int a; int b; };",
+        "struct cell { int a; long pad; int b; };",
+    );
+    f.edit(
+        "geom.c",
+        "struct cell c = { x, 2 };",
+        "struct cell c = { x, 0, 2 };",
+    );
+    f.edit("geom.c", "return c.a + c.b;", "return c.a + c.b + 40;");
+    f.save("geom.c");
+    let swap = f.wait_swap();
+    assert_eq!(swap.swapped, vec!["cell_sum".to_string()], "{swap:?}");
+    f.wait_output("cell=43");
+    f.assert_same_process();
+}
+
+/// The signature of a static function called from its own file only: its callers are
+/// recompiled with it, so it swaps.
+#[test]
+fn signature_change_with_callers_in_the_same_file_swaps() {
+    let mut f = Fixture::launch("abi");
+    f.wait_output("helper=2");
+    f.edit(
+        "geom.c",
+        "static int bump(int v) {\n    return v + 1;",
+        "static long bump(long v) {\n    return v + 5;",
+    );
+    f.save("geom.c");
+    let swap = f.wait_swap();
+    assert!(swap.swapped.contains(&"bump".to_string()), "{swap:?}");
+    f.wait_output("helper=6");
+    f.assert_same_process();
+}
+
+/// A function nothing calls can go: nothing to swap, no diagnostic, and the next edit
+/// swaps as usual.
+#[test]
+fn removing_an_unreferenced_function_is_fine() {
+    let mut f = Fixture::launch("abi");
+    f.wait_output("helper=2");
+    f.edit("geom.c", "int spare(int v) {\n    return v - 1;\n}\n", "");
+    f.save("geom.c");
+    let path = f.path("geom.c");
+    let diagnostics = f.wait("geom.c's diagnostics", |e| match e {
+        SessionEvent::Diagnostics { file, diagnostics } if *file == path => {
+            Some(diagnostics.clone())
+        }
+        _ => None,
+    });
+    assert!(diagnostics.is_empty(), "{diagnostics:#?}");
+    f.wait("the unchanged save", |e| {
+        matches!(e, SessionEvent::Unchanged { .. }).then_some(())
+    });
+    f.edit("geom.c", "return v + 1;", "return v + 2;");
+    f.save("geom.c");
+    let swap = f.wait_swap();
+    assert_eq!(swap.swapped, vec!["bump".to_string()], "{swap:?}");
+    f.wait_output("helper=3");
+    f.assert_same_process();
+}
+
+/// run_round spends its time asleep inside itself on the main thread: it swaps with an
+/// information diagnostic on its line, and its next call prints the new text.
+#[test]
+fn a_function_running_on_a_stack_swaps_with_a_note_and_changes_on_its_next_call() {
+    let mut f = Fixture::launch("abi");
+    f.wait_output("mode=old");
+    f.edit("main.c", "mode=old", "mode=new");
+    let line = f.line_of("main.c", "void run_round(void)");
+    f.save("main.c");
+    let swap = f.wait_swap();
+    assert_eq!(swap.swapped, vec!["run_round".to_string()], "{swap:?}");
+    let diagnostics = f.wait_diagnostics("main.c");
+    let note = diagnostics
+        .iter()
+        .find(|d| d.code == "still-running")
+        .unwrap_or_else(|| panic!("no still-running note: {diagnostics:#?}"));
+    assert_eq!(
+        (note.line, note.severity),
+        (line, Severity::Information),
+        "{note:#?}"
+    );
+    for needle in ["`run_round` was running", "old body", "next call"] {
+        assert!(
+            note.message.contains(needle),
+            "{needle:?} not in {:?}",
+            note.message
+        );
+    }
+    let before: u64 = common::field(&f.wait_output("mode=new"), "tick")
+        .parse()
+        .expect("tick");
+    // Its state survived, and every later round is new.
+    assert!(before > 1, "the program restarted");
+    for l in f.next_lines(3) {
+        assert!(l.contains("mode=new"), "{l}");
+    }
+    f.assert_same_process();
+}
