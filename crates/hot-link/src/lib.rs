@@ -27,6 +27,8 @@
 //! - `image_diff.rs`: without a baseline, which functions equal the running image's code
 //!   (instruction-level comparison accepting ld's relaxations);
 //! - `entry.rs`: how an entry is redirected (5-byte jump, or a short jump through padding);
+//! - `vtable.rs`: C++ vtables and typeinfo whose layout changed are refused, naming the
+//!   class (an override added is an in-place update);
 //! - `unwind.rs`: the `.eh_frame` table of the placed bodies and the LSDAs it points at, for
 //!   the session to register with the target's unwinder ([`Patch::unwind`]).
 //!
@@ -66,6 +68,7 @@ mod link;
 mod resolve;
 mod units;
 mod unwind;
+mod vtable;
 mod x86_64;
 
 use std::collections::HashSet;

@@ -1,0 +1,427 @@
+//! C++ beyond plain functions, really swapped (tests/fixtures/cxxmore, built with `c++` and
+//! with `clang++`): a lambda, virtual functions reached through an object made before the
+//! swap, static locals with guard variables, a template instantiated for the first time by
+//! new code, static data members, libstdc++ functions the program never called; and vtable
+//! layout changes, refused with `layout-changed` naming the class. Each case is a row.
+
+mod common;
+
+use common::{field, Fixture};
+use hot_session::{SessionEvent, Severity};
+
+/// Both C++ compilers the fixtures are built with: their mangling of lambdas, their COMDAT
+/// and unique-symbol choices differ.
+const COMPILERS: [&str; 2] = ["c++", "clang++"];
+
+/// The `cxxmore` fixture built with `compiler`, launched and printing.
+fn cxxmore(compiler: &str) -> Fixture {
+    let mut f = Fixture::copy("cxxmore");
+    f.write(
+        "hot-lsp.toml",
+        &format!(
+            "[program]\npath = \"app\"\nbuild = \"{compiler} -std=c++17 -O0 -g -o app main.cpp\"\n\n\
+             [compile]\ncommand = \"{compiler} -std=c++17 -O0 -g -c {{file}} -o {{output}}\"\n"
+        ),
+    );
+    f.start();
+    f.wait_launched();
+    f.wait_output("tick=");
+    f
+}
+
+/// The integer `key=` of an output line.
+fn number(line: &str, key: &str) -> i64 {
+    field(line, key)
+        .parse()
+        .unwrap_or_else(|_| panic!("{key}= is not a number in {line:?}"))
+}
+
+/// What must hold between a line printed before the swap and one printed after it.
+type Kept = fn(before: &str, after: &str) -> Result<(), String>;
+
+/// One edit of main.cpp that must swap.
+struct Edit<'a> {
+    /// What the row shows.
+    what: &'a str,
+    /// Replacements in main.cpp, in order.
+    edits: &'a [(&'a str, &'a str)],
+    /// The swapped functions, as demangled-name prefixes (a lambda's name differs between
+    /// compilers), in any order.
+    swapped: &'a [&'a str],
+    /// Functions that may be swapped too: a caller whose exception table the compiler
+    /// recomputed because a callee in the file now can (or cannot) throw.
+    may_also: &'a [&'a str],
+    /// Demangled-name prefixes that must be among the added symbols.
+    added: &'a [&'a str],
+    /// A piece of every line the new code prints.
+    after: &'a str,
+    /// State the program had before the swap that it must keep.
+    kept: Kept,
+}
+
+fn nothing(_: &str, _: &str) -> Result<(), String> {
+    Ok(())
+}
+
+/// Launch cxxmore with each compiler, apply `row`'s edits, save: exactly `row.swapped` must
+/// swap, `row.added` be added, the program print `row.after`, keep `row.kept`, and be the
+/// process launched at first.
+fn check_cxx_edit(row: &Edit<'_>) {
+    for compiler in COMPILERS {
+        let mut f = cxxmore(compiler);
+        let before = f.wait_output("tick=");
+        for (from, to) in row.edits {
+            f.edit("main.cpp", from, to);
+        }
+        f.save("main.cpp");
+        let swap = f.wait_swap();
+        let shown = |names: &[String]| -> Vec<String> {
+            names
+                .iter()
+                .map(|n| hot_session::display_name(n).into_owned())
+                .collect()
+        };
+        let (swapped, added) = (shown(&swap.swapped), shown(&swap.added));
+        let context = format!(
+            "{compiler}, {}: swapped {swapped:?}, added {added:?}",
+            row.what
+        );
+        for name in &swapped {
+            assert!(
+                row.swapped
+                    .iter()
+                    .chain(row.may_also)
+                    .any(|want| name.starts_with(want)),
+                "{name:?} swapped: {context}"
+            );
+        }
+        for want in row.swapped {
+            assert!(
+                swapped.iter().any(|s| s.starts_with(want)),
+                "{want:?} not swapped: {context}"
+            );
+        }
+        for want in row.added {
+            assert!(
+                added.iter().any(|s| s.starts_with(want)),
+                "{want:?} not added: {context}"
+            );
+        }
+        let after = f.wait_output(row.after);
+        // The next lines too: the new code keeps running, and so does the program.
+        f.fresh_output.clear();
+        for line in f.next_lines(3) {
+            assert!(line.contains(row.after), "{context}: {line}");
+        }
+        if let Err(e) = (row.kept)(&before, &after) {
+            panic!("{context}: {e}\nbefore: {before}\nafter:  {after}");
+        }
+        f.assert_same_process();
+    }
+}
+
+#[test]
+fn a_lambda_changed_inside_a_function() {
+    check_cxx_edit(&Edit {
+        what: "a lambda's body",
+        edits: &[("return x + 1 + tick * 0;", "return x + 100 + tick * 0;")],
+        swapped: &["lambda_value(int)::"],
+        may_also: &[],
+        added: &[],
+        after: " lambda=100 ",
+        kept: nothing,
+    });
+}
+
+/// The object was made before the swap: its vtable pointer is the old one, so the new
+/// bodies are reached through the running program's vtable.
+#[test]
+fn virtual_functions_swapped_and_called_through_an_existing_object() {
+    for row in [
+        Edit {
+            what: "an out-of-line virtual function (the key function)",
+            edits: &[("return w * h;", "return w * h * 10;")],
+            swapped: &["Rect::area() const"],
+            may_also: &[],
+            added: &[],
+            after: " area=120 ",
+            kept: nothing,
+        },
+        Edit {
+            what: "an inline virtual function (a COMDAT copy)",
+            edits: &[("return 4;", "return 40;")],
+            swapped: &["Rect::sides() const"],
+            may_also: &[],
+            added: &[],
+            after: " sides=40 ",
+            kept: nothing,
+        },
+        Edit {
+            what: "an override added (the vtable keeps its layout and is updated in place)",
+            edits: &[(
+                "    int sides() const override {",
+                "    int depth() const override {\n        return 7;\n    }\n    \
+                 int sides() const override {",
+            )],
+            swapped: &[],
+            may_also: &[],
+            added: &["Rect::depth() const"],
+            after: " depth=7 ",
+            kept: nothing,
+        },
+    ] {
+        check_cxx_edit(&row);
+    }
+}
+
+/// `counter` and `inline_counter` count on from where they were (the edited one now
+/// printed negated), and their initializer (which counts its calls in `init`) is not run
+/// again.
+fn counters_kept(before: &str, after: &str) -> Result<(), String> {
+    for key in ["counter", "inline"] {
+        if number(after, key).abs() <= number(before, key) {
+            return Err(format!("{key} was re-initialised or lost its value"));
+        }
+    }
+    if number(after, "init") != number(before, "init") {
+        return Err("an initializer ran again".into());
+    }
+    Ok(())
+}
+
+#[test]
+fn static_locals_with_guards_keep_their_values() {
+    for row in [
+        Edit {
+            what: "a function with a static local",
+            edits: &[("return n++;", "return -(n++);")],
+            swapped: &["counter()"],
+            may_also: &[],
+            added: &[],
+            after: " counter=-",
+            kept: counters_kept,
+        },
+        Edit {
+            what: "an inline function with a static local (a unique object)",
+            edits: &[("return m++;", "return -(m++);")],
+            swapped: &["inline_counter()"],
+            may_also: &[],
+            added: &[],
+            after: " inline=-",
+            kept: counters_kept,
+        },
+    ] {
+        check_cxx_edit(&row);
+    }
+}
+
+#[test]
+fn a_template_instantiated_for_the_first_time_by_new_code() {
+    check_cxx_edit(&Edit {
+        what: "twice<long> and twice<double>",
+        edits: &[(
+            "return twice(21);",
+            "return (int)twice(21L) + (int)twice(0.5) + 100;",
+        )],
+        swapped: &["tmpl_value()"],
+        may_also: &[],
+        added: &["long twice<long>(long)", "double twice<double>(double)"],
+        after: " tmpl=143 ",
+        kept: nothing,
+    });
+}
+
+/// `hits` counts on in the storage main reads, and the new code's writes to `misses` land
+/// there too.
+fn members_kept(before: &str, after: &str) -> Result<(), String> {
+    if number(after, "hits") <= number(before, "hits") {
+        return Err("hits did not keep counting in the same storage".into());
+    }
+    if number(after, "misses") < number(before, "misses") + 1000 {
+        return Err("the new code's writes to misses did not reach main's".into());
+    }
+    Ok(())
+}
+
+#[test]
+fn static_data_members_are_the_same_storage() {
+    check_cxx_edit(&Edit {
+        what: "Stats::hits and the inline Stats::misses",
+        edits: &[(
+            "return Stats::hits;",
+            "Stats::misses += 1000;\n    return -Stats::hits;",
+        )],
+        swapped: &["record()"],
+        may_also: &[],
+        added: &[],
+        after: " rec=-",
+        kept: members_kept,
+    });
+}
+
+#[test]
+fn new_code_calls_libstdcxx_functions_the_program_never_called() {
+    for (what, includes, body, after) in [
+        (
+            "std::to_string",
+            "",
+            "return std::to_string(40 + 2);",
+            " lib=42",
+        ),
+        (
+            "std::sort on a std::vector",
+            "#include <algorithm>\n#include <vector>\n",
+            "std::vector<int> v{3, 1, 2};\n    std::sort(v.begin(), v.end());\n    \
+             return std::to_string(v[0] * 100 + v[1] * 10 + v[2]);",
+            " lib=123",
+        ),
+        (
+            "std::ostringstream",
+            "#include <sstream>\n",
+            "std::ostringstream os;\n    os << \"os\" << 7;\n    return os.str();",
+            " lib=os7",
+        ),
+        (
+            "std::hash of a std::string (std::_Hash_bytes)",
+            "#include <functional>\n",
+            "return std::hash<std::string>{}(std::string(\"abc\")) != 0 ? \"hashed\" : \"zero\";",
+            " lib=hashed",
+        ),
+        (
+            "std::chrono::steady_clock::now",
+            "#include <chrono>\n",
+            "return std::chrono::steady_clock::now().time_since_epoch().count() > 0 ? \
+             \"clock\" : \"none\";",
+            " lib=clock",
+        ),
+    ] {
+        let (include, call) = (
+            format!("#include <string>\n{includes}"),
+            format!("(void)tick;\n    {body}"),
+        );
+        check_cxx_edit(&Edit {
+            what,
+            edits: &[
+                ("#include <string>\n", &include),
+                ("return std::string(tick > 0 ? \"none\" : \"\");", &call),
+            ],
+            swapped: &["lib_value[abi:cxx11](int)"],
+            // gcc finds that the new body cannot throw: main's table drops the call.
+            may_also: &["main"],
+            added: &[],
+            after,
+            kept: nothing,
+        });
+    }
+}
+
+/// One edit of a class that changes its vtable's layout.
+struct LayoutChange {
+    what: &'static str,
+    edits: &'static [(&'static str, &'static str)],
+    /// The class the refusal must name.
+    class: &'static str,
+}
+
+/// Launch cxxmore with each compiler, apply `row`'s edits and save: the save must be refused
+/// with `layout-changed` naming `row.class`, nothing swapped, the program printing what it
+/// printed before.
+fn check_layout_refused(row: &LayoutChange) {
+    for compiler in COMPILERS {
+        let mut f = cxxmore(compiler);
+        f.wait_output("area=12 sides=4 depth=0 ");
+        for (from, to) in row.edits {
+            f.edit("main.cpp", from, to);
+        }
+        f.save("main.cpp");
+        let diagnostics = f.wait_diagnostics("main.cpp");
+        let context = format!("{compiler}, {}: {diagnostics:#?}", row.what);
+        let named = format!("`{}`", row.class);
+        let found = diagnostics
+            .iter()
+            .find(|d| d.code == "layout-changed" && d.message.contains(&named))
+            .unwrap_or_else(|| panic!("no layout-changed diagnostic naming {named}: {context}"));
+        assert_eq!(found.severity, Severity::Error, "{context}");
+        assert!(!found.message.contains("_Z"), "a mangled name: {context}");
+        assert!(
+            found.message.contains("restart"),
+            "no way out given: {context}"
+        );
+        // It sits inside the class's body (on one of its own virtual functions).
+        let head = f.line_of("main.cpp", &format!("struct {} ", row.class));
+        let text = std::fs::read_to_string(f.path("main.cpp")).expect("read main.cpp");
+        let end = text
+            .lines()
+            .enumerate()
+            .skip(head as usize)
+            .find(|(_, l)| *l == "};")
+            .map_or(0, |(i, _)| i as u32 + 1);
+        assert!(
+            (head..=end).contains(&found.line),
+            "line {} is not in {} (lines {head}-{end}): {context}",
+            found.line,
+            row.class
+        );
+        f.assert_unchanged(0, "area=12 sides=4 depth=0 lambda=1 ", 3);
+        assert!(
+            !f.log.iter().any(|e| matches!(e, SessionEvent::Swap(_))),
+            "{context}"
+        );
+    }
+}
+
+#[test]
+fn a_changed_vtable_layout_is_refused_naming_the_class() {
+    for row in [
+        LayoutChange {
+            what: "a virtual function added to the base",
+            edits: &[(
+                "    virtual int sides() const {\n        return 0;\n    }\n",
+                "    virtual int sides() const {\n        return 0;\n    }\n    \
+                 virtual int corners() const {\n        return 0;\n    }\n",
+            )],
+            class: "Shape",
+        },
+        LayoutChange {
+            what: "a virtual function removed from the base",
+            edits: &[
+                (
+                    "    virtual int sides() const {\n        return 0;\n    }\n",
+                    "",
+                ),
+                ("int sides() const override {", "int sides() const {"),
+                ("shape->sides()", "static_cast<Rect *>(shape)->sides()"),
+            ],
+            class: "Shape",
+        },
+        LayoutChange {
+            what: "two virtual functions of the base swapped (same vtable size)",
+            edits: &[
+                ("    virtual int area() const = 0;\n", ""),
+                (
+                    "        return 0;\n    }\n};",
+                    "        return 0;\n    }\n    virtual int area() const = 0;\n};",
+                ),
+            ],
+            class: "Shape",
+        },
+        LayoutChange {
+            what: "a second base class",
+            edits: &[(
+                "struct Rect : Shape {",
+                "struct Named {\n    virtual const char *name() const {\n        return \"n\";\n    }\n};\n\nstruct Rect : Named, Shape {",
+            )],
+            class: "Rect",
+        },
+        LayoutChange {
+            what: "an empty base class added (the vtable is the same, the type information not)",
+            edits: &[(
+                "struct Rect : Shape {",
+                "struct Tag {};\n\nstruct Rect : Shape, Tag {",
+            )],
+            class: "Rect",
+        },
+    ] {
+        check_layout_refused(&row);
+    }
+}
