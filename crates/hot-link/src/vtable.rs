@@ -279,16 +279,17 @@ fn describe(word: &Word) -> String {
 
 /// The words of the running program's object at link-time `vaddr` (`None`: not known).
 fn image_words(image: &hot_object::LinkedImage, vaddr: u64, size: u64) -> Vec<Option<Word>> {
-    let count = (size / 8) as usize;
-    let bytes = usize::try_from(size)
+    // The size is the file's word: only bytes the file really has are read.
+    let Some(bytes) = usize::try_from(size)
         .ok()
-        .and_then(|len| image.bytes_at(vaddr, len));
+        .and_then(|len| image.bytes_at(vaddr, len))
+    else {
+        return Vec::new();
+    };
     let end = vaddr.saturating_add(size);
-    let mut words: Vec<Option<Word>> = (0..count)
-        .map(|i| {
-            let raw = bytes?.get(i * 8..i * 8 + 8)?;
-            Some(Word::Value(u64::from_le_bytes(raw.try_into().ok()?)))
-        })
+    let mut words: Vec<Option<Word>> = bytes
+        .chunks_exact(8)
+        .map(|raw| Some(Word::Value(u64::from_le_bytes(raw.try_into().ok()?))))
         .collect();
     // What each word designates once the dynamic linker ran.
     let mut targets: Vec<(usize, u64)> = Vec::new();
@@ -327,29 +328,51 @@ fn image_words(image: &hot_object::LinkedImage, vaddr: u64, size: u64) -> Vec<Op
     if targets.is_empty() {
         return words;
     }
-    // One pass over the symbols for every designated address.
-    let mut wanted: HashMap<u64, Vec<String>> = targets.iter().map(|&(_, t)| (t, vec![])).collect();
+    // One pass over the symbols for every designated address: the symbols defined right
+    // there, else the object that contains it (`__vmi_class_type_info`'s vtable + 16 in a
+    // typeinfo, copied into a non-PIE executable).
+    let mut sorted: Vec<u64> = targets.iter().map(|&(_, t)| t).collect();
+    sorted.sort_unstable();
+    sorted.dedup();
+    let mut exact: HashMap<u64, Vec<String>> = HashMap::new();
+    let mut inside: HashMap<u64, (String, i64)> = HashMap::new();
     for s in &image.symbols {
-        if s.defined && !s.name.is_empty() {
-            if let Some(names) = wanted.get_mut(&s.vaddr) {
+        if !s.defined || s.name.is_empty() {
+            continue;
+        }
+        let from = sorted.partition_point(|&t| t < s.vaddr);
+        let end = s.vaddr.saturating_add(s.size.max(1));
+        for &t in sorted[from..].iter().take_while(|&&t| t < end) {
+            if t == s.vaddr {
+                let names = exact.entry(t).or_default();
                 if !names.contains(&s.name) {
                     names.push(s.name.clone());
                 }
+            } else {
+                inside
+                    .entry(t)
+                    .or_insert_with(|| (s.name.clone(), (t - s.vaddr) as i64));
             }
         }
     }
     for (i, target) in targets {
-        match wanted.get(&target) {
-            Some(names) if !names.is_empty() => {
-                words[i] = Some(Word::Symbol {
-                    names: names.clone(),
-                    addend: 0,
-                });
-            }
-            // A pointer into the middle of something (or to nothing named): cannot tell.
-            _ if image.position_independent => words[i] = None,
-            _ => {}
-        }
+        words[i] = if let Some(names) = exact.get(&target) {
+            Some(Word::Symbol {
+                names: names.clone(),
+                addend: 0,
+            })
+        } else if let Some((name, addend)) = inside.get(&target) {
+            Some(Word::Symbol {
+                names: vec![name.clone()],
+                addend: *addend,
+            })
+        } else if image.position_independent {
+            // A pointer to nothing named: cannot tell.
+            None
+        } else {
+            // A non-PIE word in the address range that points at no symbol: an integer.
+            words[i].take()
+        };
     }
     words
 }
@@ -358,12 +381,11 @@ fn image_words(image: &hot_object::LinkedImage, vaddr: u64, size: u64) -> Vec<Op
 /// (`None`: a relocation of another kind).
 fn object_words(obj: &Object, atom: AtomId, size: u64) -> Vec<Option<Word>> {
     let a = obj.atom(atom);
-    let count = (size / 8) as usize;
-    let mut words: Vec<Option<Word>> = (0..count)
-        .map(|i| {
-            let raw = a.bytes.get(i * 8..i * 8 + 8).unwrap_or(&[0; 8]);
-            Some(Word::Value(u64::from_le_bytes(raw.try_into().ok()?)))
-        })
+    // Only the bytes the atom has (a symbol's size is the file's word, not a bound).
+    let len = usize::try_from(size).map_or(a.bytes.len(), |n| n.min(a.bytes.len()));
+    let mut words: Vec<Option<Word>> = a.bytes[..len]
+        .chunks_exact(8)
+        .map(|raw| Some(Word::Value(u64::from_le_bytes(raw.try_into().ok()?))))
         .collect();
     for reloc in &a.relocs {
         if !reloc.offset.0.is_multiple_of(8) {
