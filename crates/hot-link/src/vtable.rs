@@ -18,7 +18,9 @@
 //! symbols defined there), an `R_X86_64_64` slot a symbol by name (`__cxa_pure_virtual`, a
 //! library's typeinfo vtable), and any other word is a plain integer (offset-to-top, vbase
 //! offsets, flags); in a non-PIE executable an absolute address is a word that equals a
-//! symbol's address. The new object's words are its bytes and `R_X86_64_64` relocations.
+//! symbol's address, lies inside a symbol (a copied library vtable + 16), or is a PLT entry
+//! (the canonical address of a library function such as `__cxa_pure_virtual`). The new
+//! object's words are its bytes and `R_X86_64_64` relocations.
 
 use std::collections::HashMap;
 
@@ -369,6 +371,13 @@ fn image_words(image: &hot_object::LinkedImage, vaddr: u64, size: u64) -> Vec<Op
         } else if image.position_independent {
             // A pointer to nothing named: cannot tell.
             None
+        } else if let Some((name, _)) = image.plt_entries.iter().find(|(_, v)| *v == target) {
+            // A non-PIE program's address of a library function is its PLT entry
+            // (`__cxa_pure_virtual`, a library class's virtual function).
+            Some(Word::Symbol {
+                names: vec![name.clone()],
+                addend: 0,
+            })
         } else {
             // A non-PIE word in the address range that points at no symbol: an integer.
             words[i].take()

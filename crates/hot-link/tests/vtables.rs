@@ -105,9 +105,16 @@ fn link_edit(compiler: &str, pie: bool, edits: &[(&str, &str)]) -> Result<Patch,
         })
 }
 
+/// What a row shows, its replacements in SHAPES, and what linking them must give.
+type Row = (
+    &'static str,
+    &'static [(&'static str, &'static str)],
+    Expect,
+);
+
 #[test]
 fn vtable_layout_changes_are_refused_and_same_layout_edits_link() {
-    let rows: [(&str, &[(&str, &str)], Expect); 6] = [
+    let rows: [Row; 6] = [
         (
             "a body edited",
             &[("return 20;", "return 21;")],

@@ -9,18 +9,26 @@ mod common;
 use common::{field, Fixture};
 use hot_session::{SessionEvent, Severity};
 
+/// A way to build the fixture: the compiler and extra flags.
+type Build = (&'static str, &'static str);
+
 /// Both C++ compilers the fixtures are built with: their mangling of lambdas, their COMDAT
 /// and unique-symbol choices differ.
-const COMPILERS: [&str; 2] = ["c++", "clang++"];
+const COMPILERS: [Build; 2] = [("c++", ""), ("clang++", "")];
 
-/// The `cxxmore` fixture built with `compiler`, launched and printing.
-fn cxxmore(compiler: &str) -> Fixture {
+/// Without PIE: the vtable and typeinfo words are absolute addresses in the file, the
+/// typeinfo's own vtable pointer points into a copy (`R_X86_64_COPY`) of libstdc++'s.
+const NO_PIE: [Build; 1] = [("c++", "-no-pie -fno-pie")];
+
+/// The `cxxmore` fixture built as `build` says, launched and printing.
+fn cxxmore((compiler, extra): Build) -> Fixture {
     let mut f = Fixture::copy("cxxmore");
+    let flags = format!("-std=c++17 -O0 -g {extra}");
     f.write(
         "hot-lsp.toml",
         &format!(
-            "[program]\npath = \"app\"\nbuild = \"{compiler} -std=c++17 -O0 -g -o app main.cpp\"\n\n\
-             [compile]\ncommand = \"{compiler} -std=c++17 -O0 -g -c {{file}} -o {{output}}\"\n"
+            "[program]\npath = \"app\"\nbuild = \"{compiler} {flags} -o app main.cpp\"\n\n\
+             [compile]\ncommand = \"{compiler} {flags} -c {{file}} -o {{output}}\"\n"
         ),
     );
     f.start();
@@ -67,8 +75,14 @@ fn nothing(_: &str, _: &str) -> Result<(), String> {
 /// swap, `row.added` be added, the program print `row.after`, keep `row.kept`, and be the
 /// process launched at first.
 fn check_cxx_edit(row: &Edit<'_>) {
-    for compiler in COMPILERS {
-        let mut f = cxxmore(compiler);
+    check_cxx_edit_in(&COMPILERS, row);
+}
+
+/// [`check_cxx_edit`] with the fixture built each way of `builds`.
+fn check_cxx_edit_in(builds: &[Build], row: &Edit<'_>) {
+    for &build in builds {
+        let compiler = format!("{} {}", build.0, build.1);
+        let mut f = cxxmore(build);
         let before = f.wait_output("tick=");
         for (from, to) in row.edits {
             f.edit("main.cpp", from, to);
@@ -149,6 +163,22 @@ fn lambdas_changed_inside_a_function_and_in_a_stored_std_function() {
     }
 }
 
+/// An override added to `Rect`: its vtable keeps its layout and is updated in place, so the
+/// object made before the swap calls the new function.
+const OVERRIDE_ADDED: Edit<'static> = Edit {
+    what: "an override added (the vtable keeps its layout and is updated in place)",
+    edits: &[(
+        "    int sides() const override {",
+        "    int depth() const override {\n        return 7;\n    }\n    \
+         int sides() const override {",
+    )],
+    swapped: &[],
+    may_also: &[],
+    added: &["Rect::depth() const"],
+    after: " depth=7 ",
+    kept: nothing,
+};
+
 /// The object was made before the swap: its vtable pointer is the old one, so the new
 /// bodies are reached through the running program's vtable.
 #[test]
@@ -172,19 +202,7 @@ fn virtual_functions_swapped_and_called_through_an_existing_object() {
             after: " sides=40 ",
             kept: nothing,
         },
-        Edit {
-            what: "an override added (the vtable keeps its layout and is updated in place)",
-            edits: &[(
-                "    int sides() const override {",
-                "    int depth() const override {\n        return 7;\n    }\n    \
-                 int sides() const override {",
-            )],
-            swapped: &[],
-            may_also: &[],
-            added: &["Rect::depth() const"],
-            after: " depth=7 ",
-            kept: nothing,
-        },
+        OVERRIDE_ADDED,
     ] {
         check_cxx_edit(&row);
     }
@@ -343,8 +361,14 @@ struct LayoutChange {
 /// with `layout-changed` naming `row.class`, nothing swapped, the program printing what it
 /// printed before.
 fn check_layout_refused(row: &LayoutChange) {
-    for compiler in COMPILERS {
-        let mut f = cxxmore(compiler);
+    check_layout_refused_in(&COMPILERS, row);
+}
+
+/// [`check_layout_refused`] with the fixture built each way of `builds`.
+fn check_layout_refused_in(builds: &[Build], row: &LayoutChange) {
+    for &build in builds {
+        let compiler = format!("{} {}", build.0, build.1);
+        let mut f = cxxmore(build);
         f.wait_output("area=12 sides=4 depth=0 ");
         for (from, to) in row.edits {
             f.edit("main.cpp", from, to);
@@ -386,6 +410,24 @@ fn check_layout_refused(row: &LayoutChange) {
     }
 }
 
+const SECOND_BASE: LayoutChange = LayoutChange {
+    what: "a second base class",
+    edits: &[(
+        "struct Rect : Shape {",
+        "struct Named {\n    virtual const char *name() const {\n        return \"n\";\n    }\n};\n\nstruct Rect : Named, Shape {",
+    )],
+    class: "Rect",
+};
+
+const EMPTY_BASE: LayoutChange = LayoutChange {
+    what: "an empty base class added (the vtable is the same, the type information not)",
+    edits: &[(
+        "struct Rect : Shape {",
+        "struct Tag {};\n\nstruct Rect : Shape, Tag {",
+    )],
+    class: "Rect",
+};
+
 #[test]
 fn a_changed_vtable_layout_is_refused_naming_the_class() {
     for row in [
@@ -421,22 +463,8 @@ fn a_changed_vtable_layout_is_refused_naming_the_class() {
             ],
             class: "Shape",
         },
-        LayoutChange {
-            what: "a second base class",
-            edits: &[(
-                "struct Rect : Shape {",
-                "struct Named {\n    virtual const char *name() const {\n        return \"n\";\n    }\n};\n\nstruct Rect : Named, Shape {",
-            )],
-            class: "Rect",
-        },
-        LayoutChange {
-            what: "an empty base class added (the vtable is the same, the type information not)",
-            edits: &[(
-                "struct Rect : Shape {",
-                "struct Tag {};\n\nstruct Rect : Shape, Tag {",
-            )],
-            class: "Rect",
-        },
+        SECOND_BASE,
+        EMPTY_BASE,
     ] {
         check_layout_refused(&row);
     }
@@ -447,13 +475,12 @@ fn a_changed_vtable_layout_is_refused_naming_the_class() {
 /// function again.
 #[test]
 fn undo_restores_a_vtable_updated_in_place() {
-    for compiler in COMPILERS {
-        let mut f = cxxmore(compiler);
-        f.edit(
-            "main.cpp",
-            "    int sides() const override {",
-            "    int depth() const override {\n        return 7;\n    }\n    int sides() const override {",
-        );
+    for build in COMPILERS {
+        let compiler = build.0;
+        let mut f = cxxmore(build);
+        for (from, to) in OVERRIDE_ADDED.edits {
+            f.edit("main.cpp", from, to);
+        }
         f.save("main.cpp");
         let swap = f.wait_swap();
         assert!(swap.swapped.is_empty(), "{compiler}: {swap:?}");
@@ -469,5 +496,16 @@ fn undo_restores_a_vtable_updated_in_place() {
             assert!(line.contains(" depth=0 "), "{compiler}: {line}");
         }
         f.assert_same_process();
+    }
+}
+
+/// Without PIE the running program's vtable and typeinfo words are absolute addresses (the
+/// typeinfo's own vtable pointer into a copy of libstdc++'s): an override still updates the
+/// vtable in place, a base class added is still refused.
+#[test]
+fn without_pie_vtables_and_type_information_are_compared_too() {
+    check_cxx_edit_in(&NO_PIE, &OVERRIDE_ADDED);
+    for row in [SECOND_BASE, EMPTY_BASE] {
+        check_layout_refused_in(&NO_PIE, &row);
     }
 }
