@@ -27,6 +27,8 @@
 //! - `image_diff.rs`: without a baseline, which functions equal the running image's code
 //!   (instruction-level comparison accepting ld's relaxations);
 //! - `entry.rs`: how an entry is redirected (5-byte jump, or a short jump through padding);
+//! - `lambdas.rs`: an edit that renumbered C++ lambdas (their names are positions) is
+//!   refused;
 //! - `vtable.rs`: C++ vtables and typeinfo whose layout changed are refused, naming the
 //!   class (an override added is an in-place update);
 //! - `unwind.rs`: the `.eh_frame` table of the placed bodies and the LSDAs it points at, for
@@ -63,6 +65,7 @@ mod entry;
 mod image;
 mod image_diff;
 mod labels;
+mod lambdas;
 mod layout;
 mod link;
 mod resolve;

@@ -509,3 +509,73 @@ fn without_pie_vtables_and_type_information_are_compared_too() {
         check_layout_refused_in(&NO_PIE, &row);
     }
 }
+
+/// A lambda added after the existing ones keeps their numbers: swapped. One added before
+/// them renumbers gcc's (`{lambda(int)#1}` is now the new one), and closures the program
+/// holds would run another lambda's body: refused, naming the scope, the program unchanged.
+/// clang numbers this one after the existing lambda (`$_1`, the running `$_0` keeps its
+/// name): it swaps.
+#[test]
+fn a_lambda_added_after_others_swaps_one_added_before_them_is_refused() {
+    for (build, refused) in [(COMPILERS[0], true), (COMPILERS[1], false)] {
+        let mut f = cxxmore(build);
+        let context = format!("{} {}", build.0, build.1);
+        f.wait_output(" lambda=1 ");
+        f.edit(
+            "main.cpp",
+            "    auto add = [tick]",
+            "    auto first = [](int x) { return x * 5; };\n    auto add = [tick]",
+        );
+        f.edit(
+            "main.cpp",
+            "    return add(0);",
+            "    return add(0) + first(1);",
+        );
+        f.save("main.cpp");
+        let path = f.path("main.cpp");
+        let diagnostics = f.wait("the refusal", |e| match e {
+            SessionEvent::Diagnostics { file, diagnostics }
+                if *file == path && !diagnostics.is_empty() =>
+            {
+                Some(Ok(diagnostics.clone()))
+            }
+            SessionEvent::Swap(s) => Some(Err(s.clone())),
+            _ => None,
+        });
+        if !refused {
+            let swap = diagnostics.expect_err("clang's edit swaps");
+            assert!(
+                !swap.swapped.iter().any(|s| s.contains("$_0")),
+                "{context}: {swap:?}"
+            );
+            f.wait_output(" lambda=6 ");
+            f.assert_same_process();
+            continue;
+        }
+        let diagnostics = diagnostics.unwrap_or_else(|s| panic!("{context}: swapped: {s:?}"));
+        let found = diagnostics
+            .iter()
+            .find(|d| d.code == "layout-changed" && d.message.contains("renumbered"))
+            .unwrap_or_else(|| panic!("{context}: no renumbering refusal: {diagnostics:#?}"));
+        assert_eq!(found.severity, Severity::Error, "{context}: {found:?}");
+        assert!(
+            found.message.contains("`lambda_value(int)`") && found.message.contains("restart"),
+            "{context}: {found:?}"
+        );
+        f.assert_unchanged(0, " lambda=1 stored=10 ", 3);
+    }
+    check_cxx_edit(&Edit {
+        what: "a lambda appended",
+        edits: &[(
+            "    return add(0);",
+            "    auto second = [](int x) { return x * 5; };\n    return add(0) + second(1);",
+        )],
+        swapped: &["lambda_value(int)"],
+        // clang numbers closures file-wide: `stored`'s lambda is now `$_2`, so the
+        // initializer of `stored` changed (it never runs again).
+        may_also: &["__cxx_global_var_init"],
+        added: &["lambda_value(int)::"],
+        after: " lambda=6 ",
+        kept: nothing,
+    });
+}
