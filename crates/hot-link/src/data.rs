@@ -177,6 +177,29 @@ impl Link<'_> {
                         );
                         continue;
                     }
+                    if let Some(message) = read_only
+                        .then(|| {
+                            crate::vtable::layout_change(
+                                obj,
+                                atom,
+                                (&name, our_size),
+                                &self.model.exe.image,
+                                image_sym,
+                            )
+                        })
+                        .flatten()
+                    {
+                        // A C++ vtable or typeinfo whose layout changed: existing objects
+                        // point into the running one.
+                        let line = self.class_line(atom).or_else(|| decl.clone());
+                        self.variable_error(
+                            LinkErrorCode::LayoutChanged,
+                            message,
+                            name.clone(),
+                            line,
+                        );
+                        continue;
+                    }
                     if image_sym.size != our_size && image_sym.size != 0 {
                         self.variable_error(
                             LinkErrorCode::LayoutChanged,

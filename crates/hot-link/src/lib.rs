@@ -29,6 +29,10 @@
 //! - `entry.rs`: how an entry is redirected (5-byte jump, or a short jump through padding);
 //! - `abi.rs`: after the link, the ABI checks of a swap (changed struct layouts, changed
 //!   signatures, removed functions still called) against code the swap does not recompile;
+//! - `lambdas.rs`: an edit that renumbered C++ lambdas (their names are positions) is
+//!   refused;
+//! - `vtable.rs`: C++ vtables and typeinfo whose layout changed are refused, naming the
+//!   class (an override added is an in-place update);
 //! - `unwind.rs`: the `.eh_frame` table of the placed bodies and the LSDAs it points at, for
 //!   the session to register with the target's unwinder ([`Patch::unwind`]).
 //!
@@ -64,11 +68,13 @@ mod entry;
 mod image;
 mod image_diff;
 mod labels;
+mod lambdas;
 mod layout;
 mod link;
 mod resolve;
 mod units;
 mod unwind;
+mod vtable;
 mod x86_64;
 
 use std::collections::HashSet;

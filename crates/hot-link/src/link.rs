@@ -135,6 +135,7 @@ pub(crate) fn link(
     }
     cx.bind_data();
     cx.refuse_multiple_definitions();
+    cx.check_lambda_numbering();
     let changed = cx.changed_functions();
     cx.close_over(changed);
     cx.lay_out();

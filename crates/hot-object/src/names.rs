@@ -14,16 +14,29 @@ pub fn display_name(name: &str) -> Cow<'_, str> {
     if !name.starts_with("_Z") {
         return Cow::Borrowed(name);
     }
-    let Ok(symbol) = cpp_demangle::Symbol::new(name.as_bytes()) else {
-        return Cow::Borrowed(name);
-    };
+    if let Some(text) = demangle(name) {
+        return Cow::Owned(text);
+    }
+    // gcc names a lambda in a variable's initializer by the variable and `M`
+    // (`_ZNK6storedMUliE_clEi`, the ABI's <closure-prefix>), which cpp_demangle does not
+    // take; without the `M` it reads as binutils shows it:
+    // `stored::{lambda(int)#1}::operator()(int) const`.
+    match without_closure_marks(name).and_then(|plain| demangle(&plain)) {
+        Some(text) => Cow::Owned(text),
+        None => Cow::Borrowed(name),
+    }
+}
+
+/// cpp_demangle's reading of `name`, if it has one of readable length.
+fn demangle(name: &str) -> Option<String> {
+    let symbol = cpp_demangle::Symbol::new(name.as_bytes()).ok()?;
     // Hostile or huge input must not make a message unbounded: the demangler caps recursion
     // itself; a demangling longer than this is less readable than the mangled name.
     const LONGEST: usize = 4096;
-    match symbol.demangle(&cpp_demangle::DemangleOptions::default()) {
-        Ok(text) if !text.is_empty() && text.len() <= LONGEST => Cow::Owned(text),
-        _ => Cow::Borrowed(name),
-    }
+    symbol
+        .demangle(&cpp_demangle::DemangleOptions::default())
+        .ok()
+        .filter(|text| !text.is_empty() && text.len() <= LONGEST)
 }
 
 fn is_name_byte(byte: u8) -> bool {
@@ -67,6 +80,34 @@ pub fn display_names(text: &str) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
+/// `name` without the `M` of each <closure-prefix> (an `M` right after a <source-name> and
+/// before an unnamed type, `Ul`/`Ut`), or `None` when it has none.
+fn without_closure_marks(name: &str) -> Option<String> {
+    let bytes = name.as_bytes();
+    let mut out = String::with_capacity(name.len());
+    let mut copied = 0;
+    for m in 1..bytes.len().saturating_sub(2) {
+        if bytes[m] != b'M' || bytes[m + 1] != b'U' || !matches!(bytes[m + 2], b'l' | b't') {
+            continue;
+        }
+        // Some length k whose decimal digits stand right before the k bytes before `M`
+        // (identifiers longer than 4 KiB are not worth the search).
+        let after_source_name = (1..m.min(4096)).any(|k| {
+            let digits = k.to_string();
+            m - k >= digits.len() && &bytes[m - k - digits.len()..m - k] == digits.as_bytes()
+        });
+        if after_source_name {
+            out.push_str(&name[copied..m]);
+            copied = m + 1;
+        }
+    }
+    if copied == 0 {
+        return None;
+    }
+    out.push_str(&name[copied..]);
+    Some(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -78,6 +119,22 @@ mod tests {
         assert_eq!(display_name("compute"), "compute");
         assert_eq!(display_name("_Zbogus"), "_Zbogus");
         assert!(display_name("_Z7computei.cold").starts_with("compute(int)"));
+    }
+
+    #[test]
+    fn lambdas_in_variable_initializers_are_demangled() {
+        // gcc's <closure-prefix>: a lambda initialising the variable `stored`.
+        assert_eq!(
+            display_name("_ZNK6storedMUliE_clEi"),
+            "stored::{lambda(int)#1}::operator()(int) const"
+        );
+        assert!(display_name(
+            "_ZNSt17_Function_handlerIFiiEN6storedMUliE_EE9_M_invokeERKSt9_Any_dataOi"
+        )
+        .contains("stored::{lambda(int)#1}"));
+        // An `M` that is part of a name stays.
+        assert_eq!(display_name("_Z4MUltv"), "MUlt()");
+        assert_eq!(display_name("_ZbogusMUl"), "_ZbogusMUl");
     }
 
     #[test]
