@@ -264,6 +264,13 @@ pub(crate) fn run(
                         // The snapshot stays: the file's first save tries again.
                         tracing::debug!("baseline of {}: {e}", file.display());
                     }
+                    if worker.baseline_queue.is_empty() {
+                        // What scripts/bench counts as ready for minimal swaps.
+                        tracing::info!(
+                            files = worker.baselines.len(),
+                            "every baseline is compiled"
+                        );
+                    }
                 }
             }
         }
