@@ -98,6 +98,15 @@ impl Default for Ahead {
     }
 }
 
+impl Drop for Ahead {
+    fn drop(&mut self) {
+        // The session ends: no compiler outlives it.
+        if let Some(running) = self.running.take() {
+            running.cancel.cancel();
+        }
+    }
+}
+
 impl Ahead {
     /// The running compile ahead's answer, for the worker's wait.
     pub(super) fn done(&self) -> &Receiver<Done> {
@@ -163,12 +172,20 @@ impl Worker {
         let unit = ahead_unit(file);
         if self.published.contains_key(&unit) {
             self.publish(&unit, file, Vec::new());
+            self.published.remove(&unit);
         }
     }
 
     /// Start the compile ahead that is due first, if none runs (idle time).
     pub(super) fn ahead_tick(&mut self) {
-        if self.ahead.running.is_some() || self.program.is_none() {
+        if self.ahead.running.is_some() {
+            return;
+        }
+        if self.program.is_none() {
+            // Nothing to link against: the next change after a launch compiles ahead.
+            for buffer in self.ahead.buffers.values_mut() {
+                buffer.due = None;
+            }
             return;
         }
         let now = Instant::now();
