@@ -19,6 +19,8 @@ command -v ld.gold >/dev/null || need_apt+=(binutils)
 command -v ld.lld >/dev/null || need_apt+=(lld)
 # The debugger tests attach the real gdb to swapped programs.
 command -v gdb >/dev/null || need_apt+=(gdb)
+# The benchmark's smoke test (server/tests/bench.rs) runs scripts/bench.
+command -v python3 >/dev/null || need_apt+=(python3)
 # The perf-map test reads what `perf report` names (Debian: linux-perf).
 command -v perf >/dev/null || need_apt+=(linux-perf)
 if [ ${#need_apt[@]} -gt 0 ]; then

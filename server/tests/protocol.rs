@@ -15,7 +15,7 @@ fn initialize_advertises_exactly_the_documented_capabilities() {
         json!({
             "textDocumentSync": {
                 "openClose": true,
-                "change": 0,
+                "change": 1,
                 "save": {"includeText": false},
             },
             "executeCommandProvider": {

@@ -460,6 +460,8 @@ pub struct Linker {
     state: layout::LinkState,
     /// Entry states replaced by each committed patch, newest last, for [`Linker::revert_last`].
     history: Vec<layout::RevertRecord>,
+    /// How many times the state links build on changed ([`Linker::changes`]).
+    changes: u64,
 }
 
 impl Linker {
@@ -474,7 +476,16 @@ impl Linker {
             landings: OnceLock::new(),
             state,
             history: Vec::new(),
+            changes: 0,
         }
+    }
+
+    /// A counter that grows with every change of what links resolve against (libraries,
+    /// commits, retired space, reverts): a patch linked when it read `n` is still exactly
+    /// what a new link would give while it still reads `n` (the session's compile-ahead
+    /// keeps such a patch for the save).
+    pub fn changes(&self) -> u64 {
+        self.changes
     }
 
     /// Replace the shared libraries (loaded by `dlopen`, or read before the dynamic linker
@@ -483,6 +494,7 @@ impl Linker {
     pub fn set_libraries(&mut self, libs: Vec<Module>) {
         self.image.libs = libs;
         self.index = OnceLock::new();
+        self.changes += 1;
     }
 
     /// The image model the linker resolves against.
@@ -694,6 +706,7 @@ impl Linker {
     pub fn commit(&mut self, patch: &Patch) {
         let record = self.state.apply(&patch.delta);
         self.history.push(record);
+        self.changes += 1;
     }
 
     /// Record that `patch` was *not* applied but its arena space may be in use anyway (its
@@ -702,6 +715,7 @@ impl Linker {
     /// Nothing else of the patch is adopted: no entry, slot, stub or variable.
     pub fn retire(&mut self, patch: &Patch) {
         self.state.retire(&patch.delta);
+        self.changes += 1;
     }
 
     /// Undo the effect of the last committed patch on the linker's view (entries point back
@@ -712,6 +726,7 @@ impl Linker {
     /// be running, and a new variable keeps its address (and value) for the next swap.
     pub fn revert_last(&mut self) -> Option<Revert> {
         let record = self.history.pop()?;
+        self.changes += 1;
         Some(self.state.revert(record))
     }
 

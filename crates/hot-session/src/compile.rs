@@ -217,37 +217,128 @@ pub fn entry_from_template(template: &str, root: &Path, file: &Path) -> Option<C
 /// Run a compile and collect its diagnostics.
 pub fn run(job: &CompileJob) -> Result<CompileOutcome, CompileError> {
     let start = Instant::now();
-    let compiler = job.argv[0].clone();
+    let out = command(job).output().map_err(|e| spawn_error(job, &e))?;
+    Ok(outcome(job, out.status, &out.stderr, start))
+}
+
+/// The compiler's command line of `job`, run in its directory.
+fn command(job: &CompileJob) -> Command {
     // `{output}` in a template becomes the private object path.
     let argv: Vec<String> = job
         .argv
         .iter()
         .map(|a| a.replace("{output}", &job.output.display().to_string()))
         .collect();
-    let out = Command::new(&argv[0])
+    let mut command = Command::new(&argv[0]);
+    command
         .args(&argv[1..])
         .current_dir(&job.directory)
         .stdin(Stdio::null())
-        .env("LC_ALL", "C")
-        .output()
-        .map_err(|e| {
-            if e.kind() == std::io::ErrorKind::NotFound {
-                CompileError::CompilerMissing {
-                    compiler: compiler.clone(),
-                    source_file: job.source.clone(),
-                }
-            } else {
-                CompileError::Spawn {
-                    compiler: compiler.clone(),
-                    source_file: job.source.clone(),
-                    message: e.to_string(),
-                }
+        .env("LC_ALL", "C");
+    command
+}
+
+fn spawn_error(job: &CompileJob, e: &std::io::Error) -> CompileError {
+    let compiler = job.argv[0].clone();
+    if e.kind() == std::io::ErrorKind::NotFound {
+        CompileError::CompilerMissing {
+            compiler,
+            source_file: job.source.clone(),
+        }
+    } else {
+        CompileError::Spawn {
+            compiler,
+            source_file: job.source.clone(),
+            message: e.to_string(),
+        }
+    }
+}
+
+/// A handle that stops a compile run by [`run_cancellable`] from another thread: the
+/// compiler's whole process group (the driver, `cc1`, `as`) is killed.
+#[derive(Clone, Debug, Default)]
+pub struct Cancel(std::sync::Arc<Mutex<CancelState>>);
+
+#[derive(Debug, Default)]
+struct CancelState {
+    cancelled: bool,
+    /// The compiler's pid (and process group) while it is not reaped: it cannot be reused
+    /// by another process before the compile's thread waits for it, under the same lock.
+    group: Option<i32>,
+}
+
+impl Cancel {
+    /// Stop the compile now (or before it starts). Never waits for the compiler.
+    pub fn cancel(&self) {
+        let mut state = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        state.cancelled = true;
+        if let Some(group) = state.group {
+            // SAFETY: kill(2) with a negative pid signals that process group; the group's
+            // leader is our unreaped child, so the id names no one else.
+            unsafe {
+                libc::kill(-group, libc::SIGKILL);
             }
-        })?;
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        }
+    }
+
+    pub fn is_cancelled(&self) -> bool {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).cancelled
+    }
+}
+
+/// [`run`], in a process group of its own that `cancel` can kill: `Ok(None)` when it was
+/// cancelled (before it started or while it ran).
+pub fn run_cancellable(
+    job: &CompileJob,
+    cancel: &Cancel,
+) -> Result<Option<CompileOutcome>, CompileError> {
+    use std::io::Read;
+    use std::os::unix::process::CommandExt;
+    let start = Instant::now();
+    let mut child = {
+        let mut state = cancel.0.lock().unwrap_or_else(|p| p.into_inner());
+        if state.cancelled {
+            return Ok(None);
+        }
+        let child = command(job)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .spawn()
+            .map_err(|e| spawn_error(job, &e))?;
+        state.group = i32::try_from(child.id()).ok();
+        child
+    };
+    let mut stderr = Vec::new();
+    if let Some(mut pipe) = child.stderr.take() {
+        // Ends when every process of the group closed it: exited, or killed by `cancel`.
+        let _ = pipe.read_to_end(&mut stderr);
+    }
+    let status = {
+        let mut state = cancel.0.lock().unwrap_or_else(|p| p.into_inner());
+        let status = child.wait();
+        state.group = None;
+        if state.cancelled {
+            return Ok(None);
+        }
+        status
+    };
+    let status = status.map_err(|e| spawn_error(job, &e))?;
+    Ok(Some(outcome(job, status, &stderr, start)))
+}
+
+/// The outcome of a finished compiler run: its diagnostics from `stderr`.
+fn outcome(
+    job: &CompileJob,
+    status: std::process::ExitStatus,
+    stderr: &[u8],
+    start: Instant,
+) -> CompileOutcome {
+    let compiler = &job.argv[0];
+    let stderr = String::from_utf8_lossy(stderr).into_owned();
     let mut diagnostics = parse_gcc_json(&stderr, &job.directory)
         .unwrap_or_else(|| parse_text(&stderr, &job.directory));
-    let success = out.status.success() && job.output.exists();
+    let success = status.success() && job.output.exists();
     let unparsed = if diagnostics.is_empty() {
         stderr.trim().to_owned()
     } else {
@@ -265,18 +356,18 @@ pub fn run(job: &CompileJob) -> Result<CompileOutcome, CompileError> {
             severity: Severity::Error,
             code: "compile-error".into(),
             message: if stderr.trim().is_empty() {
-                format!("`{compiler}` failed with {}", out.status)
+                format!("`{compiler}` failed with {status}")
             } else {
                 stderr.trim().to_owned()
             },
         });
     }
-    Ok(CompileOutcome {
+    CompileOutcome {
         success,
         diagnostics,
         unparsed,
         micros: start.elapsed().as_micros() as u64,
-    })
+    }
 }
 
 /// The prerequisites of a Make rule as gcc and clang write it for `-MD -MF file`:

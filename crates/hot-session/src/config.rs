@@ -47,7 +47,7 @@ impl Default for ProgramConfig {
     }
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CompileConfig {
     /// `compile_commands.json`, relative to the root; default: the root, then `build/`.
@@ -58,6 +58,28 @@ pub struct CompileConfig {
     /// elsewhere (a container, `-ffile-prefix-map`, Bazel's `/proc/self/cwd`). A relative
     /// workspace prefix is relative to the workspace root.
     pub path_map: BTreeMap<PathPrefix, PathPrefix>,
+    /// Compile an edited buffer's text (sent by the editor as it changes) in the background
+    /// once typing pauses, and link it against the running image without writing anything:
+    /// what the save would be refused for shows while typing, and a save of that very text
+    /// swaps without compiling.
+    pub ahead: bool,
+    /// How long typing must pause before a compile ahead starts, in milliseconds.
+    pub ahead_delay_ms: u64,
+}
+
+/// The default pause before a compile ahead: a little longer than a burst of keystrokes.
+pub const DEFAULT_AHEAD_DELAY_MS: u64 = 300;
+
+impl Default for CompileConfig {
+    fn default() -> Self {
+        CompileConfig {
+            database: None,
+            command: None,
+            path_map: BTreeMap::new(),
+            ahead: true,
+            ahead_delay_ms: DEFAULT_AHEAD_DELAY_MS,
+        }
+    }
 }
 
 /// One side of a `path_map` entry: a non-empty path without NUL characters. Checked while
@@ -302,6 +324,29 @@ mod tests {
             3,
             "must not be empty",
         );
+    }
+
+    #[test]
+    fn compile_ahead_is_on_by_default_and_configurable() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join(CONFIG_FILE), "[program]\npath = \"app\"\n").expect("write");
+        let loaded = load(dir.path(), None).expect("valid");
+        assert!(loaded.config.compile.ahead);
+        assert_eq!(loaded.config.compile.ahead_delay_ms, DEFAULT_AHEAD_DELAY_MS);
+        std::fs::write(
+            dir.path().join(CONFIG_FILE),
+            "[compile]\nahead = false\nahead_delay_ms = 50\n",
+        )
+        .expect("write");
+        let loaded = load(dir.path(), None).expect("valid");
+        assert!(!loaded.config.compile.ahead);
+        assert_eq!(loaded.config.compile.ahead_delay_ms, 50);
+        let client = serde_json::json!({"compile": {"ahead": true}});
+        let loaded = load(dir.path(), Some(&client)).expect("valid");
+        assert!(loaded.config.compile.ahead);
+        assert_eq!(loaded.config.compile.ahead_delay_ms, 50);
+        check_error("[compile]\nahead = \"soon\"\n", 2, "invalid type");
+        check_error("[compile]\nahead_delay_ms = -1\n", 2, "invalid value");
     }
 
     #[test]

@@ -66,6 +66,10 @@ pub struct Micros {
     pub compile_total: u64,
     pub link: u64,
     pub swap: u64,
+    /// The save's text was compiled ahead of the save, while the user paused typing: the
+    /// save compiled nothing (`compile` is 0) and took that object, and its link when the
+    /// running image had not changed since.
+    pub compiled_ahead: bool,
 }
 
 /// What one swap did.
@@ -181,6 +185,14 @@ pub enum Command {
     Saved(PathBuf),
     /// A file was opened in an editor: compile its baseline in the background if needed.
     Opened(PathBuf),
+    /// The editor's buffer of a file has this text now (not saved): compiled and linked
+    /// ahead of the save when typing pauses (`[compile] ahead`).
+    Changed {
+        file: PathBuf,
+        text: String,
+    },
+    /// The editor closed its buffer of a file: its unsaved text is forgotten.
+    Closed(PathBuf),
     Launch,
     Attach {
         pid: i32,

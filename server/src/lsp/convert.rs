@@ -174,6 +174,8 @@ fn swap_json(root: &Path, swap: &SwapSummary) -> Value {
         "swappedDisplay": shown_names(&swap.swapped),
         "addedDisplay": shown_names(&swap.added),
         "skipped": swap.skipped,
+        // The save's text was compiled ahead of the save (`micros.compile` is then 0).
+        "compiledAhead": swap.micros.compiled_ahead,
         "micros": {
             "compile": swap.micros.compile,
             "compileTotal": swap.micros.compile_total,
@@ -252,6 +254,7 @@ mod tests {
                     compile_total: 10,
                     link: 20,
                     swap: 30,
+                    compiled_ahead: false,
                 },
             }),
             message: None,
@@ -275,6 +278,7 @@ mod tests {
                     "swappedDisplay": ["tick", "Shape::area() const"],
                     "addedDisplay": [],
                     "skipped": 2,
+                    "compiledAhead": false,
                     "micros": {"compile": 10, "compileTotal": 10, "link": 20, "swap": 30},
                 },
                 "message": null,

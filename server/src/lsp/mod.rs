@@ -19,12 +19,13 @@ use serde_json::Value;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tower_lsp_server::jsonrpc::Result;
 use tower_lsp_server::ls_types::{
-    DidChangeConfigurationParams, DidChangeWorkspaceFoldersParams, DidCloseTextDocumentParams,
-    DidOpenTextDocumentParams, DidSaveTextDocumentParams, ExecuteCommandOptions,
-    ExecuteCommandParams, InitializeParams, InitializeResult, InitializedParams, LSPAny, OneOf,
-    SaveOptions, ServerCapabilities, ServerInfo, TextDocumentSyncCapability, TextDocumentSyncKind,
-    TextDocumentSyncOptions, TextDocumentSyncSaveOptions, Uri, WorkspaceFolder,
-    WorkspaceFoldersServerCapabilities, WorkspaceServerCapabilities,
+    DidChangeConfigurationParams, DidChangeTextDocumentParams, DidChangeWorkspaceFoldersParams,
+    DidCloseTextDocumentParams, DidOpenTextDocumentParams, DidSaveTextDocumentParams,
+    ExecuteCommandOptions, ExecuteCommandParams, InitializeParams, InitializeResult,
+    InitializedParams, LSPAny, OneOf, SaveOptions, ServerCapabilities, ServerInfo,
+    TextDocumentSyncCapability, TextDocumentSyncKind, TextDocumentSyncOptions,
+    TextDocumentSyncSaveOptions, Uri, WorkspaceFolder, WorkspaceFoldersServerCapabilities,
+    WorkspaceServerCapabilities,
 };
 use tower_lsp_server::{Client, LanguageServer, LspService, Server};
 
@@ -51,13 +52,15 @@ fn client_config(value: &Value) -> Option<Value> {
     (object.contains_key("program") || object.contains_key("compile")).then(|| value.clone())
 }
 
-/// The capabilities of DESIGN.md 3.3, and nothing else: hot-lsp runs beside clangd.
+/// The capabilities of DESIGN.md 3.3, and nothing else: hot-lsp runs beside clangd. Buffers
+/// are synchronised whole (each change sends the full text), for the compile ahead of the
+/// save (`[compile] ahead`).
 pub fn server_capabilities() -> ServerCapabilities {
     ServerCapabilities {
         text_document_sync: Some(TextDocumentSyncCapability::Options(
             TextDocumentSyncOptions {
                 open_close: Some(true),
-                change: Some(TextDocumentSyncKind::NONE),
+                change: Some(TextDocumentSyncKind::FULL),
                 save: Some(TextDocumentSyncSaveOptions::SaveOptions(SaveOptions {
                     include_text: Some(false),
                 })),
@@ -176,8 +179,37 @@ impl LanguageServer for Backend {
         }
     }
 
-    async fn did_close(&self, _: DidCloseTextDocumentParams) {
-        // hot-lsp compiles files on disk; closing an editor tab changes nothing.
+    async fn did_change(&self, params: DidChangeTextDocumentParams) {
+        let Some(path) = uri_to_path(&params.text_document.uri) else {
+            return;
+        };
+        // Full sync: the last change without a range is the whole text. A client that sent
+        // ranges anyway (it ignored the capability) gets no compile ahead for this change.
+        let Some(last) = params.content_changes.last() else {
+            return;
+        };
+        if last.range.is_some() {
+            tracing::debug!(file = %path.display(), "an incremental change under full sync");
+            self.workspaces
+                .send_for_path(&path, Command::Closed(path.clone()));
+            return;
+        }
+        let text = last.text.clone();
+        self.workspaces.send_for_path(
+            &path,
+            Command::Changed {
+                file: path.clone(),
+                text,
+            },
+        );
+    }
+
+    async fn did_close(&self, params: DidCloseTextDocumentParams) {
+        // hot-lsp compiles files on disk: only the unsaved text is forgotten.
+        if let Some(path) = uri_to_path(&params.text_document.uri) {
+            self.workspaces
+                .send_for_path(&path, Command::Closed(path.clone()));
+        }
     }
 
     async fn did_change_configuration(&self, params: DidChangeConfigurationParams) {

@@ -310,6 +310,17 @@ impl Client {
         );
     }
 
+    /// `textDocument/didChange` with the buffer's whole text (the server asks for full sync).
+    pub fn did_change(&self, path: &Path, version: i64, text: &str) {
+        self.notify(
+            "textDocument/didChange",
+            json!({
+                "textDocument": {"uri": file_uri(path), "version": version},
+                "contentChanges": [{"text": text}],
+            }),
+        );
+    }
+
     /// Closes the server's stdin, as a client that goes away without `shutdown` does.
     pub fn close_stdin(&self) {
         self.stdin.lock().expect("stdin lock").take();

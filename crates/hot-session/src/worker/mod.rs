@@ -5,6 +5,7 @@
 //! what they were compiled from, `pipeline` turns a save into a swap.
 
 mod abi;
+mod ahead;
 mod baseline;
 pub(crate) mod gdb_jit;
 mod held;
@@ -33,8 +34,10 @@ use crate::{
 enum Event {
     Command(Command),
     Process(ProcessEvent),
-    /// Nothing is waiting: time for one background baseline compile.
+    /// Nothing is waiting: time for one background baseline compile, or a compile ahead.
     Idle,
+    /// The compile ahead of a buffer finished (`None`: its thread ended without a word).
+    Ahead(Option<Box<ahead::Done>>),
 }
 
 /// The last object of a file that matches what runs, compiled with the same flags.
@@ -132,6 +135,8 @@ struct Worker {
     /// The compile-database files the program does not link, compiled to tell which globals
     /// each defines (`new_units.rs`): a symbol new code needs may be one compile away.
     unit_index: HashMap<PathBuf, new_units::IndexedFile>,
+    /// Unsaved buffers and what was compiled of them ahead of their save (`ahead.rs`).
+    ahead: ahead::Ahead,
 }
 
 /// How often idle time looks whether the dynamic linker has finished.
@@ -177,6 +182,7 @@ pub(crate) fn run(
         prepare_linker_until: None,
         held_saves: Vec::new(),
         unit_index: HashMap::new(),
+        ahead: ahead::Ahead::default(),
     };
     worker.reload_config();
     if worker.opted_in
@@ -198,31 +204,35 @@ pub(crate) fn run(
                 signal: None,
             }),
         };
-        let event = if !worker.baseline_queue.is_empty() {
-            crossbeam_channel::select! {
-                recv(commands) -> c => command(c),
-                recv(worker.process_events) -> e => process(e),
-                default => Event::Idle,
-            }
+        let idle_after = if !worker.baseline_queue.is_empty() {
+            Some(std::time::Duration::ZERO)
         } else if worker.prepare_linker_until.is_some() {
             // Waiting for the dynamic linker to finish: look again shortly.
-            crossbeam_channel::select! {
-                recv(commands) -> c => command(c),
-                recv(worker.process_events) -> e => process(e),
-                default(PREPARE_POLL) => Event::Idle,
-            }
+            Some(PREPARE_POLL)
         } else if !worker.held_saves.is_empty() {
             // A debugger lets the program run: look again shortly whether it stopped it.
-            crossbeam_channel::select! {
-                recv(commands) -> c => command(c),
-                recv(worker.process_events) -> e => process(e),
-                default(DEBUGGER_POLL) => Event::Idle,
-            }
+            Some(DEBUGGER_POLL)
         } else {
-            crossbeam_channel::select! {
+            None
+        };
+        // A compile ahead due after a pause in typing.
+        let idle_after = match (idle_after, worker.ahead.wait()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let ahead = worker.ahead.done();
+        let event = match idle_after {
+            Some(after) => crossbeam_channel::select! {
                 recv(commands) -> c => command(c),
                 recv(worker.process_events) -> e => process(e),
-            }
+                recv(ahead) -> d => Event::Ahead(d.ok().map(Box::new)),
+                default(after) => Event::Idle,
+            },
+            None => crossbeam_channel::select! {
+                recv(commands) -> c => command(c),
+                recv(worker.process_events) -> e => process(e),
+                recv(ahead) -> d => Event::Ahead(d.ok().map(Box::new)),
+            },
         };
         match event {
             Event::Command(Command::Shutdown) => {
@@ -261,14 +271,24 @@ pub(crate) fn run(
             }
             Event::Command(command) => worker.on_command(command),
             Event::Process(event) => worker.on_process_event(event),
+            Event::Ahead(done) => worker.on_ahead_done(done),
             Event::Idle => {
                 worker.retry_held_saves();
-                // The linker first: it takes milliseconds, a baseline takes a compile.
+                // The linker first: it takes milliseconds, a baseline takes a compile; a
+                // compile ahead runs beside the worker.
                 worker.try_prepare_linker();
+                worker.ahead_tick();
                 if let Some(file) = worker.baseline_queue.first().cloned() {
                     if let Err(e) = worker.compile_baseline(&file) {
                         // The snapshot stays: the file's first save tries again.
                         tracing::debug!("baseline of {}: {e}", file.display());
+                    }
+                    if worker.baseline_queue.is_empty() {
+                        // What scripts/bench counts as ready for minimal swaps.
+                        tracing::info!(
+                            files = worker.baselines.len(),
+                            "every baseline is compiled"
+                        );
                     }
                 }
             }
@@ -418,7 +438,15 @@ impl Worker {
     }
 
     fn on_command(&mut self, command: Command) {
-        if !self.opted_in && matches!(command, Command::Saved(_) | Command::Opened(_)) {
+        if !self.opted_in
+            && matches!(
+                command,
+                Command::Saved(_)
+                    | Command::Opened(_)
+                    | Command::Changed { .. }
+                    | Command::Closed(_)
+            )
+        {
             // Files come and go all the time in a folder that did not opt in: stay quiet.
             return;
         }
@@ -436,6 +464,8 @@ impl Worker {
         match command {
             Command::Saved(file) => self.on_saved(&file),
             Command::Opened(file) => self.on_opened(&file),
+            Command::Changed { file, text } => self.on_changed(&file, text),
+            Command::Closed(file) => self.on_closed(&file),
             Command::Launch => {
                 if self.program.is_some() {
                     self.message(Severity::Information, "the program is already running");

@@ -81,11 +81,29 @@ impl Worker {
         if !has_extension(&file, SOURCE_EXTENSIONS) {
             return;
         }
+        // The text on disk compiled already while the user paused typing (`ahead.rs`).
+        if let Some(ready) = self.take_compiled_ahead(&file) {
+            let files = std::slice::from_ref(&file);
+            self.with_progress(&file, files, |worker| {
+                worker.swap_compiled_ahead(&file, ready)
+            });
+            return;
+        }
         self.swap_with_progress(&file, std::slice::from_ref(&file));
     }
 
     /// Swap `files` as one, between a progress begin and end titled by `saved`.
     fn swap_with_progress(&mut self, saved: &Path, files: &[PathBuf]) {
+        self.with_progress(saved, files, |worker| worker.swap_files(saved, files));
+    }
+
+    /// Run `swap` (of `files`) between a progress begin and end titled by `saved`.
+    pub(super) fn with_progress(
+        &mut self,
+        saved: &Path,
+        files: &[PathBuf],
+        swap: impl FnOnce(&mut Self) -> Result<Option<SwapSummary>, ()>,
+    ) {
         let name = saved
             .file_name()
             .map(|f| f.to_string_lossy().into_owned())
@@ -95,7 +113,7 @@ impl Worker {
             _ => format!("hot-lsp: {name} ({} files include it)", files.len()),
         };
         self.emit(SessionEvent::Progress(Progress::Begin { title }));
-        let result = self.swap_files(saved, files);
+        let result = swap(self);
         let end = match &result {
             Ok(Some(summary)) => format!(
                 "swapped {} function(s) in {} µs",
@@ -183,7 +201,7 @@ impl Worker {
     /// The compile of `file` for a swap. A source of the database that the running program
     /// does not contain (a test or a tool built from the same tree) is refused before
     /// compiling anything.
-    fn unit_job(&mut self, file: &Path) -> Result<UnitJob, String> {
+    pub(super) fn unit_job(&mut self, file: &Path) -> Result<UnitJob, String> {
         // A file with no compile command is said so first.
         self.entry_for(file)?;
         let mut new_unit = false;
@@ -341,16 +359,19 @@ impl Worker {
             compile_total,
             ..Micros::default()
         };
-        self.link_and_apply(saved, ready, micros)
+        self.link_and_apply(saved, ready, micros, None)
     }
 
     /// Link the compiled files as one patch against the running image, publish each file's
     /// diagnostics, write the patch in one atomic commit, journal it and report the swap.
-    fn link_and_apply(
+    /// `prelinked`: the patch of exactly these objects, linked ahead against the linker's
+    /// current state (`ahead.rs` checks that), so no link is needed.
+    pub(super) fn link_and_apply(
         &mut self,
         saved: &Path,
         mut ready: Vec<(UnitJob, CompileOutcome, Object)>,
         mut micros: Micros,
+        mut prelinked: Option<hot_link::Patch>,
     ) -> Result<Option<SwapSummary>, ()> {
         if let Err(e) = self.refuse_other_programs(&ready) {
             for (unit, outcome, _) in &ready {
@@ -421,9 +442,13 @@ impl Worker {
                     }
                 })
                 .collect();
-            let mut linked = program
-                .linker()
-                .and_then(|linker| link_guarded(linker, &requests));
+            // A patch linked ahead stands for the first link; files pulled in relink.
+            let mut linked = match prelinked.take() {
+                Some(patch) => Ok(Ok(patch)),
+                None => program
+                    .linker()
+                    .and_then(|linker| link_guarded(linker, &requests)),
+            };
             let undefined = linked.as_ref().is_ok_and(|result| {
                 result.as_ref().is_err_and(|errors| {
                     errors
@@ -990,12 +1015,12 @@ const LINES_PER_SYMBOL: usize = 5;
 const SUMMARY_LINES: usize = 10;
 
 /// A linker error or note, as far as turning it into a diagnostic goes.
-struct Finding<'a> {
-    code: &'a str,
-    symbol: Option<&'a str>,
-    line: Option<&'a hot_object::SourceLine>,
-    message: &'a str,
-    severity: Severity,
+pub(super) struct Finding<'a> {
+    pub(super) code: &'a str,
+    pub(super) symbol: Option<&'a str>,
+    pub(super) line: Option<&'a hot_object::SourceLine>,
+    pub(super) message: &'a str,
+    pub(super) severity: Severity,
 }
 
 /// Where a finding is, as compared for grouping: the file and line (no column: the calls of
@@ -1016,7 +1041,10 @@ struct Overflow<'a> {
 /// Findings without a symbol are grouped when their message is the same too. Diagnostics
 /// come in source order (those without a line first), each group with its first finding's
 /// message and column.
-fn grouped<'a>(findings: impl Iterator<Item = Finding<'a>>, file: &Path) -> Vec<Diagnostic> {
+pub(super) fn grouped<'a>(
+    findings: impl Iterator<Item = Finding<'a>>,
+    file: &Path,
+) -> Vec<Diagnostic> {
     // (finding, references on its line), in the order of their first findings.
     let mut groups: Vec<(Finding<'a>, usize)> = Vec::new();
     let mut index: HashMap<(&'a str, &'a str, bool, Place), usize> = HashMap::new();

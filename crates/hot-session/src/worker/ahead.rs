@@ -1,0 +1,505 @@
+//! Compile ahead of the save: an edited buffer's text is compiled in the background once
+//! typing pauses, and linked against the running image without writing anything, so what
+//! the save would be refused for shows while typing and a save of that same text swaps at
+//! once.
+//!
+//! One compile ahead runs at a time, on a thread of its own (the worker never waits for it
+//! while typing goes on); a newer text of the same file kills it (its whole process group).
+//! The text is compiled as a copy in the scratch folder with `-iquote` and
+//! `-ffile-prefix-map`, as a snapshot's baseline is, so the object equals compiling the
+//! file. A save takes the result only if the file on disk is byte for byte the text
+//! compiled; a compile ahead of the saved text that is still running is waited for (it is
+//! the compile the save needs), one of older text is killed, so a save never waits behind
+//! text it does not contain. Compile errors while typing are the business of the editor's
+//! C/C++ server: only the link's findings are published, each message starting with
+//! [`ON_SAVE`], under a unit of their own (`ahead_unit`) so the last save's diagnostics
+//! stay until the next save.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::Receiver;
+use hot_link::{LinkRequest, UnitRef};
+use hot_object::Object;
+
+use super::baseline::read_object;
+use super::pipeline::{grouped, link_guarded, Finding, UnitJob};
+use super::{has_extension, Worker, SOURCE_EXTENSIONS};
+use crate::compile::{self, Cancel, CompileJob, CompileOutcome};
+use crate::compile_db::normalize;
+use crate::{Micros, Severity, SwapSummary};
+
+/// How a diagnostic of a compile ahead starts: it says what the save will do, not what
+/// happened.
+pub(crate) const ON_SAVE: &str = "on save: ";
+
+/// An open buffer's latest text.
+struct Buffer {
+    text: Arc<Vec<u8>>,
+    /// When its compile ahead may start (`None`: started already, or the save compiles).
+    due: Option<Instant>,
+}
+
+/// The compile ahead in progress.
+struct Running {
+    file: PathBuf,
+    text: Arc<Vec<u8>>,
+    cancel: Cancel,
+    /// Its thread's one answer; disconnected if the thread died without one.
+    done: Receiver<Done>,
+}
+
+/// What a compile ahead's thread sends back.
+pub(super) struct Done {
+    unit: UnitJob,
+    /// `None`: cancelled, or the text does not compile (said by the save, not now).
+    compiled: Option<(CompileOutcome, Object, Option<Vec<PathBuf>>)>,
+}
+
+/// What the running image a patch was linked against looked like: the linker's state and
+/// the baseline the new object was compared with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct LinkedAgainst {
+    changes: u64,
+    baseline: Option<usize>,
+}
+
+/// A buffer's text compiled ahead, and its link if it linked.
+pub(super) struct Ready {
+    text: Arc<Vec<u8>>,
+    /// The process it was linked for: its unit (`tu`) means nothing in another one.
+    pid: i32,
+    unit: UnitJob,
+    outcome: CompileOutcome,
+    object: Object,
+    deps: Option<Vec<PathBuf>>,
+    patch: Option<(LinkedAgainst, hot_link::Patch)>,
+}
+
+/// The worker's compile-ahead state.
+pub(super) struct Ahead {
+    buffers: HashMap<PathBuf, Buffer>,
+    running: Option<Running>,
+    ready: HashMap<PathBuf, Ready>,
+    /// Never ready: what the worker waits on while nothing compiles ahead.
+    idle: Receiver<Done>,
+}
+
+impl Default for Ahead {
+    fn default() -> Self {
+        Ahead {
+            buffers: HashMap::new(),
+            running: None,
+            ready: HashMap::new(),
+            idle: crossbeam_channel::never(),
+        }
+    }
+}
+
+impl Drop for Ahead {
+    fn drop(&mut self) {
+        // The session ends: no compiler outlives it.
+        if let Some(running) = self.running.take() {
+            running.cancel.cancel();
+        }
+    }
+}
+
+impl Ahead {
+    /// The running compile ahead's answer, for the worker's wait.
+    pub(super) fn done(&self) -> &Receiver<Done> {
+        self.running.as_ref().map_or(&self.idle, |r| &r.done)
+    }
+
+    /// How long until a compile ahead is due (`None`: none is, or one runs already).
+    pub(super) fn wait(&self) -> Option<Duration> {
+        if self.running.is_some() {
+            return None;
+        }
+        let due = self.buffers.values().filter_map(|b| b.due).min()?;
+        Some(due.saturating_duration_since(Instant::now()))
+    }
+
+    /// Kill the compile ahead of `file`, if one runs.
+    fn cancel(&mut self, file: &Path) {
+        if self.running.as_ref().is_some_and(|r| r.file == file) {
+            if let Some(running) = self.running.take() {
+                running.cancel.cancel();
+            }
+        }
+    }
+}
+
+/// The key the diagnostics of compiles ahead are published under (`Worker::publish`
+/// keeps each unit's list apart; this one is never a file).
+fn ahead_unit(file: &Path) -> PathBuf {
+    PathBuf::from(format!("{} (compiled ahead)", file.display()))
+}
+
+impl Worker {
+    /// The buffer of `file` has `text` now: a compile ahead is due after the pause.
+    pub(super) fn on_changed(&mut self, file: &Path, text: String) {
+        let file = normalize(file);
+        self.ahead.cancel(&file);
+        self.ahead.ready.remove(&file);
+        if !self.config.compile.ahead || !has_extension(&file, SOURCE_EXTENSIONS) {
+            self.ahead.buffers.remove(&file);
+            return;
+        }
+        let delay = Duration::from_millis(self.config.compile.ahead_delay_ms);
+        self.ahead.buffers.insert(
+            file,
+            Buffer {
+                text: Arc::new(text.into_bytes()),
+                due: Some(Instant::now() + delay),
+            },
+        );
+    }
+
+    /// The editor closed `file`: its unsaved text and what was compiled of it are gone.
+    pub(super) fn on_closed(&mut self, file: &Path) {
+        let file = normalize(file);
+        self.ahead.cancel(&file);
+        self.ahead.ready.remove(&file);
+        if self.ahead.buffers.remove(&file).is_some() {
+            self.clear_ahead_diagnostics(&file);
+        }
+    }
+
+    fn clear_ahead_diagnostics(&mut self, file: &Path) {
+        let unit = ahead_unit(file);
+        if self.published.contains_key(&unit) {
+            self.publish(&unit, file, Vec::new());
+            self.published.remove(&unit);
+        }
+    }
+
+    /// Start the compile ahead that is due first, if none runs (idle time).
+    pub(super) fn ahead_tick(&mut self) {
+        if self.ahead.running.is_some() {
+            return;
+        }
+        if self.program.is_none() {
+            // Nothing to link against: the next change after a launch compiles ahead.
+            for buffer in self.ahead.buffers.values_mut() {
+                buffer.due = None;
+            }
+            return;
+        }
+        let now = Instant::now();
+        let Some(file) = self
+            .ahead
+            .buffers
+            .iter()
+            .filter(|(_, b)| b.due.is_some_and(|due| due <= now))
+            .min_by_key(|(_, b)| b.due)
+            .map(|(file, _)| file.clone())
+        else {
+            return;
+        };
+        let Some(buffer) = self.ahead.buffers.get_mut(&file) else {
+            return;
+        };
+        buffer.due = None;
+        let text = Arc::clone(&buffer.text);
+        if let Err(e) = self.start_ahead(&file, text) {
+            // Nothing to say while typing: the save compiles and reports as usual.
+            tracing::debug!(file = %file.display(), "no compile ahead: {e}");
+        }
+    }
+
+    fn start_ahead(&mut self, file: &Path, text: Arc<Vec<u8>>) -> Result<(), String> {
+        let unit = self.unit_job(file)?;
+        let (Some(source_dir), Some(name)) = (file.parent(), file.file_name()) else {
+            return Err(format!("{} has no file name", file.display()));
+        };
+        self.scratch_counter += 1;
+        let copy_dir = self
+            .scratch
+            .as_ref()
+            .map_or_else(std::env::temp_dir, |d| d.path().to_owned())
+            .join(format!("ahead-{}", self.scratch_counter));
+        let copy = copy_dir.join(name);
+        std::fs::create_dir_all(&copy_dir)
+            .and_then(|()| std::fs::write(&copy, text.as_slice()))
+            .map_err(|e| format!("cannot write the buffer to {}: {e}", copy_dir.display()))?;
+        // The file's own command on the copy: quote includes still find the file's folder,
+        // and its paths (DWARF, `__FILE__`) are the file's.
+        let mut argv = unit.job.flags_without_input();
+        argv.extend([
+            format!("-iquote{}", source_dir.display()),
+            format!(
+                "-ffile-prefix-map={}={}",
+                copy_dir.display(),
+                source_dir.display()
+            ),
+            "-MD".into(),
+            "-MF".into(),
+            unit.depfile.display().to_string(),
+            "-c".into(),
+            copy.display().to_string(),
+            "-o".into(),
+            unit.job.output.display().to_string(),
+        ]);
+        let job = CompileJob {
+            argv,
+            ..unit.job.clone()
+        };
+        let cancel = Cancel::default();
+        let (sender, done) = crossbeam_channel::bounded(1);
+        let thread_cancel = cancel.clone();
+        std::thread::Builder::new()
+            .name("hot-lsp compile ahead".into())
+            .spawn(move || {
+                let compiled = compile_copy(&job, &unit, &copy, &thread_cancel);
+                let _ = std::fs::remove_dir_all(&copy_dir);
+                // The worker may have moved on (a newer text); then nobody listens.
+                let _ = sender.send(Done { unit, compiled });
+            })
+            .map_err(|e| format!("cannot start a thread: {e}"))?;
+        self.ahead.running = Some(Running {
+            file: file.to_owned(),
+            text,
+            cancel,
+            done,
+        });
+        Ok(())
+    }
+
+    /// The running compile ahead answered (`None`: its thread died without an answer).
+    pub(super) fn on_ahead_done(&mut self, done: Option<Box<Done>>) {
+        let Some(running) = self.ahead.running.take() else {
+            return;
+        };
+        let current = self
+            .ahead
+            .buffers
+            .get(&running.file)
+            .is_some_and(|b| Arc::ptr_eq(&b.text, &running.text));
+        match done.and_then(|d| {
+            let Done { unit, compiled } = *d;
+            compiled.map(|c| (unit, c))
+        }) {
+            Some((unit, (outcome, object, deps))) if current => {
+                self.link_ahead(running.text, unit, outcome, object, deps);
+            }
+            // A text that does not compile: the last pre-flight findings are about another.
+            _ if current => self.clear_ahead_diagnostics(&running.file),
+            _ => {}
+        }
+        self.ahead_tick();
+    }
+
+    /// Link a compiled buffer against the running image (nothing is written) and publish
+    /// what the save would be told.
+    fn link_ahead(
+        &mut self,
+        text: Arc<Vec<u8>>,
+        unit: UnitJob,
+        outcome: CompileOutcome,
+        object: Object,
+        deps: Option<Vec<PathBuf>>,
+    ) {
+        let file = unit.file.clone();
+        let baseline = self
+            .baselines
+            .get(&file)
+            .filter(|b| b.argv == unit.job.flags())
+            .cloned();
+        let Some(program) = self.program.as_mut() else {
+            return;
+        };
+        let pid = program.debuggee.pid();
+        let compile_unit = program.image.as_ref().and_then(|i| {
+            i.exe
+                .image
+                .compile_units
+                .iter()
+                .position(|cu| crate::program::cu_source(cu) == file)
+        });
+        let source = file.display().to_string();
+        let request = LinkRequest {
+            object: &object,
+            baseline: baseline.as_ref().map(|b| b.object.as_ref()),
+            unit: UnitRef {
+                tu: unit.tu,
+                compile_unit,
+                source: source.clone(),
+            },
+        };
+        let requests = std::slice::from_ref(&request);
+        let link = |program: &mut crate::program::Program| {
+            let linker = program.linker().ok()?;
+            let changes = linker.changes();
+            Some((changes, link_guarded(linker, requests).ok()?))
+        };
+        let mut linked = link(program);
+        let undefined = linked.as_ref().is_some_and(|(_, result)| {
+            result.as_ref().is_err_and(|errors| {
+                errors
+                    .iter()
+                    .any(|e| e.code == hot_link::LinkErrorCode::UndefinedSymbol)
+            })
+        });
+        // As the save does: the symbol may come from a library loaded since.
+        if undefined && program.refresh_libraries() {
+            linked = link(program);
+        }
+        drop(request);
+        // A panic of the linker (already a message) is for the save to report.
+        let Some((changes, result)) = linked else {
+            self.clear_ahead_diagnostics(&file);
+            return;
+        };
+        let against = LinkedAgainst {
+            changes,
+            baseline: baseline.as_ref().map(|b| Arc::as_ptr(&b.object) as usize),
+        };
+        let mut diagnostics = match &result {
+            Ok(patch) => grouped(
+                patch
+                    .notes
+                    .iter()
+                    .filter(|note| note.unit == source)
+                    .map(|note| Finding {
+                        code: note.code,
+                        symbol: note.symbol.as_deref(),
+                        line: note.line.as_ref(),
+                        message: &note.message,
+                        severity: match note.severity {
+                            hot_link::NoteSeverity::Warning => Severity::Warning,
+                            hot_link::NoteSeverity::Information => Severity::Information,
+                        },
+                    }),
+                &file,
+            ),
+            Err(errors) => grouped(
+                errors.iter().filter(|e| e.unit == source).map(|e| Finding {
+                    code: e.code.diagnostic_code(),
+                    symbol: e.symbol.as_deref(),
+                    line: e.line.as_ref(),
+                    message: &e.message,
+                    severity: Severity::Error,
+                }),
+                &file,
+            ),
+        };
+        for d in &mut diagnostics {
+            d.message.insert_str(0, ON_SAVE);
+        }
+        self.publish(&ahead_unit(&file), &file, diagnostics);
+        self.ahead.ready.insert(
+            file,
+            Ready {
+                text,
+                pid,
+                unit,
+                outcome,
+                object,
+                deps,
+                patch: result.ok().map(|patch| (against, patch)),
+            },
+        );
+    }
+
+    /// At a save of `file`: its compile ahead, if the file on disk is exactly the text it
+    /// compiled (waiting for one of that text still running, killing one of another).
+    pub(super) fn take_compiled_ahead(&mut self, file: &Path) -> Option<Ready> {
+        let disk = std::fs::read(file).ok();
+        if let Some(buffer) = self.ahead.buffers.get_mut(file) {
+            // The save compiles this text now, one way or the other.
+            buffer.due = None;
+        }
+        self.clear_ahead_diagnostics(file);
+        if let Some(running) = self.ahead.running.as_ref().filter(|r| r.file == file) {
+            if disk.as_deref() == Some(running.text.as_slice()) {
+                let done = running.done.recv().ok().map(Box::new);
+                self.on_ahead_done(done);
+                // Its findings come with the save's own diagnostics.
+                self.clear_ahead_diagnostics(file);
+            } else {
+                self.ahead.cancel(file);
+            }
+        }
+        let ready = self.ahead.ready.remove(file)?;
+        let pid = self.program.as_ref().map(|p| p.debuggee.pid());
+        (disk.as_deref() == Some(ready.text.as_slice()) && pid == Some(ready.pid)).then_some(ready)
+    }
+
+    /// Swap a save whose text was compiled ahead: no compile, and no link either when the
+    /// image and the baseline are still what the patch was linked against.
+    pub(super) fn swap_compiled_ahead(
+        &mut self,
+        file: &Path,
+        ready: Ready,
+    ) -> Result<Option<SwapSummary>, ()> {
+        let Ready {
+            unit,
+            outcome,
+            object,
+            deps,
+            patch,
+            ..
+        } = ready;
+        if let Some(deps) = deps {
+            self.dependencies.insert(file.to_owned(), deps);
+        }
+        // The baseline the save links with (compiled now if it is still queued, as
+        // `link_and_apply` would), to tell whether the patch was linked against it.
+        let baseline = self
+            .baseline_for(file, unit.job.flags())
+            .map(|b| Arc::as_ptr(&b.object) as usize);
+        let changes = self
+            .program
+            .as_mut()
+            .and_then(|p| p.linker().ok().map(|l| l.changes()));
+        let prelinked = patch
+            .filter(|(against, _)| Some(against.changes) == changes && against.baseline == baseline)
+            .map(|(_, patch)| patch);
+        tracing::debug!(
+            file = %file.display(),
+            relinked = prelinked.is_none(),
+            "a save compiled ahead"
+        );
+        let micros = Micros {
+            compiled_ahead: true,
+            ..Micros::default()
+        };
+        self.link_and_apply(file, vec![(unit, outcome, object)], micros, prelinked)
+    }
+}
+
+/// Compile the copy of a buffer and read its object and dependency list (on the compile
+/// ahead's thread: no worker state). Diagnostics and dependencies name the file, not the
+/// copy.
+fn compile_copy(
+    job: &CompileJob,
+    unit: &UnitJob,
+    copy: &Path,
+    cancel: &Cancel,
+) -> Option<(CompileOutcome, Object, Option<Vec<PathBuf>>)> {
+    let outcome = compile::run_cancellable(job, cancel);
+    let deps = std::fs::read_to_string(&unit.depfile).ok().map(|text| {
+        compile::parse_depfile(&text, &job.directory)
+            .into_iter()
+            .filter(|d| d != copy && *d != unit.file)
+            .collect()
+    });
+    let _ = std::fs::remove_file(&unit.depfile);
+    let mut outcome = match outcome {
+        Ok(Some(outcome)) if outcome.success && !cancel.is_cancelled() => outcome,
+        _ => {
+            let _ = std::fs::remove_file(&job.output);
+            return None;
+        }
+    };
+    let object = read_object(job).ok()?;
+    for d in &mut outcome.diagnostics {
+        if d.file == copy {
+            d.file = unit.file.clone();
+        }
+    }
+    Some((outcome, object, deps))
+}
