@@ -249,6 +249,94 @@ const JQ_EDITS: &[Edit] = &[
     },
 ];
 
+/// The document the jsoncpp driver (`tests/corpus/jsoncpp-work.cpp`) parses, edits and
+/// writes 3,000 times per output line.
+const JSONCPP_WORKLOAD: &str =
+    r#"{"name": "corpus", "items": [1, 2.5, "three", true, null], "nested": {"k": [10, 20]}}"#;
+
+/// Edits of a C++ library (jsoncpp, -O2 -g): member functions of classes in anonymous
+/// namespaces, a function template in a header, and a function that throws.
+const JSONCPP_EDITS: &[Edit] = &[
+    // The hot path: the reader (a class in json_reader.cpp) parses every number of the
+    // document 3,000 times per line; integers now read one more.
+    Edit {
+        file: "src/lib_json/json_reader.cpp",
+        old: "    decoded = -Value::LargestInt(value / 10) * 10 - last_digit;
+  } else if (value <= Value::LargestUInt(Value::maxLargestInt)) {
+    decoded = Value::LargestInt(value);",
+        new: "    decoded = -Value::LargestInt(value / 10) * 10 - last_digit;
+  } else if (value <= Value::LargestUInt(Value::maxLargestInt)) {
+    decoded = Value::LargestInt(value) + 1;",
+        function: "_ZN4Json9OurReader12decodeNumberERNS0_5TokenERNS_5ValueE",
+        expect: "[2,2.5,\"three\",true,null]",
+    },
+    // A member function of the writer: arrays get a space after each comma.
+    Edit {
+        file: "src/lib_json/json_writer.cpp",
+        old: "        *sout_ << \",\";
+        writeCommentAfterValueOnSameLine(childValue);
+      }
+      unindent();
+      writeWithIndent(\"]\");",
+        new: "        *sout_ << \", \";
+        writeCommentAfterValueOnSameLine(childValue);
+      }
+      unindent();
+      writeWithIndent(\"]\");",
+        function: "_ZN4Json23BuiltStyledStreamWriter15writeArrayValueERKNS_5ValueE",
+        expect: "[2, 2.5, \"three\", true, null]",
+    },
+    // A function that throws: Value::asInt of a string throws Json::LogicError with this
+    // message, caught by the driver.
+    Edit {
+        file: "src/lib_json/json_value.cpp",
+        old: "  JSON_FAIL_MESSAGE(\"Value is not convertible to Int.\");",
+        new:
+            "  JSON_FAIL_MESSAGE(\"A value of type \" + std::to_string(type()) + \" is no Int.\");",
+        function: "_ZNK4Json5Value5asIntEv",
+        expect: "| A value of type 4 is no Int.",
+    },
+];
+
+/// The sqlite3 shell reads this and then, from a pipe that never ends, one line of two
+/// statements after the other (the shell flushes its output before reading each line).
+/// Every line runs sqlite's bytecode interpreter over 100,000 rows of the shell's
+/// `generate_series` virtual table, calling `upper` and `%` for each.
+const SQLITE_WORKLOAD: &str = r#"CREATE TABLE t(n INTEGER, w TEXT);
+INSERT INTO t VALUES (0, 'corpus');
+.read "|yes 'UPDATE t SET n = n + 1; SELECT n, upper(w), n % 7, (SELECT sum(value % 7 + length(upper(w || value))) FROM generate_series(1, 100000)) FROM t;'"
+"#;
+
+/// Edits of SQLite's amalgamation, sqlite3.c (about 270,000 lines in one file), and its shell.
+const SQLITE_EDITS: &[Edit] = &[
+    // A function in the busy loop: upper() runs 100,001 times per line.
+    Edit {
+        file: "sqlite3.c",
+        old: "        z1[i] = (char)sqlite3Toupper(z2[i]);",
+        new: "        z1[i] = (i & 1) ? z2[i] : (char)sqlite3Toupper(z2[i]);",
+        function: "upperFunc",
+        expect: "|CoRpUs|",
+    },
+    // The bytecode interpreter, entered for every statement: integer remainders get 100
+    // added (the sum over the series grows by 100 * 100,000).
+    Edit {
+        file: "sqlite3.c",
+        old: "        if( iA==-1 ) iA = 1;\n        iB %= iA;\n",
+        new: "        if( iA==-1 ) iA = 1;\n        iB = iB % iA + 100;\n",
+        function: "sqlite3VdbeExec",
+        expect: "|CoRpUs|10",
+    },
+    // The shell's generate_series: its column callback runs for every row; the values
+    // are negated (C's remainder keeps the dividend's sign).
+    Edit {
+        file: "shell.c",
+        old: "    default:                   x = pCur->iValue;     break;",
+        new: "    default:                   x = -pCur->iValue;    break;",
+        function: "seriesColumn",
+        expect: "|10888895",
+    },
+];
+
 fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
@@ -588,4 +676,37 @@ fn corpus_jq_regex_interpreter_with_label_addresses_keeps_matching_after_a_save(
         }
     }
     session.assert_running(program.name);
+}
+
+/// A C++ library built by its own CMake, with a driver that parses and writes JSON all the
+/// time: edits of member functions (reader and writer classes) and of a function that
+/// throws an exception the driver catches.
+#[test]
+fn corpus_jsoncpp_member_functions_and_a_throwing_function_swap_while_it_runs() {
+    run_corpus(
+        &Program {
+            name: "jsoncpp",
+            path: "work",
+            args: &["work.json"],
+            workload: ("work.json", JSONCPP_WORKLOAD),
+            first_output: "[1,2.5,\"three\",true,null]",
+        },
+        JSONCPP_EDITS,
+    );
+}
+
+/// SQLite's amalgamation: two saves of sqlite3.c (a function in the busy loop and the
+/// bytecode interpreter) and one of the shell, while the shell runs queries all the time.
+#[test]
+fn corpus_sqlite_amalgamation_and_shell_swap_while_queries_run() {
+    run_corpus(
+        &Program {
+            name: "sqlite",
+            path: "sqlite3",
+            args: &[":memory:", ".read work.sql"],
+            workload: ("work.sql", SQLITE_WORKLOAD),
+            first_output: "|CORPUS|",
+        },
+        SQLITE_EDITS,
+    );
 }
