@@ -28,8 +28,9 @@ use serde_json::Value;
 /// One wait for an event. Generous: the corpus compiles at -O2 on a busy 2-core machine
 /// while hot-lsp compiles baselines of the other files in its idle time.
 const TIMEOUT: Duration = Duration::from_secs(120);
-/// One wait for an event of the SQLite test, whose first save compiles sqlite3.c twice.
-const SQLITE_TIMEOUT: Duration = Duration::from_secs(600);
+/// One wait for an event of the SQLite test, whose first save compiles sqlite3.c twice, and
+/// of the C++ test, whose header save compiles two files of templates.
+const LONG_TIMEOUT: Duration = Duration::from_secs(600);
 /// Downloading and building one program (jq and SQLite are the longest, about a minute each
 /// on an idle 2-core machine).
 const FETCH_TIMEOUT: Duration = Duration::from_secs(600);
@@ -729,7 +730,7 @@ fn corpus_jsoncpp_member_functions_and_a_throwing_function_swap_while_it_runs() 
             args: &["work.json"],
             workload: ("work.json", JSONCPP_WORKLOAD),
             first_output: "[1,2.5,\"three\",true,null]",
-            timeout: TIMEOUT,
+            timeout: LONG_TIMEOUT,
         },
         JSONCPP_EDITS,
     );
@@ -747,7 +748,7 @@ fn corpus_sqlite_amalgamation_and_shell_swap_while_queries_run() {
             workload: ("work.sql", SQLITE_WORKLOAD),
             first_output: "|CORPUS|",
             // sqlite3.c at -O1: about 35 s of CPU per compile on an idle 2-core machine.
-            timeout: SQLITE_TIMEOUT,
+            timeout: LONG_TIMEOUT,
         },
         SQLITE_EDITS,
     );

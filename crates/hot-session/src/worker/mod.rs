@@ -5,6 +5,7 @@
 //! what they were compiled from, `pipeline` turns a save into a swap.
 
 mod baseline;
+use baseline::BaselineInFlight;
 mod lifecycle;
 mod perf_map;
 mod pipeline;
@@ -31,6 +32,8 @@ enum Event {
     Process(ProcessEvent),
     /// Nothing is waiting: time for one background baseline compile.
     Idle,
+    /// The background baseline compile finished (`None`: its thread ended without a result).
+    Baseline(Option<Box<baseline::BaselineDone>>),
 }
 
 /// The last object of a file that matches what runs, compiled with the same flags.
@@ -95,6 +98,10 @@ struct Worker {
     /// waits, so a large program's output and saves are never held up behind them. A save
     /// of a queued file compiles its baseline first (`baseline_for`).
     baseline_queue: BTreeSet<PathBuf>,
+    /// The queued baseline being compiled on its own thread, so that the program's output
+    /// keeps flowing during the compile (sqlite3.c takes 40 s and more). Everything else the
+    /// worker does waits for it first (`settle_baseline`), as if it had run in place.
+    baseline_in_flight: Option<BaselineInFlight>,
     /// What each baseline compile read (the source and every header, from `-MD`): a
     /// baseline is trusted only if none of them changed after the executable was built.
     /// Kept per translation unit, to find the includers of a header.
@@ -154,6 +161,7 @@ pub(crate) fn run(
         replay_build_id: None,
         snapshots: BTreeMap::new(),
         baseline_queue: BTreeSet::new(),
+        baseline_in_flight: None,
         dependencies: HashMap::new(),
         dependencies_build_id: None,
         refused_baselines: HashSet::new(),
@@ -183,7 +191,15 @@ pub(crate) fn run(
                 signal: None,
             }),
         };
-        let event = if !worker.baseline_queue.is_empty() {
+        let event = if let Some(in_flight) = &worker.baseline_in_flight {
+            // Output is forwarded while it compiles; anything else waits for it below.
+            let done = in_flight.result.clone();
+            crossbeam_channel::select! {
+                recv(commands) -> c => command(c),
+                recv(worker.process_events) -> e => process(e),
+                recv(done) -> r => Event::Baseline(r.ok().map(Box::new)),
+            }
+        } else if !worker.baseline_queue.is_empty() {
             crossbeam_channel::select! {
                 recv(commands) -> c => command(c),
                 recv(worker.process_events) -> e => process(e),
@@ -202,7 +218,14 @@ pub(crate) fn run(
                 recv(worker.process_events) -> e => process(e),
             }
         };
+        // Only the program's output goes ahead of a baseline compile in flight: everything
+        // else sees the worker's state as if the compile had run in place.
+        let output = matches!(event, Event::Process(ProcessEvent::Output { .. }));
+        if !output && !matches!(event, Event::Baseline(_)) {
+            worker.settle_baseline();
+        }
         match event {
+            Event::Baseline(done) => worker.finish_baseline_in_flight(done),
             Event::Command(Command::Shutdown) => {
                 worker.stop_program(false);
                 break;
@@ -243,7 +266,7 @@ pub(crate) fn run(
                 // The linker first: it takes milliseconds, a baseline takes a compile.
                 worker.try_prepare_linker();
                 if let Some(file) = worker.baseline_queue.first().cloned() {
-                    if let Err(e) = worker.compile_baseline(&file) {
+                    if let Err(e) = worker.start_baseline(&file) {
                         // The snapshot stays: the file's first save tries again.
                         tracing::debug!("baseline of {}: {e}", file.display());
                     }
