@@ -1,6 +1,7 @@
-//! Corpus: real third-party C programs of more than 10,000 lines each, fetched from the
-//! package registries at test time (Lua 5.4 and mawk as Debian source packages, jq from the
-//! PyPI sdist of its Python bindings), built by their own build systems with their own flags
+//! Corpus: real third-party C and C++ programs, fetched from the package registries at test
+//! time (Lua 5.4, mawk and the C++ library jsoncpp as Debian source packages, jq from the
+//! PyPI sdist of its Python bindings, SQLite's 270,000-line amalgamation from the npm tarball
+//! of its Node bindings), built by their own build systems with their own flags
 //! (`tests/corpus/fetch.sh`), launched under the real `hot-lsp watch --json`, and edited in
 //! several files each while they run — including a function of the interpreter's hot path
 //! (`jq_next`, mawk's `execute`, Lua's `str_rep` in a busy loop and `luaV_execute`) that is
