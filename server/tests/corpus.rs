@@ -1,6 +1,7 @@
-//! Corpus: real third-party C programs of more than 10,000 lines each, fetched from the
-//! package registries at test time (Lua 5.4 and mawk as Debian source packages, jq from the
-//! PyPI sdist of its Python bindings), built by their own build systems with their own flags
+//! Corpus: real third-party C and C++ programs, fetched from the package registries at test
+//! time (Lua 5.4, mawk and the C++ library jsoncpp as Debian source packages, jq from the
+//! PyPI sdist of its Python bindings, SQLite's 270,000-line amalgamation from the npm tarball
+//! of its Node bindings), built by their own build systems with their own flags
 //! (`tests/corpus/fetch.sh`), launched under the real `hot-lsp watch --json`, and edited in
 //! several files each while they run — including a function of the interpreter's hot path
 //! (`jq_next`, mawk's `execute`, Lua's `str_rep` in a busy loop and `luaV_execute`) that is
@@ -28,8 +29,12 @@ use serde_json::Value;
 /// One wait for an event. Generous: the corpus compiles at -O2 on a busy 2-core machine
 /// while hot-lsp compiles baselines of the other files in its idle time.
 const TIMEOUT: Duration = Duration::from_secs(120);
-/// Downloading and building one program (jq's configure is the longest, about a minute).
-const FETCH_TIMEOUT: Duration = Duration::from_secs(420);
+/// One wait for an event of the SQLite test, whose first save compiles sqlite3.c twice, and
+/// of the C++ test, whose header save compiles two files of templates.
+const LONG_TIMEOUT: Duration = Duration::from_secs(600);
+/// Downloading and building one program (jq and SQLite are the longest, about a minute each
+/// on an idle 2-core machine).
+const FETCH_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// One save: in `file`, `old` (which must occur exactly once) becomes `new`; the swap must
 /// name `function`, and later output must contain `expect`.
@@ -52,6 +57,9 @@ struct Program {
     workload: (&'static str, &'static str),
     /// Printed by the unedited program.
     first_output: &'static str,
+    /// One wait for an event: a save of a large file waits for two compiles of it (its
+    /// baseline and the edited text).
+    timeout: Duration,
 }
 
 const LUA_WORKLOAD: &str = r#"-- corpus workload: every line shows results of library and VM code.
@@ -249,6 +257,114 @@ const JQ_EDITS: &[Edit] = &[
     },
 ];
 
+/// The document the jsoncpp driver (`tests/corpus/jsoncpp-work.cpp`) parses, edits and
+/// writes 3,000 times per output line.
+const JSONCPP_WORKLOAD: &str =
+    r#"{"name": "corpus", "items": [1, 2.5, "three", true, null], "nested": {"k": [10, 20]}}"#;
+
+/// Edits of a C++ library (jsoncpp, -O2 -g): member functions (one of them virtual), a
+/// function template in a header, and a function that throws.
+const JSONCPP_EDITS: &[Edit] = &[
+    // The hot path: the reader (a class in json_reader.cpp) parses every number of the
+    // document 3,000 times per line; integers now read one more.
+    Edit {
+        file: "src/lib_json/json_reader.cpp",
+        old: "    decoded = -Value::LargestInt(value / 10) * 10 - last_digit;
+  } else if (value <= Value::LargestUInt(Value::maxLargestInt)) {
+    decoded = Value::LargestInt(value);",
+        new: "    decoded = -Value::LargestInt(value / 10) * 10 - last_digit;
+  } else if (value <= Value::LargestUInt(Value::maxLargestInt)) {
+    decoded = Value::LargestInt(value) + 1;",
+        function: "_ZN4Json9OurReader12decodeNumberERNS0_5TokenERNS_5ValueE",
+        expect: "[2,2.5,\"three\",true,null]",
+    },
+    // A member function of the writer: arrays get a space after each comma.
+    Edit {
+        file: "src/lib_json/json_writer.cpp",
+        old: "        *sout_ << \",\";
+        writeCommentAfterValueOnSameLine(childValue);
+      }
+      unindent();
+      writeWithIndent(\"]\");",
+        new: "        *sout_ << \", \";
+        writeCommentAfterValueOnSameLine(childValue);
+      }
+      unindent();
+      writeWithIndent(\"]\");",
+        function: "_ZN4Json23BuiltStyledStreamWriter15writeArrayValueERKNS_5ValueE",
+        expect: "[2, 2.5, \"three\", true, null]",
+    },
+    // A function template in a header (json_tool.h, included by the reader and the writer):
+    // the writer's number formatting, into which gcc inlines it, now prints decimal commas
+    // (and then, finding no '.', appends ".0" to keep the number a double).
+    Edit {
+        file: "src/lib_json/json_tool.h",
+        old: "    if (*begin == ',') {\n      *begin = '.';\n    }",
+        new: "    if (*begin == '.') {\n      *begin = ',';\n    }",
+        function: "_ZN4Json12_GLOBAL__N_113valueToStringEdbjNS_13PrecisionTypeE",
+        expect: "[2, 2,5.0, \"three\"",
+    },
+    // A virtual member function, called through the vtable by Json::writeString.
+    Edit {
+        file: "src/lib_json/json_writer.cpp",
+        old: "  *sout_ << endingLineFeedSymbol_;\n  sout_ = nullptr;",
+        new: "  *sout_ << endingLineFeedSymbol_ << ';';\n  sout_ = nullptr;",
+        function: "_ZN4Json23BuiltStyledStreamWriter5writeERKNS_5ValueEPSo",
+        expect: "}; total=",
+    },
+    // A function that throws: Value::asInt of a string throws Json::LogicError with this
+    // message, caught by the driver.
+    Edit {
+        file: "src/lib_json/json_value.cpp",
+        old: "  JSON_FAIL_MESSAGE(\"Value is not convertible to Int.\");",
+        new:
+            "  JSON_FAIL_MESSAGE(\"A value of type \" + std::to_string(type()) + \" is no Int.\");",
+        function: "_ZNK4Json5Value5asIntEv",
+        expect: "| A value of type 4 is no Int.",
+    },
+];
+
+/// The sqlite3 shell reads this and then, from a pipe that never ends, one line of two
+/// statements after the other (the shell flushes its output before reading each line). List
+/// mode: on a terminal the shell would draw boxes.
+/// Every line runs sqlite's bytecode interpreter over 100,000 rows of the shell's
+/// `generate_series` virtual table, calling `upper` and `%` for each.
+const SQLITE_WORKLOAD: &str = r#".mode list
+CREATE TABLE t(n INTEGER, w TEXT);
+INSERT INTO t VALUES (0, 'corpus');
+.read "|yes 'UPDATE t SET n = n + 1; SELECT n, upper(w), n % 7, (SELECT sum(value % 7 + length(upper(w || value))) FROM generate_series(1, 100000)) FROM t;'"
+"#;
+
+/// Edits of SQLite's amalgamation, sqlite3.c (about 270,000 lines in one file), and its shell.
+const SQLITE_EDITS: &[Edit] = &[
+    // A function in the busy loop: upper() runs 100,001 times per line.
+    Edit {
+        file: "sqlite3.c",
+        old: "        z1[i] = (char)sqlite3Toupper(z2[i]);",
+        new: "        z1[i] = (i & 1) ? z2[i] : (char)sqlite3Toupper(z2[i]);",
+        function: "upperFunc",
+        expect: "|CoRpUs|",
+    },
+    // The bytecode interpreter, entered for every statement: integer remainders get 100
+    // added (the sum over the series grows by 100 * 100,000).
+    Edit {
+        file: "sqlite3.c",
+        old: "        if( iA==-1 ) iA = 1;\n        iB %= iA;\n",
+        new: "        if( iA==-1 ) iA = 1;\n        iB = iB % iA + 100;\n",
+        function: "sqlite3VdbeExec",
+        expect: "|CoRpUs|10",
+    },
+    // The shell's generate_series: its column callback runs for every row; the values
+    // are negated (C's remainder keeps the dividend's sign).
+    Edit {
+        file: "shell.c",
+        old: "    default:                   x = pCur->iValue;     break;",
+        new: "    default:                   x = -pCur->iValue;    break;",
+        function: "seriesColumn",
+        expect: "|10888895",
+    },
+];
+
 fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
@@ -344,7 +460,7 @@ impl Session {
         )
         .expect("write hot-lsp.toml");
 
-        let mut watch = Watch::start(&root).strict(TIMEOUT);
+        let mut watch = Watch::start(&root).strict(program.timeout);
         let launched = watch.wait("launched", |event| event["event"] == "launched");
         let pid = launched["pid"].as_i64().expect("pid");
         watch.output(program.first_output);
@@ -427,9 +543,15 @@ fn run_corpus(program: &Program, edits: &[Edit]) {
     for edit in edits {
         let started = Instant::now();
         let file = session.save(edit);
+        // A saved header is compiled in the files that include it: their swap events.
+        let header = edit.file.ends_with(".h");
         let swap = session.watch.wait(
             &format!("a swap of {} in {}", edit.function, edit.file),
-            |event| event["event"] == "swap" && event["file"] == file.as_str(),
+            |event| {
+                event["event"] == "swap"
+                    && (event["file"] == file.as_str()
+                        || header && names_function(&swapped_names(event), edit.function))
+            },
         );
         let names = swapped_names(&swap);
         assert!(
@@ -440,13 +562,15 @@ fn run_corpus(program: &Program, edits: &[Edit]) {
         );
         session.watch.output(edit.expect);
         eprintln!(
-            "corpus {}: {} swapped ({} functions, {} unchanged; compile {} ms) and its output \
-             seen {:.1} s after the save",
+            "corpus {}: {} swapped ({} functions, {} unchanged; compile {} ms, link {:.1} ms, \
+             swap {:.1} ms) and its output seen {:.1} s after the save",
             program.name,
             edit.function,
             names.len(),
             swap["skipped"],
             swap["micros"]["compile"].as_u64().unwrap_or_default() / 1000,
+            swap["micros"]["link"].as_u64().unwrap_or_default() as f64 / 1000.0,
+            swap["micros"]["swap"].as_u64().unwrap_or_default() as f64 / 1000.0,
             started.elapsed().as_secs_f64()
         );
     }
@@ -459,6 +583,7 @@ const LUA: Program = Program {
     args: &["work.lua"],
     workload: ("work.lua", LUA_WORKLOAD),
     first_output: "ab-ab-ab m2\ttrue",
+    timeout: TIMEOUT,
 };
 
 #[test]
@@ -477,6 +602,7 @@ const MAWK: Program = Program {
     args: &["-f", "work.awk"],
     workload: ("work.awk", MAWK_WORKLOAD),
     first_output: " UP 599995",
+    timeout: TIMEOUT,
 };
 
 #[test]
@@ -507,6 +633,7 @@ fn corpus_jq_printer_builtin_and_bytecode_interpreter_swap_while_it_runs() {
             args: &["-n", "-c", "-M", "--unbuffered", "-f", "work.jq"],
             workload: ("work.jq", JQ_WORKLOAD),
             first_output: ",299995,",
+            timeout: TIMEOUT,
         },
         JQ_EDITS,
     );
@@ -544,6 +671,7 @@ fn corpus_jq_regex_interpreter_with_label_addresses_keeps_matching_after_a_save(
         args: &["-n", "-c", "-M", "--unbuffered", "-f", "work.jq"],
         workload: ("work.jq", JQ_REGEX_WORKLOAD),
         first_output: ",111]",
+        timeout: TIMEOUT,
     };
     let mut session = Session::start(&program);
     let file = session.save(&MATCH_AT_EDIT);
@@ -588,4 +716,41 @@ fn corpus_jq_regex_interpreter_with_label_addresses_keeps_matching_after_a_save(
         }
     }
     session.assert_running(program.name);
+}
+
+/// A C++ library built by its own CMake, with a driver that parses and writes JSON all the
+/// time: edits of member functions of the reader and writer classes (one called through the
+/// vtable), of a template in a header, and of a function that throws an exception the
+/// driver catches.
+#[test]
+fn corpus_jsoncpp_member_functions_and_a_throwing_function_swap_while_it_runs() {
+    run_corpus(
+        &Program {
+            name: "jsoncpp",
+            path: "work",
+            args: &["work.json"],
+            workload: ("work.json", JSONCPP_WORKLOAD),
+            first_output: "[1,2.5,\"three\",true,null]",
+            timeout: LONG_TIMEOUT,
+        },
+        JSONCPP_EDITS,
+    );
+}
+
+/// SQLite's amalgamation: two saves of sqlite3.c (a function in the busy loop and the
+/// bytecode interpreter) and one of the shell, while the shell runs queries all the time.
+#[test]
+fn corpus_sqlite_amalgamation_and_shell_swap_while_queries_run() {
+    run_corpus(
+        &Program {
+            name: "sqlite",
+            path: "sqlite3",
+            args: &[":memory:", ".read work.sql"],
+            workload: ("work.sql", SQLITE_WORKLOAD),
+            first_output: "|CORPUS|",
+            // sqlite3.c at -O1: about 35 s of CPU per compile on an idle 2-core machine.
+            timeout: LONG_TIMEOUT,
+        },
+        SQLITE_EDITS,
+    );
 }

@@ -7,7 +7,11 @@
 # NAME is lua (Debian source package lua5.4), mawk (Debian source package mawk, built by its
 # configure), mawk-debian (the same, built with Debian's dpkg-buildflags), jq (the PyPI
 # sdist of the `jq` bindings, which ships jq's own release tarball) or jq-onig (the same
-# with its bundled oniguruma regular expression library). The program is
+# with its bundled oniguruma regular expression library), jsoncpp (Debian source package
+# libjsoncpp, a C++ library, built by its CMake with a driver, jsoncpp-work.cpp, linked
+# against it) or sqlite (the npm tarball of the `sqlite3` bindings, which ships SQLite's own
+# amalgamation tarball: sqlite3.c, about 270,000 lines in one file, and the shell). The
+# program is
 # unpacked into DIR/NAME, built there, and DIR/NAME/compile_commands.json is written. Every
 # failure (no registry, no package, a failed build) exits non-zero: the corpus test fails
 # rather than skips. Used by server/tests/corpus.rs.
@@ -119,8 +123,51 @@ jq | jq-onig)
         exit 1
     }
     ;;
+jsoncpp)
+    # A C++ library: classes with virtual members, exceptions, the standard library's
+    # templates. jsoncpp's own CMake build (RelWithDebInfo: -O2 -g -DNDEBUG and its warnings),
+    # static library only, then the corpus driver linked against it with the same flags.
+    need cmake cmake
+    need c++ g++
+    debian_source libjsoncpp
+    unpack_orig 'libjsoncpp_*.orig.tar.gz' "$dir/jsoncpp"
+    cp "$(dirname "$0")/jsoncpp-work.cpp" "$dir/jsoncpp/work.cpp"
+    (cd "$dir/jsoncpp" && cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+        -DBUILD_SHARED_LIBS=OFF -DBUILD_STATIC_LIBS=ON -DBUILD_OBJECT_LIBS=OFF \
+        -DJSONCPP_WITH_TESTS=OFF -DJSONCPP_WITH_POST_BUILD_UNITTEST=OFF \
+        -DJSONCPP_WITH_PKGCONFIG_SUPPORT=OFF -DJSONCPP_WITH_CMAKE_PACKAGE=OFF \
+        >configure.log 2>&1 &&
+        bear -- cmake --build build -j2 >build.log 2>&1 &&
+        bear --append -- c++ -Iinclude -O2 -g -DNDEBUG -std=c++11 -o work work.cpp \
+            build/lib/libjsoncpp.a >>build.log 2>&1) || {
+        tail -n 30 "$dir/jsoncpp/configure.log" "$dir/jsoncpp/build.log" >&2 2>/dev/null
+        exit 1
+    }
+    ;;
+sqlite)
+    # SQLite's amalgamation as its authors ship it (sqlite-autoconf: sqlite3.c, shell.c and
+    # a configure), here from the npm tarball of the `sqlite3` bindings. The shell is built
+    # by its own makefile from both files; CFLAGS is the hot-reload profile -g -O1 instead
+    # of the default -g -O2, because every save recompiles all of sqlite3.c (at -O2 about
+    # 100 s of CPU each on the 2-core machine, at -O1 about 35 s).
+    need npm npm
+    (cd "$downloads" && npm pack --silent sqlite3@6.0.1 >/dev/null 2>&1) || {
+        echo "fetch.sh: npm pack sqlite3 failed" >&2
+        exit 1
+    }
+    rm -rf "$dir/sqlite-npm" "$dir/sqlite"
+    mkdir -p "$dir/sqlite-npm" "$dir/sqlite"
+    tar xzf "$downloads"/sqlite3-6.0.1.tgz -C "$dir/sqlite-npm" --strip-components=1
+    tar xzf "$dir"/sqlite-npm/deps/sqlite-autoconf-*.tar.gz -C "$dir/sqlite" --strip-components=1
+    (cd "$dir/sqlite" && ./configure --disable-shared CFLAGS="-g -O1" >configure.log 2>&1 &&
+        bear -- make -j2 sqlite3 >build.log 2>&1) || {
+        tail -n 30 "$dir/sqlite/configure.log" "$dir/sqlite/build.log" >&2 2>/dev/null
+        exit 1
+    }
+    ;;
 *)
-    echo "fetch.sh: unknown corpus program $name (lua, mawk, mawk-debian, jq or jq-onig)" >&2
+    echo "fetch.sh: unknown corpus program $name (lua, mawk, mawk-debian, jq, jq-onig, jsoncpp" \
+        "or sqlite)" >&2
     exit 2
     ;;
 esac

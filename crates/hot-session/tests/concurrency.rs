@@ -2,7 +2,8 @@
 //! program is still being built and launched, and 50 saves of one file in one second. The
 //! session takes them one at a time (coalescing saves already queued): whatever happens in
 //! between, the last content saved is what ends up running, nothing deadlocks, and no save
-//! is lost. (Two workspaces swapping at once: server/tests/concurrency.rs.)
+//! is lost. The program's output is not held up behind a long background baseline compile
+//! either. (Two workspaces swapping at once: server/tests/concurrency.rs.)
 
 mod common;
 
@@ -124,4 +125,37 @@ fn a_save_during_the_build_and_launch_is_not_lost() {
     f.save("main.c");
     f.wait_launched();
     assert_runs_last(&mut f, 7);
+}
+
+/// A baseline compiled in the background while nothing else waits (sqlite3.c: 40 s and more)
+/// used to run on the session's own thread, so the program's output stopped reaching the
+/// client until it finished. The fixture's compiler holds the baseline compile until the
+/// test says go: the output must keep coming meanwhile, and a save made then waits for the
+/// baseline and is compared with it.
+#[test]
+fn output_keeps_flowing_while_a_baseline_compiles_in_the_background() {
+    let mut f = Fixture::launch("slowbaseline");
+    let started = f.path("baseline-started");
+    let deadline = Instant::now() + common::TIMEOUT;
+    while !started.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "no baseline compile started within {:?}",
+            common::TIMEOUT
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The compiler waits for `go`: these lines come while the baseline compile runs.
+    let lines = f.next_lines(20);
+    assert!(lines.iter().all(|l| l.contains("compute=10")), "{lines:?}");
+    assert!(!f.path("go").exists());
+
+    f.edit("main.c", "return x * 1;", "return x * 2;");
+    f.save("main.c");
+    f.write("go", "");
+    let swap = f.wait_swap();
+    assert_eq!(swap.swapped, ["compute"], "{swap:?}");
+    assert_eq!(swap.skipped, 1, "main is unchanged: {swap:?}");
+    f.wait_output("compute=20");
+    f.assert_same_process();
 }

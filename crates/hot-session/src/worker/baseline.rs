@@ -396,6 +396,54 @@ impl Worker {
         self.finish_baseline(job, run)
     }
 
+    /// Start the compile of `file`'s baseline on its own thread; its result comes back to
+    /// the worker's loop (`finish_baseline_in_flight`), or is waited for by the next thing
+    /// the worker does (`settle_baseline`).
+    pub(super) fn start_baseline(&mut self, file: &Path) -> Result<(), String> {
+        self.settle_baseline();
+        let Some(job) = self.baseline_job(file)? else {
+            return Ok(());
+        };
+        let (done, result) = crossbeam_channel::bounded(1);
+        std::thread::Builder::new()
+            .name("hot-lsp baseline".into())
+            .spawn(move || {
+                let run = run_baseline(&job);
+                let _ = done.send((job, run));
+            })
+            .map_err(|e| format!("cannot start its baseline compile: {e}"))?;
+        self.baseline_in_flight = Some(BaselineInFlight {
+            file: file.to_owned(),
+            result,
+        });
+        Ok(())
+    }
+
+    /// Wait for the baseline compile in flight, if any, and keep its result.
+    pub(super) fn settle_baseline(&mut self) {
+        if let Some(in_flight) = &self.baseline_in_flight {
+            let done = in_flight.result.recv().ok().map(Box::new);
+            self.finish_baseline_in_flight(done);
+        }
+    }
+
+    /// The baseline compile in flight finished: keep its object as `compile_baseline`
+    /// would. Without a result (its thread died) the snapshot stays, so the file's first
+    /// save compiles the baseline itself.
+    pub(super) fn finish_baseline_in_flight(&mut self, done: Option<Box<BaselineDone>>) {
+        let Some(in_flight) = self.baseline_in_flight.take() else {
+            return;
+        };
+        let result = match done.map(|done| *done) {
+            Some((job, run)) => self.finish_baseline(job, run),
+            None => Err("its compile thread ended without a result".to_owned()),
+        };
+        if let Err(e) = result {
+            // The snapshot stays: the file's first save tries again.
+            tracing::debug!("baseline of {}: {e}", in_flight.file.display());
+        }
+    }
+
     /// Compile the baselines of `files` that are still to be made, at most `jobs` at a time
     /// (the includers of a saved header, right after launch). A baseline that cannot be
     /// made is said once, as [`Worker::baseline_for`] does.
@@ -629,6 +677,15 @@ pub(super) struct BaselineJob {
     copy: PathBuf,
     depfile: PathBuf,
 }
+
+/// A background baseline compile: the file and where its result arrives.
+pub(super) struct BaselineInFlight {
+    file: PathBuf,
+    pub(super) result: crossbeam_channel::Receiver<BaselineDone>,
+}
+
+/// A finished baseline compile: what was compiled and what it gave.
+pub(super) type BaselineDone = (BaselineJob, BaselineRun);
 
 /// What a baseline compile gave.
 pub(super) struct BaselineRun {

@@ -19,6 +19,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+use baseline::BaselineInFlight;
 use crossbeam_channel::{Receiver, Sender};
 use hot_object::Object;
 use hot_process::ProcessEvent;
@@ -38,6 +39,8 @@ enum Event {
     Idle,
     /// The compile ahead of a buffer finished (`None`: its thread ended without a word).
     Ahead(Option<Box<ahead::Done>>),
+    /// The background baseline compile finished (`None`: its thread ended without a result).
+    Baseline(Option<Box<baseline::BaselineDone>>),
 }
 
 /// The last object of a file that matches what runs, compiled with the same flags.
@@ -102,6 +105,10 @@ struct Worker {
     /// waits, so a large program's output and saves are never held up behind them. A save
     /// of a queued file compiles its baseline first (`baseline_for`).
     baseline_queue: BTreeSet<PathBuf>,
+    /// The queued baseline being compiled on its own thread, so that the program's output
+    /// keeps flowing during the compile (sqlite3.c takes 40 s and more). Everything else the
+    /// worker does waits for it first (`settle_baseline`), as if it had run in place.
+    baseline_in_flight: Option<BaselineInFlight>,
     /// What each baseline compile read (the source and every header, from `-MD`): a
     /// baseline is trusted only if none of them changed after the executable was built.
     /// Kept per translation unit, to find the includers of a header.
@@ -172,6 +179,7 @@ pub(crate) fn run(
         replay_build_id: None,
         snapshots: BTreeMap::new(),
         baseline_queue: BTreeSet::new(),
+        baseline_in_flight: None,
         dependencies: HashMap::new(),
         dependencies_build_id: None,
         refused_baselines: HashSet::new(),
@@ -204,37 +212,54 @@ pub(crate) fn run(
                 signal: None,
             }),
         };
-        let idle_after = if !worker.baseline_queue.is_empty() {
-            Some(std::time::Duration::ZERO)
-        } else if worker.prepare_linker_until.is_some() {
-            // Waiting for the dynamic linker to finish: look again shortly.
-            Some(PREPARE_POLL)
-        } else if !worker.held_saves.is_empty() {
-            // A debugger lets the program run: look again shortly whether it stopped it.
-            Some(DEBUGGER_POLL)
+        let event = if let Some(in_flight) = &worker.baseline_in_flight {
+            // Output is forwarded while it compiles; anything else waits for it below.
+            let done = in_flight.result.clone();
+            crossbeam_channel::select! {
+                recv(commands) -> c => command(c),
+                recv(worker.process_events) -> e => process(e),
+                recv(done) -> r => Event::Baseline(r.ok().map(Box::new)),
+            }
         } else {
-            None
+            let idle_after = if !worker.baseline_queue.is_empty() {
+                Some(std::time::Duration::ZERO)
+            } else if worker.prepare_linker_until.is_some() {
+                // Waiting for the dynamic linker to finish: look again shortly.
+                Some(PREPARE_POLL)
+            } else if !worker.held_saves.is_empty() {
+                // A debugger lets the program run: look again shortly whether it stopped it.
+                Some(DEBUGGER_POLL)
+            } else {
+                None
+            };
+            // A compile ahead due after a pause in typing.
+            let idle_after = match (idle_after, worker.ahead.wait()) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            let ahead = worker.ahead.done();
+            match idle_after {
+                Some(after) => crossbeam_channel::select! {
+                    recv(commands) -> c => command(c),
+                    recv(worker.process_events) -> e => process(e),
+                    recv(ahead) -> d => Event::Ahead(d.ok().map(Box::new)),
+                    default(after) => Event::Idle,
+                },
+                None => crossbeam_channel::select! {
+                    recv(commands) -> c => command(c),
+                    recv(worker.process_events) -> e => process(e),
+                    recv(ahead) -> d => Event::Ahead(d.ok().map(Box::new)),
+                },
+            }
         };
-        // A compile ahead due after a pause in typing.
-        let idle_after = match (idle_after, worker.ahead.wait()) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
-        let ahead = worker.ahead.done();
-        let event = match idle_after {
-            Some(after) => crossbeam_channel::select! {
-                recv(commands) -> c => command(c),
-                recv(worker.process_events) -> e => process(e),
-                recv(ahead) -> d => Event::Ahead(d.ok().map(Box::new)),
-                default(after) => Event::Idle,
-            },
-            None => crossbeam_channel::select! {
-                recv(commands) -> c => command(c),
-                recv(worker.process_events) -> e => process(e),
-                recv(ahead) -> d => Event::Ahead(d.ok().map(Box::new)),
-            },
-        };
+        // Only the program's output goes ahead of a baseline compile in flight: everything
+        // else sees the worker's state as if the compile had run in place.
+        let output = matches!(event, Event::Process(ProcessEvent::Output { .. }));
+        if !output && !matches!(event, Event::Baseline(_)) {
+            worker.settle_baseline();
+        }
         match event {
+            Event::Baseline(done) => worker.finish_baseline_in_flight(done),
             Event::Command(Command::Shutdown) => {
                 worker.stop_program(false);
                 break;
@@ -279,7 +304,7 @@ pub(crate) fn run(
                 worker.try_prepare_linker();
                 worker.ahead_tick();
                 if let Some(file) = worker.baseline_queue.first().cloned() {
-                    if let Err(e) = worker.compile_baseline(&file) {
+                    if let Err(e) = worker.start_baseline(&file) {
                         // The snapshot stays: the file's first save tries again.
                         tracing::debug!("baseline of {}: {e}", file.display());
                     }
