@@ -122,6 +122,20 @@ impl Ahead {
         Some(due.saturating_duration_since(Instant::now()))
     }
 
+    /// A new process (launch, relaunch, exec, attach): what was compiled and linked ahead
+    /// was for the previous one (its units, its linker, its baselines). The buffers stay,
+    /// each due again, so their next compile ahead is for this process.
+    pub(super) fn forget_process(&mut self) {
+        if let Some(running) = self.running.take() {
+            running.cancel.cancel();
+        }
+        self.ready.clear();
+        let now = Instant::now();
+        for buffer in self.buffers.values_mut() {
+            buffer.due = Some(now);
+        }
+    }
+
     /// Kill the compile ahead of `file`, if one runs.
     fn cancel(&mut self, file: &Path) {
         if self.running.as_ref().is_some_and(|r| r.file == file) {
@@ -425,7 +439,13 @@ impl Worker {
         }
         let ready = self.ahead.ready.remove(file)?;
         let pid = self.program.as_ref().map(|p| p.debuggee.pid());
-        (disk.as_deref() == Some(ready.text.as_slice()) && pid == Some(ready.pid)).then_some(ready)
+        if disk.as_deref() != Some(ready.text.as_slice()) || pid != Some(ready.pid) {
+            return None;
+        }
+        // The file is still the unit it was when compiled ahead (another save may have
+        // linked it in as a new unit since, or an exec kept the pid): else compile anew.
+        let now = self.unit_job(file).ok()?;
+        (now.tu == ready.unit.tu && now.new_unit == ready.unit.new_unit).then_some(ready)
     }
 
     /// Swap a save whose text was compiled ahead: no compile, and no link either when the

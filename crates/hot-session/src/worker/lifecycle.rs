@@ -114,8 +114,9 @@ impl Worker {
     pub(super) fn adopt(&mut self, debuggee: Debuggee, events: Receiver<ProcessEvent>) {
         let pid = debuggee.pid();
         self.process_events = events;
-        // Saves held back by a debugger were for the previous process.
+        // Saves held back by a debugger, and compiles ahead, were for the previous process.
         self.held_saves.clear();
+        self.ahead.forget_process();
         self.exe_modified = debuggee.executable_modified();
         // Where the image's compile units are in this workspace (the build may have run
         // elsewhere): the build is done, so the compile database is the one it left.

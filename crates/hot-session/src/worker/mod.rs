@@ -254,7 +254,13 @@ pub(crate) fn run(
         };
         // Only the program's output goes ahead of a baseline compile in flight: everything
         // else sees the worker's state as if the compile had run in place.
-        let output = matches!(event, Event::Process(ProcessEvent::Output { .. }));
+        // Keystrokes (a buffer's new text, an editor closing it) touch no baseline state:
+        // typing must not stall the program's output either.
+        let output = matches!(
+            event,
+            Event::Process(ProcessEvent::Output { .. })
+                | Event::Command(Command::Changed { .. } | Command::Closed(_))
+        );
         if !output && !matches!(event, Event::Baseline(_)) {
             worker.settle_baseline();
         }
@@ -308,12 +314,8 @@ pub(crate) fn run(
                         // The snapshot stays: the file's first save tries again.
                         tracing::debug!("baseline of {}: {e}", file.display());
                     }
-                    if worker.baseline_queue.is_empty() {
-                        // What scripts/bench counts as ready for minimal swaps.
-                        tracing::info!(
-                            files = worker.baselines.len(),
-                            "every baseline is compiled"
-                        );
+                    if worker.baseline_queue.is_empty() && worker.baseline_in_flight.is_none() {
+                        worker.say_baselines_done();
                     }
                 }
             }

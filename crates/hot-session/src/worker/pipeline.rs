@@ -462,12 +462,15 @@ impl Worker {
                     linked = link_guarded(linker, &requests);
                 }
             }
+            // Names the link could not resolve, taken before the ABI checks: a function
+            // removed but still called is refused there as `undefined-symbol` too, and must
+            // never send the lookup looking for another definition of it.
+            let missing = undefined_names(&linked);
             // Changed layouts and signatures, removed functions still called (worker/abi.rs).
             let linked = linked.map(|result| {
                 result.and_then(|patch| super::abi::check(program, &requests, patch))
             });
             drop(requests);
-            let missing = undefined_names(&linked);
             if missing.is_empty() {
                 break linked;
             }
