@@ -256,39 +256,78 @@ fn check_gdb_sees_swapped_code(level: &str) {
     let _ = std::fs::remove_file(format!("/tmp/perf-{pid}.map"));
 }
 
-/// gdb stops the program at a breakpoint (in nap, called by the old compute); a save then is
-/// written through /proc/PID/mem while gdb holds it, and the program runs the new code once
-/// gdb lets it go on: a call from gdb returns the new result, and so does the program.
-#[test]
-fn a_program_gdb_holds_at_a_breakpoint_takes_a_swap() {
+/// The debugger fixture running, with gdb attached in the background: gdb runs `before`
+/// (ending with the program stopped in gdb, or running under it), then says so by creating
+/// a file ([`Held::wait_stopped`]), waits until the test lets it go on ([`Held::go_on`]),
+/// runs `after` and detaches.
+struct Held {
+    f: Fixture,
+    pid: i32,
+    /// `None` once it has been let go on and has exited.
+    gdb: Option<Child>,
+    stopped: std::path::PathBuf,
+    go: std::path::PathBuf,
+}
+
+fn held_by_gdb(before: &[&str], after: &[&str]) -> Held {
     let mut f = Fixture::launch("debugger");
     let pid = f.pid.expect("pid");
     f.wait_output("compute=10");
     wait_for_arena(pid);
     let (stopped, go) = (f.path("stopped"), f.path("go"));
-    let gdb = gdb_in_background(
+    let mut commands: Vec<String> = before.iter().map(|c| c.to_string()).collect();
+    commands.push(format!("shell touch '{}'", stopped.display()));
+    commands.push(gdb_wait_for(&go));
+    commands.extend(after.iter().map(|c| c.to_string()));
+    let gdb = gdb_in_background(pid, &commands);
+    Held {
+        f,
         pid,
-        &[
-            "break nap".into(),
-            "continue".into(),
-            format!("shell touch '{}'", stopped.display()),
-            gdb_wait_for(&go),
-            "delete".into(),
-            "p compute(10)".into(),
-        ],
-    );
-    wait_until("gdb stopping the program at nap", || stopped.exists());
-    edit_compute(&f);
-    f.save("main.c");
-    let swap = f.wait_swap();
-    assert_eq!(swap.swapped, vec!["compute".to_string()], "{swap:?}");
+        gdb: Some(gdb),
+        stopped,
+        go,
+    }
+}
+
+impl Held {
+    /// Waits until gdb has run `before`.
+    fn wait_stopped(&self, what: &str) {
+        wait_until(what, || self.stopped.exists());
+    }
+
+    /// Lets gdb run `after` and detach; its output.
+    fn go_on(&mut self) -> String {
+        std::fs::write(&self.go, "").expect("let gdb go on");
+        finish(self.gdb.take().expect("gdb let go on once"))
+    }
+
+    /// Saves the edit of compute and waits for its swap.
+    fn save_edit(&mut self) {
+        edit_compute(&self.f);
+        self.f.save("main.c");
+        let swap = self.f.wait_swap();
+        assert_eq!(swap.swapped, vec!["compute".to_string()], "{swap:?}");
+    }
+}
+
+/// gdb stops the program at a breakpoint (in nap, called by the old compute); a save then is
+/// written through /proc/PID/mem while gdb holds it, and the program runs the new code once
+/// gdb lets it go on: a call from gdb returns the new result, and so does the program.
+#[test]
+fn a_program_gdb_holds_at_a_breakpoint_takes_a_swap() {
+    let mut held = held_by_gdb(&["break nap", "continue"], &["delete", "p compute(10)"]);
+    held.wait_stopped("gdb stopping the program at nap");
+    held.save_edit();
     // Still held: gdb has the program, hot-lsp never took it over.
-    assert_ne!(traced_state(pid).0, 0, "gdb no longer traces the program");
-    std::fs::write(&go, "").expect("let gdb go on");
-    let said = finish(gdb);
+    assert_ne!(
+        traced_state(held.pid).0,
+        0,
+        "gdb no longer traces the program"
+    );
+    let said = held.go_on();
     assert!(said.contains("$1 = 20"), "gdb's call of compute:\n{said}");
-    f.wait_output("compute=20");
-    f.assert_same_process();
+    held.f.wait_output("compute=20");
+    held.f.assert_same_process();
 }
 
 /// gdb attached and letting the program run: a save is refused with a message saying what
@@ -296,45 +335,33 @@ fn a_program_gdb_holds_at_a_breakpoint_takes_a_swap() {
 /// program (here at SIGINT, which gdb intercepts).
 #[test]
 fn a_program_gdb_lets_run_is_swapped_once_gdb_stops_it() {
-    let mut f = Fixture::launch("debugger");
-    let pid = f.pid.expect("pid");
-    f.wait_output("compute=10");
-    wait_for_arena(pid);
-    let (stopped, go) = (f.path("stopped"), f.path("go"));
-    let gdb = gdb_in_background(
-        pid,
-        &[
-            "continue".into(),
-            format!("shell touch '{}'", stopped.display()),
-            gdb_wait_for(&go),
-        ],
-    );
+    let mut held = held_by_gdb(&["continue"], &[]);
+    let pid = held.pid;
     wait_until("gdb running the program", || {
         let (tracer, state) = traced_state(pid);
         tracer != 0 && state != 't'
     });
     // Fresh lines: gdb has let the program go on (it also runs briefly between the attach
     // and the attach's stop).
-    f.next_lines(2);
-    edit_compute(&f);
-    f.save("main.c");
-    let said = f.wait_message(Severity::Error);
+    held.f.next_lines(2);
+    edit_compute(&held.f);
+    held.f.save("main.c");
+    let said = held.f.wait_message(Severity::Error);
     assert!(
         said.contains("runs under gdb") && said.contains("stop it in the debugger"),
         "{said}"
     );
     // The program runs on (gdb lets it), with the old code.
-    f.wait_output("compute=10");
+    held.f.wait_output("compute=10");
     // SAFETY: plain system call on the test's own child; gdb intercepts the signal.
     unsafe { libc::kill(pid, libc::SIGINT) };
-    wait_until("gdb stopping the program", || stopped.exists());
-    let swap = f.wait_swap();
+    held.wait_stopped("gdb stopping the program");
+    let swap = held.f.wait_swap();
     assert_eq!(swap.swapped, vec!["compute".to_string()], "{swap:?}");
-    std::fs::write(&go, "").expect("let gdb go on");
-    let said = finish(gdb);
+    let said = held.go_on();
     assert!(said.contains("detached"), "{said}");
-    f.wait_output("compute=20");
-    f.assert_same_process();
+    held.f.wait_output("compute=20");
+    held.f.assert_same_process();
 }
 
 /// A breakpoint on the entry of the swapped function. gdb takes its breakpoints out while
@@ -343,36 +370,17 @@ fn a_program_gdb_lets_run_is_swapped_once_gdb_stops_it() {
 /// call goes on into the new body.
 #[test]
 fn a_breakpoint_on_a_swapped_entry_keeps_working() {
-    let mut f = Fixture::launch("debugger");
-    let pid = f.pid.expect("pid");
-    f.wait_output("compute=10");
-    wait_for_arena(pid);
-    let (stopped, go) = (f.path("stopped"), f.path("go"));
-    let gdb = gdb_in_background(
-        pid,
-        &[
-            // `*compute`: the first instruction (`break compute` stops after the prologue,
-            // in the old body, which later calls never reach).
-            "break *compute".into(),
-            "continue".into(),
-            format!("shell touch '{}'", stopped.display()),
-            gdb_wait_for(&go),
-            "continue".into(),
-            "finish".into(),
-        ],
-    );
-    wait_until("gdb stopping the program at compute", || stopped.exists());
-    edit_compute(&f);
-    f.save("main.c");
-    let swap = f.wait_swap();
-    assert_eq!(swap.swapped, vec!["compute".to_string()], "{swap:?}");
-    std::fs::write(&go, "").expect("let gdb go on");
-    let said = finish(gdb);
+    // `*compute`: the first instruction (`break compute` stops after the prologue, in the
+    // old body, which later calls never reach).
+    let mut held = held_by_gdb(&["break *compute", "continue"], &["continue", "finish"]);
+    held.wait_stopped("gdb stopping the program at compute");
+    held.save_edit();
+    let said = held.go_on();
     // Stopped again at the entry by the breakpoint, and that call returned the new result.
     assert_eq!(said.matches("Breakpoint 1, ").count(), 2, "{said}");
     assert!(said.contains("Value returned is $1 = 20"), "{said}");
-    f.wait_output("compute=20");
-    f.assert_same_process();
+    held.f.wait_output("compute=20");
+    held.f.assert_same_process();
 }
 
 /// gdb keeping its breakpoints inserted while the program is stopped: the `int3` on the
@@ -380,37 +388,28 @@ fn a_breakpoint_on_a_swapped_entry_keeps_working() {
 /// breakpoint, with nothing written. Once gdb is gone, the next save swaps.
 #[test]
 fn a_breakpoint_left_inserted_on_an_entry_refuses_the_swap() {
-    let mut f = Fixture::launch("debugger");
-    let pid = f.pid.expect("pid");
-    f.wait_output("compute=10");
-    wait_for_arena(pid);
-    let (stopped, go) = (f.path("stopped"), f.path("go"));
-    let gdb = gdb_in_background(
-        pid,
+    let mut held = held_by_gdb(
         &[
-            "set breakpoint always-inserted on".into(),
-            "break *compute".into(),
-            "continue".into(),
-            format!("shell touch '{}'", stopped.display()),
-            gdb_wait_for(&go),
-            "delete".into(),
+            "set breakpoint always-inserted on",
+            "break *compute",
+            "continue",
         ],
+        &["delete"],
     );
-    wait_until("gdb stopping the program at compute", || stopped.exists());
-    edit_compute(&f);
-    f.save("main.c");
-    let said = f.wait_message(Severity::Error);
+    held.wait_stopped("gdb stopping the program at compute");
+    edit_compute(&held.f);
+    held.f.save("main.c");
+    let said = held.f.wait_message(Severity::Error);
     assert!(
         said.contains("breakpoint (int3)") && said.contains("entry of compute"),
         "{said}"
     );
-    std::fs::write(&go, "").expect("let gdb go on");
-    finish(gdb);
+    held.go_on();
     // Nothing was written: the program runs the old code, and the next save swaps.
-    f.wait_output("compute=10");
-    f.save("main.c");
-    let swap = f.wait_swap();
+    held.f.wait_output("compute=10");
+    held.f.save("main.c");
+    let swap = held.f.wait_swap();
     assert_eq!(swap.swapped, vec!["compute".to_string()], "{swap:?}");
-    f.wait_output("compute=20");
-    f.assert_same_process();
+    held.f.wait_output("compute=20");
+    held.f.assert_same_process();
 }

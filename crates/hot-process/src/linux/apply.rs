@@ -177,22 +177,14 @@ fn apply_stopped(
                 // Gone since it stopped (SIGKILL): it runs nothing any more.
                 continue;
             };
-            let mut in_use = Vec::new();
-            watched.find(regs.rip, |i| in_use.push(i));
-            let mut look = Look {
-                guarded: &guarded,
-                watched: &watched,
-                live: &mut in_use,
+            let thread = StoppedThread {
+                tid,
+                pc: regs.rip,
+                sp: regs.rsp,
             };
-            let hit = scan_thread(mem, &maps, tid, regs.rsp, &mut look, &mut scratch.stack)?;
-            in_use.sort_unstable();
-            in_use.dedup();
-            live.extend(in_use.into_iter().filter_map(|i| {
-                Some(LiveFrame {
-                    function: plan.watch.get(i)?.1.clone(),
-                    tid,
-                })
-            }));
+            let hit = scan_stopped_thread(
+                mem, &maps, plan, &guarded, &watched, thread, scratch, &mut live,
+            )?;
             let Some(hit) = hit else {
                 continue;
             };
@@ -216,6 +208,54 @@ fn apply_stopped(
     // (4) Check what is there, keep it for rollback, write.
     write_commits(mem, plan, scratch)?;
     Ok(live)
+}
+
+/// A stopped thread's id, program counter and stack pointer.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct StoppedThread {
+    pub(super) tid: i32,
+    pub(super) pc: u64,
+    pub(super) sp: u64,
+}
+
+/// Scans one stopped thread (its pc, its stack and the stacks its signal frames lead to):
+/// the old bodies of `plan.watch` it is inside go to `live`; a word inside `guarded` is
+/// returned (the swap must not go on).
+#[allow(clippy::too_many_arguments)]
+pub(super) fn scan_stopped_thread(
+    mem: &ProcMem,
+    maps: &[crate::Mapping],
+    plan: &WritePlan,
+    guarded: &Guarded<'_>,
+    watched: &Watched,
+    thread: StoppedThread,
+    scratch: &mut ApplyScratch,
+    live: &mut Vec<LiveFrame>,
+) -> Result<Option<super::stacks::Hit>, ProcessError> {
+    let mut in_use = Vec::new();
+    watched.find(thread.pc, |i| in_use.push(i));
+    let mut look = Look {
+        guarded,
+        watched,
+        live: &mut in_use,
+    };
+    let hit = scan_thread(
+        mem,
+        maps,
+        thread.tid,
+        thread.sp,
+        &mut look,
+        &mut scratch.stack,
+    )?;
+    in_use.sort_unstable();
+    in_use.dedup();
+    live.extend(in_use.into_iter().filter_map(|i| {
+        Some(LiveFrame {
+            function: plan.watch.get(i)?.1.clone(),
+            tid: thread.tid,
+        })
+    }));
+    Ok(hit)
 }
 
 /// The commit writes of `plan` (in-place data, then entries), with every thread that could

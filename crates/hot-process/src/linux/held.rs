@@ -28,11 +28,11 @@
 
 use std::time::Instant;
 
-use super::apply::{write_commits, Applied, ApplyScratch};
+use super::apply::{scan_stopped_thread, write_commits, Applied, ApplyScratch, StoppedThread};
 use super::memory::{read_mappings, ProcMem};
-use super::stacks::{scan_thread, Guarded, Look, Watched};
+use super::stacks::{Guarded, Watched};
 use super::threads::{list_tasks, tracer_and_state};
-use crate::{ApplyReport, Debugger, LiveFrame, ProcessError, WritePlan};
+use crate::{ApplyReport, Debugger, ProcessError, WritePlan};
 
 /// Whether `tid` is a thread of this process (a lingering thread this owner still traces).
 fn own_thread(tid: i32) -> bool {
@@ -134,22 +134,10 @@ pub(crate) fn apply_held(
                     pc - range.start
                 )));
             }
-            let mut in_use = Vec::new();
-            watched.find(pc, |i| in_use.push(i));
-            let mut look = Look {
-                guarded: &guarded,
-                watched: &watched,
-                live: &mut in_use,
-            };
-            let hit = scan_thread(mem, &maps, tid, sp, &mut look, &mut scratch.stack)?;
-            in_use.sort_unstable();
-            in_use.dedup();
-            live.extend(in_use.into_iter().filter_map(|i| {
-                Some(LiveFrame {
-                    function: plan.watch.get(i)?.1.clone(),
-                    tid,
-                })
-            }));
+            let thread = StoppedThread { tid, pc, sp };
+            let hit = scan_stopped_thread(
+                mem, &maps, plan, &guarded, &watched, thread, scratch, &mut live,
+            )?;
             if let Some(hit) = hit {
                 let at = hit.value;
                 let (range, what) = guarded.find(at).unwrap_or((at..at, "code being replaced"));
