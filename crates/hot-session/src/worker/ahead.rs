@@ -25,7 +25,7 @@ use hot_link::{LinkRequest, UnitRef};
 use hot_object::Object;
 
 use super::baseline::read_object;
-use super::pipeline::{grouped, link_guarded, Finding, UnitJob};
+use super::pipeline::{grouped, link_guarded, note_diagnostics, Finding, UnitJob};
 use super::{has_extension, Worker, SOURCE_EXTENSIONS};
 use crate::compile::{self, Cancel, CompileJob, CompileOutcome};
 use crate::compile_db::normalize;
@@ -372,23 +372,7 @@ impl Worker {
             baseline: baseline.as_ref().map(|b| Arc::as_ptr(&b.object) as usize),
         };
         let mut diagnostics = match &result {
-            Ok(patch) => grouped(
-                patch
-                    .notes
-                    .iter()
-                    .filter(|note| note.unit == source)
-                    .map(|note| Finding {
-                        code: note.code,
-                        symbol: note.symbol.as_deref(),
-                        line: note.line.as_ref(),
-                        message: &note.message,
-                        severity: match note.severity {
-                            hot_link::NoteSeverity::Warning => Severity::Warning,
-                            hot_link::NoteSeverity::Information => Severity::Information,
-                        },
-                    }),
-                &file,
-            ),
+            Ok(patch) => note_diagnostics(patch, &source, &file),
             Err(errors) => grouped(
                 errors.iter().filter(|e| e.unit == source).map(|e| Finding {
                     code: e.code.diagnostic_code(),

@@ -542,23 +542,7 @@ impl Worker {
         micros.compile_total += lookup_micros;
         for (file, diagnostics) in files.iter().zip(&mut diagnostics) {
             let source = file.display().to_string();
-            diagnostics.extend(grouped(
-                patch
-                    .notes
-                    .iter()
-                    .filter(|note| note.unit == source)
-                    .map(|note| Finding {
-                        code: note.code,
-                        symbol: note.symbol.as_deref(),
-                        line: note.line.as_ref(),
-                        message: &note.message,
-                        severity: match note.severity {
-                            hot_link::NoteSeverity::Warning => Severity::Warning,
-                            hot_link::NoteSeverity::Information => Severity::Information,
-                        },
-                    }),
-                file,
-            ));
+            diagnostics.extend(note_diagnostics(&patch, &source, file));
         }
         self.publish_each(&files, diagnostics.clone());
 
@@ -1016,6 +1000,32 @@ const LINES_PER_SYMBOL: usize = 5;
 
 /// At most this many of the lines beyond [`LINES_PER_SYMBOL`] are named in the summary.
 const SUMMARY_LINES: usize = 10;
+
+/// The diagnostics of the linker's notes (warnings, information) about the unit `source`,
+/// shown in `file`.
+pub(super) fn note_diagnostics(
+    patch: &hot_link::Patch,
+    source: &str,
+    file: &Path,
+) -> Vec<Diagnostic> {
+    grouped(
+        patch
+            .notes
+            .iter()
+            .filter(|note| note.unit == source)
+            .map(|note| Finding {
+                code: note.code,
+                symbol: note.symbol.as_deref(),
+                line: note.line.as_ref(),
+                message: &note.message,
+                severity: match note.severity {
+                    hot_link::NoteSeverity::Warning => Severity::Warning,
+                    hot_link::NoteSeverity::Information => Severity::Information,
+                },
+            }),
+        file,
+    )
+}
 
 /// A linker error or note, as far as turning it into a diagnostic goes.
 pub(super) struct Finding<'a> {
