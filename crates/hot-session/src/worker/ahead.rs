@@ -226,29 +226,11 @@ impl Worker {
 
     fn start_ahead(&mut self, file: &Path, text: Arc<Vec<u8>>) -> Result<(), String> {
         let unit = self.unit_job(file)?;
-        let (Some(source_dir), Some(name)) = (file.parent(), file.file_name()) else {
-            return Err(format!("{} has no file name", file.display()));
-        };
-        self.scratch_counter += 1;
-        let copy_dir = self
-            .scratch
-            .as_ref()
-            .map_or_else(std::env::temp_dir, |d| d.path().to_owned())
-            .join(format!("ahead-{}", self.scratch_counter));
-        let copy = copy_dir.join(name);
-        std::fs::create_dir_all(&copy_dir)
-            .and_then(|()| std::fs::write(&copy, text.as_slice()))
-            .map_err(|e| format!("cannot write the buffer to {}: {e}", copy_dir.display()))?;
-        // The file's own command on the copy: quote includes still find the file's folder,
-        // and its paths (DWARF, `__FILE__`) are the file's.
+        // The file's own command on a copy of the buffer (`scratch_copy`).
+        let (copy_dir, copy, as_file) = self.scratch_copy(file, text.as_slice(), "ahead")?;
         let mut argv = unit.job.flags_without_input();
+        argv.extend(as_file);
         argv.extend([
-            format!("-iquote{}", source_dir.display()),
-            format!(
-                "-ffile-prefix-map={}={}",
-                copy_dir.display(),
-                source_dir.display()
-            ),
             "-MD".into(),
             "-MF".into(),
             unit.depfile.display().to_string(),

@@ -497,6 +497,40 @@ impl Worker {
         );
     }
 
+    /// `text` written as a copy of `file` into a fresh scratch folder (named after `what`:
+    /// "snapshot", "ahead"): the folder, the copy, and the flags that make compiling the copy equal compiling
+    /// `file`: quote includes still find the file's folder, and its paths (DWARF,
+    /// `__FILE__`) are the file's.
+    pub(super) fn scratch_copy(
+        &mut self,
+        file: &Path,
+        text: &[u8],
+        what: &str,
+    ) -> Result<(PathBuf, PathBuf, [String; 2]), String> {
+        let (Some(source_dir), Some(name)) = (file.parent(), file.file_name()) else {
+            return Err(format!("{} has no file name", file.display()));
+        };
+        self.scratch_counter += 1;
+        let copy_dir = self
+            .scratch
+            .as_ref()
+            .map_or_else(std::env::temp_dir, |d| d.path().to_owned())
+            .join(format!("{what}-{}", self.scratch_counter));
+        let copy = copy_dir.join(name);
+        std::fs::create_dir_all(&copy_dir)
+            .and_then(|()| std::fs::write(&copy, text))
+            .map_err(|e| format!("cannot write its {what} to {}: {e}", copy_dir.display()))?;
+        let flags = [
+            format!("-iquote{}", source_dir.display()),
+            format!(
+                "-ffile-prefix-map={}={}",
+                copy_dir.display(),
+                source_dir.display()
+            ),
+        ];
+        Ok((copy_dir, copy, flags))
+    }
+
     /// The compile of `file`'s snapshot, written to the scratch folder (`None`: no snapshot,
     /// so no baseline to make).
     fn baseline_job(&mut self, file: &Path) -> Result<Option<BaselineJob>, String> {
@@ -510,31 +544,14 @@ impl Worker {
         let Some(text) = self.snapshots.get(file).cloned() else {
             return Ok(None);
         };
-        let (Some(source_dir), Some(name)) = (file.parent(), file.file_name()) else {
-            return Err(format!("{} has no file name", file.display()));
-        };
-        self.scratch_counter += 1;
-        let copy_dir = self
-            .scratch
-            .as_ref()
-            .map_or_else(std::env::temp_dir, |d| d.path().to_owned())
-            .join(format!("snapshot-{}", self.scratch_counter));
-        let copy = copy_dir.join(name);
-        std::fs::create_dir_all(&copy_dir)
-            .and_then(|()| std::fs::write(&copy, &text))
-            .map_err(|e| format!("cannot write its snapshot to {}: {e}", copy_dir.display()))?;
+        let (copy_dir, copy, as_file) = self.scratch_copy(file, &text, "snapshot")?;
         let output = self.scratch_object(file);
         let depfile = output.with_extension("d");
         let job = compile::job_for(&entry, &output);
         // Without `-c <file>`: compile the copy instead.
         let mut argv = job.flags_without_input();
+        argv.extend(as_file);
         argv.extend([
-            format!("-iquote{}", source_dir.display()),
-            format!(
-                "-ffile-prefix-map={}={}",
-                copy_dir.display(),
-                source_dir.display()
-            ),
             "-MD".into(),
             "-MF".into(),
             depfile.display().to_string(),
