@@ -123,24 +123,7 @@ fn signals_held_in_stepped_threads_keep_their_siginfo() {
     fault::arm_action(Step::SingleStep, move || end_children(pid));
     let (mut held, mut swaps, mut refused) = (0, 0, 0);
     while held < HELD && swaps < MAX_SWAPS {
-        let (bytes, expected) = if swaps % 2 == 0 {
-            (&jmp, &nops)
-        } else {
-            (&nops, &jmp)
-        };
-        let plan = WritePlan {
-            prepare: vec![ret.clone()],
-            copies: Vec::new(),
-            commit_data: Vec::new(),
-            commit: vec![Write {
-                addr: entry,
-                bytes: bytes.clone(),
-                expected: Some(expected.clone()),
-                what: "entry of stepper".into(),
-            }],
-            protected: std::iter::once(entry..entry + 5).collect(),
-            watch: Vec::new(),
-        };
+        let plan = toggle_entry_plan(entry, &ret, &jmp, &nops, swaps);
         let report = match debuggee.apply(&plan) {
             Ok(report) => report,
             // A SIGCHLD handler that interrupted a thread inside the nops resumes at the

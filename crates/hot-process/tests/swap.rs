@@ -430,24 +430,7 @@ fn threads_inside_the_overwritten_bytes_are_stepped_out() {
     };
     let jmp = jump(entry, arena);
     for i in 0..100 {
-        let (bytes, expected) = if i % 2 == 0 {
-            (&jmp, &nops)
-        } else {
-            (&nops, &jmp)
-        };
-        let plan = WritePlan {
-            prepare: vec![ret.clone()],
-            copies: Vec::new(),
-            commit_data: Vec::new(),
-            commit: vec![Write {
-                addr: entry,
-                bytes: bytes.clone(),
-                expected: Some(expected.clone()),
-                what: "entry of stepper".into(),
-            }],
-            protected: std::iter::once(entry..entry + 5).collect(),
-            watch: Vec::new(),
-        };
+        let plan = toggle_entry_plan(entry, &ret, &jmp, &nops, i);
         debuggee
             .apply(&plan)
             .unwrap_or_else(|e| panic!("apply {i}: {e}"));

@@ -259,3 +259,28 @@ pub fn status_field(status: &str, key: &str) -> String {
         .map(|v| v.trim().to_owned())
         .unwrap_or_default()
 }
+
+/// The `i`th plan of a test that swaps the entry of `stepper` (fixtures stepper.c,
+/// stepsig.c) back and forth: even `i` writes `jmp` over the original `nops`, odd `i` puts
+/// them back; `ret` (the arena body) is written each time, and the entry's 5 bytes are
+/// protected.
+pub fn toggle_entry_plan(entry: u64, ret: &Write, jmp: &[u8], nops: &[u8], i: usize) -> WritePlan {
+    let (bytes, expected) = if i.is_multiple_of(2) {
+        (jmp, nops)
+    } else {
+        (nops, jmp)
+    };
+    WritePlan {
+        prepare: vec![ret.clone()],
+        copies: Vec::new(),
+        commit_data: Vec::new(),
+        commit: vec![Write {
+            addr: entry,
+            bytes: bytes.to_vec(),
+            expected: Some(expected.to_vec()),
+            what: "entry of stepper".into(),
+        }],
+        protected: std::iter::once(entry..entry + 5).collect(),
+        watch: Vec::new(),
+    }
+}
