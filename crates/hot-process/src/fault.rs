@@ -26,8 +26,11 @@ pub enum Step {
     Seize,
     /// `PTRACE_INTERRUPT` of one thread.
     Interrupt,
-    /// `PTRACE_SINGLESTEP` (out of a protected range, or over an injected `syscall`).
+    /// `PTRACE_SINGLESTEP` (out of a protected range, or over an injected `syscall` where
+    /// the framed injection cannot be used).
     SingleStep,
+    /// `PTRACE_SYSCALL` to the entry or exit stop of an injected system call.
+    SyscallStop,
     /// The injected `mmap` of an arena (fails as with `ENOMEM`).
     Mmap,
     /// A commit write of an entry jump.
@@ -39,12 +42,13 @@ pub enum Step {
 }
 
 impl Step {
-    pub const ALL: [Step; 9] = [
+    pub const ALL: [Step; 10] = [
         Step::ArenaWrite,
         Step::SlotCopy,
         Step::Seize,
         Step::Interrupt,
         Step::SingleStep,
+        Step::SyscallStop,
         Step::Mmap,
         Step::EntryWrite,
         Step::DataWrite,
@@ -82,6 +86,8 @@ mod armed {
         armed: bool,
         /// 1-based number of the step to fail; 0 fails none (counting only).
         target: u64,
+        /// Count only steps of this kind towards `target`.
+        kind: Option<Step>,
         count: u64,
         seen: [u64; Step::ALL.len()],
         fired: Option<Step>,
@@ -89,16 +95,20 @@ mod armed {
         kill: Option<i32>,
         /// Run before every step of this kind; the step then goes on.
         action: Option<(Step, Box<dyn FnMut() + Send>)>,
+        /// Run at every named point inside an injection ([`stage`]): the way back, the point.
+        stages: Option<Box<dyn FnMut(&'static str, &'static str) + Send>>,
     }
 
     static STATE: Mutex<State> = Mutex::new(State {
         armed: false,
         target: 0,
+        kind: None,
         count: 0,
         seen: [0; Step::ALL.len()],
         fired: None,
         kill: None,
         action: None,
+        stages: None,
     });
 
     fn state() -> std::sync::MutexGuard<'static, State> {
@@ -108,6 +118,12 @@ mod armed {
     /// Count steps from now on and fail the `nth` (1-based); 0 only counts.
     pub fn arm(nth: u64) {
         arm_with(nth, None);
+    }
+
+    /// Count steps from now on and fail the `nth` (1-based) of kind `step` only.
+    pub fn arm_kind(step: Step, nth: u64) {
+        arm_with(nth, None);
+        state().kind = Some(step);
     }
 
     /// Count steps from now on and, at the `nth`, SIGKILL process `pid` (the step itself
@@ -123,10 +139,26 @@ mod armed {
         state().action = Some((step, Box::new(action)));
     }
 
+    /// Runs `action` with the way back (`framed`, `trampoline`) and the name of every point
+    /// inside an injected system call the process backend passes (each moment its tracer could die at: a test `_exit`s there).
+    pub fn arm_stages(action: impl FnMut(&'static str, &'static str) + Send + 'static) {
+        state().stages = Some(Box::new(action));
+    }
+
+    pub(crate) fn stage(way: &'static str, name: &'static str) {
+        // Taken out while it runs: the action may call back into this module.
+        let taken = state().stages.take();
+        if let Some(mut action) = taken {
+            action(way, name);
+            state().stages.get_or_insert(action);
+        }
+    }
+
     fn arm_with(nth: u64, kill: Option<i32>) {
         let mut s = state();
         s.kill = kill;
         s.action = None;
+        s.kind = None;
         s.armed = true;
         s.target = nth;
         s.count = 0;
@@ -155,7 +187,9 @@ mod armed {
         if !s.armed {
             return false;
         }
-        s.count += 1;
+        if s.kind.is_none_or(|kind| kind == step) {
+            s.count += 1;
+        }
         if let Some(at) = Step::ALL.iter().position(|k| *k == step) {
             s.seen[at] += 1;
         }
@@ -164,7 +198,7 @@ mod armed {
                 action();
             }
         }
-        if s.count == s.target {
+        if s.count == s.target && s.kind.is_none_or(|kind| kind == step) {
             s.fired = Some(step);
             if let Some(pid) = s.kill {
                 tracing::warn!(?step, nth = s.count, pid, "killing the program");
@@ -180,10 +214,15 @@ mod armed {
 }
 
 #[cfg(feature = "fault-injection")]
-pub use armed::{arm, arm_action, arm_kill, disarm, Report};
+pub use armed::{arm, arm_action, arm_kill, arm_kind, arm_stages, disarm, Report};
 
 #[cfg(feature = "fault-injection")]
-use armed::fails;
+pub(crate) use armed::{fails, stage};
+
+/// A named point inside an injection (nothing, without the feature).
+#[cfg(not(feature = "fault-injection"))]
+#[inline(always)]
+pub(crate) fn stage(_way: &'static str, _name: &'static str) {}
 
 /// Whether this step is to fail (never, without the feature).
 #[cfg(not(feature = "fault-injection"))]

@@ -362,6 +362,14 @@ impl Debuggee {
         self.inner.mappings()
     }
 
+    /// Whether `mapping` is hot-lsp's trampoline page: one page of its own code, mapped with
+    /// the first system call it injects into an image and kept for the program's lifetime
+    /// (every injected system call and call returns through it; see the backend's
+    /// `trampoline.rs`). It is never an arena.
+    pub fn is_trampoline(&self, mapping: &Mapping) -> bool {
+        self.inner.is_trampoline(mapping)
+    }
+
     /// Reads target memory (`/proc/PID/mem`); unmapped bytes are an error.
     pub fn read_memory(&self, addr: u64, len: usize) -> Result<Vec<u8>, ProcessError> {
         self.inner.read_memory(addr, len)

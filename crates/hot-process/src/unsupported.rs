@@ -44,6 +44,9 @@ impl Debuggee {
     pub(crate) fn read_memory(&self, _addr: u64, _len: usize) -> Result<Vec<u8>, ProcessError> {
         match self.never {}
     }
+    pub(crate) fn is_trampoline(&self, _mapping: &crate::Mapping) -> bool {
+        match self.never {}
+    }
     pub(crate) fn debugger(&self) -> Option<crate::Debugger> {
         match self.never {}
     }

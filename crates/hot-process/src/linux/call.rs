@@ -1,20 +1,23 @@
 //! Calling a function of the target in one of its threads while every thread is stopped
-//! (libgcc's `__register_frame_info` for the unwind tables of new code).
+//! (libgcc's `__register_frame_info` for the unwind tables of new code, `dlopen`, the
+//! constructors of new translation units).
 //!
-//! The chosen thread's registers, extended (x87/SSE/AVX) state and signal mask are saved, a
-//! call frame is set up below its red zone as the psABI wants it at a function's entry
+//! The chosen thread's registers, extended (x87/SSE/AVX) state and signal mask are saved,
+//! and a call frame is set up below its red zone as the psABI wants it at a function's entry
 //! (`rsp + 8` 16-byte aligned, the direction flag clear, `al` = 0 vector registers for a
-//! variadic callee) with return address 0, and the thread alone runs until it stops on a
-//! fault. A return shows as the fetch fault at address 0 with the stack pointer just above
-//! our frame; any other fault is the callee's. Either way every register, the mask and the
-//! stack word written are put back, and the fault is never delivered: the program goes on
-//! exactly where it was stopped.
+//! variadic callee), returning into the trampoline page (trampoline.rs) above a block that
+//! holds the thread's own state. The thread alone runs, under `PTRACE_SYSCALL`, until the
+//! trampoline's `getpid` after the return (the result is on the stack by then) or a fault
+//! of the callee. Either way hot-lsp puts every register, the extended state and the mask
+//! back, and a fault is never delivered: the program goes on exactly where it was stopped.
+//! Should hot-lsp die while the callee runs, the callee returns into the trampoline all the
+//! same, and the page puts the thread back by itself.
 //!
-//! The return fault is raised by the kernel with `force_sig_info`: for a thread that blocks
-//! SIGSEGV, or a process that ignores it, that would reset the program's SIGSEGV action to
-//! the default (and unblock it), which restoring registers does not undo. So the call runs
-//! with SIGSEGV unblocked in its thread (the exact mask is put back after), a thread that
-//! does not block it is preferred, and a program that ignores SIGSEGV gets no call at all.
+//! One thing is the kernel's, beyond reach: the restart block of a sleep (`nanosleep`,
+//! `poll`, a futex wait with a timeout) the thread was interrupted in, which holds the time
+//! left. A callee that sleeps or polls itself replaces it, and the interrupted sleep then
+//! ends early with EINTR, as if a signal handler had run. Threads blocked in other calls are
+//! preferred for that reason.
 //!
 //! Only a thread held in an interrupt/group stop (`PTRACE_EVENT_STOP`) or a plain
 //! signal-delivery stop runs a call: one held at its clone event stop is inside `clone`
@@ -24,160 +27,35 @@
 //! libgcc's registration inserts into a B-tree and calls `malloc` under the unwinder's
 //! locks) or wait for one a stopped thread holds. When the first limit passes, every other
 //! thread is let go (the program runs on; nothing it can reach depends on the call) and the
-//! call thread is waited for up to the total limit. If it still has not returned it is left
-//! running in the callee, and the owner thread restores it whenever it comes back (see
-//! `threads::ABANDONED`); the call fails saying so.
+//! call thread is waited for up to the total limit. If it still has not returned it is let
+//! go too, running in the callee: it returns through the trampoline whenever the callee
+//! does. The call fails saying so.
 
 use std::time::Instant;
 
+use super::frame::{
+    entry_stop_regs, resumed_regs, set_extended_state, set_sigmask, sigmask, Context, Restart,
+};
 use super::memory::ProcMem;
-use super::threads::{self, errno_text, get_regs, set_regs, StopKind, StoppedThreads};
+use super::threads::{get_regs, set_regs, CallEnd, StopKind, StoppedThreads};
+use super::trampoline::Trampoline;
 use crate::ProcessError;
 
-/// `NT_X86_XSTATE`: the regset of the extended state (x87, SSE, AVX, ...).
-const NT_X86_XSTATE: libc::c_int = 0x202;
-/// Large enough for any XSAVE layout the kernel reports (AVX-512 needs ~2.7 KiB; AMX 11 KiB).
-const XSTATE_MAX: usize = 16 * 1024;
-/// Stack space skipped below the thread's stack pointer: the red zone (128 bytes) and more.
-const STACK_GAP: u64 = 1024;
-/// `PTRACE_GETSIGMASK` / `PTRACE_SETSIGMASK` (not in the libc crate).
-const PTRACE_GETSIGMASK: libc::c_uint = 0x420a;
-const PTRACE_SETSIGMASK: libc::c_uint = 0x420b;
-/// SIGSEGV's bit in a kernel signal set.
-const SIGSEGV_BIT: u64 = 1 << (libc::SIGSEGV - 1);
 /// The `-ERESTART*` values a system call interrupted by a stop leaves in `rax` (512..=516).
 const RESTART_ERRNOS: std::ops::RangeInclusive<i64> = -516..=-512;
-
-fn regset(request: libc::c_uint, tid: i32, buf: &mut [u8]) -> Result<usize, ProcessError> {
-    let mut iov = libc::iovec {
-        iov_base: buf.as_mut_ptr().cast(),
-        iov_len: buf.len(),
-    };
-    // SAFETY: the kernel reads or writes at most `iov_len` bytes at `iov_base`, a live buffer.
-    let result = unsafe {
-        libc::ptrace(
-            request,
-            tid,
-            NT_X86_XSTATE as usize,
-            &mut iov as *mut libc::iovec as usize,
-        )
-    };
-    if result == -1 {
-        let err = std::io::Error::last_os_error();
-        return Err(ProcessError::Other(format!(
-            "{} of the extended registers of thread {tid}: {err}",
-            if request == libc::PTRACE_GETREGSET {
-                "PTRACE_GETREGSET"
-            } else {
-                "PTRACE_SETREGSET"
-            }
-        )));
-    }
-    Ok(iov.iov_len)
-}
-
-/// The blocked-signal mask of a stopped thread.
-fn sigmask(tid: i32) -> Result<u64, ProcessError> {
-    let mut mask: u64 = 0;
-    // SAFETY: the kernel writes 8 bytes (the size passed as `addr`) into our local.
-    let result = unsafe {
-        libc::ptrace(
-            PTRACE_GETSIGMASK,
-            tid,
-            8usize,
-            &mut mask as *mut u64 as usize,
-        )
-    };
-    if result == -1 {
-        return Err(ProcessError::Other(format!(
-            "PTRACE_GETSIGMASK of thread {tid}: {}",
-            errno_text(threads::errno())
-        )));
-    }
-    Ok(mask)
-}
-
-fn set_sigmask(tid: i32, mask: u64) -> Result<(), ProcessError> {
-    // SAFETY: the kernel reads 8 bytes (the size passed as `addr`) from our local.
-    let result =
-        unsafe { libc::ptrace(PTRACE_SETSIGMASK, tid, 8usize, &mask as *const u64 as usize) };
-    if result == -1 {
-        return Err(ProcessError::Other(format!(
-            "PTRACE_SETSIGMASK of thread {tid}: {}",
-            errno_text(threads::errno())
-        )));
-    }
-    Ok(())
-}
-
-/// Whether the process ignores SIGSEGV (`SigIgn` of `/proc/PID/status`; actions are shared
-/// by every thread).
-fn ignores_sigsegv(pid: i32) -> Result<bool, ProcessError> {
-    let path = format!("/proc/{pid}/status");
-    let text =
-        std::fs::read_to_string(&path).map_err(|err| super::memory::proc_error(&path, err))?;
-    let ignored = text
-        .lines()
-        .find_map(|l| l.strip_prefix("SigIgn:"))
-        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
-        .ok_or_else(|| ProcessError::Other(format!("{path}: no readable SigIgn line")))?;
-    Ok(ignored & SIGSEGV_BIT != 0)
-}
-
-/// Everything a call changes in its thread, to put back after it.
-pub(crate) struct SavedThread {
-    pub(crate) tid: i32,
-    regs: libc::user_regs_struct,
-    extended: Vec<u8>,
-    mask: u64,
-    /// Where the return address 0 was written, and the word that was there.
-    pub(crate) frame: u64,
-    old_word: u64,
-}
-
-impl SavedThread {
-    /// Puts the thread back where it was stopped: registers (orig_rax and rax included, so
-    /// an interrupted system call restarts), the extended state, the signal mask and the
-    /// stack word. The thread must be in a ptrace stop. Every part is tried; the first
-    /// failure is returned.
-    pub(crate) fn restore(&mut self) -> Result<(), ProcessError> {
-        let tid = self.tid;
-        let regs = set_regs(tid, &self.regs);
-        let extended = regset(libc::PTRACE_SETREGSET, tid, &mut self.extended).map(drop);
-        let mask = set_sigmask(tid, self.mask);
-        // SAFETY: PTRACE_POKEDATA writes the word passed as `data` at `addr` in the tracee.
-        let poked = unsafe {
-            libc::ptrace(
-                libc::PTRACE_POKEDATA,
-                tid,
-                self.frame as usize,
-                self.old_word as usize,
-            )
-        };
-        let word = match poked {
-            -1 => Err(ProcessError::Other(format!(
-                "restore the stack word at {:#x} of thread {tid}: {}",
-                self.frame,
-                errno_text(threads::errno())
-            ))),
-            _ => Ok(()),
-        };
-        regs.and(extended).and(mask).and(word)
-    }
-
-    /// Whether the thread's current registers show the return of the call (the fetch fault
-    /// at address 0 with our frame popped).
-    pub(crate) fn returned(&self, regs: &libc::user_regs_struct) -> bool {
-        regs.rip == 0 && regs.rsp == self.frame.wrapping_add(8)
-    }
-}
+/// The one of them whose restart needs the kernel's restart block (`nanosleep`, `poll`).
+const ERESTART_RESTARTBLOCK: i64 = -516;
+/// The direction and trap flags: clear at a call (psABI), and never set for a thread that
+/// may run untraced.
+const EFLAGS_DF_TF: u64 = 0x400 | 0x100;
 
 /// Which stopped thread runs the call: one in an interrupt or signal-delivery stop (never a
-/// clone event stop), preferably one that does not block SIGSEGV, is not holding a signal
-/// for delivery, and is blocked in a system call (sleeping in `nanosleep`, `poll` or `read`,
-/// it holds no lock of libc's), the leader first. `blocked_only`: no other will do (a call
-/// that takes the loader's and malloc's locks in a program that never asked for it: a thread
-/// stopped inside `malloc` would wait for itself).
+/// clone event stop), preferably one that is not holding a signal for delivery and is
+/// blocked in a system call (sleeping in `nanosleep`, `poll` or `read`, it holds no lock of
+/// libc's), one whose call restarts without the kernel's restart block (`read`, not
+/// `nanosleep`), the leader first. `blocked_only`: no other will do (a call that takes the
+/// loader's and malloc's locks in a program that never asked for it: a thread stopped
+/// inside `malloc` would wait for itself).
 fn pick_thread(
     threads: &StoppedThreads,
     pid: i32,
@@ -188,18 +66,27 @@ fn pick_thread(
         if !matches!(
             threads.stop_kind(tid),
             Some(StopKind::Interrupt | StopKind::Signal)
-        ) || threads::is_abandoned(tid)
-        {
+        ) {
             continue;
         }
-        let blocks = sigmask(tid).map_or(true, |m| m & SIGSEGV_BIT != 0);
-        let in_syscall = get_regs(tid)
-            .is_ok_and(|r| (r.orig_rax as i64) >= 0 && RESTART_ERRNOS.contains(&(r.rax as i64)));
+        let interrupted = get_regs(tid)
+            .ok()
+            .filter(|r| (r.orig_rax as i64) >= 0 && RESTART_ERRNOS.contains(&(r.rax as i64)));
+        let in_syscall = interrupted.is_some();
         if blocked_only && !in_syscall {
             continue;
         }
+        // A sleep's restart state lives in the kernel (the thread's restart block), where a
+        // callee that sleeps or polls itself replaces it: that sleep would then end early
+        // with EINTR. A thread in a call restarted from its registers alone is better.
+        let restart_block = interrupted.is_some_and(|r| r.rax as i64 == ERESTART_RESTARTBLOCK);
         // Sorted ascending: false first.
-        let key = (blocks, threads.in_signal_stop(tid), !in_syscall, tid != pid);
+        let key = (
+            threads.in_signal_stop(tid),
+            !in_syscall,
+            restart_block,
+            tid != pid,
+        );
         candidates.push((tid, key));
     }
     candidates.sort_by_key(|&(_, key)| key);
@@ -212,7 +99,7 @@ fn pick_thread(
         }
         ProcessError::Other(format!(
             "no thread of pid {pid} can run a call: each is held inside a clone, an exec or \
-             its exit, or already runs an earlier call"
+             its exit"
         ))
     })
 }
@@ -236,6 +123,7 @@ pub(crate) fn call_function(
     pid: i32,
     mem: &ProcMem,
     threads: &mut StoppedThreads,
+    trampoline: &mut Trampoline,
     call: &Call<'_>,
 ) -> Result<u64, ProcessError> {
     let Call {
@@ -251,95 +139,12 @@ pub(crate) fn call_function(
             args.len()
         )));
     }
-    if ignores_sigsegv(pid)? {
-        return Err(ProcessError::Other(format!(
-            "{what}: the program ignores SIGSEGV, and the injected call returns through a \
-             fault the kernel would then turn into the default action (killing the program \
-             on its next real fault); no call was made"
-        )));
-    }
     let tid = pick_thread(threads, pid, blocked_only)?;
-    let regs = get_regs(tid)?;
-    let mut extended = vec![0u8; XSTATE_MAX];
-    let len = regset(libc::PTRACE_GETREGSET, tid, &mut extended)?;
-    extended.truncate(len);
-    let mask = sigmask(tid)?;
-    let frame = (regs.rsp.wrapping_sub(STACK_GAP) & !15).wrapping_sub(8);
-    let mut old_word = [0u8; 8];
-    mem.read_exact(frame, &mut old_word).map_err(|e| {
-        ProcessError::Other(format!("{what}: stack of thread {tid} at {frame:#x}: {e}"))
-    })?;
-    let mut saved = SavedThread {
-        tid,
-        regs,
-        extended,
-        mask,
-        frame,
-        old_word: u64::from_le_bytes(old_word),
-    };
-    let prepared = mem
-        .write_all(frame, &0u64.to_le_bytes())
-        .map_err(|e| {
-            ProcessError::Other(format!("{what}: stack of thread {tid} at {frame:#x}: {e}"))
-        })
-        .and_then(|()| set_sigmask(tid, mask & !SIGSEGV_BIT));
-    let result = match prepared {
-        Ok(()) => match run_call(threads, &saved, function, args, limits, what) {
-            Ok(outcome) => outcome,
-            Err(ProcessError::Exited) => return Err(ProcessError::Exited),
-            Err(e) => Err(CallFailure::Other(e)),
-        },
-        Err(e) => Err(CallFailure::Other(e)),
-    };
-    let outcome = match result {
-        Err(CallFailure::StillRunning(text)) => {
-            // Never put a thread back while it runs the callee: it holds what it holds. It
-            // stays traced and running; the owner thread restores it when it returns.
-            threads.give_up_call(saved);
-            return Err(ProcessError::CallStillRunning(text));
-        }
-        Err(CallFailure::Other(e)) => Err(e),
-        Ok(value) => Ok(value),
-    };
-    // Put everything back, whatever happened.
-    match (outcome, saved.restore()) {
-        (Ok(value), Ok(())) => Ok(value),
-        (Ok(_), Err(e)) => Err(ProcessError::Other(format!(
-            "{what} returned, but thread {tid} could not be put back where it was: {e}"
-        ))),
-        (Err(e), Ok(())) => Err(e),
-        (Err(e), Err(restore)) => Err(ProcessError::Other(format!(
-            "{e}; and thread {tid} could not be put back where it was: {restore}"
-        ))),
-    }
-}
-
-/// How a call that did not return a value ended.
-enum CallFailure {
-    /// The callee faulted, or a ptrace request failed; the thread is stopped.
-    Other(ProcessError),
-    /// The callee is still running after the total limit.
-    StillRunning(String),
-}
-
-impl From<ProcessError> for CallFailure {
-    fn from(e: ProcessError) -> CallFailure {
-        CallFailure::Other(e)
-    }
-}
-
-fn run_call(
-    threads: &mut StoppedThreads,
-    saved: &SavedThread,
-    function: u64,
-    args: &[u64],
-    limits: crate::CallLimits,
-    what: &str,
-) -> Result<Result<u64, CallFailure>, ProcessError> {
-    let tid = saved.tid;
-    let mut regs = saved.regs;
+    let mut context = Context::capture(tid)?;
+    let block = trampoline.write_block(mem, tid, &context, true)?;
+    let mut regs = resumed_regs(&context.regs, Restart::Kernel);
     regs.rip = function;
-    regs.rsp = saved.frame;
+    regs.rsp = block.addr - 8;
     let mut words = [0u64; 6];
     words[..args.len()].copy_from_slice(args);
     regs.rdi = words[0];
@@ -349,38 +154,80 @@ fn run_call(
     regs.r8 = words[4];
     regs.r9 = words[5];
     regs.rax = 0;
-    // Not in a system call: the kernel must not rewind rip to restart one.
-    regs.orig_rax = u64::MAX;
-    // DF clear at a call (psABI); TF clear so it runs freely.
-    regs.eflags &= !(0x400 | 0x100);
+    regs.eflags &= !EFLAGS_DF_TF;
     if let Err(e) = set_regs(tid, &regs) {
-        return Ok(Err(e.into()));
+        trampoline.release(mem, block);
+        return Err(e);
     }
+    crate::fault::stage("call", "registers set");
+    let returned_at = trampoline.syscall_at() + 2;
+    let returned = |r: &libc::user_regs_struct| {
+        r.rip == returned_at && r.orig_rax == libc::SYS_getpid as u64 && r.rsp == block.addr
+    };
     let start = Instant::now();
-    let info = match threads.run_until_trap(tid, start + limits.stopped, start + limits.total) {
-        Ok(Some(info)) => info,
-        Ok(None) => {
-            return Ok(Err(CallFailure::StillRunning(format!(
+    let end = threads.run_call(tid, returned, start + limits.stopped, start + limits.total);
+    let (outcome, back) = match end {
+        Err(ProcessError::Exited) => return Err(ProcessError::Exited),
+        // Held somewhere in the callee, perhaps at one of its system calls' entry stops,
+        // where registers put back would run that call again: let it finish on its own.
+        Err(e) => {
+            threads.let_go_running(tid);
+            return Err(ProcessError::Other(format!(
+                "{what} at {function:#x} in thread {tid}: {e}; the thread was let go in the \
+                 callee, and goes back to where it was by itself when the call returns"
+            )));
+        }
+        Ok(CallEnd::StillRunning) => {
+            // Its way back stays (the block and its tail are never reused): the thread is
+            // let go in the callee, and returns through the trampoline whenever it does.
+            threads.let_go_running(tid);
+            return Err(ProcessError::CallStillRunning(format!(
                 "{what} at {function:#x} did not return within {:?} in thread {tid} (it waits \
                  for something that does not come); the other threads were let go after {:?}, \
-                 and that thread is left running in the callee: it is put back where it was \
-                 if the call ever returns",
+                 and that thread is left running in the callee: it goes back to where it was \
+                 by itself if the call ever returns",
                 limits.total, limits.stopped
-            ))))
+            )));
         }
+        // At the trampoline's `getpid` entry stop: the kernel runs what the registers name
+        // once resumed, so the interrupted system call's restart, not the getpid.
+        Ok(CallEnd::Returned) => {
+            crate::fault::stage("call", "returned");
+            (block.result(mem), entry_stop_regs(&context.regs))
+        }
+        Ok(CallEnd::Faulted(info)) => {
+            let at = get_regs(tid).map_or(0, |r| r.rip);
+            (
+                Err(ProcessError::Other(format!(
+                    "{what} at {function:#x} faulted in thread {tid} (signal {} at {at:#x}); the \
+                     fault was not delivered and the thread was taken back to where it was",
+                    info.si_signo
+                ))),
+                context.regs,
+            )
+        }
+    };
+    // Put everything back, whatever happened: the extended state and the mask first, the
+    // registers last (with them the thread no longer needs the trampoline).
+    let restored = set_extended_state(tid, &mut context.extended)
+        .and_then(|()| match sigmask(tid)? == context.mask {
+            true => Ok(()),
+            false => set_sigmask(tid, context.mask),
+        })
+        .and_then(|()| threads.park(tid, &back, "call"));
+    match restored {
+        Ok(()) => trampoline.release(mem, block),
         Err(ProcessError::Exited) => return Err(ProcessError::Exited),
-        Err(e) => return Ok(Err(e.into())),
-    };
-    let after = match get_regs(tid) {
-        Ok(r) => r,
-        Err(e) => return Ok(Err(e.into())),
-    };
-    if info.si_signo == libc::SIGSEGV && saved.returned(&after) {
-        return Ok(Ok(after.rax));
+        Err(_) => {}
     }
-    Ok(Err(CallFailure::Other(ProcessError::Other(format!(
-        "{what} at {function:#x} faulted in thread {tid} (signal {} at {:#x}); the fault was \
-         not delivered and the thread was taken back to where it was",
-        info.si_signo, after.rip
-    )))))
+    match (outcome, restored) {
+        (Ok(value), Ok(())) => Ok(value),
+        (Ok(_), Err(e)) => Err(ProcessError::Other(format!(
+            "{what} returned, but thread {tid} could not be put back where it was: {e}"
+        ))),
+        (Err(e), Ok(())) => Err(e),
+        (Err(e), Err(restore)) => Err(ProcessError::Other(format!(
+            "{e}; and thread {tid} could not be put back where it was: {restore}"
+        ))),
+    }
 }

@@ -1,10 +1,15 @@
-//! System call injection (an `mmap` for arenas) in one stopped thread, through a `syscall`
-//! instruction that already exists in the program, and the choice of where arenas go.
+//! System call injection (an `mmap` for arenas) in one stopped thread, through code that
+//! already exists in the program, and the choice of where arenas go.
 
 use std::ops::Range;
 
+use std::time::Instant;
+
+use super::frame::{entry_stop_regs, find_gadgets, resumed_regs, Context, Frame, Gadgets, Restart};
 use super::memory::ProcMem;
-use super::threads::{get_regs, set_regs, StoppedThreads};
+use super::threads::{get_regs, set_regs, StoppedThreads, STOP_TIMEOUT};
+use super::trampoline::{Trampoline, PAGE_SIZE};
+use crate::fault;
 use crate::{Mapping, ProcessError, Protection};
 
 const SYSCALL_INSN: [u8; 2] = [0x0f, 0x05];
@@ -61,9 +66,153 @@ pub(crate) fn find_syscall_insn(
     ))
 }
 
-/// Runs one system call in the stopped thread `tid` at `syscall_at`, restoring every
-/// register afterwards. Returns the raw result (negative errno on failure).
-pub(crate) fn inject_syscall(
+/// How system calls are injected into one image: through its trampoline page once it has
+/// one (trampoline.rs: exact, whenever hot-lsp dies), else the bootstrap way — which is how
+/// the trampoline page itself is mapped.
+#[derive(Debug, Default)]
+pub(crate) struct Injector {
+    trampoline: Option<Trampoline>,
+    bootstrap: Option<Bootstrap>,
+}
+
+/// The way system calls are injected before the image has a trampoline page.
+#[derive(Clone, Copy, Debug)]
+enum Bootstrap {
+    /// Through a `syscall; ret` of the program, returning into its `rt_sigreturn` restorer
+    /// with a signal frame of the thread's own state (frame.rs): should hot-lsp die at any
+    /// moment of it, the thread still finds its way back (a sleep it was in may start over).
+    Framed(Gadgets),
+    /// Single-stepping a bare `syscall` instruction, for a program that has no such code (a
+    /// static executable that never installs a signal handler). A tracer that dies in the
+    /// middle leaves the thread with the system call's registers (or a pending step trap):
+    /// the program would die of it.
+    Stepped(u64),
+}
+
+impl Injector {
+    /// The image changed (`exec`): what was found belonged to the old one.
+    pub(crate) fn forget(&mut self) {
+        *self = Injector::default();
+    }
+
+    /// The trampoline page, mapped first (by the bootstrap way, in the stopped thread `tid`)
+    /// if the image has none yet.
+    pub(crate) fn trampoline(
+        &mut self,
+        threads: &mut StoppedThreads,
+        mem: &ProcMem,
+        tid: i32,
+    ) -> Result<&mut Trampoline, ProcessError> {
+        if self.trampoline.is_none() {
+            let maps = super::memory::read_mappings(threads.pid())?;
+            self.trampoline = match Trampoline::find(mem, &maps) {
+                Some(found) => Some(found),
+                None => Some(self.install_trampoline(threads, mem, tid, &maps)?),
+            };
+        }
+        self.trampoline
+            .as_mut()
+            .ok_or_else(|| ProcessError::Other("no trampoline page".into()))
+    }
+
+    fn install_trampoline(
+        &mut self,
+        threads: &mut StoppedThreads,
+        mem: &ProcMem,
+        tid: i32,
+        maps: &[Mapping],
+    ) -> Result<Trampoline, ProcessError> {
+        let how = match self.bootstrap {
+            Some(how) => how,
+            None => {
+                let regs = get_regs(tid)?;
+                let how = match find_gadgets(mem, maps) {
+                    Some(gadgets) => Bootstrap::Framed(gadgets),
+                    None => {
+                        tracing::warn!(
+                            "no `syscall; ret` and `rt_sigreturn` restorer in the program's \
+                             code: the trampoline page is mapped by single steps, which a \
+                             hot-lsp killed right then would leave the program to die of"
+                        );
+                        Bootstrap::Stepped(find_syscall_insn(mem, &regs, maps, None)?)
+                    }
+                };
+                self.bootstrap = Some(how);
+                how
+            }
+        };
+        let prot = (libc::PROT_READ | libc::PROT_EXEC) as u64;
+        let flags = (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64;
+        let args = [0, PAGE_SIZE, prot, flags, u64::MAX, 0];
+        let result = match how {
+            Bootstrap::Framed(gadgets) => {
+                framed_syscall(threads, mem, tid, gadgets, libc::SYS_mmap, args)?
+            }
+            Bootstrap::Stepped(syscall_at) => {
+                stepped_syscall(threads, tid, syscall_at, libc::SYS_mmap, args)?
+            }
+        };
+        if (-4095..0).contains(&result) {
+            return Err(ProcessError::Other(format!(
+                "mmap of the trampoline page in pid {} failed: {}",
+                threads.pid(),
+                std::io::Error::from_raw_os_error(-result as i32)
+            )));
+        }
+        let xsave = super::frame::has_xsave_layout(&super::frame::extended_state(tid)?);
+        let installed = Trampoline::install(mem, result as u64, xsave);
+        if installed.is_err() {
+            let _ = self.syscall(
+                threads,
+                mem,
+                tid,
+                libc::SYS_munmap,
+                [result as u64, PAGE_SIZE, 0, 0, 0, 0],
+            );
+        }
+        installed
+    }
+
+    /// Runs one system call in the stopped thread `tid`, which is put back exactly where it
+    /// was afterwards. Returns the raw result (negative errno on failure).
+    pub(crate) fn syscall(
+        &mut self,
+        threads: &mut StoppedThreads,
+        mem: &ProcMem,
+        tid: i32,
+        number: i64,
+        args: [u64; 6],
+    ) -> Result<i64, ProcessError> {
+        let trampoline = self.trampoline(threads, mem, tid)?;
+        let regs = get_regs(tid)?;
+        let context = Context {
+            regs,
+            extended: Vec::new(),
+            mask: 0,
+        };
+        // A system call leaves the extended state alone: the block need not restore it.
+        let block = trampoline.write_block(mem, tid, &context, false)?;
+        let mut set = resumed_regs(&regs, Restart::Kernel);
+        set.rip = trampoline.syscall_at();
+        set.rsp = block.addr;
+        let after_call = trampoline.syscall_at() + 2;
+        let call = Injected {
+            number,
+            args,
+            after_call,
+            way: "trampoline",
+        };
+        let (result, parked) = run_and_park(threads, tid, &regs, set, &call);
+        if parked {
+            trampoline.release(mem, block);
+        }
+        result
+    }
+}
+
+/// Single-steps one system call at a bare `syscall` instruction and restores every
+/// register after it (see [`Bootstrap::Stepped`]).
+fn stepped_syscall(
     threads: &mut StoppedThreads,
     tid: i32,
     syscall_at: u64,
@@ -78,6 +227,129 @@ pub(crate) fn inject_syscall(
     let value = result?;
     restored?;
     Ok(value)
+}
+
+/// The framed injection: the thread's state goes into a signal frame below its red zone,
+/// and it runs `syscall; ret` with the call's registers and the stack pointer at the
+/// frame. Until hot-lsp has parked it back at its own registers, a thread let go by a
+/// dying tracer runs on through the `ret` into the restorer, and `rt_sigreturn` takes it
+/// back to where it was.
+fn framed_syscall(
+    threads: &mut StoppedThreads,
+    mem: &ProcMem,
+    tid: i32,
+    gadgets: Gadgets,
+    number: i64,
+    args: [u64; 6],
+) -> Result<i64, ProcessError> {
+    let context = Context::capture(tid)?;
+    let frame = Frame::write(mem, tid, &context, gadgets.restorer)?;
+    let mut set = resumed_regs(&context.regs, Restart::Reexecute);
+    set.rip = gadgets.syscall_ret;
+    set.rsp = frame.addr;
+    let after_call = gadgets.syscall_ret + 2;
+    let call = Injected {
+        number,
+        args,
+        after_call,
+        way: "framed",
+    };
+    let (result, parked) = run_and_park(threads, tid, &context.regs, set, &call);
+    if parked {
+        frame.erase(mem);
+    }
+    result
+}
+
+/// One system call to inject: its number and arguments, where the `syscall` instruction it
+/// runs at ends, and the way back's name (for the test hooks).
+#[derive(Clone, Copy)]
+struct Injected {
+    number: i64,
+    args: [u64; 6],
+    after_call: u64,
+    way: &'static str,
+}
+
+/// Sets the thread's registers to `set` with the system call `number` and `args` (its
+/// `rip` at a `syscall` instruction that ends at `after_call`, its stack at the way back
+/// the caller wrote), runs the call under `PTRACE_SYSCALL` to its exit stop, reads the
+/// result there, and parks the thread back at `saved` ([`StoppedThreads::park`]). Returns
+/// the result and whether the thread was parked (if not, its way back must stay: the thread
+/// may yet need it).
+fn run_and_park(
+    threads: &mut StoppedThreads,
+    tid: i32,
+    saved: &libc::user_regs_struct,
+    mut set: libc::user_regs_struct,
+    call: &Injected,
+) -> (Result<i64, ProcessError>, bool) {
+    let Injected {
+        number,
+        args,
+        after_call,
+        way,
+    } = *call;
+    let stage = |name: &'static str| fault::stage(way, name);
+    set.rax = number as u64;
+    set.rdi = args[0];
+    set.rsi = args[1];
+    set.rdx = args[2];
+    set.r10 = args[3];
+    set.r8 = args[4];
+    set.r9 = args[5];
+    if let Err(e) = set_regs(tid, &set) {
+        return (Err(e), true);
+    }
+    stage("registers set");
+    let deadline = Instant::now() + STOP_TIMEOUT;
+    // Where the thread is held when the call ends: at the call's entry stop, the kernel
+    // runs whatever system call the registers name once it is resumed.
+    let mut at_entry = false;
+    let result = (|| {
+        let entry = threads.next_syscall_stop(tid, deadline)?;
+        at_entry = true;
+        if entry.rip != after_call || entry.orig_rax != number as u64 {
+            return Err(ProcessError::Other(format!(
+                "injected system call {number} in thread {tid}: stopped in system call {} at \
+                 {:#x} instead",
+                entry.orig_rax as i64, entry.rip
+            )));
+        }
+        stage("entry stop");
+        let exit = threads.next_syscall_stop(tid, deadline)?;
+        at_entry = false;
+        if exit.rip != after_call {
+            return Err(ProcessError::Other(format!(
+                "injected system call {number} in thread {tid} ended at {:#x}",
+                exit.rip
+            )));
+        }
+        stage("exit stop");
+        Ok(exit.rax as i64)
+    })();
+    if let Err(ProcessError::Exited) = result {
+        return (Err(ProcessError::Exited), false);
+    }
+    let back = match at_entry {
+        true => entry_stop_regs(saved),
+        false => *saved,
+    };
+    match threads.park(tid, &back, way) {
+        Ok(()) => (result, true),
+        Err(ProcessError::Exited) => (Err(ProcessError::Exited), false),
+        Err(e) => (
+            Err(ProcessError::Other(format!(
+                "{}thread {tid} could not be put back where it was after an injected system \
+                 call: {e}",
+                match &result {
+                    Err(first) => format!("{first}; and "),
+                    Ok(_) => String::new(),
+                }
+            ))),
+            false,
+        ),
+    }
 }
 
 fn run_syscall(

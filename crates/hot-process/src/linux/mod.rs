@@ -3,6 +3,7 @@
 
 mod apply;
 mod call;
+mod frame;
 mod held;
 mod inject;
 mod launch;
@@ -11,6 +12,7 @@ mod owner;
 mod permission;
 mod stacks;
 mod threads;
+mod trampoline;
 
 use std::ops::Range;
 use std::sync::Arc;
@@ -196,6 +198,10 @@ impl Debuggee {
 
     pub(crate) fn read_memory(&self, addr: u64, len: usize) -> Result<Vec<u8>, ProcessError> {
         self.mem.read_vec(addr, len)
+    }
+
+    pub(crate) fn is_trampoline(&self, mapping: &crate::Mapping) -> bool {
+        trampoline::is_trampoline(&self.mem, mapping)
     }
 
     pub(crate) fn debugger(&self) -> Option<crate::Debugger> {

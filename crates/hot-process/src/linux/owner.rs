@@ -10,12 +10,10 @@ use std::sync::Arc;
 use crossbeam_channel::{Receiver, Sender};
 
 use super::apply::{apply, ApplyScratch};
-use super::inject::{
-    arena_candidates, find_syscall_insn, inject_syscall, mmap_min_addr, prot_flags, Heap, LOW_LIMIT,
-};
+use super::inject::{arena_candidates, mmap_min_addr, prot_flags, Heap, Injector, LOW_LIMIT};
 use super::memory::{exe_link, image_range, read_mappings, start_brk, ProcMem};
 use super::threads::{
-    errno, errno_text, get_regs, has_lingering, reaped_leader_status, release_lingering,
+    errno, errno_text, has_lingering, reaped_leader_status, release_lingering,
     release_lingering_within, StoppedThreads,
 };
 use crate::{ApplyReport, ProcessError, ProcessEvent, Protection, Stream, WritePlan};
@@ -131,7 +129,8 @@ pub(crate) struct Owner {
     detached: bool,
     /// The leader's wait status if a ptrace wait already reaped it.
     leader_status: Option<i32>,
-    syscall_insn: Option<u64>,
+    /// How system calls are injected into the current image.
+    injector: Injector,
     scratch: ApplyScratch,
     /// When output last arrived: a partial line is flushed once it is this old.
     last_output: std::time::Instant,
@@ -167,7 +166,7 @@ impl Owner {
                 .collect(),
             detached: false,
             leader_status: None,
-            syscall_insn: None,
+            injector: Injector::default(),
             scratch: ApplyScratch::default(),
             last_output: std::time::Instant::now(),
         }
@@ -304,8 +303,19 @@ impl Owner {
                             what: &what,
                             blocked_only,
                         };
-                        let result =
-                            super::call::call_function(self.pid, &self.mem, &mut threads, &call);
+                        let result = threads
+                            .injection_thread()
+                            .ok_or(ProcessError::Exited)
+                            .and_then(|tid| self.injector.trampoline(&mut threads, &self.mem, tid))
+                            .and_then(|trampoline| {
+                                super::call::call_function(
+                                    self.pid,
+                                    &self.mem,
+                                    &mut threads,
+                                    trampoline,
+                                    &call,
+                                )
+                            });
                         threads.resume();
                         if threads.leader_status.is_some() {
                             self.leader_status = threads.leader_status;
@@ -347,8 +357,8 @@ impl Owner {
         if !self.mem.reopen_after_exec() {
             return None;
         }
-        // The borrowed `syscall` instruction was the old image's.
-        self.syscall_insn = None;
+        // The borrowed code and the trampoline page were the old image's.
+        self.injector.forget();
         let path = exe_link(self.pid)
             .map(|p| p.display().to_string())
             .unwrap_or_else(|_| "?".into());
@@ -395,19 +405,16 @@ impl Owner {
             )));
         }
         let mut threads = StoppedThreads::stop_one(self.pid)?;
-        let tid = threads.tids[0];
-        let regs = get_regs(tid)?;
-        let syscall_at = find_syscall_insn(&self.mem, &regs, &maps, self.syscall_insn)?;
-        self.syscall_insn = Some(syscall_at);
+        let tid = threads.injection_thread().ok_or(ProcessError::Exited)?;
         let flags = (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE) as u64;
         for candidate in candidates {
             let (hint, length) = (candidate.start, candidate.end - candidate.start);
             let result = match crate::fault::syscall(crate::fault::Step::Mmap) {
                 Some(injected) => injected,
-                None => inject_syscall(
+                None => self.injector.syscall(
                     &mut threads,
+                    &self.mem,
                     tid,
-                    syscall_at,
                     libc::SYS_mmap,
                     [hint, length, prot_flags(prot), flags, u64::MAX, 0],
                 )?,
@@ -426,10 +433,10 @@ impl Owner {
             let addr = result as u64;
             if addr != hint {
                 // A kernel without MAP_FIXED_NOREPLACE takes it as a hint: undo and refuse.
-                let _ = inject_syscall(
+                let _ = self.injector.syscall(
                     &mut threads,
+                    &self.mem,
                     tid,
-                    syscall_at,
                     libc::SYS_munmap,
                     [addr, length, 0, 0, 0, 0],
                 );

@@ -27,7 +27,11 @@ use crate::ProcessError;
 /// How long a thread may take to reach its stop (a thread in an uninterruptible sleep, or in
 /// a `vfork` waiting for the child, does not stop until that ends): long enough for a busy
 /// machine, short enough that the owner thread never hangs.
-const STOP_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const STOP_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Options of every seize: system-call stops (only ever asked for while a thread runs an
+/// injected system call) report `SIGTRAP | 0x80`, told apart from a real SIGTRAP.
+const SEIZE_OPTIONS: usize = libc::PTRACE_O_TRACESYSGOOD as usize;
 
 /// The last OS error as an `i32` errno.
 pub(crate) fn errno() -> i32 {
@@ -155,52 +159,6 @@ thread_local! {
     static LEADER_STATUS: std::cell::Cell<Option<(i32, i32)>> = const { std::cell::Cell::new(None) };
 }
 
-thread_local! {
-    /// Threads still running an injected call that outlasted its limit, with what the call
-    /// changed (`call::SavedThread`). They stay traced (on the lingering list) and are never
-    /// detached mid-callee: detached, the return to address 0 would kill the program. When
-    /// one stops on the call's return (or a fault of the callee) it is put back where it was
-    /// and let go; any other stop is resumed with its signal.
-    static ABANDONED: RefCell<Vec<super::call::SavedThread>> = const { RefCell::new(Vec::new()) };
-}
-
-/// Whether `tid` still runs an injected call that was given up on.
-pub(crate) fn is_abandoned(tid: i32) -> bool {
-    ABANDONED.with(|a| a.borrow().iter().any(|s| s.tid == tid))
-}
-
-/// If `tid` is an abandoned call's thread and its stop (a signal-delivery stop with `info`)
-/// ends the call (the return fault, or a fault of the callee): puts the thread back where
-/// it was before the call and returns true; the stop's signal must then not be delivered.
-fn finish_abandoned(tid: i32, info: Option<&libc::siginfo_t>) -> bool {
-    let ends = info.is_some_and(|info| {
-        is_synchronous_fault(info) || (info.si_signo == libc::SIGTRAP && info.si_code > 0)
-    });
-    if !ends {
-        return false;
-    }
-    let Some(mut saved) = ABANDONED.with(|a| {
-        let mut list = a.borrow_mut();
-        let at = list.iter().position(|s| s.tid == tid)?;
-        Some(list.remove(at))
-    }) else {
-        return false;
-    };
-    let returned = get_regs(tid).is_ok_and(|r| saved.returned(&r));
-    match saved.restore() {
-        Ok(()) => tracing::info!(
-            tid,
-            returned,
-            "an abandoned injected call ended; the thread was put back where it was"
-        ),
-        Err(e) => tracing::error!(
-            tid,
-            "an abandoned injected call ended, but its thread could not be put back: {e}"
-        ),
-    }
-    true
-}
-
 fn record_leader_status(pid: i32, status: i32) {
     LEADER_STATUS.with(|s| s.set(Some((pid, status))));
 }
@@ -314,20 +272,9 @@ fn release_one(
                 children.push(child as i32);
             }
         }
-        if is_abandoned(tid) {
-            // Still in the callee unless this stop ends the call.
-            let signal = libc::WSTOPSIG(status);
-            let info = if event == 0 { get_siginfo(tid) } else { None };
-            if event == 0 && finish_abandoned(tid, info.as_ref()) {
-                return ptrace(libc::PTRACE_DETACH, tid, 0, 0).is_ok();
-            }
-            let data = if event == 0 { signal as usize } else { 0 };
-            let _ = ptrace(libc::PTRACE_CONT, tid, 0, data);
-            return false;
-        }
-        if event == 0 {
+        if event == 0 && libc::WSTOPSIG(status) != libc::SIGTRAP | 0x80 {
             // A signal-delivery stop: the detach delivers the signal, unless it is the trap
-            // that ends a single step of ours.
+            // that ends a single step of ours. (A system-call stop has no signal to give.)
             let signal = libc::WSTOPSIG(status);
             let ours = signal == libc::SIGTRAP
                 && get_siginfo(tid)
@@ -369,6 +316,18 @@ pub(crate) enum StopKind {
     Clone,
     /// Another event stop (exec, exit, fork, ...).
     OtherEvent,
+    /// A system-call entry or exit stop (while the thread runs an injected system call).
+    Syscall,
+}
+
+/// How an injected call ended ([`StoppedThreads::run_call`]).
+pub(crate) enum CallEnd {
+    /// Held at the system-call stop that shows the callee returned.
+    Returned,
+    /// Held at a synchronous fault or trap of the callee, never to be delivered.
+    Faulted(libc::siginfo_t),
+    /// Still running in the callee after the total limit.
+    StillRunning,
 }
 
 /// What one wait on a thread produced.
@@ -378,6 +337,8 @@ enum Waited {
     Stopped { event: i32 },
     /// Held in a signal-delivery stop; the signal is recorded and goes out with the detach.
     Signal,
+    /// A system-call entry or exit stop (`PTRACE_SYSCALL`).
+    Syscall,
     /// The thread is gone.
     Gone,
     /// Nothing yet.
@@ -437,7 +398,7 @@ impl StoppedThreads {
                 if stopped.tids.contains(&tid) {
                     continue;
                 }
-                match stopped.seize(tid, libc::PTRACE_O_TRACECLONE as usize)? {
+                match stopped.seize(tid, SEIZE_OPTIONS | libc::PTRACE_O_TRACECLONE as usize)? {
                     SeizeOutcome::Seized | SeizeOutcome::AlreadyOurs => pending.push(tid),
                     SeizeOutcome::Gone => {}
                 }
@@ -471,16 +432,38 @@ impl StoppedThreads {
             if matches!(tracer_and_state(pid, tid), Some((_, 'Z')) | None) {
                 continue;
             }
-            if let SeizeOutcome::Seized = stopped.seize(tid, 0)? {
+            if let SeizeOutcome::Seized = stopped.seize(tid, SEIZE_OPTIONS)? {
                 stopped.interrupt(tid)?;
                 let mut pending = vec![tid];
                 stopped.wait_all_stopped(&mut pending, deadline)?;
-                if stopped.tids.contains(&tid) {
+                // One held for a signal that arrived first is kept held (its signal goes
+                // out with its own siginfo at the detach), and the next thread is tried: a
+                // thread that runs an injected call cannot give the signal back that way.
+                if stopped.stop_kind(tid) == Some(StopKind::Interrupt) {
                     return Ok(stopped);
                 }
             }
         }
-        Err(ProcessError::Exited)
+        match stopped.tids.is_empty() {
+            true => Err(ProcessError::Exited),
+            false => Ok(stopped),
+        }
+    }
+
+    /// The thread of [`StoppedThreads::stop_one`] a system call is injected into: the one in
+    /// an interrupt stop, else one held for a signal.
+    pub(crate) fn injection_thread(&self) -> Option<i32> {
+        let interrupted = self
+            .tids
+            .iter()
+            .copied()
+            .find(|&tid| self.stop_kind(tid) == Some(StopKind::Interrupt));
+        interrupted.or_else(|| {
+            self.tids
+                .iter()
+                .copied()
+                .find(|&tid| self.stop_kind(tid).is_some())
+        })
     }
 
     /// `PTRACE_INTERRUPT`: ESRCH means it died between the seize and now (its exit shows up
@@ -558,7 +541,8 @@ impl StoppedThreads {
                         pending.swap_remove(index);
                         progressed = true;
                     }
-                    Waited::Signal => {
+                    // Held there (never met here: no system-call stops are asked for).
+                    Waited::Signal | Waited::Syscall => {
                         // Held right here. A signal stop reached after the interrupt cleared
                         // it; one reached before leaves it pending, so a later step first
                         // reports that interrupt stop, and the detach discards it.
@@ -657,14 +641,13 @@ impl StoppedThreads {
             );
             return Waited::Stopped { event };
         }
+        if signal == libc::SIGTRAP | 0x80 {
+            self.set_stop(tid, StopKind::Syscall);
+            return Waited::Syscall;
+        }
         // A signal-delivery stop.
         self.set_stop(tid, StopKind::Signal);
         let info = get_siginfo(tid);
-        if finish_abandoned(tid, info.as_ref()) {
-            // An earlier call's return: the thread is back where it was before that call,
-            // held here, and the fault is never delivered.
-            return Waited::Stopped { event: 0 };
-        }
         self.signal_stops.push(tid);
         if stepping && signal == libc::SIGTRAP {
             // TRAP_TRACE / TRAP_BRKPT from the kernel are the end of our step.
@@ -714,33 +697,40 @@ impl StoppedThreads {
         self.stops.push((tid, kind));
     }
 
+    pub(crate) fn pid(&self) -> i32 {
+        self.pid
+    }
+
     /// The stop `tid` is held in, if it is held.
     pub(crate) fn stop_kind(&self, tid: i32) -> Option<StopKind> {
         self.stops.iter().find(|&&(t, _)| t == tid).map(|&(_, k)| k)
     }
 
-    /// Hands the thread of a call that outlasted its limit to the owner thread's lingering
-    /// list: it keeps running the callee, traced, and is put back where it was whenever the
-    /// call ends (see [`ABANDONED`]).
-    pub(crate) fn give_up_call(&mut self, saved: super::call::SavedThread) {
-        let tid = saved.tid;
-        ABANDONED.with(|a| a.borrow_mut().push(saved));
-        // Its held signals go out when it is let go, from its own stop.
+    /// Lets go of a thread that runs an injected call (one that outlasted its limit): it
+    /// runs on in the callee and returns through the trampoline page by itself. It is
+    /// interrupted and handed to the owner thread's lingering list, which detaches it at its
+    /// next stop; the signals held for it are sent again.
+    pub(crate) fn let_go_running(&mut self, tid: i32) {
         let signals: Vec<PendingSignal> = self
             .signals
             .iter()
             .filter(|s| s.tid == tid)
             .map(|s| PendingSignal { tid, info: s.info })
             .collect();
+        let held = self.held.contains(&tid);
         self.tids.retain(|&t| t != tid);
         self.held.retain(|&t| t != tid);
         self.signal_stops.retain(|&t| t != tid);
         self.stops.retain(|&(t, _)| t != tid);
         self.signals.retain(|s| s.tid != tid);
+        // Held in a stop it can be detached from at once; else stopped first.
+        if !(held && ptrace(libc::PTRACE_DETACH, tid, 0, 0).is_ok()) {
+            let _ = ptrace(libc::PTRACE_INTERRUPT, tid, 0, 0);
+            add_lingering(self.pid, tid);
+        }
         for pending in signals {
             redeliver(self.pid, pending.tid, &pending.info);
         }
-        add_lingering(self.pid, tid);
     }
 
     /// Single-steps `tid` once; returns false if the thread is gone. A signal the thread was
@@ -764,6 +754,9 @@ impl StoppedThreads {
                 Waited::Stopped { event: 0, .. } => return Ok(true),
                 // Not produced while stepping (other signals are held and the step goes on).
                 Waited::Signal => return Ok(true),
+                Waited::Syscall => {
+                    let _ = self.restart(libc::PTRACE_SINGLESTEP, tid);
+                }
                 Waited::Stopped { event, .. } => {
                     if event == libc::PTRACE_EVENT_CLONE {
                         // Stepping over clone: the new thread stops on its own, hold it too.
@@ -790,38 +783,134 @@ impl StoppedThreads {
         }
     }
 
+    /// Resumes `tid` with `PTRACE_SYSCALL` until its next system-call stop (entry or exit)
+    /// and returns its registers there. Signals that arrive meanwhile are held for the
+    /// detach, as during a stop; an event stop (an interrupt left pending by an earlier
+    /// signal stop) is resumed from. `Err(Exited)` if the thread died.
+    pub(crate) fn next_syscall_stop(
+        &mut self,
+        tid: i32,
+        deadline: Instant,
+    ) -> Result<libc::user_regs_struct, ProcessError> {
+        let resume = |this: &mut StoppedThreads| {
+            let resumed = fault::errno(Step::SyscallStop)
+                .and_then(|()| this.restart(libc::PTRACE_SYSCALL, tid));
+            resumed.map_err(|code| {
+                ProcessError::Other(format!(
+                    "PTRACE_SYSCALL of thread {tid}: {}",
+                    errno_text(code)
+                ))
+            })
+        };
+        resume(self)?;
+        let mut idle_rounds = 0;
+        loop {
+            match self.wait_once(tid, false) {
+                Waited::Syscall => return get_regs(tid),
+                Waited::Gone => {
+                    self.forget(tid);
+                    return Err(ProcessError::Exited);
+                }
+                // Recorded and held for the detach; the injected call goes on.
+                Waited::Signal | Waited::Stopped { .. } => resume(self)?,
+                Waited::NotYet => {
+                    if Instant::now() > deadline {
+                        return Err(ProcessError::Other(format!(
+                            "thread {tid} did not reach its injected system call within {STOP_TIMEOUT:?}"
+                        )));
+                    }
+                    back_off(&mut idle_rounds);
+                }
+            }
+        }
+    }
+
+    /// Puts `tid`, held in a system-call stop, back at `regs` and holds it in an interrupt
+    /// stop before it runs one instruction of its own. The order makes every moment safe for
+    /// a tracer that dies: the interrupt first (while the thread still has the registers
+    /// that lead it through its signal frame), then the registers, then the resume, which
+    /// meets the interrupt on the way out of the kernel — where the kernel also restarts a
+    /// system call `regs` were interrupted in, exactly as if nothing had run in between.
+    pub(crate) fn park(
+        &mut self,
+        tid: i32,
+        regs: &libc::user_regs_struct,
+        way: &'static str,
+    ) -> Result<(), ProcessError> {
+        let failed = |what: &str, code: i32| {
+            ProcessError::Other(format!("{what} of thread {tid}: {}", errno_text(code)))
+        };
+        ptrace(libc::PTRACE_INTERRUPT, tid, 0, 0).map_err(|c| failed("PTRACE_INTERRUPT", c))?;
+        fault::stage(way, "interrupted");
+        set_regs(tid, regs)?;
+        fault::stage(way, "registers put back");
+        self.restart(libc::PTRACE_CONT, tid)
+            .map_err(|c| failed("PTRACE_CONT", c))?;
+        let deadline = Instant::now() + STOP_TIMEOUT;
+        let mut idle_rounds = 0;
+        loop {
+            match self.wait_once(tid, false) {
+                Waited::Stopped { .. } | Waited::Signal => return Ok(()),
+                Waited::Gone => {
+                    self.forget(tid);
+                    return Err(ProcessError::Exited);
+                }
+                Waited::Syscall => {
+                    self.restart(libc::PTRACE_CONT, tid)
+                        .map_err(|c| failed("PTRACE_CONT", c))?;
+                }
+                Waited::NotYet => {
+                    if Instant::now() > deadline {
+                        return Err(ProcessError::Other(format!(
+                            "thread {tid} did not stop again within {STOP_TIMEOUT:?} after an injected system call"
+                        )));
+                    }
+                    back_off(&mut idle_rounds);
+                }
+            }
+        }
+    }
+
     /// Whether `tid` is held in a signal-delivery stop (its signal goes out with the detach).
     pub(crate) fn in_signal_stop(&self, tid: i32) -> bool {
         self.signal_stops.contains(&tid)
     }
 
-    /// Lets `tid` alone run (the others stay stopped) until it stops on a synchronous fault
-    /// or trap, which is returned and never delivered: an injected call ends by returning to
-    /// an unmapped address, or faults. Other signals that arrive meanwhile are held and go
-    /// out with the detach, as during a stop. The call is never interrupted: at `release`
-    /// every other thread is let go (the callee may wait for one of them), and at `give_up`
-    /// `Ok(None)` is returned with the thread still running; `Err(Exited)` when it died.
-    pub(crate) fn run_until_trap(
+    /// Lets `tid` alone run an injected call (the others stay stopped), under
+    /// `PTRACE_SYSCALL`, until a system-call stop `returned` recognises (the trampoline's
+    /// `getpid` after the callee's return) or a synchronous fault or trap of the callee
+    /// (never delivered). Signals that arrive meanwhile are held and go out with the detach,
+    /// as during a stop. The call is never interrupted: at `release` every other thread is
+    /// let go (the callee may wait for one of them), and at `give_up` it is still running.
+    /// `Err(Exited)` when it died.
+    pub(crate) fn run_call(
         &mut self,
         tid: i32,
+        returned: impl Fn(&libc::user_regs_struct) -> bool,
         release: Instant,
         give_up: Instant,
-    ) -> Result<Option<libc::siginfo_t>, ProcessError> {
-        let held = self.signal_stops.contains(&tid);
-        let cont = |this: &mut StoppedThreads, signal: usize| {
+    ) -> Result<CallEnd, ProcessError> {
+        let resume = |this: &mut StoppedThreads, signal: usize| {
             this.signal_stops.retain(|&t| t != tid);
             this.held.retain(|&t| t != tid);
             this.stops.retain(|&(t, _)| t != tid);
-            ptrace(libc::PTRACE_CONT, tid, 0, signal)
+            ptrace(libc::PTRACE_SYSCALL, tid, 0, signal)
                 .map(drop)
-                .map_err(|code| {
-                    ProcessError::Other(format!(
-                        "PTRACE_CONT of thread {tid}: {}",
+                .map_err(|code| match code {
+                    libc::ESRCH => ProcessError::Exited,
+                    _ => ProcessError::Other(format!(
+                        "PTRACE_SYSCALL of thread {tid}: {}",
                         errno_text(code)
-                    ))
+                    )),
                 })
         };
-        cont(self, 0)?;
+        let hold = |this: &mut StoppedThreads, kind: StopKind| {
+            this.set_stop(tid, kind);
+            if !this.held.contains(&tid) {
+                this.held.push(tid);
+            }
+        };
+        resume(self, 0)?;
         let mut released = false;
         let mut idle_rounds = 0;
         loop {
@@ -835,7 +924,7 @@ impl StoppedThreads {
             if result <= 0 {
                 let now = Instant::now();
                 if now > give_up {
-                    return Ok(None);
+                    return Ok(CallEnd::StillRunning);
                 }
                 if now > release && !released {
                     released = true;
@@ -861,11 +950,21 @@ impl StoppedThreads {
                 continue;
             }
             let event = status >> 16;
+            let number = libc::WSTOPSIG(status);
+            if event == 0 && number == libc::SIGTRAP | 0x80 {
+                if get_regs(tid).is_ok_and(|r| returned(&r)) {
+                    hold(self, StopKind::Syscall);
+                    return Ok(CallEnd::Returned);
+                }
+                // One of the callee's own system calls.
+                fault::stage("call", "a system call of the callee");
+                resume(self, 0)?;
+                continue;
+            }
             if event == libc::PTRACE_EVENT_CLONE {
                 if let Some(child) = event_message(tid) {
                     // A child that does not stop in time stays on the list and is let go
-                    // when it does; the call goes on either way (it is never abandoned
-                    // half-way, nor its thread put back mid-callee).
+                    // when it does; the call goes on either way.
                     if let Err(e) =
                         self.adopt_clone_child(child as i32, Instant::now() + STOP_TIMEOUT)
                     {
@@ -879,20 +978,11 @@ impl StoppedThreads {
             }
             let mut signal = 0;
             if event == 0 {
-                let number = libc::WSTOPSIG(status);
                 if let Some(info) = get_siginfo(tid) {
                     let trap = number == libc::SIGTRAP && info.si_code > 0;
                     if trap || is_synchronous_fault(&info) {
-                        // Back in a signal-delivery stop: a signal held for the thread
-                        // before the call goes out with the detach, the fault never does.
-                        self.set_stop(tid, StopKind::Signal);
-                        if !self.held.contains(&tid) {
-                            self.held.push(tid);
-                        }
-                        if held {
-                            self.signal_stops.push(tid);
-                        }
-                        return Ok(Some(info));
+                        hold(self, StopKind::Signal);
+                        return Ok(CallEnd::Faulted(info));
                     }
                     if released {
                         // The program runs again: deliver it now, in the callee's context,
@@ -904,7 +994,7 @@ impl StoppedThreads {
                     }
                 }
             }
-            cont(self, signal)?;
+            resume(self, signal)?;
         }
     }
 
@@ -937,36 +1027,9 @@ impl StoppedThreads {
         self.detach_list(&all);
     }
 
-    /// Detaches the threads `tids` (with the signals held for them), keeping an abandoned
-    /// call's thread traced and running instead.
+    /// Detaches the threads `tids` (with the signals held for them).
     fn detach_list(&mut self, tids: &[i32]) {
         for &tid in tids {
-            if is_abandoned(tid) {
-                // Mid-callee: detached it would die returning to address 0. It runs on,
-                // traced; its held signals go with it.
-                if !self.held.contains(&tid) {
-                    add_lingering(self.pid, tid);
-                    continue;
-                }
-                let data = match self.signal_stops.contains(&tid) {
-                    true => self
-                        .signals
-                        .iter()
-                        .position(|s| s.tid == tid)
-                        .map_or(0, |at| {
-                            let info = self.signals.remove(at).info;
-                            let _ = set_siginfo(tid, &info);
-                            info.si_signo as usize
-                        }),
-                    false => 0,
-                };
-                self.signal_stops.retain(|&t| t != tid);
-                self.held.retain(|&t| t != tid);
-                self.stops.retain(|&(t, _)| t != tid);
-                let _ = ptrace(libc::PTRACE_CONT, tid, 0, data);
-                add_lingering(self.pid, tid);
-                continue;
-            }
             let mut data = 0;
             let mut delivered = None;
             if self.signal_stops.contains(&tid) {
