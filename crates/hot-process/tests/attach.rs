@@ -127,6 +127,47 @@ fn dropping_an_attached_debuggee_leaves_the_process_running() {
     child.wait().expect("wait");
 }
 
+/// A program attached to again and again (a hot-lsp relaunched all day) keeps one
+/// trampoline page, and its tails are handed back: more sessions than the page has tails
+/// each map an arena through it.
+#[test]
+fn sessions_attached_one_after_another_share_one_trampoline_page() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let program = compile(dir.path(), "spin", &[]);
+    let mut child = Command::new(&program)
+        .args(["1", "sleep"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let lines = lines_of(&mut child);
+    wait_for(&lines, "value=", |l| l.starts_with("value="));
+    let pid = child.id() as i32;
+    for session in 0..150 {
+        let (tx, _events) = crossbeam_channel::unbounded::<ProcessEvent>();
+        let debuggee = Debuggee::attach(pid, tx).expect("attach");
+        let image = debuggee.image_range().expect("image");
+        debuggee
+            .map_arena(image, 4096, Protection::ReadWrite)
+            .unwrap_or_else(|e| panic!("session {session}: {e}"));
+        if session == 149 {
+            let maps = debuggee.mappings().expect("maps");
+            let pages = maps.iter().filter(|m| debuggee.is_trampoline(m)).count();
+            assert_eq!(pages, 1, "one trampoline page for every session");
+        }
+    }
+    let tick = field(
+        &wait_for(&lines, "a tick", |l| l.starts_with("tick=")),
+        "tick=",
+    );
+    let line = wait_for(&lines, "a later tick", |l| {
+        l.starts_with("tick=") && field(l, "tick=") > tick + 2
+    });
+    assert_eq!(field(&line, "bad="), 0, "{line}");
+    assert_eq!(tracer_of(pid), 0);
+    child.kill().expect("kill");
+    child.wait().expect("wait");
+}
+
 #[test]
 fn attaching_to_a_missing_process_names_the_pid() {
     // A pid that just existed and was reaped.

@@ -86,7 +86,35 @@ fn sigchld_held_during_swaps_keeps_its_siginfo() {
         swaps += 1;
     }
     fault::disarm();
-    check_siginfo_kept(&debuggee, &rx, &done, held, swaps);
+    check_siginfo_kept(&debuggee, &rx, &done, Some(held), swaps);
+}
+
+/// The same while arenas are mapped: the injected `mmap` runs in one thread, which may hold
+/// a SIGCHLD (it arrived before the thread's own stop, or while it ran the system call); it
+/// is put back into a delivery stop of that signal before the detach, so the program's
+/// handler gets the kernel's siginfo, not a copy sent again by hot-lsp. A mapping reports
+/// no count of held signals: 200 mappings, each with children ended at its interrupts (a
+/// run that lost the siginfo counted 186 of 200 bad).
+#[test]
+fn sigchld_held_during_mappings_keeps_its_siginfo() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let program = compile(dir.path(), "sigchld", &[]);
+    let done = dir.path().join("done");
+    let (debuggee, rx) = launch(&program, &[done.to_str().expect("utf-8")]);
+    wait_line(&rx, "children forked", |l| {
+        l.starts_with("tick=") && field(l, "forked=") > 10
+    });
+    let pid = debuggee.pid();
+    let near = debuggee.image_range().expect("image range");
+    fault::arm_action(Step::Interrupt, move || end_children(pid));
+    for i in 0..200 {
+        debuggee
+            .map_arena(near.clone(), 4096, Protection::ReadWrite)
+            .unwrap_or_else(|e| panic!("mapping {i}: {e}"));
+    }
+    fault::disarm();
+    check_siginfo_kept(&debuggee, &rx, &done, None, 200);
 }
 
 /// A signal held in a thread that is then single-stepped out of the overwritten bytes is
@@ -144,26 +172,28 @@ fn signals_held_in_stepped_threads_keep_their_siginfo() {
     }
     fault::disarm();
     eprintln!("{refused} swaps refused while a handler would return into the entry");
-    check_siginfo_kept(&debuggee, &rx, &done, held, swaps);
+    check_siginfo_kept(&debuggee, &rx, &done, Some(held), swaps);
 }
 
 /// After `swaps` swaps of a program that forks children and checks the siginfo of every
 /// SIGCHLD (fixtures sigchld.c, stepsig.c), `held` of which arrived while the threads were
-/// held: enough signals were held, and once `done` exists (lines printed after it count
+/// held (when the operation counts them): enough signals were held, and once `done` exists (lines printed after it count
 /// every held signal; output printed during the swaps may still be on its way) none lost
 /// its siginfo and none was lost, and nothing is left stopped or traced.
 fn check_siginfo_kept(
     debuggee: &Debuggee,
     rx: &Receiver<ProcessEvent>,
     done: &Path,
-    held: usize,
+    held: Option<usize>,
     swaps: usize,
 ) {
-    eprintln!("{held} SIGCHLDs arrived during {swaps} swaps");
-    assert!(
-        held >= HELD,
-        "only {held} signals arrived during {swaps} swaps"
-    );
+    if let Some(held) = held {
+        eprintln!("{held} SIGCHLDs arrived during {swaps} swaps");
+        assert!(
+            held >= HELD,
+            "only {held} signals arrived during {swaps} swaps"
+        );
+    }
     std::fs::write(done, "").expect("create done");
     let first = wait_line(rx, "a final line", |l| l.starts_with("final="));
     assert_eq!(

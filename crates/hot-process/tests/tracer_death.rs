@@ -21,7 +21,7 @@ use hot_process::fault;
 use hot_process::{CallLimits, Debuggee, Protection};
 
 /// The environment variable that makes this test's process the tracer: `PID:N:WHAT`, WHAT
-/// `mmap` or `call=ADDRESS` (of the fixture's `twice`).
+/// `mmap`, `call=ADDRESS` (of the fixture's `twice`) or `crash=ADDRESS` (of its `crash`).
 const TRACER: &str = "HOT_TRACER_DEATH";
 /// The tracer's exit code once the injection completed without reaching point N.
 const COMPLETED: i32 = 10;
@@ -50,20 +50,22 @@ fn act_as_tracer(spec: &str) -> ! {
             unsafe { libc::_exit(0) };
         }
     });
-    let result = match what.strip_prefix("call=") {
+    let address = |a: &str| u64::from_str_radix(a.trim_start_matches("0x"), 16).expect("address");
+    let limits = CallLimits {
+        stopped: TIMEOUT,
+        total: TIMEOUT,
+    };
+    let result = match what.split_once('=') {
         None => debuggee
             .map_arena(near, 1 << 20, Protection::ReadWrite)
             .map(|addr| eprintln!("mapped at {addr:#x}")),
-        Some(address) => {
-            let twice = u64::from_str_radix(address.trim_start_matches("0x"), 16).expect("address");
-            let limits = CallLimits {
-                stopped: TIMEOUT,
-                total: TIMEOUT,
-            };
-            debuggee
-                .call_function(twice, &[21], limits, "twice")
-                .map(|value| assert_eq!(value, 42, "twice(21)"))
-        }
+        Some(("call", at)) => debuggee
+            .call_function(address(at), &[21], limits, "twice")
+            .map(|value| assert_eq!(value, 42, "twice(21)")),
+        Some((_, at)) => match debuggee.call_function(address(at), &[21], limits, "crash") {
+            Err(e) if e.to_string().contains("faulted") => Ok(()),
+            other => panic!("crash(21) did not fault: {other:?}"),
+        },
     };
     match result {
         Ok(()) => std::process::exit(COMPLETED),
@@ -107,15 +109,17 @@ fn runs_on(lines: &Receiver<String>, count: usize, when: &str) -> usize {
     interrupted
 }
 
-/// Runs tracers doing `what` that die at point 1, 2, ... until one completes; after each,
-/// the program must run on untraced and intact. Returns (point, sleeps cut short) of each.
+/// Runs tracers doing `what` that die at point `first`, `first + 1`, ... until one
+/// completes; after each, the program must run on untraced and intact. Returns (point,
+/// sleeps cut short) of each.
 fn kill_the_tracer_at_every_point(
     pid: i32,
     lines: &Receiver<String>,
     what: &str,
+    first: u32,
 ) -> Vec<(String, usize)> {
     let mut points = Vec::new();
-    for die_at in 1.. {
+    for die_at in first.. {
         assert!(die_at < 30, "the tracer never got through: {points:?}");
         let tracer = Command::new(std::env::current_exe().expect("test binary"))
             .args(["--exact", TEST, "--nocapture", "--test-threads=1"])
@@ -168,14 +172,14 @@ fn a_tracer_dying_anywhere_in_an_injection_leaves_the_program_as_it_was() {
     let pid = child.id() as i32;
     let lines = lines_of(&mut child);
     let ready = lines.recv_timeout(TIMEOUT).expect("the ready line");
-    let twice = ready
+    let (twice, crash) = ready
         .strip_prefix("ready twice=")
-        .unwrap_or_else(|| panic!("not the ready line: {ready}"))
-        .to_string();
+        .and_then(|rest| rest.split_once(" crash="))
+        .unwrap_or_else(|| panic!("not the ready line: {ready}"));
     assert_eq!(runs_on(&lines, 1, "before any tracer"), 0);
 
     // The first tracer maps the trampoline page the framed way, then the arena through it.
-    let mmaps = kill_the_tracer_at_every_point(pid, &lines, "mmap");
+    let mmaps = kill_the_tracer_at_every_point(pid, &lines, "mmap", 1);
     let stops = [
         "registers set",
         "entry stop",
@@ -192,7 +196,7 @@ fn a_tracer_dying_anywhere_in_an_injection_leaves_the_program_as_it_was() {
         &expected.iter().map(String::as_str).collect::<Vec<_>>(),
     );
     // A call, through the trampoline page that tracer left.
-    let calls = kill_the_tracer_at_every_point(pid, &lines, &format!("call={twice}"));
+    let calls = kill_the_tracer_at_every_point(pid, &lines, &format!("call={twice}"), 1);
     died_at_each(
         &calls,
         &[
@@ -203,17 +207,30 @@ fn a_tracer_dying_anywhere_in_an_injection_leaves_the_program_as_it_was() {
             "call: registers put back",
         ],
     );
-    for (point, interrupted) in mmaps.iter().chain(&calls) {
+    // A call whose callee faults: held at the fault, the thread is sent home first. (A
+    // tracer dying before the fault leaves the callee to fault untraced, which kills the
+    // program as the fault would have without hot-lsp: from point 2, the fault, on.)
+    let faults = kill_the_tracer_at_every_point(pid, &lines, &format!("crash={crash}"), 2);
+    died_at_each(
+        &faults,
+        &[
+            "call: faulted",
+            "call: interrupted",
+            "call: registers put back",
+        ],
+    );
+    for (point, interrupted) in mmaps.iter().chain(&calls).chain(&faults) {
         if !point.starts_with("framed") {
             assert_eq!(*interrupted, 0, "a sleep ended early after {point:?}");
         }
     }
     eprintln!(
-        "the tracer died at {} points of an mmap and {} of a call ((point, sleeps cut short \
-         by EINTR): {mmaps:?} {calls:?}); the program ran on with its registers, FP state, \
-         mask and alternate stack intact after each",
+        "the tracer died at {} points of an mmap, {} of a call and {} of a faulting call \
+         ((point, sleeps cut short by EINTR): {mmaps:?} {calls:?} {faults:?}); the program ran \
+         on with its registers, FP state, mask and alternate stack intact after each",
         mmaps.len(),
-        calls.len()
+        calls.len(),
+        faults.len()
     );
     child.kill().expect("kill");
     child.wait().expect("wait");

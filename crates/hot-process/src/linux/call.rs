@@ -48,6 +48,38 @@ const ERESTART_RESTARTBLOCK: i64 = -516;
 /// The direction and trap flags: clear at a call (psABI), and never set for a thread that
 /// may run untraced.
 const EFLAGS_DF_TF: u64 = 0x400 | 0x100;
+/// The signals a fault of the callee raises (kernel signal-set bits).
+const FAULT_SIGNALS: u64 = 1 << (libc::SIGSEGV - 1)
+    | 1 << (libc::SIGBUS - 1)
+    | 1 << (libc::SIGILL - 1)
+    | 1 << (libc::SIGFPE - 1)
+    | 1 << (libc::SIGTRAP - 1);
+/// `-EINTR` as a register value.
+const EINTR: u64 = -(libc::EINTR as i64) as u64;
+/// System calls that replace the thread's restart block (sleeps, polls, timed waits).
+const REPLACES_RESTART_BLOCK: [i64; 9] = [
+    libc::SYS_nanosleep,
+    libc::SYS_clock_nanosleep,
+    libc::SYS_poll,
+    libc::SYS_ppoll,
+    libc::SYS_select,
+    libc::SYS_pselect6,
+    libc::SYS_futex,
+    libc::SYS_restart_syscall,
+    libc::SYS_epoll_pwait2,
+];
+
+/// The signals the process ignores (`SigIgn` of `/proc/PID/status`; 0 if unreadable).
+fn ignored_faults(pid: i32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|text| {
+            text.lines()
+                .find_map(|l| l.strip_prefix("SigIgn:"))
+                .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+        })
+        .unwrap_or(0)
+}
 
 /// Which stopped thread runs the call: one in an interrupt or signal-delivery stop (never a
 /// clone event stop), preferably one that is not holding a signal for delivery and is
@@ -57,6 +89,7 @@ const EFLAGS_DF_TF: u64 = 0x400 | 0x100;
 /// loader's and malloc's locks in a program that never asked for it: a thread stopped
 /// inside `malloc` would wait for itself).
 fn pick_thread(
+    mem: &ProcMem,
     threads: &StoppedThreads,
     pid: i32,
     blocked_only: bool,
@@ -74,6 +107,10 @@ fn pick_thread(
             .filter(|r| (r.orig_rax as i64) >= 0 && RESTART_ERRNOS.contains(&(r.rax as i64)));
         let in_syscall = interrupted.is_some();
         if blocked_only && !in_syscall {
+            continue;
+        }
+        if interrupted.is_some_and(|r| super::frame::in_int80(mem, &r)) {
+            // Its restart would go through the 64-bit table with a 32-bit number.
             continue;
         }
         // A sleep's restart state lives in the kernel (the thread's restart block), where a
@@ -139,9 +176,16 @@ pub(crate) fn call_function(
             args.len()
         )));
     }
-    let tid = pick_thread(threads, pid, blocked_only)?;
+    let tid = pick_thread(mem, threads, pid, blocked_only)?;
     let mut context = Context::capture(tid)?;
     let block = trampoline.write_block(mem, tid, &context, true)?;
+    // A fault of the callee in a thread that blocks it would make the kernel reset the
+    // program's action for it to the default (`force_sig_info`): unblocked for the call.
+    // hot-lsp puts the mask back after it, the page's way back does without hot-lsp.
+    if let Err(e) = set_sigmask(tid, context.mask & !FAULT_SIGNALS) {
+        trampoline.release(mem, block);
+        return Err(e);
+    }
     let mut regs = resumed_regs(&context.regs, Restart::Kernel);
     regs.rip = function;
     regs.rsp = block.addr - 8;
@@ -156,6 +200,7 @@ pub(crate) fn call_function(
     regs.rax = 0;
     regs.eflags &= !EFLAGS_DF_TF;
     if let Err(e) = set_regs(tid, &regs) {
+        let _ = set_sigmask(tid, context.mask);
         trampoline.release(mem, block);
         return Err(e);
     }
@@ -164,8 +209,33 @@ pub(crate) fn call_function(
     let returned = |r: &libc::user_regs_struct| {
         r.rip == returned_at && r.orig_rax == libc::SYS_getpid as u64 && r.rsp == block.addr
     };
+    // The restart block of a sleep the thread was interrupted in is replaced by any sleep
+    // or wait of the callee's own: from then on the way back ends the interrupted call with
+    // EINTR (as a signal handler running would), never runs the kernel's restart with what
+    // the callee left there.
+    let sleeping =
+        (context.regs.orig_rax as i64) >= 0 && context.regs.rax as i64 == ERESTART_RESTARTBLOCK;
+    let mut ended = false;
+    let mut on_syscall = |r: &libc::user_regs_struct| {
+        if sleeping && !ended && REPLACES_RESTART_BLOCK.contains(&(r.orig_rax as i64)) {
+            ended = block
+                .end_interrupted_call(mem, context.regs.rip, EINTR)
+                .is_ok();
+        }
+    };
     let start = Instant::now();
-    let end = threads.run_call(tid, returned, start + limits.stopped, start + limits.total);
+    let end = threads.run_call(
+        tid,
+        returned,
+        &mut on_syscall,
+        start + limits.stopped,
+        start + limits.total,
+    );
+    let mut back_regs = context.regs;
+    if ended {
+        back_regs.rax = EINTR;
+        back_regs.orig_rax = u64::MAX;
+    }
     let (outcome, back) = match end {
         Err(ProcessError::Exited) => return Err(ProcessError::Exited),
         // Held somewhere in the callee, perhaps at one of its system calls' entry stops,
@@ -193,17 +263,34 @@ pub(crate) fn call_function(
         // once resumed, so the interrupted system call's restart, not the getpid.
         Ok(CallEnd::Returned) => {
             crate::fault::stage("call", "returned");
-            (block.result(mem), entry_stop_regs(&context.regs))
+            (block.result(mem), entry_stop_regs(&back_regs))
         }
         Ok(CallEnd::Faulted(info)) => {
             let at = get_regs(tid).map_or(0, |r| r.rip);
+            // Held at the fault: should hot-lsp die now, the kernel would drop the signal and
+            // the thread run the faulting instruction again, untraced. Sent to the page's way
+            // back first, it goes home instead.
+            if let Ok(mut home) = get_regs(tid) {
+                home.rip = trampoline.restore();
+                home.rsp = block.addr;
+                let _ = set_regs(tid, &home);
+            }
+            crate::fault::stage("call", "faulted");
+            let reset = match ignored_faults(pid) & (1 << (info.si_signo - 1)) {
+                0 => String::new(),
+                _ => format!(
+                    "; the program ignored signal {}, and the kernel set it back to its \
+                     default action when the callee faulted",
+                    info.si_signo
+                ),
+            };
             (
                 Err(ProcessError::Other(format!(
                     "{what} at {function:#x} faulted in thread {tid} (signal {} at {at:#x}); the \
-                     fault was not delivered and the thread was taken back to where it was",
+                     fault was not delivered and the thread was taken back to where it was{reset}",
                     info.si_signo
                 ))),
-                context.regs,
+                back_regs,
             )
         }
     };

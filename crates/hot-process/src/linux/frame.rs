@@ -232,6 +232,16 @@ pub(crate) fn entry_stop_regs(regs: &libc::user_regs_struct) -> libc::user_regs_
     at_entry
 }
 
+/// Whether the thread stopped in a system call made with `int 0x80` (the 32-bit entry of
+/// a 64-bit program): its number is one of the 32-bit table, which neither restart way here
+/// knows.
+pub(crate) fn in_int80(mem: &ProcMem, regs: &libc::user_regs_struct) -> bool {
+    let mut two = [0u8; 2];
+    (regs.orig_rax as i64) >= 0
+        && mem.read_exact(regs.rip.wrapping_sub(2), &mut two).is_ok()
+        && two == [0xcd, 0x80]
+}
+
 /// Code in the program that injected code borrows: a `syscall; ret` and a restorer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Gadgets {
@@ -316,6 +326,7 @@ impl Frame {
                 context.regs.rsp
             ))
         };
+        super::trampoline::check_stack(tid, context.regs.rsp, addr..addr + size as u64)?;
         let mut covered = vec![0u8; size];
         mem.read_exact(addr, &mut covered).map_err(stack_error)?;
 
@@ -347,6 +358,14 @@ impl Frame {
         put(SIGMASK_AT, context.mask);
         frame[FPSTATE_AT..FPSTATE_AT + xstate_size.min(extended.len())]
             .copy_from_slice(&extended[..xstate_size.min(extended.len())]);
+        if has_xsave_layout(extended) {
+            // The software bytes `PTRACE_GETREGSET` gives are the machine's (the largest
+            // layout, AMX tiles included); the kernel checks them against this task's size:
+            // announce the size that was read, with the magic right after it.
+            let sw = FPSTATE_AT + SW_BYTES_AT;
+            frame[sw + 4..sw + 8].copy_from_slice(&(xstate_size as u32 + 4).to_le_bytes());
+            frame[sw + 16..sw + 20].copy_from_slice(&(xstate_size as u32).to_le_bytes());
+        }
         frame[FPSTATE_AT + xstate_size..FPSTATE_AT + xstate_size + 4]
             .copy_from_slice(&FP_XSTATE_MAGIC2.to_le_bytes());
         mem.write_all(addr, &frame).map_err(stack_error)?;
@@ -368,8 +387,9 @@ pub(crate) fn has_xsave_layout(extended: &[u8]) -> bool {
         .is_some_and(|b| b == FP_XSTATE_MAGIC1.to_le_bytes())
 }
 
-/// The XSAVE size the software-reserved bytes announce (what the kernel checks
-/// `FP_XSTATE_MAGIC2` after), or the plain FXSAVE size (512) if they do not.
+/// The XSAVE size the software-reserved bytes announce, at most what was read (the frame
+/// announces that size; the kernel checks `FP_XSTATE_MAGIC2` after it), or the plain
+/// FXSAVE size (512) without them.
 fn xstate_size(extended: &[u8]) -> usize {
     let word = |at: usize| {
         extended
@@ -378,7 +398,7 @@ fn xstate_size(extended: &[u8]) -> usize {
             .map(u32::from_le_bytes)
     };
     match (word(SW_BYTES_AT), word(SW_BYTES_AT + 16)) {
-        (Some(FP_XSTATE_MAGIC1), Some(size)) if (size as usize) <= extended.len() => size as usize,
+        (Some(FP_XSTATE_MAGIC1), Some(size)) => (size as usize).min(extended.len()),
         _ => 512.min(extended.len()),
     }
 }
@@ -463,6 +483,6 @@ mod tests {
         area[SW_BYTES_AT + 16..SW_BYTES_AT + 20].copy_from_slice(&832u32.to_le_bytes());
         assert_eq!(xstate_size(&area), 832);
         area[SW_BYTES_AT + 16..SW_BYTES_AT + 20].copy_from_slice(&4096u32.to_le_bytes());
-        assert_eq!(xstate_size(&area), 512, "larger than what was read");
+        assert_eq!(xstate_size(&area), 1024, "at most what was read");
     }
 }

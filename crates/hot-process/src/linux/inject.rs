@@ -103,6 +103,15 @@ impl Injector {
         mem: &ProcMem,
         tid: i32,
     ) -> Result<&mut Trampoline, ProcessError> {
+        if self
+            .trampoline
+            .as_ref()
+            .is_some_and(|t| !t.still_mapped(mem))
+        {
+            // The program unmapped it (or mapped over it): never write into what is there.
+            tracing::warn!("the trampoline page is gone from the program: mapping another");
+            self.trampoline = None;
+        }
         if self.trampoline.is_none() {
             let maps = super::memory::read_mappings(threads.pid())?;
             self.trampoline = match Trampoline::find(mem, &maps) {
@@ -159,16 +168,18 @@ impl Injector {
                 std::io::Error::from_raw_os_error(-result as i32)
             )));
         }
-        let xsave = super::frame::has_xsave_layout(&super::frame::extended_state(tid)?);
-        let installed = Trampoline::install(mem, result as u64, xsave);
+        let installed = super::frame::extended_state(tid)
+            .map(|extended| super::frame::has_xsave_layout(&extended))
+            .and_then(|xsave| Trampoline::install(mem, result as u64, xsave));
         if installed.is_err() {
-            let _ = self.syscall(
-                threads,
-                mem,
-                tid,
-                libc::SYS_munmap,
-                [result as u64, PAGE_SIZE, 0, 0, 0, 0],
-            );
+            // The bootstrap way again: there is no trampoline to go through.
+            let args = [result as u64, PAGE_SIZE, 0, 0, 0, 0];
+            let _ = match how {
+                Bootstrap::Framed(gadgets) => {
+                    framed_syscall(threads, mem, tid, gadgets, libc::SYS_munmap, args)
+                }
+                Bootstrap::Stepped(at) => stepped_syscall(threads, tid, at, libc::SYS_munmap, args),
+            };
         }
         installed
     }
@@ -185,12 +196,14 @@ impl Injector {
     ) -> Result<i64, ProcessError> {
         let trampoline = self.trampoline(threads, mem, tid)?;
         let regs = get_regs(tid)?;
+        refuse_int80(mem, tid, &regs)?;
+        // A system call leaves the extended state alone: the block need not restore it. The
+        // mask it does not change either, but the page's way back sets it all the same.
         let context = Context {
             regs,
             extended: Vec::new(),
-            mask: 0,
+            mask: super::frame::sigmask(tid)?,
         };
-        // A system call leaves the extended state alone: the block need not restore it.
         let block = trampoline.write_block(mem, tid, &context, false)?;
         let mut set = resumed_regs(&regs, Restart::Kernel);
         set.rip = trampoline.syscall_at();
@@ -207,6 +220,22 @@ impl Injector {
             trampoline.release(mem, block);
         }
         result
+    }
+}
+
+/// A thread stopped in a 32-bit system call (`int 0x80`) is not injected into: the way back
+/// restarts calls through the 64-bit table.
+fn refuse_int80(
+    mem: &ProcMem,
+    tid: i32,
+    regs: &libc::user_regs_struct,
+) -> Result<(), ProcessError> {
+    match super::frame::in_int80(mem, regs) {
+        false => Ok(()),
+        true => Err(ProcessError::Other(format!(
+            "thread {tid} is stopped in a 32-bit system call (int 0x80); no system call is \
+             injected into it — save again"
+        ))),
     }
 }
 
@@ -243,6 +272,7 @@ fn framed_syscall(
     args: [u64; 6],
 ) -> Result<i64, ProcessError> {
     let context = Context::capture(tid)?;
+    refuse_int80(mem, tid, &context.regs)?;
     let frame = Frame::write(mem, tid, &context, gadgets.restorer)?;
     let mut set = resumed_regs(&context.regs, Restart::Reexecute);
     set.rip = gadgets.syscall_ret;

@@ -458,11 +458,12 @@ impl StoppedThreads {
             .iter()
             .copied()
             .find(|&tid| self.stop_kind(tid) == Some(StopKind::Interrupt));
+        // Never one inside clone (its result is not set yet) or an exec or exit.
         interrupted.or_else(|| {
             self.tids
                 .iter()
                 .copied()
-                .find(|&tid| self.stop_kind(tid).is_some())
+                .find(|&tid| self.stop_kind(tid) == Some(StopKind::Signal))
         })
     }
 
@@ -850,7 +851,8 @@ impl StoppedThreads {
         let mut idle_rounds = 0;
         loop {
             match self.wait_once(tid, false) {
-                Waited::Stopped { .. } | Waited::Signal => return Ok(()),
+                Waited::Signal => return Ok(()),
+                Waited::Stopped { .. } => return self.back_into_signal_stop(tid, deadline),
                 Waited::Gone => {
                     self.forget(tid);
                     return Err(ProcessError::Exited);
@@ -871,6 +873,74 @@ impl StoppedThreads {
         }
     }
 
+    /// A thread parked in an interrupt stop that holds a signal (one it was stopped for
+    /// before the injection, or one that arrived during it) is put back into a
+    /// signal-delivery stop of that signal, with the kernel's siginfo, so the detach delivers
+    /// it exactly (a signal sent again by hot-lsp would name hot-lsp as its sender). The
+    /// signal is raised again with `tgkill` while the thread is traced and caught at its
+    /// delivery stop, where `PTRACE_SETSIGINFO` puts the original siginfo back.
+    fn back_into_signal_stop(&mut self, tid: i32, deadline: Instant) -> Result<(), ProcessError> {
+        let Some(pending) = self.signals.iter().find(|s| s.tid == tid) else {
+            return Ok(());
+        };
+        let (signal, info) = (pending.info.si_signo, pending.info);
+        // SAFETY: plain system call to a thread of the traced program.
+        if unsafe { libc::syscall(libc::SYS_tgkill, self.pid, tid, signal) } != 0 {
+            // It is still recorded: the detach sends it again.
+            return Ok(());
+        }
+        self.restart(libc::PTRACE_CONT, tid).map_err(|code| {
+            ProcessError::Other(format!("PTRACE_CONT of thread {tid}: {}", errno_text(code)))
+        })?;
+        let mut idle_rounds = 0;
+        loop {
+            let mut status = 0;
+            // SAFETY: waitpid writes the status into our local.
+            let result = unsafe { libc::waitpid(tid, &mut status, libc::__WALL | libc::WNOHANG) };
+            if result < 0 && errno() != libc::EINTR {
+                self.forget(tid);
+                return Err(ProcessError::Exited);
+            }
+            if result > 0 {
+                if libc::WIFEXITED(status) || libc::WIFSIGNALED(status) {
+                    self.forget(tid);
+                    return Err(ProcessError::Exited);
+                }
+                let event = status >> 16;
+                if libc::WIFSTOPPED(status) && event == 0 && libc::WSTOPSIG(status) == signal {
+                    self.set_stop(tid, StopKind::Signal);
+                    if !self.held.contains(&tid) {
+                        self.held.push(tid);
+                    }
+                    if set_siginfo(tid, &info).is_ok() {
+                        self.signal_stops.push(tid);
+                    }
+                    return Ok(());
+                }
+                if libc::WIFSTOPPED(status) && event == 0 {
+                    // Another signal came first: held like any other, then on to ours.
+                    if let Some(other) = get_siginfo(tid) {
+                        self.signals.push(PendingSignal { tid, info: other });
+                        self.signals_held += 1;
+                    }
+                }
+                self.restart(libc::PTRACE_CONT, tid).map_err(|code| {
+                    ProcessError::Other(format!(
+                        "PTRACE_CONT of thread {tid}: {}",
+                        errno_text(code)
+                    ))
+                })?;
+                continue;
+            }
+            if Instant::now() > deadline {
+                return Err(ProcessError::Other(format!(
+                    "thread {tid} did not stop for its held signal {signal} within {STOP_TIMEOUT:?}"
+                )));
+            }
+            back_off(&mut idle_rounds);
+        }
+    }
+
     /// Whether `tid` is held in a signal-delivery stop (its signal goes out with the detach).
     pub(crate) fn in_signal_stop(&self, tid: i32) -> bool {
         self.signal_stops.contains(&tid)
@@ -878,7 +948,8 @@ impl StoppedThreads {
 
     /// Lets `tid` alone run an injected call (the others stay stopped), under
     /// `PTRACE_SYSCALL`, until a system-call stop `returned` recognises (the trampoline's
-    /// `getpid` after the callee's return) or a synchronous fault or trap of the callee
+    /// `getpid` after the callee's return; every other one goes to `on_syscall`) or a
+    /// synchronous fault or trap of the callee
     /// (never delivered). Signals that arrive meanwhile are held and go out with the detach,
     /// as during a stop. The call is never interrupted: at `release` every other thread is
     /// let go (the callee may wait for one of them), and at `give_up` it is still running.
@@ -887,6 +958,7 @@ impl StoppedThreads {
         &mut self,
         tid: i32,
         returned: impl Fn(&libc::user_regs_struct) -> bool,
+        on_syscall: &mut dyn FnMut(&libc::user_regs_struct),
         release: Instant,
         give_up: Instant,
     ) -> Result<CallEnd, ProcessError> {
@@ -952,11 +1024,13 @@ impl StoppedThreads {
             let event = status >> 16;
             let number = libc::WSTOPSIG(status);
             if event == 0 && number == libc::SIGTRAP | 0x80 {
-                if get_regs(tid).is_ok_and(|r| returned(&r)) {
+                let regs = get_regs(tid)?;
+                if returned(&regs) {
                     hold(self, StopKind::Syscall);
                     return Ok(CallEnd::Returned);
                 }
                 // One of the callee's own system calls.
+                on_syscall(&regs);
                 fault::stage("call", "a system call of the callee");
                 resume(self, 0)?;
                 continue;

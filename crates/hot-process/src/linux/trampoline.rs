@@ -18,18 +18,20 @@
 //!   B+128  this injection's tail in the page                             (jmp [rsp])
 //!   B+136  the call's result
 //!   B+144  the XSAVE area's address, or 0 when the state was not touched
+//!   B+152  the signal mask
 //! ```
 //!
 //! The page:
 //!
 //! ```text
 //!   0x00   MAGIC                  a relaunched hot-lsp finds the page again by it
-//!   0x10   u32 tails handed out   ever, by any hot-lsp: those may be in use, never reused
+//!   0x10   tails in use           a bit each, set while some thread may still need it
 //!   0x20   CALL_RETURN:  mov [rsp+136], rax ; mov eax, SYS_getpid
 //!   0x2d   SYSCALL_AT:   syscall
 //!   0x2f   RESTORE:      rcx = [rsp+144]; if rcx: xrstor64 [rcx] (all components)
+//!                        rt_sigprocmask(SIG_SETMASK, rsp+152, NULL, 8)
 //!                        pop r15 .. pop rdi ; popfq ; jmp [rsp]
-//!   0x80   tails, 32 bytes each: mov rsp, [rip+9] ; jmp [rip+11] ; int3 x3 ; rsp ; rip
+//!   0xc0   tails, 32 bytes each: mov rsp, [rip+9] ; jmp [rip+11] ; int3 x3 ; rsp ; rip
 //! ```
 //!
 //! An injected call returns into CALL_RETURN: the `getpid` is the system-call stop at which
@@ -38,19 +40,24 @@
 //! thread back at the call's exit stop. A thread let go before that runs the rest of the
 //! page. The tail is per injection because the last two moves — the stack pointer, then the
 //! program counter — can read nothing from the stack any more: a signal arriving between
-//! them would build its frame right there. A tail is reused only after hot-lsp took its
-//! thread back itself; one whose thread was let go mid-call stays retired.
+//! them would build its frame right there. A tail's bit in the page is set when it is
+//! handed out and cleared only once hot-lsp took its thread back itself, so a relaunched
+//! hot-lsp never reuses the tail of a thread an earlier one let go mid-call; such a tail
+//! stays retired. The mask is put back by the page (a call runs with the fault signals
+//! unblocked) only on the way a thread takes without hot-lsp: hot-lsp takes a thread back
+//! before it reaches RESTORE.
 
 use super::frame::{resumed_regs, Context, Restart};
 use super::memory::ProcMem;
 use crate::{Mapping, ProcessError};
 
 pub(crate) const PAGE_SIZE: u64 = 4096;
-const MAGIC: &[u8; 16] = b"hot-lsp:tramp:01";
-const HANDED_OUT_AT: u64 = 0x10;
+const MAGIC: &[u8; 16] = b"hot-lsp:tramp:02";
+/// The bitmap of tails in use (16 bytes: one bit per tail).
+const IN_USE_AT: u64 = 0x10;
 const CALL_RETURN: u64 = 0x20;
 const SYSCALL_AT: u64 = 0x2d;
-const TAILS_AT: u64 = 0x80;
+const TAILS_AT: u64 = 0xc0;
 const TAIL_SIZE: u64 = 32;
 const TAIL_COUNT: u32 = ((PAGE_SIZE - TAILS_AT) / TAIL_SIZE) as u32;
 
@@ -58,7 +65,12 @@ const TAIL_COUNT: u32 = ((PAGE_SIZE - TAILS_AT) / TAIL_SIZE) as u32;
 const BLOCK_TAIL: u64 = 128;
 const BLOCK_RESULT: u64 = 136;
 const BLOCK_XSAVE: u64 = 144;
-const BLOCK_SIZE: u64 = 152;
+const BLOCK_MASK: u64 = 152;
+const BLOCK_SIZE: u64 = 160;
+/// RESTORE, and where its `jz` lands: after the extended state's restore.
+const RESTORE: u64 = 0x2f;
+#[cfg(test)]
+const RESTORE_MASK: u64 = 0x4a;
 
 /// Stack space left untouched below the thread's stack pointer: the red zone and more.
 const STACK_GAP: u64 = super::frame::STACK_GAP;
@@ -89,6 +101,12 @@ fn code(xsave: bool) -> Vec<u8> {
     // mov eax, -1 ; mov edx, -1 ; xrstor64 [rcx] (or fxrstor64 [rcx])
     emit(&[0xb8, 0xff, 0xff, 0xff, 0xff, 0xba, 0xff, 0xff, 0xff, 0xff]);
     emit(&[0x48, 0x0f, 0xae, if xsave { 0x29 } else { 0x09 }]);
+    // mov eax, 14 (rt_sigprocmask) ; mov edi, 2 (SIG_SETMASK) ; lea rsi, [rsp+152] ;
+    // xor edx, edx ; mov r10d, 8 ; syscall
+    emit(&[0xb8, 0x0e, 0x00, 0x00, 0x00, 0xbf, 0x02, 0x00, 0x00, 0x00]);
+    emit(&[0x48, 0x8d, 0xb4, 0x24]);
+    emit(&(BLOCK_MASK as u32).to_le_bytes());
+    emit(&[0x31, 0xd2, 0x41, 0xba, 0x08, 0x00, 0x00, 0x00, 0x0f, 0x05]);
     // pop r15, r14, r13, r12, rbp, rbx, r11, r10, r9, r8, rax, rcx, rdx, rsi, rdi
     emit(&[
         0x41, 0x5f, 0x41, 0x5e, 0x41, 0x5d, 0x41, 0x5c, 0x5d, 0x5b, 0x41, 0x5b, 0x41, 0x5a, 0x41,
@@ -124,8 +142,6 @@ pub(crate) fn is_trampoline(mem: &ProcMem, mapping: &Mapping) -> bool {
 #[derive(Debug)]
 pub(crate) struct Trampoline {
     pub(crate) base: u64,
-    /// Tails this hot-lsp handed out and took back: free to hand out again.
-    free: Vec<u32>,
 }
 
 impl Trampoline {
@@ -139,10 +155,7 @@ impl Trampoline {
         mem.write_all(base, &code(xsave)).map_err(|e| {
             ProcessError::Other(format!("write the trampoline page at {base:#x}: {e}"))
         })?;
-        Ok(Trampoline {
-            base,
-            free: Vec::new(),
-        })
+        Ok(Trampoline { base })
     }
 
     /// The page an earlier hot-lsp installed in this image, if any.
@@ -151,7 +164,6 @@ impl Trampoline {
             .find(|m| is_trampoline(mem, m))
             .map(|m| Trampoline {
                 base: m.range.start,
-                free: Vec::new(),
             })
     }
 
@@ -163,26 +175,44 @@ impl Trampoline {
         self.base + CALL_RETURN
     }
 
-    /// A tail no thread can be using: one taken back, else a never used one.
+    /// Where a thread with its stack pointer at a block goes to be put back by the page.
+    pub(crate) fn restore(&self) -> u64 {
+        self.base + RESTORE
+    }
+
+    /// A tail no thread can be using (its bit clear), marked in use.
     fn take_tail(&mut self, mem: &ProcMem) -> Result<u32, ProcessError> {
-        if let Some(index) = self.free.pop() {
-            return Ok(index);
-        }
-        let mut count = [0u8; 4];
-        let at = self.base + HANDED_OUT_AT;
-        mem.read_exact(at, &mut count)
+        let mut bits = [0u8; 16];
+        let at = self.base + IN_USE_AT;
+        mem.read_exact(at, &mut bits)
             .map_err(|e| ProcessError::Other(format!("read the trampoline page: {e}")))?;
-        let index = u32::from_le_bytes(count);
-        if index >= TAIL_COUNT {
+        let used = u128::from_le_bytes(bits);
+        let Some(index) = (0..TAIL_COUNT).find(|&i| used & (1 << i) == 0) else {
             return Err(ProcessError::Other(format!(
-                "the trampoline page at {:#x} has no free tail left: {TAIL_COUNT} injected calls \
-                 were given up on while they ran",
+                "the trampoline page at {:#x} has no free tail left: {TAIL_COUNT} threads were \
+                 let go while they ran injected code, and each may still need its own",
                 self.base
             )));
-        }
-        mem.write_all(at, &(index + 1).to_le_bytes())
+        };
+        mem.write_all(at, &(used | 1 << index).to_le_bytes())
             .map_err(|e| ProcessError::Other(format!("write the trampoline page: {e}")))?;
         Ok(index)
+    }
+
+    /// Marks a tail free again (its thread was taken back by hot-lsp).
+    fn free_tail(&mut self, mem: &ProcMem, index: u32) {
+        let mut bits = [0u8; 16];
+        let at = self.base + IN_USE_AT;
+        if mem.read_exact(at, &mut bits).is_ok() {
+            let used = u128::from_le_bytes(bits) & !(1 << index);
+            let _ = mem.write_all(at, &used.to_le_bytes());
+        }
+    }
+
+    /// Whether the page is still there and still ours (the program could have unmapped it).
+    pub(crate) fn still_mapped(&self, mem: &ProcMem) -> bool {
+        let mut magic = [0u8; 16];
+        mem.read_exact(self.base, &mut magic).is_ok() && &magic == MAGIC
     }
 
     /// Writes the block that brings the thread of `context` back where it was, and its tail.
@@ -206,6 +236,7 @@ impl Trampoline {
         // From the return address below the block to the end of the XSAVE area.
         let start = addr - 8;
         let len = (xsave + xsize - start) as usize;
+        check_stack(tid, context.regs.rsp, start..start + len as u64)?;
         let stack_error = |e: std::io::Error| {
             ProcessError::Other(format!(
                 "the stack of thread {tid} has no room at {start:#x} ({len} bytes below its \
@@ -233,6 +264,7 @@ impl Trampoline {
         put(BLOCK_TAIL, tail_at);
         put(BLOCK_RESULT, 0);
         put(BLOCK_XSAVE, if extended { xsave } else { 0 });
+        put(BLOCK_MASK, context.mask);
         bytes[..8].copy_from_slice(&self.call_return().to_le_bytes());
         if extended {
             let at = (xsave - start) as usize;
@@ -243,12 +275,13 @@ impl Trampoline {
             .map_err(|e| ProcessError::Other(format!("write a trampoline tail: {e}")))
             .and_then(|()| mem.write_all(start, &bytes).map_err(stack_error));
         if let Err(e) = written {
-            self.free.push(index);
+            self.free_tail(mem, index);
             return Err(e);
         }
         Ok(Block {
             addr,
             tail: index,
+            tail_at,
             covered,
         })
     }
@@ -256,9 +289,48 @@ impl Trampoline {
     /// The thread of `block` is back where it was, taken back by hot-lsp: its tail can be
     /// handed out again and the stack bytes put back.
     pub(crate) fn release(&mut self, mem: &ProcMem, block: Block) {
-        self.free.push(block.tail);
-        // Below the stack pointer: nothing the program reads. Best effort.
+        self.free_tail(mem, block.tail);
+        // Below the stack pointer of a thread that is stopped: nothing reads it. Best effort.
         let _ = mem.write_all(block.addr - 8, &block.covered);
+    }
+}
+
+/// Refuses a block or frame at `region` unless it lies in the mapping the thread's stack
+/// pointer is in, and that mapping is a stack (`[stack]` or anonymous read-write memory,
+/// where threads' stacks live): a coroutine running on a heap buffer has no spare room below
+/// its stack pointer, only other objects.
+pub(crate) fn check_stack(
+    tid: i32,
+    rsp: u64,
+    region: std::ops::Range<u64>,
+) -> Result<(), ProcessError> {
+    let maps = super::memory::read_mappings(tid)?;
+    let stack = maps.iter().find(|m| m.range.contains(&rsp));
+    match stack {
+        Some(m)
+            if m.readable
+                && m.writable
+                && (m.path.is_empty() || m.path == "[stack]")
+                && m.range.start <= region.start
+                && region.end <= m.range.end =>
+        {
+            Ok(())
+        }
+        _ => Err(ProcessError::Other(format!(
+            "thread {tid}'s stack pointer {rsp:#x} is not in a stack with {} bytes of room \
+             below it ({}): no code is injected into that thread",
+            region.end - region.start,
+            stack.map_or("unmapped".to_string(), |m| format!(
+                "in {:#x}..{:#x} {}",
+                m.range.start,
+                m.range.end,
+                if m.path.is_empty() {
+                    "(anonymous)"
+                } else {
+                    &m.path
+                }
+            ))
+        ))),
     }
 }
 
@@ -268,6 +340,7 @@ pub(crate) struct Block {
     /// Where the stack pointer of an injected system call goes (that of a call: 8 below).
     pub(crate) addr: u64,
     tail: u32,
+    tail_at: u64,
     covered: Vec<u8>,
 }
 
@@ -278,6 +351,20 @@ impl Block {
         mem.read_exact(self.addr + BLOCK_RESULT, &mut word)
             .map_err(|e| ProcessError::Other(format!("read an injected call's result: {e}")))?;
         Ok(u64::from_le_bytes(word))
+    }
+
+    /// Makes the way back end the system call the thread was interrupted in with `rax`
+    /// (EINTR) at `rip`, instead of restarting it.
+    pub(crate) fn end_interrupted_call(
+        &self,
+        mem: &ProcMem,
+        rip: u64,
+        rax: u64,
+    ) -> Result<(), ProcessError> {
+        // rax is the 11th word popped.
+        mem.write_all(self.addr + 80, &rax.to_le_bytes())
+            .and_then(|()| mem.write_all(self.tail_at + 24, &rip.to_le_bytes()))
+            .map_err(|e| ProcessError::Other(format!("rewrite an injected call's way back: {e}")))
     }
 }
 
@@ -309,7 +396,7 @@ mod tests {
     fn the_page_decodes_to_the_documented_code() {
         use Mnemonic::*;
         let page = code(true);
-        let got = listing(&page[CALL_RETURN as usize..0x65], CALL_RETURN);
+        let got = listing(&page[CALL_RETURN as usize..0x81], CALL_RETURN);
         let pops = [
             Register::R15,
             Register::R14,
@@ -337,8 +424,14 @@ mod tests {
             (0x3c, Mov, Register::EAX),
             (0x41, Mov, Register::EDX),
             (0x46, Xrstor64, Register::RCX),
+            (0x4a, Mov, Register::EAX),
+            (0x4f, Mov, Register::EDI),
+            (0x54, Lea, Register::RSI),
+            (0x5c, Xor, Register::EDX),
+            (0x5e, Mov, Register::R10D),
+            (0x64, Syscall, Register::None),
         ];
-        let mut at = 0x4a;
+        let mut at = 0x66;
         for register in pops {
             expected.push((at, Pop, register));
             // r8..r15 need a REX prefix.
@@ -353,12 +446,14 @@ mod tests {
         assert_eq!(got, expected);
         // The jz skips exactly the three instructions of the restore.
         let mut decoder = Decoder::with_ip(64, &page[0x3a..], 0x3a, DecoderOptions::NONE);
-        assert_eq!(decoder.decode().near_branch_target(), 0x4a);
+        assert_eq!(decoder.decode().near_branch_target(), RESTORE_MASK);
         // The displacements reach the result and XSAVE slots.
         let mut decoder = Decoder::with_ip(64, &page[0x20..], 0x20, DecoderOptions::NONE);
         assert_eq!(decoder.decode().memory_displacement64(), BLOCK_RESULT);
         let mut decoder = Decoder::with_ip(64, &page[0x2f..], 0x2f, DecoderOptions::NONE);
         assert_eq!(decoder.decode().memory_displacement64(), BLOCK_XSAVE);
+        let mut decoder = Decoder::with_ip(64, &page[0x54..], 0x54, DecoderOptions::NONE);
+        assert_eq!(decoder.decode().memory_displacement64(), BLOCK_MASK);
         assert_eq!(listing(&code(false)[0x46..0x4a], 0)[0].1, Fxrstor64);
     }
 
