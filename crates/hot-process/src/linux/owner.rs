@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use crossbeam_channel::{Receiver, Sender};
 
-use super::apply::{apply, ApplyScratch};
+use super::apply::{apply, ApplyScratch, Mode};
 use super::inject::{
     arena_candidates, find_syscall_insn, inject_syscall, mmap_min_addr, prot_flags, Heap, LOW_LIMIT,
 };
@@ -41,6 +41,8 @@ pub(crate) enum Request {
     },
     Apply {
         plan: WritePlan,
+        /// `Mode::Check`: every check of the apply, nothing written.
+        mode: Mode,
         reply: Sender<Result<ApplyReport, ProcessError>>,
     },
     /// Call a function in the target with every thread stopped (see `call.rs`).
@@ -269,13 +271,13 @@ impl Owner {
                 let _ = reply.send(result);
                 false
             }
-            Request::Apply { plan, reply } => {
+            Request::Apply { plan, mode, reply } => {
                 let result = if self.detached {
                     Err(ProcessError::Other("the program was detached".into()))
                 } else if let Some(exec) = self.check_exec() {
                     Err(exec)
                 } else {
-                    apply(self.pid, &self.mem, &plan, &mut self.scratch).map(|applied| {
+                    apply(self.pid, &self.mem, &plan, &mut self.scratch, mode).map(|applied| {
                         if applied.leader_status.is_some() {
                             self.leader_status = applied.leader_status;
                         }
