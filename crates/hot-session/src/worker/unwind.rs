@@ -212,7 +212,8 @@ impl Worker {
             return result;
         }
         // The program ran between the check and the commit (the constructors in it), so the
-        // commit checked again: refused now, it must not pass for a save that did nothing.
+        // commit checks again, and its writes may fail: refused now, it must not pass for a
+        // save that did nothing.
         result.map_err(|e| constructors_ran(e, constructors))
     }
 
@@ -297,14 +298,17 @@ fn constructors_ran(e: ProcessError, constructors: &[hot_link::ConstructorCall])
     let mut units: Vec<&str> = constructors.iter().map(|c| c.unit.as_str()).collect();
     units.dedup();
     let note = format!(
-        "; the static constructors of {} had already run in the program (a check just before \
-         them passed, and the program changed before the commit): what they did stays done, \
-         their copies of the unit's variables are in memory nothing reaches, and a later save \
-         runs them again",
+        "; the static constructors of {} had already run in the program (every check before \
+         them had passed; the commit failed after them): what they did stays done, their \
+         copies of the unit's variables are in memory nothing reaches, and a later save runs \
+         them again",
         units.join(", ")
     );
     match e {
         ProcessError::Exited => ProcessError::Exited,
+        ProcessError::PermissionDenied(text) => {
+            ProcessError::PermissionDenied(format!("{text}{note}"))
+        }
         ProcessError::Protection {
             addr,
             what,
