@@ -291,9 +291,10 @@ impl Worker {
     }
 }
 
-/// A commit refused after the static constructors of new units ran (the program changed
-/// between the check and the commit): the refusal says that they ran, and that what they did
-/// stays, so "nothing was swapped" is not taken for "nothing happened".
+/// A commit that failed after the static constructors of new units ran, although the check
+/// before them passed (the program ran in between, or a write failed): the refusal says that
+/// they ran and that what they did stays, so "nothing was swapped" is not taken for "nothing
+/// happened".
 fn constructors_ran(e: ProcessError, constructors: &[hot_link::ConstructorCall]) -> ProcessError {
     let mut units: Vec<&str> = constructors.iter().map(|c| c.unit.as_str()).collect();
     units.dedup();
