@@ -2,14 +2,17 @@
 //! fixture: an unsaved buffer is compiled and linked while the user pauses, what its save
 //! would be refused for is published while typing (marked "on save: "), a save of exactly
 //! that text swaps without compiling, a save of other text compiles as before, and a newer
-//! keystroke or a save kills a compile ahead of older text.
+//! keystroke or a save kills a compile ahead of older text. The ABI checks of a save (fixture
+//! `abi`: a changed signature, a function removed but still called) show while typing too.
 
 mod common;
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use common::{build_program, copy_fixture, file_uri, process_alive, Client, TIMEOUT};
+use common::{
+    build_program, copy_fixture, copy_shared_fixture, file_uri, process_alive, Client, TIMEOUT,
+};
 use serde_json::{json, Value};
 
 struct Running {
@@ -261,4 +264,102 @@ fn a_save_never_waits_behind_a_compile_ahead_of_older_text() {
     run.client.wait_notification("hot-lsp/output", |params| {
         output_contains(params, "value=60")
     });
+}
+
+/// An edit of the abi fixture's geom.c that the save's ABI checks refuse, typed and not saved.
+struct PreFlight {
+    from: &'static str,
+    to: &'static str,
+    code: &'static str,
+    /// The diagnostic's line: the first line of the edited text containing this.
+    at: &'static str,
+    says: &'static [&'static str],
+}
+
+/// Every ABI refusal a compile ahead must show: a row each.
+const ABI_PRE_FLIGHT: &[PreFlight] = &[
+    // main.c declares `long scaled(int)` itself and calls it from run_round.
+    PreFlight {
+        from: "long scaled(int v) {",
+        to: "long scaled(long v) {",
+        code: "signature-changed",
+        at: "long scaled(long v) {",
+        says: &["`scaled`", "`run_round` (main.c)"],
+    },
+    // main.c calls helper: the link of geom.c alone succeeds, the check refuses.
+    PreFlight {
+        from: "int helper(int v) {\n    return bump(v);\n}\n",
+        to: "/* helper is gone */\n",
+        code: "undefined-symbol",
+        at: "/* helper is gone */",
+        says: &[
+            "`helper` was removed from geom.c",
+            "still called from `run_round` (main.c)",
+        ],
+    },
+];
+
+#[test]
+fn abi_refusals_show_while_typing_as_what_the_save_will_do() {
+    let (_dir, root) = copy_shared_fixture("abi");
+    let mut client = Client::start();
+    client.initialize(Some(&root), json!({"compile": {"ahead_delay_ms": 0}}));
+    let workspace = file_uri(&root);
+    let status = client.wait_notification("hot-lsp/status", |params| {
+        params["workspace"] == workspace && params["state"] == "running" && params["pid"].is_i64()
+    });
+    let pid = status["pid"].as_i64().expect("pid");
+    client.wait_notification("hot-lsp/output", |params| {
+        output_contains(params, "scaled=20 cell=3 helper=2")
+    });
+    let geom = root.join("geom.c");
+    let uri = file_uri(&geom);
+    let original = std::fs::read_to_string(&geom).expect("read geom.c");
+    let mut version = 1;
+    for case in ABI_PRE_FLIGHT {
+        let edited = original.replacen(case.from, case.to, 1);
+        assert_ne!(edited, original, "geom.c has no {:?}", case.from);
+        let line = edited
+            .lines()
+            .position(|l| l.contains(case.at))
+            .expect("the diagnostic's line");
+        version += 1;
+        client.did_change(&geom, version, &edited);
+        let published = client.wait_notification("textDocument/publishDiagnostics", |params| {
+            params["uri"] == uri.as_str()
+                && params["diagnostics"]
+                    .as_array()
+                    .is_some_and(|list| list.iter().any(|d| on_save(d, case.code, case.says[0])))
+        });
+        let diagnostic = published["diagnostics"]
+            .as_array()
+            .and_then(|list| list.iter().find(|d| d["code"] == case.code))
+            .expect("the refusal");
+        assert_eq!(diagnostic["range"]["start"]["line"], line, "{diagnostic}");
+        assert_eq!(diagnostic["severity"], 1, "an error: {diagnostic}");
+        for needle in case.says {
+            assert!(
+                on_save(diagnostic, case.code, needle),
+                "{needle:?} missing: {diagnostic}"
+            );
+        }
+        // Typed back to what runs: the pre-flight findings clear.
+        version += 1;
+        client.did_change(&geom, version, &original);
+        client.wait_notification("textDocument/publishDiagnostics", |params| {
+            params["uri"] == uri.as_str()
+                && params["diagnostics"].as_array().is_some_and(Vec::is_empty)
+        });
+    }
+    // Nothing was saved, so nothing was swapped: the program computes what it did.
+    client.discard_backlog();
+    client.wait_notification("hot-lsp/output", |params| {
+        output_contains(params, "scaled=20 cell=3 helper=2")
+    });
+    assert!(process_alive(pid));
+    let swapped = client
+        .notifications
+        .iter()
+        .find(|n| n["method"] == "hot-lsp/status" && n["params"]["lastSwap"].is_object());
+    assert!(swapped.is_none(), "a swap while typing: {swapped:?}");
 }

@@ -1,5 +1,7 @@
 //! The launched program lives exactly as long as the server: still running after 30 s of an
-//! idle server, gone once the server is killed (no orphans, even on SIGKILL).
+//! idle server, gone once the server is killed (no orphans, even on SIGKILL). Asked to end
+//! (LSP `shutdown` and `exit`, SIGTERM or SIGINT to `hot-lsp watch`) while a baseline compiles
+//! in the background, the server kills that compile and ends at once.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -7,6 +9,7 @@ use std::time::{Duration, Instant};
 
 mod common;
 
+use common::watch::Watch;
 use common::{copy_shared_fixture, process_alive};
 
 /// Kills the server if the test fails half-way, so no `hot-lsp watch` outlives it.
@@ -280,4 +283,115 @@ fn a_server_killed_at_random_points_leaves_no_program_or_worker_behind() {
         }
     }
     eprintln!("the server was killed after {delays:?} ms; no program or worker outlived it");
+}
+
+/// How a front end is asked to end.
+#[derive(Clone, Copy, Debug)]
+enum End {
+    /// `hot-lsp --stdio`: the `shutdown` request, then the `exit` notification.
+    ShutdownAndExit,
+    /// `hot-lsp watch`: this signal.
+    WatchSignal(i32),
+}
+
+/// How long ending may take while the slowbaseline fixture's compiler holds a baseline
+/// compile for 5 minutes: generous for a busy machine, and far below the hold.
+const PROMPTLY: Duration = Duration::from_secs(30);
+
+/// Every way of ending the server: a row each.
+const ENDINGS: &[End] = &[
+    End::ShutdownAndExit,
+    End::WatchSignal(libc::SIGTERM),
+    End::WatchSignal(libc::SIGINT),
+];
+
+/// Start a front end on the slowbaseline fixture, wait until its compiler holds the first
+/// baseline compile, ask it to end in the way `end` says, and check that it exits within
+/// [`PROMPTLY`], killing the compiler and the program.
+fn check_ends_promptly_during_a_baseline_compile(end: End) {
+    let (_dir, root) = copy_shared_fixture("slowbaseline");
+    let started = root.join("baseline-started");
+    let compiler_pid = || -> i64 {
+        wait_until("the baseline compile to start", || started.exists());
+        std::fs::read_to_string(root.join("baseline.pid"))
+            .ok()
+            .and_then(|t| t.trim().parse().ok())
+            .expect("gatedcc's pid")
+    };
+    // The front end's pid, the program's and the compiler's, and when the end was asked.
+    let (front_end, program, compiler, asked, mut reap): (
+        i64,
+        i64,
+        i64,
+        Instant,
+        Box<dyn FnMut()>,
+    ) = match end {
+        End::ShutdownAndExit => {
+            let (mut client, program) = serve(&root);
+            let compiler = compiler_pid();
+            assert!(process_alive(compiler), "the compile ended early");
+            let asked = Instant::now();
+            client.request("shutdown", serde_json::Value::Null);
+            client.notify("exit", serde_json::Value::Null);
+            let front_end = i64::from(client.pid());
+            (
+                front_end,
+                program,
+                compiler,
+                asked,
+                Box::new(move || {
+                    let status = client.wait_exit();
+                    assert!(status.success(), "shutdown then exit: {status:?}");
+                }),
+            )
+        }
+        End::WatchSignal(signal) => {
+            let mut watch = Watch::start(&root);
+            let launched = watch.wait("the launch", |e| e["event"] == "launched");
+            let program = launched["pid"].as_i64().expect("pid");
+            let compiler = compiler_pid();
+            assert!(process_alive(compiler), "the compile ended early");
+            let front_end = i64::from(watch.pid());
+            let asked = Instant::now();
+            // SAFETY: plain system call on the server we started.
+            unsafe { libc::kill(front_end as i32, signal) };
+            (
+                front_end,
+                program,
+                compiler,
+                asked,
+                Box::new(move || {
+                    let status = watch.wait_exit();
+                    assert!(status.success(), "signal {signal}: {status:?}");
+                }),
+            )
+        }
+    };
+    // Exited (a zombie until reaped) within the bound: a wait for the compile takes 5 minutes.
+    while process_alive(front_end) {
+        assert!(
+            asked.elapsed() < PROMPTLY,
+            "{end:?}: the server still runs {:?} after it was asked to end (the baseline \
+             compile holds for 5 minutes)",
+            asked.elapsed()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let took = asked.elapsed();
+    reap();
+    eprintln!("{end:?}: the server ended {took:?} after it was asked to");
+    wait_until(
+        &format!("{end:?}: the compiler {compiler} to be killed"),
+        || !process_alive(compiler),
+    );
+    wait_until(&format!("{end:?}: the program {program} to die"), || {
+        !process_alive(program)
+    });
+}
+
+#[test]
+fn the_server_ends_promptly_while_a_baseline_compiles() {
+    for &end in ENDINGS {
+        check_ends_promptly_during_a_baseline_compile(end);
+    }
 }

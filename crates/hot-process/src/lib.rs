@@ -453,6 +453,17 @@ impl Debuggee {
         self.inner.apply(plan)
     }
 
+    /// Every check [`Debuggee::apply`] makes before it commits, and no write: every thread
+    /// stopped and stepped out of the bytes `plan` would change, every stack scanned, the
+    /// bytes expected at each commit write compared (its `prepare` and `copies` are not
+    /// written either). `Ok` means the apply of the same plan would not be refused by the
+    /// program's state right now — for what must happen only once nothing can refuse the
+    /// swap (the static constructors of a new translation unit). The program runs between
+    /// this check and the apply, so the apply checks again.
+    pub fn check(&self, plan: &WritePlan) -> Result<ApplyReport, ProcessError> {
+        self.inner.check(plan)
+    }
+
     /// Call the function at `function` in the target with up to six integer arguments and
     /// return its result (`rax`), with every thread stopped: one of them (held in an
     /// interrupt or signal stop, never inside `clone`; preferably one that does not block

@@ -75,6 +75,9 @@ impl Debuggee {
     pub(crate) fn apply(&self, _plan: &WritePlan) -> Result<ApplyReport, ProcessError> {
         match self.never {}
     }
+    pub(crate) fn check(&self, _plan: &WritePlan) -> Result<ApplyReport, ProcessError> {
+        match self.never {}
+    }
     pub(crate) fn call_function(
         &self,
         _function: u64,

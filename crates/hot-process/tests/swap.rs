@@ -85,6 +85,22 @@ fn unexpected_bytes_abort_and_a_failed_write_rolls_back() {
         other => panic!("expected Unexpected, got {other:?}"),
     }
     assert_eq!(debuggee.read_memory(entry, 5).expect("read"), original);
+    // A check refuses the same plan the same way.
+    match debuggee.check(&plan) {
+        Err(ProcessError::Unexpected { addr, .. }) => assert_eq!(addr, entry),
+        other => panic!("expected Unexpected from the check, got {other:?}"),
+    }
+    // A check of a plan the apply would take passes and writes nothing, not even the arena.
+    let (good, _) = swap_plan(entry, arena, 2, &original);
+    let body = good.prepare[0].bytes.len();
+    let arena_before = debuggee.read_memory(arena, body).expect("read arena");
+    let report = debuggee.check(&good).expect("the plan passes its checks");
+    assert!(report.threads > 0, "{report:?}");
+    assert_eq!(debuggee.read_memory(entry, 5).expect("read"), original);
+    assert_eq!(
+        debuggee.read_memory(arena, body).expect("read arena"),
+        arena_before
+    );
 
     // The second commit write cannot be done (unmapped): the first is restored.
     let (mut plan, _) = swap_plan(entry, arena, 2, &original);

@@ -10,7 +10,7 @@
 mod common;
 
 use common::Fixture;
-use hot_session::{SessionEvent, Severity};
+use hot_session::{OutputStream, SessionEvent, Severity, SwapSummary};
 
 /// What a save while the callee waits must lead to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -19,6 +19,23 @@ enum Expect {
     Swapped,
     /// Refused (no padding for a short jump, so only the 5-byte jump fits); swapped after.
     RefusedUntilReturned,
+}
+
+/// The swap of the last save, or what refused it (an error message or diagnostic).
+fn save_outcome(f: &mut Fixture) -> Result<SwapSummary, String> {
+    f.wait("the outcome of the save", |e| match e {
+        SessionEvent::Swap(summary) => Some(Ok(summary.clone())),
+        SessionEvent::Message {
+            severity: Severity::Error,
+            text,
+        } => Some(Err(text.clone())),
+        SessionEvent::Diagnostics { diagnostics, .. }
+            if diagnostics.iter().any(|d| d.severity == Severity::Error) =>
+        {
+            Some(Err(format!("{diagnostics:#?}")))
+        }
+        _ => None,
+    })
 }
 
 /// Launch retaddr with `callee` ("deep", "shallow" or "altstack"), optionally built with
@@ -54,19 +71,7 @@ fn check_live_return_address(callee: &str, packed: bool, expect: Expect) {
         "return first + base() + 100;",
     );
     f.save("main.c");
-    let outcome = f.wait("the outcome of the save", |e| match e {
-        SessionEvent::Swap(summary) => Some(Ok(summary.clone())),
-        SessionEvent::Message {
-            severity: Severity::Error,
-            text,
-        } => Some(Err(text.clone())),
-        SessionEvent::Diagnostics { diagnostics, .. }
-            if diagnostics.iter().any(|d| d.severity == Severity::Error) =>
-        {
-            Some(Err(format!("{diagnostics:#?}")))
-        }
-        _ => None,
-    });
+    let outcome = save_outcome(&mut f);
     match (expect, outcome) {
         (Expect::Swapped, Ok(summary)) => {
             assert_eq!(summary.swapped, vec!["twice".to_string()], "{summary:?}");
@@ -126,4 +131,75 @@ fn without_padding_a_return_address_below_a_handler_on_an_alternate_stack_refuse
 #[test]
 fn a_return_address_below_a_handler_on_an_alternate_stack_with_padding() {
     check_live_return_address("altstack", false, Expect::Swapped);
+}
+
+/// How often the program printed `needle` (in its stdout so far).
+fn printed(f: &Fixture, needle: &str) -> usize {
+    let stdout: String = f
+        .log
+        .iter()
+        .filter_map(|e| match e {
+            SessionEvent::Output {
+                stream: OutputStream::Stdout,
+                text,
+            } => Some(text.as_str()),
+            _ => None,
+        })
+        .collect();
+    stdout.matches(needle).count()
+}
+
+/// The static constructor of a unit linked in new must not run for a swap that is refused:
+/// fixture ctorlate is retaddr's packed variant, whose compile database names extra.c too
+/// (not built; its `__attribute__((constructor))` prints "constructor ran"). The save makes
+/// `twice` call extra.c's function, so extra.c is pulled into the swap as a new unit, while
+/// the waiting callee's frame returns into the bytes `twice`'s entry jump would overwrite:
+/// the commit is refused, and the constructor must not have run (it used to run first). Once
+/// the frame returned, the same save swaps and the constructor runs, once.
+#[test]
+fn a_swap_refused_by_a_live_return_address_runs_no_constructor_of_a_unit_it_pulls_in() {
+    let mut f = Fixture::copy("ctorlate");
+    f.start();
+    f.wait_launched();
+    f.wait_output("waiting frame=1024");
+    f.edit(
+        "main.c",
+        "return first + base() + 0;",
+        "return first + base() + extra_value();",
+    );
+    f.save("main.c");
+    match save_outcome(&mut f) {
+        Err(message) => {
+            for needle in ["`twice`", "entry+3", "nothing was written"] {
+                assert!(message.contains(needle), "{needle:?} missing in: {message}");
+            }
+            assert!(
+                !message.contains("constructors of"),
+                "the refusal says constructors ran: {message}"
+            );
+        }
+        Ok(summary) => panic!("the save swapped with the frame live: {summary:?}"),
+    }
+    f.assert_same_process();
+
+    // The frame returns into the old body; everything the program prints from here on comes
+    // after anything a constructor run by the refused swap would have printed.
+    f.write("go", "");
+    let line = f.wait_output("tick=");
+    assert!(line.ends_with("twice=2"), "not the old code: {line}");
+    for line in f.next_lines(3) {
+        assert!(line.ends_with("twice=2"), "not the old code: {line}");
+    }
+    assert_eq!(
+        printed(&f, "constructor ran"),
+        0,
+        "the refused swap ran extra.c's constructor"
+    );
+
+    f.save("main.c");
+    let summary = save_outcome(&mut f).expect("the save once the frame returned");
+    assert_eq!(summary.swapped, vec!["twice".to_string()], "{summary:?}");
+    f.wait_output("twice=102");
+    assert_eq!(printed(&f, "constructor ran"), 1, "constructed once");
+    f.assert_same_process();
 }

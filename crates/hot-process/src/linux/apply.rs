@@ -1,6 +1,7 @@
 //! Applying a [`WritePlan`]: arena writes while the program runs, then every thread
 //! stopped, moved out of the bytes about to change, expected bytes checked, commit writes
-//! with rollback, and every thread released.
+//! with rollback, and every thread released. A check ([`Mode::Check`]) does all of that
+//! but the writes.
 
 use std::time::Instant;
 
@@ -27,22 +28,38 @@ pub(crate) struct Applied {
     pub(crate) leader_status: Option<i32>,
 }
 
+/// Whether an apply writes, or only makes every check a write would be refused by.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Mode {
+    Write,
+    /// Stop every thread, step them out of the bytes about to change, scan their stacks and
+    /// compare the bytes expected at every commit write, and write nothing (`prepare` and
+    /// `copies` are not written either).
+    Check,
+}
+
 pub(crate) fn apply(
     pid: i32,
     mem: &ProcMem,
     plan: &WritePlan,
     scratch: &mut ApplyScratch,
+    mode: Mode,
 ) -> Result<Applied, ProcessError> {
     // A debugger holds the program: it cannot be stopped by hot-lsp, but may be stopped
     // already (held.rs).
     if let Some(debugger) = super::held::debugger_of(pid) {
-        return super::held::apply_held(pid, mem, plan, scratch, &debugger);
+        return super::held::apply_held(pid, mem, plan, scratch, &debugger, mode);
     }
+    let nothing = WritePlan::default();
+    let (prepare, copies) = match mode {
+        Mode::Write => (&plan.prepare, &plan.copies),
+        Mode::Check => (&nothing.prepare, &nothing.copies),
+    };
     // (1) Arena contents: not reachable yet, so written while the program runs. A kernel
     // that forces /proc/PID/mem writes only for a tracer refuses them now; those are retried
     // once the threads are seized.
     let mut deferred: Vec<&Write> = Vec::new();
-    for write in &plan.prepare {
+    for write in prepare {
         if fault::io(Step::ArenaWrite)
             .and_then(|()| mem.write_all(write.addr, &write.bytes))
             .is_err()
@@ -52,7 +69,7 @@ pub(crate) fn apply(
     }
     // (2) Slots filled from values read in the target (resolved IFUNCs and the like).
     let mut deferred_copies: Vec<SlotCopy> = Vec::new();
-    for &copy in &plan.copies {
+    for &copy in copies {
         let SlotCopy { src, dst } = copy;
         let mut value = [0u8; 8];
         fault::io(Step::SlotCopy)
@@ -78,6 +95,7 @@ pub(crate) fn apply(
         &mut threads,
         &deferred,
         &deferred_copies,
+        mode,
     );
     threads.resume();
     let stopped_micros = started.elapsed().as_micros() as u64;
@@ -104,6 +122,7 @@ pub(crate) fn apply(
     })
 }
 
+#[allow(clippy::too_many_arguments)]
 fn apply_stopped(
     pid: i32,
     mem: &ProcMem,
@@ -112,6 +131,7 @@ fn apply_stopped(
     threads: &mut StoppedThreads,
     deferred: &[&Write],
     deferred_copies: &[SlotCopy],
+    mode: Mode,
 ) -> Result<Vec<LiveFrame>, ProcessError> {
     let mut live = Vec::new();
     for write in deferred {
@@ -206,7 +226,10 @@ fn apply_stopped(
     }
 
     // (4) Check what is there, keep it for rollback, write.
-    write_commits(mem, plan, scratch)?;
+    match mode {
+        Mode::Write => write_commits(mem, plan, scratch)?,
+        Mode::Check => read_commits(mem, plan, scratch)?,
+    }
     Ok(live)
 }
 
@@ -266,31 +289,10 @@ pub(super) fn write_commits(
     plan: &WritePlan,
     scratch: &mut ApplyScratch,
 ) -> Result<(), ProcessError> {
+    read_commits(mem, plan, scratch)?;
     // Data first: once the entries point at the new bodies, what those read must be in
     // place.
     let commits = || plan.commit_data.iter().chain(&plan.commit);
-    scratch.originals.clear();
-    for write in commits() {
-        let len = write
-            .bytes
-            .len()
-            .max(write.expected.as_ref().map_or(0, Vec::len));
-        scratch.current.resize(len, 0);
-        mem.read_exact(write.addr, &mut scratch.current)
-            .map_err(|err| ProcessError::Protection {
-                addr: write.addr,
-                what: write.what.clone(),
-                message: format!("cannot read: {err}"),
-            })?;
-        if let Some(expected) = &write.expected {
-            if scratch.current[..expected.len()] != expected[..] {
-                return Err(unexpected_bytes(write, &scratch.current, expected));
-            }
-        }
-        scratch
-            .originals
-            .extend_from_slice(&scratch.current[..write.bytes.len()]);
-    }
     let mut offset = 0;
     for (done, write) in commits().enumerate() {
         let step = match done < plan.commit_data.len() {
@@ -320,6 +322,40 @@ pub(super) fn write_commits(
         offset += write.bytes.len();
     }
     debug_assert_eq!(offset, scratch.originals.len());
+    Ok(())
+}
+
+/// The first half of [`write_commits`]: every commit write's target read and checked against
+/// the bytes expected there, its original bytes kept in `scratch` for a rollback. Nothing
+/// is written.
+pub(super) fn read_commits(
+    mem: &ProcMem,
+    plan: &WritePlan,
+    scratch: &mut ApplyScratch,
+) -> Result<(), ProcessError> {
+    let commits = || plan.commit_data.iter().chain(&plan.commit);
+    scratch.originals.clear();
+    for write in commits() {
+        let len = write
+            .bytes
+            .len()
+            .max(write.expected.as_ref().map_or(0, Vec::len));
+        scratch.current.resize(len, 0);
+        mem.read_exact(write.addr, &mut scratch.current)
+            .map_err(|err| ProcessError::Protection {
+                addr: write.addr,
+                what: write.what.clone(),
+                message: format!("cannot read: {err}"),
+            })?;
+        if let Some(expected) = &write.expected {
+            if scratch.current[..expected.len()] != expected[..] {
+                return Err(unexpected_bytes(write, &scratch.current, expected));
+            }
+        }
+        scratch
+            .originals
+            .extend_from_slice(&scratch.current[..write.bytes.len()]);
+    }
     Ok(())
 }
 

@@ -28,7 +28,9 @@
 
 use std::time::Instant;
 
-use super::apply::{scan_stopped_thread, write_commits, Applied, ApplyScratch, StoppedThread};
+use super::apply::{
+    read_commits, scan_stopped_thread, write_commits, Applied, ApplyScratch, Mode, StoppedThread,
+};
 use super::memory::{read_mappings, ProcMem};
 use super::stacks::{Guarded, Watched};
 use super::threads::{list_tasks, tracer_and_state};
@@ -81,13 +83,15 @@ fn stopped_sp_pc(pid: i32, tid: i32) -> Option<(u64, u64)> {
 }
 
 /// Apply `plan` to a program `debugger` traces, if the debugger holds every thread
-/// stopped; [`ProcessError::HeldByDebugger`] (nothing written) if any runs.
+/// stopped; [`ProcessError::HeldByDebugger`] (nothing written) if any runs. `Mode::Check`
+/// makes the same checks and writes nothing.
 pub(crate) fn apply_held(
     pid: i32,
     mem: &ProcMem,
     plan: &WritePlan,
     scratch: &mut ApplyScratch,
     debugger: &Debugger,
+    mode: Mode,
 ) -> Result<Applied, ProcessError> {
     let started = Instant::now();
     let running = || ProcessError::HeldByDebugger {
@@ -151,6 +155,18 @@ pub(crate) fn apply_held(
         }
     }
 
+    if mode == Mode::Check {
+        read_commits(mem, plan, scratch)?;
+        return Ok(Applied {
+            report: ApplyReport {
+                stopped_micros: started.elapsed().as_micros() as u64,
+                threads: threads.len(),
+                live,
+                ..ApplyReport::default()
+            },
+            leader_status: None,
+        });
+    }
     for write in &plan.prepare {
         mem.write_all(write.addr, &write.bytes)
             .map_err(|err| ProcessError::Protection {

@@ -262,6 +262,15 @@ impl Debuggee {
     pub(crate) fn apply(&self, plan: &WritePlan) -> Result<ApplyReport, ProcessError> {
         self.request(|reply| Request::Apply {
             plan: plan.clone(),
+            mode: apply::Mode::Write,
+            reply,
+        })
+    }
+
+    pub(crate) fn check(&self, plan: &WritePlan) -> Result<ApplyReport, ProcessError> {
+        self.request(|reply| Request::Apply {
+            plan: plan.clone(),
+            mode: apply::Mode::Check,
             reply,
         })
     }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use crossbeam_channel::{Receiver, Sender};
 
-use super::apply::{apply, ApplyScratch};
+use super::apply::{apply, ApplyScratch, Mode};
 use super::inject::{arena_candidates, mmap_min_addr, prot_flags, Heap, Injector, LOW_LIMIT};
 use super::memory::{exe_link, image_range, read_mappings, start_brk, ProcMem};
 use super::threads::{
@@ -39,6 +39,8 @@ pub(crate) enum Request {
     },
     Apply {
         plan: WritePlan,
+        /// `Mode::Check`: every check of the apply, nothing written.
+        mode: Mode,
         reply: Sender<Result<ApplyReport, ProcessError>>,
     },
     /// Call a function in the target with every thread stopped (see `call.rs`).
@@ -268,13 +270,13 @@ impl Owner {
                 let _ = reply.send(result);
                 false
             }
-            Request::Apply { plan, reply } => {
+            Request::Apply { plan, mode, reply } => {
                 let result = if self.detached {
                     Err(ProcessError::Other("the program was detached".into()))
                 } else if let Some(exec) = self.check_exec() {
                     Err(exec)
                 } else {
-                    apply(self.pid, &self.mem, &plan, &mut self.scratch).map(|applied| {
+                    apply(self.pid, &self.mem, &plan, &mut self.scratch, mode).map(|applied| {
                         if applied.leader_status.is_some() {
                             self.leader_status = applied.leader_status;
                         }

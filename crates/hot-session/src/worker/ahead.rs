@@ -1,7 +1,7 @@
 //! Compile ahead of the save: an edited buffer's text is compiled in the background once
-//! typing pauses, and linked against the running image without writing anything, so what
-//! the save would be refused for shows while typing and a save of that same text swaps at
-//! once.
+//! typing pauses, linked against the running image and put through the save's ABI checks
+//! without writing anything, so what the save would be refused for shows while typing and a
+//! save of that same text swaps at once.
 //!
 //! One compile ahead runs at a time, on a thread of its own (the worker never waits for it
 //! while typing goes on); a newer text of the same file kills it (its whole process group).
@@ -343,6 +343,13 @@ impl Worker {
         if undefined && program.refresh_libraries() {
             linked = link(program);
         }
+        // The save's ABI checks too (worker/abi.rs: a changed layout or signature, a
+        // function removed but still called): what the save would be refused for shows
+        // while typing, whichever check refuses it.
+        let linked = linked.map(|(changes, result)| {
+            let checked = result.and_then(|patch| super::abi::check(program, requests, patch));
+            (changes, checked)
+        });
         drop(request);
         // A panic of the linker (already a message) is for the save to report.
         let Some((changes, result)) = linked else {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use hot_object::Object;
 
 use super::{has_extension, Baseline, Worker, SOURCE_EXTENSIONS};
-use crate::compile::{self, CompileJob};
+use crate::compile::{self, Cancel, CompileJob};
 use crate::compile_db::{normalize, CompileDatabase, CompileEntry};
 use crate::program::{cu_source, unit_of, UnitMatch};
 use crate::{Phase, Severity};
@@ -392,7 +392,7 @@ impl Worker {
         let Some(job) = self.baseline_job(file)? else {
             return Ok(());
         };
-        let run = run_baseline(&job);
+        let run = run_baseline(&job, &Cancel::default());
         self.finish_baseline(job, run)
     }
 
@@ -405,18 +405,36 @@ impl Worker {
             return Ok(());
         };
         let (done, result) = crossbeam_channel::bounded(1);
+        let cancel = Cancel::default();
+        let thread_cancel = cancel.clone();
         std::thread::Builder::new()
             .name("hot-lsp baseline".into())
             .spawn(move || {
-                let run = run_baseline(&job);
+                let run = run_baseline(&job, &thread_cancel);
+                // Abandoned at shutdown: nobody listens any more.
                 let _ = done.send((job, run));
             })
             .map_err(|e| format!("cannot start its baseline compile: {e}"))?;
         self.baseline_in_flight = Some(BaselineInFlight {
             file: file.to_owned(),
             result,
+            cancel,
         });
         Ok(())
+    }
+
+    /// The session ends: the baseline compile in flight is killed (the compiler's whole
+    /// process group) and its result never waited for. A baseline of a big file takes a
+    /// minute, and nothing needs it any more; its thread removes its scratch files as the
+    /// killed compiler returns.
+    pub(super) fn abandon_baseline(&mut self) {
+        if let Some(in_flight) = self.baseline_in_flight.take() {
+            tracing::debug!(
+                "the baseline compile of {} is abandoned: the session ends",
+                in_flight.file.display()
+            );
+            in_flight.cancel.cancel();
+        }
     }
 
     /// Wait for the baseline compile in flight, if any, and keep its result.
@@ -475,7 +493,9 @@ impl Worker {
                 prepared.len()
             ),
         );
-        let runs = super::pipeline::in_parallel(&prepared, jobs, run_baseline);
+        let runs = super::pipeline::in_parallel(&prepared, jobs, |job| {
+            run_baseline(job, &Cancel::default())
+        });
         for (job, run) in prepared.into_iter().zip(runs) {
             let file = job.file.clone();
             if let Err(e) = self.finish_baseline(job, run) {
@@ -708,6 +728,8 @@ pub(super) struct BaselineJob {
 pub(super) struct BaselineInFlight {
     file: PathBuf,
     pub(super) result: crossbeam_channel::Receiver<BaselineDone>,
+    /// Kills its compiler (`abandon_baseline`).
+    cancel: Cancel,
 }
 
 /// A finished baseline compile: what was compiled and what it gave.
@@ -719,17 +741,22 @@ pub(super) struct BaselineRun {
     deps: Option<Vec<PathBuf>>,
 }
 
-/// Run a prepared baseline compile (no worker state: it may run on a compile thread).
-pub(super) fn run_baseline(job: &BaselineJob) -> BaselineRun {
-    let result = compile::run(&job.job);
+/// Run a prepared baseline compile (no worker state: it may run on a compile thread), in a
+/// process group of its own that `cancel` kills.
+pub(super) fn run_baseline(job: &BaselineJob, cancel: &Cancel) -> BaselineRun {
+    let result = compile::run_cancellable(&job.job, cancel);
     let _ = std::fs::remove_dir_all(&job.copy_dir);
     let deps = std::fs::read_to_string(&job.depfile)
         .ok()
         .map(|text| compile::parse_depfile(&text, &job.job.directory));
     let _ = std::fs::remove_file(&job.depfile);
     let object = match result {
-        Ok(outcome) if outcome.success => read_object(&job.job),
-        Ok(outcome) => Err(outcome
+        Ok(None) => {
+            let _ = std::fs::remove_file(&job.job.output);
+            Err("its compile was cancelled".to_owned())
+        }
+        Ok(Some(outcome)) if outcome.success => read_object(&job.job),
+        Ok(Some(outcome)) => Err(outcome
             .diagnostics
             .iter()
             .find(|d| d.severity == Severity::Error)

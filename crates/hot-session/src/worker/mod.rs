@@ -107,7 +107,8 @@ struct Worker {
     baseline_queue: BTreeSet<PathBuf>,
     /// The queued baseline being compiled on its own thread, so that the program's output
     /// keeps flowing during the compile (sqlite3.c takes 40 s and more). Everything else the
-    /// worker does waits for it first (`settle_baseline`), as if it had run in place.
+    /// worker does waits for it first (`settle_baseline`), as if it had run in place —
+    /// but shutdown, which kills it (`abandon_baseline`).
     baseline_in_flight: Option<BaselineInFlight>,
     /// What each baseline compile read (the source and every header, from `-MD`): a
     /// baseline is trusted only if none of them changed after the executable was built.
@@ -256,10 +257,11 @@ pub(crate) fn run(
         // else sees the worker's state as if the compile had run in place.
         // Keystrokes (a buffer's new text, an editor closing it) touch no baseline state:
         // typing must not stall the program's output either.
+        // Shutdown neither: it kills the compile (`abandon_baseline`) instead of waiting.
         let output = matches!(
             event,
             Event::Process(ProcessEvent::Output { .. })
-                | Event::Command(Command::Changed { .. } | Command::Closed(_))
+                | Event::Command(Command::Changed { .. } | Command::Closed(_) | Command::Shutdown)
         );
         if !output && !matches!(event, Event::Baseline(_)) {
             worker.settle_baseline();
@@ -267,6 +269,7 @@ pub(crate) fn run(
         match event {
             Event::Baseline(done) => worker.finish_baseline_in_flight(done),
             Event::Command(Command::Shutdown) => {
+                worker.abandon_baseline();
                 worker.stop_program(false);
                 break;
             }
@@ -296,6 +299,7 @@ pub(crate) fn run(
                     worker.on_command(command);
                 }
                 if stop {
+                    worker.abandon_baseline();
                     worker.stop_program(false);
                     break;
                 }

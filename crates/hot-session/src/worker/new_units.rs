@@ -4,8 +4,9 @@
 //! - A save of such a file links it in as a new unit: every function new (a stub each),
 //!   its variables allocated and initialised, its static constructors (`.init_array`: C++
 //!   globals with constructors, `__attribute__((constructor))`) run once in the target
-//!   through injected calls, after the arena contents are written and before the entries go
-//!   live (`unwind.rs` runs them between its stops). From then on it is a unit like the
+//!   through injected calls, after the arena contents are written and every check of the
+//!   commit passed, and before the entries go live (`unwind.rs` runs them between its
+//!   stops): a swap refused runs none. From then on it is a unit like the
 //!   others: its baseline is the object just linked, so a later save swaps what changed.
 //!   Undo of that swap makes it unlinked again (its memory stays; nothing reaches it).
 //! - A link that fails on undefined symbols looks them up in the database's files that are

@@ -52,7 +52,9 @@ impl Worker {
     ///
     /// `constructors` (those of units linked in new, `new_units.rs`) run after the tables
     /// are registered and before the commit, in their own stops: the new unit's globals are
-    /// constructed before anything the program runs can reach its code.
+    /// constructed before anything the program runs can reach its code. Before them, every
+    /// check of the commit is made with nothing written (`Debuggee::check`), so a swap the
+    /// program's state refuses runs no constructor.
     pub(super) fn apply_with_unwind(
         &mut self,
         plan: &WritePlan,
@@ -174,7 +176,24 @@ impl Worker {
                 ),
             );
         }
+        let commit = WritePlan {
+            prepare: Vec::new(),
+            copies: Vec::new(),
+            ..plan.clone()
+        };
         if !constructors.is_empty() {
+            // What a constructor does cannot be taken back (it prints, opens files, registers
+            // itself elsewhere): it runs only once every check that can refuse the commit has
+            // passed — a frame returning into the bytes an entry jump overwrites, a thread
+            // that cannot be stepped out, bytes changed under an entry (a breakpoint), a
+            // debugger that took the program — made now with every thread stopped, and
+            // nothing written.
+            if let Err(e) = self.debuggee_check(&commit) {
+                if registered {
+                    self.retire(patch);
+                }
+                return Err(e);
+            }
             // From the first call on, the target may hold pointers into the patch's space
             // (an `atexit` destructor, a registered callback): never handed out again.
             if let Err(e) = self.run_constructors(constructors) {
@@ -183,18 +202,19 @@ impl Worker {
             }
             registered = true;
         }
-        let commit = WritePlan {
-            prepare: Vec::new(),
-            copies: Vec::new(),
-            ..plan.clone()
-        };
         let result = self.debuggee_apply(&commit);
         if result.is_err() && registered {
             // The table stays registered (nothing reaches its code); its space must never
             // be handed out again.
             self.retire(patch);
         }
-        result
+        if constructors.is_empty() {
+            return result;
+        }
+        // The program ran between the check and the commit (the constructors in it), so the
+        // commit checks again, and its writes may fail: refused now, it must not pass for a
+        // save that did nothing.
+        result.map_err(|e| constructors_ran(e, constructors))
     }
 
     pub(super) fn retire(&mut self, patch: &Patch) {
@@ -256,10 +276,49 @@ impl Worker {
         self.message(Severity::Warning, text);
     }
 
+    fn debuggee_check(&self, plan: &WritePlan) -> Result<ApplyReport, ProcessError> {
+        match self.program.as_ref() {
+            Some(program) => program.debuggee.check(plan),
+            None => Err(ProcessError::Exited),
+        }
+    }
+
     fn debuggee_apply(&self, plan: &WritePlan) -> Result<ApplyReport, ProcessError> {
         match self.program.as_ref() {
             Some(program) => program.debuggee.apply(plan),
             None => Err(ProcessError::Exited),
         }
+    }
+}
+
+/// A commit that failed after the static constructors of new units ran, although the check
+/// before them passed (the program ran in between, or a write failed): the refusal says that
+/// they ran and that what they did stays, so "nothing was swapped" is not taken for "nothing
+/// happened".
+fn constructors_ran(e: ProcessError, constructors: &[hot_link::ConstructorCall]) -> ProcessError {
+    let mut units: Vec<&str> = constructors.iter().map(|c| c.unit.as_str()).collect();
+    units.dedup();
+    let note = format!(
+        "; the static constructors of {} had already run in the program (every check before \
+         them had passed; the commit failed after them): what they did stays done, their \
+         copies of the unit's variables are in memory nothing reaches, and a later save runs \
+         them again",
+        units.join(", ")
+    );
+    match e {
+        ProcessError::Exited => ProcessError::Exited,
+        ProcessError::PermissionDenied(text) => {
+            ProcessError::PermissionDenied(format!("{text}{note}"))
+        }
+        ProcessError::Protection {
+            addr,
+            what,
+            message,
+        } => ProcessError::Protection {
+            addr,
+            what,
+            message: format!("{message}{note}"),
+        },
+        other => ProcessError::Other(format!("{other}{note}")),
     }
 }
