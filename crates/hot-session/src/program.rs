@@ -19,6 +19,34 @@ const DATA_ARENA_SIZE: u64 = 16 << 20;
 /// The least an arena may be when less room is free.
 const MIN_ARENA_SIZE: u64 = 1 << 20;
 
+/// Why no linker could be made for the program.
+#[derive(Debug)]
+pub enum LinkerError {
+    /// The process refused what the linker needs of it (`what`: mapping an arena); the
+    /// error keeps its kind, so a denied trace is reported as one.
+    Process {
+        what: &'static str,
+        error: hot_process::ProcessError,
+    },
+    /// Anything else (the image could not be read).
+    Other(String),
+}
+
+impl std::fmt::Display for LinkerError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LinkerError::Process { what, error } => write!(f, "{what}: {error}"),
+            LinkerError::Other(text) => f.write_str(text),
+        }
+    }
+}
+
+impl From<String> for LinkerError {
+    fn from(text: String) -> LinkerError {
+        LinkerError::Other(text)
+    }
+}
+
 /// A patch that was applied, kept so `undo` can revert it.
 pub(crate) struct AppliedPatch {
     /// The saved file (a source file, or the header whose includers were swapped).
@@ -92,7 +120,7 @@ impl Program {
     }
 
     /// The linker, created with fresh arenas the first time a patch needs it.
-    pub fn linker(&mut self) -> Result<&mut Linker, String> {
+    pub fn linker(&mut self) -> Result<&mut Linker, LinkerError> {
         if self.linker.is_none() {
             // The libraries are read with the linker, not with the executable: right after
             // exec the dynamic linker has not loaded them yet (see `libraries_ready`).
@@ -102,7 +130,7 @@ impl Program {
                 let image = self
                     .image
                     .as_mut()
-                    .ok_or("the program's image is not read")?;
+                    .ok_or_else(|| "the program's image is not read".to_string())?;
                 image.libs = libs;
                 image.clone()
             };
@@ -110,7 +138,10 @@ impl Program {
             let exe_range = self
                 .debuggee
                 .image_range()
-                .map_err(|e| format!("cannot find the executable's mappings: {e}"))?;
+                .map_err(|error| LinkerError::Process {
+                    what: "cannot find the executable's mappings",
+                    error,
+                })?;
             // Sized to the gap when less room is free (a non-PIE executable below 2 GiB).
             let code = self
                 .debuggee
@@ -120,7 +151,10 @@ impl Program {
                     MIN_ARENA_SIZE,
                     Protection::ReadExecute,
                 )
-                .map_err(|e| format!("cannot map the code arena: {e}"))?;
+                .map_err(|error| LinkerError::Process {
+                    what: "cannot map the code arena",
+                    error,
+                })?;
             let data = self
                 .debuggee
                 .map_arena_up_to(
@@ -129,7 +163,10 @@ impl Program {
                     MIN_ARENA_SIZE,
                     Protection::ReadWrite,
                 )
-                .map_err(|e| format!("cannot map the data arena: {e}"))?;
+                .map_err(|error| LinkerError::Process {
+                    what: "cannot map the data arena",
+                    error,
+                })?;
             let arenas = Arenas {
                 code: RuntimeAddr(code.start)..RuntimeAddr(code.end),
                 data: RuntimeAddr(data.start)..RuntimeAddr(data.end),
@@ -140,7 +177,7 @@ impl Program {
         }
         self.linker
             .as_mut()
-            .ok_or_else(|| "the linker could not be created".to_string())
+            .ok_or_else(|| LinkerError::Other("the linker could not be created".into()))
     }
 }
 

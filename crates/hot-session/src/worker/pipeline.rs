@@ -22,7 +22,7 @@ use super::{has_extension, Baseline, Worker, HEADER_EXTENSIONS, SOURCE_EXTENSION
 use crate::compile::{self, CompileJob, CompileOutcome};
 use crate::compile_db::normalize;
 use crate::config;
-use crate::program::{unit_of, AppliedPatch, UnitMatch};
+use crate::program::{unit_of, AppliedPatch, LinkerError, UnitMatch};
 use crate::{Diagnostic, Micros, Phase, Progress, SessionEvent, Severity, State, SwapSummary};
 
 /// The most compiles a header's swap runs at once, whatever the machine has.
@@ -447,7 +447,7 @@ impl Worker {
                 Some(patch) => Ok(Ok(patch)),
                 None => program
                     .linker()
-                    .and_then(|linker| link_guarded(linker, &requests)),
+                    .and_then(|linker| link_guarded(linker, &requests).map_err(Into::into)),
             };
             let undefined = linked.as_ref().is_ok_and(|result| {
                 result.as_ref().is_err_and(|errors| {
@@ -459,7 +459,7 @@ impl Worker {
             // A symbol may come from a library loaded since the linker last looked.
             if undefined && program.refresh_libraries() {
                 if let Ok(linker) = program.linker() {
-                    linked = link_guarded(linker, &requests);
+                    linked = link_guarded(linker, &requests).map_err(Into::into);
                 }
             }
             // Names the link could not resolve, taken before the ABI checks: a function
@@ -493,7 +493,20 @@ impl Worker {
         };
         let result = match linked {
             Ok(result) => result,
-            Err(text) => {
+            Err(LinkerError::Process { what, error }) => {
+                // The arenas could not be mapped: a denied trace is as much the save's
+                // failure as a refused swap, shown where the file is.
+                if let Some(code) = process_error_code(&error) {
+                    let text = hot_object::display_names(&format!("{what}: {error}")).into_owned();
+                    for (file, diagnostics) in files.iter().zip(&mut diagnostics) {
+                        diagnostics.push(located(None, file, Severity::Error, code, &text));
+                    }
+                }
+                self.publish_each(&files, diagnostics);
+                self.fail_process(&error, &format!("{what}: "));
+                return Err(());
+            }
+            Err(LinkerError::Other(text)) => {
                 self.publish_each(&files, diagnostics);
                 self.fail(text);
                 return Err(());
@@ -894,8 +907,8 @@ fn compile_one(
 }
 
 /// The names of undefined symbols a failed link reports (each once, in order).
-fn undefined_names(
-    linked: &Result<Result<hot_link::Patch, Vec<hot_link::LinkError>>, String>,
+fn undefined_names<E>(
+    linked: &Result<Result<hot_link::Patch, Vec<hot_link::LinkError>>, E>,
 ) -> Vec<String> {
     let mut names: Vec<String> = Vec::new();
     if let Ok(Err(errors)) = linked {
