@@ -24,7 +24,10 @@
 //! them on `continue`, so it puts back what hot-lsp wrote. A debugger that resumes the
 //! program *while* the writes happen could let a thread run into a half-written entry: the
 //! window is the few microseconds of the writes, after the check that every thread is
-//! stopped.
+//! stopped. That check wants a stop that lasts (50 ms, the same threads at the same places,
+//! none scheduled in between): a debugger also stops every thread for moments of its own —
+//! a new thread, a library loaded, a signal it passes on — and resumes them at once, and a
+//! swap must not be written into one of those.
 
 use std::time::Instant;
 
@@ -82,6 +85,50 @@ fn stopped_sp_pc(pid: i32, tid: i32) -> Option<(u64, u64)> {
     ))
 }
 
+/// How long the debugger's stop must last, unchanged, before a swap writes under it.
+const HELD_SETTLE: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// One stopped thread as seen from `/proc`: where it is and how often it has been scheduled.
+#[derive(Debug, PartialEq, Eq)]
+struct HeldThread {
+    tid: i32,
+    sp: u64,
+    pc: u64,
+    switches: u64,
+}
+
+/// Every live thread of `pid` if each is in a tracing stop (`None` if one runs).
+fn held_threads(pid: i32) -> Result<Option<Vec<HeldThread>>, ProcessError> {
+    let mut tids = Vec::new();
+    list_tasks(pid, &mut tids)?;
+    let mut threads = Vec::with_capacity(tids.len());
+    for &tid in &tids {
+        match tracer_and_state(pid, tid) {
+            // Gone, or exiting: it runs nothing any more.
+            None | Some((_, 'Z' | 'X')) => continue,
+            Some((_, 't' | 'T')) => {}
+            Some(_) => return Ok(None),
+        }
+        let Some((sp, pc)) = stopped_sp_pc(pid, tid) else {
+            return Ok(None);
+        };
+        let status =
+            std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/status")).unwrap_or_default();
+        let switches = status
+            .lines()
+            .filter(|l| l.contains("ctxt_switches:"))
+            .filter_map(|l| l.split(':').nth(1)?.trim().parse::<u64>().ok())
+            .sum();
+        threads.push(HeldThread {
+            tid,
+            sp,
+            pc,
+            switches,
+        });
+    }
+    Ok(Some(threads))
+}
+
 /// Apply `plan` to a program `debugger` traces, if the debugger holds every thread
 /// stopped; [`ProcessError::HeldByDebugger`] (nothing written) if any runs. `Mode::Check`
 /// makes the same checks and writes nothing.
@@ -102,19 +149,17 @@ pub(crate) fn apply_held(
     if !debugger.stopped {
         return Err(running());
     }
-    let mut tids = Vec::new();
-    list_tasks(pid, &mut tids)?;
-    let mut threads: Vec<(i32, u64, u64)> = Vec::with_capacity(tids.len());
-    for &tid in &tids {
-        match tracer_and_state(pid, tid) {
-            // Gone, or exiting: it runs nothing any more.
-            None | Some((_, 'Z' | 'X')) => continue,
-            Some((_, 't' | 'T')) => {}
-            Some(_) => return Err(running()),
-        }
-        let (sp, pc) = stopped_sp_pc(pid, tid).ok_or_else(running)?;
-        threads.push((tid, sp, pc));
+    // A debugger also stops every thread for a moment of its own (a new thread, a library
+    // loaded, a signal it passes on) and resumes them at once: only a stop that lasts is the
+    // user's. The same threads, each at the same place and not scheduled in between, on two
+    // looks `HELD_SETTLE` apart.
+    let first = held_threads(pid)?.ok_or_else(running)?;
+    std::thread::sleep(HELD_SETTLE);
+    let second = held_threads(pid)?.ok_or_else(running)?;
+    if first != second {
+        return Err(running());
     }
+    let threads: Vec<(i32, u64, u64)> = second.iter().map(|t| (t.tid, t.sp, t.pc)).collect();
 
     let guarded = Guarded::new(
         plan.commit
