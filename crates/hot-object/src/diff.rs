@@ -165,6 +165,8 @@ pub fn changed_functions(old: &Object, new: &Object) -> AtomDiff {
         next_index: 0,
         old_labels: Labels::default(),
         new_labels: Labels::default(),
+        old_fdes: None,
+        new_fdes: None,
     };
 
     let mut matches = Vec::new();
@@ -294,6 +296,10 @@ struct Comparer<'a> {
     next_index: u32,
     old_labels: Labels,
     new_labels: Labels,
+    /// Each object's FDEs by atom ([`Object::fdes_by_atom`]), built on the first function
+    /// compared: one pass over `.eh_frame` instead of one per function.
+    old_fdes: Option<HashMap<AtomId, Vec<usize>>>,
+    new_fdes: Option<HashMap<AtomId, Vec<usize>>>,
 }
 
 /// The positions inside anonymous data atoms that exact references of the object designate
@@ -371,7 +377,10 @@ impl Comparer<'_> {
         if self.new.atom(new).kind != AtomKind::Text {
             return None;
         }
-        let (old_tables, new_tables) = (lsdas(self.old, old), lsdas(self.new, new));
+        let old_fdes = self.old_fdes.get_or_insert_with(|| self.old.fdes_by_atom());
+        let old_tables = lsdas(self.old, old_fdes, old);
+        let new_fdes = self.new_fdes.get_or_insert_with(|| self.new.fdes_by_atom());
+        let new_tables = lsdas(self.new, new_fdes, new);
         if old_tables.len() != new_tables.len() {
             return Some(ChangeReason::ExceptionTable);
         }
@@ -744,9 +753,9 @@ fn entry_window(bytes: &[u8], p: i64, reach: i64, size: usize) -> Option<(usize,
 }
 
 /// The atoms a function's FDEs point at besides the function itself: its LSDAs.
-fn lsdas(object: &Object, atom: AtomId) -> Vec<AtomId> {
+fn lsdas(object: &Object, fdes: &HashMap<AtomId, Vec<usize>>, atom: AtomId) -> Vec<AtomId> {
     let mut tables = Vec::new();
-    for fde in object.fdes_of(atom) {
+    for &fde in fdes.get(&atom).into_iter().flatten() {
         for reloc in &object.eh_frame[fde].relocs {
             // pc_begin (at 8) designates the function itself.
             if reloc.offset.0 == 8 {

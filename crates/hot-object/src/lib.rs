@@ -33,6 +33,7 @@ pub use image::{
 pub use names::{display_name, display_names};
 pub use reloc::RelocKind;
 
+use rustc_hash::FxHashMap as HashMap;
 use std::path::{Path, PathBuf};
 
 /// Dense index of an atom inside one [`Object`].
@@ -377,6 +378,22 @@ impl Object {
                 } if f == atom => Some(i),
                 _ => None,
             })
+    }
+
+    /// [`Object::fdes_of`] for every atom at once, in one pass over `.eh_frame`: atom ->
+    /// its FDEs in section order. For callers that ask about many atoms (the diff asks about
+    /// every matched function), where `fdes_of` per atom would scan the table each time.
+    pub fn fdes_by_atom(&self) -> HashMap<AtomId, Vec<usize>> {
+        let mut by_atom: HashMap<AtomId, Vec<usize>> = HashMap::default();
+        for (i, r) in self.eh_frame.iter().enumerate() {
+            if let EhRecordKind::Fde {
+                function: Some(f), ..
+            } = r.kind
+            {
+                by_atom.entry(f).or_default().push(i);
+            }
+        }
+        by_atom
     }
 
     /// The first named symbol defined in an atom (the function or variable it holds).
