@@ -20,7 +20,7 @@
 //! are never taken for statics of the group they sit in (gcc ignores visibility on a
 //! `static`), so they are not mixed up with a file's own static of the same name.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap as HashMap;
 
 use hot_object::{Binding, GotSlotKind, ImageSymbol, SymbolKind, TranslationUnitId};
 

@@ -33,6 +33,11 @@ pub(crate) enum FunctionName<'n> {
 }
 
 pub(crate) fn function_name(name: &str) -> FunctionName<'_> {
+    // Every suffix below has a dot: most names have none (checked once per function of the
+    // object on every link).
+    if !name.contains('.') {
+        return FunctionName::Plain(name);
+    }
     for marker in [".constprop.", ".isra.", ".part.", ".lto_priv."] {
         if name.contains(marker) {
             return FunctionName::Clone;

@@ -16,8 +16,11 @@
 // small integers that no adversary chooses; SipHash showed up in profiles of the save path.
 use rustc_hash::FxHashMap as HashMap;
 
+use std::borrow::Cow;
+
 use crate::{
-    AtomId, AtomKind, AtomOffset, Binding, Machine, Object, Reloc, RelocKind, SymbolDef, SymbolKind,
+    AtomId, AtomKind, AtomOffset, Binding, FdeIndex, Machine, Object, Reloc, RelocKind, SymbolDef,
+    SymbolKind,
 };
 
 /// A named atom of the old object and its counterpart in the new one.
@@ -97,9 +100,11 @@ pub(crate) fn strip_numeric_suffix(name: &str) -> Option<&str> {
 /// `foo.part.0`, and LTO's `foo.lto_priv.0`): its signature or body depends on its callers,
 /// so it is never matched by name.
 pub fn is_ipa_clone(name: &str) -> bool {
-    [".constprop.", ".isra.", ".part.", ".lto_priv."]
-        .iter()
-        .any(|marker| name.contains(marker))
+    // Every marker has a dot; most names have none.
+    name.contains('.')
+        && [".constprop.", ".isra.", ".part.", ".lto_priv."]
+            .iter()
+            .any(|marker| name.contains(marker))
 }
 
 /// The unit a part belongs to: `fn.cold` and `fn.cold.1` belong to `fn`; everything else is
@@ -118,6 +123,11 @@ pub fn unit_name(identity: &str) -> &str {
 /// local, read-only, with a numeric suffix or a DWARF scope), which is copied fresh with
 /// each body and never bound by name.
 pub fn atom_identity(object: &Object, atom: AtomId) -> Option<String> {
+    identity(object, atom).map(Cow::into_owned)
+}
+
+/// [`atom_identity`], borrowed from the symbol's name when it is the identity.
+fn identity(object: &Object, atom: AtomId) -> Option<Cow<'_, str>> {
     let primary = object.primary_symbol(atom)?;
     let sym = object.symbol(primary);
     if is_ipa_clone(&sym.name) {
@@ -130,7 +140,7 @@ pub fn atom_identity(object: &Object, atom: AtomId) -> Option<String> {
     {
         return None;
     }
-    Some(object.match_name(primary))
+    Some(object.match_name_ref(primary))
 }
 
 /// Compare two compiles of the same file: which named atoms changed, which are new, which
@@ -148,7 +158,7 @@ pub fn changed_functions(old: &Object, new: &Object) -> AtomDiff {
     for (index, id) in old_ids.iter().enumerate() {
         if let Some(name) = id {
             old_by_name
-                .entry(name.as_str())
+                .entry(name.as_ref())
                 .or_default()
                 .push(AtomId(index as u32));
         }
@@ -165,6 +175,8 @@ pub fn changed_functions(old: &Object, new: &Object) -> AtomDiff {
         next_index: 0,
         old_labels: Labels::default(),
         new_labels: Labels::default(),
+        old_fdes: None,
+        new_fdes: None,
     };
 
     let mut matches = Vec::new();
@@ -173,9 +185,9 @@ pub fn changed_functions(old: &Object, new: &Object) -> AtomDiff {
     for (index, id) in new_ids.iter().enumerate() {
         let Some(name) = id else { continue };
         let new_atom = AtomId(index as u32);
-        let slot = taken.entry(name.as_str()).or_insert(0);
+        let slot = taken.entry(name.as_ref()).or_insert(0);
         match old_by_name
-            .get(name.as_str())
+            .get(name.as_ref())
             .and_then(|atoms| atoms.get(*slot))
         {
             Some(&old_atom) => {
@@ -183,14 +195,14 @@ pub fn changed_functions(old: &Object, new: &Object) -> AtomDiff {
                 matched_old[old_atom.0 as usize] = true;
                 let reason = comparer.compare_named(old_atom, new_atom);
                 matches.push(AtomMatch {
-                    name: name.clone(),
+                    name: name.to_string(),
                     old: old_atom,
                     new: new_atom,
                     reason,
                 });
             }
             None => added.push(NamedAtom {
-                name: name.clone(),
+                name: name.to_string(),
                 atom: new_atom,
             }),
         }
@@ -200,7 +212,7 @@ pub fn changed_functions(old: &Object, new: &Object) -> AtomDiff {
         .enumerate()
         .filter(|(index, id)| id.is_some() && !matched_old[*index])
         .map(|(index, id)| NamedAtom {
-            name: id.clone().unwrap_or_default(),
+            name: id.as_deref().unwrap_or_default().to_string(),
             atom: AtomId(index as u32),
         })
         .collect();
@@ -239,17 +251,17 @@ pub fn changed_functions(old: &Object, new: &Object) -> AtomDiff {
     diff
 }
 
-fn identities(object: &Object) -> Vec<Option<String>> {
+fn identities(object: &Object) -> Vec<Option<Cow<'_, str>>> {
     (0..object.atoms.len() as u32)
-        .map(|a| atom_identity(object, AtomId(a)))
+        .map(|a| identity(object, AtomId(a)))
         .collect()
 }
 
 /// What a relocation designates, for comparison across the two objects.
-enum Target {
+enum Target<'a> {
     /// A symbol matched by name (an external, a named function or variable), and the
     /// position inside it (symbol offset + addend).
-    Named(String, i64),
+    Named(Cow<'a, str>, i64),
     /// A position inside an anonymous atom of this object: compared by contents.
     Anonymous { atom: AtomId, position: i64 },
     /// Something without a name that is not an atom (absolute symbols, debug sections):
@@ -279,8 +291,8 @@ enum PairState {
 struct Comparer<'a> {
     old: &'a Object,
     new: &'a Object,
-    old_ids: &'a [Option<String>],
-    new_ids: &'a [Option<String>],
+    old_ids: &'a [Option<Cow<'a, str>>],
+    new_ids: &'a [Option<Cow<'a, str>>],
     /// Anonymous atom pairs compared so far, and those still open (see [`PairState`]).
     memo: HashMap<(AtomId, AtomId), PairState>,
     /// Tarjan's stack: open anonymous pairs in the order they were entered. A pair stays on
@@ -294,6 +306,10 @@ struct Comparer<'a> {
     next_index: u32,
     old_labels: Labels,
     new_labels: Labels,
+    /// Each object's FDEs by atom ([`Object::fde_index`]), built on the first function
+    /// compared: one pass over `.eh_frame` instead of one per function.
+    old_fdes: Option<FdeIndex>,
+    new_fdes: Option<FdeIndex>,
 }
 
 /// The positions inside anonymous data atoms that exact references of the object designate
@@ -371,7 +387,10 @@ impl Comparer<'_> {
         if self.new.atom(new).kind != AtomKind::Text {
             return None;
         }
-        let (old_tables, new_tables) = (lsdas(self.old, old), lsdas(self.new, new));
+        let old_fdes = self.old_fdes.get_or_insert_with(|| self.old.fde_index());
+        let old_tables = lsdas(self.old, old_fdes, old);
+        let new_fdes = self.new_fdes.get_or_insert_with(|| self.new.fde_index());
+        let new_tables = lsdas(self.new, new_fdes, new);
         if old_tables.len() != new_tables.len() {
             return Some(ChangeReason::ExceptionTable);
         }
@@ -425,7 +444,11 @@ impl Comparer<'_> {
         None
     }
 
-    fn target(object: &Object, ids: &[Option<String>], reloc: &Reloc) -> Target {
+    fn target<'o>(
+        object: &'o Object,
+        ids: &'o [Option<Cow<'o, str>>],
+        reloc: &Reloc,
+    ) -> Target<'o> {
         let sym = object.symbol(reloc.symbol);
         match sym.def {
             SymbolDef::Atom { atom, offset } => {
@@ -437,21 +460,21 @@ impl Comparer<'_> {
                         && !sym.name.is_empty()
                         && ids[atom.0 as usize].is_some() =>
                     {
-                        Target::Named(object.match_name(reloc.symbol), reloc.addend)
+                        Target::Named(object.match_name_ref(reloc.symbol), reloc.addend)
                     }
-                    Some(identity) => Target::Named(identity.clone(), position),
+                    Some(identity) => Target::Named(Cow::Borrowed(identity), position),
                     None => Target::Anonymous { atom, position },
                 }
             }
             SymbolDef::Undefined | SymbolDef::Common { .. } => {
-                Target::Named(sym.name.clone(), reloc.addend)
+                Target::Named(Cow::Borrowed(&sym.name), reloc.addend)
             }
             SymbolDef::Absolute(value) => Target::Raw(value, reloc.addend),
             SymbolDef::Other => {
                 if sym.name.is_empty() {
                     Target::Raw(u64::from(reloc.symbol.0), reloc.addend)
                 } else {
-                    Target::Named(sym.name.clone(), reloc.addend)
+                    Target::Named(Cow::Borrowed(&sym.name), reloc.addend)
                 }
             }
         }
@@ -744,9 +767,9 @@ fn entry_window(bytes: &[u8], p: i64, reach: i64, size: usize) -> Option<(usize,
 }
 
 /// The atoms a function's FDEs point at besides the function itself: its LSDAs.
-fn lsdas(object: &Object, atom: AtomId) -> Vec<AtomId> {
+fn lsdas(object: &Object, fdes: &FdeIndex, atom: AtomId) -> Vec<AtomId> {
     let mut tables = Vec::new();
-    for fde in object.fdes_of(atom) {
+    for fde in fdes.of(atom) {
         for reloc in &object.eh_frame[fde].relocs {
             // pc_begin (at 8) designates the function itself.
             if reloc.offset.0 == 8 {

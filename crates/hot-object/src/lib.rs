@@ -178,6 +178,24 @@ pub struct SourceLine {
     pub column: u32,
 }
 
+/// The FDEs of each atom ([`Object::fde_index`]): (atom, FDE index) sorted by atom, FDEs
+/// of one atom in section order.
+#[derive(Clone, Debug, Default)]
+pub struct FdeIndex {
+    pairs: Vec<(AtomId, usize)>,
+}
+
+impl FdeIndex {
+    /// The FDEs (indexes into [`Object::eh_frame`]) of `atom`, as [`Object::fdes_of`] gives.
+    pub fn of(&self, atom: AtomId) -> impl Iterator<Item = usize> + '_ {
+        let start = self.pairs.partition_point(|&(a, _)| a < atom);
+        self.pairs[start..]
+            .iter()
+            .take_while(move |&&(a, _)| a == atom)
+            .map(|&(_, fde)| fde)
+    }
+}
+
 /// A parsed relocatable object.
 ///
 /// `Object::default()` is an empty x86-64 object, handy for building test values with
@@ -353,16 +371,22 @@ impl Object {
     /// matched by its name with the suffix stripped. clang names such statics `tick.calls`,
     /// which is stable and kept as it is.
     pub fn match_name(&self, id: SymbolId) -> String {
+        self.match_name_ref(id).into_owned()
+    }
+
+    /// [`Object::match_name`], borrowed from the symbol when it is its name (the diff asks
+    /// for every atom and every relocation target; most names are their own identity).
+    pub(crate) fn match_name_ref(&self, id: SymbolId) -> std::borrow::Cow<'_, str> {
         let sym = self.symbol(id);
         if sym.binding != Binding::Local {
-            return sym.name.clone();
+            return std::borrow::Cow::Borrowed(&sym.name);
         }
         let Some(base) = diff::strip_numeric_suffix(&sym.name) else {
-            return sym.name.clone();
+            return std::borrow::Cow::Borrowed(&sym.name);
         };
         match self.local_static_scope(id) {
-            Some(scope) => format!("{scope}/{base}"),
-            None => base.to_string(),
+            Some(scope) => std::borrow::Cow::Owned(format!("{scope}/{base}")),
+            None => std::borrow::Cow::Borrowed(base),
         }
     }
 
@@ -377,6 +401,26 @@ impl Object {
                 } if f == atom => Some(i),
                 _ => None,
             })
+    }
+
+    /// [`Object::fdes_of`] for every atom at once, in one pass over `.eh_frame`. For callers
+    /// that ask about many atoms (the diff asks about every matched function), where
+    /// `fdes_of` per atom would scan the table each time.
+    pub fn fde_index(&self) -> FdeIndex {
+        let mut pairs: Vec<(AtomId, usize)> = self
+            .eh_frame
+            .iter()
+            .enumerate()
+            .filter_map(|(i, r)| match r.kind {
+                EhRecordKind::Fde {
+                    function: Some(f), ..
+                } => Some((f, i)),
+                _ => None,
+            })
+            .collect();
+        // Stable on the atom: each atom's FDEs stay in section order.
+        pairs.sort_by_key(|&(atom, _)| atom);
+        FdeIndex { pairs }
     }
 
     /// The first named symbol defined in an atom (the function or variable it holds).

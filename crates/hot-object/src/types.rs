@@ -18,6 +18,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 use gimli::{SectionId, UnitOffset};
 use rustc_hash::FxHashMap as HashMap;
@@ -31,6 +32,10 @@ pub struct ObjectDwarf {
     sections: Vec<(SectionId, usize, Vec<u8>)>,
     endian: gimli::RunTimeEndian,
     relocs: HashMap<usize, DebugRelocs>,
+    /// The type table of each named compile unit, read on the first ABI query and kept: the
+    /// object of one save is the baseline of the next, whose checks then read only the new
+    /// object's DWARF.
+    tables: OnceLock<Vec<UnitTypes>>,
 }
 
 impl std::fmt::Debug for ObjectDwarf {
@@ -59,6 +64,7 @@ impl ObjectDwarf {
             sections,
             endian: loaded.endian,
             relocs,
+            tables: OnceLock::new(),
         }
     }
 
@@ -196,7 +202,7 @@ impl Object {
         let loaded = kept.loaded();
         let dwarf = dwarf::make_dwarf(&loaded, &kept.relocs).map_err(|e| e.to_string())?;
         let mut facts = AbiFacts::default();
-        for_each_unit(&dwarf, |_, _, unit, table| {
+        for_each_unit(&dwarf, Some(&kept.tables), |_, _, unit, table| {
             for sub in &table.subprograms {
                 if !sub.has_code || !functions.contains(sub.name.as_str()) {
                     continue;
@@ -243,7 +249,7 @@ impl Object {
         let loaded = kept.loaded();
         let dwarf = dwarf::make_dwarf(&loaded, &kept.relocs).map_err(|e| e.to_string())?;
         let mut users = Vec::new();
-        for_each_unit(&dwarf, |index, name, unit, table| {
+        for_each_unit(&dwarf, Some(&kept.tables), |index, name, unit, table| {
             table.users(&dwarf, unit, types, index, name, &mut users);
         })?;
         Ok(users)
@@ -265,7 +271,7 @@ pub fn image_type_users(
     let no_relocs = HashMap::default();
     let dwarf = dwarf::make_dwarf(&loaded, &no_relocs).map_err(|e| e.to_string())?;
     let mut users = Vec::new();
-    for_each_unit(&dwarf, |index, name, unit, table| {
+    for_each_unit(&dwarf, None, |index, name, unit, table| {
         if !skip.contains(&index) {
             table.users(&dwarf, unit, types, index, name, &mut users);
         }
@@ -277,10 +283,40 @@ type Dwarf<'a> = gimli::Dwarf<DwarfReader<'a>>;
 type Unit<'a> = gimli::Unit<DwarfReader<'a>>;
 
 /// Run `f` on every named compile unit with its type table, counting units as
-/// [`crate::LinkedImage::compile_units`] does.
+/// [`crate::LinkedImage::compile_units`] does. With `cache` (an object's kept tables), the
+/// tables are read once, on the first call, and taken from there afterwards.
 fn for_each_unit<'a>(
     dwarf: &Dwarf<'a>,
+    cache: Option<&OnceLock<Vec<UnitTypes>>>,
     mut f: impl FnMut(usize, &str, &Unit<'a>, &UnitTypes),
+) -> Result<(), String> {
+    let cached = match cache {
+        Some(cache) => match cache.get() {
+            Some(tables) => Some(tables),
+            None => {
+                let mut tables = Vec::new();
+                each_named_unit(dwarf, |_, _, unit| {
+                    tables.push(UnitTypes::read(dwarf, unit)?);
+                    Ok(())
+                })?;
+                Some(cache.get_or_init(|| tables))
+            }
+        },
+        None => None,
+    };
+    each_named_unit(dwarf, |index, name, unit| {
+        match cached.and_then(|tables| tables.get(index)) {
+            Some(table) => f(index, name, unit, table),
+            None => f(index, name, unit, &UnitTypes::read(dwarf, unit)?),
+        }
+        Ok(())
+    })
+}
+
+/// Run `f` on every compile unit that has a name, with its index among those.
+fn each_named_unit<'a>(
+    dwarf: &Dwarf<'a>,
+    mut f: impl FnMut(usize, &str, &Unit<'a>) -> Result<(), String>,
 ) -> Result<(), String> {
     let mut units = dwarf.units();
     let mut index = 0;
@@ -291,8 +327,7 @@ fn for_each_unit<'a>(
         let Some(name) = unit.name.as_ref().map(dwarf::reader_string) else {
             continue;
         };
-        let table = UnitTypes::read(dwarf, &unit)?;
-        f(index, &name, &unit, &table);
+        f(index, &name, &unit)?;
         index += 1;
     }
     Ok(())
