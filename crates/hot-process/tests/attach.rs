@@ -3,30 +3,12 @@
 
 mod common;
 
-use std::io::BufRead;
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use common::*;
 use crossbeam_channel::Receiver;
 use hot_process::{Debuggee, ProcessError, ProcessEvent, Protection};
-
-/// Forwards a child's stdout lines to a channel.
-fn lines_of(child: &mut std::process::Child) -> Receiver<String> {
-    let stdout = child.stdout.take().expect("stdout");
-    let (tx, rx) = crossbeam_channel::unbounded();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stdout)
-            .lines()
-            .map_while(Result::ok)
-        {
-            if tx.send(line).is_err() {
-                return;
-            }
-        }
-    });
-    rx
-}
 
 fn wait_for(rx: &Receiver<String>, what: &str, pred: impl Fn(&str) -> bool) -> String {
     let deadline = Instant::now() + TIMEOUT;
@@ -103,14 +85,7 @@ fn attach_swap_and_exit_of_a_process_started_elsewhere() {
 #[test]
 fn dropping_an_attached_debuggee_leaves_the_process_running() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let program = compile(dir.path(), "spin", &[]);
-    let mut child = Command::new(&program)
-        .args(["1", "sleep"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    let lines = lines_of(&mut child);
-    wait_for(&lines, "value=", |l| l.starts_with("value="));
+    let (mut child, lines, _) = spawn_spin(dir.path(), &["1", "sleep"]);
     let pid = child.id() as i32;
     let (tx, _events) = crossbeam_channel::unbounded::<ProcessEvent>();
     let debuggee = Debuggee::attach(pid, tx).expect("attach");
@@ -133,14 +108,7 @@ fn dropping_an_attached_debuggee_leaves_the_process_running() {
 #[test]
 fn sessions_attached_one_after_another_share_one_trampoline_page() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let program = compile(dir.path(), "spin", &[]);
-    let mut child = Command::new(&program)
-        .args(["1", "sleep"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    let lines = lines_of(&mut child);
-    wait_for(&lines, "value=", |l| l.starts_with("value="));
+    let (mut child, lines, _) = spawn_spin(dir.path(), &["1", "sleep"]);
     let pid = child.id() as i32;
     for session in 0..150 {
         let (tx, _events) = crossbeam_channel::unbounded::<ProcessEvent>();
@@ -249,14 +217,7 @@ fn attaching_to_another_users_process_is_permission_denied() {
         return;
     }
     let dir = tempfile::tempdir().expect("tempdir");
-    let program = compile(dir.path(), "spin", &[]);
-    let mut target = Command::new(&program)
-        .args(["1", "sleep"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    let target_lines = lines_of(&mut target);
-    wait_for(&target_lines, "value=", |l| l.starts_with("value="));
+    let (mut target, _target_lines, _) = spawn_spin(dir.path(), &["1", "sleep"]);
     let mut helper = Command::new(std::env::current_exe().expect("current exe"))
         .args([
             "--exact",

@@ -179,33 +179,22 @@ fn fail_a_single_step(dir: &std::path::Path) -> Option<Step> {
     let (debuggee, rx) = launch(&program, &["4"]);
     let debuggee = Arc::new(debuggee);
     let pid = debuggee.pid();
-    let entry = hex_field(
-        &wait_line(&rx, "stepper=", |l| l.starts_with("stepper=")),
-        "stepper=",
-    );
-    let image = debuggee.image_range().expect("image range");
-    let arena = debuggee
-        .map_arena(image, 4096, Protection::ReadExecute)
-        .expect("arena");
-    let nops = debuggee.read_memory(entry, 5).expect("read");
-    let ret = Write {
-        addr: arena,
-        bytes: vec![0xc3],
-        expected: None,
-        what: "ret".into(),
-    };
-    let jmp = jump(entry, arena);
+    let stepper = StepperSwap::new(&debuggee, &rx);
     let mut swapped = 0;
     for attempt in 0..10_000 {
-        let plan = toggle_entry_plan(entry, &ret, &jmp, &nops, swapped);
+        let plan = stepper.plan(swapped);
         fault::arm_kind(Step::SingleStep, 1);
         let result = apply_within(&debuggee, &plan, &format!("stepper swap {attempt}"));
         let report = fault::disarm();
         wait_not_left_stopped(pid, &format!("stepper swap {attempt}"));
-        let now = debuggee.read_memory(entry, 5).expect("entry");
+        let now = debuggee.read_memory(stepper.entry, 5).expect("entry");
         match (result, report.fired) {
             (Err(e), Some(Step::SingleStep)) => {
-                let before = if swapped % 2 == 0 { &nops } else { &jmp };
+                let before = if swapped % 2 == 0 {
+                    &stepper.nops
+                } else {
+                    &stepper.jmp
+                };
                 assert_eq!(
                     &now, before,
                     "a swap whose step failed changed the entry: {e}"

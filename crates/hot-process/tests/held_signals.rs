@@ -13,7 +13,7 @@ use std::sync::Mutex;
 use common::*;
 use crossbeam_channel::Receiver;
 use hot_process::fault::{self, Step};
-use hot_process::{Debuggee, ProcessEvent, Protection, Write, WritePlan};
+use hot_process::{Debuggee, ProcessEvent, Protection, WritePlan};
 
 /// Held signals each test wants before it checks the program's accounting.
 const HELD: usize = 100;
@@ -128,30 +128,15 @@ fn signals_held_in_stepped_threads_keep_their_siginfo() {
     let program = compile(dir.path(), "stepsig", &["-fPIE", "-pie"]);
     let done = dir.path().join("done");
     let (debuggee, rx) = launch(&program, &["2", done.to_str().expect("utf-8")]);
-    let entry = hex_field(
-        &wait_line(&rx, "stepper=", |l| l.starts_with("stepper=")),
-        "stepper=",
-    );
+    let stepper = StepperSwap::new(&debuggee, &rx);
     wait_line(&rx, "children forked", |l| {
         l.starts_with("tick=") && field(l, "forked=") > 10
     });
-    let image = debuggee.image_range().expect("image range");
-    let arena = debuggee
-        .map_arena(image, 4096, Protection::ReadExecute)
-        .expect("arena");
-    let nops = debuggee.read_memory(entry, 5).expect("read");
-    let ret = Write {
-        addr: arena,
-        bytes: vec![0xc3],
-        expected: None,
-        what: "ret".into(),
-    };
-    let jmp = jump(entry, arena);
     let pid = debuggee.pid();
     fault::arm_action(Step::SingleStep, move || end_children(pid));
     let (mut held, mut swaps, mut refused) = (0, 0, 0);
     while held < HELD && swaps < MAX_SWAPS {
-        let plan = toggle_entry_plan(entry, &ret, &jmp, &nops, swaps);
+        let plan = stepper.plan(swaps);
         let report = match debuggee.apply(&plan) {
             Ok(report) => report,
             // A SIGCHLD handler that interrupted a thread inside the nops resumes at the

@@ -424,29 +424,9 @@ fn threads_inside_the_overwritten_bytes_are_stepped_out() {
     let dir = tempfile::tempdir().expect("tempdir");
     let program = compile(dir.path(), "stepper", &["-fPIE", "-pie"]);
     let (debuggee, rx) = launch(&program, &["4"]);
-    let entry = hex_field(
-        &wait_line(&rx, "stepper=", |l| l.starts_with("stepper=")),
-        "stepper=",
-    );
-    let image = debuggee.image_range().expect("image range");
-    let arena = debuggee
-        .map_arena(image, 4096, Protection::ReadExecute)
-        .expect("arena");
-    let nops = debuggee.read_memory(entry, 5).expect("read");
-    assert_eq!(
-        nops,
-        vec![0xf3, 0x90, 0xf3, 0x90, 0x90],
-        "pause; pause; nop"
-    );
-    let ret = Write {
-        addr: arena,
-        bytes: vec![0xc3],
-        expected: None,
-        what: "ret".into(),
-    };
-    let jmp = jump(entry, arena);
+    let stepper = StepperSwap::new(&debuggee, &rx);
     for i in 0..100 {
-        let plan = toggle_entry_plan(entry, &ret, &jmp, &nops, i);
+        let plan = stepper.plan(i);
         debuggee
             .apply(&plan)
             .unwrap_or_else(|e| panic!("apply {i}: {e}"));

@@ -11,7 +11,6 @@
 
 mod common;
 
-use std::io::BufRead;
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
@@ -74,22 +73,6 @@ fn act_as_tracer(spec: &str) -> ! {
             std::process::exit(11);
         }
     }
-}
-
-fn lines_of(child: &mut std::process::Child) -> Receiver<String> {
-    let stdout = child.stdout.take().expect("stdout");
-    let (tx, rx) = crossbeam_channel::unbounded();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stdout)
-            .lines()
-            .map_while(Result::ok)
-        {
-            if tx.send(line).is_err() {
-                return;
-            }
-        }
-    });
-    rx
 }
 
 /// Waits for `count` more "ok" lines, failing on a "BAD" one, on the end of the output

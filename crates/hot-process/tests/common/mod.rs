@@ -46,6 +46,46 @@ pub fn launch(path: &Path, args: &[&str]) -> (Debuggee, Receiver<ProcessEvent>) 
     (debuggee, rx)
 }
 
+/// Forwards the stdout lines of a child started with `Stdio::piped()` (not through
+/// hot-process) to a channel; it disconnects when the child's output ends.
+pub fn lines_of(child: &mut std::process::Child) -> Receiver<String> {
+    use std::io::BufRead;
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = crossbeam_channel::unbounded();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    rx
+}
+
+/// Starts the spin fixture (compiled into `dir`) outside hot-process with `args`, and waits
+/// for its `value=` line: the child and its output lines.
+pub fn spawn_spin(dir: &Path, args: &[&str]) -> (std::process::Child, Receiver<String>, String) {
+    let program = compile(dir, "spin", &[]);
+    let mut child = Command::new(&program)
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn spin");
+    let lines = lines_of(&mut child);
+    let deadline = Instant::now() + TIMEOUT;
+    let value = loop {
+        match lines.recv_deadline(deadline) {
+            Ok(line) if line.starts_with("value=") => break line,
+            Ok(_) => {}
+            Err(e) => panic!("no value= line from spin: {e}"),
+        }
+    };
+    (child, lines, value)
+}
+
 /// Waits for a stdout line satisfying `pred`, failing on exit or timeout.
 pub fn wait_line(rx: &Receiver<ProcessEvent>, what: &str, pred: impl Fn(&str) -> bool) -> String {
     let deadline = Instant::now() + TIMEOUT;
@@ -258,6 +298,51 @@ pub fn status_field(status: &str, key: &str) -> String {
         .find_map(|l| l.strip_prefix(key))
         .map(|v| v.trim().to_owned())
         .unwrap_or_default()
+}
+
+/// What a test that swaps the stepper fixture's entry back and forth needs: the entry, its
+/// original bytes (`pause; pause; nop`), a `ret` written into a new arena, and the jump to
+/// it. `rx` must not have shown the `stepper=` line yet.
+pub struct StepperSwap {
+    pub entry: u64,
+    pub nops: Vec<u8>,
+    pub ret: Write,
+    pub jmp: Vec<u8>,
+}
+
+impl StepperSwap {
+    pub fn new(debuggee: &Debuggee, rx: &Receiver<ProcessEvent>) -> StepperSwap {
+        let entry = hex_field(
+            &wait_line(rx, "stepper=", |l| l.starts_with("stepper=")),
+            "stepper=",
+        );
+        let image = debuggee.image_range().expect("image range");
+        let arena = debuggee
+            .map_arena(image, 4096, hot_process::Protection::ReadExecute)
+            .expect("arena");
+        let nops = debuggee.read_memory(entry, 5).expect("read");
+        assert_eq!(
+            nops,
+            vec![0xf3, 0x90, 0xf3, 0x90, 0x90],
+            "pause; pause; nop"
+        );
+        StepperSwap {
+            entry,
+            nops,
+            ret: Write {
+                addr: arena,
+                bytes: vec![0xc3],
+                expected: None,
+                what: "ret".into(),
+            },
+            jmp: jump(entry, arena),
+        }
+    }
+
+    /// The `i`th plan: see [`toggle_entry_plan`].
+    pub fn plan(&self, i: usize) -> WritePlan {
+        toggle_entry_plan(self.entry, &self.ret, &self.jmp, &self.nops, i)
+    }
 }
 
 /// The `i`th plan of a test that swaps the entry of `stepper` (fixtures stepper.c,
