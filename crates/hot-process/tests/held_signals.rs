@@ -62,12 +62,14 @@ fn end_children(pid: i32) {
     }
 }
 
-/// SIGCHLD arriving between the seize and the interrupt stop reaches the program's
-/// SA_SIGINFO handler with the kernel's siginfo (CLD_EXITED, the child's pid and status),
-/// not a copy re-sent by the tracer that would name the tracer.
-#[test]
-fn sigchld_held_during_swaps_keeps_its_siginfo() {
-    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+/// The sigchld fixture, launched and forking: its temporary folder, the file that ends its
+/// loop, the debuggee and its events.
+fn launch_sigchld() -> (
+    tempfile::TempDir,
+    std::path::PathBuf,
+    Debuggee,
+    Receiver<ProcessEvent>,
+) {
     let dir = tempfile::tempdir().expect("tempdir");
     let program = compile(dir.path(), "sigchld", &[]);
     let done = dir.path().join("done");
@@ -75,6 +77,16 @@ fn sigchld_held_during_swaps_keeps_its_siginfo() {
     wait_line(&rx, "children forked", |l| {
         l.starts_with("tick=") && field(l, "forked=") > 10
     });
+    (dir, done, debuggee, rx)
+}
+
+/// SIGCHLD arriving between the seize and the interrupt stop reaches the program's
+/// SA_SIGINFO handler with the kernel's siginfo (CLD_EXITED, the child's pid and status),
+/// not a copy re-sent by the tracer that would name the tracer.
+#[test]
+fn sigchld_held_during_swaps_keeps_its_siginfo() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let (_dir, done, debuggee, rx) = launch_sigchld();
     let pid = debuggee.pid();
     fault::arm_action(Step::Interrupt, move || end_children(pid));
     let (mut held, mut swaps) = (0, 0);
@@ -98,13 +110,7 @@ fn sigchld_held_during_swaps_keeps_its_siginfo() {
 #[test]
 fn sigchld_held_during_mappings_keeps_its_siginfo() {
     let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
-    let dir = tempfile::tempdir().expect("tempdir");
-    let program = compile(dir.path(), "sigchld", &[]);
-    let done = dir.path().join("done");
-    let (debuggee, rx) = launch(&program, &[done.to_str().expect("utf-8")]);
-    wait_line(&rx, "children forked", |l| {
-        l.starts_with("tick=") && field(l, "forked=") > 10
-    });
+    let (_dir, done, debuggee, rx) = launch_sigchld();
     let pid = debuggee.pid();
     let near = debuggee.image_range().expect("image range");
     fault::arm_action(Step::Interrupt, move || end_children(pid));

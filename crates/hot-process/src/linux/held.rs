@@ -200,17 +200,18 @@ pub(crate) fn apply_held(
         }
     }
 
+    let applied = |live| Applied {
+        report: ApplyReport {
+            stopped_micros: started.elapsed().as_micros() as u64,
+            threads: threads.len(),
+            live,
+            ..ApplyReport::default()
+        },
+        leader_status: None,
+    };
     if mode == Mode::Check {
         read_commits(mem, plan, scratch)?;
-        return Ok(Applied {
-            report: ApplyReport {
-                stopped_micros: started.elapsed().as_micros() as u64,
-                threads: threads.len(),
-                live,
-                ..ApplyReport::default()
-            },
-            leader_status: None,
-        });
+        return Ok(applied(live));
     }
     for write in &plan.prepare {
         mem.write_all(write.addr, &write.bytes)
@@ -237,13 +238,5 @@ pub(crate) fn apply_held(
         threads = threads.len(),
         "swapped while the debugger holds the program"
     );
-    Ok(Applied {
-        report: ApplyReport {
-            stopped_micros: started.elapsed().as_micros() as u64,
-            threads: threads.len(),
-            live,
-            ..ApplyReport::default()
-        },
-        leader_status: None,
-    })
+    Ok(applied(live))
 }
