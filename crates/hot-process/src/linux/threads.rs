@@ -880,7 +880,13 @@ impl StoppedThreads {
     /// signal is raised again with `tgkill` while the thread is traced and caught at its
     /// delivery stop, where `PTRACE_SETSIGINFO` puts the original siginfo back.
     fn back_into_signal_stop(&mut self, tid: i32, deadline: Instant) -> Result<(), ProcessError> {
-        let Some(pending) = self.signals.iter().find(|s| s.tid == tid) else {
+        // A synchronous fault is never raised again: the faulting instruction runs again
+        // and raises it anew (see `redeliver`).
+        let Some(pending) = self
+            .signals
+            .iter()
+            .find(|s| s.tid == tid && !is_synchronous_fault(&s.info))
+        else {
             return Ok(());
         };
         let (signal, info) = (pending.info.si_signo, pending.info);
