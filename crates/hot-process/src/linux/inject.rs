@@ -291,6 +291,12 @@ fn framed_syscall(
     result
 }
 
+/// Puts system call `number` with `args` into `regs` (the x86-64 system-call convention).
+fn set_syscall(regs: &mut libc::user_regs_struct, number: i64, args: [u64; 6]) {
+    regs.rax = number as u64;
+    [regs.rdi, regs.rsi, regs.rdx, regs.r10, regs.r8, regs.r9] = args;
+}
+
 /// One system call to inject: its number and arguments, where the `syscall` instruction it
 /// runs at ends, and the way back's name (for the test hooks).
 #[derive(Clone, Copy)]
@@ -321,13 +327,7 @@ fn run_and_park(
         way,
     } = *call;
     let stage = |name: &'static str| fault::stage(way, name);
-    set.rax = number as u64;
-    set.rdi = args[0];
-    set.rsi = args[1];
-    set.rdx = args[2];
-    set.r10 = args[3];
-    set.r8 = args[4];
-    set.r9 = args[5];
+    set_syscall(&mut set, number, args);
     if let Err(e) = set_regs(tid, &set) {
         return (Err(e), true);
     }
@@ -392,13 +392,7 @@ fn run_syscall(
 ) -> Result<i64, ProcessError> {
     let mut regs = *saved;
     regs.rip = syscall_at;
-    regs.rax = number as u64;
-    regs.rdi = args[0];
-    regs.rsi = args[1];
-    regs.rdx = args[2];
-    regs.r10 = args[3];
-    regs.r8 = args[4];
-    regs.r9 = args[5];
+    set_syscall(&mut regs, number, args);
     // Not inside a system call as far as the kernel's restart logic is concerned, so it
     // does not rewind our rip into the interrupted call.
     regs.orig_rax = u64::MAX;

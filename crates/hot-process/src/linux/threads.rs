@@ -734,6 +734,34 @@ impl StoppedThreads {
         }
     }
 
+    /// Waits on `tid` (`wait_once`, `stepping` as there) until `on` returns a value for what
+    /// it reported, failing after `deadline` with "thread TID `late`".
+    fn poll_stops<T>(
+        &mut self,
+        tid: i32,
+        stepping: bool,
+        deadline: Instant,
+        late: &str,
+        mut on: impl FnMut(&mut Self, Waited) -> Result<Option<T>, ProcessError>,
+    ) -> Result<T, ProcessError> {
+        let mut idle_rounds = 0;
+        loop {
+            match self.wait_once(tid, stepping) {
+                Waited::NotYet => {
+                    if Instant::now() > deadline {
+                        return Err(ProcessError::Other(format!("thread {tid} {late}")));
+                    }
+                    back_off(&mut idle_rounds);
+                }
+                waited => {
+                    if let Some(value) = on(self, waited)? {
+                        return Ok(value);
+                    }
+                }
+            }
+        }
+    }
+
     /// Single-steps `tid` once; returns false if the thread is gone. A signal the thread was
     /// held for is kept, to be put into the stop that ends the step; a synchronous fault is
     /// dropped instead (the faulting instruction raises it again when it runs).
@@ -749,39 +777,33 @@ impl StoppedThreads {
             )));
         }
         let deadline = Instant::now() + STOP_TIMEOUT;
-        let mut idle_rounds = 0;
-        loop {
-            match self.wait_once(tid, true) {
-                Waited::Stopped { event: 0, .. } => return Ok(true),
-                // Not produced while stepping (other signals are held and the step goes on).
-                Waited::Signal => return Ok(true),
-                Waited::Syscall => {
-                    let _ = self.restart(libc::PTRACE_SINGLESTEP, tid);
-                }
-                Waited::Stopped { event, .. } => {
-                    if event == libc::PTRACE_EVENT_CLONE {
-                        // Stepping over clone: the new thread stops on its own, hold it too.
-                        if let Some(child) = event_message(tid) {
-                            self.adopt_clone_child(child as i32, deadline)?;
-                        }
-                    }
-                    // An event stop ended the step early; step again from here.
-                    let _ = self.restart(libc::PTRACE_SINGLESTEP, tid);
-                }
-                Waited::Gone => {
-                    self.forget(tid);
-                    return Ok(false);
-                }
-                Waited::NotYet => {
-                    if Instant::now() > deadline {
-                        return Err(ProcessError::Other(format!(
-                            "single step of thread {tid} did not finish within {STOP_TIMEOUT:?} (a blocking system call?)"
-                        )));
-                    }
-                    back_off(&mut idle_rounds);
-                }
+        let late = format!(
+            "did not finish its single step within {STOP_TIMEOUT:?} (a blocking system call?)"
+        );
+        self.poll_stops(tid, true, deadline, &late, |this, waited| match waited {
+            // A signal stop is not produced while stepping (other signals are held and the
+            // step goes on).
+            Waited::Stopped { event: 0, .. } | Waited::Signal => Ok(Some(true)),
+            Waited::Gone => {
+                this.forget(tid);
+                Ok(Some(false))
             }
-        }
+            Waited::Stopped { event, .. } => {
+                if event == libc::PTRACE_EVENT_CLONE {
+                    // Stepping over clone: the new thread stops on its own, hold it too.
+                    if let Some(child) = event_message(tid) {
+                        this.adopt_clone_child(child as i32, deadline)?;
+                    }
+                }
+                // An event stop ended the step early; step again from here.
+                let _ = this.restart(libc::PTRACE_SINGLESTEP, tid);
+                Ok(None)
+            }
+            Waited::Syscall | Waited::NotYet => {
+                let _ = this.restart(libc::PTRACE_SINGLESTEP, tid);
+                Ok(None)
+            }
+        })
     }
 
     /// Resumes `tid` with `PTRACE_SYSCALL` until its next system-call stop (entry or exit)
@@ -804,26 +826,16 @@ impl StoppedThreads {
             })
         };
         resume(self)?;
-        let mut idle_rounds = 0;
-        loop {
-            match self.wait_once(tid, false) {
-                Waited::Syscall => return get_regs(tid),
-                Waited::Gone => {
-                    self.forget(tid);
-                    return Err(ProcessError::Exited);
-                }
-                // Recorded and held for the detach; the injected call goes on.
-                Waited::Signal | Waited::Stopped { .. } => resume(self)?,
-                Waited::NotYet => {
-                    if Instant::now() > deadline {
-                        return Err(ProcessError::Other(format!(
-                            "thread {tid} did not reach its injected system call within {STOP_TIMEOUT:?}"
-                        )));
-                    }
-                    back_off(&mut idle_rounds);
-                }
+        let late = format!("did not reach its injected system call within {STOP_TIMEOUT:?}");
+        self.poll_stops(tid, false, deadline, &late, |this, waited| match waited {
+            Waited::Syscall => get_regs(tid).map(Some),
+            Waited::Gone => {
+                this.forget(tid);
+                Err(ProcessError::Exited)
             }
-        }
+            // Recorded and held for the detach; the injected call goes on.
+            Waited::Signal | Waited::Stopped { .. } | Waited::NotYet => resume(this).map(|()| None),
+        })
     }
 
     /// Puts `tid`, held in a system-call stop, back at `regs` and holds it in an interrupt
@@ -848,28 +860,24 @@ impl StoppedThreads {
         self.restart(libc::PTRACE_CONT, tid)
             .map_err(|c| failed("PTRACE_CONT", c))?;
         let deadline = Instant::now() + STOP_TIMEOUT;
-        let mut idle_rounds = 0;
-        loop {
-            match self.wait_once(tid, false) {
-                Waited::Signal => return Ok(()),
-                Waited::Stopped { .. } => return self.back_into_signal_stop(tid, deadline),
-                Waited::Gone => {
-                    self.forget(tid);
-                    return Err(ProcessError::Exited);
-                }
-                Waited::Syscall => {
-                    self.restart(libc::PTRACE_CONT, tid)
-                        .map_err(|c| failed("PTRACE_CONT", c))?;
-                }
-                Waited::NotYet => {
-                    if Instant::now() > deadline {
-                        return Err(ProcessError::Other(format!(
-                            "thread {tid} did not stop again within {STOP_TIMEOUT:?} after an injected system call"
-                        )));
-                    }
-                    back_off(&mut idle_rounds);
-                }
+        let late =
+            format!("did not stop again within {STOP_TIMEOUT:?} after an injected system call");
+        let parked = self.poll_stops(tid, false, deadline, &late, |this, waited| match waited {
+            Waited::Signal => Ok(Some(false)),
+            Waited::Stopped { .. } => Ok(Some(true)),
+            Waited::Gone => {
+                this.forget(tid);
+                Err(ProcessError::Exited)
             }
+            Waited::Syscall | Waited::NotYet => this
+                .restart(libc::PTRACE_CONT, tid)
+                .map(|()| None)
+                .map_err(|c| failed("PTRACE_CONT", c)),
+        })?;
+        match parked {
+            // In an interrupt stop: a signal it holds goes back into a delivery stop.
+            true => self.back_into_signal_stop(tid, deadline),
+            false => Ok(()),
         }
     }
 
