@@ -9,7 +9,7 @@ mod common;
 
 use common::Fixture;
 use hot_process::fault::Step;
-use hot_session::{OutputStream, SessionEvent, Severity};
+use hot_session::{SessionEvent, Severity};
 
 /// ctorlate running (no frame waiting in `twice`), with `twice` edited to call extra.c.
 fn launch_edited() -> Fixture {
@@ -24,22 +24,6 @@ fn launch_edited() -> Fixture {
         "return first + base() + extra_value();",
     );
     f
-}
-
-/// How often the program printed `needle` (in its stdout so far).
-fn printed(f: &Fixture, needle: &str) -> usize {
-    let stdout: String = f
-        .log
-        .iter()
-        .filter_map(|e| match e {
-            SessionEvent::Output {
-                stream: OutputStream::Stdout,
-                text,
-            } => Some(text.as_str()),
-            _ => None,
-        })
-        .collect();
-    stdout.matches(needle).count()
 }
 
 #[test]
@@ -94,7 +78,7 @@ fn a_commit_failing_after_a_new_units_constructor_ran_says_it_ran() {
     // ran (at the entry write, and any fault in the commit's stop), and no more.
     std::fs::remove_file(f.path("go")).expect("remove go");
     f.wait_output("waiting frame=1024");
-    assert_eq!(printed(&f, "constructor ran"), said_ran);
+    assert_eq!(f.printed("constructor ran"), said_ran);
     // The old code runs on.
     f.write("go", "");
     f.fresh_output.clear();
@@ -107,6 +91,6 @@ fn a_commit_failing_after_a_new_units_constructor_ran_says_it_ran() {
     assert!(swapped, "the save after the failed commit: {report:?}");
     // The new code's output comes after the constructor's.
     f.wait_output("twice=102");
-    assert_eq!(printed(&f, "constructor ran"), said_ran + 1);
+    assert_eq!(f.printed("constructor ran"), said_ran + 1);
     f.assert_same_process();
 }

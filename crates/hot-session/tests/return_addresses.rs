@@ -10,7 +10,7 @@
 mod common;
 
 use common::Fixture;
-use hot_session::{OutputStream, SessionEvent, Severity, SwapSummary};
+use hot_session::{SessionEvent, Severity, SwapSummary};
 
 /// What a save while the callee waits must lead to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -133,22 +133,6 @@ fn a_return_address_below_a_handler_on_an_alternate_stack_with_padding() {
     check_live_return_address("altstack", false, Expect::Swapped);
 }
 
-/// How often the program printed `needle` (in its stdout so far).
-fn printed(f: &Fixture, needle: &str) -> usize {
-    let stdout: String = f
-        .log
-        .iter()
-        .filter_map(|e| match e {
-            SessionEvent::Output {
-                stream: OutputStream::Stdout,
-                text,
-            } => Some(text.as_str()),
-            _ => None,
-        })
-        .collect();
-    stdout.matches(needle).count()
-}
-
 /// The static constructor of a unit linked in new must not run for a swap that is refused:
 /// fixture ctorlate is retaddr's packed variant, whose compile database names extra.c too
 /// (not built; its `__attribute__((constructor))` prints "constructor ran"). The save makes
@@ -191,7 +175,7 @@ fn a_swap_refused_by_a_live_return_address_runs_no_constructor_of_a_unit_it_pull
         assert!(line.ends_with("twice=2"), "not the old code: {line}");
     }
     assert_eq!(
-        printed(&f, "constructor ran"),
+        f.printed("constructor ran"),
         0,
         "the refused swap ran extra.c's constructor"
     );
@@ -200,6 +184,6 @@ fn a_swap_refused_by_a_live_return_address_runs_no_constructor_of_a_unit_it_pull
     let summary = save_outcome(&mut f).expect("the save once the frame returned");
     assert_eq!(summary.swapped, vec!["twice".to_string()], "{summary:?}");
     f.wait_output("twice=102");
-    assert_eq!(printed(&f, "constructor ran"), 1, "constructed once");
+    assert_eq!(f.printed("constructor ran"), 1, "constructed once");
     f.assert_same_process();
 }

@@ -172,6 +172,22 @@ impl Fixture {
     }
 
     /// Wait for a complete line of fresh output containing `needle`; returns the line.
+    /// How often the program printed `needle` (in its stdout so far).
+    pub fn printed(&self, needle: &str) -> usize {
+        let stdout: String = self
+            .log
+            .iter()
+            .filter_map(|e| match e {
+                SessionEvent::Output {
+                    stream: OutputStream::Stdout,
+                    text,
+                } => Some(text.as_str()),
+                _ => None,
+            })
+            .collect();
+        stdout.matches(needle).count()
+    }
+
     pub fn wait_output(&mut self, needle: &str) -> String {
         let find = |out: &str| {
             out.lines()
