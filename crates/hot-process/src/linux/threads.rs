@@ -734,6 +734,19 @@ impl StoppedThreads {
         }
     }
 
+    /// One non-blocking `waitpid` on `tid`: `(result, status)` as waitpid gives them (0: no
+    /// news; EINTR counts as none), `Err(Exited)` once it can no longer be waited for.
+    fn wait_status(&mut self, tid: i32) -> Result<(i32, i32), ProcessError> {
+        let mut status = 0;
+        // SAFETY: waitpid writes the status into our local.
+        let result = unsafe { libc::waitpid(tid, &mut status, libc::__WALL | libc::WNOHANG) };
+        if result < 0 && errno() != libc::EINTR {
+            self.forget(tid);
+            return Err(ProcessError::Exited);
+        }
+        Ok((result.max(0), status))
+    }
+
     /// Waits on `tid` (`wait_once`, `stepping` as there) until `on` returns a value for what
     /// it reported, failing after `deadline` with "thread TID `late`".
     fn poll_stops<T>(
@@ -908,13 +921,7 @@ impl StoppedThreads {
         })?;
         let mut idle_rounds = 0;
         loop {
-            let mut status = 0;
-            // SAFETY: waitpid writes the status into our local.
-            let result = unsafe { libc::waitpid(tid, &mut status, libc::__WALL | libc::WNOHANG) };
-            if result < 0 && errno() != libc::EINTR {
-                self.forget(tid);
-                return Err(ProcessError::Exited);
-            }
+            let (result, status) = self.wait_status(tid)?;
             if result > 0 {
                 if libc::WIFEXITED(status) || libc::WIFSIGNALED(status) {
                     self.forget(tid);
@@ -1000,13 +1007,7 @@ impl StoppedThreads {
         let mut released = false;
         let mut idle_rounds = 0;
         loop {
-            let mut status = 0;
-            // SAFETY: waitpid writes the status into our local.
-            let result = unsafe { libc::waitpid(tid, &mut status, libc::__WALL | libc::WNOHANG) };
-            if result < 0 && errno() != libc::EINTR {
-                self.forget(tid);
-                return Err(ProcessError::Exited);
-            }
+            let (result, status) = self.wait_status(tid)?;
             if result <= 0 {
                 let now = Instant::now();
                 if now > give_up {
