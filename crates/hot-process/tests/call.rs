@@ -137,13 +137,20 @@ fn check_calls_leave_program_intact(fixture: &str, args: &[&str], rounds: i64, c
         l.starts_with("tick=") && field(l, "calls=") == rounds
     });
     let tick = field(&first, "tick=");
-    let mut line = first;
+    let mut line = first.clone();
     loop {
         assert_eq!(field(&line, "ok="), 1, "{fixture}: {line}");
         if field(&line, "tick=") > tick + 3 {
             break;
         }
         line = wait_line(&rx, "a later tick", |l| l.starts_with("tick="));
+    }
+    // A fixture that counts its threads' work (clones: joins=) still does it.
+    if first.contains("joins=") {
+        assert!(
+            field(&line, "joins=") > field(&first, "joins="),
+            "{fixture}: no thread joined from {first} to {line}"
+        );
     }
     assert_not_left_stopped(debuggee.pid(), fixture);
 }
