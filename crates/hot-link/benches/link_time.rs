@@ -68,6 +68,7 @@ fn image_with(n: usize) -> LinkedImage {
     let mut translation_units = vec!["edit.c".to_string()];
     translation_units.extend((0..n.div_ceil(100)).map(|i| format!("part{i}.c")));
     LinkedImage {
+        machine: hot_object::Machine::X86_64,
         build_id: None,
         position_independent: true,
         soname: None,

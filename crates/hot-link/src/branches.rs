@@ -29,6 +29,10 @@ pub(crate) struct Landing {
     pub from: u64,
 }
 
+/// How far into an aarch64 function an entry jump can reach: a landing pad and the 16-byte
+/// absolute jump.
+pub(crate) const AARCH64_JUMP_REACH: u64 = 4 + crate::aarch64::ABSOLUTE_JUMP_LEN;
+
 /// For each function start of the executable that some direct branch lands just behind,
 /// those branches.
 #[derive(Debug, Default)]
@@ -58,6 +62,10 @@ impl EntryLandings {
             else {
                 continue;
             };
+            if image.machine == hot_object::Machine::Aarch64 {
+                landings.add_aarch64(&starts, start, bytes);
+                continue;
+            }
             let mut decoder = Decoder::with_ip(64, bytes, start, DecoderOptions::NONE);
             while decoder.can_decode() {
                 decoder.decode_out(&mut instr);
@@ -85,6 +93,28 @@ impl EntryLandings {
             }
         }
         landings
+    }
+
+    /// aarch64: the direct branches (`b`, `bl`, `b.cond`, `cbz`, `tbz`, ...) of the function
+    /// at `start` that land in the first [`AARCH64_JUMP_REACH`] bytes of a function.
+    fn add_aarch64(&mut self, starts: &[u64], start: u64, bytes: &[u8]) {
+        for (i, w) in bytes.chunks_exact(4).enumerate() {
+            let from = start + 4 * i as u64;
+            let insn = u32::from_le_bytes([w[0], w[1], w[2], w[3]]);
+            let Some(target) = crate::aarch64::branch_target(insn, from) else {
+                continue;
+            };
+            let at = starts.partition_point(|&s| s <= target);
+            let Some(&entry) = at.checked_sub(1).and_then(|i| starts.get(i)) else {
+                continue;
+            };
+            if target - entry < AARCH64_JUMP_REACH {
+                self.into
+                    .entry(entry)
+                    .or_default()
+                    .push(Landing { target, from });
+            }
+        }
     }
 
     /// The direct branches landing strictly inside the first 5 bytes of the function that

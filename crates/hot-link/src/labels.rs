@@ -108,6 +108,9 @@ impl Link<'_> {
     /// bytes (no relocation), a relocated non-branch operand designating copied code, or a
     /// load from a read-only label table whose value does anything but feed an indirect jump.
     fn takes_label_addresses(&self, body: AtomId) -> bool {
+        if self.info.obj.machine == hot_object::Machine::Aarch64 {
+            return self.takes_label_addresses_aarch64(body);
+        }
         let atom = self.info.obj.atom(body);
         let entry = match self.info.role(body) {
             AtomRole::Function { offset, .. } => Some(*offset),
@@ -166,6 +169,43 @@ impl Link<'_> {
             }
         }
         false
+    }
+
+    /// aarch64: an address of a non-entry byte of copied code, which is what `&&label`
+    /// compiles to (`adrp x0, .L3; add x0, x0, :lo12:.L3` against the function's own
+    /// section: the `add`, `adr` or `movz`/`movk` completes the address), or a label table
+    /// reached from the body. Branches (`b`, `bl`, `b.cond`, `cbz`, `tbz`) are jumps, and
+    /// `adrp` + `ldr` (or `ldr` literal) of the body's own bytes loads gcc's
+    /// `-mcmodel=large` literal pool: neither takes an address. `adr` of a label in the same
+    /// section has no relocation and is a switch's dispatch base (gcc's `adr x2, .Lrtx4`).
+    /// Unlike on x86-64, a label table that only feeds `br` is not told apart: refused.
+    fn takes_label_addresses_aarch64(&self, body: AtomId) -> bool {
+        use hot_object::RelocKind::*;
+        self.info.obj.atom(body).relocs.iter().any(|reloc| {
+            let completes_address = matches!(
+                reloc.kind,
+                AddAbsLo12Nc
+                    | AdrPrelLo21
+                    | MovwUabsG0
+                    | MovwUabsG0Nc
+                    | MovwUabsG1
+                    | MovwUabsG1Nc
+                    | MovwUabsG2
+                    | MovwUabsG2Nc
+                    | MovwUabsG3
+            );
+            if !completes_address {
+                return false;
+            }
+            let TargetClass::Placed { atom: target } = self.info.classify(body, reloc) else {
+                return false;
+            };
+            match self.info.role(target) {
+                AtomRole::Function { .. } | AtomRole::Code => self.placed.contains_key(&target),
+                AtomRole::AnonReadOnly => self.is_label_table(target),
+                _ => false,
+            }
+        })
     }
 
     /// Whether read-only `table` holds addresses of non-entry bytes of copied code: a label

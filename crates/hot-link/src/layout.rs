@@ -79,6 +79,8 @@ pub(crate) struct LinkState {
     got_slots: HashMap<SlotContent, RuntimeAddr>,
     /// `jmp *slot(%rip)` stubs by the slot they jump through.
     plt_stubs: HashMap<RuntimeAddr, RuntimeAddr>,
+    /// aarch64 veneers for `b`/`bl` out of imm26 reach, by their final target.
+    veneers: HashMap<RuntimeAddr, RuntimeAddr>,
     /// By entry address (a function's stable entry).
     redirects: HashMap<RuntimeAddr, Redirect>,
     /// By entry address: whose definition the entry runs (set with each redirect).
@@ -117,6 +119,7 @@ pub(crate) struct StateDelta {
     new_variables: HashMap<SymKey, NewVariable>,
     got_slots: HashMap<SlotContent, RuntimeAddr>,
     plt_stubs: HashMap<RuntimeAddr, RuntimeAddr>,
+    veneers: HashMap<RuntimeAddr, RuntimeAddr>,
     redirects: Vec<(RuntimeAddr, Redirect)>,
     owners: Vec<(RuntimeAddr, EntryOwner)>,
     claimed_fill: Vec<Range<u64>>,
@@ -179,6 +182,7 @@ impl StateDelta {
         self.new_variables.extend(later.new_variables);
         self.got_slots.extend(later.got_slots);
         self.plt_stubs.extend(later.plt_stubs);
+        self.veneers.extend(later.veneers);
         self.redirects.extend(later.redirects);
         self.owners.extend(later.owners);
         self.claimed_fill.extend(later.claimed_fill);
@@ -270,6 +274,7 @@ impl LinkState {
             new_variables: HashMap::new(),
             got_slots: HashMap::new(),
             plt_stubs: HashMap::new(),
+            veneers: HashMap::new(),
             redirects: HashMap::new(),
             owners: HashMap::new(),
             reserved_stubs: HashMap::new(),
@@ -295,6 +300,8 @@ impl LinkState {
             .extend(delta.got_slots.iter().map(|(k, v)| (*k, *v)));
         self.plt_stubs
             .extend(delta.plt_stubs.iter().map(|(k, v)| (*k, *v)));
+        self.veneers
+            .extend(delta.veneers.iter().map(|(k, v)| (*k, *v)));
         self.claimed_fill.extend(delta.claimed_fill.iter().cloned());
         self.bound_statics
             .extend(delta.bound_statics.iter().map(|(k, v)| (k.clone(), *v)));
@@ -530,6 +537,19 @@ impl<'s> Allocator<'s> {
 
     pub(crate) fn add_plt_stub(&mut self, slot: RuntimeAddr, stub: RuntimeAddr) {
         self.delta.plt_stubs.insert(slot, stub);
+    }
+
+    /// The aarch64 veneer already allocated for branches to `target`.
+    pub(crate) fn veneer(&self, target: RuntimeAddr) -> Option<RuntimeAddr> {
+        self.delta
+            .veneers
+            .get(&target)
+            .or_else(|| self.state.veneers.get(&target))
+            .copied()
+    }
+
+    pub(crate) fn add_veneer(&mut self, target: RuntimeAddr, veneer: RuntimeAddr) {
+        self.delta.veneers.insert(target, veneer);
     }
 
     /// The committed redirect of an entry (links never redirect one entry twice).

@@ -24,6 +24,9 @@
 //!   data are refused;
 //! - `layout.rs`: arena bump allocation and the state kept across links;
 //! - `x86_64.rs`: relocation formulas, overflow checks, TLS relaxations, jump encodings;
+//! - `aarch64.rs` (public: the Mach-O arm64 linking reuses it): AArch64 instruction fields
+//!   (imm26, imm19, imm14, ADRP pages, scaled lo12, MOVW), veneers, call stubs, entry jumps
+//!   behind BTI landing pads, and ld's TLS relaxations, as pure functions;
 //! - `image_diff.rs`: without a baseline, which functions equal the running image's code
 //!   (instruction-level comparison accepting ld's relaxations);
 //! - `entry.rs`: how an entry is redirected (5-byte jump, or a short jump through padding);
@@ -61,6 +64,7 @@
 //! replacing another file's *weak* function with a new strong one redirects it, as a relink
 //! would.
 
+pub mod aarch64;
 mod abi;
 mod branches;
 mod data;
@@ -71,6 +75,7 @@ mod labels;
 mod lambdas;
 mod layout;
 mod link;
+mod reloc_aarch64;
 mod resolve;
 mod units;
 mod unwind;

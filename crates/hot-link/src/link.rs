@@ -121,12 +121,12 @@ pub(crate) fn link(
         overridden: HashSet::new(),
         fresh_data: HashSet::new(),
     };
-    if request.object.machine != hot_object::Machine::X86_64 {
+    if request.object.machine != linker.image.exe.image.machine {
         cx.error(
             LinkErrorCode::UnsupportedRelocation,
             format!(
-                "{}: hot-link links x86-64 objects only (this one is {:?})",
-                request.unit.source, request.object.machine
+                "{}: the object is for {:?} and the running program for {:?}",
+                request.unit.source, request.object.machine, linker.image.exe.image.machine
             ),
             None,
             None,
@@ -256,7 +256,7 @@ impl<'a> Link<'a> {
         }
         let message = format!(
             "{what} ({} against `{symbol}` in `{}`, offset {:#x})",
-            hot_object::RelocKind::x86_64_name(reloc.raw_type),
+            hot_object::RelocKind::raw_name(self.info.obj.machine, reloc.raw_type),
             self.info.atom_name(atom),
             reloc.offset.0
         );
@@ -349,7 +349,12 @@ impl<'a> Link<'a> {
         found: &[(AtomId, SymbolId, &str, Option<StableEntry>)],
     ) -> HashSet<AtomId> {
         let mut unchanged = HashSet::new();
-        if self.baseline_match.is_some() || self.placement.is_some() {
+        // The instruction-level comparison decodes x86-64; an aarch64 file without a
+        // baseline has every function linked (correct, only more than needed).
+        if self.baseline_match.is_some()
+            || self.placement.is_some()
+            || self.info.obj.machine != hot_object::Machine::X86_64
+        {
             return unchanged;
         }
         let mut diff = ImageDiff::new();
@@ -677,6 +682,10 @@ impl<'a> Link<'a> {
         let a = reloc.addend as i128;
         let class = self.info.classify(atom, reloc);
         let in_code = self.info.obj.atom(atom).kind == AtomKind::Text;
+        let aarch64 = self.info.obj.machine == hot_object::Machine::Aarch64;
+        if aarch64 && crate::reloc_aarch64::is_aarch64_kind(reloc.kind) {
+            return self.apply_aarch64(base, reloc, class, bytes);
+        }
         let put = |bytes: &mut [u8], field: Field, value: i128| -> Result<u64, Failure> {
             store(bytes, off, field, value)
                 .map(|_| 0)
@@ -702,8 +711,8 @@ impl<'a> Link<'a> {
             | RelocKind::Abs32S
             | RelocKind::Abs16
             | RelocKind::Abs8 => {
-                let call =
-                    reloc.kind == RelocKind::Plt32 || (in_code && reloc.kind == RelocKind::Pc32);
+                let call = reloc.kind == RelocKind::Plt32
+                    || (!aarch64 && in_code && reloc.kind == RelocKind::Pc32);
                 let s =
                     match self.symbol_value(class, reloc, call)? {
                         SymValue::Addr(s) => s as i128,
@@ -726,6 +735,9 @@ impl<'a> Link<'a> {
                                 .into(),
                         )),
                     };
+                if aarch64 {
+                    return Self::store_aarch64_data(reloc, p as u64, s as u64, bytes);
+                }
                 let (field, value) = match reloc.kind {
                     RelocKind::Plt32 | RelocKind::Pc32 => (Field::Signed32, s + a - p),
                     RelocKind::Pc16 => (Field::Signed16, s + a - p),
@@ -810,7 +822,7 @@ impl<'a> Link<'a> {
         }
     }
 
-    fn tls_segment(&self) -> Result<hot_object::TlsSegment, Failure> {
+    pub(crate) fn tls_segment(&self) -> Result<hot_object::TlsSegment, Failure> {
         self.model.exe.image.tls.ok_or_else(|| {
             (
                 LinkErrorCode::UnsupportedRelocation,
@@ -821,7 +833,7 @@ impl<'a> Link<'a> {
 
     /// The offset of a thread-local target in the executable's TLS template. (In a linked
     /// image, the `st_value` of an `STT_TLS` symbol is this offset, not an address.)
-    fn tls_offset(&self, class: TargetClass, reloc: &Reloc) -> Result<u64, Failure> {
+    pub(crate) fn tls_offset(&self, class: TargetClass, reloc: &Reloc) -> Result<u64, Failure> {
         let name = self.info.symbol_name(reloc.symbol);
         match class {
             TargetClass::Bound { atom } => match self.tls_bound.get(&atom) {
@@ -1055,24 +1067,33 @@ impl<'a> Link<'a> {
         if let Some(stub) = self.alloc.plt_stub(slot) {
             return Ok(stub);
         }
-        let stub = self
-            .alloc
-            .alloc(ArenaKind::Code, CALL_STUB_SIZE, CALL_STUB_SIZE)
-            .map_err(|_| {
-                (
-                    LinkErrorCode::ArenaExhausted,
-                    "the code arena is full".to_string(),
-                )
-            })?;
-        let bytes =
-            x86_64::jmp_indirect(stub.0, slot.0, CALL_STUB_SIZE as usize).ok_or_else(|| {
-                (
-                    LinkErrorCode::RelocationOverflow,
-                    format!(
-                        "the GOT slot {slot} for `{name}` is out of rel32 reach of the code arena"
-                    ),
-                )
-            })?;
+        let aarch64 = self.info.obj.machine == hot_object::Machine::Aarch64;
+        // aarch64: ld's PLT entry `adrp x16; ldr x17; add x16; br x17` (16 bytes).
+        let size = if aarch64 {
+            crate::aarch64::STUB_LEN
+        } else {
+            CALL_STUB_SIZE
+        };
+        let stub = self.alloc.alloc(ArenaKind::Code, size, size).map_err(|_| {
+            (
+                LinkErrorCode::ArenaExhausted,
+                "the code arena is full".to_string(),
+            )
+        })?;
+        let bytes = if aarch64 {
+            crate::aarch64::call_stub(stub.0, slot.0)
+        } else {
+            x86_64::jmp_indirect(stub.0, slot.0, CALL_STUB_SIZE as usize)
+        };
+        let bytes = bytes.ok_or_else(|| {
+            let reach = if aarch64 { "ADRP (±4 GiB)" } else { "rel32" };
+            (
+                LinkErrorCode::RelocationOverflow,
+                format!(
+                    "the GOT slot {slot} for `{name}` is out of {reach} reach of the code arena"
+                ),
+            )
+        })?;
         self.patch.writes.push(PatchWrite {
             addr: stub,
             bytes,
@@ -1110,7 +1131,11 @@ impl<'a> Link<'a> {
     }
 
     /// The GOT slot a GOT-relative relocation refers to.
-    fn got_slot_for(&mut self, class: TargetClass, reloc: &Reloc) -> Result<RuntimeAddr, Failure> {
+    pub(crate) fn got_slot_for(
+        &mut self,
+        class: TargetClass,
+        reloc: &Reloc,
+    ) -> Result<RuntimeAddr, Failure> {
         if class == TargetClass::External {
             let name = self.info.symbol_name(reloc.symbol);
             // The executable's own slot holds the resolved address (a lazy JUMP_SLOT does

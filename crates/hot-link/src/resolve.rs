@@ -10,7 +10,7 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 
 use hot_object::{
-    AtomId, AtomKind, AtomOffset, Binding, Object, Reloc, RelocKind, SymbolDef, SymbolId,
+    AtomId, AtomKind, AtomOffset, Binding, Machine, Object, Reloc, RelocKind, SymbolDef, SymbolId,
     SymbolKind,
 };
 use iced_x86::{Decoder, DecoderOptions, Instruction};
@@ -109,7 +109,11 @@ impl<'o> ObjectInfo<'o> {
         let atom = obj.atom(id);
         let named = |s: &SymbolId| {
             let sym = obj.symbol(*s);
-            !sym.name.is_empty() && !matches!(sym.kind, SymbolKind::Section | SymbolKind::File)
+            let mapping =
+                obj.machine == Machine::Aarch64 && hot_object::is_assembler_label(&sym.name);
+            !sym.name.is_empty()
+                && !matches!(sym.kind, SymbolKind::Section | SymbolKind::File)
+                && !mapping
         };
         let primary = atom.symbols.iter().copied().find(named);
         match atom.kind {
@@ -123,8 +127,10 @@ impl<'o> ObjectInfo<'o> {
                     let SymbolDef::Atom { offset, .. } = sym.def else {
                         continue;
                     };
+                    // aarch64 mapping symbols (`$x`, `$d`) are NOTYPE and name nothing.
                     if !matches!(sym.kind, SymbolKind::Function | SymbolKind::NoType)
                         || sym.name.is_empty()
+                        || hot_object::is_assembler_label(&sym.name)
                     {
                         continue;
                     }
@@ -244,7 +250,11 @@ impl<'o> ObjectInfo<'o> {
 pub(crate) fn is_got_kind(kind: RelocKind) -> bool {
     matches!(
         kind,
-        RelocKind::GotPcRel | RelocKind::GotPcRelX | RelocKind::RexGotPcRelX
+        RelocKind::GotPcRel
+            | RelocKind::GotPcRelX
+            | RelocKind::RexGotPcRelX
+            | RelocKind::AdrGotPage
+            | RelocKind::Ld64GotLo12Nc
     )
 }
 
@@ -293,7 +303,10 @@ impl ObjectInfo<'_> {
                 AtomRole::Function { .. } | AtomRole::Code => {
                     let designated = if is_got_kind(reloc.kind) {
                         offset.0 as i64
-                    } else if is_pc_relative(reloc.kind) {
+                    } else if is_pc_relative(reloc.kind) && self.obj.machine == Machine::X86_64 {
+                        // aarch64 references designate `S + A` exactly (fixed-size
+                        // instructions, no end-of-instruction bias).
+
                         (offset.0 as i64)
                             .wrapping_add(reloc.addend)
                             .wrapping_add(self.pc_adjust(atom, reloc.offset) as i64)

@@ -56,6 +56,8 @@ pub(crate) enum Field {
     Signed32,
     /// 32 bits, zero-extended.
     Unsigned32,
+    /// 32 bits, signed or unsigned (aarch64's `ABS32`/`PREL32`: `-2^31 <= X < 2^32`).
+    Either32,
     /// 16 bits, signed or unsigned (ld's "bitfield" check).
     Either16,
     /// 8 bits, signed or unsigned.
@@ -84,6 +86,7 @@ impl std::fmt::Display for ApplyError {
                     Field::Word64 => "64 bits",
                     Field::Signed32 => "a signed 32-bit field (±2 GiB)",
                     Field::Unsigned32 => "an unsigned 32-bit field (below 4 GiB)",
+                    Field::Either32 => "a 32-bit field",
                     Field::Either16 | Field::Signed16 => "a 16-bit field",
                     Field::Either8 | Field::Signed8 => "an 8-bit field",
                 };
@@ -110,6 +113,7 @@ pub(crate) fn store(
         Field::Word64 => (8, true),
         Field::Signed32 => (4, (i32::MIN as i128..=i32::MAX as i128).contains(&value)),
         Field::Unsigned32 => (4, (0..=u32::MAX as i128).contains(&value)),
+        Field::Either32 => (4, (i32::MIN as i128..=u32::MAX as i128).contains(&value)),
         Field::Either16 => (2, (i16::MIN as i128..=u16::MAX as i128).contains(&value)),
         Field::Either8 => (1, (i8::MIN as i128..=u8::MAX as i128).contains(&value)),
         Field::Signed16 => (2, (i16::MIN as i128..=i16::MAX as i128).contains(&value)),

@@ -861,10 +861,9 @@ pub(crate) fn parse_linked(path: &Path, bytes: &[u8]) -> Result<LinkedImage, Obj
         }
     }
 
-    let plt_entries = if ident.machine == Machine::X86_64 {
-        x86_64_plt_entries(&section_data, &got_slots)
-    } else {
-        Vec::new()
+    let plt_entries = match ident.machine {
+        Machine::X86_64 => x86_64_plt_entries(&section_data, &got_slots),
+        Machine::Aarch64 => aarch64_plt_entries(&section_data, &got_slots),
     };
 
     // Segments: load range and TLS.
@@ -908,6 +907,7 @@ pub(crate) fn parse_linked(path: &Path, bytes: &[u8]) -> Result<LinkedImage, Obj
     relative_relocs.sort_unstable();
 
     Ok(LinkedImage {
+        machine: ident.machine,
         build_id,
         position_independent: ident.e_type == elf::ET_DYN.0,
         soname,
@@ -948,6 +948,51 @@ fn read_soname(file: &File<'_>, bytes: &[u8]) -> Result<Option<String>, String> 
         }
     }
     Ok(None)
+}
+
+/// aarch64 PLT entries by the symbol whose GOT slot they jump through. ld's entries are
+/// `adrp x16, slot; ldr x17, [x16, #:lo12:slot]; add x16, x16, #:lo12:slot; br x17`, behind
+/// a `bti c` in `-z force-bti` images: every `adrp x16` followed by such an `ldr x17` is
+/// decoded and the slot it reads looked up among the named GOT slots (the lazy PLT header
+/// reads the resolver's slot, which has no name, and is skipped).
+fn aarch64_plt_entries(sections: &[SectionData], got_slots: &[GotSlot]) -> Vec<(String, u64)> {
+    const BTI_C: u32 = 0xd503_245f;
+    let by_slot: HashMap<u64, &str> = got_slots
+        .iter()
+        .map(|slot| (slot.vaddr, slot.symbol.as_str()))
+        .collect();
+    let mut entries = Vec::new();
+    for section in sections.iter().filter(|s| s.name == ".plt") {
+        let words: Vec<u32> = section
+            .bytes
+            .chunks_exact(4)
+            .map(|w| u32::from_le_bytes([w[0], w[1], w[2], w[3]]))
+            .collect();
+        for (i, pair) in words.windows(2).enumerate() {
+            let (adrp, ldr) = (pair[0], pair[1]);
+            // `adrp x16, ...` and `ldr x17, [x16, #imm]`.
+            if adrp & 0x9f00_001f != 0x9000_0010 || ldr & 0xffc0_03ff != 0xf940_0211 {
+                continue;
+            }
+            let at = section.vaddr.wrapping_add(4 * i as u64);
+            let immlo = u64::from((adrp >> 29) & 3);
+            let immhi = u64::from((adrp >> 5) & 0x7_ffff);
+            // Sign-extend the 21-bit page count and scale it to bytes.
+            let pages = ((((immhi << 2) | immlo) << 43) as i64) >> 43;
+            let page = (at & !0xfff).wrapping_add((pages << 12) as u64);
+            let slot = page.wrapping_add(u64::from((ldr >> 10) & 0xfff) * 8);
+            let Some(name) = by_slot.get(&slot) else {
+                continue;
+            };
+            let entry = if i > 0 && words[i - 1] == BTI_C {
+                at - 4
+            } else {
+                at
+            };
+            entries.push((name.to_string(), entry));
+        }
+    }
+    entries
 }
 
 /// PLT entries by the symbol whose GOT slot they jump through. Each entry of `.plt.sec`,

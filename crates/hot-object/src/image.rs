@@ -125,6 +125,8 @@ pub struct SectionData {
 /// `LinkedImage::default()` is an empty image, handy for building test values.
 #[derive(Clone, Debug, Default)]
 pub struct LinkedImage {
+    /// The architecture (`e_machine`).
+    pub machine: crate::Machine,
     /// `NT_GNU_BUILD_ID`, if present.
     pub build_id: Option<Vec<u8>>,
     /// `ET_DYN` (PIE or shared library) rather than `ET_EXEC`.

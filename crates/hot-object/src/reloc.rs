@@ -60,6 +60,66 @@ pub enum RelocKind {
     /// `R_X86_64_SIZE32` / `R_X86_64_SIZE64`: Z + A.
     Size32,
     Size64,
+    // aarch64 instruction relocations (ELF for the Arm 64-bit Architecture, "AAELF64"). The
+    // data relocations `ABS64/32/16` and `PREL64/32/16` decode to the x86-64 kinds of the
+    // same meaning (`Abs64`, `Pc32`, ...). `Page(x)` is `x & !0xfff`.
+    /// `R_AARCH64_CALL26` (`bl`) / `R_AARCH64_JUMP26` (`b`): S + A - P in imm26, ±128 MiB.
+    Call26,
+    Jump26,
+    /// `R_AARCH64_CONDBR19`: S + A - P in the imm19 of `b.cond`, `cbz`, `cbnz`, ±1 MiB.
+    CondBr19,
+    /// `R_AARCH64_TSTBR14`: S + A - P in the imm14 of `tbz`, `tbnz`, ±32 KiB.
+    TstBr14,
+    /// `R_AARCH64_LD_PREL_LO19`: S + A - P in the imm19 of `ldr` (literal), ±1 MiB.
+    LdPrelLo19,
+    /// `R_AARCH64_ADR_PREL_LO21`: S + A - P in the immediate of `adr`, ±1 MiB.
+    AdrPrelLo21,
+    /// `R_AARCH64_ADR_PREL_PG_HI21`: Page(S + A) - Page(P) in `adrp`, checked to ±4 GiB.
+    AdrPrelPgHi21,
+    /// `R_AARCH64_ADR_PREL_PG_HI21_NC`: the same, unchecked.
+    AdrPrelPgHi21Nc,
+    /// `R_AARCH64_ADD_ABS_LO12_NC`: (S + A) & 0xfff in the imm12 of `add`.
+    AddAbsLo12Nc,
+    /// `R_AARCH64_LDST{8,16,32,64,128}_ABS_LO12_NC`: (S + A) & 0xfff in the imm12 of a
+    /// load or store, scaled down by its access size (which the value must be aligned to).
+    Ldst8AbsLo12Nc,
+    Ldst16AbsLo12Nc,
+    Ldst32AbsLo12Nc,
+    Ldst64AbsLo12Nc,
+    Ldst128AbsLo12Nc,
+    /// `R_AARCH64_ADR_GOT_PAGE`: Page(G(S)) - Page(P) in `adrp`: the page of S's GOT slot.
+    AdrGotPage,
+    /// `R_AARCH64_LD64_GOT_LO12_NC`: G(S) & 0xff8 in the scaled imm12 of `ldr x`.
+    Ld64GotLo12Nc,
+    /// `R_AARCH64_MOVW_UABS_G0`..`G3` (and the `_NC` forms, unchecked): bits 16n..16n+15 of
+    /// S + A in the imm16 of `movz`/`movk` (`-mcmodel=large`); the checked forms require
+    /// S + A < 2^(16(n+1)).
+    MovwUabsG0,
+    MovwUabsG0Nc,
+    MovwUabsG1,
+    MovwUabsG1Nc,
+    MovwUabsG2,
+    MovwUabsG2Nc,
+    MovwUabsG3,
+    /// `R_AARCH64_TLSLE_ADD_TPREL_HI12`: bits 12..23 of TPREL(S + A) in `add ..., lsl #12`.
+    TlsLeAddTprelHi12,
+    /// `R_AARCH64_TLSLE_ADD_TPREL_LO12` (checked < 4096) / `_LO12_NC`: bits 0..11.
+    TlsLeAddTprelLo12,
+    TlsLeAddTprelLo12Nc,
+    /// `R_AARCH64_TLSIE_ADR_GOTTPREL_PAGE21`: the page of the GOT slot holding TPREL(S).
+    TlsIeAdrGottprelPage21,
+    /// `R_AARCH64_TLSIE_LD64_GOTTPREL_LO12_NC`: its low 12 bits in `ldr x`.
+    TlsIeLd64GottprelLo12Nc,
+    /// `R_AARCH64_TLSDESC_ADR_PAGE21`, `_LD64_LO12`, `_ADD_LO12`: the first three
+    /// instructions of a TLS descriptor call (`adrp`, `ldr`, `add`); `R_AARCH64_TLSDESC_CALL`
+    /// on its `blr` is [`RelocKind::TlsDescCall`], as on x86-64.
+    TlsDescAdrPage21,
+    TlsDescLd64Lo12,
+    TlsDescAddLo12,
+    /// `R_AARCH64_TLSGD_ADR_PAGE21` / `_ADD_LO12_NC`: the traditional general-dynamic
+    /// sequence (`-mtls-dialect=trad`) before `bl __tls_get_addr`.
+    TlsGdAdrPage21,
+    TlsGdAddLo12Nc,
     /// A type hot-link does not handle; the raw type is in [`crate::Reloc::raw_type`].
     Unknown,
 }
@@ -104,9 +164,10 @@ impl RelocKind {
         }
     }
 
-    /// Decode an aarch64 `r_type`. Only the data relocations that share a meaning with an
-    /// x86-64 kind are decoded; instruction relocations (`ADR_PREL_PG_HI21`, `CALL26`, ...)
-    /// are [`RelocKind::Unknown`] with the raw type kept in [`crate::Reloc::raw_type`].
+    /// Decode an aarch64 `r_type`. The data relocations that share a meaning with an
+    /// x86-64 kind decode to it (`R_AARCH64_ABS64` is [`RelocKind::Abs64`]); the rest the
+    /// linker knows have kinds of their own; anything else is [`RelocKind::Unknown`] with
+    /// the raw type kept in [`crate::Reloc::raw_type`].
     pub fn from_aarch64(r_type: u32) -> RelocKind {
         use object::elf::*;
         match RelocationType(r_type) {
@@ -117,6 +178,40 @@ impl RelocKind {
             R_AARCH64_PREL64 => RelocKind::Pc64,
             R_AARCH64_PREL32 => RelocKind::Pc32,
             R_AARCH64_PREL16 => RelocKind::Pc16,
+            R_AARCH64_CALL26 => RelocKind::Call26,
+            R_AARCH64_JUMP26 => RelocKind::Jump26,
+            R_AARCH64_CONDBR19 => RelocKind::CondBr19,
+            R_AARCH64_TSTBR14 => RelocKind::TstBr14,
+            R_AARCH64_LD_PREL_LO19 => RelocKind::LdPrelLo19,
+            R_AARCH64_ADR_PREL_LO21 => RelocKind::AdrPrelLo21,
+            R_AARCH64_ADR_PREL_PG_HI21 => RelocKind::AdrPrelPgHi21,
+            R_AARCH64_ADR_PREL_PG_HI21_NC => RelocKind::AdrPrelPgHi21Nc,
+            R_AARCH64_ADD_ABS_LO12_NC => RelocKind::AddAbsLo12Nc,
+            R_AARCH64_LDST8_ABS_LO12_NC => RelocKind::Ldst8AbsLo12Nc,
+            R_AARCH64_LDST16_ABS_LO12_NC => RelocKind::Ldst16AbsLo12Nc,
+            R_AARCH64_LDST32_ABS_LO12_NC => RelocKind::Ldst32AbsLo12Nc,
+            R_AARCH64_LDST64_ABS_LO12_NC => RelocKind::Ldst64AbsLo12Nc,
+            R_AARCH64_LDST128_ABS_LO12_NC => RelocKind::Ldst128AbsLo12Nc,
+            R_AARCH64_ADR_GOT_PAGE => RelocKind::AdrGotPage,
+            R_AARCH64_LD64_GOT_LO12_NC => RelocKind::Ld64GotLo12Nc,
+            R_AARCH64_MOVW_UABS_G0 => RelocKind::MovwUabsG0,
+            R_AARCH64_MOVW_UABS_G0_NC => RelocKind::MovwUabsG0Nc,
+            R_AARCH64_MOVW_UABS_G1 => RelocKind::MovwUabsG1,
+            R_AARCH64_MOVW_UABS_G1_NC => RelocKind::MovwUabsG1Nc,
+            R_AARCH64_MOVW_UABS_G2 => RelocKind::MovwUabsG2,
+            R_AARCH64_MOVW_UABS_G2_NC => RelocKind::MovwUabsG2Nc,
+            R_AARCH64_MOVW_UABS_G3 => RelocKind::MovwUabsG3,
+            R_AARCH64_TLSLE_ADD_TPREL_HI12 => RelocKind::TlsLeAddTprelHi12,
+            R_AARCH64_TLSLE_ADD_TPREL_LO12 => RelocKind::TlsLeAddTprelLo12,
+            R_AARCH64_TLSLE_ADD_TPREL_LO12_NC => RelocKind::TlsLeAddTprelLo12Nc,
+            R_AARCH64_TLSIE_ADR_GOTTPREL_PAGE21 => RelocKind::TlsIeAdrGottprelPage21,
+            R_AARCH64_TLSIE_LD64_GOTTPREL_LO12_NC => RelocKind::TlsIeLd64GottprelLo12Nc,
+            R_AARCH64_TLSDESC_ADR_PAGE21 => RelocKind::TlsDescAdrPage21,
+            R_AARCH64_TLSDESC_LD64_LO12 => RelocKind::TlsDescLd64Lo12,
+            R_AARCH64_TLSDESC_ADD_LO12 => RelocKind::TlsDescAddLo12,
+            R_AARCH64_TLSDESC_CALL => RelocKind::TlsDescCall,
+            R_AARCH64_TLSGD_ADR_PAGE21 => RelocKind::TlsGdAdrPage21,
+            R_AARCH64_TLSGD_ADD_LO12_NC => RelocKind::TlsGdAddLo12Nc,
             _ => RelocKind::Unknown,
         }
     }

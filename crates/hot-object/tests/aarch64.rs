@@ -42,7 +42,7 @@ fn aarch64_object() {
         .find(|r| object.symbol_name(r.symbol) == "printf")
         .expect("call to printf");
     assert_eq!(call.raw_type, object::elf::R_AARCH64_CALL26.0);
-    assert_eq!(call.kind, RelocKind::Unknown);
+    assert_eq!(call.kind, RelocKind::Call26);
     assert_eq!(
         hot_object::RelocKind::raw_name(Machine::Aarch64, call.raw_type),
         "R_AARCH64_CALL26"

@@ -78,10 +78,16 @@ pub fn compile_with(
 
 /// A shared library from a fixture source.
 pub fn shared_lib(dir: &Path, fixture_name: &str, extra: &[&str]) -> PathBuf {
+    shared_lib_with("cc", dir, fixture_name, extra)
+}
+
+/// A shared library from a fixture source, built by `compiler` (a cross compiler for
+/// another architecture's differential tests).
+pub fn shared_lib_with(compiler: &str, dir: &Path, fixture_name: &str, extra: &[&str]) -> PathBuf {
     let src = dir.join(fixture_name);
     std::fs::write(&src, fixture(fixture_name)).expect("writing lib source");
     let so = dir.join(format!("lib{}.so", fixture_name.trim_end_matches(".c")));
-    run(Command::new("cc")
+    run(Command::new(compiler)
         .args(["-shared", "-fPIC", "-O2", "-nostdlib"])
         .args(extra)
         .arg(&src)
@@ -187,9 +193,20 @@ pub struct Linked {
 }
 
 pub fn ld(dir: &Path, objects: &[PathBuf], libs: &[PathBuf], flags: &[&str]) -> Linked {
+    ld_with("ld", dir, objects, libs, flags)
+}
+
+/// [`ld`] with another GNU ld (`aarch64-linux-gnu-ld`).
+pub fn ld_with(
+    linker: &str,
+    dir: &Path,
+    objects: &[PathBuf],
+    libs: &[PathBuf],
+    flags: &[&str],
+) -> Linked {
     let exe = dir.join("out");
     let map = dir.join("map.txt");
-    run(Command::new("ld")
+    run(Command::new(linker)
         .arg("-o")
         .arg(&exe)
         .args(objects)
