@@ -193,7 +193,11 @@ pub(crate) fn plan_image_entry(
 ) -> Result<EntryPlan, EntryError> {
     let exe = &model.exe;
     let entry = exe.runtime(Vaddr(sym.vaddr));
+    let aarch64 = exe.image.machine == hot_object::Machine::Aarch64;
     if let Some(previous) = alloc.redirect(entry) {
+        if aarch64 {
+            return crate::entry_aarch64::reuse(previous, body, function);
+        }
         return reuse(previous, body, function);
     }
     let overflow = |at: RuntimeAddr| {
@@ -219,6 +223,11 @@ pub(crate) fn plan_image_entry(
             ),
         )
     })?;
+    if aarch64 {
+        return crate::entry_aarch64::plan_image_entry(
+            model, elsewhere, sym, old_body, body, function,
+        );
+    }
     let mut landings = landings_into(old_body, vaddr, vaddr, JMP_REL32_LEN);
     let mut short_conflicts = landings_into(old_body, vaddr, vaddr, JMP_REL8_LEN);
     let branch_inside = !landings.branches.is_empty();
@@ -429,6 +438,10 @@ pub(crate) fn plan_stub(
     function: &str,
 ) -> Result<Option<EntryPlan>, EntryError> {
     match alloc.redirect(stub) {
+        // A stub's jump is a `b` at the stub (or after its `bti c`).
+        Some(previous) if previous.current.len() == 4 => {
+            crate::entry_aarch64::reuse(previous, body, function).map(Some)
+        }
         Some(previous) => reuse(previous, body, function).map(Some),
         None => Ok(None),
     }

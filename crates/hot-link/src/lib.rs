@@ -69,6 +69,7 @@ mod abi;
 mod branches;
 mod data;
 mod entry;
+mod entry_aarch64;
 mod image;
 mod image_diff;
 mod labels;

@@ -1292,10 +1292,8 @@ impl<'a> Link<'a> {
                 StableEntry::Stub(stub) if self.new_stubs.contains(&atom) => {
                     // A new function: its stub is unreachable until this patch's bodies run,
                     // so it is written with the arena contents.
-                    match x86_64::jmp_rel32(stub.0, body.0) {
-                        Some(bytes) => {
-                            let mut padded = bytes.clone();
-                            padded.resize(STUB_SIZE as usize, 0xcc);
+                    match self.new_stub_bytes(atom, stub, body) {
+                        Some((jump_at, bytes, padded)) => {
                             self.patch.writes.push(PatchWrite {
                                 addr: stub,
                                 bytes: padded,
@@ -1304,7 +1302,7 @@ impl<'a> Link<'a> {
                             self.alloc.add_redirect(
                                 stub,
                                 Redirect {
-                                    jump_at: stub,
+                                    jump_at,
                                     current: bytes,
                                     original: Vec::new(),
                                     short: None,
@@ -1347,6 +1345,37 @@ impl<'a> Link<'a> {
 }
 
 impl Link<'_> {
+    /// The stub of a new function: where its jump lives, the jump, and the whole stub.
+    /// x86-64: `jmp rel32` padded with `int3`. aarch64: `b body`, behind a `bti c` when the
+    /// body starts with a landing pad (function pointers to the new function are the stub,
+    /// and in a `PROT_BTI` process an indirect call must land on one).
+    fn new_stub_bytes(
+        &self,
+        atom: AtomId,
+        stub: RuntimeAddr,
+        body: RuntimeAddr,
+    ) -> Option<(RuntimeAddr, Vec<u8>, Vec<u8>)> {
+        if self.info.obj.machine == hot_object::Machine::Aarch64 {
+            let entry_offset = match self.info.role(atom) {
+                AtomRole::Function { offset, .. } => *offset as usize,
+                _ => 0,
+            };
+            let first = crate::aarch64::read(&self.info.obj.atom(atom).bytes, entry_offset);
+            let bti = first.is_ok_and(crate::aarch64::is_call_landing_pad);
+            let padded = crate::aarch64::stub_bytes(stub.0, body.0, bti)?;
+            let at = if bti { 4 } else { 0 };
+            return Some((
+                stub.offset(at),
+                padded[at as usize..at as usize + 4].to_vec(),
+                padded,
+            ));
+        }
+        let bytes = x86_64::jmp_rel32(stub.0, body.0)?;
+        let mut padded = bytes.clone();
+        padded.resize(STUB_SIZE as usize, 0xcc);
+        Some((stub, bytes, padded))
+    }
+
     /// Who an entry redirected to `atom`'s new body belongs to: this unit, weak or not.
     fn entry_owner(&self, atom: AtomId) -> EntryOwner {
         let weak = match self.info.role(atom) {

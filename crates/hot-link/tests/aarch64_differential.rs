@@ -705,3 +705,129 @@ fn aarch64_overflow_is_a_contextual_error() {
     let line = error.line.as_ref().expect("the reference's source line");
     assert_eq!(line.line, line_of(&source, "int leaf(int x)"));
 }
+
+/// Entry jumps on aarch64 (the differential checks above switch them off): with every atom
+/// of a `-mbranch-protection=standard` build placed 1 MiB above ld's address, each entry of
+/// the image gets `b body` right after its landing pad (`bti c` or `paciasp`, which stays
+/// the first instruction an indirect call lands on); without branch protection, at the entry
+/// itself; with the bodies 3 GiB away (beyond `b`, within `adrp`), the 16-byte absolute
+/// `ldr x16, #8; br x16; .quad body`.
+#[test]
+fn aarch64_entry_jumps_keep_bti_landing_pads() {
+    // No calls: a body 3 GiB away could not reach a veneer in the arena.
+    let source = "int counter;\n\
+                  int leaf(int x) { counter += x; return counter * 3; }\n\
+                  int twice(int x) { return 2 * x + counter; }\n\
+                  int main(void) { int s = 0; for (int i = 0; i < counter; i++) s += i; return s; }\n";
+    // At -O0 `bti c; mov w0, #0; ret`: 12 bytes, too small for the pad and an absolute jump.
+    let with_tiny = format!("{source}int tiny(void) {{ return 0; }}\n");
+    for (cflags, shift, pad) in [
+        (
+            &["-O2", "-fno-pie", "-mbranch-protection=standard"][..],
+            1u64 << 20,
+            4u64,
+        ),
+        (&["-O2", "-fno-pie"][..], 1 << 20, 0),
+        (
+            &["-O0", "-fno-pie", "-mbranch-protection=bti"][..],
+            3 << 30,
+            4,
+        ),
+        (
+            &["-O0", "-fno-pie", "-mbranch-protection=bti"][..],
+            (3 << 30) + 1,
+            4,
+        ),
+    ] {
+        let tiny = shift & 1 == 1;
+        let shift = shift & !1;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let text = if tiny { with_tiny.as_str() } else { source };
+        let obj_path = compile(Gcc, dir.path(), "a.c", text, cflags);
+        let linked = ld_with(
+            LD,
+            dir.path(),
+            std::slice::from_ref(&obj_path),
+            &[],
+            &["-no-pie", FAR],
+        );
+        let object = parse_object(&obj_path);
+        let exe = module(&linked.exe, 0);
+        let tu = tu_of(&exe.image, "a.c");
+        let image = exe.image.clone();
+        let linker = Linker::new(image_model(exe, Vec::new()), arenas());
+        let addresses = atom_addresses(&object, &map_sections(&linked.map, "a.o"));
+        let placement = Placement {
+            atoms: addresses
+                .iter()
+                .map(|(a, v)| (*a, RuntimeAddr(v + shift)))
+                .collect(),
+            redirect_entries: true,
+        };
+        let request = LinkRequest {
+            object: &object,
+            baseline: None,
+            unit: UnitRef {
+                tu,
+                compile_unit: None,
+                source: "a.c".into(),
+            },
+        };
+        if tiny {
+            let errors = linker
+                .link_with_placement(&request, &placement)
+                .expect_err("`tiny` cannot hold its jump");
+            assert_eq!(errors.len(), 1, "{errors:#?}");
+            assert_eq!(errors[0].code, LinkErrorCode::FunctionTooSmall);
+            assert_eq!(errors[0].function.as_deref(), Some("tiny"));
+            assert!(
+                errors[0].message.contains("landing pad"),
+                "{}",
+                errors[0].message
+            );
+            continue;
+        }
+        let patch = linker
+            .link_with_placement(&request, &placement)
+            .unwrap_or_else(|e| panic!("{cflags:?}: {e:#?}"));
+        for name in ["leaf", "twice", "main"] {
+            let sym = image
+                .symbols
+                .iter()
+                .find(|s| s.name == name && s.defined)
+                .unwrap_or_else(|| panic!("{name} in the image"));
+            let first = a64::read(image.bytes_at(sym.vaddr, 4).expect("entry bytes"), 0).unwrap();
+            assert_eq!(
+                a64::is_call_landing_pad(first),
+                pad == 4,
+                "{cflags:?} {name}: {first:#x}"
+            );
+            let write = patch
+                .entries
+                .iter()
+                .find(|w| w.function == name)
+                .unwrap_or_else(|| {
+                    panic!("{cflags:?}: no entry jump for {name}: {:#?}", patch.entries)
+                });
+            assert_eq!(write.addr.0, sym.vaddr + pad, "{cflags:?} {name}");
+            let body = sym.vaddr + shift;
+            if shift < 128 << 20 {
+                let insn = a64::read(&write.bytes, 0).unwrap();
+                assert_eq!(write.bytes.len(), 4);
+                assert_eq!(a64::branch_target(insn, write.addr.0), Some(body), "{name}");
+            } else {
+                assert_eq!(write.bytes.len(), 16);
+                assert_eq!(
+                    a64::veneer_target(&write.bytes, write.addr.0),
+                    Some(body),
+                    "{name}"
+                );
+            }
+            let expected = image.bytes_at(write.addr.0, write.bytes.len()).unwrap();
+            assert_eq!(
+                write.expected, expected,
+                "{name}: the original bytes are checked"
+            );
+        }
+    }
+}
