@@ -22,6 +22,7 @@
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 
 use hot_link::aarch64 as a64;
 use hot_link::{
@@ -706,12 +707,54 @@ fn aarch64_overflow_is_a_contextual_error() {
     assert_eq!(line.line, line_of(&source, "int leaf(int x)"));
 }
 
+/// Link `source` (compiled by gcc with `cflags`, linked non-PIE by ld) with every atom
+/// placed `shift` bytes above ld's address and entry jumps on; returns ld's image and the
+/// link's result.
+fn link_shifted(
+    source: &str,
+    cflags: &[&str],
+    shift: u64,
+) -> (Arc<LinkedImage>, Result<Patch, Vec<hot_link::LinkError>>) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let obj_path = compile(Gcc, dir.path(), "a.c", source, cflags);
+    let linked = ld_with(
+        LD,
+        dir.path(),
+        std::slice::from_ref(&obj_path),
+        &[],
+        &["-no-pie", FAR],
+    );
+    let object = parse_object(&obj_path);
+    let exe = module(&linked.exe, 0);
+    let tu = tu_of(&exe.image, "a.c");
+    let image = exe.image.clone();
+    let linker = Linker::new(image_model(exe, Vec::new()), arenas());
+    let addresses = atom_addresses(&object, &map_sections(&linked.map, "a.o"));
+    let placement = Placement {
+        atoms: addresses
+            .iter()
+            .map(|(a, v)| (*a, RuntimeAddr(v + shift)))
+            .collect(),
+        redirect_entries: true,
+    };
+    let request = LinkRequest {
+        object: &object,
+        baseline: None,
+        unit: UnitRef {
+            tu,
+            compile_unit: None,
+            source: "a.c".into(),
+        },
+    };
+    (image, linker.link_with_placement(&request, &placement))
+}
+
 /// Entry jumps on aarch64 (the differential checks above switch them off): with every atom
 /// of a `-mbranch-protection=standard` build placed 1 MiB above ld's address, each entry of
 /// the image gets `b body` right after its landing pad (`bti c` or `paciasp`, which stays
 /// the first instruction an indirect call lands on); without branch protection, at the entry
 /// itself; with the bodies 3 GiB away (beyond `b`, within `adrp`), the 16-byte absolute
-/// `ldr x16, #8; br x16; .quad body`.
+/// `ldr x16, #8; br x16; .quad body`, and a function too short for it is refused.
 #[test]
 fn aarch64_entry_jumps_keep_bti_landing_pads() {
     // No calls: a body 3 GiB away could not reach a veneer in the arena.
@@ -719,8 +762,6 @@ fn aarch64_entry_jumps_keep_bti_landing_pads() {
                   int leaf(int x) { counter += x; return counter * 3; }\n\
                   int twice(int x) { return 2 * x + counter; }\n\
                   int main(void) { int s = 0; for (int i = 0; i < counter; i++) s += i; return s; }\n";
-    // At -O0 `bti c; mov w0, #0; ret`: 12 bytes, too small for the pad and an absolute jump.
-    let with_tiny = format!("{source}int tiny(void) {{ return 0; }}\n");
     for (cflags, shift, pad) in [
         (
             &["-O2", "-fno-pie", "-mbranch-protection=standard"][..],
@@ -733,63 +774,9 @@ fn aarch64_entry_jumps_keep_bti_landing_pads() {
             3 << 30,
             4,
         ),
-        (
-            &["-O0", "-fno-pie", "-mbranch-protection=bti"][..],
-            (3 << 30) + 1,
-            4,
-        ),
     ] {
-        let tiny = shift & 1 == 1;
-        let shift = shift & !1;
-        let dir = tempfile::tempdir().expect("tempdir");
-        let text = if tiny { with_tiny.as_str() } else { source };
-        let obj_path = compile(Gcc, dir.path(), "a.c", text, cflags);
-        let linked = ld_with(
-            LD,
-            dir.path(),
-            std::slice::from_ref(&obj_path),
-            &[],
-            &["-no-pie", FAR],
-        );
-        let object = parse_object(&obj_path);
-        let exe = module(&linked.exe, 0);
-        let tu = tu_of(&exe.image, "a.c");
-        let image = exe.image.clone();
-        let linker = Linker::new(image_model(exe, Vec::new()), arenas());
-        let addresses = atom_addresses(&object, &map_sections(&linked.map, "a.o"));
-        let placement = Placement {
-            atoms: addresses
-                .iter()
-                .map(|(a, v)| (*a, RuntimeAddr(v + shift)))
-                .collect(),
-            redirect_entries: true,
-        };
-        let request = LinkRequest {
-            object: &object,
-            baseline: None,
-            unit: UnitRef {
-                tu,
-                compile_unit: None,
-                source: "a.c".into(),
-            },
-        };
-        if tiny {
-            let errors = linker
-                .link_with_placement(&request, &placement)
-                .expect_err("`tiny` cannot hold its jump");
-            assert_eq!(errors.len(), 1, "{errors:#?}");
-            assert_eq!(errors[0].code, LinkErrorCode::FunctionTooSmall);
-            assert_eq!(errors[0].function.as_deref(), Some("tiny"));
-            assert!(
-                errors[0].message.contains("landing pad"),
-                "{}",
-                errors[0].message
-            );
-            continue;
-        }
-        let patch = linker
-            .link_with_placement(&request, &placement)
-            .unwrap_or_else(|e| panic!("{cflags:?}: {e:#?}"));
+        let (image, result) = link_shifted(source, cflags, shift);
+        let patch = result.unwrap_or_else(|e| panic!("{cflags:?}: {e:#?}"));
         for name in ["leaf", "twice", "main"] {
             let sym = image
                 .symbols
@@ -830,4 +817,61 @@ fn aarch64_entry_jumps_keep_bti_landing_pads() {
             );
         }
     }
+    // At -O0 `bti c; mov w0, #0; ret`: 12 bytes, too small for the pad and an absolute jump.
+    let with_tiny = format!("{source}int tiny(void) {{ return 0; }}\n");
+    let (_, result) = link_shifted(
+        &with_tiny,
+        &["-O0", "-fno-pie", "-mbranch-protection=bti"],
+        3 << 30,
+    );
+    let errors = result.expect_err("`tiny` cannot hold its jump");
+    assert_eq!(errors.len(), 1, "{errors:#?}");
+    assert_eq!(errors[0].code, LinkErrorCode::FunctionTooSmall);
+    assert_eq!(errors[0].function.as_deref(), Some("tiny"));
+    assert!(
+        errors[0].message.contains("landing pad"),
+        "{}",
+        errors[0].message
+    );
+}
+
+/// A loop whose head is the instruction right behind `bti c` would run the entry jump
+/// written there on its next iteration (restarting the new body mid-loop): refused, naming
+/// the branch and the entry offset. The same loop without a landing pad branches to the
+/// entry itself, which is what every caller means: redirected.
+#[test]
+fn aarch64_branch_into_the_entry_jump_is_refused() {
+    let spin = |pad: &str| {
+        format!(
+            "__asm__(\".section .text.spin,\\\"ax\\\",%progbits\\n\"\n\
+             \".global spin\\n.type spin, %function\\n.p2align 2\\nspin:\\n\"\n\
+             \"{pad}\"\n\
+             \"1: subs w0, w0, #1\\n  b.ne 1b\\n  ret\\n.size spin, .-spin\\n.text\\n\");\n\
+             int spin(int);\n\
+             int main(void) {{ return spin(3); }}\n"
+        )
+    };
+    let (_, result) = link_shifted(&spin("  bti c\\n"), &["-O2", "-fno-pie"], 1 << 20);
+    let errors = result.expect_err("the loop head is behind `bti c`");
+    assert_eq!(errors.len(), 1, "{errors:#?}");
+    assert_eq!(errors[0].code, LinkErrorCode::FunctionTooSmall);
+    assert_eq!(errors[0].function.as_deref(), Some("spin"));
+    assert!(
+        errors[0].message.contains("targets entry+4"),
+        "{}",
+        errors[0].message
+    );
+    let (image, result) = link_shifted(&spin(""), &["-O2", "-fno-pie"], 1 << 20);
+    let patch = result.unwrap_or_else(|e| panic!("{e:#?}"));
+    let sym = image
+        .symbols
+        .iter()
+        .find(|s| s.name == "spin")
+        .expect("spin");
+    let write = patch
+        .entries
+        .iter()
+        .find(|w| w.function == "spin")
+        .expect("spin's jump");
+    assert_eq!(write.addr.0, sym.vaddr);
 }

@@ -72,3 +72,90 @@ fn aarch64_string_change_changes_only_its_user() {
         assert!(changed_functions(&old, &old).is_empty());
     }
 }
+
+/// An aarch64 executable (linked without libc by the cross toolchain) is read like an
+/// x86-64 one: its machine, its PLT entries by the GOT slot they jump through (ld's `adrp
+/// x16; ldr x17, [x16, #off]; add x16; br x17`), with and without `-z force-bti` (the
+/// lazy PLT header, which reads the resolver's unnamed slot, is not an entry), and its
+/// `JUMP_SLOT`s.
+#[test]
+fn aarch64_image_plt_entries() {
+    let dir = tempfile::tempdir().unwrap();
+    let lib = compile_with(
+        "aarch64-linux-gnu-gcc",
+        dir.path(),
+        "lib.c",
+        "int ext_fn(int x) { return x + 1; }\nint ext_other(int x) { return x - 1; }\n",
+        &["-shared", "-fPIC", "-nostdlib", "-mbranch-protection=bti"],
+        "libext.so",
+    );
+    let source = "int ext_fn(int);\nint ext_other(int);\n\
+                  int main(void) { return ext_fn(1) + ext_other(2); }\n";
+    for flags in [
+        &["-O2", "-no-pie"][..],
+        &[
+            "-O2",
+            "-pie",
+            "-fPIE",
+            "-mbranch-protection=bti",
+            "-Wl,-z,force-bti",
+        ][..],
+    ] {
+        let object = compile_with(
+            "aarch64-linux-gnu-gcc",
+            dir.path(),
+            "main.c",
+            source,
+            &[&["-c"][..], flags].concat(),
+            "main.o",
+        );
+        let exe = dir.path().join("main");
+        let status = std::process::Command::new("aarch64-linux-gnu-gcc")
+            .args(flags)
+            .args(["-nostdlib", "-Wl,-e,main"])
+            .arg(&object)
+            .arg(&lib)
+            .arg("-o")
+            .arg(&exe)
+            .status()
+            .expect("run aarch64-linux-gnu-gcc");
+        assert!(status.success(), "linking {flags:?}");
+        let bytes = std::fs::read(&exe).unwrap();
+        let image = hot_object::LinkedImage::parse(&exe, &bytes).unwrap();
+        assert_eq!(image.machine, Machine::Aarch64);
+        assert_eq!(image.plt_entries.len(), 2, "{:?}", image.plt_entries);
+        for name in ["ext_fn", "ext_other"] {
+            let &(_, entry) = image
+                .plt_entries
+                .iter()
+                .find(|(n, _)| n == name)
+                .unwrap_or_else(|| {
+                    panic!(
+                        "{flags:?}: no PLT entry for {name}: {:?}",
+                        image.plt_entries
+                    )
+                });
+            // The entry itself, or a `bti c` right before it (binutils versions differ on
+            // whether `-z force-bti` puts one in each entry): then `adrp x16` follows.
+            let word =
+                |at: u64| u32::from_le_bytes(image.bytes_at(at, 4).unwrap().try_into().unwrap());
+            let adrp = if word(entry) == 0xd503_245f {
+                entry + 4
+            } else {
+                entry
+            };
+            assert_eq!(
+                word(adrp) & 0x9f00_001f,
+                0x9000_0010,
+                "{flags:?}: adrp x16 at {adrp:#x}"
+            );
+            assert!(
+                image
+                    .got_slots
+                    .iter()
+                    .any(|s| s.symbol == name && s.kind == hot_object::GotSlotKind::JumpSlot),
+                "{name}'s JUMP_SLOT"
+            );
+        }
+    }
+}
