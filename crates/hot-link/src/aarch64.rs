@@ -466,6 +466,49 @@ pub fn branch_target(insn: u32, at: u64) -> Option<u64> {
     Some(at.wrapping_add(delta as u64))
 }
 
+/// The addresses the code `bytes` (at `vaddr`) refers to: direct branch and call targets,
+/// `adr` targets, and the addresses `adrp` pages complete with a following `add` or
+/// load/store of the same register (`adrp x0, f; add x0, x0, :lo12:f` takes `&f`;
+/// `adrp x16, slot; ldr x17, [x16, :lo12:slot]` reads a GOT slot). The page of an `adrp` is
+/// forgotten when its register is written otherwise or at the next branch; a pair split
+/// across a branch (which compilers do not emit) is missed.
+pub fn code_references(bytes: &[u8], vaddr: u64) -> Vec<u64> {
+    let mut out = Vec::new();
+    let mut pages: [Option<u64>; 32] = [None; 32];
+    for (i, w) in bytes.chunks_exact(4).enumerate() {
+        let at = vaddr.wrapping_add(4 * i as u64);
+        let insn = u32::from_le_bytes([w[0], w[1], w[2], w[3]]);
+        let rd = (insn & 0x1f) as usize;
+        let rn = ((insn >> 5) & 0x1f) as usize;
+        if let Some(target) = branch_target(insn, at) {
+            out.push(target);
+            pages = [None; 32];
+        } else if is_adrp(insn) {
+            pages[rd] = Some(adrp_target(insn, at));
+        } else if is_adr(insn) {
+            out.push(at.wrapping_add(adr_imm(insn) as u64));
+            pages[rd] = None;
+        } else if insn & 0xff80_0000 == 0x9100_0000 {
+            // `add xd, xn, #imm` (64-bit, unshifted).
+            let page = pages[rn];
+            if let Some(page) = page {
+                out.push(page + u64::from(imm12(insn)));
+            }
+            pages[rd] = None;
+        } else if is_ldst_uimm12(insn) {
+            if let Some(page) = pages[rn] {
+                out.push(page + (u64::from(imm12(insn)) << ldst_scale(insn)));
+            }
+            // A load writes its register (stores and prefetches leave it, but forgetting is
+            // only less complete).
+            pages[rd] = None;
+        } else {
+            pages[rd] = None;
+        }
+    }
+    out
+}
+
 fn words(insns: &[u32]) -> Vec<u8> {
     insns.iter().flat_map(|w| w.to_le_bytes()).collect()
 }
@@ -776,6 +819,24 @@ mod tests {
         assert_eq!(relax_desc_adrp(0x9000_0000, 0x10), Ok(0xd2a0_0000));
         assert_eq!(relax_desc_lo12(0x10), 0xf280_0200);
         assert!(relax_desc_adrp(0x9000_0000, 1 << 32).is_err());
+    }
+
+    #[test]
+    fn code_references_complete_adrp_pairs() {
+        let code = words(&[
+            0x9400_0004,                                            // 0x1000: bl 0x1010
+            set_adrp(0x9000_0000, 0x1004, 0x2_3456, true).unwrap(), // adrp x0, 0x23000
+            set_add_imm12(0x9100_0000, 0x2_3456, 0).unwrap(),       // add x0, x0, #0x456
+            set_adrp(0x9000_0010, 0x100c, 0x3_0ff8, true).unwrap(), // adrp x16, 0x30000
+            set_ldst_imm12(0xf940_0211, 0x3_0ff8, 3).unwrap(),      // ldr x17, [x16, #0xff8]
+            set_add_imm12(0x9100_0210, 0x3_0ff8, 0).unwrap(),       // add x16, x16 (x16 kept)
+            0x1000_0041,                                            // adr x1, +8
+            0x9100_0021,                                            // add x1, x1, #0 (no page)
+        ]);
+        assert_eq!(
+            code_references(&code, 0x1000),
+            vec![0x1010, 0x2_3456, 0x3_0ff8, 0x3_0ff8, 0x1020]
+        );
     }
 
     #[test]

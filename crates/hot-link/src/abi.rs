@@ -409,7 +409,8 @@ impl Linker {
 
     /// Every reference the executable holds to the named functions, outside the compile
     /// units of `requests`: direct calls and jumps, RIP-relative and absolute address
-    /// operands (`lea fn(%rip)`, a GOT or PLT slot of it), and function pointers in data
+    /// operands (`lea fn(%rip)`, a GOT or PLT slot of it; on aarch64 `adrp` pairs, see
+    /// [`crate::aarch64::code_references`]), and function pointers in data
     /// (`R_X86_64_RELATIVE` words, absolute words of a non-PIE executable). Decodes all of
     /// the executable's code: run only when a signature changed or a function was removed.
     fn references(
@@ -494,6 +495,21 @@ impl Linker {
             let Some(bytes) = image.bytes_at(sym.vaddr, sym.size as usize) else {
                 continue;
             };
+            if image.machine == hot_object::Machine::Aarch64 {
+                for target in crate::aarch64::code_references(bytes, sym.vaddr) {
+                    if let Some(&t) = designates.get(&target) {
+                        if seen.insert((t, sym.name.clone())) {
+                            out.push(Reference {
+                                target: t,
+                                from: sym.name.clone(),
+                                in_data: false,
+                                file: file_of(sym),
+                            });
+                        }
+                    }
+                }
+                continue;
+            }
             let mut decoder = Decoder::with_ip(64, bytes, sym.vaddr, DecoderOptions::NONE);
             while decoder.can_decode() {
                 decoder.decode_out(&mut instr);
