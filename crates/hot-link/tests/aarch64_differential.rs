@@ -875,3 +875,140 @@ fn aarch64_branch_into_the_entry_jump_is_refused() {
         .expect("spin's jump");
     assert_eq!(write.addr.0, sym.vaddr);
 }
+
+/// A real link (no forced placement) of an edited aarch64 file against its baseline, as a
+/// save does: only the changed function is swapped, its new body lands in the code arena
+/// with its `bl` to a new function going to that function's stub (`bti c; b body` in a
+/// `-mbranch-protection=bti` build, so function pointers to it land on a pad), its call to
+/// a library function through a call stub on the executable's own GOT slot, and its entry
+/// in the image jumps to the new body from behind its `bti c`.
+#[test]
+fn aarch64_save_links_the_changed_function_into_the_arena() {
+    let old = "extern int ext_fn(int);\n\
+               int counter;\n\
+               __attribute__((noinline)) int helper(int x) { return x * 3; }\n\
+               int tick(int x) { counter += x; return helper(counter) + ext_fn(x); }\n\
+               int main(void) { return tick(1); }\n";
+    let new = old.replace(
+        "int tick(int x) { counter += x; return helper(counter) + ext_fn(x); }",
+        "__attribute__((noinline)) int added(int x) { return x - counter; }\n\
+         int tick(int x) { counter += 2 * x; return helper(counter) + ext_fn(x) + added(x); }",
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let flags = ["-O1", "-fPIE", "-mbranch-protection=bti"];
+    let old_path = compile(Gcc, dir.path(), "a.c", old, &flags);
+    let lib = shared_lib_with(GCC, dir.path(), "ext.c", &[]);
+    let linked = ld_with(
+        LD,
+        dir.path(),
+        std::slice::from_ref(&old_path),
+        std::slice::from_ref(&lib),
+        &["-pie"],
+    );
+    let old_object = parse_object(&old_path);
+    let new_dir = dir.path().join("new");
+    std::fs::create_dir(&new_dir).expect("mkdir");
+    let new_object = parse_object(&compile(Gcc, &new_dir, "a.c", &new, &flags));
+    let exe = module(&linked.exe, 0);
+    let image = exe.image.clone();
+    let tu = tu_of(&image, "a.c");
+    let linker = Linker::new(
+        image_model(exe, vec![module(&lib, 0x7f00_0000_0000)]),
+        arenas(),
+    );
+    let request = LinkRequest {
+        object: &new_object,
+        baseline: Some(&old_object),
+        unit: UnitRef {
+            tu,
+            compile_unit: None,
+            source: "a.c".into(),
+        },
+    };
+    let patch = linker.link(&request).unwrap_or_else(|e| panic!("{e:#?}"));
+    assert_eq!(patch.swapped, ["tick"]);
+    assert_eq!(patch.added, ["added"]);
+    let in_arena = |a: u64| (arenas().code.start.0..arenas().code.end.0).contains(&a);
+    let body = patch
+        .bodies
+        .iter()
+        .find(|b| b.name == "tick")
+        .expect("tick's body");
+    assert!(in_arena(body.addr.0));
+    let bytes = &patch
+        .writes
+        .iter()
+        .find(|w| w.addr == body.addr)
+        .expect("tick written")
+        .bytes;
+    // Every `bl` of the new body: to helper's entry in the image, to the new stub of
+    // `added`, or to a call stub jumping through ext_fn's JUMP_SLOT.
+    let sym = |name: &str| {
+        image
+            .symbols
+            .iter()
+            .find(|s| s.name == name && s.defined)
+            .unwrap_or_else(|| panic!("{name}"))
+            .vaddr
+    };
+    let mut callees = Vec::new();
+    for i in 0..bytes.len() / 4 {
+        let insn = a64::read(bytes, 4 * i).unwrap();
+        if !a64::is_bl(insn) {
+            continue;
+        }
+        let at = body.addr.0 + 4 * i as u64;
+        let target = a64::branch_target(insn, at).unwrap();
+        if target == sym("helper") {
+            callees.push("helper");
+            continue;
+        }
+        let stub = patch
+            .writes
+            .iter()
+            .find(|w| w.addr.0 == target)
+            .expect("a stub");
+        if let Some(slot) = a64::call_stub_slot(&stub.bytes, target) {
+            let got = image
+                .got_slots
+                .iter()
+                .find(|s| s.vaddr == slot)
+                .expect("an image GOT slot");
+            assert_eq!(got.symbol, "ext_fn");
+            callees.push("ext_fn");
+        } else {
+            assert_eq!(
+                a64::read(&stub.bytes, 0),
+                Ok(a64::BTI_C),
+                "a new function's stub starts with bti c"
+            );
+            let added = patch
+                .bodies
+                .iter()
+                .find(|b| b.name == "added")
+                .expect("added's body");
+            assert_eq!(
+                a64::branch_target(a64::read(&stub.bytes, 4).unwrap(), target + 4),
+                Some(added.addr.0)
+            );
+            callees.push("added");
+        }
+    }
+    callees.sort_unstable();
+    assert_eq!(callees, ["added", "ext_fn", "helper"]);
+    // The image's entry of tick: `bti c` stays, `b` to the new body follows.
+    let entry = patch
+        .entries
+        .iter()
+        .find(|w| w.function == "tick")
+        .expect("tick's entry jump");
+    assert_eq!(
+        a64::read(image.bytes_at(sym("tick"), 4).unwrap(), 0),
+        Ok(a64::BTI_C)
+    );
+    assert_eq!(entry.addr.0, sym("tick") + 4);
+    assert_eq!(
+        a64::branch_target(a64::read(&entry.bytes, 0).unwrap(), entry.addr.0),
+        Some(body.addr.0)
+    );
+}
