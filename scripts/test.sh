@@ -10,9 +10,12 @@ command -v cc >/dev/null || need_apt+=(gcc)
 command -v ld >/dev/null || need_apt+=(binutils)
 command -v make >/dev/null || need_apt+=(make)
 # The real-process tests also build with clang; hot-object tests parse aarch64 objects
-# built by the cross compiler.
+# built by the cross compiler, and hot-link's aarch64 differential tests link them (and
+# clang --target=aarch64-linux-gnu objects) with aarch64-linux-gnu-ld (binutils-aarch64-
+# linux-gnu, which the cross compiler depends on).
 command -v clang >/dev/null || need_apt+=(clang)
 command -v aarch64-linux-gnu-gcc >/dev/null || need_apt+=(gcc-aarch64-linux-gnu)
+command -v aarch64-linux-gnu-ld >/dev/null || need_apt+=(binutils-aarch64-linux-gnu)
 # hot-link's binding tests link with gold (binutils) and lld too: each puts the hidden
 # globals it makes local in a different place.
 command -v ld.gold >/dev/null || need_apt+=(binutils)

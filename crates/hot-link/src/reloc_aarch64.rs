@@ -104,6 +104,15 @@ impl Link<'_> {
         match reloc.kind {
             Call26 | Jump26 => {
                 let s = self.address(class, reloc, true)?;
+                let weak_undefined = class == TargetClass::External
+                    && s == 0
+                    && self.info.obj.symbol(reloc.symbol).binding == hot_object::Binding::Weak;
+                if weak_undefined {
+                    // As ld: a call to an undefined weak function (which code guards with
+                    // `if (fn)`) becomes a branch to the next instruction, written as `nop`,
+                    // rather than a veneer to address 0.
+                    return put(bytes, Ok(a64::NOP));
+                }
                 let target = s.wrapping_add_signed(a);
                 let delta = target as i128 - p as i128;
                 match a64::set_imm26(insn, delta) {
