@@ -72,6 +72,7 @@ mod entry;
 mod entry_aarch64;
 mod image;
 mod image_diff;
+mod image_diff_aarch64;
 mod labels;
 mod lambdas;
 mod layout;

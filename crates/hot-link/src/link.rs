@@ -4,7 +4,8 @@
 //!    object gets its address (existing, or allocated once for a new variable).
 //! 2. Find each function's stable entry (`resolve.rs`; a function without one is new) and
 //!    decide what changed: [`hot_object::changed_functions`] against the baseline, else an
-//!    instruction-level comparison with the running image (`image_diff.rs`).
+//!    instruction-level comparison with the running image (`image_diff.rs`,
+//!    `image_diff_aarch64.rs`).
 //! 3. Closure: the atoms to copy are the changed functions plus everything their relocations
 //!    (and those of new variables) reach by content: split parts, IPA clones, interior
 //!    references, anonymous read-only data.
@@ -349,12 +350,20 @@ impl<'a> Link<'a> {
         found: &[(AtomId, SymbolId, &str, Option<StableEntry>)],
     ) -> HashSet<AtomId> {
         let mut unchanged = HashSet::new();
-        // The instruction-level comparison decodes x86-64; an aarch64 file without a
-        // baseline has every function linked (correct, only more than needed).
-        if self.baseline_match.is_some()
-            || self.placement.is_some()
-            || self.info.obj.machine != hot_object::Machine::X86_64
-        {
+        if self.baseline_match.is_some() || self.placement.is_some() {
+            return unchanged;
+        }
+        if self.info.obj.machine == hot_object::Machine::Aarch64 {
+            for &(atom, _, _, existing) in found {
+                let Some(StableEntry::Image(r)) = existing else {
+                    continue;
+                };
+                let sym = r.get(self.model);
+                let entry = self.model.exe.runtime(Vaddr(sym.vaddr));
+                if self.unchanged_in_image_aarch64(atom, entry, sym.size) {
+                    unchanged.insert(atom);
+                }
+            }
             return unchanged;
         }
         let mut diff = ImageDiff::new();

@@ -1019,3 +1019,133 @@ fn aarch64_save_links_the_changed_function_into_the_arena() {
         Some(body.addr.0)
     );
 }
+
+/// Link `fixture_name` with ld, then link the same object again without a baseline (as a
+/// first save of a file does): the functions hot-link swaps are those it could not prove
+/// equal to the running image's code.
+fn swapped_without_baseline(
+    compiler: Compiler,
+    fixture_name: &str,
+    cflags: &[&str],
+    ldflags: &[&str],
+    edit: Option<(&str, &str)>,
+) -> Vec<String> {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let source = fixture(fixture_name);
+    let obj_path = compile(compiler, dir.path(), "a.c", &source, cflags);
+    let mut objects = vec![obj_path.clone()];
+    for extra in directives(&source, "extra") {
+        objects.push(compile(
+            compiler,
+            dir.path(),
+            &extra,
+            &fixture(&extra),
+            cflags,
+        ));
+    }
+    let libs: Vec<_> = directives(&source, "lib")
+        .iter()
+        .map(|l| shared_lib_with(GCC, dir.path(), l, &[]))
+        .collect();
+    let mut flags = ldflags.to_vec();
+    flags.push(FAR);
+    let linked = ld_with(LD, dir.path(), &objects, &libs, &flags);
+    let object = match edit {
+        None => parse_object(&obj_path),
+        Some((from, to)) => {
+            let edited = source.replace(from, to);
+            assert_ne!(edited, source);
+            let new_dir = dir.path().join("new");
+            std::fs::create_dir(&new_dir).expect("mkdir");
+            parse_object(&compile(compiler, &new_dir, "a.c", &edited, cflags))
+        }
+    };
+    let exe = module(&linked.exe, 0);
+    let tu = tu_of(&exe.image, "a.c");
+    let lib_modules = libs
+        .iter()
+        .enumerate()
+        .map(|(i, l)| module(l, 0x7f00_0000_0000 + ((i as u64) << 24)))
+        .collect();
+    let linker = Linker::new(image_model(exe, lib_modules), arenas());
+    let request = LinkRequest {
+        object: &object,
+        baseline: None,
+        unit: UnitRef {
+            tu,
+            compile_unit: None,
+            source: "a.c".into(),
+        },
+    };
+    let patch = linker
+        .link(&request)
+        .unwrap_or_else(|e| panic!("{fixture_name} {cflags:?}: {e:#?}"));
+    let mut swapped = patch.swapped.clone();
+    swapped.sort();
+    swapped
+}
+
+/// Without a baseline, an unchanged aarch64 object is recognised as the running image's code
+/// function by function (calls through the PLT and ld's veneers, GOT slots, `adrp` pairs,
+/// strings compared by contents, TLS as ld relaxed it), for gcc and clang, PIE and not;
+/// after an edit, exactly the edited function is swapped.
+#[test]
+fn aarch64_image_diff_without_baseline() {
+    let modes: [(&str, &str); 3] = [
+        ("-fno-pie", "-no-pie"),
+        ("-fPIE", "-pie"),
+        ("-fPIC", "-pie"),
+    ];
+    for compiler in [Gcc, Clang] {
+        for level in ["-O0", "-O2"] {
+            for (mode, ld_mode) in modes {
+                for fixture_name in [RELOCS, TLS, ASM] {
+                    let swapped = swapped_without_baseline(
+                        compiler,
+                        fixture_name,
+                        &[level, mode],
+                        &[ld_mode],
+                        None,
+                    );
+                    // gcc's PIC copies `direction`'s local table from an anonymous `.data`
+                    // object: writable data without a name is new in every link, so the
+                    // function that copies it cannot be proven unchanged.
+                    let expected: &[&str] =
+                        if compiler == Gcc && mode != "-fno-pie" && fixture_name == RELOCS {
+                            &["direction"]
+                        } else {
+                            &[]
+                        };
+                    assert_eq!(
+                        swapped, expected,
+                        "{compiler:?} {fixture_name} {level} {mode}: swapped though nothing changed"
+                    );
+                }
+                // An instruction's immediate, and a string a table points to (compared by
+                // contents through the table).
+                for (edit, function) in [
+                    (
+                        ("return words[n & 3][1];", "return words[n & 3][2];"),
+                        "pick",
+                    ),
+                    (("\"south\"", "\"South\""), "direction"),
+                ] {
+                    let swapped = swapped_without_baseline(
+                        compiler,
+                        RELOCS,
+                        &[level, mode],
+                        &[ld_mode],
+                        Some(edit),
+                    );
+                    let mut expected = vec![function];
+                    if compiler == Gcc && mode != "-fno-pie" {
+                        expected.push("direction");
+                    }
+                    expected.sort_unstable();
+                    expected.dedup();
+                    assert_eq!(swapped, expected, "{compiler:?} {level} {mode} {edit:?}");
+                }
+            }
+        }
+    }
+}
