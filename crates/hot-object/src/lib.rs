@@ -17,6 +17,7 @@ mod eh_frame;
 mod elf;
 pub mod image;
 pub mod jit;
+mod macho;
 pub mod names;
 pub mod reloc;
 pub mod types;
@@ -53,6 +54,17 @@ pub enum Machine {
     #[default]
     X86_64,
     Aarch64,
+}
+
+/// The container format an object was read from. Relocation kinds are shared, but the raw
+/// types ([`Reloc::raw_type`]) are numbered by the format: ELF `r_type` or Mach-O `r_type`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum ObjectFormat {
+    #[default]
+    Elf,
+    /// Mach-O (`MH_OBJECT`): atoms are the `subsections_via_symbols` pieces of sections,
+    /// symbol names carry their leading `_`, and section names read `__TEXT,__text`.
+    MachO,
 }
 
 /// What an atom holds, which decides the arena it goes to and whether its runtime value may
@@ -203,6 +215,8 @@ impl FdeIndex {
 #[derive(Clone, Debug, Default)]
 pub struct Object {
     pub machine: Machine,
+    /// Added: ELF or Mach-O (decides how [`Reloc::raw_type`] is named).
+    pub format: ObjectFormat,
     pub atoms: Vec<Atom>,
     pub symbols: Vec<Symbol>,
     /// `DW_AT_producer` of the object's compile unit, if it has DWARF.
@@ -300,9 +314,21 @@ pub enum ObjectError {
 }
 
 impl Object {
-    /// Parse a relocatable ELF object. `path` is used only in error messages.
+    /// Parse a relocatable object: ELF, or a 64-bit Mach-O `MH_OBJECT` (x86-64, arm64).
+    /// `path` is used only in error messages.
     pub fn parse(path: &Path, bytes: &[u8]) -> Result<Object, ObjectError> {
+        if macho::is_macho(bytes) {
+            return macho::parse_relocatable(path, bytes);
+        }
         elf::parse_relocatable(path, bytes)
+    }
+
+    /// The name of a relocation's raw type in this object's format, for diagnostics.
+    pub fn reloc_type_name(&self, raw_type: u32) -> String {
+        match self.format {
+            ObjectFormat::Elf => RelocKind::raw_name(self.machine, raw_type),
+            ObjectFormat::MachO => RelocKind::macho_name(self.machine, raw_type),
+        }
     }
 
     pub fn atom(&self, id: AtomId) -> &Atom {
