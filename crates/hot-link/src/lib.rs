@@ -24,6 +24,8 @@
 //!   data are refused;
 //! - `layout.rs`: arena bump allocation and the state kept across links;
 //! - `x86_64.rs`: relocation formulas, overflow checks, TLS relaxations, jump encodings;
+//! - `macho.rs` (public, not yet behind [`Linker`]): Mach-O relocation application, x86-64
+//!   and arm64, at addresses and with GOT slots and stubs the caller chooses;
 //! - `image_diff.rs`: without a baseline, which functions equal the running image's code
 //!   (instruction-level comparison accepting ld's relaxations);
 //! - `entry.rs`: how an entry is redirected (5-byte jump, or a short jump through padding);
@@ -71,6 +73,7 @@ mod labels;
 mod lambdas;
 mod layout;
 mod link;
+pub mod macho;
 mod resolve;
 mod units;
 mod unwind;

@@ -932,21 +932,11 @@ impl RelocContext<'_, '_> {
                 .ok_or_else(|| self.err(sect, &plus, "bad symbol index"))?;
             (s, inline)
         } else {
-            // The field holds `target - B` as assembled: find the target from B's address.
-            let b_addr = match self.symbols[minus_sym.0 as usize].def {
-                SymbolDef::Atom { atom, offset } => self.object_address(atom) + offset.0,
-                _ => {
-                    return Err(self.err(
-                        sect,
-                        &plus,
-                        "section-relative plus half against an undefined minus symbol",
-                    ))
-                }
-            };
-            let target = inline.wrapping_add(b_addr as i64);
-            self.section_target(plus.r_symbolnum, target)
+            // The assembler writes the plus target's object address (with its constant)
+            // and leaves B to the linker, as for a lone section-relative UNSIGNED.
+            self.section_target(plus.r_symbolnum, inline)
                 .ok_or_else(|| {
-                    self.err(sect, &plus, &format!("target {target:#x} is in no atom"))
+                    self.err(sect, &plus, &format!("target {inline:#x} is in no atom"))
                 })?
         };
         let offset = minus.r_address as u64;
@@ -977,15 +967,5 @@ impl RelocContext<'_, '_> {
                 },
             ),
         ])
-    }
-
-    /// The object-file address an atom starts at.
-    fn object_address(&self, atom: AtomId) -> u64 {
-        for (si, list) in self.section_atoms.iter().enumerate() {
-            if let Some(&(start, _)) = list.iter().find(|&&(_, a)| a == atom) {
-                return self.sects[si].addr + start;
-            }
-        }
-        0
     }
 }
