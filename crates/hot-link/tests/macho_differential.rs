@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use hot_link::macho::{relocate, MachOPlacement};
-use hot_object::{AtomId, AtomKind, Object};
+use hot_object::{AtomId, AtomKind, Object, RelocKind};
 use object::macho;
 use object::read::macho::{MachOFile64, Nlist as _, Section as _};
 use object::{Endianness, Object as _, ObjectSection as _};
@@ -381,6 +381,13 @@ fn check_against_ld64(
         }
         for r in &atom.relocs {
             *kinds.entry(object.reloc_type_name(r.raw_type)).or_insert(0) += 1;
+            // An arm64 instruction relocation's addend can only come from an ADDEND pair.
+            if object.machine == hot_object::Machine::Aarch64
+                && r.addend != 0
+                && !matches!(r.kind, RelocKind::Abs64 | RelocKind::Abs32)
+            {
+                *kinds.entry("ARM64_RELOC_ADDEND".into()).or_insert(0) += 1;
+            }
         }
     }
     assert!(compared > 3, "{variant}: only {compared} atoms compared");
@@ -449,6 +456,67 @@ fn macho_x86_64_data_and_got_relaxation_match_ld64_lld() {
                 "X86_64_RELOC_BRANCH",
                 "X86_64_RELOC_GOT_LOAD",
                 "X86_64_RELOC_SUBTRACTOR",
+            ],
+            &variant,
+        );
+    }
+}
+
+/// The arm64 relocation types every variant of the relocation fixture exercises.
+const ARM64_RELOCS: &[&str] = &[
+    "ARM64_RELOC_UNSIGNED",
+    "ARM64_RELOC_SUBTRACTOR",
+    "ARM64_RELOC_BRANCH26",
+    "ARM64_RELOC_PAGE21",
+    "ARM64_RELOC_PAGEOFF12",
+    "ARM64_RELOC_GOT_LOAD_PAGE21",
+    "ARM64_RELOC_GOT_LOAD_PAGEOFF12",
+    "ARM64_RELOC_TLVP_LOAD_PAGE21",
+    "ARM64_RELOC_TLVP_LOAD_PAGEOFF12",
+];
+
+#[test]
+fn macho_arm64_relocs_match_ld64_lld() {
+    let source = relocs_fixture();
+    for (opt, output) in [
+        ("-O0", Output::Executable),
+        ("-O1", Output::Executable),
+        ("-O2", Output::Executable),
+        ("-O3", Output::Dylib),
+        ("-Os", Output::Dylib),
+    ] {
+        let variant = format!("arm64 relocs {opt} {output:?}");
+        let kinds = check_against_ld64("arm64", &source, opt, output);
+        assert_covers(&kinds, ARM64_RELOCS, &variant);
+        if opt != "-O0" {
+            // `table[1] = 5`: `adrp`/`str` of `_table + 4`; at -O0 clang adds the 4 itself.
+            assert_covers(&kinds, &["ARM64_RELOC_ADDEND"], &variant);
+        }
+    }
+}
+
+#[test]
+fn macho_arm64_data_and_got_relaxation_match_ld64_lld() {
+    let source = fixture("macho_data.c");
+    for (opt, output) in [
+        ("-O0", Output::Executable),
+        ("-O1", Output::Dylib),
+        ("-O2", Output::Executable),
+        ("-O3", Output::Dylib),
+    ] {
+        let variant = format!("arm64 data {opt} {output:?}");
+        let kinds = check_against_ld64("arm64", &source, opt, output);
+        assert_covers(
+            &kinds,
+            &[
+                "ARM64_RELOC_UNSIGNED",
+                "ARM64_RELOC_SUBTRACTOR",
+                "ARM64_RELOC_BRANCH26",
+                "ARM64_RELOC_PAGE21",
+                "ARM64_RELOC_PAGEOFF12",
+                "ARM64_RELOC_GOT_LOAD_PAGE21",
+                "ARM64_RELOC_GOT_LOAD_PAGEOFF12",
+                "ARM64_RELOC_POINTER_TO_GOT",
             ],
             &variant,
         );

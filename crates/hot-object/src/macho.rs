@@ -28,8 +28,9 @@
 //!   address for a section-relative one.
 //! - `SUBTRACTOR` pairs become two relocations at one offset: [`RelocKind::Subtractor`] of
 //!   the minus symbol, then `Abs64`/`Abs32` of the plus symbol with the inline addend.
-//! - arm64 instruction relocations take their addend from a preceding `ADDEND` (an
-//!   instruction field has no room for one); `POINTER_TO_GOT` is `GotPcRel` with no PC bias.
+//! - arm64 relocations other than `UNSIGNED`/`SUBTRACTOR` take their addend from a
+//!   preceding `ADDEND` (an instruction field has no room for one), never from the field;
+//!   `POINTER_TO_GOT` is `GotPcRel` with no PC bias.
 //!
 //! Relocated fields of data and x86-64 code are zeroed in the atom's bytes once their addend
 //! is read: a section-relative field holds object-file addresses, which move when unrelated
@@ -815,10 +816,13 @@ impl RelocContext<'_, '_> {
                             consumed = 2;
                             None
                         }
-                        (macho::ARM64_RELOC_POINTER_TO_GOT, true, 2) if consumed == 1 => {
-                            let a = inline()?;
+                        (macho::ARM64_RELOC_POINTER_TO_GOT, true, 2) => {
+                            // Like every arm64 type but UNSIGNED/SUBTRACTOR, its addend is
+                            // an ADDEND's: the field holds what the assembler made of
+                            // `sym@GOT - .` (minus the field's offset), which ld64 and lld
+                            // ignore.
                             zero.push((offset, 4));
-                            Some((RelocKind::GotPcRel, a))
+                            Some((RelocKind::GotPcRel, addend))
                         }
                         (macho::ARM64_RELOC_BRANCH26, true, 2) => {
                             Some((RelocKind::Arm64Branch26, addend))
