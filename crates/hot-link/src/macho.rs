@@ -56,6 +56,37 @@ pub struct MachOPlacement {
     pub tlv_template: Option<u64>,
 }
 
+impl MachOPlacement {
+    /// The image's own slots and symbols, for a module loaded `slide` bytes from its link-time
+    /// addresses: its defined symbols (a global before a local of the same name), its `__got`
+    /// slots, stubs and `__thread_ptrs`, and the start of its thread-local template. A
+    /// reference to a symbol the image already imports then goes through the image's stub
+    /// and GOT slot, as the image's own code does. Atoms are left to the caller.
+    pub fn with_image(image: &hot_object::LinkedImage, slide: u64) -> MachOPlacement {
+        let mut placement = MachOPlacement::default();
+        let mut symbols: Vec<&hot_object::ImageSymbol> =
+            image.symbols.iter().filter(|s| s.defined).collect();
+        // Globals last, so that they win over a local of the same name.
+        symbols.sort_by_key(|s| s.binding != hot_object::Binding::Local);
+        for s in symbols {
+            placement.symbols.insert(s.name.clone(), s.vaddr + slide);
+        }
+        for slot in &image.got_slots {
+            let map = match slot.kind {
+                hot_object::GotSlotKind::GlobDat => &mut placement.got,
+                hot_object::GotSlotKind::ThreadLocalPointer => &mut placement.tlv_pointers,
+                _ => continue,
+            };
+            map.entry(slot.symbol.clone()).or_insert(slot.vaddr + slide);
+        }
+        for (name, addr) in &image.plt_entries {
+            placement.stubs.entry(name.clone()).or_insert(addr + slide);
+        }
+        placement.tlv_template = image.tls.map(|t| t.vaddr + slide);
+        placement
+    }
+}
+
 /// A relocation hot-link could not apply, with where it is.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("{section} {symbol}+{offset:#x}: {reloc} against {target}: {message}")]

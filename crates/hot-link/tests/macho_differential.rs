@@ -20,10 +20,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use hot_link::macho::{relocate, MachOPlacement};
-use hot_object::{AtomId, AtomKind, Object, RelocKind};
-use object::macho;
-use object::read::macho::{MachOFile64, Nlist as _, Section as _};
-use object::{Endianness, Object as _, ObjectSection as _};
+use hot_object::{AtomId, AtomKind, GotSlotKind, LinkedImage, Object, RelocKind};
 
 fn fixture(name: &str) -> String {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -89,155 +86,18 @@ fn directives(source: &str, key: &str) -> Vec<String> {
         .collect()
 }
 
-/// A section of lld's output: (name, address, size, file range or None for zero-fill).
-type OutputSection = (String, u64, u64, Option<(usize, usize)>);
-
-/// What lld's output says about where things are.
-struct Linked {
-    bytes: Vec<u8>,
-    /// Defined symbols by name.
-    symbols: HashMap<String, u64>,
-    got: HashMap<String, u64>,
-    stubs: HashMap<String, u64>,
-    tlv_pointers: HashMap<String, u64>,
-    /// Non-lazy binds: address -> (symbol, addend).
-    binds: BTreeMap<u64, (String, i64)>,
-    tlv_template: Option<u64>,
-    sections: Vec<OutputSection>,
-}
-
-impl Linked {
-    fn read(path: &Path) -> Linked {
-        let bytes = std::fs::read(path).expect("reading lld's output");
-        let file = MachOFile64::<Endianness>::parse(&*bytes).expect("lld's output parses");
-        let endian = file.endian();
-        let symtab = file.macho_symbol_table();
-        let mut names_by_index = Vec::new();
-        let mut symbols = HashMap::new();
-        for nlist in symtab.iter() {
-            let name = String::from_utf8_lossy(nlist.name(endian, symtab.strings()).unwrap_or(b""))
-                .into_owned();
-            if !nlist.is_stab() && nlist.n_type().0 & macho::N_TYPE == macho::N_SECT.0 {
-                symbols.insert(name.clone(), nlist.n_value(endian));
-            }
-            names_by_index.push(name);
-        }
-        let mut indirect: &[object::U32<Endianness, macho::IndirectSymbol>] = &[];
-        let mut segments = Vec::new();
-        let mut binds = BTreeMap::new();
-        let mut cmds = file.macho_load_commands().expect("load commands");
-        let mut dyld_info = None;
-        while let Some(cmd) = cmds.next().expect("load command") {
-            if let Some(d) = cmd.dysymtab().expect("dysymtab") {
-                indirect = d
-                    .indirect_symbols(endian, &*bytes)
-                    .expect("indirect symbols");
-            }
-            if let Some((seg, _)) = cmd.segment_64().expect("segment") {
-                segments.push(seg.vmaddr.get(endian));
-            }
-            if let Some(d) = cmd.dyld_info().expect("dyld info") {
-                dyld_info = Some(d);
-            }
-        }
-        if let Some(d) = dyld_info {
-            let mut it = d.binds(endian, &*bytes, 8).expect("bind opcodes");
-            while let Some(b) = it.next().expect("bind") {
-                let addr = segments[b.segment_index as usize] + b.segment_offset;
-                binds.insert(
-                    addr,
-                    (String::from_utf8_lossy(b.symbol).into_owned(), b.addend),
-                );
-            }
-        }
-        let (mut got, mut stubs, mut tlv_pointers) =
-            (HashMap::new(), HashMap::new(), HashMap::new());
-        let mut sections = Vec::new();
-        let mut tlv_template: Option<u64> = None;
-        for section in file.sections() {
-            let raw = section.macho_section();
-            let typ = macho::SectionType((raw.flags(endian).0 & macho::SECTION_TYPE) as u8);
-            let (addr, size) = (raw.addr(endian), raw.size(endian));
-            let name = format!(
-                "{},{}",
-                section.segment_name().ok().flatten().unwrap_or(""),
-                section.name().unwrap_or("")
-            );
-            let zerofill = matches!(
-                typ,
-                macho::S_ZEROFILL | macho::S_GB_ZEROFILL | macho::S_THREAD_LOCAL_ZEROFILL
-            );
-            let range = (!zerofill).then(|| {
-                let off = raw.offset(endian) as usize;
-                (off, off + size as usize)
-            });
-            sections.push((name, addr, size, range));
-            if matches!(
-                typ,
-                macho::S_THREAD_LOCAL_REGULAR | macho::S_THREAD_LOCAL_ZEROFILL
-            ) {
-                tlv_template = Some(tlv_template.map_or(addr, |t: u64| t.min(addr)));
-            }
-            let (map, entry) = match typ {
-                macho::S_NON_LAZY_SYMBOL_POINTERS => (&mut got, 8),
-                macho::S_SYMBOL_STUBS => (&mut stubs, raw.reserved2(endian) as u64),
-                macho::S_THREAD_LOCAL_VARIABLE_POINTERS => (&mut tlv_pointers, 8),
-                _ => continue,
-            };
-            let entries = raw
-                .indirect_symbols(endian, indirect)
-                .expect("indirect symbols of a section");
-            for (i, e) in entries.iter().enumerate() {
-                let index = e.get(endian).0;
-                let slot = addr + i as u64 * entry;
-                if index & (macho::INDIRECT_SYMBOL_LOCAL.0 | macho::INDIRECT_SYMBOL_ABS.0) != 0 {
-                    // A local symbol's slot: its content (rebased) says which.
-                    let off = raw.offset(endian) as usize + i * 8;
-                    let value = u64::from_le_bytes(bytes[off..off + 8].try_into().expect("8"));
-                    if let Some((name, _)) = symbols.iter().find(|(_, &a)| a == value) {
-                        map.insert(name.clone(), slot);
-                    }
-                } else if let Some(name) = names_by_index.get(index as usize) {
-                    map.insert(name.clone(), slot);
-                }
-            }
-        }
-        Linked {
-            bytes,
-            symbols,
-            got,
-            stubs,
-            tlv_pointers,
-            binds,
-            tlv_template,
-            sections,
-        }
-    }
-
-    fn section_data(&self, name: &str) -> Option<(u64, &[u8])> {
-        let sectname = name.split(',').nth(1)?;
-        self.sections
-            .iter()
-            .find(|(n, ..)| n.split(',').nth(1) == Some(sectname))
-            .and_then(|(_, addr, _, range)| range.map(|(s, e)| (*addr, &self.bytes[s..e])))
-    }
-
-    fn bytes_at(&self, addr: u64, len: usize) -> Option<&[u8]> {
-        self.sections.iter().find_map(|(_, a, size, range)| {
-            let (s, _) = (*range)?;
-            (addr >= *a && addr + len as u64 <= a + size)
-                .then(|| &self.bytes[s + (addr - a) as usize..s + (addr - a) as usize + len])
-        })
-    }
-}
-
 /// Where lld put an atom: through any of its symbols, else (a literal) by its contents.
-fn lld_address(object: &Object, atom: AtomId, linked: &Linked) -> Option<u64> {
+fn lld_address(
+    object: &Object,
+    atom: AtomId,
+    image: &LinkedImage,
+    symbols: &HashMap<&str, u64>,
+) -> Option<u64> {
     let a = object.atom(atom);
     for &s in &a.symbols {
         let sym = object.symbol(s);
         if let (Some(&addr), hot_object::SymbolDef::Atom { offset, .. }) =
-            (linked.symbols.get(&sym.name), sym.def)
+            (symbols.get(sym.name.as_str()), sym.def)
         {
             return Some(addr - offset.0);
         }
@@ -245,7 +105,12 @@ fn lld_address(object: &Object, atom: AtomId, linked: &Linked) -> Option<u64> {
     if a.bytes.is_empty() {
         return None;
     }
-    let (base, data) = linked.section_data(&a.section_name)?;
+    let sectname = a.section_name.split(',').nth(1)?;
+    let section = image
+        .sections
+        .iter()
+        .find(|s| s.name.split(',').nth(1) == Some(sectname))?;
+    let data = &section.bytes;
     let step = if a.merge_strings {
         1
     } else {
@@ -257,12 +122,14 @@ fn lld_address(object: &Object, atom: AtomId, linked: &Linked) -> Option<u64> {
             data[i..i + a.bytes.len()] == a.bytes[..]
                 && (!a.merge_strings || i == 0 || data[i - 1] == 0)
         })
-        .map(|i| base + i as u64)
+        .map(|i| section.vaddr + i as u64)
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Output {
     Executable,
+    /// `-no_pie` (x86-64 only: arm64 macOS executables are always PIE).
+    NoPie,
     Dylib,
 }
 
@@ -286,21 +153,39 @@ fn check_against_ld64(
         .args(["-undefined", "dynamic_lookup", "-o"])
         .arg(&out)
         .args(&objects);
-    if output == Output::Dylib {
-        cmd.arg("-dylib");
+    match output {
+        Output::Executable => {}
+        Output::NoPie => {
+            cmd.arg("-no_pie");
+        }
+        Output::Dylib => {
+            cmd.arg("-dylib");
+        }
     }
     run(&mut cmd);
-    let linked = Linked::read(&out);
+    let linked = std::fs::read(&out).expect("reading lld's output");
+    // lld's output through hot-object's Mach-O image reader: its symbols, GOT, stubs,
+    // thread-local pointers and binds are what hot-link is given, so the comparison checks
+    // the reader too.
+    let image = LinkedImage::parse(&out, &linked).unwrap_or_else(|e| panic!("{variant}: {e}"));
+    assert_eq!(
+        image.position_independent,
+        output != Output::NoPie,
+        "{variant}: MH_PIE"
+    );
     let bytes = std::fs::read(&main).expect("reading the object");
     let object = Object::parse(&main, &bytes).unwrap_or_else(|e| panic!("{variant}: {e}"));
 
-    let mut placement = MachOPlacement {
-        tlv_template: linked.tlv_template,
-        ..Default::default()
-    };
+    let mut placement = MachOPlacement::with_image(&image, 0);
+    let symbols: HashMap<&str, u64> = image
+        .symbols
+        .iter()
+        .filter(|s| s.defined)
+        .map(|s| (s.name.as_str(), s.vaddr))
+        .collect();
     for (i, atom) in object.atoms.iter().enumerate() {
         let id = AtomId(i as u32);
-        match lld_address(&object, id, &linked) {
+        match lld_address(&object, id, &image, &symbols) {
             Some(addr) => {
                 placement.atoms.insert(id, addr);
             }
@@ -313,28 +198,22 @@ fn check_against_ld64(
             ),
         }
     }
-    // Imports (names no object defines) get made-up addresses; what lld bound to them is checked against those.
+    // Imports (names no object defines) get made-up addresses; what lld bound to them is
+    // checked against those.
     let mut fake = HashMap::new();
     for sym in &object.symbols {
-        if sym.def == hot_object::SymbolDef::Undefined && !linked.symbols.contains_key(&sym.name) {
+        if sym.def == hot_object::SymbolDef::Undefined && !symbols.contains_key(sym.name.as_str()) {
             let addr = 0x7ff8_0000_0000 + fake.len() as u64 * 0x1000;
             fake.insert(sym.name.clone(), addr);
             placement.symbols.insert(sym.name.clone(), addr);
         }
     }
-    placement.got = linked.got.iter().map(|(k, v)| (k.clone(), *v)).collect();
-    placement.stubs = linked.stubs.iter().map(|(k, v)| (k.clone(), *v)).collect();
-    placement.tlv_pointers = linked
-        .tlv_pointers
+    let binds: BTreeMap<u64, (&str, i64)> = image
+        .got_slots
         .iter()
-        .map(|(k, v)| (k.clone(), *v))
+        .filter(|s| s.kind == GotSlotKind::Abs64)
+        .map(|s| (s.vaddr, (s.symbol.as_str(), s.addend)))
         .collect();
-    // Symbols the other objects define.
-    for sym in &object.symbols {
-        if let Some(&addr) = linked.symbols.get(&sym.name) {
-            placement.symbols.entry(sym.name.clone()).or_insert(addr);
-        }
-    }
 
     let ours = relocate(&object, &placement)
         .unwrap_or_else(|errors| panic!("{variant}: hot-link failed: {errors:#?}"));
@@ -342,12 +221,12 @@ fn check_against_ld64(
     let mut compared = 0;
     for (id, addr, mut our_bytes) in ours {
         let atom = object.atom(id);
-        let mut theirs = linked
+        let mut theirs = image
             .bytes_at(addr, our_bytes.len())
             .unwrap_or_else(|| panic!("{variant}: no lld bytes at {addr:#x}"))
             .to_vec();
         // Bound pointers: lld's file holds the addend, ours the bound address.
-        for (&at, (name, addend)) in linked.binds.range(addr..addr + our_bytes.len() as u64) {
+        for (&at, &(name, addend)) in binds.range(addr..addr + our_bytes.len() as u64) {
             let off = (at - addr) as usize;
             let value = u64::from_le_bytes(our_bytes[off..off + 8].try_into().expect("8"));
             let want = fake.get(name).copied().unwrap_or_else(|| {
@@ -355,7 +234,7 @@ fn check_against_ld64(
             });
             assert_eq!(
                 value,
-                want.wrapping_add(*addend as u64),
+                want.wrapping_add(addend as u64),
                 "{variant}: bound pointer to {name} at {at:#x}"
             );
             our_bytes[off..off + 8].fill(0);
@@ -426,6 +305,7 @@ fn macho_x86_64_relocs_match_ld64_lld() {
         ("-O3", Output::Executable),
         ("-Os", Output::Dylib),
         ("-O2", Output::Dylib),
+        ("-O2", Output::NoPie),
     ] {
         let variant = format!("relocs {opt} {output:?}");
         let kinds = check_against_ld64("x86_64", &source, opt, output);
@@ -445,6 +325,7 @@ fn macho_x86_64_data_and_got_relaxation_match_ld64_lld() {
         ("-O1", Output::Dylib),
         ("-O2", Output::Executable),
         ("-O3", Output::Dylib),
+        ("-O1", Output::NoPie),
     ] {
         let variant = format!("data {opt} {output:?}");
         let kinds = check_against_ld64("x86_64", &source, opt, output);

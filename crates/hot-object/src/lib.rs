@@ -18,6 +18,7 @@ mod elf;
 pub mod image;
 pub mod jit;
 mod macho;
+mod macho_image;
 pub mod names;
 pub mod reloc;
 pub mod types;
