@@ -4,13 +4,14 @@
 //! Each case compiles freestanding C fixtures with `clang --target=<arch>-apple-macos11 -c`
 //! (no SDK needed: no system headers), links them with `ld64.lld -undefined dynamic_lookup`
 //! (undefined names become flat-namespace imports, so no libSystem `.tbd` is needed) as an
-//! executable or a `-dylib`, and reads the output: where lld put each atom (symbol table;
-//! string and literal atoms by content), its GOT, stubs and thread-local variable pointers
-//! (indirect symbol table) and which pointers dyld binds (bind opcodes). hot-link then
-//! relocates the first fixture's atoms ([`hot_link::macho::relocate`]) at the same addresses
-//! with the same slots, and its bytes must equal lld's, except that a pointer dyld binds holds
-//! its addend in lld's file and the bound address in hot-link's (imports get made-up
-//! addresses here).
+//! executable (PIE, and `-no_pie` on x86-64) or a `-dylib`, and reads the output with
+//! hot-object's Mach-O image reader ([`LinkedImage::parse`]): where lld put each atom (symbol
+//! table; string and literal atoms by content), its GOT, stubs and thread-local variable
+//! pointers (indirect symbol table) and which pointers dyld binds (bind opcodes). hot-link
+//! then relocates the first fixture's atoms ([`hot_link::macho::relocate`]) at the same
+//! addresses with the image's slots ([`MachOPlacement::with_image`]), and its bytes must
+//! equal lld's, except that a pointer dyld binds holds its addend in lld's file and the bound
+//! address in hot-link's (imports get made-up addresses here).
 //!
 //! Every case asserts the Mach-O relocation types it compared, so a compiler change that
 //! stops emitting one fails instead of silently covering less.
