@@ -156,7 +156,7 @@ fn address_of(object: &Object, placement: &MachOPlacement, symbol: SymbolId) -> 
     let sym = object.symbols.get(symbol.0 as usize)?;
     if let SymbolDef::Atom { atom, offset } = sym.def {
         if let Some(&base) = placement.atoms.get(&atom) {
-            return Some(base + offset.0);
+            return base.checked_add(offset.0);
         }
     }
     if let SymbolDef::Absolute(v) = sym.def {

@@ -720,7 +720,9 @@ impl RelocContext<'_, '_> {
                                     .ok_or_else(|| self.err(sect, &info, "bad symbol index"))?;
                                 (s, inline - 4)
                             } else if matches!(kind, RelocKind::Pc32 | RelocKind::Plt32) {
-                                let target = sect.addr as i64 + offset as i64 + 4 + k + inline;
+                                let target = (sect.addr as i64)
+                                    .wrapping_add(offset as i64 + 4 + k)
+                                    .wrapping_add(inline);
                                 let (s, inside) = self
                                     .section_target(info.r_symbolnum, target)
                                     .ok_or_else(|| {

@@ -71,8 +71,9 @@ pub(crate) fn parse_linked(path: &Path, bytes: &[u8]) -> Result<LinkedImage, Obj
             segments.push(addr);
             // __PAGEZERO (no access, no file contents) is not part of the image.
             if seg.initprot.get(endian).0 != 0 && size > 0 {
-                let (lo, hi) = range.unwrap_or((addr, addr + size));
-                range = Some((lo.min(addr), hi.max(addr + size)));
+                let end = addr.saturating_add(size);
+                let (lo, hi) = range.unwrap_or((addr, end));
+                range = Some((lo.min(addr), hi.max(end)));
             }
         } else if let Some(d) = cmd.dysymtab().map_err(bad)? {
             indirect = d
@@ -119,15 +120,11 @@ pub(crate) fn parse_linked(path: &Path, bytes: &[u8]) -> Result<LinkedImage, Obj
             macho::S_THREAD_LOCAL_REGULAR | macho::S_THREAD_LOCAL_ZEROFILL
         ) {
             let align = 1u64 << raw.align(endian).min(63);
-            let data_end = if zerofill { addr } else { addr + size };
+            let end = addr.saturating_add(size);
+            let data_end = if zerofill { addr } else { end };
             tls = Some(match tls {
-                None => (addr, data_end, addr + size, align),
-                Some((s, d, e, a)) => (
-                    s.min(addr),
-                    d.max(data_end),
-                    e.max(addr + size),
-                    a.max(align),
-                ),
+                None => (addr, data_end, end, align),
+                Some((s, d, e, a)) => (s.min(addr), d.max(data_end), e.max(end), a.max(align)),
             });
         }
         image.sections.push(SectionData {
@@ -223,8 +220,8 @@ pub(crate) fn parse_linked(path: &Path, bytes: &[u8]) -> Result<LinkedImage, Obj
     for (k, &(vaddr, idx)) in defined.iter().enumerate() {
         let section_end = sects
             .iter()
-            .find(|s| s.addr <= vaddr && vaddr < s.addr + s.size)
-            .map_or(vaddr, |s| s.addr + s.size);
+            .find(|s| s.addr <= vaddr && vaddr - s.addr < s.size)
+            .map_or(vaddr, |s| s.addr.saturating_add(s.size));
         let next = defined[k + 1..]
             .iter()
             .map(|&(v, _)| v)
@@ -251,7 +248,7 @@ pub(crate) fn parse_linked(path: &Path, bytes: &[u8]) -> Result<LinkedImage, Obj
         let addr = raw.addr(endian);
         let data = section.data().unwrap_or(&[]);
         for (i, e) in entries.iter().enumerate() {
-            let at = addr + i as u64 * entry;
+            let at = addr.wrapping_add(i as u64 * entry);
             let index = e.get(endian).0;
             let name =
                 if index & (macho::INDIRECT_SYMBOL_LOCAL.0 | macho::INDIRECT_SYMBOL_ABS.0) != 0 {
@@ -289,7 +286,7 @@ pub(crate) fn parse_linked(path: &Path, bytes: &[u8]) -> Result<LinkedImage, Obj
         let seg = |index: u8, offset: u64, what: &str| {
             segments
                 .get(index as usize)
-                .map(|s| s + offset)
+                .map(|s| s.wrapping_add(offset))
                 .ok_or_else(|| {
                     malformed(
                         path,

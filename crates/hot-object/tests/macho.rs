@@ -278,3 +278,115 @@ fn macho_damaged_objects_are_errors_not_panics() {
         let _ = Object::parse(&path, &damaged);
     }
 }
+
+/// `ld64.lld`, under its plain name or Debian's versioned one.
+fn ld64() -> &'static str {
+    for name in ["ld64.lld", "ld64.lld-14"] {
+        if std::process::Command::new(name)
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+        {
+            return name;
+        }
+    }
+    panic!("ld64.lld not found (Debian: apt-get install lld, which ships ld64.lld-14)");
+}
+
+/// A linked Mach-O image (ld64.lld's output) read into the image model: symbols, the GOT and
+/// stubs named through the indirect symbol table, pointers dyld binds, rebases, the
+/// thread-local template.
+#[test]
+fn macho_image_model_of_an_ld64_lld_executable() {
+    use hot_object::{GotSlotKind, LinkedImage};
+    let dir = tempfile::tempdir().unwrap();
+    for arch in ["x86_64", "arm64"] {
+        let source = format!("{SOURCE}\nint main(void) {{ return tick(1); }}\n");
+        let obj = compile_with(
+            "clang",
+            dir.path(),
+            "macho_relocs.c",
+            &source,
+            &[&format!("--target={arch}-apple-macos11"), "-O2", "-c"],
+            &format!("{arch}.o"),
+        );
+        let exe = dir.path().join(format!("{arch}.out"));
+        let status = std::process::Command::new(ld64())
+            .args(["-arch", arch, "-platform_version", "macos", "11.0", "11.0"])
+            .args(["-undefined", "dynamic_lookup", "-o"])
+            .arg(&exe)
+            .arg(&obj)
+            .status()
+            .expect("running ld64.lld");
+        assert!(status.success());
+        let bytes = std::fs::read(&exe).unwrap();
+        let image = LinkedImage::parse(&exe, &bytes).unwrap_or_else(|e| panic!("{arch}: {e}"));
+        assert!(image.position_independent && image.has_symtab, "{arch}");
+        assert_eq!(
+            image.build_id.as_ref().map(Vec::len),
+            Some(16),
+            "{arch}: LC_UUID"
+        );
+        let sym = |name: &str| {
+            image
+                .symbols
+                .iter()
+                .find(|s| s.name == name && s.defined)
+                .unwrap_or_else(|| panic!("{arch}: no symbol {name}"))
+        };
+        let tick = sym("_tick");
+        assert_eq!(tick.kind, SymbolKind::Function);
+        assert!(tick.size > 16 && tick.section.as_deref() == Some("__TEXT,__text"));
+        assert_eq!(sym("_counter").binding, hot_object::Binding::Local);
+        assert_eq!(sym("_tls_init").kind, SymbolKind::Tls);
+        let slot = |name: &str, kind: GotSlotKind| {
+            image
+                .got_slots
+                .iter()
+                .find(|s| s.symbol == name && s.kind == kind)
+                .unwrap_or_else(|| {
+                    panic!("{arch}: no {kind:?} slot of {name}: {:?}", image.got_slots)
+                })
+        };
+        // The GOT slot of the imported variable, bound by dyld; its call through a stub.
+        let got = slot("_ext_var", GotSlotKind::GlobDat);
+        assert_eq!(
+            image.section_at(got.vaddr).map(|s| s.name.as_str()),
+            Some("__DATA_CONST,__got")
+        );
+        assert!(
+            image.plt_entries.iter().any(|(n, _)| n == "_ext_fn"),
+            "{arch}: stub of _ext_fn"
+        );
+        // `fn_ptr = ext_fn`: a bound pointer in __data; the descriptors' `_tlv_bootstrap`.
+        assert_eq!(
+            slot("_ext_fn", GotSlotKind::Abs64).vaddr,
+            sym("_fn_ptr").vaddr
+        );
+        assert_eq!(
+            slot("__tlv_bootstrap", GotSlotKind::Abs64).vaddr,
+            sym("_tls_init").vaddr
+        );
+        // `table_ptr = &table[2]`: rebased, holding its link-time value.
+        assert!(
+            image
+                .relative_relocs
+                .contains(&(sym("_table_ptr").vaddr, (sym("_table").vaddr + 8) as i64)),
+            "{arch}: rebase of _table_ptr"
+        );
+        let tls = image.tls.expect("thread-local template");
+        assert_eq!(
+            (tls.filesz, tls.memsz),
+            (4, 8),
+            "{arch}: __thread_data + __thread_bss"
+        );
+        assert_eq!(tls.vaddr, sym("_tls_init$tlv$init").vaddr);
+        // Damaged images are errors, never panics.
+        for i in (0..bytes.len()).step_by(61) {
+            let mut damaged = bytes.clone();
+            damaged[i] ^= 0x5a;
+            let _ = LinkedImage::parse(&exe, &damaged);
+            let _ = LinkedImage::parse(&exe, &bytes[..i]);
+        }
+    }
+}
