@@ -451,13 +451,15 @@ impl Object {
     }
 
     /// The first named symbol defined in an atom (the function or variable it holds).
-    /// Assembler-local labels (`.LC0`, which gas keeps as symbols in mergeable sections) and
-    /// aarch64 mapping symbols (`$x`, `$d`, `$x.12`) are not names of anything and are skipped.
+    /// Assembler-local labels (`.LC0`, which gas keeps as symbols in mergeable sections),
+    /// aarch64 mapping symbols (`$x`, `$d`, `$x.12`) and Mach-O private labels (`ltmp0`,
+    /// `l_.str`: C names carry a leading `_` there) are not names of anything and are skipped.
     pub fn primary_symbol(&self, atom: AtomId) -> Option<SymbolId> {
         self.atom(atom).symbols.iter().copied().find(|&s| {
             let sym = self.symbol(s);
             !sym.name.is_empty()
                 && !is_assembler_label(&sym.name)
+                && !(self.format == ObjectFormat::MachO && macho::is_private_label(&sym.name))
                 && !matches!(sym.kind, SymbolKind::Section | SymbolKind::File)
         })
     }

@@ -519,7 +519,7 @@ pub(crate) fn parse_relocatable(path: &Path, bytes: &[u8]) -> Result<Object, Obj
 
 /// Assembler- and linker-private labels: not names of anything in the program (C and C++
 /// names carry a leading `_` in Mach-O).
-fn is_private_label(name: &str) -> bool {
+pub(crate) fn is_private_label(name: &str) -> bool {
     name.starts_with('l') || name.starts_with('L')
 }
 

@@ -390,3 +390,52 @@ fn macho_image_model_of_an_ld64_lld_executable() {
         }
     }
 }
+
+/// The diff of two compiles works on Mach-O atoms: a changed string literal changes only its
+/// user, a changed body only its function (section-relative fields hold object addresses
+/// that move with unrelated code, and are not compared).
+#[test]
+fn macho_diff_reports_only_the_edited_function() {
+    use hot_object::changed_functions;
+    let dir = tempfile::tempdir().unwrap();
+    let edits = [
+        ("return \"hello\";", "return \"hello, world\";", "_greeting"),
+        (
+            "return x * 3 + counter;",
+            "return x * 4 + counter;",
+            "_helper",
+        ),
+    ];
+    for arch in ["x86_64", "arm64"] {
+        for opt in ["-O0", "-O2"] {
+            let old = compile(dir.path(), arch, opt);
+            assert!(changed_functions(&old, &old).is_empty());
+            for (from, to, function) in edits {
+                let source = SOURCE.replace(from, to);
+                assert_ne!(source, SOURCE);
+                let path = compile_with(
+                    "clang",
+                    dir.path(),
+                    "macho_relocs.c",
+                    &source,
+                    &[&format!("--target={arch}-apple-macos11"), opt, "-c"],
+                    "new.o",
+                );
+                let new = parse_object(&path);
+                let diff = changed_functions(&old, &new);
+                let names: Vec<&str> = diff.changed.iter().map(|m| m.name.as_str()).collect();
+                // At -O2 `helper` is inlined into `tick`: the edit changes `tick`.
+                let expect = if function == "_helper" && opt == "-O2" {
+                    "_tick"
+                } else {
+                    function
+                };
+                assert_eq!(names, [expect], "{arch} {opt} {from}: {diff:#?}");
+                assert!(
+                    diff.added.is_empty() && diff.removed.is_empty(),
+                    "{arch} {opt}: {diff:#?}"
+                );
+            }
+        }
+    }
+}
