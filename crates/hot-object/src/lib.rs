@@ -457,9 +457,10 @@ impl Object {
     pub fn primary_symbol(&self, atom: AtomId) -> Option<SymbolId> {
         self.atom(atom).symbols.iter().copied().find(|&s| {
             let sym = self.symbol(s);
+            let private = self.format == ObjectFormat::MachO && macho::is_private_label(&sym.name);
             !sym.name.is_empty()
                 && !is_assembler_label(&sym.name)
-                && !(self.format == ObjectFormat::MachO && macho::is_private_label(&sym.name))
+                && !private
                 && !matches!(sym.kind, SymbolKind::Section | SymbolKind::File)
         })
     }
