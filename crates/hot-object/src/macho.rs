@@ -394,7 +394,7 @@ pub(crate) fn parse_relocatable(path: &Path, bytes: &[u8]) -> Result<Object, Obj
                                 next.min(sect.size) - offset.min(sect.size),
                             )
                         }
-                        None if sect.role != Role::Skip && sect.size > 0 => {
+                        None if matches!(sect.role, Role::Atoms(_)) && sect.size > 0 => {
                             return Err(malformed(
                                 path,
                                 format!(

@@ -439,3 +439,49 @@ fn macho_diff_reports_only_the_edited_function() {
         }
     }
 }
+
+/// C++ on Mach-O: `__mod_init_func` entries become the object's constructors, in order;
+/// an inline function is a weak definition, kept once by the linker like an ELF COMDAT.
+#[test]
+fn macho_cpp_constructors_and_weak_definitions() {
+    let dir = tempfile::tempdir().unwrap();
+    for arch in ["x86_64", "arm64"] {
+        let path = compile_with(
+            "clang++",
+            dir.path(),
+            "macho_ctors.cc",
+            include_str!("fixtures/macho_ctors.cc"),
+            &[
+                &format!("--target={arch}-apple-macos11"),
+                "-stdlib=libc++",
+                "-O0",
+                "-c",
+            ],
+            &format!("ctors_{arch}.o"),
+        );
+        let object = parse_object(&path);
+        let ctors: Vec<&str> = object
+            .constructors
+            .iter()
+            .map(|c| object.symbol(c.symbol).name.as_str())
+            .collect();
+        assert!(
+            ctors.contains(&"__GLOBAL__sub_I_macho_ctors.cc")
+                && ctors.iter().any(|c| c.contains("boot")),
+            "{arch}: constructors {ctors:?}"
+        );
+        assert!(
+            object
+                .constructors
+                .iter()
+                .all(|c| c.priority.is_none() && c.addend == 0),
+            "{arch}: {:?}",
+            object.constructors
+        );
+        let twice = atom_of(&object, "__Z5twicei");
+        assert!(object.atom(twice).comdat, "{arch}: weak definition");
+        let sym = object.symbol(object.primary_symbol(twice).unwrap());
+        assert_eq!(sym.binding, hot_object::Binding::Weak, "{arch}");
+        assert!(!object.atom(atom_of(&object, "__Z3usei")).comdat, "{arch}");
+    }
+}
