@@ -404,3 +404,59 @@ fn macho_arm64_data_and_got_relaxation_match_ld64_lld() {
         );
     }
 }
+
+/// What hot-link cannot link is a diagnostic naming the atom, the Mach-O relocation and its
+/// target, never a truncated field: a branch beyond ±128 MiB without a stub, a symbol with no
+/// address, a GOT reference without a slot.
+#[test]
+fn macho_unresolvable_references_are_errors_with_their_relocation() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for arch in ["x86_64", "arm64"] {
+        let obj = compile(dir.path(), arch, "a.c", &relocs_fixture(), "-O2");
+        let bytes = std::fs::read(&obj).expect("reading the object");
+        let object = Object::parse(&obj, &bytes).expect("parse");
+        let mut placement = MachOPlacement::default();
+        let mut next = 0x1_0000_0000u64;
+        for (i, atom) in object.atoms.iter().enumerate() {
+            placement.atoms.insert(AtomId(i as u32), next);
+            next += atom.size.next_multiple_of(16);
+        }
+        // `ext_fn` 4 GiB away with no stub; `ext_var` and `__tlv_bootstrap` unknown.
+        placement
+            .symbols
+            .insert("_ext_fn".into(), 0x2_0000_0000 + next);
+        let errors = relocate(&object, &placement).expect_err("must not link");
+        let find = |target: &str| {
+            errors
+                .iter()
+                .find(|e| e.target == target)
+                .unwrap_or_else(|| panic!("{arch}: no error about {target}: {errors:#?}"))
+        };
+        let branch = find("_ext_fn");
+        let want = if arch == "x86_64" {
+            "X86_64_RELOC_BRANCH"
+        } else {
+            "ARM64_RELOC_BRANCH26"
+        };
+        assert_eq!(
+            (branch.reloc.as_str(), branch.symbol.as_str()),
+            (want, "_tick"),
+            "{arch}"
+        );
+        let var = find("_ext_var");
+        assert!(
+            var.message.contains("undefined") || var.message.contains("GOT"),
+            "{arch}: {var}"
+        );
+        assert!(
+            find("__tlv_bootstrap").message.contains("undefined"),
+            "{arch}"
+        );
+        assert!(
+            errors
+                .iter()
+                .all(|e| e.section.contains(',') && !e.reloc.is_empty()),
+            "{arch}: {errors:#?}"
+        );
+    }
+}
