@@ -20,6 +20,8 @@ command -v aarch64-linux-gnu-ld >/dev/null || need_apt+=(binutils-aarch64-linux-
 # globals it makes local in a different place.
 command -v ld.gold >/dev/null || need_apt+=(binutils)
 command -v ld.lld >/dev/null || need_apt+=(lld)
+# The Mach-O differential tests link with ld64.lld (Debian's lld ships it as ld64.lld-14).
+command -v ld64.lld >/dev/null || command -v ld64.lld-14 >/dev/null || need_apt+=(lld)
 # The debugger tests attach the real gdb to swapped programs.
 command -v gdb >/dev/null || need_apt+=(gdb)
 # The benchmark's smoke test (server/tests/bench.rs) runs scripts/bench.

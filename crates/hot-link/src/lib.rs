@@ -27,6 +27,8 @@
 //! - `aarch64.rs` (public: the Mach-O arm64 linking reuses it): AArch64 instruction fields
 //!   (imm26, imm19, imm14, ADRP pages, scaled lo12, MOVW), veneers, call stubs, entry jumps
 //!   behind BTI landing pads, and ld's TLS relaxations, as pure functions;
+//! - `macho.rs` (public, not yet behind [`Linker`]): Mach-O relocation application, x86-64
+//!   and arm64, at addresses and with GOT slots and stubs the caller chooses;
 //! - `image_diff.rs`: without a baseline, which functions equal the running image's code
 //!   (instruction-level comparison accepting ld's relaxations);
 //! - `entry.rs`: how an entry is redirected (5-byte jump, or a short jump through padding);
@@ -77,6 +79,7 @@ mod labels;
 mod lambdas;
 mod layout;
 mod link;
+pub mod macho;
 mod reloc_aarch64;
 mod resolve;
 mod units;

@@ -556,6 +556,7 @@ pub(crate) fn parse_relocatable(path: &Path, bytes: &[u8]) -> Result<Object, Obj
 
     let mut object = Object {
         machine: ident.machine,
+        format: crate::ObjectFormat::Elf,
         atoms,
         symbols,
         producer: None,

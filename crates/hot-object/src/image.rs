@@ -65,6 +65,9 @@ pub enum GotSlotKind {
     Copy,
     /// `R_X86_64_64` in writable data: an absolute pointer resolved by the dynamic linker.
     Abs64,
+    /// Added: a Mach-O thread-local variable pointer (`__thread_ptrs`): holds the address of
+    /// the variable's descriptor, which a `TLV` load reads.
+    ThreadLocalPointer,
 }
 
 /// A slot filled in by the dynamic linker for a named symbol.
@@ -167,10 +170,14 @@ pub struct LinkedImage {
 }
 
 impl LinkedImage {
-    /// Parse a linked executable or shared library. An executable without `.symtab` is
+    /// Parse a linked executable or shared library: ELF, or 64-bit Mach-O (`macho_image.rs`
+    /// says how its GOT, stubs and binds fill this model). An executable without `.symtab` is
     /// accepted here (the caller decides whether that is fatal: it is for the debuggee's
     /// executable, not for libraries).
     pub fn parse(path: &Path, bytes: &[u8]) -> Result<LinkedImage, ObjectError> {
+        if crate::macho::is_macho(bytes) {
+            return crate::macho_image::parse_linked(path, bytes);
+        }
         crate::elf::parse_linked(path, bytes)
     }
 

@@ -17,6 +17,8 @@ mod eh_frame;
 mod elf;
 pub mod image;
 pub mod jit;
+mod macho;
+mod macho_image;
 pub mod names;
 pub mod reloc;
 pub mod types;
@@ -53,6 +55,17 @@ pub enum Machine {
     #[default]
     X86_64,
     Aarch64,
+}
+
+/// The container format an object was read from. Relocation kinds are shared, but the raw
+/// types ([`Reloc::raw_type`]) are numbered by the format: ELF `r_type` or Mach-O `r_type`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum ObjectFormat {
+    #[default]
+    Elf,
+    /// Mach-O (`MH_OBJECT`): atoms are the `subsections_via_symbols` pieces of sections,
+    /// symbol names carry their leading `_`, and section names read `__TEXT,__text`.
+    MachO,
 }
 
 /// What an atom holds, which decides the arena it goes to and whether its runtime value may
@@ -203,6 +216,8 @@ impl FdeIndex {
 #[derive(Clone, Debug, Default)]
 pub struct Object {
     pub machine: Machine,
+    /// Added: ELF or Mach-O (decides how [`Reloc::raw_type`] is named).
+    pub format: ObjectFormat,
     pub atoms: Vec<Atom>,
     pub symbols: Vec<Symbol>,
     /// `DW_AT_producer` of the object's compile unit, if it has DWARF.
@@ -300,9 +315,21 @@ pub enum ObjectError {
 }
 
 impl Object {
-    /// Parse a relocatable ELF object. `path` is used only in error messages.
+    /// Parse a relocatable object: ELF, or a 64-bit Mach-O `MH_OBJECT` (x86-64, arm64).
+    /// `path` is used only in error messages.
     pub fn parse(path: &Path, bytes: &[u8]) -> Result<Object, ObjectError> {
+        if macho::is_macho(bytes) {
+            return macho::parse_relocatable(path, bytes);
+        }
         elf::parse_relocatable(path, bytes)
+    }
+
+    /// The name of a relocation's raw type in this object's format, for diagnostics.
+    pub fn reloc_type_name(&self, raw_type: u32) -> String {
+        match self.format {
+            ObjectFormat::Elf => RelocKind::raw_name(self.machine, raw_type),
+            ObjectFormat::MachO => RelocKind::macho_name(self.machine, raw_type),
+        }
     }
 
     pub fn atom(&self, id: AtomId) -> &Atom {
@@ -424,13 +451,16 @@ impl Object {
     }
 
     /// The first named symbol defined in an atom (the function or variable it holds).
-    /// Assembler-local labels (`.LC0`, which gas keeps as symbols in mergeable sections) and
-    /// aarch64 mapping symbols (`$x`, `$d`, `$x.12`) are not names of anything and are skipped.
+    /// Assembler-local labels (`.LC0`, which gas keeps as symbols in mergeable sections),
+    /// aarch64 mapping symbols (`$x`, `$d`, `$x.12`) and Mach-O private labels (`ltmp0`,
+    /// `l_.str`: C names carry a leading `_` there) are not names of anything and are skipped.
     pub fn primary_symbol(&self, atom: AtomId) -> Option<SymbolId> {
         self.atom(atom).symbols.iter().copied().find(|&s| {
             let sym = self.symbol(s);
+            let private = self.format == ObjectFormat::MachO && macho::is_private_label(&sym.name);
             !sym.name.is_empty()
                 && !is_assembler_label(&sym.name)
+                && !private
                 && !matches!(sym.kind, SymbolKind::Section | SymbolKind::File)
         })
     }

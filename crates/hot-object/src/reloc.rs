@@ -120,6 +120,35 @@ pub enum RelocKind {
     /// sequence (`-mtls-dialect=trad`) before `bl __tls_get_addr`.
     TlsGdAdrPage21,
     TlsGdAddLo12Nc,
+    // Mach-O kinds with no ELF counterpart in this enum (decoded by `macho.rs`; the raw
+    // `r_type` is the Mach-O one, named by [`RelocKind::macho_name`]). The Mach-O types
+    // that mean what an ELF kind means decode to that kind: `X86_64_RELOC_SIGNED*` to
+    // `Pc32`, `BRANCH` to `Plt32`, `GOT_LOAD` to `RexGotPcRelX`, `GOT` and
+    // `ARM64_RELOC_POINTER_TO_GOT` to `GotPcRel`, `UNSIGNED` to `Abs64`/`Abs32`.
+    /// The minus half of a Mach-O `SUBTRACTOR` pair: the next relocation, at the same
+    /// offset, is the plus half (`Abs64`/`Abs32` of symbol `A` with addend `c`), and the
+    /// field holds `A + c - S` of this relocation's symbol.
+    Subtractor,
+    /// `X86_64_RELOC_TLV` (`movq _x@TLVP(%rip), %rdi`): PC-relative (`S + A - P`) address of
+    /// a pointer to the thread-local variable's descriptor; the linker may turn the `movq`
+    /// into `leaq` of the descriptor itself.
+    Tlvp,
+    /// `ARM64_RELOC_BRANCH26`: `B`/`BL` imm26, `(S + A - P) >> 2`, ±128 MiB.
+    Arm64Branch26,
+    /// `ARM64_RELOC_PAGE21`: `ADRP` of the 4 KiB page of `S + A`.
+    Arm64Page21,
+    /// `ARM64_RELOC_PAGEOFF12`: the low 12 bits of `S + A` in an `ADD` or a load/store,
+    /// scaled by the access size the instruction itself encodes (Mach-O has one type for
+    /// all sizes; ELF has one per size).
+    Arm64PageOff12,
+    /// `ARM64_RELOC_GOT_LOAD_PAGE21` / `GOT_LOAD_PAGEOFF12`: `ADRP` + `LDR` of `S`'s GOT
+    /// slot (the `LDR` may be relaxed to an `ADD` of `S` itself).
+    Arm64GotPage21,
+    Arm64GotPageOff12,
+    /// `ARM64_RELOC_TLVP_LOAD_PAGE21` / `TLVP_LOAD_PAGEOFF12`: `ADRP` + `LDR` of the
+    /// thread-local variable pointer of `S` (relaxable to `ADD` of the descriptor).
+    Arm64TlvpPage21,
+    Arm64TlvpPageOff12,
     /// A type hot-link does not handle; the raw type is in [`crate::Reloc::raw_type`].
     Unknown,
 }
@@ -229,6 +258,22 @@ impl RelocKind {
         match machine {
             crate::Machine::X86_64 => RelocKind::x86_64_name(r_type),
             crate::Machine::Aarch64 => RelocKind::aarch64_name(r_type),
+        }
+    }
+
+    /// The Mach-O name of a raw relocation type of `machine` (`X86_64_RELOC_SIGNED_1`,
+    /// `ARM64_RELOC_PAGE21`), for diagnostics about Mach-O objects.
+    pub fn macho_name(machine: crate::Machine, r_type: u32) -> String {
+        let Ok(raw) = u8::try_from(r_type) else {
+            return format!("Mach-O relocation type {r_type}");
+        };
+        let names = match machine {
+            crate::Machine::X86_64 => &object::macho::NAMES_X86_64_RELOC,
+            crate::Machine::Aarch64 => &object::macho::NAMES_ARM64_RELOC,
+        };
+        match names.name(object::macho::RelocationType(raw)) {
+            Some(name) => name.to_string(),
+            None => format!("Mach-O relocation type {r_type}"),
         }
     }
 

@@ -20,6 +20,12 @@ mod fault;
 mod linux;
 #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
 use linux as backend;
+// The macOS backend's logic that makes no Mach call: compiled and tested everywhere.
+#[cfg_attr(not(target_vendor = "apple"), allow(dead_code))]
+mod task_apply;
+// Its Mach calls (`task_for_pid`, VM, thread states): Apple targets only.
+#[cfg(target_vendor = "apple")]
+mod macos;
 #[cfg(not(all(target_os = "linux", target_arch = "x86_64")))]
 mod unsupported;
 #[cfg(not(all(target_os = "linux", target_arch = "x86_64")))]
