@@ -25,13 +25,13 @@
 use std::ops::Range;
 
 use hot_object::ImageSymbol;
-use iced_x86::{Decoder, DecoderOptions, FlowControl, Instruction, Mnemonic};
+use iced_x86::{Decoder, DecoderOptions, FlowControl, Instruction, Mnemonic, OpKind, Register};
 
 use crate::branches::EntryLandings;
 use crate::image::{ImageIndex, Vaddr};
-use crate::layout::{Allocator, Redirect};
+use crate::layout::{Allocator, ArenaKind, Redirect};
 use crate::x86_64::{jmp_rel32, jmp_rel8, JMP_REL32_LEN, JMP_REL8_LEN};
-use crate::{EntryWrite, ImageModel, LinkErrorCode, RuntimeAddr};
+use crate::{EntryWrite, ImageModel, LinkErrorCode, Module, PatchWrite, RuntimeAddr};
 
 /// The writes and state of one entry redirection.
 #[derive(Debug)]
@@ -42,6 +42,9 @@ pub(crate) struct EntryPlan {
     pub redirect: Redirect,
     /// Image fill bytes this redirection uses for the first time.
     pub claimed_fill: Option<Range<u64>>,
+    /// Arena contents the redirection needs (the stub of a jump from the first statement),
+    /// unreachable until `writes` are committed.
+    pub arena: Option<PatchWrite>,
 }
 
 /// Why an entry cannot be redirected: the error code and a sentence for the user.
@@ -178,7 +181,147 @@ fn reuse(previous: &Redirect, body: RuntimeAddr, function: &str) -> Result<Entry
         protected: vec![previous.jump_at..previous.jump_at.offset(JMP_REL32_LEN)],
         redirect,
         claimed_fill: None,
+        arena: None,
     })
+}
+
+/// The bytes that undo `prologue` (a function's instructions from its entry up to its first
+/// statement), so that a call which ran the old prologue can enter the new body as if it had
+/// just been called: `None` unless each instruction's effect is known and reversible —
+/// `endbr64`, `push %reg`, `mov %rsp,%rbp` (after `push %rbp`, which the undo pops) and
+/// `sub $imm,%rsp`. Undone in reverse order with `pop %reg` and `lea imm(%rsp),%rsp`
+/// (which leaves the flags alone; they are dead at a call anyway).
+fn undo_prologue(prologue: &[u8], vaddr: u64) -> Option<Vec<u8>> {
+    let mut decoder = Decoder::with_ip(64, prologue, vaddr, DecoderOptions::NONE);
+    let mut instr = Instruction::default();
+    let mut undo: Vec<Vec<u8>> = Vec::new();
+    let mut pushed_rbp = false;
+    let register = |instr: &Instruction, op: u32| match instr.op_kind(op) {
+        OpKind::Register => Some(instr.op_register(op)),
+        _ => None,
+    };
+    while decoder.can_decode() {
+        decoder.decode_out(&mut instr);
+        if instr.is_invalid() {
+            return None;
+        }
+        match instr.mnemonic() {
+            Mnemonic::Endbr64 => {}
+            Mnemonic::Push => {
+                let reg = register(&instr, 0).filter(|r| r.is_gpr64() && *r != Register::RSP)?;
+                let n = reg.number() as u8;
+                undo.push(match n {
+                    0..=7 => vec![0x58 + n],
+                    _ => vec![0x41, 0x58 + (n - 8)],
+                });
+                pushed_rbp |= reg == Register::RBP;
+            }
+            Mnemonic::Mov
+                if pushed_rbp
+                    && register(&instr, 0) == Some(Register::RBP)
+                    && register(&instr, 1) == Some(Register::RSP) => {}
+            Mnemonic::Sub if register(&instr, 0) == Some(Register::RSP) => {
+                if !matches!(
+                    instr.op1_kind(),
+                    OpKind::Immediate8to64 | OpKind::Immediate32to64
+                ) {
+                    return None;
+                }
+                let imm = i32::try_from(instr.immediate(1) as i64)
+                    .ok()
+                    .filter(|&n| n >= 0)?;
+                let mut lea = vec![0x48, 0x8d, 0xa4, 0x24];
+                lea.extend_from_slice(&imm.to_le_bytes());
+                undo.push(lea);
+            }
+            _ => return None,
+        }
+    }
+    Some(undo.into_iter().rev().flatten().collect())
+}
+
+/// The redirection of an entry that has a statement boundary inside its first 5 bytes and no
+/// padding for the short jump: the entry is left as it is, and the 5-byte jump goes over the
+/// *first statement* (at `at`, which a debugger's `break f` uses), to a stub in the code
+/// arena that undoes the prologue (`undo_prologue`) and jumps to the new body. A call runs
+/// the old prologue, then the stub takes it into the new body with the stack and registers
+/// it was called with; a thread stopped anywhere in the prologue or exactly at the first
+/// statement (a debugger holding it at `break f`) goes the same way. A breakpoint on the
+/// first statement sits on the jump's first byte and keeps stopping every call.
+///
+/// `None` (another form is used) unless: the prologue can be undone, the 5 bytes at `at`
+/// lie inside the function with no other statement boundary strictly inside them, and no
+/// branch (from the body or elsewhere) and no return address lands in `(entry, at + 5)`:
+/// control reaches those bytes only by falling through the prologue.
+fn plan_replay(
+    exe: &Module,
+    elsewhere: &EntryLandings,
+    alloc: &mut Allocator<'_>,
+    (vaddr, old_body): (u64, &[u8]),
+    statements: &[u64],
+    body: RuntimeAddr,
+    function: &str,
+) -> Result<Option<EntryPlan>, EntryError> {
+    let Some(&at) = statements.first() else {
+        return Ok(None);
+    };
+    let offset = (at - vaddr) as usize;
+    let end = at.saturating_add(JMP_REL32_LEN);
+    let fits = old_body.len() >= offset + JMP_REL32_LEN as usize;
+    if !fits || statements.iter().any(|&s| s > at && s < end) {
+        return Ok(None);
+    }
+    let Some(undo) = undo_prologue(&old_body[..offset], vaddr) else {
+        return Ok(None);
+    };
+    if !landings_into(old_body, vaddr, vaddr, end - vaddr).is_empty()
+        || elsewhere
+            .branches_into(vaddr)
+            .iter()
+            .any(|landing| landing.target < end)
+    {
+        return Ok(None);
+    }
+    let stub_len = undo.len() as u64 + JMP_REL32_LEN;
+    // A full code arena: the plain entry jump needs no arena space.
+    let Ok(stub) = alloc.alloc(ArenaKind::Code, stub_len, 16) else {
+        return Ok(None);
+    };
+    let overflow = |at: RuntimeAddr| {
+        (
+            LinkErrorCode::RelocationOverflow,
+            format!("the new body of `{function}` at {body} is out of `jmp rel32` reach of {at}"),
+        )
+    };
+    let jump_at = stub.offset(undo.len() as u64);
+    let long = jmp_rel32(jump_at.0, body.0).ok_or_else(|| overflow(jump_at))?;
+    let at_rt = exe.runtime(Vaddr(at));
+    let landing = jmp_rel32(at_rt.0, stub.0).ok_or_else(|| overflow(at_rt))?;
+    let original = old_body[offset..offset + JMP_REL32_LEN as usize].to_vec();
+    let mut stub_bytes = undo;
+    stub_bytes.extend_from_slice(&long);
+    Ok(Some(EntryPlan {
+        writes: vec![EntryWrite {
+            addr: at_rt,
+            expected: original.clone(),
+            bytes: landing.clone(),
+            function: function.to_string(),
+        }],
+        // A thread exactly at `at` takes the jump whole, with the prologue run: correct.
+        protected: vec![at_rt..at_rt.offset(JMP_REL32_LEN)],
+        redirect: Redirect {
+            jump_at,
+            current: long,
+            original: Vec::new(),
+            short: Some((at_rt, landing, original)),
+        },
+        claimed_fill: None,
+        arena: Some(PatchWrite {
+            addr: stub,
+            bytes: stub_bytes,
+            what: format!("prologue stub of {function}"),
+        }),
+    }))
 }
 
 /// Plan the redirection of a function of the original image, whose symbol is `sym`.
@@ -186,7 +329,7 @@ pub(crate) fn plan_image_entry(
     model: &ImageModel,
     index: &ImageIndex,
     elsewhere: &EntryLandings,
-    alloc: &Allocator<'_>,
+    alloc: &mut Allocator<'_>,
     sym: &ImageSymbol,
     body: RuntimeAddr,
     function: &str,
@@ -225,7 +368,9 @@ pub(crate) fn plan_image_entry(
     // Branches from other code (the function's `.cold` part, other functions) count alike.
     let mut from_elsewhere: Vec<u64> = Vec::new();
     for landing in elsewhere.branches_into(vaddr) {
-        if (vaddr..vaddr.saturating_add(size)).contains(&landing.from) {
+        if (vaddr..vaddr.saturating_add(size)).contains(&landing.from)
+            || landing.target >= vaddr.saturating_add(JMP_REL32_LEN)
+        {
             continue;
         }
         landings.branches.push(landing.target);
@@ -237,6 +382,13 @@ pub(crate) fn plan_image_entry(
     landings.branches.sort_unstable();
     landings.branches.dedup();
     let conflicts = &landings.branches;
+    // Statement boundaries (where a debugger puts `break f` and `break file:line`) inside
+    // the jump bytes: its `int3` there would corrupt the jump, and gdb, which takes its
+    // breakpoints out while the program is stopped and puts them back on `continue`, would
+    // write it over the jump hot-lsp wrote while it held the program.
+    let statements = exe.image.statements_in(vaddr, vaddr.saturating_add(size));
+    let statement_inside = |len: u64| statements.iter().any(|&at| at < vaddr + len);
+    let statement_conflict = statement_inside(JMP_REL32_LEN);
     let direct = |claimed_fill: Option<Range<u64>>| -> Result<EntryPlan, EntryError> {
         let original = exe
             .image
@@ -264,11 +416,12 @@ pub(crate) fn plan_image_entry(
                 short: None,
             },
             claimed_fill,
+            arena: None,
         })
     };
     // Without padding for the short jump, a return address inside the jump bytes is left to
     // the apply (it refuses while a frame returns there); a branch target is refused here.
-    let direct_or_tiny = || -> Result<EntryPlan, EntryError> {
+    let direct_or_tiny = |alloc: &Allocator<'_>| -> Result<EntryPlan, EntryError> {
         if size >= JMP_REL32_LEN {
             return direct(None);
         }
@@ -297,8 +450,8 @@ pub(crate) fn plan_image_entry(
             ),
         ))
     };
-    if landings.is_empty() {
-        return direct_or_tiny();
+    if landings.is_empty() && !statement_conflict {
+        return direct_or_tiny(alloc);
     }
     // A branch targets bytes 1..5, or a call returns there: try a 2-byte short jump at the
     // entry to 5 bytes of fill within its reach (-128..+127 from the end of the short jump):
@@ -329,7 +482,7 @@ pub(crate) fn plan_image_entry(
     let after_short = vaddr.saturating_add(JMP_REL8_LEN);
     let reach = after_short.saturating_sub(128)..after_short.saturating_add(127 + JMP_REL32_LEN);
     let mut candidates: Vec<u64> = Vec::new();
-    if short_conflicts.is_empty() {
+    if short_conflicts.is_empty() && !statement_inside(JMP_REL8_LEN) {
         for gap in index.gaps_overlapping(reach.clone()) {
             let Some(gap_bytes) = exe
                 .image
@@ -404,11 +557,28 @@ pub(crate) fn plan_image_entry(
                 short: Some((entry, short, entry_original)),
             },
             claimed_fill: Some(pad),
+            arena: None,
         });
     }
+    if conflicts.is_empty() && statement_conflict {
+        // No padding: jump from the first statement instead, after the prologue runs.
+        if let Some(plan) = plan_replay(
+            exe,
+            elsewhere,
+            alloc,
+            (vaddr, old_body),
+            statements,
+            body,
+            function,
+        )? {
+            return Ok(plan);
+        }
+    }
     if conflicts.is_empty() {
-        // Only return addresses: whether a frame is there is known only at apply time.
-        return direct_or_tiny();
+        // Only return addresses (whether a frame is there is known only at apply time), or
+        // a statement boundary no other form avoids: the apply refuses to write over a
+        // breakpoint that is in memory.
+        return direct_or_tiny(alloc);
     }
     Err((
         LinkErrorCode::FunctionTooSmall,
@@ -475,6 +645,68 @@ mod tests {
         // ret; nop; xor %eax,%eax; ret: no fill at the end.
         let no_tail = [0xc3, 0x90, 0x31, 0xc0, 0xc3];
         assert_eq!(trailing_fill_start(&no_tail, 0x1000), None);
+    }
+
+    /// Prologues before a function's first statement: the bytes, and the undo the stub of a
+    /// jump from that statement runs (`None`: not undone, another form is used).
+    type PrologueRow = (&'static str, &'static [u8], Option<&'static [u8]>);
+    const PROLOGUES: &[PrologueRow] = &[
+        (
+            "push %rbp; mov %rsp,%rbp (gcc, clang -O0)",
+            &[0x55, 0x48, 0x89, 0xe5],
+            Some(&[0x5d]),
+        ),
+        (
+            "the other encoding of mov %rsp,%rbp",
+            &[0x55, 0x48, 0x8b, 0xec],
+            Some(&[0x5d]),
+        ),
+        (
+            "endbr64; push %rbp; mov %rsp,%rbp",
+            &[0xf3, 0x0f, 0x1e, 0xfa, 0x55, 0x48, 0x89, 0xe5],
+            Some(&[0x5d]),
+        ),
+        (
+            "push %rbp; mov %rsp,%rbp; sub $0x10,%rsp",
+            &[0x55, 0x48, 0x89, 0xe5, 0x48, 0x83, 0xec, 0x10],
+            Some(&[0x48, 0x8d, 0xa4, 0x24, 0x10, 0, 0, 0, 0x5d]),
+        ),
+        ("push %rbx", &[0x53], Some(&[0x5b])),
+        (
+            "push %r12; push %rbx",
+            &[0x41, 0x54, 0x53],
+            Some(&[0x5b, 0x41, 0x5c]),
+        ),
+        (
+            "sub $8,%rsp",
+            &[0x48, 0x83, 0xec, 0x08],
+            Some(&[0x48, 0x8d, 0xa4, 0x24, 8, 0, 0, 0]),
+        ),
+        (
+            "mov %rsp,%rbp without push %rbp first",
+            &[0x48, 0x89, 0xe5],
+            None,
+        ),
+        (
+            "push %rbx; lea (%rdi,%rsi),%ebx (gcc -O2)",
+            &[0x53, 0x8d, 0x1c, 0x37],
+            None,
+        ),
+        ("mov %edi,-4(%rbp)", &[0x89, 0x7d, 0xfc], None),
+        ("add $8,%rsp", &[0x48, 0x83, 0xc4, 0x08], None),
+        ("a truncated instruction", &[0x55, 0x48, 0x89], None),
+        ("call *%rdi", &[0xff, 0xd7], None),
+    ];
+
+    #[test]
+    fn prologues_before_the_first_statement_are_undone_or_not() {
+        for &(what, bytes, undo) in PROLOGUES {
+            assert_eq!(
+                undo_prologue(bytes, 0x1000).as_deref(),
+                undo,
+                "{what}: {bytes:02x?}"
+            );
+        }
     }
 
     #[test]

@@ -47,14 +47,17 @@ pub(crate) struct NewVariable {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Redirect {
     /// Where the 5-byte `jmp rel32` lives: the entry itself, fill before the entry (reached
-    /// by a 2-byte short jump at the entry), or a new function's stub.
+    /// by a 2-byte short jump at the entry), a new function's stub, or the stub that undoes
+    /// the prologue for a jump from the first statement (`entry.rs`, `plan_replay`).
     pub jump_at: RuntimeAddr,
     /// The bytes at `jump_at` as the last committed patch wrote them.
     pub current: Vec<u8>,
     /// The bytes at `jump_at` before the first redirect (empty for a new function's stub,
     /// which never held anything else).
     pub original: Vec<u8>,
-    /// For the short form: the entry, the `jmp rel8` written there and the original bytes.
+    /// For the short form: the entry, the `jmp rel8` written there and the original bytes;
+    /// for the jump from the first statement: that statement, the `jmp rel32` to the stub
+    /// written there and its original bytes.
     pub short: Option<(RuntimeAddr, Vec<u8>, Vec<u8>)>,
 }
 

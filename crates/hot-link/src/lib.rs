@@ -311,6 +311,13 @@ pub struct UnwindRegistration {
 }
 
 impl Patch {
+    /// The stable entries this patch redirects (image functions' entries and new functions'
+    /// stubs). Not the same as the addresses of [`Patch::entries`]: a redirection may write
+    /// into padding before the entry, or over the first statement after the prologue.
+    pub fn redirected_entries(&self) -> impl Iterator<Item = RuntimeAddr> + '_ {
+        self.redirected_names.iter().map(|(entry, _)| *entry)
+    }
+
     /// Nothing to write: the object did not change anything the process runs.
     pub fn is_empty(&self) -> bool {
         self.writes.is_empty()

@@ -1258,7 +1258,7 @@ impl<'a> Link<'a> {
                     self.model,
                     self.index,
                     self.landings,
-                    &self.alloc,
+                    &mut self.alloc,
                     r.get(self.model),
                     body,
                     &name,
@@ -1301,6 +1301,7 @@ impl<'a> Link<'a> {
             };
             match plan {
                 Ok(Some(plan)) => {
+                    self.patch.writes.extend(plan.arena);
                     self.patch.entries.extend(plan.writes);
                     self.patch.protected.extend(plan.protected);
                     if let Some(fill) = plan.claimed_fill {

@@ -1970,8 +1970,16 @@ fn units_linked_together_share_the_arenas_and_revert_as_one() {
             .entries
             .iter()
             .partition(|e| stubs.iter().any(|s| s.addr == e.addr));
-        let expected: Vec<_> = rest.iter().map(|e| &e.expected).collect();
-        let first: Vec<_> = patch.entries.iter().map(|e| &e.expected).collect();
+        // By address: the units may link in another order now (an addition undone keeps
+        // its stub, so it is no longer new to the program and orders nothing).
+        let mut expected: Vec<_> = rest.iter().map(|e| (e.addr, &e.expected)).collect();
+        let mut first: Vec<_> = patch
+            .entries
+            .iter()
+            .map(|e| (e.addr, &e.expected))
+            .collect();
+        expected.sort();
+        first.sort();
         assert_eq!(expected, first, "{what}");
         assert_eq!(from_stubs.len(), stubs.len(), "{what}: {from_stubs:#?}");
         for entry in from_stubs {
@@ -2360,7 +2368,18 @@ fn a_strong_definition_beats_a_weak_default_of_the_same_swap_in_either_order() {
         assert_eq!(entries.len(), 1, "{order}: {:#?}", patch.entries);
         let entry = entries[0];
         let rel = i32::from_le_bytes(entry.bytes[1..5].try_into().expect("jmp rel32"));
-        let target = (entry.addr.0 as i64 + 5 + rel as i64) as u64;
+        let mut target = (entry.addr.0 as i64 + 5 + rel as i64) as u64;
+        // A jump from the first statement goes through the stub that undoes the prologue.
+        if let Some(stub) = patch
+            .writes
+            .iter()
+            .find(|w| w.addr.0 == target && w.what.starts_with("prologue stub of "))
+        {
+            let jump = &stub.bytes[stub.bytes.len() - 5..];
+            assert_eq!(jump[0], 0xe9, "{order}: {stub:?}");
+            let rel = i32::from_le_bytes(jump[1..5].try_into().expect("jmp rel32"));
+            target = (stub.addr.0 as i64 + stub.bytes.len() as i64 + rel as i64) as u64;
+        }
         let body = patch
             .writes
             .iter()
@@ -2391,5 +2410,174 @@ fn a_strong_definition_beats_a_weak_default_of_the_same_swap_in_either_order() {
             again.entries
         );
         requests.reverse();
+    }
+}
+
+/// How an entry is redirected, as the table of [`entry_forms_around_statement_boundaries`]
+/// expects it.
+#[derive(Debug, PartialEq, Eq)]
+enum Form {
+    /// The 5-byte `jmp rel32` over the entry.
+    Direct,
+    /// A 2-byte `jmp rel8` at the entry into padding that holds the `jmp rel32`.
+    Short,
+    /// The entry left alone; a `jmp rel32` over the first statement at entry+N, to a stub
+    /// that runs these bytes (the prologue undone) and jumps to the new body.
+    FromStatement(u64, &'static [u8]),
+}
+
+/// The form of `function`'s entry in the patch, checked for consistency on the way.
+fn form_of(p: &Program, patch: &Patch, function: &str) -> Form {
+    let entry = p.exe_symbol(function);
+    let writes: Vec<_> = patch
+        .entries
+        .iter()
+        .filter(|e| e.function == function)
+        .collect();
+    let stub = patch
+        .writes
+        .iter()
+        .find(|w| w.what == format!("prologue stub of {function}"));
+    let body = patch
+        .writes
+        .iter()
+        .find(|w| w.what == format!("body of {function}"))
+        .expect("the new body");
+    let target = |w: &hot_link::EntryWrite| {
+        let rel = i32::from_le_bytes(w.bytes[1..5].try_into().expect("rel32"));
+        (w.addr.0 as i64 + 5 + rel as i64) as u64
+    };
+    match (writes.as_slice(), stub) {
+        ([direct], None) if direct.addr.0 == entry => {
+            assert_eq!(direct.bytes[0], 0xe9);
+            assert_eq!(target(direct), body.addr.0);
+            Form::Direct
+        }
+        ([pad, short], None) if short.addr.0 == entry => {
+            assert_eq!(short.bytes[0], 0xeb);
+            assert_eq!(target(pad), body.addr.0);
+            Form::Short
+        }
+        ([jump], Some(stub)) => {
+            assert_eq!(jump.bytes[0], 0xe9);
+            assert_eq!(target(jump), stub.addr.0, "the jump goes to the stub");
+            let undo = &stub.bytes[..stub.bytes.len() - 5];
+            let tail = hot_link::EntryWrite {
+                addr: RuntimeAddr(stub.addr.0 + undo.len() as u64),
+                expected: Vec::new(),
+                bytes: stub.bytes[undo.len()..].to_vec(),
+                function: function.into(),
+            };
+            assert_eq!(tail.bytes[0], 0xe9);
+            assert_eq!(target(&tail), body.addr.0, "the stub ends in the new body");
+            assert!(
+                patch
+                    .protected
+                    .contains(&(jump.addr..RuntimeAddr(jump.addr.0 + 5))),
+                "{:?}",
+                patch.protected
+            );
+            let undo: &'static [u8] = Box::leak(undo.to_vec().into_boxed_slice());
+            Form::FromStatement(jump.addr.0 - entry, undo)
+        }
+        other => panic!("unexpected entry writes for {function}: {other:#?}"),
+    }
+}
+
+/// Entry forms around statement boundaries (where gdb puts `break f` and `break file:line`,
+/// from the executable's line table) inside the first 5 bytes: (what, source of v1, the edit
+/// that makes v2, flags, function, form). `-falign-functions=1` packs functions without
+/// padding (as -O0 does anyway), `=16` leaves padding before each.
+type StatementRow = (
+    &'static str,
+    &'static str,
+    (&'static str, &'static str),
+    &'static [&'static str],
+    &'static str,
+    Form,
+);
+const STATEMENT_ROWS: &[StatementRow] = &[
+    (
+        "-O0 without parameters: `break f` at entry+4, no padding: jump from there",
+        "int value(void) {\n  return 7;\n}\nint main(void) { return value(); }\n",
+        ("return 7", "return 8"),
+        &["-O0"],
+        "value",
+        Form::FromStatement(4, &[0x5d]),
+    ),
+    (
+        "-O0 without parameters, padding before it: the short jump leaves entry+4 alone",
+        "int value(void) {\n  return 7;\n}\nint main(void) { return value(); }\n",
+        ("return 7", "return 8"),
+        &["-O0", "-falign-functions=16"],
+        "value",
+        Form::Short,
+    ),
+    (
+        "-O0 with locals: `sub $N,%rsp` puts the first statement at entry+8",
+        "void sink(int *p) { (void)p; }\nint value(void) {\n  int a[4] = {7};\n  sink(a);\n  return a[0];\n}\nint main(void) { return value(); }\n",
+        ("return a[0]", "return a[0] + 1"),
+        &["-O0"],
+        "value",
+        Form::Direct,
+    ),
+    (
+        "-O0 with a parameter: its store puts the first statement at entry+7",
+        "int twice(int x) {\n  return x * 2;\n}\nint main(void) { return twice(2); }\n",
+        ("x * 2", "x * 3"),
+        &["-O0"],
+        "twice",
+        Form::Direct,
+    ),
+    (
+        "-O0 with endbr64: the first statement at entry+8",
+        "int value(void) {\n  return 7;\n}\nint main(void) { return value(); }\n",
+        ("return 7", "return 8"),
+        &["-O0", "-fcf-protection"],
+        "value",
+        Form::Direct,
+    ),
+    (
+        "-O0, statements one byte apart after the prologue: no jump fits between them",
+        "int value(void) {\n  __asm__ volatile(\"nop\");\n  __asm__ volatile(\"nop\");\n  __asm__ volatile(\"nop\");\n  __asm__ volatile(\"nop\");\n  __asm__ volatile(\"nop\");\n  __asm__ volatile(\"nop\");\n  return 7;\n}\nint main(void) { return value(); }\n",
+        ("return 7", "return 8"),
+        &["-O0"],
+        "value",
+        Form::Direct,
+    ),
+    (
+        "-O2, a statement at entry+4 behind `push %rbx; lea`: padding takes the short jump",
+        "__attribute__((noipa)) void nap(void) { __asm__ volatile(\"\"); }\n__attribute__((noinline)) int sum(int a, int b) {\n  int s = a + b;\n  nap();\n  return s * 3;\n}\nint main(void) { return sum(1, 2); }\n",
+        ("s * 3", "s * 5"),
+        &["-O2", "-fcf-protection=none"],
+        "sum",
+        Form::Short,
+    ),
+    (
+        "-O2 without padding: `lea` cannot be undone, the plain jump as before",
+        "__attribute__((noipa)) void nap(void) { __asm__ volatile(\"\"); }\n__attribute__((noinline)) int sum(int a, int b) {\n  int s = a + b;\n  nap();\n  return s * 3;\n}\nint main(void) { return sum(1, 2); }\n",
+        ("s * 3", "s * 5"),
+        &["-O2", "-fcf-protection=none", "-falign-functions=1"],
+        "sum",
+        Form::Direct,
+    ),
+];
+
+#[test]
+fn entry_forms_around_statement_boundaries() {
+    for (what, v1, (from, to), flags, function, form) in STATEMENT_ROWS {
+        let mut flags = flags.to_vec();
+        if !flags.iter().any(|f| f.starts_with("-falign-functions")) && flags.contains(&"-O0") {
+            flags.push("-falign-functions=1");
+        }
+        let p = program(v1, &flags, vec![], arenas_below_image());
+        let v2 = v1.replace(from, to);
+        assert_ne!(&v2, v1, "{what}: the edit changes nothing");
+        let obj = p.compile("v2", &v2, &flags);
+        let patch = p
+            .link(&obj, Some(&p.v1))
+            .unwrap_or_else(|e| panic!("{what}: {e:#?}"));
+        assert_eq!(patch.swapped, vec![function.to_string()], "{what}");
+        assert_eq!(&form_of(&p, &patch, function), form, "{what}");
     }
 }

@@ -692,13 +692,16 @@ fn record_static_scope(object: &mut Object, atom: AtomId, offset: u64, scope: St
     }
 }
 
-/// The compile units of a linked image (name, directory and producer of each) and its
-/// function-local statics (vaddr, declaring function), appended as they are read, so an
-/// error leaves what was read before it in place.
+/// The compile units of a linked image (name, directory and producer of each), its
+/// function-local statics (vaddr, declaring function) and the `is_stmt` line rows within
+/// [`crate::image::STATEMENT_WINDOW`] bytes after a start in `function_starts` (sorted),
+/// appended as they are read, so an error leaves what was read before it in place.
 pub(crate) fn read_image_dwarf(
     file: &File<'_>,
     out: &mut Vec<CompileUnit>,
     statics: &mut Vec<(u64, String)>,
+    function_starts: &[u64],
+    statements: &mut Vec<u64>,
 ) -> Result<(), String> {
     let loaded = load_sections(file)?;
     if !loaded
@@ -727,6 +730,25 @@ pub(crate) fn read_image_dwarf(
             while let Ok(Some(range)) = iter.next() {
                 if range.begin < range.end {
                     ranges.push((range.begin, range.end));
+                }
+            }
+        }
+        if let Some(program) = unit.line_program.clone() {
+            let mut rows = program.rows();
+            // A line program that cannot be read to its end only loses its later rows: the
+            // compile units matter more than the breakpoint positions.
+            while let Ok(Some((_, row))) = rows.next_row() {
+                if row.end_sequence() || !row.is_stmt() {
+                    continue;
+                }
+                let address = row.address();
+                let at = function_starts.partition_point(|&s| s < address);
+                let near = at
+                    .checked_sub(1)
+                    .and_then(|i| function_starts.get(i))
+                    .is_some_and(|&start| address - start < crate::image::STATEMENT_WINDOW);
+                if near {
+                    statements.push(address);
                 }
             }
         }
