@@ -3,7 +3,8 @@
 //! file's line through GDB's JIT interface, stops at a breakpoint set on a line of the new
 //! body, and after undo no longer knows the withdrawn body. A program gdb holds stopped
 //! takes a swap (through /proc/PID/mem) and runs it when continued; one gdb lets run gets a
-//! message and is swapped once gdb stops it. Fixture tests/fixtures/debugger.
+//! message and is swapped once gdb stops it. Fixture tests/fixtures/debugger; breakpoints
+//! inside the bytes an entry jump covers: tests/fixtures/breakpoints.
 
 mod common;
 
@@ -271,8 +272,13 @@ struct Held {
 
 fn held_by_gdb(before: &[&str], after: &[&str]) -> Held {
     let mut f = Fixture::launch("debugger");
-    let pid = f.pid.expect("pid");
     f.wait_output("compute=10");
+    held_in(f, before, after)
+}
+
+/// [`held_by_gdb`] on a fixture already running.
+fn held_in(f: Fixture, before: &[&str], after: &[&str]) -> Held {
+    let pid = f.pid.expect("pid");
     wait_for_arena(pid);
     let (stopped, go) = (f.path("stopped"), f.path("go"));
     let mut commands: Vec<String> = before.iter().map(|c| c.to_string()).collect();
@@ -412,4 +418,237 @@ fn a_breakpoint_left_inserted_on_an_entry_refuses_the_swap() {
     assert_eq!(swap.swapped, vec!["compute".to_string()], "{swap:?}");
     held.f.wait_output("compute=20");
     held.f.assert_same_process();
+}
+
+/// The fixture `name` built and saved at `level`, launched.
+fn launch_at(name: &str, level: &str) -> Fixture {
+    let mut f = Fixture::copy(name);
+    f.write(
+        "hot-lsp.toml",
+        &format!(
+            "[program]\npath = \"app\"\nbuild = \"cc {level} -g -o app main.c\"\n\n\
+             [compile]\ncommand = \"cc {level} -g -c {{file}} -o {{output}}\"\n"
+        ),
+    );
+    f.start();
+    f.wait_launched();
+    f
+}
+
+/// `len` bytes of `pid`'s memory at `addr`.
+fn read_memory(pid: i32, addr: u64, len: usize) -> Vec<u8> {
+    use std::os::unix::fs::FileExt;
+    let mem = std::fs::File::open(format!("/proc/{pid}/mem")).expect("open /proc/PID/mem");
+    let mut bytes = vec![0; len];
+    mem.read_exact_at(&mut bytes, addr)
+        .unwrap_or_else(|e| panic!("read {len} bytes at {addr:#x}: {e}"));
+    bytes
+}
+
+/// How often gdb reported stopping at breakpoint 1 (`Breakpoint 1, ` or, for one of several
+/// locations, `Breakpoint 1.2, `).
+fn stops(said: &str) -> usize {
+    said.lines()
+        .filter(|l| {
+            l.strip_prefix("Breakpoint 1")
+                .is_some_and(|rest| rest.starts_with(", ") || rest.starts_with('.'))
+        })
+        .count()
+}
+
+/// A breakpoint gdb puts inside the first 5 bytes of a function hot-lsp swaps (`break f`
+/// after an -O0 prologue, a line breakpoint at -O2). Per row: the optimisation level, the
+/// function, gdb's breakpoint (`LINE` is the line of `line_of` in main.c), the edit, the
+/// program's output before and after, what gdb's `p CALL` returns after, and the bytes the
+/// entry keeps (the jump does not cover it: a short jump or a jump from the first
+/// statement), with where the jump from the first statement is (entry+N), if that form.
+struct BreakRow {
+    level: &'static str,
+    function: &'static str,
+    breakpoint: &'static str,
+    line_of: &'static str,
+    edit: (&'static str, &'static str),
+    before: &'static str,
+    after: &'static str,
+    call: (&'static str, &'static str),
+    /// entry+N of the jump over the first statement (the entry itself keeps its bytes), or
+    /// `None` for the short jump into padding (entry+2 onwards keep theirs).
+    from_statement: Option<u64>,
+}
+
+const BREAK_ROWS: &[BreakRow] = &[
+    // `break value` stops at entry+4, after `push %rbp; mov %rsp,%rbp`; no padding in reach:
+    // the jump goes over that statement, into a stub that undoes the prologue.
+    BreakRow {
+        level: "-O0",
+        function: "value",
+        breakpoint: "break value",
+        line_of: "    return 7;",
+        edit: ("return 7;", "return 8;"),
+        before: "value=7",
+        after: "value=8",
+        call: ("value()", "= 8"),
+        from_statement: Some(4),
+    },
+    // The line of sum's call of nap() is a statement at entry+4 (after `push %rbx; lea`);
+    // functions are aligned, so a short jump into the padding before it leaves it alone.
+    BreakRow {
+        level: "-O2",
+        function: "sum",
+        breakpoint: "break main.c:LINE",
+        line_of: "    nap();",
+        edit: ("s * 3;", "s * 5;"),
+        before: "sum=9",
+        after: "sum=15",
+        call: ("sum(1, 2)", "= 15"),
+        from_statement: None,
+    },
+];
+
+impl BreakRow {
+    fn breakpoint(&self, f: &Fixture) -> String {
+        match self.breakpoint.contains("LINE") {
+            true => self
+                .breakpoint
+                .replace("LINE", &f.line_of("main.c", self.line_of).to_string()),
+            false => self.breakpoint.to_string(),
+        }
+    }
+
+    /// The entry of the function (before any swap, while gdb knows only the executable).
+    fn entry(&self, pid: i32) -> u64 {
+        let said = gdb(pid, &[&format!("p/x &{}", self.function)]);
+        hex_after(&said, "$1 = ").unwrap_or_else(|| panic!("no address:\n{said}"))
+    }
+
+    /// The first bytes of the function are as the row's form leaves them: never a jump
+    /// across the breakpoint's statement.
+    fn check_form(&self, pid: i32, entry: u64, original: &[u8]) {
+        let now = read_memory(pid, entry, 16);
+        match self.from_statement {
+            Some(at) => {
+                let at = at as usize;
+                assert_eq!(
+                    now[..at],
+                    original[..at],
+                    "{}: the prologue is intact",
+                    self.level
+                );
+                assert_eq!(
+                    now[at], 0xe9,
+                    "{}: a jmp rel32 at entry+{at}: {now:02x?}",
+                    self.level
+                );
+            }
+            None => {
+                assert_eq!(now[0], 0xeb, "{}: a short jump: {now:02x?}", self.level);
+                assert_eq!(now[2..], original[2..], "{}: entry+2.. intact", self.level);
+            }
+        }
+    }
+}
+
+/// gdb stops the program at a breakpoint inside the first 5 bytes of `f` (it takes its
+/// breakpoints out while stopped); the save is written while gdb holds the program; gdb puts
+/// its breakpoint back on `continue` over bytes the swap did not turn into the middle of a
+/// jump: the program runs on, the new code computes the new result, nothing crashes.
+#[test]
+fn a_breakpoint_inside_the_entry_bytes_survives_a_swap_while_gdb_holds_the_program() {
+    for row in BREAK_ROWS {
+        let mut f = launch_at("breakpoints", row.level);
+        let pid = f.pid.expect("pid");
+        f.wait_output(row.before);
+        let entry = row.entry(pid);
+        let original = read_memory(pid, entry, 16);
+        let breakpoint = row.breakpoint(&f);
+        // The row's breakpoint is where the row says: inside the entry jump's 5 bytes.
+        let placed = gdb(pid, &[&breakpoint]);
+        let at = hex_after(&placed, "Breakpoint 1 at ").unwrap_or_else(|| panic!("{placed}"));
+        assert!(
+            at > entry && at < entry + 5,
+            "{}: {breakpoint} at {at:#x}, not inside the 5 bytes at {entry:#x}:\n{placed}",
+            row.level
+        );
+        let call = format!("p {}", row.call.0);
+        let after: Vec<&str> = if row.from_statement.is_some() {
+            // Each call runs the old prologue into the jump, where the breakpoint sits.
+            vec!["continue", "delete", &call]
+        } else {
+            // The old body is not entered any more: its breakpoint is not hit again.
+            vec!["delete", &call]
+        };
+        let mut held = held_in(f, &[&breakpoint, "continue"], &after);
+        held.wait_stopped("gdb stopping the program at the breakpoint");
+        held.f.edit("main.c", row.edit.0, row.edit.1);
+        held.f.save("main.c");
+        let swap = held.f.wait_swap();
+        assert_eq!(
+            swap.swapped,
+            vec![row.function.to_string()],
+            "{}: {swap:?}",
+            row.level
+        );
+        row.check_form(pid, entry, &original);
+        let said = held.go_on();
+        let hits = if row.from_statement.is_some() { 2 } else { 1 };
+        assert_eq!(stops(&said), hits, "{}: {said}", row.level);
+        assert!(
+            said.contains(row.call.1),
+            "{}: gdb's call of {}:\n{said}",
+            row.level,
+            row.call.0
+        );
+        held.f.wait_output(row.after);
+        held.f.assert_same_process();
+    }
+}
+
+/// The swap made while no debugger is attached; then gdb attaches and sets the breakpoint
+/// inside the first 5 bytes of the swapped function: it lands on bytes the swap left
+/// intact or on the jump's first byte, so calls stop there and go on into the new body.
+#[test]
+fn a_breakpoint_set_inside_the_entry_bytes_after_a_swap_stops_and_runs_the_new_code() {
+    for row in BREAK_ROWS {
+        let mut f = launch_at("breakpoints", row.level);
+        let pid = f.pid.expect("pid");
+        f.wait_output(row.before);
+        let entry = row.entry(pid);
+        let original = read_memory(pid, entry, 16);
+        f.edit("main.c", row.edit.0, row.edit.1);
+        f.save("main.c");
+        let swap = f.wait_swap();
+        assert_eq!(
+            swap.swapped,
+            vec![row.function.to_string()],
+            "{}: {swap:?}",
+            row.level
+        );
+        f.wait_output(row.after);
+        row.check_form(pid, entry, &original);
+        // Two stops (in the old bytes' jump or in the new body, whose line gdb knows through
+        // the JIT interface), then the call returns the new result (the announced object
+        // has no types, so gdb prints no "Value returned": the register holds it).
+        let breakpoint = row.breakpoint(&f);
+        let said = gdb(
+            pid,
+            &[
+                &breakpoint,
+                "continue",
+                "continue",
+                "delete",
+                "finish",
+                "p $eax",
+            ],
+        );
+        assert_eq!(stops(&said), 2, "{}: {said}", row.level);
+        let value = row.after.split('=').nth(1).expect("a value");
+        assert!(
+            said.lines()
+                .any(|l| l.starts_with('$') && l.ends_with(&format!(" = {value}"))),
+            "{}: {said}",
+            row.level
+        );
+        f.wait_output(row.after);
+        f.assert_same_process();
+    }
 }
