@@ -2570,7 +2570,7 @@ fn entry_forms_around_statement_boundaries() {
         if !flags.iter().any(|f| f.starts_with("-falign-functions")) && flags.contains(&"-O0") {
             flags.push("-falign-functions=1");
         }
-        let p = program(v1, &flags, vec![], arenas_below_image());
+        let mut p = program(v1, &flags, vec![], arenas_below_image());
         let v2 = v1.replace(from, to);
         assert_ne!(&v2, v1, "{what}: the edit changes nothing");
         let obj = p.compile("v2", &v2, &flags);
@@ -2579,5 +2579,60 @@ fn entry_forms_around_statement_boundaries() {
             .unwrap_or_else(|e| panic!("{what}: {e:#?}"));
         assert_eq!(patch.swapped, vec![function.to_string()], "{what}");
         assert_eq!(&form_of(&p, &patch, function), form, "{what}");
+        if matches!(form, Form::FromStatement(..)) {
+            check_from_statement_later(&mut p, &patch, &obj, function, what);
+        }
     }
+}
+
+/// After a jump from the first statement is committed: a later swap rewrites only the
+/// stub's jump; undo puts the statement's bytes back, and a new link plans the form again.
+fn check_from_statement_later(
+    p: &mut Program,
+    patch: &Patch,
+    v2: &Object,
+    function: &str,
+    what: &str,
+) {
+    let jump = patch.entries[0].clone();
+    let stub = patch
+        .writes
+        .iter()
+        .find(|w| w.what.starts_with("prologue stub of "))
+        .expect("the stub")
+        .clone();
+    let stub_jump = RuntimeAddr(stub.addr.0 + stub.bytes.len() as u64 - 5);
+    p.linker.commit(patch);
+    // v1 again, over v2: the stub's jump moves, nothing else.
+    let back = p.v1.clone();
+    let again = p
+        .link(&back, Some(v2))
+        .unwrap_or_else(|e| panic!("{what}: {e:#?}"));
+    assert_eq!(again.swapped, vec![function.to_string()], "{what}");
+    assert_eq!(again.entries.len(), 1, "{what}: {:#?}", again.entries);
+    assert_eq!(again.entries[0].addr, stub_jump, "{what}");
+    assert_eq!(
+        again.entries[0].expected,
+        stub.bytes[stub.bytes.len() - 5..],
+        "{what}"
+    );
+    assert!(
+        !again
+            .writes
+            .iter()
+            .any(|w| w.what.starts_with("prologue stub of ")),
+        "{what}: a second stub"
+    );
+    // Undo of v2: the first statement's bytes back, the stub left alone (unreachable).
+    let revert = p.linker.revert_last().expect("a record");
+    assert_eq!(revert.entries.len(), 1, "{what}: {:#?}", revert.entries);
+    assert_eq!(revert.entries[0].addr, jump.addr, "{what}");
+    assert_eq!(revert.entries[0].expected, jump.bytes, "{what}");
+    assert_eq!(revert.entries[0].bytes, jump.expected, "{what}");
+    let relinked = p
+        .link(v2, Some(&back))
+        .unwrap_or_else(|e| panic!("{what}: {e:#?}"));
+    let form = form_of(p, &relinked, function);
+    assert!(matches!(form, Form::FromStatement(..)), "{what}: {form:?}");
+    assert_eq!(relinked.entries[0].expected, jump.expected, "{what}");
 }

@@ -652,3 +652,51 @@ fn a_breakpoint_set_inside_the_entry_bytes_after_a_swap_stops_and_runs_the_new_c
         f.assert_same_process();
     }
 }
+
+/// gdb keeping its breakpoints inserted while the program is stopped, with `break value` at
+/// entry+4 of the -O0 function: the `int3` sits where the jump from the first statement goes,
+/// so the save is refused naming the breakpoint, nothing written; once gdb is gone, the next
+/// save swaps.
+#[test]
+fn a_breakpoint_left_inserted_inside_the_entry_bytes_refuses_the_swap() {
+    let row = &BREAK_ROWS[0];
+    let mut f = launch_at("breakpoints", row.level);
+    let pid = f.pid.expect("pid");
+    f.wait_output(row.before);
+    let entry = row.entry(pid);
+    let original = read_memory(pid, entry, 16);
+    let mut held = held_in(
+        f,
+        &[
+            "set breakpoint always-inserted on",
+            row.breakpoint,
+            "continue",
+        ],
+        &["delete"],
+    );
+    held.wait_stopped("gdb stopping the program at value");
+    held.f.edit("main.c", row.edit.0, row.edit.1);
+    held.f.save("main.c");
+    let said = held.f.wait_message(Severity::Error);
+    assert!(
+        said.contains("breakpoint (int3)") && said.contains("value"),
+        "{said}"
+    );
+    let mut int3 = original.clone();
+    int3[4] = 0xcc;
+    assert_eq!(
+        read_memory(pid, entry, 16),
+        int3,
+        "only gdb's int3 at entry+4"
+    );
+    held.go_on();
+    // Nothing was written: the program runs the old code, and the next save swaps.
+    held.f.wait_output(row.before);
+    assert_eq!(read_memory(pid, entry, 16), original);
+    held.f.save("main.c");
+    let swap = held.f.wait_swap();
+    assert_eq!(swap.swapped, vec![row.function.to_string()], "{swap:?}");
+    held.f.wait_output(row.after);
+    row.check_form(pid, entry, &original);
+    held.f.assert_same_process();
+}
