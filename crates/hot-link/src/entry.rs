@@ -185,74 +185,171 @@ fn reuse(previous: &Redirect, body: RuntimeAddr, function: &str) -> Result<Entry
     })
 }
 
-/// The bytes that undo `prologue` (a function's instructions from its entry up to its first
-/// statement), so that a call which ran the old prologue can enter the new body as if it had
-/// just been called: `None` unless each instruction's effect is known and reversible —
-/// `endbr64`, `push %reg`, `mov %rsp,%rbp` (after `push %rbp`, which the undo pops) and
-/// `sub $imm,%rsp`. Undone in reverse order with `pop %reg` and `lea imm(%rsp),%rsp`
-/// (which leaves the flags alone; they are dead at a call anyway).
-fn undo_prologue(prologue: &[u8], vaddr: u64) -> Option<Vec<u8>> {
-    let mut decoder = Decoder::with_ip(64, prologue, vaddr, DecoderOptions::NONE);
-    let mut instr = Instruction::default();
-    let mut undo: Vec<Vec<u8>> = Vec::new();
-    let mut pushed_rbp = false;
-    let register = |instr: &Instruction, op: u32| match instr.op_kind(op) {
-        OpKind::Register => Some(instr.op_register(op)),
-        _ => None,
-    };
-    while decoder.can_decode() {
-        decoder.decode_out(&mut instr);
-        if instr.is_invalid() {
-            return None;
+/// What the old body's first instructions did to the stack and the callee-saved registers,
+/// tracked so that a stub can undo it: a call that ran them then enters the new body as if
+/// it had just been called. Only instructions whose every effect is known are accepted:
+/// `endbr64` and `nop`; `push %reg`; `mov %rsp,%rbp` (after `push %rbp`); `sub $imm,%rsp`;
+/// and plain moves and arithmetic (`mov`, `lea`, `movzx`, `movsx`, `add`, `sub`, `and`, `or`,
+/// `xor`) that write only flags, callee-saved registers pushed before, or stack memory below
+/// the pushed registers (dead once the stack pointer is back). The arguments (and every
+/// caller-saved register) are never written, so they still hold what the caller passed.
+#[derive(Default)]
+struct Prologue {
+    /// `pop %reg` and `lea imm(%rsp),%rsp` encodings, in execution order (run reversed).
+    undo: Vec<Vec<u8>>,
+    /// Callee-saved registers pushed so far.
+    pushed: Vec<Register>,
+    /// Bytes below the stack pointer at entry (which points at the return address).
+    depth: i64,
+    /// `depth` after the last push: the saved registers lie above it.
+    saved_top: i64,
+    /// `depth` when `mov %rsp,%rbp` ran, if it did.
+    rbp_depth: Option<i64>,
+}
+
+fn is_write(access: iced_x86::OpAccess) -> bool {
+    use iced_x86::OpAccess;
+    matches!(
+        access,
+        OpAccess::Write | OpAccess::CondWrite | OpAccess::ReadWrite | OpAccess::ReadCondWrite
+    )
+}
+
+impl Prologue {
+    /// Take one more instruction, or `false` (the prologue cannot be extended past it).
+    fn take(&mut self, instr: &Instruction, info: &mut iced_x86::InstructionInfoFactory) -> bool {
+        if instr.is_invalid() || instr.flow_control() != FlowControl::Next {
+            return false;
         }
+        let register = |op: u32| match instr.op_kind(op) {
+            OpKind::Register => Some(instr.op_register(op)),
+            _ => None,
+        };
         match instr.mnemonic() {
-            Mnemonic::Endbr64 => {}
+            Mnemonic::Endbr64 | Mnemonic::Nop => true,
             Mnemonic::Push => {
-                let reg = register(&instr, 0).filter(|r| r.is_gpr64() && *r != Register::RSP)?;
+                let Some(reg) = register(0).filter(|r| r.is_gpr64() && *r != Register::RSP) else {
+                    return false;
+                };
                 let n = reg.number() as u8;
-                undo.push(match n {
+                self.undo.push(match n {
                     0..=7 => vec![0x58 + n],
                     _ => vec![0x41, 0x58 + (n - 8)],
                 });
-                pushed_rbp |= reg == Register::RBP;
+                self.pushed.push(reg);
+                self.depth += 8;
+                self.saved_top = self.depth;
+                true
             }
             Mnemonic::Mov
-                if pushed_rbp
-                    && register(&instr, 0) == Some(Register::RBP)
-                    && register(&instr, 1) == Some(Register::RSP) => {}
-            Mnemonic::Sub if register(&instr, 0) == Some(Register::RSP) => {
+                if register(0) == Some(Register::RBP) && register(1) == Some(Register::RSP) =>
+            {
+                if !self.pushed.contains(&Register::RBP) || self.rbp_depth.is_some() {
+                    return false;
+                }
+                self.rbp_depth = Some(self.depth);
+                true
+            }
+            Mnemonic::Sub if register(0) == Some(Register::RSP) => {
                 if !matches!(
                     instr.op1_kind(),
                     OpKind::Immediate8to64 | OpKind::Immediate32to64
                 ) {
-                    return None;
+                    return false;
                 }
-                let imm = i32::try_from(instr.immediate(1) as i64)
+                let Some(imm) = i32::try_from(instr.immediate(1) as i64)
                     .ok()
-                    .filter(|&n| n >= 0)?;
+                    .filter(|&n| n >= 0)
+                else {
+                    return false;
+                };
                 let mut lea = vec![0x48, 0x8d, 0xa4, 0x24];
                 lea.extend_from_slice(&imm.to_le_bytes());
-                undo.push(lea);
+                self.undo.push(lea);
+                self.depth += i64::from(imm);
+                true
             }
-            _ => return None,
+            Mnemonic::Mov
+            | Mnemonic::Lea
+            | Mnemonic::Movzx
+            | Mnemonic::Movsx
+            | Mnemonic::Movsxd
+            | Mnemonic::Add
+            | Mnemonic::Sub
+            | Mnemonic::And
+            | Mnemonic::Or
+            | Mnemonic::Xor => {
+                let info = info.info(instr);
+                let registers_ok = info.used_registers().iter().all(|used| {
+                    let full = used.register().full_register();
+                    !is_write(used.access())
+                        || (full != Register::RBP
+                            && full != Register::RSP
+                            && self.pushed.contains(&full))
+                });
+                let memory_ok = info.used_memory().iter().all(|m| {
+                    if !is_write(m.access()) {
+                        return true;
+                    }
+                    // Relative to the stack pointer at entry.
+                    let at = match m.base() {
+                        _ if m.index() != Register::None => return false,
+                        Register::RSP => -self.depth,
+                        Register::RBP => match self.rbp_depth {
+                            Some(depth) => -depth,
+                            None => return false,
+                        },
+                        _ => return false,
+                    };
+                    let size = m.memory_size().size() as i64;
+                    let start = at.saturating_add(m.displacement() as i64);
+                    size > 0 && start.saturating_add(size) <= -self.saved_top
+                });
+                registers_ok && memory_ok
+            }
+            _ => false,
         }
     }
-    Some(undo.into_iter().rev().flatten().collect())
+
+    /// The stub's code before its jump: the pushes and allocations undone in reverse.
+    fn undo(&self) -> Vec<u8> {
+        self.undo.iter().rev().flatten().copied().collect()
+    }
+}
+
+/// The bytes that undo `prologue` (see [`Prologue`]), or `None` if one of its instructions
+/// cannot be undone.
+#[cfg(test)]
+fn undo_prologue(prologue: &[u8], vaddr: u64) -> Option<Vec<u8>> {
+    let mut decoder = Decoder::with_ip(64, prologue, vaddr, DecoderOptions::NONE);
+    let mut instr = Instruction::default();
+    let mut info = iced_x86::InstructionInfoFactory::new();
+    let mut state = Prologue::default();
+    while decoder.can_decode() {
+        decoder.decode_out(&mut instr);
+        if !state.take(&instr, &mut info) {
+            return None;
+        }
+    }
+    Some(state.undo())
 }
 
 /// The redirection of an entry that has a statement boundary inside its first 5 bytes and no
-/// padding for the short jump: the entry is left as it is, and the 5-byte jump goes over the
-/// *first statement* (at `at`, which a debugger's `break f` uses), to a stub in the code
-/// arena that undoes the prologue (`undo_prologue`) and jumps to the new body. A call runs
-/// the old prologue, then the stub takes it into the new body with the stack and registers
-/// it was called with; a thread stopped anywhere in the prologue or exactly at the first
-/// statement (a debugger holding it at `break f`) goes the same way. A breakpoint on the
-/// first statement sits on the jump's first byte and keeps stopping every call.
+/// padding for the short jump (gdb's `break f` at entry+4 of an -O0 `push %rbp; mov
+/// %rsp,%rbp`, or at entry+1 of an -O1 `push %rbx`): the entry is left as it is, and the
+/// 5-byte jump goes at the first instruction boundary `at` after a run of [`Prologue`]
+/// instructions, to a stub in the code arena that undoes them and jumps to the new body. A
+/// call runs those old instructions, then the stub takes it into the new body with the stack,
+/// the callee-saved registers and the arguments it was called with; a thread stopped
+/// anywhere before `at` or exactly at it (a debugger holding it at `break f`) goes the same
+/// way. Breakpoints before `at` stay on old instructions that still run; one at `at` sits on
+/// the jump's first byte: both keep stopping every call.
 ///
-/// `None` (another form is used) unless: the prologue can be undone, the 5 bytes at `at`
-/// lie inside the function with no other statement boundary strictly inside them, and no
-/// branch (from the body or elsewhere) and no return address lands in `(entry, at + 5)`:
-/// control reaches those bytes only by falling through the prologue.
+/// `None` (another form is used) unless the 5 bytes at `at` lie inside the function (and
+/// inside the window where statements and branches from elsewhere are known) with no
+/// statement boundary strictly inside them, and no branch (from the body or elsewhere) and
+/// no return address lands in `(entry, at + 5)`: control reaches those bytes only by running
+/// the instructions before them from the entry.
 fn plan_replay(
     exe: &Module,
     elsewhere: &EntryLandings,
@@ -262,42 +359,62 @@ fn plan_replay(
     body: RuntimeAddr,
     function: &str,
 ) -> Result<Option<EntryPlan>, EntryError> {
-    let Some(&at) = statements.first() else {
+    let len = JMP_REL32_LEN;
+    // The branches from elsewhere are known up to this far into the function.
+    let latest = vaddr + hot_object::STATEMENT_WINDOW - len;
+    let mut decoder = Decoder::with_ip(64, old_body, vaddr, DecoderOptions::NONE);
+    let mut instr = Instruction::default();
+    let mut info = iced_x86::InstructionInfoFactory::new();
+    let mut prologue = Prologue::default();
+    // The first instruction boundary after the entry, reached only by running what is before
+    // it, whose 5 bytes hold no statement boundary strictly inside.
+    let mut found = None;
+    while decoder.can_decode() {
+        decoder.decode_out(&mut instr);
+        if !prologue.take(&instr, &mut info) {
+            break;
+        }
+        let at = decoder.ip();
+        if at > latest || at + len > vaddr + old_body.len() as u64 {
+            break;
+        }
+        if statements.iter().any(|&s| s > at && s < at + len) {
+            continue;
+        }
+        let end = at + len;
+        if !landings_into(old_body, vaddr, vaddr, end - vaddr).is_empty()
+            || elsewhere
+                .branches_into(vaddr)
+                .iter()
+                .any(|landing| landing.target < end)
+        {
+            // Landings only get more numerous further on.
+            break;
+        }
+        found = Some(at);
+        break;
+    }
+    let Some(at) = found else {
         return Ok(None);
     };
+    let undo = prologue.undo();
     let offset = (at - vaddr) as usize;
-    let end = at.saturating_add(JMP_REL32_LEN);
-    let fits = old_body.len() >= offset + JMP_REL32_LEN as usize;
-    if !fits || statements.iter().any(|&s| s > at && s < end) {
-        return Ok(None);
-    }
-    let Some(undo) = undo_prologue(&old_body[..offset], vaddr) else {
-        return Ok(None);
-    };
-    if !landings_into(old_body, vaddr, vaddr, end - vaddr).is_empty()
-        || elsewhere
-            .branches_into(vaddr)
-            .iter()
-            .any(|landing| landing.target < end)
-    {
-        return Ok(None);
-    }
-    let stub_len = undo.len() as u64 + JMP_REL32_LEN;
-    // A full code arena: the plain entry jump needs no arena space.
+    let stub_len = undo.len() as u64 + len;
+    // A full code arena: the other forms need no arena space.
     let Ok(stub) = alloc.alloc(ArenaKind::Code, stub_len, 16) else {
         return Ok(None);
     };
-    let overflow = |at: RuntimeAddr| {
+    let overflow = |from: RuntimeAddr| {
         (
             LinkErrorCode::RelocationOverflow,
-            format!("the new body of `{function}` at {body} is out of `jmp rel32` reach of {at}"),
+            format!("the new body of `{function}` at {body} is out of `jmp rel32` reach of {from}"),
         )
     };
     let jump_at = stub.offset(undo.len() as u64);
     let long = jmp_rel32(jump_at.0, body.0).ok_or_else(|| overflow(jump_at))?;
     let at_rt = exe.runtime(Vaddr(at));
     let landing = jmp_rel32(at_rt.0, stub.0).ok_or_else(|| overflow(at_rt))?;
-    let original = old_body[offset..offset + JMP_REL32_LEN as usize].to_vec();
+    let original = old_body[offset..offset + len as usize].to_vec();
     let mut stub_bytes = undo;
     stub_bytes.extend_from_slice(&long);
     Ok(Some(EntryPlan {
@@ -308,7 +425,7 @@ fn plan_replay(
             function: function.to_string(),
         }],
         // A thread exactly at `at` takes the jump whole, with the prologue run: correct.
-        protected: vec![at_rt..at_rt.offset(JMP_REL32_LEN)],
+        protected: vec![at_rt..at_rt.offset(len)],
         redirect: Redirect {
             jump_at,
             current: long,
@@ -321,6 +438,97 @@ fn plan_replay(
             bytes: stub_bytes,
             what: format!("prologue stub of {function}"),
         }),
+    }))
+}
+
+/// The redirection of an entry that has a statement boundary inside its first 5 bytes, no
+/// padding for the short jump and a prologue the stub cannot undo: a 2-byte `jmp rel8` at
+/// the entry to a 5-byte `jmp rel32` written inside the old body, at the first instruction
+/// boundary `P` (entry+2 or later) whose 5 bytes hold no statement boundary strictly inside.
+/// A breakpoint at `P` sits on the jump's first byte; the bytes between the two jumps are
+/// left as they are, so a breakpoint there is never reached again. Control must come into
+/// `(entry, P + 5)` only through the entry: no branch (from the body or elsewhere) and no
+/// return address may land there, and the whole range is protected (a thread inside it,
+/// one a debugger holds at `P` included, is stepped out or the swap refused: it has run
+/// part of the old body and cannot start the new one).
+fn plan_landing_in_body(
+    exe: &Module,
+    elsewhere: &EntryLandings,
+    (vaddr, old_body): (u64, &[u8]),
+    statements: &[u64],
+    body: RuntimeAddr,
+    function: &str,
+) -> Result<Option<EntryPlan>, EntryError> {
+    let len = JMP_REL32_LEN;
+    let earliest = vaddr + JMP_REL8_LEN;
+    // The branches from elsewhere are known up to this far into the function.
+    let latest = vaddr + hot_object::STATEMENT_WINDOW - len;
+    let mut decoder = Decoder::with_ip(64, old_body, vaddr, DecoderOptions::NONE);
+    let mut instr = Instruction::default();
+    let mut at = None;
+    while decoder.can_decode() {
+        let ip = decoder.ip();
+        if ip > latest || ip + len > vaddr + old_body.len() as u64 {
+            break;
+        }
+        if ip >= earliest && !statements.iter().any(|&s| s > ip && s < ip + len) {
+            at = Some(ip);
+            break;
+        }
+        decoder.decode_out(&mut instr);
+        if instr.is_invalid() {
+            return Ok(None);
+        }
+    }
+    let Some(at) = at else {
+        return Ok(None);
+    };
+    let end = at + len;
+    if !landings_into(old_body, vaddr, vaddr, end - vaddr).is_empty()
+        || elsewhere
+            .branches_into(vaddr)
+            .iter()
+            .any(|landing| landing.target < end)
+    {
+        return Ok(None);
+    }
+    let entry = exe.runtime(Vaddr(vaddr));
+    let at_rt = exe.runtime(Vaddr(at));
+    let overflow = |from: RuntimeAddr| {
+        (
+            LinkErrorCode::RelocationOverflow,
+            format!("the new body of `{function}` at {body} is out of `jmp rel32` reach of {from}"),
+        )
+    };
+    let long = jmp_rel32(at_rt.0, body.0).ok_or_else(|| overflow(at_rt))?;
+    let short = jmp_rel8(entry.0, at_rt.0).ok_or_else(|| overflow(entry))?;
+    let offset = (at - vaddr) as usize;
+    let at_original = old_body[offset..offset + len as usize].to_vec();
+    let entry_original = old_body[..JMP_REL8_LEN as usize].to_vec();
+    Ok(Some(EntryPlan {
+        writes: vec![
+            EntryWrite {
+                addr: at_rt,
+                expected: at_original.clone(),
+                bytes: long.clone(),
+                function: function.to_string(),
+            },
+            EntryWrite {
+                addr: entry,
+                expected: entry_original.clone(),
+                bytes: short.clone(),
+                function: function.to_string(),
+            },
+        ],
+        protected: vec![entry..at_rt.offset(len)],
+        redirect: Redirect {
+            jump_at: at_rt,
+            current: long,
+            original: at_original,
+            short: Some((entry, short, entry_original)),
+        },
+        claimed_fill: None,
+        arena: None,
     }))
 }
 
@@ -573,6 +781,18 @@ pub(crate) fn plan_image_entry(
         )? {
             return Ok(plan);
         }
+        if !statement_inside(JMP_REL8_LEN) {
+            if let Some(plan) = plan_landing_in_body(
+                exe,
+                elsewhere,
+                (vaddr, old_body),
+                statements,
+                body,
+                function,
+            )? {
+                return Ok(plan);
+            }
+        }
     }
     if conflicts.is_empty() {
         // Only return addresses (whether a frame is there is known only at apply time), or
@@ -688,8 +908,53 @@ mod tests {
             None,
         ),
         (
-            "push %rbx; lea (%rdi,%rsi),%ebx (gcc -O2)",
+            "push %rbx; lea (%rdi,%rsi),%ebx (gcc -O1, -O2)",
             &[0x53, 0x8d, 0x1c, 0x37],
+            Some(&[0x5b]),
+        ),
+        (
+            "push %rbx; mov %edi,%ebx",
+            &[0x53, 0x89, 0xfb],
+            Some(&[0x5b]),
+        ),
+        (
+            "push %rbx; mov %edi,%eax: a caller-saved register",
+            &[0x53, 0x89, 0xf8],
+            None,
+        ),
+        (
+            "lea (%rdi,%rsi),%ebx before push %rbx",
+            &[0x8d, 0x1c, 0x37, 0x53],
+            None,
+        ),
+        (
+            "push %rbx; mov %rdi,(%rax): memory the stub cannot give back",
+            &[0x53, 0x48, 0x89, 0x38],
+            None,
+        ),
+        (
+            "push %rbp; mov %rsp,%rbp; mov %edi,-4(%rbp) (-O0 with a parameter)",
+            &[0x55, 0x48, 0x89, 0xe5, 0x89, 0x7d, 0xfc],
+            Some(&[0x5d]),
+        ),
+        (
+            "push %rbp; mov %rsp,%rbp; mov %rdi,0(%rbp): over the saved %rbp",
+            &[0x55, 0x48, 0x89, 0xe5, 0x48, 0x89, 0x7d, 0x00],
+            None,
+        ),
+        (
+            "sub $8,%rsp; mov %edi,4(%rsp): inside the allocated frame",
+            &[0x48, 0x83, 0xec, 0x08, 0x89, 0x7c, 0x24, 0x04],
+            Some(&[0x48, 0x8d, 0xa4, 0x24, 8, 0, 0, 0]),
+        ),
+        (
+            "push %rbx; mov %edi,8(%rsp): over the return address",
+            &[0x53, 0x89, 0x7c, 0x24, 0x08],
+            None,
+        ),
+        (
+            "push %rbp; mov %edi,%ebp: %rbp written",
+            &[0x55, 0x89, 0xfd],
             None,
         ),
         ("mov %edi,-4(%rbp)", &[0x89, 0x7d, 0xfc], None),

@@ -2424,6 +2424,8 @@ enum Form {
     /// The entry left alone; a `jmp rel32` over the first statement at entry+N, to a stub
     /// that runs these bytes (the prologue undone) and jumps to the new body.
     FromStatement(u64, &'static [u8]),
+    /// A 2-byte `jmp rel8` at the entry to a `jmp rel32` written at entry+N of the old body.
+    InBody(u64),
 }
 
 /// The form of `function`'s entry in the patch, checked for consistency on the way.
@@ -2452,6 +2454,22 @@ fn form_of(p: &Program, patch: &Patch, function: &str) -> Form {
             assert_eq!(direct.bytes[0], 0xe9);
             assert_eq!(target(direct), body.addr.0);
             Form::Direct
+        }
+        // Written into the old body (not padding): everything up to its end is protected.
+        ([long, short], None)
+            if short.addr.0 == entry
+                && patch
+                    .protected
+                    .contains(&(RuntimeAddr(entry)..RuntimeAddr(long.addr.0 + 5))) =>
+        {
+            assert_eq!(short.bytes[0], 0xeb);
+            assert_eq!(
+                entry + 2 + short.bytes[1] as i8 as u64,
+                long.addr.0,
+                "the short jump reaches the long one"
+            );
+            assert_eq!(target(long), body.addr.0);
+            Form::InBody(long.addr.0 - entry)
         }
         ([pad, short], None) if short.addr.0 == entry => {
             assert_eq!(short.bytes[0], 0xeb);
@@ -2488,6 +2506,22 @@ fn form_of(p: &Program, patch: &Patch, function: &str) -> Form {
 /// from the executable's line table) inside the first 5 bytes: (what, source of v1, the edit
 /// that makes v2, flags, function, form). `-falign-functions=1` packs functions without
 /// padding (as -O0 does anyway), `=16` leaves padding before each.
+/// `value` with 30 one-byte statements after its prologue (a `nop` each).
+const NOPS_VALUE: &str = concat!(
+    "int value(void) {\n",
+    "  __asm__ volatile(\"nop\"); __asm__ volatile(\"nop\"); __asm__ volatile(\"nop\");\n",
+    "  __asm__ volatile(\"nop\"); __asm__ volatile(\"nop\"); __asm__ volatile(\"nop\");\n",
+    "  __asm__ volatile(\"nop\"); __asm__ volatile(\"nop\"); __asm__ volatile(\"nop\");\n",
+    "  __asm__ volatile(\"nop\"); __asm__ volatile(\"nop\"); __asm__ volatile(\"nop\");\n",
+    "  __asm__ volatile(\"nop\"); __asm__ volatile(\"nop\"); __asm__ volatile(\"nop\");\n",
+    "  __asm__ volatile(\"nop\"); __asm__ volatile(\"nop\"); __asm__ volatile(\"nop\");\n",
+    "  __asm__ volatile(\"nop\"); __asm__ volatile(\"nop\"); __asm__ volatile(\"nop\");\n",
+    "  __asm__ volatile(\"nop\"); __asm__ volatile(\"nop\"); __asm__ volatile(\"nop\");\n",
+    "  __asm__ volatile(\"nop\"); __asm__ volatile(\"nop\"); __asm__ volatile(\"nop\");\n",
+    "  __asm__ volatile(\"nop\"); __asm__ volatile(\"nop\"); __asm__ volatile(\"nop\");\n",
+    "  return 7;\n}\nint main(void) { return value(); }\n",
+);
+
 type StatementRow = (
     &'static str,
     &'static str,
@@ -2538,12 +2572,28 @@ const STATEMENT_ROWS: &[StatementRow] = &[
         Form::Direct,
     ),
     (
-        "-O0, statements one byte apart after the prologue: no jump fits between them",
+        "-O0, six statements one byte apart after the prologue: the jump goes past them",
         "int value(void) {\n  __asm__ volatile(\"nop\");\n  __asm__ volatile(\"nop\");\n  __asm__ volatile(\"nop\");\n  __asm__ volatile(\"nop\");\n  __asm__ volatile(\"nop\");\n  __asm__ volatile(\"nop\");\n  return 7;\n}\nint main(void) { return value(); }\n",
         ("return 7", "return 8"),
         &["-O0"],
         "value",
+        Form::FromStatement(10, &[0x5d]),
+    ),
+    (
+        "-O0, statements too close together all through the known window: the plain jump",
+        NOPS_VALUE,
+        ("return 7", "return 8"),
+        &["-O0"],
+        "value",
         Form::Direct,
+    ),
+    (
+        "-O1 (no function alignment): `break sum` at entry+1, a statement at entry+4",
+        "__attribute__((noipa)) void nap(void) { __asm__ volatile(\"\"); }\n__attribute__((noinline)) int sum(int a, int b) {\n  int s = a + b;\n  nap();\n  return s * 3;\n}\nint main(void) { return sum(1, 2); }\n",
+        ("s * 3", "s * 5"),
+        &["-O1", "-fcf-protection=none"],
+        "sum",
+        Form::FromStatement(4, &[0x5b]),
     ),
     (
         "-O2, a statement at entry+4 behind `push %rbx; lea`: padding takes the short jump",
@@ -2554,12 +2604,20 @@ const STATEMENT_ROWS: &[StatementRow] = &[
         Form::Short,
     ),
     (
-        "-O2 without padding: `lea` cannot be undone, the plain jump as before",
+        "-O2 without padding: `push %rbx; lea` (into %rbx) undone by the stub",
         "__attribute__((noipa)) void nap(void) { __asm__ volatile(\"\"); }\n__attribute__((noinline)) int sum(int a, int b) {\n  int s = a + b;\n  nap();\n  return s * 3;\n}\nint main(void) { return sum(1, 2); }\n",
         ("s * 3", "s * 5"),
         &["-O2", "-fcf-protection=none", "-falign-functions=1"],
         "sum",
-        Form::Direct,
+        Form::FromStatement(4, &[0x5b]),
+    ),
+    (
+        "-O1, %eax written before a statement at entry+2: a short jump to a jump from there",
+        "int value(void) {\n  __asm__ volatile(\"xor %%eax, %%eax\" ::: \"eax\");\n  __asm__ volatile(\"nop; nop; nop; nop; nop; nop\");\n  return 7;\n}\nint main(void) { return value(); }\n",
+        ("return 7", "return 8"),
+        &["-O1", "-fcf-protection=none"],
+        "value",
+        Form::InBody(2),
     ),
 ];
 

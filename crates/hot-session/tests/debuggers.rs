@@ -490,6 +490,21 @@ const BREAK_ROWS: &[BreakRow] = &[
         call: ("value()", "= 8"),
         from_statement: Some(4),
     },
+    // At -O1 (no function alignment, no padding) the first statement of sum is at entry+1,
+    // after `push %rbx`, and the next at entry+4, after `lea (%rdi,%rsi),%ebx`: the jump
+    // goes at entry+4, into a stub that pops %rbx; a breakpoint at entry+1 stays on old
+    // instructions every call still runs.
+    BreakRow {
+        level: "-O1",
+        function: "sum",
+        breakpoint: "break main.c:LINE",
+        line_of: "    int s = a + b;",
+        edit: ("s * 3;", "s * 5;"),
+        before: "sum=9",
+        after: "sum=15",
+        call: ("sum(1, 2)", "= 15"),
+        from_statement: Some(4),
+    },
     // The line of sum's call of nap() is a statement at entry+4 (after `push %rbx; lea`);
     // functions are aligned, so a short jump into the padding before it leaves it alone.
     BreakRow {
