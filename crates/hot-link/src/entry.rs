@@ -45,6 +45,8 @@ pub(crate) struct EntryPlan {
     /// Arena contents the redirection needs (the stub of a jump from the first statement),
     /// unreachable until `writes` are committed.
     pub arena: Option<PatchWrite>,
+    /// For the user: the jump covers a statement boundary after all (no other form fit).
+    pub note: Option<String>,
 }
 
 /// Why an entry cannot be redirected: the error code and a sentence for the user.
@@ -182,6 +184,7 @@ fn reuse(previous: &Redirect, body: RuntimeAddr, function: &str) -> Result<Entry
         redirect,
         claimed_fill: None,
         arena: None,
+        note: None,
     })
 }
 
@@ -432,12 +435,14 @@ fn plan_replay(
             original: Vec::new(),
             short: Some((at_rt, landing, original)),
         },
-        claimed_fill: None,
+        // Not fill for any other entry's jump, ever.
+        claimed_fill: Some(at..at + len),
         arena: Some(PatchWrite {
             addr: stub,
             bytes: stub_bytes,
             what: format!("prologue stub of {function}"),
         }),
+        note: None,
     }))
 }
 
@@ -527,8 +532,9 @@ fn plan_landing_in_body(
             original: at_original,
             short: Some((entry, short, entry_original)),
         },
-        claimed_fill: None,
+        claimed_fill: Some(at..end),
         arena: None,
+        note: None,
     }))
 }
 
@@ -625,6 +631,7 @@ pub(crate) fn plan_image_entry(
             },
             claimed_fill,
             arena: None,
+            note: None,
         })
     };
     // Without padding for the short jump, a return address inside the jump bytes is left to
@@ -766,6 +773,7 @@ pub(crate) fn plan_image_entry(
             },
             claimed_fill: Some(pad),
             arena: None,
+            note: None,
         });
     }
     if conflicts.is_empty() && statement_conflict {
@@ -797,8 +805,18 @@ pub(crate) fn plan_image_entry(
     if conflicts.is_empty() {
         // Only return addresses (whether a frame is there is known only at apply time), or
         // a statement boundary no other form avoids: the apply refuses to write over a
-        // breakpoint that is in memory.
-        return direct_or_tiny(alloc);
+        // breakpoint that is in memory, and the user is told about one set later.
+        let mut plan = direct_or_tiny(alloc)?;
+        if let Some(&at) = statements.iter().find(|&&at| at < vaddr + JMP_REL32_LEN) {
+            plan.note = Some(format!(
+                "the jump that redirects `{function}` covers its statement at entry+{}, where \
+                 a debugger puts a breakpoint on it (`break {function}` or a line \
+                 breakpoint): a breakpoint set there while the new code is in place would \
+                 corrupt the jump; rebuild with -fpatchable-function-entry=5,5 to leave room",
+                at - vaddr
+            ));
+        }
+        return Ok(plan);
     }
     Err((
         LinkErrorCode::FunctionTooSmall,

@@ -1302,6 +1302,16 @@ impl<'a> Link<'a> {
             match plan {
                 Ok(Some(plan)) => {
                     self.patch.writes.extend(plan.arena);
+                    if let Some(message) = plan.note {
+                        self.patch.notes.push(LinkNote {
+                            code: "entry-covers-statement",
+                            message,
+                            symbol: Some(name.clone()),
+                            line: self.atom_line(atom),
+                            severity: NoteSeverity::Information,
+                            unit: self.unit.source.clone(),
+                        });
+                    }
                     self.patch.entries.extend(plan.writes);
                     self.patch.protected.extend(plan.protected);
                     if let Some(fill) = plan.claimed_fill {

@@ -2419,6 +2419,8 @@ fn a_strong_definition_beats_a_weak_default_of_the_same_swap_in_either_order() {
 enum Form {
     /// The 5-byte `jmp rel32` over the entry.
     Direct,
+    /// The same over a statement boundary at entry+N, which a note tells the user about.
+    DirectOverStatement(u64),
     /// A 2-byte `jmp rel8` at the entry into padding that holds the `jmp rel32`.
     Short,
     /// The entry left alone; a `jmp rel32` over the first statement at entry+N, to a stub
@@ -2453,7 +2455,26 @@ fn form_of(p: &Program, patch: &Patch, function: &str) -> Form {
         ([direct], None) if direct.addr.0 == entry => {
             assert_eq!(direct.bytes[0], 0xe9);
             assert_eq!(target(direct), body.addr.0);
-            Form::Direct
+            let noted: Vec<_> = patch
+                .notes
+                .iter()
+                .filter(|n| n.code == "entry-covers-statement")
+                .collect();
+            match noted.as_slice() {
+                [] => Form::Direct,
+                [note] => {
+                    assert_eq!(note.symbol.as_deref(), Some(function), "{note:?}");
+                    let at = note
+                        .message
+                        .split("entry+")
+                        .nth(1)
+                        .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
+                        .and_then(|n| n.parse().ok())
+                        .unwrap_or_else(|| panic!("no entry+N in {note:?}"));
+                    Form::DirectOverStatement(at)
+                }
+                more => panic!("{more:#?}"),
+            }
         }
         // Written into the old body (not padding): everything up to its end is protected.
         ([long, short], None)
@@ -2580,12 +2601,12 @@ const STATEMENT_ROWS: &[StatementRow] = &[
         Form::FromStatement(10, &[0x5d]),
     ),
     (
-        "-O0, statements too close together all through the known window: the plain jump",
+        "-O0, statements too close together all through the known window: the plain jump, noted",
         NOPS_VALUE,
         ("return 7", "return 8"),
         &["-O0"],
         "value",
-        Form::Direct,
+        Form::DirectOverStatement(4),
     ),
     (
         "-O1 (no function alignment): `break sum` at entry+1, a statement at entry+4",

@@ -742,11 +742,14 @@ pub(crate) fn read_image_dwarf(
                     continue;
                 }
                 let address = row.address();
-                let at = function_starts.partition_point(|&s| s < address);
+                // The last function start at or before the row, which must lie after it.
+                let at = function_starts.partition_point(|&s| s <= address);
                 let near = at
                     .checked_sub(1)
                     .and_then(|i| function_starts.get(i))
-                    .is_some_and(|&start| address - start < crate::image::STATEMENT_WINDOW);
+                    .is_some_and(|&start| {
+                        address > start && address - start < crate::image::STATEMENT_WINDOW
+                    });
                 if near {
                     statements.push(address);
                 }
