@@ -692,6 +692,37 @@ fn record_static_scope(object: &mut Object, atom: AtomId, offset: u64, scope: St
     }
 }
 
+/// Whether a unit is C, C++, Objective-C or assembly (or says no language): only those are
+/// ever swapped, so only their line programs are read for statement boundaries (a Rust
+/// program's line tables, often most of its DWARF, are skipped).
+fn c_family(unit: &gimli::Unit<DwarfReader<'_>>) -> bool {
+    let mut entries = unit.entries();
+    let Ok(Some(root)) = entries.next_dfs() else {
+        return true;
+    };
+    match root.attr_value(gimli::DW_AT_language) {
+        // C89, C, C++, C99, ObjC, ObjC++, C++03, C++11, C11, C++14, C++17, C++20, C17, and
+        // MIPS assembler (what gas writes for .s files).
+        Some(gimli::AttributeValue::Language(lang)) => matches!(
+            lang.0,
+            0x1 | 0x2
+                | 0x4
+                | 0xc
+                | 0x10
+                | 0x11
+                | 0x19
+                | 0x1a
+                | 0x1d
+                | 0x21
+                | 0x2a
+                | 0x2b
+                | 0x2c
+                | 0x8001
+        ),
+        _ => true,
+    }
+}
+
 /// The compile units of a linked image (name, directory and producer of each), its
 /// function-local statics (vaddr, declaring function) and the `is_stmt` line rows within
 /// [`crate::image::STATEMENT_WINDOW`] bytes after a start in `function_starts` (sorted),
@@ -733,7 +764,7 @@ pub(crate) fn read_image_dwarf(
                 }
             }
         }
-        if let Some(program) = unit.line_program.clone() {
+        if let Some(program) = unit.line_program.clone().filter(|_| c_family(&unit)) {
             let mut rows = program.rows();
             // A line program that cannot be read to its end only loses its later rows: the
             // compile units matter more than the breakpoint positions.
