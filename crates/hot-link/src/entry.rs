@@ -19,6 +19,22 @@
 //! callee may not be running at all, and the apply refuses if a stack holds that return
 //! address. Zero bytes are never fill: an unnamed constant in text may be zero.
 //!
+//! Statement boundaries count too: a debugger puts its breakpoints on the executable's
+//! `is_stmt` line rows (`break f` at entry+4 of an -O0 `push %rbp; mov %rsp,%rbp`, entry+1
+//! of an -O1 `push %rbx`, line breakpoints anywhere), and its `int3` in the middle of the
+//! 5-byte jump would corrupt it — gdb takes its breakpoints out while the program is stopped
+//! and puts them back, reading the bytes under them again, when it resumes it, so one set
+//! before a swap made while gdb holds the program lands in the new jump as surely as one set
+//! after. With a boundary inside the first 5 bytes ([`hot_object::LinkedImage::statements_in`]),
+//! in this order: the short jump into padding, if no boundary lies in its 2 bytes; else the
+//! entry is left alone and the jump goes at the first instruction boundary after a run of
+//! instructions a stub can undo (pushes, frame setup, moves into pushed registers), into
+//! that stub, which undoes them and jumps to the new body (`plan_replay`: breakpoints keep
+//! stopping every call, and a thread a debugger holds in those instructions goes on into the
+//! new body); else a short jump to a 5-byte jump inside the old body past the boundary
+//! (`plan_landing_in_body`); else the plain jump, with a note (an `int3` already there is
+//! refused by the apply).
+//!
 //! Later swaps of the same entry only rewrite the 5-byte jump (wherever it lives), expecting
 //! the bytes the last committed patch wrote there.
 
