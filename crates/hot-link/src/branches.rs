@@ -8,7 +8,7 @@
 //! instruction. Every function symbol of the executable is decoded once, per linker (on
 //! [`crate::Linker::prepare`] or the first link), and each direct near branch whose target
 //! lies strictly inside `(s, s + 32)` of a function start `s` is kept (the entry jump's 5
-//! bytes, and those of a jump from the first statement after a prologue), keyed by `s` (about
+//! bytes, and those of a jump written inside the old body past a statement), keyed by `s` (about
 //! 60 ms for 14 MB of text in a release build). Indirect
 //! branches (jump tables, function pointers) are not visible here; they are not expected to
 //! target the middle of a function's first instruction bytes.
@@ -20,8 +20,8 @@ use iced_x86::{Decoder, DecoderOptions, FlowControl, Instruction};
 
 use crate::ImageModel;
 
-/// How far into a function branches are kept: the entry jump's 5 bytes, and the jump from
-/// the first statement after a prologue (`entry.rs`) with its own 5 bytes.
+/// How far into a function branches are kept: the entry jump's 5 bytes, and a jump written
+/// inside the old body past a statement boundary (`entry.rs`) with its own 5 bytes.
 const LANDING_WINDOW: u64 = hot_object::STATEMENT_WINDOW;
 
 /// A branch into a function's first bytes.

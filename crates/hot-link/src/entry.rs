@@ -26,14 +26,15 @@
 //! and puts them back, reading the bytes under them again, when it resumes it, so one set
 //! before a swap made while gdb holds the program lands in the new jump as surely as one set
 //! after. With a boundary inside the first 5 bytes ([`hot_object::LinkedImage::statements_in`]),
-//! in this order: the short jump into padding, if no boundary lies in its 2 bytes; else the
-//! entry is left alone and the jump goes at the first instruction boundary after a run of
-//! instructions a stub can undo (pushes, frame setup, moves into pushed registers), into
-//! that stub, which undoes them and jumps to the new body (`plan_replay`: breakpoints keep
-//! stopping every call, and a thread a debugger holds in those instructions goes on into the
-//! new body); else a short jump to a 5-byte jump inside the old body past the boundary
-//! (`plan_landing_in_body`); else the plain jump, with a note (an `int3` already there is
-//! refused by the apply).
+//! in this order: the short jump into padding, if no boundary lies in its 2 bytes; else a
+//! short jump to a 5-byte jump inside the old body past the boundary
+//! (`plan_landing_in_body`); else the plain jump at the entry, to a jump in the code arena
+//! placed so that the entry jump's bytes at the boundaries are `int3` themselves
+//! (`plan_int3_proof`: a debugger's breakpoint there changes nothing); else the plain jump
+//! with a note, which the session refuses to write while a debugger holds the program (it
+//! would put its breakpoints back into the jump on `continue`). The old body's first
+//! instructions are never re-run before the new body: a stub that undid a prologue would
+//! repeat its loads, and a debugger stepping into it would find no unwind information.
 //!
 //! Later swaps of the same entry only rewrite the 5-byte jump (wherever it lives), expecting
 //! the bytes the last committed patch wrote there.
@@ -41,11 +42,11 @@
 use std::ops::Range;
 
 use hot_object::ImageSymbol;
-use iced_x86::{Decoder, DecoderOptions, FlowControl, Instruction, Mnemonic, OpKind, Register};
+use iced_x86::{Decoder, DecoderOptions, FlowControl, Instruction, Mnemonic};
 
 use crate::branches::EntryLandings;
 use crate::image::{ImageIndex, Vaddr};
-use crate::layout::{Allocator, ArenaKind, Redirect};
+use crate::layout::{Allocator, Redirect};
 use crate::x86_64::{jmp_rel32, jmp_rel8, JMP_REL32_LEN, JMP_REL8_LEN};
 use crate::{EntryWrite, ImageModel, LinkErrorCode, Module, PatchWrite, RuntimeAddr};
 
@@ -58,11 +59,12 @@ pub(crate) struct EntryPlan {
     pub redirect: Redirect,
     /// Image fill bytes this redirection uses for the first time.
     pub claimed_fill: Option<Range<u64>>,
-    /// Arena contents the redirection needs (the stub of a jump from the first statement),
+    /// Arena contents the redirection needs (the arena jump of an int3-proof entry),
     /// unreachable until `writes` are committed.
     pub arena: Option<PatchWrite>,
-    /// For the user: the jump covers a statement boundary after all (no other form fit).
-    pub note: Option<String>,
+    /// For the user: the jump covers a statement boundary after all (no other form fit),
+    /// at entry+N.
+    pub note: Option<(String, u64)>,
 }
 
 /// Why an entry cannot be redirected: the error code and a sentence for the user.
@@ -204,223 +206,66 @@ fn reuse(previous: &Redirect, body: RuntimeAddr, function: &str) -> Result<Entry
     })
 }
 
-/// What the old body's first instructions did to the stack and the callee-saved registers,
-/// tracked so that a stub can undo it: a call that ran them then enters the new body as if
-/// it had just been called. Only instructions whose every effect is known are accepted:
-/// `endbr64` and `nop`; `push %reg`; `mov %rsp,%rbp` (after `push %rbp`); `sub $imm,%rsp`;
-/// and plain moves and arithmetic (`mov`, `lea`, `movzx`, `movsx`, `add`, `sub`, `and`, `or`,
-/// `xor`) that write only flags, callee-saved registers pushed before, or stack memory below
-/// the pushed registers (dead once the stack pointer is back). The arguments (and every
-/// caller-saved register) are never written, so they still hold what the caller passed.
-#[derive(Default)]
-struct Prologue {
-    /// `pop %reg` and `lea imm(%rsp),%rsp` encodings, in execution order (run reversed).
-    undo: Vec<Vec<u8>>,
-    /// Callee-saved registers pushed so far.
-    pushed: Vec<Register>,
-    /// Bytes below the stack pointer at entry (which points at the return address).
-    depth: i64,
-    /// `depth` after the last push: the saved registers lie above it.
-    saved_top: i64,
-    /// `depth` when `mov %rsp,%rbp` ran, if it did.
-    rbp_depth: Option<i64>,
-}
-
-fn is_write(access: iced_x86::OpAccess) -> bool {
-    use iced_x86::OpAccess;
-    matches!(
-        access,
-        OpAccess::Write | OpAccess::CondWrite | OpAccess::ReadWrite | OpAccess::ReadCondWrite
-    )
-}
-
-impl Prologue {
-    /// Take one more instruction, or `false` (the prologue cannot be extended past it).
-    fn take(&mut self, instr: &Instruction, info: &mut iced_x86::InstructionInfoFactory) -> bool {
-        if instr.is_invalid() || instr.flow_control() != FlowControl::Next {
-            return false;
-        }
-        let register = |op: u32| match instr.op_kind(op) {
-            OpKind::Register => Some(instr.op_register(op)),
-            _ => None,
-        };
-        match instr.mnemonic() {
-            Mnemonic::Endbr64 | Mnemonic::Nop => true,
-            Mnemonic::Push => {
-                let Some(reg) = register(0).filter(|r| r.is_gpr64() && *r != Register::RSP) else {
-                    return false;
-                };
-                let n = reg.number() as u8;
-                self.undo.push(match n {
-                    0..=7 => vec![0x58 + n],
-                    _ => vec![0x41, 0x58 + (n - 8)],
-                });
-                self.pushed.push(reg);
-                self.depth += 8;
-                self.saved_top = self.depth;
-                true
-            }
-            Mnemonic::Mov
-                if register(0) == Some(Register::RBP) && register(1) == Some(Register::RSP) =>
-            {
-                if !self.pushed.contains(&Register::RBP) || self.rbp_depth.is_some() {
-                    return false;
-                }
-                self.rbp_depth = Some(self.depth);
-                true
-            }
-            Mnemonic::Sub if register(0) == Some(Register::RSP) => {
-                if !matches!(
-                    instr.op1_kind(),
-                    OpKind::Immediate8to64 | OpKind::Immediate32to64
-                ) {
-                    return false;
-                }
-                let Some(imm) = i32::try_from(instr.immediate(1) as i64)
-                    .ok()
-                    .filter(|&n| n >= 0)
-                else {
-                    return false;
-                };
-                let mut lea = vec![0x48, 0x8d, 0xa4, 0x24];
-                lea.extend_from_slice(&imm.to_le_bytes());
-                self.undo.push(lea);
-                self.depth += i64::from(imm);
-                true
-            }
-            Mnemonic::Mov
-            | Mnemonic::Lea
-            | Mnemonic::Movzx
-            | Mnemonic::Movsx
-            | Mnemonic::Movsxd
-            | Mnemonic::Add
-            | Mnemonic::Sub
-            | Mnemonic::And
-            | Mnemonic::Or
-            | Mnemonic::Xor => {
-                let info = info.info(instr);
-                let registers_ok = info.used_registers().iter().all(|used| {
-                    let full = used.register().full_register();
-                    !is_write(used.access())
-                        || (full != Register::RBP
-                            && full != Register::RSP
-                            && self.pushed.contains(&full))
-                });
-                let memory_ok = info.used_memory().iter().all(|m| {
-                    if !is_write(m.access()) {
-                        return true;
-                    }
-                    // Relative to the stack pointer at entry.
-                    let at = match m.base() {
-                        _ if m.index() != Register::None => return false,
-                        Register::RSP => -self.depth,
-                        Register::RBP => match self.rbp_depth {
-                            Some(depth) => -depth,
-                            None => return false,
-                        },
-                        _ => return false,
-                    };
-                    let size = m.memory_size().size() as i64;
-                    let start = at.saturating_add(m.displacement() as i64);
-                    size > 0 && start.saturating_add(size) <= -self.saved_top
-                });
-                registers_ok && memory_ok
-            }
-            _ => false,
-        }
-    }
-
-    /// The stub's code before its jump: the pushes and allocations undone in reverse.
-    fn undo(&self) -> Vec<u8> {
-        self.undo.iter().rev().flatten().copied().collect()
-    }
-}
-
-/// The bytes that undo `prologue` (see [`Prologue`]), or `None` if one of its instructions
-/// cannot be undone.
-#[cfg(test)]
-fn undo_prologue(prologue: &[u8], vaddr: u64) -> Option<Vec<u8>> {
-    let mut decoder = Decoder::with_ip(64, prologue, vaddr, DecoderOptions::NONE);
-    let mut instr = Instruction::default();
-    let mut info = iced_x86::InstructionInfoFactory::new();
-    let mut state = Prologue::default();
-    while decoder.can_decode() {
-        decoder.decode_out(&mut instr);
-        if !state.take(&instr, &mut info) {
+/// The smallest `jmp rel32` displacement in `range` whose bytes at `offsets` (1..=4: the
+/// jump's byte at entry+N is the displacement's byte N-1) are all `int3` (0xcc).
+fn displacement_with_int3_at(range: Range<i64>, offsets: &[u64]) -> Option<i64> {
+    let (mut mask, mut want) = (0u32, 0u32);
+    for &at in offsets {
+        let shift = 8 * (u32::try_from(at).ok()?.checked_sub(1)?);
+        if shift > 24 {
             return None;
         }
+        mask |= 0xff << shift;
+        want |= 0xcc << shift;
     }
-    Some(state.undo())
+    let lowest = mask.trailing_zeros();
+    let start = range.start.max(i64::from(i32::MIN));
+    let end = range.end.min(i64::from(i32::MAX) + 1);
+    // The first displacement at or after `start` with the lowest constrained byte right;
+    // the next ones are a step of the byte above apart.
+    let unit = 1i64 << lowest;
+    let step = unit << 8;
+    let byte = |d: i64| (d >> lowest) & 0xff;
+    let mut d = match byte(start) {
+        0xcc => start,
+        // Lower bits cleared: the byte went up, so this is past `start`.
+        b => start - start.rem_euclid(unit) + (0xcc - b).rem_euclid(256) * unit,
+    };
+    while d < end {
+        if (d as i32 as u32) & mask == want {
+            return Some(d);
+        }
+        d += step;
+    }
+    None
 }
 
-/// The redirection of an entry that has a statement boundary inside its first 5 bytes and no
-/// padding for the short jump (gdb's `break f` at entry+4 of an -O0 `push %rbp; mov
-/// %rsp,%rbp`, or at entry+1 of an -O1 `push %rbx`): the entry is left as it is, and the
-/// 5-byte jump goes at the first instruction boundary `at` after a run of [`Prologue`]
-/// instructions, to a stub in the code arena that undoes them and jumps to the new body. A
-/// call runs those old instructions, then the stub takes it into the new body with the stack,
-/// the callee-saved registers and the arguments it was called with; a thread stopped
-/// anywhere before `at` or exactly at it (a debugger holding it at `break f`) goes the same
-/// way. Breakpoints before `at` stay on old instructions that still run; one at `at` sits on
-/// the jump's first byte: both keep stopping every call.
-///
-/// `None` (another form is used) unless the 5 bytes at `at` lie inside the function (and
-/// inside the window where statements and branches from elsewhere are known) with no
-/// statement boundary strictly inside them, and no branch (from the body or elsewhere) and
-/// no return address lands in `(entry, at + 5)`: control reaches those bytes only by running
-/// the instructions before them from the entry.
-fn plan_replay(
+/// The redirection of an entry with statement boundaries at `offsets` (entry+1..=entry+4)
+/// and no other way around them: the plain 5-byte jump at the entry, to a 5-byte jump in the
+/// code arena placed so that the entry jump holds `int3` (0xcc) at each boundary. A debugger
+/// that puts a breakpoint there writes 0xcc over 0xcc and, on removing it, the 0xcc it read:
+/// the jump stays intact whatever the debugger does, before or after the swap, and the old
+/// body's first statement is simply no longer reached. Later swaps rewrite the arena jump.
+/// `None` if the code arena has no such address (a boundary at entry+4 needs the arena
+/// about 820 MiB below the entry; entry+3, 16 MiB of arena).
+fn plan_int3_proof(
     exe: &Module,
-    elsewhere: &EntryLandings,
     alloc: &mut Allocator<'_>,
     (vaddr, old_body): (u64, &[u8]),
-    statements: &[u64],
+    offsets: &[u64],
     body: RuntimeAddr,
     function: &str,
 ) -> Result<Option<EntryPlan>, EntryError> {
     let len = JMP_REL32_LEN;
-    // The branches from elsewhere are known up to this far into the function.
-    let latest = vaddr + hot_object::STATEMENT_WINDOW - len;
-    let mut decoder = Decoder::with_ip(64, old_body, vaddr, DecoderOptions::NONE);
-    let mut instr = Instruction::default();
-    let mut info = iced_x86::InstructionInfoFactory::new();
-    let mut prologue = Prologue::default();
-    // The first instruction boundary after the entry, reached only by running what is before
-    // it, whose 5 bytes hold no statement boundary strictly inside.
-    let mut found = None;
-    while decoder.can_decode() {
-        decoder.decode_out(&mut instr);
-        if !prologue.take(&instr, &mut info) {
-            break;
-        }
-        let at = decoder.ip();
-        if at > latest || at + len > vaddr + old_body.len() as u64 {
-            break;
-        }
-        if statements.iter().any(|&s| s > at && s < at + len) {
-            continue;
-        }
-        let end = at + len;
-        if !landings_into(old_body, vaddr, vaddr, end - vaddr).is_empty()
-            || elsewhere
-                .branches_into(vaddr)
-                .iter()
-                .any(|landing| landing.target < end)
-        {
-            // Landings only get more numerous further on.
-            break;
-        }
-        found = Some(at);
-        break;
-    }
-    let Some(at) = found else {
+    let Some(original) = old_body.get(..len as usize).map(<[u8]>::to_vec) else {
         return Ok(None);
     };
-    let undo = prologue.undo();
-    let offset = (at - vaddr) as usize;
-    let stub_len = undo.len() as u64 + len;
-    // A full code arena: the other forms need no arena space.
-    let Ok(stub) = alloc.alloc(ArenaKind::Code, stub_len, 16) else {
+    let entry = exe.runtime(Vaddr(vaddr));
+    let after = entry.0 as i64 + len as i64;
+    let Some(thunk) = alloc.alloc_code_where(len, |free| {
+        let range = free.start as i64 - after..free.end as i64 + 1 - after;
+        displacement_with_int3_at(range, offsets).map(|d| (after + d) as u64)
+    }) else {
         return Ok(None);
     };
     let overflow = |from: RuntimeAddr| {
@@ -429,34 +274,28 @@ fn plan_replay(
             format!("the new body of `{function}` at {body} is out of `jmp rel32` reach of {from}"),
         )
     };
-    let jump_at = stub.offset(undo.len() as u64);
-    let long = jmp_rel32(jump_at.0, body.0).ok_or_else(|| overflow(jump_at))?;
-    let at_rt = exe.runtime(Vaddr(at));
-    let landing = jmp_rel32(at_rt.0, stub.0).ok_or_else(|| overflow(at_rt))?;
-    let original = old_body[offset..offset + len as usize].to_vec();
-    let mut stub_bytes = undo;
-    stub_bytes.extend_from_slice(&long);
+    let long = jmp_rel32(thunk.0, body.0).ok_or_else(|| overflow(thunk))?;
+    let first = jmp_rel32(entry.0, thunk.0).ok_or_else(|| overflow(entry))?;
+    debug_assert!(offsets.iter().all(|&at| first[at as usize] == 0xcc));
     Ok(Some(EntryPlan {
         writes: vec![EntryWrite {
-            addr: at_rt,
+            addr: entry,
             expected: original.clone(),
-            bytes: landing.clone(),
+            bytes: first.clone(),
             function: function.to_string(),
         }],
-        // A thread exactly at `at` takes the jump whole, with the prologue run: correct.
-        protected: vec![at_rt..at_rt.offset(len)],
+        protected: vec![entry..entry.offset(len)],
         redirect: Redirect {
-            jump_at,
-            current: long,
+            jump_at: thunk,
+            current: long.clone(),
             original: Vec::new(),
-            short: Some((at_rt, landing, original)),
+            short: Some((entry, first, original)),
         },
-        // Not fill for any other entry's jump, ever.
-        claimed_fill: Some(at..at + len),
+        claimed_fill: None,
         arena: Some(PatchWrite {
-            addr: stub,
-            bytes: stub_bytes,
-            what: format!("prologue stub of {function}"),
+            addr: thunk,
+            bytes: long,
+            what: format!("entry jump of {function}"),
         }),
         note: None,
     }))
@@ -793,18 +632,7 @@ pub(crate) fn plan_image_entry(
         });
     }
     if conflicts.is_empty() && statement_conflict {
-        // No padding: jump from the first statement instead, after the prologue runs.
-        if let Some(plan) = plan_replay(
-            exe,
-            elsewhere,
-            alloc,
-            (vaddr, old_body),
-            statements,
-            body,
-            function,
-        )? {
-            return Ok(plan);
-        }
+        // No padding: a short jump to a jump written inside the old body, past the boundary.
         if !statement_inside(JMP_REL8_LEN) {
             if let Some(plan) = plan_landing_in_body(
                 exe,
@@ -818,18 +646,35 @@ pub(crate) fn plan_image_entry(
             }
         }
     }
+    if conflicts.is_empty() && statement_conflict {
+        let covered: Vec<u64> = statements
+            .iter()
+            .filter(|&&at| at < vaddr + JMP_REL32_LEN)
+            .map(|&at| at - vaddr)
+            .collect();
+        if let Some(plan) =
+            plan_int3_proof(exe, alloc, (vaddr, old_body), &covered, body, function)?
+        {
+            return Ok(plan);
+        }
+    }
     if conflicts.is_empty() {
         // Only return addresses (whether a frame is there is known only at apply time), or
         // a statement boundary no other form avoids: the apply refuses to write over a
         // breakpoint that is in memory, and the user is told about one set later.
         let mut plan = direct_or_tiny(alloc)?;
         if let Some(&at) = statements.iter().find(|&&at| at < vaddr + JMP_REL32_LEN) {
-            plan.note = Some(format!(
-                "the jump that redirects `{function}` covers its statement at entry+{}, where \
-                 a debugger puts a breakpoint on it (`break {function}` or a line \
-                 breakpoint): a breakpoint set there while the new code is in place would \
-                 corrupt the jump; rebuild with -fpatchable-function-entry=5,5 to leave room",
-                at - vaddr
+            plan.note = Some((
+                format!(
+                    "the jump that redirects `{function}` covers its statement at entry+{}, \
+                     where a debugger puts a breakpoint on it (`break {function}`, or one on \
+                     its first line): such a breakpoint set while the new code is in place \
+                     would corrupt the jump, so set none there (and no swap of it is made \
+                     while a debugger holds the program); rebuild with \
+                     -fpatchable-function-entry=5,5 to leave room",
+                    at - vaddr
+                ),
+                at - vaddr,
             ));
         }
         return Ok(plan);
@@ -901,110 +746,34 @@ mod tests {
         assert_eq!(trailing_fill_start(&no_tail, 0x1000), None);
     }
 
-    /// Prologues before a function's first statement: the bytes, and the undo the stub of a
-    /// jump from that statement runs (`None`: not undone, another form is used).
-    type PrologueRow = (&'static str, &'static [u8], Option<&'static [u8]>);
-    const PROLOGUES: &[PrologueRow] = &[
-        (
-            "push %rbp; mov %rsp,%rbp (gcc, clang -O0)",
-            &[0x55, 0x48, 0x89, 0xe5],
-            Some(&[0x5d]),
-        ),
-        (
-            "the other encoding of mov %rsp,%rbp",
-            &[0x55, 0x48, 0x8b, 0xec],
-            Some(&[0x5d]),
-        ),
-        (
-            "endbr64; push %rbp; mov %rsp,%rbp",
-            &[0xf3, 0x0f, 0x1e, 0xfa, 0x55, 0x48, 0x89, 0xe5],
-            Some(&[0x5d]),
-        ),
-        (
-            "push %rbp; mov %rsp,%rbp; sub $0x10,%rsp",
-            &[0x55, 0x48, 0x89, 0xe5, 0x48, 0x83, 0xec, 0x10],
-            Some(&[0x48, 0x8d, 0xa4, 0x24, 0x10, 0, 0, 0, 0x5d]),
-        ),
-        ("push %rbx", &[0x53], Some(&[0x5b])),
-        (
-            "push %r12; push %rbx",
-            &[0x41, 0x54, 0x53],
-            Some(&[0x5b, 0x41, 0x5c]),
-        ),
-        (
-            "sub $8,%rsp",
-            &[0x48, 0x83, 0xec, 0x08],
-            Some(&[0x48, 0x8d, 0xa4, 0x24, 8, 0, 0, 0]),
-        ),
-        (
-            "mov %rsp,%rbp without push %rbp first",
-            &[0x48, 0x89, 0xe5],
-            None,
-        ),
-        (
-            "push %rbx; lea (%rdi,%rsi),%ebx (gcc -O1, -O2)",
-            &[0x53, 0x8d, 0x1c, 0x37],
-            Some(&[0x5b]),
-        ),
-        (
-            "push %rbx; mov %edi,%ebx",
-            &[0x53, 0x89, 0xfb],
-            Some(&[0x5b]),
-        ),
-        (
-            "push %rbx; mov %edi,%eax: a caller-saved register",
-            &[0x53, 0x89, 0xf8],
-            None,
-        ),
-        (
-            "lea (%rdi,%rsi),%ebx before push %rbx",
-            &[0x8d, 0x1c, 0x37, 0x53],
-            None,
-        ),
-        (
-            "push %rbx; mov %rdi,(%rax): memory the stub cannot give back",
-            &[0x53, 0x48, 0x89, 0x38],
-            None,
-        ),
-        (
-            "push %rbp; mov %rsp,%rbp; mov %edi,-4(%rbp) (-O0 with a parameter)",
-            &[0x55, 0x48, 0x89, 0xe5, 0x89, 0x7d, 0xfc],
-            Some(&[0x5d]),
-        ),
-        (
-            "push %rbp; mov %rsp,%rbp; mov %rdi,0(%rbp): over the saved %rbp",
-            &[0x55, 0x48, 0x89, 0xe5, 0x48, 0x89, 0x7d, 0x00],
-            None,
-        ),
-        (
-            "sub $8,%rsp; mov %edi,4(%rsp): inside the allocated frame",
-            &[0x48, 0x83, 0xec, 0x08, 0x89, 0x7c, 0x24, 0x04],
-            Some(&[0x48, 0x8d, 0xa4, 0x24, 8, 0, 0, 0]),
-        ),
-        (
-            "push %rbx; mov %edi,8(%rsp): over the return address",
-            &[0x53, 0x89, 0x7c, 0x24, 0x08],
-            None,
-        ),
-        (
-            "push %rbp; mov %edi,%ebp: %rbp written",
-            &[0x55, 0x89, 0xfd],
-            None,
-        ),
-        ("mov %edi,-4(%rbp)", &[0x89, 0x7d, 0xfc], None),
-        ("add $8,%rsp", &[0x48, 0x83, 0xc4, 0x08], None),
-        ("a truncated instruction", &[0x55, 0x48, 0x89], None),
-        ("call *%rdi", &[0xff, 0xd7], None),
-    ];
-
     #[test]
-    fn prologues_before_the_first_statement_are_undone_or_not() {
-        for &(what, bytes, undo) in PROLOGUES {
-            assert_eq!(
-                undo_prologue(bytes, 0x1000).as_deref(),
-                undo,
-                "{what}: {bytes:02x?}"
-            );
+    fn entry_jumps_hold_int3_where_a_debugger_would_put_one() {
+        // (the displacements allowed, the statement offsets, the displacement expected)
+        let rows: &[(Range<i64>, &[u64], Option<i64>)] = &[
+            (0..1 << 20, &[1], Some(0xcc)),
+            (0xcd..1 << 20, &[1], Some(0x1cc)),
+            (0x1cc..1 << 20, &[1], Some(0x1cc)),
+            (0x1234_5601..0x1234_5700, &[1], Some(0x1234_56cc)),
+            (-(1 << 20)..0, &[1], Some(-(1 << 20) + 0xcc)),
+            (0..1 << 20, &[2], Some(0xcc00)),
+            (0..1 << 20, &[1, 2], Some(0xcccc)),
+            (0..0xcccc, &[1, 2], None),
+            (0..1 << 30, &[3], Some(0xcc_0000)),
+            // entry+4 is the top byte: about -820 MiB.
+            (0..i64::from(i32::MAX), &[4], None),
+            (-0x3400_0000..0, &[4], Some(-0x3400_0000)),
+            (0..0xcb, &[1], None),
+        ];
+        for (range, offsets, want) in rows {
+            let got = displacement_with_int3_at(range.clone(), offsets);
+            assert_eq!(got, *want, "{range:x?} {offsets:?}");
+            if let Some(d) = got {
+                assert!(range.contains(&d));
+                let bytes = (d as i32).to_le_bytes();
+                for &at in *offsets {
+                    assert_eq!(bytes[at as usize - 1], 0xcc, "{d:#x} {offsets:?}");
+                }
+            }
         }
     }
 

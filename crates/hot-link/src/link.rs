@@ -1302,7 +1302,8 @@ impl<'a> Link<'a> {
             match plan {
                 Ok(Some(plan)) => {
                     self.patch.writes.extend(plan.arena);
-                    if let Some(message) = plan.note {
+                    if let Some((message, at)) = plan.note {
+                        self.patch.entries_over_statements.push((name.clone(), at));
                         self.patch.notes.push(LinkNote {
                             code: "entry-covers-statement",
                             message,

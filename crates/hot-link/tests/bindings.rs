@@ -254,7 +254,7 @@ __attribute__((visibility("hidden"))) int use_c(int x) { return helper(x); }
 "#;
 
 /// Whether `patch` redirects the stable entry at `entry`, in whichever form (a jump over
-/// the entry, a short jump into padding, or a jump over the first statement).
+/// the entry, a short jump into padding or to a jump inside the old body).
 fn redirects(patch: &hot_link::Patch, entry: u64) -> bool {
     patch.redirected_entries().any(|e| e.0 == entry)
 }

@@ -2337,6 +2337,34 @@ const OVERRIDE_UNITS: [(&str, &str); 3] = [
     ),
 ];
 
+/// Where the jumps the patch writes lead from `at` (an entry: through a short jump, a jump
+/// inside the old body or a jump in the arena), to the first address no jump is written at.
+fn jump_chain_end(patch: &Patch, mut at: RuntimeAddr) -> u64 {
+    for _ in 0..4 {
+        let bytes = patch
+            .entries
+            .iter()
+            .find(|e| e.addr == at)
+            .map(|e| &e.bytes)
+            .or_else(|| {
+                patch
+                    .writes
+                    .iter()
+                    .find(|w| w.addr == at && w.what.starts_with("entry jump of "))
+                    .map(|w| &w.bytes)
+            });
+        at = match bytes.map(Vec::as_slice) {
+            Some([0xeb, rel]) => RuntimeAddr((at.0 as i64 + 2 + *rel as i8 as i64) as u64),
+            Some([0xe9, rel @ ..]) => {
+                let rel = i32::from_le_bytes(rel.try_into().expect("jmp rel32"));
+                RuntimeAddr((at.0 as i64 + 5 + rel as i64) as u64)
+            }
+            _ => return at.0,
+        };
+    }
+    panic!("a chain of more than 4 jumps from the entry")
+}
+
 #[test]
 fn a_strong_definition_beats_a_weak_default_of_the_same_swap_in_either_order() {
     // b.c's weak `hook` changes and c.c adds a strong `hook` in one swap: as in a relink,
@@ -2360,26 +2388,17 @@ fn a_strong_definition_beats_a_weak_default_of_the_same_swap_in_either_order() {
         let patch = linker
             .link_units(&requests)
             .unwrap_or_else(|e| panic!("{order}: {e:#?}"));
-        let entries: Vec<_> = patch
-            .entries
-            .iter()
-            .filter(|e| e.function == "hook")
+        let hook: Vec<RuntimeAddr> = patch
+            .redirected_entries()
+            .filter(|entry| {
+                patch
+                    .entries
+                    .iter()
+                    .any(|e| e.addr == *entry && e.function == "hook")
+            })
             .collect();
-        assert_eq!(entries.len(), 1, "{order}: {:#?}", patch.entries);
-        let entry = entries[0];
-        let rel = i32::from_le_bytes(entry.bytes[1..5].try_into().expect("jmp rel32"));
-        let mut target = (entry.addr.0 as i64 + 5 + rel as i64) as u64;
-        // A jump from the first statement goes through the stub that undoes the prologue.
-        if let Some(stub) = patch
-            .writes
-            .iter()
-            .find(|w| w.addr.0 == target && w.what.starts_with("prologue stub of "))
-        {
-            let jump = &stub.bytes[stub.bytes.len() - 5..];
-            assert_eq!(jump[0], 0xe9, "{order}: {stub:?}");
-            let rel = i32::from_le_bytes(jump[1..5].try_into().expect("jmp rel32"));
-            target = (stub.addr.0 as i64 + stub.bytes.len() as i64 + rel as i64) as u64;
-        }
+        assert_eq!(hook.len(), 1, "{order}: {:#?}", patch.entries);
+        let target = jump_chain_end(&patch, hook[0]);
         let body = patch
             .writes
             .iter()
@@ -2423,9 +2442,9 @@ enum Form {
     DirectOverStatement(u64),
     /// A 2-byte `jmp rel8` at the entry into padding that holds the `jmp rel32`.
     Short,
-    /// The entry left alone; a `jmp rel32` over the first statement at entry+N, to a stub
-    /// that runs these bytes (the prologue undone) and jumps to the new body.
-    FromStatement(u64, &'static [u8]),
+    /// The 5-byte `jmp rel32` over the entry to a jump in the code arena placed so that the
+    /// entry jump holds `int3` at each statement boundary entry+N it covers.
+    Int3Proof(&'static [u64]),
     /// A 2-byte `jmp rel8` at the entry to a `jmp rel32` written at entry+N of the old body.
     InBody(u64),
 }
@@ -2438,10 +2457,10 @@ fn form_of(p: &Program, patch: &Patch, function: &str) -> Form {
         .iter()
         .filter(|e| e.function == function)
         .collect();
-    let stub = patch
+    let thunk = patch
         .writes
         .iter()
-        .find(|w| w.what == format!("prologue stub of {function}"));
+        .find(|w| w.what == format!("entry jump of {function}"));
     let body = patch
         .writes
         .iter()
@@ -2451,7 +2470,7 @@ fn form_of(p: &Program, patch: &Patch, function: &str) -> Form {
         let rel = i32::from_le_bytes(w.bytes[1..5].try_into().expect("rel32"));
         (w.addr.0 as i64 + 5 + rel as i64) as u64
     };
-    match (writes.as_slice(), stub) {
+    match (writes.as_slice(), thunk) {
         ([direct], None) if direct.addr.0 == entry => {
             assert_eq!(direct.bytes[0], 0xe9);
             assert_eq!(target(direct), body.addr.0);
@@ -2497,27 +2516,33 @@ fn form_of(p: &Program, patch: &Patch, function: &str) -> Form {
             assert_eq!(target(pad), body.addr.0);
             Form::Short
         }
-        ([jump], Some(stub)) => {
+        ([jump], Some(thunk)) => {
+            assert_eq!(jump.addr.0, entry);
             assert_eq!(jump.bytes[0], 0xe9);
-            assert_eq!(target(jump), stub.addr.0, "the jump goes to the stub");
-            let undo = &stub.bytes[..stub.bytes.len() - 5];
+            assert_eq!(
+                target(jump),
+                thunk.addr.0,
+                "the entry jumps to the arena jump"
+            );
             let tail = hot_link::EntryWrite {
-                addr: RuntimeAddr(stub.addr.0 + undo.len() as u64),
+                addr: thunk.addr,
                 expected: Vec::new(),
-                bytes: stub.bytes[undo.len()..].to_vec(),
+                bytes: thunk.bytes.clone(),
                 function: function.into(),
             };
-            assert_eq!(tail.bytes[0], 0xe9);
-            assert_eq!(target(&tail), body.addr.0, "the stub ends in the new body");
-            assert!(
-                patch
-                    .protected
-                    .contains(&(jump.addr..RuntimeAddr(jump.addr.0 + 5))),
-                "{:?}",
-                patch.protected
+            assert_eq!(tail.bytes.len(), 5);
+            assert_eq!(
+                target(&tail),
+                body.addr.0,
+                "the arena jump ends in the new body"
             );
-            let undo: &'static [u8] = Box::leak(undo.to_vec().into_boxed_slice());
-            Form::FromStatement(jump.addr.0 - entry, undo)
+            assert!(patch
+                .protected
+                .contains(&(jump.addr..RuntimeAddr(jump.addr.0 + 5))));
+            let int3: Vec<u64> = (1..5u64)
+                .filter(|&i| jump.bytes[i as usize] == 0xcc)
+                .collect();
+            Form::Int3Proof(Box::leak(int3.into_boxed_slice()))
         }
         other => panic!("unexpected entry writes for {function}: {other:#?}"),
     }
@@ -2553,12 +2578,12 @@ type StatementRow = (
 );
 const STATEMENT_ROWS: &[StatementRow] = &[
     (
-        "-O0 without parameters: `break f` at entry+4, no padding: jump from there",
+        "-O0 without parameters: `break f` at entry+4, no padding: a short jump to a jump from there",
         "int value(void) {\n  return 7;\n}\nint main(void) { return value(); }\n",
         ("return 7", "return 8"),
         &["-O0"],
         "value",
-        Form::FromStatement(4, &[0x5d]),
+        Form::InBody(4),
     ),
     (
         "-O0 without parameters, padding before it: the short jump leaves entry+4 alone",
@@ -2593,12 +2618,12 @@ const STATEMENT_ROWS: &[StatementRow] = &[
         Form::Direct,
     ),
     (
-        "-O0, six statements one byte apart after the prologue: the jump goes past them",
+        "-O0, six statements one byte apart after the prologue: the jump in the body goes past them",
         "int value(void) {\n  __asm__ volatile(\"nop\");\n  __asm__ volatile(\"nop\");\n  __asm__ volatile(\"nop\");\n  __asm__ volatile(\"nop\");\n  __asm__ volatile(\"nop\");\n  __asm__ volatile(\"nop\");\n  return 7;\n}\nint main(void) { return value(); }\n",
         ("return 7", "return 8"),
         &["-O0"],
         "value",
-        Form::FromStatement(10, &[0x5d]),
+        Form::InBody(10),
     ),
     (
         "-O0, statements too close together all through the known window: the plain jump, noted",
@@ -2609,12 +2634,12 @@ const STATEMENT_ROWS: &[StatementRow] = &[
         Form::DirectOverStatement(4),
     ),
     (
-        "-O1 (no function alignment): `break sum` at entry+1, a statement at entry+4",
+        "-O1 (no function alignment): `break sum` at entry+1, a statement at entry+4: no form avoids both",
         "__attribute__((noipa)) void nap(void) { __asm__ volatile(\"\"); }\n__attribute__((noinline)) int sum(int a, int b) {\n  int s = a + b;\n  nap();\n  return s * 3;\n}\nint main(void) { return sum(1, 2); }\n",
         ("s * 3", "s * 5"),
         &["-O1", "-fcf-protection=none"],
         "sum",
-        Form::FromStatement(4, &[0x5b]),
+        Form::DirectOverStatement(1),
     ),
     (
         "-O2, a statement at entry+4 behind `push %rbx; lea`: padding takes the short jump",
@@ -2625,12 +2650,12 @@ const STATEMENT_ROWS: &[StatementRow] = &[
         Form::Short,
     ),
     (
-        "-O2 without padding: `push %rbx; lea` (into %rbx) undone by the stub",
+        "-O2 without padding: `push %rbx; lea`, a statement at entry+4: a short jump to a jump from there",
         "__attribute__((noipa)) void nap(void) { __asm__ volatile(\"\"); }\n__attribute__((noinline)) int sum(int a, int b) {\n  int s = a + b;\n  nap();\n  return s * 3;\n}\nint main(void) { return sum(1, 2); }\n",
         ("s * 3", "s * 5"),
         &["-O2", "-fcf-protection=none", "-falign-functions=1"],
         "sum",
-        Form::FromStatement(4, &[0x5b]),
+        Form::InBody(4),
     ),
     (
         "-O1, %eax written before a statement at entry+2: a short jump to a jump from there",
@@ -2640,10 +2665,19 @@ const STATEMENT_ROWS: &[StatementRow] = &[
         "value",
         Form::InBody(2),
     ),
+    (
+        "-O1 (no function alignment): `break sum` at entry+1 only: the entry jump holds int3 there",
+        "__attribute__((noipa)) void nap(void) { __asm__ volatile(\"\"); }\n__attribute__((noinline)) int sum(int a, int b) {\n  int s = a * 1000 + b;\n  nap();\n  return s * 3;\n}\nint main(void) { return sum(1, 2); }\n",
+        ("s * 3", "s * 5"),
+        &["-O1", "-fcf-protection=none"],
+        "sum",
+        Form::Int3Proof(&[1]),
+    ),
 ];
 
 #[test]
 fn entry_forms_around_statement_boundaries() {
+    let mut wrong = Vec::new();
     for (what, v1, (from, to), flags, function, form) in STATEMENT_ROWS {
         let mut flags = flags.to_vec();
         if !flags.iter().any(|f| f.starts_with("-falign-functions")) && flags.contains(&"-O0") {
@@ -2657,52 +2691,46 @@ fn entry_forms_around_statement_boundaries() {
             .link(&obj, Some(&p.v1))
             .unwrap_or_else(|e| panic!("{what}: {e:#?}"));
         assert_eq!(patch.swapped, vec![function.to_string()], "{what}");
-        assert_eq!(&form_of(&p, &patch, function), form, "{what}");
-        if matches!(form, Form::FromStatement(..)) {
-            check_from_statement_later(&mut p, &patch, &obj, function, what);
+        let got = form_of(&p, &patch, function);
+        if &got != form {
+            wrong.push(format!("{what}: {got:?}, not {form:?}"));
+            continue;
+        }
+        if matches!(form, Form::Int3Proof(..)) {
+            check_int3_proof_later(&mut p, &patch, &obj, function, what);
         }
     }
+    assert!(wrong.is_empty(), "{wrong:#?}");
 }
 
-/// After a jump from the first statement is committed: a later swap rewrites only the
-/// stub's jump; undo puts the statement's bytes back, and a new link plans the form again.
-fn check_from_statement_later(
-    p: &mut Program,
-    patch: &Patch,
-    v2: &Object,
-    function: &str,
-    what: &str,
-) {
+/// After an int3-proof entry is committed: a later swap rewrites only the arena jump; undo
+/// puts the entry's bytes back, and a new link plans the form again.
+fn check_int3_proof_later(p: &mut Program, patch: &Patch, v2: &Object, function: &str, what: &str) {
     let jump = patch.entries[0].clone();
-    let stub = patch
+    let thunk = patch
         .writes
         .iter()
-        .find(|w| w.what.starts_with("prologue stub of "))
-        .expect("the stub")
+        .find(|w| w.what == format!("entry jump of {function}"))
+        .expect("the arena jump")
         .clone();
-    let stub_jump = RuntimeAddr(stub.addr.0 + stub.bytes.len() as u64 - 5);
     p.linker.commit(patch);
-    // v1 again, over v2: the stub's jump moves, nothing else.
+    // v1 again, over v2: the arena jump moves, nothing else.
     let back = p.v1.clone();
     let again = p
         .link(&back, Some(v2))
         .unwrap_or_else(|e| panic!("{what}: {e:#?}"));
     assert_eq!(again.swapped, vec![function.to_string()], "{what}");
     assert_eq!(again.entries.len(), 1, "{what}: {:#?}", again.entries);
-    assert_eq!(again.entries[0].addr, stub_jump, "{what}");
-    assert_eq!(
-        again.entries[0].expected,
-        stub.bytes[stub.bytes.len() - 5..],
-        "{what}"
-    );
+    assert_eq!(again.entries[0].addr, thunk.addr, "{what}");
+    assert_eq!(again.entries[0].expected, thunk.bytes, "{what}");
     assert!(
         !again
             .writes
             .iter()
-            .any(|w| w.what.starts_with("prologue stub of ")),
-        "{what}: a second stub"
+            .any(|w| w.what.starts_with("entry jump of ")),
+        "{what}: a second arena jump"
     );
-    // Undo of v2: the first statement's bytes back, the stub left alone (unreachable).
+    // Undo of v2: the entry's bytes back, the arena jump left alone (unreachable).
     let revert = p.linker.revert_last().expect("a record");
     assert_eq!(revert.entries.len(), 1, "{what}: {:#?}", revert.entries);
     assert_eq!(revert.entries[0].addr, jump.addr, "{what}");
@@ -2712,6 +2740,6 @@ fn check_from_statement_later(
         .link(v2, Some(&back))
         .unwrap_or_else(|e| panic!("{what}: {e:#?}"));
     let form = form_of(p, &relinked, function);
-    assert!(matches!(form, Form::FromStatement(..)), "{what}: {form:?}");
+    assert!(matches!(form, Form::Int3Proof(..)), "{what}: {form:?}");
     assert_eq!(relinked.entries[0].expected, jump.expected, "{what}");
 }

@@ -457,11 +457,10 @@ fn stops(said: &str) -> usize {
 }
 
 /// A breakpoint gdb puts inside the first 5 bytes of a function hot-lsp swaps (`break f`
-/// after an -O0 prologue, a line breakpoint at -O2). Per row: the optimisation level, the
-/// function, gdb's breakpoint (`LINE` is the line of `line_of` in main.c), the edit, the
-/// program's output before and after, what gdb's `p CALL` returns after, and the bytes the
-/// entry keeps (the jump does not cover it: a short jump or a jump from the first
-/// statement), with where the jump from the first statement is (entry+N), if that form.
+/// after an -O0 prologue, a line breakpoint at -O1 and -O2). Per row: the optimisation level,
+/// the function, gdb's breakpoint (`LINE` is the line of `line_of` in main.c), the edit, the
+/// program's output before and after, what gdb's `p CALL` returns after, and the form of
+/// the entry, which never puts the middle of a jump under the breakpoint.
 struct BreakRow {
     level: &'static str,
     function: &'static str,
@@ -471,14 +470,25 @@ struct BreakRow {
     before: &'static str,
     after: &'static str,
     call: (&'static str, &'static str),
-    /// entry+N of the jump over the first statement (the entry itself keeps its bytes), or
-    /// `None` for the short jump into padding (entry+2 onwards keep theirs).
-    from_statement: Option<u64>,
+    form: EntryForm,
+}
+
+/// How the entry bytes look after the swap (hot-link's `entry.rs`).
+#[derive(Debug)]
+enum EntryForm {
+    /// A 2-byte `jmp rel8` into padding; entry+2 onwards keep their bytes.
+    Short,
+    /// A 2-byte `jmp rel8` to a `jmp rel32` written at entry+N of the old body, where the
+    /// breakpoint's statement is: every call still stops there.
+    InBody(u64),
+    /// The `jmp rel32` at the entry holds `int3` at each statement boundary entry+N it
+    /// covers: gdb's breakpoint there changes no byte, and is no longer reached.
+    Int3Proof(&'static [u64]),
 }
 
 const BREAK_ROWS: &[BreakRow] = &[
     // `break value` stops at entry+4, after `push %rbp; mov %rsp,%rbp`; no padding in reach:
-    // the jump goes over that statement, into a stub that undoes the prologue.
+    // a short jump to a jump from that statement.
     BreakRow {
         level: "-O0",
         function: "value",
@@ -488,22 +498,20 @@ const BREAK_ROWS: &[BreakRow] = &[
         before: "value=7",
         after: "value=8",
         call: ("value()", "= 8"),
-        from_statement: Some(4),
+        form: EntryForm::InBody(4),
     },
-    // At -O1 (no function alignment, no padding) the first statement of sum is at entry+1,
-    // after `push %rbx`, and the next at entry+4, after `lea (%rdi,%rsi),%ebx`: the jump
-    // goes at entry+4, into a stub that pops %rbx; a breakpoint at entry+1 stays on old
-    // instructions every call still runs.
+    // At -O1 (no function alignment, no padding) prod's first statement is at entry+1,
+    // after `push %rbx`, and its next past entry+5: the entry jump holds int3 at entry+1.
     BreakRow {
         level: "-O1",
-        function: "sum",
+        function: "prod",
         breakpoint: "break main.c:LINE",
-        line_of: "    int s = a + b;",
-        edit: ("s * 3;", "s * 5;"),
-        before: "sum=9",
-        after: "sum=15",
-        call: ("sum(1, 2)", "= 15"),
-        from_statement: Some(4),
+        line_of: "    int p = a * 1000 + b;",
+        edit: ("p * 7;", "p * 9;"),
+        before: "prod=7014",
+        after: "prod=9018",
+        call: ("prod(1, 2)", "= 9018"),
+        form: EntryForm::Int3Proof(&[1]),
     },
     // The line of sum's call of nap() is a statement at entry+4 (after `push %rbx; lea`);
     // functions are aligned, so a short jump into the padding before it leaves it alone.
@@ -516,7 +524,7 @@ const BREAK_ROWS: &[BreakRow] = &[
         before: "sum=9",
         after: "sum=15",
         call: ("sum(1, 2)", "= 15"),
-        from_statement: None,
+        form: EntryForm::Short,
     },
 ];
 
@@ -530,41 +538,68 @@ impl BreakRow {
         }
     }
 
-    /// The entry of the function (before any swap, while gdb knows only the executable).
+    /// The entry of the function (before any swap, while gdb knows only the executable),
+    /// once hot-lsp has mapped its arenas and let the program go.
     fn entry(&self, pid: i32) -> u64 {
+        wait_for_arena(pid);
+        wait_until("hot-lsp detached after mapping the arenas", || {
+            std::fs::read_to_string(format!("/proc/{pid}/status"))
+                .is_ok_and(|s| s.lines().any(|l| l.trim_end() == "TracerPid:\t0"))
+        });
         let said = gdb(pid, &[&format!("p/x &{}", self.function)]);
         hex_after(&said, "$1 = ").unwrap_or_else(|| panic!("no address:\n{said}"))
     }
 
-    /// The first bytes of the function are as the row's form leaves them: never a jump
-    /// across the breakpoint's statement.
+    /// The first bytes of the function are as the row's form leaves them: never the middle
+    /// of a jump under the breakpoint's statement.
     fn check_form(&self, pid: i32, entry: u64, original: &[u8]) {
         let now = read_memory(pid, entry, 16);
-        match self.from_statement {
-            Some(at) => {
+        let level = self.level;
+        match self.form {
+            EntryForm::Short => {
+                assert_eq!(now[0], 0xeb, "{level}: a short jump: {now:02x?}");
+                assert_eq!(now[2..], original[2..], "{level}: entry+2.. intact");
+            }
+            EntryForm::InBody(at) => {
                 let at = at as usize;
+                assert_eq!(now[0], 0xeb, "{level}: a short jump: {now:02x?}");
                 assert_eq!(
-                    now[..at],
-                    original[..at],
-                    "{}: the prologue is intact",
-                    self.level
+                    now[1] as usize,
+                    at - 2,
+                    "{level}: to entry+{at}: {now:02x?}"
                 );
                 assert_eq!(
                     now[at], 0xe9,
-                    "{}: a jmp rel32 at entry+{at}: {now:02x?}",
-                    self.level
+                    "{level}: a jmp rel32 at entry+{at}: {now:02x?}"
+                );
+                assert_eq!(
+                    now[at + 5..],
+                    original[at + 5..],
+                    "{level}: the rest intact"
                 );
             }
-            None => {
-                assert_eq!(now[0], 0xeb, "{}: a short jump: {now:02x?}", self.level);
-                assert_eq!(now[2..], original[2..], "{}: entry+2.. intact", self.level);
+            EntryForm::Int3Proof(offsets) => {
+                assert_eq!(now[0], 0xe9, "{level}: a jmp rel32: {now:02x?}");
+                for &at in offsets {
+                    assert_eq!(
+                        now[at as usize], 0xcc,
+                        "{level}: int3 at entry+{at}: {now:02x?}"
+                    );
+                }
+                assert_eq!(now[5..], original[5..], "{level}: entry+5.. intact");
             }
         }
+    }
+
+    /// Whether calls still stop at the breakpoint after the swap.
+    fn still_stops(&self) -> bool {
+        matches!(self.form, EntryForm::InBody(_))
     }
 }
 
 /// gdb stops the program at a breakpoint inside the first 5 bytes of `f` (it takes its
-/// breakpoints out while stopped); the save is written while gdb holds the program; gdb puts
+/// breakpoints out while stopped), and `finish`es it; the save is written while gdb holds the
+/// program; gdb puts
 /// its breakpoint back on `continue` over bytes the swap did not turn into the middle of a
 /// jump: the program runs on, the new code computes the new result, nothing crashes.
 #[test]
@@ -585,14 +620,16 @@ fn a_breakpoint_inside_the_entry_bytes_survives_a_swap_while_gdb_holds_the_progr
             row.level
         );
         let call = format!("p {}", row.call.0);
-        let after: Vec<&str> = if row.from_statement.is_some() {
-            // Each call runs the old prologue into the jump, where the breakpoint sits.
+        let after: Vec<&str> = if row.still_stops() {
+            // Each call goes through the jump the breakpoint sits on.
             vec!["continue", "delete", &call]
         } else {
             // The old body is not entered any more: its breakpoint is not hit again.
             vec!["delete", &call]
         };
-        let mut held = held_in(f, &[&breakpoint, "continue"], &after);
+        // Stopped at the breakpoint, then back in main: a thread stopped inside the entry
+        // bytes refuses the swap (`a_thread_gdb_holds_inside_the_entry_bytes_refuses_the_swap`).
+        let mut held = held_in(f, &[&breakpoint, "continue", "finish"], &after);
         held.wait_stopped("gdb stopping the program at the breakpoint");
         held.f.edit("main.c", row.edit.0, row.edit.1);
         held.f.save("main.c");
@@ -605,7 +642,7 @@ fn a_breakpoint_inside_the_entry_bytes_survives_a_swap_while_gdb_holds_the_progr
         );
         row.check_form(pid, entry, &original);
         let said = held.go_on();
-        let hits = if row.from_statement.is_some() { 2 } else { 1 };
+        let hits = if row.still_stops() { 2 } else { 1 };
         assert_eq!(stops(&said), hits, "{}: {said}", row.level);
         assert!(
             said.contains(row.call.1),
@@ -669,7 +706,7 @@ fn a_breakpoint_set_inside_the_entry_bytes_after_a_swap_stops_and_runs_the_new_c
 }
 
 /// gdb keeping its breakpoints inserted while the program is stopped, with `break value` at
-/// entry+4 of the -O0 function: the `int3` sits where the jump from the first statement goes,
+/// entry+4 of the -O0 function: the `int3` sits where the jump inside the old body goes,
 /// so the save is refused naming the breakpoint, nothing written; once gdb is gone, the next
 /// save swaps.
 #[test]
@@ -686,6 +723,8 @@ fn a_breakpoint_left_inserted_inside_the_entry_bytes_refuses_the_swap() {
             "set breakpoint always-inserted on",
             row.breakpoint,
             "continue",
+            // Back in main: the int3, not the thread, is what refuses the swap.
+            "finish",
         ],
         &["delete"],
     );
@@ -708,6 +747,71 @@ fn a_breakpoint_left_inserted_inside_the_entry_bytes_refuses_the_swap() {
     // Nothing was written: the program runs the old code, and the next save swaps.
     held.f.wait_output(row.before);
     assert_eq!(read_memory(pid, entry, 16), original);
+    held.f.save("main.c");
+    let swap = held.f.wait_swap();
+    assert_eq!(swap.swapped, vec![row.function.to_string()], "{swap:?}");
+    held.f.wait_output(row.after);
+    row.check_form(pid, entry, &original);
+    held.f.assert_same_process();
+}
+
+/// At -O1 sum's statements are at entry+1 and entry+4: no entry form avoids both, so its
+/// jump covers one. While gdb holds the program (its breakpoint at entry+1 taken out, to be
+/// put back over whatever is there on `continue`) the swap is refused, naming the function
+/// and nothing written; once gdb has detached, the same save swaps (with a note).
+#[test]
+fn an_entry_jump_over_a_statement_is_refused_while_gdb_holds_the_program() {
+    let mut f = launch_at("breakpoints", "-O1");
+    let pid = f.pid.expect("pid");
+    f.wait_output("sum=9");
+    let said = gdb(pid, &["p/x &sum"]);
+    let entry = hex_after(&said, "$1 = ").unwrap_or_else(|| panic!("no address:\n{said}"));
+    let original = read_memory(pid, entry, 16);
+    let line = f.line_of("main.c", "    int s = a + b;");
+    let breakpoint = format!("break main.c:{line}");
+    let mut held = held_in(f, &[&breakpoint, "continue"], &["delete"]);
+    held.wait_stopped("gdb stopping the program in sum");
+    held.f.edit("main.c", "s * 3;", "s * 5;");
+    held.f.save("main.c");
+    let said = held.f.wait_message(Severity::Error);
+    assert!(
+        said.contains("holds the program") && said.contains("`sum`") && said.contains("entry+1"),
+        "{said}"
+    );
+    assert_eq!(read_memory(pid, entry, 16), original, "nothing written");
+    held.go_on();
+    held.f.wait_output("sum=9");
+    held.f.save("main.c");
+    let swap = held.f.wait_swap();
+    assert_eq!(swap.swapped, vec!["sum".to_string()], "{swap:?}");
+    held.f.wait_output("sum=15");
+    held.f.assert_same_process();
+}
+
+/// gdb holds a thread at `break value`, at entry+4 of the -O0 function, which the jump inside
+/// the old body overwrites: the thread has run the prologue and must go on in the old body,
+/// so the swap is refused (saying how to step it out), nothing written; once gdb has
+/// detached, the same save swaps.
+#[test]
+fn a_thread_gdb_holds_inside_the_entry_bytes_refuses_the_swap() {
+    let row = &BREAK_ROWS[0];
+    let mut f = launch_at("breakpoints", row.level);
+    let pid = f.pid.expect("pid");
+    f.wait_output(row.before);
+    let entry = row.entry(pid);
+    let original = read_memory(pid, entry, 16);
+    let mut held = held_in(f, &[row.breakpoint, "continue"], &["delete"]);
+    held.wait_stopped("gdb stopping the program at value");
+    held.f.edit("main.c", row.edit.0, row.edit.1);
+    held.f.save("main.c");
+    let said = held.f.wait_message(Severity::Error);
+    assert!(
+        said.contains("stopped by gdb inside the entry of value") && said.contains("stepi"),
+        "{said}"
+    );
+    assert_eq!(read_memory(pid, entry, 16), original, "nothing written");
+    held.go_on();
+    held.f.wait_output(row.before);
     held.f.save("main.c");
     let swap = held.f.wait_swap();
     assert_eq!(swap.swapped, vec![row.function.to_string()], "{swap:?}");
