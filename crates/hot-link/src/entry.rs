@@ -206,6 +206,18 @@ fn reuse(previous: &Redirect, body: RuntimeAddr, function: &str) -> Result<Entry
     })
 }
 
+/// Where gdb's own prologue analysis (`amd64_analyze_prologue`) puts `break f`, as an offset
+/// inside the entry jump's bytes: after `push %rbp; mov %rsp,%rbp` (entry+4). gdb breaks
+/// there in code without line rows (a build without `-g`); in gcc's code with a line table
+/// it moves on to the start of the next row. A lone `push %rbp` is "frameless" to gdb
+/// (`break f` at the entry), and behind `endbr64` the stop is at entry+8, past the jump.
+fn gdb_prologue_stop(body: &[u8]) -> Option<u64> {
+    match body {
+        [0x55, 0x48, 0x89, 0xe5, ..] | [0x55, 0x48, 0x8b, 0xec, ..] => Some(4),
+        _ => None,
+    }
+}
+
 /// The smallest `jmp rel32` displacement in `range` whose bytes at `offsets` (1..=4: the
 /// jump's byte at entry+N is the displacement's byte N-1) are all `int3` (0xcc).
 fn displacement_with_int3_at(range: Range<i64>, offsets: &[u64]) -> Option<i64> {
@@ -240,14 +252,18 @@ fn displacement_with_int3_at(range: Range<i64>, offsets: &[u64]) -> Option<i64> 
     None
 }
 
+/// How much code arena an int3-proof entry may skip to place its arena jump.
+const INT3_PROOF_MAX_SKIP: u64 = 64 * 1024;
+
 /// The redirection of an entry with statement boundaries at `offsets` (entry+1..=entry+4)
 /// and no other way around them: the plain 5-byte jump at the entry, to a 5-byte jump in the
 /// code arena placed so that the entry jump holds `int3` (0xcc) at each boundary. A debugger
 /// that puts a breakpoint there writes 0xcc over 0xcc and, on removing it, the 0xcc it read:
 /// the jump stays intact whatever the debugger does, before or after the swap, and the old
 /// body's first statement is simply no longer reached. Later swaps rewrite the arena jump.
-/// `None` if the code arena has no such address (a boundary at entry+4 needs the arena
-/// about 820 MiB below the entry; entry+3, 16 MiB of arena).
+/// `None` if the code arena has no such address within [`INT3_PROOF_MAX_SKIP`] of its free
+/// space (so boundaries at entry+1 and entry+2 only: entry+3 could need 16 MiB, entry+4 the
+/// arena about 820 MiB below the entry).
 fn plan_int3_proof(
     exe: &Module,
     alloc: &mut Allocator<'_>,
@@ -263,7 +279,10 @@ fn plan_int3_proof(
     let entry = exe.runtime(Vaddr(vaddr));
     let after = entry.0 as i64 + len as i64;
     let Some(thunk) = alloc.alloc_code_where(len, |free| {
-        let range = free.start as i64 - after..free.end as i64 + 1 - after;
+        // The bytes skipped before the jump are lost to the session: at most 64 KiB (a
+        // boundary at entry+3 would skip up to 16 MiB of a 64 MiB arena).
+        let end = free.end.min(free.start.saturating_add(INT3_PROOF_MAX_SKIP));
+        let range = free.start as i64 - after..end as i64 + 1 - after;
         displacement_with_int3_at(range, offsets).map(|d| (after + d) as u64)
     }) else {
         return Ok(None);
@@ -455,7 +474,20 @@ pub(crate) fn plan_image_entry(
     // the jump bytes: its `int3` there would corrupt the jump, and gdb, which takes its
     // breakpoints out while the program is stopped and puts them back on `continue`, would
     // write it over the jump hot-lsp wrote while it held the program.
-    let statements = exe.image.statements_in(vaddr, vaddr.saturating_add(size));
+    let mut statements = exe
+        .image
+        .statements_in(vaddr, vaddr.saturating_add(size))
+        .to_vec();
+    // With a line table gdb moves its prologue stop on to the next line row (one of
+    // `statements`); without one it breaks right there.
+    let without_lines = exe.image.compile_unit_at(vaddr).is_none();
+    if let Some(at) = gdb_prologue_stop(old_body).filter(|_| without_lines) {
+        // Sorted, as the line rows are.
+        if let Err(i) = statements.binary_search(&(vaddr + at)) {
+            statements.insert(i, vaddr + at);
+        }
+    }
+    let statements = statements.as_slice();
     let statement_inside = |len: u64| statements.iter().any(|&at| at < vaddr + len);
     let statement_conflict = statement_inside(JMP_REL32_LEN);
     let direct = |claimed_fill: Option<Range<u64>>| -> Result<EntryPlan, EntryError> {

@@ -2673,6 +2673,14 @@ const STATEMENT_ROWS: &[StatementRow] = &[
         "sum",
         Form::Int3Proof(&[1]),
     ),
+    (
+        "-O0 without a line table: gdb's own prologue analysis breaks at entry+4, after `push %rbp; mov %rsp,%rbp`",
+        "int value(void) {\n  return 7;\n}\nint main(void) { return value(); }\n",
+        ("return 7", "return 8"),
+        &["-O0", "-g0"],
+        "value",
+        Form::InBody(4),
+    ),
 ];
 
 #[test]

@@ -420,14 +420,14 @@ fn a_breakpoint_left_inserted_on_an_entry_refuses_the_swap() {
     held.f.assert_same_process();
 }
 
-/// The fixture `name` built and saved at `level`, launched.
-fn launch_at(name: &str, level: &str) -> Fixture {
+/// The fixture `name` built and compiled with `flags` (`-O1 -g`).
+fn launch_at(name: &str, flags: &str) -> Fixture {
     let mut f = Fixture::copy(name);
     f.write(
         "hot-lsp.toml",
         &format!(
-            "[program]\npath = \"app\"\nbuild = \"cc {level} -g -o app main.c\"\n\n\
-             [compile]\ncommand = \"cc {level} -g -c {{file}} -o {{output}}\"\n"
+            "[program]\npath = \"app\"\nbuild = \"cc {flags} -o app main.c\"\n\n\
+             [compile]\ncommand = \"cc {flags} -c {{file}} -o {{output}}\"\n"
         ),
     );
     f.start();
@@ -457,12 +457,12 @@ fn stops(said: &str) -> usize {
 }
 
 /// A breakpoint gdb puts inside the first 5 bytes of a function hot-lsp swaps (`break f`
-/// after an -O0 prologue, a line breakpoint at -O1 and -O2). Per row: the optimisation level,
+/// after an -O0 prologue, a line breakpoint at -O1 and -O2). Per row: the compile flags,
 /// the function, gdb's breakpoint (`LINE` is the line of `line_of` in main.c), the edit, the
 /// program's output before and after, what gdb's `p CALL` returns after, and the form of
 /// the entry, which never puts the middle of a jump under the breakpoint.
 struct BreakRow {
-    level: &'static str,
+    flags: &'static str,
     function: &'static str,
     breakpoint: &'static str,
     line_of: &'static str,
@@ -490,7 +490,7 @@ const BREAK_ROWS: &[BreakRow] = &[
     // `break value` stops at entry+4, after `push %rbp; mov %rsp,%rbp`; no padding in reach:
     // a short jump to a jump from that statement.
     BreakRow {
-        level: "-O0",
+        flags: "-O0 -g",
         function: "value",
         breakpoint: "break value",
         line_of: "    return 7;",
@@ -503,7 +503,7 @@ const BREAK_ROWS: &[BreakRow] = &[
     // At -O1 (no function alignment, no padding) prod's first statement is at entry+1,
     // after `push %rbx`, and its next past entry+5: the entry jump holds int3 at entry+1.
     BreakRow {
-        level: "-O1",
+        flags: "-O1 -g",
         function: "prod",
         breakpoint: "break main.c:LINE",
         line_of: "    int p = a * 1000 + b;",
@@ -516,7 +516,7 @@ const BREAK_ROWS: &[BreakRow] = &[
     // The line of sum's call of nap() is a statement at entry+4 (after `push %rbx; lea`);
     // functions are aligned, so a short jump into the padding before it leaves it alone.
     BreakRow {
-        level: "-O2",
+        flags: "-O2 -g",
         function: "sum",
         breakpoint: "break main.c:LINE",
         line_of: "    nap();",
@@ -525,6 +525,19 @@ const BREAK_ROWS: &[BreakRow] = &[
         after: "sum=15",
         call: ("sum(1, 2)", "= 15"),
         form: EntryForm::Short,
+    },
+    // Without -g gdb's own prologue analysis puts `break value` at entry+4, after `push
+    // %rbp; mov %rsp,%rbp`, with no line table to say so: the same form as with -g.
+    BreakRow {
+        flags: "-O0",
+        function: "value",
+        breakpoint: "break value",
+        line_of: "    return 7;",
+        edit: ("return 7;", "return 8;"),
+        before: "value=7",
+        after: "value=8",
+        call: ("(int) value()", "= 8"),
+        form: EntryForm::InBody(4),
     },
 ];
 
@@ -554,7 +567,7 @@ impl BreakRow {
     /// of a jump under the breakpoint's statement.
     fn check_form(&self, pid: i32, entry: u64, original: &[u8]) {
         let now = read_memory(pid, entry, 16);
-        let level = self.level;
+        let level = self.flags;
         match self.form {
             EntryForm::Short => {
                 assert_eq!(now[0], 0xeb, "{level}: a short jump: {now:02x?}");
@@ -605,7 +618,7 @@ impl BreakRow {
 #[test]
 fn a_breakpoint_inside_the_entry_bytes_survives_a_swap_while_gdb_holds_the_program() {
     for row in BREAK_ROWS {
-        let mut f = launch_at("breakpoints", row.level);
+        let mut f = launch_at("breakpoints", row.flags);
         let pid = f.pid.expect("pid");
         f.wait_output(row.before);
         let entry = row.entry(pid);
@@ -617,7 +630,7 @@ fn a_breakpoint_inside_the_entry_bytes_survives_a_swap_while_gdb_holds_the_progr
         assert!(
             at > entry && at < entry + 5,
             "{}: {breakpoint} at {at:#x}, not inside the 5 bytes at {entry:#x}:\n{placed}",
-            row.level
+            row.flags
         );
         let call = format!("p {}", row.call.0);
         let after: Vec<&str> = if row.still_stops() {
@@ -638,16 +651,16 @@ fn a_breakpoint_inside_the_entry_bytes_survives_a_swap_while_gdb_holds_the_progr
             swap.swapped,
             vec![row.function.to_string()],
             "{}: {swap:?}",
-            row.level
+            row.flags
         );
         row.check_form(pid, entry, &original);
         let said = held.go_on();
         let hits = if row.still_stops() { 2 } else { 1 };
-        assert_eq!(stops(&said), hits, "{}: {said}", row.level);
+        assert_eq!(stops(&said), hits, "{}: {said}", row.flags);
         assert!(
             said.contains(row.call.1),
             "{}: gdb's call of {}:\n{said}",
-            row.level,
+            row.flags,
             row.call.0
         );
         held.f.wait_output(row.after);
@@ -661,7 +674,7 @@ fn a_breakpoint_inside_the_entry_bytes_survives_a_swap_while_gdb_holds_the_progr
 #[test]
 fn a_breakpoint_set_inside_the_entry_bytes_after_a_swap_stops_and_runs_the_new_code() {
     for row in BREAK_ROWS {
-        let mut f = launch_at("breakpoints", row.level);
+        let mut f = launch_at("breakpoints", row.flags);
         let pid = f.pid.expect("pid");
         f.wait_output(row.before);
         let entry = row.entry(pid);
@@ -673,7 +686,7 @@ fn a_breakpoint_set_inside_the_entry_bytes_after_a_swap_stops_and_runs_the_new_c
             swap.swapped,
             vec![row.function.to_string()],
             "{}: {swap:?}",
-            row.level
+            row.flags
         );
         f.wait_output(row.after);
         row.check_form(pid, entry, &original);
@@ -692,13 +705,13 @@ fn a_breakpoint_set_inside_the_entry_bytes_after_a_swap_stops_and_runs_the_new_c
                 "p $eax",
             ],
         );
-        assert_eq!(stops(&said), 2, "{}: {said}", row.level);
+        assert_eq!(stops(&said), 2, "{}: {said}", row.flags);
         let value = row.after.split('=').nth(1).expect("a value");
         assert!(
             said.lines()
                 .any(|l| l.starts_with('$') && l.ends_with(&format!(" = {value}"))),
             "{}: {said}",
-            row.level
+            row.flags
         );
         f.wait_output(row.after);
         f.assert_same_process();
@@ -712,7 +725,7 @@ fn a_breakpoint_set_inside_the_entry_bytes_after_a_swap_stops_and_runs_the_new_c
 #[test]
 fn a_breakpoint_left_inserted_inside_the_entry_bytes_refuses_the_swap() {
     let row = &BREAK_ROWS[0];
-    let mut f = launch_at("breakpoints", row.level);
+    let mut f = launch_at("breakpoints", row.flags);
     let pid = f.pid.expect("pid");
     f.wait_output(row.before);
     let entry = row.entry(pid);
@@ -761,7 +774,7 @@ fn a_breakpoint_left_inserted_inside_the_entry_bytes_refuses_the_swap() {
 /// and nothing written; once gdb has detached, the same save swaps (with a note).
 #[test]
 fn an_entry_jump_over_a_statement_is_refused_while_gdb_holds_the_program() {
-    let mut f = launch_at("breakpoints", "-O1");
+    let mut f = launch_at("breakpoints", "-O1 -g");
     let pid = f.pid.expect("pid");
     f.wait_output("sum=9");
     let said = gdb(pid, &["p/x &sum"]);
@@ -795,7 +808,7 @@ fn an_entry_jump_over_a_statement_is_refused_while_gdb_holds_the_program() {
 #[test]
 fn a_thread_gdb_holds_inside_the_entry_bytes_refuses_the_swap() {
     let row = &BREAK_ROWS[0];
-    let mut f = launch_at("breakpoints", row.level);
+    let mut f = launch_at("breakpoints", row.flags);
     let pid = f.pid.expect("pid");
     f.wait_output(row.before);
     let entry = row.entry(pid);
