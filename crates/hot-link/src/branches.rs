@@ -7,7 +7,8 @@
 //! behind `endbr64` is entry+4), and hand-written assembly may skip a function's first
 //! instruction. Every function symbol of the executable is decoded once, per linker (on
 //! [`crate::Linker::prepare`] or the first link), and each direct near branch whose target
-//! lies strictly inside `(s, s + 5)` of a function start `s` is kept, keyed by `s` (about
+//! lies strictly inside `(s, s + 32)` of a function start `s` is kept (the entry jump's 5
+//! bytes, and those of a jump written inside the old body past a statement), keyed by `s` (about
 //! 60 ms for 14 MB of text in a release build). Indirect
 //! branches (jump tables, function pointers) are not visible here; they are not expected to
 //! target the middle of a function's first instruction bytes.
@@ -17,13 +18,17 @@ use std::collections::HashMap;
 use hot_object::SymbolKind;
 use iced_x86::{Decoder, DecoderOptions, FlowControl, Instruction};
 
-use crate::x86_64::JMP_REL32_LEN;
 use crate::ImageModel;
+
+/// How far into a function branches are kept: the entry jump's 5 bytes, and a jump written
+/// inside the old body past a statement boundary (`entry.rs`) with its own 5 bytes.
+const LANDING_WINDOW: u64 = hot_object::STATEMENT_WINDOW;
 
 /// A branch into a function's first bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Landing {
-    /// Where it lands (link-time address, strictly inside the entry's first 5 bytes).
+    /// Where it lands (link-time address, strictly inside the function's first
+    /// [`LANDING_WINDOW`] bytes).
     pub target: u64,
     /// The branch instruction (link-time address).
     pub from: u64,
@@ -84,7 +89,7 @@ impl EntryLandings {
                 let Some(&entry) = at.checked_sub(1).and_then(|i| starts.get(i)) else {
                     continue;
                 };
-                if target - entry < JMP_REL32_LEN {
+                if target - entry < LANDING_WINDOW {
                     landings.into.entry(entry).or_default().push(Landing {
                         target,
                         from: instr.ip(),
@@ -117,8 +122,9 @@ impl EntryLandings {
         }
     }
 
-    /// The direct branches landing strictly inside the first 5 bytes of the function that
-    /// starts at `entry` (link-time address), from anywhere in the executable.
+    /// The direct branches landing strictly inside the first [`LANDING_WINDOW`] bytes of
+    /// the function that starts at `entry` (link-time address), from anywhere in the
+    /// executable.
     pub(crate) fn branches_into(&self, entry: u64) -> &[Landing] {
         self.into.get(&entry).map_or(&[], Vec::as_slice)
     }

@@ -62,6 +62,8 @@ pub(crate) fn reuse(
             ..previous.clone()
         },
         claimed_fill: None,
+        arena: None,
+        note: None,
     })
 }
 
@@ -142,5 +144,7 @@ pub(crate) fn plan_image_entry(
             short: None,
         },
         claimed_fill: None,
+        arena: None,
+        note: None,
     })
 }

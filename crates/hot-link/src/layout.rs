@@ -47,14 +47,16 @@ pub(crate) struct NewVariable {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Redirect {
     /// Where the 5-byte `jmp rel32` lives: the entry itself, fill before the entry (reached
-    /// by a 2-byte short jump at the entry), or a new function's stub.
+    /// by a 2-byte short jump at the entry), inside the old body (the same), a new function's
+    /// stub, or a jump in the code arena reached by an int3-proof entry jump (`entry.rs`).
     pub jump_at: RuntimeAddr,
     /// The bytes at `jump_at` as the last committed patch wrote them.
     pub current: Vec<u8>,
     /// The bytes at `jump_at` before the first redirect (empty for a new function's stub,
     /// which never held anything else).
     pub original: Vec<u8>,
-    /// For the short form: the entry, the `jmp rel8` written there and the original bytes.
+    /// For the two-jump forms: the entry, the first jump written there (a `jmp rel8`, or the
+    /// int3-proof `jmp rel32` to the arena) and the entry's original bytes.
     pub short: Option<(RuntimeAddr, Vec<u8>, Vec<u8>)>,
 }
 
@@ -471,6 +473,25 @@ impl<'s> Allocator<'s> {
             ArenaKind::Data => self.delta.data_cursor = Some(new_cursor),
         }
         Ok(RuntimeAddr(start))
+    }
+
+    /// Allocate `size` code-arena bytes at the first address from `pick`, which is given the
+    /// free range (the bytes skipped before it stay unused). `None` if `pick` finds none
+    /// inside the range.
+    pub(crate) fn alloc_code_where(
+        &mut self,
+        size: u64,
+        pick: impl FnOnce(Range<u64>) -> Option<u64>,
+    ) -> Option<RuntimeAddr> {
+        let cursor = self.delta.code_cursor.unwrap_or(self.state.code_cursor);
+        let end = self.state.code_end;
+        let last = end.checked_sub(size)?;
+        let at = pick(cursor..last.max(cursor))?;
+        if at < cursor || at > last {
+            return None;
+        }
+        self.delta.code_cursor = Some(at + size);
+        Some(RuntimeAddr(at))
     }
 
     /// The stub references to the new function `key` bind to: one an earlier link made,

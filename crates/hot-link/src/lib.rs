@@ -255,6 +255,10 @@ pub struct Patch {
     pub skipped: usize,
     /// Things the user should know that do not stop the swap.
     pub notes: Vec<LinkNote>,
+    /// Entry jumps that cover a statement boundary after all (function, entry+N): safe only
+    /// while no debugger has a breakpoint there, so the session refuses them while one
+    /// holds the program (it would put its breakpoints back over the jump on `continue`).
+    pub entries_over_statements: Vec<(String, u64)>,
     /// The unwind tables of the new bodies (one per linked object), written with
     /// [`Patch::writes`]: register them with the target's unwinder (libgcc's
     /// `__register_frame_info`) before the entries go live, so exceptions and backtraces pass
@@ -321,6 +325,13 @@ pub struct UnwindRegistration {
 }
 
 impl Patch {
+    /// The stable entries this patch redirects (image functions' entries and new functions'
+    /// stubs). Not the same as the addresses of [`Patch::entries`]: a redirection may write
+    /// into padding before the entry, or inside the old body past a statement boundary.
+    pub fn redirected_entries(&self) -> impl Iterator<Item = RuntimeAddr> + '_ {
+        self.redirected_names.iter().map(|(entry, _)| *entry)
+    }
+
     /// Nothing to write: the object did not change anything the process runs.
     pub fn is_empty(&self) -> bool {
         self.writes.is_empty()

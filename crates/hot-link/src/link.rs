@@ -1292,7 +1292,7 @@ impl<'a> Link<'a> {
                     self.model,
                     self.index,
                     self.landings,
-                    &self.alloc,
+                    &mut self.alloc,
                     r.get(self.model),
                     body,
                     &name,
@@ -1333,6 +1333,18 @@ impl<'a> Link<'a> {
             };
             match plan {
                 Ok(Some(plan)) => {
+                    self.patch.writes.extend(plan.arena);
+                    if let Some((message, at)) = plan.note {
+                        self.patch.entries_over_statements.push((name.clone(), at));
+                        self.patch.notes.push(LinkNote {
+                            code: "entry-covers-statement",
+                            message,
+                            symbol: Some(name.clone()),
+                            line: self.atom_line(atom),
+                            severity: NoteSeverity::Information,
+                            unit: self.unit.source.clone(),
+                        });
+                    }
                     self.patch.entries.extend(plan.writes);
                     self.patch.protected.extend(plan.protected);
                     if let Some(fill) = plan.claimed_fill {

@@ -253,6 +253,12 @@ __attribute__((noinline)) static int helper(int x) { return x * 3; }
 __attribute__((visibility("hidden"))) int use_c(int x) { return helper(x); }
 "#;
 
+/// Whether `patch` redirects the stable entry at `entry`, in whichever form (a jump over
+/// the entry, a short jump into padding or to a jump inside the old body).
+fn redirects(patch: &hot_link::Patch, entry: u64) -> bool {
+    patch.redirected_entries().any(|e| e.0 == entry)
+}
+
 #[test]
 fn hidden_functions_resolve_and_swap_like_globals() {
     // c.c is the last file: gold lists b.c's hidden helper, made LOCAL HIDDEN, in c.c's group
@@ -302,7 +308,7 @@ fn hidden_functions_resolve_and_swap_like_globals() {
         );
         assert!(!patch.added.contains(&"helper".to_string()), "{patch:#?}");
         assert!(
-            patch.entries.iter().any(|e| e.addr.0 == helper),
+            redirects(&patch, helper),
             "{flags:?}: helper's entry {helper:#x} is not redirected: {:#?}",
             patch.entries
         );
@@ -321,18 +327,14 @@ fn hidden_functions_resolve_and_swap_like_globals() {
             vec!["helper".to_string()],
             "{flags:?} {patch:#?}"
         );
-        assert!(
-            patch.entries.iter().any(|e| e.addr.0 == helper),
-            "{patch:#?}"
-        );
+        assert!(redirects(&patch, helper), "{patch:#?}");
 
         // Editing c.c's static helper redirects the static, never b.c's hidden one.
         let c2 = HIDDEN_C.replace("x * 3", "x * 30");
         let obj = p.compile("c2", "c.c", &c2);
         let patch = p.link("c.c", &obj);
         assert!(
-            patch.entries.iter().any(|e| e.addr.0 == static_helper)
-                && !patch.entries.iter().any(|e| e.addr.0 == helper),
+            redirects(&patch, static_helper) && !redirects(&patch, helper),
             "{flags:?}: {:#?}",
             patch.entries
         );
@@ -386,18 +388,14 @@ fn an_overridden_weak_default_never_redirects_the_override() {
         let patch = p.link("weak.c", &obj);
         assert_eq!(patch.swapped, vec!["call_hook".to_string()], "{patch:#?}");
         assert_eq!(rel32_target(&obj, &patch, "call_hook", "hook"), hook);
-        assert!(
-            patch.entries.iter().all(|e| e.addr.0 != hook),
-            "{:#?}",
-            patch.entries
-        );
+        assert!(!redirects(&patch, hook), "{:#?}", patch.entries);
 
         // Editing the override itself swaps it.
         let s2 = STRONG.replace("return 2;", "return 20;");
         let obj = p.compile("s2", "strong.c", &s2);
         let patch = p.link("strong.c", &obj);
         assert_eq!(patch.swapped, vec!["hook".to_string()], "{patch:#?}");
-        assert!(patch.entries.iter().any(|e| e.addr.0 == hook), "{patch:#?}");
+        assert!(redirects(&patch, hook), "{patch:#?}");
     }
 }
 
@@ -412,7 +410,7 @@ fn a_weak_default_nobody_overrides_is_swapped() {
     let obj = p.compile("w2", "weak.c", &w2);
     let patch = p.link("weak.c", &obj);
     assert_eq!(patch.swapped, vec!["hook".to_string()], "{patch:#?}");
-    assert!(patch.entries.iter().any(|e| e.addr.0 == hook), "{patch:#?}");
+    assert!(redirects(&patch, hook), "{patch:#?}");
     assert!(patch.notes.is_empty(), "{:#?}", patch.notes);
 }
 
@@ -483,10 +481,7 @@ fn a_strong_definition_added_by_a_save_keeps_the_weak_entry() {
             vec!["hook".to_string()],
             "{flags:?}: {takeover:#?}"
         );
-        assert!(
-            takeover.entries.iter().any(|e| e.addr.0 == hook),
-            "{takeover:#?}"
-        );
+        assert!(redirects(&takeover, hook), "{takeover:#?}");
         p.linker.commit(&takeover);
 
         // weak.c's default edited: not what runs at the entry any more.
@@ -508,7 +503,7 @@ fn a_strong_definition_added_by_a_save_keeps_the_weak_entry() {
         let patch = link_weak(&p, &obj);
         assert_eq!(patch.swapped, vec!["call_hook".to_string()], "{patch:#?}");
         assert_eq!(rel32_target(&obj, &patch, "call_hook", "hook"), hook);
-        assert!(patch.entries.iter().all(|e| e.addr.0 != hook), "{patch:#?}");
+        assert!(!redirects(&patch, hook), "{patch:#?}");
 
         // A second strong `hook`, in other.c: refused, the entry stays main.c's.
         let o2 = format!("{OTHER}int hook(void) {{ return 4; }}\n");
@@ -532,7 +527,7 @@ fn a_strong_definition_added_by_a_save_keeps_the_weak_entry() {
         });
         let patch = patch.unwrap_or_else(|e| panic!("{e:#?}"));
         assert_eq!(patch.swapped, vec!["hook".to_string()], "{patch:#?}");
-        assert!(patch.entries.iter().any(|e| e.addr.0 == hook), "{patch:#?}");
+        assert!(redirects(&patch, hook), "{patch:#?}");
 
         // Undo of the takeover: the entry is weak.c's again, and its edit is swapped in.
         assert!(p.linker.revert_last().is_some());
@@ -543,7 +538,7 @@ fn a_strong_definition_added_by_a_save_keeps_the_weak_entry() {
             vec!["hook".to_string()],
             "{flags:?}: {patch:#?}"
         );
-        assert!(patch.entries.iter().any(|e| e.addr.0 == hook), "{patch:#?}");
+        assert!(redirects(&patch, hook), "{patch:#?}");
         assert!(patch.notes.is_empty(), "{:#?}", patch.notes);
     }
 }
@@ -821,7 +816,7 @@ fn a_new_strong_definition_replaces_a_weak_default_of_another_file() {
         let obj = p.compile("m2", "main.c", &m2);
         let patch = p.link("main.c", &obj);
         assert!(
-            patch.entries.iter().any(|e| e.addr.0 == hook),
+            redirects(&patch, hook),
             "{flags:?}: weak.c's hook {hook:#x} is not redirected: {patch:#?}"
         );
         assert!(patch.swapped.contains(&"hook".to_string()), "{patch:#?}");

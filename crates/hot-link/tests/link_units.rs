@@ -1970,8 +1970,16 @@ fn units_linked_together_share_the_arenas_and_revert_as_one() {
             .entries
             .iter()
             .partition(|e| stubs.iter().any(|s| s.addr == e.addr));
-        let expected: Vec<_> = rest.iter().map(|e| &e.expected).collect();
-        let first: Vec<_> = patch.entries.iter().map(|e| &e.expected).collect();
+        // By address: the units may link in another order now (an addition undone keeps
+        // its stub, so it is no longer new to the program and orders nothing).
+        let mut expected: Vec<_> = rest.iter().map(|e| (e.addr, &e.expected)).collect();
+        let mut first: Vec<_> = patch
+            .entries
+            .iter()
+            .map(|e| (e.addr, &e.expected))
+            .collect();
+        expected.sort();
+        first.sort();
         assert_eq!(expected, first, "{what}");
         assert_eq!(from_stubs.len(), stubs.len(), "{what}: {from_stubs:#?}");
         for entry in from_stubs {
@@ -2329,6 +2337,34 @@ const OVERRIDE_UNITS: [(&str, &str); 3] = [
     ),
 ];
 
+/// Where the jumps the patch writes lead from `at` (an entry: through a short jump, a jump
+/// inside the old body or a jump in the arena), to the first address no jump is written at.
+fn jump_chain_end(patch: &Patch, mut at: RuntimeAddr) -> u64 {
+    for _ in 0..4 {
+        let bytes = patch
+            .entries
+            .iter()
+            .find(|e| e.addr == at)
+            .map(|e| &e.bytes)
+            .or_else(|| {
+                patch
+                    .writes
+                    .iter()
+                    .find(|w| w.addr == at && w.what.starts_with("entry jump of "))
+                    .map(|w| &w.bytes)
+            });
+        at = match bytes.map(Vec::as_slice) {
+            Some([0xeb, rel]) => RuntimeAddr((at.0 as i64 + 2 + *rel as i8 as i64) as u64),
+            Some([0xe9, rel @ ..]) => {
+                let rel = i32::from_le_bytes(rel.try_into().expect("jmp rel32"));
+                RuntimeAddr((at.0 as i64 + 5 + rel as i64) as u64)
+            }
+            _ => return at.0,
+        };
+    }
+    panic!("a chain of more than 4 jumps from the entry")
+}
+
 #[test]
 fn a_strong_definition_beats_a_weak_default_of_the_same_swap_in_either_order() {
     // b.c's weak `hook` changes and c.c adds a strong `hook` in one swap: as in a relink,
@@ -2352,15 +2388,17 @@ fn a_strong_definition_beats_a_weak_default_of_the_same_swap_in_either_order() {
         let patch = linker
             .link_units(&requests)
             .unwrap_or_else(|e| panic!("{order}: {e:#?}"));
-        let entries: Vec<_> = patch
-            .entries
-            .iter()
-            .filter(|e| e.function == "hook")
+        let hook: Vec<RuntimeAddr> = patch
+            .redirected_entries()
+            .filter(|entry| {
+                patch
+                    .entries
+                    .iter()
+                    .any(|e| e.addr == *entry && e.function == "hook")
+            })
             .collect();
-        assert_eq!(entries.len(), 1, "{order}: {:#?}", patch.entries);
-        let entry = entries[0];
-        let rel = i32::from_le_bytes(entry.bytes[1..5].try_into().expect("jmp rel32"));
-        let target = (entry.addr.0 as i64 + 5 + rel as i64) as u64;
+        assert_eq!(hook.len(), 1, "{order}: {:#?}", patch.entries);
+        let target = jump_chain_end(&patch, hook[0]);
         let body = patch
             .writes
             .iter()
@@ -2392,4 +2430,324 @@ fn a_strong_definition_beats_a_weak_default_of_the_same_swap_in_either_order() {
         );
         requests.reverse();
     }
+}
+
+/// How an entry is redirected, as the table of [`entry_forms_around_statement_boundaries`]
+/// expects it.
+#[derive(Debug, PartialEq, Eq)]
+enum Form {
+    /// The 5-byte `jmp rel32` over the entry.
+    Direct,
+    /// The same over a statement boundary at entry+N, which a note tells the user about.
+    DirectOverStatement(u64),
+    /// A 2-byte `jmp rel8` at the entry into padding that holds the `jmp rel32`.
+    Short,
+    /// The 5-byte `jmp rel32` over the entry to a jump in the code arena placed so that the
+    /// entry jump holds `int3` at each statement boundary entry+N it covers.
+    Int3Proof(&'static [u64]),
+    /// A 2-byte `jmp rel8` at the entry to a `jmp rel32` written at entry+N of the old body.
+    InBody(u64),
+}
+
+/// The form of `function`'s entry in the patch, checked for consistency on the way.
+fn form_of(p: &Program, patch: &Patch, function: &str) -> Form {
+    let entry = p.exe_symbol(function);
+    let writes: Vec<_> = patch
+        .entries
+        .iter()
+        .filter(|e| e.function == function)
+        .collect();
+    let thunk = patch
+        .writes
+        .iter()
+        .find(|w| w.what == format!("entry jump of {function}"));
+    let body = patch
+        .writes
+        .iter()
+        .find(|w| w.what == format!("body of {function}"))
+        .expect("the new body");
+    let target = |w: &hot_link::EntryWrite| {
+        let rel = i32::from_le_bytes(w.bytes[1..5].try_into().expect("rel32"));
+        (w.addr.0 as i64 + 5 + rel as i64) as u64
+    };
+    match (writes.as_slice(), thunk) {
+        ([direct], None) if direct.addr.0 == entry => {
+            assert_eq!(direct.bytes[0], 0xe9);
+            assert_eq!(target(direct), body.addr.0);
+            let noted: Vec<_> = patch
+                .notes
+                .iter()
+                .filter(|n| n.code == "entry-covers-statement")
+                .collect();
+            match noted.as_slice() {
+                [] => Form::Direct,
+                [note] => {
+                    assert_eq!(note.symbol.as_deref(), Some(function), "{note:?}");
+                    let at = note
+                        .message
+                        .split("entry+")
+                        .nth(1)
+                        .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
+                        .and_then(|n| n.parse().ok())
+                        .unwrap_or_else(|| panic!("no entry+N in {note:?}"));
+                    Form::DirectOverStatement(at)
+                }
+                more => panic!("{more:#?}"),
+            }
+        }
+        // Written into the old body (not padding): everything up to its end is protected.
+        ([long, short], None)
+            if short.addr.0 == entry
+                && patch
+                    .protected
+                    .contains(&(RuntimeAddr(entry)..RuntimeAddr(long.addr.0 + 5))) =>
+        {
+            assert_eq!(short.bytes[0], 0xeb);
+            assert_eq!(
+                entry + 2 + short.bytes[1] as i8 as u64,
+                long.addr.0,
+                "the short jump reaches the long one"
+            );
+            assert_eq!(target(long), body.addr.0);
+            Form::InBody(long.addr.0 - entry)
+        }
+        ([pad, short], None) if short.addr.0 == entry => {
+            assert_eq!(short.bytes[0], 0xeb);
+            assert_eq!(target(pad), body.addr.0);
+            Form::Short
+        }
+        ([jump], Some(thunk)) => {
+            assert_eq!(jump.addr.0, entry);
+            assert_eq!(jump.bytes[0], 0xe9);
+            assert_eq!(
+                target(jump),
+                thunk.addr.0,
+                "the entry jumps to the arena jump"
+            );
+            let tail = hot_link::EntryWrite {
+                addr: thunk.addr,
+                expected: Vec::new(),
+                bytes: thunk.bytes.clone(),
+                function: function.into(),
+            };
+            assert_eq!(tail.bytes.len(), 5);
+            assert_eq!(
+                target(&tail),
+                body.addr.0,
+                "the arena jump ends in the new body"
+            );
+            assert!(patch
+                .protected
+                .contains(&(jump.addr..RuntimeAddr(jump.addr.0 + 5))));
+            let int3: Vec<u64> = (1..5u64)
+                .filter(|&i| jump.bytes[i as usize] == 0xcc)
+                .collect();
+            Form::Int3Proof(Box::leak(int3.into_boxed_slice()))
+        }
+        other => panic!("unexpected entry writes for {function}: {other:#?}"),
+    }
+}
+
+/// Entry forms around statement boundaries (where gdb puts `break f` and `break file:line`,
+/// from the executable's line table) inside the first 5 bytes: (what, source of v1, the edit
+/// that makes v2, flags, function, form). `-falign-functions=1` packs functions without
+/// padding (as -O0 does anyway), `=16` leaves padding before each.
+/// `value` with 30 one-byte statements after its prologue (a `nop` each).
+const NOPS_VALUE: &str = concat!(
+    "int value(void) {\n",
+    "  __asm__ volatile(\"nop\"); __asm__ volatile(\"nop\"); __asm__ volatile(\"nop\");\n",
+    "  __asm__ volatile(\"nop\"); __asm__ volatile(\"nop\"); __asm__ volatile(\"nop\");\n",
+    "  __asm__ volatile(\"nop\"); __asm__ volatile(\"nop\"); __asm__ volatile(\"nop\");\n",
+    "  __asm__ volatile(\"nop\"); __asm__ volatile(\"nop\"); __asm__ volatile(\"nop\");\n",
+    "  __asm__ volatile(\"nop\"); __asm__ volatile(\"nop\"); __asm__ volatile(\"nop\");\n",
+    "  __asm__ volatile(\"nop\"); __asm__ volatile(\"nop\"); __asm__ volatile(\"nop\");\n",
+    "  __asm__ volatile(\"nop\"); __asm__ volatile(\"nop\"); __asm__ volatile(\"nop\");\n",
+    "  __asm__ volatile(\"nop\"); __asm__ volatile(\"nop\"); __asm__ volatile(\"nop\");\n",
+    "  __asm__ volatile(\"nop\"); __asm__ volatile(\"nop\"); __asm__ volatile(\"nop\");\n",
+    "  __asm__ volatile(\"nop\"); __asm__ volatile(\"nop\"); __asm__ volatile(\"nop\");\n",
+    "  return 7;\n}\nint main(void) { return value(); }\n",
+);
+
+type StatementRow = (
+    &'static str,
+    &'static str,
+    (&'static str, &'static str),
+    &'static [&'static str],
+    &'static str,
+    Form,
+);
+const STATEMENT_ROWS: &[StatementRow] = &[
+    (
+        "-O0 without parameters: `break f` at entry+4, no padding: a short jump to a jump from there",
+        "int value(void) {\n  return 7;\n}\nint main(void) { return value(); }\n",
+        ("return 7", "return 8"),
+        &["-O0"],
+        "value",
+        Form::InBody(4),
+    ),
+    (
+        "-O0 without parameters, padding before it: the short jump leaves entry+4 alone",
+        "int value(void) {\n  return 7;\n}\nint main(void) { return value(); }\n",
+        ("return 7", "return 8"),
+        &["-O0", "-falign-functions=16"],
+        "value",
+        Form::Short,
+    ),
+    (
+        "-O0 with locals: `sub $N,%rsp` puts the first statement at entry+8",
+        "void sink(int *p) { (void)p; }\nint value(void) {\n  int a[4] = {7};\n  sink(a);\n  return a[0];\n}\nint main(void) { return value(); }\n",
+        ("return a[0]", "return a[0] + 1"),
+        &["-O0"],
+        "value",
+        Form::Direct,
+    ),
+    (
+        "-O0 with a parameter: its store puts the first statement at entry+7",
+        "int twice(int x) {\n  return x * 2;\n}\nint main(void) { return twice(2); }\n",
+        ("x * 2", "x * 3"),
+        &["-O0"],
+        "twice",
+        Form::Direct,
+    ),
+    (
+        "-O0 with endbr64: the first statement at entry+8",
+        "int value(void) {\n  return 7;\n}\nint main(void) { return value(); }\n",
+        ("return 7", "return 8"),
+        &["-O0", "-fcf-protection"],
+        "value",
+        Form::Direct,
+    ),
+    (
+        "-O0, six statements one byte apart after the prologue: the jump in the body goes past them",
+        "int value(void) {\n  __asm__ volatile(\"nop\");\n  __asm__ volatile(\"nop\");\n  __asm__ volatile(\"nop\");\n  __asm__ volatile(\"nop\");\n  __asm__ volatile(\"nop\");\n  __asm__ volatile(\"nop\");\n  return 7;\n}\nint main(void) { return value(); }\n",
+        ("return 7", "return 8"),
+        &["-O0"],
+        "value",
+        Form::InBody(10),
+    ),
+    (
+        "-O0, statements too close together all through the known window: the plain jump, noted",
+        NOPS_VALUE,
+        ("return 7", "return 8"),
+        &["-O0"],
+        "value",
+        Form::DirectOverStatement(4),
+    ),
+    (
+        "-O1 (no function alignment): `break sum` at entry+1, a statement at entry+4: no form avoids both",
+        "__attribute__((noipa)) void nap(void) { __asm__ volatile(\"\"); }\n__attribute__((noinline)) int sum(int a, int b) {\n  int s = a + b;\n  nap();\n  return s * 3;\n}\nint main(void) { return sum(1, 2); }\n",
+        ("s * 3", "s * 5"),
+        &["-O1", "-fcf-protection=none"],
+        "sum",
+        Form::DirectOverStatement(1),
+    ),
+    (
+        "-O2, a statement at entry+4 behind `push %rbx; lea`: padding takes the short jump",
+        "__attribute__((noipa)) void nap(void) { __asm__ volatile(\"\"); }\n__attribute__((noinline)) int sum(int a, int b) {\n  int s = a + b;\n  nap();\n  return s * 3;\n}\nint main(void) { return sum(1, 2); }\n",
+        ("s * 3", "s * 5"),
+        &["-O2", "-fcf-protection=none"],
+        "sum",
+        Form::Short,
+    ),
+    (
+        "-O2 without padding: `push %rbx; lea`, a statement at entry+4: a short jump to a jump from there",
+        "__attribute__((noipa)) void nap(void) { __asm__ volatile(\"\"); }\n__attribute__((noinline)) int sum(int a, int b) {\n  int s = a + b;\n  nap();\n  return s * 3;\n}\nint main(void) { return sum(1, 2); }\n",
+        ("s * 3", "s * 5"),
+        &["-O2", "-fcf-protection=none", "-falign-functions=1"],
+        "sum",
+        Form::InBody(4),
+    ),
+    (
+        "-O1, %eax written before a statement at entry+2: a short jump to a jump from there",
+        "int value(void) {\n  __asm__ volatile(\"xor %%eax, %%eax\" ::: \"eax\");\n  __asm__ volatile(\"nop; nop; nop; nop; nop; nop\");\n  return 7;\n}\nint main(void) { return value(); }\n",
+        ("return 7", "return 8"),
+        &["-O1", "-fcf-protection=none"],
+        "value",
+        Form::InBody(2),
+    ),
+    (
+        "-O1 (no function alignment): `break sum` at entry+1 only: the entry jump holds int3 there",
+        "__attribute__((noipa)) void nap(void) { __asm__ volatile(\"\"); }\n__attribute__((noinline)) int sum(int a, int b) {\n  int s = a * 1000 + b;\n  nap();\n  return s * 3;\n}\nint main(void) { return sum(1, 2); }\n",
+        ("s * 3", "s * 5"),
+        &["-O1", "-fcf-protection=none"],
+        "sum",
+        Form::Int3Proof(&[1]),
+    ),
+    (
+        "-O0 without a line table: gdb's own prologue analysis breaks at entry+4, after `push %rbp; mov %rsp,%rbp`",
+        "int value(void) {\n  return 7;\n}\nint main(void) { return value(); }\n",
+        ("return 7", "return 8"),
+        &["-O0", "-g0"],
+        "value",
+        Form::InBody(4),
+    ),
+];
+
+#[test]
+fn entry_forms_around_statement_boundaries() {
+    let mut wrong = Vec::new();
+    for (what, v1, (from, to), flags, function, form) in STATEMENT_ROWS {
+        let mut flags = flags.to_vec();
+        if !flags.iter().any(|f| f.starts_with("-falign-functions")) && flags.contains(&"-O0") {
+            flags.push("-falign-functions=1");
+        }
+        let mut p = program(v1, &flags, vec![], arenas_below_image());
+        let v2 = v1.replace(from, to);
+        assert_ne!(&v2, v1, "{what}: the edit changes nothing");
+        let obj = p.compile("v2", &v2, &flags);
+        let patch = p
+            .link(&obj, Some(&p.v1))
+            .unwrap_or_else(|e| panic!("{what}: {e:#?}"));
+        assert_eq!(patch.swapped, vec![function.to_string()], "{what}");
+        let got = form_of(&p, &patch, function);
+        if &got != form {
+            wrong.push(format!("{what}: {got:?}, not {form:?}"));
+            continue;
+        }
+        if matches!(form, Form::Int3Proof(..)) {
+            check_int3_proof_later(&mut p, &patch, &obj, function, what);
+        }
+    }
+    assert!(wrong.is_empty(), "{wrong:#?}");
+}
+
+/// After an int3-proof entry is committed: a later swap rewrites only the arena jump; undo
+/// puts the entry's bytes back, and a new link plans the form again.
+fn check_int3_proof_later(p: &mut Program, patch: &Patch, v2: &Object, function: &str, what: &str) {
+    let jump = patch.entries[0].clone();
+    let thunk = patch
+        .writes
+        .iter()
+        .find(|w| w.what == format!("entry jump of {function}"))
+        .expect("the arena jump")
+        .clone();
+    p.linker.commit(patch);
+    // v1 again, over v2: the arena jump moves, nothing else.
+    let back = p.v1.clone();
+    let again = p
+        .link(&back, Some(v2))
+        .unwrap_or_else(|e| panic!("{what}: {e:#?}"));
+    assert_eq!(again.swapped, vec![function.to_string()], "{what}");
+    assert_eq!(again.entries.len(), 1, "{what}: {:#?}", again.entries);
+    assert_eq!(again.entries[0].addr, thunk.addr, "{what}");
+    assert_eq!(again.entries[0].expected, thunk.bytes, "{what}");
+    assert!(
+        !again
+            .writes
+            .iter()
+            .any(|w| w.what.starts_with("entry jump of ")),
+        "{what}: a second arena jump"
+    );
+    // Undo of v2: the entry's bytes back, the arena jump left alone (unreachable).
+    let revert = p.linker.revert_last().expect("a record");
+    assert_eq!(revert.entries.len(), 1, "{what}: {:#?}", revert.entries);
+    assert_eq!(revert.entries[0].addr, jump.addr, "{what}");
+    assert_eq!(revert.entries[0].expected, jump.bytes, "{what}");
+    assert_eq!(revert.entries[0].bytes, jump.expected, "{what}");
+    let relinked = p
+        .link(v2, Some(&back))
+        .unwrap_or_else(|e| panic!("{what}: {e:#?}"));
+    let form = form_of(p, &relinked, function);
+    assert!(matches!(form, Form::Int3Proof(..)), "{what}: {form:?}");
+    assert_eq!(relinked.entries[0].expected, jump.expected, "{what}");
 }

@@ -692,13 +692,47 @@ fn record_static_scope(object: &mut Object, atom: AtomId, offset: u64, scope: St
     }
 }
 
-/// The compile units of a linked image (name, directory and producer of each) and its
-/// function-local statics (vaddr, declaring function), appended as they are read, so an
-/// error leaves what was read before it in place.
+/// Whether a unit is C, C++, Objective-C or assembly (or says no language): only those are
+/// ever swapped, so only their line programs are read for statement boundaries (a Rust
+/// program's line tables, often most of its DWARF, are skipped).
+fn c_family(unit: &gimli::Unit<DwarfReader<'_>>) -> bool {
+    let mut entries = unit.entries();
+    let Ok(Some(root)) = entries.next_dfs() else {
+        return true;
+    };
+    match root.attr_value(gimli::DW_AT_language) {
+        // C89, C, C++, C99, ObjC, ObjC++, C++03, C++11, C11, C++14, C++17, C++20, C17, and
+        // MIPS assembler (what gas writes for .s files).
+        Some(gimli::AttributeValue::Language(lang)) => matches!(
+            lang.0,
+            0x1 | 0x2
+                | 0x4
+                | 0xc
+                | 0x10
+                | 0x11
+                | 0x19
+                | 0x1a
+                | 0x1d
+                | 0x21
+                | 0x2a
+                | 0x2b
+                | 0x2c
+                | 0x8001
+        ),
+        _ => true,
+    }
+}
+
+/// The compile units of a linked image (name, directory and producer of each), its
+/// function-local statics (vaddr, declaring function) and the `is_stmt` line rows within
+/// [`crate::image::STATEMENT_WINDOW`] bytes after a start in `function_starts` (sorted),
+/// appended as they are read, so an error leaves what was read before it in place.
 pub(crate) fn read_image_dwarf(
     file: &File<'_>,
     out: &mut Vec<CompileUnit>,
     statics: &mut Vec<(u64, String)>,
+    function_starts: &[u64],
+    statements: &mut Vec<u64>,
 ) -> Result<(), String> {
     let loaded = load_sections(file)?;
     if !loaded
@@ -727,6 +761,28 @@ pub(crate) fn read_image_dwarf(
             while let Ok(Some(range)) = iter.next() {
                 if range.begin < range.end {
                     ranges.push((range.begin, range.end));
+                }
+            }
+        }
+        if let Some(program) = unit.line_program.clone().filter(|_| c_family(&unit)) {
+            let mut rows = program.rows();
+            // A line program that cannot be read to its end only loses its later rows: the
+            // compile units matter more than the breakpoint positions.
+            while let Ok(Some((_, row))) = rows.next_row() {
+                if row.end_sequence() || !row.is_stmt() {
+                    continue;
+                }
+                let address = row.address();
+                // The last function start at or before the row, which must lie after it.
+                let at = function_starts.partition_point(|&s| s <= address);
+                let near = at
+                    .checked_sub(1)
+                    .and_then(|i| function_starts.get(i))
+                    .is_some_and(|&start| {
+                        address > start && address - start < crate::image::STATEMENT_WINDOW
+                    });
+                if near {
+                    statements.push(address);
                 }
             }
         }

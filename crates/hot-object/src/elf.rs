@@ -898,14 +898,28 @@ pub(crate) fn parse_linked(path: &Path, bytes: &[u8]) -> Result<LinkedImage, Obj
     let mut warnings = Vec::new();
     let mut compile_units: Vec<CompileUnit> = Vec::new();
     let mut local_static_scopes = Vec::new();
-    if let Err(message) =
-        dwarf::read_image_dwarf(&file, &mut compile_units, &mut local_static_scopes)
-    {
+    let mut function_starts: Vec<u64> = symbols
+        .iter()
+        .filter(|s| s.defined && s.kind == SymbolKind::Function && s.vaddr != 0)
+        .map(|s| s.vaddr)
+        .collect();
+    function_starts.sort_unstable();
+    function_starts.dedup();
+    let mut statement_starts = Vec::new();
+    if let Err(message) = dwarf::read_image_dwarf(
+        &file,
+        &mut compile_units,
+        &mut local_static_scopes,
+        &function_starts,
+        &mut statement_starts,
+    ) {
         warnings.push(format!("DWARF could not be read completely: {message}"));
     }
     local_static_scopes.sort();
     local_static_scopes.dedup_by(|a, b| a.0 == b.0);
     relative_relocs.sort_unstable();
+    statement_starts.sort_unstable();
+    statement_starts.dedup();
 
     Ok(LinkedImage {
         machine: ident.machine,
@@ -925,6 +939,7 @@ pub(crate) fn parse_linked(path: &Path, bytes: &[u8]) -> Result<LinkedImage, Obj
         warnings,
         local_static_scopes,
         relative_relocs,
+        statement_starts,
     })
 }
 

@@ -167,7 +167,18 @@ pub struct LinkedImage {
     /// read-only object of a PIE holds in memory (its pointers moved by the load bias)
     /// before it updates that object in place.
     pub relative_relocs: Vec<(u64, i64)>,
+    /// Added: the statement boundaries near function starts: the addresses of the DWARF
+    /// line-table rows marked `is_stmt` that lie strictly after the start of a function
+    /// symbol and less than [`STATEMENT_WINDOW`] bytes into it, sorted and deduplicated.
+    /// A debugger puts its breakpoints there (`break f` after the prologue: entry+4 of an
+    /// -O0 `push %rbp; mov %rsp,%rbp`), so a jump written over the first bytes must not
+    /// cover one (see hot-link's `entry.rs`). Empty without DWARF.
+    pub statement_starts: Vec<u64>,
 }
+
+/// How far into a function [`LinkedImage::statement_starts`] are kept: enough for the entry
+/// jump, a prologue before it and the jump's own 5 bytes after it.
+pub const STATEMENT_WINDOW: u64 = 32;
 
 impl LinkedImage {
     /// Parse a linked executable or shared library: ELF, or 64-bit Mach-O (`macho_image.rs`
@@ -240,6 +251,14 @@ impl LinkedImage {
         self.compile_units
             .iter()
             .position(|cu| cu.ranges.iter().any(|&(lo, hi)| lo <= vaddr && vaddr < hi))
+    }
+
+    /// The statement boundaries strictly inside `(start, end)` (see
+    /// [`LinkedImage::statement_starts`]).
+    pub fn statements_in(&self, start: u64, end: u64) -> &[u64] {
+        let from = self.statement_starts.partition_point(|&a| a <= start);
+        let to = self.statement_starts.partition_point(|&a| a < end);
+        self.statement_starts.get(from..to.max(from)).unwrap_or(&[])
     }
 
     /// Bytes of the image at `vaddr`, as in the file.

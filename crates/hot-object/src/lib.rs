@@ -30,7 +30,7 @@ pub use diff::{
 
 pub use image::{
     CompileUnit, GotSlot, GotSlotKind, ImageSymbol, IrelativeSlot, LinkedImage, SectionData,
-    TlsSegment, TranslationUnitId, Visibility,
+    TlsSegment, TranslationUnitId, Visibility, STATEMENT_WINDOW,
 };
 pub use names::{display_name, display_names};
 pub use reloc::RelocKind;

@@ -321,3 +321,43 @@ fn image_local_statics_know_their_function() {
         assert_eq!(object_keys, keys, "{flags:?}");
     }
 }
+
+/// The statement boundaries near function starts are the `is_stmt` rows gdb breaks at:
+/// `break value` at entry+4 of an -O0 function without parameters (after `push %rbp; mov
+/// %rsp,%rbp`), none at the entry itself, none further than the window, none without `-g`.
+#[test]
+fn image_statement_starts_are_where_gdb_breaks() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = "int value(void) {\n  return 7;\n}\nint twice(int x) {\n  return 2 * x;\n}\n\
+                  int main(void) { return value() + twice(1); }\n";
+    let exe = compile_c(dir.path(), "stmt.c", source, &["-g", "-O0"], "stmt");
+    let image = parse_image(&exe);
+    let start = |name: &str| {
+        image
+            .symbols
+            .iter()
+            .find(|s| s.name == name && !s.dynamic)
+            .unwrap_or_else(|| panic!("no {name}"))
+            .vaddr
+    };
+    let value = start("value");
+    assert_eq!(image.statements_in(value, value + 5), &[value + 4]);
+    // `twice` stores its parameter first: its first statement is past the jump's bytes.
+    let twice = start("twice");
+    let in_twice = image.statements_in(twice, twice + 5);
+    assert!(in_twice.is_empty(), "{in_twice:x?}");
+    // After `push %rbp; mov %rsp,%rbp; mov %edi,-4(%rbp)`.
+    assert_eq!(
+        image.statements_in(twice, twice + 16).first(),
+        Some(&(twice + 7))
+    );
+    assert!(image.statement_starts.windows(2).all(|w| w[0] < w[1]));
+    assert!(!image.statement_starts.contains(&value));
+    let main = start("main");
+    assert!(image.statement_starts.iter().all(|&at| [value, twice, main]
+        .iter()
+        .any(|&s| at > s && at - s < hot_object::STATEMENT_WINDOW)));
+
+    let bare = compile_c(dir.path(), "stmt.c", source, &["-O0"], "bare");
+    assert!(parse_image(&bare).statement_starts.is_empty());
+}

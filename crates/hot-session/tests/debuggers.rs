@@ -3,7 +3,8 @@
 //! file's line through GDB's JIT interface, stops at a breakpoint set on a line of the new
 //! body, and after undo no longer knows the withdrawn body. A program gdb holds stopped
 //! takes a swap (through /proc/PID/mem) and runs it when continued; one gdb lets run gets a
-//! message and is swapped once gdb stops it. Fixture tests/fixtures/debugger.
+//! message and is swapped once gdb stops it. Fixture tests/fixtures/debugger; breakpoints
+//! inside the bytes an entry jump covers: tests/fixtures/breakpoints.
 
 mod common;
 
@@ -271,8 +272,13 @@ struct Held {
 
 fn held_by_gdb(before: &[&str], after: &[&str]) -> Held {
     let mut f = Fixture::launch("debugger");
-    let pid = f.pid.expect("pid");
     f.wait_output("compute=10");
+    held_in(f, before, after)
+}
+
+/// [`held_by_gdb`] on a fixture already running.
+fn held_in(f: Fixture, before: &[&str], after: &[&str]) -> Held {
+    let pid = f.pid.expect("pid");
     wait_for_arena(pid);
     let (stopped, go) = (f.path("stopped"), f.path("go"));
     let mut commands: Vec<String> = before.iter().map(|c| c.to_string()).collect();
@@ -411,5 +417,418 @@ fn a_breakpoint_left_inserted_on_an_entry_refuses_the_swap() {
     let swap = held.f.wait_swap();
     assert_eq!(swap.swapped, vec!["compute".to_string()], "{swap:?}");
     held.f.wait_output("compute=20");
+    held.f.assert_same_process();
+}
+
+/// The fixture `name` built and compiled with `flags` (`-O1 -g`).
+fn launch_at(name: &str, flags: &str) -> Fixture {
+    let mut f = Fixture::copy(name);
+    f.write(
+        "hot-lsp.toml",
+        &format!(
+            "[program]\npath = \"app\"\nbuild = \"cc {flags} -o app main.c\"\n\n\
+             [compile]\ncommand = \"cc {flags} -c {{file}} -o {{output}}\"\n"
+        ),
+    );
+    f.start();
+    f.wait_launched();
+    f
+}
+
+/// `len` bytes of `pid`'s memory at `addr`.
+fn read_memory(pid: i32, addr: u64, len: usize) -> Vec<u8> {
+    use std::os::unix::fs::FileExt;
+    let mem = std::fs::File::open(format!("/proc/{pid}/mem")).expect("open /proc/PID/mem");
+    let mut bytes = vec![0; len];
+    mem.read_exact_at(&mut bytes, addr)
+        .unwrap_or_else(|e| panic!("read {len} bytes at {addr:#x}: {e}"));
+    bytes
+}
+
+/// How often gdb reported stopping at breakpoint 1 (`Breakpoint 1, ` or, for one of several
+/// locations, `Breakpoint 1.2, `).
+fn stops(said: &str) -> usize {
+    said.lines()
+        .filter(|l| {
+            l.strip_prefix("Breakpoint 1")
+                .is_some_and(|rest| rest.starts_with(", ") || rest.starts_with('.'))
+        })
+        .count()
+}
+
+/// A breakpoint gdb puts inside the first 5 bytes of a function hot-lsp swaps (`break f`
+/// after an -O0 prologue, a line breakpoint at -O1 and -O2). Per row: the compile flags,
+/// the function, gdb's breakpoint (`LINE` is the line of `line_of` in main.c), the edit, the
+/// program's output before and after, what gdb's `p CALL` returns after, and the form of
+/// the entry, which never puts the middle of a jump under the breakpoint.
+struct BreakRow {
+    flags: &'static str,
+    function: &'static str,
+    breakpoint: &'static str,
+    line_of: &'static str,
+    edit: (&'static str, &'static str),
+    before: &'static str,
+    after: &'static str,
+    call: (&'static str, &'static str),
+    form: EntryForm,
+}
+
+/// How the entry bytes look after the swap (hot-link's `entry.rs`).
+#[derive(Debug)]
+enum EntryForm {
+    /// A 2-byte `jmp rel8` into padding; entry+2 onwards keep their bytes.
+    Short,
+    /// A 2-byte `jmp rel8` to a `jmp rel32` written at entry+N of the old body, where the
+    /// breakpoint's statement is: every call still stops there.
+    InBody(u64),
+    /// The `jmp rel32` at the entry holds `int3` at each statement boundary entry+N it
+    /// covers: gdb's breakpoint there changes no byte, and is no longer reached.
+    Int3Proof(&'static [u64]),
+}
+
+const BREAK_ROWS: &[BreakRow] = &[
+    // `break value` stops at entry+4, after `push %rbp; mov %rsp,%rbp`; no padding in reach:
+    // a short jump to a jump from that statement.
+    BreakRow {
+        flags: "-O0 -g",
+        function: "value",
+        breakpoint: "break value",
+        line_of: "    return 7;",
+        edit: ("return 7;", "return 8;"),
+        before: "value=7",
+        after: "value=8",
+        call: ("value()", "= 8"),
+        form: EntryForm::InBody(4),
+    },
+    // At -O1 (no function alignment, no padding) prod's first statement is at entry+1,
+    // after `push %rbx`, and its next past entry+5: the entry jump holds int3 at entry+1.
+    BreakRow {
+        flags: "-O1 -g",
+        function: "prod",
+        breakpoint: "break main.c:LINE",
+        line_of: "    int p = a * 1000 + b;",
+        edit: ("p * 7;", "p * 9;"),
+        before: "prod=7014",
+        after: "prod=9018",
+        call: ("prod(1, 2)", "= 9018"),
+        form: EntryForm::Int3Proof(&[1]),
+    },
+    // The line of sum's call of nap() is a statement at entry+4 (after `push %rbx; lea`);
+    // functions are aligned, so a short jump into the padding before it leaves it alone.
+    BreakRow {
+        flags: "-O2 -g",
+        function: "sum",
+        breakpoint: "break main.c:LINE",
+        line_of: "    nap();",
+        edit: ("s * 3;", "s * 5;"),
+        before: "sum=9",
+        after: "sum=15",
+        call: ("sum(1, 2)", "= 15"),
+        form: EntryForm::Short,
+    },
+    // Without -g gdb's own prologue analysis puts `break value` at entry+4, after `push
+    // %rbp; mov %rsp,%rbp`, with no line table to say so: the same form as with -g.
+    BreakRow {
+        flags: "-O0",
+        function: "value",
+        breakpoint: "break value",
+        line_of: "    return 7;",
+        edit: ("return 7;", "return 8;"),
+        before: "value=7",
+        after: "value=8",
+        call: ("(int) value()", "= 8"),
+        form: EntryForm::InBody(4),
+    },
+];
+
+impl BreakRow {
+    fn breakpoint(&self, f: &Fixture) -> String {
+        match self.breakpoint.contains("LINE") {
+            true => self
+                .breakpoint
+                .replace("LINE", &f.line_of("main.c", self.line_of).to_string()),
+            false => self.breakpoint.to_string(),
+        }
+    }
+
+    /// The entry of the function (before any swap, while gdb knows only the executable),
+    /// once hot-lsp has mapped its arenas and let the program go.
+    fn entry(&self, pid: i32) -> u64 {
+        wait_for_arena(pid);
+        wait_until("hot-lsp detached after mapping the arenas", || {
+            std::fs::read_to_string(format!("/proc/{pid}/status"))
+                .is_ok_and(|s| s.lines().any(|l| l.trim_end() == "TracerPid:\t0"))
+        });
+        let said = gdb(pid, &[&format!("p/x &{}", self.function)]);
+        hex_after(&said, "$1 = ").unwrap_or_else(|| panic!("no address:\n{said}"))
+    }
+
+    /// The first bytes of the function are as the row's form leaves them: never the middle
+    /// of a jump under the breakpoint's statement.
+    fn check_form(&self, pid: i32, entry: u64, original: &[u8]) {
+        let now = read_memory(pid, entry, 16);
+        let level = self.flags;
+        match self.form {
+            EntryForm::Short => {
+                assert_eq!(now[0], 0xeb, "{level}: a short jump: {now:02x?}");
+                assert_eq!(now[2..], original[2..], "{level}: entry+2.. intact");
+            }
+            EntryForm::InBody(at) => {
+                let at = at as usize;
+                assert_eq!(now[0], 0xeb, "{level}: a short jump: {now:02x?}");
+                assert_eq!(
+                    now[1] as usize,
+                    at - 2,
+                    "{level}: to entry+{at}: {now:02x?}"
+                );
+                assert_eq!(
+                    now[at], 0xe9,
+                    "{level}: a jmp rel32 at entry+{at}: {now:02x?}"
+                );
+                assert_eq!(
+                    now[at + 5..],
+                    original[at + 5..],
+                    "{level}: the rest intact"
+                );
+            }
+            EntryForm::Int3Proof(offsets) => {
+                assert_eq!(now[0], 0xe9, "{level}: a jmp rel32: {now:02x?}");
+                for &at in offsets {
+                    assert_eq!(
+                        now[at as usize], 0xcc,
+                        "{level}: int3 at entry+{at}: {now:02x?}"
+                    );
+                }
+                assert_eq!(now[5..], original[5..], "{level}: entry+5.. intact");
+            }
+        }
+    }
+
+    /// Whether calls still stop at the breakpoint after the swap.
+    fn still_stops(&self) -> bool {
+        matches!(self.form, EntryForm::InBody(_))
+    }
+}
+
+/// gdb stops the program at a breakpoint inside the first 5 bytes of `f` (it takes its
+/// breakpoints out while stopped), and `finish`es it; the save is written while gdb holds the
+/// program; gdb puts
+/// its breakpoint back on `continue` over bytes the swap did not turn into the middle of a
+/// jump: the program runs on, the new code computes the new result, nothing crashes.
+#[test]
+fn a_breakpoint_inside_the_entry_bytes_survives_a_swap_while_gdb_holds_the_program() {
+    for row in BREAK_ROWS {
+        let mut f = launch_at("breakpoints", row.flags);
+        let pid = f.pid.expect("pid");
+        f.wait_output(row.before);
+        let entry = row.entry(pid);
+        let original = read_memory(pid, entry, 16);
+        let breakpoint = row.breakpoint(&f);
+        // The row's breakpoint is where the row says: inside the entry jump's 5 bytes.
+        let placed = gdb(pid, &[&breakpoint]);
+        let at = hex_after(&placed, "Breakpoint 1 at ").unwrap_or_else(|| panic!("{placed}"));
+        assert!(
+            at > entry && at < entry + 5,
+            "{}: {breakpoint} at {at:#x}, not inside the 5 bytes at {entry:#x}:\n{placed}",
+            row.flags
+        );
+        let call = format!("p {}", row.call.0);
+        let after: Vec<&str> = if row.still_stops() {
+            // Each call goes through the jump the breakpoint sits on.
+            vec!["continue", "delete", &call]
+        } else {
+            // The old body is not entered any more: its breakpoint is not hit again.
+            vec!["delete", &call]
+        };
+        // Stopped at the breakpoint, then back in main: a thread stopped inside the entry
+        // bytes refuses the swap (`a_thread_gdb_holds_inside_the_entry_bytes_refuses_the_swap`).
+        let mut held = held_in(f, &[&breakpoint, "continue", "finish"], &after);
+        held.wait_stopped("gdb stopping the program at the breakpoint");
+        held.f.edit("main.c", row.edit.0, row.edit.1);
+        held.f.save("main.c");
+        let swap = held.f.wait_swap();
+        assert_eq!(
+            swap.swapped,
+            vec![row.function.to_string()],
+            "{}: {swap:?}",
+            row.flags
+        );
+        row.check_form(pid, entry, &original);
+        let said = held.go_on();
+        let hits = if row.still_stops() { 2 } else { 1 };
+        assert_eq!(stops(&said), hits, "{}: {said}", row.flags);
+        assert!(
+            said.contains(row.call.1),
+            "{}: gdb's call of {}:\n{said}",
+            row.flags,
+            row.call.0
+        );
+        held.f.wait_output(row.after);
+        held.f.assert_same_process();
+    }
+}
+
+/// The swap made while no debugger is attached; then gdb attaches and sets the breakpoint
+/// inside the first 5 bytes of the swapped function: it lands on bytes the swap left
+/// intact or on the jump's first byte, so calls stop there and go on into the new body.
+#[test]
+fn a_breakpoint_set_inside_the_entry_bytes_after_a_swap_stops_and_runs_the_new_code() {
+    for row in BREAK_ROWS {
+        let mut f = launch_at("breakpoints", row.flags);
+        let pid = f.pid.expect("pid");
+        f.wait_output(row.before);
+        let entry = row.entry(pid);
+        let original = read_memory(pid, entry, 16);
+        f.edit("main.c", row.edit.0, row.edit.1);
+        f.save("main.c");
+        let swap = f.wait_swap();
+        assert_eq!(
+            swap.swapped,
+            vec![row.function.to_string()],
+            "{}: {swap:?}",
+            row.flags
+        );
+        f.wait_output(row.after);
+        row.check_form(pid, entry, &original);
+        // Two stops (in the old bytes' jump or in the new body, whose line gdb knows through
+        // the JIT interface), then the call returns the new result (the announced object
+        // has no types, so gdb prints no "Value returned": the register holds it).
+        let breakpoint = row.breakpoint(&f);
+        let said = gdb(
+            pid,
+            &[
+                &breakpoint,
+                "continue",
+                "continue",
+                "delete",
+                "finish",
+                "p $eax",
+            ],
+        );
+        assert_eq!(stops(&said), 2, "{}: {said}", row.flags);
+        let value = row.after.split('=').nth(1).expect("a value");
+        assert!(
+            said.lines()
+                .any(|l| l.starts_with('$') && l.ends_with(&format!(" = {value}"))),
+            "{}: {said}",
+            row.flags
+        );
+        f.wait_output(row.after);
+        f.assert_same_process();
+    }
+}
+
+/// gdb keeping its breakpoints inserted while the program is stopped, with `break value` at
+/// entry+4 of the -O0 function: the `int3` sits where the jump inside the old body goes,
+/// so the save is refused naming the breakpoint, nothing written; once gdb is gone, the next
+/// save swaps.
+#[test]
+fn a_breakpoint_left_inserted_inside_the_entry_bytes_refuses_the_swap() {
+    let row = &BREAK_ROWS[0];
+    let mut f = launch_at("breakpoints", row.flags);
+    let pid = f.pid.expect("pid");
+    f.wait_output(row.before);
+    let entry = row.entry(pid);
+    let original = read_memory(pid, entry, 16);
+    let mut held = held_in(
+        f,
+        &[
+            "set breakpoint always-inserted on",
+            row.breakpoint,
+            "continue",
+            // Back in main: the int3, not the thread, is what refuses the swap.
+            "finish",
+        ],
+        &["delete"],
+    );
+    held.wait_stopped("gdb stopping the program at value");
+    held.f.edit("main.c", row.edit.0, row.edit.1);
+    held.f.save("main.c");
+    let said = held.f.wait_message(Severity::Error);
+    assert!(
+        said.contains("breakpoint (int3)") && said.contains("value"),
+        "{said}"
+    );
+    let mut int3 = original.clone();
+    int3[4] = 0xcc;
+    assert_eq!(
+        read_memory(pid, entry, 16),
+        int3,
+        "only gdb's int3 at entry+4"
+    );
+    held.go_on();
+    // Nothing was written: the program runs the old code, and the next save swaps.
+    held.f.wait_output(row.before);
+    assert_eq!(read_memory(pid, entry, 16), original);
+    held.f.save("main.c");
+    let swap = held.f.wait_swap();
+    assert_eq!(swap.swapped, vec![row.function.to_string()], "{swap:?}");
+    held.f.wait_output(row.after);
+    row.check_form(pid, entry, &original);
+    held.f.assert_same_process();
+}
+
+/// At -O1 sum's statements are at entry+1 and entry+4: no entry form avoids both, so its
+/// jump covers one. While gdb holds the program (its breakpoint at entry+1 taken out, to be
+/// put back over whatever is there on `continue`) the swap is refused, naming the function
+/// and nothing written; once gdb has detached, the same save swaps (with a note).
+#[test]
+fn an_entry_jump_over_a_statement_is_refused_while_gdb_holds_the_program() {
+    let mut f = launch_at("breakpoints", "-O1 -g");
+    let pid = f.pid.expect("pid");
+    f.wait_output("sum=9");
+    let said = gdb(pid, &["p/x &sum"]);
+    let entry = hex_after(&said, "$1 = ").unwrap_or_else(|| panic!("no address:\n{said}"));
+    let original = read_memory(pid, entry, 16);
+    let line = f.line_of("main.c", "    int s = a + b;");
+    let breakpoint = format!("break main.c:{line}");
+    let mut held = held_in(f, &[&breakpoint, "continue"], &["delete"]);
+    held.wait_stopped("gdb stopping the program in sum");
+    held.f.edit("main.c", "s * 3;", "s * 5;");
+    held.f.save("main.c");
+    let said = held.f.wait_message(Severity::Error);
+    assert!(
+        said.contains("holds the program") && said.contains("`sum`") && said.contains("entry+1"),
+        "{said}"
+    );
+    assert_eq!(read_memory(pid, entry, 16), original, "nothing written");
+    held.go_on();
+    held.f.wait_output("sum=9");
+    held.f.save("main.c");
+    let swap = held.f.wait_swap();
+    assert_eq!(swap.swapped, vec!["sum".to_string()], "{swap:?}");
+    held.f.wait_output("sum=15");
+    held.f.assert_same_process();
+}
+
+/// gdb holds a thread at `break value`, at entry+4 of the -O0 function, which the jump inside
+/// the old body overwrites: the thread has run the prologue and must go on in the old body,
+/// so the swap is refused (saying how to step it out), nothing written; once gdb has
+/// detached, the same save swaps.
+#[test]
+fn a_thread_gdb_holds_inside_the_entry_bytes_refuses_the_swap() {
+    let row = &BREAK_ROWS[0];
+    let mut f = launch_at("breakpoints", row.flags);
+    let pid = f.pid.expect("pid");
+    f.wait_output(row.before);
+    let entry = row.entry(pid);
+    let original = read_memory(pid, entry, 16);
+    let mut held = held_in(f, &[row.breakpoint, "continue"], &["delete"]);
+    held.wait_stopped("gdb stopping the program at value");
+    held.f.edit("main.c", row.edit.0, row.edit.1);
+    held.f.save("main.c");
+    let said = held.f.wait_message(Severity::Error);
+    assert!(
+        said.contains("stopped by gdb inside the entry of value") && said.contains("stepi"),
+        "{said}"
+    );
+    assert_eq!(read_memory(pid, entry, 16), original, "nothing written");
+    held.go_on();
+    held.f.wait_output(row.before);
+    held.f.save("main.c");
+    let swap = held.f.wait_swap();
+    assert_eq!(swap.swapped, vec![row.function.to_string()], "{swap:?}");
+    held.f.wait_output(row.after);
+    row.check_form(pid, entry, &original);
     held.f.assert_same_process();
 }

@@ -64,10 +64,26 @@ impl Worker {
     ) -> Result<ApplyReport, ProcessError> {
         let no_tables: &[hot_link::UnwindRegistration] = &[];
         let mut tables = patch.unwind.as_slice();
+        let debugger = self.program.as_ref().and_then(|p| p.debuggee.debugger());
+        if let (Some(debugger), Some((function, at))) = (
+            debugger.as_ref().filter(|d| d.stopped),
+            patch.entries_over_statements.first(),
+        ) {
+            // The debugger took its breakpoints out to stop the program and puts them back,
+            // over whatever is there then, on `continue`: one on that statement would land
+            // inside the jump.
+            return Err(ProcessError::Other(format!(
+                "the swap was refused: {} (pid {}) holds the program, and the jump that \
+                 redirects `{function}` would cover its statement at entry+{at}, where the \
+                 debugger may have a breakpoint it puts back when the program continues (a \
+                 breakpoint inside the jump would crash the program); detach the debugger and \
+                 save again",
+                debugger.name, debugger.tracer
+            )));
+        }
         if tables.is_empty() && constructors.is_empty() {
             return self.debuggee_apply(plan);
         }
-        let debugger = self.program.as_ref().and_then(|p| p.debuggee.debugger());
         if let Some(debugger) = debugger.filter(|d| d.stopped) {
             // Registration and constructors are calls in the program, which a debugger's
             // stop rules out (hot-process writes such a swap through /proc/PID/mem, and
