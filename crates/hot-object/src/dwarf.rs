@@ -900,6 +900,9 @@ fn record_decl_lines(
 /// Record `scope` as the declaring function of the variable symbol at `offset` in `atom`.
 fn record_static_scope(object: &mut Object, atom: AtomId, offset: u64, scope: String) {
     if let Some(id) = variable_symbol_at(object, atom, offset) {
+        if object.local_static_scopes.is_empty() {
+            object.local_static_scopes = vec![None; object.symbols.len()];
+        }
         if let Some(slot) = object.local_static_scopes.get_mut(id.0 as usize) {
             *slot = Some(scope);
         }

@@ -577,7 +577,8 @@ pub(crate) fn parse_relocatable(path: &Path, bytes: &[u8]) -> Result<Object, Obj
         )),
         None => read_eh_frame(&file, &eh_frame_relocs, &mut object),
     }
-    object.local_static_scopes = vec![None; object.symbols.len()];
+    // `local_static_scopes` stays empty unless the DWARF names a function-local static:
+    // 24 bytes per symbol of a 4,000-symbol object kept as a baseline for every file.
     for relocs in debug_relocs.values_mut() {
         relocs.finish();
     }
