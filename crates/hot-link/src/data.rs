@@ -89,8 +89,9 @@ impl Link<'_> {
             };
             let s = obj.symbol(sym);
             let name = s.name.clone();
-            // Data atoms have no line rows: diagnostics point at the declaration.
-            let decl = obj.decl_line(sym).cloned();
+            // Data atoms have no line rows: diagnostics point at the declaration. Read only
+            // for a diagnostic or a new variable (the object's DWARF is walked for it).
+            let decl = || obj.decl_line(sym).cloned();
             let local = s.binding == Binding::Local;
             let sym_offset = self.info.symbol_offset(sym);
             let our_size = if s.size != 0 { s.size } else { a.size };
@@ -120,7 +121,7 @@ impl Link<'_> {
                         candidates.join(", ")
                     ),
                     name.clone(),
-                    decl.clone(),
+                    decl(),
                 ),
                 Ok(Some(r)) => {
                     if local && strip_numeric_suffix(&name).len() != name.len() {
@@ -161,7 +162,7 @@ impl Link<'_> {
                             LinkErrorCode::MultipleDefinition,
                             message,
                             name.clone(),
-                            decl.clone(),
+                            decl(),
                         );
                         continue;
                     }
@@ -173,7 +174,7 @@ impl Link<'_> {
                                  restart the program"
                             ),
                             name.clone(),
-                            decl.clone(),
+                            decl(),
                         );
                         continue;
                     }
@@ -191,7 +192,7 @@ impl Link<'_> {
                     {
                         // A C++ vtable or typeinfo whose layout changed: existing objects
                         // point into the running one.
-                        let line = self.class_line(atom).or_else(|| decl.clone());
+                        let line = self.class_line(atom).or_else(decl);
                         self.variable_error(
                             LinkErrorCode::LayoutChanged,
                             message,
@@ -209,7 +210,7 @@ impl Link<'_> {
                                 image_sym.size
                             ),
                             name.clone(),
-                            decl.clone(),
+                            decl(),
                         );
                         continue;
                     }
@@ -222,7 +223,7 @@ impl Link<'_> {
                                 a.align, image_sym.vaddr
                             ),
                             name.clone(),
-                            decl.clone(),
+                            decl(),
                         );
                         continue;
                     }
@@ -254,7 +255,7 @@ impl Link<'_> {
                         if read_only {
                             self.data_writes.push(atom);
                         } else {
-                            self.note_initializer(&name, decl.clone());
+                            self.note_initializer(&name, decl());
                         }
                     }
                 }
@@ -265,7 +266,7 @@ impl Link<'_> {
                          (its threads' TLS blocks are already laid out); restart the program"
                     ),
                     name.clone(),
-                    decl.clone(),
+                    decl(),
                 ),
                 Ok(None) => {
                     let match_name = obj.match_name(sym);
@@ -279,7 +280,7 @@ impl Link<'_> {
                         name: key_name,
                     };
                     let changed = baseline_changed(self);
-                    self.bind_new(atom, key, name, read_only, changed, decl.clone());
+                    self.bind_new(atom, key, name, read_only, changed, decl());
                 }
             }
         }

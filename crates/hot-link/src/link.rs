@@ -1174,13 +1174,7 @@ impl<'a> Link<'a> {
                     name: self.info.atom_name(atom),
                     addr,
                     size: a.size,
-                    lines: self
-                        .info
-                        .obj
-                        .lines
-                        .get(atom.0 as usize)
-                        .cloned()
-                        .unwrap_or_default(),
+                    lines: self.info.obj.lines_of(atom).to_vec(),
                 });
             }
         }

@@ -36,8 +36,48 @@ pub(crate) struct DebugRelocTarget {
     pub value: u64,
 }
 
-/// The relocations of one debug section, by offset inside it.
-pub(crate) type DebugRelocs = HashMap<u64, DebugRelocTarget>;
+/// The relocations of one debug section, by offset inside it: a sorted table, not a hash
+/// map. A 2,000-function object has tens of thousands of debug relocations, all read at
+/// parse time and most never looked up (DWARF is read on demand); pushing them is cheap
+/// where hashing each was a tenth of a save's cost.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct DebugRelocs {
+    entries: Vec<(u64, DebugRelocTarget)>,
+}
+
+impl DebugRelocs {
+    /// Add a relocation; call [`DebugRelocs::finish`] before any lookup.
+    pub(crate) fn push(&mut self, offset: u64, target: DebugRelocTarget) {
+        self.entries.push((offset, target));
+    }
+
+    /// Sort by offset (RELA tables usually are already). Of several relocations at one
+    /// offset the last one counts, as it did when they were inserted into a map.
+    pub(crate) fn finish(&mut self) {
+        if !self.entries.windows(2).all(|w| w[0].0 < w[1].0) {
+            self.entries.sort_by_key(|&(offset, _)| offset);
+            self.entries.reverse();
+            self.entries.dedup_by_key(|&mut (offset, _)| offset);
+            self.entries.reverse();
+        }
+    }
+
+    pub(crate) fn get(&self, offset: u64) -> Option<&DebugRelocTarget> {
+        let i = self
+            .entries
+            .binary_search_by_key(&offset, |&(o, _)| o)
+            .ok()?;
+        Some(&self.entries[i].1)
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &(u64, DebugRelocTarget)> + '_ {
+        self.entries.iter()
+    }
+}
 
 /// Applies a debug section's relocations while gimli reads it.
 #[derive(Clone, Copy)]
@@ -57,7 +97,7 @@ impl fmt::Debug for Relocator<'_> {
 
 impl gimli::Relocate<usize> for Relocator<'_> {
     fn relocate_address(&self, offset: usize, value: u64) -> gimli::Result<u64> {
-        match self.relocs.and_then(|r| r.get(&(offset as u64))) {
+        match self.relocs.and_then(|r| r.get(offset as u64)) {
             Some(DebugRelocTarget {
                 section: Some(section),
                 value,
@@ -71,7 +111,7 @@ impl gimli::Relocate<usize> for Relocator<'_> {
     }
 
     fn relocate_offset(&self, offset: usize, value: usize) -> gimli::Result<usize> {
-        match self.relocs.and_then(|r| r.get(&(offset as u64))) {
+        match self.relocs.and_then(|r| r.get(offset as u64)) {
             // An offset into another debug section: the symbol is that section's symbol
             // (value 0), so symbol value + addend is the offset.
             Some(target) => Ok(target.value as usize),
@@ -209,7 +249,7 @@ fn normalize(path: &Path) -> PathBuf {
 
 /// The path of a line-table file entry: its name, joined to its include directory and the
 /// compilation directory when relative.
-fn file_path(
+pub(crate) fn file_path(
     dwarf: &gimli::Dwarf<DwarfReader<'_>>,
     unit: &gimli::Unit<DwarfReader<'_>>,
     header: &gimli::LineProgramHeader<DwarfReader<'_>>,
@@ -240,70 +280,113 @@ fn file_path(
     Some(path)
 }
 
-/// Read producer, compile-unit name and directory, line rows per atom and the scopes of
-/// function-local statics into `object`. DWARF problems do not fail the parse: they become a
-/// warning and the line table stays empty.
+/// Read what every save needs from the object's DWARF: producer, compile-unit name and
+/// directory, and the scopes of function-local statics (the diff matches `calls.0` by its
+/// function). The rest is read on demand from the sections kept in [`Object::dwarf`]: line
+/// rows of an atom when a diagnostic or a placed body asks ([`Object::lines_of`]), where
+/// variables are declared ([`Object::decl_line`]), type layouts and signatures for the ABI
+/// checks. DWARF problems do not fail the parse: they become a warning, and the object then
+/// has no line rows and no declaration lines.
 pub(crate) fn read_object_dwarf(
     file: &File<'_>,
-    relocs: &HashMap<usize, DebugRelocs>,
-    section_atom: &[Option<AtomId>],
+    relocs: HashMap<usize, DebugRelocs>,
+    section_atom: Vec<Option<AtomId>>,
     object: &mut Object,
 ) {
-    if let Err(message) = read_object_dwarf_inner(file, relocs, section_atom, object) {
-        object.warnings.push(format!(
-            "DWARF could not be read, no line numbers: {message}"
-        ));
-        for rows in &mut object.lines {
-            rows.clear();
+    let loaded = match load_sections(file) {
+        Ok(loaded) => loaded,
+        Err(message) => {
+            object.warnings.push(format!(
+                "DWARF could not be read, no line numbers: {message}"
+            ));
+            return;
         }
-        for decl in &mut object.decl_lines {
-            *decl = None;
-        }
-    }
-}
-
-fn read_object_dwarf_inner(
-    file: &File<'_>,
-    relocs: &HashMap<usize, DebugRelocs>,
-    section_atom: &[Option<AtomId>],
-    object: &mut Object,
-) -> Result<(), String> {
-    let loaded = load_sections(file)?;
+    };
     if !loaded
         .sections
         .iter()
         .any(|(id, _, _)| *id == SectionId::DebugInfo)
     {
-        return Ok(());
+        return;
     }
-    // Kept for reading type layouts and signatures on demand (types.rs): only the swapped
-    // functions' types are ever looked at, and only when the ABI of a swap is checked.
+    let read = match make_dwarf(&loaded, &relocs) {
+        Ok(dwarf) => read_units(&dwarf, &loaded, &relocs, &section_atom, object),
+        Err(e) => Err(e.to_string()),
+    };
+    if let Err(message) = &read {
+        object.warnings.push(format!(
+            "DWARF could not be read, no line numbers: {message}"
+        ));
+    }
+    // Kept for what is read on demand; after an error only types are (as before lines
+    // were read lazily: a unit that could not be walked gave no lines at all).
     object.dwarf = Some(std::sync::Arc::new(crate::types::ObjectDwarf::keep(
-        &loaded, relocs,
+        &loaded,
+        relocs,
+        section_atom,
+        object.atoms.len(),
+        read.is_ok(),
     )));
-    let dwarf = make_dwarf(&loaded, relocs).map_err(|e| e.to_string())?;
+}
+
+/// The eager part of [`read_object_dwarf`], unit by unit.
+fn read_units(
+    dwarf: &gimli::Dwarf<DwarfReader<'_>>,
+    loaded: &LoadedSections<'_>,
+    relocs: &HashMap<usize, DebugRelocs>,
+    section_atom: &[Option<AtomId>],
+    object: &mut Object,
+) -> Result<(), String> {
     let atom_of_address = |address: u64| -> Option<(AtomId, u64)> {
         let section = (address >> SECTION_SHIFT) as usize;
         let atom = (*section_atom.get(section)?)?;
         Some((atom, address & OFFSET_MASK))
     };
+    // Where `.debug_info` refers to a section holding a local variable (a `DW_OP_addr`
+    // location, relocated against it): only the DIE subtrees around those places can hold
+    // a function-local static, so only they are walked, not every function's DIEs. Scopes
+    // matter for local symbols only (`Object::match_name`, the diff's identities): a C++
+    // static of an inline function is a global, matched by its mangled name.
+    let holds_variable: Vec<bool> = object
+        .atoms
+        .iter()
+        .map(|a| {
+            a.symbols.iter().any(|&id| {
+                let sym = &object.symbols[id.0 as usize];
+                sym.binding == crate::Binding::Local && is_variable_symbol(sym)
+            })
+        })
+        .collect();
+    let info_index = loaded
+        .sections
+        .iter()
+        .find(|(id, _, _)| *id == SectionId::DebugInfo)
+        .map(|(_, index, _)| *index);
+    let variable_refs: Vec<u64> = info_index
+        .and_then(|index| relocs.get(&index))
+        .map(|r| {
+            r.iter()
+                .filter(|(_, t)| {
+                    t.section
+                        .and_then(|s| *section_atom.get(s)?)
+                        .is_some_and(|atom| holds_variable[atom.0 as usize])
+                })
+                .map(|&(offset, _)| offset)
+                .collect()
+        })
+        .unwrap_or_default();
 
     let mut units = dwarf.units();
     while let Some(header) = units.next().map_err(|e| format!(".debug_info: {e}"))? {
         let unit = dwarf
             .unit(header)
             .map_err(|e| format!(".debug_info unit: {e}"))?;
-        let comp_dir = unit.comp_dir.as_ref().map(reader_string);
         if object.cu_name.is_none() {
             object.cu_name = unit.name.as_ref().map(reader_string);
-            object.cu_comp_dir = comp_dir.clone();
+            object.cu_comp_dir = unit.comp_dir.as_ref().map(reader_string);
         }
-
-        // Walk the DIEs: the producer on the root, function-local statics and variable
-        // declarations.
         let mut statics = Vec::new();
-        let mut decls = Vec::new();
-        let producer = walk_dies(&dwarf, &unit, &mut statics, Some(&mut decls), None)?;
+        let producer = walk_around(dwarf, &unit, &variable_refs, &mut statics)?;
         if object.producer.is_none() {
             object.producer = producer;
         }
@@ -312,26 +395,101 @@ fn read_object_dwarf_inner(
                 record_static_scope(object, atom, offset, scope);
             }
         }
-        // After the scopes: a local static is found by its match name (`tick/calls`).
-        let comp_dir_path = comp_dir.as_deref().map(Path::new);
-        let mut decl_paths: HashMap<u64, Option<PathBuf>> = HashMap::default();
-        let decls: Vec<(VarDecl, SourceLine)> = decls
-            .into_iter()
-            .filter_map(|decl| {
-                let file = decl_paths
-                    .entry(decl.file)
-                    .or_insert_with(|| decl_file_path(&dwarf, &unit, decl.file, comp_dir_path))
-                    .clone()?;
-                let line = SourceLine {
-                    file,
-                    line: decl.line,
-                    column: decl.column,
-                };
-                Some((decl, line))
-            })
-            .collect();
-        record_decl_lines(object, decls, &atom_of_address);
+    }
+    Ok(())
+}
 
+/// The root's `DW_AT_producer`, and the function-local statics (as [`walk_dies`] finds
+/// them) of the top-level DIEs of `unit` that contain one of the `.debug_info` offsets
+/// `refs` (sorted). The other top-level DIEs are stepped over (`DW_AT_sibling`), not read.
+fn walk_around(
+    dwarf: &gimli::Dwarf<DwarfReader<'_>>,
+    unit: &gimli::Unit<DwarfReader<'_>>,
+    refs: &[u64],
+    statics: &mut Vec<(u64, String)>,
+) -> Result<Option<String>, String> {
+    let mut entries = unit.entries();
+    let Some(root) = entries
+        .next_dfs()
+        .map_err(|e| format!(".debug_info: {e}"))?
+    else {
+        return Ok(None);
+    };
+    let producer =
+        if root.tag() == gimli::DW_TAG_compile_unit || root.tag() == gimli::DW_TAG_partial_unit {
+            root.attr_value(gimli::DW_AT_producer)
+                .and_then(|v| attr_string(dwarf, unit, v))
+        } else {
+            None
+        };
+    let section_offset = |offset: gimli::UnitOffset| {
+        offset
+            .to_debug_info_offset(&unit.header)
+            .map(|o| o.0 as u64)
+    };
+    let unit_start = unit
+        .header
+        .offset()
+        .to_debug_info_offset(&unit.header)
+        .map(|o| o.0 as u64);
+    let unit_end = unit_start.map(|s| s + unit.header.length_including_self() as u64);
+    let (Some(unit_start), Some(unit_end)) = (unit_start, unit_end) else {
+        return Ok(producer);
+    };
+    let first = refs.partition_point(|&r| r < unit_start);
+    if refs.get(first).is_none_or(|&r| r >= unit_end) || !root.has_children() {
+        return Ok(producer);
+    }
+    // The top-level DIEs, each with the offset it starts at.
+    let mut tops: Vec<gimli::UnitOffset> = Vec::new();
+    if entries
+        .next_entry()
+        .map_err(|e| format!(".debug_info: {e}"))?
+    {
+        while let Some(current) = entries.current() {
+            tops.push(current.offset());
+            entries
+                .next_sibling()
+                .map_err(|e| format!(".debug_info: {e}"))?;
+        }
+    }
+    for (i, &top) in tops.iter().enumerate() {
+        let Some(start) = section_offset(top) else {
+            continue;
+        };
+        let end = match tops.get(i + 1) {
+            Some(&next) => section_offset(next).unwrap_or(unit_end),
+            None => unit_end,
+        };
+        let at = refs.partition_point(|&r| r < start);
+        if refs.get(at).is_some_and(|&r| r < end) {
+            walk_dies(dwarf, unit, Some(top), statics, None, None)?;
+        }
+    }
+    Ok(producer)
+}
+
+/// Every atom's line rows, sorted by offset, from one pass over the line programs of all
+/// units: what [`Object::lines_of`] falls back to when the sequence of an atom cannot be read
+/// on its own (see `lines.rs`).
+pub(crate) fn all_line_rows(
+    dwarf: &gimli::Dwarf<DwarfReader<'_>>,
+    section_atom: &[Option<AtomId>],
+    atoms: usize,
+) -> Result<Vec<Vec<(AtomOffset, SourceLine)>>, String> {
+    let mut lines = vec![Vec::new(); atoms];
+    let atom_of_address = |address: u64| -> Option<(AtomId, u64)> {
+        let section = (address >> SECTION_SHIFT) as usize;
+        let atom = (*section_atom.get(section)?)?;
+        Some((atom, address & OFFSET_MASK))
+    };
+    let mut units = dwarf.units();
+    while let Some(header) = units.next().map_err(|e| format!(".debug_info: {e}"))? {
+        let unit = dwarf
+            .unit(header)
+            .map_err(|e| format!(".debug_info unit: {e}"))?;
+        let comp_dir = unit.comp_dir.as_ref().map(reader_string);
+        let comp_dir_path = comp_dir.as_deref().map(Path::new);
         // Line rows, mapped to atoms through the relocated sequence addresses.
         let Some(program) = unit.line_program.clone() else {
             continue;
@@ -350,7 +508,7 @@ fn read_object_dwarf_inner(
                 .entry(row.file_index())
                 .or_insert_with(|| {
                     let file = row.file(header)?;
-                    file_path(&dwarf, &unit, header, file, comp_dir_path)
+                    file_path(dwarf, &unit, header, file, comp_dir_path)
                 })
                 .clone();
             let Some(file) = path else { continue };
@@ -358,7 +516,7 @@ fn read_object_dwarf_inner(
                 gimli::ColumnType::LeftEdge => 0,
                 gimli::ColumnType::Column(c) => u32::try_from(c.get()).unwrap_or(u32::MAX),
             };
-            if let Some(rows) = object.lines.get_mut(atom.0 as usize) {
+            if let Some(rows) = lines.get_mut(atom.0 as usize) {
                 rows.push((
                     AtomOffset(offset),
                     SourceLine {
@@ -370,12 +528,56 @@ fn read_object_dwarf_inner(
             }
         }
     }
-    for rows in &mut object.lines {
+    for rows in &mut lines {
         // Stable: rows at the same offset keep the line program's order, and `line_of`
         // takes the last of them, as a debugger does.
         rows.sort_by_key(|(offset, _)| *offset);
     }
-    Ok(())
+    Ok(lines)
+}
+
+/// Where each variable symbol of `object` is declared (indexed by [`SymbolId`]), from a walk
+/// of every DIE: what [`Object::decl_line`] reads on its first call.
+pub(crate) fn decl_lines(
+    dwarf: &gimli::Dwarf<DwarfReader<'_>>,
+    section_atom: &[Option<AtomId>],
+    object: &Object,
+) -> Result<Vec<Option<SourceLine>>, String> {
+    let mut out = vec![None; object.symbols.len()];
+    let atom_of_address = |address: u64| -> Option<(AtomId, u64)> {
+        let section = (address >> SECTION_SHIFT) as usize;
+        let atom = (*section_atom.get(section)?)?;
+        Some((atom, address & OFFSET_MASK))
+    };
+    let mut units = dwarf.units();
+    while let Some(header) = units.next().map_err(|e| format!(".debug_info: {e}"))? {
+        let unit = dwarf
+            .unit(header)
+            .map_err(|e| format!(".debug_info unit: {e}"))?;
+        let comp_dir = unit.comp_dir.as_ref().map(reader_string);
+        let mut statics = Vec::new();
+        let mut decls = Vec::new();
+        walk_dies(dwarf, &unit, None, &mut statics, Some(&mut decls), None)?;
+        let comp_dir_path = comp_dir.as_deref().map(Path::new);
+        let mut decl_paths: HashMap<u64, Option<PathBuf>> = HashMap::default();
+        let decls: Vec<(VarDecl, SourceLine)> = decls
+            .into_iter()
+            .filter_map(|decl| {
+                let file = decl_paths
+                    .entry(decl.file)
+                    .or_insert_with(|| decl_file_path(dwarf, &unit, decl.file, comp_dir_path))
+                    .clone()?;
+                let line = SourceLine {
+                    file,
+                    line: decl.line,
+                    column: decl.column,
+                };
+                Some((decl, line))
+            })
+            .collect();
+        record_decl_lines(object, &mut out, decls, &atom_of_address);
+    }
+    Ok(out)
 }
 
 /// Walk every DIE of a unit once: returns the root's `DW_AT_producer`, and appends to
@@ -385,15 +587,23 @@ fn read_object_dwarf_inner(
 /// With `decls`, also appends the declaration position of every variable definition that is
 /// not an automatic variable (see [`VarDecl`]); with `variables`, the address of every
 /// variable with a static `DW_OP_addr` location.
+#[allow(clippy::too_many_arguments)]
 fn walk_dies(
     dwarf: &gimli::Dwarf<DwarfReader<'_>>,
     unit: &gimli::Unit<DwarfReader<'_>>,
+    subtree: Option<gimli::UnitOffset>,
     statics: &mut Vec<(u64, String)>,
     mut decls: Option<&mut Vec<VarDecl>>,
     mut variables: Option<&mut Vec<u64>>,
 ) -> Result<Option<String>, String> {
     let mut producer = None;
-    let mut entries = unit.entries();
+    let mut entries = match subtree {
+        Some(offset) => unit
+            .entries_at_offset(offset)
+            .map_err(|e| format!(".debug_info: {e}"))?,
+        None => unit.entries(),
+    };
+    let mut first = true;
     // (depth, name) of the enclosing subprograms.
     let mut scopes: Vec<(isize, Option<String>)> = Vec::new();
     while let Some(entry) = entries
@@ -401,6 +611,12 @@ fn walk_dies(
         .map_err(|e| format!(".debug_info: {e}"))?
     {
         let depth = entry.depth();
+        // Depths count from the subtree's root: anything at its depth or above after it
+        // is outside.
+        if subtree.is_some() && !first && depth <= 0 {
+            break;
+        }
+        first = false;
         while scopes.last().is_some_and(|(d, _)| *d >= depth) {
             scopes.pop();
         }
@@ -612,10 +828,18 @@ fn variable_symbol_at(object: &Object, atom: AtomId, offset: u64) -> Option<Symb
 /// [`Object::match_name`] (`tick/calls` for gcc's `calls.0`) or clang's `tick.calls`. A name
 /// that several symbols answer to is left without a line rather than guessed.
 fn record_decl_lines(
-    object: &mut Object,
+    object: &Object,
+    out: &mut [Option<SourceLine>],
     decls: Vec<(VarDecl, SourceLine)>,
     atom_of_address: &dyn Fn(u64) -> Option<(AtomId, u64)>,
 ) {
+    let set = |out: &mut [Option<SourceLine>], id: SymbolId, line: SourceLine| {
+        if let Some(slot) = out.get_mut(id.0 as usize) {
+            if slot.is_none() {
+                *slot = Some(line);
+            }
+        }
+    };
     let mut by_name: Vec<(VarDecl, SourceLine)> = Vec::new();
     for (decl, line) in decls {
         let at = decl
@@ -623,7 +847,7 @@ fn record_decl_lines(
             .and_then(atom_of_address)
             .and_then(|(atom, offset)| variable_symbol_at(object, atom, offset));
         match at {
-            Some(id) => set_decl_line(object, id, line),
+            Some(id) => set(out, id, line),
             None => by_name.push((decl, line)),
         }
     }
@@ -637,7 +861,7 @@ fn record_decl_lines(
         let sym = &object.symbols[i];
         if !is_variable_symbol(sym)
             || matches!(sym.def, SymbolDef::Undefined | SymbolDef::Other)
-            || object.decl_line(id).is_some()
+            || out.get(i).is_some_and(Option::is_some)
         {
             continue;
         }
@@ -668,17 +892,7 @@ fn record_decl_lines(
                 _ => None,
             });
         if let Some(id) = found {
-            if object.decl_line(id).is_none() {
-                set_decl_line(object, id, line);
-            }
-        }
-    }
-}
-
-fn set_decl_line(object: &mut Object, id: SymbolId, line: SourceLine) {
-    if let Some(slot) = object.decl_lines.get_mut(id.0 as usize) {
-        if slot.is_none() {
-            *slot = Some(line);
+            set(out, id, line);
         }
     }
 }
@@ -686,6 +900,9 @@ fn set_decl_line(object: &mut Object, id: SymbolId, line: SourceLine) {
 /// Record `scope` as the declaring function of the variable symbol at `offset` in `atom`.
 fn record_static_scope(object: &mut Object, atom: AtomId, offset: u64, scope: String) {
     if let Some(id) = variable_symbol_at(object, atom, offset) {
+        if object.local_static_scopes.is_empty() {
+            object.local_static_scopes = vec![None; object.symbols.len()];
+        }
         if let Some(slot) = object.local_static_scopes.get_mut(id.0 as usize) {
             *slot = Some(scope);
         }
@@ -750,7 +967,7 @@ pub(crate) fn read_image_dwarf(
             .unit(header)
             .map_err(|e| format!(".debug_info unit: {e}"))?;
         let mut variables = Vec::new();
-        let producer = walk_dies(&dwarf, &unit, statics, None, Some(&mut variables))?;
+        let producer = walk_dies(&dwarf, &unit, None, statics, None, Some(&mut variables))?;
         let Some(name) = unit.name.as_ref().map(reader_string) else {
             continue;
         };

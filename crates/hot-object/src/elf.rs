@@ -543,7 +543,7 @@ pub(crate) fn parse_relocatable(path: &Path, bytes: &[u8]) -> Result<Object, Obj
                         ),
                     ));
                 };
-                map.insert(
+                map.push(
                     rela.r_offset(endian),
                     DebugRelocTarget {
                         section,
@@ -562,9 +562,7 @@ pub(crate) fn parse_relocatable(path: &Path, bytes: &[u8]) -> Result<Object, Obj
         producer: None,
         cu_name: None,
         cu_comp_dir: None,
-        lines: Vec::new(),
         local_static_scopes: Vec::new(),
-        decl_lines: Vec::new(),
         warnings: Vec::new(),
         eh_frame: Vec::new(),
         constructors: {
@@ -580,10 +578,12 @@ pub(crate) fn parse_relocatable(path: &Path, bytes: &[u8]) -> Result<Object, Obj
         )),
         None => read_eh_frame(&file, &eh_frame_relocs, &mut object),
     }
-    object.lines = vec![Vec::new(); object.atoms.len()];
-    object.local_static_scopes = vec![None; object.symbols.len()];
-    object.decl_lines = vec![None; object.symbols.len()];
-    dwarf::read_object_dwarf(&file, &debug_relocs, &section_atom, &mut object);
+    // `local_static_scopes` stays empty unless the DWARF names a function-local static:
+    // 24 bytes per symbol of a 4,000-symbol object kept as a baseline for every file.
+    for relocs in debug_relocs.values_mut() {
+        relocs.finish();
+    }
+    dwarf::read_object_dwarf(&file, debug_relocs, section_atom, &mut object);
     Ok(object)
 }
 

@@ -17,6 +17,7 @@ mod eh_frame;
 mod elf;
 pub mod image;
 pub mod jit;
+mod lines;
 mod macho;
 mod macho_image;
 pub mod names;
@@ -225,11 +226,7 @@ pub struct Object {
     /// `DW_AT_name` / `DW_AT_comp_dir` of the compile unit.
     pub cu_name: Option<String>,
     pub cu_comp_dir: Option<String>,
-    /// Line rows per atom, sorted by offset: `(offset, line)`. Built from the DWARF line
-    /// program, whose sequences start at 0 of each function section; keyed by the section
-    /// the sequence was relocated against, not by raw address.
-    pub lines: Vec<Vec<(AtomOffset, SourceLine)>>,
-    /// Added: for each symbol (indexed by [`SymbolId`]) that is a function-local static
+    /// Added: for each local symbol (indexed by [`SymbolId`]) that is a function-local static
     /// variable, the name of the function declaring it, from DWARF (`DW_TAG_variable` with a
     /// `DW_OP_addr` location nested in a `DW_TAG_subprogram`). gcc names such a variable
     /// `calls.0`, and the numeric suffix changes when statics are added elsewhere in the file,
@@ -237,12 +234,6 @@ pub struct Object {
     /// [`Object::local_static_scope`] and [`Object::match_name`]. Empty or shorter than
     /// `symbols` when unknown.
     pub local_static_scopes: Vec<Option<String>>,
-    /// Added: for each symbol (indexed by [`SymbolId`]) that is a variable, where it is
-    /// declared (`DW_AT_decl_file` / `DW_AT_decl_line` / `DW_AT_decl_column` of its
-    /// `DW_TAG_variable` DIE). Data atoms have no line rows, so this is the only source line a
-    /// diagnostic about a variable can point at; see [`Object::decl_line`]. Empty or shorter
-    /// than `symbols` when unknown.
-    pub decl_lines: Vec<Option<SourceLine>>,
     /// Added: non-fatal problems met while reading the object, e.g. DWARF that could not be
     /// read (then `lines` are missing, but atoms and relocations are complete).
     pub warnings: Vec<String>,
@@ -257,9 +248,11 @@ pub struct Object {
     /// then the plain `.init_array`, each section in entry order. They already ran at launch
     /// for a unit of the image; a unit linked in new runs them once itself.
     pub constructors: Vec<Constructor>,
-    /// Added: the object's debug sections (with their relocations), kept so that type
-    /// layouts and function signatures can be read on demand, for the functions a swap
-    /// changes only ([`Object::abi_facts`], [`Object::type_users`]). `None` without DWARF.
+    /// Added: the object's debug sections (with their relocations), kept so that what a
+    /// save rarely needs is read on demand, for the atoms and functions it concerns only:
+    /// line rows ([`Object::lines_of`]), where variables are declared
+    /// ([`Object::decl_line`]), type layouts and function signatures
+    /// ([`Object::abi_facts`], [`Object::type_users`]). `None` without DWARF.
     pub dwarf: Option<std::sync::Arc<types::ObjectDwarf>>,
 }
 
@@ -340,9 +333,42 @@ impl Object {
         &self.symbols[id.0 as usize]
     }
 
+    /// The line rows of an atom, sorted by offset: `(offset, line)`, from the DWARF line
+    /// program, whose sequences start at 0 of each function section (keyed by the section
+    /// the sequence was relocated against, not by raw address). Read on the first call for
+    /// the atom: a save asks only about the functions it places or reports on.
+    pub fn lines_of(&self, atom: AtomId) -> &[(AtomOffset, SourceLine)] {
+        match &self.dwarf {
+            Some(dwarf) => dwarf.rows_of(atom),
+            None => &[],
+        }
+    }
+
+    /// Every atom's line rows from one full pass over the line programs, the way
+    /// [`Object::lines_of`] falls back to when an atom's own sequence cannot be read alone.
+    /// For tests that check the two agree.
+    #[doc(hidden)]
+    pub fn lines_by_full_pass(&self) -> Vec<Vec<(AtomOffset, SourceLine)>> {
+        match &self.dwarf {
+            Some(dwarf) if dwarf.readable => {
+                let mut rows = dwarf.full_rows().to_vec();
+                rows.resize(self.atoms.len(), Vec::new());
+                rows
+            }
+            _ => vec![Vec::new(); self.atoms.len()],
+        }
+    }
+
+    /// Whether [`Object::lines_of`] had to read every atom's rows in one full pass (it reads
+    /// the atom's own sequences otherwise). For tests.
+    #[doc(hidden)]
+    pub fn lines_fell_back(&self) -> bool {
+        self.dwarf.as_ref().is_some_and(|d| d.lines_full_read())
+    }
+
     /// The source line of an offset inside an atom (the last row at or before it).
     pub fn line_of(&self, atom: AtomId, offset: AtomOffset) -> Option<&SourceLine> {
-        let rows = self.lines.get(atom.0 as usize)?;
+        let rows = self.lines_of(atom);
         let idx = rows.partition_point(|(o, _)| *o <= offset);
         if idx == 0 {
             return None;
@@ -353,8 +379,13 @@ impl Object {
     /// Where a variable is declared in the source (the defining declaration, from DWARF):
     /// globals, file statics and function-local statics, thread-locals included. `None` for
     /// functions, for symbols the object's DWARF does not describe, and without `-g`.
+    /// Read from DWARF on the first call (a walk of every DIE), kept afterwards.
     pub fn decl_line(&self, id: SymbolId) -> Option<&SourceLine> {
-        self.decl_lines.get(id.0 as usize)?.as_ref()
+        self.dwarf
+            .as_ref()?
+            .decl_lines(self)
+            .get(id.0 as usize)?
+            .as_ref()
     }
 
     /// The name to show for a symbol: its own name, or for a section symbol (whose name is

@@ -20,22 +20,37 @@ use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use gimli::{SectionId, UnitOffset};
+use gimli::{Reader, SectionId, UnitOffset};
 use rustc_hash::FxHashMap as HashMap;
 
 use crate::dwarf::{self, DebugRelocs, DwarfReader, LoadedSections, StaticStorage};
-use crate::{Object, SourceLine};
+use crate::{AtomId, Object, SourceLine};
 
-/// The debug sections of a relocatable object and their relocations, owned, so that types
-/// can be read after the object file itself is gone.
+/// The debug sections of a relocatable object and their relocations, owned, so that DWARF
+/// can be read after the object file itself is gone, and what was read from them on demand.
 pub struct ObjectDwarf {
     sections: Vec<(SectionId, usize, Vec<u8>)>,
     endian: gimli::RunTimeEndian,
-    relocs: HashMap<usize, DebugRelocs>,
+    pub(crate) relocs: HashMap<usize, DebugRelocs>,
+    /// The atom made from each section index, to map relocated addresses back to atoms.
+    pub(crate) section_atom: Vec<Option<AtomId>>,
+    /// The section index of each atom.
+    pub(crate) atom_section: Vec<usize>,
+    /// Whether the units could be walked at parse time; if not, no line rows or declaration
+    /// lines are given (types may still be).
+    pub(crate) readable: bool,
     /// The type table of each named compile unit, read on the first ABI query and kept: the
     /// object of one save is the baseline of the next, whose checks then read only the new
     /// object's DWARF.
     tables: OnceLock<Vec<UnitTypes>>,
+    /// The tables of the last functions [`Object::abi_facts`] asked about, while the whole
+    /// tables are not read.
+    #[allow(clippy::type_complexity)]
+    partial: std::sync::Mutex<Option<(Vec<String>, std::sync::Arc<Vec<UnitTypes>>)>>,
+    /// Line rows, per atom, read on the first query about that atom.
+    pub(crate) lines: crate::lines::LazyLines,
+    /// Declaration lines of the variable symbols, read on the first query.
+    pub(crate) decls: OnceLock<Vec<Option<SourceLine>>>,
 }
 
 impl std::fmt::Debug for ObjectDwarf {
@@ -50,25 +65,40 @@ impl std::fmt::Debug for ObjectDwarf {
 }
 
 impl ObjectDwarf {
-    pub(crate) fn keep(loaded: &LoadedSections<'_>, relocs: &HashMap<usize, DebugRelocs>) -> Self {
+    pub(crate) fn keep(
+        loaded: &LoadedSections<'_>,
+        mut relocs: HashMap<usize, DebugRelocs>,
+        section_atom: Vec<Option<AtomId>>,
+        atoms: usize,
+        readable: bool,
+    ) -> Self {
         let sections: Vec<(SectionId, usize, Vec<u8>)> = loaded
             .sections
             .iter()
             .map(|(id, index, data)| (*id, *index, data.to_vec()))
             .collect();
-        let relocs = sections
-            .iter()
-            .filter_map(|(_, index, _)| Some((*index, relocs.get(index)?.clone())))
-            .collect();
+        relocs.retain(|index, _| sections.iter().any(|(_, i, _)| i == index));
+        let mut atom_section = vec![usize::MAX; atoms];
+        for (section, atom) in section_atom.iter().enumerate() {
+            if let Some(slot) = atom.and_then(|a| atom_section.get_mut(a.0 as usize)) {
+                *slot = section;
+            }
+        }
         ObjectDwarf {
             sections,
             endian: loaded.endian,
             relocs,
+            section_atom,
+            atom_section,
+            readable,
             tables: OnceLock::new(),
+            partial: std::sync::Mutex::new(None),
+            lines: crate::lines::LazyLines::new(atoms),
+            decls: OnceLock::new(),
         }
     }
 
-    fn loaded(&self) -> LoadedSections<'_> {
+    pub(crate) fn loaded(&self) -> LoadedSections<'_> {
         LoadedSections {
             sections: self
                 .sections
@@ -77,6 +107,90 @@ impl ObjectDwarf {
                 .collect(),
             endian: self.endian,
         }
+    }
+
+    /// The bytes of one kept section and its index in the object.
+    pub(crate) fn section(&self, id: SectionId) -> Option<(usize, &[u8])> {
+        self.sections
+            .iter()
+            .find(|(sid, _, _)| *sid == id)
+            .map(|(_, index, data)| (*index, &data[..]))
+    }
+
+    pub(crate) fn endian(&self) -> gimli::RunTimeEndian {
+        self.endian
+    }
+
+    /// The type tables [`Object::abi_facts`] reads for `functions` when the whole tables
+    /// were not read: see [`UnitTypes::read`]. The last set asked about is kept.
+    fn partial_tables(
+        &self,
+        object: &Object,
+        dwarf: &Dwarf<'_>,
+        functions: &HashSet<&str>,
+    ) -> Result<std::sync::Arc<Vec<UnitTypes>>, String> {
+        let mut key: Vec<String> = functions.iter().map(|n| n.to_string()).collect();
+        key.sort();
+        let mut last = self.partial.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((names, tables)) = last.as_ref() {
+            if *names == key {
+                return Ok(tables.clone());
+            }
+        }
+        // The code sections of the functions asked about, and where `.debug_info` refers
+        // to them (their DW_AT_low_pc).
+        let mut sections: Vec<usize> = object
+            .symbols
+            .iter()
+            .filter(|s| s.kind == crate::SymbolKind::Function && functions.contains(&*s.name))
+            .filter_map(|s| match s.def {
+                crate::SymbolDef::Atom { atom, .. } => {
+                    object.atoms.get(atom.0 as usize).map(|a| a.section_index)
+                }
+                _ => None,
+            })
+            .collect();
+        sections.sort_unstable();
+        let refs: Vec<u64> = self
+            .section(SectionId::DebugInfo)
+            .and_then(|(index, _)| self.relocs.get(&index))
+            .map(|relocs| {
+                relocs
+                    .iter()
+                    .filter(|(_, t)| {
+                        t.section
+                            .is_some_and(|s| sections.binary_search(&s).is_ok())
+                    })
+                    .map(|&(offset, _)| offset)
+                    .collect()
+            })
+            .unwrap_or_default();
+        let wanted = Wanted {
+            names: functions,
+            refs,
+        };
+        let mut tables = Vec::new();
+        each_named_unit(dwarf, |_, _, unit| {
+            tables.push(UnitTypes::read(dwarf, unit, Some(&wanted))?);
+            Ok(())
+        })?;
+        let tables = std::sync::Arc::new(tables);
+        *last = Some((key, tables.clone()));
+        Ok(tables)
+    }
+
+    /// [`crate::Object::decl_line`]'s table, read on its first call.
+    pub(crate) fn decl_lines(&self, object: &Object) -> &[Option<SourceLine>] {
+        self.decls.get_or_init(|| {
+            if !self.readable {
+                return Vec::new();
+            }
+            let loaded = self.loaded();
+            let Ok(dwarf) = dwarf::make_dwarf(&loaded, &self.relocs) else {
+                return Vec::new();
+            };
+            dwarf::decl_lines(&dwarf, &self.section_atom, object).unwrap_or_default()
+        })
     }
 }
 
@@ -153,7 +267,7 @@ pub struct FunctionAbi {
 }
 
 /// The signatures of some functions of an object and the layouts of the types they use.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct AbiFacts {
     pub functions: Vec<FunctionAbi>,
     /// By display name; the first definition of a name in the object wins.
@@ -202,7 +316,21 @@ impl Object {
         let loaded = kept.loaded();
         let dwarf = dwarf::make_dwarf(&loaded, &kept.relocs).map_err(|e| e.to_string())?;
         let mut facts = AbiFacts::default();
-        for_each_unit(&dwarf, Some(&kept.tables), |_, _, unit, table| {
+        // The whole tables when an earlier query read them; else tables of the functions
+        // asked about only (a save asks about the one or two it swaps, of 2,000), kept for
+        // the same question about this object as the next save's baseline.
+        let partial;
+        let tables: &[UnitTypes] = match kept.tables.get() {
+            Some(tables) => tables,
+            None => {
+                partial = kept.partial_tables(self, &dwarf, functions)?;
+                &partial
+            }
+        };
+        each_named_unit(&dwarf, |index, _, unit| {
+            let Some(table) = tables.get(index) else {
+                return Ok(());
+            };
             for sub in &table.subprograms {
                 if !sub.has_code || !functions.contains(sub.name.as_str()) {
                     continue;
@@ -236,6 +364,7 @@ impl Object {
                     decl: sub.decl.and_then(|d| table.source_line(&dwarf, unit, d)),
                 });
             }
+            Ok(())
         })?;
         Ok(facts)
     }
@@ -296,7 +425,7 @@ fn for_each_unit<'a>(
             None => {
                 let mut tables = Vec::new();
                 each_named_unit(dwarf, |_, _, unit| {
-                    tables.push(UnitTypes::read(dwarf, unit)?);
+                    tables.push(UnitTypes::read(dwarf, unit, None)?);
                     Ok(())
                 })?;
                 Some(cache.get_or_init(|| tables))
@@ -307,7 +436,7 @@ fn for_each_unit<'a>(
     each_named_unit(dwarf, |index, name, unit| {
         match cached.and_then(|tables| tables.get(index)) {
             Some(table) => f(index, name, unit, table),
-            None => f(index, name, unit, &UnitTypes::read(dwarf, unit)?),
+            None => f(index, name, unit, &UnitTypes::read(dwarf, unit, None)?),
         }
         Ok(())
     })
@@ -385,6 +514,119 @@ struct UnitTypes {
     variables: Vec<Variable>,
 }
 
+/// Whether a unit's root DIE says C++.
+fn is_cxx(root: &gimli::DebuggingInformationEntry<DwarfReader<'_>>) -> bool {
+    matches!(
+        root.attr_value(gimli::DW_AT_language),
+        Some(gimli::AttributeValue::Language(
+            gimli::DW_LANG_C_plus_plus
+                | gimli::DW_LANG_C_plus_plus_03
+                | gimli::DW_LANG_C_plus_plus_11
+                | gimli::DW_LANG_C_plus_plus_14
+        ))
+    )
+}
+
+/// The top-level DIEs of a C unit that [`UnitTypes::read`] reads for `wanted`: every one
+/// but the functions that are not asked about and do not contain one that is. Found by
+/// stepping over DIEs without decoding them (gimli's raw entries: attributes skipped by
+/// form, subtrees jumped over through `DW_AT_sibling`), so that the 2,000 functions of a
+/// file cost a few hundred instructions each. `None`: read the whole unit.
+fn top_level_dies(
+    dwarf: &Dwarf<'_>,
+    unit: &Unit<'_>,
+    wanted: &Wanted<'_>,
+) -> Result<Option<Vec<UnitOffset>>, String> {
+    let err = |e: gimli::Error| format!(".debug_info: {e}");
+    let section_offset = |offset: UnitOffset| {
+        offset
+            .to_debug_info_offset(&unit.header)
+            .map(|o| o.0 as u64)
+    };
+    // The root, then its first child.
+    let mut raw = unit.entries_raw(None).map_err(err)?;
+    let Some(root) = raw.read_abbreviation().map_err(err)? else {
+        return Ok(Some(Vec::new()));
+    };
+    raw.skip_attributes(root.attributes()).map_err(err)?;
+    if !root.has_children() {
+        return Ok(Some(Vec::new()));
+    }
+    let mut at = raw.next_offset();
+    let mut tops = Vec::new();
+    loop {
+        let mut raw = unit.entries_raw(Some(at)).map_err(err)?;
+        if raw.is_empty() {
+            break;
+        }
+        // A null entry: the end of the root's children.
+        let Some(abbrev) = raw.read_abbreviation().map_err(err)? else {
+            break;
+        };
+        let function = abbrev.tag() == gimli::DW_TAG_subprogram;
+        let mut sibling = None;
+        let mut asked = !function;
+        let mut named = false;
+        for spec in abbrev.attributes() {
+            match spec.name() {
+                gimli::DW_AT_sibling => {
+                    sibling = unit_ref(Some(raw.read_attribute(*spec).map_err(err)?.value()))
+                        .filter(|s| s.0 > at.0);
+                }
+                gimli::DW_AT_name | gimli::DW_AT_linkage_name | gimli::DW_AT_MIPS_linkage_name
+                    if function =>
+                {
+                    named = true;
+                    let value = raw.read_attribute(*spec).map_err(err)?.value();
+                    // A name that cannot be compared (not UTF-8, unreadable) is read.
+                    asked |= match dwarf.attr_string(unit, value) {
+                        Ok(name) => match name.to_slice() {
+                            Ok(bytes) => std::str::from_utf8(&bytes)
+                                .map_or(true, |name| wanted.names.contains(name)),
+                            Err(_) => true,
+                        },
+                        Err(_) => true,
+                    };
+                }
+                _ => raw
+                    .skip_attributes(std::slice::from_ref(spec))
+                    .map_err(err)?,
+            }
+        }
+        // Without a name of its own (an out-of-line instance), it is named after its
+        // origin: read it.
+        asked |= function && !named;
+        let next = match (abbrev.has_children(), sibling) {
+            (false, _) => raw.next_offset(),
+            (true, Some(sibling)) => sibling,
+            (true, None) => {
+                // No DW_AT_sibling (the last child): step over the subtree entry by entry.
+                while raw.next_depth() > 0 {
+                    if raw.is_empty() {
+                        return Ok(None);
+                    }
+                    if let Some(child) = raw.read_abbreviation().map_err(err)? {
+                        raw.skip_attributes(child.attributes()).map_err(err)?;
+                    }
+                }
+                raw.next_offset()
+            }
+        };
+        let inside = match (section_offset(at), section_offset(next)) {
+            (Some(start), Some(end)) => wanted.within(start, end),
+            _ => true,
+        };
+        if asked || inside {
+            tops.push(at);
+        }
+        if next.0 <= at.0 {
+            return Ok(None);
+        }
+        at = next;
+    }
+    Ok(Some(tops))
+}
+
 fn is_aggregate(tag: gimli::DwTag) -> bool {
     matches!(
         tag,
@@ -433,11 +675,38 @@ enum Scope {
     Other,
 }
 
+/// Which functions a partial table is read for ([`UnitTypes::read`]): the names asked
+/// about, and the `.debug_info` offsets of the relocations against their code sections
+/// (sorted), so that a function nested in another one (GNU C) is found inside it.
+struct Wanted<'a> {
+    names: &'a HashSet<&'a str>,
+    refs: Vec<u64>,
+}
+
+impl Wanted<'_> {
+    /// Whether the subtree of a subprogram, `[start, end)` in `.debug_info`, may hold one
+    /// of the functions asked about.
+    fn within(&self, start: u64, end: u64) -> bool {
+        let at = self.refs.partition_point(|&r| r < start);
+        self.refs.get(at).is_some_and(|&r| r < end)
+    }
+}
+
 impl UnitTypes {
-    fn read(dwarf: &Dwarf<'_>, unit: &Unit<'_>) -> Result<UnitTypes, String> {
+    /// Read a unit's table in one pass. With `wanted`, in a C unit, the subtrees of the
+    /// functions not asked about are stepped over (their `DW_AT_sibling`), not read: in C
+    /// nothing outside a function can name what it declares inside, so the signatures and
+    /// the types the asked-about functions reach come out as from the whole table, but the
+    /// table lacks the other functions and their static locals (it serves
+    /// [`Object::abi_facts`] for those functions only). C++ units are always read whole (a
+    /// member function defined outside its local class refers into another function).
+    fn read<'a>(
+        dwarf: &Dwarf<'a>,
+        unit: &Unit<'a>,
+        wanted: Option<&Wanted<'_>>,
+    ) -> Result<UnitTypes, String> {
         let mut table = UnitTypes::default();
         let mut cxx = false;
-        let mut entries = unit.entries();
         let mut scopes: Vec<(isize, Scope)> = Vec::new();
         // Typedefs of anonymous aggregates, named after them once the pass is done.
         let mut typedefs: Vec<(UnitOffset, String)> = Vec::new();
@@ -446,34 +715,23 @@ impl UnitTypes {
                 .attr_value(at)
                 .and_then(|v| dwarf::attr_string(dwarf, unit, v))
         };
-        while let Some(entry) = entries
-            .next_dfs()
-            .map_err(|e| format!(".debug_info: {e}"))?
-        {
-            let depth = entry.depth();
+        let mut visit = |entry: &gimli::DebuggingInformationEntry<DwarfReader<'a>>,
+                         depth: isize|
+         -> Result<(), String> {
+            let tag = entry.tag();
+            let offset = entry.offset();
             while scopes.last().is_some_and(|(d, _)| *d >= depth) {
                 scopes.pop();
             }
-            let tag = entry.tag();
-            let offset = entry.offset();
             let enclosing_sub = scopes.iter().rev().find_map(|(d, s)| match s {
                 Scope::Subprogram(i) => Some((*d, *i)),
                 _ => None,
             });
             let parent = scopes.last().map(|(_, s)| s);
             if tag == gimli::DW_TAG_compile_unit || tag == gimli::DW_TAG_partial_unit {
-                let lang = entry.attr_value(gimli::DW_AT_language);
-                cxx = matches!(
-                    lang,
-                    Some(gimli::AttributeValue::Language(
-                        gimli::DW_LANG_C_plus_plus
-                            | gimli::DW_LANG_C_plus_plus_03
-                            | gimli::DW_LANG_C_plus_plus_11
-                            | gimli::DW_LANG_C_plus_plus_14
-                    ))
-                );
+                cxx = is_cxx(entry);
                 scopes.push((depth, Scope::Other));
-                continue;
+                return Ok(());
             }
             if is_type_tag(tag) {
                 let own = string(entry, gimli::DW_AT_name);
@@ -530,7 +788,7 @@ impl UnitTypes {
                 }
                 // Its members, parameters and subranges belong to it.
                 scopes.push((depth, Scope::Type(offset)));
-                continue;
+                return Ok(());
             }
             match (tag, parent) {
                 (gimli::DW_TAG_namespace, _) => {
@@ -651,6 +909,53 @@ impl UnitTypes {
                     scopes.push((depth, Scope::Other));
                 }
                 _ => scopes.push((depth, Scope::Other)),
+            }
+            Ok(())
+        };
+        let mut entries = unit.entries();
+        let root_is_c = match entries
+            .next_dfs()
+            .map_err(|e| format!(".debug_info: {e}"))?
+        {
+            Some(root) => {
+                visit(root, 0)?;
+                !is_cxx(root)
+            }
+            None => return Ok(table),
+        };
+        // The top-level DIEs to read, when only some functions are asked about (C only).
+        let tops = match wanted {
+            Some(wanted) if root_is_c => top_level_dies(dwarf, unit, wanted)?,
+            _ => None,
+        };
+        match tops {
+            None => {
+                while let Some(entry) = entries
+                    .next_dfs()
+                    .map_err(|e| format!(".debug_info: {e}"))?
+                {
+                    visit(entry, entry.depth())?;
+                }
+            }
+            Some(tops) => {
+                for top in tops {
+                    let mut entries = unit
+                        .entries_at_offset(top)
+                        .map_err(|e| format!(".debug_info: {e}"))?;
+                    let mut first = true;
+                    while let Some(entry) = entries
+                        .next_dfs()
+                        .map_err(|e| format!(".debug_info: {e}"))?
+                    {
+                        // Depths count from the top-level DIE, which is at depth 1 of the
+                        // unit: its subtree ends at the next entry at its depth or above.
+                        if !first && entry.depth() <= 0 {
+                            break;
+                        }
+                        first = false;
+                        visit(entry, entry.depth() + 1)?;
+                    }
+                }
             }
         }
         for (target, name) in typedefs {

@@ -6,7 +6,9 @@ mod common;
 use std::path::Path;
 
 use common::*;
-use hot_object::{AtomKind, AtomOffset, Binding, ObjectError, RelocKind, SymbolDef, SymbolKind};
+use hot_object::{
+    AtomId, AtomKind, AtomOffset, Binding, ObjectError, RelocKind, SymbolDef, SymbolKind,
+};
 
 const CALLS: &str = include_str!("fixtures/calls.c");
 
@@ -163,6 +165,50 @@ fn dwarf_lines_per_function_section() {
         object.line_of(main, printf_call.offset).unwrap().line,
         line_containing(CALLS, "printf(")
     );
+}
+
+/// The rows of each atom, read from its own line sequence on demand, are exactly those one
+/// full pass of gimli over the line program gives, for gcc and clang, optimised or not,
+/// DWARF 4 and 5 (and the direct reading was used: no fallback to the full pass).
+#[test]
+fn lines_read_per_atom_equal_the_full_pass() {
+    let compilers: &[&str] = &["cc", "clang"];
+    let flag_sets: &[&[&str]] = &[
+        &["-O0"],
+        &["-O2"],
+        &["-O2", "-fPIC", "-gdwarf-4"],
+        &["-Og", "-gdwarf-5"],
+    ];
+    let mut rows_seen = 0;
+    for compiler in compilers {
+        for flags in flag_sets {
+            for (name, source) in [("calls.c", CALLS), ("decls.c", DECLS)] {
+                let dir = tempfile::tempdir().unwrap();
+                let mut all = vec!["-c", "-g", "-ffunction-sections", "-fdata-sections"];
+                all.extend_from_slice(flags);
+                let path = common::compile_with(compiler, dir.path(), name, source, &all, "out.o");
+                let object = parse_object(&path);
+                let lazy: Vec<Vec<_>> = (0..object.atoms.len() as u32)
+                    .map(|a| object.lines_of(AtomId(a)).to_vec())
+                    .collect();
+                let what = format!("{compiler} {flags:?} {name}");
+                assert!(
+                    !object.lines_fell_back(),
+                    "{what}: fell back to the full pass"
+                );
+                let full = object.lines_by_full_pass();
+                for (atom, (lazy, full)) in lazy.iter().zip(&full).enumerate() {
+                    assert_eq!(
+                        lazy, full,
+                        "{what}: atom {}",
+                        object.atoms[atom].section_name
+                    );
+                }
+                rows_seen += lazy.iter().map(Vec::len).sum::<usize>();
+            }
+        }
+    }
+    assert!(rows_seen > 100, "only {rows_seen} rows in all objects");
 }
 
 #[test]

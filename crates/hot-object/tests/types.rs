@@ -56,6 +56,82 @@ fn signatures_and_layouts_of_the_functions_asked_about() {
     assert!(facts.function("plain").is_none());
 }
 
+/// C with what a partial read of the type tables could get wrong: a struct declared inside
+/// a function, an anonymous struct named by a typedef,
+/// a function split into hot and cold parts (DW_AT_ranges), a static function and a
+/// function-local static.
+const TRICKY: &str = "typedef struct { int a; long b; } anon_t;
+struct outer { anon_t first; struct outer *next; };
+static int helper(struct outer *o) { return o->first.a; }
+int with_local(int x) {
+    struct inside { int p; char q[3]; } v = { x, {0} };
+    return v.p + v.q[0];
+}
+__attribute__((cold)) void slow(const char *why);
+int split(struct outer *o, int n) {
+    static int calls;
+    calls++;
+    if (__builtin_expect(n > 1000, 0)) { slow(\"big\"); return helper(o) * n; }
+    return n + calls;
+}
+anon_t make(int a) { anon_t t = { a, 2 }; return t; }
+";
+
+/// A nested function (GNU C, gcc only) using a struct of its enclosing function.
+const NESTED: &str = "struct pair { int a; int b; };
+int with_nested(int x) {
+    struct inside { int p; struct pair q; } v = { x, { 1, 2 } };
+    int twice(struct inside *w, int y) { return y * 2 + w->p + v.q.b; }
+    return twice(&v, x);
+}
+int after(struct pair *p) { return p->a; }
+";
+
+/// The signatures and layouts [`Object::abi_facts`] gives from tables of the asked-about
+/// functions only are exactly those the whole tables give, for each function alone and for
+/// all together, gcc and clang, -O0 and -O2.
+#[test]
+fn abi_facts_of_some_functions_equal_those_of_the_whole_tables() {
+    let mut compared = 0;
+    for compiler in ["cc", "clang"] {
+        for flags in [&["-O0"][..], &["-O2"][..]] {
+            let mut sources = vec![("geom.c", GEOM), ("tricky.c", TRICKY)];
+            if compiler == "cc" {
+                sources.push(("nested.c", NESTED));
+            }
+            for (name, source) in sources {
+                let dir = tempfile::tempdir().expect("tempdir");
+                let mut all = vec!["-c", "-g", "-ffunction-sections", "-fdata-sections"];
+                all.extend_from_slice(flags);
+                let path = common::compile_with(compiler, dir.path(), name, source, &all, "o.o");
+                let functions: Vec<String> = parse_object(&path)
+                    .symbols
+                    .iter()
+                    .filter(|s| {
+                        s.kind == hot_object::SymbolKind::Function
+                            && matches!(s.def, hot_object::SymbolDef::Atom { .. })
+                    })
+                    .map(|s| s.name.clone())
+                    .collect();
+                let mut sets: Vec<HashSet<&str>> =
+                    functions.iter().map(|f| [f.as_str()].into()).collect();
+                sets.push(functions.iter().map(String::as_str).collect());
+                for set in &sets {
+                    // A fresh object reads partial tables; the other one reads the whole
+                    // tables first (as type_users does).
+                    let partial = parse_object(&path).abi_facts(set).expect("partial");
+                    let whole = parse_object(&path);
+                    whole.type_users(&HashSet::new()).expect("whole tables");
+                    let whole = whole.abi_facts(set).expect("whole");
+                    assert_eq!(partial, whole, "{compiler} {flags:?} {name} {set:?}");
+                    compared += partial.functions.len();
+                }
+            }
+        }
+    }
+    assert!(compared > 30, "only {compared} functions compared");
+}
+
 #[test]
 fn users_of_a_type_in_an_object_and_in_an_executable() {
     let dir = tempfile::tempdir().expect("tempdir");
