@@ -9,7 +9,7 @@ use hot_object::Object;
 use super::{has_extension, Baseline, Worker, SOURCE_EXTENSIONS};
 use crate::compile::{self, Cancel, CompileJob};
 use crate::compile_db::{normalize, CompileDatabase, CompileEntry};
-use crate::program::{cu_source, unit_of, UnitMatch};
+use crate::program::{cu_source, UnitMatch};
 use crate::{Phase, Severity};
 
 impl Worker {
@@ -253,8 +253,8 @@ impl Worker {
     pub(super) fn is_linked(&mut self, file: &Path) -> bool {
         self.program
             .as_mut()
-            .and_then(|p| p.image().ok())
-            .is_some_and(|i| !matches!(unit_of(&i.exe.image, file), UnitMatch::NotLinked))
+            .and_then(|p| p.home_of(file).ok())
+            .is_some_and(|(_, unit)| !matches!(unit, UnitMatch::NotLinked))
     }
 
     /// Whether a file last modified at `modified` may be what the running executable was
@@ -281,22 +281,12 @@ impl Worker {
         let Some(program) = self.program.as_mut() else {
             return false;
         };
-        let (tu, compile_unit) = match program.image() {
-            Ok(image) => match unit_of(&image.exe.image, file) {
-                UnitMatch::Found(tu) => (
-                    tu,
-                    image
-                        .exe
-                        .image
-                        .compile_units
-                        .iter()
-                        .position(|cu| cu_source(cu) == file),
-                ),
-                UnitMatch::NotLinked => return false,
-            },
-            Err(_) => return false,
+        let (image, tu) = match program.home_of(file) {
+            Ok((image, UnitMatch::Found(tu))) => (image, tu),
+            Ok((_, UnitMatch::NotLinked)) | Err(_) => return false,
         };
-        let Ok(linker) = program.linker() else {
+        let compile_unit = program.compile_unit_of(&image, file);
+        let Ok(linker) = program.linker_for(&image) else {
             return false;
         };
         let request = hot_link::LinkRequest {
