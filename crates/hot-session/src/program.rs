@@ -116,6 +116,9 @@ pub(crate) struct Program {
     /// where frames of a function swapped before may still run.
     pub bodies: std::collections::HashMap<String, Vec<std::ops::Range<u64>>>,
     sources: SourceMap,
+    /// The libraries were read into `image` before the linker was made
+    /// ([`Program::libraries_known`]).
+    libraries_read: bool,
     /// Compile units that `sources` could not place, for the message of a refused save.
     unplaced: Vec<Unplaced>,
 }
@@ -134,6 +137,7 @@ impl Program {
             constructed_units: BTreeSet::new(),
             bodies: Default::default(),
             sources,
+            libraries_read: false,
             unplaced: Vec::new(),
         }
     }
@@ -337,23 +341,11 @@ impl Program {
     /// else a library's DWARF; without DWARF, the one image (the executable without DWARF,
     /// or a project library — one inside the workspace — without DWARF) with an `STT_FILE`
     /// group of its name. Otherwise the executable's answer (not linked, or a unit found by
-    /// name only). A file no image has is looked for again after re-reading the library list
-    /// (a library `dlopen`ed since).
+    /// name only). The libraries are those the linker read, or read here once ld.so loaded
+    /// them: a save re-reads the list ([`Program::refresh_libraries`]) for a library
+    /// `dlopen`ed since.
     pub fn home_of(&mut self, file: &Path) -> Result<(UnitImage, UnitMatch), String> {
-        // The libraries come with the linker (once ld.so loaded them).
-        if self.linker.is_none() {
-            let _ = self.linker();
-        }
-        let found = self.home_in_images(file)?;
-        if matches!(found, (UnitImage::Executable, UnitMatch::NotLinked))
-            && self.refresh_libraries()
-        {
-            return self.home_in_images(file);
-        }
-        Ok(found)
-    }
-
-    fn home_in_images(&mut self, file: &Path) -> Result<(UnitImage, UnitMatch), String> {
+        self.libraries_known();
         let root = self.sources.root.clone();
         let model = self.image()?;
         let exe = &model.exe.image;
@@ -406,20 +398,22 @@ impl Program {
         let Some(image) = self.image.as_mut() else {
             return false;
         };
-        let Some(linker) = self.linker.as_mut() else {
+        if self.linker.is_none() && !self.libraries_read {
             return false;
-        };
+        }
         let Ok(libs) = read_libraries(&self.debuggee, &image.exe, &self.sources) else {
             return false;
         };
         let key = |libs: &[Module]| -> Vec<(String, u64)> {
             libs.iter().map(|m| (m.path.clone(), m.bias)).collect()
         };
-        if key(&libs) == key(&linker.image().libs) {
+        if key(&libs) == key(&image.libs) {
             return false;
         }
         image.libs = libs.clone();
-        linker.set_libraries(libs);
+        if let Some(linker) = self.linker.as_mut() {
+            linker.set_libraries(libs);
+        }
         for lib in &mut self.library_linkers {
             // A library unloaded since keeps its linker: it links nothing new (its saves
             // find no image), and undo still reverts what it did.
@@ -429,6 +423,32 @@ impl Program {
             }
         }
         true
+    }
+
+    /// Whether the program's libraries are known: read by the linker, or read here without
+    /// making the linker (no arena is mapped) once the dynamic linker loaded them; the
+    /// linker reads them again when it is made.
+    pub fn libraries_known(&mut self) -> bool {
+        if self.linker.is_some() || self.libraries_read {
+            return true;
+        }
+        if !self.libraries_ready() {
+            return false;
+        }
+        let Some(exe) = self.image.as_ref().map(|i| i.exe.clone()) else {
+            return false;
+        };
+        match (
+            read_libraries(&self.debuggee, &exe, &self.sources),
+            self.image.as_mut(),
+        ) {
+            (Ok(libs), Some(image)) => {
+                image.libs = libs;
+                self.libraries_read = true;
+                true
+            }
+            _ => false,
+        }
     }
 
     /// Whether the dynamic linker has finished loading the program's libraries, so the linker
@@ -876,8 +896,10 @@ fn link_map(debuggee: &Debuggee, exe: &Module) -> Option<Vec<(String, u64)>> {
         let entry = debuggee.read_memory(next, 40).ok()?;
         let (l_addr, l_name) = (word(&entry, 0)?, word(&entry, 8)?);
         let name = read_c_string(debuggee, l_name).unwrap_or_default();
-        // The executable (empty name) and the vDSO (no file) have nothing to read.
-        if name.starts_with('/') {
+        // The executable (empty name) and the vDSO (`linux-vdso.so.1`, no file) have nothing
+        // to read. A name with a slash is a path: absolute, or relative as `dlopen` was given
+        // it ("./lib/libx.so"; `read_libraries` finds its file by its mapping).
+        if name.contains('/') {
             libs.push((name, l_addr));
         }
         next = word(&entry, 24)?;
@@ -920,7 +942,21 @@ fn read_libraries(
         .map_err(|e| format!("cannot read the memory map: {e}"))?;
     if let Some(list) = link_map(debuggee, exe) {
         let mut libs = Vec::new();
-        for (path, bias) in list {
+        for (name, bias) in list {
+            // ld.so keeps the name `dlopen` was given: a relative one is the file mapped at
+            // offset 0 where the library was loaded (its first `PT_LOAD` is at 0, as ld
+            // links shared libraries).
+            let path = if name.starts_with('/') {
+                name
+            } else {
+                match maps
+                    .iter()
+                    .find(|m| m.offset == 0 && m.range.start == bias && m.path.starts_with('/'))
+                {
+                    Some(m) => m.path.clone(),
+                    None => continue,
+                }
+            };
             // A library upgraded on disk shows as "(deleted)": its file is not what runs.
             if maps.iter().any(|m| m.path == format!("{path} (deleted)")) {
                 tracing::warn!("{path} was replaced on disk; its symbols are not used");

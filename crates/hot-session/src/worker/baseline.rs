@@ -320,7 +320,18 @@ impl Worker {
         let unchanged_since_build = std::fs::metadata(file)
             .and_then(|m| m.modified())
             .is_ok_and(|modified| self.older_than_the_build(modified));
-        if !unchanged_since_build || !self.is_linked(file) {
+        if !unchanged_since_build {
+            return false;
+        }
+        if !self.is_linked(file) {
+            // A library of the program may contain it, once the dynamic linker loaded them:
+            // its text is kept now, as it was built from (`snapshot_library_files`).
+            let libraries_unknown = self.program.as_mut().is_some_and(|p| !p.libraries_known());
+            if libraries_unknown {
+                if let Ok(text) = std::fs::read(file) {
+                    self.library_snapshots.insert(file.to_owned(), text);
+                }
+            }
             return false;
         }
         if self.during_the_build(file) {
@@ -333,6 +344,27 @@ impl Worker {
                 true
             }
             Err(_) => false,
+        }
+    }
+
+    /// Once the program's libraries are known: the texts kept at adoption of the files one
+    /// of them contains become snapshots, and their baselines are queued.
+    pub(super) fn snapshot_library_files(&mut self) {
+        if self.library_snapshots.is_empty() {
+            return;
+        }
+        if !self.program.as_mut().is_some_and(|p| p.libraries_known()) {
+            return;
+        }
+        for (file, text) in std::mem::take(&mut self.library_snapshots) {
+            if !self.is_linked(&file) || self.snapshots.contains_key(&file) {
+                continue;
+            }
+            if self.during_the_build(&file) {
+                self.snapshots_during_build.insert(file.clone());
+            }
+            self.snapshots.insert(file.clone(), text);
+            self.baseline_queue.insert(file);
         }
     }
 

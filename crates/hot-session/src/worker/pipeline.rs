@@ -207,11 +207,18 @@ impl Worker {
     pub(super) fn unit_job(&mut self, file: &Path) -> Result<UnitJob, String> {
         // A file with no compile command is said so first.
         self.entry_for(file)?;
+        // The libraries are known by now if they were not at adoption.
+        self.snapshot_library_files();
         let mut new_unit = false;
         let mut image = UnitImage::Executable;
         let tu = match self.program.as_mut().map(|p| {
             let exe = p.image().map(|i| i.exe.path.clone());
-            p.home_of(file).and_then(|home| Ok((home, exe?)))
+            let mut home = p.home_of(file);
+            // A library loaded with `dlopen` since the list was read may contain it.
+            if matches!(home, Ok((_, UnitMatch::NotLinked))) && p.refresh_libraries() {
+                home = p.home_of(file);
+            }
+            home.and_then(|home| Ok((home, exe?)))
         }) {
             None => None,
             Some(Ok(((home, UnitMatch::Found(tu)), _))) => {
