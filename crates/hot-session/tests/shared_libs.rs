@@ -243,3 +243,22 @@ fn an_undefined_symbol_in_a_library_edit_is_refused_and_leaves_it_running() {
         f.assert_unchanged(0, "label=one value=0 who=app", 3);
     }
 }
+
+#[test]
+fn a_header_of_the_library_and_the_executable_is_refused_as_one_swap_of_two_images() {
+    // lib/foo.h is included by main.c (the executable) and lib/foo.c (libfoo.so): one
+    // atomic swap across two images is not supported, so nothing is swapped.
+    let mut f = sharedlib(BUILDS[0]);
+    f.edit(
+        "lib/foo.h",
+        "extern int lib_scale;",
+        "extern int lib_scale;\nint lib_extra(void);",
+    );
+    f.save("lib/foo.h");
+    let text = f.wait_message(Severity::Error);
+    assert!(
+        text.contains("two images") && text.contains("libfoo.so"),
+        "{text}"
+    );
+    f.assert_unchanged(0, "label=one value=0 who=app app=main-one", 3);
+}
