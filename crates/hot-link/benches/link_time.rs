@@ -152,6 +152,7 @@ fn main() {
                 image: Arc::new(image_with(n)),
             },
             libs: Vec::new(),
+            home: Default::default(),
         };
         let arenas = Arenas {
             code: RuntimeAddr(0x5555_0000_0000)..RuntimeAddr(0x5555_1000_0000),

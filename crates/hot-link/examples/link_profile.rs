@@ -162,6 +162,7 @@ fn setup(dir: &Path) -> Setup {
             image: Arc::new(exe),
         },
         libs: Vec::new(),
+        home: Default::default(),
     };
     // Arenas below the executable, within rel32 reach, as the session maps them.
     let arenas = Arenas {

@@ -228,6 +228,19 @@ impl Link<'_> {
                         continue;
                     }
                     let vaddr = image_sym.vaddr.wrapping_sub(sym_offset);
+                    if let Some(r) = (!local && !s.hidden && !tls)
+                        .then(|| self.index.interposer(&name))
+                        .flatten()
+                    {
+                        // A library's exported variable the executable interposes (its copy
+                        // by `R_X86_64_COPY`, or a definition of its own): that is the
+                        // variable the library's code uses, and never written here.
+                        let module = r.module.module(self.model);
+                        let at = module.runtime(Vaddr(r.get(self.model).vaddr));
+                        self.bound
+                            .insert(atom, crate::RuntimeAddr(at.0.wrapping_sub(sym_offset)));
+                        continue;
+                    }
                     self.bind_to_image(atom, vaddr, tls);
                     let changed = baseline_changed(self).unwrap_or_else(|| {
                         // Without a baseline, compare plain initializers with the image.

@@ -109,6 +109,10 @@ pub(crate) struct ImageIndex {
     /// `prefix_max_end[i]` = the largest end of `extents[..i]`.
     prefix_max_end: Vec<u64>,
     libs: Vec<LibIndex>,
+    /// For a library's model ([`crate::Home::Library`]): the names the library exports that
+    /// a module before it in the global scope defines too, with that module's definition.
+    /// The dynamic linker bound the library's own GOT and PLT to those.
+    interposed: HashMap<String, ImageSymRef>,
 }
 
 /// `calls.0` -> `calls`: the name of a function-local static without the numbering the
@@ -262,7 +266,16 @@ impl ImageIndex {
             }
             index.libs.push(li);
         }
+        if let crate::Home::Library { interposers } = model.home {
+            index.interposed = interposed(model, &index.libs, interposers);
+        }
         index
+    }
+
+    /// The definition that interposes the home library's exported `name`, if a module
+    /// before the library in the global scope defines it (only for a library's model).
+    pub(crate) fn interposer(&self, name: &str) -> Option<ImageSymRef> {
+        self.interposed.get(name).copied()
     }
 
     /// A defined global (or weak) symbol of the executable.
@@ -444,6 +457,46 @@ impl ImageIndex {
         let idx = self.extents.partition_point(|e| e.start <= vaddr.0);
         self.extents.get(idx).map(|e| e.start)
     }
+}
+
+/// The library's (`model.exe`'s) exported definitions of default visibility that one of the
+/// first `interposers` modules of `model.libs` defines too (its `.dynsym`, default version),
+/// with the first such definition: ELF interposition, as the dynamic linker resolves every
+/// reference of the library to an exported name (through its GOT and PLT), whether the
+/// library referred to it at build time or not. A `R_X86_64_COPY` of a library variable in
+/// the executable is such a definition: the copy is the variable. (Protected visibility
+/// binds locally and is left out; so would `-Bsymbolic`, which is not read.)
+fn interposed(
+    model: &ImageModel,
+    libs: &[LibIndex],
+    interposers: usize,
+) -> HashMap<String, ImageSymRef> {
+    let mut out = HashMap::default();
+    for sym in &model.exe.image.symbols {
+        let exported = sym.dynamic
+            && sym.defined
+            && sym.default_version
+            && sym.binding != Binding::Local
+            && sym.visibility == hot_object::Visibility::Default
+            && !matches!(sym.kind, SymbolKind::Section | SymbolKind::File);
+        if !exported || out.contains_key(&sym.name) {
+            continue;
+        }
+        let before = libs
+            .iter()
+            .take(interposers)
+            .enumerate()
+            .find_map(|(i, li)| {
+                li.symbols.get(&sym.name).map(|&index| ImageSymRef {
+                    module: ModuleId::Lib(i),
+                    index,
+                })
+            });
+        if let Some(r) = before {
+            out.insert(sym.name.clone(), r);
+        }
+    }
+    out
 }
 
 #[cfg(test)]

@@ -796,7 +796,15 @@ impl Unit<'_, '_, '_> {
         match cx.info.classify(atom, r) {
             TargetClass::Entry { atom: target, .. } => match cx.entries.get(&target) {
                 Some(StableEntry::Image(s)) => {
-                    cx.model.exe.runtime(Vaddr(s.get(cx.model).vaddr)).0 == d
+                    let sym = s.get(cx.model);
+                    // A shared library calls its own exported functions through its PLT
+                    // (they may be interposed): the entry for the name is the function.
+                    cx.model.exe.runtime(Vaddr(sym.vaddr)).0 == d
+                        || (cx.model.home != crate::Home::Executable
+                            && cx
+                                .index
+                                .exe_plt(&sym.name)
+                                .is_some_and(|p| cx.model.exe.runtime(p).0 == d))
                 }
                 _ => false,
             },
@@ -949,7 +957,7 @@ impl Unit<'_, '_, '_> {
                 .filter(|&l| l <= off)
                 .max()
                 .unwrap_or(off);
-            (start, next)
+            (start, literal_end(&a.bytes, start, next))
         };
         let img_lo = d.wrapping_sub(off - lo);
         let Some(img) = cx.image_contents(RuntimeAddr(img_lo), (hi - lo) as usize) else {
@@ -1000,6 +1008,33 @@ impl Unit<'_, '_, '_> {
             .zip(&img)
             .zip(&covered)
             .all(|((x, y), covered)| *covered || x == y)
+    }
+}
+
+/// The end of the literal at `start` in a block of a file's literals, where the next
+/// designated position is `next`: a string of printable text and its NUL, when only zeros
+/// follow it up to `next` — the padding gas put before an aligned literal (gcc -O0 aligns a
+/// long format string to 8), which the image holds for another literal's bytes when the
+/// edit removed one in between. Anything else runs to `next`.
+fn literal_end(bytes: &[u8], start: u64, next: u64) -> u64 {
+    let (Ok(lo), Ok(hi)) = (usize::try_from(start), usize::try_from(next)) else {
+        return next;
+    };
+    let Some(block) = bytes.get(lo..hi) else {
+        return next;
+    };
+    let Some(nul) = block.iter().position(|&b| b == 0) else {
+        return next;
+    };
+    let text = &block[..nul];
+    let printable = !text.is_empty()
+        && text
+            .iter()
+            .all(|&b| b.is_ascii_graphic() || b == b' ' || b == b'\t' || b == b'\n');
+    if printable && block[nul..].iter().all(|&b| b == 0) {
+        start + nul as u64 + 1
+    } else {
+        next
     }
 }
 

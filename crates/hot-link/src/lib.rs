@@ -114,12 +114,35 @@ pub struct Module {
 
 /// Everything the linker knows about the running program, gathered by the session from
 /// `hot-process` (biases, memory map) and `hot-object` (the files).
+///
+/// `exe` is the module patches go into (its symbols, bias, GOT, entries): the executable,
+/// or one of the program's shared libraries ([`Home::Library`]) when the saved files are
+/// linked into that library. Everything else is looked up in `libs`.
 #[derive(Clone, Debug)]
 pub struct ImageModel {
-    /// The executable (must have a `.symtab`).
+    /// The module patched (must have a `.symtab`): the executable, or a library (`home`).
     pub exe: Module,
-    /// Shared libraries in load order (the `link_map` order), for ELF interposition.
+    /// The other modules in the dynamic linker's global scope order, for ELF interposition:
+    /// the shared libraries in load order (the `link_map` order); for a library's model, the
+    /// executable first, then every other library.
     pub libs: Vec<Module>,
+    /// Which module `exe` is.
+    pub home: Home,
+}
+
+/// Which module of the program an [`ImageModel`] patches.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Home {
+    /// The executable.
+    #[default]
+    Executable,
+    /// A shared library of the program: `exe` is the library, and the first `interposers`
+    /// modules of `libs` come before it in the global scope (the executable, then the
+    /// libraries loaded before it). Their default-visibility definitions interpose the
+    /// library's own, as the dynamic linker bound the library's GOT and PLT: new code binds
+    /// a name the library exports to the first of them that defines it, else to the
+    /// library's definition (hidden, internal and static ones are always the library's).
+    Library { interposers: usize },
 }
 
 /// Memory the process side has mapped for new code and data, within rel32 reach of the
@@ -516,6 +539,13 @@ impl Linker {
         self.image.libs = libs;
         self.index = OnceLock::new();
         self.changes += 1;
+    }
+
+    /// [`Linker::set_libraries`] for a library's linker: the other modules of the global
+    /// scope and where the library stands in it.
+    pub fn set_scope(&mut self, libs: Vec<Module>, home: Home) {
+        self.image.home = home;
+        self.set_libraries(libs);
     }
 
     /// The image model the linker resolves against.

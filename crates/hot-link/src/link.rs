@@ -832,6 +832,9 @@ impl<'a> Link<'a> {
     }
 
     pub(crate) fn tls_segment(&self) -> Result<hot_object::TlsSegment, Failure> {
+        if let crate::Home::Library { .. } = self.model.home {
+            return Err(library_tls(&self.model.exe.path));
+        }
         self.model.exe.image.tls.ok_or_else(|| {
             (
                 LinkErrorCode::UnsupportedRelocation,
@@ -843,6 +846,9 @@ impl<'a> Link<'a> {
     /// The offset of a thread-local target in the executable's TLS template. (In a linked
     /// image, the `st_value` of an `STT_TLS` symbol is this offset, not an address.)
     pub(crate) fn tls_offset(&self, class: TargetClass, reloc: &Reloc) -> Result<u64, Failure> {
+        if let crate::Home::Library { .. } = self.model.home {
+            return Err(library_tls(&self.model.exe.path));
+        }
         let name = self.info.symbol_name(reloc.symbol);
         match class {
             TargetClass::Bound { atom } => match self.tls_bound.get(&atom) {
@@ -917,6 +923,18 @@ impl<'a> Link<'a> {
         call: bool,
     ) -> Result<SymValue, Failure> {
         let sym_offset = self.info.symbol_offset(reloc.symbol);
+        if let TargetClass::Entry { .. } = class {
+            // A library's exported function the executable interposes: the library's own
+            // calls reach the executable's (ld.so bound its PLT so), and so do new ones.
+            let sym = self.info.obj.symbol(reloc.symbol);
+            if sym.binding != Binding::Local && !sym.hidden {
+                let name = self.info.symbol_name(reloc.symbol);
+                if let Some(r) = self.index.interposer(&name) {
+                    let external = crate::resolve::other_module(self.model, self.index, r);
+                    return self.external_value(&name, external, reloc, call);
+                }
+            }
+        }
         match class {
             TargetClass::Entry { atom, delta } => match self.entries.get(&atom) {
                 Some(StableEntry::Image(r)) => {
@@ -950,47 +968,56 @@ impl<'a> Link<'a> {
                 let name = self.info.symbol_name(reloc.symbol);
                 let sym = self.info.obj.symbol(reloc.symbol);
                 let weak = sym.binding == Binding::Weak;
-                match lookup_external(self.model, self.index, &self.alloc, &name, weak) {
-                    External::ExeFunction(a)
-                    | External::ExeData(a)
-                    | External::NewFunction(a)
-                    | External::NewVariable(a)
-                    | External::LibData(a) => Ok(SymValue::Addr(a.0)),
-                    External::LibFunction { addr, .. } => {
-                        let non_pic_32 = matches!(reloc.kind, RelocKind::Abs32 | RelocKind::Abs32S);
-                        let exe = &self.model.exe;
-                        if call || non_pic_32 {
-                            self.call_stub(&name, SlotContent::Value(addr.0))
-                                .map(|s| SymValue::Addr(s.0))
-                        } else if let (false, Some(plt)) =
-                            (exe.image.position_independent, self.index.exe_plt(&name))
-                        {
-                            // A non-PIE executable that takes the function's address makes its
-                            // PLT entry the canonical address; keep pointers comparable.
-                            Ok(SymValue::Addr(exe.runtime(plt).0))
-                        } else {
-                            Ok(SymValue::Addr(addr.0))
-                        }
-                    }
-                    External::LibIfunc { lib, irelative } => {
-                        self.library_ifunc(&name, lib, irelative, call)
-                    }
-                    External::ExeIfunc => Err((
-                        LinkErrorCode::UnsupportedRelocation,
-                        format!(
-                            "`{name}` is an IFUNC of the executable, which patches cannot call"
-                        ),
-                    )),
-                    External::ExeTls(_) | External::LibTls { .. } => Err((
-                        LinkErrorCode::UnsupportedRelocation,
-                        format!("thread-local `{name}` is referenced by a non-TLS relocation"),
-                    )),
-                    External::WeakZero => Ok(SymValue::Addr(0)),
-                    External::Missing => {
-                        Err((LinkErrorCode::UndefinedSymbol, undefined_message(&name)))
-                    }
+                let external = lookup_external(self.model, self.index, &self.alloc, &name, weak);
+                self.external_value(&name, external, reloc, call)
+            }
+        }
+    }
+
+    /// The value `S` of a reference to `name`, found outside the object (`external`).
+    fn external_value(
+        &mut self,
+        name: &str,
+        external: External,
+        reloc: &Reloc,
+        call: bool,
+    ) -> Result<SymValue, Failure> {
+        let name = name.to_string();
+        match external {
+            External::ExeFunction(a)
+            | External::ExeData(a)
+            | External::NewFunction(a)
+            | External::NewVariable(a)
+            | External::LibData(a) => Ok(SymValue::Addr(a.0)),
+            External::LibFunction { addr, .. } => {
+                let non_pic_32 = matches!(reloc.kind, RelocKind::Abs32 | RelocKind::Abs32S);
+                let exe = &self.model.exe;
+                if call || non_pic_32 {
+                    self.call_stub(&name, SlotContent::Value(addr.0))
+                        .map(|s| SymValue::Addr(s.0))
+                } else if let (false, Some(plt)) =
+                    (exe.image.position_independent, self.index.exe_plt(&name))
+                {
+                    // A non-PIE executable that takes the function's address makes its
+                    // PLT entry the canonical address; keep pointers comparable.
+                    Ok(SymValue::Addr(exe.runtime(plt).0))
+                } else {
+                    Ok(SymValue::Addr(addr.0))
                 }
             }
+            External::LibIfunc { lib, irelative } => {
+                self.library_ifunc(&name, lib, irelative, call)
+            }
+            External::ExeIfunc => Err((
+                LinkErrorCode::UnsupportedRelocation,
+                format!("`{name}` is an IFUNC of the executable, which patches cannot call"),
+            )),
+            External::ExeTls(_) | External::LibTls { .. } => Err((
+                LinkErrorCode::UnsupportedRelocation,
+                format!("thread-local `{name}` is referenced by a non-TLS relocation"),
+            )),
+            External::WeakZero => Ok(SymValue::Addr(0)),
+            External::Missing => Err((LinkErrorCode::UndefinedSymbol, undefined_message(&name))),
         }
     }
 
@@ -1429,6 +1456,19 @@ const LIBC_NONSHARED: &[(&str, &str)] = &[
 ];
 
 /// The message for a symbol neither the executable nor any library defines.
+/// Thread-locals of new code in a shared library: the dynamic linker places the library's
+/// TLS block (its module id, offsets from `__tls_get_addr`) at run time, so no link-time
+/// offset reaches it.
+fn library_tls(path: &str) -> Failure {
+    (
+        LinkErrorCode::UnsupportedRelocation,
+        format!(
+            "new code in the shared library {path} refers to a thread-local variable; a patch \
+             can reach only the executable's own thread-locals: restart the program"
+        ),
+    )
+}
+
 fn undefined_message(name: &str) -> String {
     match LIBC_NONSHARED.iter().find(|(n, _)| *n == name) {
         Some((_, exported)) => format!(

@@ -621,6 +621,12 @@ pub(crate) fn lookup_external(
     name: &str,
     weak: bool,
 ) -> External {
+    // In a library's model, a name the library exports that the executable (or a library
+    // before it) defines too binds there, as the dynamic linker bound the library's own
+    // references.
+    if let Some(r) = index.interposer(name) {
+        return other_module(model, index, r);
+    }
     if let Some(r) = exe_definition(model, index, None, name) {
         let sym = r.get(model);
         let addr = model.exe.runtime(Vaddr(sym.vaddr));
@@ -642,28 +648,34 @@ pub(crate) fn lookup_external(
         return External::NewVariable(var.addr);
     }
     if let Some(r) = index.lib_lookup(name) {
-        let ModuleId::Lib(lib) = r.module else {
-            return External::Missing;
-        };
-        let module = &model.libs[lib];
-        let sym = r.get(model);
-        let addr = module.runtime(Vaddr(sym.vaddr));
-        return match sym.kind {
-            SymbolKind::Function => External::LibFunction { lib, addr },
-            SymbolKind::Ifunc => External::LibIfunc {
-                lib,
-                irelative: index
-                    .lib_irelative(lib, Vaddr(sym.vaddr))
-                    .map(|v| module.runtime(v)),
-            },
-            SymbolKind::Tls => External::LibTls { lib },
-            _ => External::LibData(addr),
-        };
+        return other_module(model, index, r);
     }
     if weak {
         External::WeakZero
     } else {
         External::Missing
+    }
+}
+
+/// The definition `r` of a module of `libs` (another library, or the executable seen from a
+/// library's model), as an [`External`].
+pub(crate) fn other_module(model: &ImageModel, index: &ImageIndex, r: ImageSymRef) -> External {
+    let ModuleId::Lib(lib) = r.module else {
+        return External::Missing;
+    };
+    let module = &model.libs[lib];
+    let sym = r.get(model);
+    let addr = module.runtime(Vaddr(sym.vaddr));
+    match sym.kind {
+        SymbolKind::Function => External::LibFunction { lib, addr },
+        SymbolKind::Ifunc => External::LibIfunc {
+            lib,
+            irelative: index
+                .lib_irelative(lib, Vaddr(sym.vaddr))
+                .map(|v| module.runtime(v)),
+        },
+        SymbolKind::Tls => External::LibTls { lib },
+        _ => External::LibData(addr),
     }
 }
 

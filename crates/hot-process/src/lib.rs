@@ -420,7 +420,8 @@ impl Debuggee {
 
     /// Map `size` bytes (rounded up to pages) with `prot` within ±2 GiB of every address in
     /// `near` (below the lowest mapping of a position-independent image; below 2 GiB for an
-    /// executable mapped there, away from the heap's growth), by an injected `mmap`.
+    /// executable mapped there, away from the heap's growth), by an injected `mmap`. `near`
+    /// is the executable's mappings, or a shared library's (the arena then goes below it).
     /// Returns the start address. The new memory is zero-filled.
     pub fn map_arena(
         &self,

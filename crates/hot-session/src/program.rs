@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use hot_link::{Arenas, ImageModel, Linker, Module, RuntimeAddr};
+use hot_link::{Arenas, Home, ImageModel, Linker, Module, RuntimeAddr};
 use hot_object::{LinkedImage, TranslationUnitId};
 use hot_process::{Debuggee, Mapping, Protection};
 
@@ -47,8 +47,36 @@ impl From<String> for LinkerError {
     }
 }
 
+/// The linked image a translation unit belongs to, and so the linker its saves go through:
+/// the executable, or one of the project's shared libraries the program loaded (by path).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) enum UnitImage {
+    #[default]
+    Executable,
+    Library(String),
+}
+
+impl UnitImage {
+    /// What a message names: the library's path (the executable's needs no name).
+    pub fn library(&self) -> Option<&str> {
+        match self {
+            UnitImage::Executable => None,
+            UnitImage::Library(path) => Some(path),
+        }
+    }
+}
+
+/// The linker of one of the program's shared libraries: its model has the library as the
+/// module patched ([`Home::Library`]), its arenas are within reach of the library.
+pub(crate) struct LibraryLinker {
+    pub path: String,
+    pub linker: Linker,
+}
+
 /// A patch that was applied, kept so `undo` can revert it.
 pub(crate) struct AppliedPatch {
+    /// The image the patch was linked into (whose linker undo reverts).
+    pub image: UnitImage,
     /// The saved file (a source file, or the header whose includers were swapped).
     pub saved: PathBuf,
     /// Each file the patch recompiled, with its baseline before this patch (restored by
@@ -68,6 +96,9 @@ pub(crate) struct Program {
     /// workspace files they were built from: `sources` is applied when it is read.
     pub image: Option<ImageModel>,
     pub linker: Option<Linker>,
+    /// One linker per shared library of the project a save was linked into, made on its
+    /// first save (see [`Program::home_of`]).
+    pub library_linkers: Vec<LibraryLinker>,
     pub journal: Vec<AppliedPatch>,
     /// `/tmp/perf-PID.map` was written for this process (`worker/perf_map.rs`): later
     /// bodies are appended to it.
@@ -85,6 +116,9 @@ pub(crate) struct Program {
     /// where frames of a function swapped before may still run.
     pub bodies: std::collections::HashMap<String, Vec<std::ops::Range<u64>>>,
     sources: SourceMap,
+    /// The libraries were read into `image` before the linker was made
+    /// ([`Program::libraries_known`]).
+    libraries_read: bool,
     /// Compile units that `sources` could not place, for the message of a refused save.
     unplaced: Vec<Unplaced>,
 }
@@ -95,6 +129,7 @@ impl Program {
             debuggee,
             image: None,
             linker: None,
+            library_linkers: Vec::new(),
             journal: Vec::new(),
             perf_map_started: false,
             debugger_interface: Default::default(),
@@ -102,6 +137,7 @@ impl Program {
             constructed_units: BTreeSet::new(),
             bodies: Default::default(),
             sources,
+            libraries_read: false,
             unplaced: Vec::new(),
         }
     }
@@ -125,7 +161,7 @@ impl Program {
             // The libraries are read with the linker, not with the executable: right after
             // exec the dynamic linker has not loaded them yet (see `libraries_ready`).
             let exe = self.image()?.exe.clone();
-            let libs = read_libraries(&self.debuggee, &exe)?;
+            let libs = read_libraries(&self.debuggee, &exe, &self.sources)?;
             let model = {
                 let image = self
                     .image
@@ -142,35 +178,7 @@ impl Program {
                     what: "cannot find the executable's mappings",
                     error,
                 })?;
-            // Sized to the gap when less room is free (a non-PIE executable below 2 GiB).
-            let code = self
-                .debuggee
-                .map_arena_up_to(
-                    exe_range.clone(),
-                    CODE_ARENA_SIZE,
-                    MIN_ARENA_SIZE,
-                    Protection::ReadExecute,
-                )
-                .map_err(|error| LinkerError::Process {
-                    what: "cannot map the code arena",
-                    error,
-                })?;
-            let data = self
-                .debuggee
-                .map_arena_up_to(
-                    exe_range,
-                    DATA_ARENA_SIZE,
-                    MIN_ARENA_SIZE,
-                    Protection::ReadWrite,
-                )
-                .map_err(|error| LinkerError::Process {
-                    what: "cannot map the data arena",
-                    error,
-                })?;
-            let arenas = Arenas {
-                code: RuntimeAddr(code.start)..RuntimeAddr(code.end),
-                data: RuntimeAddr(data.start)..RuntimeAddr(data.end),
-            };
+            let arenas = map_arenas(&self.debuggee, exe_range)?;
             let linker = Linker::new(model, arenas);
             linker.prepare();
             self.linker = Some(linker);
@@ -181,29 +189,266 @@ impl Program {
     }
 }
 
+/// A code and a data arena within rel32 reach of `near` (an image's mappings), sized to the
+/// gap when less room is free (a non-PIE executable below 2 GiB).
+fn map_arenas(debuggee: &Debuggee, near: std::ops::Range<u64>) -> Result<Arenas, LinkerError> {
+    let code = debuggee
+        .map_arena_up_to(
+            near.clone(),
+            CODE_ARENA_SIZE,
+            MIN_ARENA_SIZE,
+            Protection::ReadExecute,
+        )
+        .map_err(|error| LinkerError::Process {
+            what: "cannot map the code arena",
+            error,
+        })?;
+    let data = debuggee
+        .map_arena_up_to(near, DATA_ARENA_SIZE, MIN_ARENA_SIZE, Protection::ReadWrite)
+        .map_err(|error| LinkerError::Process {
+            what: "cannot map the data arena",
+            error,
+        })?;
+    Ok(Arenas {
+        code: RuntimeAddr(code.start)..RuntimeAddr(code.end),
+        data: RuntimeAddr(data.start)..RuntimeAddr(data.end),
+    })
+}
+
+/// The global scope as seen from `libs[i]`: the executable, then every other library in load
+/// order, with how many of them come before the library.
+fn scope_of(image: &ImageModel, i: usize) -> (Vec<Module>, Home) {
+    let mut scope = Vec::with_capacity(image.libs.len());
+    scope.push(image.exe.clone());
+    scope.extend(
+        image
+            .libs
+            .iter()
+            .enumerate()
+            .filter(|&(j, _)| j != i)
+            .map(|(_, m)| m.clone()),
+    );
+    (scope, Home::Library { interposers: 1 + i })
+}
+
 impl Program {
-    /// Read the library list again and hand it to the linker if it changed (a library
+    /// The linker of `image`: the executable's, or that of one of its shared libraries,
+    /// made with fresh arenas near the library the first time a save links into it.
+    pub fn linker_for(&mut self, image: &UnitImage) -> Result<&mut Linker, LinkerError> {
+        let path = match image {
+            UnitImage::Executable => return self.linker(),
+            UnitImage::Library(path) => path.clone(),
+        };
+        self.linker()?;
+        if let Some(i) = self.library_linkers.iter().position(|l| l.path == path) {
+            return Ok(&mut self.library_linkers[i].linker);
+        }
+        let model = self
+            .image
+            .as_ref()
+            .ok_or_else(|| "the program's image is not read".to_string())?;
+        let i = model
+            .libs
+            .iter()
+            .position(|m| m.path == path)
+            .ok_or_else(|| format!("{path} is not loaded in the program any more"))?;
+        let (libs, home) = scope_of(model, i);
+        let lib_model = ImageModel {
+            exe: model.libs[i].clone(),
+            libs,
+            home,
+        };
+        let maps = self
+            .debuggee
+            .mappings()
+            .map_err(|error| LinkerError::Process {
+                what: "cannot read the memory map",
+                error,
+            })?;
+        let range = maps
+            .iter()
+            .filter(|m| m.path == path)
+            .map(|m| m.range.clone())
+            .reduce(|a, b| a.start.min(b.start)..a.end.max(b.end))
+            .ok_or_else(|| format!("{path} is not mapped in process {}", self.debuggee.pid()))?;
+        let arenas = map_arenas(&self.debuggee, range)?;
+        let linker = Linker::new(lib_model, arenas);
+        linker.prepare();
+        self.library_linkers.push(LibraryLinker { path, linker });
+        let last = self.library_linkers.len() - 1;
+        Ok(&mut self.library_linkers[last].linker)
+    }
+
+    /// The linker of `image` if it was made.
+    pub fn linker_of(&self, image: &UnitImage) -> Option<&Linker> {
+        match image {
+            UnitImage::Executable => self.linker.as_ref(),
+            UnitImage::Library(path) => self
+                .library_linkers
+                .iter()
+                .find(|l| l.path == *path)
+                .map(|l| &l.linker),
+        }
+    }
+
+    /// [`Program::linker_of`], to change.
+    pub fn linker_of_mut(&mut self, image: &UnitImage) -> Option<&mut Linker> {
+        match image {
+            UnitImage::Executable => self.linker.as_mut(),
+            UnitImage::Library(path) => self
+                .library_linkers
+                .iter_mut()
+                .find(|l| l.path == *path)
+                .map(|l| &mut l.linker),
+        }
+    }
+
+    /// The linker whose arenas hold `patch`'s writes (the one it was linked by).
+    pub fn linker_of_patch(&mut self, patch: &hot_link::Patch) -> Option<&mut Linker> {
+        let at = patch.writes.first().map(|w| w.addr)?;
+        let holds = |l: &Linker| {
+            let arenas = l.arenas();
+            arenas.code.contains(&at) || arenas.data.contains(&at)
+        };
+        if self.linker.as_ref().is_some_and(holds) {
+            return self.linker.as_mut();
+        }
+        self.library_linkers
+            .iter_mut()
+            .map(|l| &mut l.linker)
+            .find(|l| holds(l))
+    }
+
+    /// The module of `image` as read (the executable, or the library), if it is.
+    pub fn module_of(&self, image: &UnitImage) -> Option<&Module> {
+        let model = self.image.as_ref()?;
+        match image {
+            UnitImage::Executable => Some(&model.exe),
+            UnitImage::Library(path) => model.libs.iter().find(|m| m.path == *path),
+        }
+    }
+
+    /// The index of `file`'s DWARF compile unit in `image`'s module.
+    pub fn compile_unit_of(&self, image: &UnitImage, file: &Path) -> Option<usize> {
+        self.module_of(image)?
+            .image
+            .compile_units
+            .iter()
+            .position(|cu| cu_source(cu) == file)
+    }
+
+    /// The image `file` is compiled into and its unit there. The executable's DWARF names it,
+    /// else a library's DWARF; without DWARF, the one image (the executable without DWARF,
+    /// or a project library — one inside the workspace — without DWARF) with an `STT_FILE`
+    /// group of its name. Otherwise the executable's answer (not linked, or a unit found by
+    /// name only). The libraries are those the linker read, or read here once ld.so loaded
+    /// them: a save re-reads the list ([`Program::refresh_libraries`]) for a library
+    /// `dlopen`ed since.
+    pub fn home_of(&mut self, file: &Path) -> Result<(UnitImage, UnitMatch), String> {
+        self.libraries_known();
+        let root = self.sources.root.clone();
+        let model = self.image()?;
+        let exe = &model.exe.image;
+        let names =
+            |image: &LinkedImage| image.compile_units.iter().any(|cu| cu_source(cu) == file);
+        if names(exe) {
+            return Ok((UnitImage::Executable, unit_of(exe, file)));
+        }
+        let project: Vec<&Module> = model.libs.iter().filter(|m| m.image.has_symtab).collect();
+        if let Some(lib) = project.iter().find(|m| names(&m.image)) {
+            return Ok((
+                UnitImage::Library(lib.path.clone()),
+                unit_of(&lib.image, file),
+            ));
+        }
+        // No DWARF names it: by the name of its `STT_FILE` group, in images without DWARF.
+        let base = file.file_name().map(|b| b.to_string_lossy().into_owned());
+        let grouped = |image: &LinkedImage| {
+            image.compile_units.is_empty()
+                && image.translation_units.iter().any(|name| {
+                    Path::new(name)
+                        .file_name()
+                        .map(|b| b.to_string_lossy().into_owned())
+                        == base
+                })
+        };
+        let mut candidates: Vec<UnitImage> = Vec::new();
+        if grouped(exe) {
+            candidates.push(UnitImage::Executable);
+        }
+        for lib in project
+            .iter()
+            .filter(|m| Path::new(&m.path).starts_with(&root) && grouped(&m.image))
+        {
+            candidates.push(UnitImage::Library(lib.path.clone()));
+        }
+        if let [UnitImage::Library(path)] = candidates.as_slice() {
+            let lib = model.libs.iter().find(|m| m.path == *path);
+            if let Some(lib) = lib {
+                return Ok((UnitImage::Library(path.clone()), unit_of(&lib.image, file)));
+            }
+        }
+        Ok((UnitImage::Executable, unit_of(exe, file)))
+    }
+
+    /// Read the library list again and hand it to the linkers if it changed (a library
     /// loaded with `dlopen` since, or a list read while ld.so was still loading). Returns
     /// whether anything changed, i.e. whether a failed link is worth retrying.
     pub fn refresh_libraries(&mut self) -> bool {
         let Some(image) = self.image.as_mut() else {
             return false;
         };
-        let Some(linker) = self.linker.as_mut() else {
+        if self.linker.is_none() && !self.libraries_read {
             return false;
-        };
-        let Ok(libs) = read_libraries(&self.debuggee, &image.exe) else {
+        }
+        let Ok(libs) = read_libraries(&self.debuggee, &image.exe, &self.sources) else {
             return false;
         };
         let key = |libs: &[Module]| -> Vec<(String, u64)> {
             libs.iter().map(|m| (m.path.clone(), m.bias)).collect()
         };
-        if key(&libs) == key(&linker.image().libs) {
+        if key(&libs) == key(&image.libs) {
             return false;
         }
         image.libs = libs.clone();
-        linker.set_libraries(libs);
+        if let Some(linker) = self.linker.as_mut() {
+            linker.set_libraries(libs);
+        }
+        for lib in &mut self.library_linkers {
+            // A library unloaded since keeps its linker: it links nothing new (its saves
+            // find no image), and undo still reverts what it did.
+            if let Some(i) = image.libs.iter().position(|m| m.path == lib.path) {
+                let (scope, home) = scope_of(image, i);
+                lib.linker.set_scope(scope, home);
+            }
+        }
         true
+    }
+
+    /// Whether the program's libraries are known: read by the linker, or read here without
+    /// making the linker (no arena is mapped) once the dynamic linker loaded them; the
+    /// linker reads them again when it is made.
+    pub fn libraries_known(&mut self) -> bool {
+        if self.linker.is_some() || self.libraries_read {
+            return true;
+        }
+        if !self.libraries_ready() {
+            return false;
+        }
+        let Some(exe) = self.image.as_ref().map(|i| i.exe.clone()) else {
+            return false;
+        };
+        match (
+            read_libraries(&self.debuggee, &exe, &self.sources),
+            self.image.as_mut(),
+        ) {
+            (Ok(libs), Some(image)) => {
+                image.libs = libs;
+                self.libraries_read = true;
+                true
+            }
+            _ => false,
+        }
     }
 
     /// Whether the dynamic linker has finished loading the program's libraries, so the linker
@@ -257,6 +502,7 @@ fn read_image(
             image: Arc::new(exe),
         },
         libs: Vec::new(),
+        home: Default::default(),
     };
     Ok((model, unplaced))
 }
@@ -650,8 +896,10 @@ fn link_map(debuggee: &Debuggee, exe: &Module) -> Option<Vec<(String, u64)>> {
         let entry = debuggee.read_memory(next, 40).ok()?;
         let (l_addr, l_name) = (word(&entry, 0)?, word(&entry, 8)?);
         let name = read_c_string(debuggee, l_name).unwrap_or_default();
-        // The executable (empty name) and the vDSO (no file) have nothing to read.
-        if name.starts_with('/') {
+        // The executable (empty name) and the vDSO (`linux-vdso.so.1`, no file) have nothing
+        // to read. A name with a slash is a path: absolute, or relative as `dlopen` was given
+        // it ("./lib/libx.so"; `read_libraries` finds its file by its mapping).
+        if name.contains('/') {
             libs.push((name, l_addr));
         }
         next = word(&entry, 24)?;
@@ -681,13 +929,34 @@ fn read_c_string(debuggee: &Debuggee, addr: u64) -> Option<String> {
 
 /// The shared libraries of the process, each with its bias: in `link_map` order when the
 /// dynamic linker's list is readable, otherwise every library file mapped at offset 0.
-fn read_libraries(debuggee: &Debuggee, exe: &Module) -> Result<Vec<Module>, String> {
+///
+/// A library's compile units are placed in the workspace like the executable's (`sources`):
+/// a file of the project compiled into one of its libraries is linked into that library.
+fn read_libraries(
+    debuggee: &Debuggee,
+    exe: &Module,
+    sources: &SourceMap,
+) -> Result<Vec<Module>, String> {
     let maps = debuggee
         .mappings()
         .map_err(|e| format!("cannot read the memory map: {e}"))?;
     if let Some(list) = link_map(debuggee, exe) {
         let mut libs = Vec::new();
-        for (path, bias) in list {
+        for (name, bias) in list {
+            // ld.so keeps the name `dlopen` was given: a relative one is the file mapped at
+            // offset 0 where the library was loaded (its first `PT_LOAD` is at 0, as ld
+            // links shared libraries).
+            let path = if name.starts_with('/') {
+                name
+            } else {
+                match maps
+                    .iter()
+                    .find(|m| m.offset == 0 && m.range.start == bias && m.path.starts_with('/'))
+                {
+                    Some(m) => m.path.clone(),
+                    None => continue,
+                }
+            };
             // A library upgraded on disk shows as "(deleted)": its file is not what runs.
             if maps.iter().any(|m| m.path == format!("{path} (deleted)")) {
                 tracing::warn!("{path} was replaced on disk; its symbols are not used");
@@ -696,9 +965,10 @@ fn read_libraries(debuggee: &Debuggee, exe: &Module) -> Result<Vec<Module>, Stri
             let Ok(bytes) = std::fs::read(&path) else {
                 continue;
             };
-            let Ok(image) = LinkedImage::parse(Path::new(&path), &bytes) else {
+            let Ok(mut image) = LinkedImage::parse(Path::new(&path), &bytes) else {
                 continue;
             };
+            sources.place(&mut image.compile_units);
             libs.push(Module {
                 path,
                 bias,
@@ -734,9 +1004,10 @@ fn read_libraries(debuggee: &Debuggee, exe: &Module) -> Result<Vec<Module>, Stri
         let Ok(bytes) = std::fs::read(path) else {
             continue;
         };
-        let Ok(image) = LinkedImage::parse(Path::new(path), &bytes) else {
+        let Ok(mut image) = LinkedImage::parse(Path::new(path), &bytes) else {
             continue;
         };
+        sources.place(&mut image.compile_units);
         let Some(bias) = bias_of(&maps, path, &image) else {
             continue;
         };

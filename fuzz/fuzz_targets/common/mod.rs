@@ -106,6 +106,7 @@ pub fn program() -> &'static Program {
                     image: Arc::new(parse_image(Path::new(libc))),
                 },
             ],
+            home: Default::default(),
         };
         let linker = Linker::new(model.clone(), arenas());
         linker.prepare();

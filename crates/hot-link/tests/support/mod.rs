@@ -147,7 +147,11 @@ pub fn low_arenas() -> Arenas {
 }
 
 pub fn image_model(exe: Module, libs: Vec<Module>) -> ImageModel {
-    ImageModel { exe, libs }
+    ImageModel {
+        exe,
+        libs,
+        home: Default::default(),
+    }
 }
 
 /// Input sections ld placed, from its `-Map` file: (section name, address, size) of the

@@ -383,7 +383,14 @@ impl Owner {
             return Err(ProcessError::Other("an arena of 0 bytes".into()));
         }
         let maps = read_mappings(self.pid)?;
-        let image = image_range(self.pid, &maps)?;
+        let exe = image_range(self.pid, &maps)?;
+        // Arenas for a shared library (`near` outside the executable) go next to the
+        // library, as for a position-independent executable: below its lowest mapping.
+        let image = if near.start < exe.end && exe.start < near.end {
+            exe
+        } else {
+            near.clone()
+        };
         let heap = Heap {
             start_brk: start_brk(self.pid),
         };
@@ -399,10 +406,10 @@ impl Owner {
             let place = if image.end <= LOW_LIMIT {
                 "below 2 GiB (the executable is not position-independent) outside the heap's room"
             } else {
-                "below the executable"
+                "below the image"
             };
             return Err(ProcessError::Other(format!(
-                "no free gap of {min_size:#x} bytes {place} (executable at {:#x}) within ±2 GiB of {:#x}..{:#x}",
+                "no free gap of {min_size:#x} bytes {place} (image at {:#x}) within ±2 GiB of {:#x}..{:#x}",
                 image.start, near.start, near.end
             )));
         }

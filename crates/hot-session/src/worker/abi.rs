@@ -12,16 +12,19 @@ use std::time::Instant;
 
 use hot_link::{LinkError, LinkRequest, Patch};
 
-use crate::program::Program;
+use crate::program::{Program, UnitImage};
 use crate::{Diagnostic, Severity};
 
 /// `patch` if the batch passes the checks, else the refusals (nothing has been written).
+/// `image` is the image the batch was linked into (the executable, or a library), whose
+/// DWARF names the users of a changed type.
 pub(super) fn check(
     program: &Program,
+    image: &UnitImage,
     requests: &[LinkRequest<'_>],
     patch: Patch,
 ) -> Result<Patch, Vec<LinkError>> {
-    let Some(linker) = program.linker.as_ref() else {
+    let Some(linker) = program.linker_of(image) else {
         return Ok(patch);
     };
     let started = Instant::now();
@@ -31,7 +34,16 @@ pub(super) fn check(
             None => (Vec::new(), None),
             Some((names, skip)) => {
                 let names: HashSet<&str> = names.iter().map(String::as_str).collect();
-                match program.debuggee.read_executable() {
+                let file = match image.library() {
+                    Some(path) => std::fs::read(path)
+                        .map(|bytes| (path.to_string(), bytes))
+                        .map_err(|e| format!("cannot read {path}: {e}")),
+                    None => program
+                        .debuggee
+                        .read_executable()
+                        .map_err(|e| e.to_string()),
+                };
+                match file {
                     Ok((path, bytes)) => {
                         match hot_object::types::image_type_users(
                             Path::new(&path),
@@ -43,7 +55,7 @@ pub(super) fn check(
                             Err(e) => (Vec::new(), Some(e)),
                         }
                     }
-                    Err(e) => (Vec::new(), Some(e.to_string())),
+                    Err(e) => (Vec::new(), Some(e)),
                 }
             }
         };
@@ -77,13 +89,16 @@ pub(super) fn check(
 /// The code ranges that run each swapped function's current code right now: its body in the
 /// executable and every body an earlier patch placed for it (a frame of any of them still
 /// finishes there), for [`hot_process::WritePlan::watch`].
-pub(super) fn old_bodies(program: &Program, patch: &Patch) -> Vec<(Range<u64>, String)> {
-    let Some(image) = program.image.as_ref() else {
+pub(super) fn old_bodies(
+    program: &Program,
+    image: &UnitImage,
+    patch: &Patch,
+) -> Vec<(Range<u64>, String)> {
+    let Some(module) = program.module_of(image) else {
         return Vec::new();
     };
     let swapped: HashSet<&str> = patch.swapped.iter().map(String::as_str).collect();
-    let mut out: Vec<(Range<u64>, String)> = image
-        .exe
+    let mut out: Vec<(Range<u64>, String)> = module
         .image
         .symbols
         .iter()
@@ -94,7 +109,7 @@ pub(super) fn old_bodies(program: &Program, patch: &Patch) -> Vec<(Range<u64>, S
                 && swapped.contains(s.name.as_str())
         })
         .map(|s| {
-            let start = image.exe.runtime(hot_link::Vaddr(s.vaddr)).0;
+            let start = module.runtime(hot_link::Vaddr(s.vaddr)).0;
             (start..start.saturating_add(s.size), s.name.clone())
         })
         .collect();

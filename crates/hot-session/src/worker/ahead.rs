@@ -308,13 +308,7 @@ impl Worker {
             return;
         };
         let pid = program.debuggee.pid();
-        let compile_unit = program.image.as_ref().and_then(|i| {
-            i.exe
-                .image
-                .compile_units
-                .iter()
-                .position(|cu| crate::program::cu_source(cu) == file)
-        });
+        let compile_unit = program.compile_unit_of(&unit.image, &file);
         let source = file.display().to_string();
         let request = LinkRequest {
             object: &object,
@@ -326,8 +320,9 @@ impl Worker {
             },
         };
         let requests = std::slice::from_ref(&request);
+        let image = unit.image.clone();
         let link = |program: &mut crate::program::Program| {
-            let linker = program.linker().ok()?;
+            let linker = program.linker_for(&image).ok()?;
             let changes = linker.changes();
             Some((changes, link_guarded(linker, requests).ok()?))
         };
@@ -347,7 +342,8 @@ impl Worker {
         // function removed but still called): what the save would be refused for shows
         // while typing, whichever check refuses it.
         let linked = linked.map(|(changes, result)| {
-            let checked = result.and_then(|patch| super::abi::check(program, requests, patch));
+            let checked =
+                result.and_then(|patch| super::abi::check(program, &image, requests, patch));
             (changes, checked)
         });
         drop(request);

@@ -9,7 +9,7 @@ use hot_object::Object;
 use super::{has_extension, Baseline, Worker, SOURCE_EXTENSIONS};
 use crate::compile::{self, Cancel, CompileJob};
 use crate::compile_db::{normalize, CompileDatabase, CompileEntry};
-use crate::program::{cu_source, unit_of, UnitMatch};
+use crate::program::{cu_source, UnitMatch};
 use crate::{Phase, Severity};
 
 impl Worker {
@@ -253,8 +253,8 @@ impl Worker {
     pub(super) fn is_linked(&mut self, file: &Path) -> bool {
         self.program
             .as_mut()
-            .and_then(|p| p.image().ok())
-            .is_some_and(|i| !matches!(unit_of(&i.exe.image, file), UnitMatch::NotLinked))
+            .and_then(|p| p.home_of(file).ok())
+            .is_some_and(|(_, unit)| !matches!(unit, UnitMatch::NotLinked))
     }
 
     /// Whether a file last modified at `modified` may be what the running executable was
@@ -281,22 +281,12 @@ impl Worker {
         let Some(program) = self.program.as_mut() else {
             return false;
         };
-        let (tu, compile_unit) = match program.image() {
-            Ok(image) => match unit_of(&image.exe.image, file) {
-                UnitMatch::Found(tu) => (
-                    tu,
-                    image
-                        .exe
-                        .image
-                        .compile_units
-                        .iter()
-                        .position(|cu| cu_source(cu) == file),
-                ),
-                UnitMatch::NotLinked => return false,
-            },
-            Err(_) => return false,
+        let (image, tu) = match program.home_of(file) {
+            Ok((image, UnitMatch::Found(tu))) => (image, tu),
+            Ok((_, UnitMatch::NotLinked)) | Err(_) => return false,
         };
-        let Ok(linker) = program.linker() else {
+        let compile_unit = program.compile_unit_of(&image, file);
+        let Ok(linker) = program.linker_for(&image) else {
             return false;
         };
         let request = hot_link::LinkRequest {
@@ -330,7 +320,18 @@ impl Worker {
         let unchanged_since_build = std::fs::metadata(file)
             .and_then(|m| m.modified())
             .is_ok_and(|modified| self.older_than_the_build(modified));
-        if !unchanged_since_build || !self.is_linked(file) {
+        if !unchanged_since_build {
+            return false;
+        }
+        if !self.is_linked(file) {
+            // A library of the program may contain it, once the dynamic linker loaded them:
+            // its text is kept now, as it was built from (`snapshot_library_files`).
+            let libraries_unknown = self.program.as_mut().is_some_and(|p| !p.libraries_known());
+            if libraries_unknown {
+                if let Ok(text) = std::fs::read(file) {
+                    self.library_snapshots.insert(file.to_owned(), text);
+                }
+            }
             return false;
         }
         if self.during_the_build(file) {
@@ -343,6 +344,27 @@ impl Worker {
                 true
             }
             Err(_) => false,
+        }
+    }
+
+    /// Once the program's libraries are known: the texts kept at adoption of the files one
+    /// of them contains become snapshots, and their baselines are queued.
+    pub(super) fn snapshot_library_files(&mut self) {
+        if self.library_snapshots.is_empty() {
+            return;
+        }
+        if !self.program.as_mut().is_some_and(|p| p.libraries_known()) {
+            return;
+        }
+        for (file, text) in std::mem::take(&mut self.library_snapshots) {
+            if !self.is_linked(&file) || self.snapshots.contains_key(&file) {
+                continue;
+            }
+            if self.during_the_build(&file) {
+                self.snapshots_during_build.insert(file.clone());
+            }
+            self.snapshots.insert(file.clone(), text);
+            self.baseline_queue.insert(file);
         }
     }
 

@@ -36,6 +36,7 @@ impl Worker {
             if let Err(e) = program.linker() {
                 tracing::debug!("preparing the linker: {e}");
             }
+            self.snapshot_library_files();
         }
     }
 

@@ -101,6 +101,10 @@ struct Worker {
     /// and unchanged since the build, read at adoption: kept for the program's life, so a
     /// baseline can be compiled from it whenever a save needs one.
     snapshots: BTreeMap<PathBuf, Vec<u8>>,
+    /// The text of each file the executable does not contain, unchanged since the build,
+    /// read at adoption while the program's libraries were not known yet (ld.so had not
+    /// loaded them): a snapshot once they are, if one of them contains the file.
+    library_snapshots: BTreeMap<PathBuf, Vec<u8>>,
     /// Files whose baseline is still to be compiled: one at a time while nothing else
     /// waits, so a large program's output and saves are never held up behind them. A save
     /// of a queued file compiles its baseline first (`baseline_for`).
@@ -179,6 +183,7 @@ pub(crate) fn run(
         replay: Vec::new(),
         replay_build_id: None,
         snapshots: BTreeMap::new(),
+        library_snapshots: BTreeMap::new(),
         baseline_queue: BTreeSet::new(),
         baseline_in_flight: None,
         dependencies: HashMap::new(),
@@ -332,6 +337,7 @@ impl Worker {
     /// executable, and are kept for a relaunch of the same build-id: see `adopt`).
     fn forget_baselines(&mut self) {
         self.snapshots.clear();
+        self.library_snapshots.clear();
         self.snapshots_during_build.clear();
         self.baseline_queue.clear();
         self.refused_baselines.clear();

@@ -31,7 +31,7 @@ use hot_process::ProcessError;
 use super::pipeline::{compile_all, max_jobs, UnitJob};
 use super::{has_extension, Worker, SOURCE_EXTENSIONS};
 use crate::compile::CompileOutcome;
-use crate::program::{unit_of, UnitMatch};
+use crate::program::UnitMatch;
 use crate::{Phase, Severity};
 
 /// One unlinked database file in the index of who defines what: read from the object the
@@ -188,9 +188,10 @@ impl Worker {
             {
                 continue;
             }
+            // Not in the executable nor in any of the project's libraries.
             let not_linked = self.program.as_mut().is_some_and(|p| {
-                p.image()
-                    .is_ok_and(|i| matches!(unit_of(&i.exe.image, &file), UnitMatch::NotLinked))
+                p.home_of(&file)
+                    .is_ok_and(|(_, unit)| matches!(unit, UnitMatch::NotLinked))
             });
             if not_linked && self.may_add_unit(&file) {
                 unlinked.push(file);

@@ -22,7 +22,7 @@ use super::{has_extension, Baseline, Worker, HEADER_EXTENSIONS, SOURCE_EXTENSION
 use crate::compile::{self, CompileJob, CompileOutcome};
 use crate::compile_db::normalize;
 use crate::config;
-use crate::program::{unit_of, AppliedPatch, LinkerError, UnitMatch};
+use crate::program::{AppliedPatch, LinkerError, UnitImage, UnitMatch};
 use crate::{Diagnostic, Micros, Phase, Progress, SessionEvent, Severity, State, SwapSummary};
 
 /// The most compiles a header's swap runs at once, whatever the machine has.
@@ -45,6 +45,9 @@ pub(super) struct UnitJob {
     /// The `STT_FILE` group of the image the file replaces (`None`: not found there, or no
     /// program runs).
     pub(super) tu: Option<TranslationUnitId>,
+    /// The image `tu` is a unit of, whose linker links the file: the executable, or one of
+    /// the project's shared libraries.
+    pub(super) image: UnitImage,
     /// A compile-database file the program does not contain yet, linked in as a new
     /// translation unit by this swap (`new_units.rs`).
     pub(super) new_unit: bool,
@@ -204,19 +207,30 @@ impl Worker {
     pub(super) fn unit_job(&mut self, file: &Path) -> Result<UnitJob, String> {
         // A file with no compile command is said so first.
         self.entry_for(file)?;
+        // The libraries are known by now if they were not at adoption.
+        self.snapshot_library_files();
         let mut new_unit = false;
+        let mut image = UnitImage::Executable;
         let tu = match self.program.as_mut().map(|p| {
-            p.image()
-                .map(|i| (unit_of(&i.exe.image, file), i.exe.path.clone()))
+            let exe = p.image().map(|i| i.exe.path.clone());
+            let mut home = p.home_of(file);
+            // A library loaded with `dlopen` since the list was read may contain it.
+            if matches!(home, Ok((_, UnitMatch::NotLinked))) && p.refresh_libraries() {
+                home = p.home_of(file);
+            }
+            home.and_then(|home| Ok((home, exe?)))
         }) {
             None => None,
-            Some(Ok((UnitMatch::Found(tu), _))) => tu,
-            Some(Ok((UnitMatch::NotLinked, _))) if self.is_added_unit(file) => None,
-            Some(Ok((UnitMatch::NotLinked, _))) if self.may_add_unit(file) => {
+            Some(Ok(((home, UnitMatch::Found(tu)), _))) => {
+                image = home;
+                tu
+            }
+            Some(Ok(((_, UnitMatch::NotLinked), _))) if self.is_added_unit(file) => None,
+            Some(Ok(((_, UnitMatch::NotLinked), _))) if self.may_add_unit(file) => {
                 new_unit = true;
                 None
             }
-            Some(Ok((UnitMatch::NotLinked, exe))) => {
+            Some(Ok(((_, UnitMatch::NotLinked), exe))) => {
                 let why = self
                     .program
                     .as_ref()
@@ -230,7 +244,9 @@ impl Worker {
             }
             Some(Err(e)) => return Err(e),
         };
-        self.compile_job(file, tu, new_unit)
+        let mut job = self.compile_job(file, tu, new_unit)?;
+        job.image = image;
+        Ok(job)
     }
 
     /// The compile of `file` for a swap, as the unit `tu` of the image (`None`: a unit the
@@ -253,6 +269,7 @@ impl Worker {
             job,
             depfile,
             tu,
+            image: UnitImage::Executable,
             new_unit,
         })
     }
@@ -407,6 +424,27 @@ impl Worker {
             .map(|(_, outcome, _)| outcome.diagnostics.clone())
             .collect();
         let mut files: Vec<PathBuf> = ready.iter().map(|(unit, _, _)| unit.file.clone()).collect();
+        // One linker per image: the files of one swap must all be linked into the same one.
+        let image = ready
+            .first()
+            .map(|(unit, _, _)| unit.image.clone())
+            .unwrap_or_default();
+        if let Some((other, _, _)) = ready.iter().find(|(unit, _, _)| unit.image != image) {
+            let name = |i: &UnitImage| i.library().unwrap_or("the executable").to_string();
+            let first = &ready[0].0;
+            for (unit, outcome, _) in &ready {
+                self.publish(&unit.file, &unit.file, outcome.diagnostics.clone());
+            }
+            self.fail(format!(
+                "{} is linked into {} and {} into {}: a swap of files of two images at once is \
+                 not supported yet; nothing was swapped",
+                first.file.display(),
+                name(&first.image),
+                other.file.display(),
+                name(&other.image)
+            ));
+            return Err(());
+        }
         self.progress(Phase::Link, "linking");
         let link_start = Instant::now();
         // Files of the compile database the program never linked, compiled and added to
@@ -424,13 +462,7 @@ impl Worker {
                 .map(|((unit, _, object), baseline)| {
                     // The compile unit tells which definition of a global name this file made
                     // (weak defaults, hidden symbols).
-                    let compile_unit = program.image.as_ref().and_then(|i| {
-                        i.exe
-                            .image
-                            .compile_units
-                            .iter()
-                            .position(|cu| crate::program::cu_source(cu) == unit.file)
-                    });
+                    let compile_unit = program.compile_unit_of(&image, &unit.file);
                     LinkRequest {
                         object,
                         baseline: baseline.as_ref().map(|b| b.object.as_ref()),
@@ -446,7 +478,7 @@ impl Worker {
             let mut linked = match prelinked.take() {
                 Some(patch) => Ok(Ok(patch)),
                 None => program
-                    .linker()
+                    .linker_for(&image)
                     .and_then(|linker| link_guarded(linker, &requests).map_err(Into::into)),
             };
             let undefined = linked.as_ref().is_ok_and(|result| {
@@ -458,7 +490,7 @@ impl Worker {
             });
             // A symbol may come from a library loaded since the linker last looked.
             if undefined && program.refresh_libraries() {
-                if let Ok(linker) = program.linker() {
+                if let Ok(linker) = program.linker_for(&image) {
                     linked = link_guarded(linker, &requests).map_err(Into::into);
                 }
             }
@@ -468,7 +500,7 @@ impl Worker {
             let missing = undefined_names(&linked);
             // Changed layouts and signatures, removed functions still called (worker/abi.rs).
             let linked = linked.map(|result| {
-                result.and_then(|patch| super::abi::check(program, &requests, patch))
+                result.and_then(|patch| super::abi::check(program, &image, &requests, patch))
             });
             drop(requests);
             if missing.is_empty() {
@@ -614,7 +646,7 @@ impl Worker {
         self.progress(Phase::Swap, "swapping");
         let mut plan = write_plan(&patch);
         if let Some(program) = self.program.as_ref() {
-            plan.watch = super::abi::old_bodies(program, &patch);
+            plan.watch = super::abi::old_bodies(program, &image, &patch);
         }
         let swap_start = Instant::now();
         let report = self.apply_with_unwind(&plan, &patch, unwinds_cxx_exceptions, &constructors);
@@ -639,7 +671,7 @@ impl Worker {
             return Err(());
         };
         micros.swap = swap_start.elapsed().as_micros() as u64;
-        if let Some(linker) = program.linker.as_mut() {
+        if let Some(linker) = program.linker_of_mut(&image) {
             linker.commit(&patch);
         }
         super::abi::remember_bodies(program, &patch);
@@ -675,6 +707,7 @@ impl Worker {
             program.added_units.extend(new_units.iter().cloned());
             program.constructed_units.extend(new_units.iter().cloned());
             program.journal.push(AppliedPatch {
+                image,
                 saved: saved.to_owned(),
                 files: journaled,
                 debugger_entry,
@@ -744,7 +777,9 @@ impl Worker {
             self.message(Severity::Information, "there is no swap to undo");
             return;
         };
-        let reverts = program.linker.as_ref().and_then(|l| l.revert_plan());
+        let reverts = program
+            .linker_of(&applied.image)
+            .and_then(|l| l.revert_plan());
         let Some(reverts) = reverts else {
             program.journal.push(applied);
             self.fail("the last swap cannot be reverted".into());
@@ -761,7 +796,7 @@ impl Worker {
             self.fail_process(&e, "undo failed: ");
             return;
         }
-        if let Some(linker) = program.linker.as_mut() {
+        if let Some(linker) = program.linker_of_mut(&applied.image) {
             linker.revert_last();
         }
         // Units this swap linked in are not part of the program any more (their code and

@@ -234,7 +234,7 @@ impl Worker {
     }
 
     pub(super) fn retire(&mut self, patch: &Patch) {
-        if let Some(linker) = self.program.as_mut().and_then(|p| p.linker.as_mut()) {
+        if let Some(linker) = self.program.as_mut().and_then(|p| p.linker_of_patch(patch)) {
             linker.retire(patch);
         }
     }

@@ -1,0 +1,264 @@
+//! The project's own shared libraries, really swapped (tests/fixtures/sharedlib, built with
+//! `cc` and with `clang`, with and without baselines): a saved file compiled into libfoo.so is patched into the library
+//! (its symbols, bias and GOT; arenas near it), new library code binds the library's own
+//! hidden functions and statics — never the executable's same-named ones — and the names
+//! the executable interposes as the dynamic linker bound them; a file of the executable is
+//! still patched into the executable. Each case is a row.
+
+mod common;
+
+use common::{field, Fixture};
+use hot_session::{Command, Severity};
+
+/// A way to build the fixture: the compiler, and what runs after build.sh.
+type Build = (&'static str, &'static str);
+
+/// Both C compilers; each with baselines (the sources as built), and with the sources
+/// touched after the build, so that no baseline is trusted and each save is compared with
+/// the running library's code instead (hot-link's image_diff: a library calls its own
+/// exported functions through its PLT).
+const BUILDS: [Build; 4] = [
+    ("cc", ""),
+    ("clang", ""),
+    ("cc", " && touch lib/foo.c lib/plug.c main.c"),
+    ("clang", " && touch lib/foo.c lib/plug.c main.c"),
+];
+
+/// The `sharedlib` fixture built as `build` says, launched and printing.
+fn sharedlib((compiler, after): Build) -> Fixture {
+    let mut f = Fixture::copy("sharedlib");
+    f.write(
+        "hot-lsp.toml",
+        &format!("[program]\npath = \"app\"\nbuild = \"CC={compiler} sh build.sh{after}\"\n"),
+    );
+    f.start();
+    f.wait_launched();
+    f.wait_output("tick=");
+    f
+}
+
+/// The library's `count=` of an output line: its static counter, which a swap must keep.
+fn count(line: &str) -> u64 {
+    field(line, "count")
+        .parse()
+        .unwrap_or_else(|_| panic!("count= is not a number in {line:?}"))
+}
+
+/// One edit that must swap.
+struct Edit<'a> {
+    /// What the row shows.
+    what: &'a str,
+    /// Files created after the launch (`load-plug` has the program `dlopen` libplug.so),
+    /// and what the program prints once it saw them.
+    create: &'a [&'a str],
+    before: &'a str,
+    /// The file edited, and its replacements in order.
+    file: &'a str,
+    edits: &'a [(&'a str, &'a str)],
+    /// The functions swapped.
+    swapped: &'a [&'a str],
+    /// Functions that may be swapped too when there is no baseline: compared with the
+    /// running code, they are not shown to do the same (swapping too much, never too
+    /// little).
+    may_also: &'a [&'a str],
+    /// A piece of every line the new code prints.
+    after: &'a str,
+}
+
+/// With each build: launch, apply `row`'s edits, save; exactly `row.swapped` must swap,
+/// the program print `row.after`, the library's counter go on from where it was, and the
+/// process be the one launched at first. Returns the fixtures, swapped, for more checks.
+fn check_edit(row: &Edit<'_>) -> Vec<Fixture> {
+    BUILDS
+        .iter()
+        .map(|&build| {
+            let mut f = sharedlib(build);
+            for file in row.create {
+                f.write(file, "");
+            }
+            let before = count(&f.wait_output(row.before));
+            for (from, to) in row.edits {
+                f.edit(row.file, from, to);
+            }
+            f.save(row.file);
+            let swap = f.wait_swap();
+            let extra = !build.1.is_empty();
+            let swapped: Vec<&String> = swap
+                .swapped
+                .iter()
+                .filter(|s| !(extra && row.may_also.contains(&s.as_str())))
+                .collect();
+            assert_eq!(swapped, row.swapped, "{} ({build:?}): {swap:?}", row.what);
+            let line = f.wait_output(row.after);
+            assert!(
+                count(&line) > before,
+                "{} ({build:?}): the library's counter restarted: {before} then {line:?}",
+                row.what
+            );
+            f.assert_same_process();
+            f
+        })
+        .collect()
+}
+
+#[test]
+fn a_library_function_edited_is_swapped_in_the_library_and_keeps_its_state() {
+    check_edit(&Edit {
+        what: "a static function of the library",
+        file: "lib/foo.c",
+        create: &[],
+        before: "tick=",
+        edits: &[("return \"one\";", "return \"two\";")],
+        swapped: &["label"],
+        may_also: &[],
+        after: "label=two value=0 who=app",
+    });
+}
+
+#[test]
+fn new_library_code_binds_the_librarys_hidden_function_and_statics() {
+    // The library's lib_hidden(7) is 107 (main.c's is 5907); its `counter` counts ticks
+    // (main.c's static of that name is 5000); `lib_scale` is the variable main.c set to 7
+    // (through its copy of it in a gcc PIE, R_X86_64_COPY), not the library's initial 3.
+    check_edit(&Edit {
+        what: "a hidden function, a static and an exported variable of the library",
+        file: "lib/foo.c",
+        create: &[],
+        before: "tick=",
+        edits: &[(
+            "return 0;",
+            "return lib_hidden(lib_scale) + 1000 * (counter >= 5000);",
+        )],
+        swapped: &["value"],
+        may_also: &[],
+        after: "label=one value=107 who=app",
+    });
+}
+
+#[test]
+fn new_library_code_calls_what_the_executable_interposes() {
+    // main.c defines whoami too: the dynamic linker bound the library's calls to it, and
+    // new code of the library calls it as well.
+    check_edit(&Edit {
+        what: "a function the executable interposes",
+        file: "lib/foo.c",
+        create: &[],
+        before: "tick=",
+        edits: &[("return \"one\";", "return whoami();")],
+        swapped: &["label"],
+        may_also: &[],
+        after: "label=app value=0 who=app",
+    });
+}
+
+#[test]
+fn a_file_of_the_executable_is_still_patched_into_the_executable() {
+    check_edit(&Edit {
+        what: "a static function of the executable",
+        file: "main.c",
+        create: &[],
+        before: "tick=",
+        edits: &[("return \"main-one\";", "return \"main-two\";")],
+        swapped: &["app_label"],
+        // gcc -O0's literals of main.c share one block with app_label's.
+        may_also: &["main"],
+        after: "app=main-two hidden=5900",
+    });
+}
+
+#[test]
+fn a_library_loaded_with_dlopen_after_launch_is_patched_too() {
+    check_edit(&Edit {
+        what: "a function of a library dlopen'ed after hot-lsp read the libraries",
+        create: &["load-plug"],
+        before: "plug=1",
+        file: "lib/plug.c",
+        edits: &[("return 1;", "return 2;")],
+        swapped: &["plug_value"],
+        may_also: &[],
+        after: "label=one value=0 who=app app=main-one hidden=5900 plug=2",
+    });
+}
+
+#[test]
+fn undo_restores_the_librarys_entries_and_a_later_save_swaps_again() {
+    let row = Edit {
+        what: "a static function of the library, undone",
+        file: "lib/foo.c",
+        create: &[],
+        before: "tick=",
+        edits: &[("return \"one\";", "return \"two\";")],
+        swapped: &["label"],
+        may_also: &[],
+        after: "label=two",
+    };
+    for mut f in check_edit(&row) {
+        f.send(Command::Undo);
+        let text = f.wait_message(Severity::Information);
+        assert!(
+            text.contains("reverted") && text.contains("lib/foo.c"),
+            "{text}"
+        );
+        f.fresh_output.clear();
+        f.wait_output("label=one");
+        // A main.c swap after it goes to the executable, the library keeps its original code.
+        f.edit("main.c", "return \"main-one\";", "return \"main-three\";");
+        f.save("main.c");
+        let swap = f.wait_swap();
+        // `main` too without a baseline (see the executable's row).
+        assert!(
+            swap.swapped.iter().any(|s| s == "app_label")
+                && swap.swapped.iter().all(|s| s == "app_label" || s == "main"),
+            "{swap:?}"
+        );
+        let line = f.wait_output("app=main-three");
+        assert!(line.contains("label=one"), "{line}");
+        f.assert_same_process();
+    }
+}
+
+#[test]
+fn an_undefined_symbol_in_a_library_edit_is_refused_and_leaves_it_running() {
+    for build in BUILDS {
+        let mut f = sharedlib(build);
+        f.edit(
+            "lib/foo.c",
+            "static int counter;",
+            "static int counter;\nint nosuch(void);",
+        );
+        f.edit("lib/foo.c", "return 0;", "return nosuch();");
+        let line = f.line_of("lib/foo.c", "return nosuch();");
+        f.save("lib/foo.c");
+        let diagnostics = f.wait_diagnostics("lib/foo.c");
+        let found = diagnostics
+            .iter()
+            .find(|d| d.code == "undefined-symbol")
+            .unwrap_or_else(|| panic!("{build:?}: no undefined-symbol: {diagnostics:#?}"));
+        assert_eq!(
+            (found.line, found.severity),
+            (line, Severity::Error),
+            "{found:?}"
+        );
+        assert!(found.message.contains("nosuch"), "{found:?}");
+        f.assert_unchanged(0, "label=one value=0 who=app", 3);
+    }
+}
+
+#[test]
+fn a_header_of_the_library_and_the_executable_is_refused_as_one_swap_of_two_images() {
+    // lib/foo.h is included by main.c (the executable) and lib/foo.c (libfoo.so): one
+    // atomic swap across two images is not supported, so nothing is swapped.
+    let mut f = sharedlib(BUILDS[0]);
+    f.edit(
+        "lib/foo.h",
+        "extern int lib_scale;",
+        "extern int lib_scale;\nint lib_extra(void);",
+    );
+    f.save("lib/foo.h");
+    let text = f.wait_message(Severity::Error);
+    assert!(
+        text.contains("two images") && text.contains("libfoo.so"),
+        "{text}"
+    );
+    f.assert_unchanged(0, "label=one value=0 who=app app=main-one", 3);
+}
