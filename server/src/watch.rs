@@ -302,7 +302,17 @@ impl Printer {
                 "file": self.absolute(&file).to_string_lossy(),
                 "micros": {"compile": micros.compile, "link": micros.link},
             })),
-            SessionEvent::Diagnostics { diagnostics, .. } => {
+            SessionEvent::Diagnostics { file, diagnostics } => {
+                let file = self.absolute(&file);
+                if diagnostics.is_empty() {
+                    // A file whose errors a later save fixed: without this line a script
+                    // reading the events would still think it broken.
+                    if self.files_with_diagnostics.remove(&file) {
+                        self.event(&json!({"event": "fixed", "file": file.to_string_lossy()}));
+                    }
+                    return;
+                }
+                self.files_with_diagnostics.insert(file);
                 for diagnostic in &diagnostics {
                     self.event(&self.diagnostic_json(diagnostic));
                 }

@@ -88,6 +88,19 @@ fn watch_swaps_saved_edits_reports_errors_and_kills_the_program_on_sigterm() {
     assert!(diagnostic["message"].is_string(), "{diagnostic}");
     assert!(process_alive(pid));
 
+    // The error fixed: the file is said to be fixed, and no diagnostic comes back with it.
+    let fixed_text = edited.replacen("return x * 2;", "return x * 3;", 1);
+    std::fs::write(&main_c, &fixed_text).expect("write the fix");
+    let fixed = watch.wait("fixed", |event| {
+        assert_ne!(
+            event["event"], "diagnostic",
+            "a diagnostic after the fix: {event}"
+        );
+        event["event"] == "fixed"
+    });
+    assert_eq!(fixed["file"], main_c.to_string_lossy().as_ref(), "{fixed}");
+    watch.output("value=30");
+
     let terminated = Command::new("kill")
         .arg("-TERM")
         .arg(watch.pid().to_string())

@@ -1366,6 +1366,37 @@ fn a_header_edit_that_breaks_an_includer_swaps_none_of_them() {
             found.len() == errors && found.iter().all(|d| d.line == line),
             "{broken}: expected {errors} error(s) on line {line}: {shown:#?}"
         );
+        // The edit taken back: the broken file's list is published empty, and never again
+        // with the old errors on the way (each includer's stale list counted while the
+        // others' fresh ones were published one by one).
+        let start = f.log.len();
+        f.edit("common.h", to, from);
+        f.save("common.h");
+        let header = f.path("common.h");
+        f.wait("the save that takes the edit back", |e| match e {
+            SessionEvent::Unchanged { file, .. } if *file == header => Some(()),
+            _ => None,
+        });
+        let after: Vec<&Vec<Diagnostic>> = f.log[start..]
+            .iter()
+            .filter_map(|e| match e {
+                SessionEvent::Diagnostics { file, diagnostics } if *file == path => {
+                    Some(diagnostics)
+                }
+                _ => None,
+            })
+            .collect();
+        assert!(
+            after.last().is_some_and(|d| d.is_empty()),
+            "{broken}: still shown after the fix: {after:#?}"
+        );
+        if let Some(stale) = after.iter().rposition(|d| !d.is_empty()) {
+            // Only the list re-published when the save started may still hold them.
+            assert_eq!(
+                stale, 0,
+                "{broken}: errors published after the fix: {after:#?}"
+            );
+        }
     }
 }
 

@@ -448,6 +448,18 @@ impl Worker {
     /// files this unit reported on before and not now are cleared. A file other units
     /// reported on too (a header) gets the union of all their lists, each diagnostic once.
     fn publish(&mut self, unit: &Path, primary: &Path, diagnostics: Vec<Diagnostic>) {
+        let touched = self.record_diagnostics(unit, primary, diagnostics);
+        self.emit_diagnostics(touched, unit);
+    }
+
+    /// Keep what compiling `unit` reported, without publishing; the files whose published
+    /// list it changes.
+    fn record_diagnostics(
+        &mut self,
+        unit: &Path,
+        primary: &Path,
+        diagnostics: Vec<Diagnostic>,
+    ) -> BTreeSet<PathBuf> {
         let mut by_file: BTreeMap<PathBuf, Vec<Diagnostic>> = BTreeMap::new();
         for d in diagnostics {
             by_file.entry(d.file.clone()).or_default().push(d);
@@ -458,11 +470,16 @@ impl Worker {
             touched.extend(previous.into_keys());
         }
         self.published.insert(unit.to_owned(), by_file);
-        for file in touched {
+        touched
+    }
+
+    /// Publish the union of every unit's diagnostics for each of `files`, `first`'s first.
+    fn emit_diagnostics(&mut self, files: BTreeSet<PathBuf>, first: &Path) {
+        for file in files {
             let mut diagnostics: Vec<Diagnostic> = Vec::new();
             // This unit's first, then the others' in path order.
             let mut units: Vec<&PathBuf> = self.published.keys().collect();
-            units.sort_by_key(|u| (u.as_path() != unit, u.as_path()));
+            units.sort_by_key(|u| (u.as_path() != first, u.as_path()));
             for u in units {
                 for d in self.published[u].get(&file).into_iter().flatten() {
                     if !diagnostics.contains(d) {

@@ -323,11 +323,13 @@ impl Worker {
         // Every file compiled (and its diagnostics are fresh), or nothing is swapped.
         let mut ready = Vec::with_capacity(compiled.len());
         let mut failed = Vec::new();
+        // What the files that did not compile said, published with the others' below.
+        let mut failed_diagnostics = Vec::new();
         for c in compiled {
             match (&c.outcome, c.object) {
                 (Ok(outcome), Some(object)) => ready.push((c.unit, outcome.clone(), object)),
                 (Ok(outcome), None) => {
-                    self.publish(&c.unit.file, &c.unit.file, outcome.diagnostics.clone());
+                    failed_diagnostics.push((c.unit.file.clone(), outcome.diagnostics.clone()));
                     failed.push(c.unit.file);
                 }
                 (Err((code, e)), _) => {
@@ -340,9 +342,14 @@ impl Worker {
             }
         }
         if !failed.is_empty() || self.program.is_none() {
+            // (Those without an outcome were reported through `fail`.)
+            let (mut files, mut diagnostics): (Vec<PathBuf>, Vec<Vec<Diagnostic>>) =
+                failed_diagnostics.into_iter().unzip();
             for (unit, outcome, _) in ready {
-                self.publish(&unit.file, &unit.file, outcome.diagnostics);
+                files.push(unit.file);
+                diagnostics.push(outcome.diagnostics);
             }
+            self.publish_each(&files, diagnostics);
             if failed.is_empty() {
                 // No program: compiling is all there is to do.
                 self.set_state(running_state, None);
@@ -761,10 +768,16 @@ impl Worker {
         Ok(Some(summary))
     }
 
-    /// Publish the diagnostics of each file (compiled as its own translation unit).
+    /// Publish the diagnostics of each file (compiled as its own translation unit), all
+    /// recorded before any is published: a header the files include is published once, with
+    /// what all of them say now (not first with what the others said before this save).
     fn publish_each(&mut self, files: &[PathBuf], diagnostics: Vec<Vec<Diagnostic>>) {
+        let mut touched = std::collections::BTreeSet::new();
         for (file, diagnostics) in files.iter().zip(diagnostics) {
-            self.publish(file, file, diagnostics);
+            touched.extend(self.record_diagnostics(file, file, diagnostics));
+        }
+        if let Some(first) = files.first() {
+            self.emit_diagnostics(touched, first);
         }
     }
 
