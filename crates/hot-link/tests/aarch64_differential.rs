@@ -28,7 +28,7 @@ use hot_link::aarch64 as a64;
 use hot_link::{
     Arenas, LinkErrorCode, LinkRequest, Linker, Patch, Placement, RuntimeAddr, UnitRef,
 };
-use hot_object::{AtomId, LinkedImage, Object, RelocKind, TranslationUnitId};
+use hot_object::{AtomId, LinkedImage, Object, RelocKind};
 use support::*;
 
 const LD: &str = "aarch64-linux-gnu-ld";
@@ -87,14 +87,6 @@ impl Coverage {
     }
 }
 
-fn tu_of(image: &LinkedImage, source: &str) -> Option<TranslationUnitId> {
-    image
-        .translation_units
-        .iter()
-        .position(|n| n == source)
-        .map(|i| TranslationUnitId(i as u32))
-}
-
 /// Compile `fixture_name` (with its `extra` units and `lib` libraries), link with ld and
 /// with hot-link at ld's addresses, compare.
 fn check(compiler: Compiler, fixture_name: &str, cflags: &[&str], ldflags: &[&str]) -> Coverage {
@@ -119,44 +111,16 @@ fn check(compiler: Compiler, fixture_name: &str, cflags: &[&str], ldflags: &[&st
     let mut flags = ldflags.to_vec();
     flags.push(FAR);
     let linked = ld_with(LD, dir.path(), &objects, &libs, &flags);
-    let object = parse_object(&obj_path);
-    assert_eq!(object.machine, hot_object::Machine::Aarch64);
-    let exe = module(&linked.exe, 0);
-    let lib_modules = libs
-        .iter()
-        .enumerate()
-        .map(|(i, l)| module(l, 0x7f00_0000_0000 + ((i as u64) << 24)))
-        .collect();
-    let tu = tu_of(&exe.image, "a.c");
-    assert!(
-        tu.is_some(),
-        "no STT_FILE a.c in {:?}",
-        exe.image.translation_units
+    assert_eq!(
+        parse_object(&obj_path).machine,
+        hot_object::Machine::Aarch64
     );
-    let linker = Linker::new(image_model(exe, lib_modules), arenas());
-    let sections = map_sections(&linked.map, "a.o");
-    let addresses = atom_addresses(&object, &sections);
-    assert!(!addresses.is_empty(), "no sections of a.o in the map file");
-    let placement = Placement {
-        atoms: addresses
-            .iter()
-            .map(|(a, v)| (*a, RuntimeAddr(*v)))
-            .collect(),
-        redirect_entries: false,
-    };
-    let request = LinkRequest {
-        object: &object,
-        baseline: None,
-        unit: UnitRef {
-            tu,
-            compile_unit: None,
-            source: "a.c".into(),
-        },
-    };
-    let patch = match linker.link_with_placement(&request, &placement) {
-        Ok(p) => p,
-        Err(errors) => panic!("hot-link failed ({variant}): {errors:#?}"),
-    };
+    let AtLdPlacement {
+        object,
+        linker,
+        patch,
+        addresses,
+    } = link_at_ld_placement(&obj_path, &linked, &libs, arenas(), &variant);
     compare(
         &object,
         &linker.image().exe.image,

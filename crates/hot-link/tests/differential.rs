@@ -24,8 +24,8 @@ mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use hot_link::{LinkRequest, Linker, Patch, Placement, RuntimeAddr, UnitRef};
-use hot_object::{LinkedImage, Object, RelocKind, TranslationUnitId};
+use hot_link::Patch;
+use hot_object::{LinkedImage, Object, RelocKind};
 use support::*;
 
 /// What one differential check covered: relocation kinds compared, by ELF name.
@@ -85,14 +85,6 @@ fn indirect_jump_slot(bytes: &[u8], addr: u64) -> Option<u64> {
     Some((addr as i64 + pos as i64 + 6 + rel) as u64)
 }
 
-fn tu_of(image: &LinkedImage, source: &str) -> Option<TranslationUnitId> {
-    image
-        .translation_units
-        .iter()
-        .position(|n| n == source)
-        .map(|i| TranslationUnitId(i as u32))
-}
-
 /// The compiler a differential check builds its fixture with. The issue asks for every
 /// relocation type gcc *and* clang emit, and clang chooses other instruction forms and
 /// relocations for the same source (GOT loads for extern data in PIE, other TLS sequences
@@ -141,43 +133,12 @@ fn check_against_ld(
         .map(|l| shared_lib(dir.path(), l, &[]))
         .collect();
     let linked = ld(dir.path(), &objects, &libs, ldflags);
-    let object = parse_object(&obj_path);
-    let exe = module(&linked.exe, 0);
-    let lib_modules = libs
-        .iter()
-        .enumerate()
-        .map(|(i, l)| module(l, 0x7f00_0000_0000 + ((i as u64) << 24)))
-        .collect();
-    let tu = tu_of(&exe.image, "a.c");
-    assert!(
-        tu.is_some(),
-        "no STT_FILE a.c in {:?}",
-        exe.image.translation_units
-    );
-    let linker = Linker::new(image_model(exe, lib_modules), low_arenas());
-    let sections = map_sections(&linked.map, "a.o");
-    let addresses = atom_addresses(&object, &sections);
-    assert!(!addresses.is_empty(), "no sections of a.o in the map file");
-    let placement = Placement {
-        atoms: addresses
-            .iter()
-            .map(|(a, v)| (*a, RuntimeAddr(*v)))
-            .collect(),
-        redirect_entries: false,
-    };
-    let request = LinkRequest {
-        object: &object,
-        baseline: None,
-        unit: UnitRef {
-            tu,
-            compile_unit: None,
-            source: "a.c".into(),
-        },
-    };
-    let patch = match linker.link_with_placement(&request, &placement) {
-        Ok(p) => p,
-        Err(errors) => panic!("hot-link failed ({variant}): {errors:#?}"),
-    };
+    let AtLdPlacement {
+        object,
+        linker,
+        patch,
+        addresses,
+    } = link_at_ld_placement(&obj_path, &linked, &libs, low_arenas(), &variant);
     compare(
         &object,
         &linker.image().exe.image,

@@ -252,3 +252,78 @@ pub fn atom_addresses(
     }
     out
 }
+
+/// The translation unit (`STT_FILE` group) of `source` in a linked image.
+pub fn tu_of(
+    image: &hot_object::LinkedImage,
+    source: &str,
+) -> Option<hot_object::TranslationUnitId> {
+    image
+        .translation_units
+        .iter()
+        .position(|n| n == source)
+        .map(|i| hot_object::TranslationUnitId(i as u32))
+}
+
+/// What a differential test compares: `a.o` linked by hot-link at the addresses ld gave
+/// its sections in `linked`, against the image ld wrote.
+pub struct AtLdPlacement {
+    pub object: Object,
+    pub linker: hot_link::Linker,
+    pub patch: hot_link::Patch,
+    pub addresses: HashMap<hot_object::AtomId, u64>,
+}
+
+/// Link `obj_path` (`a.c`'s object, one of ld's inputs) with hot-link at ld's placement,
+/// against ld's executable (bias 0) and `libs` (at distinct biases).
+pub fn link_at_ld_placement(
+    obj_path: &Path,
+    linked: &Linked,
+    libs: &[PathBuf],
+    arenas: hot_link::Arenas,
+    variant: &str,
+) -> AtLdPlacement {
+    let object = parse_object(obj_path);
+    let exe = module(&linked.exe, 0);
+    let lib_modules = libs
+        .iter()
+        .enumerate()
+        .map(|(i, l)| module(l, 0x7f00_0000_0000 + ((i as u64) << 24)))
+        .collect();
+    let tu = tu_of(&exe.image, "a.c");
+    assert!(
+        tu.is_some(),
+        "no STT_FILE a.c in {:?}",
+        exe.image.translation_units
+    );
+    let linker = hot_link::Linker::new(image_model(exe, lib_modules), arenas);
+    let sections = map_sections(&linked.map, "a.o");
+    let addresses = atom_addresses(&object, &sections);
+    assert!(!addresses.is_empty(), "no sections of a.o in the map file");
+    let placement = hot_link::Placement {
+        atoms: addresses
+            .iter()
+            .map(|(a, v)| (*a, hot_link::RuntimeAddr(*v)))
+            .collect(),
+        redirect_entries: false,
+    };
+    let request = hot_link::LinkRequest {
+        object: &object,
+        baseline: None,
+        unit: hot_link::UnitRef {
+            tu,
+            compile_unit: None,
+            source: "a.c".into(),
+        },
+    };
+    let patch = match linker.link_with_placement(&request, &placement) {
+        Ok(p) => p,
+        Err(errors) => panic!("hot-link failed ({variant}): {errors:#?}"),
+    };
+    AtLdPlacement {
+        object,
+        linker,
+        patch,
+        addresses,
+    }
+}
