@@ -366,20 +366,39 @@ impl Patch {
     /// Add the patch of a unit linked after this one (against the state this one leaves):
     /// its writes, entries and names follow this patch's, and one commit adopts both deltas.
     fn append(&mut self, later: Patch) {
-        self.writes.extend(later.writes);
-        self.slot_copies.extend(later.slot_copies);
-        self.entries.extend(later.entries);
-        self.in_place.extend(later.in_place);
-        self.protected.extend(later.protected);
-        self.swapped.extend(later.swapped);
-        self.added.extend(later.added);
-        self.skipped += later.skipped;
-        self.notes.extend(later.notes);
-        self.unwind.extend(later.unwind);
-        self.bodies.extend(later.bodies);
-        self.constructors.extend(later.constructors);
-        self.delta.append(later.delta);
-        self.redirected_names.extend(later.redirected_names);
+        // Every field named: one added to `Patch` must be merged here too.
+        let Patch {
+            writes,
+            slot_copies,
+            entries,
+            in_place,
+            protected,
+            swapped,
+            added,
+            skipped,
+            notes,
+            entries_over_statements,
+            unwind,
+            bodies,
+            constructors,
+            delta,
+            redirected_names,
+        } = later;
+        self.writes.extend(writes);
+        self.slot_copies.extend(slot_copies);
+        self.entries.extend(entries);
+        self.in_place.extend(in_place);
+        self.protected.extend(protected);
+        self.swapped.extend(swapped);
+        self.added.extend(added);
+        self.skipped += skipped;
+        self.notes.extend(notes);
+        self.entries_over_statements.extend(entries_over_statements);
+        self.unwind.extend(unwind);
+        self.bodies.extend(bodies);
+        self.constructors.extend(constructors);
+        self.delta.append(delta);
+        self.redirected_names.extend(redirected_names);
     }
 }
 

@@ -2568,6 +2568,14 @@ const NOPS_VALUE: &str = concat!(
     "  return 7;\n}\nint main(void) { return value(); }\n",
 );
 
+/// [`NOPS_VALUE`]'s function under another name, without `main`, for units of one swap.
+fn nops_function(name: &str) -> &'static str {
+    let text = NOPS_VALUE
+        .replace("int main(void) { return value(); }\n", "")
+        .replace("value", name);
+    Box::leak(text.into_boxed_str())
+}
+
 type StatementRow = (
     &'static str,
     &'static str,
@@ -2750,4 +2758,39 @@ fn check_int3_proof_later(p: &mut Program, patch: &Patch, v2: &Object, function:
     let form = form_of(p, &relinked, function);
     assert!(matches!(form, Form::Int3Proof(..)), "{what}: {form:?}");
     assert_eq!(relinked.entries[0].expected, jump.expected, "{what}");
+}
+
+/// Two units of one swap whose functions' entry jumps both cover a statement (statements one
+/// byte apart all through the known window, no padding at -O0): the combined patch lists
+/// both, so a debugger holding the program refuses the swap whichever unit links last.
+#[test]
+fn entries_over_statements_of_every_unit_reach_the_combined_patch() {
+    let files: &'static [(&str, &str)] = Box::leak(Box::new([
+        (
+            "a.c",
+            "int first(void);\nint second(void);\nint main(void) { return first() + second(); }\n",
+        ),
+        ("b.c", nops_function("first")),
+        ("c.c", nops_function("second")),
+    ]));
+    let p = Units::of("cc", files);
+    let objects = p.edited(
+        "v2",
+        &[
+            ("b.c", "return 7", "return 8"),
+            ("c.c", "return 7", "return 9"),
+        ],
+    );
+    let requests = unit_requests(&p, &p.built, &objects);
+    let linker = Linker::new(p.linker.image().clone(), arenas_below_image());
+    let patch = linker
+        .link_units(&requests)
+        .unwrap_or_else(|e| panic!("{e:#?}"));
+    let mut covered: Vec<&str> = patch
+        .entries_over_statements
+        .iter()
+        .map(|(name, _)| name.as_str())
+        .collect();
+    covered.sort_unstable();
+    assert_eq!(covered, ["first", "second"], "{:#?}", patch.entries);
 }
