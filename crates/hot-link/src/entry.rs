@@ -384,11 +384,30 @@ fn plan_landing_in_body(
     let offset = (at - vaddr) as usize;
     let at_original = old_body[offset..offset + len as usize].to_vec();
     let entry_original = old_body[..JMP_REL8_LEN as usize].to_vec();
-    Ok(Some(EntryPlan {
+    Ok(Some(two_jumps(
+        (entry, short, entry_original),
+        (at_rt, long, at_original),
+        vec![entry..at_rt.offset(len)],
+        at..end,
+        function,
+    )))
+}
+
+/// The plan of a two-jump form: a first jump written at the entry (`(addr, bytes,
+/// original)`) to the 5-byte jump written at `long.0` (the one later swaps rewrite), which
+/// takes the image's bytes `claimed` (never fill for another entry).
+fn two_jumps(
+    (entry, short, entry_original): (RuntimeAddr, Vec<u8>, Vec<u8>),
+    (jump_at, long, long_original): (RuntimeAddr, Vec<u8>, Vec<u8>),
+    protected: Vec<Range<RuntimeAddr>>,
+    claimed: Range<u64>,
+    function: &str,
+) -> EntryPlan {
+    EntryPlan {
         writes: vec![
             EntryWrite {
-                addr: at_rt,
-                expected: at_original.clone(),
+                addr: jump_at,
+                expected: long_original.clone(),
                 bytes: long.clone(),
                 function: function.to_string(),
             },
@@ -399,17 +418,17 @@ fn plan_landing_in_body(
                 function: function.to_string(),
             },
         ],
-        protected: vec![entry..at_rt.offset(len)],
+        protected,
         redirect: Redirect {
-            jump_at: at_rt,
+            jump_at,
             current: long,
-            original: at_original,
+            original: long_original,
             short: Some((entry, short, entry_original)),
         },
-        claimed_fill: Some(at..end),
+        claimed_fill: Some(claimed),
         arena: None,
         note: None,
-    }))
+    }
 }
 
 /// Plan the redirection of a function of the original image, whose symbol is `sym`.
@@ -642,35 +661,16 @@ pub(crate) fn plan_image_entry(
             .bytes_at(vaddr, JMP_REL8_LEN as usize)
             .map(<[u8]>::to_vec)
             .unwrap_or_default();
-        return Ok(EntryPlan {
-            writes: vec![
-                EntryWrite {
-                    addr: pad_rt,
-                    expected: pad_original.clone(),
-                    bytes: long.clone(),
-                    function: function.to_string(),
-                },
-                EntryWrite {
-                    addr: entry,
-                    expected: entry_original.clone(),
-                    bytes: short.clone(),
-                    function: function.to_string(),
-                },
-            ],
-            protected: vec![
+        return Ok(two_jumps(
+            (entry, short, entry_original),
+            (pad_rt, long, pad_original),
+            vec![
                 entry..entry.offset(JMP_REL8_LEN),
                 pad_rt..pad_rt.offset(JMP_REL32_LEN),
             ],
-            redirect: Redirect {
-                jump_at: pad_rt,
-                current: long,
-                original: pad_original,
-                short: Some((entry, short, entry_original)),
-            },
-            claimed_fill: Some(pad),
-            arena: None,
-            note: None,
-        });
+            pad,
+            function,
+        ));
     }
     if conflicts.is_empty() && statement_conflict {
         // No padding: a short jump to a jump written inside the old body, past the boundary.
