@@ -337,11 +337,7 @@ fn read_units(
     section_atom: &[Option<AtomId>],
     object: &mut Object,
 ) -> Result<(), String> {
-    let atom_of_address = |address: u64| -> Option<(AtomId, u64)> {
-        let section = (address >> SECTION_SHIFT) as usize;
-        let atom = (*section_atom.get(section)?)?;
-        Some((atom, address & OFFSET_MASK))
-    };
+    let atom_of_address = |address: u64| atom_of_address(section_atom, address);
     // Where `.debug_info` refers to a section holding a local variable (a `DW_OP_addr`
     // location, relocated against it): only the DIE subtrees around those places can hold
     // a function-local static, so only they are walked, not every function's DIEs. Scopes
@@ -469,6 +465,14 @@ fn walk_around(
     Ok(producer)
 }
 
+/// The atom and offset of an address the relocated DWARF holds (`section << SECTION_SHIFT |
+/// offset`, see `SECTION_SHIFT`), if the section is an atom's.
+fn atom_of_address(section_atom: &[Option<AtomId>], address: u64) -> Option<(AtomId, u64)> {
+    let section = (address >> SECTION_SHIFT) as usize;
+    let atom = (*section_atom.get(section)?)?;
+    Some((atom, address & OFFSET_MASK))
+}
+
 /// Every atom's line rows, sorted by offset, from one pass over the line programs of all
 /// units: what [`Object::lines_of`] falls back to when the sequence of an atom cannot be read
 /// on its own (see `lines.rs`).
@@ -478,11 +482,7 @@ pub(crate) fn all_line_rows(
     atoms: usize,
 ) -> Result<Vec<Vec<(AtomOffset, SourceLine)>>, String> {
     let mut lines = vec![Vec::new(); atoms];
-    let atom_of_address = |address: u64| -> Option<(AtomId, u64)> {
-        let section = (address >> SECTION_SHIFT) as usize;
-        let atom = (*section_atom.get(section)?)?;
-        Some((atom, address & OFFSET_MASK))
-    };
+    let atom_of_address = |address: u64| atom_of_address(section_atom, address);
     let mut units = dwarf.units();
     while let Some(header) = units.next().map_err(|e| format!(".debug_info: {e}"))? {
         let unit = dwarf
@@ -544,11 +544,7 @@ pub(crate) fn decl_lines(
     object: &Object,
 ) -> Result<Vec<Option<SourceLine>>, String> {
     let mut out = vec![None; object.symbols.len()];
-    let atom_of_address = |address: u64| -> Option<(AtomId, u64)> {
-        let section = (address >> SECTION_SHIFT) as usize;
-        let atom = (*section_atom.get(section)?)?;
-        Some((atom, address & OFFSET_MASK))
-    };
+    let atom_of_address = |address: u64| atom_of_address(section_atom, address);
     let mut units = dwarf.units();
     while let Some(header) = units.next().map_err(|e| format!(".debug_info: {e}"))? {
         let unit = dwarf
