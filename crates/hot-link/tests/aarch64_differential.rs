@@ -87,10 +87,17 @@ impl Coverage {
     }
 }
 
-/// Compile `fixture_name` (with its `extra` units and `lib` libraries), link with ld and
-/// with hot-link at ld's addresses, compare.
-fn check(compiler: Compiler, fixture_name: &str, cflags: &[&str], ldflags: &[&str]) -> Coverage {
-    let variant = format!("{compiler:?} {fixture_name} {}", cflags.join(" "));
+/// A fixture compiled as `a.c` (with its `extra` units and `lib` libraries) and linked by
+/// `aarch64-linux-gnu-ld` in a temporary folder (kept while this lives).
+struct Built {
+    dir: tempfile::TempDir,
+    source: String,
+    obj_path: std::path::PathBuf,
+    libs: Vec<std::path::PathBuf>,
+    linked: Linked,
+}
+
+fn build(compiler: Compiler, fixture_name: &str, cflags: &[&str], ldflags: &[&str]) -> Built {
     let dir = tempfile::tempdir().expect("tempdir");
     let source = fixture(fixture_name);
     let obj_path = compile(compiler, dir.path(), "a.c", &source, cflags);
@@ -111,6 +118,27 @@ fn check(compiler: Compiler, fixture_name: &str, cflags: &[&str], ldflags: &[&st
     let mut flags = ldflags.to_vec();
     flags.push(FAR);
     let linked = ld_with(LD, dir.path(), &objects, &libs, &flags);
+    Built {
+        dir,
+        source,
+        obj_path,
+        libs,
+        linked,
+    }
+}
+
+/// Compile `fixture_name` (with its `extra` units and `lib` libraries), link with ld and
+/// with hot-link at ld's addresses, compare.
+fn check(compiler: Compiler, fixture_name: &str, cflags: &[&str], ldflags: &[&str]) -> Coverage {
+    let variant = format!("{compiler:?} {fixture_name} {}", cflags.join(" "));
+    let Built {
+        // The folder lives until the comparison is done.
+        dir: _dir,
+        source: _,
+        obj_path,
+        libs,
+        linked,
+    } = build(compiler, fixture_name, cflags, ldflags);
     assert_eq!(
         parse_object(&obj_path).machine,
         hot_object::Machine::Aarch64
@@ -994,26 +1022,13 @@ fn swapped_without_baseline(
     ldflags: &[&str],
     edit: Option<(&str, &str)>,
 ) -> Vec<String> {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let source = fixture(fixture_name);
-    let obj_path = compile(compiler, dir.path(), "a.c", &source, cflags);
-    let mut objects = vec![obj_path.clone()];
-    for extra in directives(&source, "extra") {
-        objects.push(compile(
-            compiler,
-            dir.path(),
-            &extra,
-            &fixture(&extra),
-            cflags,
-        ));
-    }
-    let libs: Vec<_> = directives(&source, "lib")
-        .iter()
-        .map(|l| shared_lib_with(GCC, dir.path(), l, &[]))
-        .collect();
-    let mut flags = ldflags.to_vec();
-    flags.push(FAR);
-    let linked = ld_with(LD, dir.path(), &objects, &libs, &flags);
+    let Built {
+        dir,
+        source,
+        obj_path,
+        libs,
+        linked,
+    } = build(compiler, fixture_name, cflags, ldflags);
     let object = match edit {
         None => parse_object(&obj_path),
         Some((from, to)) => {
