@@ -67,6 +67,72 @@ fn gdb_wait_for(file: &Path) -> String {
     )
 }
 
+/// Whether this machine's gdb can call a function in a program (`p f(21)`). gdb 13 cannot on
+/// a CPU with AMX (Sapphire Rapids on): restoring the registers after the call writes an
+/// xstate of the size it knows, the kernel wants its own (larger) size, and refuses:
+/// "Couldn't write extended state status: Bad address", in any program, hot-lsp or not.
+/// Probed once on a program of its own.
+fn gdb_can_call_functions() -> bool {
+    static CAN: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *CAN.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("hot-lsp-gdb-probe-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("probe folder");
+        let (source, program) = (dir.join("probe.c"), dir.join("probe"));
+        std::fs::write(
+            &source,
+            "int twice(int x) { return 2 * x; }\nint main(void) { return twice(0); }\n",
+        )
+        .expect("write the probe");
+        let built = Process::new("cc")
+            .args(["-g", "-O0", "-o"])
+            .arg(&program)
+            .arg(&source)
+            .status()
+            .expect("run cc");
+        assert!(built.success(), "cc failed on the gdb probe");
+        let out = Process::new("timeout")
+            .args(["-k", "10", "120", "gdb", "-nx", "-batch"])
+            .args([
+                "-ex",
+                "break main",
+                "-ex",
+                "run",
+                "-ex",
+                "p twice(21)",
+                "-ex",
+                "kill",
+            ])
+            .arg(&program)
+            .env("DEBUGINFOD_URLS", "")
+            .output()
+            .expect("run gdb (Debian package gdb)");
+        let _ = std::fs::remove_dir_all(&dir);
+        String::from_utf8_lossy(&out.stdout).contains("$1 = 42")
+    })
+}
+
+/// gdb's commands that have `function` run in the program and print its result as
+/// `$N = VALUE`: gdb calling it (`p compute(10)`) where gdb can call functions
+/// ([`gdb_can_call_functions`]); elsewhere the program's own next call of it (the fixtures
+/// call it with the same arguments), stopped at a breakpoint, `finish`ed, and its return
+/// register printed. Either way the call enters through the swapped entry.
+fn gdb_result_of(function: &str, call: &str) -> Vec<String> {
+    if gdb_can_call_functions() {
+        return vec![format!("p {call}")];
+    }
+    eprintln!("gdb cannot call functions on this machine: checking {function}'s own call");
+    [
+        &format!("break {function}") as &str,
+        "continue",
+        "delete",
+        "finish",
+        "p $eax",
+    ]
+    .iter()
+    .map(|c| c.to_string())
+    .collect()
+}
+
 /// Polls `done` until it holds, failing after [`TIMEOUT`].
 fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
     let deadline = Instant::now() + TIMEOUT;
@@ -321,7 +387,10 @@ impl Held {
 /// gdb lets it go on: a call from gdb returns the new result, and so does the program.
 #[test]
 fn a_program_gdb_holds_at_a_breakpoint_takes_a_swap() {
-    let mut held = held_by_gdb(&["break nap", "continue"], &["delete", "p compute(10)"]);
+    let mut after = vec!["delete".to_string()];
+    after.extend(gdb_result_of("compute", "compute(10)"));
+    let after: Vec<&str> = after.iter().map(String::as_str).collect();
+    let mut held = held_by_gdb(&["break nap", "continue"], &after);
     held.wait_stopped("gdb stopping the program at nap");
     held.save_edit();
     // Still held: gdb has the program, hot-lsp never took it over.
@@ -331,7 +400,11 @@ fn a_program_gdb_holds_at_a_breakpoint_takes_a_swap() {
         "gdb no longer traces the program"
     );
     let said = held.go_on();
-    assert!(said.contains("$1 = 20"), "gdb's call of compute:\n{said}");
+    assert!(
+        said.lines()
+            .any(|l| l.starts_with('$') && l.ends_with(" = 20")),
+        "gdb's call of compute:\n{said}"
+    );
     held.f.wait_output("compute=20");
     held.f.assert_same_process();
 }
@@ -632,14 +705,15 @@ fn a_breakpoint_inside_the_entry_bytes_survives_a_swap_while_gdb_holds_the_progr
             "{}: {breakpoint} at {at:#x}, not inside the 5 bytes at {entry:#x}:\n{placed}",
             row.flags
         );
-        let call = format!("p {}", row.call.0);
-        let after: Vec<&str> = if row.still_stops() {
+        let mut after: Vec<String> = if row.still_stops() {
             // Each call goes through the jump the breakpoint sits on.
-            vec!["continue", "delete", &call]
+            vec!["continue".into(), "delete".into()]
         } else {
             // The old body is not entered any more: its breakpoint is not hit again.
-            vec!["delete", &call]
+            vec!["delete".into()]
         };
+        after.extend(gdb_result_of(row.function, row.call.0));
+        let after: Vec<&str> = after.iter().map(String::as_str).collect();
         // Stopped at the breakpoint, then back in main: a thread stopped inside the entry
         // bytes refuses the swap (`a_thread_gdb_holds_inside_the_entry_bytes_refuses_the_swap`).
         let mut held = held_in(f, &[&breakpoint, "continue", "finish"], &after);
@@ -658,7 +732,8 @@ fn a_breakpoint_inside_the_entry_bytes_survives_a_swap_while_gdb_holds_the_progr
         let hits = if row.still_stops() { 2 } else { 1 };
         assert_eq!(stops(&said), hits, "{}: {said}", row.flags);
         assert!(
-            said.contains(row.call.1),
+            said.lines()
+                .any(|l| l.starts_with('$') && l.ends_with(row.call.1)),
             "{}: gdb's call of {}:\n{said}",
             row.flags,
             row.call.0
