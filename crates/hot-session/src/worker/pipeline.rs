@@ -184,8 +184,17 @@ impl Worker {
             );
             return;
         }
-        // An earlier "not included" is no longer true.
-        self.publish(header, header, Vec::new());
+        // An earlier "not included" is no longer true. Only then is the header's list
+        // published here: the swap publishes it with what its includers say now, and a list
+        // sent here too would show their last warnings once more (a front end that prints
+        // every list, like `hot-lsp watch`, printed each warning twice).
+        let said_before = self
+            .published
+            .get(header)
+            .is_some_and(|by_file| by_file.values().any(|list| !list.is_empty()));
+        if said_before {
+            self.publish(header, header, Vec::new());
+        }
         self.swap_with_progress(header, &includers);
     }
 
@@ -596,7 +605,8 @@ impl Worker {
             let source = file.display().to_string();
             diagnostics.extend(note_diagnostics(&patch, &source, file));
         }
-        self.publish_each(&files, diagnostics.clone());
+        // From here each way out publishes every file's list once, complete with what the
+        // apply adds (a refusal's code, `still-running`): one list per file and save.
 
         // C++ code: a table the unwinder cannot take is worth a warning (`unwind.rs`).
         let unwinds_cxx_exceptions = ready.iter().any(|(_, _, object)| {
@@ -638,6 +648,7 @@ impl Worker {
             })
             .collect();
         if patch.is_empty() {
+            self.publish_each(&files, diagnostics);
             self.baselines.extend(new_baselines);
             // Every save is answered: a front end driving the session (a script on `watch
             // --json`, an editor's status line) can tell this save was seen and did nothing.
@@ -668,13 +679,14 @@ impl Worker {
                 for (file, diagnostics) in files.iter().zip(&mut diagnostics) {
                     diagnostics.push(located(None, file, Severity::Error, code, &text));
                 }
-                self.publish_each(&files, diagnostics);
             }
+            self.publish_each(&files, diagnostics);
             self.fail_process(e, "");
             return Err(());
         }
         let live = report.map(|r| r.live).unwrap_or_default();
         let Some(program) = self.program.as_mut() else {
+            self.publish_each(&files, diagnostics);
             return Err(());
         };
         micros.swap = swap_start.elapsed().as_micros() as u64;
@@ -692,6 +704,7 @@ impl Worker {
         self.record_perf_map(&patch.bodies);
         let debugger_entry = self.announce_to_debuggers(&patch);
         let Some(program) = self.program.as_mut() else {
+            self.publish_each(&files, diagnostics);
             return Err(());
         };
         let build_id = program
@@ -732,11 +745,17 @@ impl Worker {
             skipped: patch.skipped,
             micros,
         };
+        // The lists come before the swap event, as a refusal's would; a `still-running`
+        // note tells of the swap itself, so lists with one follow it.
+        let after_swap = !still_running.is_empty();
+        for (unit, diagnostic) in still_running {
+            diagnostics[unit].push(diagnostic);
+        }
+        if !after_swap {
+            self.publish_each(&summary.files, std::mem::take(&mut diagnostics));
+        }
         self.emit(SessionEvent::Swap(summary.clone()));
-        if !still_running.is_empty() {
-            for (unit, diagnostic) in still_running {
-                diagnostics[unit].push(diagnostic);
-            }
+        if after_swap {
             self.publish_each(&summary.files, diagnostics);
         }
         let (pid, children) = match self.program.as_ref() {
