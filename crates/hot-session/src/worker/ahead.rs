@@ -398,7 +398,8 @@ impl Worker {
         self.clear_ahead_diagnostics(file);
         if let Some(running) = self.ahead.running.as_ref().filter(|r| r.file == file) {
             if disk.as_deref() == Some(running.text.as_slice()) {
-                let done = running.done.recv().ok().map(Box::new);
+                let done = running.done.clone();
+                let done = self.forward_output_until(&done).ok().map(Box::new);
                 self.on_ahead_done(done);
                 // Its findings come with the save's own diagnostics.
                 self.clear_ahead_diagnostics(file);
