@@ -189,9 +189,12 @@ fn check_save_while_the_program_runs(during: DuringCompile) {
         )
         .then_some(())
     });
-    // The compiler waits for `go`: these lines come while the save compiles.
+    // The compiler waits for `go`: these lines come while the save compiles, the last ones
+    // printed after gatedcc said it holds the compile.
     let lines = f.next_lines(10);
     assert!(lines.iter().all(|l| l.contains("compute=10")), "{lines:?}");
+    f.fresh_output.clear();
+    f.wait_output("compiling=1");
     assert!(!f.path("go").exists());
     let ended = |f: &Fixture| {
         f.log[from..].iter().any(|e| {
