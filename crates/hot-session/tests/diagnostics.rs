@@ -6,7 +6,7 @@
 mod common;
 
 use common::Fixture;
-use hot_session::{Diagnostic, Progress, SessionEvent, Severity};
+use hot_session::{Command, Diagnostic, Progress, SessionEvent, Severity};
 
 /// A save that makes the compiler warn: the workspace, the file edited and saved, the edit,
 /// the file the warning is about and a text of its message.
@@ -19,6 +19,8 @@ struct Warned {
     needle: &'static str,
     /// A diagnostic code the file's list must carry besides the warning after the first save.
     besides: Option<&'static str>,
+    /// The editor's buffer had the saved text, compiled ahead before each save.
+    typed: bool,
 }
 
 const ROWS: &[Warned] = &[
@@ -31,6 +33,7 @@ const ROWS: &[Warned] = &[
         warned: "common.h",
         needle: "scale is two",
         besides: None,
+        typed: false,
     },
     Warned {
         fixture: "headers3",
@@ -40,6 +43,7 @@ const ROWS: &[Warned] = &[
         warned: "a.c",
         needle: "part a changed",
         besides: None,
+        typed: false,
     },
     // run_round is swapped while the main thread sleeps inside it: its list gets a
     // `still-running` note after the apply, and the warning must not come again with it.
@@ -51,6 +55,19 @@ const ROWS: &[Warned] = &[
         warned: "main.c",
         needle: "round changed",
         besides: Some("still-running"),
+        typed: false,
+    },
+    // The save takes the object compiled ahead of it: the compile ahead's (empty) findings
+    // are cleared without showing the last save's warning once more.
+    Warned {
+        fixture: "headers3",
+        saved: "a.c",
+        from: "int part_a(void) {",
+        to: "#warning \"part a typed\"\nint part_a(void) {",
+        warned: "a.c",
+        needle: "part a typed",
+        besides: None,
+        typed: true,
     },
 ];
 
@@ -79,8 +96,29 @@ fn check_warned_once(row: &Warned) {
     f.edit(row.saved, row.from, row.to);
     // Twice: the second save must not show the first one's warning again beside its own.
     for round in 1..=2 {
+        if row.typed {
+            let path = f.path(row.saved);
+            let text = std::fs::read_to_string(&path).expect("read the saved file");
+            f.send(Command::Changed {
+                file: path.clone(),
+                text,
+            });
+            // The compile ahead's link publishes the file's list.
+            f.wait("the compile ahead", |e| {
+                matches!(e, SessionEvent::Diagnostics { file, .. } if *file == path).then_some(())
+            });
+        }
         f.save(row.saved);
+        let from = f.log.len();
         let lists = lists_of_save(&mut f, row.warned);
+        if row.typed {
+            let ahead = f.log[from..].iter().any(|e| match e {
+                SessionEvent::Swap(s) => s.micros.compiled_ahead,
+                SessionEvent::Unchanged { micros, .. } => micros.compiled_ahead,
+                _ => false,
+            });
+            assert!(ahead, "save {round} did not take the object compiled ahead");
+        }
         let warnings = |list: &[Diagnostic]| {
             list.iter()
                 .filter(|d| d.severity == Severity::Warning && d.message.contains(row.needle))

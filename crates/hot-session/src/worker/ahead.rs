@@ -184,7 +184,14 @@ impl Worker {
 
     fn clear_ahead_diagnostics(&mut self, file: &Path) {
         let unit = ahead_unit(file);
-        if self.published.contains_key(&unit) {
+        let Some(previous) = self.published.remove(&unit) else {
+            return;
+        };
+        // Only findings that were shown need clearing: the file's list sent for nothing
+        // would show the last save's warnings once more (a save compiled ahead published
+        // them twice).
+        if previous.values().any(|list| !list.is_empty()) {
+            self.published.insert(unit.clone(), previous);
             self.publish(&unit, file, Vec::new());
             self.published.remove(&unit);
         }
