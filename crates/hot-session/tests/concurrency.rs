@@ -216,6 +216,12 @@ fn check_save_while_the_program_runs(during: DuringCompile) {
         }
         assert!(!ended(&f), "the save ended without its compile");
     }
+    // The figure, for the report: how much output reached the client during the compile.
+    let printed = f.log[from..]
+        .iter()
+        .filter(|e| matches!(e, SessionEvent::Output { .. }))
+        .count();
+    eprintln!("{during:?}: {printed} lines of output during the held compile");
     f.write("go", "");
     let end = f.wait("the save to end", |e| match e {
         SessionEvent::Progress(Progress::End { message }) => Some(message.clone()),
