@@ -336,3 +336,28 @@ fn watch_error_events_carry_the_failure_code() {
         "{error}"
     );
 }
+
+/// `hot-lsp watch` prints the program's output while a save compiles, not after the swap:
+/// the slowsave fixture's compiler holds the save's compile until `go` exists, and the
+/// program marks its lines `compiling=1` once the compiler said it holds it.
+#[test]
+fn watch_prints_the_output_of_the_program_while_a_save_compiles() {
+    let (_dir, root) = copy_shared_fixture("slowsave");
+    let mut watch = Watch::start(&root);
+    watch.output("compute=10");
+    let main_c = root.join("main.c");
+    let text = std::fs::read_to_string(&main_c).expect("read main.c");
+    assert!(text.contains("return x * 1;"));
+    std::fs::write(&main_c, text.replacen("return x * 1;", "return x * 2;", 1))
+        .expect("save main.c");
+    watch.output("compiling=1");
+    assert!(
+        !watch.seen.iter().any(|e| e["event"] == "swap"),
+        "swapped before the compile was let go: {:#?}",
+        watch.seen
+    );
+    std::fs::write(root.join("go"), "").expect("write go");
+    let swap = watch.wait("the swap", |e| e["event"] == "swap");
+    assert_eq!(swap["swapped"], serde_json::json!(["compute"]), "{swap}");
+    watch.output("compute=20");
+}

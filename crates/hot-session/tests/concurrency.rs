@@ -10,7 +10,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{field, Fixture};
-use hot_session::{SessionEvent, Severity, State};
+use hot_session::{Phase, Progress, SessionEvent, Severity, State};
 
 /// `return x * {factor};` as compute's body in basic's main.c.
 fn set_factor(f: &Fixture, factor: u32) {
@@ -158,4 +158,125 @@ fn output_keeps_flowing_while_a_baseline_compiles_in_the_background() {
     assert_eq!(swap.skipped, 1, "main is unchanged: {swap:?}");
     f.wait_output("compute=20");
     f.assert_same_process();
+}
+
+/// What the program does while a save's compile is held (tests/fixtures/slowsave).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum DuringCompile {
+    /// It prints on: its lines reach the client during the compile, and the save swaps.
+    Prints,
+    /// It exits: the save's outcome is `process-exited`, and nothing is swapped.
+    Exits,
+}
+
+/// A save's compile takes as long as the fixture's compiler (`gatedcc`) holds it: the
+/// program's output reaches the client meanwhile, not after the swap (47 s of silence on a
+/// file of 1,500 functions), every line once and in order; a program that exits during the
+/// compile is the save's outcome, not a swap into a dead pid.
+fn check_save_while_the_program_runs(during: DuringCompile) {
+    let mut f = Fixture::launch("slowsave");
+    let pid = f.pid.expect("launched");
+    f.edit("main.c", "return x * 1;", "return x * 2;");
+    f.save("main.c");
+    let from = f.log.len();
+    f.wait("the save's compile", |e| {
+        matches!(
+            e,
+            SessionEvent::Progress(Progress::Report {
+                phase: Phase::Compile,
+                ..
+            })
+        )
+        .then_some(())
+    });
+    // The compiler waits for `go`: these lines come while the save compiles, the last ones
+    // printed after gatedcc said it holds the compile.
+    let lines = f.next_lines(10);
+    assert!(lines.iter().all(|l| l.contains("compute=10")), "{lines:?}");
+    f.fresh_output.clear();
+    f.wait_output("compiling=1");
+    assert!(!f.path("go").exists());
+    let ended = |f: &Fixture| {
+        f.log[from..].iter().any(|e| {
+            matches!(
+                e,
+                SessionEvent::Swap(_) | SessionEvent::Progress(Progress::End { .. })
+            )
+        })
+    };
+    assert!(!ended(&f), "{during:?}: the save ended without its compile");
+    if during == DuringCompile::Exits {
+        f.write("exit-now", "");
+        f.wait_output("exiting");
+        // Gone (reaped by the session's tracer), not merely said goodbye.
+        let deadline = Instant::now() + common::TIMEOUT;
+        while std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            assert!(Instant::now() < deadline, "pid {pid} still exists");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(!ended(&f), "the save ended without its compile");
+    }
+    // The figure, for the report: how much output reached the client during the compile.
+    let printed = f.log[from..]
+        .iter()
+        .filter(|e| matches!(e, SessionEvent::Output { .. }))
+        .count();
+    eprintln!("{during:?}: {printed} lines of output during the held compile");
+    f.write("go", "");
+    let end = f.wait("the save to end", |e| match e {
+        SessionEvent::Progress(Progress::End { message }) => Some(message.clone()),
+        _ => None,
+    });
+    let swaps: Vec<&SessionEvent> = f.log[from..]
+        .iter()
+        .filter(|e| matches!(e, SessionEvent::Swap(_)))
+        .collect();
+    match during {
+        DuringCompile::Prints => {
+            assert!(
+                matches!(swaps.as_slice(), [SessionEvent::Swap(s)] if s.swapped == ["compute"]),
+                "{end}: {swaps:?}"
+            );
+            f.wait_output("compute=20");
+            f.assert_same_process();
+        }
+        DuringCompile::Exits => {
+            assert_eq!(end, "failed", "{swaps:?}");
+            assert!(swaps.is_empty(), "a swap into a dead pid: {swaps:?}");
+            let exited = |e: &SessionEvent| match e {
+                SessionEvent::Exited { code, .. } => Some(*code),
+                _ => None,
+            };
+            let code = match f.log[from..].iter().find_map(exited) {
+                Some(code) => code,
+                None => f.wait("the exit", exited),
+            };
+            assert_eq!(code, Some(3));
+            let said = f.wait_message(Severity::Error);
+            assert!(said.contains("exited"), "{said}");
+            let status = f.session.as_ref().expect("session").status();
+            assert_eq!(
+                (status.state, status.code.as_deref()),
+                (State::Exited, Some("process-exited")),
+                "{status:?}"
+            );
+        }
+    }
+    // Every line once, in order: the ticks count up by one from the first line seen.
+    let stdout = f.stdout();
+    let ticks: Vec<u64> = stdout
+        .lines()
+        .filter(|l| l.contains("tick="))
+        .map(|l| field(l, "tick").parse().expect("a tick number"))
+        .collect();
+    let first = ticks.first().copied().unwrap_or_default();
+    let expected: Vec<u64> = (first..first + ticks.len() as u64).collect();
+    assert_eq!(ticks, expected, "{during:?}: output lost or out of order");
+}
+
+#[test]
+fn output_keeps_flowing_while_a_save_compiles() {
+    for during in [DuringCompile::Prints, DuringCompile::Exits] {
+        check_save_while_the_program_runs(during);
+    }
 }

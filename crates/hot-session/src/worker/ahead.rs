@@ -184,7 +184,14 @@ impl Worker {
 
     fn clear_ahead_diagnostics(&mut self, file: &Path) {
         let unit = ahead_unit(file);
-        if self.published.contains_key(&unit) {
+        let Some(previous) = self.published.remove(&unit) else {
+            return;
+        };
+        // Only findings that were shown need clearing: the file's list sent for nothing
+        // would show the last save's warnings once more (a save compiled ahead published
+        // them twice).
+        if previous.values().any(|list| !list.is_empty()) {
+            self.published.insert(unit.clone(), previous);
             self.publish(&unit, file, Vec::new());
             self.published.remove(&unit);
         }
@@ -398,7 +405,8 @@ impl Worker {
         self.clear_ahead_diagnostics(file);
         if let Some(running) = self.ahead.running.as_ref().filter(|r| r.file == file) {
             if disk.as_deref() == Some(running.text.as_slice()) {
-                let done = running.done.recv().ok().map(Box::new);
+                let done = running.done.clone();
+                let done = self.forward_output_until(&done).ok().map(Box::new);
                 self.on_ahead_done(done);
                 // Its findings come with the save's own diagnostics.
                 self.clear_ahead_diagnostics(file);

@@ -219,24 +219,28 @@ impl Worker {
             ]);
             scans.push((file.clone(), argv, job.directory, depfile));
         }
-        let found = super::pipeline::in_parallel(&scans, jobs, |(file, argv, dir, depfile)| {
-            let run = std::process::Command::new(&argv[0])
-                .args(&argv[1..])
-                .current_dir(dir)
-                .stdin(std::process::Stdio::null())
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::null())
-                .status();
-            let text = std::fs::read_to_string(depfile);
-            let _ = std::fs::remove_file(depfile);
-            match (run, text) {
-                (_, Ok(text)) => Ok(compile::parse_depfile(&text, dir)
-                    .into_iter()
-                    .filter(|d| d != file)
-                    .collect::<Vec<PathBuf>>()),
-                (Ok(status), Err(e)) => Err(format!("`{}` ({status}) wrote no list: {e}", argv[0])),
-                (Err(e), _) => Err(format!("cannot run `{}`: {e}", argv[0])),
-            }
+        let found = self.while_forwarding(|| {
+            super::pipeline::in_parallel(&scans, jobs, |(file, argv, dir, depfile)| {
+                let run = std::process::Command::new(&argv[0])
+                    .args(&argv[1..])
+                    .current_dir(dir)
+                    .stdin(std::process::Stdio::null())
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::null())
+                    .status();
+                let text = std::fs::read_to_string(depfile);
+                let _ = std::fs::remove_file(depfile);
+                match (run, text) {
+                    (_, Ok(text)) => Ok(compile::parse_depfile(&text, dir)
+                        .into_iter()
+                        .filter(|d| d != file)
+                        .collect::<Vec<PathBuf>>()),
+                    (Ok(status), Err(e)) => {
+                        Err(format!("`{}` ({status}) wrote no list: {e}", argv[0]))
+                    }
+                    (Err(e), _) => Err(format!("cannot run `{}`: {e}", argv[0])),
+                }
+            })
         });
         for ((file, ..), deps) in scans.into_iter().zip(found) {
             match deps {
@@ -414,7 +418,7 @@ impl Worker {
         let Some(job) = self.baseline_job(file)? else {
             return Ok(());
         };
-        let run = run_baseline(&job, &Cancel::default());
+        let run = self.while_forwarding(|| run_baseline(&job, &Cancel::default()));
         self.finish_baseline(job, run)
     }
 
@@ -462,7 +466,9 @@ impl Worker {
     /// Wait for the baseline compile in flight, if any, and keep its result.
     pub(super) fn settle_baseline(&mut self) {
         if let Some(in_flight) = &self.baseline_in_flight {
-            let done = in_flight.result.recv().ok().map(Box::new);
+            // Output keeps flowing while the worker waits (sqlite3.c takes 40 s and more).
+            let result = in_flight.result.clone();
+            let done = self.forward_output_until(&result).ok().map(Box::new);
             self.finish_baseline_in_flight(done);
         }
     }
@@ -515,8 +521,10 @@ impl Worker {
                 prepared.len()
             ),
         );
-        let runs = super::pipeline::in_parallel(&prepared, jobs, |job| {
-            run_baseline(job, &Cancel::default())
+        let runs = self.while_forwarding(|| {
+            super::pipeline::in_parallel(&prepared, jobs, |job| {
+                run_baseline(job, &Cancel::default())
+            })
         });
         for (job, run) in prepared.into_iter().zip(runs) {
             let file = job.file.clone();

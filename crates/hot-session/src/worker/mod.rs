@@ -149,6 +149,14 @@ struct Worker {
     unit_index: HashMap<PathBuf, new_units::IndexedFile>,
     /// Unsaved buffers and what was compiled of them ahead of their save (`ahead.rs`).
     ahead: ahead::Ahead,
+    /// A process event other than output that came while the worker waited for a compile
+    /// (`forward_output_until`): from then on nothing more of the program is read until it
+    /// is handled, so output after it never goes ahead of it. A save handles it before it
+    /// links and before it writes (`program_left`); the loop, before anything else.
+    deferred: Option<ProcessEvent>,
+    /// The program called `exec` during a save, which wrote nothing: the save is made again,
+    /// once, in the new image (`on_saved`).
+    save_again: bool,
 }
 
 /// How often idle time looks whether the dynamic linker has finished.
@@ -197,6 +205,8 @@ pub(crate) fn run(
         held_saves: Vec::new(),
         unit_index: HashMap::new(),
         ahead: ahead::Ahead::default(),
+        deferred: None,
+        save_again: false,
     };
     worker.reload_config();
     if worker.opted_in
@@ -218,7 +228,11 @@ pub(crate) fn run(
                 signal: None,
             }),
         };
-        let event = if let Some(in_flight) = &worker.baseline_in_flight {
+        let event = if let Some(event) = worker.deferred.take() {
+            // Held back by a compile the worker waited for: it comes before any later event
+            // of the program.
+            Event::Process(event)
+        } else if let Some(in_flight) = &worker.baseline_in_flight {
             // Output is forwarded while it compiles; anything else waits for it below.
             let done = in_flight.result.clone();
             crossbeam_channel::select! {
@@ -268,9 +282,24 @@ pub(crate) fn run(
             Event::Process(ProcessEvent::Output { .. })
                 | Event::Command(Command::Changed { .. } | Command::Closed(_) | Command::Shutdown)
         );
-        if !output && !matches!(event, Event::Baseline(_)) {
-            worker.settle_baseline();
-        }
+        let event = match event {
+            // The program's own event waits as one that came during the compile would, so
+            // no output after it is forwarded before it.
+            Event::Process(e) if !output => {
+                worker.deferred = Some(e);
+                worker.settle_baseline();
+                match worker.deferred.take() {
+                    Some(e) => Event::Process(e),
+                    None => continue,
+                }
+            }
+            event => {
+                if !output && !matches!(event, Event::Baseline(_)) {
+                    worker.settle_baseline();
+                }
+                event
+            }
+        };
         match event {
             Event::Baseline(done) => worker.finish_baseline_in_flight(done),
             Event::Command(Command::Shutdown) => {
@@ -333,6 +362,55 @@ pub(crate) fn run(
 }
 
 impl Worker {
+    /// Wait for `done` while forwarding the program's output as it comes: a compile of a
+    /// large file takes a minute, and the program keeps printing meanwhile. Any other event of
+    /// the program (its exit, an exec) is kept in `deferred` and ends the forwarding, so
+    /// nothing the program said after it goes ahead of it; whoever waited handles it.
+    pub(super) fn forward_output_until<T>(
+        &mut self,
+        done: &Receiver<T>,
+    ) -> Result<T, crossbeam_channel::RecvError> {
+        loop {
+            if self.deferred.is_some() {
+                return done.recv();
+            }
+            let events = self.process_events.clone();
+            crossbeam_channel::select! {
+                recv(done) -> result => return result,
+                recv(events) -> event => match event {
+                    Ok(output @ ProcessEvent::Output { .. }) => self.on_process_event(output),
+                    Ok(other) => self.deferred = Some(other),
+                    // The owner thread is gone without an exit notice: an exit, as in the loop.
+                    Err(_) => {
+                        self.deferred = Some(ProcessEvent::Exited {
+                            code: None,
+                            signal: None,
+                        })
+                    }
+                },
+            }
+        }
+    }
+
+    /// Run `work` (a compile: nothing of the worker's) on a thread of its own, forwarding
+    /// the program's output until it is done (`forward_output_until`).
+    pub(super) fn while_forwarding<R: Send>(&mut self, work: impl FnOnce() -> R + Send) -> R {
+        std::thread::scope(|scope| {
+            let (finished, done) = crossbeam_channel::bounded(1);
+            let thread = scope.spawn(move || {
+                let result = work();
+                // Nobody may listen any more only if this thread outlived the scope: never.
+                let _ = finished.send(());
+                result
+            });
+            // A thread that panicked drops `finished` without a word: the join says why.
+            let _ = self.forward_output_until(&done);
+            thread
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+        })
+    }
+
     /// Snapshots and queued baselines describe one process (dependency lists describe the
     /// executable, and are kept for a relaunch of the same build-id: see `adopt`).
     fn forget_baselines(&mut self) {

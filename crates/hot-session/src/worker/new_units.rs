@@ -252,7 +252,10 @@ impl Worker {
         }
         let started = SystemTime::now();
         let count = jobs.len();
-        for c in compile_all(jobs, max_jobs().min(count), &self.events) {
+        let events = self.events.clone();
+        let compiled =
+            self.while_forwarding(move || compile_all(jobs, max_jobs().min(count), &events));
+        for c in compiled {
             let flags = c.unit.job.flags().to_vec();
             let deps = c.deps.unwrap_or_default();
             let entry = match (c.outcome, c.object) {

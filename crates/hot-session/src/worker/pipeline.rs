@@ -15,7 +15,7 @@ use std::time::Instant;
 use crossbeam_channel::Sender;
 use hot_link::{LinkRequest, UnitRef};
 use hot_object::{Object, TranslationUnitId};
-use hot_process::WritePlan;
+use hot_process::{ProcessEvent, WritePlan};
 
 use super::baseline::read_object;
 use super::{has_extension, Baseline, Worker, HEADER_EXTENSIONS, SOURCE_EXTENSIONS};
@@ -67,6 +67,16 @@ pub(super) struct Compiled {
 
 impl Worker {
     pub(super) fn on_saved(&mut self, file: &Path) {
+        self.save(file);
+        // The program called exec during the save, which wrote nothing: its new image gets
+        // the save now (once: a program that keeps re-executing itself is said so again).
+        if std::mem::take(&mut self.save_again) && self.program.is_some() {
+            self.save(file);
+            self.save_again = false;
+        }
+    }
+
+    fn save(&mut self, file: &Path) {
         if !self.opted_in {
             return;
         }
@@ -184,8 +194,17 @@ impl Worker {
             );
             return;
         }
-        // An earlier "not included" is no longer true.
-        self.publish(header, header, Vec::new());
+        // An earlier "not included" is no longer true. Only then is the header's list
+        // published here: the swap publishes it with what its includers say now, and a list
+        // sent here too would show their last warnings once more (a front end that prints
+        // every list, like `hot-lsp watch`, printed each warning twice).
+        let said_before = self
+            .published
+            .get(header)
+            .is_some_and(|by_file| by_file.values().any(|list| !list.is_empty()));
+        if said_before {
+            self.publish(header, header, Vec::new());
+        }
         self.swap_with_progress(header, &includers);
     }
 
@@ -307,7 +326,9 @@ impl Worker {
             ),
         }
         let compile_start = Instant::now();
-        let compiled = compile_all(units, jobs, &self.events);
+        // On compile threads: the program's output is forwarded meanwhile.
+        let events = self.events.clone();
+        let compiled = self.while_forwarding(move || compile_all(units, jobs, &events));
         let compile_wall = compile_start.elapsed().as_micros() as u64;
         let compile_total = compiled
             .iter()
@@ -450,6 +471,10 @@ impl Worker {
                 other.file.display(),
                 name(&other.image)
             ));
+            return Err(());
+        }
+        // The program exited or called exec while the save compiled: nothing to link for.
+        if self.program_left(saved, &files, &mut diagnostics) {
             return Err(());
         }
         self.progress(Phase::Link, "linking");
@@ -596,7 +621,8 @@ impl Worker {
             let source = file.display().to_string();
             diagnostics.extend(note_diagnostics(&patch, &source, file));
         }
-        self.publish_each(&files, diagnostics.clone());
+        // From here each way out publishes every file's list once, complete with what the
+        // apply adds (a refusal's code, `still-running`): one list per file and save.
 
         // C++ code: a table the unwinder cannot take is worth a warning (`unwind.rs`).
         let unwinds_cxx_exceptions = ready.iter().any(|(_, _, object)| {
@@ -638,6 +664,7 @@ impl Worker {
             })
             .collect();
         if patch.is_empty() {
+            self.publish_each(&files, diagnostics);
             self.baselines.extend(new_baselines);
             // Every save is answered: a front end driving the session (a script on `watch
             // --json`, an editor's status line) can tell this save was seen and did nothing.
@@ -649,6 +676,10 @@ impl Worker {
             return Ok(None);
         }
 
+        // ... or while the files the link pulled in compiled: nothing is written.
+        if self.program_left(saved, &files, &mut diagnostics) {
+            return Err(());
+        }
         self.set_state(State::Swapping, None);
         self.progress(Phase::Swap, "swapping");
         let mut plan = write_plan(&patch);
@@ -668,13 +699,14 @@ impl Worker {
                 for (file, diagnostics) in files.iter().zip(&mut diagnostics) {
                     diagnostics.push(located(None, file, Severity::Error, code, &text));
                 }
-                self.publish_each(&files, diagnostics);
             }
+            self.publish_each(&files, diagnostics);
             self.fail_process(e, "");
             return Err(());
         }
         let live = report.map(|r| r.live).unwrap_or_default();
         let Some(program) = self.program.as_mut() else {
+            self.publish_each(&files, diagnostics);
             return Err(());
         };
         micros.swap = swap_start.elapsed().as_micros() as u64;
@@ -692,6 +724,7 @@ impl Worker {
         self.record_perf_map(&patch.bodies);
         let debugger_entry = self.announce_to_debuggers(&patch);
         let Some(program) = self.program.as_mut() else {
+            self.publish_each(&files, diagnostics);
             return Err(());
         };
         let build_id = program
@@ -732,11 +765,17 @@ impl Worker {
             skipped: patch.skipped,
             micros,
         };
+        // The lists come before the swap event, as a refusal's would; a `still-running`
+        // note tells of the swap itself, so lists with one follow it.
+        let after_swap = !still_running.is_empty();
+        for (unit, diagnostic) in still_running {
+            diagnostics[unit].push(diagnostic);
+        }
+        if !after_swap {
+            self.publish_each(&summary.files, std::mem::take(&mut diagnostics));
+        }
         self.emit(SessionEvent::Swap(summary.clone()));
-        if !still_running.is_empty() {
-            for (unit, diagnostic) in still_running {
-                diagnostics[unit].push(diagnostic);
-            }
+        if after_swap {
             self.publish_each(&summary.files, diagnostics);
         }
         let (pid, children) = match self.program.as_ref() {
@@ -766,6 +805,58 @@ impl Worker {
             s.message = None;
         });
         Ok(Some(summary))
+    }
+
+    /// Handle the program's event that came while the save waited for a compile
+    /// (`Worker::deferred`), in its place: before the save links or writes. Whether the
+    /// program the save was for is gone — it exited (the save's outcome is `process-exited`,
+    /// said on each file too, as a write refused for that reason is) or called exec (the save
+    /// is made again in the new image: `save_again`); each file's list is published then.
+    fn program_left(
+        &mut self,
+        saved: &Path,
+        files: &[PathBuf],
+        diagnostics: &mut [Vec<Diagnostic>],
+    ) -> bool {
+        let Some(event) = self.deferred.take() else {
+            return false;
+        };
+        let exec = match &event {
+            ProcessEvent::Exited { .. } => false,
+            ProcessEvent::Exec { .. } => true,
+            // Output is forwarded, never deferred.
+            ProcessEvent::Output { .. } => {
+                self.on_process_event(event);
+                return false;
+            }
+        };
+        self.on_process_event(event);
+        let name = saved.display();
+        if exec {
+            // The save made again publishes the files' lists: not now as well.
+            self.save_again = true;
+            self.message(
+                Severity::Information,
+                format!(
+                    "the program called exec while {name} was compiled: nothing was written; \
+                     the save is made again in its new image"
+                ),
+            );
+            return true;
+        }
+        let text = format!("the program exited while {name} was compiled: nothing was swapped");
+        let exited = hot_process::ProcessError::Exited.code();
+        for (file, diagnostics) in files.iter().zip(diagnostics.iter_mut()) {
+            diagnostics.push(located(None, file, Severity::Error, exited, &text));
+        }
+        self.publish_each(files, diagnostics.to_vec());
+        // The state stays `exited`, with the exit's code and signal; the message is the save's.
+        self.update_status(|s| {
+            s.message = Some(text.clone());
+            s.code = Some(exited.to_owned());
+        });
+        self.message(Severity::Error, text);
+        true
     }
 
     /// Publish the diagnostics of each file (compiled as its own translation unit), all

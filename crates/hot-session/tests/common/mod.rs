@@ -171,11 +171,14 @@ impl Fixture {
         }
     }
 
-    /// Wait for a complete line of fresh output containing `needle`; returns the line.
     /// How often the program printed `needle` (in its stdout so far).
     pub fn printed(&self, needle: &str) -> usize {
-        let stdout: String = self
-            .log
+        self.stdout().matches(needle).count()
+    }
+
+    /// Everything the program printed on stdout so far, in the order it came.
+    pub fn stdout(&self) -> String {
+        self.log
             .iter()
             .filter_map(|e| match e {
                 SessionEvent::Output {
@@ -184,10 +187,10 @@ impl Fixture {
                 } => Some(text.as_str()),
                 _ => None,
             })
-            .collect();
-        stdout.matches(needle).count()
+            .collect()
     }
 
+    /// Wait for a complete line of fresh output containing `needle`; returns the line.
     pub fn wait_output(&mut self, needle: &str) -> String {
         let find = |out: &str| {
             out.lines()

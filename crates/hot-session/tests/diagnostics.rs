@@ -1,0 +1,169 @@
+//! Compiler diagnostics reach the user once: a warning in a header that several translation
+//! units include is one diagnostic, not one per includer's compile, and a warning of a saved
+//! file is published once per save (a front end that prints every list it gets, like
+//! `hot-lsp watch`, shows it once), save after save.
+
+mod common;
+
+use common::Fixture;
+use hot_session::{Command, Diagnostic, Progress, SessionEvent, Severity};
+
+/// A save that makes the compiler warn: the workspace, the file edited and saved, the edit,
+/// the file the warning is about and a text of its message.
+struct Warned {
+    fixture: &'static str,
+    saved: &'static str,
+    from: &'static str,
+    to: &'static str,
+    warned: &'static str,
+    needle: &'static str,
+    /// A diagnostic code the file's list must carry besides the warning after the first save.
+    besides: Option<&'static str>,
+    /// The editor's buffer had the saved text, compiled ahead before each save.
+    typed: bool,
+}
+
+const ROWS: &[Warned] = &[
+    // common.h is included by a.c, b.c and c.c: three compiles say the same warning.
+    Warned {
+        fixture: "headers3",
+        saved: "common.h",
+        from: "#define SCALE 1",
+        to: "#define SCALE 2\n#warning \"scale is two\"",
+        warned: "common.h",
+        needle: "scale is two",
+        besides: None,
+        typed: false,
+    },
+    Warned {
+        fixture: "headers3",
+        saved: "a.c",
+        from: "int part_a(void) {",
+        to: "#warning \"part a changed\"\nint part_a(void) {",
+        warned: "a.c",
+        needle: "part a changed",
+        besides: None,
+        typed: false,
+    },
+    // run_round is swapped while the main thread sleeps inside it: its list gets a
+    // `still-running` note after the apply, and the warning must not come again with it.
+    Warned {
+        fixture: "abi",
+        saved: "main.c",
+        from: "void run_round(void) {",
+        to: "#warning \"round changed\"\nvoid run_round(void) {\n    setvbuf(stdout, NULL, _IOLBF, 0);",
+        warned: "main.c",
+        needle: "round changed",
+        besides: Some("still-running"),
+        typed: false,
+    },
+    // The save takes the object compiled ahead of it: the compile ahead's (empty) findings
+    // are cleared without showing the last save's warning once more.
+    Warned {
+        fixture: "headers3",
+        saved: "a.c",
+        from: "int part_a(void) {",
+        to: "#warning \"part a typed\"\nint part_a(void) {",
+        warned: "a.c",
+        needle: "part a typed",
+        besides: None,
+        typed: true,
+    },
+];
+
+/// Wait for the end of the save just made and return the diagnostics lists published for
+/// `file` during it.
+fn lists_of_save(f: &mut Fixture, file: &str) -> Vec<Vec<Diagnostic>> {
+    let from = f.log.len();
+    f.wait("the save to end", |e| {
+        matches!(e, SessionEvent::Progress(Progress::End { .. })).then_some(())
+    });
+    let path = f.path(file);
+    f.log[from..]
+        .iter()
+        .filter_map(|e| match e {
+            SessionEvent::Diagnostics {
+                file: published,
+                diagnostics,
+            } if *published == path => Some(diagnostics.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn check_warned_once(row: &Warned) {
+    let mut f = Fixture::launch(row.fixture);
+    f.edit(row.saved, row.from, row.to);
+    // Twice: the second save must not show the first one's warning again beside its own.
+    for round in 1..=2 {
+        if row.typed {
+            let path = f.path(row.saved);
+            let text = std::fs::read_to_string(&path).expect("read the saved file");
+            f.send(Command::Changed {
+                file: path.clone(),
+                text,
+            });
+            // The compile ahead's link publishes the file's list.
+            f.wait("the compile ahead", |e| {
+                matches!(e, SessionEvent::Diagnostics { file, .. } if *file == path).then_some(())
+            });
+        }
+        f.save(row.saved);
+        let from = f.log.len();
+        let lists = lists_of_save(&mut f, row.warned);
+        if row.typed {
+            let ahead = f.log[from..].iter().any(|e| match e {
+                SessionEvent::Swap(s) => s.micros.compiled_ahead,
+                SessionEvent::Unchanged { micros, .. } => micros.compiled_ahead,
+                _ => false,
+            });
+            assert!(ahead, "save {round} did not take the object compiled ahead");
+        }
+        let warnings = |list: &[Diagnostic]| {
+            list.iter()
+                .filter(|d| d.severity == Severity::Warning && d.message.contains(row.needle))
+                .count()
+        };
+        let last = lists.last().cloned().unwrap_or_default();
+        assert_eq!(
+            warnings(&last),
+            1,
+            "{} (save {round}): the warning in {} once in its list: {lists:#?}",
+            row.saved,
+            row.warned
+        );
+        assert_eq!(
+            last.iter()
+                .filter(|d| d.message.contains(row.needle))
+                .map(|d| d.code.as_str())
+                .collect::<Vec<_>>(),
+            ["compile-warning"]
+        );
+        // (The second save changes nothing: no apply, no note.)
+        if let Some(code) = row.besides.filter(|_| round == 1) {
+            let said: Vec<&SessionEvent> = f
+                .log
+                .iter()
+                .filter(|e| matches!(e, SessionEvent::Swap(_) | SessionEvent::Message { .. }))
+                .collect();
+            assert!(
+                last.iter().any(|d| d.code == code),
+                "no {code}: {last:#?}\n{said:#?}"
+            );
+        }
+        let total: usize = lists.iter().map(|l| warnings(l)).sum();
+        assert_eq!(
+            total, 1,
+            "{} (save {round}): the warning in {} published once during the save: {lists:#?}",
+            row.saved, row.warned
+        );
+    }
+    f.assert_same_process();
+}
+
+#[test]
+fn a_compile_warning_is_reported_once() {
+    for row in ROWS {
+        check_warned_once(row);
+    }
+}
