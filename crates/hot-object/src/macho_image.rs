@@ -46,7 +46,18 @@ pub(crate) fn parse_linked(path: &Path, bytes: &[u8]) -> Result<LinkedImage, Obj
             ),
         ));
     }
+    let machine = match header.cputype(endian) {
+        macho::CPU_TYPE_X86_64 => crate::Machine::X86_64,
+        macho::CPU_TYPE_ARM64 => crate::Machine::Aarch64,
+        other => {
+            return Err(ObjectError::UnsupportedArch {
+                path: path.to_path_buf(),
+                arch: format!("Mach-O cputype {:#x}", other.0),
+            })
+        }
+    };
     let mut image = LinkedImage {
+        machine,
         position_independent: header.flags(endian).0 & macho::MH_PIE.0 != 0
             || filetype == macho::MH_DYLIB,
         ..Default::default()
