@@ -23,12 +23,23 @@ use linux as backend;
 // The macOS backend's logic that makes no Mach call: compiled and tested everywhere.
 #[cfg_attr(not(target_vendor = "apple"), allow(dead_code))]
 mod task_apply;
+// The macOS launch and exit events without Apple calls: compiled and tested everywhere.
+#[cfg_attr(not(target_vendor = "apple"), allow(dead_code))]
+mod task_launch;
 // Its Mach calls (`task_for_pid`, VM, thread states): Apple targets only.
 #[cfg(target_vendor = "apple")]
 mod macos;
-#[cfg(not(all(target_os = "linux", target_arch = "x86_64")))]
+#[cfg(target_vendor = "apple")]
+use macos as backend;
+#[cfg(not(any(
+    all(target_os = "linux", target_arch = "x86_64"),
+    target_vendor = "apple"
+)))]
 mod unsupported;
-#[cfg(not(all(target_os = "linux", target_arch = "x86_64")))]
+#[cfg(not(any(
+    all(target_os = "linux", target_arch = "x86_64"),
+    target_vendor = "apple"
+)))]
 use unsupported as backend;
 
 /// `AT_PHDR` in [`Debuggee::auxv_entry`]: the address of the executable's program headers.
