@@ -11,6 +11,19 @@
 //! padding form on aarch64, so such an entry is refused with `function-too-small` and the
 //! `-fpatchable-function-entry` advice; return addresses inside the jump are the apply's
 //! business, through [`EntryPlan::protected`], as on x86-64.
+//!
+//! Statement boundaries (where a debugger puts its `brk`): every instruction is one aligned
+//! word, so the `b` form, one word at the entry (or after its landing pad), never has a
+//! boundary in its middle — a breakpoint at its own word is one at the first byte of a jump,
+//! which x86-64's invariant allows too. The 16-byte absolute form covers three more words;
+//! a boundary on one of them (the executable's `is_stmt` rows, or without a line table
+//! gdb's prologue-analysis stop after `stp x29, x30, [sp, #-N]!; mov x29, sp`) would put a
+//! `brk` into `br x16` or the literal. There is no int3-proof or in-body form on aarch64
+//! (no byte is both an instruction and a trap, and a jump inside the old body past the
+//! boundary needs a `b` into it that reaches the arena anyway), so such an entry gets the
+//! `entry-covers-statement` note ([`covered_statement`]), and the session does not write it
+//! while a debugger holds the program, as with x86-64's last-resort plain jump. An arena
+//! within ±128 MiB of the image avoids the absolute form altogether.
 
 use hot_object::ImageSymbol;
 
@@ -129,6 +142,15 @@ pub(crate) fn plan_image_entry(
         )));
     }
     let original = old_body[pad as usize..(pad + len) as usize].to_vec();
+    let without_lines = exe.image.compile_unit_at(vaddr).is_none();
+    let note = covered_statement(&exe.image, vaddr, pad, len, old_body, without_lines).map(|at| {
+        (
+            format!(
+                "the entry jump of `{function}` (the 16-byte absolute form: the new body is                  beyond `b` reach) covers the statement boundary at entry+{at}, where a                  debugger would put a breakpoint; it is not written while a debugger holds                  the program"
+            ),
+            at,
+        )
+    });
     Ok(EntryPlan {
         writes: vec![EntryWrite {
             addr: jump_at,
@@ -145,6 +167,101 @@ pub(crate) fn plan_image_entry(
         },
         claimed_fill: None,
         arena: None,
-        note: None,
+        note,
     })
+}
+
+/// The first statement boundary strictly inside a `len`-byte jump written `pad` bytes into
+/// the function at `vaddr` (whose code is `old_body`), as an offset from the entry: an
+/// `is_stmt` row, or without a line table gdb's prologue-analysis stop (`aarch64` gdb and
+/// lldb stop after the frame setup `stp x29, x30, [sp, #-N]!; mov x29, sp`).
+pub(crate) fn covered_statement(
+    image: &hot_object::LinkedImage,
+    vaddr: u64,
+    pad: u64,
+    len: u64,
+    old_body: &[u8],
+    without_lines: bool,
+) -> Option<u64> {
+    let start = vaddr + pad;
+    let end = start + len;
+    let row = image
+        .statements_in(start, end)
+        .first()
+        .map(|&at| at - vaddr);
+    let prologue = without_lines
+        .then(|| prologue_stop(old_body, pad))
+        .flatten();
+    let prologue = prologue.filter(|&at| vaddr + at > start && vaddr + at < end);
+    match (row, prologue) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// After `stp x29, x30, [sp, #-N]!` (any N) and `mov x29, sp` at `pad`: where a debugger
+/// without line rows stops for `break f`.
+fn prologue_stop(body: &[u8], pad: u64) -> Option<u64> {
+    let stp = a64::read(body, pad as usize).ok()?;
+    let mov = a64::read(body, pad as usize + 4).ok()?;
+    // `stp x29, x30, [sp, #imm]!`: opc 10, pre-index, Rt2 = x30, Rn = sp, Rt = x29.
+    let frame = stp & 0xffc0_7fff == 0xa980_7bfd && mov == 0x9100_03fd;
+    frame.then_some(pad + 8)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn words(insns: &[u32]) -> Vec<u8> {
+        insns.iter().flat_map(|w| w.to_le_bytes()).collect()
+    }
+
+    #[test]
+    fn aarch64_absolute_entry_jumps_report_covered_statements() {
+        // stp x29, x30, [sp, #-16]!; mov x29, sp; bl ...; ldp; ret
+        let frame = words(&[
+            0xa9bf_7bfd,
+            0x9100_03fd,
+            0x9400_0000,
+            0xa8c1_7bfd,
+            0xd65f_03c0,
+        ]);
+        let bti_frame = words(&[
+            a64::BTI_C,
+            0xa9bf_7bfd,
+            0x9100_03fd,
+            0x9400_0000,
+            0xd65f_03c0,
+        ]);
+        let leaf = words(&[0x1100_0400, 0xd65f_03c0, a64::NOP, a64::NOP, a64::NOP]);
+        // (body, statement rows as entry offsets, line table?, pad, jump length, want)
+        type Row<'a> = (&'a [u8], &'a [u64], bool, u64, u64, Option<u64>);
+        let rows: &[Row] = &[
+            // `b`: one word, never covers a boundary after its first byte.
+            (&frame, &[4, 8], true, 0, 4, None),
+            (&frame, &[], false, 0, 4, None),
+            // The absolute form over the frame setup: gdb's stop at entry+8 without lines.
+            (&frame, &[], false, 0, 16, Some(8)),
+            // With a line table the rows decide (gdb moves on to the next row).
+            (&frame, &[12], true, 0, 16, Some(12)),
+            (&frame, &[16], true, 0, 16, None),
+            // Behind `bti c`: the jump starts at entry+4; the stop after the frame is entry+12.
+            (&bti_frame, &[], false, 4, 16, Some(12)),
+            (&bti_frame, &[4], true, 4, 16, None),
+            // A leaf with no frame and no rows: nothing to cover.
+            (&leaf, &[], false, 0, 16, None),
+        ];
+        for &(body, rows_at, lines, pad, len, want) in rows {
+            let image = hot_object::LinkedImage {
+                statement_starts: rows_at.iter().map(|&o| 0x1000 + o).collect(),
+                ..Default::default()
+            };
+            assert_eq!(
+                covered_statement(&image, 0x1000, pad, len, body, !lines),
+                want,
+                "rows {rows_at:?} lines {lines} pad {pad} len {len}"
+            );
+        }
+    }
 }

@@ -901,8 +901,16 @@ impl<'a> MachOLink<'a> {
             match plan {
                 Ok(Some(plan)) => {
                     self.patch.writes.extend(plan.arena);
-                    if let Some((_, at)) = plan.note {
+                    if let Some((message, at)) = plan.note {
                         self.patch.entries_over_statements.push((name.clone(), at));
+                        self.patch.notes.push(crate::LinkNote {
+                            code: "entry-covers-statement",
+                            message,
+                            symbol: Some(name.clone()),
+                            line: None,
+                            severity: crate::NoteSeverity::Information,
+                            unit: self.request.unit.source.clone(),
+                        });
                     }
                     self.patch.entries.extend(plan.writes);
                     self.patch.protected.extend(plan.protected);
