@@ -522,6 +522,13 @@ impl Debuggee {
         self.inner.call_function(function, args, limits, what, true)
     }
 
+    /// macOS: where the dyld shared cache is mapped in the program (its header's address,
+    /// slide and UUID), for resolving library functions the executable never imported.
+    #[cfg(target_vendor = "apple")]
+    pub fn shared_cache(&self) -> Result<(u64, u64, [u8; 16]), ProcessError> {
+        self.inner.shared_cache().map(|c| (c.base, c.slide, c.uuid))
+    }
+
     /// Kill a launched program (SIGKILL) and wait for it, reporting its exit; detach from an
     /// attached one.
     pub fn stop(self) {

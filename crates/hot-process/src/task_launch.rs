@@ -1,8 +1,9 @@
 //! The parts of the macOS debuggee that make no Apple call, compiled and tested everywhere
 //! (`macos/debuggee.rs` makes the calls): the `posix_spawn` flags, the command (program
 //! path, `argv`, environment) as C strings, the decoding of a wait status into
-//! [`ProcessEvent::Exited`], and where an arena goes among the task's VM regions
-//! ([`arena_address`]).
+//! [`ProcessEvent::Exited`], where an arena goes among the task's VM regions
+//! ([`arena_address`]), and where the dyld shared cache is, from dyld's
+//! `dyld_all_image_infos` ([`shared_cache_location`]).
 //!
 //! The launch (`macos/debuggee.rs`): `posix_spawn` with [`spawn_flags`] —
 //! `POSIX_SPAWN_START_SUSPENDED` so that `task_for_pid` is taken before the program runs a
@@ -195,6 +196,60 @@ pub(crate) fn arena_address(
     })
 }
 
+/// Where the dyld shared cache is mapped in a process, from its `dyld_all_image_infos`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct SharedCacheLocation {
+    /// The cache's first byte (its header) in the process.
+    pub(crate) base: u64,
+    /// Added to every address the cache's header lists.
+    pub(crate) slide: u64,
+    pub(crate) uuid: [u8; 16],
+}
+
+/// Offsets in the 64-bit `dyld_all_image_infos` (dyld's `mach-o/dyld_images.h`): `version`
+/// at 0, `processDetachedFromSharedRegion` at 24, `sharedCacheSlide` at 152 (version 12+),
+/// `sharedCacheUUID` at 160 (13+), `sharedCacheBaseAddress` at 176 (15+, macOS 10.12).
+const INFOS_DETACHED: usize = 24;
+const INFOS_CACHE_SLIDE: usize = 152;
+const INFOS_CACHE_UUID: usize = 160;
+const INFOS_CACHE_BASE: usize = 176;
+/// Bytes of `dyld_all_image_infos` [`shared_cache_location`] reads.
+pub(crate) const ALL_IMAGE_INFOS_PREFIX: usize = INFOS_CACHE_BASE + 8;
+
+/// The shared cache of a process from the first [`ALL_IMAGE_INFOS_PREFIX`] bytes of its
+/// `dyld_all_image_infos` (at `task_info(TASK_DYLD_INFO).all_image_info_addr`). A process
+/// detached from the shared region, a structure older than version 15 or a cache at 0 is an
+/// error saying which: then new library calls cannot be resolved through the cache.
+pub(crate) fn shared_cache_location(infos: &[u8]) -> Result<SharedCacheLocation, String> {
+    let bytes = infos.get(..ALL_IMAGE_INFOS_PREFIX).ok_or_else(|| {
+        format!(
+            "dyld_all_image_infos: {} bytes read, {ALL_IMAGE_INFOS_PREFIX} needed",
+            infos.len()
+        )
+    })?;
+    let u64_at = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().unwrap_or([0; 8]));
+    let version = u32::from_le_bytes(bytes[..4].try_into().unwrap_or([0; 4]));
+    if version < 15 {
+        return Err(format!(
+            "dyld_all_image_infos version {version} has no shared cache address (15+, macOS 10.12)"
+        ));
+    }
+    if bytes[INFOS_DETACHED] != 0 {
+        return Err("the process is detached from the shared region".into());
+    }
+    let base = u64_at(INFOS_CACHE_BASE);
+    if base == 0 {
+        return Err("the process maps no dyld shared cache".into());
+    }
+    let mut uuid = [0u8; 16];
+    uuid.copy_from_slice(&bytes[INFOS_CACHE_UUID..INFOS_CACHE_UUID + 16]);
+    Ok(SharedCacheLocation {
+        base,
+        slide: u64_at(INFOS_CACHE_SLIDE),
+        uuid,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -382,6 +437,38 @@ mod tests {
                 );
                 assert!(end.max(near.1) - start.min(near.0) <= 2 * G, "reach");
             }
+        }
+    }
+
+    #[test]
+    fn macho_task_shared_cache_location_from_all_image_infos() {
+        let infos = |version: u32, detached: u8, slide: u64, base: u64| {
+            let mut b = vec![0u8; ALL_IMAGE_INFOS_PREFIX + 64];
+            b[..4].copy_from_slice(&version.to_le_bytes());
+            b[INFOS_DETACHED] = detached;
+            b[152..160].copy_from_slice(&slide.to_le_bytes());
+            b[160..176].copy_from_slice(&[0x5a; 16]);
+            b[176..184].copy_from_slice(&base.to_le_bytes());
+            b
+        };
+        let got = shared_cache_location(&infos(17, 0, 0x0a00_0000, 0x1_8a00_0000)).expect("ok");
+        assert_eq!(
+            got,
+            SharedCacheLocation {
+                base: 0x1_8a00_0000,
+                slide: 0x0a00_0000,
+                uuid: [0x5a; 16]
+            }
+        );
+        let rows: &[(Vec<u8>, &str)] = &[
+            (infos(14, 0, 0, 0x1_8000_0000), "version 14"),
+            (infos(17, 1, 0, 0x1_8000_0000), "detached"),
+            (infos(17, 0, 0, 0), "no dyld shared cache"),
+            (vec![0; 100], "100 bytes read"),
+        ];
+        for (bytes, needle) in rows {
+            let e = shared_cache_location(bytes).expect_err(needle);
+            assert!(e.contains(needle), "{e}");
         }
     }
 

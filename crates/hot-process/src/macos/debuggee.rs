@@ -26,7 +26,23 @@ use crate::{
     ApplyReport, LaunchSpec, Mapping, ProcessError, ProcessEvent, Protection, Stream, WritePlan,
 };
 
+/// `task_dyld_info` (`mach/task_info.h`): where dyld's `dyld_all_image_infos` is.
+#[repr(C)]
+#[derive(Default)]
+struct TaskDyldInfo {
+    all_image_info_addr: u64,
+    all_image_info_size: u64,
+    all_image_info_format: i32,
+}
+const TASK_DYLD_INFO: u32 = 17;
+
 extern "C" {
+    fn task_info(
+        task: mach2::port::mach_port_t,
+        flavor: u32,
+        info: *mut i32,
+        count: *mut u32,
+    ) -> i32;
     // `spawn.h` (macOS 10.15+); declared here in case the libc crate lacks it.
     fn posix_spawn_file_actions_addchdir_np(
         actions: *mut libc::posix_spawn_file_actions_t,
@@ -324,6 +340,43 @@ impl Debuggee {
                 inode: 0,
             })
             .collect())
+    }
+
+    /// Where the dyld shared cache is in the program: `task_info(TASK_DYLD_INFO)` gives
+    /// `dyld_all_image_infos`, whose first bytes `task_launch::shared_cache_location` reads.
+    /// The session then reads the cache's header and image list
+    /// (`hot_object::macho_exports::parse_dyld_cache`), each image's load commands and
+    /// export trie (`export_trie_location`, `parse_export_trie`) with
+    /// [`Debuggee::read_memory`], and gives the linker one library per image
+    /// (`exports_image`, bias = the image's address plus the slide).
+    pub(crate) fn shared_cache(
+        &self,
+    ) -> Result<crate::task_launch::SharedCacheLocation, ProcessError> {
+        let mut info = TaskDyldInfo::default();
+        // In natural_t units, as the flavor's count.
+        let mut count = (std::mem::size_of::<TaskDyldInfo>() / 4) as u32;
+        let port = self.task().port();
+        // SAFETY: out-pointers to a local of the size `count` says.
+        let kr = unsafe {
+            task_info(
+                port,
+                TASK_DYLD_INFO,
+                &mut info as *mut TaskDyldInfo as *mut i32,
+                &mut count,
+            )
+        };
+        if kr != 0 {
+            return Err(ProcessError::Other(format!(
+                "task_info(TASK_DYLD_INFO) of pid {} failed: kern_return {kr}",
+                self.pid
+            )));
+        }
+        let bytes = self.read_memory(
+            info.all_image_info_addr,
+            crate::task_launch::ALL_IMAGE_INFOS_PREFIX,
+        )?;
+        crate::task_launch::shared_cache_location(&bytes)
+            .map_err(|e| ProcessError::Other(format!("the shared cache of pid {}: {e}", self.pid)))
     }
 
     pub(crate) fn read_memory(&self, addr: u64, len: usize) -> Result<Vec<u8>, ProcessError> {

@@ -74,6 +74,11 @@ impl MachTask {
         self.pid
     }
 
+    /// The task port itself, for calls `task.rs` does not wrap (`task_info`).
+    pub(crate) fn port(&self) -> mach_port_t {
+        self.port
+    }
+
     /// The first VM region at or after `addr` (`mach_vm_region`), `None` past the last.
     fn region_from(&self, addr: u64) -> Option<Region> {
         let mut address: mach_vm_address_t = addr;
