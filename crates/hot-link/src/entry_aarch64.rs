@@ -17,7 +17,7 @@
 //! boundary in its middle — a breakpoint at its own word is one at the first byte of a jump,
 //! which x86-64's invariant allows too. The 16-byte absolute form covers three more words;
 //! a boundary on one of them (the executable's `is_stmt` rows, or without a line table
-//! gdb's prologue-analysis stop after `stp x29, x30, [sp, #-N]!; mov x29, sp`) would put a
+//! gdb's prologue-analysis stop after the frame setup, [`prologue_stop`]) would put a
 //! `brk` into `br x16` or the literal. There is no int3-proof or in-body form on aarch64
 //! (no byte is both an instruction and a trap, and a jump inside the old body past the
 //! boundary needs a `b` into it that reaches the arena anyway), so such an entry gets the
@@ -173,8 +173,7 @@ pub(crate) fn plan_image_entry(
 
 /// The first statement boundary strictly inside a `len`-byte jump written `pad` bytes into
 /// the function at `vaddr` (whose code is `old_body`), as an offset from the entry: an
-/// `is_stmt` row, or without a line table gdb's prologue-analysis stop (`aarch64` gdb and
-/// lldb stop after the frame setup `stp x29, x30, [sp, #-N]!; mov x29, sp`).
+/// `is_stmt` row, or without a line table gdb's prologue-analysis stop ([`prologue_stop`]).
 pub(crate) fn covered_statement(
     image: &hot_object::LinkedImage,
     vaddr: u64,
@@ -199,14 +198,32 @@ pub(crate) fn covered_statement(
     }
 }
 
-/// After `stp x29, x30, [sp, #-N]!` (any N) and `mov x29, sp` at `pad`: where a debugger
-/// without line rows stops for `break f`.
+/// Where a debugger without line rows stops for `break f`: after the frame setup that
+/// starts at `pad`, as gdb's `aarch64_analyze_prologue` skips it — return-address signing,
+/// `sub sp, sp, #N`, `stp`
+/// of any pair based on `sp` (pre-indexed or at an offset), and `add x29, sp, #N` /
+/// `mov x29, sp` — when that setup saved or set the frame pointer. `None` for a function
+/// with no frame (a leaf, a tail call): gdb then breaks at the entry itself.
 fn prologue_stop(body: &[u8], pad: u64) -> Option<u64> {
-    let stp = a64::read(body, pad as usize).ok()?;
-    let mov = a64::read(body, pad as usize + 4).ok()?;
-    // `stp x29, x30, [sp, #imm]!`: opc 10, pre-index, Rt2 = x30, Rn = sp, Rt = x29.
-    let frame = stp & 0xffc0_7fff == 0xa980_7bfd && mov == 0x9100_03fd;
-    frame.then_some(pad + 8)
+    let mut at = pad as usize;
+    let mut frame = false;
+    while let Ok(insn) = a64::read(body, at) {
+        let sub_sp = insn & 0xff80_03ff == 0xd100_03ff;
+        let stp_sp = matches!(insn & 0xffc0_03e0, 0xa980_03e0 | 0xa900_03e0);
+        let set_fp = insn & 0xff80_03ff == 0x9100_03fd;
+        // Signing the return address first: `paciasp`/`pacibsp`, `pacia`/`pacib x30, sp`.
+        let sign = matches!(
+            insn,
+            a64::PACIASP | a64::PACIBSP | 0xdac1_03fe | 0xdac1_07fe
+        );
+        if !(sub_sp || stp_sp || set_fp || sign) {
+            break;
+        }
+        // `stp x29, x30, ...` or `add x29, sp, ...`: a frame record.
+        frame |= set_fp || (stp_sp && insn & 0x7fff == 0x7bfd);
+        at += 4;
+    }
+    (frame && at as u64 > pad).then_some(at as u64)
 }
 
 #[cfg(test)]
@@ -235,6 +252,25 @@ mod tests {
             0xd65f_03c0,
         ]);
         let leaf = words(&[0x1100_0400, 0xd65f_03c0, a64::NOP, a64::NOP, a64::NOP]);
+        // clang -O0: sub sp, sp, #32; stp x29, x30, [sp, #16]; add x29, sp, #16; stur ...
+        let o0 = words(&[
+            0xd100_83ff,
+            0xa901_7bfd,
+            0x9100_43fd,
+            0xb81f_c3a0,
+            0xd65f_03c0,
+        ]);
+        // sub sp, sp, #16; str w0, [sp, #12]: a frame without a frame record.
+        // bti c; pacia x30, sp; stp x29, x30, [sp, #-16]!; mov x29, sp (clang
+        // -mbranch-protection=standard for an Apple target).
+        let signed = words(&[
+            a64::BTI_C,
+            0xdac1_03fe,
+            0xa9bf_7bfd,
+            0x9100_03fd,
+            0xd65f_03c0,
+        ]);
+        let no_record = words(&[0xd100_43ff, 0xb900_0fe0, 0x9100_43ff, 0xd65f_03c0, a64::NOP]);
         // (body, statement rows as entry offsets, line table?, pad, jump length, want)
         type Row<'a> = (&'a [u8], &'a [u64], bool, u64, u64, Option<u64>);
         let rows: &[Row] = &[
@@ -251,6 +287,10 @@ mod tests {
             (&bti_frame, &[4], true, 4, 16, None),
             // A leaf with no frame and no rows: nothing to cover.
             (&leaf, &[], false, 0, 16, None),
+            // clang -O0's frame: the stop after `add x29, sp, #16` is entry+12.
+            (&o0, &[], false, 0, 16, Some(12)),
+            (&no_record, &[], false, 0, 16, None),
+            (&signed, &[], false, 4, 16, Some(16)),
         ];
         for &(body, rows_at, lines, pad, len, want) in rows {
             let image = hot_object::LinkedImage {

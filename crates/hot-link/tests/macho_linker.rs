@@ -229,6 +229,9 @@ struct Edit {
     distance: u64,
     /// Writes the patch must have, by the start of their description ("call stub for _x").
     writes: &'static [&'static str],
+    /// Functions whose entry jump covers a statement boundary (`Patch::entries_over_statements`;
+    /// these images have no DWARF, so the boundary is gdb's stop after the frame setup).
+    over_statements: &'static [&'static str],
     /// The length of the jump at the entry (arm64: 4 for `b`, 16 for the absolute form);
     /// 0: any (x86-64 picks among its forms by the old body's prologue).
     jump: usize,
@@ -378,6 +381,25 @@ fn check_edit(source: &str, edit: &Edit) -> (Program, Linker, Patch) {
             "{variant}: the slot"
         );
     }
+    let over: BTreeSet<&str> = patch
+        .entries_over_statements
+        .iter()
+        .map(|(f, _)| f.as_str())
+        .collect();
+    assert_eq!(
+        over,
+        edit.over_statements.iter().copied().collect(),
+        "{variant}"
+    );
+    assert_eq!(
+        patch
+            .notes
+            .iter()
+            .filter(|n| n.code == "entry-covers-statement")
+            .count(),
+        edit.over_statements.len(),
+        "{variant}"
+    );
     let image = &program.image;
     let body_of: HashMap<&str, u64> = patch
         .bodies
@@ -495,6 +517,7 @@ fn macho_linker_swaps_edits_through_stable_entries() {
             swapped: &["_helper"],
             added: &[],
             writes: &[],
+            over_statements: &[],
             distance: NEAR,
             jump: 0,
         },
@@ -509,6 +532,7 @@ fn macho_linker_swaps_edits_through_stable_entries() {
                 "GOT slot for _lib_new_fn",
                 "entry stub of _fresh",
             ],
+            over_statements: &[],
             distance: NEAR,
             jump: 0,
         },
@@ -519,6 +543,7 @@ fn macho_linker_swaps_edits_through_stable_entries() {
             swapped: &["_greeting", "_main"],
             added: &[],
             writes: &["__TEXT,__cstring literal"],
+            over_statements: &[],
             distance: NEAR,
             jump: 0,
         },
@@ -529,6 +554,7 @@ fn macho_linker_swaps_edits_through_stable_entries() {
             swapped: &["_helper"],
             added: &[],
             writes: &[],
+            over_statements: &[],
             distance: NEAR,
             jump: 4,
         },
@@ -543,6 +569,7 @@ fn macho_linker_swaps_edits_through_stable_entries() {
                 "GOT slot for _lib_new_fn",
                 "entry stub of _fresh",
             ],
+            over_statements: &[],
             distance: NEAR,
             jump: 4,
         },
@@ -558,6 +585,7 @@ fn macho_linker_swaps_edits_through_stable_entries() {
                 "veneer to _helper",
                 "entry stub of _fresh",
             ],
+            over_statements: &["_tick"],
             distance: FAR,
             jump: 16,
         },
@@ -568,6 +596,7 @@ fn macho_linker_swaps_edits_through_stable_entries() {
             swapped: &["_helper"],
             added: &[],
             writes: &[],
+            over_statements: &[],
             distance: NEAR,
             jump: 4,
         },
@@ -583,6 +612,8 @@ fn macho_linker_swaps_edits_through_stable_entries() {
                 "veneer to _helper",
                 "entry stub of _fresh",
             ],
+            // The frame setup (`stp; stp; add x29`) ends at entry+20, the jump at entry+20.
+            over_statements: &[],
             distance: FAR,
             jump: 16,
         },
@@ -606,6 +637,7 @@ fn macho_linker_second_swap_and_undo() {
             swapped: &["_helper"],
             added: &[],
             writes: &[],
+            over_statements: &[],
             distance: 0x400_0000,
             jump,
         };
