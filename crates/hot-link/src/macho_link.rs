@@ -5,11 +5,12 @@
 //! 1. Roles: each `subsections_via_symbols` atom with a name is a function (text) or a
 //!    variable; atoms without one (string literals, `__literal*`, `l_`/`L` labels) are
 //!    copied only when a copied atom refers to them.
-//! 2. Binding: a function's stable entry is its address in the image (a global by name; a
-//!    local by name when the image has exactly one local of that name: Mach-O has no
-//!    `STT_FILE` groups and the debug map's `N_SO` stabs are not read yet, so two files'
-//!    `static` functions of one name are refused), else a 16-byte stub allocated once in
-//!    the code arena. Variables and thread-local descriptors bind to the image's; a new
+//! 2. Binding: a function's stable entry is its address in the image (a global by name, or
+//!    the private-extern local a hidden global became; a local in the unit's translation
+//!    unit, [`crate::UnitRef::tu`], which the debug map's `N_SO` stabs give images of `-g`
+//!    objects; without one, by name when the image has exactly one local of that name, and
+//!    two files' `static` functions of one name are refused), else a 16-byte stub allocated
+//!    once in the code arena. Variables and thread-local descriptors bind to the image's; a new
 //!    variable is allocated once in the data arena (a named constant in the code arena); a
 //!    new thread-local is refused (dyld registers thread-local templates at load).
 //! 3. What changed: with a baseline, [`hot_object::changed_functions`]; without one, every
@@ -203,15 +204,24 @@ impl<'a> MachOLink<'a> {
             index: 0,
         };
         if s.binding != Binding::Local {
-            return Ok(self.index.exe_global(&s.name));
+            // A hidden global of the object is a private-extern local of the image.
+            let model = &self.linker.image;
+            return Ok(self
+                .index
+                .exe_global(&s.name)
+                .or_else(|| self.index.exe_hidden(model, &s.name, None)));
+        }
+        // With the debug map (objects built with `-g`), the unit's own local.
+        if let Some(tu) = self.request.unit.tu {
+            return Ok(self.index.exe_local(tu, &s.name));
         }
         let locals = self.linker.macho_index().locals.get(&s.name);
         match locals.map(Vec::as_slice) {
             None | Some([]) => Ok(None),
             Some([one]) => Ok(Some(ImageSymRef { index: *one, ..exe })),
             Some(many) => Err(format!(
-                "the running program has {} local symbols named `{}` (Mach-O images do not \
-                 say which file each came from yet), so this file's cannot be told apart",
+                "the running program has {} local symbols named `{}` and no debug map saying \
+                 which file each came from (build with -g), so this file's cannot be told apart",
                 many.len(),
                 hot_object::display_name(&s.name)
             )),

@@ -769,3 +769,66 @@ fn macho_linker_refusals_name_the_symbol() {
         .expect_err("another machine");
     assert!(errors[0].message.contains("X86_64"), "{errors:#?}");
 }
+
+/// Two files with a `static helper`: with the debug map (`-g`), an edit of one binds to
+/// its own; without the file's translation unit the name is ambiguous and refused.
+#[test]
+fn macho_linker_binds_the_saved_files_own_statics() {
+    let source = format!(
+        "// hot-link: extra macho_twin.c\n{}",
+        fixture("macho_swap.c")
+    );
+    let edit: &[(&str, &str)] = &[("helper", "  return x * 5 + counter;")];
+    for arch in ["x86_64", "arm64"] {
+        let flags = &["-O1", "-g"];
+        let program = build(arch, &source, flags, &[]);
+        let image = &program.image;
+        let tu = image
+            .translation_units
+            .iter()
+            .position(|n| n.ends_with("/a.c"))
+            .map(|i| hot_object::TranslationUnitId(i as u32));
+        assert!(tu.is_some(), "{arch}: units {:?}", image.translation_units);
+        let helpers: Vec<_> = image
+            .symbols
+            .iter()
+            .filter(|s| s.defined && s.name == "_helper")
+            .collect();
+        assert_eq!(helpers.len(), 2, "{arch}");
+        let mine = helpers.iter().find(|s| s.tu == tu).expect("a.c's helper");
+        assert!(
+            helpers.iter().any(|s| s.tu.is_some() && s.tu != tu),
+            "{arch}: twin's helper"
+        );
+        let linker = Linker::new(program.model(SLIDE), arenas(&program, SLIDE, 0x400_0000));
+        let baseline = program.object("a.c", &source, flags);
+        let changed = program.object("b.c", &edited(&source, edit), flags);
+        let mut req = request(&changed, Some(&baseline));
+        req.unit.tu = tu;
+        let patch = linker
+            .link(&req)
+            .unwrap_or_else(|e| panic!("{arch}: {e:#?}"));
+        assert_eq!(patch.swapped, ["_helper"], "{arch}");
+        // Every form writes a jump at the entry itself (after a landing pad on arm64).
+        let start = mine.vaddr + SLIDE;
+        assert!(
+            patch
+                .entries
+                .iter()
+                .any(|e| (start..start + 8).contains(&e.addr.0)),
+            "{arch}: no jump at a.c's helper {start:#x}: {:#x?}",
+            patch.entries
+        );
+        // Without the unit: two `_helper`s, refused naming the way out.
+        let errors = linker
+            .link(&request(&changed, Some(&baseline)))
+            .expect_err("ambiguous");
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.symbol.as_deref() == Some("_helper")
+                    && e.message.contains("build with -g")),
+            "{arch}: {errors:#?}"
+        );
+    }
+}
