@@ -11,6 +11,19 @@
 //! padding form on aarch64, so such an entry is refused with `function-too-small` and the
 //! `-fpatchable-function-entry` advice; return addresses inside the jump are the apply's
 //! business, through [`EntryPlan::protected`], as on x86-64.
+//!
+//! Statement boundaries (where a debugger puts its `brk`): every instruction is one aligned
+//! word, so the `b` form, one word at the entry (or after its landing pad), never has a
+//! boundary in its middle — a breakpoint at its own word is one at the first byte of a jump,
+//! which x86-64's invariant allows too. The 16-byte absolute form covers three more words;
+//! a boundary on one of them (the executable's `is_stmt` rows, or without a line table
+//! gdb's prologue-analysis stop after the frame setup, [`prologue_stop`]) would put a
+//! `brk` into `br x16` or the literal. There is no int3-proof or in-body form on aarch64
+//! (no byte is both an instruction and a trap, and a jump inside the old body past the
+//! boundary needs a `b` into it that reaches the arena anyway), so such an entry gets the
+//! `entry-covers-statement` note ([`covered_statement`]), and the session does not write it
+//! while a debugger holds the program, as with x86-64's last-resort plain jump. An arena
+//! within ±128 MiB of the image avoids the absolute form altogether.
 
 use hot_object::ImageSymbol;
 
@@ -129,6 +142,15 @@ pub(crate) fn plan_image_entry(
         )));
     }
     let original = old_body[pad as usize..(pad + len) as usize].to_vec();
+    let without_lines = exe.image.compile_unit_at(vaddr).is_none();
+    let note = covered_statement(&exe.image, vaddr, pad, len, old_body, without_lines).map(|at| {
+        (
+            format!(
+                "the entry jump of `{function}` (the 16-byte absolute form: the new body is                  beyond `b` reach) covers the statement boundary at entry+{at}, where a                  debugger would put a breakpoint; it is not written while a debugger holds                  the program"
+            ),
+            at,
+        )
+    });
     Ok(EntryPlan {
         writes: vec![EntryWrite {
             addr: jump_at,
@@ -145,6 +167,141 @@ pub(crate) fn plan_image_entry(
         },
         claimed_fill: None,
         arena: None,
-        note: None,
+        note,
     })
+}
+
+/// The first statement boundary strictly inside a `len`-byte jump written `pad` bytes into
+/// the function at `vaddr` (whose code is `old_body`), as an offset from the entry: an
+/// `is_stmt` row, or without a line table gdb's prologue-analysis stop ([`prologue_stop`]).
+pub(crate) fn covered_statement(
+    image: &hot_object::LinkedImage,
+    vaddr: u64,
+    pad: u64,
+    len: u64,
+    old_body: &[u8],
+    without_lines: bool,
+) -> Option<u64> {
+    let start = vaddr + pad;
+    let end = start + len;
+    let row = image
+        .statements_in(start, end)
+        .first()
+        .map(|&at| at - vaddr);
+    let prologue = without_lines
+        .then(|| prologue_stop(old_body, pad))
+        .flatten();
+    let prologue = prologue.filter(|&at| vaddr + at > start && vaddr + at < end);
+    match (row, prologue) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// Where a debugger without line rows stops for `break f`: after the frame setup that
+/// starts at `pad`, as gdb's `aarch64_analyze_prologue` skips it — return-address signing,
+/// `sub sp, sp, #N`, `stp`
+/// of any pair based on `sp` (pre-indexed or at an offset), and `add x29, sp, #N` /
+/// `mov x29, sp` — when that setup saved or set the frame pointer. `None` for a function
+/// with no frame (a leaf, a tail call): gdb then breaks at the entry itself.
+fn prologue_stop(body: &[u8], pad: u64) -> Option<u64> {
+    let mut at = pad as usize;
+    let mut frame = false;
+    while let Ok(insn) = a64::read(body, at) {
+        let sub_sp = insn & 0xff80_03ff == 0xd100_03ff;
+        let stp_sp = matches!(insn & 0xffc0_03e0, 0xa980_03e0 | 0xa900_03e0);
+        let set_fp = insn & 0xff80_03ff == 0x9100_03fd;
+        // Signing the return address first: `paciasp`/`pacibsp`, `pacia`/`pacib x30, sp`.
+        let sign = matches!(
+            insn,
+            a64::PACIASP | a64::PACIBSP | 0xdac1_03fe | 0xdac1_07fe
+        );
+        if !(sub_sp || stp_sp || set_fp || sign) {
+            break;
+        }
+        // `stp x29, x30, ...` or `add x29, sp, ...`: a frame record.
+        frame |= set_fp || (stp_sp && insn & 0x7fff == 0x7bfd);
+        at += 4;
+    }
+    (frame && at as u64 > pad).then_some(at as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn words(insns: &[u32]) -> Vec<u8> {
+        insns.iter().flat_map(|w| w.to_le_bytes()).collect()
+    }
+
+    #[test]
+    fn aarch64_absolute_entry_jumps_report_covered_statements() {
+        // stp x29, x30, [sp, #-16]!; mov x29, sp; bl ...; ldp; ret
+        let frame = words(&[
+            0xa9bf_7bfd,
+            0x9100_03fd,
+            0x9400_0000,
+            0xa8c1_7bfd,
+            0xd65f_03c0,
+        ]);
+        let bti_frame = words(&[
+            a64::BTI_C,
+            0xa9bf_7bfd,
+            0x9100_03fd,
+            0x9400_0000,
+            0xd65f_03c0,
+        ]);
+        let leaf = words(&[0x1100_0400, 0xd65f_03c0, a64::NOP, a64::NOP, a64::NOP]);
+        // clang -O0: sub sp, sp, #32; stp x29, x30, [sp, #16]; add x29, sp, #16; stur ...
+        let o0 = words(&[
+            0xd100_83ff,
+            0xa901_7bfd,
+            0x9100_43fd,
+            0xb81f_c3a0,
+            0xd65f_03c0,
+        ]);
+        // sub sp, sp, #16; str w0, [sp, #12]: a frame without a frame record.
+        // bti c; pacia x30, sp; stp x29, x30, [sp, #-16]!; mov x29, sp (clang
+        // -mbranch-protection=standard for an Apple target).
+        let signed = words(&[
+            a64::BTI_C,
+            0xdac1_03fe,
+            0xa9bf_7bfd,
+            0x9100_03fd,
+            0xd65f_03c0,
+        ]);
+        let no_record = words(&[0xd100_43ff, 0xb900_0fe0, 0x9100_43ff, 0xd65f_03c0, a64::NOP]);
+        // (body, statement rows as entry offsets, line table?, pad, jump length, want)
+        type Row<'a> = (&'a [u8], &'a [u64], bool, u64, u64, Option<u64>);
+        let rows: &[Row] = &[
+            // `b`: one word, never covers a boundary after its first byte.
+            (&frame, &[4, 8], true, 0, 4, None),
+            (&frame, &[], false, 0, 4, None),
+            // The absolute form over the frame setup: gdb's stop at entry+8 without lines.
+            (&frame, &[], false, 0, 16, Some(8)),
+            // With a line table the rows decide (gdb moves on to the next row).
+            (&frame, &[12], true, 0, 16, Some(12)),
+            (&frame, &[16], true, 0, 16, None),
+            // Behind `bti c`: the jump starts at entry+4; the stop after the frame is entry+12.
+            (&bti_frame, &[], false, 4, 16, Some(12)),
+            (&bti_frame, &[4], true, 4, 16, None),
+            // A leaf with no frame and no rows: nothing to cover.
+            (&leaf, &[], false, 0, 16, None),
+            // clang -O0's frame: the stop after `add x29, sp, #16` is entry+12.
+            (&o0, &[], false, 0, 16, Some(12)),
+            (&no_record, &[], false, 0, 16, None),
+            (&signed, &[], false, 4, 16, Some(16)),
+        ];
+        for &(body, rows_at, lines, pad, len, want) in rows {
+            let image = hot_object::LinkedImage {
+                statement_starts: rows_at.iter().map(|&o| 0x1000 + o).collect(),
+                ..Default::default()
+            };
+            assert_eq!(
+                covered_statement(&image, 0x1000, pad, len, body, !lines),
+                want,
+                "rows {rows_at:?} lines {lines} pad {pad} len {len}"
+            );
+        }
+    }
 }

@@ -27,8 +27,10 @@
 //! - `aarch64.rs` (public: the Mach-O arm64 linking reuses it): AArch64 instruction fields
 //!   (imm26, imm19, imm14, ADRP pages, scaled lo12, MOVW), veneers, call stubs, entry jumps
 //!   behind BTI landing pads, and ld's TLS relaxations, as pure functions;
-//! - `macho.rs` (public, not yet behind [`Linker`]): Mach-O relocation application, x86-64
-//!   and arm64, at addresses and with GOT slots and stubs the caller chooses;
+//! - `macho.rs` (public): Mach-O relocation application, x86-64 and arm64, at addresses and
+//!   with GOT slots, stubs and entries the caller chooses; `macho_link.rs`: the Mach-O link
+//!   behind [`Linker`] (an object's format picks it), with the same entries, arenas and
+//!   [`Patch`] as ELF;
 //! - `image_diff.rs`: without a baseline, which functions equal the running image's code
 //!   (instruction-level comparison accepting ld's relaxations);
 //! - `entry.rs`: how an entry is redirected (5-byte jump, or a short jump through padding);
@@ -80,6 +82,7 @@ mod lambdas;
 mod layout;
 mod link;
 pub mod macho;
+mod macho_link;
 mod reloc_aarch64;
 mod resolve;
 mod units;
@@ -520,6 +523,8 @@ pub struct Linker {
     /// Direct branches into functions' first bytes from anywhere in the executable, decoded
     /// on first use (once per linker).
     landings: OnceLock<branches::EntryLandings>,
+    /// A Mach-O executable's local symbols by name, built on the first Mach-O link.
+    macho: OnceLock<macho_link::MachOIndex>,
     state: layout::LinkState,
     /// Entry states replaced by each committed patch, newest last, for [`Linker::revert_last`].
     history: Vec<layout::RevertRecord>,
@@ -537,6 +542,7 @@ impl Linker {
             arenas,
             index: OnceLock::new(),
             landings: OnceLock::new(),
+            macho: OnceLock::new(),
             state,
             history: Vec::new(),
             changes: 0,
@@ -605,6 +611,11 @@ impl Linker {
     fn index(&self) -> &image::ImageIndex {
         self.index
             .get_or_init(|| image::ImageIndex::build(&self.image))
+    }
+
+    fn macho_index(&self) -> &macho_link::MachOIndex {
+        self.macho
+            .get_or_init(|| macho_link::MachOIndex::build(&self.image.exe.image))
     }
 
     fn landings(&self) -> &branches::EntryLandings {

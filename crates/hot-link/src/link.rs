@@ -93,6 +93,12 @@ pub(crate) fn link(
     request: &LinkRequest<'_>,
     placement: Option<&Placement>,
 ) -> Result<Patch, Vec<LinkError>> {
+    // Mach-O objects and images take the Mach-O link, which also refuses a mix of formats.
+    if request.object.format == hot_object::ObjectFormat::MachO
+        || linker.image.exe.image.format() == hot_object::ObjectFormat::MachO
+    {
+        return crate::macho_link::link(linker, state, request, placement);
+    }
     let index = linker.index();
     let mut cx = Link {
         model: &linker.image,
@@ -1397,25 +1403,17 @@ impl Link<'_> {
         stub: RuntimeAddr,
         body: RuntimeAddr,
     ) -> Option<(RuntimeAddr, Vec<u8>, Vec<u8>)> {
-        if self.info.obj.machine == hot_object::Machine::Aarch64 {
-            let entry_offset = match self.info.role(atom) {
-                AtomRole::Function { offset, .. } => *offset as usize,
-                _ => 0,
-            };
-            let first = crate::aarch64::read(&self.info.obj.atom(atom).bytes, entry_offset);
-            let bti = first.is_ok_and(crate::aarch64::is_call_landing_pad);
-            let padded = crate::aarch64::stub_bytes(stub.0, body.0, bti)?;
-            let at = if bti { 4 } else { 0 };
-            return Some((
-                stub.offset(at),
-                padded[at as usize..at as usize + 4].to_vec(),
-                padded,
-            ));
-        }
-        let bytes = x86_64::jmp_rel32(stub.0, body.0)?;
-        let mut padded = bytes.clone();
-        padded.resize(STUB_SIZE as usize, 0xcc);
-        Some((stub, bytes, padded))
+        let entry_offset = match self.info.role(atom) {
+            AtomRole::Function { offset, .. } => *offset as usize,
+            _ => 0,
+        };
+        let bytes = &self.info.obj.atom(atom).bytes;
+        stub_jump(
+            self.info.obj.machine,
+            bytes.get(entry_offset..).unwrap_or(&[]),
+            stub,
+            body,
+        )
     }
 
     /// Who an entry redirected to `atom`'s new body belongs to: this unit, weak or not.
@@ -1429,6 +1427,34 @@ impl Link<'_> {
             weak,
         }
     }
+}
+
+/// A new function's stub at `stub` for the body at `body`, whose code from its entry on is
+/// `entry_bytes`: where its jump lives, the jump, and the whole stub. x86-64: `jmp rel32`
+/// padded with `int3`. aarch64: `b body`, behind a `bti c` when the body starts with a
+/// landing pad (function pointers to the new function are the stub, and in a `PROT_BTI`
+/// process an indirect call must land on one). `None` when the body is out of reach.
+pub(crate) fn stub_jump(
+    machine: hot_object::Machine,
+    entry_bytes: &[u8],
+    stub: RuntimeAddr,
+    body: RuntimeAddr,
+) -> Option<(RuntimeAddr, Vec<u8>, Vec<u8>)> {
+    if machine == hot_object::Machine::Aarch64 {
+        let first = crate::aarch64::read(entry_bytes, 0);
+        let bti = first.is_ok_and(crate::aarch64::is_call_landing_pad);
+        let padded = crate::aarch64::stub_bytes(stub.0, body.0, bti)?;
+        let at = if bti { 4 } else { 0 };
+        return Some((
+            stub.offset(at),
+            padded[at as usize..at as usize + 4].to_vec(),
+            padded,
+        ));
+    }
+    let bytes = x86_64::jmp_rel32(stub.0, body.0)?;
+    let mut padded = bytes.clone();
+    padded.resize(STUB_SIZE as usize, 0xcc);
+    Some((stub, bytes, padded))
 }
 
 /// The value of a symbol for a non-GOT relocation.

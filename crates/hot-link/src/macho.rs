@@ -54,6 +54,15 @@ pub struct MachOPlacement {
     /// Start of the thread-local template (the first `__thread_data`/`__thread_bss`
     /// byte): descriptors store their variable's offset from it.
     pub tlv_template: Option<u64>,
+    /// Stable entries of the object's functions: a reference that designates a function's
+    /// first byte (a call, `&f`, a GOT load of `f`) resolves here rather than to the atom,
+    /// so function pointers stay comparable and later swaps redirect every caller. A
+    /// reference into the middle of the function (`f + 8`) still reaches its atom.
+    pub entries: FxHashMap<SymbolId, u64>,
+    /// Addresses of object symbols whose atoms are not placed but bound elsewhere: a
+    /// variable that already exists in the image, an unchanged function's old body. Checked
+    /// after [`MachOPlacement::entries`] and before the atoms.
+    pub fixed: FxHashMap<SymbolId, u64>,
 }
 
 impl MachOPlacement {
@@ -151,9 +160,52 @@ pub fn relocate(
     }
 }
 
-/// The address `S` of a symbol: its placed atom plus offset, or the caller's address for it.
+/// Whether a relocation designates the first byte of its symbol (not an interior address):
+/// with hot-object's `value = S + A - P`, an x86-64 PC-relative field designates
+/// `S + A + 4 + k` (`k` = 1, 2, 4 for `SIGNED_1/2/4`, the immediate bytes after it), any
+/// other field `S + A`.
+pub(crate) fn designates_start(object: &Object, reloc: &hot_object::Reloc) -> bool {
+    use hot_object::Machine;
+    match reloc.kind {
+        RelocKind::Plt32 | RelocKind::Arm64Branch26 => true,
+        RelocKind::Pc32 | RelocKind::RexGotPcRelX | RelocKind::GotPcRel | RelocKind::Tlvp
+            if object.machine == Machine::X86_64 =>
+        {
+            // X86_64_RELOC_SIGNED_1 = 6, SIGNED_2 = 7, SIGNED_4 = 8.
+            let k = match reloc.raw_type {
+                6 => 1,
+                7 => 2,
+                8 => 4,
+                _ => 0,
+            };
+            reloc.addend == -4 - k
+        }
+        _ => reloc.addend == 0,
+    }
+}
+
+/// The address `S` a relocation uses for its symbol: the symbol's stable entry when the
+/// relocation designates its first byte, else its bound or placed address.
+pub(crate) fn target_of(
+    object: &Object,
+    placement: &MachOPlacement,
+    reloc: &hot_object::Reloc,
+) -> Option<u64> {
+    if let Some(&entry) = placement.entries.get(&reloc.symbol) {
+        if designates_start(object, reloc) {
+            return Some(entry);
+        }
+    }
+    address_of(object, placement, reloc.symbol)
+}
+
+/// The address `S` of a symbol: its bound address, its placed atom plus offset, or the
+/// caller's address for its name.
 fn address_of(object: &Object, placement: &MachOPlacement, symbol: SymbolId) -> Option<u64> {
     let sym = object.symbols.get(symbol.0 as usize)?;
+    if let Some(&addr) = placement.fixed.get(&symbol) {
+        return Some(addr);
+    }
     if let SymbolDef::Atom { atom, offset } = sym.def {
         if let Some(&base) = placement.atoms.get(&atom) {
             return base.checked_add(offset.0);
@@ -177,7 +229,7 @@ fn apply(
     let name = &object.symbol(reloc.symbol).name;
     let off = reloc.offset.0 as usize;
     let s = || {
-        address_of(object, placement, reloc.symbol)
+        target_of(object, placement, reloc)
             .map(|v| v as i128)
             .ok_or_else(|| "undefined symbol (no address for it)".to_string())
     };
@@ -193,12 +245,21 @@ fn apply(
     };
     match reloc.kind {
         RelocKind::Subtractor => {
-            *minus = Some((reloc.offset.0, s()? as u64));
+            let b = address_of(object, placement, reloc.symbol)
+                .ok_or_else(|| "undefined symbol (no address for it)".to_string())?;
+            *minus = Some((reloc.offset.0, b));
             Ok(())
         }
         RelocKind::Abs64 | RelocKind::Abs32 => {
-            let mut value = s()? + a;
             let pair = minus.take().filter(|&(o, _)| o == reloc.offset.0);
+            let mut value = a + match pair {
+                // A difference of two addresses: both are where the bytes are, never an
+                // entry (`_f - _g` measures code).
+                Some(_) => address_of(object, placement, reloc.symbol)
+                    .map(|v| v as i128)
+                    .ok_or_else(|| "undefined symbol (no address for it)".to_string())?,
+                None => s()?,
+            };
             if let Some((_, b)) = pair {
                 value -= b as i128;
             } else if object.atom(atom).section_name.ends_with(",__thread_vars")

@@ -20,110 +20,15 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+mod support;
+
 use hot_link::macho::{relocate, MachOPlacement};
-use hot_object::{AtomId, AtomKind, GotSlotKind, LinkedImage, Object, RelocKind};
-
-fn fixture(name: &str) -> String {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name);
-    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
-}
-
-/// The fixture hot-object's Mach-O tests read (one function or variable per relocation
-/// type), with a `main` so that it links as an executable.
-fn relocs_fixture() -> String {
-    let path =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../hot-object/tests/fixtures/macho_relocs.c");
-    let source = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
-    source + "int main(void) { return tick(1) + is_ext(0) + (int)(long)greeting(); }\n"
-}
-
-/// `ld64.lld`, under its plain name or Debian's versioned one.
-fn ld64() -> &'static str {
-    for name in ["ld64.lld", "ld64.lld-14"] {
-        if Command::new(name)
-            .arg("--version")
-            .output()
-            .is_ok_and(|o| o.status.success())
-        {
-            return name;
-        }
-    }
-    panic!("ld64.lld not found (Debian: apt-get install lld, which ships ld64.lld-14)");
-}
-
-fn run(cmd: &mut Command) {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
+use hot_object::{AtomId, AtomKind, LinkedImage, Object, RelocKind};
+use support::macho::{self, ld64, lld_address, relocs_fixture};
+use support::{directives, fixture, run};
 
 fn compile(dir: &Path, arch: &str, name: &str, source: &str, opt: &str) -> PathBuf {
-    let src = dir.join(name);
-    std::fs::write(&src, source).expect("writing the fixture");
-    let obj = src.with_extension("o");
-    run(Command::new("clang")
-        .arg(format!("--target={arch}-apple-macos11"))
-        .args([opt, "-c"])
-        .arg(&src)
-        .arg("-o")
-        .arg(&obj));
-    obj
-}
-
-/// Values of `hot-link: KEY value` lines in a fixture.
-fn directives(source: &str, key: &str) -> Vec<String> {
-    let prefix = format!("hot-link: {key} ");
-    source
-        .lines()
-        .filter_map(|l| l.split_once(&prefix).map(|(_, v)| v.trim().to_string()))
-        .collect()
-}
-
-/// Where lld put an atom: through any of its symbols, else (a literal) by its contents.
-fn lld_address(
-    object: &Object,
-    atom: AtomId,
-    image: &LinkedImage,
-    symbols: &HashMap<&str, u64>,
-) -> Option<u64> {
-    let a = object.atom(atom);
-    for &s in &a.symbols {
-        let sym = object.symbol(s);
-        if let (Some(&addr), hot_object::SymbolDef::Atom { offset, .. }) =
-            (symbols.get(sym.name.as_str()), sym.def)
-        {
-            return Some(addr - offset.0);
-        }
-    }
-    if a.bytes.is_empty() {
-        return None;
-    }
-    let sectname = a.section_name.split(',').nth(1)?;
-    let section = image
-        .sections
-        .iter()
-        .find(|s| s.name.split(',').nth(1) == Some(sectname))?;
-    let data = &section.bytes;
-    let step = if a.merge_strings {
-        1
-    } else {
-        a.align.max(1) as usize
-    };
-    (0..data.len().saturating_sub(a.bytes.len() - 1))
-        .step_by(step)
-        .find(|&i| {
-            data[i..i + a.bytes.len()] == a.bytes[..]
-                && (!a.merge_strings || i == 0 || data[i - 1] == 0)
-        })
-        .map(|i| section.vaddr + i as u64)
+    macho::compile(dir, arch, name, source, &[opt])
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -209,12 +114,7 @@ fn check_against_ld64(
             placement.symbols.insert(sym.name.clone(), addr);
         }
     }
-    let binds: BTreeMap<u64, (&str, i64)> = image
-        .got_slots
-        .iter()
-        .filter(|s| s.kind == GotSlotKind::Abs64)
-        .map(|s| (s.vaddr, (s.symbol.as_str(), s.addend)))
-        .collect();
+    let binds = macho::binds(&image);
 
     let ours = relocate(&object, &placement)
         .unwrap_or_else(|errors| panic!("{variant}: hot-link failed: {errors:#?}"));

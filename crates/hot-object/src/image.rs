@@ -192,6 +192,20 @@ impl LinkedImage {
         crate::elf::parse_linked(path, bytes)
     }
 
+    /// The container format the image was read from. Mach-O sections are named
+    /// `SEGMENT,section` by the reader (`__TEXT,__text`), which no ELF section name is.
+    pub fn format(&self) -> crate::ObjectFormat {
+        if self
+            .sections
+            .iter()
+            .any(|s| s.name.starts_with("__") && s.name.contains(','))
+        {
+            crate::ObjectFormat::MachO
+        } else {
+            crate::ObjectFormat::Elf
+        }
+    }
+
     /// [`ObjectError::Stripped`] when the image has no `.symtab`: fatal for the debuggee's
     /// executable, whose local functions and variables are only named there.
     pub fn require_symtab(&self, path: &Path) -> Result<(), ObjectError> {

@@ -19,6 +19,7 @@ pub mod image;
 pub mod jit;
 mod lines;
 mod macho;
+pub mod macho_exports;
 mod macho_image;
 pub mod names;
 pub mod reloc;

@@ -9,8 +9,9 @@
 //! bind's addend; `__stubs` entries are [`LinkedImage::plt_entries`]; rebased words are
 //! [`LinkedImage::relative_relocs`] (the word holds `slide + addend`, the addend being the
 //! file's value); [`LinkedImage::tls`] spans `__thread_data` and `__thread_bss`. Mach-O has
-//! no `STT_FILE`, so `translation_units` is empty and local symbols have no `tu` (the
-//! debug map's `N_SO` stabs are not read yet).
+//! no `STT_FILE`: `translation_units` are the debug map's `N_SO` source paths (objects
+//! compiled with `-g`), and a local symbol's `tu` is the unit whose `N_FUN`/`N_STSYM`/
+//! `N_LCSYM` stab names it (none without `-g`).
 
 use std::path::Path;
 
@@ -25,6 +26,50 @@ fn malformed(path: &Path, message: String) -> ObjectError {
     ObjectError::Malformed {
         path: path.to_path_buf(),
         message,
+    }
+}
+
+/// The debug map (`N_SO` / `N_OSO` / `N_FUN` stabs ld64 and lld write for objects with
+/// DWARF): which translation unit defined each function and static variable. An `N_SO`
+/// with a name opens a unit (a name ending in `/` is the directory of the next one), an
+/// empty one closes it; `N_FUN`, `N_STSYM` and `N_LCSYM` with a name inside a unit list
+/// its symbols at their addresses.
+#[derive(Default)]
+struct DebugMap {
+    units: Vec<String>,
+    /// (name, address) -> unit.
+    symbols: std::collections::HashMap<(String, u64), u32>,
+    current: Option<u32>,
+    directory: Option<String>,
+}
+
+impl DebugMap {
+    fn read(&mut self, n_type: u8, name: &str, value: u64) {
+        const N_SO: u8 = 0x64;
+        const N_FUN: u8 = 0x24;
+        const N_STSYM: u8 = 0x26;
+        const N_LCSYM: u8 = 0x28;
+        match n_type {
+            N_SO if name.is_empty() => {
+                self.current = None;
+                self.directory = None;
+            }
+            N_SO if name.ends_with('/') => self.directory = Some(name.to_string()),
+            N_SO => {
+                let full = match (self.directory.take(), name.starts_with('/')) {
+                    (Some(dir), false) => format!("{dir}{name}"),
+                    _ => name.to_string(),
+                };
+                self.current = Some(self.units.len() as u32);
+                self.units.push(full);
+            }
+            N_FUN | N_STSYM | N_LCSYM if !name.is_empty() => {
+                if let Some(tu) = self.current {
+                    self.symbols.entry((name.to_string(), value)).or_insert(tu);
+                }
+            }
+            _ => {}
+        }
     }
 }
 
@@ -46,7 +91,18 @@ pub(crate) fn parse_linked(path: &Path, bytes: &[u8]) -> Result<LinkedImage, Obj
             ),
         ));
     }
+    let machine = match header.cputype(endian) {
+        macho::CPU_TYPE_X86_64 => crate::Machine::X86_64,
+        macho::CPU_TYPE_ARM64 => crate::Machine::Aarch64,
+        other => {
+            return Err(ObjectError::UnsupportedArch {
+                path: path.to_path_buf(),
+                arch: format!("Mach-O cputype {:#x}", other.0),
+            })
+        }
+    };
     let mut image = LinkedImage {
+        machine,
         position_independent: header.flags(endian).0 & macho::MH_PIE.0 != 0
             || filetype == macho::MH_DYLIB,
         ..Default::default()
@@ -157,6 +213,7 @@ pub(crate) fn parse_linked(path: &Path, bytes: &[u8]) -> Result<LinkedImage, Obj
     image.has_symtab = !nlists.is_empty();
     let mut names: Vec<String> = Vec::with_capacity(nlists.len());
     let mut defined: Vec<(u64, usize)> = Vec::new(); // (vaddr, index in image.symbols)
+    let mut debug_map = DebugMap::default();
     for (i, nlist) in nlists.iter().enumerate() {
         let name = nlist
             .name(endian, symtab.strings())
@@ -165,6 +222,7 @@ pub(crate) fn parse_linked(path: &Path, bytes: &[u8]) -> Result<LinkedImage, Obj
         names.push(name.clone());
         let n_type = nlist.n_type().0;
         if n_type & macho::N_STAB != 0 {
+            debug_map.read(n_type, &name, nlist.n_value(endian));
             continue;
         }
         let typ = n_type & macho::N_TYPE;
@@ -215,6 +273,17 @@ pub(crate) fn parse_linked(path: &Path, bytes: &[u8]) -> Result<LinkedImage, Obj
             },
         });
     }
+    // The debug map's translation units: each local goes to the unit whose N_FUN /
+    // N_STSYM / N_LCSYM stab names it at its address.
+    for sym in image.symbols.iter_mut() {
+        if sym.defined && sym.binding == Binding::Local {
+            sym.tu = debug_map
+                .symbols
+                .get(&(sym.name.clone(), sym.vaddr))
+                .map(|&tu| crate::TranslationUnitId(tu));
+        }
+    }
+    image.translation_units = debug_map.units;
     // Mach-O symbols have no size: up to the next symbol of the section, or its end.
     defined.sort_unstable();
     for (k, &(vaddr, idx)) in defined.iter().enumerate() {

@@ -280,19 +280,6 @@ fn macho_damaged_objects_are_errors_not_panics() {
 }
 
 /// `ld64.lld`, under its plain name or Debian's versioned one.
-fn ld64() -> &'static str {
-    for name in ["ld64.lld", "ld64.lld-14"] {
-        if std::process::Command::new(name)
-            .arg("--version")
-            .output()
-            .is_ok_and(|o| o.status.success())
-        {
-            return name;
-        }
-    }
-    panic!("ld64.lld not found (Debian: apt-get install lld, which ships ld64.lld-14)");
-}
-
 /// A linked Mach-O image (ld64.lld's output) read into the image model: symbols, the GOT and
 /// stubs named through the indirect symbol table, pointers dyld binds, rebases, the
 /// thread-local template.

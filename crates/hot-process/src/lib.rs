@@ -23,12 +23,23 @@ use linux as backend;
 // The macOS backend's logic that makes no Mach call: compiled and tested everywhere.
 #[cfg_attr(not(target_vendor = "apple"), allow(dead_code))]
 mod task_apply;
+// The macOS launch and exit events without Apple calls: compiled and tested everywhere.
+#[cfg_attr(not(target_vendor = "apple"), allow(dead_code))]
+mod task_launch;
 // Its Mach calls (`task_for_pid`, VM, thread states): Apple targets only.
 #[cfg(target_vendor = "apple")]
 mod macos;
-#[cfg(not(all(target_os = "linux", target_arch = "x86_64")))]
+#[cfg(target_vendor = "apple")]
+use macos as backend;
+#[cfg(not(any(
+    all(target_os = "linux", target_arch = "x86_64"),
+    target_vendor = "apple"
+)))]
 mod unsupported;
-#[cfg(not(all(target_os = "linux", target_arch = "x86_64")))]
+#[cfg(not(any(
+    all(target_os = "linux", target_arch = "x86_64"),
+    target_vendor = "apple"
+)))]
 use unsupported as backend;
 
 /// `AT_PHDR` in [`Debuggee::auxv_entry`]: the address of the executable's program headers.
@@ -509,6 +520,13 @@ impl Debuggee {
         what: &str,
     ) -> Result<u64, ProcessError> {
         self.inner.call_function(function, args, limits, what, true)
+    }
+
+    /// macOS: where the dyld shared cache is mapped in the program (its header's address,
+    /// slide and UUID), for resolving library functions the executable never imported.
+    #[cfg(target_vendor = "apple")]
+    pub fn shared_cache(&self) -> Result<(u64, u64, [u8; 16]), ProcessError> {
+        self.inner.shared_cache().map(|c| (c.base, c.slide, c.uuid))
     }
 
     /// Kill a launched program (SIGKILL) and wait for it, reporting its exit; detach from an

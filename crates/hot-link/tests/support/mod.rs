@@ -2,6 +2,8 @@
 //! link them with the real GNU `ld`, parse the results with hot-object, read ld's map file.
 #![allow(dead_code)]
 
+pub mod macho;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;

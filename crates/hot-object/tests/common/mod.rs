@@ -72,3 +72,17 @@ pub fn line_containing(source: &str, needle: &str) -> u32 {
         .unwrap_or_else(|| panic!("{needle:?} not in source")) as u32
         + 1
 }
+
+/// `ld64.lld`, under its plain name or Debian's versioned one.
+pub fn ld64() -> &'static str {
+    for name in ["ld64.lld", "ld64.lld-14"] {
+        if Command::new(name)
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+        {
+            return name;
+        }
+    }
+    panic!("ld64.lld not found (Debian: apt-get install lld, which ships ld64.lld-14)");
+}

@@ -1,11 +1,13 @@
-//! The macOS backend's Mach calls (Apple targets only; see `task_apply.rs` for the logic it
-//! runs, which is tested on Linux).
+//! The macOS backend's Mach calls (Apple targets only): the task port and its
+//! [`crate::task_apply::Task`] operations (`task.rs`), and the [`crate::Debuggee`] backend
+//! (`debuggee.rs`: `posix_spawn`, events, memory, arenas, the apply). The logic that needs
+//! no Apple call is in `task_apply.rs` and `task_launch.rs`, tested on Linux.
 //!
-//! Not type-checked on these machines: they have no Apple standard library
-//! (`rustup target add aarch64-apple-darwin` gives one, but linking and running need a Mac).
-//! So far this is the task port and its [`crate::task_apply::Task`] operations; launching with
-//! `posix_spawn`, the process's events and mappings, arenas (`mach_vm_allocate` near the
-//! image) and the [`crate::Debuggee`] wiring are not written yet: `Debuggee` on macOS is
-//! still the `unsupported` backend.
+//! **Never compiled**: these machines have no Apple standard library
+//! (`cargo check --target aarch64-apple-darwin -p hot-process` stops at "can't find crate
+//! for `std`"), and there is no Mac to run it on.
 
+mod debuggee;
 pub(crate) mod task;
+
+pub(crate) use debuggee::Debuggee;

@@ -70,9 +70,72 @@ impl MachTask {
         })
     }
 
-    #[allow(dead_code)]
     pub(crate) fn pid(&self) -> i32 {
         self.pid
+    }
+
+    /// The task port itself, for calls `task.rs` does not wrap (`task_info`).
+    pub(crate) fn port(&self) -> mach_port_t {
+        self.port
+    }
+
+    /// The first VM region at or after `addr` (`mach_vm_region`), `None` past the last.
+    fn region_from(&self, addr: u64) -> Option<Region> {
+        let mut address: mach_vm_address_t = addr;
+        let mut size: mach_vm_size_t = 0;
+        // SAFETY: plain-old-data out structure.
+        let mut info: vm_region_basic_info_64 = unsafe { std::mem::zeroed() };
+        let mut info_count = vm_region_basic_info_64::count();
+        let mut object_name: mach_port_t = MACH_PORT_NULL;
+        // SAFETY: out-pointers to locals of the sizes the flavor asks.
+        let kr = unsafe {
+            mach_vm_region(
+                self.port,
+                &mut address,
+                &mut size,
+                VM_REGION_BASIC_INFO_64,
+                (&mut info as *mut vm_region_basic_info_64) as vm_region_info_t,
+                &mut info_count,
+                &mut object_name,
+            )
+        };
+        // KERN_INVALID_ADDRESS: no region at or after `addr`.
+        (kr == KERN_SUCCESS).then(|| Region {
+            range: address..address.saturating_add(size),
+            protection: info.protection as u32,
+            max_protection: info.max_protection as u32,
+        })
+    }
+
+    /// Every VM region of the task in address order.
+    pub(crate) fn regions(&self) -> Result<Vec<Region>, ProcessError> {
+        let mut out = Vec::new();
+        let mut address = 0;
+        while let Some(region) = self.region_from(address) {
+            address = region.range.end;
+            let last = address == u64::MAX || region.range.is_empty();
+            out.push(region);
+            if last {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// `mach_vm_allocate` of `size` bytes exactly at `at` (`VM_FLAGS_FIXED`): zero-filled,
+    /// read + write. `false` when the range is not free.
+    pub(crate) fn allocate_at(&self, at: u64, size: u64) -> bool {
+        let mut address: mach_vm_address_t = at;
+        // SAFETY: allocates in the target only; `address` is an in-out local.
+        let kr = unsafe {
+            mach2::vm::mach_vm_allocate(
+                self.port,
+                &mut address,
+                size,
+                mach2::vm_statistics::VM_FLAGS_FIXED,
+            )
+        };
+        kr == KERN_SUCCESS && address == at
     }
 }
 
@@ -136,33 +199,11 @@ impl Task for MachTask {
     }
 
     fn region(&mut self, addr: u64) -> Result<Region, ProcessError> {
-        let mut address: mach_vm_address_t = addr;
-        let mut size: mach_vm_size_t = 0;
-        // SAFETY: plain-old-data out structure.
-        let mut info: vm_region_basic_info_64 = unsafe { std::mem::zeroed() };
-        let mut info_count = vm_region_basic_info_64::count();
-        let mut object_name: mach_port_t = MACH_PORT_NULL;
-        // SAFETY: out-pointers to locals of the sizes the flavor asks.
-        check("mach_vm_region", addr, unsafe {
-            mach_vm_region(
-                self.port,
-                &mut address,
-                &mut size,
-                VM_REGION_BASIC_INFO_64,
-                (&mut info as *mut vm_region_basic_info_64) as vm_region_info_t,
-                &mut info_count,
-                &mut object_name,
-            )
-        })?;
         // mach_vm_region gives the first region at or *after* `addr`.
-        if address > addr {
-            return Err(ProcessError::Other(format!("{addr:#x} is not mapped")));
+        match self.region_from(addr) {
+            Some(region) if region.range.start <= addr => Ok(region),
+            _ => Err(ProcessError::Other(format!("{addr:#x} is not mapped"))),
         }
-        Ok(Region {
-            range: address..address + size,
-            protection: info.protection as u32,
-            max_protection: info.max_protection as u32,
-        })
     }
 
     fn protect(&mut self, range: Range<u64>, protection: u32) -> Result<(), ProcessError> {
