@@ -176,6 +176,17 @@ pub struct LinkedImage {
     pub statement_starts: Vec<u64>,
 }
 
+/// What link-time optimization left in an image ([`LinkedImage::link_time_optimized`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LinkTimeOptimized {
+    /// The compile units (indexes into [`LinkedImage::compile_units`]) of the source files
+    /// that went through LTO; empty when the image cannot tell them apart (no DWARF), so
+    /// every file of it did as far as anyone can know.
+    pub units: Vec<usize>,
+    /// What gave it away, for messages: "a `<artificial>` compile unit", ...
+    pub evidence: String,
+}
+
 /// How far into a function [`LinkedImage::statement_starts`] are kept: enough for the entry
 /// jump, a prologue before it and the jump's own 5 bytes after it.
 pub const STATEMENT_WINDOW: u64 = 32;
@@ -259,6 +270,70 @@ impl LinkedImage {
         let from = self.statement_starts.partition_point(|&a| a <= start);
         let to = self.statement_starts.partition_point(|&a| a < end);
         self.statement_starts.get(from..to.max(from)).unwrap_or(&[])
+    }
+
+    /// Whether (part of) the image was made by link-time optimization, and from which
+    /// files. LTO compiles the code of many files as one (gcc's `<artificial>` unit), inlines
+    /// across them and renames their statics, so a function's code may live inside other
+    /// files' functions: replacing its entry would not change what runs.
+    ///
+    /// Measured with gcc 12 and clang 14, GNU ld and lld: gcc's LTO output is a compile unit
+    /// named `<artificial>` whose producer starts `GNU GIMPLE`; its files keep early-debug
+    /// units of their own name with no code. The code LTO made sits in an `STT_FILE` group
+    /// with no name (GNU ld, for plugin output; the nameless group GNU ld puts last is its
+    /// own, for symbols it made local) or `ld-temp.o` (lld). Files compiled without LTO in
+    /// the same program keep an `STT_FILE` group of their own name, so the files that went
+    /// through LTO are the units with no group of their name. clang's ThinLTO with lld keeps
+    /// every file's name: that build is not recognised here (the session also reads the
+    /// compile commands).
+    pub fn link_time_optimized(&self) -> Option<LinkTimeOptimized> {
+        let gimple = |cu: &CompileUnit| {
+            cu.name == "<artificial>"
+                || cu
+                    .producer
+                    .as_deref()
+                    .is_some_and(|p| p.starts_with("GNU GIMPLE"))
+        };
+        let last_group = self.translation_units.len().checked_sub(1);
+        let merged_group = |tu: TranslationUnitId| {
+            let i = tu.0 as usize;
+            match self.translation_units.get(i).map(String::as_str) {
+                Some("") => Some(i) != last_group,
+                Some(name) => name == "ld-temp.o" || name.ends_with("/ld-temp.o"),
+                None => false,
+            }
+        };
+        let evidence = if self.compile_units.iter().any(gimple) {
+            "a `<artificial>` compile unit (gcc's link-time optimization)"
+        } else if self.symbols.iter().any(|s| {
+            !s.dynamic
+                && s.defined
+                && s.kind == crate::SymbolKind::Function
+                && s.visibility == Visibility::Default
+                && s.tu.is_some_and(merged_group)
+        }) {
+            "functions in a file symbol of the linker's link-time optimization output"
+        } else {
+            return None;
+        };
+        let base = |name: &str| name.rsplit('/').next().unwrap_or(name).to_string();
+        let groups: std::collections::HashSet<String> = self
+            .translation_units
+            .iter()
+            .filter(|n| !n.is_empty())
+            .map(|n| base(n))
+            .collect();
+        let units = self
+            .compile_units
+            .iter()
+            .enumerate()
+            .filter(|(_, cu)| !gimple(cu) && !groups.contains(&base(&cu.name)))
+            .map(|(i, _)| i)
+            .collect();
+        Some(LinkTimeOptimized {
+            units,
+            evidence: evidence.to_string(),
+        })
     }
 
     /// Bytes of the image at `vaddr`, as in the file.

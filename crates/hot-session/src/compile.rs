@@ -132,6 +132,22 @@ impl CompileJob {
     }
 }
 
+/// The `-flto` option of a compile command that makes bitcode only (the last of `-flto*` and
+/// `-fno-lto` wins), which only a link-time-optimizing link can use: its file's code in the
+/// program came out of LTO. `None` with `-ffat-lto-objects` (the object has real code too,
+/// and whether the link optimized is for the image to say).
+pub(crate) fn lto_only_flag(arguments: &[String]) -> Option<&str> {
+    if arguments.iter().any(|a| a == "-ffat-lto-objects") {
+        return None;
+    }
+    arguments
+        .iter()
+        .rev()
+        .find(|a| a.starts_with("-flto") || *a == "-fno-lto")
+        .filter(|a| a.starts_with("-flto"))
+        .map(String::as_str)
+}
+
 /// Turn a database entry into the patch compile writing `output`.
 pub fn job_for(entry: &CompileEntry, output: &Path) -> CompileJob {
     let compiler = entry

@@ -391,6 +391,20 @@ impl Program {
         Ok((UnitImage::Executable, unit_of(exe, file)))
     }
 
+    /// Whether `file` went through link-time optimization in the image it belongs to
+    /// (`hot_object::LinkedImage::link_time_optimized`): then its functions may be inlined
+    /// into other files' code, so a swap would not change what runs. `Some((image path,
+    /// what gave it away))`; a partially LTO'd image answers for its LTO'd files only, one
+    /// whose files cannot be told apart for all of them.
+    pub fn lto_of(&mut self, file: &Path) -> Option<(String, String)> {
+        let (home, _) = self.home_of(file).ok()?;
+        let module = self.module_of(&home)?;
+        let lto = module.image.link_time_optimized()?;
+        let unit = self.compile_unit_of(&home, file);
+        (lto.units.is_empty() || unit.is_some_and(|u| lto.units.contains(&u)))
+            .then(|| (module.path.clone(), lto.evidence))
+    }
+
     /// Read the library list again and hand it to the linkers if it changed (a library
     /// loaded with `dlopen` since, or a list read while ld.so was still loading). Returns
     /// whether anything changed, i.e. whether a failed link is worth retrying.
