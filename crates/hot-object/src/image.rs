@@ -343,3 +343,95 @@ impl LinkedImage {
         s.bytes.get(start..start.checked_add(len)?)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An image with `groups` as its `STT_FILE` names, one local function in each (at
+    /// 0x1000 * (group + 1)), and compile units named `units` (`(name, producer)`).
+    fn image(groups: &[&str], units: &[(&str, &str)]) -> LinkedImage {
+        LinkedImage {
+            translation_units: groups.iter().map(|g| g.to_string()).collect(),
+            symbols: (0..groups.len())
+                .map(|g| ImageSymbol {
+                    name: format!("f{g}"),
+                    vaddr: 0x1000 * (g as u64 + 1),
+                    size: 16,
+                    kind: crate::SymbolKind::Function,
+                    binding: crate::Binding::Local,
+                    tu: Some(TranslationUnitId(g as u32)),
+                    section: Some(".text".into()),
+                    defined: true,
+                    dynamic: false,
+                    default_version: true,
+                    visibility: Visibility::Default,
+                })
+                .collect(),
+            compile_units: units
+                .iter()
+                .map(|(name, producer)| CompileUnit {
+                    name: name.to_string(),
+                    comp_dir: Some("/src".into()),
+                    producer: Some(producer.to_string()),
+                    ranges: Vec::new(),
+                    variables: Vec::new(),
+                })
+                .collect(),
+            ..LinkedImage::default()
+        }
+    }
+
+    /// `STT_FILE` names, compile units (name, producer), and the LTO'd units expected.
+    type Row = (
+        &'static [&'static str],
+        &'static [(&'static str, &'static str)],
+        Option<&'static [usize]>,
+    );
+
+    /// Measured shapes (gcc 12, clang 14, GNU ld, lld): which units went through LTO, or
+    /// `None` for an image LTO did not make.
+    #[test]
+    fn link_time_optimization_is_told_by_units_and_file_symbols() {
+        const GCC: &str = "GNU C17 12.2.0 -O0 -flto";
+        const GIMPLE: &str = "GNU GIMPLE 12.2.0 -O0 -fltrans";
+        const CLANG: &str = "Debian clang version 14.0.6";
+        let rows: &[Row] = &[
+            // Not LTO: every file has its group; GNU ld's own nameless group comes last.
+            (
+                &["crtstuff.c", "a.c", "m.c", ""],
+                &[("a.c", CLANG), ("m.c", CLANG)],
+                None,
+            ),
+            // gcc: `<artificial>`, the LTO'd files' units have no group; b.c was not LTO'd.
+            (
+                &["crtstuff.c", "", "b.c", ""],
+                &[
+                    ("<artificial>", GIMPLE),
+                    ("a.c", GCC),
+                    ("b.c", "GNU C17"),
+                    ("m.c", GCC),
+                ],
+                Some(&[1, 3]),
+            ),
+            // clang with GNU ld: a nameless group that is not the last one.
+            (
+                &["crtstuff.c", "", "crtstuff.c", ""],
+                &[("a.c", CLANG), ("m.c", CLANG)],
+                Some(&[0, 1]),
+            ),
+            // clang with lld.
+            (&["crtstuff.c", "ld-temp.o"], &[("a.c", CLANG)], Some(&[0])),
+            // Without DWARF the files cannot be told apart.
+            (&["crtstuff.c", "ld-temp.o"], &[], Some(&[])),
+        ];
+        for (groups, units, expected) in rows {
+            let found = image(groups, units).link_time_optimized().map(|l| l.units);
+            assert_eq!(
+                found.as_deref(),
+                *expected,
+                "groups {groups:?}, units {units:?}"
+            );
+        }
+    }
+}
