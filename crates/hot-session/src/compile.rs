@@ -622,4 +622,25 @@ mod tests {
         let err = run(&job_for(&e, Path::new("/tmp/x.o"))).expect_err("missing");
         assert!(err.to_string().contains("no-such-cc-1234"), "{err}");
     }
+
+    /// Which compile commands make bitcode only (the file's code in the program came out of
+    /// an LTO link): the last `-flto*`/`-fno-lto` decides, fat objects never do.
+    #[test]
+    fn lto_only_commands() {
+        let rows: &[(&[&str], Option<&str>)] = &[
+            (&["cc", "-O2", "-c", "a.c"], None),
+            (&["cc", "-flto", "-c", "a.c"], Some("-flto")),
+            (&["clang", "-flto=thin", "-c", "a.c"], Some("-flto=thin")),
+            (
+                &["cc", "-flto=auto", "-ffat-lto-objects", "-c", "a.c"],
+                None,
+            ),
+            (&["cc", "-flto", "-fno-lto", "-c", "a.c"], None),
+            (&["cc", "-fno-lto", "-flto=4", "-c", "a.c"], Some("-flto=4")),
+        ];
+        for (argv, expected) in rows {
+            let argv: Vec<String> = argv.iter().map(|a| a.to_string()).collect();
+            assert_eq!(lto_only_flag(&argv), *expected, "{argv:?}");
+        }
+    }
 }
