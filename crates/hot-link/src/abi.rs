@@ -3,7 +3,8 @@
 //!
 //! - a struct, class or union whose layout (size, member offsets and types, from the DWARF
 //!   of the baseline and the new object) changed, when code this swap does not recompile
-//!   uses it: functions of other files, unswapped functions of the same file, or variables
+//!   uses it — functions of other files (never the recompiled files' own: a function the
+//!   swap leaves in place compiled to the same code with the new layout) — or variables do
 //!   (existing objects; a pointer to the type counts, so heap objects held through one do
 //!   too) — refused with `layout-changed` on the type's declaration;
 //! - a swapped function whose parameter or return types changed while callers in files not
@@ -12,8 +13,8 @@
 //!   address in data — refused ("removed but still called from ..."); an unreferenced one
 //!   is simply left in the image.
 //!
-//! A layout change is accepted only when every function that uses the type is swapped now
-//! and no variable of any file reaches it: then no code and no object of the old layout
+//! A layout change is accepted only when every function that uses the type is recompiled
+//! now and no variable of any file reaches it: then no code and no object of the old layout
 //! survives the swap, except frames of the swapped functions already running (they finish
 //! in their old bodies, with their own objects).
 //!
@@ -40,9 +41,11 @@ struct LayoutChange {
     unit: usize,
     old: TypeLayout,
     new: TypeLayout,
-    /// Users outside the swap found so far (the saved file's own unswapped functions and
-    /// its variables); the executable's other files come from [`AbiChanges::refusals`].
-    users: Vec<String>,
+    /// The variables of the recompiled files that hold the type (objects that exist with
+    /// the old layout); the executable's other files come from [`AbiChanges::refusals`].
+    /// Their functions are no users: each was compiled again with the new layout, and one
+    /// the swap leaves in place has the same code either way.
+    variables: Vec<String>,
 }
 
 /// The outcome of the first phase.
@@ -73,7 +76,8 @@ impl AbiChanges {
     pub fn refusals(self, image_users: &[TypeUser], image_error: Option<&str>) -> Vec<LinkError> {
         let mut errors = self.errors;
         for change in self.layouts {
-            let mut users = change.users.clone();
+            let mut variables = change.variables.clone();
+            let mut functions = Vec::new();
             for user in image_users {
                 if user.type_name != change.new.name {
                     continue;
@@ -84,20 +88,37 @@ impl AbiChanges {
                         continue;
                     }
                 }
-                users.push(describe_user(user));
+                match user.kind {
+                    UserKind::Function => functions.push(describe_user(user)),
+                    UserKind::Variable => variables.push(describe_user(user)),
+                }
             }
-            if users.is_empty() && image_error.is_none() {
+            if functions.is_empty() && variables.is_empty() && image_error.is_none() {
                 continue;
             }
-            users.sort();
-            users.dedup();
-            let who = match image_error {
-                Some(why) if users.is_empty() => {
-                    format!("which files of the program use it is unknown ({why})")
-                }
-                _ => format!(
+            for users in [&mut functions, &mut variables] {
+                users.sort();
+                users.dedup();
+            }
+            let who = match (image_error, functions.is_empty(), variables.is_empty()) {
+                (why, true, true) => format!(
+                    "which files of the program use it is unknown ({})",
+                    why.unwrap_or("no reason given")
+                ),
+                (_, false, true) => format!(
                     "code this swap does not recompile uses it: {}",
-                    list(&users, 6)
+                    list(&functions, 6)
+                ),
+                (_, true, false) => format!(
+                    "every function that uses it was recompiled, but existing objects keep \
+                     the old layout: {}",
+                    list(&variables, 6)
+                ),
+                (_, false, false) => format!(
+                    "code this swap does not recompile uses it: {}; existing objects keep the \
+                     old layout: {}",
+                    list(&functions, 6),
+                    list(&variables, 6)
                 ),
             };
             let name = &change.new.name;
@@ -105,10 +126,15 @@ impl AbiChanges {
                 code: LinkErrorCode::LayoutChanged,
                 unit: self.sources[change.unit].clone(),
                 message: format!(
-                    "the layout of `{name}` changed ({}), and {who}; objects with the old \
-                     layout may exist and that code would read them with the wrong one: \
-                     nothing was swapped — restart the program to use the new layout",
-                    layout_difference(&change.old, &change.new)
+                    "the layout of `{name}` changed ({}), and {who}; {}: nothing was \
+                     swapped — restart the program to use the new layout",
+                    layout_difference(&change.old, &change.new),
+                    if functions.is_empty() && image_error.is_none() {
+                        "the new code would read those objects with the new one"
+                    } else {
+                        "objects with the old layout may exist and that code would read them \
+                         with the wrong one"
+                    }
                 ),
                 symbol: Some(name.clone()),
                 function: None,
@@ -287,8 +313,9 @@ impl Linker {
                     ));
                 }
             }
-            self.layout_changes(k, request, baseline, &swapped, &old, &new, &mut changes);
+            self.layout_changes(k, &old, &new, &mut changes);
         }
+        self.batch_variables(requests, &mut changes);
         if signatures.is_empty() && removed.is_empty() {
             return changes;
         }
@@ -359,51 +386,55 @@ impl Linker {
         changes
     }
 
-    /// The types the swapped functions of one unit use whose layout changed, with the users
-    /// the unit itself has outside the swap.
-    #[allow(clippy::too_many_arguments)]
-    fn layout_changes(
-        &self,
-        k: usize,
-        request: &LinkRequest<'_>,
-        baseline: &Object,
-        swapped: &HashSet<&str>,
-        old: &AbiFacts,
-        new: &AbiFacts,
-        changes: &mut AbiChanges,
-    ) {
-        let changed: Vec<(&TypeLayout, &TypeLayout)> = new
-            .layouts
-            .values()
-            .filter_map(|n| Some((old.layouts.get(&n.name)?, n)))
-            .filter(|(o, n)| o.size.is_some() && n.size.is_some() && !o.same_layout(n))
-            .collect();
-        if changed.is_empty() {
-            return;
-        }
-        let names: HashSet<&str> = changed.iter().map(|(_, n)| n.name.as_str()).collect();
-        // The file's own functions that this swap leaves as they are, and the variables the
-        // running program already has (the baseline's).
-        let own_functions = request.object.type_users(&names).unwrap_or_default();
-        let own_variables = baseline.type_users(&names).unwrap_or_default();
-        for (o, n) in changed {
-            let users: Vec<String> = own_functions
-                .iter()
-                .filter(|u| u.kind == UserKind::Function && !swapped.contains(u.name.as_str()))
-                .chain(
-                    own_variables
-                        .iter()
-                        .filter(|u| u.kind == UserKind::Variable),
-                )
-                .filter(|u| u.type_name == n.name)
-                .map(describe_user)
-                .collect();
+    /// The types the swapped functions of one unit use whose layout changed (one change per
+    /// type for the whole batch: the includers of a header see the same one).
+    fn layout_changes(&self, k: usize, old: &AbiFacts, new: &AbiFacts, changes: &mut AbiChanges) {
+        for n in new.layouts.values() {
+            let Some(o) = old.layouts.get(&n.name) else {
+                continue;
+            };
+            if o.size.is_none() || n.size.is_none() || o.same_layout(n) {
+                continue;
+            }
+            if changes.layouts.iter().any(|c| c.new.name == n.name) {
+                continue;
+            }
             changes.layouts.push(LayoutChange {
                 unit: k,
                 old: o.clone(),
                 new: n.clone(),
-                users,
+                variables: Vec::new(),
             });
+        }
+    }
+
+    /// The variables of every file of the batch that hold a changed type, from their
+    /// baselines (what the running program has). A file whose functions all kept their code
+    /// (a header's includer that only passes pointers on) still has its objects. The files'
+    /// own functions are not asked: all of them were recompiled (one left in place compiled
+    /// to the same code with the new layout, so it does not depend on it).
+    fn batch_variables(&self, requests: &[LinkRequest<'_>], changes: &mut AbiChanges) {
+        if changes.layouts.is_empty() {
+            return;
+        }
+        let names: HashSet<&str> = changes
+            .layouts
+            .iter()
+            .map(|c| c.new.name.as_str())
+            .collect();
+        let users: Vec<TypeUser> = requests
+            .iter()
+            .filter_map(|r| r.baseline)
+            .flat_map(|baseline| baseline.type_users(&names).unwrap_or_default())
+            .filter(|u| u.kind == UserKind::Variable)
+            .collect();
+        for change in &mut changes.layouts {
+            change.variables.extend(
+                users
+                    .iter()
+                    .filter(|u| u.type_name == change.new.name)
+                    .map(describe_user),
+            );
         }
     }
 

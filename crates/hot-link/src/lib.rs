@@ -686,6 +686,13 @@ impl Linker {
                 }
             }
         }
+        // What each file may call in another one (a function the image lacks included).
+        let wanted: HashSet<String> = requests
+            .iter()
+            .flat_map(|r| r.object.symbols.iter())
+            .filter(|s| matches!(s.def, hot_object::SymbolDef::Undefined))
+            .map(|s| s.name.clone())
+            .collect();
         let order = plan.order;
         let mut errors = Vec::new();
         let mut redirected: HashSet<RuntimeAddr> = HashSet::new();
@@ -696,7 +703,7 @@ impl Linker {
         for (k, &i) in order.iter().enumerate() {
             let request = &requests[i];
             let state = chained.as_ref().unwrap_or(&self.state);
-            let mut patch = match link::link(self, state, request, None) {
+            let mut patch = match link::link(self, state, request, None, &wanted) {
                 Ok(patch) => patch,
                 Err(e) => {
                     errors.extend(e);
@@ -779,7 +786,7 @@ impl Linker {
         request: &LinkRequest<'_>,
         placement: &Placement,
     ) -> Result<Patch, Vec<LinkError>> {
-        link::link(self, &self.state, request, Some(placement))
+        link::link(self, &self.state, request, Some(placement), &HashSet::new())
     }
 
     /// Record that `patch` was applied to the process: its allocations and entries become

@@ -9,6 +9,8 @@
 //! 3. Closure: the atoms to copy are the changed functions plus everything their relocations
 //!    (and those of new variables) reach by content: split parts, IPA clones, interior
 //!    references, anonymous read-only data.
+//!    A function the image lacks (dropped by `--gc-sections`) that is as in the baseline is
+//!    copied only when something copied calls it or another file of the batch refers to it.
 //! 4. Layout (`layout.rs`): bodies into fresh code-arena space, stubs for new functions.
 //! 5. Relocation (`x86_64.rs`), with GOT slots and call stubs allocated on demand.
 //! 6. Entries (`entry.rs`): the jump that makes each new body live.
@@ -77,6 +79,14 @@ pub(crate) struct Link<'a> {
     pub entries: HashMap<AtomId, StableEntry>,
     /// New functions whose stub this link allocates.
     pub new_stubs: HashSet<AtomId>,
+    /// Functions the image does not have (the static linker's `--gc-sections` dropped them,
+    /// or every call was inlined) that are as in the baseline: nothing in the program runs
+    /// them, so they are linked (and `added`) only when code this link writes refers to
+    /// them (`close_over`).
+    pub dormant: HashSet<AtomId>,
+    /// Names other objects of the batch refer to without defining them: a dormant
+    /// function of one of these names is linked, since another file's new code may call it.
+    pub wanted: &'a HashSet<String>,
     /// Weak definitions of the object that a strong definition in another file overrides
     /// in the running program: references reach the override, and their own entry (the
     /// override's) is never redirected.
@@ -92,6 +102,7 @@ pub(crate) fn link(
     state: &LinkState,
     request: &LinkRequest<'_>,
     placement: Option<&Placement>,
+    wanted: &HashSet<String>,
 ) -> Result<Patch, Vec<LinkError>> {
     // Mach-O objects and images take the Mach-O link, which also refuses a mix of formats.
     if request.object.format == hot_object::ObjectFormat::MachO
@@ -125,6 +136,8 @@ pub(crate) fn link(
         data_writes: Vec::new(),
         entries: HashMap::new(),
         new_stubs: HashSet::new(),
+        dormant: HashSet::new(),
+        wanted,
         overridden: HashSet::new(),
         fresh_data: HashSet::new(),
     };
@@ -339,6 +352,14 @@ impl<'a> Link<'a> {
                     }
                 }
                 None => {
+                    let as_before = self
+                        .baseline_match
+                        .as_ref()
+                        .is_some_and(|map| map.get(&atom).is_some_and(|m| !m.1));
+                    if as_before && !self.wanted.contains(name) {
+                        self.dormant.insert(atom);
+                        continue;
+                    }
                     // A function without a stable entry is new: it always gets written.
                     self.new_stubs.insert(atom);
                     changed.push(atom);
@@ -429,14 +450,24 @@ impl<'a> Link<'a> {
         work.extend(self.data_writes.iter().copied());
         while let Some(atom) = work.pop() {
             let relocs = &self.info.obj.atom(atom).relocs;
+            let mut woken = Vec::new();
             let targets = relocs
                 .iter()
                 .filter_map(|reloc| match self.info.classify(atom, reloc) {
                     TargetClass::Placed { atom: target } => Some(target),
+                    // A function the image lacks, called by new code: linked as new.
+                    TargetClass::Entry { atom: target, .. } if self.dormant.contains(&target) => {
+                        woken.push(target);
+                        Some(target)
+                    }
                     _ => None,
                 });
             // A body's LSDAs are reached only from .eh_frame (`unwind.rs`).
             let targets: Vec<AtomId> = targets.chain(self.unwind_data_of(atom)).collect();
+            for target in woken {
+                self.dormant.remove(&target);
+                self.new_stubs.insert(target);
+            }
             for target in targets {
                 if queued.insert(target) {
                     self.place_order.push(target);

@@ -31,8 +31,8 @@ pub use diff::{
 };
 
 pub use image::{
-    CompileUnit, GotSlot, GotSlotKind, ImageSymbol, IrelativeSlot, LinkedImage, SectionData,
-    TlsSegment, TranslationUnitId, Visibility, STATEMENT_WINDOW,
+    CompileUnit, GotSlot, GotSlotKind, ImageSymbol, IrelativeSlot, LinkTimeOptimized, LinkedImage,
+    SectionData, TlsSegment, TranslationUnitId, Visibility, STATEMENT_WINDOW,
 };
 pub use names::{display_name, display_names};
 pub use reloc::RelocKind;

@@ -132,6 +132,22 @@ impl CompileJob {
     }
 }
 
+/// The `-flto` option of a compile command that makes bitcode only (the last of `-flto*` and
+/// `-fno-lto` wins), which only a link-time-optimizing link can use: its file's code in the
+/// program came out of LTO. `None` with `-ffat-lto-objects` (the object has real code too,
+/// and whether the link optimized is for the image to say).
+pub(crate) fn lto_only_flag(arguments: &[String]) -> Option<&str> {
+    if arguments.iter().any(|a| a == "-ffat-lto-objects") {
+        return None;
+    }
+    arguments
+        .iter()
+        .rev()
+        .find(|a| a.starts_with("-flto") || *a == "-fno-lto")
+        .filter(|a| a.starts_with("-flto"))
+        .map(String::as_str)
+}
+
 /// Turn a database entry into the patch compile writing `output`.
 pub fn job_for(entry: &CompileEntry, output: &Path) -> CompileJob {
     let compiler = entry
@@ -605,5 +621,26 @@ mod tests {
         let e = entry(&["no-such-cc-1234", "-c", "../src/a.c"]);
         let err = run(&job_for(&e, Path::new("/tmp/x.o"))).expect_err("missing");
         assert!(err.to_string().contains("no-such-cc-1234"), "{err}");
+    }
+
+    /// Which compile commands make bitcode only (the file's code in the program came out of
+    /// an LTO link): the last `-flto*`/`-fno-lto` decides, fat objects never do.
+    #[test]
+    fn lto_only_commands() {
+        let rows: &[(&[&str], Option<&str>)] = &[
+            (&["cc", "-O2", "-c", "a.c"], None),
+            (&["cc", "-flto", "-c", "a.c"], Some("-flto")),
+            (&["clang", "-flto=thin", "-c", "a.c"], Some("-flto=thin")),
+            (
+                &["cc", "-flto=auto", "-ffat-lto-objects", "-c", "a.c"],
+                None,
+            ),
+            (&["cc", "-flto", "-fno-lto", "-c", "a.c"], None),
+            (&["cc", "-fno-lto", "-flto=4", "-c", "a.c"], Some("-flto=4")),
+        ];
+        for (argv, expected) in rows {
+            let argv: Vec<String> = argv.iter().map(|a| a.to_string()).collect();
+            assert_eq!(lto_only_flag(&argv), *expected, "{argv:?}");
+        }
     }
 }

@@ -121,6 +121,9 @@ pub(crate) struct Program {
     libraries_read: bool,
     /// Compile units that `sources` could not place, for the message of a refused save.
     unplaced: Vec<Unplaced>,
+    /// What link-time optimization left in each image read so far, by path
+    /// ([`Program::lto_of`]).
+    lto: HashMap<String, Option<hot_object::LinkTimeOptimized>>,
 }
 
 impl Program {
@@ -139,6 +142,7 @@ impl Program {
             sources,
             libraries_read: false,
             unplaced: Vec::new(),
+            lto: HashMap::new(),
         }
     }
 
@@ -389,6 +393,26 @@ impl Program {
             }
         }
         Ok((UnitImage::Executable, unit_of(exe, file)))
+    }
+
+    /// Whether `file` went through link-time optimization in the image it belongs to
+    /// (`hot_object::LinkedImage::link_time_optimized`): then its functions may be inlined
+    /// into other files' code, so a swap would not change what runs. `Some((image path,
+    /// what gave it away))`; a partially LTO'd image answers for its LTO'd files only, one
+    /// whose files cannot be told apart for all of them.
+    pub fn lto_of(&mut self, file: &Path) -> Option<(String, String)> {
+        let (home, _) = self.home_of(file).ok()?;
+        let module = self.module_of(&home)?;
+        let path = module.path.clone();
+        // Read once per image: it walks every symbol, and a header save asks per includer.
+        if !self.lto.contains_key(&path) {
+            let lto = module.image.link_time_optimized();
+            self.lto.insert(path.clone(), lto);
+        }
+        let lto = self.lto.get(&path)?.as_ref()?;
+        let unit = self.compile_unit_of(&home, file);
+        (lto.units.is_empty() || unit.is_some_and(|u| lto.units.contains(&u)))
+            .then(|| (path, lto.evidence.clone()))
     }
 
     /// Read the library list again and hand it to the linkers if it changed (a library

@@ -18,6 +18,13 @@ struct Refusal {
     code: &'static str,
     at: &'static str,
     says: &'static [&'static str],
+    /// What the message must not say (the recompiled files' own functions).
+    not: &'static [&'static str],
+    /// The file saved, when it is not the one edited (a header edited, one includer saved).
+    saved: Option<&'static str>,
+    /// Files saved unchanged before the edit, so that their baselines are compiled from the
+    /// header as the program was built (a header edited first leaves them without one).
+    first: &'static [&'static str],
     /// What every line the program prints afterwards still contains.
     steady: &'static str,
 }
@@ -27,9 +34,12 @@ struct Refusal {
 fn check_refusal(case: &Refusal) -> Fixture {
     let mut f = Fixture::launch(case.fixture);
     f.wait_output(case.steady);
+    for file in case.first {
+        save_unchanged(&mut f, file);
+    }
     f.edit(case.file, case.from, case.to);
     let line = f.line_of(case.file, case.at);
-    f.save(case.file);
+    f.save(case.saved.unwrap_or(case.file));
     let diagnostics = f.wait_diagnostics(case.file);
     let found = diagnostics
         .iter()
@@ -47,8 +57,24 @@ fn check_refusal(case: &Refusal) -> Fixture {
             found.message
         );
     }
+    for needle in case.not {
+        assert!(
+            !found.message.contains(needle),
+            "{needle:?} in {:?}",
+            found.message
+        );
+    }
     f.assert_unchanged(0, case.steady, 3);
     f
+}
+
+/// Save `file` as it is and wait for the save to find nothing changed (its baseline is
+/// compiled by then).
+fn save_unchanged(f: &mut Fixture, file: &str) {
+    f.save(file);
+    f.wait(&format!("the unchanged save of {file}"), |e| {
+        matches!(e, SessionEvent::Unchanged { .. }).then_some(())
+    });
 }
 
 const STEADY: &str = "area=12 scaled=20 cell=3 helper=2 described=1 tripled=3 mode=old";
@@ -72,6 +98,9 @@ const REFUSALS: &[Refusal] = &[
             "`describe` (main.c)",
             "the variable `box` (main.c)",
         ],
+        not: &[],
+        saved: None,
+        first: &[],
         steady: STEADY,
     },
     // main.c declares `long scaled(int)` itself and calls it from run_round.
@@ -87,6 +116,9 @@ const REFUSALS: &[Refusal] = &[
             "from `long int (int)` to `long int (long int)`",
             "`run_round` (main.c)",
         ],
+        not: &[],
+        saved: None,
+        first: &[],
         steady: STEADY,
     },
     // main.c calls helper; the diagnostic sits where the definition was.
@@ -101,6 +133,9 @@ const REFUSALS: &[Refusal] = &[
             "`helper` was removed from geom.c",
             "still called from `run_round` (main.c)",
         ],
+        not: &[],
+        saved: None,
+        first: &[],
         steady: STEADY,
     },
     // tripled is only in main.c's table of function pointers.
@@ -115,6 +150,9 @@ const REFUSALS: &[Refusal] = &[
             "`tripled` was removed from geom.c",
             "the data `table` (main.c)",
         ],
+        not: &[],
+        saved: None,
+        first: &[],
         steady: STEADY,
     },
     // C++: geo::Shape is known to main.cpp by name only; main holds one through `box`.
@@ -131,6 +169,9 @@ const REFUSALS: &[Refusal] = &[
             "`depth` added",
             "the variable `box` (main.cpp)",
         ],
+        not: &[],
+        saved: None,
+        first: &[],
         steady: "area=12 scale=20",
     },
     // C++: a new parameter type is a new function (another mangled name); the old one, which
@@ -146,9 +187,81 @@ const REFUSALS: &[Refusal] = &[
             "`geo::scale(int)` was removed from geo.cpp",
             "still called from `main` (main.cpp)",
         ],
+        not: &[],
+        saved: None,
+        first: &[],
         steady: "area=12 scale=20",
     },
+    // A member added at the end: geom.c's `area` compiles to the same code and stays, and
+    // is no user "this swap does not recompile"; main.c's are.
+    Refusal {
+        fixture: "abi",
+        file: "geom.c",
+        from: "struct shape { int w; int h; };",
+        to: "struct shape { int w; int h; int depth; };",
+        code: "layout-changed",
+        at: "struct shape { int w; int h; int depth; };",
+        says: &[
+            "`struct shape`",
+            "8 bytes → 12 bytes",
+            "`depth` added",
+            "`describe` (main.c)",
+            "the variable `box` (main.c)",
+        ],
+        not: &["(geom.c)", "`area`"],
+        saved: None,
+        first: &[],
+        steady: STEADY,
+    },
+    // point.h saved: point.c and main.c are both recompiled, so no function is named (main.c's
+    // `show` and point.c's `point_known` keep their code); main.c's `origin` exists.
+    Refusal {
+        fixture: "layout",
+        file: "point.h",
+        from: POINT.0,
+        to: POINT.1,
+        code: "layout-changed",
+        at: POINT.1,
+        says: &[
+            "`struct point`",
+            "8 bytes → 12 bytes",
+            "`z` added",
+            "every function that uses it was recompiled",
+            "the variable `origin` (main.c)",
+        ],
+        not: &["does not recompile", "`show`", "`point_known`", "(point.c)"],
+        saved: None,
+        first: &["main.c", "point.c"],
+        steady: LAYOUT_STEADY,
+    },
+    // point.h edited, point.c saved: main.c's users are named, point.c's own are not.
+    Refusal {
+        fixture: "layout",
+        file: "point.h",
+        from: POINT.0,
+        to: POINT.1,
+        code: "layout-changed",
+        at: POINT.1,
+        says: &[
+            "`struct point`",
+            "code this swap does not recompile uses it: ",
+            "`show` (main.c)",
+            "the variable `origin` (main.c)",
+        ],
+        not: &["(point.c)", "`point_known`"],
+        saved: Some("point.c"),
+        first: &["main.c", "point.c"],
+        steady: LAYOUT_STEADY,
+    },
 ];
+
+/// point.h's struct point with a member added in front (every member moves).
+const POINT: (&str, &str) = (
+    "struct point { int x; int y; };",
+    "struct point { int z; int x; int y; };",
+);
+
+const LAYOUT_STEADY: &str = "sum=3 first=1 known=1 pair=2 pair_first=0";
 
 #[test]
 fn layout_change_used_by_other_files_is_refused() {
@@ -178,6 +291,46 @@ fn cxx_class_layout_change_used_by_other_files_is_refused() {
 #[test]
 fn cxx_overload_replacing_a_called_function_is_refused_with_demangled_names() {
     check_refusal(&REFUSALS[5]);
+}
+
+#[test]
+fn layout_change_names_no_function_of_the_saved_file() {
+    check_refusal(&REFUSALS[6]);
+}
+
+#[test]
+fn layout_change_of_a_saved_header_names_only_the_variable() {
+    check_refusal(&REFUSALS[7]);
+}
+
+#[test]
+fn layout_change_of_a_header_saved_through_one_includer_names_the_other() {
+    check_refusal(&REFUSALS[8]);
+}
+
+/// point.h's struct pair grows while only functions of point.c and main.c use it: a save of
+/// the header recompiles them all (some keep their code: `pair_first`, `show_pair`), so it
+/// swaps.
+#[test]
+fn layout_change_of_a_saved_header_used_only_by_its_includers_swaps() {
+    let mut f = Fixture::launch("layout");
+    f.wait_output(LAYOUT_STEADY);
+    for file in ["main.c", "point.c"] {
+        save_unchanged(&mut f, file);
+    }
+    f.edit(
+        "point.h",
+        "struct pair { int a; int b; };",
+        "struct pair { int a; int b; int c; };",
+    );
+    f.edit("point.h", "#define BONUS 0", "#define BONUS 100");
+    f.save("point.h");
+    let swap = f.wait_swap();
+    for function in ["pair_sum", "point_sum", "run_round"] {
+        assert!(swap.swapped.contains(&function.to_string()), "{swap:?}");
+    }
+    f.wait_output("sum=103 first=1 known=1 pair=102 pair_first=0");
+    f.assert_same_process();
 }
 
 /// A struct only one function uses, with no variable of it anywhere: its layout changes

@@ -146,6 +146,7 @@ impl Worker {
             return;
         }
         self.warn_about_optimisation();
+        self.warn_about_lto();
         let build_id = self
             .program
             .as_ref()

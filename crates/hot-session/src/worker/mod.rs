@@ -10,6 +10,7 @@ mod baseline;
 pub(crate) mod gdb_jit;
 mod held;
 mod lifecycle;
+mod lto;
 mod new_units;
 mod perf_map;
 mod pipeline;

@@ -226,6 +226,10 @@ impl Worker {
     pub(super) fn unit_job(&mut self, file: &Path) -> Result<UnitJob, String> {
         // A file with no compile command is said so first.
         self.entry_for(file)?;
+        // (A save refuses these with a diagnostic first: `Worker::refuse_lto`.)
+        if let Some((exe, evidence)) = self.lto_evidence(file) {
+            return Err(format!("{exe} was built with -flto ({evidence})"));
+        }
         // The libraries are known by now if they were not at adoption.
         self.snapshot_library_files();
         let mut new_unit = false;
@@ -302,6 +306,9 @@ impl Worker {
         saved: &Path,
         files: &[PathBuf],
     ) -> Result<Option<SwapSummary>, ()> {
+        if self.refuse_lto(saved, files) {
+            return Err(());
+        }
         let mut units = Vec::with_capacity(files.len());
         for file in files {
             match self.unit_job(file) {
