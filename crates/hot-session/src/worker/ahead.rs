@@ -299,6 +299,8 @@ impl Worker {
         deps: Option<Vec<PathBuf>>,
     ) {
         let file = unit.file.clone();
+        // Linked against the baseline the save will use: one compiling is waited for.
+        self.settle_baseline_of(&file);
         let baseline = self
             .baselines
             .get(&file)
@@ -469,7 +471,7 @@ fn compile_copy(
     copy: &Path,
     cancel: &Cancel,
 ) -> Option<(CompileOutcome, Object, Option<Vec<PathBuf>>)> {
-    let outcome = compile::run_cancellable(job, cancel);
+    let outcome = compile::run_cancellable(job, cancel, compile::Priority::Normal);
     let deps = std::fs::read_to_string(&unit.depfile).ok().map(|text| {
         compile::parse_depfile(&text, &job.directory)
             .into_iter()

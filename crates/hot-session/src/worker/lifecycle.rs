@@ -167,6 +167,7 @@ impl Worker {
         // the program shows up is never mistaken for the text it was built from.
         self.queue_baselines(&replay);
         announce(self);
+        self.report_baselines();
         // Prepare the linker now if the dynamic linker is done, else in idle time soon.
         self.prepare_linker_until = Some(Instant::now() + PREPARE_WAIT);
         self.try_prepare_linker();

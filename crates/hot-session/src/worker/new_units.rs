@@ -28,7 +28,7 @@ use hot_link::{ConstructorCall, LinkError, LinkErrorCode};
 use hot_object::{Binding, Object, SymbolDef};
 use hot_process::ProcessError;
 
-use super::pipeline::{compile_all, max_jobs, UnitJob};
+use super::pipeline::{compile_all, UnitJob};
 use super::{has_extension, Worker, SOURCE_EXTENSIONS};
 use crate::compile::CompileOutcome;
 use crate::program::UnitMatch;
@@ -252,7 +252,7 @@ impl Worker {
         }
         let started = SystemTime::now();
         let count = jobs.len();
-        for c in compile_all(jobs, max_jobs().min(count), &self.events) {
+        for c in compile_all(jobs, self.jobs().min(count), &self.events) {
             let flags = c.unit.job.flags().to_vec();
             let deps = c.deps.unwrap_or_default();
             let entry = match (c.outcome, c.object) {
