@@ -44,6 +44,15 @@ fn the_benchmark_runs_at_a_small_size_and_writes_its_report() {
         result["peak_memory_mib"].as_f64().is_some_and(|m| m > 0.0),
         "{result}"
     );
+    // Launch-to-ready and every baseline compiled were both seen (not timed here).
+    for phase in ["running", "ready", "baselines"] {
+        assert!(
+            result["launch_ms"][phase]
+                .as_f64()
+                .is_some_and(|ms| ms > 0.0),
+            "{phase}: {result}"
+        );
+    }
     let text = std::fs::read_to_string(&markdown).expect("the Markdown report");
     assert!(text.contains("| 60 |"), "{text}");
 }

@@ -395,3 +395,46 @@ fn the_server_ends_promptly_while_a_baseline_compiles() {
         check_ends_promptly_during_a_baseline_compile(end);
     }
 }
+
+/// `[compile] jobs = 2`: the parallelbaselines fixture's compiler holds the baselines of
+/// b.c and c.c at once; LSP shutdown and exit end the server promptly and kill both.
+#[test]
+fn shutdown_kills_every_baseline_compile_in_flight() {
+    let (_dir, root) = copy_shared_fixture("parallelbaselines");
+    let (mut client, program) = serve(&root);
+    let held = |file: &str| root.join("held").join(format!("{file}.pid"));
+    wait_until("b.c's and c.c's baselines to be held", || {
+        held("b.c").exists() && held("c.c").exists()
+    });
+    let compilers: Vec<i64> = ["b.c", "c.c"]
+        .iter()
+        .map(|file| {
+            std::fs::read_to_string(held(file))
+                .ok()
+                .and_then(|t| t.trim().parse().ok())
+                .expect("gatedcc's pid")
+        })
+        .collect();
+    assert!(
+        compilers.iter().all(|&pid| process_alive(pid)),
+        "a held compile ended early"
+    );
+    let asked = Instant::now();
+    client.request("shutdown", serde_json::Value::Null);
+    client.notify("exit", serde_json::Value::Null);
+    let status = client.wait_exit();
+    assert!(status.success(), "shutdown then exit: {status:?}");
+    assert!(
+        asked.elapsed() < PROMPTLY,
+        "the server took {:?} to end",
+        asked.elapsed()
+    );
+    for pid in compilers {
+        wait_until(&format!("the baseline compiler {pid} to be killed"), || {
+            !process_alive(pid)
+        });
+    }
+    wait_until(&format!("the program {program} to die"), || {
+        !process_alive(program)
+    });
+}

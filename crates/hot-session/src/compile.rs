@@ -302,11 +302,26 @@ impl Cancel {
     }
 }
 
+/// How a cancellable compile competes for the processor.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Priority {
+    /// What the user waits for (a compile ahead of a save).
+    Normal,
+    /// Work for later (the baselines of a large program): its compilers run
+    /// [`BACKGROUND_NICENESS`] steps nicer than the server, so a save's compile, the editor
+    /// and the program itself go first on a loaded machine.
+    Background,
+}
+
+/// How much nicer than the server a [`Priority::Background`] compiler runs.
+pub const BACKGROUND_NICENESS: i32 = 10;
+
 /// [`run`], in a process group of its own that `cancel` can kill: `Ok(None)` when it was
 /// cancelled (before it started or while it ran).
 pub fn run_cancellable(
     job: &CompileJob,
     cancel: &Cancel,
+    priority: Priority,
 ) -> Result<Option<CompileOutcome>, CompileError> {
     use std::io::Read;
     use std::os::unix::process::CommandExt;
@@ -316,12 +331,23 @@ pub fn run_cancellable(
         if state.cancelled {
             return Ok(None);
         }
-        let child = command(job)
+        let mut command = command(job);
+        command
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
-            .process_group(0)
-            .spawn()
-            .map_err(|e| spawn_error(job, &e))?;
+            .process_group(0);
+        if priority == Priority::Background {
+            // SAFETY: the closure runs in the forked child before exec and only makes the
+            // nice(2) system call, which is async-signal-safe; its failure (a limit that
+            // forbids it) leaves the compiler at the server's priority, which is harmless.
+            unsafe {
+                command.pre_exec(|| {
+                    libc::nice(BACKGROUND_NICENESS);
+                    Ok(())
+                });
+            }
+        }
+        let child = command.spawn().map_err(|e| spawn_error(job, &e))?;
         state.group = i32::try_from(child.id()).ok();
         child
     };

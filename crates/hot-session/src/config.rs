@@ -65,6 +65,9 @@ pub struct CompileConfig {
     pub ahead: bool,
     /// How long typing must pause before a compile ahead starts, in milliseconds.
     pub ahead_delay_ms: u64,
+    /// How many compiles run at once: a header's includers, and the background baselines
+    /// (at a lowered priority). Default: one per core, at most 16.
+    pub jobs: Option<std::num::NonZeroUsize>,
 }
 
 /// The default pause before a compile ahead: a little longer than a burst of keystrokes.
@@ -78,6 +81,7 @@ impl Default for CompileConfig {
             path_map: BTreeMap::new(),
             ahead: true,
             ahead_delay_ms: DEFAULT_AHEAD_DELAY_MS,
+            jobs: None,
         }
     }
 }
@@ -347,6 +351,23 @@ mod tests {
         assert_eq!(loaded.config.compile.ahead_delay_ms, 50);
         check_error("[compile]\nahead = \"soon\"\n", 2, "invalid type");
         check_error("[compile]\nahead_delay_ms = -1\n", 2, "invalid value");
+    }
+
+    /// `[compile] jobs`: unset by default (one per core), a positive count, never 0.
+    #[test]
+    fn compile_jobs_are_a_positive_count() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join(CONFIG_FILE), "[program]\npath = \"app\"\n").expect("write");
+        let loaded = load(dir.path(), None).expect("valid");
+        assert_eq!(loaded.config.compile.jobs, None);
+        std::fs::write(dir.path().join(CONFIG_FILE), "[compile]\njobs = 2\n").expect("write");
+        let loaded = load(dir.path(), None).expect("valid");
+        assert_eq!(loaded.config.compile.jobs.map(|j| j.get()), Some(2));
+        let client = serde_json::json!({"compile": {"jobs": 3}});
+        let loaded = load(dir.path(), Some(&client)).expect("valid");
+        assert_eq!(loaded.config.compile.jobs.map(|j| j.get()), Some(3));
+        check_error("[compile]\njobs = 0\n", 2, "nonzero");
+        check_error("[compile]\njobs = \"many\"\n", 2, "invalid type");
     }
 
     #[test]

@@ -98,6 +98,18 @@ pub struct Status {
     pub message: Option<String>,
     /// The stable code (DESIGN.md 3.3) of the failure `message` reports, when it is one.
     pub code: Option<String>,
+    /// How far the background baselines of the running program are (`None`: none queued).
+    pub baselines: Option<BaselineProgress>,
+}
+
+/// The baselines (the objects of the text the program was built from) compiled in the
+/// background since the program was adopted: a save of a file whose baseline is ready
+/// swaps only what changed without compiling it first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct BaselineProgress {
+    /// Finished (made, or found impossible: the file is then compared with the image).
+    pub done: usize,
+    pub total: usize,
 }
 
 impl Default for Status {
@@ -110,6 +122,7 @@ impl Default for Status {
             last_swap: None,
             message: None,
             code: None,
+            baselines: None,
         }
     }
 }

@@ -280,3 +280,120 @@ fn output_keeps_flowing_while_a_save_compiles() {
         check_save_while_the_program_runs(during);
     }
 }
+
+/// The nice value of a process (field 19 of `/proc/PID/stat`, counted after the command's
+/// closing parenthesis, which may contain spaces).
+fn nice_of(pid: &str) -> i32 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("read stat");
+    let rest = stat.rsplit(')').next().expect("stat has a command");
+    // After ")": state is field 3, nice is field 19.
+    rest.split_whitespace()
+        .nth(16)
+        .and_then(|n| n.parse().ok())
+        .expect("nice field")
+}
+
+/// What the parallelbaselines fixture's compiler logged: the most baseline compiles that
+/// ran at once, and the files whose baseline compile ended.
+fn baseline_compiles(log: &str) -> (usize, Vec<String>) {
+    let (mut running, mut most, mut ended) = (0usize, 0usize, Vec::new());
+    for line in log.lines() {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        match words.as_slice() {
+            ["start", _, "baseline", _] => {
+                running += 1;
+                most = most.max(running);
+            }
+            ["end", _, "baseline", file] => {
+                running = running.saturating_sub(1);
+                ended.push((*file).to_owned());
+            }
+            _ => {}
+        }
+    }
+    ended.sort();
+    (most, ended)
+}
+
+/// `[compile] jobs = 2` and four files whose compiler holds the baselines of b.c, c.c and
+/// main.c until the test says go: a.c's baseline is made, b.c's and c.c's compile at once
+/// (main.c waits for a job) at a lower priority than the session, a save of a.c is served
+/// while they are held and before main.c's starts, and once released every baseline
+/// completes, never more than two at a time.
+#[test]
+fn baselines_compile_jobs_at_a_time_niced_and_a_save_goes_before_them() {
+    let mut f = Fixture::launch("parallelbaselines");
+    let held = |file: &str| f.path(&format!("held/{file}.pid"));
+    let deadline = Instant::now() + common::TIMEOUT;
+    while !(held("b.c").exists() && held("c.c").exists()) {
+        assert!(
+            Instant::now() < deadline,
+            "b.c's and c.c's baselines did not both start within {:?}",
+            common::TIMEOUT
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let log = std::fs::read_to_string(f.path("compiles.log")).expect("the compiler's log");
+    let (most, ended) = baseline_compiles(&log);
+    assert_eq!(most, 2, "two baselines compile at once:\n{log}");
+    assert_eq!(
+        ended,
+        ["a.c"],
+        "a.c's alone is done, the others held:\n{log}"
+    );
+    assert!(
+        !log.contains("baseline main.c"),
+        "main.c waits for a job:\n{log}"
+    );
+
+    let ours = nice_of("self");
+    for file in ["b.c", "c.c"] {
+        let pid = std::fs::read_to_string(held(file)).expect("held pid");
+        let theirs = nice_of(pid.trim());
+        assert!(
+            theirs > ours || ours == 19,
+            "{file}'s baseline compiler runs at nice {theirs}, the session at {ours}"
+        );
+    }
+
+    f.edit("a.c", "return x * 1;", "return x * 2;");
+    f.save("a.c");
+    let swap = f.wait_swap();
+    assert_eq!(
+        swap.swapped,
+        ["compute"],
+        "compared with a.c's baseline: {swap:?}"
+    );
+    f.wait_output("compute=20");
+    let log = std::fs::read_to_string(f.path("compiles.log")).expect("the compiler's log");
+    let (_, ended) = baseline_compiles(&log);
+    assert_eq!(
+        ended,
+        ["a.c"],
+        "the save went before the held baselines:\n{log}"
+    );
+    assert!(
+        !log.contains("baseline main.c"),
+        "the save went before main.c's baseline:\n{log}"
+    );
+
+    f.write("go", "");
+    f.wait("every baseline done", |e| match e {
+        SessionEvent::Status(s) => s
+            .baselines
+            .filter(|b| b.done == b.total && b.total == 4)
+            .map(|_| ()),
+        _ => None,
+    });
+    let log = std::fs::read_to_string(f.path("compiles.log")).expect("the compiler's log");
+    let (most, ended) = baseline_compiles(&log);
+    assert_eq!(most, 2, "never more than two at once:\n{log}");
+    assert_eq!(ended, ["a.c", "b.c", "c.c", "main.c"], "{log}");
+    // b.c's baseline is used: a one-function edit swaps that function alone.
+    f.edit("b.c", "return x + 1;", "return x + 5;");
+    f.save("b.c");
+    let swap = f.wait_swap();
+    assert_eq!(swap.swapped, ["value_b"], "{swap:?}");
+    f.wait_output("b=6");
+    f.assert_same_process();
+}

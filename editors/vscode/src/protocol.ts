@@ -45,6 +45,8 @@ export interface StatusParams {
   signal: number | null;
   lastSwap: SwapSummary | null;
   message: string | null;
+  /** The background baselines compiled since launch; null when none were queued. */
+  baselines?: { done: number; total: number } | null;
 }
 
 /** The payload of `hot-lsp/output`. */

@@ -197,6 +197,8 @@ pub fn status_json(workspace: &str, root: &Path, status: &Status) -> Value {
         "message": status.message,
         // The stable code of the failure `message` reports (DESIGN.md 3.3), else null.
         "code": status.code,
+        // The background baselines: {"done": N, "total": N}, null when none were queued.
+        "baselines": status.baselines.map(|b| json!({"done": b.done, "total": b.total})),
     })
 }
 
@@ -259,6 +261,7 @@ mod tests {
             }),
             message: None,
             code: None,
+            baselines: Some(hot_session::BaselineProgress { done: 1, total: 4 }),
         };
         let value = status_json("file:///tmp/w", Path::new("/tmp/w"), &status);
         assert_eq!(
@@ -283,6 +286,7 @@ mod tests {
                 },
                 "message": null,
                 "code": null,
+                "baselines": {"done": 1, "total": 4},
             })
         );
     }

@@ -306,6 +306,8 @@ impl Worker {
         deps: Option<Vec<PathBuf>>,
     ) {
         let file = unit.file.clone();
+        // Linked against the baseline the save will use: one compiling is waited for.
+        self.settle_baseline_of(&file);
         let baseline = self
             .baselines
             .get(&file)
@@ -477,7 +479,7 @@ fn compile_copy(
     copy: &Path,
     cancel: &Cancel,
 ) -> Option<(CompileOutcome, Object, Option<Vec<PathBuf>>)> {
-    let outcome = compile::run_cancellable(job, cancel);
+    let outcome = compile::run_cancellable(job, cancel, compile::Priority::Normal);
     let deps = std::fs::read_to_string(&unit.depfile).ok().map(|text| {
         compile::parse_depfile(&text, &job.directory)
             .into_iter()

@@ -1,16 +1,17 @@
 //! Compile commands and baselines: which command compiles a file, and the object of the
 //! text the program was built from, against which a save is compared.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use hot_object::Object;
 
 use super::{has_extension, Baseline, Worker, SOURCE_EXTENSIONS};
-use crate::compile::{self, Cancel, CompileJob};
+use crate::compile::{self, Cancel, CompileJob, Priority};
 use crate::compile_db::{normalize, CompileDatabase, CompileEntry};
 use crate::program::{cu_source, UnitMatch};
-use crate::{Phase, Severity};
+use crate::{BaselineProgress, Phase, Severity};
 
 impl Worker {
     /// The compile database, read again whenever its file changed since it was read (a
@@ -70,7 +71,14 @@ impl Worker {
         for file in &changed {
             let had_baseline = self.baselines.remove(file).is_some();
             let had_snapshot = self.snapshots.remove(file).is_some();
-            self.baseline_queue.remove(file);
+            if self.baseline_queue.remove(file) {
+                self.count_baseline_done();
+            }
+            if self.in_flight.compiles(file) {
+                // Compiled with the old command: of no use.
+                self.abandon_baseline_of(file);
+                self.count_baseline_done();
+            }
             if had_baseline || had_snapshot {
                 dropped.push(file.display().to_string());
             }
@@ -344,7 +352,9 @@ impl Worker {
         match std::fs::read(file) {
             Ok(text) => {
                 self.snapshots.insert(file.to_owned(), text);
-                self.baseline_queue.insert(file.to_owned());
+                if self.baseline_queue.insert(file.to_owned()) {
+                    self.count_baseline_queued();
+                }
                 true
             }
             Err(_) => false,
@@ -368,8 +378,11 @@ impl Worker {
                 self.snapshots_during_build.insert(file.clone());
             }
             self.snapshots.insert(file.clone(), text);
-            self.baseline_queue.insert(file);
+            if self.baseline_queue.insert(file) {
+                self.count_baseline_queued();
+            }
         }
+        self.report_baselines();
     }
 
     /// The baseline a save of `file` compiled with `flags` is diffed against. One compiled
@@ -379,6 +392,8 @@ impl Worker {
     /// text the program was built from is known. Once this session swapped the file, the
     /// snapshot no longer describes what runs and only the last swapped object counts.
     pub(super) fn baseline_for(&mut self, file: &Path, flags: &[String]) -> Option<Baseline> {
+        // One compiling in the background is as good as ready: wait for it (only for it).
+        self.settle_baseline_of(file);
         if let Some(b) = self.baselines.get(file) {
             if b.argv == flags {
                 return Some(b.clone());
@@ -418,79 +433,166 @@ impl Worker {
         let Some(job) = self.baseline_job(file)? else {
             return Ok(());
         };
-        let run = self.while_forwarding(|| run_baseline(&job, &Cancel::default()));
-        self.finish_baseline(job, run)
+        let queued = job.queued;
+        let run =
+            self.while_forwarding(|| run_baseline(&job, &Cancel::default(), Priority::Normal));
+        let result = self.finish_baseline(job, run);
+        if queued {
+            self.count_baseline_done();
+            self.report_baselines();
+        }
+        result
     }
 
-    /// Start the compile of `file`'s baseline on its own thread; its result comes back to
-    /// the worker's loop (`finish_baseline_in_flight`), or is waited for by the next thing
-    /// the worker does (`settle_baseline`).
-    pub(super) fn start_baseline(&mut self, file: &Path) -> Result<(), String> {
-        self.settle_baseline();
+    /// Start queued baselines in the background until `jobs` compile at once (each on a
+    /// thread of its own, its compiler in a process group of its own at a lowered
+    /// priority); their results come back to the worker's loop
+    /// (`finish_baseline_in_flight`). Nothing waits for them but what needs one: a save of
+    /// that very file (`baseline_for`), an includer's baseline (`compile_baselines`).
+    pub(super) fn start_baselines(&mut self) {
+        let jobs = self.jobs();
+        while self.in_flight.running.len() < jobs {
+            let Some(file) = self.baseline_queue.first().cloned() else {
+                break;
+            };
+            if let Err(e) = self.start_baseline(&file) {
+                // The snapshot stays: the file's first save tries again.
+                tracing::debug!("baseline of {}: {e}", file.display());
+            }
+        }
+        self.report_baselines();
+    }
+
+    /// Whether idle time has a baseline to start: one is queued and a job is free.
+    pub(super) fn baseline_to_start(&self) -> bool {
+        !self.baseline_queue.is_empty() && self.in_flight.running.len() < self.jobs()
+    }
+
+    fn start_baseline(&mut self, file: &Path) -> Result<(), String> {
         let Some(job) = self.baseline_job(file)? else {
+            // No snapshot any more: nothing to make.
             return Ok(());
         };
-        let (done, result) = crossbeam_channel::bounded(1);
+        let id = self.in_flight.next;
+        self.in_flight.next += 1;
         let cancel = Cancel::default();
         let thread_cancel = cancel.clone();
-        std::thread::Builder::new()
+        let done = self.in_flight.sender.clone();
+        let spawned = std::thread::Builder::new()
             .name("hot-lsp baseline".into())
             .spawn(move || {
-                let run = run_baseline(&job, &thread_cancel);
+                // A panic (a bug) still reports, so nothing waits for this file forever.
+                let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    run_baseline(&job, &thread_cancel, Priority::Background)
+                }));
                 // Abandoned at shutdown: nobody listens any more.
-                let _ = done.send((job, run));
-            })
-            .map_err(|e| format!("cannot start its baseline compile: {e}"))?;
-        self.baseline_in_flight = Some(BaselineInFlight {
-            file: file.to_owned(),
-            result,
-            cancel,
-        });
+                let _ = done.send(BaselineDone {
+                    id,
+                    run: run.ok().map(|run| (job, run)),
+                });
+            });
+        if let Err(e) = spawned {
+            self.count_baseline_done();
+            return Err(format!("cannot start its baseline compile: {e}"));
+        }
+        self.in_flight.running.insert(id, (file.to_owned(), cancel));
         Ok(())
     }
 
-    /// The session ends: the baseline compile in flight is killed (the compiler's whole
-    /// process group) and its result never waited for. A baseline of a big file takes a
-    /// minute, and nothing needs it any more; its thread removes its scratch files as the
-    /// killed compiler returns.
-    pub(super) fn abandon_baseline(&mut self) {
-        if let Some(in_flight) = self.baseline_in_flight.take() {
-            tracing::debug!(
-                "the baseline compile of {} is abandoned: the session ends",
-                in_flight.file.display()
-            );
-            in_flight.cancel.cancel();
+    /// The session ends, or the program is gone: every baseline compile in flight is
+    /// killed (the compiler's whole process group) and its result never waited for. A
+    /// baseline of a big file takes a minute, and nothing needs it any more; its thread
+    /// removes its scratch files as the killed compiler returns.
+    pub(super) fn abandon_baselines(&mut self) {
+        for (_, (file, cancel)) in std::mem::take(&mut self.in_flight.running) {
+            tracing::debug!("the baseline compile of {} is abandoned", file.display());
+            cancel.cancel();
         }
     }
 
-    /// Wait for the baseline compile in flight, if any, and keep its result.
-    pub(super) fn settle_baseline(&mut self) {
-        if let Some(in_flight) = &self.baseline_in_flight {
-            // Output keeps flowing while the worker waits (sqlite3.c takes 40 s and more).
-            let result = in_flight.result.clone();
-            let done = self.forward_output_until(&result).ok().map(Box::new);
-            self.finish_baseline_in_flight(done);
+    /// Kill the baseline compile of `file` in flight, if any: its command changed.
+    fn abandon_baseline_of(&mut self, file: &Path) {
+        self.in_flight.running.retain(|_, (f, cancel)| {
+            let keep = f != file;
+            if !keep {
+                cancel.cancel();
+            }
+            keep
+        });
+    }
+
+    /// Wait for every baseline compile in flight and keep their results.
+    pub(super) fn settle_baselines(&mut self) {
+        while !self.in_flight.running.is_empty() {
+            self.settle_one_baseline();
         }
     }
 
-    /// The baseline compile in flight finished: keep its object as `compile_baseline`
-    /// would. Without a result (its thread died) the snapshot stays, so the file's first
-    /// save compiles the baseline itself.
-    pub(super) fn finish_baseline_in_flight(&mut self, done: Option<Box<BaselineDone>>) {
-        let Some(in_flight) = self.baseline_in_flight.take() else {
+    /// Wait for the baseline compile of `file`, if one is in flight, and keep its result
+    /// (and those of others that finish first).
+    pub(super) fn settle_baseline_of(&mut self, file: &Path) {
+        while self.in_flight.compiles(file) {
+            self.settle_one_baseline();
+        }
+    }
+
+    fn settle_one_baseline(&mut self) {
+        // The worker holds a sender: this ends when a compile thread reports, and every
+        // thread reports (a panic included).
+        // Output keeps flowing while the worker waits (sqlite3.c takes 40 s and more).
+        let results = self.in_flight.results.clone();
+        match self.forward_output_until(&results) {
+            Ok(done) => self.finish_baseline_in_flight(done),
+            Err(_) => self.abandon_baselines(),
+        }
+    }
+
+    /// A background baseline compile finished: keep its object as `compile_baseline`
+    /// would. Without a result (its thread panicked) the snapshot stays, so the file's first
+    /// save compiles the baseline itself. The result of a compile abandoned since (the
+    /// program is gone, the command changed) is dropped, as is one of a file that has a
+    /// baseline by now (swapped meanwhile: what runs is the swapped object).
+    pub(super) fn finish_baseline_in_flight(&mut self, done: BaselineDone) {
+        let Some((file, _)) = self.in_flight.running.remove(&done.id) else {
             return;
         };
-        let result = match done.map(|done| *done) {
+        let stale = self.baselines.contains_key(&file) || self.replay.contains(&file);
+        let result = match done.run {
+            _ if stale => Ok(()),
             Some((job, run)) => self.finish_baseline(job, run),
             None => Err("its compile thread ended without a result".to_owned()),
         };
         if let Err(e) = result {
             // The snapshot stays: the file's first save tries again.
-            tracing::debug!("baseline of {}: {e}", in_flight.file.display());
+            tracing::debug!("baseline of {}: {e}", file.display());
         }
-        if self.baseline_queue.is_empty() {
+        self.count_baseline_done();
+        self.report_baselines();
+    }
+
+    /// One queued baseline is finished (made, refused or failed).
+    fn count_baseline_done(&mut self) {
+        let progress = &mut self.in_flight.progress;
+        progress.done = (progress.done + 1).min(progress.total);
+        let last = progress.done == progress.total;
+        if last && self.baseline_queue.is_empty() && self.in_flight.running.is_empty() {
             self.say_baselines_done();
         }
+    }
+
+    /// The baselines' progress in the status, when it changed.
+    pub(super) fn report_baselines(&mut self) {
+        let progress = self.in_flight.progress;
+        let current = (progress.total > 0).then_some(progress);
+        if self.in_flight.reported != current {
+            self.in_flight.reported = current;
+            self.update_status(|s| s.baselines = current);
+        }
+    }
+
+    /// A file was queued for a baseline.
+    pub(super) fn count_baseline_queued(&mut self) {
+        self.in_flight.progress.total += 1;
     }
 
     /// The last queued baseline has been compiled (not merely started).
@@ -503,8 +605,15 @@ impl Worker {
     /// (the includers of a saved header, right after launch). A baseline that cannot be
     /// made is said once, as [`Worker::baseline_for`] does.
     pub(super) fn compile_baselines(&mut self, files: &[PathBuf], jobs: usize) {
+        // Those compiling in the background already are waited for, not compiled twice.
+        for file in files {
+            self.settle_baseline_of(file);
+        }
         let mut prepared = Vec::new();
         for file in files {
+            if self.baselines.contains_key(file) {
+                continue;
+            }
             match self.baseline_job(file) {
                 Ok(Some(job)) => prepared.push(job),
                 Ok(None) => {}
@@ -523,15 +632,20 @@ impl Worker {
         );
         let runs = self.while_forwarding(|| {
             super::pipeline::in_parallel(&prepared, jobs, |job| {
-                run_baseline(job, &Cancel::default())
+                run_baseline(job, &Cancel::default(), Priority::Normal)
             })
         });
         for (job, run) in prepared.into_iter().zip(runs) {
             let file = job.file.clone();
+            let queued = job.queued;
             if let Err(e) = self.finish_baseline(job, run) {
                 self.no_baseline(&file, &e);
             }
+            if queued {
+                self.count_baseline_done();
+            }
         }
+        self.report_baselines();
     }
 
     /// A baseline could not be made: said once, since without the snapshot later saves do
@@ -584,7 +698,24 @@ impl Worker {
     /// The compile of `file`'s snapshot, written to the scratch folder (`None`: no snapshot,
     /// so no baseline to make).
     fn baseline_job(&mut self, file: &Path) -> Result<Option<BaselineJob>, String> {
-        self.baseline_queue.remove(file);
+        let queued = self.baseline_queue.remove(file);
+        match self.snapshot_job(file) {
+            Ok(Some(mut job)) => {
+                job.queued = queued;
+                Ok(Some(job))
+            }
+            nothing => {
+                if queued {
+                    // Nothing to compile: finished for the progress, as it will never be.
+                    self.count_baseline_done();
+                }
+                nothing
+            }
+        }
+    }
+
+    /// [`Worker::baseline_job`] without the queue.
+    fn snapshot_job(&mut self, file: &Path) -> Result<Option<BaselineJob>, String> {
         if !self.snapshots.contains_key(file) {
             return Ok(None);
         }
@@ -621,6 +752,7 @@ impl Worker {
             copy_dir,
             copy,
             depfile,
+            queued: false,
         }))
     }
 
@@ -724,6 +856,7 @@ impl Worker {
         if self.program.is_some()
             && has_extension(&file, SOURCE_EXTENSIONS)
             && !self.baselines.contains_key(&file)
+            && !self.in_flight.compiles(&file)
             && self.snapshot(&file)
         {
             if let Err(e) = self.compile_baseline(&file) {
@@ -752,18 +885,57 @@ pub(super) struct BaselineJob {
     copy_dir: PathBuf,
     copy: PathBuf,
     depfile: PathBuf,
+    /// It was taken off the queue: its end counts in the baselines' progress.
+    queued: bool,
 }
 
-/// A background baseline compile: the file and where its result arrives.
-pub(super) struct BaselineInFlight {
-    file: PathBuf,
-    pub(super) result: crossbeam_channel::Receiver<BaselineDone>,
-    /// Kills its compiler (`abandon_baseline`).
-    cancel: Cancel,
+/// The background baseline compiles, up to the session's `jobs` at once: each on a thread of
+/// its own, reporting on one channel, so the worker's loop waits on one receiver.
+pub(super) struct InFlight {
+    /// Each compile running, by id (ids are never reused, so the result of an abandoned
+    /// compile is never taken for a later one of the same file): its file and what kills it.
+    running: BTreeMap<u64, (PathBuf, Cancel)>,
+    next: u64,
+    sender: crossbeam_channel::Sender<BaselineDone>,
+    pub(super) results: crossbeam_channel::Receiver<BaselineDone>,
+    /// The queued baselines of this program, and how many of them are finished.
+    progress: BaselineProgress,
+    /// What the status says of them.
+    reported: Option<BaselineProgress>,
 }
 
-/// A finished baseline compile: what was compiled and what it gave.
-pub(super) type BaselineDone = (BaselineJob, BaselineRun);
+impl Default for InFlight {
+    fn default() -> Self {
+        let (sender, results) = crossbeam_channel::unbounded();
+        InFlight {
+            running: BTreeMap::new(),
+            next: 0,
+            sender,
+            results,
+            progress: BaselineProgress { done: 0, total: 0 },
+            reported: None,
+        }
+    }
+}
+
+impl InFlight {
+    /// Whether the baseline of `file` is compiling.
+    pub(super) fn compiles(&self, file: &Path) -> bool {
+        self.running.values().any(|(f, _)| f == file)
+    }
+
+    /// A new program: no progress yet (the compiles in flight are abandoned first).
+    pub(super) fn reset_progress(&mut self) {
+        self.progress = BaselineProgress { done: 0, total: 0 };
+    }
+}
+
+/// A finished background baseline compile: which one, and what was compiled and what it
+/// gave (`None`: its thread panicked).
+pub(super) struct BaselineDone {
+    id: u64,
+    run: Option<(BaselineJob, BaselineRun)>,
+}
 
 /// What a baseline compile gave.
 pub(super) struct BaselineRun {
@@ -773,8 +945,8 @@ pub(super) struct BaselineRun {
 
 /// Run a prepared baseline compile (no worker state: it may run on a compile thread), in a
 /// process group of its own that `cancel` kills.
-pub(super) fn run_baseline(job: &BaselineJob, cancel: &Cancel) -> BaselineRun {
-    let result = compile::run_cancellable(&job.job, cancel);
+pub(super) fn run_baseline(job: &BaselineJob, cancel: &Cancel, priority: Priority) -> BaselineRun {
+    let result = compile::run_cancellable(&job.job, cancel, priority);
     let _ = std::fs::remove_dir_all(&job.copy_dir);
     let deps = std::fs::read_to_string(&job.depfile)
         .ok()

@@ -33,8 +33,15 @@ impl Worker {
         }
         if program.libraries_ready() {
             self.prepare_linker_until = None;
-            if let Err(e) = program.linker() {
-                tracing::debug!("preparing the linker: {e}");
+            let started = Instant::now();
+            match program.linker() {
+                // What scripts/bench counts as launch-to-ready: a save now pays only for
+                // its own compile, link and swap (baselines may still be compiling).
+                Ok(_) => tracing::info!(
+                    took = ?started.elapsed(),
+                    "ready for saves: the image is read and indexed"
+                ),
+                Err(e) => tracing::debug!("preparing the linker: {e}"),
             }
             self.snapshot_library_files();
         }
@@ -113,6 +120,7 @@ impl Worker {
     /// Take a started or attached program under management: read its image, compile the
     /// baselines of its translation units, report it running.
     pub(super) fn adopt(&mut self, debuggee: Debuggee, events: Receiver<ProcessEvent>) {
+        let started = Instant::now();
         let pid = debuggee.pid();
         self.process_events = events;
         // Saves held back by a debugger, and compiles ahead, were for the previous process.
@@ -140,6 +148,7 @@ impl Worker {
             });
         };
         let image_error = self.program.as_mut().and_then(|p| p.image().err());
+        let image_read = started.elapsed();
         if let Some(e) = image_error {
             announce(self);
             self.fail(e);
@@ -167,7 +176,13 @@ impl Worker {
         // The sources are read before the launch is announced, so an edit made as soon as
         // the program shows up is never mistaken for the text it was built from.
         self.queue_baselines(&replay);
+        tracing::debug!(
+            ?image_read,
+            snapshots = ?started.elapsed().saturating_sub(image_read),
+            "adopted: the image read, the sources snapshotted"
+        );
         announce(self);
+        self.report_baselines();
         // Prepare the linker now if the dynamic linker is done, else in idle time soon.
         self.prepare_linker_until = Some(Instant::now() + PREPARE_WAIT);
         self.try_prepare_linker();

@@ -20,7 +20,6 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use baseline::BaselineInFlight;
 use crossbeam_channel::{Receiver, Sender};
 use hot_object::Object;
 use hot_process::ProcessEvent;
@@ -40,8 +39,8 @@ enum Event {
     Idle,
     /// The compile ahead of a buffer finished (`None`: its thread ended without a word).
     Ahead(Option<Box<ahead::Done>>),
-    /// The background baseline compile finished (`None`: its thread ended without a result).
-    Baseline(Option<Box<baseline::BaselineDone>>),
+    /// A background baseline compile finished.
+    Baseline(Box<baseline::BaselineDone>),
 }
 
 /// The last object of a file that matches what runs, compiled with the same flags.
@@ -106,15 +105,17 @@ struct Worker {
     /// read at adoption while the program's libraries were not known yet (ld.so had not
     /// loaded them): a snapshot once they are, if one of them contains the file.
     library_snapshots: BTreeMap<PathBuf, Vec<u8>>,
-    /// Files whose baseline is still to be compiled: one at a time while nothing else
-    /// waits, so a large program's output and saves are never held up behind them. A save
+    /// Files whose baseline is still to be compiled: started in idle time, `jobs` at a
+    /// time, so a large program's output and saves are never held up behind them. A save
     /// of a queued file compiles its baseline first (`baseline_for`).
     baseline_queue: BTreeSet<PathBuf>,
-    /// The queued baseline being compiled on its own thread, so that the program's output
-    /// keeps flowing during the compile (sqlite3.c takes 40 s and more). Everything else the
-    /// worker does waits for it first (`settle_baseline`), as if it had run in place —
-    /// but shutdown, which kills it (`abandon_baseline`).
-    baseline_in_flight: Option<BaselineInFlight>,
+    /// The queued baselines being compiled on their own threads, at a lowered priority, so
+    /// that the program's output keeps flowing and saves are served during the compiles
+    /// (sqlite3.c takes 40 s and more). Only what needs one of them waits for it: a save of
+    /// that file (`settle_baseline_of`); undo and a new configuration wait for all
+    /// (`settle_baselines`); shutdown and the program's end kill them
+    /// (`abandon_baselines`).
+    in_flight: baseline::InFlight,
     /// What each baseline compile read (the source and every header, from `-MD`): a
     /// baseline is trusted only if none of them changed after the executable was built.
     /// Kept per translation unit, to find the includers of a header.
@@ -194,7 +195,7 @@ pub(crate) fn run(
         snapshots: BTreeMap::new(),
         library_snapshots: BTreeMap::new(),
         baseline_queue: BTreeSet::new(),
-        baseline_in_flight: None,
+        in_flight: baseline::InFlight::default(),
         dependencies: HashMap::new(),
         dependencies_build_id: None,
         refused_baselines: HashSet::new(),
@@ -233,16 +234,8 @@ pub(crate) fn run(
             // Held back by a compile the worker waited for: it comes before any later event
             // of the program.
             Event::Process(event)
-        } else if let Some(in_flight) = &worker.baseline_in_flight {
-            // Output is forwarded while it compiles; anything else waits for it below.
-            let done = in_flight.result.clone();
-            crossbeam_channel::select! {
-                recv(commands) -> c => command(c),
-                recv(worker.process_events) -> e => process(e),
-                recv(done) -> r => Event::Baseline(r.ok().map(Box::new)),
-            }
         } else {
-            let idle_after = if !worker.baseline_queue.is_empty() {
+            let idle_after = if worker.baseline_to_start() {
                 Some(std::time::Duration::ZERO)
             } else if worker.prepare_linker_until.is_some() {
                 // Waiting for the dynamic linker to finish: look again shortly.
@@ -259,52 +252,29 @@ pub(crate) fn run(
                 (a, b) => a.or(b),
             };
             let ahead = worker.ahead.done();
-            match idle_after {
-                Some(after) => crossbeam_channel::select! {
-                    recv(commands) -> c => command(c),
-                    recv(worker.process_events) -> e => process(e),
-                    recv(ahead) -> d => Event::Ahead(d.ok().map(Box::new)),
-                    default(after) => Event::Idle,
+            let baseline = worker.in_flight.results.clone();
+            // Idle time comes when nothing else is ready, after `idle_after` (never: `None`).
+            let idle = idle_after.map_or_else(crossbeam_channel::never, crossbeam_channel::after);
+            crossbeam_channel::select_biased! {
+                recv(commands) -> c => command(c),
+                recv(worker.process_events) -> e => process(e),
+                recv(ahead) -> d => Event::Ahead(d.ok().map(Box::new)),
+                recv(baseline) -> b => match b {
+                    Ok(b) => Event::Baseline(Box::new(b)),
+                    Err(_) => Event::Idle,
                 },
-                None => crossbeam_channel::select! {
-                    recv(commands) -> c => command(c),
-                    recv(worker.process_events) -> e => process(e),
-                    recv(ahead) -> d => Event::Ahead(d.ok().map(Box::new)),
-                },
+                recv(idle) -> _ => Event::Idle,
             }
         };
-        // Only the program's output goes ahead of a baseline compile in flight: everything
-        // else sees the worker's state as if the compile had run in place.
-        // Keystrokes (a buffer's new text, an editor closing it) touch no baseline state:
-        // typing must not stall the program's output either.
-        // Shutdown neither: it kills the compile (`abandon_baseline`) instead of waiting.
-        let output = matches!(
-            event,
-            Event::Process(ProcessEvent::Output { .. })
-                | Event::Command(Command::Changed { .. } | Command::Closed(_) | Command::Shutdown)
-        );
-        let event = match event {
-            // The program's own event waits as one that came during the compile would, so
-            // no output after it is forwarded before it.
-            Event::Process(e) if !output => {
-                worker.deferred = Some(e);
-                worker.settle_baseline();
-                match worker.deferred.take() {
-                    Some(e) => Event::Process(e),
-                    None => continue,
-                }
+        if let Event::Command(command) = &event {
+            if waits_for_baselines(command) {
+                worker.settle_baselines();
             }
-            event => {
-                if !output && !matches!(event, Event::Baseline(_)) {
-                    worker.settle_baseline();
-                }
-                event
-            }
-        };
+        }
         match event {
-            Event::Baseline(done) => worker.finish_baseline_in_flight(done),
+            Event::Baseline(done) => worker.finish_baseline_in_flight(*done),
             Event::Command(Command::Shutdown) => {
-                worker.abandon_baseline();
+                worker.abandon_baselines();
                 worker.stop_program(false);
                 break;
             }
@@ -331,10 +301,13 @@ pub(crate) fn run(
                         stop = true;
                         break;
                     }
+                    if waits_for_baselines(&command) {
+                        worker.settle_baselines();
+                    }
                     worker.on_command(command);
                 }
                 if stop {
-                    worker.abandon_baseline();
+                    worker.abandon_baselines();
                     worker.stop_program(false);
                     break;
                 }
@@ -348,18 +321,19 @@ pub(crate) fn run(
                 // compile ahead runs beside the worker.
                 worker.try_prepare_linker();
                 worker.ahead_tick();
-                if let Some(file) = worker.baseline_queue.first().cloned() {
-                    if let Err(e) = worker.start_baseline(&file) {
-                        // The snapshot stays: the file's first save tries again.
-                        tracing::debug!("baseline of {}: {e}", file.display());
-                    }
-                    if worker.baseline_queue.is_empty() && worker.baseline_in_flight.is_none() {
-                        worker.say_baselines_done();
-                    }
-                }
+                worker.start_baselines();
             }
         }
     }
+}
+
+/// Whether `command` reads or replaces what background baselines change, and so waits for
+/// those in flight: undo puts back the baselines a swap replaced, a new configuration may
+/// change every command. Everything else goes ahead of them: the program's output,
+/// keystrokes, a save (which waits only for its own files' baselines), and whatever ends
+/// the program or the session (which kills them).
+fn waits_for_baselines(command: &Command) -> bool {
+    matches!(command, Command::Undo | Command::Configure(_))
 }
 
 impl Worker {
@@ -412,14 +386,27 @@ impl Worker {
         })
     }
 
+    /// How many compiles run at once (`[compile] jobs`, else one per core, at most 16):
+    /// a header's includers, and the background baselines.
+    fn jobs(&self) -> usize {
+        self.config
+            .compile
+            .jobs
+            .map_or_else(pipeline::max_jobs, std::num::NonZeroUsize::get)
+    }
+
     /// Snapshots and queued baselines describe one process (dependency lists describe the
-    /// executable, and are kept for a relaunch of the same build-id: see `adopt`).
+    /// executable, and are kept for a relaunch of the same build-id: see `adopt`); the
+    /// baselines compiling for it are killed.
     fn forget_baselines(&mut self) {
+        self.abandon_baselines();
+        self.in_flight.reset_progress();
         self.snapshots.clear();
         self.library_snapshots.clear();
         self.snapshots_during_build.clear();
         self.baseline_queue.clear();
         self.refused_baselines.clear();
+        self.report_baselines();
     }
 
     fn emit(&self, event: SessionEvent) {

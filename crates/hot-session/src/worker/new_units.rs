@@ -28,7 +28,7 @@ use hot_link::{ConstructorCall, LinkError, LinkErrorCode};
 use hot_object::{Binding, Object, SymbolDef};
 use hot_process::ProcessError;
 
-use super::pipeline::{compile_all, max_jobs, UnitJob};
+use super::pipeline::{compile_all, UnitJob};
 use super::{has_extension, Worker, SOURCE_EXTENSIONS};
 use crate::compile::CompileOutcome;
 use crate::program::UnitMatch;
@@ -253,8 +253,9 @@ impl Worker {
         let started = SystemTime::now();
         let count = jobs.len();
         let events = self.events.clone();
+        let jobs_at_once = self.jobs();
         let compiled =
-            self.while_forwarding(move || compile_all(jobs, max_jobs().min(count), &events));
+            self.while_forwarding(move || compile_all(jobs, jobs_at_once.min(count), &events));
         for c in compiled {
             let flags = c.unit.job.flags().to_vec();
             let deps = c.deps.unwrap_or_default();

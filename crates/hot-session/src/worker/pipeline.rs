@@ -4,7 +4,7 @@
 //!
 //! A swap is three steps whatever was saved: [`Worker::unit_job`] picks each file's compile
 //! command and its unit of the image, [`compile_all`] compiles them (one thread per job,
-//! at most [`max_jobs`]), [`Worker::link_and_apply`] links every object into one patch
+//! `[compile] jobs`, else [`max_jobs`]), [`Worker::link_and_apply`] links every object into one patch
 //! (`Linker::link_units`), writes it in one atomic commit and journals it as one swap.
 
 use std::collections::HashMap;
@@ -166,7 +166,7 @@ impl Worker {
                 &format!("finding which of {} files include it", unknown.len()),
             );
         }
-        self.scan_dependencies(&unknown, max_jobs());
+        self.scan_dependencies(&unknown, self.jobs());
         let includers: Vec<PathBuf> = self
             .includers(header)
             .into_iter()
@@ -324,7 +324,7 @@ impl Worker {
         } else {
             State::Idle
         };
-        let jobs = max_jobs().min(units.len());
+        let jobs = self.jobs().min(units.len());
         match units.as_slice() {
             [_] => self.progress(Phase::Compile, "compiling"),
             _ => self.progress(
@@ -447,7 +447,7 @@ impl Worker {
             .map(|unit| unit.file.clone())
             .collect();
         if pending.len() > 1 {
-            self.compile_baselines(&pending, max_jobs());
+            self.compile_baselines(&pending, self.jobs());
         }
         let mut baselines: Vec<Option<Baseline>> = ready
             .iter()
