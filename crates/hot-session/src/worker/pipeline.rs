@@ -552,6 +552,20 @@ impl Worker {
                 self.fail_process(&error, &format!("{what}: "));
                 return Err(());
             }
+            Err(LinkerError::LibraryNotMapped(text)) => {
+                for (file, diagnostics) in files.iter().zip(&mut diagnostics) {
+                    diagnostics.push(located(
+                        None,
+                        file,
+                        Severity::Error,
+                        crate::program::LIBRARY_NOT_MAPPED,
+                        &text,
+                    ));
+                }
+                self.publish_each(&files, diagnostics);
+                self.fail_coded(crate::program::LIBRARY_NOT_MAPPED, text);
+                return Err(());
+            }
             Err(LinkerError::Other(text)) => {
                 self.publish_each(&files, diagnostics);
                 self.fail(text);
