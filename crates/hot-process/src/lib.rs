@@ -165,6 +165,13 @@ pub struct WritePlan {
     /// ([`ApplyReport::live`]), found by the same stack scan as `protected`; they refuse
     /// nothing (those frames finish in the old body).
     pub watch: Vec<(Range<u64>, String)>,
+    /// Code no thread may be running or return into while this plan commits, each range
+    /// with a name for the caller: a frame there (instruction pointer or return address, by
+    /// the same conservative stack scan as `protected`) refuses the apply with nothing
+    /// written ([`ProcessError::FrameRefused`], with the range's index). The session gives
+    /// the bodies of functions whose frames hold objects of a type whose layout the swap
+    /// changes.
+    pub refuse_frames: Vec<(Range<u64>, String)>,
 }
 
 /// A function of [`WritePlan::watch`] that a thread runs in (its instruction pointer or a
@@ -236,6 +243,16 @@ pub enum ProcessError {
     /// the callee ever returns. What the callee was to do may still happen.
     #[error("{0}")]
     CallStillRunning(String),
+    /// A thread has a frame in [`WritePlan::refuse_frames`]`[index]` (named `name`):
+    /// nothing was written.
+    #[error(
+        "thread {tid} has a frame in `{name}`, which must not be live while this swap commits; nothing was written"
+    )]
+    FrameRefused {
+        tid: i32,
+        index: usize,
+        name: String,
+    },
 }
 
 impl ProcessError {
@@ -254,6 +271,7 @@ impl ProcessError {
             }
             ProcessError::Other(_)
             | ProcessError::CallStillRunning(_)
+            | ProcessError::FrameRefused { .. }
             | ProcessError::HeldByDebugger { .. } => "process-error",
         }
     }

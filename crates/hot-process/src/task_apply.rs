@@ -201,6 +201,18 @@ fn stopped(task: &mut dyn Task, plan: &WritePlan) -> Result<ApplyReport, Process
                     )));
                 }
             }
+            if let Some((index, (_, name))) = plan
+                .refuse_frames
+                .iter()
+                .enumerate()
+                .find(|(_, (r, _))| r.contains(&word))
+            {
+                return Err(ProcessError::FrameRefused {
+                    tid: t.id as i32,
+                    index,
+                    name: name.clone(),
+                });
+            }
             for (r, function) in &plan.watch {
                 if r.contains(&word)
                     && !live

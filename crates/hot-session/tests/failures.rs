@@ -48,6 +48,7 @@ fn process_variant(e: &ProcessError) -> usize {
         ProcessError::Other(_) => 5,
         ProcessError::CallStillRunning(_) => 6,
         ProcessError::HeldByDebugger { .. } => 7,
+        ProcessError::FrameRefused { .. } => 8,
     }
 }
 
@@ -77,6 +78,11 @@ fn every_process_error() -> Vec<ProcessError> {
             pid: 42,
             tracer: 43,
             name: "gdb".into(),
+        },
+        ProcessError::FrameRefused {
+            tid: 42,
+            index: 0,
+            name: "main".into(),
         },
     ]
 }

@@ -189,7 +189,7 @@ fn apply_stopped(
 
     // Every frame of every thread, at any depth, including the stacks their signal frames
     // lead to (stacks.rs); on the way, which old bodies of swapped functions are live.
-    let watched = Watched::new(plan.watch.iter().map(|(range, _)| range.clone()));
+    let watched = watched_of(plan);
     if (!guarded.is_empty() || !watched.is_empty()) && !threads.tids.is_empty() {
         let maps = read_mappings(pid)?;
         for &tid in &threads.tids {
@@ -207,6 +207,10 @@ fn apply_stopped(
             )?;
             let Some(hit) = hit else {
                 continue;
+            };
+            let hit = match hit {
+                Hit::Guarded(hit) => hit,
+                Hit::Refused(index) => return Err(refused_frame(plan, index, tid)),
             };
             let at = hit.value;
             let (range, what) = guarded.find(at).unwrap_or((at..at, "code being replaced"));
@@ -233,6 +237,36 @@ fn apply_stopped(
     Ok(live)
 }
 
+/// The ranges the stack scan records: `plan.watch`, then `plan.refuse_frames` (indices past
+/// `plan.watch.len()`).
+pub(super) fn watched_of(plan: &WritePlan) -> Watched {
+    Watched::new(
+        plan.watch
+            .iter()
+            .chain(&plan.refuse_frames)
+            .map(|(range, _)| range.clone()),
+    )
+}
+
+/// What stops a commit in one thread's scan: a word in the guarded code, or a frame in one
+/// of `plan.refuse_frames` (its index there).
+pub(super) enum Hit {
+    Guarded(super::stacks::Hit),
+    Refused(usize),
+}
+
+/// The error for a [`Hit::Refused`]`(index)` of thread `tid`.
+pub(super) fn refused_frame(plan: &WritePlan, index: usize, tid: i32) -> ProcessError {
+    ProcessError::FrameRefused {
+        tid,
+        index,
+        name: plan
+            .refuse_frames
+            .get(index)
+            .map_or_else(String::new, |(_, name)| name.clone()),
+    }
+}
+
 /// A stopped thread's id, program counter and stack pointer.
 #[derive(Clone, Copy, Debug)]
 pub(super) struct StoppedThread {
@@ -254,7 +288,7 @@ pub(super) fn scan_stopped_thread(
     thread: StoppedThread,
     scratch: &mut ApplyScratch,
     live: &mut Vec<LiveFrame>,
-) -> Result<Option<super::stacks::Hit>, ProcessError> {
+) -> Result<Option<Hit>, ProcessError> {
     let mut in_use = Vec::new();
     watched.find(thread.pc, |i| in_use.push(i));
     let mut look = Look {
@@ -272,13 +306,20 @@ pub(super) fn scan_stopped_thread(
     )?;
     in_use.sort_unstable();
     in_use.dedup();
+    if let Some(hit) = hit {
+        return Ok(Some(Hit::Guarded(hit)));
+    }
+    // A frame that holds what the swap must not meet: nothing is written.
+    if let Some(&i) = in_use.iter().find(|&&i| i >= plan.watch.len()) {
+        return Ok(Some(Hit::Refused(i - plan.watch.len())));
+    }
     live.extend(in_use.into_iter().filter_map(|i| {
         Some(LiveFrame {
             function: plan.watch.get(i)?.1.clone(),
             tid: thread.tid,
         })
     }));
-    Ok(hit)
+    Ok(None)
 }
 
 /// The commit writes of `plan` (in-place data, then entries), with every thread that could

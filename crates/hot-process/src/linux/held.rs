@@ -32,10 +32,11 @@
 use std::time::Instant;
 
 use super::apply::{
-    read_commits, scan_stopped_thread, write_commits, Applied, ApplyScratch, Mode, StoppedThread,
+    read_commits, refused_frame, scan_stopped_thread, watched_of, write_commits, Applied,
+    ApplyScratch, Hit, Mode, StoppedThread,
 };
 use super::memory::{read_mappings, ProcMem};
-use super::stacks::{Guarded, Watched};
+use super::stacks::Guarded;
 use super::threads::{list_tasks, tracer_and_state};
 use crate::{ApplyReport, Debugger, ProcessError, WritePlan};
 
@@ -168,7 +169,7 @@ pub(crate) fn apply_held(
         &plan.protected,
     );
     // Which old bodies of swapped functions are live, as in a normal apply (`apply.rs`).
-    let watched = Watched::new(plan.watch.iter().map(|(range, _)| range.clone()));
+    let watched = watched_of(plan);
     let mut live = Vec::new();
     if !guarded.is_empty() || !watched.is_empty() {
         let maps = read_mappings(pid)?;
@@ -188,6 +189,10 @@ pub(crate) fn apply_held(
                 mem, &maps, plan, &guarded, &watched, thread, scratch, &mut live,
             )?;
             if let Some(hit) = hit {
+                let hit = match hit {
+                    Hit::Guarded(hit) => hit,
+                    Hit::Refused(index) => return Err(refused_frame(plan, index, tid)),
+                };
                 let at = hit.value;
                 let (range, what) = guarded.find(at).unwrap_or((at..at, "code being replaced"));
                 return Err(ProcessError::Other(format!(
