@@ -88,7 +88,8 @@ impl ChangedLayout {
                 "the layout of `{name}` changed ({}), and a call that is running holds an \
                  object of the old layout: {holder}; the swapped code would read it with the \
                  new one: nothing was swapped — restart the program to use the new layout, or \
-                 save again once that call has returned",
+                 save again once that call has returned (frames are found by the addresses in \
+                 the function's code on the thread's stack: a stale one counts too)",
                 layout_difference(&self.old, &self.new),
             ),
             symbol: Some(name.clone()),

@@ -6,6 +6,8 @@
 use std::time::Instant;
 
 use super::memory::{read_mappings, ProcMem};
+use std::ops::Range;
+
 use super::stacks::{scan_thread, Guarded, Look, Watched};
 use super::threads::{get_regs, StoppedThreads};
 use crate::fault::{self, Step};
@@ -190,6 +192,7 @@ fn apply_stopped(
     // Every frame of every thread, at any depth, including the stacks their signal frames
     // lead to (stacks.rs); on the way, which old bodies of swapped functions are live.
     let watched = watched_of(plan);
+    let mut refused = Vec::new();
     if (!guarded.is_empty() || !watched.is_empty()) && !threads.tids.is_empty() {
         let maps = read_mappings(pid)?;
         for &tid in &threads.tids {
@@ -203,14 +206,17 @@ fn apply_stopped(
                 sp: regs.rsp,
             };
             let hit = scan_stopped_thread(
-                mem, &maps, plan, &guarded, &watched, thread, scratch, &mut live,
+                mem,
+                &maps,
+                plan,
+                &guarded,
+                &watched,
+                thread,
+                scratch,
+                (&mut live, &mut refused),
             )?;
             let Some(hit) = hit else {
                 continue;
-            };
-            let hit = match hit {
-                Hit::Guarded(hit) => hit,
-                Hit::Refused(index) => return Err(refused_frame(plan, index, tid)),
             };
             let at = hit.value;
             let (range, what) = guarded.find(at).unwrap_or((at..at, "code being replaced"));
@@ -228,6 +234,8 @@ fn apply_stopped(
             )));
         }
     }
+
+    check_refused(refused)?;
 
     // (4) Check what is there, keep it for rollback, write.
     match mode {
@@ -248,22 +256,13 @@ pub(super) fn watched_of(plan: &WritePlan) -> Watched {
     )
 }
 
-/// What stops a commit in one thread's scan: a word in the guarded code, or a frame in one
-/// of `plan.refuse_frames` (its index there).
-pub(super) enum Hit {
-    Guarded(super::stacks::Hit),
-    Refused(usize),
-}
-
-/// The error for a [`Hit::Refused`]`(index)` of thread `tid`.
-pub(super) fn refused_frame(plan: &WritePlan, index: usize, tid: i32) -> ProcessError {
-    ProcessError::FrameRefused {
-        tid,
-        index,
-        name: plan
-            .refuse_frames
-            .get(index)
-            .map_or_else(String::new, |(_, name)| name.clone()),
+/// Frames met in `plan.refuse_frames` (every thread scanned, each function and thread once)
+/// refuse the commit.
+pub(super) fn check_refused(refused: Vec<LiveFrame>) -> Result<(), ProcessError> {
+    if refused.is_empty() {
+        Ok(())
+    } else {
+        Err(ProcessError::FrameRefused(refused))
     }
 }
 
@@ -287,8 +286,8 @@ pub(super) fn scan_stopped_thread(
     watched: &Watched,
     thread: StoppedThread,
     scratch: &mut ApplyScratch,
-    live: &mut Vec<LiveFrame>,
-) -> Result<Option<Hit>, ProcessError> {
+    (live, refused): (&mut Vec<LiveFrame>, &mut Vec<LiveFrame>),
+) -> Result<Option<super::stacks::Hit>, ProcessError> {
     let mut in_use = Vec::new();
     watched.find(thread.pc, |i| in_use.push(i));
     let mut look = Look {
@@ -306,20 +305,26 @@ pub(super) fn scan_stopped_thread(
     )?;
     in_use.sort_unstable();
     in_use.dedup();
-    if let Some(hit) = hit {
-        return Ok(Some(Hit::Guarded(hit)));
+    let frame = |(_, name): &(Range<u64>, String)| LiveFrame {
+        function: name.clone(),
+        tid: thread.tid,
+    };
+    for i in in_use {
+        match plan.watch.get(i) {
+            Some(watched) => live.push(frame(watched)),
+            // A frame that holds what the swap must not meet: nothing is written.
+            None => {
+                let Some(range) = plan.refuse_frames.get(i - plan.watch.len()) else {
+                    continue;
+                };
+                let found = frame(range);
+                if !refused.contains(&found) {
+                    refused.push(found);
+                }
+            }
+        }
     }
-    // A frame that holds what the swap must not meet: nothing is written.
-    if let Some(&i) = in_use.iter().find(|&&i| i >= plan.watch.len()) {
-        return Ok(Some(Hit::Refused(i - plan.watch.len())));
-    }
-    live.extend(in_use.into_iter().filter_map(|i| {
-        Some(LiveFrame {
-            function: plan.watch.get(i)?.1.clone(),
-            tid: thread.tid,
-        })
-    }));
-    Ok(None)
+    Ok(hit)
 }
 
 /// The commit writes of `plan` (in-place data, then entries), with every thread that could

@@ -32,8 +32,8 @@
 use std::time::Instant;
 
 use super::apply::{
-    read_commits, refused_frame, scan_stopped_thread, watched_of, write_commits, Applied,
-    ApplyScratch, Hit, Mode, StoppedThread,
+    check_refused, read_commits, scan_stopped_thread, watched_of, write_commits, Applied,
+    ApplyScratch, Mode, StoppedThread,
 };
 use super::memory::{read_mappings, ProcMem};
 use super::stacks::Guarded;
@@ -171,6 +171,7 @@ pub(crate) fn apply_held(
     // Which old bodies of swapped functions are live, as in a normal apply (`apply.rs`).
     let watched = watched_of(plan);
     let mut live = Vec::new();
+    let mut refused = Vec::new();
     if !guarded.is_empty() || !watched.is_empty() {
         let maps = read_mappings(pid)?;
         for &(tid, sp, pc) in &threads {
@@ -186,13 +187,16 @@ pub(crate) fn apply_held(
             }
             let thread = StoppedThread { tid, pc, sp };
             let hit = scan_stopped_thread(
-                mem, &maps, plan, &guarded, &watched, thread, scratch, &mut live,
+                mem,
+                &maps,
+                plan,
+                &guarded,
+                &watched,
+                thread,
+                scratch,
+                (&mut live, &mut refused),
             )?;
             if let Some(hit) = hit {
-                let hit = match hit {
-                    Hit::Guarded(hit) => hit,
-                    Hit::Refused(index) => return Err(refused_frame(plan, index, tid)),
-                };
                 let at = hit.value;
                 let (range, what) = guarded.find(at).unwrap_or((at..at, "code being replaced"));
                 return Err(ProcessError::Other(format!(
@@ -204,6 +208,8 @@ pub(crate) fn apply_held(
             }
         }
     }
+
+    check_refused(refused)?;
 
     let applied = |live| Applied {
         report: ApplyReport {

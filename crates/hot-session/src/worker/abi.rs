@@ -168,26 +168,46 @@ pub(super) fn guarded_bodies(
     bodies_named(program, module, &names)
 }
 
-/// The refusals for a frame found in a guarded function (`function`) on thread `tid`, one
-/// per changed type it holds.
-pub(super) fn frame_refusals(guards: &[FrameGuard], function: &str, tid: i32) -> Vec<LinkError> {
-    guards
-        .iter()
-        .filter(|g| g.function == function)
-        .map(|g| {
-            let unit = g.unit_name.rsplit('/').next().unwrap_or(&g.unit_name);
-            let holder = format!(
-                "`{}` ({unit}), running on thread {tid}, holds {} {}",
-                hot_object::display_name(&g.function),
-                if g.variables.len() == 1 {
-                    "its local"
-                } else {
-                    "its locals"
-                },
-                g.variables.join(", ")
-            );
-            g.change.frame_refusal(&holder)
-        })
+/// The refusals for the frames found in guarded functions, one per changed type, naming
+/// every function met, its threads and the variables it holds.
+pub(super) fn frame_refusals(
+    guards: &[FrameGuard],
+    frames: &[hot_process::LiveFrame],
+) -> Vec<LinkError> {
+    let mut out: Vec<(&hot_link::ChangedLayout, Vec<String>)> = Vec::new();
+    for guard in guards {
+        let tids: Vec<String> = frames
+            .iter()
+            .filter(|f| f.function == guard.function)
+            .map(|f| f.tid.to_string())
+            .collect();
+        if tids.is_empty() {
+            continue;
+        }
+        let unit = guard
+            .unit_name
+            .rsplit('/')
+            .next()
+            .unwrap_or(&guard.unit_name);
+        let holder = format!(
+            "`{}` ({unit}), running on thread{} {}, holds {} {}",
+            hot_object::display_name(&guard.function),
+            if tids.len() == 1 { "" } else { "s" },
+            tids.join(", "),
+            if guard.variables.len() == 1 {
+                "its local"
+            } else {
+                "its locals"
+            },
+            guard.variables.join(", ")
+        );
+        match out.iter_mut().find(|(c, _)| c.name == guard.change.name) {
+            Some((_, holders)) => holders.push(holder),
+            None => out.push((&guard.change, vec![holder])),
+        }
+    }
+    out.into_iter()
+        .map(|(change, holders)| change.frame_refusal(&holders.join("; ")))
         .collect()
 }
 

@@ -671,10 +671,10 @@ impl Worker {
         }
         let swap_start = Instant::now();
         let report = self.apply_with_unwind(&plan, &patch, unwinds_cxx_exceptions, &constructors);
-        if let Err(hot_process::ProcessError::FrameRefused { tid, name, .. }) = &report {
+        if let Err(hot_process::ProcessError::FrameRefused(frames)) = &report {
             // A changed layout whose old objects a running frame holds: refused like the
             // link's ABI checks, on the type's declaration, the program left as it was.
-            let errors = super::abi::frame_refusals(&guards, name, *tid);
+            let errors = super::abi::frame_refusals(&guards, frames);
             add_refusals(&files, &mut diagnostics, &errors);
             self.publish_each(&files, diagnostics);
             self.set_state(
@@ -1107,7 +1107,7 @@ fn process_error_code(e: &hot_process::ProcessError) -> Option<&'static str> {
         | hot_process::ProcessError::Unexpected { .. }
         | hot_process::ProcessError::Other(_)
         | hot_process::ProcessError::CallStillRunning(_)
-        | hot_process::ProcessError::FrameRefused { .. }
+        | hot_process::ProcessError::FrameRefused(_)
         | hot_process::ProcessError::HeldByDebugger { .. } => None,
     }
 }
