@@ -13,10 +13,15 @@
 //!   address in data — refused ("removed but still called from ..."); an unreferenced one
 //!   is simply left in the image.
 //!
-//! A layout change is accepted only when every function that uses the type is recompiled
-//! now and no variable of any file reaches it: then no code and no object of the old layout
-//! survives the swap, except frames of the swapped functions already running (they finish
-//! in their old bodies, with their own objects).
+//! A layout change is accepted here only when every function that uses the type is
+//! recompiled now and no variable of any file reaches it. Objects in frames are the other
+//! provable kind: a function whose parameters or locals hold the type (by value or through
+//! a pointer) may be running with an old one, and the swapped code it calls would read it
+//! with the new layout. Only the stopped process shows which frames exist, so the session
+//! keeps each change ([`ChangedLayout`]) and hot-process refuses the commit when a thread
+//! has a frame in such a function ([`ChangedLayout::frame_refusal`]). What neither sees: an
+//! object reachable only from the heap (no variable and no frame holds a pointer to it or
+//! to what holds it), which the new code then reads with the new layout.
 //!
 //! Two phases keep the crate free of I/O: [`crate::Linker::abi_changes`] compares the
 //! objects and decodes the executable's references (pure), and asks for the users of changed
