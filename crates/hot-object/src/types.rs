@@ -313,7 +313,8 @@ pub struct TypeUser {
 pub struct FrameHolder {
     /// The function's symbol name (linkage name for C++).
     pub function: String,
-    /// The parameter or local's name.
+    /// The parameter or local's name; `inlined/name` for one of a call inlined into the
+    /// function (its frame is the function's).
     pub variable: String,
     /// Its type as C writes it (`yaml_emitter_t *`).
     pub variable_type: String,
@@ -723,8 +724,9 @@ enum Scope {
     Type(UnitOffset),
     /// A subprogram (index into `subprograms`); `direct` while at its own depth + 1.
     Subprogram(usize),
-    /// An inlined subroutine or lexical block inside a subprogram.
-    Block,
+    /// An inlined subroutine (the name of the function inlined) or a lexical block (`None`)
+    /// inside a subprogram.
+    Block(Option<String>),
     Other,
 }
 
@@ -921,7 +923,13 @@ impl UnitTypes {
                 (gimli::DW_TAG_inlined_subroutine | gimli::DW_TAG_lexical_block, _)
                     if enclosing_sub.is_some() =>
                 {
-                    scopes.push((depth, Scope::Block));
+                    let inlined = (tag == gimli::DW_TAG_inlined_subroutine)
+                        .then(|| {
+                            dwarf::inherited_attr(unit, entry, gimli::DW_AT_name)
+                                .and_then(|v| dwarf::attr_string(dwarf, unit, v))
+                        })
+                        .flatten();
+                    scopes.push((depth, Scope::Block(inlined)));
                 }
                 (gimli::DW_TAG_formal_parameter | gimli::DW_TAG_unspecified_parameters, _)
                 | (gimli::DW_TAG_variable, _) => {
@@ -942,10 +950,18 @@ impl UnitTypes {
                             Some(StaticStorage::Address(_) | StaticStorage::ThreadLocal)
                         );
                     if let (false, Some((_, index)), Some(ty)) = (is_static, enclosing_sub, ty) {
-                        // An inlined call's parameters name their origin's.
-                        let local = dwarf::inherited_attr(unit, entry, gimli::DW_AT_name)
+                        // An inlined call's parameters name their origin's; they are said
+                        // to be the inlined function's (its frame is its caller's).
+                        let mut local = dwarf::inherited_attr(unit, entry, gimli::DW_AT_name)
                             .and_then(|v| dwarf::attr_string(dwarf, unit, v))
                             .unwrap_or_else(|| "<unnamed>".to_string());
+                        let inlined = scopes.iter().rev().find_map(|(_, s)| match s {
+                            Scope::Block(Some(name)) => Some(name),
+                            _ => None,
+                        });
+                        if let Some(inlined) = inlined {
+                            local = format!("{inlined}/{local}");
+                        }
                         table.subprograms[index].locals.push((local, ty));
                     }
                     if let (true, Some(ty)) = (is_static, ty) {

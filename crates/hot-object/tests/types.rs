@@ -265,7 +265,7 @@ int main(void) { return by_value(1) + in_array(2) + wrapped(3) + kept() + other(
         }
         if opt == "-O2" && !holders.iter().any(|h| h.function == "inner") {
             // inner has no body of its own: its parameter is in by_value's frame.
-            assert!(has("by_value", "q"), "{opt}: {holders:#?}");
+            assert!(has("by_value", "inner/q"), "{opt}: {holders:#?}");
         }
         // With -O2 main inlines by_value and its frame holds `v`: only -O0's main holds none.
         let never: &[&str] = match opt {

@@ -133,7 +133,14 @@ fn frame_guards(
         else {
             continue;
         };
-        let variable = format!("`{}` (`{}`)", holder.variable, holder.variable_type);
+        let variable = match holder.variable.split_once('/') {
+            Some((inlined, name)) => format!(
+                "`{name}` (`{}`, of the call of `{}` inlined there)",
+                holder.variable_type,
+                hot_object::display_name(inlined)
+            ),
+            None => format!("`{}` (`{}`)", holder.variable, holder.variable_type),
+        };
         match guards
             .iter_mut()
             .find(|g| g.function == holder.function && g.change.name == change.name)
