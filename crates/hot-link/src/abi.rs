@@ -13,10 +13,15 @@
 //!   address in data — refused ("removed but still called from ..."); an unreferenced one
 //!   is simply left in the image.
 //!
-//! A layout change is accepted only when every function that uses the type is recompiled
-//! now and no variable of any file reaches it: then no code and no object of the old layout
-//! survives the swap, except frames of the swapped functions already running (they finish
-//! in their old bodies, with their own objects).
+//! A layout change is accepted here only when every function that uses the type is
+//! recompiled now and no variable of any file reaches it. Objects in frames are the other
+//! provable kind: a function whose parameters or locals hold the type (by value or through
+//! a pointer) may be running with an old one, and the swapped code it calls would read it
+//! with the new layout. Only the stopped process shows which frames exist, so the session
+//! keeps each change ([`ChangedLayout`]) and hot-process refuses the commit when a thread
+//! has a frame in such a function ([`ChangedLayout::frame_refusal`]). What neither sees: an
+//! object reachable only from the heap (no variable and no frame holds a pointer to it or
+//! to what holds it), which the new code then reads with the new layout.
 //!
 //! Two phases keep the crate free of I/O: [`crate::Linker::abi_changes`] compares the
 //! objects and decodes the executable's references (pure), and asks for the users of changed
@@ -57,7 +62,62 @@ pub struct AbiChanges {
     skip_units: Vec<usize>,
 }
 
+/// A type whose layout a swap changes, kept past the checks for the refusal the commit may
+/// still make: a thread's frame that holds an object of the type (`WritePlan::refuse_frames`
+/// in hot-process), which only the stopped process can show.
+#[derive(Clone, Debug)]
+pub struct ChangedLayout {
+    pub name: String,
+    unit: String,
+    old: TypeLayout,
+    new: TypeLayout,
+}
+
+impl ChangedLayout {
+    /// Whether a compile unit that sees the type as `layout` sees this type (a same-named
+    /// type with a third layout is another one; `None`: only declared there, this one).
+    pub fn is_seen_as(&self, layout: Option<&TypeLayout>) -> bool {
+        layout.is_none_or(|l| l.same_layout(&self.old) || l.same_layout(&self.new))
+    }
+
+    /// The `layout-changed` refusal for a running frame that holds an object of the type:
+    /// `holder` says which ("`main` (driver.c), running on thread 7, holds its local `e`
+    /// (`yaml_emitter_t`)"). On the type's declaration, like every layout refusal: the edit
+    /// there is what the swap cannot take.
+    pub fn frame_refusal(&self, holder: &str) -> LinkError {
+        let name = &self.name;
+        LinkError {
+            code: LinkErrorCode::LayoutChanged,
+            unit: self.unit.clone(),
+            message: format!(
+                "the layout of `{name}` changed ({}), and a call that is running holds an \
+                 object of the old layout: {holder}; the swapped code would read it with the \
+                 new one: nothing was swapped — restart the program to use the new layout, or \
+                 save again once that call has returned (frames are found by the addresses in \
+                 the function's code on the thread's stack: a stale one counts too)",
+                layout_difference(&self.old, &self.new),
+            ),
+            symbol: Some(name.clone()),
+            function: None,
+            line: self.new.decl.clone(),
+        }
+    }
+}
+
 impl AbiChanges {
+    /// The layouts this swap changes (none: no frame can hold an old one).
+    pub fn changed_layouts(&self) -> Vec<ChangedLayout> {
+        self.layouts
+            .iter()
+            .map(|c| ChangedLayout {
+                name: c.new.name.clone(),
+                unit: self.sources[c.unit].clone(),
+                old: c.old.clone(),
+                new: c.new.clone(),
+            })
+            .collect()
+    }
+
     /// The type names whose users the session must look up in the executable's DWARF
     /// (`hot_object::types::image_type_users`), and the compile units to leave out (those
     /// this swap recompiles). `None`: no layout changed, nothing to read.

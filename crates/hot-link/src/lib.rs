@@ -96,7 +96,7 @@ use std::sync::{Arc, OnceLock};
 
 use hot_object::{LinkedImage, Object, SourceLine, TranslationUnitId};
 
-pub use abi::AbiChanges;
+pub use abi::{AbiChanges, ChangedLayout};
 pub use image::Vaddr;
 pub use layout::Placement;
 

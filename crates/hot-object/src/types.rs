@@ -306,6 +306,26 @@ pub struct TypeUser {
     pub unit_name: String,
 }
 
+/// A function whose frame holds (as a parameter or automatic local, by value or through a
+/// pointer, reference, array or member) one of the types asked about: while a thread runs
+/// it, an object of that type exists on the thread's stack or is reached from there.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FrameHolder {
+    /// The function's symbol name (linkage name for C++).
+    pub function: String,
+    /// The parameter or local's name; `inlined/name` for one of a call inlined into the
+    /// function (its frame is the function's).
+    pub variable: String,
+    /// Its type as C writes it (`yaml_emitter_t *`).
+    pub variable_type: String,
+    /// Which of the types asked about it reaches (the first one found).
+    pub type_name: String,
+    /// That type's layout as this compile unit sees it (`None`: only declared there).
+    pub layout: Option<TypeLayout>,
+    /// The compile unit's `DW_AT_name`.
+    pub unit_name: String,
+}
+
 impl Object {
     /// The signatures of the named functions (symbol names) defined in this object, and
     /// the layouts of every aggregate they reach. Empty without DWARF.
@@ -385,6 +405,23 @@ impl Object {
     }
 }
 
+impl Object {
+    /// The functions with code of this object whose frames hold one of `types`
+    /// ([`FrameHolder`]).
+    pub fn frame_holders(&self, types: &HashSet<&str>) -> Result<Vec<FrameHolder>, String> {
+        let Some(kept) = &self.dwarf else {
+            return Ok(Vec::new());
+        };
+        let loaded = kept.loaded();
+        let dwarf = dwarf::make_dwarf(&loaded, &kept.relocs).map_err(|e| e.to_string())?;
+        let mut holders = Vec::new();
+        for_each_unit(&dwarf, Some(&kept.tables), |_, name, unit, table| {
+            table.frame_holders(&dwarf, unit, types, name, &mut holders);
+        })?;
+        Ok(holders)
+    }
+}
+
 /// [`Object::type_users`] for a linked executable (its bytes as read from the running
 /// program's file): the functions and variables of every compile unit except those in
 /// `skip` (the units a swap recompiles) that use one of `types`. Reads the whole
@@ -395,17 +432,31 @@ pub fn image_type_users(
     types: &HashSet<&str>,
     skip: &[usize],
 ) -> Result<Vec<TypeUser>, String> {
+    image_type_uses(path, bytes, types, skip).map(|(users, _)| users)
+}
+
+/// [`image_type_users`] and, from every compile unit (`skip` included: the old bodies of
+/// the functions a swap recompiles keep running in the frames they have), the functions
+/// whose frames hold one of `types` ([`FrameHolder`]), in one read of `.debug_info`.
+pub fn image_type_uses(
+    path: &Path,
+    bytes: &[u8],
+    types: &HashSet<&str>,
+    skip: &[usize],
+) -> Result<(Vec<TypeUser>, Vec<FrameHolder>), String> {
     let file = dwarf::File::parse(bytes).map_err(|e| format!("{}: {e}", path.display()))?;
     let loaded = dwarf::load_sections(&file)?;
     let no_relocs = HashMap::default();
     let dwarf = dwarf::make_dwarf(&loaded, &no_relocs).map_err(|e| e.to_string())?;
     let mut users = Vec::new();
+    let mut holders = Vec::new();
     for_each_unit(&dwarf, None, |index, name, unit, table| {
         if !skip.contains(&index) {
             table.users(&dwarf, unit, types, index, name, &mut users);
         }
+        table.frame_holders(&dwarf, unit, types, name, &mut holders);
     })?;
-    Ok(users)
+    Ok((users, holders))
 }
 
 type Dwarf<'a> = gimli::Dwarf<DwarfReader<'a>>;
@@ -497,6 +548,9 @@ struct Subprogram {
     variadic: bool,
     /// Every type its parameters, return value and local variables have.
     type_refs: Vec<UnitOffset>,
+    /// Its parameters and automatic (non-static) locals, those of the calls inlined into it
+    /// too: what its frame holds while it runs, by name and type.
+    locals: Vec<(String, UnitOffset)>,
     decl: Option<(u64, u32)>,
 }
 
@@ -670,8 +724,9 @@ enum Scope {
     Type(UnitOffset),
     /// A subprogram (index into `subprograms`); `direct` while at its own depth + 1.
     Subprogram(usize),
-    /// An inlined subroutine or lexical block inside a subprogram.
-    Block,
+    /// An inlined subroutine (the name of the function inlined) or a lexical block (`None`)
+    /// inside a subprogram.
+    Block(Option<String>),
     Other,
 }
 
@@ -868,7 +923,13 @@ impl UnitTypes {
                 (gimli::DW_TAG_inlined_subroutine | gimli::DW_TAG_lexical_block, _)
                     if enclosing_sub.is_some() =>
                 {
-                    scopes.push((depth, Scope::Block));
+                    let inlined = (tag == gimli::DW_TAG_inlined_subroutine)
+                        .then(|| {
+                            dwarf::inherited_attr(unit, entry, gimli::DW_AT_name)
+                                .and_then(|v| dwarf::attr_string(dwarf, unit, v))
+                        })
+                        .flatten();
+                    scopes.push((depth, Scope::Block(inlined)));
                 }
                 (gimli::DW_TAG_formal_parameter | gimli::DW_TAG_unspecified_parameters, _)
                 | (gimli::DW_TAG_variable, _) => {
@@ -888,6 +949,21 @@ impl UnitTypes {
                             dwarf::static_storage(entry, unit),
                             Some(StaticStorage::Address(_) | StaticStorage::ThreadLocal)
                         );
+                    if let (false, Some((_, index)), Some(ty)) = (is_static, enclosing_sub, ty) {
+                        // An inlined call's parameters name their origin's; they are said
+                        // to be the inlined function's (its frame is its caller's).
+                        let mut local = dwarf::inherited_attr(unit, entry, gimli::DW_AT_name)
+                            .and_then(|v| dwarf::attr_string(dwarf, unit, v))
+                            .unwrap_or_else(|| "<unnamed>".to_string());
+                        let inlined = scopes.iter().rev().find_map(|(_, s)| match s {
+                            Scope::Block(Some(name)) => Some(name),
+                            _ => None,
+                        });
+                        if let Some(inlined) = inlined {
+                            local = format!("{inlined}/{local}");
+                        }
+                        table.subprograms[index].locals.push((local, ty));
+                    }
                     if let (true, Some(ty)) = (is_static, ty) {
                         let var = string(entry, gimli::DW_AT_linkage_name)
                             .or_else(|| string(entry, gimli::DW_AT_name))
@@ -1129,30 +1205,9 @@ impl UnitTypes {
         unit_name: &str,
         out: &mut Vec<TypeUser>,
     ) {
-        // The type DIEs that reach a target, found backwards from the targets.
-        let mut reverse: HashMap<UnitOffset, Vec<UnitOffset>> = HashMap::default();
-        let mut tainted: HashMap<UnitOffset, UnitOffset> = HashMap::default();
-        let mut stack = Vec::new();
-        for (&offset, die) in &self.types {
-            for to in self.edges(offset) {
-                reverse.entry(to).or_default().push(offset);
-            }
-            if is_aggregate(die.tag) && die.name.as_deref().is_some_and(|n| types.contains(n)) {
-                tainted.insert(offset, offset);
-                stack.push(offset);
-            }
-        }
-        if stack.is_empty() {
+        let tainted = self.tainted(types);
+        if tainted.is_empty() {
             return;
-        }
-        while let Some(offset) = stack.pop() {
-            let target = tainted[&offset];
-            for &from in reverse.get(&offset).into_iter().flatten() {
-                if let std::collections::hash_map::Entry::Vacant(e) = tainted.entry(from) {
-                    e.insert(target);
-                    stack.push(from);
-                }
-            }
         }
         let mut push = |name: &str, kind: UserKind, target: UnitOffset| {
             let Some(type_name) = self.aggregate_name(target) else {
@@ -1182,6 +1237,73 @@ impl UnitTypes {
                 push(&var.name, UserKind::Variable, *target);
             }
         }
+    }
+
+    /// Functions with code of this unit whose parameters or automatic locals reach an
+    /// aggregate named in `types`, one per such variable, appended to `out`.
+    fn frame_holders(
+        &self,
+        dwarf: &Dwarf<'_>,
+        unit: &Unit<'_>,
+        types: &HashSet<&str>,
+        unit_name: &str,
+        out: &mut Vec<FrameHolder>,
+    ) {
+        let tainted = self.tainted(types);
+        if tainted.is_empty() {
+            return;
+        }
+        for sub in self
+            .subprograms
+            .iter()
+            .filter(|s| s.has_code && !s.name.is_empty())
+        {
+            for (variable, ty) in &sub.locals {
+                let Some(&target) = tainted.get(ty) else {
+                    continue;
+                };
+                let Some(type_name) = self.aggregate_name(target) else {
+                    continue;
+                };
+                out.push(FrameHolder {
+                    function: sub.name.clone(),
+                    variable: variable.clone(),
+                    variable_type: self.render(*ty, 0),
+                    type_name: type_name.clone(),
+                    layout: self
+                        .layout(dwarf, unit, target)
+                        .filter(|l| l.size.is_some()),
+                    unit_name: unit_name.to_string(),
+                });
+            }
+        }
+    }
+
+    /// Every type DIE that reaches an aggregate named in `types` (itself included), with
+    /// the aggregate it reaches; found backwards from those aggregates.
+    fn tainted(&self, types: &HashSet<&str>) -> HashMap<UnitOffset, UnitOffset> {
+        let mut reverse: HashMap<UnitOffset, Vec<UnitOffset>> = HashMap::default();
+        let mut tainted: HashMap<UnitOffset, UnitOffset> = HashMap::default();
+        let mut stack = Vec::new();
+        for (&offset, die) in &self.types {
+            for to in self.edges(offset) {
+                reverse.entry(to).or_default().push(offset);
+            }
+            if is_aggregate(die.tag) && die.name.as_deref().is_some_and(|n| types.contains(n)) {
+                tainted.insert(offset, offset);
+                stack.push(offset);
+            }
+        }
+        while let Some(offset) = stack.pop() {
+            let target = tainted[&offset];
+            for &from in reverse.get(&offset).into_iter().flatten() {
+                if let std::collections::hash_map::Entry::Vacant(e) = tainted.entry(from) {
+                    e.insert(target);
+                    stack.push(from);
+                }
+            }
+        }
+        tainted
     }
 }
 

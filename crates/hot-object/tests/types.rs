@@ -1,11 +1,12 @@
-//! Type layouts, signatures and type users read from the DWARF of real compiles (types.rs).
+//! Type layouts, signatures, type users and the functions whose frames hold a type, read
+//! from the DWARF of real compiles (types.rs).
 
 mod common;
 
 use std::collections::HashSet;
 
 use common::{compile_c, compile_object, line_containing, parse_object};
-use hot_object::types::{image_type_users, UserKind};
+use hot_object::types::{image_type_users, image_type_uses, UserKind};
 
 const GEOM: &str = "struct shape { int w; int h; };
 typedef struct { char tag; long value; } cell_t;
@@ -219,4 +220,70 @@ fn type_users_of_a_large_file() {
          type_users of the object {users_micros} µs, of the executable {image_micros} µs",
         std::fs::metadata(dir.path().join("big.o")).map_or(0, |m| m.len() / 1024)
     );
+}
+
+/// The functions whose frames hold `struct s` (image_type_uses): by value, through a
+/// pointer, in an array, inside another struct, with `-O0` and `-O2` (where `inner` is
+/// inlined into its caller, whose frame then holds its parameter, and main inlines
+/// by_value); never a static local,
+/// never a function that holds other types only.
+#[test]
+fn frame_holders_are_the_functions_whose_parameters_or_locals_reach_the_type() {
+    let source = "struct s { int a; int b; };
+struct wrap { struct s inner; int tag; };
+volatile int sink;
+int by_pointer(const struct s *p) { return p->a; }
+static inline int inner(const struct s *q) { return q->b + sink; }
+int by_value(int x) { struct s v = { x, 2 }; sink = by_pointer(&v); return inner(&v); }
+int in_array(int x) { struct s arr[2] = { { x, 1 }, { 2, 3 } }; return by_pointer(&arr[1]); }
+int wrapped(int x) { struct wrap w = { { x, 1 }, 4 }; return by_pointer(&w.inner); }
+int kept(void) { static struct s once; return once.a; }
+int other(int x) { int y = x * 2; return y; }
+int main(void) { return by_value(1) + in_array(2) + wrapped(3) + kept() + other(4); }
+";
+    let wanted: HashSet<&str> = ["struct s"].into_iter().collect();
+    for opt in ["-O0", "-O2"] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let exe = compile_c(dir.path(), "frames.c", source, &["-g", opt], "app");
+        let bytes = std::fs::read(&exe).expect("read exe");
+        let (_, holders) = image_type_uses(&exe, &bytes, &wanted, &[]).expect("holders");
+        let has = |function: &str, variable: &str| {
+            holders
+                .iter()
+                .any(|h| h.function == function && h.variable == variable)
+        };
+        for (function, variable) in [
+            ("by_pointer", "p"),
+            ("by_value", "v"),
+            ("in_array", "arr"),
+            ("wrapped", "w"),
+        ] {
+            assert!(
+                has(function, variable),
+                "{opt}: {function}/{variable}: {holders:#?}"
+            );
+        }
+        if opt == "-O2" && !holders.iter().any(|h| h.function == "inner") {
+            // inner has no body of its own: its parameter is in by_value's frame.
+            assert!(has("by_value", "inner/q"), "{opt}: {holders:#?}");
+        }
+        // With -O2 main inlines by_value and its frame holds `v`: only -O0's main holds none.
+        let never: &[&str] = match opt {
+            "-O0" => &["kept", "other", "main"],
+            _ => &["kept", "other"],
+        };
+        for &function in never {
+            assert!(
+                holders.iter().all(|h| h.function != function),
+                "{opt}: {function} holds no struct s: {holders:#?}"
+            );
+        }
+        assert!(
+            holders.iter().all(|h| h.type_name == "struct s"),
+            "{holders:#?}"
+        );
+        let v = holders.iter().find(|h| h.variable == "v").expect("v");
+        assert_eq!(v.variable_type, "struct s");
+        assert_eq!(v.layout.as_ref().and_then(|l| l.size), Some(8));
+    }
 }

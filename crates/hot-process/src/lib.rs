@@ -176,6 +176,13 @@ pub struct WritePlan {
     /// ([`ApplyReport::live`]), found by the same stack scan as `protected`; they refuse
     /// nothing (those frames finish in the old body).
     pub watch: Vec<(Range<u64>, String)>,
+    /// Code no thread may be running or return into while this plan commits, each range
+    /// with a name for the caller: a frame there (instruction pointer or return address, by
+    /// the same conservative stack scan as `protected`) refuses the apply with nothing
+    /// written ([`ProcessError::FrameRefused`], naming each function met and its thread). The session gives
+    /// the bodies of functions whose frames hold objects of a type whose layout the swap
+    /// changes.
+    pub refuse_frames: Vec<(Range<u64>, String)>,
 }
 
 /// A function of [`WritePlan::watch`] that a thread runs in (its instruction pointer or a
@@ -247,6 +254,23 @@ pub enum ProcessError {
     /// the callee ever returns. What the callee was to do may still happen.
     #[error("{0}")]
     CallStillRunning(String),
+    /// Threads have frames in [`WritePlan::refuse_frames`] (each function, named as there,
+    /// and thread once): nothing was written.
+    #[error("{}", refused_frames(.0))]
+    FrameRefused(Vec<LiveFrame>),
+}
+
+/// The message of [`ProcessError::FrameRefused`].
+fn refused_frames(frames: &[LiveFrame]) -> String {
+    let each: Vec<String> = frames
+        .iter()
+        .map(|f| format!("`{}` (thread {})", f.function, f.tid))
+        .collect();
+    format!(
+        "a thread has a frame in code that must not be live while this swap commits: {}; \
+         nothing was written",
+        each.join(", ")
+    )
 }
 
 impl ProcessError {
@@ -265,6 +289,7 @@ impl ProcessError {
             }
             ProcessError::Other(_)
             | ProcessError::CallStillRunning(_)
+            | ProcessError::FrameRefused(_)
             | ProcessError::HeldByDebugger { .. } => "process-error",
         }
     }

@@ -179,6 +179,7 @@ fn stopped(task: &mut dyn Task, plan: &WritePlan) -> Result<ApplyReport, Process
         .collect();
     guarded.extend(plan.protected.iter().map(|r| (r.clone(), name_of(r))));
     let mut live: Vec<LiveFrame> = Vec::new();
+    let mut refused: Vec<LiveFrame> = Vec::new();
     for t in &threads {
         if let Some((_, what)) = guarded.iter().find(|(r, _)| r.start < t.pc && t.pc < r.end) {
             return Err(ProcessError::Other(format!(
@@ -201,19 +202,28 @@ fn stopped(task: &mut dyn Task, plan: &WritePlan) -> Result<ApplyReport, Process
                     )));
                 }
             }
-            for (r, function) in &plan.watch {
-                if r.contains(&word)
-                    && !live
-                        .iter()
-                        .any(|l| l.function == *function && l.tid as u64 == t.id)
-                {
-                    live.push(LiveFrame {
-                        function: function.clone(),
-                        tid: t.id as i32,
-                    });
+            // Old bodies are reported live; a frame in `refuse_frames` refuses the commit.
+            for (list, ranges) in [
+                (&mut live, &plan.watch),
+                (&mut refused, &plan.refuse_frames),
+            ] {
+                for (r, function) in ranges {
+                    if r.contains(&word)
+                        && !list
+                            .iter()
+                            .any(|l| l.function == *function && l.tid as u64 == t.id)
+                    {
+                        list.push(LiveFrame {
+                            function: function.clone(),
+                            tid: t.id as i32,
+                        });
+                    }
                 }
             }
         }
+    }
+    if !refused.is_empty() {
+        return Err(ProcessError::FrameRefused(refused));
     }
     let writes: Vec<&Write> = plan.commit_data.iter().chain(&plan.commit).collect();
     let mut originals = Vec::with_capacity(writes.len());

@@ -86,6 +86,7 @@ impl Churn {
             ],
             protected: vec![self.compute..self.compute + 5, self.helper..self.helper + 5],
             watch: Vec::new(),
+            refuse_frames: Vec::new(),
         }
     }
 

@@ -28,15 +28,21 @@ pub enum LinkerError {
         what: &'static str,
         error: hot_process::ProcessError,
     },
+    /// A library the saved file belongs to is not mapped in the process (any more): shown
+    /// on the saved file with [`LIBRARY_NOT_MAPPED`], naming the library.
+    LibraryNotMapped(String),
     /// Anything else (the image could not be read).
     Other(String),
 }
+
+/// The code of [`LinkerError::LibraryNotMapped`].
+pub const LIBRARY_NOT_MAPPED: &str = "library-not-mapped";
 
 impl std::fmt::Display for LinkerError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             LinkerError::Process { what, error } => write!(f, "{what}: {error}"),
-            LinkerError::Other(text) => f.write_str(text),
+            LinkerError::LibraryNotMapped(text) | LinkerError::Other(text) => f.write_str(text),
         }
     }
 }
@@ -274,7 +280,14 @@ impl Program {
             .filter(|m| m.path == path)
             .map(|m| m.range.clone())
             .reduce(|a, b| a.start.min(b.start)..a.end.max(b.end))
-            .ok_or_else(|| format!("{path} is not mapped in process {}", self.debuggee.pid()))?;
+            .ok_or_else(|| {
+                LinkerError::LibraryNotMapped(format!(
+                    "{path} (which the saved file is compiled into) is not mapped in process {}: \
+                     it was unloaded, or the running program maps another file; nothing was \
+                     written",
+                    self.debuggee.pid()
+                ))
+            })?;
         let arenas = map_arenas(&self.debuggee, range)?;
         let linker = Linker::new(lib_model, arenas);
         linker.prepare();
@@ -937,6 +950,46 @@ fn link_map(debuggee: &Debuggee, exe: &Module) -> Option<Vec<(String, u64)>> {
     (loaded >= needed).then_some(libs)
 }
 
+/// The path under which `/proc/PID/maps` names the library ld.so lists as `name` loaded at
+/// `bias`: the file mapping with the same device and inode as `name` (a symlink, a hard
+/// link, a build tree moved since: one file whatever it is called), else the one whose
+/// resolved path is `name`'s, else the file mapped at offset 0 at `bias` (ld links a shared
+/// library's first `PT_LOAD` at 0; a relative `name` resolves against a directory the
+/// program may have left since). `None`: nothing mapped is that library.
+fn mapped_path(maps: &[Mapping], name: &str, bias: u64) -> Option<String> {
+    let files = || {
+        maps.iter()
+            .filter(|m| m.path.starts_with('/') && m.inode != 0)
+    };
+    let absolute = name.starts_with('/');
+    if absolute {
+        if let Ok(meta) = std::fs::metadata(name) {
+            use std::os::unix::fs::MetadataExt;
+            let identity = (dev_major_minor(meta.dev()), meta.ino());
+            if let Some(m) = files().find(|m| (m.device, m.inode) == identity) {
+                return Some(m.path.clone());
+            }
+        }
+        if let Ok(real) = std::fs::canonicalize(name) {
+            let real = real.to_string_lossy();
+            if let Some(m) = files().find(|m| m.path == real) {
+                return Some(m.path.clone());
+            }
+        }
+    }
+    files()
+        .find(|m| m.offset == 0 && m.range.start == bias)
+        .map(|m| m.path.clone())
+}
+
+/// A `st_dev` as `/proc/PID/maps` writes it: (major, minor), in the kernel's encoding of
+/// `dev_t` (glibc's `gnu_dev_major`/`gnu_dev_minor`).
+fn dev_major_minor(dev: u64) -> (u32, u32) {
+    let major = ((dev >> 8) & 0xfff) | ((dev >> 32) & !0xfff);
+    let minor = (dev & 0xff) | ((dev >> 12) & !0xff);
+    (major as u32, minor as u32)
+}
+
 fn read_c_string(debuggee: &Debuggee, addr: u64) -> Option<String> {
     if addr == 0 {
         return None;
@@ -967,22 +1020,18 @@ fn read_libraries(
     if let Some(list) = link_map(debuggee, exe) {
         let mut libs = Vec::new();
         for (name, bias) in list {
-            // ld.so keeps the name `dlopen` was given: a relative one is the file mapped at
-            // offset 0 where the library was loaded (its first `PT_LOAD` is at 0, as ld
-            // links shared libraries).
-            let path = if name.starts_with('/') {
-                name
-            } else {
-                match maps
-                    .iter()
-                    .find(|m| m.offset == 0 && m.range.start == bias && m.path.starts_with('/'))
-                {
-                    Some(m) => m.path.clone(),
-                    None => continue,
-                }
+            // The library is known by the name the kernel gives its mapping, never by the
+            // spelling ld.so keeps (`l_name`): that is the name `dlopen` or DT_NEEDED gave,
+            // relative ("./lib/libx.so"), or a SONAME symlink (`libcjson.so.1`) to the
+            // versioned file the kernel names (`libcjson.so.1.7.15`). Every later lookup
+            // (arenas near the library, its bias) goes through the memory map.
+            let Some(path) = mapped_path(&maps, &name, bias) else {
+                continue;
             };
             // A library upgraded on disk shows as "(deleted)": its file is not what runs.
-            if maps.iter().any(|m| m.path == format!("{path} (deleted)")) {
+            if path.ends_with(" (deleted)")
+                || maps.iter().any(|m| m.path == format!("{path} (deleted)"))
+            {
                 tracing::warn!("{path} was replaced on disk; its symbols are not used");
                 continue;
             }

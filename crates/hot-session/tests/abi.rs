@@ -255,6 +255,88 @@ const REFUSALS: &[Refusal] = &[
     },
 ];
 
+/// The frames fixture's objects in running frames: main, which never returns, holds a
+/// `struct held` by value and a pointer to a `struct pointed`. Every function using them is
+/// in main.c, the file saved, and no variable holds them: only main's frame shows that
+/// objects of the old layout exist (the new held_sum would read main's `h` with the new one).
+const FRAME_REFUSALS: &[Refusal] = &[
+    Refusal {
+        fixture: "frames",
+        file: "main.c",
+        from: "struct held { int a; int b; };",
+        to: "struct held { int z; int a; int b; };",
+        code: "layout-changed",
+        at: "struct held { int z; int a; int b; };",
+        says: &[
+            "the layout of `struct held` changed (8 bytes → 12 bytes",
+            "`z` added",
+            "a call that is running holds an object of the old layout: `main` (main.c), \
+             running on thread ",
+            "holds its local `h` (`struct held`)",
+            "nothing was swapped",
+        ],
+        not: &["`tick`", "`held_sum`", "does not recompile"],
+        saved: None,
+        first: &[],
+        steady: FRAMES_STEADY,
+    },
+    Refusal {
+        fixture: "frames",
+        file: "main.c",
+        from: "struct pointed { int a; int b; };",
+        to: "struct pointed { int z; int a; int b; };",
+        code: "layout-changed",
+        at: "struct pointed { int z; int a; int b; };",
+        says: &[
+            "the layout of `struct pointed` changed",
+            "`main` (main.c), running on thread ",
+            "holds its local `p` (`struct pointed *`)",
+        ],
+        not: &["`tick`", "`pointed_sum`"],
+        saved: None,
+        first: &[],
+        steady: FRAMES_STEADY,
+    },
+];
+
+const FRAMES_STEADY: &str = "held=3 pointed=7 passing=5";
+
+#[test]
+fn layout_change_of_a_struct_a_running_frame_holds_by_value_is_refused() {
+    check_refusal(&FRAME_REFUSALS[0]);
+}
+
+#[test]
+fn layout_change_of_a_struct_a_running_frame_points_to_is_refused() {
+    check_refusal(&FRAME_REFUSALS[1]);
+}
+
+/// struct passing lives only in tick's frame (and is passed to passing_sum), and tick has
+/// returned whenever the program sleeps: no frame holds an old one, so the change swaps and
+/// the new code reads the new member.
+#[test]
+fn layout_change_of_a_struct_only_frames_not_running_hold_swaps() {
+    let mut f = Fixture::launch("frames");
+    f.wait_output(FRAMES_STEADY);
+    f.edit(
+        "main.c",
+        "struct passing { int a; int b; };",
+        "struct passing { int a; int b; int c; };",
+    );
+    f.edit(
+        "main.c",
+        "return p->a + p->b;\n}\n\nstatic int rounds;",
+        "return p->a + p->b + p->c + 100;\n}\n\nstatic int rounds;",
+    );
+    f.save("main.c");
+    let swap = f.wait_swap();
+    for function in ["passing_sum", "tick"] {
+        assert!(swap.swapped.contains(&function.to_string()), "{swap:?}");
+    }
+    f.wait_output("held=3 pointed=7 passing=105");
+    f.assert_same_process();
+}
+
 /// point.h's struct point with a member added in front (every member moves).
 const POINT: (&str, &str) = (
     "struct point { int x; int y; };",

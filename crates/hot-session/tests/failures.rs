@@ -48,6 +48,7 @@ fn process_variant(e: &ProcessError) -> usize {
         ProcessError::Other(_) => 5,
         ProcessError::CallStillRunning(_) => 6,
         ProcessError::HeldByDebugger { .. } => 7,
+        ProcessError::FrameRefused(_) => 8,
     }
 }
 
@@ -78,6 +79,10 @@ fn every_process_error() -> Vec<ProcessError> {
             tracer: 43,
             name: "gdb".into(),
         },
+        ProcessError::FrameRefused(vec![hot_process::LiveFrame {
+            function: "main".into(),
+            tid: 42,
+        }]),
     ]
 }
 
@@ -142,7 +147,7 @@ fn assert_walk_is_complete<T>(samples: &[T], variant: impl Fn(&T) -> usize, coun
 #[test]
 fn every_error_variant_has_a_stable_code_and_a_text() {
     let process = every_process_error();
-    assert_walk_is_complete(&process, process_variant, 8);
+    assert_walk_is_complete(&process, process_variant, 9);
     for e in &process {
         assert!(CODES.contains(&e.code()), "{e:?}: {}", e.code());
         assert!(!e.to_string().trim().is_empty(), "{e:?}");

@@ -24,6 +24,10 @@ const BUILDS: [Build; 4] = [
     ("clang", " && touch lib/foo.c lib/plug.c main.c"),
 ];
 
+/// Both compilers with libfoo built as CMake builds a versioned library (`build.sh
+/// versioned`): ld.so lists it by its SONAME symlink, the kernel maps the versioned file.
+const VERSIONED: [Build; 2] = [("cc", " versioned"), ("clang", " versioned")];
+
 /// The `sharedlib` fixture built as `build` says, launched and printing.
 fn sharedlib((compiler, after): Build) -> Fixture {
     let mut f = Fixture::copy("sharedlib");
@@ -69,7 +73,12 @@ struct Edit<'a> {
 /// the program print `row.after`, the library's counter go on from where it was, and the
 /// process be the one launched at first. Returns the fixtures, swapped, for more checks.
 fn check_edit(row: &Edit<'_>) -> Vec<Fixture> {
-    BUILDS
+    check_edit_in(&BUILDS, row)
+}
+
+/// [`check_edit`] with the given builds.
+fn check_edit_in(builds: &[Build], row: &Edit<'_>) -> Vec<Fixture> {
+    builds
         .iter()
         .map(|&build| {
             let mut f = sharedlib(build);
@@ -101,18 +110,36 @@ fn check_edit(row: &Edit<'_>) -> Vec<Fixture> {
         .collect()
 }
 
+/// The edit of the library's static `label`, for each way to build the library.
+const LABEL_EDIT: Edit<'static> = Edit {
+    what: "a static function of the library",
+    file: "lib/foo.c",
+    create: &[],
+    before: "tick=",
+    edits: &[("return \"one\";", "return \"two\";")],
+    swapped: &["label"],
+    may_also: &[],
+    after: "label=two value=0 who=app",
+};
+
 #[test]
 fn a_library_function_edited_is_swapped_in_the_library_and_keeps_its_state() {
-    check_edit(&Edit {
-        what: "a static function of the library",
-        file: "lib/foo.c",
-        create: &[],
-        before: "tick=",
-        edits: &[("return \"one\";", "return \"two\";")],
-        swapped: &["label"],
-        may_also: &[],
-        after: "label=two value=0 who=app",
-    });
+    check_edit(&LABEL_EDIT);
+}
+
+#[test]
+fn a_library_reached_through_its_soname_symlink_is_swapped_in_the_library() {
+    // DT_NEEDED libfoo.so.1 -> libfoo.so.1.2.3: the library is the file mapped, whatever
+    // ld.so calls it; the swap goes into it, in the process launched.
+    let fixtures = check_edit_in(&VERSIONED, &LABEL_EDIT);
+    for f in &fixtures {
+        let target = std::fs::read_link(f.path("lib/libfoo.so.1")).expect("libfoo.so.1 symlink");
+        assert_eq!(
+            target,
+            std::path::Path::new("libfoo.so.1.2.3"),
+            "the build is versioned"
+        );
+    }
 }
 
 #[test]

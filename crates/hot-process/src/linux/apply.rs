@@ -6,6 +6,8 @@
 use std::time::Instant;
 
 use super::memory::{read_mappings, ProcMem};
+use std::ops::Range;
+
 use super::stacks::{scan_thread, Guarded, Look, Watched};
 use super::threads::{get_regs, StoppedThreads};
 use crate::fault::{self, Step};
@@ -189,7 +191,8 @@ fn apply_stopped(
 
     // Every frame of every thread, at any depth, including the stacks their signal frames
     // lead to (stacks.rs); on the way, which old bodies of swapped functions are live.
-    let watched = Watched::new(plan.watch.iter().map(|(range, _)| range.clone()));
+    let watched = watched_of(plan);
+    let mut refused = Vec::new();
     if (!guarded.is_empty() || !watched.is_empty()) && !threads.tids.is_empty() {
         let maps = read_mappings(pid)?;
         for &tid in &threads.tids {
@@ -203,7 +206,14 @@ fn apply_stopped(
                 sp: regs.rsp,
             };
             let hit = scan_stopped_thread(
-                mem, &maps, plan, &guarded, &watched, thread, scratch, &mut live,
+                mem,
+                &maps,
+                plan,
+                &guarded,
+                &watched,
+                thread,
+                scratch,
+                (&mut live, &mut refused),
             )?;
             let Some(hit) = hit else {
                 continue;
@@ -225,12 +235,35 @@ fn apply_stopped(
         }
     }
 
+    check_refused(refused)?;
+
     // (4) Check what is there, keep it for rollback, write.
     match mode {
         Mode::Write => write_commits(mem, plan, scratch)?,
         Mode::Check => read_commits(mem, plan, scratch)?,
     }
     Ok(live)
+}
+
+/// The ranges the stack scan records: `plan.watch`, then `plan.refuse_frames` (indices past
+/// `plan.watch.len()`).
+pub(super) fn watched_of(plan: &WritePlan) -> Watched {
+    Watched::new(
+        plan.watch
+            .iter()
+            .chain(&plan.refuse_frames)
+            .map(|(range, _)| range.clone()),
+    )
+}
+
+/// Frames met in `plan.refuse_frames` (every thread scanned, each function and thread once)
+/// refuse the commit.
+pub(super) fn check_refused(refused: Vec<LiveFrame>) -> Result<(), ProcessError> {
+    if refused.is_empty() {
+        Ok(())
+    } else {
+        Err(ProcessError::FrameRefused(refused))
+    }
 }
 
 /// A stopped thread's id, program counter and stack pointer.
@@ -253,7 +286,7 @@ pub(super) fn scan_stopped_thread(
     watched: &Watched,
     thread: StoppedThread,
     scratch: &mut ApplyScratch,
-    live: &mut Vec<LiveFrame>,
+    (live, refused): (&mut Vec<LiveFrame>, &mut Vec<LiveFrame>),
 ) -> Result<Option<super::stacks::Hit>, ProcessError> {
     let mut in_use = Vec::new();
     watched.find(thread.pc, |i| in_use.push(i));
@@ -272,12 +305,25 @@ pub(super) fn scan_stopped_thread(
     )?;
     in_use.sort_unstable();
     in_use.dedup();
-    live.extend(in_use.into_iter().filter_map(|i| {
-        Some(LiveFrame {
-            function: plan.watch.get(i)?.1.clone(),
-            tid: thread.tid,
-        })
-    }));
+    let frame = |(_, name): &(Range<u64>, String)| LiveFrame {
+        function: name.clone(),
+        tid: thread.tid,
+    };
+    for i in in_use {
+        match plan.watch.get(i) {
+            Some(watched) => live.push(frame(watched)),
+            // A frame that holds what the swap must not meet: nothing is written.
+            None => {
+                let Some(range) = plan.refuse_frames.get(i - plan.watch.len()) else {
+                    continue;
+                };
+                let found = frame(range);
+                if !refused.contains(&found) {
+                    refused.push(found);
+                }
+            }
+        }
+    }
     Ok(hit)
 }
 

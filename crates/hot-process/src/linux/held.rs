@@ -32,10 +32,11 @@
 use std::time::Instant;
 
 use super::apply::{
-    read_commits, scan_stopped_thread, write_commits, Applied, ApplyScratch, Mode, StoppedThread,
+    check_refused, read_commits, scan_stopped_thread, watched_of, write_commits, Applied,
+    ApplyScratch, Mode, StoppedThread,
 };
 use super::memory::{read_mappings, ProcMem};
-use super::stacks::{Guarded, Watched};
+use super::stacks::Guarded;
 use super::threads::{list_tasks, tracer_and_state};
 use crate::{ApplyReport, Debugger, ProcessError, WritePlan};
 
@@ -168,8 +169,9 @@ pub(crate) fn apply_held(
         &plan.protected,
     );
     // Which old bodies of swapped functions are live, as in a normal apply (`apply.rs`).
-    let watched = Watched::new(plan.watch.iter().map(|(range, _)| range.clone()));
+    let watched = watched_of(plan);
     let mut live = Vec::new();
+    let mut refused = Vec::new();
     if !guarded.is_empty() || !watched.is_empty() {
         let maps = read_mappings(pid)?;
         for &(tid, sp, pc) in &threads {
@@ -185,7 +187,14 @@ pub(crate) fn apply_held(
             }
             let thread = StoppedThread { tid, pc, sp };
             let hit = scan_stopped_thread(
-                mem, &maps, plan, &guarded, &watched, thread, scratch, &mut live,
+                mem,
+                &maps,
+                plan,
+                &guarded,
+                &watched,
+                thread,
+                scratch,
+                (&mut live, &mut refused),
             )?;
             if let Some(hit) = hit {
                 let at = hit.value;
@@ -199,6 +208,8 @@ pub(crate) fn apply_held(
             }
         }
     }
+
+    check_refused(refused)?;
 
     let applied = |live| Applied {
         report: ApplyReport {

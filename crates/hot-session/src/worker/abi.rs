@@ -15,21 +15,39 @@ use hot_link::{LinkError, LinkRequest, Patch};
 use crate::program::{Program, UnitImage};
 use crate::{Diagnostic, Severity};
 
+/// A function whose frame holds an object of a type whose layout the swap changes (by
+/// value, or through a pointer, reference, array or member, as its DWARF says): a thread
+/// running it when the swap commits refuses the swap (`WritePlan::refuse_frames`), since
+/// its frame keeps the old-layout object and the swapped code it calls would read that
+/// with the new layout.
+#[derive(Clone, Debug)]
+pub(super) struct FrameGuard {
+    pub(super) change: hot_link::ChangedLayout,
+    pub(super) function: String,
+    pub(super) unit_name: String,
+    /// "`e` (`yaml_emitter_t`)", one per variable.
+    pub(super) variables: Vec<String>,
+}
+
 /// `patch` if the batch passes the checks, else the refusals (nothing has been written).
 /// `image` is the image the batch was linked into (the executable, or a library), whose
-/// DWARF names the users of a changed type.
+/// DWARF names the users of a changed type. A changed layout that passes leaves in `guards`
+/// the functions whose frames must not be live when the swap commits.
 pub(super) fn check(
     program: &Program,
     image: &UnitImage,
     requests: &[LinkRequest<'_>],
     patch: Patch,
+    guards: &mut Vec<FrameGuard>,
 ) -> Result<Patch, Vec<LinkError>> {
+    guards.clear();
     let Some(linker) = program.linker_of(image) else {
         return Ok(patch);
     };
     let started = Instant::now();
     let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         let changes = linker.abi_changes(requests, &patch);
+        let mut holders = Vec::new();
         let (users, error) = match changes.image_query() {
             None => (Vec::new(), None),
             Some((names, skip)) => {
@@ -45,13 +63,16 @@ pub(super) fn check(
                 };
                 match file {
                     Ok((path, bytes)) => {
-                        match hot_object::types::image_type_users(
+                        match hot_object::types::image_type_uses(
                             Path::new(&path),
                             &bytes,
                             &names,
                             &skip,
                         ) {
-                            Ok(users) => (users, None),
+                            Ok((users, frames)) => {
+                                holders = frames;
+                                (users, None)
+                            }
                             Err(e) => (Vec::new(), Some(e)),
                         }
                     }
@@ -59,10 +80,23 @@ pub(super) fn check(
                 }
             }
         };
-        changes.refusals(&users, error.as_deref())
+        // The new objects' own frames too: a function of a recompiled file swapped by an
+        // earlier save runs a body the executable's DWARF does not describe.
+        let changed = changes.changed_layouts();
+        let names: HashSet<&str> = changed.iter().map(|c| c.name.as_str()).collect();
+        if !names.is_empty() {
+            for request in requests {
+                holders.extend(request.object.frame_holders(&names).unwrap_or_default());
+            }
+        }
+        let guards = frame_guards(&changed, &holders);
+        (changes.refusals(&users, error.as_deref()), guards)
     }));
     let errors = match run {
-        Ok(errors) => errors,
+        Ok((errors, found)) => {
+            *guards = found;
+            errors
+        }
         Err(panic) => {
             // A bug in the checks is no reason to refuse a swap the link accepted.
             let what = panic
@@ -86,6 +120,104 @@ pub(super) fn check(
     }
 }
 
+/// One guard per function and changed type, from the frame holders the DWARF found.
+fn frame_guards(
+    changes: &[hot_link::ChangedLayout],
+    holders: &[hot_object::types::FrameHolder],
+) -> Vec<FrameGuard> {
+    let mut guards: Vec<FrameGuard> = Vec::new();
+    for holder in holders {
+        let Some(change) = changes
+            .iter()
+            .find(|c| c.name == holder.type_name && c.is_seen_as(holder.layout.as_ref()))
+        else {
+            continue;
+        };
+        let variable = match holder.variable.split_once('/') {
+            Some((inlined, name)) => format!(
+                "`{name}` (`{}`, of the call of `{}` inlined there)",
+                holder.variable_type,
+                hot_object::display_name(inlined)
+            ),
+            None => format!("`{}` (`{}`)", holder.variable, holder.variable_type),
+        };
+        match guards
+            .iter_mut()
+            .find(|g| g.function == holder.function && g.change.name == change.name)
+        {
+            Some(guard) => {
+                if !guard.variables.contains(&variable) {
+                    guard.variables.push(variable);
+                }
+            }
+            None => guards.push(FrameGuard {
+                change: change.clone(),
+                function: holder.function.clone(),
+                unit_name: holder.unit_name.clone(),
+                variables: vec![variable],
+            }),
+        }
+    }
+    guards
+}
+
+/// The code of every guarded function (its body in the image and every body an earlier
+/// patch placed for it), named after the function, for `WritePlan::refuse_frames`.
+pub(super) fn guarded_bodies(
+    program: &Program,
+    image: &UnitImage,
+    guards: &[FrameGuard],
+) -> Vec<(Range<u64>, String)> {
+    let Some(module) = program.module_of(image) else {
+        return Vec::new();
+    };
+    let names: HashSet<&str> = guards.iter().map(|g| g.function.as_str()).collect();
+    bodies_named(program, module, &names)
+}
+
+/// The refusals for the frames found in guarded functions, one per changed type, naming
+/// every function met, its threads and the variables it holds.
+pub(super) fn frame_refusals(
+    guards: &[FrameGuard],
+    frames: &[hot_process::LiveFrame],
+) -> Vec<LinkError> {
+    let mut out: Vec<(&hot_link::ChangedLayout, Vec<String>)> = Vec::new();
+    for guard in guards {
+        let tids: Vec<String> = frames
+            .iter()
+            .filter(|f| f.function == guard.function)
+            .map(|f| f.tid.to_string())
+            .collect();
+        if tids.is_empty() {
+            continue;
+        }
+        let unit = guard
+            .unit_name
+            .rsplit('/')
+            .next()
+            .unwrap_or(&guard.unit_name);
+        let holder = format!(
+            "`{}` ({unit}), running on thread{} {}, holds {} {}",
+            hot_object::display_name(&guard.function),
+            if tids.len() == 1 { "" } else { "s" },
+            tids.join(", "),
+            if guard.variables.len() == 1 {
+                "its local"
+            } else {
+                "its locals"
+            },
+            guard.variables.join(", ")
+        );
+        match out.iter_mut().find(|(c, _)| c.name == guard.change.name) {
+            Some((_, holders)) => holders.push(holder),
+            None => out.push((&guard.change, vec![holder])),
+        }
+    }
+    out.into_iter()
+        .map(|(change, holders)| change.frame_refusal(&holders.join("; ")))
+        .collect()
+}
+
 /// The code ranges that run each swapped function's current code right now: its body in the
 /// executable and every body an earlier patch placed for it (a frame of any of them still
 /// finishes there), for [`hot_process::WritePlan::watch`].
@@ -98,6 +230,15 @@ pub(super) fn old_bodies(
         return Vec::new();
     };
     let swapped: HashSet<&str> = patch.swapped.iter().map(String::as_str).collect();
+    bodies_named(program, module, &swapped)
+}
+
+/// The bodies of the functions `names` in `module` and those earlier patches placed.
+fn bodies_named(
+    program: &Program,
+    module: &hot_link::Module,
+    names: &HashSet<&str>,
+) -> Vec<(Range<u64>, String)> {
     let mut out: Vec<(Range<u64>, String)> = module
         .image
         .symbols
@@ -106,16 +247,16 @@ pub(super) fn old_bodies(
             s.defined
                 && s.kind == hot_object::SymbolKind::Function
                 && s.size > 0
-                && swapped.contains(s.name.as_str())
+                && names.contains(s.name.as_str())
         })
         .map(|s| {
             let start = module.runtime(hot_link::Vaddr(s.vaddr)).0;
             (start..start.saturating_add(s.size), s.name.clone())
         })
         .collect();
-    for name in &patch.swapped {
-        for range in program.bodies.get(name).into_iter().flatten() {
-            out.push((range.clone(), name.clone()));
+    for name in names {
+        for range in program.bodies.get(*name).into_iter().flatten() {
+            out.push((range.clone(), name.to_string()));
         }
     }
     out

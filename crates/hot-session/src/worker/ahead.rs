@@ -25,11 +25,11 @@ use hot_link::{LinkRequest, UnitRef};
 use hot_object::Object;
 
 use super::baseline::read_object;
-use super::pipeline::{grouped, link_guarded, note_diagnostics, Finding, UnitJob};
+use super::pipeline::{link_guarded, note_diagnostics, UnitJob};
 use super::{has_extension, Worker, SOURCE_EXTENSIONS};
 use crate::compile::{self, Cancel, CompileJob, CompileOutcome};
 use crate::compile_db::normalize;
-use crate::{Micros, Severity, SwapSummary};
+use crate::{Micros, SwapSummary};
 
 /// How a diagnostic of a compile ahead starts: it says what the save will do, not what
 /// happened.
@@ -351,8 +351,10 @@ impl Worker {
         // function removed but still called): what the save would be refused for shows
         // while typing, whichever check refuses it.
         let linked = linked.map(|(changes, result)| {
-            let checked =
-                result.and_then(|patch| super::abi::check(program, &image, requests, patch));
+            let checked = result.and_then(|patch| {
+                // Frames are the save's to look at, with the program stopped.
+                super::abi::check(program, &image, requests, patch, &mut Vec::new())
+            });
             (changes, checked)
         });
         drop(request);
@@ -367,16 +369,7 @@ impl Worker {
         };
         let mut diagnostics = match &result {
             Ok(patch) => note_diagnostics(patch, &source, &file),
-            Err(errors) => grouped(
-                errors.iter().filter(|e| e.unit == source).map(|e| Finding {
-                    code: e.code.diagnostic_code(),
-                    symbol: e.symbol.as_deref(),
-                    line: e.line.as_ref(),
-                    message: &e.message,
-                    severity: Severity::Error,
-                }),
-                &file,
-            ),
+            Err(errors) => super::pipeline::refusal_diagnostics(errors, &source, &file),
         };
         for d in &mut diagnostics {
             d.message.insert_str(0, ON_SAVE);

@@ -491,6 +491,8 @@ impl Worker {
         let mut pulled: Vec<(PathBuf, Vec<String>)> = Vec::new();
         let mut lookup = None;
         let mut lookup_micros = 0u64;
+        // Functions whose running frames would hold objects of a layout the swap changes.
+        let mut guards = Vec::new();
         let linked = loop {
             let Some(program) = self.program.as_mut() else {
                 return Err(());
@@ -539,7 +541,9 @@ impl Worker {
             let missing = undefined_names(&linked);
             // Changed layouts and signatures, removed functions still called (worker/abi.rs).
             let linked = linked.map(|result| {
-                result.and_then(|patch| super::abi::check(program, &image, &requests, patch))
+                result.and_then(|patch| {
+                    super::abi::check(program, &image, &requests, patch, &mut guards)
+                })
             });
             drop(requests);
             if missing.is_empty() {
@@ -577,6 +581,20 @@ impl Worker {
                 self.fail_process(&error, &format!("{what}: "));
                 return Err(());
             }
+            Err(LinkerError::LibraryNotMapped(text)) => {
+                for (file, diagnostics) in files.iter().zip(&mut diagnostics) {
+                    diagnostics.push(located(
+                        None,
+                        file,
+                        Severity::Error,
+                        crate::program::LIBRARY_NOT_MAPPED,
+                        &text,
+                    ));
+                }
+                self.publish_each(&files, diagnostics);
+                self.fail_coded(crate::program::LIBRARY_NOT_MAPPED, text);
+                return Err(());
+            }
             Err(LinkerError::Other(text)) => {
                 self.publish_each(&files, diagnostics);
                 self.fail(text);
@@ -589,19 +607,7 @@ impl Worker {
                 if let Some(lookup) = &lookup {
                     self.explain_undefined(&mut errors, lookup);
                 }
-                for (file, diagnostics) in files.iter().zip(&mut diagnostics) {
-                    let source = file.display().to_string();
-                    diagnostics.extend(grouped(
-                        errors.iter().filter(|e| e.unit == source).map(|e| Finding {
-                            code: e.code.diagnostic_code(),
-                            symbol: e.symbol.as_deref(),
-                            line: e.line.as_ref(),
-                            message: &e.message,
-                            severity: Severity::Error,
-                        }),
-                        file,
-                    ));
-                }
+                add_refusals(&files, &mut diagnostics, &errors);
                 self.publish_each(&files, diagnostics);
                 // A file saved to be linked in new (perhaps a test's source that was never
                 // meant to be): say that this is what was tried.
@@ -692,9 +698,22 @@ impl Worker {
         let mut plan = write_plan(&patch);
         if let Some(program) = self.program.as_ref() {
             plan.watch = super::abi::old_bodies(program, &image, &patch);
+            plan.refuse_frames = super::abi::guarded_bodies(program, &image, &guards);
         }
         let swap_start = Instant::now();
         let report = self.apply_with_unwind(&plan, &patch, unwinds_cxx_exceptions, &constructors);
+        if let Err(hot_process::ProcessError::FrameRefused(frames)) = &report {
+            // A changed layout whose old objects a running frame holds: refused like the
+            // link's ABI checks, on the type's declaration, the program left as it was.
+            let errors = super::abi::frame_refusals(&guards, frames);
+            add_refusals(&files, &mut diagnostics, &errors);
+            self.publish_each(&files, diagnostics);
+            self.set_state(
+                State::Running,
+                Some("the patch was refused; nothing was written".to_string()),
+            );
+            return Err(());
+        }
         if let Err(e) = &report {
             if let hot_process::ProcessError::HeldByDebugger { .. } = e {
                 self.hold_save(saved);
@@ -1072,6 +1091,36 @@ fn undefined_names<E>(
     names
 }
 
+/// The error diagnostics of refusals (`errors`), each added to the file of its unit.
+fn add_refusals(
+    files: &[PathBuf],
+    diagnostics: &mut [Vec<Diagnostic>],
+    errors: &[hot_link::LinkError],
+) {
+    for (file, diagnostics) in files.iter().zip(diagnostics) {
+        let source = file.display().to_string();
+        diagnostics.extend(refusal_diagnostics(errors, &source, file));
+    }
+}
+
+/// The error diagnostics of the refusals of unit `source`, shown in `file`.
+pub(super) fn refusal_diagnostics(
+    errors: &[hot_link::LinkError],
+    source: &str,
+    file: &Path,
+) -> Vec<Diagnostic> {
+    grouped(
+        errors.iter().filter(|e| e.unit == source).map(|e| Finding {
+            code: e.code.diagnostic_code(),
+            symbol: e.symbol.as_deref(),
+            line: e.line.as_ref(),
+            message: &e.message,
+            severity: Severity::Error,
+        }),
+        file,
+    )
+}
+
 /// The process side's plan for a patch: arena writes and slot copies first, then the
 /// in-place data and the entries in one atomic commit.
 fn write_plan(patch: &hot_link::Patch) -> WritePlan {
@@ -1100,6 +1149,7 @@ fn write_plan(patch: &hot_link::Patch) -> WritePlan {
         commit: patch.entries.iter().map(entry_write).collect(),
         protected: patch.protected.iter().map(|r| r.start.0..r.end.0).collect(),
         watch: Vec::new(),
+        refuse_frames: Vec::new(),
     }
 }
 
@@ -1148,6 +1198,7 @@ fn process_error_code(e: &hot_process::ProcessError) -> Option<&'static str> {
         | hot_process::ProcessError::Unexpected { .. }
         | hot_process::ProcessError::Other(_)
         | hot_process::ProcessError::CallStillRunning(_)
+        | hot_process::ProcessError::FrameRefused(_)
         | hot_process::ProcessError::HeldByDebugger { .. } => None,
     }
 }
