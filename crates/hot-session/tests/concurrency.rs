@@ -10,7 +10,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{field, Fixture};
-use hot_session::{Phase, Progress, SessionEvent, Severity, State};
+use hot_session::{Command, Phase, Progress, SessionEvent, Severity, State};
 
 /// `return x * {factor};` as compute's body in basic's main.c.
 fn set_factor(f: &Fixture, factor: u32) {
@@ -173,9 +173,19 @@ enum DuringCompile {
 /// program's output reaches the client meanwhile, not after the swap (47 s of silence on a
 /// file of 1,500 functions), every line once and in order; a program that exits during the
 /// compile is the save's outcome, not a swap into a dead pid.
-fn check_save_while_the_program_runs(during: DuringCompile) {
-    let mut f = Fixture::launch("slowsave");
-    let pid = f.pid.expect("launched");
+/// Creates `go` when dropped, so a failed assertion lets the held compile go at once
+/// instead of leaving the session's shutdown waiting for gatedcc's 5 minutes.
+struct ReleaseOnDrop(std::path::PathBuf);
+
+impl Drop for ReleaseOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::write(&self.0, "");
+    }
+}
+
+/// Save slowsave's main.c with `compute` changed, and wait until gatedcc holds its compile
+/// and the program printed a line since (`compiling=1`); the log's length at the save.
+fn save_and_hold(f: &mut Fixture) -> usize {
     f.edit("main.c", "return x * 1;", "return x * 2;");
     f.save("main.c");
     let from = f.log.len();
@@ -196,7 +206,41 @@ fn check_save_while_the_program_runs(during: DuringCompile) {
     f.fresh_output.clear();
     f.wait_output("compiling=1");
     assert!(!f.path("go").exists());
-    let ended = |f: &Fixture| {
+    from
+}
+
+/// Wait until `path` exists (a fixture's own marker: no session event tells it).
+fn wait_for_file(path: &std::path::Path) {
+    let deadline = Instant::now() + common::TIMEOUT;
+    while !path.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "no {} within {:?}",
+            path.display(),
+            common::TIMEOUT
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Wait until process `pid` is gone (reaped by the session's tracer), not merely said
+/// goodbye.
+fn wait_gone(pid: i32) {
+    let deadline = Instant::now() + common::TIMEOUT;
+    while std::path::Path::new(&format!("/proc/{pid}")).exists() {
+        assert!(Instant::now() < deadline, "pid {pid} still exists");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn check_save_while_the_program_runs(during: DuringCompile) {
+    let mut f = Fixture::launch("slowsave");
+    let _release = ReleaseOnDrop(f.path("go"));
+    let pid = f.pid.expect("launched");
+    let from = save_and_hold(&mut f);
+    let ended = |f: &mut Fixture| {
+        // Every event sent so far, not only those a wait happened to read.
+        f.drain();
         f.log[from..].iter().any(|e| {
             matches!(
                 e,
@@ -204,17 +248,15 @@ fn check_save_while_the_program_runs(during: DuringCompile) {
             )
         })
     };
-    assert!(!ended(&f), "{during:?}: the save ended without its compile");
+    assert!(
+        !ended(&mut f),
+        "{during:?}: the save ended without its compile"
+    );
     if during == DuringCompile::Exits {
         f.write("exit-now", "");
         f.wait_output("exiting");
-        // Gone (reaped by the session's tracer), not merely said goodbye.
-        let deadline = Instant::now() + common::TIMEOUT;
-        while std::path::Path::new(&format!("/proc/{pid}")).exists() {
-            assert!(Instant::now() < deadline, "pid {pid} still exists");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        assert!(!ended(&f), "the save ended without its compile");
+        wait_gone(pid);
+        assert!(!ended(&mut f), "the save ended without its compile");
     }
     // The figure, for the report: how much output reached the client during the compile.
     let printed = f.log[from..]
@@ -279,4 +321,127 @@ fn output_keeps_flowing_while_a_save_compiles() {
     for during in [DuringCompile::Prints, DuringCompile::Exits] {
         check_save_while_the_program_runs(during);
     }
+}
+
+/// The events after `from` that are the end of a save, and the swaps.
+fn save_ends(f: &Fixture, from: usize) -> (Vec<String>, Vec<hot_session::SwapSummary>) {
+    let mut ends = Vec::new();
+    let mut swaps = Vec::new();
+    for e in &f.log[from..] {
+        match e {
+            SessionEvent::Progress(Progress::End { message }) => ends.push(message.clone()),
+            SessionEvent::Swap(s) => swaps.push(s.clone()),
+            _ => {}
+        }
+    }
+    (ends, swaps)
+}
+
+/// A restart queued behind a save, the program exiting while that save's compile is held
+/// and the compile failing: the exit kept during the compile was delivered after the
+/// restart had launched the program again, and dropped (killed) the new one. The relaunched
+/// program must keep running: the pid it was launched with, its output going on, the
+/// session running it.
+#[test]
+fn a_restart_behind_a_save_keeps_the_program_it_relaunches() {
+    let mut f = Fixture::launch("slowsave");
+    let _release = ReleaseOnDrop(f.path("go"));
+    let old = f.pid.expect("launched");
+    save_and_hold(&mut f);
+    // Queued while the worker waits for the first save's compile: taken together, the
+    // restart behind the second save (coalesced), whose compile is held next and fails.
+    f.write("fail", "");
+    f.send(Command::Saved(f.path("main.c")));
+    f.send(Command::Restart);
+    std::fs::remove_file(f.path("compile-started")).expect("remove compile-started");
+    f.write("pass", "");
+    f.wait("the first save to end", |e| {
+        matches!(e, SessionEvent::Progress(Progress::End { .. })).then_some(())
+    });
+    wait_for_file(&f.path("compile-started"));
+    // The second save's compile is held: the program exits during it.
+    f.write("exit-now", "");
+    f.wait_output("exiting");
+    wait_gone(old);
+    std::fs::remove_file(f.path("exit-now")).expect("remove exit-now");
+    f.write("go", "");
+    let new = f.wait("the relaunch", |e| match e {
+        SessionEvent::Launched { pid } => Some(*pid),
+        _ => None,
+    });
+    assert_ne!(new, old);
+    // 25 lines of the new program (0.5 s), or its end.
+    let mut lines = 0;
+    let exited = f.wait("the relaunched program's output", |e| match e {
+        SessionEvent::Exited { .. } => Some(Some(format!("{e:?}"))),
+        SessionEvent::Output { .. } => {
+            lines += 1;
+            (lines >= 25).then_some(None)
+        }
+        _ => None,
+    });
+    assert_eq!(
+        exited, None,
+        "the relaunched program (pid {new}) was dropped"
+    );
+    assert!(
+        std::path::Path::new(&format!("/proc/{new}")).exists(),
+        "the relaunched program (pid {new}) is gone"
+    );
+    f.drain();
+    let status = f.session.as_ref().expect("session").status();
+    assert_eq!(
+        (status.state, status.pid),
+        (State::Running, Some(new)),
+        "{status:?}"
+    );
+}
+
+/// The program calls exec while a save's compile is held: nothing is written into the
+/// image it left, and the save is made again, once, in the new one (same pid); hot-lsp says
+/// so as soon as it reads the exec, which the test waits for before it lets the compile go.
+#[test]
+fn an_exec_during_a_save_makes_the_save_again_in_the_new_image() {
+    let mut f = Fixture::launch("slowsave");
+    let _release = ReleaseOnDrop(f.path("go"));
+    let from = save_and_hold(&mut f);
+    f.write("exec-now", "");
+    let notice = f.wait("the exec noticed during the compile", |e| match e {
+        SessionEvent::Message { text, .. } if text.contains("during a compile") => {
+            Some(text.clone())
+        }
+        _ => None,
+    });
+    assert!(notice.contains("called exec"), "{notice}");
+    let (ends, swaps) = save_ends(&f, from);
+    assert!(ends.is_empty() && swaps.is_empty(), "{ends:?} {swaps:?}");
+    f.write("go", "");
+    let swap = f.wait_swap();
+    assert_eq!(swap.swapped, ["compute"], "{swap:?}");
+    // Two saves' ends: the one the exec interrupted, and the one made again (which swapped).
+    f.wait("the second save's end", |e| {
+        matches!(e, SessionEvent::Progress(Progress::End { .. })).then_some(())
+    });
+    let line = f.wait_output("compute=20");
+    assert_eq!(field(&line, "gen"), "1", "{line}");
+    f.assert_same_process();
+    f.drain();
+    let (ends, swaps) = save_ends(&f, from);
+    assert_eq!(ends.len(), 2, "{ends:?}");
+    assert_eq!(swaps.len(), 1, "{swaps:?}");
+    // A later save is made once: nothing of the exec is left over.
+    let before = f.log.len();
+    f.edit("main.c", "return x * 2;", "return x * 3;");
+    f.save("main.c");
+    f.wait_swap();
+    f.wait("the later save's end", |e| {
+        matches!(e, SessionEvent::Progress(Progress::End { .. })).then_some(())
+    });
+    f.wait_output("compute=30");
+    f.drain();
+    let begins = f.log[before..]
+        .iter()
+        .filter(|e| matches!(e, SessionEvent::Progress(Progress::Begin { .. })))
+        .count();
+    assert_eq!(begins, 1, "the later save was made {begins} times");
 }

@@ -29,7 +29,7 @@ use super::pipeline::{grouped, link_guarded, note_diagnostics, Finding, UnitJob}
 use super::{has_extension, Worker, SOURCE_EXTENSIONS};
 use crate::compile::{self, Cancel, CompileJob, CompileOutcome};
 use crate::compile_db::normalize;
-use crate::{Micros, Severity, SwapSummary};
+use crate::{Micros, Severity};
 
 /// How a diagnostic of a compile ahead starts: it says what the save will do, not what
 /// happened.
@@ -431,7 +431,7 @@ impl Worker {
         &mut self,
         file: &Path,
         ready: Ready,
-    ) -> Result<Option<SwapSummary>, ()> {
+    ) -> super::pipeline::SwapResult {
         let Ready {
             unit,
             outcome,

@@ -152,11 +152,10 @@ struct Worker {
     /// A process event other than output that came while the worker waited for a compile
     /// (`forward_output_until`): from then on nothing more of the program is read until it
     /// is handled, so output after it never goes ahead of it. A save handles it before it
-    /// links and before it writes (`program_left`); the loop, before anything else.
+    /// links and before it writes (`program_left`); the loop, before anything else. It is
+    /// about the process `process_events` comes from: replacing that process forgets it
+    /// (`stop_program`, `adopt`).
     deferred: Option<ProcessEvent>,
-    /// The program called `exec` during a save, which wrote nothing: the save is made again,
-    /// once, in the new image (`on_saved`).
-    save_again: bool,
 }
 
 /// How often idle time looks whether the dynamic linker has finished.
@@ -206,7 +205,6 @@ pub(crate) fn run(
         unit_index: HashMap::new(),
         ahead: ahead::Ahead::default(),
         deferred: None,
-        save_again: false,
     };
     worker.reload_config();
     if worker.opted_in
@@ -297,6 +295,11 @@ pub(crate) fn run(
                 if !output && !matches!(event, Event::Baseline(_)) {
                     worker.settle_baseline();
                 }
+                // What the program did while the worker waited comes first: a restart or an
+                // attach must not see the old process's exit after it replaced it.
+                if !matches!(event, Event::Command(Command::Saved(_))) {
+                    worker.handle_deferred();
+                }
                 event
             }
         };
@@ -324,6 +327,9 @@ pub(crate) fn run(
                 for file in saved {
                     worker.on_saved(&file);
                 }
+                // A save that ended before it looked (a file that does not compile) leaves
+                // it pending: the commands queued behind the saves come after it.
+                worker.handle_deferred();
                 let mut stop = false;
                 for command in rest {
                     if command == Command::Shutdown {
@@ -343,6 +349,11 @@ pub(crate) fn run(
             Event::Ahead(done) => worker.on_ahead_done(done),
             Event::Idle => {
                 worker.retry_held_saves();
+                // The program's event the retried saves left pending comes first, before
+                // any background work for a program that may be gone.
+                if worker.deferred.is_some() {
+                    continue;
+                }
                 // The linker first: it takes milliseconds, a baseline takes a compile; a
                 // compile ahead runs beside the worker.
                 worker.try_prepare_linker();
@@ -379,7 +390,20 @@ impl Worker {
                 recv(done) -> result => return result,
                 recv(events) -> event => match event {
                     Ok(output @ ProcessEvent::Output { .. }) => self.on_process_event(output),
-                    Ok(other) => self.deferred = Some(other),
+                    Ok(other) => {
+                        if let ProcessEvent::Exec { path } = &other {
+                            // Handled once the compile ends; said now, since the program's
+                            // output stops reaching the client until then.
+                            self.message(
+                                Severity::Information,
+                                format!(
+                                    "the program called exec ({path}) during a compile: \
+                                     hot-lsp reads its new image once the compile ends"
+                                ),
+                            );
+                        }
+                        self.deferred = Some(other)
+                    }
                     // The owner thread is gone without an exit notice: an exit, as in the loop.
                     Err(_) => {
                         self.deferred = Some(ProcessEvent::Exited {
@@ -389,6 +413,13 @@ impl Worker {
                     }
                 },
             }
+        }
+    }
+
+    /// Handle the program's event kept while the worker waited (`deferred`), if any.
+    fn handle_deferred(&mut self) {
+        if let Some(event) = self.deferred.take() {
+            self.on_process_event(event);
         }
     }
 

@@ -35,6 +35,26 @@ pub(super) fn max_jobs() -> usize {
         .min(MAX_JOBS)
 }
 
+/// What a swap gives: `Ok(None)`, compiled and nothing to swap.
+pub(super) type SwapResult = Result<Option<SwapSummary>, Refused>;
+
+/// Why a swap wrote nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Refused {
+    /// Said already (a message, the files' diagnostics).
+    Failed,
+    /// The program the swap was for exited or called exec while it compiled.
+    Left(ProgramLeft),
+}
+
+/// How the program a save was for left while the save compiled (`Worker::program_left`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum ProgramLeft {
+    Exited,
+    /// The same process runs a new image: the save is made again in it.
+    Exec,
+}
+
 /// One file to compile for a swap.
 pub(super) struct UnitJob {
     pub(super) file: PathBuf,
@@ -67,56 +87,56 @@ pub(super) struct Compiled {
 
 impl Worker {
     pub(super) fn on_saved(&mut self, file: &Path) {
-        self.save(file);
         // The program called exec during the save, which wrote nothing: its new image gets
         // the save now (once: a program that keeps re-executing itself is said so again).
-        if std::mem::take(&mut self.save_again) && self.program.is_some() {
+        // Told by this save's own result, so an exec during another swap (a relaunch's
+        // replay) never makes a later save twice.
+        if self.save(file) == Some(ProgramLeft::Exec) && self.program.is_some() {
             self.save(file);
-            self.save_again = false;
         }
     }
 
-    fn save(&mut self, file: &Path) {
+    /// Whether the program left during the save (`program_left`).
+    fn save(&mut self, file: &Path) -> Option<ProgramLeft> {
         if !self.opted_in {
-            return;
+            return None;
         }
         let file = normalize(file);
         // This save supersedes one held back by a debugger.
         self.held_saves.retain(|held| *held != file);
         if file == self.options.root.join(config::CONFIG_FILE) {
             self.reload_config();
-            return;
+            return None;
         }
         if has_extension(&file, HEADER_EXTENSIONS) {
-            self.on_header_saved(&file);
-            return;
+            return self.on_header_saved(&file);
         }
         if !has_extension(&file, SOURCE_EXTENSIONS) {
-            return;
+            return None;
         }
         // The text on disk compiled already while the user paused typing (`ahead.rs`).
         if let Some(ready) = self.take_compiled_ahead(&file) {
             let files = std::slice::from_ref(&file);
-            self.with_progress(&file, files, |worker| {
+            return self.with_progress(&file, files, |worker| {
                 worker.swap_compiled_ahead(&file, ready)
             });
-            return;
         }
-        self.swap_with_progress(&file, std::slice::from_ref(&file));
+        self.swap_with_progress(&file, std::slice::from_ref(&file))
     }
 
     /// Swap `files` as one, between a progress begin and end titled by `saved`.
-    fn swap_with_progress(&mut self, saved: &Path, files: &[PathBuf]) {
-        self.with_progress(saved, files, |worker| worker.swap_files(saved, files));
+    fn swap_with_progress(&mut self, saved: &Path, files: &[PathBuf]) -> Option<ProgramLeft> {
+        self.with_progress(saved, files, |worker| worker.swap_files(saved, files))
     }
 
-    /// Run `swap` (of `files`) between a progress begin and end titled by `saved`.
+    /// Run `swap` (of `files`) between a progress begin and end titled by `saved`; whether
+    /// the program left meanwhile.
     pub(super) fn with_progress(
         &mut self,
         saved: &Path,
         files: &[PathBuf],
-        swap: impl FnOnce(&mut Self) -> Result<Option<SwapSummary>, ()>,
-    ) {
+        swap: impl FnOnce(&mut Self) -> SwapResult,
+    ) -> Option<ProgramLeft> {
         let name = saved
             .file_name()
             .map(|f| f.to_string_lossy().into_owned())
@@ -134,15 +154,19 @@ impl Worker {
                 summary.micros.swap
             ),
             Ok(None) => "compiled".to_string(),
-            Err(()) => "failed".to_string(),
+            Err(_) => "failed".to_string(),
         };
         self.emit(SessionEvent::Progress(Progress::End { message: end }));
+        match result {
+            Err(Refused::Left(left)) => Some(left),
+            _ => None,
+        }
     }
 
     /// A saved header: every translation unit of the running program that includes it
     /// (directly or not, as their last compile's dependency list says) is recompiled and
     /// swapped in one patch. A header no unit includes gets an information diagnostic.
-    fn on_header_saved(&mut self, header: &Path) {
+    fn on_header_saved(&mut self, header: &Path) -> Option<ProgramLeft> {
         if self.program.is_none() {
             self.message(
                 Severity::Information,
@@ -151,7 +175,7 @@ impl Worker {
                     header.display()
                 ),
             );
-            return;
+            return None;
         }
         // Files no compile has told the includes of yet (their baseline is still queued,
         // or was not made): a preprocessor run says, whether or not they compile now.
@@ -192,7 +216,7 @@ impl Worker {
                 State::Running,
                 Some("the saved header is not included by the running program".into()),
             );
-            return;
+            return None;
         }
         // An earlier "not included" is no longer true. Only then is the header's list
         // published here: the swap publishes it with what its includers say now, and a list
@@ -205,7 +229,7 @@ impl Worker {
         if said_before {
             self.publish(header, header, Vec::new());
         }
-        self.swap_with_progress(header, &includers);
+        self.swap_with_progress(header, &includers)
     }
 
     pub(super) fn progress(&self, phase: Phase, message: &str) {
@@ -216,7 +240,7 @@ impl Worker {
     }
 
     /// Compile, link and swap one saved file. `Ok(None)`: compiled, nothing was swapped.
-    pub(super) fn compile_link_swap(&mut self, file: &Path) -> Result<Option<SwapSummary>, ()> {
+    pub(super) fn compile_link_swap(&mut self, file: &Path) -> SwapResult {
         self.swap_files(file, std::slice::from_ref(&file.to_owned()))
     }
 
@@ -297,18 +321,14 @@ impl Worker {
     /// saved source file (`files` = `[saved]`), or the includers of the saved header. A
     /// file that does not compile refuses the whole swap with nothing written.
     /// `Ok(None)`: compiled, nothing was swapped.
-    pub(super) fn swap_files(
-        &mut self,
-        saved: &Path,
-        files: &[PathBuf],
-    ) -> Result<Option<SwapSummary>, ()> {
+    pub(super) fn swap_files(&mut self, saved: &Path, files: &[PathBuf]) -> SwapResult {
         let mut units = Vec::with_capacity(files.len());
         for file in files {
             match self.unit_job(file) {
                 Ok(unit) => units.push(unit),
                 Err(e) => {
                     self.fail(e);
-                    return Err(());
+                    return Err(Refused::Failed);
                 }
             }
         }
@@ -339,6 +359,21 @@ impl Worker {
         for c in &compiled {
             if let Some(deps) = &c.deps {
                 self.dependencies.insert(c.unit.file.clone(), deps.clone());
+            }
+        }
+        // The program exited or called exec while the files compiled: nothing more is done
+        // for it (no baselines of the includers, no link), whether or not they compiled; an
+        // event left pending here would otherwise outlive the save (a restart after it).
+        if self.deferred.is_some() {
+            let (files, mut diagnostics): (Vec<PathBuf>, Vec<Vec<Diagnostic>>) = compiled
+                .iter()
+                .filter_map(|c| {
+                    let outcome = c.outcome.as_ref().ok()?;
+                    Some((c.unit.file.clone(), outcome.diagnostics.clone()))
+                })
+                .unzip();
+            if let Some(left) = self.program_left(saved, &files, &mut diagnostics) {
+                return Err(Refused::Left(left));
             }
         }
         // Every file compiled (and its diagnostics are fresh), or nothing is swapped.
@@ -397,7 +432,7 @@ impl Worker {
                     Some(format!("{} does not compile: {together}", names.join(", "))),
                 );
             }
-            return Err(());
+            return Err(Refused::Failed);
         }
         let micros = Micros {
             compile: compile_wall,
@@ -417,13 +452,13 @@ impl Worker {
         mut ready: Vec<(UnitJob, CompileOutcome, Object)>,
         mut micros: Micros,
         mut prelinked: Option<hot_link::Patch>,
-    ) -> Result<Option<SwapSummary>, ()> {
+    ) -> SwapResult {
         if let Err(e) = self.refuse_other_programs(&ready) {
             for (unit, outcome, _) in &ready {
                 self.publish(&unit.file, &unit.file, outcome.diagnostics.clone());
             }
             self.fail(e);
-            return Err(());
+            return Err(Refused::Failed);
         }
         // What runs, compiled with the same flags (now, if it is still in the queue; the
         // includers of a header saved right after launch, in parallel).
@@ -471,11 +506,11 @@ impl Worker {
                 other.file.display(),
                 name(&other.image)
             ));
-            return Err(());
+            return Err(Refused::Failed);
         }
         // The program exited or called exec while the save compiled: nothing to link for.
-        if self.program_left(saved, &files, &mut diagnostics) {
-            return Err(());
+        if let Some(left) = self.program_left(saved, &files, &mut diagnostics) {
+            return Err(Refused::Left(left));
         }
         self.progress(Phase::Link, "linking");
         let link_start = Instant::now();
@@ -486,7 +521,7 @@ impl Worker {
         let mut lookup_micros = 0u64;
         let linked = loop {
             let Some(program) = self.program.as_mut() else {
-                return Err(());
+                return Err(Refused::Failed);
             };
             let requests: Vec<LinkRequest> = ready
                 .iter()
@@ -568,12 +603,12 @@ impl Worker {
                 }
                 self.publish_each(&files, diagnostics);
                 self.fail_process(&error, &format!("{what}: "));
-                return Err(());
+                return Err(Refused::Failed);
             }
             Err(LinkerError::Other(text)) => {
                 self.publish_each(&files, diagnostics);
                 self.fail(text);
-                return Err(());
+                return Err(Refused::Failed);
             }
         };
         let patch = match result {
@@ -611,7 +646,7 @@ impl Worker {
                     _ => "the patch was refused; nothing was written".to_string(),
                 };
                 self.set_state(State::Running, Some(text));
-                return Err(());
+                return Err(Refused::Failed);
             }
         };
         micros.link = (link_start.elapsed().as_micros() as u64).saturating_sub(lookup_micros);
@@ -677,8 +712,8 @@ impl Worker {
         }
 
         // ... or while the files the link pulled in compiled: nothing is written.
-        if self.program_left(saved, &files, &mut diagnostics) {
-            return Err(());
+        if let Some(left) = self.program_left(saved, &files, &mut diagnostics) {
+            return Err(Refused::Left(left));
         }
         self.set_state(State::Swapping, None);
         self.progress(Phase::Swap, "swapping");
@@ -702,12 +737,12 @@ impl Worker {
             }
             self.publish_each(&files, diagnostics);
             self.fail_process(e, "");
-            return Err(());
+            return Err(Refused::Failed);
         }
         let live = report.map(|r| r.live).unwrap_or_default();
         let Some(program) = self.program.as_mut() else {
             self.publish_each(&files, diagnostics);
-            return Err(());
+            return Err(Refused::Failed);
         };
         micros.swap = swap_start.elapsed().as_micros() as u64;
         if let Some(linker) = program.linker_of_mut(&image) {
@@ -725,7 +760,7 @@ impl Worker {
         let debugger_entry = self.announce_to_debuggers(&patch);
         let Some(program) = self.program.as_mut() else {
             self.publish_each(&files, diagnostics);
-            return Err(());
+            return Err(Refused::Failed);
         };
         let build_id = program
             .image
@@ -811,30 +846,27 @@ impl Worker {
     /// (`Worker::deferred`), in its place: before the save links or writes. Whether the
     /// program the save was for is gone — it exited (the save's outcome is `process-exited`,
     /// said on each file too, as a write refused for that reason is) or called exec (the save
-    /// is made again in the new image: `save_again`); each file's list is published then.
+    /// is made again in the new image by `on_saved`); each file's list is published then.
     fn program_left(
         &mut self,
         saved: &Path,
         files: &[PathBuf],
         diagnostics: &mut [Vec<Diagnostic>],
-    ) -> bool {
-        let Some(event) = self.deferred.take() else {
-            return false;
-        };
-        let exec = match &event {
-            ProcessEvent::Exited { .. } => false,
-            ProcessEvent::Exec { .. } => true,
+    ) -> Option<ProgramLeft> {
+        let event = self.deferred.take()?;
+        let left = match &event {
+            ProcessEvent::Exited { .. } => ProgramLeft::Exited,
+            ProcessEvent::Exec { .. } => ProgramLeft::Exec,
             // Output is forwarded, never deferred.
             ProcessEvent::Output { .. } => {
                 self.on_process_event(event);
-                return false;
+                return None;
             }
         };
         self.on_process_event(event);
         let name = saved.display();
-        if exec {
+        if left == ProgramLeft::Exec {
             // The save made again publishes the files' lists: not now as well.
-            self.save_again = true;
             self.message(
                 Severity::Information,
                 format!(
@@ -842,7 +874,7 @@ impl Worker {
                      the save is made again in its new image"
                 ),
             );
-            return true;
+            return Some(left);
         }
         let text = format!("the program exited while {name} was compiled: nothing was swapped");
         let exited = hot_process::ProcessError::Exited.code();
@@ -856,7 +888,7 @@ impl Worker {
             s.code = Some(exited.to_owned());
         });
         self.message(Severity::Error, text);
-        true
+        Some(left)
     }
 
     /// Publish the diagnostics of each file (compiled as its own translation unit), all
