@@ -183,6 +183,13 @@ impl Drop for ReleaseOnDrop {
     }
 }
 
+/// The slowsave fixture launched, and what lets its held compiles go if the test fails.
+fn launch_slowsave() -> (Fixture, ReleaseOnDrop) {
+    let f = Fixture::launch("slowsave");
+    let release = ReleaseOnDrop(f.path("go"));
+    (f, release)
+}
+
 /// Save slowsave's main.c with `compute` changed, and wait until gatedcc holds its compile
 /// and the program printed a line since (`compiling=1`); the log's length at the save.
 fn save_and_hold(f: &mut Fixture) -> usize {
@@ -234,8 +241,7 @@ fn wait_gone(pid: i32) {
 }
 
 fn check_save_while_the_program_runs(during: DuringCompile) {
-    let mut f = Fixture::launch("slowsave");
-    let _release = ReleaseOnDrop(f.path("go"));
+    let (mut f, _release) = launch_slowsave();
     let pid = f.pid.expect("launched");
     let from = save_and_hold(&mut f);
     let ended = |f: &mut Fixture| {
@@ -344,8 +350,7 @@ fn save_ends(f: &Fixture, from: usize) -> (Vec<String>, Vec<hot_session::SwapSum
 /// session running it.
 #[test]
 fn a_restart_behind_a_save_keeps_the_program_it_relaunches() {
-    let mut f = Fixture::launch("slowsave");
-    let _release = ReleaseOnDrop(f.path("go"));
+    let (mut f, _release) = launch_slowsave();
     let old = f.pid.expect("launched");
     save_and_hold(&mut f);
     // Queued while the worker waits for the first save's compile: taken together, the
@@ -402,8 +407,7 @@ fn a_restart_behind_a_save_keeps_the_program_it_relaunches() {
 /// so as soon as it reads the exec, which the test waits for before it lets the compile go.
 #[test]
 fn an_exec_during_a_save_makes_the_save_again_in_the_new_image() {
-    let mut f = Fixture::launch("slowsave");
-    let _release = ReleaseOnDrop(f.path("go"));
+    let (mut f, _release) = launch_slowsave();
     let from = save_and_hold(&mut f);
     f.write("exec-now", "");
     let notice = f.wait("the exec noticed during the compile", |e| match e {
@@ -444,4 +448,52 @@ fn an_exec_during_a_save_makes_the_save_again_in_the_new_image() {
         .filter(|e| matches!(e, SessionEvent::Progress(Progress::Begin { .. })))
         .count();
     assert_eq!(begins, 1, "the later save was made {begins} times");
+}
+
+/// The processes whose command line names `needle` and the fixture's folder.
+fn processes_running(f: &Fixture, needle: &str) -> Vec<i32> {
+    let dir = f.dir.path().display().to_string();
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").expect("read /proc").flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse().ok()) else {
+            continue;
+        };
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        let cmdline = String::from_utf8_lossy(&cmdline);
+        if cmdline.contains(needle) && cmdline.contains(&dir) {
+            found.push(pid);
+        }
+    }
+    found
+}
+
+/// The session ends while gatedcc holds a save's compile: the worker, which reads no
+/// commands while it waits, stops the compile (its whole process group) and the shutdown
+/// returns at once instead of after the compile (gatedcc holds it 5 minutes), leaving no
+/// compiler and no program behind.
+#[test]
+fn a_shutdown_during_a_save_compile_stops_the_compile() {
+    let (mut f, _release) = launch_slowsave();
+    let program = f.pid.expect("launched");
+    save_and_hold(&mut f);
+    let compilers = processes_running(&f, "gatedcc");
+    assert!(!compilers.is_empty(), "no gatedcc holds the compile");
+    let session = f.session.take().expect("session");
+    let (done, ended) = crossbeam_channel::bounded(1);
+    let started = Instant::now();
+    std::thread::spawn(move || {
+        session.shutdown();
+        let _ = done.send(());
+    });
+    ended
+        .recv_timeout(common::TIMEOUT)
+        .expect("the shutdown waited for the held compile");
+    eprintln!("shutdown during a held compile: {:?}", started.elapsed());
+    for pid in compilers.into_iter().chain([program]) {
+        wait_gone(pid);
+    }
+    assert!(
+        !f.path("go").exists(),
+        "the compile was let go, not stopped"
+    );
 }

@@ -418,7 +418,8 @@ impl Worker {
         let Some(job) = self.baseline_job(file)? else {
             return Ok(());
         };
-        let run = self.while_forwarding(|| run_baseline(&job, &Cancel::default()));
+        let stopping = self.stopping.clone();
+        let run = self.while_forwarding(|| run_baseline(&job, &stopping));
         self.finish_baseline(job, run)
     }
 
@@ -521,10 +522,9 @@ impl Worker {
                 prepared.len()
             ),
         );
+        let stopping = self.stopping.clone();
         let runs = self.while_forwarding(|| {
-            super::pipeline::in_parallel(&prepared, jobs, |job| {
-                run_baseline(job, &Cancel::default())
-            })
+            super::pipeline::in_parallel(&prepared, jobs, |job| run_baseline(job, &stopping))
         });
         for (job, run) in prepared.into_iter().zip(runs) {
             let file = job.file.clone();
@@ -758,8 +758,8 @@ pub(super) struct BaselineJob {
 pub(super) struct BaselineInFlight {
     file: PathBuf,
     pub(super) result: crossbeam_channel::Receiver<BaselineDone>,
-    /// Kills its compiler (`abandon_baseline`).
-    cancel: Cancel,
+    /// Kills its compiler (`abandon_baseline`, or the session ending during a wait).
+    pub(super) cancel: Cancel,
 }
 
 /// A finished baseline compile: what was compiled and what it gave.

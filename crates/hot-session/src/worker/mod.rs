@@ -156,6 +156,13 @@ struct Worker {
     /// about the process `process_events` comes from: replacing that process forgets it
     /// (`stop_program`, `adopt`).
     deferred: Option<ProcessEvent>,
+    /// Disconnects as the session ends: a wait for compiles (`forward_output_until`) then
+    /// kills them (`stopping`) and the session's shutdown does not wait for them.
+    ending: Receiver<()>,
+    /// Every compile the worker waits for runs with it (a save's, the baselines it needs,
+    /// the files a link pulls in): cancelled as the session ends, and then nothing more is
+    /// done for the save.
+    stopping: crate::compile::Cancel,
 }
 
 /// How often idle time looks whether the dynamic linker has finished.
@@ -164,13 +171,16 @@ const PREPARE_POLL: std::time::Duration = std::time::Duration::from_millis(10);
 /// How often a save held back by a debugger looks whether the program is stopped now.
 const DEBUGGER_POLL: std::time::Duration = std::time::Duration::from_millis(100);
 
+/// `commands`, and a channel that disconnects as the session ends (`Session::ending`).
 pub(crate) fn run(
     options: SessionOptions,
-    commands: Receiver<Command>,
+    (commands, ending): (Receiver<Command>, Receiver<()>),
     events: Sender<SessionEvent>,
     status: Arc<Mutex<Status>>,
 ) {
     let mut worker = Worker {
+        ending,
+        stopping: crate::compile::Cancel::default(),
         client_config: options.client_config.clone(),
         options,
         events,
@@ -382,12 +392,23 @@ impl Worker {
         done: &Receiver<T>,
     ) -> Result<T, crossbeam_channel::RecvError> {
         loop {
-            if self.deferred.is_some() {
-                return done.recv();
-            }
-            let events = self.process_events.clone();
+            // Once an event is kept, nothing more of the program is read until it is handled.
+            let events = match self.deferred {
+                Some(_) => crossbeam_channel::never(),
+                None => self.process_events.clone(),
+            };
+            let ending = self.ending.clone();
             crossbeam_channel::select! {
                 recv(done) -> result => return result,
+                // Only ever disconnected: the session ends. The compiles die; what waited
+                // for them sees `stopping` and does nothing more.
+                recv(ending) -> _ => {
+                    self.stopping.cancel();
+                    if let Some(in_flight) = &self.baseline_in_flight {
+                        in_flight.cancel.cancel();
+                    }
+                    self.ending = crossbeam_channel::never();
+                }
                 recv(events) -> event => match event {
                     Ok(output @ ProcessEvent::Output { .. }) => self.on_process_event(output),
                     Ok(other) => {

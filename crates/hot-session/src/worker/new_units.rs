@@ -252,9 +252,9 @@ impl Worker {
         }
         let started = SystemTime::now();
         let count = jobs.len();
-        let events = self.events.clone();
-        let compiled =
-            self.while_forwarding(move || compile_all(jobs, max_jobs().min(count), &events));
+        let (events, stopping) = (self.events.clone(), self.stopping.clone());
+        let compiled = self
+            .while_forwarding(move || compile_all(jobs, max_jobs().min(count), &events, &stopping));
         for c in compiled {
             let flags = c.unit.job.flags().to_vec();
             let deps = c.deps.unwrap_or_default();

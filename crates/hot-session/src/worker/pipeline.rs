@@ -19,7 +19,7 @@ use hot_process::{ProcessEvent, WritePlan};
 
 use super::baseline::read_object;
 use super::{has_extension, Baseline, Worker, HEADER_EXTENSIONS, SOURCE_EXTENSIONS};
-use crate::compile::{self, CompileJob, CompileOutcome};
+use crate::compile::{self, Cancel, CompileJob, CompileOutcome};
 use crate::compile_db::normalize;
 use crate::config;
 use crate::program::{AppliedPatch, LinkerError, UnitImage, UnitMatch};
@@ -347,8 +347,8 @@ impl Worker {
         }
         let compile_start = Instant::now();
         // On compile threads: the program's output is forwarded meanwhile.
-        let events = self.events.clone();
-        let compiled = self.while_forwarding(move || compile_all(units, jobs, &events));
+        let (events, stopping) = (self.events.clone(), self.stopping.clone());
+        let compiled = self.while_forwarding(move || compile_all(units, jobs, &events, &stopping));
         let compile_wall = compile_start.elapsed().as_micros() as u64;
         let compile_total = compiled
             .iter()
@@ -360,6 +360,10 @@ impl Worker {
             if let Some(deps) = &c.deps {
                 self.dependencies.insert(c.unit.file.clone(), deps.clone());
             }
+        }
+        // The session ends: its compiles were stopped, and nothing is said of them.
+        if self.stopping.is_cancelled() {
+            return Err(Refused::Failed);
         }
         // The program exited or called exec while the files compiled: nothing more is done
         // for it (no baselines of the includers, no link), whether or not they compiled; an
@@ -506,6 +510,10 @@ impl Worker {
                 other.file.display(),
                 name(&other.image)
             ));
+            return Err(Refused::Failed);
+        }
+        // The session ends (the baselines' compiles were stopped): nothing more is done.
+        if self.stopping.is_cancelled() {
             return Err(Refused::Failed);
         }
         // The program exited or called exec while the save compiled: nothing to link for.
@@ -712,6 +720,9 @@ impl Worker {
         }
 
         // ... or while the files the link pulled in compiled: nothing is written.
+        if self.stopping.is_cancelled() {
+            return Err(Refused::Failed);
+        }
         if let Some(left) = self.program_left(saved, &files, &mut diagnostics) {
             return Err(Refused::Left(left));
         }
@@ -977,11 +988,12 @@ pub(super) fn compile_all(
     units: Vec<UnitJob>,
     jobs: usize,
     events: &Sender<SessionEvent>,
+    cancel: &Cancel,
 ) -> Vec<Compiled> {
     let total = units.len();
     let done = std::sync::atomic::AtomicUsize::new(0);
     let run = |unit: &UnitJob| {
-        let result = compile_one(unit);
+        let result = compile_one(unit, cancel);
         let finished = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
         if total > 1 {
             let name = unit.file.file_name().map_or_else(
@@ -1055,12 +1067,23 @@ pub(super) fn in_parallel<T: Sync, R: Send>(
 #[allow(clippy::type_complexity)]
 fn compile_one(
     unit: &UnitJob,
+    cancel: &Cancel,
 ) -> (
     Result<CompileOutcome, (Option<&'static str>, String)>,
     Option<Object>,
     Option<Vec<PathBuf>>,
 ) {
-    let outcome = compile::run(&unit.job).map_err(|e| (Some(e.code()), e.to_string()));
+    let outcome = match compile::run_cancellable(&unit.job, cancel) {
+        Ok(Some(outcome)) => Ok(outcome),
+        Ok(None) => Err((
+            None,
+            format!(
+                "the compile of {} was stopped: the session ends",
+                unit.file.display()
+            ),
+        )),
+        Err(e) => Err((Some(e.code()), e.to_string())),
+    };
     let deps = std::fs::read_to_string(&unit.depfile).ok().map(|text| {
         compile::parse_depfile(&text, &unit.job.directory)
             .into_iter()
