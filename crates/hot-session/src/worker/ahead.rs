@@ -136,6 +136,13 @@ impl Ahead {
         }
     }
 
+    /// The session ends during a wait for the compile ahead: kill it, so the wait ends now.
+    pub(super) fn stop(&self) {
+        if let Some(running) = &self.running {
+            running.cancel.cancel();
+        }
+    }
+
     /// Kill the compile ahead of `file`, if one runs.
     fn cancel(&mut self, file: &Path) {
         if self.running.as_ref().is_some_and(|r| r.file == file) {

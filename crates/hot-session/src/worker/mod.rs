@@ -407,6 +407,7 @@ impl Worker {
                     if let Some(in_flight) = &self.baseline_in_flight {
                         in_flight.cancel.cancel();
                     }
+                    self.ahead.stop();
                     self.ending = crossbeam_channel::never();
                 }
                 recv(events) -> event => match event {
