@@ -365,9 +365,17 @@ fn a_restart_behind_a_save_keeps_the_program_it_relaunches() {
     });
     wait_for_file(&f.path("compile-started"));
     // The second save's compile is held: the program exits during it.
+    exit_then_relaunch(&mut f, old);
+}
+
+/// With a restart queued or taken and a compile held: the program `old` exits, then the
+/// compile goes on (`go`). The program the restart launches keeps running (25 lines,
+/// 0.5 s, and no exit), the session running it with the pid it was launched with.
+fn exit_then_relaunch(f: &mut Fixture, old: i32) {
     f.write("exit-now", "");
     f.wait_output("exiting");
     wait_gone(old);
+    // Or the relaunched program would exit too.
     std::fs::remove_file(f.path("exit-now")).expect("remove exit-now");
     f.write("go", "");
     let new = f.wait("the relaunch", |e| match e {
@@ -400,6 +408,22 @@ fn a_restart_behind_a_save_keeps_the_program_it_relaunches() {
         (State::Running, Some(new)),
         "{status:?}"
     );
+}
+
+/// A restart taken while a baseline compiles in the background waits for it (forwarding
+/// output): the program exiting then was kept until after the restart had launched the
+/// program again, and dropped the new one. The worker takes the restart as soon as it is
+/// sent (it waits on its commands while the baseline compiles); the test lets 5 lines go
+/// by before the exit (were the restart taken after the exit, the test could not fail).
+#[test]
+fn a_restart_during_a_background_baseline_keeps_the_program_it_relaunches() {
+    let mut f = Fixture::launch("slowbaseline");
+    let _release = ReleaseOnDrop(f.path("go"));
+    let old = f.pid.expect("launched");
+    wait_for_file(&f.path("baseline-started"));
+    f.send(Command::Restart);
+    f.next_lines(5);
+    exit_then_relaunch(&mut f, old);
 }
 
 /// The program calls exec while a save's compile is held: nothing is written into the
