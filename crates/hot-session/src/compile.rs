@@ -270,17 +270,19 @@ fn spawn_error(job: &CompileJob, e: &std::io::Error) -> CompileError {
     }
 }
 
-/// A handle that stops a compile run by [`run_cancellable`] from another thread: the
-/// compiler's whole process group (the driver, `cc1`, `as`) is killed.
+/// A handle that stops the compiles run by [`run_cancellable`] with it from another
+/// thread: each compiler's whole process group (the driver, `cc1`, `as`) is killed. One
+/// handle may stop several compiles at once (a header's includers, compiled in parallel).
 #[derive(Clone, Debug, Default)]
 pub struct Cancel(std::sync::Arc<Mutex<CancelState>>);
 
 #[derive(Debug, Default)]
 struct CancelState {
     cancelled: bool,
-    /// The compiler's pid (and process group) while it is not reaped: it cannot be reused
-    /// by another process before the compile's thread waits for it, under the same lock.
-    group: Option<i32>,
+    /// The compilers' pids (and process groups) while they are not reaped: one cannot be
+    /// reused by another process before its compile's thread waits for it, under the same
+    /// lock.
+    groups: Vec<i32>,
 }
 
 impl Cancel {
@@ -288,7 +290,7 @@ impl Cancel {
     pub fn cancel(&self) {
         let mut state = self.0.lock().unwrap_or_else(|p| p.into_inner());
         state.cancelled = true;
-        if let Some(group) = state.group {
+        for &group in &state.groups {
             // SAFETY: kill(2) with a negative pid signals that process group; the group's
             // leader is our unreaped child, so the id names no one else.
             unsafe {
@@ -348,7 +350,7 @@ pub fn run_cancellable(
             }
         }
         let child = command.spawn().map_err(|e| spawn_error(job, &e))?;
-        state.group = i32::try_from(child.id()).ok();
+        state.groups.extend(i32::try_from(child.id()));
         child
     };
     let mut stderr = Vec::new();
@@ -359,7 +361,8 @@ pub fn run_cancellable(
     let status = {
         let mut state = cancel.0.lock().unwrap_or_else(|p| p.into_inner());
         let status = child.wait();
-        state.group = None;
+        let group = i32::try_from(child.id()).ok();
+        state.groups.retain(|g| Some(*g) != group);
         if state.cancelled {
             return Ok(None);
         }

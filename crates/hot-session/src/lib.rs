@@ -236,6 +236,9 @@ pub struct SessionOptions {
 pub struct Session {
     root: PathBuf,
     commands: crossbeam_channel::Sender<Command>,
+    /// Dropped as the session ends, before `Shutdown` is sent: a worker waiting for a
+    /// compile (which reads no commands meanwhile) stops it at once instead of finishing it.
+    ending: Option<crossbeam_channel::Sender<()>>,
     status: Arc<Mutex<Status>>,
     worker: Option<std::thread::JoinHandle<()>>,
 }
@@ -248,16 +251,18 @@ impl Session {
         events: crossbeam_channel::Sender<SessionEvent>,
     ) -> Session {
         let (commands, receiver) = crossbeam_channel::unbounded();
+        let (ending, ending_receiver) = crossbeam_channel::bounded(0);
         let status = Arc::new(Mutex::new(Status::default()));
         let root = options.root.clone();
         let worker_status = Arc::clone(&status);
         let worker = std::thread::Builder::new()
             .name(format!("hot-session {}", root.display()))
-            .spawn(move || worker::run(options, receiver, events, worker_status))
+            .spawn(move || worker::run(options, (receiver, ending_receiver), events, worker_status))
             .ok();
         Session {
             root,
             commands,
+            ending: Some(ending),
             status,
             worker,
         }
@@ -283,6 +288,7 @@ impl Session {
 
     /// Shut the worker down and wait for it (kills a launched program).
     pub fn shutdown(mut self) {
+        self.ending.take();
         self.send(Command::Shutdown);
         if let Some(worker) = self.worker.take() {
             let _ = worker.join();
@@ -293,6 +299,7 @@ impl Session {
 impl Drop for Session {
     fn drop(&mut self) {
         if let Some(worker) = self.worker.take() {
+            self.ending.take();
             let _ = self.commands.send(Command::Shutdown);
             let _ = worker.join();
         }

@@ -10,7 +10,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{field, Fixture};
-use hot_session::{Phase, Progress, SessionEvent, Severity, State};
+use hot_session::{Command, Phase, Progress, SessionEvent, Severity, State};
 
 /// `return x * {factor};` as compute's body in basic's main.c.
 fn set_factor(f: &Fixture, factor: u32) {
@@ -173,9 +173,26 @@ enum DuringCompile {
 /// program's output reaches the client meanwhile, not after the swap (47 s of silence on a
 /// file of 1,500 functions), every line once and in order; a program that exits during the
 /// compile is the save's outcome, not a swap into a dead pid.
-fn check_save_while_the_program_runs(during: DuringCompile) {
-    let mut f = Fixture::launch("slowsave");
-    let pid = f.pid.expect("launched");
+/// Creates `go` when dropped, so a failed assertion lets the held compile go at once
+/// instead of leaving the session's shutdown waiting for gatedcc's 5 minutes.
+struct ReleaseOnDrop(std::path::PathBuf);
+
+impl Drop for ReleaseOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::write(&self.0, "");
+    }
+}
+
+/// The slowsave fixture launched, and what lets its held compiles go if the test fails.
+fn launch_slowsave() -> (Fixture, ReleaseOnDrop) {
+    let f = Fixture::launch("slowsave");
+    let release = ReleaseOnDrop(f.path("go"));
+    (f, release)
+}
+
+/// Save slowsave's main.c with `compute` changed, and wait until gatedcc holds its compile
+/// and the program printed a line since (`compiling=1`); the log's length at the save.
+fn save_and_hold(f: &mut Fixture) -> usize {
     f.edit("main.c", "return x * 1;", "return x * 2;");
     f.save("main.c");
     let from = f.log.len();
@@ -196,7 +213,40 @@ fn check_save_while_the_program_runs(during: DuringCompile) {
     f.fresh_output.clear();
     f.wait_output("compiling=1");
     assert!(!f.path("go").exists());
-    let ended = |f: &Fixture| {
+    from
+}
+
+/// Wait until `path` exists (a fixture's own marker: no session event tells it).
+fn wait_for_file(path: &std::path::Path) {
+    let deadline = Instant::now() + common::TIMEOUT;
+    while !path.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "no {} within {:?}",
+            path.display(),
+            common::TIMEOUT
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Wait until process `pid` is gone (reaped by the session's tracer), not merely said
+/// goodbye.
+fn wait_gone(pid: i32) {
+    let deadline = Instant::now() + common::TIMEOUT;
+    while std::path::Path::new(&format!("/proc/{pid}")).exists() {
+        assert!(Instant::now() < deadline, "pid {pid} still exists");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn check_save_while_the_program_runs(during: DuringCompile) {
+    let (mut f, _release) = launch_slowsave();
+    let pid = f.pid.expect("launched");
+    let from = save_and_hold(&mut f);
+    let ended = |f: &mut Fixture| {
+        // Every event sent so far, not only those a wait happened to read.
+        f.drain();
         f.log[from..].iter().any(|e| {
             matches!(
                 e,
@@ -204,17 +254,15 @@ fn check_save_while_the_program_runs(during: DuringCompile) {
             )
         })
     };
-    assert!(!ended(&f), "{during:?}: the save ended without its compile");
+    assert!(
+        !ended(&mut f),
+        "{during:?}: the save ended without its compile"
+    );
     if during == DuringCompile::Exits {
         f.write("exit-now", "");
         f.wait_output("exiting");
-        // Gone (reaped by the session's tracer), not merely said goodbye.
-        let deadline = Instant::now() + common::TIMEOUT;
-        while std::path::Path::new(&format!("/proc/{pid}")).exists() {
-            assert!(Instant::now() < deadline, "pid {pid} still exists");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        assert!(!ended(&f), "the save ended without its compile");
+        wait_gone(pid);
+        assert!(!ended(&mut f), "the save ended without its compile");
     }
     // The figure, for the report: how much output reached the client during the compile.
     let printed = f.log[from..]
@@ -396,4 +444,197 @@ fn baselines_compile_jobs_at_a_time_niced_and_a_save_goes_before_them() {
     assert_eq!(swap.swapped, ["value_b"], "{swap:?}");
     f.wait_output("b=6");
     f.assert_same_process();
+}
+
+/// The events after `from` that are the end of a save, and the swaps.
+fn save_ends(f: &Fixture, from: usize) -> (Vec<String>, Vec<hot_session::SwapSummary>) {
+    let mut ends = Vec::new();
+    let mut swaps = Vec::new();
+    for e in &f.log[from..] {
+        match e {
+            SessionEvent::Progress(Progress::End { message }) => ends.push(message.clone()),
+            SessionEvent::Swap(s) => swaps.push(s.clone()),
+            _ => {}
+        }
+    }
+    (ends, swaps)
+}
+
+/// A restart queued behind a save, the program exiting while that save's compile is held
+/// and the compile failing: the exit kept during the compile was delivered after the
+/// restart had launched the program again, and dropped (killed) the new one. The relaunched
+/// program must keep running: the pid it was launched with, its output going on, the
+/// session running it.
+#[test]
+fn a_restart_behind_a_save_keeps_the_program_it_relaunches() {
+    let (mut f, _release) = launch_slowsave();
+    let old = f.pid.expect("launched");
+    save_and_hold(&mut f);
+    // Queued while the worker waits for the first save's compile: taken together, the
+    // restart behind the second save (coalesced), whose compile is held next and fails.
+    f.write("fail", "");
+    f.send(Command::Saved(f.path("main.c")));
+    f.send(Command::Restart);
+    std::fs::remove_file(f.path("compile-started")).expect("remove compile-started");
+    f.write("pass", "");
+    f.wait("the first save to end", |e| {
+        matches!(e, SessionEvent::Progress(Progress::End { .. })).then_some(())
+    });
+    wait_for_file(&f.path("compile-started"));
+    // The second save's compile is held: the program exits during it.
+    exit_then_relaunch(&mut f, old);
+}
+
+/// With a restart queued or taken and a compile held: the program `old` exits, then the
+/// compile goes on (`go`). The program the restart launches keeps running (25 lines,
+/// 0.5 s, and no exit), the session running it with the pid it was launched with.
+fn exit_then_relaunch(f: &mut Fixture, old: i32) {
+    f.write("exit-now", "");
+    f.wait_output("exiting");
+    wait_gone(old);
+    // Or the relaunched program would exit too.
+    std::fs::remove_file(f.path("exit-now")).expect("remove exit-now");
+    f.write("go", "");
+    let new = f.wait("the relaunch", |e| match e {
+        SessionEvent::Launched { pid } => Some(*pid),
+        _ => None,
+    });
+    assert_ne!(new, old);
+    // 25 lines of the new program (0.5 s), or its end.
+    let mut lines = 0;
+    let exited = f.wait("the relaunched program's output", |e| match e {
+        SessionEvent::Exited { .. } => Some(Some(format!("{e:?}"))),
+        SessionEvent::Output { .. } => {
+            lines += 1;
+            (lines >= 25).then_some(None)
+        }
+        _ => None,
+    });
+    assert_eq!(
+        exited, None,
+        "the relaunched program (pid {new}) was dropped"
+    );
+    assert!(
+        std::path::Path::new(&format!("/proc/{new}")).exists(),
+        "the relaunched program (pid {new}) is gone"
+    );
+    f.drain();
+    let status = f.session.as_ref().expect("session").status();
+    assert_eq!(
+        (status.state, status.pid),
+        (State::Running, Some(new)),
+        "{status:?}"
+    );
+}
+
+/// A restart taken while a baseline compiles in the background waits for it (forwarding
+/// output): the program exiting then was kept until after the restart had launched the
+/// program again, and dropped the new one. The worker takes the restart as soon as it is
+/// sent (it waits on its commands while the baseline compiles); the test lets 5 lines go
+/// by before the exit (were the restart taken after the exit, the test could not fail).
+#[test]
+fn a_restart_during_a_background_baseline_keeps_the_program_it_relaunches() {
+    let mut f = Fixture::launch("slowbaseline");
+    let _release = ReleaseOnDrop(f.path("go"));
+    let old = f.pid.expect("launched");
+    wait_for_file(&f.path("baseline-started"));
+    f.send(Command::Restart);
+    f.next_lines(5);
+    exit_then_relaunch(&mut f, old);
+}
+
+/// The program calls exec while a save's compile is held: nothing is written into the
+/// image it left, and the save is made again, once, in the new one (same pid); hot-lsp says
+/// so as soon as it reads the exec, which the test waits for before it lets the compile go.
+#[test]
+fn an_exec_during_a_save_makes_the_save_again_in_the_new_image() {
+    let (mut f, _release) = launch_slowsave();
+    let from = save_and_hold(&mut f);
+    f.write("exec-now", "");
+    let notice = f.wait("the exec noticed during the compile", |e| match e {
+        SessionEvent::Message { text, .. } if text.contains("during a compile") => {
+            Some(text.clone())
+        }
+        _ => None,
+    });
+    assert!(notice.contains("called exec"), "{notice}");
+    let (ends, swaps) = save_ends(&f, from);
+    assert!(ends.is_empty() && swaps.is_empty(), "{ends:?} {swaps:?}");
+    f.write("go", "");
+    let swap = f.wait_swap();
+    assert_eq!(swap.swapped, ["compute"], "{swap:?}");
+    // Two saves' ends: the one the exec interrupted, and the one made again (which swapped).
+    f.wait("the second save's end", |e| {
+        matches!(e, SessionEvent::Progress(Progress::End { .. })).then_some(())
+    });
+    let line = f.wait_output("compute=20");
+    assert_eq!(field(&line, "gen"), "1", "{line}");
+    f.assert_same_process();
+    f.drain();
+    let (ends, swaps) = save_ends(&f, from);
+    assert_eq!(ends.len(), 2, "{ends:?}");
+    assert_eq!(swaps.len(), 1, "{swaps:?}");
+    // A later save is made once: nothing of the exec is left over.
+    let before = f.log.len();
+    f.edit("main.c", "return x * 2;", "return x * 3;");
+    f.save("main.c");
+    f.wait_swap();
+    f.wait("the later save's end", |e| {
+        matches!(e, SessionEvent::Progress(Progress::End { .. })).then_some(())
+    });
+    f.wait_output("compute=30");
+    f.drain();
+    let begins = f.log[before..]
+        .iter()
+        .filter(|e| matches!(e, SessionEvent::Progress(Progress::Begin { .. })))
+        .count();
+    assert_eq!(begins, 1, "the later save was made {begins} times");
+}
+
+/// The processes whose command line names `needle` and the fixture's folder.
+fn processes_running(f: &Fixture, needle: &str) -> Vec<i32> {
+    let dir = f.dir.path().display().to_string();
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").expect("read /proc").flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse().ok()) else {
+            continue;
+        };
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        let cmdline = String::from_utf8_lossy(&cmdline);
+        if cmdline.contains(needle) && cmdline.contains(&dir) {
+            found.push(pid);
+        }
+    }
+    found
+}
+
+/// The session ends while gatedcc holds a save's compile: the worker, which reads no
+/// commands while it waits, stops the compile (its whole process group) and the shutdown
+/// returns at once instead of after the compile (gatedcc holds it 5 minutes), leaving no
+/// compiler and no program behind.
+#[test]
+fn a_shutdown_during_a_save_compile_stops_the_compile() {
+    let (mut f, _release) = launch_slowsave();
+    let program = f.pid.expect("launched");
+    save_and_hold(&mut f);
+    let compilers = processes_running(&f, "gatedcc");
+    assert!(!compilers.is_empty(), "no gatedcc holds the compile");
+    let session = f.session.take().expect("session");
+    let (done, ended) = crossbeam_channel::bounded(1);
+    let started = Instant::now();
+    std::thread::spawn(move || {
+        session.shutdown();
+        let _ = done.send(());
+    });
+    ended
+        .recv_timeout(common::TIMEOUT)
+        .expect("the shutdown waited for the held compile");
+    eprintln!("shutdown during a held compile: {:?}", started.elapsed());
+    for pid in compilers.into_iter().chain([program]) {
+        wait_gone(pid);
+    }
+    assert!(
+        !f.path("go").exists(),
+        "the compile was let go, not stopped"
+    );
 }

@@ -29,7 +29,7 @@ use super::pipeline::{link_guarded, note_diagnostics, UnitJob};
 use super::{has_extension, Worker, SOURCE_EXTENSIONS};
 use crate::compile::{self, Cancel, CompileJob, CompileOutcome};
 use crate::compile_db::normalize;
-use crate::{Micros, SwapSummary};
+use crate::Micros;
 
 /// How a diagnostic of a compile ahead starts: it says what the save will do, not what
 /// happened.
@@ -133,6 +133,13 @@ impl Ahead {
         let now = Instant::now();
         for buffer in self.buffers.values_mut() {
             buffer.due = Some(now);
+        }
+    }
+
+    /// The session ends during a wait for the compile ahead: kill it, so the wait ends now.
+    pub(super) fn stop(&self) {
+        if let Some(running) = &self.running {
+            running.cancel.cancel();
         }
     }
 
@@ -426,7 +433,7 @@ impl Worker {
         &mut self,
         file: &Path,
         ready: Ready,
-    ) -> Result<Option<SwapSummary>, ()> {
+    ) -> super::pipeline::SwapResult {
         let Ready {
             unit,
             outcome,

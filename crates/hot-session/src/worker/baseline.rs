@@ -434,8 +434,8 @@ impl Worker {
             return Ok(());
         };
         let queued = job.queued;
-        let run =
-            self.while_forwarding(|| run_baseline(&job, &Cancel::default(), Priority::Normal));
+        let stopping = self.stopping.clone();
+        let run = self.while_forwarding(|| run_baseline(&job, &stopping, Priority::Normal));
         let result = self.finish_baseline(job, run);
         if queued {
             self.count_baseline_done();
@@ -506,6 +506,14 @@ impl Worker {
     pub(super) fn abandon_baselines(&mut self) {
         for (_, (file, cancel)) in std::mem::take(&mut self.in_flight.running) {
             tracing::debug!("the baseline compile of {} is abandoned", file.display());
+            cancel.cancel();
+        }
+    }
+
+    /// Kill every baseline compile in flight, keeping them in flight: their results (none)
+    /// still come back, so whoever waits for them is not left waiting (the session ends).
+    pub(super) fn cancel_baselines(&self) {
+        for (_, cancel) in self.in_flight.running.values() {
             cancel.cancel();
         }
     }
@@ -630,9 +638,10 @@ impl Worker {
                 prepared.len()
             ),
         );
+        let stopping = self.stopping.clone();
         let runs = self.while_forwarding(|| {
             super::pipeline::in_parallel(&prepared, jobs, |job| {
-                run_baseline(job, &Cancel::default(), Priority::Normal)
+                run_baseline(job, &stopping, Priority::Normal)
             })
         });
         for (job, run) in prepared.into_iter().zip(runs) {

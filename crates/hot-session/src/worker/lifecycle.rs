@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::Receiver;
 use hot_process::{Debuggee, LaunchSpec, ProcessEvent};
 
+use super::pipeline::{ProgramLeft, Refused};
 use super::{risky_optimisation, Worker, HOT_RELOAD_FLAGS};
 use crate::config;
 use crate::program::{Program, SourceMap};
@@ -123,6 +124,8 @@ impl Worker {
         let started = Instant::now();
         let pid = debuggee.pid();
         self.process_events = events;
+        // An event kept from the process this one replaces is not about this one.
+        self.deferred = None;
         // Saves held back by a debugger, and compiles ahead, were for the previous process.
         self.held_saves.clear();
         self.ahead.forget_process();
@@ -200,6 +203,9 @@ impl Worker {
             let applied = match together {
                 Some(Ok(Some(summary))) => summary.files.len(),
                 Some(Ok(None)) => 0,
+                // The files are not tried one by one in a program that is gone (after an
+                // exec they are, in its new image: its adoption had no replay list to apply).
+                Some(Err(Refused::Left(ProgramLeft::Exited))) => 0,
                 _ => replay
                     .iter()
                     .filter(|file| matches!(self.compile_link_swap(file), Ok(Some(_))))
@@ -240,6 +246,9 @@ impl Worker {
             return;
         };
         self.process_events = crossbeam_channel::never();
+        // Its exit or exec kept while the worker waited is over with it: delivered after a
+        // relaunch, it would drop the new program.
+        self.deferred = None;
         self.forget_baselines();
         if detach || !program.debuggee.launched() {
             program.debuggee.detach();

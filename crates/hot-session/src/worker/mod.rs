@@ -154,11 +154,17 @@ struct Worker {
     /// A process event other than output that came while the worker waited for a compile
     /// (`forward_output_until`): from then on nothing more of the program is read until it
     /// is handled, so output after it never goes ahead of it. A save handles it before it
-    /// links and before it writes (`program_left`); the loop, before anything else.
+    /// links and before it writes (`program_left`); the loop, before anything else. It is
+    /// about the process `process_events` comes from: replacing that process forgets it
+    /// (`stop_program`, `adopt`).
     deferred: Option<ProcessEvent>,
-    /// The program called `exec` during a save, which wrote nothing: the save is made again,
-    /// once, in the new image (`on_saved`).
-    save_again: bool,
+    /// Disconnects as the session ends: a wait for compiles (`forward_output_until`) then
+    /// kills them (`stopping`) and the session's shutdown does not wait for them.
+    ending: Receiver<()>,
+    /// Every compile the worker waits for runs with it (a save's, the baselines it needs,
+    /// the files a link pulls in): cancelled as the session ends, and then nothing more is
+    /// done for the save.
+    stopping: crate::compile::Cancel,
 }
 
 /// How often idle time looks whether the dynamic linker has finished.
@@ -167,13 +173,16 @@ const PREPARE_POLL: std::time::Duration = std::time::Duration::from_millis(10);
 /// How often a save held back by a debugger looks whether the program is stopped now.
 const DEBUGGER_POLL: std::time::Duration = std::time::Duration::from_millis(100);
 
+/// `commands`, and a channel that disconnects as the session ends (`Session::ending`).
 pub(crate) fn run(
     options: SessionOptions,
-    commands: Receiver<Command>,
+    (commands, ending): (Receiver<Command>, Receiver<()>),
     events: Sender<SessionEvent>,
     status: Arc<Mutex<Status>>,
 ) {
     let mut worker = Worker {
+        ending,
+        stopping: crate::compile::Cancel::default(),
         client_config: options.client_config.clone(),
         options,
         events,
@@ -208,7 +217,6 @@ pub(crate) fn run(
         unit_index: HashMap::new(),
         ahead: ahead::Ahead::default(),
         deferred: None,
-        save_again: false,
     };
     worker.reload_config();
     if worker.opted_in
@@ -271,6 +279,11 @@ pub(crate) fn run(
                 worker.settle_baselines();
             }
         }
+        // What the program did while the worker waited comes first: a restart or an attach
+        // must not see the old process's exit after it replaced it.
+        if !matches!(event, Event::Command(Command::Saved(_))) {
+            worker.handle_deferred();
+        }
         match event {
             Event::Baseline(done) => worker.finish_baseline_in_flight(*done),
             Event::Command(Command::Shutdown) => {
@@ -295,6 +308,9 @@ pub(crate) fn run(
                 for file in saved {
                     worker.on_saved(&file);
                 }
+                // A save that ended before it looked (a file that does not compile) leaves
+                // it pending: the commands queued behind the saves come after it.
+                worker.handle_deferred();
                 let mut stop = false;
                 for command in rest {
                     if command == Command::Shutdown {
@@ -317,6 +333,11 @@ pub(crate) fn run(
             Event::Ahead(done) => worker.on_ahead_done(done),
             Event::Idle => {
                 worker.retry_held_saves();
+                // The program's event the retried saves left pending comes first, before
+                // any background work for a program that may be gone.
+                if worker.deferred.is_some() {
+                    continue;
+                }
                 // The linker first: it takes milliseconds, a baseline takes a compile; a
                 // compile ahead runs beside the worker.
                 worker.try_prepare_linker();
@@ -346,15 +367,38 @@ impl Worker {
         done: &Receiver<T>,
     ) -> Result<T, crossbeam_channel::RecvError> {
         loop {
-            if self.deferred.is_some() {
-                return done.recv();
-            }
-            let events = self.process_events.clone();
+            // Once an event is kept, nothing more of the program is read until it is handled.
+            let events = match self.deferred {
+                Some(_) => crossbeam_channel::never(),
+                None => self.process_events.clone(),
+            };
+            let ending = self.ending.clone();
             crossbeam_channel::select! {
                 recv(done) -> result => return result,
+                // Only ever disconnected: the session ends. The compiles die; what waited
+                // for them sees `stopping` and does nothing more.
+                recv(ending) -> _ => {
+                    self.stopping.cancel();
+                    self.cancel_baselines();
+                    self.ahead.stop();
+                    self.ending = crossbeam_channel::never();
+                }
                 recv(events) -> event => match event {
                     Ok(output @ ProcessEvent::Output { .. }) => self.on_process_event(output),
-                    Ok(other) => self.deferred = Some(other),
+                    Ok(other) => {
+                        if let ProcessEvent::Exec { path } = &other {
+                            // Handled once the compile ends; said now, since the program's
+                            // output stops reaching the client until then.
+                            self.message(
+                                Severity::Information,
+                                format!(
+                                    "the program called exec ({path}) during a compile: \
+                                     hot-lsp reads its new image once the compile ends"
+                                ),
+                            );
+                        }
+                        self.deferred = Some(other)
+                    }
                     // The owner thread is gone without an exit notice: an exit, as in the loop.
                     Err(_) => {
                         self.deferred = Some(ProcessEvent::Exited {
@@ -364,6 +408,13 @@ impl Worker {
                     }
                 },
             }
+        }
+    }
+
+    /// Handle the program's event kept while the worker waited (`deferred`), if any.
+    fn handle_deferred(&mut self) {
+        if let Some(event) = self.deferred.take() {
+            self.on_process_event(event);
         }
     }
 

@@ -252,10 +252,11 @@ impl Worker {
         }
         let started = SystemTime::now();
         let count = jobs.len();
-        let events = self.events.clone();
+        let (events, stopping) = (self.events.clone(), self.stopping.clone());
         let jobs_at_once = self.jobs();
-        let compiled =
-            self.while_forwarding(move || compile_all(jobs, jobs_at_once.min(count), &events));
+        let compiled = self.while_forwarding(move || {
+            compile_all(jobs, jobs_at_once.min(count), &events, &stopping)
+        });
         for c in compiled {
             let flags = c.unit.job.flags().to_vec();
             let deps = c.deps.unwrap_or_default();

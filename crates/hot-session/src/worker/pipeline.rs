@@ -19,7 +19,7 @@ use hot_process::{ProcessEvent, WritePlan};
 
 use super::baseline::read_object;
 use super::{has_extension, Baseline, Worker, HEADER_EXTENSIONS, SOURCE_EXTENSIONS};
-use crate::compile::{self, CompileJob, CompileOutcome};
+use crate::compile::{self, Cancel, CompileJob, CompileOutcome};
 use crate::compile_db::normalize;
 use crate::config;
 use crate::program::{AppliedPatch, LinkerError, UnitImage, UnitMatch};
@@ -33,6 +33,26 @@ pub(super) fn max_jobs() -> usize {
     std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .min(MAX_JOBS)
+}
+
+/// What a swap gives: `Ok(None)`, compiled and nothing to swap.
+pub(super) type SwapResult = Result<Option<SwapSummary>, Refused>;
+
+/// Why a swap wrote nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Refused {
+    /// Said already (a message, the files' diagnostics).
+    Failed,
+    /// The program the swap was for exited or called exec while it compiled.
+    Left(ProgramLeft),
+}
+
+/// How the program a save was for left while the save compiled (`Worker::program_left`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum ProgramLeft {
+    Exited,
+    /// The same process runs a new image: the save is made again in it.
+    Exec,
 }
 
 /// One file to compile for a swap.
@@ -67,56 +87,56 @@ pub(super) struct Compiled {
 
 impl Worker {
     pub(super) fn on_saved(&mut self, file: &Path) {
-        self.save(file);
         // The program called exec during the save, which wrote nothing: its new image gets
         // the save now (once: a program that keeps re-executing itself is said so again).
-        if std::mem::take(&mut self.save_again) && self.program.is_some() {
+        // Told by this save's own result, so an exec during another swap (a relaunch's
+        // replay) never makes a later save twice.
+        if self.save(file) == Some(ProgramLeft::Exec) && self.program.is_some() {
             self.save(file);
-            self.save_again = false;
         }
     }
 
-    fn save(&mut self, file: &Path) {
+    /// Whether the program left during the save (`program_left`).
+    fn save(&mut self, file: &Path) -> Option<ProgramLeft> {
         if !self.opted_in {
-            return;
+            return None;
         }
         let file = normalize(file);
         // This save supersedes one held back by a debugger.
         self.held_saves.retain(|held| *held != file);
         if file == self.options.root.join(config::CONFIG_FILE) {
             self.reload_config();
-            return;
+            return None;
         }
         if has_extension(&file, HEADER_EXTENSIONS) {
-            self.on_header_saved(&file);
-            return;
+            return self.on_header_saved(&file);
         }
         if !has_extension(&file, SOURCE_EXTENSIONS) {
-            return;
+            return None;
         }
         // The text on disk compiled already while the user paused typing (`ahead.rs`).
         if let Some(ready) = self.take_compiled_ahead(&file) {
             let files = std::slice::from_ref(&file);
-            self.with_progress(&file, files, |worker| {
+            return self.with_progress(&file, files, |worker| {
                 worker.swap_compiled_ahead(&file, ready)
             });
-            return;
         }
-        self.swap_with_progress(&file, std::slice::from_ref(&file));
+        self.swap_with_progress(&file, std::slice::from_ref(&file))
     }
 
     /// Swap `files` as one, between a progress begin and end titled by `saved`.
-    fn swap_with_progress(&mut self, saved: &Path, files: &[PathBuf]) {
-        self.with_progress(saved, files, |worker| worker.swap_files(saved, files));
+    fn swap_with_progress(&mut self, saved: &Path, files: &[PathBuf]) -> Option<ProgramLeft> {
+        self.with_progress(saved, files, |worker| worker.swap_files(saved, files))
     }
 
-    /// Run `swap` (of `files`) between a progress begin and end titled by `saved`.
+    /// Run `swap` (of `files`) between a progress begin and end titled by `saved`; whether
+    /// the program left meanwhile.
     pub(super) fn with_progress(
         &mut self,
         saved: &Path,
         files: &[PathBuf],
-        swap: impl FnOnce(&mut Self) -> Result<Option<SwapSummary>, ()>,
-    ) {
+        swap: impl FnOnce(&mut Self) -> SwapResult,
+    ) -> Option<ProgramLeft> {
         let name = saved
             .file_name()
             .map(|f| f.to_string_lossy().into_owned())
@@ -134,15 +154,19 @@ impl Worker {
                 summary.micros.swap
             ),
             Ok(None) => "compiled".to_string(),
-            Err(()) => "failed".to_string(),
+            Err(_) => "failed".to_string(),
         };
         self.emit(SessionEvent::Progress(Progress::End { message: end }));
+        match result {
+            Err(Refused::Left(left)) => Some(left),
+            _ => None,
+        }
     }
 
     /// A saved header: every translation unit of the running program that includes it
     /// (directly or not, as their last compile's dependency list says) is recompiled and
     /// swapped in one patch. A header no unit includes gets an information diagnostic.
-    fn on_header_saved(&mut self, header: &Path) {
+    fn on_header_saved(&mut self, header: &Path) -> Option<ProgramLeft> {
         if self.program.is_none() {
             self.message(
                 Severity::Information,
@@ -151,7 +175,7 @@ impl Worker {
                     header.display()
                 ),
             );
-            return;
+            return None;
         }
         // Files no compile has told the includes of yet (their baseline is still queued,
         // or was not made): a preprocessor run says, whether or not they compile now.
@@ -192,7 +216,7 @@ impl Worker {
                 State::Running,
                 Some("the saved header is not included by the running program".into()),
             );
-            return;
+            return None;
         }
         // An earlier "not included" is no longer true. Only then is the header's list
         // published here: the swap publishes it with what its includers say now, and a list
@@ -205,7 +229,7 @@ impl Worker {
         if said_before {
             self.publish(header, header, Vec::new());
         }
-        self.swap_with_progress(header, &includers);
+        self.swap_with_progress(header, &includers)
     }
 
     pub(super) fn progress(&self, phase: Phase, message: &str) {
@@ -216,7 +240,7 @@ impl Worker {
     }
 
     /// Compile, link and swap one saved file. `Ok(None)`: compiled, nothing was swapped.
-    pub(super) fn compile_link_swap(&mut self, file: &Path) -> Result<Option<SwapSummary>, ()> {
+    pub(super) fn compile_link_swap(&mut self, file: &Path) -> SwapResult {
         self.swap_files(file, std::slice::from_ref(&file.to_owned()))
     }
 
@@ -301,13 +325,9 @@ impl Worker {
     /// saved source file (`files` = `[saved]`), or the includers of the saved header. A
     /// file that does not compile refuses the whole swap with nothing written.
     /// `Ok(None)`: compiled, nothing was swapped.
-    pub(super) fn swap_files(
-        &mut self,
-        saved: &Path,
-        files: &[PathBuf],
-    ) -> Result<Option<SwapSummary>, ()> {
+    pub(super) fn swap_files(&mut self, saved: &Path, files: &[PathBuf]) -> SwapResult {
         if self.refuse_lto(saved, files) {
-            return Err(());
+            return Err(Refused::Failed);
         }
         let mut units = Vec::with_capacity(files.len());
         for file in files {
@@ -315,7 +335,7 @@ impl Worker {
                 Ok(unit) => units.push(unit),
                 Err(e) => {
                     self.fail(e);
-                    return Err(());
+                    return Err(Refused::Failed);
                 }
             }
         }
@@ -334,8 +354,8 @@ impl Worker {
         }
         let compile_start = Instant::now();
         // On compile threads: the program's output is forwarded meanwhile.
-        let events = self.events.clone();
-        let compiled = self.while_forwarding(move || compile_all(units, jobs, &events));
+        let (events, stopping) = (self.events.clone(), self.stopping.clone());
+        let compiled = self.while_forwarding(move || compile_all(units, jobs, &events, &stopping));
         let compile_wall = compile_start.elapsed().as_micros() as u64;
         let compile_total = compiled
             .iter()
@@ -346,6 +366,25 @@ impl Worker {
         for c in &compiled {
             if let Some(deps) = &c.deps {
                 self.dependencies.insert(c.unit.file.clone(), deps.clone());
+            }
+        }
+        // The session ends: its compiles were stopped, and nothing is said of them.
+        if self.stopping.is_cancelled() {
+            return Err(Refused::Failed);
+        }
+        // The program exited or called exec while the files compiled: nothing more is done
+        // for it (no baselines of the includers, no link), whether or not they compiled; an
+        // event left pending here would otherwise outlive the save (a restart after it).
+        if self.deferred.is_some() {
+            let (files, mut diagnostics): (Vec<PathBuf>, Vec<Vec<Diagnostic>>) = compiled
+                .iter()
+                .filter_map(|c| {
+                    let outcome = c.outcome.as_ref().ok()?;
+                    Some((c.unit.file.clone(), outcome.diagnostics.clone()))
+                })
+                .unzip();
+            if let Some(left) = self.program_left(saved, &files, &mut diagnostics) {
+                return Err(Refused::Left(left));
             }
         }
         // Every file compiled (and its diagnostics are fresh), or nothing is swapped.
@@ -404,7 +443,7 @@ impl Worker {
                     Some(format!("{} does not compile: {together}", names.join(", "))),
                 );
             }
-            return Err(());
+            return Err(Refused::Failed);
         }
         let micros = Micros {
             compile: compile_wall,
@@ -424,13 +463,13 @@ impl Worker {
         mut ready: Vec<(UnitJob, CompileOutcome, Object)>,
         mut micros: Micros,
         mut prelinked: Option<hot_link::Patch>,
-    ) -> Result<Option<SwapSummary>, ()> {
+    ) -> SwapResult {
         if let Err(e) = self.refuse_other_programs(&ready) {
             for (unit, outcome, _) in &ready {
                 self.publish(&unit.file, &unit.file, outcome.diagnostics.clone());
             }
             self.fail(e);
-            return Err(());
+            return Err(Refused::Failed);
         }
         // What runs, compiled with the same flags (now, if it is still in the queue; the
         // includers of a header saved right after launch, in parallel).
@@ -478,11 +517,15 @@ impl Worker {
                 other.file.display(),
                 name(&other.image)
             ));
-            return Err(());
+            return Err(Refused::Failed);
+        }
+        // The session ends (the baselines' compiles were stopped): nothing more is done.
+        if self.stopping.is_cancelled() {
+            return Err(Refused::Failed);
         }
         // The program exited or called exec while the save compiled: nothing to link for.
-        if self.program_left(saved, &files, &mut diagnostics) {
-            return Err(());
+        if let Some(left) = self.program_left(saved, &files, &mut diagnostics) {
+            return Err(Refused::Left(left));
         }
         self.progress(Phase::Link, "linking");
         let link_start = Instant::now();
@@ -495,7 +538,7 @@ impl Worker {
         let mut guards = Vec::new();
         let linked = loop {
             let Some(program) = self.program.as_mut() else {
-                return Err(());
+                return Err(Refused::Failed);
             };
             let requests: Vec<LinkRequest> = ready
                 .iter()
@@ -579,7 +622,7 @@ impl Worker {
                 }
                 self.publish_each(&files, diagnostics);
                 self.fail_process(&error, &format!("{what}: "));
-                return Err(());
+                return Err(Refused::Failed);
             }
             Err(LinkerError::LibraryNotMapped(text)) => {
                 for (file, diagnostics) in files.iter().zip(&mut diagnostics) {
@@ -593,12 +636,12 @@ impl Worker {
                 }
                 self.publish_each(&files, diagnostics);
                 self.fail_coded(crate::program::LIBRARY_NOT_MAPPED, text);
-                return Err(());
+                return Err(Refused::Failed);
             }
             Err(LinkerError::Other(text)) => {
                 self.publish_each(&files, diagnostics);
                 self.fail(text);
-                return Err(());
+                return Err(Refused::Failed);
             }
         };
         let patch = match result {
@@ -624,7 +667,7 @@ impl Worker {
                     _ => "the patch was refused; nothing was written".to_string(),
                 };
                 self.set_state(State::Running, Some(text));
-                return Err(());
+                return Err(Refused::Failed);
             }
         };
         micros.link = (link_start.elapsed().as_micros() as u64).saturating_sub(lookup_micros);
@@ -690,8 +733,11 @@ impl Worker {
         }
 
         // ... or while the files the link pulled in compiled: nothing is written.
-        if self.program_left(saved, &files, &mut diagnostics) {
-            return Err(());
+        if self.stopping.is_cancelled() {
+            return Err(Refused::Failed);
+        }
+        if let Some(left) = self.program_left(saved, &files, &mut diagnostics) {
+            return Err(Refused::Left(left));
         }
         self.set_state(State::Swapping, None);
         self.progress(Phase::Swap, "swapping");
@@ -712,7 +758,7 @@ impl Worker {
                 State::Running,
                 Some("the patch was refused; nothing was written".to_string()),
             );
-            return Err(());
+            return Err(Refused::Failed);
         }
         if let Err(e) = &report {
             if let hot_process::ProcessError::HeldByDebugger { .. } = e {
@@ -728,12 +774,12 @@ impl Worker {
             }
             self.publish_each(&files, diagnostics);
             self.fail_process(e, "");
-            return Err(());
+            return Err(Refused::Failed);
         }
         let live = report.map(|r| r.live).unwrap_or_default();
         let Some(program) = self.program.as_mut() else {
             self.publish_each(&files, diagnostics);
-            return Err(());
+            return Err(Refused::Failed);
         };
         micros.swap = swap_start.elapsed().as_micros() as u64;
         if let Some(linker) = program.linker_of_mut(&image) {
@@ -751,7 +797,7 @@ impl Worker {
         let debugger_entry = self.announce_to_debuggers(&patch);
         let Some(program) = self.program.as_mut() else {
             self.publish_each(&files, diagnostics);
-            return Err(());
+            return Err(Refused::Failed);
         };
         let build_id = program
             .image
@@ -837,30 +883,27 @@ impl Worker {
     /// (`Worker::deferred`), in its place: before the save links or writes. Whether the
     /// program the save was for is gone — it exited (the save's outcome is `process-exited`,
     /// said on each file too, as a write refused for that reason is) or called exec (the save
-    /// is made again in the new image: `save_again`); each file's list is published then.
+    /// is made again in the new image by `on_saved`); each file's list is published then.
     fn program_left(
         &mut self,
         saved: &Path,
         files: &[PathBuf],
         diagnostics: &mut [Vec<Diagnostic>],
-    ) -> bool {
-        let Some(event) = self.deferred.take() else {
-            return false;
-        };
-        let exec = match &event {
-            ProcessEvent::Exited { .. } => false,
-            ProcessEvent::Exec { .. } => true,
+    ) -> Option<ProgramLeft> {
+        let event = self.deferred.take()?;
+        let left = match &event {
+            ProcessEvent::Exited { .. } => ProgramLeft::Exited,
+            ProcessEvent::Exec { .. } => ProgramLeft::Exec,
             // Output is forwarded, never deferred.
             ProcessEvent::Output { .. } => {
                 self.on_process_event(event);
-                return false;
+                return None;
             }
         };
         self.on_process_event(event);
         let name = saved.display();
-        if exec {
+        if left == ProgramLeft::Exec {
             // The save made again publishes the files' lists: not now as well.
-            self.save_again = true;
             self.message(
                 Severity::Information,
                 format!(
@@ -868,7 +911,7 @@ impl Worker {
                      the save is made again in its new image"
                 ),
             );
-            return true;
+            return Some(left);
         }
         let text = format!("the program exited while {name} was compiled: nothing was swapped");
         let exited = hot_process::ProcessError::Exited.code();
@@ -882,7 +925,7 @@ impl Worker {
             s.code = Some(exited.to_owned());
         });
         self.message(Severity::Error, text);
-        true
+        Some(left)
     }
 
     /// Publish the diagnostics of each file (compiled as its own translation unit), all
@@ -971,11 +1014,12 @@ pub(super) fn compile_all(
     units: Vec<UnitJob>,
     jobs: usize,
     events: &Sender<SessionEvent>,
+    cancel: &Cancel,
 ) -> Vec<Compiled> {
     let total = units.len();
     let done = std::sync::atomic::AtomicUsize::new(0);
     let run = |unit: &UnitJob| {
-        let result = compile_one(unit);
+        let result = compile_one(unit, cancel);
         let finished = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
         if total > 1 {
             let name = unit.file.file_name().map_or_else(
@@ -1049,12 +1093,23 @@ pub(super) fn in_parallel<T: Sync, R: Send>(
 #[allow(clippy::type_complexity)]
 fn compile_one(
     unit: &UnitJob,
+    cancel: &Cancel,
 ) -> (
     Result<CompileOutcome, (Option<&'static str>, String)>,
     Option<Object>,
     Option<Vec<PathBuf>>,
 ) {
-    let outcome = compile::run(&unit.job).map_err(|e| (Some(e.code()), e.to_string()));
+    let outcome = match compile::run_cancellable(&unit.job, cancel, compile::Priority::Normal) {
+        Ok(Some(outcome)) => Ok(outcome),
+        Ok(None) => Err((
+            None,
+            format!(
+                "the compile of {} was stopped: the session ends",
+                unit.file.display()
+            ),
+        )),
+        Err(e) => Err((Some(e.code()), e.to_string())),
+    };
     let deps = std::fs::read_to_string(&unit.depfile).ok().map(|text| {
         compile::parse_depfile(&text, &unit.job.directory)
             .into_iter()

@@ -131,7 +131,8 @@ impl Fixture {
         self.log.push(event);
     }
 
-    fn drain(&mut self) {
+    /// Record every event already sent, without waiting.
+    pub fn drain(&mut self) {
         while let Ok(event) = self.events.try_recv() {
             self.record(event);
         }
