@@ -20,9 +20,9 @@
 //! runs do not pay for the compile.
 //!
 //! `--memory` measures what the session holds instead: the heap (a counting allocator) and
-//! the peak RSS (`VmHWM`) after reading the image, preparing the linker, keeping every
-//! file's baseline object (each compiled once with the patch flags, cached as `base_K.o`)
-//! and one save against them, as a launched session holds them once its baselines are done.
+//! the peak RSS (`VmHWM`) after reading the image, preparing the linker and one save (its
+//! file's baseline parsed; the session leaves the other files' baselines on disk until
+//! their first save), and what one parsed baseline object costs.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::path::{Path, PathBuf};
@@ -321,54 +321,40 @@ fn report_memory(what: &str) {
     );
 }
 
-/// `--memory`: what a session of the program in `dir` holds once its baselines are done.
+/// `--memory`: what a session of the program in `dir` holds after a save: the image and
+/// the prepared linker, the saved file's baseline (parsed on its first save; the other
+/// files' baselines stay on disk until theirs) and the save's object, kept as the next
+/// baseline. Also what one parsed baseline costs, and how much of it is its DWARF.
 fn memory(dir: &Path, functions: usize) {
     report_memory("start");
     let s = setup(dir);
-    report_memory("image read, linker prepared");
-    let files = functions.div_ceil(PER_FILE).max(1);
-    let mut baselines = Vec::new();
-    for k in 0..files {
-        let object = dir.join(format!("base_{k}.o"));
-        if !object.exists() {
-            run(cc(
-                dir,
-                PATCH_FLAGS,
-                &format!("f{k}.c"),
-                &format!("base_{k}.o"),
-            ));
-        }
-        let bytes = std::fs::read(&object).expect("read a baseline");
-        let before = LIVE.load(Ordering::Relaxed);
-        let mut parsed = Object::parse(&object, &bytes).expect("parse a baseline");
-        if k == 0 {
-            // What one baseline costs, and how much of it is its DWARF.
-            let whole = LIVE.load(Ordering::Relaxed) - before;
-            drop(parsed.dwarf.take());
-            let without = LIVE.load(Ordering::Relaxed) - before;
-            parsed = Object::parse(&object, &bytes).expect("parse a baseline");
-            eprintln!(
-                "memory: one baseline ({} bytes of object): {:.0} KiB, of which DWARF {:.0} KiB",
-                bytes.len(),
-                whole as f64 / 1024.0,
-                (whole - without) as f64 / 1024.0
-            );
-        }
-        baselines.push(Arc::new(parsed));
-    }
-    report_memory(&format!("{files} baselines kept"));
+    report_memory("image read, linker prepared, one baseline");
+    let base = dir.join("base.o");
+    let bytes = std::fs::read(&base).expect("read base.o");
+    let before = LIVE.load(Ordering::Relaxed);
+    let mut parsed = Object::parse(&base, &bytes).expect("parse base.o");
+    let whole = LIVE.load(Ordering::Relaxed) - before;
+    drop(parsed.dwarf.take());
+    let without = LIVE.load(Ordering::Relaxed) - before;
+    drop(parsed);
+    eprintln!(
+        "memory: one parsed baseline ({} bytes of object): {:.0} KiB, of which DWARF {:.0} KiB",
+        bytes.len(),
+        whole as f64 / 1024.0,
+        (whole - without) as f64 / 1024.0
+    );
     let new = stage_parse(&s);
     let patch = stage_link(&s, &new);
     stage_abi(&s, &new, &patch);
     report_memory("one save linked and checked");
-    drop((new, patch));
+    drop(patch);
     println!(
         "{functions:>7} functions: heap {:.1} MiB live, peak {:.1} MiB; VmHWM {:.1} MiB",
         LIVE.load(Ordering::Relaxed) as f64 / 1048576.0,
         PEAK.load(Ordering::Relaxed) as f64 / 1048576.0,
         rss_kib().0 as f64 / 1024.0
     );
-    drop(baselines);
+    drop(new);
 }
 
 fn median_us(runs: usize, mut f: impl FnMut()) -> (f64, f64) {
