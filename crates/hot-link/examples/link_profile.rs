@@ -18,14 +18,46 @@
 //! link + abi: the whole per-save cost); without it every stage is timed. The generated
 //! programs are cached in `target/link_profile/<functions>` (`--dir` to change), so callgrind
 //! runs do not pay for the compile.
+//!
+//! `--memory` measures what the session holds instead: the heap (a counting allocator) and
+//! the peak RSS (`VmHWM`) after reading the image, preparing the linker and one save (its
+//! file's baseline parsed; the session leaves the other files' baselines on disk until
+//! their first save), and what one parsed baseline object costs.
 
+use std::alloc::{GlobalAlloc, Layout, System};
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
 use hot_link::{Arenas, ImageModel, LinkRequest, Linker, Module, RuntimeAddr, UnitRef};
 use hot_object::{LinkedImage, Object, TranslationUnitId};
+
+/// The system allocator, counting the bytes live and their peak (`--memory`).
+struct Counting;
+
+static LIVE: AtomicUsize = AtomicUsize::new(0);
+static PEAK: AtomicUsize = AtomicUsize::new(0);
+
+// SAFETY: every call is forwarded to `System` unchanged; only counters are added.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let p = unsafe { System.alloc(layout) };
+        if !p.is_null() {
+            let now = LIVE.fetch_add(layout.size(), Ordering::Relaxed) + layout.size();
+            PEAK.fetch_max(now, Ordering::Relaxed);
+        }
+        p
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
 
 const PER_FILE: usize = 2000;
 /// The exe's flags (scripts/bench) and the session's patch flags (compile.rs, gcc >= 12).
@@ -265,6 +297,66 @@ fn measured(s: &Setup, new: &Object, fresh: &[Object], patch: &hot_link::Patch, 
     }
 }
 
+/// `VmHWM` and `VmRSS` of this process, in KiB.
+fn rss_kib() -> (u64, u64) {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
+            .unwrap_or(0)
+    };
+    (field("VmHWM:"), field("VmRSS:"))
+}
+
+fn report_memory(what: &str) {
+    let (hwm, rss) = rss_kib();
+    eprintln!(
+        "memory: {what:<40} heap {:>7.1} MiB (peak {:>7.1}), VmRSS {:>7.1} MiB, VmHWM {:>7.1} MiB",
+        LIVE.load(Ordering::Relaxed) as f64 / 1048576.0,
+        PEAK.load(Ordering::Relaxed) as f64 / 1048576.0,
+        rss as f64 / 1024.0,
+        hwm as f64 / 1024.0
+    );
+}
+
+/// `--memory`: what a session of the program in `dir` holds after a save: the image and
+/// the prepared linker, the saved file's baseline (parsed on its first save; the other
+/// files' baselines stay on disk until theirs) and the save's object, kept as the next
+/// baseline. Also what one parsed baseline costs, and how much of it is its DWARF.
+fn memory(dir: &Path, functions: usize) {
+    report_memory("start");
+    let s = setup(dir);
+    report_memory("image read, linker prepared, one baseline");
+    let base = dir.join("base.o");
+    let bytes = std::fs::read(&base).expect("read base.o");
+    let before = LIVE.load(Ordering::Relaxed);
+    let mut parsed = Object::parse(&base, &bytes).expect("parse base.o");
+    let whole = LIVE.load(Ordering::Relaxed) - before;
+    drop(parsed.dwarf.take());
+    let without = LIVE.load(Ordering::Relaxed) - before;
+    drop(parsed);
+    eprintln!(
+        "memory: one parsed baseline ({} bytes of object): {:.0} KiB, of which DWARF {:.0} KiB",
+        bytes.len(),
+        whole as f64 / 1024.0,
+        (whole - without) as f64 / 1024.0
+    );
+    let new = stage_parse(&s);
+    let patch = stage_link(&s, &new);
+    stage_abi(&s, &new, &patch);
+    report_memory("one save linked and checked");
+    drop(patch);
+    println!(
+        "{functions:>7} functions: heap {:.1} MiB live, peak {:.1} MiB; VmHWM {:.1} MiB",
+        LIVE.load(Ordering::Relaxed) as f64 / 1048576.0,
+        PEAK.load(Ordering::Relaxed) as f64 / 1048576.0,
+        rss_kib().0 as f64 / 1024.0
+    );
+    drop(new);
+}
+
 fn median_us(runs: usize, mut f: impl FnMut()) -> (f64, f64) {
     let mut times: Vec<f64> = (0..runs)
         .map(|_| {
@@ -280,12 +372,14 @@ fn median_us(runs: usize, mut f: impl FnMut()) -> (f64, f64) {
 fn main() {
     let mut args = std::env::args().skip(1);
     let mut stage: Option<String> = None;
+    let mut measure_memory = false;
     let mut runs = 51usize;
     let mut root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/link_profile");
     let mut sizes = Vec::new();
     while let Some(a) = args.next() {
         match a.as_str() {
             "--stage" => stage = args.next(),
+            "--memory" => measure_memory = true,
             "--runs" => runs = args.next().and_then(|r| r.parse().ok()).expect("--runs N"),
             "--dir" => root = PathBuf::from(args.next().expect("--dir DIR")),
             n => sizes.push(n.parse::<usize>().expect("a program size (functions)")),
@@ -297,6 +391,10 @@ fn main() {
     for n in sizes {
         let dir = root.join(n.to_string());
         build(&dir, n);
+        if measure_memory {
+            memory(&dir, n);
+            continue;
+        }
         let s = setup(&dir);
         let new = stage_parse(&s);
         let patch = stage_link(&s, &new);

@@ -20,7 +20,8 @@
 //!   file's variable.
 //! - Thread-locals bind to the executable's TLS layout; new ones cannot be added.
 
-use std::collections::HashMap;
+// FxHash: keyed by atom ids and names of one object, which no adversary chooses.
+use rustc_hash::FxHashMap as HashMap;
 
 use hot_object::{AtomId, AtomKind, Binding, SourceLine, SymbolId, SymbolKind, TranslationUnitId};
 
@@ -37,7 +38,7 @@ impl Link<'_> {
         // New local variables are remembered across links by hot-object's match name
         // (`tick/calls` for gcc's `calls.0` declared in `tick`: the numeric suffix changes
         // between compiles). Names that still collide are keyed by their full name.
-        let mut match_count: HashMap<String, u32> = HashMap::new();
+        let mut match_count: HashMap<String, u32> = HashMap::default();
         for role in &self.info.roles {
             if let AtomRole::Variable { sym: Some(s) } | AtomRole::NamedReadOnly { sym: s } = role {
                 if obj.symbol(*s).binding == Binding::Local {
@@ -46,7 +47,7 @@ impl Link<'_> {
             }
         }
         // How many locals of the object share each name without numeric suffix.
-        let mut local_counts: HashMap<String, u32> = HashMap::new();
+        let mut local_counts: HashMap<String, u32> = HashMap::default();
         for role in &self.info.roles {
             if let AtomRole::Variable { sym: Some(s) }
             | AtomRole::NamedReadOnly { sym: s }

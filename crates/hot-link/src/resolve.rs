@@ -7,7 +7,8 @@
 //! the closure of atoms to place and only then lay them out.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
+// FxHash: keyed by atom ids and names of one object, which no adversary chooses.
+use rustc_hash::FxHashMap as HashMap;
 
 use hot_object::{
     AtomId, AtomKind, AtomOffset, Binding, Machine, Object, Reloc, RelocKind, SymbolDef, SymbolId,
@@ -101,7 +102,7 @@ impl<'o> ObjectInfo<'o> {
         ObjectInfo {
             obj,
             roles,
-            insn_ends: RefCell::new(HashMap::new()),
+            insn_ends: RefCell::new(HashMap::default()),
         }
     }
 

@@ -18,9 +18,9 @@ use rustc_hash::FxHashMap as HashMap;
 
 use std::borrow::Cow;
 
+use crate::index::ObjectIndex;
 use crate::{
-    AtomId, AtomKind, AtomOffset, Binding, FdeIndex, Machine, Object, Reloc, RelocKind, SymbolDef,
-    SymbolKind,
+    AtomId, AtomKind, AtomOffset, Machine, Object, Reloc, RelocKind, SymbolDef, SymbolKind,
 };
 
 /// A named atom of the old object and its counterpart in the new one.
@@ -126,21 +126,18 @@ pub fn atom_identity(object: &Object, atom: AtomId) -> Option<String> {
     identity(object, atom).map(Cow::into_owned)
 }
 
-/// [`atom_identity`], borrowed from the symbol's name when it is the identity.
+/// [`atom_identity`], borrowed from the object (its index keeps the identities).
 fn identity(object: &Object, atom: AtomId) -> Option<Cow<'_, str>> {
-    let primary = object.primary_symbol(atom)?;
-    let sym = object.symbol(primary);
-    if is_ipa_clone(&sym.name) {
-        return None;
-    }
-    if object.atom(atom).kind == AtomKind::ReadOnly
-        && sym.binding == Binding::Local
-        && (strip_numeric_suffix(&sym.name).is_some()
-            || object.local_static_scope(primary).is_some())
-    {
-        return None;
-    }
-    Some(object.match_name_ref(primary))
+    object.index().identity(object, atom).map(Cow::Borrowed)
+}
+
+/// The matching of two objects with names borrowed from them: what [`changed_functions`]
+/// reports, before its names are copied out.
+struct Matching<'a> {
+    /// (identity, old atom, new atom, reason), in new atom order.
+    matches: Vec<(&'a str, AtomId, AtomId, Option<ChangeReason>)>,
+    added: Vec<(&'a str, AtomId)>,
+    removed: Vec<(&'a str, AtomId)>,
 }
 
 /// Compare two compiles of the same file: which named atoms changed, which are new, which
@@ -149,99 +146,23 @@ fn identity(object: &Object, atom: AtomId) -> Option<Cow<'_, str>> {
 ///
 /// Runs in time linear in the size of both objects (each anonymous pair is compared once).
 pub fn changed_functions(old: &Object, new: &Object) -> AtomDiff {
-    let old_ids = identities(old);
-    let new_ids = identities(new);
-
-    // Identity -> atoms, in atom order; duplicates (two `calls.N` whose functions DWARF did
-    // not tell) are paired in order.
-    let mut old_by_name: HashMap<&str, Vec<AtomId>> = HashMap::default();
-    for (index, id) in old_ids.iter().enumerate() {
-        if let Some(name) = id {
-            old_by_name
-                .entry(name.as_ref())
-                .or_default()
-                .push(AtomId(index as u32));
-        }
-    }
-    let mut matched_old = vec![false; old.atoms.len()];
-    let mut comparer = Comparer {
-        old,
-        new,
-        old_ids: &old_ids,
-        new_ids: &new_ids,
-        memo: HashMap::default(),
-        open: Vec::new(),
-        lowlinks: Vec::new(),
-        next_index: 0,
-        old_labels: Labels::default(),
-        new_labels: Labels::default(),
-        old_fdes: None,
-        new_fdes: None,
+    let m = match_objects(old, new);
+    let named = |(name, atom): (&str, AtomId)| NamedAtom {
+        name: name.to_string(),
+        atom,
     };
-
-    let mut matches = Vec::new();
-    let mut added = Vec::new();
-    let mut taken: HashMap<&str, usize> = HashMap::default();
-    for (index, id) in new_ids.iter().enumerate() {
-        let Some(name) = id else { continue };
-        let new_atom = AtomId(index as u32);
-        let slot = taken.entry(name.as_ref()).or_insert(0);
-        match old_by_name
-            .get(name.as_ref())
-            .and_then(|atoms| atoms.get(*slot))
-        {
-            Some(&old_atom) => {
-                *slot += 1;
-                matched_old[old_atom.0 as usize] = true;
-                let reason = comparer.compare_named(old_atom, new_atom);
-                matches.push(AtomMatch {
-                    name: name.to_string(),
-                    old: old_atom,
-                    new: new_atom,
-                    reason,
-                });
-            }
-            None => added.push(NamedAtom {
-                name: name.to_string(),
-                atom: new_atom,
-            }),
-        }
-    }
-    let removed: Vec<NamedAtom> = old_ids
-        .iter()
-        .enumerate()
-        .filter(|(index, id)| id.is_some() && !matched_old[*index])
-        .map(|(index, id)| NamedAtom {
-            name: id.as_deref().unwrap_or_default().to_string(),
-            atom: AtomId(index as u32),
-        })
-        .collect();
-
-    // Units: a change, addition or removal of any part changes every matched part.
-    let mut unit_changed: HashMap<String, String> = HashMap::default();
-    for m in &matches {
-        if m.reason.is_some() {
-            unit_changed
-                .entry(unit_name(&m.name).to_string())
-                .or_insert_with(|| m.name.clone());
-        }
-    }
-    for part in added.iter().chain(removed.iter()) {
-        unit_changed
-            .entry(unit_name(&part.name).to_string())
-            .or_insert_with(|| part.name.clone());
-    }
     let mut diff = AtomDiff {
-        added,
-        removed,
+        added: m.added.into_iter().map(named).collect(),
+        removed: m.removed.into_iter().map(named).collect(),
         ..AtomDiff::default()
     };
-    for mut m in matches {
-        if m.reason.is_none() {
-            if let Some(part) = unit_changed.get(unit_name(&m.name)) {
-                m.reason = Some(ChangeReason::UnitPart { part: part.clone() });
-            }
-        }
+    for (name, old, new, reason) in m.matches {
+        let m = AtomMatch {
+            name: name.to_string(),
+            old,
+            new,
+            reason,
+        };
         if m.reason.is_some() {
             diff.changed.push(m);
         } else {
@@ -251,10 +172,86 @@ pub fn changed_functions(old: &Object, new: &Object) -> AtomDiff {
     diff
 }
 
-fn identities(object: &Object) -> Vec<Option<Cow<'_, str>>> {
-    (0..object.atoms.len() as u32)
-        .map(|a| identity(object, AtomId(a)))
-        .collect()
+/// [`changed_functions`] as the linker asks it: for each atom of `new` (by index), its
+/// counterpart in `old` and whether the two differ; no names are copied.
+pub fn matched_atoms(old: &Object, new: &Object) -> Vec<Option<(AtomId, bool)>> {
+    let mut table = vec![None; new.atoms.len()];
+    for (_, old_atom, new_atom, reason) in match_objects(old, new).matches {
+        if let Some(slot) = table.get_mut(new_atom.0 as usize) {
+            *slot = Some((old_atom, reason.is_some()));
+        }
+    }
+    table
+}
+
+fn match_objects<'a>(old: &'a Object, new: &'a Object) -> Matching<'a> {
+    let (old_index, new_index) = (old.index(), new.index());
+    let mut matched_old = vec![false; old.atoms.len()];
+    let mut comparer = Comparer {
+        old,
+        new,
+        old_index,
+        new_index,
+        memo: HashMap::default(),
+        open: Vec::new(),
+        lowlinks: Vec::new(),
+        next_index: 0,
+        old_labels: Labels::default(),
+        new_labels: Labels::default(),
+    };
+
+    // Identities are paired in atom order; duplicates (two `calls.N` whose functions DWARF
+    // did not tell) are paired in order: the first unmatched old atom of the name.
+    let mut matches = Vec::new();
+    let mut added = Vec::new();
+    for index in 0..new.atoms.len() as u32 {
+        let new_atom = AtomId(index);
+        let Some(name) = new_index.identity(new, new_atom) else {
+            continue;
+        };
+        let counterpart = old_index
+            .atoms_named(old, name)
+            .find(|a| !matched_old[a.0 as usize]);
+        match counterpart {
+            Some(old_atom) => {
+                matched_old[old_atom.0 as usize] = true;
+                let reason = comparer.compare_named(old_atom, new_atom);
+                matches.push((name, old_atom, new_atom, reason));
+            }
+            None => added.push((name, new_atom)),
+        }
+    }
+    let removed: Vec<(&str, AtomId)> = (0..old.atoms.len() as u32)
+        .filter(|&a| !matched_old[a as usize])
+        .filter_map(|a| Some((old_index.identity(old, AtomId(a))?, AtomId(a))))
+        .collect();
+
+    // Units: a change, addition or removal of any part changes every matched part.
+    let mut unit_changed: HashMap<&str, &str> = HashMap::default();
+    for &(name, _, _, ref reason) in &matches {
+        if reason.is_some() {
+            unit_changed.entry(unit_name(name)).or_insert(name);
+        }
+    }
+    for &(name, _) in added.iter().chain(removed.iter()) {
+        unit_changed.entry(unit_name(name)).or_insert(name);
+    }
+    if !unit_changed.is_empty() {
+        for (name, _, _, reason) in &mut matches {
+            if reason.is_none() {
+                if let Some(part) = unit_changed.get(unit_name(name)) {
+                    *reason = Some(ChangeReason::UnitPart {
+                        part: part.to_string(),
+                    });
+                }
+            }
+        }
+    }
+    Matching {
+        matches,
+        added,
+        removed,
+    }
 }
 
 /// What a relocation designates, for comparison across the two objects.
@@ -291,8 +288,8 @@ enum PairState {
 struct Comparer<'a> {
     old: &'a Object,
     new: &'a Object,
-    old_ids: &'a [Option<Cow<'a, str>>],
-    new_ids: &'a [Option<Cow<'a, str>>],
+    old_index: &'a ObjectIndex,
+    new_index: &'a ObjectIndex,
     /// Anonymous atom pairs compared so far, and those still open (see [`PairState`]).
     memo: HashMap<(AtomId, AtomId), PairState>,
     /// Tarjan's stack: open anonymous pairs in the order they were entered. A pair stays on
@@ -306,10 +303,6 @@ struct Comparer<'a> {
     next_index: u32,
     old_labels: Labels,
     new_labels: Labels,
-    /// Each object's FDEs by atom ([`Object::fde_index`]), built on the first function
-    /// compared: one pass over `.eh_frame` instead of one per function.
-    old_fdes: Option<FdeIndex>,
-    new_fdes: Option<FdeIndex>,
 }
 
 /// The positions inside anonymous data atoms that exact references of the object designate
@@ -387,10 +380,8 @@ impl Comparer<'_> {
         if self.new.atom(new).kind != AtomKind::Text {
             return None;
         }
-        let old_fdes = self.old_fdes.get_or_insert_with(|| self.old.fde_index());
-        let old_tables = lsdas(self.old, old_fdes, old);
-        let new_fdes = self.new_fdes.get_or_insert_with(|| self.new.fde_index());
-        let new_tables = lsdas(self.new, new_fdes, new);
+        let old_tables = lsdas(self.old, self.old_index, old);
+        let new_tables = lsdas(self.new, self.new_index, new);
         if old_tables.len() != new_tables.len() {
             return Some(ChangeReason::ExceptionTable);
         }
@@ -444,22 +435,19 @@ impl Comparer<'_> {
         None
     }
 
-    fn target<'o>(
-        object: &'o Object,
-        ids: &'o [Option<Cow<'o, str>>],
-        reloc: &Reloc,
-    ) -> Target<'o> {
+    fn target<'o>(object: &'o Object, index: &'o ObjectIndex, reloc: &Reloc) -> Target<'o> {
         let sym = object.symbol(reloc.symbol);
         match sym.def {
             SymbolDef::Atom { atom, offset } => {
                 let position = (offset.0 as i64).wrapping_add(reloc.addend);
-                match &ids[atom.0 as usize] {
-                    // A named symbol designates itself; a section symbol or an alias inside a
-                    // named atom designates the atom's identity at an offset.
-                    _ if sym.kind != SymbolKind::Section
-                        && !sym.name.is_empty()
-                        && ids[atom.0 as usize].is_some() =>
-                    {
+                match index.identity(object, atom) {
+                    // A named symbol designates itself (the atom's identity when it is the
+                    // atom's primary symbol); a section symbol or an alias inside a named
+                    // atom designates the atom's identity at an offset.
+                    Some(identity) if index.is_primary(atom, reloc.symbol) => {
+                        Target::Named(Cow::Borrowed(identity), reloc.addend)
+                    }
+                    Some(_) if sym.kind != SymbolKind::Section && !sym.name.is_empty() => {
                         Target::Named(object.match_name_ref(reloc.symbol), reloc.addend)
                     }
                     Some(identity) => Target::Named(Cow::Borrowed(identity), position),
@@ -481,8 +469,8 @@ impl Comparer<'_> {
     }
 
     fn same_target(&mut self, old_atom: AtomId, a: &Reloc, new_atom: AtomId, b: &Reloc) -> bool {
-        let ta = Self::target(self.old, self.old_ids, a);
-        let tb = Self::target(self.new, self.new_ids, b);
+        let ta = Self::target(self.old, self.old_index, a);
+        let tb = Self::target(self.new, self.new_index, b);
         match (ta, tb) {
             (Target::Named(x, xa), Target::Named(y, ya)) => x == y && xa == ya,
             (Target::Raw(x, xa), Target::Raw(y, ya)) => x == y && xa == ya,
@@ -767,10 +755,13 @@ fn entry_window(bytes: &[u8], p: i64, reach: i64, size: usize) -> Option<(usize,
 }
 
 /// The atoms a function's FDEs point at besides the function itself: its LSDAs.
-fn lsdas(object: &Object, fdes: &FdeIndex, atom: AtomId) -> Vec<AtomId> {
+fn lsdas(object: &Object, fdes: &ObjectIndex, atom: AtomId) -> Vec<AtomId> {
     let mut tables = Vec::new();
-    for fde in fdes.of(atom) {
-        for reloc in &object.eh_frame[fde].relocs {
+    for fde in fdes.fdes_of(atom) {
+        let Some(record) = object.eh_frame.get(fde) else {
+            continue;
+        };
+        for reloc in &record.relocs {
             // pc_begin (at 8) designates the function itself.
             if reloc.offset.0 == 8 {
                 continue;

@@ -570,6 +570,7 @@ pub(crate) fn parse_relocatable(path: &Path, bytes: &[u8]) -> Result<Object, Obj
             constructors.into_iter().map(|(_, _, c)| c).collect()
         },
         dwarf: None,
+        index: Default::default(),
     };
     match eh_frame_unusable {
         // Unrelocated records would describe the wrong code: no table at all.

@@ -16,6 +16,7 @@ mod dwarf;
 mod eh_frame;
 mod elf;
 pub mod image;
+mod index;
 pub mod jit;
 mod lines;
 mod macho;
@@ -26,14 +27,15 @@ pub mod reloc;
 pub mod types;
 
 pub use diff::{
-    atom_identity, changed_functions, is_ipa_clone, unit_name, AtomDiff, AtomMatch, ChangeReason,
-    NamedAtom,
+    atom_identity, changed_functions, is_ipa_clone, matched_atoms, unit_name, AtomDiff, AtomMatch,
+    ChangeReason, NamedAtom,
 };
 
 pub use image::{
     CompileUnit, GotSlot, GotSlotKind, ImageSymbol, IrelativeSlot, LinkTimeOptimized, LinkedImage,
     SectionData, TlsSegment, TranslationUnitId, Visibility, STATEMENT_WINDOW,
 };
+pub use index::IndexCell;
 pub use names::{display_name, display_names};
 pub use reloc::RelocKind;
 
@@ -193,24 +195,6 @@ pub struct SourceLine {
     pub column: u32,
 }
 
-/// The FDEs of each atom ([`Object::fde_index`]): (atom, FDE index) sorted by atom, FDEs
-/// of one atom in section order.
-#[derive(Clone, Debug, Default)]
-pub struct FdeIndex {
-    pairs: Vec<(AtomId, usize)>,
-}
-
-impl FdeIndex {
-    /// The FDEs (indexes into [`Object::eh_frame`]) of `atom`, as [`Object::fdes_of`] gives.
-    pub fn of(&self, atom: AtomId) -> impl Iterator<Item = usize> + '_ {
-        let start = self.pairs.partition_point(|&(a, _)| a < atom);
-        self.pairs[start..]
-            .iter()
-            .take_while(move |&&(a, _)| a == atom)
-            .map(|&(_, fde)| fde)
-    }
-}
-
 /// A parsed relocatable object.
 ///
 /// `Object::default()` is an empty x86-64 object, handy for building test values with
@@ -255,6 +239,9 @@ pub struct Object {
     /// ([`Object::decl_line`]), type layouts and function signatures
     /// ([`Object::abi_facts`], [`Object::type_users`]). `None` without DWARF.
     pub dwarf: Option<std::sync::Arc<types::ObjectDwarf>>,
+    /// Added: the identities and FDEs of the atoms, indexed on the first diff or FDE query
+    /// and kept (see `index.rs`); a clone starts without.
+    pub index: IndexCell,
 }
 
 /// One entry of an `.init_array` section: the function it points at, as a symbol (gas
@@ -449,37 +436,15 @@ impl Object {
         }
     }
 
-    /// The FDEs (indexes into [`Object::eh_frame`]) that describe code of `atom`.
+    /// The FDEs (indexes into [`Object::eh_frame`]) that describe code of `atom`, in
+    /// section order (from the object's index, built on the first query).
     pub fn fdes_of(&self, atom: AtomId) -> impl Iterator<Item = usize> + '_ {
-        self.eh_frame
-            .iter()
-            .enumerate()
-            .filter_map(move |(i, r)| match r.kind {
-                EhRecordKind::Fde {
-                    function: Some(f), ..
-                } if f == atom => Some(i),
-                _ => None,
-            })
+        self.index().fdes_of(atom)
     }
 
-    /// [`Object::fdes_of`] for every atom at once, in one pass over `.eh_frame`. For callers
-    /// that ask about many atoms (the diff asks about every matched function), where
-    /// `fdes_of` per atom would scan the table each time.
-    pub fn fde_index(&self) -> FdeIndex {
-        let mut pairs: Vec<(AtomId, usize)> = self
-            .eh_frame
-            .iter()
-            .enumerate()
-            .filter_map(|(i, r)| match r.kind {
-                EhRecordKind::Fde {
-                    function: Some(f), ..
-                } => Some((f, i)),
-                _ => None,
-            })
-            .collect();
-        // Stable on the atom: each atom's FDEs stay in section order.
-        pairs.sort_by_key(|&(atom, _)| atom);
-        FdeIndex { pairs }
+    /// The object's tables of identities and FDEs (`index.rs`), built on the first call.
+    pub(crate) fn index(&self) -> &index::ObjectIndex {
+        self.index.get_or_build(self)
     }
 
     /// The first named symbol defined in an atom (the function or variable it holds).

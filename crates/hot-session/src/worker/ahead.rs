@@ -328,7 +328,7 @@ impl Worker {
         let source = file.display().to_string();
         let request = LinkRequest {
             object: &object,
-            baseline: baseline.as_ref().map(|b| b.object.as_ref()),
+            baseline: baseline.as_ref().and_then(|b| b.object.get()),
             unit: UnitRef {
                 tu: unit.tu,
                 compile_unit,
@@ -372,7 +372,7 @@ impl Worker {
         };
         let against = LinkedAgainst {
             changes,
-            baseline: baseline.as_ref().map(|b| Arc::as_ptr(&b.object) as usize),
+            baseline: baseline.as_ref().map(|b| b.object.identity()),
         };
         let mut diagnostics = match &result {
             Ok(patch) => note_diagnostics(patch, &source, &file),
@@ -449,7 +449,7 @@ impl Worker {
         // `link_and_apply` would), to tell whether the patch was linked against it.
         let baseline = self
             .baseline_for(file, unit.job.flags())
-            .map(|b| Arc::as_ptr(&b.object) as usize);
+            .map(|b| b.object.identity());
         let changes = self
             .program
             .as_mut()

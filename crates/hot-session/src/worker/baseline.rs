@@ -3,11 +3,10 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use hot_object::Object;
 
-use super::{has_extension, Baseline, Worker, SOURCE_EXTENSIONS};
+use super::{has_extension, Baseline, BaselineObject, Worker, SOURCE_EXTENSIONS};
 use crate::compile::{self, Cancel, CompileJob, Priority};
 use crate::compile_db::{normalize, CompileDatabase, CompileEntry};
 use crate::program::{cu_source, UnitMatch};
@@ -769,8 +768,14 @@ impl Worker {
     /// build, and its dependency list.
     fn finish_baseline(&mut self, job: BaselineJob, run: BaselineRun) -> Result<(), String> {
         let BaselineJob {
-            file, flags, copy, ..
+            file,
+            flags,
+            copy,
+            job,
+            ..
         } = job;
+        // Owns the object file from here: removed unless it becomes the baseline.
+        let on_disk = BaselineObject::on_disk(job.output);
         let file = file.as_path();
         let object = run
             .object
@@ -833,7 +838,7 @@ impl Worker {
             file.to_owned(),
             Baseline {
                 argv: flags,
-                object: Arc::new(object),
+                object: on_disk,
             },
         );
         Ok(())
@@ -878,10 +883,15 @@ impl Worker {
 
 /// Read and parse the object a finished compile wrote (and remove the file).
 pub(super) fn read_object(job: &CompileJob) -> Result<Object, String> {
-    let bytes = std::fs::read(&job.output)
-        .map_err(|e| format!("cannot read {}: {e}", job.output.display()))?;
+    let object = parse_object_file(&job.output);
     let _ = std::fs::remove_file(&job.output);
-    Object::parse(&job.output, &bytes).map_err(|e| e.to_string())
+    object
+}
+
+/// Read and parse an object file, leaving it in place.
+fn parse_object_file(path: &Path) -> Result<Object, String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    Object::parse(path, &bytes).map_err(|e| e.to_string())
 }
 
 /// A baseline compile prepared by the worker: the snapshot written to its own folder.
@@ -966,7 +976,9 @@ pub(super) fn run_baseline(job: &BaselineJob, cancel: &Cancel, priority: Priorit
             let _ = std::fs::remove_file(&job.job.output);
             Err("its compile was cancelled".to_owned())
         }
-        Ok(Some(outcome)) if outcome.success => read_object(&job.job),
+        // Left on disk: the baseline keeps the file and parses it again on its file's first
+        // save (`BaselineObject`); parsed here to know it reads.
+        Ok(Some(outcome)) if outcome.success => parse_object_file(&job.job.output),
         Ok(Some(outcome)) => Err(outcome
             .diagnostics
             .iter()

@@ -9,7 +9,6 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Instant;
 
 use crossbeam_channel::Sender;
@@ -18,7 +17,9 @@ use hot_object::{Object, TranslationUnitId};
 use hot_process::{ProcessEvent, WritePlan};
 
 use super::baseline::read_object;
-use super::{has_extension, Baseline, Worker, HEADER_EXTENSIONS, SOURCE_EXTENSIONS};
+use super::{
+    has_extension, Baseline, BaselineObject, Worker, HEADER_EXTENSIONS, SOURCE_EXTENSIONS,
+};
 use crate::compile::{self, Cancel, CompileJob, CompileOutcome};
 use crate::compile_db::normalize;
 use crate::config;
@@ -549,7 +550,7 @@ impl Worker {
                     let compile_unit = program.compile_unit_of(&image, &unit.file);
                     LinkRequest {
                         object,
-                        baseline: baseline.as_ref().map(|b| b.object.as_ref()),
+                        baseline: baseline.as_ref().and_then(|b| b.object.get()),
                         unit: UnitRef {
                             tu: unit.tu,
                             compile_unit,
@@ -714,7 +715,7 @@ impl Worker {
             .map(|(unit, _, object)| {
                 let baseline = Baseline {
                     argv: unit.job.flags().to_vec(),
-                    object: Arc::new(object),
+                    object: BaselineObject::parsed(object),
                 };
                 (unit.file, baseline)
             })
@@ -789,7 +790,7 @@ impl Worker {
         // Swapped functions a thread was inside: their running calls finish in the old body.
         let objects: Vec<(&Path, &Object)> = new_baselines
             .iter()
-            .map(|(file, b)| (file.as_path(), b.object.as_ref()))
+            .filter_map(|(file, b)| Some((file.as_path(), b.object.get()?)))
             .collect();
         let still_running = super::abi::live_diagnostics(&live, &objects);
         drop(objects);
