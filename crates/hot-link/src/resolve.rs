@@ -75,6 +75,10 @@ pub(crate) enum AtomRole {
     NamedReadOnly {
         sym: SymbolId,
     },
+    /// A compiler's per-unit table in writable data (sanitizer descriptors and source
+    /// locations, coverage counters: [`hot_object::is_compiler_table`]): copied fresh, into
+    /// the data arena, with each body that references it, like anonymous read-only data.
+    CompilerTable,
     /// Writable data: bound to its existing address, or allocated once.
     Variable {
         sym: Option<SymbolId>,
@@ -164,6 +168,9 @@ impl<'o> ObjectInfo<'o> {
                 }
                 _ => AtomRole::AnonReadOnly,
             },
+            AtomKind::Data | AtomKind::Bss if hot_object::is_compiler_table(obj, id) => {
+                AtomRole::CompilerTable
+            }
             AtomKind::Data | AtomKind::Bss => AtomRole::Variable { sym: primary },
             AtomKind::TlsData | AtomKind::TlsBss => AtomRole::ThreadLocal { sym: primary },
         }
@@ -326,7 +333,9 @@ impl ObjectInfo<'_> {
                         TargetClass::Placed { atom: target }
                     }
                 }
-                AtomRole::AnonReadOnly => TargetClass::Placed { atom: target },
+                AtomRole::AnonReadOnly | AtomRole::CompilerTable => {
+                    TargetClass::Placed { atom: target }
+                }
                 AtomRole::NamedReadOnly { .. }
                 | AtomRole::Variable { .. }
                 | AtomRole::ThreadLocal { .. } => TargetClass::Bound { atom: target },

@@ -26,8 +26,8 @@ pub mod reloc;
 pub mod types;
 
 pub use diff::{
-    atom_identity, changed_functions, is_ipa_clone, unit_name, AtomDiff, AtomMatch, ChangeReason,
-    NamedAtom,
+    atom_identity, changed_functions, is_compiler_table, is_compiler_table_name, is_ipa_clone,
+    is_odr_indicator, unit_name, AtomDiff, AtomMatch, ChangeReason, NamedAtom,
 };
 
 pub use image::{
