@@ -501,7 +501,8 @@ pub(crate) fn existing_entry(
 /// the image's definition `image` of the same name. A weak default overridden by a strong
 /// definition in another file is not: the override must never be redirected to it. The
 /// unit's code ranges decide; without them, an image definition that is not weak while the
-/// object's is weak is taken to be an override.
+/// object's is weak is taken to be an override. A weak COMDAT copy is in use when the image's
+/// definition is weak too (another copy of the same inline function).
 pub(crate) fn weak_definition_in_use(
     model: &ImageModel,
     obj: &Object,
@@ -513,6 +514,14 @@ pub(crate) fn weak_definition_in_use(
         return true;
     }
     let image_sym = image.get(model);
+    if image_sym.binding == Binding::Weak
+        && matches!(obj.symbol(sym).def, SymbolDef::Atom { atom, .. } if obj.atom(atom).comdat)
+    {
+        // A C++ inline function or template instantiation: every copy is a weak COMDAT
+        // one, the same definition, and the link keeps whichever comes first. Nothing
+        // overrides this copy; a relink with the new text would run it.
+        return true;
+    }
     match unit_defines_symbol(model, unit, image_sym) {
         Some(ours) => ours,
         // A strong definition (GLOBAL, or a hidden one ld made LOCAL) beats a weak one.
