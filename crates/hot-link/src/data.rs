@@ -446,7 +446,7 @@ impl Link<'_> {
         self.bound.insert(atom, addr);
         self.fresh_data.insert(atom);
         self.data_writes.push(atom);
-        if a.kind != AtomKind::Text {
+        if a.kind != AtomKind::Text && !hot_object::is_odr_indicator(&name) {
             self.patch.added.push(name);
         }
     }

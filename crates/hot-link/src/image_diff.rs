@@ -812,7 +812,9 @@ impl Unit<'_, '_, '_> {
                 let off = sym_offset + extra;
                 match cx.info.role(target) {
                     AtomRole::Function { .. } | AtomRole::Code => self.code_ref(target, off, d),
-                    AtomRole::AnonReadOnly => self.data_ref(target, off, d),
+                    AtomRole::AnonReadOnly | AtomRole::CompilerTable => {
+                        self.data_ref(target, off, d)
+                    }
                     _ => false,
                 }
             }

@@ -584,6 +584,16 @@ impl<'s> Allocator<'s> {
 
     /// Whose definition the entry at `entry` runs, as committed (links never redirect one
     /// entry twice).
+    /// The file that defines the global function `name` an earlier patch added, if one did.
+    pub(crate) fn added_function_source(&self, name: &str) -> Option<&str> {
+        let key = SymKey {
+            unit: None,
+            name: name.to_string(),
+        };
+        let stub = self.state.new_functions.get(&key)?;
+        self.state.owners.get(stub).map(|o| o.source.as_str())
+    }
+
     pub(crate) fn entry_owner(&self, entry: RuntimeAddr) -> Option<&EntryOwner> {
         self.state.owners.get(&entry)
     }

@@ -595,6 +595,15 @@ impl Linker {
         Some(found.module.module(&self.image).runtime(Vaddr(sym.vaddr)))
     }
 
+    /// The source file ([`UnitRef::source`]) of the global function `name` that a committed
+    /// patch added to this linker's image, if one did: for messages about a name only new
+    /// code defines.
+    pub fn added_function_source(&self, name: &str) -> Option<String> {
+        layout::Allocator::new(&self.state)
+            .added_function_source(name)
+            .map(str::to_string)
+    }
+
     /// The arenas the linker allocates from.
     pub fn arenas(&self) -> &Arenas {
         &self.arenas

@@ -502,14 +502,21 @@ impl<'a> Link<'a> {
         for atom in order {
             let a = self.info.obj.atom(atom);
             let forced = self.placement.and_then(|p| p.atoms.get(&atom).copied());
+            // Compiler tables are written by the code that uses them (UBSan's reported
+            // flag, coverage counters): they go to the writable arena.
+            let arena = if matches!(self.info.role(atom), AtomRole::CompilerTable) {
+                ArenaKind::Data
+            } else {
+                ArenaKind::Code
+            };
             let addr = match forced {
                 Some(addr) => addr,
-                None => match self.alloc.alloc(ArenaKind::Code, a.size, a.align.max(1)) {
+                None => match self.alloc.alloc(arena, a.size, a.align.max(1)) {
                     Ok(addr) => addr,
                     Err(_) => {
                         let name = self.info.atom_name(atom);
                         let line = self.atom_line(atom);
-                        self.arena_exhausted(ArenaKind::Code, &name, a.size, line);
+                        self.arena_exhausted(arena, &name, a.size, line);
                         continue;
                     }
                 },

@@ -76,6 +76,10 @@ pub(crate) enum AtomRole {
     NamedReadOnly {
         sym: SymbolId,
     },
+    /// A compiler's per-unit table in writable data (sanitizer descriptors and source
+    /// locations, coverage counters: [`hot_object::is_compiler_table`]): copied fresh, into
+    /// the data arena, with each body that references it, like anonymous read-only data.
+    CompilerTable,
     /// Writable data: bound to its existing address, or allocated once.
     Variable {
         sym: Option<SymbolId>,
@@ -165,6 +169,9 @@ impl<'o> ObjectInfo<'o> {
                 }
                 _ => AtomRole::AnonReadOnly,
             },
+            AtomKind::Data | AtomKind::Bss if hot_object::is_compiler_table(obj, id) => {
+                AtomRole::CompilerTable
+            }
             AtomKind::Data | AtomKind::Bss => AtomRole::Variable { sym: primary },
             AtomKind::TlsData | AtomKind::TlsBss => AtomRole::ThreadLocal { sym: primary },
         }
@@ -327,7 +334,9 @@ impl ObjectInfo<'_> {
                         TargetClass::Placed { atom: target }
                     }
                 }
-                AtomRole::AnonReadOnly => TargetClass::Placed { atom: target },
+                AtomRole::AnonReadOnly | AtomRole::CompilerTable => {
+                    TargetClass::Placed { atom: target }
+                }
                 AtomRole::NamedReadOnly { .. }
                 | AtomRole::Variable { .. }
                 | AtomRole::ThreadLocal { .. } => TargetClass::Bound { atom: target },
@@ -493,7 +502,8 @@ pub(crate) fn existing_entry(
 /// the image's definition `image` of the same name. A weak default overridden by a strong
 /// definition in another file is not: the override must never be redirected to it. The
 /// unit's code ranges decide; without them, an image definition that is not weak while the
-/// object's is weak is taken to be an override.
+/// object's is weak is taken to be an override. A weak COMDAT copy is in use when the image's
+/// definition is weak too (another copy of the same inline function).
 pub(crate) fn weak_definition_in_use(
     model: &ImageModel,
     obj: &Object,
@@ -505,6 +515,14 @@ pub(crate) fn weak_definition_in_use(
         return true;
     }
     let image_sym = image.get(model);
+    if image_sym.binding == Binding::Weak
+        && matches!(obj.symbol(sym).def, SymbolDef::Atom { atom, .. } if obj.atom(atom).comdat)
+    {
+        // A C++ inline function or template instantiation: every copy is a weak COMDAT
+        // one, the same definition, and the link keeps whichever comes first. Nothing
+        // overrides this copy; a relink with the new text would run it.
+        return true;
+    }
     match unit_defines_symbol(model, unit, image_sym) {
         Some(ours) => ours,
         // A strong definition (GLOBAL, or a hidden one ld made LOCAL) beats a weak one.

@@ -20,7 +20,7 @@ use std::borrow::Cow;
 
 use crate::index::ObjectIndex;
 use crate::{
-    AtomId, AtomKind, AtomOffset, Machine, Object, Reloc, RelocKind, SymbolDef, SymbolKind,
+    AtomId, AtomKind, AtomOffset, Binding, Machine, Object, Reloc, RelocKind, SymbolDef, SymbolKind,
 };
 
 /// A named atom of the old object and its counterpart in the new one.
@@ -112,6 +112,57 @@ pub fn is_ipa_clone(name: &str) -> bool {
 pub fn unit_name(identity: &str) -> &str {
     let trimmed = strip_numeric_suffix(identity).unwrap_or(identity);
     trimmed.strip_suffix(".cold").unwrap_or(identity)
+}
+
+/// Whether a data atom is one of the compiler's per-translation-unit tables rather than a
+/// variable of the program: sanitizer and coverage instrumentation data, which the
+/// instrumented code references like a string literal (a fresh copy goes with each new
+/// body) and which is never matched by name or checked for layout.
+///
+/// Recognised by names no C or C++ variable can have, and only for local symbols:
+/// - no named symbol, in a section named after an assembler-local label
+///   (`-fdata-sections` gives `.data.rel.local..LASAN0`, `.data..Lubsan_type0`,
+///   `.data.rel.local..Lubsan_data2`, `.data.rel..LPBX0`, clang's `.data..L__unnamed_2`,
+///   `.data.rel.ro..L___asan_gen_.3`);
+/// - a local symbol whose name starts with `.` (clang's ASan-padded `.str`, `.str.1`);
+/// - the compilers' reserved prefixes: gcc's gcov counters and function records
+///   (`__gcov0.f`, `__gcov_.f`), clang's (`__llvm_gcov_ctr.1`,
+///   `__llvm_internal_gcov_emit_arcs_args.0`), clang's ASan descriptor arrays
+///   (`__unnamed_4`) and `__asan_gen_` strings.
+pub fn is_compiler_table(object: &Object, atom: AtomId) -> bool {
+    let a = object.atom(atom);
+    if !matches!(a.kind, AtomKind::Data | AtomKind::Bss | AtomKind::ReadOnly) {
+        return false;
+    }
+    match object.primary_symbol(atom) {
+        None => a.section_name.contains("..L"),
+        Some(s) => {
+            let sym = object.symbol(s);
+            sym.binding == Binding::Local && is_compiler_table_name(&sym.name)
+        }
+    }
+}
+
+/// Whether a global variable is ASan's ODR indicator of a global (`__odr_asan.table`, one
+/// byte per instrumented global): a real variable that keeps its address, but the
+/// compiler's, not one to name to the user as added.
+pub fn is_odr_indicator(name: &str) -> bool {
+    name.starts_with("__odr_asan.")
+}
+
+/// The name test of [`is_compiler_table`] (the caller checks that the symbol is local).
+pub fn is_compiler_table_name(name: &str) -> bool {
+    const PREFIXES: [&str; 8] = [
+        ".",
+        "__gcov0.",
+        "__gcov_.",
+        "__llvm_gcov_",
+        "__llvm_internal_gcov_",
+        "__unnamed_",
+        "__asan_gen_",
+        "___asan_gen_",
+    ];
+    PREFIXES.iter().any(|p| name.starts_with(p))
 }
 
 /// The identity an atom is matched by across compiles, or `None` for an anonymous atom.

@@ -11,7 +11,7 @@ use std::sync::OnceLock;
 
 use rustc_hash::FxHashMap;
 
-use crate::diff::{is_ipa_clone, strip_numeric_suffix};
+use crate::diff::{is_compiler_table, is_ipa_clone, strip_numeric_suffix};
 use crate::{AtomId, AtomKind, Binding, EhRecordKind, Object, SymbolId};
 
 /// No atom (end of a chain).
@@ -156,7 +156,7 @@ impl ObjectIndex {
 /// [`crate::atom_identity`]).
 fn identity(object: &Object, atom: AtomId, primary: SymbolId) -> Identity {
     let sym = object.symbol(primary);
-    if is_ipa_clone(&sym.name) {
+    if is_ipa_clone(&sym.name) || is_compiler_table(object, atom) {
         return Identity::Anonymous;
     }
     let base = strip_numeric_suffix(&sym.name);

@@ -183,6 +183,21 @@ impl CompileDatabase {
             .map_or(&[], |v| v.as_slice())
     }
 
+    /// The database's spelling of `file` (absolute): `file` itself when the database has
+    /// entries under that path, else the path of a file of the database that is the same
+    /// file on disk (a workspace or folder reached through a symlink). `None`: not in it.
+    pub fn spelling_of(&self, file: &Path) -> Option<PathBuf> {
+        let file = normalize(file);
+        if self.by_file.contains_key(&file) {
+            return Some(file);
+        }
+        let identity = file_identity(&file)?;
+        self.by_file
+            .keys()
+            .find(|k| file_identity(k) == Some(identity))
+            .cloned()
+    }
+
     /// Every file of the database.
     pub fn files(&self) -> impl Iterator<Item = &Path> {
         self.by_file.keys().map(|p| p.as_path())
@@ -192,6 +207,15 @@ impl CompileDatabase {
     pub fn entries(&self) -> impl Iterator<Item = &CompileEntry> {
         self.by_file.values().flatten()
     }
+}
+
+/// A file's identity on disk, device and inode with symlinks followed: paths are spelled
+/// many ways (a symlinked include folder `inc -> zlib`, a workspace reached through a
+/// link, a hard link), the file they name is one. `None` when it cannot be read.
+pub fn file_identity(path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(path).ok()?;
+    Some((meta.dev(), meta.ino()))
 }
 
 /// `path` relative to `base`, lexically (with `..` where `path` is not under `base`), both
@@ -266,6 +290,35 @@ mod tests {
         assert_eq!(b.len(), 1);
         assert_eq!(b[0].arguments[1], "-DNAME=\"x y\"");
         assert!(db.entries_for(&dir.path().join("src/c.c")).is_empty());
+    }
+
+    #[test]
+    fn a_file_saved_through_a_symlinked_folder_has_the_database_spelling() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir(dir.path().join("src")).expect("mkdir");
+        std::fs::write(dir.path().join("src/a.c"), "int a;\n").expect("write a.c");
+        std::fs::write(dir.path().join("src/b.c"), "int b;\n").expect("write b.c");
+        std::os::unix::fs::symlink(dir.path().join("src"), dir.path().join("link"))
+            .expect("symlink");
+        let root = dir.path().display().to_string();
+        let json = serde_json::json!([
+            {"directory": root.clone(), "file": "src/a.c", "command": "cc -c src/a.c"},
+        ]);
+        let db = dir.path().join("compile_commands.json");
+        std::fs::write(&db, json.to_string()).expect("write");
+        let db = CompileDatabase::load(&db).expect("loads");
+        let a = dir.path().join("src/a.c");
+        // Rows: the path saved, the database's spelling of it.
+        let rows = [
+            (a.clone(), Some(a.clone())),
+            (dir.path().join("link/a.c"), Some(a.clone())),
+            (dir.path().join("link/../src/a.c"), Some(a.clone())),
+            (dir.path().join("link/b.c"), None),
+            (dir.path().join("link/missing.c"), None),
+        ];
+        for (saved, spelled) in rows {
+            assert_eq!(db.spelling_of(&saved), spelled, "{}", saved.display());
+        }
     }
 
     #[test]

@@ -579,3 +579,56 @@ fn a_lambda_added_after_others_swaps_one_added_before_them_is_refused() {
         kept: nothing,
     });
 }
+
+/// Rows: an edit of tmpl.h (cxxcomdat), the file saved, and what main.cpp prints after it.
+/// Saving b.cpp alone (the header changed on disk, not saved) swaps b.cpp's copy in: the
+/// program kept a.cpp's (another size: a.cpp is built at -O0), the same definition.
+const COMDAT_EDITS: &[(&str, &str, &str, &str)] = &[
+    ("return v * 2;", "return v * 3;", "tmpl.h", "a=7 b=3"),
+    ("return 7;", "return 70;", "tmpl.h", "a=70 b=2"),
+    ("return v * 2;", "return v * 3;", "b.cpp", "a=7 b=3"),
+];
+
+/// tests/fixtures/cxxcomdat built by `compiler`: every copy of the template and the inline
+/// function is a weak COMDAT one, so a save swaps the changed copy with no `weak-overridden`
+/// note (no strong definition overrides any of them) and the new body runs.
+fn check_comdat_edit(compiler: &str, (from, to, saved, after): (&str, &str, &str, &str)) {
+    let mut f = Fixture::copy("cxxcomdat");
+    let flags = "-std=c++17 -O1 -g";
+    f.write(
+        "hot-lsp.toml",
+        &format!(
+            "[program]\npath = \"app\"\nbuild = \"{compiler} {flags} -o app main.cpp a.cpp b.cpp\"\n\n\
+             [compile]\ncommand = \"{compiler} {flags} -c {{file}} -o {{output}}\"\n"
+        ),
+    );
+    f.start();
+    f.wait_launched();
+    f.wait_output("a=7 b=2");
+    f.edit("tmpl.h", from, to);
+    f.save(saved);
+    let swap = f.wait_swap();
+    assert!(!swap.swapped.is_empty(), "{compiler}, {saved}: {swap:?}");
+    f.wait_output(after);
+    let notes: Vec<_> = f
+        .log
+        .iter()
+        .filter_map(|e| match e {
+            SessionEvent::Diagnostics { diagnostics, .. } => Some(diagnostics),
+            _ => None,
+        })
+        .flatten()
+        .filter(|d| d.code == "weak-overridden")
+        .collect();
+    assert!(notes.is_empty(), "{compiler}, {saved}: {notes:#?}");
+    f.assert_same_process();
+}
+
+#[test]
+fn comdat_copies_of_a_template_and_an_inline_function_swap_without_weak_overridden() {
+    for (compiler, _) in COMPILERS {
+        for &row in COMDAT_EDITS {
+            check_comdat_edit(compiler, row);
+        }
+    }
+}

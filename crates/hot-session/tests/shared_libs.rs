@@ -244,23 +244,29 @@ fn undo_restores_the_librarys_entries_and_a_later_save_swaps_again() {
     }
 }
 
+/// Edit lib/foo.c to declare and call `name`, save it, and return its `undefined-symbol`
+/// diagnostic.
+fn save_library_call_of(f: &mut Fixture, name: &str) -> hot_session::Diagnostic {
+    f.edit(
+        "lib/foo.c",
+        "static int counter;",
+        &format!("static int counter;\nint {name}(void);"),
+    );
+    f.edit("lib/foo.c", "return 0;", &format!("return {name}();"));
+    f.save("lib/foo.c");
+    let diagnostics = f.wait_diagnostics("lib/foo.c");
+    diagnostics
+        .into_iter()
+        .find(|d| d.code == "undefined-symbol")
+        .unwrap_or_else(|| panic!("{name}: no undefined-symbol"))
+}
+
 #[test]
 fn an_undefined_symbol_in_a_library_edit_is_refused_and_leaves_it_running() {
     for build in BUILDS {
         let mut f = sharedlib(build);
-        f.edit(
-            "lib/foo.c",
-            "static int counter;",
-            "static int counter;\nint nosuch(void);",
-        );
-        f.edit("lib/foo.c", "return 0;", "return nosuch();");
+        let found = save_library_call_of(&mut f, "nosuch");
         let line = f.line_of("lib/foo.c", "return nosuch();");
-        f.save("lib/foo.c");
-        let diagnostics = f.wait_diagnostics("lib/foo.c");
-        let found = diagnostics
-            .iter()
-            .find(|d| d.code == "undefined-symbol")
-            .unwrap_or_else(|| panic!("{build:?}: no undefined-symbol: {diagnostics:#?}"));
         assert_eq!(
             (found.line, found.severity),
             (line, Severity::Error),
@@ -268,6 +274,54 @@ fn an_undefined_symbol_in_a_library_edit_is_refused_and_leaves_it_running() {
         );
         assert!(found.message.contains("nosuch"), "{found:?}");
         f.assert_unchanged(0, "label=one value=0 who=app", 3);
+    }
+}
+
+/// Rows: a function of the executable new library code calls, and the edit of main.c that
+/// defines it first (`None`: main.c defines it as built): the executable defines it but does
+/// not export it (no `-rdynamic`), which the refusal says, naming main.c.
+const UNEXPORTED: &[(&str, Option<(&str, &str)>)] = &[
+    ("app_helper", None),
+    (
+        "app_added",
+        Some((
+            "static const char *app_label(void) {",
+            "int app_added(void) {\n    return 4;\n}\n\nstatic const char *app_label(void) {",
+        )),
+    ),
+];
+
+#[test]
+fn library_code_calling_a_function_the_executable_does_not_export_is_refused_saying_so() {
+    for &(name, define) in UNEXPORTED {
+        let mut f = sharedlib(BUILDS[0]);
+        let mut swaps = 0;
+        if let Some((from, to)) = define {
+            f.edit("main.c", from, to);
+            f.save("main.c");
+            let swap = f.wait_swap();
+            assert!(swap.added.iter().any(|a| a == name), "{swap:?}");
+            swaps = 1;
+        }
+        let found = save_library_call_of(&mut f, name);
+        let main = f.path("main.c").display().to_string();
+        for needle in [
+            name,
+            "the executable defines",
+            &main,
+            "does not export",
+            "-rdynamic",
+        ] {
+            assert!(
+                found.message.contains(needle),
+                "{needle:?} not in {found:?}"
+            );
+        }
+        assert!(
+            !found.message.contains("no file of the compile database"),
+            "{found:?}"
+        );
+        f.assert_unchanged(swaps, "label=one value=0 who=app", 3);
     }
 }
 

@@ -1223,6 +1223,50 @@ fn a_header_edit_swaps_every_includer_at_once_and_undo_reverts_them_all() {
 /// A header edit that does not compile in some includers, row by row: (from, to, the file
 /// the errors are in, a text on their line, how many distinct errors it must show, the
 /// includers that compiled and get fresh empty diagnostics). Nothing is swapped.
+/// headers3 with common.h moved into `real/` and `inc -> real` a symlink: the row's
+/// files include it as "inc/common.h" (through the link), the others as "real/common.h".
+/// Saving real/common.h recompiles and swaps all three includers: a dependency is the
+/// header when it is the same file on disk, whatever path the preprocessor read it by.
+fn check_header_through_symlink(through_link: &[&str]) {
+    let mut f = Fixture::copy("headers3");
+    std::fs::create_dir(f.path("real")).expect("mkdir real");
+    std::fs::rename(f.path("common.h"), f.path("real/common.h")).expect("move common.h");
+    std::os::unix::fs::symlink("real", f.path("inc")).expect("symlink inc -> real");
+    for file in ["a.c", "b.c", "c.c"] {
+        let dir = if through_link.contains(&file) {
+            "inc"
+        } else {
+            "real"
+        };
+        f.edit(
+            file,
+            "#include \"common.h\"",
+            &format!("#include \"{dir}/common.h\""),
+        );
+    }
+    f.start();
+    f.wait_launched();
+    f.wait_output(SUM_BEFORE);
+    f.edit("real/common.h", "#define SCALE 1", "#define SCALE 2");
+    f.save("real/common.h");
+    let swap = f.wait_swap();
+    let includers: Vec<_> = ["a.c", "b.c", "c.c"].iter().map(|p| f.path(p)).collect();
+    assert_eq!(swap.files, includers, "{swap:?}");
+    assert_eq!(swap.swapped, ["part_a", "part_b", "part_c"], "{swap:?}");
+    f.wait_output("sum=222");
+    f.assert_same_process();
+}
+
+/// Rows: which includers reach the header through the symlinked folder.
+const THROUGH_LINK: &[&[&str]] = &[&["c.c"], &["a.c", "b.c"]];
+
+#[test]
+fn a_header_reached_through_a_symlinked_folder_swaps_every_includer() {
+    for row in THROUGH_LINK {
+        check_header_through_symlink(row);
+    }
+}
+
 /// headers3 built once into `app` with no build command, started: a restart relaunches the
 /// very same file (same build-id), so the session re-applies its changes.
 fn relaunchable_headers3() -> Fixture {

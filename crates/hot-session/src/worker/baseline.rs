@@ -853,12 +853,17 @@ impl Worker {
     }
 
     /// The translation units whose last compile (a baseline, or a save) read `header`, in
-    /// path order.
+    /// path order. A dependency is the header when it is the same file on disk, whatever
+    /// path it was read by (`-Iinc` with `inc -> zlib` lists `inc/zlib.h`).
     pub(super) fn includers(&self, header: &Path) -> Vec<PathBuf> {
+        let identity = crate::compile_db::file_identity(header);
+        let is_header = |d: &PathBuf| {
+            d == header || identity.is_some() && crate::compile_db::file_identity(d) == identity
+        };
         let mut units: Vec<PathBuf> = self
             .dependencies
             .iter()
-            .filter(|(_, deps)| deps.iter().any(|d| d == header))
+            .filter(|(_, deps)| deps.iter().any(is_header))
             .map(|(unit, _)| unit.clone())
             .collect();
         units.sort();

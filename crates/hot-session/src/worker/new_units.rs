@@ -14,7 +14,9 @@
 //!   each one defines, from compiling it with the patch flags (kept while the file and what
 //!   it read are unchanged). The defining files are compiled into the same swap as new
 //!   units, recursively for what they need; the swap reports which files were pulled in. A
-//!   name no project file defines stays `undefined-symbol`, and its message says so.
+//!   name no project file defines stays `undefined-symbol`, and its message says so; in a
+//!   library's unit, a name the executable defines but does not export (no `-rdynamic`) is
+//!   said to be that, naming the executable's file.
 //!
 //! A database file that defines `main` is another program's source (a test, a tool): it is
 //! never linked in, saved or looked up.
@@ -31,7 +33,7 @@ use hot_process::ProcessError;
 use super::pipeline::{compile_all, UnitJob};
 use super::{has_extension, Worker, SOURCE_EXTENSIONS};
 use crate::compile::CompileOutcome;
-use crate::program::UnitMatch;
+use crate::program::{cu_source, UnitMatch};
 use crate::{Phase, Severity};
 
 /// One unlinked database file in the index of who defines what: read from the object the
@@ -389,6 +391,15 @@ impl Worker {
                 continue;
             };
             let shown = hot_object::display_name(name);
+            if let Some(definer) = self.unexported_definer(&e.unit, name) {
+                e.message.push_str(&format!(
+                    "; the executable defines `{shown}` (in {definer}) but does not export it \
+                     to shared libraries, so code of a library cannot reach it: link the \
+                     executable with `-rdynamic` (`-Wl,--export-dynamic`) and restart the \
+                     program, or define it in the library"
+                ));
+                continue;
+            }
             let why = match lookup.ambiguous.get(name) {
                 Some(files) => format!(
                     "; `{shown}` is defined by {} files of the compile database that the program \
@@ -425,6 +436,47 @@ impl Worker {
             };
             e.message.push_str(&why);
         }
+    }
+
+    /// For an undefined symbol of a shared library's unit `unit`: the file of the executable
+    /// that defines `name` (its DWARF unit, or the file whose save added it), when the
+    /// executable defines it but does not export it (no `-rdynamic`), so that the library's
+    /// code cannot bind to it. `None` for a unit of the executable, or a name the
+    /// executable exports or does not define.
+    fn unexported_definer(&self, unit: &str, name: &str) -> Option<String> {
+        let program = self.program.as_ref()?;
+        let exe = &program.image.as_ref()?.exe.image;
+        let unit = Path::new(unit);
+        if exe.compile_units.iter().any(|cu| cu_source(cu) == unit) {
+            return None;
+        }
+        let named = |s: &&hot_object::ImageSymbol| s.defined && s.name == name;
+        if exe.symbols.iter().filter(named).any(|s| s.dynamic) {
+            return None;
+        }
+        if let Some(sym) = exe
+            .symbols
+            .iter()
+            .filter(named)
+            .find(|s| s.binding != Binding::Local)
+        {
+            let file = exe
+                .compile_units
+                .iter()
+                .find(|cu| {
+                    cu.ranges
+                        .iter()
+                        .any(|&(lo, hi)| lo <= sym.vaddr && sym.vaddr < hi)
+                        || cu.variables.binary_search(&sym.vaddr).is_ok()
+                })
+                .map_or_else(
+                    || "one of its files".to_string(),
+                    |cu| cu_source(cu).display().to_string(),
+                );
+            return Some(file);
+        }
+        let added = program.linker.as_ref()?.added_function_source(name)?;
+        Some(format!("{added}, whose save added it"))
     }
 
     /// Say which files a swap linked in for the symbols it needed.

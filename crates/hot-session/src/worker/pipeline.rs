@@ -102,7 +102,15 @@ impl Worker {
         if !self.opted_in {
             return None;
         }
-        let file = normalize(file);
+        let mut file = normalize(file);
+        // A source file saved through another path than the compile database's (a
+        // workspace opened through a symlink) is the database's file: its command, its
+        // baseline, its unit in the program.
+        if has_extension(&file, SOURCE_EXTENSIONS) {
+            if let Some(spelled) = self.database().and_then(|db| db.spelling_of(&file)) {
+                file = spelled;
+            }
+        }
         // This save supersedes one held back by a debugger.
         self.held_saves.retain(|held| *held != file);
         if file == self.options.root.join(config::CONFIG_FILE) {
