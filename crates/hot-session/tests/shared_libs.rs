@@ -289,3 +289,75 @@ fn a_header_of_the_library_and_the_executable_is_refused_as_one_swap_of_two_imag
     );
     f.assert_unchanged(0, "label=one value=0 who=app app=main-one", 3);
 }
+
+/// A save of a library the program has not loaded yet: held (an information diagnostic
+/// naming the library, nothing swapped, nothing linked into the executable), then swapped
+/// into the library once the program `dlopen`s it.
+struct BeforeLoad<'a> {
+    what: &'a str,
+    file: &'a str,
+    edits: &'a [(&'a str, &'a str)],
+    /// The library the diagnostic names.
+    library: &'a str,
+    /// What the program prints before the library is loaded.
+    before: &'a str,
+    /// The file whose creation has the program load it.
+    load: &'a str,
+    swapped: &'a [&'a str],
+    /// A piece of a line the edited code of the library prints.
+    after: &'a str,
+}
+
+/// With each build: launch, save `row`'s edit while the library is not loaded, check it is
+/// held; have the program load it, and check the edit swaps into the library.
+fn check_before_load(row: &BeforeLoad<'_>) {
+    for build in BUILDS {
+        let mut f = sharedlib(build);
+        f.wait_output(row.before);
+        for (from, to) in row.edits {
+            f.edit(row.file, from, to);
+        }
+        f.save(row.file);
+        let diagnostics = f.wait_diagnostics(row.file);
+        let held = diagnostics
+            .iter()
+            .find(|d| d.code == "library-not-loaded")
+            .unwrap_or_else(|| panic!("{} ({build:?}): not held: {diagnostics:#?}", row.what));
+        assert_eq!(held.severity, Severity::Information, "{held:?}");
+        assert!(
+            held.message.contains(row.library) && held.message.contains("not loaded yet"),
+            "{} ({build:?}): {held:?}",
+            row.what
+        );
+        // Nothing was swapped (no new code in the executable): the program runs as it did.
+        f.assert_unchanged(0, row.before, 3);
+        f.write(row.load, "");
+        let swap = f.wait_swap();
+        assert_eq!(
+            swap.swapped, row.swapped,
+            "{} ({build:?}): {swap:?}",
+            row.what
+        );
+        assert!(
+            swap.added.is_empty(),
+            "{} ({build:?}): new code was linked: {swap:?}",
+            row.what
+        );
+        f.wait_output(row.after);
+        f.assert_same_process();
+    }
+}
+
+#[test]
+fn a_save_of_a_library_not_loaded_yet_is_held_and_swapped_into_it_once_loaded() {
+    check_before_load(&BeforeLoad {
+        what: "a function of libplug.so saved before the program dlopens it",
+        file: "lib/plug.c",
+        edits: &[("return 1;", "return 2;")],
+        library: "lib/libplug.so",
+        before: "plug=0",
+        load: "load-plug",
+        swapped: &["plug_value"],
+        after: "hidden=5900 plug=2",
+    });
+}

@@ -6,10 +6,23 @@
 //! write code under running threads). Such a save is said once, then kept here and swapped
 //! as soon as the debugger stops the program or detaches: the worker looks every
 //! [`super::DEBUGGER_POLL`] while one waits, and never blocks on the debugger.
+//!
+//! Saves of a file built into a shared library of the workspace that the program has not
+//! loaded yet (a plugin it `dlopen`s later) are held too: linking the file into the
+//! executable as new code would be a swap nothing calls — the program runs the library's
+//! own copy once it loads it. The save is said on the file (information), and swapped into
+//! the library once the program loads it: idle time reads the memory map every
+//! [`super::LIBRARY_LOAD_POLL`] while one waits, and the save is made again once ld.so
+//! lists the library (its first save then compares with the library's running code).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use super::Worker;
+use crate::program::UnitMatch;
+use crate::{Diagnostic, Severity, State};
+
+/// The code of the information diagnostic on a save held for its library.
+pub(crate) const LIBRARY_NOT_LOADED: &str = "library-not-loaded";
 
 impl Worker {
     /// Keep `saved` to swap once the debugger holds the program stopped or lets it go.
@@ -37,6 +50,95 @@ impl Worker {
         }
         for saved in std::mem::take(&mut self.held_saves) {
             self.on_saved(&saved);
+        }
+    }
+}
+
+impl Worker {
+    /// Hold `saved` if one of `files` belongs to a shared library of the workspace that the
+    /// program has not loaded yet (no loaded image names it): said on the file, swapped into
+    /// the library once it is loaded. Whether the save was held.
+    pub(super) fn await_library_load(&mut self, saved: &Path, files: &[PathBuf]) -> bool {
+        let mut waiting: Vec<(PathBuf, PathBuf)> = Vec::new();
+        for file in files {
+            if self.is_added_unit(file) {
+                continue;
+            }
+            let Some(program) = self.program.as_mut() else {
+                return false;
+            };
+            let not_linked = |p: &mut crate::program::Program| {
+                matches!(p.home_of(file), Ok((_, UnitMatch::NotLinked)))
+            };
+            if !not_linked(program) || (program.refresh_libraries() && !not_linked(program)) {
+                continue;
+            }
+            if let Some(lib) = program.unloaded_library_of(file) {
+                waiting.push((file.clone(), lib));
+            }
+        }
+        let Some((_, lib)) = waiting.first() else {
+            return false;
+        };
+        let lib = lib.clone();
+        let shown = lib.strip_prefix(&self.options.root).unwrap_or(&lib);
+        let message = format!(
+            "{} is not loaded yet; the change is applied when the program loads it \
+             (nothing was linked into the executable)",
+            shown.display()
+        );
+        let diagnostics = waiting
+            .iter()
+            .map(|(file, _)| Diagnostic {
+                file: file.clone(),
+                line: 1,
+                column: 1,
+                end_line: None,
+                end_column: None,
+                severity: Severity::Information,
+                code: LIBRARY_NOT_LOADED.into(),
+                message: message.clone(),
+            })
+            .collect();
+        self.publish(saved, saved, diagnostics);
+        self.awaiting_load.retain(|(held, _)| held != saved);
+        self.awaiting_load.push((saved.to_owned(), lib));
+        self.set_state(State::Running, Some(message));
+        true
+    }
+
+    /// Make the saves held for a library again once the program has loaded it (mapped, and
+    /// listed by ld.so); forget them if the program is gone.
+    pub(super) fn retry_awaiting_load(&mut self) {
+        if self.awaiting_load.is_empty() {
+            return;
+        }
+        let Some(program) = self.program.as_mut() else {
+            self.awaiting_load.clear();
+            return;
+        };
+        let mapped: Vec<PathBuf> = self
+            .awaiting_load
+            .iter()
+            .filter(|(_, lib)| program.maps_library(lib))
+            .map(|(saved, _)| saved.clone())
+            .collect();
+        if mapped.is_empty() {
+            return;
+        }
+        // Mapped is not loaded yet: `dlopen` lists it once it mapped it; until then the save
+        // waits on (its library is still not among those read).
+        program.refresh_libraries();
+        for saved in mapped {
+            let listed = self.program.as_ref().is_some_and(|p| {
+                self.awaiting_load
+                    .iter()
+                    .filter(|(s, _)| *s == saved)
+                    .all(|(_, lib)| p.lists_library(lib))
+            });
+            if listed {
+                self.on_saved(&saved);
+            }
         }
     }
 }

@@ -146,6 +146,10 @@ struct Worker {
     /// Saves refused because a debugger lets the program run (`ProcessError::HeldByDebugger`),
     /// swapped as soon as it holds the program stopped or detaches (`retry_held_saves`).
     held_saves: Vec<PathBuf>,
+    /// Saves of files built into a shared library of the workspace the program has not
+    /// loaded yet (a plugin it `dlopen`s later), with that library: swapped into it once it
+    /// is loaded (`held.rs`), never linked into the executable.
+    awaiting_load: Vec<(PathBuf, PathBuf)>,
     /// The compile-database files the program does not link, compiled to tell which globals
     /// each defines (`new_units.rs`): a symbol new code needs may be one compile away.
     unit_index: HashMap<PathBuf, new_units::IndexedFile>,
@@ -166,6 +170,10 @@ const PREPARE_POLL: std::time::Duration = std::time::Duration::from_millis(10);
 
 /// How often a save held back by a debugger looks whether the program is stopped now.
 const DEBUGGER_POLL: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// How often, while a save waits for its library to be loaded, idle time reads the memory
+/// map for it. Only while one waits; a tenth of a second between the `dlopen` and the swap.
+const LIBRARY_LOAD_POLL: std::time::Duration = std::time::Duration::from_millis(100);
 
 pub(crate) fn run(
     options: SessionOptions,
@@ -205,6 +213,7 @@ pub(crate) fn run(
         snapshots_during_build: HashSet::new(),
         prepare_linker_until: None,
         held_saves: Vec::new(),
+        awaiting_load: Vec::new(),
         unit_index: HashMap::new(),
         ahead: ahead::Ahead::default(),
         deferred: None,
@@ -243,6 +252,9 @@ pub(crate) fn run(
             } else if !worker.held_saves.is_empty() {
                 // A debugger lets the program run: look again shortly whether it stopped it.
                 Some(DEBUGGER_POLL)
+            } else if !worker.awaiting_load.is_empty() {
+                // A save waits for the program to load its library.
+                Some(LIBRARY_LOAD_POLL)
             } else {
                 None
             };
@@ -317,6 +329,7 @@ pub(crate) fn run(
             Event::Ahead(done) => worker.on_ahead_done(done),
             Event::Idle => {
                 worker.retry_held_saves();
+                worker.retry_awaiting_load();
                 // The linker first: it takes milliseconds, a baseline takes a compile; a
                 // compile ahead runs beside the worker.
                 worker.try_prepare_linker();

@@ -83,6 +83,7 @@ impl Worker {
         let file = normalize(file);
         // This save supersedes one held back by a debugger.
         self.held_saves.retain(|held| *held != file);
+        self.awaiting_load.retain(|(held, _)| *held != file);
         if file == self.options.root.join(config::CONFIG_FILE) {
             self.reload_config();
             return;
@@ -308,6 +309,9 @@ impl Worker {
     ) -> Result<Option<SwapSummary>, ()> {
         if self.refuse_lto(saved, files) {
             return Err(());
+        }
+        if self.await_library_load(saved, files) {
+            return Ok(None);
         }
         let mut units = Vec::with_capacity(files.len());
         for file in files {
