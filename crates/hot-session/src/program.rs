@@ -556,14 +556,99 @@ impl Program {
             linker.set_libraries(libs);
         }
         for lib in &mut self.library_linkers {
-            // A library unloaded since keeps its linker: it links nothing new (its saves
-            // find no image), and undo still reverts what it did.
+            // A library unloaded since keeps its linker until a save notices it moved
+            // (`forget_moved_libraries`): it links nothing new (its saves find no image).
             if let Some(i) = image.libs.iter().position(|m| m.path == lib.path) {
                 let (scope, home) = scope_of(image, i);
                 lib.linker.set_scope(scope, home);
             }
         }
         true
+    }
+
+    /// The libraries read that are no longer mapped where they were read (`dlclose`d, and
+    /// maybe `dlopen`ed again elsewhere): their model and linker describe a load that is
+    /// gone — writing there is a protection failure, or a write into whatever maps that
+    /// range now. Each is forgotten: the library list is read again, its linker dropped (the
+    /// next save makes one for the new load), and the journal's swaps of it taken off (undo
+    /// cannot revert what went with the old load). Returns, per library, the files those
+    /// swaps had linked into it, for the worker to link into the new load; first, whether
+    /// any library moved.
+    pub fn forget_moved_libraries(&mut self) -> (bool, Vec<(String, Vec<PathBuf>)>) {
+        let Some(image) = self.image.as_ref() else {
+            return (false, Vec::new());
+        };
+        if image.libs.is_empty() || (self.linker.is_none() && !self.libraries_read) {
+            return (false, Vec::new());
+        }
+        let Ok(maps) = self.debuggee.mappings() else {
+            return (false, Vec::new());
+        };
+        // Where each library is now, told as it was when read: ld.so's list, each entry by
+        // the file the kernel maps (no library file is parsed), else the memory map.
+        let now: Option<HashSet<(String, u64)>> =
+            link_map(&self.debuggee, &image.exe).map(|list| {
+                list.into_iter()
+                    .filter_map(|(name, bias)| Some((mapped_path(&maps, &name, bias)?, bias)))
+                    .collect()
+            });
+        let moved: Vec<String> = image
+            .libs
+            .iter()
+            .filter(|m| match &now {
+                Some(now) => !now.contains(&(m.path.clone(), m.bias)),
+                None => bias_of(&maps, &m.path, &m.image) != Some(m.bias),
+            })
+            .map(|m| m.path.clone())
+            .collect();
+        if moved.is_empty() {
+            return (false, Vec::new());
+        }
+        self.refresh_libraries();
+        let mut forgotten = Vec::new();
+        for path in moved {
+            tracing::info!("{path} is no longer mapped where it was read: read again");
+            self.library_linkers.retain(|l| l.path != path);
+            let image = UnitImage::Library(path.clone());
+            let mut files: Vec<PathBuf> = Vec::new();
+            for patch in self.journal.iter().filter(|p| p.image == image) {
+                for (file, _) in &patch.files {
+                    if !files.contains(file) {
+                        files.push(file.clone());
+                    }
+                }
+            }
+            self.journal.retain(|p| p.image != image);
+            if !files.is_empty() {
+                forgotten.push((path, files));
+            }
+        }
+        (true, forgotten)
+    }
+
+    /// Whether a swap of this session went into a shared library.
+    pub fn has_library_swaps(&self) -> bool {
+        self.journal
+            .iter()
+            .any(|p| p.image != UnitImage::Executable)
+    }
+
+    /// Whether a library this session swapped is no longer mapped at the bias it was read
+    /// with (the memory map only: cheap enough for idle time). Confirmed, and acted on, by
+    /// [`Program::forget_moved_libraries`].
+    pub fn swapped_library_moved(&self) -> bool {
+        let Some(image) = self.image.as_ref() else {
+            return false;
+        };
+        let Ok(maps) = self.debuggee.mappings() else {
+            return false;
+        };
+        image.libs.iter().any(|m| {
+            self.journal
+                .iter()
+                .any(|p| p.image.library() == Some(m.path.as_str()))
+                && bias_of(&maps, &m.path, &m.image) != Some(m.bias)
+        })
     }
 
     /// Whether the program's libraries are known: read by the linker, or read here without

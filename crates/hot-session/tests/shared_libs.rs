@@ -361,3 +361,77 @@ fn a_save_of_a_library_not_loaded_yet_is_held_and_swapped_into_it_once_loaded() 
         after: "hidden=5900 plug=2",
     });
 }
+
+/// A library swapped, then unloaded and loaded again at another address (`reload-plug`):
+/// the session notices the new load by itself and links the earlier swap into it, and the
+/// next save goes into the new load, never where the old one was.
+struct Reload<'a> {
+    what: &'a str,
+    file: &'a str,
+    /// The edit swapped into the first load, and what the program prints then (and again
+    /// once it is re-applied to the new load).
+    first: (&'a str, &'a str),
+    first_after: &'a str,
+    /// The edit saved after the reload, and what the program prints then.
+    second: (&'a str, &'a str),
+    swapped: &'a [&'a str],
+    second_after: &'a str,
+}
+
+/// With each build: load libplug.so, swap `row.first`, reload the library elsewhere: the
+/// first edit must be swapped into the new load without a save, the session say the library
+/// moved; then `row.second` must swap into the new load too.
+fn check_reload(row: &Reload<'_>) {
+    for build in BUILDS {
+        let mut f = sharedlib(build);
+        f.write("load-plug", "");
+        f.wait_output("plug=1");
+        f.edit(row.file, row.first.0, row.first.1);
+        f.save(row.file);
+        f.wait_swap();
+        f.wait_output(row.first_after);
+        f.write("reload-plug", "");
+        f.wait_output("plug reloaded elsewhere");
+        let again = f.wait_swap();
+        assert!(
+            row.swapped
+                .iter()
+                .all(|s| again.swapped.iter().any(|w| w == s)),
+            "{} ({build:?}): the re-application swapped {again:?}",
+            row.what
+        );
+        f.fresh_output.clear();
+        f.wait_output(row.first_after);
+        let warning = f.wait_message(Severity::Warning);
+        assert!(
+            warning.contains("libplug.so") && warning.contains("unloaded"),
+            "{} ({build:?}): {warning}",
+            row.what
+        );
+        f.edit(row.file, row.second.0, row.second.1);
+        f.save(row.file);
+        let swap = f.wait_swap();
+        assert!(
+            row.swapped
+                .iter()
+                .all(|s| swap.swapped.iter().any(|w| w == s)),
+            "{} ({build:?}): {swap:?}",
+            row.what
+        );
+        f.wait_output(row.second_after);
+        f.assert_same_process();
+    }
+}
+
+#[test]
+fn a_library_unloaded_and_loaded_again_elsewhere_is_swapped_in_its_new_load() {
+    check_reload(&Reload {
+        what: "libplug.so swapped, dlclose'd and dlopen'ed again at another address",
+        file: "lib/plug.c",
+        first: ("return 1;", "return 2;"),
+        first_after: "hidden=5900 plug=2",
+        second: ("return 2;", "return 3;"),
+        swapped: &["plug_value"],
+        second_after: "hidden=5900 plug=3",
+    });
+}

@@ -14,6 +14,11 @@
 //! the library once the program loads it: idle time reads the memory map every
 //! [`super::LIBRARY_LOAD_POLL`] while one waits, and the save is made again once ld.so
 //! lists the library (its first save then compares with the library's running code).
+//!
+//! A library `dlclose`d (and maybe `dlopen`ed again elsewhere) is noticed at the next save
+//! (`Program::forget_moved_libraries`): its linker and journal entries are dropped, and the
+//! files swapped into it are linked into the new load (compared with its running code, like
+//! the relaunch replay) by that save, or a later one once the library is loaded again.
 
 use std::path::{Path, PathBuf};
 
@@ -140,5 +145,111 @@ impl Worker {
                 self.on_saved(&saved);
             }
         }
+    }
+}
+
+impl Worker {
+    /// Forget the libraries that moved since they were read (`Program::forget_moved_libraries`):
+    /// the files swapped into them lose their last swapped object as baseline (the new load
+    /// runs the library as built) and wait to be linked into the new load; said once per
+    /// library. Whether any moved.
+    pub(super) fn forget_moved_libraries(&mut self) -> bool {
+        let Some(program) = self.program.as_mut() else {
+            return false;
+        };
+        let (moved, swapped) = program.forget_moved_libraries();
+        for (lib, files) in swapped {
+            for file in &files {
+                self.baselines.remove(file);
+                if !self.moved_files.iter().any(|(f, _)| f == file) {
+                    self.moved_files.push((file.clone(), lib.clone()));
+                }
+            }
+            self.message(
+                Severity::Warning,
+                format!(
+                    "{lib} was unloaded since {} file(s) were swapped into it (dlclose, maybe \
+                     dlopen again at another address): those swaps went with the old load; \
+                     hot-lsp links them into the library as it is loaded now",
+                    files.len()
+                ),
+            );
+        }
+        moved
+    }
+
+    /// Before a save: forget the libraries that moved since they were read, and link the
+    /// files this session swapped into them into their new load, if it is there (`saved`
+    /// itself is left to its save).
+    pub(super) fn relink_moved_libraries(&mut self, saved: Option<&Path>) {
+        self.forget_moved_libraries();
+        if self.moved_files.is_empty() {
+            return;
+        }
+        let loaded = |worker: &mut Worker, file: &Path| {
+            worker.program.as_mut().is_some_and(|p| {
+                matches!(
+                    p.home_of(file),
+                    Ok((crate::program::UnitImage::Library(_), UnitMatch::Found(_)))
+                )
+            })
+        };
+        let mut ready = Vec::new();
+        for (file, lib) in std::mem::take(&mut self.moved_files) {
+            if Some(file.as_path()) == saved {
+                continue;
+            }
+            if loaded(self, &file) {
+                ready.push(file);
+            } else {
+                self.moved_files.push((file, lib));
+            }
+        }
+        if ready.is_empty() {
+            return;
+        }
+        let applied = ready
+            .iter()
+            .filter(|file| matches!(self.compile_link_swap(file), Ok(Some(_))))
+            .count();
+        self.message(
+            Severity::Information,
+            format!(
+                "re-applied this session's changes to {applied} of {} file(s) in the reloaded library",
+                ready.len()
+            ),
+        );
+    }
+}
+
+impl Worker {
+    /// Whether idle time watches the libraries: one has swaps of this session (a reload
+    /// would drop them), or files wait for a library to be loaded again.
+    pub(super) fn watches_libraries(&self) -> bool {
+        !self.moved_files.is_empty() || self.program.as_ref().is_some_and(|p| p.has_library_swaps())
+    }
+
+    /// Idle time: a library with swaps that moved (`dlclose`, maybe `dlopen` elsewhere), or
+    /// one whose files wait that is mapped again, gets this session's swaps re-applied to
+    /// its new load without waiting for a save. Cheap while nothing changed: the memory
+    /// map is read, no library file.
+    pub(super) fn watch_libraries(&mut self) {
+        let Some(program) = self.program.as_mut() else {
+            self.moved_files.clear();
+            return;
+        };
+        let moved = program.swapped_library_moved();
+        let back = self
+            .moved_files
+            .iter()
+            .any(|(_, lib)| program.maps_library(Path::new(lib)));
+        if !moved && !back {
+            return;
+        }
+        if back {
+            // Listed by ld.so once `dlopen` mapped it: until then the files wait on.
+            program.refresh_libraries();
+        }
+        self.relink_moved_libraries(None);
     }
 }

@@ -126,6 +126,7 @@ impl Worker {
         // Saves held back by a debugger, and compiles ahead, were for the previous process.
         self.held_saves.clear();
         self.awaiting_load.clear();
+        self.moved_files.clear();
         self.ahead.forget_process();
         self.exe_modified = debuggee.executable_modified();
         // Where the image's compile units are in this workspace (the build may have run

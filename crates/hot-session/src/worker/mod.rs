@@ -150,6 +150,9 @@ struct Worker {
     /// loaded yet (a plugin it `dlopen`s later), with that library: swapped into it once it
     /// is loaded (`held.rs`), never linked into the executable.
     awaiting_load: Vec<(PathBuf, PathBuf)>,
+    /// Files swapped into a library that was unloaded since (`held.rs`): linked into its new
+    /// load at the next save once it is loaded again.
+    moved_files: Vec<(PathBuf, String)>,
     /// The compile-database files the program does not link, compiled to tell which globals
     /// each defines (`new_units.rs`): a symbol new code needs may be one compile away.
     unit_index: HashMap<PathBuf, new_units::IndexedFile>,
@@ -171,8 +174,9 @@ const PREPARE_POLL: std::time::Duration = std::time::Duration::from_millis(10);
 /// How often a save held back by a debugger looks whether the program is stopped now.
 const DEBUGGER_POLL: std::time::Duration = std::time::Duration::from_millis(100);
 
-/// How often, while a save waits for its library to be loaded, idle time reads the memory
-/// map for it. Only while one waits; a tenth of a second between the `dlopen` and the swap.
+/// How often, while a save waits for its library to be loaded (or a library has swaps a
+/// reload would drop), idle time reads the memory map for it. Only then; at most a tenth of a
+/// second between the `dlopen` and the swap.
 const LIBRARY_LOAD_POLL: std::time::Duration = std::time::Duration::from_millis(100);
 
 pub(crate) fn run(
@@ -214,6 +218,7 @@ pub(crate) fn run(
         prepare_linker_until: None,
         held_saves: Vec::new(),
         awaiting_load: Vec::new(),
+        moved_files: Vec::new(),
         unit_index: HashMap::new(),
         ahead: ahead::Ahead::default(),
         deferred: None,
@@ -252,8 +257,9 @@ pub(crate) fn run(
             } else if !worker.held_saves.is_empty() {
                 // A debugger lets the program run: look again shortly whether it stopped it.
                 Some(DEBUGGER_POLL)
-            } else if !worker.awaiting_load.is_empty() {
-                // A save waits for the program to load its library.
+            } else if !worker.awaiting_load.is_empty() || worker.watches_libraries() {
+                // A save waits for the program to load its library, or a library with
+                // swaps may be reloaded (`held.rs`).
                 Some(LIBRARY_LOAD_POLL)
             } else {
                 None
@@ -330,6 +336,7 @@ pub(crate) fn run(
             Event::Idle => {
                 worker.retry_held_saves();
                 worker.retry_awaiting_load();
+                worker.watch_libraries();
                 // The linker first: it takes milliseconds, a baseline takes a compile; a
                 // compile ahead runs beside the worker.
                 worker.try_prepare_linker();

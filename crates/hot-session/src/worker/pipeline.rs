@@ -88,6 +88,9 @@ impl Worker {
             self.reload_config();
             return;
         }
+        // A library unloaded since it was read is read again first, and what this session
+        // swapped into it linked into its new load.
+        self.relink_moved_libraries(Some(&file));
         if has_extension(&file, HEADER_EXTENSIONS) {
             self.on_header_saved(&file);
             return;
@@ -436,6 +439,12 @@ impl Worker {
             self.fail(e);
             return Err(());
         }
+        // A library that moved while the save compiled (a plugin reloaded) is read again:
+        // the link goes into its new load, never where the old one was — nor a patch
+        // linked ahead against the old one.
+        if self.forget_moved_libraries() {
+            prelinked = None;
+        }
         // What runs, compiled with the same flags (now, if it is still in the queue; the
         // includers of a header saved right after launch, in parallel).
         let pending: Vec<PathBuf> = ready
@@ -771,6 +780,8 @@ impl Worker {
             if !self.replay.contains(&file) {
                 self.replay.push(file.clone());
             }
+            // Swapped into the library as loaded now: nothing of it to re-apply.
+            self.moved_files.retain(|(moved, _)| *moved != file);
             journaled.push((file, previous));
         }
         if let Some(program) = self.program.as_mut() {
