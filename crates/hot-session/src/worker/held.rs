@@ -13,12 +13,15 @@
 //! own copy once it loads it. The save is said on the file (information), and swapped into
 //! the library once the program loads it: idle time reads the memory map every
 //! [`super::LIBRARY_LOAD_POLL`] while one waits, and the save is made again once ld.so
-//! lists the library (its first save then compares with the library's running code).
+//! lists the library (its first save then compares with the library's running code); a
+//! relaunch keeps them (it has not loaded the library either).
 //!
-//! A library `dlclose`d (and maybe `dlopen`ed again elsewhere) is noticed at the next save
-//! (`Program::forget_moved_libraries`): its linker and journal entries are dropped, and the
-//! files swapped into it are linked into the new load (compared with its running code, like
-//! the relaunch replay) by that save, or a later one once the library is loaded again.
+//! A library `dlclose`d (and maybe `dlopen`ed again elsewhere) is noticed before a save and
+//! after its compile (`Program::forget_moved_libraries`, against ld.so's list), and in idle
+//! time while it has swaps (its bias in the memory map, every [`super::LIBRARY_LOAD_POLL`]):
+//! its linker and journal entries are dropped, and the files swapped into it are linked into
+//! the new load from source (compared with its running code, like the relaunch replay) as
+//! soon as ld.so lists it again. A reload at the very same address is not noticed.
 
 use std::path::{Path, PathBuf};
 
@@ -113,13 +116,12 @@ impl Worker {
     }
 
     /// Make the saves held for a library again once the program has loaded it (mapped, and
-    /// listed by ld.so); forget them if the program is gone.
+    /// listed by ld.so). Kept while no program runs: a relaunch gets them.
     pub(super) fn retry_awaiting_load(&mut self) {
         if self.awaiting_load.is_empty() {
             return;
         }
         let Some(program) = self.program.as_mut() else {
-            self.awaiting_load.clear();
             return;
         };
         let mapped: Vec<PathBuf> = self

@@ -125,7 +125,8 @@ impl Worker {
         self.process_events = events;
         // Saves held back by a debugger, and compiles ahead, were for the previous process.
         self.held_saves.clear();
-        self.awaiting_load.clear();
+        // Saves held for a library not loaded yet are kept: a relaunch has not loaded it
+        // either, and gets them when it does.
         self.moved_files.clear();
         self.ahead.forget_process();
         self.exe_modified = debuggee.executable_modified();

@@ -153,6 +153,8 @@ struct Worker {
     /// Files swapped into a library that was unloaded since (`held.rs`): linked into its new
     /// load at the next save once it is loaded again.
     moved_files: Vec<(PathBuf, String)>,
+    /// When idle time next looks at the libraries for `awaiting_load` and `moved_files`.
+    library_poll_at: Option<std::time::Instant>,
     /// The compile-database files the program does not link, compiled to tell which globals
     /// each defines (`new_units.rs`): a symbol new code needs may be one compile away.
     unit_index: HashMap<PathBuf, new_units::IndexedFile>,
@@ -219,6 +221,7 @@ pub(crate) fn run(
         held_saves: Vec::new(),
         awaiting_load: Vec::new(),
         moved_files: Vec::new(),
+        library_poll_at: None,
         unit_index: HashMap::new(),
         ahead: ahead::Ahead::default(),
         deferred: None,
@@ -257,10 +260,16 @@ pub(crate) fn run(
             } else if !worker.held_saves.is_empty() {
                 // A debugger lets the program run: look again shortly whether it stopped it.
                 Some(DEBUGGER_POLL)
-            } else if !worker.awaiting_load.is_empty() || worker.watches_libraries() {
+            } else if (!worker.awaiting_load.is_empty() && worker.program.is_some())
+                || worker.watches_libraries()
+            {
                 // A save waits for the program to load its library, or a library with
-                // swaps may be reloaded (`held.rs`).
-                Some(LIBRARY_LOAD_POLL)
+                // swaps may be reloaded (`held.rs`). A deadline, not a fresh interval each
+                // turn: a program that prints every few milliseconds would put it off forever.
+                let at = *worker
+                    .library_poll_at
+                    .get_or_insert_with(|| std::time::Instant::now() + LIBRARY_LOAD_POLL);
+                Some(at.saturating_duration_since(std::time::Instant::now()))
             } else {
                 None
             };
@@ -335,8 +344,14 @@ pub(crate) fn run(
             Event::Ahead(done) => worker.on_ahead_done(done),
             Event::Idle => {
                 worker.retry_held_saves();
-                worker.retry_awaiting_load();
-                worker.watch_libraries();
+                if worker
+                    .library_poll_at
+                    .is_some_and(|at| at <= std::time::Instant::now())
+                {
+                    worker.library_poll_at = None;
+                    worker.retry_awaiting_load();
+                    worker.watch_libraries();
+                }
                 // The linker first: it takes milliseconds, a baseline takes a compile; a
                 // compile ahead runs beside the worker.
                 worker.try_prepare_linker();
