@@ -130,7 +130,23 @@ pub(crate) struct Program {
     /// What link-time optimization left in each image read so far, by path
     /// ([`Program::lto_of`]).
     lto: HashMap<String, Option<hot_object::LinkTimeOptimized>>,
+    /// The shared libraries found in the workspace ([`Program::unloaded_library_of`]), by
+    /// canonical path: when each was read, and the files it names.
+    workspace_libs: HashMap<PathBuf, (std::time::SystemTime, LibraryFiles)>,
 }
+
+/// The source files a shared library on disk was built from: its DWARF compile units
+/// (placed in the workspace), else the base names of its `STT_FILE` symbols.
+#[derive(Clone, Debug, Default)]
+struct LibraryFiles {
+    compile_units: Vec<PathBuf>,
+    file_symbols: Vec<String>,
+}
+
+/// How deep [`Program::unloaded_library_of`] looks for shared libraries under the workspace,
+/// and how many files it looks at: a bound for a huge tree, not a property of the program.
+const LIBRARY_SCAN_DEPTH: usize = 6;
+const LIBRARY_SCAN_FILES: usize = 20_000;
 
 impl Program {
     pub fn new(debuggee: Debuggee, sources: SourceMap) -> Program {
@@ -149,6 +165,7 @@ impl Program {
             libraries_read: false,
             unplaced: Vec::new(),
             lto: HashMap::new(),
+            workspace_libs: HashMap::new(),
         }
     }
 
@@ -408,6 +425,93 @@ impl Program {
         Ok((UnitImage::Executable, unit_of(exe, file)))
     }
 
+    /// The shared library of the workspace `file` is built into when the program has not
+    /// loaded it (yet): a library it will `dlopen` later. Asked only of a file no loaded image
+    /// names, before it would be linked into the executable as new code — which the program
+    /// never calls once it loads the library's own copy. A `.so` file under the workspace
+    /// root (not mapped in the process) whose DWARF names `file`, or, without DWARF, whose
+    /// `STT_FILE` symbols give its base name. Each library is read once per modification.
+    pub fn unloaded_library_of(&mut self, file: &Path) -> Option<PathBuf> {
+        // Loaded is in the library list, not merely mapped: `dlopen` maps the file before
+        // ld.so lists it, and a save then must wait, not link into the executable.
+        let loaded: HashSet<PathBuf> = self
+            .image
+            .iter()
+            .flat_map(|image| &image.libs)
+            .filter_map(|m| std::fs::canonicalize(&m.path).ok())
+            .collect();
+        let base = file.file_name().map(|b| b.to_string_lossy().into_owned())?;
+        for lib in shared_objects_under(&self.sources.root) {
+            if loaded.contains(&lib) {
+                continue;
+            }
+            let Ok(modified) = std::fs::metadata(&lib).and_then(|m| m.modified()) else {
+                continue;
+            };
+            let known = self
+                .workspace_libs
+                .get(&lib)
+                .filter(|(at, _)| *at == modified)
+                .map(|(_, files)| files.clone());
+            let files = match known {
+                Some(files) => files,
+                None => {
+                    let files = self.library_files(&lib);
+                    self.workspace_libs
+                        .insert(lib.clone(), (modified, files.clone()));
+                    files
+                }
+            };
+            let names = if files.compile_units.is_empty() {
+                files.file_symbols.contains(&base)
+            } else {
+                files.compile_units.iter().any(|cu| cu == file)
+            };
+            if names {
+                return Some(lib);
+            }
+        }
+        None
+    }
+
+    /// What [`LibraryFiles`] `lib` names (nothing when it cannot be read).
+    fn library_files(&self, lib: &Path) -> LibraryFiles {
+        let Ok(bytes) = std::fs::read(lib) else {
+            return LibraryFiles::default();
+        };
+        let Ok(mut image) = LinkedImage::parse(lib, &bytes) else {
+            return LibraryFiles::default();
+        };
+        self.sources.place(&mut image.compile_units);
+        LibraryFiles {
+            compile_units: image.compile_units.iter().map(cu_source).collect(),
+            file_symbols: image
+                .translation_units
+                .iter()
+                .filter_map(|name| Path::new(name).file_name())
+                .map(|b| b.to_string_lossy().into_owned())
+                .collect(),
+        }
+    }
+
+    /// Whether the library at `lib` (a canonical path) is mapped in the process now: cheap
+    /// (the memory map), so a save held for it looks often.
+    pub fn maps_library(&self, lib: &Path) -> bool {
+        self.debuggee.mappings().is_ok_and(|maps| {
+            maps.iter().any(|m| {
+                m.path.starts_with('/') && std::fs::canonicalize(&m.path).is_ok_and(|p| p == lib)
+            })
+        })
+    }
+
+    /// Whether ld.so lists the library at `lib` (a canonical path) among the libraries read.
+    pub fn lists_library(&self, lib: &Path) -> bool {
+        self.image
+            .iter()
+            .flat_map(|image| &image.libs)
+            .any(|m| std::fs::canonicalize(&m.path).is_ok_and(|p| p == lib))
+    }
+
     /// Whether `file` went through link-time optimization in the image it belongs to
     /// (`hot_object::LinkedImage::link_time_optimized`): then its functions may be inlined
     /// into other files' code, so a swap would not change what runs. `Some((image path,
@@ -452,14 +556,99 @@ impl Program {
             linker.set_libraries(libs);
         }
         for lib in &mut self.library_linkers {
-            // A library unloaded since keeps its linker: it links nothing new (its saves
-            // find no image), and undo still reverts what it did.
+            // A library unloaded since keeps its linker until a save notices it moved
+            // (`forget_moved_libraries`): it links nothing new (its saves find no image).
             if let Some(i) = image.libs.iter().position(|m| m.path == lib.path) {
                 let (scope, home) = scope_of(image, i);
                 lib.linker.set_scope(scope, home);
             }
         }
         true
+    }
+
+    /// The libraries read that are no longer mapped where they were read (`dlclose`d, and
+    /// maybe `dlopen`ed again elsewhere): their model and linker describe a load that is
+    /// gone — writing there is a protection failure, or a write into whatever maps that
+    /// range now. Each is forgotten: the library list is read again, its linker dropped (the
+    /// next save makes one for the new load), and the journal's swaps of it taken off (undo
+    /// cannot revert what went with the old load). Returns, per library, the files those
+    /// swaps had linked into it, for the worker to link into the new load; first, whether
+    /// any library moved.
+    pub fn forget_moved_libraries(&mut self) -> (bool, Vec<(String, Vec<PathBuf>)>) {
+        let Some(image) = self.image.as_ref() else {
+            return (false, Vec::new());
+        };
+        if image.libs.is_empty() || (self.linker.is_none() && !self.libraries_read) {
+            return (false, Vec::new());
+        }
+        let Ok(maps) = self.debuggee.mappings() else {
+            return (false, Vec::new());
+        };
+        // Where each library is now, told as it was when read: ld.so's list, each entry by
+        // the file the kernel maps (no library file is parsed), else the memory map.
+        let now: Option<HashSet<(String, u64)>> =
+            link_map(&self.debuggee, &image.exe).map(|list| {
+                list.into_iter()
+                    .filter_map(|(name, bias)| Some((mapped_path(&maps, &name, bias)?, bias)))
+                    .collect()
+            });
+        let moved: Vec<String> = image
+            .libs
+            .iter()
+            .filter(|m| match &now {
+                Some(now) => !now.contains(&(m.path.clone(), m.bias)),
+                None => bias_of(&maps, &m.path, &m.image) != Some(m.bias),
+            })
+            .map(|m| m.path.clone())
+            .collect();
+        if moved.is_empty() {
+            return (false, Vec::new());
+        }
+        self.refresh_libraries();
+        let mut forgotten = Vec::new();
+        for path in moved {
+            tracing::info!("{path} is no longer mapped where it was read: read again");
+            self.library_linkers.retain(|l| l.path != path);
+            let image = UnitImage::Library(path.clone());
+            let mut files: Vec<PathBuf> = Vec::new();
+            for patch in self.journal.iter().filter(|p| p.image == image) {
+                for (file, _) in &patch.files {
+                    if !files.contains(file) {
+                        files.push(file.clone());
+                    }
+                }
+            }
+            self.journal.retain(|p| p.image != image);
+            if !files.is_empty() {
+                forgotten.push((path, files));
+            }
+        }
+        (true, forgotten)
+    }
+
+    /// Whether a swap of this session went into a shared library.
+    pub fn has_library_swaps(&self) -> bool {
+        self.journal
+            .iter()
+            .any(|p| p.image != UnitImage::Executable)
+    }
+
+    /// Whether a library this session swapped is no longer mapped at the bias it was read
+    /// with (the memory map only: cheap enough for idle time). Confirmed, and acted on, by
+    /// [`Program::forget_moved_libraries`].
+    pub fn swapped_library_moved(&self) -> bool {
+        let Some(image) = self.image.as_ref() else {
+            return false;
+        };
+        let Ok(maps) = self.debuggee.mappings() else {
+            return false;
+        };
+        image.libs.iter().any(|m| {
+            self.journal
+                .iter()
+                .any(|p| p.image.library() == Some(m.path.as_str()))
+                && bias_of(&maps, &m.path, &m.image) != Some(m.bias)
+        })
     }
 
     /// Whether the program's libraries are known: read by the linker, or read here without
@@ -1002,6 +1191,51 @@ fn read_c_string(debuggee: &Debuggee, addr: u64) -> Option<String> {
     }
     let end = bytes.iter().position(|&b| b == 0)?;
     Some(String::from_utf8_lossy(&bytes[..end]).into_owned())
+}
+
+/// The ELF shared objects (`*.so`, `*.so.N…`) under `root`, canonical, each once: hidden
+/// directories and Cargo's `target` left out, at most [`LIBRARY_SCAN_DEPTH`] deep.
+fn shared_objects_under(root: &Path) -> Vec<PathBuf> {
+    let mut found = BTreeSet::new();
+    let mut dirs = vec![(root.to_path_buf(), 0usize)];
+    let mut looked = 0usize;
+    while let Some((dir, depth)) = dirs.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            looked += 1;
+            if looked > LIBRARY_SCAN_FILES {
+                return found.into_iter().collect();
+            }
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let Ok(kind) = entry.file_type() else {
+                continue;
+            };
+            let path = entry.path();
+            if kind.is_dir() {
+                if depth < LIBRARY_SCAN_DEPTH && !name.starts_with('.') && name != "target" {
+                    dirs.push((path, depth + 1));
+                }
+                continue;
+            }
+            let shared = name.ends_with(".so") || name.contains(".so.");
+            if !shared {
+                continue;
+            }
+            let Ok(real) = std::fs::canonicalize(&path) else {
+                continue;
+            };
+            let elf = std::fs::File::open(&real).is_ok_and(|mut f| {
+                let mut magic = [0u8; 4];
+                std::io::Read::read_exact(&mut f, &mut magic).is_ok() && magic == *b"\x7fELF"
+            });
+            if elf {
+                found.insert(real);
+            }
+        }
+    }
+    found.into_iter().collect()
 }
 
 /// The shared libraries of the process, each with its bias: in `link_map` order when the

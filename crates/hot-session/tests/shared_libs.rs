@@ -343,3 +343,149 @@ fn a_header_of_the_library_and_the_executable_is_refused_as_one_swap_of_two_imag
     );
     f.assert_unchanged(0, "label=one value=0 who=app app=main-one", 3);
 }
+
+/// A save of a library the program has not loaded yet: held (an information diagnostic
+/// naming the library, nothing swapped, nothing linked into the executable), then swapped
+/// into the library once the program `dlopen`s it.
+struct BeforeLoad<'a> {
+    what: &'a str,
+    file: &'a str,
+    edits: &'a [(&'a str, &'a str)],
+    /// The library the diagnostic names.
+    library: &'a str,
+    /// What the program prints before the library is loaded.
+    before: &'a str,
+    /// The file whose creation has the program load it.
+    load: &'a str,
+    swapped: &'a [&'a str],
+    /// A piece of a line the edited code of the library prints.
+    after: &'a str,
+}
+
+/// With each build: launch, save `row`'s edit while the library is not loaded, check it is
+/// held; have the program load it, and check the edit swaps into the library.
+fn check_before_load(row: &BeforeLoad<'_>) {
+    for build in BUILDS {
+        let mut f = sharedlib(build);
+        f.wait_output(row.before);
+        for (from, to) in row.edits {
+            f.edit(row.file, from, to);
+        }
+        f.save(row.file);
+        let diagnostics = f.wait_diagnostics(row.file);
+        let held = diagnostics
+            .iter()
+            .find(|d| d.code == "library-not-loaded")
+            .unwrap_or_else(|| panic!("{} ({build:?}): not held: {diagnostics:#?}", row.what));
+        assert_eq!(held.severity, Severity::Information, "{held:?}");
+        assert!(
+            held.message.contains(row.library) && held.message.contains("not loaded yet"),
+            "{} ({build:?}): {held:?}",
+            row.what
+        );
+        // Nothing was swapped (no new code in the executable): the program runs as it did.
+        f.assert_unchanged(0, row.before, 3);
+        f.write(row.load, "");
+        let swap = f.wait_swap();
+        assert_eq!(
+            swap.swapped, row.swapped,
+            "{} ({build:?}): {swap:?}",
+            row.what
+        );
+        assert!(
+            swap.added.is_empty(),
+            "{} ({build:?}): new code was linked: {swap:?}",
+            row.what
+        );
+        f.wait_output(row.after);
+        f.assert_same_process();
+    }
+}
+
+#[test]
+fn a_save_of_a_library_not_loaded_yet_is_held_and_swapped_into_it_once_loaded() {
+    check_before_load(&BeforeLoad {
+        what: "a function of libplug.so saved before the program dlopens it",
+        file: "lib/plug.c",
+        edits: &[("return 1;", "return 2;")],
+        library: "lib/libplug.so",
+        before: "plug=0",
+        load: "load-plug",
+        swapped: &["plug_value"],
+        after: "hidden=5900 plug=2",
+    });
+}
+
+/// A library swapped, then unloaded and loaded again at another address (`reload-plug`):
+/// the session notices the new load by itself and links the earlier swap into it, and the
+/// next save goes into the new load, never where the old one was.
+struct Reload<'a> {
+    what: &'a str,
+    file: &'a str,
+    /// The edit swapped into the first load, and what the program prints then (and again
+    /// once it is re-applied to the new load).
+    first: (&'a str, &'a str),
+    first_after: &'a str,
+    /// The edit saved after the reload, and what the program prints then.
+    second: (&'a str, &'a str),
+    swapped: &'a [&'a str],
+    second_after: &'a str,
+}
+
+/// With each build: load libplug.so, swap `row.first`, reload the library elsewhere: the
+/// first edit must be swapped into the new load without a save, the session say the library
+/// moved; then `row.second` must swap into the new load too.
+fn check_reload(row: &Reload<'_>) {
+    for build in BUILDS {
+        let mut f = sharedlib(build);
+        f.write("load-plug", "");
+        f.wait_output("plug=1");
+        f.edit(row.file, row.first.0, row.first.1);
+        f.save(row.file);
+        f.wait_swap();
+        f.wait_output(row.first_after);
+        f.write("reload-plug", "");
+        f.wait_output("plug reloaded elsewhere");
+        let again = f.wait_swap();
+        assert!(
+            row.swapped
+                .iter()
+                .all(|s| again.swapped.iter().any(|w| w == s)),
+            "{} ({build:?}): the re-application swapped {again:?}",
+            row.what
+        );
+        f.fresh_output.clear();
+        f.wait_output(row.first_after);
+        let warning = f.wait_message(Severity::Warning);
+        assert!(
+            warning.contains("libplug.so") && warning.contains("unloaded"),
+            "{} ({build:?}): {warning}",
+            row.what
+        );
+        f.edit(row.file, row.second.0, row.second.1);
+        f.save(row.file);
+        let swap = f.wait_swap();
+        assert!(
+            row.swapped
+                .iter()
+                .all(|s| swap.swapped.iter().any(|w| w == s)),
+            "{} ({build:?}): {swap:?}",
+            row.what
+        );
+        f.wait_output(row.second_after);
+        f.assert_same_process();
+    }
+}
+
+#[test]
+fn a_library_unloaded_and_loaded_again_elsewhere_is_swapped_in_its_new_load() {
+    check_reload(&Reload {
+        what: "libplug.so swapped, dlclose'd and dlopen'ed again at another address",
+        file: "lib/plug.c",
+        first: ("return 1;", "return 2;"),
+        first_after: "hidden=5900 plug=2",
+        second: ("return 2;", "return 3;"),
+        swapped: &["plug_value"],
+        second_after: "hidden=5900 plug=3",
+    });
+}

@@ -128,6 +128,9 @@ impl Worker {
         self.deferred = None;
         // Saves held back by a debugger, and compiles ahead, were for the previous process.
         self.held_saves.clear();
+        // Saves held for a library not loaded yet are kept: a relaunch has not loaded it
+        // either, and gets them when it does.
+        self.moved_files.clear();
         self.ahead.forget_process();
         self.exe_modified = debuggee.executable_modified();
         // Where the image's compile units are in this workspace (the build may have run

@@ -208,6 +208,15 @@ struct Worker {
     /// Saves refused because a debugger lets the program run (`ProcessError::HeldByDebugger`),
     /// swapped as soon as it holds the program stopped or detaches (`retry_held_saves`).
     held_saves: Vec<PathBuf>,
+    /// Saves of files built into a shared library of the workspace the program has not
+    /// loaded yet (a plugin it `dlopen`s later), with that library: swapped into it once it
+    /// is loaded (`held.rs`), never linked into the executable.
+    awaiting_load: Vec<(PathBuf, PathBuf)>,
+    /// Files swapped into a library that was unloaded since (`held.rs`): linked into its new
+    /// load at the next save once it is loaded again.
+    moved_files: Vec<(PathBuf, String)>,
+    /// When idle time next looks at the libraries for `awaiting_load` and `moved_files`.
+    library_poll_at: Option<std::time::Instant>,
     /// The compile-database files the program does not link, compiled to tell which globals
     /// each defines (`new_units.rs`): a symbol new code needs may be one compile away.
     unit_index: HashMap<PathBuf, new_units::IndexedFile>,
@@ -235,7 +244,14 @@ const PREPARE_POLL: std::time::Duration = std::time::Duration::from_millis(10);
 /// How often a save held back by a debugger looks whether the program is stopped now.
 const DEBUGGER_POLL: std::time::Duration = std::time::Duration::from_millis(100);
 
-/// `commands`, and a channel that disconnects as the session ends (`Session::ending`).
+/// How often, while a save waits for its library to be loaded (or a library has swaps a
+/// reload would drop), idle time reads the memory map for it. Only then; at most a tenth of a
+/// second between the `dlopen` and the swap.
+const LIBRARY_LOAD_POLL: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// The worker's thread: a loop over [`Event`]s from the front end's `commands`, the
+/// program, background work and idle time, until `commands` ends or asks to shut down; the
+/// second receiver disconnects as the session ends (`Session::ending`).
 pub(crate) fn run(
     options: SessionOptions,
     (commands, ending): (Receiver<Command>, Receiver<()>),
@@ -276,6 +292,9 @@ pub(crate) fn run(
         snapshots_during_build: HashSet::new(),
         prepare_linker_until: None,
         held_saves: Vec::new(),
+        awaiting_load: Vec::new(),
+        moved_files: Vec::new(),
+        library_poll_at: None,
         unit_index: HashMap::new(),
         ahead: ahead::Ahead::default(),
         deferred: None,
@@ -313,6 +332,16 @@ pub(crate) fn run(
             } else if !worker.held_saves.is_empty() {
                 // A debugger lets the program run: look again shortly whether it stopped it.
                 Some(DEBUGGER_POLL)
+            } else if (!worker.awaiting_load.is_empty() && worker.program.is_some())
+                || worker.watches_libraries()
+            {
+                // A save waits for the program to load its library, or a library with
+                // swaps may be reloaded (`held.rs`). A deadline, not a fresh interval each
+                // turn: a program that prints every few milliseconds would put it off forever.
+                let at = *worker
+                    .library_poll_at
+                    .get_or_insert_with(|| std::time::Instant::now() + LIBRARY_LOAD_POLL);
+                Some(at.saturating_duration_since(std::time::Instant::now()))
             } else {
                 None
             };
@@ -399,6 +428,14 @@ pub(crate) fn run(
                 // any background work for a program that may be gone.
                 if worker.deferred.is_some() {
                     continue;
+                }
+                if worker
+                    .library_poll_at
+                    .is_some_and(|at| at <= std::time::Instant::now())
+                {
+                    worker.library_poll_at = None;
+                    worker.retry_awaiting_load();
+                    worker.watch_libraries();
                 }
                 // The linker first: it takes milliseconds, a baseline takes a compile; a
                 // compile ahead runs beside the worker.

@@ -113,10 +113,14 @@ impl Worker {
         }
         // This save supersedes one held back by a debugger.
         self.held_saves.retain(|held| *held != file);
+        self.awaiting_load.retain(|(held, _)| *held != file);
         if file == self.options.root.join(config::CONFIG_FILE) {
             self.reload_config();
             return None;
         }
+        // A library unloaded since it was read is read again first, and what this session
+        // swapped into it linked into its new load.
+        self.relink_moved_libraries(Some(&file));
         if has_extension(&file, HEADER_EXTENSIONS) {
             return self.on_header_saved(&file);
         }
@@ -338,6 +342,9 @@ impl Worker {
         if self.refuse_lto(saved, files) {
             return Err(Refused::Failed);
         }
+        if self.await_library_load(saved, files) {
+            return Ok(None);
+        }
         let mut units = Vec::with_capacity(files.len());
         for file in files {
             match self.unit_job(file) {
@@ -479,6 +486,12 @@ impl Worker {
             }
             self.fail(e);
             return Err(Refused::Failed);
+        }
+        // A library that moved while the save compiled (a plugin reloaded) is read again:
+        // the link goes into its new load, never where the old one was — nor a patch
+        // linked ahead against the old one.
+        if self.forget_moved_libraries() {
+            prelinked = None;
         }
         // What runs, compiled with the same flags (now, if it is still in the queue; the
         // includers of a header saved right after launch, in parallel).
@@ -822,6 +835,8 @@ impl Worker {
             if !self.replay.contains(&file) {
                 self.replay.push(file.clone());
             }
+            // Swapped into the library as loaded now: nothing of it to re-apply.
+            self.moved_files.retain(|(moved, _)| *moved != file);
             journaled.push((file, previous));
         }
         if let Some(program) = self.program.as_mut() {
