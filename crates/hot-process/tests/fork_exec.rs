@@ -160,6 +160,8 @@ fn exec_in_the_middle_of_back_to_back_stops_hangs_nothing() {
     for gen in 1..=10 {
         std::fs::write(&trigger, b"").expect("touch the trigger");
         let deadline = std::time::Instant::now() + TIMEOUT;
+        // The lines reported before the exec event, for the failure message.
+        let mut before_exec = Vec::new();
         exec = loop {
             match apply_within(&debuggee, &hot_process::WritePlan::default(), "a stop") {
                 Ok(_) => stops += 1,
@@ -170,16 +172,48 @@ fn exec_in_the_middle_of_back_to_back_stops_hangs_nothing() {
                 Ok(ProcessEvent::Exited { code, signal }) => {
                     panic!("exited: {code:?} {signal:?}")
                 }
+                Ok(ProcessEvent::Output { text, .. }) => before_exec.push(text),
                 _ => {}
             }
             assert!(std::time::Instant::now() < deadline, "no exec event {gen}");
         };
         wait_not_left_stopped(pid, &format!("after exec {gen}"));
-        let line = wait_line(&rx, "the new image", |l| l.starts_with("value="));
+        let line = wait_new_image(&rx, pid, gen, &before_exec);
         assert!(line.ends_with(&format!("gen={gen}")), "{line}");
         wait_line(&rx, "the new image runs", |l| {
             l.contains(&format!("gen={gen} got=1"))
         });
     }
     eprintln!("{stops} stops ({failed} refused) around 10 execs of {exec}");
+}
+
+/// The new image's first line (`value=`), failing after [`TIMEOUT`] with the program's task
+/// states and the lines reported before the exec event: a program left stopped or blocked
+/// shows in the first, a new image's line reported ahead of its exec in the second.
+fn wait_new_image(
+    rx: &crossbeam_channel::Receiver<ProcessEvent>,
+    pid: i32,
+    gen: i32,
+    before_exec: &[String],
+) -> String {
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(ProcessEvent::Output { text, .. }) if text.starts_with("value=") => return text,
+            Ok(ProcessEvent::Exited { code, signal }) => {
+                panic!("exec {gen}: exited ({code:?}, {signal:?}) before the new image's line")
+            }
+            Ok(_) => {}
+            Err(_) => {
+                let tail = &before_exec[before_exec.len().saturating_sub(5)..];
+                let syscall = std::fs::read_to_string(format!("/proc/{pid}/syscall"));
+                panic!(
+                    "exec {gen}: timed out waiting for the new image; threads: {:?}; \
+                     /proc/{pid}/syscall: {syscall:?}; last lines before the exec event: {tail:?}",
+                    task_states(pid)
+                )
+            }
+        }
+    }
 }

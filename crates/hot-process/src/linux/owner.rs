@@ -477,6 +477,13 @@ impl Owner {
             };
             if n > 0 {
                 self.last_output = std::time::Instant::now();
+                // The new image may have written this after the last look (an exec between
+                // that look and this read): a look now, between the read and the lines, puts
+                // the exec event before every line of the new image. A line of the old image
+                // read in the same chunk then follows it.
+                if !self.detached {
+                    self.check_exec();
+                }
                 let output = &mut self.outputs[index];
                 output.partial.extend_from_slice(&buf[..n as usize]);
                 self.send_lines(index);
