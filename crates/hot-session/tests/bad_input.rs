@@ -179,3 +179,60 @@ fn a_compiler_that_writes_no_elf_object() {
         assert!(l.contains("compute=10"), "the program changed: {l}");
     }
 }
+
+/// A compile database rewritten in place, as builds do: caught between the truncation and
+/// the write (the session reads it whenever a save or a baseline needs it), it is not an
+/// error, and the entries read before serve the save; one that stays invalid once written
+/// is said to be, naming the file.
+#[test]
+fn a_compile_database_being_written_is_no_error_and_a_broken_one_is() {
+    for (text, settled, error) in [("", false, false), ("[{\"directory\": ", true, true)] {
+        let mut f = Fixture::copy("basic");
+        f.write(
+            "hot-lsp.toml",
+            "[program]\npath = \"app\"\nbuild = \"cc -O0 -g -o app main.c\"\n",
+        );
+        let dir = f.dir.path().display().to_string();
+        f.write(
+            "compile_commands.json",
+            &format!(
+                r#"[{{"directory": "{dir}", "file": "main.c", "arguments": ["cc", "-O0", "-g", "-c", "main.c", "-o", "main.o"]}}]"#
+            ),
+        );
+        f.start();
+        f.wait_launched();
+        f.wait_output("compute=10");
+        f.write("compile_commands.json", text);
+        if settled {
+            // Written a while ago: no build is in the middle of writing it.
+            let ago = std::time::SystemTime::now() - std::time::Duration::from_secs(60);
+            std::fs::File::options()
+                .write(true)
+                .open(f.path("compile_commands.json"))
+                .and_then(|file| file.set_modified(ago))
+                .expect("age the database");
+        }
+        f.edit("main.c", "return x * 1;", "return x * 2;");
+        f.save("main.c");
+        if error {
+            let said = f.wait_message(Severity::Error);
+            assert!(
+                said.contains("compile_commands.json") && said.contains("invalid compile database"),
+                "{text:?}: {said}"
+            );
+        }
+        // Either way the entries read before compile the save.
+        let swap = f.wait_swap();
+        assert_eq!(swap.swapped, ["compute"], "{text:?}: {swap:?}");
+        f.wait_output("compute=20");
+        let errors: Vec<&SessionEvent> = f
+            .log
+            .iter()
+            .filter(|e| {
+                matches!(e, SessionEvent::Message { severity: Severity::Error, text } if text.contains("compile database"))
+            })
+            .collect();
+        assert_eq!(errors.is_empty(), !error, "{text:?}: {errors:?}");
+        f.assert_same_process();
+    }
+}

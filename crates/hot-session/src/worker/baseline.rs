@@ -12,6 +12,26 @@ use crate::compile_db::{normalize, CompileDatabase, CompileEntry};
 use crate::program::{cu_source, UnitMatch};
 use crate::{BaselineProgress, Phase, Severity};
 
+/// How long after its last change an unreadable compile database may still be in the middle
+/// of a write.
+const DATABASE_WRITE_WINDOW: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Whether the compile database at `path`, which did not parse, may be in the middle of a
+/// write: empty (truncated, not yet written) or changed within [`DATABASE_WRITE_WINDOW`].
+/// The session's idle work reads it at any time, so a build or a script rewriting it in
+/// place is caught between the truncation and the write.
+fn database_being_written(path: &Path) -> bool {
+    let Ok(metadata) = std::fs::metadata(path) else {
+        return false;
+    };
+    let recent = metadata
+        .modified()
+        .ok()
+        .and_then(|t| t.elapsed().ok())
+        .is_some_and(|age| age < DATABASE_WRITE_WINDOW);
+    metadata.len() == 0 || recent
+}
+
 impl Worker {
     /// The compile database, read again whenever its file changed since it was read (a
     /// stat per call, made before each save and baseline uses it): a build that rewrites
@@ -39,14 +59,26 @@ impl Worker {
         if !current {
             match CompileDatabase::load(&path) {
                 Ok(db) => {
+                    self.database_error = None;
                     if let Some(old) = self.database.take() {
                         self.database_changed(&old, &db);
                     }
                     self.database = Some(db);
                 }
+                // A build may be writing it right now (truncated, then written): the entries
+                // read before stay in use, the next look reads it again, and only a file
+                // that stays invalid once written is said to be.
+                Err(e) if database_being_written(&path) => {
+                    tracing::debug!("{e} (being written: read again at the next look)");
+                }
                 Err(e) => {
-                    // A build may be writing it right now: the entries read before stay in
-                    // use, and the next look reads it again.
+                    let seen = std::fs::metadata(&path)
+                        .ok()
+                        .map(|m| (path.clone(), m.len(), m.modified().ok()));
+                    if seen.is_some() && seen == self.database_error {
+                        return self.database.as_ref();
+                    }
+                    self.database_error = seen;
                     let kept = if self.database.is_some() {
                         "; the entries read before stay in use"
                     } else {

@@ -141,6 +141,9 @@ struct Worker {
     opted_in: bool,
     client_config: Option<serde_json::Value>,
     database: Option<CompileDatabase>,
+    /// The unreadable database last said to be (its path, length and change time): said once,
+    /// not at every look until it is fixed.
+    database_error: Option<(PathBuf, u64, Option<std::time::SystemTime>)>,
     scratch: Option<tempfile::TempDir>,
     program: Option<Program>,
     process_events: Receiver<ProcessEvent>,
@@ -268,6 +271,7 @@ pub(crate) fn run(
         config: Config::default(),
         opted_in: false,
         database: None,
+        database_error: None,
         scratch: tempfile::Builder::new().prefix("hot-lsp-").tempdir().ok(),
         program: None,
         process_events: crossbeam_channel::never(),
