@@ -40,9 +40,10 @@ fn invalid_config_is_located() {
     assert_eq!(diagnostics[0].line, 3, "{diagnostics:?}");
 }
 
-#[test]
-fn file_not_in_the_compile_database() {
-    let mut f = Fixture::copy("basic");
+/// A copy of `basic` built by its own command, with a compile database of one entry: `file`
+/// compiled by `arguments` (JSON strings, comma-separated).
+fn basic_with_database(file: &str, arguments: &str) -> Fixture {
+    let f = Fixture::copy("basic");
     f.write(
         "hot-lsp.toml",
         "[program]\npath = \"app\"\nbuild = \"cc -O0 -g -o app main.c\"\n",
@@ -50,10 +51,14 @@ fn file_not_in_the_compile_database() {
     let dir = f.dir.path().display().to_string();
     f.write(
         "compile_commands.json",
-        &format!(
-            r#"[{{"directory": "{dir}", "file": "other.c", "arguments": ["cc", "-c", "other.c"]}}]"#
-        ),
+        &format!(r#"[{{"directory": "{dir}", "file": "{file}", "arguments": [{arguments}]}}]"#),
     );
+    f
+}
+
+#[test]
+fn file_not_in_the_compile_database() {
+    let mut f = basic_with_database("other.c", r#""cc", "-c", "other.c""#);
     f.start();
     f.wait_output("tick=");
     f.save("main.c");
@@ -187,17 +192,9 @@ fn a_compiler_that_writes_no_elf_object() {
 #[test]
 fn a_compile_database_being_written_is_no_error_and_a_broken_one_is() {
     for (text, settled, error) in [("", false, false), ("[{\"directory\": ", true, true)] {
-        let mut f = Fixture::copy("basic");
-        f.write(
-            "hot-lsp.toml",
-            "[program]\npath = \"app\"\nbuild = \"cc -O0 -g -o app main.c\"\n",
-        );
-        let dir = f.dir.path().display().to_string();
-        f.write(
-            "compile_commands.json",
-            &format!(
-                r#"[{{"directory": "{dir}", "file": "main.c", "arguments": ["cc", "-O0", "-g", "-c", "main.c", "-o", "main.o"]}}]"#
-            ),
+        let mut f = basic_with_database(
+            "main.c",
+            r#""cc", "-O0", "-g", "-c", "main.c", "-o", "main.o""#,
         );
         f.start();
         f.wait_launched();
