@@ -439,6 +439,21 @@ pub(crate) struct Allocator<'s> {
 }
 
 impl<'s> Allocator<'s> {
+    /// The end of a link, for every format: `patch` with this link's allocations, or every
+    /// error its phases recorded (a link reports all it found, not the first).
+    pub(crate) fn finish(
+        self,
+        mut patch: crate::Patch,
+        errors: Vec<crate::LinkError>,
+    ) -> Result<crate::Patch, Vec<crate::LinkError>> {
+        if errors.is_empty() {
+            patch.delta = self.delta;
+            Ok(patch)
+        } else {
+            Err(errors)
+        }
+    }
+
     pub(crate) fn new(state: &'s LinkState) -> Allocator<'s> {
         Allocator {
             state,

@@ -179,13 +179,7 @@ pub(crate) fn link(
     cx.redirect_entries();
     cx.list_bodies();
     cx.list_constructors();
-    if cx.errors.is_empty() {
-        let mut patch = cx.patch;
-        patch.delta = cx.alloc.delta;
-        Ok(patch)
-    } else {
-        Err(cx.errors)
-    }
+    cx.alloc.finish(cx.patch, cx.errors)
 }
 
 impl<'a> Link<'a> {

@@ -154,13 +154,7 @@ pub(crate) fn link(
     cx.lay_out(changed);
     let relocated = cx.relocate();
     cx.redirect_entries(&relocated);
-    if cx.errors.is_empty() {
-        let mut patch = cx.patch;
-        patch.delta = cx.alloc.delta;
-        Ok(patch)
-    } else {
-        Err(cx.errors)
-    }
+    cx.alloc.finish(cx.patch, cx.errors)
 }
 
 impl<'a> MachOLink<'a> {

@@ -447,12 +447,10 @@ fn check_reload(row: &Reload<'_>) {
         f.write("reload-plug", "");
         f.wait_output("plug reloaded elsewhere");
         let again = f.wait_swap();
-        assert!(
-            row.swapped
-                .iter()
-                .all(|s| again.swapped.iter().any(|w| w == s)),
-            "{} ({build:?}): the re-application swapped {again:?}",
-            row.what
+        swapped_all(
+            row.swapped,
+            &again,
+            &format!("{} ({build:?}), re-applied", row.what),
         );
         f.fresh_output.clear();
         f.wait_output(row.first_after);
@@ -465,13 +463,7 @@ fn check_reload(row: &Reload<'_>) {
         f.edit(row.file, row.second.0, row.second.1);
         f.save(row.file);
         let swap = f.wait_swap();
-        assert!(
-            row.swapped
-                .iter()
-                .all(|s| swap.swapped.iter().any(|w| w == s)),
-            "{} ({build:?}): {swap:?}",
-            row.what
-        );
+        swapped_all(row.swapped, &swap, &format!("{} ({build:?})", row.what));
         f.wait_output(row.second_after);
         f.assert_same_process();
     }
@@ -488,4 +480,12 @@ fn a_library_unloaded_and_loaded_again_elsewhere_is_swapped_in_its_new_load() {
         swapped: &["plug_value"],
         second_after: "hidden=5900 plug=3",
     });
+}
+
+/// Every function of `expected` is among those `swap` swapped (`what` says which swap).
+fn swapped_all(expected: &[&str], swap: &hot_session::SwapSummary, what: &str) {
+    assert!(
+        expected.iter().all(|s| swap.swapped.iter().any(|w| w == s)),
+        "{what}: {expected:?} not all swapped: {swap:?}"
+    );
 }
