@@ -138,18 +138,22 @@ pub struct Loaded {
 }
 
 /// Read `root/hot-lsp.toml` and lay `client` over it.
-pub fn load(root: &Path, client: Option<&serde_json::Value>) -> Result<Loaded, ConfigError> {
+///
+/// Every problem of the file is returned, each at its own line (a user fixing the file
+/// should not find the next one only after the next save); the client's configuration, which
+/// has no lines, fails as a whole.
+pub fn load(root: &Path, client: Option<&serde_json::Value>) -> Result<Loaded, Vec<ConfigError>> {
     let path = root.join(CONFIG_FILE);
     let text = match std::fs::read_to_string(&path) {
         Ok(text) => Some(text),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
         Err(e) => {
-            return Err(ConfigError {
+            return Err(vec![ConfigError {
                 file: Some(path),
                 line: 1,
                 column: 1,
                 message: format!("cannot read {CONFIG_FILE}: {e}"),
-            })
+            }])
         }
     };
     let client = client.filter(|c| c.as_object().is_some_and(|o| !o.is_empty()));
@@ -161,11 +165,13 @@ pub fn load(root: &Path, client: Option<&serde_json::Value>) -> Result<Loaded, C
     if let Some(client) = client {
         merge(&mut merged, client);
     }
-    let config: Config = serde_json::from_value(merged).map_err(|e| ConfigError {
-        file: None,
-        line: 1,
-        column: 1,
-        message: format!("invalid hot-lsp configuration from the client: {e}"),
+    let config: Config = serde_json::from_value(merged).map_err(|e| {
+        vec![ConfigError {
+            file: None,
+            line: 1,
+            column: 1,
+            message: format!("invalid hot-lsp configuration from the client: {e}"),
+        }]
     })?;
     Ok(Loaded {
         config,
@@ -176,7 +182,10 @@ pub fn load(root: &Path, client: Option<&serde_json::Value>) -> Result<Loaded, C
 
 /// Validate the file against the typed schema (so errors carry the key's span) and return
 /// it as JSON for merging.
-fn parse_file(path: &Path, text: &str) -> Result<serde_json::Value, ConfigError> {
+///
+/// serde stops at the first bad key, so the whole file's error (exact to the character) is
+/// followed by a check of every other key on its own, each reported at its key's line.
+fn parse_file(path: &Path, text: &str) -> Result<serde_json::Value, Vec<ConfigError>> {
     let located = |span: Option<std::ops::Range<usize>>, message: String| {
         let (line, column) = span.map_or((1, 1), |s| line_column(text, s.start));
         ConfigError {
@@ -186,12 +195,114 @@ fn parse_file(path: &Path, text: &str) -> Result<serde_json::Value, ConfigError>
             message,
         }
     };
-    if let Err(e) = toml::from_str::<Config>(text) {
-        return Err(located(e.span(), format!("{CONFIG_FILE}: {}", e.message())));
+    let (spanned, syntax) = toml::de::DeTable::parse_recoverable(text);
+    if !syntax.is_empty() {
+        return Err(syntax
+            .iter()
+            .map(|e| located(e.span(), format!("{CONFIG_FILE}: {}", e.message())))
+            .collect());
     }
     let table: toml::Table =
-        toml::from_str(text).map_err(|e| located(e.span(), e.message().to_string()))?;
-    serde_json::to_value(table).map_err(|e| located(None, e.to_string()))
+        toml::from_str(text).map_err(|e| vec![located(e.span(), e.message().to_string())])?;
+    if let Err(first) = toml::from_str::<Config>(text) {
+        // Each key checked alone: (its name, its span, its problem).
+        let mut bad_sections: Vec<String> = Vec::new();
+        let failing: Vec<(String, std::ops::Range<usize>, String)> = key_spans(spanned.get_ref())
+            .into_iter()
+            .filter_map(|(keys, span)| {
+                if bad_sections.contains(&keys[0]) {
+                    return None;
+                }
+                let problem = only_key(&table, &keys)?.try_into::<Config>().err()?;
+                if keys.len() == 1 {
+                    bad_sections.push(keys[0].clone());
+                }
+                let name = match keys.as_slice() {
+                    [section, key] => format!("[{section}] {key}"),
+                    _ => keys.join("."),
+                };
+                Some((name, span, problem.message().to_string()))
+            })
+            .collect();
+        // The whole-file error is exact to the character; it is one of the keys' problems
+        // (the one whose span holds it, else the first with its text), reported once.
+        let first_at = first.span().map(|s| s.start);
+        let same = |(_, _, problem): &&(String, std::ops::Range<usize>, String)| {
+            problem == first.message()
+        };
+        let first_key = failing
+            .iter()
+            .filter(same)
+            .find(|(_, span, _)| first_at.is_some_and(|at| span.contains(&at)))
+            .or_else(|| failing.iter().find(same))
+            .map(|(name, span, _)| (name.clone(), span.clone()));
+        let mut errors = vec![located(
+            first.span(),
+            match &first_key {
+                Some((name, _)) => format!("{CONFIG_FILE}: `{name}`: {}", first.message()),
+                None => format!("{CONFIG_FILE}: {}", first.message()),
+            },
+        )];
+        for (name, span, problem) in &failing {
+            if first_key.as_ref().is_some_and(|(_, s)| s == span) {
+                continue;
+            }
+            errors.push(located(
+                Some(span.clone()),
+                format!("{CONFIG_FILE}: `{name}`: {problem}"),
+            ));
+        }
+        errors.sort_by_key(|e| (e.line, e.column));
+        return Err(errors);
+    }
+    serde_json::to_value(table).map_err(|e| vec![located(None, e.to_string())])
+}
+
+/// Every key the schema checks on its own, with the span from the key to the end of its
+/// value: each top-level key (a section's name alone), then each `[section] key`.
+fn key_spans(table: &toml::de::DeTable<'_>) -> Vec<(Vec<String>, std::ops::Range<usize>)> {
+    let mut keys = Vec::new();
+    for (section, value) in table {
+        match value.get_ref() {
+            toml::de::DeValue::Table(inner) => {
+                // The section's own name first: a misspelt one is one problem, not one per key.
+                keys.push((vec![section.get_ref().to_string()], section.span()));
+                for (key, value) in inner {
+                    keys.push((
+                        vec![section.get_ref().to_string(), key.get_ref().to_string()],
+                        key.span().start..value.span().end.max(key.span().end),
+                    ));
+                }
+            }
+            _ => keys.push((
+                vec![section.get_ref().to_string()],
+                section.span().start..value.span().end.max(section.span().end),
+            )),
+        }
+    }
+    keys
+}
+
+/// A table holding only `keys`' value of `table` (`[section] key`, or a top-level key).
+fn only_key(table: &toml::Table, keys: &[String]) -> Option<toml::Table> {
+    let mut alone = toml::Table::new();
+    match keys {
+        [top] => {
+            let value = match table.get(top)? {
+                toml::Value::Table(_) => toml::Value::Table(toml::Table::new()),
+                value => value.clone(),
+            };
+            alone.insert(top.clone(), value);
+        }
+        [section, key] => {
+            let value = table.get(section)?.as_table()?.get(key)?.clone();
+            let mut inner = toml::Table::new();
+            inner.insert(key.clone(), value);
+            alone.insert(section.clone(), toml::Value::Table(inner));
+        }
+        _ => return None,
+    }
+    Some(alone)
 }
 
 /// 1-based line and byte column of a byte offset.
@@ -234,9 +345,35 @@ mod tests {
     fn check_error(toml_text: &str, line: u32, needle: &str) {
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::write(dir.path().join(CONFIG_FILE), toml_text).expect("write");
-        let err = load(dir.path(), None).expect_err("config must be rejected");
-        assert_eq!(err.line, line, "{err:?}");
-        assert!(err.message.contains(needle), "{err:?}");
+        let errors = load(dir.path(), None).expect_err("config must be rejected");
+        let err = &errors[0];
+        assert_eq!(err.line, line, "{errors:?}");
+        assert!(err.message.contains(needle), "{errors:?}");
+    }
+
+    /// Every bad key of the file, at its line, in line order: (line, text in the message).
+    fn check_errors(toml_text: &str, expected: &[(u32, &str)]) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join(CONFIG_FILE), toml_text).expect("write");
+        let errors = load(dir.path(), None).expect_err("config must be rejected");
+        let found: Vec<u32> = errors.iter().map(|e| e.line).collect();
+        let lines: Vec<u32> = expected.iter().map(|&(line, _)| line).collect();
+        assert_eq!(found, lines, "{errors:?}");
+        for (err, (_, needle)) in errors.iter().zip(expected) {
+            assert!(err.message.contains(needle), "{needle:?} in {errors:?}");
+        }
+    }
+
+    #[test]
+    fn every_bad_key_is_reported() {
+        check_errors(
+            "[program]\npath = \"build/driver\"\nargs = \"oops\"\npth = 3\n[compile]\nahead_delay_ms = \"fast\"\n",
+            &[(3, "invalid type"), (4, "`[program] pth`: unknown field"), (6, "`[compile] ahead_delay_ms`")],
+        );
+        check_errors(
+            "[progam]\npath = \"a\"\n[compile]\njobs = 0\n",
+            &[(1, "progam"), (4, "nonzero")],
+        );
     }
 
     #[test]
@@ -306,8 +443,11 @@ mod tests {
             BTreeMap::from([(prefix("/src"), prefix("."))])
         );
         let bad = serde_json::json!({"compile": {"path_map": {"/src": ""}}});
-        let err = load(empty.path(), Some(&bad)).expect_err("rejected");
-        assert!(err.message.contains("must not be empty"), "{err:?}");
+        let errors = load(empty.path(), Some(&bad)).expect_err("rejected");
+        assert!(
+            errors[0].message.contains("must not be empty"),
+            "{errors:?}"
+        );
     }
 
     #[test]

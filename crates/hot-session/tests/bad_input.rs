@@ -40,6 +40,44 @@ fn invalid_config_is_located() {
     assert_eq!(diagnostics[0].line, 3, "{diagnostics:?}");
 }
 
+/// Every problem of hot-lsp.toml at its line, nothing launched with the defaults instead (no
+/// false "path is not set"), and the program launched once the file is fixed and saved.
+#[test]
+fn every_config_error_and_a_launch_once_fixed() {
+    let mut f = Fixture::copy("basic");
+    f.write(
+        "hot-lsp.toml",
+        "[program]\npath = \"app\"\nargs = \"oops\"\npth = 3\n[compile]\nahead_delay_ms = \"fast\"\n",
+    );
+    f.start();
+    let diagnostics = f.wait_diagnostics("hot-lsp.toml");
+    let lines: Vec<u32> = diagnostics.iter().map(|d| d.line).collect();
+    assert_eq!(lines, [3, 4, 6], "{diagnostics:#?}");
+    assert!(
+        diagnostics.iter().all(|d| d.code == "config-error"),
+        "{diagnostics:#?}"
+    );
+    let text = f.wait_message(Severity::Error);
+    assert!(
+        text.contains("3 errors") && text.contains("nothing is launched"),
+        "{text}"
+    );
+    assert!(!text.contains("path is not set"), "{text}");
+    let status = f.session.as_ref().expect("session").status();
+    assert_eq!(status.state, State::Failed, "{status:?}");
+    let fixed = std::fs::read_to_string(common::fixtures_dir().join("basic/hot-lsp.toml"))
+        .expect("basic's hot-lsp.toml");
+    f.write("hot-lsp.toml", &fixed);
+    f.save("hot-lsp.toml");
+    f.wait_output("tick=");
+    let config = f.path("hot-lsp.toml");
+    let cleared = f.log.iter().any(|e| {
+        matches!(e, SessionEvent::Diagnostics { file, diagnostics }
+            if *file == config && diagnostics.is_empty())
+    });
+    assert!(cleared, "the fixed file's errors are cleared");
+}
+
 /// A copy of `basic` built by its own command, with a compile database of one entry: `file`
 /// compiled by `arguments` (JSON strings, comma-separated).
 fn basic_with_database(file: &str, arguments: &str) -> Fixture {

@@ -49,6 +49,11 @@ impl Worker {
     }
 
     pub(super) fn launch(&mut self) {
+        if !self.config_errors.is_empty() {
+            // Launching with the defaults instead would only add a false "path is not set".
+            self.fail(self.config_error_summary());
+            return;
+        }
         let Some(path) = self.config.program.path.clone() else {
             self.fail(format!(
                 "{}: [program] path is not set, so there is nothing to launch",

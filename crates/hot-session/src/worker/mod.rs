@@ -138,6 +138,9 @@ struct Worker {
     events: Sender<SessionEvent>,
     status: Arc<Mutex<Status>>,
     config: Config,
+    /// The configuration's problems when it last failed to load (`config` then is the last
+    /// good one, or the defaults): nothing is launched with it.
+    config_errors: Vec<String>,
     opted_in: bool,
     client_config: Option<serde_json::Value>,
     database: Option<CompileDatabase>,
@@ -269,6 +272,7 @@ pub(crate) fn run(
         events,
         status,
         config: Config::default(),
+        config_errors: Vec::new(),
         opted_in: false,
         database: None,
         database_error: None,
@@ -631,21 +635,33 @@ impl Worker {
 
     fn reload_config(&mut self) {
         let config_file = self.options.root.join(config::CONFIG_FILE);
+        let was_invalid = !self.config_errors.is_empty();
         match config::load(&self.options.root, self.client_config.as_ref()) {
             Ok(loaded) => {
                 self.config = loaded.config;
+                self.config_errors.clear();
                 self.opted_in = loaded.opted_in;
                 if loaded.has_file {
                     self.publish(&config_file, &config_file, Vec::new());
                 }
                 self.database = None;
+                // The configuration that kept the program from launching is fixed: launch
+                // now, as a valid one would have at the start.
+                if was_invalid
+                    && self.program.is_none()
+                    && self.options.auto_launch
+                    && self.config.program.launch == LaunchMode::Auto
+                {
+                    self.launch();
+                }
             }
-            Err(e) => {
+            Err(errors) => {
                 // An invalid file still opts the workspace in: the user meant to use hot-lsp.
                 self.opted_in = true;
-                match e.file {
-                    Some(file) => {
-                        let diagnostic = Diagnostic {
+                let mut located = Vec::new();
+                for e in &errors {
+                    match &e.file {
+                        Some(file) => located.push(Diagnostic {
                             file: file.clone(),
                             line: e.line,
                             column: e.column,
@@ -654,14 +670,30 @@ impl Worker {
                             severity: Severity::Error,
                             code: "config-error".into(),
                             message: e.message.clone(),
-                        };
-                        self.publish(&file, &file, vec![diagnostic]);
+                        }),
+                        None => self.message(Severity::Error, e.message.clone()),
                     }
-                    None => self.message(Severity::Error, e.message.clone()),
                 }
-                self.set_state(State::Failed, Some(e.message));
+                if !located.is_empty() {
+                    self.publish(&config_file, &config_file, located);
+                }
+                self.config_errors = errors.iter().map(|e| e.message.clone()).collect();
+                let summary = self.config_error_summary();
+                self.set_state(State::Failed, Some(summary));
             }
         }
+    }
+
+    /// What an invalid configuration keeps from happening, with its first problem.
+    fn config_error_summary(&self) -> String {
+        let count = self.config_errors.len();
+        format!(
+            "the hot-lsp configuration has {count} error{}, so nothing is launched: fix {} and \
+             save it (first: {})",
+            if count == 1 { "" } else { "s" },
+            config::CONFIG_FILE,
+            self.config_errors.first().map_or("", String::as_str)
+        )
     }
 
     /// Publish the complete diagnostics that compiling `unit` produced, grouped per file;
