@@ -689,6 +689,23 @@ impl Program {
     }
 }
 
+/// The kind of interpreter `exe_path` is, when a script's `#!` line names it: the shells and
+/// script runners a wrapper of a program is written for.
+fn interpreter_name(exe_path: &str) -> Option<&'static str> {
+    let name = Path::new(exe_path).file_name()?.to_str()?;
+    const SHELLS: &[&str] = &["sh", "dash", "bash", "ash", "zsh", "ksh", "mksh", "busybox"];
+    if SHELLS.contains(&name) {
+        return Some("a shell");
+    }
+    let runner = ["python", "perl", "ruby", "node", "env"]
+        .into_iter()
+        .any(|r| {
+            name.strip_prefix(r)
+                .is_some_and(|v| v.chars().all(|c| c.is_ascii_digit() || c == '.'))
+        });
+    runner.then_some("a script interpreter")
+}
+
 /// The load bias of a file mapped in the process: the start of its mapping at file offset 0
 /// minus the page-aligned lowest `PT_LOAD` address.
 fn bias_of(maps: &[Mapping], path: &str, image: &LinkedImage) -> Option<u64> {
@@ -707,6 +724,17 @@ fn read_image(
         LinkedImage::parse(Path::new(&exe_path), &exe_bytes).map_err(|e| e.to_string())?;
     let unplaced = sources.place(&mut exe.compile_units);
     if !exe.has_symtab {
+        if let Some(shell) = interpreter_name(&exe_path) {
+            // A wrapper script that runs the program as its child: the process hot-lsp
+            // launched (and swaps into) is the interpreter, never the program.
+            return Err(format!(
+                "the process hot-lsp launched runs {exe_path} ({shell}), not a program built from \
+                 this workspace: [program] path is a script that starts the program without \
+                 `exec`, so the program is its child, which hot-lsp does not swap; end the \
+                 script with `exec` (`exec ./build/app \"$@\"`) or set [program] path to the \
+                 executable itself"
+            ));
+        }
         return Err(format!(
             "{exe_path} is stripped (it has no .symtab): hot-lsp needs the executable's symbol \
              table — build it without `-s` and do not strip it"

@@ -30,6 +30,35 @@ fn stripped_executable() {
     assert!(text.contains("stripped"), "{text}");
 }
 
+/// `[program] path` a wrapper script: one that `exec`s the program swaps into it, one that
+/// runs it as a child is told why nothing can be swapped (not "/bin/sh is stripped").
+#[test]
+fn wrapper_scripts() {
+    for (wrapper, swaps) in [("exec ./app\n", true), ("./app\necho app ended\n", false)] {
+        let mut f = Fixture::copy("basic");
+        f.write("run.sh", &format!("#!/bin/sh\n{wrapper}"));
+        f.write(
+            "hot-lsp.toml",
+            "[program]\npath = \"run.sh\"\nbuild = \"cc -O0 -g -o app main.c && chmod +x run.sh\"\n[compile]\ncommand = \"cc -O0 -g -c {file} -o {output}\"\n",
+        );
+        f.start();
+        f.wait_output("compute=10");
+        f.edit("main.c", "return x * 1;", "return x * 2;");
+        f.save("main.c");
+        if swaps {
+            f.wait_swap();
+            f.wait_output("compute=20");
+        } else {
+            let text = f.wait_message(Severity::Error);
+            assert!(
+                text.contains("without `exec`") && text.contains("a shell"),
+                "{wrapper:?}: {text}"
+            );
+            assert!(!text.contains("stripped"), "{text}");
+        }
+    }
+}
+
 #[test]
 fn invalid_config_is_located() {
     let mut f = Fixture::copy("basic");
