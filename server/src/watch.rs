@@ -12,13 +12,29 @@ use crossbeam_channel::{Receiver, RecvTimeoutError};
 use hot_session::{
     Command, Diagnostic, OutputStream, Session, SessionEvent, SessionOptions, Severity, State,
 };
-use notify::event::{AccessKind, AccessMode};
+use notify::event::{AccessKind, AccessMode, ModifyKind};
 use notify::{EventKind, RecursiveMode, Watcher};
 use serde_json::{json, Value};
 
 /// A file counts as saved once it has not changed for this long: a truncate-then-write or a
 /// write-by-rename is then seen once, with its final content.
 const QUIET_PERIOD: Duration = Duration::from_millis(100);
+
+/// How long a file written in place may stay quiet while its writer still has it open
+/// (written to, not closed since): a script or a tool writing a file in parts, pausing
+/// between them, is waited for rather than its half-written text compiled. A writer that
+/// keeps the file open longer than this has its text taken as it is then.
+const OPEN_WRITER_PERIOD: Duration = Duration::from_secs(3);
+
+/// What a file-system event says of a file's writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Change {
+    /// Written in place (`IN_MODIFY`): its writer may not be done.
+    Written,
+    /// A writer closed it (`IN_CLOSE_WRITE`), or it was replaced whole (created, renamed
+    /// into place) or its metadata changed: its text is complete.
+    Complete,
+}
 
 /// Extensions of the C, C++ and Objective-C sources and headers hot-lsp compiles.
 const SOURCE_EXTENSIONS: [&str; 10] = ["c", "cc", "cpp", "cxx", "h", "hh", "hpp", "hxx", "m", "mm"];
@@ -50,12 +66,13 @@ pub fn is_watched_source(root: &Path, path: &Path) -> bool {
     })
 }
 
-/// Whether a file-system event can mean that a file's content changed.
-fn may_change_content(kind: &EventKind) -> bool {
+/// What a file-system event says of a file's content, if it can mean that it changed.
+fn content_change(kind: &EventKind) -> Option<Change> {
     match kind {
-        EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
-        EventKind::Access(_) => false,
-        _ => true,
+        EventKind::Access(AccessKind::Close(AccessMode::Write)) => Some(Change::Complete),
+        EventKind::Access(_) => None,
+        EventKind::Modify(ModifyKind::Data(_)) => Some(Change::Written),
+        _ => Some(Change::Complete),
     }
 }
 
@@ -92,13 +109,14 @@ pub fn run(dir: Option<PathBuf>, json: bool) -> anyhow::Result<i32> {
         events_tx,
     );
 
-    let (changes_tx, changes_rx) = crossbeam_channel::unbounded::<Vec<PathBuf>>();
+    let (changes_tx, changes_rx) = crossbeam_channel::unbounded::<(Change, Vec<PathBuf>)>();
     let mut watcher =
         notify::recommended_watcher(move |result: notify::Result<notify::Event>| match result {
-            Ok(event) if may_change_content(&event.kind) => {
-                let _ = changes_tx.send(event.paths);
+            Ok(event) => {
+                if let Some(change) = content_change(&event.kind) {
+                    let _ = changes_tx.send((change, event.paths));
+                }
             }
-            Ok(_) => {}
             Err(error) => tracing::warn!(%error, "file watcher error"),
         })
         .context("cannot create the file watcher")?;
@@ -151,11 +169,14 @@ pub fn run(dir: Option<PathBuf>, json: bool) -> anyhow::Result<i32> {
     Ok(code)
 }
 
-/// Sends `Command::Saved` for each source file once it has been quiet for `QUIET_PERIOD`.
-fn debounce(root: &Path, changes: &Receiver<Vec<PathBuf>>, session: &Session) {
-    let mut due_at: HashMap<PathBuf, Instant> = HashMap::new();
+/// Sends `Command::Saved` for each source file once it has been quiet for `QUIET_PERIOD`
+/// with its writer done (closed, or the file replaced whole), or for `OPEN_WRITER_PERIOD`
+/// while a writer still holds it open.
+fn debounce(root: &Path, changes: &Receiver<(Change, Vec<PathBuf>)>, session: &Session) {
+    // Each changed file: when it is due, and whether a writer may still be writing it.
+    let mut due_at: HashMap<PathBuf, (Instant, Change)> = HashMap::new();
     loop {
-        let next_due = due_at.values().min().copied();
+        let next_due = due_at.values().map(|&(deadline, _)| deadline).min();
         let received = match next_due {
             Some(deadline) => {
                 changes.recv_timeout(deadline.saturating_duration_since(Instant::now()))
@@ -163,12 +184,17 @@ fn debounce(root: &Path, changes: &Receiver<Vec<PathBuf>>, session: &Session) {
             None => changes.recv().map_err(|_| RecvTimeoutError::Disconnected),
         };
         match received {
-            Ok(paths) => {
-                let deadline = Instant::now() + QUIET_PERIOD;
+            Ok((change, paths)) => {
+                let now = Instant::now();
                 for path in paths {
-                    if is_watched_source(root, &path) {
-                        due_at.insert(path, deadline);
+                    if !is_watched_source(root, &path) {
+                        continue;
                     }
+                    let period = match change {
+                        Change::Written => OPEN_WRITER_PERIOD,
+                        Change::Complete => QUIET_PERIOD,
+                    };
+                    due_at.insert(path, (now + period, change));
                 }
             }
             Err(RecvTimeoutError::Timeout) => {}
@@ -177,11 +203,19 @@ fn debounce(root: &Path, changes: &Receiver<Vec<PathBuf>>, session: &Session) {
         let now = Instant::now();
         let settled: Vec<PathBuf> = due_at
             .iter()
-            .filter(|(_, deadline)| **deadline <= now)
+            .filter(|(_, (deadline, _))| *deadline <= now)
             .map(|(path, _)| path.clone())
             .collect();
         for path in settled {
-            due_at.remove(&path);
+            let Some((_, change)) = due_at.remove(&path) else {
+                continue;
+            };
+            if change == Change::Written {
+                tracing::info!(
+                    file = %path.display(),
+                    "still open for writing after {OPEN_WRITER_PERIOD:?} without a change: taken as saved"
+                );
+            }
             // A file that was deleted (or renamed away for good) has nothing to compile.
             if path.is_file() {
                 tracing::debug!(file = %path.display(), "changed");

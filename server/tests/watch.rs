@@ -115,6 +115,57 @@ fn watch_swaps_saved_edits_reports_errors_and_kills_the_program_on_sigterm() {
     );
 }
 
+/// A file its writer holds open, written in parts with pauses longer than the quiet period,
+/// is compiled once, when the writer closes it: never its empty or half-written text (no
+/// compile error, no second swap).
+#[test]
+fn watch_waits_for_a_writer_that_holds_the_file_open() {
+    use std::io::Write;
+    let (_dir, root) = copy_fixture("counter");
+    build_program(&root);
+    let main_c = root.join("main.c");
+    let original = std::fs::read_to_string(&main_c).expect("read main.c");
+    let mut watch = Watch::start(&root);
+    watch.output("value=10");
+    let edited = original.replacen("return x * 1;", "return x * 2;", 1);
+    let (head, tail) = edited.split_at(edited.len() / 2);
+    // The writer's own pace (the input of this test, not a wait for hot-lsp): each pause is
+    // several quiet periods long, so a save would have been taken at each before.
+    let pause = std::time::Duration::from_millis(700);
+    let mut file = std::fs::File::create(&main_c).expect("truncate main.c");
+    std::thread::sleep(pause);
+    file.write_all(head.as_bytes())
+        .expect("write the first half");
+    file.flush().expect("flush");
+    std::thread::sleep(pause);
+    file.write_all(tail.as_bytes())
+        .expect("write the second half");
+    drop(file);
+    let swap = watch.wait("swap", |event| event["event"] == "swap");
+    assert!(
+        swap["swapped"]
+            .as_array()
+            .is_some_and(|names| names.iter().any(|n| n == "compute")),
+        "{swap}"
+    );
+    watch.output("value=20");
+    let compiles: Vec<&serde_json::Value> = watch
+        .seen
+        .iter()
+        .filter(|e| {
+            matches!(
+                e["event"].as_str(),
+                Some("swap" | "unchanged" | "diagnostic" | "error")
+            )
+        })
+        .collect();
+    assert_eq!(
+        compiles.len(),
+        1,
+        "one save, of the whole text: {compiles:#?}"
+    );
+}
+
 #[test]
 fn watch_prints_warnings_as_message_events_and_header_information_as_a_diagnostic() {
     // -O2 without -fno-ipa-ra: the session warns when it reads the program (before or after
