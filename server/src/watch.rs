@@ -324,6 +324,8 @@ impl Printer {
                 // What a person reads; the mangled names above are what tools match on.
                 "swapped_display": crate::lsp::convert::shown_names(&summary.swapped),
                 "added_display": crate::lsp::convert::shown_names(&summary.added),
+                "updated": summary.updated,
+                "updated_display": crate::lsp::convert::shown_names(&summary.updated),
                 "skipped": summary.skipped,
                 "micros": {
                     "compile": summary.micros.compile,
@@ -394,14 +396,20 @@ impl Printer {
                     summary.seq,
                     self.shown(&summary.file)
                 );
+                let shown = crate::lsp::convert::shown_names;
                 if summary.swapped.is_empty() && summary.added.is_empty() {
                     text.push_str("no function changed");
                 } else {
-                    let shown = crate::lsp::convert::shown_names;
                     text.push_str(&format!("swapped [{}]", shown(&summary.swapped).join(", ")));
                     if !summary.added.is_empty() {
                         text.push_str(&format!(", added [{}]", shown(&summary.added).join(", ")));
                     }
+                }
+                if !summary.updated.is_empty() {
+                    text.push_str(&format!(
+                        ", updated [{}] in place",
+                        shown(&summary.updated).join(", ")
+                    ));
                 }
                 text.push_str(&format!(
                     ", {} unchanged (compile {:.1} ms, link {:.1} ms, swap {:.1} ms)",

@@ -83,6 +83,9 @@ pub struct SwapSummary {
     pub files: Vec<PathBuf>,
     pub swapped: Vec<String>,
     pub added: Vec<String>,
+    /// Read-only objects of the running program rewritten in place with their new contents
+    /// (a `const` table, a vtable): a swap that changed only data names them here.
+    pub updated: Vec<String>,
     pub skipped: usize,
     pub micros: Micros,
 }

@@ -3,7 +3,7 @@
 mod common;
 
 use common::Fixture;
-use hot_session::{SessionEvent, Severity, State};
+use hot_session::{Command, SessionEvent, Severity, State};
 
 /// Start a copy of `basic` whose hot-lsp.toml is replaced, and return the first error.
 fn first_error_with_config(toml: &str) -> (Fixture, String) {
@@ -57,6 +57,27 @@ fn wrapper_scripts() {
             assert!(!text.contains("stripped"), "{text}");
         }
     }
+}
+
+/// A save while no program runs is compiled and answered: its compile errors as for any
+/// save, and a clean compile with a message that nothing is swapped (not silence).
+#[test]
+fn a_save_with_no_program_running_is_answered() {
+    let mut f = Fixture::launch("basic");
+    f.send(Command::Stop);
+    f.wait("the stop", |e| match e {
+        SessionEvent::Status(s) if s.state == State::Exited => Some(()),
+        _ => None,
+    });
+    f.edit("main.c", "return x * 1;", "return x * 2;");
+    f.save("main.c");
+    let text = f.wait("the answer", |e| match e {
+        SessionEvent::Message { text, .. } if text.contains("no program is running") => {
+            Some(text.clone())
+        }
+        _ => None,
+    });
+    assert!(text.contains("main.c compiled"), "{text}");
 }
 
 #[test]

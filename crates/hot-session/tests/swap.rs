@@ -919,6 +919,8 @@ fn a_swap_refused_at_apply_time_leaves_const_data_untouched() {
     f.save("util.c");
     let swap = f.wait_swap();
     assert!(swap.swapped.is_empty() && swap.added.is_empty(), "{swap:?}");
+    // A swap of data only names what it rewrote.
+    assert_eq!(swap.updated, ["table"], "{swap:?}");
     f.wait_output("table=25 ");
     break_on_probe(&mut f);
     // The next save changes the table again and must redirect probe's entry, which now

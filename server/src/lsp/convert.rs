@@ -173,6 +173,8 @@ fn swap_json(root: &Path, swap: &SwapSummary) -> Value {
         "added": swap.added,
         "swappedDisplay": shown_names(&swap.swapped),
         "addedDisplay": shown_names(&swap.added),
+        "updated": swap.updated,
+        "updatedDisplay": shown_names(&swap.updated),
         "skipped": swap.skipped,
         // The save's text was compiled ahead of the save (`micros.compile` is then 0).
         "compiledAhead": swap.micros.compiled_ahead,
@@ -250,6 +252,7 @@ mod tests {
                 files: vec![PathBuf::from("/tmp/w/main.c")],
                 swapped: vec!["tick".to_owned(), "_ZNK5Shape4areaEv".to_owned()],
                 added: vec![],
+                updated: vec!["table".to_owned()],
                 skipped: 2,
                 micros: hot_session::Micros {
                     compile: 10,
@@ -280,6 +283,8 @@ mod tests {
                     "added": [],
                     "swappedDisplay": ["tick", "Shape::area() const"],
                     "addedDisplay": [],
+                    "updated": ["table"],
+                    "updatedDisplay": ["table"],
                     "skipped": 2,
                     "compiledAhead": false,
                     "micros": {"compile": 10, "compileTotal": 10, "link": 20, "swap": 30},

@@ -434,7 +434,15 @@ impl Worker {
             }
             self.publish_each(&files, diagnostics);
             if failed.is_empty() {
-                // No program: compiling is all there is to do.
+                // No program: compiling is all there is to do, and said (a save answered by
+                // nothing looks lost).
+                self.message(
+                    Severity::Information,
+                    format!(
+                        "{} compiled: no program is running, so nothing is swapped",
+                        saved.display()
+                    ),
+                );
                 self.set_state(running_state, None);
                 return Ok(None);
             }
@@ -858,6 +866,7 @@ impl Worker {
             files,
             swapped: patch.swapped.clone(),
             added: patch.added.clone(),
+            updated: updated_objects(&patch),
             skipped: patch.skipped,
             micros,
         };
@@ -1572,4 +1581,15 @@ mod tests {
         let messages: Vec<&str> = diagnostics.iter().map(|d| d.message.as_str()).collect();
         assert_eq!(messages, ["x (and 1 more reference on this line)", "y"]);
     }
+}
+
+/// The read-only objects a patch rewrites in place, each once, in the patch's order.
+fn updated_objects(patch: &hot_link::Patch) -> Vec<String> {
+    let mut names: Vec<String> = Vec::new();
+    for write in &patch.in_place {
+        if !names.contains(&write.function) {
+            names.push(write.function.clone());
+        }
+    }
+    names
 }
