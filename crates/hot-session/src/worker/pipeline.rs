@@ -1505,6 +1505,17 @@ fn data_write(update: &hot_link::EntryWrite) -> hot_process::Write {
     }
 }
 
+/// The read-only objects a patch rewrites in place, each once, in the patch's order.
+fn updated_objects(patch: &hot_link::Patch) -> Vec<String> {
+    let mut names: Vec<String> = Vec::new();
+    for write in &patch.in_place {
+        if !names.contains(&write.function) {
+            names.push(write.function.clone());
+        }
+    }
+    names
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1581,15 +1592,4 @@ mod tests {
         let messages: Vec<&str> = diagnostics.iter().map(|d| d.message.as_str()).collect();
         assert_eq!(messages, ["x (and 1 more reference on this line)", "y"]);
     }
-}
-
-/// The read-only objects a patch rewrites in place, each once, in the patch's order.
-fn updated_objects(patch: &hot_link::Patch) -> Vec<String> {
-    let mut names: Vec<String> = Vec::new();
-    for write in &patch.in_place {
-        if !names.contains(&write.function) {
-            names.push(write.function.clone());
-        }
-    }
-    names
 }
