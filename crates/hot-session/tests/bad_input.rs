@@ -158,6 +158,39 @@ fn file_not_in_the_compile_database() {
     f.assert_same_process_if_launched();
 }
 
+/// A source file that is neither in the compile database nor part of the running program (a
+/// test or tool of the tree) gets one information diagnostic, not an error: a checkout that
+/// writes many such files does not flood the editor with errors.
+#[test]
+fn a_file_outside_the_program_and_the_database_is_information() {
+    let mut f = basic_with_database("main.c", r#""cc", "-O0", "-g", "-c", "main.c""#);
+    f.start();
+    f.wait_output("tick=");
+    f.write("tool.c", "int tool_main(void) { return 0; }\n");
+    f.save("tool.c");
+    let diagnostics = f.wait_diagnostics("tool.c");
+    assert!(
+        matches!(diagnostics.as_slice(), [d] if d.severity == Severity::Information
+            && d.code == "not-included" && d.message.contains("not part of the running program")),
+        "{diagnostics:#?}"
+    );
+    let errors: Vec<&SessionEvent> = f
+        .log
+        .iter()
+        .filter(|e| {
+            matches!(
+                e,
+                SessionEvent::Message {
+                    severity: Severity::Error,
+                    ..
+                }
+            )
+        })
+        .collect();
+    assert!(errors.is_empty(), "{errors:#?}");
+    f.assert_same_process_if_launched();
+}
+
 #[test]
 fn source_not_linked_into_the_program() {
     let mut f = Fixture::copy("basic");

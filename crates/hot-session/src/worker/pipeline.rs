@@ -127,6 +127,9 @@ impl Worker {
         if !has_extension(&file, SOURCE_EXTENSIONS) {
             return None;
         }
+        if self.outside_the_program(&file) {
+            return None;
+        }
         // The text on disk compiled already while the user paused typing (`ahead.rs`).
         if let Some(ready) = self.take_compiled_ahead(&file) {
             let files = std::slice::from_ref(&file);
@@ -135,6 +138,36 @@ impl Worker {
             });
         }
         self.swap_with_progress(&file, std::slice::from_ref(&file))
+    }
+
+    /// A saved source file hot-lsp has no command for and the running program was not built
+    /// from (a test or tool of the tree, a file a checkout or untar wrote): said on the file,
+    /// as information, like a header nothing includes — not an error per file. One that is
+    /// part of the program (or no program runs to tell) goes on to the error that says what
+    /// is missing.
+    fn outside_the_program(&mut self, file: &Path) -> bool {
+        if self.program.is_none() || self.entry_for(file).is_ok() {
+            return false;
+        }
+        if self.is_linked(file) || self.is_added_unit(file) {
+            return false;
+        }
+        let diagnostic = Diagnostic {
+            file: file.to_owned(),
+            line: 1,
+            column: 1,
+            end_line: None,
+            end_column: None,
+            severity: Severity::Information,
+            code: "not-included".into(),
+            message: format!(
+                "{} is not part of the running program, and the compile database has no \
+                 command for it: nothing was compiled or swapped",
+                file.display()
+            ),
+        };
+        self.publish(file, file, vec![diagnostic]);
+        true
     }
 
     /// Swap `files` as one, between a progress begin and end titled by `saved`.
