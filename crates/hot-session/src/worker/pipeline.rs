@@ -972,10 +972,35 @@ impl Worker {
     }
 
     pub(super) fn undo(&mut self) {
+        // A library that moved (dlclose, dlopen again) took the swaps made into it along:
+        // undo must not write their reverts where the old load was, nor revert an older
+        // swap in their place.
+        let last_library = self
+            .program
+            .as_ref()
+            .and_then(|p| p.journal.last())
+            .and_then(|a| a.image.library().map(str::to_string));
+        self.forget_moved_libraries();
         let Some(program) = self.program.as_mut() else {
             self.fail("no program is running: there is no swap to undo".into());
             return;
         };
+        if let Some(library) = last_library.filter(|lib| {
+            !program
+                .journal
+                .iter()
+                .any(|a| a.image.library() == Some(lib.as_str()))
+        }) {
+            self.message(
+                Severity::Information,
+                format!(
+                    "nothing was undone: the last swap went into {library}, which has been \
+                     unloaded since (its swaps went with the old load); undo again to revert \
+                     the swap before it"
+                ),
+            );
+            return;
+        }
         let Some(applied) = program.journal.pop() else {
             self.message(Severity::Information, "there is no swap to undo");
             return;
