@@ -414,12 +414,9 @@ fn layout_change_held_by_clang_o2_functions_is_refused() {
     check_clone_refusals("clang");
 }
 
-/// A function an earlier save added (`park`, not in the executable) runs on a thread and
-/// holds a `struct a_held`: a layout change of it is refused, naming it, as for a function
-/// of the executable.
-#[test]
-fn layout_change_held_by_a_function_an_earlier_save_added_is_refused() {
-    let mut f = Fixture::launch("frameclones");
+/// Save the frameclones fixture's c_sum calling a new function `park`, which never returns
+/// and holds a `struct a_held` (a type no code used at launch); wait for it to run.
+fn add_park(f: &mut Fixture) {
     f.wait_output(CLONES_STEADY);
     f.edit(
         "main.c",
@@ -437,6 +434,15 @@ fn layout_change_held_by_a_function_an_earlier_save_added_is_refused() {
     let swap = f.wait_swap();
     assert!(swap.added.contains(&"park".to_string()), "{swap:?}");
     f.wait_output("const=91 part=34");
+}
+
+/// A function an earlier save added (`park`, not in the executable) runs on a thread and
+/// holds a `struct a_held`: a layout change of it is refused, naming it, as for a function
+/// of the executable.
+#[test]
+fn layout_change_held_by_a_function_an_earlier_save_added_is_refused() {
+    let mut f = Fixture::launch("frameclones");
+    add_park(&mut f);
     let case = Refusal {
         fixture: "frameclones",
         file: "main.c",
@@ -456,6 +462,43 @@ fn layout_change_held_by_a_function_an_earlier_save_added_is_refused() {
         steady: "const=91 part=34",
     };
     check_refusal_in(f, &case);
+}
+
+/// A function an earlier save added is watched like a swapped one: edited while a thread
+/// runs it, it swaps with a `still-running` note (its running call stays in the body the
+/// first save placed).
+#[test]
+fn a_function_an_earlier_save_added_running_on_a_thread_swaps_with_a_note() {
+    let mut f = Fixture::launch("frameclones");
+    add_park(&mut f);
+    f.edit(
+        "main.c",
+        "c_out = q.a * 10 + q.b;",
+        "c_out = q.a * 10 + q.b + 1;",
+    );
+    let line = f.line_of("main.c", "static void park(void)");
+    f.save("main.c");
+    let swap = f.wait_swap();
+    assert!(swap.swapped.contains(&"park".to_string()), "{swap:?}");
+    let diagnostics = f.wait_diagnostics("main.c");
+    let note = diagnostics
+        .iter()
+        .find(|d| d.code == "still-running")
+        .unwrap_or_else(|| panic!("no still-running note: {diagnostics:#?}"));
+    assert_eq!(
+        (note.line, note.severity),
+        (line, Severity::Information),
+        "{note:#?}"
+    );
+    assert!(note.message.contains("`park` was running"), "{note:#?}");
+    f.fresh_output.clear();
+    for l in f.next_lines(3) {
+        assert!(
+            l.contains("const=91 part=34"),
+            "the running call left its body: {l}"
+        );
+    }
+    f.assert_same_process();
 }
 
 /// Undo of a layout change while the swap's new code holds an object of the new layout:
