@@ -464,6 +464,21 @@ fn layout_change_held_by_a_function_an_earlier_save_added_is_refused() {
     check_refusal_in(f, &case);
 }
 
+/// The `still-running` note of main.c's next list, which must sit on `line`.
+fn still_running_note(f: &mut Fixture, line: u32) -> hot_session::Diagnostic {
+    let diagnostics = f.wait_diagnostics("main.c");
+    let note = diagnostics
+        .iter()
+        .find(|d| d.code == "still-running")
+        .unwrap_or_else(|| panic!("no still-running note: {diagnostics:#?}"));
+    assert_eq!(
+        (note.line, note.severity),
+        (line, Severity::Information),
+        "{note:#?}"
+    );
+    note.clone()
+}
+
 /// A function an earlier save added is watched like a swapped one: edited while a thread
 /// runs it, it swaps with a `still-running` note (its running call stays in the body the
 /// first save placed).
@@ -480,16 +495,7 @@ fn a_function_an_earlier_save_added_running_on_a_thread_swaps_with_a_note() {
     f.save("main.c");
     let swap = f.wait_swap();
     assert!(swap.swapped.contains(&"park".to_string()), "{swap:?}");
-    let diagnostics = f.wait_diagnostics("main.c");
-    let note = diagnostics
-        .iter()
-        .find(|d| d.code == "still-running")
-        .unwrap_or_else(|| panic!("no still-running note: {diagnostics:#?}"));
-    assert_eq!(
-        (note.line, note.severity),
-        (line, Severity::Information),
-        "{note:#?}"
-    );
+    let note = still_running_note(&mut f, line);
     assert!(note.message.contains("`park` was running"), "{note:#?}");
     f.fresh_output.clear();
     for l in f.next_lines(3) {
@@ -744,16 +750,7 @@ fn a_function_running_on_a_stack_swaps_with_a_note_and_changes_on_its_next_call(
     f.save("main.c");
     let swap = f.wait_swap();
     assert_eq!(swap.swapped, vec!["run_round".to_string()], "{swap:?}");
-    let diagnostics = f.wait_diagnostics("main.c");
-    let note = diagnostics
-        .iter()
-        .find(|d| d.code == "still-running")
-        .unwrap_or_else(|| panic!("no still-running note: {diagnostics:#?}"));
-    assert_eq!(
-        (note.line, note.severity),
-        (line, Severity::Information),
-        "{note:#?}"
-    );
+    let note = still_running_note(&mut f, line);
     for needle in ["`run_round` was running", "old body", "next call"] {
         assert!(
             note.message.contains(needle),
