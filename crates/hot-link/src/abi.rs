@@ -102,6 +102,35 @@ impl ChangedLayout {
             line: self.new.decl.clone(),
         }
     }
+
+    /// The `layout-changed` refusal for a function whose frames hold an object of the type
+    /// but whose code could not be located (`why`): whether a thread runs it is unknown, so
+    /// the swap is refused as if one did.
+    pub fn unlocated_refusal(&self, function: &str, why: &str) -> LinkError {
+        let name = &self.name;
+        LinkError {
+            code: LinkErrorCode::LayoutChanged,
+            unit: self.unit.clone(),
+            message: format!(
+                "the layout of `{name}` changed ({}), and {function} holds an object of it in                  its frame, but its code could not be located ({why}), so whether a running                  call holds an object of the old layout is unknown: nothing was swapped —                  restart the program to use the new layout",
+                layout_difference(&self.old, &self.new),
+            ),
+            symbol: Some(name.clone()),
+            function: None,
+            line: self.new.decl.clone(),
+        }
+    }
+
+    /// What refuses the undo of the swap that made this change while a call running that
+    /// swap's code holds an object of the new layout (`holder` as for
+    /// [`ChangedLayout::frame_refusal`]): the code undo goes back to reads the old one.
+    pub fn undo_refusal(&self, holder: &str) -> String {
+        format!(
+            "undo refused: the swap it would revert changed the layout of `{}` ({}), and a              call running that swap's code holds an object of the new layout: {holder}; the              code undo goes back to would read it with the old one: nothing was written —              undo once that call has returned, or restart the program",
+            self.name,
+            layout_difference(&self.old, &self.new),
+        )
+    }
 }
 
 impl AbiChanges {

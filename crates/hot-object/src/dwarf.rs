@@ -467,7 +467,10 @@ fn walk_around(
 
 /// The atom and offset of an address the relocated DWARF holds (`section << SECTION_SHIFT |
 /// offset`, see `SECTION_SHIFT`), if the section is an atom's.
-fn atom_of_address(section_atom: &[Option<AtomId>], address: u64) -> Option<(AtomId, u64)> {
+pub(crate) fn atom_of_address(
+    section_atom: &[Option<AtomId>],
+    address: u64,
+) -> Option<(AtomId, u64)> {
     let section = (address >> SECTION_SHIFT) as usize;
     let atom = (*section_atom.get(section)?)?;
     Some((atom, address & OFFSET_MASK))

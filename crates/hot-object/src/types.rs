@@ -17,6 +17,7 @@
 //! `struct list *` uses every type a `struct list` points to.
 
 use std::collections::{BTreeMap, HashSet};
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
@@ -24,7 +25,7 @@ use gimli::{Reader, SectionId, UnitOffset};
 use rustc_hash::FxHashMap as HashMap;
 
 use crate::dwarf::{self, DebugRelocs, DwarfReader, LoadedSections, StaticStorage};
-use crate::{AtomId, Object, SourceLine};
+use crate::{AtomId, Object, SourceLine, SymbolDef};
 
 /// The debug sections of a relocatable object and their relocations, owned, so that DWARF
 /// can be read after the object file itself is gone, and what was read from them on demand.
@@ -324,6 +325,24 @@ pub struct FrameHolder {
     pub layout: Option<TypeLayout>,
     /// The compile unit's `DW_AT_name`.
     pub unit_name: String,
+    /// Where the function's code is: its frames are found by these addresses on a stack.
+    pub code: HolderCode,
+}
+
+/// The code of a [`FrameHolder`], from its own (concrete) subprogram DIE: `DW_AT_low_pc` and
+/// `DW_AT_high_pc`, or `DW_AT_ranges`, which cover every part of it (a `.cold` part split
+/// off). Not looked up by name: the DIE of gcc's IPA clone `run.constprop.0` or split part
+/// `run.part.0` is named `run` (after its abstract origin), which is not its symbol.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HolderCode {
+    /// In a linked image ([`image_type_uses`]): its link-time address ranges (none: the
+    /// linker discarded it).
+    Addresses(Vec<Range<u64>>),
+    /// In a relocatable object ([`Object::frame_holders`]): the function symbols whose code
+    /// its ranges are in (`run.constprop.0`, `run.cold`), which name the bodies placed.
+    Symbols(Vec<String>),
+    /// Its code could not be located, and why: the caller must assume any frame holds it.
+    Unknown(String),
 }
 
 impl Object {
@@ -418,7 +437,53 @@ impl Object {
         for_each_unit(&dwarf, Some(&kept.tables), |_, name, unit, table| {
             table.frame_holders(&dwarf, unit, types, name, &mut holders);
         })?;
+        for holder in &mut holders {
+            if let HolderCode::Addresses(ranges) = &holder.code {
+                holder.code = self.code_symbols(kept, ranges);
+            }
+        }
         Ok(holders)
+    }
+
+    /// The function symbols whose code overlaps `ranges` (relocated DWARF addresses,
+    /// `section << 40 | offset`), as [`HolderCode::Symbols`]; none found is
+    /// [`HolderCode::Unknown`].
+    fn code_symbols(&self, kept: &ObjectDwarf, ranges: &[Range<u64>]) -> HolderCode {
+        let mut names: Vec<String> = Vec::new();
+        for range in ranges {
+            let Some((atom, start)) = dwarf::atom_of_address(&kept.section_atom, range.start)
+            else {
+                return HolderCode::Unknown(format!(
+                    "its code range {:#x}..{:#x} is in no section of the object",
+                    range.start, range.end
+                ));
+            };
+            let end = start.saturating_add(range.end.saturating_sub(range.start));
+            let Some(atom) = self.atoms.get(atom.0 as usize) else {
+                continue;
+            };
+            for &id in &atom.symbols {
+                let Some(symbol) = self.symbols.get(id.0 as usize) else {
+                    continue;
+                };
+                let SymbolDef::Atom { offset, .. } = symbol.def else {
+                    continue;
+                };
+                // A symbol of size 0 (hand-written code) is taken as reaching the range.
+                let covers = offset.0 < end && offset.0.saturating_add(symbol.size.max(1)) > start;
+                if covers
+                    && symbol.kind == crate::SymbolKind::Function
+                    && !names.contains(&symbol.name)
+                {
+                    names.push(symbol.name.clone());
+                }
+            }
+        }
+        if names.is_empty() {
+            HolderCode::Unknown("no function symbol of the object holds its code".to_string())
+        } else {
+            HolderCode::Symbols(names)
+        }
     }
 }
 
@@ -548,6 +613,8 @@ struct Subprogram {
     variadic: bool,
     /// Every type its parameters, return value and local variables have.
     type_refs: Vec<UnitOffset>,
+    /// Its DIE, for its code ranges (read only for a frame holder).
+    die: Option<UnitOffset>,
     /// Its parameters and automatic (non-static) locals, those of the calls inlined into it
     /// too: what its frame holds while it runs, by name and type.
     locals: Vec<(String, UnitOffset)>,
@@ -566,6 +633,38 @@ struct UnitTypes {
     types: HashMap<UnitOffset, TypeDie>,
     subprograms: Vec<Subprogram>,
     variables: Vec<Variable>,
+}
+
+/// The code ranges of a subprogram DIE (`DW_AT_low_pc`/`DW_AT_high_pc` or `DW_AT_ranges`,
+/// empty ranges dropped), as [`HolderCode::Addresses`]; none, or unreadable, is
+/// [`HolderCode::Unknown`].
+fn code_ranges(dwarf: &Dwarf<'_>, unit: &Unit<'_>, die: Option<UnitOffset>) -> HolderCode {
+    let Some(die) = die else {
+        return HolderCode::Unknown("its DWARF entry is not known".to_string());
+    };
+    let read = || -> gimli::Result<Vec<Range<u64>>> {
+        let entry = unit.entry(die)?;
+        let mut ranges = dwarf.die_ranges(unit, &entry)?;
+        let mut out = Vec::new();
+        while let Some(range) = ranges.next()? {
+            out.push(range.begin..range.end);
+        }
+        Ok(out)
+    };
+    match read() {
+        Ok(ranges) if ranges.is_empty() => {
+            HolderCode::Unknown("its DWARF gives its code no address range".to_string())
+        }
+        // A function the linker discarded (`--gc-sections`) keeps its DIE with address 0
+        // (ld.bfd) or a tombstone (lld): it has no code a thread can run.
+        Ok(ranges) => HolderCode::Addresses(
+            ranges
+                .into_iter()
+                .filter(|r| r.start != 0 && r.start < u64::MAX - 1 && r.start < r.end)
+                .collect(),
+        ),
+        Err(e) => HolderCode::Unknown(format!("its code ranges could not be read: {e}")),
+    }
 }
 
 /// Whether a unit's root DIE says C++.
@@ -913,6 +1012,7 @@ impl UnitTypes {
                     table.subprograms.push(Subprogram {
                         name: name.unwrap_or_default(),
                         has_code,
+                        die: Some(offset),
                         ret,
                         type_refs: ret.into_iter().collect(),
                         decl: decl_of(unit, entry),
@@ -1258,6 +1358,8 @@ impl UnitTypes {
             .iter()
             .filter(|s| s.has_code && !s.name.is_empty())
         {
+            // Read once per function, for the first local that holds a type asked about.
+            let mut code: Option<HolderCode> = None;
             for (variable, ty) in &sub.locals {
                 let Some(&target) = tainted.get(ty) else {
                     continue;
@@ -1265,6 +1367,7 @@ impl UnitTypes {
                 let Some(type_name) = self.aggregate_name(target) else {
                     continue;
                 };
+                let code = code.get_or_insert_with(|| code_ranges(dwarf, unit, sub.die));
                 out.push(FrameHolder {
                     function: sub.name.clone(),
                     variable: variable.clone(),
@@ -1274,6 +1377,7 @@ impl UnitTypes {
                         .layout(dwarf, unit, target)
                         .filter(|l| l.size.is_some()),
                     unit_name: unit_name.to_string(),
+                    code: code.clone(),
                 });
             }
         }

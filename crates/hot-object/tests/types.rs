@@ -6,7 +6,7 @@ mod common;
 use std::collections::HashSet;
 
 use common::{compile_c, compile_object, line_containing, parse_object};
-use hot_object::types::{image_type_users, image_type_uses, UserKind};
+use hot_object::types::{image_type_users, image_type_uses, HolderCode, UserKind};
 
 const GEOM: &str = "struct shape { int w; int h; };
 typedef struct { char tag; long value; } cell_t;
@@ -282,8 +282,87 @@ int main(void) { return by_value(1) + in_array(2) + wrapped(3) + kept() + other(
             holders.iter().all(|h| h.type_name == "struct s"),
             "{holders:#?}"
         );
+        // Each located by its own DWARF ranges, not by its name.
+        for h in &holders {
+            assert!(
+                matches!(&h.code, HolderCode::Addresses(r) if !r.is_empty()),
+                "{opt}: {h:#?}"
+            );
+        }
         let v = holders.iter().find(|h| h.variable == "v").expect("v");
         assert_eq!(v.variable_type, "struct s");
         assert_eq!(v.layout.as_ref().and_then(|l| l.size), Some(8));
+    }
+}
+
+/// gcc -O2's copies of a holder (tests/fixtures/frameclones): the DWARF entry of
+/// `run_const.constprop.0` is named `run_const`, and `run_cold`'s covers its `.cold` part.
+/// The holder's code comes from its own entry: in the executable, ranges covering each
+/// symbol the program runs; in the object, those symbols by name.
+#[test]
+fn frame_holders_of_gcc_clones_and_cold_parts_carry_their_own_code() {
+    let source = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../tests/fixtures/frameclones/main.c"),
+    )
+    .expect("read the frameclones fixture");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let exe = compile_c(
+        dir.path(),
+        "main.c",
+        &source,
+        &["-g", "-O2", "-pthread"],
+        "app",
+    );
+    let bytes = std::fs::read(&exe).expect("read exe");
+    let image = hot_object::LinkedImage::parse(&exe, &bytes).expect("parse image");
+    let object = parse_object(&compile_object(dir.path(), "main.c", &source, &["-O2"]));
+    let symbols_of = |code: &HolderCode| -> Vec<String> {
+        let HolderCode::Addresses(ranges) = code else {
+            panic!("no addresses: {code:?}");
+        };
+        let mut names: Vec<String> = image
+            .symbols
+            .iter()
+            .filter(|s| {
+                s.kind == hot_object::SymbolKind::Function
+                    && ranges.iter().any(|r| r.start <= s.vaddr && s.vaddr < r.end)
+            })
+            .map(|s| s.name.clone())
+            .collect();
+        names.sort();
+        names
+    };
+    for (ty, function, symbols) in [
+        ("struct c_held", "run_const", &["run_const.constprop.0"][..]),
+        ("struct p_held", "run_part", &["run_part.part.0"][..]),
+        (
+            "struct k_held",
+            "run_cold",
+            &["run_cold", "run_cold.cold"][..],
+        ),
+        ("struct i_held", "run_isra", &["run_isra.isra.0"][..]),
+    ] {
+        let wanted: HashSet<&str> = [ty].into_iter().collect();
+        let (_, holders) = image_type_uses(&exe, &bytes, &wanted, &[]).expect("holders");
+        let holder = holders
+            .iter()
+            .find(|h| h.function == function)
+            .unwrap_or_else(|| panic!("{function} holds no {ty}: {holders:#?}"));
+        assert_eq!(symbols_of(&holder.code), symbols, "{holder:#?}");
+        let holders = object.frame_holders(&wanted).expect("object holders");
+        let holder = holders
+            .iter()
+            .find(|h| h.function == function)
+            .unwrap_or_else(|| panic!("{function} holds no {ty} in the object: {holders:#?}"));
+        let expected: Vec<String> = symbols.iter().map(|s| s.to_string()).collect();
+        match &holder.code {
+            HolderCode::Symbols(names) => {
+                let mut names = names.clone();
+                names.sort();
+                assert_eq!(names, expected, "{holder:#?}");
+            }
+            other => panic!("{function}: {other:?}"),
+        }
     }
 }

@@ -9,6 +9,7 @@
 pub mod compile;
 pub mod compile_db;
 pub mod config;
+pub mod fault;
 mod program;
 mod worker;
 

@@ -94,6 +94,13 @@ pub(crate) struct AppliedPatch {
     /// The files of `files` this patch linked in as new translation units (not part of the
     /// executable): undo makes them unlinked again.
     pub added_units: Vec<PathBuf>,
+    /// The functions of the patch's objects whose frames hold a type whose layout it
+    /// changed, with the code running them (its new bodies): undo is refused while a
+    /// thread's frame there holds an object of the new layout (`worker/abi.rs`).
+    pub undo_guards: Vec<crate::worker::FrameGuard>,
+    /// The bodies the patch placed for the functions it swapped or added, each named after
+    /// its function: undo reports a thread still running one (`still-running`).
+    pub undo_watch: Vec<(std::ops::Range<u64>, String)>,
 }
 
 pub(crate) struct Program {
@@ -118,8 +125,8 @@ pub(crate) struct Program {
     /// Units linked in new whose static constructors ran in this process. Kept by undo: a
     /// unit linked in again gets its variables back at the same addresses, already built.
     pub constructed_units: BTreeSet<PathBuf>,
-    /// Bodies committed patches placed in the arena, by function name (worker/abi.rs):
-    /// where frames of a function swapped before may still run.
+    /// Bodies committed patches placed in the arena, by symbol name (worker/abi.rs): where
+    /// frames of a function swapped or added before may still run.
     pub bodies: std::collections::HashMap<String, Vec<std::ops::Range<u64>>>,
     sources: SourceMap,
     /// The libraries were read into `image` before the linker was made

@@ -10,30 +10,41 @@ use hot_session::{SessionEvent, Severity};
 
 /// One refused save: the edit, the code, where the diagnostic sits (the first line of the
 /// saved file containing `at`), and what its message must say.
-struct Refusal {
-    fixture: &'static str,
-    file: &'static str,
-    from: &'static str,
-    to: &'static str,
-    code: &'static str,
-    at: &'static str,
-    says: &'static [&'static str],
+struct Refusal<'a> {
+    fixture: &'a str,
+    file: &'a str,
+    from: &'a str,
+    to: &'a str,
+    code: &'a str,
+    at: &'a str,
+    says: &'a [&'a str],
     /// What the message must not say (the recompiled files' own functions).
-    not: &'static [&'static str],
+    not: &'a [&'a str],
     /// The file saved, when it is not the one edited (a header edited, one includer saved).
-    saved: Option<&'static str>,
+    saved: Option<&'a str>,
     /// Files saved unchanged before the edit, so that their baselines are compiled from the
     /// header as the program was built (a header edited first leaves them without one).
-    first: &'static [&'static str],
+    first: &'a [&'a str],
     /// What every line the program prints afterwards still contains.
-    steady: &'static str,
+    steady: &'a str,
 }
 
 /// Apply the edit, save, and check the diagnostic; then the program prints lines with the
 /// old results (`steady`), nothing was swapped, and the same process runs.
-fn check_refusal(case: &Refusal) -> Fixture {
-    let mut f = Fixture::launch(case.fixture);
+fn check_refusal(case: &Refusal<'_>) -> Fixture {
+    check_refusal_in(Fixture::launch(case.fixture), case)
+}
+
+/// [`check_refusal`] in a fixture already launched (built another way, or swapped before:
+/// the refused save adds no swap to those already made).
+fn check_refusal_in(mut f: Fixture, case: &Refusal<'_>) -> Fixture {
     f.wait_output(case.steady);
+    f.drain();
+    let swaps = f
+        .log
+        .iter()
+        .filter(|e| matches!(e, SessionEvent::Swap(_)))
+        .count();
     for file in case.first {
         save_unchanged(&mut f, file);
     }
@@ -64,7 +75,7 @@ fn check_refusal(case: &Refusal) -> Fixture {
             found.message
         );
     }
-    f.assert_unchanged(0, case.steady, 3);
+    f.assert_unchanged(swaps, case.steady, 3);
     f
 }
 
@@ -80,7 +91,7 @@ fn save_unchanged(f: &mut Fixture, file: &str) {
 const STEADY: &str = "area=12 scaled=20 cell=3 helper=2 described=1 tripled=3 mode=old";
 
 /// Every refusal of the ABI checks: a row each.
-const REFUSALS: &[Refusal] = &[
+const REFUSALS: &[Refusal<'static>] = &[
     // geom.c's struct shape: main.c holds a heap object through `box` and takes it in
     // `describe`, neither recompiled by a save of geom.c.
     Refusal {
@@ -259,7 +270,7 @@ const REFUSALS: &[Refusal] = &[
 /// `struct held` by value and a pointer to a `struct pointed`. Every function using them is
 /// in main.c, the file saved, and no variable holds them: only main's frame shows that
 /// objects of the old layout exist (the new held_sum would read main's `h` with the new one).
-const FRAME_REFUSALS: &[Refusal] = &[
+const FRAME_REFUSALS: &[Refusal<'static>] = &[
     Refusal {
         fixture: "frames",
         file: "main.c",
@@ -311,13 +322,9 @@ fn layout_change_of_a_struct_a_running_frame_points_to_is_refused() {
     check_refusal(&FRAME_REFUSALS[1]);
 }
 
-/// struct passing lives only in tick's frame (and is passed to passing_sum), and tick has
-/// returned whenever the program sleeps: no frame holds an old one, so the change swaps and
-/// the new code reads the new member.
-#[test]
-fn layout_change_of_a_struct_only_frames_not_running_hold_swaps() {
-    let mut f = Fixture::launch("frames");
-    f.wait_output(FRAMES_STEADY);
+/// The frames fixture's struct passing with a member `c` added, which passing_sum adds
+/// (and 100) to its result.
+fn add_member_to_passing(f: &Fixture) {
     f.edit(
         "main.c",
         "struct passing { int a; int b; };",
@@ -328,6 +335,16 @@ fn layout_change_of_a_struct_only_frames_not_running_hold_swaps() {
         "return p->a + p->b;\n}\n\nstatic int rounds;",
         "return p->a + p->b + p->c + 100;\n}\n\nstatic int rounds;",
     );
+}
+
+/// struct passing lives only in tick's frame (and is passed to passing_sum), and tick has
+/// returned whenever the program sleeps: no frame holds an old one, so the change swaps and
+/// the new code reads the new member.
+#[test]
+fn layout_change_of_a_struct_only_frames_not_running_hold_swaps() {
+    let mut f = Fixture::launch("frames");
+    f.wait_output(FRAMES_STEADY);
+    add_member_to_passing(&f);
     f.save("main.c");
     let swap = f.wait_swap();
     for function in ["passing_sum", "tick"] {
@@ -335,6 +352,244 @@ fn layout_change_of_a_struct_only_frames_not_running_hold_swaps() {
     }
     f.wait_output("held=3 pointed=7 passing=105");
     f.assert_same_process();
+}
+
+/// The frameclones fixture (gcc -O2): each struct is held by a function gcc cloned or
+/// split, whose DWARF entry is named after its origin (`run_const`), not as the symbol the
+/// thread runs (`run_const.constprop.0`), and one of them (`run_cold`) runs in its `.cold`
+/// part: the guard takes each holder's code from its own DWARF ranges. clang -O2 builds the
+/// same program without clones: the same refusals.
+const CLONE_REFUSALS: &[(&str, &str)] = &[
+    ("c_held", "run_const"),
+    ("p_held", "run_part"),
+    ("k_held", "run_cold"),
+    ("i_held", "run_isra"),
+];
+
+const CLONES_STEADY: &str = "const=12 part=34 cold=56 isra=78";
+
+/// Each row of [`CLONE_REFUSALS`] in the frameclones fixture built by `compiler` (`cc` or
+/// `clang`) at -O2: a member added in front of the struct is refused, naming the holder.
+fn check_clone_refusals(compiler: &str) {
+    for &(name, holder) in CLONE_REFUSALS {
+        let mut f = Fixture::copy("frameclones");
+        f.write(
+            "hot-lsp.toml",
+            &format!(
+                "[program]\npath = \"app\"\nbuild = \"{compiler} -O2 -g -o app main.c -pthread\"\n\n\
+                 [compile]\ncommand = \"{compiler} -O2 -g -c {{file}} -o {{output}}\"\n"
+            ),
+        );
+        f.start();
+        f.wait_launched();
+        f.wait_output("tick=");
+        let from = format!("struct {name} {{ int a; int b; }};");
+        let to = format!("struct {name} {{ int z; int a; int b; }};");
+        let changed = format!("the layout of `struct {name}` changed");
+        let running = format!("`{holder}` (main.c), running on thread ");
+        let case = Refusal {
+            fixture: "frameclones",
+            file: "main.c",
+            from: &from,
+            to: &to,
+            code: "layout-changed",
+            at: &to,
+            says: &[&changed, &running, "nothing was swapped"],
+            not: &["`main`", "could not be located"],
+            saved: None,
+            first: &[],
+            steady: CLONES_STEADY,
+        };
+        check_refusal_in(f, &case);
+    }
+}
+
+#[test]
+fn layout_change_held_by_gcc_o2_clones_and_split_parts_is_refused() {
+    check_clone_refusals("cc");
+}
+
+#[test]
+fn layout_change_held_by_clang_o2_functions_is_refused() {
+    check_clone_refusals("clang");
+}
+
+/// Save the frameclones fixture's c_sum calling a new function `park`, which never returns
+/// and holds a `struct a_held` (a type no code used at launch); wait for it to run.
+fn add_park(f: &mut Fixture) {
+    f.wait_output(CLONES_STEADY);
+    f.edit(
+        "main.c",
+        "__attribute__((noinline)) int c_sum(const struct c_held *h) { return h->a * 10 + h->b; }",
+        "__attribute__((noinline)) static void park(void) {\n\
+         \x20   struct a_held q = { 9, 1 };\n\
+         \x20   for (;;) {\n\
+         \x20       c_out = q.a * 10 + q.b;\n\
+         \x20       usleep(20000);\n\
+         \x20   }\n\
+         }\n\
+         __attribute__((noinline)) int c_sum(const struct c_held *h) { park(); return h->a; }",
+    );
+    f.save("main.c");
+    let swap = f.wait_swap();
+    assert!(swap.added.contains(&"park".to_string()), "{swap:?}");
+    f.wait_output("const=91 part=34");
+}
+
+/// A function an earlier save added (`park`, not in the executable) runs on a thread and
+/// holds a `struct a_held`: a layout change of it is refused, naming it, as for a function
+/// of the executable.
+#[test]
+fn layout_change_held_by_a_function_an_earlier_save_added_is_refused() {
+    let mut f = Fixture::launch("frameclones");
+    add_park(&mut f);
+    let case = Refusal {
+        fixture: "frameclones",
+        file: "main.c",
+        from: "struct a_held { int a; int b; };",
+        to: "struct a_held { int z; int a; int b; };",
+        code: "layout-changed",
+        at: "struct a_held { int z; int a; int b; };",
+        says: &[
+            "the layout of `struct a_held` changed",
+            "`park` (main.c), running on thread ",
+            "holds its local `q` (`struct a_held`)",
+            "nothing was swapped",
+        ],
+        not: &["`main`", "could not be located"],
+        saved: None,
+        first: &[],
+        steady: "const=91 part=34",
+    };
+    check_refusal_in(f, &case);
+}
+
+/// The `still-running` note of main.c's next list, which must sit on `line`.
+fn still_running_note(f: &mut Fixture, line: u32) -> hot_session::Diagnostic {
+    let diagnostics = f.wait_diagnostics("main.c");
+    let note = diagnostics
+        .iter()
+        .find(|d| d.code == "still-running")
+        .unwrap_or_else(|| panic!("no still-running note: {diagnostics:#?}"));
+    assert_eq!(
+        (note.line, note.severity),
+        (line, Severity::Information),
+        "{note:#?}"
+    );
+    note.clone()
+}
+
+/// A function an earlier save added is watched like a swapped one: edited while a thread
+/// runs it, it swaps with a `still-running` note (its running call stays in the body the
+/// first save placed).
+#[test]
+fn a_function_an_earlier_save_added_running_on_a_thread_swaps_with_a_note() {
+    let mut f = Fixture::launch("frameclones");
+    add_park(&mut f);
+    f.edit(
+        "main.c",
+        "c_out = q.a * 10 + q.b;",
+        "c_out = q.a * 10 + q.b + 1;",
+    );
+    let line = f.line_of("main.c", "static void park(void)");
+    f.save("main.c");
+    let swap = f.wait_swap();
+    assert!(swap.swapped.contains(&"park".to_string()), "{swap:?}");
+    let note = still_running_note(&mut f, line);
+    assert!(note.message.contains("`park` was running"), "{note:#?}");
+    f.fresh_output.clear();
+    for l in f.next_lines(3) {
+        assert!(
+            l.contains("const=91 part=34"),
+            "the running call left its body: {l}"
+        );
+    }
+    f.assert_same_process();
+}
+
+/// Undo of a layout change while the swap's new code holds an object of the new layout:
+/// the save changes struct passing and makes tick loop inside itself, so once the swap is
+/// in, main's thread stays in the new tick holding a new-layout `q`. Undo would send it back
+/// to code that reads `q` with the old layout: refused, naming tick and the thread; nothing
+/// is written (the new code keeps running, and the swap stays undoable later).
+#[test]
+fn undo_of_a_layout_change_while_the_new_code_holds_a_new_object_is_refused() {
+    let mut f = Fixture::launch("frames");
+    f.wait_output(FRAMES_STEADY);
+    add_member_to_passing(&f);
+    f.edit(
+        "main.c",
+        "    struct passing q = { rounds, 5 };\n    rounds++;",
+        "    struct passing q = { rounds, 5, 0 };\n    for (;;) {\n    q.a = rounds;\n    rounds++;",
+    );
+    f.edit(
+        "main.c",
+        "           passing_sum(&q) - rounds + 1);\n    fflush(stdout);\n",
+        "           passing_sum(&q) - rounds + 1);\n    fflush(stdout);\n    usleep(50000);\n    }\n",
+    );
+    f.save("main.c");
+    let swap = f.wait_swap();
+    assert!(swap.swapped.contains(&"tick".to_string()), "{swap:?}");
+    f.wait_output("held=3 pointed=7 passing=105");
+    f.send(hot_session::Command::Undo);
+    let text = f.wait("the undo's refusal", |e| match e {
+        SessionEvent::Message {
+            severity: Severity::Error,
+            text,
+        } => Some(text.clone()),
+        SessionEvent::Message {
+            severity: Severity::Information,
+            text,
+        } if text.contains("reverted") => panic!("the undo was made: {text}"),
+        _ => None,
+    });
+    for needle in [
+        "undo refused",
+        "the layout of `struct passing` (8 bytes → 12 bytes",
+        "`tick` (main.c), running on thread ",
+        "holds its local `q` (`struct passing`)",
+        "nothing was written",
+    ] {
+        assert!(text.contains(needle), "{needle:?} not in {text:?}");
+    }
+    f.fresh_output.clear();
+    for l in f.next_lines(3) {
+        assert!(
+            l.contains("held=3 pointed=7 passing=105"),
+            "the undo wrote: {l}"
+        );
+    }
+    f.assert_same_process();
+}
+
+/// The ABI checks failing inside (a panic, injected by `hot_session::fault` into this
+/// test's workspace only) refuse the save on its file, never swap it with no frame guards:
+/// struct passing's change swaps without the fault
+/// (`layout_change_of_a_struct_only_frames_not_running_hold_swaps`).
+#[test]
+fn a_save_whose_abi_checks_fail_internally_is_refused() {
+    let f = Fixture::launch("frames");
+    hot_session::fault::panic_abi_checks_under(f.dir.path(), true);
+    let case = Refusal {
+        fixture: "frames",
+        file: "main.c",
+        from: "struct passing { int a; int b; };",
+        to: "struct passing { int a; int b; int c; };",
+        code: "layout-changed",
+        // No source line: the file's first.
+        at: "/* The frames fixture",
+        says: &[
+            "the ABI checks of this swap of ",
+            "failed with an internal error: injected panic in the ABI checks",
+            "nothing was swapped",
+        ],
+        not: &[],
+        saved: None,
+        first: &[],
+        steady: FRAMES_STEADY,
+    };
+    let f = check_refusal_in(f, &case);
+    hot_session::fault::panic_abi_checks_under(f.dir.path(), false);
 }
 
 /// point.h's struct point with a member added in front (every member moves).
@@ -495,16 +750,7 @@ fn a_function_running_on_a_stack_swaps_with_a_note_and_changes_on_its_next_call(
     f.save("main.c");
     let swap = f.wait_swap();
     assert_eq!(swap.swapped, vec!["run_round".to_string()], "{swap:?}");
-    let diagnostics = f.wait_diagnostics("main.c");
-    let note = diagnostics
-        .iter()
-        .find(|d| d.code == "still-running")
-        .unwrap_or_else(|| panic!("no still-running note: {diagnostics:#?}"));
-    assert_eq!(
-        (note.line, note.severity),
-        (line, Severity::Information),
-        "{note:#?}"
-    );
+    let note = still_running_note(&mut f, line);
     for needle in ["`run_round` was running", "old body", "next call"] {
         assert!(
             note.message.contains(needle),

@@ -1710,10 +1710,15 @@ fn a_frame_of_an_undone_body_that_throws_after_the_undo_is_caught() {
     // main's call now waits inside the new body; undo while it is there.
     f.wait_output("entered-v2");
     f.send(hot_session::Command::Undo);
-    f.wait("the undo", |e| match e {
-        SessionEvent::Message { text, .. } if text.contains("reverted") => Some(()),
+    let text = f.wait("the undo", |e| match e {
+        SessionEvent::Message { text, .. } if text.contains("reverted") => Some(text.clone()),
         _ => None,
     });
+    // Undo watches the bodies it reverts, as a save watches the old ones.
+    assert!(
+        text.contains("`slow(int)` is still running its swapped body (thread "),
+        "{text}"
+    );
     // The frame finishes in the new body and throws: main catches it, then calls the old
     // body again.
     f.fresh_output.clear();

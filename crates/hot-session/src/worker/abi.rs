@@ -21,18 +21,27 @@ use crate::{Diagnostic, Severity};
 /// its frame keeps the old-layout object and the swapped code it calls would read that
 /// with the new layout.
 #[derive(Clone, Debug)]
-pub(super) struct FrameGuard {
+pub(crate) struct FrameGuard {
     pub(super) change: hot_link::ChangedLayout,
     pub(super) function: String,
     pub(super) unit_name: String,
     /// "`e` (`yaml_emitter_t`)", one per variable.
     pub(super) variables: Vec<String>,
+    /// Every piece of code running it now, at run time: its code in the image from its own
+    /// DWARF entries (a gcc clone `f.constprop.0`, a split `f.part.0`, a `.cold` part
+    /// included) and every body an earlier save placed for one of its symbols.
+    pub(super) ranges: Vec<Range<u64>>,
+    /// Its symbols in the objects this swap links (empty: it is the image's only): the
+    /// bodies this swap places for them run the new layout, which undo must guard.
+    pub(super) symbols: Vec<String>,
 }
 
 /// `patch` if the batch passes the checks, else the refusals (nothing has been written).
 /// `image` is the image the batch was linked into (the executable, or a library), whose
 /// DWARF names the users of a changed type. A changed layout that passes leaves in `guards`
-/// the functions whose frames must not be live when the swap commits.
+/// the functions whose frames must not be live when the swap commits. Checks that fail
+/// (a panic, DWARF that cannot be read, a holder whose code cannot be located) refuse the
+/// swap: an empty `guards` must mean that no frame can hold an old object.
 pub(super) fn check(
     program: &Program,
     image: &UnitImage,
@@ -46,6 +55,8 @@ pub(super) fn check(
     };
     let started = Instant::now();
     let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let sources: Vec<&str> = requests.iter().map(|r| r.unit.source.as_str()).collect();
+        crate::fault::abi_checks(&sources);
         let changes = linker.abi_changes(requests, &patch);
         let mut holders = Vec::new();
         let (users, error) = match changes.image_query() {
@@ -80,17 +91,32 @@ pub(super) fn check(
                 }
             }
         };
-        // The new objects' own frames too: a function of a recompiled file swapped by an
-        // earlier save runs a body the executable's DWARF does not describe.
+        // The new objects' own frames too: a function of a recompiled file swapped (or
+        // added) by an earlier save runs a body the executable's DWARF does not describe.
         let changed = changes.changed_layouts();
         let names: HashSet<&str> = changed.iter().map(|c| c.name.as_str()).collect();
+        let mut unreadable = Vec::new();
+        let mut new_holders = Vec::new();
         if !names.is_empty() {
             for request in requests {
-                holders.extend(request.object.frame_holders(&names).unwrap_or_default());
+                match request.object.frame_holders(&names) {
+                    Ok(found) => new_holders.extend(found),
+                    Err(e) => unreadable.push((request.unit.source.clone(), e)),
+                }
             }
         }
-        let guards = frame_guards(&changed, &holders);
-        (changes.refusals(&users, error.as_deref()), guards)
+        let (guards, unlocated) = frame_guards(program, image, &changed, &holders, &new_holders);
+        let mut errors = changes.refusals(&users, error.as_deref());
+        for change in &changed {
+            for (source, e) in &unreadable {
+                errors.push(change.unlocated_refusal(
+                    &format!("the functions of {source}"),
+                    &format!("its DWARF could not be read: {e}"),
+                ));
+            }
+        }
+        errors.extend(unlocated);
+        (errors, guards)
     }));
     let errors = match run {
         Ok((errors, found)) => {
@@ -98,14 +124,15 @@ pub(super) fn check(
             errors
         }
         Err(panic) => {
-            // A bug in the checks is no reason to refuse a swap the link accepted.
+            // A bug in the checks: whether old objects would be read with a new layout is
+            // unknown, so nothing is swapped (swapping with no guards could corrupt them).
             let what = panic
                 .downcast_ref::<String>()
                 .cloned()
                 .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_default();
-            tracing::error!("the ABI checks panicked (skipped): {what}");
-            Vec::new()
+                .unwrap_or_else(|| "a panic".to_string());
+            tracing::error!("the ABI checks panicked (the swap is refused): {what}");
+            checks_failed(requests, &what)
         }
     };
     tracing::debug!(
@@ -120,13 +147,44 @@ pub(super) fn check(
     }
 }
 
-/// One guard per function and changed type, from the frame holders the DWARF found.
+/// The refusal of a swap whose ABI checks failed internally (`what`), on each file.
+fn checks_failed(requests: &[LinkRequest<'_>], what: &str) -> Vec<LinkError> {
+    let sources: Vec<&str> = requests.iter().map(|r| r.unit.source.as_str()).collect();
+    let message = format!(
+        "the ABI checks of this swap of {} (changed layouts and signatures, removed \
+         functions still called, running frames holding a changed type) failed with an \
+         internal error: {what}; whether the swap is safe is unknown, so nothing was \
+         swapped — please report this with the file",
+        sources.join(", ")
+    );
+    sources
+        .iter()
+        .map(|source| LinkError {
+            code: hot_link::LinkErrorCode::LayoutChanged,
+            unit: source.to_string(),
+            message: message.clone(),
+            symbol: None,
+            function: None,
+            line: None,
+        })
+        .collect()
+}
+
+/// One guard per function and changed type, from the frame holders the image's DWARF
+/// (`image_holders`) and the linked objects' (`object_holders`) found, with the code that
+/// runs it; and the refusals for holders whose code cannot be located.
 fn frame_guards(
+    program: &Program,
+    image: &UnitImage,
     changes: &[hot_link::ChangedLayout],
-    holders: &[hot_object::types::FrameHolder],
-) -> Vec<FrameGuard> {
+    image_holders: &[hot_object::types::FrameHolder],
+    object_holders: &[hot_object::types::FrameHolder],
+) -> (Vec<FrameGuard>, Vec<LinkError>) {
+    use hot_object::types::HolderCode;
     let mut guards: Vec<FrameGuard> = Vec::new();
-    for holder in holders {
+    let mut unlocated: Vec<LinkError> = Vec::new();
+    let module = program.module_of(image);
+    for holder in image_holders.iter().chain(object_holders) {
         let Some(change) = changes
             .iter()
             .find(|c| c.name == holder.type_name && c.is_seen_as(holder.layout.as_ref()))
@@ -141,6 +199,62 @@ fn frame_guards(
             ),
             None => format!("`{}` (`{}`)", holder.variable, holder.variable_type),
         };
+        let unit = holder
+            .unit_name
+            .rsplit('/')
+            .next()
+            .unwrap_or(&holder.unit_name);
+        let who = || {
+            format!(
+                "`{}` ({unit}), whose frame holds {variable}",
+                hot_object::display_name(&holder.function)
+            )
+        };
+        // Where it runs: never by its DWARF name alone (`run` is `run.constprop.0`).
+        let (ranges, symbols) = match (&holder.code, module) {
+            (HolderCode::Unknown(why), _) => {
+                unlocated.push(change.unlocated_refusal(&who(), why));
+                continue;
+            }
+            (_, None) => {
+                unlocated.push(change.unlocated_refusal(
+                    &who(),
+                    &format!(
+                        "{} is not mapped in the program",
+                        image.library().unwrap_or("the executable")
+                    ),
+                ));
+                continue;
+            }
+            (HolderCode::Addresses(code), Some(module)) => {
+                let mut ranges: Vec<Range<u64>> = code
+                    .iter()
+                    .map(|r| {
+                        let start = module.runtime(hot_link::Vaddr(r.start)).0;
+                        start..start.saturating_add(r.end - r.start)
+                    })
+                    .collect();
+                // The image symbols of its code (`run.constprop.0`, `run.cold`) name the
+                // bodies earlier saves placed for it.
+                let names: HashSet<&str> = image_functions(module)
+                    .filter(|s| {
+                        code.iter()
+                            .any(|r| s.vaddr < r.end && s.vaddr + s.size.max(1) > r.start)
+                    })
+                    .map(|s| s.name.as_str())
+                    .collect();
+                ranges.extend(placed_bodies(program, &names));
+                (ranges, Vec::new())
+            }
+            (HolderCode::Symbols(symbols), Some(module)) => {
+                let names: HashSet<&str> = symbols.iter().map(String::as_str).collect();
+                let ranges = bodies_named(program, module, &names)
+                    .into_iter()
+                    .map(|(range, _)| range)
+                    .collect();
+                (ranges, symbols.clone())
+            }
+        };
         match guards
             .iter_mut()
             .find(|g| g.function == holder.function && g.change.name == change.name)
@@ -149,48 +263,86 @@ fn frame_guards(
                 if !guard.variables.contains(&variable) {
                     guard.variables.push(variable);
                 }
+                guard.ranges.extend(ranges);
+                guard.symbols.extend(symbols);
             }
             None => guards.push(FrameGuard {
                 change: change.clone(),
                 function: holder.function.clone(),
                 unit_name: holder.unit_name.clone(),
                 variables: vec![variable],
+                ranges,
+                symbols,
             }),
         }
     }
-    guards
+    for guard in &mut guards {
+        guard.ranges.sort_by_key(|r| (r.start, r.end));
+        guard.ranges.dedup();
+        guard.symbols.sort();
+        guard.symbols.dedup();
+    }
+    (guards, unlocated)
 }
 
-/// The code of every guarded function (its body in the image and every body an earlier
-/// patch placed for it), named after the function, for `WritePlan::refuse_frames`.
-pub(super) fn guarded_bodies(
+/// The code of every guarded function, named after the function, for
+/// `WritePlan::refuse_frames`.
+pub(super) fn guarded_bodies(guards: &[FrameGuard]) -> Vec<(Range<u64>, String)> {
+    guards
+        .iter()
+        .flat_map(|g| g.ranges.iter().map(|r| (r.clone(), g.function.clone())))
+        .collect()
+}
+
+/// For undo of the swap that placed `patch`: the guards of the functions of its objects
+/// whose frames hold a type it changed, each with the code that runs their new layout (the
+/// bodies of their symbols, this patch's among them), so that undo is refused while a call
+/// of it holds a new-layout object. Called once the patch's bodies are remembered.
+pub(super) fn undo_guards(
     program: &Program,
     image: &UnitImage,
     guards: &[FrameGuard],
-) -> Vec<(Range<u64>, String)> {
+) -> Vec<FrameGuard> {
     let Some(module) = program.module_of(image) else {
         return Vec::new();
     };
-    let names: HashSet<&str> = guards.iter().map(|g| g.function.as_str()).collect();
-    bodies_named(program, module, &names)
+    guards
+        .iter()
+        .filter(|g| !g.symbols.is_empty())
+        .map(|g| {
+            let names: HashSet<&str> = g.symbols.iter().map(String::as_str).collect();
+            FrameGuard {
+                ranges: bodies_named(program, module, &names)
+                    .into_iter()
+                    .map(|(range, _)| range)
+                    .collect(),
+                ..g.clone()
+            }
+        })
+        .collect()
 }
 
 /// The refusals for the frames found in guarded functions, one per changed type, naming
-/// every function met, its threads and the variables it holds.
-pub(super) fn frame_refusals(
+/// every function met, its threads and the variables it holds (`refusal` words it: a
+/// save's `frame_refusal`, or undo's).
+pub(super) fn frame_refusals<T>(
     guards: &[FrameGuard],
     frames: &[hot_process::LiveFrame],
-) -> Vec<LinkError> {
+    refusal: impl Fn(&hot_link::ChangedLayout, &str) -> T,
+) -> Vec<T> {
     let mut out: Vec<(&hot_link::ChangedLayout, Vec<String>)> = Vec::new();
     for guard in guards {
-        let tids: Vec<String> = frames
+        let mut tids: Vec<i32> = frames
             .iter()
             .filter(|f| f.function == guard.function)
-            .map(|f| f.tid.to_string())
+            .map(|f| f.tid)
             .collect();
+        tids.sort_unstable();
+        tids.dedup();
         if tids.is_empty() {
             continue;
         }
+        let tids: Vec<String> = tids.iter().map(|t| t.to_string()).collect();
         let unit = guard
             .unit_name
             .rsplit('/')
@@ -209,12 +361,16 @@ pub(super) fn frame_refusals(
             guard.variables.join(", ")
         );
         match out.iter_mut().find(|(c, _)| c.name == guard.change.name) {
-            Some((_, holders)) => holders.push(holder),
+            Some((_, holders)) => {
+                if !holders.contains(&holder) {
+                    holders.push(holder);
+                }
+            }
             None => out.push((&guard.change, vec![holder])),
         }
     }
     out.into_iter()
-        .map(|(change, holders)| change.frame_refusal(&holders.join("; ")))
+        .map(|(change, holders)| refusal(change, &holders.join("; ")))
         .collect()
 }
 
@@ -233,22 +389,43 @@ pub(super) fn old_bodies(
     bodies_named(program, module, &swapped)
 }
 
+/// The bodies `patch` placed for the functions it swapped or added, named after them.
+pub(super) fn placed(patch: &Patch) -> Vec<(Range<u64>, String)> {
+    patch
+        .bodies
+        .iter()
+        .filter(|b| patch.swapped.contains(&b.name) || patch.added.contains(&b.name))
+        .map(|b| (b.addr.0..b.addr.0.saturating_add(b.size), b.name.clone()))
+        .collect()
+}
+
+/// The functions `module`'s image defines.
+fn image_functions(module: &hot_link::Module) -> impl Iterator<Item = &hot_object::ImageSymbol> {
+    module
+        .image
+        .symbols
+        .iter()
+        .filter(|s| s.defined && s.kind == hot_object::SymbolKind::Function)
+}
+
+/// The bodies earlier patches placed for the functions `names`.
+fn placed_bodies<'a>(
+    program: &'a Program,
+    names: &'a HashSet<&str>,
+) -> impl Iterator<Item = Range<u64>> + 'a {
+    names
+        .iter()
+        .flat_map(|name| program.bodies.get(*name).into_iter().flatten().cloned())
+}
+
 /// The bodies of the functions `names` in `module` and those earlier patches placed.
 fn bodies_named(
     program: &Program,
     module: &hot_link::Module,
     names: &HashSet<&str>,
 ) -> Vec<(Range<u64>, String)> {
-    let mut out: Vec<(Range<u64>, String)> = module
-        .image
-        .symbols
-        .iter()
-        .filter(|s| {
-            s.defined
-                && s.kind == hot_object::SymbolKind::Function
-                && s.size > 0
-                && names.contains(s.name.as_str())
-        })
+    let mut out: Vec<(Range<u64>, String)> = image_functions(module)
+        .filter(|s| s.size > 0 && names.contains(s.name.as_str()))
         .map(|s| {
             let start = module.runtime(hot_link::Vaddr(s.vaddr)).0;
             (start..start.saturating_add(s.size), s.name.clone())
@@ -262,15 +439,12 @@ fn bodies_named(
     out
 }
 
-/// After a commit: the bodies it placed, so that the next swap of the same functions knows
-/// where their frames may still run. Never forgotten (undo leaves old bodies in place).
+/// After a commit: the bodies it placed (of functions swapped and added, their `.cold`
+/// parts, the unchanged ones copied with them: code a thread may run from now on), so that
+/// the next swap of the same functions knows where their frames may still run, and guards
+/// them. Never forgotten (undo leaves old bodies in place).
 pub(super) fn remember_bodies(program: &mut Program, patch: &Patch) {
-    let swapped: HashSet<&str> = patch.swapped.iter().map(String::as_str).collect();
-    for body in patch
-        .bodies
-        .iter()
-        .filter(|b| swapped.contains(b.name.as_str()))
-    {
+    for body in &patch.bodies {
         program
             .bodies
             .entry(body.name.clone())

@@ -5,6 +5,7 @@
 //! what they were compiled from, `pipeline` turns a save into a swap.
 
 mod abi;
+pub(crate) use abi::FrameGuard;
 mod ahead;
 mod baseline;
 pub(crate) mod gdb_jit;

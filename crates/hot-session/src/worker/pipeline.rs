@@ -807,14 +807,16 @@ impl Worker {
         let mut plan = write_plan(&patch);
         if let Some(program) = self.program.as_ref() {
             plan.watch = super::abi::old_bodies(program, &image, &patch);
-            plan.refuse_frames = super::abi::guarded_bodies(program, &image, &guards);
+            plan.refuse_frames = super::abi::guarded_bodies(&guards);
         }
         let swap_start = Instant::now();
         let report = self.apply_with_unwind(&plan, &patch, unwinds_cxx_exceptions, &constructors);
         if let Err(hot_process::ProcessError::FrameRefused(frames)) = &report {
             // A changed layout whose old objects a running frame holds: refused like the
             // link's ABI checks, on the type's declaration, the program left as it was.
-            let errors = super::abi::frame_refusals(&guards, frames);
+            let errors = super::abi::frame_refusals(&guards, frames, |change, holder| {
+                change.frame_refusal(holder)
+            });
             add_refusals(&files, &mut diagnostics, &errors);
             self.publish_each(&files, diagnostics);
             self.set_state(
@@ -849,6 +851,8 @@ impl Worker {
             linker.commit(&patch);
         }
         super::abi::remember_bodies(program, &patch);
+        let undo_guards = super::abi::undo_guards(program, &image, &guards);
+        let undo_watch = super::abi::placed(&patch);
         // Swapped functions a thread was inside: their running calls finish in the old body.
         let objects: Vec<(&Path, &Object)> = new_baselines
             .iter()
@@ -889,6 +893,8 @@ impl Worker {
                 files: journaled,
                 debugger_entry,
                 added_units: new_units,
+                undo_guards,
+                undo_watch,
             });
         }
         self.report_pulled_in(&pulled);
@@ -1008,10 +1014,35 @@ impl Worker {
     }
 
     pub(super) fn undo(&mut self) {
+        // A library that moved (dlclose, dlopen again) took the swaps made into it along:
+        // undo must not write their reverts where the old load was, nor revert an older
+        // swap in their place.
+        let last_library = self
+            .program
+            .as_ref()
+            .and_then(|p| p.journal.last())
+            .and_then(|a| a.image.library().map(str::to_string));
+        self.forget_moved_libraries();
         let Some(program) = self.program.as_mut() else {
             self.fail("no program is running: there is no swap to undo".into());
             return;
         };
+        if let Some(library) = last_library.filter(|lib| {
+            !program
+                .journal
+                .iter()
+                .any(|a| a.image.library() == Some(lib.as_str()))
+        }) {
+            self.message(
+                Severity::Information,
+                format!(
+                    "nothing was undone: the last swap went into {library}, which has been \
+                     unloaded since (its swaps went with the old load); undo again to revert \
+                     the swap before it"
+                ),
+            );
+            return;
+        }
         let Some(applied) = program.journal.pop() else {
             self.message(Severity::Information, "there is no swap to undo");
             return;
@@ -1024,17 +1055,32 @@ impl Worker {
             self.fail("the last swap cannot be reverted".into());
             return;
         };
+        // A thread in the swap's new code holding an object of a layout it changed refuses
+        // the undo, as such a frame refuses a save: the old code would read it.
         let plan = WritePlan {
             commit_data: reverts.in_place.iter().map(data_write).collect(),
             commit: reverts.entries.iter().map(entry_write).collect(),
+            watch: applied.undo_watch.clone(),
+            refuse_frames: super::abi::guarded_bodies(&applied.undo_guards),
             ..WritePlan::default()
         };
-        if let Err(e) = program.debuggee.apply(&plan) {
-            // The linker still holds the swap, as the process does: undo can be retried.
-            program.journal.push(applied);
-            self.fail_process(&e, "undo failed: ");
-            return;
-        }
+        let report = match program.debuggee.apply(&plan) {
+            Ok(report) => report,
+            Err(hot_process::ProcessError::FrameRefused(frames)) => {
+                let texts = super::abi::frame_refusals(&applied.undo_guards, &frames, |c, h| {
+                    c.undo_refusal(h)
+                });
+                program.journal.push(applied);
+                self.fail(hot_object::display_names(&texts.join("\n")).into_owned());
+                return;
+            }
+            Err(e) => {
+                // The linker still holds the swap, as the process does: undo can be retried.
+                program.journal.push(applied);
+                self.fail_process(&e, "undo failed: ");
+                return;
+            }
+        };
         if let Some(linker) = program.linker_of_mut(&applied.image) {
             linker.revert_last();
         }
@@ -1066,9 +1112,34 @@ impl Worker {
             [one] if *one == applied.saved.display().to_string() => one.clone(),
             files => format!("{} ({})", applied.saved.display(), files.join(", ")),
         };
+        // The calls already in the undone bodies finish there (`still-running`).
+        let mut running: Vec<(String, Vec<String>)> = Vec::new();
+        for frame in &report.live {
+            let tid = frame.tid.to_string();
+            match running.iter_mut().find(|(f, _)| *f == frame.function) {
+                Some((_, tids)) if !tids.contains(&tid) => tids.push(tid),
+                Some(_) => {}
+                None => running.push((frame.function.clone(), vec![tid])),
+            }
+        }
+        let still = running
+            .iter()
+            .map(|(function, tids)| {
+                format!(
+                    "; `{}` is still running its swapped body (thread{} {}): the calls already \
+                     in it finish there",
+                    hot_object::display_name(function),
+                    if tids.len() == 1 { "" } else { "s" },
+                    tids.join(", ")
+                )
+            })
+            .collect::<String>();
         self.message(
             Severity::Information,
-            format!("reverted the last swap of {which} ({})", names.join(", ")),
+            format!(
+                "reverted the last swap of {which} ({}){still}",
+                names.join(", ")
+            ),
         );
         self.set_state(State::Running, Some("undone".into()));
     }
