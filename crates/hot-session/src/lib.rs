@@ -9,6 +9,7 @@
 pub mod compile;
 pub mod compile_db;
 pub mod config;
+mod library_load;
 mod program;
 mod worker;
 
