@@ -9,7 +9,10 @@
 //! place keeps its inode). A key is made from the memory map and one `stat`, so it is
 //! cheap enough to compare often, before any library file is read; and a load the keys
 //! cannot tell apart (the same file loaded again where it was) is caught by the bytes
-//! hot-lsp wrote into it ([`LibraryWrites`]): they are gone from the new load.
+//! hot-lsp wrote into it ([`LibraryWrites`]): they are gone from the new load. Those bytes
+//! also keep a file merely touched or rewritten under a live mapping (its times change, its
+//! inode and address do not) from being taken for a reload while they are all still there
+//! (`Program::is_reload`).
 
 use std::collections::HashMap;
 use std::os::unix::fs::MetadataExt;
@@ -88,6 +91,11 @@ impl LibraryWrites {
     /// The library is another load now: what was written into the old one is gone.
     pub(crate) fn forget(&mut self, library: &str) {
         self.by_library.remove(library);
+    }
+
+    /// Whether a write into `library` is recorded.
+    pub(crate) fn has(&self, library: &str) -> bool {
+        self.by_library.get(library).is_some_and(|l| !l.is_empty())
     }
 
     /// Whether a write recorded for `library` is no longer there (or cannot be read): the

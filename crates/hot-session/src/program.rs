@@ -600,7 +600,8 @@ impl Program {
         // A library listed again under its path but as another load (reloaded at the same
         // address, a rebuilt file): `forget_moved_libraries` forgets what went with the old.
         for (old, _) in &known {
-            if libs.iter().any(|(k, _)| k.path == old.path && k != old)
+            let now = libs.iter().map(|(k, _)| k).find(|k| k.path == old.path);
+            if now.is_some_and(|now| now != old && self.is_reload(old, Some(now)))
                 && !self.reloaded.contains(&old.path)
             {
                 self.reloaded.push(old.path.clone());
@@ -654,12 +655,12 @@ impl Program {
             .libs
             .iter()
             .zip(&self.library_keys)
-            .filter(|(m, key)| {
-                let gone = match &now {
-                    Some(now) => !now.contains(key),
-                    None => bias_of(&maps, &m.path, &m.image) != Some(m.bias),
-                };
-                gone || self.library_writes.gone(&self.debuggee, &m.path)
+            .filter(|(m, key)| match &now {
+                Some(now) => self.is_reload(key, now.iter().find(|k| k.path == key.path)),
+                None => {
+                    bias_of(&maps, &m.path, &m.image) != Some(m.bias)
+                        || self.library_writes.gone(&self.debuggee, &m.path)
+                }
             })
             .map(|(m, _)| m.path.clone())
             .collect();
@@ -771,9 +772,28 @@ impl Program {
             self.journal
                 .iter()
                 .any(|p| p.image.library() == Some(m.path.as_str()))
-                && (!library_load::still_mapped(&maps, key)
-                    || self.library_writes.gone(&self.debuggee, &m.path))
+                && self.is_reload(key, Some(&library_load::key_of(&maps, &key.path, key.bias)))
         })
+    }
+
+    /// Whether the library read as `old` is another load now (`now`: its key now, `None`
+    /// when it is not listed). The same key is the same load unless an entry jump this
+    /// session wrote into it is gone (the same file loaded again where it was). A key that
+    /// differs only in the file's times or size (the inode mapped was rewritten or touched
+    /// on disk) is the same load while every jump this session wrote is still there; with
+    /// none written, it is taken for a reload (forgetting what is not one costs a re-link
+    /// from source; missing one runs code linked against the old contents).
+    fn is_reload(&self, old: &LoadKey, now: Option<&LoadKey>) -> bool {
+        let Some(now) = now else {
+            return true;
+        };
+        let jumps_gone = || self.library_writes.gone(&self.debuggee, &old.path);
+        if now == old {
+            return jumps_gone();
+        }
+        let same_inode = (&now.path, now.bias, now.device, now.inode)
+            == (&old.path, old.bias, old.device, old.inode);
+        !same_inode || !self.library_writes.has(&old.path) || jumps_gone()
     }
 
     /// Whether the program's libraries are known: read by the linker, or read here without

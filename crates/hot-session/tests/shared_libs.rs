@@ -771,3 +771,36 @@ fn a_header_of_the_executable_and_a_library_not_loaded_yet_swaps_the_executable_
         f.assert_same_process();
     }
 }
+
+#[test]
+fn a_loaded_library_whose_file_is_only_touched_keeps_its_swaps() {
+    // The same load runs on (the entry jump hot-lsp wrote is still there): new times on its
+    // file are no reload, so nothing is forgotten or said, and the next save swaps as usual.
+    for build in BUILDS {
+        let mut f = sharedlib(build);
+        f.write("load-plug", "");
+        f.wait_output("plug=1");
+        f.edit("lib/plug.c", "return 1;", "return 2;");
+        f.save("lib/plug.c");
+        f.wait_swap();
+        f.wait_output("hidden=5900 plug=2");
+        let later = std::time::SystemTime::now() + std::time::Duration::from_secs(5);
+        std::fs::File::options()
+            .write(true)
+            .open(f.path("lib/libplug.so"))
+            .and_then(|file| file.set_modified(later))
+            .expect("touch lib/libplug.so");
+        f.edit("lib/plug.c", "return 2;", "return 3;");
+        f.save("lib/plug.c");
+        let swap = f.wait_swap();
+        swapped_all(&["plug_value"], &swap, &format!("{build:?}"));
+        f.wait_output("hidden=5900 plug=3");
+        f.drain();
+        let warned = f.log.iter().any(|e| {
+            matches!(e, hot_session::SessionEvent::Message { severity: Severity::Warning, text }
+                if text.contains("unloaded"))
+        });
+        assert!(!warned, "{build:?}: a touched file was taken for a reload");
+        f.assert_same_process();
+    }
+}
