@@ -1,8 +1,9 @@
-//! A library loaded again between a save's link and its write (tests/fixtures/sharedlib's
-//! `reload-here`, made to happen then by a fault-injection action at the save's first arena
-//! write, while the program still runs): the commit is refused with the threads stopped —
-//! the entry jump hot-lsp wrote into the old load is not in the new one — and nothing is
-//! written; the session then links this session's change into the new load by itself.
+//! A library unloaded, or loaded again, between a save's link and its write
+//! (tests/fixtures/sharedlib's `unload-plug` and `reload-here`, made to happen then by a
+//! fault-injection action at the save's first arena write, while the program still runs):
+//! the commit is refused with the threads stopped — the entry jump hot-lsp wrote into the
+//! old load cannot be read or is not in the new one, a rebuilt library's build-id differs —
+//! and nothing is written; the change then goes into the library as loaded now.
 //! Its own test binary: the fault-injection state is global to the process.
 
 mod common;
@@ -28,6 +29,12 @@ struct Race<'a> {
     /// over libplug.so: another build-id where the old one was.
     rebuilt: Option<(&'a str, &'a str)>,
     edit: (&'a str, &'a str),
+    /// What the program is made to do at the save's first arena write: `reload-here`
+    /// (load libplug.so again where it was) or `unload-plug` (unload it and leave it
+    /// unloaded until `load-plug` is written again, which the test then does).
+    trigger: &'a str,
+    /// What the refusal names: the range checked and what it holds now.
+    said: &'a str,
     /// Whether the session re-links the change into the new load by itself (it had swaps
     /// there); else the test saves again.
     relinks: bool,
@@ -61,13 +68,14 @@ fn check_race(row: &Race<'_>) {
         // At the next save's first arena write (linked, not yet written), the program
         // reloads libplug.so where it was; the action returns once it has.
         let dir = f.dir.path().to_owned();
+        let trigger = row.trigger.to_owned();
         let done = Arc::new(AtomicBool::new(false));
         let once = done.clone();
         fault::arm_action(Step::ArenaWrite, move || {
             if once.swap(true, Ordering::SeqCst) {
                 return;
             }
-            std::fs::write(dir.join("reload-here"), "").expect("write reload-here");
+            std::fs::write(dir.join(&trigger), "").expect("write the trigger");
             let deadline = Instant::now() + Duration::from_secs(60);
             while !dir.join("plug-reloaded").exists() {
                 assert!(
@@ -91,12 +99,20 @@ fn check_race(row: &Race<'_>) {
         assert!(done.load(Ordering::SeqCst), "{what}: the action never ran");
         assert!(
             refusal.contains("libplug.so")
+                && refusal.contains(row.said)
                 && refusal.contains("loaded again since the link")
                 && refusal.contains("nothing was written"),
             "{what}: {refusal}"
         );
-        let line = f.wait_output("plug reloaded");
-        assert!(line.contains("here"), "{what}: {line}");
+        if row.trigger == "unload-plug" {
+            f.wait_output("plug unloaded");
+            f.fresh_output.clear();
+            f.wait_output("hidden=5900 plug=0");
+            f.write("load-plug", "");
+        } else {
+            let line = f.wait_output("plug reloaded");
+            assert!(line.contains("here"), "{what}: {line}");
+        }
         if !row.relinks {
             f.save("lib/plug.c");
         }
@@ -118,7 +134,8 @@ fn check_race(row: &Race<'_>) {
 }
 
 #[test]
-fn a_library_loaded_again_between_the_link_and_the_write_is_refused_with_nothing_written() {
+fn a_library_unloaded_or_loaded_again_between_the_link_and_the_write_is_refused_with_nothing_written(
+) {
     let rows = [
         Race {
             what: "the same file, where this session swapped before (its entry jump is gone)",
@@ -127,6 +144,8 @@ fn a_library_loaded_again_between_the_link_and_the_write_is_refused_with_nothing
             swapped_first: Some((("return 1;", "return 2;"), "hidden=5900 plug=2")),
             rebuilt: None,
             edit: ("return 2;", "return 3;"),
+            trigger: "reload-here",
+            said: "an entry jump hot-lsp wrote into",
             relinks: true,
             after: "hidden=5900 plug=3",
             never: "plug=1012",
@@ -141,8 +160,23 @@ fn a_library_loaded_again_between_the_link_and_the_write_is_refused_with_nothing
                 "int pad_fn(int x) {\n    return x + 1000;\n}\n\nint scale(int x) {\n    return x * 2;",
             )),
             edit: ("return scale(10) + 1;", "return scale(10) + 2;"),
+            trigger: "reload-here",
+            said: "the build-id of",
             relinks: false,
             after: "hidden=5900 plug=22",
+            never: "plug=1012",
+        },
+        Race {
+            what: "unloaded (dlclose), its range unmapped when the write comes",
+            source: "int plug_value(void) {\n    return 1;\n}\n",
+            built: "plug=1",
+            swapped_first: Some((("return 1;", "return 2;"), "hidden=5900 plug=2")),
+            rebuilt: None,
+            edit: ("return 2;", "return 3;"),
+            trigger: "unload-plug",
+            said: "cannot be read any more",
+            relinks: true,
+            after: "hidden=5900 plug=3",
             never: "plug=1012",
         },
     ];
