@@ -152,6 +152,9 @@ pub(crate) struct Program {
     reloaded: Vec<String>,
     /// The entry jumps this session wrote into each library (`library_load.rs`).
     pub library_writes: LibraryWrites,
+    /// The shared objects under the workspace and when they were listed
+    /// ([`Program::unloaded_library_of`]).
+    workspace_so: Option<(std::time::Instant, Vec<PathBuf>)>,
 }
 
 /// The source files a shared library on disk was built from: its DWARF compile units
@@ -188,6 +191,7 @@ impl Program {
             library_keys: Vec::new(),
             reloaded: Vec::new(),
             library_writes: LibraryWrites::default(),
+            workspace_so: None,
         }
     }
 
@@ -480,7 +484,22 @@ impl Program {
             .filter_map(|m| std::fs::canonicalize(&m.path).ok())
             .collect();
         let base = file.file_name().map(|b| b.to_string_lossy().into_owned())?;
-        for lib in shared_objects_under(&self.sources.root) {
+        // The tree is walked at most once a second: a header save asks of every file no
+        // loaded image names, one after another.
+        let fresh = self
+            .workspace_so
+            .as_ref()
+            .is_some_and(|(at, _)| at.elapsed() < std::time::Duration::from_secs(1));
+        if !fresh {
+            let found = shared_objects_under(&self.sources.root);
+            self.workspace_so = Some((std::time::Instant::now(), found));
+        }
+        let libs = self
+            .workspace_so
+            .as_ref()
+            .map(|(_, libs)| libs.clone())
+            .unwrap_or_default();
+        for lib in libs {
             if loaded.contains(&lib) {
                 continue;
             }
@@ -772,7 +791,13 @@ impl Program {
             self.journal
                 .iter()
                 .any(|p| p.image.library() == Some(m.path.as_str()))
-                && self.is_reload(key, Some(&library_load::key_of(&maps, &key.path, key.bias)))
+                && match bias_of(&maps, &m.path, &m.image) {
+                    // Its key now, at the bias it is mapped at now (another one: moved).
+                    Some(bias) => {
+                        self.is_reload(key, Some(&library_load::key_of(&maps, &key.path, bias)))
+                    }
+                    None => true,
+                }
         })
     }
 

@@ -481,6 +481,20 @@ fn a_library_unloaded_and_loaded_again_elsewhere_is_swapped_in_its_new_load() {
         swapped: &["plug_value"],
         second_after: "hidden=5900 plug=3",
     });
+    // A first swap that only adds a function writes no entry jump into the library: the
+    // new load is told by its address alone, in idle time too.
+    check_reload(&Reload {
+        what: "libplug.so given a new function, dlclose'd and dlopen'ed again elsewhere",
+        file: "lib/plug.c",
+        first: (
+            "int plug_value(void) {",
+            "int plug_pad(void) {\n    return 7;\n}\n\nint plug_value(void) {",
+        ),
+        first_after: "hidden=5900 plug=1",
+        second: ("return 1;", "return 3;"),
+        swapped: &[],
+        second_after: "hidden=5900 plug=3",
+    });
 }
 
 /// Every function of `expected` is among those `swap` swapped (`what` says which swap).
