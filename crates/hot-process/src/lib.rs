@@ -174,7 +174,9 @@ pub struct WritePlan {
     /// The old bodies of the functions being swapped, each with the function's name: the
     /// apply reports which of them a thread is running or will return into right now
     /// ([`ApplyReport::live`]), found by the same stack scan as `protected`; they refuse
-    /// nothing (those frames finish in the old body).
+    /// nothing (those frames finish in the old body). A word at a body's first byte is a
+    /// pointer to the function, not a frame, and is not reported; each function is named
+    /// once per thread, however many of its ranges the thread is in.
     pub watch: Vec<(Range<u64>, String)>,
     /// Code no thread may be running or return into while this plan commits, each range
     /// with a name for the caller: a frame there (instruction pointer or return address, by
@@ -183,6 +185,37 @@ pub struct WritePlan {
     /// the bodies of functions whose frames hold objects of a type whose layout the swap
     /// changes.
     pub refuse_frames: Vec<(Range<u64>, String)>,
+    /// Bytes that must still be in the target when it commits, checked with every thread
+    /// stopped before any commit write (in [`WritePlan::commit`]'s check, and in a check-only
+    /// apply): what shows that the module the patch was linked against is the one mapped
+    /// there now — a library `dlclose`d since the link is unreadable there, one loaded again
+    /// in its place holds other bytes. Either refuses the apply with nothing committed
+    /// ([`ProcessError::Other`], naming `what`).
+    pub verify: Vec<Verify>,
+}
+
+/// A range of the target that must hold `bytes` when a [`WritePlan`] commits.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Verify {
+    pub addr: u64,
+    pub bytes: Vec<u8>,
+    /// For messages: what the bytes are ("the build-id of /w/libplug.so").
+    pub what: String,
+}
+
+impl Verify {
+    /// The refusal when the target holds `found` (`None`: unreadable) instead of `bytes`.
+    pub fn refusal(&self, found: Option<&[u8]>) -> ProcessError {
+        let now = match found {
+            None => "cannot be read any more",
+            Some(_) => "holds other bytes now",
+        };
+        ProcessError::Other(format!(
+            "{} at {:#x} {now}: the module the patch was linked against was unloaded or loaded \
+             again since the link (dlclose, dlopen); nothing was written — save again",
+            self.what, self.addr
+        ))
+    }
 }
 
 /// A function of [`WritePlan::watch`] that a thread runs in (its instruction pointer or a

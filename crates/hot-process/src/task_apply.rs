@@ -203,12 +203,14 @@ fn stopped(task: &mut dyn Task, plan: &WritePlan) -> Result<ApplyReport, Process
                 }
             }
             // Old bodies are reported live; a frame in `refuse_frames` refuses the commit.
-            for (list, ranges) in [
-                (&mut live, &plan.watch),
-                (&mut refused, &plan.refuse_frames),
+            for (list, ranges, past_entry) in [
+                (&mut live, &plan.watch, true),
+                (&mut refused, &plan.refuse_frames, false),
             ] {
                 for (r, function) in ranges {
+                    // A word at an old body's entry is a pointer to it, not a frame.
                     if r.contains(&word)
+                        && !(past_entry && word == r.start)
                         && !list
                             .iter()
                             .any(|l| l.function == *function && l.tid as u64 == t.id)
@@ -224,6 +226,13 @@ fn stopped(task: &mut dyn Task, plan: &WritePlan) -> Result<ApplyReport, Process
     }
     if !refused.is_empty() {
         return Err(ProcessError::FrameRefused(refused));
+    }
+    for verify in &plan.verify {
+        match task.read(verify.addr, verify.bytes.len()) {
+            Ok(now) if now == verify.bytes => {}
+            Ok(now) => return Err(verify.refusal(Some(&now))),
+            Err(_) => return Err(verify.refusal(None)),
+        }
     }
     let writes: Vec<&Write> = plan.commit_data.iter().chain(&plan.commit).collect();
     let mut originals = Vec::with_capacity(writes.len());

@@ -87,6 +87,7 @@ impl Churn {
             protected: vec![self.compute..self.compute + 5, self.helper..self.helper + 5],
             watch: Vec::new(),
             refuse_frames: Vec::new(),
+            verify: Vec::new(),
         }
     }
 

@@ -531,6 +531,7 @@ fn a_signal_frame_returning_into_the_overwritten_bytes_refuses_the_swap() {
         protected: std::iter::once(entry..entry + 5).collect(),
         watch: Vec::new(),
         refuse_frames: Vec::new(),
+        verify: Vec::new(),
     };
     let err = debuggee.apply(&plan).expect_err("the swap must be refused");
     let message = err.to_string();

@@ -10,6 +10,7 @@ pub mod compile;
 pub mod compile_db;
 pub mod config;
 pub mod fault;
+mod library_load;
 mod program;
 mod worker;
 

@@ -11,6 +11,7 @@ use hot_process::{Debuggee, Mapping, Protection};
 
 use crate::compile_db::{normalize, relative_path, CompileDatabase};
 use crate::config::PathPrefix;
+use crate::library_load::{self, LibraryWrites, LoadKey};
 
 /// Size of the code arena (bodies, read-only data, stubs) and of the data arena (new
 /// variables, GOT slots). Address space only: pages are committed when written.
@@ -101,6 +102,16 @@ pub(crate) struct AppliedPatch {
     /// The bodies the patch placed for the functions it swapped or added, each named after
     /// its function: undo reports a thread still running one (`still-running`).
     pub undo_watch: Vec<(std::ops::Range<u64>, String)>,
+    /// The functions the patch swapped or added (what a reload of its library loses).
+    pub functions: Vec<String>,
+}
+
+/// A library load forgotten ([`Program::forget_moved_libraries`]): the files this session
+/// had swapped into it, and the functions those swaps changed.
+pub(crate) struct ForgottenLoad {
+    pub library: String,
+    pub files: Vec<PathBuf>,
+    pub functions: Vec<String>,
 }
 
 pub(crate) struct Program {
@@ -140,6 +151,17 @@ pub(crate) struct Program {
     /// The shared libraries found in the workspace ([`Program::unloaded_library_of`]), by
     /// canonical path: when each was read, and the files it names.
     workspace_libs: HashMap<PathBuf, (std::time::SystemTime, LibraryFiles)>,
+    /// The load of each library of `image.libs` (same order) as it was read: a library
+    /// whose key differs now is another load (`library_load.rs`).
+    library_keys: Vec<LoadKey>,
+    /// Libraries a re-read of the list found to be another load than the one read before
+    /// (`refresh_libraries`), for `forget_moved_libraries` to forget.
+    reloaded: Vec<String>,
+    /// The entry jumps this session wrote into each library (`library_load.rs`).
+    pub library_writes: LibraryWrites,
+    /// The shared objects under the workspace and when they were listed
+    /// ([`Program::unloaded_library_of`]).
+    workspace_so: Option<(std::time::Instant, Vec<PathBuf>)>,
 }
 
 /// The source files a shared library on disk was built from: its DWARF compile units
@@ -173,6 +195,29 @@ impl Program {
             unplaced: Vec::new(),
             lto: HashMap::new(),
             workspace_libs: HashMap::new(),
+            library_keys: Vec::new(),
+            reloaded: Vec::new(),
+            library_writes: LibraryWrites::default(),
+            workspace_so: None,
+        }
+    }
+
+    /// The libraries read, each with the key of its load: what a re-read reuses.
+    fn known_libraries(&self) -> Vec<(LoadKey, Module)> {
+        let libs = self.image.iter().flat_map(|image| &image.libs);
+        self.library_keys
+            .iter()
+            .cloned()
+            .zip(libs.cloned())
+            .collect()
+    }
+
+    /// Set the libraries read (and the keys of their loads).
+    fn set_libraries(&mut self, libs: Vec<(LoadKey, Module)>) {
+        let (keys, modules): (Vec<LoadKey>, Vec<Module>) = libs.into_iter().unzip();
+        self.library_keys = keys;
+        if let Some(image) = self.image.as_mut() {
+            image.libs = modules;
         }
     }
 
@@ -195,15 +240,13 @@ impl Program {
             // The libraries are read with the linker, not with the executable: right after
             // exec the dynamic linker has not loaded them yet (see `libraries_ready`).
             let exe = self.image()?.exe.clone();
-            let libs = read_libraries(&self.debuggee, &exe, &self.sources)?;
-            let model = {
-                let image = self
-                    .image
-                    .as_mut()
-                    .ok_or_else(|| "the program's image is not read".to_string())?;
-                image.libs = libs;
-                image.clone()
-            };
+            let known = self.known_libraries();
+            let libs = read_libraries(&self.debuggee, &exe, &self.sources, &known)?;
+            self.set_libraries(libs);
+            let model = self
+                .image
+                .clone()
+                .ok_or_else(|| "the program's image is not read".to_string())?;
             // Arenas must be within rel32 reach of the executable's mappings.
             let exe_range = self
                 .debuggee
@@ -448,7 +491,22 @@ impl Program {
             .filter_map(|m| std::fs::canonicalize(&m.path).ok())
             .collect();
         let base = file.file_name().map(|b| b.to_string_lossy().into_owned())?;
-        for lib in shared_objects_under(&self.sources.root) {
+        // The tree is walked at most once a second: a header save asks of every file no
+        // loaded image names, one after another.
+        let fresh = self
+            .workspace_so
+            .as_ref()
+            .is_some_and(|(at, _)| at.elapsed() < std::time::Duration::from_secs(1));
+        if !fresh {
+            let found = shared_objects_under(&self.sources.root);
+            self.workspace_so = Some((std::time::Instant::now(), found));
+        }
+        let libs = self
+            .workspace_so
+            .as_ref()
+            .map(|(_, libs)| libs.clone())
+            .unwrap_or_default();
+        for lib in libs {
             if loaded.contains(&lib) {
                 continue;
             }
@@ -503,20 +561,26 @@ impl Program {
 
     /// Whether the library at `lib` (a canonical path) is mapped in the process now: cheap
     /// (the memory map), so a save held for it looks often.
+    /// One `stat` of `lib` and the memory map: a mapping of the same device and inode (no
+    /// mapping's path is resolved).
     pub fn maps_library(&self, lib: &Path) -> bool {
-        self.debuggee.mappings().is_ok_and(|maps| {
-            maps.iter().any(|m| {
-                m.path.starts_with('/') && std::fs::canonicalize(&m.path).is_ok_and(|p| p == lib)
-            })
-        })
+        use std::os::unix::fs::MetadataExt;
+        let Ok(meta) = std::fs::metadata(lib) else {
+            return false;
+        };
+        let identity = (dev_major_minor(meta.dev()), meta.ino());
+        self.debuggee
+            .mappings()
+            .is_ok_and(|maps| maps.iter().any(|m| (m.device, m.inode) == identity))
     }
 
     /// Whether ld.so lists the library at `lib` (a canonical path) among the libraries read.
+    /// A library read is named by the path the kernel maps, already resolved.
     pub fn lists_library(&self, lib: &Path) -> bool {
         self.image
             .iter()
             .flat_map(|image| &image.libs)
-            .any(|m| std::fs::canonicalize(&m.path).is_ok_and(|p| p == lib))
+            .any(|m| Path::new(&m.path) == lib)
     }
 
     /// Whether `file` went through link-time optimization in the image it belongs to
@@ -543,24 +607,38 @@ impl Program {
     /// loaded with `dlopen` since, or a list read while ld.so was still loading). Returns
     /// whether anything changed, i.e. whether a failed link is worth retrying.
     pub fn refresh_libraries(&mut self) -> bool {
-        let Some(image) = self.image.as_mut() else {
+        let Some(image) = self.image.as_ref() else {
             return false;
         };
         if self.linker.is_none() && !self.libraries_read {
             return false;
         }
-        let Ok(libs) = read_libraries(&self.debuggee, &image.exe, &self.sources) else {
+        let exe = image.exe.clone();
+        let known = self.known_libraries();
+        // Each load already read is reused (its key is compared first): a list that did not
+        // change reads no library file.
+        let Ok(libs) = read_libraries(&self.debuggee, &exe, &self.sources, &known) else {
             return false;
         };
-        let key = |libs: &[Module]| -> Vec<(String, u64)> {
-            libs.iter().map(|m| (m.path.clone(), m.bias)).collect()
-        };
-        if key(&libs) == key(&image.libs) {
+        if libs.iter().map(|(k, _)| k).eq(self.library_keys.iter()) {
             return false;
         }
-        image.libs = libs.clone();
+        // A library listed again under its path but as another load (reloaded at the same
+        // address, a rebuilt file): `forget_moved_libraries` forgets what went with the old.
+        for (old, _) in &known {
+            let now = libs.iter().map(|(k, _)| k).find(|k| k.path == old.path);
+            if now.is_some_and(|now| now != old && self.is_reload(old, Some(now)))
+                && !self.reloaded.contains(&old.path)
+            {
+                self.reloaded.push(old.path.clone());
+            }
+        }
+        self.set_libraries(libs);
+        let Some(image) = self.image.as_ref() else {
+            return false;
+        };
         if let Some(linker) = self.linker.as_mut() {
-            linker.set_libraries(libs);
+            linker.set_libraries(image.libs.clone());
         }
         for lib in &mut self.library_linkers {
             // A library unloaded since keeps its linker until a save notices it moved
@@ -573,64 +651,128 @@ impl Program {
         true
     }
 
-    /// The libraries read that are no longer mapped where they were read (`dlclose`d, and
-    /// maybe `dlopen`ed again elsewhere): their model and linker describe a load that is
-    /// gone — writing there is a protection failure, or a write into whatever maps that
-    /// range now. Each is forgotten: the library list is read again, its linker dropped (the
-    /// next save makes one for the new load), and the journal's swaps of it taken off (undo
-    /// cannot revert what went with the old load). Returns, per library, the files those
-    /// swaps had linked into it, for the worker to link into the new load; first, whether
-    /// any library moved.
-    pub fn forget_moved_libraries(&mut self) -> (bool, Vec<(String, Vec<PathBuf>)>) {
+    /// The libraries read whose load is gone (`dlclose`d, and maybe `dlopen`ed again,
+    /// elsewhere or at the very same address, perhaps a rebuilt file): their model and
+    /// linker describe a load that is gone — writing there is a protection failure, or a
+    /// write into whatever maps that range now, linked against code that is not there. A
+    /// load is told by its key (`library_load.rs`: bias, device, inode, times and size of
+    /// the file), and by the entry jumps this session wrote into it, which a new load of
+    /// the same file at the same address lacks. Each is forgotten: the library list is read
+    /// again, its linker dropped (the next save makes one for the new load), and the
+    /// journal's swaps of it taken off (undo cannot revert what went with the old load).
+    /// Returns, per library, the files those swaps had linked into it and the functions
+    /// they swapped or added, for the worker to link into the new load; first, the
+    /// libraries forgotten.
+    pub fn forget_moved_libraries(&mut self) -> (Vec<String>, Vec<ForgottenLoad>) {
         let Some(image) = self.image.as_ref() else {
-            return (false, Vec::new());
+            return (Vec::new(), Vec::new());
         };
         if image.libs.is_empty() || (self.linker.is_none() && !self.libraries_read) {
-            return (false, Vec::new());
+            return (Vec::new(), Vec::new());
         }
         let Ok(maps) = self.debuggee.mappings() else {
-            return (false, Vec::new());
+            return (Vec::new(), Vec::new());
         };
-        // Where each library is now, told as it was when read: ld.so's list, each entry by
-        // the file the kernel maps (no library file is parsed), else the memory map.
-        let now: Option<HashSet<(String, u64)>> =
-            link_map(&self.debuggee, &image.exe).map(|list| {
-                list.into_iter()
-                    .filter_map(|(name, bias)| Some((mapped_path(&maps, &name, bias)?, bias)))
-                    .collect()
-            });
-        let moved: Vec<String> = image
+        // Each library's load now, told as it was when read: ld.so's list, each entry by
+        // the file the kernel maps and its key (no library file is parsed), else the
+        // memory map.
+        let now = current_keys(&self.debuggee, &image.exe, &maps);
+        let mut moved: Vec<String> = image
             .libs
             .iter()
-            .filter(|m| match &now {
-                Some(now) => !now.contains(&(m.path.clone(), m.bias)),
-                None => bias_of(&maps, &m.path, &m.image) != Some(m.bias),
+            .zip(&self.library_keys)
+            .filter(|(m, key)| match &now {
+                Some(now) => self.is_reload(key, now.iter().find(|k| k.path == key.path)),
+                None => {
+                    bias_of(&maps, &m.path, &m.image) != Some(m.bias)
+                        || self.library_writes.gone(&self.debuggee, &m.path)
+                }
             })
-            .map(|m| m.path.clone())
+            .map(|(m, _)| m.path.clone())
             .collect();
+        for path in std::mem::take(&mut self.reloaded) {
+            if !moved.contains(&path) {
+                moved.push(path);
+            }
+        }
         if moved.is_empty() {
-            return (false, Vec::new());
+            return (Vec::new(), Vec::new());
         }
         self.refresh_libraries();
+        // This very re-read may have found them (they are forgotten below).
+        self.reloaded.retain(|path| !moved.contains(path));
         let mut forgotten = Vec::new();
-        for path in moved {
-            tracing::info!("{path} is no longer mapped where it was read: read again");
+        for path in moved.clone() {
+            tracing::info!("{path} is not the load it was read as any more: read again");
             self.library_linkers.retain(|l| l.path != path);
+            self.library_writes.forget(&path);
             let image = UnitImage::Library(path.clone());
             let mut files: Vec<PathBuf> = Vec::new();
+            let mut functions: Vec<String> = Vec::new();
             for patch in self.journal.iter().filter(|p| p.image == image) {
                 for (file, _) in &patch.files {
                     if !files.contains(file) {
                         files.push(file.clone());
                     }
                 }
+                for function in &patch.functions {
+                    if !functions.contains(function) {
+                        functions.push(function.clone());
+                    }
+                }
             }
             self.journal.retain(|p| p.image != image);
             if !files.is_empty() {
-                forgotten.push((path, files));
+                forgotten.push(ForgottenLoad {
+                    library: path,
+                    files,
+                    functions,
+                });
             }
         }
-        (true, forgotten)
+        (moved, forgotten)
+    }
+
+    /// The entry jumps of a patch committed into `image` (a library's), recorded so that a
+    /// later load of the library lacking them is noticed, and checked again before the
+    /// next commit into it.
+    pub fn record_library_writes(&mut self, image: &UnitImage, entries: &[hot_link::EntryWrite]) {
+        if let UnitImage::Library(path) = image {
+            self.library_writes
+                .record(path, entries.iter().map(|e| (e.addr.0, e.bytes.clone())));
+        }
+    }
+
+    /// What must still be in the process when a patch linked into `image` commits
+    /// ([`hot_process::WritePlan::verify`]): for a library, the entry jumps this session
+    /// wrote into it and its build-id as mapped — a library unloaded since the link cannot
+    /// be read there, one loaded again there lacks the jumps, a rebuilt one has another
+    /// build-id.
+    pub fn verify_of(&self, image: &UnitImage) -> Vec<hot_process::Verify> {
+        let UnitImage::Library(path) = image else {
+            return Vec::new();
+        };
+        let mut verify = self.library_writes.verify(path);
+        let module = self
+            .image
+            .as_ref()
+            .and_then(|i| i.libs.iter().find(|m| m.path == *path));
+        if let Some(module) = module {
+            let note = module
+                .image
+                .sections
+                .iter()
+                .find(|s| s.name == ".note.gnu.build-id");
+            if let (Some(note), Some(id)) = (note, &module.image.build_id) {
+                // The note's header (name and descriptor sizes, type) and "GNU\0" come first.
+                verify.push(hot_process::Verify {
+                    addr: module.bias.wrapping_add(note.vaddr).wrapping_add(16),
+                    bytes: id.clone(),
+                    what: format!("the build-id of {path}"),
+                });
+            }
+        }
+        verify
     }
 
     /// Whether a swap of this session went into a shared library.
@@ -640,8 +782,10 @@ impl Program {
             .any(|p| p.image != UnitImage::Executable)
     }
 
-    /// Whether a library this session swapped is no longer mapped at the bias it was read
-    /// with (the memory map only: cheap enough for idle time). Confirmed, and acted on, by
+    /// Whether a library this session swapped is not the load it was read as any more:
+    /// another bias, inode, or contents of its file, or an entry jump this session wrote
+    /// into it is gone (the memory map, one `stat` and one read per jump: cheap enough for
+    /// idle time, no library file is read). Confirmed, and acted on, by
     /// [`Program::forget_moved_libraries`].
     pub fn swapped_library_moved(&self) -> bool {
         let Some(image) = self.image.as_ref() else {
@@ -650,12 +794,38 @@ impl Program {
         let Ok(maps) = self.debuggee.mappings() else {
             return false;
         };
-        image.libs.iter().any(|m| {
+        image.libs.iter().zip(&self.library_keys).any(|(m, key)| {
             self.journal
                 .iter()
                 .any(|p| p.image.library() == Some(m.path.as_str()))
-                && bias_of(&maps, &m.path, &m.image) != Some(m.bias)
+                && match bias_of(&maps, &m.path, &m.image) {
+                    // Its key now, at the bias it is mapped at now (another one: moved).
+                    Some(bias) => {
+                        self.is_reload(key, Some(&library_load::key_of(&maps, &key.path, bias)))
+                    }
+                    None => true,
+                }
         })
+    }
+
+    /// Whether the library read as `old` is another load now (`now`: its key now, `None`
+    /// when it is not listed). The same key is the same load unless an entry jump this
+    /// session wrote into it is gone (the same file loaded again where it was). A key that
+    /// differs only in the file's times or size (the inode mapped was rewritten or touched
+    /// on disk) is the same load while every jump this session wrote is still there; with
+    /// none written, it is taken for a reload (forgetting what is not one costs a re-link
+    /// from source; missing one runs code linked against the old contents).
+    fn is_reload(&self, old: &LoadKey, now: Option<&LoadKey>) -> bool {
+        let Some(now) = now else {
+            return true;
+        };
+        let jumps_gone = || self.library_writes.gone(&self.debuggee, &old.path);
+        if now == old {
+            return jumps_gone();
+        }
+        let same_inode = (&now.path, now.bias, now.device, now.inode)
+            == (&old.path, old.bias, old.device, old.inode);
+        !same_inode || !self.library_writes.has(&old.path) || jumps_gone()
     }
 
     /// Whether the program's libraries are known: read by the linker, or read here without
@@ -671,12 +841,9 @@ impl Program {
         let Some(exe) = self.image.as_ref().map(|i| i.exe.clone()) else {
             return false;
         };
-        match (
-            read_libraries(&self.debuggee, &exe, &self.sources),
-            self.image.as_mut(),
-        ) {
-            (Ok(libs), Some(image)) => {
-                image.libs = libs;
+        match read_libraries(&self.debuggee, &exe, &self.sources, &[]) {
+            Ok(libs) if self.image.is_some() => {
+                self.set_libraries(libs);
                 self.libraries_read = true;
                 true
             }
@@ -1208,7 +1375,7 @@ fn mapped_path(maps: &[Mapping], name: &str, bias: u64) -> Option<String> {
 
 /// A `st_dev` as `/proc/PID/maps` writes it: (major, minor), in the kernel's encoding of
 /// `dev_t` (glibc's `gnu_dev_major`/`gnu_dev_minor`).
-fn dev_major_minor(dev: u64) -> (u32, u32) {
+pub(crate) fn dev_major_minor(dev: u64) -> (u32, u32) {
     let major = ((dev >> 8) & 0xfff) | ((dev >> 32) & !0xfff);
     let minor = (dev & 0xff) | ((dev >> 12) & !0xff);
     (major as u32, minor as u32)
@@ -1278,44 +1445,65 @@ fn shared_objects_under(root: &Path) -> Vec<PathBuf> {
 ///
 /// A library's compile units are placed in the workspace like the executable's (`sources`):
 /// a file of the project compiled into one of its libraries is linked into that library.
+/// The load of each library ld.so lists, by the file the kernel maps: what
+/// [`read_libraries`] reads, told without reading any library file (`None`: no consistent
+/// list). A library upgraded on disk while mapped is left out (its file is not what runs).
+fn current_keys(debuggee: &Debuggee, exe: &Module, maps: &[Mapping]) -> Option<Vec<LoadKey>> {
+    let list = link_map(debuggee, exe)?;
+    let mut keys = Vec::new();
+    for (name, bias) in list {
+        // The library is known by the name the kernel gives its mapping, never by the
+        // spelling ld.so keeps (`l_name`): that is the name `dlopen` or DT_NEEDED gave,
+        // relative ("./lib/libx.so"), or a SONAME symlink (`libcjson.so.1`) to the
+        // versioned file the kernel names (`libcjson.so.1.7.15`). Every later lookup
+        // (arenas near the library, its bias) goes through the memory map.
+        let Some(path) = mapped_path(maps, &name, bias) else {
+            continue;
+        };
+        // A library upgraded on disk shows as "(deleted)": its file is not what runs.
+        if path.ends_with(" (deleted)")
+            || maps.iter().any(|m| m.path == format!("{path} (deleted)"))
+        {
+            tracing::debug!("{path} was replaced on disk; its symbols are not used");
+            continue;
+        }
+        keys.push(library_load::key_of(maps, &path, bias));
+    }
+    Some(keys)
+}
+
+/// The libraries of the process, each with the key of its load. A load of `known` (read
+/// before) with the same key is reused, not read again: a re-read of an unchanged list
+/// parses no library file.
 fn read_libraries(
     debuggee: &Debuggee,
     exe: &Module,
     sources: &SourceMap,
-) -> Result<Vec<Module>, String> {
+    known: &[(LoadKey, Module)],
+) -> Result<Vec<(LoadKey, Module)>, String> {
     let maps = debuggee
         .mappings()
         .map_err(|e| format!("cannot read the memory map: {e}"))?;
-    if let Some(list) = link_map(debuggee, exe) {
+    if let Some(keys) = current_keys(debuggee, exe, &maps) {
         let mut libs = Vec::new();
-        for (name, bias) in list {
-            // The library is known by the name the kernel gives its mapping, never by the
-            // spelling ld.so keeps (`l_name`): that is the name `dlopen` or DT_NEEDED gave,
-            // relative ("./lib/libx.so"), or a SONAME symlink (`libcjson.so.1`) to the
-            // versioned file the kernel names (`libcjson.so.1.7.15`). Every later lookup
-            // (arenas near the library, its bias) goes through the memory map.
-            let Some(path) = mapped_path(&maps, &name, bias) else {
-                continue;
-            };
-            // A library upgraded on disk shows as "(deleted)": its file is not what runs.
-            if path.ends_with(" (deleted)")
-                || maps.iter().any(|m| m.path == format!("{path} (deleted)"))
-            {
-                tracing::warn!("{path} was replaced on disk; its symbols are not used");
+        for key in keys {
+            if let Some((_, module)) = known.iter().find(|(k, _)| *k == key) {
+                libs.push((key, module.clone()));
                 continue;
             }
-            let Ok(bytes) = std::fs::read(&path) else {
+            let Ok(bytes) = std::fs::read(&key.path) else {
                 continue;
             };
-            let Ok(mut image) = LinkedImage::parse(Path::new(&path), &bytes) else {
+            let Ok(mut image) = LinkedImage::parse(Path::new(&key.path), &bytes) else {
                 continue;
             };
             sources.place(&mut image.compile_units);
-            libs.push(Module {
-                path,
-                bias,
+            let module = Module {
+                path: key.path.clone(),
+                bias: key.bias,
                 image: Arc::new(image),
-            });
+            };
+            libs.push((key, module));
         }
         return Ok(libs);
     }
@@ -1343,6 +1531,15 @@ fn read_libraries(
             continue;
         }
         let path = mapping.path.as_str();
+        // Read before and still that load: not parsed again (a list mid-`dlopen` is read
+        // this way at every look until ld.so is done).
+        if let Some(known) = known
+            .iter()
+            .find(|(k, _)| k.path == path && library_load::still_mapped(&maps, k))
+        {
+            libs.push(known.clone());
+            continue;
+        }
         let Ok(bytes) = std::fs::read(path) else {
             continue;
         };
@@ -1353,11 +1550,12 @@ fn read_libraries(
         let Some(bias) = bias_of(&maps, path, &image) else {
             continue;
         };
-        libs.push(Module {
+        let module = Module {
             path: path.to_owned(),
             bias,
             image: Arc::new(image),
-        });
+        };
+        libs.push((library_load::key_of(&maps, path, bias), module));
     }
     Ok(libs)
 }

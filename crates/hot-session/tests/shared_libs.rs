@@ -465,6 +465,7 @@ fn check_reload(row: &Reload<'_>) {
         let swap = f.wait_swap();
         swapped_all(row.swapped, &swap, &format!("{} ({build:?})", row.what));
         f.wait_output(row.second_after);
+        no_false_still_running(&f, &format!("{} ({build:?})", row.what));
         f.assert_same_process();
     }
 }
@@ -480,6 +481,20 @@ fn a_library_unloaded_and_loaded_again_elsewhere_is_swapped_in_its_new_load() {
         swapped: &["plug_value"],
         second_after: "hidden=5900 plug=3",
     });
+    // A first swap that only adds a function writes no entry jump into the library: the
+    // new load is told by its address alone, in idle time too.
+    check_reload(&Reload {
+        what: "libplug.so given a new function, dlclose'd and dlopen'ed again elsewhere",
+        file: "lib/plug.c",
+        first: (
+            "int plug_value(void) {",
+            "int plug_pad(void) {\n    return 7;\n}\n\nint plug_value(void) {",
+        ),
+        first_after: "hidden=5900 plug=1",
+        second: ("return 1;", "return 3;"),
+        swapped: &[],
+        second_after: "hidden=5900 plug=3",
+    });
 }
 
 /// Every function of `expected` is among those `swap` swapped (`what` says which swap).
@@ -488,4 +503,318 @@ fn swapped_all(expected: &[&str], swap: &hot_session::SwapSummary, what: &str) {
         expected.iter().all(|s| swap.swapped.iter().any(|w| w == s)),
         "{what}: {expected:?} not all swapped: {swap:?}"
     );
+}
+
+/// How a row of [`check_same_base_reload`] has the program load libplug.so again at the
+/// address it had (`reload-here`).
+#[derive(Clone, Copy, Debug)]
+enum Reloaded {
+    /// The very file it had: only the entry jumps hot-lsp wrote tell the loads apart.
+    SameFile,
+    /// A rebuilt file renamed over it (`lib/libplug.so.new`): a new inode.
+    RenamedOver,
+    /// A rebuilt file copied into it (`lib/libplug.so.inplace`): the same inode.
+    RewrittenInPlace,
+}
+
+/// A library reloaded where it was: the session must tell the new load from the old (its
+/// model read again, this session's swaps linked into it), and the next save must run
+/// what it says — never code linked against the old load's layout.
+#[derive(Clone, Copy)]
+struct SameBase<'a> {
+    what: &'a str,
+    how: Reloaded,
+    /// libplug.so's source as built.
+    source: &'a str,
+    /// What it prints as built.
+    built: &'a str,
+    /// The edit swapped before the reload, and what the program prints then.
+    first: (&'a str, &'a str),
+    first_after: &'a str,
+    /// Whether the reloaded library is rebuilt from the source as edited (else it is the
+    /// file as built, which the session's first swap must be re-applied to).
+    rebuilt: bool,
+    /// What the reloaded library prints before the second save.
+    reloaded: &'a str,
+    /// The edit saved after the reload, the functions it swaps, and what is printed then.
+    second: (&'a str, &'a str),
+    swapped: &'a [&'a str],
+    second_after: &'a str,
+    /// What must never be printed (code linked against the old load).
+    never: Option<&'a str>,
+}
+
+/// The sharedlib fixture with `lib/plug.c` as `plug`, built with `compiler`, launched with
+/// libplug.so loaded.
+fn sharedlib_with_plug(compiler: &str, after: &str, plug: &str, printed: &str) -> Fixture {
+    let mut f = Fixture::copy("sharedlib");
+    f.write("lib/plug.c", plug);
+    f.write(
+        "hot-lsp.toml",
+        &format!("[program]\npath = \"app\"\nbuild = \"CC={compiler} sh build.sh{after}\"\n"),
+    );
+    f.write("load-plug", "");
+    f.start();
+    f.wait_launched();
+    f.wait_output(printed);
+    f
+}
+
+/// No `still-running` note names a thread twice or blames a function no thread runs in
+/// (the program's thread sleeps in `usleep` from main, never in libplug.so's code).
+fn no_false_still_running(f: &Fixture, what: &str) {
+    for event in &f.log {
+        if let hot_session::SessionEvent::Diagnostics { diagnostics, .. } = event {
+            for d in diagnostics.iter().filter(|d| d.code == "still-running") {
+                assert!(
+                    !d.message.contains("plug_value") && !d.message.contains("scale"),
+                    "{what}: {d:?}"
+                );
+            }
+        }
+    }
+}
+
+/// With each build: swap `row.first`, have the program reload libplug.so at the same
+/// address as `row.how` says; the session must say the load is new and, when the library
+/// is the file as built, swap the first edit into it again; `row.second` must then swap
+/// and print `row.second_after`, never `row.never`.
+fn check_same_base_reload(row: &SameBase<'_>) {
+    for (compiler, after) in BUILDS {
+        let what = format!("{} ({compiler}{after})", row.what);
+        let mut f = sharedlib_with_plug(compiler, after, row.source, row.built);
+        f.edit("lib/plug.c", row.first.0, row.first.1);
+        f.save("lib/plug.c");
+        f.wait_swap();
+        f.wait_output(row.first_after);
+        match row.how {
+            Reloaded::SameFile => {}
+            Reloaded::RenamedOver => f.build_plug(compiler, "libplug.so.new"),
+            Reloaded::RewrittenInPlace => f.build_plug(compiler, "libplug.so.inplace"),
+        }
+        f.write("reload-here", "");
+        let line = f.wait_output("plug reloaded");
+        assert!(
+            line.contains("here"),
+            "{what}: not reloaded in place: {line}"
+        );
+        if !row.rebuilt {
+            // The file as built runs again: the first edit is swapped into the new load.
+            let again = f.wait_swap();
+            swapped_all(&["plug_value"], &again, &format!("{what}, re-applied"));
+        }
+        let warning = f.wait_message(Severity::Warning);
+        assert!(
+            warning.contains("libplug.so") && warning.contains("unloaded"),
+            "{what}: {warning}"
+        );
+        f.fresh_output.clear();
+        f.wait_output(row.reloaded);
+        f.edit("lib/plug.c", row.second.0, row.second.1);
+        f.save("lib/plug.c");
+        let swap = f.wait_swap();
+        swapped_all(row.swapped, &swap, &what);
+        f.fresh_output.clear();
+        f.wait_output(row.second_after);
+        f.next_lines(3);
+        if let Some(never) = row.never {
+            assert_eq!(f.printed(never), 0, "{what}: the old load's code ran");
+        }
+        no_false_still_running(&f, &what);
+        f.assert_same_process();
+    }
+}
+
+/// libplug.so calling a function placed after the one it is: a function added before
+/// that one moves it in a rebuild, where a link against the old load would call the
+/// added one instead.
+const SCALED_PLUG: &str = "int scale(int x);\n\nint plug_value(void) {\n    return scale(10) + 1;\n}\n\nint scale(int x) {\n    return x * 2;\n}\n";
+
+#[test]
+fn a_library_reloaded_at_the_same_address_is_a_new_load() {
+    let pad = (
+        "int scale(int x) {\n    return x * 2;",
+        "int pad_fn(int x) {\n    return x + 1000;\n}\n\nint scale(int x) {\n    return x * 2;",
+    );
+    let renamed = SameBase {
+        what: "a rebuilt file renamed over it, loaded where it was",
+        how: Reloaded::RenamedOver,
+        source: SCALED_PLUG,
+        built: "plug=21",
+        first: pad,
+        first_after: "plug=21",
+        rebuilt: true,
+        reloaded: "hidden=5900 plug=21",
+        second: ("return scale(10) + 1;", "return scale(10) + 2;"),
+        swapped: &["plug_value"],
+        second_after: "hidden=5900 plug=22",
+        never: Some("plug=1012"),
+    };
+    let rows = [
+        SameBase {
+            what: "the same file loaded again where it was",
+            how: Reloaded::SameFile,
+            source: "int plug_value(void) {\n    return 1;\n}\n",
+            built: "plug=1",
+            first: ("return 1;", "return 2;"),
+            first_after: "hidden=5900 plug=2",
+            rebuilt: false,
+            reloaded: "hidden=5900 plug=2",
+            second: ("return 2;", "return 3;"),
+            swapped: &["plug_value"],
+            second_after: "hidden=5900 plug=3",
+            never: None,
+        },
+        renamed,
+        SameBase {
+            what: "a rebuilt file copied into it (same inode), loaded where it was",
+            how: Reloaded::RewrittenInPlace,
+            ..renamed
+        },
+    ];
+    for row in &rows {
+        check_same_base_reload(row);
+    }
+}
+
+/// Whether the session said `library-not-loaded` on `rel` (of `f`) so far.
+fn held_for_load(f: &mut Fixture, rel: &str) -> bool {
+    f.drain();
+    let path = f.path(rel);
+    f.log.iter().any(|e| {
+        matches!(e, hot_session::SessionEvent::Diagnostics { file, diagnostics }
+            if *file == path && diagnostics.iter().any(|d| d.code == "library-not-loaded"))
+    })
+}
+
+#[test]
+fn a_relaunch_replays_the_executable_now_and_holds_a_file_of_a_library_not_loaded_yet() {
+    for compiler in ["cc", "clang"] {
+        let mut f = Fixture::copy("sharedlib");
+        // Built here, not by a build command: the relaunch runs the very same build, which
+        // gets this session's changes again.
+        let built = std::process::Command::new("sh")
+            .arg("build.sh")
+            .env("CC", compiler)
+            .current_dir(f.dir.path())
+            .status()
+            .expect("run build.sh");
+        assert!(built.success());
+        f.write("hot-lsp.toml", "[program]\npath = \"app\"\n");
+        f.write("load-plug", "");
+        f.start();
+        let first = f.wait_launched();
+        f.wait_output("plug=1");
+        f.edit("lib/plug.c", "return 1;", "return 2;");
+        f.save("lib/plug.c");
+        f.wait_swap();
+        f.edit("main.c", "return \"main-one\";", "return \"main-two\";");
+        f.save("main.c");
+        f.wait_swap();
+        f.wait_output("app=main-two hidden=5900 plug=2");
+        // The relaunch does not load libplug.so until `load-plug` is there again.
+        std::fs::remove_file(f.path("load-plug")).expect("remove load-plug");
+        f.send(Command::Restart);
+        let second = f.wait("the relaunch", |e| match e {
+            hot_session::SessionEvent::Launched { pid } if *pid != first => Some(*pid),
+            _ => None,
+        });
+        f.pid = Some(second);
+        let note = f.wait_replayed();
+        assert!(
+            note.contains("1 of 1") && note.contains("1 file(s) of a library"),
+            "{compiler}: {note}"
+        );
+        f.fresh_output.clear();
+        let line = f.wait_output("app=main-two");
+        assert!(line.contains("plug=0"), "{compiler}: {line}");
+        assert!(
+            held_for_load(&mut f, "lib/plug.c"),
+            "{compiler}: plug.c not held"
+        );
+        f.write("load-plug", "");
+        let swap = f.wait_swap();
+        swapped_all(&["plug_value"], &swap, compiler);
+        f.wait_output("app=main-two hidden=5900 plug=2");
+        f.assert_same_process();
+    }
+}
+
+#[test]
+fn a_header_of_the_executable_and_a_library_not_loaded_yet_swaps_the_executable_and_holds_the_library(
+) {
+    for (compiler, after) in BUILDS {
+        let what = format!("{compiler}{after}");
+        let mut f = Fixture::copy("sharedlib");
+        f.write("lib/plug.h", "#define PLUG_BONUS 0\n");
+        f.write(
+            "lib/plug.c",
+            "#include \"plug.h\"\n\nint plug_value(void) {\n    return 1 + PLUG_BONUS;\n}\n",
+        );
+        f.edit(
+            "main.c",
+            "#include \"lib/foo.h\"",
+            "#include \"lib/foo.h\"\n#include \"lib/plug.h\"",
+        );
+        f.edit(
+            "main.c",
+            "return \"main-one\";",
+            "return PLUG_BONUS ? \"main-bonus\" : \"main-one\";",
+        );
+        f.write(
+            "hot-lsp.toml",
+            &format!("[program]\npath = \"app\"\nbuild = \"CC={compiler} sh build.sh{after}\"\n"),
+        );
+        f.start();
+        f.wait_launched();
+        f.wait_output("app=main-one hidden=5900 plug=0");
+        f.edit("lib/plug.h", "PLUG_BONUS 0", "PLUG_BONUS 1");
+        f.save("lib/plug.h");
+        let swap = f.wait_swap();
+        assert_eq!(swap.files, vec![f.path("main.c")], "{what}: {swap:?}");
+        swapped_all(&["app_label"], &swap, &what);
+        f.wait_output("app=main-bonus hidden=5900 plug=0");
+        assert!(
+            held_for_load(&mut f, "lib/plug.c"),
+            "{what}: plug.c not held"
+        );
+        f.write("load-plug", "");
+        let swap = f.wait_swap();
+        swapped_all(&["plug_value"], &swap, &what);
+        f.wait_output("app=main-bonus hidden=5900 plug=2");
+        f.assert_same_process();
+    }
+}
+
+#[test]
+fn a_loaded_library_whose_file_is_only_touched_keeps_its_swaps() {
+    // The same load runs on (the entry jump hot-lsp wrote is still there): new times on its
+    // file are no reload, so nothing is forgotten or said, and the next save swaps as usual.
+    for build in BUILDS {
+        let mut f = sharedlib(build);
+        f.write("load-plug", "");
+        f.wait_output("plug=1");
+        f.edit("lib/plug.c", "return 1;", "return 2;");
+        f.save("lib/plug.c");
+        f.wait_swap();
+        f.wait_output("hidden=5900 plug=2");
+        let later = std::time::SystemTime::now() + std::time::Duration::from_secs(5);
+        std::fs::File::options()
+            .write(true)
+            .open(f.path("lib/libplug.so"))
+            .and_then(|file| file.set_modified(later))
+            .expect("touch lib/libplug.so");
+        f.edit("lib/plug.c", "return 2;", "return 3;");
+        f.save("lib/plug.c");
+        let swap = f.wait_swap();
+        swapped_all(&["plug_value"], &swap, &format!("{build:?}"));
+        f.wait_output("hidden=5900 plug=3");
+        f.drain();
+        let warned = f.log.iter().any(|e| {
+            matches!(e, hot_session::SessionEvent::Message { severity: Severity::Warning, text }
+                if text.contains("unloaded"))
+        });
+        assert!(!warned, "{build:?}: a touched file was taken for a reload");
+        f.assert_same_process();
+    }
 }

@@ -254,6 +254,7 @@ pub(super) fn watched_of(plan: &WritePlan) -> Watched {
             .chain(&plan.refuse_frames)
             .map(|(range, _)| range.clone()),
     )
+    .past_entry_below(plan.watch.len())
 }
 
 /// Frames met in `plan.refuse_frames` (every thread scanned, each function and thread once)
@@ -311,7 +312,14 @@ pub(super) fn scan_stopped_thread(
     };
     for i in in_use {
         match plan.watch.get(i) {
-            Some(watched) => live.push(frame(watched)),
+            // Two ranges of one function (its body in the image and the same body
+            // remembered, or two old bodies) name the thread once.
+            Some(watched) => {
+                let found = frame(watched);
+                if !live.contains(&found) {
+                    live.push(found);
+                }
+            }
             // A frame that holds what the swap must not meet: nothing is written.
             None => {
                 let Some(range) = plan.refuse_frames.get(i - plan.watch.len()) else {
@@ -379,6 +387,16 @@ pub(super) fn read_commits(
     plan: &WritePlan,
     scratch: &mut ApplyScratch,
 ) -> Result<(), ProcessError> {
+    // The module the patch was linked against is still the one mapped (no write yet).
+    for verify in &plan.verify {
+        scratch.current.resize(verify.bytes.len(), 0);
+        if mem.read_exact(verify.addr, &mut scratch.current).is_err() {
+            return Err(verify.refusal(None));
+        }
+        if scratch.current != verify.bytes {
+            return Err(verify.refusal(Some(&scratch.current)));
+        }
+    }
     let commits = || plan.commit_data.iter().chain(&plan.commit);
     scratch.originals.clear();
     for write in commits() {

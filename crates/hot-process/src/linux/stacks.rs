@@ -125,6 +125,9 @@ impl<'a> Guarded<'a> {
 pub(crate) struct Watched {
     ranges: Vec<(Range<u64>, usize)>,
     longest: u64,
+    /// Ranges with an index below this one hold no frame at their first byte
+    /// ([`Watched::past_entry_below`]).
+    past_entry: usize,
 }
 
 impl Watched {
@@ -140,7 +143,21 @@ impl Watched {
             .map(|(r, _)| r.end - r.start)
             .max()
             .unwrap_or(0);
-        Watched { ranges, longest }
+        Watched {
+            ranges,
+            longest,
+            past_entry: 0,
+        }
+    }
+
+    /// The ranges with an index below `n` (old bodies reported live, `WritePlan::watch`)
+    /// are not found at their first byte: a word there is a pointer to the function (a
+    /// local holding it, `dladdr`'s symbol address), never a return address — no call
+    /// returns to a function's entry — and a thread stopped exactly there runs the entry
+    /// jump the swap writes, not the old body.
+    pub(crate) fn past_entry_below(mut self, n: usize) -> Watched {
+        self.past_entry = n;
+        self
     }
 
     pub(crate) fn is_empty(&self) -> bool {
@@ -154,7 +171,7 @@ impl Watched {
             if range.start.saturating_add(self.longest) <= addr {
                 break;
             }
-            if addr < range.end {
+            if addr < range.end && !(*index < self.past_entry && addr == range.start) {
                 found(*index);
             }
         }
@@ -334,6 +351,26 @@ fn mapping_at(maps: &[Mapping], addr: u64) -> Option<&Mapping> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_reported_body_is_not_found_at_its_first_byte() {
+        // Index 0 is an old body reported live (past_entry_below(1)); index 1 a body whose
+        // frames refuse the swap, found at its first byte as before.
+        let w = Watched::new([0x1000..0x1080, 0x1000..0x1080].into_iter()).past_entry_below(1);
+        let at = |addr| {
+            let mut found = Vec::new();
+            w.find(addr, |i| found.push(i));
+            found.sort_unstable();
+            found
+        };
+        assert_eq!(
+            at(0x1000),
+            vec![1],
+            "a pointer to the function is no frame of it"
+        );
+        assert_eq!(at(0x1001), vec![0, 1]);
+        assert_eq!(at(0x107f), vec![0, 1]);
+    }
 
     #[test]
     fn watched_lookup_finds_every_body_holding_an_address() {

@@ -176,6 +176,7 @@ pub fn swap_plan(entry: u64, slot: u64, returned: u32, previous: &[u8]) -> (Writ
         protected: std::iter::once(entry..entry + 5).collect(),
         watch: Vec::new(),
         refuse_frames: Vec::new(),
+        verify: Vec::new(),
     };
     (plan, jmp)
 }
@@ -369,5 +370,6 @@ pub fn toggle_entry_plan(entry: u64, ret: &Write, jmp: &[u8], nops: &[u8], i: us
         protected: std::iter::once(entry..entry + 5).collect(),
         watch: Vec::new(),
         refuse_frames: Vec::new(),
+        verify: Vec::new(),
     }
 }

@@ -436,6 +436,9 @@ fn bodies_named(
             out.push((range.clone(), name.to_string()));
         }
     }
+    // A body remembered that is the image's own range too is watched once.
+    out.sort_by_key(|(range, name)| (range.start, range.end, name.clone()));
+    out.dedup();
     out
 }
 
@@ -463,6 +466,9 @@ pub(super) fn live_diagnostics(
     let mut functions: Vec<(&str, Vec<i32>)> = Vec::new();
     for frame in live {
         match functions.iter_mut().find(|(f, _)| *f == frame.function) {
+            // One thread in two ranges of the function (its body in the image and the same
+            // body remembered) is named once.
+            Some((_, tids)) if tids.contains(&frame.tid) => {}
             Some((_, tids)) => tids.push(frame.tid),
             None => functions.push((&frame.function, vec![frame.tid])),
         }

@@ -21,7 +21,13 @@
 //! time while it has swaps (its bias in the memory map, every [`super::LIBRARY_LOAD_POLL`]):
 //! its linker and journal entries are dropped, and the files swapped into it are linked into
 //! the new load from source (compared with its running code, like the relaunch replay) as
-//! soon as ld.so lists it again. A reload at the very same address is not noticed.
+//! soon as ld.so lists it again. A reload at the very same address is noticed too: the
+//! load's key (`library_load.rs`: inode, times, size) changed, or the entry jumps hot-lsp
+//! wrote are gone; and a commit into a library first checks them (and its build-id) with
+//! the threads stopped.
+//!
+//! A save whose files are partly in a library not loaded yet (a header included there and
+//! in the executable, the relaunch replay) swaps the other files now and holds only those.
 
 use std::path::{Path, PathBuf};
 
@@ -62,42 +68,72 @@ impl Worker {
     }
 }
 
+/// Files of a save held for a library the program has not loaded yet (`Worker::awaiting_load`).
+#[derive(Clone, Debug)]
+pub(crate) struct HeldForLoad {
+    /// What the save is made again as once the library is loaded: the saved source file,
+    /// or the header whose includers in the library these are.
+    pub saved: PathBuf,
+    /// The library (canonical path).
+    pub library: PathBuf,
+    /// The files of the save built into it.
+    pub files: Vec<PathBuf>,
+}
+
 impl Worker {
-    /// Hold `saved` if one of `files` belongs to a shared library of the workspace that the
-    /// program has not loaded yet (no loaded image names it): said on the file, swapped into
-    /// the library once it is loaded. Whether the save was held.
-    pub(super) fn await_library_load(&mut self, saved: &Path, files: &[PathBuf]) -> bool {
+    /// Hold the files of `files` built into a shared library of the workspace the program
+    /// has not loaded yet (no loaded image names them): said on each file, swapped into the
+    /// library once it is loaded. The others are for the caller to swap now: `None` when no
+    /// file is held, else the files left (perhaps none).
+    pub(super) fn await_library_load(
+        &mut self,
+        saved: &Path,
+        files: &[PathBuf],
+    ) -> Option<Vec<PathBuf>> {
         let mut waiting: Vec<(PathBuf, PathBuf)> = Vec::new();
         for file in files {
-            if self.is_added_unit(file) {
-                continue;
-            }
-            let Some(program) = self.program.as_mut() else {
-                return false;
-            };
-            let not_linked = |p: &mut crate::program::Program| {
-                matches!(p.home_of(file), Ok((_, UnitMatch::NotLinked)))
-            };
-            if !not_linked(program) || (program.refresh_libraries() && !not_linked(program)) {
-                continue;
-            }
-            if let Some(lib) = program.unloaded_library_of(file) {
+            if let Some(lib) = self.unloaded_library_of(file) {
                 waiting.push((file.clone(), lib));
             }
         }
-        let Some((_, lib)) = waiting.first() else {
-            return false;
-        };
-        let lib = lib.clone();
-        let shown = lib.strip_prefix(&self.options.root).unwrap_or(&lib);
-        let message = format!(
-            "{} is not loaded yet; the change is applied when the program loads it \
-             (nothing was linked into the executable)",
-            shown.display()
-        );
-        let diagnostics = waiting
+        if waiting.is_empty() {
+            return None;
+        }
+        let rest: Vec<PathBuf> = files
             .iter()
-            .map(|(file, _)| Diagnostic {
+            .filter(|f| !waiting.iter().any(|(w, _)| w == *f))
+            .cloned()
+            .collect();
+        let mut libraries: Vec<PathBuf> = Vec::new();
+        for (_, lib) in &waiting {
+            if !libraries.contains(lib) {
+                libraries.push(lib.clone());
+            }
+        }
+        let shown = |lib: &Path| {
+            lib.strip_prefix(&self.options.root)
+                .unwrap_or(lib)
+                .display()
+                .to_string()
+        };
+        let names: Vec<String> = libraries.iter().map(|l| shown(l)).collect();
+        let message = if rest.is_empty() {
+            format!(
+                "{} is not loaded yet; the change is applied when the program loads it \
+                 (nothing was linked into the executable)",
+                names.join(", ")
+            )
+        } else {
+            format!(
+                "{} is not loaded yet: the change to its {} file(s) is applied when the \
+                 program loads it; the other {} file(s) are swapped now",
+                names.join(", "),
+                waiting.len(),
+                rest.len()
+            )
+        };
+        for (file, _) in &waiting {
+            let diagnostic = Diagnostic {
                 file: file.clone(),
                 line: 1,
                 column: 1,
@@ -106,17 +142,58 @@ impl Worker {
                 severity: Severity::Information,
                 code: LIBRARY_NOT_LOADED.into(),
                 message: message.clone(),
-            })
-            .collect();
-        self.publish(saved, saved, diagnostics);
-        self.awaiting_load.retain(|(held, _)| held != saved);
-        self.awaiting_load.push((saved.to_owned(), lib));
-        self.set_state(State::Running, Some(message));
-        true
+            };
+            self.publish(file, file, vec![diagnostic]);
+        }
+        // A header's includers in one library are held together, made again as one save
+        // of the header; a source file (the relaunch replay's too) as its own save.
+        for lib in &libraries {
+            let of_lib: Vec<PathBuf> = waiting
+                .iter()
+                .filter(|(_, l)| l == lib)
+                .map(|(f, _)| f.clone())
+                .collect();
+            let groups: Vec<(PathBuf, Vec<PathBuf>)> = if files.iter().any(|f| f == saved) {
+                of_lib.into_iter().map(|f| (f.clone(), vec![f])).collect()
+            } else {
+                vec![(saved.to_owned(), of_lib)]
+            };
+            for (key, files) in groups {
+                self.awaiting_load
+                    .retain(|h| !(h.saved == key && h.library == *lib));
+                self.awaiting_load.push(HeldForLoad {
+                    saved: key,
+                    library: lib.clone(),
+                    files,
+                });
+            }
+        }
+        tracing::info!("waiting for {} to be loaded", names.join(", "));
+        if rest.is_empty() {
+            self.set_state(State::Running, Some(message));
+        }
+        Some(rest)
+    }
+
+    /// The library of the workspace `file` is built into if the program has not loaded it
+    /// (no loaded image names `file`, the list read again to be sure).
+    pub(super) fn unloaded_library_of(&mut self, file: &Path) -> Option<PathBuf> {
+        if self.is_added_unit(file) {
+            return None;
+        }
+        let program = self.program.as_mut()?;
+        let not_linked = |p: &mut crate::program::Program| {
+            matches!(p.home_of(file), Ok((_, UnitMatch::NotLinked)))
+        };
+        if !not_linked(program) || (program.refresh_libraries() && !not_linked(program)) {
+            return None;
+        }
+        program.unloaded_library_of(file)
     }
 
     /// Make the saves held for a library again once the program has loaded it (mapped, and
-    /// listed by ld.so). Kept while no program runs: a relaunch gets them.
+    /// listed by ld.so). Kept while no program runs: a relaunch gets them. Cheap while the
+    /// library is not mapped: one `stat` of it and the memory map per look.
     pub(super) fn retry_awaiting_load(&mut self) {
         if self.awaiting_load.is_empty() {
             return;
@@ -124,11 +201,15 @@ impl Worker {
         let Some(program) = self.program.as_mut() else {
             return;
         };
-        let mapped: Vec<PathBuf> = self
-            .awaiting_load
-            .iter()
-            .filter(|(_, lib)| program.maps_library(lib))
-            .map(|(saved, _)| saved.clone())
+        let mut libraries: Vec<PathBuf> = Vec::new();
+        for held in &self.awaiting_load {
+            if !libraries.contains(&held.library) {
+                libraries.push(held.library.clone());
+            }
+        }
+        let mapped: Vec<PathBuf> = libraries
+            .into_iter()
+            .filter(|lib| program.maps_library(lib))
             .collect();
         if mapped.is_empty() {
             return;
@@ -136,15 +217,20 @@ impl Worker {
         // Mapped is not loaded yet: `dlopen` lists it once it mapped it; until then the save
         // waits on (its library is still not among those read).
         program.refresh_libraries();
-        for saved in mapped {
-            let listed = self.program.as_ref().is_some_and(|p| {
-                self.awaiting_load
-                    .iter()
-                    .filter(|(s, _)| *s == saved)
-                    .all(|(_, lib)| p.lists_library(lib))
-            });
-            if listed {
-                self.on_saved(&saved);
+        let listed: Vec<PathBuf> = mapped
+            .into_iter()
+            .filter(|lib| program.lists_library(lib))
+            .collect();
+        let (ready, waiting): (Vec<HeldForLoad>, Vec<HeldForLoad>) =
+            std::mem::take(&mut self.awaiting_load)
+                .into_iter()
+                .partition(|h| listed.contains(&h.library));
+        self.awaiting_load = waiting;
+        for held in ready {
+            if held.files == [held.saved.clone()] {
+                self.on_saved(&held.saved);
+            } else {
+                self.swap_with_progress(&held.saved, &held.files);
             }
         }
     }
@@ -159,30 +245,56 @@ impl Worker {
         let Some(program) = self.program.as_mut() else {
             return false;
         };
-        let (moved, swapped) = program.forget_moved_libraries();
-        for (lib, files) in swapped {
-            for file in &files {
-                self.baselines.remove(file);
-                if !self.moved_files.iter().any(|(f, _)| f == file) {
-                    self.moved_files.push((file.clone(), lib.clone()));
+        let (moved, forgotten) = program.forget_moved_libraries();
+        // The baselines of a library's files are of the load that went (perhaps another
+        // build): its files are compared with the new load's running code instead.
+        if !moved.is_empty() {
+            let files: Vec<PathBuf> = self.baselines.keys().cloned().collect();
+            for file in files {
+                let home = program.home_of(&file).ok().map(|(home, _)| home);
+                let of_moved = matches!(
+                    &home,
+                    Some(crate::program::UnitImage::Library(lib)) if moved.contains(lib)
+                );
+                if of_moved {
+                    self.baselines.remove(&file);
                 }
             }
+        }
+        for load in forgotten {
+            for file in &load.files {
+                self.baselines.remove(file);
+                if !self.moved_files.iter().any(|(f, _)| f == file) {
+                    self.moved_files.push((file.clone(), load.library.clone()));
+                }
+            }
+            let functions: Vec<String> = load
+                .functions
+                .iter()
+                .map(|f| hot_object::display_name(f).into_owned())
+                .collect();
+            self.moved_functions
+                .insert(load.library.clone(), functions.clone());
             self.message(
                 Severity::Warning,
                 format!(
-                    "{lib} was unloaded since {} file(s) were swapped into it (dlclose, maybe \
-                     dlopen again at another address): those swaps went with the old load; \
-                     hot-lsp links them into the library as it is loaded now",
-                    files.len()
+                    "{} was unloaded since {} file(s) were swapped into it (dlclose, maybe \
+                     dlopen again, here or at another address, perhaps rebuilt): those swaps \
+                     went with the old load ({}); hot-lsp links them into the library as it \
+                     is loaded now",
+                    load.library,
+                    load.files.len(),
+                    functions.join(", ")
                 ),
             );
         }
-        moved
+        !moved.is_empty()
     }
 
     /// Before a save: forget the libraries that moved since they were read, and link the
     /// files this session swapped into them into their new load, if it is there (`saved`
-    /// itself is left to its save).
+    /// itself is left to its save). A file that cannot be linked into the new load is said
+    /// by name, with the functions that run as built there now.
     pub(super) fn relink_moved_libraries(&mut self, saved: Option<&Path>) {
         self.forget_moved_libraries();
         if self.moved_files.is_empty() {
@@ -202,7 +314,7 @@ impl Worker {
                 continue;
             }
             if loaded(self, &file) {
-                ready.push(file);
+                ready.push((file, lib));
             } else {
                 self.moved_files.push((file, lib));
             }
@@ -210,10 +322,15 @@ impl Worker {
         if ready.is_empty() {
             return;
         }
-        let applied = ready
-            .iter()
-            .filter(|file| matches!(self.compile_link_swap(file), Ok(Some(_))))
-            .count();
+        let mut failed: Vec<(PathBuf, String)> = Vec::new();
+        let mut applied = 0;
+        for (file, lib) in &ready {
+            match self.compile_link_swap(file) {
+                // Swapped, or already what the new load runs (a library rebuilt with it).
+                Ok(_) => applied += 1,
+                Err(_) => failed.push((file.clone(), lib.clone())),
+            }
+        }
         self.message(
             Severity::Information,
             format!(
@@ -221,6 +338,19 @@ impl Worker {
                 ready.len()
             ),
         );
+        for (file, lib) in failed {
+            let functions = self.moved_functions.get(&lib).cloned().unwrap_or_default();
+            self.message(
+                Severity::Warning,
+                format!(
+                    "{} could not be linked into {lib} as loaded again (see its diagnostics): \
+                     the reloaded library runs it as built, without this session's changes \
+                     to {}; save it again once it links",
+                    file.display(),
+                    functions.join(", ")
+                ),
+            );
+        }
     }
 }
 

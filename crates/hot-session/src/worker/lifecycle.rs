@@ -219,11 +219,25 @@ impl Worker {
                     .filter(|file| matches!(self.compile_link_swap(file), Ok(Some(_))))
                     .count(),
             };
+            // Files of a library the relaunch has not loaded yet are held for its load
+            // (`held.rs`), not counted as re-applied or lost.
+            let held = replay
+                .iter()
+                .filter(|file| self.awaiting_load.iter().any(|h| h.files.contains(file)))
+                .count();
+            let waiting = match held {
+                0 => String::new(),
+                n => format!(
+                    "; {n} file(s) of a library it has not loaded yet are applied when it \
+                     loads it"
+                ),
+            };
             self.message(
                 Severity::Information,
                 format!(
-                    "re-applied this session's changes to {applied} of {} file(s) in the relaunched program",
-                    replay.len()
+                    "re-applied this session's changes to {applied} of {} file(s) in the \
+                     relaunched program{waiting}",
+                    replay.len() - held
                 ),
             );
         }

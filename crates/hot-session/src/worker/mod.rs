@@ -218,10 +218,13 @@ struct Worker {
     /// Saves of files built into a shared library of the workspace the program has not
     /// loaded yet (a plugin it `dlopen`s later), with that library: swapped into it once it
     /// is loaded (`held.rs`), never linked into the executable.
-    awaiting_load: Vec<(PathBuf, PathBuf)>,
+    awaiting_load: Vec<held::HeldForLoad>,
     /// Files swapped into a library that was unloaded since (`held.rs`): linked into its new
     /// load at the next save once it is loaded again.
     moved_files: Vec<(PathBuf, String)>,
+    /// The functions this session had swapped into each library forgotten (by path): named
+    /// when a file of it cannot be linked into the new load.
+    moved_functions: HashMap<String, Vec<String>>,
     /// When idle time next looks at the libraries for `awaiting_load` and `moved_files`.
     library_poll_at: Option<std::time::Instant>,
     /// The compile-database files the program does not link, compiled to tell which globals
@@ -303,6 +306,7 @@ pub(crate) fn run(
         held_saves: Vec::new(),
         awaiting_load: Vec::new(),
         moved_files: Vec::new(),
+        moved_functions: HashMap::new(),
         library_poll_at: None,
         unit_index: HashMap::new(),
         ahead: ahead::Ahead::default(),

@@ -113,7 +113,7 @@ impl Worker {
         }
         // This save supersedes one held back by a debugger.
         self.held_saves.retain(|held| *held != file);
-        self.awaiting_load.retain(|(held, _)| *held != file);
+        self.awaiting_load.retain(|held| held.saved != file);
         if file == self.options.root.join(config::CONFIG_FILE) {
             self.reload_config();
             return None;
@@ -171,7 +171,11 @@ impl Worker {
     }
 
     /// Swap `files` as one, between a progress begin and end titled by `saved`.
-    fn swap_with_progress(&mut self, saved: &Path, files: &[PathBuf]) -> Option<ProgramLeft> {
+    pub(super) fn swap_with_progress(
+        &mut self,
+        saved: &Path,
+        files: &[PathBuf],
+    ) -> Option<ProgramLeft> {
         self.with_progress(saved, files, |worker| worker.swap_files(saved, files))
     }
 
@@ -225,10 +229,14 @@ impl Worker {
         }
         // Files no compile has told the includes of yet (their baseline is still queued,
         // or was not made): a preprocessor run says, whether or not they compile now.
+        // Files of a library not loaded yet count: their includers are held for its load.
         let unknown: Vec<PathBuf> = self
             .program_sources(&[])
             .into_iter()
-            .filter(|f| !self.dependencies.contains_key(f) && self.is_linked(f))
+            .filter(|f| {
+                !self.dependencies.contains_key(f)
+                    && (self.is_linked(f) || self.unloaded_library_of(f).is_some())
+            })
             .collect();
         if !unknown.is_empty() {
             self.progress(
@@ -240,7 +248,11 @@ impl Worker {
         let includers: Vec<PathBuf> = self
             .includers(header)
             .into_iter()
-            .filter(|unit| self.is_linked(unit) || self.is_added_unit(unit))
+            .filter(|unit| {
+                self.is_linked(unit)
+                    || self.is_added_unit(unit)
+                    || self.unloaded_library_of(unit).is_some()
+            })
             .collect();
         if includers.is_empty() {
             let diagnostic = Diagnostic {
@@ -375,9 +387,24 @@ impl Worker {
         if self.refuse_lto(saved, files) {
             return Err(Refused::Failed);
         }
-        if self.await_library_load(saved, files) {
-            return Ok(None);
-        }
+        // Files of a library not loaded yet are held; the others swap now.
+        let rest = self.await_library_load(saved, files);
+        let files = match &rest {
+            Some(rest) if rest.is_empty() => return Ok(None),
+            Some(rest) => rest.as_slice(),
+            None => files,
+        };
+        // The relaunch replay names its first file as the save: one held is not this swap's.
+        let saved = match files.first() {
+            Some(first) if !files.iter().any(|f| f == saved) && rest.is_some() => {
+                if has_extension(saved, HEADER_EXTENSIONS) {
+                    saved
+                } else {
+                    first.as_path()
+                }
+            }
+            _ => saved,
+        };
         let mut units = Vec::with_capacity(files.len());
         for file in files {
             match self.unit_job(file) {
@@ -808,6 +835,9 @@ impl Worker {
         if let Some(program) = self.program.as_ref() {
             plan.watch = super::abi::old_bodies(program, &image, &patch);
             plan.refuse_frames = super::abi::guarded_bodies(&guards);
+            // A library unloaded or loaded again between the link and this write: caught
+            // with the threads stopped, nothing written.
+            plan.verify = program.verify_of(&image);
         }
         let swap_start = Instant::now();
         let report = self.apply_with_unwind(&plan, &patch, unwinds_cxx_exceptions, &constructors);
@@ -850,6 +880,7 @@ impl Worker {
         if let Some(linker) = program.linker_of_mut(&image) {
             linker.commit(&patch);
         }
+        program.record_library_writes(&image, &patch.entries);
         super::abi::remember_bodies(program, &patch);
         let undo_guards = super::abi::undo_guards(program, &image, &guards);
         let undo_watch = super::abi::placed(&patch);
@@ -895,6 +926,7 @@ impl Worker {
                 added_units: new_units,
                 undo_guards,
                 undo_watch,
+                functions: patch.swapped.iter().chain(&patch.added).cloned().collect(),
             });
         }
         self.report_pulled_in(&pulled);
@@ -1062,6 +1094,7 @@ impl Worker {
             commit: reverts.entries.iter().map(entry_write).collect(),
             watch: applied.undo_watch.clone(),
             refuse_frames: super::abi::guarded_bodies(&applied.undo_guards),
+            verify: program.verify_of(&applied.image),
             ..WritePlan::default()
         };
         let report = match program.debuggee.apply(&plan) {
@@ -1084,6 +1117,8 @@ impl Worker {
         if let Some(linker) = program.linker_of_mut(&applied.image) {
             linker.revert_last();
         }
+        // What the library's entries hold now is what a later load must be told by.
+        program.record_library_writes(&applied.image, &reverts.entries);
         // Units this swap linked in are not part of the program any more (their code and
         // data stay in the arenas, unreachable from the reverted entries).
         for file in &applied.added_units {
@@ -1342,6 +1377,7 @@ fn write_plan(patch: &hot_link::Patch) -> WritePlan {
         protected: patch.protected.iter().map(|r| r.start.0..r.end.0).collect(),
         watch: Vec::new(),
         refuse_frames: Vec::new(),
+        verify: Vec::new(),
     }
 }
 

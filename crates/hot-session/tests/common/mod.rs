@@ -418,3 +418,21 @@ impl Fixture {
         })
     }
 }
+
+impl Fixture {
+    /// The sharedlib fixture's lib/plug.c as it is now, built with `compiler` into
+    /// `lib/<name>` as build.sh builds libplug.so (a rebuilt plugin for the program to load).
+    #[allow(dead_code)]
+    pub fn build_plug(&self, compiler: &str, name: &str) {
+        let status = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "{compiler} -O0 -g -fPIC -c lib/plug.c -o lib/plug2.o && \
+                 {compiler} -shared -o lib/{name} lib/plug2.o"
+            ))
+            .current_dir(self.dir.path())
+            .status()
+            .expect("run the compiler");
+        assert!(status.success(), "building lib/{name} failed");
+    }
+}
