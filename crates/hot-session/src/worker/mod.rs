@@ -87,7 +87,8 @@ impl BaselineObject {
         let parsed = self.0.parsed.get_or_init(|| {
             let path = self.0.path.as_ref()?;
             let read = std::fs::read(path).map_err(|e| e.to_string());
-            match read.and_then(|bytes| Object::parse(path, &bytes).map_err(|e| e.to_string())) {
+            match read.and_then(|bytes| Object::parse_owned(path, bytes).map_err(|e| e.to_string()))
+            {
                 Ok(object) => Some(Arc::new(object)),
                 Err(e) => {
                     tracing::warn!("baseline {} is gone: {e}", path.display());
