@@ -15,7 +15,7 @@ use crate::shared::Shared;
 use crate::{AtomOffset, EhRecord, EhRecordKind, Reloc, Symbol, SymbolDef};
 
 /// Split `section` (the range of `.eh_frame` in `file`) into records. `relocs` are the
-/// section's relocations with section offsets, in any order. A zero length word ends the
+/// section's relocations with section offsets, in any order (sorted here). A zero length word ends the
 /// table (GNU as emits none in objects, but a hand-written one may). Records with a 64-bit
 /// length (`0xffffffff` escape) are not produced by compilers for x86-64 objects and are
 /// refused, like any record that runs past the section or names a CIE that is not one.
@@ -23,11 +23,10 @@ use crate::{AtomOffset, EhRecord, EhRecordKind, Reloc, Symbol, SymbolDef};
 pub(crate) fn split(
     file: &Arc<Vec<u8>>,
     section: Range<usize>,
-    relocs: &[Reloc],
+    mut relocs: Vec<Reloc>,
     symbols: &[Symbol],
 ) -> Result<Vec<EhRecord>, String> {
     let bytes = file.get(section.clone()).unwrap_or_default();
-    let mut relocs: Vec<Reloc> = relocs.to_vec();
     if !relocs.windows(2).all(|w| w[0].offset <= w[1].offset) {
         relocs.sort_by_key(|r| r.offset);
     }
@@ -60,9 +59,21 @@ pub(crate) fn split(
             ));
         }
         let id = u32::from_le_bytes(word(bytes, at + 4)) as usize;
-        // Relocations before this record (between records) belong to none.
-        first += relocs[first..].partition_point(|r| (r.offset.0 as usize) < at);
-        let last = first + relocs[first..].partition_point(|r| (r.offset.0 as usize) < end);
+        // Relocations before this record (between records) belong to none. Records and
+        // relocations are both in section order: one step forward each.
+        while relocs
+            .get(first)
+            .is_some_and(|r| (r.offset.0 as usize) < at)
+        {
+            first += 1;
+        }
+        let mut last = first;
+        while relocs
+            .get(last)
+            .is_some_and(|r| (r.offset.0 as usize) < end)
+        {
+            last += 1;
+        }
         for r in &mut relocs[first..last] {
             r.offset = AtomOffset(r.offset.0 - at as u64);
         }

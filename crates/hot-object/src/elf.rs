@@ -678,7 +678,7 @@ fn parse_shared(
         Some(why) => object.warnings.push(format!(
             ".eh_frame not read ({why}): new code from this object gets no unwind table"
         )),
-        None => read_eh_frame(shared, eh_frame_section, &eh_frame_relocs, &mut object),
+        None => read_eh_frame(shared, eh_frame_section, eh_frame_relocs, &mut object),
     }
     // `local_static_scopes` stays empty unless the DWARF names a function-local static:
     // 24 bytes per symbol of a 4,000-symbol object kept as a baseline for every file.
@@ -738,7 +738,7 @@ fn eh_frame_rela(
 fn read_eh_frame(
     file: &Arc<Vec<u8>>,
     section: Option<Result<std::ops::Range<usize>, String>>,
-    relocs: &[Reloc],
+    relocs: Vec<Reloc>,
     object: &mut Object,
 ) {
     let range = match section {

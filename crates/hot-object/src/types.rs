@@ -153,10 +153,12 @@ impl ObjectDwarf {
         }
         // The code sections of the functions asked about, and where `.debug_info` refers
         // to them (their DW_AT_low_pc).
+        // FxHash: every function of the object is looked up (SipHash showed in profiles).
+        let asked: rustc_hash::FxHashSet<&str> = functions.iter().copied().collect();
         let mut sections: Vec<usize> = object
             .symbols
             .iter()
-            .filter(|s| s.kind == crate::SymbolKind::Function && functions.contains(&*s.name))
+            .filter(|s| s.kind == crate::SymbolKind::Function && asked.contains(&*s.name))
             .filter_map(|s| match s.def {
                 crate::SymbolDef::Atom { atom, .. } => {
                     object.atoms.get(atom.0 as usize).map(|a| a.section_index)
