@@ -2,8 +2,9 @@
 //! (the program `scripts/bench` generates: files of 2,000 functions, `cc -O1 -g`).
 //!
 //! What one save costs after its compile, stage by stage, as the session runs it: parse the
-//! new object (`read_object`), link it against the running image with the previous object as
-//! baseline (`Linker::link_units`, which diffs the two), then the ABI checks
+//! new object (`read_object`: `Object::parse_owned` of the bytes read), link it against the
+//! running image with the previous object as baseline (`Linker::link_units`, which diffs the
+//! two), then the ABI checks
 //! (`Linker::abi_changes`). The image is the real executable of the generated program (PIE,
 //! given a bias as if mapped); the linker is prepared once, as the session does at launch.
 //!
@@ -224,9 +225,17 @@ fn setup(dir: &Path) -> Setup {
     }
 }
 
+/// Parse the new object from the bytes of its file as read (the session's
+/// `Object::parse_owned`: the object keeps them, uncopied).
 #[inline(never)]
-fn stage_parse(s: &Setup) -> Object {
-    Object::parse(&s.new_path, &s.new_bytes).expect("parse new.o")
+fn stage_parse(s: &Setup, file: Vec<u8>) -> Object {
+    Object::parse_owned(&s.new_path, file).expect("parse new.o")
+}
+
+/// `runs` copies of the new object's file, made before a measurement: reading the file is
+/// the compile's I/O, not the link's.
+fn files(s: &Setup, runs: usize) -> Vec<Vec<u8>> {
+    (0..runs).map(|_| s.new_bytes.clone()).collect()
 }
 
 #[inline(never)]
@@ -268,8 +277,8 @@ fn stage_abi(s: &Setup, new: &Object, patch: &hot_link::Patch) -> usize {
 
 /// The whole per-save cost after the compile.
 #[inline(never)]
-fn stage_save(s: &Setup) -> usize {
-    let new = stage_parse(s);
+fn stage_save(s: &Setup, file: Vec<u8>) -> usize {
+    let new = stage_parse(s, file);
     let patch = stage_link(s, &new);
     stage_abi(s, &new, &patch)
 }
@@ -277,10 +286,19 @@ fn stage_save(s: &Setup) -> usize {
 /// `runs` runs of one stage: the only code callgrind counts with
 /// `--collect-atstart=no --toggle-collect='*link_profile::measured*'` (setup excluded).
 #[inline(never)]
-fn measured(s: &Setup, new: &Object, fresh: &[Object], patch: &hot_link::Patch, stage: &str) {
+fn measured(
+    s: &Setup,
+    new: &Object,
+    fresh: &[Object],
+    files: Vec<Vec<u8>>,
+    patch: &hot_link::Patch,
+    stage: &str,
+) {
     let runs = fresh.len();
     match stage {
-        "parse" => (0..runs).for_each(|_| drop(std::hint::black_box(stage_parse(s)))),
+        "parse" => files
+            .into_iter()
+            .for_each(|f| drop(std::hint::black_box(stage_parse(s, f)))),
         "diff" => (0..runs).for_each(|_| {
             std::hint::black_box(stage_diff(s, new));
         }),
@@ -290,8 +308,8 @@ fn measured(s: &Setup, new: &Object, fresh: &[Object], patch: &hot_link::Patch, 
         "abi" => fresh.iter().for_each(|new| {
             std::hint::black_box(stage_abi(s, new, patch));
         }),
-        "save" => (0..runs).for_each(|_| {
-            std::hint::black_box(stage_save(s));
+        "save" => files.into_iter().for_each(|f| {
+            std::hint::black_box(stage_save(s, f));
         }),
         other => panic!("unknown stage {other} (parse, diff, link, abi, save)"),
     }
@@ -343,7 +361,7 @@ fn memory(dir: &Path, functions: usize) {
         whole as f64 / 1024.0,
         (whole - without) as f64 / 1024.0
     );
-    let new = stage_parse(&s);
+    let new = stage_parse(&s, s.new_bytes.clone());
     let patch = stage_link(&s, &new);
     stage_abi(&s, &new, &patch);
     report_memory("one save linked and checked");
@@ -396,29 +414,41 @@ fn main() {
             continue;
         }
         let s = setup(&dir);
-        let new = stage_parse(&s);
+        let new = stage_parse(&s, s.new_bytes.clone());
         let patch = stage_link(&s, &new);
         // The previous save checked the baseline (then its new object) already.
         stage_abi(&s, &new, &patch);
         match stage.as_deref() {
             Some(stage) => {
-                let fresh: Vec<Object> = (0..runs).map(|_| stage_parse(&s)).collect();
-                measured(&s, &new, &fresh, &patch, stage)
+                let fresh: Vec<Object> = files(&s, runs)
+                    .into_iter()
+                    .map(|f| stage_parse(&s, f))
+                    .collect();
+                measured(&s, &new, &fresh, files(&s, runs), &patch, stage)
             }
             None => {
-                let parse = median_us(runs, || drop(std::hint::black_box(stage_parse(&s))));
+                let mut copies = files(&s, runs).into_iter();
+                let parse = median_us(runs, || {
+                    let file = copies.next().expect("one file per run");
+                    drop(std::hint::black_box(stage_parse(&s, file)))
+                });
                 let diff = median_us(runs, || {
                     std::hint::black_box(stage_diff(&s, &new));
                 });
                 let link = median_us(runs, || drop(std::hint::black_box(stage_link(&s, &new))));
-                let fresh: Vec<Object> = (0..runs).map(|_| stage_parse(&s)).collect();
+                let fresh: Vec<Object> = files(&s, runs)
+                    .into_iter()
+                    .map(|f| stage_parse(&s, f))
+                    .collect();
                 let mut fresh = fresh.iter();
                 let abi = median_us(runs, || {
                     let new = fresh.next().expect("one object per run");
                     std::hint::black_box(stage_abi(&s, new, &patch));
                 });
+                let mut copies = files(&s, runs).into_iter();
                 let save = median_us(runs, || {
-                    std::hint::black_box(stage_save(&s));
+                    let file = copies.next().expect("one file per run");
+                    std::hint::black_box(stage_save(&s, file));
                 });
                 println!(
                     "{n:>7} functions (median / p90 of {runs}, µs): parse {:.0} / {:.0}, \

@@ -349,7 +349,7 @@ impl Unit<'_, '_, '_> {
         };
         // The new bytes with the TLS relaxations ld makes (and values that need no address)
         // already applied; the relocations they consume are not compared again.
-        let mut bytes = a.bytes.clone();
+        let mut bytes = a.bytes.to_vec();
         let mut relocs: Vec<&Reloc> = Vec::new();
         let mut consumed_until = 0u64;
         for r in &a.relocs {

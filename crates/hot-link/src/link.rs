@@ -712,7 +712,7 @@ impl<'a> Link<'a> {
         let mut bytes = if a.bytes.is_empty() {
             vec![0u8; a.size as usize]
         } else {
-            a.bytes.clone()
+            a.bytes.to_vec()
         };
         let mut consumed_until = 0u64;
         for reloc in &a.relocs {

@@ -132,7 +132,7 @@ pub fn relocate(
             continue;
         }
         let base = placement.atoms[&id];
-        let mut bytes = atom.bytes.clone();
+        let mut bytes = atom.bytes.to_vec();
         let mut minus: Option<(u64, u64)> = None;
         for reloc in &atom.relocs {
             let err = |message: String| MachOError {

@@ -141,19 +141,45 @@ const WANTED: [SectionId; 9] = [
 ];
 
 pub(crate) fn load_sections<'data>(file: &File<'data>) -> Result<LoadedSections<'data>, String> {
-    // One pass over the section table: an object built with -ffunction-sections has a
-    // section per function, and a lookup by name per DWARF section would scan them all
-    // each time.
+    load_sections_among(file, None)
+}
+
+/// [`load_sections`] looking only at the sections `candidates` (indexes of the sections
+/// whose names start with `.debug_`, found by a caller that read every name already).
+pub(crate) fn load_sections_among<'data>(
+    file: &File<'data>,
+    candidates: Option<&[usize]>,
+) -> Result<LoadedSections<'data>, String> {
     let mut sections = Vec::new();
-    for section in object::Object::sections(file) {
+    let mut take = |section: object::read::elf::ElfSection64<'data, '_, object::Endianness>| {
         let Ok(name) = object::ObjectSection::name(&section) else {
-            continue;
+            return Ok(());
         };
         let Some(id) = WANTED.iter().copied().find(|id| id.name() == name) else {
-            continue;
+            return Ok(());
         };
         let data = uncompressed(&section).map_err(|e| format!("{name}: {e}"))?;
         sections.push((id, object::ObjectSection::index(&section).0, data));
+        Ok::<(), String>(())
+    };
+    match candidates {
+        Some(indexes) => {
+            for &index in indexes {
+                if let Ok(section) =
+                    object::Object::section_by_index(file, object::SectionIndex(index))
+                {
+                    take(section)?;
+                }
+            }
+        }
+        // One pass over the section table: an object built with -ffunction-sections has a
+        // section per function, and a lookup by name per DWARF section would scan them all
+        // each time.
+        None => {
+            for section in object::Object::sections(file) {
+                take(section)?;
+            }
+        }
     }
     let endian = if object::Object::is_little_endian(file) {
         RunTimeEndian::Little
@@ -289,11 +315,13 @@ pub(crate) fn file_path(
 /// has no line rows and no declaration lines.
 pub(crate) fn read_object_dwarf(
     file: &File<'_>,
+    shared: Option<&std::sync::Arc<Vec<u8>>>,
+    candidates: Option<&[usize]>,
     relocs: HashMap<usize, DebugRelocs>,
     section_atom: Vec<Option<AtomId>>,
     object: &mut Object,
 ) {
-    let loaded = match load_sections(file) {
+    let loaded = match load_sections_among(file, candidates) {
         Ok(loaded) => loaded,
         Err(message) => {
             object.warnings.push(format!(
@@ -321,6 +349,7 @@ pub(crate) fn read_object_dwarf(
     // Kept for what is read on demand; after an error only types are (as before lines
     // were read lazily: a unit that could not be walked gave no lines at all).
     object.dwarf = Some(std::sync::Arc::new(crate::types::ObjectDwarf::keep(
+        shared,
         &loaded,
         relocs,
         section_atom,

@@ -8,22 +8,35 @@
 //! frame instructions or the augmentation data: their pointers are exactly the relocated
 //! fields.
 
+use std::ops::Range;
+use std::sync::Arc;
+
+use crate::shared::Shared;
 use crate::{AtomOffset, EhRecord, EhRecordKind, Reloc, Symbol, SymbolDef};
 
-/// Split `bytes` (the `.eh_frame` section) into records. `relocs` are the section's
-/// relocations with section offsets, in any order. A zero length word ends the table (GNU as
-/// emits none in objects, but a hand-written one may). Records with a 64-bit length
-/// (`0xffffffff` escape) are not produced by compilers for x86-64 objects and are refused,
-/// like any record that runs past the section or names a CIE that is not one.
+/// Split `section` (the range of `.eh_frame` in `file`) into records. `relocs` are the
+/// section's relocations with section offsets, in any order (sorted here). A zero length word ends the
+/// table (GNU as emits none in objects, but a hand-written one may). Records with a 64-bit
+/// length (`0xffffffff` escape) are not produced by compilers for x86-64 objects and are
+/// refused, like any record that runs past the section or names a CIE that is not one.
+/// Each record's bytes are a range of `file`, its relocations a range of one table.
 pub(crate) fn split(
-    bytes: &[u8],
-    relocs: &[Reloc],
+    file: &Arc<Vec<u8>>,
+    section: Range<usize>,
+    mut relocs: Vec<Reloc>,
     symbols: &[Symbol],
 ) -> Result<Vec<EhRecord>, String> {
-    let mut relocs: Vec<Reloc> = relocs.to_vec();
-    relocs.sort_by_key(|r| r.offset);
-    let mut records: Vec<EhRecord> = Vec::new();
+    let bytes = file.get(section.clone()).unwrap_or_default();
+    if !relocs.windows(2).all(|w| w[0].offset <= w[1].offset) {
+        relocs.sort_by_key(|r| r.offset);
+    }
+    // (offset, length, relocation run, kind) of each record; the relocations are rewritten
+    // to offsets from their record's start in place.
+    let mut found: Vec<(usize, usize, Range<usize>, EhRecordKind)> = Vec::new();
+    // The CIEs so far: (offset, record index).
+    let mut cies: Vec<(usize, usize)> = Vec::new();
     let mut at = 0usize;
+    let mut first = 0usize;
     while at + 4 <= bytes.len() {
         let length = u32::from_le_bytes(word(bytes, at)) as usize;
         if length == 0 {
@@ -46,25 +59,37 @@ pub(crate) fn split(
             ));
         }
         let id = u32::from_le_bytes(word(bytes, at + 4)) as usize;
-        let first = relocs.partition_point(|r| (r.offset.0 as usize) < at);
-        let own: Vec<Reloc> = relocs[first..]
-            .iter()
-            .take_while(|r| (r.offset.0 as usize) < end)
-            .map(|r| Reloc {
-                offset: AtomOffset(r.offset.0 - at as u64),
-                ..*r
-            })
-            .collect();
+        // Relocations before this record (between records) belong to none. Records and
+        // relocations are both in section order: one step forward each.
+        while relocs
+            .get(first)
+            .is_some_and(|r| (r.offset.0 as usize) < at)
+        {
+            first += 1;
+        }
+        let mut last = first;
+        while relocs
+            .get(last)
+            .is_some_and(|r| (r.offset.0 as usize) < end)
+        {
+            last += 1;
+        }
+        for r in &mut relocs[first..last] {
+            r.offset = AtomOffset(r.offset.0 - at as u64);
+        }
+        let own = &relocs[first..last];
         let kind = if id == 0 {
+            cies.push((at, found.len()));
             EhRecordKind::Cie
         } else {
             // The CIE pointer is the distance back from the pointer field itself.
             let cie_at = (at + 4).checked_sub(id).ok_or_else(|| {
                 format!(".eh_frame+{at:#x}: CIE pointer {id:#x} points before the section")
             })?;
-            let cie = records
+            let cie = cies
                 .iter()
-                .position(|r| r.offset == cie_at as u64 && r.kind == EhRecordKind::Cie)
+                .find(|&&(offset, _)| offset == cie_at)
+                .map(|&(_, index)| index)
                 .ok_or_else(|| format!(".eh_frame+{at:#x}: CIE pointer {id:#x} names no CIE"))?;
             // pc_begin follows the CIE pointer; in an object it is always relocated.
             let function = own.iter().find(|r| r.offset.0 == 8).and_then(|r| {
@@ -75,15 +100,20 @@ pub(crate) fn split(
             });
             EhRecordKind::Fde { cie, function }
         };
-        records.push(EhRecord {
-            offset: at as u64,
-            bytes: bytes[at..end].to_vec(),
-            relocs: own,
-            kind,
-        });
+        found.push((at, end, first..last, kind));
+        first = last;
         at = end;
     }
-    Ok(records)
+    let relocs = Arc::new(relocs);
+    Ok(found
+        .into_iter()
+        .map(|(at, end, own, kind)| EhRecord {
+            offset: at as u64,
+            bytes: Shared::new(file, section.start + at..section.start + end),
+            relocs: Shared::new(&relocs, own),
+            kind,
+        })
+        .collect())
 }
 
 fn word(bytes: &[u8], at: usize) -> [u8; 4] {

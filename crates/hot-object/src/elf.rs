@@ -10,6 +10,7 @@
 // small integers that no adversary chooses; SipHash showed up in profiles of the save path.
 use rustc_hash::FxHashMap as HashMap;
 use std::path::Path;
+use std::sync::Arc;
 
 use object::elf;
 use object::read::elf::{Dyn, ElfFile64, ProgramHeader, Rela, SectionHeader, Sym};
@@ -20,6 +21,7 @@ use crate::image::{
     CompileUnit, GotSlot, GotSlotKind, ImageSymbol, IrelativeSlot, LinkedImage, SectionData,
     TlsSegment, TranslationUnitId, Visibility,
 };
+use crate::shared::Shared;
 use crate::{
     Atom, AtomId, AtomKind, AtomOffset, Binding, Constructor, Machine, Object, ObjectError, Reloc,
     RelocKind, Symbol, SymbolDef, SymbolId, SymbolKind,
@@ -112,7 +114,11 @@ fn open<'data>(path: &Path, bytes: &'data [u8]) -> Result<File<'data>, ObjectErr
 }
 
 fn lossy(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
+    // The plain check first: names are ASCII, and the lossy decoder is slower at it.
+    match std::str::from_utf8(bytes) {
+        Ok(s) => s.to_owned(),
+        Err(_) => String::from_utf8_lossy(bytes).into_owned(),
+    }
 }
 
 fn symbol_kind(st_type: elf::SymbolType) -> SymbolKind {
@@ -224,14 +230,51 @@ fn init_array_priority(name: &[u8]) -> Option<Option<u32>> {
     std::str::from_utf8(digits).ok()?.parse().ok().map(Some)
 }
 
-pub(crate) fn parse_relocatable(path: &Path, bytes: &[u8]) -> Result<Object, ObjectError> {
-    let ident = identify(path, bytes)?;
+pub(crate) fn parse_relocatable(path: &Path, bytes: Vec<u8>) -> Result<Object, ObjectError> {
+    let ident = identify(path, &bytes)?;
     if ident.e_type != elf::ET_REL.0 {
         return Err(ObjectError::NotRelocatable {
             path: path.to_owned(),
             found: file_type_name(ident.e_type),
         });
     }
+    // The file, which atoms and FDEs are ranges of.
+    let shared = Arc::new(bytes);
+    parse_shared(path, ident, &shared)
+}
+
+/// Where `part` (a slice of `whole`) starts and ends in it.
+fn range_in(whole: &[u8], part: &[u8]) -> std::ops::Range<usize> {
+    range_of(whole, part).unwrap_or(0..0)
+}
+
+/// Where `part` starts and ends in `whole`, if it is a slice of it.
+pub(crate) fn range_of(whole: &[u8], part: &[u8]) -> Option<std::ops::Range<usize>> {
+    let start = (part.as_ptr() as usize).checked_sub(whole.as_ptr() as usize)?;
+    let end = start.checked_add(part.len())?;
+    (end <= whole.len()).then_some(start..end)
+}
+
+/// An atom before the names are done.
+struct Draft<'data> {
+    name: &'data [u8],
+    section_index: usize,
+    kind: AtomKind,
+    align: u64,
+    size: u64,
+    bytes: std::ops::Range<usize>,
+    merge_strings: bool,
+    comdat: bool,
+    /// Into the object's one table of relocations (`None`: no relocation section yet).
+    relocs: Option<std::ops::Range<usize>>,
+}
+
+fn parse_shared(
+    path: &Path,
+    ident: Identification,
+    shared: &Arc<Vec<u8>>,
+) -> Result<Object, ObjectError> {
+    let bytes: &[u8] = shared;
     let file = open(path, bytes)?;
     let endian = file.endian();
     let sections = file.elf_section_table();
@@ -253,12 +296,24 @@ pub(crate) fn parse_relocatable(path: &Path, bytes: &[u8]) -> Result<Object, Obj
     }
 
     // Atoms, in section order (so `section_index` increases with the atom id).
-    let mut atoms = Vec::new();
+    let mut drafts: Vec<Draft<'_>> = Vec::new();
     let mut section_atom: Vec<Option<AtomId>> = vec![None; sections.len()];
+    // Every section's name, read once (the relocation sections name their targets).
+    let mut section_names: Vec<&[u8]> = Vec::with_capacity(sections.len());
+    // The `.eh_frame` section: its contents, or why they cannot be read.
+    let mut eh_frame_section: Option<Result<std::ops::Range<usize>, String>> = None;
     for (index, shdr) in sections.enumerate() {
         let name = sections
             .section_name(endian, shdr)
             .map_err(|e| malformed(path, format!("section {}: bad name: {e}", index.0)))?;
+        section_names.push(name);
+        if name == b".eh_frame" && eh_frame_section.is_none() {
+            eh_frame_section = Some(
+                shdr.data(endian, bytes)
+                    .map(|data| range_in(bytes, data))
+                    .map_err(|e| e.to_string()),
+            );
+        }
         let flags = shdr.sh_flags(endian).0;
         let sh_type = shdr.sh_type(endian);
         let Some(kind) = atom_kind(name, sh_type, flags) else {
@@ -269,7 +324,7 @@ pub(crate) fn parse_relocatable(path: &Path, bytes: &[u8]) -> Result<Object, Obj
             continue;
         }
         let section_bytes = if sh_type == elf::SHT_NOBITS {
-            Vec::new()
+            0..0
         } else {
             let data = shdr.data(endian, bytes).map_err(|e| {
                 malformed(
@@ -277,11 +332,11 @@ pub(crate) fn parse_relocatable(path: &Path, bytes: &[u8]) -> Result<Object, Obj
                     format!("section {}: contents out of bounds: {e}", lossy(name)),
                 )
             })?;
-            data.to_vec()
+            range_in(bytes, data)
         };
-        section_atom[index.0] = Some(AtomId(atoms.len() as u32));
-        atoms.push(Atom {
-            section_name: lossy(name),
+        section_atom[index.0] = Some(AtomId(drafts.len() as u32));
+        drafts.push(Draft {
+            name,
             section_index: index.0,
             kind,
             align: shdr.sh_addralign(endian).max(1),
@@ -289,13 +344,12 @@ pub(crate) fn parse_relocatable(path: &Path, bytes: &[u8]) -> Result<Object, Obj
             bytes: section_bytes,
             merge_strings: flags & elf::SHF_MERGE.0 != 0 && flags & elf::SHF_STRINGS.0 != 0,
             comdat: flags & elf::SHF_GROUP.0 != 0,
-            relocs: Vec::new(),
-            symbols: Vec::new(),
+            relocs: None,
         });
     }
 
     // Symbols: one per .symtab entry, index preserved (SymbolId == symbol table index).
-    let mut symbols = Vec::with_capacity(symtab.len());
+    let mut symbols: Vec<Symbol> = Vec::with_capacity(symtab.len());
     // The section each symbol is defined in, and its value: needed to resolve relocations of
     // debug sections, which may point at non-atom sections (.debug_str, .debug_line).
     let mut symbol_sections: Vec<(Option<usize>, u64)> = Vec::with_capacity(symtab.len());
@@ -323,14 +377,14 @@ pub(crate) fn parse_relocatable(path: &Path, bytes: &[u8]) -> Result<Object, Obj
             match section {
                 Some(SectionIndex(s)) if s < section_atom.len() => match section_atom[s] {
                     // A symbol may sit at the end of its section (an end label), not past it.
-                    Some(atom) if value > atoms[atom.0 as usize].size => {
+                    Some(atom) if value > drafts[atom.0 as usize].size => {
                         return Err(malformed(
                             path,
                             format!(
                                 "symbol {}: value {value:#x} past the end of {} ({:#x} bytes)",
                                 lossy(name),
-                                atoms[atom.0 as usize].section_name,
-                                atoms[atom.0 as usize].size
+                                lossy(drafts[atom.0 as usize].name),
+                                drafts[atom.0 as usize].size
                             ),
                         ))
                     }
@@ -365,28 +419,46 @@ pub(crate) fn parse_relocatable(path: &Path, bytes: &[u8]) -> Result<Object, Obj
         });
     }
 
-    // Defined symbols of each atom, sorted by offset.
-    for (index, sym) in symbols.iter().enumerate() {
-        if sym.kind == SymbolKind::Section {
-            continue;
-        }
-        if let SymbolDef::Atom { atom, .. } = sym.def {
-            atoms[atom.0 as usize].symbols.push(SymbolId(index as u32));
+    // Defined symbols of each atom, sorted by offset: one table, a range per atom (a
+    // counting sort by atom keeps symbol order within each).
+    let mut symbol_start = vec![0u32; drafts.len() + 1];
+    let atom_of_symbol = |sym: &Symbol| match sym.def {
+        SymbolDef::Atom { atom, .. } if sym.kind != SymbolKind::Section => Some(atom.0 as usize),
+        _ => None,
+    };
+    for sym in &symbols {
+        if let Some(a) = atom_of_symbol(sym) {
+            symbol_start[a + 1] += 1;
         }
     }
-    for atom in &mut atoms {
-        atom.symbols.sort_by_key(|&id| {
-            let sym = &symbols[id.0 as usize];
-            let offset = match sym.def {
-                SymbolDef::Atom { offset, .. } => offset.0,
-                _ => 0,
-            };
-            (offset, symbol_rank(sym))
-        });
+    for a in 0..drafts.len() {
+        symbol_start[a + 1] += symbol_start[a];
+    }
+    let mut atom_symbols = vec![SymbolId(0); symbol_start[drafts.len()] as usize];
+    let mut fill = symbol_start.clone();
+    for (index, sym) in symbols.iter().enumerate() {
+        if let Some(a) = atom_of_symbol(sym) {
+            atom_symbols[fill[a] as usize] = SymbolId(index as u32);
+            fill[a] += 1;
+        }
+    }
+    for a in 0..drafts.len() {
+        let range = symbol_start[a] as usize..symbol_start[a + 1] as usize;
+        if range.len() > 1 {
+            atom_symbols[range].sort_by_key(|&id| {
+                let sym = &symbols[id.0 as usize];
+                let offset = match sym.def {
+                    SymbolDef::Atom { offset, .. } => offset.0,
+                    _ => 0,
+                };
+                (offset, symbol_rank(sym))
+            });
+        }
     }
 
-    // Relocations: of atoms (into `Atom::relocs`), of debug sections (for DWARF) and of
-    // `.eh_frame` (split into records with it below).
+    // Relocations: of atoms (into one table, a range per atom), of debug sections (for
+    // DWARF) and of `.eh_frame` (split into records with it below).
+    let mut all_relocs: Vec<Reloc> = Vec::new();
     let mut debug_relocs: HashMap<usize, DebugRelocs> = HashMap::default();
     let mut eh_frame_relocs: Vec<Reloc> = Vec::new();
     // Why the `.eh_frame` relocations cannot be used (REL/CREL, another symbol table, out
@@ -410,11 +482,7 @@ pub(crate) fn parse_relocatable(path: &Path, bytes: &[u8]) -> Result<Object, Obj
             ));
         }
         let target_atom = section_atom[target];
-        let target_name = sections
-            .section(SectionIndex(target))
-            .ok()
-            .and_then(|s| sections.section_name(endian, s).ok())
-            .unwrap_or_default();
+        let target_name = section_names.get(target).copied().unwrap_or_default();
         let is_debug = target_name.starts_with(b".debug_");
         let is_eh_frame = target_name == b".eh_frame";
         if let Some(priority) = init_array_priority(target_name) {
@@ -493,8 +561,14 @@ pub(crate) fn parse_relocatable(path: &Path, bytes: &[u8]) -> Result<Object, Obj
                 Err(e) => eh_frame_unusable = Some(e.to_string()),
             }
         } else if let Some(atom_id) = target_atom {
-            let atom = &mut atoms[atom_id.0 as usize];
-            atom.relocs.reserve(relas.len());
+            let atom = &mut drafts[atom_id.0 as usize];
+            // An atom's relocations are one run of the table: a second relocation section
+            // for the same atom (never from a compiler) moves its run to the end.
+            let first = all_relocs.len();
+            if let Some(previous) = atom.relocs.take() {
+                all_relocs.extend_from_within(previous);
+            }
+            all_relocs.reserve(relas.len());
             for rela in relas {
                 let raw_type = rela.r_type(endian, false).0;
                 let sym = rela.r_sym(endian, false) as usize;
@@ -504,7 +578,7 @@ pub(crate) fn parse_relocatable(path: &Path, bytes: &[u8]) -> Result<Object, Obj
                         path,
                         format!(
                             "relocation at {}+{offset:#x}: symbol index {sym} out of range",
-                            atom.section_name
+                            lossy(atom.name)
                         ),
                     ));
                 }
@@ -513,7 +587,8 @@ pub(crate) fn parse_relocatable(path: &Path, bytes: &[u8]) -> Result<Object, Obj
                         path,
                         format!(
                             "relocation at {}+{offset:#x}: offset past the section end ({:#x})",
-                            atom.section_name, atom.size
+                            lossy(atom.name),
+                            atom.size
                         ),
                     ));
                 }
@@ -521,7 +596,7 @@ pub(crate) fn parse_relocatable(path: &Path, bytes: &[u8]) -> Result<Object, Obj
                     Machine::X86_64 => RelocKind::from_x86_64(raw_type),
                     Machine::Aarch64 => RelocKind::from_aarch64(raw_type),
                 };
-                atom.relocs.push(Reloc {
+                all_relocs.push(Reloc {
                     offset: AtomOffset(offset),
                     raw_type,
                     kind,
@@ -529,7 +604,11 @@ pub(crate) fn parse_relocatable(path: &Path, bytes: &[u8]) -> Result<Object, Obj
                     addend: rela.r_addend(endian),
                 });
             }
-            atom.relocs.sort_by_key(|r| r.offset);
+            let run = &mut all_relocs[first..];
+            if !run.windows(2).all(|w| w[0].offset <= w[1].offset) {
+                run.sort_by_key(|r| r.offset);
+            }
+            atom.relocs = Some(first..all_relocs.len());
         } else {
             let map = debug_relocs.entry(target).or_default();
             for rela in relas {
@@ -554,9 +633,31 @@ pub(crate) fn parse_relocatable(path: &Path, bytes: &[u8]) -> Result<Object, Obj
         }
     }
 
+    let all_relocs = Arc::new(all_relocs);
+    let atom_symbols = Arc::new(atom_symbols);
+    let atoms: Vec<Atom> = drafts
+        .into_iter()
+        .enumerate()
+        .map(|(a, d)| Atom {
+            section_name: lossy(d.name),
+            section_index: d.section_index,
+            kind: d.kind,
+            align: d.align,
+            size: d.size,
+            bytes: Shared::new(shared, d.bytes),
+            merge_strings: d.merge_strings,
+            comdat: d.comdat,
+            relocs: Shared::new(&all_relocs, d.relocs.unwrap_or(0..0)),
+            symbols: Shared::new(
+                &atom_symbols,
+                symbol_start[a] as usize..symbol_start[a + 1] as usize,
+            ),
+        })
+        .collect();
     let mut object = Object {
         machine: ident.machine,
         format: crate::ObjectFormat::Elf,
+        file: Shared::whole(Arc::clone(shared)),
         atoms,
         symbols,
         producer: None,
@@ -577,14 +678,24 @@ pub(crate) fn parse_relocatable(path: &Path, bytes: &[u8]) -> Result<Object, Obj
         Some(why) => object.warnings.push(format!(
             ".eh_frame not read ({why}): new code from this object gets no unwind table"
         )),
-        None => read_eh_frame(&file, &eh_frame_relocs, &mut object),
+        None => read_eh_frame(shared, eh_frame_section, eh_frame_relocs, &mut object),
     }
     // `local_static_scopes` stays empty unless the DWARF names a function-local static:
     // 24 bytes per symbol of a 4,000-symbol object kept as a baseline for every file.
     for relocs in debug_relocs.values_mut() {
         relocs.finish();
     }
-    dwarf::read_object_dwarf(&file, debug_relocs, section_atom, &mut object);
+    let debug_sections: Vec<usize> = (0..section_names.len())
+        .filter(|&i| section_names[i].starts_with(b".debug_"))
+        .collect();
+    dwarf::read_object_dwarf(
+        &file,
+        Some(shared),
+        Some(&debug_sections),
+        debug_relocs,
+        section_atom,
+        &mut object,
+    );
     Ok(object)
 }
 
@@ -624,21 +735,23 @@ fn eh_frame_rela(
 
 /// Split the object's `.eh_frame` (if any) into records. A table that cannot be read only
 /// costs the unwind information of new code: a warning, not a refusal.
-fn read_eh_frame(file: &File<'_>, relocs: &[Reloc], object: &mut Object) {
-    use object::{Object as _, ObjectSection as _};
-    let Some(section) = file.section_by_name(".eh_frame") else {
-        return;
-    };
-    let bytes = match section.data() {
-        Ok(b) => b,
-        Err(e) => {
+fn read_eh_frame(
+    file: &Arc<Vec<u8>>,
+    section: Option<Result<std::ops::Range<usize>, String>>,
+    relocs: Vec<Reloc>,
+    object: &mut Object,
+) {
+    let range = match section {
+        None => return,
+        Some(Ok(range)) => range,
+        Some(Err(e)) => {
             object
                 .warnings
                 .push(format!(".eh_frame: contents out of bounds: {e}"));
             return;
         }
     };
-    match crate::eh_frame::split(bytes, relocs, &object.symbols) {
+    match crate::eh_frame::split(file, range, relocs, &object.symbols) {
         Ok(records) => object.eh_frame = records,
         Err(e) => object.warnings.push(e),
     }

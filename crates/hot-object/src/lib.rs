@@ -24,6 +24,7 @@ pub mod macho_exports;
 mod macho_image;
 pub mod names;
 pub mod reloc;
+pub mod shared;
 pub mod types;
 
 pub use diff::{
@@ -38,6 +39,7 @@ pub use image::{
 pub use index::IndexCell;
 pub use names::{display_name, display_names};
 pub use reloc::RelocKind;
+pub use shared::Shared;
 
 use std::path::{Path, PathBuf};
 
@@ -112,18 +114,19 @@ pub struct Atom {
     pub kind: AtomKind,
     pub align: u64,
     pub size: u64,
-    /// Section contents; empty for `Bss`/`TlsBss`.
-    pub bytes: Vec<u8>,
+    /// Section contents; empty for `Bss`/`TlsBss`. A range of the object's file.
+    pub bytes: Shared<u8>,
     /// `SHF_MERGE | SHF_STRINGS`: anonymous string literals, never bound by name.
     pub merge_strings: bool,
     /// `SHF_GROUP`: a member of a section group (a COMDAT: C++ inline functions and
     /// variables, template instances). The linker keeps one copy of each group, so several
     /// files defining its symbols is no multiple definition.
     pub comdat: bool,
-    /// Relocations applying to this atom, sorted by offset.
-    pub relocs: Vec<Reloc>,
+    /// Relocations applying to this atom, sorted by offset (a range of the object's one
+    /// table of relocations).
+    pub relocs: Shared<Reloc>,
     /// Symbols defined inside this atom (not the section symbol), sorted by offset.
-    pub symbols: Vec<SymbolId>,
+    pub symbols: Shared<SymbolId>,
 }
 
 /// Where a symbol is defined.
@@ -204,6 +207,9 @@ pub struct Object {
     pub machine: Machine,
     /// Added: ELF or Mach-O (decides how [`Reloc::raw_type`] is named).
     pub format: ObjectFormat,
+    /// Added: the object file as read, which atoms, FDEs and debug sections are ranges of
+    /// (empty for an object built by hand). Writing it out gives back the object.
+    pub file: Shared<u8>,
     pub atoms: Vec<Atom>,
     pub symbols: Vec<Symbol>,
     /// `DW_AT_producer` of the object's compile unit, if it has DWARF.
@@ -260,11 +266,11 @@ pub struct Constructor {
 pub struct EhRecord {
     /// Offset of the record in the object's `.eh_frame`.
     pub offset: u64,
-    /// The record's bytes, length word included, unrelocated.
-    pub bytes: Vec<u8>,
+    /// The record's bytes, length word included, unrelocated (a range of the object's file).
+    pub bytes: Shared<u8>,
     /// Relocations inside the record, with offsets from the record's start, sorted: an FDE's
     /// `pc_begin` (at 8) and LSDA pointer, a CIE's personality pointer.
-    pub relocs: Vec<Reloc>,
+    pub relocs: Shared<Reloc>,
     pub kind: EhRecordKind,
 }
 
@@ -301,6 +307,15 @@ impl Object {
     pub fn parse(path: &Path, bytes: &[u8]) -> Result<Object, ObjectError> {
         if macho::is_macho(bytes) {
             return macho::parse_relocatable(path, bytes);
+        }
+        elf::parse_relocatable(path, bytes.to_vec())
+    }
+
+    /// [`Object::parse`] of the bytes of a file just read, which the object keeps
+    /// ([`Object::file`]; its atoms' bytes are ranges of it) without copying them.
+    pub fn parse_owned(path: &Path, bytes: Vec<u8>) -> Result<Object, ObjectError> {
+        if macho::is_macho(&bytes) {
+            return macho::parse_relocatable(path, &bytes);
         }
         elf::parse_relocatable(path, bytes)
     }

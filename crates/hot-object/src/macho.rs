@@ -45,6 +45,7 @@ use object::macho;
 use object::read::macho::{MachHeader as _, MachOFile64, Nlist as _, Section as _};
 use object::{Endianness, Object as _, ObjectSection as _};
 
+use crate::shared::Shared;
 use crate::{
     Atom, AtomId, AtomKind, AtomOffset, Binding, Constructor, Machine, Object, ObjectError,
     ObjectFormat, Reloc, RelocKind, Symbol, SymbolDef, SymbolId, SymbolKind,
@@ -179,7 +180,7 @@ type SectionAtoms = Vec<(u64, AtomId)>;
 
 /// The atom of a section containing section-relative `offset`, and the offset inside it. An
 /// offset at the very end of the section (an end label) belongs to the last atom.
-fn locate(atoms: &SectionAtoms, all: &[Atom], offset: u64) -> Option<(AtomId, u64)> {
+fn locate(atoms: &SectionAtoms, all: &[Draft], offset: u64) -> Option<(AtomId, u64)> {
     let idx = atoms.partition_point(|&(start, _)| start <= offset);
     let (start, atom) = *atoms.get(idx.checked_sub(1)?)?;
     let inside = offset - start;
@@ -301,7 +302,7 @@ pub(crate) fn parse_relocatable(path: &Path, bytes: &[u8]) -> Result<Object, Obj
     };
 
     // Atoms, section by section.
-    let mut atoms: Vec<Atom> = Vec::new();
+    let mut atoms: Vec<Draft> = Vec::new();
     let mut section_atoms: Vec<SectionAtoms> = vec![Vec::new(); sects.len()];
     for (si, sect) in sects.iter().enumerate() {
         let Role::Atoms(kind) = sect.role else {
@@ -331,7 +332,7 @@ pub(crate) fn parse_relocatable(path: &Path, bytes: &[u8]) -> Result<Object, Obj
                 sect.data[start as usize..end as usize].to_vec()
             };
             section_atoms[si].push((start, AtomId(atoms.len() as u32)));
-            atoms.push(Atom {
+            atoms.push(Draft {
                 section_name: sect.name.clone(),
                 section_index: sect.ordinal,
                 kind,
@@ -509,12 +510,45 @@ pub(crate) fn parse_relocatable(path: &Path, bytes: &[u8]) -> Result<Object, Obj
     Ok(Object {
         machine,
         format: ObjectFormat::MachO,
-        atoms,
+        file: Shared::from(bytes),
+        atoms: atoms.into_iter().map(Draft::into_atom).collect(),
         symbols,
         warnings,
         constructors: constructors.into_iter().map(|(_, c)| c).collect(),
         ..Default::default()
     })
+}
+
+/// An atom while its relocations and symbols are collected (and Mach-O's addends folded
+/// into its bytes): [`Atom`] with growable parts.
+struct Draft {
+    section_name: String,
+    section_index: usize,
+    kind: AtomKind,
+    align: u64,
+    size: u64,
+    bytes: Vec<u8>,
+    merge_strings: bool,
+    comdat: bool,
+    relocs: Vec<Reloc>,
+    symbols: Vec<SymbolId>,
+}
+
+impl Draft {
+    fn into_atom(self) -> Atom {
+        Atom {
+            section_name: self.section_name,
+            section_index: self.section_index,
+            kind: self.kind,
+            align: self.align,
+            size: self.size,
+            bytes: Shared::from(self.bytes),
+            merge_strings: self.merge_strings,
+            comdat: self.comdat,
+            relocs: Shared::from(self.relocs),
+            symbols: Shared::from(self.symbols),
+        }
+    }
 }
 
 /// Assembler- and linker-private labels: not names of anything in the program (C and C++
@@ -553,7 +587,7 @@ struct RelocContext<'a, 'data> {
     sects: &'a [Sect<'data>],
     section_atoms: &'a [SectionAtoms],
     nlist_map: &'a [Option<SymbolId>],
-    atoms: &'a mut Vec<Atom>,
+    atoms: &'a mut Vec<Draft>,
     symbols: &'a mut Vec<Symbol>,
     section_symbols: &'a mut rustc_hash::FxHashMap<AtomId, SymbolId>,
 }

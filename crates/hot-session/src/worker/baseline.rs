@@ -928,7 +928,7 @@ pub(super) fn read_object(job: &CompileJob) -> Result<Object, String> {
 /// Read and parse an object file, leaving it in place.
 fn parse_object_file(path: &Path) -> Result<Object, String> {
     let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    Object::parse(path, &bytes).map_err(|e| e.to_string())
+    Object::parse_owned(path, bytes).map_err(|e| e.to_string())
 }
 
 /// A baseline compile prepared by the worker: the snapshot written to its own folder.

@@ -88,7 +88,8 @@ impl BaselineObject {
         let parsed = self.0.parsed.get_or_init(|| {
             let path = self.0.path.as_ref()?;
             let read = std::fs::read(path).map_err(|e| e.to_string());
-            match read.and_then(|bytes| Object::parse(path, &bytes).map_err(|e| e.to_string())) {
+            match read.and_then(|bytes| Object::parse_owned(path, bytes).map_err(|e| e.to_string()))
+            {
                 Ok(object) => Some(Arc::new(object)),
                 Err(e) => {
                     tracing::warn!("baseline {} is gone: {e}", path.display());
@@ -97,6 +98,35 @@ impl BaselineObject {
             }
         });
         parsed.as_deref()
+    }
+
+    /// Whether the object is held in memory, parsed (a save's object, or one read from
+    /// disk on its first use).
+    pub(crate) fn is_parsed(&self) -> bool {
+        self.0.parsed.get().is_some_and(Option::is_some)
+    }
+
+    /// This baseline kept on disk at `path` instead of in memory, if it is held parsed:
+    /// its file is written (`Object::file`, the bytes it was read from) and parsed again on
+    /// first use; the parse held here goes with the last clone of this one. `None` when it
+    /// is not parsed, has no file to write (built by hand) or the write fails (it then
+    /// stays in memory).
+    pub(crate) fn spilled(&self, path: PathBuf) -> Option<BaselineObject> {
+        let object = self.0.parsed.get()?.as_ref()?;
+        if object.file.is_empty() {
+            return None;
+        }
+        match std::fs::write(&path, &object.file[..]) {
+            Ok(()) => Some(BaselineObject::on_disk(path)),
+            Err(e) => {
+                tracing::debug!(
+                    "baseline kept in memory: cannot write {}: {e}",
+                    path.display()
+                );
+                let _ = std::fs::remove_file(&path);
+                None
+            }
+        }
     }
 
     /// Which baseline this is (the same for its clones), for telling whether a patch
@@ -855,6 +885,18 @@ impl Worker {
 mod tests {
     use super::BaselineObject;
 
+    /// `cc FLAGS source -o object`, which must succeed.
+    fn compile(source: &std::path::Path, object: &std::path::Path, flags: &[&str]) {
+        let status = std::process::Command::new("cc")
+            .args(flags)
+            .arg(source)
+            .arg("-o")
+            .arg(object)
+            .status()
+            .expect("running cc");
+        assert!(status.success(), "cc failed");
+    }
+
     /// A baseline left on disk: parsed on the first `get`, shared by its clones, its file
     /// removed with the last clone; one whose file is gone is no baseline (not an error).
     #[test]
@@ -864,14 +906,7 @@ mod tests {
         std::fs::write(&source, "int answer(void) { return 42; }\n").expect("write unit.c");
         let check = |name: &str, remove_first: bool| {
             let object = dir.path().join(name);
-            let status = std::process::Command::new("cc")
-                .args(["-c", "-g"])
-                .arg(&source)
-                .arg("-o")
-                .arg(&object)
-                .status()
-                .expect("running cc");
-            assert!(status.success(), "cc failed");
+            compile(&source, &object, &["-c", "-g"]);
             let baseline = BaselineObject::on_disk(object.clone());
             if remove_first {
                 std::fs::remove_file(&object).expect("remove the object");
@@ -900,5 +935,39 @@ mod tests {
         };
         check("kept.o", false);
         check("removed.o", true);
+    }
+
+    /// A baseline held parsed, spilled to disk for the journal: the file written is the
+    /// object it was parsed from, parsed again on first use; one without a file (built by
+    /// hand) stays as it is.
+    #[test]
+    fn a_parsed_baseline_spills_to_its_object_file() {
+        let dir = tempfile::tempdir().expect("a temporary folder");
+        let source = dir.path().join("unit.c");
+        std::fs::write(&source, "int answer(void) { return 42; }\nint other;\n")
+            .expect("write unit.c");
+        let object = dir.path().join("unit.o");
+        compile(&source, &object, &["-c", "-g", "-ffunction-sections"]);
+        let bytes = std::fs::read(&object).expect("read unit.o");
+        let parsed = hot_object::Object::parse_owned(&object, bytes.clone()).expect("parses");
+        let names = |o: &hot_object::Object| -> Vec<String> {
+            o.symbols.iter().map(|s| s.name.clone()).collect()
+        };
+        let expected = names(&parsed);
+        let baseline = BaselineObject::parsed(parsed);
+        assert!(baseline.is_parsed(), "a save's object is held parsed");
+        let spill = dir.path().join("spilled.o");
+        let on_disk = baseline.spilled(spill.clone()).expect("spilled");
+        assert_eq!(std::fs::read(&spill).expect("the spilled file"), bytes);
+        assert!(!on_disk.is_parsed(), "left on disk until used");
+        let again = on_disk.get().expect("the spilled object parses");
+        assert_eq!(names(again), expected, "the same object");
+        drop(on_disk);
+        assert!(!spill.exists(), "removed with its baseline");
+        let by_hand = BaselineObject::parsed(hot_object::Object::default());
+        assert!(
+            by_hand.spilled(dir.path().join("none.o")).is_none(),
+            "an object without a file stays in memory"
+        );
     }
 }
