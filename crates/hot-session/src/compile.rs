@@ -283,6 +283,9 @@ struct CancelState {
     /// reused by another process before its compile's thread waits for it, under the same
     /// lock.
     groups: Vec<i32>,
+    /// A save waits for this compile now ([`Cancel::hurry`]): it runs at the server's
+    /// priority, however it was started.
+    hurried: bool,
 }
 
 impl Cancel {
@@ -295,6 +298,29 @@ impl Cancel {
             // leader is our unreaped child, so the id names no one else.
             unsafe {
                 libc::kill(-group, libc::SIGKILL);
+            }
+        }
+    }
+
+    /// Something the user waits for needs this compile now (a save of its file): a
+    /// compiler started at [`Priority::Background`] is set back to the server's priority, and
+    /// one not started yet starts at it. Lowering a niceness needs `CAP_SYS_NICE` (or a
+    /// `RLIMIT_NICE` that allows it); without, the compiler stays where it was.
+    pub fn hurry(&self) {
+        let mut state = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        state.hurried = true;
+        // SAFETY: getpriority/setpriority are plain system calls; each group's leader is our
+        // unreaped child (see `groups`), so the id names no other process group.
+        unsafe {
+            let server = libc::getpriority(libc::PRIO_PROCESS, 0);
+            for &group in &state.groups {
+                if libc::setpriority(libc::PRIO_PGRP, group as libc::id_t, server) != 0 {
+                    tracing::debug!(
+                        group,
+                        "the compile's priority cannot be raised: {}",
+                        std::io::Error::last_os_error()
+                    );
+                }
             }
         }
     }
@@ -338,7 +364,7 @@ pub fn run_cancellable(
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .process_group(0);
-        if priority == Priority::Background {
+        if priority == Priority::Background && !state.hurried {
             // SAFETY: the closure runs in the forked child before exec and only makes the
             // nice(2) system call, which is async-signal-safe; its failure (a limit that
             // forbids it) leaves the compiler at the server's priority, which is harmless.
@@ -539,6 +565,66 @@ fn parse_text(stderr: &str, directory: &Path) -> Vec<Diagnostic> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The niceness of a running process, from `/proc/PID/stat` (field 19).
+    fn niceness(pid: i32) -> Option<i32> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        let after_name = &stat[stat.rfind(')')? + 2..];
+        after_name.split_whitespace().nth(16)?.parse().ok()
+    }
+
+    /// A background compile runs [`BACKGROUND_NICENESS`] nicer than the server; hurried, it
+    /// runs at the server's niceness (root, as here and in CI, may lower it; anyone else
+    /// keeps the background niceness, which `hurry` documents), and the compile still ends.
+    #[test]
+    fn a_hurried_background_compile_runs_at_the_servers_priority() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let stop = dir.path().join("stop");
+        let job = CompileJob {
+            // A "compiler" that waits for the test, then writes its object.
+            argv: vec![
+                "sh".into(),
+                "-c".into(),
+                format!(
+                    "while [ ! -e {stop} ]; do sleep 0.01; done; : > {{output}}",
+                    stop = stop.display()
+                ),
+            ],
+            directory: dir.path().to_owned(),
+            source: dir.path().join("a.c"),
+            output: dir.path().join("a.o"),
+            family: Family::Unknown,
+        };
+        let cancel = Cancel::default();
+        let thread_cancel = cancel.clone();
+        let compile =
+            std::thread::spawn(move || run_cancellable(&job, &thread_cancel, Priority::Background));
+        let server = unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) };
+        let deadline = Instant::now() + std::time::Duration::from_secs(60);
+        let group = loop {
+            let groups = cancel.0.lock().expect("lock").groups.clone();
+            if let Some(&group) = groups.first() {
+                if niceness(group) == Some(server + BACKGROUND_NICENESS) {
+                    break group;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the compiler never started nicer"
+            );
+            std::thread::yield_now();
+        };
+        cancel.hurry();
+        let expected = if unsafe { libc::geteuid() } == 0 {
+            server
+        } else {
+            server + BACKGROUND_NICENESS
+        };
+        assert_eq!(niceness(group), Some(expected));
+        std::fs::write(&stop, "").expect("let the compiler finish");
+        let outcome = compile.join().expect("compile thread").expect("ran");
+        assert!(outcome.is_some_and(|o| o.success));
+    }
 
     fn entry(args: &[&str]) -> CompileEntry {
         CompileEntry {

@@ -405,6 +405,9 @@ impl Worker {
             }
             _ => saved,
         };
+        for file in files {
+            self.hurry_baseline_of(file, files.len() == 1);
+        }
         let mut units = Vec::with_capacity(files.len());
         for file in files {
             match self.unit_job(file) {
