@@ -164,15 +164,12 @@ fn frame_guards(
 /// The code of every guarded function (its body in the image and every body an earlier
 /// patch placed for it), named after the function, for `WritePlan::refuse_frames`.
 pub(super) fn guarded_bodies(
-    program: &Program,
+    program: &mut Program,
     image: &UnitImage,
     guards: &[FrameGuard],
 ) -> Vec<(Range<u64>, String)> {
-    let Some(module) = program.module_of(image) else {
-        return Vec::new();
-    };
     let names: HashSet<&str> = guards.iter().map(|g| g.function.as_str()).collect();
-    bodies_named(program, module, &names)
+    bodies_named(program, image, &names)
 }
 
 /// The refusals for the frames found in guarded functions, one per changed type, naming
@@ -222,38 +219,24 @@ pub(super) fn frame_refusals(
 /// executable and every body an earlier patch placed for it (a frame of any of them still
 /// finishes there), for [`hot_process::WritePlan::watch`].
 pub(super) fn old_bodies(
-    program: &Program,
+    program: &mut Program,
     image: &UnitImage,
     patch: &Patch,
 ) -> Vec<(Range<u64>, String)> {
-    let Some(module) = program.module_of(image) else {
-        return Vec::new();
-    };
     let swapped: HashSet<&str> = patch.swapped.iter().map(String::as_str).collect();
-    bodies_named(program, module, &swapped)
+    bodies_named(program, image, &swapped)
 }
 
 /// The bodies of the functions `names` in `module` and those earlier patches placed.
 fn bodies_named(
-    program: &Program,
-    module: &hot_link::Module,
+    program: &mut Program,
+    image: &UnitImage,
     names: &HashSet<&str>,
 ) -> Vec<(Range<u64>, String)> {
-    let mut out: Vec<(Range<u64>, String)> = module
-        .image
-        .symbols
-        .iter()
-        .filter(|s| {
-            s.defined
-                && s.kind == hot_object::SymbolKind::Function
-                && s.size > 0
-                && names.contains(s.name.as_str())
-        })
-        .map(|s| {
-            let start = module.runtime(hot_link::Vaddr(s.vaddr)).0;
-            (start..start.saturating_add(s.size), s.name.clone())
-        })
-        .collect();
+    if program.module_of(image).is_none() {
+        return Vec::new();
+    }
+    let mut out = program.functions_named(image, names);
     for name in names {
         for range in program.bodies.get(*name).into_iter().flatten() {
             out.push((range.clone(), name.to_string()));
