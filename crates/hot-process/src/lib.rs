@@ -408,12 +408,22 @@ impl Debuggee {
         let Ok(exe) = std::fs::read_link(self.exe_path()) else {
             return Vec::new();
         };
-        let Ok(dir) = std::fs::read_dir("/proc") else {
-            return Vec::new();
+        // The kernel's own list of each thread's children (`CONFIG_PROC_CHILDREN`): a look at
+        // the program's threads, where reading the status of every process on the machine
+        // took 2 ms of each save. Without it, every process is looked at.
+        let candidates: Vec<i32> = match own_children(pid) {
+            Some(children) => children,
+            None => {
+                let Ok(dir) = std::fs::read_dir("/proc") else {
+                    return Vec::new();
+                };
+                dir.flatten()
+                    .filter_map(|entry| entry.file_name().to_str()?.parse::<i32>().ok())
+                    .collect()
+            }
         };
-        let mut children: Vec<i32> = dir
-            .flatten()
-            .filter_map(|entry| entry.file_name().to_str()?.parse::<i32>().ok())
+        let mut children: Vec<i32> = candidates
+            .into_iter()
             .filter(|&child| {
                 let status = std::fs::read_to_string(format!("/proc/{child}/status"));
                 let parent = status.ok().and_then(|s| {
@@ -605,3 +615,35 @@ const _: () = {
     const fn assert_send_sync<T: Send + Sync>() {}
     assert_send_sync::<Debuggee>();
 };
+
+/// The children of every thread of `pid`, from `/proc/PID/task/TID/children`; `None` when
+/// the kernel has no such file (built without `CONFIG_PROC_CHILDREN`) or the threads cannot
+/// be listed.
+#[cfg(target_os = "linux")]
+fn own_children(pid: i32) -> Option<Vec<i32>> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
+    let mut children = Vec::new();
+    for task in tasks.flatten() {
+        let mut path = task.path();
+        path.push("children");
+        match std::fs::read_to_string(&path) {
+            Ok(text) => children.extend(
+                text.split_whitespace()
+                    .filter_map(|c| c.parse::<i32>().ok()),
+            ),
+            // A thread that ended since the listing has no children to give.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && task.path().exists() => {
+                return None
+            }
+            Err(_) => {}
+        }
+    }
+    children.sort_unstable();
+    children.dedup();
+    Some(children)
+}
+
+#[cfg(not(target_os = "linux"))]
+fn own_children(_pid: i32) -> Option<Vec<i32>> {
+    None
+}

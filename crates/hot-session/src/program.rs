@@ -162,6 +162,9 @@ pub(crate) struct Program {
     /// The shared objects under the workspace and when they were listed
     /// ([`Program::unloaded_library_of`]).
     workspace_so: Option<(std::time::Instant, Vec<PathBuf>)>,
+    /// Per module path, the image it was built for and that image's defined functions
+    /// (`symbols` indices) sorted by name ([`Program::functions_named`]).
+    function_names: HashMap<String, (Arc<LinkedImage>, Vec<u32>)>,
 }
 
 /// The source files a shared library on disk was built from: its DWARF compile units
@@ -195,6 +198,7 @@ impl Program {
             unplaced: Vec::new(),
             lto: HashMap::new(),
             workspace_libs: HashMap::new(),
+            function_names: HashMap::new(),
             library_keys: Vec::new(),
             reloaded: Vec::new(),
             library_writes: LibraryWrites::default(),
@@ -219,6 +223,56 @@ impl Program {
         if let Some(image) = self.image.as_mut() {
             image.libs = modules;
         }
+    }
+
+    /// The running ranges of `image`'s defined functions named any of `names` (statics of
+    /// the same name in other files included), found by binary search in an index sorted by
+    /// name, built on the first call for each image: every save asks for its swapped
+    /// functions, and a walk over the symbols of a 100,000-function executable took 5 ms of
+    /// each save.
+    pub fn functions_named(
+        &mut self,
+        image: &UnitImage,
+        names: &HashSet<&str>,
+    ) -> Vec<(std::ops::Range<u64>, String)> {
+        if names.is_empty() {
+            return Vec::new();
+        }
+        let Some(module) = self.module_of(image).cloned() else {
+            return Vec::new();
+        };
+        let symbols = &module.image.symbols;
+        let entry = self
+            .function_names
+            .entry(module.path.clone())
+            .or_insert_with(|| (module.image.clone(), Vec::new()));
+        if !Arc::ptr_eq(&entry.0, &module.image) || (entry.1.is_empty() && !symbols.is_empty()) {
+            let mut sorted: Vec<u32> = symbols
+                .iter()
+                .enumerate()
+                .filter(|(_, s)| {
+                    s.defined && s.kind == hot_object::SymbolKind::Function && s.size > 0
+                })
+                .map(|(i, _)| i as u32)
+                .collect();
+            sorted
+                .sort_unstable_by(|&a, &b| symbols[a as usize].name.cmp(&symbols[b as usize].name));
+            *entry = (module.image.clone(), sorted);
+        }
+        let sorted = &entry.1;
+        let mut out = Vec::new();
+        for name in names {
+            let first = sorted.partition_point(|&i| symbols[i as usize].name.as_str() < *name);
+            for &i in sorted[first..]
+                .iter()
+                .take_while(|&&i| symbols[i as usize].name == *name)
+            {
+                let s = &symbols[i as usize];
+                let start = module.runtime(hot_link::Vaddr(s.vaddr)).0;
+                out.push((start..start.saturating_add(s.size), s.name.clone()));
+            }
+        }
+        out
     }
 
     /// Read the executable of the running process (once); its libraries come with the

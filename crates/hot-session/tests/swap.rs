@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{field, Fixture};
+use common::{field, stopped_or_traced, Fixture};
 use hot_session::{Diagnostic, Progress, SessionEvent, Severity, SwapSummary};
 
 /// Launch `fixture`, wait for `before` in its output, replace `from` by `to` in `file` and
@@ -410,16 +410,9 @@ fn loop_head_inside_the_entry_jump() {
     );
 }
 
-#[test]
-fn eight_threads_survive_a_hundred_swaps() {
-    let mut f = Fixture::launch("threads");
-    f.wait_output("version=1");
-    for i in 0..100 {
-        let (from, to) = if i % 2 == 0 {
-            ("return 1;", "return 2;")
-        } else {
-            ("return 2;", "return 1;")
-        };
+/// Each edit of main.c in turn, saved: each swap must swap `version` alone.
+fn swap_version_each<'a>(f: &mut Fixture, edits: impl IntoIterator<Item = (&'a str, &'a str)>) {
+    for (i, (from, to)) in edits.into_iter().enumerate() {
         f.edit("main.c", from, to);
         f.save("main.c");
         let swap = f.wait_swap();
@@ -429,6 +422,17 @@ fn eight_threads_survive_a_hundred_swaps() {
             "swap {i}: {swap:?}"
         );
     }
+}
+
+#[test]
+fn eight_threads_survive_a_hundred_swaps() {
+    let mut f = Fixture::launch("threads");
+    f.wait_output("version=1");
+    let edits = (0..100).map(|i| match i % 2 {
+        0 => ("return 1;", "return 2;"),
+        _ => ("return 2;", "return 1;"),
+    });
+    swap_version_each(&mut f, edits);
     // 100 swaps end on `return 1`; the program reports it and never saw a bad value.
     f.wait_output("version=1");
     assert!(!f.fresh_output.contains("BAD"), "{}", f.fresh_output);
@@ -441,6 +445,34 @@ fn eight_threads_survive_a_hundred_swaps() {
         })
         .collect();
     assert!(!all_output.contains("BAD"), "a thread saw a broken version");
+    f.assert_same_process();
+}
+
+/// Tester finding F14: 300 idle threads (usleep loops). Every swap stops, scans and lets go
+/// of each of them; after three swaps every thread still ticks, the program runs the last
+/// version, and no thread is left stopped or traced.
+#[test]
+fn three_hundred_idle_threads_are_all_let_go_after_each_swap() {
+    let mut f = Fixture::launch("idlethreads");
+    let pid = f.pid.expect("pid");
+    f.wait_output("version=1");
+    let edits = [
+        ("return 1;", "return 2;"),
+        ("return 2;", "return 3;"),
+        ("return 3;", "return 4;"),
+    ];
+    swap_version_each(&mut f, edits);
+    f.wait_output("version=4");
+    f.fresh_output.clear();
+    // A round after the swaps in which every thread ticked: one left stopped never would
+    // (the wait fails with the lines seen).
+    let line = f.wait_output("alive=300");
+    assert_eq!(field(&line, "version"), "4", "{line}");
+    assert!(
+        stopped_or_traced(pid).is_empty(),
+        "{:?}",
+        stopped_or_traced(pid)
+    );
     f.assert_same_process();
 }
 

@@ -378,15 +378,23 @@ pub(super) fn frame_refusals<T>(
 /// executable and every body an earlier patch placed for it (a frame of any of them still
 /// finishes there), for [`hot_process::WritePlan::watch`].
 pub(super) fn old_bodies(
-    program: &Program,
+    program: &mut Program,
     image: &UnitImage,
     patch: &Patch,
 ) -> Vec<(Range<u64>, String)> {
-    let Some(module) = program.module_of(image) else {
-        return Vec::new();
-    };
     let swapped: HashSet<&str> = patch.swapped.iter().map(String::as_str).collect();
-    bodies_named(program, module, &swapped)
+    // Looked up in the image's index of functions by name: a walk over every symbol of a
+    // 100,000-function image took 5 ms a save.
+    let mut out = program.functions_named(image, &swapped);
+    for name in &swapped {
+        for range in program.bodies.get(*name).into_iter().flatten() {
+            out.push((range.clone(), name.to_string()));
+        }
+    }
+    // A body remembered that is the image's own range too is watched once.
+    out.sort_by_key(|(range, name)| (range.start, range.end, name.clone()));
+    out.dedup();
+    out
 }
 
 /// The bodies `patch` placed for the functions it swapped or added, named after them.

@@ -835,7 +835,7 @@ impl Worker {
         self.set_state(State::Swapping, None);
         self.progress(Phase::Swap, "swapping");
         let mut plan = write_plan(&patch);
-        if let Some(program) = self.program.as_ref() {
+        if let Some(program) = self.program.as_mut() {
             plan.watch = super::abi::old_bodies(program, &image, &patch);
             plan.refuse_frames = super::abi::guarded_bodies(&guards);
             // A library unloaded or loaded again between the link and this write: caught
