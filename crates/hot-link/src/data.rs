@@ -460,7 +460,10 @@ impl Link<'_> {
         self.bound.insert(atom, addr);
         self.fresh_data.insert(atom);
         self.data_writes.push(atom);
-        if a.kind != AtomKind::Text && !hot_object::is_odr_indicator(&name) {
+        // Only names the user wrote are "added": unnamed data (top-level asm, keyed by its
+        // section name) is no symbol of the program.
+        if a.kind != AtomKind::Text && !hot_object::is_odr_indicator(&name) && !a.symbols.is_empty()
+        {
             self.patch.added.push(name);
         }
     }
