@@ -143,9 +143,18 @@ impl Link<'_> {
                         // A weak default another file overrides: references bind to the
                         // override, as in the running program, whatever its size; its bytes
                         // are the override's and are never written (read-only or not).
-                        self.bind_to_image(atom, image_sym.vaddr.wrapping_sub(sym_offset), tls);
-                        if baseline_changed(self).unwrap_or(true) {
-                            self.note_overridden_weak(&name, r, atom);
+                        let vaddr = image_sym.vaddr.wrapping_sub(sym_offset);
+                        self.bind_to_image(atom, vaddr, tls);
+                        // Only an edit that changed the default is "not swapped in": without
+                        // a baseline, plain bytes are compared with the override's; words
+                        // with relocations cannot be, so the note says it may not apply.
+                        let changed = baseline_changed(self).or_else(|| {
+                            a.relocs
+                                .is_empty()
+                                .then(|| self.initializer_differs_from_image(atom, vaddr))
+                        });
+                        if changed != Some(false) {
+                            self.note_overridden_weak(&name, r, atom, changed.is_some());
                         }
                         continue;
                     }
@@ -245,25 +254,9 @@ impl Link<'_> {
                     self.bind_to_image(atom, vaddr, tls);
                     let changed = baseline_changed(self).unwrap_or_else(|| {
                         // Without a baseline, compare plain initializers with the image.
-                        self.baseline_match.is_none() && a.relocs.is_empty() && {
-                            let image = &self.model.exe.image;
-                            // A bss atom is compared with zeros without building them: its
-                            // size is a field of the file, not bounded by the file's length.
-                            let zeros = a.bytes.is_empty();
-                            match image.section_at(vaddr) {
-                                Some(sec) if sec.bytes.is_empty() => {
-                                    a.bytes.iter().any(|&b| b != 0)
-                                }
-                                Some(_) if zeros => usize::try_from(a.size)
-                                    .ok()
-                                    .and_then(|len| image.bytes_at(vaddr, len))
-                                    .is_some_and(|theirs| theirs.iter().any(|&b| b != 0)),
-                                Some(_) => image
-                                    .bytes_at(vaddr, a.bytes.len())
-                                    .is_some_and(|theirs| theirs != a.bytes.as_slice()),
-                                None => false,
-                            }
-                        }
+                        self.baseline_match.is_none()
+                            && a.relocs.is_empty()
+                            && self.initializer_differs_from_image(atom, vaddr)
                     });
                     if changed {
                         if read_only {
@@ -297,6 +290,27 @@ impl Link<'_> {
                     self.bind_new(atom, key, name, read_only, changed, decl());
                 }
             }
+        }
+    }
+
+    /// Whether the bytes of the data atom `atom` (relocations ignored) differ from the
+    /// image's at `vaddr`; false when the image has no section there.
+    fn initializer_differs_from_image(&self, atom: AtomId, vaddr: u64) -> bool {
+        let a = self.info.obj.atom(atom);
+        let image = &self.model.exe.image;
+        // A bss atom is compared with zeros without building them: its size is a field of
+        // the file, not bounded by the file's length.
+        let zeros = a.bytes.is_empty();
+        match image.section_at(vaddr) {
+            Some(sec) if sec.bytes.is_empty() => a.bytes.iter().any(|&b| b != 0),
+            Some(_) if zeros => usize::try_from(a.size)
+                .ok()
+                .and_then(|len| image.bytes_at(vaddr, len))
+                .is_some_and(|theirs| theirs.iter().any(|&b| b != 0)),
+            Some(_) => image
+                .bytes_at(vaddr, a.bytes.len())
+                .is_some_and(|theirs| theirs != a.bytes.as_slice()),
+            None => false,
         }
     }
 
@@ -446,7 +460,10 @@ impl Link<'_> {
         self.bound.insert(atom, addr);
         self.fresh_data.insert(atom);
         self.data_writes.push(atom);
-        if a.kind != AtomKind::Text && !hot_object::is_odr_indicator(&name) {
+        // Only names the user wrote are "added": unnamed data (top-level asm, keyed by its
+        // section name) is no symbol of the program.
+        if a.kind != AtomKind::Text && !hot_object::is_odr_indicator(&name) && !a.symbols.is_empty()
+        {
             self.patch.added.push(name);
         }
     }

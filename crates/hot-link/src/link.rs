@@ -346,7 +346,7 @@ impl<'a> Link<'a> {
                             (Some(o), _) => {
                                 self.note_weak_overridden_in(name, Some(&o.source), atom)
                             }
-                            (None, Some(r)) => self.note_overridden_weak(name, r, atom),
+                            (None, Some(r)) => self.note_overridden_weak(name, r, atom, true),
                             (None, None) => self.note_weak_overridden_in(name, None, atom),
                         }
                     }
@@ -422,21 +422,38 @@ impl<'a> Link<'a> {
         name: &str,
         r: crate::image::ImageSymRef,
         atom: AtomId,
+        known_changed: bool,
     ) {
         let file = crate::resolve::defining_file(self.model, r.get(self.model), self.unit);
-        self.note_weak_overridden_in(name, file, atom);
+        self.note_weak_overridden(name, file, atom, known_changed);
     }
 
     /// [`Link::note_overridden_weak`] with the override's file known (`None`: unknown).
     fn note_weak_overridden_in(&mut self, name: &str, file: Option<&str>, atom: AtomId) {
+        self.note_weak_overridden(name, file, atom, true);
+    }
+
+    /// The note itself; `known_changed` false: the link could not tell whether the edit
+    /// changed the default (data with relocations and no baseline), so it does not say so.
+    fn note_weak_overridden(
+        &mut self,
+        name: &str,
+        file: Option<&str>,
+        atom: AtomId,
+        known_changed: bool,
+    ) {
         let site = file.map(|file| format!(" (in {file})")).unwrap_or_default();
         let shown = hot_object::display_name(name);
+        let outcome = if known_changed {
+            "this edit is not swapped in and the program keeps using the override"
+        } else {
+            "if this edit changed it, the change is not swapped in"
+        };
         self.patch.notes.push(LinkNote {
             code: "weak-overridden",
             message: format!(
                 "`{shown}` here is a weak definition, and the running program uses the strong \
-                 definition of `{shown}`{site} instead: this edit is not swapped in and the \
-                 program keeps using the override"
+                 definition of `{shown}`{site} instead: {outcome}"
             ),
             symbol: Some(name.to_string()),
             line: self.atom_line(atom),

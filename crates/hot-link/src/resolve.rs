@@ -503,7 +503,8 @@ pub(crate) fn existing_entry(
 /// definition in another file is not: the override must never be redirected to it. The
 /// unit's code ranges decide; without them, an image definition that is not weak while the
 /// object's is weak is taken to be an override. A weak COMDAT copy is in use when the image's
-/// definition is weak too (another copy of the same inline function).
+/// definition is weak too (another copy of the same inline function or vague-linkage
+/// object), or local (a hidden copy ld made local).
 pub(crate) fn weak_definition_in_use(
     model: &ImageModel,
     obj: &Object,
@@ -515,12 +516,14 @@ pub(crate) fn weak_definition_in_use(
         return true;
     }
     let image_sym = image.get(model);
-    if image_sym.binding == Binding::Weak
+    if matches!(image_sym.binding, Binding::Weak | Binding::Local)
         && matches!(obj.symbol(sym).def, SymbolDef::Atom { atom, .. } if obj.atom(atom).comdat)
     {
-        // A C++ inline function or template instantiation: every copy is a weak COMDAT
-        // one, the same definition, and the link keeps whichever comes first. Nothing
-        // overrides this copy; a relink with the new text would run it.
+        // A C++ inline function, template instantiation or vague-linkage object (vtable,
+        // typeinfo, `DW.ref.*` personality word): every copy is a weak COMDAT one, the
+        // same definition, and the link keeps whichever comes first. Nothing overrides
+        // this copy; a relink with the new text would run it. A hidden one is a LOCAL
+        // symbol of the linked file (-fvisibility=hidden libraries), still a COMDAT copy.
         return true;
     }
     match unit_defines_symbol(model, unit, image_sym) {

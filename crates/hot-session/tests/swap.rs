@@ -62,6 +62,26 @@ fn body_change_keeps_pid_and_state() {
 }
 
 #[test]
+fn unnamed_data_of_a_save_is_not_listed_as_added() {
+    // Top-level asm puts words in a section of their own with no symbol: the link allocates
+    // it as new data keyed by the section name, which is no name of the program (the tester
+    // saw `"added":[".data"]` on a redis save).
+    let mut f = Fixture::launch("basic");
+    f.wait_output("compute=10");
+    f.edit(
+        "main.c",
+        "int compute(int x) {\n    return x * 1;",
+        "__asm__(\".section .data.unnamed,\\\"aw\\\"\\n.quad 42\\n.text\");\n\nint compute(int x) {\n    return x * 2;",
+    );
+    f.save("main.c");
+    let swap = f.wait_swap();
+    assert_eq!(swap.swapped, vec!["compute".to_string()], "{swap:?}");
+    assert!(swap.added.is_empty(), "{swap:?}");
+    f.wait_output("compute=20");
+    f.assert_same_process();
+}
+
+#[test]
 fn changed_string_literal() {
     check_edit(
         "basic",
