@@ -605,7 +605,8 @@ fn a_build_with_remapped_debug_paths_swaps_with_path_map() {
 
 /// A Debian-style build (`-ffile-prefix-map=$PWD=.` with the compile in `src/`): DWARF's
 /// comp_dir is `./src`. What hot-lsp places from debug info lands on the real file
-/// `src/main.c`, never on `src/src/main.c`, and no diagnostics name a file that is not there.
+/// `tree/src/main.c`, never on `src/src/main.c` or `src/main.c`, and no diagnostics name a
+/// file that is not there.
 #[test]
 fn a_prefix_mapped_build_places_debug_info_diagnostics_on_the_real_file() {
     // (edit from, to, diagnostic code, the line it sits on)
@@ -624,12 +625,14 @@ fn a_prefix_mapped_build_places_debug_info_diagnostics_on_the_real_file() {
         ),
     ] {
         let mut f = Fixture::copy("basic");
-        std::fs::create_dir(f.path("src")).expect("mkdir src");
-        std::fs::rename(f.path("main.c"), f.path("src/main.c")).expect("move main.c");
+        // The build's tree is a folder of the workspace (lua/ in a Debian source package):
+        // its `.` is that folder, not the workspace root.
+        std::fs::create_dir_all(f.path("tree/src")).expect("mkdir tree/src");
+        std::fs::rename(f.path("main.c"), f.path("tree/src/main.c")).expect("move main.c");
         f.write(
             "build.sh",
-            "set -e\nroot=$(pwd)\n\
-             (cd src && cc -O0 -g -ffile-prefix-map=\"$root\"=. -o ../app main.c)\n\
+            "set -e\nroot=$(pwd)/tree\n\
+             (cd tree/src && cc -O0 -g -ffile-prefix-map=\"$root\"=. -o ../../app main.c)\n\
              cat > compile_commands.json <<JSON\n\
              [{\"directory\": \"$root/src\", \"file\": \"main.c\", \"arguments\": \
              [\"cc\", \"-O0\", \"-g\", \"-ffile-prefix-map=$root=.\", \"-c\", \"main.c\"]}]\n\
@@ -642,10 +645,10 @@ fn a_prefix_mapped_build_places_debug_info_diagnostics_on_the_real_file() {
         f.start();
         f.wait_launched();
         f.wait_output("compute=10");
-        f.edit("src/main.c", from, to);
-        let line = f.line_of("src/main.c", line_of);
-        f.save("src/main.c");
-        let diagnostics = f.wait("a diagnostic on src/main.c", |e| match e {
+        f.edit("tree/src/main.c", from, to);
+        let line = f.line_of("tree/src/main.c", line_of);
+        f.save("tree/src/main.c");
+        let diagnostics = f.wait("a diagnostic on tree/src/main.c", |e| match e {
             SessionEvent::Diagnostics { file, diagnostics }
                 if diagnostics.iter().any(|d| d.code == code) =>
             {
@@ -655,13 +658,13 @@ fn a_prefix_mapped_build_places_debug_info_diagnostics_on_the_real_file() {
         });
         assert_eq!(
             diagnostics.0,
-            f.path("src/main.c"),
+            f.path("tree/src/main.c"),
             "{code}: {diagnostics:#?}"
         );
         let found = diagnostics.1.iter().find(|d| d.code == code);
         assert!(
-            found.is_some_and(|d| d.file == f.path("src/main.c") && d.line == line),
-            "{code}: not on src/main.c:{line}: {diagnostics:#?}"
+            found.is_some_and(|d| d.file == f.path("tree/src/main.c") && d.line == line),
+            "{code}: not on tree/src/main.c:{line}: {diagnostics:#?}"
         );
         f.drain();
         for e in &f.log {
