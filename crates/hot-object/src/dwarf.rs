@@ -292,6 +292,10 @@ pub(crate) fn file_path(
             .map(PathBuf::from);
         match dir {
             Some(dir) if dir.is_absolute() => dir.join(name),
+            // Directory 0 is the compilation directory itself (DWARF 5 spells it out, gimli
+            // gives `DW_AT_comp_dir` for it in DWARF 4): joined to the comp_dir again, a
+            // relative one (`-ffile-prefix-map=$PWD=.` gives `./src`) would double.
+            Some(dir) if file.directory_index() == 0 => dir.join(name),
             Some(dir) => match comp_dir {
                 Some(comp_dir) => comp_dir.join(dir).join(name),
                 None => dir.join(name),

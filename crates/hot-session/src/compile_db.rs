@@ -39,6 +39,8 @@ pub struct CompileDatabase {
     by_file: HashMap<PathBuf, Vec<CompileEntry>>,
     /// What the file was when it was read, to tell whether it changed since.
     stamp: Option<Stamp>,
+    /// The prefixes [`CompileDatabase::remap`] applied (a changed `path_map` reads it again).
+    pub remapped: Vec<(PathBuf, PathBuf)>,
 }
 
 /// A file's identity and size and modification time, and a hash of the text read.
@@ -123,6 +125,7 @@ impl CompileDatabase {
             path: path.to_owned(),
             by_file,
             stamp,
+            remapped: Vec::new(),
         })
     }
 
@@ -209,6 +212,161 @@ impl CompileDatabase {
     }
 }
 
+impl CompileDatabase {
+    /// Rewrite every entry's paths with `prefixes` (build-time absolute prefix -> workspace
+    /// prefix, longest first: `[compile] path_map`), so a database written for a tree that
+    /// was moved or copied since finds the saved file and compiles it in the new tree.
+    /// Rewritten: `file`, `directory`, `output`, and in the arguments an absolute path that
+    /// is the whole argument, follows a path flag glued (`-I/old/inc`) or follows `=`
+    /// (`-ffile-prefix-map=/old=.`, so the new objects' DWARF reads as the old build's). Only
+    /// whole leading path components match: `/old` never rewrites `/older`.
+    pub fn remap(&mut self, prefixes: &[(PathBuf, PathBuf)]) {
+        self.remapped = prefixes.to_vec();
+        if prefixes.is_empty() {
+            return;
+        }
+        let by_file = std::mem::take(&mut self.by_file);
+        for (_, entries) in by_file {
+            for mut entry in entries {
+                entry.directory = remap_path(&entry.directory, prefixes);
+                entry.file = remap_path(&entry.file, prefixes);
+                entry.output = entry.output.map(|o| remap_path(&o, prefixes));
+                for argument in entry.arguments.iter_mut().skip(1) {
+                    *argument = remap_argument(argument, prefixes);
+                }
+                self.by_file
+                    .entry(entry.file.clone())
+                    .or_default()
+                    .push(entry);
+            }
+        }
+    }
+
+    /// The deepest folder holding every file of the database, when there are files.
+    pub fn common_folder(&self) -> Option<PathBuf> {
+        let mut files = self.by_file.keys();
+        let mut common = files.next()?.parent()?.to_path_buf();
+        for file in files {
+            while !file.starts_with(&common) {
+                if !common.pop() {
+                    return None;
+                }
+            }
+        }
+        Some(common)
+    }
+}
+
+impl CompileEntry {
+    /// The folder that relative paths in this entry's DWARF are relative to. A build with
+    /// `-ffile-prefix-map=$PWD=.` (Debian's default) or `-fdebug-prefix-map` writes the
+    /// compile folder rewritten, e.g. `./src` for `<tree>/src`: its paths (`./src/lvm.c`)
+    /// are relative to `<tree>`, the folder the map's target `.` stands for, not to the
+    /// compile folder. Found by rewriting `directory` with the entry's own maps (the last
+    /// matching one wins, as in GCC) and removing the relative result from its end; the
+    /// compile folder when no map makes it relative.
+    pub fn dwarf_base(&self) -> PathBuf {
+        let mut spelled: Option<PathBuf> = None;
+        for argument in &self.arguments {
+            let Some(map) = argument
+                .strip_prefix("-ffile-prefix-map=")
+                .or_else(|| argument.strip_prefix("-fdebug-prefix-map="))
+            else {
+                continue;
+            };
+            let Some((old, new)) = map.split_once('=') else {
+                continue;
+            };
+            if let Ok(rest) = self.directory.strip_prefix(normalize(Path::new(old))) {
+                spelled = Some(normalize(&Path::new(new).join(rest)));
+            }
+        }
+        let Some(spelled) = spelled.filter(|s| s.is_relative()) else {
+            return self.directory.clone();
+        };
+        let mut base = self.directory.clone();
+        let parts: Vec<Component> = spelled.components().collect();
+        let tail: Vec<Component> = self
+            .directory
+            .components()
+            .rev()
+            .take(parts.len())
+            .collect();
+        if parts.contains(&Component::ParentDir)
+            || tail.len() != parts.len()
+            || !tail.iter().rev().eq(parts.iter())
+        {
+            return self.directory.clone();
+        }
+        for _ in &parts {
+            base.pop();
+        }
+        base
+    }
+}
+
+/// The workspace file a path from the DWARF of an object compiled by `entry` names: an
+/// absolute path as it is, a relative one (a prefix-mapped build) against
+/// [`CompileEntry::dwarf_base`], or against `root` when the file has no entry. The one place
+/// every diagnostic placed from debug info goes through.
+pub fn workspace_file(path: &Path, entry: Option<&CompileEntry>, root: &Path) -> PathBuf {
+    if path.is_absolute() {
+        return path.to_path_buf();
+    }
+    let base = entry.map_or_else(|| root.to_path_buf(), CompileEntry::dwarf_base);
+    normalize(&base.join(path))
+}
+
+/// `path` with its longest matching prefix replaced (only absolute prefixes apply).
+fn remap_path(path: &Path, prefixes: &[(PathBuf, PathBuf)]) -> PathBuf {
+    prefixes
+        .iter()
+        .filter(|(from, _)| from.is_absolute())
+        .find_map(|(from, to)| Some(normalize(&to.join(path.strip_prefix(from).ok()?))))
+        .unwrap_or_else(|| path.to_path_buf())
+}
+
+/// One compiler argument with an absolute path in it rewritten (see [`CompileDatabase::remap`]).
+fn remap_argument(argument: &str, prefixes: &[(PathBuf, PathBuf)]) -> String {
+    const GLUED: [&str; 8] = [
+        "-I",
+        "-isystem",
+        "-iquote",
+        "-idirafter",
+        "-include",
+        "-o",
+        "-MF",
+        "-L",
+    ];
+    let rewrite = |text: &str| -> Option<String> {
+        let path = Path::new(text);
+        if !path.is_absolute() {
+            return None;
+        }
+        let mapped = remap_path(path, prefixes);
+        (mapped != path).then(|| mapped.to_string_lossy().into_owned())
+    };
+    if let Some(mapped) = rewrite(argument) {
+        return mapped;
+    }
+    for flag in GLUED {
+        if let Some(rest) = argument.strip_prefix(flag) {
+            if let Some(mapped) = rewrite(rest) {
+                return format!("{flag}{mapped}");
+            }
+        }
+    }
+    if argument.starts_with('-') {
+        // `-ffile-prefix-map=OLD=NEW`: each `=`-separated part that is a path.
+        let parts: Vec<String> = argument
+            .split('=')
+            .map(|part| rewrite(part).unwrap_or_else(|| part.to_string()))
+            .collect();
+        return parts.join("=");
+    }
+    argument.to_string()
+}
+
 /// A file's identity on disk, device and inode with symlinks followed: paths are spelled
 /// many ways (a symlinked include folder `inc -> zlib`, a workspace reached through a
 /// link, a hard link), the file they name is one. `None` when it cannot be read.
@@ -267,6 +425,72 @@ pub fn normalize(path: &Path) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dwarf_base_undoes_the_entry_prefix_map() {
+        // (directory, arguments, the folder relative DWARF paths are relative to)
+        for (directory, arguments, base) in [
+            (
+                "/w/lua/src",
+                &["cc", "-ffile-prefix-map=/w/lua=.", "-c", "lvm.c"][..],
+                "/w/lua",
+            ),
+            (
+                "/w/src",
+                &["cc", "-fdebug-prefix-map=/w/src=.", "-c", "a.c"],
+                "/w/src",
+            ),
+            (
+                "/w/src",
+                &["cc", "-ffile-prefix-map=/w=/build", "-c", "a.c"],
+                "/w/src",
+            ),
+            ("/w/src", &["cc", "-c", "a.c"], "/w/src"),
+            // The last matching map wins, as in GCC.
+            (
+                "/w/a/b",
+                &[
+                    "cc",
+                    "-ffile-prefix-map=/w/a/b=x",
+                    "-ffile-prefix-map=/w=.",
+                    "-c",
+                    "a.c",
+                ],
+                "/w",
+            ),
+        ] {
+            let entry = CompileEntry {
+                directory: directory.into(),
+                file: Path::new(directory).join("x.c"),
+                arguments: arguments.iter().map(|a| a.to_string()).collect(),
+                output: None,
+            };
+            assert_eq!(
+                entry.dwarf_base(),
+                Path::new(base),
+                "{directory} {arguments:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn remapped_arguments() {
+        let prefixes = [(PathBuf::from("/old/ws"), PathBuf::from("/new/ws"))];
+        for (argument, remapped) in [
+            ("/old/ws/main.c", "/new/ws/main.c"),
+            ("-I/old/ws/inc", "-I/new/ws/inc"),
+            ("-isystem/old/ws/sys", "-isystem/new/ws/sys"),
+            ("-ffile-prefix-map=/old/ws=.", "-ffile-prefix-map=/new/ws=."),
+            ("--sysroot=/old/ws/root", "--sysroot=/new/ws/root"),
+            // Whole components only, and nothing else touched.
+            ("/old/wsx/main.c", "/old/wsx/main.c"),
+            ("-I/usr/include", "-I/usr/include"),
+            ("-DPATH=\"/old/ws\"", "-DPATH=\"/old/ws\""),
+            ("-O2", "-O2"),
+        ] {
+            assert_eq!(remap_argument(argument, &prefixes), remapped, "{argument}");
+        }
+    }
 
     #[test]
     fn arguments_and_commands_relative_to_directory() {

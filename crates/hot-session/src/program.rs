@@ -1053,11 +1053,7 @@ impl SourceMap {
         database: Option<&CompileDatabase>,
     ) -> SourceMap {
         let root = normalize(root);
-        let mut prefixes: Vec<(PathBuf, PathBuf)> = path_map
-            .iter()
-            .map(|(from, to)| (normalize(&from.0), normalize(&root.join(&to.0))))
-            .collect();
-        prefixes.sort_by_key(|(from, _)| std::cmp::Reverse(from.components().count()));
+        let prefixes = path_map_prefixes(&root, path_map);
         let mut relative: HashMap<PathBuf, Vec<(PathBuf, PathBuf)>> = HashMap::new();
         let mut files = HashSet::new();
         for entry in database.into_iter().flat_map(|db| db.entries()) {
@@ -1218,6 +1214,21 @@ impl Program {
             })
         })
     }
+}
+
+/// `[compile] path_map` as (build-time prefix, absolute workspace prefix), longest build-time
+/// prefix first: what DWARF paths and the compile database's paths are rewritten with.
+pub(crate) fn path_map_prefixes(
+    root: &Path,
+    path_map: &BTreeMap<PathPrefix, PathPrefix>,
+) -> Vec<(PathBuf, PathBuf)> {
+    let root = normalize(root);
+    let mut prefixes: Vec<(PathBuf, PathBuf)> = path_map
+        .iter()
+        .map(|(from, to)| (normalize(&from.0), normalize(&root.join(&to.0))))
+        .collect();
+    prefixes.sort_by_key(|(from, _)| std::cmp::Reverse(from.components().count()));
+    prefixes
 }
 
 /// The source file a compile unit was compiled from (`DW_AT_comp_dir` + `DW_AT_name`).

@@ -655,6 +655,160 @@ fn a_build_with_remapped_debug_paths_swaps_with_path_map() {
     }
 }
 
+/// A Debian-style build (`-ffile-prefix-map=$PWD=.` with the compile in `src/`): DWARF's
+/// comp_dir is `./src`. What hot-lsp places from debug info lands on the real file
+/// `tree/src/main.c`, never on `src/src/main.c` or `src/main.c`, and no diagnostics name a
+/// file that is not there.
+#[test]
+fn a_prefix_mapped_build_places_debug_info_diagnostics_on_the_real_file() {
+    // (edit from, to, diagnostic code, the line it sits on)
+    for (from, to, code, line_of) in [
+        (
+            "usleep(20000);",
+            "usleep(20001);",
+            "still-running",
+            "int main(void) {",
+        ),
+        (
+            "char runtime_text[32] = \"hello\";",
+            "char runtime_text[64] = \"hello\";",
+            "layout-changed",
+            "char runtime_text[64]",
+        ),
+    ] {
+        let mut f = Fixture::copy("basic");
+        // The build's tree is a folder of the workspace (lua/ in a Debian source package):
+        // its `.` is that folder, not the workspace root.
+        std::fs::create_dir_all(f.path("tree/src")).expect("mkdir tree/src");
+        std::fs::rename(f.path("main.c"), f.path("tree/src/main.c")).expect("move main.c");
+        f.write(
+            "build.sh",
+            "set -e\nroot=$(pwd)/tree\n\
+             (cd tree/src && cc -O0 -g -ffile-prefix-map=\"$root\"=. -o ../../app main.c)\n\
+             cat > compile_commands.json <<JSON\n\
+             [{\"directory\": \"$root/src\", \"file\": \"main.c\", \"arguments\": \
+             [\"cc\", \"-O0\", \"-g\", \"-ffile-prefix-map=$root=.\", \"-c\", \"main.c\"]}]\n\
+             JSON\n",
+        );
+        f.write(
+            "hot-lsp.toml",
+            "[program]\npath = \"app\"\nbuild = \"sh build.sh\"\n",
+        );
+        f.start();
+        f.wait_launched();
+        f.wait_output("compute=10");
+        f.edit("tree/src/main.c", from, to);
+        let line = f.line_of("tree/src/main.c", line_of);
+        f.save("tree/src/main.c");
+        let diagnostics = f.wait("a diagnostic on tree/src/main.c", |e| match e {
+            SessionEvent::Diagnostics { file, diagnostics }
+                if diagnostics.iter().any(|d| d.code == code) =>
+            {
+                Some((file.clone(), diagnostics.clone()))
+            }
+            _ => None,
+        });
+        assert_eq!(
+            diagnostics.0,
+            f.path("tree/src/main.c"),
+            "{code}: {diagnostics:#?}"
+        );
+        let found = diagnostics.1.iter().find(|d| d.code == code);
+        assert!(
+            found.is_some_and(|d| d.file == f.path("tree/src/main.c") && d.line == line),
+            "{code}: not on tree/src/main.c:{line}: {diagnostics:#?}"
+        );
+        f.drain();
+        for e in &f.log {
+            if let SessionEvent::Diagnostics { file, .. } = e {
+                assert!(
+                    file.exists(),
+                    "{code}: diagnostics on {}, not a file",
+                    file.display()
+                );
+            }
+        }
+        f.assert_same_process();
+    }
+}
+
+/// A tree copied or moved since it was built: the compile database and DWARF name the old
+/// folder (gone now). With `[compile] path_map` the database's entries are mapped as DWARF
+/// is, and the save compiles in the new tree and swaps; without it the refusal says that
+/// the database describes the other tree and how to map it.
+#[test]
+fn a_moved_tree_with_its_old_compile_database_swaps_with_path_map() {
+    for mapped in [true, false] {
+        let mut f = Fixture::copy("basic");
+        let old = tempfile::Builder::new()
+            .prefix("hot-lsp-old-tree-")
+            .tempdir()
+            .expect("tempdir");
+        let old_dir = old.path().display().to_string();
+        std::fs::copy(f.path("main.c"), old.path().join("main.c")).expect("copy main.c");
+        std::fs::create_dir(old.path().join("inc")).expect("mkdir inc");
+        std::fs::create_dir(f.path("inc")).expect("mkdir inc");
+        // Found only through the mapped `-I`: the old tree is gone by the save.
+        for dir in [old.path().join("inc"), f.path("inc")] {
+            std::fs::write(dir.join("factor.h"), "#define FACTOR 3\n").expect("write factor.h");
+        }
+        let built = std::process::Command::new("cc")
+            .args(["-O0", "-g", "-Iinc", "-o"])
+            .arg(f.path("app"))
+            .arg("main.c")
+            .current_dir(old.path())
+            .status()
+            .expect("run cc");
+        assert!(built.success());
+        f.write(
+            "compile_commands.json",
+            &format!(
+                "[{{\"directory\": \"{old_dir}\", \"file\": \"{old_dir}/main.c\", \"arguments\": \
+                 [\"cc\", \"-O0\", \"-g\", \"-I{old_dir}/inc\", \"-c\", \"main.c\", \"-o\", \
+                 \"{old_dir}/main.o\"]}}]\n"
+            ),
+        );
+        let path_map = if mapped {
+            format!("[compile]\npath_map = {{ \"{old_dir}\" = \".\" }}\n")
+        } else {
+            String::new()
+        };
+        f.write(
+            "hot-lsp.toml",
+            &format!("[program]\npath = \"app\"\n\n{path_map}"),
+        );
+        drop(old);
+        f.start();
+        f.wait_launched();
+        f.wait_output("compute=10");
+        f.edit(
+            "main.c",
+            "#include <unistd.h>",
+            "#include <unistd.h>\n#include \"factor.h\"",
+        );
+        f.edit("main.c", "return x * 1;", "return x * FACTOR;");
+        f.save("main.c");
+        if mapped {
+            let swap = f.wait_swap();
+            assert_eq!(swap.swapped, ["compute"], "{swap:?}");
+            f.wait_output("compute=30");
+        } else {
+            let text = f.wait_message(Severity::Error);
+            for needle in [
+                "not in the compile database",
+                &format!("describes the tree {old_dir}"),
+                &format!("path_map = {{ \"{old_dir}\" = \".\" }}"),
+            ] {
+                assert!(text.contains(needle), "no {needle:?} in {text}");
+            }
+            for l in f.next_lines(3) {
+                assert!(l.contains("compute=10"), "the program changed: {l}");
+            }
+        }
+        f.assert_same_process();
+    }
+}
+
 #[test]
 fn a_moved_build_tree_is_found_by_relative_path_unless_ambiguous() {
     // Compiled in a folder that is gone (see the fixture's build.sh); the compile database

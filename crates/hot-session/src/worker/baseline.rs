@@ -52,13 +52,16 @@ impl Worker {
             }
             return None;
         };
+        let prefixes = crate::program::path_map_prefixes(root, &self.config.compile.path_map);
         let current = self
             .database
             .as_mut()
-            .is_some_and(|db| db.path == path && db.is_current());
+            .is_some_and(|db| db.path == path && db.remapped == prefixes && db.is_current());
         if !current {
             match CompileDatabase::load(&path) {
-                Ok(db) => {
+                Ok(mut db) => {
+                    // A moved or copied tree: the entries name the old one, as its DWARF does.
+                    db.remap(&prefixes);
                     self.database_error = None;
                     if let Some(old) = self.database.take() {
                         self.database_changed(&old, &db);
@@ -166,11 +169,61 @@ impl Worker {
         match template {
             Some(t) => compile::entry_from_template(&t, &root, file)
                 .ok_or_else(|| format!("cannot split the [compile] command `{t}`")),
-            None => Err(format!(
-                "{} is not in the compile database and hot-lsp.toml has no [compile] command",
-                file.display()
-            )),
+            None => Err(self.not_in_database(file)),
         }
+    }
+
+    /// Why `file` has no compile command: the plain fact, and when the database was
+    /// written for another tree, which ([`Worker::database_elsewhere`]).
+    fn not_in_database(&mut self, file: &Path) -> String {
+        let plain = format!(
+            "{} is not in the compile database and hot-lsp.toml has no [compile] command",
+            file.display()
+        );
+        match self.database_elsewhere(file) {
+            Some(why) => format!("{plain}: {why}"),
+            None => plain,
+        }
+    }
+
+    /// When `file` has no entry and every file of the database lies under one folder
+    /// outside the workspace, the database was written for another tree (a moved or copied
+    /// checkout, a container): the sentence that says which, and the two ways out.
+    pub(super) fn database_elsewhere(&mut self, file: &Path) -> Option<String> {
+        let root = normalize(&self.options.root);
+        let db = self.database()?;
+        if !db.entries_for(file).is_empty() {
+            return None;
+        }
+        let elsewhere = db.common_folder()?;
+        if elsewhere.starts_with(&root) || elsewhere.parent().is_none() {
+            return None;
+        }
+        // The old tree's root: the database file at the saved file's place in it.
+        let old_root = file.strip_prefix(&root).ok().and_then(|rel| {
+            db.files().find_map(|f| {
+                let mut old = f.to_path_buf();
+                for _ in rel.components() {
+                    old.pop();
+                }
+                (old.join(rel) == f).then_some(old)
+            })
+        });
+        let (from, to) = match &old_root {
+            Some(old) => (old.display().to_string(), "."),
+            None => (
+                elsewhere.display().to_string(),
+                "<folder in this workspace>",
+            ),
+        };
+        Some(format!(
+            "{} describes the tree {} (every file it lists is there), not this workspace {}; \
+             regenerate it here, or map that tree in hot-lsp.toml: [compile] path_map = \
+             {{ \"{from}\" = \"{to}\" }}",
+            db.path.display(),
+            elsewhere.display(),
+            root.display(),
+        ))
     }
 
     pub(super) fn scratch_object(&mut self, file: &Path) -> PathBuf {

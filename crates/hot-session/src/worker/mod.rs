@@ -748,7 +748,15 @@ impl Worker {
         diagnostics: Vec<Diagnostic>,
     ) -> BTreeSet<PathBuf> {
         let mut by_file: BTreeMap<PathBuf, Vec<Diagnostic>> = BTreeMap::new();
-        for d in diagnostics {
+        // A relative file comes from the DWARF of a prefix-mapped build (`./src/lvm.c`):
+        // resolved as that build resolved it, from the unit's compile command.
+        let entry = diagnostics
+            .iter()
+            .any(|d| d.file.is_relative())
+            .then(|| self.database()?.entries_for(unit).first().cloned())
+            .flatten();
+        for mut d in diagnostics {
+            d.file = crate::compile_db::workspace_file(&d.file, entry.as_ref(), &self.options.root);
             by_file.entry(d.file.clone()).or_default().push(d);
         }
         let mut touched: BTreeSet<PathBuf> = by_file.keys().cloned().collect();

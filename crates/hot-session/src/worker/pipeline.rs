@@ -149,7 +149,11 @@ impl Worker {
         if self.program.is_none() || self.entry_for(file).is_ok() {
             return false;
         }
-        if self.is_linked(file) || self.is_added_unit(file) {
+        // A database written for another tree: the error that says so, not a quiet note.
+        if self.is_linked(file)
+            || self.is_added_unit(file)
+            || self.database_elsewhere(file).is_some()
+        {
             return false;
         }
         let diagnostic = Diagnostic {
