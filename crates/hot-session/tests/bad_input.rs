@@ -174,19 +174,7 @@ fn a_file_outside_the_program_and_the_database_is_information() {
             && d.code == "not-included" && d.message.contains("not part of the running program")),
         "{diagnostics:#?}"
     );
-    let errors: Vec<&SessionEvent> = f
-        .log
-        .iter()
-        .filter(|e| {
-            matches!(
-                e,
-                SessionEvent::Message {
-                    severity: Severity::Error,
-                    ..
-                }
-            )
-        })
-        .collect();
+    let errors = f.errors_seen();
     assert!(errors.is_empty(), "{errors:#?}");
     f.assert_same_process_if_launched();
 }

@@ -34,19 +34,7 @@ fn assert_runs_last(f: &mut Fixture, factor: u32) {
             "an earlier save ran after the last one: {line}"
         );
     }
-    let errors: Vec<&SessionEvent> = f
-        .log
-        .iter()
-        .filter(|e| {
-            matches!(
-                e,
-                SessionEvent::Message {
-                    severity: Severity::Error,
-                    ..
-                }
-            )
-        })
-        .collect();
+    let errors = f.errors_seen();
     assert!(errors.is_empty(), "{errors:#?}");
     let status = f.session.as_ref().expect("session").status();
     assert_eq!(status.state, State::Running, "{status:?}");

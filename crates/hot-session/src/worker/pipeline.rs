@@ -156,20 +156,12 @@ impl Worker {
         {
             return false;
         }
-        let diagnostic = Diagnostic {
-            file: file.to_owned(),
-            line: 1,
-            column: 1,
-            end_line: None,
-            end_column: None,
-            severity: Severity::Information,
-            code: "not-included".into(),
-            message: format!(
-                "{} is not part of the running program, and the compile database has no \
-                 command for it: nothing was compiled or swapped",
-                file.display()
-            ),
-        };
+        let message = format!(
+            "{} is not part of the running program, and the compile database has no \
+             command for it: nothing was compiled or swapped",
+            file.display()
+        );
+        let diagnostic = located(None, file, Severity::Information, "not-included", &message);
         self.publish(file, file, vec![diagnostic]);
         true
     }

@@ -267,6 +267,22 @@ impl Fixture {
         })
     }
 
+    /// The error messages seen so far.
+    pub fn errors_seen(&self) -> Vec<&SessionEvent> {
+        self.log
+            .iter()
+            .filter(|e| {
+                matches!(
+                    e,
+                    SessionEvent::Message {
+                        severity: Severity::Error,
+                        ..
+                    }
+                )
+            })
+            .collect()
+    }
+
     /// The first message of the given severity, already seen or still to come.
     pub fn wait_message(&mut self, severity: Severity) -> String {
         self.drain();
