@@ -245,6 +245,10 @@ fn an_attached_program_runs_on_untraced_when_the_server_dies_mid_swap() {
 
 #[test]
 fn a_server_killed_at_random_points_leaves_no_program_or_worker_behind() {
+    // As under nohup or a job runner: the servers this test starts inherit SIGHUP ignored,
+    // and the program's workers, which only the terminal's hangup kills, must die anyway.
+    // SAFETY: plain system call; nothing in this test process expects SIGHUP.
+    unsafe { libc::signal(libc::SIGHUP, libc::SIG_IGN) };
     // Seeded (xorshift64*), so a failing round can be replayed.
     let mut state: u64 = std::env::var("HOT_SERVER_KILL_SEED")
         .ok()

@@ -71,6 +71,10 @@ pub(crate) fn spawn(spec: &LaunchSpec) -> Result<Launched, ProcessError> {
             if libc::isatty(1) == 1 {
                 libc::ioctl(1, libc::TIOCSCTTY, 0);
             }
+            // That SIGHUP must be able to kill them: an ignored disposition survives fork
+            // and exec, so a server started with SIGHUP ignored (nohup, some job runners)
+            // would hand it to the program and its workers, and they would outlive it.
+            libc::signal(libc::SIGHUP, libc::SIG_DFL);
             if libc::prctl(
                 libc::PR_SET_PDEATHSIG,
                 libc::SIGKILL as libc::c_ulong,
