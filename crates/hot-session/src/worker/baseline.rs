@@ -135,6 +135,21 @@ impl Worker {
         }
     }
 
+    /// Whether `file` has a compile command (a database entry or the `[compile] command`
+    /// template), without choosing among entries as [`Worker::entry_for`] does.
+    pub(super) fn has_compile_command(&mut self, file: &Path) -> bool {
+        let template = self
+            .config
+            .compile
+            .command
+            .as_deref()
+            .is_some_and(|t| !t.trim().is_empty());
+        template
+            || self
+                .database()
+                .is_some_and(|db| !db.entries_for(file).is_empty())
+    }
+
     /// The compile command of `file`: among several database entries the one whose flags
     /// best match the producer string of the file's compile unit in the image; the
     /// `[compile] command` template otherwise.

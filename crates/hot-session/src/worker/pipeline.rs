@@ -146,7 +146,7 @@ impl Worker {
     /// part of the program (or no program runs to tell) goes on to the error that says what
     /// is missing.
     fn outside_the_program(&mut self, file: &Path) -> bool {
-        if self.program.is_none() || self.entry_for(file).is_ok() {
+        if self.program.is_none() || self.has_compile_command(file) {
             return false;
         }
         // A database written for another tree: the error that says so, not a quiet note.
@@ -401,13 +401,13 @@ impl Worker {
             }
             _ => saved,
         };
-        for file in files {
-            self.hurry_baseline_of(file, files.len() == 1);
-        }
         let mut units = Vec::with_capacity(files.len());
         for file in files {
             match self.unit_job(file) {
-                Ok(unit) => units.push(unit),
+                Ok(unit) => {
+                    self.hurry_baseline_of(file, files.len() == 1);
+                    units.push(unit);
+                }
                 Err(e) => {
                     self.fail(e);
                     return Err(Refused::Failed);
