@@ -305,16 +305,20 @@ fn layout_difference(old: &TypeLayout, new: &TypeLayout) -> String {
 
 /// A function defined by an object, with its binding.
 fn defined_functions(object: &Object) -> FxHashMap<&str, Binding> {
-    object
-        .symbols
-        .iter()
-        .filter(|s| {
-            s.kind == SymbolKind::Function
-                && matches!(s.def, SymbolDef::Atom { .. })
-                && !s.name.is_empty()
-        })
-        .map(|s| (s.name.as_str(), s.binding))
-        .collect()
+    let mut defined = FxHashMap::with_capacity_and_hasher(object.atoms.len(), Default::default());
+    defined.extend(
+        object
+            .symbols
+            .iter()
+            .filter(|s| defines_function(s))
+            .map(|s| (s.name.as_str(), s.binding)),
+    );
+    defined
+}
+
+/// Whether a symbol is a named function defined in the object.
+fn defines_function(s: &hot_object::Symbol) -> bool {
+    s.kind == SymbolKind::Function && matches!(s.def, SymbolDef::Atom { .. }) && !s.name.is_empty()
 }
 
 /// Where a function of `object` starts in the source: the first line row of its atom.
@@ -367,16 +371,21 @@ impl Linker {
                 continue;
             };
             let defined = &defined_by[k];
-            let swapped: HashSet<&str> = defined
-                .keys()
+            // The few names swapped are looked up in the object's thousands, not the other
+            // way round.
+            let swapped: HashSet<&str> = swapped_names
+                .iter()
                 .copied()
-                .filter(|n| swapped_names.contains(n))
+                .filter(|n| defined.contains_key(n))
                 .collect();
-            let old_defined = defined_functions(baseline);
-            for (&name, &binding) in &old_defined {
+            for s in baseline.symbols.iter().filter(|s| defines_function(s)) {
                 // A weak default gone is what a relink would accept too (another file's
                 // definition, or none, is then used): only strong definitions count.
-                if !batch_defines(name) && binding != Binding::Weak {
+                let name = s.name.as_str();
+                if s.binding != Binding::Weak
+                    && !batch_defines(name)
+                    && !removed.iter().any(|(j, n, _)| *j == k && n == name)
+                {
                     removed.push((k, name.to_string(), function_line(baseline, name)));
                 }
             }

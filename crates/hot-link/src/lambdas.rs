@@ -72,6 +72,11 @@ impl Link<'_> {
 /// The call operators of the object's closures, by scope key and number.
 fn lambda_numbers(obj: &Object) -> HashMap<String, BTreeMap<u32, AtomId>> {
     let mut found: HashMap<String, BTreeMap<u32, AtomId>> = HashMap::new();
+    // Closures are C++: a C object (no mangled name) has none, asked in one pass over the
+    // symbols instead of a primary-symbol search per function.
+    if !obj.symbols.iter().any(|s| s.name.starts_with("_Z")) {
+        return found;
+    }
     for (index, atom) in obj.atoms.iter().enumerate() {
         if atom.kind != AtomKind::Text {
             continue;

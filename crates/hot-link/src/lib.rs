@@ -696,7 +696,7 @@ impl Linker {
             }
         }
         // What each file may call in another one (a function the image lacks included).
-        let wanted: HashSet<String> = requests
+        let wanted: rustc_hash::FxHashSet<String> = requests
             .iter()
             .flat_map(|r| r.object.symbols.iter())
             .filter(|s| matches!(s.def, hot_object::SymbolDef::Undefined))
@@ -795,7 +795,13 @@ impl Linker {
         request: &LinkRequest<'_>,
         placement: &Placement,
     ) -> Result<Patch, Vec<LinkError>> {
-        link::link(self, &self.state, request, Some(placement), &HashSet::new())
+        link::link(
+            self,
+            &self.state,
+            request,
+            Some(placement),
+            &Default::default(),
+        )
     }
 
     /// Record that `patch` was applied to the process: its allocations and entries become

@@ -88,13 +88,18 @@ pub(crate) struct Link<'a> {
     pub dormant: HashSet<AtomId>,
     /// Names other objects of the batch refer to without defining them: a dormant
     /// function of one of these names is linked, since another file's new code may call it.
-    pub wanted: &'a std::collections::HashSet<String>,
+    pub wanted: &'a HashSet<String>,
     /// Weak definitions of the object that a strong definition in another file overrides
     /// in the running program: references reach the override, and their own entry (the
     /// override's) is never redirected.
     pub overridden: HashSet<AtomId>,
     /// Bound data atoms allocated by this link (unreachable until its entries are written).
     pub fresh_data: HashSet<AtomId>,
+    /// Functions as in the baseline whose stable entry is not looked up yet (indexed by
+    /// atom): a save of a file of thousands of functions changes a few, and looking every
+    /// one up in the image's index (cold after the compile) was most of the link's time.
+    /// [`Link::settle`] looks one up when code this link writes refers to it.
+    pub unsettled: Vec<bool>,
 }
 
 /// For each atom of the new object, its counterpart in the baseline and whether the two
@@ -120,7 +125,7 @@ pub(crate) fn link(
     state: &LinkState,
     request: &LinkRequest<'_>,
     placement: Option<&Placement>,
-    wanted: &std::collections::HashSet<String>,
+    wanted: &HashSet<String>,
 ) -> Result<Patch, Vec<LinkError>> {
     // Mach-O objects and images take the Mach-O link, which also refuses a mix of formats.
     if request.object.format == hot_object::ObjectFormat::MachO
@@ -154,6 +159,7 @@ pub(crate) fn link(
         wanted,
         overridden: HashSet::default(),
         fresh_data: HashSet::default(),
+        unsettled: Vec::new(),
     };
     if request.object.machine != linker.image.exe.image.machine {
         cx.error(
@@ -301,13 +307,23 @@ impl<'a> Link<'a> {
     fn changed_functions(&mut self) -> Vec<AtomId> {
         let mut changed = Vec::new();
         let functions: Vec<AtomId> = self.function_atoms().collect();
-        // Every stable entry first: comparing a function with the image needs its callees'.
+        // Without a baseline, every stable entry first: comparing a function with the image
+        // needs its callees'. With one, only the changed functions' (and those of functions
+        // whose name another file of the batch wants): the others are settled on demand.
         let mut found = Vec::with_capacity(functions.len());
+        let defer = self.baseline_match.is_some() && self.placement.is_none();
+        if defer {
+            self.unsettled = vec![false; self.info.obj.atoms.len()];
+        }
         for atom in functions {
             let AtomRole::Function { sym, .. } = *self.info.role(atom) else {
                 continue;
             };
             let name = self.info.function_name(atom).unwrap_or_default();
+            if defer && self.as_before(atom) && !self.wanted.contains(name) {
+                self.unsettled[atom.0 as usize] = true;
+                continue;
+            }
             let existing = existing_entry(
                 self.model,
                 self.index,
@@ -375,6 +391,63 @@ impl<'a> Link<'a> {
             }
         }
         changed
+    }
+
+    /// Whether the baseline has this atom, unchanged.
+    fn as_before(&self, atom: AtomId) -> bool {
+        self.baseline_match
+            .as_ref()
+            .is_some_and(|map| map.get(&atom).is_some_and(|m| !m.1))
+    }
+
+    /// Look up the stable entry of a function [`Link::changed_functions`] left unsettled
+    /// (as in the baseline, wanted by no other file), exactly as it would have: its image
+    /// entry (never redirected when a strong definition elsewhere overrides it), or none,
+    /// and then it is dormant. Written code refers to it, so it is asked now.
+    fn settle(&mut self, atom: AtomId) {
+        if !self
+            .unsettled
+            .get(atom.0 as usize)
+            .is_some_and(|&unsettled| unsettled)
+        {
+            return;
+        }
+        self.unsettled[atom.0 as usize] = false;
+        let AtomRole::Function { sym, .. } = *self.info.role(atom) else {
+            return;
+        };
+        let name = self.info.function_name(atom).unwrap_or_default();
+        let Some(entry) = existing_entry(
+            self.model,
+            self.index,
+            &self.alloc,
+            self.info.obj,
+            sym,
+            name,
+            self.unit,
+        ) else {
+            self.dormant.insert(atom);
+            return;
+        };
+        self.entries.insert(atom, entry);
+        let (image, entry_addr) = match entry {
+            StableEntry::Image(r) => (
+                Some(r),
+                self.model.exe.runtime(Vaddr(r.get(self.model).vaddr)),
+            ),
+            StableEntry::Stub(stub) => (None, stub),
+        };
+        let owner = self.alloc.entry_owner(entry_addr).cloned();
+        if !weak_entry_in_use(
+            self.model,
+            (self.info.obj, sym),
+            image,
+            self.unit,
+            owner.as_ref(),
+        ) {
+            // Unchanged, so no note: only references must reach the override.
+            self.overridden.insert(atom);
+        }
     }
 
     /// Without a baseline: the functions of the object that do what the image's code at
@@ -474,6 +547,17 @@ impl<'a> Link<'a> {
         }
         work.extend(self.data_writes.iter().copied());
         while let Some(atom) = work.pop() {
+            // Every function this atom refers to (by entry or inside) has its entry looked
+            // up before the atom is classified: relocating it and redirecting what is copied
+            // need them. (Its LSDAs are data, and their own references come through here.)
+            let obj = self.info.obj;
+            for reloc in obj.atom(atom).relocs.iter() {
+                if let hot_object::SymbolDef::Atom { atom: target, .. } =
+                    obj.symbol(reloc.symbol).def
+                {
+                    self.settle(target);
+                }
+            }
             let relocs = &self.info.obj.atom(atom).relocs;
             let mut woken = Vec::new();
             let targets = relocs

@@ -702,6 +702,33 @@ pub(crate) fn other_module(model: &ImageModel, index: &ImageIndex, r: ImageSymRe
 }
 
 impl crate::link::Link<'_> {
+    /// Whether function `atom` (its symbol `sym`, named `name`) is as in the baseline and
+    /// defined there by a symbol of the same name, kind, binding and visibility, in a
+    /// section as much a COMDAT as its own. Such a definition
+    /// passed this check when it was linked (the program's own link, or the earlier save that
+    /// added it), and what another file's save swaps in later is checked against it there:
+    /// it cannot have become a multiple definition, so the image's index (thousands of
+    /// lookups, cold after the compile) is not asked again.
+    fn defined_as_in_baseline(&self, atom: AtomId, sym: SymbolId, name: &str) -> bool {
+        let (Some(map), Some(baseline)) = (self.baseline_match.as_ref(), self.baseline) else {
+            return false;
+        };
+        let Some(&(old, false)) = map.get(&atom) else {
+            return false;
+        };
+        let new = self.info.obj.symbol(sym);
+        if baseline.atom(old).comdat != self.info.obj.atom(atom).comdat {
+            return false;
+        }
+        baseline.atom(old).symbols.iter().any(|&s| {
+            let s = baseline.symbol(s);
+            s.name == name
+                && s.binding == new.binding
+                && s.hidden == new.hidden
+                && s.kind == new.kind
+        })
+    }
+
     /// Refuse the object's function definitions that would be multiple definitions of a
     /// name another file of the running program defines (see [`multiple_definition`]),
     /// before any entry of that other file can be redirected to them.
@@ -714,6 +741,9 @@ impl crate::link::Link<'_> {
             let Some(name) = self.info.function_name(atom) else {
                 continue;
             };
+            if self.defined_as_in_baseline(atom, sym, name) {
+                continue;
+            }
             let image = exe_definition(self.model, self.index, Some(self.unit), name).filter(|r| {
                 matches!(
                     r.get(self.model).kind,
