@@ -1,6 +1,7 @@
 //! The benchmark (`scripts/bench`) at a tiny size, so it keeps working: it generates and
 //! builds a program, relinks it, drives the real `hot-lsp --stdio` through plain saves and
-//! saves compiled ahead, and writes its Markdown and JSON. No timing is asserted.
+//! saves compiled ahead and saves of a header with several includers, and writes its
+//! Markdown and JSON. No timing is asserted.
 
 use std::process::Command;
 
@@ -53,6 +54,16 @@ fn the_benchmark_runs_at_a_small_size_and_writes_its_report() {
             "{phase}: {result}"
         );
     }
+    // The header benchmark: every save of the header swapped its 3 includers together
+    // (the script refuses any other count), and one includer was saved alone in between.
+    let header = &report["header"];
+    assert_eq!(header["includers"], 3, "{header}");
+    assert_eq!(header["header_compile_ms"]["n"], 2, "{header}");
+    assert_eq!(header["one_file_compile_ms"]["n"], 2, "{header}");
     let text = std::fs::read_to_string(&markdown).expect("the Markdown report");
     assert!(text.contains("| 60 |"), "{text}");
+    assert!(
+        text.contains("## A header included by many files"),
+        "{text}"
+    );
 }

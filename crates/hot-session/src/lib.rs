@@ -60,12 +60,15 @@ pub enum State {
 /// Microseconds spent in each phase of a swap.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Micros {
-    /// Wall-clock time of the compile phase, reading the objects included (the files of a
-    /// header's swap compile in parallel).
+    /// Wall-clock time of the compile phase (the files of a header's swap compile in
+    /// parallel), reading the objects left out: that is the link's.
     pub compile: u64,
     /// The sum of each file's compiler run: a little less than `compile` for one file,
     /// more than it when several files compiled at once.
     pub compile_total: u64,
+    /// The whole link: reading (parsing) the compiled objects (their sum; a header's
+    /// includers are read on the compile threads), diffing them with their baselines,
+    /// linking and the ABI checks. Compiles of files the link pulled in are `compile`'s.
     pub link: u64,
     pub swap: u64,
     /// The save's text was compiled ahead of the save, while the user paused typing: the
