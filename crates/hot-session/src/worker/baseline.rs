@@ -1021,7 +1021,7 @@ pub(super) fn read_object(job: &CompileJob) -> Result<Object, String> {
 }
 
 /// Read and parse an object file, leaving it in place.
-fn parse_object_file(path: &Path) -> Result<Object, String> {
+pub(super) fn parse_object_file(path: &Path) -> Result<Object, String> {
     let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     Object::parse_owned(path, bytes).map_err(|e| e.to_string())
 }

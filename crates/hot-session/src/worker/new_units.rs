@@ -256,6 +256,9 @@ impl Worker {
         let count = jobs.len();
         let (events, stopping) = (self.events.clone(), self.stopping.clone());
         let jobs_at_once = self.jobs();
+        // Each object is kept parsed; its file goes when they all are read.
+        let _outputs =
+            super::pipeline::RemoveWhenDone(jobs.iter().map(|u| u.job.output.clone()).collect());
         let compiled = self.while_forwarding(move || {
             compile_all(jobs, jobs_at_once.min(count), &events, &stopping)
         });
