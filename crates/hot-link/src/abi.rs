@@ -378,14 +378,12 @@ impl Linker {
                 .copied()
                 .filter(|n| defined.contains_key(n))
                 .collect();
+            let mut gone: rustc_hash::FxHashSet<&str> = Default::default();
             for s in baseline.symbols.iter().filter(|s| defines_function(s)) {
                 // A weak default gone is what a relink would accept too (another file's
                 // definition, or none, is then used): only strong definitions count.
                 let name = s.name.as_str();
-                if s.binding != Binding::Weak
-                    && !batch_defines(name)
-                    && !removed.iter().any(|(j, n, _)| *j == k && n == name)
-                {
+                if s.binding != Binding::Weak && !batch_defines(name) && gone.insert(name) {
                     removed.push((k, name.to_string(), function_line(baseline, name)));
                 }
             }

@@ -609,6 +609,14 @@ impl<'s> Allocator<'s> {
         self.state.owners.get(stub).map(|o| o.source.as_str())
     }
 
+    /// Whether any entry runs a strong definition of a file other than `source` (an earlier
+    /// save's, or an earlier unit's of this batch): only such a definition can have made one
+    /// of `source`'s definitions a multiple definition since it was linked.
+    pub(crate) fn strong_owner_besides(&self, source: &str) -> bool {
+        let other = |o: &EntryOwner| !o.weak && o.source != source;
+        self.state.owners.values().any(other) || self.delta.owners.iter().any(|(_, o)| other(o))
+    }
+
     pub(crate) fn entry_owner(&self, entry: RuntimeAddr) -> Option<&EntryOwner> {
         self.state.owners.get(&entry)
     }

@@ -1097,7 +1097,15 @@ impl<'a> Link<'a> {
                 Some(StableEntry::Stub(stub)) => {
                     Ok(SymValue::Addr(stub.0.wrapping_add_signed(-delta)))
                 }
-                None => Err((LinkErrorCode::ArenaExhausted, String::new())),
+                // Its stub did not fit in the arena (reported there). Never a function left
+                // unsettled: `close_over` settles every function written code refers to.
+                None => {
+                    debug_assert!(
+                        !self.unsettled.get(atom.0 as usize).is_some_and(|&u| u),
+                        "a reference to an unsettled function ({atom:?})"
+                    );
+                    Err((LinkErrorCode::ArenaExhausted, String::new()))
+                }
             },
             TargetClass::Placed { atom } => match self.placed.get(&atom) {
                 Some(base) => Ok(SymValue::Addr(base.0.wrapping_add(sym_offset))),

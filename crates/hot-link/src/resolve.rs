@@ -704,11 +704,13 @@ pub(crate) fn other_module(model: &ImageModel, index: &ImageIndex, r: ImageSymRe
 impl crate::link::Link<'_> {
     /// Whether function `atom` (its symbol `sym`, named `name`) is as in the baseline and
     /// defined there by a symbol of the same name, kind, binding and visibility, in a
-    /// section as much a COMDAT as its own. Such a definition
-    /// passed this check when it was linked (the program's own link, or the earlier save that
-    /// added it), and what another file's save swaps in later is checked against it there:
-    /// it cannot have become a multiple definition, so the image's index (thousands of
-    /// lookups, cold after the compile) is not asked again.
+    /// section as much a COMDAT as its own. Against the image such a definition is what the
+    /// program's own link (or the earlier save that added it) accepted; what can make it a
+    /// multiple definition since is only another file's strong definition swapped in (a
+    /// function `--gc-sections` dropped from this file added there, a new translation unit
+    /// linked in), which owns an entry: the caller asks this only when no entry has such an
+    /// owner, and then the image's index (thousands of lookups, cold after the compile) is
+    /// not asked again.
     fn defined_as_in_baseline(&self, atom: AtomId, sym: SymbolId, name: &str) -> bool {
         let (Some(map), Some(baseline)) = (self.baseline_match.as_ref(), self.baseline) else {
             return false;
@@ -733,6 +735,7 @@ impl crate::link::Link<'_> {
     /// name another file of the running program defines (see [`multiple_definition`]),
     /// before any entry of that other file can be redirected to them.
     pub(crate) fn refuse_multiple_definitions(&mut self) {
+        let others_own = self.alloc.strong_owner_besides(&self.unit.source);
         for i in 0..self.info.obj.atoms.len() {
             let atom = AtomId(i as u32);
             let AtomRole::Function { sym, .. } = *self.info.role(atom) else {
@@ -741,7 +744,7 @@ impl crate::link::Link<'_> {
             let Some(name) = self.info.function_name(atom) else {
                 continue;
             };
-            if self.defined_as_in_baseline(atom, sym, name) {
+            if !others_own && self.defined_as_in_baseline(atom, sym, name) {
                 continue;
             }
             let image = exe_definition(self.model, self.index, Some(self.unit), name).filter(|r| {

@@ -74,3 +74,36 @@ fn a_dropped_function_left_as_it_was_is_not_added() {
 fn a_dropped_function_that_new_code_calls_is_linked_and_added() {
     check(&ROWS[1]);
 }
+
+/// A dropped function that another file defined since (an earlier save added it there) is a
+/// multiple definition once util.c's new code calls its own: a relink would refuse the two,
+/// and linking util.c's would run main.c's body for util.c's calls. The save of util.c is
+/// refused on its definition, and the program runs on unchanged. (A link that skipped the
+/// check for functions as in their baseline took it: found in review.)
+#[test]
+fn a_dropped_function_another_file_has_defined_since_is_a_multiple_definition() {
+    let mut f = Fixture::launch("gcsections");
+    f.wait_output("used=2");
+    f.edit(
+        "main.c",
+        "int used(int v);",
+        "int used(int v);\nint unused_helper(int v) { return v * 7; }",
+    );
+    f.save("main.c");
+    let swap = f.wait_swap();
+    assert_eq!(swap.added, vec!["unused_helper".to_string()], "{swap:?}");
+    f.edit("util.c", "return v + 1;", "return v + unused_helper(1);");
+    f.save("util.c");
+    let diagnostics = f.wait_diagnostics("util.c");
+    let line = f.line_of("util.c", "int unused_helper(int v)");
+    assert!(
+        // (A second definition is refused as `layout-changed`, README's table of edits.)
+        diagnostics.iter().any(|d| d.code == "layout-changed"
+            && d.line == line
+            && d.message.contains("multiple definition")
+            && d.message.contains("unused_helper")
+            && d.message.contains("main.c")),
+        "{diagnostics:#?}"
+    );
+    f.assert_unchanged(1, "used=2", 3);
+}
