@@ -60,6 +60,9 @@ pub struct AbiChanges {
     layouts: Vec<LayoutChange>,
     sources: Vec<String>,
     skip_units: Vec<usize>,
+    /// Compile units of files of this swap linked without a baseline: the image's functions
+    /// there are recompiled by it, only their variables keep old objects.
+    recompiled_units: Vec<usize>,
 }
 
 /// A type whose layout a swap changes, kept past the checks for the refusal the commit may
@@ -169,6 +172,9 @@ impl AbiChanges {
             let mut functions = Vec::new();
             for user in image_users {
                 if user.type_name != change.new.name {
+                    continue;
+                }
+                if user.kind == UserKind::Function && self.recompiled_units.contains(&user.unit) {
                     continue;
                 }
                 // Another file's type of the same name with a third layout: not this one.
@@ -340,15 +346,44 @@ struct Reference {
     file: Option<String>,
 }
 
+/// What [`Linker::abi_changes_with`] asks the caller: the facts of a compile unit of the
+/// running image for some functions (`None`: it has none), or why they could not be read.
+pub type RunningFacts<'a> =
+    dyn FnMut(usize, &HashSet<&str>) -> Result<Option<AbiFacts>, String> + 'a;
+
 impl Linker {
     /// Phase one of the ABI checks (see the module docs) for a linked batch: `patch` is what
-    /// [`Linker::link_units`] returned for `requests`. Pure.
+    /// [`Linker::link_units`] returned for `requests`. Pure. A file without a baseline is not
+    /// checked here: see [`Linker::abi_changes_with`].
     pub fn abi_changes(&self, requests: &[LinkRequest<'_>], patch: &Patch) -> AbiChanges {
+        self.abi_changes_with(requests, patch, &mut |_, _| Ok(None))
+    }
+
+    /// [`Linker::abi_changes`], with `running(unit, functions)` giving the facts of compile
+    /// unit `unit` of the image as it runs (its DWARF: the signatures of `functions` and the
+    /// layouts they reach; `None` when it has none). A file linked without a baseline (it,
+    /// or a header it includes, changed after the build) is compared with those: without
+    /// them a changed layout went unseen, and old objects were read with the new one. The
+    /// caller reads the image; this stays pure. A failure to read refuses the batch.
+    pub fn abi_changes_with(
+        &self,
+        requests: &[LinkRequest<'_>],
+        patch: &Patch,
+        running: &mut RunningFacts<'_>,
+    ) -> AbiChanges {
         let swapped_names: HashSet<&str> = patch.swapped.iter().map(String::as_str).collect();
         let mut changes = AbiChanges {
             sources: requests.iter().map(|r| r.unit.source.clone()).collect(),
+            // The image's users of a changed type in these units are this swap's own code,
+            // seen in their baselines; a unit without one is asked for its variables.
             skip_units: requests
                 .iter()
+                .filter(|r| r.baseline.is_some())
+                .filter_map(|r| r.unit.compile_unit)
+                .collect(),
+            recompiled_units: requests
+                .iter()
+                .filter(|r| r.baseline.is_none())
                 .filter_map(|r| r.unit.compile_unit)
                 .collect(),
             ..AbiChanges::default()
@@ -368,6 +403,7 @@ impl Linker {
         let batch_defines = |name: &str| defined_by.iter().any(|d| d.contains_key(name));
         for (k, request) in requests.iter().enumerate() {
             let Some(baseline) = request.baseline else {
+                self.running_changes(k, request, &swapped_names, running, &mut changes);
                 continue;
             };
             let defined = &defined_by[k];
@@ -484,6 +520,52 @@ impl Linker {
 
     /// The types the swapped functions of one unit use whose layout changed (one change per
     /// type for the whole batch: the includers of a header see the same one).
+    /// The layout changes of request `k`, linked without a baseline, against the running
+    /// image's facts of its compile unit (`running`, see [`Linker::abi_changes_with`]).
+    fn running_changes(
+        &self,
+        k: usize,
+        request: &LinkRequest<'_>,
+        swapped_names: &HashSet<&str>,
+        running: &mut RunningFacts<'_>,
+        changes: &mut AbiChanges,
+    ) {
+        let Some(unit) = request.unit.compile_unit else {
+            return;
+        };
+        let defined = defined_functions(request.object);
+        let swapped: HashSet<&str> = swapped_names
+            .iter()
+            .copied()
+            .filter(|n| defined.contains_key(n))
+            .collect();
+        if swapped.is_empty() {
+            return;
+        }
+        let old = match running(unit, &swapped) {
+            Ok(Some(old)) => old,
+            Ok(None) => return,
+            Err(e) => {
+                changes.errors.push(LinkError {
+                    code: LinkErrorCode::LayoutChanged,
+                    unit: request.unit.source.clone(),
+                    message: format!(
+                        "{} changed after the program was built, and the running program's \
+                         debug information, which the layout checks compare it with, could not \
+                         be read ({e}): nothing was swapped",
+                        request.unit.source
+                    ),
+                    symbol: None,
+                    function: None,
+                    line: None,
+                });
+                return;
+            }
+        };
+        let new = request.object.abi_facts(&swapped).unwrap_or_default();
+        self.layout_changes(k, &old, &new, changes);
+    }
+
     fn layout_changes(&self, k: usize, old: &AbiFacts, new: &AbiFacts, changes: &mut AbiChanges) {
         for n in new.layouts.values() {
             let Some(o) = old.layouts.get(&n.name) else {

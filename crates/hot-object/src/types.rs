@@ -397,41 +397,8 @@ impl Object {
             }
         };
         each_named_unit(&dwarf, |index, _, unit| {
-            let Some(table) = tables.get(index) else {
-                return Ok(());
-            };
-            for sub in &table.subprograms {
-                if !sub.has_code || !functions.contains(sub.name.as_str()) {
-                    continue;
-                }
-                if facts.function(&sub.name).is_some() {
-                    continue;
-                }
-                let reached = table.reach(&sub.type_refs);
-                let mut types = Vec::new();
-                for offset in reached {
-                    let Some(name) = table.aggregate_name(offset) else {
-                        continue;
-                    };
-                    types.push(name.clone());
-                    if !facts.layouts.contains_key(name) {
-                        if let Some(layout) = table.layout(&dwarf, unit, offset) {
-                            facts.layouts.insert(name.clone(), layout);
-                        }
-                    }
-                }
-                types.sort();
-                types.dedup();
-                facts.functions.push(FunctionAbi {
-                    name: sub.name.clone(),
-                    signature: Signature {
-                        ret: table.render_opt(sub.ret),
-                        params: sub.params.iter().map(|p| table.render_opt(*p)).collect(),
-                        variadic: sub.variadic,
-                    },
-                    types,
-                    decl: sub.decl.and_then(|d| table.source_line(&dwarf, unit, d)),
-                });
+            if let Some(table) = tables.get(index) {
+                table.add_facts(&dwarf, unit, functions, &mut facts);
             }
             Ok(())
         })?;
@@ -533,6 +500,32 @@ pub fn image_type_users(
 /// [`image_type_users`] and, from every compile unit (`skip` included: the old bodies of
 /// the functions a swap recompiles keep running in the frames they have), the functions
 /// whose frames hold one of `types` ([`FrameHolder`]), in one read of `.debug_info`.
+/// [`Object::abi_facts`] of a linked image's compile unit `unit` (counted as
+/// [`crate::LinkedImage::compile_units`] does): the signatures of `functions` and the layouts
+/// they reach as the running program was built. What a save without a baseline (its file,
+/// or a header it includes, changed after the build) compares the new object with: the
+/// image's DWARF describes the code that runs. Empty facts when the unit is not there.
+pub fn image_abi_facts(
+    path: &Path,
+    bytes: &[u8],
+    unit: usize,
+    functions: &HashSet<&str>,
+) -> Result<AbiFacts, String> {
+    let file = dwarf::File::parse(bytes).map_err(|e| format!("{}: {e}", path.display()))?;
+    let loaded = dwarf::load_sections(&file)?;
+    let no_relocs = HashMap::default();
+    let dwarf = dwarf::make_dwarf(&loaded, &no_relocs).map_err(|e| e.to_string())?;
+    let mut facts = AbiFacts::default();
+    each_named_unit(&dwarf, |index, _, found| {
+        if index == unit {
+            let table = UnitTypes::read(&dwarf, found, None)?;
+            table.add_facts(&dwarf, found, functions, &mut facts);
+        }
+        Ok(())
+    })?;
+    Ok(facts)
+}
+
 pub fn image_type_uses(
     path: &Path,
     bytes: &[u8],
@@ -1168,6 +1161,50 @@ impl Wanted<'_> {
 }
 
 impl UnitTypes {
+    /// Add to `facts` the signature of each of `functions` with code in this unit and the
+    /// layouts of the aggregates they reach ([`Object::abi_facts`]).
+    fn add_facts(
+        &self,
+        dwarf: &Dwarf<'_>,
+        unit: &Unit<'_>,
+        functions: &HashSet<&str>,
+        facts: &mut AbiFacts,
+    ) {
+        for sub in &self.subprograms {
+            if !sub.has_code || !functions.contains(sub.name.as_str()) {
+                continue;
+            }
+            if facts.function(&sub.name).is_some() {
+                continue;
+            }
+            let reached = self.reach(&sub.type_refs);
+            let mut types = Vec::new();
+            for offset in reached {
+                let Some(name) = self.aggregate_name(offset) else {
+                    continue;
+                };
+                types.push(name.clone());
+                if !facts.layouts.contains_key(name) {
+                    if let Some(layout) = self.layout(dwarf, unit, offset) {
+                        facts.layouts.insert(name.clone(), layout);
+                    }
+                }
+            }
+            types.sort();
+            types.dedup();
+            facts.functions.push(FunctionAbi {
+                name: sub.name.clone(),
+                signature: Signature {
+                    ret: self.render_opt(sub.ret),
+                    params: sub.params.iter().map(|p| self.render_opt(*p)).collect(),
+                    variadic: sub.variadic,
+                },
+                types,
+                decl: sub.decl.and_then(|d| self.source_line(dwarf, unit, d)),
+            });
+        }
+    }
+
     /// Read a unit's table in one pass. With `wanted`, in a C unit, the subtrees of the
     /// functions not asked about are stepped over (their `DW_AT_sibling`), not read: in C
     /// nothing outside a function can name what it declares inside, so the signatures and

@@ -768,3 +768,49 @@ fn a_function_running_on_a_stack_swaps_with_a_note_and_changes_on_its_next_call(
     }
     f.assert_same_process();
 }
+
+/// point.h changed after the program was built (edited before the session started, the
+/// program not rebuilt: a Makefile without header dependencies, a `git checkout`): its
+/// includers have no baseline, so the save is compared with the running program — and so
+/// is the layout, from the executable's DWARF. main.c's `origin` holds an old `struct
+/// point`: refused, as with a baseline. (Without the comparison the swap went through and
+/// the new code read old objects with the new layout: brotli's decoder state, found by a
+/// tester, crashed.)
+#[test]
+fn layout_change_of_a_header_changed_after_the_build_is_refused() {
+    let mut f = Fixture::copy("layout");
+    let build = std::process::Command::new("cc")
+        .args(["-O0", "-g", "-o", "app", "main.c", "point.c"])
+        .current_dir(f.dir.path())
+        .status()
+        .expect("run cc");
+    assert!(build.success(), "the fixture builds");
+    // Launched as built: the session builds nothing.
+    f.write(
+        "hot-lsp.toml",
+        "[program]\npath = \"app\"\n\n[compile]\ncommand = \"cc -O0 -g -c {file} -o {output}\"\n",
+    );
+    f.edit("point.h", POINT.0, POINT.1);
+    f.start();
+    f.wait_launched();
+    let case = Refusal {
+        fixture: "layout",
+        file: "point.h",
+        // Edited already, before the launch.
+        from: POINT.1,
+        to: POINT.1,
+        code: "layout-changed",
+        at: POINT.1,
+        says: &[
+            "`struct point`",
+            "8 bytes → 12 bytes",
+            "`z` added",
+            "the variable `origin` (main.c)",
+        ],
+        not: &["does not recompile", "`show`", "`point_known`"],
+        saved: None,
+        first: &[],
+        steady: LAYOUT_STEADY,
+    };
+    check_refusal_in(f, &case);
+}

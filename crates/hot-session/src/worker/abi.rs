@@ -57,26 +57,36 @@ pub(super) fn check(
     let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         let sources: Vec<&str> = requests.iter().map(|r| r.unit.source.as_str()).collect();
         crate::fault::abi_checks(&sources);
-        let changes = linker.abi_changes(requests, &patch);
+        // The image's file, read once and only if a check needs its DWARF.
+        let image_file: std::cell::OnceCell<Result<(String, Vec<u8>), String>> =
+            std::cell::OnceCell::new();
+        let read_image = || {
+            image_file.get_or_init(|| match image.library() {
+                Some(path) => std::fs::read(path)
+                    .map(|bytes| (path.to_string(), bytes))
+                    .map_err(|e| format!("cannot read {path}: {e}")),
+                None => program
+                    .debuggee
+                    .read_executable()
+                    .map_err(|e| e.to_string()),
+            })
+        };
+        // A file without a baseline is compared with the compile unit the image runs.
+        let changes = linker.abi_changes_with(requests, &patch, &mut |unit, functions| {
+            let (path, bytes) = read_image().as_ref().map_err(Clone::clone)?;
+            hot_object::types::image_abi_facts(Path::new(path), bytes, unit, functions).map(Some)
+        });
         let mut holders = Vec::new();
         let (users, error) = match changes.image_query() {
             None => (Vec::new(), None),
             Some((names, skip)) => {
                 let names: HashSet<&str> = names.iter().map(String::as_str).collect();
-                let file = match image.library() {
-                    Some(path) => std::fs::read(path)
-                        .map(|bytes| (path.to_string(), bytes))
-                        .map_err(|e| format!("cannot read {path}: {e}")),
-                    None => program
-                        .debuggee
-                        .read_executable()
-                        .map_err(|e| e.to_string()),
-                };
+                let file = read_image();
                 match file {
                     Ok((path, bytes)) => {
                         match hot_object::types::image_type_uses(
-                            Path::new(&path),
-                            &bytes,
+                            Path::new(path),
+                            bytes,
                             &names,
                             &skip,
                         ) {
@@ -87,7 +97,7 @@ pub(super) fn check(
                             Err(e) => (Vec::new(), Some(e)),
                         }
                     }
-                    Err(e) => (Vec::new(), Some(e)),
+                    Err(e) => (Vec::new(), Some(e.clone())),
                 }
             }
         };
