@@ -18,6 +18,7 @@ use std::fmt;
 use std::path::{Component, Path, PathBuf};
 
 use gimli::{EndianSlice, Reader, RelocateReader, RunTimeEndian, SectionId};
+use object::elf;
 
 use crate::image::CompileUnit;
 use crate::{AtomId, AtomOffset, Object, SourceLine, SymbolDef, SymbolId, SymbolKind};
@@ -43,18 +44,30 @@ pub(crate) struct DebugRelocTarget {
 #[derive(Clone, Debug, Default)]
 pub(crate) struct DebugRelocs {
     entries: Vec<(u64, DebugRelocTarget)>,
+    /// Some entry was pushed at or before the offset of the one before it (noted as they
+    /// come: checking the whole table afterwards cost as much as pushing it).
+    unsorted: bool,
 }
 
 impl DebugRelocs {
+    /// Room for `additional` more relocations.
+    pub(crate) fn reserve(&mut self, additional: usize) {
+        self.entries.reserve(additional);
+    }
+
     /// Add a relocation; call [`DebugRelocs::finish`] before any lookup.
     pub(crate) fn push(&mut self, offset: u64, target: DebugRelocTarget) {
+        if self.entries.last().is_some_and(|&(last, _)| last >= offset) {
+            self.unsorted = true;
+        }
         self.entries.push((offset, target));
     }
 
     /// Sort by offset (RELA tables usually are already). Of several relocations at one
     /// offset the last one counts, as it did when they were inserted into a map.
     pub(crate) fn finish(&mut self) {
-        if !self.entries.windows(2).all(|w| w[0].0 < w[1].0) {
+        if self.unsorted {
+            self.unsorted = false;
             self.entries.sort_by_key(|&(offset, _)| offset);
             self.entries.reverse();
             self.entries.dedup_by_key(|&mut (offset, _)| offset);
@@ -140,46 +153,19 @@ const WANTED: [SectionId; 9] = [
     SectionId::DebugRanges,
 ];
 
+/// One pass over the section table: an object built with -ffunction-sections has a section
+/// per function, and a lookup by name per DWARF section would scan them all each time.
 pub(crate) fn load_sections<'data>(file: &File<'data>) -> Result<LoadedSections<'data>, String> {
-    load_sections_among(file, None)
-}
-
-/// [`load_sections`] looking only at the sections `candidates` (indexes of the sections
-/// whose names start with `.debug_`, found by a caller that read every name already).
-pub(crate) fn load_sections_among<'data>(
-    file: &File<'data>,
-    candidates: Option<&[usize]>,
-) -> Result<LoadedSections<'data>, String> {
     let mut sections = Vec::new();
-    let mut take = |section: object::read::elf::ElfSection64<'data, '_, object::Endianness>| {
+    for section in object::Object::sections(file) {
         let Ok(name) = object::ObjectSection::name(&section) else {
-            return Ok(());
+            continue;
         };
         let Some(id) = WANTED.iter().copied().find(|id| id.name() == name) else {
-            return Ok(());
+            continue;
         };
         let data = uncompressed(&section).map_err(|e| format!("{name}: {e}"))?;
         sections.push((id, object::ObjectSection::index(&section).0, data));
-        Ok::<(), String>(())
-    };
-    match candidates {
-        Some(indexes) => {
-            for &index in indexes {
-                if let Ok(section) =
-                    object::Object::section_by_index(file, object::SectionIndex(index))
-                {
-                    take(section)?;
-                }
-            }
-        }
-        // One pass over the section table: an object built with -ffunction-sections has a
-        // section per function, and a lookup by name per DWARF section would scan them all
-        // each time.
-        None => {
-            for section in object::Object::sections(file) {
-                take(section)?;
-            }
-        }
     }
     let endian = if object::Object::is_little_endian(file) {
         RunTimeEndian::Little
@@ -187,6 +173,61 @@ pub(crate) fn load_sections_among<'data>(
         RunTimeEndian::Big
     };
     Ok(LoadedSections { sections, endian })
+}
+
+/// [`load_sections`] of a relocatable object whose sections `candidates` (index, header
+/// and name: those whose names start with `.debug_`) a caller found while reading every
+/// section, from their headers: what `object`'s sections give, as [`uncompressed`] reads
+/// them (a `.zdebug_` name is no DWARF section gimli is given, so only `SHF_COMPRESSED`
+/// matters).
+pub(crate) fn load_object_sections<'data, E: object::Endian>(
+    endian: E,
+    file: &'data [u8],
+    candidates: &[(usize, &elf::SectionHeader64<E>, &'data [u8])],
+) -> Result<LoadedSections<'data>, String> {
+    use object::read::elf::{CompressionHeader, SectionHeader};
+    let mut sections = Vec::new();
+    for &(index, header, name) in candidates {
+        let Ok(name) = std::str::from_utf8(name) else {
+            continue;
+        };
+        let Some(id) = WANTED.iter().copied().find(|id| id.name() == name) else {
+            continue;
+        };
+        let range = match header
+            .compression(endian, file)
+            .map_err(|e| format!("{name}: {e}"))?
+        {
+            Some((compression, offset, compressed_size)) => {
+                let format = match compression.ch_type(endian) {
+                    elf::ELFCOMPRESS_ZLIB => object::CompressionFormat::Zlib,
+                    elf::ELFCOMPRESS_ZSTD => object::CompressionFormat::Zstandard,
+                    _ => return Err(format!("{name}: Unsupported ELF compression type")),
+                };
+                object::CompressedFileRange {
+                    format,
+                    offset,
+                    compressed_size,
+                    uncompressed_size: compression.ch_size(endian),
+                }
+            }
+            None => object::CompressedFileRange::none(header.file_range(endian)),
+        };
+        let data = range
+            .data(file)
+            .map_err(|e| e.to_string())
+            .and_then(|compressed| decompressed(compressed))
+            .map_err(|e| format!("{name}: {e}"))?;
+        sections.push((id, index, data));
+    }
+    Ok(LoadedSections {
+        sections,
+        endian: if endian.is_little_endian() {
+            RunTimeEndian::Little
+        } else {
+            RunTimeEndian::Big
+        },
+    })
 }
 
 /// Deflate cannot expand data by more than this factor (zlib's limit is 1032:1); zstd can in
@@ -199,7 +240,11 @@ const MAX_EXPANSION: u64 = 1032;
 fn uncompressed<'data>(
     section: &impl object::ObjectSection<'data>,
 ) -> Result<Cow<'data, [u8]>, String> {
-    let compressed = section.compressed_data().map_err(|e| e.to_string())?;
+    decompressed(section.compressed_data().map_err(|e| e.to_string())?)
+}
+
+/// [`uncompressed`] once the compressed range is read.
+fn decompressed(compressed: object::CompressedData<'_>) -> Result<Cow<'_, [u8]>, String> {
     let bound = (compressed.data.len() as u64)
         .saturating_mul(MAX_EXPANSION)
         .saturating_add(4096);
@@ -318,14 +363,13 @@ pub(crate) fn file_path(
 /// checks. DWARF problems do not fail the parse: they become a warning, and the object then
 /// has no line rows and no declaration lines.
 pub(crate) fn read_object_dwarf(
-    file: &File<'_>,
+    loaded: Result<LoadedSections<'_>, String>,
     shared: Option<&std::sync::Arc<Vec<u8>>>,
-    candidates: Option<&[usize]>,
     relocs: HashMap<usize, DebugRelocs>,
     section_atom: Vec<Option<AtomId>>,
     object: &mut Object,
 ) {
-    let loaded = match load_sections_among(file, candidates) {
+    let loaded = match loaded {
         Ok(loaded) => loaded,
         Err(message) => {
             object.warnings.push(format!(
@@ -376,22 +420,31 @@ fn read_units(
     // a function-local static, so only they are walked, not every function's DIEs. Scopes
     // matter for local symbols only (`Object::match_name`, the diff's identities): a C++
     // static of an inline function is a global, matched by its mangled name.
-    let holds_variable: Vec<bool> = object
-        .atoms
-        .iter()
-        .map(|a| {
-            a.symbols.iter().any(|&id| {
-                let sym = &object.symbols[id.0 as usize];
-                sym.binding == crate::Binding::Local && is_variable_symbol(sym)
+    let local_variable =
+        |sym: &crate::Symbol| sym.binding == crate::Binding::Local && is_variable_symbol(sym);
+    // Most objects have no local variable at all (no file or function static): then no
+    // atom holds one, and neither table below is worth building.
+    let any_local_variable = object.symbols.iter().any(local_variable);
+    let holds_variable: Vec<bool> = if any_local_variable {
+        object
+            .atoms
+            .iter()
+            .map(|a| {
+                a.symbols
+                    .iter()
+                    .any(|&id| local_variable(&object.symbols[id.0 as usize]))
             })
-        })
-        .collect();
+            .collect()
+    } else {
+        Vec::new()
+    };
     let info_index = loaded
         .sections
         .iter()
         .find(|(id, _, _)| *id == SectionId::DebugInfo)
         .map(|(_, index, _)| *index);
     let variable_refs: Vec<u64> = info_index
+        .filter(|_| any_local_variable)
         .and_then(|index| relocs.get(&index))
         .map(|r| {
             r.iter()

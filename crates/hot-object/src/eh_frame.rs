@@ -32,7 +32,10 @@ pub(crate) fn split(
     }
     // (offset, length, relocation run, kind) of each record; the relocations are rewritten
     // to offsets from their record's start in place.
-    let mut found: Vec<(usize, usize, Range<usize>, EhRecordKind)> = Vec::new();
+    // Sized for one record per relocation (an object's FDEs have one `pc_begin` each):
+    // growing it by doubling copied it over and over.
+    let mut found: Vec<(usize, usize, Range<usize>, EhRecordKind)> =
+        Vec::with_capacity((relocs.len() + 1).min(bytes.len() / 8));
     // The CIEs so far: (offset, record index).
     let mut cies: Vec<(usize, usize)> = Vec::new();
     let mut at = 0usize;
@@ -116,6 +119,10 @@ pub(crate) fn split(
         .collect())
 }
 
+/// The four bytes at `at` (callers checked that they are inside `bytes`).
 fn word(bytes: &[u8], at: usize) -> [u8; 4] {
-    [bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]]
+    match bytes.get(at..at + 4) {
+        Some(&[a, b, c, d]) => [a, b, c, d],
+        _ => [0; 4],
+    }
 }

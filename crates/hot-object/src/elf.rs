@@ -13,8 +13,9 @@ use std::path::Path;
 use std::sync::Arc;
 
 use object::elf;
-use object::read::elf::{Dyn, ElfFile64, ProgramHeader, Rela, SectionHeader, Sym};
-use object::{Endianness, SectionIndex};
+use object::pod::Pod;
+use object::read::elf::{Dyn, ElfFile64, FileHeader, ProgramHeader, Rela, SectionHeader, Sym};
+use object::{Endian, Endianness, SymbolIndex};
 
 use crate::dwarf::{self, DebugRelocTarget, DebugRelocs};
 use crate::image::{
@@ -119,6 +120,99 @@ fn lossy(bytes: &[u8]) -> String {
         Ok(s) => s.to_owned(),
         Err(_) => String::from_utf8_lossy(bytes).into_owned(),
     }
+}
+
+/// A string table of the file (`.strtab`, `.shstrtab`), read the way `object`'s
+/// `StringTable` reads it (a name is the bytes from its offset to the next NUL, inside the
+/// section's range) but checked as UTF-8 once as a whole: a 2,000-function object has
+/// 8,000 names, and finding each through `object` and checking each on its own was a tenth
+/// of a parse. A name that is a slice of a valid table on character boundaries is valid
+/// UTF-8 itself, so it is copied without another check.
+struct StrTab<'data> {
+    /// The table's bytes; `None` when the section is missing or out of the file (every
+    /// lookup fails, and the caller asks `object` why).
+    data: Option<&'data [u8]>,
+    /// The whole table as text, when it is valid UTF-8.
+    text: Option<&'data str>,
+    /// The table ends with a NUL: every offset inside it starts a name.
+    terminated: bool,
+}
+
+impl<'data> StrTab<'data> {
+    /// The table in `range` of `file` (as `object` computes it: `sh_offset`, `sh_size`).
+    fn new(file: &'data [u8], range: Option<(u64, u64)>) -> StrTab<'data> {
+        let data = range.and_then(|(offset, size)| {
+            let start = usize::try_from(offset).ok()?;
+            let end = start.checked_add(usize::try_from(size).ok()?)?;
+            file.get(start..end)
+        });
+        StrTab {
+            data,
+            text: data.and_then(|d| std::str::from_utf8(d).ok()),
+            terminated: data.is_some_and(|d| d.last() == Some(&0)),
+        }
+    }
+
+    /// The name at `offset`, `None` where `object` would fail to read it.
+    fn get(&self, offset: u32) -> Option<&'data [u8]> {
+        let tail = self.data?.get(offset as usize..)?;
+        let len = nul_at(tail)?;
+        Some(&tail[..len])
+    }
+
+    /// The name at `offset`, or where this table cannot give it, `theirs`: `object`'s
+    /// reading of it, which says why it cannot be read (and must agree where it can).
+    fn name(
+        &self,
+        offset: u32,
+        theirs: impl Fn() -> object::read::Result<&'data [u8]>,
+    ) -> object::read::Result<&'data [u8]> {
+        let name = match self.get(offset) {
+            Some(name) => Ok(name),
+            None => theirs(),
+        };
+        debug_assert_eq!(name, theirs());
+        name
+    }
+
+    /// Whether a name can be read at `offset` (without finding its end, when the table is
+    /// NUL-terminated).
+    fn valid(&self, offset: u32) -> bool {
+        match self.data {
+            Some(data) if self.terminated => (offset as usize) < data.len(),
+            _ => self.get(offset).is_some(),
+        }
+    }
+
+    /// `name` (read at `offset`) as an owned string, as [`lossy`] makes it.
+    fn string(&self, offset: u32, name: &[u8]) -> String {
+        let start = offset as usize;
+        match self.text.and_then(|t| t.get(start..start + name.len())) {
+            Some(text) => text.to_owned(),
+            None => lossy(name),
+        }
+    }
+}
+
+/// Where the first NUL of `bytes` is. Names are short (a dozen bytes): eight bytes are
+/// tested at a time with integer arithmetic, which costs less than a vector search's set-up.
+fn nul_at(bytes: &[u8]) -> Option<usize> {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    let mut at = 0;
+    while let Some(chunk) = bytes.get(at..at + 8) {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        let word = u64::from_le_bytes(word);
+        // The lowest byte flagged here is the first zero byte (a borrow can only flag bytes
+        // above a zero one).
+        let zeros = word.wrapping_sub(ONES) & !word & HIGHS;
+        if zeros != 0 {
+            return Some(at + (zeros.trailing_zeros() / 8) as usize);
+        }
+        at += 8;
+    }
+    bytes[at..].iter().position(|&b| b == 0).map(|p| at + p)
 }
 
 fn symbol_kind(st_type: elf::SymbolType) -> SymbolKind {
@@ -258,6 +352,8 @@ pub(crate) fn range_of(whole: &[u8], part: &[u8]) -> Option<std::ops::Range<usiz
 /// An atom before the names are done.
 struct Draft<'data> {
     name: &'data [u8],
+    /// Where `name` is in the section name table.
+    name_offset: u32,
     section_index: usize,
     kind: AtomKind,
     align: u64,
@@ -275,38 +371,180 @@ fn parse_shared(
     shared: &Arc<Vec<u8>>,
 ) -> Result<Object, ObjectError> {
     let bytes: &[u8] = shared;
-    let file = open(path, bytes)?;
-    let endian = file.endian();
-    let sections = file.elf_section_table();
+    let tables = open_tables(path, bytes)?;
+    // Every field of the file is read in its byte order: known here once, not tested at
+    // each of the ~100,000 reads of a 2,000-function object.
+    match tables.endian {
+        Endianness::Little => parse_as(path, ident, shared, &tables, object::LittleEndian),
+        Endianness::Big => parse_as(path, ident, shared, &tables, object::BigEndian),
+    }
+}
 
-    let symtab = file.elf_symbol_table();
-    // Sections in which a symbol other than the section symbol is defined: an empty
-    // section becomes an atom only if it names something (a zero-size variable), not for
-    // the empty `.text`/`.data`/`.bss` every object carries.
-    let mut names_something = vec![false; sections.len()];
-    for (index, sym) in symtab.enumerate() {
+/// What `object`'s `ElfFile::parse` reads of a relocatable object, checked as it checks it
+/// (the same errors, in the same order), without the map from each section to its
+/// relocation sections it builds for its own accessors (half of what `ElfFile::parse` cost
+/// on a 2,000-function object), which nothing here uses.
+struct Tables<'data> {
+    header: &'data elf::FileHeader64<Endianness>,
+    endian: Endianness,
+    sections: object::read::elf::SectionTable<'data, elf::FileHeader64<Endianness>>,
+    symtab: object::read::elf::SymbolTable<'data, elf::FileHeader64<Endianness>>,
+}
+
+fn open_tables<'data>(path: &Path, bytes: &'data [u8]) -> Result<Tables<'data>, ObjectError> {
+    let invalid = |e: &dyn std::fmt::Display| malformed(path, format!("invalid ELF file: {e}"));
+    let header = elf::FileHeader64::<Endianness>::parse(bytes).map_err(|e| invalid(&e))?;
+    let endian = header.endian().map_err(|e| invalid(&e))?;
+    header
+        .program_headers(endian, bytes)
+        .map_err(|e| invalid(&e))?;
+    let sections = header.sections(endian, bytes).map_err(|e| invalid(&e))?;
+    let symtab = sections
+        .symbols(endian, bytes, elf::SHT_SYMTAB)
+        .map_err(|e| invalid(&e))?;
+    sections
+        .symbols(endian, bytes, elf::SHT_DYNSYM)
+        .map_err(|e| invalid(&e))?;
+    // `RelocationSections::parse`'s checks: the relocation sections of `.symtab` apply to
+    // a section of the file that is no relocation section itself (the last offender is
+    // the one named, as it walks the table backwards).
+    let is_relocs =
+        |t: elf::SectionType| t == elf::SHT_REL || t == elf::SHT_RELA || t == elf::SHT_CREL;
+    let headers = sections.iter().as_slice();
+    for shdr in headers.iter().rev() {
+        if !is_relocs(shdr.sh_type(endian)) || shdr.sh_link(endian) as usize != symtab.section().0 {
+            continue;
+        }
+        let target = shdr.sh_info(endian) as usize;
+        if target == 0 {
+            continue;
+        }
+        match headers.get(target) {
+            None => return Err(invalid(&"Invalid ELF sh_info for relocation section")),
+            Some(t) if is_relocs(t.sh_type(endian)) => {
+                return Err(invalid(&"Unsupported ELF sh_info for relocation section"))
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(Tables {
+        header,
+        endian,
+        sections,
+        symtab,
+    })
+}
+
+/// `items` (headers, symbols, relocations of `file`) typed for the byte order `E`: the same
+/// bytes, a type of the same size and alignment 1.
+fn retyped<'a, T: Pod, U: Pod>(path: &Path, items: &'a [T]) -> Result<&'a [U], ObjectError> {
+    object::pod::slice_from_all_bytes(object::pod::bytes_of_slice(items))
+        .map_err(|_| malformed(path, "ELF tables cannot be read in their byte order"))
+}
+
+fn parse_as<E: Endian>(
+    path: &Path,
+    ident: Identification,
+    shared: &Arc<Vec<u8>>,
+    tables: &Tables<'_>,
+    endian: E,
+) -> Result<Object, ObjectError> {
+    let bytes: &[u8] = shared;
+    // `object`'s own accessors, for what only they read (extended section indexes) and for
+    // their messages.
+    let any_endian = tables.endian;
+    let sections = &tables.sections;
+    let any_headers: &[elf::SectionHeader64<Endianness>] = sections.iter().as_slice();
+    let headers: &[elf::SectionHeader64<E>] = retyped(path, any_headers)?;
+
+    // The two string tables, as `object` finds them (the section names' through
+    // `e_shstrndx`, the symbols' through `.symtab`'s link); `object` parsed both already.
+    let shstrtab = StrTab::new(
+        bytes,
+        tables
+            .header
+            .shstrndx(any_endian, bytes)
+            .ok()
+            .and_then(|index| headers.get(index as usize))
+            .and_then(|shdr| shdr.file_range(endian)),
+    );
+    let symtab = &tables.symtab;
+    let strtab = StrTab::new(
+        bytes,
+        match symtab.string_section().0 {
+            0 => None,
+            link => headers
+                .get(link)
+                .map(|shdr| (shdr.sh_offset(endian), shdr.sh_size(endian))),
+        },
+    );
+    // The name of a section or symbol: from the tables above, or where they cannot give it,
+    // from `object` (which says why).
+    let section_name = |index: usize, shdr: &elf::SectionHeader64<E>| {
+        shstrtab
+            .name(shdr.sh_name(endian), || {
+                sections.section_name(any_endian, &any_headers[index])
+            })
+            .map_err(|e| malformed(path, format!("section {index}: bad name: {e}")))
+    };
+    let any_symbols = symtab.symbols();
+    let symbol_name = |index: usize, sym: &elf::Sym64<E>| {
+        strtab
+            .name(sym.st_name(endian), || {
+                symtab.symbol_name(any_endian, &any_symbols[index])
+            })
+            .map_err(|e| malformed(path, format!("symbol {index}: bad name: {e}")))
+    };
+
+    // The section each symbol is defined in (as `object` reads `st_shndx`, extended indexes
+    // included), and its value: needed to resolve relocations of debug sections too, which
+    // may point at non-atom sections (.debug_str, .debug_line). Sections in which a symbol
+    // other than the section symbol is defined: an empty section becomes an atom only if it
+    // names something (a zero-size variable), not for the empty `.text`/`.data`/`.bss`
+    // every object carries.
+    let raw_symbols: &[elf::Sym64<E>] = retyped(path, any_symbols)?;
+    let mut symbol_sections: Vec<(Option<usize>, u64)> = Vec::with_capacity(raw_symbols.len());
+    let mut names_something = vec![false; headers.len()];
+    // Whether `object` refused a symbol's section index: the symbol pass asks it again, for
+    // its message.
+    let mut unreadable_section = false;
+    for (index, (sym, any_sym)) in raw_symbols.iter().zip(any_symbols).enumerate() {
+        let section = match symtab.symbol_section(any_endian, any_sym, SymbolIndex(index)) {
+            Ok(section) => section.map(|s| s.0),
+            Err(_) => {
+                unreadable_section = true;
+                None
+            }
+        };
+        symbol_sections.push((section, sym.st_value(endian)));
         if sym.st_type() == elf::STT_SECTION || sym.st_type() == elf::STT_FILE {
             continue;
         }
-        if let Ok(Some(section)) = symtab.symbol_section(endian, sym, index) {
-            if let Some(flag) = names_something.get_mut(section.0) {
-                *flag = true;
-            }
+        if let Some(flag) = section.and_then(|s| names_something.get_mut(s)) {
+            *flag = true;
         }
     }
 
     // Atoms, in section order (so `section_index` increases with the atom id).
-    let mut drafts: Vec<Draft<'_>> = Vec::new();
-    let mut section_atom: Vec<Option<AtomId>> = vec![None; sections.len()];
+    let mut drafts: Vec<Draft<'_>> = Vec::with_capacity(headers.len() / 2 + 4);
+    let mut section_atom: Vec<Option<AtomId>> = vec![None; headers.len()];
     // Every section's name, read once (the relocation sections name their targets).
-    let mut section_names: Vec<&[u8]> = Vec::with_capacity(sections.len());
+    let mut section_names: Vec<&[u8]> = Vec::with_capacity(headers.len());
+    // The relocation sections, read after the symbols.
+    let mut reloc_sections: Vec<usize> = Vec::new();
+    let mut debug_sections: Vec<usize> = Vec::new();
     // The `.eh_frame` section: its contents, or why they cannot be read.
     let mut eh_frame_section: Option<Result<std::ops::Range<usize>, String>> = None;
-    for (index, shdr) in sections.enumerate() {
-        let name = sections
-            .section_name(endian, shdr)
-            .map_err(|e| malformed(path, format!("section {}: bad name: {e}", index.0)))?;
+    for (index, shdr) in headers.iter().enumerate() {
+        let name = section_name(index, shdr)?;
         section_names.push(name);
+        let sh_type = shdr.sh_type(endian);
+        if sh_type == elf::SHT_RELA || sh_type == elf::SHT_REL || sh_type == elf::SHT_CREL {
+            reloc_sections.push(index);
+        }
+        if name.starts_with(b".debug_") {
+            debug_sections.push(index);
+        }
         if name == b".eh_frame" && eh_frame_section.is_none() {
             eh_frame_section = Some(
                 shdr.data(endian, bytes)
@@ -315,12 +553,11 @@ fn parse_shared(
             );
         }
         let flags = shdr.sh_flags(endian).0;
-        let sh_type = shdr.sh_type(endian);
         let Some(kind) = atom_kind(name, sh_type, flags) else {
             continue;
         };
         let size = shdr.sh_size(endian);
-        if size == 0 && !names_something[index.0] {
+        if size == 0 && !names_something[index] {
             continue;
         }
         let section_bytes = if sh_type == elf::SHT_NOBITS {
@@ -334,10 +571,11 @@ fn parse_shared(
             })?;
             range_in(bytes, data)
         };
-        section_atom[index.0] = Some(AtomId(drafts.len() as u32));
+        section_atom[index] = Some(AtomId(drafts.len() as u32));
         drafts.push(Draft {
             name,
-            section_index: index.0,
+            name_offset: shdr.sh_name(endian),
+            section_index: index,
             kind,
             align: shdr.sh_addralign(endian).max(1),
             size,
@@ -349,21 +587,29 @@ fn parse_shared(
     }
 
     // Symbols: one per .symtab entry, index preserved (SymbolId == symbol table index).
-    let mut symbols: Vec<Symbol> = Vec::with_capacity(symtab.len());
-    // The section each symbol is defined in, and its value: needed to resolve relocations of
-    // debug sections, which may point at non-atom sections (.debug_str, .debug_line).
-    let mut symbol_sections: Vec<(Option<usize>, u64)> = Vec::with_capacity(symtab.len());
-    for (index, sym) in symtab.enumerate() {
-        let name = symtab
-            .symbol_name(endian, sym)
-            .map_err(|e| malformed(path, format!("symbol {}: bad name: {e}", index.0)))?;
+    let mut symbols: Vec<Symbol> = Vec::with_capacity(raw_symbols.len());
+    for (index, sym) in raw_symbols.iter().enumerate() {
         let kind = symbol_kind(sym.st_type());
+        // Section symbols carry no name of their own (see `Object::symbol_name`): theirs
+        // is only checked to be readable.
+        let name: &[u8] = if kind == SymbolKind::Section && strtab.valid(sym.st_name(endian)) {
+            b""
+        } else {
+            symbol_name(index, sym)?
+        };
+        // The name in messages (a section symbol's own, not the empty one it is given).
+        let shown = || lossy(strtab.get(sym.st_name(endian)).unwrap_or(name));
         let shndx = sym.st_shndx(endian);
-        let value = sym.st_value(endian);
-        let section = symtab
-            .symbol_section(endian, sym, index)
-            .map_err(|e| malformed(path, format!("symbol {}: {e}", lossy(name))))?;
-        let def = if index.0 == 0 || shndx == elf::SHN_UNDEF {
+        let (section, value) = symbol_sections[index];
+        let section = if unreadable_section {
+            symtab
+                .symbol_section(any_endian, &any_symbols[index], SymbolIndex(index))
+                .map_err(|e| malformed(path, format!("symbol {}: {e}", shown())))?
+                .map(|s| s.0)
+        } else {
+            section
+        };
+        let def = if index == 0 || shndx == elf::SHN_UNDEF {
             SymbolDef::Undefined
         } else if shndx == elf::SHN_ABS {
             SymbolDef::Absolute(value)
@@ -375,14 +621,14 @@ fn parse_shared(
             }
         } else {
             match section {
-                Some(SectionIndex(s)) if s < section_atom.len() => match section_atom[s] {
+                Some(s) if s < section_atom.len() => match section_atom[s] {
                     // A symbol may sit at the end of its section (an end label), not past it.
                     Some(atom) if value > drafts[atom.0 as usize].size => {
                         return Err(malformed(
                             path,
                             format!(
                                 "symbol {}: value {value:#x} past the end of {} ({:#x} bytes)",
-                                lossy(name),
+                                shown(),
                                 lossy(drafts[atom.0 as usize].name),
                                 drafts[atom.0 as usize].size
                             ),
@@ -394,22 +640,20 @@ fn parse_shared(
                     },
                     None => SymbolDef::Other,
                 },
-                Some(SectionIndex(s)) => {
+                Some(s) => {
                     return Err(malformed(
                         path,
-                        format!("symbol {}: section index {s} out of range", lossy(name)),
+                        format!("symbol {}: section index {s} out of range", shown()),
                     ))
                 }
                 None => SymbolDef::Other,
             }
         };
-        symbol_sections.push((section.map(|s| s.0), value));
         symbols.push(Symbol {
-            // Section symbols carry no name of their own: see `Object::symbol_name`.
             name: if kind == SymbolKind::Section {
                 String::new()
             } else {
-                lossy(name)
+                strtab.string(sym.st_name(endian), name)
             },
             kind,
             binding: symbol_binding(sym.st_bind()),
@@ -458,7 +702,20 @@ fn parse_shared(
 
     // Relocations: of atoms (into one table, a range per atom), of debug sections (for
     // DWARF) and of `.eh_frame` (split into records with it below).
-    let mut all_relocs: Vec<Reloc> = Vec::new();
+    // Sized first: a 2,000-function object has 2,000 relocation sections, and growing the
+    // table by doubling copied it over and over.
+    let rela_count = |index: usize| {
+        (headers[index].sh_size(endian) / std::mem::size_of::<elf::Rela64<E>>() as u64) as usize
+    };
+    let atom_reloc_count: usize = reloc_sections
+        .iter()
+        .filter(|&&index| {
+            let target = headers[index].sh_info(endian) as usize;
+            section_atom.get(target).is_some_and(|a| a.is_some())
+        })
+        .map(|&index| rela_count(index))
+        .sum();
+    let mut all_relocs: Vec<Reloc> = Vec::with_capacity(atom_reloc_count.min(bytes.len() / 24));
     let mut debug_relocs: HashMap<usize, DebugRelocs> = HashMap::default();
     let mut eh_frame_relocs: Vec<Reloc> = Vec::new();
     // Why the `.eh_frame` relocations cannot be used (REL/CREL, another symbol table, out
@@ -466,19 +723,14 @@ fn parse_shared(
     let mut eh_frame_unusable: Option<String> = None;
     // `.init_array` entries: ((plain, priority, section), offset, entry), sorted below.
     let mut constructors: Vec<((bool, u32, usize), u64, Constructor)> = Vec::new();
-    for (index, shdr) in sections.enumerate() {
+    for &index in &reloc_sections {
+        let shdr = &headers[index];
         let sh_type = shdr.sh_type(endian);
-        if sh_type != elf::SHT_RELA && sh_type != elf::SHT_REL && sh_type != elf::SHT_CREL {
-            continue;
-        }
         let target = shdr.sh_info(endian) as usize;
-        if target >= sections.len() {
+        if target >= headers.len() {
             return Err(malformed(
                 path,
-                format!(
-                    "relocation section {}: target section {target} out of range",
-                    index.0
-                ),
+                format!("relocation section {index}: target section {target} out of range"),
             ));
         }
         let target_atom = section_atom[target];
@@ -556,9 +808,15 @@ fn parse_shared(
             ));
         };
         if is_eh_frame {
-            match eh_frame_rela(path, endian, ident.machine, relas, symbols.len()) {
-                Ok(relocs) => eh_frame_relocs.extend(relocs),
-                Err(e) => eh_frame_unusable = Some(e.to_string()),
+            if let Err(e) = eh_frame_rela(
+                path,
+                endian,
+                ident.machine,
+                relas,
+                symbols.len(),
+                &mut eh_frame_relocs,
+            ) {
+                eh_frame_unusable = Some(e.to_string());
             }
         } else if let Some(atom_id) = target_atom {
             let atom = &mut drafts[atom_id.0 as usize];
@@ -611,6 +869,7 @@ fn parse_shared(
             atom.relocs = Some(first..all_relocs.len());
         } else {
             let map = debug_relocs.entry(target).or_default();
+            map.reserve(relas.len());
             for rela in relas {
                 let sym = rela.r_sym(endian, false) as usize;
                 let Some(&(section, value)) = symbol_sections.get(sym) else {
@@ -639,7 +898,7 @@ fn parse_shared(
         .into_iter()
         .enumerate()
         .map(|(a, d)| Atom {
-            section_name: lossy(d.name),
+            section_name: shstrtab.string(d.name_offset, d.name),
             section_index: d.section_index,
             kind: d.kind,
             align: d.align,
@@ -685,13 +944,15 @@ fn parse_shared(
     for relocs in debug_relocs.values_mut() {
         relocs.finish();
     }
-    let debug_sections: Vec<usize> = (0..section_names.len())
-        .filter(|&i| section_names[i].starts_with(b".debug_"))
+    // Section 0 is no section `object` hands out, whatever it is named.
+    let debug_sections: Vec<_> = debug_sections
+        .into_iter()
+        .filter(|&index| index != 0)
+        .map(|index| (index, &headers[index], section_names[index]))
         .collect();
     dwarf::read_object_dwarf(
-        &file,
+        dwarf::load_object_sections(endian, bytes, &debug_sections),
         Some(shared),
-        Some(&debug_sections),
         debug_relocs,
         section_atom,
         &mut object,
@@ -699,38 +960,41 @@ fn parse_shared(
     Ok(object)
 }
 
-/// The relocations of `.eh_frame`, decoded like an atom's (section offsets).
-fn eh_frame_rela(
+/// The relocations of `.eh_frame`, decoded like an atom's (section offsets), added to
+/// `out`; on an error `out` is left as it was.
+fn eh_frame_rela<E: Endian>(
     path: &Path,
-    endian: Endianness,
+    endian: E,
     machine: Machine,
-    relas: &[elf::Rela64<Endianness>],
+    relas: &[elf::Rela64<E>],
     symbol_count: usize,
-) -> Result<Vec<Reloc>, ObjectError> {
-    relas
-        .iter()
-        .map(|rela| {
-            let sym = rela.r_sym(endian, false) as usize;
-            let offset = rela.r_offset(endian);
-            if sym >= symbol_count {
-                return Err(malformed(
-                    path,
-                    format!("relocation at .eh_frame+{offset:#x}: symbol index {sym} out of range"),
-                ));
-            }
-            let raw_type = rela.r_type(endian, false).0;
-            Ok(Reloc {
-                offset: AtomOffset(offset),
-                raw_type,
-                kind: match machine {
-                    Machine::X86_64 => RelocKind::from_x86_64(raw_type),
-                    Machine::Aarch64 => RelocKind::from_aarch64(raw_type),
-                },
-                symbol: SymbolId(sym as u32),
-                addend: rela.r_addend(endian),
-            })
-        })
-        .collect()
+    out: &mut Vec<Reloc>,
+) -> Result<(), ObjectError> {
+    let before = out.len();
+    out.reserve(relas.len());
+    for rela in relas {
+        let sym = rela.r_sym(endian, false) as usize;
+        let offset = rela.r_offset(endian);
+        if sym >= symbol_count {
+            out.truncate(before);
+            return Err(malformed(
+                path,
+                format!("relocation at .eh_frame+{offset:#x}: symbol index {sym} out of range"),
+            ));
+        }
+        let raw_type = rela.r_type(endian, false).0;
+        out.push(Reloc {
+            offset: AtomOffset(offset),
+            raw_type,
+            kind: match machine {
+                Machine::X86_64 => RelocKind::from_x86_64(raw_type),
+                Machine::Aarch64 => RelocKind::from_aarch64(raw_type),
+            },
+            symbol: SymbolId(sym as u32),
+            addend: rela.r_addend(endian),
+        });
+    }
+    Ok(())
 }
 
 /// Split the object's `.eh_frame` (if any) into records. A table that cannot be read only
