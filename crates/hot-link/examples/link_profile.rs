@@ -400,16 +400,8 @@ fn median_us_after(runs: usize, mut before: impl FnMut(), mut f: impl FnMut()) -
     (times[times.len() / 2], times[times.len() * 9 / 10])
 }
 
-fn median_us(runs: usize, mut f: impl FnMut()) -> (f64, f64) {
-    let mut times: Vec<f64> = (0..runs)
-        .map(|_| {
-            let t = Instant::now();
-            f();
-            t.elapsed().as_secs_f64() * 1e6
-        })
-        .collect();
-    times.sort_by(f64::total_cmp);
-    (times[times.len() / 2], times[times.len() * 9 / 10])
+fn median_us(runs: usize, f: impl FnMut()) -> (f64, f64) {
+    median_us_after(runs, || {}, f)
 }
 
 fn main() {

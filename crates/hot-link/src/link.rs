@@ -345,16 +345,7 @@ impl<'a> Link<'a> {
                 None => !unchanged.contains(&atom),
             };
             if let Some(entry) = existing {
-                let (image, entry_addr) = match entry {
-                    StableEntry::Image(r) => (
-                        Some(r),
-                        self.model.exe.runtime(Vaddr(r.get(self.model).vaddr)),
-                    ),
-                    StableEntry::Stub(stub) => (None, stub),
-                };
-                let owner = self.alloc.entry_owner(entry_addr).cloned();
-                let sym_ref = (self.info.obj, sym);
-                if !weak_entry_in_use(self.model, sym_ref, image, self.unit, owner.as_ref()) {
+                if let Some((owner, image)) = self.overriding(sym, entry) {
                     // Calls to the name reach the override, as in the running program.
                     self.overridden.insert(atom);
                     if differs {
@@ -430,6 +421,20 @@ impl<'a> Link<'a> {
             return;
         };
         self.entries.insert(atom, entry);
+        if self.overriding(sym, entry).is_some() {
+            // Unchanged, so no note: only references must reach the override.
+            self.overridden.insert(atom);
+        }
+    }
+
+    /// When the object's weak definition `sym` is not what its stable `entry` runs (a strong
+    /// definition elsewhere overrides it): the entry's owner, if a save made one, and the
+    /// image's symbol, if the entry is the image's — what the note about it names.
+    fn overriding(
+        &self,
+        sym: SymbolId,
+        entry: StableEntry,
+    ) -> Option<(Option<EntryOwner>, Option<crate::image::ImageSymRef>)> {
         let (image, entry_addr) = match entry {
             StableEntry::Image(r) => (
                 Some(r),
@@ -438,16 +443,9 @@ impl<'a> Link<'a> {
             StableEntry::Stub(stub) => (None, stub),
         };
         let owner = self.alloc.entry_owner(entry_addr).cloned();
-        if !weak_entry_in_use(
-            self.model,
-            (self.info.obj, sym),
-            image,
-            self.unit,
-            owner.as_ref(),
-        ) {
-            // Unchanged, so no note: only references must reach the override.
-            self.overridden.insert(atom);
-        }
+        let sym_ref = (self.info.obj, sym);
+        (!weak_entry_in_use(self.model, sym_ref, image, self.unit, owner.as_ref()))
+            .then_some((owner, image))
     }
 
     /// Without a baseline: the functions of the object that do what the image's code at
