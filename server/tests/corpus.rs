@@ -754,3 +754,37 @@ fn corpus_sqlite_amalgamation_and_shell_swap_while_queries_run() {
         SQLITE_EDITS,
     );
 }
+
+/// The text the lz4 driver (`tests/corpus/lz4-work.c`) makes its 64 KiB from.
+const LZ4_WORKLOAD: &str =
+    "hot-lsp corpus workload: the quick brown fox jumps over the lazy dog, and lz4 squeezes it.\n";
+
+/// lz4's library: lz4hc.c includes lz4.c for its common code, so the save of lz4.c must
+/// reach lz4hc.o's copies too. `LZ4_count` (`LZ4_FORCE_INLINE`, inlined into every
+/// compressor of both files) now counts at most 8 bytes of a match: both sizes grow, the
+/// high-compression one only if lz4hc.c was recompiled and swapped with lz4.c.
+const LZ4_EDITS: &[Edit] = &[Edit {
+    file: "lib/lz4.c",
+    old: "    const BYTE* const pStart = pIn;\n\n    if (likely(pIn < pInLimit-(STEPSIZE-1))) {",
+    new: "    const BYTE* const pStart = pIn;\n\n    if (pInLimit - pIn > 8) pInLimit = pIn + 8;\n    \
+          if (likely(pIn < pInLimit-(STEPSIZE-1))) {",
+    function: "LZ4_compress_HC",
+    expect: "fast=19076 hc=4567",
+}];
+
+/// A source file another file includes (lz4hc.c's `#include "lz4.c"`): one save swaps the
+/// code of both, while the driver compresses all the time.
+#[test]
+fn corpus_lz4_included_source_swaps_with_its_includer_while_it_compresses() {
+    run_corpus(
+        &Program {
+            name: "lz4",
+            path: "work",
+            args: &["work.txt"],
+            workload: ("work.txt", LZ4_WORKLOAD),
+            first_output: "fast=7265 hc=4413",
+            timeout: TIMEOUT,
+        },
+        LZ4_EDITS,
+    );
+}

@@ -10,8 +10,9 @@
 # with its bundled oniguruma regular expression library), jsoncpp (Debian source package
 # libjsoncpp, a C++ library, built by its CMake with a driver, jsoncpp-work.cpp, linked
 # against it) or sqlite (the npm tarball of the `sqlite3` bindings, which ships SQLite's own
-# amalgamation tarball: sqlite3.c, about 270,000 lines in one file, and the shell). The
-# program is
+# amalgamation tarball: sqlite3.c, about 270,000 lines in one file, and the shell) or lz4
+# (Debian source package lz4: its library, whose lz4hc.c includes lz4.c, built by its
+# makefile with a driver, lz4-work.c, linked against it). The program is
 # unpacked into DIR/NAME, built there, and DIR/NAME/compile_commands.json is written. Every
 # failure (no registry, no package, a failed build) exits non-zero: the corpus test fails
 # rather than skips. Used by server/tests/corpus.rs.
@@ -165,9 +166,23 @@ sqlite)
         exit 1
     }
     ;;
+lz4)
+    # lz4's library: lz4hc.c includes lz4.c (#include "lz4.c" with LZ4_COMMONDEFS_ONLY) for
+    # its common static inline code, so lz4hc.o carries copies of lz4.c's functions. Its own
+    # makefile and flags (-O3 and its warnings) plus -g, a static library, then the corpus
+    # driver (lz4-work.c) linked against it.
+    debian_source lz4
+    unpack_orig 'lz4_*.orig.tar.gz' "$dir/lz4"
+    cp "$(dirname "$0")/lz4-work.c" "$dir/lz4/work.c"
+    (cd "$dir/lz4" && bear -- make -j2 -C lib liblz4.a MOREFLAGS=-g >build.log 2>&1 &&
+        bear --append -- cc -O2 -g -Ilib -o work work.c lib/liblz4.a >>build.log 2>&1) || {
+        tail -n 30 "$dir/lz4/build.log" >&2 2>/dev/null
+        exit 1
+    }
+    ;;
 *)
-    echo "fetch.sh: unknown corpus program $name (lua, mawk, mawk-debian, jq, jq-onig, jsoncpp" \
-        "or sqlite)" >&2
+    echo "fetch.sh: unknown corpus program $name (lua, mawk, mawk-debian, jq, jq-onig, jsoncpp," \
+        "sqlite or lz4)" >&2
     exit 2
     ;;
 esac

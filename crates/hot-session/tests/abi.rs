@@ -779,17 +779,8 @@ fn a_function_running_on_a_stack_swaps_with_a_note_and_changes_on_its_next_call(
 #[test]
 fn layout_change_of_a_header_changed_after_the_build_is_refused() {
     let mut f = Fixture::copy("layout");
-    let build = std::process::Command::new("cc")
-        .args(["-O0", "-g", "-o", "app", "main.c", "point.c"])
-        .current_dir(f.dir.path())
-        .status()
-        .expect("run cc");
-    assert!(build.success(), "the fixture builds");
     // Launched as built: the session builds nothing.
-    f.write(
-        "hot-lsp.toml",
-        "[program]\npath = \"app\"\n\n[compile]\ncommand = \"cc -O0 -g -c {file} -o {output}\"\n",
-    );
+    f.build_by_the_test("cc -O0 -g -o app main.c point.c");
     f.edit("point.h", POINT.0, POINT.1);
     f.start();
     f.wait_launched();

@@ -69,6 +69,18 @@ const ROWS: &[Warned] = &[
         besides: None,
         typed: true,
     },
+    // a.c is compiled by itself and included by b.c: the warning only b.c's compile of it
+    // says is a.c's, published on a.c.
+    Warned {
+        fixture: "cinclude",
+        saved: "a.c",
+        from: "static int scale(int x) {",
+        to: "#ifdef A_INCLUDED_ONLY\n#warning \"b.c's copy\"\n#endif\nstatic int scale(int x) {",
+        warned: "a.c",
+        needle: "b.c's copy",
+        besides: None,
+        typed: false,
+    },
 ];
 
 /// Wait for the end of the save just made and return the diagnostics lists published for

@@ -500,16 +500,7 @@ fn three_hundred_idle_threads_are_all_let_go_after_each_swap() {
 fn a_relaunch_of_the_same_executable_gets_the_changes_again() {
     let mut f = Fixture::copy("basic");
     // No build command: the relaunched executable is the very same file, without the edit.
-    let built = std::process::Command::new("cc")
-        .args(["-O0", "-g", "-o", "app", "main.c"])
-        .current_dir(f.dir.path())
-        .status()
-        .expect("run cc");
-    assert!(built.success());
-    f.write(
-        "hot-lsp.toml",
-        "[program]\npath = \"app\"\n\n[compile]\ncommand = \"cc -O0 -g -c {file} -o {output}\"\n",
-    );
+    f.build_by_the_test("cc -O0 -g -o app main.c");
     f.start();
     let first = f.wait("the program to launch", |e| match e {
         SessionEvent::Launched { pid } => Some(*pid),
@@ -581,16 +572,7 @@ fn a_save_right_after_launch_still_swaps_only_what_changed() {
 #[test]
 fn a_source_edited_after_the_build_swaps_what_differs_from_the_running_image() {
     let mut f = Fixture::copy("many");
-    let built = std::process::Command::new("sh")
-        .args(["-c", "cc -O0 -g -o app main.c funcs.c"])
-        .current_dir(f.dir.path())
-        .status()
-        .expect("run cc");
-    assert!(built.success());
-    f.write(
-        "hot-lsp.toml",
-        "[program]\npath = \"app\"\n\n[compile]\ncommand = \"cc -O0 -g -c {file} -o {output}\"\n",
-    );
+    f.build_by_the_test("cc -O0 -g -o app main.c funcs.c");
     // Edited between the build and the launch: the text on disk is not what runs, so there
     // is no baseline; compared with the running image, the edit is found — not lost — and
     // the 60 other functions are not swapped.
@@ -1302,19 +1284,9 @@ fn a_header_edited_after_the_build_is_not_hidden_by_the_baseline() {
     let mut f = Fixture::copy("header");
     // Built, then the header edited before the launch: what runs has SCALE 1, the header on
     // disk says 3. A baseline compiled now would contain the 3 and hide the change.
-    let built = std::process::Command::new("sh")
-        .args([
-            "-c",
-            "cc -O0 -g -o app main.c && touch -d '20 seconds ago' main.c scale.h \
-             && touch -d '10 seconds ago' app",
-        ])
-        .current_dir(f.dir.path())
-        .status()
-        .expect("run cc");
-    assert!(built.success());
-    f.write(
-        "hot-lsp.toml",
-        "[program]\npath = \"app\"\n\n[compile]\ncommand = \"cc -O0 -g -c {file} -o {output}\"\n",
+    f.build_by_the_test(
+        "cc -O0 -g -o app main.c && touch -d '20 seconds ago' main.c scale.h \
+         && touch -d '10 seconds ago' app",
     );
     f.edit("scale.h", "#define SCALE 1", "#define SCALE 3");
     f.start();
@@ -1426,6 +1398,121 @@ fn a_header_edit_swaps_every_includer_at_once_and_undo_reverts_them_all() {
     f.wait_output("sum=222");
     assert_no_mix(&mut f, 3);
     f.assert_same_process();
+}
+
+/// tests/fixtures/cinclude: a.c is a file of the program and b.c includes it (as lz4hc.c
+/// includes lz4.c), so a.o and b.o each have a copy of its static `scale`. A row edits a.c
+/// and saves it: b.c is recompiled too, and both swap in one commit.
+struct IncludedSource {
+    from: &'static str,
+    to: &'static str,
+    /// What the save swaps, in the swap's order.
+    swapped: &'static [&'static str],
+    /// A line the program prints after.
+    after: &'static str,
+    /// The editor's buffer had the saved text, compiled ahead of the save.
+    typed: bool,
+    /// b.c was edited after the build (built by the test, no build command): it has no
+    /// baseline, so no dependency list before the save asks who includes a.c.
+    includer_unknown: bool,
+}
+
+const INCLUDED_SOURCE: &[IncludedSource] = &[
+    // The static function both copies come from: a.o's and b.o's copy change.
+    IncludedSource {
+        from: "return x + 100;",
+        to: "return x + 200;",
+        swapped: &["scale", "scale"],
+        after: "a=201 b=1201",
+        typed: false,
+        includer_unknown: false,
+    },
+    // Only what b.c leaves out: b.c is recompiled, and nothing of it changed.
+    IncludedSource {
+        from: "return scale(x);\n}\n\n/*",
+        to: "return scale(x) + 5;\n}\n\n/*",
+        swapped: &["from_a"],
+        after: "a=106 b=1101",
+        typed: false,
+        includer_unknown: false,
+    },
+    // What was compiled ahead is a.c alone: the save compiles b.c with it.
+    IncludedSource {
+        from: "return x + 100;",
+        to: "return x + 300;",
+        swapped: &["scale", "scale"],
+        after: "a=301 b=1301",
+        typed: true,
+        includer_unknown: false,
+    },
+    // b.c's includes are asked of the preprocessor at the save.
+    IncludedSource {
+        from: "return x + 100;",
+        to: "return x + 400;",
+        swapped: &["scale", "scale"],
+        after: "a=401 b=1401",
+        typed: false,
+        includer_unknown: true,
+    },
+];
+
+fn check_included_source(row: &IncludedSource) {
+    let mut f = if row.includer_unknown {
+        let mut f = Fixture::copy("cinclude");
+        f.build_by_the_test(
+            "cc -O0 -g -o app main.c a.c b.c && touch -d '20 seconds ago' main.c a.c \
+             && touch -d '10 seconds ago' app && echo '/* edited */' >> b.c",
+        );
+        f.start();
+        f.wait_launched();
+        f
+    } else {
+        Fixture::launch("cinclude")
+    };
+    let before: u64 = field(&f.wait_output("a=101 b=1101 mixes=0"), "tick")
+        .parse()
+        .expect("tick");
+    f.edit("a.c", row.from, row.to);
+    if row.typed {
+        let path = f.path("a.c");
+        let text = std::fs::read_to_string(&path).expect("read a.c");
+        f.send(hot_session::Command::Changed {
+            file: path.clone(),
+            text,
+        });
+        // The compile ahead's link publishes the file's list.
+        f.wait("the compile ahead", |e| {
+            matches!(e, SessionEvent::Diagnostics { file, .. } if *file == path).then_some(())
+        });
+    }
+    f.save("a.c");
+    let swap = f.wait_swap();
+    let files: Vec<_> = ["a.c", "b.c"].iter().map(|p| f.path(p)).collect();
+    assert_eq!(
+        (&swap.file, &swap.files),
+        (&f.path("a.c"), &files),
+        "{swap:?}"
+    );
+    assert_eq!(swap.swapped, row.swapped, "{swap:?}");
+    let line = f.wait_output(row.after);
+    assert_eq!(
+        field(&line, "mixes"),
+        "0",
+        "a round saw one copy swapped: {line}"
+    );
+    let now: u64 = field(&line, "tick").parse().expect("tick");
+    assert!(
+        now > before,
+        "the tick counter restarted: {before} -> {now}"
+    );
+    f.assert_same_process();
+}
+
+#[test]
+fn a_source_file_another_includes_swaps_with_its_includers_at_once() {
+    for row in INCLUDED_SOURCE {
+        check_included_source(row);
+    }
 }
 
 /// A header edit that does not compile in some includers, row by row: (from, to, the file

@@ -396,15 +396,29 @@ impl Worker {
         );
     }
 
+    /// At a save of `file` that compiles other files with it (the units that include it):
+    /// its compile ahead is of the file alone, not the save's, so it is stopped or dropped,
+    /// and its findings give way to the save's.
+    pub(super) fn forget_compiled_ahead(&mut self, file: &Path) {
+        self.saving_ahead_buffer(file);
+        self.ahead.cancel(file);
+        self.ahead.ready.remove(file);
+    }
+
+    /// A save of `file` compiles its text now, one way or the other: no compile ahead of it
+    /// is due, and the pre-flight findings are the save's to replace.
+    fn saving_ahead_buffer(&mut self, file: &Path) {
+        if let Some(buffer) = self.ahead.buffers.get_mut(file) {
+            buffer.due = None;
+        }
+        self.clear_ahead_diagnostics(file);
+    }
+
     /// At a save of `file`: its compile ahead, if the file on disk is exactly the text it
     /// compiled (waiting for one of that text still running, killing one of another).
     pub(super) fn take_compiled_ahead(&mut self, file: &Path) -> Option<Ready> {
         let disk = std::fs::read(file).ok();
-        if let Some(buffer) = self.ahead.buffers.get_mut(file) {
-            // The save compiles this text now, one way or the other.
-            buffer.due = None;
-        }
-        self.clear_ahead_diagnostics(file);
+        self.saving_ahead_buffer(file);
         if let Some(running) = self.ahead.running.as_ref().filter(|r| r.file == file) {
             if disk.as_deref() == Some(running.text.as_slice()) {
                 let done = running.done.clone();

@@ -979,13 +979,20 @@ impl Worker {
         self.dependencies.entry(file.to_owned()).or_insert(deps);
     }
 
-    /// The translation units whose last compile (a baseline, or a save) read `header`, in
-    /// path order. A dependency is the header when it is the same file on disk, whatever
-    /// path it was read by (`-Iinc` with `inc -> zlib` lists `inc/zlib.h`).
+    /// The translation units whose last compile (a baseline, or a save) read `header` (or
+    /// a source file: lz4hc.c includes lz4.c), in path order. A dependency is the header
+    /// when it is the same file on disk, whatever path it was read by (`-Iinc` with
+    /// `inc -> zlib` lists `inc/zlib.h`). For a source file only the dependencies named
+    /// like sources are looked at on disk: every save of one asks, and most dependencies
+    /// are headers.
     pub(super) fn includers(&self, header: &Path) -> Vec<PathBuf> {
         let identity = crate::compile_db::file_identity(header);
+        let source = has_extension(header, SOURCE_EXTENSIONS);
         let is_header = |d: &PathBuf| {
-            d == header || identity.is_some() && crate::compile_db::file_identity(d) == identity
+            d == header
+                || identity.is_some()
+                    && (!source || has_extension(d, SOURCE_EXTENSIONS))
+                    && crate::compile_db::file_identity(d) == identity
         };
         let mut units: Vec<PathBuf> = self
             .dependencies

@@ -35,6 +35,13 @@ pub(super) fn max_jobs() -> usize {
         .min(MAX_JOBS)
 }
 
+/// Whether the text of `file` contains `name` (a file name it may `#include`); a file that
+/// cannot be read does not.
+fn names(file: &Path, name: &[u8]) -> bool {
+    !name.is_empty()
+        && std::fs::read(file).is_ok_and(|text| text.windows(name.len()).any(|w| w == name))
+}
+
 /// What a swap gives: `Ok(None)`, compiled and nothing to swap.
 pub(super) type SwapResult = Result<Option<SwapSummary>, Refused>;
 
@@ -129,6 +136,25 @@ impl Worker {
         if !has_extension(&file, SOURCE_EXTENSIONS) {
             return None;
         }
+        // A source file other units include (lz4hc.c includes lz4.c; a unity build's
+        // members) is saved like a header: those units have copies of its code (static and
+        // inline functions, or all of it), and swapping the file alone would leave the
+        // program running old copies next to new ones.
+        let includers = match self.program {
+            Some(_) => self.program_includers(&file),
+            None => Vec::new(),
+        };
+        if !includers.is_empty() {
+            // A file only included (not a unit of its own) is not compiled by itself.
+            let mut files = Vec::with_capacity(includers.len() + 1);
+            if self.is_program_unit(&file) {
+                files.push(file.clone());
+            }
+            files.extend(includers);
+            // What was compiled ahead is this file alone: the save compiles all of them.
+            self.forget_compiled_ahead(&file);
+            return self.swap_with_progress(&file, &files);
+        }
         if self.outside_the_program(&file) {
             return None;
         }
@@ -140,6 +166,51 @@ impl Worker {
             });
         }
         self.swap_with_progress(&file, std::slice::from_ref(&file))
+    }
+
+    /// Whether one of `units` includes `file`, as its dependency list says.
+    fn included_by_any(&self, file: &Path, units: &[PathBuf]) -> bool {
+        self.includers(file).iter().any(|unit| units.contains(unit))
+    }
+
+    /// Whether `file` is a translation unit of the running program: linked into it (or no
+    /// DWARF to tell), added by this session, or of a library not loaded yet.
+    fn is_program_unit(&mut self, file: &Path) -> bool {
+        self.is_linked(file) || self.is_added_unit(file) || self.unloaded_library_of(file).is_some()
+    }
+
+    /// The translation units of the running program that include `file` (a header, or a
+    /// source file), directly or not, as their last compile's dependency list says, `file`
+    /// itself left out. Files no compile has told the includes of yet (their baseline is
+    /// still queued, or was not made) are asked first by a preprocessor run, whether or not
+    /// they compile now; for a source file only those whose text names it, so a plain save
+    /// right after the launch does not preprocess the whole program (a unit that reaches
+    /// the file through a header alone is found once its own baseline has compiled).
+    fn program_includers(&mut self, file: &Path) -> Vec<PathBuf> {
+        let named: Option<Vec<u8>> = has_extension(file, SOURCE_EXTENSIONS)
+            .then(|| file.file_name())
+            .flatten()
+            .map(|name| name.as_encoded_bytes().to_vec());
+        let unknown: Vec<PathBuf> = self
+            .program_sources(std::slice::from_ref(&file.to_owned()))
+            .into_iter()
+            .filter(|f| {
+                !self.dependencies.contains_key(f)
+                    && self.is_program_unit(f)
+                    && named.as_deref().is_none_or(|name| names(f, name))
+            })
+            .collect();
+        if !unknown.is_empty() {
+            self.progress(
+                Phase::Compile,
+                &format!("finding which of {} files include it", unknown.len()),
+            );
+        }
+        self.scan_dependencies(&unknown, self.jobs());
+        self.includers(file)
+            .into_iter()
+            .filter(|unit| unit != file && self.is_program_unit(unit))
+            .collect()
     }
 
     /// A saved source file hot-lsp has no command for and the running program was not built
@@ -191,6 +262,13 @@ impl Worker {
             .unwrap_or_default();
         let title = match files {
             [one] if one == saved => format!("hot-lsp: {name}"),
+            // A source file with the units that include it.
+            _ if files.iter().any(|f| f == saved) => {
+                format!(
+                    "hot-lsp: {name} (and {} files that include it)",
+                    files.len() - 1
+                )
+            }
             _ => format!("hot-lsp: {name} ({} files include it)", files.len()),
         };
         self.emit(SessionEvent::Progress(Progress::Begin { title }));
@@ -225,33 +303,8 @@ impl Worker {
             );
             return None;
         }
-        // Files no compile has told the includes of yet (their baseline is still queued,
-        // or was not made): a preprocessor run says, whether or not they compile now.
         // Files of a library not loaded yet count: their includers are held for its load.
-        let unknown: Vec<PathBuf> = self
-            .program_sources(&[])
-            .into_iter()
-            .filter(|f| {
-                !self.dependencies.contains_key(f)
-                    && (self.is_linked(f) || self.unloaded_library_of(f).is_some())
-            })
-            .collect();
-        if !unknown.is_empty() {
-            self.progress(
-                Phase::Compile,
-                &format!("finding which of {} files include it", unknown.len()),
-            );
-        }
-        self.scan_dependencies(&unknown, self.jobs());
-        let includers: Vec<PathBuf> = self
-            .includers(header)
-            .into_iter()
-            .filter(|unit| {
-                self.is_linked(unit)
-                    || self.is_added_unit(unit)
-                    || self.unloaded_library_of(unit).is_some()
-            })
-            .collect();
+        let includers = self.program_includers(header);
         if includers.is_empty() {
             let diagnostic = Diagnostic {
                 file: header.to_owned(),
@@ -393,9 +446,11 @@ impl Worker {
             None => files,
         };
         // The relaunch replay names its first file as the save: one held is not this swap's.
+        // A saved header, or a saved source file held with its includers swapping now,
+        // is still what this swap is of (its summary, its journal entry, a retry).
         let saved = match files.first() {
             Some(first) if !files.iter().any(|f| f == saved) && rest.is_some() => {
-                if has_extension(saved, HEADER_EXTENSIONS) {
+                if has_extension(saved, HEADER_EXTENSIONS) || self.included_by_any(saved, files) {
                     saved
                 } else {
                     first.as_path()

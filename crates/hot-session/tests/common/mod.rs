@@ -117,6 +117,22 @@ impl Fixture {
         std::fs::write(self.path(rel), text).expect("write file");
     }
 
+    /// Build the program by the shell command `build` (run in the workspace) and configure
+    /// the session to launch `app` as built, with no build command of its own, compiling
+    /// saves with `cc -O0 -g`.
+    pub fn build_by_the_test(&self, build: &str) {
+        let built = std::process::Command::new("sh")
+            .args(["-c", build])
+            .current_dir(self.dir.path())
+            .status()
+            .expect("run sh");
+        assert!(built.success(), "the fixture builds: {build}");
+        self.write(
+            "hot-lsp.toml",
+            "[program]\npath = \"app\"\n\n[compile]\ncommand = \"cc -O0 -g -c {file} -o {output}\"\n",
+        );
+    }
+
     /// Tell the session a file was saved; output from now on counts as fresh.
     pub fn save(&mut self, rel: &str) {
         self.drain();
