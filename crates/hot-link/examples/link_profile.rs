@@ -176,6 +176,30 @@ struct Setup {
     compile_unit: Option<usize>,
 }
 
+/// The libraries the generated program loads (libc and the dynamic linker), each at the
+/// address ld.so would map it at, so the link resolves against what the session's does.
+fn loaded_libraries() -> Vec<Module> {
+    let paths = [
+        "/lib/x86_64-linux-gnu/libc.so.6",
+        "/lib64/ld-linux-x86-64.so.2",
+    ];
+    let mut libs = Vec::new();
+    for (i, path) in paths.iter().enumerate() {
+        let Ok(bytes) = std::fs::read(path) else {
+            continue;
+        };
+        let Ok(image) = LinkedImage::parse(Path::new(path), &bytes) else {
+            continue;
+        };
+        libs.push(Module {
+            path: path.to_string(),
+            bias: 0x7fff_f000_0000 + (i as u64) * 0x1000_0000,
+            image: Arc::new(image),
+        });
+    }
+    libs
+}
+
 fn setup(dir: &Path) -> Setup {
     let exe_path = dir.join("app");
     let exe_bytes = std::fs::read(&exe_path).expect("read app");
@@ -194,7 +218,7 @@ fn setup(dir: &Path) -> Setup {
             bias: 0x5555_5555_4000,
             image: Arc::new(exe),
         },
-        libs: Vec::new(),
+        libs: loaded_libraries(),
         home: Default::default(),
     };
     // Arenas below the executable, within rel32 reach, as the session maps them.

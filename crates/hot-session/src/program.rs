@@ -143,6 +143,10 @@ pub(crate) struct Program {
     /// The libraries were read into `image` before the linker was made
     /// ([`Program::libraries_known`]).
     libraries_read: bool,
+    /// The last [`Program::forget_moved_libraries`] found ld.so's list exactly as it was
+    /// read: the one look that follows right after in the same save (the unwinder's, at
+    /// the swap) needs no second read of the list ([`Program::libraries_just_checked`]).
+    libraries_checked: bool,
     /// Compile units that `sources` could not place, for the message of a refused save.
     unplaced: Vec<Unplaced>,
     /// What link-time optimization left in each image read so far, by path
@@ -195,6 +199,7 @@ impl Program {
             bodies: Default::default(),
             sources,
             libraries_read: false,
+            libraries_checked: false,
             unplaced: Vec::new(),
             lto: HashMap::new(),
             workspace_libs: HashMap::new(),
@@ -661,6 +666,7 @@ impl Program {
     /// loaded with `dlopen` since, or a list read while ld.so was still loading). Returns
     /// whether anything changed, i.e. whether a failed link is worth retrying.
     pub fn refresh_libraries(&mut self) -> bool {
+        self.libraries_checked = false;
         let Some(image) = self.image.as_ref() else {
             return false;
         };
@@ -705,6 +711,15 @@ impl Program {
         true
     }
 
+    /// Whether ld.so's list was just found unchanged by [`Program::forget_moved_libraries`]
+    /// (no library loaded or unloaded since it was read), told once: a C program without
+    /// libgcc_s asked for its unwinder at every swap read the list a second time within
+    /// the same millisecond. A library loaded after this look is as late as one loaded
+    /// right after the swap: the next save registers its tables.
+    pub fn libraries_just_checked(&mut self) -> bool {
+        std::mem::take(&mut self.libraries_checked)
+    }
+
     /// The libraries read whose load is gone (`dlclose`d, and maybe `dlopen`ed again,
     /// elsewhere or at the very same address, perhaps a rebuilt file): their model and
     /// linker describe a load that is gone — writing there is a protection failure, or a
@@ -718,6 +733,7 @@ impl Program {
     /// they swapped or added, for the worker to link into the new load; first, the
     /// libraries forgotten.
     pub fn forget_moved_libraries(&mut self) -> (Vec<String>, Vec<ForgottenLoad>) {
+        self.libraries_checked = false;
         let Some(image) = self.image.as_ref() else {
             return (Vec::new(), Vec::new());
         };
@@ -731,6 +747,9 @@ impl Program {
         // the file the kernel maps and its key (no library file is parsed), else the
         // memory map.
         let now = current_keys(&self.debuggee, &image.exe, &maps);
+        self.libraries_checked = now
+            .as_ref()
+            .is_some_and(|now| now.iter().eq(self.library_keys.iter()));
         let mut moved: Vec<String> = image
             .libs
             .iter()

@@ -190,6 +190,8 @@ struct Worker {
     warned_optimisation: bool,
     /// The note that the program has no unwinder to register new code with was given.
     warned_exceptions: bool,
+    /// A C program's missing unwinder was logged (once: every swap of it finds the same).
+    noted_no_unwinder: bool,
     scratch_counter: u64,
     /// Source files swapped into the program, in order, and the build-id of the executable
     /// they went into: a relaunch of that same executable gets them again (re-linked from
@@ -318,6 +320,7 @@ pub(crate) fn run(
         seq: 0,
         warned_optimisation: false,
         warned_exceptions: false,
+        noted_no_unwinder: false,
         scratch_counter: 0,
         replay: Vec::new(),
         replay_build_id: None,

@@ -247,6 +247,10 @@ impl Worker {
         if found.is_some() {
             return found;
         }
+        // The list was read an instant ago (before the link) and was as known.
+        if program.libraries_just_checked() {
+            return None;
+        }
         if program.refresh_libraries() {
             return program.linker.as_ref()?.function_address(name);
         }
@@ -281,8 +285,10 @@ impl Worker {
                     functions and backtraces stop at them";
         if !cxx {
             // Most C programs never unwind: a note on every first swap would be noise. A
-            // later swap registers its tables once glibc has loaded libgcc_s.
-            tracing::info!("{text}");
+            // later swap registers its tables once glibc has loaded libgcc_s. Logged once.
+            if !std::mem::replace(&mut self.noted_no_unwinder, true) {
+                tracing::info!("{text}");
+            }
             return;
         }
         if self.warned_exceptions {
