@@ -60,6 +60,25 @@ pub(crate) struct Redirect {
     pub short: Option<(RuntimeAddr, Vec<u8>, Vec<u8>)>,
 }
 
+impl Redirect {
+    /// Where the `jmp rel32` at `jump_at` leads (x86-64): the body the entry runs. `None`
+    /// when `current` holds no such jump (an undo put the original code back).
+    pub(crate) fn target(&self) -> Option<RuntimeAddr> {
+        match self.current.as_slice() {
+            [0xe9, rel @ ..] if rel.len() == 4 => {
+                let rel = i32::from_le_bytes(rel.try_into().ok()?);
+                Some(RuntimeAddr(
+                    self.jump_at
+                        .0
+                        .wrapping_add(5)
+                        .wrapping_add(rel as i64 as u64),
+                ))
+            }
+            _ => None,
+        }
+    }
+}
+
 /// Whose definition a redirected entry runs now: the source file of the body it jumps to and
 /// whether that definition is weak. A strong definition added in main.c takes over the entry
 /// of weak.c's weak default (as a relink would); a later save of weak.c must not take it back.
@@ -130,6 +149,13 @@ pub(crate) struct StateDelta {
 }
 
 impl StateDelta {
+    /// Each entry this delta redirects and the body it jumps to ([`Redirect::target`]).
+    pub(crate) fn redirect_targets(&self) -> impl Iterator<Item = (RuntimeAddr, RuntimeAddr)> + '_ {
+        self.redirects
+            .iter()
+            .filter_map(|(entry, r)| Some((*entry, r.target()?)))
+    }
+
     /// The entries this delta redirects (stable entries of the image, or new functions' stubs).
     pub(crate) fn redirected(&self) -> impl Iterator<Item = RuntimeAddr> + '_ {
         self.redirects.iter().map(|(entry, _)| *entry)
@@ -228,6 +254,13 @@ fn align_up(value: u64, align: u64) -> u64 {
 }
 
 impl LinkState {
+    /// Each redirected entry and the body it jumps to now ([`Redirect::target`]).
+    pub(crate) fn redirect_targets(&self) -> impl Iterator<Item = (RuntimeAddr, RuntimeAddr)> + '_ {
+        self.redirects
+            .iter()
+            .filter_map(|(entry, r)| Some((*entry, r.target()?)))
+    }
+
     /// Whether an earlier committed patch added the global function or variable `name`.
     pub(crate) fn has_new_global(&self, name: &str) -> bool {
         let key = SymKey {

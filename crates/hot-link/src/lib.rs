@@ -71,6 +71,7 @@
 pub mod aarch64;
 mod abi;
 mod branches;
+pub mod clobbers;
 mod data;
 mod entry;
 mod entry_aarch64;
@@ -90,7 +91,7 @@ mod unwind;
 mod vtable;
 mod x86_64;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::ops::Range;
 use std::sync::{Arc, OnceLock};
 
@@ -571,6 +572,21 @@ impl Linker {
     pub fn set_scope(&mut self, libs: Vec<Module>, home: Home) {
         self.image.home = home;
         self.set_libraries(libs);
+    }
+
+    /// Where each entry this linker redirected jumps now, and, with `patch`, once that patch
+    /// is committed too: stable entry → body, for a [`clobbers::CodeView`] of the code before
+    /// and after a swap. x86-64 only (an entry jump is a `jmp rel32`).
+    pub fn entry_targets(&self, patch: Option<&Patch>) -> HashMap<u64, u64> {
+        let mut out: HashMap<u64, u64> = self
+            .state
+            .redirect_targets()
+            .map(|(entry, body)| (entry.0, body.0))
+            .collect();
+        if let Some(patch) = patch {
+            out.extend(patch.delta.redirect_targets().map(|(e, b)| (e.0, b.0)));
+        }
+        out
     }
 
     /// The image model the linker resolves against.

@@ -419,6 +419,85 @@ fn o2_without_no_ipa_ra_is_warned_about_once() {
     assert!(warning.contains("-fno-ipa-ra"), "{warning}");
 }
 
+/// ipara's `step` as built: it writes %eax only, and the running -O2 `main` keeps values in
+/// rcx, rdx, rsi and r8 across its calls (-fipa-ra).
+const IPARA_STEP: &str = "__attribute__((noinline)) int step(int x) {\n    return x + one;\n}";
+
+/// The same result as [`IPARA_STEP`], computed with a loop of temporaries in rcx, rdx, rsi,
+/// r8..r10: swapped under the running old `main`, the sum it prints comes out wrong.
+const IPARA_WIDE_STEP: &str = "__attribute__((noinline)) int step(int x) {
+    unsigned a = x, b = x * 3u, c = x ^ 9u, d = 0;
+    for (int i = 0; i < (x & 3) + 3; i++) {
+        d += a * b;
+        a ^= c;
+        b += d;
+        c = c * 5 + i;
+    }
+    mixed = a ^ b ^ c ^ d;
+    return x + one;
+}";
+
+#[test]
+fn a_callee_writing_registers_an_ipa_ra_caller_keeps_is_refused_while_it_runs() {
+    let (_, found) = check_refused_in(
+        "ipara",
+        "main.c",
+        (IPARA_STEP, IPARA_WIDE_STEP),
+        "signature-changed",
+        Severity::Error,
+        "sum=409",
+    );
+    for needle in ["`main`", "`step`", "-fipa-ra", "rcx", "rdx", "-fno-ipa-ra"] {
+        assert!(found.message.contains(needle), "{needle}: {found:?}");
+    }
+}
+
+#[test]
+fn an_ipa_ra_body_an_earlier_swap_retired_counts_while_it_runs() {
+    // main calls step through a pointer: its new body assumes every register clobbered and
+    // does not change when step does, but the old one keeps running (its loop never
+    // returns) and still keeps values in rcx, rdx, rsi and r8 across its direct calls.
+    let mut f = Fixture::launch("ipara");
+    f.wait_output("sum=409");
+    f.edit(
+        "main.c",
+        "int main(void) {",
+        "int (*volatile stepp)(int) = step;\n\nint main(void) {",
+    );
+    for call in ["int s = step(x);", "s = step(s + k1)", "s = step(s + k3)"] {
+        f.edit("main.c", call, &call.replace("step(", "stepp("));
+    }
+    f.save("main.c");
+    assert_eq!(f.wait_swap().swapped, ["main"]);
+    f.edit("main.c", IPARA_STEP, IPARA_WIDE_STEP);
+    let line = f.line_of("main.c", "int step(int x) {");
+    f.save("main.c");
+    let found = f.wait("the signature-changed refusal", |e| match e {
+        SessionEvent::Diagnostics { diagnostics, .. } => diagnostics
+            .iter()
+            .find(|d| d.code == "signature-changed")
+            .cloned(),
+        _ => None,
+    });
+    assert_eq!(found.line, line, "{found:?}");
+    assert!(
+        found.message.contains("`main`") && found.message.contains("rcx"),
+        "{found:?}"
+    );
+    f.assert_unchanged(1, "sum=409", 3);
+}
+
+#[test]
+fn a_callee_writing_no_new_register_swaps_under_a_running_ipa_ra_caller() {
+    check_edit(
+        "ipara",
+        "main.c",
+        ("sum=409", "return x + one;", "return x + one + 1;"),
+        "step",
+        "sum=416",
+    );
+}
+
 #[test]
 fn loop_head_inside_the_entry_jump() {
     check_edit(

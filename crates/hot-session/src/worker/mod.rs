@@ -10,6 +10,7 @@ mod ahead;
 mod baseline;
 pub(crate) mod gdb_jit;
 mod held;
+mod ipa_ra;
 mod lifecycle;
 mod lto;
 mod new_units;

@@ -896,9 +896,15 @@ impl Worker {
         self.set_state(State::Swapping, None);
         self.progress(Phase::Swap, "swapping");
         let mut plan = write_plan(&patch);
+        let mut call_guards = Vec::new();
         if let Some(program) = self.program.as_mut() {
             plan.watch = super::abi::old_bodies(program, &image, &patch);
             plan.refuse_frames = super::abi::guarded_bodies(&guards);
+            // Old bodies built with -fipa-ra whose callees would clobber more: no frame may
+            // run them when the swap commits.
+            call_guards = super::ipa_ra::call_guards(program, &image, &patch, &plan.watch);
+            plan.refuse_frames
+                .extend(super::ipa_ra::guarded_bodies(&call_guards));
             // A library unloaded or loaded again between the link and this write: caught
             // with the threads stopped, nothing written.
             plan.verify = program.verify_of(&image);
@@ -908,9 +914,26 @@ impl Worker {
         if let Err(hot_process::ProcessError::FrameRefused(frames)) = &report {
             // A changed layout whose old objects a running frame holds: refused like the
             // link's ABI checks, on the type's declaration, the program left as it was.
-            let errors = super::abi::frame_refusals(&guards, frames, |change, holder| {
+            let (calls, layouts): (Vec<_>, Vec<_>) = frames
+                .iter()
+                .cloned()
+                .partition(|f| super::ipa_ra::is_key(&f.function));
+            let mut errors = super::abi::frame_refusals(&guards, &layouts, |change, holder| {
                 change.frame_refusal(holder)
             });
+            // An -fipa-ra caller still running whose callee would clobber more: on the
+            // callee.
+            let objects: Vec<(&Path, &Object)> = new_baselines
+                .iter()
+                .filter_map(|(file, b)| Some((file.as_path(), b.object.get()?)))
+                .collect();
+            errors.extend(super::ipa_ra::frame_refusals(
+                &call_guards,
+                &calls,
+                &objects,
+                saved,
+            ));
+            drop(objects);
             add_refusals(&files, &mut diagnostics, &errors);
             self.publish_each(&files, diagnostics);
             self.set_state(
