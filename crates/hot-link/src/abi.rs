@@ -328,7 +328,7 @@ fn defines_function(s: &hot_object::Symbol) -> bool {
 }
 
 /// Where a function of `object` starts in the source: the first line row of its atom.
-fn function_line(object: &Object, name: &str) -> Option<SourceLine> {
+pub(crate) fn function_line(object: &Object, name: &str) -> Option<SourceLine> {
     let id = object.symbols.iter().position(|s| {
         s.name == name && s.kind == SymbolKind::Function && matches!(s.def, SymbolDef::Atom { .. })
     })?;
@@ -401,6 +401,9 @@ impl Linker {
             .map(|r| defined_functions(r.object))
             .collect();
         let batch_defines = |name: &str| defined_by.iter().any(|d| d.contains_key(name));
+        // A strong definition deleted while another file's weak default of the name is in the
+        // image: the link redirected its entry there (`Link::fall_back_to_weak_defaults`).
+        let fell_back = |name: &str| patch.redirected_names.iter().any(|(_, n)| n == name);
         for (k, request) in requests.iter().enumerate() {
             let Some(baseline) = request.baseline else {
                 self.running_changes(k, request, &swapped_names, running, &mut changes);
@@ -419,7 +422,11 @@ impl Linker {
                 // A weak default gone is what a relink would accept too (another file's
                 // definition, or none, is then used): only strong definitions count.
                 let name = s.name.as_str();
-                if s.binding != Binding::Weak && !batch_defines(name) && gone.insert(name) {
+                if s.binding != Binding::Weak
+                    && !batch_defines(name)
+                    && !fell_back(name)
+                    && gone.insert(name)
+                {
                     removed.push((k, name.to_string(), function_line(baseline, name)));
                 }
             }

@@ -550,7 +550,7 @@ pub(crate) fn weak_entry_in_use(
         return true;
     }
     match (owner, image) {
-        (Some(owner), _) if owner.source == unit.source => true,
+        (Some(owner), _) if owner.is_of(unit) => true,
         (Some(owner), _) if !owner.weak => false,
         (_, Some(image)) => weak_definition_in_use(model, obj, sym, image, unit),
         (_, None) => true,
@@ -770,7 +770,7 @@ impl crate::link::Link<'_> {
             let message = match owner {
                 // A strong definition another file added by an earlier save runs there now.
                 Some(o)
-                    if o.source != self.unit.source
+                    if !o.is_of(self.unit)
                         && !o.weak
                         && self.info.obj.symbol(sym).binding == Binding::Global
                         && !self.info.obj.atom(atom).comdat =>
@@ -783,7 +783,7 @@ impl crate::link::Link<'_> {
                         o.source, self.unit.source
                     ))
                 }
-                Some(o) if o.source == self.unit.source => None,
+                Some(o) if o.is_of(self.unit) => None,
                 _ => image.and_then(|r| {
                     multiple_definition(self.model, self.info.obj, sym, r, self.unit, name)
                 }),

@@ -1636,6 +1636,7 @@ mod tests {
             producer: None,
             ranges: Vec::new(),
             variables: Vec::new(),
+            unnamed_functions: Vec::new(),
         }
     }
 

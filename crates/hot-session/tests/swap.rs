@@ -1074,6 +1074,58 @@ fn a_strong_definition_added_by_a_save_keeps_the_weak_default_out() {
     f.assert_same_process();
 }
 
+/// strong.c's `hook` as the visibility fixture has it.
+const STRONG_HOOK: &str = "int hook(void) {\n    return helper(2) - 1000;\n}";
+
+#[test]
+fn deleting_a_strong_override_makes_the_weak_default_the_one_in_use_again() {
+    // As after a relink, weak.c's default runs once strong.c's `hook` is deleted: ld kept
+    // its body in the image under no symbol, and the override's entry jumps there. Then it
+    // is weak.c's to edit, until a strong `hook` comes back. With and without
+    // -fvisibility=hidden (ld makes the hidden `hook` a local symbol).
+    for hidden in [true, false] {
+        let mut f = Fixture::copy("visibility");
+        if !hidden {
+            let config = std::fs::read_to_string(f.path("hot-lsp.toml")).expect("config");
+            f.write("hot-lsp.toml", &config.replace(" -fvisibility=hidden", ""));
+        }
+        f.start();
+        f.wait_launched();
+        f.wait_output("hook=2 ");
+        f.edit("strong.c", STRONG_HOOK, "");
+        f.save("strong.c");
+        let swap = f.wait_swap();
+        assert_eq!(swap.swapped, ["hook"], "hidden={hidden}: {swap:?}");
+        f.wait_output("hook=1 ");
+        // weak.c's default is the definition in use now: its edit is swapped in.
+        f.edit("weak.c", "{ return 1; }", "{ return 10; }");
+        f.save("weak.c");
+        let swap = f.wait_swap();
+        assert_eq!(swap.swapped, ["hook"], "hidden={hidden}: {swap:?}");
+        f.wait_output("hook=10 ");
+        // A strong `hook` saved again overrides it again.
+        let text = std::fs::read_to_string(f.path("strong.c")).expect("strong.c");
+        f.write("strong.c", &format!("{text}{STRONG_HOOK}\n"));
+        f.save("strong.c");
+        let swap = f.wait_swap();
+        assert_eq!(swap.swapped, ["hook"], "hidden={hidden}: {swap:?}");
+        f.wait_output("hook=2 ");
+        let errors: Vec<&SessionEvent> = f
+            .log
+            .iter()
+            .filter(|e| match e {
+                SessionEvent::Diagnostics { diagnostics, .. } => {
+                    diagnostics.iter().any(|d| d.severity == Severity::Error)
+                }
+                SessionEvent::Message { severity, .. } => *severity == Severity::Error,
+                _ => false,
+            })
+            .collect();
+        assert!(errors.is_empty(), "hidden={hidden}: {errors:#?}");
+        f.assert_same_process();
+    }
+}
+
 #[test]
 fn overridden_weak_data_defaults_are_not_written_over_the_overrides() {
     // (edit of weak.c's defaults): the program keeps printing the overrides' values.
