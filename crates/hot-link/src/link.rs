@@ -1572,6 +1572,15 @@ impl<'a> Link<'a> {
         let (Some(baseline), Some(ours)) = (self.baseline, self.unit.compile_unit) else {
             return;
         };
+        // Most programs override no weak default: then nothing here looks at the objects.
+        let units = &self.model.exe.image.compile_units;
+        if !units
+            .iter()
+            .enumerate()
+            .any(|(i, cu)| i != ours && !cu.unnamed_functions.is_empty())
+        {
+            return;
+        }
         let obj = self.info.obj;
         let defines = |o: &'a hot_object::Object| {
             o.symbols.iter().filter(|s| {
@@ -1608,7 +1617,6 @@ impl<'a> Link<'a> {
             if !ours_runs {
                 continue;
             }
-            let units = &self.model.exe.image.compile_units;
             let mut defaults = units
                 .iter()
                 .enumerate()
