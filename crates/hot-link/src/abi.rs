@@ -34,7 +34,7 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 
 use rustc_hash::FxHashMap;
 
-use hot_object::types::{AbiFacts, Signature, TypeLayout, TypeUser, UserKind};
+use hot_object::types::{AbiFacts, MemberLayout, Signature, TypeLayout, TypeUser, UserKind};
 use hot_object::{display_name, Binding, Object, SourceLine, SymbolDef, SymbolKind};
 use iced_x86::{Decoder, DecoderOptions, FlowControl, Instruction, OpKind};
 
@@ -285,16 +285,37 @@ fn layout_difference(old: &TypeLayout, new: &TypeLayout) -> String {
     for m in &new.members {
         match old.members.iter().find(|o| o.name == m.name) {
             None => details.push(format!("`{}` added", m.name)),
-            Some(o) if o.offset != m.offset || o.bit_offset != m.bit_offset => {
-                details.push(format!(
-                    "`{}` moved from offset {} to {}",
-                    m.name, o.offset, m.offset
-                ))
+            // A bit field (before or after) moves by bits: within one byte its byte
+            // offset says nothing.
+            Some(o) if o.bit_offset.is_some() || m.bit_offset.is_some() => {
+                let bit = |l: &MemberLayout| l.bit_offset.unwrap_or(l.offset.saturating_mul(8));
+                if bit(o) != bit(m) {
+                    details.push(format!(
+                        "`{}` moved from bit {} to bit {}",
+                        m.name,
+                        bit(o),
+                        bit(m)
+                    ))
+                } else if o.bit_size != m.bit_size {
+                    let width = |l: &MemberLayout| match l.bit_size {
+                        Some(n) => format!("{n} bits"),
+                        None => "no bit field".to_string(),
+                    };
+                    details.push(format!(
+                        "`{}` is now {} wide (was {})",
+                        m.name,
+                        width(m),
+                        width(o)
+                    ))
+                } else if o.type_name != m.type_name {
+                    details.push(type_changed(m, o))
+                }
             }
-            Some(o) if o.type_name != m.type_name => details.push(format!(
-                "`{}` is now `{}` (was `{}`)",
-                m.name, m.type_name, o.type_name
+            Some(o) if o.offset != m.offset => details.push(format!(
+                "`{}` moved from offset {} to {}",
+                m.name, o.offset, m.offset
             )),
+            Some(o) if o.type_name != m.type_name => details.push(type_changed(m, o)),
             Some(_) => {}
         }
     }
@@ -307,6 +328,14 @@ fn layout_difference(old: &TypeLayout, new: &TypeLayout) -> String {
         parts.push(list(&details, 4));
     }
     parts.join("; ")
+}
+
+/// "`m` is now `long` (was `int`)".
+fn type_changed(new: &MemberLayout, old: &MemberLayout) -> String {
+    format!(
+        "`{}` is now `{}` (was `{}`)",
+        new.name, new.type_name, old.type_name
+    )
 }
 
 /// A function defined by an object, with its binding.
@@ -328,7 +357,7 @@ fn defines_function(s: &hot_object::Symbol) -> bool {
 }
 
 /// Where a function of `object` starts in the source: the first line row of its atom.
-fn function_line(object: &Object, name: &str) -> Option<SourceLine> {
+pub(crate) fn function_line(object: &Object, name: &str) -> Option<SourceLine> {
     let id = object.symbols.iter().position(|s| {
         s.name == name && s.kind == SymbolKind::Function && matches!(s.def, SymbolDef::Atom { .. })
     })?;
@@ -401,6 +430,9 @@ impl Linker {
             .map(|r| defined_functions(r.object))
             .collect();
         let batch_defines = |name: &str| defined_by.iter().any(|d| d.contains_key(name));
+        // A strong definition deleted while another file's weak default of the name is in the
+        // image: the link redirected its entry there (`Link::fall_back_to_weak_defaults`).
+        let fell_back = |name: &str| patch.redirected_names.iter().any(|(_, n)| n == name);
         for (k, request) in requests.iter().enumerate() {
             let Some(baseline) = request.baseline else {
                 self.running_changes(k, request, &swapped_names, running, &mut changes);
@@ -419,7 +451,11 @@ impl Linker {
                 // A weak default gone is what a relink would accept too (another file's
                 // definition, or none, is then used): only strong definitions count.
                 let name = s.name.as_str();
-                if s.binding != Binding::Weak && !batch_defines(name) && gone.insert(name) {
+                if s.binding != Binding::Weak
+                    && !batch_defines(name)
+                    && !fell_back(name)
+                    && gone.insert(name)
+                {
                     removed.push((k, name.to_string(), function_line(baseline, name)));
                 }
             }
@@ -817,6 +853,7 @@ mod tests {
                     name: name.into(),
                     offset,
                     bit_offset: None,
+                    bit_size: None,
                     type_name: ty.into(),
                 })
                 .collect(),

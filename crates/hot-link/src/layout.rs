@@ -82,10 +82,23 @@ impl Redirect {
 /// Whose definition a redirected entry runs now: the source file of the body it jumps to and
 /// whether that definition is weak. A strong definition added in main.c takes over the entry
 /// of weak.c's weak default (as a relink would); a later save of weak.c must not take it back.
+/// A weak default the image kept under no symbol, which an entry runs again once its
+/// strong override was deleted, is owned by its compile unit (`compile_unit`): the linker
+/// cannot spell its file as the session does.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct EntryOwner {
     pub source: String,
     pub weak: bool,
+    /// The image's compile unit of the definition, when known.
+    pub compile_unit: Option<usize>,
+}
+
+impl EntryOwner {
+    /// Whether the definition the entry runs is `unit`'s.
+    pub(crate) fn is_of(&self, unit: &crate::UnitRef) -> bool {
+        self.source == unit.source
+            || (self.compile_unit.is_some() && self.compile_unit == unit.compile_unit)
+    }
 }
 
 /// The committed state of the linker.

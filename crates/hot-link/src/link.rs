@@ -183,6 +183,7 @@ pub(crate) fn link(
     cx.relocate();
     cx.build_unwind();
     cx.redirect_entries();
+    cx.fall_back_to_weak_defaults();
     cx.list_bodies();
     cx.list_constructors();
     cx.alloc.finish(cx.patch, cx.errors)
@@ -349,7 +350,7 @@ impl<'a> Link<'a> {
                     // Calls to the name reach the override, as in the running program.
                     self.overridden.insert(atom);
                     if differs {
-                        match (owner.filter(|o| o.source != self.unit.source), image) {
+                        match (owner.filter(|o| !o.is_of(self.unit)), image) {
                             (Some(o), _) => {
                                 self.note_weak_overridden_in(name, Some(&o.source), atom)
                             }
@@ -1513,33 +1514,141 @@ impl<'a> Link<'a> {
             };
             match plan {
                 Ok(Some(plan)) => {
-                    self.patch.writes.extend(plan.arena);
-                    if let Some((message, at)) = plan.note {
-                        self.patch.entries_over_statements.push((name.clone(), at));
-                        self.patch.notes.push(LinkNote {
-                            code: "entry-covers-statement",
-                            message,
-                            symbol: Some(name.clone()),
-                            line: self.atom_line(atom),
-                            severity: NoteSeverity::Information,
-                            unit: self.unit.source.clone(),
-                        });
-                    }
-                    self.patch.entries.extend(plan.writes);
-                    self.patch.protected.extend(plan.protected);
-                    if let Some(fill) = plan.claimed_fill {
-                        self.alloc.claim_fill(fill);
-                    }
-                    self.alloc.add_redirect(entry_addr, plan.redirect);
-                    self.alloc
-                        .set_entry_owner(entry_addr, self.entry_owner(atom));
-                    self.patch.redirected_names.push((entry_addr, name.clone()));
-                    self.patch.swapped.push(name);
+                    let (owner, line) = (self.entry_owner(atom), self.atom_line(atom));
+                    self.take_entry_plan(name, entry_addr, plan, owner, line);
                 }
                 Ok(None) => {}
                 Err((code, message)) => {
                     self.error(code, message, Some(name), Some((atom, AtomOffset(0))))
                 }
+            }
+        }
+    }
+
+    /// Make `plan` (the jump that redirects `name`'s entry `entry_addr`) part of the patch,
+    /// the entry then running `owner`'s definition; `line` is where a note about it goes.
+    fn take_entry_plan(
+        &mut self,
+        name: String,
+        entry_addr: RuntimeAddr,
+        plan: entry::EntryPlan,
+        owner: EntryOwner,
+        line: Option<SourceLine>,
+    ) {
+        self.patch.writes.extend(plan.arena);
+        if let Some((message, at)) = plan.note {
+            self.patch.entries_over_statements.push((name.clone(), at));
+            self.patch.notes.push(LinkNote {
+                code: "entry-covers-statement",
+                message,
+                symbol: Some(name.clone()),
+                line,
+                severity: NoteSeverity::Information,
+                unit: self.unit.source.clone(),
+            });
+        }
+        self.patch.entries.extend(plan.writes);
+        self.patch.protected.extend(plan.protected);
+        if let Some(fill) = plan.claimed_fill {
+            self.alloc.claim_fill(fill);
+        }
+        self.alloc.add_redirect(entry_addr, plan.redirect);
+        self.alloc.set_entry_owner(entry_addr, owner);
+        self.patch.redirected_names.push((entry_addr, name.clone()));
+        self.patch.swapped.push(name);
+    }
+
+    /// Strong functions of the baseline that the object no longer defines, whose entry ran
+    /// this file's definition, while another file's weak default of the name is still in
+    /// the image (ld kept its body and dropped its symbol,
+    /// [`hot_object::CompileUnit::unnamed_functions`]): after a relink that default is the
+    /// definition in use, so the entry is redirected to its body, not left running the
+    /// deleted code (and calls to the name are no undefined references:
+    /// [`crate::Linker::abi_changes`] leaves the names redirected here alone).
+    fn fall_back_to_weak_defaults(&mut self) {
+        if self.placement.is_some_and(|p| !p.redirect_entries) {
+            return;
+        }
+        let (Some(baseline), Some(ours)) = (self.baseline, self.unit.compile_unit) else {
+            return;
+        };
+        // Most programs override no weak default: then nothing here looks at the objects.
+        let units = &self.model.exe.image.compile_units;
+        if !units
+            .iter()
+            .enumerate()
+            .any(|(i, cu)| i != ours && !cu.unnamed_functions.is_empty())
+        {
+            return;
+        }
+        let obj = self.info.obj;
+        let defines = |o: &'a hot_object::Object| {
+            o.symbols.iter().filter(|s| {
+                matches!(s.kind, hot_object::SymbolKind::Function)
+                    && matches!(s.def, hot_object::SymbolDef::Atom { .. })
+            })
+        };
+        let now: HashSet<&str> = defines(obj).map(|s| s.name.as_str()).collect();
+        let mut seen: HashSet<&str> = HashSet::default();
+        let gone = defines(baseline)
+            .filter(|s| s.binding == Binding::Global)
+            .map(|s| s.name.as_str())
+            .filter(|name| !now.contains(name) && seen.insert(name));
+        for name in gone.collect::<Vec<_>>() {
+            let Some(r) =
+                crate::resolve::exe_definition(self.model, self.index, Some(self.unit), name)
+            else {
+                continue;
+            };
+            let image_sym = r.get(self.model);
+            if image_sym.kind != hot_object::SymbolKind::Function {
+                continue;
+            }
+            let entry_addr = self.model.exe.runtime(Vaddr(image_sym.vaddr));
+            // The entry must run this file's (strong) definition: one a save of it swapped
+            // in, or the image's own in its code.
+            let ours_runs = match self.alloc.entry_owner(entry_addr) {
+                Some(owner) => owner.is_of(self.unit) && !owner.weak,
+                None => {
+                    crate::resolve::unit_defines_symbol(self.model, self.unit, image_sym)
+                        == Some(true)
+                }
+            };
+            if !ours_runs {
+                continue;
+            }
+            let mut defaults = units
+                .iter()
+                .enumerate()
+                .filter(|&(i, _)| i != ours)
+                .filter_map(|(i, cu)| {
+                    let (_, vaddr) = cu.unnamed_functions.iter().find(|(n, _)| n == name)?;
+                    Some((i, cu, *vaddr))
+                });
+            // Two candidates: which one ld would pick is not known here.
+            let (Some((unit, cu, vaddr)), None) = (defaults.next(), defaults.next()) else {
+                continue;
+            };
+            let owner = EntryOwner {
+                source: cu.name.clone(),
+                weak: true,
+                compile_unit: Some(unit),
+            };
+            let body = self.model.exe.runtime(Vaddr(vaddr));
+            match entry::plan_image_entry(
+                self.model,
+                self.index,
+                self.landings,
+                &mut self.alloc,
+                image_sym,
+                body,
+                name,
+            ) {
+                Ok(plan) => {
+                    let line = crate::abi::function_line(baseline, name);
+                    self.take_entry_plan(name.to_string(), entry_addr, plan, owner, line);
+                }
+                Err((code, message)) => self.error(code, message, Some(name.to_string()), None),
             }
         }
     }
@@ -1578,6 +1687,7 @@ impl Link<'_> {
         EntryOwner {
             source: self.unit.source.clone(),
             weak,
+            compile_unit: self.unit.compile_unit,
         }
     }
 }

@@ -550,7 +550,7 @@ pub(crate) fn weak_entry_in_use(
         return true;
     }
     match (owner, image) {
-        (Some(owner), _) if owner.source == unit.source => true,
+        (Some(owner), _) if owner.is_of(unit) => true,
         (Some(owner), _) if !owner.weak => false,
         (_, Some(image)) => weak_definition_in_use(model, obj, sym, image, unit),
         (_, None) => true,
@@ -565,7 +565,9 @@ pub(crate) fn weak_entry_in_use(
 ///
 /// A strong definition replacing a *weak* one of another file is no conflict: after a
 /// relink the strong one wins, so redirecting the weak entry to it is what the program
-/// would do.
+/// would do. A unit the image does not have at all (a new translation unit: no `STT_FILE`
+/// group, no compile unit) defines none of the image's symbols: every strong one is
+/// another file's, named when the image's DWARF says which.
 pub(crate) fn multiple_definition(
     model: &ImageModel,
     obj: &Object,
@@ -578,26 +580,51 @@ pub(crate) fn multiple_definition(
     if s.binding != Binding::Global {
         return None;
     }
-    if let SymbolDef::Atom { atom, .. } = s.def {
-        if obj.atom(atom).comdat {
-            // C++ inline functions and variables (`STB_GNU_UNIQUE` ones too): one copy
-            // is kept, whichever file defines them.
-            return None;
-        }
+    match s.def {
+        // C++ inline functions and variables (`STB_GNU_UNIQUE` ones too): one copy is
+        // kept, whichever file defines them.
+        SymbolDef::Atom { atom, .. } if obj.atom(atom).comdat => return None,
+        // A `-fcommon` tentative definition: the static linker merges it with the other.
+        SymbolDef::Common { .. } => return None,
+        _ => {}
     }
     let image_sym = image.get(model);
-    if image_sym.binding == Binding::Weak
-        || unit_defines_symbol(model, unit, image_sym) != Some(false)
-    {
+    if image_sym.binding == Binding::Weak {
         return None;
     }
-    let other = defining_file(model, image_sym, unit)?;
-    Some(format!(
-        "`{name}` is already defined in {other}: a second definition in {} is a multiple \
-         definition, which a relink of the program would refuse; make one of them `static` \
-         or remove it (if `{name}` moved here from {other}, restart the program)",
-        unit.source
+    let new_unit = unit.tu.is_none() && unit.compile_unit.is_none();
+    let other = match unit_defines_symbol(model, unit, image_sym) {
+        Some(false) => defining_file(model, image_sym, unit)?,
+        None if new_unit => defining_file(model, image_sym, unit).unwrap_or("the running program"),
+        _ => return None,
+    };
+    Some(multiple_definition_message(
+        name,
+        other,
+        &unit.source,
+        !new_unit,
     ))
+}
+
+/// The message of a refused multiple definition of `name`, also defined in `other`, by the
+/// unit `source`; `may_have_moved`: the definition may be one that moved between two files
+/// of the running program, which only a restart takes in.
+pub(crate) fn multiple_definition_message(
+    name: &str,
+    other: &str,
+    source: &str,
+    may_have_moved: bool,
+) -> String {
+    let name = hot_object::display_name(name);
+    let moved = match may_have_moved {
+        false => String::new(),
+        true => format!(" (if `{name}` moved here from {other}, restart the program)"),
+    };
+    format!(
+        "multiple definition of `{name}`: also defined in {other}; a second definition in \
+         {source} is one a relink of the program would refuse, so nothing was swapped — make \
+         one of them `static` or remove it{moved}"
+    )
 }
 
 /// An undefined symbol of the object, found in the running image.
@@ -770,20 +797,20 @@ impl crate::link::Link<'_> {
             let message = match owner {
                 // A strong definition another file added by an earlier save runs there now.
                 Some(o)
-                    if o.source != self.unit.source
+                    if !o.is_of(self.unit)
                         && !o.weak
                         && self.info.obj.symbol(sym).binding == Binding::Global
                         && !self.info.obj.atom(atom).comdat =>
                 {
-                    Some(format!(
-                        "`{name}` is already defined in {}, whose definition an earlier save \
-                         swapped in: a second definition in {} is a multiple definition, which \
-                         a relink of the program would refuse; make one of them `static` or \
-                         remove it",
-                        o.source, self.unit.source
+                    let other = format!("{} (an earlier save swapped it in)", o.source);
+                    Some(multiple_definition_message(
+                        name,
+                        &other,
+                        &self.unit.source,
+                        false,
                     ))
                 }
-                Some(o) if o.source == self.unit.source => None,
+                Some(o) if o.is_of(self.unit) => None,
                 _ => image.and_then(|r| {
                     multiple_definition(self.model, self.info.obj, sym, r, self.unit, name)
                 }),

@@ -545,7 +545,7 @@ fn walk_around(
         };
         let at = refs.partition_point(|&r| r < start);
         if refs.get(at).is_some_and(|&r| r < end) {
-            walk_dies(dwarf, unit, Some(top), statics, None, None)?;
+            walk_dies(dwarf, unit, Some(top), statics, None, None, None)?;
         }
     }
     Ok(producer)
@@ -642,7 +642,15 @@ pub(crate) fn decl_lines(
         let comp_dir = unit.comp_dir.as_ref().map(reader_string);
         let mut statics = Vec::new();
         let mut decls = Vec::new();
-        walk_dies(dwarf, &unit, None, &mut statics, Some(&mut decls), None)?;
+        walk_dies(
+            dwarf,
+            &unit,
+            None,
+            &mut statics,
+            Some(&mut decls),
+            None,
+            None,
+        )?;
         let comp_dir_path = comp_dir.as_deref().map(Path::new);
         let mut decl_paths: HashMap<u64, Option<PathBuf>> = HashMap::default();
         let decls: Vec<(VarDecl, SourceLine)> = decls
@@ -665,13 +673,19 @@ pub(crate) fn decl_lines(
     Ok(out)
 }
 
+/// The image's function starts (sorted) and where [`walk_dies`] lists the external
+/// functions at none of them.
+type Unnamed<'u> = (&'u [u64], &'u mut Vec<(String, u64)>);
+
 /// Walk every DIE of a unit once: returns the root's `DW_AT_producer`, and appends to
 /// `statics` each function-local static variable as (address of its `DW_OP_addr` location,
 /// name of the enclosing `DW_TAG_subprogram`). A subprogram without a name of its own (an
 /// out-of-line instance) takes it from its `DW_AT_abstract_origin` / `DW_AT_specification`.
 /// With `decls`, also appends the declaration position of every variable definition that is
 /// not an automatic variable (see [`VarDecl`]); with `variables`, the address of every
-/// variable with a static `DW_OP_addr` location.
+/// variable with a static `DW_OP_addr` location; with `unnamed` (the image's function
+/// starts, sorted), each external function whose `DW_AT_low_pc` is none of them (see
+/// [`crate::CompileUnit::unnamed_functions`]).
 #[allow(clippy::too_many_arguments)]
 fn walk_dies(
     dwarf: &gimli::Dwarf<DwarfReader<'_>>,
@@ -680,6 +694,7 @@ fn walk_dies(
     statics: &mut Vec<(u64, String)>,
     mut decls: Option<&mut Vec<VarDecl>>,
     mut variables: Option<&mut Vec<u64>>,
+    mut unnamed: Option<Unnamed<'_>>,
 ) -> Result<Option<String>, String> {
     let mut producer = None;
     let mut entries = match subtree {
@@ -719,12 +734,41 @@ fn walk_dies(
                     .and_then(|v| attr_string(dwarf, unit, v))
             };
             let mut name = own_name(entry);
-            if name.is_none() {
+            let origin = || {
                 let origin = entry
                     .attr_value(gimli::DW_AT_abstract_origin)
                     .or_else(|| entry.attr_value(gimli::DW_AT_specification));
-                if let Some(gimli::AttributeValue::UnitRef(offset)) = origin {
-                    name = unit.entry(offset).ok().and_then(|die| own_name(&die));
+                match origin {
+                    Some(gimli::AttributeValue::UnitRef(offset)) => unit.entry(offset).ok(),
+                    _ => None,
+                }
+            };
+            if name.is_none() {
+                name = origin().and_then(|die| own_name(&die));
+            }
+            if let Some((starts, out)) = unnamed.as_mut() {
+                if let Some(gimli::AttributeValue::Addr(low)) =
+                    entry.attr_value(gimli::DW_AT_low_pc)
+                {
+                    if low != 0 && starts.binary_search(&low).is_err() {
+                        // Rare (an overridden weak default): only then are its external flag
+                        // and linkage name looked for, on it or its declaration.
+                        let declaration = origin();
+                        let dies = std::iter::once(entry).chain(declaration.as_ref());
+                        let external = dies.clone().any(|die| {
+                            matches!(
+                                die.attr_value(gimli::DW_AT_external),
+                                Some(gimli::AttributeValue::Flag(true))
+                            )
+                        });
+                        let linkage = dies
+                            .filter_map(|die| die.attr_value(gimli::DW_AT_linkage_name))
+                            .find_map(|v| attr_string(dwarf, unit, v))
+                            .or_else(|| name.clone());
+                        if let (true, Some(linkage)) = (external, linkage) {
+                            out.push((linkage, low));
+                        }
+                    }
                 }
             }
             scopes.push((depth, name));
@@ -1052,7 +1096,16 @@ pub(crate) fn read_image_dwarf(
             .unit(header)
             .map_err(|e| format!(".debug_info unit: {e}"))?;
         let mut variables = Vec::new();
-        let producer = walk_dies(&dwarf, &unit, None, statics, None, Some(&mut variables))?;
+        let mut unnamed_functions = Vec::new();
+        let producer = walk_dies(
+            &dwarf,
+            &unit,
+            None,
+            statics,
+            None,
+            Some(&mut variables),
+            Some((function_starts, &mut unnamed_functions)),
+        )?;
         let Some(name) = unit.name.as_ref().map(reader_string) else {
             continue;
         };
@@ -1090,12 +1143,16 @@ pub(crate) fn read_image_dwarf(
         }
         variables.sort_unstable();
         variables.dedup();
+        // Code of a section the linker discarded (`--gc-sections`, a COMDAT copy not kept)
+        // is relocated to 0 or a tombstone outside the unit's code.
+        unnamed_functions.retain(|&(_, low)| ranges.iter().any(|&(b, e)| b <= low && low < e));
         out.push(CompileUnit {
             name,
             comp_dir: unit.comp_dir.as_ref().map(reader_string),
             producer,
             ranges,
             variables,
+            unnamed_functions,
         });
     }
     Ok(())

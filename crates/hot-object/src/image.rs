@@ -110,6 +110,11 @@ pub struct CompileUnit {
     /// The vaddrs of its variables with static storage (`DW_OP_addr` locations), sorted.
     /// With `ranges` they tell which `STT_FILE` group holds the unit's local symbols.
     pub variables: Vec<u64>,
+    /// Its external functions whose code lies in the image under no symbol, by linkage name
+    /// (else name) and vaddr (`DW_AT_low_pc`): a weak default that a strong definition of
+    /// another file overrode (ld keeps its bytes and drops its symbol). When that strong
+    /// definition is deleted, this body is the definition in use again.
+    pub unnamed_functions: Vec<(String, u64)>,
 }
 
 /// Contents of one allocated section, kept so the linker can decode old function bodies and
@@ -390,6 +395,7 @@ mod tests {
                     producer: Some(producer.to_string()),
                     ranges: Vec::new(),
                     variables: Vec::new(),
+                    unnamed_functions: Vec::new(),
                 })
                 .collect(),
             ..LinkedImage::default()

@@ -250,10 +250,17 @@ impl TypeLayout {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MemberLayout {
     pub name: String,
-    /// Byte offset (`DW_AT_data_member_location`); 0 for union members.
+    /// Byte offset (`DW_AT_data_member_location`); 0 for union members. For a bit field, the
+    /// byte its first bit is in (DWARF 5 gives it no byte offset, DWARF 4 that of its
+    /// storage unit): the same field compares equal whichever version described it.
     pub offset: u64,
-    /// Bit offset of a bit field (`DW_AT_data_bit_offset`, or the DWARF 2 `DW_AT_bit_offset`).
+    /// For a bit field: the offset of its first bit from the start of the aggregate (DWARF 4+
+    /// `DW_AT_data_bit_offset`; from the DWARF 2/3 `DW_AT_bit_offset`, counted from the
+    /// storage unit's most significant bit, with its `DW_AT_byte_size` and the member's
+    /// `DW_AT_bit_size`, for a little-endian target).
     pub bit_offset: Option<u64>,
+    /// For a bit field: its width in bits (`DW_AT_bit_size`).
+    pub bit_size: Option<u64>,
     /// The member's type, rendered with typedefs resolved.
     pub type_name: String,
 }
@@ -623,7 +630,9 @@ struct ChildDie {
     name: Option<String>,
     ty: Option<UnitOffset>,
     offset: u64,
+    /// From the start of the aggregate, as [`MemberLayout::bit_offset`].
     bit_offset: Option<u64>,
+    bit_size: Option<u64>,
     count: Option<u64>,
 }
 
@@ -1315,18 +1324,29 @@ impl UnitTypes {
                     Some(Scope::Type(owner)),
                 ) => {
                     let owner = *owner;
+                    let udata = |at| entry.attr_value(at).and_then(|v| v.udata_value());
+                    let offset = udata(gimli::DW_AT_data_member_location).unwrap_or(0);
+                    let bit_size = udata(gimli::DW_AT_bit_size);
+                    let bit_offset = udata(gimli::DW_AT_data_bit_offset).or_else(|| {
+                        // DWARF 2/3: the bits above the field in its storage unit (of
+                        // `DW_AT_byte_size` bytes at `offset`); little-endian.
+                        let above = udata(gimli::DW_AT_bit_offset)?;
+                        let unit_bits = udata(gimli::DW_AT_byte_size)?.saturating_mul(8);
+                        Some(
+                            offset
+                                .saturating_mul(8)
+                                .saturating_add(unit_bits)
+                                .saturating_sub(above)
+                                .saturating_sub(bit_size.unwrap_or(0)),
+                        )
+                    });
                     let child = ChildDie {
                         tag,
                         name: string(entry, gimli::DW_AT_name),
                         ty: unit_ref(entry.attr_value(gimli::DW_AT_type)),
-                        offset: entry
-                            .attr_value(gimli::DW_AT_data_member_location)
-                            .and_then(|v| v.udata_value())
-                            .unwrap_or(0),
-                        bit_offset: entry
-                            .attr_value(gimli::DW_AT_data_bit_offset)
-                            .or_else(|| entry.attr_value(gimli::DW_AT_bit_offset))
-                            .and_then(|v| v.udata_value()),
+                        offset: bit_offset.map_or(offset, |bits| bits / 8),
+                        bit_offset,
+                        bit_size,
                         count: entry
                             .attr_value(gimli::DW_AT_count)
                             .and_then(|v| v.udata_value())
@@ -1640,6 +1660,7 @@ impl UnitTypes {
                     },
                     offset: c.offset,
                     bit_offset: c.bit_offset,
+                    bit_size: c.bit_size,
                     type_name,
                 }
             })

@@ -57,6 +57,43 @@ fn signatures_and_layouts_of_the_functions_asked_about() {
     assert!(facts.function("plain").is_none());
 }
 
+#[test]
+fn bit_fields_are_placed_by_bit_in_dwarf_4_and_5_alike() {
+    // (name, first bit, width) from the start of the struct: DWARF 5 says it with
+    // DW_AT_data_bit_offset, DWARF 4 (gcc) with DW_AT_bit_offset from the top of the
+    // storage unit at DW_AT_data_member_location; both are one layout.
+    let source = "struct flags { unsigned a : 3, b : 5; unsigned char c; unsigned d : 12; };
+int flag_sum(const struct flags *f) { return f->a + f->b + f->c + f->d; }
+";
+    let dir = tempfile::tempdir().expect("tempdir");
+    let names: HashSet<&str> = ["flag_sum"].into_iter().collect();
+    let mut layouts = Vec::new();
+    for version in ["-gdwarf-4", "-gdwarf-5"] {
+        let out = dir.path().join(version);
+        std::fs::create_dir_all(&out).expect("dir");
+        let object = parse_object(&compile_object(&out, "flags.c", source, &[version]));
+        let facts = object.abi_facts(&names).expect("abi facts");
+        let flags = facts.layouts["struct flags"].clone();
+        let bits: Vec<(&str, u64, Option<u64>, Option<u64>)> = flags
+            .members
+            .iter()
+            .map(|m| (m.name.as_str(), m.offset, m.bit_offset, m.bit_size))
+            .collect();
+        assert_eq!(
+            bits,
+            [
+                ("a", 0, Some(0), Some(3)),
+                ("b", 0, Some(3), Some(5)),
+                ("c", 1, None, None),
+                ("d", 2, Some(16), Some(12)),
+            ],
+            "{version}"
+        );
+        layouts.push(flags);
+    }
+    assert!(layouts[0].same_layout(&layouts[1]), "{layouts:#?}");
+}
+
 /// C with what a partial read of the type tables could get wrong: a struct declared inside
 /// a function, an anonymous struct named by a typedef,
 /// a function split into hot and cold parts (DW_AT_ranges), a static function and a

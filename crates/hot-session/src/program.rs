@@ -1655,6 +1655,7 @@ mod tests {
             producer: None,
             ranges: Vec::new(),
             variables: Vec::new(),
+            unnamed_functions: Vec::new(),
         }
     }
 

@@ -263,6 +263,26 @@ const REFUSALS: &[Refusal<'static>] = &[
         saved: Some("point.c"),
         first: &["main.c", "point.c"],
         steady: LAYOUT_STEADY,
+    }, // Two bit fields of one byte swapped: the message names the bits they moved between
+    // (their byte offsets are 0 before and after); geom.c's `flags` holds one.
+    Refusal {
+        fixture: "abi",
+        file: "geom.c",
+        from: "struct flags { unsigned a : 3, b : 5; };",
+        to: "struct flags { unsigned b : 5, a : 3; };",
+        code: "layout-changed",
+        at: "struct flags { unsigned b : 5, a : 3; };",
+        says: &[
+            "`struct flags`",
+            "still 4 bytes",
+            "`b` moved from bit 3 to bit 0",
+            "`a` moved from bit 0 to bit 5",
+            "the variable `flags` (geom.c)",
+        ],
+        not: &["offset 0 to 0"],
+        saved: None,
+        first: &[],
+        steady: STEADY,
     },
 ];
 
@@ -643,6 +663,11 @@ fn layout_change_of_a_saved_header_names_only_the_variable() {
 #[test]
 fn layout_change_of_a_header_saved_through_one_includer_names_the_other() {
     check_refusal(&REFUSALS[8]);
+}
+
+#[test]
+fn bit_fields_moved_within_a_byte_are_refused_naming_their_bits() {
+    check_refusal(&REFUSALS[9]);
 }
 
 /// point.h's struct pair grows while only functions of point.c and main.c use it: a save of

@@ -1136,6 +1136,80 @@ fn a_strong_definition_added_by_a_save_keeps_the_weak_default_out() {
 }
 
 #[test]
+fn a_saved_file_redefining_another_files_strong_function_is_refused() {
+    // util.c gains a strong `hook` while strong.c's runs: a multiple definition.
+    let (_, found) = check_refused_in(
+        "visibility",
+        "util.c",
+        (
+            "/* Never called",
+            "int hook(void) { return 77; }\n/* Never called",
+        ),
+        "layout-changed",
+        Severity::Error,
+        "hook=2 ",
+    );
+    assert!(
+        found
+            .message
+            .starts_with("multiple definition of `hook`: also defined in strong.c"),
+        "{found:?}"
+    );
+}
+
+/// strong.c's `hook` as the visibility fixture has it.
+const STRONG_HOOK: &str = "int hook(void) {\n    return helper(2) - 1000;\n}";
+
+#[test]
+fn deleting_a_strong_override_makes_the_weak_default_the_one_in_use_again() {
+    // As after a relink, weak.c's default runs once strong.c's `hook` is deleted: ld kept
+    // its body in the image under no symbol, and the override's entry jumps there. Then it
+    // is weak.c's to edit, until a strong `hook` comes back. With and without
+    // -fvisibility=hidden (ld makes the hidden `hook` a local symbol).
+    for hidden in [true, false] {
+        let mut f = Fixture::copy("visibility");
+        if !hidden {
+            let config = std::fs::read_to_string(f.path("hot-lsp.toml")).expect("config");
+            f.write("hot-lsp.toml", &config.replace(" -fvisibility=hidden", ""));
+        }
+        f.start();
+        f.wait_launched();
+        f.wait_output("hook=2 ");
+        f.edit("strong.c", STRONG_HOOK, "");
+        f.save("strong.c");
+        let swap = f.wait_swap();
+        assert_eq!(swap.swapped, ["hook"], "hidden={hidden}: {swap:?}");
+        f.wait_output("hook=1 ");
+        // weak.c's default is the definition in use now: its edit is swapped in.
+        f.edit("weak.c", "{ return 1; }", "{ return 10; }");
+        f.save("weak.c");
+        let swap = f.wait_swap();
+        assert_eq!(swap.swapped, ["hook"], "hidden={hidden}: {swap:?}");
+        f.wait_output("hook=10 ");
+        // A strong `hook` saved again overrides it again.
+        let text = std::fs::read_to_string(f.path("strong.c")).expect("strong.c");
+        f.write("strong.c", &format!("{text}{STRONG_HOOK}\n"));
+        f.save("strong.c");
+        let swap = f.wait_swap();
+        assert_eq!(swap.swapped, ["hook"], "hidden={hidden}: {swap:?}");
+        f.wait_output("hook=2 ");
+        let errors: Vec<&SessionEvent> = f
+            .log
+            .iter()
+            .filter(|e| match e {
+                SessionEvent::Diagnostics { diagnostics, .. } => {
+                    diagnostics.iter().any(|d| d.severity == Severity::Error)
+                }
+                SessionEvent::Message { severity, .. } => *severity == Severity::Error,
+                _ => false,
+            })
+            .collect();
+        assert!(errors.is_empty(), "hidden={hidden}: {errors:#?}");
+        f.assert_same_process();
+    }
+}
+
+#[test]
 fn overridden_weak_data_defaults_are_not_written_over_the_overrides() {
     // (edit of weak.c's defaults): the program keeps printing the overrides' values.
     for edit in [
@@ -2411,6 +2485,72 @@ fn a_new_file_of_the_database_is_linked_in_constructed_once_and_undone() {
     f.save("main.cpp");
     f.wait_swap();
     f.wait_output("value=1111 end");
+    f.assert_same_process();
+}
+
+#[test]
+fn a_new_file_redefining_a_function_of_the_program_is_refused_as_a_multiple_definition() {
+    // main.cpp defines `shared_fn` (strongly); extra.cpp, linked in as a new unit, defines
+    // it too: a relink fails with "multiple definition", so nothing is written. A weak or
+    // `static` one of extra.cpp is no conflict.
+    let mut f = Fixture::copy("newunit");
+    f.edit(
+        "main.cpp",
+        "static int compute() { return 1; }",
+        "int shared_fn() { return 1; }\nstatic int compute() { return shared_fn(); }",
+    );
+    f.start();
+    f.wait_launched();
+    f.wait_output("value=1 end");
+    let strong = "int shared_fn() { return 2; }";
+    f.edit(
+        "extra.cpp",
+        "int extra_value()",
+        &format!("{strong}\nint extra_value()"),
+    );
+    add_extra_to_database(&f);
+    let line = f.line_of("extra.cpp", strong);
+    f.save("extra.cpp");
+    let diagnostics = f.wait_diagnostics("extra.cpp");
+    let found = diagnostics
+        .iter()
+        .find(|d| d.code == "layout-changed")
+        .unwrap_or_else(|| panic!("no layout-changed diagnostic: {diagnostics:#?}"));
+    assert_eq!(
+        (found.line, found.severity),
+        (line, Severity::Error),
+        "{found:?}"
+    );
+    assert!(
+        found
+            .message
+            .starts_with("multiple definition of `shared_fn()`: also defined in main.cpp"),
+        "{found:?}"
+    );
+    f.assert_unchanged(0, "value=1 end", 3);
+    for (kind, definition) in [
+        (
+            "weak",
+            "__attribute__((weak)) int shared_fn() { return 3; }",
+        ),
+        ("static", "static int shared_fn() { return 4; }"),
+    ] {
+        let text = std::fs::read_to_string(f.path("extra.cpp")).expect("extra.cpp");
+        let before = text
+            .lines()
+            .find(|l| l.contains("shared_fn"))
+            .expect("line");
+        f.edit("extra.cpp", before, definition);
+        f.save("extra.cpp");
+        let swap = f.wait_swap();
+        assert!(swap.swapped.is_empty(), "{kind}: {swap:?}");
+        for l in f.next_lines(3) {
+            assert!(
+                l.contains("value=1 end"),
+                "{kind}: the program changed: {l}"
+            );
+        }
+    }
     f.assert_same_process();
 }
 
