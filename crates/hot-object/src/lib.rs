@@ -420,6 +420,18 @@ impl Object {
         }
     }
 
+    /// Where the function defined as `name` in this object starts (the first such symbol
+    /// defined in an atom).
+    pub fn function_location(&self, name: &str) -> Option<(AtomId, AtomOffset)> {
+        self.symbols
+            .iter()
+            .filter(|s| s.name == name && s.kind == SymbolKind::Function)
+            .find_map(|s| match s.def {
+                SymbolDef::Atom { atom, offset } => Some((atom, offset)),
+                _ => None,
+            })
+    }
+
     /// For a function-local static variable: the function that declares it (from DWARF).
     pub fn local_static_scope(&self, id: SymbolId) -> Option<&str> {
         self.local_static_scopes.get(id.0 as usize)?.as_deref()

@@ -494,12 +494,7 @@ pub(super) fn live_diagnostics(
     let mut out = Vec::new();
     for (function, tids) in functions {
         let Some((unit, line)) = objects.iter().enumerate().find_map(|(i, (_, object))| {
-            let id = object.symbols.iter().position(|s| {
-                s.name == function
-                    && s.kind == hot_object::SymbolKind::Function
-                    && matches!(s.def, hot_object::SymbolDef::Atom { .. })
-            })?;
-            let (atom, offset) = object.symbol_location(hot_object::SymbolId(id as u32))?;
+            let (atom, offset) = object.function_location(function)?;
             Some((i, object.line_of(atom, offset).cloned()))
         }) else {
             continue;

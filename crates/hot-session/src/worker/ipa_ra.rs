@@ -359,14 +359,9 @@ pub(super) fn frame_refusals(
             continue;
         }
         let located = objects.iter().find_map(|(file, object)| {
-            let id = object.symbols.iter().position(|s| {
-                s.name == symbol
-                    && s.kind == hot_object::SymbolKind::Function
-                    && matches!(s.def, hot_object::SymbolDef::Atom { .. })
-            })?;
             // The first row at its entry: gcc puts several there (the opening line, then
             // the first statements, views 0, 1, 2), and the last of them is any line at -O2.
-            let (atom, offset) = object.symbol_location(hot_object::SymbolId(id as u32))?;
+            let (atom, offset) = object.function_location(symbol)?;
             let rows = object.lines_of(atom);
             let first = rows.partition_point(|(o, _)| *o < offset);
             let line = rows
