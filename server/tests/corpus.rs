@@ -773,7 +773,8 @@ const LZ4_EDITS: &[Edit] = &[Edit {
 }];
 
 /// A source file another file includes (lz4hc.c's `#include "lz4.c"`): one save swaps the
-/// code of both, while the driver compresses all the time.
+/// code of both, while the driver compresses all the time. The library is built by its own
+/// flags, without -g, beside the -g driver: its files are known by their `STT_FILE` groups.
 #[test]
 fn corpus_lz4_included_source_swaps_with_its_includer_while_it_compresses() {
     run_corpus(

@@ -169,12 +169,13 @@ sqlite)
 lz4)
     # lz4's library: lz4hc.c includes lz4.c (#include "lz4.c" with LZ4_COMMONDEFS_ONLY) for
     # its common static inline code, so lz4hc.o carries copies of lz4.c's functions. Its own
-    # makefile and flags (-O3 and its warnings) plus -g, a static library, then the corpus
-    # driver (lz4-work.c) linked against it.
+    # makefile and flags (-O3 and its warnings, no -g: the library's files are known by their
+    # STT_FILE groups), a static library, then the corpus driver (lz4-work.c, with -g) linked
+    # against it.
     debian_source lz4
     unpack_orig 'lz4_*.orig.tar.gz' "$dir/lz4"
     cp "$(dirname "$0")/lz4-work.c" "$dir/lz4/work.c"
-    (cd "$dir/lz4" && bear -- make -j2 -C lib liblz4.a MOREFLAGS=-g >build.log 2>&1 &&
+    (cd "$dir/lz4" && bear -- make -j2 -C lib liblz4.a >build.log 2>&1 &&
         bear --append -- cc -O2 -g -Ilib -o work work.c lib/liblz4.a >>build.log 2>&1) || {
         tail -n 30 "$dir/lz4/build.log" >&2 2>/dev/null
         exit 1

@@ -255,7 +255,7 @@ fn describe_user(user: &TypeUser) -> String {
 }
 
 /// The last path component, for messages.
-fn short_file(path: &str) -> &str {
+pub(crate) fn short_file(path: &str) -> &str {
     path.rsplit('/').next().unwrap_or(path)
 }
 
@@ -429,7 +429,12 @@ impl Linker {
             .iter()
             .map(|r| defined_functions(r.object))
             .collect();
-        let batch_defines = |name: &str| defined_by.iter().any(|d| d.contains_key(name));
+        // A `static` of the name defines it for its own file only.
+        let batch_defines = |name: &str| {
+            defined_by
+                .iter()
+                .any(|d| d.get(name).is_some_and(|&b| b != Binding::Local))
+        };
         // A strong definition deleted while another file's weak default of the name is in the
         // image: the link redirected its entry there (`Link::fall_back_to_weak_defaults`).
         let fell_back = |name: &str| patch.redirected_names.iter().any(|(_, n)| n == name);
@@ -449,9 +454,11 @@ impl Linker {
             let mut gone: rustc_hash::FxHashSet<&str> = Default::default();
             for s in baseline.symbols.iter().filter(|s| defines_function(s)) {
                 // A weak default gone is what a relink would accept too (another file's
-                // definition, or none, is then used): only strong definitions count.
+                // definition, or none, is then used): only strong definitions count. A
+                // `static` one can only be called by code of its own unit, which this swap
+                // recompiles: callers of its name elsewhere call another file's function.
                 let name = s.name.as_str();
-                if s.binding != Binding::Weak
+                if s.binding == Binding::Global
                     && !batch_defines(name)
                     && !fell_back(name)
                     && gone.insert(name)
@@ -535,17 +542,50 @@ impl Linker {
             if callers.is_empty() {
                 continue;
             }
-            changes.errors.push(LinkError {
-                code: LinkErrorCode::UndefinedSymbol,
-                unit: changes.sources[k].clone(),
-                message: format!(
+            let startup = match self.image.home {
+                crate::Home::Executable => self.index().startup_lib_lookup(&self.image, &name),
+                crate::Home::Library { .. } => self.index().lib_lookup(&name),
+            };
+            let message = match (startup, self.index().lib_lookup(&name)) {
+                // A relink would bind the callers to a library's definition (its weak
+                // default, say); the swap does not send calls into another module.
+                (Some(r), _) => format!(
                     "`{}` was removed from {} but is still called from {}, which this swap \
-                     does not recompile (a relink would fail with an undefined reference): \
-                     nothing was swapped — remove those uses first, or keep the function",
+                     does not recompile; the only other definition is in {}, which a relink \
+                     would use, but hot-lsp does not redirect calls into another module of the \
+                     program: nothing was swapped — keep the function, or restart the program",
+                    display_name(&name),
+                    short_file(&changes.sources[k]),
+                    list(&callers, 6),
+                    short_file(&r.module.module(&self.image).path),
+                ),
+                // A library the program loaded itself (`dlopen`), or one ld.so preloaded:
+                // the executable does not link against it.
+                (None, Some(r)) => format!(
+                    "`{}` was removed from {} but is still called from {}, which this swap \
+                     does not recompile; a relink would fail with an undefined reference: the \
+                     only other definition is in {}, a library the executable is not linked \
+                     against (loaded at run time, with dlopen), which hot-lsp does not bind \
+                     calls to: nothing was swapped — keep the function, or restart the program",
+                    display_name(&name),
+                    short_file(&changes.sources[k]),
+                    list(&callers, 6),
+                    short_file(&r.module.module(&self.image).path),
+                ),
+                (None, None) => format!(
+                    "`{}` was removed from {} but is still called from {}, which this swap \
+                     does not recompile (a relink would fail with an undefined reference, \
+                     unless it links in a library that defines it): nothing was swapped — \
+                     remove those uses first, or keep the function",
                     display_name(&name),
                     short_file(&changes.sources[k]),
                     list(&callers, 6)
                 ),
+            };
+            changes.errors.push(LinkError {
+                code: LinkErrorCode::UndefinedSymbol,
+                unit: changes.sources[k].clone(),
+                message,
                 symbol: Some(name),
                 function: None,
                 line,

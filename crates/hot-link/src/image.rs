@@ -385,6 +385,57 @@ impl ImageIndex {
         })
     }
 
+    /// [`ImageIndex::lib_lookup`] for a definition a relink of the executable would bind
+    /// `name` to: the first library in load order defining it, if that library is in the
+    /// closure of the executable's `DT_NEEDED` entries (ld.so's startup list; the rest of
+    /// the list is what the program loaded later, with `dlopen`, which a relink does not
+    /// link against and which may be unloaded) and a direct dependency defines the name (ld
+    /// resolves an executable's references only against the libraries on its command
+    /// line). `None` otherwise, and for a library's model.
+    pub(crate) fn startup_lib_lookup(
+        &self,
+        model: &crate::ImageModel,
+        name: &str,
+    ) -> Option<ImageSymRef> {
+        if model.home != crate::Home::Executable {
+            return None;
+        }
+        let found = self.lib_lookup(name)?;
+        let ModuleId::Lib(first) = found.module else {
+            return None;
+        };
+        // A library is known by its SONAME, or (none) by its file name, as DT_NEEDED
+        // names it.
+        let is_named = |lib: usize, needed: &str| {
+            let module = &model.libs[lib];
+            match &module.image.soname {
+                Some(soname) => soname == needed,
+                None => module.path.rsplit('/').next() == needed.rsplit('/').next(),
+            }
+        };
+        let direct: Vec<usize> = (0..model.libs.len())
+            .filter(|&lib| model.exe.image.needed.iter().any(|n| is_named(lib, n)))
+            .collect();
+        let mut startup = direct.clone();
+        let mut next = 0;
+        while let Some(&lib) = startup.get(next) {
+            next += 1;
+            for needed in &model.libs[lib].image.needed {
+                for other in 0..model.libs.len() {
+                    if !startup.contains(&other) && is_named(other, needed) {
+                        startup.push(other);
+                    }
+                }
+            }
+        }
+        let defined_directly = direct.iter().any(|&lib| {
+            self.libs
+                .get(lib)
+                .is_some_and(|li| li.symbols.contains_key(name))
+        });
+        (startup.contains(&first) && defined_directly).then_some(found)
+    }
+
     /// The executable's GOT slot for `name` of one of the given kinds.
     pub(crate) fn exe_got_slot(&self, name: &str, kinds: &[GotSlotKind]) -> Option<Vaddr> {
         self.exe_got

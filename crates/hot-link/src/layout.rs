@@ -91,6 +91,20 @@ pub(crate) struct EntryOwner {
     pub weak: bool,
     /// The image's compile unit of the definition, when known.
     pub compile_unit: Option<usize>,
+    /// For a strong definition a save put over another file's weak default: that default,
+    /// which the entry runs again when the strong definition is deleted (as after a relink).
+    pub displaced: Option<Box<Displaced>>,
+}
+
+/// The weak default a strong definition took an entry from. The image had no strong
+/// definition of the name then, so the default's code is still there to run again.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Displaced {
+    /// Whose definition it is; `None`: the image's own, which no save had touched (the
+    /// entry then goes back to being as at launch, with no owner recorded).
+    pub owner: Option<EntryOwner>,
+    /// Its body; `None`: the image's code at the entry, under the jump a restore takes away.
+    pub body: Option<RuntimeAddr>,
 }
 
 impl EntryOwner {
@@ -156,6 +170,9 @@ pub(crate) struct StateDelta {
     veneers: HashMap<RuntimeAddr, RuntimeAddr>,
     redirects: Vec<(RuntimeAddr, Redirect)>,
     owners: Vec<(RuntimeAddr, EntryOwner)>,
+    /// Entries given back their original code (and with it no redirect and no owner: as at
+    /// launch), each with the redirect they held, whose jump bytes the patch restores.
+    restored: Vec<(RuntimeAddr, Redirect)>,
     claimed_fill: Vec<Range<u64>>,
     bound_statics: HashMap<SymKey, ImageSymRef>,
     read_only: Vec<ReadOnlyWrite>,
@@ -169,9 +186,18 @@ impl StateDelta {
             .filter_map(|(entry, r)| Some((*entry, r.target()?)))
     }
 
-    /// The entries this delta redirects (stable entries of the image, or new functions' stubs).
+    /// The entries this delta redirects (stable entries of the image, or new functions' stubs)
+    /// or gives back their original code.
     pub(crate) fn redirected(&self) -> impl Iterator<Item = RuntimeAddr> + '_ {
-        self.redirects.iter().map(|(entry, _)| *entry)
+        self.redirects
+            .iter()
+            .chain(&self.restored)
+            .map(|(entry, _)| *entry)
+    }
+
+    /// The entries this delta gives back their original code.
+    pub(crate) fn restored(&self) -> impl Iterator<Item = RuntimeAddr> + '_ {
+        self.restored.iter().map(|(entry, _)| *entry)
     }
 
     /// The entries this delta gives to a weak definition.
@@ -200,14 +226,16 @@ impl StateDelta {
         objects: &HashSet<RuntimeAddr>,
     ) -> Vec<RuntimeAddr> {
         let mut jumps = Vec::new();
-        self.redirects.retain(|(entry, redirect)| {
+        let mut drop = |(entry, redirect): &(RuntimeAddr, Redirect)| {
             let keep = !entries.contains(entry);
             if !keep {
                 jumps.push(redirect.jump_at);
                 jumps.extend(redirect.short.as_ref().map(|(at, _, _)| *at));
             }
             keep
-        });
+        };
+        self.redirects.retain(&mut drop);
+        self.restored.retain(&mut drop);
         self.owners.retain(|(entry, _)| !entries.contains(entry));
         self.read_only
             .retain(|w| w.before.is_none() || !objects.contains(&w.addr));
@@ -226,6 +254,7 @@ impl StateDelta {
         self.veneers.extend(later.veneers);
         self.redirects.extend(later.redirects);
         self.owners.extend(later.owners);
+        self.restored.extend(later.restored);
         self.claimed_fill.extend(later.claimed_fill);
         self.bound_statics.extend(later.bound_statics);
         self.read_only.extend(later.read_only);
@@ -239,6 +268,9 @@ pub(crate) struct RevertRecord {
     entries: Vec<(RuntimeAddr, Option<Redirect>, Redirect)>,
     /// (entry, owner before the patch), in patch order.
     owners: Vec<(RuntimeAddr, Option<EntryOwner>)>,
+    /// (entry, redirect and owner before the patch) of the entries it gave back their
+    /// original code.
+    restored: Vec<(RuntimeAddr, Redirect, Option<EntryOwner>)>,
     /// In-place updates of read-only objects (those with `before`).
     read_only: Vec<ReadOnlyWrite>,
 }
@@ -362,6 +394,14 @@ impl LinkState {
         for (entry, owner) in &delta.owners {
             owners.push((*entry, self.owners.insert(*entry, owner.clone())));
         }
+        let mut restored = Vec::new();
+        for (entry, redirect) in &delta.restored {
+            let previous = self
+                .redirects
+                .remove(entry)
+                .unwrap_or_else(|| redirect.clone());
+            restored.push((*entry, previous, self.owners.remove(entry)));
+        }
         let mut read_only = Vec::new();
         for write in &delta.read_only {
             self.read_only.insert(write.addr, write.after.clone());
@@ -372,6 +412,7 @@ impl LinkState {
         RevertRecord {
             entries,
             owners,
+            restored,
             read_only,
         }
     }
@@ -393,6 +434,13 @@ impl LinkState {
         for write in record.read_only.iter().rev() {
             if let Some(before) = &write.before {
                 self.read_only.insert(write.addr, before.clone());
+            }
+        }
+        // Applied last, reverted first.
+        for (entry, redirect, owner) in record.restored.into_iter().rev() {
+            self.redirects.insert(entry, redirect);
+            if let Some(owner) = owner {
+                self.owners.insert(entry, owner);
             }
         }
         for (entry, previous) in record.owners.into_iter().rev() {
@@ -429,6 +477,27 @@ impl LinkState {
 /// without changing any state (so the process can refuse them and nothing is lost).
 pub(crate) fn revert_writes(record: &RevertRecord) -> Revert {
     let mut writes = Vec::new();
+    // The entries the patch gave back their original code get their jumps again: the
+    // 5-byte jump first, so it is in place when the short jump at the entry reaches it.
+    for (entry, redirect, _) in record.restored.iter().rev() {
+        let function = format!("entry at {entry}");
+        if !redirect.original.is_empty() {
+            writes.push(EntryWrite {
+                addr: redirect.jump_at,
+                expected: redirect.original.clone(),
+                bytes: redirect.current.clone(),
+                function: function.clone(),
+            });
+        }
+        if let Some((at, written, original)) = &redirect.short {
+            writes.push(EntryWrite {
+                addr: *at,
+                expected: original.clone(),
+                bytes: written.clone(),
+                function,
+            });
+        }
+    }
     for (entry, previous, set) in record.entries.iter().rev() {
         match previous {
             Some(prev) => writes.push(EntryWrite {
@@ -437,26 +506,8 @@ pub(crate) fn revert_writes(record: &RevertRecord) -> Revert {
                 bytes: prev.current.clone(),
                 function: format!("entry at {entry}"),
             }),
-            None => {
-                // First redirect of this entry: restore the original bytes. The short jump
-                // goes first, so the fill is unreachable when it is restored.
-                if let Some((at, written, original)) = &set.short {
-                    writes.push(EntryWrite {
-                        addr: *at,
-                        expected: written.clone(),
-                        bytes: original.clone(),
-                        function: format!("entry at {entry}"),
-                    });
-                }
-                if !set.original.is_empty() {
-                    writes.push(EntryWrite {
-                        addr: set.jump_at,
-                        expected: set.current.clone(),
-                        bytes: set.original.clone(),
-                        function: format!("entry at {entry}"),
-                    });
-                }
-            }
+            // First redirect of this entry: restore the original bytes.
+            None => writes.extend(restore_writes(set, &format!("entry at {entry}"))),
         }
     }
     // Read-only objects back to the bytes they held before (with the entries already
@@ -476,6 +527,30 @@ pub(crate) fn revert_writes(record: &RevertRecord) -> Revert {
         entries: writes,
         in_place,
     }
+}
+
+/// The writes that give an entry redirected as `redirect` says its original code back, in
+/// the order to apply them: the short jump goes first, so the fill is unreachable when it is
+/// restored. `function` names them in messages.
+pub(crate) fn restore_writes(redirect: &Redirect, function: &str) -> Vec<EntryWrite> {
+    let mut writes = Vec::new();
+    if let Some((at, written, original)) = &redirect.short {
+        writes.push(EntryWrite {
+            addr: *at,
+            expected: written.clone(),
+            bytes: original.clone(),
+            function: function.to_string(),
+        });
+    }
+    if !redirect.original.is_empty() {
+        writes.push(EntryWrite {
+            addr: redirect.jump_at,
+            expected: redirect.current.clone(),
+            bytes: redirect.original.clone(),
+            function: function.to_string(),
+        });
+    }
+    writes
 }
 
 /// The allocation view of one link: committed state plus this link's delta.
@@ -669,6 +744,17 @@ impl<'s> Allocator<'s> {
 
     pub(crate) fn set_entry_owner(&mut self, entry: RuntimeAddr, owner: EntryOwner) {
         self.delta.owners.push((entry, owner));
+    }
+
+    /// Give `entry`, redirected as `redirect` says, its original code back: no redirect and
+    /// no owner once committed, as at launch.
+    pub(crate) fn restore(&mut self, entry: RuntimeAddr, redirect: Redirect) {
+        self.delta.restored.push((entry, redirect));
+    }
+
+    /// Whether some committed entry runs a strong definition that displaced a weak default.
+    pub(crate) fn displaces_any(&self) -> bool {
+        self.state.owners.values().any(|o| o.displaced.is_some())
     }
 
     /// Whether `range` of the image's fill is still free, committed or in this link.

@@ -529,9 +529,16 @@ pub struct Linker {
     state: layout::LinkState,
     /// Entry states replaced by each committed patch, newest last, for [`Linker::revert_last`].
     history: Vec<layout::RevertRecord>,
-    /// How many times the state links build on changed ([`Linker::changes`]).
+    /// How many times the state links build on changed ([`Linker::changes`]), counted from
+    /// this linker's own base.
     changes: u64,
 }
+
+/// The next linker's base for [`Linker::changes`]: each linker of the process counts in a
+/// range of its own, so a value read from one linker is never what another one reads (a
+/// library's linker made again after the library moved starts where no old one was).
+static NEXT_CHANGES_BASE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+const CHANGES_PER_LINKER: u64 = 1 << 32;
 
 impl Linker {
     /// A linker for a running image. Cheap: the symbol hash maps are built on the first link
@@ -546,14 +553,16 @@ impl Linker {
             macho: OnceLock::new(),
             state,
             history: Vec::new(),
-            changes: 0,
+            changes: NEXT_CHANGES_BASE
+                .fetch_add(CHANGES_PER_LINKER, std::sync::atomic::Ordering::Relaxed),
         }
     }
 
     /// A counter that grows with every change of what links resolve against (libraries,
     /// commits, retired space, reverts): a patch linked when it read `n` is still exactly
     /// what a new link would give while it still reads `n` (the session's compile-ahead
-    /// keeps such a patch for the save).
+    /// keeps such a patch for the save). No other linker of the process ever reads the same
+    /// value, so a patch linked by one linker is never taken for another's.
     pub fn changes(&self) -> u64 {
         self.changes
     }
@@ -584,9 +593,28 @@ impl Linker {
             .map(|(entry, body)| (entry.0, body.0))
             .collect();
         if let Some(patch) = patch {
+            // An entry given back its original code runs the image's code at it.
+            for entry in patch.delta.restored() {
+                out.remove(&entry.0);
+            }
             out.extend(patch.delta.redirect_targets().map(|(e, b)| (e.0, b.0)));
         }
         out
+    }
+
+    /// [`Linker::entry_targets`] as they will be once the last committed patch is reverted
+    /// ([`Linker::revert_last`]), without changing the linker: the code an undo leaves
+    /// running. `None`: nothing to revert.
+    pub fn entry_targets_after_revert(&self) -> Option<HashMap<u64, u64>> {
+        let record = self.history.last()?.clone();
+        let mut state = self.state.clone();
+        state.revert(record);
+        Some(
+            state
+                .redirect_targets()
+                .map(|(entry, body)| (entry.0, body.0))
+                .collect(),
+        )
     }
 
     /// The image model the linker resolves against.

@@ -28,7 +28,8 @@ use hot_object::{
 use crate::image::{ImageIndex, Vaddr};
 use crate::image_diff::ImageDiff;
 use crate::layout::{
-    Allocator, ArenaKind, EntryOwner, LinkState, Placement, ReadOnlyWrite, Redirect, SlotContent,
+    Allocator, ArenaKind, Displaced, EntryOwner, LinkState, Placement, ReadOnlyWrite, Redirect,
+    SlotContent,
 };
 use crate::resolve::{
     existing_entry, lookup_external, sym_key, weak_entry_in_use, AtomRole, External, ObjectInfo,
@@ -62,6 +63,9 @@ pub(crate) struct Link<'a> {
     pub baseline_match: Option<BaselineMatch>,
     /// The baseline object, if any.
     pub baseline: Option<&'a hot_object::Object>,
+    /// The object defines the baseline's functions, by name and binding, in its order
+    /// ([`same_function_names`]): none was deleted, added or made `static`.
+    same_functions: bool,
     pub unit: &'a UnitRef,
     pub alloc: Allocator<'a>,
     pub placement: Option<&'a Placement>,
@@ -93,6 +97,12 @@ pub(crate) struct Link<'a> {
     /// in the running program: references reach the override, and their own entry (the
     /// override's) is never redirected.
     pub overridden: HashSet<AtomId>,
+    /// Of [`Link::overridden`], the edited ones whose override (a save's strong definition)
+    /// remembers this unit's default as the one to run again once it is deleted
+    /// ([`crate::layout::EntryOwner::displaced`]), by the override's entry: they are placed,
+    /// unreachable while overridden, and the override then remembers the new body, so
+    /// deleting it runs the default as the source has it now, as a relink would.
+    pub redefaults: HashMap<AtomId, RuntimeAddr>,
     /// Bound data atoms allocated by this link (unreachable until its entries are written).
     pub fresh_data: HashSet<AtomId>,
     /// Functions as in the baseline whose stable entry is not looked up yet (indexed by
@@ -143,6 +153,9 @@ pub(crate) fn link(
             .baseline
             .map(|old| BaselineMatch::new(old, request.object)),
         baseline: request.baseline,
+        same_functions: request
+            .baseline
+            .is_some_and(|old| same_function_names(request.object, old)),
         unit: &request.unit,
         alloc: Allocator::new(state),
         placement,
@@ -158,6 +171,7 @@ pub(crate) fn link(
         dormant: HashSet::default(),
         wanted,
         overridden: HashSet::default(),
+        redefaults: HashMap::default(),
         fresh_data: HashSet::default(),
         unsettled: Vec::new(),
     };
@@ -174,7 +188,7 @@ pub(crate) fn link(
         return Err(cx.errors);
     }
     cx.bind_data();
-    cx.refuse_multiple_definitions();
+    cx.refuse_multiple_definitions(&linker.state);
     cx.check_lambda_numbering();
     let changed = cx.changed_functions();
     cx.close_over(changed);
@@ -316,40 +330,88 @@ impl<'a> Link<'a> {
         if defer {
             self.unsettled = vec![false; self.info.obj.atoms.len()];
         }
+        let made_static = self.made_static_over_a_default();
+        let made_static_atoms: HashSet<AtomId> = match made_static.is_empty() {
+            true => HashSet::default(),
+            false => functions
+                .iter()
+                .copied()
+                .filter(|&a| match *self.info.role(a) {
+                    AtomRole::Function { sym, .. } => {
+                        let s = self.info.obj.symbol(sym);
+                        s.binding == Binding::Local && made_static.contains(s.name.as_str())
+                    }
+                    _ => false,
+                })
+                .collect(),
+        };
+        self.refuse_made_static_with_address_held(&made_static, &made_static_atoms);
+        // The functions referring to one of them (by its symbol or its section's): their
+        // image code calls the entry, which runs the default from now on.
+        let referring: HashSet<AtomId> = functions
+            .iter()
+            .copied()
+            .filter(|&atom| {
+                !made_static_atoms.is_empty()
+                    && self.info.obj.atom(atom).relocs.iter().any(|r| {
+                        match self.info.classify(atom, r) {
+                            TargetClass::Entry { atom: t, .. }
+                            | TargetClass::Placed { atom: t } => {
+                                t != atom && made_static_atoms.contains(&t)
+                            }
+                            _ => false,
+                        }
+                    })
+            })
+            .collect();
         for atom in functions {
             let AtomRole::Function { sym, .. } = *self.info.role(atom) else {
                 continue;
             };
             let name = self.info.function_name(atom).unwrap_or_default();
-            if defer && self.as_before(atom) && !self.wanted.contains(name) {
+            let own_new = made_static_atoms.contains(&atom);
+            let refers = own_new || referring.contains(&atom);
+            if defer && self.as_before(atom) && !self.wanted.contains(name) && !refers {
                 self.unsettled[atom.0 as usize] = true;
                 continue;
             }
-            let existing = existing_entry(
-                self.model,
-                self.index,
-                &self.alloc,
-                self.info.obj,
-                sym,
-                name,
-                self.unit,
-            );
+            // A function made `static` whose name falls back to another file's default
+            // (`fall_back_to_weak_defaults`) is a new function of this file: the entry is
+            // the default's now.
+            let existing = match own_new {
+                true => None,
+                false => existing_entry(
+                    self.model,
+                    self.index,
+                    &self.alloc,
+                    self.info.obj,
+                    sym,
+                    name,
+                    self.unit,
+                ),
+            };
             if let Some(e) = existing {
                 self.entries.insert(atom, e);
             }
             found.push((atom, sym, name, existing));
         }
         let unchanged = self.unchanged_in_image(&found);
+        let own_new_atom = |atom: AtomId| made_static_atoms.contains(&atom);
         for (atom, sym, name, existing) in found {
-            let differs = match &self.baseline_match {
-                Some(map) => map.get(&atom).is_none_or(|m| m.1),
-                None => !unchanged.contains(&atom),
-            };
+            let differs = referring.contains(&atom)
+                || match &self.baseline_match {
+                    Some(map) => map.get(&atom).is_none_or(|m| m.1),
+                    None => !unchanged.contains(&atom),
+                };
             if let Some(entry) = existing {
                 if let Some((owner, image)) = self.overriding(sym, entry) {
                     // Calls to the name reach the override, as in the running program.
                     self.overridden.insert(atom);
                     if differs {
+                        if let Some(entry_addr) = self.remembered_default(entry, image) {
+                            self.redefaults.insert(atom, entry_addr);
+                            changed.push(atom);
+                        }
                         match (owner.filter(|o| !o.is_of(self.unit)), image) {
                             (Some(o), _) => {
                                 self.note_weak_overridden_in(name, Some(&o.source), atom)
@@ -372,7 +434,7 @@ impl<'a> Link<'a> {
                         .baseline_match
                         .as_ref()
                         .is_some_and(|map| map.get(&atom).is_some_and(|m| !m.1));
-                    if as_before && !self.wanted.contains(name) {
+                    if as_before && !self.wanted.contains(name) && !own_new_atom(atom) {
                         self.dormant.insert(atom);
                         continue;
                     }
@@ -383,6 +445,131 @@ impl<'a> Link<'a> {
             }
         }
         changed
+    }
+
+    /// The functions the baseline defines as globals and the object as `static` whose name
+    /// another definition takes over once they are gone (see
+    /// [`Link::fall_back_to_weak_defaults`]): a weak default of another file the image
+    /// kept, the default an earlier save displaced, or a library's definition. Rare: empty
+    /// unless the object has a `static` of a baseline global's name.
+    fn made_static_over_a_default(&self) -> HashSet<String> {
+        let Some(baseline) = self.baseline else {
+            return HashSet::default();
+        };
+        if self.same_functions {
+            return HashSet::default();
+        }
+        let is_function = |s: &&hot_object::Symbol| {
+            s.kind == hot_object::SymbolKind::Function
+                && matches!(s.def, hot_object::SymbolDef::Atom { .. })
+                && !s.name.is_empty()
+        };
+        let locals: HashSet<&str> = self
+            .info
+            .obj
+            .symbols
+            .iter()
+            .filter(is_function)
+            .filter(|s| s.binding == Binding::Local)
+            .map(|s| s.name.as_str())
+            .collect();
+        if locals.is_empty() {
+            return HashSet::default();
+        }
+        let ours = self.unit.compile_unit;
+        let units = &self.model.exe.image.compile_units;
+        baseline
+            .symbols
+            .iter()
+            .filter(is_function)
+            .filter(|s| s.binding == Binding::Global && locals.contains(s.name.as_str()))
+            .map(|s| s.name.as_str())
+            .filter(|&name| {
+                let default_in_image = units.iter().enumerate().any(|(i, cu)| {
+                    Some(i) != ours && cu.unnamed_functions.iter().any(|(n, _)| n == name)
+                });
+                let entry =
+                    crate::resolve::exe_definition(self.model, self.index, Some(self.unit), name)
+                        .map(|r| self.model.exe.runtime(Vaddr(r.get(self.model).vaddr)));
+                let displaced = entry
+                    .and_then(|e| self.alloc.entry_owner(e))
+                    .is_some_and(|o| o.displaced.is_some());
+                let library = self.model.home == crate::Home::Executable
+                    && self
+                        .index
+                        .startup_lib_lookup(self.model, name)
+                        .is_some_and(|r| {
+                            r.get(self.model).kind == hot_object::SymbolKind::Function
+                        });
+                default_in_image || displaced || library
+            })
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// A function of `made_static` whose address this file takes (a reference other than a
+    /// direct call or jump: in its data, `int (*p)(void) = hook;`, or code loading it), in
+    /// the object or in the baseline, cannot be swapped: a relink makes those pointers the
+    /// `static`, but the ones in the running program hold the old entry, which from now on
+    /// runs the other definition (the pointers already stored, in data this link does not
+    /// rewrite or wherever the baseline's code put them, cannot be found).
+    fn refuse_made_static_with_address_held(
+        &mut self,
+        made_static: &HashSet<String>,
+        atoms: &HashSet<AtomId>,
+    ) {
+        let Some(baseline) = self.baseline else {
+            return;
+        };
+        if made_static.is_empty() {
+            return;
+        }
+        let obj = self.info.obj;
+        let mut held: Vec<(String, Option<(AtomId, AtomOffset)>)> = Vec::new();
+        for (i, atom) in obj.atoms.iter().enumerate() {
+            let id = AtomId(i as u32);
+            for r in atom.relocs.iter() {
+                let TargetClass::Entry { atom: t, .. } = self.info.classify(id, r) else {
+                    continue;
+                };
+                if !atoms.contains(&t) || direct_branch(atom, r) {
+                    continue;
+                }
+                let name = self.info.function_name(t).unwrap_or_default().to_string();
+                if !held.iter().any(|(n, _)| *n == name) {
+                    held.push((name, Some((id, r.offset))));
+                }
+            }
+        }
+        for atom in baseline.atoms.iter() {
+            for r in atom.relocs.iter() {
+                let s = baseline.symbol(r.symbol);
+                if s.binding == Binding::Local
+                    || !made_static.contains(s.name.as_str())
+                    || direct_branch(atom, r)
+                {
+                    continue;
+                }
+                if !held.iter().any(|(n, _)| *n == s.name) {
+                    held.push((s.name.clone(), None));
+                }
+            }
+        }
+        for (name, at) in held {
+            self.error(
+                LinkErrorCode::SignatureChanged,
+                format!(
+                    "`{name}` was made `static`, and {} takes its address (a function pointer, \
+                     in its data or its code): a relink makes those pointers the `static` \
+                     function, but the ones the running program holds point at the old \
+                     `{name}`, which from now on runs another file's definition: nothing was \
+                     swapped — restart the program to make `{name}` static",
+                    crate::abi::short_file(&self.unit.source),
+                ),
+                Some(name),
+                at,
+            );
+        }
     }
 
     /// Whether the baseline has this atom, unchanged.
@@ -447,6 +634,35 @@ impl<'a> Link<'a> {
         let sym_ref = (self.info.obj, sym);
         (!weak_entry_in_use(self.model, sym_ref, image, self.unit, owner.as_ref()))
             .then_some((owner, image))
+    }
+
+    /// The entry of the override of this unit's weak definition at `entry` (of `image` in
+    /// the image, if the entry is the image's), when the override is a save's strong
+    /// definition that remembers this unit's default as the one it displaced: deleting it
+    /// runs that default again, so an edited default must be placed and remembered.
+    fn remembered_default(
+        &self,
+        entry: StableEntry,
+        image: Option<crate::image::ImageSymRef>,
+    ) -> Option<RuntimeAddr> {
+        let entry_addr = match entry {
+            StableEntry::Image(r) => self.model.exe.runtime(Vaddr(r.get(self.model).vaddr)),
+            StableEntry::Stub(stub) => stub,
+        };
+        let owner = self.alloc.entry_owner(entry_addr)?;
+        if owner.weak || owner.is_of(self.unit) {
+            return None;
+        }
+        let ours = match &owner.displaced.as_ref()?.owner {
+            Some(default) => default.is_of(self.unit),
+            // The image's own default, untouched since launch: this unit's if it defines
+            // the image's symbol.
+            None => image.is_some_and(|r| {
+                crate::resolve::unit_defines_symbol(self.model, self.unit, r.get(self.model))
+                    == Some(true)
+            }),
+        };
+        ours.then_some(entry_addr)
     }
 
     /// Without a baseline: the functions of the object that do what the image's code at
@@ -1412,8 +1628,13 @@ impl<'a> Link<'a> {
                 continue;
             };
             if self.overridden.contains(&atom) {
-                // Copied only because another body reaches into it: its entry is the
-                // override's, which stays as it is.
+                // Copied only because another body reaches into it, or an edited default
+                // the override remembers: its entry is the override's, which stays as it is.
+                if let (Some(&entry_addr), Some(&start)) =
+                    (self.redefaults.get(&atom), self.placed.get(&atom))
+                {
+                    self.remember_default_body(atom, entry_addr, start);
+                }
                 continue;
             }
             let Some(&start) = self.placed.get(&atom) else {
@@ -1514,7 +1735,15 @@ impl<'a> Link<'a> {
             };
             match plan {
                 Ok(Some(plan)) => {
-                    let (owner, line) = (self.entry_owner(atom), self.atom_line(atom));
+                    let mut owner = self.entry_owner(atom);
+                    if !owner.weak {
+                        let image_sym = match entry {
+                            StableEntry::Image(r) => Some(r.get(self.model)),
+                            StableEntry::Stub(_) => None,
+                        };
+                        owner.displaced = self.displaced_default(image_sym, entry_addr);
+                    }
+                    let line = self.atom_line(atom);
                     self.take_entry_plan(name, entry_addr, plan, owner, line);
                 }
                 Ok(None) => {}
@@ -1523,6 +1752,91 @@ impl<'a> Link<'a> {
                 }
             }
         }
+    }
+
+    /// The override at `entry_addr` remembers `atom`, this unit's edited weak default just
+    /// placed at `start`, as the default it displaced: deleting the override runs it.
+    fn remember_default_body(&mut self, atom: AtomId, entry_addr: RuntimeAddr, start: RuntimeAddr) {
+        let Some(mut owner) = self.alloc.entry_owner(entry_addr).cloned() else {
+            return;
+        };
+        let body = match self.info.role(atom) {
+            AtomRole::Function { offset, .. } => start.offset(*offset),
+            _ => start,
+        };
+        owner.displaced = Some(Box::new(Displaced {
+            owner: Some(self.entry_owner(atom)),
+            body: Some(body),
+        }));
+        self.alloc.set_entry_owner(entry_addr, owner);
+    }
+
+    /// The weak default a strong definition of this unit takes the entry `entry_addr` (of
+    /// `image_sym` in the image, or a stub an earlier save made) from, for when a later save
+    /// deletes it again: the weak definition an earlier save (or a fallback) gave the entry,
+    /// or the image's own weak definition of another file, untouched since launch; when this
+    /// unit's definition ran there already (a save of an override the save before added),
+    /// the one it displaced then.
+    fn displaced_default(
+        &self,
+        image_sym: Option<&hot_object::ImageSymbol>,
+        entry_addr: RuntimeAddr,
+    ) -> Option<Box<Displaced>> {
+        match self.alloc.entry_owner(entry_addr) {
+            // This unit's own weak definition made strong: deleting it leaves no default.
+            Some(previous) if previous.weak && !previous.is_of(self.unit) => {
+                // The body it jumps to now; without a readable jump (aarch64) nothing is
+                // remembered, and a deletion is refused as before.
+                let body = match self.alloc.redirect(entry_addr) {
+                    Some(redirect) => Some(redirect.target()?),
+                    None => None,
+                };
+                Some(Box::new(Displaced {
+                    owner: Some(EntryOwner {
+                        displaced: None,
+                        ..previous.clone()
+                    }),
+                    body,
+                }))
+            }
+            Some(previous) => previous
+                .displaced
+                .clone()
+                .filter(|_| previous.is_of(self.unit)),
+            None => {
+                let image_sym = image_sym?;
+                let others_weak = image_sym.binding == Binding::Weak
+                    && crate::resolve::unit_defines_symbol(self.model, self.unit, image_sym)
+                        == Some(false);
+                // Without an owner the entry was never redirected (or undo took it back).
+                (others_weak && self.alloc.redirect(entry_addr).is_none()).then(|| {
+                    Box::new(Displaced {
+                        owner: None,
+                        body: None,
+                    })
+                })
+            }
+        }
+    }
+
+    /// Give `name`'s entry `entry_addr` the image's code at it back (the weak default ld
+    /// put there), undoing the jump of the strong definition this save deletes.
+    fn restore_image_entry(&mut self, name: &str, entry_addr: RuntimeAddr) {
+        let Some(redirect) = self.alloc.redirect(entry_addr).cloned() else {
+            return;
+        };
+        let writes = crate::layout::restore_writes(&redirect, name);
+        self.patch.protected.extend(
+            writes
+                .iter()
+                .map(|w| w.addr..w.addr.offset(w.bytes.len() as u64)),
+        );
+        self.patch.entries.extend(writes);
+        self.alloc.restore(entry_addr, redirect);
+        self.patch
+            .redirected_names
+            .push((entry_addr, name.to_string()));
+        self.patch.swapped.push(name.to_string());
     }
 
     /// Make `plan` (the jump that redirects `name`'s entry `entry_addr`) part of the patch,
@@ -1558,13 +1872,15 @@ impl<'a> Link<'a> {
         self.patch.swapped.push(name);
     }
 
-    /// Strong functions of the baseline that the object no longer defines, whose entry ran
-    /// this file's definition, while another file's weak default of the name is still in
-    /// the image (ld kept its body and dropped its symbol,
-    /// [`hot_object::CompileUnit::unnamed_functions`]): after a relink that default is the
-    /// definition in use, so the entry is redirected to its body, not left running the
-    /// deleted code (and calls to the name are no undefined references:
-    /// [`crate::Linker::abi_changes`] leaves the names redirected here alone).
+    /// Strong functions of the baseline that the object no longer defines (or defines as a
+    /// `static` only), whose entry ran this file's definition, while another file's weak
+    /// default of the name is still in the image (ld kept its body and dropped its symbol,
+    /// [`hot_object::CompileUnit::unnamed_functions`]; of several, the first in link order):
+    /// after a relink that default is the definition in use, so the entry is redirected to
+    /// its body, not left running the deleted code (and calls to the name are no undefined
+    /// references: [`crate::Linker::abi_changes`] leaves the names redirected here alone).
+    /// With no such default, a library's definition of the name is the fallback
+    /// ([`Link::fall_back_to_a_library`]).
     fn fall_back_to_weak_defaults(&mut self) {
         if self.placement.is_some_and(|p| !p.redirect_entries) {
             return;
@@ -1573,66 +1889,173 @@ impl<'a> Link<'a> {
             return;
         };
         // Most programs override no weak default: then nothing here looks at the objects.
+        // (A library's definition counts too, for the executable's functions: see
+        // `fall_back_to_a_library`.)
         let units = &self.model.exe.image.compile_units;
-        if !units
-            .iter()
-            .enumerate()
-            .any(|(i, cu)| i != ours && !cu.unnamed_functions.is_empty())
+        let libraries = self.model.home == crate::Home::Executable && !self.model.libs.is_empty();
+        if !libraries
+            && !self.alloc.displaces_any()
+            && !units
+                .iter()
+                .enumerate()
+                .any(|(i, cu)| i != ours && !cu.unnamed_functions.is_empty())
         {
             return;
         }
         let obj = self.info.obj;
+        // The common save adds, removes and makes `static` no function: nothing is gone.
+        if self.same_functions {
+            return;
+        }
         let defines = |o: &'a hot_object::Object| {
             o.symbols.iter().filter(|s| {
                 matches!(s.kind, hot_object::SymbolKind::Function)
                     && matches!(s.def, hot_object::SymbolDef::Atom { .. })
             })
         };
-        let now: HashSet<&str> = defines(obj).map(|s| s.name.as_str()).collect();
+        // A `static` of the name is no definition of it: one the edit made `static` is gone
+        // for the file's callers elsewhere, which a relink binds to the weak default.
+        let now: HashSet<&str> = defines(obj)
+            .filter(|s| matches!(s.binding, Binding::Global | Binding::Weak))
+            .map(|s| s.name.as_str())
+            .collect();
         let mut seen: HashSet<&str> = HashSet::default();
         let gone = defines(baseline)
             .filter(|s| s.binding == Binding::Global)
             .map(|s| s.name.as_str())
             .filter(|name| !now.contains(name) && seen.insert(name));
+        let mut unnamed_code: Option<Option<u64>> = None;
         for name in gone.collect::<Vec<_>>() {
-            let Some(r) =
-                crate::resolve::exe_definition(self.model, self.index, Some(self.unit), name)
-            else {
-                continue;
-            };
-            let image_sym = r.get(self.model);
-            if image_sym.kind != hot_object::SymbolKind::Function {
-                continue;
-            }
-            let entry_addr = self.model.exe.runtime(Vaddr(image_sym.vaddr));
+            // The image's entry, or the stub of a function an earlier save added (a weak
+            // default a save of its file added, taken over by this file's strong one).
+            let (entry_addr, image_sym) =
+                match crate::resolve::exe_definition(self.model, self.index, Some(self.unit), name)
+                {
+                    Some(r) => {
+                        let image_sym = r.get(self.model);
+                        if image_sym.kind != hot_object::SymbolKind::Function {
+                            continue;
+                        }
+                        (
+                            self.model.exe.runtime(Vaddr(image_sym.vaddr)),
+                            Some(image_sym),
+                        )
+                    }
+                    None => {
+                        let key = crate::layout::SymKey {
+                            unit: None,
+                            name: name.to_string(),
+                        };
+                        match self.alloc.defined_new_function(&key) {
+                            Some(stub) => (stub, None),
+                            None => continue,
+                        }
+                    }
+                };
             // The entry must run this file's (strong) definition: one a save of it swapped
             // in, or the image's own in its code.
-            let ours_runs = match self.alloc.entry_owner(entry_addr) {
-                Some(owner) => owner.is_of(self.unit) && !owner.weak,
-                None => {
+            let (ours_runs, displaced) = match (self.alloc.entry_owner(entry_addr), image_sym) {
+                (Some(owner), _) => (
+                    owner.is_of(self.unit) && !owner.weak,
+                    owner.displaced.clone(),
+                ),
+                (None, Some(image_sym)) => (
                     crate::resolve::unit_defines_symbol(self.model, self.unit, image_sym)
-                        == Some(true)
-                }
+                        == Some(true),
+                    None,
+                ),
+                (None, None) => (false, None),
             };
             if !ours_runs {
                 continue;
             }
-            let mut defaults = units
+            let line = crate::abi::function_line(baseline, name);
+            // An earlier save put this definition over a weak default: that one runs again.
+            match displaced.map(|d| *d) {
+                Some(Displaced { body: None, .. }) => {
+                    self.restore_image_entry(name, entry_addr);
+                    continue;
+                }
+                Some(Displaced {
+                    owner: Some(owner),
+                    body: Some(body),
+                }) => {
+                    let plan = match image_sym {
+                        Some(sym) => entry::plan_image_entry(
+                            self.model,
+                            self.index,
+                            self.landings,
+                            &mut self.alloc,
+                            sym,
+                            body,
+                            name,
+                        )
+                        .map(Some),
+                        None => entry::plan_stub(&self.alloc, entry_addr, body, name),
+                    };
+                    match plan {
+                        Ok(Some(plan)) => {
+                            self.take_entry_plan(name.to_string(), entry_addr, plan, owner, line)
+                        }
+                        Ok(None) => {}
+                        Err((code, message)) => {
+                            self.error(code, message, Some(name.to_string()), None)
+                        }
+                    }
+                    continue;
+                }
+                _ => {}
+            }
+            let Some(image_sym) = image_sym else {
+                continue;
+            };
+            // Of several weak defaults a relink keeps the first in link order, the order of
+            // the compile units in `.debug_info` (ld concatenates it in link order).
+            let default = units
                 .iter()
                 .enumerate()
                 .filter(|&(i, _)| i != ours)
-                .filter_map(|(i, cu)| {
+                .find_map(|(i, cu)| {
                     let (_, vaddr) = cu.unnamed_functions.iter().find(|(n, _)| n == name)?;
                     Some((i, cu, *vaddr))
                 });
-            // Two candidates: which one ld would pick is not known here.
-            let (Some((unit, cu, vaddr)), None) = (defaults.next(), defaults.next()) else {
+            // A file built without -g has no compile unit: a weak default of the name in it
+            // (first in link order, or the only one, a relink's choice over a library's)
+            // is code under no symbol that no unit's DWARF tells apart. Before the entry is
+            // redirected to another definition, no such code may be there.
+            let redirects =
+                default.is_some() || self.index.startup_lib_lookup(self.model, name).is_some();
+            let outside = match redirects {
+                true => *unnamed_code.get_or_insert_with(|| code_outside_units(self.model)),
+                false => None,
+            };
+            if let Some(at) = outside {
+                self.error(
+                    LinkErrorCode::UndefinedSymbol,
+                    format!(
+                        "`{name}` was removed from {}: a relink would use another definition \
+                         of it, but the executable has code under no symbol and outside every \
+                         file built with -g (at {:#x}, a weak default of a file built without \
+                         -g, say), which could be the one a relink picks: nothing was swapped \
+                         — keep the function, or build every file with -g, or restart the \
+                         program",
+                        crate::abi::short_file(&self.unit.source),
+                        self.model.exe.runtime(Vaddr(at)).0,
+                    ),
+                    Some(name.to_string()),
+                    None,
+                );
+                continue;
+            }
+            let Some((unit, cu, vaddr)) = default else {
+                self.fall_back_to_a_library(name, entry_addr, image_sym, line);
                 continue;
             };
             let owner = EntryOwner {
                 source: cu.name.clone(),
                 weak: true,
                 compile_unit: Some(unit),
+                displaced: None,
             };
             let body = self.model.exe.runtime(Vaddr(vaddr));
             match entry::plan_image_entry(
@@ -1645,7 +2068,6 @@ impl<'a> Link<'a> {
                 name,
             ) {
                 Ok(plan) => {
-                    let line = crate::abi::function_line(baseline, name);
                     self.take_entry_plan(name.to_string(), entry_addr, plan, owner, line);
                 }
                 Err((code, message)) => self.error(code, message, Some(name.to_string()), None),
@@ -1655,6 +2077,61 @@ impl<'a> Link<'a> {
 }
 
 impl Link<'_> {
+    /// [`Link::fall_back_to_weak_defaults`] for a function `name` of the executable (its
+    /// image symbol `image_sym`, entry `entry_addr`) whose strong definition this save
+    /// deletes, when no file of the executable has a default of it but a library the
+    /// executable links against defines it (a weak default there, say; never a library
+    /// loaded with `dlopen`: [`ImageIndex::startup_lib_lookup`]): the executable's definition
+    /// interposed it, and after a relink the executable's calls go to it through the PLT.
+    /// The entry then jumps there, through a call stub (the library is out of `jmp rel32`
+    /// reach), owned by the library.
+    fn fall_back_to_a_library(
+        &mut self,
+        name: &str,
+        entry_addr: RuntimeAddr,
+        image_sym: &hot_object::ImageSymbol,
+        line: Option<SourceLine>,
+    ) {
+        if self.model.home != crate::Home::Executable {
+            return;
+        }
+        // Only a library the executable links against: one the program loaded with
+        // `dlopen` is no definition a relink would find (its link fails: an undefined
+        // reference), and the entry must not jump into code a `dlclose` may unmap.
+        // `Linker::abi_changes` then refuses the save.
+        let Some(r) = self.index.startup_lib_lookup(self.model, name) else {
+            return;
+        };
+        let External::LibFunction { lib, addr } =
+            crate::resolve::other_module(self.model, self.index, r)
+        else {
+            return;
+        };
+        let owner = EntryOwner {
+            source: self.model.libs[lib].path.clone(),
+            weak: true,
+            compile_unit: None,
+            displaced: None,
+        };
+        let planned = self
+            .call_stub(name, SlotContent::Value(addr.0))
+            .and_then(|stub| {
+                entry::plan_image_entry(
+                    self.model,
+                    self.index,
+                    self.landings,
+                    &mut self.alloc,
+                    image_sym,
+                    stub,
+                    name,
+                )
+            });
+        match planned {
+            Ok(plan) => self.take_entry_plan(name.to_string(), entry_addr, plan, owner, line),
+            Err((code, message)) => self.error(code, message, Some(name.to_string()), None),
+        }
+    }
+
     /// The stub of a new function: where its jump lives, the jump, and the whole stub.
     /// x86-64: `jmp rel32` padded with `int3`. aarch64: `b body`, behind a `bti c` when the
     /// body starts with a landing pad (function pointers to the new function are the stub,
@@ -1688,6 +2165,7 @@ impl Link<'_> {
             source: self.unit.source.clone(),
             weak,
             compile_unit: self.unit.compile_unit,
+            displaced: None,
         }
     }
 }
@@ -1725,6 +2203,173 @@ pub(crate) enum SymValue {
     Addr(u64),
     /// Only the target knows it: copy 8 bytes from this address (an IFUNC's implementation).
     CopyInto(RuntimeAddr),
+}
+
+/// The first address of `.text` that holds code (not alignment padding) under no function
+/// symbol and in no compile unit's ranges, if any: the body of a weak default a strong
+/// definition overrode (ld drops its symbol, keeps its bytes) in a file built without -g.
+fn code_outside_units(model: &ImageModel) -> Option<u64> {
+    let image = &model.exe.image;
+    let text = image
+        .sections
+        .iter()
+        .find(|s| s.name == ".text" && s.executable)?;
+    let end = text.vaddr + text.bytes.len() as u64;
+    let in_text = |s: &&hot_object::ImageSymbol| {
+        s.defined && s.vaddr >= text.vaddr && s.vaddr < end && !s.name.is_empty()
+    };
+    let mut starts: Vec<u64> = image
+        .symbols
+        .iter()
+        .filter(in_text)
+        .map(|s| s.vaddr)
+        .collect();
+    starts.sort_unstable();
+    // An assembly function without `.size` (crtstuff's `frame_dummy`, say) covers the
+    // instructions from its start to the last of its exits, and not past the next symbol.
+    let sizeless = image
+        .symbols
+        .iter()
+        .filter(in_text)
+        .filter(|s| s.size == 0 && s.kind == hot_object::SymbolKind::Function)
+        .map(|s| {
+            let next = starts.iter().copied().find(|&b| b > s.vaddr).unwrap_or(end);
+            let bytes = &text.bytes[(s.vaddr - text.vaddr) as usize..(next - text.vaddr) as usize];
+            let len = match image.machine {
+                hot_object::Machine::X86_64 => x86_extent(bytes, s.vaddr),
+                // Not decoded: taken to reach the next symbol.
+                _ => bytes.len() as u64,
+            };
+            (s.vaddr, s.vaddr + len)
+        });
+    let mut covered: Vec<(u64, u64)> = image
+        .symbols
+        .iter()
+        .filter(in_text)
+        .filter(|s| s.size > 0)
+        .map(|s| (s.vaddr, s.vaddr + s.size))
+        .chain(sizeless)
+        .chain(
+            image
+                .compile_units
+                .iter()
+                .flat_map(|cu| cu.ranges.iter().copied()),
+        )
+        .filter(|&(begin, finish)| begin < finish)
+        .collect();
+    covered.sort_unstable();
+    let mut at = text.vaddr;
+    let gap = |from: u64, to: u64| -> Option<u64> {
+        let bytes = text
+            .bytes
+            .get((from - text.vaddr) as usize..(to.min(end) - text.vaddr) as usize)?;
+        let padding = match image.machine {
+            hot_object::Machine::X86_64 => x86_padding(bytes),
+            _ => bytes
+                .chunks(4)
+                .all(|w| w == [0x1f, 0x20, 0x03, 0xd5] || w.iter().all(|&b| b == 0)),
+        };
+        (!padding).then_some(from)
+    };
+    for (begin, finish) in covered {
+        if begin > at {
+            if let Some(found) = gap(at, begin) {
+                return Some(found);
+            }
+        }
+        at = at.max(finish);
+    }
+    match at < end {
+        true => gap(at, end),
+        false => None,
+    }
+}
+
+/// The length of the x86-64 code at `ip` that a function without `.size` spans: up to the
+/// first `ret`, `jmp`, `hlt` or `ud2` past every forward branch target seen before it.
+fn x86_extent(bytes: &[u8], ip: u64) -> u64 {
+    use iced_x86::{Decoder, DecoderOptions, FlowControl, Mnemonic};
+    let mut decoder = Decoder::with_ip(64, bytes, ip, DecoderOptions::NONE);
+    let mut furthest = ip;
+    while decoder.can_decode() {
+        let insn = decoder.decode();
+        if insn.is_invalid() {
+            return insn.ip() - ip;
+        }
+        let flow = insn.flow_control();
+        if matches!(
+            flow,
+            FlowControl::ConditionalBranch | FlowControl::UnconditionalBranch
+        ) && insn.near_branch_target() > furthest
+        {
+            furthest = insn.near_branch_target();
+        }
+        let exits = matches!(
+            flow,
+            FlowControl::Return | FlowControl::UnconditionalBranch | FlowControl::IndirectBranch
+        ) || matches!(insn.mnemonic(), Mnemonic::Hlt | Mnemonic::Ud2);
+        if exits && insn.next_ip() > furthest {
+            return insn.next_ip() - ip;
+        }
+    }
+    bytes.len() as u64
+}
+
+/// Whether `bytes` are all alignment padding: zeros, `int3`, `nop` and the multi-byte
+/// `nop`s assemblers and ld fill with (`66 .. 2e 0f 1f /0`).
+fn x86_padding(bytes: &[u8]) -> bool {
+    let mut i = 0;
+    while i < bytes.len() {
+        if matches!(bytes[i], 0x00 | 0x90 | 0xcc) {
+            i += 1;
+            continue;
+        }
+        let mut j = i;
+        while j < bytes.len() && matches!(bytes[j], 0x66 | 0x2e) {
+            j += 1;
+        }
+        if bytes.get(j) == Some(&0x90) {
+            i = j + 1;
+            continue;
+        }
+        if bytes.get(j) != Some(&0x0f) || bytes.get(j + 1) != Some(&0x1f) {
+            return false;
+        }
+        let Some(&modrm) = bytes.get(j + 2) else {
+            return false;
+        };
+        let (mode, reg, rm) = (modrm >> 6, (modrm >> 3) & 7, modrm & 7);
+        if reg != 0 || mode == 3 {
+            return false;
+        }
+        let sib = usize::from(rm == 4);
+        let disp = match mode {
+            1 => 1,
+            2 => 4,
+            _ if rm == 5 => 4,
+            _ => 0,
+        };
+        i = j + 3 + sib + disp;
+    }
+    true
+}
+
+/// Whether `reloc` in `atom` is a direct call or jump (x86-64 `call`/`jmp`/`jcc rel32`,
+/// aarch64 `bl`/`b`): a use of a function that holds no pointer to it.
+fn direct_branch(atom: &hot_object::Atom, reloc: &Reloc) -> bool {
+    match reloc.kind {
+        RelocKind::Call26 | RelocKind::Jump26 => true,
+        RelocKind::Plt32 | RelocKind::Pc32 if atom.kind == AtomKind::Text => {
+            let at = reloc.offset.0 as usize;
+            let byte = |back: usize| {
+                at.checked_sub(back)
+                    .and_then(|i| atom.bytes.get(i).copied())
+            };
+            matches!(byte(1), Some(0xe8 | 0xe9))
+                || (byte(2) == Some(0x0f) && matches!(byte(1), Some(0x80..=0x8f)))
+        }
+        _ => false,
+    }
 }
 
 fn apply_failure(e: ApplyError) -> Failure {
@@ -1780,4 +2425,21 @@ fn no_irelative(name: &str, lib: &str) -> Failure {
              restart the program to use it"
         ),
     )
+}
+
+/// Whether two objects define the same functions, by name and binding, in the same order
+/// (as a save that changed only bodies leaves the symbol table): then no function was
+/// deleted or made `static`, which one pass of string compares tells without the name sets
+/// the weak-default checks would build over every function of a large file on every save.
+fn same_function_names(a: &hot_object::Object, b: &hot_object::Object) -> bool {
+    fn functions(o: &hot_object::Object) -> impl Iterator<Item = (&str, Binding)> + '_ {
+        o.symbols
+            .iter()
+            .filter(|s| {
+                s.kind == hot_object::SymbolKind::Function
+                    && matches!(s.def, hot_object::SymbolDef::Atom { .. })
+            })
+            .map(|s| (s.name.as_str(), s.binding))
+    }
+    functions(a).eq(functions(b))
 }

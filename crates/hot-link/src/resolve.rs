@@ -627,6 +627,23 @@ pub(crate) fn multiple_definition_message(
     )
 }
 
+/// [`multiple_definition_message`] for a name two files of one save define (`other`'s
+/// object linked first): no earlier save is involved, and the fix is in these files.
+/// `located`: the error gets " at file:line" (where `source`'s copy is), which ends the
+/// sentence.
+fn same_save_definition_message(name: &str, other: &str, source: &str, located: bool) -> String {
+    let name = hot_object::display_name(name);
+    let place = match located {
+        true => format!("the one in {source} is"),
+        false => format!("the second is in {source}"),
+    };
+    format!(
+        "multiple definition of `{name}`: this save compiles it twice, in {other} and in \
+         {source} (two definitions a relink of the program would refuse), so nothing was \
+         swapped — make it `static` or define it in one of them; {place}"
+    )
+}
+
 /// An undefined symbol of the object, found in the running image.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum External {
@@ -761,7 +778,12 @@ impl crate::link::Link<'_> {
     /// Refuse the object's function definitions that would be multiple definitions of a
     /// name another file of the running program defines (see [`multiple_definition`]),
     /// before any entry of that other file can be redirected to them.
-    pub(crate) fn refuse_multiple_definitions(&mut self) {
+    ///
+    /// `committed`: the linker's committed state, to tell a definition an earlier save swapped
+    /// in from one an earlier file of this same batch links ([`crate::Linker::link_units`]
+    /// links unit k against the state with units 0..k-1 applied).
+    pub(crate) fn refuse_multiple_definitions(&mut self, committed: &crate::layout::LinkState) {
+        let committed = crate::layout::Allocator::new(committed);
         let others_own = self.alloc.strong_owner_besides(&self.unit.source);
         for i in 0..self.info.obj.atoms.len() {
             let atom = AtomId(i as u32);
@@ -802,13 +824,27 @@ impl crate::link::Link<'_> {
                         && self.info.obj.symbol(sym).binding == Binding::Global
                         && !self.info.obj.atom(atom).comdat =>
                 {
-                    let other = format!("{} (an earlier save swapped it in)", o.source);
-                    Some(multiple_definition_message(
-                        name,
-                        &other,
-                        &self.unit.source,
-                        false,
-                    ))
+                    if committed.entry_owner(entry) == Some(o) {
+                        let other = format!("{} (an earlier save swapped it in)", o.source);
+                        Some(multiple_definition_message(
+                            name,
+                            &other,
+                            &self.unit.source,
+                            false,
+                        ))
+                    } else {
+                        // A file of this very save (b.c includes a.c, which defines a new
+                        // global: both objects have it). The error's place (" at a.c:4",
+                        // added to every located error) is this file's copy of it.
+                        let located = self.info.obj.line_of(atom, AtomOffset(0)).is_some()
+                            || self.atom_decl_line(atom).is_some();
+                        Some(same_save_definition_message(
+                            name,
+                            &o.source,
+                            &self.unit.source,
+                            located,
+                        ))
+                    }
                 }
                 Some(o) if o.is_of(self.unit) => None,
                 _ => image.and_then(|r| {

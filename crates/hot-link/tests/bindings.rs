@@ -453,10 +453,7 @@ fn a_strong_definition_added_by_a_save_keeps_the_weak_entry() {
             assert_eq!(patch.added, vec!["hook".to_string()], "{patch:#?}");
             p.linker.commit(&patch);
             weak_saved = Some(obj);
-            patch
-                .writes
-                .iter()
-                .find(|w| w.what == "entry stub of hook")
+            hook_stub(&patch)
                 .unwrap_or_else(|| panic!("no stub: {patch:#?}"))
                 .addr
                 .0
@@ -540,6 +537,233 @@ fn a_strong_definition_added_by_a_save_keeps_the_weak_entry() {
         );
         assert!(redirects(&patch, hook), "{patch:#?}");
         assert!(patch.notes.is_empty(), "{:#?}", patch.notes);
+    }
+}
+
+/// Each write of `writes` as (address, bytes expected, bytes written), sorted by address.
+/// The patch's write of the entry stub of a new `hook` (a function a save added).
+fn hook_stub(patch: &Patch) -> Option<&hot_link::PatchWrite> {
+    patch.writes.iter().find(|w| w.what == "entry stub of hook")
+}
+
+fn write_triples(writes: &[hot_link::EntryWrite]) -> Vec<(u64, Vec<u8>, Vec<u8>)> {
+    let mut out: Vec<_> = writes
+        .iter()
+        .map(|w| (w.addr.0, w.expected.clone(), w.bytes.clone()))
+        .collect();
+    out.sort();
+    out
+}
+
+/// A strong `hook` that a save added to main.c over weak.c's default (the image's, or the
+/// stub of one an earlier save added), deleted by a later save: the entry runs the default
+/// again, as after a relink — the takeover's jump bytes exactly undone — and is weak.c's to
+/// edit; undo of the deletion puts the takeover's jump back; a strong `hook` saved again
+/// takes the entry over again.
+#[test]
+fn deleting_a_strong_definition_a_save_added_gives_the_entry_back_to_the_weak_default() {
+    let flag_sets = [&["-O0", "-fPIE"][..], &["-O0", "-fno-pie"][..]];
+    for (flags, in_image) in flag_sets.into_iter().flat_map(|f| [(f, true), (f, false)]) {
+        let weak_v1 = if in_image { WEAK } else { WEAK_LATER };
+        let mut p = program(&[("main.c", WEAK_MAIN), ("weak.c", weak_v1)], flags);
+        let row = (flags, in_image);
+        let mut weak_saved = None;
+        let hook = if in_image {
+            p.symbol("hook", None)
+        } else {
+            let obj = p.compile("w1", "weak.c", WEAK);
+            let patch = p.link("weak.c", &obj);
+            p.linker.commit(&patch);
+            weak_saved = Some(obj);
+            hook_stub(&patch)
+                .unwrap_or_else(|| panic!("no stub: {patch:#?}"))
+                .addr
+                .0
+        };
+        let weak_body = p.linker.entry_targets(None).get(&hook).copied();
+        let link_main = |p: &Program, obj: &Object, baseline: &Object| {
+            p.linker
+                .link(&LinkRequest {
+                    object: obj,
+                    baseline: Some(baseline),
+                    unit: p.unit("main.c"),
+                })
+                .unwrap_or_else(|e| panic!("{row:?}: {e:#?}"))
+        };
+        let with_hook = |ret: &str| format!("{WEAK_MAIN}int hook(void) {{ return {ret}; }}\n");
+        let m2 = p.compile("m2", "main.c", &with_hook("2"));
+        let takeover = p.link("main.c", &m2);
+        assert!(redirects(&takeover, hook), "{row:?}: {takeover:#?}");
+        p.linker.commit(&takeover);
+
+        // Deleted: the takeover's writes, inverted.
+        let m3 = p.compile("m3", "main.c", WEAK_MAIN);
+        let deletion = link_main(&p, &m3, &m2);
+        assert_eq!(deletion.swapped, ["hook"], "{row:?}: {deletion:#?}");
+        let inverted: Vec<_> = write_triples(&takeover.entries)
+            .into_iter()
+            .map(|(at, expected, bytes)| (at, bytes, expected))
+            .collect();
+        assert_eq!(write_triples(&deletion.entries), inverted, "{row:?}");
+        assert_eq!(
+            p.linker.entry_targets(Some(&deletion)).get(&hook).copied(),
+            weak_body,
+            "{row:?}"
+        );
+        p.linker.commit(&deletion);
+
+        // Undo of the deletion writes the takeover's jump again, and main.c runs again.
+        let revert = p.linker.revert_plan().expect("a patch to revert");
+        assert_eq!(
+            write_triples(&revert.entries),
+            write_triples(&takeover.entries),
+            "{row:?}"
+        );
+        p.linker.revert_last();
+        let deletion = link_main(&p, &m3, &m2);
+        assert_eq!(write_triples(&deletion.entries), inverted, "{row:?}");
+        p.linker.commit(&deletion);
+
+        // weak.c's default is the one in use: its edit swaps, with no weak-overridden note.
+        let w2 = WEAK.replace("return 1;", "return 10;");
+        let obj = p.compile("w2", "weak.c", &w2);
+        let patch = p
+            .linker
+            .link(&LinkRequest {
+                object: &obj,
+                baseline: Some(weak_saved.as_ref().unwrap_or_else(|| {
+                    &p.built
+                        .iter()
+                        .find(|(n, _)| n == "weak.c")
+                        .expect("weak.c")
+                        .1
+                })),
+                unit: p.unit("weak.c"),
+            })
+            .unwrap_or_else(|e| panic!("{row:?}: {e:#?}"));
+        assert_eq!(patch.swapped, ["hook"], "{row:?}: {patch:#?}");
+        assert!(patch.notes.is_empty(), "{row:?}: {:#?}", patch.notes);
+        p.linker.commit(&patch);
+
+        // A strong `hook` saved again takes it over again.
+        let m4 = p.compile("m4", "main.c", &with_hook("3"));
+        let patch = link_main(&p, &m4, &m3);
+        assert_eq!(patch.swapped, ["hook"], "{row:?}: {patch:#?}");
+        assert!(redirects(&patch, hook), "{row:?}: {patch:#?}");
+    }
+}
+
+/// Review repro (1b8d697): weak.c's default edited while a strong `hook` a save added to
+/// main.c overrides it (the image's default untouched, one a save redirected the entry to,
+/// or the stub of one a save added): the edit is placed where nothing reaches it, with no
+/// entry written, and the override remembers it, so deleting the override runs the default
+/// as weak.c has it now, as a relink would, not the body it had when overridden. Undo of the
+/// edit makes the override remember the earlier default again.
+#[test]
+fn a_weak_default_edited_while_overridden_runs_once_the_override_is_deleted() {
+    let flag_sets = [&["-O0", "-fPIE"][..], &["-O0", "-fno-pie"][..]];
+    let starts = [(true, false), (true, true), (false, false)];
+    for (flags, (in_image, redirected)) in flag_sets
+        .into_iter()
+        .flat_map(|f| starts.into_iter().map(move |s| (f, s)))
+    {
+        let weak_v1 = if in_image { WEAK } else { WEAK_LATER };
+        let mut p = program(&[("main.c", WEAK_MAIN), ("weak.c", weak_v1)], flags);
+        let row = (flags, in_image, redirected);
+        let built_weak = p
+            .built
+            .iter()
+            .find(|(n, _)| n == "weak.c")
+            .expect("weak.c")
+            .1
+            .clone();
+        let link = |p: &Program, file: &str, obj: &Object, baseline: &Object| {
+            p.linker
+                .link(&LinkRequest {
+                    object: obj,
+                    baseline: Some(baseline),
+                    unit: p.unit(file),
+                })
+                .unwrap_or_else(|e| panic!("{row:?}: {e:#?}"))
+        };
+        // The object of weak.c's last save: the baseline of its next one.
+        let mut weak_saved = built_weak.clone();
+        let hook = if in_image {
+            p.symbol("hook", None)
+        } else {
+            let obj = p.compile("w1", "weak.c", WEAK);
+            let patch = p.link("weak.c", &obj);
+            p.linker.commit(&patch);
+            weak_saved = obj;
+            hook_stub(&patch)
+                .unwrap_or_else(|| panic!("no stub: {patch:#?}"))
+                .addr
+                .0
+        };
+        if redirected {
+            let obj = p.compile("w1", "weak.c", &WEAK.replace("return 1;", "return 5;"));
+            let patch = link(&p, "weak.c", &obj, &weak_saved);
+            assert_eq!(patch.swapped, ["hook"], "{row:?}: {patch:#?}");
+            p.linker.commit(&patch);
+            weak_saved = obj;
+        }
+        let default_before = p.linker.entry_targets(None).get(&hook).copied();
+        let with_hook = |ret: &str| format!("{WEAK_MAIN}int hook(void) {{ return {ret}; }}\n");
+        let m2 = p.compile("m2", "main.c", &with_hook("2"));
+        let takeover = p.link("main.c", &m2);
+        assert!(redirects(&takeover, hook), "{row:?}: {takeover:#?}");
+        p.linker.commit(&takeover);
+
+        // Edited while overridden: placed, no entry written, the note as before.
+        let w2 = p.compile("w2", "weak.c", &WEAK.replace("return 1;", "return 10;"));
+        let edit = link(&p, "weak.c", &w2, &weak_saved);
+        assert!(edit.entries.is_empty(), "{row:?}: {:#?}", edit.entries);
+        assert!(edit.swapped.is_empty(), "{row:?}: {edit:#?}");
+        assert!(
+            edit.notes.iter().any(|n| n.code == "weak-overridden"),
+            "{row:?}: {:#?}",
+            edit.notes
+        );
+        let placed = edit
+            .bodies
+            .iter()
+            .find(|b| b.name == "hook")
+            .unwrap_or_else(|| panic!("{row:?}: the edited default is not placed: {edit:#?}"))
+            .addr
+            .0;
+        assert_eq!(
+            p.linker.entry_targets(Some(&edit)).get(&hook).copied(),
+            p.linker.entry_targets(None).get(&hook).copied(),
+            "{row:?}: the override's entry moved"
+        );
+        p.linker.commit(&edit);
+
+        // The override deleted: the entry runs the edited default.
+        let m3 = p.compile("m3", "main.c", WEAK_MAIN);
+        let deletion = link(&p, "main.c", &m3, &m2);
+        assert_eq!(deletion.swapped, ["hook"], "{row:?}: {deletion:#?}");
+        assert_eq!(
+            p.linker.entry_targets(Some(&deletion)).get(&hook).copied(),
+            Some(placed),
+            "{row:?}: the default as it was when overridden runs"
+        );
+        p.linker.commit(&deletion);
+        // It is weak.c's: its next edit swaps, diffed against the edited default.
+        let w3 = p.compile("w3", "weak.c", &WEAK.replace("return 1;", "return 20;"));
+        let patch = link(&p, "weak.c", &w3, &w2);
+        assert_eq!(patch.swapped, ["hook"], "{row:?}: {patch:#?}");
+        assert!(patch.notes.is_empty(), "{row:?}: {:#?}", patch.notes);
+
+        // Undo of the deletion and of the edit: deleting again runs the earlier default.
+        assert!(p.linker.revert_last().is_some());
+        assert!(p.linker.revert_last().is_some());
+        let deletion = link(&p, "main.c", &m3, &m2);
+        assert_eq!(deletion.swapped, ["hook"], "{row:?}: {deletion:#?}");
+        assert_eq!(
+            p.linker.entry_targets(Some(&deletion)).get(&hook).copied(),
+            default_before,
+            "{row:?}: after undo of the edit"
+        );
     }
 }
 
@@ -1036,4 +1260,96 @@ fn a_new_units_constructors_are_listed_in_startup_order_at_their_new_bodies() {
         &p.compile("v2", "main.c", "int main(void) { return 1; }\n"),
     );
     assert!(again.constructors.is_empty(), "{again:#?}");
+}
+
+/// The atom of the function `name` in `obj`.
+fn atom_named(obj: &Object, name: &str) -> hot_object::AtomId {
+    (0..obj.atoms.len())
+        .map(|i| hot_object::AtomId(i as u32))
+        .find(|&a| {
+            obj.primary_symbol(a)
+                .is_some_and(|s| obj.symbol(s).name == name)
+        })
+        .unwrap_or_else(|| panic!("no atom of {name}"))
+}
+
+/// A strong `hook` (strong.c, overriding weak.c's default) made `static` by a save, with a
+/// new user in its file: for the other files' callers the name is gone, so the image's entry
+/// of `hook` runs weak.c's default, as after a relink; the new user calls the static's new
+/// body, not that entry. Without -fvisibility=hidden and with it (ld makes the hidden `hook`
+/// a local of the image).
+#[test]
+fn a_strong_override_made_static_gives_the_entry_to_the_weak_default() {
+    let hidden = [
+        &["-O0", "-fPIE"][..],
+        &["-O0", "-fPIE", "-fvisibility=hidden"][..],
+    ];
+    for flags in hidden {
+        let p = program(
+            &[
+                ("main.c", WEAK_MAIN),
+                ("weak.c", WEAK),
+                ("strong.c", STRONG),
+            ],
+            flags,
+        );
+        let image = &p.linker.image().exe.image;
+        let entry = image
+            .symbols
+            .iter()
+            .find(|s| s.name == "hook" && s.defined && !s.dynamic)
+            .expect("hook")
+            .vaddr
+            + p.bias;
+        let weak = &image.compile_units[p.unit("weak.c").compile_unit.expect("weak.c unit")];
+        let [(_, default)] = weak.unnamed_functions.as_slice() else {
+            panic!("{flags:?}: {:?}", weak.unnamed_functions);
+        };
+        let source =
+            "static int hook(void) { return 2; }\nint strong_user(void) { return hook(); }\n";
+        let obj = p.compile("s2", "strong.c", source);
+        let patch = p.link("strong.c", &obj);
+        assert_eq!(
+            p.linker.entry_targets(Some(&patch)).get(&entry).copied(),
+            Some(default + p.bias),
+            "{flags:?}: {patch:#?}"
+        );
+        let body = patch
+            .writes
+            .iter()
+            .find(|w| w.what == "body of hook")
+            .unwrap_or_else(|| panic!("{flags:?}: no new body of the static hook: {patch:#?}"));
+        // strong_user's call (to the section symbol of the static) lands on its body.
+        let user = atom_named(&obj, "strong_user");
+        let hook = atom_named(&obj, "hook");
+        let call = obj
+            .atom(user)
+            .relocs
+            .iter()
+            .find(|r| {
+                matches!(obj.symbol(r.symbol).def, hot_object::SymbolDef::Atom { atom, .. } if atom == hook)
+            })
+            .expect("strong_user's call of hook");
+        let user_body = patch
+            .writes
+            .iter()
+            .find(|w| w.what == "body of strong_user")
+            .expect("body of strong_user");
+        let off = call.offset.0 as usize;
+        let disp = i32::from_le_bytes(user_body.bytes[off..off + 4].try_into().expect("rel32"));
+        let target = (user_body.addr.0 as i64 + off as i64 + 4 + disp as i64) as u64;
+        // A new function's calls go through its stub, which jumps to its body.
+        let stub = hook_stub(&patch)
+            .unwrap_or_else(|| panic!("{flags:?}: no stub of the static hook: {patch:#?}"));
+        assert_eq!(
+            target, stub.addr.0,
+            "{flags:?}: strong_user calls {target:#x}"
+        );
+        let jump = i32::from_le_bytes(stub.bytes[1..5].try_into().expect("rel32"));
+        assert_eq!(
+            (stub.bytes[0], (stub.addr.0 as i64 + 5 + jump as i64) as u64),
+            (0xe9, body.addr.0),
+            "{flags:?}"
+        );
+    }
 }

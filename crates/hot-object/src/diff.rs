@@ -428,7 +428,11 @@ impl Comparer<'_> {
     /// Whether two matched functions have different LSDAs (see
     /// [`ChangeReason::ExceptionTable`]), compared like any anonymous data they reference.
     fn compare_exception_tables(&mut self, old: AtomId, new: AtomId) -> Option<ChangeReason> {
-        if self.new.atom(new).kind != AtomKind::Text {
+        // Neither object has an LSDA (C code): both lists are empty (two lookups per
+        // function of the object otherwise, on every save).
+        if self.new.atom(new).kind != AtomKind::Text
+            || !(self.old_index.has_lsdas() || self.new_index.has_lsdas())
+        {
             return None;
         }
         let old_tables = lsdas(self.old, self.old_index, old);

@@ -747,9 +747,12 @@ fn walk_dies(
                 name = origin().and_then(|die| own_name(&die));
             }
             if let Some((starts, out)) = unnamed.as_mut() {
-                if let Some(gimli::AttributeValue::Addr(low)) =
-                    entry.attr_value(gimli::DW_AT_low_pc)
-                {
+                // clang's DWARF 5 gives it as an index into `.debug_addr` (`DW_FORM_addrx`),
+                // gcc's as the address itself: `attr_address` reads both.
+                let low = entry
+                    .attr_value(gimli::DW_AT_low_pc)
+                    .and_then(|v| dwarf.attr_address(unit, v).ok().flatten());
+                if let Some(low) = low {
                     if low != 0 && starts.binary_search(&low).is_err() {
                         // Rare (an overridden weak default): only then are its external flag
                         // and linkage name looked for, on it or its declaration.

@@ -1269,7 +1269,8 @@ pub(crate) fn parse_linked(path: &Path, bytes: &[u8]) -> Result<LinkedImage, Obj
     let build_id = object::Object::build_id(&file)
         .map_err(|e| malformed(path, format!("notes: {e}")))?
         .map(|id| id.to_vec());
-    let soname = read_soname(&file, bytes).map_err(|message| malformed(path, message))?;
+    let (soname, needed) =
+        read_dynamic_names(&file, bytes).map_err(|message| malformed(path, message))?;
 
     // Compile units only help to map source files to the image: unreadable DWARF is a
     // warning, not a reason to refuse the image.
@@ -1304,6 +1305,7 @@ pub(crate) fn parse_linked(path: &Path, bytes: &[u8]) -> Result<LinkedImage, Obj
         build_id,
         position_independent: ident.e_type == elf::ET_DYN.0,
         soname,
+        needed,
         symbols,
         translation_units,
         got_slots,
@@ -1321,27 +1323,37 @@ pub(crate) fn parse_linked(path: &Path, bytes: &[u8]) -> Result<LinkedImage, Obj
     })
 }
 
-fn read_soname(file: &File<'_>, bytes: &[u8]) -> Result<Option<String>, String> {
+/// `DT_SONAME` and the `DT_NEEDED` names of `.dynamic`.
+fn read_dynamic_names(
+    file: &File<'_>,
+    bytes: &[u8],
+) -> Result<(Option<String>, Vec<String>), String> {
     let endian = file.endian();
     let sections = file.elf_section_table();
     let Some((dyns, strings_index)) = sections
         .dynamic(endian, bytes)
         .map_err(|e| format!(".dynamic: {e}"))?
     else {
-        return Ok(None);
+        return Ok((None, Vec::new()));
     };
     let strings = sections
         .strings(endian, bytes, strings_index)
         .map_err(|e| format!(".dynamic string table: {e}"))?;
+    let (mut soname, mut needed) = (None, Vec::new());
     for entry in dyns {
-        if entry.tag(endian) == elf::DT_SONAME {
+        let tag = entry.tag(endian);
+        if tag == elf::DT_SONAME || tag == elf::DT_NEEDED {
             let name = entry
                 .string(endian, strings)
-                .map_err(|e| format!("DT_SONAME: {e}"))?;
-            return Ok(Some(lossy(name)));
+                .map_err(|e| format!("DT_SONAME/DT_NEEDED: {e}"))?;
+            match tag == elf::DT_SONAME {
+                true if soname.is_none() => soname = Some(lossy(name)),
+                true => {}
+                false => needed.push(lossy(name)),
+            }
         }
     }
-    Ok(None)
+    Ok((soname, needed))
 }
 
 /// aarch64 PLT entries by the symbol whose GOT slot they jump through. ld's entries are

@@ -141,6 +141,9 @@ pub struct LinkedImage {
     pub position_independent: bool,
     /// `DT_SONAME`, for shared libraries.
     pub soname: Option<String>,
+    /// The `DT_NEEDED` names, in `.dynamic` order: the libraries the static linker linked
+    /// this module against (a SONAME, or a file name), which ld.so loads at startup.
+    pub needed: Vec<String>,
     /// The `.symtab` symbols (`dynamic == false`; none for a stripped file), then the
     /// `.dynsym` symbols (`dynamic == true`), each in table order. The null symbol,
     /// `STT_SECTION` and `STT_FILE` entries are not listed (the latter become

@@ -43,6 +43,9 @@ pub(crate) struct ObjectIndex {
     /// The FDEs of atom `a` are `fdes[fde_start[a]..fde_start[a + 1]]`, in section order.
     fde_start: Vec<u32>,
     fdes: Vec<u32>,
+    /// Whether an FDE has a relocation besides its `pc_begin` (an LSDA pointer): C objects
+    /// have none, and then no function needs its FDEs looked at for exception tables.
+    has_lsdas: bool,
 }
 
 fn hash_name(name: &str) -> u64 {
@@ -67,6 +70,7 @@ impl ObjectIndex {
             next_same: vec![NONE; atoms],
             fde_start: Vec::new(),
             fdes: Vec::new(),
+            has_lsdas: false,
         };
         // Chains in atom order: walk backwards, each atom becoming the head of its chain.
         index.by_hash.reserve(atoms);
@@ -100,6 +104,7 @@ impl ObjectIndex {
             if let Some(f) = fde_of(&record.kind) {
                 index.fdes[fill[f] as usize] = i as u32;
                 fill[f] += 1;
+                index.has_lsdas |= record.relocs.iter().any(|r| r.offset.0 != 8);
             }
         }
         index.fde_start = start;
@@ -139,6 +144,12 @@ impl ObjectIndex {
                 return Some(atom);
             }
         })
+    }
+
+    /// Whether some FDE of the object points at an LSDA: without one, no function of it has
+    /// an exception table.
+    pub(crate) fn has_lsdas(&self) -> bool {
+        self.has_lsdas
     }
 
     /// The FDEs (indexes into [`Object::eh_frame`]) of `atom`, in section order.

@@ -361,3 +361,52 @@ fn image_statement_starts_are_where_gdb_breaks() {
     let bare = compile_c(dir.path(), "stmt.c", source, &["-O0"], "bare");
     assert!(parse_image(&bare).statement_starts.is_empty());
 }
+
+/// A weak default overridden by a strong definition in another file: ld keeps its body under
+/// no symbol, and the DWARF of its unit still gives its start. clang's DWARF 5 gives it as
+/// an index into `.debug_addr` (`DW_FORM_addrx`), not as the address itself.
+#[test]
+fn an_overridden_weak_defaults_body_is_found_in_dwarf_4_and_5() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("weak.c"),
+        "__attribute__((weak)) int hook(void) { return 1; }\n",
+    )
+    .unwrap();
+    let main = "int hook(void) { return 2; }\nint main(void) { return hook(); }\n";
+    for compiler in ["cc", "clang"] {
+        for dwarf in ["-gdwarf-4", "-gdwarf-5"] {
+            let row = format!("{compiler} {dwarf}");
+            let exe = compile_with(
+                compiler,
+                dir.path(),
+                "main.c",
+                main,
+                &[dwarf, "-O0", "weak.c"],
+                "app",
+            );
+            let image = parse_image(&exe);
+            let weak = image
+                .compile_units
+                .iter()
+                .find(|cu| cu.name.ends_with("weak.c"))
+                .unwrap_or_else(|| panic!("{row}: no weak.c unit"));
+            let [(name, vaddr)] = weak.unnamed_functions.as_slice() else {
+                panic!("{row}: {:?}", weak.unnamed_functions);
+            };
+            assert_eq!(name, "hook", "{row}");
+            // Not the strong `hook`, but inside weak.c's code.
+            let strong = image
+                .symbols
+                .iter()
+                .find(|s| s.name == "hook")
+                .expect("hook");
+            assert_ne!(*vaddr, strong.vaddr, "{row}");
+            assert!(
+                weak.ranges.iter().any(|&(b, e)| b <= *vaddr && *vaddr < e),
+                "{row}: {vaddr:#x} outside {:x?}",
+                weak.ranges
+            );
+        }
+    }
+}

@@ -258,6 +258,22 @@ impl CompileDatabase {
 }
 
 impl CompileEntry {
+    /// Whether this command builds its file with debug information, so that a compile unit
+    /// of an image with DWARF names the file if it is linked in. The last switch decides:
+    /// `-g`, `-g1`..`-g3`, `-ggdb[1-3]`, `-gdwarf[-N]`, `-glldb`, `-gsce`, clang's
+    /// `-gline-tables-only`/`-gmlt` turn it on, `-g0`/`-ggdb0` off. Options that only shape
+    /// debug information (`-gsplit-dwarf`, `-gz`, `-gno-…`, `-gcolumn-info`) and formats
+    /// without compile units (`-gbtf`, `-gctf`) leave it as it was: a file wrongly counted
+    /// without -g is refused as unsure, never taken for another's unit.
+    pub fn builds_debug_info(&self) -> bool {
+        self.arguments
+            .iter()
+            .skip(1)
+            .rev()
+            .find_map(|a| debug_switch(a))
+            .unwrap_or(false)
+    }
+
     /// The folder that relative paths in this entry's DWARF are relative to. A build with
     /// `-ffile-prefix-map=$PWD=.` (Debian's default) or `-fdebug-prefix-map` writes the
     /// compile folder rewritten, e.g. `./src` for `<tree>/src`: its paths (`./src/lvm.c`)
@@ -422,9 +438,56 @@ pub fn normalize(path: &Path) -> PathBuf {
     out
 }
 
+/// Whether `argument` turns debug information on (`Some(true)`) or off, if it is a switch
+/// of it at all (see [`CompileEntry::builds_debug_info`]).
+fn debug_switch(argument: &str) -> Option<bool> {
+    let rest = argument.strip_prefix("-g")?;
+    let level = |digits: &str| match digits {
+        "" | "1" | "2" | "3" => Some(true),
+        "0" => Some(false),
+        _ => None,
+    };
+    match rest {
+        "dwarf" | "lldb" | "sce" | "line-tables-only" | "mlt" => Some(true),
+        _ => match (rest.strip_prefix("gdb"), rest.strip_prefix("dwarf-")) {
+            (Some(digits), _) => level(digits),
+            (_, Some(version)) => version.parse::<u8>().ok().map(|_| true),
+            _ => level(rest),
+        },
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn debug_info_is_the_last_switch_of_it() {
+        for (arguments, debug) in [
+            (&["cc", "-O0", "-c", "a.c"][..], false),
+            (&["cc", "-g", "-c", "a.c"], true),
+            (&["cc", "-g3", "-c", "a.c"], true),
+            (&["cc", "-ggdb", "-c", "a.c"], true),
+            (&["cc", "-gdwarf-4", "-c", "a.c"], true),
+            (&["clang", "-gline-tables-only", "-c", "a.c"], true),
+            (&["cc", "-g", "-O2", "-g0", "-c", "a.c"], false),
+            (&["cc", "-g0", "-g2", "-c", "a.c"], true),
+            (&["cc", "-ggdb3", "-ggdb0", "-c", "a.c"], false),
+            // Shaping options alone turn nothing on, nor off after -g.
+            (&["cc", "-gsplit-dwarf", "-gz", "-c", "a.c"], false),
+            (&["cc", "-g", "-gno-column-info", "-c", "a.c"], true),
+            // The compiler's own name is no switch.
+            (&["-g", "-c", "a.c"], false),
+        ] {
+            let entry = CompileEntry {
+                directory: "/w".into(),
+                file: "/w/a.c".into(),
+                arguments: arguments.iter().map(|a| a.to_string()).collect(),
+                output: None,
+            };
+            assert_eq!(entry.builds_debug_info(), debug, "{arguments:?}");
+        }
+    }
 
     #[test]
     fn dwarf_base_undoes_the_entry_prefix_map() {

@@ -186,7 +186,9 @@ pub enum SessionEvent {
     /// A swap was applied.
     Swap(SwapSummary),
     /// A saved file compiled and linked, and no function or variable of it changed: nothing
-    /// was written to the program. `micros.swap` is 0.
+    /// was written to the program (`micros.swap` is 0), or only bodies nothing reaches yet
+    /// (an edited weak default that a save's strong definition overrides, kept to run once
+    /// the override is deleted; undo reverts that save like a swap).
     Unchanged {
         file: PathBuf,
         micros: Micros,

@@ -2,7 +2,7 @@
 //! libraries, biases) and the linker that patches it.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 
 use hot_link::{Arenas, Home, ImageModel, Linker, Module, RuntimeAddr};
@@ -481,57 +481,27 @@ impl Program {
     }
 
     /// The image `file` is compiled into and its unit there. The executable's DWARF names it,
-    /// else a library's DWARF; without DWARF, the one image (the executable without DWARF,
-    /// or a project library — one inside the workspace — without DWARF) with an `STT_FILE`
-    /// group of its name. Otherwise the executable's answer (not linked, or a unit found by
-    /// name only). The libraries are those the linker read, or read here once ld.so loaded
-    /// them: a save re-reads the list ([`Program::refresh_libraries`]) for a library
+    /// else a library's DWARF; else the one image (the executable, or a project library —
+    /// one inside the workspace) with an `STT_FILE` group of its name that no compile unit
+    /// claims: the file was built without -g, with or without DWARF for the others (lz4's
+    /// library built by its own flags beside a -g driver), unless the compile database
+    /// builds the file with -g (an image with DWARF would name it) or has another file of
+    /// its name, named by no compile unit, that could be that group as well (another
+    /// program's, in the same database). Otherwise the executable's answer (not linked, or
+    /// a unit found by name only). Groups or files that nothing tells apart are refused,
+    /// naming the files. The libraries are those the linker read, or read here once ld.so
+    /// loaded them: a save re-reads the list ([`Program::refresh_libraries`]) for a library
     /// `dlopen`ed since.
     pub fn home_of(&mut self, file: &Path) -> Result<(UnitImage, UnitMatch), String> {
         self.libraries_known();
-        let root = self.sources.root.clone();
-        let model = self.image()?;
-        let exe = &model.exe.image;
-        let names =
-            |image: &LinkedImage| image.compile_units.iter().any(|cu| cu_source(cu) == file);
-        if names(exe) {
-            return Ok((UnitImage::Executable, unit_of(exe, file)));
-        }
-        let project: Vec<&Module> = model.libs.iter().filter(|m| m.image.has_symtab).collect();
-        if let Some(lib) = project.iter().find(|m| names(&m.image)) {
-            return Ok((
-                UnitImage::Library(lib.path.clone()),
-                unit_of(&lib.image, file),
-            ));
-        }
-        // No DWARF names it: by the name of its `STT_FILE` group, in images without DWARF.
-        let base = file.file_name().map(|b| b.to_string_lossy().into_owned());
-        let grouped = |image: &LinkedImage| {
-            image.compile_units.is_empty()
-                && image.translation_units.iter().any(|name| {
-                    Path::new(name)
-                        .file_name()
-                        .map(|b| b.to_string_lossy().into_owned())
-                        == base
-                })
-        };
-        let mut candidates: Vec<UnitImage> = Vec::new();
-        if grouped(exe) {
-            candidates.push(UnitImage::Executable);
-        }
-        for lib in project
-            .iter()
-            .filter(|m| Path::new(&m.path).starts_with(&root) && grouped(&m.image))
-        {
-            candidates.push(UnitImage::Library(lib.path.clone()));
-        }
-        if let [UnitImage::Library(path)] = candidates.as_slice() {
-            let lib = model.libs.iter().find(|m| m.path == *path);
-            if let Some(lib) = lib {
-                return Ok((UnitImage::Library(path.clone()), unit_of(&lib.image, file)));
-            }
-        }
-        Ok((UnitImage::Executable, unit_of(exe, file)))
+        // Read here, borrowed below beside `sources`.
+        self.image()?;
+        let model = self
+            .image
+            .as_ref()
+            .ok_or("the program's image could not be read")?;
+        let home = image_home(model, &self.sources, file);
+        home.map_err(|(image, unsure)| unsure_message(file, &image, &unsure))
     }
 
     /// The shared library of the workspace `file` is built into when the program has not
@@ -1027,6 +997,9 @@ pub(crate) struct SourceMap {
     relative: HashMap<PathBuf, Vec<(PathBuf, PathBuf)>>,
     /// Every file of the database.
     files: HashSet<PathBuf>,
+    /// The database's files by base name, each with whether every command of it builds it
+    /// with debug information: how a file no compile unit names is told from its namesakes.
+    by_name: HashMap<std::ffi::OsString, Vec<(PathBuf, bool)>>,
 }
 
 /// A compile unit outside the workspace that could not be placed, kept to explain a refused
@@ -1075,8 +1048,11 @@ impl SourceMap {
         let prefixes = path_map_prefixes(&root, path_map);
         let mut relative: HashMap<PathBuf, Vec<(PathBuf, PathBuf)>> = HashMap::new();
         let mut files = HashSet::new();
+        let mut debug: BTreeMap<PathBuf, bool> = BTreeMap::new();
         for entry in database.into_iter().flat_map(|db| db.entries()) {
             files.insert(entry.file.clone());
+            // A file built twice, once without -g, may be linked as that one.
+            *debug.entry(entry.file.clone()).or_insert(true) &= entry.builds_debug_info();
             if let Some(rel) = relative_path(&entry.file, &entry.directory) {
                 let list = relative.entry(rel).or_default();
                 if !list.iter().any(|(file, _)| *file == entry.file) {
@@ -1084,11 +1060,21 @@ impl SourceMap {
                 }
             }
         }
+        let mut by_name: HashMap<std::ffi::OsString, Vec<(PathBuf, bool)>> = HashMap::new();
+        for (file, debug) in debug {
+            if let Some(name) = file.file_name() {
+                by_name
+                    .entry(name.to_owned())
+                    .or_default()
+                    .push((file, debug));
+            }
+        }
         SourceMap {
             root,
             prefixes,
             relative,
             files,
+            by_name,
         }
     }
 
@@ -1259,11 +1245,108 @@ pub(crate) fn cu_source(cu: &hot_object::CompileUnit) -> PathBuf {
 /// Which `STT_FILE` group and compile unit of the image hold `source`.
 pub(crate) enum UnitMatch {
     Found(Option<TranslationUnitId>),
-    /// The image has DWARF and no compile unit for this file.
+    /// The image has DWARF and no compile unit or unclaimed group for this file.
     NotLinked,
 }
 
-pub(crate) fn unit_of(image: &LinkedImage, source: &Path) -> UnitMatch {
+/// [`Program::home_of`] in `model`, whose project libraries are those under `sources`'
+/// root. `Err`: the image (its path) where `file` may be any of several `STT_FILE` groups,
+/// or its one group may be another database file's.
+fn image_home(
+    model: &ImageModel,
+    sources: &SourceMap,
+    file: &Path,
+) -> Result<(UnitImage, UnitMatch), (String, Unsure)> {
+    let names = |image: &LinkedImage| image.compile_units.iter().any(|cu| cu_source(cu) == file);
+    let answer = |module: &Module, namesakes: &Namesakes| {
+        unit_of(&module.image, file, namesakes).map_err(|n| (module.path.clone(), n))
+    };
+    // A unit found by name asks nothing of its namesakes.
+    let named = Namesakes::default();
+    if names(&model.exe.image) {
+        return Ok((UnitImage::Executable, answer(&model.exe, &named)?));
+    }
+    let project: Vec<&Module> = model.libs.iter().filter(|m| m.image.has_symtab).collect();
+    if let Some(lib) = project.iter().find(|m| names(&m.image)) {
+        return Ok((UnitImage::Library(lib.path.clone()), answer(lib, &named)?));
+    }
+    // No compile unit names it: an image with a group of its name no compile unit claims
+    // (or several it cannot tell apart, refused below), if no other file of the database
+    // may be that group.
+    let namesakes = &namesakes_of(model, sources, file);
+    let root = sources.root.as_path();
+    let grouped = |image: &LinkedImage| {
+        matches!(
+            unit_of(image, file, namesakes),
+            Ok(UnitMatch::Found(Some(_))) | Err(_)
+        )
+    };
+    let libs: Vec<&&Module> = project
+        .iter()
+        .filter(|m| Path::new(&m.path).starts_with(root) && grouped(&m.image))
+        .collect();
+    if let (false, [lib]) = (grouped(&model.exe.image), libs.as_slice()) {
+        return Ok((
+            UnitImage::Library(lib.path.clone()),
+            answer(lib, namesakes)?,
+        ));
+    }
+    Ok((UnitImage::Executable, answer(&model.exe, namesakes)?))
+}
+
+/// What the compile database says of a source file that no compile unit names, to tell
+/// whether an `STT_FILE` group of its base name is surely its own: another program's file
+/// of that name (a tool's `util.c` beside the library's) is in the same database.
+#[derive(Debug, Default)]
+pub(crate) struct Namesakes {
+    /// The database builds the file with debug information: linked into an image with
+    /// DWARF, a compile unit would name it.
+    debug: bool,
+    /// The database's other files of its base name that no compile unit of any image
+    /// names, each with whether it is built with debug information.
+    others: Vec<(PathBuf, bool)>,
+}
+
+/// [`Namesakes`] of `file`, in `model` and the database `sources` was made from.
+fn namesakes_of(model: &ImageModel, sources: &SourceMap, file: &Path) -> Namesakes {
+    let same = file
+        .file_name()
+        .and_then(|name| sources.by_name.get(name))
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    let named = |f: &Path| {
+        std::iter::once(&model.exe)
+            .chain(&model.libs)
+            .any(|m| m.image.compile_units.iter().any(|cu| cu_source(cu) == f))
+    };
+    Namesakes {
+        debug: same.iter().any(|(f, debug)| f == file && *debug),
+        others: same
+            .iter()
+            .filter(|(f, _)| f != file && !named(f))
+            .cloned()
+            .collect(),
+    }
+}
+
+/// Why a file no compile unit names is refused rather than given an `STT_FILE` group: how
+/// many groups of its name no compile unit claims, and the other database files that could
+/// be them (`rivals`).
+#[derive(Debug, PartialEq)]
+pub(crate) struct Unsure {
+    groups: usize,
+    rivals: Vec<PathBuf>,
+}
+
+/// Which unit of `image` `source` is: its compile unit's group, else (built without -g) the
+/// one `STT_FILE` group of its name that no compile unit claims, if no other file of the
+/// database (`namesakes`) may be it. `Err`: several such groups, or files, could be it and
+/// nothing tells them apart.
+pub(crate) fn unit_of(
+    image: &LinkedImage,
+    source: &Path,
+    namesakes: &Namesakes,
+) -> Result<UnitMatch, Unsure> {
     let base = source.file_name().map(|b| b.to_string_lossy().into_owned());
     let same_base = |name: &str| {
         Path::new(name)
@@ -1286,21 +1369,17 @@ pub(crate) fn unit_of(image: &LinkedImage, source: &Path) -> UnitMatch {
     let found =
         |group: Option<&usize>| UnitMatch::Found(group.map(|&g| TranslationUnitId(g as u32)));
     let Some(rank) = units.iter().position(|cu| cu_source(cu) == source) else {
-        if image.compile_units.is_empty() {
-            // No DWARF at all: the file's name is all there is to go by.
-            return found(groups.first());
-        }
-        return UnitMatch::NotLinked;
+        return unclaimed_group(image, source, namesakes, &units, &groups);
     };
     if units.len() == 1 && groups.len() <= 1 {
-        return found(groups.first());
+        return Ok(found(groups.first()));
     }
     // Several files of this name. A group belongs to the unit whose code ranges or static
     // variables hold its local symbols: pairing the k-th unit with the k-th group would
     // break as soon as one of the files was built without -g (it has a group, no unit).
     let claims = claimed_groups(image, &units, &groups);
     if let Some(group) = claims[rank] {
-        return found(Some(&group));
+        return Ok(found(Some(&group)));
     }
     // The unit has no local symbol (or DWARF gave it no addresses): the groups nobody
     // claimed pair with the units that claimed none, in link order, if they are as many.
@@ -1311,10 +1390,121 @@ pub(crate) fn unit_of(image: &LinkedImage, source: &Path) -> UnitMatch {
         .collect();
     let free_units: Vec<usize> = (0..units.len()).filter(|&u| claims[u].is_none()).collect();
     if free_groups.len() != free_units.len() {
-        return UnitMatch::Found(None);
+        return Ok(UnitMatch::Found(None));
     }
     let position = free_units.iter().position(|&u| u == rank);
-    found(position.and_then(|p| free_groups.get(p)))
+    Ok(found(position.and_then(|p| free_groups.get(p))))
+}
+
+/// The unit of `source`, which no compile unit of `image` names: a file built without -g
+/// (every file, in an image without DWARF; lz4's lib/*.c by their own flags beside a -g
+/// driver, in one with DWARF) still has its `STT_FILE` group, which no compile unit's code
+/// or variables claim. `units` and `groups` are the image's compile units and groups of
+/// `source`'s base name. A file the database builds with -g is not linked into an image
+/// with DWARF (a compile unit would name it). The one group left is it; of several, the
+/// one whose name (as the compiler was given it: clang's `lib/util.c`; gcc gives the base
+/// name only) is the tail of `source`'s path — in both cases only if no other database
+/// file that could be in the image without a compile unit (`namesakes`: built without -g,
+/// or any, in an image without DWARF) fits the group as well; else `Err`, as guessing
+/// would swap code into another file's unit.
+fn unclaimed_group(
+    image: &LinkedImage,
+    source: &Path,
+    namesakes: &Namesakes,
+    units: &[&hot_object::CompileUnit],
+    groups: &[usize],
+) -> Result<UnitMatch, Unsure> {
+    let dwarf = !image.compile_units.is_empty();
+    if dwarf && namesakes.debug {
+        return Ok(UnitMatch::NotLinked);
+    }
+    // Without a group of its name, or a compile unit of its name to claim one, no symbol is
+    // read: `home_of` is asked of many files per save (who includes a header).
+    let claims = if groups.is_empty() || units.is_empty() {
+        Vec::new()
+    } else {
+        claimed_groups(image, units, groups)
+    };
+    let free: Vec<usize> = groups
+        .iter()
+        .copied()
+        .filter(|g| !claims.contains(&Some(*g)))
+        .collect();
+    // A compile unit that claimed no group (no local symbol) may own any free one: as many
+    // free groups as such units leave none that is surely another file's.
+    let unclaiming = units.len() - claims.iter().flatten().count();
+    if free.len() <= unclaiming {
+        if !dwarf {
+            // No DWARF and no group: the file's name is all there is to go by.
+            return Ok(UnitMatch::Found(None));
+        }
+        return Ok(UnitMatch::NotLinked);
+    }
+    let found = |g: usize| Ok(UnitMatch::Found(Some(TranslationUnitId(g as u32))));
+    // The other files that may be a group of this image without a compile unit naming them.
+    let rivals: Vec<&Path> = namesakes
+        .others
+        .iter()
+        .filter(|(_, debug)| !dwarf || !debug)
+        .map(|(f, _)| f.as_path())
+        .collect();
+    if let ([group], 0, []) = (free.as_slice(), unclaiming, rivals.as_slice()) {
+        return found(*group);
+    }
+    let spells = |g: usize, file: &Path| {
+        let tail: PathBuf = Path::new(&image.translation_units[g])
+            .components()
+            .filter(|c| !matches!(c, Component::CurDir))
+            .collect();
+        tail.components().count() > 1
+            && !tail.components().any(|c| matches!(c, Component::ParentDir))
+            && file.ends_with(&tail)
+    };
+    let spelled: Vec<usize> = free
+        .iter()
+        .copied()
+        .filter(|&g| spells(g, source))
+        .collect();
+    // `/w/tools/lib/util.c` ends with `lib/util.c` as `/w/lib/util.c` does.
+    match spelled.as_slice() {
+        [group] if !rivals.iter().any(|f| spells(*group, f)) => found(*group),
+        _ => Err(Unsure {
+            groups: free.len(),
+            rivals: rivals.into_iter().map(Path::to_path_buf).collect(),
+        }),
+    }
+}
+
+/// The refusal of `file`, which any of `unsure.groups` `STT_FILE` groups of `image` (none a
+/// compile unit's) could be, or whose one group could be another file's, naming those.
+fn unsure_message(file: &Path, image: &str, unsure: &Unsure) -> String {
+    let mut rivals: Vec<String> = unsure
+        .rivals
+        .iter()
+        .map(|f| f.display().to_string())
+        .collect();
+    rivals.sort();
+    let name = file
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let units = match unsure.groups {
+        1 => format!("the one unit named `{name}`"),
+        n => format!("any of {n} units named `{name}`"),
+    };
+    // In an image without DWARF a rival may be built with -g: that says nothing there.
+    let rivals = match rivals.as_slice() {
+        [] => String::new(),
+        files => format!(
+            ", and so may {} (in the compile database, and named by no compile unit)",
+            files.join(", ")
+        ),
+    };
+    format!(
+        "{} may be {units} in {image} built without debug information{rivals}; hot-lsp does \
+         not guess: build them with -g or give them distinct names; nothing was swapped",
+        file.display(),
+    )
 }
 
 /// For each unit, the group (among `groups`) most of whose local symbols lie in the unit's
@@ -1738,5 +1928,220 @@ mod tests {
         assert_eq!(cu_source(&units[0]), root.join("src/x.c"));
         assert_eq!(cu_source(&units[1]), PathBuf::from("/usr/src/y.c"));
         assert_eq!(unplaced.len(), 1);
+    }
+
+    /// An image whose `STT_FILE` groups are `groups` (each with one local function at
+    /// 0x1000 * (its index + 1)), and whose DWARF has compile units `with_dwarf`: a group's
+    /// index (the unit's code is its function) and the file, compiled in `/w`.
+    fn grouped_image(groups: &[&str], with_dwarf: &[(usize, &str)]) -> LinkedImage {
+        let at = |g: usize| 0x1000 * (g as u64 + 1);
+        LinkedImage {
+            translation_units: groups.iter().map(|g| g.to_string()).collect(),
+            symbols: (0..groups.len())
+                .map(|g| hot_object::ImageSymbol {
+                    name: "step".into(),
+                    vaddr: at(g),
+                    size: 16,
+                    kind: hot_object::SymbolKind::Function,
+                    binding: hot_object::Binding::Local,
+                    tu: Some(TranslationUnitId(g as u32)),
+                    section: Some(".text".into()),
+                    defined: true,
+                    dynamic: false,
+                    default_version: false,
+                    visibility: Default::default(),
+                })
+                .collect(),
+            compile_units: with_dwarf
+                .iter()
+                .map(|&(g, name)| hot_object::CompileUnit {
+                    ranges: vec![(at(g), at(g) + 16)],
+                    ..unit(name, "/w")
+                })
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    fn group_of(image: &LinkedImage, file: &str) -> Result<Option<u32>, usize> {
+        unit_of(image, Path::new(file), &Namesakes::default())
+            .map(|m| match m {
+                UnitMatch::Found(tu) => tu.map(|t| t.0),
+                UnitMatch::NotLinked => None,
+            })
+            .map_err(|unsure| unsure.groups)
+    }
+
+    #[test]
+    fn a_file_built_without_debug_info_is_its_unclaimed_group() {
+        // lz4: the driver with -g, lib/lz4.c and lib/lz4hc.c without (gcc names a group by
+        // the base name).
+        let lz4 = grouped_image(&["work.c", "lz4.c", "lz4hc.c"], &[(0, "work.c")]);
+        assert_eq!(group_of(&lz4, "/w/work.c"), Ok(Some(0)));
+        assert_eq!(group_of(&lz4, "/w/lib/lz4.c"), Ok(Some(1)));
+        assert_eq!(group_of(&lz4, "/w/lib/lz4hc.c"), Ok(Some(2)));
+        assert!(matches!(
+            unit_of(&lz4, Path::new("/w/tool.c"), &Namesakes::default()),
+            Ok(UnitMatch::NotLinked)
+        ));
+        // samename: lib/util.c without -g, src/util.c with: the group src's unit does not
+        // claim.
+        let samename = grouped_image(
+            &["main.c", "util.c", "util.c"],
+            &[(0, "main.c"), (2, "src/util.c")],
+        );
+        assert_eq!(group_of(&samename, "/w/lib/util.c"), Ok(Some(1)));
+        assert_eq!(group_of(&samename, "/w/src/util.c"), Ok(Some(2)));
+        // Two files of one name without -g: clang's group names tell them apart, gcc's do
+        // not (refused, not guessed).
+        let clang = grouped_image(&["main.c", "a/util.c", "b/util.c"], &[(0, "main.c")]);
+        assert_eq!(group_of(&clang, "/w/b/util.c"), Ok(Some(2)));
+        assert_eq!(group_of(&clang, "/w/a/util.c"), Ok(Some(1)));
+        let gcc = grouped_image(&["main.c", "util.c", "util.c"], &[(0, "main.c")]);
+        assert_eq!(group_of(&gcc, "/w/a/util.c"), Err(2));
+        // No DWARF at all: the one group of its name.
+        let stripped = grouped_image(&["main.c", "lib.c"], &[]);
+        assert_eq!(group_of(&stripped, "/w/lib.c"), Ok(Some(1)));
+    }
+
+    /// Where `file` is in an executable `exe` beside libraries `libs` (path, image), with the
+    /// compile database `entries` (file relative to `/w`, its arguments): the group's index,
+    /// `None` when not linked, else the unsure refusal's rivals.
+    fn home_among(
+        exe: &LinkedImage,
+        libs: &[(&str, LinkedImage)],
+        entries: &[(&str, &[&str])],
+        file: &str,
+    ) -> Result<(UnitImage, Option<u32>), Vec<PathBuf>> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let json: Vec<serde_json::Value> = entries
+            .iter()
+            .map(|(file, arguments)| {
+                serde_json::json!({"directory": "/w", "file": file, "arguments": arguments})
+            })
+            .collect();
+        let path = dir.path().join("compile_commands.json");
+        std::fs::write(&path, serde_json::Value::Array(json).to_string()).expect("write");
+        let db = CompileDatabase::load(&path).expect("database");
+        let sources = SourceMap::new(Path::new("/w"), &BTreeMap::new(), Some(&db));
+        let module = |path: &str, image: &LinkedImage| Module {
+            path: path.into(),
+            bias: 0,
+            image: Arc::new(image.clone()),
+        };
+        let model = ImageModel {
+            exe: module("/w/app", exe),
+            libs: libs.iter().map(|(p, image)| module(p, image)).collect(),
+            home: Home::Executable,
+        };
+        match image_home(&model, &sources, Path::new(file)) {
+            Ok((image, UnitMatch::Found(tu))) => Ok((image, tu.map(|t| t.0))),
+            Ok((image, UnitMatch::NotLinked)) => Ok((image, None)),
+            Err((image, unsure)) => {
+                let text = unsure_message(Path::new(file), &image, &unsure);
+                for rival in &unsure.rivals {
+                    assert!(text.contains(&rival.display().to_string()), "{text}");
+                }
+                Err(unsure.rivals)
+            }
+        }
+    }
+
+    #[test]
+    fn a_namesake_of_another_program_does_not_take_an_unclaimed_group() {
+        const G: &[&str] = &["cc", "-g", "-c", "x.c"];
+        const NO_G: &[&str] = &["cc", "-O2", "-c", "x.c"];
+        const G_THEN_G0: &[&str] = &["cc", "-g", "-g0", "-c", "x.c"];
+        let exe = UnitImage::Executable;
+        let rivals = |files: &[&str]| Err(files.iter().map(PathBuf::from).collect::<Vec<_>>());
+        // toolnamesake: app links lib/util.c without -g; tools/util.c, the tool's, is built
+        // with -g, so it would have a compile unit if app linked it.
+        let app = grouped_image(&["main.c", "util.c"], &[(0, "main.c")]);
+        let tool_g = [("main.c", G), ("lib/util.c", NO_G), ("tools/util.c", G)];
+        assert_eq!(
+            home_among(&app, &[], &tool_g, "/w/tools/util.c"),
+            Ok((exe.clone(), None))
+        );
+        assert_eq!(
+            home_among(&app, &[], &tool_g, "/w/lib/util.c"),
+            Ok((exe.clone(), Some(1)))
+        );
+        // Built without -g (a later -g0 undoes -g), or once with and once without: either
+        // may be the group, so neither takes it.
+        for tool in [NO_G, G_THEN_G0] {
+            let db = [("main.c", G), ("lib/util.c", NO_G), ("tools/util.c", tool)];
+            assert_eq!(
+                home_among(&app, &[], &db, "/w/lib/util.c"),
+                rivals(&["/w/tools/util.c"])
+            );
+            assert_eq!(
+                home_among(&app, &[], &db, "/w/tools/util.c"),
+                rivals(&["/w/lib/util.c"])
+            );
+        }
+        let twice = [
+            ("lib/util.c", NO_G),
+            ("tools/util.c", G),
+            ("tools/util.c", NO_G),
+        ];
+        assert_eq!(
+            home_among(&app, &[], &twice, "/w/lib/util.c"),
+            rivals(&["/w/tools/util.c"])
+        );
+        // A namesake a compile unit of another image names is that image's.
+        let mut tool_lib = grouped_image(&["util.c"], &[]);
+        tool_lib.compile_units = vec![unit("tools/util.c", "/w")];
+        let tool_no_g = [("lib/util.c", NO_G), ("tools/util.c", NO_G)];
+        assert_eq!(
+            home_among(
+                &app,
+                &[("/usr/lib/libtool.so", tool_lib)],
+                &tool_no_g,
+                "/w/lib/util.c"
+            ),
+            Ok((exe.clone(), Some(1)))
+        );
+        // Without DWARF in the image, -g says nothing (stripped after the link).
+        let stripped = grouped_image(&["main.c", "util.c"], &[]);
+        assert_eq!(
+            home_among(&stripped, &[], &tool_g, "/w/lib/util.c"),
+            rivals(&["/w/tools/util.c"])
+        );
+        assert_eq!(
+            home_among(&stripped, &[], &tool_g, "/w/tools/util.c"),
+            rivals(&["/w/lib/util.c"])
+        );
+        // clang's `lib/util.c` group: the tail of /w/lib/util.c and of /w/tools/lib/util.c,
+        // not of /w/tools/util.c.
+        let clang = grouped_image(&["main.c", "lib/util.c"], &[(0, "main.c")]);
+        assert_eq!(
+            home_among(&clang, &[], &tool_no_g, "/w/lib/util.c"),
+            Ok((exe.clone(), Some(1)))
+        );
+        let nested = [("lib/util.c", NO_G), ("tools/lib/util.c", NO_G)];
+        assert_eq!(
+            home_among(&clang, &[], &nested, "/w/lib/util.c"),
+            rivals(&["/w/tools/lib/util.c"])
+        );
+        assert_eq!(
+            home_among(&clang, &[], &nested, "/w/tools/lib/util.c"),
+            rivals(&["/w/lib/util.c"])
+        );
+        let nested_g = [("lib/util.c", NO_G), ("tools/lib/util.c", G)];
+        assert_eq!(
+            home_among(&clang, &[], &nested_g, "/w/lib/util.c"),
+            Ok((exe.clone(), Some(1)))
+        );
+        // Two groups clang names apart: a rival of one leaves the other alone.
+        let two = grouped_image(&["main.c", "a/util.c", "b/util.c"], &[(0, "main.c")]);
+        let db = [("a/util.c", NO_G), ("b/util.c", NO_G), ("x/a/util.c", NO_G)];
+        assert_eq!(
+            home_among(&two, &[], &db, "/w/b/util.c"),
+            Ok((exe.clone(), Some(2)))
+        );
+        assert_eq!(
+            home_among(&two, &[], &db, "/w/a/util.c"),
+            rivals(&["/w/b/util.c", "/w/x/a/util.c"])
+        );
     }
 }

@@ -37,7 +37,18 @@ fn check_refusal(case: &Refusal<'_>) -> Fixture {
 
 /// [`check_refusal`] in a fixture already launched (built another way, or swapped before:
 /// the refused save adds no swap to those already made).
-fn check_refusal_in(mut f: Fixture, case: &Refusal<'_>) -> Fixture {
+fn check_refusal_in(f: Fixture, case: &Refusal<'_>) -> Fixture {
+    check_refusal_as(f, case, false)
+}
+
+/// [`check_refusal`] of a save whose text the editor's buffer had and the session compiled,
+/// linked and checked ahead (`[compile] ahead`): the save takes that patch and must be
+/// refused all the same.
+fn check_refusal_typed(case: &Refusal<'_>) -> Fixture {
+    check_refusal_as(Fixture::launch(case.fixture), case, true)
+}
+
+fn check_refusal_as(mut f: Fixture, case: &Refusal<'_>, typed: bool) -> Fixture {
     f.wait_output(case.steady);
     f.drain();
     let swaps = f
@@ -50,6 +61,9 @@ fn check_refusal_in(mut f: Fixture, case: &Refusal<'_>) -> Fixture {
     }
     f.edit(case.file, case.from, case.to);
     let line = f.line_of(case.file, case.at);
+    if typed {
+        f.compile_ahead(case.file);
+    }
     f.save(case.saved.unwrap_or(case.file));
     let diagnostics = f.wait_diagnostics(case.file);
     let found = diagnostics
@@ -340,6 +354,13 @@ fn layout_change_of_a_struct_a_running_frame_holds_by_value_is_refused() {
 #[test]
 fn layout_change_of_a_struct_a_running_frame_points_to_is_refused() {
     check_refusal(&FRAME_REFUSALS[1]);
+}
+
+/// The patch linked ahead carries the frame guards its checks made: the swap still looks
+/// at main's frame.
+#[test]
+fn layout_change_compiled_ahead_of_a_struct_a_running_frame_holds_is_refused() {
+    check_refusal_typed(&FRAME_REFUSALS[0]);
 }
 
 /// The frames fixture's struct passing with a member `c` added, which passing_sum adds

@@ -6,7 +6,7 @@
 mod common;
 
 use common::Fixture;
-use hot_session::{Command, Diagnostic, Progress, SessionEvent, Severity};
+use hot_session::{Diagnostic, Progress, SessionEvent, Severity};
 
 /// A save that makes the compiler warn: the workspace, the file edited and saved, the edit,
 /// the file the warning is about and a text of its message.
@@ -109,16 +109,7 @@ fn check_warned_once(row: &Warned) {
     // Twice: the second save must not show the first one's warning again beside its own.
     for round in 1..=2 {
         if row.typed {
-            let path = f.path(row.saved);
-            let text = std::fs::read_to_string(&path).expect("read the saved file");
-            f.send(Command::Changed {
-                file: path.clone(),
-                text,
-            });
-            // The compile ahead's link publishes the file's list.
-            f.wait("the compile ahead", |e| {
-                matches!(e, SessionEvent::Diagnostics { file, .. } if *file == path).then_some(())
-            });
+            f.compile_ahead(row.saved);
         }
         f.save(row.saved);
         let from = f.log.len();
@@ -177,5 +168,63 @@ fn check_warned_once(row: &Warned) {
 fn a_compile_warning_is_reported_once() {
     for row in ROWS {
         check_warned_once(row);
+    }
+}
+
+/// A compile error in a source file another unit includes (tests/fixtures/cinclude: b.c
+/// includes a.c): the edit of a.c, a text of the error's line, and whether a.c's own
+/// compile says it too. An error only b.c's compile finds (a.c alone compiles) says it comes
+/// from b.c's compile; one a.c's own compile says too is a.c's, shown once, as it is.
+struct IncludedError {
+    from: &'static str,
+    to: &'static str,
+    needle: &'static str,
+    also_its_own: bool,
+}
+
+const INCLUDED_ERRORS: &[IncludedError] = &[
+    // Only b.c defines A_INCLUDED_ONLY: "a.c:N: 'K' undeclared" alone reads as a.c's own.
+    IncludedError {
+        from: "    return x + 100;",
+        to: "#ifdef A_INCLUDED_ONLY\n    x += K_ONLY_IN_B;\n#endif\n    return x + 100;",
+        needle: "K_ONLY_IN_B",
+        also_its_own: false,
+    },
+    IncludedError {
+        from: "    return x + 100;",
+        to: "    x += K_IN_BOTH;\n    return x + 100;",
+        needle: "K_IN_BOTH",
+        also_its_own: true,
+    },
+];
+
+#[test]
+fn an_error_only_an_includers_compile_finds_says_which_compile_found_it() {
+    for row in INCLUDED_ERRORS {
+        let mut f = Fixture::launch("cinclude");
+        f.wait_output("a=101 b=1101 mixes=0");
+        f.edit("a.c", row.from, row.to);
+        let line = f.line_of("a.c", row.needle);
+        f.save("a.c");
+        let lists = lists_of_save(&mut f, "a.c");
+        let shown = lists.last().cloned().unwrap_or_default();
+        let errors: Vec<&Diagnostic> = shown
+            .iter()
+            .filter(|d| d.severity == Severity::Error && d.line == line)
+            .filter(|d| d.message.contains(row.needle))
+            .collect();
+        assert_eq!(
+            errors.len(),
+            1,
+            "{}: one error on line {line}: {shown:#?}",
+            row.needle
+        );
+        let named = errors[0].message.contains("(compiled as part of b.c)");
+        assert_eq!(
+            named, !row.also_its_own,
+            "{}: the error names b.c's compile only when a.c's own does not say it: {:?}",
+            row.needle, errors[0].message
+        );
+        f.assert_unchanged(0, "a=101 b=1101", 3);
     }
 }

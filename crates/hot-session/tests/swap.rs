@@ -392,23 +392,39 @@ fn a_literal_inside_a_cycle_of_ipa_clones_reaches_both_ways_in() {
 #[test]
 fn two_files_of_one_name_one_built_without_debug_info() {
     // lib/util.c (no -g) is linked before src/util.c: src's statics must bind to src's
-    // group, its `step` must redirect src's `step`, and lib must keep printing 505.
-    for (from, to, function, after) in [
+    // group, its `step` must redirect src's `step`, and lib must keep printing 505. A save
+    // of lib/util.c, which no compile unit names, is the group src's unit does not claim.
+    for (file, from, to, function, after) in [
         (
+            "src/util.c",
             "return count + step();",
             "return count * 2 + step();",
             "src_next",
             "src=201 lib=505",
         ),
-        ("return 1;", "return 7;", "step", "src=107 lib=505"),
-    ] {
-        check_edit(
-            "samename",
+        (
             "src/util.c",
+            "return 1;",
+            "return 7;",
+            "step",
+            "src=107 lib=505",
+        ),
+        (
+            "lib/util.c",
+            "return 5;",
+            "return 9;",
+            "step",
+            "src=101 lib=509",
+        ),
+    ] {
+        let (_, swap) = check_edit(
+            "samename",
+            file,
             ("src=101 lib=505", from, to),
             function,
             after,
         );
+        assert!(swap.added.is_empty(), "{swap:?}");
     }
 }
 
@@ -437,18 +453,100 @@ const IPARA_WIDE_STEP: &str = "__attribute__((noinline)) int step(int x) {
     return x + one;
 }";
 
+/// A loop of temporaries in rcx, rdx, rsi, r8..r10, put in front of a `step`'s last line.
+const IPARA_WIDE_LOOP: &str = "    unsigned a = x, b = x * 3u, c = x ^ 9u, d = 0;
+    for (int i = 0; i < (x & 3) + 3; i++) {
+        d += a * b;
+        a ^= c;
+        b += d;
+        c = c * 5 + i;
+    }
+    mixed = a ^ b ^ c ^ d;
+";
+
+/// ipara_cold's `step`, with its `.cold` part.
+const IPARA_COLD_STEP: &str = "__attribute__((noinline)) int step(int x) {
+    if (rare == 12345) slow(x);
+    return x + one;
+}";
+
+/// ipara_syscall's `step`, with an inline `syscall` (getpid).
+const IPARA_SYSCALL_STEP: &str = "__attribute__((noinline)) int step(int x) {
+    long r;
+    asm volatile(\"syscall\" : \"=a\"(r) : \"a\"(39L) : \"rcx\", \"r11\", \"memory\");
+    mixed = (unsigned)r;
+    return x + one;
+}";
+
 #[test]
 fn a_callee_writing_registers_an_ipa_ra_caller_keeps_is_refused_while_it_runs() {
-    let (_, found) = check_refused_in(
-        "ipara",
-        "main.c",
-        (IPARA_STEP, IPARA_WIDE_STEP),
-        "signature-changed",
-        Severity::Error,
-        "sum=409",
-    );
-    for needle in ["`main`", "`step`", "-fipa-ra", "rcx", "rdx", "-fno-ipa-ra"] {
-        assert!(found.message.contains(needle), "{needle}: {found:?}");
+    let with_loop = |step: &str| {
+        step.replace(
+            "    return x + one;",
+            &format!("{IPARA_WIDE_LOOP}    return x + one;"),
+        )
+    };
+    for (fixture, from, to, needles) in [
+        (
+            "ipara",
+            IPARA_STEP.to_string(),
+            IPARA_WIDE_STEP.to_string(),
+            &["`main`", "`step`", "-fipa-ra", "rcx", "rdx", "-fno-ipa-ra"][..],
+        ),
+        // -fipa-ra asked for at -O1.
+        (
+            "ipara_o1",
+            IPARA_STEP.to_string(),
+            IPARA_WIDE_STEP.to_string(),
+            &["`main`", "`step`", "-fipa-ra", "rcx", "rdx"][..],
+        ),
+        // The old step's .cold part jumps back into it: part of step, not unknown code.
+        (
+            "ipara_cold",
+            IPARA_COLD_STEP.to_string(),
+            with_loop(IPARA_COLD_STEP),
+            &["`main`", "`step`", "rdx"][..],
+        ),
+        // The old step's syscall writes rax, rcx and r11 only.
+        (
+            "ipara_syscall",
+            IPARA_SYSCALL_STEP.to_string(),
+            with_loop(IPARA_SYSCALL_STEP),
+            &["`main`", "`step`", "rdx"][..],
+        ),
+        // The new step tail-calls `wide` through a table of function pointers (no PIE:
+        // `jmp *handlers(,%rax,8)`, the shape of a switch's jump table).
+        (
+            "ipara_table",
+            IPARA_STEP.to_string(),
+            IPARA_STEP.replace("return x + one;", "return handlers[x & 1](x);"),
+            &["`main`", "`step`", "rcx", "rdx"][..],
+        ),
+        // (review3, fails: the swap goes through and main prints a wrong sum) The new step
+        // tail-calls `wide` through a computed pointer: `add %rdx,%rax; jmp *%rax`, taken for
+        // a PIC jump table without reading one. The refusal is on step's opening line.
+        (
+            "ipara_pic",
+            "int step(int x) {\n    mixed = (unsigned)(long)((char *)fp + off);\n    return x + one;"
+                .to_string(),
+            "int step(int x) {\n    return ((int (*)(int))((char *)fp + off))(x);".to_string(),
+            &["`main`", "`step`", "rcx"][..],
+        ),
+    ] {
+        let (_, found) = check_refused_in(
+            fixture,
+            "main.c",
+            (&from, &to),
+            "signature-changed",
+            Severity::Error,
+            "sum=409",
+        );
+        for needle in needles {
+            assert!(
+                found.message.contains(needle),
+                "{fixture}: {needle}: {found:?}"
+            );
+        }
     }
 }
 
@@ -496,6 +594,45 @@ fn a_callee_writing_no_new_register_swaps_under_a_running_ipa_ra_caller() {
         "step",
         "sum=416",
     );
+}
+
+#[test]
+fn undo_giving_back_a_wider_callee_is_refused_while_an_ipa_ra_caller_runs() {
+    // step starts wide; narrowing it swaps tick too, whose new body keeps k1..k4 in
+    // call-clobbered registers across its calls. Undo would give that running tick the
+    // wide step back.
+    let mut f = Fixture::launch("ipara_undo");
+    let image_tick = field(&f.wait_output("sum=409"), "from");
+    f.edit("main.c", IPARA_WIDE_LOOP, "");
+    f.save("main.c");
+    let swap = f.wait_swap();
+    assert!(swap.swapped.contains(&"tick".to_string()), "{swap:?}");
+    // A round printed by the new tick (`step` called from outside the image's body): the
+    // new tick runs, and runs on (every later call of tick enters it too). Lines the
+    // program printed while the save was built arrive after the swap, from the old tick:
+    // a change of tick number among them proves nothing.
+    f.fresh_output.clear();
+    while field(&f.next_lines(1)[0], "from") == image_tick {}
+    f.send(hot_session::Command::Undo);
+    let text = f.wait("the undo's refusal", |e| match e {
+        SessionEvent::Message {
+            severity: Severity::Error,
+            text,
+        } => Some(text.clone()),
+        SessionEvent::Message {
+            severity: Severity::Information,
+            text,
+        } if text.contains("reverted") => panic!("the undo was made: {text}"),
+        _ => None,
+    });
+    for needle in ["undo refused", "`tick`", "`step`", "-fipa-ra", "rcx"] {
+        assert!(text.contains(needle), "{needle:?} not in {text:?}");
+    }
+    f.fresh_output.clear();
+    for l in f.next_lines(6) {
+        assert!(l.contains("sum=409"), "the undo wrote: {l}");
+    }
+    f.assert_same_process();
 }
 
 #[test]
@@ -1135,6 +1272,159 @@ fn a_strong_definition_added_by_a_save_keeps_the_weak_default_out() {
     f.assert_same_process();
 }
 
+/// One step of a weak-override sequence in the weakhook fixture.
+#[derive(Clone, Copy)]
+enum WeakStep {
+    /// Replace `.1` by `.2` in file `.0` and save: `hook` is swapped, and from then on every
+    /// line the program prints contains `.3`.
+    Save(&'static str, &'static str, &'static str, &'static str),
+    /// Undo the last swap: from then on every line contains `.0`.
+    Undo(&'static str),
+    /// Replace `.1` by `.2` in file `.0`, a weak default a save's strong definition
+    /// overrides, and save: answered as unchanged, and every line still contains `.3`.
+    Overridden(&'static str, &'static str, &'static str, &'static str),
+}
+
+/// The weakhook fixture's marker where main.c's strong `hook` goes.
+const HOOK_MARKER: &str = "/* strong hook here */";
+const STRONG_HOOK_2: &str = "/* strong hook here */\nint hook(void) {\n    return 2;\n}";
+const STRONG_HOOK_3: &str = "/* strong hook here */\nint hook(void) {\n    return 3;\n}";
+
+#[test]
+fn a_strong_override_a_save_added_and_deletes_again_falls_back_to_the_weak_default() {
+    // main.c has no `hook` at launch: a save adds a strong one (its entry is weak.c's, which
+    // it takes over), a later save deletes it. As a relink would, weak.c's default, whose
+    // body the image still has, runs again; it is weak.c's to edit, and undo puts back what
+    // ran before each step.
+    use WeakStep::{Overridden, Save, Undo};
+    let add_2 = Save("main.c", HOOK_MARKER, STRONG_HOOK_2, "hook=2 end");
+    let delete_2 = Save("main.c", STRONG_HOOK_2, HOOK_MARKER, "hook=1 end");
+    let add_3 = Save("main.c", HOOK_MARKER, STRONG_HOOK_3, "hook=3 end");
+    let delete_3 = Save("main.c", STRONG_HOOK_3, HOOK_MARKER, "hook=1 end");
+    let edit_default = Save("weak.c", "return 1;", "return 10;", "hook=10 end");
+    let edit_overridden = Overridden("weak.c", "return 1;", "return 10;", "hook=2 end");
+    let rows: Vec<(&str, Vec<WeakStep>)> = vec![
+        (
+            "add, delete, add, delete, edit the default, add",
+            vec![add_2, delete_2, add_3, delete_3, edit_default, add_2],
+        ),
+        (
+            "the default edited before the addition: its new body runs again",
+            vec![
+                edit_default,
+                add_2,
+                Save("main.c", STRONG_HOOK_2, HOOK_MARKER, "hook=10 end"),
+            ],
+        ),
+        (
+            "the deletion undone, then saved again",
+            vec![
+                add_2,
+                delete_2,
+                Undo("hook=2 end"),
+                // The file on disk has no `hook`: saved as it is, the deletion swaps again.
+                Save("main.c", HOOK_MARKER, HOOK_MARKER, "hook=1 end"),
+            ],
+        ),
+        (
+            "the deletion and the addition undone, then added again",
+            vec![
+                add_2,
+                delete_2,
+                Undo("hook=2 end"),
+                Undo("hook=1 end"),
+                add_3,
+            ],
+        ),
+        (
+            "an addition after the fallback undone: the default is weak.c's to edit",
+            vec![add_2, delete_2, add_3, Undo("hook=1 end"), edit_default],
+        ),
+        // Review repro (1b8d697): the default edited while the override runs is what runs
+        // once it is deleted, as a relink would, not the body it had when overridden.
+        (
+            "the launch default edited while overridden, then the override deleted",
+            vec![
+                add_2,
+                edit_overridden,
+                Save("main.c", STRONG_HOOK_2, HOOK_MARKER, "hook=10 end"),
+                Undo("hook=2 end"),
+                Save("main.c", HOOK_MARKER, HOOK_MARKER, "hook=10 end"),
+            ],
+        ),
+        (
+            "a swapped default edited while overridden, then the override deleted",
+            vec![
+                edit_default,
+                add_2,
+                Overridden("weak.c", "return 10;", "return 20;", "hook=2 end"),
+                Save("main.c", STRONG_HOOK_2, HOOK_MARKER, "hook=20 end"),
+            ],
+        ),
+        (
+            "the overridden edit undone: the default as before it runs",
+            vec![add_2, edit_overridden, Undo("hook=2 end"), delete_2],
+        ),
+    ];
+    for (what, steps) in rows {
+        let mut f = Fixture::launch("weakhook");
+        f.wait_output("hook=1 end");
+        for (n, step) in steps.iter().enumerate() {
+            let after = match *step {
+                Save(file, from, to, after) => {
+                    f.edit(file, from, to);
+                    f.save(file);
+                    let swap = f.wait_swap();
+                    assert_eq!(swap.swapped, ["hook"], "{what}, step {n}: {swap:?}");
+                    after
+                }
+                Overridden(file, from, to, after) => {
+                    f.edit(file, from, to);
+                    let seen = f.log.len();
+                    f.save(file);
+                    let path = f.path(file);
+                    f.wait("the overridden edit", |e| {
+                        matches!(e, SessionEvent::Unchanged { file, .. } if *file == path)
+                            .then_some(())
+                    });
+                    assert!(
+                        !f.log[seen..]
+                            .iter()
+                            .any(|e| matches!(e, SessionEvent::Swap(_))),
+                        "{what}, step {n}: an overridden default was swapped"
+                    );
+                    after
+                }
+                Undo(after) => {
+                    f.drain();
+                    f.send(hot_session::Command::Undo);
+                    // Its report, or the error that refused it.
+                    let done = f.wait("the undo", |e| match e {
+                        SessionEvent::Message { severity, text }
+                            if *severity == Severity::Error || text.contains("reverted") =>
+                        {
+                            Some(text.clone())
+                        }
+                        _ => None,
+                    });
+                    assert!(done.contains("reverted"), "{what}, step {n}: {done}");
+                    f.fresh_output.clear();
+                    after
+                }
+            };
+            f.wait_output(after);
+            for l in f.next_lines(3) {
+                assert!(
+                    l.contains(after),
+                    "{what}, step {n}: the program printed {l}"
+                );
+            }
+        }
+        assert!(f.errors_seen().is_empty(), "{what}: {:#?}", f.errors_seen());
+        f.assert_same_process();
+    }
+}
+
 #[test]
 fn a_saved_file_redefining_another_files_strong_function_is_refused() {
     // util.c gains a strong `hook` while strong.c's runs: a multiple definition.
@@ -1155,6 +1445,34 @@ fn a_saved_file_redefining_another_files_strong_function_is_refused() {
             .starts_with("multiple definition of `hook`: also defined in strong.c"),
         "{found:?}"
     );
+}
+
+#[test]
+fn a_global_two_files_of_one_save_define_is_refused_as_this_saves() {
+    // b.c includes a.c: a new global function in a.c is in both objects of the save.
+    let (f, found) = check_refused_in(
+        "cinclude",
+        "a.c",
+        (
+            "static int scale(int x) {",
+            "int added_twice(int x) {\n    return x + 1;\n}\n\nstatic int scale(int x) {",
+        ),
+        "layout-changed",
+        Severity::Error,
+        "a=101 b=1101",
+    );
+    let (a, b) = (f.path("a.c"), f.path("b.c"));
+    let line = f.line_of("a.c", "int added_twice");
+    let said = format!(
+        "multiple definition of `added_twice`: this save compiles it twice, in {} and in {}",
+        a.display(),
+        b.display()
+    );
+    assert!(found.message.starts_with(&said), "{found:?}");
+    // Not an earlier save's, and the place the error ends with is b.c's copy.
+    assert!(!found.message.contains("earlier save"), "{found:?}");
+    let place = format!("the one in {} is at {}:{line}", b.display(), a.display());
+    assert!(found.message.ends_with(&place), "{found:?}");
 }
 
 /// strong.c's `hook` as the visibility fixture has it.
@@ -1193,6 +1511,12 @@ fn deleting_a_strong_override_makes_the_weak_default_the_one_in_use_again() {
         let swap = f.wait_swap();
         assert_eq!(swap.swapped, ["hook"], "hidden={hidden}: {swap:?}");
         f.wait_output("hook=2 ");
+        // Deleted again, it gives the entry back to weak.c's edited default.
+        f.edit("strong.c", STRONG_HOOK, "");
+        f.save("strong.c");
+        let swap = f.wait_swap();
+        assert_eq!(swap.swapped, ["hook"], "hidden={hidden}: {swap:?}");
+        f.wait_output("hook=10 ");
         let errors: Vec<&SessionEvent> = f
             .log
             .iter()
@@ -1205,6 +1529,224 @@ fn deleting_a_strong_override_makes_the_weak_default_the_one_in_use_again() {
             })
             .collect();
         assert!(errors.is_empty(), "hidden={hidden}: {errors:#?}");
+        f.assert_same_process();
+    }
+}
+
+/// A variant of the visibility fixture, a save of strong.c, and what runs then: a row of
+/// [`a_strong_override_deleted_or_made_static_runs_what_a_relink_would`].
+struct Relinked {
+    what: &'static str,
+    /// (from, to), every `from` of hot-lsp.toml replaced in turn, before the launch.
+    config: &'static [(&'static str, &'static str)],
+    /// Files written before the launch.
+    files: &'static [(&'static str, &'static str)],
+    /// (from, to) of strong.c, saved once the program prints `hook=2`.
+    edit: (&'static str, &'static str),
+    /// Ok: the functions swapped and what every line printed then contains. Err: the code
+    /// of the refusal and a part of its message (the program keeps printing `hook=2`).
+    outcome: Result<(&'static [&'static str], &'static str), (&'static str, &'static str)>,
+}
+
+/// strong.c of the visibility fixture from its static `helper` on.
+const STRONG_HELPER_AND_HOOK: &str =
+    "static int helper(int x) {\n    return x + 1000;\n}\n\nint hook(void) {\n    return helper(2) - 1000;\n}";
+
+/// The visibility fixture built by build.sh, without -fvisibility=hidden: weak.c's default
+/// in libweak.so (a hidden one would not be exported).
+const LIBWEAK_CONFIG: &[(&str, &str)] = &[
+    (" -fvisibility=hidden", ""),
+    (
+        "cc -O0 -g -o app main.c util.c weak.c strong.c",
+        "sh build.sh",
+    ),
+];
+
+#[test]
+fn a_strong_override_deleted_or_made_static_runs_what_a_relink_would() {
+    let rows = [
+        Relinked {
+            what: "hook made static, with a user in strong.c: main calls weak.c's default",
+            config: &[],
+            files: &[],
+            edit: (
+                STRONG_HOOK,
+                "static int hook(void) {\n    return helper(2) - 1000;\n}\n\n\
+                 int strong_user(void) {\n    return hook();\n}",
+            ),
+            outcome: Ok((&["hook"], "hook=1 ")),
+        },
+        Relinked {
+            what: "clang's DWARF 5 (DW_FORM_addrx): the default's body is found",
+            config: &[("cc -O0", "clang -O0")],
+            files: &[],
+            edit: (STRONG_HOOK, ""),
+            outcome: Ok((&["hook"], "hook=1 ")),
+        },
+        Relinked {
+            what: "two weak defaults: the first in link order runs (weak2.c's)",
+            config: &[("weak.c strong.c", "weak2.c weak.c strong.c")],
+            files: &[(
+                "weak2.c",
+                "__attribute__((weak)) int hook(void) { return 3; }\n",
+            )],
+            edit: (STRONG_HOOK, ""),
+            outcome: Ok((&["hook"], "hook=3 ")),
+        },
+        Relinked {
+            what: "two weak defaults: the first in link order runs (weak.c's)",
+            config: &[("weak.c strong.c", "weak.c weak2.c strong.c")],
+            files: &[(
+                "weak2.c",
+                "__attribute__((weak)) int hook(void) { return 3; }\n",
+            )],
+            edit: (STRONG_HOOK, ""),
+            outcome: Ok((&["hook"], "hook=1 ")),
+        },
+        Relinked {
+            what: "strong.c's unused static helper deleted: main calls util.c's hidden one",
+            config: &[],
+            files: &[],
+            edit: (STRONG_HELPER_AND_HOOK, "int hook(void) {\n    return 4;\n}"),
+            outcome: Ok((&["hook"], "hook=4 ")),
+        },
+        Relinked {
+            what: "the weak default in a shared library: its definition runs",
+            config: LIBWEAK_CONFIG,
+            files: &[(
+                "build.sh",
+                "set -e\ncc -O0 -g -fPIC -shared -o libweak.so weak.c\n\
+                 cc -O0 -g -o app main.c util.c strong.c -L. -Wl,--no-as-needed -lweak \
+                 -Wl,-rpath,'$ORIGIN'\n",
+            )],
+            edit: (STRONG_HOOK, ""),
+            outcome: Ok((&["hook"], "hook=1 ")),
+        },
+        // (review3, failed: strong_ptr still pointed at the old entry, which ran weak.c's
+        // default: ptr=1) A relink makes strong.c's own data point at its static (it prints
+        // hook=1 ptr=2); the pointers the running program holds cannot all be found: the
+        // save is refused, not half done.
+        Relinked {
+            what: "hook made static, its address in strong.c's data: refused",
+            config: &[],
+            files: &[
+                (
+                    "main.c",
+                    "#include <stdio.h>\n#include <unistd.h>\nint hook(void);\nint via_ptr(void);\n\
+                     int main(void) {\n    for (;;) {\n        printf(\"hook=%d ptr=%d \\n\", hook(), \
+                     via_ptr());\n        fflush(stdout);\n        usleep(20000);\n    }\n}\n",
+                ),
+                (
+                    "strong.c",
+                    "int hook(void) {\n    return 2;\n}\n\nint (*strong_ptr)(void) = hook;\n\n\
+                     int via_ptr(void) {\n    return strong_ptr();\n}\n",
+                ),
+            ],
+            edit: ("int hook(void) {", "static int hook(void) {"),
+            outcome: Err((
+                "signature-changed",
+                "restart the program to make `hook` static",
+            )),
+        },
+        // (review3, failed: weak.c's default ran, hook=1) weak2.o, built without -g, is
+        // first in link order: a relink runs its default (hook=3). No compile unit names
+        // it, so nothing tells its body from other unnamed code: refused.
+        Relinked {
+            what: "two weak defaults, the first built without -g: refused",
+            config: LIBWEAK_CONFIG,
+            files: &[
+                ("weak2.c", "__attribute__((weak)) int hook(void) { return 3; }\n"),
+                (
+                    "build.sh",
+                    "set -e\ncc -O0 -c weak2.c -o weak2.o\n\
+                     cc -O0 -g -o app weak2.o main.c util.c weak.c strong.c\n",
+                ),
+            ],
+            edit: (STRONG_HOOK, ""),
+            outcome: Err(("undefined-symbol", "outside every file built with -g")),
+        },
+        // (review3, failed: the entry jumped into plugin.so, hook=5, and a dlclose of it would
+        // then crash the program) A library the program dlopen()ed RTLD_LOCAL is no
+        // definition a relink would use: the executable's link fails (undefined `hook`).
+        Relinked {
+            what: "hook deleted, only a dlopen()ed RTLD_LOCAL plugin defines it: refused",
+            config: LIBWEAK_CONFIG,
+            files: &[
+                ("plugin.c", "int hook(void) { return 5; }\n"),
+                (
+                    "main.c",
+                    "#include <dlfcn.h>\n#include <stdio.h>\n#include <string.h>\n#include <unistd.h>\n\
+                     int hook(void);\nint main(void) {\n    char path[4096] = {0};\n\
+                     readlink(\"/proc/self/exe\", path, sizeof path - 20);\n\
+                     strcpy(strrchr(path, '/') + 1, \"plugin.so\");\n\
+                     void *plugin = dlopen(path, RTLD_NOW | RTLD_LOCAL);\n    for (;;) {\n\
+                     printf(\"plugin=%d hook=%d \\n\", plugin != 0, hook());\n\
+                     fflush(stdout);\n        usleep(20000);\n    }\n}\n",
+                ),
+                (
+                    "build.sh",
+                    "set -e\ncc -O0 -g -fPIC -shared -o plugin.so plugin.c\n\
+                     cc -O0 -g -o app main.c util.c strong.c -ldl\n",
+                ),
+            ],
+            edit: (STRONG_HOOK, ""),
+            outcome: Err(("undefined-symbol", "the executable is not linked against")),
+        },
+        Relinked {
+            what: "the weak default in a library ld left out (--as-needed): no false claim",
+            config: LIBWEAK_CONFIG,
+            files: &[(
+                "build.sh",
+                "set -e\ncc -O0 -g -fPIC -shared -o libweak.so weak.c\n\
+                 cc -O0 -g -o app main.c util.c strong.c -L. -Wl,--as-needed -lweak \
+                 -Wl,-rpath,'$ORIGIN'\n",
+            )],
+            edit: (STRONG_HOOK, ""),
+            outcome: Err((
+                "undefined-symbol",
+                "unless it links in a library that defines it",
+            )),
+        },
+    ];
+    for row in rows {
+        let what = row.what;
+        // Named in the test's output: a failed swap panics without the row.
+        eprintln!("row: {what}");
+        let mut f = Fixture::copy("visibility");
+        let mut config = std::fs::read_to_string(f.path("hot-lsp.toml")).expect("config");
+        for (from, to) in row.config {
+            assert!(config.contains(from), "{what}: {from:?}");
+            config = config.replace(from, to);
+        }
+        f.write("hot-lsp.toml", &config);
+        for (file, text) in row.files {
+            f.write(file, text);
+        }
+        f.start();
+        f.wait_launched();
+        f.wait_output("hook=2 ");
+        f.edit("strong.c", row.edit.0, row.edit.1);
+        f.save("strong.c");
+        match row.outcome {
+            Ok((swapped, after)) => {
+                let swap = f.wait_swap();
+                assert_eq!(swap.swapped, swapped, "{what}: {swap:?}");
+                f.wait_output(after);
+                for l in f.next_lines(3) {
+                    assert!(l.contains(after), "{what}: the program printed {l}");
+                }
+                assert!(f.errors_seen().is_empty(), "{what}: {:#?}", f.errors_seen());
+            }
+            Err((code, message)) => {
+                let diagnostics = f.wait_diagnostics("strong.c");
+                let found = diagnostics
+                    .iter()
+                    .find(|d| d.code == code)
+                    .unwrap_or_else(|| panic!("{what}: no {code} diagnostic: {diagnostics:#?}"));
+                assert!(found.message.contains(message), "{what}: {found:?}");
+                f.assert_unchanged(0, "hook=2 ", 3);
+            }
+        }
         f.assert_same_process();
     }
 }
@@ -1553,10 +2095,40 @@ fn a_header_edit_swaps_every_includer_at_once_and_undo_reverts_them_all() {
     f.assert_same_process();
 }
 
-/// tests/fixtures/cinclude: a.c is a file of the program and b.c includes it (as lz4hc.c
-/// includes lz4.c), so a.o and b.o each have a copy of its static `scale`. A row edits a.c
-/// and saves it: b.c is recompiled too, and both swap in one commit.
+/// A fixture in which one file is a unit of the program and another includes it (as
+/// lz4hc.c includes lz4.c), so both objects have a copy of its static `scale`; the program
+/// prints both files' results and the rounds that saw one copy swapped alone (`mixes`).
+struct Includes {
+    fixture: &'static str,
+    /// The included file, and its includer.
+    file: &'static str,
+    includer: &'static str,
+    /// What the program prints before any swap.
+    launched: &'static str,
+}
+
+/// tests/fixtures/cinclude: everything built with -g.
+const CINCLUDE: Includes = Includes {
+    fixture: "cinclude",
+    file: "a.c",
+    includer: "b.c",
+    launched: "a=101 b=1101 mixes=0",
+};
+
+/// tests/fixtures/nodebuglib: lib.c and hc.c built without -g, main.c with: the executable's
+/// DWARF names main.c only, and lib.c and hc.c are their `STT_FILE` groups (corpus Found 10:
+/// lz4.c was linked in as a new unit, lz4hc.c not recompiled).
+const NODEBUGLIB: Includes = Includes {
+    fixture: "nodebuglib",
+    file: "lib.c",
+    includer: "hc.c",
+    launched: "lib=101 hc=1101 mixes=0",
+};
+
+/// A row edits the included file of `tree` and saves it: the includer is recompiled too, and
+/// both swap in one commit, nothing added.
 struct IncludedSource {
+    tree: &'static Includes,
     from: &'static str,
     to: &'static str,
     /// What the save swaps, in the swap's order.
@@ -1565,88 +2137,120 @@ struct IncludedSource {
     after: &'static str,
     /// The editor's buffer had the saved text, compiled ahead of the save.
     typed: bool,
-    /// b.c was edited after the build (built by the test, no build command): it has no
-    /// baseline, so no dependency list before the save asks who includes a.c.
-    includer_unknown: bool,
+    /// The build the test runs instead of the fixture's, which edits the includer after it:
+    /// it has no baseline, so no dependency list before the save asks who includes the file.
+    includer_unknown: Option<&'static str>,
 }
 
 const INCLUDED_SOURCE: &[IncludedSource] = &[
     // The static function both copies come from: a.o's and b.o's copy change.
     IncludedSource {
+        tree: &CINCLUDE,
         from: "return x + 100;",
         to: "return x + 200;",
         swapped: &["scale", "scale"],
         after: "a=201 b=1201",
         typed: false,
-        includer_unknown: false,
+        includer_unknown: None,
     },
     // Only what b.c leaves out: b.c is recompiled, and nothing of it changed.
     IncludedSource {
+        tree: &CINCLUDE,
         from: "return scale(x);\n}\n\n/*",
         to: "return scale(x) + 5;\n}\n\n/*",
         swapped: &["from_a"],
         after: "a=106 b=1101",
         typed: false,
-        includer_unknown: false,
+        includer_unknown: None,
     },
     // What was compiled ahead is a.c alone: the save compiles b.c with it.
     IncludedSource {
+        tree: &CINCLUDE,
         from: "return x + 100;",
         to: "return x + 300;",
         swapped: &["scale", "scale"],
         after: "a=301 b=1301",
         typed: true,
-        includer_unknown: false,
+        includer_unknown: None,
     },
     // b.c's includes are asked of the preprocessor at the save.
     IncludedSource {
+        tree: &CINCLUDE,
         from: "return x + 100;",
         to: "return x + 400;",
         swapped: &["scale", "scale"],
         after: "a=401 b=1401",
         typed: false,
-        includer_unknown: true,
+        includer_unknown: Some(
+            "cc -O0 -g -o app main.c a.c b.c && touch -d '20 seconds ago' main.c a.c \
+             && touch -d '10 seconds ago' app && echo '/* edited */' >> b.c",
+        ),
+    },
+    // Built without -g beside a -g driver: lib.c and hc.c are still units of the program.
+    IncludedSource {
+        tree: &NODEBUGLIB,
+        from: "return x + 100;",
+        to: "return x + 200;",
+        swapped: &["scale", "scale"],
+        after: "lib=201 hc=1201",
+        typed: false,
+        includer_unknown: None,
+    },
+    IncludedSource {
+        tree: &NODEBUGLIB,
+        from: "return scale(x);\n}\n\n/*",
+        to: "return scale(x) + 5;\n}\n\n/*",
+        swapped: &["from_lib"],
+        after: "lib=106 hc=1101",
+        typed: false,
+        includer_unknown: None,
+    },
+    // hc.c's includes asked of the preprocessor: only a unit of the program is asked.
+    IncludedSource {
+        tree: &NODEBUGLIB,
+        from: "return x + 100;",
+        to: "return x + 400;",
+        swapped: &["scale", "scale"],
+        after: "lib=401 hc=1401",
+        typed: false,
+        includer_unknown: Some(
+            "sh build.sh && touch -d '20 seconds ago' main.c lib.c \
+             && touch -d '10 seconds ago' app && echo '/* edited */' >> hc.c",
+        ),
     },
 ];
 
 fn check_included_source(row: &IncludedSource) {
-    let mut f = if row.includer_unknown {
-        let mut f = Fixture::copy("cinclude");
-        f.build_by_the_test(
-            "cc -O0 -g -o app main.c a.c b.c && touch -d '20 seconds ago' main.c a.c \
-             && touch -d '10 seconds ago' app && echo '/* edited */' >> b.c",
-        );
+    let tree = row.tree;
+    let mut f = if let Some(build) = row.includer_unknown {
+        let mut f = Fixture::copy(tree.fixture);
+        f.build_by_the_test(build);
         f.start();
         f.wait_launched();
         f
     } else {
-        Fixture::launch("cinclude")
+        Fixture::launch(tree.fixture)
     };
-    let before: u64 = field(&f.wait_output("a=101 b=1101 mixes=0"), "tick")
+    let before: u64 = field(&f.wait_output(tree.launched), "tick")
         .parse()
         .expect("tick");
-    f.edit("a.c", row.from, row.to);
+    f.edit(tree.file, row.from, row.to);
     if row.typed {
-        let path = f.path("a.c");
-        let text = std::fs::read_to_string(&path).expect("read a.c");
-        f.send(hot_session::Command::Changed {
-            file: path.clone(),
-            text,
-        });
-        // The compile ahead's link publishes the file's list.
-        f.wait("the compile ahead", |e| {
-            matches!(e, SessionEvent::Diagnostics { file, .. } if *file == path).then_some(())
-        });
+        f.compile_ahead(tree.file);
     }
-    f.save("a.c");
+    f.save(tree.file);
     let swap = f.wait_swap();
-    let files: Vec<_> = ["a.c", "b.c"].iter().map(|p| f.path(p)).collect();
+    let files: Vec<_> = [tree.file, tree.includer]
+        .iter()
+        .map(|p| f.path(p))
+        .collect();
     assert_eq!(
         (&swap.file, &swap.files),
-        (&f.path("a.c"), &files),
+        (&f.path(tree.file), &files),
         "{swap:?}"
     );
     assert_eq!(swap.swapped, row.swapped, "{swap:?}");
+    assert!(swap.added.is_empty(), "{swap:?}");
     let line = f.wait_output(row.after);
     assert_eq!(
         field(&line, "mixes"),
@@ -1665,6 +2269,177 @@ fn check_included_source(row: &IncludedSource) {
 fn a_source_file_another_includes_swaps_with_its_includers_at_once() {
     for row in INCLUDED_SOURCE {
         check_included_source(row);
+    }
+}
+
+/// A row types `typed` in a buffer (compiled ahead, not saved), then saves an edit of a file
+/// that buffer's compile read (`read`: a header, or a source file it includes), which swaps
+/// its includers with it, then saves the typed text: that save must swap the typed text
+/// with the saved file as it is now. The compile ahead made before the save of `read` has
+/// its old code and, taken, swapped it back (review of c50fb18: b=2101, compute=11).
+struct ReadSaved {
+    fixture: &'static str,
+    launched: &'static str,
+    /// The buffer, and what is typed in it.
+    typed: (&'static str, &'static str, &'static str),
+    /// The file it reads, saved with this edit, and a line the program prints after.
+    read: (&'static str, &'static str, &'static str),
+    read_after: &'static str,
+    /// What the program prints once the typed text is saved.
+    after: &'static str,
+    /// The compile ahead is still running when `read` is saved: its compiler ran (it read
+    /// `read` as it was) and `HELD_GATE` holds it until the save of `read` swapped.
+    held: bool,
+}
+
+/// A compile command's wrapper: cc, but the compile of a source containing `HELD_AHEAD` (the
+/// typed text, compiled ahead) says it ran the compiler in `held`, then waits until the test
+/// creates `go` (bounded: 5 minutes, so a failed test leaves nothing waiting).
+const HELD_GATE: &str = "here=$(cd \"$(dirname \"$0\")\" && pwd)
+prev=
+held=
+for a in \"$@\"; do
+    if [ \"$prev\" = -c ] && grep -q HELD_AHEAD \"$a\"; then held=1; fi
+    prev=$a
+done
+cc \"$@\"
+status=$?
+if [ -n \"$held\" ]; then
+    touch \"$here/held\"
+    i=0
+    while [ ! -e \"$here/go\" ] && [ \"$i\" -lt 6000 ]; do
+        sleep 0.05
+        i=$((i + 1))
+    done
+fi
+exit $status
+";
+
+const READ_SAVED: &[ReadSaved] = &[
+    // b.c includes a.c: a.c saved swaps both copies of `scale`.
+    ReadSaved {
+        fixture: "cinclude",
+        launched: "a=101 b=1101 mixes=0",
+        typed: ("b.c", "return scale(x) + 1000;", "return scale(x) + 2000;"),
+        read: ("a.c", "return x + 100;", "return x + 200;"),
+        read_after: "a=201 b=1201",
+        after: "a=201 b=2201",
+        held: false,
+    },
+    ReadSaved {
+        fixture: "cinclude",
+        launched: "a=101 b=1101 mixes=0",
+        typed: (
+            "b.c",
+            "return scale(x) + 1000;",
+            "return scale(x) + 2000; /* HELD_AHEAD */",
+        ),
+        read: ("a.c", "return x + 100;", "return x + 200;"),
+        read_after: "a=201 b=1201",
+        after: "a=201 b=2201",
+        held: true,
+    },
+    // main.c includes scale.h: the header saved swaps main.c.
+    ReadSaved {
+        fixture: "header",
+        launched: "compute=10",
+        typed: ("main.c", "return scaled(x);", "return scaled(x) + 1;"),
+        read: ("scale.h", "#define SCALE 1", "#define SCALE 3"),
+        read_after: "compute=30",
+        after: "compute=31",
+        held: false,
+    },
+    ReadSaved {
+        fixture: "header",
+        launched: "compute=10",
+        typed: (
+            "main.c",
+            "return scaled(x);",
+            "return scaled(x) + 1; /* HELD_AHEAD */",
+        ),
+        read: ("scale.h", "#define SCALE 1", "#define SCALE 3"),
+        read_after: "compute=30",
+        after: "compute=31",
+        held: true,
+    },
+];
+
+/// Wait (generously) until the test's compile wrapper has created `file`.
+fn wait_for_file(f: &Fixture, file: &str) {
+    let path = f.path(file);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !path.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} never appeared",
+            path.display()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
+fn check_read_saved(row: &ReadSaved) {
+    let mut f = if row.held {
+        let mut f = Fixture::copy(row.fixture);
+        f.write("gate.sh", HELD_GATE);
+        let config = std::fs::read_to_string(f.path("hot-lsp.toml")).expect("hot-lsp.toml");
+        f.write(
+            "hot-lsp.toml",
+            &config.replace("command = \"cc ", "command = \"sh gate.sh "),
+        );
+        f.start();
+        f.wait_launched();
+        f
+    } else {
+        Fixture::launch(row.fixture)
+    };
+    f.wait_output(row.launched);
+    let (typed, from, to) = row.typed;
+    let path = f.path(typed);
+    let text = std::fs::read_to_string(&path)
+        .expect("read the typed file")
+        .replace(from, to);
+    f.send(hot_session::Command::Changed {
+        file: path.clone(),
+        text: text.clone(),
+    });
+    if row.held {
+        wait_for_file(&f, "held");
+    } else {
+        // The compile ahead's link publishes the buffer's list.
+        f.wait("the compile ahead", |e| {
+            matches!(e, SessionEvent::Diagnostics { file, .. } if *file == path).then_some(())
+        });
+    }
+    let (read, from, to) = row.read;
+    f.edit(read, from, to);
+    f.save(read);
+    f.wait_swap();
+    f.wait_output(row.read_after);
+    // The held compile ahead (of the file as it was) ends now.
+    f.write("go", "");
+    f.write(typed, &text);
+    f.save(typed);
+    let swap = f.wait_swap();
+    // Lines computed before the swap may still arrive after it (several, on a loaded
+    // machine): the new value must show, and stay. A stale compile ahead never shows it.
+    f.wait_output(row.after);
+    let lines = f.next_lines(4);
+    for line in &lines {
+        assert!(
+            line.contains(row.after),
+            "{}: the save of {typed} swapped back what the save of {read} swapped in \
+             (a compile ahead made before it): {line}\n{swap:?}",
+            row.fixture
+        );
+    }
+    f.assert_same_process();
+}
+
+#[test]
+fn a_compile_ahead_made_before_a_file_it_reads_was_saved_is_not_swapped_in() {
+    for row in READ_SAVED {
+        check_read_saved(row);
     }
 }
 
@@ -2755,4 +3530,97 @@ fn a_new_unit_whose_constructor_faults_is_refused_and_the_program_runs_on() {
     });
     assert!(text.contains("boom") && text.contains("refused"), "{text}");
     f.assert_unchanged(0, "value=1 end", 3);
+}
+
+/// a.c of libtwo.so is compiled and linked ahead against the library's linker; b.c of the
+/// same library is saved meanwhile. The save of a.c compared the ahead link's `changes`
+/// (the library linker's) with the executable linker's, which b.c's commit did not move,
+/// and took the stale patch, placed where b.c's new body now is: it must relink.
+#[test]
+fn a_library_file_linked_ahead_is_relinked_after_another_file_of_it_swapped() {
+    let mut f = Fixture::launch("libtwo");
+    f.wait_output("a=1 b=2 end");
+    f.edit("lib/a.c", "return 1;", "return 11;");
+    f.compile_ahead("lib/a.c");
+    f.edit("lib/b.c", "return 2;", "return 22;");
+    f.save("lib/b.c");
+    assert_eq!(f.wait_swap().swapped, ["b_value"]);
+    f.wait_output("a=1 b=22 end");
+    f.save("lib/a.c");
+    // Its swap, or (as on bc8f81a) the refusal of the stale patch's entry write, which
+    // comes after its arena contents were written over b.c's live body.
+    let outcome = f.wait("a.c's save", |e| match e {
+        SessionEvent::Swap(s) => Some(format!("swapped {:?}", s.swapped)),
+        SessionEvent::Message {
+            severity: Severity::Error,
+            text,
+        } => Some(text.clone()),
+        _ => None,
+    });
+    assert_eq!(outcome, "swapped [\"a_value\"]");
+    // Lines computed before the swap may arrive after it: the new value shows, and stays.
+    f.wait_output_stays("a=11 b=22 end", 3, "b.c's body was overwritten");
+    f.assert_same_process();
+}
+
+/// lib/a.c is compiled ahead; then the compile database gives it `-DK=33`. The save must
+/// compile with the database's command now (a=33), not swap the object compiled ahead with
+/// the old one (a=11).
+#[test]
+fn a_compile_ahead_with_a_command_the_database_changed_since_is_not_swapped() {
+    let mut f = Fixture::launch("libtwo");
+    f.wait_output("a=1 b=2 end");
+    f.edit(
+        "lib/a.c",
+        "return 1;",
+        "#ifndef K\n#define K 11\n#endif\n    return K;",
+    );
+    f.compile_ahead("lib/a.c");
+    f.edit(
+        "compile_commands.json",
+        "\"-fPIC\", \"-c\", \"lib/a.c\"",
+        "\"-fPIC\", \"-DK=33\", \"-c\", \"lib/a.c\"",
+    );
+    f.save("lib/a.c");
+    assert_eq!(f.wait_swap().swapped, ["a_value"]);
+    // The old command's object would print a=11 from now on.
+    f.wait_output_stays("a=33 b=2 end", 3, "the old command's object ran");
+    f.assert_same_process();
+}
+
+/// tests/fixtures/toolnamesake: tools/util.c is another program's file (the tool's, built
+/// with -g) in the same compile database, never linked into app; app links lib/util.c built
+/// without -g, whose `STT_FILE` group no compile unit claims. Saving tools/util.c must not
+/// take that group (31fc5eb did, and swapped the tool's `step` into app: value=801): it is
+/// not part of app, and linking it in new is refused as a second `util_value`.
+#[test]
+fn a_namesake_of_another_program_is_not_swapped_into_an_unclaimed_group() {
+    let mut f = Fixture::launch("toolnamesake");
+    f.wait_output("value=501");
+    f.edit("tools/util.c", "return 7;", "return 8;");
+    f.save("tools/util.c");
+    let tool = f.path("tools/util.c");
+    let tool_name = tool.display().to_string();
+    let message = f.wait("the refusal of the save", |e| match e {
+        SessionEvent::Swap(swap) => panic!("another program's file was swapped: {swap:?}"),
+        SessionEvent::Status(s) => s.message.clone().filter(|m| m.contains(&tool_name)),
+        _ => None,
+    });
+    assert!(
+        message.contains("not part of the running program"),
+        "{message}"
+    );
+    let refused = f.log.iter().any(|e| {
+        matches!(e, SessionEvent::Diagnostics { file, diagnostics } if *file == tool
+            && diagnostics.iter().any(|d| d.severity == Severity::Error
+                && d.message.contains("multiple definition of `util_value`")))
+    });
+    assert!(refused, "no refusal of a second util_value: {message}");
+    f.assert_unchanged(0, "value=501", 3);
+    // lib/util.c, the file app links, is still its group.
+    f.edit("lib/util.c", "return 5;", "return 6;");
+    f.save("lib/util.c");
+    assert_eq!(f.wait_swap().swapped, ["step"]);
+    f.wait_output("value=601");
+    f.assert_same_process();
 }

@@ -10,10 +10,14 @@
 //! file. A save takes the result only if the file on disk is byte for byte the text
 //! compiled; a compile ahead of the saved text that is still running is waited for (it is
 //! the compile the save needs), one of older text is killed, so a save never waits behind
-//! text it does not contain. Compile errors while typing are the business of the editor's
-//! C/C++ server: only the link's findings are published, each message starting with
-//! [`ON_SAVE`], under a unit of their own (`ahead_unit`) so the last save's diagnostics
-//! stay until the next save.
+//! text it does not contain. A result is only as good as the files it read: each file the
+//! compile read (its dependency list) is stamped with its content, and a result one of them
+//! no longer matches — a header or an included source file saved since, or saved while it
+//! compiled — is never linked nor taken by a save (it would swap back the code that save
+//! swapped in); its buffer compiles ahead again. Compile errors while typing are the
+//! business of the editor's C/C++ server: only the link's findings are published, each
+//! message starting with [`ON_SAVE`], under a unit of their own (`ahead_unit`) so the last
+//! save's diagnostics stay until the next save.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -25,7 +29,7 @@ use hot_link::{LinkRequest, UnitRef};
 use hot_object::Object;
 
 use super::baseline::read_object;
-use super::pipeline::{link_guarded, note_diagnostics, UnitJob};
+use super::pipeline::{link_guarded, note_diagnostics, Checked, UnitJob};
 use super::{has_extension, Worker, SOURCE_EXTENSIONS};
 use crate::compile::{self, Cancel, CompileJob, CompileOutcome};
 use crate::compile_db::normalize;
@@ -46,6 +50,8 @@ struct Buffer {
 struct Running {
     file: PathBuf,
     text: Arc<Vec<u8>>,
+    /// `Ahead::saves` when it started: a file it read that was saved after is stale in it.
+    started: u64,
     cancel: Cancel,
     /// Its thread's one answer; disconnected if the thread died without one.
     done: Receiver<Done>,
@@ -55,7 +61,49 @@ struct Running {
 pub(super) struct Done {
     unit: UnitJob,
     /// `None`: cancelled, or the text does not compile (said by the save, not now).
-    compiled: Option<(CompileOutcome, Object, Option<Vec<PathBuf>>)>,
+    compiled: Option<Compiled>,
+}
+
+/// A buffer's text compiled: the outcome, the object, and what the compile read.
+struct Compiled {
+    outcome: CompileOutcome,
+    object: Object,
+    /// The dependency list (the file itself left out); `None`: the compiler wrote none.
+    deps: Option<Vec<PathBuf>>,
+    /// Each of `deps` with its content as the compile read it (`Stamp`).
+    reads: Vec<(PathBuf, Option<Stamp>)>,
+}
+
+/// A file's content, as its length and a hash of its bytes (`None` in a list: unreadable).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Stamp {
+    len: u64,
+    hash: u64,
+}
+
+impl Stamp {
+    fn of(path: &Path) -> Option<Stamp> {
+        use std::hash::Hasher;
+        let bytes = std::fs::read(path).ok()?;
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        hasher.write(&bytes);
+        Some(Stamp {
+            len: bytes.len() as u64,
+            hash: hasher.finish(),
+        })
+    }
+}
+
+/// Whether every file of `reads` still has the content the compile read (the length is
+/// asked first: most changes change it, and then the file is not read).
+fn reads_unchanged(reads: &[(PathBuf, Option<Stamp>)]) -> bool {
+    reads.iter().all(|(path, stamp)| match stamp {
+        Some(stamp) => {
+            std::fs::metadata(path).is_ok_and(|m| m.len() == stamp.len)
+                && Stamp::of(path) == Some(*stamp)
+        }
+        None => Stamp::of(path).is_none(),
+    })
 }
 
 /// What the running image a patch was linked against looked like: the linker's state and
@@ -63,7 +111,7 @@ pub(super) struct Done {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct LinkedAgainst {
     changes: u64,
-    baseline: Option<usize>,
+    baseline: Option<u64>,
 }
 
 /// A buffer's text compiled ahead, and its link if it linked.
@@ -75,7 +123,10 @@ pub(super) struct Ready {
     outcome: CompileOutcome,
     object: Object,
     deps: Option<Vec<PathBuf>>,
-    patch: Option<(LinkedAgainst, hot_link::Patch)>,
+    /// What the compile read, each with its content then: the result is this text's only
+    /// while all of them are unchanged.
+    reads: Vec<(PathBuf, Option<Stamp>)>,
+    patch: Option<(LinkedAgainst, Checked)>,
 }
 
 /// The worker's compile-ahead state.
@@ -83,6 +134,10 @@ pub(super) struct Ahead {
     buffers: HashMap<PathBuf, Buffer>,
     running: Option<Running>,
     ready: HashMap<PathBuf, Ready>,
+    /// Saves seen so far, and the count at each file's last save: a compile ahead that read
+    /// a file saved after it started (`Running::started`) read what that save replaced.
+    saves: u64,
+    saved: HashMap<PathBuf, u64>,
     /// Never ready: what the worker waits on while nothing compiles ahead.
     idle: Receiver<Done>,
 }
@@ -93,6 +148,8 @@ impl Default for Ahead {
             buffers: HashMap::new(),
             running: None,
             ready: HashMap::new(),
+            saves: 0,
+            saved: HashMap::new(),
             idle: crossbeam_channel::never(),
         }
     }
@@ -141,6 +198,49 @@ impl Ahead {
         if let Some(running) = &self.running {
             running.cancel.cancel();
         }
+    }
+
+    /// `file` was saved: every result that read it is stale and dropped, each buffer due
+    /// again (after the pause) to compile ahead with what was saved. A compile ahead still
+    /// running that read it is told by its start (`on_ahead_done`), or killed now if its
+    /// last known dependencies (`known`) name the file.
+    fn saved(&mut self, file: &Path, known: &HashMap<PathBuf, Vec<PathBuf>>, delay: Duration) {
+        self.saves += 1;
+        self.saved.insert(file.to_owned(), self.saves);
+        let reads = |ready: &Ready| ready.reads.iter().any(|(path, _)| path == file);
+        let mut again: Vec<PathBuf> = self
+            .ready
+            .iter()
+            .filter(|(unit, ready)| unit.as_path() != file && reads(ready))
+            .map(|(unit, _)| unit.clone())
+            .collect();
+        for unit in &again {
+            self.ready.remove(unit);
+        }
+        if let Some(running) = self.running.as_ref().filter(|r| {
+            r.file != file
+                && known
+                    .get(&r.file)
+                    .is_some_and(|deps| deps.iter().any(|d| d == file))
+        }) {
+            again.push(running.file.clone());
+            if let Some(running) = self.running.take() {
+                running.cancel.cancel();
+            }
+        }
+        let due = Instant::now() + delay;
+        for unit in again {
+            if let Some(buffer) = self.buffers.get_mut(&unit) {
+                buffer.due = Some(due);
+            }
+        }
+    }
+
+    /// Whether a compile ahead that started at `started` read one of `deps` as it was
+    /// before a save of it.
+    fn saved_since(&self, started: u64, deps: &[PathBuf]) -> bool {
+        deps.iter()
+            .any(|d| self.saved.get(d).is_some_and(|&at| at > started))
     }
 
     /// Kill the compile ahead of `file`, if one runs.
@@ -257,13 +357,16 @@ impl Worker {
             argv,
             ..unit.job.clone()
         };
+        // What the file read at its last compile, stamped before this one reads it: one
+        // changed while it compiles is then told from what the compile read.
+        let known = self.dependencies.get(file).cloned().unwrap_or_default();
         let cancel = Cancel::default();
         let (sender, done) = crossbeam_channel::bounded(1);
         let thread_cancel = cancel.clone();
         std::thread::Builder::new()
             .name("hot-lsp compile ahead".into())
             .spawn(move || {
-                let compiled = compile_copy(&job, &unit, &copy, &thread_cancel);
+                let compiled = compile_copy(&job, &unit, &copy, &known, &thread_cancel);
                 let _ = std::fs::remove_dir_all(&copy_dir);
                 // The worker may have moved on (a newer text); then nobody listens.
                 let _ = sender.send(Done { unit, compiled });
@@ -272,6 +375,7 @@ impl Worker {
         self.ahead.running = Some(Running {
             file: file.to_owned(),
             text,
+            started: self.ahead.saves,
             cancel,
             done,
         });
@@ -292,8 +396,26 @@ impl Worker {
             let Done { unit, compiled } = *d;
             compiled.map(|c| (unit, c))
         }) {
-            Some((unit, (outcome, object, deps))) if current => {
-                self.link_ahead(running.text, unit, outcome, object, deps);
+            // It read a file saved since it started, or one changed since it read it: what
+            // it compiled is not this text with the files as they are. It compiles again.
+            Some((_, compiled))
+                if current
+                    && (self.ahead.saved_since(
+                        running.started,
+                        compiled.deps.as_deref().unwrap_or_default(),
+                    ) || !reads_unchanged(&compiled.reads)) =>
+            {
+                tracing::debug!(
+                    file = %running.file.display(),
+                    "a compile ahead read a file changed since"
+                );
+                let delay = Duration::from_millis(self.config.compile.ahead_delay_ms);
+                if let Some(buffer) = self.ahead.buffers.get_mut(&running.file) {
+                    buffer.due = Some(Instant::now() + delay);
+                }
+            }
+            Some((unit, compiled)) if current => {
+                self.link_ahead(running.text, unit, compiled);
             }
             // A text that does not compile: the last pre-flight findings are about another.
             _ if current => self.clear_ahead_diagnostics(&running.file),
@@ -304,14 +426,13 @@ impl Worker {
 
     /// Link a compiled buffer against the running image (nothing is written) and publish
     /// what the save would be told.
-    fn link_ahead(
-        &mut self,
-        text: Arc<Vec<u8>>,
-        unit: UnitJob,
-        outcome: CompileOutcome,
-        object: Object,
-        deps: Option<Vec<PathBuf>>,
-    ) {
+    fn link_ahead(&mut self, text: Arc<Vec<u8>>, unit: UnitJob, compiled: Compiled) {
+        let Compiled {
+            outcome,
+            object,
+            deps,
+            reads,
+        } = compiled;
         let file = unit.file.clone();
         // Linked against the baseline the save will use: one compiling is waited for.
         self.settle_baseline_of(&file);
@@ -359,8 +480,11 @@ impl Worker {
         // while typing, whichever check refuses it.
         let linked = linked.map(|(changes, result)| {
             let checked = result.and_then(|patch| {
-                // Frames are the save's to look at, with the program stopped.
-                super::abi::check(program, &image, requests, patch, &mut Vec::new())
+                // Frames are the save's to look at, with the program stopped; the guards
+                // that check needs are kept for it.
+                let mut guards = Vec::new();
+                super::abi::check(program, &image, requests, patch, &mut guards)
+                    .map(|patch| Checked { patch, guards })
             });
             (changes, checked)
         });
@@ -375,7 +499,7 @@ impl Worker {
             baseline: baseline.as_ref().map(|b| b.object.identity()),
         };
         let mut diagnostics = match &result {
-            Ok(patch) => note_diagnostics(patch, &source, &file),
+            Ok(checked) => note_diagnostics(&checked.patch, &source, &file),
             Err(errors) => super::pipeline::refusal_diagnostics(errors, &source, &file),
         };
         for d in &mut diagnostics {
@@ -391,9 +515,17 @@ impl Worker {
                 outcome,
                 object,
                 deps,
-                patch: result.ok().map(|patch| (against, patch)),
+                reads,
+                patch: result.ok().map(|checked| (against, checked)),
             },
         );
+    }
+
+    /// At every save, before anything is compiled for it: what was compiled ahead with the
+    /// file as it was before (its includers' results, a header's) is stale (`Ahead::saved`).
+    pub(super) fn ahead_saw_save(&mut self, file: &Path) {
+        let delay = Duration::from_millis(self.config.compile.ahead_delay_ms);
+        self.ahead.saved(file, &self.dependencies, delay);
     }
 
     /// At a save of `file` that compiles other files with it (the units that include it):
@@ -424,8 +556,9 @@ impl Worker {
                 let done = running.done.clone();
                 let done = self.forward_output_until(&done).ok().map(Box::new);
                 self.on_ahead_done(done);
-                // Its findings come with the save's own diagnostics.
-                self.clear_ahead_diagnostics(file);
+                // Its findings come with the save's own diagnostics; a compile ahead found
+                // stale is not made again for the text this save compiles.
+                self.saving_ahead_buffer(file);
             } else {
                 self.ahead.cancel(file);
             }
@@ -435,10 +568,21 @@ impl Worker {
         if disk.as_deref() != Some(ready.text.as_slice()) || pid != Some(ready.pid) {
             return None;
         }
+        // Every file the compile read is as it read it: else the object has old code of a
+        // header or an included file (saved since, or changed on disk), and swapping it
+        // would undo that change.
+        if ready.deps.is_none() || !reads_unchanged(&ready.reads) {
+            tracing::debug!(file = %file.display(), "the compile ahead read a file changed since");
+            return None;
+        }
         // The file is still the unit it was when compiled ahead (another save may have
-        // linked it in as a new unit since, or an exec kept the pid): else compile anew.
+        // linked it in as a new unit since, or an exec kept the pid), compiled by the same
+        // command (the compile database may have changed since): else compile anew.
         let now = self.unit_job(file).ok()?;
-        (now.tu == ready.unit.tu && now.new_unit == ready.unit.new_unit).then_some(ready)
+        let same_command = now.job.flags() == ready.unit.job.flags()
+            && now.job.directory == ready.unit.job.directory;
+        (now.tu == ready.unit.tu && now.new_unit == ready.unit.new_unit && same_command)
+            .then_some(ready)
     }
 
     /// Swap a save whose text was compiled ahead: no compile, and no link either when the
@@ -464,10 +608,12 @@ impl Worker {
         let baseline = self
             .baseline_for(file, unit.job.flags())
             .map(|b| b.object.identity());
+        // The linker of the image the file is a unit of (a library's own, for a file of a
+        // project library), as the ahead link read it.
         let changes = self
             .program
             .as_mut()
-            .and_then(|p| p.linker().ok().map(|l| l.changes()));
+            .and_then(|p| p.linker_for(&unit.image).ok().map(|l| l.changes()));
         let prelinked = patch
             .filter(|(against, _)| Some(against.changes) == changes && against.baseline == baseline)
             .map(|(_, patch)| patch);
@@ -486,15 +632,21 @@ impl Worker {
 
 /// Compile the copy of a buffer and read its object and dependency list (on the compile
 /// ahead's thread: no worker state). Diagnostics and dependencies name the file, not the
-/// copy.
+/// copy. `known`: what the file read at its last compile, stamped before this compile
+/// reads them, so a change while it compiles shows in `Compiled::reads`; a file new to
+/// the list is stamped once the compile is done (a save of it meanwhile is told by
+/// `Running::started`).
 fn compile_copy(
     job: &CompileJob,
     unit: &UnitJob,
     copy: &Path,
+    known: &[PathBuf],
     cancel: &Cancel,
-) -> Option<(CompileOutcome, Object, Option<Vec<PathBuf>>)> {
+) -> Option<Compiled> {
+    let before: HashMap<&Path, Option<Stamp>> =
+        known.iter().map(|d| (d.as_path(), Stamp::of(d))).collect();
     let outcome = compile::run_cancellable(job, cancel, compile::Priority::Normal);
-    let deps = std::fs::read_to_string(&unit.depfile).ok().map(|text| {
+    let deps: Option<Vec<PathBuf>> = std::fs::read_to_string(&unit.depfile).ok().map(|text| {
         compile::parse_depfile(&text, &job.directory)
             .into_iter()
             .filter(|d| d != copy && *d != unit.file)
@@ -514,5 +666,21 @@ fn compile_copy(
             d.file = unit.file.clone();
         }
     }
-    Some((outcome, object, deps))
+    let reads = deps
+        .iter()
+        .flatten()
+        .map(|d| {
+            let stamp = match before.get(d.as_path()) {
+                Some(stamp) => *stamp,
+                None => Stamp::of(d),
+            };
+            (d.clone(), stamp)
+        })
+        .collect();
+    Some(Compiled {
+        outcome,
+        object,
+        deps,
+        reads,
+    })
 }

@@ -62,21 +62,36 @@ pub(crate) struct Baseline {
 pub(crate) struct BaselineObject(Arc<LazyObject>);
 
 struct LazyObject {
+    /// Which baseline this is ([`BaselineObject::identity`]).
+    id: u64,
     /// The object file, removed with the last clone (`None`: parsed from the start).
     path: Option<PathBuf>,
     parsed: std::sync::OnceLock<Option<Arc<Object>>>,
+}
+
+/// The next baseline's [`BaselineObject::identity`]: never reused, unlike the address of
+/// a dropped baseline, which the next one may get.
+static NEXT_BASELINE_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+fn next_baseline_id() -> u64 {
+    NEXT_BASELINE_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
 impl BaselineObject {
     pub(crate) fn parsed(object: Object) -> BaselineObject {
         let parsed = std::sync::OnceLock::new();
         let _ = parsed.set(Some(Arc::new(object)));
-        BaselineObject(Arc::new(LazyObject { path: None, parsed }))
+        BaselineObject(Arc::new(LazyObject {
+            id: next_baseline_id(),
+            path: None,
+            parsed,
+        }))
     }
 
     /// The object file at `path`, which this baseline now owns (removes).
     pub(crate) fn on_disk(path: PathBuf) -> BaselineObject {
         BaselineObject(Arc::new(LazyObject {
+            id: next_baseline_id(),
             path: Some(path),
             parsed: std::sync::OnceLock::new(),
         }))
@@ -132,8 +147,8 @@ impl BaselineObject {
 
     /// Which baseline this is (the same for its clones), for telling whether a patch
     /// linked ahead was linked against it.
-    pub(crate) fn identity(&self) -> usize {
-        Arc::as_ptr(&self.0) as usize
+    pub(crate) fn identity(&self) -> u64 {
+        self.0.id
     }
 }
 
@@ -158,11 +173,29 @@ fn has_extension(path: &Path, list: &[&str]) -> bool {
 /// may clobber others. The flags that make swapping safe are named in the warning.
 const HOT_RELOAD_FLAGS: &str = "-O0, -O1 or -Og, or -O2 -fno-ipa-ra -fno-ipa-icf -fno-ipa-sra";
 
+/// Whether the flags a `DW_AT_producer` records put gcc's `-fipa-ra` in force: the last
+/// `-fipa-ra` or `-fno-ipa-ra` decides (gcc applies the -O level first, then the `-f` flags in
+/// order), else the last -O level (`-O2`, `-O3` and up, `-Os`, `-Ofast`, `-Oz` enable it; `-O`,
+/// `-O0`, `-O1`, `-Og` do not).
 fn risky_optimisation(producer: &str) -> bool {
-    let optimises = producer
-        .split_whitespace()
-        .any(|f| matches!(f, "-O2" | "-O3" | "-Os" | "-Ofast" | "-Oz"));
-    optimises && !producer.contains("-fno-ipa-ra")
+    let mut level = false;
+    let mut explicit = None;
+    for flag in producer.split_whitespace() {
+        match flag {
+            "-fipa-ra" => explicit = Some(true),
+            "-fno-ipa-ra" => explicit = Some(false),
+            _ => {
+                if let Some(o) = flag.strip_prefix("-O") {
+                    level = match o {
+                        "s" | "fast" | "z" => true,
+                        "" | "g" => false,
+                        digits => digits.parse::<u32>().is_ok_and(|n| n >= 2),
+                    };
+                }
+            }
+        }
+    }
+    explicit.unwrap_or(level)
 }
 
 struct Worker {
@@ -896,6 +929,40 @@ impl Worker {
 #[cfg(test)]
 mod tests {
     use super::BaselineObject;
+
+    /// Which producers' flags put -fipa-ra in force.
+    #[test]
+    fn ipa_ra_is_read_off_the_producers_flags() {
+        for (flags, risky) in [
+            ("-O2", true),
+            ("-O3", true),
+            ("-O4", true),
+            ("-O99", true),
+            ("-Os", true),
+            ("-Ofast", true),
+            ("-Oz", true),
+            ("-O0", false),
+            ("-O", false),
+            ("-O1", false),
+            ("-Og", false),
+            ("", false),
+            // The last -O level decides.
+            ("-O2 -O1", false),
+            ("-O0 -O2", true),
+            ("-O3 -O", false),
+            ("-O1 -fipa-ra", true),
+            ("-fipa-ra -O1", true),
+            ("-O -fipa-ra", true),
+            ("-O1 -fipa-ra -fno-ipa-ra", false),
+            ("-O2 -fno-ipa-ra", false),
+            ("-fno-ipa-ra -O2", false),
+            ("-O2 -fno-ipa-ra -fipa-ra", true),
+            ("-O2 -fno-ipa-icf -fno-ipa-sra", true),
+        ] {
+            let producer = format!("GNU C17 12.2.0 -mtune=generic -march=x86-64 -g {flags}");
+            assert_eq!(super::risky_optimisation(&producer), risky, "{flags}");
+        }
+    }
 
     /// `cc FLAGS source -o object`, which must succeed.
     fn compile(source: &std::path::Path, object: &std::path::Path, flags: &[&str]) {

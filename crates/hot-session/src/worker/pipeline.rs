@@ -127,6 +127,9 @@ impl Worker {
             self.reload_config();
             return None;
         }
+        // What was compiled ahead with this file as it was (a header's includers, the units
+        // including a source file) must never be swapped in after it: it would undo it.
+        self.ahead_saw_save(&file);
         // A library unloaded since it was read is read again first, and what this session
         // swapped into it linked into its new load.
         self.relink_moved_libraries(Some(&file));
@@ -500,6 +503,8 @@ impl Worker {
             .filter_map(|c| c.outcome.as_ref().ok())
             .map(|o| o.micros)
             .sum();
+        let mut compiled = compiled;
+        name_includers(&mut compiled);
         // What each file includes now: a header added by this very save counts from now.
         for c in &compiled {
             if let Some(deps) = &c.deps {
@@ -602,14 +607,14 @@ impl Worker {
 
     /// Link the compiled files as one patch against the running image, publish each file's
     /// diagnostics, write the patch in one atomic commit, journal it and report the swap.
-    /// `prelinked`: the patch of exactly these objects, linked ahead against the linker's
-    /// current state (`ahead.rs` checks that), so no link is needed.
+    /// `prelinked`: the patch of exactly these objects, linked and ABI-checked ahead against
+    /// the linker's current state (`ahead.rs` checks that), so neither is done again.
     pub(super) fn link_and_apply(
         &mut self,
         saved: &Path,
         mut ready: Vec<(UnitJob, CompileOutcome, Object)>,
         mut micros: Micros,
-        mut prelinked: Option<hot_link::Patch>,
+        mut prelinked: Option<Checked>,
     ) -> SwapResult {
         if let Err(e) = self.refuse_other_programs(&ready) {
             for (unit, outcome, _) in &ready {
@@ -711,13 +716,15 @@ impl Worker {
                     }
                 })
                 .collect();
-            // A patch linked ahead stands for the first link; files pulled in relink.
-            let mut linked = match prelinked.take() {
-                Some(patch) => Ok(Ok(patch)),
-                None => program
-                    .linker_for(&image)
-                    .and_then(|linker| link_guarded(linker, &requests).map_err(Into::into)),
-            };
+            // A patch linked and checked ahead stands for the first link and its checks
+            // (it linked: no name was missing); files pulled in relink.
+            if let Some(checked) = prelinked.take() {
+                guards = checked.guards;
+                break Ok(Ok(checked.patch));
+            }
+            let mut linked = program
+                .linker_for(&image)
+                .and_then(|linker| link_guarded(linker, &requests).map_err(Into::into));
             let undefined = linked.as_ref().is_ok_and(|result| {
                 result.as_ref().is_err_and(|errors| {
                     errors
@@ -902,7 +909,12 @@ impl Worker {
             plan.refuse_frames = super::abi::guarded_bodies(&guards);
             // Old bodies built with -fipa-ra whose callees would clobber more: no frame may
             // run them when the swap commits.
-            call_guards = super::ipa_ra::call_guards(program, &image, &patch, &plan.watch);
+            call_guards = super::ipa_ra::call_guards(
+                program,
+                &image,
+                super::ipa_ra::Change::Save(&patch),
+                &plan.watch,
+            );
             plan.refuse_frames
                 .extend(super::ipa_ra::guarded_bodies(&call_guards));
             // A library unloaded or loaded again between the link and this write: caught
@@ -1037,7 +1049,23 @@ impl Worker {
         if !after_swap {
             self.publish_each(&summary.files, std::mem::take(&mut diagnostics));
         }
-        self.emit(SessionEvent::Swap(summary.clone()));
+        // Only bodies nothing reaches were written (an edited weak default whose override,
+        // a save's strong definition, now remembers it, to run once it is deleted): nothing
+        // the program runs changed, so the save is answered as unchanged. It is journaled
+        // all the same: undo takes the remembered default back with the baseline.
+        let unreachable_only = patch.entries.is_empty()
+            && patch.in_place.is_empty()
+            && constructors.is_empty()
+            && summary.swapped.is_empty()
+            && summary.added.is_empty();
+        if unreachable_only {
+            self.emit(SessionEvent::Unchanged {
+                file: saved.to_owned(),
+                micros: summary.micros,
+            });
+        } else {
+            self.emit(SessionEvent::Swap(summary.clone()));
+        }
         if after_swap {
             self.publish_each(&summary.files, diagnostics);
         }
@@ -1062,11 +1090,15 @@ impl Worker {
             );
         }
         self.warned_children = children;
-        self.update_status(|s| {
-            s.state = State::Running;
-            s.last_swap = Some(summary.clone());
-            s.message = None;
-        });
+        if unreachable_only {
+            self.set_state(State::Running, Some(unchanged_text(saved, &summary.micros)));
+        } else {
+            self.update_status(|s| {
+                s.state = State::Running;
+                s.last_swap = Some(summary.clone());
+                s.message = None;
+            });
+        }
         self.spill_journal();
         Ok(Some(summary))
     }
@@ -1215,21 +1247,36 @@ impl Worker {
             return;
         };
         // A thread in the swap's new code holding an object of a layout it changed refuses
-        // the undo, as such a frame refuses a save: the old code would read it.
+        // the undo, as such a frame refuses a save: the old code would read it. So does one
+        // in a body built with -fipa-ra whose callee the undo gives back a wider body: the
+        // swapped bodies keep running after the undo, compiled against the callees undone.
+        let call_guards = super::ipa_ra::call_guards(
+            program,
+            &applied.image,
+            super::ipa_ra::Change::Undo(&reverts),
+            &applied.undo_watch,
+        );
+        let mut refuse_frames = super::abi::guarded_bodies(&applied.undo_guards);
+        refuse_frames.extend(super::ipa_ra::guarded_bodies(&call_guards));
         let plan = WritePlan {
             commit_data: reverts.in_place.iter().map(data_write).collect(),
             commit: reverts.entries.iter().map(entry_write).collect(),
             watch: applied.undo_watch.clone(),
-            refuse_frames: super::abi::guarded_bodies(&applied.undo_guards),
+            refuse_frames,
             verify: program.verify_of(&applied.image),
             ..WritePlan::default()
         };
         let report = match program.debuggee.apply(&plan) {
             Ok(report) => report,
             Err(hot_process::ProcessError::FrameRefused(frames)) => {
-                let texts = super::abi::frame_refusals(&applied.undo_guards, &frames, |c, h| {
-                    c.undo_refusal(h)
-                });
+                let (calls, layouts): (Vec<_>, Vec<_>) = frames
+                    .into_iter()
+                    .partition(|f| super::ipa_ra::is_key(&f.function));
+                let mut texts =
+                    super::abi::frame_refusals(&applied.undo_guards, &layouts, |c, h| {
+                        c.undo_refusal(h)
+                    });
+                texts.extend(super::ipa_ra::undo_refusals(&call_guards, &calls));
                 program.journal.push(applied);
                 self.fail(hot_object::display_names(&texts.join("\n")).into_owned());
                 return;
@@ -1432,6 +1479,14 @@ fn compile_one(
     }
 }
 
+/// A patch linked ahead of its save (`ahead.rs`) that passed the save's ABI checks, with the
+/// frame guards those checks made: valid while the linker and the baseline are what it was
+/// linked against, which the save checks before it takes it.
+pub(super) struct Checked {
+    pub(super) patch: hot_link::Patch,
+    pub(super) guards: Vec<super::abi::FrameGuard>,
+}
+
 /// Object files a save (or a lookup in the unlinked files) compiled, removed when it is
 /// done with them (by every way out of it): unlinking a just-written object frees its page cache, 0.15 ms for a 2,000-function
 /// file, which the compile thread paid before the link could start. Their names are unique
@@ -1494,6 +1549,42 @@ pub(super) fn refusal_diagnostics(
         }),
         file,
     )
+}
+
+/// A diagnostic one unit's compile says in another source file (b.c includes a.c and
+/// fails there, while a.c alone compiles): "a.c:8: `K` undeclared" would read as a.c's own
+/// error, so it says which compile it comes from — unless that file's own compile in this
+/// swap says the very same (then it is the file's, and shown once). Headers are left as
+/// they are: only compiled as part of their includers, and one error every includer
+/// says is shown once.
+fn name_includers(compiled: &mut [Compiled]) {
+    let own: Vec<(PathBuf, Vec<Diagnostic>)> = compiled
+        .iter()
+        .filter_map(|c| {
+            let outcome = c.outcome.as_ref().ok()?;
+            Some((c.unit.file.clone(), outcome.diagnostics.clone()))
+        })
+        .collect();
+    let said_by_itself = |d: &Diagnostic| {
+        own.iter()
+            .any(|(file, list)| *file == d.file && list.contains(d))
+    };
+    for c in compiled.iter_mut() {
+        let Ok(outcome) = c.outcome.as_mut() else {
+            continue;
+        };
+        let unit = &c.unit.file;
+        let name = unit.file_name().map_or_else(
+            || unit.display().to_string(),
+            |n| n.to_string_lossy().into_owned(),
+        );
+        for d in &mut outcome.diagnostics {
+            if d.file != *unit && has_extension(&d.file, SOURCE_EXTENSIONS) && !said_by_itself(d) {
+                d.message
+                    .push_str(&format!(" (compiled as part of {name})"));
+            }
+        }
+    }
 }
 
 /// The process side's plan for a patch: arena writes and slot copies first, then the

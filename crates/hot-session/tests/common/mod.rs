@@ -98,6 +98,20 @@ impl Fixture {
         self.dir.path().join(rel)
     }
 
+    /// Give the session the editor's buffer of `file` (its text on disk now) as unsaved
+    /// text, and wait for the compile ahead's link to publish the file's list.
+    pub fn compile_ahead(&mut self, file: &str) {
+        let path = self.path(file);
+        let text = std::fs::read_to_string(&path).expect("read the buffer's file");
+        self.send(Command::Changed {
+            file: path.clone(),
+            text,
+        });
+        self.wait("the compile ahead", |e| {
+            matches!(e, SessionEvent::Diagnostics { file, .. } if *file == path).then_some(())
+        });
+    }
+
     pub fn send(&self, command: Command) {
         self.session
             .as_ref()
@@ -230,6 +244,17 @@ impl Fixture {
             }
             _ => None,
         })
+    }
+
+    /// Wait for a line containing `needle`, then require the next `n` lines to contain it
+    /// too: lines computed before a swap may still arrive after it (several, on a loaded
+    /// machine), so a new value is checked by when it shows and that it stays. `what` says
+    /// what a line without it would mean.
+    pub fn wait_output_stays(&mut self, needle: &str, n: usize, what: &str) {
+        self.wait_output(needle);
+        for line in self.next_lines(n) {
+            assert!(line.contains(needle), "{what}: {line}");
+        }
     }
 
     /// Wait for `n` more complete lines of output and return them.
