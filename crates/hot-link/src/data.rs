@@ -81,10 +81,10 @@ impl Link<'_> {
                     // by its section name.
                     let key = SymKey {
                         unit: Some(self.unit.source.clone()),
-                        name: a.section_name.clone(),
+                        name: a.section_name.to_string(),
                     };
                     let decl = self.atom_decl_line(atom);
-                    self.bind_new(atom, key, a.section_name.clone(), read_only, None, decl);
+                    self.bind_new(atom, key, a.section_name.to_string(), read_only, None, decl);
                 }
                 continue;
             };
@@ -121,7 +121,7 @@ impl Link<'_> {
                          restart the program",
                         candidates.join(", ")
                     ),
-                    name.clone(),
+                    name.to_string(),
                     decl(),
                 ),
                 Ok(Some(r)) => {
@@ -171,7 +171,7 @@ impl Link<'_> {
                         self.variable_error(
                             LinkErrorCode::MultipleDefinition,
                             message,
-                            name.clone(),
+                            name.to_string(),
                             decl(),
                         );
                         continue;
@@ -183,7 +183,7 @@ impl Link<'_> {
                                 "`{name}` changed between thread-local and ordinary storage; \
                                  restart the program"
                             ),
-                            name.clone(),
+                            name.to_string(),
                             decl(),
                         );
                         continue;
@@ -206,7 +206,7 @@ impl Link<'_> {
                         self.variable_error(
                             LinkErrorCode::LayoutChanged,
                             message,
-                            name.clone(),
+                            name.to_string(),
                             line,
                         );
                         continue;
@@ -219,7 +219,7 @@ impl Link<'_> {
                                  the running program cannot grow or shrink: restart the program",
                                 image_sym.size
                             ),
-                            name.clone(),
+                            name.to_string(),
                             decl(),
                         );
                         continue;
@@ -232,7 +232,7 @@ impl Link<'_> {
                                  the running program does not have; restart the program",
                                 a.align, image_sym.vaddr
                             ),
-                            name.clone(),
+                            name.to_string(),
                             decl(),
                         );
                         continue;
@@ -272,7 +272,7 @@ impl Link<'_> {
                         "new thread-local variable `{name}` cannot be added to a running program \
                          (its threads' TLS blocks are already laid out); restart the program"
                     ),
-                    name.clone(),
+                    name.to_string(),
                     decl(),
                 ),
                 Ok(None) => {
@@ -280,14 +280,14 @@ impl Link<'_> {
                     let key_name = if local && match_count.get(&match_name) == Some(&1) {
                         match_name
                     } else {
-                        name.clone()
+                        name.to_string()
                     };
                     let key = SymKey {
                         unit: local.then(|| self.unit.source.clone()),
                         name: key_name,
                     };
                     let changed = baseline_changed(self);
-                    self.bind_new(atom, key, name, read_only, changed, decl());
+                    self.bind_new(atom, key, name.to_string(), read_only, changed, decl());
                 }
             }
         }

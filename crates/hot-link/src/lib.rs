@@ -744,7 +744,7 @@ impl Linker {
             .iter()
             .flat_map(|r| r.object.symbols.iter())
             .filter(|s| matches!(s.def, hot_object::SymbolDef::Undefined))
-            .map(|s| s.name.clone())
+            .map(|s| s.name.to_string())
             .collect();
         let order = plan.order;
         let mut errors = Vec::new();

@@ -551,7 +551,7 @@ impl<'a> Link<'a> {
                     continue;
                 }
                 if !held.iter().any(|(n, _)| *n == s.name) {
-                    held.push((s.name.clone(), None));
+                    held.push((s.name.to_string(), None));
                 }
             }
         }
@@ -1603,7 +1603,7 @@ impl<'a> Link<'a> {
                     s.kind == hot_object::SymbolKind::Function
                         && matches!(s.def, hot_object::SymbolDef::Atom { offset, .. } if offset.0 == at)
                 })
-                .map_or_else(|| self.info.atom_name(atom), |s| s.name.clone());
+                .map_or_else(|| self.info.atom_name(atom), |s| s.name.to_string());
             self.patch.constructors.push(crate::ConstructorCall {
                 unit: self.unit.source.clone(),
                 function,

@@ -136,10 +136,10 @@ pub fn relocate(
         let mut minus: Option<(u64, u64)> = None;
         for reloc in &atom.relocs {
             let err = |message: String| MachOError {
-                section: atom.section_name.clone(),
+                section: atom.section_name.to_string(),
                 symbol: object
                     .primary_symbol(id)
-                    .map_or("?".into(), |s| object.symbol(s).name.clone()),
+                    .map_or("?".into(), |s| object.symbol(s).name.to_string()),
                 offset: reloc.offset.0,
                 reloc: object.reloc_type_name(reloc.raw_type),
                 target: object.symbol_name(reloc.symbol).to_string(),
@@ -214,7 +214,7 @@ fn address_of(object: &Object, placement: &MachOPlacement, symbol: SymbolId) -> 
     if let SymbolDef::Absolute(v) = sym.def {
         return Some(v);
     }
-    placement.symbols.get(&sym.name).copied()
+    placement.symbols.get(sym.name.as_str()).copied()
 }
 
 fn apply(
@@ -234,7 +234,7 @@ fn apply(
             .ok_or_else(|| "undefined symbol (no address for it)".to_string())
     };
     let slot = |map: &FxHashMap<String, u64>, what: &str| {
-        map.get(name)
+        map.get(name.as_str())
             .map(|&v| v as i128)
             .ok_or_else(|| format!("no {what} for the symbol"))
     };
@@ -279,7 +279,7 @@ fn apply(
         }
         RelocKind::Pc32 => put(bytes, Field::Signed32, s()? + a - p),
         RelocKind::Plt32 => {
-            let target = match placement.stubs.get(name) {
+            let target = match placement.stubs.get(name.as_str()) {
                 Some(&stub) => stub as i128,
                 None => s()?,
             };
@@ -297,7 +297,7 @@ fn apply(
             } else {
                 &placement.got
             };
-            match map.get(name) {
+            match map.get(name.as_str()) {
                 Some(&slot) => put(bytes, Field::Signed32, slot as i128 + a - p),
                 None => {
                     // lld's relaxGotLoad: `movq sym@GOTPCREL(%rip)` -> `leaq sym(%rip)`.
@@ -310,7 +310,7 @@ fn apply(
             }
         }
         RelocKind::Arm64Branch26 => {
-            let target = match placement.stubs.get(name) {
+            let target = match placement.stubs.get(name.as_str()) {
                 Some(&stub) => stub as i128,
                 None => s()?,
             };

@@ -185,7 +185,7 @@ impl<'a> MachOLink<'a> {
         let s = self.obj.symbol(sym);
         SymKey {
             unit: (s.binding == Binding::Local).then(|| self.request.unit.source.clone()),
-            name: s.name.clone(),
+            name: s.name.to_string(),
         }
     }
 
@@ -209,7 +209,7 @@ impl<'a> MachOLink<'a> {
         if let Some(tu) = self.request.unit.tu {
             return Ok(self.index.exe_local(tu, &s.name));
         }
-        let locals = self.linker.macho_index().locals.get(&s.name);
+        let locals = self.linker.macho_index().locals.get(s.name.as_str());
         match locals.map(Vec::as_slice) {
             None | Some([]) => Ok(None),
             Some([one]) => Ok(Some(ImageSymRef { index: *one, ..exe })),
@@ -237,7 +237,7 @@ impl<'a> MachOLink<'a> {
                     self.error(
                         LinkErrorCode::LayoutChanged,
                         message,
-                        Some(name.clone()),
+                        Some(name.to_string()),
                         None,
                     );
                     continue;
@@ -254,7 +254,7 @@ impl<'a> MachOLink<'a> {
                                 "`{}` is a function here and a variable in the running program",
                                 hot_object::display_name(&name)
                             ),
-                            Some(name.clone()),
+                            Some(name.to_string()),
                             None,
                         );
                         continue;
@@ -277,7 +277,7 @@ impl<'a> MachOLink<'a> {
                                          function `{}`",
                                         hot_object::display_name(&name)
                                     ),
-                                    Some(name.clone()),
+                                    Some(name.to_string()),
                                     None,
                                 );
                                 continue;
@@ -300,7 +300,7 @@ impl<'a> MachOLink<'a> {
                             sym.size,
                             atom.size
                         ),
-                        Some(name.clone()),
+                        Some(name.to_string()),
                         None,
                     );
                     continue;
@@ -316,7 +316,7 @@ impl<'a> MachOLink<'a> {
                          program (dyld sets up thread-local storage at load); restart it",
                         hot_object::display_name(&name)
                     ),
-                    Some(name.clone()),
+                    Some(name.to_string()),
                     None,
                 );
                 continue;
@@ -341,7 +341,7 @@ impl<'a> MachOLink<'a> {
                         },
                     );
                     self.new_variables.insert(id, addr);
-                    self.patch.added.push(name);
+                    self.patch.added.push(name.to_string());
                 }
                 Err(_) => self.error(
                     LinkErrorCode::ArenaExhausted,
@@ -355,7 +355,7 @@ impl<'a> MachOLink<'a> {
                         hot_object::display_name(&name),
                         atom.size
                     ),
-                    Some(name),
+                    Some(name.to_string()),
                     None,
                 ),
             }
@@ -552,24 +552,24 @@ impl<'a> MachOLink<'a> {
             let name = obj.symbol(sym).name.clone();
             if let Some(r) = self.index.exe_global(&name) {
                 p.symbols
-                    .insert(name, exe.runtime(Vaddr(r.get(model).vaddr)).0);
+                    .insert(name.to_string(), exe.runtime(Vaddr(r.get(model).vaddr)).0);
                 continue;
             }
             let global = SymKey {
                 unit: None,
-                name: name.clone(),
+                name: name.to_string(),
             };
             if let Some(stub) = self.alloc.new_function(&global) {
-                p.symbols.insert(name, stub.0);
+                p.symbols.insert(name.to_string(), stub.0);
                 continue;
             }
             if let Some(var) = self.alloc.new_variable(&global) {
-                p.symbols.insert(name, var.addr.0);
+                p.symbols.insert(name.to_string(), var.addr.0);
                 continue;
             }
             let Some(found) = self.index.lib_lookup(&name) else {
                 // The image's own import (stub or slot) still works without an address.
-                if p.stubs.contains_key(&name) || p.got.contains_key(&name) {
+                if p.stubs.contains_key(name.as_str()) || p.got.contains_key(name.as_str()) {
                     continue;
                 }
                 self.error(
@@ -579,28 +579,28 @@ impl<'a> MachOLink<'a> {
                          it loaded define it",
                         hot_object::display_name(&name)
                     ),
-                    Some(name),
+                    Some(name.to_string()),
                     None,
                 );
                 continue;
             };
             let lib = found.module.module(model);
             let addr = lib.runtime(Vaddr(found.get(model).vaddr));
-            p.symbols.insert(name.clone(), addr.0);
-            let needs_slot =
-                (slot && !p.got.contains_key(&name)) || (call && !p.stubs.contains_key(&name));
+            p.symbols.insert(name.to_string(), addr.0);
+            let needs_slot = (slot && !p.got.contains_key(name.as_str()))
+                || (call && !p.stubs.contains_key(name.as_str()));
             if !needs_slot {
                 continue;
             }
             let Some(slot_addr) = self.slot_holding(addr, &name) else {
                 continue;
             };
-            if slot && !p.got.contains_key(&name) {
-                p.got.insert(name.clone(), slot_addr.0);
+            if slot && !p.got.contains_key(name.as_str()) {
+                p.got.insert(name.to_string(), slot_addr.0);
             }
-            if call && !p.stubs.contains_key(&name) {
+            if call && !p.stubs.contains_key(name.as_str()) {
                 if let Some(stub) = self.call_stub(slot_addr, &name) {
-                    p.stubs.insert(name, stub.0);
+                    p.stubs.insert(name.to_string(), stub.0);
                 }
             }
         }
@@ -629,13 +629,13 @@ impl<'a> MachOLink<'a> {
                 let name = &obj.symbol(reloc.symbol).name;
                 let target = p
                     .stubs
-                    .get(name)
+                    .get(name.as_str())
                     .copied()
                     .or_else(|| crate::macho::target_of(obj, p, reloc));
                 let pc = base.wrapping_add(reloc.offset.0);
                 if let Some(t) = target {
                     if crate::aarch64::b(pc, t).is_none() {
-                        far.push((name.clone(), t));
+                        far.push((name.to_string(), t));
                     }
                 }
             }

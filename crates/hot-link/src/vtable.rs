@@ -420,14 +420,14 @@ fn object_words(obj: &Object, atom: AtomId, size: u64) -> Vec<Option<Word>> {
                         matches!(s.def, SymbolDef::Atom { offset, .. }
                             if offset.0 as i64 == reloc.addend)
                     })
-                    .map(|s| s.name.clone())
+                    .map(|s| s.name.to_string())
                     .filter(|n| !n.is_empty())
                     .collect();
                 (!names.is_empty()).then_some(Word::Symbol { names, addend: 0 })
             }
             _ => {
                 // Aliases defined at the same place (a complete and a base destructor).
-                let mut names = vec![sym.name.clone()];
+                let mut names = vec![sym.name.to_string()];
                 if let SymbolDef::Atom {
                     atom: target,
                     offset,
@@ -437,9 +437,9 @@ fn object_words(obj: &Object, atom: AtomId, size: u64) -> Vec<Option<Word>> {
                         let other = obj.symbol(s);
                         if matches!(other.def, SymbolDef::Atom { offset: o, .. } if o == offset)
                             && !other.name.is_empty()
-                            && !names.contains(&other.name)
+                            && !names.iter().any(|n| *n == other.name)
                         {
-                            names.push(other.name.clone());
+                            names.push(other.name.to_string());
                         }
                     }
                 }

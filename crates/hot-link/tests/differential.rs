@@ -171,7 +171,7 @@ fn compare(
             continue;
         };
         coverage.atoms += 1;
-        coverage.sections.insert(atom.section_name.clone());
+        coverage.sections.insert(atom.section_name.to_string());
         let theirs_ref = image.bytes_at(addr, write.bytes.len()).unwrap_or_else(|| {
             panic!(
                 "ld output has no bytes at {addr:#x} for {}",

@@ -111,7 +111,7 @@ fn check_against_ld64(
         if sym.def == hot_object::SymbolDef::Undefined && !symbols.contains_key(sym.name.as_str()) {
             let addr = 0x7ff8_0000_0000 + fake.len() as u64 * 0x1000;
             fake.insert(sym.name.clone(), addr);
-            placement.symbols.insert(sym.name.clone(), addr);
+            placement.symbols.insert(sym.name.to_string(), addr);
         }
     }
     let binds = macho::binds(&image);

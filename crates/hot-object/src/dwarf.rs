@@ -997,7 +997,7 @@ fn record_decl_lines(
         {
             continue;
         }
-        names.entry(sym.name.clone()).or_default().push(id);
+        names.entry(sym.name.to_string()).or_default().push(id);
         let match_name = object.match_name(id);
         if match_name != sym.name {
             names.entry(match_name).or_default().push(id);

@@ -24,8 +24,8 @@ use crate::image::{
 };
 use crate::shared::Shared;
 use crate::{
-    Atom, AtomId, AtomKind, AtomOffset, Binding, Constructor, Machine, Object, ObjectError, Reloc,
-    RelocKind, Symbol, SymbolDef, SymbolId, SymbolKind,
+    Atom, AtomId, AtomKind, AtomOffset, Binding, Constructor, Machine, Name, Object, ObjectError,
+    Reloc, RelocKind, Symbol, SymbolDef, SymbolId, SymbolKind,
 };
 
 type File<'data> = ElfFile64<'data, Endianness, &'data [u8]>;
@@ -132,8 +132,9 @@ struct StrTab<'data> {
     /// The table's bytes; `None` when the section is missing or out of the file (every
     /// lookup fails, and the caller asks `object` why).
     data: Option<&'data [u8]>,
-    /// The whole table as text, when it is valid UTF-8.
-    text: Option<&'data str>,
+    /// The whole table as text, when it is valid UTF-8: copied once, the names made of it
+    /// are ranges of it.
+    text: Option<Arc<str>>,
     /// The table ends with a NUL: every offset inside it starts a name.
     terminated: bool,
 }
@@ -148,7 +149,9 @@ impl<'data> StrTab<'data> {
         });
         StrTab {
             data,
-            text: data.and_then(|d| std::str::from_utf8(d).ok()),
+            text: data
+                .and_then(|d| std::str::from_utf8(d).ok())
+                .map(Arc::from),
             terminated: data.is_some_and(|d| d.last() == Some(&0)),
         }
     }
@@ -184,13 +187,22 @@ impl<'data> StrTab<'data> {
         }
     }
 
-    /// `name` (read at `offset`) as an owned string, as [`lossy`] makes it.
-    fn string(&self, offset: u32, name: &[u8]) -> String {
+    /// `name` (read at `offset`) as a [`Name`], as [`lossy`] makes it: a range of the
+    /// table's text, or where the table is not text, a lossy copy of its own.
+    fn string(&self, offset: u32, name: &[u8]) -> Name {
         let start = offset as usize;
-        match self.text.and_then(|t| t.get(start..start + name.len())) {
-            Some(text) => text.to_owned(),
-            None => lossy(name),
-        }
+        self.text
+            .as_ref()
+            .and_then(|t| Name::in_text(t, start..start + name.len()))
+            .unwrap_or_else(|| Name::from(lossy(name)))
+    }
+
+    /// The empty name, shared with the table's names.
+    fn empty(&self) -> Name {
+        self.text
+            .as_ref()
+            .and_then(|t| Name::in_text(t, 0..0))
+            .unwrap_or_default()
     }
 }
 
@@ -651,7 +663,7 @@ fn parse_as<E: Endian>(
         };
         symbols.push(Symbol {
             name: if kind == SymbolKind::Section {
-                String::new()
+                strtab.empty()
             } else {
                 strtab.string(sym.st_name(endian), name)
             },

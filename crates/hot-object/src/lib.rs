@@ -39,7 +39,7 @@ pub use image::{
 pub use index::IndexCell;
 pub use names::{display_name, display_names};
 pub use reloc::RelocKind;
-pub use shared::Shared;
+pub use shared::{Name, Shared};
 
 use std::path::{Path, PathBuf};
 
@@ -108,7 +108,7 @@ impl AtomKind {
 #[derive(Clone, Debug)]
 pub struct Atom {
     /// The input section name, e.g. `.text.foo`, `.text.unlikely.foo`, `.rodata.str1.1`.
-    pub section_name: String,
+    pub section_name: Name,
     /// The section's index in the object file (for diagnostics and DWARF line keys).
     pub section_index: usize,
     pub kind: AtomKind,
@@ -166,7 +166,7 @@ pub enum Binding {
 #[derive(Clone, Debug)]
 pub struct Symbol {
     /// The name as in the symbol table (empty for section symbols; see `section_name`).
-    pub name: String,
+    pub name: Name,
     pub kind: SymbolKind,
     pub binding: Binding,
     /// `STV_HIDDEN` / `STV_INTERNAL` / `STV_PROTECTED`: never interposed.

@@ -45,7 +45,7 @@ use object::macho;
 use object::read::macho::{MachHeader as _, MachOFile64, Nlist as _, Section as _};
 use object::{Endianness, Object as _, ObjectSection as _};
 
-use crate::shared::Shared;
+use crate::shared::{Name, Shared};
 use crate::{
     Atom, AtomId, AtomKind, AtomOffset, Binding, Constructor, Machine, Object, ObjectError,
     ObjectFormat, Reloc, RelocKind, Symbol, SymbolDef, SymbolId, SymbolKind,
@@ -440,7 +440,7 @@ pub(crate) fn parse_relocatable(path: &Path, bytes: &[u8]) -> Result<Object, Obj
             }
         }
         symbols.push(Symbol {
-            name: p.name.clone(),
+            name: p.name.as_str().into(),
             kind,
             binding,
             hidden: p.n_type & macho::N_PEXT.0 != 0,
@@ -537,7 +537,7 @@ struct Draft {
 impl Draft {
     fn into_atom(self) -> Atom {
         Atom {
-            section_name: self.section_name,
+            section_name: self.section_name.into(),
             section_index: self.section_index,
             kind: self.kind,
             align: self.align,
@@ -617,7 +617,7 @@ impl RelocContext<'_, '_> {
         }
         let id = SymbolId(self.symbols.len() as u32);
         self.symbols.push(Symbol {
-            name: String::new(),
+            name: Name::default(),
             kind: SymbolKind::Section,
             binding: Binding::Local,
             hidden: false,

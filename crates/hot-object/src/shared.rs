@@ -136,3 +136,201 @@ impl<T: PartialEq> PartialEq<Vec<T>> for Shared<T> {
         **self == other[..]
     }
 }
+
+/// A symbol's or section's name: a range of one text shared by the whole object (its string
+/// table, copied once), or a text of its own. A 2,000-function object has some 6,000 names;
+/// one allocation each (and one free each when the object a save replaces is dropped) was a
+/// quarter of reading it. Reads as `str`; compares, orders and hashes as its text.
+#[derive(Clone)]
+pub struct Name {
+    all: Arc<str>,
+    start: u32,
+    end: u32,
+}
+
+impl Name {
+    /// The part `range` of `all`, or `None` when it is not a range of `all` on character
+    /// boundaries.
+    pub fn in_text(all: &Arc<str>, range: Range<usize>) -> Option<Name> {
+        all.get(range.clone())?;
+        Some(Name {
+            all: Arc::clone(all),
+            start: u32::try_from(range.start).ok()?,
+            end: u32::try_from(range.end).ok()?,
+        })
+    }
+
+    #[inline]
+    pub fn as_str(&self) -> &str {
+        self
+    }
+}
+
+impl Deref for Name {
+    type Target = str;
+    #[inline]
+    fn deref(&self) -> &str {
+        // Read on every comparison and hash of a name (tens of thousands per save): the
+        // range is not checked again.
+        // SAFETY: `start..end` is a range of `all` on character boundaries (`in_text` checks
+        // it, `From<&str>` takes all of it), and `all` is never changed.
+        unsafe {
+            self.all
+                .get_unchecked(self.start as usize..self.end as usize)
+        }
+    }
+}
+
+impl Default for Name {
+    fn default() -> Name {
+        Name::from("")
+    }
+}
+
+impl From<&str> for Name {
+    fn from(s: &str) -> Name {
+        Name {
+            all: Arc::from(s),
+            start: 0,
+            end: s.len() as u32,
+        }
+    }
+}
+
+impl From<String> for Name {
+    fn from(s: String) -> Name {
+        Name::from(s.as_str())
+    }
+}
+
+impl From<&String> for Name {
+    fn from(s: &String) -> Name {
+        Name::from(s.as_str())
+    }
+}
+
+impl From<Name> for String {
+    fn from(n: Name) -> String {
+        n.as_str().to_owned()
+    }
+}
+
+impl AsRef<str> for Name {
+    fn as_ref(&self) -> &str {
+        self
+    }
+}
+
+impl std::borrow::Borrow<str> for Name {
+    fn borrow(&self) -> &str {
+        self
+    }
+}
+
+impl fmt::Debug for Name {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl fmt::Display for Name {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self.as_str(), f)
+    }
+}
+
+impl std::hash::Hash for Name {
+    #[inline]
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.as_str().hash(state)
+    }
+}
+
+impl PartialEq for Name {
+    #[inline]
+    fn eq(&self, other: &Name) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Eq for Name {}
+
+impl PartialOrd for Name {
+    fn partial_cmp(&self, other: &Name) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Name {
+    fn cmp(&self, other: &Name) -> std::cmp::Ordering {
+        self.as_str().cmp(other.as_str())
+    }
+}
+
+impl PartialEq<str> for Name {
+    #[inline]
+    fn eq(&self, other: &str) -> bool {
+        self.as_str() == other
+    }
+}
+
+impl PartialEq<&str> for Name {
+    #[inline]
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+impl PartialEq<String> for Name {
+    #[inline]
+    fn eq(&self, other: &String) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl PartialEq<Name> for str {
+    #[inline]
+    fn eq(&self, other: &Name) -> bool {
+        self == other.as_str()
+    }
+}
+
+impl PartialEq<Name> for &str {
+    #[inline]
+    fn eq(&self, other: &Name) -> bool {
+        *self == other.as_str()
+    }
+}
+
+impl PartialEq<Name> for String {
+    #[inline]
+    fn eq(&self, other: &Name) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    #[test]
+    fn a_name_in_a_table_reads_compares_and_hashes_as_its_text() {
+        let table: Arc<str> = Arc::from("\0main\0f0_1\0é\0");
+        let main = Name::in_text(&table, 1..5).expect("a range of the table");
+        assert_eq!(main, "main");
+        assert_eq!(main, Name::from("main"));
+        assert_eq!(main.len(), 4);
+        // Looked up by `&str` in a map keyed by names, and the other way round.
+        let mut map: HashMap<Name, u32> = HashMap::new();
+        map.insert(main.clone(), 1);
+        assert_eq!(map.get("main"), Some(&1));
+        assert!(Name::in_text(&table, 6..10).is_some_and(|n| n == "f0_1"));
+        // Not on character boundaries (inside `é`), or out of the table: no name.
+        assert!(Name::in_text(&table, 12..13).is_none());
+        assert!(Name::in_text(&table, 11..40).is_none());
+        assert_eq!(Name::in_text(&table, 11..13).as_deref(), Some("é"));
+        assert_eq!(Name::default(), "");
+        assert!(Name::from("a") < Name::from("b"));
+    }
+}

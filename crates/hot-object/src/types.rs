@@ -477,9 +477,9 @@ impl Object {
                 let covers = offset.0 < end && offset.0.saturating_add(symbol.size.max(1)) > start;
                 if covers
                     && symbol.kind == crate::SymbolKind::Function
-                    && !names.contains(&symbol.name)
+                    && !names.iter().any(|n| *n == symbol.name)
                 {
-                    names.push(symbol.name.clone());
+                    names.push(symbol.name.to_string());
                 }
             }
         }

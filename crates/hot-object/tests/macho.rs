@@ -37,7 +37,7 @@ fn relocs_of(object: &Object, function: &str) -> Vec<(String, RelocKind, String,
                 (SymbolKind::Section, hot_object::SymbolDef::Atom { atom, .. }) => {
                     String::from_utf8_lossy(&object.atom(atom).bytes).into_owned()
                 }
-                _ => sym.name.clone(),
+                _ => sym.name.to_string(),
             };
             (name, r.kind, object.reloc_type_name(r.raw_type), r.addend)
         })

@@ -712,7 +712,7 @@ fn constructors_in_startup_order() {
                             s.kind == SymbolKind::Function
                                 && matches!(s.def, SymbolDef::Atom { offset, .. } if offset.0 as i64 == at)
                         })
-                        .map(|s| s.name.clone())
+                        .map(|s| s.name.to_string())
                         .unwrap_or_default()
                 }
                 other => panic!("constructor not in an atom: {other:?}"),

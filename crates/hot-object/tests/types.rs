@@ -149,7 +149,7 @@ fn abi_facts_of_some_functions_equal_those_of_the_whole_tables() {
                         s.kind == hot_object::SymbolKind::Function
                             && matches!(s.def, hot_object::SymbolDef::Atom { .. })
                     })
-                    .map(|s| s.name.clone())
+                    .map(|s| s.name.to_string())
                     .collect();
                 let mut sets: Vec<HashSet<&str>> =
                     functions.iter().map(|f| [f.as_str()].into()).collect();

@@ -1030,7 +1030,7 @@ mod tests {
         let bytes = std::fs::read(&object).expect("read unit.o");
         let parsed = hot_object::Object::parse_owned(&object, bytes.clone()).expect("parses");
         let names = |o: &hot_object::Object| -> Vec<String> {
-            o.symbols.iter().map(|s| s.name.clone()).collect()
+            o.symbols.iter().map(|s| s.name.to_string()).collect()
         };
         let expected = names(&parsed);
         let baseline = BaselineObject::parsed(parsed);

@@ -64,7 +64,7 @@ impl IndexedFile {
                 s.binding != Binding::Local
                     && matches!(s.def, SymbolDef::Atom { .. } | SymbolDef::Common { .. })
             })
-            .map(|s| (s.name.clone(), s.binding == Binding::Weak))
+            .map(|s| (s.name.to_string(), s.binding == Binding::Weak))
             .collect();
         IndexedFile {
             as_of,
