@@ -331,6 +331,7 @@ mod tests {
         assert!(Name::in_text(&table, 11..40).is_none());
         assert_eq!(Name::in_text(&table, 11..13).as_deref(), Some("é"));
         assert_eq!(Name::default(), "");
-        assert!(Name::from("a") < Name::from("b"));
+        let (a, b) = (Name::from("a"), Name::from("b"));
+        assert!(a < b);
     }
 }
