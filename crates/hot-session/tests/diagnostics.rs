@@ -228,3 +228,74 @@ fn an_error_only_an_includers_compile_finds_says_which_compile_found_it() {
         f.assert_unchanged(0, "a=101 b=1101", 3);
     }
 }
+
+/// A linker finding in a header that several files include: the same line of the header,
+/// found by each includer's compile (named after the function it was inlined into), is one
+/// diagnostic naming the files. `fixture`'s `saved` edited `from` → `to`; the finding's code
+/// is on the line holding `needle`; `own` is the includer whose finding stands for the
+/// others, `others` the rest.
+struct HeaderFinding {
+    fixture: &'static str,
+    saved: &'static str,
+    from: &'static str,
+    to: &'static str,
+    needle: &'static str,
+    code: &'static str,
+    own: &'static str,
+    others: &'static [&'static str],
+}
+
+const HEADER_FINDINGS: &[HeaderFinding] = &[
+    // common.h's inline function calls a name nobody defines, inlined into part_a, part_b
+    // and part_c (a.c, b.c, c.c): three `undefined-symbol` findings on one line.
+    HeaderFinding {
+        fixture: "headers3",
+        saved: "common.h",
+        from: "#define SCALE 1",
+        to: "int oops(int);\n\
+             static inline __attribute__((always_inline)) int scaled(void) {\n\
+             \x20   return oops(1);\n\
+             }\n\
+             #define SCALE scaled()",
+        needle: "return oops(1);",
+        code: "undefined-symbol",
+        own: "a.c",
+        others: &["b.c", "c.c"],
+    },
+];
+
+#[test]
+fn a_header_line_found_by_several_includers_is_one_diagnostic() {
+    for row in HEADER_FINDINGS {
+        let mut f = Fixture::launch(row.fixture);
+        f.edit(row.saved, row.from, row.to);
+        let line = f.line_of(row.saved, row.needle);
+        f.save(row.saved);
+        let lists = lists_of_save(&mut f, row.saved);
+        let shown = lists.last().cloned().unwrap_or_default();
+        let on_line: Vec<&Diagnostic> = shown
+            .iter()
+            .filter(|d| d.line == line && d.code == row.code)
+            .collect();
+        assert_eq!(
+            on_line.len(),
+            1,
+            "{}: one `{}` on line {line}: {shown:#?}",
+            row.saved,
+            row.code
+        );
+        let message = &on_line[0].message;
+        let names = format!(
+            "(found compiling {}; the same on this line in {} other files that include it: {})",
+            row.own,
+            row.others.len(),
+            row.others.join(", ")
+        );
+        assert!(
+            message.ends_with(&names),
+            "{}: the diagnostic names the includers ({names}): {message:?}",
+            row.saved
+        );
+        f.assert_same_process();
+    }
+}

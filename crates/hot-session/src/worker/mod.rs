@@ -806,16 +806,67 @@ impl Worker {
     }
 
     /// Publish the union of every unit's diagnostics for each of `files`, `first`'s first.
+    ///
+    /// A header's line holds one diagnostic per code, not one per file that includes it:
+    /// each includer's compile finds the same undefined name or changed layout there, named
+    /// after the function it was inlined into (zstd's `ZSTD_hash6`, inlined in four files,
+    /// gave four errors on one line that differed only in that). The first stands for the
+    /// others and says which files they came from.
     fn emit_diagnostics(&mut self, files: BTreeSet<PathBuf>, first: &Path) {
         for file in files {
             let mut diagnostics: Vec<Diagnostic> = Vec::new();
+            // The units each one of `diagnostics` was found in, its own first.
+            let mut found_in: Vec<Vec<&Path>> = Vec::new();
             // This unit's first, then the others' in path order.
             let mut units: Vec<&PathBuf> = self.published.keys().collect();
             units.sort_by_key(|u| (u.as_path() != first, u.as_path()));
             for u in units {
                 for d in self.published[u].get(&file).into_iter().flatten() {
-                    if !diagnostics.contains(d) {
-                        diagnostics.push(d.clone());
+                    if diagnostics.contains(d) {
+                        continue;
+                    }
+                    // The compiler's own findings are matched by their text (and say which
+                    // compile found them, `compiled as part of`): only the linker's fold.
+                    let folds = **u != file && !d.code.starts_with("compile-");
+                    let same = folds
+                        .then(|| {
+                            diagnostics.iter().zip(&found_in).position(|(kept, units)| {
+                                kept.line == d.line
+                                    && kept.code == d.code
+                                    && kept.severity == d.severity
+                                    && units.first().is_some_and(|first| *first != file)
+                                    && !units.contains(&u.as_path())
+                            })
+                        })
+                        .flatten();
+                    match same {
+                        Some(i) => found_in[i].push(u),
+                        None => {
+                            diagnostics.push(d.clone());
+                            found_in.push(vec![u]);
+                        }
+                    }
+                }
+            }
+            for (d, units) in diagnostics.iter_mut().zip(&found_in) {
+                if let [own, others @ ..] = units.as_slice() {
+                    if !others.is_empty() {
+                        let shown = |u: &Path| {
+                            u.strip_prefix(&self.options.root)
+                                .unwrap_or(u)
+                                .display()
+                                .to_string()
+                        };
+                        let others: Vec<String> = others.iter().map(|u| shown(u)).collect();
+                        d.message.push_str(&format!(
+                            " (found compiling {}; the same on this line in {} other file{} \
+                             that include{} it: {})",
+                            shown(own),
+                            others.len(),
+                            if others.len() == 1 { "" } else { "s" },
+                            if others.len() == 1 { "s" } else { "" },
+                            others.join(", ")
+                        ));
                     }
                 }
             }
