@@ -94,18 +94,32 @@ pub(crate) enum AtomRole {
 pub(crate) struct ObjectInfo<'o> {
     pub obj: &'o Object,
     pub roles: Vec<AtomRole>,
+    /// The plain name of the function each atom holds ([`ObjectInfo::function_name`]):
+    /// asked for thousands of times per link, classified once.
+    plain_names: Vec<Option<&'o str>>,
     /// Instruction ends of each text atom, decoded on first need.
     insn_ends: RefCell<HashMap<AtomId, Vec<(u64, u64)>>>,
 }
 
 impl<'o> ObjectInfo<'o> {
     pub(crate) fn new(obj: &'o Object) -> ObjectInfo<'o> {
-        let roles = (0..obj.atoms.len())
+        let roles: Vec<AtomRole> = (0..obj.atoms.len())
             .map(|i| Self::role_of(obj, AtomId(i as u32)))
+            .collect();
+        let plain_names = roles
+            .iter()
+            .map(|role| match role {
+                AtomRole::Function { sym, .. } => match function_name(&obj.symbol(*sym).name) {
+                    FunctionName::Plain(base) => Some(base),
+                    _ => None,
+                },
+                _ => None,
+            })
             .collect();
         ObjectInfo {
             obj,
             roles,
+            plain_names,
             insn_ends: RefCell::new(HashMap::default()),
         }
     }
@@ -183,13 +197,7 @@ impl<'o> ObjectInfo<'o> {
 
     /// The plain name of the function an atom holds.
     pub(crate) fn function_name(&self, atom: AtomId) -> Option<&'o str> {
-        match self.role(atom) {
-            AtomRole::Function { sym, .. } => match function_name(&self.obj.symbol(*sym).name) {
-                FunctionName::Plain(base) => Some(base),
-                _ => None,
-            },
-            _ => None,
-        }
+        self.plain_names.get(atom.0 as usize).copied().flatten()
     }
 
     /// Whether `name` is another name of the function in `atom` (an alias at the same offset).
