@@ -23,6 +23,7 @@ fuzz_target!(|data: &[u8]| {
             object,
             baseline,
             unit: program.unit.clone(),
+            applied: &[],
         });
     }
 });

@@ -1,6 +1,7 @@
 //! `hot-lsp watch [DIR] [--json]`: the swap pipeline without an editor. Launches the
-//! workspace's program, watches its C/C++ sources, sends every settled change to the session
-//! and prints the session's events as human-readable lines or JSON lines.
+//! workspace's program, watches its C/C++ sources (and its assembly sources, which the session
+//! answers without swapping), sends every settled change to the session and prints the
+//! session's events as human-readable lines or JSON lines.
 
 use std::collections::{HashMap, HashSet};
 use std::io::Write;
@@ -36,8 +37,12 @@ enum Change {
     Complete,
 }
 
-/// Extensions of the C, C++ and Objective-C sources and headers hot-lsp compiles.
-const SOURCE_EXTENSIONS: [&str; 10] = ["c", "cc", "cpp", "cxx", "h", "hh", "hpp", "hxx", "m", "mm"];
+/// Extensions of the C, C++ and Objective-C sources and headers hot-lsp compiles, and of
+/// the assembly sources it answers without swapping (`s` is also `.S`: compared without
+/// case).
+const SOURCE_EXTENSIONS: [&str; 13] = [
+    "c", "cc", "cpp", "cxx", "h", "hh", "hpp", "hxx", "m", "mm", "s", "sx", "asm",
+];
 
 /// Whether a changed path under `root` is a source worth compiling: a source or header
 /// extension, and not inside `target/` or a hidden directory (`.git`, editor state), nor a
@@ -495,6 +500,8 @@ mod tests {
         assert!(is_watched_source(root, Path::new("/w/src/main.c")));
         assert!(is_watched_source(root, Path::new("/w/include/app.HPP")));
         assert!(is_watched_source(root, Path::new("/w/ui/view.mm")));
+        assert!(is_watched_source(root, Path::new("/w/lib/huf_amd64.S")));
+        assert!(is_watched_source(root, Path::new("/w/lib/start.s")));
         assert!(!is_watched_source(root, Path::new("/w/build/main.o")));
         assert!(!is_watched_source(root, Path::new("/w/target/gen/x.c")));
         assert!(!is_watched_source(root, Path::new("/w/.git/x.c")));

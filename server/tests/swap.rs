@@ -7,7 +7,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{build_program, copy_fixture, file_uri, process_alive, Client};
+use common::{build_program, copy_fixture, copy_shared_fixture, file_uri, process_alive, Client};
 use serde_json::{json, Value};
 
 /// A server running the counter fixture's program.
@@ -353,4 +353,51 @@ fn the_program_dies_when_the_server_gets_sigterm() {
         "the program {} outlived the server",
         run.pid
     );
+}
+
+/// An assembly source of the program is not swapped: its save gets one `unsupported-source`
+/// warning on its first line, the program runs on as built, and a save of the text it was
+/// built from clears it.
+#[test]
+fn a_saved_assembly_source_gets_a_warning_and_is_not_swapped() {
+    let (_dir, root) = copy_shared_fixture("assembly");
+    let mut client = Client::start();
+    client.initialize(Some(&root), Value::Null);
+    let workspace = file_uri(&root);
+    client.wait_notification("hot-lsp/output", |params| {
+        params["workspace"] == workspace && output_contains(params, "asm=7 plain=3")
+    });
+    let plain_s = root.join("plain.s");
+    let uri = file_uri(&plain_s);
+    let original = std::fs::read_to_string(&plain_s).expect("read plain.s");
+    edit_and_save(&client, &plain_s, "movl $3, %eax", "movl $30, %eax");
+    let published = client.wait_notification("textDocument/publishDiagnostics", |params| {
+        params["uri"] == uri.as_str()
+            && params["diagnostics"]
+                .as_array()
+                .is_some_and(|list| !list.is_empty())
+    });
+    let list = published["diagnostics"].as_array().expect("diagnostics");
+    assert_eq!(list.len(), 1, "{published}");
+    let warning = &list[0];
+    assert_eq!(warning["code"], "unsupported-source", "{warning}");
+    assert_eq!(warning["source"], "hot-lsp", "{warning}");
+    assert_eq!(warning["severity"], 2, "{warning}");
+    assert_eq!(warning["range"]["start"]["line"], 0, "{warning}");
+    assert!(
+        warning["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("plain.s") && m.contains("does not swap assembly yet")),
+        "{warning}"
+    );
+    client.discard_backlog();
+    client.wait_notification("hot-lsp/output", |params| {
+        output_contains(params, "asm=7 plain=3")
+    });
+
+    std::fs::write(&plain_s, &original).expect("save plain.s back");
+    client.did_save(&plain_s);
+    client.wait_notification("textDocument/publishDiagnostics", |params| {
+        params["uri"] == uri.as_str() && params["diagnostics"].as_array().is_some_and(Vec::is_empty)
+    });
 }

@@ -412,3 +412,49 @@ fn watch_prints_the_output_of_the_program_while_a_save_compiles() {
     assert_eq!(swap["swapped"], serde_json::json!(["compute"]), "{swap}");
     watch.output("compute=20");
 }
+
+/// A saved assembly source the program was built from is answered, not silently dropped:
+/// one `unsupported-source` warning on its first line while the program runs on as built,
+/// and `fixed` once it is saved back to the text the program was built from.
+#[test]
+fn watch_answers_a_saved_assembly_source_without_swapping_it() {
+    let (_dir, root) = copy_shared_fixture("assembly");
+    let mut watch = Watch::start(&root);
+    watch.output("asm=7 plain=3");
+    let value_s = root.join("value.S");
+    let file = value_s.to_string_lossy().into_owned();
+    let original = std::fs::read_to_string(&value_s).expect("read value.S");
+    std::fs::write(
+        &value_s,
+        original.replacen("#define VALUE 7", "#define VALUE 70", 1),
+    )
+    .expect("save value.S");
+    let diagnostic = watch.wait("the assembly warning", |event| {
+        event["event"] == "diagnostic" && event["file"] == file.as_str()
+    });
+    assert_eq!(diagnostic["code"], "unsupported-source", "{diagnostic}");
+    assert_eq!(diagnostic["severity"], "warning", "{diagnostic}");
+    assert_eq!(
+        (&diagnostic["line"], &diagnostic["column"]),
+        (&1.into(), &1.into()),
+        "{diagnostic}"
+    );
+    assert!(
+        diagnostic["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("does not swap assembly yet")
+                && m.contains("changed nothing in the running program")),
+        "{diagnostic}"
+    );
+    watch.output("asm=7 plain=3");
+    std::fs::write(&value_s, &original).expect("save value.S back");
+    watch.wait("value.S fixed", |event| {
+        event["event"] == "fixed" && event["file"] == file.as_str()
+    });
+    watch.output("asm=7 plain=3");
+    assert!(
+        !watch.seen.iter().any(|event| event["event"] == "swap"),
+        "{:#?}",
+        watch.seen
+    );
+}

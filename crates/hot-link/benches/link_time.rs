@@ -170,6 +170,7 @@ fn main() {
                 compile_unit: None,
                 source: "edit.c".into(),
             },
+            applied: &[],
         };
         let mut times = Vec::new();
         for _ in 0..301 {

@@ -280,6 +280,7 @@ fn request<'a>(s: &'a Setup, new: &'a Object) -> LinkRequest<'a> {
             compile_unit: s.compile_unit,
             source: "f0.c".into(),
         },
+        applied: &[],
     }
 }
 

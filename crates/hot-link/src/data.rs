@@ -3,7 +3,11 @@
 //! - Existing globals, file statics and function-local statics (`calls.0`, matched by the
 //!   name without its numeric suffix within the translation unit) are bound to their address
 //!   in the image and never written. A changed initializer gives an
-//!   `initializer-not-applied` note; a changed size or alignment is `layout-changed`.
+//!   `initializer-not-applied` note (listed in `Patch::unapplied_initializers`); a variable
+//!   an earlier save already warned about ([`crate::LinkRequest::applied`]) is compared with
+//!   the initializer the program was given, not with the baseline's, so the note stays
+//!   until the source has that initializer again. A changed size or alignment is
+//!   `layout-changed`.
 //! - New variables are allocated once in the data arena (remembered by name and unit),
 //!   initialised from the object with their relocations applied, and keep their address.
 //! - Named read-only objects that exist in the image keep their address and are updated in
@@ -252,17 +256,24 @@ impl Link<'_> {
                         continue;
                     }
                     self.bind_to_image(atom, vaddr, tls);
-                    let changed = baseline_changed(self).unwrap_or_else(|| {
-                        // Without a baseline, compare plain initializers with the image.
-                        self.baseline_match.is_none()
-                            && a.relocs.is_empty()
-                            && self.initializer_differs_from_image(atom, vaddr)
-                    });
+                    // A variable whose initializer an earlier save changed without applying
+                    // it is compared with what the program was given, not the baseline.
+                    let applied = (!read_only)
+                        .then(|| self.applied_differs(atom, Some(vaddr)))
+                        .flatten();
+                    let changed = applied
+                        .or_else(|| baseline_changed(self))
+                        .unwrap_or_else(|| {
+                            // Without a baseline, compare plain initializers with the image.
+                            self.baseline_match.is_none()
+                                && a.relocs.is_empty()
+                                && self.initializer_differs_from_image(atom, vaddr)
+                        });
                     if changed {
                         if read_only {
                             self.data_writes.push(atom);
                         } else {
-                            self.note_initializer(&name, decl());
+                            self.note_initializer(atom, &name, decl());
                         }
                     }
                 }
@@ -286,7 +297,10 @@ impl Link<'_> {
                         unit: local.then(|| self.unit.source.clone()),
                         name: key_name,
                     };
-                    let changed = baseline_changed(self);
+                    let changed = (!read_only)
+                        .then(|| self.applied_differs(atom, None))
+                        .flatten()
+                        .or_else(|| baseline_changed(self));
                     self.bind_new(atom, key, name.to_string(), read_only, changed, decl());
                 }
             }
@@ -386,8 +400,42 @@ impl Link<'_> {
         }
     }
 
+    /// Whether the initializer of the writable variable `atom` differs from the one the
+    /// running program was given, when an earlier save changed it without applying it
+    /// ([`crate::LinkRequest::applied`]); `None` when it has no such record (the baseline
+    /// tells). `image_vaddr`: where the executable has it, for a record of the executable's
+    /// own bytes (none for a variable a patch added).
+    fn applied_differs(&self, atom: AtomId, image_vaddr: Option<u64>) -> Option<bool> {
+        if self.applied.is_empty() {
+            return None;
+        }
+        let obj = self.info.obj;
+        let identity = hot_object::atom_identity(obj, atom)?;
+        let applied = self.applied.iter().find(|a| a.identity == identity)?;
+        match applied.object {
+            Some(old) => hot_object::counterpart_differs(old, obj, atom),
+            None => {
+                let vaddr = image_vaddr?;
+                // The executable's plain bytes: an initializer with relocations (an address)
+                // cannot be compared with them, and is not taken for applied.
+                Some(
+                    !obj.atom(atom).relocs.is_empty()
+                        || self.initializer_differs_from_image(atom, vaddr),
+                )
+            }
+        }
+    }
+
     /// Note that a kept variable's initializer changed; `line` is its declaration.
-    fn note_initializer(&mut self, name: &str, line: Option<SourceLine>) {
+    fn note_initializer(&mut self, atom: AtomId, name: &str, line: Option<SourceLine>) {
+        if let Some(identity) = hot_object::atom_identity(self.info.obj, atom) {
+            self.patch
+                .unapplied_initializers
+                .push(crate::UnappliedInitializer {
+                    unit: self.unit.source.clone(),
+                    identity,
+                });
+        }
         let shown = hot_object::display_name(name);
         self.patch.notes.push(LinkNote {
             code: "initializer-not-applied",
@@ -436,7 +484,7 @@ impl Link<'_> {
                     self.data_writes.push(atom);
                 }
             } else if contents_changed == Some(true) {
-                self.note_initializer(&name, decl);
+                self.note_initializer(atom, &name, decl);
             }
             return;
         }

@@ -186,6 +186,36 @@ pub struct LinkRequest<'a> {
     pub baseline: Option<&'a Object>,
     /// The translation unit of the image the object replaces.
     pub unit: UnitRef,
+    /// The variables of the file whose running initializer is not the baseline's: an
+    /// earlier save changed it (`initializer-not-applied`) and the program kept the value it
+    /// was given. Each one's initializer is compared with the one the program has, not with
+    /// the baseline's, so the warning stays as long as the source differs from what runs.
+    /// Empty for a file with none (and in every link that has no session behind it).
+    pub applied: &'a [AppliedInitializer<'a>],
+}
+
+/// What initializer the running program gave a variable ([`LinkRequest::applied`]).
+#[derive(Clone, Copy, Debug)]
+pub struct AppliedInitializer<'a> {
+    /// The variable's identity in the file's objects ([`hot_object::atom_identity`]:
+    /// `counter`, `tick/calls` for a function-local static), as in
+    /// [`UnappliedInitializer::identity`].
+    pub identity: &'a str,
+    /// An earlier object of the file whose atom of that identity holds the initializer the
+    /// program was given; `None`: the executable's own bytes (the program as built, when the
+    /// difference was found without a baseline).
+    pub object: Option<&'a Object>,
+}
+
+/// A variable whose initializer in the linked object differs from the one the running
+/// program was given (an `initializer-not-applied` note): what a session remembers until
+/// the source gives it that initializer again, the variable goes, or the program restarts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UnappliedInitializer {
+    /// The source file of the unit ([`UnitRef::source`]).
+    pub unit: String,
+    /// The variable's identity in the object ([`hot_object::atom_identity`]).
+    pub identity: String,
 }
 
 /// A write of bytes that are not reachable yet (arena contents, GOT slots, new variables);
@@ -282,6 +312,9 @@ pub struct Patch {
     pub skipped: usize,
     /// Things the user should know that do not stop the swap.
     pub notes: Vec<LinkNote>,
+    /// The variables with an `initializer-not-applied` note in [`Patch::notes`], by
+    /// identity: each one's initializer differs from the one the running program has.
+    pub unapplied_initializers: Vec<UnappliedInitializer>,
     /// Entry jumps that cover a statement boundary after all (function, entry+N): safe only
     /// while no debugger has a breakpoint there, so the session refuses them while one
     /// holds the program (it would put its breakpoints back over the jump on `continue`).
@@ -381,6 +414,7 @@ impl Patch {
             added,
             skipped,
             notes,
+            unapplied_initializers,
             entries_over_statements,
             unwind,
             bodies,
@@ -397,6 +431,7 @@ impl Patch {
         self.added.extend(added);
         self.skipped += skipped;
         self.notes.extend(notes);
+        self.unapplied_initializers.extend(unapplied_initializers);
         self.entries_over_statements.extend(entries_over_statements);
         self.unwind.extend(unwind);
         self.bodies.extend(bodies);

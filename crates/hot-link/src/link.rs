@@ -63,6 +63,8 @@ pub(crate) struct Link<'a> {
     pub baseline_match: Option<BaselineMatch>,
     /// The baseline object, if any.
     pub baseline: Option<&'a hot_object::Object>,
+    /// Variables whose running initializer is not the baseline's ([`LinkRequest::applied`]).
+    pub applied: &'a [crate::AppliedInitializer<'a>],
     /// The object defines the baseline's functions, by name and binding, in its order
     /// ([`same_function_names`]): none was deleted, added or made `static`.
     same_functions: bool,
@@ -153,6 +155,7 @@ pub(crate) fn link(
             .baseline
             .map(|old| BaselineMatch::new(old, request.object)),
         baseline: request.baseline,
+        applied: request.applied,
         same_functions: request
             .baseline
             .is_some_and(|old| same_function_names(request.object, old)),

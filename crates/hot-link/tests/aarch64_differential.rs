@@ -689,6 +689,7 @@ fn aarch64_overflow_is_a_contextual_error() {
             compile_unit: None,
             source: "a.c".into(),
         },
+        applied: &[],
     };
     let errors = linker
         .link_with_placement(&request, &placement)
@@ -744,6 +745,7 @@ fn link_shifted(
             compile_unit: None,
             source: "a.c".into(),
         },
+        applied: &[],
     };
     (image, linker.link_with_placement(&request, &placement))
 }
@@ -923,6 +925,7 @@ fn aarch64_save_links_the_changed_function_into_the_arena() {
             compile_unit: None,
             source: "a.c".into(),
         },
+        applied: &[],
     };
     let patch = linker.link(&request).unwrap_or_else(|e| panic!("{e:#?}"));
     assert_eq!(patch.swapped, ["tick"]);
@@ -1055,6 +1058,7 @@ fn swapped_without_baseline(
             compile_unit: None,
             source: "a.c".into(),
         },
+        applied: &[],
     };
     let patch = linker
         .link(&request)

@@ -148,6 +148,7 @@ impl Program {
                     .find(|(name, _)| name == file)
                     .map(|(_, o)| o),
                 unit: self.unit(file),
+                applied: &[],
             })
             .unwrap_or_else(|e| panic!("{e:#?}"))
     }
@@ -159,6 +160,7 @@ impl Program {
             object,
             baseline: baseline.map(|(_, o)| o),
             unit: self.unit(file),
+            applied: &[],
         }) {
             Ok(patch) => panic!("{file}: linked, expected a refusal: {patch:#?}"),
             Err(errors) => errors,
@@ -466,6 +468,7 @@ fn a_strong_definition_added_by_a_save_keeps_the_weak_entry() {
                     object: obj,
                     baseline: Some(baseline),
                     unit: p.unit("weak.c"),
+                    applied: &[],
                 })
                 .unwrap_or_else(|e| panic!("{e:#?}")),
         };
@@ -521,6 +524,7 @@ fn a_strong_definition_added_by_a_save_keeps_the_weak_entry() {
             object: &m3,
             baseline: Some(&m2),
             unit: p.unit("main.c"),
+            applied: &[],
         });
         let patch = patch.unwrap_or_else(|e| panic!("{e:#?}"));
         assert_eq!(patch.swapped, vec!["hook".to_string()], "{patch:#?}");
@@ -587,6 +591,7 @@ fn deleting_a_strong_definition_a_save_added_gives_the_entry_back_to_the_weak_de
                     object: obj,
                     baseline: Some(baseline),
                     unit: p.unit("main.c"),
+                    applied: &[],
                 })
                 .unwrap_or_else(|e| panic!("{row:?}: {e:#?}"))
         };
@@ -639,6 +644,7 @@ fn deleting_a_strong_definition_a_save_added_gives_the_entry_back_to_the_weak_de
                         .1
                 })),
                 unit: p.unit("weak.c"),
+                applied: &[],
             })
             .unwrap_or_else(|e| panic!("{row:?}: {e:#?}"));
         assert_eq!(patch.swapped, ["hook"], "{row:?}: {patch:#?}");
@@ -683,6 +689,7 @@ fn a_weak_default_edited_while_overridden_runs_once_the_override_is_deleted() {
                     object: obj,
                     baseline: Some(baseline),
                     unit: p.unit(file),
+                    applied: &[],
                 })
                 .unwrap_or_else(|e| panic!("{row:?}: {e:#?}"))
         };
@@ -1238,6 +1245,7 @@ fn a_new_units_constructors_are_listed_in_startup_order_at_their_new_bodies() {
                 compile_unit: None,
                 source: "extra.c".to_string(),
             },
+            applied: &[],
         })
         .unwrap_or_else(|e| panic!("{e:#?}"));
     let listed: Vec<(&str, &str)> = patch

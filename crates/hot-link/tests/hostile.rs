@@ -693,6 +693,7 @@ fn build_inputs() -> Inputs {
             object: &v2,
             baseline: Some(&v1),
             unit: unit.clone(),
+            applied: &[],
         })
         .unwrap_or_else(|e| panic!("the real v2 links: {e:#?}"));
     assert!(
@@ -1071,6 +1072,7 @@ fn image_reader_survives_mutated_executables_and_libraries() {
                 object: &inputs.v2,
                 baseline,
                 unit: inputs.unit.clone(),
+                applied: &[],
             });
         }
         true
@@ -1117,6 +1119,7 @@ fn link_planner_survives_mutated_objects() {
                 object,
                 baseline,
                 unit: inputs.unit.clone(),
+                applied: &[],
             });
         };
         link(&object, Some(&inputs.v1));
@@ -1181,6 +1184,7 @@ fn findings_of_the_mutation_runs_stay_fixed() {
             object: &inputs.v2,
             baseline: None,
             unit: inputs.unit.clone(),
+            applied: &[],
         })
     };
     type Edit = Box<dyn Fn(&mut Vec<u8>, &Layout64)>;
@@ -1236,6 +1240,7 @@ fn findings_of_the_mutation_runs_stay_fixed() {
                     object: &object,
                     baseline: None,
                     unit: inputs.unit.clone(),
+                    applied: &[],
                 });
             }),
         ),
@@ -1253,6 +1258,7 @@ fn findings_of_the_mutation_runs_stay_fixed() {
                     object: &object,
                     baseline: None,
                     unit: inputs.unit.clone(),
+                    applied: &[],
                 });
                 // `calls` keeps its symbol size, so it stays bound to the image's copy: what
                 // matters is that nothing of the claimed 8 GiB is built or written.

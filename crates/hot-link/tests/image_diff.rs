@@ -104,6 +104,7 @@ impl Built {
                     compile_unit: None,
                     source: "image_diff.c".into(),
                 },
+                applied: &[],
             })
             .unwrap_or_else(|e| panic!("{:?}: {e:#?}", self.cflags))
     }
@@ -281,6 +282,7 @@ fn a_file_of_400_small_functions_swaps_only_the_edited_one() {
             compile_unit: None,
             source: "unit03.c".into(),
         },
+        applied: &[],
     };
     let started = Instant::now();
     let patch = linker.link(&request).unwrap_or_else(|e| panic!("{e:#?}"));

@@ -4,7 +4,10 @@
 
 mod support;
 
-use hot_link::{Arenas, LinkErrorCode, LinkRequest, Linker, Patch, RuntimeAddr, UnitRef};
+use hot_link::{
+    AppliedInitializer, Arenas, LinkErrorCode, LinkRequest, Linker, Patch, RuntimeAddr,
+    UnappliedInitializer, UnitRef,
+};
 use hot_object::{Object, RelocKind, SymbolKind, TranslationUnitId};
 use support::*;
 
@@ -98,6 +101,7 @@ impl Program {
                 compile_unit: None,
                 source: "prog.c".into(),
             },
+            applied: &[],
         })
     }
 
@@ -1035,6 +1039,76 @@ fn changed_initializer_of_existing_variable_is_a_note() {
     );
 }
 
+/// A variable an earlier save changed without applying its initializer
+/// (`LinkRequest::applied`) is compared with the initializer the program was given, not with
+/// the baseline: an unrelated edit keeps the note, and the source going back to the running
+/// initializer drops it (where the baseline alone says the opposite both times). The program
+/// was given `int counter;` (zeros), by v1 or by the executable itself.
+#[test]
+fn an_unapplied_initializer_is_compared_with_the_one_the_program_has() {
+    let p = program(BASE, &["-O0"], vec![], arenas_below_image());
+    let five = BASE.replace("int counter;", "int counter = 5;");
+    let v2 = p.compile("v2", &five, &["-O0"]);
+    let v3 = p.compile(
+        "v3",
+        &five.replace("return n * 2;", "return n * 3;"),
+        &["-O0"],
+    );
+    let v4 = p.compile(
+        "v4",
+        &BASE.replace("return n * 2;", "return n * 3;"),
+        &["-O0"],
+    );
+    let noted = |object: &Object, baseline: &Object, applied: Option<Option<&Object>>| {
+        let applied: Vec<AppliedInitializer> = applied
+            .map(|object| AppliedInitializer {
+                identity: "counter",
+                object,
+            })
+            .into_iter()
+            .collect();
+        let patch = p
+            .linker
+            .link(&LinkRequest {
+                object,
+                baseline: Some(baseline),
+                unit: UnitRef {
+                    tu: p.tu,
+                    compile_unit: None,
+                    source: "prog.c".into(),
+                },
+                applied: &applied,
+            })
+            .unwrap_or_else(|e| panic!("{e:#?}"));
+        let note = patch
+            .notes
+            .iter()
+            .any(|n| n.code == "initializer-not-applied" && n.symbol.as_deref() == Some("counter"));
+        let listed = patch.unapplied_initializers
+            == [UnappliedInitializer {
+                unit: "prog.c".into(),
+                identity: "counter".into(),
+            }];
+        assert_eq!(note, listed, "{:#?}", patch.unapplied_initializers);
+        note
+    };
+    // (new object, baseline, what the program was given, noted)
+    let rows: [(&Object, &Object, Option<Option<&Object>>, bool); 7] = [
+        (&v2, &p.v1, None, true),
+        // An unrelated edit after it: the baseline (v2) already has `= 5`.
+        (&v3, &v2, Some(Some(&p.v1)), true),
+        (&v3, &v2, Some(None), true),
+        (&v3, &v2, None, false),
+        // Back to what runs: the baseline (v3) has `= 5`.
+        (&v4, &v3, Some(Some(&p.v1)), false),
+        (&v4, &v3, Some(None), false),
+        (&v4, &v3, None, true),
+    ];
+    for (i, (object, baseline, applied, expected)) in rows.into_iter().enumerate() {
+        assert_eq!(noted(object, baseline, applied), expected, "row {i}");
+    }
+}
+
 /// The 8-byte value hot-link writes into a data-arena GOT slot that `function`'s new body
 /// loads `symbol` from (a GOT-relative relocation).
 fn got_slot_value(obj: &Object, patch: &Patch, function: &str, symbol: &str) -> u64 {
@@ -1790,6 +1864,7 @@ fn unit_requests<'a>(
             object,
             baseline: Some(&built[*i]),
             unit: p.unit(p.files[*i].0),
+            applied: &[],
         })
         .collect()
 }

@@ -115,6 +115,7 @@ fn request<'a>(object: &'a Object, baseline: Option<&'a Object>) -> LinkRequest<
             compile_unit: None,
             source: "a.c".into(),
         },
+        applied: &[],
     }
 }
 

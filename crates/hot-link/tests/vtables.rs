@@ -95,6 +95,7 @@ fn link_edit(compiler: &str, pie: bool, edits: &[(&str, &str)]) -> Result<Patch,
             object: &object,
             baseline: Some(&baseline),
             unit,
+            applied: &[],
         })
         .map_err(|errors| {
             errors

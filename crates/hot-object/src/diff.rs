@@ -235,6 +235,30 @@ pub fn matched_atoms(old: &Object, new: &Object) -> Vec<Option<(AtomId, bool)>> 
     table
 }
 
+/// Whether `new_atom` differs from the atom of `old` with the same identity (compared as
+/// [`changed_functions`] compares a matched pair: bytes, and what each relocation
+/// designates); `None` when `old` has no atom of that identity, or `new_atom` has none.
+/// `old` may be any earlier compile of the file, not only the last one: the session compares
+/// a variable's initializer with the object whose initializer the running program was given.
+pub fn counterpart_differs(old: &Object, new: &Object, new_atom: AtomId) -> Option<bool> {
+    let (old_index, new_index) = (old.index(), new.index());
+    let name = new_index.identity(new, new_atom)?;
+    let old_atom = old_index.atoms_named(old, name).next()?;
+    let mut comparer = Comparer {
+        old,
+        new,
+        old_index,
+        new_index,
+        memo: HashMap::default(),
+        open: Vec::new(),
+        lowlinks: Vec::new(),
+        next_index: 0,
+        old_labels: Labels::default(),
+        new_labels: Labels::default(),
+    };
+    Some(comparer.compare_named(old_atom, new_atom).is_some())
+}
+
 fn match_objects<'a>(old: &'a Object, new: &'a Object) -> Matching<'a> {
     let (old_index, new_index) = (old.index(), new.index());
     let mut matched_old = vec![false; old.atoms.len()];

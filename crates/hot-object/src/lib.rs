@@ -28,8 +28,9 @@ pub mod shared;
 pub mod types;
 
 pub use diff::{
-    atom_identity, changed_functions, is_compiler_table, is_compiler_table_name, is_ipa_clone,
-    is_odr_indicator, matched_atoms, unit_name, AtomDiff, AtomMatch, ChangeReason, NamedAtom,
+    atom_identity, changed_functions, counterpart_differs, is_compiler_table,
+    is_compiler_table_name, is_ipa_clone, is_odr_indicator, matched_atoms, unit_name, AtomDiff,
+    AtomMatch, ChangeReason, NamedAtom,
 };
 
 pub use image::{

@@ -317,6 +317,7 @@ pub fn link_at_ld_placement(
             compile_unit: None,
             source: "a.c".into(),
         },
+        applied: &[],
     };
     let patch = match linker.link_with_placement(&request, &placement) {
         Ok(p) => p,

@@ -447,6 +447,10 @@ impl Worker {
         let pid = program.debuggee.pid();
         let compile_unit = program.compile_unit_of(&unit.image, &file);
         let source = file.display().to_string();
+        let applied = baseline
+            .as_ref()
+            .map(super::Baseline::applied)
+            .unwrap_or_default();
         let request = LinkRequest {
             object: &object,
             baseline: baseline.as_ref().and_then(|b| b.object.get()),
@@ -455,6 +459,7 @@ impl Worker {
                 compile_unit,
                 source: source.clone(),
             },
+            applied: &applied,
         };
         let requests = std::slice::from_ref(&request);
         let image = unit.image.clone();

@@ -408,6 +408,7 @@ impl Worker {
                 compile_unit,
                 source: file.display().to_string(),
             },
+            applied: &[],
         };
         matches!(
             super::pipeline::link_guarded(linker, std::slice::from_ref(&request)),
@@ -966,6 +967,7 @@ impl Worker {
             Baseline {
                 argv: flags,
                 object: on_disk,
+                unapplied: Vec::new(),
             },
         );
         Ok(())

@@ -7,6 +7,7 @@
 mod abi;
 pub(crate) use abi::FrameGuard;
 mod ahead;
+mod assembly;
 mod baseline;
 pub(crate) mod gdb_jit;
 mod held;
@@ -51,6 +52,76 @@ pub(crate) struct Baseline {
     /// The compile command without its output path (see [`CompileJob::flags`]).
     pub argv: Vec<String>,
     pub object: BaselineObject,
+    /// The variables of the file whose initializer in this object is not the one the
+    /// running program was given: an `initializer-not-applied` warning of an earlier save
+    /// that still holds. The next save compares their initializers with that one, not with
+    /// this object's, so the warning stays until the source has the running initializer
+    /// again (or the variable goes, or the program restarts: the baselines go with it).
+    /// Undo gives back the baseline before the swap, with its own list.
+    pub unapplied: Vec<Unapplied>,
+}
+
+/// A variable whose running initializer is not its file's baseline's ([`Baseline::unapplied`]).
+#[derive(Clone)]
+pub(crate) struct Unapplied {
+    /// Its identity in the file's objects (`hot_link::UnappliedInitializer::identity`:
+    /// `counter`, `tick/calls`).
+    pub identity: String,
+    /// The earlier object of the file whose initializer of it the program has (the
+    /// baseline of the save that first warned); `None`: the executable's own bytes (that
+    /// save had no baseline and compared with the running image).
+    pub applied: Option<BaselineObject>,
+}
+
+impl Baseline {
+    /// [`Baseline::unapplied`] as the linker takes it (`hot_link::LinkRequest::applied`).
+    /// A record whose object cannot be read any more (its scratch file was removed) is left
+    /// out: that variable is compared with the baseline.
+    pub(crate) fn applied(&self) -> Vec<hot_link::AppliedInitializer<'_>> {
+        self.unapplied
+            .iter()
+            .filter_map(|u| {
+                let object = match &u.applied {
+                    Some(b) => Some(b.get()?),
+                    None => None,
+                };
+                Some(hot_link::AppliedInitializer {
+                    identity: &u.identity,
+                    object,
+                })
+            })
+            .collect()
+    }
+
+    /// The [`Baseline::unapplied`] list of the baseline a save's object becomes, when the
+    /// save linked against `previous` (`None`: without a baseline, against the running
+    /// image) and the link noted the variables `noted` (`initializer-not-applied`): a
+    /// variable noted before keeps what the program was given; one noted first now was
+    /// given `previous`'s initializer (or the executable's). A variable not noted any more
+    /// is dropped: its initializer is the running one again, or it is gone.
+    pub(crate) fn unapplied_after<'n>(
+        previous: Option<&Baseline>,
+        noted: impl IntoIterator<Item = &'n str>,
+    ) -> Vec<Unapplied> {
+        let mut list: Vec<Unapplied> = Vec::new();
+        for identity in noted {
+            if list.iter().any(|u| u.identity == identity) {
+                continue;
+            }
+            let earlier =
+                previous.and_then(|b| b.unapplied.iter().find(|u| u.identity == identity).cloned());
+            list.push(earlier.unwrap_or_else(|| {
+                Unapplied {
+                    identity: identity.to_string(),
+                    // The link compared with the baseline only if its object could be read.
+                    applied: previous
+                        .filter(|b| b.object.get().is_some())
+                        .map(|b| b.object.clone()),
+                }
+            }));
+        }
+        list
+    }
 }
 
 /// A baseline's object: parsed (the object of a save, which the next save of its file is

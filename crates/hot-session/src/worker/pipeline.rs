@@ -115,7 +115,9 @@ impl Worker {
         // A source file saved through another path than the compile database's (a
         // workspace opened through a symlink) is the database's file: its command, its
         // baseline, its unit in the program.
-        if has_extension(&file, SOURCE_EXTENSIONS) {
+        if has_extension(&file, SOURCE_EXTENSIONS)
+            || has_extension(&file, super::assembly::ASSEMBLY_EXTENSIONS)
+        {
             if let Some(spelled) = self.database().and_then(|db| db.spelling_of(&file)) {
                 file = spelled;
             }
@@ -135,6 +137,11 @@ impl Worker {
         self.relink_moved_libraries(Some(&file));
         if has_extension(&file, HEADER_EXTENSIONS) {
             return self.on_header_saved(&file);
+        }
+        // Not swapped yet, and said so (`assembly.rs`).
+        if has_extension(&file, super::assembly::ASSEMBLY_EXTENSIONS) {
+            self.on_assembly_saved(&file);
+            return None;
         }
         if !has_extension(&file, SOURCE_EXTENSIONS) {
             return None;
@@ -698,10 +705,17 @@ impl Worker {
             let Some(program) = self.program.as_mut() else {
                 return Err(Refused::Failed);
             };
+            // Variables whose initializer an earlier save changed without applying it are
+            // compared with what the program was given (`Baseline::unapplied`).
+            let applied: Vec<Vec<hot_link::AppliedInitializer>> = baselines
+                .iter()
+                .map(|b| b.as_ref().map(Baseline::applied).unwrap_or_default())
+                .collect();
             let requests: Vec<LinkRequest> = ready
                 .iter()
                 .zip(&baselines)
-                .map(|((unit, _, object), baseline)| {
+                .zip(&applied)
+                .map(|(((unit, _, object), baseline), applied)| {
                     // The compile unit tells which definition of a global name this file made
                     // (weak defaults, hidden symbols).
                     let compile_unit = program.compile_unit_of(&image, &unit.file);
@@ -713,6 +727,7 @@ impl Worker {
                             compile_unit,
                             source: unit.file.display().to_string(),
                         },
+                        applied,
                     }
                 })
                 .collect();
@@ -870,12 +885,22 @@ impl Worker {
             .filter(|c| new_sources.contains(&c.unit))
             .cloned()
             .collect();
+        // Each object becomes its file's baseline, remembering the variables whose
+        // initializer the program still does not have.
         let new_baselines: Vec<(PathBuf, Baseline)> = ready
             .into_iter()
-            .map(|(unit, _, object)| {
+            .zip(&baselines)
+            .map(|((unit, _, object), previous)| {
+                let source = unit.file.display().to_string();
+                let noted = patch
+                    .unapplied_initializers
+                    .iter()
+                    .filter(|u| u.unit == source)
+                    .map(|u| u.identity.as_str());
                 let baseline = Baseline {
                     argv: unit.job.flags().to_vec(),
                     object: BaselineObject::parsed(object),
+                    unapplied: Baseline::unapplied_after(previous.as_ref(), noted),
                 };
                 (unit.file, baseline)
             })
