@@ -841,7 +841,14 @@ impl Unit<'_, '_, '_> {
                     }
                     External::LibFunction { addr, .. } => at(addr.0) || plt(),
                     External::LibIfunc { .. } => plt(),
-                    External::WeakZero => at(0),
+                    // ld's `call 0`, or in a PIE its `call name@plt` (where the link sends
+                    // a branch to an undefined weak too); an address taken is 0.
+                    External::WeakZero => {
+                        let branch = r.kind == RelocKind::Plt32
+                            || (r.kind == RelocKind::Pc32
+                                && cx.info.is_rel32_branch(atom, r.offset));
+                        at(0) || (branch && plt())
+                    }
                     _ => false,
                 }
             }

@@ -1093,8 +1093,24 @@ impl<'a> Link<'a> {
             | RelocKind::Abs8 => {
                 let call = reloc.kind == RelocKind::Plt32
                     || (!aarch64 && in_code && reloc.kind == RelocKind::Pc32);
-                let s =
-                    match self.symbol_value(class, reloc, call)? {
+                // (aarch64 branches to an undefined weak are `apply_aarch64`'s: ld's `nop`.)
+                let weak_zero = match (aarch64, class) {
+                    (false, TargetClass::External) => self.undefined_weak(reloc),
+                    _ => None,
+                };
+                if let Some(name) = &weak_zero {
+                    let branch = reloc.kind == RelocKind::Plt32
+                        || (reloc.kind == RelocKind::Pc32
+                            && self.info.is_rel32_branch(atom, reloc.offset));
+                    if branch {
+                        let target = self.branch_to_undefined_weak(name, reloc, p)?;
+                        return put(bytes, Field::Signed32, target.0 as i128 + a - p);
+                    }
+                }
+                let s = match weak_zero {
+                    // Its address, as the program's own link resolved it.
+                    Some(_) => 0,
+                    None => match self.symbol_value(class, reloc, call)? {
                         SymValue::Addr(s) => s as i128,
                         SymValue::CopyInto(src)
                             if reloc.kind == RelocKind::Abs64 && reloc.addend == 0 =>
@@ -1114,7 +1130,8 @@ impl<'a> Link<'a> {
                              pointer"
                                 .into(),
                         )),
-                    };
+                    },
+                };
                 if aarch64 {
                     return Self::store_aarch64_data(reloc, p as u64, s as u64, bytes);
                 }
@@ -1129,7 +1146,13 @@ impl<'a> Link<'a> {
                     RelocKind::Abs16 => (Field::Either16, s + a),
                     _ => (Field::Either8, s + a),
                 };
-                put(bytes, field, value)
+                match (put(bytes, field, value), weak_zero) {
+                    (Err((LinkErrorCode::RelocationOverflow, _)), Some(name)) => Err((
+                        LinkErrorCode::RelocationOverflow,
+                        undefined_weak_out_of_reach(&name, p as u64),
+                    )),
+                    (stored, _) => stored,
+                }
             }
             RelocKind::Size32 | RelocKind::Size64 => {
                 let z = self.info.obj.symbol(reloc.symbol).size as i128;
@@ -1516,6 +1539,53 @@ impl<'a> Link<'a> {
         });
         self.alloc.add_plt_stub(slot, stub);
         Ok(stub)
+    }
+
+    /// The name of `reloc`'s symbol when it is an undefined weak symbol that nothing in the
+    /// running program defines (nor a file of this save): its address is 0.
+    fn undefined_weak(&self, reloc: &Reloc) -> Option<String> {
+        if self.info.obj.symbol(reloc.symbol).binding != Binding::Weak {
+            return None;
+        }
+        let name = self.info.symbol_name(reloc.symbol);
+        let external = lookup_external(self.model, self.index, &self.alloc, &name, true);
+        (external == External::WeakZero).then_some(name)
+    }
+
+    /// Where a rel32 `call`, `jmp` or `jcc` at `p` to the undefined weak `name` goes: where
+    /// the program's own link sent such a branch, so that a guard (`if (name)`, which reads
+    /// the GOT slot `got_slot_for` gives: the image's own, or one holding 0) and the call
+    /// agree with the running program.
+    ///
+    /// - The image's PLT entry for `name` (ld's `call name@plt` in a PIE, or whenever the
+    ///   program reached it through the GOT): it jumps through the slot ld.so filled, and a
+    ///   lazy one binds, when first called, to a library loaded later with `RTLD_GLOBAL`
+    ///   that defines the name — exactly as the program's own calls do.
+    /// - Else a stub through the image's own `JUMP_SLOT`/`GLOB_DAT` slot for it.
+    /// - Else address 0, as ld's `call 0`: directly when it is in rel32 reach, else through a
+    ///   stub `jmp *slot(%rip)` whose arena slot holds 0 (the far call stub library
+    ///   functions use). A call that is reached faults at address 0, as the original does.
+    fn branch_to_undefined_weak(
+        &mut self,
+        name: &str,
+        reloc: &Reloc,
+        p: i128,
+    ) -> Result<RuntimeAddr, Failure> {
+        let reaches =
+            |target: u64| i32::try_from(target as i128 + reloc.addend as i128 - p).is_ok();
+        let exe = &self.model.exe;
+        if let Some(plt) = self.index.exe_plt(name).map(|v| exe.runtime(v)) {
+            if reaches(plt.0) {
+                return Ok(plt);
+            }
+        }
+        if let Some(slot) = self.exe_call_slot(name) {
+            return self.stub_through(name, slot);
+        }
+        if reaches(0) {
+            return Ok(RuntimeAddr(0));
+        }
+        self.call_stub(name, SlotContent::Value(0))
     }
 
     /// An 8-byte slot in the data arena holding `content`, allocated once per content.
@@ -2403,6 +2473,18 @@ fn library_tls(path: &str) -> Failure {
             "new code in the shared library {path} refers to a thread-local variable; a patch \
              can reach only the executable's own thread-locals: restart the program"
         ),
+    )
+}
+
+/// Why a reference at `p` (in the patch) to the undefined weak `name` is refused: a field
+/// that holds its address (0) cannot encode 0 from there.
+fn undefined_weak_out_of_reach(name: &str, p: u64) -> String {
+    let name = hot_object::display_name(name);
+    format!(
+        "`{name}` is an undefined weak symbol (nothing in the running program defines it, so \
+         its address is 0), and this reference cannot encode address 0 at {p:#x}, where the \
+         patch places it: nothing was swapped — take its address through the GOT (as -fPIE or \
+         -mno-direct-extern-access code does), or restart the program"
     )
 }
 

@@ -239,10 +239,40 @@ impl<'o> ObjectInfo<'o> {
     /// end of its instruction (4 for `call`, `lea`, 5 or 8 when an immediate follows). Data
     /// atoms and undecodable code give 4, the psABI's usual `-4` form.
     pub(crate) fn pc_adjust(&self, atom: AtomId, offset: AtomOffset) -> u64 {
-        let a = self.obj.atom(atom);
-        if a.kind != AtomKind::Text {
+        if self.obj.atom(atom).kind != AtomKind::Text {
             return 0;
         }
+        match self.instruction_around(atom, offset) {
+            Some((_, end)) => end - offset.0,
+            None => 4,
+        }
+    }
+
+    /// Whether the field at `offset` of text atom `atom` is the rel32 displacement of a
+    /// direct `call`, `jmp` or `jcc` (the last four bytes of that instruction), not the
+    /// operand of an instruction that takes the symbol's address (`lea sym(%rip)`).
+    pub(crate) fn is_rel32_branch(&self, atom: AtomId, offset: AtomOffset) -> bool {
+        let a = self.obj.atom(atom);
+        if a.kind != AtomKind::Text {
+            return false;
+        }
+        let Some((start, end)) = self.instruction_around(atom, offset) else {
+            return false;
+        };
+        if end != offset.0.saturating_add(4) {
+            return false;
+        }
+        let Some(code) = a.bytes.get(start as usize..end as usize) else {
+            return false;
+        };
+        let instr = Decoder::with_ip(64, code, start, DecoderOptions::NONE).decode();
+        instr.is_call_near() || instr.is_jmp_short_or_near() || instr.is_jcc_short_or_near()
+    }
+
+    /// The instruction of text atom `atom` whose bytes hold `offset`: its start and end.
+    /// `None` when the decoded code has no instruction there.
+    fn instruction_around(&self, atom: AtomId, offset: AtomOffset) -> Option<(u64, u64)> {
+        let a = self.obj.atom(atom);
         let mut cache = self.insn_ends.borrow_mut();
         let ends = cache.entry(atom).or_insert_with(|| {
             let mut decoder = Decoder::with_ip(64, &a.bytes, 0, DecoderOptions::NONE);
@@ -255,10 +285,9 @@ impl<'o> ObjectInfo<'o> {
             v
         });
         let idx = ends.partition_point(|&(start, _)| start <= offset.0);
-        match idx.checked_sub(1).map(|i| ends[i]) {
-            Some((start, end)) if offset.0 >= start && offset.0 < end => end - offset.0,
-            _ => 4,
-        }
+        idx.checked_sub(1)
+            .map(|i| ends[i])
+            .filter(|&(start, end)| offset.0 >= start && offset.0 < end)
     }
 }
 

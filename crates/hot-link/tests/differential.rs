@@ -698,6 +698,71 @@ fn tls_descriptors_o0_relaxed_like_ld() {
     );
 }
 
+/// Tests of and calls to weak functions nothing defines (`weak_undefined.c`), as ld links
+/// them: in a PIE the test reads the image's `GLOB_DAT` slot and the call (or tail call)
+/// goes to ld's PLT entry itself, byte for byte; built `-fno-pie -no-pie` ld wrote `mov $0`
+/// and `call 0` (`jmp 0`), which hot-link writes too where 0 is in rel32 reach. Each row:
+/// compiler, flags, ld mode, the relocation types it must exercise.
+#[test]
+fn undefined_weak_functions_link_as_ld_links_them() {
+    let rows: &[(Compiler, &[&str], &str, &[&str])] = &[
+        (
+            Gcc,
+            &["-O0", "-fPIE"],
+            "-pie",
+            &["R_X86_64_REX_GOTPCRELX", "R_X86_64_PLT32"],
+        ),
+        (
+            Gcc,
+            &["-O1", "-fPIE"],
+            "-pie",
+            &["R_X86_64_GOTPCREL", "R_X86_64_PLT32"],
+        ),
+        (
+            Gcc,
+            &["-O2", "-fPIE"],
+            "-pie",
+            &["R_X86_64_GOTPCREL", "R_X86_64_PLT32"],
+        ),
+        (
+            Gcc,
+            &["-O1", "-fPIE", "-mno-direct-extern-access"],
+            "-pie",
+            &["R_X86_64_GOTPCREL", "R_X86_64_PLT32"],
+        ),
+        (
+            Gcc,
+            &["-O0", "-fno-pie"],
+            "-no-pie",
+            &["R_X86_64_32", "R_X86_64_PLT32"],
+        ),
+        (
+            Gcc,
+            &["-O1", "-fno-pie"],
+            "-no-pie",
+            &["R_X86_64_32", "R_X86_64_PLT32"],
+        ),
+        (
+            Gcc,
+            &["-O2", "-fno-pie"],
+            "-no-pie",
+            &["R_X86_64_32", "R_X86_64_PLT32"],
+        ),
+        (
+            Clang,
+            &["-O0", "-fPIE"],
+            "-pie",
+            &["R_X86_64_REX_GOTPCRELX", "R_X86_64_PLT32"],
+        ),
+        (Clang, &["-O2", "-fPIE"], "-pie", &["R_X86_64_PLT32"]),
+        (Clang, &["-O0", "-fno-pie"], "-no-pie", &["R_X86_64_PLT32"]),
+        (Clang, &["-O2", "-fno-pie"], "-no-pie", &["R_X86_64_PLT32"]),
+    ];
+    for (compiler, cflags, ld_mode, expected) in rows {
+        variant(*compiler, "weak_undefined.c", cflags, &[ld_mode], expected);
+    }
+}
+
 /// The optimisation levels the targeted variants above leave out (-O1, -Os, and clang's
 /// -Oz), each in the three code generation modes the issue names, for both fixtures. Every
 /// combination must match ld byte for byte, and together they must exercise `expected`.
