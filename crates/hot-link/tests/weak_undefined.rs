@@ -309,6 +309,7 @@ fn link(
             compile_unit: None,
             source: "a.c".into(),
         },
+        applied: &[],
     })
 }
 
