@@ -31,21 +31,25 @@ use hot_object::{
 use crate::link::Link;
 
 impl Link<'_> {
-    /// Where a refusal about the vtable or typeinfo in `atom` goes: the class has no line of
-    /// its own in the object's line table, so the first line (within one file) of the
-    /// class's own virtual functions that its vtable lists and this object defines, the
-    /// closest to the class head (for a typeinfo, those of the class's vtable).
+    /// Where a refusal about the vtable or typeinfo in `atom` goes: the class's declaration
+    /// (`DW_AT_decl_line` of its type, read through the signatures of its own virtual
+    /// functions, whose `this` reaches it); without DWARF for it, the first line (within one
+    /// file) of the class's own virtual functions that its vtable lists and this object
+    /// defines, the closest to the class head (for a typeinfo, those of the class's vtable).
+    /// (A function's first line-table row can be inlined header code of another class:
+    /// tinyxml2's `XMLPrinter` was refused on a line of `XMLDocument`.)
     pub(crate) fn class_line(&self, atom: AtomId) -> Option<SourceLine> {
         let obj = self.info.obj;
         let name = &obj.symbol(obj.primary_symbol(atom)?).name;
         let (_, class) = kind_of(name)?;
-        let member_prefix = format!("{}::", class_name(class));
+        let shown_class = class_name(class);
+        let member_prefix = format!("{shown_class}::");
         let vtable_name = format!("_ZTV{class}");
         let vtable = obj.symbols.iter().find_map(|s| match s.def {
             SymbolDef::Atom { atom, .. } if s.name == vtable_name => Some(atom),
             _ => None,
         })?;
-        let mut best: Option<SourceLine> = None;
+        let mut members: Vec<AtomId> = Vec::new();
         for reloc in &obj.atom(vtable).relocs {
             let SymbolDef::Atom { atom: target, .. } = obj.symbol(reloc.symbol).def else {
                 continue;
@@ -53,9 +57,26 @@ impl Link<'_> {
             let own = obj.primary_symbol(target).is_some_and(|s| {
                 hot_object::display_name(&obj.symbol(s).name).starts_with(&member_prefix)
             });
-            if obj.atom(target).kind != AtomKind::Text || !own {
-                continue;
+            if obj.atom(target).kind == AtomKind::Text && own && !members.contains(&target) {
+                members.push(target);
             }
+        }
+        let names: std::collections::HashSet<&str> = members
+            .iter()
+            .filter_map(|&m| obj.primary_symbol(m))
+            .map(|s| obj.symbol(s).name.as_str())
+            .collect();
+        let declared = obj.abi_facts(&names).ok().and_then(|facts| {
+            facts
+                .layouts
+                .get(&shown_class)
+                .and_then(|layout| layout.decl.clone())
+        });
+        if declared.is_some() {
+            return declared;
+        }
+        let mut best: Option<SourceLine> = None;
+        for target in members {
             let Some(line) = self.atom_line(target) else {
                 continue;
             };

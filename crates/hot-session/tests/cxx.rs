@@ -387,8 +387,14 @@ fn check_layout_refused_in(builds: &[Build], row: &LayoutChange) {
             found.message.contains("restart"),
             "no way out given: {context}"
         );
-        // It sits inside the class's body (on one of its own virtual functions).
+        // It sits on the class's head (its DWARF declaration), not on a line inside one of
+        // its functions (which can be another class's inlined code).
         let head = f.line_of("main.cpp", &format!("struct {} ", row.class));
+        assert_eq!(
+            found.line, head,
+            "not on the head of {} (line {head}): {context}",
+            row.class
+        );
         let text = std::fs::read_to_string(f.path("main.cpp")).expect("read main.cpp");
         let end = text
             .lines()
