@@ -108,7 +108,7 @@ fn an_assembly_file_outside_the_program_gets_nothing() {
     f.write("extra.S", "    .text\n");
     let from = f.log.len();
     f.save("extra.S");
-    f.edit("main.c", "return x * 1;", "return x * 2;");
+    f.edit("main.c", "return x * 1 + OFFSET;", "return x * 2 + OFFSET;");
     f.save("main.c");
     let swap = f.wait_swap();
     assert_eq!(swap.swapped, ["scale"], "{swap:?}");
@@ -118,4 +118,40 @@ fn an_assembly_file_outside_the_program_gets_nothing() {
         "{:#?}",
         &f.log[from..]
     );
+}
+
+/// A header that main.c and value.S both include (offset.h): its save swaps main.c's
+/// functions and leaves value.S as built, with a warning on it naming the header (it was
+/// swapped in with the header's other includers, running the assembly a save of its own
+/// refuses).
+#[test]
+fn a_header_an_assembly_source_includes_swaps_its_other_includers_only() {
+    let mut f = Fixture::launch("assembly");
+    f.wait_output(STEADY);
+    f.edit("offset.h", "#define OFFSET 0", "#define OFFSET 5");
+    let from = f.log.len();
+    f.save("offset.h");
+    let swap = f.wait_swap();
+    assert_eq!(swap.swapped, ["scale"], "{swap:?}");
+    f.wait_output("asm=7 plain=3 scale=15");
+    // Published before the swap (the warning is said when the includers are chosen).
+    let diagnostics = published_since(&f, from, "value.S")
+        .pop()
+        .unwrap_or_default();
+    assert_eq!(diagnostics.len(), 1, "{diagnostics:#?}");
+    let d = &diagnostics[0];
+    assert_eq!(
+        (d.code.as_str(), d.severity),
+        ("unsupported-source", Severity::Warning),
+        "{d:#?}"
+    );
+    for needle in ["value.S includes offset.h", "does not swap assembly yet"] {
+        assert!(
+            d.message.contains(needle),
+            "{needle:?} not in {:?}",
+            d.message
+        );
+    }
+    f.assert_unchanged(1, "asm=7 plain=3 scale=15", 3);
+    assert!(f.errors_seen().is_empty(), "{:#?}", f.errors_seen());
 }

@@ -6,8 +6,11 @@
 //! code it was built with; nothing is compiled or written. The warning goes when the file's
 //! text is again the one the program was built from (its snapshot at launch). An assembly
 //! file that is not the program's gets nothing, like any other file hot-lsp does not compile.
+//! A header (or source file) that an assembly source includes is saved without it: its other
+//! includers are swapped, and the assembly source gets the same warning, naming the header
+//! (swapping it there would run the assembly that a save of its own refuses).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use super::Worker;
 use crate::{Diagnostic, Severity};
@@ -30,10 +33,7 @@ impl Worker {
         if !the_programs {
             return;
         }
-        let name = file.file_name().map_or_else(
-            || file.display().to_string(),
-            |n| n.to_string_lossy().into_owned(),
-        );
+        let name = file_name(file);
         // Saved back to the text the program was built from: nothing to say any more.
         let as_built = self
             .snapshots
@@ -55,6 +55,38 @@ impl Worker {
                  was compiled or swapped"
             )
         };
+        self.warn_not_swapped(file, message);
+        self.update_status(|s| {
+            s.message = Some(format!(
+                "{name}: assembly is not swapped, nothing was written"
+            ));
+        });
+    }
+
+    /// Take the assembly sources out of `units`, the files a save of `saved` (a header, or
+    /// a source file others include) recompiles, and warn on each that the change does not
+    /// reach it.
+    pub(super) fn leave_out_assembly(&mut self, saved: &Path, units: &mut Vec<PathBuf>) {
+        let (assembly, rest): (Vec<PathBuf>, Vec<PathBuf>) = std::mem::take(units)
+            .into_iter()
+            .partition(|u| is_assembly(u));
+        *units = rest;
+        let header = file_name(saved);
+        for unit in assembly {
+            let name = file_name(&unit);
+            self.warn_not_swapped(
+                &unit,
+                format!(
+                    "{name} includes {header}, which this save changed, but {name} is an \
+                     assembly source and hot-lsp does not swap assembly yet: the running \
+                     program keeps running the code {name} was built with; rebuild and \
+                     restart the program to run it"
+                ),
+            );
+        }
+    }
+
+    fn warn_not_swapped(&mut self, file: &Path, message: String) {
         let diagnostic = Diagnostic {
             file: file.to_owned(),
             line: 1,
@@ -66,10 +98,19 @@ impl Worker {
             message,
         };
         self.publish(file, file, vec![diagnostic]);
-        self.update_status(|s| {
-            s.message = Some(format!(
-                "{name}: assembly is not swapped, nothing was written"
-            ));
-        });
     }
+}
+
+/// Whether `file` is an assembly source (by its extension, as the session's other lists).
+pub(super) fn is_assembly(file: &Path) -> bool {
+    file.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| ASSEMBLY_EXTENSIONS.contains(&e))
+}
+
+fn file_name(file: &Path) -> String {
+    file.file_name().map_or_else(
+        || file.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    )
 }

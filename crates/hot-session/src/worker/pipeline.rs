@@ -150,10 +150,11 @@ impl Worker {
         // members) is saved like a header: those units have copies of its code (static and
         // inline functions, or all of it), and swapping the file alone would leave the
         // program running old copies next to new ones.
-        let includers = match self.program {
+        let mut includers = match self.program {
             Some(_) => self.program_includers(&file),
             None => Vec::new(),
         };
+        self.leave_out_assembly(&file, &mut includers);
         if !includers.is_empty() {
             // A file only included (not a unit of its own) is not compiled by itself.
             let mut files = Vec::with_capacity(includers.len() + 1);
@@ -314,7 +315,19 @@ impl Worker {
             return None;
         }
         // Files of a library not loaded yet count: their includers are held for its load.
-        let includers = self.program_includers(header);
+        let mut includers = self.program_includers(header);
+        let included_somewhere = !includers.is_empty();
+        self.leave_out_assembly(header, &mut includers);
+        if included_somewhere && includers.is_empty() {
+            self.set_state(
+                State::Running,
+                Some(format!(
+                    "only assembly sources include {}: nothing was swapped",
+                    header.display()
+                )),
+            );
+            return None;
+        }
         if includers.is_empty() {
             let diagnostic = Diagnostic {
                 file: header.to_owned(),
