@@ -261,6 +261,18 @@ impl Link<'_> {
                     let applied = (!read_only)
                         .then(|| self.applied_differs(atom, Some(vaddr)))
                         .flatten();
+                    if read_only
+                        && applied.is_none()
+                        && self.baseline_match.is_none()
+                        && !a.relocs.is_empty()
+                    {
+                        // Without a baseline, words with relocations (a vtable's slots) are
+                        // compared with what they designate in the image once the entries
+                        // of the functions are known.
+                        self.read_only_to_compare
+                            .push((atom, crate::RuntimeAddr(vaddr)));
+                        continue;
+                    }
                     let changed = applied
                         .or_else(|| baseline_changed(self))
                         .unwrap_or_else(|| {
@@ -303,6 +315,31 @@ impl Link<'_> {
                         .or_else(|| baseline_changed(self));
                     self.bind_new(atom, key, name.to_string(), read_only, changed, decl());
                 }
+            }
+        }
+    }
+
+    /// Phase 2b, without a baseline: each read-only object of the image whose words have
+    /// relocations (a C++ vtable, a table of pointers) is written in place when a word
+    /// designates something other than what the running program's word does (an override
+    /// added: the slot now designates the new function's entry) or its other bytes differ.
+    /// On x86-64 the words are compared as `image_diff.rs` compares a function's references;
+    /// elsewhere the object is written whenever its relocated bytes differ from the running
+    /// ones ([`Link::relocate`] drops a write of the same bytes).
+    pub(crate) fn compare_read_only_with_image(&mut self) {
+        let candidates = std::mem::take(&mut self.read_only_to_compare);
+        if candidates.is_empty() {
+            return;
+        }
+        if self.info.obj.machine != hot_object::Machine::X86_64 {
+            self.data_writes
+                .extend(candidates.into_iter().map(|(atom, _)| atom));
+            return;
+        }
+        let mut diff = crate::image_diff::ImageDiff::new();
+        for (atom, addr) in candidates {
+            if !diff.data_unchanged(self, atom, addr) {
+                self.data_writes.push(atom);
             }
         }
     }

@@ -113,6 +113,28 @@ impl ImageDiff {
         unit.run()
     }
 
+    /// Whether the whole named read-only data atom `atom` (a vtable), which the image has at
+    /// `addr`, holds what the image holds there: equal bytes outside its relocated words, and
+    /// each word designating what the image's word does.
+    pub(crate) fn data_unchanged(
+        &mut self,
+        cx: &Link<'_>,
+        atom: AtomId,
+        addr: RuntimeAddr,
+    ) -> bool {
+        let size = cx.info.obj.atom(atom).size;
+        let mut unit = Unit {
+            cx,
+            diff: self,
+            code: HashMap::new(),
+            queue: Vec::new(),
+            queued: HashMap::new(),
+            pending: Vec::new(),
+            data_done: HashSet::new(),
+        };
+        unit.data_range(atom, 0, size, addr.0) && unit.run()
+    }
+
     fn labels(&mut self, cx: &Link<'_>, target: AtomId) -> &[u64] {
         self.labels.entry(target).or_insert_with(|| {
             let obj = cx.info.obj;
@@ -610,9 +632,9 @@ impl Unit<'_, '_, '_> {
             .all(|((x, y), covered)| *covered || x == y)
     }
 
-    /// `mov foo@GOTPCREL(%rip), %reg` (`n`) then `op (%reg), ...` (`n2`) in the new object,
-    /// `op foo(%rip), ...` (`im`) in the image: the same access if `foo` designates what the
-    /// image accesses, the operations are the same, and `%reg` is dead after `n2` (in the
+    /// `mov foo@GOTPCREL(%rip), %reg` (`n`) then `op k(%reg), ...` (`n2`) in the new object,
+    /// `op foo+k(%rip), ...` (`im`) in the image: the same access if `foo + k` designates what
+    /// the image accesses, the operations are the same, and `%reg` is dead after `n2` (in the
     /// image it keeps its older value), which `rest` (the instructions after `n2`) must show
     /// before any branch.
     fn fuse_got_deref(
@@ -636,7 +658,6 @@ impl Unit<'_, '_, '_> {
         let reg = n.op0_register();
         if n2.memory_base() != reg
             || n2.memory_index() != Register::None
-            || n2.memory_displacement64() != 0
             || n2.segment_prefix() != im.segment_prefix()
             || n2.has_lock_prefix() != im.has_lock_prefix()
             || n2.has_rep_prefix() != im.has_rep_prefix()
@@ -688,7 +709,10 @@ impl Unit<'_, '_, '_> {
         if !register_dead_after(reg, n2, rest, tail_call) {
             return false;
         }
-        self.designates(atom, r, 0, im.ip_rel_memory_address())
+        // `lea 16(%reg), %reg` after the load of a vtable's address (its address point) is
+        // `lea vtable+16(%rip), %reg`: the displacement designates that much further.
+        let extra = n2.memory_displacement64() as i64;
+        self.designates(atom, r, extra, im.ip_rel_memory_address())
     }
 
     /// A GOT load or indirect call of the new object against the image's form of it: the
@@ -968,7 +992,17 @@ impl Unit<'_, '_, '_> {
                 .unwrap_or(off);
             (start, literal_end(&a.bytes, start, next))
         };
-        let img_lo = d.wrapping_sub(off - lo);
+        self.data_range(target, lo, hi, d.wrapping_sub(off - lo))
+    }
+
+    /// Bytes `lo..hi` of data atom `target` against the image's at `img_lo`: equal outside
+    /// the relocated fields, and each field designating what the image's does.
+    fn data_range(&mut self, target: AtomId, lo: u64, hi: u64, img_lo: u64) -> bool {
+        let cx = self.cx;
+        let a = cx.info.obj.atom(target);
+        if hi < lo || hi > a.bytes.len() as u64 {
+            return false;
+        }
         let Some(img) = cx.image_contents(RuntimeAddr(img_lo), (hi - lo) as usize) else {
             return false;
         };

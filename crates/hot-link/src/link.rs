@@ -83,6 +83,10 @@ pub(crate) struct Link<'a> {
     pub tls_bound: HashMap<AtomId, Vaddr>,
     /// Data atoms this link writes (new variables, updated read-only objects).
     pub data_writes: Vec<AtomId>,
+    /// Read-only objects of the image whose words have relocations, without a baseline
+    /// (a C++ vtable): compared with the image once the functions' entries are known
+    /// ([`Link::compare_read_only_with_image`]), at their image address.
+    pub read_only_to_compare: Vec<(AtomId, RuntimeAddr)>,
     /// Stable entry of each function atom that has one (or gets one in this link).
     pub entries: HashMap<AtomId, StableEntry>,
     /// New functions whose stub this link allocates.
@@ -169,6 +173,7 @@ pub(crate) fn link(
         bound: HashMap::default(),
         tls_bound: HashMap::default(),
         data_writes: Vec::new(),
+        read_only_to_compare: Vec::new(),
         entries: HashMap::default(),
         new_stubs: HashSet::default(),
         dormant: HashSet::default(),
@@ -194,6 +199,7 @@ pub(crate) fn link(
     cx.refuse_multiple_definitions(&linker.state);
     cx.check_lambda_numbering();
     let changed = cx.changed_functions();
+    cx.compare_read_only_with_image();
     cx.close_over(changed);
     cx.lay_out();
     cx.check_label_addresses();

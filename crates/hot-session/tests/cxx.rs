@@ -685,3 +685,74 @@ fn comdat_data_of_a_hidden_visibility_library_is_not_weak_overridden() {
         }
     }
 }
+
+/// One override added in a header that is newer than the running program when the session
+/// starts: the first save of its includers is compared with the running program, not with
+/// a baseline (tests/fixtures/cxxnobase, built by its build.sh at `-O1`).
+struct NoBaselineOverride {
+    what: &'static str,
+    /// The header's edit, made before the session starts.
+    edit: (&'static str, &'static str),
+    /// The vtables that must be updated in place.
+    updated: &'static [&'static str],
+    /// Functions that may be swapped: `main`, whose code the patch flags'
+    /// `-mno-direct-extern-access` changes (its register choices), not its source.
+    may_swap: &'static [&'static str],
+    /// A piece of every line printed once the override runs.
+    after: &'static str,
+}
+
+fn check_no_baseline_override(row: &NoBaselineOverride) {
+    let mut f = Fixture::copy("cxxnobase");
+    let built = std::process::Command::new("sh")
+        .arg(f.path("build.sh"))
+        .status()
+        .expect("run build.sh");
+    assert!(built.success(), "cxxnobase builds");
+    f.edit("visit.h", row.edit.0, row.edit.1);
+    f.start();
+    f.wait_launched();
+    f.wait_output("tick=");
+    f.save("visit.h");
+    let swap = f.wait_swap();
+    let context = format!(
+        "{}: swapped {:?}, updated {:?}, added {:?}",
+        row.what, swap.swapped, swap.updated, swap.added
+    );
+    for want in row.updated {
+        assert!(
+            swap.updated.iter().any(|u| u == want),
+            "{want} not updated: {context}"
+        );
+    }
+    for name in &swap.swapped {
+        assert!(
+            row.may_swap.contains(&name.as_str()),
+            "{name} swapped: {context}"
+        );
+    }
+    f.wait_output(row.after);
+    f.fresh_output.clear();
+    for line in f.next_lines(3) {
+        assert!(line.contains(row.after), "{context}: {line}");
+    }
+    f.assert_same_process();
+}
+
+/// tinyxml2's case: without a baseline, a vtable's words (relocations) were taken as
+/// unchanged, so the added override was reported while the running vtable kept the base's
+/// function.
+#[test]
+fn an_override_added_without_a_baseline_updates_the_vtable() {
+    check_no_baseline_override(&NoBaselineOverride {
+        what: "an inline override of visit(const C &) added to Counter",
+        edit: (
+            "    bool visit(const B &) override;\n",
+            "    bool visit(const B &) override;\n    bool visit(const C &) override {\n        \
+             sig += 'c';\n        return true;\n    }\n",
+        ),
+        updated: &["_ZTV7Counter"],
+        may_swap: &["main"],
+        after: " sig=abc ",
+    });
+}
