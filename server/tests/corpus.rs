@@ -11,8 +11,10 @@
 //!
 //! Each of these once failed and found a bug: Lua's core files (internal visibility; no
 //! baseline without DWARF; a panic of the image comparison), mawk built with Debian's flags
-//! (`-ffile-prefix-map`), and jq's oniguruma, whose threaded-code interpreter died after a
-//! swap (label addresses kept in data: now refused). The programs, edits and findings are
+//! (`-ffile-prefix-map`), jq's oniguruma, whose threaded-code interpreter died after a
+//! swap (label addresses kept in data: now refused), and zstd, whose calls of weak functions
+//! nothing defines (its trace hooks) made every save of their callers a relocation-overflow.
+//! The programs, edits and findings are
 //! described in `tests/corpus/README.md`.
 
 mod common;
@@ -787,5 +789,69 @@ fn corpus_lz4_included_source_swaps_with_its_includer_while_it_compresses() {
             timeout: TIMEOUT,
         },
         LZ4_EDITS,
+    );
+}
+
+/// The text the zstd driver (`tests/corpus/zstd-work.c`) makes its 128 KiB from.
+const ZSTD_WORKLOAD: &str =
+    "hot-lsp corpus workload: the quick brown fox jumps over the lazy dog, and zstd squeezes it.\n";
+
+/// zstd 1.5.4's library (-O2 -g with the hot-reload flags): a function inlined into several
+/// others, functions that call zstd's trace hooks — weak functions nothing defines, called
+/// behind `if (fn != NULL)` — and a block compressor. Each line the driver prints shows all
+/// three: `ZSTD_compressBound` and the sizes of the level 1, 3 and 9 frames.
+const ZSTD_EDITS: &[Edit] = &[
+    // Public, and inlined into other functions of the same file: the swap takes them along
+    // (ZSTD_resetCCtx_internal, ZSTD_compressStream2, ZSTD_generateSequences, …). The driver
+    // prints ZSTD_compressBound(128 KiB).
+    Edit {
+        file: "lib/compress/zstd_compress.c",
+        old: "    if (r==0) return ERROR(srcSize_wrong);\n    return r;\n}",
+        new: "    if (r==0) return ERROR(srcSize_wrong);\n    return r + 1000;\n}",
+        function: "ZSTD_compressBound",
+        expect: "bound=132584 l1=5307 l3=5263 l9=5272",
+    },
+    // ZSTD_compressBegin_internal calls the undefined weak ZSTD_trace_compress_begin: every
+    // save of it was refused (relocation-overflow) before branches to undefined weak
+    // functions were linked as ld links them (gcc also inlines it into
+    // ZSTD_compress_advanced_internal, swapped with it). Every frame now ends with a
+    // checksum: 4 bytes more at each level, and the driver's decompression checks it.
+    Edit {
+        file: "lib/compress/zstd_compress.c",
+        old: "                                     ZSTDcrp_makeClean, zbuff) , \"\");\n    \
+              {   size_t const dictID = cdict ?",
+        new: "                                     ZSTDcrp_makeClean, zbuff) , \"\");\n    \
+              cctx->appliedParams.fParams.checksumFlag = 1;  /* every frame has a checksum */\n    \
+              {   size_t const dictID = cdict ?",
+        function: "ZSTD_compressBegin_internal",
+        expect: "bound=132584 l1=5311 l3=5267 l9=5276",
+    },
+    // The level-1 compressor (zstd_fast.c; the `_noDict_M_0` variants are inlined into
+    // ZSTD_compressBlock_fast) skips twice as far between match searches: the level-1 frame
+    // grows, the others stay.
+    Edit {
+        file: "lib/compress/zstd_fast.c",
+        old: "(cParams->targetLength + !(cParams->targetLength) + 1) : 2;",
+        new: "(cParams->targetLength + !(cParams->targetLength) + 1) : 4;",
+        function: "ZSTD_compressBlock_fast",
+        expect: "bound=132584 l1=7268 l3=5267 l9=5276",
+    },
+];
+
+/// A compression library whose functions call weak functions nothing defines (its trace
+/// hooks), edited in its frame code and its fastest block compressor while the driver
+/// compresses and decompresses all the time.
+#[test]
+fn corpus_zstd_trace_hook_callers_and_block_compressor_swap_while_it_compresses() {
+    run_corpus(
+        &Program {
+            name: "zstd",
+            path: "work",
+            args: &["work.txt"],
+            workload: ("work.txt", ZSTD_WORKLOAD),
+            first_output: "bound=131584 l1=5307 l3=5263 l9=5272",
+            timeout: TIMEOUT,
+        },
+        ZSTD_EDITS,
     );
 }

@@ -12,7 +12,9 @@
 # against it) or sqlite (the npm tarball of the `sqlite3` bindings, which ships SQLite's own
 # amalgamation tarball: sqlite3.c, about 270,000 lines in one file, and the shell) or lz4
 # (Debian source package lz4: its library, whose lz4hc.c includes lz4.c, built by its
-# makefile with a driver, lz4-work.c, linked against it). The program is
+# makefile with a driver, lz4-work.c, linked against it) or zstd (Debian source package
+# libzstd: its static library built by its lib/Makefile with the hot-reload -O2 flags, and a
+# driver, zstd-work.c, linked against it). The program is
 # unpacked into DIR/NAME, built there, and DIR/NAME/compile_commands.json is written. Every
 # failure (no registry, no package, a failed build) exits non-zero: the corpus test fails
 # rather than skips. Used by server/tests/corpus.rs.
@@ -50,7 +52,7 @@ debian_source() {
 }
 
 # Unpacks the upstream release tarball of a Debian source package (without Debian's patches,
-# whose build system for lua5.4 builds a libtool shared library).
+# whose build system for lua5.4 builds a libtool shared library); gzip or xz (libzstd).
 unpack_orig() {
     local pattern=$1
     local target=$2
@@ -62,7 +64,7 @@ unpack_orig() {
     }
     rm -rf "$target"
     mkdir -p "$target"
-    tar xzf "$tarball" -C "$target" --strip-components=1
+    tar xf "$tarball" -C "$target" --strip-components=1
 }
 
 need bear bear
@@ -181,9 +183,29 @@ lz4)
         exit 1
     }
     ;;
+zstd)
+    # zstd 1.5.4's library by its own lib/Makefile, static, with the hot-reload profile for
+    # -O2 (README: -fno-ipa-ra -fno-ipa-icf -fno-ipa-sra) and -g in place of its default -O3;
+    # the makefile adds its warnings and defines. Without the legacy decoders and the
+    # dictionary builder (its own switches; the driver uses neither): 26 files instead of 33,
+    # fewer for the build and for hot-lsp's idle baselines. Its trace hooks
+    # ZSTD_trace_compress_begin/end are weak functions nothing defines (zstd_trace.h). Then
+    # the corpus driver (zstd-work.c), same flags.
+    need xz xz-utils
+    debian_source libzstd
+    unpack_orig 'libzstd_*.orig.tar.*z' "$dir/zstd"
+    cp "$(dirname "$0")/zstd-work.c" "$dir/zstd/work.c"
+    flags="-O2 -g -fno-ipa-ra -fno-ipa-icf -fno-ipa-sra"
+    (cd "$dir/zstd" && CFLAGS="$flags" bear -- make -j2 -C lib libzstd.a ZSTD_LEGACY_SUPPORT=0 \
+        ZSTD_LIB_DICTBUILDER=0 >build.log 2>&1 &&
+        bear --append -- cc $flags -Ilib -o work work.c lib/libzstd.a >>build.log 2>&1) || {
+        tail -n 30 "$dir/zstd/build.log" >&2 2>/dev/null
+        exit 1
+    }
+    ;;
 *)
     echo "fetch.sh: unknown corpus program $name (lua, mawk, mawk-debian, jq, jq-onig, jsoncpp," \
-        "sqlite or lz4)" >&2
+        "sqlite, lz4 or zstd)" >&2
     exit 2
     ;;
 esac
