@@ -241,39 +241,16 @@ pub fn matched_atoms(old: &Object, new: &Object) -> Vec<Option<(AtomId, bool)>> 
 /// `old` may be any earlier compile of the file, not only the last one: the session compares
 /// a variable's initializer with the object whose initializer the running program was given.
 pub fn counterpart_differs(old: &Object, new: &Object, new_atom: AtomId) -> Option<bool> {
-    let (old_index, new_index) = (old.index(), new.index());
-    let name = new_index.identity(new, new_atom)?;
-    let old_atom = old_index.atoms_named(old, name).next()?;
-    let mut comparer = Comparer {
-        old,
-        new,
-        old_index,
-        new_index,
-        memo: HashMap::default(),
-        open: Vec::new(),
-        lowlinks: Vec::new(),
-        next_index: 0,
-        old_labels: Labels::default(),
-        new_labels: Labels::default(),
-    };
+    let name = new.index().identity(new, new_atom)?;
+    let old_atom = old.index().atoms_named(old, name).next()?;
+    let mut comparer = Comparer::new(old, new);
     Some(comparer.compare_named(old_atom, new_atom).is_some())
 }
 
 fn match_objects<'a>(old: &'a Object, new: &'a Object) -> Matching<'a> {
     let (old_index, new_index) = (old.index(), new.index());
     let mut matched_old = vec![false; old.atoms.len()];
-    let mut comparer = Comparer {
-        old,
-        new,
-        old_index,
-        new_index,
-        memo: HashMap::default(),
-        open: Vec::new(),
-        lowlinks: Vec::new(),
-        next_index: 0,
-        old_labels: Labels::default(),
-        new_labels: Labels::default(),
-    };
+    let mut comparer = Comparer::new(old, new);
 
     // Identities are paired in atom order; duplicates (two `calls.N` whose functions DWARF
     // did not tell) are paired in order: the first unmatched old atom of the name.
@@ -441,6 +418,24 @@ fn collect_labels(object: &Object) -> HashMap<AtomId, Vec<u64>> {
         positions.dedup();
     }
     labels
+}
+
+impl<'a> Comparer<'a> {
+    /// A comparison of `old`'s atoms with `new`'s, nothing compared yet.
+    fn new(old: &'a Object, new: &'a Object) -> Comparer<'a> {
+        Comparer {
+            old,
+            new,
+            old_index: old.index(),
+            new_index: new.index(),
+            memo: HashMap::default(),
+            open: Vec::new(),
+            lowlinks: Vec::new(),
+            next_index: 0,
+            old_labels: Labels::default(),
+            new_labels: Labels::default(),
+        }
+    }
 }
 
 impl Comparer<'_> {
