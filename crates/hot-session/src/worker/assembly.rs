@@ -69,7 +69,7 @@ impl Worker {
     pub(super) fn leave_out_assembly(&mut self, saved: &Path, units: &mut Vec<PathBuf>) {
         let (assembly, rest): (Vec<PathBuf>, Vec<PathBuf>) = std::mem::take(units)
             .into_iter()
-            .partition(|u| is_assembly(u));
+            .partition(|u| super::has_extension(u, ASSEMBLY_EXTENSIONS));
         *units = rest;
         let header = file_name(saved);
         for unit in assembly {
@@ -99,13 +99,6 @@ impl Worker {
         };
         self.publish(file, file, vec![diagnostic]);
     }
-}
-
-/// Whether `file` is an assembly source (by its extension, as the session's other lists).
-pub(super) fn is_assembly(file: &Path) -> bool {
-    file.extension()
-        .and_then(|e| e.to_str())
-        .is_some_and(|e| ASSEMBLY_EXTENSIONS.contains(&e))
 }
 
 fn file_name(file: &Path) -> String {
