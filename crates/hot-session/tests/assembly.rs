@@ -31,21 +31,6 @@ const ROWS: &[Row] = &[
     },
 ];
 
-/// The diagnostics list published for `file` after the log's first `from` events.
-fn published_since(f: &Fixture, from: usize, file: &str) -> Vec<Vec<hot_session::Diagnostic>> {
-    let path = f.path(file);
-    f.log[from..]
-        .iter()
-        .filter_map(|e| match e {
-            SessionEvent::Diagnostics {
-                file: published,
-                diagnostics,
-            } if *published == path => Some(diagnostics.clone()),
-            _ => None,
-        })
-        .collect()
-}
-
 fn check(row: &Row) {
     let mut f = Fixture::launch("assembly");
     f.wait_output(STEADY);
@@ -114,7 +99,7 @@ fn an_assembly_file_outside_the_program_gets_nothing() {
     assert_eq!(swap.swapped, ["scale"], "{swap:?}");
     f.wait_output("asm=7 plain=3 scale=20");
     assert!(
-        published_since(&f, from, "extra.S").is_empty(),
+        f.published_since(from, "extra.S").is_empty(),
         "{:#?}",
         &f.log[from..]
     );
@@ -135,9 +120,7 @@ fn a_header_an_assembly_source_includes_swaps_its_other_includers_only() {
     assert_eq!(swap.swapped, ["scale"], "{swap:?}");
     f.wait_output("asm=7 plain=3 scale=15");
     // Published before the swap (the warning is said when the includers are chosen).
-    let diagnostics = published_since(&f, from, "value.S")
-        .pop()
-        .unwrap_or_default();
+    let diagnostics = f.published_since(from, "value.S").pop().unwrap_or_default();
     assert_eq!(diagnostics.len(), 1, "{diagnostics:#?}");
     let d = &diagnostics[0];
     assert_eq!(

@@ -90,17 +90,7 @@ fn lists_of_save(f: &mut Fixture, file: &str) -> Vec<Vec<Diagnostic>> {
     f.wait("the save to end", |e| {
         matches!(e, SessionEvent::Progress(Progress::End { .. })).then_some(())
     });
-    let path = f.path(file);
-    f.log[from..]
-        .iter()
-        .filter_map(|e| match e {
-            SessionEvent::Diagnostics {
-                file: published,
-                diagnostics,
-            } if *published == path => Some(diagnostics.clone()),
-            _ => None,
-        })
-        .collect()
+    f.published_since(from, file)
 }
 
 fn check_warned_once(row: &Warned) {

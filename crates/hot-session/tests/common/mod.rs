@@ -296,6 +296,22 @@ impl Fixture {
     }
 
     /// Wait for a non-empty diagnostics list for `rel`.
+    /// The diagnostics lists published for `rel` after the log's first `from` events.
+    #[allow(dead_code)]
+    pub fn published_since(&self, from: usize, rel: &str) -> Vec<Vec<Diagnostic>> {
+        let path = self.path(rel);
+        self.log[from..]
+            .iter()
+            .filter_map(|e| match e {
+                SessionEvent::Diagnostics {
+                    file: published,
+                    diagnostics,
+                } if *published == path => Some(diagnostics.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
     pub fn wait_diagnostics(&mut self, rel: &str) -> Vec<Diagnostic> {
         let path = self.path(rel);
         self.wait(&format!("diagnostics for {rel}"), |e| match e {
